@@ -1,0 +1,54 @@
+# Two commands for a new user: `make run` and `make test`. Each sets up what it needs by itself.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+PYTEST_WORKERS ?= 2
+export AWS_DEFAULT_REGION ?= eu-west-1
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: run test lint format checks unit bench clean venv
+
+venv: $(STAMP)
+
+$(STAMP): requirements-dev.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	@touch $@
+
+## run: start the embedded local stack, run the demo end to end, print a report
+run: $(STAMP)
+	$(BIN)/efficy-sync demo
+
+## test: lint, template and state-machine checks, then every test (in parallel)
+test: $(STAMP) $(NODE_STAMP) lint checks
+	$(BIN)/pytest -n $(PYTEST_WORKERS) -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+checks: $(STAMP) $(NODE_STAMP)
+	$(BIN)/cfn-lint template.yaml
+	npx --no-install asl-validator --json-path statemachines/full_sync.asl.json
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+## bench: long measurements; rewrites BENCHMARKS.md
+bench: $(STAMP)
+	$(BIN)/python -m bench.run --out BENCHMARKS.md
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""HTTP clients for the two APIs we sit between (Efficy Enterprise, APSIS One)."""

@@ -1,0 +1,1 @@
+"""Tooling that is not shipped to Lambda: CLI, embedded local stack, simulators."""

@@ -1,0 +1,1 @@
+"""The embedded local stack: moto server, in-process Lambda dispatch, SQS poller, HTTP front."""

@@ -1,0 +1,1 @@
+"""Simulators of Efficy Enterprise and APSIS One: real HTTP servers on loopback."""
