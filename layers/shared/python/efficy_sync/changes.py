@@ -1,0 +1,33 @@
+"""The per-person message that travels on the contact-changes FIFO queue.
+
+It carries no personal data: the worker refetches the person from Efficy, so the message only says who
+changed, how and when (changed field *names* help explain a sync, their values are not needed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ContactChange(BaseModel):
+    integration_id: str
+    person_key: int
+    operation: Literal["Create", "Update", "Delete", "Resync"]
+    date: str = ""  # Efficy's change date of this event (ISO 8601)
+    changed_fields: list[str] = Field(default_factory=list)
+    source: Literal["webhook", "full_sync", "parked", "redrive", "retry"] = "webhook"
+    received_at: float = 0.0
+
+    @property
+    def group_id(self) -> str:
+        """One FIFO group per person: a person's changes stay in order, different people run in parallel."""
+        return f"{self.integration_id}#{self.person_key}"
+
+    @property
+    def dedup_id(self) -> str:
+        """A retried webhook carries the same person, date and operation: SQS drops the copy."""
+        raw = f"{self.integration_id}|{self.person_key}|{self.date}|{self.operation}|{self.source}"
+        return hashlib.sha256(raw.encode()).hexdigest()

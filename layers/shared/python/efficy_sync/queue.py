@@ -1,0 +1,66 @@
+"""Putting contact changes on SQS: batches of ten, sent in parallel, failed entries retried.
+
+The webhook answers 202 only once every message is on the queue; if some still fail after the retries
+we raise, the webhook answers 5xx, and Efficy sends the batch again (deduplication drops what did land).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .aws import client
+from .changes import ContactChange
+
+
+class EnqueueError(Exception):
+    pass
+
+
+@dataclass
+class EnqueueReport:
+    messages: int = 0
+    batch_calls: int = 0
+    retried_entries: int = 0
+
+
+def _send_chunk(queue_url: str, chunk: Sequence[ContactChange], attempts: int, report: EnqueueReport) -> None:
+    pending = {str(i): change for i, change in enumerate(chunk)}
+    for attempt in range(attempts):
+        response = client("sqs").send_message_batch(
+            QueueUrl=queue_url,
+            Entries=[
+                {
+                    "Id": entry_id,
+                    "MessageBody": change.model_dump_json(),
+                    "MessageGroupId": change.group_id,
+                    "MessageDeduplicationId": change.dedup_id,
+                }
+                for entry_id, change in pending.items()
+            ],
+        )
+        report.batch_calls += 1
+        failed = {f["Id"] for f in response.get("Failed", [])}
+        pending = {entry_id: change for entry_id, change in pending.items() if entry_id in failed}
+        if not pending:
+            return
+        report.retried_entries += len(pending)
+        time.sleep(min(0.05 * 2**attempt, 1.0))
+    raise EnqueueError(f"{len(pending)} messages could not be queued after {attempts} attempts")
+
+
+def enqueue_changes(
+    queue_url: str, changes: Sequence[ContactChange], *, parallelism: int = 16, attempts: int = 4
+) -> EnqueueReport:
+    report = EnqueueReport(messages=len(changes))
+    chunks = [changes[i : i + 10] for i in range(0, len(changes), 10)]
+    if len(chunks) <= 1:
+        for chunk in chunks:
+            _send_chunk(queue_url, chunk, attempts, report)
+        return report
+    with ThreadPoolExecutor(max_workers=min(parallelism, len(chunks))) as pool:
+        for future in [pool.submit(_send_chunk, queue_url, chunk, attempts, report) for chunk in chunks]:
+            future.result()
+    return report

@@ -1,0 +1,169 @@
+"""moto's server in this process, and template.yaml deployed into it as a CloudFormation stack.
+
+In-process matters: Step Functions tasks call Lambda through moto, and we route those invocations to the
+real handlers by patching `LambdaSimpleBackend.invoke` (see lambdas.py), which only works in the same process.
+Where moto's CloudFormation falls short (secrets, the executable state machine, SQS triggers), the gap is
+filled from the same template, as contracts/aws-local.md describes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import time
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+
+from .template import SamTemplate
+
+DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class MotoServer:
+    """moto's threaded server on loopback, configured to execute state machines and skip Docker for Lambda."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        # The Step Functions interpreter calls back into moto at localhost:$MOTO_PORT.
+        os.environ["MOTO_PORT"] = str(self.port)
+        self._server: Any = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MotoServer:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        import requests
+
+        config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+        requests.post(f"{self.endpoint}/moto-api/config", json=config, timeout=10).raise_for_status()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+
+@dataclass
+class DeployedStack:
+    name: str
+    region: str
+    physical: dict[str, str]  # logical id -> physical id (name, URL or ARN)
+    outputs: dict[str, str]
+    state_machines: dict[str, str] = field(default_factory=dict)  # logical id -> executable ARN
+    functions: dict[str, str] = field(default_factory=dict)  # logical id -> function name
+
+
+def client(service: str, endpoint: str, region: str) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # noqa: S106 - moto's dummy credentials
+    )
+
+
+def deploy(template: SamTemplate, endpoint: str, region: str, stack_name: str = "efficy-sync") -> DeployedStack:
+    """`sam package` + `sam deploy` against moto, then the fixes for moto's known gaps."""
+    s3 = client("s3", endpoint, region)
+    bucket = f"{stack_name}-artifacts-{free_port()}"
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    s3.put_object(Bucket=bucket, Key="code.zip", Body=_tiny_zip())
+    body = template.prepare_for_moto(bucket, "code.zip")
+
+    cfn = client("cloudformation", endpoint, region)
+    cfn.create_stack(StackName=stack_name, TemplateBody=json.dumps(body), Capabilities=["CAPABILITY_IAM"])
+    _wait_stack(cfn, stack_name)
+    physical = {
+        r["LogicalResourceId"]: r.get("PhysicalResourceId", "")
+        for r in cfn.describe_stack_resources(StackName=stack_name)["StackResources"]
+    }
+    stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    deployed = DeployedStack(stack_name, region, physical, outputs)
+    deployed.functions = {lid: physical[lid] for lid in template.functions() if lid in physical}
+    _disable_moto_triggers(endpoint, region)
+    _create_state_machines(template, deployed, endpoint, region)
+    return deployed
+
+
+def _tiny_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("app.py", "def handler(event, context):\n    return event\n")
+    return buf.getvalue()
+
+
+def _wait_stack(cfn: Any, name: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = cfn.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"]
+        if status.endswith("_COMPLETE") and "ROLLBACK" not in status:
+            return
+        if "FAILED" in status or "ROLLBACK" in status:
+            events = cfn.describe_stack_events(StackName=name)["StackEvents"]
+            reasons = [e.get("ResourceStatusReason") for e in events if e.get("ResourceStatusReason")]
+            raise RuntimeError(f"stack {name} ended {status}: {reasons[:5]}")
+        time.sleep(0.2)
+    raise TimeoutError(f"stack {name} not created within {timeout}s")
+
+
+def _disable_moto_triggers(endpoint: str, region: str) -> None:
+    """moto's own SQS trigger fires once per message inside send_message and ignores partial failures.
+
+    The local stack's poller serves the event sources instead, with Lambda's semantics.
+    """
+    lam = client("lambda", endpoint, region)
+    for mapping in lam.list_event_source_mappings().get("EventSourceMappings", []):
+        lam.delete_event_source_mapping(UUID=mapping["UUID"])
+
+
+def _create_state_machines(template: SamTemplate, stack: DeployedStack, endpoint: str, region: str) -> None:
+    """moto's CloudFormation puts state machines where the executing interpreter cannot see them."""
+    sfn = client("stepfunctions", endpoint, region)
+    lam = client("lambda", endpoint, region)
+    for logical_id, spec in template.state_machines().items():
+        definition = spec["definition"]
+        for name, value in spec["substitutions"].items():
+            definition = definition.replace("${" + name + "}", _resolve(value, stack, lam))
+        role = f"arn:aws:iam::123456789012:role/{stack.name}-{logical_id}"
+        arn = sfn.create_state_machine(name=f"{stack.name}-{logical_id}", definition=definition, roleArn=role)[
+            "stateMachineArn"
+        ]
+        stack.state_machines[logical_id] = arn
+
+
+def _resolve(value: Any, stack: DeployedStack, lam: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if "Ref" in value:
+        return stack.physical[value["Ref"]]
+    if "Fn::GetAtt" in value:
+        logical, attr = value["Fn::GetAtt"] if isinstance(value["Fn::GetAtt"], list) else value["Fn::GetAtt"].split(".")
+        if attr == "Arn" and logical in stack.functions:
+            return lam.get_function(FunctionName=stack.functions[logical])["Configuration"]["FunctionArn"]
+        return stack.physical[logical]
+    raise ValueError(f"cannot resolve substitution {value!r} locally")
+
+
+def function_environment(endpoint: str, region: str, function_name: str) -> dict[str, str]:
+    lam = client("lambda", endpoint, region)
+    conf = lam.get_function_configuration(FunctionName=function_name)
+    return dict(conf.get("Environment", {}).get("Variables", {}))

@@ -1,0 +1,137 @@
+"""API Gateway's part, offline: HTTP requests become REST API proxy events for the handler template.yaml names.
+
+The URL keeps AWS's shape (`<api_url>/integrations/{integration_id}/...` where api_url ends with the stage),
+so scripts written against the local stack work against a deployed one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+from .lambdas import FunctionRouter
+from .template import ApiRoute
+
+log = logging.getLogger("efficy_sync.local")
+MAX_PAYLOAD = 10 * 1024 * 1024  # API Gateway REST payload limit
+
+
+class _QuietHandler(WSGIRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        return
+
+
+class ApiFront:
+    def __init__(self, routes: list[ApiRoute], router: FunctionRouter, *, stage: str, port: int = 0) -> None:
+        self._routes = routes
+        self._router = router
+        self._stage = stage
+        self._port = port
+        self._server: BaseWSGIServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_port}/{self._stage}"
+
+    def start(self) -> None:
+        self._server = make_server("127.0.0.1", self._port, self._wsgi, threaded=True, request_handler=_QuietHandler)
+        threading.Thread(target=self._server.serve_forever, name="api-front", daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def _wsgi(self, environ: dict, start_response: Any) -> Any:
+        request = Request(environ)
+        return self._handle(request)(environ, start_response)
+
+    def _handle(self, request: Request) -> Response:
+        prefix = f"/{self._stage}"
+        if not request.path.startswith(prefix + "/"):
+            return _json({"message": "Not Found"}, 404)
+        path = request.path[len(prefix) :]
+        if (request.content_length or 0) > MAX_PAYLOAD:
+            return _json({"message": "Request Too Long"}, 413)
+        for route in self._routes:
+            match = route.regex.match(path)
+            if match and route.method == request.method:
+                break
+        else:
+            return _json({"message": "Missing Authentication Token"}, 403)  # what API Gateway says
+        body = request.get_data()
+        if len(body) > MAX_PAYLOAD:
+            return _json({"message": "Request Too Long"}, 413)
+        event = self._event(request, route, path, match.groupdict(), body)
+        try:
+            result = self._router.invoke(route.function, event)
+        except Exception:
+            log.exception("handler %s raised", route.function)
+            return _json({"message": "Internal server error"}, 502)
+        return _response(result)
+
+    def _event(self, request: Request, route: ApiRoute, path: str, params: dict[str, str], body: bytes) -> dict:
+        try:
+            text, is_b64 = body.decode("utf-8"), False
+        except UnicodeDecodeError:
+            text, is_b64 = base64.b64encode(body).decode(), True
+        headers = {k: v for k, v in request.headers.items()}
+        multi_headers = {k: request.headers.getlist(k) for k in headers}
+        query = {k: v for k, v in request.args.items()} or None
+        multi_query = {k: request.args.getlist(k) for k in request.args} or None
+        now = time.time()
+        return {
+            "resource": route.path,
+            "path": path,
+            "httpMethod": request.method,
+            "headers": headers,
+            "multiValueHeaders": multi_headers,
+            "queryStringParameters": query,
+            "multiValueQueryStringParameters": multi_query,
+            "pathParameters": params or None,
+            "stageVariables": None,
+            "requestContext": {
+                "resourcePath": route.path,
+                "httpMethod": request.method,
+                "path": f"/{self._stage}{path}",
+                "stage": self._stage,
+                "requestId": str(uuid.uuid4()),
+                "requestTimeEpoch": int(now * 1000),
+                "accountId": "123456789012",
+                "apiId": "local",
+                "protocol": "HTTP/1.1",
+                "identity": {"sourceIp": request.remote_addr or "127.0.0.1", "userAgent": request.user_agent.string},
+            },
+            "body": text if body else None,
+            "isBase64Encoded": is_b64,
+        }
+
+
+def _json(payload: Any, status: int) -> Response:
+    return Response(json.dumps(payload), status=status, content_type="application/json")
+
+
+def _response(result: Any) -> Response:
+    if not isinstance(result, dict) or "statusCode" not in result:
+        return _json({"message": "Internal server error"}, 502)  # API Gateway's "malformed Lambda proxy response"
+    body = result.get("body") or ""
+    data = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode()
+    response = Response(data, status=int(result["statusCode"]))
+    for key, value in (result.get("headers") or {}).items():
+        response.headers[key] = str(value)
+    for key, values in (result.get("multiValueHeaders") or {}).items():
+        for value in values:
+            response.headers.add(key, str(value))
+    return response

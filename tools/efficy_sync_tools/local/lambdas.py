@@ -1,0 +1,118 @@
+"""Runs the real handlers in-process, as Lambda would: one module per function, named by template.yaml.
+
+Two callers: the local stack's own event sources (HTTP front, SQS poller, schedules, status events) call
+`invoke()` directly; Step Functions tasks reach Lambda through moto, whose `LambdaSimpleBackend.invoke` we
+route here, so the real `statemachines/full_sync.asl.json` drives the real handlers (Map, Retry and Catch
+included: an exception becomes a FunctionError whose errorType is the exception's class name).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+from unittest import mock
+
+from .template import FunctionSpec
+
+log = logging.getLogger("efficy_sync.local")
+
+
+@dataclass
+class LambdaContext:
+    """The attributes powertools and our handlers read from Lambda's context object."""
+
+    function_name: str
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = ""
+    aws_request_id: str = ""
+    timeout_seconds: int = 30
+    _started: float = 0.0
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._started + self.timeout_seconds - time.monotonic()) * 1000))
+
+
+class FunctionRouter:
+    """Function name or ARN or logical id -> the handler callable that template.yaml names."""
+
+    def __init__(self, specs: dict[str, FunctionSpec], physical_names: dict[str, str], region: str) -> None:
+        self._specs = specs
+        self._region = region
+        self._by_name = {name: lid for lid, name in physical_names.items()}
+        self._by_name.update({lid: lid for lid in specs})
+        self._physical = physical_names
+        self._modules: dict[str, ModuleType] = {}
+        self._lock = threading.Lock()
+        self.invocations: dict[str, int] = {}
+        self._patch: Any = None
+
+    def logical_id(self, name_or_arn: str) -> str:
+        name = name_or_arn.split(":function:")[-1].split(":")[0]
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"no function {name!r} in template.yaml") from None
+
+    def handler(self, logical_id: str) -> Any:
+        spec = self._specs[logical_id]
+        module_name, attr = spec.handler.rsplit(".", 1)
+        with self._lock:
+            module = self._modules.get(logical_id)
+            if module is None:
+                path = spec.code_dir / (module_name.replace(".", "/") + ".py")
+                import_spec = importlib.util.spec_from_file_location(f"lambda_{logical_id}", path)
+                if import_spec is None or import_spec.loader is None:
+                    raise ImportError(f"cannot load {path}")
+                module = importlib.util.module_from_spec(import_spec)
+                import_spec.loader.exec_module(module)
+                self._modules[logical_id] = module
+        return getattr(module, attr)
+
+    def invoke(self, name_or_arn: str, event: Any) -> Any:
+        """Call the handler; exceptions propagate (the caller decides what a failure means)."""
+        logical_id = self.logical_id(name_or_arn)
+        self.invocations[logical_id] = self.invocations.get(logical_id, 0) + 1
+        name = self._physical.get(logical_id, logical_id)
+        context = LambdaContext(
+            function_name=name,
+            invoked_function_arn=f"arn:aws:lambda:{self._region}:123456789012:function:{name}",
+            aws_request_id=str(uuid.uuid4()),
+            timeout_seconds=900,
+            _started=time.monotonic(),
+        )
+        return self.handler(logical_id)(event, context)
+
+    # ---- Step Functions -> moto Lambda -> here ------------------------------------------------------
+    def patch_moto(self) -> None:
+        from moto.awslambda_simple.models import LambdaSimpleBackend
+
+        router = self
+
+        def routed_invoke(
+            backend: Any, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any
+        ):
+            payload = json.loads(body) if body else {}
+            try:
+                return json.dumps(router.invoke(function_name, payload), default=str).encode()
+            except Exception as exc:  # Lambda reports it as a function error; ASL Retry/Catch match errorType
+                log.warning("function %s raised %s: %s", function_name, type(exc).__name__, exc)
+                response_headers["x-amz-function-error"] = "Unhandled"
+                return json.dumps(
+                    {"errorType": type(exc).__name__, "errorMessage": str(exc), "trace": traceback.format_exc(limit=5)}
+                ).encode()
+
+        self._patch = mock.patch.object(LambdaSimpleBackend, "invoke", routed_invoke)
+        self._patch.start()
+
+    def unpatch_moto(self) -> None:
+        if self._patch is not None:
+            self._patch.stop()
+            self._patch = None

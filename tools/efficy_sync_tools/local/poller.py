@@ -1,0 +1,144 @@
+"""SQS event sources with Lambda's semantics, because moto's own trigger fires once per message.
+
+What Lambda does and we copy: batches of up to BatchSize, the enabled flag, `batchItemFailures` (only the
+failed messages come back; the rest are deleted), an exception fails the whole batch, redelivery after the
+visibility timeout and the queue's redrive policy to its DLQ. One deliberate difference: a failed message
+becomes visible again after `retry_delay` seconds instead of the queue's full visibility timeout
+(minutes in template.yaml), so a local retry takes seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from typing import Any
+
+from .lambdas import FunctionRouter
+from .template import SqsSource
+
+log = logging.getLogger("efficy_sync.local")
+
+
+class SqsPoller:
+    def __init__(
+        self,
+        source: SqsSource,
+        queue_url: str,
+        queue_arn: str,
+        router: FunctionRouter,
+        sqs: Any,
+        *,
+        region: str,
+        workers: int = 2,
+        retry_delay: int = 1,
+    ) -> None:
+        self.source = source
+        self.queue_url = queue_url
+        self.queue_arn = queue_arn
+        self.enabled = source.enabled
+        self._router = router
+        self._sqs = sqs
+        self._region = region
+        self._workers = workers
+        self._retry_delay = retry_delay
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+        self.batches = 0
+        self.failures = 0
+
+    def start(self) -> None:
+        for i in range(self._workers):
+            thread = threading.Thread(target=self._loop, name=f"poll-{self.source.function}-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    @property
+    def busy(self) -> bool:
+        return self._busy > 0
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if not self.enabled:
+                time.sleep(0.2)
+                continue
+            try:
+                messages = self._sqs.receive_message(
+                    QueueUrl=self.queue_url,
+                    MaxNumberOfMessages=self.source.batch_size,
+                    WaitTimeSeconds=0,
+                    MessageSystemAttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                ).get("Messages", [])
+            except Exception:  # the server is going away, or a blip: Lambda's poller also just tries again
+                if self._stop.is_set():
+                    return
+                log.exception("receive failed on %s", self.queue_url)
+                time.sleep(0.5)
+                continue
+            if not messages:
+                time.sleep(0.1)
+                continue
+            with self._busy_lock:
+                self._busy += 1
+            try:
+                self._deliver(messages)
+            finally:
+                with self._busy_lock:
+                    self._busy -= 1
+
+    def _deliver(self, messages: list[dict[str, Any]]) -> None:
+        self.batches += 1
+        event = {"Records": [self._record(m) for m in messages]}
+        failed: set[str] = set()
+        try:
+            result = self._router.invoke(self.source.function, event)
+            if self.source.report_batch_item_failures and isinstance(result, dict):
+                failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+        except Exception:
+            log.exception("function %s failed a batch of %d", self.source.function, len(messages))
+            failed = {m["MessageId"] for m in messages}
+        self.failures += len(failed)
+        done = [m for m in messages if m["MessageId"] not in failed]
+        for start in range(0, len(done), 10):
+            chunk = done[start : start + 10]
+            self._sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
+            )
+        for m in messages:
+            if m["MessageId"] in failed:
+                self._sqs.change_message_visibility(
+                    QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=self._retry_delay
+                )
+
+    def _record(self, m: dict[str, Any]) -> dict[str, Any]:
+        attributes = dict(m.get("Attributes", {}))
+        return {
+            "messageId": m["MessageId"],
+            "receiptHandle": m["ReceiptHandle"],
+            "body": m["Body"],
+            "attributes": attributes,
+            "messageAttributes": {
+                k: {
+                    "stringValue": v.get("StringValue"),
+                    "binaryValue": v.get("BinaryValue"),
+                    "stringListValues": [],
+                    "binaryListValues": [],
+                    "dataType": v["DataType"],
+                }
+                for k, v in m.get("MessageAttributes", {}).items()
+            },
+            "md5OfBody": m.get("MD5OfBody") or hashlib.md5(m["Body"].encode(), usedforsecurity=False).hexdigest(),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": self.queue_arn,
+            "awsRegion": self._region,
+        }

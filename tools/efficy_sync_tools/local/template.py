@@ -1,0 +1,215 @@
+"""Reads template.yaml the way `sam deploy` would, so the local stack runs what AWS would run.
+
+The local stack must not keep a second, hand-written list of resources: tables, queues, functions, routes,
+event sources and the state machine all come from here. `prepare_for_moto` does what `sam package` does
+(code to S3, ASL file inlined) and transforms the SAM template offline into plain CloudFormation.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cfnlint.decode import cfn_yaml
+
+ROUTE_EVENT_TYPES = {"Api", "HttpApi"}
+# What the local stack emulates itself (HTTP front, alarms are inert offline) or creates through the API
+# (secrets): moto's CloudFormation either lacks these types or needs properties AWS does not.
+EMULATED_PREFIXES = (
+    "AWS::ApiGateway::",
+    "AWS::ApiGatewayV2::",
+    "AWS::CloudWatch::",
+    "AWS::SecretsManager::",
+    "AWS::SNS::Subscription",
+    "AWS::Lambda::Permission",
+)
+
+
+@dataclass(frozen=True)
+class ApiRoute:
+    function: str  # logical id
+    method: str
+    path: str  # "/integrations/{integration_id}/efficy/webhook"
+
+    @property
+    def regex(self) -> re.Pattern[str]:
+        pattern = re.sub(r"\\\{([^}/]+)\\\}", r"(?P<\1>[^/]+)", re.escape(self.path))
+        return re.compile(f"^{pattern}/?$")
+
+
+@dataclass(frozen=True)
+class SqsSource:
+    function: str
+    queue: str  # logical id of the queue
+    batch_size: int = 10
+    report_batch_item_failures: bool = False
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class ScheduleSource:
+    function: str
+    rate_seconds: int
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EventRuleSource:
+    function: str
+    pattern: dict[str, Any]
+
+
+@dataclass
+class FunctionSpec:
+    logical_id: str
+    code_dir: Path
+    handler: str  # "app.handler"
+    environment: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SamTemplate:
+    """The parts of template.yaml the local stack needs to imitate Lambda, API Gateway and event sources."""
+
+    root: Path
+    raw: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | Path) -> SamTemplate:
+        path = Path(path)
+        return cls(root=path.parent, raw=cfn_yaml.loads(path.read_text(), str(path)))
+
+    @property
+    def resources(self) -> dict[str, Any]:
+        return self.raw.get("Resources", {})
+
+    def of_type(self, type_name: str) -> dict[str, Any]:
+        return {k: v for k, v in self.resources.items() if v.get("Type") == type_name}
+
+    def _globals(self) -> dict[str, Any]:
+        return self.raw.get("Globals", {}).get("Function", {})
+
+    def functions(self) -> dict[str, FunctionSpec]:
+        specs = {}
+        glob = self._globals()
+        for logical_id, res in self.of_type("AWS::Serverless::Function").items():
+            props = res.get("Properties", {})
+            env = dict(glob.get("Environment", {}).get("Variables", {}))
+            env.update(props.get("Environment", {}).get("Variables", {}))
+            handler = props.get("Handler") or glob.get("Handler")
+            specs[logical_id] = FunctionSpec(logical_id, self.root / props["CodeUri"], handler, env)
+        return specs
+
+    def _events(self) -> list[tuple[str, str, dict[str, Any]]]:
+        out = []
+        for logical_id, res in self.of_type("AWS::Serverless::Function").items():
+            for ev in res.get("Properties", {}).get("Events", {}).values():
+                out.append((logical_id, ev.get("Type"), ev.get("Properties", {})))
+        return out
+
+    def api_routes(self) -> list[ApiRoute]:
+        return [
+            ApiRoute(fn, props["Method"].upper(), props["Path"])
+            for fn, kind, props in self._events()
+            if kind in ROUTE_EVENT_TYPES
+        ]
+
+    def sqs_sources(self) -> list[SqsSource]:
+        sources = []
+        for fn, kind, props in self._events():
+            if kind != "SQS":
+                continue
+            queue = props["Queue"]
+            queue_id = queue["Fn::GetAtt"][0] if isinstance(queue, dict) else str(queue).split(".")[0]
+            sources.append(
+                SqsSource(
+                    function=fn,
+                    queue=queue_id,
+                    batch_size=int(props.get("BatchSize", 10)),
+                    report_batch_item_failures="ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
+                    enabled=bool(props.get("Enabled", True)),
+                )
+            )
+        return sources
+
+    def schedules(self) -> list[ScheduleSource]:
+        out = []
+        for fn, kind, props in self._events():
+            if kind in {"Schedule", "ScheduleV2"}:
+                expr = props.get("Schedule") or props.get("ScheduleExpression", "")
+                payload = props.get("Input")
+                out.append(ScheduleSource(fn, rate_to_seconds(expr), json.loads(payload) if payload else {}))
+        return out
+
+    def event_rules(self) -> list[EventRuleSource]:
+        return [
+            EventRuleSource(fn, props.get("Pattern", {}))
+            for fn, kind, props in self._events()
+            if kind in {"EventBridgeRule", "CloudWatchEvent"}
+        ]
+
+    def state_machines(self) -> dict[str, dict[str, Any]]:
+        """Logical id -> {"definition": str (ASL, substitutions unresolved), "substitutions": {...}}."""
+        out = {}
+        for logical_id, res in self.of_type("AWS::Serverless::StateMachine").items():
+            props = res["Properties"]
+            if "DefinitionUri" in props:
+                definition = (self.root / props["DefinitionUri"]).read_text()
+            else:
+                definition = json.dumps(props["Definition"])
+            out[logical_id] = {"definition": definition, "substitutions": props.get("DefinitionSubstitutions", {})}
+        return out
+
+    def prepare_for_moto(self, bucket: str, key: str) -> dict[str, Any]:
+        """What `sam package` + the SAM transform would hand to CloudFormation, computed offline."""
+        tpl = _plain(copy.deepcopy(self.raw))
+        for res in tpl.get("Resources", {}).values():
+            props = res.get("Properties", {})
+            if res.get("Type") == "AWS::Serverless::Function":
+                props["CodeUri"] = {"Bucket": bucket, "Key": key}
+            elif res.get("Type") == "AWS::Serverless::LayerVersion":
+                props["ContentUri"] = {"Bucket": bucket, "Key": key}
+            elif res.get("Type") == "AWS::Serverless::StateMachine" and "DefinitionUri" in props:
+                props["Definition"] = json.loads((self.root / props.pop("DefinitionUri")).read_text())
+        transformed = sam_transform(tpl)
+        transformed["Resources"] = {
+            k: v for k, v in transformed["Resources"].items() if not v["Type"].startswith(EMULATED_PREFIXES)
+        }
+        transformed.pop("Outputs", None)  # they point at emulated resources (the API URL); the stack knows better
+        return transformed
+
+
+def rate_to_seconds(expression: str) -> int:
+    match = re.match(r"rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)", expression.strip())
+    if not match:
+        return 300  # cron expressions: the local sweeper only needs "now and then"
+    n, unit = int(match.group(1)), match.group(2)
+    return n * {"minute": 60, "hour": 3600, "day": 86400}[unit.rstrip("s")]
+
+
+def _plain(node: Any) -> Any:
+    """cfn-lint's nodes carry line marks; samtranslator wants plain dicts, lists and strings."""
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
+class _NoIamPolicies:
+    """The transform asks IAM for managed policy ARNs; offline we have none to give."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+def sam_transform(template: dict[str, Any]) -> dict[str, Any]:
+    from samtranslator.translator.transform import transform
+
+    return transform(template, {}, _NoIamPolicies())
