@@ -114,7 +114,9 @@ class SimServer:
 
     def start(self) -> SimServer:
         self._server = make_server(self._host, self._port, self._wsgi, threaded=True, request_handler=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"{self.name}-sim", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"{self.name}-sim", daemon=True
+        )
         self._thread.start()
         return self
 

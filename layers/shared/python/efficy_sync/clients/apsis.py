@@ -1,0 +1,398 @@
+"""APSIS One client: the calls the sync makes, with token caching, retries and typed errors.
+
+Facts behind it are in contracts/apsis-one.md. The pieces are kept apart so each can change alone:
+authentication (`_access_token`, `_fetch_token`), transport (`_call`, `_send`: one retrying session from
+clients/http.py, one token refresh on 401/403), and parsing (`_error_for`, `_items`).
+
+One client serves one integration: one section and the keyspace its profile keys live in. It is safe to
+share between threads (the token cache is locked; requests' Session is used for independent calls).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from efficy_sync.clients.errors import (
+    ApiError,
+    ApsisUnavailable,
+    AuthError,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    RejectedValue,
+)
+from efficy_sync.clients.http import RetryPolicy, build_session
+
+CHANNELS = {"email": "com.apsis1.channels.email", "sms": "com.apsis1.channels.sms"}
+CONSENT_TYPES = ("opt-in", "opt-out")
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+ACCEPT = "application/json, application/problem+json"
+MAX_BODY_BYTES = 100 * 1024  # documented request limit; checked here so a too-large body costs no call
+MAX_IMPORT_FILE_BYTES = 50 * 1024 * 1024
+FALLBACK_TOKEN_LIFETIME = 300.0  # when a token carries neither `exp` nor `expires_in`
+IMPORT_DONE = ("completed", "error")
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+_PHONE = re.compile(r"\+\d[\d ().-]{6,}\d|\b\d{9,}\b")
+
+
+def _redact(text: str) -> str:
+    """Error details can echo the value APSIS refused; keep emails and phone numbers out of logs."""
+    return _PHONE.sub("<phone>", _EMAIL.sub("<email>", text))
+
+
+def _jwt_expiry(token: str) -> float | None:
+    """APSIS says to read the JWT `exp` claim (expires_in is deprecated). The signature is not ours to check."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return None
+
+
+@dataclass(frozen=True)
+class _Token:
+    value: str
+    refresh_at: float  # epoch seconds
+
+
+class ApsisClient:
+    """Calls APSIS One for one integration (section + keyspace). Raises the errors of clients/errors.py."""
+
+    def __init__(
+        self,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        section: str,
+        keyspace: str = "com.apsis1.keyspaces.crm-id",
+        policy: RetryPolicy | None = None,
+        token_refresh_margin: float = 3600,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.section = section
+        self.keyspace = keyspace
+        self.policy = policy or RetryPolicy()
+        self.token_refresh_margin = token_refresh_margin
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._session = session or build_session(self.policy)
+        self._token: _Token | None = None
+        self._token_lock = threading.Lock()
+        self._calls_lock = threading.Lock()
+        #: HTTP calls made, by kind ("patch_attributes", "token", ...); the session's own retries are not
+        #: counted here (the simulator's /_sim/calls sees those)
+        self.calls: Counter[str] = Counter()
+
+    # ---- definitions ----------------------------------------------------------------------------------
+    def list_sections(self) -> list[dict[str, Any]]:
+        return self._items("list_sections", "/audience/sections")
+
+    def list_keyspaces(self) -> list[dict[str, Any]]:
+        return self._items("list_keyspaces", "/audience/keyspaces")
+
+    def list_attributes(self) -> list[dict[str, Any]]:
+        return self._items("list_attributes", f"/audience/sections/{self._q(self.section)}/attributes")
+
+    def list_topics(self) -> list[dict[str, Any]]:
+        return self._items("list_topics", f"/v2/audience/sections/{self._q(self.section)}/topics")
+
+    def list_tags(self) -> list[dict[str, Any]]:
+        """ASSUMED path (the public docs name a "get all tags" call but not its URL)."""
+        return self._items("list_tags", f"/audience/sections/{self._q(self.section)}/tags")
+
+    def live_attribute_versions(self) -> dict[str, str]:
+        """Attribute discriminator -> live version id, which imports and v1 writes need."""
+        versions: dict[str, str] = {}
+        for attribute in self.list_attributes():
+            for version in attribute.get("versions", []):
+                if version.get("deprecated_at") is None:
+                    versions[attribute["discriminator"]] = version["id"]
+        return versions
+
+    # ---- profiles -------------------------------------------------------------------------------------
+    def create_profile(self, key: str) -> bool:
+        """True when created, False when it already existed (409)."""
+        path = f"/audience/keyspaces/{self._q(self.keyspace)}/sections/{self._q(self.section)}/profiles"
+        try:
+            self._call("create_profile", "POST", path, body={"profile_key": str(key)})
+        except Conflict:
+            return False
+        return True
+
+    def patch_attributes(self, key: str, attributes: dict[str, Any]) -> None:
+        """v2 merge-patch by discriminator; None clears. Raises NotFound when the profile does not exist."""
+        path = f"/v2{self._profile_path(key)}/sections/{self._q(self.section)}/attributes"
+        self._call("patch_attributes", "PATCH", path, body=attributes, content_type=MERGE_PATCH)
+
+    def upsert_attributes(self, key: str, attributes: dict[str, Any]) -> bool:
+        """Patch, creating the profile first when it is missing. True when this call created it.
+
+        Patching first costs one call for the common case (the person exists); a new person costs three.
+        """
+        try:
+            self.patch_attributes(key, attributes)
+            return False
+        except NotFound:
+            created = self.create_profile(key)
+        self.patch_attributes(key, attributes)
+        return created
+
+    def delete_profile(self, key: str) -> bool:
+        """Permanent, with consents and events. False when the profile was already gone."""
+        try:
+            self._call("delete_profile", "DELETE", self._profile_path(key))
+        except NotFound:
+            return False
+        return True
+
+    def patch_tags(self, key: str, tags: dict[str, bool]) -> None:
+        """ASSUMED endpoint: merge-patch {tag: true|false} on the profile's section tags (real path not found)."""
+        path = f"{self._profile_path(key)}/sections/{self._q(self.section)}/tags"
+        self._call("patch_tags", "PATCH", path, body=tags, content_type=MERGE_PATCH)
+
+    # ---- consents -------------------------------------------------------------------------------------
+    def set_consent(
+        self,
+        key: str,
+        topic: str,
+        channel: str,
+        consent_type: str,
+        *,
+        reason: str = "efficy-sync",
+        source: str = "Efficy",
+    ) -> str:
+        """Returns "created" (201), "updated" (204) or "unchanged" (409 or 200: the same type was already set)."""
+        if consent_type not in CONSENT_TYPES:
+            raise ValueError(f"consent_type must be one of {CONSENT_TYPES}, not {consent_type!r}")
+        body = {
+            "topic_discriminator": topic,
+            "channel_discriminator": self._channel(channel),
+            "type": consent_type,
+            "reason": reason,
+            "source": source,
+        }
+        try:
+            response = self._call("set_consent", "POST", self._consents_path(key), body=body)
+        except Conflict:
+            return "unchanged"
+        return {201: "created", 204: "updated"}.get(response.status_code, "unchanged")
+
+    def get_consents(self, key: str, consent_types: list[str] | None = None) -> list[dict[str, Any]]:
+        params = {"consent_types": consent_types} if consent_types else None
+        return self._items("get_consents", self._consents_path(key), params=params)
+
+    # ---- bulk import ----------------------------------------------------------------------------------
+    def create_import(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Returns {import_id, file_upload_url, file_upload_body, file_upload_url_expires_at}."""
+        path = f"/v2/audience/sections/{self._q(self.section)}/imports"
+        return self._call("create_import", "POST", path, body=spec).json()
+
+    def upload_import_file(self, upload_url: str, fields: dict[str, Any], csv_bytes: bytes) -> None:
+        """Multipart POST to the pre-signed URL (S3 in production): the form fields, then `file`. No bearer."""
+        if len(csv_bytes) > MAX_IMPORT_FILE_BYTES:
+            raise PayloadTooLarge(f"import file of {len(csv_bytes)} bytes exceeds {MAX_IMPORT_FILE_BYTES}; split it")
+        self._count("upload_import")
+        try:
+            response = self._session.post(
+                upload_url,
+                data=fields,
+                files={"file": ("import.csv", csv_bytes, "text/csv")},
+                timeout=self.policy.timeout,
+            )
+        except requests.RequestException as exc:
+            raise ApsisUnavailable(f"APSIS upload_import: {type(exc).__name__}") from exc
+        if response.status_code >= 300:
+            raise self._error_for(response, "upload_import")
+
+    def get_import(self, import_id: str) -> dict[str, Any]:
+        """Returns the import's `result`: {"status": ..., "report": {...}} (report once processed)."""
+        path = f"/audience/sections/{self._q(self.section)}/imports/{self._q(import_id)}"
+        return self._call("get_import", "GET", path).json().get("result", {})
+
+    def run_import(
+        self, spec: dict[str, Any], csv_bytes: bytes, *, poll_interval: float = 1.0, timeout: float = 600
+    ) -> dict[str, Any]:
+        """Create, upload, then poll until done. Returns the report plus `import_id` and `status`.
+
+        Raises RejectedValue when APSIS rejects the file as a whole, ApsisUnavailable when it is not done
+        within `timeout` seconds (re-running is safe: an import upserts).
+        """
+        created = self.create_import(spec)
+        import_id = created["import_id"]
+        self.upload_import_file(created["file_upload_url"], created.get("file_upload_body") or {}, csv_bytes)
+        result = self._wait_for_import(import_id, poll_interval, timeout)
+        report = {"import_id": import_id, "status": result.get("status"), **(result.get("report") or {})}
+        if result.get("status") == "error":
+            detail = "; ".join(str(e.get("message")) for e in report.get("errors", []))
+            raise RejectedValue(f"APSIS import {import_id} failed: {_redact(detail)}", detail=_redact(detail))
+        return report
+
+    def _wait_for_import(self, import_id: str, poll_interval: float, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.get_import(import_id)
+            if result.get("status") in IMPORT_DONE:
+                return result
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ApsisUnavailable(f"APSIS import {import_id} still {result.get('status')} after {timeout}s")
+            time.sleep(min(poll_interval, remaining))
+
+    # ---- authentication -------------------------------------------------------------------------------
+    def _access_token(self) -> str:
+        """The cached token, fetched again once it is within the refresh margin of its expiry."""
+        with self._token_lock:
+            if self._token is None or time.time() >= self._token.refresh_at:
+                self._token = self._fetch_token()
+            return self._token.value
+
+    def _forget_token(self, used: str) -> None:
+        with self._token_lock:
+            if self._token is not None and self._token.value == used:
+                self._token = None
+
+    def _fetch_token(self) -> _Token:
+        """POST /oauth/token with a JSON body (APSIS refuses forms). 429 is backed off by the session."""
+        body = {"grant_type": "client_credentials", "client_id": self._client_id, "client_secret": self._client_secret}
+        response = self._send("token", "POST", "/oauth/token", self._encode(body), JSON, None, token=None)
+        if response.status_code in (400, 401, 403):
+            raise AuthError(f"APSIS token: {self._describe(response)}", status=response.status_code)
+        if response.status_code != 200:
+            raise self._error_for(response, "token")
+        return self._token_from(response.json(), issued_at=time.time())
+
+    def _token_from(self, payload: dict[str, Any], issued_at: float) -> _Token:
+        value = payload["access_token"]
+        expires_at = _jwt_expiry(value)
+        if expires_at is None:
+            expires_at = issued_at + float(payload.get("expires_in") or FALLBACK_TOKEN_LIFETIME)
+        # a short-lived token (tests, odd configurations) is still reused for half its life
+        margin = min(self.token_refresh_margin, max(expires_at - issued_at, 0) / 2)
+        return _Token(value=value, refresh_at=expires_at - margin)
+
+    # ---- transport ------------------------------------------------------------------------------------
+    def _call(
+        self,
+        kind: str,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        content_type: str = JSON,
+        params: dict[str, Any] | None = None,
+    ) -> requests.Response:
+        """One API call: authenticated, retried by the session, one token refresh on 401/403, typed on failure."""
+        data = self._encode(body) if body is not None else None
+        token = self._access_token()
+        response = self._send(kind, method, path, data, content_type, params, token=token)
+        if response.status_code in (401, 403):
+            self._forget_token(token)
+            response = self._send(kind, method, path, data, content_type, params, token=self._access_token())
+        if response.status_code >= 400:
+            raise self._error_for(response, kind)
+        return response
+
+    def _send(
+        self,
+        kind: str,
+        method: str,
+        path: str,
+        data: bytes | None,
+        content_type: str,
+        params: dict[str, Any] | None,
+        *,
+        token: str | None,
+    ) -> requests.Response:
+        """One HTTP exchange (the session retries 429/5xx/timeouts inside it). Bytes bodies carry Content-Length."""
+        headers = {"Accept": ACCEPT}
+        if data is not None:
+            headers["Content-Type"] = content_type
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        self._count(kind)
+        try:
+            return self._session.request(
+                method, self.base_url + path, data=data, params=params, headers=headers, timeout=self.policy.timeout
+            )
+        except requests.RequestException as exc:
+            raise ApsisUnavailable(f"APSIS {kind}: {type(exc).__name__} after retries") from exc
+
+    @staticmethod
+    def _encode(body: dict[str, Any]) -> bytes:
+        data = json.dumps(body, separators=(",", ":")).encode()
+        if len(data) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"request body of {len(data)} bytes exceeds APSIS's {MAX_BODY_BYTES}")
+        return data
+
+    def _count(self, kind: str) -> None:
+        with self._calls_lock:
+            self.calls[kind] += 1
+
+    # ---- parsing --------------------------------------------------------------------------------------
+    def _items(self, kind: str, path: str, *, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return self._call(kind, "GET", path, params=params).json().get("items", [])
+
+    @staticmethod
+    def _describe(response: requests.Response) -> str:
+        """Status, title and detail of a problem+json body; a short excerpt of anything else (S3 XML, HTML)."""
+        try:
+            problem = response.json()
+            text = f"{problem.get('title', '')}: {problem.get('detail', '')}".strip(": ")
+        except ValueError:
+            text = response.text[:200]
+        return f"{response.status_code} {_redact(text)}".strip()
+
+    def _error_for(self, response: requests.Response, kind: str) -> ApiError:
+        status = response.status_code
+        message = f"APSIS {kind}: {self._describe(response)}"
+        error_class: type[ApiError]
+        if status == 404:
+            error_class = NotFound
+        elif status == 409:
+            error_class = Conflict
+        elif status == 413:
+            error_class = PayloadTooLarge
+        elif status in (401, 403):
+            error_class = AuthError
+        elif status == 429:
+            error_class = RateLimited
+        elif status >= 500:
+            error_class = ApsisUnavailable
+        else:
+            error_class = RejectedValue
+        return error_class(message, status=status, detail=message)
+
+    # ---- paths ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _q(segment: str) -> str:
+        return quote(str(segment), safe="")
+
+    @staticmethod
+    def _channel(channel: str) -> str:
+        if channel in CHANNELS:
+            return CHANNELS[channel]
+        if channel in CHANNELS.values():
+            return channel
+        raise ValueError(f"channel must be 'email' or 'sms', not {channel!r}")
+
+    def _profile_path(self, key: str) -> str:
+        return f"/audience/keyspaces/{self._q(self.keyspace)}/profiles/{self._q(key)}"
+
+    def _consents_path(self, key: str) -> str:
+        return f"/v2{self._profile_path(key)}/sections/{self._q(self.section)}/consents"

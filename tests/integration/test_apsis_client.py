@@ -1,0 +1,316 @@
+"""ApsisClient against the APSIS One simulator over real HTTP: tokens, typed errors, retries, bulk import."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from efficy_sync.clients.apsis import ApsisClient, _redact
+from efficy_sync.clients.errors import (
+    ApsisUnavailable,
+    AuthError,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    RejectedValue,
+)
+from efficy_sync.clients.http import RetryPolicy
+from efficy_sync_tools.sims.apsis import ApsisSimulator
+
+SECTION = "com.apsis1.sections.default"
+CRM = "com.apsis1.keyspaces.crm-id"
+NEWSLETTER = "usercreated.topics.newsletter-ab12"
+SMS_OFFERS = "usercreated.topics.sms-offers-cd34"
+EVENTS = "usercreated.topics.events-ef56"
+FIRSTNAME = "com.apsis1.attributes.firstname"
+EMAIL = "com.apsis1.attributes.email"
+PATCH_V2 = "PATCH /v2/audience/keyspaces/{keyspace}/profiles/{key}/sections/{section}/attributes"
+TOKEN = "POST /oauth/token"
+FAST = RetryPolicy(total=5, backoff_factor=0.01, backoff_jitter=0.01, connect_timeout=2, read_timeout=5)
+
+
+@pytest.fixture
+def make_sim() -> Iterator[Callable[..., ApsisSimulator]]:
+    started: list[ApsisSimulator] = []
+
+    def make(**kwargs: Any) -> ApsisSimulator:
+        sim = ApsisSimulator(**{"import_delay_ms": 10, **kwargs}).start()
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        sim.stop()
+
+
+@pytest.fixture
+def sim(make_sim: Callable[..., ApsisSimulator]) -> ApsisSimulator:
+    return make_sim()
+
+
+def client_for(sim: ApsisSimulator, **kwargs: Any) -> ApsisClient:
+    options: dict[str, Any] = {"section": SECTION, "policy": FAST, **kwargs}
+    return ApsisClient(sim.url, sim.client_id, sim.client_secret, **options)
+
+
+@pytest.fixture
+def client(sim: ApsisSimulator) -> ApsisClient:
+    return client_for(sim)
+
+
+# ---- authentication -----------------------------------------------------------------------------------------
+def test_one_token_serves_many_calls(sim: ApsisSimulator, client: ApsisClient) -> None:
+    client.list_sections()
+    for key in range(5):
+        client.upsert_attributes(str(key), {FIRSTNAME: f"P{key}"})
+    assert sim.calls()[TOKEN] == 1
+    assert client.calls["token"] == 1
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_token_is_refreshed_once(make_sim: Callable[..., ApsisSimulator], status: int) -> None:
+    sim = make_sim(expired_token_status=status)
+    client = client_for(sim)
+    client.list_keyspaces()
+    sim.revoke_tokens()
+    assert [s["discriminator"] for s in client.list_sections()] == [SECTION]
+    assert sim.calls()[TOKEN] == 2
+    assert sim.calls()["GET /audience/sections"] == 2  # the refused call and its replay
+
+
+def test_a_token_is_renewed_before_it_expires(make_sim: Callable[..., ApsisSimulator]) -> None:
+    sim = make_sim(token_ttl=2)
+    client = client_for(sim)  # the default 1 h margin is capped at half a token's life
+    client.list_sections()
+    time.sleep(1.1)
+    client.list_sections()
+    assert sim.calls()[TOKEN] == 2
+    assert sim.calls()["GET /audience/sections"] == 2  # renewed up front: no refused call
+
+
+def test_auth_errors_when_refresh_does_not_help(sim: ApsisSimulator) -> None:
+    sim.add_fault(path_regex="^/audience/sections$", status=401, count=2)
+    with pytest.raises(AuthError) as caught:
+        client_for(sim).list_sections()
+    assert caught.value.status == 401
+    assert sim.calls()[TOKEN] == 2
+    with pytest.raises(AuthError):
+        ApsisClient(sim.url, sim.client_id, "wrong-fake-secret", section=SECTION, policy=FAST).list_sections()
+
+
+def test_token_endpoint_429_is_backed_off(sim: ApsisSimulator, client: ApsisClient) -> None:
+    sim.add_fault(path_regex="^/oauth/token$", status=429, count=2, headers={"Retry-After": "0"})
+    assert client.list_tags()
+    assert sim.calls()[TOKEN] == 3
+    assert client.calls["token"] == 1
+
+
+# ---- definitions, profiles, attributes, tags ---------------------------------------------------------------
+def test_definitions(client: ApsisClient) -> None:
+    assert [s["discriminator"] for s in client.list_sections()] == [SECTION]
+    assert CRM in {k["discriminator"] for k in client.list_keyspaces()}
+    assert {t["discriminator"] for t in client.list_topics()} == {NEWSLETTER, SMS_OFFERS, EVENTS}
+    assert {t["discriminator"] for t in client.list_tags()} == {"newsletter-readers", "vip", "sms-club"}
+    versions = client.live_attribute_versions()
+    assert len(client.list_attributes()) == len(versions) == 7
+    assert versions[FIRSTNAME] == "6a0e1f52-0003-4a1a-9e01-000000000003"
+
+
+def test_profile_create_patch_upsert_delete(sim: ApsisSimulator, client: ApsisClient) -> None:
+    assert client.create_profile("1") is True
+    assert client.create_profile("1") is False
+    client.patch_attributes("1", {FIRSTNAME: "Jo", EMAIL: "jo@example.com"})
+    client.patch_attributes("1", {EMAIL: None})
+    assert sim.get_profile(CRM, "1")["attributes"] == {"com.apsis1.attributes.crmid": "1", FIRSTNAME: "Jo"}
+    with pytest.raises(NotFound):
+        client.patch_attributes("2", {FIRSTNAME: "Ann"})
+    assert client.upsert_attributes("2", {FIRSTNAME: "Ann"}) is True
+    assert client.upsert_attributes("2", {FIRSTNAME: "Anna"}) is False
+    assert sim.get_profile(CRM, "2")["attributes"][FIRSTNAME] == "Anna"
+    assert client.delete_profile("2") is True
+    assert client.delete_profile("2") is False
+    assert sim.get_profile(CRM, "2") is None
+
+
+def test_rejected_and_too_large_values_are_typed(sim: ApsisSimulator, client: ApsisClient) -> None:
+    client.create_profile("1")
+    with pytest.raises(RejectedValue) as caught:
+        client.patch_attributes("1", {"usercreated.attributes.unknown": "x"})
+    assert caught.value.status == 400 and not caught.value.retryable
+    with pytest.raises(PayloadTooLarge):
+        client.patch_attributes("1", {FIRSTNAME: "x" * 110_000})  # refused before sending
+    sim.max_body_bytes = 1000
+    with pytest.raises(PayloadTooLarge) as caught:
+        client.patch_attributes("1", {FIRSTNAME: "x" * 2000})  # refused by the server
+    assert caught.value.status == 413
+
+
+def test_tags(sim: ApsisSimulator, client: ApsisClient) -> None:
+    client.create_profile("1")
+    client.patch_tags("1", {"vip": True, "newsletter-readers": True})
+    client.patch_tags("1", {"newsletter-readers": False})
+    assert sim.get_profile(CRM, "1")["tags"] == ["vip"]
+    with pytest.raises(RejectedValue):
+        client.patch_tags("1", {"gold": True})
+
+
+# ---- consents ---------------------------------------------------------------------------------------------
+def test_consent_outcomes(sim: ApsisSimulator, client: ApsisClient) -> None:
+    client.create_profile("1")
+    assert client.set_consent("1", NEWSLETTER, "email", "opt-in") == "created"
+    assert client.set_consent("1", NEWSLETTER, "email", "opt-in") == "unchanged"
+    assert client.set_consent("1", NEWSLETTER, "email", "opt-out") == "updated"
+    assert client.set_consent("1", SMS_OFFERS, "sms", "opt-in") == "created"
+    items = client.get_consents("1")
+    assert {(i["topic_discriminator"], i["type"], i["source"], i["reason"]) for i in items} == {
+        (NEWSLETTER, "opt-out", "Efficy", "efficy-sync"),
+        (SMS_OFFERS, "opt-in", "Efficy", "efficy-sync"),
+    }
+    assert [i["topic_discriminator"] for i in client.get_consents("1", ["opt-in"])] == [SMS_OFFERS]
+    with pytest.raises(RejectedValue):
+        client.set_consent("1", "usercreated.topics.nope", "email", "opt-in")
+    with pytest.raises(NotFound):
+        client.set_consent("2", NEWSLETTER, "email", "opt-in")
+    with pytest.raises(ValueError):
+        client.set_consent("1", NEWSLETTER, "fax", "opt-in")
+
+
+def test_consent_noop_answered_200_is_unchanged(make_sim: Callable[..., ApsisSimulator]) -> None:
+    client = client_for(make_sim(consent_noop_status=200))
+    client.create_profile("1")
+    assert client.set_consent("1", EVENTS, "email", "opt-in") == "created"
+    assert client.set_consent("1", EVENTS, "email", "opt-in") == "unchanged"
+
+
+def test_consent_on_a_keyspace_without_subscriptions_is_an_auth_error(sim: ApsisSimulator) -> None:
+    definitions = sim.definitions()
+    definitions["keyspaces"].append({"discriminator": "com.apsis1.keyspaces.export", "manage_subscriptions": False})
+    sim.set_definitions(definitions)
+    client = client_for(sim, keyspace="com.apsis1.keyspaces.export")
+    client.create_profile("1")
+    with pytest.raises(AuthError):
+        client.set_consent("1", NEWSLETTER, "email", "opt-in")
+
+
+def test_api_opt_out_does_not_fire_the_automation_webhook(sim: ApsisSimulator, client: ApsisClient) -> None:
+    sim.configure_webhook("http://127.0.0.1:9/unused", {"X-Apsis-Webhook-Token": "fake-token"})
+    client.create_profile("1")
+    client.set_consent("1", NEWSLETTER, "email", "opt-in")
+    assert client.set_consent("1", NEWSLETTER, "email", "opt-out") == "updated"
+    assert sim.flush_webhooks(2)
+    assert sim.deliveries() == []
+    sim.unsubscribe("1", EVENTS)  # the same simulator does fire it for a person's own unsubscribe
+    assert len(sim.deliveries()) == 1
+
+
+# ---- throttling and outages -------------------------------------------------------------------------------
+@pytest.mark.parametrize("retry_after", [True, False])
+def test_burst_on_one_profile_key_ends_correct(make_sim: Callable[..., ApsisSimulator], retry_after: bool) -> None:
+    sim = make_sim(retry_after=retry_after)
+    client = client_for(sim)
+    client.create_profile("1")
+    for i in range(15):
+        client.patch_attributes("1", {FIRSTNAME: f"v{i}"})
+    assert sim.get_profile(CRM, "1")["attributes"][FIRSTNAME] == "v14"
+    assert client.calls["patch_attributes"] == 15
+    assert sim.calls()[PATCH_V2] > 15, "the burst should have been throttled and retried"
+
+
+def test_flaky_503s_still_end_correct(sim: ApsisSimulator) -> None:
+    client = client_for(sim, policy=RetryPolicy(total=8, backoff_factor=0.01, backoff_jitter=0.01))
+    sim.add_fault(path_regex="^/(v2/)?audience/", status=503, rate=0.3, body='{"title":"Service unavailable"}')
+    for key in range(8):
+        client.upsert_attributes(str(key), {FIRSTNAME: f"P{key}"})
+        client.set_consent(str(key), NEWSLETTER, "email", "opt-in")
+        client.patch_tags(str(key), {"vip": key % 2 == 0})
+    for key in range(8):
+        profile = sim.get_profile(CRM, str(key))
+        assert profile["attributes"][FIRSTNAME] == f"P{key}"
+        assert [(c["topic"], c["type"]) for c in profile["consents"]] == [(NEWSLETTER, "opt-in")]
+        assert profile["tags"] == (["vip"] if key % 2 == 0 else [])
+    assert sum(sim.calls().values()) > sum(client.calls.values()), "some calls should have been retried"
+
+
+def test_persistent_429_and_503_become_transient_errors(sim: ApsisSimulator) -> None:
+    client = client_for(sim, policy=RetryPolicy(total=2, backoff_factor=0.01, backoff_jitter=0.01))
+    sim.add_fault(path_regex="^/audience/keyspaces$", status=429, headers={"Retry-After": "0"})
+    with pytest.raises(RateLimited) as limited:
+        client.list_keyspaces()
+    assert limited.value.retryable
+    sim.add_fault(path_regex="^/audience/sections$", status=503)
+    with pytest.raises(ApsisUnavailable) as unavailable:
+        client.list_sections()
+    assert unavailable.value.retryable and unavailable.value.status == 503
+
+
+def test_unreachable_server_is_unavailable() -> None:
+    client = ApsisClient(
+        "http://127.0.0.1:9", "id", "fake-secret", section=SECTION, policy=RetryPolicy(total=1, backoff_factor=0.01)
+    )
+    with pytest.raises(ApsisUnavailable):
+        client.list_sections()
+
+
+# ---- bulk import ------------------------------------------------------------------------------------------
+def test_bulk_import_end_to_end(sim: ApsisSimulator, client: ApsisClient) -> None:
+    client.create_profile("1")
+    client.set_consent("1", NEWSLETTER, "email", "opt-out")
+    versions = client.live_attribute_versions()
+    spec = {
+        "keyspace_mapping": {"keyspace_discriminator": CRM, "field_selector": "crm_id"},
+        "options": {"update_existing_profiles": True, "clear_existing_attributes": False},
+        "attribute_mappings": [
+            {"field_selector": "first", "attribute_version_id": versions[FIRSTNAME]},
+            {"field_selector": "email", "attribute_version_id": versions[EMAIL]},
+        ],
+        "consent_mappings": [
+            {
+                "address_field_selector": "email",
+                "consents": [
+                    {
+                        "field_selector": "newsletter",
+                        "channel_discriminator": "com.apsis1.channels.email",
+                        "topic_discriminator": NEWSLETTER,
+                        "type": "opt-in",
+                        "resubscribe_if_opted_out": False,
+                    }
+                ],
+            }
+        ],
+        "tag_mappings": [{"field_selector": "vip", "tag_discriminator": "vip"}],
+    }
+    rows = ["crm_id,first,email,newsletter,vip"] + [f"{k},P{k},p{k}@example.com,true,{k % 2 == 0}" for k in range(1, 6)]
+    report = client.run_import(spec, ("\n".join(rows) + "\n").encode(), poll_interval=0.02, timeout=5)
+
+    assert report["status"] == "completed"
+    assert (report["rows"], report["created"], report["updated"], report["failed"]) == (5, 4, 1, 0)
+    for key in range(1, 6):
+        profile = sim.get_profile(CRM, str(key))
+        assert profile["attributes"][EMAIL] == f"p{key}@example.com"
+        assert profile["tags"] == (["vip"] if key % 2 == 0 else [])
+        expected = "opt-out" if key == 1 else "opt-in"  # an earlier opt-out is not overturned by an import
+        assert [c["type"] for c in profile["consents"]] == [expected]
+    assert client.calls["create_import"] == client.calls["upload_import"] == 1
+    assert sim.calls()["POST /_upload/{import_id}"] == 1
+
+
+def test_a_rejected_import_file_raises(client: ApsisClient) -> None:
+    spec = {"keyspace_mapping": {"keyspace_discriminator": CRM, "field_selector": "crm_id"}}
+    with pytest.raises(RejectedValue, match="columns missing"):
+        client.run_import(spec, b"id\n1\n", poll_interval=0.02, timeout=5)
+    with pytest.raises(RejectedValue):
+        client.create_import({"keyspace_mapping": {}})
+
+
+def test_an_import_that_does_not_finish_in_time(make_sim: Callable[..., ApsisSimulator]) -> None:
+    client = client_for(make_sim(import_delay_ms=5000))
+    spec = {"keyspace_mapping": {"keyspace_discriminator": CRM, "field_selector": "crm_id"}}
+    with pytest.raises(ApsisUnavailable, match="still queued"):
+        client.run_import(spec, b"crm_id\n1\n", poll_interval=0.02, timeout=0.2)
+
+
+def test_personal_data_is_masked_in_error_text() -> None:
+    text = _redact("value jo.doe+x@example.com or +32 470 00 00 01 refused on 2024-05-01")
+    assert "example.com" not in text and "470" not in text and "2024-05-01" in text
