@@ -1,0 +1,449 @@
+"""Efficy Enterprise client: JSON-RPC (`/crm/json`) for per-person reads and writes, connector REST for paging.
+
+The pieces of talking to Efficy are kept apart, the way Singer-SDK streams do it, so a second flavour (a REST-only
+connector, another auth scheme) overrides one small method and keeps the rest:
+request building (`_consult_context`, `_edit_context`, `_api_context`), authentication (`_auth_headers`),
+transport with the retry policy (`_send`, retries and backoff live in the session adapter), status mapping
+(`_check_status`), parsing (`_rpc`, `rpc_error`, `dataset_rows`, `_person_from_*`) and paging (`next_page`).
+
+Efficy answers HTTP 200 for business errors, in several shapes (contract section 8); `rpc_error` reads all of
+them. Codes the client treats as "the record is gone" or "the relation is already so" are class attributes,
+because Efficy's real codes are not published (the simulator's are marked [A]).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import requests
+
+from efficy_sync.clients.errors import (
+    ApiError,
+    AuthError,
+    Conflict,
+    EfficyBusinessError,
+    EfficyUnavailable,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    RejectedValue,
+)
+from efficy_sync.clients.http import RetryPolicy, build_session
+from efficy_sync.pii import mask_email
+
+logger = logging.getLogger(__name__)
+
+SESSION_COOKIE = "EfficySession"
+_EMAIL_IN_TEXT = re.compile(r"[^@\s;,'\"<>()]+@[^@\s;,'\"<>()]+")
+Json = Any
+
+
+class EfficyClient:
+    """One Efficy Enterprise environment. Not tied to a Lambda: the CLI, workers and benchmarks share it."""
+
+    #: exception codes (or texts) meaning the contact does not exist (deleted): absent from get_persons
+    not_found_codes: frozenset[str] = frozenset({"RECORD_NOT_FOUND"})
+    not_found_text = re.compile(r"does not exist|not found|no such record", re.IGNORECASE)
+    #: "not in that profile" on removal and "already in it" on insertion: the wanted state already holds
+    relation_missing_codes: frozenset[str] = frozenset({"RELATION_NOT_FOUND"})
+    relation_exists_codes: frozenset[str] = frozenset({"LINK_EXISTS"})
+    #: signs of an expired server session inside an HTTP 200 answer (contract section 2)
+    session_expired_text = re.compile(r"session timeout|please logon|FRMK-2612|CORE-1243", re.IGNORECASE)
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        customer: str | None = None,
+        policy: RetryPolicy | None = None,
+        profile_detail: str = "Prof",
+        api_key_header: str = "X-Efficy-ApiKey",
+        rest_api_key_header: str = "X-API-Key",
+        session: requests.Session | None = None,
+        rest_base_url: str | None = None,
+        max_contexts: int = 100,
+    ) -> None:
+        root = base_url.rstrip("/")
+        # A base URL may already end in /crm (the config example does); Efficy's endpoint is {host}/crm/json.
+        self.rpc_url = f"{root}/json" if root.endswith("/crm") else f"{root}/crm/json"
+        # [A] the connector REST API sits at the host root, beside /crm
+        self.rest_url = (rest_base_url or (root.removesuffix("/crm"))).rstrip("/")
+        self.customer = customer
+        self.policy = policy or RetryPolicy()
+        self.session = session or build_session(self.policy)
+        self.profile_detail = profile_detail
+        self.max_contexts = max_contexts
+        self._api_key = api_key
+        self._api_key_header = api_key_header
+        self._rest_api_key_header = rest_api_key_header
+        #: HTTP requests sent, by kind ("rpc", "rest") and by operation ("get_persons", ...), for benchmarks
+        self.calls: Counter[str] = Counter()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> EfficyClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- persons ------------------------------------------------------------------------------------------
+    def get_persons(self, keys: Iterable[int], fields: list[str] | None = None) -> dict[int, dict[str, Any]]:
+        """Full current state of these persons, with their CRM profiles, in as few POSTs as Efficy allows.
+
+        Keys Efficy reports as unknown are left out: the caller treats them as deleted.
+        """
+        wanted = list(dict.fromkeys(int(k) for k in keys))
+        persons: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(wanted), self.max_contexts):
+            chunk = wanted[start : start + self.max_contexts]
+            answers = self._rpc("get_persons", [self._consult_context(key, fields) for key in chunk])
+            for key, answer in zip(chunk, answers, strict=True):
+                if isinstance(answer, EfficyBusinessError):
+                    if self._is_not_found(answer):
+                        continue
+                    raise answer
+                persons[key] = self._person_from_consult(answer)
+        return persons
+
+    def list_persons_page(
+        self,
+        page: int,
+        page_size: int,
+        fields: list[str] | None = None,
+        include_profiles: bool = True,
+        *,
+        ids: list[int] | None = None,
+    ) -> list[dict[str, Any]]:
+        """One page of the connector export (pages from 0, ordered by K_CONTACT); an empty page is the end."""
+        params: dict[str, Any] = {"page": page, "page_size": page_size}
+        if fields:
+            params["fields"] = ",".join(fields)
+        if include_profiles:
+            params["include"] = "profiles"
+        if ids:
+            params["ids"] = ",".join(str(int(i)) for i in ids)
+        payload = self._rest_get("list_persons_page", "/v1/records/contacts", params)
+        records = payload.get("records") if isinstance(payload, dict) else None
+        if not isinstance(records, list):
+            raise EfficyBusinessError("records page without a records list", code="INVALID_RESPONSE")
+        return [self._person_from_record(record) for record in records]
+
+    def iter_persons(
+        self,
+        page_size: int = 500,
+        fields: list[str] | None = None,
+        include_profiles: bool = True,
+        start_page: int = 0,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Every page from `start_page` to the first empty one."""
+        page: int | None = start_page
+        while page is not None:
+            records = self.list_persons_page(page, page_size, fields, include_profiles)
+            if records:
+                yield records
+            page = self.next_page(page, records)
+
+    @staticmethod
+    def next_page(page: int, records: list[dict[str, Any]]) -> int | None:
+        """Paging rule of the connector API: an empty page ends the export (a short page does not)."""
+        return page + 1 if records else None
+
+    # ---- CRM profiles (consent) ---------------------------------------------------------------------------
+    def add_to_profile(self, key: int, profile_id: int) -> None:
+        """Make the person a member of the CRM profile; being a member already is fine."""
+        self._change_profile("add_to_profile", key, profile_id, "insertDetail", self.relation_exists_codes)
+
+    def remove_from_profile(self, key: int, profile_id: int) -> None:
+        """Take the person out of the CRM profile; not being a member is fine (the opt-out already holds)."""
+        self._change_profile("remove_from_profile", key, profile_id, "deleteDetail", self.relation_missing_codes)
+
+    def _change_profile(self, op: str, key: int, profile_id: int, func: str, already: frozenset[str]) -> None:
+        context = self._edit_context(key, [{"@name": func, "detail": self.profile_detail, "detailkey": profile_id}])
+        (answer,) = self._rpc(op, [context])
+        if isinstance(answer, EfficyBusinessError) and answer.code not in already:
+            raise answer
+
+    # ---- queries and look-ups -----------------------------------------------------------------------------
+    def run_query(self, query_id: int) -> list[int]:
+        """K_CONTACTs of a saved query's rows (all rows: recordcount 0)."""
+        func = {"@name": "query", "key": int(query_id), "recordcount": 0}
+        return self._contact_keys(self._api_call("run_query", func))
+
+    def find_contacts_by_email(self, email: str) -> list[int]:
+        """Contacts with this address in any e-mail field."""
+        func = {"@name": "contactidsfromemailaddresses", "recipients": email}
+        return self._contact_keys(self._api_call("find_contacts_by_email", func))
+
+    def list_fields(self) -> list[dict[str, Any]]:
+        """Contact fields as the connector schema lists them: name, type, label."""
+        return self._rest_list("list_fields", "/v1/schema/contacts")
+
+    def list_profiles(self) -> list[dict[str, Any]]:
+        """CRM profile definitions: id, name."""
+        return self._rest_list("list_profiles", "/v1/profiles")
+
+    def list_queries(self) -> list[dict[str, Any]]:
+        """Saved queries offered as profile lists: id, name, type."""
+        return self._rest_list("list_queries", "/v1/profile-lists")
+
+    # ---- request building ---------------------------------------------------------------------------------
+    def _consult_context(self, key: int, fields: list[str] | None) -> dict[str, Any]:
+        master: dict[str, Any] = {"@name": "master"}
+        if fields:
+            master["fields"] = list(fields)  # [A] simulator extension; a real server returns every column
+        return {
+            "#id": f"consult-{key}",
+            "@name": "consult",
+            "entity": "Cont",
+            "key": key,
+            "closecontext": True,
+            "@func": [master, {"@name": "detail", "detail": self.profile_detail}],
+        }
+
+    def _edit_context(self, key: int, funcs: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "#id": f"edit-{key}",
+            "@name": "edit",
+            "entity": "Cont",
+            "key": int(key),
+            "commit": True,
+            "closecontext": True,
+            "@func": funcs,
+        }
+
+    @staticmethod
+    def _api_context(func: dict[str, Any]) -> dict[str, Any]:
+        return {"#id": f"api-{func['@name']}", "@name": "api", "@func": [func]}
+
+    # ---- authentication -----------------------------------------------------------------------------------
+    def _auth_headers(self, kind: str) -> dict[str, str]:
+        if kind == "rest":
+            return {self._rest_api_key_header: self._api_key}
+        headers = {self._api_key_header: self._api_key}
+        if self.customer:
+            headers["X-Efficy-Customer"] = self.customer
+        return headers
+
+    def _drop_session(self) -> None:
+        """Forget the EfficySession cookie so the next call logs on afresh with the API key."""
+        for cookie in list(self.session.cookies):
+            if cookie.name == SESSION_COOKIE:
+                self.session.cookies.clear(cookie.domain, cookie.path, cookie.name)
+
+    # ---- transport ----------------------------------------------------------------------------------------
+    def _send(
+        self, kind: str, op: str, method: str, url: str, *, body: Json = None, params: dict[str, Any] | None = None
+    ) -> requests.Response:
+        """One logical call. The session adapter retries 429/5xx/timeouts; a 401 gets one fresh session."""
+        headers = {**self._auth_headers(kind), "Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body, separators=(",", ":")).encode()
+            # Efficy 12.1 mangles bodies sent without Content-Length: always state it
+            headers.update({"Content-Type": "application/json", "Content-Length": str(len(data))})
+        for attempt in (1, 2):
+            self.calls[kind] += 1
+            self.calls[op] += 1
+            try:
+                response = self.session.request(
+                    method, url, data=data, headers=headers, params=params, timeout=self.policy.timeout
+                )
+            except requests.RequestException as exc:
+                raise EfficyUnavailable(f"Efficy did not answer {op}: {type(exc).__name__}") from exc
+            logger.debug("efficy %s %s -> %s", kind, op, response.status_code)
+            if response.status_code != 401 or attempt == 2:
+                break
+            response.close()
+            self._drop_session()
+        self._check_status(response, op)
+        return response
+
+    def _check_status(self, response: requests.Response, op: str) -> None:
+        status = response.status_code
+        if status < 400:
+            return
+        message = f"Efficy answered {status} to {op}{self._error_text(response)}"
+        error_class: type[ApiError]
+        if status in (401, 403):
+            error_class = AuthError
+        elif status == 429:
+            error_class = RateLimited
+        elif status >= 500:
+            error_class = EfficyUnavailable
+        else:
+            error_class = {404: NotFound, 409: Conflict, 413: PayloadTooLarge}.get(status, RejectedValue)
+        raise error_class(message, status=status)
+
+    @staticmethod
+    def _error_text(response: requests.Response) -> str:
+        """The REST error message, if the body is the connector's JSON error; proxies send HTML pages instead."""
+        if "json" not in response.headers.get("Content-Type", ""):
+            return ""
+        try:
+            error = response.json().get("error")
+        except (ValueError, AttributeError):
+            return ""
+        return f": {error.get('code')}: {error.get('message')}" if isinstance(error, dict) else ""
+
+    @staticmethod
+    def _json(response: requests.Response, op: str) -> Json:
+        try:
+            return response.json()
+        except ValueError:
+            raise EfficyBusinessError(f"Efficy's answer to {op} is not valid JSON", code="INVALID_JSON") from None
+
+    # ---- JSON-RPC parsing ---------------------------------------------------------------------------------
+    def _rpc(self, op: str, contexts: list[dict[str, Any]]) -> list[dict[str, Any] | EfficyBusinessError]:
+        """Post contexts in one call; per context, its answer or the business error Efficy put in its place."""
+        payload = self._post_rpc(op, contexts)
+        whole = self.rpc_error(payload) if isinstance(payload, dict) else None
+        if whole is not None:
+            raise self._business_error(op, whole)
+        if not isinstance(payload, list):
+            raise EfficyBusinessError(f"Efficy's answer to {op} is not an array", code="INVALID_RESPONSE")
+        by_id = {el["#id"]: el for el in payload if isinstance(el, dict) and "#id" in el}
+        answers: list[dict[str, Any] | EfficyBusinessError] = []
+        for index, context in enumerate(contexts):
+            element = by_id.get(context["#id"])
+            positional = payload[index] if len(payload) == len(contexts) else None
+            if element is None and isinstance(positional, dict) and "#id" not in positional:
+                element = positional  # an exception without #id stands in its context's place
+            if element is None:
+                stray = next((e for e in map(self.rpc_error, payload) if e is not None), None)
+                raise self._business_error(op, stray or ("MISSING_CONTEXT", f"no answer for {context['#id']}"))
+            error = self.rpc_error(element)
+            answers.append(self._business_error(op, error) if error else element)
+        return answers
+
+    def _post_rpc(self, op: str, contexts: list[dict[str, Any]]) -> Json:
+        params = {"customer": self.customer} if self.customer else None
+        for attempt in (1, 2):
+            response = self._send("rpc", op, "POST", self.rpc_url, body=contexts, params=params)
+            payload = self._json(response, op)
+            if not self._session_expired(payload):
+                return payload
+            if attempt == 1:
+                self._drop_session()
+        raise AuthError(f"Efficy session expired again during {op}")
+
+    def _session_expired(self, payload: Json) -> bool:
+        elements = payload if isinstance(payload, list) else [payload]
+        for element in elements:
+            error = self.rpc_error(element)
+            if error and self.session_expired_text.search(f"{error[0]} {error[1]}"):
+                return True
+        return False
+
+    def _api_call(self, op: str, func: dict[str, Any]) -> dict[str, Any]:
+        (answer,) = self._rpc(op, [self._api_context(func)])
+        if isinstance(answer, EfficyBusinessError):
+            raise answer
+        return answer
+
+    @classmethod
+    def rpc_error(cls, obj: Json) -> tuple[str | None, str] | None:
+        """(code, text) if this answer element (or one of its functions) reports an error, else None.
+
+        Shapes: {"@name":"exception","#error":{errorcode, errorstring}}, {"#error": {...} | "text" | true with
+        "#message"}, {"error": true, code, message, detail}; "#error" may also sit on a func entry.
+        """
+        if not isinstance(obj, dict):
+            return None
+        if obj.get("error") is True:
+            text = " ".join(str(obj[k]) for k in ("message", "detail") if obj.get(k))
+            return (str(obj["code"]) if obj.get("code") is not None else None, text or "error")
+        error = obj.get("#error")
+        if error is not None and error is not False:
+            return cls._read_error(error, obj)
+        if obj.get("@name") == "exception":
+            return (None, str(obj.get("#message", "exception")))
+        for func in obj.get("@func") or []:
+            found = cls.rpc_error(func) if isinstance(func, dict) else None
+            if found:
+                return found
+        return None
+
+    @staticmethod
+    def _read_error(error: Any, holder: dict[str, Any]) -> tuple[str | None, str]:
+        if isinstance(error, dict):
+            code = error.get("errorcode", error.get("code"))
+            text = error.get("errorstring", error.get("message", ""))
+            return (str(code) if code is not None else None, str(text))
+        if error is True:
+            return (None, str(holder.get("#message", "error")))
+        return (None, str(error))
+
+    def _business_error(self, op: str, error: tuple[str | None, str]) -> EfficyBusinessError:
+        code, text = error
+        text = _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group(0)), text)  # error texts end up in logs
+        return EfficyBusinessError(f"Efficy refused {op}: {code or 'error'}: {text}", code=code)
+
+    def _is_not_found(self, error: EfficyBusinessError) -> bool:
+        if error.code in self.not_found_codes:
+            return True
+        return error.code is None and bool(self.not_found_text.search(str(error)))
+
+    @classmethod
+    def dataset_rows(cls, obj: Json, name: str = "dataset") -> list[dict[str, Any]] | None:
+        """The rows of the first {"#class": "dataset"} found at any depth (Efficy's nesting varies)."""
+        if isinstance(obj, dict):
+            if obj.get("#class") == name and isinstance(obj.get("#data"), list):
+                return obj["#data"]
+            children: Iterable[Any] = obj.values()
+        elif isinstance(obj, list):
+            children = obj
+        else:
+            return None
+        for child in children:
+            rows = cls.dataset_rows(child, name)
+            if rows is not None:
+                return rows
+        return None
+
+    @staticmethod
+    def _func(element: dict[str, Any], name: str) -> dict[str, Any] | None:
+        return next((f for f in element.get("@func") or [] if str(f.get("@name", "")).lower() == name), None)
+
+    @staticmethod
+    def _as_int(value: Any) -> int:
+        return int(float(value))  # Efficy keys arrive as numbers, floats or strings
+
+    # ---- shaping persons ----------------------------------------------------------------------------------
+    def _person_from_consult(self, element: dict[str, Any]) -> dict[str, Any]:
+        master_rows = self.dataset_rows(self._func(element, "master")) or []
+        if not master_rows:
+            raise EfficyBusinessError("consult answer without a master row", code="INVALID_RESPONSE")
+        person = {name.upper(): value for name, value in master_rows[0].items()}
+        person["K_CONTACT"] = self._as_int(person.get("K_CONTACT", element.get("key")))
+        profile_rows = self.dataset_rows(self._func(element, "detail")) or []
+        person["profiles"] = sorted({self._as_int(row["K_PROFILE"]) for row in profile_rows if "K_PROFILE" in row})
+        return person
+
+    def _person_from_record(self, record: dict[str, Any]) -> dict[str, Any]:
+        person = {(name if name == "profiles" else name.upper()): value for name, value in record.items()}
+        person["K_CONTACT"] = self._as_int(person["K_CONTACT"])
+        if "profiles" in person:
+            person["profiles"] = sorted({self._as_int(p) for p in person["profiles"] or []})
+        return person
+
+    def _contact_keys(self, answer: dict[str, Any]) -> list[int]:
+        rows = self.dataset_rows(answer) or []
+        return list(dict.fromkeys(self._as_int(row["K_CONTACT"]) for row in rows if "K_CONTACT" in row))
+
+    # ---- REST ---------------------------------------------------------------------------------------------
+    def _rest_get(self, op: str, path: str, params: dict[str, Any] | None = None) -> Json:
+        return self._json(self._send("rest", op, "GET", f"{self.rest_url}{path}", params=params), op)
+
+    def _rest_list(self, op: str, path: str) -> list[dict[str, Any]]:
+        payload = self._rest_get(op, path)
+        if not isinstance(payload, list):
+            raise EfficyBusinessError(f"Efficy's answer to {op} is not a list", code="INVALID_RESPONSE")
+        return payload

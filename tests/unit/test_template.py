@@ -1,0 +1,658 @@
+"""Static checks of template.yaml and statemachines/full_sync.asl.json.
+
+The template's logical IDs and wiring are an interface (the local stack builds itself from this file), and
+cfn-lint does not look inside the ASL file, so the wiring that matters is asserted here.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.api import lint_file
+from cfnlint.decode import cfn_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = ROOT / "template.yaml"
+ASL_PATH = ROOT / "statemachines" / "full_sync.asl.json"
+
+FUNCTION_FOLDERS = {
+    "IngestWebhookFunction": "ingest_webhook",
+    "ApplyChangesFunction": "apply_changes",
+    "IngestOptoutFunction": "ingest_optout",
+    "WriteBackFunction": "write_back",
+    "FullSyncStepFunction": "full_sync_step",
+    "SyncPageFunction": "sync_page",
+    "CleanupFunction": "cleanup",
+}
+ROUTES = {
+    "IngestWebhookFunction": "/integrations/{integration_id}/efficy/webhook",
+    "IngestOptoutFunction": "/integrations/{integration_id}/apsis/optout",
+}
+SECRET_ARN_SCOPE = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:efficy-sync/*"
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    # cfn-lint's loader understands !Ref/!GetAtt/!Sub; the JSON round trip drops its node classes.
+    return json.loads(json.dumps(cfn_yaml.load(str(TEMPLATE_PATH))))
+
+
+@pytest.fixture(scope="module")
+def resources(template: dict[str, Any]) -> dict[str, Any]:
+    return template["Resources"]
+
+
+@pytest.fixture(scope="module")
+def asl() -> dict[str, Any]:
+    return json.loads(ASL_PATH.read_text())
+
+
+@pytest.fixture(scope="module")
+def transformed(template: dict[str, Any], asl: dict[str, Any]) -> dict[str, Any]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_DEFAULT_REGION", "eu-west-1")  # samtranslator resolves pseudo parameters from a region
+        return sam_transform(template, asl)
+
+
+def sam_transform(template: dict[str, Any], asl: dict[str, Any]) -> dict[str, Any]:
+    """Transform offline as contracts/aws-local.md §8 describes (what `sam package` + CloudFormation would do)."""
+    from samtranslator.translator.transform import transform
+
+    class NoIamPolicyLoader:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    fragment = copy.deepcopy(template)
+    for resource in fragment["Resources"].values():
+        props = resource.get("Properties", {})
+        if "CodeUri" in props:
+            props["CodeUri"] = {"Bucket": "code-bucket", "Key": "function.zip"}
+        if "ContentUri" in props:
+            props["ContentUri"] = {"Bucket": "code-bucket", "Key": "layer.zip"}
+        if "DefinitionUri" in props:
+            del props["DefinitionUri"]
+            props["Definition"] = copy.deepcopy(asl)
+    return transform(fragment, {}, NoIamPolicyLoader())
+
+
+def functions(resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in resources.items() if v["Type"] == "AWS::Serverless::Function"}
+
+
+def events_of(resources: dict[str, Any], function: str, event_type: str) -> list[dict[str, Any]]:
+    events = resources[function]["Properties"].get("Events", {})
+    return [e["Properties"] for e in events.values() if e["Type"] == event_type]
+
+
+def walk(node: Any) -> Iterator[Any]:
+    yield node
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from walk(value)
+
+
+def allow_statements(node: Any) -> Iterator[dict[str, Any]]:
+    for item in walk(node):
+        if isinstance(item, dict) and isinstance(item.get("Statement"), list):
+            for statement in item["Statement"]:
+                if statement.get("Effect") == "Allow":
+                    yield statement
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# ---------------------------------------------------------------- parameters, globals, outputs
+
+
+def test_parameters_and_defaults(template: dict[str, Any]) -> None:
+    params = template["Parameters"]
+    assert {name: params[name].get("Default") for name in params} == {
+        "Stage": "dev",
+        "AlarmEmail": "",
+        "IntegrationId": "demo",
+        "FreshnessHours": 24,
+        "LogLevel": "INFO",
+    }
+
+
+def test_globals_give_every_function_the_runtime_layer_and_environment(template: dict[str, Any]) -> None:
+    g = template["Globals"]["Function"]
+    assert g["Runtime"] == "python3.11"
+    assert g["Architectures"] == ["arm64"]
+    assert g["Layers"] == [{"Ref": "SharedLayer"}]
+    assert g["Tracing"] == "Active"
+    assert g["Environment"]["Variables"] == {
+        "POWERTOOLS_SERVICE_NAME": "efficy-sync",
+        "POWERTOOLS_METRICS_NAMESPACE": "EfficySync",
+        "POWERTOOLS_LOG_LEVEL": {"Ref": "LogLevel"},
+        "CONFIG_TABLE": {"Ref": "ConfigTable"},
+        "STATE_TABLE": {"Ref": "StateTable"},
+        "CONTACT_QUEUE_URL": {"Ref": "ContactChangesQueue"},
+        "OPTOUT_QUEUE_URL": {"Ref": "OptOutQueue"},
+    }
+
+
+def test_outputs_the_local_stack_and_cli_read(template: dict[str, Any]) -> None:
+    assert set(template["Outputs"]) >= {
+        "ApiUrl",
+        "ConfigTableName",
+        "StateTableName",
+        "ContactChangesQueueUrl",
+        "ContactChangesDLQUrl",
+        "OptOutQueueUrl",
+        "OptOutDLQUrl",
+        "FullSyncStateMachineArn",
+        "PagesBucketName",
+    }
+    api_url = template["Outputs"]["ApiUrl"]["Value"]["Fn::Sub"]
+    assert api_url == "https://${EfficySyncApi}.execute-api.${AWS::Region}.amazonaws.com/${Stage}"
+
+
+# ---------------------------------------------------------------- functions and their events
+
+
+@pytest.mark.parametrize(("logical_id", "folder"), sorted(FUNCTION_FOLDERS.items()))
+def test_function_code_folder_and_handler(resources: dict[str, Any], logical_id: str, folder: str) -> None:
+    props = resources[logical_id]["Properties"]
+    assert props["CodeUri"] == f"functions/{folder}/"
+    assert props["Handler"] == "app.handler"
+    code_dir = ROOT / props["CodeUri"]
+    assert code_dir.is_dir(), f"{code_dir} is missing"
+    if not (code_dir / "app.py").is_file():
+        pytest.skip(f"functions/{folder}/app.py is not written yet")
+    assert re.search(r"^(def handler\(|handler\s*=)", (code_dir / "app.py").read_text(), re.MULTILINE)
+
+
+def test_every_function_is_known(resources: dict[str, Any]) -> None:
+    assert set(functions(resources)) == set(FUNCTION_FOLDERS)
+
+
+@pytest.mark.parametrize(("logical_id", "path"), sorted(ROUTES.items()))
+def test_api_routes_on_the_shared_rest_api(resources: dict[str, Any], logical_id: str, path: str) -> None:
+    (route,) = events_of(resources, logical_id, "Api")
+    assert route["RestApiId"] == {"Ref": "EfficySyncApi"}
+    assert route["Path"] == path
+    assert route["Method"].lower() == "post"
+
+
+def test_api_throttling_and_tracing(resources: dict[str, Any]) -> None:
+    api = resources["EfficySyncApi"]
+    assert api["Type"] == "AWS::Serverless::Api"
+    props = api["Properties"]
+    assert props["StageName"] == {"Ref": "Stage"}
+    assert props["TracingEnabled"] is True
+    (settings,) = props["MethodSettings"]
+    assert settings["ThrottlingBurstLimit"] > 0
+    assert settings["ThrottlingRateLimit"] > 0
+
+
+def test_no_route_creates_an_implicit_api(resources: dict[str, Any]) -> None:
+    for logical_id in functions(resources):
+        for route in events_of(resources, logical_id, "Api"):
+            assert route.get("RestApiId") == {"Ref": "EfficySyncApi"}, logical_id
+
+
+def test_apply_changes_reads_the_fifo_queue_with_partial_batch_failures(resources: dict[str, Any]) -> None:
+    (esm,) = events_of(resources, "ApplyChangesFunction", "SQS")
+    assert esm["Queue"] == {"Fn::GetAtt": ["ContactChangesQueue", "Arn"]}
+    assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert 1 <= esm["BatchSize"] <= 10  # FIFO maximum
+    assert esm["ScalingConfig"]["MaximumConcurrency"] == 50
+    queue = resources["ContactChangesQueue"]["Properties"]
+    assert queue["FifoQueue"] is True
+    assert queue["QueueName"]["Fn::Sub"].endswith(".fifo")  # moto refuses a generated FIFO name
+
+
+def test_write_back_reads_the_optout_queue_with_partial_batch_failures(resources: dict[str, Any]) -> None:
+    (esm,) = events_of(resources, "WriteBackFunction", "SQS")
+    assert esm["Queue"] == {"Fn::GetAtt": ["OptOutQueue", "Arn"]}
+    assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+@pytest.mark.parametrize(
+    ("queue", "dlq", "consumer", "max_receive", "fifo"),
+    [
+        ("ContactChangesQueue", "ContactChangesDLQ", "ApplyChangesFunction", 5, True),
+        ("OptOutQueue", "OptOutDLQ", "WriteBackFunction", 10, False),
+    ],
+)
+def test_queue_redrives_to_its_dlq(
+    template: dict[str, Any], queue: str, dlq: str, consumer: str, max_receive: int, fifo: bool
+) -> None:
+    resources = template["Resources"]
+    props = resources[queue]["Properties"]
+    assert props["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": [dlq, "Arn"]},
+        "maxReceiveCount": max_receive,
+    }
+    timeout = resources[consumer]["Properties"].get("Timeout", template["Globals"]["Function"]["Timeout"])
+    assert props["VisibilityTimeout"] >= 6 * timeout
+    assert props["SqsManagedSseEnabled"] is True
+    dlq_props = resources[dlq]["Properties"]
+    assert dlq_props["MessageRetentionPeriod"] == 14 * 24 * 3600
+    assert dlq_props.get("FifoQueue", False) is fifo  # a FIFO queue needs a FIFO DLQ
+    if fifo:
+        assert dlq_props["QueueName"]["Fn::Sub"].endswith(".fifo")
+        assert props["ContentBasedDeduplication"] is False
+        assert props["DeduplicationScope"] == "messageGroup"
+        assert props["FifoThroughputLimit"] == "perMessageGroupId"
+
+
+def test_cleanup_listens_to_ended_executions_of_the_full_sync_and_sweeps(resources: dict[str, Any]) -> None:
+    (rule,) = events_of(resources, "CleanupFunction", "EventBridgeRule")
+    assert rule["Pattern"] == {
+        "source": ["aws.states"],
+        "detail-type": ["Step Functions Execution Status Change"],
+        "detail": {"status": ["ABORTED", "TIMED_OUT", "FAILED"], "stateMachineArn": [{"Ref": "FullSyncStateMachine"}]},
+    }
+    (schedule,) = events_of(resources, "CleanupFunction", "Schedule")
+    assert schedule["Schedule"] == "rate(5 minutes)"
+    assert json.loads(schedule["Input"]) == {"sweep": True}
+    env = resources["CleanupFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["STATE_MACHINE_ARN"] == {"Ref": "FullSyncStateMachine"}
+
+
+# ---------------------------------------------------------------- tables, bucket, secrets
+
+
+@pytest.mark.parametrize("table", ["ConfigTable", "StateTable"])
+def test_tables(resources: dict[str, Any], table: str) -> None:
+    assert resources[table]["Type"] == "AWS::DynamoDB::Table"
+    props = resources[table]["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert props["SSESpecification"]["SSEEnabled"] is True
+
+
+def test_state_table_expires_items(resources: dict[str, Any]) -> None:
+    ttl = resources["StateTable"]["Properties"]["TimeToLiveSpecification"]
+    assert ttl == {"AttributeName": "expires_at", "Enabled": True}
+
+
+def test_pages_bucket_is_private_encrypted_and_expiring(resources: dict[str, Any]) -> None:
+    props = resources["PagesBucket"]["Properties"]
+    assert all(props["PublicAccessBlockConfiguration"].values())
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    (rule,) = props["LifecycleConfiguration"]["Rules"]
+    assert rule["Status"] == "Enabled"
+    assert rule["ExpirationInDays"] == 7
+
+
+def test_secrets_are_named_for_the_integration_and_hold_no_literal_value(resources: dict[str, Any]) -> None:
+    names = {
+        "EfficyApiKeySecret": "efficy",
+        "WebhookSecret": "webhook",
+        "ApsisCredentialsSecret": "apsis",
+        "ApsisOptoutTokenSecret": "apsis-optout",
+    }
+    for logical_id, suffix in names.items():
+        props = resources[logical_id]["Properties"]
+        assert props["Name"] == {"Fn::Sub": f"efficy-sync/${{IntegrationId}}/{suffix}"}
+        assert "SecretString" not in props
+        assert "GenerateSecretString" in props
+    template = json.loads(
+        resources["ApsisCredentialsSecret"]["Properties"]["GenerateSecretString"]["SecretStringTemplate"]
+    )
+    assert set(template) == {"client_id"}
+    assert (
+        resources["ApsisCredentialsSecret"]["Properties"]["GenerateSecretString"]["GenerateStringKey"]
+        == "client_secret"
+    )
+
+
+# ---------------------------------------------------------------- IAM and secrets hygiene
+
+SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|API_?KEY|CREDENTIAL", re.IGNORECASE)
+SECRET_VALUE = re.compile(r"^[A-Za-z0-9+/=_\-]{24,}$")
+
+
+def test_no_environment_variable_carries_a_secret(template: dict[str, Any]) -> None:
+    env_blocks = [template["Globals"]["Function"]["Environment"]["Variables"]]
+    env_blocks += [
+        f["Properties"]["Environment"]["Variables"]
+        for f in functions(template["Resources"]).values()
+        if "Environment" in f["Properties"]
+    ]
+    secret_ids = {k for k, v in template["Resources"].items() if v["Type"] == "AWS::SecretsManager::Secret"}
+    for variables in env_blocks:
+        for name, value in variables.items():
+            text = json.dumps(value)
+            assert "{{resolve:secretsmanager" not in text, name
+            assert not any(ref in text for ref in secret_ids), name
+            if isinstance(value, str):
+                assert not SECRET_NAME.search(name), f"{name} looks like a secret setting"
+                assert not SECRET_VALUE.match(value), f"{name}={value!r} looks like a secret value"
+
+
+def test_no_allow_statement_uses_a_wildcard_action(template: dict[str, Any], transformed: dict[str, Any]) -> None:
+    # Both what we wrote and what SAM expands its policy templates into (the roles actually deployed).
+    checked = 0
+    for statement in [*allow_statements(template["Resources"]), *allow_statements(transformed["Resources"])]:
+        for action in as_list(statement.get("Action", [])):
+            assert "*" not in action, f"wildcard action {action!r} in {statement}"
+            checked += 1
+    assert checked > 20
+
+
+def test_secrets_read_is_scoped_to_the_efficy_sync_prefix(transformed: dict[str, Any]) -> None:
+    readers = 0
+    for statement in allow_statements(transformed["Resources"]):
+        actions = as_list(statement["Action"])
+        if any(a.startswith("secretsmanager:") for a in actions):
+            assert actions == ["secretsmanager:GetSecretValue"]
+            assert SECRET_ARN_SCOPE in json.dumps(statement["Resource"])
+            readers += 1
+    assert readers == len(FUNCTION_FOLDERS) - 1  # every function but cleanup
+    cleanup_role = json.dumps(transformed["Resources"]["CleanupFunctionRole"])
+    assert "secretsmanager" not in cleanup_role
+
+
+# ---------------------------------------------------------------- state machine
+
+
+def test_state_machine_substitutions_cover_every_placeholder(resources: dict[str, Any]) -> None:
+    props = resources["FullSyncStateMachine"]["Properties"]
+    assert props["DefinitionUri"] == "statemachines/full_sync.asl.json"
+    assert props["Type"] == "STANDARD"
+    placeholders = set(re.findall(r"\$\{([^}]+)\}", ASL_PATH.read_text()))
+    assert placeholders == set(props["DefinitionSubstitutions"])
+    assert props["DefinitionSubstitutions"] == {
+        "FullSyncStepFunctionArn": {"Fn::GetAtt": ["FullSyncStepFunction", "Arn"]},
+        "SyncPageFunctionArn": {"Fn::GetAtt": ["SyncPageFunction", "Arn"]},
+        "PagesBucket": {"Ref": "PagesBucket"},
+    }
+
+
+def test_state_machine_may_invoke_its_functions_and_start_its_children(resources: dict[str, Any]) -> None:
+    props = resources["FullSyncStateMachine"]["Properties"]
+    invoked = {p["LambdaInvokePolicy"]["FunctionName"]["Ref"] for p in props["Policies"] if "LambdaInvokePolicy" in p}
+    assert invoked == {"FullSyncStepFunction", "SyncPageFunction"}
+    statements = list(allow_statements(props["Policies"]))
+    start = [s for s in statements if "states:StartExecution" in as_list(s["Action"])]
+    assert start
+    assert all("stateMachine:${AWS::StackName}-full-sync" in json.dumps(s["Resource"]) for s in start)
+    assert props["Name"] == {"Fn::Sub": "${AWS::StackName}-full-sync"}
+    assert props["Logging"]["Destinations"]
+    assert props["Tracing"]["Enabled"] is True
+
+
+def test_asl_is_jsonpath_without_constructs_moto_rejects(asl: dict[str, Any]) -> None:
+    text = json.dumps(asl)
+    assert "JSONata" not in text
+    assert "ItemBatcher" not in text
+    for node in walk(asl):
+        if isinstance(node, dict) and "ToleratedFailurePercentage" in node:
+            assert isinstance(node["ToleratedFailurePercentage"], float)  # moto refuses an int
+
+
+def test_asl_flow_and_catches(asl: dict[str, Any]) -> None:
+    states = asl["States"]
+    assert asl["StartAt"] == "Begin"
+    chain = ["Begin", "Plan", "Pages", "Tags", "Finish"]
+    for current, nxt in itertools.pairwise(chain):
+        assert states[current]["Next"] == nxt
+    assert states[states["Finish"]["Next"]]["Type"] == "Succeed"
+    # The refused start must not reach the fail step (it would release someone else's lock).
+    (begin_catch,) = states["Begin"]["Catch"]
+    assert begin_catch["ErrorEquals"] == ["SyncAlreadyRunning"]
+    assert states[begin_catch["Next"]]["Type"] == "Fail"
+    for name in chain[1:]:
+        catch = states[name]["Catch"][-1]
+        assert catch["ErrorEquals"] == ["States.ALL"]
+        assert catch["Next"] == "FailRun"
+        assert catch["ResultPath"] == "$.error"
+    fail_run = states["FailRun"]
+    assert fail_run["Parameters"]["Payload"]["step"] == "fail"
+    assert fail_run["Parameters"]["Payload"]["error.$"] == "$.error"
+    assert states[fail_run["Next"]]["Type"] == "Fail"
+    steps = {
+        name: states[name]["Parameters"]["Payload"]["step"] for name in ("Begin", "Plan", "Tags", "Finish", "FailRun")
+    }
+    assert steps == {"Begin": "begin", "Plan": "plan", "Tags": "tags", "Finish": "finish", "FailRun": "fail"}
+
+
+def test_pages_is_a_bounded_distributed_map_over_s3(asl: dict[str, Any]) -> None:
+    pages = asl["States"]["Pages"]
+    assert pages["Type"] == "Map"
+    assert pages["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+    assert pages["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
+    assert pages["ItemReader"]["ReaderConfig"] == {"InputType": "JSON"}
+    assert pages["ItemReader"]["Parameters"]["Bucket"] == "${PagesBucket}"
+    assert pages["MaxConcurrency"] == 5
+    assert set(pages["ItemSelector"]) == {"integration_id.$", "run_id.$", "dry_run.$", "page.$"}
+    assert "ResultWriter" in pages
+    assert pages["ResultPath"] == "$.pages"
+    (worker,) = pages["ItemProcessor"]["States"].values()
+    assert worker["Resource"] == "arn:aws:states:::lambda:invoke"
+    assert worker["Parameters"]["FunctionName"] == "${SyncPageFunctionArn}"
+    assert worker["OutputPath"] == "$.Payload"
+    retried = {error for retrier in worker["Retry"] for error in retrier["ErrorEquals"]}
+    assert retried >= {
+        "Lambda.ServiceException",
+        "Lambda.TooManyRequestsException",
+        "Lambda.SdkClientException",
+        "TransientError",
+        "EfficyUnavailable",
+        "ApsisUnavailable",
+        "RateLimited",
+    }
+    for retrier in worker["Retry"]:
+        assert retrier["JitterStrategy"] == "FULL"
+        assert retrier["MaxDelaySeconds"] > 0
+        assert retrier["BackoffRate"] > 1
+
+
+def test_asl_passes_asl_validator() -> None:
+    validator = ROOT / "node_modules" / ".bin" / "asl-validator"
+    if not validator.exists() or shutil.which("node") is None:
+        pytest.skip("asl-validator is not installed (npm ci); `make checks` runs it")
+    result = subprocess.run(
+        [str(validator), "--json-path", str(ASL_PATH)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- alarms and dashboard
+
+
+def test_alarms_notify_the_alarm_topic(resources: dict[str, Any]) -> None:
+    alarms = {k: v["Properties"] for k, v in resources.items() if v["Type"] == "AWS::CloudWatch::Alarm"}
+    assert set(alarms) >= {
+        "ContactChangesDLQNotEmptyAlarm",
+        "OptOutDLQNotEmptyAlarm",
+        "ContactChangesAgeAlarm",
+        "IngestWebhookErrorsAlarm",
+        "ApplyChangesErrorsAlarm",
+        "WriteBackErrorsAlarm",
+        "FunctionThrottlesAlarm",
+        "FullSyncFailedAlarm",
+        "WebhookFreshnessAlarm",
+    }
+    for name, props in alarms.items():
+        assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
+    subscription = resources["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
+
+
+def test_dlq_and_age_alarms(resources: dict[str, Any]) -> None:
+    for alarm, queue in [
+        ("ContactChangesDLQNotEmptyAlarm", "ContactChangesDLQ"),
+        ("OptOutDLQNotEmptyAlarm", "OptOutDLQ"),
+    ]:
+        props = resources[alarm]["Properties"]
+        assert props["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        assert props["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}]
+        assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
+    age = resources["ContactChangesAgeAlarm"]["Properties"]
+    assert age["MetricName"] == "ApproximateAgeOfOldestMessage"
+    assert age["Threshold"] == 900
+
+
+def test_freshness_alarm_breaches_when_no_webhook_arrives(resources: dict[str, Any]) -> None:
+    props = resources["WebhookFreshnessAlarm"]["Properties"]
+    assert (props["Namespace"], props["MetricName"], props["Statistic"]) == (
+        "EfficySync",
+        "WebhookRecordsAccepted",
+        "Sum",
+    )
+    # Powertools Metrics adds the service dimension to every EMF metric; the alarm must match it exactly.
+    assert props["Dimensions"] == [{"Name": "service", "Value": "efficy-sync"}]
+    assert props["TreatMissingData"] == "breaching"
+    assert props["ComparisonOperator"] == "LessThanOrEqualToThreshold"
+    assert props["Threshold"] == 0
+    assert props["EvaluationPeriods"] == {"Ref": "FreshnessHours"}
+    assert props["Period"] == 3600
+
+
+def test_full_sync_failed_alarm_watches_the_state_machine(resources: dict[str, Any]) -> None:
+    text = json.dumps(resources["FullSyncFailedAlarm"]["Properties"])
+    assert '"ExecutionsFailed"' in text
+    assert '{"Ref": "FullSyncStateMachine"}' in text
+
+
+def test_dashboard_body_is_valid_json_with_the_key_metrics(resources: dict[str, Any]) -> None:
+    body, variables = resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    names = set(re.findall(r"\$\{([^}]+)\}", body))
+    for name in names:
+        assert name in variables or name.startswith("AWS::") or name in resources, f"${{{name}}} is not defined"
+    rendered = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))
+    metrics = {m[1] for widget in rendered["widgets"] for m in widget["properties"]["metrics"]}
+    assert metrics >= {
+        "ApproximateNumberOfMessagesVisible",
+        "Errors",
+        "Duration",
+        "PersonsSynced",
+        "PersonsSkipped",
+        "PersonsFailed",
+        "ApsisCalls",
+        "Apsis429",
+    }
+
+
+# ---------------------------------------------------------------- tools: cfn-lint and the SAM transform
+
+
+def test_cfn_lint_reports_no_errors_or_warnings() -> None:
+    matches = [m for m in lint_file(TEMPLATE_PATH) if m.rule.id[0] in "EW"]
+    assert matches == [], "\n".join(f"{m.rule.id} line {m.linenumber}: {m.message}" for m in matches)
+
+
+def test_sam_transform_offline_creates_the_wired_resources(transformed: dict[str, Any]) -> None:
+    out = transformed["Resources"]
+    by_type: dict[str, set[str]] = {}
+    for logical_id, resource in out.items():
+        by_type.setdefault(resource["Type"], set()).add(logical_id)
+    assert by_type["AWS::Lambda::Function"] == set(FUNCTION_FOLDERS)
+    assert len(by_type["AWS::Lambda::LayerVersion"]) == 1
+    assert by_type["AWS::StepFunctions::StateMachine"] == {"FullSyncStateMachine"}
+    assert by_type["AWS::ApiGateway::RestApi"] == {"EfficySyncApi"}
+    assert by_type["AWS::Lambda::EventSourceMapping"] == {
+        "ApplyChangesFunctionContactChanges",
+        "WriteBackFunctionOptOuts",
+    }
+    assert by_type["AWS::Events::Rule"] == {"CleanupFunctionExecutionEnded", "CleanupFunctionSweep"}
+    esm = out["ApplyChangesFunctionContactChanges"]["Properties"]
+    assert esm["EventSourceArn"] == {"Fn::GetAtt": ["ContactChangesQueue", "Arn"]}
+    assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    paths = out["EfficySyncApi"]["Properties"]["Body"]["paths"]
+    assert set(paths) == set(ROUTES.values())
+    assert all(set(methods) == {"post"} for methods in paths.values())
+    sweep = out["CleanupFunctionSweep"]["Properties"]
+    assert sweep["ScheduleExpression"] == "rate(5 minutes)"
+    assert json.loads(sweep["Targets"][0]["Input"]) == {"sweep": True}
+    machine = out["FullSyncStateMachine"]["Properties"]
+    assert machine["DefinitionSubstitutions"]["PagesBucket"] == {"Ref": "PagesBucket"}
+    layer = out["SyncPageFunction"]["Properties"]["Layers"]
+    assert layer == [{"Ref": next(iter(by_type["AWS::Lambda::LayerVersion"]))}]
+
+
+# ---------------------------------------------------------------- sample events (events/)
+
+EVENTS = ROOT / "events"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / name).read_text())
+
+
+def payload_keys(payload: dict[str, Any]) -> set[str]:
+    return {key.removesuffix(".$") for key in payload}
+
+
+def test_every_sample_event_is_json() -> None:
+    names = sorted(p.name for p in EVENTS.glob("*.json"))
+    assert len(names) >= 12
+    for name in names:
+        assert isinstance(load_event(name), dict), name
+
+
+@pytest.mark.parametrize(
+    ("name", "function"),
+    [
+        ("ingest_webhook.json", "IngestWebhookFunction"),
+        ("ingest_webhook_header_mode.json", "IngestWebhookFunction"),
+        ("ingest_optout.json", "IngestOptoutFunction"),
+    ],
+)
+def test_api_sample_events_match_their_route(name: str, function: str) -> None:
+    event = load_event(name)
+    assert event["httpMethod"] == "POST"
+    assert event["resource"] == ROUTES[function]
+    assert event["path"] == ROUTES[function].replace("{integration_id}", event["pathParameters"]["integration_id"])
+    assert isinstance(event["body"], str)
+    json.loads(event["body"])
+
+
+def test_sqs_sample_events() -> None:
+    fifo = load_event("apply_changes.json")["Records"]
+    assert fifo
+    for record in fifo:
+        assert record["eventSourceARN"].endswith("-contact-changes.fifo")
+        body = json.loads(record["body"])
+        assert record["attributes"]["MessageGroupId"] == f"{body['integration_id']}#{body['person_key']}"
+        assert record["attributes"]["MessageDeduplicationId"]
+    (optout,) = load_event("write_back.json")["Records"]
+    assert json.loads(optout["body"])["event"] in {"email.unsubscribe", "email.abuse", "sms.unsubscribe"}
+
+
+@pytest.mark.parametrize(
+    ("state", "step"),
+    [("Begin", "begin"), ("Plan", "plan"), ("Tags", "tags"), ("Finish", "finish"), ("FailRun", "fail")],
+)
+def test_step_sample_events_carry_what_the_state_machine_sends(asl: dict[str, Any], state: str, step: str) -> None:
+    sample = load_event(f"full_sync_step_{step}.json")
+    assert sample["step"] == step
+    assert set(sample) == payload_keys(asl["States"][state]["Parameters"]["Payload"])
+
+
+def test_sync_page_sample_event_is_a_map_item(asl: dict[str, Any]) -> None:
+    assert set(load_event("sync_page.json")) == payload_keys(asl["States"]["Pages"]["ItemSelector"])
+
+
+def test_cleanup_sample_events(resources: dict[str, Any]) -> None:
+    status = load_event("cleanup_execution_status_change.json")
+    (rule,) = events_of(resources, "CleanupFunction", "EventBridgeRule")
+    assert status["source"] in rule["Pattern"]["source"]
+    assert status["detail-type"] in rule["Pattern"]["detail-type"]
+    assert status["detail"]["status"] in rule["Pattern"]["detail"]["status"]
+    (schedule,) = events_of(resources, "CleanupFunction", "Schedule")
+    assert load_event("cleanup_sweep.json") == json.loads(schedule["Input"])
