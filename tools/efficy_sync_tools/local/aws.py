@@ -94,6 +94,7 @@ def deploy(template: SamTemplate, endpoint: str, region: str, stack_name: str = 
     physical = {
         r["LogicalResourceId"]: r.get("PhysicalResourceId", "")
         for r in cfn.describe_stack_resources(StackName=stack_name)["StackResources"]
+        if "LogicalResourceId" in r
     }
     stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}

@@ -46,7 +46,9 @@ class ApiFront:
 
     def start(self) -> None:
         self._server = make_server("127.0.0.1", self._port, self._wsgi, threaded=True, request_handler=_QuietHandler)
-        threading.Thread(target=self._server.serve_forever, name="api-front", daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="api-front", daemon=True
+        ).start()
 
     def stop(self) -> None:
         if self._server is not None:

@@ -26,6 +26,7 @@ EMULATED_PREFIXES = (
     "AWS::SecretsManager::",
     "AWS::SNS::Subscription",
     "AWS::Lambda::Permission",
+    "AWS::S3::BucketPolicy",
 )
 
 
@@ -210,6 +211,10 @@ class _NoIamPolicies:
 
 
 def sam_transform(template: dict[str, Any]) -> dict[str, Any]:
+    import logging
+
     from samtranslator.translator.transform import transform
+
+    logging.getLogger("samtranslator").setLevel(logging.ERROR)
 
     return transform(template, {}, _NoIamPolicies())

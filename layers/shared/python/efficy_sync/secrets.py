@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
 from .settings import settings
 
 
-def get_secret(name: str) -> str:
-    from aws_lambda_powertools.utilities import parameters
+@lru_cache(maxsize=1)
+def _provider() -> Any:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
     from .aws import client
 
-    return parameters.get_secret(name, max_age=int(settings().cache_seconds), boto3_client=client("secretsmanager"))  # type: ignore[return-value]
+    return SecretsProvider(boto3_client=client("secretsmanager"))
+
+
+def get_secret(name: str) -> str:
+    return _provider().get(name, max_age=int(settings().cache_seconds))
 
 
 def get_json_secret(name: str) -> dict[str, Any]:
@@ -25,3 +31,7 @@ def get_json_secret(name: str) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise ValueError(f"secret {name} is not a JSON object")
     return parsed
+
+
+def reset() -> None:
+    _provider.cache_clear()

@@ -1,0 +1,53 @@
+"""SQS FIFO contact-changes -> APSIS One. Partial batch failures let only the failed messages come back."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from efficy_sync.changes import ContactChange
+from efficy_sync.connections import apsis_client, efficy_client
+from efficy_sync.observability import MetricUnit, logger, metrics
+from efficy_sync.settings import settings
+from efficy_sync.store.configs import ConfigStore
+from efficy_sync.store.persons import PersonStateStore
+from efficy_sync.sync import PersonSyncer, log_fields
+from efficy_sync.worker import BatchWorker
+
+configs = ConfigStore(settings().config_table, cache_seconds=settings().cache_seconds)
+states = PersonStateStore(settings().state_table)
+worker = BatchWorker(
+    get_config=configs.get,
+    build_syncer=lambda cfg: PersonSyncer(cfg, apsis_client(cfg), states),
+    get_persons=lambda cfg, keys, fields: efficy_client(cfg).get_persons(keys, fields),
+    states=states,
+)
+# One failed message holds back the later messages of its group only (per-person order is kept).
+processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+METRIC_BY_RESULT = {
+    "synced": "PersonsSynced",
+    "skipped": "PersonsSkipped",
+    "failed": "PersonsFailed",
+    "stale": "StaleEventsDropped",
+}
+
+
+def record_handler(record: SQSRecord) -> None:
+    change = ContactChange.model_validate_json(record.body)
+    outcome = worker.apply(change)
+    logger.info("person applied", extra={"integration_id": change.integration_id, **log_fields(outcome)})
+    metric = METRIC_BY_RESULT.get(outcome.result)
+    if metric:
+        metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def handler(event: dict, context: object) -> dict:
+    changes = []
+    for raw in event.get("Records", []):
+        try:
+            changes.append(ContactChange.model_validate_json(raw["body"]))
+        except ValueError:
+            continue  # a poison message fails in record_handler and reaches the DLQ after maxReceiveCount
+    worker.prefetch(changes)
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

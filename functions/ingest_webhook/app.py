@@ -1,0 +1,60 @@
+"""POST /integrations/{integration_id}/efficy/webhook: Efficy's change notifications in, SQS messages out."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.logging import correlation_paths
+from efficy_sync.ingest import accept
+from efficy_sync.observability import MetricUnit, logger, metrics
+from efficy_sync.queue import EnqueueError
+from efficy_sync.secrets import get_secret
+from efficy_sync.settings import settings
+from efficy_sync.store.configs import ConfigStore, UnknownIntegration
+from efficy_sync.webhook import WebhookAuthError, WebhookPayloadError
+
+app = APIGatewayRestResolver()
+configs = ConfigStore(settings().config_table, cache_seconds=settings().cache_seconds)
+
+
+def _reply(status: int, payload: dict) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=payload)
+
+
+@app.post("/integrations/<integration_id>/efficy/webhook")
+def efficy_webhook(integration_id: str) -> Response:
+    logger.append_keys(integration_id=integration_id)
+    try:
+        cfg = configs.get(integration_id)
+    except UnknownIntegration:
+        return _reply(404, {"error": f"unknown integration {integration_id!r}"})
+    event = app.current_event
+    body = (event.body or "").encode()
+    try:
+        result = accept(
+            cfg, settings().contact_queue_url, event.headers, body, get_secret(cfg.efficy.webhook_secret_secret)
+        )
+    except WebhookAuthError as exc:
+        metrics.add_metric(name="WebhookRejected", unit=MetricUnit.Count, value=1)
+        logger.warning("webhook rejected: %s", exc)
+        return _reply(401, {"error": str(exc)})
+    except WebhookPayloadError as exc:
+        metrics.add_metric(name="WebhookRejected", unit=MetricUnit.Count, value=1)
+        logger.warning("webhook malformed: %s", exc)
+        return _reply(400, {"error": f"malformed webhook: {exc}"})
+    except EnqueueError as exc:
+        logger.error("webhook not queued: %s", exc)
+        return _reply(503, {"error": "could not queue the changes; send again"})
+    metrics.add_metric(name="WebhookRecordsAccepted", unit=MetricUnit.Count, value=result.records)
+    if result.skipped_other_tables:
+        metrics.add_metric(name="WebhookRecordsSkipped", unit=MetricUnit.Count, value=result.skipped_other_tables)
+    logger.info(
+        "webhook accepted",
+        extra={"records": result.records, "persons": result.accepted, "sqs_batches": result.enqueue.batch_calls},
+    )
+    return _reply(202, {"accepted": result.accepted, "records": result.records, "skipped": result.skipped_other_tables})
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
+def handler(event: dict, context: object) -> dict:
+    return app.resolve(event, context)

@@ -1,0 +1,92 @@
+"""Real-time worker: a batch of contact changes from SQS, applied to APSIS One.
+
+The persons of a batch are refetched from Efficy together (one JSON-RPC call with one context per person)
+and their stored states read together (one BatchGetItem), then each person is synced. Several messages
+for one person in a batch are applied once: the refetch already holds the newest data.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .changes import ContactChange
+from .clients.errors import ApiError
+from .config import IntegrationConfig
+from .state import PersonState
+from .store.persons import PersonStateStore
+from .sync import Outcome, PersonSyncer
+
+
+@dataclass
+class Prefetched:
+    """What one integration's part of a batch needs, fetched once; `error` fails all its messages."""
+
+    cfg: IntegrationConfig | None = None
+    syncer: PersonSyncer | None = None
+    persons: dict[int, dict[str, Any]] = field(default_factory=dict)
+    states: dict[int, PersonState] = field(default_factory=dict)
+    done: dict[int, Outcome] = field(default_factory=dict)
+    error: Exception | None = None
+
+
+class BatchWorker:
+    def __init__(
+        self,
+        get_config: Callable[[str], IntegrationConfig],
+        build_syncer: Callable[[IntegrationConfig], PersonSyncer],
+        get_persons: Callable[[IntegrationConfig, list[int], list[str]], dict[int, dict[str, Any]]],
+        states: PersonStateStore,
+    ) -> None:
+        self._get_config = get_config
+        self._build_syncer = build_syncer
+        self._get_persons = get_persons
+        self._states = states
+        self._prefetched: dict[str, Prefetched] = {}
+
+    def prefetch(self, changes: list[ContactChange]) -> None:
+        by_integration: dict[str, set[int]] = defaultdict(set)
+        for change in changes:
+            by_integration[change.integration_id].add(change.person_key)
+        self._prefetched = {}
+        for integration_id, keys in by_integration.items():
+            pre = Prefetched()
+            self._prefetched[integration_id] = pre
+            try:
+                pre.cfg = self._get_config(integration_id)
+                pre.syncer = self._build_syncer(pre.cfg)
+                wanted = sorted(keys)
+                pre.persons = self._get_persons(pre.cfg, wanted, needed_fields(pre.cfg))
+                pre.states = self._states.get_many(integration_id, wanted)
+            except Exception as exc:  # every message of this integration fails and is retried
+                pre.error = exc
+
+    def apply(self, change: ContactChange) -> Outcome:
+        """Raises for transient failures (the message is retried); returns the outcome otherwise."""
+        pre = self._prefetched.get(change.integration_id)
+        if pre is None:
+            raise RuntimeError("apply() before prefetch()")
+        if pre.error is not None:
+            raise pre.error
+        if change.person_key in pre.done:
+            return pre.done[change.person_key]  # a second message for the same person in this batch
+        assert pre.syncer is not None
+        outcome = pre.syncer.sync(
+            change.person_key, pre.persons.get(change.person_key), pre.states.get(change.person_key)
+        )
+        pre.done[change.person_key] = outcome
+        return outcome
+
+
+def needed_fields(cfg: IntegrationConfig) -> list[str]:
+    """Ask Efficy only for what conditions and mappings read (plus the key, e-mail and change stamp)."""
+    fields = {"K_CONTACT", "EMAIL1", "D_CHANGE"}
+    fields.update(c.field for c in cfg.sync_conditions)
+    fields.update(m.efficy for m in cfg.field_mappings)
+    return sorted(fields)
+
+
+def is_retryable(exc: Exception) -> bool:
+    return not isinstance(exc, ApiError) or exc.retryable

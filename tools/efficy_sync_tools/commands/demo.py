@@ -1,0 +1,145 @@
+"""`efficy-sync demo` (what `make run` runs): the product end to end on the embedded local stack.
+
+It starts the local stack in this process, seeds the Efficy simulator, changes persons the way a CRM user
+would (Efficy then calls our signed webhook), waits for the result in the APSIS simulator, and prints a
+report. Every wait is bounded; a missing result fails the demo with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="run the product end to end on the local stack and print a report")
+    demo.add_argument("--persons", type=int, default=20, help="persons to seed in the Efficy simulator")
+    demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each step")
+    demo.set_defaults(func=demo_command)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(interval)
+    raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}")
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def demo_persons(n: int) -> list[dict[str, Any]]:
+    """A small CRM: most persons active, some not, some on the Robinson list; mixed consents."""
+    persons = []
+    for i in range(1, n + 1):
+        persons.append(
+            {
+                "K_CONTACT": 1000 + i,
+                "NAME": f"Person{i}",
+                "FIRSTNAME": f"Demo{i}",
+                "EMAIL1": f"person{i}@example.com",
+                "MOBILE": f"+3247000{i:04d}",
+                "LANGUAGE": "EN" if i % 2 else "FR",
+                "OPENED": "0" if i % 7 == 0 else "1",
+                "ROBINSON": "1" if i % 5 == 0 else "0",
+                "profiles": [p for p, on in ((12, i % 2 == 1), (13, i % 3 == 0), (14, i % 4 == 0)) if on],
+            }
+        )
+    return persons
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    from efficy_sync_tools.local.stack import LocalStack
+
+    started = time.monotonic()
+    say("== efficy-sync demo: Efficy Enterprise -> APSIS One, offline ==")
+    say("Starting the local stack (moto, template.yaml, simulators)...")
+    stack = LocalStack()
+    try:
+        ready = stack.start()
+        say(f"  ready in {time.monotonic() - started:.1f}s  api={ready['api_url']}")
+        return run_scenario(ready, args)
+    except (TimeoutError, AssertionError) as exc:
+        say(f"DEMO FAILED: {exc}")
+        return 1
+    finally:
+        stack.stop()
+
+
+def run_scenario(ready: dict[str, Any], args: argparse.Namespace) -> int:
+    efficy, apsis = ready["efficy_url"], ready["apsis_url"]
+    http = requests.Session()
+    persons = demo_persons(args.persons)
+    http.post(f"{efficy}/_sim/persons", json={"persons": persons}, timeout=10).raise_for_status()
+    say(f"Seeded {len(persons)} persons in the Efficy simulator.")
+
+    # 1. Real-time: a CRM user edits a person; Efficy sends a signed webhook; the worker applies it.
+    person = persons[0]
+    key = person["K_CONTACT"]
+    say(f"\n-- Real-time sync: a CRM user edits person {key} in Efficy --")
+    http.patch(f"{efficy}/_sim/persons/{key}", json={"FIRSTNAME": "Jo"}, timeout=10).raise_for_status()
+    profile = wait_for(
+        f"person {key} in APSIS One",
+        lambda: _profile(http, apsis, str(key)),
+        args.timeout,
+    )
+    _print_profile(profile)
+    attributes = profile["attributes"]
+    assert attributes.get("com.apsis1.attributes.firstname") == "Jo", attributes
+    assert attributes.get("com.apsis1.attributes.email") == person["EMAIL1"], "e-mail attribute missing"
+
+    # 2. A person who fails the sync conditions is not created.
+    robinson = next(p for p in persons if p["ROBINSON"] == "1" and p["OPENED"] == "1")
+    say(f"\n-- Sync conditions: person {robinson['K_CONTACT']} is on the Robinson list --")
+    http.patch(f"{efficy}/_sim/persons/{robinson['K_CONTACT']}", json={"FIRSTNAME": "Robin"}, timeout=10)
+    wait_for(
+        "the Robinson person to be processed",
+        lambda: _state_outcome(ready, robinson["K_CONTACT"]) == "skipped",
+        args.timeout,
+    )
+    assert _profile(http, apsis, str(robinson["K_CONTACT"])) is None, "a Robinson person reached APSIS One"
+    say("  skipped, as configured: not created in APSIS One")
+
+    calls = http.get(f"{apsis}/_sim/calls", timeout=10).json()
+    say("\n-- APSIS One API calls made --")
+    for route, count in sorted(calls.items()):
+        say(f"  {count:4d}  {route}")
+    say("\nDEMO OK")
+    return 0
+
+
+def _profile(http: requests.Session, apsis: str, key: str) -> dict[str, Any] | None:
+    response = http.get(f"{apsis}/_sim/profiles/com.apsis1.keyspaces.crm-id/{key}", timeout=10)
+    return response.json() if response.status_code == 200 else None
+
+
+def _state_outcome(ready: dict[str, Any], key: int) -> str | None:
+    from efficy_sync.store.persons import PersonStateStore
+
+    table = ready["stack"]["StateTable"]
+    state = PersonStateStore(table).get("demo", key)
+    return state.last_outcome if state else None
+
+
+def _print_profile(profile: dict[str, Any]) -> None:
+    from efficy_sync.pii import mask_email
+
+    say(f"  APSIS profile {profile['keyspace']}/{profile['key']}")
+    for name, value in sorted(profile["attributes"].items()):
+        shown = mask_email(value) if "email" in name and isinstance(value, str) else value
+        say(f"    {name} = {shown}")
+    for consent in profile.get("consents", []):
+        say(f"    consent {consent['topic']} [{consent['channel']}] = {consent['type']}")
+    if profile.get("tags"):
+        say(f"    tags: {', '.join(sorted(profile['tags']))}")
