@@ -1,0 +1,27 @@
+"""Shared fixtures. `stack` starts one embedded local stack per test worker (process), lazily."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import Stack, start_stack, unique_key
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    running = start_stack(tmp_path_factory.mktemp("stack"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def key() -> int:
+    """A person key of this test's own (one stack is shared by the tests of a worker)."""
+    return unique_key()
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_faults(request: pytest.FixtureRequest) -> None:
+    yield
+    if "stack" in request.fixturenames:
+        request.getfixturevalue("stack").clear_faults()

@@ -1,0 +1,211 @@
+"""Helpers for tests that drive the product through the embedded local stack, as an outside script would.
+
+The stack runs in its own process (`efficy-sync local up --ready-file F`), so tests talk to it only through
+its public interfaces: the API URL, the AWS endpoint, the simulators' HTTP control APIs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+_keys = itertools.count(1)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
+    """Poll `check` until it returns something truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def sign(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return {"X-Efficy-Timestamp": ts, "X-Efficy-Signature": f"sha256={digest}", "Content-Type": "application/json"}
+
+
+class Stack:
+    """A running local stack, read from its ready file."""
+
+    def __init__(self, ready: dict[str, Any], process: subprocess.Popen, log_path: Path) -> None:
+        self.ready = ready
+        self.process = process
+        self.log_path = log_path
+        self.http = requests.Session()
+        self.api_url = ready["api_url"]
+        self.efficy_url = ready["efficy_url"]
+        self.apsis_url = ready["apsis_url"]
+        self.demo = ready["demo"]
+        self.names = ready["stack"]
+
+    # ---- AWS ------------------------------------------------------------------------------------------
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.ready["aws_endpoint"],
+            region_name=self.ready["region"],
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def queue_depth(self, logical_id: str) -> int:
+        attrs = self.client("sqs").get_queue_attributes(
+            QueueUrl=self.names[logical_id],
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+    def env(self) -> dict[str, str]:
+        """Environment for running the CLI or library code against this stack."""
+        return {
+            **os.environ,
+            "AWS_ENDPOINT_URL": self.ready["aws_endpoint"],
+            "AWS_REGION": self.ready["region"],
+            "AWS_DEFAULT_REGION": self.ready["region"],
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "CONFIG_TABLE": self.names["ConfigTable"],
+            "STATE_TABLE": self.names["StateTable"],
+            "CONTACT_QUEUE_URL": self.names["ContactChangesQueue"],
+            "OPTOUT_QUEUE_URL": self.names["OptOutQueue"],
+            "STATE_MACHINE_ARN": self.names.get("state_machine_arn", ""),
+            "PAGES_BUCKET": self.names.get("PagesBucket", ""),
+        }
+
+    def cli(self, *args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", "efficy_sync_tools.cli", *args],
+            env=self.env(),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"efficy-sync {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    # ---- Efficy simulator -------------------------------------------------------------------------------
+    def seed(self, persons: list[dict[str, Any]], *, notify: bool = False) -> None:
+        self.http.post(
+            f"{self.efficy_url}/_sim/persons", json={"persons": persons, "notify": notify}, timeout=10
+        ).raise_for_status()
+
+    def edit(self, key: int, **changes: Any) -> None:
+        """What a CRM user does in Efficy: the simulator then sends the signed webhook."""
+        self.http.patch(f"{self.efficy_url}/_sim/persons/{key}", json=changes, timeout=10).raise_for_status()
+
+    def efficy_person(self, key: int) -> dict[str, Any] | None:
+        r = self.http.get(f"{self.efficy_url}/_sim/persons/{key}", timeout=10)
+        return r.json() if r.status_code == 200 else None
+
+    # ---- APSIS simulator --------------------------------------------------------------------------------
+    def profile(self, key: int | str) -> dict[str, Any] | None:
+        r = self.http.get(f"{self.apsis_url}/_sim/profiles/com.apsis1.keyspaces.crm-id/{key}", timeout=10)
+        return r.json() if r.status_code == 200 else None
+
+    def apsis_calls(self) -> dict[str, int]:
+        return self.http.get(f"{self.apsis_url}/_sim/calls", timeout=10).json()
+
+    def efficy_calls(self) -> dict[str, int]:
+        return self.http.get(f"{self.efficy_url}/_sim/calls", timeout=10).json()
+
+    def fault(self, sim: str, **spec: Any) -> None:
+        url = self.efficy_url if sim == "efficy" else self.apsis_url
+        self.http.post(f"{url}/_sim/faults", json=spec, timeout=10).raise_for_status()
+
+    def clear_faults(self) -> None:
+        for url in (self.efficy_url, self.apsis_url):
+            self.http.delete(f"{url}/_sim/faults", timeout=10)
+
+    # ---- the product's API ------------------------------------------------------------------------------
+    def post_webhook(self, body: bytes, headers: dict[str, str], integration_id: str = "demo") -> requests.Response:
+        return self.http.post(
+            f"{self.api_url}/integrations/{integration_id}/efficy/webhook", data=body, headers=headers, timeout=60
+        )
+
+    def signed_webhook(self, records: list[dict[str, Any]], integration_id: str = "demo") -> requests.Response:
+        body = json.dumps({"database": "sim", "version": "12.1", "records": records}).encode()
+        return self.post_webhook(body, sign(self.demo["webhook_secret"], body), integration_id)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start_stack(workdir: Path, timeout: float = 120.0) -> Stack:
+    ready_file = workdir / "ready.json"
+    log_path = workdir / "stack.log"
+    env = {
+        **os.environ,
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "PYTHONWARNINGS": "ignore",
+    }
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "efficy_sync_tools.cli", "local", "up", "--ready-file", str(ready_file), "--quiet"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + timeout
+    while not ready_file.exists():
+        if process.poll() is not None:
+            raise RuntimeError(f"local stack exited {process.returncode}:\n{log_path.read_text()[-4000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"local stack not ready after {timeout}s:\n{log_path.read_text()[-4000:]}")
+        time.sleep(0.2)
+    return Stack(json.loads(ready_file.read_text()), process, log_path)
+
+
+def unique_key() -> int:
+    """Person keys no other test in this run uses (tests share one stack per xdist worker)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    return 100_000 * (int(worker or 0) + 1) + 100 * next(_keys)
+
+
+def person(key: int, **fields: Any) -> dict[str, Any]:
+    """An active, non-Robinson person with a valid e-mail, in the newsletter profile (12)."""
+    base = {
+        "K_CONTACT": key,
+        "NAME": f"Name{key}",
+        "FIRSTNAME": f"First{key}",
+        "EMAIL1": f"p{key}@example.com",
+        "MOBILE": f"+32470{key % 1000000:06d}",
+        "LANGUAGE": "EN",
+        "OPENED": "1",
+        "ROBINSON": "0",
+        "profiles": [12],
+    }
+    base.update(fields)
+    return base
