@@ -7,21 +7,27 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 from collections.abc import Sequence
 
-# Modules that register a sub-command; their top-level imports stay light (heavy ones go inside the commands).
-COMMANDS = [
-    "efficy_sync_tools.commands.local",
-    "efficy_sync_tools.commands.demo",
-]
+from efficy_sync_tools import commands
+
+
+def command_modules() -> list[str]:
+    """Every module of efficy_sync_tools.commands with a `register(subparsers)`; keep their top-level imports light."""
+    return sorted(
+        f"{commands.__name__}.{m.name}" for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="efficy-sync", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMANDS:
-        importlib.import_module(module).register(sub)
+    for name in command_modules():
+        module = importlib.import_module(name)
+        if hasattr(module, "register"):
+            module.register(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Steps of `efficy-sync demo`, one module per product feature."""
