@@ -168,6 +168,10 @@ def start_stack(workdir: Path, timeout: float = 120.0) -> Stack:
         "POWERTOOLS_LOG_LEVEL": "WARNING",
         "POWERTOOLS_METRICS_DISABLED": "true",
         "PYTHONWARNINGS": "ignore",
+        # Tests inject faults: retry fast inside a call, and a few times only, so a failure surfaces in seconds.
+        "EFFICY_SYNC_HTTP_RETRIES": "3",
+        "EFFICY_SYNC_HTTP_BACKOFF": "0.02",
+        "EFFICY_SYNC_HTTP_READ_TIMEOUT": "5",
     }
     log = log_path.open("w")
     process = subprocess.Popen(

@@ -29,6 +29,14 @@ def efficy_webhook(integration_id: str) -> Response:
         return _reply(404, {"error": f"unknown integration {integration_id!r}"})
     event = app.current_event
     body = (event.body or "").encode()
+    if len(body) > settings().max_webhook_bytes:
+        metrics.add_metric(name="WebhookRejected", unit=MetricUnit.Count, value=1)
+        return _reply(
+            413,
+            {
+                "error": f"body of {len(body)} bytes is over the {settings().max_webhook_bytes} byte limit; send smaller batches"
+            },
+        )
     try:
         result = accept(
             cfg, settings().contact_queue_url, event.headers, body, get_secret(cfg.efficy.webhook_secret_secret)

@@ -22,6 +22,7 @@ from .template import ApiRoute
 
 log = logging.getLogger("efficy_sync.local")
 MAX_PAYLOAD = 10 * 1024 * 1024  # API Gateway REST payload limit
+LAMBDA_MAX_REQUEST = 6 * 1024 * 1024  # synchronous Lambda invocation payload limit (the whole event)
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -77,6 +78,8 @@ class ApiFront:
         if len(body) > MAX_PAYLOAD:
             return _json({"message": "Request Too Long"}, 413)
         event = self._event(request, route, path, match.groupdict(), body)
+        if len(body) > LAMBDA_MAX_REQUEST:  # AWS fails the integration before our code runs
+            return _json({"message": "Request payload exceeds the Lambda limit of 6 MB"}, 413)
         try:
             result = self._router.invoke(route.function, event)
         except Exception:

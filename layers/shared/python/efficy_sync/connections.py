@@ -12,6 +12,7 @@ from .clients.apsis import ApsisClient
 from .clients.efficy import EfficyClient
 from .config import IntegrationConfig
 from .secrets import get_json_secret, get_secret
+from .settings import settings
 
 _lock = threading.Lock()
 _efficy: dict[tuple[str, str], EfficyClient] = {}
@@ -28,6 +29,7 @@ def efficy_client(cfg: IntegrationConfig) -> EfficyClient:
                 get_secret(cfg.efficy.api_key_secret),
                 customer=cfg.efficy.customer,
                 profile_detail=cfg.efficy.profile_detail,
+                policy=settings().retry_policy(),
             )
             _efficy[key] = found
         return found
@@ -45,6 +47,7 @@ def apsis_client(cfg: IntegrationConfig) -> ApsisClient:
                 creds["client_secret"],
                 section=cfg.apsis.section,
                 keyspace=cfg.apsis.keyspace,
+                policy=settings().retry_policy(),
             )
             _apsis[key] = found
         return found

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:  # requests is heavy; the webhook Lambda never needs it
+    from .clients.http import RetryPolicy
 
 
 class Settings(BaseModel):
@@ -17,6 +21,19 @@ class Settings(BaseModel):
     pages_bucket: str = Field(default="", alias="PAGES_BUCKET")
     # Seconds a cached integration config or secret is trusted before it is read again.
     cache_seconds: float = Field(default=60.0, alias="EFFICY_SYNC_CACHE_SECONDS")
+    # In-call retries of the API clients (429/5xx/timeouts) before a message or page is failed and retried later.
+    http_retries: int = Field(default=5, alias="EFFICY_SYNC_HTTP_RETRIES")
+    http_backoff: float = Field(default=0.5, alias="EFFICY_SYNC_HTTP_BACKOFF")
+    http_read_timeout: float = Field(default=30.0, alias="EFFICY_SYNC_HTTP_READ_TIMEOUT")
+    # Largest webhook body accepted (Lambda's synchronous payload limit is 6 MB).
+    max_webhook_bytes: int = Field(default=6 * 1024 * 1024, alias="EFFICY_SYNC_MAX_WEBHOOK_BYTES")
+
+    def retry_policy(self) -> RetryPolicy:
+        from .clients.http import RetryPolicy
+
+        return RetryPolicy(
+            total=self.http_retries, backoff_factor=self.http_backoff, read_timeout=self.http_read_timeout
+        )
 
 
 @lru_cache(maxsize=1)
