@@ -14,7 +14,7 @@ _PII_FIELD = re.compile(
     r"MAIL|PHONE|MOBILE|GSM|FAX|TEL|NAME|ADDR|STREET|CITY|ZIP|POSTAL|BIRTH|IBAN|BANK|PASS|SSN|NATIONAL",
     re.IGNORECASE,
 )
-_EMAILISH = re.compile(r"^[^@\s]+@[^@\s]+$")
+_EMAILISH = re.compile(r"[^@\s]+@[^@\s]+")
 _PHONEISH = re.compile(r"^\+?[0-9 ().\-/]{6,}$")
 
 
@@ -62,10 +62,11 @@ def mask_value(name: str | None, value: Any) -> Any:
     if value is None or value == "":
         return value
     text = str(value)
-    if _EMAILISH.match(text):
+    if _EMAILISH.fullmatch(text):
         return mask_email(text)
     if not looks_like_pii(name):
-        return value
+        # free text may still quote an address
+        return _EMAILISH.sub(lambda m: mask_email(m.group()), text) if "@" in text else value
     if name and re.search(r"PHONE|MOBILE|GSM|FAX|TEL", name, re.IGNORECASE) and _PHONEISH.match(text):
         return mask_phone(text)
     return mask_text(text)

@@ -1,0 +1,70 @@
+"""Sync conditions: which persons an integration syncs at all.
+
+Every condition is evaluated (not just up to the first failure) so `explain` can show the whole picture; the
+reasons quote the person's value, masked when the field holds personal data, because they end up in reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from efficy_sync.config import SyncCondition
+from efficy_sync.pii import mask_value
+from efficy_sync.values import as_text, is_empty_value
+
+
+@dataclass(frozen=True)
+class ConditionOutcome:
+    condition: SyncCondition
+    passed: bool
+    actual: str  # the person's value as shown in reports (masked when personal)
+    reason: str
+
+
+@dataclass(frozen=True)
+class ConditionReport:
+    outcomes: tuple[ConditionOutcome, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(o.passed for o in self.outcomes)
+
+    @property
+    def first_failure(self) -> ConditionOutcome | None:
+        return next((o for o in self.outcomes if not o.passed), None)
+
+
+def _holds(condition: SyncCondition, value: Any) -> bool:
+    operator = condition.operator
+    if operator == "is_empty":
+        return is_empty_value(value)
+    if operator == "not_empty":
+        return not is_empty_value(value)
+    text = as_text(value)
+    if operator == "equals":
+        return text == condition.equals
+    if operator == "not_equals":
+        return text != condition.not_equals
+    return text in (condition.in_ or [])
+
+
+def evaluate_one(condition: SyncCondition, person: Mapping[str, Any]) -> ConditionOutcome:
+    present = condition.field in person
+    value = person.get(condition.field)
+    shown = "" if value is None else str(mask_value(condition.field, as_text(value)))
+    passed = _holds(condition, value)
+    if not present:
+        seen = "the field is missing from the person's data"
+    elif is_empty_value(value):
+        seen = "value is empty"
+    else:
+        seen = f"value is {shown!r}"
+    reason = f"{condition.describe()} {'passed' if passed else 'failed'}: {seen}"
+    return ConditionOutcome(condition=condition, passed=passed, actual=shown, reason=reason)
+
+
+def evaluate(conditions: Sequence[SyncCondition], person: Mapping[str, Any]) -> ConditionReport:
+    """All conditions must hold; an empty list lets everyone through."""
+    return ConditionReport(tuple(evaluate_one(c, person) for c in conditions))

@@ -1,0 +1,113 @@
+"""Consent rules (DESIGN §2). Legal data: these functions are pure so they can be tested exhaustively.
+
+- CRM profile membership means opt-in on the mapped topic and channel; leaving the profile means opt-out.
+- An opt-out is only sent to withdraw something: a person never opted in gets no first-time opt-out.
+- An opt-out made in APSIS One (unsubscribe) is recorded before it is written back to Efficy. Until Efficy shows
+  the person out of the profile (the record is *confirmed*), that opt-out wins over any membership a full sync or
+  a late message still sees. Once confirmed, only a membership with a newer change stamp than the confirmation,
+  an explicit new opt-in made in Efficy, opts the person in again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+ConsentType = Literal["opt-in", "opt-out"]
+
+
+# --- change stamps --------------------------------------------------------------------------------------------
+
+
+def normalise_stamp(stamp: str | None) -> str:
+    """'2024-05-01 10:00:00Z' -> '2024-05-01T10:00:00.000000': one fixed-width form, so stamps compare as text.
+    An offset is converted to UTC; a naive stamp (Efficy's D_CHANGE) is taken as it is. Empty sorts first."""
+    text = (stamp or "").strip()
+    if not text:
+        return ""
+    try:
+        parsed = datetime.fromisoformat(text.replace(" ", "T", 1) if len(text) > 10 else text)
+    except ValueError:
+        return text  # unknown shape: compare as given rather than fail a sync over it
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed.strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def compare_stamps(a: str | None, b: str | None) -> int:
+    """-1, 0 or 1 as `a` is older than, as old as, or newer than `b`."""
+    na, nb = normalise_stamp(a), normalise_stamp(b)
+    return (na > nb) - (na < nb)
+
+
+def is_newer(a: str | None, b: str | None) -> bool:
+    return compare_stamps(a, b) > 0
+
+
+# --- APSIS opt-outs awaiting Efficy -----------------------------------------------------------------------------
+
+
+class OptOutRecord(BaseModel):
+    """An opt-out made in APSIS One, kept until (and after) Efficy confirms it.
+
+    `at` is when it happened in APSIS. `efficy_stamp` is the person's Efficy change stamp we knew when it was
+    recorded; when set, confirmation is measured against it rather than `at`, because Efficy's D_CHANGE is the
+    CRM server's local time while `at` comes from APSIS. `confirmed_stamp` is the Efficy stamp that showed the
+    person out of the profile.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    at: str
+    source: str
+    confirmed: bool = False
+    confirmed_stamp: str | None = None
+    efficy_stamp: str | None = None
+
+
+@dataclass(frozen=True)
+class ConsentDecision:
+    type: ConsentType | None  # None: nothing to send
+    reason: str
+
+
+def decide(
+    member: bool, last_pushed: ConsentType | None, optout: OptOutRecord | None, change_stamp: str
+) -> ConsentDecision:
+    """The consent APSIS One should hold for one topic and channel, given the person's CRM membership."""
+    if member:
+        if optout is not None and not optout.confirmed:
+            return ConsentDecision(
+                "opt-out", f"opted out in APSIS One at {optout.at} ({optout.source}); Efficy has not confirmed it yet"
+            )
+        if optout is not None:
+            threshold = optout.confirmed_stamp or optout.efficy_stamp or optout.at
+            if not is_newer(change_stamp, threshold):
+                return ConsentDecision(
+                    "opt-out",
+                    f"opted out in APSIS One at {optout.at}; this membership (changed {change_stamp or 'unknown'}) "
+                    f"is not newer than Efficy's confirmation ({threshold})",
+                )
+            return ConsentDecision(
+                "opt-in", f"member of the CRM profile again since {change_stamp}, after the confirmed opt-out"
+            )
+        return ConsentDecision("opt-in", "member of the CRM profile")
+    if optout is not None:
+        return ConsentDecision("opt-out", f"opted out in APSIS One at {optout.at} and not a member of the CRM profile")
+    if last_pushed is not None:
+        return ConsentDecision("opt-out", "not a member of the CRM profile (any more)")
+    return ConsentDecision(None, "not a member of the CRM profile and never opted in: nothing to withdraw")
+
+
+def confirm(record: OptOutRecord | None, member: bool, change_stamp: str) -> OptOutRecord | None:
+    """Marks the record confirmed once Efficy shows the person out of the profile at a stamp at least as new as
+    the record; a snapshot taken before the opt-out proves nothing."""
+    if record is None or record.confirmed or member:
+        return record
+    threshold = record.efficy_stamp or record.at
+    if compare_stamps(change_stamp, threshold) < 0:
+        return record
+    return record.model_copy(update={"confirmed": True, "confirmed_stamp": change_stamp})

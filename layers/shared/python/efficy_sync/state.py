@@ -1,0 +1,91 @@
+"""What was last pushed to APSIS One for one person, kept in DynamoDB so unchanged persons cost no API call.
+
+Attribute values are stored as short hashes, never in clear: the state table must not become a second copy of
+the CRM's personal data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from efficy_sync.consent import ConsentType, OptOutRecord
+
+Outcome = Literal["synced", "skipped", "failed", "deleted"]
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def value_hash(value: Any) -> str:
+    """sha256 of the canonical JSON of `value`, 16 hex characters: enough to detect a change, useless to read."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def consent_key(topic: str, channel: str) -> str:
+    return f"{topic}|{channel}"
+
+
+def split_consent_key(key: str) -> tuple[str, str]:
+    topic, _, channel = key.rpartition("|")
+    return topic, channel
+
+
+class PersonState(BaseModel):
+    """Last state pushed for (integration, person), plus the outcome of the last attempt."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    integration_id: str
+    person_key: str
+    change_stamp: str = ""
+    attribute_hashes: dict[str, str] = Field(default_factory=dict)
+    consents: dict[str, ConsentType] = Field(default_factory=dict)  # "topic|channel" -> last type sent
+    tags: dict[str, bool] = Field(default_factory=dict)
+    exists_in_apsis: bool = False
+    optouts: dict[str, OptOutRecord] = Field(default_factory=dict)  # "topic|channel" -> APSIS opt-out
+    last_outcome: Outcome | None = None
+    error_category: str | None = None
+    error_detail: str | None = None
+    skip_reason: str | None = None
+    updated_at: str = Field(default_factory=utc_now)
+
+    def to_item(self) -> dict[str, Any]:
+        """A plain JSON-able dict (no floats, no None) that boto3 can put as a DynamoDB item; the store adds
+        its own key attributes."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> PersonState:
+        """Reads an item back; unknown attributes (the store's keys) are ignored."""
+        return cls.model_validate(item)
+
+
+def record_optout(
+    state: PersonState, topic: str, channel: str, *, at: str, source: str = "apsis-unsubscribe"
+) -> PersonState:
+    """Records an APSIS opt-out before it is written back to Efficy. APSIS already holds the opt-out, so the
+    last pushed consent becomes opt-out too (nothing to send), and the person's current Efficy stamp is kept as
+    the point after which Efficy's answer counts as confirmation."""
+    key = consent_key(topic, channel)
+    record = OptOutRecord(at=at, source=source, efficy_stamp=state.change_stamp or None)
+    return state.model_copy(
+        update={
+            "optouts": {**state.optouts, key: record},
+            "consents": {**state.consents, key: "opt-out"},
+            "updated_at": utc_now(),
+        }
+    )
+
+
+def record_failure(state: PersonState, category: str, detail: str | None = None) -> PersonState:
+    """The last attempt failed: what we last pushed stays as it was, so the next attempt resends the changes."""
+    return state.model_copy(
+        update={"last_outcome": "failed", "error_category": category, "error_detail": detail, "updated_at": utc_now()}
+    )

@@ -1,0 +1,202 @@
+"""Conversions from values as Efficy sends them to values APSIS One accepts.
+
+Efficy Enterprise sends almost everything as text: booleans as "1"/"0", numbers as strings, an empty date as
+the zero date 30 Dec 1899. APSIS One rejects a phone number that is not in international format, so a value
+that cannot be converted is not guessed at: the conversion returns `Skipped(reason)` and the caller leaves the
+APSIS attribute alone and counts the skip. Reasons never quote the value (it may be personal data).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Literal
+
+ValueType = Literal["string", "int", "float", "bool", "date", "datetime", "phone", "email"]
+VALUE_TYPES: tuple[str, ...] = ("string", "int", "float", "bool", "date", "datetime", "phone", "email")
+
+ZERO_DATE = "1899-12-30"
+
+_TRUE = {"1", "true", "yes", "y", "t", "on"}
+_FALSE = {"0", "false", "no", "n", "f", "off"}
+_PHONE_NOISE = re.compile(r"[\s.\-()/]")
+_PHONE = re.compile(r"^\+[0-9]{8,15}$")
+_EMAIL = re.compile(
+    r"^(?P<local>[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
+    r"@(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})$"
+)
+_DMY = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A value that could not be converted; the attribute is left as it is in APSIS One."""
+
+    reason: str
+
+
+Converted = Any  # a converted value, None (empty: clear the attribute) or Skipped
+
+
+def as_text(value: Any) -> str:
+    """The text form Efficy would send, used to compare values in sync conditions (True -> "1", 2.0 -> "2")."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def is_zero_date(value: Any) -> bool:
+    """Efficy's empty date, in ISO or day-first form, with or without a time."""
+    text = as_text(value)
+    return text.startswith(ZERO_DATE) or bool(re.match(r"^30/12/1899\b", text))
+
+
+def is_empty_value(value: Any) -> bool:
+    """None, blank text and the zero date all mean "no value" in Efficy."""
+    return as_text(value) == "" or is_zero_date(value)
+
+
+def to_string(value: Any) -> str | None:
+    if is_empty_value(value) and not isinstance(value, bool):
+        return None
+    return as_text(value)
+
+
+def to_int(value: Any) -> int | Skipped | None:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    text = as_text(value)
+    if text == "":
+        return None
+    try:
+        number = float(text.replace(",", ".")) if text.count(",") == 1 and "." not in text else float(text)
+    except ValueError:
+        return Skipped("not a whole number")
+    if not math.isfinite(number) or not number.is_integer():
+        return Skipped("not a whole number")
+    return int(number)
+
+
+def to_float(value: Any) -> float | Skipped | None:
+    if isinstance(value, bool):
+        return Skipped("not a number")
+    if isinstance(value, int | float):
+        number = float(value)
+    else:
+        text = as_text(value)
+        if text == "":
+            return None
+        if text.count(",") == 1 and "." not in text:
+            text = text.replace(",", ".")  # a decimal comma, as some Efficy locales send
+        try:
+            number = float(text)
+        except ValueError:
+            return Skipped("not a number")
+    if not math.isfinite(number):
+        return Skipped("not a finite number")
+    return number
+
+
+def to_bool(value: Any) -> bool | Skipped | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    text = as_text(value).lower()
+    if text == "":
+        return None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    return Skipped("not a boolean (expected '1'/'0' or 'true'/'false')")
+
+
+def _parse_datetime(value: Any) -> datetime | Skipped | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    if is_empty_value(value):
+        return None
+    text = as_text(value)
+    match = _DMY.match(text)
+    try:
+        if match:
+            day, month, year, hour, minute, second = match.groups()
+            return datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0))
+        return datetime.fromisoformat(text.replace(" ", "T", 1) if len(text) > 10 else text)
+    except ValueError:
+        return Skipped("not a date")
+
+
+def to_date(value: Any) -> str | Skipped | None:
+    """ISO calendar date (YYYY-MM-DD); the time of day, if Efficy sends one, is dropped."""
+    parsed = _parse_datetime(value)
+    if parsed is None or isinstance(parsed, Skipped):
+        return parsed
+    return parsed.date().isoformat()
+
+
+def to_datetime(value: Any) -> str | Skipped | None:
+    """ISO date and time; an offset is kept when Efficy sends one, a naive time stays naive."""
+    parsed = _parse_datetime(value)
+    if parsed is None or isinstance(parsed, Skipped):
+        return parsed
+    return parsed.isoformat(timespec="seconds")
+
+
+def to_phone(value: Any) -> str | Skipped | None:
+    """International numbers only ('+' and 8-15 digits); APSIS One refuses the rest, so they are skipped."""
+    text = as_text(value)
+    if text == "":
+        return None
+    text = text.replace("(0)", "")  # "+32 (0)470 ..." writes the national trunk prefix that must go
+    text = _PHONE_NOISE.sub("", text)
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    if not _PHONE.match(text):
+        return Skipped("not an international phone number (+ and 8-15 digits)")
+    return text
+
+
+def to_email(value: Any) -> str | Skipped | None:
+    """A pragmatic check (one @, a dotted domain, no spaces); the domain is lower-cased, the mailbox kept."""
+    text = as_text(value)
+    if text == "":
+        return None
+    if len(text) > 254:
+        return Skipped("not a valid e-mail address")
+    match = _EMAIL.match(text)
+    if not match or len(match["local"]) > 64:
+        return Skipped("not a valid e-mail address")
+    return f"{match['local']}@{match['domain'].lower()}"
+
+
+_CONVERTERS = {
+    "string": to_string,
+    "int": to_int,
+    "float": to_float,
+    "bool": to_bool,
+    "date": to_date,
+    "datetime": to_datetime,
+    "phone": to_phone,
+    "email": to_email,
+}
+
+
+def convert(value: Any, value_type: str) -> Converted:
+    """Converts `value` to `value_type`: a value, None (empty: clear the attribute) or Skipped(reason)."""
+    try:
+        converter = _CONVERTERS[value_type]
+    except KeyError:
+        raise ValueError(f"unknown value type {value_type!r}; allowed: {', '.join(VALUE_TYPES)}") from None
+    return converter(value)

@@ -1,0 +1,90 @@
+"""Sync conditions: each operator, with the reasons `explain` shows."""
+
+from __future__ import annotations
+
+import pytest
+from efficy_sync.conditions import evaluate
+from efficy_sync.config import SyncCondition
+
+
+def cond(**kwargs) -> SyncCondition:
+    return SyncCondition.model_validate(kwargs)
+
+
+@pytest.mark.parametrize(
+    ("condition", "value", "passed"),
+    [
+        ({"equals": "1"}, "1", True),
+        ({"equals": "1"}, "0", False),
+        ({"equals": "1"}, 1, True),  # a number from a client that parsed it
+        ({"equals": "1"}, True, True),
+        ({"equals": "1"}, " 1 ", True),
+        ({"equals": "1"}, None, False),
+        ({"not_equals": "1"}, "0", True),
+        ({"not_equals": "1"}, "1", False),
+        ({"not_equals": "1"}, "", True),
+        ({"not_equals": "1"}, None, True),
+        ({"in": ["FR", "NL"]}, "NL", True),
+        ({"in": ["FR", "NL"]}, "EN", False),
+        ({"in": ["FR", "NL"]}, "fr", False),  # exact, case-sensitive: what the user wrote
+        ({"in": [1, 2]}, "2", True),
+        ({"is_empty": True}, "", True),
+        ({"is_empty": True}, None, True),
+        ({"is_empty": True}, "1899-12-30T00:00:00", True),  # Efficy's zero date is an empty date
+        ({"is_empty": True}, "x", False),
+        ({"is_empty": True}, "0", False),
+        ({"not_empty": True}, "x", True),
+        ({"not_empty": True}, "0", True),
+        ({"not_empty": True}, "  ", False),
+        ({"not_empty": True}, "1899-12-30", False),
+    ],
+)
+def test_each_operator(condition, value, passed):
+    report = evaluate([cond(field="F", **condition)], {"F": value})
+    assert report.passed is passed
+    assert report.outcomes[0].passed is passed
+
+
+def test_missing_field_counts_as_empty_and_says_so():
+    report = evaluate([cond(field="ROBINSON", equals="0"), cond(field="NOTE", is_empty=True)], {"OPENED": "1"})
+    assert [o.passed for o in report.outcomes] == [False, True]
+    assert "missing from the person's data" in report.outcomes[0].reason
+
+
+def test_failure_reason_names_condition_and_value():
+    report = evaluate(
+        [cond(field="OPENED", equals="1"), cond(field="ROBINSON", equals="0")], {"OPENED": "1", "ROBINSON": "1"}
+    )
+    assert not report.passed
+    assert report.first_failure is report.outcomes[1]
+    assert report.first_failure.reason == "ROBINSON equals '0' failed: value is '1'"
+    assert report.outcomes[0].reason == "OPENED equals '1' passed: value is '1'"
+
+
+def test_every_condition_is_evaluated_even_after_a_failure():
+    report = evaluate([cond(field="A", equals="1"), cond(field="B", equals="1")], {"A": "0", "B": "0"})
+    assert [o.passed for o in report.outcomes] == [False, False]
+    assert report.first_failure.condition.field == "A"
+
+
+def test_no_conditions_lets_everyone_through():
+    report = evaluate([], {})
+    assert report.passed
+    assert report.first_failure is None
+
+
+def test_personal_values_are_masked_in_reasons():
+    report = evaluate(
+        [cond(field="EMAIL1", equals="x@example.com"), cond(field="MOBILE", is_empty=True)],
+        {"EMAIL1": "john.doe@example.com", "MOBILE": "+32470000001"},
+    )
+    reasons = " ".join(o.reason for o in report.outcomes)
+    assert "john.doe" not in reasons
+    assert "j***@example.com" in reasons
+    assert "+32470000001" not in reasons
+    assert "+32*****01" in reasons
+
+
+def test_empty_value_reason():
+    report = evaluate([cond(field="OPENED", equals="1")], {"OPENED": ""})
+    assert report.first_failure.reason == "OPENED equals '1' failed: value is empty"

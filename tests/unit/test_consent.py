@@ -1,0 +1,274 @@
+"""Consent rules of DESIGN §2: every rule, then properties over random histories of CRM changes, APSIS opt-outs,
+write-backs, lost webhooks and replayed snapshots."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from efficy_sync.config import config_from_dict
+from efficy_sync.consent import OptOutRecord, compare_stamps, confirm, decide, is_newer, normalise_stamp
+from efficy_sync.diff import SetConsent, apply_operations, plan_operations
+from efficy_sync.mapping import Desired, map_person
+from efficy_sync.state import PersonState, record_optout
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+T1, T2, T3, T4 = "2024-05-01T10:00:00", "2024-05-01T11:00:00", "2024-05-01T12:00:00", "2024-05-01T13:00:00"
+
+
+def unconfirmed(at: str = T2) -> OptOutRecord:
+    return OptOutRecord(at=at, source="apsis-unsubscribe")
+
+
+def confirmed(at: str = T2, stamp: str = T3) -> OptOutRecord:
+    return OptOutRecord(at=at, source="apsis-unsubscribe", confirmed=True, confirmed_stamp=stamp)
+
+
+# --- decide ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("last", [None, "opt-in", "opt-out"])
+def test_member_is_opted_in(last):
+    decision = decide(True, last, None, T1)
+    assert decision.type == "opt-in"
+    assert decision.reason == "member of the CRM profile"
+
+
+@pytest.mark.parametrize("stamp", [T1, T3, "2099-01-01T00:00:00"])
+def test_unconfirmed_apsis_opt_out_wins_over_membership_whatever_its_stamp(stamp):
+    decision = decide(True, "opt-out", unconfirmed(), stamp)
+    assert decision.type == "opt-out"
+    assert "has not confirmed" in decision.reason
+
+
+def test_confirmed_opt_out_then_newer_membership_is_a_new_crm_opt_in():
+    decision = decide(True, "opt-out", confirmed(stamp=T3), T4)
+    assert decision.type == "opt-in"
+    assert "again" in decision.reason
+
+
+@pytest.mark.parametrize("stamp", [T1, T3, "2024-05-01T12:00:00.000Z", ""])
+def test_confirmed_opt_out_is_sticky_against_memberships_not_newer_than_the_confirmation(stamp):
+    assert decide(True, "opt-out", confirmed(stamp=T3), stamp).type == "opt-out"
+
+
+def test_leaving_the_profile_withdraws_a_pushed_opt_in():
+    decision = decide(False, "opt-in", None, T1)
+    assert decision.type == "opt-out"
+
+
+def test_non_member_already_opted_out_stays_opted_out():
+    assert decide(False, "opt-out", None, T1).type == "opt-out"
+
+
+def test_never_a_first_time_opt_out():
+    decision = decide(False, None, None, T1)
+    assert decision.type is None
+    assert "nothing to withdraw" in decision.reason
+
+
+@pytest.mark.parametrize("record", [unconfirmed(), confirmed()])
+def test_non_member_with_an_apsis_opt_out_is_opted_out(record):
+    assert decide(False, None, record, T4).type == "opt-out"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    member=st.booleans(),
+    last=st.sampled_from([None, "opt-in", "opt-out"]),
+    at=st.integers(0, 100),
+    stamp=st.integers(0, 100),
+)
+def test_no_opt_in_while_an_opt_out_is_unconfirmed(member, last, at, stamp):
+    assert decide(member, last, unconfirmed(_stamp(at)), _stamp(stamp)).type != "opt-in"
+
+
+# --- confirm --------------------------------------------------------------------------------------------------
+
+
+def test_confirm_when_efficy_shows_the_person_out_at_or_after_the_opt_out():
+    assert confirm(unconfirmed(T2), False, T2) == confirmed(T2, T2)
+    assert confirm(unconfirmed(T2), False, T3) == confirmed(T2, T3)
+
+
+def test_no_confirmation_from_a_snapshot_older_than_the_opt_out():
+    assert confirm(unconfirmed(T2), False, T1) == unconfirmed(T2)
+
+
+def test_no_confirmation_while_still_a_member():
+    assert confirm(unconfirmed(T2), True, T4) == unconfirmed(T2)
+
+
+def test_confirmed_records_keep_their_first_confirmation():
+    assert confirm(confirmed(T2, T3), False, T4) == confirmed(T2, T3)
+    assert confirm(None, False, T4) is None
+
+
+def test_confirmation_is_measured_against_the_efficy_stamp_when_known():
+    # Efficy's clock may lag APSIS's: the stamp we last saw from Efficy is the reference, not the APSIS time
+    record = OptOutRecord(at="2024-05-01T12:00:00Z", source="apsis-unsubscribe", efficy_stamp=T1)
+    assert confirm(record, False, T2).confirmed
+    assert not confirm(record, False, "2024-05-01T09:00:00").confirmed
+
+
+def test_record_optout_marks_the_consent_opted_out_and_keeps_the_efficy_stamp():
+    state = PersonState(
+        integration_id="demo", person_key="1", change_stamp=T1, consents={"t|email": "opt-in"}, exists_in_apsis=True
+    )
+    after = record_optout(state, "t", "email", at=T2)
+    assert after.consents == {"t|email": "opt-out"}
+    assert after.optouts["t|email"] == OptOutRecord(at=T2, source="apsis-unsubscribe", efficy_stamp=T1)
+    assert state.optouts == {}  # the input is not changed
+
+
+# --- change stamps --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ("2024-05-01T10:00:00", "2024-05-01T10:00:00.000", 0),
+        ("2024-05-01T10:00:00Z", "2024-05-01T10:00:00", 0),
+        ("2024-05-01 10:00:00", "2024-05-01T10:00:00", 0),
+        ("2024-05-01T12:00:00+02:00", "2024-05-01T10:00:00", 0),
+        ("2024-05-01T10:00:00.5", "2024-05-01T10:00:00.45", 1),
+        ("2024-05-01T10:00:00.05", "2024-05-01T10:00:00.5", -1),
+        ("2024-05-01T09:59:59.999", "2024-05-01T10:00:00", -1),
+        ("", "2024-05-01T10:00:00", -1),
+        (None, "", 0),
+        ("2024-05-02", "2024-05-01T23:59:59", 1),
+    ],
+)
+def test_compare_stamps(a, b, expected):
+    assert compare_stamps(a, b) == expected
+    assert compare_stamps(b, a) == -expected
+    assert is_newer(a, b) is (expected > 0)
+
+
+def test_normalise_stamp():
+    assert normalise_stamp("2024-05-01T10:00:00Z") == "2024-05-01T10:00:00.000000"
+    assert normalise_stamp("2024-05-01T10:00:00.12") == "2024-05-01T10:00:00.120000"
+    assert normalise_stamp("garbage") == "garbage"
+
+
+# --- properties over histories --------------------------------------------------------------------------------
+
+TOPIC = "usercreated.topics.news"
+KEY = f"{TOPIC}|email"
+CFG = config_from_dict(
+    {
+        "integration_id": "prop",
+        "efficy": {
+            "base_url": "https://crm.example.com/crm",
+            "api_key_secret": "x/efficy",
+            "webhook_secret_secret": "x/webhook",
+        },
+        "apsis": {
+            "base_url": "https://api.example.com",
+            "section": "com.apsis1.sections.default",
+            "credentials_secret": "x/apsis",
+            "optout_token_secret": "x/optout",
+        },
+        "consent_mappings": [{"crm_profile": 12, "subscription": TOPIC, "channel": "email"}],
+    }
+)
+EPOCH = datetime(2024, 5, 1, 8, 0, 0)
+
+
+def _stamp(seconds: int, style: int = 0) -> str:
+    """The same instant written the ways Efficy and APSIS write it."""
+    moment = EPOCH + timedelta(seconds=seconds)
+    return [
+        moment.strftime("%Y-%m-%dT%H:%M:%S"),
+        moment.strftime("%Y-%m-%dT%H:%M:%S.000"),
+        moment.strftime("%Y-%m-%d %H:%M:%S"),
+        moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    ][style]
+
+
+def _desired(member: bool, stamp: str) -> Desired:
+    person = {"K_CONTACT": 7, "EMAIL1": "p@example.com", "profiles": [12] if member else [], "D_CHANGE": stamp}
+    result = map_person(CFG, person)
+    assert isinstance(result, Desired)
+    return result
+
+
+_crm = st.tuples(st.just("crm"), st.booleans(), st.sampled_from([True, True, True, False]))  # member?, delivered?
+_replay = st.tuples(st.just("replay"), st.integers(0, 50), st.just(None))  # an older snapshot arrives again
+events = st.lists(
+    st.one_of(
+        _crm,
+        _crm,
+        _replay,
+        _replay,
+        st.tuples(st.just("optout"), st.integers(0, 3), st.just(None)),  # unsubscribe in APSIS
+        st.tuples(st.just("writeback"), st.booleans(), st.just(None)),  # Efficy removes the person: delivered?
+        st.tuples(st.just("fullsync"), st.just(None), st.just(None)),  # the newest snapshot is read again
+    ),
+    min_size=2,
+    max_size=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(history=events, styles=st.lists(st.integers(0, 2), min_size=1, max_size=5))
+def test_apsis_opt_outs_are_never_overridden_until_confirmed(history, styles):
+    clock = 0
+    snapshots: list[tuple[bool, str]] = []  # what Efficy showed, oldest first
+    state: PersonState | None = None
+    ever_opted_in = False
+
+    def efficy_change(member: bool) -> tuple[bool, str]:
+        nonlocal clock
+        clock += 60
+        snapshots.append((member, _stamp(clock, styles[len(snapshots) % len(styles)])))
+        return snapshots[-1]
+
+    def process(snapshot: tuple[bool, str]) -> None:
+        nonlocal state, ever_opted_in
+        desired = _desired(*snapshot)
+        ops = plan_operations(desired, state)
+        record = state.optouts.get(KEY) if state else None
+        sent = [op.type for op in ops if isinstance(op, SetConsent)]
+        if state is not None and compare_stamps(snapshot[1], state.change_stamp) < 0:
+            assert ops == [], "a replayed older snapshot changed APSIS"
+        if record is not None and not record.confirmed:
+            assert "opt-in" not in sent, "opted in over an unconfirmed APSIS opt-out"
+        if "opt-out" in sent:
+            assert state is not None and state.consents.get(KEY) == "opt-in", "a first-time or repeated opt-out"
+        state = apply_operations(state, desired, ops)
+        ever_opted_in |= "opt-in" in sent
+        if KEY in state.optouts and not state.optouts[KEY].confirmed:
+            assert state.consents.get(KEY) == "opt-out"
+
+    for kind, arg, delivered in history:
+        if kind == "crm":
+            snapshot = efficy_change(arg)
+            if delivered:
+                process(snapshot)
+        elif kind == "optout" and state is not None and state.exists_in_apsis:
+            clock += 60
+            state = record_optout(state, TOPIC, "email", at=_stamp(clock, 3))
+        elif kind == "writeback" and state is not None and KEY in state.optouts:
+            snapshot = efficy_change(False)
+            if arg:
+                process(snapshot)
+        elif kind == "replay" and snapshots:
+            process(snapshots[arg % len(snapshots)])
+        elif kind == "fullsync" and snapshots:
+            process(snapshots[-1])
+
+    if not snapshots:
+        return
+    process(snapshots[-1])  # the next full sync reads the newest state
+    member, _ = snapshots[-1]
+    record = state.optouts.get(KEY)
+    if record is not None and not record.confirmed:
+        assert member, "Efficy shows the person out, yet the opt-out is not confirmed"
+        assert state.consents.get(KEY) == "opt-out"
+    elif member:
+        assert state.consents.get(KEY) == "opt-in"
+    else:
+        withdrawn = ever_opted_in or KEY in state.optouts  # an APSIS unsubscribe is an opt-out APSIS holds
+        assert state.consents.get(KEY) == ("opt-out" if withdrawn else None)
