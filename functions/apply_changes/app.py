@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from efficy_sync.changes import ContactChange
@@ -11,7 +13,7 @@ from efficy_sync.settings import settings
 from efficy_sync.store.configs import ConfigStore
 from efficy_sync.store.persons import PersonStateStore
 from efficy_sync.sync import PersonSyncer, log_fields
-from efficy_sync.worker import BatchWorker
+from efficy_sync.worker import Batch, BatchWorker
 
 configs = ConfigStore(settings().config_table, cache_seconds=settings().cache_seconds)
 states = PersonStateStore(settings().state_table)
@@ -21,8 +23,6 @@ worker = BatchWorker(
     get_persons=lambda cfg, keys, fields: efficy_client(cfg).get_persons(keys, fields),
     states=states,
 )
-# One failed message holds back the later messages of its group only (per-person order is kept).
-processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 METRIC_BY_RESULT = {
     "synced": "PersonsSynced",
     "skipped": "PersonsSkipped",
@@ -31,13 +31,16 @@ METRIC_BY_RESULT = {
 }
 
 
-def record_handler(record: SQSRecord) -> None:
-    change = ContactChange.model_validate_json(record.body)
-    outcome = worker.apply(change)
-    logger.info("person applied", extra={"integration_id": change.integration_id, **log_fields(outcome)})
-    metric = METRIC_BY_RESULT.get(outcome.result)
-    if metric:
-        metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+def record_handler_for(batch: Batch) -> Callable[[SQSRecord], None]:
+    def record_handler(record: SQSRecord) -> None:
+        change = ContactChange.model_validate_json(record.body)
+        outcome = batch.apply(change)
+        logger.info("person applied", extra={"integration_id": change.integration_id, **log_fields(outcome)})
+        metric = METRIC_BY_RESULT.get(outcome.result)
+        if metric:
+            metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+
+    return record_handler
 
 
 @logger.inject_lambda_context
@@ -49,5 +52,9 @@ def handler(event: dict, context: object) -> dict:
             changes.append(ContactChange.model_validate_json(raw["body"]))
         except ValueError:
             continue  # a poison message fails in record_handler and reaches the DLQ after maxReceiveCount
-    worker.prefetch(changes)
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    batch = worker.prefetch(changes)
+    # One failed message holds back the later messages of its group only (per-person order is kept).
+    processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+    return process_partial_response(
+        event=event, record_handler=record_handler_for(batch), processor=processor, context=context
+    )

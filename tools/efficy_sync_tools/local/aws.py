@@ -46,6 +46,10 @@ class MotoServer:
     def start(self) -> MotoServer:
         from moto.server import ThreadedMotoServer
 
+        from . import moto_speed
+
+        moto_speed.apply()
+
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
         import requests
@@ -133,7 +137,8 @@ def _disable_moto_triggers(endpoint: str, region: str) -> None:
     """
     lam = client("lambda", endpoint, region)
     for mapping in lam.list_event_source_mappings().get("EventSourceMappings", []):
-        lam.delete_event_source_mapping(UUID=mapping["UUID"])
+        # Disable, not delete: moto keeps a deleted mapping attached to the queue and still fires it.
+        lam.update_event_source_mapping(UUID=mapping["UUID"], Enabled=False)
 
 
 def _create_state_machines(template: SamTemplate, stack: DeployedStack, endpoint: str, region: str) -> None:

@@ -32,6 +32,29 @@ class Prefetched:
     error: Exception | None = None
 
 
+class Batch:
+    """One invocation's prefetched data: kept per call, so concurrent invocations never share it."""
+
+    def __init__(self, prefetched: dict[str, Prefetched]) -> None:
+        self._prefetched = prefetched
+
+    def apply(self, change: ContactChange) -> Outcome:
+        """Raises for transient failures (the message is retried); returns the outcome otherwise."""
+        pre = self._prefetched.get(change.integration_id)
+        if pre is None:
+            raise RuntimeError(f"integration {change.integration_id} was not prefetched")
+        if pre.error is not None:
+            raise pre.error
+        if change.person_key in pre.done:
+            return pre.done[change.person_key]  # a second message for the same person in this batch
+        assert pre.syncer is not None
+        outcome = pre.syncer.sync(
+            change.person_key, pre.persons.get(change.person_key), pre.states.get(change.person_key)
+        )
+        pre.done[change.person_key] = outcome
+        return outcome
+
+
 class BatchWorker:
     def __init__(
         self,
@@ -44,16 +67,15 @@ class BatchWorker:
         self._build_syncer = build_syncer
         self._get_persons = get_persons
         self._states = states
-        self._prefetched: dict[str, Prefetched] = {}
 
-    def prefetch(self, changes: list[ContactChange]) -> None:
+    def prefetch(self, changes: list[ContactChange]) -> Batch:
         by_integration: dict[str, set[int]] = defaultdict(set)
         for change in changes:
             by_integration[change.integration_id].add(change.person_key)
-        self._prefetched = {}
+        prefetched: dict[str, Prefetched] = {}
         for integration_id, keys in by_integration.items():
             pre = Prefetched()
-            self._prefetched[integration_id] = pre
+            prefetched[integration_id] = pre
             try:
                 pre.cfg = self._get_config(integration_id)
                 pre.syncer = self._build_syncer(pre.cfg)
@@ -62,22 +84,7 @@ class BatchWorker:
                 pre.states = self._states.get_many(integration_id, wanted)
             except Exception as exc:  # every message of this integration fails and is retried
                 pre.error = exc
-
-    def apply(self, change: ContactChange) -> Outcome:
-        """Raises for transient failures (the message is retried); returns the outcome otherwise."""
-        pre = self._prefetched.get(change.integration_id)
-        if pre is None:
-            raise RuntimeError("apply() before prefetch()")
-        if pre.error is not None:
-            raise pre.error
-        if change.person_key in pre.done:
-            return pre.done[change.person_key]  # a second message for the same person in this batch
-        assert pre.syncer is not None
-        outcome = pre.syncer.sync(
-            change.person_key, pre.persons.get(change.person_key), pre.states.get(change.person_key)
-        )
-        pre.done[change.person_key] = outcome
-        return outcome
+        return Batch(prefetched)
 
 
 def needed_fields(cfg: IntegrationConfig) -> list[str]:

@@ -1,0 +1,160 @@
+"""Real-time path figures on the local stack: webhook ingest of a big batch, persons/s, APSIS calls per person."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import requests
+from efficy_sync.webhook import sign
+
+
+def _post(stack: Any, records: list[dict[str, Any]]) -> requests.Response:
+    body = json.dumps({"database": "bench", "version": "12.1", "records": records}).encode()
+    ts = str(int(time.time()))
+    headers = {
+        "X-Efficy-Timestamp": ts,
+        "X-Efficy-Signature": sign(stack.ready["demo"]["webhook_secret"], ts, body),
+        "Content-Type": "application/json",
+    }
+    return requests.post(f"{stack.front.url}/integrations/demo/efficy/webhook", data=body, headers=headers, timeout=120)
+
+
+def _count_sqs_batches(stack: Any) -> dict[str, int]:
+    """Count SendMessageBatch calls made by the handlers (they share efficy_sync.aws's client in-process)."""
+    from efficy_sync.aws import client
+
+    counter = {"SendMessageBatch": 0}
+
+    def count(**_: Any) -> None:
+        counter["SendMessageBatch"] += 1
+
+    client("sqs").meta.events.register("before-call.sqs.SendMessageBatch", count)
+    return counter
+
+
+def _records(keys: range, date: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "table": 11000,
+            "key": k,
+            "operation": "Update",
+            "user": "BENCH",
+            "fields": {"FIRSTNAME": f"F{k}"},
+            "date": date,
+        }
+        for k in keys
+    ]
+
+
+def _wait_idle(stack: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    quiet_since = None
+    while time.monotonic() < deadline:
+        if stack.idle():
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since > 1.0:
+                return
+        else:
+            quiet_since = None
+        time.sleep(0.1)
+    raise TimeoutError("queue did not drain")
+
+
+def ingest_10k(stack: Any, n: int = 10_000) -> dict[str, Any]:
+    """Accepting one webhook of n records: time to 202 and SQS calls. The workers are paused meanwhile."""
+    for poller in stack.pollers.values():
+        poller.enabled = False
+    counter = _count_sqs_batches(stack)
+    records = [
+        {
+            "table": 11000,
+            "key": 900_000 + i,
+            "operation": "Update",
+            "user": "BENCH",
+            "subject": f"Person {i}",
+            "fields": {"FIRSTNAME": f"F{i}", "NAME": f"N{i}", "NOTE": "x" * 200},
+            "date": "2026-06-01T10:00:00Z",
+        }
+        for i in range(n)
+    ]
+    body_size = len(json.dumps({"records": records}))
+    started = time.perf_counter()
+    response = _post(stack, records)
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 202, response.text
+    sqs = stack.sqs
+    depth = int(
+        sqs.get_queue_attributes(
+            QueueUrl=stack.stack.physical["ContactChangesQueue"], AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]["ApproximateNumberOfMessages"]
+    )
+    sqs.purge_queue(QueueUrl=stack.stack.physical["ContactChangesQueue"])
+    for poller in stack.pollers.values():
+        poller.enabled = True
+    return {
+        "records": n,
+        "body_mb": round(body_size / 1e6, 2),
+        "seconds_to_202": round(elapsed, 2),
+        "send_message_batch_calls": counter["SendMessageBatch"],
+        "messages_on_queue": depth,
+        "accepted": response.json()["accepted"],
+    }
+
+
+def realtime_throughput(stack: Any, n: int = 1000) -> dict[str, Any]:
+    """n changed persons through webhook -> SQS -> worker -> APSIS, then the same persons unchanged."""
+    efficy, apsis = stack.efficy.url, stack.apsis.url
+    base = 500_000
+    persons = [
+        {
+            "K_CONTACT": base + i,
+            "NAME": f"N{i}",
+            "FIRSTNAME": f"F{i}",
+            "EMAIL1": f"b{i}@example.com",
+            "MOBILE": f"+3247{i:07d}",
+            "LANGUAGE": "EN",
+            "OPENED": "1",
+            "ROBINSON": "0",
+            "profiles": [12] + ([13] if i % 3 == 0 else []),
+        }
+        for i in range(n)
+    ]
+    requests.post(f"{efficy}/_sim/persons", json={"persons": persons}, timeout=60).raise_for_status()
+    requests.delete(f"{apsis}/_sim/calls", timeout=10)
+    requests.delete(f"{efficy}/_sim/calls", timeout=10)
+    keys = range(base, base + n)
+
+    started = time.perf_counter()
+    for start in range(0, n, 500):
+        assert _post(stack, _records(keys[start : start + 500], "2026-06-02T10:00:00Z")).status_code == 202
+    _wait_idle(stack, timeout=600)
+    elapsed = time.perf_counter() - started
+    created = sum(
+        1 for p in requests.get(f"{apsis}/_sim/profiles", timeout=60).json()["profiles"] if int(p["key"]) >= base
+    )
+    changed_calls = _product_calls(requests.get(f"{apsis}/_sim/calls", timeout=10).json())
+    efficy_calls = sum(
+        v for k, v in requests.get(f"{efficy}/_sim/calls", timeout=10).json().items() if k == "POST /crm/json"
+    )
+
+    requests.delete(f"{apsis}/_sim/calls", timeout=10)
+    for start in range(0, n, 500):
+        assert _post(stack, _records(keys[start : start + 500], "2026-06-03T10:00:00Z")).status_code == 202
+    _wait_idle(stack, timeout=600)
+    unchanged_calls = _product_calls(requests.get(f"{apsis}/_sim/calls", timeout=10).json())
+    return {
+        "persons": n,
+        "profiles_created": created,
+        "seconds": round(elapsed, 1),
+        "persons_per_second": round(n / elapsed, 1),
+        "apsis_calls_per_changed_person": round(changed_calls / n, 2),
+        "apsis_calls_per_unchanged_person": round(unchanged_calls / n, 3),
+        "efficy_calls_per_person": round(efficy_calls / n, 3),
+    }
+
+
+def _product_calls(calls: dict[str, int]) -> int:
+    """APSIS calls about persons (token and definition calls are per container, not per person)."""
+    return sum(v for k, v in calls.items() if "/profiles/" in k or k.endswith("/profiles"))

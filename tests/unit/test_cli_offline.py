@@ -1,0 +1,234 @@
+"""The config commands that need no AWS (validate, schema, a bad apply), and how user errors look."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from efficy_sync_tools.cli import main
+from efficy_sync_tools.commands import _aws
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+BROKEN = """\
+integration_id: Acme EU
+efficy: {base_url: "ftp://acme", api_key_secret: efficy-sync/a/efficy, webhook_secret_secret: efficy-sync/a/webhook}
+apsis:  {base_url: "https://api.apsis.one", section: com.apsis1.sections.default,
+         credentials_secret: efficy-sync/a/apsis, optout_token_secret: efficy-sync/a/optout}
+sync_conditions:
+  - {field: OPENED, equal: "1"}
+  - {field: ROBINSON, equals: "0"}
+field_mappings:
+  - {efficy: FIRSTNAME, apsis: com.apsis1.attributes.firstname}
+consent_mappings:
+  - {crm_profile: 12, subscription: usercreated.topics.newsletter-ab12, channel: email}
+  - {crm_profile: 14, subscription: usercreated.topics.events-ef56, channel: email}
+  - {crm_profile: 13, subscription: usercreated.topics.sms-offers-cd34, channel: fax}
+  - {crm_profile: 12, subscription: usercreated.topics.newsletter-ab12, channel: email}
+tags:
+  profiles: [{crm_profile: abc, tag: readers}]
+colour: blue
+"""
+
+# path -> something the message must say about it
+EXPECTED_PROBLEMS = {
+    "integration_id": "found 'Acme EU'",
+    "efficy.base_url": "found 'ftp://acme'",
+    "sync_conditions[0]": "did you mean 'equals'?",
+    "consent_mappings[2].channel": "found 'fax'; allowed: 'email', 'sms'",
+    "consent_mappings[3]": "duplicate of consent_mappings[0]",
+    "tags.profiles[0].crm_profile": "found 'abc'; allowed: a whole number",
+    "colour": "unknown field",
+}
+
+
+@pytest.fixture(autouse=True)
+def _restore_region(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands copy AWS_REGION to AWS_DEFAULT_REGION in os.environ; undo it after each test."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", os.environ.get("AWS_DEFAULT_REGION", "eu-west-1"))
+
+
+@pytest.fixture
+def no_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any AWS call would fail fast and loudly: these commands must not make one."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("CONFIG_TABLE", "no-such-table")
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "efficy_sync_tools.cli", *args],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+# ---- validate ---------------------------------------------------------------------------------------------
+
+
+def test_broken_config_lists_every_problem_with_its_path(tmp_path, capsys, no_aws):
+    path = tmp_path / "broken.yaml"
+    path.write_text(BROKEN)
+
+    assert main(["config", "validate", str(path)]) == 1
+
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == f"{path}: {len(lines) - 1} problems"
+    for problem_path, says in EXPECTED_PROBLEMS.items():
+        line = next((x for x in lines if x.strip().startswith(f"{problem_path}:")), None)
+        assert line is not None, f"no problem reported at {problem_path}:\n{out}"
+        assert says in line, line
+    assert "(line 13)" in next(x for x in lines if "consent_mappings[2].channel" in x)
+    assert "OK" not in out
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_examples_validate(example, capsys, no_aws):
+    assert main(["config", "validate", str(example)]) == 0
+    assert capsys.readouterr().out.startswith(f"OK: {example}")
+
+
+def test_yaml_syntax_error_is_a_problem_with_a_line(tmp_path, capsys):
+    path = tmp_path / "syntax.yaml"
+    path.write_text("integration_id: acme\nefficy: {base_url: [unclosed\n")
+
+    assert main(["config", "validate", str(path)]) == 1
+
+    out = capsys.readouterr().out
+    assert "(file): not valid YAML" in out
+    assert "line" in out
+
+
+def test_missing_file_is_one_line_on_stderr(tmp_path, capsys):
+    assert main(["config", "validate", str(tmp_path / "nope.yaml")]) == 1
+
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip().splitlines() == [f"efficy-sync: {tmp_path / 'nope.yaml'}: no such file"]
+
+
+def test_bad_config_is_refused_by_apply_before_any_aws_call(tmp_path, capsys, no_aws):
+    path = tmp_path / "broken.yaml"
+    path.write_text(BROKEN)
+
+    assert main(["config", "apply", str(path), "--by", "tester"]) == 1
+
+    err = capsys.readouterr().err
+    assert "consent_mappings[2].channel: found 'fax'" in err
+    assert "nothing stored" in err
+    assert "AWS" not in err  # refused on the file alone: AWS was never asked
+
+
+# ---- schema -----------------------------------------------------------------------------------------------
+
+
+def test_schema_is_json_with_the_top_level_properties(capsys):
+    assert main(["config", "schema"]) == 0
+
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["$schema"].startswith("https://json-schema.org/")
+    assert {
+        "integration_id",
+        "efficy",
+        "apsis",
+        "sync_conditions",
+        "field_mappings",
+        "consent_mappings",
+        "tags",
+    } <= set(schema["properties"])
+    assert set(schema["required"]) >= {"integration_id", "efficy", "apsis"}
+    jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_schema_out_file_accepts_the_examples_and_rejects_a_bad_channel(tmp_path):
+    out = tmp_path / "schema.json"
+    assert main(["config", "schema", "--out", str(out)]) == 0
+
+    validator = jsonschema.Draft202012Validator(json.loads(out.read_text()))
+    for example in EXAMPLES:
+        errors = list(validator.iter_errors(yaml.safe_load(example.read_text())))
+        assert errors == [], f"{example.name}: {[e.message for e in errors]}"
+    broken = yaml.safe_load((ROOT / "examples" / "demo.yaml").read_text())
+    broken["consent_mappings"][0]["channel"] = "fax"
+    assert list(validator.iter_errors(broken)), "the schema accepts channel 'fax'"
+
+
+# ---- user errors, finding the stack -----------------------------------------------------------------------
+
+
+def test_unreachable_aws_is_one_line_without_traceback():
+    port = closed_port()
+    result = run_cli(
+        "config",
+        "show",
+        "demo",
+        env={
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_REGION": "eu-west-1",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "CONFIG_TABLE": "configs",
+            "STATE_TABLE": "states",
+        },
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f'efficy-sync: cannot reach AWS: Could not connect to the endpoint URL: "http://127.0.0.1:{port}/"'
+    ]
+
+
+def test_table_names_come_from_the_environment_first(monkeypatch):
+    monkeypatch.setenv("CONFIG_TABLE", "my-configs")
+    monkeypatch.setenv("STATE_TABLE", "my-states")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")  # no stack lookup may happen
+    assert _aws.table_names() == ("my-configs", "my-states")
+
+
+def test_setup_library_env_leaves_what_is_set(monkeypatch):
+    for variable in _aws.LIBRARY_ENV:
+        monkeypatch.setenv(variable, f"set-{variable}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
+    from efficy_sync.settings import settings
+
+    try:
+        _aws.setup_library_env()
+        assert settings().config_table == "set-CONFIG_TABLE"
+        assert settings().contact_queue_url == "set-CONTACT_QUEUE_URL"
+    finally:
+        settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("output", "logical_id"),
+    [
+        ("ConfigTableName", "ConfigTable"),
+        ("ContactChangesQueueUrl", "ContactChangesQueue"),
+        ("ContactChangesDLQUrl", "ContactChangesDLQ"),
+        ("FullSyncStateMachineArn", "FullSyncStateMachine"),
+        ("PagesBucketName", "PagesBucket"),
+    ],
+)
+def test_output_names_map_to_their_resources(output, logical_id):
+    assert _aws._logical_id(output) == logical_id

@@ -1,0 +1,253 @@
+"""Where the CLI finds the deployed product, and how a command reports a user error.
+
+Names come from the environment first (CONFIG_TABLE, STATE_TABLE, ...), so the CLI works against the local
+stack or a stack it may not describe; otherwise from the CloudFormation stack (EFFICY_SYNC_STACK, default
+"efficy-sync"): its outputs, or, when the stack has none (the local stack drops them), the resource the output
+names. AWS itself is reached through boto3's standard environment (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL).
+
+A user error (missing file, unknown integration, AWS or an API out of reach) is one line on stderr and a
+non-zero exit: `cli_command` wraps a command function for that. Heavy imports stay inside functions so
+`efficy-sync --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from efficy_sync.clients.apsis import ApsisClient
+    from efficy_sync.clients.efficy import EfficyClient
+    from efficy_sync.clients.http import RetryPolicy
+    from efficy_sync.config import IntegrationConfig
+
+DEFAULT_STACK = "efficy-sync"
+
+#: environment variable of the efficy_sync library -> stack output that holds its value
+LIBRARY_ENV: dict[str, str] = {
+    "CONFIG_TABLE": "ConfigTableName",
+    "STATE_TABLE": "StateTableName",
+    "CONTACT_QUEUE_URL": "ContactChangesQueueUrl",
+    "OPTOUT_QUEUE_URL": "OptOutQueueUrl",
+    "STATE_MACHINE_ARN": "FullSyncStateMachineArn",
+    "PAGES_BUCKET": "PagesBucketName",
+}
+#: what efficy_sync.settings cannot do without
+REQUIRED_LIBRARY_ENV = ("CONFIG_TABLE", "STATE_TABLE", "CONTACT_QUEUE_URL")
+
+_OUTPUT_SUFFIXES = ("Name", "Url", "Arn")
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line on stderr, without a traceback."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class MissingSecret(CliError):
+    """Secrets Manager has no secret of that name."""
+
+
+def fail(message: str, code: int = 1) -> int:
+    """Prints a user error the way every command does; returns the exit code."""
+    print(f"efficy-sync: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def honour_aws_region() -> None:
+    """DESIGN §5 promises AWS_REGION; boto3 itself reads only AWS_DEFAULT_REGION (or the profile's region)."""
+    if os.environ.get("AWS_REGION") and not os.environ.get("AWS_DEFAULT_REGION"):
+        os.environ["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"]
+
+
+def cli_command(func: Callable[[Any], int]) -> Callable[[Any], int]:
+    """Wraps a command function: AWS_REGION honoured, and CliError and the usual AWS / API failures turned into
+    one line on stderr and exit code 1 (a genuine bug still shows its traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(args: Any) -> int:
+        honour_aws_region()
+        try:
+            return func(args)
+        except CliError as exc:
+            return fail(str(exc), exc.code)
+        except Exception as exc:
+            message = describe_error(exc)
+            if message is None:
+                raise
+            return fail(message)
+
+    return wrapper
+
+
+def describe_error(exc: BaseException) -> str | None:
+    """One line for an error a user can act on, or None for a bug."""
+    from botocore import exceptions as boto_errors
+    from efficy_sync.clients.errors import ApiError
+
+    if isinstance(exc, boto_errors.NoRegionError):
+        return "no AWS region: set AWS_REGION (or AWS_PROFILE with a region)"
+    if isinstance(exc, boto_errors.NoCredentialsError | boto_errors.PartialCredentialsError):
+        return f"no usable AWS credentials: {exc} (set AWS_PROFILE, or the AWS_* variables)"
+    if isinstance(exc, boto_errors.EndpointConnectionError | boto_errors.ConnectionError):
+        return f"cannot reach AWS: {exc}"
+    if isinstance(exc, boto_errors.ClientError):
+        error = exc.response.get("Error", {})
+        code, text = error.get("Code", "error"), error.get("Message", "")
+        hint = ""
+        if code == "ResourceNotFoundException" and exc.operation_name in (
+            "GetItem",
+            "Query",
+            "Scan",
+            "TransactWriteItems",
+        ):
+            hint = " (check CONFIG_TABLE / STATE_TABLE, or EFFICY_SYNC_STACK)"
+        return f"AWS {exc.operation_name} failed: {code}: {text}{hint}"
+    if isinstance(exc, boto_errors.BotoCoreError):
+        return f"AWS: {exc}"
+    if isinstance(exc, ApiError):
+        return f"{exc} [{exc.category}]"
+    if isinstance(exc, OSError):
+        return str(exc)
+    return None
+
+
+# ---- names of the deployed resources ----------------------------------------------------------------------
+
+
+def stack_name() -> str:
+    return os.environ.get("EFFICY_SYNC_STACK") or DEFAULT_STACK
+
+
+@functools.cache
+def _describe_stack(name: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(outputs, logical id -> physical id) of the stack, read once per process."""
+    from botocore.exceptions import ClientError
+    from efficy_sync.aws import client
+
+    cfn = client("cloudformation")
+    try:
+        stack = cfn.describe_stacks(StackName=name)["Stacks"][0]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ValidationError":
+            raise CliError(
+                f"CloudFormation stack {name!r} not found: set EFFICY_SYNC_STACK, or CONFIG_TABLE and STATE_TABLE"
+            ) from None
+        raise
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    resources: dict[str, str] = {}
+    for page in cfn.get_paginator("list_stack_resources").paginate(StackName=name):
+        for resource in page.get("StackResourceSummaries", []):
+            if resource.get("PhysicalResourceId"):
+                resources[resource["LogicalResourceId"]] = resource["PhysicalResourceId"]
+    return outputs, resources
+
+
+def _logical_id(output: str) -> str:
+    """ConfigTableName -> ConfigTable: the template names each output after its resource."""
+    for suffix in _OUTPUT_SUFFIXES:
+        if output.endswith(suffix) and len(output) > len(suffix):
+            return output[: -len(suffix)]
+    return output
+
+
+def stack_output(name: str) -> str:
+    """The value of output `name` of the product's stack; raises CliError when there is none."""
+    stack = stack_name()
+    outputs, resources = _describe_stack(stack)
+    if outputs.get(name):
+        return outputs[name]
+    physical = resources.get(_logical_id(name))
+    if physical:
+        return physical
+    raise CliError(f"stack {stack!r} has no output {name}")
+
+
+def table_names() -> tuple[str, str]:
+    """(config table, state table): CONFIG_TABLE / STATE_TABLE, else the stack's outputs."""
+    config = os.environ.get("CONFIG_TABLE") or stack_output("ConfigTableName")
+    state = os.environ.get("STATE_TABLE") or stack_output("StateTableName")
+    return config, state
+
+
+def setup_library_env() -> None:
+    """Fills CONFIG_TABLE, STATE_TABLE, CONTACT_QUEUE_URL, ... from the stack where the environment lacks them,
+    so efficy_sync.settings (and code built on it) works inside the CLI. Optional ones the stack cannot give
+    are left unset; a required one raises CliError."""
+    for variable, output in LIBRARY_ENV.items():
+        if os.environ.get(variable):
+            continue
+        try:
+            os.environ[variable] = stack_output(output)
+        except Exception:  # no stack, no permission: only a required one is worth stopping for
+            if variable in REQUIRED_LIBRARY_ENV:
+                raise
+    from efficy_sync import settings
+
+    settings.settings.cache_clear()
+
+
+# ---- secrets and API clients ------------------------------------------------------------------------------
+
+
+def secret(name: str) -> str:
+    """A secret's value by name; CliError when Secrets Manager does not have it. Never print the value."""
+    from botocore.exceptions import ClientError
+    from efficy_sync.aws import client
+
+    try:
+        return client("secretsmanager").get_secret_value(SecretId=name)["SecretString"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            raise MissingSecret(f"secret {name!r} not found in Secrets Manager") from None
+        raise
+
+
+def cli_retry_policy() -> RetryPolicy:
+    """A person at a terminal waits: fewer, shorter retries than the workers use."""
+    from efficy_sync.clients.http import RetryPolicy
+
+    return RetryPolicy(total=2, backoff_factor=0.2, backoff_max=2.0, connect_timeout=5.0, read_timeout=30.0)
+
+
+def efficy_client(cfg: IntegrationConfig) -> EfficyClient:
+    """The integration's Efficy client, with its API key from Secrets Manager."""
+    from efficy_sync.clients.efficy import EfficyClient
+
+    return EfficyClient(
+        cfg.efficy.base_url,
+        secret(cfg.efficy.api_key_secret),
+        customer=cfg.efficy.customer,
+        profile_detail=cfg.efficy.profile_detail,
+        policy=cli_retry_policy(),
+    )
+
+
+def apsis_credentials(name: str) -> tuple[str, str]:
+    """(client_id, client_secret) from a JSON secret; CliError when it has not that shape."""
+    try:
+        creds = json.loads(secret(name))
+        return str(creds["client_id"]), str(creds["client_secret"])
+    except (ValueError, TypeError, KeyError):
+        raise CliError(f"secret {name!r} is not JSON with client_id and client_secret") from None
+
+
+def apsis_client(cfg: IntegrationConfig) -> ApsisClient:
+    """The integration's APSIS One client, with its OAuth client credentials from Secrets Manager."""
+    from efficy_sync.clients.apsis import ApsisClient
+
+    client_id, client_secret = apsis_credentials(cfg.apsis.credentials_secret)
+    return ApsisClient(
+        cfg.apsis.base_url,
+        client_id,
+        client_secret,
+        section=cfg.apsis.section,
+        keyspace=cfg.apsis.keyspace,
+        policy=cli_retry_policy(),
+    )

@@ -1,0 +1,330 @@
+"""`efficy-sync config validate|apply|show|history|schema`: the integration configs users write (DESIGN §5).
+
+A bad file is reported whole (every problem with its path, what was found, what is allowed) and never stored;
+`show` prints what `apply` takes back unchanged, so "show > file, edit, apply" is the way to change a config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from efficy_sync_tools.commands._aws import CliError, cli_command
+
+if TYPE_CHECKING:
+    from efficy_sync.config import IntegrationConfig, Problem
+    from efficy_sync.store.configs import ConfigStore
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    config = sub.add_parser("config", help="integration configs: validate, apply, show, history, schema")
+    actions = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+
+    validate = actions.add_parser("validate", help="check a config file; every problem is listed with its path")
+    validate.add_argument("file", type=Path, metavar="FILE")
+    validate.add_argument(
+        "--online",
+        action="store_true",
+        help="also check every reference (fields, CRM profiles, queries, attributes, topics, tags) against "
+        "what Efficy and APSIS One have, with the integration's secrets",
+    )
+    validate.set_defaults(func=validate_command)
+
+    apply = actions.add_parser("apply", help="store a config file as the integration's new version")
+    apply.add_argument("file", type=Path, metavar="FILE")
+    apply.add_argument("--by", help="who applies it (default: $EFFICY_SYNC_USER or the login name)")
+    apply.add_argument("--comment", default="", help="why, kept in the history")
+    apply.add_argument("--dry-run", action="store_true", help="print what would change, store nothing")
+    apply.set_defaults(func=apply_command)
+
+    show = actions.add_parser("show", help="print an integration's config, as `config apply` takes it back")
+    show.add_argument("integration_id", metavar="ID")
+    show.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    show.add_argument("--version", type=int, help="an earlier version (see `config history`)")
+    show.set_defaults(func=show_command)
+
+    history = actions.add_parser("history", help="every applied version: when, by whom, why")
+    history.add_argument("integration_id", metavar="ID")
+    history.add_argument("--format", choices=("text", "json"), default="text")
+    history.set_defaults(func=history_command)
+
+    schema = actions.add_parser("schema", help="JSON Schema of the config file, for editors")
+    schema.add_argument("--out", type=Path, help="write it to this file instead of stdout")
+    schema.set_defaults(func=schema_command)
+
+
+# ---- loading ----------------------------------------------------------------------------------------------
+
+
+def load_file(path: Path) -> tuple[IntegrationConfig | None, list[Problem]]:
+    """(config, []) or (None, every problem). An unreadable file is a CliError, not a config problem."""
+    from efficy_sync.config import ConfigError, load_config_text
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read {path}: {exc}") from None
+    try:
+        return load_config_text(text), []
+    except ConfigError as exc:
+        return None, exc.problems
+
+
+def print_problems(path: Path, problems: list[Problem], stream: Any = None) -> None:
+    out = stream or sys.stdout
+    count = len(problems)
+    print(f"{path}: {count} problem{'s' if count != 1 else ''}", file=out)
+    for problem in problems:
+        print(f"  {problem}", file=out)
+    out.flush()
+
+
+def config_store() -> ConfigStore:
+    from efficy_sync.store.configs import ConfigStore
+
+    from efficy_sync_tools.commands._aws import table_names
+
+    return ConfigStore(table_names()[0])
+
+
+def unknown_integration(store: ConfigStore, integration_id: str, what: str = "") -> CliError:
+    """The message names the integrations that do exist: a typo is the usual cause."""
+    known = store.list_ids()
+    hint = f"; known: {', '.join(known)}" if known else "; none is configured yet (use `config apply FILE`)"
+    return CliError(f"unknown integration {integration_id!r}{what}{hint}")
+
+
+# ---- validate ---------------------------------------------------------------------------------------------
+
+
+@cli_command
+def validate_command(args: argparse.Namespace) -> int:
+    cfg, problems = load_file(args.file)
+    if cfg is None:
+        print_problems(args.file, problems)
+        return 1
+    if not args.online:
+        print(f"OK: {args.file} (integration {cfg.integration_id}; references not checked, see --online)")
+        return 0
+    problems, notes, checked = online_problems(cfg)
+    for note in notes:
+        print(f"note: {note}")
+    if problems:
+        print_problems(args.file, problems)
+        return 1
+    print(f"OK: {args.file} (integration {cfg.integration_id}; {checked} references found in Efficy and APSIS One)")
+    return 0
+
+
+def _listing(
+    system: str,
+    listers: Iterable[tuple[str, Callable[[], list[dict[str, Any]]], str]],
+    on_auth: Callable[[Exception], Problem],
+    on_unreachable: Callable[[Exception], Problem],
+) -> tuple[dict[str, list[Any]], list[Problem], list[str]]:
+    """Calls each list_* method; a refused credential or an API out of reach ends the listing with a problem,
+    a kind the API cannot list is left out (and so not checked) with a note."""
+    from efficy_sync.clients.errors import ApiError, AuthError, TransientError
+
+    available: dict[str, list[Any]] = {}
+    notes: list[str] = []
+    for kind, lister, column in listers:
+        try:
+            rows = lister()
+        except AuthError as exc:
+            return available, [on_auth(exc)], notes
+        except TransientError as exc:
+            return available, [on_unreachable(exc)], notes
+        except ApiError as exc:
+            notes.append(f"{system} {kind.replace('_', ' ')} could not be listed ({exc}): not checked")
+            continue
+        available[kind] = [row[column] for row in rows if isinstance(row, dict) and column in row]
+    return available, [], notes
+
+
+def online_problems(cfg: IntegrationConfig) -> tuple[list[Problem], list[str], int]:
+    """(problems, notes, references checked): the integration's secrets exist, its credentials work, and every
+    name it uses exists in Efficy and APSIS One."""
+    from efficy_sync.config import Problem, check_references, references
+
+    from efficy_sync_tools.commands._aws import MissingSecret, apsis_client, efficy_client, secret
+
+    def missing_secret(path: str, name: str, exc: Exception) -> Problem:
+        if isinstance(exc, MissingSecret):
+            allowed = "the name of a secret that exists in Secrets Manager (not found there)"
+            return Problem(path, f"found {name!r}; allowed: {allowed}", found=repr(name), allowed=allowed)
+        return Problem(path, f"found {name!r}; {exc}", found=repr(name))
+
+    def unreachable(path: str, url: str, system: str) -> Callable[[Exception], Problem]:
+        return lambda exc: Problem(path, f"found {url!r}; {system} did not answer there ({exc})", found=repr(url))
+
+    def refused(path: str, name: str, system: str) -> Callable[[Exception], Problem]:
+        return lambda exc: Problem(path, f"{system} refused the credentials in secret {name!r} ({exc})")
+
+    problems: list[Problem] = []
+    notes: list[str] = []
+    for path, name in (
+        ("efficy.webhook_secret_secret", cfg.efficy.webhook_secret_secret),
+        ("apsis.optout_token_secret", cfg.apsis.optout_token_secret),
+    ):
+        try:
+            secret(name)
+        except CliError as exc:
+            problems.append(missing_secret(path, name, exc))
+
+    available: dict[str, dict[str, list[Any]]] = {"efficy": {}, "apsis": {}}
+    try:
+        efficy = efficy_client(cfg)
+    except CliError as exc:
+        problems.append(missing_secret("efficy.api_key_secret", cfg.efficy.api_key_secret, exc))
+    else:
+        with efficy:
+            found, trouble, more = _listing(
+                "Efficy",
+                [
+                    ("fields", efficy.list_fields, "name"),
+                    ("crm_profiles", efficy.list_profiles, "id"),
+                    ("queries", efficy.list_queries, "id"),
+                ],
+                refused("efficy.api_key_secret", cfg.efficy.api_key_secret, "Efficy"),
+                unreachable("efficy.base_url", cfg.efficy.base_url, "Efficy"),
+            )
+        available["efficy"], problems, notes = found, problems + trouble, notes + more
+
+    try:
+        apsis = apsis_client(cfg)
+    except CliError as exc:
+        problems.append(missing_secret("apsis.credentials_secret", cfg.apsis.credentials_secret, exc))
+    else:
+        found, trouble, more = _listing(
+            "APSIS One",
+            [
+                ("sections", apsis.list_sections, "discriminator"),
+                ("keyspaces", apsis.list_keyspaces, "discriminator"),
+                ("attributes", apsis.list_attributes, "discriminator"),
+                ("topics", apsis.list_topics, "discriminator"),
+                ("tags", apsis.list_tags, "discriminator"),
+            ],
+            refused("apsis.credentials_secret", cfg.apsis.credentials_secret, "APSIS One"),
+            unreachable("apsis.base_url", cfg.apsis.base_url, "APSIS One"),
+        )
+        available["apsis"], problems, notes = found, problems + trouble, notes + more
+
+    problems += check_references(cfg, available)
+    wanted = references(cfg)
+    checked = sum(len(wanted[system][kind]) for system, kinds in available.items() for kind in kinds)
+    return problems, notes, checked
+
+
+# ---- apply ------------------------------------------------------------------------------------------------
+
+
+def applied_by(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    if os.environ.get("EFFICY_SYNC_USER"):
+        return os.environ["EFFICY_SYNC_USER"]
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container without a passwd entry
+        return "unknown"
+
+
+@cli_command
+def apply_command(args: argparse.Namespace) -> int:
+    from efficy_sync.config import config_to_dict, diff_configs
+    from efficy_sync.store.configs import ConfigConflict, UnknownIntegration
+
+    cfg, problems = load_file(args.file)
+    if cfg is None:
+        print_problems(args.file, problems, sys.stderr)
+        print("nothing stored", file=sys.stderr)
+        return 1
+    store = config_store()
+    try:
+        old, version = store.current(cfg.integration_id)
+    except UnknownIntegration:
+        old, version = None, 0
+    if old is not None and config_to_dict(old) == config_to_dict(cfg):
+        print(f"no changes: {cfg.integration_id} stays at version {version} (nothing stored)")
+        return 0
+    changes = diff_configs(old, cfg)
+    if args.dry_run:
+        print(f"would apply {cfg.integration_id} version {version + 1} (dry run, nothing stored):")
+    else:
+        try:
+            new_version = store.put(cfg, applied_by=applied_by(args.by), comment=args.comment)
+        except ConfigConflict as exc:
+            raise CliError(f"{exc}; run `config apply` again") from None
+        print(f"applied {cfg.integration_id} version {new_version}" + (f" (was {version}):" if version else ":"))
+    for line in changes:
+        print(f"  {line}")
+    return 0
+
+
+# ---- show, history, schema --------------------------------------------------------------------------------
+
+
+@cli_command
+def show_command(args: argparse.Namespace) -> int:
+    from efficy_sync.config import config_to_dict, config_to_yaml
+    from efficy_sync.store.configs import UnknownIntegration
+
+    store = config_store()
+    try:
+        if args.version is None:
+            cfg = store.get(args.integration_id)
+        else:
+            cfg = store.version(args.integration_id, args.version)
+    except UnknownIntegration:
+        what = f" (or no version {args.version} of it)" if args.version is not None else ""
+        raise unknown_integration(store, args.integration_id, what) from None
+    if args.format == "json":
+        sys.stdout.write(json.dumps(config_to_dict(cfg), indent=2, ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write(config_to_yaml(cfg))
+    return 0
+
+
+@cli_command
+def history_command(args: argparse.Namespace) -> int:
+    store = config_store()
+    versions = store.history(args.integration_id)
+    if not versions:
+        raise unknown_integration(store, args.integration_id)
+    versions.sort(key=lambda v: v["version"])
+    if args.format == "json":
+        print(json.dumps(versions, indent=2))
+        return 0
+    current = versions[-1]["version"]
+    by_width = max(len("APPLIED BY"), *(len(v["applied_by"]) for v in versions))
+    print(f"  VERSION  {'APPLIED AT':<25}  {'APPLIED BY':<{by_width}}  COMMENT")
+    for v in versions:
+        mark = "*" if v["version"] == current else " "
+        print(
+            f"{mark} {v['version']:>7}  {v['applied_at']:<25}  {v['applied_by']:<{by_width}}  {v['comment']}".rstrip()
+        )
+    print(f"(* current: version {current})")
+    return 0
+
+
+@cli_command
+def schema_command(args: argparse.Namespace) -> int:
+    from efficy_sync.config import json_schema
+
+    text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    args.out.write_text(text, encoding="utf-8")
+    print(f"wrote the JSON Schema to {args.out}", file=sys.stderr)
+    return 0
