@@ -166,6 +166,8 @@ class LocalStack:
             }
         )
         ConfigStore(settings().config_table).put(cfg, applied_by="local-stack", comment="demo integration")
+        # What the demo config refers to must exist in Efficy, as a consultant would have set it up.
+        self.efficy.set_queries([{"K_QUERY": q.query, "name": q.tag.upper(), "members": []} for q in cfg.tags.queries])
         api_url = self.front.url
         self.efficy.configure_webhook(
             f"{api_url}/integrations/{DEMO_ID}/efficy/webhook", webhook_secret, mode="hmac", batch_ms=200

@@ -695,7 +695,7 @@ def config_to_yaml(config: IntegrationConfig) -> str:
 def json_schema() -> dict[str, Any]:
     """JSON Schema for editors (YAML language servers read it)."""
     schema = IntegrationConfig.model_json_schema(by_alias=True)
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "efficy-sync integration", **schema}
+    return {**schema, "$schema": "https://json-schema.org/draft/2020-12/schema", "title": "efficy-sync integration"}
 
 
 # --- remote references ----------------------------------------------------------------------------------------
@@ -772,7 +772,7 @@ def check_references(config: IntegrationConfig, available: Mapping[str, Mapping[
             continue
         close = difflib.get_close_matches(_norm_ref(kind, value), list(names), 3, cutoff=0.8)
         hint = "; did you mean " + ", ".join(repr(names[c]) for c in close) + "?" if close else ""
-        label = kind.replace("_", " ").rstrip("s")
+        label = {"queries": "query"}.get(kind, kind.replace("_", " ").rstrip("s"))
         problems.append(
             Problem(
                 path,
