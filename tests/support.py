@@ -150,6 +150,23 @@ class Stack:
         body = json.dumps({"database": "sim", "version": "12.1", "records": records}).encode()
         return self.post_webhook(body, sign(self.demo["webhook_secret"], body), integration_id)
 
+    def create_integration(self, workdir: Path, **changes: Any) -> str:
+        """A new integration like `demo` (same simulators and secrets), with `changes` on top; returns its id."""
+        import uuid
+
+        import yaml
+
+        data = yaml.safe_load((ROOT / "examples" / "demo.yaml").read_text())
+        integration_id = changes.pop("integration_id", f"t-{uuid.uuid4().hex[:10]}")
+        data["integration_id"] = integration_id
+        data["efficy"]["base_url"] = f"{self.efficy_url}/crm"
+        data["apsis"]["base_url"] = self.apsis_url
+        data.update(changes)
+        path = workdir / f"{integration_id}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        self.cli("config", "apply", str(path), "--by", "tests", check=True)
+        return integration_id
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
