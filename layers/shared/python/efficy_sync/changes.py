@@ -19,6 +19,9 @@ class ContactChange(BaseModel):
     date: str = ""  # Efficy's change date of this event (ISO 8601)
     changed_fields: list[str] = Field(default_factory=list)
     source: Literal["webhook", "full_sync", "parked", "redrive", "retry"] = "webhook"
+    # A hash of the changed values: two edits in the same second (Efficy dates may have no milliseconds)
+    # must not be taken for one webhook retried; a retried webhook carries the same values.
+    fingerprint: str = ""
     received_at: float = 0.0
 
     @property
@@ -29,5 +32,5 @@ class ContactChange(BaseModel):
     @property
     def dedup_id(self) -> str:
         """A retried webhook carries the same person, date and operation: SQS drops the copy."""
-        raw = f"{self.integration_id}|{self.person_key}|{self.date}|{self.operation}|{self.source}"
+        raw = f"{self.integration_id}|{self.person_key}|{self.date}|{self.operation}|{self.source}|{self.fingerprint}"
         return hashlib.sha256(raw.encode()).hexdigest()

@@ -6,6 +6,8 @@ worker refetches each person from Efficy, so nothing here needs more than the ke
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,6 +56,9 @@ def split_by_person(integration_id: str, payload: WebhookPayload) -> tuple[list[
         operation = record.operation
         if previous and previous.operation == "Create" and operation == "Update":
             operation = "Create"
+        digest = hashlib.sha256(json.dumps(record.fields, sort_keys=True, default=str).encode())
+        if previous:
+            digest.update(previous.fingerprint.encode())
         by_key[record.key] = ContactChange(
             integration_id=integration_id,
             person_key=record.key,
@@ -62,6 +67,7 @@ def split_by_person(integration_id: str, payload: WebhookPayload) -> tuple[list[
             changed_fields=fields,
             source="webhook",
             received_at=now,
+            fingerprint=digest.hexdigest()[:32],
         )
     return list(by_key.values()), contacts, skipped
 
