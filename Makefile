@@ -4,11 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+SCAN_VENV := .venv-scan
+SCAN_STAMP := $(SCAN_VENV)/.installed
 PYTEST_WORKERS ?= 2
 export AWS_DEFAULT_REGION ?= eu-west-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test lint format checks unit bench clean venv
+.PHONY: run test lint format checks scan unit bench clean venv
 
 venv: $(STAMP)
 
@@ -39,9 +41,19 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-checks: $(STAMP) $(NODE_STAMP)
+checks: $(STAMP) $(NODE_STAMP) scan
 	$(BIN)/cfn-lint template.yaml
 	npx --no-install asl-validator --json-path statemachines/full_sync.asl.json
+
+$(SCAN_STAMP): requirements-scan.txt
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found)"; exit 1; }
+	test -x $(SCAN_VENV)/bin/python || $(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-scan.txt
+	@touch $@
+
+## scan: policy scan of template.yaml (checkov); each accepted finding is skipped in the template with its reason
+scan: $(SCAN_STAMP)
+	$(SCAN_VENV)/bin/checkov -f template.yaml --framework cloudformation --quiet --compact --skip-download
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
@@ -51,4 +63,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run --out BENCHMARKS.md
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(SCAN_VENV) node_modules .pytest_cache .ruff_cache .hypothesis

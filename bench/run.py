@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         print(results["realtime"], flush=True)
     finally:
         stack.stop()
-    for name in ("full_sync", "imports"):
+    for name in ("full_sync", "coldstart"):
         module = _optional(f"bench.{name}")
         if module is not None and hasattr(module, "bench"):
             print(f"{name} ...", flush=True)

@@ -177,10 +177,14 @@ class Stack:
                 self.process.wait(timeout=10)
 
 
-def start_stack(workdir: Path, timeout: float = 120.0) -> Stack:
+def start_stack(
+    workdir: Path, timeout: float = 120.0, *, env: dict[str, str] | None = None, quiet: bool = True
+) -> Stack:
+    """`env` overrides the stack's environment (e.g. POWERTOOLS_LOG_LEVEL); `quiet=False` keeps the handlers'
+    INFO logs in `Stack.log_path`."""
     ready_file = workdir / "ready.json"
     log_path = workdir / "stack.log"
-    env = {
+    stack_env = {
         **os.environ,
         "POWERTOOLS_LOG_LEVEL": "WARNING",
         "POWERTOOLS_METRICS_DISABLED": "true",
@@ -189,12 +193,22 @@ def start_stack(workdir: Path, timeout: float = 120.0) -> Stack:
         "EFFICY_SYNC_HTTP_RETRIES": "3",
         "EFFICY_SYNC_HTTP_BACKOFF": "0.02",
         "EFFICY_SYNC_HTTP_READ_TIMEOUT": "5",
+        **(env or {}),
     }
     log = log_path.open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "efficy_sync_tools.cli", "local", "up", "--ready-file", str(ready_file), "--quiet"],
+        [
+            sys.executable,
+            "-m",
+            "efficy_sync_tools.cli",
+            "local",
+            "up",
+            "--ready-file",
+            str(ready_file),
+            *(["--quiet"] if quiet else []),
+        ],
         cwd=ROOT,
-        env=env,
+        env=stack_env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )

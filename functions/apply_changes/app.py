@@ -8,6 +8,7 @@ from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, proce
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from efficy_sync.changes import ContactChange
 from efficy_sync.connections import apsis_client, efficy_client
+from efficy_sync.fullsync.parking import ParkingLot
 from efficy_sync.observability import MetricUnit, logger, metrics
 from efficy_sync.settings import settings
 from efficy_sync.store.configs import ConfigStore
@@ -22,12 +23,15 @@ worker = BatchWorker(
     build_syncer=lambda cfg: PersonSyncer(cfg, apsis_client(cfg), states),
     get_persons=lambda cfg, keys, fields: efficy_client(cfg).get_persons(keys, fields),
     states=states,
+    # While the integration runs a full sync, its changes wait there and are re-enqueued when it ends.
+    parking=ParkingLot(settings().state_table),
 )
 METRIC_BY_RESULT = {
     "synced": "PersonsSynced",
     "skipped": "PersonsSkipped",
     "failed": "PersonsFailed",
     "stale": "StaleEventsDropped",
+    "parked": "ChangesParked",
 }
 
 

@@ -50,6 +50,7 @@ def efficy_webhook(integration_id: str) -> Response:
         logger.warning("webhook malformed: %s", exc)
         return _reply(400, {"error": f"malformed webhook: {exc}"})
     except EnqueueError as exc:
+        metrics.add_metric(name="WebhookEnqueueFailed", unit=MetricUnit.Count, value=1)
         logger.error("webhook not queued: %s", exc)
         return _reply(503, {"error": "could not queue the changes; send again"})
     metrics.add_metric(name="WebhookRecordsAccepted", unit=MetricUnit.Count, value=result.records)
@@ -63,6 +64,6 @@ def efficy_webhook(integration_id: str) -> Response:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@metrics.log_metrics
+@metrics.log_metrics(capture_cold_start_metric=True)  # the webhook's latency is what Efficy waits for
 def handler(event: dict, context: object) -> dict:
     return app.resolve(event, context)

@@ -51,6 +51,7 @@ class Scenario:
     failing_step: str | None = None  # "plan" | "tags" | "finish": that step raises StepBroken
     flaky_pages: dict[int, tuple[type[Exception], int]] = field(default_factory=dict)  # page -> (error, times)
     page_delay_s: float = 0.0
+    max_concurrency: int = 5  # what Begin puts in the run (the integration's full_sync.max_concurrency)
 
 
 @dataclass
@@ -78,6 +79,7 @@ class Harness:
                 "integration_id": sync_input["integration_id"],
                 "dry_run": sync_input.get("dry_run", False),
                 "execution_arn": event["execution_arn"],
+                "max_concurrency": self.scenario.max_concurrency,
             }
         if step == self.scenario.failing_step:
             raise StepBroken(f"{step} failed on purpose")
@@ -219,6 +221,7 @@ def test_steps_receive_the_run_and_finish_gets_a_small_map_summary(harness: Harn
         "integration_id": "demo",
         "dry_run": True,
         "execution_arn": result["executionArn"],
+        "max_concurrency": 5,
     }
     for step in ("plan", "tags", "finish"):
         assert events[step]["run"] == expected_run
@@ -288,10 +291,10 @@ def test_parent_history_does_not_grow_with_the_number_of_pages(harness: Harness)
 
 
 def test_page_concurrency_is_bounded_by_max_concurrency(harness: Harness) -> None:
-    harness.scenario = Scenario(pages=15, page_delay_s=0.05)
+    harness.scenario = Scenario(pages=15, page_delay_s=0.05, max_concurrency=3)
 
     result = harness.run({"integration_id": "demo"})
 
     assert result["status"] == "SUCCEEDED", result
     assert len(harness.page_events()) == 15
-    assert 1 < harness.peak_in_flight <= 5
+    assert 1 < harness.peak_in_flight <= 3  # the integration's full_sync.max_concurrency, via Begin's run

@@ -436,7 +436,7 @@ def test_pages_is_a_bounded_distributed_map_over_s3(asl: dict[str, Any]) -> None
     assert pages["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
     assert pages["ItemReader"]["ReaderConfig"] == {"InputType": "JSON"}
     assert pages["ItemReader"]["Parameters"]["Bucket"] == "${PagesBucket}"
-    assert pages["MaxConcurrency"] == 5
+    assert pages["MaxConcurrencyPath"] == "$.run.max_concurrency"  # per integration, set by Begin
     assert set(pages["ItemSelector"]) == {"integration_id.$", "run_id.$", "dry_run.$", "page.$"}
     assert "ResultWriter" in pages
     assert pages["ResultPath"] == "$.pages"

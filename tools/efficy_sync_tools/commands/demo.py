@@ -8,12 +8,16 @@ report. Every wait is bounded; a missing result fails the demo with a non-zero e
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 import requests
+
+# Run in this order after the real-time steps; each module has run(ready, say, timeout).
+DEMO_STEPS = ["full_sync", "optout"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -110,6 +114,11 @@ def run_scenario(ready: dict[str, Any], args: argparse.Namespace) -> int:
     )
     assert _profile(http, apsis, str(robinson["K_CONTACT"])) is None, "a Robinson person reached APSIS One"
     say("  skipped, as configured: not created in APSIS One")
+
+    # 3. The other features, each a step module of its own (full sync, consent write-back).
+    for step in DEMO_STEPS:
+        module = importlib.import_module(f"efficy_sync_tools.demo_steps.{step}")
+        module.run(ready, say, args.timeout)
 
     calls = http.get(f"{apsis}/_sim/calls", timeout=10).json()
     say("\n-- APSIS One API calls made --")

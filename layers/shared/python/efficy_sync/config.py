@@ -15,14 +15,16 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 from urllib.parse import urlparse
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from efficy_sync.values import ValueType, as_text
+
+if TYPE_CHECKING:  # yaml is only needed to read or write files, not on a Lambda's cold path
+    import yaml
 
 EMAIL_FIELD = "EMAIL1"
 KEY_FIELD = "K_CONTACT"
@@ -594,6 +596,8 @@ def _from_pydantic(error: Mapping[str, Any]) -> Problem | None:
 
 def _index_nodes(node: yaml.Node, path: str, lines: dict[str, int], problems: list[Problem]) -> None:
     """Maps each config path to its line, and reports duplicate keys (PyYAML silently keeps the last one)."""
+    import yaml
+
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
@@ -622,6 +626,8 @@ def _line_for(path: str, lines: Mapping[str, int]) -> int | None:
 
 
 def _parse_yaml(text: str) -> tuple[Any, dict[str, int], list[Problem]]:
+    import yaml
+
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -689,6 +695,8 @@ def config_to_dict(config: IntegrationConfig) -> dict[str, Any]:
 
 def config_to_yaml(config: IntegrationConfig) -> str:
     """What `config show` prints and `config apply` takes back unchanged."""
+    import yaml
+
     return yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True, default_flow_style=False)
 
 

@@ -6,6 +6,8 @@ one per message.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 
 from .clients.apsis import ApsisClient
@@ -15,18 +17,24 @@ from .secrets import get_json_secret, get_secret
 from .settings import settings
 
 _lock = threading.Lock()
-_efficy: dict[tuple[str, str], EfficyClient] = {}
-_apsis: dict[tuple[str, str, str], ApsisClient] = {}
+_efficy: dict[tuple[str, ...], EfficyClient] = {}
+_apsis: dict[tuple[str, ...], ApsisClient] = {}
+
+
+def _fingerprint(secret_value: str) -> str:
+    """Clients are cached per secret *value*: a rotated key builds a new client within the secret cache's TTL."""
+    return hashlib.sha256(secret_value.encode()).hexdigest()[:16]
 
 
 def efficy_client(cfg: IntegrationConfig) -> EfficyClient:
-    key = (cfg.integration_id, cfg.efficy.base_url)
+    api_key = get_secret(cfg.efficy.api_key_secret)
+    key = (cfg.integration_id, cfg.efficy.base_url, _fingerprint(api_key))
     with _lock:
         found = _efficy.get(key)
         if found is None:
             found = EfficyClient(
                 cfg.efficy.base_url,
-                get_secret(cfg.efficy.api_key_secret),
+                api_key,
                 customer=cfg.efficy.customer,
                 profile_detail=cfg.efficy.profile_detail,
                 policy=settings().retry_policy(),
@@ -36,11 +44,11 @@ def efficy_client(cfg: IntegrationConfig) -> EfficyClient:
 
 
 def apsis_client(cfg: IntegrationConfig) -> ApsisClient:
-    key = (cfg.integration_id, cfg.apsis.base_url, cfg.apsis.section)
+    creds = get_json_secret(cfg.apsis.credentials_secret)
+    key = (cfg.integration_id, cfg.apsis.base_url, cfg.apsis.section, _fingerprint(json.dumps(creds, sort_keys=True)))
     with _lock:
         found = _apsis.get(key)
         if found is None:
-            creds = get_json_secret(cfg.apsis.credentials_secret)
             found = ApsisClient(
                 cfg.apsis.base_url,
                 creds["client_id"],

@@ -57,6 +57,10 @@ class OptOutRecord(BaseModel):
     recorded; when set, confirmation is measured against it rather than `at`, because Efficy's D_CHANGE is the
     CRM server's local time while `at` comes from APSIS. `confirmed_stamp` is the Efficy stamp that showed the
     person out of the profile.
+
+    `awaiting_writeback`: recorded by the write-back worker before it touched Efficy. Such a record is confirmed
+    by that worker alone, with the stamp Efficy shows after its own removal: no snapshot a sync holds can be
+    proven newer than the opt-out (APSIS time and Efficy's local time do not compare), so none may confirm it.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -66,6 +70,9 @@ class OptOutRecord(BaseModel):
     confirmed: bool = False
     confirmed_stamp: str | None = None
     efficy_stamp: str | None = None
+    awaiting_writeback: bool = False
+    event: str | None = None  # e.g. "email.unsubscribe", as the APSIS automation reported it
+    recorded_at: str | None = None  # when we recorded it (our clock)
 
 
 @dataclass(frozen=True)
@@ -80,9 +87,12 @@ def decide(
     """The consent APSIS One should hold for one topic and channel, given the person's CRM membership."""
     if member:
         if optout is not None and not optout.confirmed:
-            return ConsentDecision(
-                "opt-out", f"opted out in APSIS One at {optout.at} ({optout.source}); Efficy has not confirmed it yet"
+            pending = (
+                "the write-back to Efficy is pending"
+                if optout.awaiting_writeback
+                else "Efficy has not confirmed it yet"
             )
+            return ConsentDecision("opt-out", f"opted out in APSIS One at {optout.at} ({optout.source}); {pending}")
         if optout is not None:
             threshold = optout.confirmed_stamp or optout.efficy_stamp or optout.at
             if not is_newer(change_stamp, threshold):
@@ -104,8 +114,9 @@ def decide(
 
 def confirm(record: OptOutRecord | None, member: bool, change_stamp: str) -> OptOutRecord | None:
     """Marks the record confirmed once Efficy shows the person out of the profile at a stamp at least as new as
-    the record; a snapshot taken before the opt-out proves nothing."""
-    if record is None or record.confirmed or member:
+    the record; a snapshot taken before the opt-out proves nothing. A record awaiting its write-back is left to
+    the write-back worker (see OptOutRecord)."""
+    if record is None or record.confirmed or record.awaiting_writeback or member:
         return record
     threshold = record.efficy_stamp or record.at
     if compare_stamps(change_stamp, threshold) < 0:

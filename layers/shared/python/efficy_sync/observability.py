@@ -1,14 +1,110 @@
 """Logger and metrics, created once and imported by every handler (powertools: JSON logs, EMF metrics).
 
-Log fields identify a person by `pii.hash_key(...)`, never by e-mail or phone number.
+Log fields identify a person by `pii.hash_key(...)`, never by e-mail or phone number. The formatter is the
+last line of defence: whatever a log line carries (a message, extra keys, an exception's text), e-mail
+addresses and international phone numbers are masked before it is written, and so are the values of fields
+named like personal data (EMAIL1, MOBILE, "email", "phone" ...).
+
+Metrics: every handler decorated with `@metrics.log_metrics` also publishes, at each flush, the API calls the
+clients made during the invocation (ApsisCalls, Apsis429, Apsis5xx, ApsisTimeouts, and the same for Efficy),
+read from `clients.meter`, so no handler has to remember to count them.
 """
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
-logger = Logger(service="efficy-sync")
-metrics = Metrics(namespace="EfficySync", service="efficy-sync")
+from .clients.meter import meter
+from .pii import looks_like_pii, mask_email, mask_phone, mask_value
 
-__all__ = ["MetricUnit", "logger", "metrics"]
+SERVICE = "efficy-sync"
+NAMESPACE = "EfficySync"
+
+_EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
+# International numbers (+32 470 00 00 01) and national mobile numbers written as one run of digits (0470000001).
+_PHONE = re.compile(r"\+\d[\d ().-]{6,}\d|\b0\d{8,10}\b")
+# Keys that hold a person's contact data whatever their case: the opt-out body's "email" / "mobile", Efficy's
+# EMAIL1 / MOBILE / PHONE1 ...; powertools' own keys (function_name, service, ...) are lower case and not these.
+_CONTACT_KEY = re.compile(r"(?i)e-?mail\d*|email_?address|mobile\d*|phone\d*|gsm\d*|msisdn|fax\d*")
+
+
+def _is_contact_key(key: str | None) -> bool:
+    return key is not None and bool(_CONTACT_KEY.fullmatch(key) or (key.isupper() and looks_like_pii(key)))
+
+
+def scrub_text(text: str) -> str:
+    """Masks every e-mail address and phone number in free text (messages, exception texts, API answers)."""
+    if "@" in text:
+        text = _EMAIL.sub(lambda m: mask_email(m.group()), text)
+    return _PHONE.sub(lambda m: mask_phone(m.group()), text)
+
+
+def scrub(value: Any, key: str | None = None) -> Any:
+    """A log record's value with personal data masked: by key for contact fields, by shape everywhere else."""
+    if isinstance(value, dict):
+        return {k: scrub(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v, key) for v in value]
+    if _is_contact_key(key) and value not in (None, "") and not isinstance(value, bool):
+        return mask_value(str(key).upper(), value)
+    if isinstance(value, str):
+        return scrub_text(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return scrub_text(str(value))  # an exception or any object: the JSON encoder would write str() of it
+
+
+class PiiSafeFormatter(LambdaPowertoolsFormatter):
+    """powertools' JSON formatter, with `scrub` applied to the whole record just before it is written."""
+
+    def serialize(self, log: dict[str, Any]) -> str:  # type: ignore[override]
+        return super().serialize(scrub(log))
+
+
+class _InvocationMetrics(AmazonCloudWatchEMFProvider):
+    """EMF provider that adds the clients' API call counts to every flush (see the module docstring)."""
+
+    def flush_metrics(self, raise_on_empty_metrics: bool = False) -> None:
+        add_api_call_metrics(self)
+        super().flush_metrics(raise_on_empty_metrics=raise_on_empty_metrics)
+
+
+#: (api, kind) of clients.meter -> metric name
+API_METRICS = {
+    (api, kind): f"{label}{suffix}"
+    for api, label in (("apsis", "Apsis"), ("efficy", "Efficy"))
+    for kind, suffix in (("calls", "Calls"), ("429", "429"), ("5xx", "5xx"), ("timeouts", "Timeouts"))
+}
+
+
+def add_api_call_metrics(target: Any) -> dict[str, int]:
+    """Moves the meter's counts since the last flush into `target` (anything with add_metric); returns them."""
+    added: dict[str, int] = {}
+    for key, count in meter.take().items():
+        name = API_METRICS.get(key)
+        if name:
+            target.add_metric(name=name, unit=MetricUnit.Count, value=count)
+            added[name] = count
+    return added
+
+
+logger = Logger(service=SERVICE, logger_formatter=PiiSafeFormatter())
+_shared = Metrics(namespace=NAMESPACE, service=SERVICE)  # powertools keeps metric sets at class level
+metrics = Metrics(
+    provider=_InvocationMetrics(
+        metric_set=_shared.metric_set,
+        dimension_set=_shared.dimension_set,
+        metadata_set=_shared.metadata_set,
+        default_dimensions=_shared.default_dimensions,
+        namespace=NAMESPACE,
+        service=SERVICE,
+    )
+)
+
+__all__ = ["MetricUnit", "PiiSafeFormatter", "add_api_call_metrics", "logger", "metrics", "scrub", "scrub_text"]

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from efficy_sync.consent import ConsentType, OptOutRecord
 
 Outcome = Literal["synced", "skipped", "failed", "deleted"]
+#: a consent whose value in APSIS One we cannot know (two syncs raced); it differs from every decision
+UNKNOWN = "unknown"
 
 
 def utc_now() -> str:
@@ -37,6 +39,20 @@ def split_consent_key(key: str) -> tuple[str, str]:
     return topic, channel
 
 
+class EmailConflict(BaseModel):
+    """The person's new e-mail address already belongs to other APSIS One profiles: held back, never merged.
+
+    Only a masked address and a hash are kept (the state table is not a copy of the CRM's personal data)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    address: str  # masked, for explain
+    address_hash: str  # value_hash of the address, to recognise it again
+    other_profiles: list[str]  # profile keys that hold the address in APSIS One
+    change_stamp: str = ""
+    detected_at: str = Field(default_factory=utc_now)
+
+
 class PersonState(BaseModel):
     """Last state pushed for (integration, person), plus the outcome of the last attempt."""
 
@@ -46,10 +62,14 @@ class PersonState(BaseModel):
     person_key: str
     change_stamp: str = ""
     attribute_hashes: dict[str, str] = Field(default_factory=dict)
-    consents: dict[str, ConsentType] = Field(default_factory=dict)  # "topic|channel" -> last type sent
+    # "topic|channel" -> last type sent; UNKNOWN when a concurrent sync may have overwritten it
+    consents: dict[str, ConsentType | Literal["unknown"]] = Field(default_factory=dict)
     tags: dict[str, bool] = Field(default_factory=dict)
+    opted_in_at: dict[str, str] = Field(default_factory=dict)  # "topic|channel" -> when we last sent an opt-in
     exists_in_apsis: bool = False
     optouts: dict[str, OptOutRecord] = Field(default_factory=dict)  # "topic|channel" -> APSIS opt-out
+    email_conflict: EmailConflict | None = None  # an e-mail change held back (see sync.PersonSyncer)
+    revision: int = 0  # the stored item's revision this state was read at (set by the store; 0: none stored)
     last_outcome: Outcome | None = None
     error_category: str | None = None
     error_detail: str | None = None

@@ -1,20 +1,42 @@
 """Bringing one person in APSIS One in line with Efficy: map, diff against what we pushed, send, remember.
 
-The worker of real-time sync and the page worker of full sync both end here, so both follow the same
-rules (conditions, consent safety, smallest set of APSIS calls). Errors that retrying cannot fix are
-recorded on the person (and shown by `explain` / `health`) instead of being retried for ever; transient
-ones propagate so the queue or the state machine retries them.
+The worker of real-time sync, the page worker of full sync and the opt-out write-back all end here, so all
+follow the same rules (conditions, consent safety, smallest set of APSIS calls). Errors that retrying cannot
+fix are recorded on the person (and shown by `explain` / `health`) instead of being retried for ever;
+transient ones propagate so the queue or the state machine retries them.
+
+Consent safety: the state a caller passes in carries the person's APSIS opt-outs (the store merges them in);
+`diff` lets an unconfirmed one win over any membership. When a newer CRM change opts the person in again, the
+record is retired here, after the opt-in is stored. The echo of our own write-back (Efficy's webhook for the
+removal the write-back made) finds the state already at that Efficy stamp, so it sends nothing.
+
+Concurrency (a write-back, a full-sync page and a real-time message may sync the same person at once):
+- the state is stored only if it is still the revision we planned against; otherwise we plan again against
+  what the other sync stored (ConflictingWrite), so nobody's record of what APSIS holds is overwritten;
+- right before an opt-in goes out, the stored state and opt-outs are read again; a change means plan again;
+- if a newer Efficy change was stored while this older read was being sent, the consents we touched are marked
+  unknown (the next sync sends its decision again) and TransientError asks the caller for a fresh read;
+- what reached APSIS before a failure is kept in the state, so no opt-in we sent is ever forgotten.
+
+E-mail changes: the profile key is K_CONTACT (crm-id keyspace) and APSIS One keeps consents per profile, so a
+new address keeps the person's consents, and the old address, replaced on the profile, is no longer reached by
+anything this integration manages. The one risk is a new address that another synced person's profile already
+holds (APSIS may treat the address as the same contact): that change is held back, the old address is
+cleared from the profile, and the conflict is kept on the state (`email_conflict`, error category
+"email_conflict"), counted in the `EmailConflicts` metric and shown by `explain`, never merged silently.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from .clients.apsis import ApsisClient
-from .clients.errors import ApiError, NotFound
-from .config import IntegrationConfig
+from .clients.errors import ApiError, NotFound, TransientError
+from .config import EMAIL_ATTRIBUTE, IntegrationConfig
 from .diff import (
     CreateProfile,
     DeleteProfile,
@@ -25,12 +47,14 @@ from .diff import (
     plan_for_skip,
     plan_operations,
 )
-from .mapping import Skip, map_person
-from .pii import hash_key
-from .state import PersonState
-from .store.persons import PersonStateStore, StaleWrite
+from .mapping import Desired, Skip, map_person
+from .observability import MetricUnit, metrics
+from .pii import hash_key, mask_email
+from .state import UNKNOWN, EmailConflict, PersonState, consent_key, utc_now, value_hash
+from .store.persons import ConflictingWrite, PersonStateStore, StaleWrite
 
 Operation = CreateProfile | PatchAttributes | SetConsent | PatchTags | DeleteProfile
+MAX_ATTEMPTS = 5  # plans per sync when concurrent syncs keep storing the person's state
 
 
 @dataclass
@@ -40,6 +64,7 @@ class Outcome:
     operations: list[Any] = field(default_factory=list)
     reason: str = ""
     error_category: str = ""
+    notices: list[str] = field(default_factory=list)  # e.g. "email_conflict": worth a look, not a failure
 
 
 def _now() -> str:
@@ -54,11 +79,17 @@ class PersonSyncer:
         states: PersonStateStore,
         *,
         dry_run: bool = False,
+        email_lookup: Callable[[str], list[int]] | None = None,
+        clock: Callable[[], str] | None = None,
     ) -> None:
+        """`email_lookup`: Efficy contacts holding an address (default: the integration's Efficy client, built
+        when an e-mail change first needs it). `clock`: UTC ISO time, stamped on the opt-ins we send."""
         self.cfg = cfg
         self.apsis = apsis
         self.states = states
         self.dry_run = dry_run
+        self._email_lookup = email_lookup
+        self._clock = clock or utc_now
 
     def sync(
         self,
@@ -68,47 +99,122 @@ class PersonSyncer:
         *,
         query_tags: set[str] | None = None,
     ) -> Outcome:
-        """`person` is Efficy's current record (None when Efficy no longer has it); `state` what we stored."""
-        if person is None:
-            return self._deleted(key, state)
-        result = map_person(self.cfg, person, query_tags=query_tags)
-        stamp = str(person.get("D_CHANGE", ""))
-        if isinstance(result, Skip):
-            ops = plan_for_skip(result, state, self.cfg.on_condition_lost)
-            outcome = self._execute(key, ops)
-            if outcome is not None:
-                return self._failed(key, state, stamp, outcome, ops)
-            new_state = self._skipped_state(key, state, stamp, result, ops)
-            return self._store(Outcome(key, "skipped", ops, reason=result.reason), new_state)
+        """`person` is Efficy's current record (None when Efficy no longer has it); `state` what we stored.
+
+        If another sync stored the person's state since `state` was read, the plan is made again against what
+        it stored (each attempt sends only what that state does not already hold)."""
+        result = None if person is None else map_person(self.cfg, person, query_tags=query_tags)
+        stamp = "" if person is None else str(person.get("D_CHANGE", ""))
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                if result is None:
+                    return self._deleted(key, state)
+                if isinstance(result, Skip):
+                    return self._skip(key, result, stamp, state)
+                return self._apply(key, result, state)
+            except ConflictingWrite:
+                state = self.states.get(self.cfg.integration_id, key)
+        raise TransientError(f"person {hash_key(key)}: the stored state kept changing; try again later")
+
+    def _skip(self, key: int, result: Skip, stamp: str, state: PersonState | None) -> Outcome:
+        ops = plan_for_skip(result, state, self.cfg.on_condition_lost)
+        sent, error = self._execute(ops)
+        if error is not None:
+            return self._failed(key, state, error, ops, sent)
+        new_state = self._skipped_state(key, state, stamp, result, ops)
+        return self._store(Outcome(key, "skipped", ops, reason=result.reason), new_state, state)
+
+    def _apply(self, key: int, result: Desired, state: PersonState | None) -> Outcome:
+        result, conflict = self._email_change(key, result, state)
         ops = plan_operations(result, state)
-        failure = self._execute(key, ops)
-        if failure is not None:
-            return self._failed(key, state, stamp, failure, ops)
-        new_state = apply_operations(state, result, ops)
-        new_state = new_state.model_copy(
-            update={
-                "last_outcome": "synced",
-                "error_category": None,
-                "error_detail": None,
-                "skip_reason": None,
-                "updated_at": _now(),
-            }
+        if not self.dry_run and any(isinstance(op, SetConsent) and op.type == "opt-in" for op in ops):
+            self._check_unchanged(key, state)
+        sent, error = self._execute(ops)
+        if error is not None:
+            return self._failed(key, state, error, ops, sent)
+        new_state = stamp_opt_ins(apply_operations(state, result, ops), ops, self._clock())
+        update: dict[str, Any] = {
+            "last_outcome": "synced",
+            "error_category": None,
+            "error_detail": None,
+            "skip_reason": None,
+            "email_conflict": conflict,
+            "updated_at": _now(),
+        }
+        outcome = Outcome(key, "synced" if ops else "unchanged", ops)
+        if conflict is not None:
+            update.update(error_category="email_conflict", error_detail=_describe_conflict(conflict))
+            outcome.notices.append("email_conflict")
+            outcome.reason = update["error_detail"]
+            if not self.dry_run:
+                metrics.add_metric(name="EmailConflicts", unit=MetricUnit.Count, value=1)
+        return self._store(outcome, new_state.model_copy(update=update), state)
+
+    def _check_unchanged(self, key: int, state: PersonState | None) -> None:
+        """Right before an opt-in goes out: if another sync stored the person, or an APSIS opt-out was recorded,
+        since `state` was read, plan again (ConflictingWrite) rather than send an opt-in that may be outdated.
+        One consistent read per person, only when an opt-in is about to be sent."""
+        fresh = self.states.get(self.cfg.integration_id, key)
+        before = (state.revision, state.optouts) if state is not None else (0, {})
+        after = (fresh.revision, fresh.optouts) if fresh is not None else (0, {})
+        if before != after:
+            raise ConflictingWrite(f"person {hash_key(key)}: changed since read; planning again before an opt-in")
+
+    # ---- e-mail changes --------------------------------------------------------------------------------
+    def _email_change(
+        self, key: int, desired: Desired, state: PersonState | None
+    ) -> tuple[Desired, EmailConflict | None]:
+        """Holds back a new address that another synced person's profile already holds (see module docstring).
+        Costs one Efficy look-up and one state read, only when the address changes or a conflict is pending."""
+        known = state if state is not None and state.exists_in_apsis else None
+        address = desired.attributes.get(EMAIL_ATTRIBUTE)
+        if known is None or not address:
+            return desired, None
+        new_hash = value_hash(address)
+        old_hash = known.attribute_hashes.get(EMAIL_ATTRIBUTE)
+        if known.email_conflict is None and (old_hash is None or old_hash == new_hash):
+            return desired, None
+        holders = self._holders_of(key, str(address), new_hash)
+        if not holders:
+            return desired, None
+        conflict = EmailConflict(
+            address=mask_email(str(address)),
+            address_hash=new_hash,
+            other_profiles=holders,
+            change_stamp=desired.change_stamp,
         )
-        return self._store(Outcome(key, "synced" if ops else "unchanged", ops), new_state)
+        held_back = dataclasses.replace(desired, attributes={**desired.attributes, EMAIL_ATTRIBUTE: None})
+        return held_back, conflict
+
+    def _holders_of(self, key: int, address: str, address_hash: str) -> list[str]:
+        """Profile keys, other than this person's, to which we pushed this very address."""
+        if self._email_lookup is None:
+            from .connections import efficy_client
+
+            self._email_lookup = efficy_client(self.cfg).find_contacts_by_email
+        others = [k for k in self._email_lookup(address) if k != key]
+        if not others:
+            return []
+        states = self.states.get_many(self.cfg.integration_id, others)
+        return [
+            str(k)
+            for k, other in sorted(states.items())
+            if other.exists_in_apsis and other.attribute_hashes.get(EMAIL_ATTRIBUTE) == address_hash
+        ]
 
     # ---- APSIS calls -----------------------------------------------------------------------------------
-    def _execute(self, key: int, ops: list[Operation]) -> ApiError | None:
-        """Send the operations in order. Returns a non-retryable error; raises retryable ones."""
+    def _execute(self, ops: list[Operation]) -> tuple[list[Operation], ApiError | None]:
+        """Send the operations in order. Returns the ones APSIS took and the error that stopped the rest."""
         if self.dry_run:
-            return None
-        try:
-            for op in ops:
+            return list(ops), None
+        sent: list[Operation] = []
+        for op in ops:
+            try:
                 self._send(op)
-        except ApiError as exc:
-            if exc.retryable:
-                raise
-            return exc
-        return None
+            except ApiError as exc:
+                return sent, exc
+            sent.append(op)
+        return sent, None
 
     def _send(self, op: Operation) -> None:
         apsis = self.apsis
@@ -130,15 +236,57 @@ class PersonSyncer:
             raise TypeError(f"unknown operation {op!r}")
 
     # ---- outcomes --------------------------------------------------------------------------------------
-    def _store(self, outcome: Outcome, state: PersonState) -> Outcome:
+    def _store(self, outcome: Outcome, state: PersonState, before: PersonState | None = None) -> Outcome:
+        """Remember the new state. If a newer Efficy change was stored meanwhile and we sent something, APSIS
+        One may now hold this older read's data while the stored state does not know it: the stored state is
+        told what we sent, and TransientError makes the caller sync the person again from a fresh read (a
+        CRM opt-out that landed meanwhile must not be left behind an opt-in this older read sent)."""
         if self.dry_run:
             outcome.result = "dry_run" if outcome.operations else outcome.result
             return outcome
         try:
             self.states.put(state)
+        except ConflictingWrite:
+            raise  # sync() plans again against the stored state
         except StaleWrite:
             outcome.result = "stale"
+            if not outcome.operations:
+                return outcome
+            self._reconcile(state.integration_id, outcome.person_key, outcome.operations)
+            raise TransientError(
+                f"person {hash_key(outcome.person_key)} changed in Efficy while an older read was synced; "
+                "syncing again from a fresh read"
+            ) from None
+        self._store_optouts(before, state)
         return outcome
+
+    def _reconcile(self, integration_id: str, key: int, sent: list[Operation]) -> None:
+        """Marks what we sent as unknown in the (newer) stored state: whether APSIS now holds our value or the
+        newer sync's depends on which call landed last, so the next sync sends its decision for them again."""
+        for _ in range(MAX_ATTEMPTS):
+            stored = self.states.get(integration_id, key)
+            if stored is None:
+                return
+            try:
+                unknown = stamp_opt_ins(_unknown(stored, sent), sent, self._clock())
+                self.states.put(unknown.model_copy(update={"updated_at": _now()}))
+                return
+            except StaleWrite:
+                continue
+
+    def _store_optouts(self, before: PersonState | None, after: PersonState) -> None:
+        """Opt-out records the diff changed: confirmed ones updated, ones a newer CRM opt-in ended retired.
+        Each write is conditional on the record we read, so an opt-out recorded meanwhile is never touched."""
+        if before is None:
+            return
+        for slot, old in before.optouts.items():
+            new = after.optouts.get(slot)
+            if new == old:
+                continue
+            if new is None:
+                self.states.retire_optout(after.integration_id, after.person_key, slot, old, expected_at=old.at)
+            else:
+                self.states.update_optout(after.integration_id, after.person_key, slot, new, expected_at=old.at)
 
     def _base_state(self, key: int, state: PersonState | None, stamp: str) -> PersonState:
         if state is not None:
@@ -163,10 +311,12 @@ class PersonSyncer:
         return base.model_copy(update=update)
 
     def _failed(
-        self, key: int, state: PersonState | None, stamp: str, error: ApiError, ops: list[Operation]
+        self, key: int, state: PersonState | None, error: ApiError, ops: list[Operation], sent: list[Operation]
     ) -> Outcome:
+        """Records the failure with what did reach APSIS before it (so no opt-in we sent is forgotten); a
+        retryable error is raised again afterwards (the queue or the state machine retries)."""
         base = state or PersonState(integration_id=self.cfg.integration_id, person_key=str(key), change_stamp="")
-        failed = base.model_copy(
+        failed = stamp_opt_ins(_remember(base, sent), sent, self._clock()).model_copy(
             update={
                 "last_outcome": "failed",
                 "error_category": error.category,
@@ -176,11 +326,15 @@ class PersonSyncer:
         )
         # Keep the stored stamp: the change was not applied, so a retry of the same change must still pass.
         outcome = Outcome(key, "failed", ops, reason=str(error), error_category=error.category)
-        if not self.dry_run:
+        if not self.dry_run and (sent or not error.retryable):
             try:
                 self.states.put(failed)
-            except StaleWrite:
+            except StaleWrite:  # a newer or concurrent state was stored: it must not forget what we sent
                 outcome.result = "stale"
+                if sent:
+                    self._reconcile(failed.integration_id, key, sent)
+        if error.retryable:
+            raise error
         return outcome
 
     def _deleted(self, key: int, state: PersonState | None) -> Outcome:
@@ -193,9 +347,9 @@ class PersonSyncer:
         elif known and mode == "untag" and state is not None:
             tags = {tag: False for tag, on in state.tags.items() if on}
             ops = [PatchTags(str(key), tags)] if tags else []
-        failure = self._execute(key, ops)
-        if failure is not None:
-            return self._failed(key, state, state.change_stamp if state else "", failure, ops)
+        sent, error = self._execute(ops)
+        if error is not None:
+            return self._failed(key, state, error, ops, sent)
         base = self._base_state(key, state, state.change_stamp if state else "")
         update: dict[str, Any] = {"last_outcome": "deleted", "updated_at": _now()}
         if mode == "delete" and known:
@@ -205,11 +359,77 @@ class PersonSyncer:
         )
 
 
+def _remember(state: PersonState, ops: list[Operation]) -> PersonState:
+    """`state` plus what `ops` made APSIS One hold; stamp and outcome unchanged. Unlike a planned sync, creating
+    the profile clears nothing here: the state may know calls a concurrent sync made, and forgetting them could
+    leave an opt-in nobody withdraws."""
+    new = state.model_copy(deep=True)
+    for op in ops:
+        if isinstance(op, CreateProfile):
+            new.exists_in_apsis = True
+        elif isinstance(op, PatchAttributes):
+            for name, value in op.attributes.items():
+                if value is None:
+                    new.attribute_hashes.pop(name, None)
+                else:
+                    new.attribute_hashes[name] = value_hash(value)
+        elif isinstance(op, SetConsent):
+            new.consents[consent_key(op.topic, op.channel)] = op.type
+        elif isinstance(op, PatchTags):
+            new.tags.update(op.tags)
+        elif isinstance(op, DeleteProfile):
+            new.exists_in_apsis = False
+            new.attribute_hashes, new.consents, new.tags = {}, {}, {}
+    return new
+
+
+def _unknown(state: PersonState, ops: list[Operation]) -> PersonState:
+    """`state` with what `ops` touched marked unknown: the next sync sends its decision for those again (a
+    consent reads "unknown", which differs from any decision, and is withdrawn if the person is not a member)."""
+    new = state.model_copy(deep=True)
+    for op in ops:
+        if isinstance(op, CreateProfile):
+            new.exists_in_apsis = True
+        elif isinstance(op, PatchAttributes):
+            for name in op.attributes:
+                new.attribute_hashes.pop(name, None)
+        elif isinstance(op, SetConsent):
+            new.consents[consent_key(op.topic, op.channel)] = UNKNOWN
+        elif isinstance(op, PatchTags):
+            for tag in op.tags:
+                new.tags.pop(tag, None)
+        elif isinstance(op, DeleteProfile):
+            new.exists_in_apsis = False
+            new.attribute_hashes, new.consents, new.tags = {}, {}, {}
+    return new
+
+
+def stamp_opt_ins(state: PersonState, ops: list[Operation], now: str) -> PersonState:
+    """When we sent each opt-in: an APSIS opt-out close to it may have been overwritten by it (store docstring).
+    Anything that sends opt-ins outside PersonSyncer (bulk import) should stamp them too."""
+    slots = [consent_key(op.topic, op.channel) for op in ops if isinstance(op, SetConsent) and op.type == "opt-in"]
+    if not slots:
+        return state
+    return state.model_copy(update={"opted_in_at": {**state.opted_in_at, **dict.fromkeys(slots, now)}})
+
+
+def _describe_conflict(conflict: EmailConflict) -> str:
+    profiles = ", ".join(conflict.other_profiles)
+    return (
+        f"e-mail change held back: the new address {conflict.address} already belongs to APSIS One profile(s) "
+        f"{profiles}; not merged. The old address was removed from this profile. Correct the address in Efficy "
+        "(or merge the contacts there) and the next change syncs it."
+    )
+
+
 def log_fields(outcome: Outcome) -> dict[str, Any]:
     """What a log line may say about a sync: the person as a hash, never e-mail or phone."""
-    return {
+    fields = {
         "person": hash_key(outcome.person_key),
         "result": outcome.result,
         "operations": [type(op).__name__ for op in outcome.operations],
         "error_category": outcome.error_category or None,
     }
+    if outcome.notices:
+        fields["notices"] = list(outcome.notices)
+    return fields

@@ -3,6 +3,9 @@
 The persons of a batch are refetched from Efficy together (one JSON-RPC call with one context per person)
 and their stored states read together (one BatchGetItem), then each person is synced. Several messages
 for one person in a batch are applied once: the refetch already holds the newest data.
+
+While an integration runs a full sync its changes are parked instead (fullsync/parking.py): nothing is
+fetched, the key is remembered and the message acknowledged; the run re-enqueues the keys when it ends.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 from .changes import ContactChange
 from .clients.errors import ApiError
 from .config import IntegrationConfig
+from .fullsync.parking import ParkingLot
 from .state import PersonState
 from .store.persons import PersonStateStore
 from .sync import Outcome, PersonSyncer
@@ -30,13 +34,16 @@ class Prefetched:
     states: dict[int, PersonState] = field(default_factory=dict)
     done: dict[int, Outcome] = field(default_factory=dict)
     error: Exception | None = None
+    parked_run: str | None = None  # the full sync this integration's changes are parked for
+    loaded: set[int] = field(default_factory=set)  # keys fetched (a deleted person is fetched but absent)
 
 
 class Batch:
     """One invocation's prefetched data: kept per call, so concurrent invocations never share it."""
 
-    def __init__(self, prefetched: dict[str, Prefetched]) -> None:
+    def __init__(self, prefetched: dict[str, Prefetched], worker: BatchWorker | None = None) -> None:
         self._prefetched = prefetched
+        self._worker = worker
 
     def apply(self, change: ContactChange) -> Outcome:
         """Raises for transient failures (the message is retried); returns the outcome otherwise."""
@@ -47,6 +54,16 @@ class Batch:
             raise pre.error
         if change.person_key in pre.done:
             return pre.done[change.person_key]  # a second message for the same person in this batch
+        if pre.parked_run:
+            assert self._worker is not None and self._worker.parking is not None
+            if self._worker.parking.park(change.integration_id, change.person_key, pre.parked_run):
+                pre.done[change.person_key] = Outcome(change.person_key, "parked")
+                return pre.done[change.person_key]
+            # the run ended since the batch started (its drain has passed): apply the change now
+            pre.parked_run = None
+        if change.person_key not in pre.loaded:
+            assert self._worker is not None
+            self._worker.load(change.integration_id, pre, [change.person_key])
         assert pre.syncer is not None
         outcome = pre.syncer.sync(
             change.person_key, pre.persons.get(change.person_key), pre.states.get(change.person_key)
@@ -62,11 +79,13 @@ class BatchWorker:
         build_syncer: Callable[[IntegrationConfig], PersonSyncer],
         get_persons: Callable[[IntegrationConfig, list[int], list[str]], dict[int, dict[str, Any]]],
         states: PersonStateStore,
+        parking: ParkingLot | None = None,
     ) -> None:
         self._get_config = get_config
         self._build_syncer = build_syncer
         self._get_persons = get_persons
         self._states = states
+        self.parking = parking
 
     def prefetch(self, changes: list[ContactChange]) -> Batch:
         by_integration: dict[str, set[int]] = defaultdict(set)
@@ -77,14 +96,23 @@ class BatchWorker:
             pre = Prefetched()
             prefetched[integration_id] = pre
             try:
-                pre.cfg = self._get_config(integration_id)
-                pre.syncer = self._build_syncer(pre.cfg)
-                wanted = sorted(keys)
-                pre.persons = self._get_persons(pre.cfg, wanted, needed_fields(pre.cfg))
-                pre.states = self._states.get_many(integration_id, wanted)
+                if self.parking is not None:
+                    pre.parked_run = self.parking.active_run(integration_id)
+                    if pre.parked_run:
+                        continue  # a full sync runs: park, fetch nothing
+                self.load(integration_id, pre, sorted(keys))
             except Exception as exc:  # every message of this integration fails and is retried
                 pre.error = exc
-        return Batch(prefetched)
+        return Batch(prefetched, self)
+
+    def load(self, integration_id: str, pre: Prefetched, keys: list[int]) -> None:
+        """Config, syncer, current persons and stored states for `keys` (added to what `pre` holds)."""
+        if pre.cfg is None or pre.syncer is None:
+            pre.cfg = self._get_config(integration_id)
+            pre.syncer = self._build_syncer(pre.cfg)
+        pre.persons.update(self._get_persons(pre.cfg, keys, needed_fields(pre.cfg)))
+        pre.states.update(self._states.get_many(integration_id, keys))
+        pre.loaded.update(keys)
 
 
 def needed_fields(cfg: IntegrationConfig) -> list[str]:

@@ -33,6 +33,7 @@ from efficy_sync.clients.errors import (
     RejectedValue,
 )
 from efficy_sync.clients.http import RetryPolicy, build_session
+from efficy_sync.clients.meter import meter
 
 CHANNELS = {"email": "com.apsis1.channels.email", "sms": "com.apsis1.channels.sms"}
 CONSENT_TYPES = ("opt-in", "opt-out")
@@ -216,7 +217,9 @@ class ApsisClient:
                 timeout=self.policy.timeout,
             )
         except requests.RequestException as exc:
+            meter.record_unanswered("apsis", self.policy.total + 1)
             raise ApsisUnavailable(f"APSIS upload_import: {type(exc).__name__}") from exc
+        meter.record("apsis", response)
         if response.status_code >= 300:
             raise self._error_for(response, "upload_import")
 
@@ -327,11 +330,14 @@ class ApsisClient:
             headers["Authorization"] = f"Bearer {token}"
         self._count(kind)
         try:
-            return self._session.request(
+            response = self._session.request(
                 method, self.base_url + path, data=data, params=params, headers=headers, timeout=self.policy.timeout
             )
         except requests.RequestException as exc:
+            meter.record_unanswered("apsis", self.policy.total + 1)
             raise ApsisUnavailable(f"APSIS {kind}: {type(exc).__name__} after retries") from exc
+        meter.record("apsis", response)
+        return response
 
     @staticmethod
     def _encode(body: dict[str, Any]) -> bytes:

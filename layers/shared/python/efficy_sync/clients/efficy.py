@@ -34,6 +34,7 @@ from efficy_sync.clients.errors import (
     RejectedValue,
 )
 from efficy_sync.clients.http import RetryPolicy, build_session
+from efficy_sync.clients.meter import meter
 from efficy_sync.pii import mask_email
 
 logger = logging.getLogger(__name__)
@@ -257,7 +258,9 @@ class EfficyClient:
                     method, url, data=data, headers=headers, params=params, timeout=self.policy.timeout
                 )
             except requests.RequestException as exc:
+                meter.record_unanswered("efficy", self.policy.total + 1)
                 raise EfficyUnavailable(f"Efficy did not answer {op}: {type(exc).__name__}") from exc
+            meter.record("efficy", response)
             logger.debug("efficy %s %s -> %s", kind, op, response.status_code)
             if response.status_code != 401 or attempt == 2:
                 break

@@ -1,0 +1,303 @@
+"""Full-sync figures on the embedded local stack: persons/s of both write modes against a bare ceiling measured in
+the same run, Efficy and APSIS calls per 1,000 persons, peak memory of one page worker, and an estimate for a
+1,000,000-person CRM on AWS from those figures and the documented limits.
+
+The APSIS simulator's rate limits are switched off and the product's pacing raised for the timed runs, so the
+times measure the product's own cost, not the simulated 100 requests/s (which would bound every run alike).
+The estimate puts the documented limits back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import requests
+
+ACCOUNT_RATE = 100.0  # APSIS One requests/s per account (documented)
+FULL_SYNC_SHARE = 0.9  # the share a full sync takes (fullsync/page.py)
+IMPORTS_PER_MINUTE = 10  # APSIS One import requests per minute (documented)
+PAGE_CONCURRENCY = 5  # the state machine's MaxConcurrency
+KEY_BASE = 2_000_000
+
+
+def _persons(n: int) -> list[dict[str, Any]]:
+    """Like a real CRM: most persons synced, some failing a condition, mixed consents and tags."""
+    out = []
+    for i in range(n):
+        out.append(
+            {
+                "K_CONTACT": KEY_BASE + i,
+                "NAME": f"Name{i}",
+                "FIRSTNAME": f"First{i}",
+                "EMAIL1": f"bench{i}@example.com",
+                "MOBILE": f"+3247{i:07d}",
+                "LANGUAGE": "EN" if i % 2 else "FR",
+                "OPENED": "0" if i % 13 == 0 else "1",
+                "ROBINSON": "1" if i % 17 == 0 else "0",
+                "profiles": [p for p, on in ((12, i % 2 == 0), (13, i % 3 == 0), (14, i % 5 == 0)) if on],
+            }
+        )
+    return out
+
+
+def _calls(url: str) -> dict[str, int]:
+    return requests.get(f"{url}/_sim/calls", timeout=30).json()
+
+
+def _clear_calls(*urls: str) -> None:
+    for url in urls:
+        requests.delete(f"{url}/_sim/calls", timeout=30)
+
+
+def _apsis_person_calls(calls: dict[str, int]) -> int:
+    """Calls about persons (profiles, imports, uploads); the token and definition lists are per container."""
+    return sum(v for k, v in calls.items() if "/profiles" in k or "/imports" in k or k.startswith("POST /_upload"))
+
+
+def _efficy_calls(calls: dict[str, int]) -> int:
+    return sum(v for k, v in calls.items() if not k.startswith(("GET /_sim", "POST /_sim")))
+
+
+def _config(stack: Any, integration_id: str, write_mode: str) -> None:
+    from efficy_sync.config import load_config_text
+    from efficy_sync.settings import settings
+    from efficy_sync.store.configs import ConfigStore
+
+    cfg = load_config_text((stack.root / "examples" / "demo.yaml").read_text())
+    cfg = cfg.model_copy(
+        update={
+            "integration_id": integration_id,
+            "efficy": cfg.efficy.model_copy(update={"base_url": stack.efficy.url}),
+            "apsis": cfg.apsis.model_copy(update={"base_url": stack.apsis.url}),
+            "full_sync": cfg.full_sync.model_copy(update={"write_mode": write_mode}),
+        }
+    )
+    ConfigStore(settings().config_table).put(cfg, applied_by="bench", comment=f"full-sync bench ({write_mode})")
+
+
+def _full_sync(stack: Any, integration_id: str, timeout: float = 3600) -> dict[str, Any]:
+    """Start through Step Functions, as the CLI does, and wait for the run's end."""
+    from efficy_sync.aws import client
+    from efficy_sync.fullsync.runs import RunStore
+    from efficy_sync.settings import settings
+
+    runs = RunStore(settings().state_table)
+    arn = client("stepfunctions").start_execution(
+        stateMachineArn=stack.ready["stack"]["state_machine_arn"],
+        name=f"{integration_id}-bench-{time.time_ns()}",  # moto names unnamed executions "None"
+        input=json.dumps({"integration_id": integration_id, "dry_run": False}),
+    )["executionArn"]
+    started = time.perf_counter()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lock = runs.lock(integration_id)
+        if lock is not None and lock.execution_arn == arn:
+            run = runs.get(integration_id, lock.run_id)
+            if run is not None and not run.active:
+                if run.status != "succeeded":
+                    raise RuntimeError(f"bench full sync ended {run.status}: {run.error}")
+                return {"seconds": time.perf_counter() - started, "report": run.report}
+        time.sleep(0.25)
+    raise TimeoutError(f"bench full sync did not end within {timeout}s")
+
+
+def _measured(stack: Any, integration_id: str, n: int) -> dict[str, Any]:
+    _clear_calls(stack.efficy.url, stack.apsis.url)
+    result = _full_sync(stack, integration_id)
+    apsis, efficy = _calls(stack.apsis.url), _calls(stack.efficy.url)
+    report = result["report"]
+    return {
+        "seconds": round(result["seconds"], 1),
+        "persons_per_second": round(n / result["seconds"], 1),
+        "apsis_requests_per_second": round(_apsis_person_calls(apsis) / result["seconds"], 1),
+        "created": report["persons"]["created"],
+        "skipped": report["persons"]["skipped"],
+        "failed": report["persons"]["failed"],
+        "imports": report.get("imports", {}).get("files", 0),
+        "apsis_calls_per_1000": round(_apsis_person_calls(apsis) * 1000 / n, 1),
+        "efficy_calls_per_1000": round(_efficy_calls(efficy) * 1000 / n, 1),
+        "apsis_calls": apsis,
+    }
+
+
+# ---- the bare ceiling: the simulators paged and written with no logic in between ----------------------------
+def _clients(stack: Any) -> tuple[Any, Any]:
+    from efficy_sync.config import load_config_text
+    from efficy_sync.connections import apsis_client, efficy_client
+
+    cfg = load_config_text((stack.root / "examples" / "demo.yaml").read_text())
+    cfg = cfg.model_copy(
+        update={
+            "efficy": cfg.efficy.model_copy(update={"base_url": stack.efficy.url}),
+            "apsis": cfg.apsis.model_copy(update={"base_url": stack.apsis.url}),
+        }
+    )
+    return efficy_client(cfg), apsis_client(cfg)
+
+
+def _ceiling(stack: Any, n: int, mode: str, page_size: int = 500) -> dict[str, Any]:
+    """Five pages at a time, like the state machine; each person created and its attributes written (diff), or
+    one import per page (import), straight from the Efficy record."""
+    efficy, apsis = _clients(stack)
+    pages = -(-n // page_size)
+    requests.post(f"{stack.apsis.url}/_sim/reset", timeout=30)
+    _clear_calls(stack.efficy.url)
+    fields = ["K_CONTACT", "EMAIL1", "FIRSTNAME", "NAME"]
+
+    def person(record: dict[str, Any]) -> None:
+        key = str(record["K_CONTACT"])
+        apsis.create_profile(key)
+        apsis.patch_attributes(key, {"com.apsis1.attributes.firstname": record.get("FIRSTNAME")})
+
+    def page(number: int) -> None:
+        records = efficy.list_persons_page(number, page_size, fields, include_profiles=True)
+        if mode == "diff":
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(person, records))
+        else:
+            rows = "\n".join(f"{r['K_CONTACT']},{r.get('FIRSTNAME', '')}" for r in records)
+            spec = {
+                "keyspace_mapping": {"keyspace_discriminator": "com.apsis1.keyspaces.crm-id", "field_selector": "k"},
+                "attribute_mappings": [
+                    {"field_selector": "f", "attribute_discriminator": "com.apsis1.attributes.firstname"}
+                ],
+            }
+            apsis.run_import(spec, f"k,f\n{rows}\n".encode(), poll_interval=0.2)
+
+    requests.delete(f"{stack.apsis.url}/_sim/calls", timeout=30)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(PAGE_CONCURRENCY) as pool:
+        list(pool.map(page, range(pages)))
+    elapsed = time.perf_counter() - started
+    calls = _apsis_person_calls(_calls(stack.apsis.url))
+    requests.post(f"{stack.apsis.url}/_sim/reset", timeout=30)
+    return {
+        "seconds": round(elapsed, 1),
+        "persons_per_second": round(n / elapsed, 1),
+        "apsis_requests_per_second": round(calls / elapsed, 1),
+    }
+
+
+# ---- memory of one page worker --------------------------------------------------------------------------------
+_PAGE_WORKER = """
+import json, sys, time, tracemalloc
+from efficy_sync.fullsync.lifecycle import FullSync
+event = json.loads(sys.argv[1])
+full_sync = FullSync.from_settings()
+tracemalloc.start()
+started = time.perf_counter()
+summary = full_sync.page(event)
+_, peak = tracemalloc.get_traced_memory()
+print(json.dumps({"persons": summary["persons"], "peak_bytes": peak, "seconds_traced": time.perf_counter() - started}))
+"""
+
+
+def _page_worker_peak(stack: Any, integration_id: str) -> dict[str, Any]:
+    """One page of new persons through the real page code, in a process of its own (as a Lambda is), so
+    tracemalloc sees the worker's allocations and not those of moto or the simulators."""
+    import subprocess
+    import sys
+
+    from efficy_sync.fullsync.lifecycle import FullSync
+
+    full_sync = FullSync.from_settings()
+    arn = f"arn:aws:states:{stack.region}:123456789012:execution:bench-memory:{time.time_ns()}"
+    run = full_sync.begin({"integration_id": integration_id}, arn)
+    cfg = full_sync.config(integration_id, run["config_version"])
+    descriptor = {"page": 0, "first": 0, "pages": 1, "page_size": cfg.efficy.page_size, "tail": False}
+    event = {"integration_id": integration_id, "run_id": run["run_id"], "dry_run": False, "page": descriptor}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-W", "ignore", "-c", _PAGE_WORKER, json.dumps(event)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        ).stdout
+    finally:
+        full_sync.runs.release(integration_id, arn)
+        full_sync.runs.end(integration_id, run["run_id"], "cancelled")
+    measured = json.loads(out.strip().splitlines()[-1])
+    return {
+        "persons": measured["persons"],
+        "peak_mib": round(measured["peak_bytes"] / 2**20, 1),
+        "seconds_traced": round(measured["seconds_traced"], 1),
+    }
+
+
+# ---- the estimate for AWS -----------------------------------------------------------------------------------
+def _estimate(diff: dict[str, Any], imported: dict[str, Any], page_size: int) -> dict[str, Any]:
+    persons = 1_000_000
+    write_rate = ACCOUNT_RATE * FULL_SYNC_SHARE
+    diff_calls = diff["apsis_calls_per_1000"] * persons / 1000
+    rows_per_import = page_size
+    imports = persons / rows_per_import
+    return {
+        "persons": persons,
+        "diff_mode_hours": round(diff_calls / write_rate / 3600, 1),
+        "import_mode_hours_at_2000_rows": round(persons / 2000 / IMPORTS_PER_MINUTE / 60, 1),
+        "diff_mode_basis": f"{diff['apsis_calls_per_1000']:.0f} APSIS calls per 1,000 new persons at {write_rate:.0f} requests/s",
+        "import_mode_hours": round(imports / IMPORTS_PER_MINUTE / 60, 1),
+        "import_mode_basis": f"{imports:.0f} imports of {rows_per_import} rows at {IMPORTS_PER_MINUTE} import requests/minute",
+        "import_mode_hours_at_5000_rows": round(persons / 5000 / IMPORTS_PER_MINUTE / 60, 1),
+        "efficy_pages": persons // page_size,
+        "resync_unchanged_apsis_calls": 0,
+        "note": "Efficy paging (2,000 pages of 500, five at a time) is not the bound unless a page takes over "
+        "30 s; Step Functions keeps each page's events in its own child execution.",
+    }
+
+
+def run(n_persons: int = 10_000) -> dict[str, Any]:
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    os.environ["EFFICY_SYNC_APSIS_RATE"] = "100000"  # pacing off: time the product, not the simulated limit
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
+    from efficy_sync_tools.local.stack import LocalStack
+
+    stack = LocalStack(poll_workers=2)
+    stack.start()
+    try:
+        stack.apsis.rate_limits = False
+        requests.post(f"{stack.efficy.url}/_sim/persons", json={"persons": _persons(n_persons)}, timeout=300)
+        vip = [KEY_BASE + i for i in range(0, n_persons, 10)]
+        requests.post(
+            f"{stack.efficy.url}/_sim/queries",
+            json={"queries": [{"K_QUERY": 3618, "name": "VIP", "members": vip}]},
+            timeout=60,
+        )
+        results: dict[str, Any] = {"persons": n_persons, "page_size": 500}
+        results["ceiling_diff"] = _ceiling(stack, n_persons, "diff")
+        results["ceiling_import"] = _ceiling(stack, n_persons, "import")
+        results["diff_mode"] = _measured(stack, "demo", n_persons)
+        results["diff_mode_unchanged"] = _measured(stack, "demo", n_persons)
+        requests.post(f"{stack.apsis.url}/_sim/reset", timeout=30)
+        _config(stack, "bench-import", "import")
+        results["import_mode"] = _measured(stack, "bench-import", n_persons)
+        requests.post(f"{stack.apsis.url}/_sim/reset", timeout=30)
+        _config(stack, "bench-memory", "diff")
+        results["page_worker_memory"] = _page_worker_peak(stack, "bench-memory")
+        for mode in ("diff", "import"):
+            ceiling = results[f"ceiling_{mode}"]["persons_per_second"]
+            results[f"{mode}_mode"]["share_of_ceiling"] = round(
+                results[f"{mode}_mode"]["persons_per_second"] / ceiling, 2
+            )
+        results["estimate_1m_on_aws"] = _estimate(results["diff_mode"], results["import_mode"], 500)
+        return results
+    finally:
+        stack.stop()
+
+
+def bench(quick: bool = False) -> dict[str, Any]:
+    """The hook bench/run.py calls."""
+    return run(1000 if quick else 10_000)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(json.dumps(run(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000), indent=2))

@@ -1,0 +1,34 @@
+"""Ends full-sync runs whose execution was aborted, timed out or failed, and sweeps what EventBridge missed.
+
+Two inputs: the EventBridge "Step Functions Execution Status Change" event (matched to its run by execution
+ARN), and the scheduled `{"sweep": true}` that reconciles every lock with DescribeExecution and re-enqueues
+real-time changes parked while a run was ending.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from efficy_sync.fullsync.lifecycle import FullSync
+from efficy_sync.observability import logger, metrics
+
+full_sync = FullSync.from_settings()
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+    if event.get("sweep"):
+        result = full_sync.sweep()
+        if result["ended"] or result["requeued"]:
+            logger.info("sweep reconciled runs", extra=result)
+        return result
+    detail = event.get("detail") or {}
+    arn, status = detail.get("executionArn"), detail.get("status")
+    if not arn or not status:
+        logger.warning("ignored an event that is neither a sweep nor an execution status change")
+        return {"ignored": True}
+    result = full_sync.execution_ended(arn, status)
+    if result.get("matched"):
+        logger.info("run ended by its execution's status", extra={"status": status, **result})
+    return result

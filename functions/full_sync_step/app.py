@@ -1,0 +1,46 @@
+"""Full-sync steps called by the state machine: {"step": "begin" | "plan" | "tags" | "finish" | "fail", ...}.
+
+Begin raises `SyncAlreadyRunning` (the state machine matches that class name) when another execution holds
+the integration's lock; every other step receives the run object Begin returned.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from efficy_sync.fullsync.lifecycle import FullSync
+from efficy_sync.fullsync.runs import SyncAlreadyRunning
+from efficy_sync.observability import logger, metrics
+
+full_sync = FullSync.from_settings()
+
+__all__ = ["SyncAlreadyRunning", "handler"]
+
+
+def _step(event: dict[str, Any]) -> dict[str, Any]:
+    step = event.get("step")
+    if step == "begin":
+        return full_sync.begin(event["input"], event["execution_arn"])
+    if step == "plan":
+        return full_sync.plan(event["run"])
+    if step == "tags":
+        return full_sync.tags(event["run"])
+    if step == "finish":
+        return full_sync.finish(event)
+    if step == "fail":
+        return full_sync.fail(event)
+    raise ValueError(f"unknown full-sync step {step!r}")
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+    run = event.get("run") or {}
+    logger.append_keys(
+        step=event.get("step"),
+        integration_id=run.get("integration_id") or (event.get("input") or {}).get("integration_id"),
+        run_id=run.get("run_id"),
+    )
+    result = _step(event)
+    logger.info("full-sync step done", extra={"result": {k: v for k, v in result.items() if not isinstance(v, dict)}})
+    return result

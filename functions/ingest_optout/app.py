@@ -1,0 +1,61 @@
+"""POST /integrations/{integration_id}/apsis/optout: APSIS One's unsubscribe automation in, one SQS message out."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.logging import correlation_paths
+from efficy_sync.aws import client
+from efficy_sync.observability import MetricUnit, logger, metrics
+from efficy_sync.optout import OptOutAuthError, OptOutMessage, OptOutPayloadError, accept
+from efficy_sync.secrets import get_secret
+from efficy_sync.settings import settings
+from efficy_sync.store.configs import ConfigStore, UnknownIntegration
+
+app = APIGatewayRestResolver()
+configs = ConfigStore(settings().config_table, cache_seconds=settings().cache_seconds)
+
+
+def _reply(status: int, payload: dict) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=payload)
+
+
+def _send(message: OptOutMessage) -> None:
+    """SendMessage raises unless SQS stored the message (boto3 retries throttling and 5xx itself)."""
+    client("sqs").send_message(QueueUrl=settings().optout_queue_url, MessageBody=message.model_dump_json())
+
+
+@app.post("/integrations/<integration_id>/apsis/optout")
+def apsis_optout(integration_id: str) -> Response:
+    logger.append_keys(integration_id=integration_id)
+    try:
+        cfg = configs.get(integration_id)
+    except UnknownIntegration:
+        return _reply(404, {"error": f"unknown integration {integration_id!r}"})
+    event = app.current_event
+    body = (event.body or "").encode()
+    try:
+        result = accept(cfg, event.headers, body, get_secret(cfg.apsis.optout_token_secret), _send)
+    except OptOutAuthError as exc:
+        metrics.add_metric(name="OptOutRejected", unit=MetricUnit.Count, value=1)
+        logger.warning("opt-out rejected: %s", exc)
+        return _reply(401, {"error": str(exc)})
+    except OptOutPayloadError as exc:
+        metrics.add_metric(name="OptOutRejected", unit=MetricUnit.Count, value=1)
+        logger.warning("opt-out malformed: %s", exc)
+        return _reply(400, {"error": f"malformed opt-out: {exc}", "field": exc.field})
+    except Exception:
+        logger.exception("opt-out not queued")
+        return _reply(503, {"error": "could not queue the opt-out; send again"})
+    if result.ignored:
+        metrics.add_metric(name="OptOutIgnored", unit=MetricUnit.Count, value=1)
+        logger.info("opt-out ignored: %s", result.ignored)
+        return _reply(202, {"accepted": 0, "ignored": result.ignored})
+    metrics.add_metric(name="OptOutAccepted", unit=MetricUnit.Count, value=result.accepted)
+    logger.info("opt-out accepted", extra={"subscriptions": result.accepted})
+    return _reply(202, {"accepted": result.accepted})
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
+def handler(event: dict, context: object) -> dict:
+    return app.resolve(event, context)

@@ -1,0 +1,248 @@
+"""Bulk-import write mode: a page's changes go to APSIS One as one CSV import instead of per-person calls.
+
+The same diff decides what changes (so unchanged persons are not in the file at all); the import only carries
+what its format can say safely, and everything else takes the per-person path:
+- cleared attributes (an empty cell leaves an attribute unchanged in an import), profile deletions;
+- consents without an address to attach them to;
+- an opt-in after an opt-out: the import never resubscribes (`resubscribe_if_opted_out: false`), so a
+  re-opt-in that the consent rules allow is sent explicitly, person by person.
+Imports are limited (3 in flight, 10 requests a minute per account), so a page with only a few changes also
+uses per-person calls; rows the import reports as failed are retried person by person too.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..clients.apsis import CHANNELS, MAX_IMPORT_FILE_BYTES
+from ..clients.errors import RateLimited, RejectedValue
+from ..config import IntegrationConfig
+from ..diff import CreateProfile, Operation, PatchAttributes, PatchTags, SetConsent, apply_operations, plan_operations
+from ..mapping import Desired, map_person
+from ..state import PersonState, consent_key, utc_now
+from ..store.persons import PersonStateStore, StaleWrite
+from ..sync import Outcome, stamp_opt_ins
+
+IMPORT_MIN_ROWS = 50  # fewer changed persons than this on a page: per-person calls are cheaper than an import
+MAX_ROWS_PER_FILE = 5000
+KEY_COLUMN = "profile_key"
+ADDRESS_COLUMNS = {"email": "email", "sms": "mobile"}
+VERSIONS_TTL = 300.0
+
+_versions_lock = threading.Lock()
+_versions: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
+
+
+@dataclass
+class _Row:
+    person: dict[str, Any]
+    desired: Desired
+    state: PersonState | None
+    ops: list[Operation]
+
+    @property
+    def key(self) -> int:
+        return int(self.person["K_CONTACT"])
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+class ImportWriter:
+    def __init__(
+        self,
+        cfg: IntegrationConfig,
+        apsis: Any,
+        states: PersonStateStore,
+        *,
+        min_rows: int = IMPORT_MIN_ROWS,
+        poll_interval: float = 0.5,
+        timeout: float = 180.0,
+    ) -> None:
+        self.cfg = cfg
+        self.apsis = apsis
+        self.states = states
+        self.min_rows = min_rows
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self._counters: Counter[str] = Counter()
+
+    def take_counters(self) -> Counter[str]:
+        counters, self._counters = self._counters, Counter()
+        return counters
+
+    def write(
+        self,
+        persons: list[dict[str, Any]],
+        known: dict[int, PersonState],
+        sync_many: Callable[[list[dict[str, Any]]], list[Outcome]],
+    ) -> list[Outcome]:
+        """Outcomes in the order of `persons`; `sync_many` is the per-person path (PersonSyncer)."""
+        rows: list[_Row] = []
+        others: list[dict[str, Any]] = []
+        for person in persons:
+            state = known.get(int(person["K_CONTACT"]))
+            desired = map_person(self.cfg, person)
+            if isinstance(desired, Desired):
+                ops = plan_operations(desired, state)
+                if ops and self._importable(desired, state, ops):
+                    rows.append(_Row(person, desired, state, ops))
+                    continue
+            others.append(person)
+        if len(rows) < self.min_rows:
+            others, rows = persons, []
+        outcomes: dict[int, Outcome] = {}
+        for start in range(0, len(rows), MAX_ROWS_PER_FILE):
+            chunk = rows[start : start + MAX_ROWS_PER_FILE]
+            failed = self._import(chunk)
+            for row in chunk:
+                if row.key in failed:
+                    others.append(row.person)
+                else:
+                    outcomes[row.key] = self._store(row)
+        if others:
+            for person, outcome in zip(others, sync_many(others), strict=True):
+                outcomes[int(person["K_CONTACT"])] = outcome
+        return [outcomes[int(p["K_CONTACT"])] for p in persons]
+
+    # ---- what an import can carry ------------------------------------------------------------------------
+    def _importable(self, desired: Desired, state: PersonState | None, ops: list[Operation]) -> bool:
+        pushed = state.consents if state is not None and state.exists_in_apsis else {}
+        for op in ops:
+            if isinstance(op, CreateProfile | PatchTags):
+                continue
+            if isinstance(op, PatchAttributes):
+                if any(value is None for value in op.attributes.values()):
+                    return False
+            elif isinstance(op, SetConsent):
+                address = desired.email if op.channel == "email" else desired.mobile
+                if not address:
+                    return False
+                if op.type == "opt-in" and pushed.get(consent_key(op.topic, op.channel)) is not None:
+                    return False
+            else:
+                return False
+        return True
+
+    # ---- the import ---------------------------------------------------------------------------------------
+    def _import(self, rows: list[_Row]) -> set[int]:
+        """Runs one import; returns the keys of rows APSIS reported as failed (retried person by person)."""
+        spec, data = self._file(rows)
+        if len(data) > MAX_IMPORT_FILE_BYTES:
+            return {row.key for row in rows}
+        try:
+            report = self._run(spec, data)
+        except RejectedValue:
+            return {row.key for row in rows}  # the file as a whole was refused: every row goes per person
+        self._counters["imports"] += 1
+        self._counters["import_rows"] += len(rows)
+        failed: set[int] = set()
+        for error in report.get("errors") or []:
+            number = int(error.get("row") or 0)
+            if number == 0:
+                return {row.key for row in rows}
+            if 1 <= number <= len(rows):
+                failed.add(rows[number - 1].key)
+        return failed
+
+    def _run(self, spec: dict[str, Any], data: bytes) -> dict[str, Any]:
+        """APSIS allows 3 imports in flight and 10 requests a minute: wait for a slot within `timeout`."""
+        deadline = time.monotonic() + self.timeout
+        backoff = 2.0
+        while True:
+            try:
+                return self.apsis.run_import(spec, data, poll_interval=self.poll_interval, timeout=self.timeout)
+            except RateLimited:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise
+                time.sleep(min(backoff, remaining))
+                backoff = min(backoff * 2, 20.0)
+
+    def _file(self, rows: list[_Row]) -> tuple[dict[str, Any], bytes]:
+        attributes = sorted(
+            {name for row in rows for op in row.ops if isinstance(op, PatchAttributes) for name in op.attributes}
+        )
+        slots = sorted({(op.topic, op.channel) for row in rows for op in row.ops if isinstance(op, SetConsent)})
+        tags = sorted({tag for row in rows for op in row.ops if isinstance(op, PatchTags) for tag in op.tags})
+        versions = self._attribute_versions() if attributes else {}
+        columns = [KEY_COLUMN, *ADDRESS_COLUMNS.values(), *attributes]
+        columns += [f"consent:{topic}:{channel}" for topic, channel in slots] + [f"tag:{tag}" for tag in tags]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            line = {column: "" for column in columns}
+            line[KEY_COLUMN] = row.desired.profile_key
+            line["email"] = _cell(row.desired.email)
+            line["mobile"] = _cell(row.desired.mobile)
+            for op in row.ops:
+                if isinstance(op, PatchAttributes):
+                    line.update({name: _cell(value) for name, value in op.attributes.items()})
+                elif isinstance(op, SetConsent):
+                    line[f"consent:{op.topic}:{op.channel}"] = op.type
+                elif isinstance(op, PatchTags):
+                    line.update({f"tag:{tag}": _cell(on) for tag, on in op.tags.items()})
+            writer.writerow(line)
+        spec: dict[str, Any] = {
+            "keyspace_mapping": {"keyspace_discriminator": self.cfg.apsis.keyspace, "field_selector": KEY_COLUMN},
+            "options": {"update_existing_profiles": True, "clear_existing_attributes": False},
+            "attribute_mappings": [
+                {"field_selector": name, "attribute_version_id": versions[name]}
+                if name in versions
+                else {"field_selector": name, "attribute_discriminator": name}
+                for name in attributes
+            ],
+            "consent_mappings": [
+                {
+                    "address_field_selector": ADDRESS_COLUMNS[channel],
+                    "consents": [
+                        {
+                            "field_selector": f"consent:{topic}:{ch}",
+                            "channel_discriminator": CHANNELS[ch],
+                            "topic_discriminator": topic,
+                            "type": "opt-in",
+                            "resubscribe_if_opted_out": False,
+                        }
+                        for topic, ch in slots
+                        if ch == channel
+                    ],
+                }
+                for channel in ADDRESS_COLUMNS
+                if any(ch == channel for _, ch in slots)
+            ],
+            "tag_mappings": [{"field_selector": f"tag:{tag}", "tag_discriminator": tag} for tag in tags],
+        }
+        return spec, buffer.getvalue().encode("utf-8")
+
+    def _attribute_versions(self) -> dict[str, str]:
+        """Imports name attributes by their live version id; the list changes rarely, so it is cached."""
+        cache_key = (self.cfg.integration_id, self.cfg.apsis.section)
+        with _versions_lock:
+            hit = _versions.get(cache_key)
+            if hit and time.monotonic() - hit[0] < VERSIONS_TTL:
+                return hit[1]
+        versions = self.apsis.live_attribute_versions()
+        with _versions_lock:
+            _versions[cache_key] = (time.monotonic(), versions)
+        return versions
+
+    def _store(self, row: _Row) -> Outcome:
+        outcome = Outcome(row.key, "synced", list(row.ops))
+        try:
+            # Stamp the opt-ins sent in bulk too: an APSIS opt-out that lands close to one must be re-sent (sync.py).
+            new_state = stamp_opt_ins(apply_operations(row.state, row.desired, row.ops), row.ops, utc_now())
+            self.states.put(new_state)
+        except StaleWrite:
+            outcome.result = "stale"
+        return outcome

@@ -1,0 +1,302 @@
+"""The steps of a full sync as the state machine calls them, and the clean-up when an execution ends badly.
+
+Begin → Plan → pages (Distributed Map) → Tags → Finish, or Fail from any Catch. Every step may run twice
+(Step Functions retries on Lambda errors; EventBridge and the sweeper may both report one ending), so each
+is idempotent: the lock and the run end at most once, page counters are added once, and ending always
+releases first and drains parked changes second (see parking.py for why that order closes the race).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..aws import client
+from ..config import IntegrationConfig
+from ..connections import apsis_client, efficy_client
+from ..mapping import Desired, map_person
+from ..settings import settings
+from ..store.configs import ConfigStore
+from ..store.persons import PersonStateStore
+from ..worker import needed_fields
+from .page import Pace, PacedApsis, sync_page, worker_rate
+from .parking import ParkingLot
+from .plan import count_records, efficy_probe, plan_pages
+from .report import build_report
+from .runs import STATUS_BY_EXECUTION, Lock, Run, RunStore, utc_now
+from .tags import QueryMembers, mirror_query_tags
+
+#: the share of pages that may fail before the run fails (the state machine's ToleratedFailurePercentage)
+TOLERATED_FAILED_PAGES = 0.10
+
+
+class TooManyPagesFailed(Exception):
+    """More pages failed than the run tolerates; the state machine's Catch then fails the run."""
+
+
+class RunNotFound(Exception):
+    pass
+
+
+@dataclass
+class FullSync:
+    configs: ConfigStore
+    runs: RunStore
+    parking: ParkingLot
+    states: PersonStateStore
+    members: QueryMembers
+    queue_url: str
+    pages_bucket: str
+    execution_status: Callable[[str], str | None]
+    _versions: dict[tuple[str, int], IntegrationConfig] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls) -> FullSync:
+        s = settings()
+        runs = RunStore(s.state_table)
+        return cls(
+            # Not cached: Begin must snapshot the config the admin applied just before starting.
+            configs=ConfigStore(s.config_table),
+            runs=runs,
+            parking=ParkingLot(s.state_table, runs),
+            states=PersonStateStore(s.state_table),
+            members=QueryMembers(s.state_table),
+            queue_url=s.contact_queue_url,
+            pages_bucket=s.pages_bucket,
+            execution_status=describe_execution,
+        )
+
+    # ---- steps --------------------------------------------------------------------------------------------
+    def begin(self, sync_input: dict[str, Any], execution_arn: str) -> dict[str, Any]:
+        integration_id = str(sync_input["integration_id"])
+        cfg, version = self.configs.current(integration_id)
+        run = self.runs.begin(
+            integration_id,
+            execution_arn,
+            dry_run=bool(sync_input.get("dry_run", False)),
+            config_version=version,
+            write_mode=cfg.full_sync.write_mode,
+            max_concurrency=cfg.full_sync.max_concurrency,
+            holder_status=self.execution_status,
+            end_stale=lambda lock, status: self._end(
+                lock,
+                STATUS_BY_EXECUTION.get(status or "", "failed"),
+                {"Error": "ExecutionEnded", "Cause": f"its execution ended ({status or 'gone'}) before the run did"},
+            ),
+        )
+        return run.step_payload()
+
+    def plan(self, run_payload: dict[str, Any]) -> dict[str, Any]:
+        run = self._run(run_payload)
+        cfg = self.config(run.integration_id, run.config_version)
+        total = count_records(efficy_probe(efficy_client(cfg)))
+        descriptors = plan_pages(total, cfg.efficy.page_size, cfg.full_sync.page_size)
+        key = f"plans/{run.integration_id}/{run.run_id}.json"
+        client("s3").put_object(
+            Bucket=self.pages_bucket, Key=key, Body=json.dumps(descriptors).encode(), ContentType="application/json"
+        )
+        self.runs.set_plan(run, pages_total=len(descriptors), persons_estimate=total, plan_key=key)
+        return {"bucket": self.pages_bucket, "key": key, "pages": len(descriptors)}
+
+    def page(self, event: dict[str, Any]) -> dict[str, Any]:
+        integration_id, run_id = str(event["integration_id"]), str(event["run_id"])
+        descriptor = event["page"]
+        number = int(descriptor["page"])
+        run = self.runs.get(integration_id, run_id)
+        if run is None or not run.active:
+            return {"page": number, "skipped": f"run is {run.status if run else 'unknown'}"}
+        cfg = self.config(integration_id, run.config_version)
+
+        def still_running() -> bool:
+            current = self.runs.get(integration_id, run_id)
+            return current is not None and current.active
+
+        try:
+            result = sync_page(
+                cfg,
+                descriptor,
+                efficy=efficy_client(cfg),
+                apsis=apsis_client(cfg),
+                states=self.states,
+                dry_run=run.dry_run,
+                write_mode=run.write_mode,
+                max_concurrency=run.max_concurrency,
+                should_continue=still_running,
+            )
+        except Exception as exc:
+            self.runs.page_failed(integration_id, run_id, number, f"{type(exc).__name__}: {exc}")
+            raise
+        if not result.stopped:
+            self.runs.page_done(integration_id, run_id, number, result.persons, result.counters)
+        return result.summary()
+
+    def tags(self, run_payload: dict[str, Any]) -> dict[str, Any]:
+        run = self._run(run_payload)
+        cfg = self.config(run.integration_id, run.config_version)
+        if not cfg.tags.queries:
+            return {"queries": 0, "tagged": 0, "untagged": 0, "failed": 0, "tags": {}}
+        efficy = efficy_client(cfg)
+
+        def would_sync(keys: list[int]) -> set[int]:
+            persons = efficy.get_persons(keys, needed_fields(cfg)) if keys else {}
+            return {key for key, person in persons.items() if isinstance(map_person(cfg, person), Desired)}
+
+        return mirror_query_tags(
+            cfg,
+            run_query=efficy.run_query,
+            would_sync=would_sync,
+            apsis=PacedApsis(apsis_client(cfg), Pace(worker_rate(1))),
+            states=self.states,
+            members=self.members,
+            dry_run=run.dry_run,
+            run_id=run.run_id,
+        )
+
+    def finish(self, event: dict[str, Any]) -> dict[str, Any]:
+        run = self._run(event["run"])
+        if not run.active:
+            return run.report or build_report(run, status=run.status)
+        failed = self._failed_pages(run)
+        total = run.pages_total or 0
+        if total and len(failed) > TOLERATED_FAILED_PAGES * total:
+            first = failed[0]
+            raise TooManyPagesFailed(
+                f"{len(failed)} of {total} pages failed (page {first['page']}: {first.get('error') or 'no result'})"
+            )
+        self._release_and_drain(run)
+        run = self._run(event["run"])
+        report = build_report(
+            run, status="succeeded", failed_pages=failed, query_tags=event.get("tags"), ended_at=utc_now()
+        )
+        if not self.runs.end(run.integration_id, run.run_id, "succeeded", report=report):
+            ended = self._run(event["run"])
+            return ended.report or report
+        return report
+
+    def fail(self, event: dict[str, Any]) -> dict[str, Any]:
+        run = self._run(event["run"])
+        error = dict(event.get("error") or {})
+        error = {"Error": str(error.get("Error", "Unknown")), "Cause": _short_cause(error.get("Cause"))}
+        self._release_and_drain(run)
+        run = self._run(event["run"])
+        report = build_report(run, status="failed", failed_pages=self._failed_pages(run), ended_at=utc_now())
+        report["error"] = error
+        self.runs.end(run.integration_id, run.run_id, "failed", error=error, report=report)
+        return {"status": "failed", "run_id": run.run_id, "error": error}
+
+    # ---- clean-up (EventBridge and the sweeper) --------------------------------------------------------------
+    def execution_ended(self, execution_arn: str, execution_status: str) -> dict[str, Any]:
+        """An execution ended ABORTED, TIMED_OUT or FAILED: end its run, release its lock, re-enqueue parked."""
+        lock = next((lk for lk in self.runs.locks() if lk.execution_arn == execution_arn), None)
+        if lock is None:
+            return {"matched": False}  # e.g. a start refused by Begin: it never held a lock
+        status = STATUS_BY_EXECUTION.get(execution_status, "failed")
+        error = None
+        if status != "succeeded":
+            error = {
+                "Error": f"Execution{execution_status.title().replace('_', '')}",
+                "Cause": f"execution {execution_status}",
+            }
+        requeued = self._end(lock, status, error)
+        return {"matched": True, "integration_id": lock.integration_id, "run_id": lock.run_id, "requeued": requeued}
+
+    def sweep(self) -> dict[str, Any]:
+        """Reconcile every lock with Step Functions (EventBridge delivery is best effort), and re-enqueue keys
+        parked after an ending run's drain."""
+        ended: list[str] = []
+        requeued = 0
+        for lock in self.runs.locks():
+            if lock.held:
+                status = self.execution_status(lock.execution_arn)
+                if status != "RUNNING":
+                    requeued += self._end(
+                        lock,
+                        STATUS_BY_EXECUTION.get(status or "", "failed"),
+                        {"Error": "ExecutionEnded", "Cause": f"found {status or 'gone'} by the sweeper"},
+                    )
+                    ended.append(lock.integration_id)
+            elif self.parking.has_parked(lock.integration_id):
+                n = self.parking.drain(lock.integration_id, self.queue_url)
+                if n and lock.run_id:
+                    self.runs.add(lock.integration_id, lock.run_id, {"requeued": n})
+                requeued += n
+        return {"ended": ended, "requeued": requeued}
+
+    # ---- helpers ------------------------------------------------------------------------------------------
+    def config(self, integration_id: str, version: int) -> IntegrationConfig:
+        """The config the run started with, so a change applied mid-run does not split the run in two;
+        versions never change, so they are cached for the container's life."""
+        if version <= 0:
+            return self.configs.get(integration_id)
+        key = (integration_id, version)
+        if key not in self._versions:
+            self._versions[key] = self.configs.version(integration_id, version)
+        return self._versions[key]
+
+    def _run(self, payload: dict[str, Any]) -> Run:
+        run = self.runs.get(str(payload["integration_id"]), str(payload["run_id"]))
+        if run is None:
+            raise RunNotFound(f"run {payload.get('run_id')} of {payload.get('integration_id')} not found")
+        return run
+
+    def _release_and_drain(self, run: Run) -> int:
+        self.runs.release(run.integration_id, run.execution_arn)
+        n = self.parking.drain(run.integration_id, self.queue_url)
+        if n:
+            self.runs.add(run.integration_id, run.run_id, {"requeued": n})
+        return n
+
+    def _end(self, lock: Lock, status: str, error: dict[str, Any] | None) -> int:
+        self.runs.release(lock.integration_id, lock.execution_arn)
+        n = self.parking.drain(lock.integration_id, self.queue_url)
+        run = self.runs.get(lock.integration_id, lock.run_id) if lock.run_id else None
+        if run is None:
+            return n
+        if n:
+            self.runs.add(run.integration_id, run.run_id, {"requeued": n})
+            run = self.runs.get(run.integration_id, run.run_id) or run
+        if run.active:
+            report = build_report(run, status=status, failed_pages=self._failed_pages(run), ended_at=utc_now())
+            if error:
+                report["error"] = error
+            self.runs.end(run.integration_id, run.run_id, status, error=error, report=report)
+        return n
+
+    def _failed_pages(self, run: Run) -> list[dict[str, Any]]:
+        records = self.runs.pages(run.integration_id, run.run_id)
+        failed = []
+        for number in range(run.pages_total or 0):
+            record = records.get(number)
+            if number not in run.pages_counted:
+                failed.append(
+                    {
+                        "page": number,
+                        "attempts": record.attempts if record else 0,
+                        "error": (record.last_error if record else None) or "no result",
+                    }
+                )
+        return failed
+
+
+def _short_cause(cause: Any) -> str:
+    """Lambda errors arrive as a JSON string with a stack trace: keep the message."""
+    text = str(cause or "")
+    try:
+        parsed = json.loads(text)
+        if isinstance(parsed, dict) and "errorMessage" in parsed:
+            text = f"{parsed.get('errorType', '')}: {parsed['errorMessage']}".strip(": ")
+    except ValueError:
+        pass
+    return text[:2000]
+
+
+def describe_execution(execution_arn: str) -> str | None:
+    """RUNNING | SUCCEEDED | FAILED | TIMED_OUT | ABORTED | PENDING_REDRIVE, or None when there is no such
+    execution."""
+    sfn = client("stepfunctions")
+    try:
+        return sfn.describe_execution(executionArn=execution_arn)["status"]
+    except (sfn.exceptions.ExecutionDoesNotExist, sfn.exceptions.InvalidArn):
+        return None

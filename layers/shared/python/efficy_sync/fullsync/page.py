@@ -1,0 +1,164 @@
+"""One page of a full sync: fetch its persons from Efficy (mapped fields only), bring each one in line in APSIS.
+
+Each person goes through the same `PersonSyncer` real-time sync uses (conditions, consent safety, diff against
+what was last pushed, stamp-guarded state), so an unchanged person costs no APSIS call and a page read before
+a newer real-time change can never overwrite it. Writes are paced: APSIS allows 100 requests/s per account,
+shared by the pages that run at once, so each page worker keeps to its share instead of collecting 429s.
+In import mode the persons whose changes an import can carry go to APSIS as one bulk import per page.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from ..config import IntegrationConfig
+from ..state import PersonState
+from ..store.persons import PersonStateStore
+from ..sync import Outcome, PersonSyncer
+from ..worker import needed_fields
+from .import_writer import ImportWriter
+from .plan import MAX_TAIL_EXTENSION
+from .report import skip_label, tally
+
+#: APSIS One's documented account limit (requests/s); override for another account or a benchmark
+APSIS_ACCOUNT_RATE = float(os.environ.get("EFFICY_SYNC_APSIS_RATE", "100"))
+#: share of the account a full sync may take; the rest stays free for other integrations' real-time sync
+FULL_SYNC_SHARE = 0.9
+PERSON_THREADS = 4
+PACED_CALLS = frozenset(
+    {"create_profile", "patch_attributes", "upsert_attributes", "set_consent", "patch_tags", "delete_profile"}
+)
+
+
+class Pace:
+    """At most `rate` calls per second from this worker (a token bucket with a one-call burst)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        if start > now:
+            time.sleep(start - now)
+
+
+class PacedApsis:
+    """An ApsisClient whose profile writes wait for the pace; everything else passes straight through."""
+
+    def __init__(self, apsis: Any, pace: Pace) -> None:
+        self._apsis = apsis
+        self._pace = pace
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._apsis, name)
+        if name not in PACED_CALLS:
+            return attribute
+
+        def paced(*args: Any, **kwargs: Any) -> Any:
+            self._pace.wait()
+            return attribute(*args, **kwargs)
+
+        return paced
+
+
+def worker_rate(max_concurrency: int) -> float:
+    return APSIS_ACCOUNT_RATE * FULL_SYNC_SHARE / max(1, max_concurrency)
+
+
+@dataclass
+class PageResult:
+    page: int
+    persons: int = 0
+    efficy_pages: int = 0
+    counters: Counter[str] = field(default_factory=Counter)
+    stopped: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        c = self.counters
+        return {
+            "page": self.page,
+            "persons": self.persons,
+            "synced": c["created"] + c["updated"] + c["unchanged"],
+            "skipped": c["skipped"],
+            "failed": c["failed"],
+            "stopped": self.stopped,
+        }
+
+
+def efficy_pages(efficy: Any, descriptor: dict[str, Any], fields: list[str]) -> Iterator[list[dict[str, Any]]]:
+    """The descriptor's Efficy pages, one at a time (memory stays one page); the tail goes on to the end."""
+    first, count, size = int(descriptor["first"]), int(descriptor["pages"]), int(descriptor["page_size"])
+    last = first + count + (MAX_TAIL_EXTENSION if descriptor.get("tail") else 0)
+    number = first
+    while number < last:
+        records = efficy.list_persons_page(number, size, fields, include_profiles=True)
+        if not records:
+            return
+        yield records
+        if len(records) < size:
+            return  # a short page is the last one (pages are contiguous ranges of K_CONTACT order)
+        number += 1
+
+
+def sync_page(
+    cfg: IntegrationConfig,
+    descriptor: dict[str, Any],
+    *,
+    efficy: Any,
+    apsis: Any,
+    states: PersonStateStore,
+    dry_run: bool,
+    write_mode: str = "diff",
+    max_concurrency: int = 5,
+    should_continue: Callable[[], bool] = lambda: True,
+    threads: int = PERSON_THREADS,
+) -> PageResult:
+    """Sync every person of one page descriptor. Retryable API errors propagate (the state machine retries
+    the page; persons already done cost nothing the second time); others are counted as failed persons."""
+    paced = PacedApsis(apsis, Pace(worker_rate(max_concurrency)))
+    syncer = PersonSyncer(cfg, paced, states, dry_run=dry_run)
+    importer = ImportWriter(cfg, paced, states) if write_mode == "import" and not dry_run else None
+    result = PageResult(page=int(descriptor["page"]))
+    fields = needed_fields(cfg)
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="page") as pool:
+        for records in efficy_pages(efficy, descriptor, fields):
+            if not should_continue():
+                result.stopped = True
+                break
+            result.efficy_pages += 1
+            persons = [p for p in records if isinstance(p.get("K_CONTACT"), int)]
+            known = states.get_many(cfg.integration_id, [p["K_CONTACT"] for p in persons])
+
+            sync_all = partial(_sync_batch, pool, syncer, known)
+            if importer is not None:
+                outcomes = importer.write(persons, known, sync_all)
+                result.counters.update(importer.take_counters())
+            else:
+                outcomes = sync_all(persons)
+            for person, outcome in zip(persons, outcomes, strict=True):
+                reason = skip_label(cfg, person) if outcome.reason and outcome.result != "failed" else None
+                result.counters.update(tally(outcome, skip_reason=reason))
+            result.persons += len(persons)
+    return result
+
+
+def _sync_batch(
+    pool: ThreadPoolExecutor, syncer: PersonSyncer, known: dict[int, PersonState], persons: list[dict[str, Any]]
+) -> list[Outcome]:
+    """The per-person path, a few persons at a time (each waits on APSIS round trips, not on CPU)."""
+    return list(pool.map(lambda p: syncer.sync(p["K_CONTACT"], p, known.get(p["K_CONTACT"])), persons))

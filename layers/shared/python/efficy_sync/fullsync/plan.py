@@ -1,0 +1,66 @@
+"""Page descriptors: what each page worker fetches, decided up front so pages run in parallel.
+
+Efficy's connector API pages by number (ordered by K_CONTACT) and reports no total, and reading every key
+first would cost a million-person CRM two thousand calls before any work starts. So the plan counts by
+probing with one-record pages: doubling the index until a probe comes back empty, then bisecting, about
+2·log2(N) tiny calls (40 for a million persons). The last descriptor is the "tail": its worker keeps paging
+until an empty page, so persons added after the count are still synced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+ProbePage = Callable[[int], bool]  # record index -> whether a record exists there
+MAX_TAIL_EXTENSION = 20  # extra Efficy pages the tail worker reads beyond its share before it stops
+
+
+def count_records(exists: ProbePage) -> int:
+    """The number of records, given `exists(i)` for a record index (exponential then binary search)."""
+    if not exists(0):
+        return 0
+    low = 0  # exists(low) is True
+    high = 1
+    while exists(high):
+        low, high = high, high * 2
+    while high - low > 1:  # exists(low) and not exists(high)
+        middle = (low + high) // 2
+        if exists(middle):
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+def efficy_probe(efficy: Any) -> ProbePage:
+    """One-record pages asking for the key only: the cheapest question Efficy's export answers."""
+
+    def exists(index: int) -> bool:
+        return bool(efficy.list_persons_page(index, 1, ["K_CONTACT"], include_profiles=False))
+
+    return exists
+
+
+def plan_pages(total: int, efficy_page_size: int, page_size: int) -> list[dict[str, Any]]:
+    """Descriptors of about `page_size` persons each, made of whole Efficy pages of `efficy_page_size`.
+
+    `{"page": n, "first": first Efficy page, "pages": Efficy pages, "page_size": efficy_page_size,
+    "tail": True on the last}`; at least one descriptor, so even an empty CRM has a tail to catch newcomers.
+    """
+    if efficy_page_size < 1 or page_size < 1:
+        raise ValueError("page sizes must be positive")
+    per = max(1, page_size // efficy_page_size)
+    efficy_pages = -(-total // efficy_page_size) if total else 0
+    descriptors = []
+    first = 0
+    number = 0
+    while first < efficy_pages or not descriptors:
+        count = min(per, max(efficy_pages - first, 1))
+        descriptors.append(
+            {"page": number, "first": first, "pages": count, "page_size": efficy_page_size, "tail": False}
+        )
+        first += count
+        number += 1
+    descriptors[-1]["tail"] = True
+    return descriptors

@@ -1,0 +1,209 @@
+"""What a full sync did (or, in a dry run, would do): counters per person, the run report, and its text form.
+
+Page workers turn each person's outcome into counter increments (`tally`); the run item adds them up
+atomically; Finish turns the totals into the report (`build_report`) that the execution returns and the CLI
+prints (`render_report`). A dry run plans the very same operations without sending them, so the same
+counters read as "would create / would update / consents that would be gained or lost".
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from ..conditions import evaluate
+from ..config import IntegrationConfig
+from ..diff import CreateProfile, DeleteProfile, PatchTags, SetConsent
+from ..mapping import profile_key_of
+from ..sync import Outcome
+
+NO_KEY = "no valid K_CONTACT"
+PERSON_COUNTERS = ("created", "updated", "unchanged", "skipped", "failed", "stale", "deleted")
+
+
+def skip_label(cfg: IntegrationConfig, person: Mapping[str, Any]) -> str:
+    """The first sync condition the person fails, as configured (never the person's value: reports travel)."""
+    if profile_key_of(person.get("K_CONTACT")) is None:
+        return NO_KEY
+    failure = evaluate(cfg.sync_conditions, person).first_failure
+    return failure.condition.describe() if failure is not None else "conditions"
+
+
+def is_skip(outcome: Outcome) -> bool:
+    """Skipped persons carry the reason; in a dry run a skip that plans operations reads "dry_run"."""
+    return outcome.result == "skipped" or (outcome.result == "dry_run" and bool(outcome.reason))
+
+
+def tally(outcome: Outcome, *, skip_reason: str | None = None) -> Counter[str]:
+    """Counter increments for one person's outcome."""
+    counts: Counter[str] = Counter(persons=1)
+    if outcome.result in ("failed", "stale"):
+        counts[outcome.result] += 1
+        return counts
+    ops = outcome.operations
+    if is_skip(outcome) or outcome.result == "deleted":
+        counts["skipped"] += 1
+        counts[f"skip:{skip_reason or 'conditions'}"] += 1
+        if any(isinstance(op, DeleteProfile) for op in ops):
+            counts["deleted"] += 1
+    elif not ops:
+        counts["unchanged"] += 1
+    elif any(isinstance(op, CreateProfile) for op in ops):
+        counts["created"] += 1
+    else:
+        counts["updated"] += 1
+    for op in ops:
+        if isinstance(op, SetConsent):
+            sign = "+" if op.type == "opt-in" else "-"
+            counts[f"consent{sign}:{op.topic}|{op.channel}"] += 1
+        elif isinstance(op, PatchTags):
+            for tag, on in op.tags.items():
+                counts[f"tag{'+' if on else '-'}:{tag}"] += 1
+    return counts
+
+
+def _prefixed(counters: Mapping[str, int], prefix: str) -> dict[str, int]:
+    return {k[len(prefix) :]: v for k, v in sorted(counters.items()) if k.startswith(prefix) and v}
+
+
+def build_report(
+    run: Any,
+    *,
+    status: str,
+    failed_pages: list[dict[str, Any]] | None = None,
+    query_tags: Mapping[str, Any] | None = None,
+    requeued: int = 0,
+    ended_at: str | None = None,
+) -> dict[str, Any]:
+    """The run's report from its counters; `run` is a runs.Run."""
+    c = run.counters
+    consents: dict[str, dict[str, int]] = {}
+    for sign, word in (("+", "gained"), ("-", "lost")):
+        for slot, n in _prefixed(c, f"consent{sign}:").items():
+            topic, _, channel = slot.rpartition("|")
+            consents.setdefault(f"{topic} [{channel}]", {"gained": 0, "lost": 0})[word] += n
+    tags: dict[str, dict[str, int]] = {}
+    for sign, word in (("+", "added"), ("-", "removed")):
+        for tag, n in _prefixed(c, f"tag{sign}:").items():
+            tags.setdefault(tag, {"added": 0, "removed": 0})[word] += n
+    for tag, change in (query_tags or {}).get("tags", {}).items():
+        entry = tags.setdefault(tag, {"added": 0, "removed": 0})
+        entry["added"] += int(change.get("added", 0))
+        entry["removed"] += int(change.get("removed", 0))
+    ended = ended_at or run.ended_at
+    return {
+        "integration_id": run.integration_id,
+        "run_id": run.run_id,
+        "status": status,
+        "dry_run": run.dry_run,
+        "write_mode": run.write_mode,
+        "started_at": run.started_at,
+        "ended_at": ended,
+        "duration_s": _seconds_between(run.started_at, ended),
+        "pages": {
+            "total": run.pages_total or 0,
+            "done": c.get("pages_done", 0),
+            "failed": failed_pages or [],
+        },
+        "persons": {name: c.get(name, 0) for name in ("persons", *PERSON_COUNTERS)},
+        "skipped_by_condition": _prefixed(c, "skip:"),
+        "consents": consents,
+        "tags": dict(sorted(tags.items())),
+        "query_tags": dict(query_tags or {}),
+        "deferred": {"messages": c.get("parked_messages", 0), "requeued": requeued or c.get("requeued", 0)},
+        "imports": {"files": c.get("imports", 0), "rows": c.get("import_rows", 0)},
+    }
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    try:
+        a = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        b = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return round((b - a).total_seconds(), 1)
+
+
+def render_report(report: Mapping[str, Any]) -> list[str]:
+    """The report as the CLI and the demo print it."""
+    dry = bool(report.get("dry_run"))
+    would = "would be " if dry else ""
+    persons = report.get("persons", {})
+    pages = report.get("pages", {})
+    title = "Dry run" if dry else "Full sync"
+    took = f" in {_duration(report['duration_s'])}" if report.get("duration_s") is not None else ""
+    stopped = report.get("status") in ("cancelled", "timed_out")
+    not_done = "not done" if stopped else "failed"
+    failed_pages = f", {len(pages['failed'])} {not_done}" if pages.get("failed") else ""
+    lines = [
+        f"{title} of {report.get('integration_id')} (run {report.get('run_id')}): "
+        f"{str(report.get('status', '?')).upper()}{took}",
+        f"  pages: {pages.get('done', 0)}/{pages.get('total', 0)} done{failed_pages}",
+        f"  persons: {persons.get('persons', 0):,} read",
+    ]
+    rows: list[tuple[str, int]] = [
+        (would + "created", persons.get("created", 0)),
+        (would + "updated", persons.get("updated", 0)),
+        ("unchanged", persons.get("unchanged", 0)),
+        ("skipped", persons.get("skipped", 0)),
+    ]
+    rows += [(f"  {label}", n) for label, n in report.get("skipped_by_condition", {}).items()]
+    if persons.get("deleted"):
+        rows.append((would + "deleted", persons["deleted"]))
+    rows.append(("failed", persons.get("failed", 0)))
+    if persons.get("stale"):
+        rows.append(("kept newer data", persons["stale"]))
+    width = max(len(label) for label, _ in rows) + 2
+    lines += [f"    {label:<{width}}{n:>9,}" for label, n in rows]
+    for failed in pages.get("failed", [])[:10]:
+        if stopped and not failed.get("attempts"):
+            continue  # never started before the stop: not worth a line each
+        lines.append(
+            f"  page {failed['page']} {not_done} after {failed.get('attempts', 0)} attempt(s): {failed.get('error')}"
+        )
+    lines += _table("consents" + (" that would be" if dry else ""), ("gained", "lost"), report.get("consents", {}))
+    lines += _table("tags" + (" that would be" if dry else ""), ("added", "removed"), report.get("tags", {}))
+    for tag, error in (report.get("query_tags") or {}).get("errors", {}).items():
+        lines.append(f"  query tag {tag} left as it was: {error}")
+    deferred = report.get("deferred", {})
+    lines.append(
+        f"  real-time changes deferred during the sync: {plural(deferred.get('messages', 0), 'message')}, "
+        f"{plural(deferred.get('requeued', 0), 'person')} re-enqueued at the end"
+    )
+    imports = report.get("imports", {})
+    if imports.get("files"):
+        lines.append(f"  bulk imports: {imports['files']} file(s), {imports['rows']:,} rows")
+    if report.get("error"):
+        lines.append(f"  error: {report['error'].get('Error')}: {report['error'].get('Cause')}")
+    if dry:
+        lines.append("  Dry run: nothing was written to APSIS One or to the sync state.")
+    return lines
+
+
+def _table(title: str, columns: tuple[str, str], rows: Mapping[str, Mapping[str, int]]) -> list[str]:
+    if not rows:
+        return []
+    width = max(len(title) - 2, *(len(name) for name in rows)) + 2
+    lines = [f"  {title:<{width + 2}}{columns[0]:>9}{columns[1]:>9}"]
+    for name, counts in rows.items():
+        lines.append(f"    {name:<{width}}{counts.get(columns[0], 0):>9,}{counts.get(columns[1], 0):>9,}")
+    return lines
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

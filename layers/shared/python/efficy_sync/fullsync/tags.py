@@ -1,0 +1,174 @@
+"""Query tags: each mapped Efficy query runs once per full sync and its tag mirrors the result.
+
+Members get the tag, former members lose it (mirror, not add-only). Who was a member last time is kept per
+query in the STATE table as one compressed snapshot (sorted keys, delta-encoded, zlib): a query of a million
+members is a few hundred kilobytes in a handful of items, instead of a million items to read and rewrite.
+Only persons the sync keeps in APSIS One are tagged; the person's stored state learns the tag too, so an
+untag on a lost condition (`on_condition_lost: untag`) also takes query tags away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..aws import client
+from ..clients.errors import ApiError, NotFound
+from ..config import IntegrationConfig
+from ..state import PersonState, utc_now
+from ..store.persons import PersonStateStore, StaleWrite
+
+CHUNK_BYTES = 300_000  # stays well under DynamoDB's 400 KB item limit
+
+
+def encode_members(keys: Iterable[int]) -> bytes:
+    previous = 0
+    deltas = []
+    for key in sorted(set(keys)):
+        deltas.append(str(key - previous))
+        previous = key
+    return zlib.compress("\n".join(deltas).encode(), 9)
+
+
+def decode_members(data: bytes) -> set[int]:
+    text = zlib.decompress(data).decode()
+    members: set[int] = set()
+    current = 0
+    for delta in filter(None, text.split("\n")):
+        current += int(delta)
+        members.add(current)
+    return members
+
+
+class QueryMembers:
+    """Last known members of each mapped query: pk "QUERYTAG#<integration>", sk "<query>" + "#<chunk>"."""
+
+    def __init__(self, table_name: str) -> None:
+        self._table = table_name
+
+    def get(self, integration_id: str, query: int) -> set[int] | None:
+        """None when the query never ran (nothing to untag yet)."""
+        ddb = client("dynamodb")
+        pk = {"S": f"QUERYTAG#{integration_id}"}
+        head = ddb.get_item(TableName=self._table, Key={"pk": pk, "sk": {"S": str(query)}}, ConsistentRead=True)
+        if "Item" not in head:
+            return None
+        chunks = int(head["Item"]["chunks"]["N"])
+        data = b""
+        for i in range(chunks):
+            item = ddb.get_item(
+                TableName=self._table, Key={"pk": pk, "sk": {"S": f"{query}#{i:04d}"}}, ConsistentRead=True
+            )["Item"]
+            data += item["data"]["B"]
+        return decode_members(data)
+
+    def put(self, integration_id: str, query: int, members: set[int], *, run_id: str) -> None:
+        """Chunks first, then the head that says how many to read, so a reader never sees half a snapshot."""
+        ddb = client("dynamodb")
+        pk = {"S": f"QUERYTAG#{integration_id}"}
+        data = encode_members(members)
+        chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
+        for i, chunk in enumerate(chunks):
+            ddb.put_item(TableName=self._table, Item={"pk": pk, "sk": {"S": f"{query}#{i:04d}"}, "data": {"B": chunk}})
+        ddb.put_item(
+            TableName=self._table,
+            Item={
+                "pk": pk,
+                "sk": {"S": str(query)},
+                "chunks": {"N": str(len(chunks))},
+                "members": {"N": str(len(members))},
+                "run_id": {"S": run_id},
+                "updated_at": {"S": utc_now()},
+            },
+        )
+
+
+def _eligible(state: PersonState | None) -> bool:
+    """Tags go to profiles the sync keeps: created, and not skipped or deleted since."""
+    return state is not None and state.exists_in_apsis and state.last_outcome not in ("skipped", "deleted")
+
+
+def mirror_query_tags(
+    cfg: IntegrationConfig,
+    *,
+    run_query: Callable[[int], list[int]],
+    apsis: Any,
+    states: PersonStateStore,
+    members: QueryMembers,
+    dry_run: bool,
+    run_id: str,
+    would_sync: Callable[[list[int]], set[int]] | None = None,
+) -> dict[str, Any]:
+    """Runs each mapped query once, tags its members and untags former members; one APSIS call per person
+    whose query tags change. Returns {"queries", "tagged", "untagged", "failed", "tags": {tag: {added, removed,
+    members}}}.
+
+    A dry run created no profiles, so `would_sync(keys)` says which members without a profile the run would
+    have created (and so tagged)."""
+    changes: dict[int, dict[str, bool]] = defaultdict(dict)
+    per_tag: dict[str, Counter[str]] = {}
+    results: dict[int, set[int]] = {}
+    errors: dict[str, str] = {}
+    for query_tag in cfg.tags.queries:
+        try:
+            current = set(run_query(query_tag.query))
+        except ApiError as exc:
+            if exc.retryable:
+                raise
+            # e.g. the query was deleted in Efficy: its tag is left as it is, the rest of the sync goes on
+            errors[query_tag.tag] = f"query {query_tag.query}: {exc}"[:300]
+            continue
+        previous = members.get(cfg.integration_id, query_tag.query) or set()
+        results[query_tag.query] = current
+        known = states.get_many(cfg.integration_id, sorted(current | previous))
+        counts = per_tag.setdefault(query_tag.tag, Counter())
+        counts["members"] = len(current)
+        newcomers: set[int] = set()
+        if dry_run and would_sync is not None:
+            newcomers = would_sync(sorted(k for k in current if known.get(k) is None))
+        for key in current:
+            state = known.get(key)
+            if (_eligible(state) and not state.tags.get(query_tag.tag)) or key in newcomers:
+                changes[key][query_tag.tag] = True
+                counts["added"] += 1
+        for key in previous - current:
+            state = known.get(key)
+            if state is not None and state.exists_in_apsis and state.tags.get(query_tag.tag):
+                changes[key][query_tag.tag] = False
+                counts["removed"] += 1
+    failed = 0
+    if not dry_run:
+        for key, tags in sorted(changes.items()):
+            if not _tag_person(cfg, apsis, states, key, tags):
+                failed += 1
+        for query, current in results.items():
+            members.put(cfg.integration_id, query, current, run_id=run_id)
+    return {
+        "queries": len(cfg.tags.queries),
+        "tagged": sum(c["added"] for c in per_tag.values()),
+        "untagged": sum(c["removed"] for c in per_tag.values()),
+        "failed": failed,
+        "tags": {tag: dict(c) for tag, c in per_tag.items()},
+        "errors": errors,
+    }
+
+
+def _tag_person(cfg: IntegrationConfig, apsis: Any, states: PersonStateStore, key: int, tags: dict[str, bool]) -> bool:
+    """Retryable errors propagate (the state machine retries the step; done persons cost nothing again)."""
+    try:
+        apsis.patch_tags(str(key), tags)
+    except NotFound:
+        return True  # the profile is gone from APSIS: nothing to tag or untag
+    except ApiError as exc:
+        if exc.retryable:
+            raise
+        return False
+    state = states.get(cfg.integration_id, key)
+    if state is not None:
+        # StaleWrite: a newer change was stored meanwhile; the next full sync compares again
+        with contextlib.suppress(StaleWrite):
+            states.put(state.model_copy(update={"tags": {**state.tags, **tags}, "updated_at": utc_now()}))
+    return True

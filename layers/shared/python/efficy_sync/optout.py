@@ -1,0 +1,458 @@
+"""Opt-outs made in APSIS One, written back to Efficy (DESIGN §2 and §5).
+
+APSIS One has no public consent webhook; a Marketing Automation flow per event (Listen on "Email - Unsubscribe",
+"Email - Abuse" or "SMS - Unsubscribe", then a Webhook node) calls our route with a static token header and a
+body the user composes (docs/apsis-optout-automation.md). The route checks the token in constant time,
+validates the body, and puts one message on the opt-out queue; it answers 202 only once SQS holds it.
+
+The write-back worker, per message:
+1. finds the person: the profile key is K_CONTACT; without one, every Efficy contact with the e-mail address
+   (several matches are all opted out, and said so in the log and the `OptOutSeveralContacts` metric);
+2. records the opt-out first (time, source "apsis", event, subscription and channel) in the person's OPTOUTS
+   item, beside the sync state, so no concurrent sync can overwrite it and every sync from now on sees it;
+3. removes the person from the CRM profile mapped to each subscription and channel (`email.abuse`: every
+   mapped e-mail subscription of the section);
+4. reads the person back and confirms the record with the Efficy stamp that shows them out of the profile;
+5. syncs the person to APSIS One at that stamp (profile tags follow membership), so the webhook Efficy sends
+   for our own removal finds nothing left to send.
+Any failure fails the message: SQS redelivers it with a growing delay and, after the queue's maxReceiveCount,
+moves it to the DLQ (alarmed): an opt-out is never dropped. Every step is idempotent, so a retry repeats
+them safely; a duplicate delivery of the same unsubscribe is recognised by its time.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel
+
+from .clients.errors import EfficyBusinessError, TransientError
+from .config import IntegrationConfig
+from .consent import OptOutRecord
+from .state import consent_key, utc_now
+from .sync import Outcome, PersonSyncer
+from .worker import needed_fields
+
+Channel = Literal["email", "sms"]
+#: event -> (channel, whole section?)
+EVENTS: dict[str, tuple[Channel, bool]] = {
+    "email.unsubscribe": ("email", False),
+    "email.abuse": ("email", True),
+    "sms.unsubscribe": ("sms", False),
+}
+CHANNELS: dict[str, Channel] = {
+    "email": "email",
+    "sms": "sms",
+    "com.apsis1.channels.email": "email",
+    "com.apsis1.channels.sms": "sms",
+}
+SOURCE = "apsis"
+_TOPIC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+MAX_BODY_BYTES = 64 * 1024
+
+
+class OptOutAuthError(Exception):
+    """Missing or wrong token: answered 401, nothing enqueued."""
+
+
+class OptOutPayloadError(Exception):
+    """Malformed body: answered 400 naming the field, nothing enqueued."""
+
+    def __init__(self, field_name: str, problem: str) -> None:
+        super().__init__(f"{field_name}: {problem}")
+        self.field = field_name
+
+
+class OptOutUnmatched(Exception):
+    """No Efficy contact has the address: retried (Efficy may not know the person yet), then dead-lettered."""
+
+
+class StillMember(TransientError):
+    """Efficy still shows the person in the profile after our removal (someone added them back meanwhile)."""
+
+    category = "efficy_still_member"
+
+
+# ---- the route ------------------------------------------------------------------------------------------------
+
+
+def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    lowered = name.lower()
+    for key, value in (headers or {}).items():
+        if key.lower() == lowered:
+            return value
+    return None
+
+
+def check_token(headers: Mapping[str, str] | None, header_name: str, expected: str) -> None:
+    """The static token the automation's Webhook node sends; compared in constant time."""
+    given = _header(headers, header_name)
+    if not given:
+        raise OptOutAuthError(f"missing {header_name} header")
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise OptOutAuthError(f"wrong {header_name}")
+
+
+@dataclass(frozen=True)
+class OptOutEvent:
+    """The automation's webhook body, validated."""
+
+    event: str
+    channel: Channel
+    topic: str | None  # None for email.abuse: every e-mail subscription of the section
+    profile_key: int | None
+    email: str | None
+    occurred_at: str  # ISO 8601, UTC
+
+    @property
+    def whole_section(self) -> bool:
+        return EVENTS[self.event][1]
+
+
+def _text(body: Mapping[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise OptOutPayloadError(name, f"must be a string, not {type(value).__name__}")
+    return str(value).strip() or None
+
+
+def _profile_key(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if not number.is_integer() or number <= 0:
+        raise OptOutPayloadError(
+            "profile_key", "must be the Efficy K_CONTACT (a positive whole number): the crm-id keyspace's key"
+        )
+    return int(number)
+
+
+def _occurred_at(value: str | None, now: Callable[[], datetime]) -> str:
+    if value is None:
+        moment = now()
+    else:
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise OptOutPayloadError(
+                "occurred_at", "must be an ISO 8601 date-time such as 2024-05-01T10:00:00Z"
+            ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # APSIS One's timestamps are UTC
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_event(raw: bytes | str, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> OptOutEvent:
+    """Raises OptOutPayloadError naming the first field that is wrong."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise OptOutPayloadError("body", f"larger than {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw or b"")
+    except (ValueError, UnicodeDecodeError):
+        raise OptOutPayloadError("body", "is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise OptOutPayloadError("body", "must be a JSON object")
+    event = _text(body, "event")
+    if event not in EVENTS:
+        raise OptOutPayloadError("event", f"must be one of {', '.join(EVENTS)}, not {event!r}")
+    channel, whole_section = EVENTS[event]
+    given_channel = _text(body, "channel_discriminator")
+    if given_channel is not None and CHANNELS.get(given_channel) != channel:
+        raise OptOutPayloadError(
+            "channel_discriminator", f"must be com.apsis1.channels.{channel} for {event}, not {given_channel!r}"
+        )
+    topic = _text(body, "topic_discriminator")
+    if topic is not None and not _TOPIC.match(topic):
+        raise OptOutPayloadError("topic_discriminator", f"{topic!r} is not an APSIS One topic discriminator")
+    if topic is None and not whole_section:
+        raise OptOutPayloadError("topic_discriminator", f"is required for {event}")
+    profile_key = _profile_key(_text(body, "profile_key"))
+    email = _text(body, "email")
+    if email is not None and not _EMAIL.match(email):
+        raise OptOutPayloadError("email", "is not an e-mail address")
+    if profile_key is None and email is None:
+        raise OptOutPayloadError("profile_key", "profile_key (the K_CONTACT) or email is required to find the person")
+    return OptOutEvent(
+        event=event,
+        channel=channel,
+        topic=None if whole_section else topic,
+        profile_key=profile_key,
+        email=email,
+        occurred_at=_occurred_at(_text(body, "occurred_at"), now),
+    )
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One consent mapping an opt-out reaches: the subscription, the channel and the CRM profile behind them."""
+
+    topic: str
+    channel: str
+    crm_profile: int
+
+    @property
+    def key(self) -> str:
+        return consent_key(self.topic, self.channel)
+
+
+def slots_for(cfg: IntegrationConfig, channel: str, topic: str | None) -> list[Slot]:
+    """The mapped slots an opt-out reaches; topic None (abuse report): every mapping on that channel."""
+    return [
+        Slot(m.subscription, m.channel, m.crm_profile)
+        for m in cfg.consent_mappings
+        if m.channel == channel and (topic is None or m.subscription == topic)
+    ]
+
+
+class SlotRef(BaseModel):
+    topic: str
+    channel: str
+
+
+class OptOutMessage(BaseModel):
+    """One opt-out event on the opt-out queue. The address travels only when there is no profile key to find
+    the person by (the queue is encrypted at rest; it is never logged)."""
+
+    integration_id: str
+    event: str
+    profile_key: int | None = None
+    email: str | None = None
+    slots: list[SlotRef]
+    occurred_at: str
+    received_at: str = ""
+
+
+@dataclass
+class Accepted:
+    accepted: int  # subscription opt-outs now on the queue
+    ignored: str | None = None  # why nothing was queued for a valid request
+
+
+def accept(
+    cfg: IntegrationConfig,
+    headers: Mapping[str, str] | None,
+    body: bytes,
+    token: str,
+    send: Callable[[OptOutMessage], None],
+) -> Accepted:
+    """Token, body, mapping, then `send` (which must raise if SQS did not take the message)."""
+    check_token(headers, cfg.apsis.optout_token_header, token)
+    event = parse_event(body)
+    slots = slots_for(cfg, event.channel, event.topic)
+    if not slots:
+        what = f"subscription {event.topic} on {event.channel}" if event.topic else f"{event.channel} subscription"
+        return Accepted(0, ignored=f"no consent mapping for {what} in integration {cfg.integration_id}")
+    message = OptOutMessage(
+        integration_id=cfg.integration_id,
+        event=event.event,
+        profile_key=event.profile_key,
+        email=event.email if event.profile_key is None else None,
+        slots=[SlotRef(topic=s.topic, channel=s.channel) for s in slots],
+        occurred_at=event.occurred_at,
+        received_at=utc_now(),
+    )
+    send(message)
+    return Accepted(len(slots))
+
+
+# ---- the write-back -------------------------------------------------------------------------------------------
+
+
+class EfficyPort(Protocol):
+    def find_contacts_by_email(self, email: str) -> list[int]: ...
+    def remove_from_profile(self, key: int, profile_id: int) -> None: ...
+    def get_persons(self, keys: list[int], fields: list[str] | None = None) -> dict[int, dict[str, Any]]: ...
+
+
+class OptOutStore(Protocol):
+    def get(self, integration_id: str, person_key: int | str) -> Any: ...
+    def record_optout(self, integration_id: str, person_key: int | str, slot: str, record: OptOutRecord) -> bool: ...
+    def update_optout(
+        self, integration_id: str, person_key: int | str, slot: str, record: OptOutRecord, *, expected_at: str
+    ) -> bool: ...
+
+
+@dataclass
+class WriteBackResult:
+    persons: list[int]
+    matched_by: Literal["profile_key", "email"]
+    slots: list[Slot]
+    recorded: dict[int, list[str]] = field(default_factory=dict)  # newly recorded slot keys (others: duplicates)
+    missing: list[int] = field(default_factory=list)  # not (any more) in Efficy: recorded, nothing to remove
+    confirmed_stamps: dict[int, str] = field(default_factory=dict)
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    skipped_slots: list[str] = field(default_factory=list)  # no longer mapped by the config
+    superseded: list[int] = field(default_factory=list)  # opted in again by a newer CRM change: nothing to do
+
+    @property
+    def several_contacts(self) -> bool:
+        return self.matched_by == "email" and len(self.persons) > 1
+
+
+@dataclass
+class Removal:
+    done: list[Slot]  # slots whose CRM profile the person was taken out of
+    live: dict[str, OptOutRecord]  # the person's live opt-outs, read right before: the ones step 4 may confirm
+    gone: bool = False  # Efficy no longer has the contact
+    superseded: bool = False  # no opt-out of these slots holds any more
+
+
+class WriteBack:
+    """The worker's steps, callable one by one (the interleaving tests run them between other actors')."""
+
+    #: Efficy codes meaning the contact itself is gone
+    gone_codes = frozenset({"RECORD_NOT_FOUND"})
+
+    def __init__(
+        self,
+        cfg: IntegrationConfig,
+        efficy: EfficyPort,
+        states: OptOutStore,
+        syncer: PersonSyncer | None = None,
+        *,
+        clock: Callable[[], str] = utc_now,
+    ) -> None:
+        self.cfg = cfg
+        self.efficy = efficy
+        self.states = states
+        self.syncer = syncer
+        self.clock = clock
+
+    def process(self, message: OptOutMessage) -> WriteBackResult:
+        """Every step for every person; raises (the message is retried) until all of them are done."""
+        result = self.find(message)
+        for key in result.persons:
+            self.record(key, message, result)
+            removal = self.remove(key, result.slots)
+            if removal.gone:
+                result.missing.append(key)
+                continue
+            if removal.superseded:
+                result.superseded.append(key)
+                continue
+            person = self.confirm(key, removal.done, removal.live)
+            if person is None:
+                result.missing.append(key)
+                continue
+            result.confirmed_stamps[key] = str(person.get("D_CHANGE", ""))
+            outcome = self.sync(key, person)
+            if outcome is not None:
+                result.outcomes[key] = outcome
+        return result
+
+    def record_only(self, message: OptOutMessage) -> None:
+        """Step 2 alone, when Efficy is known to be down: the opt-out holds from now on; the retry writes it
+        back. A message without a profile key needs Efficy to find the person, so it waits for the retry."""
+        if message.profile_key is not None:
+            self.record(message.profile_key, message, self.find(message))
+
+    def slots(self, message: OptOutMessage) -> tuple[list[Slot], list[str]]:
+        """The message's slots as the config maps them now; ones no longer mapped are reported, not applied."""
+        found, skipped = [], []
+        for ref in message.slots:
+            mapping = self.cfg.consent_mapping_for(ref.topic, ref.channel)
+            if mapping is None:
+                skipped.append(consent_key(ref.topic, ref.channel))
+            else:
+                found.append(Slot(ref.topic, ref.channel, mapping.crm_profile))
+        return found, skipped
+
+    def find(self, message: OptOutMessage) -> WriteBackResult:
+        slots, skipped = self.slots(message)
+        if message.profile_key is not None:
+            return WriteBackResult([message.profile_key], "profile_key", slots, skipped_slots=skipped)
+        if not message.email:
+            raise ValueError("an opt-out message needs a profile key or an e-mail address")
+        keys = sorted(dict.fromkeys(int(k) for k in self.efficy.find_contacts_by_email(message.email)))
+        if not keys:
+            raise OptOutUnmatched("no Efficy contact has the opted-out address")
+        return WriteBackResult(keys, "email", slots, skipped_slots=skipped)
+
+    def record(self, key: int, message: OptOutMessage, result: WriteBackResult) -> None:
+        """Step 2: store the opt-out before Efficy is touched (unless this one, or a newer one, already is)."""
+        recorded = []
+        for slot in result.slots:
+            record = OptOutRecord(
+                at=message.occurred_at,
+                source=SOURCE,
+                event=message.event,
+                awaiting_writeback=True,
+                recorded_at=self.clock(),
+            )
+            if self.states.record_optout(self.cfg.integration_id, key, slot.key, record):
+                recorded.append(slot.key)
+        result.recorded[key] = recorded
+
+    def remove(self, key: int, slots: list[Slot]) -> Removal:
+        """Step 3: read the person's live opt-outs, then take them out of the CRM profile of each slot whose
+        opt-out still awaits its write-back. Read right before, so a slot another write-back already confirmed
+        is left alone (removing again could undo a CRM user's newer opt-in); a slot without a live record was
+        opted in again by a newer CRM change since this opt-out (a late duplicate) and is left alone too."""
+        state = self.states.get(self.cfg.integration_id, key)
+        live = dict(state.optouts) if state is not None else {}
+        todo = awaiting(slots, live)
+        for profile in dict.fromkeys(slot.crm_profile for slot in todo):
+            try:
+                self.efficy.remove_from_profile(key, profile)
+            except EfficyBusinessError as exc:
+                if exc.code in self.gone_codes:
+                    return Removal(todo, live, gone=True)
+                raise
+        return Removal(todo, live, superseded=not in_force(slots, live))
+
+    def confirm(self, key: int, slots: list[Slot], expected: dict[str, OptOutRecord]) -> dict[str, Any] | None:
+        """Step 4: read the person back (None: gone); confirm the record of each slot written back, as read in
+        step 3, with the stamp that shows the person out. Raises StillMember if a profile still holds them (the
+        retry removes them again)."""
+        person = self.efficy.get_persons([key], needed_fields(self.cfg)).get(key)
+        if person is None:
+            return None
+        profiles = {int(p) for p in person.get("profiles") or []}
+        still = sorted({slot.crm_profile for slot in slots} & profiles)
+        if still:
+            raise StillMember(f"Efficy still shows the person in CRM profile(s) {still} after the removal")
+        stamp = str(person.get("D_CHANGE", ""))
+        for slot in slots:
+            record = expected.get(slot.key)
+            if record is None or record.confirmed:
+                continue
+            done = record.model_copy(
+                update={"awaiting_writeback": False, "confirmed": True, "confirmed_stamp": stamp, "efficy_stamp": stamp}
+            )
+            self.states.update_optout(self.cfg.integration_id, key, slot.key, done, expected_at=record.at)
+        return person
+
+    def sync(self, key: int, person: dict[str, Any]) -> Outcome | None:
+        """Step 5: bring APSIS One in line with the person as Efficy now shows them."""
+        if self.syncer is None:
+            return None
+        return self.syncer.sync(key, person, self.states.get(self.cfg.integration_id, key))
+
+
+def in_force(slots: list[Slot], live: dict[str, OptOutRecord]) -> list[Slot]:
+    """The slots whose opt-out still holds (a live record: this one or a newer one)."""
+    return [slot for slot in slots if slot.key in live]
+
+
+def awaiting(slots: list[Slot], live: dict[str, OptOutRecord]) -> list[Slot]:
+    """The slots whose write-back is still to be done. Once Efficy confirmed one, removing the person again (on
+    a retry, or for a duplicate) could undo a CRM user's newer opt-in."""
+    return [slot for slot in slots if slot.key in live and live[slot.key].awaiting_writeback]
+
+
+def retry_delay(receive_count: int, *, first: int = 30, cap: int = 6 * 3600) -> int:
+    """Seconds before a failed opt-out is tried again: 30 s, 1, 2, 4 ... minutes, at most 6 hours (SQS allows
+    12). With maxReceiveCount 10 an opt-out is tried for about 4 hours before it reaches the DLQ."""
+    return int(min(cap, first * 2 ** max(0, receive_count - 1)))

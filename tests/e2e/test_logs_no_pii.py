@@ -1,0 +1,108 @@
+"""The handlers' logs never hold an e-mail address or a phone number in clear, even at DEBUG with events logged.
+
+A stack of this module's own runs with the handlers' logs on (DEBUG, powertools logging every incoming event:
+webhook bodies carry the changed values, e-mails and phone numbers included) and EMF metrics printed. Persons
+with known addresses and numbers go through the real path (Efficy webhook -> ingest -> SQS -> apply_changes ->
+APSIS), one of them refused by APSIS with an answer that quotes the address. Then the whole log is searched.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from efficy_sync.pii import hash_key
+
+from tests.support import Stack, person, start_stack, unique_key, wait_for
+
+EMAILISH = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+@pytest.fixture(scope="module")
+def loud_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = start_stack(
+        tmp_path_factory.mktemp("loud-stack"),
+        env={
+            "POWERTOOLS_LOG_LEVEL": "DEBUG",
+            "POWERTOOLS_LOGGER_LOG_EVENT": "true",
+            "POWERTOOLS_METRICS_DISABLED": "false",
+        },
+        quiet=False,
+    )
+    yield running
+    running.stop()
+
+
+def log_lines(stack: Stack) -> list[dict[str, Any]]:
+    """The JSON lines the handlers (logger and EMF metrics) wrote; other lines are the local stack's own."""
+    lines = []
+    for raw in stack.log_path.read_text().splitlines():
+        if raw.startswith("{"):
+            try:
+                lines.append(json.loads(raw))
+            except ValueError:
+                continue
+    return lines
+
+
+def test_logs_carry_hashed_keys_and_no_email_or_phone(loud_stack: Stack) -> None:
+    stack = loud_stack
+    base = unique_key()
+    plain, national, refused, moved = base + 1, base + 2, base + 3, base + 4
+    persons = [person(k) for k in (plain, national, refused, moved)]
+    stack.seed(persons)
+    # What a CRM user then types in (Efficy's webhook carries the changed values, so the events hold them).
+    typed = {
+        plain: {"EMAIL1": f"typed.{plain}@example.org", "MOBILE": "+32 470 11 22 33"},
+        national: {"EMAIL1": f"typed.{national}@example.org", "MOBILE": "0470112234"},
+        refused: {"EMAIL1": f"refused.{refused}@example.org", "MOBILE": "+32470112235"},
+        moved: {"EMAIL1": f"typed.{moved}@example.org", "MOBILE": "+32470112236"},
+    }
+    stack.fault(
+        "apsis",
+        method="PATCH",
+        path_regex=rf"/profiles/{refused}/sections/[^/]+/attributes$",
+        status=400,
+        content_type="application/problem+json",
+        body=json.dumps({"title": "Bad Request", "detail": f"refused.{refused}@example.org is not accepted"}),
+    )
+    for key, values in typed.items():
+        stack.edit(key, FIRSTNAME="Logged", **values)
+    new_address = f"moved.{moved}@example.net"
+    wait_for("the first sync of the moving person", lambda: stack.profile(moved), timeout=30)
+    stack.edit(moved, EMAIL1=new_address)
+
+    hashes = {k: hash_key(k) for k in (plain, national, refused, moved)}
+
+    def applied() -> bool:
+        seen = [line for line in log_lines(stack) if line.get("message") == "person applied"]
+        return all(sum(line.get("person") == h for line in seen) >= (2 if k == moved else 1) for k, h in hashes.items())
+
+    wait_for("a 'person applied' line for each person", applied, timeout=30)
+    stack.clear_faults()
+
+    text = stack.log_path.read_text()
+    values = [*persons, *typed.values()]
+    secrets = [new_address, *(v["EMAIL1"] for v in values), *(v["MOBILE"] for v in values)]
+    secrets += [re.sub(r"\D", "", v["MOBILE"]) for v in values]  # the same numbers without spaces
+    leaked = [s for s in secrets if s in text]
+    assert not leaked, f"personal data in the logs: {leaked}"
+    unmasked = [m for m in EMAILISH.findall(text) if "***@" not in m]
+    assert not unmasked, f"unmasked e-mail addresses in the logs: {unmasked[:5]}"
+
+    lines = log_lines(stack)
+    # The log proves something: events were logged (with their masked values), persons appear by hash.
+    logged = json.dumps(lines)
+    assert "t***@example.org" in logged and "m***@example.net" in logged  # masked, in the logged events
+    assert "+32*****33" in logged and "047*****34" in logged
+    assert {hashes[plain], hashes[national], hashes[moved]} <= {line.get("person") for line in lines}
+    failed = [line for line in lines if line.get("person") == hashes[refused] and line.get("result") == "failed"]
+    assert failed and failed[0]["error_category"] == "rejected_value"
+    # EMF metrics include the clients' API calls, counted by the observability layer.
+    metrics = [line for line in lines if "_aws" in line]
+    assert sum(line.get("ApsisCalls", [0])[0] for line in metrics) > 0
+    assert sum(line.get("EfficyCalls", [0])[0] for line in metrics) > 0
+    assert any("WebhookRecordsAccepted" in line for line in metrics)

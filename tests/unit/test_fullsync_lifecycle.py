@@ -1,0 +1,165 @@
+"""The steps' bookkeeping (moto in-process): failed pages reported or failing the run, fail, cleanup, sweeper.
+
+The page work itself runs on the local stack (tests/e2e/test_full_sync.py); here the pages' records are
+written directly, to reach what a local run cannot: a page that keeps failing after every retry (moto's
+Distributed Map ignores tolerated-failure thresholds, so Finish enforces the threshold itself).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from efficy_sync import aws
+from efficy_sync.config import load_config_file
+from efficy_sync.fullsync.lifecycle import FullSync, TooManyPagesFailed
+from efficy_sync.fullsync.parking import ParkingLot
+from efficy_sync.fullsync.runs import RunStore
+from efficy_sync.fullsync.tags import QueryMembers
+from efficy_sync.store.configs import ConfigStore
+from efficy_sync.store.persons import PersonStateStore
+from moto import mock_aws
+
+ROOT = Path(__file__).resolve().parents[2]
+ARN = "arn:aws:states:eu-west-1:123456789012:execution:full-sync:"
+
+
+def _table(name: str) -> None:
+    boto3.client("dynamodb").create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+    )
+
+
+@pytest.fixture
+def sync(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FullSync, dict[str, str]]]:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        aws.reset_clients()
+        _table("config")
+        _table("state")
+        queue = boto3.client("sqs").create_queue(QueueName="c.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+        ConfigStore("config").put(load_config_file(ROOT / "examples" / "demo.yaml"), applied_by="test")
+        statuses: dict[str, str] = {}
+        runs = RunStore("state")
+        full_sync = FullSync(
+            configs=ConfigStore("config"),
+            runs=runs,
+            parking=ParkingLot("state", runs),
+            states=PersonStateStore("state"),
+            members=QueryMembers("state"),
+            queue_url=queue,
+            pages_bucket="unused",
+            execution_status=lambda arn: statuses.get(arn, "RUNNING"),
+        )
+        yield full_sync, statuses
+        aws.reset_clients()
+
+
+def planned(full_sync: FullSync, arn: str, pages: int, done: int, failing: list[int]) -> dict[str, Any]:
+    run = full_sync.begin({"integration_id": "demo"}, arn)
+    stored = full_sync.runs.get("demo", run["run_id"])
+    full_sync.runs.set_plan(stored, pages_total=pages, persons_estimate=pages * 100, plan_key="k")
+    for page in range(done):
+        full_sync.runs.page_done("demo", run["run_id"], page, 100, {"persons": 100, "created": 100})
+    for page in failing:
+        for attempt in range(6):
+            full_sync.runs.page_failed("demo", run["run_id"], page, f"EfficyUnavailable: 504 (attempt {attempt + 1})")
+    return run
+
+
+def queued(sync_queue: str) -> list[dict[str, Any]]:
+    sqs = boto3.client("sqs")
+    out = []
+    while messages := sqs.receive_message(QueueUrl=sync_queue, MaxNumberOfMessages=10).get("Messages", []):
+        for message in messages:
+            out.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=sync_queue, ReceiptHandle=message["ReceiptHandle"])
+    return out
+
+
+def test_a_page_that_keeps_failing_is_reported_and_the_sync_still_succeeds(sync) -> None:
+    full_sync, _ = sync
+    run = planned(full_sync, ARN + "a", pages=20, done=19, failing=[19])
+    full_sync.parking.park("demo", 42, run["run_id"])
+
+    report = full_sync.finish({"run": run, "tags": {"tags": {}}})
+
+    assert report["status"] == "succeeded"
+    assert report["pages"]["failed"] == [{"page": 19, "attempts": 6, "error": "EfficyUnavailable: 504 (attempt 6)"}]
+    assert report["persons"]["created"] == 1900
+    assert report["deferred"] == {"messages": 1, "requeued": 1}
+    assert [m["person_key"] for m in queued(full_sync.queue_url)] == [42]
+    assert full_sync.runs.lock("demo").status == "released"
+    assert full_sync.finish({"run": run, "tags": {}}) == report  # idempotent: Step Functions may retry it
+
+
+def test_more_failed_pages_than_tolerated_fails_the_run_through_the_fail_step(sync) -> None:
+    full_sync, _ = sync
+    run = planned(full_sync, ARN + "b", pages=10, done=8, failing=[8])  # page 9 never reported at all
+    with pytest.raises(TooManyPagesFailed, match="2 of 10 pages failed"):
+        full_sync.finish({"run": run, "tags": {}})
+    assert full_sync.runs.get("demo", run["run_id"]).active
+
+    full_sync.fail({"run": run, "error": {"Error": "TooManyPagesFailed", "Cause": json.dumps({"errorMessage": "x"})}})
+
+    ended = full_sync.runs.get("demo", run["run_id"])
+    assert ended.status == "failed" and ended.error["Error"] == "TooManyPagesFailed"
+    assert [p["page"] for p in ended.report["pages"]["failed"]] == [8, 9]
+    assert full_sync.runs.lock("demo").status == "released"
+
+
+def test_cleanup_matches_the_run_by_execution_arn_and_marks_it_cancelled(sync) -> None:
+    full_sync, _ = sync
+    run = planned(full_sync, ARN + "c", pages=3, done=1, failing=[])
+    full_sync.parking.park("demo", 7, run["run_id"])
+
+    assert full_sync.execution_ended(ARN + "someone-else", "FAILED") == {"matched": False}
+    assert full_sync.runs.get("demo", run["run_id"]).active
+    result = full_sync.execution_ended(ARN + "c", "ABORTED")
+
+    assert result["matched"] and result["requeued"] == 1
+    ended = full_sync.runs.get("demo", run["run_id"])
+    assert ended.status == "cancelled" and ended.report["status"] == "cancelled"
+    assert full_sync.runs.lock("demo").status == "released"
+    assert full_sync.execution_ended(ARN + "c", "ABORTED")["requeued"] == 0  # EventBridge may deliver twice
+
+
+def test_the_sweeper_ends_runs_whose_event_was_lost_and_requeues_late_parked_keys(sync) -> None:
+    full_sync, statuses = sync
+    run = planned(full_sync, ARN + "d", pages=2, done=2, failing=[])
+    assert full_sync.sweep() == {"ended": [], "requeued": 0}  # still running: left alone
+
+    statuses[ARN + "d"] = "TIMED_OUT"
+    assert full_sync.sweep()["ended"] == ["demo"]
+    assert full_sync.runs.get("demo", run["run_id"]).status == "timed_out"
+
+    # A key parked by a worker that read the lock just before the release (the race the sweeper covers):
+    boto3.client("dynamodb").put_item(
+        TableName="state",
+        Item={"pk": {"S": "PARKED#demo"}, "sk": {"S": "77"}, "parked_at": {"S": "2026-01-01T00:00:00Z"}},
+    )
+    assert full_sync.sweep()["requeued"] == 1
+    assert [m["person_key"] for m in queued(full_sync.queue_url)] == [77]
+
+
+def test_begin_takes_over_a_lock_left_by_an_ended_execution(sync) -> None:
+    full_sync, statuses = sync
+    first = planned(full_sync, ARN + "e", pages=1, done=0, failing=[])
+    statuses[ARN + "e"] = "FAILED"
+    second = full_sync.begin({"integration_id": "demo", "dry_run": True}, ARN + "f")
+    assert second["dry_run"] is True and second["run_id"] != first["run_id"]
+    assert full_sync.runs.get("demo", first["run_id"]).status == "failed"
+    assert full_sync.runs.lock("demo").execution_arn == ARN + "f"

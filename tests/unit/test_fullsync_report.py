@@ -1,0 +1,137 @@
+"""Counting outcomes into the run's counters, and the report built and printed from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from efficy_sync.config import load_config_file
+from efficy_sync.diff import CreateProfile, DeleteProfile, PatchAttributes, PatchTags, SetConsent
+from efficy_sync.fullsync.report import build_report, render_report, skip_label, tally
+from efficy_sync.fullsync.runs import Run
+from efficy_sync.sync import Outcome
+
+CFG = load_config_file(Path(__file__).resolve().parents[2] / "examples" / "demo.yaml")
+NEWS = "usercreated.topics.newsletter-ab12"
+
+
+def test_a_new_person_counts_as_created_with_its_consents_and_tags() -> None:
+    ops = [
+        CreateProfile("1"),
+        PatchAttributes("1", {"a": 1}),
+        SetConsent("1", NEWS, "email", "opt-in"),
+        PatchTags("1", {"newsletter-readers": True}),
+    ]
+    counts = tally(Outcome(1, "dry_run", ops))
+    assert counts == {
+        "persons": 1,
+        "created": 1,
+        f"consent+:{NEWS}|email": 1,
+        "tag+:newsletter-readers": 1,
+    }
+
+
+def test_updates_withdrawals_and_unchanged() -> None:
+    ops = [SetConsent("1", NEWS, "email", "opt-out"), PatchTags("1", {"newsletter-readers": False})]
+    assert tally(Outcome(1, "synced", ops)) == {
+        "persons": 1,
+        "updated": 1,
+        f"consent-:{NEWS}|email": 1,
+        "tag-:newsletter-readers": 1,
+    }
+    assert tally(Outcome(1, "unchanged")) == {"persons": 1, "unchanged": 1}
+    assert tally(Outcome(1, "failed", reason="400")) == {"persons": 1, "failed": 1}
+    assert tally(Outcome(1, "stale")) == {"persons": 1, "stale": 1}
+
+
+def test_skips_count_per_condition_and_a_planned_delete_is_counted() -> None:
+    person = {"K_CONTACT": 5, "OPENED": "1", "ROBINSON": "1", "EMAIL1": "x@example.com"}
+    label = skip_label(CFG, person)
+    assert label == "ROBINSON equals '0'"  # the rule, never the person's value
+    skipped = Outcome(5, "skipped", reason="ROBINSON equals '0' failed: value is '1'")
+    assert tally(skipped, skip_reason=label) == {"persons": 1, "skipped": 1, "skip:ROBINSON equals '0'": 1}
+    deleting = Outcome(5, "dry_run", [DeleteProfile("5")], reason="ROBINSON ...")
+    assert tally(deleting, skip_reason=label)["deleted"] == 1
+    assert skip_label(CFG, {"K_CONTACT": "x"}) == "no valid K_CONTACT"
+
+
+def _run(counters: dict[str, int], dry_run: bool = True) -> Run:
+    return Run(
+        integration_id="acme",
+        run_id="20260101T000000Z-abc123",
+        execution_arn="arn",
+        dry_run=dry_run,
+        status="succeeded",
+        started_at="2026-01-01T00:00:00Z",
+        pages_total=3,
+        counters=counters,
+    )
+
+
+def test_report_adds_up_counters_and_query_tags_and_prints_them() -> None:
+    counters = {
+        "pages_done": 2,
+        "persons": 10,
+        "created": 6,
+        "unchanged": 1,
+        "skipped": 3,
+        "skip:OPENED equals '1'": 2,
+        "skip:ROBINSON equals '0'": 1,
+        f"consent+:{NEWS}|email": 4,
+        f"consent-:{NEWS}|email": 1,
+        "tag+:newsletter-readers": 4,
+        "parked_messages": 7,
+        "requeued": 5,
+    }
+    query_tags = {"tags": {"vip": {"added": 2, "removed": 1, "members": 3}}, "errors": {}}
+    failed = [{"page": 2, "attempts": 6, "error": "EfficyUnavailable: 504"}]
+    report = build_report(
+        _run(counters), status="succeeded", failed_pages=failed, query_tags=query_tags, ended_at="2026-01-01T00:01:05Z"
+    )
+    assert report["persons"]["created"] == 6 and report["persons"]["skipped"] == 3
+    assert report["consents"] == {f"{NEWS} [email]": {"gained": 4, "lost": 1}}
+    assert report["tags"] == {"newsletter-readers": {"added": 4, "removed": 0}, "vip": {"added": 2, "removed": 1}}
+    assert report["deferred"] == {"messages": 7, "requeued": 5}
+    assert report["duration_s"] == 65.0
+    text = "\n".join(render_report(report))
+    assert "Dry run of acme" in text and "SUCCEEDED in 1m05s" in text
+    assert "would be created" in text and "nothing was written" in text
+    assert "page 2 failed after 6 attempt(s): EfficyUnavailable: 504" in text
+    assert "OPENED equals '1'" in text
+    real = "\n".join(render_report(build_report(_run(counters, dry_run=False), status="succeeded")))
+    assert "would be" not in real and "nothing was written" not in real
+
+
+def test_progress_lines_show_pages_persons_deferred_changes_and_an_eta() -> None:
+    from datetime import UTC, datetime
+
+    from efficy_sync_tools.commands.full_sync import progress_lines
+
+    run = Run(
+        integration_id="acme",
+        run_id="20260101T000000Z-abc123",
+        execution_arn="arn",
+        dry_run=False,
+        status="running",
+        started_at="2026-01-01T00:00:00Z",
+        planned_at="2026-01-01T00:00:10Z",
+        pages_total=20,
+        persons_estimate=10_000,
+        counters={
+            "pages_done": 5,
+            "persons": 2_500,
+            "created": 2_000,
+            "unchanged": 300,
+            "skipped": 200,
+            "parked_messages": 9,
+        },
+    )
+    lines = progress_lines(run, deferred_persons=7, now=datetime(2026, 1, 1, 0, 1, 0, tzinfo=UTC))
+    assert lines[0].startswith("full sync of acme  run 20260101T000000Z-abc123  RUNNING  elapsed 1m00s")
+    assert "[#######---------------------] 5/20 pages  25%  ETA 2m30s" in lines[1]  # 2,500 read in 50 s
+    assert (
+        "2,300 synced (2,000 created, 0 updated, 300 unchanged) · 200 skipped · 0 failed · 2,500 read of ~10,000"
+        in lines[2]
+    )
+    assert lines[3].strip() == "deferred real-time changes: 9 messages (7 persons waiting)"
+    one = progress_lines(run, deferred_persons=1)[3]
+    assert "(1 person waiting)" in one

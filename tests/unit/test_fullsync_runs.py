@@ -1,0 +1,182 @@
+"""The full-sync lock, run counters and parking, against moto's DynamoDB and SQS (in-process)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from efficy_sync import aws
+from efficy_sync.fullsync.parking import ParkingLot
+from efficy_sync.fullsync.runs import RunStore, SyncAlreadyRunning
+from moto import mock_aws
+
+REGION = "eu-west-1"
+TABLE = "state"
+ARN = "arn:aws:states:eu-west-1:123456789012:execution:full-sync:"
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        aws.reset_clients()
+        boto3.client("dynamodb", region_name=REGION).create_table(
+            TableName=TABLE,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        )
+        queue = boto3.client("sqs", region_name=REGION).create_queue(
+            QueueName="changes.fifo", Attributes={"FifoQueue": "true"}
+        )["QueueUrl"]
+        yield {"queue": queue}
+        aws.reset_clients()
+
+
+def begin(
+    store: RunStore,
+    arn: str,
+    statuses: dict[str, str | None] | None = None,
+    ended: list | None = None,
+    dry_run: bool = False,
+):
+    return store.begin(
+        "acme",
+        arn,
+        dry_run=dry_run,
+        config_version=3,
+        write_mode="diff",
+        max_concurrency=5,
+        holder_status=lambda holder: (statuses or {}).get(holder, "RUNNING"),
+        end_stale=lambda lock, status: (ended if ended is not None else []).append((lock, status)),
+    )
+
+
+def received(queue: str) -> list[dict[str, Any]]:
+    sqs = boto3.client("sqs", region_name=REGION)
+    bodies = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+        if not messages:
+            return bodies
+        for message in messages:
+            bodies.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+
+
+def test_begin_takes_the_lock_and_a_retry_of_the_same_execution_gets_the_same_run(aws_env) -> None:
+    store = RunStore(TABLE)
+    first = begin(store, ARN + "one")
+    again = begin(store, ARN + "one")
+    assert again.run_id == first.run_id
+    lock = store.lock("acme")
+    assert lock is not None and lock.held and lock.execution_arn == ARN + "one"
+    assert store.latest("acme").run_id == first.run_id
+    assert first.step_payload()["config_version"] == 3
+
+
+def test_a_second_execution_is_refused_while_the_holder_runs(aws_env) -> None:
+    store = RunStore(TABLE)
+    first = begin(store, ARN + "one")
+    with pytest.raises(SyncAlreadyRunning, match="already running") as refused:
+        begin(store, ARN + "two")
+    assert first.run_id in str(refused.value)
+    assert store.lock("acme").execution_arn == ARN + "one"
+
+
+def test_a_lock_whose_execution_ended_is_taken_over_after_cleaning_up(aws_env) -> None:
+    store = RunStore(TABLE)
+    begin(store, ARN + "one")
+    ended: list = []
+    second = begin(store, ARN + "two", statuses={ARN + "one": "ABORTED"}, ended=ended)
+    assert [(lock.execution_arn, status) for lock, status in ended] == [(ARN + "one", "ABORTED")]
+    assert store.lock("acme").execution_arn == ARN + "two"
+    assert store.lock("acme").run_id == second.run_id
+
+
+def test_release_only_by_the_holder_then_anyone_may_start(aws_env) -> None:
+    store = RunStore(TABLE)
+    begin(store, ARN + "one")
+    assert not store.release("acme", ARN + "two")
+    assert store.release("acme", ARN + "one")
+    assert not store.release("acme", ARN + "one")  # idempotent
+    third = begin(store, ARN + "three")
+    assert store.lock("acme").run_id == third.run_id
+
+
+def test_a_page_is_counted_once_even_when_it_runs_twice(aws_env) -> None:
+    store = RunStore(TABLE)
+    run = begin(store, ARN + "one")
+    store.set_plan(run, pages_total=2, persons_estimate=900, plan_key="plans/x.json")
+    store.page_failed("acme", run.run_id, 0, "EfficyUnavailable: 504")
+    assert store.page_done("acme", run.run_id, 0, 500, {"created": 400, "skip:OPENED equals '1'": 100})
+    assert not store.page_done("acme", run.run_id, 0, 500, {"created": 400})
+    store.page_failed("acme", run.run_id, 0, "late error of an earlier attempt")  # does not undo "done"
+    current = store.get("acme", run.run_id)
+    assert current.counters == {"created": 400, "skip:OPENED equals '1'": 100, "pages_done": 1}
+    assert current.pages_counted == {0}
+    assert current.pages_total == 2 and current.persons_estimate == 900
+    pages = store.pages("acme", run.run_id)
+    assert pages[0].status == "done" and pages[0].attempts == 2  # one failed, one done
+
+
+def test_end_happens_once(aws_env) -> None:
+    store = RunStore(TABLE)
+    run = begin(store, ARN + "one")
+    assert store.end("acme", run.run_id, "cancelled", report={"status": "cancelled"})
+    assert not store.end("acme", run.run_id, "failed", error={"Error": "X"})
+    ended = store.get("acme", run.run_id)
+    assert ended.status == "cancelled" and ended.report == {"status": "cancelled"} and ended.error is None
+
+
+def test_parking_needs_the_running_lock_and_drain_requeues_each_person_once(aws_env) -> None:
+    store = RunStore(TABLE)
+    lot = ParkingLot(TABLE, store)
+    run = begin(store, ARN + "one")
+    assert lot.active_run("acme") == run.run_id
+    assert lot.park("acme", 7, run.run_id)
+    assert lot.park("acme", 7, run.run_id)  # ten changes of one person park once
+    assert lot.park("acme", 8, run.run_id)
+    assert not lot.park("acme", 9, "some-other-run")
+    assert lot.count("acme") == 2
+    assert store.get("acme", run.run_id).counters["parked_messages"] == 3
+
+    store.release("acme", ARN + "one")
+    assert lot.active_run("acme") is None
+    assert not lot.park("acme", 10, run.run_id)  # after the release nothing parks: the drain cannot miss it
+    assert lot.drain("acme", aws_env["queue"]) == 2
+    assert lot.count("acme") == 0
+    bodies = received(aws_env["queue"])
+    assert sorted(b["person_key"] for b in bodies) == [7, 8]
+    assert {(b["source"], b["operation"], b["integration_id"]) for b in bodies} == {("parked", "Resync", "acme")}
+    assert lot.drain("acme", aws_env["queue"]) == 0
+
+
+def test_a_key_parked_again_while_draining_keeps_its_item(aws_env) -> None:
+    store = RunStore(TABLE)
+    lot = ParkingLot(TABLE, store)
+    run = begin(store, ARN + "one")
+    lot.park("acme", 7, run.run_id)
+    items = list(lot._items("acme"))
+    lot.park("acme", 7, run.run_id)  # parked again after the drain read it
+    assert lot._requeue("acme", aws_env["queue"], items) == 1
+    assert lot.count("acme") == 1
+
+
+def test_a_dry_run_holds_the_lock_but_parks_nothing(aws_env) -> None:
+    store = RunStore(TABLE)
+    lot = ParkingLot(TABLE, store)
+    begin(store, ARN + "dry", dry_run=True)
+    assert store.lock("acme").held
+    assert lot.active_run("acme") is None  # real-time changes keep flowing during a dry run
+    with pytest.raises(SyncAlreadyRunning):
+        begin(store, ARN + "real")

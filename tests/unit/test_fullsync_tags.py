@@ -1,0 +1,143 @@
+"""Query tags mirror the query: members tagged, former members untagged; against the APSIS simulator over HTTP
+and moto's DynamoDB."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from efficy_sync import aws
+from efficy_sync.clients.apsis import ApsisClient
+from efficy_sync.clients.errors import EfficyBusinessError, EfficyUnavailable
+from efficy_sync.config import load_config_file
+from efficy_sync.fullsync.tags import QueryMembers, decode_members, encode_members, mirror_query_tags
+from efficy_sync.state import PersonState
+from efficy_sync.store.persons import PersonStateStore
+from efficy_sync_tools.sims.apsis import ApsisSimulator
+from hypothesis import given
+from hypothesis import strategies as st
+from moto import mock_aws
+
+CFG = load_config_file(Path(__file__).resolve().parents[2] / "examples" / "demo.yaml")
+KEYSPACE = "com.apsis1.keyspaces.crm-id"
+TABLE = "state"
+
+
+@given(st.sets(st.integers(min_value=1, max_value=10**12)))
+def test_member_snapshots_round_trip(keys: set[int]) -> None:
+    assert decode_members(encode_members(keys)) == keys
+
+
+def test_a_million_members_fit_in_a_few_items() -> None:
+    assert len(encode_members(range(1, 3_000_000, 3))) < 4 * 300_000
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    sim = ApsisSimulator(client_id="tags-test", client_secret="tags-test-secret", rate_limits=False).start()
+    apsis = ApsisClient(sim.url, "tags-test", "tags-test-secret", section="com.apsis1.sections.default")
+    with mock_aws():
+        aws.reset_clients()
+        boto3.client("dynamodb").create_table(
+            TableName=TABLE,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        )
+        states = PersonStateStore(TABLE)
+        for key in range(1, 7):
+            apsis.create_profile(str(key))
+            outcome = "skipped" if key == 6 else "synced"
+            states.put(
+                PersonState(
+                    integration_id="demo",
+                    person_key=str(key),
+                    exists_in_apsis=True,
+                    last_outcome=outcome,
+                    change_stamp="2026-01-01T00:00:00",
+                )
+            )
+        yield {"sim": sim, "apsis": apsis, "states": states, "members": QueryMembers(TABLE)}
+        aws.reset_clients()
+    sim.stop()
+
+
+def mirror(world: dict[str, Any], members: list[int], *, dry_run: bool = False, **extra: Any) -> dict[str, Any]:
+    return mirror_query_tags(
+        CFG,
+        run_query=lambda query: members,
+        apsis=world["apsis"],
+        states=world["states"],
+        members=world["members"],
+        dry_run=dry_run,
+        run_id="run-1",
+        **extra,
+    )
+
+
+def tagged(world: dict[str, Any]) -> set[int]:
+    return {int(p["key"]) for p in world["sim"].profiles() if "vip" in p["tags"]}
+
+
+def test_members_get_the_tag_and_former_members_lose_it(world) -> None:
+    first = mirror(world, [1, 2, 3, 6, 99])  # 6 is skipped by the sync, 99 has no profile
+    assert tagged(world) == {1, 2, 3}
+    assert first["tags"]["vip"] == {"members": 5, "added": 3}
+    assert world["states"].get("demo", 2).tags == {"vip": True}
+    assert world["members"].get("demo", 3618) == {1, 2, 3, 6, 99}
+
+    second = mirror(world, [2, 3, 4])
+    assert tagged(world) == {2, 3, 4}
+    assert second["tagged"] == 1 and second["untagged"] == 1
+    assert world["states"].get("demo", 1).tags == {"vip": False}
+
+    calls = sum(world["sim"].calls().values())
+    assert mirror(world, [2, 3, 4])["tagged"] == 0
+    assert sum(world["sim"].calls().values()) == calls  # nothing changed: no APSIS call
+
+
+def test_a_dry_run_counts_and_writes_nothing(world) -> None:
+    result = mirror(world, [1, 5, 42], dry_run=True, would_sync=lambda keys: {k for k in keys if k == 42})
+    assert result["tags"]["vip"]["added"] == 3
+    assert tagged(world) == set()
+    assert world["members"].get("demo", 3618) is None
+
+
+def test_a_missing_query_is_reported_and_a_retryable_error_propagates(world) -> None:
+    def gone(query: int) -> list[int]:
+        raise EfficyBusinessError("Efficy refused run_query: UNKNOWN_QUERY", code="UNKNOWN_QUERY")
+
+    result = mirror_query_tags(
+        CFG,
+        run_query=gone,
+        apsis=world["apsis"],
+        states=world["states"],
+        members=world["members"],
+        dry_run=False,
+        run_id="run-1",
+    )
+    assert "UNKNOWN_QUERY" in result["errors"]["vip"]
+
+    def down(query: int) -> list[int]:
+        raise EfficyUnavailable("504")
+
+    with pytest.raises(EfficyUnavailable):
+        mirror_query_tags(
+            CFG,
+            run_query=down,
+            apsis=world["apsis"],
+            states=world["states"],
+            members=world["members"],
+            dry_run=False,
+            run_id="run-1",
+        )

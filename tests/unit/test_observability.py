@@ -1,0 +1,151 @@
+"""Logs mask personal data whatever a line carries; metrics carry the clients' API calls and 429s."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from typing import Any
+
+import pytest
+from efficy_sync.clients.apsis import ApsisClient
+from efficy_sync.clients.http import RetryPolicy
+from efficy_sync.clients.meter import CallMeter, meter
+from efficy_sync.observability import add_api_call_metrics, logger, metrics, scrub, scrub_text
+from efficy_sync_tools.sims.apsis import ApsisSimulator
+
+
+def test_scrub_text_masks_addresses_and_numbers() -> None:
+    text = scrub_text("to jo.doe@Example.com or +32 470 00 00 01 / 0470000001, order 2026-05-01 id 123456789012")
+    assert text == "to j***@example.com or +32*****01 / 047*****01, order 2026-05-01 id 123456789012"
+
+
+def test_scrub_masks_contact_fields_by_name_and_keeps_the_rest() -> None:
+    record = {
+        "message": {"EMAIL1": "not an address", "mobile": "12", "FIRSTNAME": "Jo", "records": [{"email": "a@b.io"}]},
+        "function_name": "efficy-sync-Apply",
+        "function_arn": "arn:aws:lambda:eu-west-1:012345678901:function:x",
+        "person": "k-0123456789ab",
+        "exception": ValueError("bad x.y@z.org"),
+        "count": 3,
+        "ok": True,
+    }
+    out = scrub(record)
+    assert out["message"] == {
+        "EMAIL1": "n***",
+        "mobile": "1***",
+        "FIRSTNAME": "J***",
+        "records": [{"email": "a***@b.io"}],
+    }
+    assert out["function_name"] == "efficy-sync-Apply" and out["function_arn"] == record["function_arn"]
+    assert out["person"] == "k-0123456789ab" and out["count"] == 3 and out["ok"] is True
+    assert out["exception"] == "bad x***@z.org"
+
+
+def test_logger_writes_masked_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(logger.registered_handler, "stream", stream)
+    logger.setLevel(logging.INFO)
+    logger.info("sync of jo@example.com", extra={"MOBILE": "+32470000001", "person": "k-1"})
+    try:
+        raise RuntimeError("APSIS said jo@example.com")
+    except RuntimeError:
+        logger.exception("failed")
+    out = stream.getvalue()
+    assert "jo@example.com" not in out and "+32470000001" not in out
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert first["message"] == "sync of j***@example.com" and first["MOBILE"] == "+32*****01"
+    assert first["person"] == "k-1"
+    assert "j***@example.com" in second["exception"]
+
+
+def test_meter_counts_attempts_429_5xx_and_unanswered() -> None:
+    m = CallMeter()
+
+    class History:
+        def __init__(self, status: int | None) -> None:
+            self.status = status
+
+    class Response:
+        status_code = 200
+
+        class raw:
+            class retries:
+                history = (History(429), History(503), History(None))
+
+    m.record("apsis", Response())
+    m.record_unanswered("efficy", 3)
+    assert m.take() == {
+        ("apsis", "calls"): 4,
+        ("apsis", "429"): 1,
+        ("apsis", "5xx"): 1,
+        ("apsis", "timeouts"): 1,
+        ("efficy", "calls"): 3,
+        ("efficy", "timeouts"): 3,
+    }
+    assert m.take() == {}
+
+
+def test_client_retries_are_metered_over_real_http() -> None:
+    with ApsisSimulator(client_id="cid", client_secret="not-a-real-secret") as sim:
+        sim.add_fault(path_regex="/audience/sections$", status=429, count=2, headers={"Retry-After": "0"})
+        client = ApsisClient(
+            sim.url,
+            "cid",
+            "not-a-real-secret",
+            section="com.apsis1.sections.default",
+            policy=RetryPolicy(total=3, backoff_factor=0),
+        )
+        meter.take()
+        client.list_sections()
+        counts = meter.take()
+    assert counts[("apsis", "429")] == 2
+    assert counts[("apsis", "calls")] == 4  # the token, then the listing three times
+
+
+def test_unanswered_calls_are_metered() -> None:
+    client = ApsisClient(
+        "http://127.0.0.1:9",
+        "cid",
+        "x",
+        section="s",
+        policy=RetryPolicy(total=1, backoff_factor=0, connect_timeout=0.5),
+    )
+    meter.take()
+    with pytest.raises(Exception, match="APSIS token"):
+        client.list_sections()
+    assert meter.take()[("apsis", "timeouts")] == 2
+
+
+def test_handler_metrics_include_api_calls(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    meter.take()
+
+    @metrics.log_metrics
+    def handler(event: dict[str, Any], context: object) -> None:
+        meter.record_unanswered("efficy", 2)
+        meter._add("apsis", [429, 200])
+
+    handler({}, None)
+    blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    assert len(blobs) == 1
+    blob = blobs[0]
+    assert blob["ApsisCalls"] == [2.0] and blob["Apsis429"] == [1.0]
+    assert blob["EfficyCalls"] == [2.0] and blob["EfficyTimeouts"] == [2.0]
+    assert blob["service"] == "efficy-sync"
+    assert blob["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "EfficySync"
+
+
+def test_add_api_call_metrics_moves_counts_once() -> None:
+    class Sink:
+        def __init__(self) -> None:
+            self.added: dict[str, float] = {}
+
+        def add_metric(self, name: str, unit: Any, value: float) -> None:
+            self.added[name] = value
+
+    meter.take()
+    meter._add("efficy", [504, 200])
+    sink = Sink()
+    assert add_api_call_metrics(sink) == {"EfficyCalls": 2, "Efficy5xx": 1}
+    assert add_api_call_metrics(Sink()) == {}

@@ -1,0 +1,223 @@
+"""The opt-out route's rules: token (constant time), body validation naming the field, mapping, enqueue."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from efficy_sync import optout
+from efficy_sync.config import config_from_dict
+from efficy_sync.optout import (
+    OptOutAuthError,
+    OptOutMessage,
+    OptOutPayloadError,
+    accept,
+    check_token,
+    parse_event,
+    retry_delay,
+    slots_for,
+)
+
+NEWS, EVENTS, SMS = "usercreated.topics.news-ab12", "usercreated.topics.events-ef56", "usercreated.topics.sms-cd34"
+CFG = config_from_dict(
+    {
+        "integration_id": "acme",
+        "efficy": {"base_url": "https://crm.example.com/crm", "api_key_secret": "x/e", "webhook_secret_secret": "x/w"},
+        "apsis": {
+            "base_url": "https://api.example.com",
+            "section": "com.apsis1.sections.default",
+            "credentials_secret": "x/a",
+            "optout_token_secret": "x/o",
+        },
+        "field_mappings": [{"efficy": "MOBILE", "apsis": "com.apsis1.attributes.mobile", "type": "phone"}],
+        "consent_mappings": [
+            {"crm_profile": 12, "subscription": NEWS, "channel": "email"},
+            {"crm_profile": 13, "subscription": SMS, "channel": "sms"},
+            {"crm_profile": 14, "subscription": EVENTS, "channel": "email"},
+        ],
+    }
+)
+TOKEN = "a-fake-token-for-tests"
+HEADERS = {"x-apsis-webhook-token": TOKEN}  # API Gateway may lower-case header names
+NOW = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+
+
+def body(**fields: Any) -> bytes:
+    base = {"event": "email.unsubscribe", "profile_key": "123", "topic_discriminator": NEWS}
+    base.update(fields)
+    return json.dumps({k: v for k, v in base.items() if v is not ...}).encode()
+
+
+# ---- token -----------------------------------------------------------------------------------------------------
+
+
+def test_the_token_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    compared: list[tuple[bytes, bytes]] = []
+    original = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return original(a, b)
+
+    monkeypatch.setattr(optout.hmac, "compare_digest", spy)
+    check_token(HEADERS, "X-Apsis-Webhook-Token", TOKEN)
+    assert compared == [(TOKEN.encode(), TOKEN.encode())]
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({}, "missing X-Apsis-Webhook-Token header"),
+        ({"X-Apsis-Webhook-Token": ""}, "missing"),
+        ({"X-Apsis-Webhook-Token": TOKEN + "x"}, "wrong X-Apsis-Webhook-Token"),
+        ({"X-Apsis-Webhook-Token": TOKEN.upper()}, "wrong"),
+        (None, "missing"),
+    ],
+)
+def test_a_missing_or_wrong_token_is_refused(headers: dict[str, str] | None, message: str) -> None:
+    with pytest.raises(OptOutAuthError, match=message):
+        check_token(headers, "X-Apsis-Webhook-Token", TOKEN)
+
+
+def test_an_empty_secret_never_matches() -> None:
+    with pytest.raises(OptOutAuthError):
+        check_token({"X-Apsis-Webhook-Token": "x"}, "X-Apsis-Webhook-Token", "")
+
+
+# ---- body --------------------------------------------------------------------------------------------------
+
+
+def test_the_simulators_body_is_accepted() -> None:
+    raw = json.dumps(
+        {
+            "event": "email.unsubscribe",
+            "profile_key": "1001",
+            "email": "person1@example.com",
+            "mobile": None,
+            "topic_discriminator": NEWS,
+            "channel_discriminator": "com.apsis1.channels.email",
+            "occurred_at": "2024-05-01T12:00:00.123+02:00",
+        }
+    ).encode()
+    event = parse_event(raw)
+    assert (event.event, event.channel, event.topic, event.profile_key) == ("email.unsubscribe", "email", NEWS, 1001)
+    assert event.occurred_at == "2024-05-01T10:00:00.123Z"
+
+
+def test_abuse_needs_no_topic_and_reaches_the_whole_section() -> None:
+    event = parse_event(body(event="email.abuse", topic_discriminator=None))
+    assert event.whole_section and event.topic is None and event.channel == "email"
+    assert event.occurred_at  # defaulted to now
+
+
+def test_an_sms_opt_out_and_defaults() -> None:
+    event = parse_event(body(event="sms.unsubscribe", topic_discriminator=SMS, occurred_at=...), now=lambda: NOW)
+    assert event.channel == "sms" and event.occurred_at == "2024-05-01T10:00:00.000Z"
+    assert parse_event(body(occurred_at="2024-05-01T10:00:00")).occurred_at == "2024-05-01T10:00:00.000Z"
+    assert parse_event(body(profile_key=1001.0)).profile_key == 1001
+    assert parse_event(body(channel_discriminator="email")).channel == "email"
+
+
+def test_without_a_profile_key_the_email_finds_the_person() -> None:
+    event = parse_event(body(profile_key="", email="jo@example.com"))
+    assert event.profile_key is None and event.email == "jo@example.com"
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b"", "body"),
+        (b"{nope", "body"),
+        (b"[]", "body"),
+        (b'"text"', "body"),
+        (body(event=...), "event"),
+        (body(event="email.bounce"), "event"),
+        (body(event=3), "event"),
+        (body(topic_discriminator=...), "topic_discriminator"),
+        (body(topic_discriminator=""), "topic_discriminator"),
+        (body(topic_discriminator="has spaces"), "topic_discriminator"),
+        (body(topic_discriminator=["a"]), "topic_discriminator"),
+        (body(profile_key="abc"), "profile_key"),
+        (body(profile_key="0"), "profile_key"),
+        (body(profile_key="-4"), "profile_key"),
+        (body(profile_key="1.5"), "profile_key"),
+        (body(profile_key=True), "profile_key"),
+        (body(profile_key=...), "profile_key"),
+        (body(email="not-an-address"), "email"),
+        (body(channel_discriminator="com.apsis1.channels.sms"), "channel_discriminator"),
+        (
+            body(event="sms.unsubscribe", topic_discriminator=SMS, channel_discriminator="email"),
+            "channel_discriminator",
+        ),
+        (body(occurred_at="yesterday"), "occurred_at"),
+        (b'{"event": "email.unsubscribe", "x": "' + b"a" * 70_000 + b'"}', "body"),
+    ],
+)
+def test_a_malformed_body_names_the_field(raw: bytes, field: str) -> None:
+    with pytest.raises(OptOutPayloadError) as caught:
+        parse_event(raw)
+    assert caught.value.field == field
+    assert str(caught.value).startswith(f"{field}: ")
+
+
+# ---- mapping and enqueue ---------------------------------------------------------------------------------------
+
+
+def test_slots_follow_the_consent_mappings() -> None:
+    assert [(s.topic, s.crm_profile) for s in slots_for(CFG, "email", NEWS)] == [(NEWS, 12)]
+    assert [(s.topic, s.crm_profile) for s in slots_for(CFG, "email", None)] == [(NEWS, 12), (EVENTS, 14)]
+    assert [(s.key, s.crm_profile) for s in slots_for(CFG, "sms", SMS)] == [(f"{SMS}|sms", 13)]
+    assert slots_for(CFG, "sms", NEWS) == []
+    assert slots_for(CFG, "email", "usercreated.topics.unmapped") == []
+
+
+def test_accept_queues_one_message_per_event_and_counts_its_subscriptions() -> None:
+    sent: list[OptOutMessage] = []
+    result = accept(CFG, HEADERS, body(event="email.abuse", topic_discriminator=None), TOKEN, sent.append)
+    assert result.accepted == 2 and result.ignored is None
+    (message,) = sent
+    assert message.integration_id == "acme" and message.profile_key == 123 and message.email is None
+    assert [(s.topic, s.channel) for s in message.slots] == [(NEWS, "email"), (EVENTS, "email")]
+
+
+def test_the_address_travels_only_when_there_is_no_profile_key() -> None:
+    sent: list[OptOutMessage] = []
+    accept(CFG, HEADERS, body(email="jo@example.com"), TOKEN, sent.append)
+    accept(CFG, HEADERS, body(profile_key=None, email="jo@example.com"), TOKEN, sent.append)
+    assert [m.email for m in sent] == [None, "jo@example.com"]
+
+
+def test_an_unmapped_subscription_is_acknowledged_without_queueing() -> None:
+    sent: list[OptOutMessage] = []
+    result = accept(CFG, HEADERS, body(topic_discriminator="usercreated.topics.other"), TOKEN, sent.append)
+    assert result.accepted == 0 and "no consent mapping" in (result.ignored or "") and sent == []
+
+
+@pytest.mark.parametrize(("headers", "raw"), [({}, body()), (HEADERS, b"{nope")])
+def test_nothing_is_queued_for_a_refused_request(headers: dict[str, str], raw: bytes) -> None:
+    sent: list[OptOutMessage] = []
+    with pytest.raises((OptOutAuthError, OptOutPayloadError)):
+        accept(CFG, headers, raw, TOKEN, sent.append)
+    assert sent == []
+
+
+def test_the_token_is_checked_before_the_body_is_read() -> None:
+    with pytest.raises(OptOutAuthError):
+        accept(CFG, {"X-Apsis-Webhook-Token": "wrong"}, b"{nope", TOKEN, lambda m: None)
+
+
+def test_a_queue_failure_propagates() -> None:
+    def broken(message: OptOutMessage) -> None:
+        raise RuntimeError("SQS is down")
+
+    with pytest.raises(RuntimeError):
+        accept(CFG, HEADERS, body(), TOKEN, broken)
+
+
+def test_retries_back_off_up_to_six_hours() -> None:
+    assert [retry_delay(n) for n in (1, 2, 3, 4)] == [30, 60, 120, 240]
+    assert retry_delay(20) == 6 * 3600
+    assert sum(retry_delay(n) for n in range(1, 10)) > 3 * 3600  # about four hours before the DLQ

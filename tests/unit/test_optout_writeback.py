@@ -1,0 +1,369 @@
+"""The write-back worker: find, record first, remove, confirm, sync; and its Lambda's retry semantics."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from efficy_sync.clients.errors import EfficyBusinessError, EfficyUnavailable
+from efficy_sync.config import config_from_dict
+from efficy_sync.optout import (
+    OptOutMessage,
+    OptOutUnmatched,
+    SlotRef,
+    StillMember,
+    WriteBack,
+    retry_delay,
+)
+from efficy_sync.store.persons import MemoryPersonStateStore
+from efficy_sync.sync import PersonSyncer
+
+ROOT = Path(__file__).resolve().parents[2]
+NEWS, EVENTS, SMS = "usercreated.topics.news-ab12", "usercreated.topics.events-ef56", "usercreated.topics.sms-cd34"
+CFG = config_from_dict(
+    {
+        "integration_id": "acme",
+        "efficy": {"base_url": "https://crm.example.com/crm", "api_key_secret": "x/e", "webhook_secret_secret": "x/w"},
+        "apsis": {
+            "base_url": "https://api.example.com",
+            "section": "com.apsis1.sections.default",
+            "credentials_secret": "x/a",
+            "optout_token_secret": "x/o",
+        },
+        "field_mappings": [{"efficy": "MOBILE", "apsis": "com.apsis1.attributes.mobile", "type": "phone"}],
+        "consent_mappings": [
+            {"crm_profile": 12, "subscription": NEWS, "channel": "email"},
+            {"crm_profile": 13, "subscription": SMS, "channel": "sms"},
+            {"crm_profile": 14, "subscription": EVENTS, "channel": "email"},
+        ],
+        "tags": {"profiles": [{"crm_profile": 12, "tag": "newsletter-readers"}]},
+    }
+)
+AT = "2024-05-01T10:00:00.000Z"
+
+
+@dataclass
+class FakeEfficy:
+    """Efficy's JSON-RPC as the write-back uses it; `log` shows the order of everything done."""
+
+    store: MemoryPersonStateStore
+    persons: dict[int, dict[str, Any]] = field(default_factory=dict)
+    failures: list[Exception] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    _clock: Any = field(default_factory=lambda: itertools.count(1))
+
+    def add(self, key: int, profiles: set[int], email: str = "") -> None:
+        self.persons[key] = {"K_CONTACT": key, "EMAIL1": email or f"p{key}@example.com", "profiles": set(profiles)}
+        self._stamp(key)
+
+    def _stamp(self, key: int) -> None:
+        self.persons[key]["D_CHANGE"] = f"2024-05-01T12:00:{next(self._clock):02d}.000"
+
+    def _fail(self) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+
+    def find_contacts_by_email(self, email: str) -> list[int]:
+        self.log.append("find")
+        return [k for k, p in self.persons.items() if p["EMAIL1"] == email]
+
+    def remove_from_profile(self, key: int, profile_id: int) -> None:
+        recorded = sorted(self.store.get("acme", key).optouts) if self.store.get("acme", key) else []
+        self.log.append(f"remove {key} {profile_id} recorded={recorded}")
+        self._fail()
+        if key not in self.persons:
+            raise EfficyBusinessError("Cont record does not exist", code="RECORD_NOT_FOUND")
+        if profile_id in self.persons[key]["profiles"]:
+            self.persons[key]["profiles"].discard(profile_id)
+            self._stamp(key)
+
+    def get_persons(self, keys: list[int], fields: list[str] | None = None) -> dict[int, dict[str, Any]]:
+        self.log.append("get")
+        self._fail()
+        return {
+            k: {**self.persons[k], "profiles": sorted(self.persons[k]["profiles"])} for k in keys if k in self.persons
+        }
+
+
+@dataclass
+class FakeApsis:
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+
+    def create_profile(self, key: str) -> bool:
+        self.calls.append(("create", key))
+        return True
+
+    def patch_attributes(self, key: str, attributes: dict[str, Any]) -> None:
+        self.calls.append(("attributes", key))
+
+    def set_consent(self, key: str, topic: str, channel: str, consent_type: str, **_: Any) -> str:
+        self.calls.append(("consent", (key, topic, consent_type)))
+        return "updated"
+
+    def patch_tags(self, key: str, tags: dict[str, bool]) -> None:
+        self.calls.append(("tags", tags))
+
+    def delete_profile(self, key: str) -> bool:
+        return True
+
+
+def message(
+    profile_key: int | None = 7, email: str | None = None, slots: list[tuple[str, str]] | None = None, **kw: Any
+) -> OptOutMessage:
+    return OptOutMessage(
+        integration_id="acme",
+        event=kw.get("event", "email.unsubscribe"),
+        profile_key=profile_key,
+        email=email,
+        slots=[SlotRef(topic=t, channel=c) for t, c in (slots or [(NEWS, "email")])],
+        occurred_at=kw.get("at", AT),
+    )
+
+
+@pytest.fixture
+def world() -> tuple[FakeEfficy, MemoryPersonStateStore, FakeApsis]:
+    store = MemoryPersonStateStore()
+    return FakeEfficy(store), store, FakeApsis()
+
+
+def writeback(world: tuple[FakeEfficy, MemoryPersonStateStore, FakeApsis], sync: bool = True) -> WriteBack:
+    efficy, store, apsis = world
+    syncer = PersonSyncer(CFG, apsis, store, email_lookup=lambda a: []) if sync else None
+    return WriteBack(CFG, efficy, store, syncer)
+
+
+def test_records_first_then_removes_confirms_and_syncs(world: Any) -> None:
+    efficy, store, apsis = world
+    efficy.add(7, {12, 14})
+    result = writeback(world).process(message())
+    assert efficy.log[0] == f"remove 7 12 recorded=['{NEWS}|email']"  # recorded before Efficy was touched
+    assert efficy.persons[7]["profiles"] == {14}
+    record = store.get("acme", 7).optouts[f"{NEWS}|email"]
+    assert record.confirmed and not record.awaiting_writeback
+    assert record.confirmed_stamp == record.efficy_stamp == efficy.persons[7]["D_CHANGE"] == result.confirmed_stamps[7]
+    assert (record.source, record.event, record.at) == ("apsis", "email.unsubscribe", AT)
+    # the sync created the person at the write-back's stamp, opted in to events only, never to news
+    assert ("consent", ("7", EVENTS, "opt-in")) in apsis.calls
+    assert not any(c == ("consent", ("7", NEWS, "opt-in")) for c in apsis.calls)
+    assert store.get("acme", 7).change_stamp == efficy.persons[7]["D_CHANGE"]
+
+
+def test_abuse_removes_every_mapped_email_profile(world: Any) -> None:
+    efficy, store, _ = world
+    efficy.add(7, {12, 13, 14})
+    writeback(world).process(message(slots=[(NEWS, "email"), (EVENTS, "email")], event="email.abuse"))
+    assert efficy.persons[7]["profiles"] == {13}
+    assert set(store.get("acme", 7).optouts) == {f"{NEWS}|email", f"{EVENTS}|email"}
+
+
+def test_by_address_every_matching_contact_is_opted_out(world: Any) -> None:
+    efficy, _, _ = world
+    efficy.add(7, {12}, "shared@example.com")
+    efficy.add(8, {12}, "shared@example.com")
+    efficy.add(9, {12})
+    result = writeback(world).process(message(None, "shared@example.com"))
+    assert result.matched_by == "email" and result.several_contacts and result.persons == [7, 8]
+    assert [efficy.persons[k]["profiles"] for k in (7, 8, 9)] == [set(), set(), {12}]
+
+
+def test_an_address_nobody_has_fails_the_message(world: Any) -> None:
+    with pytest.raises(OptOutUnmatched):
+        writeback(world).process(message(None, "nobody@example.com"))
+
+
+def test_an_efficy_failure_leaves_the_opt_out_recorded_and_the_retry_completes(world: Any) -> None:
+    efficy, store, _ = world
+    efficy.add(7, {12})
+    efficy.failures.append(EfficyUnavailable("Efficy answered 503"))
+    with pytest.raises(EfficyUnavailable):
+        writeback(world).process(message())
+    record = store.get("acme", 7).optouts[f"{NEWS}|email"]
+    assert record.awaiting_writeback and not record.confirmed and efficy.persons[7]["profiles"] == {12}
+    result = writeback(world).process(message())  # SQS delivers it again
+    assert efficy.persons[7]["profiles"] == set() and result.recorded == {7: []}  # not recorded twice
+    assert store.get("acme", 7).optouts[f"{NEWS}|email"].confirmed
+
+
+def test_someone_adding_the_person_back_before_the_read_back_is_retried(world: Any) -> None:
+    efficy, store, _ = world
+    efficy.add(7, {12})
+    wb = writeback(world)
+    msg = message()
+    result = wb.find(msg)
+    wb.record(7, msg, result)
+    removal = wb.remove(7, result.slots)
+    assert [s.key for s in removal.done] == [f"{NEWS}|email"]
+    efficy.persons[7]["profiles"].add(12)  # a CRM user, a moment later
+    with pytest.raises(StillMember):
+        wb.confirm(7, removal.done, removal.live)
+    assert not store.get("acme", 7).optouts[f"{NEWS}|email"].confirmed
+    wb.process(msg)  # the retry: the unconfirmed opt-out wins, the person goes out again
+    assert efficy.persons[7]["profiles"] == set() and store.get("acme", 7).optouts[f"{NEWS}|email"].confirmed
+
+
+def test_a_retry_after_the_confirmation_does_not_remove_the_person_again(world: Any) -> None:
+    """Confirmed, then a CRM user added the person back (an explicit opt-in), then the same message comes back
+    (its sync had failed): it syncs, it does not undo the CRM user's change."""
+    efficy, store, _ = world
+    efficy.add(7, {12})
+    writeback(world, sync=False).process(message())
+    efficy.persons[7]["profiles"].add(12)
+    efficy.log.clear()
+    writeback(world, sync=False).process(message())
+    assert efficy.persons[7]["profiles"] == {12}
+    assert not any(line.startswith("remove") for line in efficy.log)
+    assert store.get("acme", 7).optouts[f"{NEWS}|email"].confirmed
+
+
+def test_a_person_deleted_in_efficy_keeps_the_record_and_ends_the_message(world: Any) -> None:
+    _, store, _ = world
+    result = writeback(world).process(message(profile_key=99))
+    assert result.missing == [99]
+    assert store.get("acme", 99).optouts[f"{NEWS}|email"].awaiting_writeback
+
+
+def test_a_newer_recorded_opt_out_is_confirmed_but_not_replaced(world: Any) -> None:
+    efficy, store, _ = world
+    efficy.add(7, {12})
+    writeback(world, sync=False).process(message(at="2024-05-01T11:00:00.000Z"))
+    result = writeback(world, sync=False).process(message(at=AT))  # an older one, delivered late
+    assert result.recorded == {7: []}
+    assert store.get("acme", 7).optouts[f"{NEWS}|email"].at == "2024-05-01T11:00:00.000Z"
+
+
+def test_a_late_duplicate_after_a_crm_re_add_changes_nothing(world: Any) -> None:
+    efficy, store, apsis = world
+    efficy.add(7, {12})
+    writeback(world).process(message())
+    efficy.persons[7]["profiles"].add(12)  # a CRM user adds the person back: an explicit opt-in
+    efficy._stamp(7)
+    syncer = PersonSyncer(CFG, apsis, store, email_lookup=lambda a: [])
+    syncer.sync(7, efficy.get_persons([7])[7], store.get("acme", 7))
+    assert ("consent", ("7", NEWS, "opt-in")) in apsis.calls[-3:]
+    assert store.get("acme", 7).optouts == {}  # retired
+    result = writeback(world).process(message())  # APSIS delivers the old unsubscribe once more
+    assert result.superseded == [7] and efficy.persons[7]["profiles"] == {12}
+
+
+def test_a_subscription_no_longer_mapped_is_reported_not_applied(world: Any) -> None:
+    efficy, _, _ = world
+    efficy.add(7, {12})
+    result = writeback(world).process(message(slots=[("usercreated.topics.gone", "email"), (NEWS, "email")]))
+    assert result.skipped_slots == ["usercreated.topics.gone|email"]
+    assert efficy.persons[7]["profiles"] == set()
+
+
+# ---- the Lambda: partial batch failures and a growing delay ----------------------------------------------------
+
+
+@dataclass
+class Context:
+    function_name: str = "write-back"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:write-back"
+    aws_request_id: str = "req-1"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+@dataclass
+class FakeSqs:
+    visibility: list[tuple[str, int]] = field(default_factory=list)
+
+    def change_message_visibility(self, QueueUrl: str, ReceiptHandle: str, VisibilityTimeout: int) -> None:
+        self.visibility.append((ReceiptHandle, VisibilityTimeout))
+
+
+@pytest.fixture
+def handler_module(monkeypatch: pytest.MonkeyPatch, world: Any) -> Any:
+    from efficy_sync.settings import settings
+
+    for name, value in {
+        "CONFIG_TABLE": "config",
+        "STATE_TABLE": "state",
+        "CONTACT_QUEUE_URL": "https://sqs.example/changes",
+        "OPTOUT_QUEUE_URL": "https://sqs.example/optouts",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings.cache_clear()
+    spec = importlib.util.spec_from_file_location("write_back_app", ROOT / "functions" / "write_back" / "app.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    efficy, store, apsis = world
+    sqs = FakeSqs()
+    monkeypatch.setattr(module, "states", store)
+    monkeypatch.setattr(module, "configs", type("Configs", (), {"get": staticmethod(lambda _id: CFG)})())
+    monkeypatch.setattr(module, "efficy_for", lambda cfg: efficy)
+    monkeypatch.setattr(module, "apsis_client", lambda cfg: apsis)
+    monkeypatch.setattr(module, "client", lambda service: sqs)
+    module.fake_sqs = sqs
+    yield module
+    settings.cache_clear()
+
+
+def sqs_record(message_id: str, body: str, receives: int) -> dict[str, Any]:
+    return {
+        "messageId": message_id,
+        "receiptHandle": f"handle-{message_id}",
+        "body": body,
+        "attributes": {"ApproximateReceiveCount": str(receives)},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:optouts",
+        "awsRegion": "eu-west-1",
+    }
+
+
+def test_only_the_failed_opt_out_comes_back_and_later_each_time(handler_module: Any, world: Any) -> None:
+    efficy, _, _ = world
+    efficy.add(7, {12})
+    event = {
+        "Records": [
+            sqs_record("ok", message(7).model_dump_json(), 1),
+            sqs_record("unknown-address", message(None, "nobody@example.com").model_dump_json(), 3),
+            sqs_record("poison", "{not json", 1),
+        ]
+    }
+    result = handler_module.handler(event, Context())
+    failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
+    assert failed == {"unknown-address", "poison"}  # retried, then dead-lettered: never dropped silently
+    assert efficy.persons[7]["profiles"] == set()
+    assert dict(handler_module.fake_sqs.visibility) == {
+        "handle-unknown-address": retry_delay(3),
+        "handle-poison": retry_delay(1),
+    }
+
+
+def test_a_failing_visibility_change_still_fails_the_item(handler_module: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def denied(service: str) -> Any:
+        raise RuntimeError("AccessDenied")
+
+    monkeypatch.setattr(handler_module, "client", denied)
+    result = handler_module.handler({"Records": [sqs_record("x", json.dumps({}), 1)]}, Context())
+    assert [f["itemIdentifier"] for f in result["batchItemFailures"]] == ["x"]
+
+
+def test_once_efficy_is_unreachable_the_rest_of_the_batch_is_put_back_at_once(handler_module: Any, world: Any) -> None:
+    efficy, store, _ = world
+    efficy.add(7, {12})
+    efficy.add(8, {12})
+    efficy.failures.append(EfficyUnavailable("Efficy did not answer"))
+    event = {
+        "Records": [sqs_record("a", message(7).model_dump_json(), 1), sqs_record("b", message(8).model_dump_json(), 1)]
+    }
+    result = handler_module.handler(event, Context())
+    assert {f["itemIdentifier"] for f in result["batchItemFailures"]} == {"a", "b"}
+    assert [line for line in efficy.log if line.startswith("remove")] == [f"remove 7 12 recorded=['{NEWS}|email']"]
+    assert store.get("acme", 8).optouts[f"{NEWS}|email"].awaiting_writeback  # recorded all the same
+    result = handler_module.handler(event, Context())  # the next delivery tries again
+    assert result["batchItemFailures"] == [] and efficy.persons[8]["profiles"] == set()

@@ -1,0 +1,358 @@
+"""`efficy-sync full-sync start|status|cancel ID`: run a full sync of one integration and watch it.
+
+`start` refuses when a full sync of the integration already runs (the state machine's Begin refuses too, so
+two admins racing cannot both start one). `status` shows the newest run: a progress bar of pages, persons
+synced / skipped / failed, the real-time changes waiting for the end, and an ETA; `--follow` redraws until
+the run ends and then prints its report. `cancel` stops the execution; the clean-up re-enqueues the parked
+changes, and real-time sync of the integration goes on at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from efficy_sync_tools.commands._aws import CliError, cli_command
+
+REFUSED = 2  # exit code of a refused start (another full sync of the integration runs)
+BAR_WIDTH = 28
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    full = sub.add_parser("full-sync", help="full syncs: start, watch, cancel")
+    actions = full.add_subparsers(dest="full_sync_command", required=True, metavar="ACTION")
+    start = actions.add_parser("start", help="start a full sync of an integration (refused if one runs)")
+    start.add_argument("integration_id", metavar="ID")
+    start.add_argument("--dry-run", action="store_true", help="compute and report the changes, write nothing")
+    start.add_argument("--follow", action="store_true", help="show progress until it ends, then the report")
+    start.set_defaults(func=start_command)
+    status = actions.add_parser("status", help="progress of the newest full sync (or --run RUN_ID)")
+    status.add_argument("integration_id", metavar="ID")
+    status.add_argument("--run", help="a given run id instead of the newest")
+    status.add_argument("--follow", action="store_true", help="redraw until the run ends, then print the report")
+    status.add_argument("--format", choices=("text", "json"), default="text")
+    status.set_defaults(func=status_command)
+    cancel = actions.add_parser("cancel", help="stop the running full sync; parked real-time changes resume")
+    cancel.add_argument("integration_id", metavar="ID")
+    cancel.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the clean-up (default 60)")
+    cancel.set_defaults(func=cancel_command)
+    for parser in (start, status):
+        parser.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
+
+
+# ---- plumbing ---------------------------------------------------------------------------------------------
+def _setup() -> Any:
+    """The library's environment (tables, queue, state machine) from the env or the stack; returns settings."""
+    from efficy_sync.settings import settings
+
+    from efficy_sync_tools.commands._aws import setup_library_env
+
+    setup_library_env()
+    return settings()
+
+
+def _runs() -> Any:
+    from efficy_sync.fullsync.runs import RunStore
+
+    return RunStore(_setup().state_table)
+
+
+def _check_integration(integration_id: str) -> None:
+    from efficy_sync.store.configs import ConfigStore, UnknownIntegration
+
+    store = ConfigStore(_setup().config_table)
+    try:
+        store.get(integration_id)
+    except UnknownIntegration:
+        known = store.list_ids()
+        hint = f"; known: {', '.join(known)}" if known else "; none is configured yet (use `config apply FILE`)"
+        raise CliError(f"unknown integration {integration_id!r}{hint}") from None
+
+
+def _sfn() -> Any:
+    from efficy_sync.aws import client
+
+    return client("stepfunctions")
+
+
+def _execution_status(arn: str) -> dict[str, Any] | None:
+    sfn = _sfn()
+    try:
+        return sfn.describe_execution(executionArn=arn)
+    except sfn.exceptions.ExecutionDoesNotExist:
+        return None
+
+
+def _short(arn: str) -> str:
+    return arn.rsplit(":", 1)[-1]
+
+
+def _refusal(integration_id: str, lock: Any) -> str:
+    return (
+        f"a full sync of {integration_id} is already running (run {lock.run_id}, started {lock.started_at}, "
+        f"execution {_short(lock.execution_arn)}).\n"
+        f"  Watch it:  efficy-sync full-sync status {integration_id} --follow\n"
+        f"  Stop it:   efficy-sync full-sync cancel {integration_id}"
+    )
+
+
+# ---- start ------------------------------------------------------------------------------------------------
+@cli_command
+def start_command(args: argparse.Namespace) -> int:
+    s = _setup()
+    integration_id = args.integration_id
+    _check_integration(integration_id)
+    runs = _runs()
+    lock = runs.lock(integration_id)
+    if lock is not None and lock.held:
+        described = _execution_status(lock.execution_arn)
+        if described is not None and described["status"] == "RUNNING":
+            raise CliError(_refusal(integration_id, lock), REFUSED)
+        # the holder ended without cleaning up: Begin takes the lock over after ending that run
+    if not s.state_machine_arn:
+        raise CliError("cannot find the full-sync state machine: set STATE_MACHINE_ARN or EFFICY_SYNC_STACK")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = f"{integration_id[:48]}-{stamp}-{secrets.token_hex(3)}"
+    payload = {"integration_id": integration_id, "dry_run": bool(args.dry_run)}
+    arn = _sfn().start_execution(stateMachineArn=s.state_machine_arn, name=name, input=json.dumps(payload))[
+        "executionArn"
+    ]
+    kind = "dry run" if args.dry_run else "full sync"
+    print(f"Started a {kind} of {integration_id} (execution {name}).", flush=True)
+    if not args.follow:
+        print(f"  Watch it: efficy-sync full-sync status {integration_id} --follow")
+        return 0
+    run = _wait_for_run(runs, integration_id, arn)
+    return _follow(runs, run, args.interval)
+
+
+def _wait_for_run(runs: Any, integration_id: str, arn: str, timeout: float = 120.0) -> Any:
+    """The run Begin created for this execution; CliError when the execution ended without one (refused)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lock = runs.lock(integration_id)
+        if lock is not None and lock.execution_arn == arn:
+            run = runs.get(integration_id, lock.run_id)
+            if run is not None:
+                return run
+        described = _execution_status(arn)
+        if described is not None and described["status"] != "RUNNING":
+            if described.get("error") == "SyncAlreadyRunning":
+                raise CliError(f"refused: {described.get('cause', '')}", REFUSED)
+            raise CliError(
+                f"the execution ended {described['status']} before the run began: "
+                f"{described.get('error', '')} {described.get('cause', '')}".strip()
+            )
+        time.sleep(0.3)
+    raise CliError(f"the run did not begin within {timeout:.0f}s (execution {_short(arn)})")
+
+
+# ---- status -----------------------------------------------------------------------------------------------
+@cli_command
+def status_command(args: argparse.Namespace) -> int:
+    _check_integration(args.integration_id)
+    runs = _runs()
+    run = runs.get(args.integration_id, args.run) if args.run else runs.latest(args.integration_id)
+    if run is None:
+        which = f"run {args.run}" if args.run else "full sync"
+        print(f"No {which} of {args.integration_id} found.")
+        return 0 if not args.run else 1
+    if args.format == "json":
+        print(json.dumps(_status_document(run), indent=2, default=str))
+        return 0
+    if args.follow and run.active:
+        return _follow(runs, run, args.interval)
+    for line in progress_lines(run, _parked(args.integration_id) if run.active else 0):
+        print(line)
+    if not run.active:
+        _print_report(run)
+    return 0 if run.status in ("running", "succeeded") else 1
+
+
+def _status_document(run: Any) -> dict[str, Any]:
+    return {
+        "integration_id": run.integration_id,
+        "run_id": run.run_id,
+        "status": run.status,
+        "dry_run": run.dry_run,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "pages_total": run.pages_total,
+        "persons_estimate": run.persons_estimate,
+        "counters": run.counters,
+        "deferred_persons": _parked(run.integration_id) if run.active else 0,
+        "error": run.error,
+        "report": run.report,
+    }
+
+
+def _parked(integration_id: str) -> int:
+    from efficy_sync.fullsync.parking import ParkingLot
+
+    return ParkingLot(_setup().state_table).count(integration_id)
+
+
+def _follow(runs: Any, run: Any, interval: float) -> int:
+    """Redraws in place on a terminal; elsewhere (logs, CI) prints a line whenever the progress changes."""
+    tty = sys.stdout.isatty()
+    drawn = 0
+    last: tuple[Any, ...] = ()
+    try:
+        while True:
+            current = runs.get(run.integration_id, run.run_id) or run
+            lines = progress_lines(current, _parked(run.integration_id) if current.active else 0)
+            if tty:
+                if drawn:
+                    sys.stdout.write(f"\x1b[{drawn}F\x1b[J")
+                sys.stdout.write("\n".join(lines) + "\n")
+                sys.stdout.flush()
+                drawn = len(lines)
+            else:
+                c = current.counters
+                seen = (
+                    current.status,
+                    current.pages_total,
+                    c.get("pages_done"),
+                    c.get("persons"),
+                    c.get("parked_messages"),
+                )
+                if seen != last:  # a log gets a line per change of progress, not per tick of the ETA
+                    print(lines[1] + "  " + lines[2].strip() + "  " + lines[3].strip(), flush=True)
+                    last = seen
+            if not current.active:
+                break
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        print(f"\nStopped watching; the sync goes on (efficy-sync full-sync status {run.integration_id} --follow).")
+        return 130
+    print()
+    _print_report(current)
+    return 0 if current.status == "succeeded" else 1
+
+
+def _print_report(run: Any) -> None:
+    from efficy_sync.fullsync.report import build_report, render_report
+
+    report = run.report or build_report(run, status=run.status)
+    for line in render_report(report):
+        print(line)
+    if run.error and not report.get("error"):
+        print(f"  error: {run.error.get('Error')}: {run.error.get('Cause')}")
+
+
+def progress_lines(run: Any, deferred_persons: int, now: datetime | None = None) -> list[str]:
+    """Four lines: the run, the bar with ETA, the persons, the deferred real-time changes."""
+    from efficy_sync.fullsync.report import plural
+
+    c = run.counters
+    total = run.pages_total or 0
+    done = c.get("pages_done", 0)
+    fraction = min(1.0, done / total) if total else 0.0
+    filled = round(fraction * BAR_WIDTH)
+    bar = "#" * filled + "-" * (BAR_WIDTH - filled)
+    now = now or datetime.now(UTC)
+    elapsed = _seconds_since(run.started_at, run.ended_at, now)
+    synced = c.get("created", 0) + c.get("updated", 0) + c.get("unchanged", 0)
+    read = c.get("persons", 0)
+    eta = _eta(run, read, now)
+    kind = "dry run" if run.dry_run else "full sync"
+    pages = f"{done}/{total} pages" if total else "planning..."
+    estimate = f" of ~{run.persons_estimate:,}" if run.persons_estimate else ""
+    return [
+        f"{kind} of {run.integration_id}  run {run.run_id}  {run.status.upper()}  elapsed {_clock(elapsed)}",
+        f"[{bar}] {pages} {fraction:>4.0%}" + (f"  ETA {_clock(eta)}" if eta is not None and run.active else ""),
+        f"  persons: {synced:,} synced ({c.get('created', 0):,} created, {c.get('updated', 0):,} updated, "
+        f"{c.get('unchanged', 0):,} unchanged) · {c.get('skipped', 0):,} skipped · {c.get('failed', 0):,} failed"
+        f" · {read:,} read{estimate}",
+        f"  deferred real-time changes: {plural(c.get('parked_messages', 0), 'message')}"
+        + (
+            f" ({plural(deferred_persons, 'person')} waiting)"
+            if run.active
+            else f", re-enqueued {c.get('requeued', 0):,}"
+        ),
+    ]
+
+
+def _seconds_since(start: str | None, end: str | None, now: datetime) -> float:
+    try:
+        began = datetime.fromisoformat((start or "").replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    until = now
+    if end:
+        with contextlib.suppress(ValueError):
+            until = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    return max(0.0, (until - began).total_seconds())
+
+
+def _eta(run: Any, read: int, now: datetime) -> float | None:
+    """From the persons rate since planning ended (pages report when done, so early on there is no ETA)."""
+    if not run.persons_estimate or not read or not run.planned_at:
+        return None
+    spent = _seconds_since(run.planned_at, None, now)
+    if spent <= 0:
+        return None
+    remaining = max(0, run.persons_estimate - read)
+    return remaining * spent / read
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+# ---- cancel -----------------------------------------------------------------------------------------------
+@cli_command
+def cancel_command(args: argparse.Namespace) -> int:
+    integration_id = args.integration_id
+    _check_integration(integration_id)
+    runs = _runs()
+    lock = runs.lock(integration_id)
+    if lock is None or not lock.held:
+        print(f"No full sync of {integration_id} is running: nothing to cancel.")
+        return 1
+    described = _execution_status(lock.execution_arn)
+    if described is not None and described["status"] == "RUNNING":
+        user = os.environ.get("EFFICY_SYNC_USER") or os.environ.get("USER") or "an admin"
+        _sfn().stop_execution(
+            executionArn=lock.execution_arn,
+            error="Cancelled",
+            cause=f"cancelled by {user} with efficy-sync full-sync cancel",
+        )
+        print(f"Stopped execution {_short(lock.execution_arn)} (run {lock.run_id}).", flush=True)
+    else:
+        # The execution has already ended but nobody cleaned up (EventBridge missed it): do it here.
+        from efficy_sync.fullsync.lifecycle import FullSync
+
+        status = described["status"] if described is not None else "ABORTED"
+        FullSync.from_settings().execution_ended(lock.execution_arn, status)
+    deadline = time.monotonic() + args.wait
+    run = runs.get(integration_id, lock.run_id)
+    while run is not None and run.active and time.monotonic() < deadline:
+        time.sleep(0.5)
+        run = runs.get(integration_id, lock.run_id)
+    if run is None or run.active:
+        print(
+            "The clean-up has not finished yet; the sweeper completes it within minutes "
+            f"(efficy-sync full-sync status {integration_id})."
+        )
+        return 0
+    from efficy_sync.fullsync.report import plural
+
+    print(
+        f"Full sync of {integration_id} {run.status} (run {run.run_id}): "
+        f"{plural(run.counters.get('requeued', 0), 'deferred real-time change')} re-enqueued; "
+        "real-time sync is running again."
+    )
+    return 0
