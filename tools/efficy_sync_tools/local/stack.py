@@ -84,6 +84,9 @@ class LocalStack:
         return self.ready
 
     def _environment(self) -> None:
+        # moto's request lines and its "ToleratedFailurePercentage has no effect" notice are noise here.
+        for name in ("werkzeug", "moto.stepfunctions.parser.asl.parse.preprocessor"):
+            logging.getLogger(name).setLevel(logging.ERROR)
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
         os.environ["AWS_DEFAULT_REGION"] = self.region
