@@ -107,7 +107,20 @@ def render(results: dict[str, Any]) -> str:
     for name, data in results.items():
         if name in {"ingest", "realtime"}:
             continue
-        lines += [f"## {name.replace('_', ' ').title()}", "", "```json", json.dumps(data, indent=2), "```", ""]
+        module = _optional(f"bench.{name}")
+        if module is not None and hasattr(module, "render"):
+            lines += [module.render(data), ""]
+            continue
+        lines += [
+            f"## {name.replace('_', ' ').title()}",
+            "",
+            f"`make bench` → `bench.{name}.bench` (raw figures; see the module docstring for what each one measures).",
+            "",
+            "```json",
+            json.dumps(data, indent=2),
+            "```",
+            "",
+        ]
     return "\n".join(lines)
 
 
