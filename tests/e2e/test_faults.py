@@ -1,0 +1,82 @@
+"""Issue 7's fault-injection suite: each scenario ends with APSIS One holding exactly the expected state.
+
+Faults come from the simulators' /_sim/faults (or their in-process twin): Efficy timeouts, APSIS 429/503 at
+20 %, a page worker that fails half-way through its page (its Step Functions retry re-runs it), SQS
+redelivery of real-time changes, and a full sync cancelled in the middle and started again. The helpers that
+build an integration of the test's own and work out the expected profiles are the full-sync tests'.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_full_sync import assert_apsis_matches, crm_factory, population, start  # noqa: F401
+from tests.support import Stack, wait_for
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
+APSIS_WRITES = r"/v2/audience|/audience/keyspaces/[^/]+/(sections|profiles)"
+
+
+def test_full_sync_through_rate_limits_server_errors_timeouts_and_a_page_that_fails_half_way(crm_factory: Any) -> None:
+    crm = crm_factory(page_size=40)
+    crm.seed(population(160), vip={2, 4, 8})
+    # APSIS: 20 % of writes answered 429, 20 % 503 (bounded, so the suite stays fast).
+    crm.apsis.add_fault(path_regex=APSIS_WRITES, status=429, rate=0.2, count=80, headers={"Retry-After": "0"})
+    crm.apsis.add_fault(path_regex=APSIS_WRITES, status=503, rate=0.2, count=80)
+    # Efficy: two page reads answer after the client's read timeout (5 s in tests).
+    crm.efficy.add_fault(path_regex=r"^/v1/records/contacts", delay_ms=6000, count=2)
+    # One person's profile creation keeps failing past the in-call retries: its page fails half-way
+    # (earlier persons of the page already written) and Step Functions runs the page again.
+    crm.apsis.add_fault(path_regex=r"/sections/[^/]+/profiles$", method="POST", status=500, count=4, body="crash")
+
+    result = start(crm, "--follow")
+
+    assert "SUCCEEDED" in result.stdout, result.stdout
+    report = crm.run().report
+    assert report["persons"]["failed"] == 0 and report["pages"]["failed"] == [], report
+    assert_apsis_matches(crm)
+
+
+def test_cancel_in_the_middle_then_a_new_full_sync_ends_exact(crm_factory: Any) -> None:
+    crm = crm_factory(page_size=25)
+    crm.seed(population(200))
+    crm.apsis.add_fault(path_regex=r"/sections/[^/]+/profiles$", method="POST", delay_ms=150)
+    start(crm)
+    wait_for("some pages written", lambda: (r := crm.run()) is not None and r.counters.get("pages_done", 0) >= 2, 90)
+    cancelled = crm.cli("cancel", crm.integration_id)
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert crm.run().status == "cancelled"
+    crm.apsis.clear_faults()
+
+    result = start(crm, "--follow")
+
+    assert "SUCCEEDED" in result.stdout, result.stdout
+    assert_apsis_matches(crm)
+
+
+def test_real_time_changes_through_faults_and_sqs_redelivery_end_exact(crm_factory: Any, stack: Stack) -> None:
+    crm = crm_factory()
+    persons = population(24, start=1)
+    crm.seed(persons)
+    crm.apsis.add_fault(path_regex=APSIS_WRITES, status=503, rate=0.2, count=40)
+    crm.apsis.add_fault(path_regex=APSIS_WRITES, status=429, rate=0.2, count=40)
+    # Efficy's refetch fails past the in-call retries a few times: those messages fail, SQS redelivers them.
+    crm.efficy.add_fault(
+        path_regex=r"^/crm/json", status=504, count=8, body="<html>504</html>", content_type="text/html"
+    )
+    crm.efficy.add_fault(path_regex=r"^/crm/json", delay_ms=6000, count=1)
+
+    for person in persons:
+        crm.edit(person["K_CONTACT"], FIRSTNAME=f"RT{person['K_CONTACT']}")
+
+    wanted = {str(p["K_CONTACT"]) for p in persons if p["OPENED"] == "1" and p["ROBINSON"] == "0"}
+    wait_for(
+        "every synced person with the new first name",
+        lambda: all(crm.firstname(int(k)) == f"RT{k}" for k in wanted),
+        timeout=120,
+        interval=0.5,
+    )
+    wait_for("the contact queue drained", lambda: stack.queue_depth("ContactChangesQueue") == 0, timeout=60)
+    assert_apsis_matches(crm)
