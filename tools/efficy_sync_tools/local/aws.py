@@ -55,6 +55,8 @@ class MotoServer:
         import requests
 
         config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+        # moto's backends live in this process: a second stack started here must not see the first one's.
+        requests.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()
         requests.post(f"{self.endpoint}/moto-api/config", json=config, timeout=10).raise_for_status()
         return self
 
