@@ -80,3 +80,25 @@ def test_real_time_changes_through_faults_and_sqs_redelivery_end_exact(crm_facto
     )
     wait_for("the contact queue drained", lambda: stack.queue_depth("ContactChangesQueue") == 0, timeout=60)
     assert_apsis_matches(crm)
+
+
+def test_query_tag_on_its_own_schedule_between_full_syncs(crm_factory: Any, stack: Stack, tmp_path: Any) -> None:
+    """Not a fault: the sweeper (every few seconds locally) runs query tags whose schedule is due."""
+    import json
+
+    crm = crm_factory()
+    shown = json.loads(stack.cli("config", "show", crm.integration_id, "--format", "json", check=True).stdout)
+    shown["tags"]["queries"][0]["schedule"] = "rate(1 day)"
+    path = tmp_path / "scheduled.json"
+    path.write_text(json.dumps(shown))
+    stack.cli("config", "apply", str(path), "--by", "tests", check=True)
+    persons = [p for p in population(6) if p["OPENED"] == "1" and p["ROBINSON"] == "0"]
+    crm.seed(persons, vip={persons[0]["K_CONTACT"], persons[1]["K_CONTACT"]})
+    for person in persons:
+        crm.edit(person["K_CONTACT"], FIRSTNAME=f"S{person['K_CONTACT']}")
+
+    def tagged() -> set[str]:
+        return {key for key, profile in crm.profiles().items() if "vip" in profile["tags"]}
+
+    wanted = {str(persons[0]["K_CONTACT"]), str(persons[1]["K_CONTACT"])}
+    wait_for("the scheduled query tag", lambda: tagged() == wanted, timeout=60, interval=0.5)

@@ -9,8 +9,10 @@ releases first and drains parked changes second (see parking.py for why that ord
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from ..aws import client
@@ -26,7 +28,9 @@ from .parking import ParkingLot
 from .plan import count_records, efficy_probe, plan_pages
 from .report import build_report
 from .runs import STATUS_BY_EXECUTION, Lock, Run, RunStore, utc_now
-from .tags import QueryMembers, mirror_query_tags
+from .tags import QueryMembers, mirror_query_tags, schedule_due
+
+logger = logging.getLogger(__name__)
 
 #: the share of pages that may fail before the run fails (the state machine's ToleratedFailurePercentage)
 TOLERATED_FAILED_PAGES = 0.10
@@ -222,7 +226,38 @@ class FullSync:
                 if n and lock.run_id:
                     self.runs.add(lock.integration_id, lock.run_id, {"requeued": n})
                 requeued += n
-        return {"ended": ended, "requeued": requeued}
+        return {"ended": ended, "requeued": requeued, "query_tags": self.scheduled_query_tags()}
+
+    def scheduled_query_tags(self, now: datetime | None = None) -> dict[str, Any]:
+        """Query tags with a schedule of their own run between full syncs (a full sync runs them all anyway,
+        so an integration whose full sync holds the lock is left to it)."""
+        now = now or datetime.now(UTC)
+        done: dict[str, Any] = {}
+        for integration_id in self.configs.list_ids():
+            try:
+                cfg = self.configs.get(integration_id)
+                due = [
+                    q
+                    for q in cfg.tags.queries
+                    if q.schedule and schedule_due(q.schedule, self.members.last_run(integration_id, q.query), now)
+                ]
+                lock = self.runs.lock(integration_id)
+                if not due or (lock is not None and lock.held):
+                    continue
+                only_due = cfg.model_copy(update={"tags": cfg.tags.model_copy(update={"queries": due})})
+                done[integration_id] = mirror_query_tags(
+                    only_due,
+                    run_query=efficy_client(cfg).run_query,
+                    apsis=PacedApsis(apsis_client(cfg), Pace(worker_rate(1))),
+                    states=self.states,
+                    members=self.members,
+                    dry_run=False,
+                    run_id=f"schedule-{utc_now()}",
+                )
+            except Exception as exc:  # one integration's outage must not stop the sweeper for the others
+                logger.warning("scheduled query tags of %s failed: %s", integration_id, exc)
+                done[integration_id] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        return done
 
     # ---- helpers ------------------------------------------------------------------------------------------
     def config(self, integration_id: str, version: int) -> IntegrationConfig:

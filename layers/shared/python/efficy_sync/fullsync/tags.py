@@ -10,9 +10,11 @@ untag on a lost condition (`on_condition_lost: untag`) also takes query tags awa
 from __future__ import annotations
 
 import contextlib
+import re
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..aws import client
@@ -84,6 +86,44 @@ class QueryMembers:
                 "updated_at": {"S": utc_now()},
             },
         )
+
+    def last_run(self, integration_id: str, query: int) -> str | None:
+        """When the members of `query` were last refreshed (by a full sync or by its schedule)."""
+        head = client("dynamodb").get_item(
+            TableName=self._table,
+            Key={"pk": {"S": f"QUERYTAG#{integration_id}"}, "sk": {"S": str(query)}},
+            ConsistentRead=True,
+            ProjectionExpression="updated_at",
+        )
+        return head.get("Item", {}).get("updated_at", {}).get("S")
+
+
+_RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
+_CRON = re.compile(r"^cron\((\S+)\s+(\S+)\s")
+
+
+def schedule_due(schedule: str, last_run: str | None, now: datetime) -> bool:
+    """Whether a query tag's own schedule (EventBridge syntax) asks for a run now.
+
+    The sweeper calls this every few minutes, so `rate(...)` is honoured to that precision. For `cron(...)`
+    only the minute and hour are read: the query runs once a day, at or after that time (UTC); richer cron
+    expressions (days of week, months) are treated as daily.
+    """
+    if last_run is None:
+        return True
+    last = datetime.fromisoformat(last_run.replace("Z", "+00:00"))
+    if last.tzinfo is None:
+        last = last.replace(tzinfo=UTC)
+    rate = _RATE.match(schedule.strip())
+    if rate:
+        n, unit = int(rate.group(1)), rate.group(2).rstrip("s")
+        return now - last >= timedelta(seconds=n * {"minute": 60, "hour": 3600, "day": 86400}[unit])
+    cron = _CRON.match(schedule.strip())
+    minute = int(cron.group(1)) if cron and cron.group(1).isdigit() else 0
+    hour = int(cron.group(2)) if cron and cron.group(2).isdigit() else 0
+    todays = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    slot = todays if now >= todays else todays - timedelta(days=1)
+    return last < slot
 
 
 def _eligible(state: PersonState | None) -> bool:
