@@ -140,7 +140,7 @@ def test_cleanup_matches_the_run_by_execution_arn_and_marks_it_cancelled(sync) -
 def test_the_sweeper_ends_runs_whose_event_was_lost_and_requeues_late_parked_keys(sync) -> None:
     full_sync, statuses = sync
     run = planned(full_sync, ARN + "d", pages=2, done=2, failing=[])
-    assert full_sync.sweep() == {"ended": [], "requeued": 0}  # still running: left alone
+    assert full_sync.sweep() == {"ended": [], "requeued": 0, "query_tags": {}}  # still running: left alone
 
     statuses[ARN + "d"] = "TIMED_OUT"
     assert full_sync.sweep()["ended"] == ["demo"]

@@ -144,7 +144,7 @@ def apply_operations(state: PersonState | None, result: Desired | Skip, ops: lis
     if is_stale(stamp, state):
         return new
     for op in ops:
-        _apply_one(new, op)
+        record_operation(new, op)
     if isinstance(result, Desired):
         _confirm_optouts(new, result)
         new.last_outcome, new.skip_reason = "synced", None
@@ -158,10 +158,12 @@ def apply_operations(state: PersonState | None, result: Desired | Skip, ops: lis
     return new
 
 
-def _apply_one(new: PersonState, op: Operation) -> None:
+def record_operation(new: PersonState, op: Operation, *, clear_on_create: bool = True) -> None:
+    """What `op` made APSIS One hold, written into `new` (in place)."""
     if isinstance(op, CreateProfile):
         new.exists_in_apsis = True
-        new.attribute_hashes, new.consents, new.tags = {}, {}, {}  # a new profile holds nothing yet
+        if clear_on_create:
+            new.attribute_hashes, new.consents, new.tags = {}, {}, {}  # a new profile holds nothing yet
     elif isinstance(op, PatchAttributes):
         for name, value in op.attributes.items():
             if value is None:

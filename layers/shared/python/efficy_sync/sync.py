@@ -46,6 +46,7 @@ from .diff import (
     apply_operations,
     plan_for_skip,
     plan_operations,
+    record_operation,
 )
 from .mapping import Desired, Skip, map_person
 from .observability import MetricUnit, metrics
@@ -365,21 +366,7 @@ def _remember(state: PersonState, ops: list[Operation]) -> PersonState:
     leave an opt-in nobody withdraws."""
     new = state.model_copy(deep=True)
     for op in ops:
-        if isinstance(op, CreateProfile):
-            new.exists_in_apsis = True
-        elif isinstance(op, PatchAttributes):
-            for name, value in op.attributes.items():
-                if value is None:
-                    new.attribute_hashes.pop(name, None)
-                else:
-                    new.attribute_hashes[name] = value_hash(value)
-        elif isinstance(op, SetConsent):
-            new.consents[consent_key(op.topic, op.channel)] = op.type
-        elif isinstance(op, PatchTags):
-            new.tags.update(op.tags)
-        elif isinstance(op, DeleteProfile):
-            new.exists_in_apsis = False
-            new.attribute_hashes, new.consents, new.tags = {}, {}, {}
+        record_operation(new, op, clear_on_create=False)
     return new
 
 
