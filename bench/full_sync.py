@@ -292,6 +292,32 @@ def run(n_persons: int = 10_000) -> dict[str, Any]:
         stack.stop()
 
 
+def run_import_only(n_persons: int = 100_000) -> dict[str, Any]:
+    """The large size in import mode only (diff mode at this size takes most of an hour here): persons/s against
+    the bare import ceiling of the same run, and calls per 1,000 persons."""
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    os.environ["EFFICY_SYNC_APSIS_RATE"] = "100000"
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    from efficy_sync_tools.local.stack import LocalStack
+
+    stack = LocalStack(poll_workers=2)
+    stack.start()
+    try:
+        stack.apsis.rate_limits = False
+        requests.post(f"{stack.efficy.url}/_sim/persons", json={"persons": _persons(n_persons)}, timeout=600)
+        results: dict[str, Any] = {"persons": n_persons, "page_size": 500}
+        results["ceiling_import"] = _ceiling(stack, n_persons, "import")
+        requests.post(f"{stack.apsis.url}/_sim/reset", timeout=60)
+        _config(stack, "bench-import", "import")
+        results["import_mode"] = _measured(stack, "bench-import", n_persons)
+        ceiling = results["ceiling_import"]["persons_per_second"]
+        results["import_mode"]["share_of_ceiling"] = round(results["import_mode"]["persons_per_second"] / ceiling, 2)
+        return results
+    finally:
+        stack.stop()
+
+
 def bench(quick: bool = False) -> dict[str, Any]:
     """The hook bench/run.py calls."""
     return run(1000 if quick else 10_000)
