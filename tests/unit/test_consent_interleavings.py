@@ -27,7 +27,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from efficy_sync.clients.errors import EfficyBusinessError, EfficyUnavailable, NotFound, TransientError
-from efficy_sync.config import config_from_dict
 from efficy_sync.consent import compare_stamps
 from efficy_sync.optout import OptOutMessage, SlotRef, WriteBack, slots_for
 from efficy_sync.store.persons import MemoryPersonStateStore
@@ -35,27 +34,13 @@ from efficy_sync.sync import PersonSyncer
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from tests.unit.consent_configs import consent_config
+
 KEY = 7
 NEWS, EVENTS, SMS = "usercreated.topics.news", "usercreated.topics.events", "usercreated.topics.sms"
 PROFILE_OF = {(NEWS, "email"): 12, (EVENTS, "email"): 14, (SMS, "sms"): 13}
 SLOTS = list(PROFILE_OF)
-CFG = config_from_dict(
-    {
-        "integration_id": "prop",
-        "efficy": {"base_url": "https://crm.example.com/crm", "api_key_secret": "x/e", "webhook_secret_secret": "x/w"},
-        "apsis": {
-            "base_url": "https://api.example.com",
-            "section": "com.apsis1.sections.default",
-            "credentials_secret": "x/a",
-            "optout_token_secret": "x/o",
-        },
-        "field_mappings": [{"efficy": "MOBILE", "apsis": "com.apsis1.attributes.mobile", "type": "phone"}],
-        "consent_mappings": [
-            {"crm_profile": profile, "subscription": topic, "channel": channel}
-            for (topic, channel), profile in PROFILE_OF.items()
-        ],
-    }
-)
+CFG = consent_config("prop", PROFILE_OF)
 EPOCH = datetime(2024, 5, 1, 8, 0, 0)
 
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from efficy_sync import optout
-from efficy_sync.config import config_from_dict
 from efficy_sync.optout import (
     OptOutAuthError,
     OptOutMessage,
@@ -21,25 +20,9 @@ from efficy_sync.optout import (
     slots_for,
 )
 
-NEWS, EVENTS, SMS = "usercreated.topics.news-ab12", "usercreated.topics.events-ef56", "usercreated.topics.sms-cd34"
-CFG = config_from_dict(
-    {
-        "integration_id": "acme",
-        "efficy": {"base_url": "https://crm.example.com/crm", "api_key_secret": "x/e", "webhook_secret_secret": "x/w"},
-        "apsis": {
-            "base_url": "https://api.example.com",
-            "section": "com.apsis1.sections.default",
-            "credentials_secret": "x/a",
-            "optout_token_secret": "x/o",
-        },
-        "field_mappings": [{"efficy": "MOBILE", "apsis": "com.apsis1.attributes.mobile", "type": "phone"}],
-        "consent_mappings": [
-            {"crm_profile": 12, "subscription": NEWS, "channel": "email"},
-            {"crm_profile": 13, "subscription": SMS, "channel": "sms"},
-            {"crm_profile": 14, "subscription": EVENTS, "channel": "email"},
-        ],
-    }
-)
+from tests.unit.consent_configs import EVENTS, NEWS, SMS, consent_config
+
+CFG = consent_config()
 TOKEN = "a-fake-token-for-tests"
 HEADERS = {"x-apsis-webhook-token": TOKEN}  # API Gateway may lower-case header names
 NOW = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)

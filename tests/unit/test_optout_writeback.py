@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from efficy_sync.clients.errors import EfficyBusinessError, EfficyUnavailable
-from efficy_sync.config import config_from_dict
 from efficy_sync.optout import (
     OptOutMessage,
     OptOutUnmatched,
@@ -23,27 +22,11 @@ from efficy_sync.optout import (
 from efficy_sync.store.persons import MemoryPersonStateStore
 from efficy_sync.sync import PersonSyncer
 
+from tests.unit.consent_configs import EVENTS, NEWS, consent_config
+
 ROOT = Path(__file__).resolve().parents[2]
-NEWS, EVENTS, SMS = "usercreated.topics.news-ab12", "usercreated.topics.events-ef56", "usercreated.topics.sms-cd34"
-CFG = config_from_dict(
-    {
-        "integration_id": "acme",
-        "efficy": {"base_url": "https://crm.example.com/crm", "api_key_secret": "x/e", "webhook_secret_secret": "x/w"},
-        "apsis": {
-            "base_url": "https://api.example.com",
-            "section": "com.apsis1.sections.default",
-            "credentials_secret": "x/a",
-            "optout_token_secret": "x/o",
-        },
-        "field_mappings": [{"efficy": "MOBILE", "apsis": "com.apsis1.attributes.mobile", "type": "phone"}],
-        "consent_mappings": [
-            {"crm_profile": 12, "subscription": NEWS, "channel": "email"},
-            {"crm_profile": 13, "subscription": SMS, "channel": "sms"},
-            {"crm_profile": 14, "subscription": EVENTS, "channel": "email"},
-        ],
-        "tags": {"profiles": [{"crm_profile": 12, "tag": "newsletter-readers"}]},
-    }
-)
+
+CFG = consent_config(tags={"profiles": [{"crm_profile": 12, "tag": "newsletter-readers"}]})
 AT = "2024-05-01T10:00:00.000Z"
 
 
