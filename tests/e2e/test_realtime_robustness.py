@@ -80,7 +80,13 @@ def test_apsis_503_and_429_still_end_right(stack: Stack, key: int) -> None:
     stack.fault("apsis", path_regex="/v2/audience|/audience/keyspaces", status=503, rate=0.5, count=6)
     stack.fault("apsis", path_regex="/v2/audience", status=429, count=2, headers={"Retry-After": "0"})
     stack.edit(key, FIRSTNAME="Faulty")
-    wait_for("the profile despite faults", lambda: _firstname(stack, key) == "Faulty", timeout=60)
+    # Attributes are written before consents, so the new first name alone does not mean the person is done:
+    # wait for the stored outcome, which is written only once every APSIS call of the change has succeeded.
+    wait_for(
+        "the profile and its stored outcome despite faults",
+        lambda: _firstname(stack, key) == "Faulty" and _outcome(stack, key).get("last_outcome") == "synced",
+        timeout=60,
+    )
     consents = stack.profile(key)["consents"]
     assert {"topic": "usercreated.topics.newsletter-ab12", "channel": "email", "type": "opt-in"} in [
         {k: c[k] for k in ("topic", "channel", "type")} for c in consents
