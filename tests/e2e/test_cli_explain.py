@@ -56,7 +56,7 @@ def test_explain_before_and_after_sync(stack: Stack, key: int) -> None:
     assert "would send: nothing" in after
     assert "usercreated.topics.newsletter-ab12 (email, CRM profile 12): opt-in - " in after
     assert "com.apsis1.attributes.firstname = 'G***' [unchanged]" in after
-    assert "last sync: synced at " in after
+    assert "last sync: synced, state stored at " in after
     for personal in ("Grace", f"p{key}@example.com", f"Name{key}"):
         assert personal not in after, personal
 

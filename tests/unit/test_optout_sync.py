@@ -251,3 +251,29 @@ def test_dry_run_reports_the_conflict_without_writing(store: MemoryPersonStateSt
 def test_states_are_plain_models() -> None:
     state = PersonState(integration_id="acme", person_key="7", consents={SLOT: "unknown"})
     assert PersonState.model_validate_json(state.model_dump_json()).consents == {SLOT: "unknown"}
+
+
+# ---- writes ----------------------------------------------------------------------------------------------------
+
+
+def test_an_unchanged_re_sync_stores_nothing_but_a_newer_stamp_is_stored(store: MemoryPersonStateStore) -> None:
+    synced(store)
+    first = store.get("acme", 7)
+    apsis = FakeApsis()
+    outcome = syncer(store, apsis).sync(7, person(7), first)
+    assert outcome.result == "unchanged" and apsis.calls == []
+    assert store.get("acme", 7).revision == first.revision, "an unchanged re-sync wrote the state again"
+
+    # Same data, a newer Efficy change stamp: stored, so an older read can no longer pass the stamp check.
+    syncer(store, FakeApsis()).sync(7, person(7, stamp="2024-05-01T12:00:00"), first)
+    after = store.get("acme", 7)
+    assert after.revision == first.revision + 1 and after.change_stamp == "2024-05-01T12:00:00"
+
+
+def test_an_unchanged_person_whose_last_attempt_failed_is_stored_as_synced(store: MemoryPersonStateStore) -> None:
+    synced(store)
+    failed = store.get("acme", 7)
+    store.put(failed.model_copy(update={"last_outcome": "failed", "error_category": "apsis_unavailable"}))
+    syncer(store, FakeApsis()).sync(7, person(7), store.get("acme", 7))
+    after = store.get("acme", 7)
+    assert after.last_outcome == "synced" and after.error_category is None

@@ -218,7 +218,7 @@ def render_explain(report: Mapping[str, Any]) -> str:
             f", error {last['error_category']}: {last.get('error_detail') or ''}" if last.get("error_category") else ""
         )
         lines.append(
-            f"last sync: {last.get('outcome') or 'never'} at {last.get('updated_at')}"
+            f"last sync: {last.get('outcome') or 'never'}, state stored at {last.get('updated_at')}"
             f" (stamp {last.get('change_stamp') or 'unknown'}, in APSIS One: {last.get('exists_in_apsis')}){error}"
         )
     else:

@@ -245,6 +245,8 @@ class PersonSyncer:
         if self.dry_run:
             outcome.result = "dry_run" if outcome.operations else outcome.result
             return outcome
+        if not outcome.operations and _same_state(before, state):
+            return outcome  # nothing sent and nothing new to remember: a re-sync of an unchanged person costs no write
         try:
             self.states.put(state)
         except ConflictingWrite:
@@ -420,3 +422,14 @@ def log_fields(outcome: Outcome) -> dict[str, Any]:
     if outcome.notices:
         fields["notices"] = list(outcome.notices)
     return fields
+
+
+_VOLATILE = {"updated_at", "revision"}
+
+
+def _same_state(before: PersonState | None, after: PersonState) -> bool:
+    """True when storing `after` would change nothing but its timestamp: same Efficy change stamp, same pushed
+    state, same outcome. Only a state that was stored before (has a revision) can be skipped."""
+    if before is None or not before.revision:
+        return False
+    return before.model_dump(exclude=_VOLATILE) == after.model_dump(exclude=_VOLATILE)
