@@ -17,9 +17,9 @@ full_sync = FullSync.from_settings()
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if event.get("sweep"):
-        result = full_sync.sweep()
+        result = full_sync.sweep(time_left=lambda: context.get_remaining_time_in_millis() / 1000)
         if result["ended"] or result["requeued"]:
             logger.info("sweep reconciled runs", extra=result)
         return result

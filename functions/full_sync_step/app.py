@@ -17,14 +17,18 @@ full_sync = FullSync.from_settings()
 __all__ = ["SyncAlreadyRunning", "handler"]
 
 
-def _step(event: dict[str, Any]) -> dict[str, Any]:
+def _step(event: dict[str, Any], context: Any) -> dict[str, Any]:
     step = event.get("step")
     if step == "begin":
         return full_sync.begin(event["input"], event["execution_arn"])
     if step == "plan":
         return full_sync.plan(event["run"])
     if step == "tags":
-        return full_sync.tags(event["run"])
+        return full_sync.tags(
+            event["run"],
+            previous=event.get("previous"),
+            time_left=lambda: context.get_remaining_time_in_millis() / 1000,
+        )
     if step == "finish":
         return full_sync.finish(event)
     if step == "fail":
@@ -34,13 +38,13 @@ def _step(event: dict[str, Any]) -> dict[str, Any]:
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     run = event.get("run") or {}
     logger.append_keys(
         step=event.get("step"),
         integration_id=run.get("integration_id") or (event.get("input") or {}).get("integration_id"),
         run_id=run.get("run_id"),
     )
-    result = _step(event)
+    result = _step(event, context)
     logger.info("full-sync step done", extra={"result": {k: v for k, v in result.items() if not isinstance(v, dict)}})
     return result

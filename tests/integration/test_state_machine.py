@@ -52,6 +52,7 @@ class Scenario:
     flaky_pages: dict[int, tuple[type[Exception], int]] = field(default_factory=dict)  # page -> (error, times)
     page_delay_s: float = 0.0
     max_concurrency: int = 5  # what Begin puts in the run (the integration's full_sync.max_concurrency)
+    tags_calls: int = 1  # the Tags step answers more=true until it has been called this many times
 
 
 @dataclass
@@ -91,7 +92,15 @@ class Harness:
             boto3.client("s3", region_name=REGION).put_object(Bucket=BUCKET, Key=key, Body=json.dumps(descriptors))
             return {"bucket": BUCKET, "key": key, "pages": len(descriptors)}
         if step == "tags":
-            return {"queries": 1, "tagged": 2, "untagged": 0}
+            previous = event["previous"] or {"tagged": 0, "calls": 0}
+            calls = previous["calls"] + 1
+            return {
+                "queries": 1,
+                "tagged": previous["tagged"] + 2,
+                "untagged": 0,
+                "calls": calls,
+                "more": calls < self.scenario.tags_calls,
+            }
         if step == "finish":
             return {"status": "succeeded", "run_id": event["run"]["run_id"]}
         return {"status": "failed"}
@@ -228,10 +237,23 @@ def test_steps_receive_the_run_and_finish_gets_a_small_map_summary(harness: Harn
     assert all(event["dry_run"] is True for event in harness.page_events())
     finish = events["finish"]
     assert finish["plan"] == {"bucket": BUCKET, "key": "plans/run-1.json", "pages": 4}
-    assert finish["tags"] == {"queries": 1, "tagged": 2, "untagged": 0}
+    assert finish["tags"] == {"queries": 1, "tagged": 2, "untagged": 0, "calls": 1, "more": False}
     # Child results go to S3 through ResultWriter: the parent carries a pointer, not one entry per page.
     assert set(finish["pages"]) == {"map_run_arn", "results"}
     assert finish["pages"]["results"]["Bucket"] == BUCKET
+
+
+def test_a_tags_step_that_runs_out_of_time_is_called_again_with_its_previous_result(harness: Harness) -> None:
+    harness.scenario = Scenario(pages=2, tags_calls=3)
+
+    result = harness.run({"integration_id": "demo"})
+
+    assert result["status"] == "SUCCEEDED", result
+    assert harness.steps() == ["begin", "plan", "tags", "tags", "tags", "finish"]
+    tags_events = [event for step, event in harness.calls if step == "tags"]
+    assert tags_events[0]["previous"] == {}
+    assert tags_events[2]["previous"] == {"queries": 1, "tagged": 4, "untagged": 0, "calls": 2, "more": True}
+    assert dict(harness.calls)["finish"]["tags"]["tagged"] == 6
 
 
 @pytest.mark.parametrize("error", [TransientError, EfficyUnavailable, ApsisUnavailable, RateLimited])

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import efficy_sync.fullsync.tags as tags_module
 import pytest
 from efficy_sync import aws
 from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync.clients.errors import EfficyBusinessError, EfficyUnavailable
 from efficy_sync.config import load_config_file
-from efficy_sync.fullsync.tags import QueryMembers, decode_members, encode_members, mirror_query_tags
+from efficy_sync.fullsync.tags import QueryMembers, decode_members, encode_members, merge_results, mirror_query_tags
 from efficy_sync.state import PersonState
 from efficy_sync.store.persons import PersonStateStore
 from efficy_sync_tools.sims.apsis import ApsisSimulator
@@ -141,3 +142,29 @@ def test_a_missing_query_is_reported_and_a_retryable_error_propagates(world) -> 
             dry_run=False,
             run_id="run-1",
         )
+
+
+def test_a_mirror_that_runs_out_of_time_resumes_where_it_stopped(world, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tags_module, "TAG_BATCH_PER_WORKER", 2)
+    out_of_time = {"time_left": lambda: 0.0, "workers": 1}  # every call applies its first batch, then stops
+    results = []
+    while not results or results[-1]["more"]:
+        results.append(mirror(world, [1, 2, 3, 4, 5], **out_of_time))
+        if results[-1]["more"]:
+            assert world["members"].get("demo", 3618) is None, "the snapshot must wait for the last call"
+        assert len(results) <= 3
+    assert [r["tagged"] for r in results] == [2, 2, 1]
+    assert tagged(world) == {1, 2, 3, 4, 5}
+    assert world["members"].get("demo", 3618) == {1, 2, 3, 4, 5}
+
+    total = None
+    for result in results:
+        total = merge_results(total, result)
+    assert total["tagged"] == 5 and total["tags"]["vip"] == {"added": 5, "members": 5} and total["calls"] == 3
+
+
+def test_tags_are_applied_on_several_threads_with_the_same_outcome(world) -> None:
+    result = mirror(world, [1, 2, 3, 4, 5], workers=4)
+    assert result["tagged"] == 5 and result["more"] is False
+    assert tagged(world) == {1, 2, 3, 4, 5}
+    assert all(world["states"].get("demo", k).tags == {"vip": True} for k in range(1, 6))

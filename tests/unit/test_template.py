@@ -406,9 +406,13 @@ def test_asl_is_jsonpath_without_constructs_moto_rejects(asl: dict[str, Any]) ->
 def test_asl_flow_and_catches(asl: dict[str, Any]) -> None:
     states = asl["States"]
     assert asl["StartAt"] == "Begin"
-    chain = ["Begin", "Plan", "Pages", "Tags", "Finish"]
+    chain = ["Begin", "Plan", "Pages", "PrepareTags", "Tags", "MoreTags"]
     for current, nxt in itertools.pairwise(chain):
         assert states[current]["Next"] == nxt
+    # Tags loops while a call answers more=true (it ran out of time), then Finish.
+    assert states["MoreTags"]["Default"] == "Finish"
+    assert [choice["Next"] for choice in states["MoreTags"]["Choices"]] == ["Tags"]
+    chain = ["Begin", "Plan", "Pages", "Tags", "Finish"]
     assert states[states["Finish"]["Next"]]["Type"] == "Succeed"
     # The refused start must not reach the fail step (it would release someone else's lock).
     (begin_catch,) = states["Begin"]["Catch"]

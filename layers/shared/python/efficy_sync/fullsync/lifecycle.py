@@ -28,7 +28,7 @@ from .parking import ParkingLot
 from .plan import count_records, efficy_probe, plan_pages
 from .report import build_report
 from .runs import STATUS_BY_EXECUTION, Lock, Run, RunStore, utc_now
-from .tags import QueryMembers, mirror_query_tags, schedule_due
+from .tags import QueryMembers, merge_results, mirror_query_tags, schedule_due
 
 logger = logging.getLogger(__name__)
 
@@ -136,18 +136,25 @@ class FullSync:
             self.runs.page_done(integration_id, run_id, number, result.persons, result.counters)
         return result.summary()
 
-    def tags(self, run_payload: dict[str, Any]) -> dict[str, Any]:
+    def tags(
+        self,
+        run_payload: dict[str, Any],
+        previous: dict[str, Any] | None = None,
+        time_left: Callable[[], float] | None = None,
+    ) -> dict[str, Any]:
+        """One call of the Tags step. It answers `more: True` when it ran out of time; the state machine then
+        calls it again with this answer as `previous`, and the counts add up (see tags.mirror_query_tags)."""
         run = self._run(run_payload)
         cfg = self.config(run.integration_id, run.config_version)
         if not cfg.tags.queries:
-            return {"queries": 0, "tagged": 0, "untagged": 0, "failed": 0, "tags": {}}
+            return {"queries": 0, "tagged": 0, "untagged": 0, "failed": 0, "tags": {}, "more": False}
         efficy = efficy_client(cfg)
 
         def would_sync(keys: list[int]) -> set[int]:
             persons = efficy.get_persons(keys, needed_fields(cfg)) if keys else {}
             return {key for key, person in persons.items() if isinstance(map_person(cfg, person), Desired)}
 
-        return mirror_query_tags(
+        result = mirror_query_tags(
             cfg,
             run_query=efficy.run_query,
             would_sync=would_sync,
@@ -156,7 +163,9 @@ class FullSync:
             members=self.members,
             dry_run=run.dry_run,
             run_id=run.run_id,
+            time_left=time_left,
         )
+        return merge_results(previous, result)
 
     def finish(self, event: dict[str, Any]) -> dict[str, Any]:
         run = self._run(event["run"])
@@ -206,7 +215,7 @@ class FullSync:
         requeued = self._end(lock, status, error)
         return {"matched": True, "integration_id": lock.integration_id, "run_id": lock.run_id, "requeued": requeued}
 
-    def sweep(self) -> dict[str, Any]:
+    def sweep(self, time_left: Callable[[], float] | None = None) -> dict[str, Any]:
         """Reconcile every lock with Step Functions (EventBridge delivery is best effort), and re-enqueue keys
         parked after an ending run's drain."""
         ended: list[str] = []
@@ -226,11 +235,14 @@ class FullSync:
                 if n and lock.run_id:
                     self.runs.add(lock.integration_id, lock.run_id, {"requeued": n})
                 requeued += n
-        return {"ended": ended, "requeued": requeued, "query_tags": self.scheduled_query_tags()}
+        return {"ended": ended, "requeued": requeued, "query_tags": self.scheduled_query_tags(time_left=time_left)}
 
-    def scheduled_query_tags(self, now: datetime | None = None) -> dict[str, Any]:
+    def scheduled_query_tags(
+        self, now: datetime | None = None, time_left: Callable[[], float] | None = None
+    ) -> dict[str, Any]:
         """Query tags with a schedule of their own run between full syncs (a full sync runs them all anyway,
-        so an integration whose full sync holds the lock is left to it)."""
+        so an integration whose full sync holds the lock is left to it). A mirror that runs out of time is
+        resumed by the next sweep: its snapshot, and so its last run, is written only once it completes."""
         now = now or datetime.now(UTC)
         done: dict[str, Any] = {}
         for integration_id in self.configs.list_ids():
@@ -253,6 +265,7 @@ class FullSync:
                     members=self.members,
                     dry_run=False,
                     run_id=f"schedule-{utc_now()}",
+                    time_left=time_left,
                 )
             except Exception as exc:  # one integration's outage must not stop the sweeper for the others
                 logger.warning("scheduled query tags of %s failed: %s", integration_id, exc)

@@ -14,6 +14,7 @@ import re
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,9 @@ from ..state import PersonState, utc_now
 from ..store.persons import PersonStateStore, StaleWrite
 
 CHUNK_BYTES = 300_000  # stays well under DynamoDB's 400 KB item limit
+TAG_WORKERS = 8  # persons tagged at once; the APSIS pace (PacedApsis), not this, bounds the request rate
+TAG_BATCH_PER_WORKER = 25  # between batches the call checks how much time it has left
+TAG_RESERVE_SECONDS = 45.0  # stop this long before the Lambda's timeout and let the state machine call again
 
 
 def encode_members(keys: Iterable[int]) -> bytes:
@@ -141,10 +145,17 @@ def mirror_query_tags(
     dry_run: bool,
     run_id: str,
     would_sync: Callable[[list[int]], set[int]] | None = None,
+    time_left: Callable[[], float] | None = None,
+    workers: int = TAG_WORKERS,
 ) -> dict[str, Any]:
-    """Runs each mapped query once, tags its members and untags former members; one APSIS call per person
-    whose query tags change. Returns {"queries", "tagged", "untagged", "failed", "tags": {tag: {added, removed,
-    members}}}.
+    """Runs each mapped query, tags its members and untags former members; one APSIS call per person whose
+    query tags change, `workers` at a time. Returns {"queries", "tagged", "untagged", "failed", "tags": {tag:
+    {added, removed, members}}, "errors", "more"}.
+
+    A query with very many new members can take longer than one Lambda may run: when `time_left()` (seconds)
+    drops under TAG_RESERVE_SECONDS the call stops between batches and answers `more: True`. Calling it again
+    resumes: a person already tagged is recorded in its stored state, so the next plan no longer holds it, and
+    the member snapshots are written only by the call that finishes. The counts are what this call did.
 
     A dry run created no profiles, so `would_sync(keys)` says which members without a profile the run would
     have created (and so tagged)."""
@@ -164,8 +175,7 @@ def mirror_query_tags(
         previous = members.get(cfg.integration_id, query_tag.query) or set()
         results[query_tag.query] = current
         known = states.get_many(cfg.integration_id, sorted(current | previous))
-        counts = per_tag.setdefault(query_tag.tag, Counter())
-        counts["members"] = len(current)
+        per_tag.setdefault(query_tag.tag, Counter())["members"] = len(current)
         newcomers: set[int] = set()
         if dry_run and would_sync is not None:
             newcomers = would_sync(sorted(k for k in current if known.get(k) is None))
@@ -173,19 +183,21 @@ def mirror_query_tags(
             state = known.get(key)
             if (_eligible(state) and not state.tags.get(query_tag.tag)) or key in newcomers:
                 changes[key][query_tag.tag] = True
-                counts["added"] += 1
         for key in previous - current:
             state = known.get(key)
             if state is not None and state.exists_in_apsis and state.tags.get(query_tag.tag):
                 changes[key][query_tag.tag] = False
-                counts["removed"] += 1
-    failed = 0
-    if not dry_run:
-        for key, tags in sorted(changes.items()):
-            if not _tag_person(cfg, apsis, states, key, tags):
-                failed += 1
-        for query, current in results.items():
-            members.put(cfg.integration_id, query, current, run_id=run_id)
+    failed, more = 0, False
+    if dry_run:
+        done = dict(changes)
+    else:
+        done, failed, more = _apply(cfg, apsis, states, changes, time_left, workers)
+        if not more:
+            for query, current in results.items():
+                members.put(cfg.integration_id, query, current, run_id=run_id)
+    for tags in done.values():
+        for tag, on in tags.items():
+            per_tag[tag]["added" if on else "removed"] += 1
     return {
         "queries": len(cfg.tags.queries),
         "tagged": sum(c["added"] for c in per_tag.values()),
@@ -193,7 +205,58 @@ def mirror_query_tags(
         "failed": failed,
         "tags": {tag: dict(c) for tag, c in per_tag.items()},
         "errors": errors,
+        "more": more,
     }
+
+
+def _apply(
+    cfg: IntegrationConfig,
+    apsis: Any,
+    states: PersonStateStore,
+    changes: dict[int, dict[str, bool]],
+    time_left: Callable[[], float] | None,
+    workers: int,
+) -> tuple[dict[int, dict[str, bool]], int, bool]:
+    """Tags persons in batches on a thread pool (the APSIS pace is shared and thread-safe). Returns what was
+    applied, how many persons APSIS refused, and whether time ran out before the end."""
+    done: dict[int, dict[str, bool]] = {}
+    failed = 0
+    keys = sorted(changes)
+    batch = max(1, workers) * TAG_BATCH_PER_WORKER
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="query-tags") as pool:
+        for start in range(0, len(keys), batch):
+            if start and time_left is not None and time_left() < TAG_RESERVE_SECONDS:  # one batch at least
+                return done, failed, True
+            chunk = keys[start : start + batch]
+            for key, ok in zip(
+                chunk, pool.map(lambda k: _tag_person(cfg, apsis, states, k, changes[k]), chunk), strict=True
+            ):
+                if ok:
+                    done[key] = changes[key]
+                else:
+                    failed += 1
+    return done, failed, False
+
+
+def merge_results(previous: dict[str, Any] | None, current: dict[str, Any]) -> dict[str, Any]:
+    """Adds up the results of the calls of one resumed mirror (see `mirror_query_tags`)."""
+    if not previous:
+        return current
+    merged = {**current}
+    for name in ("tagged", "untagged", "failed"):
+        merged[name] = int(previous.get(name, 0)) + int(current.get(name, 0))
+    tags: dict[str, dict[str, int]] = {}
+    for tag in {*previous.get("tags", {}), *current.get("tags", {})}:
+        before, now = previous.get("tags", {}).get(tag, {}), current.get("tags", {}).get(tag, {})
+        tags[tag] = {
+            k: int(before.get(k, 0)) + int(now.get(k, 0)) for k in ("added", "removed") if k in before or k in now
+        }
+        if "members" in now or "members" in before:
+            tags[tag]["members"] = int(now.get("members", before.get("members", 0)))
+    merged["tags"] = tags
+    merged["errors"] = {**previous.get("errors", {}), **current.get("errors", {})}
+    merged["calls"] = int(previous.get("calls", 1)) + 1
+    return merged
 
 
 def _tag_person(cfg: IntegrationConfig, apsis: Any, states: PersonStateStore, key: int, tags: dict[str, bool]) -> bool:
