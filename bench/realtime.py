@@ -155,6 +155,34 @@ def realtime_throughput(stack: Any, n: int = 1000) -> dict[str, Any]:
     }
 
 
+def optout_latency(stack: Any, n: int = 20, first_key: int = 500_000) -> dict[str, Any]:
+    """Seconds from an unsubscribe in APSIS One to the person leaving the mapped CRM profile in Efficy, one
+    person at a time (the persons realtime_throughput synced, all opted in to the newsletter)."""
+    from efficy_sync.store.configs import ConfigStore
+
+    efficy, apsis = stack.efficy.url, stack.apsis.url
+    cfg = ConfigStore(stack.ready["stack"]["ConfigTable"]).get(stack.ready["demo"]["integration_id"])
+    mapping = next(m for m in cfg.consent_mappings if m.channel == "email")
+    http = requests.Session()
+    latencies: list[float] = []
+    for key in range(first_key, first_key + n):
+        body = {"profile_key": str(key), "topic": mapping.subscription, "channel": "email"}
+        started = time.perf_counter()
+        http.post(f"{apsis}/_sim/unsubscribe", json=body, timeout=10).raise_for_status()
+        deadline = time.monotonic() + 60
+        while mapping.crm_profile in http.get(f"{efficy}/_sim/persons/{key}", timeout=10).json().get("profiles", []):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"person {key} still in CRM profile {mapping.crm_profile}")
+            time.sleep(0.02)
+        latencies.append(time.perf_counter() - started)
+    latencies.sort()
+    return {
+        "persons": n,
+        "median_seconds": round(latencies[len(latencies) // 2], 2),
+        "max_seconds": round(latencies[-1], 2),
+    }
+
+
 def _product_calls(calls: dict[str, int]) -> int:
     """APSIS calls about persons (token and definition calls are per container, not per person)."""
     return sum(v for k, v in calls.items() if "/profiles/" in k or k.endswith("/profiles"))

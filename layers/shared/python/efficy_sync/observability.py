@@ -18,6 +18,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
 from .clients.meter import meter
@@ -73,6 +74,12 @@ class _InvocationMetrics(AmazonCloudWatchEMFProvider):
     def flush_metrics(self, raise_on_empty_metrics: bool = False) -> None:
         add_api_call_metrics(self)
         super().flush_metrics(raise_on_empty_metrics=raise_on_empty_metrics)
+
+    def add_cold_start_metric(self, context: Any) -> None:
+        """powertools writes the ColdStart metric through `single_metric`, which ignores
+        POWERTOOLS_METRICS_DISABLED; honour it here so a disabled run prints no EMF at all."""
+        if not is_metrics_disabled():
+            super().add_cold_start_metric(context)
 
 
 #: (api, kind) of clients.meter -> metric name
