@@ -1,4 +1,4 @@
-"""Full-sync steps called by the state machine: {"step": "begin" | "plan" | "tags" | "finish" | "fail", ...}.
+"""Full-sync steps called by the state machine: {"step": "begin" | "plan" | "seams" | "tags" | "finish" | "fail", ...}.
 
 Begin raises `SyncAlreadyRunning` (the state machine matches that class name) when another execution holds
 the integration's lock; every other step receives the run object Begin returned.
@@ -23,6 +23,12 @@ def _step(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return full_sync.begin(event["input"], event["execution_arn"])
     if step == "plan":
         return full_sync.plan(event["run"])
+    if step == "seams":
+        return full_sync.seams(
+            event["run"],
+            previous=event.get("previous"),
+            time_left=lambda: context.get_remaining_time_in_millis() / 1000,
+        )
     if step == "tags":
         return full_sync.tags(
             event["run"],

@@ -101,6 +101,15 @@ def test_report_adds_up_counters_and_query_tags_and_prints_them() -> None:
     assert "would be" not in real and "nothing was written" not in real
 
 
+def test_the_seams_show_only_after_deletes() -> None:
+    quiet = build_report(_run({"persons": 10}), status="succeeded")
+    assert quiet["seams"] == {"deletes": 0, "windows": 0, "persons_checked": 0}
+    assert "boundar" not in "\n".join(render_report(quiet))
+    counters = {"persons": 10, "seam_shift": 2, "seam_windows": 1, "seam_persons": 2, "parked_deletes": 2}
+    text = "\n".join(render_report(build_report(_run(counters), status="succeeded")))
+    assert "page boundaries re-read after 2 deletes in Efficy during the sync: 1 boundary, 2 persons checked" in text
+
+
 def test_progress_lines_show_pages_persons_deferred_changes_and_an_eta() -> None:
     from datetime import UTC, datetime
 

@@ -406,13 +406,16 @@ def test_asl_is_jsonpath_without_constructs_moto_rejects(asl: dict[str, Any]) ->
 def test_asl_flow_and_catches(asl: dict[str, Any]) -> None:
     states = asl["States"]
     assert asl["StartAt"] == "Begin"
-    chain = ["Begin", "Plan", "Pages", "PrepareTags", "Tags", "MoreTags"]
+    chain = ["Begin", "Plan", "Pages", "PrepareSeams", "Seams", "MoreSeams"]
     for current, nxt in itertools.pairwise(chain):
         assert states[current]["Next"] == nxt
-    # Tags loops while a call answers more=true (it ran out of time), then Finish.
+    # Seams and Tags loop while a call answers more=true (it ran out of time), then go on.
+    assert states["MoreSeams"]["Default"] == "PrepareTags"
+    assert [choice["Next"] for choice in states["MoreSeams"]["Choices"]] == ["Seams"]
+    assert states["PrepareTags"]["Next"] == "Tags" and states["Tags"]["Next"] == "MoreTags"
     assert states["MoreTags"]["Default"] == "Finish"
     assert [choice["Next"] for choice in states["MoreTags"]["Choices"]] == ["Tags"]
-    chain = ["Begin", "Plan", "Pages", "Tags", "Finish"]
+    chain = ["Begin", "Plan", "Pages", "Seams", "Tags", "Finish"]
     assert states[states["Finish"]["Next"]]["Type"] == "Succeed"
     # The refused start must not reach the fail step (it would release someone else's lock).
     (begin_catch,) = states["Begin"]["Catch"]
@@ -640,7 +643,14 @@ def test_sqs_sample_events() -> None:
 
 @pytest.mark.parametrize(
     ("state", "step"),
-    [("Begin", "begin"), ("Plan", "plan"), ("Tags", "tags"), ("Finish", "finish"), ("FailRun", "fail")],
+    [
+        ("Begin", "begin"),
+        ("Plan", "plan"),
+        ("Seams", "seams"),
+        ("Tags", "tags"),
+        ("Finish", "finish"),
+        ("FailRun", "fail"),
+    ],
 )
 def test_step_sample_events_carry_what_the_state_machine_sends(asl: dict[str, Any], state: str, step: str) -> None:
     sample = load_event(f"full_sync_step_{step}.json")

@@ -56,7 +56,8 @@ class Batch:
             return pre.done[change.person_key]  # a second message for the same person in this batch
         if pre.parked_run:
             assert self._worker is not None and self._worker.parking is not None
-            if self._worker.parking.park(change.integration_id, change.person_key, pre.parked_run):
+            deleted = change.operation == "Delete"
+            if self._worker.parking.park(change.integration_id, change.person_key, pre.parked_run, deleted=deleted):
                 pre.done[change.person_key] = Outcome(change.person_key, "parked")
                 return pre.done[change.person_key]
             # the run ended since the batch started (its drain has passed): apply the change now

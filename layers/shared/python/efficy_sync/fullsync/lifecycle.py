@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from .parking import ParkingLot
 from .plan import count_records, efficy_probe, plan_pages
 from .report import build_report
 from .runs import STATUS_BY_EXECUTION, Lock, Run, RunStore, utc_now
+from .seams import report_counters, resync_seams, seam_windows
 from .tags import QueryMembers, merge_results, mirror_query_tags, schedule_due
 
 logger = logging.getLogger(__name__)
@@ -135,6 +137,61 @@ class FullSync:
         if not result.stopped:
             self.runs.page_done(integration_id, run_id, number, result.persons, result.counters)
         return result.summary()
+
+    def seams(
+        self,
+        run_payload: dict[str, Any],
+        previous: dict[str, Any] | None = None,
+        time_left: Callable[[], float] | None = None,
+    ) -> dict[str, Any]:
+        """One call of the Seams step (seams.py): re-reads the records a delete may have pushed across a page
+        boundary. Nothing to do, at the cost of a recount (about 2·log2 N one-record calls), on a run that saw
+        no delete. Answers `more: True` when it ran out of time; the state machine calls it again."""
+        previous = previous or {}
+        run = self._run(run_payload)
+        if not run.active:
+            return {"shift": 0, "windows": 0, "next": 0, "more": False}
+        cfg = self.config(run.integration_id, run.config_version)
+        efficy = efficy_client(cfg)
+        if "shift" in previous:
+            shift = int(previous["shift"])
+        else:
+            drop = 0
+            if run.persons_estimate:
+                drop = max(0, run.persons_estimate - count_records(efficy_probe(efficy)))
+            shift = max(int(run.counters.get("parked_deletes", 0)), drop)
+            if shift:
+                self.runs.add_once(run.integration_id, run.run_id, "seams", {"seam_shift": shift})
+        descriptors = plan_pages(run.persons_estimate or 0, cfg.efficy.page_size, cfg.full_sync.page_size)
+        windows = seam_windows(descriptors, shift)
+
+        def counted(window: dict[str, Any], counters: Counter[str]) -> None:
+            self.runs.add_once(run.integration_id, run.run_id, f"seam-{window['page']}", report_counters(counters))
+
+        def still_running() -> bool:
+            current = self.runs.get(run.integration_id, run.run_id)
+            return current is not None and current.active
+
+        done = resync_seams(
+            cfg,
+            windows,
+            efficy=efficy,
+            apsis=apsis_client(cfg),
+            states=self.states,
+            dry_run=run.dry_run,
+            max_concurrency=run.max_concurrency,
+            start=int(previous.get("next", 0)),
+            time_left=time_left,
+            should_continue=still_running,
+            on_window=counted,
+        )
+        return {
+            "shift": shift,
+            "windows": len(windows),
+            "next": done.next,
+            "more": done.more,
+            "persons": int(previous.get("persons", 0)) + done.counters["seam_persons"],
+        }
 
     def tags(
         self,

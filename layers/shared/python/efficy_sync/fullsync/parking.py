@@ -38,8 +38,11 @@ class ParkingLot:
         lock = self._runs.lock(integration_id)
         return lock.run_id if lock is not None and lock.held and not lock.dry_run else None
 
-    def park(self, integration_id: str, person_key: int, run_id: str) -> bool:
-        """Park one change while `run_id` still holds the lock. False when the run ended meanwhile."""
+    def park(self, integration_id: str, person_key: int, run_id: str, *, deleted: bool = False) -> bool:
+        """Park one change while `run_id` still holds the lock. False when the run ended meanwhile.
+
+        Deletes are counted on the run (`parked_deletes`): each one shifts Efficy's numbered pages, which the
+        run's Seams step makes up for (see seams.py)."""
         ddb = client("dynamodb")
         now = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
         try:
@@ -58,7 +61,9 @@ class ParkingLot:
                             },
                         }
                     },
-                    self._runs.counter_update(integration_id, run_id, {"parked_messages": 1}),
+                    self._runs.counter_update(
+                        integration_id, run_id, {"parked_messages": 1, **({"parked_deletes": 1} if deleted else {})}
+                    ),
                 ]
             )
         except ddb.exceptions.TransactionCanceledException:

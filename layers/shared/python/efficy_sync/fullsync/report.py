@@ -114,6 +114,11 @@ def build_report(
         "query_tags": dict(query_tags or {}),
         "deferred": {"messages": c.get("parked_messages", 0), "requeued": requeued or c.get("requeued", 0)},
         "imports": {"files": c.get("imports", 0), "rows": c.get("import_rows", 0)},
+        "seams": {
+            "deletes": c.get("seam_shift", 0),
+            "windows": c.get("seam_windows", 0),
+            "persons_checked": c.get("seam_persons", 0),
+        },
     }
 
 
@@ -174,6 +179,14 @@ def render_report(report: Mapping[str, Any]) -> list[str]:
         f"  real-time changes deferred during the sync: {plural(deferred.get('messages', 0), 'message')}, "
         f"{plural(deferred.get('requeued', 0), 'person')} re-enqueued at the end"
     )
+    seams = report.get("seams") or {}
+    if seams.get("deletes"):
+        windows = seams.get("windows", 0)
+        lines.append(
+            f"  page boundaries re-read after {plural(seams['deletes'], 'delete')} in Efficy during the sync: "
+            f"{windows:,} {'boundary' if windows == 1 else 'boundaries'}, "
+            f"{plural(seams.get('persons_checked', 0), 'person')} checked"
+        )
     imports = report.get("imports", {})
     if imports.get("files"):
         lines.append(f"  bulk imports: {imports['files']} file(s), {imports['rows']:,} rows")

@@ -440,6 +440,27 @@ class RunStore:
             ExpressionAttributeValues={":rep": _s(json.dumps(dict(report), default=str))},
         )
 
+    def add_once(self, integration_id: str, run_id: str, token: str, counters: Mapping[str, int]) -> bool:
+        """Like `add`, but only the first call with `token` counts (a step Step Functions runs again after a
+        lost reply must not count twice). The tokens are kept in a string set beside the counted pages."""
+        update = self._counter_update(counters)
+        if update is None:
+            return False
+        expression, names, values = update
+        ddb = client("dynamodb")
+        try:
+            ddb.update_item(
+                TableName=self._table,
+                Key=_run_key(integration_id, run_id),
+                UpdateExpression=f"{expression}, #counted :token_set",
+                ConditionExpression="attribute_exists(pk) AND NOT contains(#counted, :token)",
+                ExpressionAttributeNames={**names, "#counted": "tokens_counted"},
+                ExpressionAttributeValues={**values, ":token_set": {"SS": [token]}, ":token": _s(token)},
+            )
+        except ddb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
     # ---- pages --------------------------------------------------------------------------------------
     def page_done(self, integration_id: str, run_id: str, page: int, persons: int, counters: Mapping[str, int]) -> bool:
         """Add the page's counters to the run, once: False when the page was already counted (Step Functions may

@@ -1,0 +1,127 @@
+"""Seams: the persons a delete in Efficy may have pushed across a page boundary while the pages ran.
+
+Efficy's connector export pages by number over K_CONTACT order, so deleting a person moves everyone after
+them one place earlier. A person who was first on page N when page N-1 was read, and last on page N-1 when
+page N was read, is in neither page. New persons get larger keys, so they only lengthen the tail; deletes are
+the only shift to make up for. After the pages, if the run saw `shift` deletes (the parked delete webhooks,
+or the drop in the record count, whichever is larger), every such person now sits within `shift` places
+before a page boundary. So the Seams step reads that window before each boundary (one small Efficy call per
+boundary, only on runs that saw a delete) and syncs it like any page: persons already synced cost no APSIS
+call and no write, the ones the shift hid are brought up to date.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import IntegrationConfig
+from ..store.persons import PersonStateStore
+from .page import sync_page
+
+#: stop this long before the Lambda's timeout and let the state machine call the step again
+SEAM_RESERVE_SECONDS = 45.0
+
+
+def window_size(page_size: int, shift: int) -> int:
+    """The smallest divisor of `page_size` that is at least `shift` (or `page_size` itself): Efficy pages
+    of that size tile the records exactly, so one of them ends right at a page boundary."""
+    for size in range(max(1, shift), page_size + 1):
+        if page_size % size == 0:
+            return size
+    return page_size
+
+
+def seam_windows(descriptors: list[dict[str, Any]], shift: int) -> list[dict[str, Any]]:
+    """A page descriptor (the shape sync_page reads) for the `shift` records before each page boundary."""
+    if shift <= 0:
+        return []
+    windows = []
+    for descriptor in descriptors:
+        first, size = int(descriptor["first"]), int(descriptor["page_size"])
+        if first <= 0:
+            continue
+        width = window_size(size, shift)
+        count = -(-shift // width)  # Efficy pages of `width` records that cover `shift` records
+        boundary = first * size // width  # the boundary as an index in pages of `width`
+        windows.append(
+            {
+                "page": int(descriptor["page"]),
+                "first": max(0, boundary - count),
+                "pages": min(count, boundary),
+                "page_size": width,
+                "tail": False,
+            }
+        )
+    return windows
+
+
+@dataclass
+class SeamsResult:
+    next: int  # index of the first window not done yet
+    more: bool = False
+    counters: Counter[str] = field(default_factory=Counter)
+
+
+def resync_seams(
+    cfg: IntegrationConfig,
+    windows: list[dict[str, Any]],
+    *,
+    efficy: Any,
+    apsis: Any,
+    states: PersonStateStore,
+    dry_run: bool,
+    max_concurrency: int,
+    start: int = 0,
+    time_left: Callable[[], float] | None = None,
+    should_continue: Callable[[], bool] = lambda: True,
+    on_window: Callable[[dict[str, Any], Counter[str]], None] | None = None,
+) -> SeamsResult:
+    """Syncs windows[start:], `max_concurrency` at a time (each paced at that share of the APSIS rate, as pages
+    are); `on_window` hears of each window as soon as it is done. Retryable errors propagate: the state
+    machine calls again from `start` and persons already done cost nothing."""
+    result = SeamsResult(next=start)
+    workers = max(1, max_concurrency)
+
+    def one(window: dict[str, Any]) -> Counter[str]:
+        page = sync_page(
+            cfg,
+            window,
+            efficy=efficy,
+            apsis=apsis,
+            states=states,
+            dry_run=dry_run,
+            write_mode="diff",  # a few persons per window: per-person calls beat an import
+            max_concurrency=workers,
+            should_continue=should_continue,
+        )
+        counters = page.counters + Counter(seam_windows=1, seam_persons=page.persons)
+        if on_window is not None:
+            on_window(window, counters)
+        return counters
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seams") as pool:
+        while result.next < len(windows):
+            if result.next > start and time_left is not None and time_left() < SEAM_RESERVE_SECONDS:
+                result.more = True
+                break
+            if not should_continue():
+                break
+            chunk = windows[result.next : result.next + workers]
+            for counters in pool.map(one, chunk):
+                result.counters.update(counters)
+            result.next += len(chunk)
+    return result
+
+
+#: counters of a window that would count again persons its page already counted
+_RECOUNTED = ("persons", "unchanged", "skipped")
+
+
+def report_counters(counters: Counter[str]) -> dict[str, int]:
+    """What a window adds to the run: what it changed (created, updated, consents, tags, failures) and the
+    seam_* counts, not the persons its neighbouring page already counted."""
+    return {name: n for name, n in counters.items() if name not in _RECOUNTED and not name.startswith("skip:") and n}
