@@ -492,6 +492,8 @@ def test_alarms_notify_the_alarm_topic(resources: dict[str, Any]) -> None:
         "FunctionThrottlesAlarm",
         "FullSyncFailedAlarm",
         "WebhookFreshnessAlarm",
+        "WebhookRejectionsAlarm",
+        "ApiServerErrorsAlarm",
     }
     for name, props in alarms.items():
         assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
