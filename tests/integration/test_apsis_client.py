@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from efficy_sync.clients.apsis import ApsisClient, _redact
+from efficy_sync.clients.apsis import DEFAULT_PROFILE_TAGS_PATH, ApsisClient, _redact
 from efficy_sync.clients.errors import (
     ApsisUnavailable,
     AuthError,
@@ -154,6 +154,21 @@ def test_tags(sim: ApsisSimulator, client: ApsisClient) -> None:
     assert sim.get_profile(CRM, "1")["tags"] == ["vip"]
     with pytest.raises(RejectedValue):
         client.patch_tags("1", {"gold": True})
+
+
+def test_the_assumed_tags_path_is_a_setting(sim: ApsisSimulator) -> None:
+    from efficy_sync.clients.errors import NotFound
+    from efficy_sync.config import ApsisSettings
+
+    default = ApsisSettings.model_fields["profile_tags_path"].default
+    assert default == DEFAULT_PROFILE_TAGS_PATH  # the config's default is the client's (config.py stays light)
+    client_for(sim, profile_tags_path=default).create_profile("1")
+    client_for(sim, profile_tags_path=default).patch_tags("1", {"vip": True})
+    assert sim.get_profile(CRM, "1")["tags"] == ["vip"]
+    elsewhere = client_for(sim, profile_tags_path="/v3/profiles/{key}/tag-set")
+    with pytest.raises(NotFound):  # the simulator only knows the assumed path: the configured one was called
+        elsewhere.patch_tags("1", {"vip": False})
+    assert sim.get_profile(CRM, "1")["tags"] == ["vip"]
 
 
 # ---- consents ---------------------------------------------------------------------------------------------

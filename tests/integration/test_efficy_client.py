@@ -137,6 +137,21 @@ def test_profiles_in_and_out(sim: EfficySimulator, client: EfficyClient) -> None
     assert gone.value.code == "RECORD_NOT_FOUND"
 
 
+def test_the_assumed_error_codes_are_settings(sim: EfficySimulator, client: EfficyClient) -> None:
+    sim.upsert_persons([person(1, profiles=[12])])
+    assert list(client.get_persons([1, 404])) == [1]  # RECORD_NOT_FOUND: absent, by default
+    client.remove_from_profile(1, 13)  # RELATION_NOT_FOUND: already the wanted state, by default
+    with EfficyClient(
+        sim.url, KEY, policy=FAST, not_found_codes=["GONE"], relation_missing_codes=["NO_LINK"]
+    ) as other_codes:
+        with pytest.raises(EfficyBusinessError) as unknown:
+            other_codes.get_persons([1, 404])
+        assert unknown.value.code == "RECORD_NOT_FOUND"
+        with pytest.raises(EfficyBusinessError) as missing:
+            other_codes.remove_from_profile(1, 13)
+        assert missing.value.code == "RELATION_NOT_FOUND"
+
+
 # ---- queries and look-ups -----------------------------------------------------------------------------------
 def test_query_members_and_lookups(sim: EfficySimulator, client: EfficyClient) -> None:
     sim.upsert_persons([person(1), person(2, EMAIL1="Shared@Example.com"), person(3, EMAIL1="shared@example.com")])

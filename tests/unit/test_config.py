@@ -557,3 +557,36 @@ def test_diff_configs_reports_reordering():
     old = config_from_dict(with_(sync_conditions=[{"field": "A", "equals": "1"}, {"field": "B", "equals": "1"}]))
     new = config_from_dict(with_(sync_conditions=[{"field": "B", "equals": "1"}, {"field": "A", "equals": "1"}]))
     assert diff_configs(old, new) == ["sync_conditions: reordered"]
+
+
+# --- assumed API facts are settings -----------------------------------------------------------------------------
+
+
+def test_assumed_api_facts_have_defaults_and_can_be_corrected():
+    cfg = config_from_dict(BASE)
+    assert cfg.efficy.error_codes.not_found == ["RECORD_NOT_FOUND"]
+    assert cfg.apsis.profile_tags_path.endswith("/profiles/{key}/sections/{section}/tags")
+    data = copy.deepcopy(BASE)
+    data["efficy"]["error_codes"] = {"not_found": ["GONE", "RECORD_NOT_FOUND"]}
+    data["apsis"]["profile_tags_path"] = "/v3/keyspaces/{keyspace}/profiles/{key}/tags"
+    cfg = config_from_dict(data)
+    assert cfg.efficy.error_codes.not_found == ["GONE", "RECORD_NOT_FOUND"]
+    assert cfg.efficy.error_codes.relation_exists == ["LINK_EXISTS"]
+    assert cfg.apsis.profile_tags_path == "/v3/keyspaces/{keyspace}/profiles/{key}/tags"
+
+
+@pytest.mark.parametrize(
+    ("path", "why"),
+    [("/profiles/tags", "contains {key}"), ("profiles/{key}/tags", "starting with '/'"), ("/p/{key}/{id}", "only")],
+)
+def test_a_tags_path_without_the_profile_key_is_refused(path, why):
+    data = copy.deepcopy(BASE)
+    data["apsis"]["profile_tags_path"] = path
+    (problem,) = problems_of(data)
+    assert "apsis.profile_tags_path" in problem and why in problem
+
+
+def test_an_empty_error_code_list_is_refused():
+    data = copy.deepcopy(BASE)
+    data["efficy"]["error_codes"] = {"not_found": []}
+    assert paths_of(data) == ["efficy.error_codes.not_found"]

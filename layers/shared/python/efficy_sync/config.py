@@ -140,14 +140,24 @@ def _secret_name(value: Any) -> str:
     return _check_pattern(value, _SECRET_NAME, "a Secrets Manager secret name such as 'efficy-sync/acme-eu/efficy'")
 
 
+class EfficyErrorCodes(_Model):
+    """Efficy's business-error codes the sync acts on. ASSUMED: Efficy does not publish its codes, so each
+    list is a setting to correct against a real instance (the codes show in `explain` and in the logs)."""
+
+    not_found: list[str] = Field(default_factory=lambda: ["RECORD_NOT_FOUND"], min_length=1)
+    relation_missing: list[str] = Field(default_factory=lambda: ["RELATION_NOT_FOUND"], min_length=1)
+    relation_exists: list[str] = Field(default_factory=lambda: ["LINK_EXISTS"], min_length=1)
+
+
 class EfficySettings(_Model):
     base_url: str
     api_key_secret: str
     webhook_secret_secret: str
     customer: str | None = None
     auth: EfficyAuth = EfficyAuth()
-    profile_detail: str = "Prof"
+    profile_detail: str = "Prof"  # ASSUMED name of the person's CRM-profile detail
     page_size: int = Field(default=500, ge=1, le=500)
+    error_codes: EfficyErrorCodes = EfficyErrorCodes()
 
     @field_validator("base_url")
     @classmethod
@@ -167,6 +177,19 @@ class ApsisSettings(_Model):
     credentials_secret: str
     optout_token_secret: str
     optout_token_header: str = "X-Apsis-Webhook-Token"
+    # ASSUMED: the public docs name a profile-tags call but not its path; {keyspace}, {key} and {section}
+    # are filled in (URL-encoded). Correct it here once a real account shows the path.
+    profile_tags_path: str = "/audience/keyspaces/{keyspace}/profiles/{key}/sections/{section}/tags"
+
+    @field_validator("profile_tags_path")
+    @classmethod
+    def _check_tags_path(cls, value: Any) -> str:
+        if not isinstance(value, str) or not value.startswith("/") or "{key}" not in value:
+            _reject(value, "a path starting with '/' that contains {key} (and may contain {keyspace} and {section})")
+        unknown = set(re.findall(r"{([^}]*)}", value)) - {"keyspace", "key", "section"}
+        if unknown:
+            _reject(value, "a path whose placeholders are only {keyspace}, {key} and {section}")
+        return value
 
     @field_validator("base_url")
     @classmethod

@@ -28,7 +28,7 @@ def _fingerprint(secret_value: str) -> str:
 
 def efficy_client(cfg: IntegrationConfig) -> EfficyClient:
     api_key = get_secret(cfg.efficy.api_key_secret)
-    key = (cfg.integration_id, cfg.efficy.base_url, _fingerprint(api_key))
+    key = (cfg.integration_id, cfg.efficy.base_url, _fingerprint(api_key), cfg.efficy.model_dump_json())
     with _lock:
         found = _efficy.get(key)
         if found is None:
@@ -38,6 +38,9 @@ def efficy_client(cfg: IntegrationConfig) -> EfficyClient:
                 customer=cfg.efficy.customer,
                 profile_detail=cfg.efficy.profile_detail,
                 policy=settings().retry_policy(),
+                not_found_codes=cfg.efficy.error_codes.not_found,
+                relation_missing_codes=cfg.efficy.error_codes.relation_missing,
+                relation_exists_codes=cfg.efficy.error_codes.relation_exists,
             )
             _efficy[key] = found
         return found
@@ -45,7 +48,11 @@ def efficy_client(cfg: IntegrationConfig) -> EfficyClient:
 
 def apsis_client(cfg: IntegrationConfig) -> ApsisClient:
     creds = get_json_secret(cfg.apsis.credentials_secret)
-    key = (cfg.integration_id, cfg.apsis.base_url, cfg.apsis.section, _fingerprint(json.dumps(creds, sort_keys=True)))
+    key = (
+        cfg.integration_id,
+        cfg.apsis.model_dump_json(),
+        _fingerprint(json.dumps(creds, sort_keys=True)),
+    )
     with _lock:
         found = _apsis.get(key)
         if found is None:
@@ -56,6 +63,7 @@ def apsis_client(cfg: IntegrationConfig) -> ApsisClient:
                 section=cfg.apsis.section,
                 keyspace=cfg.apsis.keyspace,
                 policy=settings().retry_policy(),
+                profile_tags_path=cfg.apsis.profile_tags_path,
             )
             _apsis[key] = found
         return found

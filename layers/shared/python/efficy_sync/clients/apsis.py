@@ -70,6 +70,10 @@ class _Token:
     refresh_at: float  # epoch seconds
 
 
+#: ASSUMED path of the profile-tags call (see patch_tags)
+DEFAULT_PROFILE_TAGS_PATH = "/audience/keyspaces/{keyspace}/profiles/{key}/sections/{section}/tags"
+
+
 class ApsisClient:
     """Calls APSIS One for one integration (section + keyspace). Raises the errors of clients/errors.py."""
 
@@ -84,8 +88,10 @@ class ApsisClient:
         policy: RetryPolicy | None = None,
         token_refresh_margin: float = 3600,
         session: requests.Session | None = None,
+        profile_tags_path: str = DEFAULT_PROFILE_TAGS_PATH,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.profile_tags_path = profile_tags_path
         self.section = section
         self.keyspace = keyspace
         self.policy = policy or RetryPolicy()
@@ -163,8 +169,11 @@ class ApsisClient:
         return True
 
     def patch_tags(self, key: str, tags: dict[str, bool]) -> None:
-        """ASSUMED endpoint: merge-patch {tag: true|false} on the profile's section tags (real path not found)."""
-        path = f"{self._profile_path(key)}/sections/{self._q(self.section)}/tags"
+        """ASSUMED endpoint: merge-patch {tag: true|false} on the profile's section tags (real path not found;
+        `apsis.profile_tags_path` in the integration's config corrects it)."""
+        path = self.profile_tags_path.format(
+            keyspace=self._q(self.keyspace), key=self._q(key), section=self._q(self.section)
+        )
         self._call("patch_tags", "PATCH", path, body=tags, content_type=MERGE_PATCH)
 
     # ---- consents -------------------------------------------------------------------------------------

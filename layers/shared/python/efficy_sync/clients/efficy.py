@@ -69,7 +69,17 @@ class EfficyClient:
         session: requests.Session | None = None,
         rest_base_url: str | None = None,
         max_contexts: int = 100,
+        not_found_codes: Iterable[str] | None = None,
+        relation_missing_codes: Iterable[str] | None = None,
+        relation_exists_codes: Iterable[str] | None = None,
     ) -> None:
+        # Efficy's error codes are assumed (not published): an integration's config may correct them.
+        if not_found_codes is not None:
+            self.not_found_codes = frozenset(not_found_codes)
+        if relation_missing_codes is not None:
+            self.relation_missing_codes = frozenset(relation_missing_codes)
+        if relation_exists_codes is not None:
+            self.relation_exists_codes = frozenset(relation_exists_codes)
         root = base_url.rstrip("/")
         # A base URL may already end in /crm (the config example does); Efficy's endpoint is {host}/crm/json.
         self.rpc_url = f"{root}/json" if root.endswith("/crm") else f"{root}/crm/json"
