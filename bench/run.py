@@ -132,7 +132,12 @@ def render(results: dict[str, Any]) -> str:
     for name, data in results.items():
         if name in {"ingest", "realtime", "optout"}:
             continue
-        module = _optional(f"bench.{name}") if name != "full_sync_100k_import" else None
+        if name == "full_sync_100k_import":
+            from bench import full_sync
+
+            lines += [full_sync.render_large(data), ""]
+            continue
+        module = _optional(f"bench.{name}")
         if module is not None and hasattr(module, "render"):
             lines += [module.render(data), ""]
             continue

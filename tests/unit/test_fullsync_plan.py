@@ -92,3 +92,12 @@ def test_pace_spaces_calls() -> None:
     for _ in range(11):
         pace.wait()
     assert time.monotonic() - started >= 0.18
+
+
+def test_the_apsis_pace_follows_the_setting_at_each_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from efficy_sync.fullsync.page import worker_rate
+
+    monkeypatch.delenv("EFFICY_SYNC_APSIS_RATE", raising=False)
+    assert worker_rate(5) == pytest.approx(100 * 0.9 / 5)  # APSIS's documented 100 requests/s per account
+    monkeypatch.setenv("EFFICY_SYNC_APSIS_RATE", "1000")
+    assert worker_rate(5) == pytest.approx(1000 * 0.9 / 5)

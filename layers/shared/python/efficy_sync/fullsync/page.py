@@ -28,8 +28,9 @@ from .import_writer import ImportWriter
 from .plan import MAX_TAIL_EXTENSION
 from .report import skip_label, tally
 
-#: APSIS One's documented account limit (requests/s); override for another account or a benchmark
-APSIS_ACCOUNT_RATE = float(os.environ.get("EFFICY_SYNC_APSIS_RATE", "100"))
+#: APSIS One's documented account limit (requests/s); EFFICY_SYNC_APSIS_RATE overrides it for another account
+#: or a benchmark, read at each run (a value read at import time outlived the benchmark that changed it)
+APSIS_ACCOUNT_RATE = 100.0
 #: share of the account a full sync may take; the rest stays free for other integrations' real-time sync
 FULL_SYNC_SHARE = 0.9
 PERSON_THREADS = 4
@@ -77,7 +78,8 @@ class PacedApsis:
 
 
 def worker_rate(max_concurrency: int) -> float:
-    return APSIS_ACCOUNT_RATE * FULL_SYNC_SHARE / max(1, max_concurrency)
+    account = float(os.environ.get("EFFICY_SYNC_APSIS_RATE") or APSIS_ACCOUNT_RATE)
+    return account * FULL_SYNC_SHARE / max(1, max_concurrency)
 
 
 @dataclass
