@@ -132,6 +132,8 @@ def render(results: dict[str, Any]) -> str:
     """A Markdown table of `bench()`'s results."""
     base = results["boto3"]
     lines = [
+        "## Cold start",
+        "",
         f"`{results['command']}`: {results['method']}.",
         "",
         "| handler | import (ms, median) | vs `import boto3` | loads boto3 | loads requests | heaviest packages (ms, self time) |",

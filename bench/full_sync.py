@@ -213,43 +213,51 @@ def _ceiling(stack: Any, n: int, mode: str, page_size: int = 500) -> dict[str, A
 # ---- memory of one page worker --------------------------------------------------------------------------------
 _PAGE_WORKER = """
 import json, sys, time, tracemalloc
-from efficy_sync.fullsync.lifecycle import FullSync
-event = json.loads(sys.argv[1])
-full_sync = FullSync.from_settings()
+from efficy_sync.connections import apsis_client, efficy_client
+from efficy_sync.fullsync.page import sync_page
+from efficy_sync.settings import settings
+from efficy_sync.store.configs import ConfigStore
+from efficy_sync.store.persons import PersonStateStore
+args = json.loads(sys.argv[1])
 tracemalloc.start()
 started = time.perf_counter()
-summary = full_sync.page(event)
+cfg = ConfigStore(settings().config_table).get(args["integration_id"])
+states = PersonStateStore(settings().state_table)
+result = sync_page(cfg, args["page"], efficy=efficy_client(cfg), apsis=apsis_client(cfg), states=states, dry_run=False)
 _, peak = tracemalloc.get_traced_memory()
-print(json.dumps({"persons": summary["persons"], "peak_bytes": peak, "seconds_traced": time.perf_counter() - started}))
+print(json.dumps({"persons": result.persons, "peak_bytes": peak, "seconds_traced": time.perf_counter() - started}))
 """
 
 
 def _page_worker_peak(stack: Any, integration_id: str) -> dict[str, Any]:
-    """One page of new persons through the real page code, in a process of its own (as a Lambda is), so
-    tracemalloc sees the worker's allocations and not those of moto or the simulators."""
+    """One page of new persons through the real page code (sync_page, as the SyncPage Lambda runs it, without
+    the run's bookkeeping), in a process of its own as a Lambda is, so tracemalloc sees the worker's
+    allocations and not those of moto or the simulators."""
     import subprocess
     import sys
 
-    from efficy_sync.fullsync.lifecycle import FullSync
+    from efficy_sync.settings import settings
+    from efficy_sync.store.configs import ConfigStore
 
-    full_sync = FullSync.from_settings()
-    arn = f"arn:aws:states:{stack.region}:123456789012:execution:bench-memory:{time.time_ns()}"
-    run = full_sync.begin({"integration_id": integration_id}, arn)
-    cfg = full_sync.config(integration_id, run["config_version"])
+    cfg = ConfigStore(settings().config_table).get(integration_id)
     descriptor = {"page": 0, "first": 0, "pages": 1, "page_size": cfg.efficy.page_size, "tail": False}
-    event = {"integration_id": integration_id, "run_id": run["run_id"], "dry_run": False, "page": descriptor}
-    try:
-        out = subprocess.run(
-            [sys.executable, "-W", "ignore", "-c", _PAGE_WORKER, json.dumps(event)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=True,
-        ).stdout
-    finally:
-        full_sync.runs.release(integration_id, arn)
-        full_sync.runs.end(integration_id, run["run_id"], "cancelled")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "ignore",
+            "-c",
+            _PAGE_WORKER,
+            json.dumps({"integration_id": integration_id, "page": descriptor}),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    ).stdout
     measured = json.loads(out.strip().splitlines()[-1])
+    if not measured["persons"]:
+        raise RuntimeError("the page worker read no person: nothing was measured")
     return {
         "persons": measured["persons"],
         "peak_mib": round(measured["peak_bytes"] / 2**20, 1),

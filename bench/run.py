@@ -113,6 +113,8 @@ def render(results: dict[str, Any]) -> str:
             "",
             "A new person costs create + one attribute PATCH + one consent call per mapped subscription + one tag PATCH;",
             "an unchanged person costs none. Efficy calls are per batch of up to ten persons (one JSON-RPC call, many contexts).",
+            "The APSIS simulator enforces APSIS One's documented 100 requests/s per account (429 beyond, retried with",
+            "backoff), so new persons/s here is about what a real account allows: 100 / APSIS calls per new person.",
             "",
         ]
     optout = results.get("optout")

@@ -124,26 +124,21 @@ def test_persons_a_delete_pushed_across_a_boundary_are_synced_by_the_seams(world
 def test_seams_that_run_out_of_time_resume_from_where_they_stopped(world: dict[str, Any]) -> None:
     states = MemoryPersonStateStore()
     windows = seam_windows(plan_pages(PERSONS, 10, 20), 3)
-    first = resync_seams(
-        CFG,
-        windows,
-        efficy=world["efficy"],
-        apsis=world["apsis"],
-        states=states,
-        dry_run=False,
-        max_concurrency=1,
-        time_left=lambda: 0.0,
-    )
+
+    def call(start: int) -> Any:
+        return resync_seams(
+            CFG,
+            windows,
+            efficy=world["efficy"],
+            apsis=world["apsis"],
+            states=states,
+            dry_run=False,
+            max_concurrency=1,
+            start=start,
+            time_left=lambda: 0.0,
+        )
+
+    first = call(0)
     assert (first.next, first.more) == (1, True), "one window at least per call, then it stops"
-    second = resync_seams(
-        CFG,
-        windows,
-        efficy=world["efficy"],
-        apsis=world["apsis"],
-        states=states,
-        dry_run=False,
-        max_concurrency=1,
-        start=first.next,
-        time_left=lambda: 0.0,
-    )
+    second = call(first.next)
     assert (second.next, second.more) == (2, False)

@@ -115,10 +115,6 @@ class FullSync:
             return {"page": number, "skipped": f"run is {run.status if run else 'unknown'}"}
         cfg = self.config(integration_id, run.config_version)
 
-        def still_running() -> bool:
-            current = self.runs.get(integration_id, run_id)
-            return current is not None and current.active
-
         try:
             result = sync_page(
                 cfg,
@@ -129,7 +125,7 @@ class FullSync:
                 dry_run=run.dry_run,
                 write_mode=run.write_mode,
                 max_concurrency=run.max_concurrency,
-                should_continue=still_running,
+                should_continue=self._still_running(integration_id, run_id),
             )
         except Exception as exc:
             self.runs.page_failed(integration_id, run_id, number, f"{type(exc).__name__}: {exc}")
@@ -168,10 +164,6 @@ class FullSync:
         def counted(window: dict[str, Any], counters: Counter[str]) -> None:
             self.runs.add_once(run.integration_id, run.run_id, f"seam-{window['page']}", report_counters(counters))
 
-        def still_running() -> bool:
-            current = self.runs.get(run.integration_id, run.run_id)
-            return current is not None and current.active
-
         done = resync_seams(
             cfg,
             windows,
@@ -182,7 +174,7 @@ class FullSync:
             max_concurrency=run.max_concurrency,
             start=int(previous.get("next", 0)),
             time_left=time_left,
-            should_continue=still_running,
+            should_continue=self._still_running(run.integration_id, run.run_id),
             on_window=counted,
         )
         return {
@@ -330,6 +322,15 @@ class FullSync:
         return done
 
     # ---- helpers ------------------------------------------------------------------------------------------
+    def _still_running(self, integration_id: str, run_id: str) -> Callable[[], bool]:
+        """For long work inside a step: has the run been cancelled or ended meanwhile?"""
+
+        def check() -> bool:
+            current = self.runs.get(integration_id, run_id)
+            return current is not None and current.active
+
+        return check
+
     def config(self, integration_id: str, version: int) -> IntegrationConfig:
         """The config the run started with, so a change applied mid-run does not split the run in two;
         versions never change, so they are cached for the container's life."""

@@ -443,6 +443,13 @@ class RunStore:
     def add_once(self, integration_id: str, run_id: str, token: str, counters: Mapping[str, int]) -> bool:
         """Like `add`, but only the first call with `token` counts (a step Step Functions runs again after a
         lost reply must not count twice). The tokens are kept in a string set beside the counted pages."""
+        return bool(counters) and self._add_counted(integration_id, run_id, "tokens_counted", token, counters)
+
+    def _add_counted(
+        self, integration_id: str, run_id: str, counted: str, token: str, counters: Mapping[str, int]
+    ) -> bool:
+        """Adds `counters` unless the string set `counted` already holds `token`, and records it there: one
+        conditional update of one item, so no transaction is needed. False when it was counted before."""
         update = self._counter_update(counters)
         if update is None:
             return False
@@ -454,7 +461,7 @@ class RunStore:
                 Key=_run_key(integration_id, run_id),
                 UpdateExpression=f"{expression}, #counted :token_set",
                 ConditionExpression="attribute_exists(pk) AND NOT contains(#counted, :token)",
-                ExpressionAttributeNames={**names, "#counted": "tokens_counted"},
+                ExpressionAttributeNames={**names, "#counted": counted},
                 ExpressionAttributeValues={**values, ":token_set": {"SS": [token]}, ":token": _s(token)},
             )
         except ddb.exceptions.ConditionalCheckFailedException:
@@ -464,23 +471,11 @@ class RunStore:
     # ---- pages --------------------------------------------------------------------------------------
     def page_done(self, integration_id: str, run_id: str, page: int, persons: int, counters: Mapping[str, int]) -> bool:
         """Add the page's counters to the run, once: False when the page was already counted (Step Functions may
-        run a page again after a lost reply). One conditional update of one item, so no transaction is needed."""
-        update = self._counter_update({**counters, "pages_done": 1})
-        assert update is not None
-        expression, names, values = update
-        ddb = client("dynamodb")
-        try:
-            ddb.update_item(
-                TableName=self._table,
-                Key=_run_key(integration_id, run_id),
-                UpdateExpression=f"{expression}, #counted :page_set",
-                ConditionExpression="attribute_exists(pk) AND NOT contains(#counted, :page)",
-                ExpressionAttributeNames={**names, "#counted": "pages_counted"},
-                ExpressionAttributeValues={**values, ":page_set": {"SS": [str(page)]}, ":page": _s(str(page))},
-            )
-        except ddb.exceptions.ConditionalCheckFailedException:
+        run a page again after a lost reply)."""
+        counts = {**counters, "pages_done": 1}
+        if not self._add_counted(integration_id, run_id, "pages_counted", str(page), counts):
             return False
-        ddb.update_item(
+        client("dynamodb").update_item(
             TableName=self._table,
             Key=_page_key(integration_id, run_id, page),
             UpdateExpression="SET #st = :done, persons = :persons, done_at = :now ADD attempts :one",
