@@ -329,7 +329,7 @@ def run(n_persons: int = 10_000) -> dict[str, Any]:
 
 
 def run_import_only(n_persons: int = 100_000) -> dict[str, Any]:
-    """The large size in import mode only (diff mode at this size takes most of an hour here): persons/s against
+    """The large size in import mode only (diff mode at this size takes about half an hour here): persons/s against
     the bare import ceiling of the same run, and calls per 1,000 persons."""
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
@@ -420,7 +420,7 @@ def render_large(r: dict[str, Any]) -> str:
             f"## Full sync, {r['persons']:,} persons, import mode",
             "",
             f"`make bench` → `bench.full_sync.run_import_only({r['persons']:,})`. Diff mode at this size is left out:"
-            " it takes most of an hour here (`python -m bench.full_sync 100000` runs both).",
+            " it takes about half an hour here (`python -m bench.full_sync 100000` runs both).",
             "",
             *_HEADER,
             _row("import, first load", r["import_mode"], r["ceiling_import"]),
