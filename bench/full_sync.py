@@ -329,8 +329,14 @@ def run(n_persons: int = 10_000) -> dict[str, Any]:
 
 
 def run_import_only(n_persons: int = 100_000) -> dict[str, Any]:
-    """The large size in import mode only (diff mode at this size takes about half an hour here): persons/s against
-    the bare import ceiling of the same run, and calls per 1,000 persons."""
+    """The large size in import mode (part of `make bench`)."""
+    return run_large(n_persons, "import")
+
+
+def run_large(n_persons: int, mode: str) -> dict[str, Any]:
+    """One write mode at a large size: persons/s against the bare ceiling of the same mode in the same run,
+    and calls per 1,000 persons. `make bench` runs import mode at 100,000; diff mode at that size takes about
+    half an hour here, so it runs on its own: `python -m bench.full_sync --large diff 100000`."""
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ["EFFICY_SYNC_APSIS_RATE"] = "100000"
@@ -344,12 +350,13 @@ def run_import_only(n_persons: int = 100_000) -> dict[str, Any]:
         requests.post(f"{stack.efficy.url}/_sim/persons", json={"persons": _persons(n_persons)}, timeout=600)
         _count_state_writes()
         results: dict[str, Any] = {"persons": n_persons, "page_size": 500}
-        results["ceiling_import"] = _ceiling(stack, n_persons, "import")
+        results[f"ceiling_{mode}"] = _ceiling(stack, n_persons, mode)
         requests.post(f"{stack.apsis.url}/_sim/reset", timeout=60)
-        _config(stack, "bench-import", "import")
-        results["import_mode"] = _measured(stack, "bench-import", n_persons)
-        ceiling = results["ceiling_import"]["persons_per_second"]
-        results["import_mode"]["share_of_ceiling"] = round(results["import_mode"]["persons_per_second"] / ceiling, 2)
+        _config(stack, f"bench-{mode}", mode)
+        results[f"{mode}_mode"] = measured = _measured(stack, f"bench-{mode}", n_persons)
+        measured["share_of_ceiling"] = round(
+            measured["persons_per_second"] / results[f"ceiling_{mode}"]["persons_per_second"], 2
+        )
         return results
     finally:
         stack.stop()
@@ -358,12 +365,6 @@ def run_import_only(n_persons: int = 100_000) -> dict[str, Any]:
 def bench(quick: bool = False) -> dict[str, Any]:
     """The hook bench/run.py calls."""
     return run(1000 if quick else 10_000)
-
-
-if __name__ == "__main__":
-    import sys
-
-    print(json.dumps(run(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000), indent=2))
 
 
 def _row(label: str, mode: dict[str, Any], ceiling: dict[str, Any] | None) -> str:
@@ -414,15 +415,32 @@ def render(r: dict[str, Any]) -> str:
 
 
 def render_large(r: dict[str, Any]) -> str:
-    """The section of the 100,000-person import-mode run."""
+    """The section of a large run (`run_large`), in whichever mode it ran."""
+    mode = "diff" if "diff_mode" in r else "import"
+    if mode == "import":
+        how = (
+            f"`make bench` → `bench.full_sync.run_import_only({r['persons']:,})`. Diff mode at this size takes about "
+            "half an hour here, so `make bench` leaves it out: `python -m bench.full_sync --large diff 100000`."
+        )
+    else:
+        how = f"`python -m bench.full_sync --large diff {r['persons']}` (not part of `make bench`: about half an hour)."
     return "\n".join(
         [
-            f"## Full sync, {r['persons']:,} persons, import mode",
+            f"## Full sync, {r['persons']:,} persons, {mode} mode",
             "",
-            f"`make bench` → `bench.full_sync.run_import_only({r['persons']:,})`. Diff mode at this size is left out:"
-            " it takes about half an hour here (`python -m bench.full_sync 100000` runs both).",
+            how,
             "",
             *_HEADER,
-            _row("import, first load", r["import_mode"], r["ceiling_import"]),
+            _row(f"{mode}, first load", r[f"{mode}_mode"], r[f"ceiling_{mode}"]),
         ]
     )
+
+
+if __name__ == "__main__":
+    import sys
+
+    args = sys.argv[1:]
+    if args[:1] == ["--large"]:
+        print(json.dumps(run_large(int(args[2]) if len(args) > 2 else 100_000, args[1]), indent=2))
+    else:
+        print(json.dumps(run(int(args[0]) if args else 10_000), indent=2))
