@@ -244,3 +244,16 @@ def person(key: int, **fields: Any) -> dict[str, Any]:
     }
     base.update(fields)
     return base
+
+
+def create_pk_sk_table(name: str, region: str | None = None) -> None:
+    """A table shaped like the stack's CONFIG and STATE tables (string pk/sk), for tests on in-process moto."""
+    boto3.client("dynamodb", region_name=region).create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+    )

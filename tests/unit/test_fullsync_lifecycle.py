@@ -24,20 +24,14 @@ from efficy_sync.store.configs import ConfigStore
 from efficy_sync.store.persons import PersonStateStore
 from moto import mock_aws
 
+from tests.support import create_pk_sk_table
+
 ROOT = Path(__file__).resolve().parents[2]
 ARN = "arn:aws:states:eu-west-1:123456789012:execution:full-sync:"
 
 
 def _table(name: str) -> None:
-    boto3.client("dynamodb").create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-    )
+    create_pk_sk_table(name)
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ from efficy_sync.fullsync.parking import ParkingLot
 from efficy_sync.fullsync.runs import RunStore, SyncAlreadyRunning
 from moto import mock_aws
 
+from tests.support import create_pk_sk_table
+
 REGION = "eu-west-1"
 TABLE = "state"
 ARN = "arn:aws:states:eu-west-1:123456789012:execution:full-sync:"
@@ -26,15 +28,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
         aws.reset_clients()
-        boto3.client("dynamodb", region_name=REGION).create_table(
-            TableName=TABLE,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        )
+        create_pk_sk_table(TABLE, REGION)
         queue = boto3.client("sqs", region_name=REGION).create_queue(
             QueueName="changes.fifo", Attributes={"FifoQueue": "true"}
         )["QueueUrl"]

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import efficy_sync.fullsync.tags as tags_module
 import pytest
 from efficy_sync import aws
@@ -21,6 +20,8 @@ from efficy_sync_tools.sims.apsis import ApsisSimulator
 from hypothesis import given
 from hypothesis import strategies as st
 from moto import mock_aws
+
+from tests.support import create_pk_sk_table
 
 CFG = load_config_file(Path(__file__).resolve().parents[2] / "examples" / "demo.yaml")
 KEYSPACE = "com.apsis1.keyspaces.crm-id"
@@ -46,15 +47,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     apsis = ApsisClient(sim.url, "tags-test", "tags-test-secret", section="com.apsis1.sections.default")
     with mock_aws():
         aws.reset_clients()
-        boto3.client("dynamodb").create_table(
-            TableName=TABLE,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        )
+        create_pk_sk_table(TABLE)
         states = PersonStateStore(TABLE)
         for key in range(1, 7):
             apsis.create_profile(str(key))

@@ -21,6 +21,8 @@ from efficy_sync.store.persons import (
 )
 from moto import mock_aws
 
+from tests.support import create_pk_sk_table
+
 REGION = "eu-west-1"
 TABLE = "state"
 SLOT = "usercreated.topics.news|email"
@@ -39,15 +41,7 @@ def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> It
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
         aws.reset_clients()
-        boto3.client("dynamodb", region_name=REGION).create_table(
-            TableName=TABLE,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        )
+        create_pk_sk_table(TABLE, REGION)
         yield PersonStateStore(TABLE)
         aws.reset_clients()
 
