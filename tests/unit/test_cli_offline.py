@@ -140,6 +140,29 @@ def test_bad_config_is_refused_by_apply_before_any_aws_call(tmp_path, capsys, no
     assert "AWS" not in err  # refused on the file alone: AWS was never asked
 
 
+@pytest.mark.parametrize("command", ["validate", "apply"])
+def test_an_unquoted_no_in_a_condition_is_refused_by_the_cli_with_its_line(tmp_path, command):
+    """YAML 1.1 reads `NO` as false (then "0"): the CLI refuses it, in a subprocess as an admin runs it."""
+    text = (ROOT / "examples" / "acme.yaml").read_text()
+    path = tmp_path / "no.yaml"
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("sync_conditions:")) + 1
+    lines.insert(at, "  - {field: COUNTRY, equals: NO}")
+    path.write_text("\n".join(lines) + "\n")
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{closed_port()}", "AWS_DEFAULT_REGION": "eu-west-1"}
+
+    result = run_cli("config", command, str(path), *(["--by", "tester"] if command == "apply" else []), env=env)
+
+    assert result.returncode == 1
+    out = result.stdout + result.stderr
+    assert "sync_conditions[0].equals: found NO without quotes" in out
+    assert "write 'NO' (in quotes)" in out
+    assert f"(line {at + 1})" in out
+    assert "OK" not in result.stdout and "Traceback" not in out
+    if command == "apply":
+        assert "nothing stored" in result.stderr
+
+
 # ---- schema -----------------------------------------------------------------------------------------------
 
 

@@ -590,3 +590,89 @@ def test_an_empty_error_code_list_is_refused():
     data = copy.deepcopy(BASE)
     data["efficy"]["error_codes"] = {"not_found": []}
     assert paths_of(data) == ["efficy.error_codes.not_found"]
+
+
+# --- YAML 1.1 implicit typing: a value reaches the engine as typed, or is refused ---------------------------
+
+_TEXT_HEAD = """\
+integration_id: acme-eu
+efficy: {base_url: "https://acme.efficy.cloud/crm", api_key_secret: efficy-sync/acme-eu/efficy,
+         webhook_secret_secret: efficy-sync/acme-eu/webhook}
+apsis:  {base_url: "https://api.apsis.one", section: com.apsis1.sections.default,
+         credentials_secret: efficy-sync/acme-eu/apsis, optout_token_secret: efficy-sync/acme-eu/apsis-optout}
+"""
+
+
+@pytest.mark.parametrize("word", ["NO", "no", "yes", "on", "off", "y", "n", "Y", "true", "False"])
+@pytest.mark.parametrize("operator", ["equals", "not_equals", "in"])
+def test_an_unquoted_yes_no_word_in_a_condition_is_refused_with_line_and_hint(word, operator):
+    value = f"[{word}]" if operator == "in" else word
+    text = _TEXT_HEAD + f"sync_conditions:\n  - field: COUNTRY\n    {operator}: {value}\n"
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text)
+    [problem] = info.value.problems
+    path = f"sync_conditions[0].{operator}" + ("[0]" if operator == "in" else "")
+    assert problem.path == path
+    assert problem.line == 8
+    assert f"'{word}' (in quotes)" in str(problem) and "(line 8)" in str(problem)
+
+
+@pytest.mark.parametrize("word", ["NO", "yes", "on", "off", "y", "n", "true"])
+def test_a_quoted_yes_no_word_reaches_the_engine_as_the_text(word):
+    cfg = load_config_text(_TEXT_HEAD + f"sync_conditions:\n  - {{field: COUNTRY, equals: '{word}'}}\n")
+    assert cfg.sync_conditions[0].expected == word
+    assert load_config_text(config_to_yaml(cfg)) == cfg  # `config show` quotes it again
+
+
+@pytest.mark.parametrize(
+    ("typed", "expected"),
+    [
+        ("1", "1"),
+        ("0", "0"),
+        ("017", "017"),  # YAML 1.1: octal 15
+        ("1:30", "1:30"),  # YAML 1.1: base 60, 90
+        ("1_000", "1_000"),  # YAML 1.1: 1000
+        ("1.50", "1.50"),
+        ("1e3", "1e3"),
+        ("0x1F", "0x1F"),
+        ("2024-01-01", "2024-01-01"),  # YAML 1.1: a date
+        ("NOR", "NOR"),
+    ],
+)
+def test_a_plain_value_in_a_condition_is_the_text_typed(typed, expected):
+    text = _TEXT_HEAD + f"sync_conditions:\n  - {{field: CODE, equals: {typed}}}\n  - {{field: L, in: [{typed}, X]}}\n"
+    cfg = load_config_text(text)
+    assert cfg.sync_conditions[0].expected == expected
+    assert cfg.sync_conditions[1].expected == [expected, "X"]
+    assert load_config_text(config_to_yaml(cfg)) == cfg
+
+
+def test_other_text_fields_take_the_text_typed_and_numbers_follow_yaml_1_2():
+    text = _TEXT_HEAD.replace("acme-eu/apsis-optout}", "acme-eu/apsis-optout}\n") + (
+        "consent_mappings:\n  - {crm_profile: 012, subscription: usercreated.topics.news-ab12, channel: email}\n"
+        "tags:\n  profiles: [{crm_profile: 14, tag: 2024}, {crm_profile: 15, tag: on}]\n"
+        "  queries: [{query: 3618, tag: 1:30}]\n"
+        "full_sync: {page_size: 0o17}\n"
+    )
+    cfg = load_config_text(text)
+    assert cfg.consent_mappings[0].crm_profile == 12  # YAML 1.1 would read octal 10: another CRM profile
+    assert [t.tag for t in cfg.tags.profiles] == ["2024", "on"]
+    assert cfg.tags.queries[0].tag == "1:30"
+    assert cfg.full_sync.page_size == 15  # an explicit 0o octal is still a number
+
+
+def test_a_base_60_number_where_a_number_is_expected_is_refused_not_converted():
+    text = (
+        _TEXT_HEAD + "consent_mappings:\n  - {crm_profile: 1:30, subscription: usercreated.topics.x, channel: email}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text)
+    assert [(p.path, p.line) for p in info.value.problems] == [("consent_mappings[0].crm_profile", 7)]
+    assert "found '1:30'" in str(info.value.problems[0])
+
+
+def test_is_empty_takes_only_true():
+    cfg = load_config_text(_TEXT_HEAD + "sync_conditions: [{field: EMAIL1, not_empty: true}]\n")
+    assert cfg.sync_conditions[0].operator == "not_empty"
+    with pytest.raises(ConfigError, match="not_empty: found 'yes'; allowed: true"):
+        load_config_text(_TEXT_HEAD + "sync_conditions: [{field: EMAIL1, not_empty: yes}]\n")

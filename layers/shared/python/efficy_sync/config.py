@@ -219,7 +219,9 @@ def _efficy_field(value: Any) -> str:
 
 def _condition_value(value: Any) -> str:
     if isinstance(value, str | int | float | bool):
-        return as_text(value)  # Efficy sends text: `equals: 1` and `equals: true` both mean "1"
+        # Efficy sends text: 1 and True both mean "1" here. From a YAML file a plain value arrives as the text
+        # typed, and an unquoted yes/no word is refused before this (`_settle_scalars`).
+        return as_text(value)
     _reject(value, "a text or number value (use is_empty / not_empty to test for an empty field)")
 
 
@@ -648,22 +650,148 @@ def _line_for(path: str, lines: Mapping[str, int]) -> int | None:
     return None
 
 
-def _parse_yaml(text: str) -> tuple[Any, dict[str, int], list[Problem]]:
+#: YAML 1.1 reads these plain words as true/false; in a sync condition they are refused, not guessed
+_YES_NO_WORDS = re.compile(r"^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF)$")
+_STR_TAG = "tag:yaml.org,2002:str"
+_CONDITION_VALUES = ("equals", "not_equals", "in")
+
+
+def _core_loader() -> type:
+    """A PyYAML SafeLoader with the YAML 1.2 core schema instead of YAML 1.1's implicit types.
+
+    YAML 1.1 (PyYAML's default) reads `NO`, `yes`, `on`, `off`, `y`, `n` as booleans, `017` as octal 15,
+    `1:30` as 90 (base 60) and `2024-01-01` as a date: the value the admin typed is silently changed. The
+    YAML 1.2 core schema only knows true/false, null, decimal/0o/0x integers and plain floats; everything
+    else is text. (PyYAML, already a dependency, with its resolvers replaced: no second YAML library.)
+    """
     import yaml
 
+    class CoreLoader(yaml.SafeLoader):
+        pass
+
+    CoreLoader.yaml_implicit_resolvers = {}
+    resolvers = [
+        ("bool", r"true|True|TRUE|false|False|FALSE", "tTfF"),
+        ("int", r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+", "-+0123456789"),
+        (
+            "float",
+            r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)",
+            "-+0123456789.",
+        ),
+        ("null", r"~|null|Null|NULL|", ["~", "n", "N", ""]),
+        ("merge", r"<<", "<"),
+    ]
+    for kind, pattern, first in resolvers:
+        CoreLoader.add_implicit_resolver(f"tag:yaml.org,2002:{kind}", re.compile(f"^(?:{pattern})$"), list(first))
+
+    def construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+        text = str(loader.construct_scalar(node))
+        sign, digits = (-1, text[1:]) if text.startswith("-") else (1, text.lstrip("+"))
+        base = 8 if digits.startswith("0o") else 16 if digits.startswith("0x") else 10
+        return sign * int(digits[2:] if base != 10 else digits, base)
+
+    def construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+        text = str(loader.construct_scalar(node)).lower()
+        return float(text.replace(".inf", "inf").replace(".nan", "nan"))
+
+    CoreLoader.add_constructor("tag:yaml.org,2002:int", construct_int)
+    CoreLoader.add_constructor("tag:yaml.org,2002:float", construct_float)
+    return CoreLoader
+
+
+def _field_annotation(parts: Sequence[str | int]) -> tuple[Any, type[BaseModel] | None]:
+    """The type the model declares at a config path (and the model holding it), or (None, None) if unknown."""
+    model: type[BaseModel] | None = IntegrationConfig
+    annotation: Any = IntegrationConfig
+    holder: type[BaseModel] | None = None
+    for part in parts:
+        if isinstance(part, int):
+            args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+            lists = [a for a in args if getattr(a, "__origin__", None) is list] or (
+                [annotation] if getattr(annotation, "__origin__", None) is list else []
+            )
+            if not lists or not getattr(lists[0], "__args__", ()):
+                return None, None
+            annotation = lists[0].__args__[0]
+            model = _inner_model(annotation)
+            continue
+        if model is None:
+            return None, None
+        fields = {(f.alias or name): f for name, f in model.model_fields.items()}
+        if part not in fields:
+            return None, None
+        holder, annotation = model, fields[part].annotation
+        model = _inner_model(annotation)
+    return annotation, holder
+
+
+def _takes_text(annotation: Any) -> bool:
+    """True where the schema expects text: str, an optional str, or a choice among texts (Literal)."""
+    if annotation is str:
+        return True
+    if getattr(annotation, "__origin__", None) is Literal:
+        return all(isinstance(a, str) for a in annotation.__args__)
+    args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+    return bool(args) and getattr(annotation, "__origin__", None) is not list and any(_takes_text(a) for a in args)
+
+
+def _settle_scalars(node: Any, parts: list[str | int], problems: list[Problem]) -> None:
+    """Where the schema expects text, a plain (unquoted) scalar is the text as typed: `equals: 1` is "1",
+    `tag: 2024` the tag "2024". A yes/no word in a sync condition is refused: it may mean the text (`NO`
+    for Norway) as well as Efficy's yes/no "1"/"0", and guessing either way changes who is synced."""
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            _settle_scalars(value_node, [*parts, str(key_node.value)], problems)
+        return
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _settle_scalars(item, [*parts, i], problems)
+        return
+    if not isinstance(node, yaml.ScalarNode) or node.style is not None:
+        return  # quoted (or a block scalar): text already
+    annotation, holder = _field_annotation(parts)
+    last_name = next((p for p in reversed(parts) if isinstance(p, str)), None)
+    in_condition = holder is SyncCondition and last_name in _CONDITION_VALUES
+    if in_condition and annotation is not None and _YES_NO_WORDS.match(node.value):
+        path = _path(parts)
+        problems.append(
+            Problem(
+                path,
+                f"found {node.value} without quotes; YAML may read it as yes/no instead of the text {node.value}: "
+                f"write '{node.value}' (in quotes) to compare with that text, or 1 / 0 for an Efficy yes/no field",
+                found=node.value,
+                allowed="quoted text, or a number",
+                line=node.start_mark.line + 1,
+            )
+        )
+        node.tag = _STR_TAG
+    elif node.tag not in (_STR_TAG, "tag:yaml.org,2002:null") and annotation is not None and _takes_text(annotation):
+        node.tag = _STR_TAG  # the constructor then takes the scalar's source text
+
+
+def _parse_yaml(text: str) -> tuple[Any, dict[str, int], list[Problem]]:
+    """Reads with YAML 1.2 core rules, text positions taking the text typed; see `_core_loader`."""
+    import yaml
+
+    loader = _core_loader()(text)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root = loader.get_single_node()
+        lines: dict[str, int] = {}
+        problems: list[Problem] = []
+        if root is not None:
+            _index_nodes(root, "", lines, problems)
+            _settle_scalars(root, [], problems)
+        data = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
         where = f", column {mark.column + 1}" if mark else ""
         what = getattr(exc, "problem", None) or str(exc)
         return None, {}, [Problem("(file)", f"not valid YAML: {what}{where}", line=line)]
-    lines: dict[str, int] = {}
-    problems: list[Problem] = []
-    if root is not None:
-        _index_nodes(root, "", lines, problems)
+    finally:
+        loader.dispose()
     return data, lines, problems
 
 
@@ -720,7 +848,18 @@ def config_to_yaml(config: IntegrationConfig) -> str:
     """What `config show` prints and `config apply` takes back unchanged."""
     import yaml
 
-    return yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True, default_flow_style=False)
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        # PyYAML quotes yes/no/on/off but not y/n, which the loader refuses unquoted in a condition
+        style = "'" if _YES_NO_WORDS.match(value) else None
+        return dumper.represent_scalar(_STR_TAG, value, style=style)
+
+    Dumper.add_representer(str, text)
+    return yaml.dump(
+        config_to_dict(config), Dumper=Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False
+    )
 
 
 def json_schema() -> dict[str, Any]:
