@@ -285,7 +285,7 @@ def test_bulk_import_end_to_end(sim: ApsisSimulator, client: ApsisClient) -> Non
                 "address_field_selector": "email",
                 "consents": [
                     {
-                        "field_selector": "newsletter",
+                        "field_selector": NEWSLETTER,  # APSIS's layout: the column is headed by the topic
                         "channel_discriminator": "com.apsis1.channels.email",
                         "topic_discriminator": NEWSLETTER,
                         "type": "opt-in",
@@ -296,7 +296,7 @@ def test_bulk_import_end_to_end(sim: ApsisSimulator, client: ApsisClient) -> Non
         ],
         "tag_mappings": [{"field_selector": "vip", "tag_discriminator": "vip"}],
     }
-    rows = ["crm_id,first,email,newsletter,vip"] + [f"{k},P{k},p{k}@example.com,true,{k % 2 == 0}" for k in range(1, 6)]
+    rows = [f"crm_id,first,email,{NEWSLETTER},vip"] + [f"{k},P{k},p{k}@example.com,1,{k % 2 == 0}" for k in range(1, 6)]
     report = client.run_import(spec, ("\n".join(rows) + "\n").encode(), poll_interval=0.02, timeout=5)
 
     assert report["status"] == "completed"

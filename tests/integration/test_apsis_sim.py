@@ -309,7 +309,7 @@ def import_spec() -> dict[str, Any]:
                 "address_field_selector": "email",
                 "consents": [
                     {
-                        "field_selector": "news",
+                        "field_selector": NEWSLETTER,
                         "channel_discriminator": EMAIL,
                         "topic_discriminator": NEWSLETTER,
                         "type": "opt-in",
@@ -343,7 +343,9 @@ def test_import_flow_applies_attributes_consents_and_tags(sim: ApsisSimulator, a
     status = api("GET", f"/audience/sections/{SECTION}/imports/{job['import_id']}").json()["result"]["status"]
     assert status == "waiting_for_file"
 
-    csv_text = "crm_id,first,email,news,vip\n1,Ann,ann@example.com,true,true\n2,Bob,bob@example.com,true,false\n,X,,,\n"
+    csv_text = (
+        f"crm_id,first,email,{NEWSLETTER},vip\n1,Ann,ann@example.com,1,true\n2,Bob,bob@example.com,1,false\n,X,,,\n"
+    )
     upload = requests.post(
         job["file_upload_url"],
         data=job["file_upload_body"],

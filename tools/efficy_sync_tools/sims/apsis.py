@@ -235,6 +235,8 @@ class ImportJob:
     status: str = "waiting_for_file"
     report: dict[str, Any] | None = None
     timer: threading.Timer | None = None
+    spec: dict[str, Any] = field(default_factory=dict)
+    file: bytes | None = None  # kept for tests that check the layout sent (`imports()`)
 
     def result(self) -> dict[str, Any]:
         result: dict[str, Any] = {"import_id": self.import_id, "status": self.status}
@@ -292,6 +294,11 @@ class ApsisSimulator(SimServer):
     max_body_bytes = 100 * 1024
     max_upload_bytes = 50 * 1024 * 1024
     import_url_ttl = 3600.0  # [A] seconds the pre-signed upload URL stays valid
+    #: the import's consent layout, as APSIS's own Magento module writes it [D]: one column per topic, headed
+    #: by the topic discriminator, a cell of 1 applies the mapping's (fixed) type; any other header is refused
+    import_consent_header_is_topic = True
+    #: [A] what a consent cell of 0 does: "nothing" (like an empty cell) or "reject" (the row fails)
+    import_zero_cell = "nothing"
     #: automation webhook delivery [A]: attempts, first backoff (doubles each time), per-call timeout
     webhook_attempts = 5
     webhook_backoff = 0.05
@@ -378,6 +385,19 @@ class ApsisSimulator(SimServer):
     def profiles(self) -> list[dict[str, Any]]:
         with self._lock:
             return [p.view() for p in self._profiles.values()]
+
+    def imports(self) -> list[dict[str, Any]]:
+        """Every import since the last reset, oldest first: its spec, the CSV uploaded (text) and its status."""
+        with self._lock:
+            return [
+                {
+                    "import_id": job.import_id,
+                    "spec": copy.deepcopy(job.spec),
+                    "csv": job.file.decode("utf-8-sig") if job.file is not None else None,
+                    "status": job.status,
+                }
+                for job in self._imports.values()
+            ]
 
     def get_profile(self, keyspace: str, key: str) -> dict[str, Any] | None:
         with self._lock:
@@ -782,7 +802,13 @@ class ApsisSimulator(SimServer):
     def _create_import(self, request: Request, section: str) -> Response:
         spec = self._json(request)
         with self._lock:
-            plan = ImportPlan.compile(spec, self._definitions, section)
+            plan = ImportPlan.compile(
+                spec,
+                self._definitions,
+                section,
+                topic_headers=self.import_consent_header_is_topic,
+                zero_cell=self.import_zero_cell,
+            )
             self._expire_imports()
             pending = sum(1 for job in self._imports.values() if job.status in PENDING_IMPORT)
             if pending >= self.max_pending_imports:
@@ -796,6 +822,7 @@ class ApsisSimulator(SimServer):
                 plan=plan,
                 policy=secrets.token_urlsafe(24),
                 expires_at=time.time() + self.import_url_ttl,
+                spec=copy.deepcopy(spec),
             )
             self._imports[job.import_id] = job
         expires = datetime.fromtimestamp(job.expires_at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -839,6 +866,7 @@ class ApsisSimulator(SimServer):
             if upload is None:
                 raise Problem(400, "multipart field 'file' is missing")
             data = upload.read()
+            job.file = data
             job.status = "queued"
             job.timer = threading.Timer(self.import_delay_ms / 1000, self._run_import, args=(job, data))
             job.timer.daemon = True
@@ -972,9 +1000,13 @@ def _cell(row: dict[str, Any], column: str) -> str:
 class ImportPlan:
     """An import spec checked against the definitions, ready to apply to CSV rows.
 
-    Row semantics [A] (the docs do not say): an empty cell leaves an attribute unchanged; a consent cell of
-    `true/1/yes` applies the mapping's type, `opt-in`/`opt-out` applies that type, anything else nothing;
-    a tag cell of `true/1/yes` adds the tag, `false/0/no` removes it, empty leaves it.
+    Consent layout [D: APSIS's Magento module]: one column per topic, headed by the topic discriminator; the
+    consent type is fixed per mapping, so opt-ins and opt-outs go in separate imports; a cell of `1` applies
+    the mapping's type, an empty cell nothing. Any other consent cell fails its row [A], except `0`, which
+    does nothing unless `import_zero_cell` is "reject" [A]. A spec whose consent column is not headed by its
+    topic, or that maps one column to both types, is refused with 400 [A].
+    Other row semantics [A] (the docs do not say): an empty cell leaves an attribute unchanged; a tag cell of
+    `true/1/yes` adds the tag, `false/0/no` removes it, empty leaves it.
     """
 
     section: str
@@ -985,9 +1017,28 @@ class ImportPlan:
     attributes: list[tuple[str, str]]  # (column, attribute discriminator)
     consents: list[tuple[str, list[dict[str, Any]]]]  # (address column, consent mappings)
     tags: list[tuple[str, str]]  # (column, tag)
+    zero_cell: str = "nothing"
+
+    def bad_consent_cell(self, row: dict[str, Any]) -> str | None:
+        """Why a row's consent cells are not APSIS's layout (1 or empty), or None when they are."""
+        allowed = {"", "1"} | ({"0"} if self.zero_cell == "nothing" else set())
+        for _, consents in self.consents:
+            for consent in consents:
+                value = _cell(row, consent["field_selector"])
+                if value not in allowed:
+                    return f"consent cell {value[:20]!r} in column {consent['field_selector']}: allowed 1 or empty"
+        return None
 
     @classmethod
-    def compile(cls, spec: dict[str, Any], definitions: Definitions, section: str) -> ImportPlan:
+    def compile(
+        cls,
+        spec: dict[str, Any],
+        definitions: Definitions,
+        section: str,
+        *,
+        topic_headers: bool = True,
+        zero_cell: str = "nothing",
+    ) -> ImportPlan:
         defs = definitions.section(section)
         mapping = spec.get("keyspace_mapping") or {}
         keyspace = mapping.get("keyspace_discriminator")
@@ -996,6 +1047,14 @@ class ImportPlan:
         if not definitions.keyspaces[keyspace].get("manage_subscriptions"):
             raise Problem(403, f"keyspace {keyspace} cannot manage subscriptions, so it cannot import")
         options = spec.get("options") or {}
+        consents = [cls._consent_group(g, defs, topic_headers) for g in spec.get("consent_mappings") or []]
+        types: dict[str, set[str]] = {}
+        for _, group in consents:
+            for consent in group:
+                types.setdefault(consent["field_selector"], set()).add(consent["type"])
+        mixed = sorted(column for column, kinds in types.items() if len(kinds) > 1)
+        if mixed:
+            raise Problem(400, f"columns {mixed} are mapped as opt-in and opt-out: send each type in its own import")
         return cls(
             section=section,
             keyspace=keyspace,
@@ -1003,7 +1062,8 @@ class ImportPlan:
             update_existing=bool(options.get("update_existing_profiles", True)),
             clear_existing=bool(options.get("clear_existing_attributes", False)),
             attributes=[cls._attribute(m, defs) for m in spec.get("attribute_mappings") or []],
-            consents=[cls._consent_group(g, defs) for g in spec.get("consent_mappings") or []],
+            consents=consents,
+            zero_cell=zero_cell,
             tags=[cls._tag(m, defs) for m in spec.get("tag_mappings") or []],  # [A] field name
         )
 
@@ -1021,7 +1081,9 @@ class ImportPlan:
         return mapping["field_selector"], attribute
 
     @staticmethod
-    def _consent_group(group: dict[str, Any], defs: SectionDefinitions) -> tuple[str, list[dict[str, Any]]]:
+    def _consent_group(
+        group: dict[str, Any], defs: SectionDefinitions, topic_headers: bool
+    ) -> tuple[str, list[dict[str, Any]]]:
         if not group.get("address_field_selector"):
             raise Problem(400, "consent_mappings entries need an address_field_selector")
         consents = []
@@ -1032,6 +1094,11 @@ class ImportPlan:
                 raise Problem(400, f"consent mapping {consent} names no topic/channel of the section")
             if consent.get("type") not in CONSENT_TYPES:
                 raise Problem(400, f"consent mapping type must be one of {list(CONSENT_TYPES)}")
+            if topic_headers and consent["field_selector"] != topic:
+                raise Problem(
+                    400,
+                    f"consent column {consent['field_selector']!r} must be headed by its topic discriminator {topic!r}",
+                )
             consents.append({**consent, "channel_discriminator": channel})
         return group["address_field_selector"], consents
 
@@ -1061,6 +1128,11 @@ class ImportPlan:
             if not key:
                 report["failed"] += 1
                 report["errors"].append({"row": number, "message": f"empty profile key in {self.key_column}"})
+                continue
+            bad = self.bad_consent_cell(row)
+            if bad:
+                report["failed"] += 1
+                report["errors"].append({"row": number, "message": bad})
                 continue
             profile = sim._profiles.get((self.keyspace, key))
             if profile is not None and not self.update_existing:
@@ -1102,10 +1174,9 @@ class ImportPlan:
         address: str,
         consent: dict[str, Any],
     ) -> None:
-        value = _cell(row, consent["field_selector"]).lower()
-        kind = value if value in CONSENT_TYPES else consent["type"] if value in TRUTHY else None
-        if kind is None:
-            return
+        if _cell(row, consent["field_selector"]) != "1":
+            return  # empty (or 0, see `bad_consent_cell`): this row gives no consent on that topic
+        kind = consent["type"]
         if not address:
             report["errors"].append({"row": number, "message": "consent skipped: the address column is empty"})
             return

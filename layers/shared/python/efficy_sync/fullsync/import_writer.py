@@ -8,6 +8,12 @@ what its format can say safely, and everything else takes the per-person path:
   re-opt-in that the consent rules allow is sent explicitly, person by person.
 Imports are limited (3 in flight, 10 requests a minute per account), so a page with only a few changes also
 uses per-person calls; rows the import reports as failed are retried person by person too.
+
+Consent layout (APSIS's own Magento module; contracts/apsis-one.md §9): one CSV column per topic, headed by
+the topic discriminator, a cell of `1` where the mapping applies and empty elsewhere. The consent type is
+fixed per mapping, so opt-ins and opt-outs travel in separate imports, and a topic mapped on both channels
+gets one import per channel (one column cannot say "e-mail yes, SMS no"). The first import of a chunk also
+carries the attributes and tags of every row; the others carry only the rows with a consent of their kind.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ IMPORT_MIN_ROWS = 50  # fewer changed persons than this on a page: per-person ca
 MAX_ROWS_PER_FILE = 5000
 KEY_COLUMN = "profile_key"
 ADDRESS_COLUMNS = {"email": "email", "sms": "mobile"}
+CONSENT_CELL = "1"  # applies the mapping's type; an empty cell applies nothing (APSIS's layout never writes 0)
 VERSIONS_TTL = 300.0
 
 _versions_lock = threading.Lock()
@@ -136,9 +143,51 @@ class ImportWriter:
 
     # ---- the import ---------------------------------------------------------------------------------------
     def _import(self, rows: list[_Row]) -> set[int]:
-        """Runs one import; returns the keys of rows APSIS reported as failed (retried person by person)."""
-        spec, data = self._file(rows)
-        if len(data) > MAX_IMPORT_FILE_BYTES:
+        """Runs a chunk's imports one after another; returns the keys of rows that failed in any of them
+        (those go person by person, which re-sends what the diff says from the stored state)."""
+        failed: set[int] = set()
+        for index, consents in enumerate(self._consent_groups(rows)):
+            first = index == 0
+            pending = [
+                row
+                for row in rows
+                if row.key not in failed
+                and any(
+                    self._slot(op) in consents
+                    or (first and isinstance(op, CreateProfile | PatchAttributes | PatchTags))
+                    for op in row.ops
+                )
+            ]
+            if pending:
+                failed |= self._import_file(pending, consents, with_profile=first)
+        return failed
+
+    @staticmethod
+    def _slot(op: Operation) -> tuple[str, str, str] | None:
+        return (op.type, op.topic, op.channel) if isinstance(op, SetConsent) else None
+
+    def _consent_groups(self, rows: list[_Row]) -> list[set[tuple[str, str, str]]]:
+        """The (type, topic, channel) consents of each import a chunk needs, in order. The first import also
+        carries every row's attributes and tags (its consents may be empty). Within one import a topic has one
+        column, so one type and, where the topic is mapped on both channels, one channel."""
+        slots = {slot for row in rows for op in row.ops if (slot := self._slot(op)) is not None}
+        groups: list[set[tuple[str, str, str]]] = []
+        for kind in ("opt-in", "opt-out"):
+            of_kind = {slot for slot in slots if slot[0] == kind}
+            channels: dict[str, set[str]] = {}
+            for _, topic, channel in of_kind:
+                channels.setdefault(topic, set()).add(channel)
+            if any(len(c) > 1 for c in channels.values()):
+                groups += [g for ch in ADDRESS_COLUMNS if (g := {s for s in of_kind if s[2] == ch})]
+            elif of_kind:
+                groups.append(of_kind)
+        if groups and next(iter(groups[0]))[0] == "opt-in":
+            return groups  # the opt-ins ride with the attributes, as in APSIS's own opt-in file
+        return [set(), *groups]
+
+    def _import_file(self, rows: list[_Row], consents: set[tuple[str, str, str]], *, with_profile: bool) -> set[int]:
+        spec, data = self._file(rows, consents, with_profile=with_profile)
+        if data is None or len(data) > MAX_IMPORT_FILE_BYTES:
             return {row.key for row in rows}
         try:
             report = self._run(spec, data)
@@ -169,31 +218,22 @@ class ImportWriter:
                 time.sleep(min(backoff, remaining))
                 backoff = min(backoff * 2, 20.0)
 
-    def _file(self, rows: list[_Row]) -> tuple[dict[str, Any], bytes]:
-        attributes = sorted(
-            {name for row in rows for op in row.ops if isinstance(op, PatchAttributes) for name in op.attributes}
-        )
-        slots = sorted({(op.topic, op.channel) for row in rows for op in row.ops if isinstance(op, SetConsent)})
-        tags = sorted({tag for row in rows for op in row.ops if isinstance(op, PatchTags) for tag in op.tags})
+    def _file(
+        self, rows: list[_Row], consents: set[tuple[str, str, str]], *, with_profile: bool
+    ) -> tuple[dict[str, Any], bytes | None]:
+        """The spec and CSV of one import; (spec, None) when a topic's header would collide with a column."""
+        attributes: list[str] = []
+        tags: list[str] = []
+        if with_profile:
+            attributes = sorted(
+                {name for row in rows for op in row.ops if isinstance(op, PatchAttributes) for name in op.attributes}
+            )
+            tags = sorted({tag for row in rows for op in row.ops if isinstance(op, PatchTags) for tag in op.tags})
+        kinds = {kind for kind, _, _ in consents}
+        topics = sorted({topic for _, topic, _ in consents})
+        channels = [ch for ch in ADDRESS_COLUMNS if any(c == ch for _, _, c in consents)]
         versions = self._attribute_versions() if attributes else {}
-        columns = [KEY_COLUMN, *ADDRESS_COLUMNS.values(), *attributes]
-        columns += [f"consent:{topic}:{channel}" for topic, channel in slots] + [f"tag:{tag}" for tag in tags]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            line = {column: "" for column in columns}
-            line[KEY_COLUMN] = row.desired.profile_key
-            line["email"] = _cell(row.desired.email)
-            line["mobile"] = _cell(row.desired.mobile)
-            for op in row.ops:
-                if isinstance(op, PatchAttributes):
-                    line.update({name: _cell(value) for name, value in op.attributes.items()})
-                elif isinstance(op, SetConsent):
-                    line[f"consent:{op.topic}:{op.channel}"] = op.type
-                elif isinstance(op, PatchTags):
-                    line.update({f"tag:{tag}": _cell(on) for tag, on in op.tags.items()})
-            writer.writerow(line)
+        fixed = [KEY_COLUMN, *ADDRESS_COLUMNS.values(), *attributes, *(f"tag:{tag}" for tag in tags)]
         spec: dict[str, Any] = {
             "keyspace_mapping": {"keyspace_discriminator": self.cfg.apsis.keyspace, "field_selector": KEY_COLUMN},
             "options": {"update_existing_profiles": True, "clear_existing_attributes": False},
@@ -208,21 +248,38 @@ class ImportWriter:
                     "address_field_selector": ADDRESS_COLUMNS[channel],
                     "consents": [
                         {
-                            "field_selector": f"consent:{topic}:{ch}",
-                            "channel_discriminator": CHANNELS[ch],
+                            "field_selector": topic,  # APSIS's layout: the column is headed by the topic
+                            "channel_discriminator": CHANNELS[channel],
                             "topic_discriminator": topic,
-                            "type": "opt-in",
+                            "type": kind,
                             "resubscribe_if_opted_out": False,
                         }
-                        for topic, ch in slots
+                        for kind, topic, ch in sorted(consents)
                         if ch == channel
                     ],
                 }
-                for channel in ADDRESS_COLUMNS
-                if any(ch == channel for _, ch in slots)
+                for channel in channels
             ],
             "tag_mappings": [{"field_selector": f"tag:{tag}", "tag_discriminator": tag} for tag in tags],
         }
+        if len(kinds) > 1 or set(topics) & set(fixed):
+            return spec, None  # cannot be said in this layout: the rows go person by person
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=[*fixed, *topics], lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            line = dict.fromkeys(writer.fieldnames, "")
+            line[KEY_COLUMN] = row.desired.profile_key
+            line["email"] = _cell(row.desired.email)
+            line["mobile"] = _cell(row.desired.mobile)
+            for op in row.ops:
+                if isinstance(op, PatchAttributes) and with_profile:
+                    line.update({name: _cell(value) for name, value in op.attributes.items()})
+                elif isinstance(op, SetConsent) and self._slot(op) in consents:
+                    line[op.topic] = CONSENT_CELL
+                elif isinstance(op, PatchTags) and with_profile:
+                    line.update({f"tag:{tag}": _cell(on) for tag, on in op.tags.items()})
+            writer.writerow(line)
         return spec, buffer.getvalue().encode("utf-8")
 
     def _attribute_versions(self) -> dict[str, str]:

@@ -1,0 +1,198 @@
+"""The bulk import sends consents in APSIS's own layout (contracts/apsis-one.md §9), over HTTP to the simulator.
+
+One CSV column per topic headed by the topic discriminator, cells `1` (or empty), the consent type fixed per
+mapping, so opt-ins and opt-outs travel in separate imports; a topic mapped on both channels gets one import per
+channel. Real page worker (sync_page, write_mode import) and clients; the state table is the in-memory store.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from efficy_sync.clients.apsis import ApsisClient
+from efficy_sync.clients.efficy import EfficyClient
+from efficy_sync.clients.http import RetryPolicy
+from efficy_sync.config import config_from_dict
+from efficy_sync.fullsync.page import sync_page
+from efficy_sync.store.persons import MemoryPersonStateStore
+from efficy_sync_tools.sims.apsis import FIXTURE, ApsisSimulator
+from efficy_sync_tools.sims.efficy import EfficySimulator
+
+FAST = RetryPolicy(total=3, backoff_factor=0.01, backoff_jitter=0.0, connect_timeout=2, read_timeout=10)
+SECTION = "com.apsis1.sections.default"
+CRM = "com.apsis1.keyspaces.crm-id"
+NEWS = "usercreated.topics.newsletter-ab12"  # e-mail only
+BOTH = "usercreated.topics.both-zz99"  # [test definitions] a topic that takes e-mail and SMS
+EMAIL, SMS = "com.apsis1.channels.email", "com.apsis1.channels.sms"
+PERSONS = 60  # above the import writer's minimum of 50 changed rows
+CFG = config_from_dict(
+    {
+        "integration_id": "layout",
+        "efficy": {"base_url": "https://crm.example.com/crm", "api_key_secret": "x/e", "webhook_secret_secret": "x/w"},
+        "apsis": {
+            "base_url": "https://api.example.com",
+            "section": SECTION,
+            "credentials_secret": "x/a",
+            "optout_token_secret": "x/o",
+        },
+        "field_mappings": [
+            {"efficy": "FIRSTNAME", "apsis": "com.apsis1.attributes.firstname"},
+            {"efficy": "MOBILE", "apsis": "com.apsis1.attributes.mobile", "type": "phone"},
+        ],
+        "consent_mappings": [
+            {"crm_profile": 12, "subscription": NEWS, "channel": "email"},
+            {"crm_profile": 20, "subscription": BOTH, "channel": "email"},
+            {"crm_profile": 21, "subscription": BOTH, "channel": "sms"},
+        ],
+        "full_sync": {"page_size": 100, "write_mode": "import"},
+    }
+)
+
+
+def definitions() -> dict[str, Any]:
+    data = json.loads(FIXTURE.read_text())
+    section = next(s for s in data["sections"] if s["discriminator"] == SECTION)
+    section["topics"].append({"discriminator": BOTH, "name": "Both channels", "folder_discriminator": "f"})
+    return data
+
+
+def person(key: int, profiles: list[int]) -> dict[str, Any]:
+    mobile = f"+3247000{key:04d}"
+    return {"K_CONTACT": key, "NAME": f"N{key}", "FIRSTNAME": f"F{key}", "EMAIL1": f"l{key}@example.com",
+            "MOBILE": mobile, "profiles": profiles}  # fmt: skip
+
+
+@pytest.fixture
+def world() -> Iterator[dict[str, Any]]:
+    efficy_sim = EfficySimulator().start()
+    apsis_sim = ApsisSimulator(
+        client_id="layout",
+        client_secret="layout-secret",
+        rate_limits=False,
+        import_delay_ms=5,
+        definitions=definitions(),
+    ).start()
+    apsis = ApsisClient(apsis_sim.url, "layout", "layout-secret", section=SECTION, policy=FAST)
+    with EfficyClient(efficy_sim.url, efficy_sim.api_key, policy=FAST) as efficy:
+        yield {"efficy_sim": efficy_sim, "apsis_sim": apsis_sim, "efficy": efficy, "apsis": apsis}
+    efficy_sim.stop()
+    apsis_sim.stop()
+
+
+def run_page(world: dict[str, Any], states: MemoryPersonStateStore) -> Any:
+    descriptor = {"page": 0, "first": 0, "pages": 1, "page_size": 100, "tail": True}
+    return sync_page(
+        CFG, descriptor, efficy=world["efficy"], apsis=world["apsis"], states=states, dry_run=False,
+        write_mode="import", max_concurrency=5,
+    )  # fmt: skip
+
+
+def consent_columns(job: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    return [
+        (c["field_selector"], c["topic_discriminator"], c["channel_discriminator"], c["type"])
+        for group in job["spec"].get("consent_mappings") or []
+        for c in group["consents"]
+    ]
+
+
+def assert_apsis_layout(job: dict[str, Any]) -> list[dict[str, str]]:
+    """Every consent column is headed by its topic, has one type, and holds only 1 or empty cells."""
+    rows = list(csv.DictReader(io.StringIO(job["csv"])))
+    columns = consent_columns(job)
+    assert all(selector == topic for selector, topic, _, _ in columns), columns
+    assert len({kind for *_, kind in columns}) <= 1, f"opt-ins and opt-outs in one import: {columns}"
+    for selector, *_ in columns:
+        assert {row[selector] for row in rows} <= {"1", ""}, selector
+    return rows
+
+
+def consents_of(world: dict[str, Any], key: int) -> set[tuple[str, str, str]]:
+    profile = world["apsis_sim"].get_profile(CRM, str(key)) or {"consents": []}
+    return {(c["topic"], c["channel"], c["type"]) for c in profile["consents"]}
+
+
+def test_the_import_sends_consents_in_apsis_layout_opt_ins_and_opt_outs_apart(world: dict[str, Any]) -> None:
+    sim: ApsisSimulator = world["apsis_sim"]
+    # everyone reads the newsletter; the both-channel topic is e-mail only for odd keys, e-mail + SMS for even ones
+    world["efficy_sim"].upsert_persons(
+        [person(k, [12, 20] + ([21] if k % 2 == 0 else [])) for k in range(1, PERSONS + 1)]
+    )
+    states = MemoryPersonStateStore()
+
+    first = run_page(world, states)
+
+    assert first.counters["imports"] >= 2 and first.counters.get("failed", 0) == 0
+    jobs = sim.imports()
+    assert all(job["status"] == "completed" for job in jobs)
+    for job in jobs:
+        assert_apsis_layout(job)
+    assert {kind for job in jobs for *_, kind in consent_columns(job)} == {"opt-in"}
+    # the topic mapped on both channels: one import per channel (one column cannot say "e-mail yes, SMS no")
+    both = [{ch for _, topic, ch, _ in consent_columns(job) if topic == BOTH} for job in jobs]
+    assert sorted(map(sorted, filter(None, both))) == [[EMAIL], [SMS]]
+    sms_job = next(job for job, chans in zip(jobs, both, strict=True) if chans == {SMS})
+    assert {row["profile_key"] for row in assert_apsis_layout(sms_job) if row[BOTH] == "1"} == {
+        str(k) for k in range(2, PERSONS + 1, 2)
+    }
+    creates = sim.calls().get("POST /audience/keyspaces/{keyspace}/sections/{section}/profiles", 0)
+    assert creates == 0, "persons went the per-person way: the import was refused"
+    for key in (1, 2):
+        expected = {(NEWS, "email", "opt-in"), (BOTH, "email", "opt-in")}
+        expected |= {(BOTH, "sms", "opt-in")} if key == 2 else set()
+        assert consents_of(world, key) == expected
+
+    # everyone leaves the newsletter in Efficy: the opt-outs go in an import of their own, type opt-out
+    before = len(sim.imports())
+    world["efficy_sim"].upsert_persons(
+        [{"K_CONTACT": k, "profiles": [20] + ([21] if k % 2 == 0 else [])} for k in range(1, PERSONS + 1)]
+    )
+
+    second = run_page(world, states)
+
+    assert second.counters.get("failed", 0) == 0
+    jobs = sim.imports()[before:]  # nothing but the opt-outs changed: one import, no empty profile import
+    assert [sorted({(topic, kind) for _, topic, _, kind in consent_columns(job)}) for job in jobs] == [
+        [(NEWS, "opt-out")]
+    ]
+    rows = assert_apsis_layout(jobs[0])
+    assert len(rows) == PERSONS and all(row[NEWS] == "1" for row in rows)
+    assert consents_of(world, 1) == {(NEWS, "email", "opt-out"), (BOTH, "email", "opt-in")}
+
+
+def test_the_simulator_refuses_the_old_layout(world: dict[str, Any]) -> None:
+    """A column not headed by its topic, or cells spelling the type, are not APSIS's layout."""
+    client: ApsisClient = world["apsis"]
+    consent = {"channel_discriminator": EMAIL, "topic_discriminator": NEWS, "type": "opt-in"}
+    spec = {
+        "keyspace_mapping": {"keyspace_discriminator": CRM, "field_selector": "profile_key"},
+        "consent_mappings": [{"address_field_selector": "email", "consents": [{**consent, "field_selector": "c"}]}],
+    }
+    refused = requests.post(
+        f"{world['apsis_sim'].url}/v2/audience/sections/{SECTION}/imports",
+        json=spec,
+        headers={"Authorization": f"Bearer {client._access_token()}"},
+        timeout=10,
+    )
+    assert refused.status_code == 400 and "headed by its topic" in refused.json()["detail"]
+
+    good = copy.deepcopy(spec)
+    good["consent_mappings"][0]["consents"][0]["field_selector"] = NEWS
+    data = (
+        f"profile_key,email,{NEWS}\n1,a@example.com,opt-in\n2,b@example.com,true\n3,c@example.com,1\n4,d@example.com,\n"
+    )
+    report = client.run_import(good, data.encode(), poll_interval=0.02, timeout=5)
+    assert [e["row"] for e in report["errors"]] == [1, 2] and report["failed"] == 2
+    assert consents_of(world, 3) == {(NEWS, "email", "opt-in")}
+    assert consents_of(world, 1) == consents_of(world, 4) == set()
+
+    mixed = copy.deepcopy(good)
+    mixed["consent_mappings"][0]["consents"].append({**consent, "field_selector": NEWS, "type": "opt-out"})
+    with pytest.raises(Exception, match="own import"):
+        client.create_import(mixed)
