@@ -676,3 +676,34 @@ def test_is_empty_takes_only_true():
     assert cfg.sync_conditions[0].operator == "not_empty"
     with pytest.raises(ConfigError, match="not_empty: found 'yes'; allowed: true"):
         load_config_text(_TEXT_HEAD + "sync_conditions: [{field: EMAIL1, not_empty: yes}]\n")
+
+
+# --- secret names follow the convention the functions' IAM policies are scoped by ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "name"),
+    [
+        ("webhook_secret_secret", "efficy-sync/acme-eu/apsis-optout"),  # another kind: the webhook Lambda may not
+        ("webhook_secret_secret", "acme/webhook"),  # outside the efficy-sync/ prefix
+        ("api_key_secret", "efficy-sync/efficy"),  # no integration part
+        ("api_key_secret", "efficy-sync/acme-eu/efficy-key"),
+    ],
+)
+def test_a_secret_the_functions_may_not_read_is_refused_with_its_line(field, name):
+    text = _TEXT_HEAD.replace(
+        f"{field}: efficy-sync/acme-eu/{'webhook' if field == 'webhook_secret_secret' else 'efficy'}", f"{field}: {name}"
+    )
+    assert name in text
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text)
+    [problem] = info.value.problems
+    assert problem.path == f"efficy.{field}"
+    assert problem.line in (2, 3)
+    kind = "webhook" if field == "webhook_secret_secret" else "efficy"
+    assert f"efficy-sync/<integration>/{kind}" in str(problem)
+
+
+def test_secret_names_by_convention_are_accepted_even_when_shared_between_integrations():
+    text = _TEXT_HEAD.replace("efficy-sync/acme-eu/apsis,", "efficy-sync/shared/eu-account/apsis,")
+    assert load_config_text(text).apsis.credentials_secret == "efficy-sync/shared/eu-account/apsis"

@@ -195,9 +195,27 @@ def test_api_throttling_and_tracing(resources: dict[str, Any]) -> None:
     props = api["Properties"]
     assert props["StageName"] == {"Ref": "Stage"}
     assert props["TracingEnabled"] is True
-    (settings,) = props["MethodSettings"]
-    assert settings["ThrottlingBurstLimit"] > 0
-    assert settings["ThrottlingRateLimit"] > 0
+    assert all(s["ThrottlingBurstLimit"] > 0 and s["ThrottlingRateLimit"] > 0 for s in props["MethodSettings"])
+
+
+def method_setting(resources: dict[str, Any], path: str) -> dict[str, Any]:
+    escaped = "/" + path.replace("/", "~1")  # MethodSettings write each "/" of the path as "~1", after a "/"
+    settings = [s for s in resources["EfficySyncApi"]["Properties"]["MethodSettings"] if s["ResourcePath"] == escaped]
+    assert len(settings) == 1, f"no throttling of its own for {path}"
+    return settings[0]
+
+
+def test_each_public_route_has_its_own_throttling(resources: dict[str, Any]) -> None:
+    """Limits apply per method; each route gets its own, so a flood on the opt-out route (anyone can call it
+    with a wrong token) cannot use up the webhooks' share, and the opt-out route is held well below it."""
+    webhook = method_setting(resources, ROUTES["IngestWebhookFunction"])
+    optout = method_setting(resources, ROUTES["IngestOptoutFunction"])
+    assert webhook["HttpMethod"] == "POST"
+    assert optout["HttpMethod"] == "*"  # every method of the route (POST, and a GET form)
+    assert optout["ThrottlingRateLimit"] < webhook["ThrottlingRateLimit"]
+    assert optout["ThrottlingBurstLimit"] < webhook["ThrottlingBurstLimit"]
+    (default,) = [s for s in resources["EfficySyncApi"]["Properties"]["MethodSettings"] if s["ResourcePath"] == "/*"]
+    assert default["ThrottlingRateLimit"] <= optout["ThrottlingRateLimit"]  # a future route starts low
 
 
 def test_no_route_creates_an_implicit_api(resources: dict[str, Any]) -> None:
@@ -352,17 +370,68 @@ def test_no_allow_statement_uses_a_wildcard_action(template: dict[str, Any], tra
     assert checked > 20
 
 
-def test_secrets_read_is_scoped_to_the_efficy_sync_prefix(transformed: dict[str, Any]) -> None:
-    readers = 0
-    for statement in allow_statements(transformed["Resources"]):
+#: what each function's code path reads (functions/*/app.py and the layer code they call): which secrets, by
+#: kind (efficy-sync/<integration>/<kind>), and whether it touches the state table
+NEEDS = {
+    "IngestWebhookFunction": ({"webhook"}, False),  # config, the webhook secret, SQS send
+    "IngestOptoutFunction": ({"apsis-optout"}, False),  # config, the opt-out token, SQS send
+    "ApplyChangesFunction": ({"efficy", "apsis"}, True),
+    "WriteBackFunction": ({"efficy", "apsis"}, True),
+    "FullSyncStepFunction": ({"efficy", "apsis"}, True),
+    "SyncPageFunction": ({"efficy", "apsis"}, True),
+    "CleanupFunction": (set(), True),
+}
+SECRET_KIND = re.compile(re.escape(SECRET_ARN_SCOPE.removesuffix("*")) + r"\*/([a-z-]+)-\?{6}$")
+
+
+def sub_text(value: Any) -> str:
+    """The text of a resource as written, with SAM's `Fn::Sub: [template, {name: value}]` expanded."""
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        value = value["Fn::Sub"]
+    if isinstance(value, list):
+        template, names = value
+        for name, inner in names.items():
+            template = template.replace("${" + name + "}", sub_text(inner))
+        value = template
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def role_statements(transformed: dict[str, Any], function: str) -> list[dict[str, Any]]:
+    return list(allow_statements(transformed["Resources"][f"{function}Role"]))
+
+
+@pytest.mark.parametrize(("function", "needs"), sorted(NEEDS.items()))
+def test_each_function_reads_only_the_secrets_and_tables_it_calls(
+    transformed: dict[str, Any], function: str, needs: tuple[set[str], bool]
+) -> None:
+    kinds, uses_state = needs
+    readable: set[str] = set()
+    for statement in role_statements(transformed, function):
         actions = as_list(statement["Action"])
         if any(a.startswith("secretsmanager:") for a in actions):
             assert actions == ["secretsmanager:GetSecretValue"]
-            assert SECRET_ARN_SCOPE in json.dumps(statement["Resource"])
-            readers += 1
-    assert readers == len(FUNCTION_FOLDERS) - 1  # every function but cleanup
-    cleanup_role = json.dumps(transformed["Resources"]["CleanupFunctionRole"])
-    assert "secretsmanager" not in cleanup_role
+            for resource in as_list(statement["Resource"]):
+                arn = sub_text(resource)
+                match = SECRET_KIND.match(arn)
+                assert match, f"{function} may read secrets beyond one kind: {arn}"
+                readable.add(match.group(1))
+    assert readable == kinds
+    touches_state = any("StateTable" in json.dumps(s.get("Resource")) for s in role_statements(transformed, function))
+    assert touches_state is uses_state
+
+
+def test_every_function_is_in_the_least_privilege_table(resources: dict[str, Any]) -> None:
+    assert set(functions(resources)) == set(NEEDS)
+
+
+def test_the_template_secrets_follow_the_naming_convention_the_policies_rely_on(resources: dict[str, Any]) -> None:
+    kinds = {kind for needed, _ in NEEDS.values() for kind in needed}
+    names = {
+        r["Properties"]["Name"]["Fn::Sub"].rsplit("/", 1)[1]
+        for r in resources.values()
+        if r["Type"] == "AWS::SecretsManager::Secret"
+    }
+    assert names == kinds
 
 
 # ---------------------------------------------------------------- state machine

@@ -817,9 +817,48 @@ def config_from_dict(data: Any, *, _lines: Mapping[str, int] | None = None) -> I
     return config
 
 
+#: the kind of each secret, the last part of its name: the functions' IAM policies grant each function only the
+#: kinds it reads, by name (`efficy-sync/*/<kind>` in template.yaml), so a secret named otherwise cannot be read
+SECRET_KINDS = {
+    ("efficy", "api_key_secret"): "efficy",
+    ("efficy", "webhook_secret_secret"): "webhook",
+    ("apsis", "credentials_secret"): "apsis",
+    ("apsis", "optout_token_secret"): "apsis-optout",
+}
+
+
+def secret_name_problems(data: Any, lines: Mapping[str, int] | None = None) -> list[Problem]:
+    """Secret names outside the convention `efficy-sync/<integration>/<kind>` the deployed functions may read.
+
+    Checked on the files admins apply (not on the model): a name the IAM policies do not cover would pass
+    validation and then fail every call with AccessDenied.
+    """
+    problems: list[Problem] = []
+    for (section, field), kind in SECRET_KINDS.items():
+        block = data.get(section) if isinstance(data, Mapping) else None
+        name = block.get(field) if isinstance(block, Mapping) else None
+        if not isinstance(name, str) or not _SECRET_NAME.match(name):
+            continue  # missing or malformed: the model reports it
+        if re.fullmatch(rf"efficy-sync/[^/]+(?:/[^/]+)*/{re.escape(kind)}", name) is None:
+            path = f"{section}.{field}"
+            allowed = f"a name of the form efficy-sync/<integration>/{kind}"
+            problems.append(
+                Problem(
+                    path,
+                    f"found {name!r}; allowed: {allowed} (the functions may only read secrets named so; "
+                    f"see template.yaml)",
+                    found=repr(name),
+                    allowed=allowed,
+                    line=_line_for(path, lines or {}),
+                )
+            )
+    return problems
+
+
 def load_config_text(text: str) -> IntegrationConfig:
     """Parses and validates a YAML (or JSON) config; raises ConfigError listing every problem with its path."""
     data, lines, problems = _parse_yaml(text)
+    problems += secret_name_problems(data, lines)
     if problems and data is None:
         raise ConfigError(problems)
     try:
