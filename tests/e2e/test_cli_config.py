@@ -159,7 +159,7 @@ def test_validate_online_reports_what_does_not_exist(stack: Stack, tmp_path: Pat
     data["consent_mappings"][1]["crm_profile"] = 9999
     data["field_mappings"][3]["efficy"] = "LANGUAGES"
     data["tags"]["queries"][0]["query"] = key + 1
-    data["efficy"]["webhook_secret_secret"] = "efficy-sync/cli-test/missing"
+    data["efficy"]["webhook_secret_secret"] = "efficy-sync/cli-test-missing/webhook"
     path = tmp_path / "broken-online.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
@@ -172,5 +172,5 @@ def test_validate_online_reports_what_does_not_exist(stack: Stack, tmp_path: Pat
     assert "consent_mappings[1].crm_profile: found 9999" in out
     assert "field_mappings[3].efficy: found 'LANGUAGES'" in out
     assert f"tags.queries[0].query: found {key + 1}" in out
-    assert "efficy.webhook_secret_secret: found 'efficy-sync/cli-test/missing'" in out
+    assert "efficy.webhook_secret_secret: found 'efficy-sync/cli-test-missing/webhook'" in out
     assert out.splitlines()[0] == f"{path}: 5 problems"

@@ -22,7 +22,7 @@ BROKEN = """\
 integration_id: Acme EU
 efficy: {base_url: "ftp://acme", api_key_secret: efficy-sync/a/efficy, webhook_secret_secret: efficy-sync/a/webhook}
 apsis:  {base_url: "https://api.apsis.one", section: com.apsis1.sections.default,
-         credentials_secret: efficy-sync/a/apsis, optout_token_secret: efficy-sync/a/optout}
+         credentials_secret: efficy-sync/a/apsis, optout_token_secret: efficy-sync/a/apsis-optout}
 sync_conditions:
   - {field: OPENED, equal: "1"}
   - {field: ROBINSON, equals: "0"}

@@ -692,7 +692,8 @@ def test_is_empty_takes_only_true():
 )
 def test_a_secret_the_functions_may_not_read_is_refused_with_its_line(field, name):
     text = _TEXT_HEAD.replace(
-        f"{field}: efficy-sync/acme-eu/{'webhook' if field == 'webhook_secret_secret' else 'efficy'}", f"{field}: {name}"
+        f"{field}: efficy-sync/acme-eu/{'webhook' if field == 'webhook_secret_secret' else 'efficy'}",
+        f"{field}: {name}",
     )
     assert name in text
     with pytest.raises(ConfigError) as info:
