@@ -183,10 +183,13 @@ def test_every_function_is_known(resources: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(("logical_id", "path"), sorted(ROUTES.items()))
 def test_api_routes_on_the_shared_rest_api(resources: dict[str, Any], logical_id: str, path: str) -> None:
-    (route,) = events_of(resources, logical_id, "Api")
-    assert route["RestApiId"] == {"Ref": "EfficySyncApi"}
-    assert route["Path"] == path
-    assert route["Method"].lower() == "post"
+    routes = events_of(resources, logical_id, "Api")
+    for route in routes:
+        assert route["RestApiId"] == {"Ref": "EfficySyncApi"}
+        assert route["Path"] == path
+    # The opt-out route also takes a GET: APSIS One's Webhook node may send the fields as URL parameters.
+    expected = ["get", "post"] if logical_id == "IngestOptoutFunction" else ["post"]
+    assert sorted(route["Method"].lower() for route in routes) == expected
 
 
 def test_api_throttling_and_tracing(resources: dict[str, Any]) -> None:
@@ -584,7 +587,10 @@ def test_sam_transform_offline_creates_the_wired_resources(transformed: dict[str
     assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     paths = out["EfficySyncApi"]["Properties"]["Body"]["paths"]
     assert set(paths) == set(ROUTES.values())
-    assert all(set(methods) == {"post"} for methods in paths.values())
+    assert {path: set(methods) for path, methods in paths.items()} == {
+        ROUTES["IngestWebhookFunction"]: {"post"},
+        ROUTES["IngestOptoutFunction"]: {"post", "get"},  # the Webhook node may send GET parameters
+    }
     sweep = out["CleanupFunctionSweep"]["Properties"]
     assert sweep["ScheduleExpression"] == "rate(5 minutes)"
     assert json.loads(sweep["Targets"][0]["Input"]) == {"sweep": True}
