@@ -678,3 +678,14 @@ def test_cleanup_sample_events(resources: dict[str, Any]) -> None:
     assert status["detail"]["status"] in rule["Pattern"]["detail"]["status"]
     (schedule,) = events_of(resources, "CleanupFunction", "Schedule")
     assert load_event("cleanup_sweep.json") == json.loads(schedule["Input"])
+
+
+def test_no_api_log_holds_a_query_string(resources: dict[str, Any]) -> None:
+    """url_token mode puts the webhook secret in the query string: the access log records $context.path (the
+    path only), and no execution logging (which would write whole requests) is switched on."""
+    props = resources["EfficySyncApi"]["Properties"]
+    log_format = props["AccessLogSetting"]["Format"]
+    assert "$context.path" in log_format
+    assert not re.search(r"querystring|requestOverride|\$input|\$method\.request", log_format, re.IGNORECASE)
+    for setting in props.get("MethodSettings", []):
+        assert not setting.get("DataTraceEnabled") and setting.get("LoggingLevel", "OFF") == "OFF"
