@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
-import urllib.parse
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any

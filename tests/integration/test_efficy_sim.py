@@ -492,7 +492,9 @@ def test_hmac_body_mode_signs_the_raw_body_in_x_justin_signature(sim: EfficySimu
 
 
 def test_an_unknown_webhook_mode_is_refused(sim: EfficySimulator) -> None:
-    response = requests.post(f"{sim.url}/_sim/webhooks", json={"url": "http://x", "secret": "s", "mode": "none"}, timeout=5)
+    response = requests.post(
+        f"{sim.url}/_sim/webhooks", json={"url": "http://x", "secret": "s", "mode": "none"}, timeout=5
+    )
     assert response.status_code == 400
 
 

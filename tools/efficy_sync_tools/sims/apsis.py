@@ -980,7 +980,9 @@ class ApsisSimulator(SimServer):
             raise Problem(400, "headers must be an object")
         self.configure_webhook(body["url"], headers, body.get("method", "POST"), body.get("body_format", "json"))
         url = _without_token(body["url"]) if body["url"] else None
-        return json_response({"url": url, "header_names": sorted(headers), "body_format": body.get("body_format", "json")})
+        return json_response(
+            {"url": url, "header_names": sorted(headers), "body_format": body.get("body_format", "json")}
+        )
 
     def _ctl_deliveries(self, request: Request) -> Response:
         return json_response({"deliveries": self.deliveries()})

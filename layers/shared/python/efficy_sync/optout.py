@@ -104,7 +104,8 @@ TOKEN_PARAMETER = "token"
 #: How far ahead of our clock `occurred_at` may be before it is logged as wrong (clocks differ a little).
 FUTURE_SKEW_SECONDS = 300
 _PROFILE_KEY = re.compile(r"^[1-9][0-9]{0,15}$")
-_MAX_TEXT = {"email": 254, "mobile": 32, "topic_discriminator": 200, "channel_discriminator": 64, "occurred_at": 40}
+# `mobile` is not read (kept for reference by the automation's body): an odd value never costs an opt-out.
+_MAX_TEXT = {"email": 254, "topic_discriminator": 200, "channel_discriminator": 64, "occurred_at": 40}
 
 
 def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
@@ -276,7 +277,6 @@ def parse_fields(body: Mapping[str, Any], *, now: Callable[[], datetime] = lambd
     email = _text(body, "email")
     if email is not None and not _EMAIL.match(email):
         raise OptOutPayloadError("email", "is not an e-mail address")
-    _text(body, "mobile")  # kept for reference only, but must be text like the rest
     if profile_key is None and email is None:
         raise OptOutPayloadError("profile_key", "profile_key (the K_CONTACT) or email is required to find the person")
     occurred_at, future = _occurred_at(_text(body, "occurred_at"), now().astimezone(UTC))

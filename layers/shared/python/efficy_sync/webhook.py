@@ -63,7 +63,12 @@ def normalise_date(value: str) -> str:
 
 class WebhookRecord(BaseModel):
     """One changed record. Only table, key, operation and date are used: the worker refetches the person, so the
-    changed values (`fields`) only feed the de-duplication fingerprint and never travel on the queue."""
+    changed values (`fields`) only feed the de-duplication fingerprint and never travel on the queue.
+
+    `date` has no upper bound on purpose: it is only part of a message's de-duplication identity, and nothing
+    compares it with stored stamps (the worker orders by the D_CHANGE it refetches), so a date in the future
+    cannot hold back a later change, while refusing it would make Efficy drop the real change of a CRM whose
+    clock runs ahead of ours."""
 
     model_config = ConfigDict(extra="ignore")
 
