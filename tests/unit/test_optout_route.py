@@ -145,6 +145,7 @@ def test_without_a_profile_key_the_email_finds_the_person() -> None:
             "channel_discriminator",
         ),
         (body(occurred_at="yesterday"), "occurred_at"),
+        (body(occurred_at="0001-01-01T00:00:00+14:00"), "occurred_at"),  # overflows in UTC: a 400, not a 503
         (b'{"event": "email.unsubscribe", "x": "' + b"a" * 70_000 + b'"}', "body"),
     ],
 )

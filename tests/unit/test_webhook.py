@@ -174,7 +174,19 @@ def test_the_largest_key_is_accepted() -> None:
 
 
 @pytest.mark.parametrize(
-    "date", ["x", "yesterday", "", "2026-13-01T00:00:00Z", "2026-01-01", "2026-01-01T10:00:00Zjunk", "1" * 30, 20260101]
+    "date",
+    [
+        "x",
+        "yesterday",
+        "",
+        "2026-13-01T00:00:00Z",
+        "2026-01-01",
+        "2026-01-01T10:00:00Zjunk",
+        "1" * 30,
+        20260101,
+        "0001-01-01T00:00:00+14:00",  # overflows when converted to UTC: a 400, not a crash
+        "9999-12-31T23:59:59-14:00",
+    ],
 )
 def test_a_date_that_is_not_iso_8601_is_refused_without_echoing_it(date: object) -> None:
     with pytest.raises(WebhookPayloadError, match=r"records\[0\]\.date") as caught:

@@ -217,9 +217,12 @@ def _occurred_at(value: str | None, now: datetime) -> tuple[str, bool]:
             ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)  # APSIS One's timestamps are UTC
-    future = (moment - now).total_seconds() > FUTURE_SKEW_SECONDS
-    moment = min(moment, now)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"), future
+    try:
+        future = (moment - now).total_seconds() > FUTURE_SKEW_SECONDS
+        moment = min(moment, now).astimezone(UTC)
+    except OverflowError:  # year 1 with a positive offset: not a time the automation sends
+        raise OptOutPayloadError("occurred_at", "must be an ISO 8601 date-time within years 1 to 9999 in UTC") from None
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"), future
 
 
 def decode_fields(

@@ -58,7 +58,11 @@ def normalise_date(value: str) -> str:
         raise ValueError("must be an ISO 8601 date-time such as 2024-05-01T10:00:00Z") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)  # Efficy's dates without an offset: read as UTC
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+        raise ValueError("must be an ISO 8601 date-time within years 1 to 9999 in UTC") from None
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class WebhookRecord(BaseModel):
