@@ -1,10 +1,17 @@
-"""POST /integrations/{integration_id}/apsis/optout: APSIS One's unsubscribe automation in, one SQS message out."""
+"""/integrations/{integration_id}/apsis/optout: APSIS One's unsubscribe automation in, one SQS message out.
+
+POST (JSON or form body) and GET (the fields as URL parameters), with the token as the header or the `token`
+URL parameter: what APSIS One's Webhook node can send. Nothing here logs the URL, the query or a field's value.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 from efficy_sync.aws import client
+from efficy_sync.inbound import BodyEncodingError, request_body
 from efficy_sync.observability import MetricUnit, logger, metrics
 from efficy_sync.optout import OptOutAuthError, OptOutMessage, OptOutPayloadError, accept
 from efficy_sync.secrets import get_secret
@@ -24,21 +31,32 @@ def _send(message: OptOutMessage) -> None:
     client("sqs").send_message(QueueUrl=settings().optout_queue_url, MessageBody=message.model_dump_json())
 
 
-@app.post("/integrations/<integration_id>/apsis/optout")
-def apsis_optout(integration_id: str) -> Response:
+def _query() -> dict[str, Any]:
+    """URL parameters, every value of a repeated one (so a field given twice is refused, not half-read)."""
+    event = app.current_event
+    multi = event.get("multiValueQueryStringParameters") or {}
+    single = event.query_string_parameters or {}
+    return {name: multi.get(name) or value for name, value in single.items()}
+
+
+def _optout(integration_id: str) -> Response:
     logger.append_keys(integration_id=integration_id)
     try:
         cfg = configs.get(integration_id)
     except UnknownIntegration:
         return _reply(404, {"error": f"unknown integration {integration_id!r}"})
     event = app.current_event
-    body = (event.body or "").encode()
     try:
-        result = accept(cfg, event.headers, body, get_secret(cfg.apsis.optout_token_secret), _send)
+        body = request_body(event.body, event.is_base64_encoded) if event.http_method != "GET" else b""
+        result = accept(cfg, event.headers, body, get_secret(cfg.apsis.optout_token_secret), _send, query=_query())
     except OptOutAuthError as exc:
         metrics.add_metric(name="OptOutRejected", unit=MetricUnit.Count, value=1)
         logger.warning("opt-out rejected: %s", exc)
         return _reply(401, {"error": str(exc)})
+    except BodyEncodingError as exc:
+        metrics.add_metric(name="OptOutRejected", unit=MetricUnit.Count, value=1)
+        logger.warning("opt-out malformed: %s", exc)
+        return _reply(400, {"error": f"malformed opt-out: {exc}", "field": "body"})
     except OptOutPayloadError as exc:
         metrics.add_metric(name="OptOutRejected", unit=MetricUnit.Count, value=1)
         logger.warning("opt-out malformed: %s", exc)
@@ -46,6 +64,9 @@ def apsis_optout(integration_id: str) -> Response:
     except Exception:
         logger.exception("opt-out not queued")
         return _reply(503, {"error": "could not queue the opt-out; send again"})
+    if result.future_occurred_at:
+        metrics.add_metric(name="OptOutFutureTime", unit=MetricUnit.Count, value=1)
+        logger.warning("opt-out occurred_at is later than its receipt: the receive time was recorded instead")
     if result.ignored:
         metrics.add_metric(name="OptOutIgnored", unit=MetricUnit.Count, value=1)
         logger.info("opt-out ignored: %s", result.ignored)
@@ -53,6 +74,16 @@ def apsis_optout(integration_id: str) -> Response:
     metrics.add_metric(name="OptOutAccepted", unit=MetricUnit.Count, value=result.accepted)
     logger.info("opt-out accepted", extra={"subscriptions": result.accepted})
     return _reply(202, {"accepted": result.accepted})
+
+
+@app.post("/integrations/<integration_id>/apsis/optout")
+def apsis_optout(integration_id: str) -> Response:
+    return _optout(integration_id)
+
+
+@app.get("/integrations/<integration_id>/apsis/optout")
+def apsis_optout_get(integration_id: str) -> Response:
+    return _optout(integration_id)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -1,9 +1,13 @@
-"""POST /integrations/{integration_id}/efficy/webhook: Efficy's change notifications in, SQS messages out."""
+"""POST /integrations/{integration_id}/efficy/webhook: Efficy's change notifications in, SQS messages out.
+
+In `url_token` mode the secret is in the query string: nothing here logs the URL or the query, and the log
+formatter masks a `token` key wherever powertools' event logging would show it."""
 
 from __future__ import annotations
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
+from efficy_sync.inbound import BodyEncodingError, request_body
 from efficy_sync.ingest import accept
 from efficy_sync.observability import MetricUnit, logger, metrics
 from efficy_sync.queue import EnqueueError
@@ -28,7 +32,11 @@ def efficy_webhook(integration_id: str) -> Response:
     except UnknownIntegration:
         return _reply(404, {"error": f"unknown integration {integration_id!r}"})
     event = app.current_event
-    body = (event.body or "").encode()
+    try:
+        body = request_body(event.body, event.is_base64_encoded)
+    except BodyEncodingError as exc:
+        metrics.add_metric(name="WebhookRejected", unit=MetricUnit.Count, value=1)
+        return _reply(400, {"error": f"malformed webhook: {exc}"})
     if len(body) > settings().max_webhook_bytes:
         metrics.add_metric(name="WebhookRejected", unit=MetricUnit.Count, value=1)
         return _reply(
@@ -39,7 +47,12 @@ def efficy_webhook(integration_id: str) -> Response:
         )
     try:
         result = accept(
-            cfg, settings().contact_queue_url, event.headers, body, get_secret(cfg.efficy.webhook_secret_secret)
+            cfg,
+            settings().contact_queue_url,
+            event.headers,
+            body,
+            get_secret(cfg.efficy.webhook_secret_secret),
+            event.query_string_parameters,
         )
     except WebhookAuthError as exc:
         metrics.add_metric(name="WebhookRejected", unit=MetricUnit.Count, value=1)
@@ -52,6 +65,10 @@ def efficy_webhook(integration_id: str) -> Response:
     except EnqueueError as exc:
         metrics.add_metric(name="WebhookEnqueueFailed", unit=MetricUnit.Count, value=1)
         logger.error("webhook not queued: %s", exc)
+        return _reply(503, {"error": "could not queue the changes; send again"})
+    except Exception:  # the secret store or another AWS call failed: an outage, and Efficy's retry is harmless
+        metrics.add_metric(name="WebhookEnqueueFailed", unit=MetricUnit.Count, value=1)
+        logger.exception("webhook not queued")
         return _reply(503, {"error": "could not queue the changes; send again"})
     metrics.add_metric(name="WebhookRecordsAccepted", unit=MetricUnit.Count, value=result.records)
     if result.skipped_other_tables:

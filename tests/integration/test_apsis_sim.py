@@ -6,6 +6,7 @@ import base64
 import json
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -37,12 +38,23 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                is_json = self.headers.get("Content-Type") == "application/json"
                 with receiver._lock:
-                    receiver.calls.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
+                    receiver.calls.append(
+                        {
+                            "method": self.command,
+                            "path": self.path,
+                            "headers": dict(self.headers),
+                            "body": json.loads(body) if is_json else None,
+                            "raw": body,
+                        }
+                    )
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            do_GET = do_POST
 
             def log_message(self, *args: Any) -> None:
                 return
@@ -458,6 +470,38 @@ def test_unsubscribe_opts_out_and_calls_the_webhook(sim: ApsisSimulator, api: Ap
     [delivery] = sim.deliveries()
     assert (delivery["status"], delivery["attempts"]) == ("delivered", 1)
     assert "fake-optout-token" not in json.dumps(requests.get(f"{sim.url}/_sim/webhooks/deliveries", timeout=T).json())
+
+
+def test_the_webhook_node_can_send_a_form_or_get_parameters_with_the_token_in_the_url(
+    sim: ApsisSimulator, api: Api, receiver: Receiver
+) -> None:
+    seed_person(api)
+    expected = {
+        "event": "email.unsubscribe",
+        "profile_key": "42",
+        "email": "jo@example.com",
+        "mobile": "+3247000001",
+        "topic_discriminator": NEWSLETTER,
+        "channel_discriminator": EMAIL,
+    }
+    for method, body_format in (("POST", "form"), ("GET", "query")):
+        body = {"url": receiver.url + "?token=fake-optout-token", "method": method, "body_format": body_format}
+        reply = requests.post(f"{sim.url}/_sim/webhooks", json=body, timeout=T)
+        assert reply.status_code == 200 and "fake-optout-token" not in reply.text
+        sim.unsubscribe("42", NEWSLETTER)
+        assert sim.flush_webhooks(T)
+    form, get = receiver.calls
+    assert form["method"] == "POST" and form["headers"]["Content-Type"] == "application/x-www-form-urlencoded"
+    assert urllib.parse.parse_qs(urllib.parse.urlsplit(form["path"]).query) == {"token": ["fake-optout-token"]}
+    fields = dict(urllib.parse.parse_qsl(form["raw"].decode()))
+    assert {k: v for k, v in fields.items() if k != "occurred_at"} == expected and fields["occurred_at"].endswith("Z")
+    assert get["method"] == "GET" and get["raw"] == b""
+    params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(get["path"]).query))
+    assert params.pop("token") == "fake-optout-token" and params.pop("occurred_at").endswith("Z")
+    assert params == expected
+    assert "fake-optout-token" not in json.dumps(requests.get(f"{sim.url}/_sim/webhooks/deliveries", timeout=T).json())
+    bad = requests.post(f"{sim.url}/_sim/webhooks", json={"url": receiver.url, "body_format": "xml"}, timeout=T)
+    problem(bad, 400)
 
 
 def test_abuse_opts_out_every_email_topic_with_one_call(sim: ApsisSimulator, api: Api, receiver: Receiver) -> None:

@@ -39,6 +39,7 @@ class Receiver:
     def __init__(self, statuses: list[int] | None = None) -> None:
         self.statuses = list(statuses or [])
         self.received: list[tuple[dict[str, str], bytes]] = []
+        self.queries: list[dict[str, str]] = []  # the URL parameters of each POST
         self._lock = threading.Lock()
         self._server = make_server("127.0.0.1", 0, self._app, threaded=True, request_handler=_Quiet)
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
@@ -52,6 +53,7 @@ class Receiver:
         request = Request(environ)
         with self._lock:
             self.received.append((dict(request.headers), request.get_data()))
+            self.queries.append(dict(request.args))
             status = self.statuses.pop(0) if self.statuses else 200
         return Response("", status=status)(environ, start_response)
 
@@ -462,6 +464,38 @@ def test_header_mode_sends_the_shared_secret(sim: EfficySimulator, receiver: Rec
     headers, _ = receiver.received[0]
     assert headers["X-Efficy-Webhook-Secret"] == SECRET
     assert "X-Efficy-Signature" not in headers
+
+
+def test_url_token_mode_puts_the_secret_in_the_url_and_sends_no_auth_header(
+    sim: EfficySimulator, receiver: Receiver
+) -> None:
+    seed(sim, jo(1))
+    hook(sim, receiver, mode="url_token")
+    sim.patch_person(1, {"NAME": "Roe"})
+    assert sim.flush_webhooks(timeout=5)
+    headers, _ = receiver.received[0]
+    assert receiver.queries == [{"token": SECRET}]
+    assert not {"X-Efficy-Signature", "X-Efficy-Timestamp", "X-Efficy-Webhook-Secret"} & set(headers)
+    deliveries = requests.get(f"{sim.url}/_sim/webhooks/deliveries", timeout=5).json()["deliveries"]
+    assert SECRET not in json.dumps(deliveries)  # the control API never shows the token
+
+
+def test_hmac_body_mode_signs_the_raw_body_in_x_justin_signature(sim: EfficySimulator, receiver: Receiver) -> None:
+    seed(sim, jo(1))
+    hook(sim, receiver, mode="hmac_body")
+    sim.patch_person(1, {"NAME": "Roe"})
+    assert sim.flush_webhooks(timeout=5)
+    headers, body = receiver.received[0]
+    expected = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert headers["X-Justin-Signature"] == f"sha256={expected}"
+    assert "X-Efficy-Timestamp" not in headers and receiver.queries == [{}]
+
+
+def test_an_unknown_webhook_mode_is_refused(sim: EfficySimulator) -> None:
+    response = requests.post(
+        f"{sim.url}/_sim/webhooks", json={"url": "http://x", "secret": "s", "mode": "none"}, timeout=5
+    )
+    assert response.status_code == 400
 
 
 def test_header_names_are_configurable(sim: EfficySimulator, receiver: Receiver) -> None:

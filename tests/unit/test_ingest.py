@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from efficy_sync.ingest import split_by_person
+import json
+
+from efficy_sync.ingest import MAX_MESSAGE_BYTES, split_by_person
 from efficy_sync.webhook import WebhookPayload
 
 
@@ -24,8 +26,7 @@ def test_one_message_per_person_and_other_tables_skipped() -> None:
     assert [c.person_key for c in changes] == [1, 2]
     assert (contacts, skipped) == (3, 1)
     first = changes[0]
-    assert first.date == "2026-01-01T10:00:05Z"
-    assert first.changed_fields == ["NAME"]
+    assert first.date == "2026-01-01T10:00:05.000Z"
     assert first.group_id == "acme#1"
 
 
@@ -41,3 +42,27 @@ def test_retried_webhook_has_the_same_dedup_id_but_a_second_edit_in_the_same_sec
     assert once[0].dedup_id == again[0].dedup_id
     assert once[0].dedup_id != other[0].dedup_id
     assert len(once[0].dedup_id) <= 128
+
+
+def test_the_later_date_is_chosen_as_an_instant_not_as_text() -> None:
+    # 11:30+02:00 is 09:30 UTC: earlier than 10:00Z although it sorts later as text.
+    changes, _, _ = split_by_person(
+        "acme", _payload(_rec(1, date="2026-01-01T10:00:00Z"), _rec(1, date="2026-01-01T11:30:00+02:00"))
+    )
+    assert changes[0].date == "2026-01-01T10:00:00.000Z"
+
+
+def test_a_message_carries_nothing_the_worker_refetches_and_stays_small() -> None:
+    huge = {f"F{i}" + "x" * 5000: "v" * 5000 for i in range(50)}
+    changes, _, _ = split_by_person("a" * 64, _payload(_rec(2**53 - 1, **huge)))
+    raw = changes[0].model_dump_json()
+    assert len(raw.encode()) < MAX_MESSAGE_BYTES
+    assert set(json.loads(raw)) == {
+        "integration_id",
+        "person_key",
+        "operation",
+        "date",
+        "source",
+        "fingerprint",
+        "received_at",
+    }

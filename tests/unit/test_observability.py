@@ -160,3 +160,81 @@ def test_the_cold_start_metric_follows_metrics_disabled(
     metrics.provider.add_cold_start_metric(context)
     blobs = [line for line in capsys.readouterr().out.splitlines() if '"ColdStart"' in line]
     assert len(blobs) == (0 if disabled == "true" else 1)
+
+
+# ---- a corpus of real-world forms (issue 11.8) ------------------------------------------------------------------
+
+PERSONAL = [
+    "jane.private@localhost",
+    '"jane private"@example.com',
+    "bob@[10.0.0.1]",
+    "bob@[IPv6:2001:db8::1]",
+    "o'brien@example.ie",
+    "jane+tag@sub.example.co.uk",
+    "JANE.DOE@EXAMPLE.COM",
+    "jöse.müller@exämple.de",
+    "x!#$%&*=?^`{|}~@example.org",
+    "jane%40example.com",
+    "+32 470 12 34 56",
+    "+32470123456",
+    "+32 (0)470 12-34-56",
+    "+32.470.12.34.56",
+    "0032 470 12 34 56",
+    "0032470123456",
+    "00 32 470 12 34 56",
+    "0470 12 34 56",
+    "0470/12.34.56",
+    "(0470) 12 34 56",
+    "0470123456",
+    "+1 (555) 123-4567",
+    "+44 20 7946 0958",
+    "0044 20 7946 0958",
+    "020 7946 0958",
+]
+KEPT = [
+    "2026-12-02T10:54:02.123Z",
+    "2026-05-01",
+    "30/12/1899 08:00",
+    "02.12.2026 10:00",
+    "arn:aws:lambda:eu-west-1:012345678901:function:x",
+    "k-0123456789ab",
+    "123e4567-e89b-12d3-a456-426614174000",
+    "took 0.1234567891 s",
+    "id 123456789012",
+    "1800000000",
+    "records[3].key",
+]
+
+
+@pytest.mark.parametrize("value", PERSONAL)
+def test_scrub_text_masks_every_form_of_address_and_number(value: str) -> None:
+    for text in (value, f"to {value}.", f"<{value}>", f"x={value}&y=1", f'"{value}"'):
+        masked = scrub_text(text)
+        assert value not in masked, masked
+        assert "***" in masked, masked
+    digits = "".join(c for c in value if c.isdigit())
+    if "@" not in value and "%40" not in value:
+        assert digits not in "".join(c for c in scrub_text(value) if c.isdigit())
+
+
+@pytest.mark.parametrize("value", KEPT)
+def test_scrub_text_keeps_dates_ids_and_numbers_that_are_not_phones(value: str) -> None:
+    assert scrub_text(value) == value
+
+
+def test_credentials_are_masked_by_key_in_logged_events() -> None:
+    event = {
+        "queryStringParameters": {"token": "s3cr3t-token", "event": "email.unsubscribe"},
+        "multiValueQueryStringParameters": {"token": ["s3cr3t-token"]},
+        "headers": {
+            "X-Apsis-Webhook-Token": "s3cr3t-token",
+            "X-Efficy-Webhook-Secret": "s3cr3t-token",
+            "X-Justin-Signature": "sha256=abc",
+            "Authorization": "Bearer s3cr3t-token",
+            "Content-Type": "application/json",
+        },
+    }
+    out = scrub(event)
+    assert "s3cr3t" not in json.dumps(out) and "sha256=abc" not in json.dumps(out)
+    assert out["queryStringParameters"]["event"] == "email.unsubscribe"
+    assert out["headers"]["Content-Type"] == "application/json"

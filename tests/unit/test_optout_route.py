@@ -100,7 +100,7 @@ def test_an_sms_opt_out_and_defaults() -> None:
     event = parse_event(body(event="sms.unsubscribe", topic_discriminator=SMS, occurred_at=...), now=lambda: NOW)
     assert event.channel == "sms" and event.occurred_at == "2024-05-01T10:00:00.000Z"
     assert parse_event(body(occurred_at="2024-05-01T10:00:00")).occurred_at == "2024-05-01T10:00:00.000Z"
-    assert parse_event(body(profile_key=1001.0)).profile_key == 1001
+    assert parse_event(body(profile_key=1001)).profile_key == 1001  # a JSON whole number is the same key
     assert parse_event(body(channel_discriminator="email")).channel == "email"
 
 
@@ -128,6 +128,15 @@ def test_without_a_profile_key_the_email_finds_the_person() -> None:
         (body(profile_key="-4"), "profile_key"),
         (body(profile_key="1.5"), "profile_key"),
         (body(profile_key=True), "profile_key"),
+        (body(profile_key=1001.0), "profile_key"),
+        (body(profile_key="9007199254740993"), "profile_key"),  # float() made it ...992: another person
+        (body(profile_key=9007199254740993), "profile_key"),
+        (body(profile_key="1e3"), "profile_key"),
+        (body(profile_key="0123"), "profile_key"),
+        (body(profile_key="١٢٣"), "profile_key"),
+        (body(profile_key=" 12 3"), "profile_key"),
+        (body(email="a@b.c" + "x" * 300), "email"),
+        (b'{"event": "email.unsubscribe", "x": "\xff"}', "body"),
         (body(profile_key=...), "profile_key"),
         (body(email="not-an-address"), "email"),
         (body(channel_discriminator="com.apsis1.channels.sms"), "channel_discriminator"),
@@ -136,6 +145,7 @@ def test_without_a_profile_key_the_email_finds_the_person() -> None:
             "channel_discriminator",
         ),
         (body(occurred_at="yesterday"), "occurred_at"),
+        (body(occurred_at="0001-01-01T00:00:00+14:00"), "occurred_at"),  # overflows in UTC: a 400, not a 503
         (b'{"event": "email.unsubscribe", "x": "' + b"a" * 70_000 + b'"}', "body"),
     ],
 )
@@ -204,3 +214,83 @@ def test_retries_back_off_up_to_six_hours() -> None:
     assert [retry_delay(n) for n in (1, 2, 3, 4)] == [30, 60, 120, 240]
     assert retry_delay(20) == 6 * 3600
     assert sum(retry_delay(n) for n in range(1, 10)) > 3 * 3600  # about four hours before the DLQ
+
+
+# ---- a time later than the receipt (issue 11.2) -----------------------------------------------------------------
+
+
+def test_an_occurred_at_in_the_future_is_replaced_by_the_receive_time() -> None:
+    event = parse_event(body(occurred_at="2999-01-01T00:00:00Z"), now=lambda: NOW)
+    assert event.occurred_at == "2024-05-01T10:00:00.000Z" and event.future_occurred_at
+    # a few seconds ahead (clocks differ): bounded too, but not reported as wrong
+    event = parse_event(body(occurred_at="2024-05-01T10:00:30Z"), now=lambda: NOW)
+    assert event.occurred_at == "2024-05-01T10:00:00.000Z" and not event.future_occurred_at
+    event = parse_event(body(occurred_at="2024-05-01T09:59:00Z"), now=lambda: NOW)
+    assert event.occurred_at == "2024-05-01T09:59:00.000Z" and not event.future_occurred_at
+
+
+def test_a_future_opt_out_cannot_make_a_later_genuine_one_look_older() -> None:
+    """The queued time of a call dated in the future is the receive time, so a genuine opt-out received later
+    carries a later time and is not taken for a duplicate of it."""
+    sent: list[OptOutMessage] = []
+    accept(CFG, HEADERS, body(occurred_at="2999-01-01T00:00:00Z"), TOKEN, sent.append, now=lambda: NOW)
+    later = datetime(2024, 5, 2, 10, 0, tzinfo=UTC)
+    accept(CFG, HEADERS, body(occurred_at="2024-05-02T09:00:00Z"), TOKEN, sent.append, now=lambda: later)
+    assert [m.occurred_at for m in sent] == ["2024-05-01T10:00:00.000Z", "2024-05-02T09:00:00.000Z"]
+    assert sent[0].occurred_at < sent[1].occurred_at
+
+
+# ---- no value in an error text (issue 11.8) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "value"),
+    [
+        ({"event": "jane.private@localhost"}, "jane.private"),
+        ({"channel_discriminator": "bob@[10.0.0.1]"}, "bob@"),
+        ({"topic_discriminator": "+32 470 12 34 56"}, "470"),
+        ({"profile_key": "9007199254740993"}, "9007199254740993"),
+        ({"email": "jane private"}, "jane private"),
+    ],
+)
+def test_an_error_names_the_field_never_the_value(fields: dict[str, Any], value: str) -> None:
+    with pytest.raises(OptOutPayloadError) as caught:
+        parse_event(body(**fields))
+    assert caught.value.field == next(iter(fields)) and value not in str(caught.value)
+
+
+# ---- form, GET parameters and the token in the URL (issue 16.2) -------------------------------------------------
+
+
+def test_a_form_body_and_url_parameters_carry_the_same_fields() -> None:
+    sent: list[OptOutMessage] = []
+    form = b"event=email.unsubscribe&profile_key=123&topic_discriminator=" + NEWS.encode() + b"&extra=ignored"
+    accept(
+        CFG, {**HEADERS, "content-type": "application/x-www-form-urlencoded; charset=utf-8"}, form, TOKEN, sent.append
+    )
+    query = {"event": "email.unsubscribe", "profile_key": "123", "topic_discriminator": NEWS, "token": TOKEN}
+    accept(CFG, {}, b"", TOKEN, sent.append, query=query)
+    accept(CFG, {}, b"", TOKEN, sent.append, query={k: [v] for k, v in query.items()})
+    assert [(m.profile_key, m.event, [s.topic for s in m.slots]) for m in sent] == [
+        (123, "email.unsubscribe", [NEWS])
+    ] * 3
+
+
+def test_the_token_as_url_parameter_is_checked_like_the_header() -> None:
+    check_token({}, "X-Apsis-Webhook-Token", TOKEN, {"token": TOKEN})
+    for query in ({"token": "wrong"}, {"token": ""}, {}, {"token": [TOKEN, "other"]}):
+        with pytest.raises(OptOutAuthError, match="token") as caught:
+            check_token({}, "X-Apsis-Webhook-Token", TOKEN, query)
+        assert TOKEN not in str(caught.value)
+    with pytest.raises(OptOutAuthError, match="wrong X-Apsis-Webhook-Token"):  # the header wins when both come
+        check_token({"X-Apsis-Webhook-Token": "wrong"}, "X-Apsis-Webhook-Token", TOKEN, {"token": TOKEN})
+
+
+def test_a_malformed_form_or_repeated_field_names_the_field() -> None:
+    form_headers = {**HEADERS, "Content-Type": "application/x-www-form-urlencoded"}
+    with pytest.raises(OptOutPayloadError) as caught:
+        accept(CFG, form_headers, b"event=email.unsubscribe&event=sms.unsubscribe", TOKEN, lambda m: None)
+    assert caught.value.field == "event"
+    with pytest.raises(OptOutPayloadError) as caught:
+        accept(CFG, HEADERS, b"", TOKEN, lambda m: None)
+    assert caught.value.field == "body"

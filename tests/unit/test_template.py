@@ -183,10 +183,13 @@ def test_every_function_is_known(resources: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(("logical_id", "path"), sorted(ROUTES.items()))
 def test_api_routes_on_the_shared_rest_api(resources: dict[str, Any], logical_id: str, path: str) -> None:
-    (route,) = events_of(resources, logical_id, "Api")
-    assert route["RestApiId"] == {"Ref": "EfficySyncApi"}
-    assert route["Path"] == path
-    assert route["Method"].lower() == "post"
+    routes = events_of(resources, logical_id, "Api")
+    for route in routes:
+        assert route["RestApiId"] == {"Ref": "EfficySyncApi"}
+        assert route["Path"] == path
+    # The opt-out route also takes a GET: APSIS One's Webhook node may send the fields as URL parameters.
+    expected = ["get", "post"] if logical_id == "IngestOptoutFunction" else ["post"]
+    assert sorted(route["Method"].lower() for route in routes) == expected
 
 
 def test_api_throttling_and_tracing(resources: dict[str, Any]) -> None:
@@ -194,8 +197,8 @@ def test_api_throttling_and_tracing(resources: dict[str, Any]) -> None:
     assert api["Type"] == "AWS::Serverless::Api"
     props = api["Properties"]
     assert props["StageName"] == {"Ref": "Stage"}
-    assert props["TracingEnabled"] is True
-    assert all(s["ThrottlingBurstLimit"] > 0 and s["ThrottlingRateLimit"] > 0 for s in props["MethodSettings"])
+    # A stage trace records the URL with its query string: the url_token secret and GET opt-out fields.
+    assert props["TracingEnabled"] is False
 
 
 def method_setting(resources: dict[str, Any], path: str) -> dict[str, Any]:
@@ -674,7 +677,10 @@ def test_sam_transform_offline_creates_the_wired_resources(transformed: dict[str
     assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     paths = out["EfficySyncApi"]["Properties"]["Body"]["paths"]
     assert set(paths) == set(ROUTES.values())
-    assert all(set(methods) == {"post"} for methods in paths.values())
+    assert {path: set(methods) for path, methods in paths.items()} == {
+        ROUTES["IngestWebhookFunction"]: {"post"},
+        ROUTES["IngestOptoutFunction"]: {"post", "get"},  # the Webhook node may send GET parameters
+    }
     sweep = out["CleanupFunctionSweep"]["Properties"]
     assert sweep["ScheduleExpression"] == "rate(5 minutes)"
     assert json.loads(sweep["Targets"][0]["Input"]) == {"sweep": True}
@@ -762,3 +768,14 @@ def test_cleanup_sample_events(resources: dict[str, Any]) -> None:
     assert status["detail"]["status"] in rule["Pattern"]["detail"]["status"]
     (schedule,) = events_of(resources, "CleanupFunction", "Schedule")
     assert load_event("cleanup_sweep.json") == json.loads(schedule["Input"])
+
+
+def test_no_api_log_holds_a_query_string(resources: dict[str, Any]) -> None:
+    """url_token mode puts the webhook secret in the query string: the access log records $context.path (the
+    path only), and no execution logging (which would write whole requests) is switched on."""
+    props = resources["EfficySyncApi"]["Properties"]
+    log_format = props["AccessLogSetting"]["Format"]
+    assert "$context.path" in log_format
+    assert not re.search(r"querystring|requestOverride|\$input|\$method\.request", log_format, re.IGNORECASE)
+    for setting in props.get("MethodSettings", []):
+        assert not setting.get("DataTraceEnabled") and setting.get("LoggingLevel", "OFF") == "OFF"

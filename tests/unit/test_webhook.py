@@ -1,9 +1,14 @@
-"""Webhook authentication in both modes and payload validation messages."""
+"""Webhook authentication in every mode and payload validation messages (which name fields, never values)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+
 import pytest
-from efficy_sync.webhook import WebhookAuthError, WebhookPayloadError, parse, sign, verify
+from efficy_sync import webhook
+from efficy_sync.webhook import MAX_KEY, WebhookAuthError, WebhookPayloadError, parse, sign, sign_body, verify
 
 SECRET = "fake-secret"
 BODY = b'{"records": []}'
@@ -52,8 +57,11 @@ def test_tolerance_is_a_setting() -> None:
     [
         (b"", "empty body"),
         (b"[]", "body"),
-        (b'{"records": [{"table": 11000, "operation": "Update", "date": "x"}]}', "records[0].key"),
-        (b'{"records": [{"table": 11000, "key": -1, "operation": "Update", "date": "x"}]}', "records[0].key"),
+        (b'{"records": [{"table": 11000, "operation": "Update", "date": "2026-01-01T00:00:00Z"}]}', "records[0].key"),
+        (
+            b'{"records": [{"table": 11000, "key": -1, "operation": "Update", "date": "2026-01-01T00:00:00Z"}]}',
+            "records[0].key",
+        ),
         (b'{"records": [{"table": 11000, "key": 1, "operation": "Update"}]}', "records[0].date"),
     ],
 )
@@ -64,6 +72,141 @@ def test_payload_errors_name_the_field(body: bytes, path: str) -> None:
 
 def test_extra_fields_are_tolerated() -> None:
     payload = parse(
-        b'{"database": "x", "new": 1, "records": [{"table": 11000, "key": 5, "operation": "Delete", "date": "d", "extra": true}]}'
+        b'{"database": "x", "new": 1, "records": [{"table": 11000, "key": 5, "operation": "Delete", "date": "2026-01-01T00:00:00Z", "extra": true}]}'
     )
     assert payload.records[0].key == 5
+
+
+# ---- url_token and hmac_body (issue 16.1) ----------------------------------------------------------------------
+
+
+def test_url_token_mode_takes_the_secret_from_the_token_query_parameter() -> None:
+    verify({}, BODY, SECRET, mode="url_token", query={"token": SECRET})
+    for query, message in (
+        (None, "missing token query parameter"),
+        ({}, "missing token"),
+        ({"token": ""}, "missing token"),
+        ({"token": SECRET + "x"}, "wrong token query parameter"),
+        ({"secret": SECRET}, "missing token"),
+    ):
+        with pytest.raises(WebhookAuthError, match=message) as caught:
+            verify({"X-Efficy-Webhook-Secret": SECRET}, BODY, SECRET, mode="url_token", query=query)
+        assert SECRET not in str(caught.value)
+
+
+def test_url_token_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    compared: list[tuple[bytes, bytes]] = []
+    original = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return original(a, b)
+
+    monkeypatch.setattr(webhook.hmac, "compare_digest", spy)
+    verify({}, BODY, SECRET, mode="url_token", query={"token": SECRET})
+    assert compared == [(SECRET.encode(), SECRET.encode())]
+
+
+def test_an_empty_secret_never_matches_in_any_mode() -> None:
+    with pytest.raises(WebhookAuthError):
+        verify({}, BODY, "", mode="url_token", query={"token": "x"})
+    with pytest.raises(WebhookAuthError):
+        verify({"X-Efficy-Webhook-Secret": "x"}, BODY, "", mode="header")
+
+
+def test_hmac_body_mode_signs_the_raw_body_like_the_generic_connector() -> None:
+    digest = hmac.new(SECRET.encode(), BODY, hashlib.sha256).hexdigest()
+    assert sign_body(SECRET, BODY) == f"sha256={digest}"
+    verify(
+        {"x-justin-signature": f"sha256={digest}"},
+        BODY,
+        SECRET,
+        mode="hmac_body",
+        signature_header="X-Justin-Signature",
+    )
+    verify(
+        {"X-Justin-Signature": f"SHA256={digest.upper()}"},
+        BODY,
+        SECRET,
+        mode="hmac_body",
+        signature_header="X-Justin-Signature",
+    )
+    for headers, message in (
+        ({}, "missing X-Justin-Signature"),
+        ({"X-Justin-Signature": sign_body("other", BODY)}, "wrong X-Justin-Signature"),
+        ({"X-Justin-Signature": sign_body(SECRET, b"{}")}, "wrong"),
+        ({"X-Justin-Signature": digest}, "wrong"),  # the bare hex without sha256=
+    ):
+        with pytest.raises(WebhookAuthError, match=message):
+            verify(headers, BODY, SECRET, mode="hmac_body", signature_header="X-Justin-Signature")
+
+
+def test_an_unknown_mode_is_refused() -> None:
+    with pytest.raises(WebhookAuthError, match="unknown authentication mode"):
+        verify(_hmac_headers(), BODY, SECRET, mode="none", now=NOW)
+
+
+@pytest.mark.parametrize("timestamp", [" 1800000000", "+1800000000", "1_800_000_000", "1800000000.0", "١٨٠٠٠٠٠٠٠٠"])
+def test_hmac_timestamp_is_plain_unix_seconds(timestamp: str) -> None:
+    headers = {"X-Efficy-Timestamp": timestamp, "X-Efficy-Signature": sign(SECRET, timestamp, BODY)}
+    with pytest.raises(WebhookAuthError, match="not unix seconds"):
+        verify(headers, BODY, SECRET, now=NOW)
+
+
+# ---- what Efficy really sends (issue 11.8) ---------------------------------------------------------------------
+
+
+def _one(**changes: object) -> bytes:
+    record = {"table": 11000, "key": 5, "operation": "Update", "date": "2026-01-01T10:00:00Z", **changes}
+    return json.dumps({"records": [record]}).encode()
+
+
+@pytest.mark.parametrize("key", [True, "2", 2.0, 10**30, MAX_KEY + 1, 0, None, [2]])
+def test_a_key_efficy_would_not_send_is_refused_naming_the_field(key: object) -> None:
+    with pytest.raises(WebhookPayloadError, match=r"records\[0\]\.key") as caught:
+        parse(_one(key=key))
+    if len(str(key)) > 3:
+        assert str(key) not in str(caught.value)
+
+
+def test_the_largest_key_is_accepted() -> None:
+    assert parse(_one(key=MAX_KEY)).records[0].key == MAX_KEY
+
+
+@pytest.mark.parametrize(
+    "date",
+    [
+        "x",
+        "yesterday",
+        "",
+        "2026-13-01T00:00:00Z",
+        "2026-01-01",
+        "2026-01-01T10:00:00Zjunk",
+        "1" * 30,
+        20260101,
+        "0001-01-01T00:00:00+14:00",  # overflows when converted to UTC: a 400, not a crash
+        "9999-12-31T23:59:59-14:00",
+    ],
+)
+def test_a_date_that_is_not_iso_8601_is_refused_without_echoing_it(date: object) -> None:
+    with pytest.raises(WebhookPayloadError, match=r"records\[0\]\.date") as caught:
+        parse(_one(date=date))
+    if isinstance(date, str) and len(date) > 2:
+        assert date not in str(caught.value)
+
+
+def test_dates_are_normalised_to_utc_instants() -> None:
+    assert parse(_one(date="2026-01-01T12:00:00+02:00")).records[0].date == "2026-01-01T10:00:00.000Z"
+    assert parse(_one(date="2026-01-01 10:00:00")).records[0].date == "2026-01-01T10:00:00.000Z"
+    assert parse(_one(date="2026-01-01T10:00:00.1234567Z")).records[0].date == "2026-01-01T10:00:00.123Z"
+
+
+def test_a_body_that_is_not_utf8_is_a_400_naming_the_body() -> None:
+    with pytest.raises(WebhookPayloadError, match="body: is not JSON text"):
+        parse(b'{"records": [], "x": "\xff\xfe"}')
+
+
+def test_operation_errors_do_not_echo_the_value() -> None:
+    with pytest.raises(WebhookPayloadError) as caught:
+        parse(_one(operation="jane@example.com"))
+    assert "jane" not in str(caught.value) and "records[0].operation" in str(caught.value)

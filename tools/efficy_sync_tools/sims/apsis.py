@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
 from werkzeug.wrappers import Request, Response
@@ -254,6 +255,8 @@ class Delivery:
     method: str
     headers: dict[str, str]
     body: dict[str, Any]
+    #: how the node sends the fields [help.apsis.com 6231542]: a JSON body, a form body, or URL parameters
+    body_format: str = "json"
     created_at: str = field(default_factory=_now_iso)
     status: str = "pending"  # pending | delivered | dead_letter
     attempts: int = 0
@@ -263,11 +266,12 @@ class Delivery:
     finished_at: str | None = None
 
     def view(self) -> dict[str, Any]:
-        """Header values are left out: they hold the receiver's token."""
+        """Header values and the URL's `token` parameter are left out: they hold the receiver's token."""
         return {
             "id": self.id,
-            "url": self.url,
+            "url": _without_token(self.url),
             "method": self.method,
+            "body_format": self.body_format,
             "header_names": sorted(self.headers),
             "event": self.body["event"],
             "body": self.body,
@@ -278,6 +282,23 @@ class Delivery:
             "created_at": self.created_at,
             "finished_at": self.finished_at,
         }
+
+
+WEBHOOK_BODY_FORMATS = ("json", "form", "query")
+
+
+def _without_token(url: str) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "token"]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _with_params(url: str, fields: dict[str, Any]) -> str:
+    """`url` with the fields appended as URL parameters (None values left out, as an empty node field)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    query += [(k, str(v)) for k, v in fields.items() if v is not None]
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 class ApsisSimulator(SimServer):
@@ -413,10 +434,24 @@ class ApsisSimulator(SimServer):
         with self._lock:
             return copy.deepcopy(self._definitions.raw)
 
-    def configure_webhook(self, url: str | None, headers: dict[str, str] | None = None, method: str = "POST") -> None:
-        """Point the simulated MA flow's Webhook node at `url` (None switches it off)."""
+    def configure_webhook(
+        self,
+        url: str | None,
+        headers: dict[str, str] | None = None,
+        method: str = "POST",
+        body_format: str = "json",
+    ) -> None:
+        """Point the simulated MA flow's Webhook node at `url` (None switches it off). The node sends what the
+        user sets up: any method, URL parameters (a `token` one included), headers, and the fields as a JSON body,
+        a form body, or URL parameters (`body_format` json | form | query)."""
+        if body_format not in WEBHOOK_BODY_FORMATS:
+            raise Problem(400, f"body_format must be one of {', '.join(WEBHOOK_BODY_FORMATS)}")
         with self._lock:
-            self._webhook = None if url is None else {"url": url, "headers": dict(headers or {}), "method": method}
+            self._webhook = (
+                None
+                if url is None
+                else {"url": url, "headers": dict(headers or {}), "method": method.upper(), "body_format": body_format}
+            )
 
     def deliveries(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -909,12 +944,18 @@ class ApsisSimulator(SimServer):
     def _attempt(self, delivery: Delivery) -> None:
         status: int | None = None
         error: str | None = None
+        url, data, content_type = delivery.url, json.dumps(delivery.body).encode(), "application/json"
+        if delivery.body_format == "form":
+            fields = {k: str(v) for k, v in delivery.body.items() if v is not None}
+            data, content_type = urlencode(fields).encode(), "application/x-www-form-urlencoded"
+        elif delivery.body_format == "query":
+            url, data, content_type = _with_params(delivery.url, delivery.body), None, None
         try:
             response = requests.request(
                 delivery.method,
-                delivery.url,
-                data=json.dumps(delivery.body).encode(),
-                headers={**delivery.headers, "Content-Type": "application/json"},
+                url,
+                data=data,
+                headers={**delivery.headers, **({"Content-Type": content_type} if content_type else {})},
                 timeout=self.webhook_timeout,
             )
             status = response.status_code
@@ -965,8 +1006,11 @@ class ApsisSimulator(SimServer):
         headers = body.get("headers") or {}
         if not isinstance(headers, dict):
             raise Problem(400, "headers must be an object")
-        self.configure_webhook(body["url"], headers, body.get("method", "POST"))
-        return json_response({"url": body["url"], "header_names": sorted(headers)})
+        self.configure_webhook(body["url"], headers, body.get("method", "POST"), body.get("body_format", "json"))
+        url = _without_token(body["url"]) if body["url"] else None
+        return json_response(
+            {"url": url, "header_names": sorted(headers), "body_format": body.get("body_format", "json")}
+        )
 
     def _ctl_deliveries(self, request: Request) -> Response:
         return json_response({"deliveries": self.deliveries()})

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from itertools import count
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
 from werkzeug.wrappers import Request, Response
@@ -145,13 +146,18 @@ class Person:
 # ---- outgoing webhooks ----------------------------------------------------------------------------------------
 @dataclass
 class WebhookConfig:
-    """Where and how the simulated SYS_WEBHOOKS entry posts. Header names are [A]: Efficy's are not published."""
+    """Where and how the simulated SYS_WEBHOOKS entry posts. Header names are [A]: Efficy's are not published.
+
+    Modes (contracts/efficy.md §10): `url_token` sends no header and puts the secret in the URL's `token`
+    parameter, as an administrator registers it for Efficy's unsigned webhooks; `hmac_body` signs the raw body
+    (`sha256=<hex>`, header `X-Justin-Signature` unless set), as the 12.1 generic connector; `hmac` signs
+    "<timestamp>.<body>" (our own scheme); `header` sends the static secret."""
 
     url: str
     secret: str
-    mode: str = "hmac"  # "hmac" (12.1 connector) or "header" (12.0 style shared secret)
+    mode: str = "hmac"
     batch_ms: int = 200
-    signature_header: str = "X-Efficy-Signature"
+    signature_header: str | None = None  # X-Efficy-Signature (hmac) or X-Justin-Signature (hmac_body)
     timestamp_header: str = "X-Efficy-Timestamp"
     secret_header: str = "X-Efficy-Webhook-Secret"
     retry_backoff_s: float = 1.0  # [A] waits base, 2*base, 4*base ... between attempts
@@ -159,19 +165,43 @@ class WebhookConfig:
     timeout_s: float = 10.0
     max_batch: int = 1000  # records per POST; Efficy sends thousands at once
 
+    MODES = ("url_token", "hmac_body", "hmac", "header")
+
     def __post_init__(self) -> None:
-        if self.mode not in ("hmac", "header"):
-            raise ValueError(f"webhook mode must be 'hmac' or 'header', not {self.mode!r}")
+        if self.mode not in self.MODES:
+            raise ValueError(f"webhook mode must be one of {', '.join(self.MODES)}, not {self.mode!r}")
+        if self.signature_header is None:
+            self.signature_header = "X-Justin-Signature" if self.mode == "hmac_body" else "X-Efficy-Signature"
+
+    def target(self) -> str:
+        """The URL posted to: in url_token mode with the secret as its `token` parameter."""
+        if self.mode != "url_token":
+            return self.url
+        parts = urlsplit(self.url)
+        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "token"]
+        return urlunsplit(parts._replace(query=urlencode([*query, ("token", self.secret)])))
+
+    def shown_url(self) -> str:
+        """The URL as deliveries and the control API show it: never with the token."""
+        parts = urlsplit(self.url)
+        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "token"]
+        return urlunsplit(parts._replace(query=urlencode(query)))
 
     def headers(self, body: bytes, now: float) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "User-Agent": "efficy-simulator"}
+        if self.mode == "url_token":
+            return headers
         if self.mode == "header":
             headers[self.secret_header] = self.secret
+            return headers
+        if self.mode == "hmac_body":
+            digest = hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
+            headers[str(self.signature_header)] = f"sha256={digest}"
             return headers
         timestamp = str(int(now))
         digest = hmac.new(self.secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
         headers[self.timestamp_header] = timestamp
-        headers[self.signature_header] = f"sha256={digest}"
+        headers[str(self.signature_header)] = f"sha256={digest}"
         return headers
 
 
@@ -281,7 +311,7 @@ class WebhookOutbox:
         body = json.dumps({"database": self._database, "version": self._version, "records": records}).encode()
         delivery: dict[str, Any] = {
             "id": next(self._ids),
-            "url": config.url,
+            "url": config.shown_url(),
             "mode": config.mode,
             "status": "pending",
             "attempts": 0,
@@ -307,7 +337,7 @@ class WebhookOutbox:
     def _post(self, config: WebhookConfig, body: bytes) -> int | str:
         try:
             response = requests.post(
-                config.url, data=body, headers=config.headers(body, self._clock()), timeout=config.timeout_s
+                config.target(), data=body, headers=config.headers(body, self._clock()), timeout=config.timeout_s
             )
         except requests.Timeout:
             return "timeout"
@@ -448,7 +478,7 @@ class EfficySimulator(SimServer):
         secret: str,
         mode: str = "hmac",
         batch_ms: int = 200,
-        signature_header: str = "X-Efficy-Signature",
+        signature_header: str | None = None,
         timestamp_header: str = "X-Efficy-Timestamp",
         secret_header: str = "X-Efficy-Webhook-Secret",
         **options: Any,
@@ -1032,7 +1062,9 @@ class EfficySimulator(SimServer):
                 raise RestFault(400, "invalid_body", f"unknown fields {sorted(unknown)}; allowed {sorted(allowed)}")
             self.configure_webhook(**body)
             config = self._outbox.config
-            return {k: v for k, v in asdict(config).items() if k != "secret"} if config else {}
+            if not config:
+                return {}
+            return {**{k: v for k, v in asdict(config).items() if k != "secret"}, "url": config.shown_url()}
 
         return self._control(request, produce)
 

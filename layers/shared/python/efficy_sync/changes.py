@@ -1,7 +1,10 @@
 """The per-person message that travels on the contact-changes FIFO queue.
 
-It carries no personal data: the worker refetches the person from Efficy, so the message only says who
-changed, how and when (changed field *names* help explain a sync, their values are not needed).
+It carries no personal data and nothing of the webhook record beyond who changed, how and when: the worker
+refetches the person from Efficy and reads only the integration, the key and the operation. Changed field names
+were carried once; a record with huge names then broke every SendMessageBatch Efficy retried, so they are
+gone and every part of a message is bounded (messages still on a queue with the old field parse: extra keys are
+ignored).
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 
 class ContactChange(BaseModel):
@@ -17,7 +20,6 @@ class ContactChange(BaseModel):
     person_key: int
     operation: Literal["Create", "Update", "Delete", "Resync"]
     date: str = ""  # Efficy's change date of this event (ISO 8601)
-    changed_fields: list[str] = Field(default_factory=list)
     source: Literal["webhook", "full_sync", "parked", "redrive", "retry"] = "webhook"
     # A hash of the changed values: two edits in the same second (Efficy dates may have no milliseconds)
     # must not be taken for one webhook retried; a retried webhook carries the same values.

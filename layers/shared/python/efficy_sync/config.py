@@ -115,13 +115,27 @@ class _Model(BaseModel):
 
 
 class EfficyAuth(_Model):
-    """How the Efficy webhook proves it is Efficy (header names are configurable: Efficy's are not published)."""
+    """How the Efficy webhook proves it is Efficy (webhook.py explains each mode; header names are settings
+    because Efficy does not publish them).
 
-    mode: Literal["hmac", "header"] = "hmac"
+    `url_token`: the webhook secret as the `token` query parameter of the registered URL (Efficy's SYS_WEBHOOKS
+    calls are unsigned); `hmac_body`: `sha256=<hex HMAC-SHA256(secret, raw body)>` in `signature_header`
+    (default `X-Justin-Signature`, the 12.1 generic connector); `hmac`: our timestamped scheme; `header`: a
+    static secret header."""
+
+    mode: Literal["url_token", "hmac_body", "hmac", "header"] = "hmac"
     signature_header: str = "X-Efficy-Signature"
     timestamp_header: str = "X-Efficy-Timestamp"
     secret_header: str = "X-Efficy-Webhook-Secret"
     tolerance_seconds: int = Field(default=300, ge=1, le=3600)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_defaults(cls, data: Any) -> Any:
+        """`hmac_body` signs in another header than `hmac` by default: the one the 12.1 connector uses."""
+        if isinstance(data, dict) and data.get("mode") == "hmac_body" and "signature_header" not in data:
+            return {**data, "signature_header": "X-Justin-Signature"}
+        return data
 
     @field_validator("signature_header", "timestamp_header", "secret_header")
     @classmethod

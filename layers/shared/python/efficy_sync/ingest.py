@@ -1,7 +1,10 @@
 """Accepting an Efficy webhook: authenticate, validate, split into one message per person, enqueue.
 
-This is all the webhook Lambda does, so it answers fast even for batches of thousands of records; the
-worker refetches each person from Efficy, so nothing here needs more than the key and the date.
+This is all the webhook Lambda does, so it answers fast even for batches of thousands of records. The worker
+refetches each person from Efficy and uses only the integration, the person key and the operation of a message,
+so a message carries nothing else of the record: its size is bounded whatever Efficy sends (MAX_MESSAGE_BYTES,
+checked before anything is queued). A replayed or retried call is harmless: the FIFO de-duplication id drops
+a copy within five minutes, and any later copy only costs a refetch.
 """
 
 from __future__ import annotations
@@ -15,7 +18,11 @@ from dataclasses import dataclass
 from .changes import ContactChange
 from .config import IntegrationConfig
 from .queue import EnqueueReport, enqueue_changes
-from .webhook import CONTACT_TABLE_ID, WebhookPayload, parse, verify
+from .webhook import CONTACT_TABLE_ID, WebhookPayload, WebhookPayloadError, parse, verify
+
+#: Bytes one queued message may take. Every part is bounded (id <= 64, key <= 16 digits, date <= 24, hashes),
+#: so a message is about 300 bytes; ten of them stay far below SendMessageBatch's request limit.
+MAX_MESSAGE_BYTES = 1024
 
 
 @dataclass
@@ -26,13 +33,20 @@ class AcceptResult:
     enqueue: EnqueueReport
 
 
-def authenticate(cfg: IntegrationConfig, headers: Mapping[str, str], body: bytes, secret: str) -> None:
+def authenticate(
+    cfg: IntegrationConfig,
+    headers: Mapping[str, str],
+    body: bytes,
+    secret: str,
+    query: Mapping[str, str] | None = None,
+) -> None:
     auth = cfg.efficy.auth
     verify(
         headers,
         body,
         secret,
         mode=auth.mode,
+        query=query,
         signature_header=auth.signature_header,
         timestamp_header=auth.timestamp_header,
         secret_header=auth.secret_header,
@@ -41,42 +55,51 @@ def authenticate(cfg: IntegrationConfig, headers: Mapping[str, str], body: bytes
 
 
 def split_by_person(integration_id: str, payload: WebhookPayload) -> tuple[list[ContactChange], int, int]:
-    """One message per person: later records of the same person in a batch fold into the first one's slot."""
+    """One message per person: later records of the same person in a batch fold into the first one's slot.
+
+    Dates are compared as instants (they are normalised to UTC by the payload model). Raises
+    WebhookPayloadError naming the record if its message would be over MAX_MESSAGE_BYTES."""
     now = time.time()
     by_key: dict[int, ContactChange] = {}
     skipped = 0
     contacts = 0
-    for record in payload.records:
+    for index, record in enumerate(payload.records):
         if record.table != CONTACT_TABLE_ID:
             skipped += 1
             continue
         contacts += 1
         previous = by_key.get(record.key)
-        fields = sorted(set(record.fields) | set(previous.changed_fields if previous else []))
         operation = record.operation
         if previous and previous.operation == "Create" and operation == "Update":
             operation = "Create"
         digest = hashlib.sha256(json.dumps(record.fields, sort_keys=True, default=str).encode())
         if previous:
             digest.update(previous.fingerprint.encode())
-        by_key[record.key] = ContactChange(
+        change = ContactChange(
             integration_id=integration_id,
             person_key=record.key,
             operation=operation,
             date=max(record.date, previous.date) if previous else record.date,
-            changed_fields=fields,
             source="webhook",
             received_at=now,
             fingerprint=digest.hexdigest()[:32],
         )
+        if len(change.model_dump_json().encode()) > MAX_MESSAGE_BYTES:
+            raise WebhookPayloadError(f"records[{index}]: too large to queue (over {MAX_MESSAGE_BYTES} bytes)")
+        by_key[record.key] = change
     return list(by_key.values()), contacts, skipped
 
 
 def accept(
-    cfg: IntegrationConfig, queue_url: str, headers: Mapping[str, str], body: bytes, secret: str
+    cfg: IntegrationConfig,
+    queue_url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    secret: str,
+    query: Mapping[str, str] | None = None,
 ) -> AcceptResult:
     """Raises WebhookAuthError, WebhookPayloadError or EnqueueError; the handler maps them to 401/400/503."""
-    authenticate(cfg, headers, body, secret)
+    authenticate(cfg, headers, body, secret, query)
     payload = parse(body)
     changes, contacts, skipped = split_by_person(cfg.integration_id, payload)
     report = enqueue_changes(queue_url, changes)

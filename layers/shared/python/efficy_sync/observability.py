@@ -27,31 +27,62 @@ from .pii import looks_like_pii, mask_email, mask_phone, mask_value
 SERVICE = "efficy-sync"
 NAMESPACE = "EfficySync"
 
-_EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
-# International numbers (+32 470 00 00 01) and national mobile numbers written as one run of digits (0470000001).
-_PHONE = re.compile(r"\+\d[\d ().-]{6,}\d|\b0\d{8,10}\b")
+# An address: a dot-atom or quoted local part (RFC 5321: "jane private"@x, o'brien@x, jane+tag@x), '@' or its
+# URL encoding, and a domain with or without dots (jane@localhost) or an address literal (bob@[10.0.0.1]).
+_EMAIL = re.compile(
+    r"""(?:"[^"\r\n]{1,64}"|[\w!#$%&'*+/=?^`{|}~.-]+)(?:@|%40)(?:\[[^\]\s]{1,64}\]|[\w-]+(?:\.[\w-]+)*)""",
+    re.IGNORECASE,
+)
+# A phone number: '+' or a leading 0 ('00' international prefix or a national number), digit groups separated
+# by one space, dot, dash, slash or parentheses ("+32 (0)470 12 34 56", "0032 470 12 34 56", "0470/12.34.56").
+# Candidates are then checked by their digits (_phone_digits_ok) so ids, ARNs, dates and decimals stay readable.
+_PHONE = re.compile(r"(?<![\w+.\-/@])(?:\+|\((?=0)|(?=0))\d+(?:(?:[ \u00a0.\-/]|\s?\(\s?|\s?\)\s?)\d+)*\)?(?![\w@])")
+_DATE_LIKE = re.compile(r"^\(?\d{1,2}[./-]\d{1,2}[./-]\d{2,4}\b|^0\.\d+$")
 # Keys that hold a person's contact data whatever their case: the opt-out body's "email" / "mobile", Efficy's
 # EMAIL1 / MOBILE / PHONE1 ...; powertools' own keys (function_name, service, ...) are lower case and not these.
 _CONTACT_KEY = re.compile(r"(?i)e-?mail\d*|email_?address|mobile\d*|phone\d*|gsm\d*|msisdn|fax\d*")
+# Keys that hold a credential: the url_token mode's `token` query parameter, the opt-out token header, webhook
+# signatures and secrets, Authorization... (powertools' event logging writes headers and query parameters).
+_SECRET_KEY = re.compile(r"(?i)token|secret|signature|authori[sz]ation|api[-_]?key|password|passwd|cookie|x-[\w-]*-key")
+SECRET_MASK = "***"
+
+
+def _phone_digits_ok(text: str) -> bool:
+    """A phone number has 8 to 15 digits after an international prefix, or 9 to 11 for a national one."""
+    if _DATE_LIKE.match(text):
+        return False
+    digits = re.sub(r"\D", "", text)
+    if text.startswith("+"):
+        return 8 <= len(digits) <= 15
+    if digits.startswith("00"):
+        return 8 <= len(digits) - 2 <= 15
+    return 9 <= len(digits) <= 11
 
 
 def _is_contact_key(key: str | None) -> bool:
     return key is not None and bool(_CONTACT_KEY.fullmatch(key) or (key.isupper() and looks_like_pii(key)))
 
 
+def _is_secret_key(key: str | None) -> bool:
+    return key is not None and bool(_SECRET_KEY.search(key))
+
+
 def scrub_text(text: str) -> str:
     """Masks every e-mail address and phone number in free text (messages, exception texts, API answers)."""
-    if "@" in text:
-        text = _EMAIL.sub(lambda m: mask_email(m.group()), text)
-    return _PHONE.sub(lambda m: mask_phone(m.group()), text)
+    if "@" in text or "%40" in text:
+        text = _EMAIL.sub(lambda m: mask_email(m.group().replace("%40", "@")), text)
+    return _PHONE.sub(lambda m: mask_phone(m.group()) if _phone_digits_ok(m.group()) else m.group(), text)
 
 
 def scrub(value: Any, key: str | None = None) -> Any:
-    """A log record's value with personal data masked: by key for contact fields, by shape everywhere else."""
+    """A log record's value with personal data masked: by key for contact fields, by shape everywhere else;
+    credentials (by key) are replaced whole."""
     if isinstance(value, dict):
         return {k: scrub(v, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [scrub(v, key) for v in value]
+    if _is_secret_key(key) and value not in (None, "") and not isinstance(value, bool | int | float):
+        return SECRET_MASK
     if _is_contact_key(key) and value not in (None, "") and not isinstance(value, bool):
         return mask_value(str(key).upper(), value)
     if isinstance(value, str):

@@ -1,7 +1,9 @@
 """Putting contact changes on SQS: batches of ten, sent in parallel, failed entries retried.
 
-The webhook answers 202 only once every message is on the queue; if some still fail after the retries
-we raise, the webhook answers 5xx, and Efficy sends the batch again (deduplication drops what did land).
+The webhook answers 202 only once every message is on the queue. Any failure (entries SQS lists as failed
+after the retries, or a whole call refused: throttling past boto3's retries, BatchRequestTooLong, no access)
+raises EnqueueError, the webhook answers 503 "send again", and Efficy's retry is harmless: the FIFO
+de-duplication id drops what did land, and a later copy only costs a refetch.
 """
 
 from __future__ import annotations
@@ -27,20 +29,28 @@ class EnqueueReport:
 
 
 def _send_chunk(queue_url: str, chunk: Sequence[ContactChange], attempts: int, report: EnqueueReport) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError  # loaded with boto3 by client() anyway
+
     pending = {str(i): change for i, change in enumerate(chunk)}
     for attempt in range(attempts):
-        response = client("sqs").send_message_batch(
-            QueueUrl=queue_url,
-            Entries=[
-                {
-                    "Id": entry_id,
-                    "MessageBody": change.model_dump_json(),
-                    "MessageGroupId": change.group_id,
-                    "MessageDeduplicationId": change.dedup_id,
-                }
-                for entry_id, change in pending.items()
-            ],
-        )
+        try:
+            response = client("sqs").send_message_batch(
+                QueueUrl=queue_url,
+                Entries=[
+                    {
+                        "Id": entry_id,
+                        "MessageBody": change.model_dump_json(),
+                        "MessageGroupId": change.group_id,
+                        "MessageDeduplicationId": change.dedup_id,
+                    }
+                    for entry_id, change in pending.items()
+                ],
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "ClientError")
+            raise EnqueueError(f"SQS refused a batch of {len(pending)} messages ({code})") from exc
+        except BotoCoreError as exc:
+            raise EnqueueError(f"SQS could not be reached ({type(exc).__name__})") from exc
         report.batch_calls += 1
         failed = {f["Id"] for f in response.get("Failed", [])}
         pending = {entry_id: change for entry_id, change in pending.items() if entry_id in failed}
