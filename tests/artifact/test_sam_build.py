@@ -96,11 +96,13 @@ def _probe(built: Path, function_dir: Path, handler: str | None, modules: list[s
         "handler": handler,
         "modules": modules,
     }
-    # -I -S: no site-packages, no PYTHONPATH, no editable install of efficy_sync: only what the probe adds
+    # -I -S: no site-packages, no PYTHONPATH, no editable install of efficy_sync: only what the probe adds;
+    # pycache_prefix: byte code is cached beside the artifact, not written into it (sam deploy zips the folders)
+    pycache = f"pycache_prefix={built.parent / 'test-pycache'}"
     result = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", _PROBE, json.dumps(cfg)],
+        [sys.executable, "-I", "-S", "-X", pycache, "-c", _PROBE, json.dumps(cfg)],
         cwd=function_dir,
-        env={"PATH": "/usr/bin:/bin", **DUMMY_ENV, "PYTHONDONTWRITEBYTECODE": "1"},
+        env={"PATH": "/usr/bin:/bin", **DUMMY_ENV},
         capture_output=True,
         text=True,
         timeout=120,
