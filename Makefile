@@ -6,11 +6,13 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 SCAN_VENV := .venv-scan
 SCAN_STAMP := $(SCAN_VENV)/.installed
+SAM_VENV := .venv-sam
+SAM_STAMP := $(SAM_VENV)/.installed
 PYTEST_WORKERS ?= 2
 export AWS_DEFAULT_REGION ?= eu-west-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test lint format checks scan unit bench clean venv
+.PHONY: run test build lint format checks scan unit bench clean venv
 
 venv: $(STAMP)
 
@@ -29,8 +31,8 @@ $(NODE_STAMP): package.json package-lock.json
 run: $(STAMP)
 	$(BIN)/efficy-sync demo
 
-## test: lint, template and state-machine checks, then every test (in parallel)
-test: $(STAMP) $(NODE_STAMP) lint checks
+## test: lint, template and state-machine checks, then every test (in parallel; tests/build runs `make build`)
+test: $(STAMP) $(NODE_STAMP) $(SAM_STAMP) lint checks
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -q -p no:cacheprovider
 
 lint: $(STAMP)
@@ -55,6 +57,16 @@ $(SCAN_STAMP): requirements-scan.txt
 scan: $(SCAN_STAMP)
 	$(SCAN_VENV)/bin/checkov -f template.yaml --framework cloudformation --quiet --compact --skip-download
 
+$(SAM_STAMP): requirements-sam.txt
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found)"; exit 1; }
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-sam.txt
+	@touch $@
+
+## build: the deployable artifact in .aws-sam/build (sam build; arm64 wheels from the package index, no Docker)
+build: $(SAM_STAMP)
+	$(SAM_VENV)/bin/sam build
+
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
@@ -63,4 +75,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run --out BENCHMARKS.md
 
 clean:
-	rm -rf $(VENV) $(SCAN_VENV) node_modules .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(SCAN_VENV) $(SAM_VENV) .aws-sam node_modules .pytest_cache .ruff_cache .hypothesis

@@ -46,9 +46,10 @@ class MotoServer:
     def start(self) -> MotoServer:
         from moto.server import ThreadedMotoServer
 
-        from . import moto_speed
+        from . import moto_speed, moto_threads
 
         moto_speed.apply()
+        moto_threads.apply()
 
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
