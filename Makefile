@@ -31,7 +31,7 @@ $(NODE_STAMP): package.json package-lock.json
 run: $(STAMP)
 	$(BIN)/efficy-sync demo
 
-## test: lint, template and state-machine checks, then every test (in parallel; tests/build runs `make build`)
+## test: lint, template and state-machine checks, then every test (in parallel; tests/artifact runs `make build`)
 test: $(STAMP) $(NODE_STAMP) $(SAM_STAMP) lint checks
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -q -p no:cacheprovider
 
