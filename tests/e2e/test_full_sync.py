@@ -375,7 +375,7 @@ def test_second_start_is_refused_and_cancel_resumes_real_time(crm_factory: Any) 
     run = crm.running_run()
 
     refused = crm.cli("start", crm.integration_id)
-    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.returncode == 3, refused.stdout + refused.stderr
     assert "already running" in refused.stderr and run.run_id in refused.stderr
     # Begin refuses too (two admins racing past the CLI's check, or `aws stepfunctions start-execution`).
     sfn = crm.stack.client("stepfunctions")

@@ -19,9 +19,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from efficy_sync_tools.commands._aws import CliError, cli_command
+from efficy_sync_tools.commands._aws import EXIT_REFUSED, CliError, cli_command
 
-REFUSED = 2  # exit code of a refused start (another full sync of the integration runs)
+REFUSED = EXIT_REFUSED  # a refused start (another full sync of the integration runs); not 2, argparse's usage error
 BAR_WIDTH = 28
 
 
