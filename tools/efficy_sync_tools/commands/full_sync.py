@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     status.set_defaults(func=status_command)
     cancel = actions.add_parser("cancel", help="stop the running full sync; parked real-time changes resume")
     cancel.add_argument("integration_id", metavar="ID")
-    cancel.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the clean-up (default 60)")
+    cancel.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the run to end (default 30)")
     cancel.set_defaults(func=cancel_command)
     for parser in (start, status):
         parser.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
@@ -125,6 +125,16 @@ def start_command(args: argparse.Namespace) -> int:
         "executionArn"
     ]
     kind = "dry run" if args.dry_run else "full sync"
+    if args.output == "json":
+        if not args.follow:
+            document = {"integration_id": integration_id, "execution_name": name, "execution_arn": arn}
+            print(json.dumps({**document, "dry_run": bool(args.dry_run)}, indent=2))
+            return 0
+        run = _wait_for_run(runs, integration_id, arn)
+        while (current := runs.get(integration_id, run.run_id) or run).active:
+            time.sleep(args.interval)
+        print(json.dumps(_status_document(current), indent=2, default=str))
+        return 0 if current.status == "succeeded" else 1
     print(f"Started a {kind} of {integration_id} (execution {name}).", flush=True)
     if not args.follow:
         print(f"  Watch it: efficy-sync full-sync status {integration_id} --follow")
@@ -315,14 +325,23 @@ def _clock(seconds: float | None) -> str:
 # ---- cancel -----------------------------------------------------------------------------------------------
 @cli_command
 def cancel_command(args: argparse.Namespace) -> int:
+    """Stops the execution and ends the run here and now (the same idempotent clean-up EventBridge and the
+    sweeper run later find done), so that `status` says CANCELLED as soon as this returns."""
+    from efficy_sync.fullsync.lifecycle import FullSync
+    from efficy_sync.fullsync.report import plural
+
     integration_id = args.integration_id
     _check_integration(integration_id)
     runs = _runs()
     lock = runs.lock(integration_id)
     if lock is None or not lock.held:
-        print(f"No full sync of {integration_id} is running: nothing to cancel.")
+        if args.output == "json":
+            print(json.dumps({"integration_id": integration_id, "cancelled": False, "reason": "not running"}))
+        else:
+            print(f"No full sync of {integration_id} is running: nothing to cancel.")
         return 1
     described = _execution_status(lock.execution_arn)
+    stopped = False
     if described is not None and described["status"] == "RUNNING":
         user = os.environ.get("EFFICY_SYNC_USER") or os.environ.get("USER") or "an admin"
         _sfn().stop_execution(
@@ -330,29 +349,46 @@ def cancel_command(args: argparse.Namespace) -> int:
             error="Cancelled",
             cause=f"cancelled by {user} with efficy-sync full-sync cancel",
         )
-        print(f"Stopped execution {_short(lock.execution_arn)} (run {lock.run_id}).", flush=True)
-    else:
-        # The execution has already ended but nobody cleaned up (EventBridge missed it): do it here.
-        from efficy_sync.fullsync.lifecycle import FullSync
-
-        status = described["status"] if described is not None else "ABORTED"
-        FullSync.from_settings().execution_ended(lock.execution_arn, status)
-    deadline = time.monotonic() + args.wait
+        stopped = True
+        described = _execution_status(lock.execution_arn)
+    status = described["status"] if described is not None and described["status"] != "RUNNING" else "ABORTED"
+    FullSync.from_settings().execution_ended(lock.execution_arn, status)
+    deadline = time.monotonic() + max(0.0, args.wait)
     run = runs.get(integration_id, lock.run_id)
     while run is not None and run.active and time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.3)
         run = runs.get(integration_id, lock.run_id)
+    in_flight = 0
+    if run is not None and run.pages_total:
+        in_flight = max(0, min(run.max_concurrency or 0, run.pages_total - len(run.pages_counted)))
+    document = {
+        "integration_id": integration_id,
+        "run_id": lock.run_id,
+        "execution": _short(lock.execution_arn),
+        "cancelled": bool(run is not None and not run.active),
+        "status": run.status if run is not None else None,
+        "execution_stopped": stopped,
+        "requeued": run.counters.get("requeued", 0) if run is not None else 0,
+        "pages_winding_down": in_flight,
+    }
+    if args.output == "json":
+        print(json.dumps(document, indent=2))
+        return 0 if document["cancelled"] else 1
+    if stopped:
+        print(f"Stopped execution {document['execution']} (run {lock.run_id}).", flush=True)
     if run is None or run.active:
         print(
-            "The clean-up has not finished yet; the sweeper completes it within minutes "
+            f"The run is still marked running after {args.wait:.0f}s; the sweeper ends it within 5 minutes "
             f"(efficy-sync full-sync status {integration_id})."
         )
-        return 0
-    from efficy_sync.fullsync.report import plural
-
+        return 1
     print(
         f"Full sync of {integration_id} {run.status} (run {run.run_id}): "
-        f"{plural(run.counters.get('requeued', 0), 'deferred real-time change')} re-enqueued; "
-        "real-time sync is running again."
+        f"{plural(document['requeued'], 'deferred real-time change')} re-enqueued; real-time sync is running again."
     )
+    if in_flight:
+        print(
+            f"  Up to {plural(in_flight, 'page')} being written when it stopped finish the persons they hold "
+            "and stop before reading more from Efficy."
+        )
     return 0
