@@ -176,7 +176,7 @@ def status_command(args: argparse.Namespace) -> int:
         return 0 if not args.run else 1
     if args.format == "json":
         print(json.dumps(_status_document(run), indent=2, default=str))
-        return 0
+        return 0 if run.status in ("running", "succeeded") else 1
     if args.follow and run.active:
         return _follow(runs, run, args.interval)
     for line in progress_lines(run, _parked(args.integration_id) if run.active else 0):
@@ -273,14 +273,17 @@ def progress_lines(run: Any, deferred_persons: int, now: datetime | None = None)
     read = c.get("persons", 0)
     eta = _eta(run, read, now)
     kind = "dry run" if run.dry_run else "full sync"
+    # a dry run writes nothing: its counters are what a real run would do
+    verbs = {"synced": "would sync", "created": "would create", "updated": "would update"} if run.dry_run else {}
+    verbs = {"synced": "synced", "created": "created", "updated": "updated", **verbs}
     pages = f"{done}/{total} pages" if total else "planning..."
     estimate = f" of ~{run.persons_estimate:,}" if run.persons_estimate else ""
     return [
         f"{kind} of {run.integration_id}  run {run.run_id}  {run.status.upper()}  elapsed {_clock(elapsed)}",
         f"[{bar}] {pages} {fraction:>4.0%}" + (f"  ETA {_clock(eta)}" if eta is not None and run.active else ""),
-        f"  persons: {synced:,} synced ({c.get('created', 0):,} created, {c.get('updated', 0):,} updated, "
-        f"{c.get('unchanged', 0):,} unchanged) · {c.get('skipped', 0):,} skipped · {c.get('failed', 0):,} failed"
-        f" · {read:,} read{estimate}",
+        f"  persons: {synced:,} {verbs['synced']} ({c.get('created', 0):,} {verbs['created']}, "
+        f"{c.get('updated', 0):,} {verbs['updated']}, {c.get('unchanged', 0):,} unchanged) · "
+        f"{c.get('skipped', 0):,} skipped · {c.get('failed', 0):,} failed · {read:,} read{estimate}",
         f"  deferred real-time changes: {plural(c.get('parked_messages', 0), 'message')}"
         + (
             f" ({plural(deferred_persons, 'person')} waiting)"
