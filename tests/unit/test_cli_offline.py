@@ -192,7 +192,7 @@ def test_unreachable_aws_is_one_line_without_traceback():
             "STATE_TABLE": "states",
         },
     )
-    assert result.returncode == 1
+    assert result.returncode == 4  # README "Exit codes": AWS out of reach
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
         f'efficy-sync: cannot reach AWS: Could not connect to the endpoint URL: "http://127.0.0.1:{port}/"'

@@ -278,9 +278,14 @@ def progress_lines(run: Any, deferred_persons: int, now: datetime | None = None)
     verbs = {"synced": "synced", "created": "created", "updated": "updated", **verbs}
     pages = f"{done}/{total} pages" if total else "planning..."
     estimate = f" of ~{run.persons_estimate:,}" if run.persons_estimate else ""
+    tail = ""
+    if run.active and total and done >= total:
+        tail = "  every page done; finishing (page boundaries, query tags, report)"
+    elif run.active and eta is not None:
+        tail = f"  ETA {_clock(eta)}"
     return [
         f"{kind} of {run.integration_id}  run {run.run_id}  {run.status.upper()}  elapsed {_clock(elapsed)}",
-        f"[{bar}] {pages} {fraction:>4.0%}" + (f"  ETA {_clock(eta)}" if eta is not None and run.active else ""),
+        f"[{bar}] {pages} {fraction:>4.0%}" + tail,
         f"  persons: {synced:,} {verbs['synced']} ({c.get('created', 0):,} {verbs['created']}, "
         f"{c.get('updated', 0):,} {verbs['updated']}, {c.get('unchanged', 0):,} unchanged) · "
         f"{c.get('skipped', 0):,} skipped · {c.get('failed', 0):,} failed · {read:,} read{estimate}",
@@ -306,14 +311,22 @@ def _seconds_since(start: str | None, end: str | None, now: datetime) -> float:
 
 
 def _eta(run: Any, read: int, now: datetime) -> float | None:
-    """From the persons rate since planning ended (pages report when done, so early on there is no ETA)."""
+    """Seconds left: the persons still to read at the rate one page worker reads them, times the workers that
+    can still run (pages report when done, so early on there is no ETA).
+
+    The rate of the whole run would promise too much at the end: `max_concurrency` pages run at once while
+    there are that many left, but the last pages run alone, each at one worker's pace."""
     if not run.persons_estimate or not read or not run.planned_at:
         return None
     spent = _seconds_since(run.planned_at, None, now)
     if spent <= 0:
         return None
+    total = run.pages_total or 0
+    workers = max(1, min(run.max_concurrency or 1, total or 1))
+    per_worker = read / spent / workers
+    pages_left = max(1, total - run.counters.get("pages_done", 0)) if total else workers
     remaining = max(0, run.persons_estimate - read)
-    return remaining * spent / read
+    return remaining / (per_worker * min(workers, pages_left))
 
 
 def _clock(seconds: float | None) -> str:
