@@ -1,9 +1,10 @@
 """Where the CLI finds the deployed product, and how a command reports a user error.
 
-Names come from the environment first (CONFIG_TABLE, STATE_TABLE, ...), so the CLI works against the local
-stack or a stack it may not describe; otherwise from the CloudFormation stack (EFFICY_SYNC_STACK, default
-"efficy-sync"): its outputs, or, when the stack has none (the local stack drops them), the resource the output
-names. AWS itself is reached through boto3's standard environment (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL).
+Names come from the CloudFormation stack (EFFICY_SYNC_STACK, default "efficy-sync"): its outputs, or, when an
+output is missing, the resource the output is named after; the local stack is deployed from template.yaml
+with the same names and outputs, so nothing else is needed there either. The environment (CONFIG_TABLE,
+STATE_TABLE, ...) still wins, for a stack the caller may not describe. AWS itself is reached through boto3's
+standard environment (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL) or the global --profile / --region.
 
 A user error (missing file, unknown integration, AWS or an API out of reach) is one line on stderr and a
 non-zero exit: `cli_command` wraps a command function for that. Heavy imports stay inside functions so
