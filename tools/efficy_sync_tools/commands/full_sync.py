@@ -172,7 +172,10 @@ def status_command(args: argparse.Namespace) -> int:
     run = runs.get(args.integration_id, args.run) if args.run else runs.latest(args.integration_id)
     if run is None:
         which = f"run {args.run}" if args.run else "full sync"
-        print(f"No {which} of {args.integration_id} found.")
+        if args.format == "json":
+            print(json.dumps({"integration_id": args.integration_id, "run_id": args.run, "status": None}, indent=2))
+        else:
+            print(f"No {which} of {args.integration_id} found.")
         return 0 if not args.run else 1
     if args.format == "json":
         print(json.dumps(_status_document(run), indent=2, default=str))
