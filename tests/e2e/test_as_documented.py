@@ -366,6 +366,9 @@ def test_seed_explain_and_health(user: UserStack) -> None:
     health = user.json("health", "demo")
     assert "categories" in health
     assert "demo" in user.cli("health", "demo").stdout
+    # docs/runbook.md: --check-data, --retry CATEGORY / failures
+    assert user.json("health", "demo", "--check-data")["data_checked"] is True
+    assert "re-queued" in user.cli("health", "demo", "--retry", "failures").stdout
 
 
 def test_dlq_count_and_redrive(user: UserStack) -> None:
