@@ -14,6 +14,11 @@ def test_a_missing_secret_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    for name in ("CONFIG_TABLE", "STATE_TABLE", "CONTACT_QUEUE_URL"):
+        monkeypatch.setenv(name, "unused")
+    from efficy_sync.settings import settings
+
+    settings.cache_clear()
     with mock_aws():
         aws.reset_clients()
         secrets.reset()
@@ -23,3 +28,4 @@ def test_a_missing_secret_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
             secrets.get_json_secret("efficy-sync/x/apsis")
     aws.reset_clients()
     secrets.reset()
+    settings.cache_clear()
