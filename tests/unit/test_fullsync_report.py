@@ -181,3 +181,25 @@ def test_progress_when_every_page_is_done_says_what_is_left_and_a_dry_run_says_w
     dry = progress_lines(_running(7, 2, 1_000, dry_run=True), 0)[2]
     assert "1,000 would sync (1,000 would create, 0 would update, 0 unchanged)" in dry
     assert " created," not in dry
+
+
+def test_import_rows_and_created_persons_add_up_on_the_same_line() -> None:
+    """The demo printed "2,486 created" above "bulk imports: 6 file(s), 2,472 rows" without saying why."""
+    from efficy_sync.fullsync.report import render_report
+
+    report = {
+        "integration_id": "demo",
+        "run_id": "r",
+        "status": "succeeded",
+        "persons": {"persons": 3018, "created": 2486, "updated": 0, "unchanged": 1, "skipped": 531},
+        "pages": {"done": 7, "total": 7},
+        "imports": {"files": 6, "rows": 2472},
+    }
+    line = next(x for x in render_report(report) if "bulk imports" in x)
+    assert (
+        line.strip()
+        == "bulk imports: 6 file(s), 2,472 rows; the other 14 written person by person (pages with few changes)"
+    )
+    report["persons"]["created"] = 2472
+    line = next(x for x in render_report(report) if "bulk imports" in x)
+    assert line.strip() == "bulk imports: 6 file(s), 2,472 rows"
