@@ -164,7 +164,7 @@ def _sync_and_check(
     also = f" + {earlier:,} matching persons seeded before this step = the {synced:,} synced" if earlier else ""
     say(
         f"  APSIS One holds all {len(expected):,} matching persons of the {len(persons) - len(deleted):,} left "
-        f"here{also}; {len(tagged)} tagged vip (the {len(vip)} VIP query members that match)"
+        f"here{also}; {len(tagged)} tagged vip (those of the {len(vip)} VIP query members who match)"
     )
     say(
         f"  the {len(edited)} edits and {len(deleted)} deletes made during the sync (the "
