@@ -407,7 +407,7 @@ def cancel_command(args: argparse.Namespace) -> int:
     )
     if in_flight:
         print(
-            f"  Up to {plural(in_flight, 'page')} being written when it stopped finish the persons they hold "
-            "and stop before reading more from Efficy."
+            f"  Still winding down: up to {in_flight} page worker(s) finish the persons they have already read "
+            "from Efficy, then stop (their counts still add to the cancelled run)."
         )
     return 0
