@@ -408,6 +408,6 @@ def cancel_command(args: argparse.Namespace) -> int:
     if in_flight:
         print(
             f"  Still winding down: up to {in_flight} page worker(s) finish the persons they have already read "
-            "from Efficy, then stop (their counts still add to the cancelled run)."
+            "from Efficy, then stop."
         )
     return 0
