@@ -73,6 +73,8 @@ def up_command(args: argparse.Namespace) -> int:
         ready = stack.start()
         if args.ready_file:
             write_ready_file(args.ready_file, ready)
+        if getattr(args, "output", "text") == "json":  # the ready document on stdout, for a script to read
+            print(json.dumps(ready), flush=True)
         print(f"efficy-sync local stack ready: api {ready['api_url']}  aws {ready['aws_endpoint']}", file=sys.stderr)
         print(f"  efficy simulator {ready['efficy_url']}  apsis simulator {ready['apsis_url']}", file=sys.stderr)
         print("  Ctrl-C to stop", file=sys.stderr)
