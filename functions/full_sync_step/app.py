@@ -1,7 +1,8 @@
 """Full-sync steps called by the state machine: {"step": "begin" | "plan" | "seams" | "tags" | "finish" | "fail", ...}.
 
 Begin raises `SyncAlreadyRunning` (the state machine matches that class name) when another execution holds
-the integration's lock; every other step receives the run object Begin returned.
+the integration's lock, and `InvalidSyncInput` (naming the problem) for an input without a usable
+`integration_id`; every other step receives the run object Begin returned.
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ def _step(event: dict[str, Any], context: Any) -> dict[str, Any]:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     run = event.get("run") or {}
+    sync_input = event.get("input")  # Begin's input is whatever the admin started with: Begin validates it
     logger.append_keys(
         step=event.get("step"),
-        integration_id=run.get("integration_id") or (event.get("input") or {}).get("integration_id"),
+        integration_id=run.get("integration_id")
+        or (sync_input.get("integration_id") if isinstance(sync_input, dict) else None),
         run_id=run.get("run_id"),
     )
     result = _step(event, context)

@@ -21,6 +21,11 @@ def new_integration_id() -> str:
 def write_config(path: Path, integration_id: str, **changes: object) -> Path:
     data = yaml.safe_load(EXAMPLE.read_text())
     data["integration_id"] = integration_id
+    # `config apply` refuses secrets that do not exist: reuse the local stack's (README, "Quick start")
+    data["efficy"].update(api_key_secret="efficy-sync/demo/efficy", webhook_secret_secret="efficy-sync/demo/webhook")
+    data["apsis"].update(
+        credentials_secret="efficy-sync/demo/apsis", optout_token_secret="efficy-sync/demo/apsis-optout"
+    )
     data.update(changes)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

@@ -215,7 +215,7 @@ def test_unreachable_aws_is_one_line_without_traceback():
             "STATE_TABLE": "states",
         },
     )
-    assert result.returncode == 1
+    assert result.returncode == 4  # README "Exit codes": AWS out of reach
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
         f'efficy-sync: cannot reach AWS: Could not connect to the endpoint URL: "http://127.0.0.1:{port}/"'
@@ -255,3 +255,78 @@ def test_setup_library_env_leaves_what_is_set(monkeypatch):
 )
 def test_output_names_map_to_their_resources(output, logical_id):
     assert _aws._logical_id(output) == logical_id
+
+
+# ---- global options, exit codes -----------------------------------------------------------------------------
+
+
+def _bare_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Only what a user's shell would have, and no AWS config file of this machine."""
+    keep = {
+        k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k not in ("CONFIG_TABLE", "STATE_TABLE")
+    }
+    return {**keep, "HOME": str(tmp_path), "AWS_CONFIG_FILE": str(tmp_path / "none"), **extra}
+
+
+def _run_bare(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "efficy_sync_tools.cli", *args],
+        env=_bare_env(tmp_path, **extra),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_region_option_before_or_after_the_command_wins_over_a_missing_environment(tmp_path):
+    creds = {"AWS_ACCESS_KEY_ID": "dummy", "AWS_SECRET_ACCESS_KEY": "dummy", "CONFIG_TABLE": "c", "STATE_TABLE": "s"}
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    none = _run_bare(tmp_path, "config", "list", AWS_ENDPOINT_URL=endpoint, **creds)
+    assert none.returncode == 4 and "no AWS region" in none.stderr and "Traceback" not in none.stderr
+    for args in (["--region", "eu-west-3", "config", "list"], ["config", "list", "--region", "eu-west-3"]):
+        given = _run_bare(tmp_path, *args, AWS_ENDPOINT_URL=endpoint, **creds)
+        assert given.returncode == 4 and "cannot reach AWS" in given.stderr, given.stderr
+
+
+def test_dlq_commands_honour_aws_region(tmp_path):
+    """They used to skip the wrapper that reads AWS_REGION: a NoRegionError traceback."""
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    for command in (["dlq", "count"], ["dlq", "redrive"]):
+        result = _run_bare(
+            tmp_path,
+            *command,
+            AWS_ENDPOINT_URL=endpoint,
+            AWS_REGION="eu-west-1",
+            AWS_ACCESS_KEY_ID="dummy",
+            AWS_SECRET_ACCESS_KEY="dummy",
+        )
+        assert "Traceback" not in result.stderr, result.stderr
+        assert result.returncode == 4 and "cannot reach AWS" in result.stderr
+
+
+def test_unknown_profile_is_named(tmp_path):
+    result = _run_bare(tmp_path, "--profile", "no-such-profile", "config", "list", AWS_REGION="eu-west-1")
+    assert result.returncode == 4
+    assert "no-such-profile" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_version_and_usage_error_codes(tmp_path):
+    version = _run_bare(tmp_path, "--version")
+    assert version.returncode == 0 and version.stdout.startswith("efficy-sync ")
+    usage = _run_bare(tmp_path, "full-sync", "start")
+    assert usage.returncode == 2 and "usage:" in usage.stderr
+    assert _aws.EXIT_REFUSED == 3 and _aws.EXIT_USAGE == 2  # a refused start must not look like a usage error
+    from efficy_sync_tools.commands import full_sync
+
+    assert full_sync.REFUSED == _aws.EXIT_REFUSED
+
+
+def test_validate_output_json_is_one_document(tmp_path, capsys, no_aws):
+    path = tmp_path / "broken.yaml"
+    path.write_text(BROKEN)
+    assert main(["config", "validate", str(path), "--output", "json"]) == 1
+    document = json.loads(capsys.readouterr().out)
+    assert document["valid"] is False and document["problems"][0]["path"]
+    assert main(["--output", "json", "config", "validate", str(ROOT / "examples" / "demo.yaml")]) == 0
+    assert json.loads(capsys.readouterr().out)["integration_id"] == "demo"

@@ -157,3 +157,35 @@ def test_begin_takes_over_a_lock_left_by_an_ended_execution(sync) -> None:
     assert second["dry_run"] is True and second["run_id"] != first["run_id"]
     assert full_sync.runs.get("demo", first["run_id"]).status == "failed"
     assert full_sync.runs.lock("demo").execution_arn == ARN + "f"
+
+
+@pytest.mark.parametrize(
+    ("sync_input", "named"),
+    [
+        ({}, "integration_id is missing"),
+        ({"integrationId": "demo"}, "'integrationId' (did you mean 'integration_id'?)"),
+        ({"integration_id": ""}, "integration_id is '' is not an integration id"),
+        ({"integration_id": "demo", "dry_run": "yes"}, "dry_run must be true or false"),
+        ({"integration_id": "demo", "dryrun": True}, "unknown key(s) 'dryrun'"),
+        (["demo"], "must be a JSON object"),
+        ({"integration_id": "nobody"}, "integration_id 'nobody' has no config"),
+    ],
+)
+def test_begin_names_what_is_wrong_with_its_input(
+    sync: tuple[FullSync, dict[str, str]], sync_input: Any, named: str
+) -> None:
+    """An execution started by hand with a wrong input fails with a message naming the field, not a KeyError."""
+    from efficy_sync.fullsync.lifecycle import InvalidSyncInput
+
+    full_sync, _ = sync
+    with pytest.raises(InvalidSyncInput) as raised:
+        full_sync.begin(sync_input, ARN + "bad-input")
+    assert named in str(raised.value)
+    assert '{"integration_id": "acme-eu", "dry_run": false}' in str(raised.value) or "config" in str(raised.value)
+    assert full_sync.runs.lock("demo") is None  # nothing taken
+
+
+def test_begin_accepts_the_documented_input(sync: tuple[FullSync, dict[str, str]]) -> None:
+    full_sync, _ = sync
+    run = full_sync.begin({"integration_id": "demo", "dry_run": True}, ARN + "good")
+    assert run["integration_id"] == "demo" and run["dry_run"] is True

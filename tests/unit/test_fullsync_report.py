@@ -144,3 +144,62 @@ def test_progress_lines_show_pages_persons_deferred_changes_and_an_eta() -> None
     assert lines[3].strip() == "deferred real-time changes: 9 messages (7 persons waiting)"
     one = progress_lines(run, deferred_persons=1)[3]
     assert "(1 person waiting)" in one
+
+
+def _running(pages_total: int, pages_done: int, read: int, **extra: object) -> Run:
+    return Run(
+        integration_id="acme",
+        run_id="r",
+        execution_arn="arn",
+        dry_run=bool(extra.pop("dry_run", False)),
+        status="running",
+        started_at="2026-01-01T00:00:00Z",
+        planned_at="2026-01-01T00:00:00Z",
+        pages_total=pages_total,
+        persons_estimate=pages_total * 500,
+        counters={"pages_done": pages_done, "persons": read, "created": read, **extra},
+    )
+
+
+def test_eta_counts_the_last_pages_at_one_worker_each() -> None:
+    """5 of 7 pages of 500 done in 60 s by 5 workers side by side (60 s a page): the 2 pages left run at one
+    worker's pace each, so about 60 s remain, not the 24 s the whole run's rate would promise."""
+    from datetime import UTC, datetime
+
+    from efficy_sync_tools.commands.full_sync import progress_lines
+
+    run = _running(7, 5, 2_500)
+    line = progress_lines(run, 0, now=datetime(2026, 1, 1, 0, 1, 0, tzinfo=UTC))[1]
+    assert "ETA 1m00s" in line  # 1,000 left at 2,500 / 60 s / 5 workers = 8.3 persons/s per worker, 2 workers
+
+
+def test_progress_when_every_page_is_done_says_what_is_left_and_a_dry_run_says_would() -> None:
+    from efficy_sync_tools.commands.full_sync import progress_lines
+
+    lines = progress_lines(_running(7, 7, 3_500), 0)
+    assert "ETA" not in lines[1] and "finishing (page boundaries, query tags, report)" in lines[1]
+    dry = progress_lines(_running(7, 2, 1_000, dry_run=True), 0)[2]
+    assert "1,000 would sync (1,000 would create, 0 would update, 0 unchanged)" in dry
+    assert " created," not in dry
+
+
+def test_import_rows_and_created_persons_add_up_on_the_same_line() -> None:
+    """The demo printed "2,486 created" above "bulk imports: 6 file(s), 2,472 rows" without saying why."""
+    from efficy_sync.fullsync.report import render_report
+
+    report = {
+        "integration_id": "demo",
+        "run_id": "r",
+        "status": "succeeded",
+        "persons": {"persons": 3018, "created": 2486, "updated": 0, "unchanged": 1, "skipped": 531},
+        "pages": {"done": 7, "total": 7},
+        "imports": {"files": 6, "rows": 2472},
+    }
+    line = next(x for x in render_report(report) if "bulk imports" in x)
+    assert (
+        line.strip()
+        == "bulk imports: 6 file(s), 2,472 rows; the other 14 written person by person (pages with few changes)"
+    )
+    report["persons"]["created"] = 2472
+    line = next(x for x in render_report(report) if "bulk imports" in x)
+    assert line.strip() == "bulk imports: 6 file(s), 2,472 rows"

@@ -1,17 +1,24 @@
 """`efficy-sync`: the admin's command line (DESIGN §5). Talks to AWS through boto3's standard environment.
 
 Each command group lives in its own module and is imported only when used, so `--help` stays instant.
+
+Global options (`--region`, `--profile`, `--output`) are accepted before the command, as the AWS CLI takes
+them, and after it (`efficy-sync full-sync status demo --output json`); they win over the environment.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from efficy_sync_tools import commands
+from efficy_sync_tools.commands._aws import EXIT_CODES_HELP, EXIT_INTERRUPTED
+
+OUTPUTS = ("text", "json")
 
 
 def command_modules() -> list[str]:
@@ -21,23 +28,86 @@ def command_modules() -> list[str]:
     )
 
 
+def version() -> str:
+    """The installed distribution's version (pyproject.toml), or "unknown" when run from a bare checkout."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("efficy-sync")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """On the top parser with defaults; on every command's parser with SUPPRESS, so a value given after the
+    command wins and one given before it is not overwritten by the command's default."""
+    default = (lambda value: value) if top else (lambda value: argparse.SUPPRESS)
+    group = parser.add_argument_group("global options")
+    group.add_argument("--region", default=default(None), help="AWS region (default: $AWS_REGION / the profile's)")
+    group.add_argument("--profile", default=default(None), help="AWS named profile (default: $AWS_PROFILE)")
+    group.add_argument(
+        "--output",
+        choices=OUTPUTS,
+        default=default("text"),
+        help="text for people, json for scripts (a stable document per command)",
+    )
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """Every parser that ends a command line (those without sub-commands of their own)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield parser
+        return
+    for action in subs:
+        for child in dict.fromkeys(action.choices.values()):
+            yield from _leaf_parsers(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="efficy-sync", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="efficy-sync",
+        description=__doc__.splitlines()[0],
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"efficy-sync {version()}")
+    _add_global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in command_modules():
         module = importlib.import_module(name)
         if hasattr(module, "register"):
             module.register(sub)
+    for leaf in _leaf_parsers(parser):
+        if leaf is not parser:
+            _add_global_options(leaf, top=False)
     return parser
+
+
+def apply_global_options(args: argparse.Namespace) -> None:
+    """--region / --profile go into the environment before any boto3 client exists (the library's clients
+    read it); AWS_REGION is honoured (boto3 itself reads only AWS_DEFAULT_REGION or the profile's region)."""
+    if args.profile:
+        os.environ["AWS_PROFILE"] = args.profile
+    if args.region:
+        os.environ["AWS_REGION"] = args.region
+        os.environ["AWS_DEFAULT_REGION"] = args.region
+    elif os.environ.get("AWS_REGION") and not os.environ.get("AWS_DEFAULT_REGION"):
+        os.environ["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"]
+    # Commands that had their own --format before --output existed: `--output json` means their JSON.
+    if args.output == "json" and getattr(args, "format", None) in ("text", "yaml"):
+        args.format = "json"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    apply_global_options(args)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

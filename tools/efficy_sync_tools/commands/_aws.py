@@ -1,9 +1,10 @@
 """Where the CLI finds the deployed product, and how a command reports a user error.
 
-Names come from the environment first (CONFIG_TABLE, STATE_TABLE, ...), so the CLI works against the local
-stack or a stack it may not describe; otherwise from the CloudFormation stack (EFFICY_SYNC_STACK, default
-"efficy-sync"): its outputs, or, when the stack has none (the local stack drops them), the resource the output
-names. AWS itself is reached through boto3's standard environment (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL).
+Names come from the CloudFormation stack (EFFICY_SYNC_STACK, default "efficy-sync"): its outputs, or, when an
+output is missing, the resource the output is named after; the local stack is deployed from template.yaml
+with the same names and outputs, so nothing else is needed there either. The environment (CONFIG_TABLE,
+STATE_TABLE, ...) still wins, for a stack the caller may not describe. AWS itself is reached through boto3's
+standard environment (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL) or the global --profile / --region.
 
 A user error (missing file, unknown integration, AWS or an API out of reach) is one line on stderr and a
 non-zero exit: `cli_command` wraps a command function for that. Heavy imports stay inside functions so
@@ -27,6 +28,19 @@ if TYPE_CHECKING:
 
 DEFAULT_STACK = "efficy-sync"
 
+# ---- exit codes (README "Exit codes"); 2 is argparse's usage error, so no command uses it for anything else --
+EXIT_OK = 0
+EXIT_FAILED = 1  # the command ran and the answer is "no": invalid config, failed run, unknown name, missing secret
+EXIT_USAGE = 2  # argparse: unknown option, missing argument
+EXIT_REFUSED = 3  # refused because of what runs now: a full sync of the integration is already running
+EXIT_UNREACHABLE = 4  # AWS, Efficy or APSIS One out of reach, or no usable AWS credentials / region
+EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_CODES_HELP = (
+    "exit codes: 0 done; 1 failed (invalid config, failed run, unknown name, missing secret); 2 usage error;\n"
+    "            3 refused (a full sync of the integration is already running); 4 AWS, Efficy or APSIS One\n"
+    "            out of reach, or no AWS credentials / region; 130 interrupted"
+)
+
 #: environment variable of the efficy_sync library -> stack output that holds its value
 LIBRARY_ENV: dict[str, str] = {
     "CONFIG_TABLE": "ConfigTableName",
@@ -45,7 +59,7 @@ _OUTPUT_SUFFIXES = ("Name", "Url", "Arn")
 class CliError(Exception):
     """A problem the user can fix; printed as one line on stderr, without a traceback."""
 
-    def __init__(self, message: str, code: int = 1) -> None:
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.code = code
 
@@ -54,7 +68,7 @@ class MissingSecret(CliError):
     """Secrets Manager has no secret of that name."""
 
 
-def fail(message: str, code: int = 1) -> int:
+def fail(message: str, code: int = EXIT_FAILED) -> int:
     """Prints a user error the way every command does; returns the exit code."""
     print(f"efficy-sync: {message}", file=sys.stderr, flush=True)
     return code
@@ -68,7 +82,7 @@ def honour_aws_region() -> None:
 
 def cli_command(func: Callable[[Any], int]) -> Callable[[Any], int]:
     """Wraps a command function: AWS_REGION honoured, and CliError and the usual AWS / API failures turned into
-    one line on stderr and exit code 1 (a genuine bug still shows its traceback)."""
+    one line on stderr and the exit code of their kind (a genuine bug still shows its traceback)."""
 
     @functools.wraps(func)
     def wrapper(args: Any) -> int:
@@ -81,9 +95,27 @@ def cli_command(func: Callable[[Any], int]) -> Callable[[Any], int]:
             message = describe_error(exc)
             if message is None:
                 raise
-            return fail(message)
+            return fail(message, error_exit_code(exc))
 
     return wrapper
+
+
+def error_exit_code(exc: BaseException) -> int:
+    """EXIT_UNREACHABLE for what the environment must fix (no region, credentials or connection, an API down),
+    EXIT_FAILED otherwise."""
+    from botocore import exceptions as boto_errors
+    from efficy_sync.clients.errors import TransientError
+
+    unreachable = (
+        boto_errors.NoRegionError,
+        boto_errors.NoCredentialsError,
+        boto_errors.PartialCredentialsError,
+        boto_errors.EndpointConnectionError,
+        boto_errors.ConnectionError,
+        boto_errors.ProfileNotFound,
+        TransientError,
+    )
+    return EXIT_UNREACHABLE if isinstance(exc, unreachable) else EXIT_FAILED
 
 
 def describe_error(exc: BaseException) -> str | None:
@@ -92,9 +124,11 @@ def describe_error(exc: BaseException) -> str | None:
     from efficy_sync.clients.errors import ApiError
 
     if isinstance(exc, boto_errors.NoRegionError):
-        return "no AWS region: set AWS_REGION (or AWS_PROFILE with a region)"
+        return "no AWS region: set AWS_REGION or --region (or a profile with a region)"
     if isinstance(exc, boto_errors.NoCredentialsError | boto_errors.PartialCredentialsError):
-        return f"no usable AWS credentials: {exc} (set AWS_PROFILE, or the AWS_* variables)"
+        return f"no usable AWS credentials: {exc} (set AWS_PROFILE or --profile, or the AWS_* variables)"
+    if isinstance(exc, boto_errors.ProfileNotFound):
+        return f"{exc} (check --profile / AWS_PROFILE)"
     if isinstance(exc, boto_errors.EndpointConnectionError | boto_errors.ConnectionError):
         return f"cannot reach AWS: {exc}"
     if isinstance(exc, boto_errors.ClientError):

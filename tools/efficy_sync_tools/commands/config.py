@@ -1,4 +1,4 @@
-"""`efficy-sync config validate|apply|show|history|schema`: the integration configs users write (DESIGN §5).
+"""`efficy-sync config validate|apply|show|list|history|schema`: the integration configs users write (DESIGN §5).
 
 A bad file is reported whole (every problem with its path, what was found, what is allowed) and never stored;
 `show` prints what `apply` takes back unchanged, so "show > file, edit, apply" is the way to change a config.
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    config = sub.add_parser("config", help="integration configs: validate, apply, show, history, schema")
+    config = sub.add_parser("config", help="integration configs: validate, apply, show, list, history, schema")
     actions = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
 
     validate = actions.add_parser("validate", help="check a config file; every problem is listed with its path")
@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.add_argument("--format", choices=("yaml", "json"), default="yaml")
     show.add_argument("--version", type=int, help="an earlier version (see `config history`)")
     show.set_defaults(func=show_command)
+
+    listing = actions.add_parser("list", help="every configured integration, with its current version")
+    listing.set_defaults(func=list_command)
 
     history = actions.add_parser("history", help="every applied version: when, by whom, why")
     history.add_argument("integration_id", metavar="ID")
@@ -107,18 +110,31 @@ def unknown_integration(store: ConfigStore, integration_id: str, what: str = "")
 @cli_command
 def validate_command(args: argparse.Namespace) -> int:
     cfg, problems = load_file(args.file)
-    if cfg is None:
-        print_problems(args.file, problems)
-        return 1
-    if not args.online:
-        print(f"OK: {args.file} (integration {cfg.integration_id}; references not checked, see --online)")
-        return 0
-    problems, notes, checked = online_problems(cfg)
+    notes: list[str] = []
+    checked = 0
+    if cfg is not None and args.online:
+        problems, notes, checked = online_problems(cfg)
+    if args.output == "json":
+        document = {
+            "file": str(args.file),
+            "integration_id": cfg.integration_id if cfg is not None else None,
+            "valid": not problems,
+            "online": bool(args.online),
+            "references_checked": checked,
+            "problems": [{"path": p.path, "message": p.message, "line": p.line} for p in problems],
+            "notes": notes,
+        }
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+        return 1 if problems else 0
     for note in notes:
         print(f"note: {note}")
     if problems:
         print_problems(args.file, problems)
         return 1
+    assert cfg is not None
+    if not args.online:
+        print(f"OK: {args.file} (integration {cfg.integration_id}; references not checked, see --online)")
+        return 0
     print(f"OK: {args.file} (integration {cfg.integration_id}; {checked} references found in Efficy and APSIS One)")
     return 0
 
@@ -254,21 +270,112 @@ def apply_command(args: argparse.Namespace) -> int:
         old, version = store.current(cfg.integration_id)
     except UnknownIntegration:
         old, version = None, 0
+    document: dict[str, Any] = {
+        "integration_id": cfg.integration_id,
+        "stored": False,
+        "dry_run": bool(args.dry_run),
+        "version": version,
+        "previous_version": version or None,
+        "changes": [],
+        "full_sync_needed": False,
+        "full_sync_command": None,
+        "warnings": [],
+    }
     if old is not None and config_to_dict(old) == config_to_dict(cfg):
-        print(f"no changes: {cfg.integration_id} stays at version {version} (nothing stored)")
+        if args.output == "json":
+            print(json.dumps(document, indent=2, ensure_ascii=False))
+        else:
+            print(f"no changes: {cfg.integration_id} stays at version {version} (nothing stored)")
         return 0
+    missing = missing_secrets(cfg)
+    if missing:
+        listed = "".join(f"\n  {path}: secret {name!r} not found in Secrets Manager" for path, name in missing)
+        raise CliError(f"{args.file}: the config refers to secrets that do not exist (nothing stored):{listed}")
     changes = diff_configs(old, cfg)
+    needs_sync = full_sync_reasons(old, cfg)
+    warning = (
+        "Efficy fields, CRM profiles and queries and APSIS One attributes, topics and tags were not checked "
+        f"(offline); check them with: efficy-sync config validate {args.file} --online"
+    )
+    document.update(
+        changes=changes,
+        full_sync_needed=bool(needs_sync),
+        full_sync_command=f"efficy-sync full-sync start {cfg.integration_id} --follow" if needs_sync else None,
+        warnings=[warning],
+    )
     if args.dry_run:
-        print(f"would apply {cfg.integration_id} version {version + 1} (dry run, nothing stored):")
+        document["version"] = version + 1
+        head = f"would apply {cfg.integration_id} version {version + 1} (dry run, nothing stored):"
     else:
         try:
             new_version = store.put(cfg, applied_by=applied_by(args.by), comment=args.comment)
         except ConfigConflict as exc:
             raise CliError(f"{exc}; run `config apply` again") from None
-        print(f"applied {cfg.integration_id} version {new_version}" + (f" (was {version}):" if version else ":"))
+        document.update(stored=True, version=new_version)
+        head = f"applied {cfg.integration_id} version {new_version}" + (f" (was {version}):" if version else ":")
+    if args.output == "json":
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+        return 0
+    print(head)
     for line in changes:
         print(f"  {line}")
+    if needs_sync:
+        would = "would need" if args.dry_run else "needs"
+        print(
+            f"This change {would} a full sync to reach persons who do not change in Efficy ({', '.join(needs_sync)}):\n"
+            f"  {document['full_sync_command']}"
+        )
+    print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+#: the parts of a config whose change alters what every person should look like in APSIS One
+FULL_SYNC_PARTS = {
+    "sync_conditions": "sync conditions",
+    "field_mappings": "field mappings",
+    "consent_mappings": "consent mappings",
+    "tags": "tag mappings",
+}
+
+
+def full_sync_reasons(old: IntegrationConfig | None, new: IntegrationConfig) -> list[str]:
+    """Why the persons already in APSIS One must be synced again after `new` replaces `old` (empty: no need).
+
+    Real-time sync only reaches a person when Efficy reports a change of theirs, so a new condition or mapping
+    stays unapplied to everyone else until a full sync runs."""
+    from efficy_sync.config import config_to_dict
+
+    if old is None:
+        return ["a new integration: the first full sync loads every person"]
+    before, after = config_to_dict(old), config_to_dict(new)
+    return [label for part, label in FULL_SYNC_PARTS.items() if before.get(part) != after.get(part)]
+
+
+def secret_references(cfg: IntegrationConfig) -> list[tuple[str, str]]:
+    """(config path, secret name) of every secret the integration reads at run time."""
+    return [
+        ("efficy.api_key_secret", cfg.efficy.api_key_secret),
+        ("efficy.webhook_secret_secret", cfg.efficy.webhook_secret_secret),
+        ("apsis.credentials_secret", cfg.apsis.credentials_secret),
+        ("apsis.optout_token_secret", cfg.apsis.optout_token_secret),
+    ]
+
+
+def missing_secrets(cfg: IntegrationConfig) -> list[tuple[str, str]]:
+    """The referenced secrets Secrets Manager does not have (DescribeSecret: the values are never read)."""
+    from botocore.exceptions import ClientError
+    from efficy_sync.aws import client
+
+    sm = client("secretsmanager")
+    missing = []
+    for path, name in secret_references(cfg):
+        try:
+            sm.describe_secret(SecretId=name)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                raise
+            missing.append((path, name))
+    return missing
 
 
 # ---- show, history, schema --------------------------------------------------------------------------------
@@ -288,10 +395,55 @@ def show_command(args: argparse.Namespace) -> int:
     except UnknownIntegration:
         what = f" (or no version {args.version} of it)" if args.version is not None else ""
         raise unknown_integration(store, args.integration_id, what) from None
+    automatic = automatic_mappings(cfg)
     if args.format == "json":
         sys.stdout.write(json.dumps(config_to_dict(cfg), indent=2, ensure_ascii=False) + "\n")
+        # stdout stays what `config apply` takes back; the automatic mappings go beside it
+        for line in automatic:
+            print(f"automatic mapping: {line}", file=sys.stderr)
     else:
-        sys.stdout.write(config_to_yaml(cfg))
+        header = "".join(f"#   {line}\n" for line in automatic)
+        sys.stdout.write(f"# automatic mappings (always on; not part of the file):\n{header}" + config_to_yaml(cfg))
+    return 0
+
+
+def automatic_mappings(cfg: IntegrationConfig) -> list[str]:
+    """What mapping.py maps without a field_mappings entry (config.py forbids mapping these by hand)."""
+    from efficy_sync.config import CRMID_ATTRIBUTE, EMAIL_ATTRIBUTE, EMAIL_FIELD, KEY_FIELD
+
+    return [
+        f"{EMAIL_FIELD} -> {EMAIL_ATTRIBUTE} (type email)",
+        f"{KEY_FIELD} -> the profile key in keyspace {cfg.apsis.keyspace}, and {CRMID_ATTRIBUTE}",
+    ]
+
+
+@cli_command
+def list_command(args: argparse.Namespace) -> int:
+    store = config_store()
+    rows = []
+    for integration_id in sorted(store.list_ids()):
+        versions = sorted(store.history(integration_id), key=lambda v: v["version"])
+        if not versions:
+            continue
+        latest = versions[-1]
+        rows.append(
+            {
+                "integration_id": integration_id,
+                "version": latest["version"],
+                "applied_at": latest["applied_at"],
+                "applied_by": latest["applied_by"],
+            }
+        )
+    if args.output == "json":
+        print(json.dumps({"integrations": rows}, indent=2, ensure_ascii=False))
+        return 0
+    if not rows:
+        print("No integration is configured yet (use `efficy-sync config apply FILE`).")
+        return 0
+    width = max(len("INTEGRATION"), *(len(r["integration_id"]) for r in rows))
+    print(f"{'INTEGRATION':<{width}}  VERSION  {'APPLIED AT':<25}  APPLIED BY")
+    for r in rows:
+        print(f"{r['integration_id']:<{width}}  {r['version']:>7}  {r['applied_at']:<25}  {r['applied_by']}")
     return 0
 
 

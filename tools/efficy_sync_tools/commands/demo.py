@@ -23,7 +23,9 @@ DEMO_STEPS = ["full_sync", "optout"]
 def register(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="run the product end to end on the local stack and print a report")
     demo.add_argument("--persons", type=int, default=20, help="persons to seed in the Efficy simulator")
-    demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each step")
+    demo.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for each step (a bound, not a pace)"
+    )
     demo.set_defaults(func=demo_command)
 
 
@@ -93,9 +95,14 @@ def run_scenario(ready: dict[str, Any], args: argparse.Namespace) -> int:
     key = person["K_CONTACT"]
     say(f"\n-- Real-time sync: a CRM user edits person {key} in Efficy --")
     http.patch(f"{efficy}/_sim/persons/{key}", json={"FIRSTNAME": "Jo"}, timeout=10).raise_for_status()
+    # The worker creates the profile, then writes its attributes and consents: wait for the edit, not the key.
     profile = wait_for(
-        f"person {key} in APSIS One",
-        lambda: _profile(http, apsis, str(key)),
+        f"person {key} in APSIS One with the edit",
+        lambda: (
+            (p := _profile(http, apsis, str(key)))
+            and p["attributes"].get("com.apsis1.attributes.firstname") == "Jo"
+            and p
+        ),
         args.timeout,
     )
     _print_profile(profile)

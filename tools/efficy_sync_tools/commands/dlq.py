@@ -1,10 +1,17 @@
-"""`efficy-sync dlq redrive`: send dead-lettered messages back to be processed, once the cause is fixed."""
+"""`efficy-sync dlq count|redrive`: the dead-letter queues, and sending their messages back once the cause is fixed.
+
+The queues are found as every other command finds the product: the stack's outputs (or CONTACT_QUEUE_URL /
+OPTOUT_QUEUE_URL in the environment, the dead-letter queue then read from the queue's redrive policy).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import sys
+from typing import Any
+
+from efficy_sync_tools.commands._aws import EXIT_FAILED, CliError, cli_command
 
 QUEUES = {
     # name: (source env var, source output, DLQ output)
@@ -25,61 +32,65 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _urls(name: str) -> tuple[str, str]:
-    """Source and DLQ URLs: from the stack's outputs, or the environment (DLQ found by redrive policy)."""
-    import json
-
+    """(source queue URL, dead-letter queue URL): the environment or the stack's outputs for the source; the
+    source's redrive policy for its DLQ (what SQS really uses), else the stack's DLQ output."""
     from efficy_sync.aws import client
+
+    from efficy_sync_tools.commands._aws import stack_output
 
     env_var, source_output, dlq_output = QUEUES[name]
     sqs = client("sqs")
-    source = os.environ.get(env_var) or _output(source_output)
-    policy = sqs.get_queue_attributes(QueueUrl=source, AttributeNames=["RedrivePolicy"])["Attributes"]["RedrivePolicy"]
-    dlq_arn = json.loads(policy)["deadLetterTargetArn"]
-    dlq = sqs.get_queue_url(QueueName=dlq_arn.rsplit(":", 1)[1])["QueueUrl"]
-    return source, dlq or _output(dlq_output)
+    source = os.environ.get(env_var) or stack_output(source_output)
+    attrs = sqs.get_queue_attributes(QueueUrl=source, AttributeNames=["RedrivePolicy"]).get("Attributes", {})
+    if attrs.get("RedrivePolicy"):
+        dlq_name = json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"].rsplit(":", 1)[1]
+        return source, sqs.get_queue_url(QueueName=dlq_name)["QueueUrl"]
+    try:
+        return source, stack_output(dlq_output)
+    except CliError:
+        raise CliError(f"the {name} queue has no dead-letter queue (no redrive policy on {source})") from None
 
 
-def _output(name: str) -> str:
-    from efficy_sync.aws import client
-
-    stack = os.environ.get("EFFICY_SYNC_STACK", "efficy-sync")
-    outputs = client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0].get("Outputs", [])
-    for output in outputs:
-        if output["OutputKey"] == name:
-            return output["OutputValue"]
-    raise LookupError(f"stack {stack} has no output {name}; set the queue URL in the environment")
+def _names(queue: str) -> list[str]:
+    return list(QUEUES) if queue == "all" else [queue]
 
 
+@cli_command
 def redrive_command(args: argparse.Namespace) -> int:
     from efficy_sync.aws import client
 
     from efficy_sync_tools.redrive import redrive
 
-    names = list(QUEUES) if args.queue == "all" else [args.queue]
-    status = 0
-    for name in names:
-        try:
-            source, dlq = _urls(name)
-        except Exception as exc:
-            print(f"{name}: cannot find the queues: {exc}", file=sys.stderr)
-            status = 1
-            continue
+    results: dict[str, dict[str, Any]] = {}
+    for name in _names(args.queue):
+        source, dlq = _urls(name)
         report = redrive(client("sqs"), dlq, source, limit=args.limit)
-        print(
-            f"{name}: moved {report.moved} message(s) back to the queue"
-            + (f", {report.failed} failed" if report.failed else "")
-        )
-        status = status or (1 if report.failed else 0)
-    return status
+        results[name] = {"moved": report.moved, "failed": report.failed}
+    if args.output == "json":
+        print(json.dumps({"queues": results}, indent=2))
+    else:
+        for name, r in results.items():
+            print(
+                f"{name}: moved {r['moved']} message(s) back to the queue"
+                + (f", {r['failed']} failed" if r["failed"] else "")
+            )
+    return EXIT_FAILED if any(r["failed"] for r in results.values()) else 0
 
 
+@cli_command
 def count_command(args: argparse.Namespace) -> int:
     from efficy_sync.aws import client
 
+    counts: dict[str, int] = {}
     for name in QUEUES:
         _, dlq = _urls(name)
         attrs = client("sqs").get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])[
             "Attributes"
         ]
-        print(f"{name}: {attrs['ApproximateNumberOfMessages']} message(s) in the dead-letter queue")
+        counts[name] = int(attrs["ApproximateNumberOfMessages"])
+    if args.output == "json":
+        print(json.dumps({"queues": counts}, indent=2))
+    else:
+        for name, n in counts.items():
+            print(f"{name}: {n} message(s) in the dead-letter queue")
     return 0

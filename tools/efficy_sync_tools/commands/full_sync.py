@@ -19,9 +19,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from efficy_sync_tools.commands._aws import CliError, cli_command
+from efficy_sync_tools.commands._aws import EXIT_REFUSED, CliError, cli_command
 
-REFUSED = 2  # exit code of a refused start (another full sync of the integration runs)
+REFUSED = EXIT_REFUSED  # a refused start (another full sync of the integration runs); not 2, argparse's usage error
 BAR_WIDTH = 28
 
 
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     status.set_defaults(func=status_command)
     cancel = actions.add_parser("cancel", help="stop the running full sync; parked real-time changes resume")
     cancel.add_argument("integration_id", metavar="ID")
-    cancel.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the clean-up (default 60)")
+    cancel.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the run to end (default 30)")
     cancel.set_defaults(func=cancel_command)
     for parser in (start, status):
         parser.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
@@ -125,6 +125,16 @@ def start_command(args: argparse.Namespace) -> int:
         "executionArn"
     ]
     kind = "dry run" if args.dry_run else "full sync"
+    if args.output == "json":
+        if not args.follow:
+            document = {"integration_id": integration_id, "execution_name": name, "execution_arn": arn}
+            print(json.dumps({**document, "dry_run": bool(args.dry_run)}, indent=2))
+            return 0
+        run = _wait_for_run(runs, integration_id, arn)
+        while (current := runs.get(integration_id, run.run_id) or run).active:
+            time.sleep(args.interval)
+        print(json.dumps(_status_document(current), indent=2, default=str))
+        return 0 if current.status == "succeeded" else 1
     print(f"Started a {kind} of {integration_id} (execution {name}).", flush=True)
     if not args.follow:
         print(f"  Watch it: efficy-sync full-sync status {integration_id} --follow")
@@ -162,11 +172,14 @@ def status_command(args: argparse.Namespace) -> int:
     run = runs.get(args.integration_id, args.run) if args.run else runs.latest(args.integration_id)
     if run is None:
         which = f"run {args.run}" if args.run else "full sync"
-        print(f"No {which} of {args.integration_id} found.")
+        if args.format == "json":
+            print(json.dumps({"integration_id": args.integration_id, "run_id": args.run, "status": None}, indent=2))
+        else:
+            print(f"No {which} of {args.integration_id} found.")
         return 0 if not args.run else 1
     if args.format == "json":
         print(json.dumps(_status_document(run), indent=2, default=str))
-        return 0
+        return 0 if run.status in ("running", "succeeded") else 1
     if args.follow and run.active:
         return _follow(runs, run, args.interval)
     for line in progress_lines(run, _parked(args.integration_id) if run.active else 0):
@@ -263,14 +276,22 @@ def progress_lines(run: Any, deferred_persons: int, now: datetime | None = None)
     read = c.get("persons", 0)
     eta = _eta(run, read, now)
     kind = "dry run" if run.dry_run else "full sync"
+    # a dry run writes nothing: its counters are what a real run would do
+    verbs = {"synced": "would sync", "created": "would create", "updated": "would update"} if run.dry_run else {}
+    verbs = {"synced": "synced", "created": "created", "updated": "updated", **verbs}
     pages = f"{done}/{total} pages" if total else "planning..."
     estimate = f" of ~{run.persons_estimate:,}" if run.persons_estimate else ""
+    tail = ""
+    if run.active and total and done >= total:
+        tail = "  every page done; finishing (page boundaries, query tags, report)"
+    elif run.active and eta is not None:
+        tail = f"  ETA {_clock(eta)}"
     return [
         f"{kind} of {run.integration_id}  run {run.run_id}  {run.status.upper()}  elapsed {_clock(elapsed)}",
-        f"[{bar}] {pages} {fraction:>4.0%}" + (f"  ETA {_clock(eta)}" if eta is not None and run.active else ""),
-        f"  persons: {synced:,} synced ({c.get('created', 0):,} created, {c.get('updated', 0):,} updated, "
-        f"{c.get('unchanged', 0):,} unchanged) · {c.get('skipped', 0):,} skipped · {c.get('failed', 0):,} failed"
-        f" · {read:,} read{estimate}",
+        f"[{bar}] {pages} {fraction:>4.0%}" + tail,
+        f"  persons: {synced:,} {verbs['synced']} ({c.get('created', 0):,} {verbs['created']}, "
+        f"{c.get('updated', 0):,} {verbs['updated']}, {c.get('unchanged', 0):,} unchanged) · "
+        f"{c.get('skipped', 0):,} skipped · {c.get('failed', 0):,} failed · {read:,} read{estimate}",
         f"  deferred real-time changes: {plural(c.get('parked_messages', 0), 'message')}"
         + (
             f" ({plural(deferred_persons, 'person')} waiting)"
@@ -293,14 +314,22 @@ def _seconds_since(start: str | None, end: str | None, now: datetime) -> float:
 
 
 def _eta(run: Any, read: int, now: datetime) -> float | None:
-    """From the persons rate since planning ended (pages report when done, so early on there is no ETA)."""
+    """Seconds left: the persons still to read at the rate one page worker reads them, times the workers that
+    can still run (pages report when done, so early on there is no ETA).
+
+    The rate of the whole run would promise too much at the end: `max_concurrency` pages run at once while
+    there are that many left, but the last pages run alone, each at one worker's pace."""
     if not run.persons_estimate or not read or not run.planned_at:
         return None
     spent = _seconds_since(run.planned_at, None, now)
     if spent <= 0:
         return None
+    total = run.pages_total or 0
+    workers = max(1, min(run.max_concurrency or 1, total or 1))
+    per_worker = read / spent / workers
+    pages_left = max(1, total - run.counters.get("pages_done", 0)) if total else workers
     remaining = max(0, run.persons_estimate - read)
-    return remaining * spent / read
+    return remaining / (per_worker * min(workers, pages_left))
 
 
 def _clock(seconds: float | None) -> str:
@@ -315,14 +344,23 @@ def _clock(seconds: float | None) -> str:
 # ---- cancel -----------------------------------------------------------------------------------------------
 @cli_command
 def cancel_command(args: argparse.Namespace) -> int:
+    """Stops the execution and ends the run here and now (the same idempotent clean-up EventBridge and the
+    sweeper run later find done), so that `status` says CANCELLED as soon as this returns."""
+    from efficy_sync.fullsync.lifecycle import FullSync
+    from efficy_sync.fullsync.report import plural
+
     integration_id = args.integration_id
     _check_integration(integration_id)
     runs = _runs()
     lock = runs.lock(integration_id)
     if lock is None or not lock.held:
-        print(f"No full sync of {integration_id} is running: nothing to cancel.")
+        if args.output == "json":
+            print(json.dumps({"integration_id": integration_id, "cancelled": False, "reason": "not running"}))
+        else:
+            print(f"No full sync of {integration_id} is running: nothing to cancel.")
         return 1
     described = _execution_status(lock.execution_arn)
+    stopped = False
     if described is not None and described["status"] == "RUNNING":
         user = os.environ.get("EFFICY_SYNC_USER") or os.environ.get("USER") or "an admin"
         _sfn().stop_execution(
@@ -330,29 +368,46 @@ def cancel_command(args: argparse.Namespace) -> int:
             error="Cancelled",
             cause=f"cancelled by {user} with efficy-sync full-sync cancel",
         )
-        print(f"Stopped execution {_short(lock.execution_arn)} (run {lock.run_id}).", flush=True)
-    else:
-        # The execution has already ended but nobody cleaned up (EventBridge missed it): do it here.
-        from efficy_sync.fullsync.lifecycle import FullSync
-
-        status = described["status"] if described is not None else "ABORTED"
-        FullSync.from_settings().execution_ended(lock.execution_arn, status)
-    deadline = time.monotonic() + args.wait
+        stopped = True
+        described = _execution_status(lock.execution_arn)
+    status = described["status"] if described is not None and described["status"] != "RUNNING" else "ABORTED"
+    FullSync.from_settings().execution_ended(lock.execution_arn, status)
+    deadline = time.monotonic() + max(0.0, args.wait)
     run = runs.get(integration_id, lock.run_id)
     while run is not None and run.active and time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.3)
         run = runs.get(integration_id, lock.run_id)
+    in_flight = 0
+    if run is not None and run.pages_total:
+        in_flight = max(0, min(run.max_concurrency or 0, run.pages_total - len(run.pages_counted)))
+    document = {
+        "integration_id": integration_id,
+        "run_id": lock.run_id,
+        "execution": _short(lock.execution_arn),
+        "cancelled": bool(run is not None and not run.active),
+        "status": run.status if run is not None else None,
+        "execution_stopped": stopped,
+        "requeued": run.counters.get("requeued", 0) if run is not None else 0,
+        "pages_winding_down": in_flight,
+    }
+    if args.output == "json":
+        print(json.dumps(document, indent=2))
+        return 0 if document["cancelled"] else 1
+    if stopped:
+        print(f"Stopped execution {document['execution']} (run {lock.run_id}).", flush=True)
     if run is None or run.active:
         print(
-            "The clean-up has not finished yet; the sweeper completes it within minutes "
+            f"The run is still marked running after {args.wait:.0f}s; the sweeper ends it within 5 minutes "
             f"(efficy-sync full-sync status {integration_id})."
         )
-        return 0
-    from efficy_sync.fullsync.report import plural
-
+        return 1
     print(
         f"Full sync of {integration_id} {run.status} (run {run.run_id}): "
-        f"{plural(run.counters.get('requeued', 0), 'deferred real-time change')} re-enqueued; "
-        "real-time sync is running again."
+        f"{plural(document['requeued'], 'deferred real-time change')} re-enqueued; real-time sync is running again."
     )
+    if in_flight:
+        print(
+            f"  Still winding down: up to {in_flight} page worker(s) finish the persons they have already read "
+            "from Efficy, then stop."
+        )
     return 0

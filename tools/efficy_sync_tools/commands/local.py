@@ -19,6 +19,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--ready-file", type=Path, help="write the endpoints and the demo integration here when ready")
     up.add_argument("--quiet", action="store_true", help="only warnings from the handlers")
     up.set_defaults(func=up_command)
+    seed = local_sub.add_parser(
+        "seed",
+        help="create N persons in the running local stack's Efficy simulator; Efficy sends their webhooks",
+        description="Creates N persons in the Efficy simulator of the local stack started with "
+        "`efficy-sync local up --ready-file F` (read from F), with the simulator's webhooks pointed at the "
+        "stack's webhook route of the demo integration, so they reach APSIS One in real time.",
+    )
+    seed.add_argument("count", type=int, metavar="N", help="how many persons")
+    seed.add_argument(
+        "--profiles",
+        type=_profiles,
+        default=None,
+        metavar="ID[,ID...]",
+        help="put every person in these CRM profiles (default: a mix of 12, 13 and 14, the demo's consents)",
+    )
+    seed.add_argument("--start", type=int, default=None, help="first K_CONTACT (default: after the highest one)")
+    seed.add_argument(
+        "--ready-file",
+        type=Path,
+        default=Path(".ready.json"),
+        help="the ready file of `local up` (default .ready.json)",
+    )
+    seed.add_argument("--no-webhooks", action="store_true", help="create them silently (a full sync will find them)")
+    seed.set_defaults(func=seed_command)
+
+
+def _profiles(text: str) -> list[int]:
+    try:
+        return [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"CRM profile ids are whole numbers, comma-separated: {text!r}") from None
 
 
 def write_ready_file(path: Path, ready: dict) -> None:
@@ -42,6 +73,8 @@ def up_command(args: argparse.Namespace) -> int:
         ready = stack.start()
         if args.ready_file:
             write_ready_file(args.ready_file, ready)
+        if getattr(args, "output", "text") == "json":  # the ready document on stdout, for a script to read
+            print(json.dumps(ready), flush=True)
         print(f"efficy-sync local stack ready: api {ready['api_url']}  aws {ready['aws_endpoint']}", file=sys.stderr)
         print(f"  efficy simulator {ready['efficy_url']}  apsis simulator {ready['apsis_url']}", file=sys.stderr)
         print("  Ctrl-C to stop", file=sys.stderr)
@@ -50,4 +83,89 @@ def up_command(args: argparse.Namespace) -> int:
         stack.stop()
         if args.ready_file and args.ready_file.exists():
             args.ready_file.unlink()
+    return 0
+
+
+def seed_persons(start: int, count: int, profiles: list[int] | None) -> list[dict]:
+    """Persons like a small CRM's: about 1 in 7 not opened and 1 in 5 on the Robinson list (neither synced by
+    the demo's conditions), languages and consent profiles mixed unless `profiles` is given."""
+    persons = []
+    for i in range(count):
+        key = start + i
+        persons.append(
+            {
+                "K_CONTACT": key,
+                "NAME": f"Person{key}",
+                "FIRSTNAME": f"Seed{key}",
+                "EMAIL1": f"person{key}@example.com",
+                "MOBILE": f"+3247{key % 10_000_000:07d}",
+                "LANGUAGE": "EN" if key % 2 else "FR",
+                "OPENED": "0" if key % 7 == 0 else "1",
+                "ROBINSON": "1" if key % 5 == 0 else "0",
+                "profiles": list(profiles)
+                if profiles is not None
+                else [p for p, on in ((12, key % 2 == 1), (13, key % 3 == 0), (14, key % 4 == 0)) if on],
+            }
+        )
+    return persons
+
+
+def seed_command(args: argparse.Namespace) -> int:
+    import requests
+
+    from efficy_sync_tools.commands._aws import EXIT_UNREACHABLE, fail
+
+    if args.count < 1:
+        return fail("N must be at least 1")
+    try:
+        ready = json.loads(args.ready_file.read_text())
+        efficy, api_url, demo = ready["efficy_url"], ready["api_url"], ready["demo"]
+    except FileNotFoundError:
+        return fail(
+            f"{args.ready_file}: no such file; start the local stack first: "
+            f"efficy-sync local up --ready-file {args.ready_file}"
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        return fail(f"{args.ready_file} is not a ready file of `efficy-sync local up` ({exc})")
+    http = requests.Session()
+    try:
+        existing = http.get(f"{efficy}/_sim/persons", timeout=10).json()["persons"]
+        start = args.start or max([1000, *(int(p["K_CONTACT"]) for p in existing)]) + 1
+        webhook = f"{api_url}/integrations/{demo['integration_id']}/efficy/webhook"
+        if not args.no_webhooks:
+            http.post(
+                f"{efficy}/_sim/webhooks",
+                json={"url": webhook, "secret": demo["webhook_secret"], "mode": "hmac", "batch_ms": 200},
+                timeout=10,
+            ).raise_for_status()
+        persons = seed_persons(start, args.count, args.profiles)
+        for i in range(0, len(persons), 1000):
+            http.post(
+                f"{efficy}/_sim/persons",
+                json={"persons": persons[i : i + 1000], "notify": not args.no_webhooks},
+                timeout=60,
+            ).raise_for_status()
+    except requests.RequestException as exc:
+        return fail(
+            f"the local stack's Efficy simulator did not answer at {efficy} ({exc}); is it running?", EXIT_UNREACHABLE
+        )
+    matching = sum(1 for p in persons if p["OPENED"] == "1" and p["ROBINSON"] == "0")
+    result = {
+        "created": len(persons),
+        "first_key": persons[0]["K_CONTACT"],
+        "last_key": persons[-1]["K_CONTACT"],
+        "matching_demo_conditions": matching,
+        "webhook": None if args.no_webhooks else webhook,
+    }
+    if getattr(args, "output", "text") == "json":
+        print(json.dumps(result, indent=2))
+        return 0
+    print(
+        f"Created {len(persons):,} persons in the Efficy simulator (K_CONTACT {result['first_key']}..{result['last_key']}); "
+        f"{matching:,} of them match the demo's sync conditions (OPENED=1, ROBINSON=0) and should reach APSIS One."
+    )
+    if args.no_webhooks:
+        print("  No webhooks sent: run `efficy-sync full-sync start demo --follow` to sync them.")
+    else:
+        print(f"  Efficy sends their webhooks to {webhook}; watch one: efficy-sync explain demo {result['first_key']}")
     return 0

@@ -158,8 +158,18 @@ def _sync_and_check(
         return True
 
     _wait("the deferred real-time changes to be applied", applied, timeout)
-    say(f"  APSIS One holds all {len(expected):,} matching persons; {len(tagged)} tagged vip")
-    say(f"  the {len(edited)} changes made during the sync were applied after it (newest data wins)")
+    c = run.counters
+    synced = c.get("created", 0) + c.get("updated", 0) + c.get("unchanged", 0)
+    earlier = synced - len(expected)  # the run reads the whole CRM: the persons of the real-time steps too
+    also = f" + {earlier:,} matching persons seeded before this step = the {synced:,} synced" if earlier else ""
+    say(
+        f"  APSIS One holds all {len(expected):,} matching persons of the {len(persons) - len(deleted):,} left "
+        f"here{also}; {len(tagged)} tagged vip (those of the {len(vip)} VIP query members who match)"
+    )
+    say(
+        f"  the {len(edited)} edits and {len(deleted)} deletes made during the sync (the "
+        f"{c.get('parked_messages', 0):,} deferred messages) were applied after it (newest data wins)"
+    )
 
 
 def _run_of(runs: Any, arn: str) -> Any:

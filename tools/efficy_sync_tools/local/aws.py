@@ -87,13 +87,21 @@ def client(service: str, endpoint: str, region: str) -> Any:
     )
 
 
-def deploy(template: SamTemplate, endpoint: str, region: str, stack_name: str = "efficy-sync") -> DeployedStack:
-    """`sam package` + `sam deploy` against moto, then the fixes for moto's known gaps."""
+def deploy(
+    template: SamTemplate,
+    endpoint: str,
+    region: str,
+    stack_name: str = "efficy-sync",
+    output_values: dict[str, str] | None = None,
+) -> DeployedStack:
+    """`sam package` + `sam deploy` against moto, then the fixes for moto's known gaps.
+
+    `output_values` gives the stack outputs that point at emulated resources (the API URL)."""
     s3 = client("s3", endpoint, region)
     bucket = f"{stack_name}-artifacts-{free_port()}"
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
     s3.put_object(Bucket=bucket, Key="code.zip", Body=_tiny_zip())
-    body = template.prepare_for_moto(bucket, "code.zip")
+    body = template.prepare_for_moto(bucket, "code.zip", output_values)
 
     cfn = client("cloudformation", endpoint, region)
     cfn.create_stack(StackName=stack_name, TemplateBody=json.dumps(body), Capabilities=["CAPABILITY_IAM"])
@@ -145,7 +153,10 @@ def _disable_moto_triggers(endpoint: str, region: str) -> None:
 
 
 def _create_state_machines(template: SamTemplate, stack: DeployedStack, endpoint: str, region: str) -> None:
-    """moto's CloudFormation puts state machines where the executing interpreter cannot see them."""
+    """moto's CloudFormation puts state machines where the executing interpreter cannot see them.
+
+    The executable copy takes the name (and so the ARN) CloudFormation gave the template's state machine, so the
+    stack's resources and outputs name the machine that runs, as on AWS."""
     sfn = client("stepfunctions", endpoint, region)
     lam = client("lambda", endpoint, region)
     for logical_id, spec in template.state_machines().items():
@@ -153,9 +164,9 @@ def _create_state_machines(template: SamTemplate, stack: DeployedStack, endpoint
         for name, value in spec["substitutions"].items():
             definition = definition.replace("${" + name + "}", _resolve(value, stack, lam))
         role = f"arn:aws:iam::123456789012:role/{stack.name}-{logical_id}"
-        arn = sfn.create_state_machine(name=f"{stack.name}-{logical_id}", definition=definition, roleArn=role)[
-            "stateMachineArn"
-        ]
+        cfn_arn = stack.physical.get(logical_id, "")
+        name = cfn_arn.rsplit(":", 1)[-1] if cfn_arn.startswith("arn:") else f"{stack.name}-{logical_id}"
+        arn = sfn.create_state_machine(name=name, definition=definition, roleArn=role)["stateMachineArn"]
         stack.state_machines[logical_id] = arn
 
 

@@ -60,7 +60,7 @@ class LocalStack:
     def start(self) -> dict[str, Any]:
         started = time.monotonic()
         self._environment()
-        from .aws import MotoServer, client, deploy
+        from .aws import MotoServer, client, deploy, free_port
         from .lambdas import FunctionRouter
         from .template import SamTemplate
 
@@ -68,7 +68,11 @@ class LocalStack:
         os.environ["AWS_ENDPOINT_URL"] = self.moto.endpoint
         self._reset_shared_clients()
         self.template = SamTemplate.load(self.root / "template.yaml")
-        self.stack = deploy(self.template, self.moto.endpoint, self.region, self.stack_name)
+        # The HTTP front's port is chosen first, so that the stack's ApiUrl output names it, as on AWS.
+        self.front_port = free_port()
+        self.stack = deploy(
+            self.template, self.moto.endpoint, self.region, self.stack_name, {"ApiUrl": self._api_url()}
+        )
         self._function_environment()
         self.router = FunctionRouter(self.template.functions(), self.stack.functions, self.region)
         self.router.patch_moto()
@@ -133,11 +137,16 @@ class LocalStack:
         self.efficy = EfficySimulator(api_key=self.efficy_api_key).start()
         self.apsis = ApsisSimulator(client_id=self.apsis_client_id, client_secret=self.apsis_client_secret).start()
 
+    def _stage(self) -> str:
+        return str(self.template.raw.get("Parameters", {}).get("Stage", {}).get("Default", "dev"))
+
+    def _api_url(self) -> str:
+        return f"http://127.0.0.1:{self.front_port}/{self._stage()}"
+
     def _start_front(self) -> None:
         from .front import ApiFront
 
-        stage = str(self.template.raw.get("Parameters", {}).get("Stage", {}).get("Default", "dev"))
-        self.front = ApiFront(self.template.api_routes(), self.router, stage=stage)
+        self.front = ApiFront(self.template.api_routes(), self.router, stage=self._stage(), port=self.front_port)
         self.front.start()
 
     def _create_demo_integration(self) -> dict[str, Any]:

@@ -165,8 +165,12 @@ class SamTemplate:
             out[logical_id] = {"definition": definition, "substitutions": props.get("DefinitionSubstitutions", {})}
         return out
 
-    def prepare_for_moto(self, bucket: str, key: str) -> dict[str, Any]:
-        """What `sam package` + the SAM transform would hand to CloudFormation, computed offline."""
+    def prepare_for_moto(self, bucket: str, key: str, output_values: dict[str, str] | None = None) -> dict[str, Any]:
+        """What `sam package` + the SAM transform would hand to CloudFormation, computed offline.
+
+        The outputs stay, so the CLI finds the local stack's resources the way it finds a deployed stack's;
+        an output that points at an emulated resource (the API URL) takes its value from `output_values`
+        (the local stack knows it), or is left out when none is given."""
         tpl = _plain(copy.deepcopy(self.raw))
         for res in tpl.get("Resources", {}).values():
             props = res.get("Properties", {})
@@ -177,11 +181,38 @@ class SamTemplate:
             elif res.get("Type") == "AWS::Serverless::StateMachine" and "DefinitionUri" in props:
                 props["Definition"] = json.loads((self.root / props.pop("DefinitionUri")).read_text())
         transformed = sam_transform(tpl)
-        transformed["Resources"] = {
-            k: v for k, v in transformed["Resources"].items() if not v["Type"].startswith(EMULATED_PREFIXES)
-        }
-        transformed.pop("Outputs", None)  # they point at emulated resources (the API URL); the stack knows better
+        emulated = {k for k, v in transformed["Resources"].items() if v["Type"].startswith(EMULATED_PREFIXES)}
+        transformed["Resources"] = {k: v for k, v in transformed["Resources"].items() if k not in emulated}
+        outputs: dict[str, Any] = {}
+        for name, output in transformed.get("Outputs", {}).items():
+            if name in (output_values or {}):
+                outputs[name] = {**output, "Value": output_values[name]}  # type: ignore[index]
+            elif not referenced_ids(output.get("Value")) & emulated:
+                outputs[name] = output
+        transformed["Outputs"] = outputs
         return transformed
+
+
+def referenced_ids(node: Any) -> set[str]:
+    """Logical ids a template value refers to (Ref, Fn::GetAtt, ${Name} in Fn::Sub); pseudo parameters too."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Ref" and isinstance(value, str):
+                found.add(value)
+            elif key == "Fn::GetAtt":
+                found.add(value[0] if isinstance(value, list) else str(value).split(".")[0])
+            elif key == "Fn::Sub":
+                text = value[0] if isinstance(value, list) else value
+                found |= {m.split(".")[0] for m in re.findall(r"\$\{([^}!]+)\}", str(text))}
+                if isinstance(value, list) and len(value) > 1:
+                    found |= referenced_ids(value[1])
+            else:
+                found |= referenced_ids(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= referenced_ids(value)
+    return found
 
 
 def rate_to_seconds(expression: str) -> int:

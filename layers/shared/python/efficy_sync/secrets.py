@@ -19,7 +19,14 @@ def _provider() -> Any:
 
 
 def get_secret(name: str) -> str:
-    return _provider().get(name, max_age=int(settings().cache_seconds))
+    """The secret's value; a failure names the secret (Secrets Manager's own message does not), so a full sync
+    that cannot read one says which. The error keeps powertools' class for the callers that catch it."""
+    from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
+    try:
+        return _provider().get(name, max_age=int(settings().cache_seconds))
+    except GetParameterError as exc:
+        raise GetParameterError(f"secret {name!r} could not be read from Secrets Manager: {exc}") from exc
 
 
 def get_json_secret(name: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from ..config import IntegrationConfig
 from ..connections import apsis_client, efficy_client
 from ..mapping import Desired, map_person
 from ..settings import settings
-from ..store.configs import ConfigStore
+from ..store.configs import ConfigStore, UnknownIntegration
 from ..store.persons import PersonStateStore
 from ..worker import needed_fields
 from .page import Pace, PacedApsis, sync_page, worker_rate
@@ -44,6 +44,46 @@ class TooManyPagesFailed(Exception):
 
 class RunNotFound(Exception):
     pass
+
+
+class InvalidSyncInput(ValueError):
+    """The execution's input is not {"integration_id": "<id>", "dry_run": false}; the message names what is wrong.
+
+    An admin may start an execution by hand (console, `aws stepfunctions start-execution`): the failed execution
+    must say what to fix, not show a KeyError."""
+
+
+SYNC_INPUT_EXAMPLE = '{"integration_id": "acme-eu", "dry_run": false}'
+_INPUT_KEYS = ("integration_id", "dry_run")
+
+
+def parse_sync_input(sync_input: Any) -> tuple[str, bool]:
+    """(integration_id, dry_run) from a full-sync execution's input; InvalidSyncInput naming the problem."""
+    if not isinstance(sync_input, dict):
+        raise InvalidSyncInput(
+            f"the full-sync input must be a JSON object like {SYNC_INPUT_EXAMPLE}, not {type(sync_input).__name__}"
+        )
+    problems = []
+    unknown = [k for k in sync_input if k not in _INPUT_KEYS]
+    integration_id = sync_input.get("integration_id")
+    if not isinstance(integration_id, str) or not integration_id.strip():
+        found = "missing" if integration_id is None else f"{integration_id!r} is not an integration id"
+        hint = [f"{k!r} (did you mean 'integration_id'?)" for k in unknown if _looks_like(k, "integration_id")]
+        problems.append(f"integration_id is {found}" + (f"; found {', '.join(hint)}" if hint else ""))
+    dry_run = sync_input.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        problems.append(f"dry_run must be true or false, not {dry_run!r}")
+    others = [k for k in unknown if not _looks_like(k, "integration_id")]
+    if others:
+        problems.append(f"unknown key(s) {', '.join(map(repr, others))} (allowed: {', '.join(_INPUT_KEYS)})")
+    if problems:
+        raise InvalidSyncInput(f"invalid full-sync input: {'; '.join(problems)}. Expected {SYNC_INPUT_EXAMPLE}")
+    return str(integration_id).strip(), bool(dry_run)
+
+
+def _looks_like(key: str, wanted: str) -> bool:
+    """integrationId, IntegrationID, integration-id ... for integration_id."""
+    return key.replace("_", "").replace("-", "").lower() == wanted.replace("_", "").lower()
 
 
 @dataclass
@@ -76,12 +116,18 @@ class FullSync:
 
     # ---- steps --------------------------------------------------------------------------------------------
     def begin(self, sync_input: dict[str, Any], execution_arn: str) -> dict[str, Any]:
-        integration_id = str(sync_input["integration_id"])
-        cfg, version = self.configs.current(integration_id)
+        integration_id, dry_run = parse_sync_input(sync_input)
+        try:
+            cfg, version = self.configs.current(integration_id)
+        except UnknownIntegration:
+            raise InvalidSyncInput(
+                f"invalid full-sync input: integration_id {integration_id!r} has no config "
+                f"(apply one with `efficy-sync config apply FILE`; `efficy-sync config list` shows the known ones)"
+            ) from None
         run = self.runs.begin(
             integration_id,
             execution_arn,
-            dry_run=bool(sync_input.get("dry_run", False)),
+            dry_run=dry_run,
             config_version=version,
             write_mode=cfg.full_sync.write_mode,
             max_concurrency=cfg.full_sync.max_concurrency,

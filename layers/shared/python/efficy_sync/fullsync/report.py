@@ -189,7 +189,11 @@ def render_report(report: Mapping[str, Any]) -> list[str]:
         )
     imports = report.get("imports", {})
     if imports.get("files"):
-        lines.append(f"  bulk imports: {imports['files']} file(s), {imports['rows']:,} rows")
+        # a page with few changed persons writes them one by one: say so, or the rows look like lost persons
+        written = persons.get("created", 0) + persons.get("updated", 0)
+        rest = written - imports["rows"]
+        one_by_one = f"; the other {rest:,} written person by person (pages with few changes)" if rest > 0 else ""
+        lines.append(f"  bulk imports: {imports['files']} file(s), {imports['rows']:,} rows{one_by_one}")
     if report.get("error"):
         lines.append(f"  error: {report['error'].get('Error')}: {report['error'].get('Cause')}")
     if dry:

@@ -1,0 +1,390 @@
+"""Every command the README and docs/runbook.md name, run as a user runs it: on `efficy-sync local up
+--ready-file F`, with ONLY the environment the README gives (PATH, HOME, AWS_ENDPOINT_URL, AWS_REGION and
+dummy credentials). No table, queue or state-machine name is passed: the CLI must find them through the
+stack, as it does on AWS. Where a test here needs a name a user would not have, the README or the product
+is wrong.
+
+One stack for the module, started the way the README says; each test works on persons and integrations of
+its own, so the order of the tests does not matter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+import yaml
+from cfnlint.decode import cfn_yaml
+
+from tests.support import ROOT, wait_for
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(240)]
+
+BIN = Path(sys.executable).parent
+TEMPLATE = ROOT / "template.yaml"
+
+
+class UserStack:
+    """The local stack as a user sees it: the ready file, and a shell with the README's environment only."""
+
+    def __init__(self, ready_file: Path, ready: dict[str, Any], process: subprocess.Popen, home: Path) -> None:
+        self.ready_file = ready_file
+        self.ready = ready
+        self.process = process
+        self.home = home
+        self.http = requests.Session()
+
+    def env(self) -> dict[str, str]:
+        """README, "Quick start": AWS_ENDPOINT_URL=<aws_endpoint> AWS_REGION=<region>, dummy credentials."""
+        return {
+            "PATH": f"{BIN}{os.pathsep}/usr/bin{os.pathsep}/bin",
+            "HOME": str(self.home),
+            "AWS_ENDPOINT_URL": self.ready["aws_endpoint"],
+            "AWS_REGION": self.ready["region"],
+            "AWS_ACCESS_KEY_ID": "dummy",
+            "AWS_SECRET_ACCESS_KEY": "dummy",
+        }
+
+    def cli(self, *args: str, expect: int | None = 0, timeout: float = 120) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            ["efficy-sync", *args],
+            env=self.env(),
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if expect is not None and result.returncode != expect:
+            raise AssertionError(
+                f"efficy-sync {' '.join(args)} exited {result.returncode}, not {expect}:\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def json(self, *args: str, expect: int | None = 0) -> Any:
+        return json.loads(self.cli(*args, "--output", "json", expect=expect).stdout)
+
+    def aws(self, service: str) -> Any:
+        """What `aws <service> ...` would use in the same shell: the endpoint, region and credentials only."""
+        env = self.env()
+        return boto3.session.Session(
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_REGION"],
+        ).client(service, endpoint_url=env["AWS_ENDPOINT_URL"])
+
+    def outputs(self) -> dict[str, str]:
+        stack = self.aws("cloudformation").describe_stacks(StackName="efficy-sync")["Stacks"][0]
+        return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+    def profile(self, key: int) -> dict[str, Any] | None:
+        r = self.http.get(f"{self.ready['apsis_url']}/_sim/profiles/com.apsis1.keyspaces.crm-id/{key}", timeout=10)
+        return r.json() if r.status_code == 200 else None
+
+    def own_integration(self, workdir: Path, **changes: Any) -> str:
+        """README: a config of one's own may reuse the demo's secrets (the same simulators)."""
+        shown = yaml.safe_load(self.cli("config", "show", "demo").stdout)
+        integration_id = f"doc-{uuid.uuid4().hex[:8]}"
+        shown.update(integration_id=integration_id, **changes)
+        path = workdir / f"{integration_id}.yaml"
+        path.write_text(yaml.safe_dump(shown, sort_keys=False))
+        self.cli("config", "apply", str(path))
+        return integration_id
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserStack]:
+    """README: `.venv/bin/efficy-sync local up --ready-file .ready.json`, kept running."""
+    home = tmp_path_factory.mktemp("home")
+    ready_file = home / ".ready.json"
+    log = (home / "stack.log").open("w")
+    stack_env = {
+        "PATH": f"{BIN}{os.pathsep}/usr/bin{os.pathsep}/bin",
+        "HOME": str(home),
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "PYTHONWARNINGS": "ignore",
+    }
+    process = subprocess.Popen(
+        ["efficy-sync", "local", "up", "--quiet", "--ready-file", str(ready_file)],
+        cwd=ROOT,
+        env=stack_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    while not ready_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"local stack did not start:\n{(home / 'stack.log').read_text()[-4000:]}")
+        time.sleep(0.2)
+    running = UserStack(ready_file, json.loads(ready_file.read_text()), process, home)
+    yield running
+    running.stop()
+
+
+def seed(user: UserStack, n: int, *flags: str) -> tuple[int, int]:
+    """README: `efficy-sync local seed N`; returns the first and last key created."""
+    created = user.json("local", "seed", str(n), "--ready-file", str(user.ready_file), *flags)
+    assert created["created"] == n
+    return created["first_key"], created["last_key"]
+
+
+# ---- the stack is named as template.yaml names it ----------------------------------------------------------
+
+
+def test_every_resource_and_output_keeps_the_template_name(user: UserStack) -> None:
+    template = cfn_yaml.loads(TEMPLATE.read_text(), str(TEMPLATE))
+    outputs = user.outputs()
+    assert set(template["Outputs"]) <= set(outputs), set(template["Outputs"]) - set(outputs)
+    assert outputs["ApiUrl"] == user.ready["api_url"]
+
+    def resolved(value: Any) -> str:
+        text = value["Fn::Sub"] if isinstance(value, dict) else value
+        return text.replace("${AWS::StackName}", "efficy-sync").replace("${IntegrationId}", "demo")
+
+    named = {
+        "QueueName": "AWS::SQS::Queue",
+        "Name": "AWS::Serverless::StateMachine",
+        "LogGroupName": "AWS::Logs::LogGroup",
+        "TopicName": "AWS::SNS::Topic",
+    }
+    resources = {
+        r["LogicalResourceId"]: r.get("PhysicalResourceId", "")
+        for r in user.aws("cloudformation").describe_stack_resources(StackName="efficy-sync")["StackResources"]
+    }
+    checked = 0
+    for logical_id, resource in template["Resources"].items():
+        for prop, kind in named.items():
+            if resource["Type"] == kind and prop in resource.get("Properties", {}):
+                want = resolved(resource["Properties"][prop])
+                if "${" in want:
+                    continue  # named after another resource's generated name (a function's log group)
+                physical = resources[logical_id]  # a queue's URL, a state machine's or topic's ARN, a log group's name
+                if prop == "QueueName":
+                    physical = physical.rsplit("/", 1)[-1]
+                elif physical.startswith("arn:"):
+                    physical = physical.rsplit(":", 1)[-1]
+                assert physical == want, logical_id
+                checked += 1
+    assert checked >= 3  # two queues and the state machine
+    assert outputs["FullSyncStateMachineArn"].endswith(":stateMachine:efficy-sync-full-sync")
+    machines = user.aws("stepfunctions").list_state_machines()["stateMachines"]
+    assert outputs["FullSyncStateMachineArn"] in {m["stateMachineArn"] for m in machines}
+    # The secrets the template creates for its first integration exist under the template's names.
+    secrets = {s["Name"] for s in user.aws("secretsmanager").list_secrets()["SecretList"]}
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::SecretsManager::Secret":
+            assert resolved(resource["Properties"]["Name"]) in secrets
+
+
+def test_version_and_exit_codes(user: UserStack) -> None:
+    shown = user.cli("--version")
+    assert shown.stdout.startswith("efficy-sync ") and shown.stdout.split()[1][0].isdigit()
+    usage = user.cli("full-sync", "start", expect=2)  # argparse's usage error
+    assert "usage:" in usage.stderr
+    unknown = user.cli("full-sync", "status", "no-such-integration", expect=1)
+    assert "unknown integration 'no-such-integration'" in unknown.stderr and "demo" in unknown.stderr
+    help_text = user.cli("--help").stdout
+    assert "3 refused" in help_text and "2 usage error" in help_text
+
+
+# ---- config -------------------------------------------------------------------------------------------------
+
+
+def test_config_validate_apply_show_list_history(user: UserStack, tmp_path: Path) -> None:
+    shown = user.cli("config", "show", "demo").stdout
+    assert "EMAIL1 -> com.apsis1.attributes.email" in shown
+    assert "K_CONTACT -> the profile key in keyspace com.apsis1.keyspaces.crm-id" in shown
+    data = yaml.safe_load(shown)
+    integration_id = f"doc-{uuid.uuid4().hex[:8]}"
+    data["integration_id"] = integration_id
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    assert "references not checked" in user.cli("config", "validate", str(path)).stdout
+    online = user.json("config", "validate", str(path), "--online")
+    assert online["valid"] and online["references_checked"] > 0
+
+    applied = user.cli("config", "apply", str(path))
+    assert f"applied {integration_id} version 1" in applied.stdout
+    assert f"efficy-sync full-sync start {integration_id} --follow" in applied.stdout  # a new one needs a load
+    assert "config validate" in applied.stderr and "--online" in applied.stderr
+
+    data["field_mappings"] = [m for m in data["field_mappings"] if m["efficy"] != "LANGUAGE"]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    changed = user.json("config", "apply", str(path))
+    assert changed["stored"] and changed["version"] == 2 and changed["full_sync_needed"]
+    assert changed["full_sync_command"] == f"efficy-sync full-sync start {integration_id} --follow"
+
+    data["on_delete"] = "untag" if data.get("on_delete") != "untag" else "ignore"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    quiet = user.cli("config", "apply", str(path))
+    assert "full sync" not in quiet.stdout  # on_delete is not a mapping: nothing to resync
+
+    listed = {i["integration_id"]: i for i in user.json("config", "list")["integrations"]}
+    assert listed[integration_id]["version"] == 3 and "demo" in listed
+    assert integration_id in user.cli("config", "list").stdout
+    history = user.json("config", "history", integration_id)
+    assert [v["version"] for v in history] == [1, 2, 3]
+
+
+def test_config_apply_names_a_secret_that_does_not_exist(user: UserStack, tmp_path: Path) -> None:
+    data = yaml.safe_load(user.cli("config", "show", "demo").stdout)
+    integration_id = f"doc-{uuid.uuid4().hex[:8]}"
+    data["integration_id"] = integration_id
+    data["apsis"]["credentials_secret"] = f"efficy-sync/{integration_id}/apsis"
+    path = tmp_path / "nosecret.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    refused = user.cli("config", "apply", str(path), expect=1)
+    assert f"apsis.credentials_secret: secret 'efficy-sync/{integration_id}/apsis' not found" in refused.stderr
+    assert "nothing stored" in refused.stderr
+    assert integration_id not in {i["integration_id"] for i in user.json("config", "list")["integrations"]}
+
+
+# ---- full sync ---------------------------------------------------------------------------------------------
+
+
+def test_full_sync_start_follow_and_status_json(user: UserStack, tmp_path: Path) -> None:
+    first, _ = seed(user, 12, "--no-webhooks")
+    integration_id = user.own_integration(tmp_path)
+    followed = user.cli("full-sync", "start", integration_id, "--follow", timeout=180)
+    assert "SUCCEEDED" in followed.stdout
+    status = user.json("full-sync", "status", integration_id)
+    assert status["status"] == "succeeded" and status["integration_id"] == integration_id
+    assert status["counters"]["persons"] >= 12
+    # global options go before the command too, as the AWS CLI takes them
+    again = json.loads(user.cli("--output", "json", "full-sync", "status", integration_id).stdout)
+    assert again["run_id"] == status["run_id"]
+    assert user.profile(first + 1) is not None or user.profile(first) is not None
+
+
+def test_dry_run_progress_says_would(user: UserStack, tmp_path: Path) -> None:
+    seed(user, 5, "--no-webhooks")
+    integration_id = user.own_integration(tmp_path)
+    followed = user.cli("full-sync", "start", integration_id, "--dry-run", "--follow", timeout=180)
+    progress = [line for line in followed.stdout.splitlines() if "persons:" in line and "skipped ·" in line]
+    assert progress and all("would create" in line for line in progress), followed.stdout
+    assert not any(" created," in line for line in progress)
+
+
+def test_cancel_returns_once_the_run_has_ended_and_status_agrees(user: UserStack, tmp_path: Path) -> None:
+    seed(user, 30, "--no-webhooks")
+    integration_id = user.own_integration(tmp_path, full_sync={"write_mode": "diff", "page_size": 10})
+    apsis = user.ready["apsis_url"]
+    slow = {"path_regex": r"/sections/[^/]+/profiles$", "method": "POST", "delay_ms": 400}
+    user.http.post(f"{apsis}/_sim/faults", json=slow, timeout=10).raise_for_status()
+    try:
+        started = user.json("full-sync", "start", integration_id)
+        assert started["execution_arn"].startswith(
+            user.outputs()["FullSyncStateMachineArn"].replace(":stateMachine:", ":execution:")
+        )
+        wait_for(
+            "the run to plan its pages",
+            lambda: user.json("full-sync", "status", integration_id).get("pages_total"),
+            timeout=60,
+        )
+        cancelled = user.cli("full-sync", "cancel", integration_id)
+        assert f"Full sync of {integration_id} cancelled" in cancelled.stdout, cancelled.stdout
+        status = user.json("full-sync", "status", integration_id, expect=1)
+        assert status["status"] == "cancelled"
+        # moto's interpreter marks the execution ABORTED between states (AWS does at once); the run did not wait
+        sfn = user.aws("stepfunctions")
+        wait_for(
+            "the execution to show ABORTED",
+            lambda: sfn.describe_execution(executionArn=started["execution_arn"])["status"] == "ABORTED",
+            timeout=60,
+        )
+        # real-time sync of the integration is free again: a new start is not refused
+        nothing = user.cli("full-sync", "cancel", integration_id, expect=1)
+        assert "nothing to cancel" in nothing.stdout
+    finally:
+        user.http.delete(f"{apsis}/_sim/faults", timeout=10)
+
+
+def test_direct_start_with_the_readme_input_and_a_bad_input(user: UserStack) -> None:
+    """README, "Full sync": aws stepfunctions start-execution --state-machine-arn <FullSyncStateMachineArn>
+    --name acme-eu-$(date +%s) --input '{"integration_id": "acme-eu", "dry_run": false}'."""
+    sfn = user.aws("stepfunctions")
+    arn = user.outputs()["FullSyncStateMachineArn"]
+    good = sfn.start_execution(
+        stateMachineArn=arn,
+        name=f"demo-{int(time.time())}-{uuid.uuid4().hex[:4]}",
+        input=json.dumps({"integration_id": "demo", "dry_run": True}),
+    )["executionArn"]
+    ended = wait_for(
+        "the execution to end",
+        lambda: (d := sfn.describe_execution(executionArn=good))["status"] != "RUNNING" and d,
+        timeout=120,
+    )
+    assert ended["status"] == "SUCCEEDED", ended
+    for bad in ({}, {"integrationId": "demo"}):
+        execution = sfn.start_execution(stateMachineArn=arn, name=f"bad-{uuid.uuid4().hex[:8]}", input=json.dumps(bad))[
+            "executionArn"
+        ]
+        failed = wait_for(
+            "the execution to fail",
+            lambda ex=execution: (d := sfn.describe_execution(executionArn=ex))["status"] != "RUNNING" and d,
+            timeout=60,
+        )
+        assert failed["status"] == "FAILED"
+        assert failed["error"] == "InvalidSyncInput", failed
+        assert "integration_id" in failed["cause"] and "KeyError" not in failed["cause"]
+
+
+# ---- one person, health, dead letters ------------------------------------------------------------------------
+
+
+def test_seed_explain_and_health(user: UserStack) -> None:
+    first, last = seed(user, 6)
+    synced = next(k for k in range(first, last + 1) if k % 7 and k % 5)  # OPENED=1, ROBINSON=0
+    wait_for(f"person {synced} in APSIS One", lambda: user.profile(synced), timeout=60)
+    explained = user.cli("explain", "demo", str(synced))
+    assert f"person {synced}" in explained.stdout
+    assert user.json("explain", "demo", str(synced))["person_key"] == str(synced)
+    health = user.json("health", "demo")
+    assert "categories" in health
+    assert "demo" in user.cli("health", "demo").stdout
+    # docs/runbook.md: --check-data, --retry CATEGORY / failures
+    assert user.json("health", "demo", "--check-data")["data_checked"] is True
+    assert "re-queued" in user.cli("health", "demo", "--retry", "failures").stdout
+
+
+def test_dlq_count_and_redrive(user: UserStack) -> None:
+    """docs/runbook.md: `efficy-sync dlq count`, `efficy-sync dlq redrive --queue contact`."""
+    first, _ = seed(user, 1, "--no-webhooks", "--profiles", "12")
+    dlq = user.outputs()["ContactChangesDLQUrl"]
+    change = {"integration_id": "demo", "person_key": first, "operation": "Update", "source": "webhook"}
+    user.aws("sqs").send_message(
+        QueueUrl=dlq, MessageBody=json.dumps(change), MessageGroupId=f"demo#{first}", MessageDeduplicationId="d1"
+    )
+    counted = user.json("dlq", "count")
+    assert counted["queues"]["contact"] == 1 and "optout" in counted["queues"]
+    assert "contact: 1 message(s)" in user.cli("dlq", "count").stdout
+    moved = user.cli("dlq", "redrive", "--queue", "contact")
+    assert "contact: moved 1 message(s)" in moved.stdout
+    assert user.json("dlq", "count")["queues"]["contact"] == 0
+    # the worker applies the redriven change: the person reaches APSIS One
+    wait_for(f"person {first} in APSIS One", lambda: user.profile(first), timeout=60)
+    assert user.json("dlq", "redrive", "--queue", "optout", "--limit", "10")["queues"]["optout"]["moved"] == 0
