@@ -242,8 +242,8 @@ def test_apsis_retry_after_is_capped_and_bounded_by_the_deadline(sleeps: list[fl
 
 
 # ---- one factory per client (11.7) ------------------------------------------------------------------------------
-def test_the_factories_carry_every_setting_of_the_config() -> None:
-    cfg = IntegrationConfig.model_validate(
+def acme() -> IntegrationConfig:
+    return IntegrationConfig.model_validate(
         {
             "integration_id": "acme",
             "efficy": {
@@ -264,6 +264,10 @@ def test_the_factories_carry_every_setting_of_the_config() -> None:
             },
         }
     )
+
+
+def test_the_factories_carry_every_setting_of_the_config() -> None:
+    cfg = acme()
     efficy = EfficyClient.from_config(cfg, api_key="k", policy=FAST)
     assert (efficy.not_found_codes, efficy.relation_missing_codes, efficy.relation_exists_codes) == (
         {"GONE"},
@@ -273,3 +277,13 @@ def test_the_factories_carry_every_setting_of_the_config() -> None:
     assert (efficy.customer, efficy.profile_detail, efficy.policy) == ("acme", "Prof2", FAST)
     apsis = ApsisClient.from_config(cfg, credentials={"client_id": "i", "client_secret": "s"}, policy=FAST)
     assert (apsis.profile_tags_path, apsis.section, apsis.policy) == ("/tags/{keyspace}/{key}/{section}", SECTION, FAST)
+
+
+def test_the_cli_builds_its_clients_with_the_factories(monkeypatch: pytest.MonkeyPatch) -> None:
+    from efficy_sync_tools.commands import _aws
+
+    secrets = {"efficy-sync/acme/efficy": "k", "efficy-sync/acme/apsis": '{"client_id": "i", "client_secret": "s"}'}
+    monkeypatch.setattr(_aws, "secret", secrets.__getitem__)
+    efficy, apsis = _aws.efficy_client(acme()), _aws.apsis_client(acme())
+    assert efficy.not_found_codes == {"GONE"} and efficy.relation_missing_codes == {"NO_LINK"}
+    assert apsis.profile_tags_path == "/tags/{keyspace}/{key}/{section}"
