@@ -339,17 +339,17 @@ class PersonSyncer:
         failure about this person's data is the outcome (recorded, and the change acknowledged); any other
         error is raised again afterwards: the queue or the state machine retries, and the DLQ reports it."""
         base = state or PersonState(integration_id=self.cfg.integration_id, person_key=str(key), change_stamp="")
-        failed = stamp_opt_ins(_remember(base, sent), sent, self._clock()).model_copy(
-            update={
-                "last_outcome": "failed",
-                "error_category": error.category,
-                "error_detail": f"{type(error).__name__}: {error}"[:500],
-                "updated_at": _now(),
-            }
-        )
+        final = acknowledgeable(error)
+        update: dict[str, Any] = {"updated_at": _now()}
+        if final:  # otherwise the person's outcome is left as it was: the change is still on its way
+            update.update(
+                last_outcome="failed",
+                error_category=error.category,
+                error_detail=f"{type(error).__name__}: {error}"[:500],
+            )
+        failed = stamp_opt_ins(_remember(base, sent), sent, self._clock()).model_copy(update=update)
         # Keep the stored stamp: the change was not applied, so a retry of the same change must still pass.
         outcome = Outcome(key, "failed", ops, reason=str(error), error_category=error.category)
-        final = acknowledgeable(error)
         if not self.dry_run and (sent or final):
             try:
                 self.states.put(failed)
