@@ -7,6 +7,7 @@ from collections.abc import Callable
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from efficy_sync.changes import ContactChange
+from efficy_sync.clients.http import deadline, lambda_seconds
 from efficy_sync.connections import apsis_client, efficy_client
 from efficy_sync.fullsync.parking import ParkingLot
 from efficy_sync.observability import MetricUnit, logger, metrics
@@ -56,9 +57,12 @@ def handler(event: dict, context: object) -> dict:
             changes.append(ContactChange.model_validate_json(raw["body"]))
         except ValueError:
             continue  # a poison message fails in record_handler and reaches the DLQ after maxReceiveCount
-    batch = worker.prefetch(changes)
-    # One failed message holds back the later messages of its group only (per-person order is kept).
-    processor = SqsFifoPartialProcessor(skip_group_on_error=True)
-    return process_partial_response(
-        event=event, record_handler=record_handler_for(batch), processor=processor, context=context
-    )
+    # API calls that could not end before the Lambda's timeout are not made (OutOfTime): their messages fail
+    # and stay retryable, and the batch reports in time instead of being redelivered whole.
+    with deadline(lambda_seconds(context, settings().deadline_reserve)):
+        batch = worker.prefetch(changes)
+        # One failed message holds back the later messages of its group only (per-person order is kept).
+        processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+        return process_partial_response(
+            event=event, record_handler=record_handler_for(batch), processor=processor, context=context
+        )

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from efficy_sync.clients.errors import TransientError
+from efficy_sync.clients.http import deadline, lambda_seconds
 from efficy_sync.fullsync.lifecycle import FullSync
 from efficy_sync.observability import MetricUnit, logger, metrics
+from efficy_sync.settings import settings
 
 full_sync = FullSync.from_settings()
+#: the retryable classes the state machine's Retry names; other transient ones are raised as TransientError
+RETRIED_BY_NAME = frozenset({"TransientError", "EfficyUnavailable", "ApsisUnavailable", "RateLimited"})
 
 
 @logger.inject_lambda_context
@@ -22,7 +27,15 @@ def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
         run_id=event.get("run_id"),
         page=(event.get("page") or {}).get("page"),
     )
-    summary = full_sync.page(event)
+    # Calls that could not end before the Lambda's timeout are not made: the page fails in time (OutOfTime)
+    # and Step Functions runs it again; persons already done cost nothing the second time.
+    with deadline(lambda_seconds(context, settings().deadline_reserve)):
+        try:
+            summary = full_sync.page(event)
+        except TransientError as exc:
+            if type(exc).__name__ in RETRIED_BY_NAME:
+                raise
+            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
     for name, metric in (("synced", "PersonsSynced"), ("skipped", "PersonsSkipped"), ("failed", "PersonsFailed")):
         if summary.get(name):
             metrics.add_metric(name=metric, unit=MetricUnit.Count, value=summary[name])

@@ -7,20 +7,15 @@ DLQ, whose alarm asks for a fix and a redrive. Nothing is acknowledged before ev
 
 from __future__ import annotations
 
-import threading
-
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from efficy_sync.aws import client
-from efficy_sync.clients.efficy import EfficyClient
 from efficy_sync.clients.errors import EfficyUnavailable
-from efficy_sync.clients.http import RetryPolicy
-from efficy_sync.config import IntegrationConfig
-from efficy_sync.connections import apsis_client
+from efficy_sync.clients.http import RetryPolicy, deadline, lambda_seconds
+from efficy_sync.connections import apsis_client, efficy_client
 from efficy_sync.observability import MetricUnit, logger, metrics
 from efficy_sync.optout import OptOutMessage, WriteBack, WriteBackResult, retry_delay
 from efficy_sync.pii import hash_key
-from efficy_sync.secrets import get_secret
 from efficy_sync.settings import settings
 from efficy_sync.store.configs import ConfigStore
 from efficy_sync.store.persons import PersonStateStore
@@ -34,25 +29,16 @@ states = PersonStateStore(settings().state_table)
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 # Few in-call retries: the queue's redelivery is the backoff that matters, and a Lambda must not spend its
 # timeout sleeping on a down Efficy.
-POLICY = RetryPolicy(total=2, backoff_factor=0.25, backoff_max=2.0, connect_timeout=3.0, read_timeout=6.0)
-_lock = threading.Lock()
-_efficy: dict[tuple[str, str], EfficyClient] = {}
-
-
-def efficy_for(cfg: IntegrationConfig) -> EfficyClient:
-    key = (cfg.integration_id, cfg.efficy.base_url)
-    with _lock:
-        found = _efficy.get(key)
-        if found is None:
-            found = EfficyClient(
-                cfg.efficy.base_url,
-                get_secret(cfg.efficy.api_key_secret),
-                customer=cfg.efficy.customer,
-                profile_detail=cfg.efficy.profile_detail,
-                policy=POLICY,
-            )
-            _efficy[key] = found
-        return found
+# The client comes from the shared factory (connections.efficy_client), so the integration's error codes and a
+# rotated API key apply here as everywhere else.
+POLICY = RetryPolicy(
+    total=2,
+    backoff_factor=0.25,
+    backoff_max=2.0,
+    connect_timeout=3.0,
+    read_timeout=6.0,
+    retry_after_max=min(2.0, settings().retry_after_max),
+)
 
 
 def _report(message: OptOutMessage, result: WriteBackResult) -> None:
@@ -109,7 +95,7 @@ def record_handler(record: SQSRecord) -> None:
         logger.append_keys(integration_id=message.integration_id)
         cfg = configs.get(message.integration_id)
         syncer = PersonSyncer(cfg, apsis_client(cfg), states)
-        writeback = WriteBack(cfg, efficy_for(cfg), states, syncer)
+        writeback = WriteBack(cfg, efficy_client(cfg, POLICY), states, syncer)
         if _Batch.efficy_down:
             writeback.record_only(message)  # recorded all the same: from now on every sync honours it
             raise EfficyUnavailable("Efficy was unreachable earlier in this batch")
@@ -129,4 +115,8 @@ def record_handler(record: SQSRecord) -> None:
 @metrics.log_metrics
 def handler(event: dict, context: object) -> dict:
     _Batch.efficy_down = False
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    # Calls that could not end before the Lambda's timeout are not made: those opt-outs fail and come back.
+    with deadline(lambda_seconds(context, settings().deadline_reserve)):
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )

@@ -74,27 +74,29 @@ def test_failures_by_category_and_retry_once_fixed(stack: Stack, key: int, tmp_p
         content_type=PROBLEM,
         body=json.dumps({"title": "Bad Request", "detail": f"invalid value for p{rejected}@example.com"}),
     )
-    # ... and refuses our credentials for a third one.
+    # ... and refuses our credentials for a third one: that is about the integration, not the person, so it is
+    # never recorded on them; the change is retried and dead-lettered (issue 11.4).
     stack.fault("apsis", path_regex=rf"/profiles/{refused}/", status=403, content_type=PROBLEM, body="{}")
 
     assert stack.signed_webhook(changed(keys), integration_id=iid).status_code == 202
     wait_for(
-        "the three failures to be recorded",
-        lambda: [outcome(stack, iid, k) for k in keys] == ["failed", "failed", "failed", "synced"],
+        "the two refused values to be recorded",
+        lambda: [outcome(stack, iid, k) for k in (rejected, also_rejected, fine)] == ["failed", "failed", "synced"],
     )
+    wait_for("the refused change dead-lettered", lambda: "dead_lettered" in by_category(health(stack, iid)), 90)
+    assert outcome(stack, iid, refused) is None
 
     text = stack.cli("health", iid, check=True).stdout
-    assert "persons failing: 3" in text
     assert f"rejected value [rejected_value]: 2 person(s)\n    persons: {rejected}, {also_rejected}" in text
-    assert f"permission [permission]: 1 person(s)\n    persons: {refused}" in text
+    assert "[permission]" not in text
     assert f"efficy-sync health {iid} --retry rejected_value" in text
     assert "@example.com" not in text  # the refused value's address is masked in the error detail
     report = health(stack, iid)
     assert by_category(report) == {
         "rejected_value": [str(rejected), str(also_rejected)],
-        "permission": [str(refused)],
+        "dead_lettered": [str(refused)],
     }
-    assert report["persons"]["known"] == 4 and report["failing_persons"] == 3
+    assert report["persons"]["known"] == 4  # the refused person's profile was created before the 403
     assert "contact" in report["dead_letter_queues"]
 
     # The cause is fixed: retrying one category brings those persons in, and only them.
@@ -104,13 +106,13 @@ def test_failures_by_category_and_retry_once_fixed(stack: Stack, key: int, tmp_p
     for k in (rejected, also_rejected):
         wait_for(f"person {k} in APSIS One after the retry", lambda k=k: firstname(stack, k) == f"Health{k}")
     wait_for("the rejected values to leave the report", lambda: "rejected_value" not in by_category(health(stack, iid)))
-    assert by_category(health(stack, iid)) == {"permission": [str(refused)]}
+    assert by_category(health(stack, iid)) == {"dead_lettered": [str(refused)]}
     assert firstname(stack, refused) is None
 
-    out = stack.cli("health", iid, "--retry", "failures", check=True).stdout
-    assert "re-queued 1 person(s) of failures for a resync" in out
+    retried = health(stack, iid, "--retry", "dead_lettered")
+    assert retried["retried"] == {"category": "dead_lettered", "persons": 1, "dlq_messages_removed": 1}
     wait_for("the refused person after the retry", lambda: firstname(stack, refused) == f"Health{refused}")
-    wait_for("a clean report", lambda: health(stack, iid)["failing_persons"] == 0)
+    wait_for("a clean report", lambda: not by_category(health(stack, iid)))
     assert "No failures" in stack.cli("health", iid, check=True).stdout
 
 

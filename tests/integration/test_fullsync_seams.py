@@ -142,3 +142,18 @@ def test_seams_that_run_out_of_time_resume_from_where_they_stopped(world: dict[s
     assert (first.next, first.more) == (1, True), "one window at least per call, then it stops"
     second = call(first.next)
     assert (second.next, second.more) == (2, False)
+
+
+def test_a_page_fails_when_apsis_refuses_our_credentials_and_marks_no_person_failed(world: dict[str, Any]) -> None:
+    """Issue 11.4: a 403 is about the integration, so the page fails (the state machine's Catch or a retry), and
+    no person is recorded as a failure the run would then report and leave behind."""
+    from efficy_sync.clients.errors import AuthError
+
+    states = MemoryPersonStateStore()
+    world["apsis_sim"].add_fault(path_regex=".", status=403, body="{}")
+    descriptor = plan_pages(PERSONS, 10, 20)[0]
+    with pytest.raises(AuthError):
+        page(world, descriptor, states)
+    stored = [states.get(CFG.integration_id, k) for k in range(1, 21)]
+    assert all(s is None or s.last_outcome != "failed" for s in stored)
+    assert in_apsis(world) == set()

@@ -285,7 +285,7 @@ def handler_module(monkeypatch: pytest.MonkeyPatch, world: Any) -> Any:
     sqs = FakeSqs()
     monkeypatch.setattr(module, "states", store)
     monkeypatch.setattr(module, "configs", type("Configs", (), {"get": staticmethod(lambda _id: CFG)})())
-    monkeypatch.setattr(module, "efficy_for", lambda cfg: efficy)
+    monkeypatch.setattr(module, "efficy_client", lambda cfg, policy=None: efficy)
     monkeypatch.setattr(module, "apsis_client", lambda cfg: apsis)
     monkeypatch.setattr(module, "client", lambda service: sqs)
     module.fake_sqs = sqs

@@ -251,16 +251,11 @@ def cli_retry_policy() -> RetryPolicy:
 
 
 def efficy_client(cfg: IntegrationConfig) -> EfficyClient:
-    """The integration's Efficy client, with its API key from Secrets Manager."""
+    """The integration's Efficy client (the shared factory: every setting of its config), API key from Secrets
+    Manager."""
     from efficy_sync.clients.efficy import EfficyClient
 
-    return EfficyClient(
-        cfg.efficy.base_url,
-        secret(cfg.efficy.api_key_secret),
-        customer=cfg.efficy.customer,
-        profile_detail=cfg.efficy.profile_detail,
-        policy=cli_retry_policy(),
-    )
+    return EfficyClient.from_config(cfg, api_key=secret(cfg.efficy.api_key_secret), policy=cli_retry_policy())
 
 
 def apsis_credentials(name: str) -> tuple[str, str]:
@@ -273,15 +268,10 @@ def apsis_credentials(name: str) -> tuple[str, str]:
 
 
 def apsis_client(cfg: IntegrationConfig) -> ApsisClient:
-    """The integration's APSIS One client, with its OAuth client credentials from Secrets Manager."""
+    """The integration's APSIS One client (the shared factory: every setting of its config, the tags path
+    included), with its OAuth client credentials from Secrets Manager."""
     from efficy_sync.clients.apsis import ApsisClient
 
     client_id, client_secret = apsis_credentials(cfg.apsis.credentials_secret)
-    return ApsisClient(
-        cfg.apsis.base_url,
-        client_id,
-        client_secret,
-        section=cfg.apsis.section,
-        keyspace=cfg.apsis.keyspace,
-        policy=cli_retry_policy(),
-    )
+    credentials = {"client_id": client_id, "client_secret": client_secret}
+    return ApsisClient.from_config(cfg, credentials=credentials, policy=cli_retry_policy())

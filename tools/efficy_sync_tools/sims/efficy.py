@@ -384,6 +384,7 @@ class EfficySimulator(SimServer):
     def _routes(self) -> None:
         self.route("/crm/json", self._rpc, methods=["POST"])
         self.route("/v1/records/<entity>", self._rest_records, methods=["GET"])
+        self.route("/v1/records/<entity>/<int:key>", self._rest_record, methods=["GET"])
         self.route("/v1/schema/<entity>", self._rest_schema, methods=["GET"])
         self.route("/v1/profiles", self._rest_profiles, methods=["GET"])
         self.route("/v1/profile-lists", self._rest_profile_lists, methods=["GET"])
@@ -938,6 +939,23 @@ class EfficySimulator(SimServer):
                         record["profiles"] = sorted(person.profiles)
                     records.append(record)
             return {"records": records, "page": page, "page_size": size}
+
+        return self._rest(request, produce)
+
+    def _rest_record(self, request: Request, entity: str, key: int) -> Response:
+        """One record. A missing one is 404, as the 12.1 connector answers it (contract §10), unlike JSON-RPC,
+        which answers HTTP 200 with the error in the body."""
+
+        def produce() -> dict[str, Any]:
+            self._check_entity_rest(entity)
+            with self._lock:
+                person = self._persons.get(key)
+                if person is None:
+                    raise RestFault(404, "not_found", f"Cont record {key} does not exist")
+                record = dict(person.fields)
+                if "profiles" in self._list_arg(request, "include"):
+                    record["profiles"] = sorted(person.profiles)
+            return record
 
         return self._rest(request, produce)
 

@@ -12,6 +12,7 @@ import threading
 
 from .clients.apsis import ApsisClient
 from .clients.efficy import EfficyClient
+from .clients.http import RetryPolicy
 from .config import IntegrationConfig
 from .secrets import get_json_secret, get_secret
 from .settings import settings
@@ -26,45 +27,34 @@ def _fingerprint(secret_value: str) -> str:
     return hashlib.sha256(secret_value.encode()).hexdigest()[:16]
 
 
-def efficy_client(cfg: IntegrationConfig) -> EfficyClient:
+def efficy_client(cfg: IntegrationConfig, policy: RetryPolicy | None = None) -> EfficyClient:
+    """The integration's Efficy client (EfficyClient.from_config), kept per config, API key and retry policy
+    (`policy` defaults to the workers' settings; the write-back passes a more impatient one)."""
+    policy = policy or settings().retry_policy()
     api_key = get_secret(cfg.efficy.api_key_secret)
-    key = (cfg.integration_id, cfg.efficy.base_url, _fingerprint(api_key), cfg.efficy.model_dump_json())
+    key = (cfg.integration_id, cfg.efficy.model_dump_json(), _fingerprint(api_key), repr(policy))
     with _lock:
         found = _efficy.get(key)
         if found is None:
-            found = EfficyClient(
-                cfg.efficy.base_url,
-                api_key,
-                customer=cfg.efficy.customer,
-                profile_detail=cfg.efficy.profile_detail,
-                policy=settings().retry_policy(),
-                not_found_codes=cfg.efficy.error_codes.not_found,
-                relation_missing_codes=cfg.efficy.error_codes.relation_missing,
-                relation_exists_codes=cfg.efficy.error_codes.relation_exists,
-            )
+            found = EfficyClient.from_config(cfg, api_key=api_key, policy=policy)
             _efficy[key] = found
         return found
 
 
-def apsis_client(cfg: IntegrationConfig) -> ApsisClient:
+def apsis_client(cfg: IntegrationConfig, policy: RetryPolicy | None = None) -> ApsisClient:
+    """The integration's APSIS One client (ApsisClient.from_config), kept per config, credentials and policy."""
+    policy = policy or settings().retry_policy()
     creds = get_json_secret(cfg.apsis.credentials_secret)
     key = (
         cfg.integration_id,
         cfg.apsis.model_dump_json(),
         _fingerprint(json.dumps(creds, sort_keys=True)),
+        repr(policy),
     )
     with _lock:
         found = _apsis.get(key)
         if found is None:
-            found = ApsisClient(
-                cfg.apsis.base_url,
-                creds["client_id"],
-                creds["client_secret"],
-                section=cfg.apsis.section,
-                keyspace=cfg.apsis.keyspace,
-                policy=settings().retry_policy(),
-                profile_tags_path=cfg.apsis.profile_tags_path,
-            )
+            found = ApsisClient.from_config(cfg, credentials=creds, policy=policy)
             _apsis[key] = found
         return found
 

@@ -424,7 +424,8 @@ class Removal:
 class WriteBack:
     """The worker's steps, callable one by one (the interleaving tests run them between other actors')."""
 
-    #: Efficy codes meaning the contact itself is gone
+    #: Efficy codes meaning the contact itself is gone, when the Efficy port does not say (its
+    #: `not_found_codes`, the integration's `efficy.error_codes.not_found`, win)
     gone_codes = frozenset({"RECORD_NOT_FOUND"})
 
     def __init__(
@@ -515,11 +516,14 @@ class WriteBack:
         state = self.states.get(self.cfg.integration_id, key)
         live = dict(state.optouts) if state is not None else {}
         todo = awaiting(slots, live)
+        gone_codes = getattr(self.efficy, "not_found_codes", self.gone_codes)
         for profile in dict.fromkeys(slot.crm_profile for slot in todo):
             try:
                 self.efficy.remove_from_profile(key, profile)
             except EfficyBusinessError as exc:
-                if exc.code in self.gone_codes:
+                # "gone" acknowledges the opt-out without writing it back: only on a code, confirmed by a read
+                # (get_persons reports a person absent only when a second read agrees; otherwise it raises)
+                if exc.code is not None and exc.code in gone_codes and key not in self.efficy.get_persons([key]):
                     return Removal(todo, live, gone=True)
                 raise
         return Removal(todo, live, superseded=not in_force(slots, live))

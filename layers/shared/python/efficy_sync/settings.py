@@ -25,6 +25,10 @@ class Settings(BaseModel):
     http_retries: int = Field(default=5, alias="EFFICY_SYNC_HTTP_RETRIES")
     http_backoff: float = Field(default=0.5, alias="EFFICY_SYNC_HTTP_BACKOFF")
     http_read_timeout: float = Field(default=30.0, alias="EFFICY_SYNC_HTTP_READ_TIMEOUT")
+    # Longest wait a Retry-After header may impose on one retry (urllib3 alone honours any value).
+    retry_after_max: float = Field(default=30.0, alias="EFFICY_SYNC_RETRY_AFTER_MAX")
+    # Seconds of a Lambda's remaining time kept back from API calls, to report the batch and log.
+    deadline_reserve: float = Field(default=5.0, alias="EFFICY_SYNC_DEADLINE_RESERVE")
     # Largest webhook body accepted (Lambda's synchronous payload limit is 6 MB).
     max_webhook_bytes: int = Field(default=6 * 1024 * 1024, alias="EFFICY_SYNC_MAX_WEBHOOK_BYTES")
 
@@ -32,7 +36,10 @@ class Settings(BaseModel):
         from .clients.http import RetryPolicy
 
         return RetryPolicy(
-            total=self.http_retries, backoff_factor=self.http_backoff, read_timeout=self.http_read_timeout
+            total=self.http_retries,
+            backoff_factor=self.http_backoff,
+            read_timeout=self.http_read_timeout,
+            retry_after_max=self.retry_after_max,
         )
 
 

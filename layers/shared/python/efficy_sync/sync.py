@@ -2,8 +2,15 @@
 
 The worker of real-time sync, the page worker of full sync and the opt-out write-back all end here, so all
 follow the same rules (conditions, consent safety, smallest set of APSIS calls). Errors that retrying cannot
-fix are recorded on the person (and shown by `explain` / `health`) instead of being retried for ever;
-transient ones propagate so the queue or the state machine retries them.
+fix are recorded on the person (and shown by `explain` / `health`) instead of being retried for ever, but only
+when they are about this person's data (a value APSIS One refuses: `errors.acknowledgeable`); transient ones
+and failures of the integration itself (credentials, permissions, an unknown section, an answer we cannot
+read) propagate, so the queue or the state machine retries them and the DLQ reports them.
+
+Destructive steps rest on positive evidence only: `person=None` (delete / untag per `on_delete`) is what the
+Efficy client returns for a person two reads agree is gone, and a person whose record lacks a field the sync
+conditions read is refused (an error) rather than judged, so a malformed answer can neither fail the
+conditions (and be untagged or deleted per `on_condition_lost`) nor pass them.
 
 Consent safety: the state a caller passes in carries the person's APSIS opt-outs (the store merges them in);
 `diff` lets an unconfirmed one win over any membership. When a newer CRM change opts the person in again, the
@@ -35,7 +42,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .clients.apsis import ApsisClient
-from .clients.errors import ApiError, NotFound, TransientError
+from .clients.errors import ApiError, EfficyBusinessError, NotFound, TransientError, acknowledgeable
 from .config import EMAIL_ATTRIBUTE, IntegrationConfig
 from .diff import (
     CreateProfile,
@@ -104,6 +111,8 @@ class PersonSyncer:
 
         If another sync stored the person's state since `state` was read, the plan is made again against what
         it stored (each attempt sends only what that state does not already hold)."""
+        if person is not None:
+            self._check_readable(key, person)
         result = None if person is None else map_person(self.cfg, person, query_tags=query_tags)
         stamp = "" if person is None else str(person.get("D_CHANGE", ""))
         for _ in range(MAX_ATTEMPTS):
@@ -116,6 +125,16 @@ class PersonSyncer:
             except ConflictingWrite:
                 state = self.states.get(self.cfg.integration_id, key)
         raise TransientError(f"person {hash_key(key)}: the stored state kept changing; try again later")
+
+    def _check_readable(self, key: int, person: dict[str, Any]) -> None:
+        """A record without a field the conditions read is a malformed (or misconfigured) answer, not a person
+        who fails them: raise, so the change is retried and reported instead of untagging or deleting."""
+        missing = sorted({c.field for c in self.cfg.sync_conditions if c.field not in person})
+        if missing:
+            raise EfficyBusinessError(
+                f"Efficy's record of person {hash_key(key)} lacks the condition field(s) {missing}: not judged",
+                code="INCOMPLETE_ANSWER",
+            )
 
     def _skip(self, key: int, result: Skip, stamp: str, state: PersonState | None) -> Outcome:
         ops = plan_for_skip(result, state, self.cfg.on_condition_lost)
@@ -316,27 +335,29 @@ class PersonSyncer:
     def _failed(
         self, key: int, state: PersonState | None, error: ApiError, ops: list[Operation], sent: list[Operation]
     ) -> Outcome:
-        """Records the failure with what did reach APSIS before it (so no opt-in we sent is forgotten); a
-        retryable error is raised again afterwards (the queue or the state machine retries)."""
+        """Records the failure with what did reach APSIS before it (so no opt-in we sent is forgotten). Only a
+        failure about this person's data is the outcome (recorded, and the change acknowledged); any other
+        error is raised again afterwards: the queue or the state machine retries, and the DLQ reports it."""
         base = state or PersonState(integration_id=self.cfg.integration_id, person_key=str(key), change_stamp="")
-        failed = stamp_opt_ins(_remember(base, sent), sent, self._clock()).model_copy(
-            update={
-                "last_outcome": "failed",
-                "error_category": error.category,
-                "error_detail": f"{type(error).__name__}: {error}"[:500],
-                "updated_at": _now(),
-            }
-        )
+        final = acknowledgeable(error)
+        update: dict[str, Any] = {"updated_at": _now()}
+        if final:  # otherwise the person's outcome is left as it was: the change is still on its way
+            update.update(
+                last_outcome="failed",
+                error_category=error.category,
+                error_detail=f"{type(error).__name__}: {error}"[:500],
+            )
+        failed = stamp_opt_ins(_remember(base, sent), sent, self._clock()).model_copy(update=update)
         # Keep the stored stamp: the change was not applied, so a retry of the same change must still pass.
         outcome = Outcome(key, "failed", ops, reason=str(error), error_category=error.category)
-        if not self.dry_run and (sent or not error.retryable):
+        if not self.dry_run and (sent or final):
             try:
                 self.states.put(failed)
             except StaleWrite:  # a newer or concurrent state was stored: it must not forget what we sent
                 outcome.result = "stale"
                 if sent:
                     self._reconcile(failed.integration_id, key, sent)
-        if error.retryable:
+        if not final:
             raise error
         return outcome
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .changes import ContactChange
-from .clients.errors import ApiError
 from .config import IntegrationConfig
 from .fullsync.parking import ParkingLot
 from .state import PersonState
@@ -122,7 +121,3 @@ def needed_fields(cfg: IntegrationConfig) -> list[str]:
     fields.update(c.field for c in cfg.sync_conditions)
     fields.update(m.efficy for m in cfg.field_mappings)
     return sorted(fields)
-
-
-def is_retryable(exc: Exception) -> bool:
-    return not isinstance(exc, ApiError) or exc.retryable

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import requests
@@ -32,8 +32,11 @@ from efficy_sync.clients.errors import (
     RateLimited,
     RejectedValue,
 )
-from efficy_sync.clients.http import RetryPolicy, build_session
+from efficy_sync.clients.http import RetryPolicy, build_session, check_time
 from efficy_sync.clients.meter import meter
+
+if TYPE_CHECKING:
+    from efficy_sync.config import IntegrationConfig
 
 CHANNELS = {"email": "com.apsis1.channels.email", "sms": "com.apsis1.channels.sms"}
 CONSENT_TYPES = ("opt-in", "opt-out")
@@ -105,6 +108,37 @@ class ApsisClient:
         #: HTTP calls made, by kind ("patch_attributes", "token", ...); the session's own retries are not
         #: counted here (the simulator's /_sim/calls sees those)
         self.calls: Counter[str] = Counter()
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: IntegrationConfig,
+        *,
+        credentials: dict[str, Any] | None = None,
+        policy: RetryPolicy | None = None,
+        session: requests.Session | None = None,
+    ) -> ApsisClient:
+        """The integration's client with every APSIS setting its config holds (section, keyspace, tags path).
+        The one way the Lambdas, the CLI and the benchmarks build it. `credentials` ({"client_id",
+        "client_secret"}) default to the integration's secret (cached Secrets Manager provider)."""
+        if credentials is None:
+            from efficy_sync.secrets import get_json_secret
+
+            credentials = get_json_secret(cfg.apsis.credentials_secret)
+        try:
+            client_id, client_secret = str(credentials["client_id"]), str(credentials["client_secret"])
+        except (KeyError, TypeError):
+            raise ValueError(f"secret {cfg.apsis.credentials_secret} needs client_id and client_secret") from None
+        return cls(
+            cfg.apsis.base_url,
+            client_id,
+            client_secret,
+            section=cfg.apsis.section,
+            keyspace=cfg.apsis.keyspace,
+            policy=policy,
+            session=session,
+            profile_tags_path=cfg.apsis.profile_tags_path,
+        )
 
     # ---- definitions ----------------------------------------------------------------------------------
     def list_sections(self) -> list[dict[str, Any]]:
@@ -217,13 +251,14 @@ class ApsisClient:
         """Multipart POST to the pre-signed URL (S3 in production): the form fields, then `file`. No bearer."""
         if len(csv_bytes) > MAX_IMPORT_FILE_BYTES:
             raise PayloadTooLarge(f"import file of {len(csv_bytes)} bytes exceeds {MAX_IMPORT_FILE_BYTES}; split it")
+        left = check_time("APSIS upload_import")
         self._count("upload_import")
         try:
             response = self._session.post(
                 upload_url,
                 data=fields,
                 files={"file": ("import.csv", csv_bytes, "text/csv")},
-                timeout=self.policy.timeout,
+                timeout=self.policy.timeout_within(left),
             )
         except requests.RequestException as exc:
             meter.record_unanswered("apsis", self.policy.total + 1)
@@ -337,10 +372,16 @@ class ApsisClient:
             headers["Content-Type"] = content_type
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
+        left = check_time(f"APSIS {kind}")
         self._count(kind)
         try:
             response = self._session.request(
-                method, self.base_url + path, data=data, params=params, headers=headers, timeout=self.policy.timeout
+                method,
+                self.base_url + path,
+                data=data,
+                params=params,
+                headers=headers,
+                timeout=self.policy.timeout_within(left),
             )
         except requests.RequestException as exc:
             meter.record_unanswered("apsis", self.policy.total + 1)

@@ -7,8 +7,13 @@ transport with the retry policy (`_send`, retries and backoff live in the sessio
 (`_check_status`), parsing (`_rpc`, `rpc_error`, `dataset_rows`, `_person_from_*`) and paging (`next_page`).
 
 Efficy answers HTTP 200 for business errors, in several shapes (contract section 8); `rpc_error` reads all of
-them. Codes the client treats as "the record is gone" or "the relation is already so" are class attributes,
-because Efficy's real codes are not published (the simulator's are marked [A]).
+them. Codes the client treats as "the record is gone" or "the relation is already so" are settings (the
+integration's `efficy.error_codes`), because Efficy's real codes are not published (the simulator's are [A]).
+
+A person is reported absent only on positive evidence (a delete in APSIS One may follow): the JSON-RPC read
+answers a configured not-found code or an empty master dataset for them, AND a second, differently shaped read
+(the connector's records export filtered on their keys) does not list them either. An error's text is never
+read as "not found"; a read that does not answer clearly raises, so the change is retried and then reported.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
@@ -27,15 +32,19 @@ from efficy_sync.clients.errors import (
     AuthError,
     Conflict,
     EfficyBusinessError,
+    EfficyInconclusive,
     EfficyUnavailable,
     NotFound,
     PayloadTooLarge,
     RateLimited,
     RejectedValue,
 )
-from efficy_sync.clients.http import RetryPolicy, build_session
+from efficy_sync.clients.http import RetryPolicy, build_session, check_time
 from efficy_sync.clients.meter import meter
 from efficy_sync.pii import mask_email
+
+if TYPE_CHECKING:
+    from efficy_sync.config import IntegrationConfig
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +56,11 @@ Json = Any
 class EfficyClient:
     """One Efficy Enterprise environment. Not tied to a Lambda: the CLI, workers and benchmarks share it."""
 
-    #: exception codes (or texts) meaning the contact does not exist (deleted): absent from get_persons
+    #: exception codes meaning the contact does not exist (deleted): candidates for absence in get_persons.
+    #: Codes only: an error's text ("Field LANGUAGE does not exist") is no evidence that a person is gone.
     not_found_codes: frozenset[str] = frozenset({"RECORD_NOT_FOUND"})
-    not_found_text = re.compile(r"does not exist|not found|no such record", re.IGNORECASE)
+    #: largest ids filter of one confirming read (the connector's page size limit)
+    confirm_chunk = 500
     #: "not in that profile" on removal and "already in it" on insertion: the wanted state already holds
     relation_missing_codes: frozenset[str] = frozenset({"RELATION_NOT_FOUND"})
     relation_exists_codes: frozenset[str] = frozenset({"LINK_EXISTS"})
@@ -96,6 +107,35 @@ class EfficyClient:
         #: HTTP requests sent, by kind ("rpc", "rest") and by operation ("get_persons", ...), for benchmarks
         self.calls: Counter[str] = Counter()
 
+    @classmethod
+    def from_config(
+        cls,
+        cfg: IntegrationConfig,
+        *,
+        api_key: str | None = None,
+        policy: RetryPolicy | None = None,
+        session: requests.Session | None = None,
+    ) -> EfficyClient:
+        """The integration's client, with every Efficy setting its config holds (error codes, profile detail,
+        customer). The one way the Lambdas, the CLI and the benchmarks build it, so no caller drops a setting.
+        `api_key` defaults to the integration's secret (read through the cached Secrets Manager provider)."""
+        if api_key is None:
+            from efficy_sync.secrets import get_secret
+
+            api_key = get_secret(cfg.efficy.api_key_secret)
+        codes = cfg.efficy.error_codes
+        return cls(
+            cfg.efficy.base_url,
+            api_key,
+            customer=cfg.efficy.customer,
+            profile_detail=cfg.efficy.profile_detail,
+            policy=policy,
+            session=session,
+            not_found_codes=codes.not_found,
+            relation_missing_codes=codes.relation_missing,
+            relation_exists_codes=codes.relation_exists,
+        )
+
     def close(self) -> None:
         self.session.close()
 
@@ -109,20 +149,47 @@ class EfficyClient:
     def get_persons(self, keys: Iterable[int], fields: list[str] | None = None) -> dict[int, dict[str, Any]]:
         """Full current state of these persons, with their CRM profiles, in as few POSTs as Efficy allows.
 
-        Keys Efficy reports as unknown are left out: the caller treats them as deleted.
+        Keys left out are persons Efficy proved gone (the caller may treat them as deleted): a not-found code or
+        an empty record in the JSON-RPC answer, confirmed by the connector export (`confirm_absent`). Any other
+        error raises, whatever its text says.
         """
         wanted = list(dict.fromkeys(int(k) for k in keys))
         persons: dict[int, dict[str, Any]] = {}
+        missing: list[int] = []
         for start in range(0, len(wanted), self.max_contexts):
             chunk = wanted[start : start + self.max_contexts]
             answers = self._rpc("get_persons", [self._consult_context(key, fields) for key in chunk])
             for key, answer in zip(chunk, answers, strict=True):
                 if isinstance(answer, EfficyBusinessError):
-                    if self._is_not_found(answer):
+                    if answer.code is not None and answer.code in self.not_found_codes:
+                        missing.append(key)
                         continue
                     raise answer
-                persons[key] = self._person_from_consult(answer)
+                person = self._person_from_consult(answer)
+                if person is None:
+                    missing.append(key)
+                else:
+                    persons[key] = person
+        if missing:
+            self.confirm_absent(missing)
         return persons
+
+    def confirm_absent(self, keys: list[int]) -> None:
+        """The second read behind every "this person is gone": the connector's records export, filtered on
+        these keys, must answer a records list that holds none of them. Raises EfficyInconclusive when it lists
+        one (the two reads disagree) or lists a key we did not ask for (the filter was ignored, so the answer
+        proves nothing); its own errors propagate. Either way nothing is treated as deleted."""
+        for start in range(0, len(keys), self.confirm_chunk):
+            chunk = keys[start : start + self.confirm_chunk]
+            records = self.list_persons_page(0, len(chunk), ["K_CONTACT"], include_profiles=False, ids=chunk)
+            listed = {int(r["K_CONTACT"]) for r in records}
+            if listed - set(chunk):
+                raise EfficyInconclusive("Efficy's records export ignored the ids filter: absence not confirmed")
+            if listed:
+                raise EfficyInconclusive(
+                    f"Efficy's JSON-RPC read reported {len(listed)} person(s) missing that its records export "
+                    "still lists: not treated as deleted"
+                )
 
     def list_persons_page(
         self,
@@ -261,11 +328,12 @@ class EfficyClient:
             # Efficy 12.1 mangles bodies sent without Content-Length: always state it
             headers.update({"Content-Type": "application/json", "Content-Length": str(len(data))})
         for attempt in (1, 2):
+            left = check_time(f"Efficy {op}")
             self.calls[kind] += 1
             self.calls[op] += 1
             try:
                 response = self.session.request(
-                    method, url, data=data, headers=headers, params=params, timeout=self.policy.timeout
+                    method, url, data=data, headers=headers, params=params, timeout=self.policy.timeout_within(left)
                 )
             except requests.RequestException as exc:
                 meter.record_unanswered("efficy", self.policy.total + 1)
@@ -293,7 +361,8 @@ class EfficyClient:
             error_class = EfficyUnavailable
         else:
             error_class = {404: NotFound, 409: Conflict, 413: PayloadTooLarge}.get(status, RejectedValue)
-        raise error_class(message, status=status)
+        # Efficy refusing one of our requests says nothing about a person's data (see errors.about_person)
+        raise error_class(message, status=status, about_person=False)
 
     @staticmethod
     def _error_text(response: requests.Response) -> str:
@@ -399,11 +468,6 @@ class EfficyClient:
         text = _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group(0)), text)  # error texts end up in logs
         return EfficyBusinessError(f"Efficy refused {op}: {code or 'error'}: {text}", code=code)
 
-    def _is_not_found(self, error: EfficyBusinessError) -> bool:
-        if error.code in self.not_found_codes:
-            return True
-        return error.code is None and bool(self.not_found_text.search(str(error)))
-
     @classmethod
     def dataset_rows(cls, obj: Json, name: str = "dataset") -> list[dict[str, Any]] | None:
         """The rows of the first {"#class": "dataset"} found at any depth (Efficy's nesting varies)."""
@@ -430,10 +494,14 @@ class EfficyClient:
         return int(float(value))  # Efficy keys arrive as numbers, floats or strings
 
     # ---- shaping persons ----------------------------------------------------------------------------------
-    def _person_from_consult(self, element: dict[str, Any]) -> dict[str, Any]:
-        master_rows = self.dataset_rows(self._func(element, "master")) or []
+    def _person_from_consult(self, element: dict[str, Any]) -> dict[str, Any] | None:
+        """The person of a consult answer; None when its master dataset is there and empty (no such record,
+        still to be confirmed). An answer without a master dataset at all is malformed, not an absence."""
+        master_rows = self.dataset_rows(self._func(element, "master"))
+        if master_rows is None:
+            raise EfficyBusinessError("consult answer without a master dataset", code="INVALID_RESPONSE")
         if not master_rows:
-            raise EfficyBusinessError("consult answer without a master row", code="INVALID_RESPONSE")
+            return None
         person = {name.upper(): value for name, value in master_rows[0].items()}
         person["K_CONTACT"] = self._as_int(person.get("K_CONTACT", element.get("key")))
         profile_rows = self.dataset_rows(self._func(element, "detail")) or []
@@ -448,8 +516,14 @@ class EfficyClient:
         return person
 
     def _contact_keys(self, answer: dict[str, Any]) -> list[int]:
-        rows = self.dataset_rows(answer) or []
-        return list(dict.fromkeys(self._as_int(row["K_CONTACT"]) for row in rows if "K_CONTACT" in row))
+        """K_CONTACTs of an answer's dataset. An answer without a dataset, or rows without K_CONTACT, is an
+        error, never an empty list: a query tag would untag all its members on an empty one."""
+        rows = self.dataset_rows(answer)
+        if rows is None:
+            raise EfficyBusinessError("answer without a dataset", code="INVALID_RESPONSE")
+        if any(not isinstance(row, dict) or "K_CONTACT" not in row for row in rows):
+            raise EfficyBusinessError("dataset rows without K_CONTACT", code="INVALID_RESPONSE")
+        return list(dict.fromkeys(self._as_int(row["K_CONTACT"]) for row in rows))
 
     # ---- REST ---------------------------------------------------------------------------------------------
     def _rest_get(self, op: str, path: str, params: dict[str, Any] | None = None) -> Json:

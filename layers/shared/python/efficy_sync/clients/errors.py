@@ -2,6 +2,11 @@
 
 Workers decide what to do from the class alone: retry later (transient), record on the person and stop
 retrying (rejected), or fix configuration (auth). Step Functions matches the class name in ErrorEquals.
+
+`about_person` is the one question a worker asks before it acknowledges a change it could not apply: only a
+failure about this person's own data (a value APSIS refuses) may be recorded on the person and acknowledged.
+Everything else (credentials, permissions, an unknown section, an outage, an answer we cannot read) is about
+the integration: the change stays retryable and ends in the DLQ, where the alarm and `dlq redrive` find it.
 """
 
 from __future__ import annotations
@@ -13,11 +18,17 @@ class ApiError(Exception):
     #: a short, stable label used in metrics, health reports and the person's last outcome
     category = "api_error"
     retryable = False
+    #: True only for a failure caused by this person's data; see the module docstring
+    about_person = False
 
-    def __init__(self, message: str, *, status: int | None = None, detail: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, detail: str | None = None, about_person: bool | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.detail = detail
+        if about_person is not None:  # e.g. Efficy's 400 to a read is about our request, not about the person
+            self.about_person = about_person
 
 
 class TransientError(ApiError):
@@ -51,6 +62,7 @@ class RejectedValue(ApiError):
     """4xx that retrying cannot fix (a value the API refuses): recorded on the person, not retried for ever."""
 
     category = "rejected_value"
+    about_person = True
 
 
 class PayloadTooLarge(RejectedValue):
@@ -75,3 +87,22 @@ class EfficyUnavailable(TransientError):
 
 class ApsisUnavailable(TransientError):
     category = "apsis_unavailable"
+
+
+class EfficyInconclusive(TransientError):
+    """Efficy's reads disagree about whether a person exists (or the confirming read cannot be trusted): not
+    evidence of a delete. Retried, then dead-lettered, never acted on."""
+
+    category = "efficy_inconclusive"
+
+
+class OutOfTime(TransientError):
+    """The call would end after the invocation's deadline (Lambda's remaining time, less a reserve): it is not
+    made, or not retried, so the batch can report in time; the change stays retryable."""
+
+    category = "out_of_time"
+
+
+def acknowledgeable(exc: BaseException) -> bool:
+    """True when a change that failed with `exc` may be recorded on the person and acknowledged."""
+    return isinstance(exc, ApiError) and exc.about_person and not exc.retryable

@@ -1,19 +1,41 @@
-"""One place for HTTP behaviour both clients share: sessions, timeouts, retries with backoff and jitter.
+"""One place for HTTP behaviour both clients share: sessions, timeouts, retries with backoff and jitter, and the
+invocation's deadline.
 
 urllib3's Retry does the waiting (exponential backoff, jitter, Retry-After), so the clients only map the
 final response to a typed error. POST is retried too: every call we make is safe to repeat (JSON-RPC reads,
 idempotent consent/attribute writes, profile creation that answers 409 when it already exists).
+
+Two bounds keep a Lambda from sleeping past its own timeout (and having its whole batch redelivered):
+- each wait is capped: a `Retry-After` of an hour waits `RetryPolicy.retry_after_max` seconds at most;
+- a deadline (set by the handler from Lambda's remaining time less a reserve, see `deadline`) is checked
+  before every call and every wait: a call or retry that would start too late raises `OutOfTime` instead, so
+  the batch reports what it could not do and those messages stay retryable. Timeouts shrink to fit it; the
+  reserve covers the last attempt.
 """
 
 from __future__ import annotations
 
+import contextvars
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from .errors import OutOfTime
+
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: a call is not started with less time than this left before the deadline
+MIN_CALL_SECONDS = 1.0
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("efficy_sync_deadline", default=None)
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -26,15 +48,90 @@ class RetryPolicy:
     backoff_jitter: float = 0.25
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
+    #: longest single wait a `Retry-After` header may ask for (urllib3 alone would sleep whatever it says)
+    retry_after_max: float = 30.0
 
     @property
     def timeout(self) -> tuple[float, float]:
         return (self.connect_timeout, self.read_timeout)
 
+    def timeout_within(self, left: float | None) -> tuple[float, float]:
+        """The timeouts of one attempt, shrunk so the attempt ends before the deadline."""
+        if left is None:
+            return self.timeout
+        budget = max(left, 0.1)
+        return (min(self.connect_timeout, budget), min(self.read_timeout, budget))
+
+
+# ---- deadline -------------------------------------------------------------------------------------------------
+def time_left() -> float | None:
+    """Seconds before the current deadline, or None when no deadline is set (the CLI, tests)."""
+    at = _deadline.get()
+    return None if at is None else at - time.monotonic()
+
+
+@contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """Calls made inside (in this thread, or through `map_in_context`) must end within `seconds`."""
+    token = _deadline.set(None if seconds is None else time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def lambda_seconds(context: Any, reserve: float) -> float | None:
+    """What a handler may spend on calls: Lambda's remaining time less `reserve` (to report and log)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    return max(0.0, remaining() / 1000.0 - reserve)
+
+
+def check_time(what: str) -> float | None:
+    """Raises OutOfTime when too little time is left to start `what`; returns the seconds left (or None)."""
+    left = time_left()
+    if left is not None and left < MIN_CALL_SECONDS:
+        raise OutOfTime(f"{what}: not started, {max(left, 0):.1f}s left before the invocation's deadline")
+    return left
+
+
+def map_in_context(pool: Executor, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+    """`pool.map` that carries the caller's deadline into the worker threads (contextvars are per thread)."""
+    futures = [pool.submit(contextvars.copy_context().run, fn, item) for item in items]
+    return (future.result() for future in futures)
+
+
+# ---- retries --------------------------------------------------------------------------------------------------
+class BoundedRetry(Retry):
+    """urllib3's Retry with each wait capped and no wait (nor attempt after it) running past the deadline."""
+
+    retry_after_cap: float = 30.0
+
+    def new(self, **kw: Any) -> BoundedRetry:
+        retry = super().new(**kw)
+        retry.retry_after_cap = self.retry_after_cap
+        return retry
+
+    def _wait(self, response: Any) -> float:
+        if self.respect_retry_after_header and response is not None:
+            retry_after = self.get_retry_after(response)
+            if retry_after:
+                return min(retry_after, self.retry_after_cap)
+        return max(0.0, self.get_backoff_time())
+
+    def sleep(self, response: Any = None) -> None:
+        wait = self._wait(response)
+        left = time_left()
+        if left is not None and wait + MIN_CALL_SECONDS > left:
+            raise OutOfTime(f"a retry after {wait:.1f}s would end past the invocation's deadline ({left:.1f}s left)")
+        if wait > 0:
+            time.sleep(wait)
+
 
 def build_session(policy: RetryPolicy, *, pool_size: int = 16) -> requests.Session:
-    """A Session whose adapter retries 429/5xx, connection errors and read timeouts."""
-    retry = Retry(
+    """A Session whose adapter retries 429/5xx, connection errors and read timeouts, within the bounds above."""
+    retry = BoundedRetry(
         total=policy.total,
         connect=policy.total,
         read=policy.total,
@@ -47,6 +144,7 @@ def build_session(policy: RetryPolicy, *, pool_size: int = 16) -> requests.Sessi
         respect_retry_after_header=True,
         raise_on_status=False,  # hand back the last response so the client can type the error
     )
+    retry.retry_after_cap = policy.retry_after_max
     session = requests.Session()
     adapter = HTTPAdapter(max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
     session.mount("http://", adapter)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from ..clients.http import map_in_context
 from ..config import IntegrationConfig
 from ..state import PersonState
 from ..store.persons import PersonStateStore
@@ -163,4 +164,4 @@ def _sync_batch(
     pool: ThreadPoolExecutor, syncer: PersonSyncer, known: dict[int, PersonState], persons: list[dict[str, Any]]
 ) -> list[Outcome]:
     """The per-person path, a few persons at a time (each waits on APSIS round trips, not on CPU)."""
-    return list(pool.map(lambda p: syncer.sync(p["K_CONTACT"], p, known.get(p["K_CONTACT"])), persons))
+    return list(map_in_context(pool, lambda p: syncer.sync(p["K_CONTACT"], p, known.get(p["K_CONTACT"])), persons))

@@ -8,12 +8,18 @@ worker parks the person's key here and acknowledges the message; one item per pe
 The race at the end is closed by the park itself: it is a transaction that also checks that the run still
 holds the lock. The run releases the lock first and drains afterwards, so a key parked at all was parked
 before the release and the drain (or the sweeper, if the drain died) finds it.
+
+Only the lock's own condition failing means "the run has ended" (and the change is applied at once). DynamoDB
+cancels a transaction for other reasons too, chiefly a TransactionConflict on the run's shared counter when
+several workers park at once: those are tried again (bounded, with jitter), and if they keep failing the park
+raises, so the message is retried later rather than applied in the middle of the full sync.
 """
 
 from __future__ import annotations
 
+import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,9 +28,31 @@ from ..changes import ContactChange
 from ..queue import enqueue_changes
 from .runs import RunStore
 
+#: attempts at one park when DynamoDB cancels it for a reason other than the run's end
+PARK_ATTEMPTS = 6
+PARK_BACKOFF = 0.05  # seconds, doubled per attempt, full jitter
+#: the index of the lock's ConditionCheck in the park transaction (its cancellation reason is the run's end)
+LOCK_ITEM = 0
+
+
+class ParkingContended(Exception):
+    """DynamoDB kept cancelling the park for reasons other than the run's end: the change is neither parked nor
+    applied, and its message is retried."""
+
 
 def _pk(integration_id: str) -> dict[str, str]:
     return {"S": f"PARKED#{integration_id}"}
+
+
+def run_has_ended(error_response: dict[str, Any]) -> bool | None:
+    """Reads a TransactionCanceledException of the park: True when the lock's condition failed (the run no
+    longer holds the lock), False when the cancellation had another cause (a conflict, throttling, a condition
+    on another item: try again), None when DynamoDB gave no reasons (unknown: try again, then give up)."""
+    reasons: Sequence[dict[str, Any]] = error_response.get("CancellationReasons") or []
+    if not reasons:
+        return None
+    lock = reasons[LOCK_ITEM] if len(reasons) > LOCK_ITEM else {}
+    return lock.get("Code") == "ConditionalCheckFailed"
 
 
 class ParkingLot:
@@ -42,33 +70,47 @@ class ParkingLot:
         """Park one change while `run_id` still holds the lock. False when the run ended meanwhile.
 
         Deletes are counted on the run (`parked_deletes`): each one shifts Efficy's numbered pages, which the
-        run's Seams step makes up for (see seams.py)."""
+        run's Seams step makes up for (see seams.py). Raises ParkingContended when DynamoDB keeps cancelling the
+        park for another reason (module docstring)."""
         ddb = client("dynamodb")
+        last = ""
+        for attempt in range(PARK_ATTEMPTS):
+            if attempt:
+                time.sleep(random.uniform(0, PARK_BACKOFF * 2**attempt))
+            try:
+                self._park_once(ddb, integration_id, person_key, run_id, deleted)
+            except ddb.exceptions.TransactionCanceledException as exc:
+                ended = run_has_ended(exc.response)
+                if ended:
+                    return False
+                codes = [str(r.get("Code")) for r in exc.response.get("CancellationReasons") or []]
+                last = ", ".join(codes) or "no reasons given"
+                continue
+            return True
+        raise ParkingContended(f"parking of a change for run {run_id} kept being cancelled ({last}); retry later")
+
+    def _park_once(self, ddb: Any, integration_id: str, person_key: int, run_id: str, deleted: bool) -> None:
         now = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-        try:
-            ddb.transact_write_items(
-                TransactItems=[
-                    self._runs.lock_condition(integration_id, run_id),
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": {"pk": _pk(integration_id), "sk": {"S": str(int(person_key))}},
-                            "UpdateExpression": "SET parked_at = :now, run_id = :rid ADD changes :one",
-                            "ExpressionAttributeValues": {
-                                ":now": {"S": now},
-                                ":rid": {"S": run_id},
-                                ":one": {"N": "1"},
-                            },
-                        }
-                    },
-                    self._runs.counter_update(
-                        integration_id, run_id, {"parked_messages": 1, **({"parked_deletes": 1} if deleted else {})}
-                    ),
-                ]
-            )
-        except ddb.exceptions.TransactionCanceledException:
-            return False
-        return True
+        ddb.transact_write_items(
+            TransactItems=[
+                self._runs.lock_condition(integration_id, run_id),
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": {"pk": _pk(integration_id), "sk": {"S": str(int(person_key))}},
+                        "UpdateExpression": "SET parked_at = :now, run_id = :rid ADD changes :one",
+                        "ExpressionAttributeValues": {
+                            ":now": {"S": now},
+                            ":rid": {"S": run_id},
+                            ":one": {"N": "1"},
+                        },
+                    }
+                },
+                self._runs.counter_update(
+                    integration_id, run_id, {"parked_messages": 1, **({"parked_deletes": 1} if deleted else {})}
+                ),
+            ]
+        )
 
     def _items(self, integration_id: str, limit: int | None = None) -> Iterator[dict[str, Any]]:
         params: dict[str, Any] = {

@@ -19,7 +19,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..aws import client
-from ..clients.errors import ApiError, NotFound
+from ..clients.errors import ApiError, EfficyBusinessError, NotFound, acknowledgeable
+from ..clients.http import map_in_context
 from ..config import IntegrationConfig
 from ..state import PersonState, utc_now
 from ..store.persons import PersonStateStore, StaleWrite
@@ -167,8 +168,8 @@ def mirror_query_tags(
         try:
             current = set(run_query(query_tag.query))
         except ApiError as exc:
-            if exc.retryable:
-                raise
+            if exc.retryable or not isinstance(exc, EfficyBusinessError) or exc.code == "INVALID_RESPONSE":
+                raise  # an outage, refused credentials, an answer we cannot read: the step fails, nothing untagged
             # e.g. the query was deleted in Efficy: its tag is left as it is, the rest of the sync goes on
             errors[query_tag.tag] = f"query {query_tag.query}: {exc}"[:300]
             continue
@@ -229,7 +230,9 @@ def _apply(
                 return done, failed, True
             chunk = keys[start : start + batch]
             for key, ok in zip(
-                chunk, pool.map(lambda k: _tag_person(cfg, apsis, states, k, changes[k]), chunk), strict=True
+                chunk,
+                map_in_context(pool, lambda k: _tag_person(cfg, apsis, states, k, changes[k]), chunk),
+                strict=True,
             ):
                 if ok:
                     done[key] = changes[key]
@@ -260,13 +263,14 @@ def merge_results(previous: dict[str, Any] | None, current: dict[str, Any]) -> d
 
 
 def _tag_person(cfg: IntegrationConfig, apsis: Any, states: PersonStateStore, key: int, tags: dict[str, bool]) -> bool:
-    """Retryable errors propagate (the state machine retries the step; done persons cost nothing again)."""
+    """Only a refusal about this person is counted as a failed person; every other error propagates (the state
+    machine retries the step or fails the run; done persons cost nothing again)."""
     try:
         apsis.patch_tags(str(key), tags)
     except NotFound:
         return True  # the profile is gone from APSIS: nothing to tag or untag
     except ApiError as exc:
-        if exc.retryable:
+        if not acknowledgeable(exc):
             raise
         return False
     state = states.get(cfg.integration_id, key)

@@ -1,0 +1,112 @@
+"""Issue 11.6: each worker Lambda bounds its API calls by its own remaining time (less a reserve), so a batch
+ends in time and reports what it could not do instead of being cut off by Lambda's timeout.
+
+The deadline itself is tested against the simulators (tests/integration/test_client_safety.py); here, that every
+worker handler sets it from Lambda's context for everything it calls."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from efficy_sync.clients.http import time_left
+
+ROOT = Path(__file__).resolve().parents[2]
+RESERVE = 7.0
+
+
+@dataclass
+class Context:
+    remaining_ms: int
+    function_name: str = "f"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:f"
+    aws_request_id: str = "r"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+@pytest.fixture
+def load(monkeypatch: pytest.MonkeyPatch) -> Any:
+    from efficy_sync.settings import settings
+
+    for name, value in {
+        "CONFIG_TABLE": "config",
+        "STATE_TABLE": "state",
+        "CONTACT_QUEUE_URL": "https://sqs.example/changes",
+        "OPTOUT_QUEUE_URL": "https://sqs.example/optouts",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "EFFICY_SYNC_DEADLINE_RESERVE": str(RESERVE),
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings.cache_clear()
+
+    def loader(function: str) -> Any:
+        spec = importlib.util.spec_from_file_location(f"{function}_app", ROOT / "functions" / function / "app.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, spec.name, module)
+        spec.loader.exec_module(module)
+        return module
+
+    yield loader
+    settings.cache_clear()
+
+
+def test_the_real_time_worker_bounds_its_calls_by_the_lambda_time(load: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = load("apply_changes")
+    seen: list[float | None] = []
+
+    def prefetch(changes: list[Any]) -> Any:
+        seen.append(time_left())
+        return app.Batch({})
+
+    def process(event: dict, record_handler: Any, processor: Any, context: Any) -> dict:
+        seen.append(time_left())
+        return {"batchItemFailures": []}
+
+    monkeypatch.setattr(app.worker, "prefetch", prefetch)
+    monkeypatch.setattr(app, "process_partial_response", process)
+    app.handler({"Records": []}, Context(remaining_ms=40_000))
+    assert len(seen) == 2  # the refetch and every record
+    assert all(left is not None and 40 - RESERVE - 1 < left <= 40 - RESERVE for left in seen)
+    assert time_left() is None  # only for the invocation
+
+
+def test_the_write_back_bounds_its_calls_by_the_lambda_time(load: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = load("write_back")
+    seen: list[float | None] = []
+
+    def process(event: dict, record_handler: Any, processor: Any, context: Any) -> dict:
+        seen.append(time_left())
+        return {"batchItemFailures": []}
+
+    monkeypatch.setattr(app, "process_partial_response", process)
+    app.handler({"Records": []}, Context(remaining_ms=20_000))
+    assert seen[0] is not None and 20 - RESERVE - 1 < seen[0] <= 20 - RESERVE
+
+
+def test_the_page_worker_bounds_its_calls_and_a_page_out_of_time_is_retried(
+    load: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from efficy_sync.clients.errors import OutOfTime, TransientError
+
+    app = load("sync_page")
+    seen: list[float | None] = []
+
+    def page(event: dict) -> dict:
+        seen.append(time_left())
+        raise OutOfTime("not started")
+
+    monkeypatch.setattr(app.full_sync, "page", page)
+    with pytest.raises(TransientError) as caught:
+        app.handler({"integration_id": "acme", "run_id": "r", "page": {"page": 1}}, Context(remaining_ms=300_000))
+    # Step Functions retries by class name: the state machine names TransientError, not OutOfTime
+    assert type(caught.value).__name__ == "TransientError"
+    assert seen[0] is not None and 300 - RESERVE - 1 < seen[0] <= 300 - RESERVE
