@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from efficy_sync.changes import ContactChange
 from efficy_sync.connections import apsis_client, efficy_client
 from efficy_sync.fullsync.parking import ParkingLot
-from efficy_sync.observability import MetricUnit, logger, metrics
+from efficy_sync.observability import count, logger, metrics, serving
 from efficy_sync.settings import settings
 from efficy_sync.store.configs import ConfigStore
 from efficy_sync.store.persons import PersonStateStore
@@ -40,9 +40,10 @@ def record_handler_for(batch: Batch) -> Callable[[SQSRecord], None]:
         change = ContactChange.model_validate_json(record.body)
         outcome = batch.apply(change)
         logger.info("person applied", extra={"integration_id": change.integration_id, **log_fields(outcome)})
+        serving(change.integration_id)
         metric = METRIC_BY_RESULT.get(outcome.result)
         if metric:
-            metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+            count(metric, 1, integration_id=change.integration_id)
 
     return record_handler
 

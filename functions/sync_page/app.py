@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from efficy_sync.fullsync.lifecycle import FullSync
-from efficy_sync.observability import MetricUnit, logger, metrics
+from efficy_sync.observability import count, logger, metrics
 
 full_sync = FullSync.from_settings()
 
@@ -25,6 +25,6 @@ def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     summary = full_sync.page(event)
     for name, metric in (("synced", "PersonsSynced"), ("skipped", "PersonsSkipped"), ("failed", "PersonsFailed")):
         if summary.get(name):
-            metrics.add_metric(name=metric, unit=MetricUnit.Count, value=summary[name])
+            count(metric, summary[name], integration_id=event.get("integration_id"))
     logger.info("page done", extra={"summary": summary})
     return summary

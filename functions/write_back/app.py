@@ -17,7 +17,7 @@ from efficy_sync.clients.errors import EfficyUnavailable
 from efficy_sync.clients.http import RetryPolicy
 from efficy_sync.config import IntegrationConfig
 from efficy_sync.connections import apsis_client
-from efficy_sync.observability import MetricUnit, logger, metrics
+from efficy_sync.observability import MetricUnit, count, logger, metrics
 from efficy_sync.optout import OptOutMessage, WriteBack, WriteBackResult, retry_delay
 from efficy_sync.pii import hash_key
 from efficy_sync.secrets import get_secret
@@ -69,7 +69,7 @@ def _report(message: OptOutMessage, result: WriteBackResult) -> None:
     duplicates = sum(1 for k in result.persons if not result.recorded.get(k))
     if duplicates:
         metrics.add_metric(name="OptOutDuplicates", unit=MetricUnit.Count, value=duplicates)
-    metrics.add_metric(name="OptOutsWrittenBack", unit=MetricUnit.Count, value=len(result.confirmed_stamps))
+    count("OptOutsWrittenBack", len(result.confirmed_stamps), integration_id=message.integration_id)
     logger.info(
         "opt-out written back",
         extra={

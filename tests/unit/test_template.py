@@ -584,6 +584,7 @@ def test_alarms_notify_the_alarm_topic(resources: dict[str, Any]) -> None:
         "WebhookFreshnessAlarm",
         "WebhookRejectionsAlarm",
         "ApiServerErrorsAlarm",
+        "IntegrationSyncStalledAlarm",
     }
     for name, props in alarms.items():
         assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
@@ -620,6 +621,33 @@ def test_freshness_alarm_breaches_when_no_webhook_arrives(resources: dict[str, A
     assert props["Threshold"] == 0
     assert props["EvaluationPeriods"] == {"Ref": "FreshnessHours"}
     assert props["Period"] == 3600
+
+
+def test_the_first_integration_has_a_sync_stalled_alarm_on_its_own_metrics(resources: dict[str, Any]) -> None:
+    from efficy_sync.observability import INTEGRATION_DIMENSION, INTEGRATION_METRICS
+
+    props = resources["IntegrationSyncStalledAlarm"]["Properties"]
+    stats = {m["Id"]: m["MetricStat"] for m in props["Metrics"] if "MetricStat" in m}
+    assert (
+        {s["Metric"]["MetricName"] for s in stats.values()}
+        == {
+            "WebhookRecordsAccepted",
+            "PersonsSynced",
+            "PersonsSkipped",
+        }
+        <= INTEGRATION_METRICS
+    )
+    for stat in stats.values():
+        # exactly the dimension set the per-integration EMF documents carry
+        assert stat["Metric"]["Dimensions"] == [
+            {"Name": INTEGRATION_DIMENSION, "Value": {"Ref": "IntegrationId"}},
+            {"Name": "service", "Value": "efficy-sync"},
+        ]
+        assert (stat["Stat"], stat["Period"]) == ("Sum", 3600)
+    (expression,) = [m for m in props["Metrics"] if m.get("ReturnData")]
+    assert "FILL(webhooks, 0) > 0" in expression["Expression"]
+    assert "FILL(synced, 0) + FILL(skipped, 0) == 0" in expression["Expression"]
+    assert (props["EvaluationPeriods"], props["DatapointsToAlarm"], props["TreatMissingData"]) == (3, 3, "notBreaching")
 
 
 def test_full_sync_failed_alarm_watches_the_state_machine(resources: dict[str, Any]) -> None:
