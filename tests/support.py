@@ -257,3 +257,15 @@ def create_pk_sk_table(name: str, region: str | None = None) -> None:
         ],
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
     )
+
+
+def create_template_table(logical_id: str, name: str, region: str | None = None) -> None:
+    """A table built from template.yaml's definition of `logical_id` (keys and indexes), as the stack builds it,
+    for tests on in-process moto: an index the template declares is the index the test uses."""
+    from efficy_sync_tools.local.template import SamTemplate
+
+    props = SamTemplate.load(ROOT / "template.yaml").raw["Resources"][logical_id]["Properties"]
+    wanted = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")
+    boto3.client("dynamodb", region_name=region).create_table(
+        TableName=name, **{k: json.loads(json.dumps(props[k])) for k in wanted if k in props}
+    )

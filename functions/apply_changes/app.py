@@ -10,7 +10,7 @@ from efficy_sync.changes import ContactChange
 from efficy_sync.clients.http import deadline, lambda_seconds
 from efficy_sync.connections import apsis_client, efficy_client
 from efficy_sync.fullsync.parking import ParkingLot
-from efficy_sync.observability import MetricUnit, logger, metrics
+from efficy_sync.observability import count, logger, metrics, serving
 from efficy_sync.settings import settings
 from efficy_sync.store.configs import ConfigStore
 from efficy_sync.store.persons import PersonStateStore
@@ -41,9 +41,10 @@ def record_handler_for(batch: Batch) -> Callable[[SQSRecord], None]:
         change = ContactChange.model_validate_json(record.body)
         outcome = batch.apply(change)
         logger.info("person applied", extra={"integration_id": change.integration_id, **log_fields(outcome)})
+        serving(change.integration_id)
         metric = METRIC_BY_RESULT.get(outcome.result)
         if metric:
-            metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+            count(metric, 1, integration_id=change.integration_id)
 
     return record_handler
 

@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from efficy_sync.inbound import BodyEncodingError, request_body
 from efficy_sync.ingest import accept
-from efficy_sync.observability import MetricUnit, logger, metrics
+from efficy_sync.observability import MetricUnit, count, logger, metrics
 from efficy_sync.queue import EnqueueError
 from efficy_sync.secrets import get_secret
 from efficy_sync.settings import settings
@@ -70,7 +70,7 @@ def efficy_webhook(integration_id: str) -> Response:
         metrics.add_metric(name="WebhookEnqueueFailed", unit=MetricUnit.Count, value=1)
         logger.exception("webhook not queued")
         return _reply(503, {"error": "could not queue the changes; send again"})
-    metrics.add_metric(name="WebhookRecordsAccepted", unit=MetricUnit.Count, value=result.records)
+    count("WebhookRecordsAccepted", result.records, integration_id=cfg.integration_id)
     if result.skipped_other_tables:
         metrics.add_metric(name="WebhookRecordsSkipped", unit=MetricUnit.Count, value=result.skipped_other_tables)
     logger.info(

@@ -11,7 +11,7 @@ from typing import Any
 from efficy_sync.clients.errors import TransientError
 from efficy_sync.clients.http import deadline, lambda_seconds
 from efficy_sync.fullsync.lifecycle import FullSync
-from efficy_sync.observability import MetricUnit, logger, metrics
+from efficy_sync.observability import count, logger, metrics
 from efficy_sync.settings import settings
 
 full_sync = FullSync.from_settings()
@@ -38,6 +38,6 @@ def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
     for name, metric in (("synced", "PersonsSynced"), ("skipped", "PersonsSkipped"), ("failed", "PersonsFailed")):
         if summary.get(name):
-            metrics.add_metric(name=metric, unit=MetricUnit.Count, value=summary[name])
+            count(metric, summary[name], integration_id=event.get("integration_id"))
     logger.info("page done", extra={"summary": summary})
     return summary

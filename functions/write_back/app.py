@@ -13,7 +13,7 @@ from efficy_sync.aws import client
 from efficy_sync.clients.errors import EfficyUnavailable
 from efficy_sync.clients.http import RetryPolicy, deadline, lambda_seconds
 from efficy_sync.connections import apsis_client, efficy_client
-from efficy_sync.observability import MetricUnit, logger, metrics
+from efficy_sync.observability import MetricUnit, count, logger, metrics
 from efficy_sync.optout import OptOutMessage, WriteBack, WriteBackResult, retry_delay
 from efficy_sync.pii import hash_key
 from efficy_sync.settings import settings
@@ -55,7 +55,7 @@ def _report(message: OptOutMessage, result: WriteBackResult) -> None:
     duplicates = sum(1 for k in result.persons if not result.recorded.get(k))
     if duplicates:
         metrics.add_metric(name="OptOutDuplicates", unit=MetricUnit.Count, value=duplicates)
-    metrics.add_metric(name="OptOutsWrittenBack", unit=MetricUnit.Count, value=len(result.confirmed_stamps))
+    count("OptOutsWrittenBack", len(result.confirmed_stamps), integration_id=message.integration_id)
     logger.info(
         "opt-out written back",
         extra={

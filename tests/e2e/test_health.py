@@ -96,8 +96,10 @@ def test_failures_by_category_and_retry_once_fixed(stack: Stack, key: int, tmp_p
         "rejected_value": [str(rejected), str(also_rejected)],
         "dead_lettered": [str(refused)],
     }
-    assert report["persons"]["known"] == 4  # the refused person's profile was created before the 403
+    assert report["failing_persons"] == 3 and report["persons_counted"] is False  # read from the index only
     assert "contact" in report["dead_letter_queues"]
+    scanned = health(stack, iid, "--scan")  # every stored person read (and counted)
+    assert by_category(scanned) == by_category(report) and scanned["persons"]["known"] == 4
 
     # The cause is fixed: retrying one category brings those persons in, and only them.
     stack.clear_faults()
@@ -141,7 +143,8 @@ def test_data_problems_and_dead_letters(stack: Stack, key: int, tmp_path: Path) 
         MessageDeduplicationId=f"dead-{iid}-{dead}",
     )
 
-    report = health(stack, iid)
+    assert by_category(health(stack, iid)) == {"dead_lettered": [str(dead)]}  # skipped persons on request only
+    report = health(stack, iid, "--skipped")
     assert by_category(report) == {"dead_lettered": [str(dead)], "conditions": [str(skipped)]}
     assert report["data_checked"] is False
     assert report["dead_letter_queues"]["contact"] >= 1

@@ -11,7 +11,7 @@ import pytest
 from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync.clients.http import RetryPolicy
 from efficy_sync.clients.meter import CallMeter, meter
-from efficy_sync.observability import add_api_call_metrics, logger, metrics, scrub, scrub_text
+from efficy_sync.observability import add_api_call_metrics, count, logger, metrics, scrub, scrub_text, serving
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 
 
@@ -238,3 +238,56 @@ def test_credentials_are_masked_by_key_in_logged_events() -> None:
     assert "s3cr3t" not in json.dumps(out) and "sha256=abc" not in json.dumps(out)
     assert out["queryStringParameters"]["event"] == "email.unsubscribe"
     assert out["headers"]["Content-Type"] == "application/json"
+
+
+def _emf(out: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.splitlines() if line.startswith('{"_aws"')]
+
+
+def _dimensions(blob: dict[str, Any]) -> list[str]:
+    return blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]
+
+
+def test_key_counters_carry_the_integration_dimension(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    meter.take()
+
+    @metrics.log_metrics
+    def handler(event: dict[str, Any], context: object) -> None:
+        count("PersonsSynced", 1, integration_id="acme")
+        count("PersonsSynced", 1, integration_id="acme")
+        count("PersonsFailed", 1, integration_id="globex")
+        count("StaleEventsDropped", 1, integration_id="acme")  # per deployment only (cost)
+        meter._add("apsis", [429, 200])
+
+    handler({}, None)
+    blobs = _emf(capsys.readouterr().out)
+    per_integration = {b["integration_id"]: b for b in blobs if "integration_id" in b}
+    assert set(per_integration) == {"acme", "globex"}
+    acme = per_integration["acme"]
+    assert sorted(_dimensions(acme)) == ["integration_id", "service"] and acme["service"] == "efficy-sync"
+    assert acme["PersonsSynced"] == [2.0] and "StaleEventsDropped" not in acme
+    assert per_integration["globex"]["PersonsFailed"] == [1.0]
+    # Two integrations served: the API calls cannot be split between them, so neither gets them ...
+    assert all("ApsisCalls" not in b for b in per_integration.values())
+    # ... and the per-deployment document is as before, with every counter.
+    (total,) = [b for b in blobs if "integration_id" not in b]
+    assert sum(total["PersonsSynced"]) == 2 and total["ApsisCalls"] == [2.0] and _dimensions(total) == ["service"]
+
+
+def test_api_calls_go_to_the_only_integration_served(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    meter.take()
+
+    @metrics.log_metrics
+    def handler(event: dict[str, Any], context: object) -> None:
+        serving("acme")  # served, nothing counted (e.g. unchanged persons)
+        meter._add("apsis", [429, 429, 200])
+
+    handler({}, None)
+    (acme,) = [b for b in _emf(capsys.readouterr().out) if b.get("integration_id") == "acme"]
+    assert acme["ApsisCalls"] == [3.0] and acme["Apsis429"] == [2.0] and "Apsis5xx" not in acme

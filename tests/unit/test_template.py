@@ -587,6 +587,7 @@ def test_alarms_notify_the_alarm_topic(resources: dict[str, Any]) -> None:
         "WebhookFreshnessAlarm",
         "WebhookRejectionsAlarm",
         "ApiServerErrorsAlarm",
+        "IntegrationSyncStalledAlarm",
     }
     for name, props in alarms.items():
         assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
@@ -625,6 +626,33 @@ def test_freshness_alarm_breaches_when_no_webhook_arrives(resources: dict[str, A
     assert props["Period"] == 3600
 
 
+def test_the_first_integration_has_a_sync_stalled_alarm_on_its_own_metrics(resources: dict[str, Any]) -> None:
+    from efficy_sync.observability import INTEGRATION_DIMENSION, INTEGRATION_METRICS
+
+    props = resources["IntegrationSyncStalledAlarm"]["Properties"]
+    stats = {m["Id"]: m["MetricStat"] for m in props["Metrics"] if "MetricStat" in m}
+    assert (
+        {s["Metric"]["MetricName"] for s in stats.values()}
+        == {
+            "WebhookRecordsAccepted",
+            "PersonsSynced",
+            "PersonsSkipped",
+        }
+        <= INTEGRATION_METRICS
+    )
+    for stat in stats.values():
+        # exactly the dimension set the per-integration EMF documents carry
+        assert stat["Metric"]["Dimensions"] == [
+            {"Name": INTEGRATION_DIMENSION, "Value": {"Ref": "IntegrationId"}},
+            {"Name": "service", "Value": "efficy-sync"},
+        ]
+        assert (stat["Stat"], stat["Period"]) == ("Sum", 3600)
+    (expression,) = [m for m in props["Metrics"] if m.get("ReturnData")]
+    assert "FILL(webhooks, 0) > 0" in expression["Expression"]
+    assert "FILL(synced, 0) + FILL(skipped, 0) == 0" in expression["Expression"]
+    assert (props["EvaluationPeriods"], props["DatapointsToAlarm"], props["TreatMissingData"]) == (3, 3, "notBreaching")
+
+
 def test_full_sync_failed_alarm_watches_the_state_machine(resources: dict[str, Any]) -> None:
     text = json.dumps(resources["FullSyncFailedAlarm"]["Properties"])
     assert '"ExecutionsFailed"' in text
@@ -635,9 +663,10 @@ def test_dashboard_body_is_valid_json_with_the_key_metrics(resources: dict[str, 
     body, variables = resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
     names = set(re.findall(r"\$\{([^}]+)\}", body))
     for name in names:
-        assert name in variables or name.startswith("AWS::") or name in resources, f"${{{name}}} is not defined"
+        defined = name in variables or name.startswith("AWS::") or name.split(".")[0] in resources
+        assert defined, f"${{{name}}} is not defined"
     rendered = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))
-    metrics = {m[1] for widget in rendered["widgets"] for m in widget["properties"]["metrics"]}
+    metrics = {m[1] for widget in rendered["widgets"] for m in widget["properties"].get("metrics", []) if len(m) > 1}
     assert metrics >= {
         "ApproximateNumberOfMessagesVisible",
         "Errors",
@@ -648,6 +677,76 @@ def test_dashboard_body_is_valid_json_with_the_key_metrics(resources: dict[str, 
         "ApsisCalls",
         "Apsis429",
     }
+
+
+def _dashboard(resources: dict[str, Any]) -> dict[str, Any]:
+    body, _ = resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    return json.loads(body.replace("${AWS::Region}", "eu-west-1"))
+
+
+def test_dashboard_shows_the_optout_write_back(resources: dict[str, Any]) -> None:
+    widget = next(w for w in _dashboard(resources)["widgets"] if w["properties"].get("title") == "Opt-out write-back")
+    names = {m[1] for m in widget["properties"]["metrics"]}
+    assert names >= {"OptOutAccepted", "OptOutsWrittenBack", "OptOutRetried", "ApproximateNumberOfMessagesVisible"}
+
+
+def test_dashboard_alarm_widget_shows_every_alarm(resources: dict[str, Any]) -> None:
+    widget = next(w for w in _dashboard(resources)["widgets"] if w["type"] == "alarm")
+    shown = {re.fullmatch(r"\$\{(\w+)\.Arn\}", arn).group(1) for arn in widget["properties"]["alarms"]}
+    alarms = {k for k, v in resources.items() if v["Type"] == "AWS::CloudWatch::Alarm"}
+    assert shown == alarms
+
+
+def test_dashboard_has_a_per_integration_view(resources: dict[str, Any]) -> None:
+    """SEARCH over the integration_id dimension: one line per integration, none to add by hand."""
+    searched: set[str] = set()
+    for widget in _dashboard(resources)["widgets"]:
+        for metric in widget["properties"].get("metrics", []):
+            expression = metric[0].get("expression", "") if isinstance(metric[0], dict) else ""
+            found = re.fullmatch(
+                r"SEARCH\('\{EfficySync,integration_id,service\} MetricName=\"(\w+)\"', 'Sum', 300\)", expression
+            )
+            if found:
+                searched.add(found.group(1))
+    assert searched >= {"PersonsFailed", "PersonsSynced", "WebhookRecordsAccepted", "ApsisCalls", "Apsis429"}
+
+
+def _runbook_query_names() -> set[str]:
+    """The saved queries docs/runbook.md names: `<stack>/name` in its "Saved queries" table."""
+    section = (ROOT / "docs" / "runbook.md").read_text().split("## Saved Logs Insights queries", 1)[1].split("\n## ")[0]
+    return set(re.findall(r"^\| `<stack>/([a-z-]+)` \|", section, flags=re.MULTILINE))
+
+
+def test_runbook_queries_are_saved_query_definitions(resources: dict[str, Any]) -> None:
+    queries = {k: v["Properties"] for k, v in resources.items() if v["Type"] == "AWS::Logs::QueryDefinition"}
+    names = {}
+    for logical_id, props in queries.items():
+        found = re.fullmatch(r"\$\{AWS::StackName\}/([a-z-]+)", props["Name"]["Fn::Sub"])
+        assert found, logical_id
+        names[found.group(1)] = props
+        assert props["LogGroupNames"] and all(set(g) == {"Ref"} for g in props["LogGroupNames"]), logical_id
+        assert all(resources[g["Ref"]]["Type"] == "AWS::Logs::LogGroup" for g in props["LogGroupNames"])
+    assert set(names) == _runbook_query_names() and len(names) >= 5
+    functions = {f"{f.removesuffix('Function')}LogGroup" for f in FUNCTION_FOLDERS}
+    assert {g["Ref"] for g in names["warnings-and-failures"]["LogGroupNames"]} == functions
+    assert 'filter level in ["WARNING", "ERROR"] or result = "failed"' in names["warnings-and-failures"]["QueryString"]
+    assert "by integration_id, error_category" in names["failures-by-integration"]["QueryString"]
+    assert names["api-refusals"]["LogGroupNames"] == [{"Ref": "ApiAccessLogGroup"}]
+
+
+def test_state_table_has_the_sparse_health_index(resources: dict[str, Any]) -> None:
+    from efficy_sync.store.persons import HEALTH_INDEX, HEALTH_PK, HEALTH_SK
+
+    props = resources["StateTable"]["Properties"]
+    (index,) = props["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == HEALTH_INDEX
+    assert index["KeySchema"] == [
+        {"AttributeName": HEALTH_PK, "KeyType": "HASH"},
+        {"AttributeName": HEALTH_SK, "KeyType": "RANGE"},
+    ]
+    assert set(index["Projection"]["NonKeyAttributes"]) == {"doc", "rev"}  # what the store decodes
+    defined = {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}
+    assert defined[HEALTH_PK] == defined[HEALTH_SK] == "S"
 
 
 # ---------------------------------------------------------------- tools: cfn-lint and the SAM transform

@@ -1,8 +1,10 @@
-"""`efficy-sync health ID [--retry CATEGORY] [--check-data] [--format text|json]`: failures by category.
+"""`efficy-sync health ID [--retry CATEGORY] [--skipped] [--scan] [--check-data] [--format text|json]`.
 
-Reads the stored states (one scan of the integration's persons) and peeks at the contact-changes DLQ; with
-`--check-data` it also refetches the synced persons from Efficy to find missing or invalid e-mails and phone
-numbers. `--retry CATEGORY` (or `--retry failures`) puts a Resync change for each person of that category on
+Reads the failed persons from the state table's sparse health index (never a scan: the cost follows the
+failures, not the stored persons; `--skipped` adds the persons skipped by design) and peeks at the
+contact-changes DLQ. `--scan` reads every stored state instead, to count them and to index states stored
+before the index existed (run it once per integration after that upgrade); with `--check-data` it also
+refetches the synced persons from Efficy to find missing or invalid e-mails and phone numbers. `--retry CATEGORY` (or `--retry failures`) puts a Resync change for each person of that category on
 the contact-changes queue, once the cause is fixed; dead-lettered persons' DLQ messages are then removed.
 """
 
@@ -41,6 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also refetch synced persons from Efficy to find missing or invalid e-mails and phone numbers "
         "(one Efficy call per 100 persons)",
+    )
+    health.add_argument(
+        "--skipped", action="store_true", help="also list the persons skipped by design (sync conditions, no key)"
+    )
+    health.add_argument(
+        "--scan",
+        action="store_true",
+        help="read every stored person (counts them; indexes states stored before the health index existed)",
     )
     health.add_argument("--format", choices=("text", "json"), default="text")
     health.add_argument("--limit", type=int, default=20, help="person keys shown per category in text (0: all)")
@@ -170,8 +180,17 @@ def health_command(args: argparse.Namespace) -> int:
     except UnknownIntegration:
         raise unknown_integration(configs, args.integration_id) from None
 
-    states = PersonStateStore(state_table).scan(cfg.integration_id)
+    store = PersonStateStore(state_table)
     check_data = args.check_data or retry in DATA_CATEGORIES
+    scan = args.scan or check_data  # the data check needs every synced person
+    if args.scan:
+        fixed = store.reindex(cfg.integration_id)
+        if fixed:
+            print(f"efficy-sync: indexed {fixed:,} stored state(s) the health index lacked", file=sys.stderr)
+    if scan:
+        states = store.scan(cfg.integration_id)
+    else:
+        states = store.issues(cfg.integration_id, ("failure", "skipped") if args.skipped else ("failure",))
     data = data_problems(cfg, states) if check_data else []
     letters, depths = peek_dead_letters(cfg.integration_id, max(0, args.dlq_peek))
     try:
@@ -182,6 +201,8 @@ def health_command(args: argparse.Namespace) -> int:
             dead_lettered=sorted(letters.persons) if letters else [],
             dead_letter_queues=depths,
             data_checked=check_data,
+            counted=scan,
+            skipped_listed=args.skipped,
         )
         retried = _retry(cfg.integration_id, report.persons_in(retry), letters) if retry else None
     finally:

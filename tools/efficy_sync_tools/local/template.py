@@ -23,6 +23,7 @@ EMULATED_PREFIXES = (
     "AWS::ApiGateway::",
     "AWS::ApiGatewayV2::",
     "AWS::CloudWatch::",
+    "AWS::Logs::QueryDefinition",  # saved Logs Insights queries: nothing to run offline
     "AWS::SecretsManager::",
     "AWS::SNS::Subscription",
     "AWS::Lambda::Permission",

@@ -1,8 +1,10 @@
 """Sync health: which persons are not in step with Efficy, grouped by why, and how to bring them back.
 
 Three sources, from cheap to dear:
-- the stored states (one scan): the last attempt failed (`error_category`: rejected value, permission, ...),
-  was held back (e-mail conflict), or the person does not meet the sync conditions;
+- the stored states the health index holds (store/persons.py: a sparse index over failed and skipped persons,
+  so the cost follows the failures, not the stored persons): the last attempt failed (`error_category`:
+  rejected value, permission, ...), was held back (e-mail conflict), or the person does not meet the sync
+  conditions; a full scan (`--scan`) also counts every stored person;
 - the contact-changes DLQ: changes whose retries ran out (Efficy or APSIS unavailable or rate limiting for
   longer than the retries last); the messages name the person, the cause is in the logs;
 - optionally the persons' current Efficy data, mapped again: synced persons whose e-mail or mobile number is
@@ -24,7 +26,7 @@ from typing import Any, Literal
 from .changes import ContactChange
 from .mapping import Desired
 from .observability import scrub_text
-from .state import PersonState, utc_now
+from .state import PersonState, health_issue, utc_now
 
 Kind = Literal["failure", "data", "skipped"]
 KINDS: tuple[Kind, ...] = ("failure", "data", "skipped")
@@ -203,16 +205,16 @@ class Finding:
 def state_findings(state: PersonState) -> list[Finding]:
     """What a stored state says is wrong (or skipped) about its person."""
     key = str(state.person_key)
-    if state.last_outcome == "failed" or (state.error_category and state.last_outcome != "skipped"):
-        detail = scrub_text(state.error_detail) if state.error_detail else None
-        return [Finding(key, state.error_category or "api_error", detail)]
-    if state.last_outcome == "skipped":
-        reason = state.skip_reason or ""
-        if "K_CONTACT" in reason:
-            return [Finding(key, "no_key")]
-        # "ROBINSON equals '0' failed: value is '1'" -> the condition, without the person's value
-        return [Finding(key, "conditions", reason.split(" failed", 1)[0] or None)]
-    return []
+    issue = health_issue(state)
+    if issue is None:
+        return []
+    kind, name = issue
+    if kind == "failure":
+        return [Finding(key, name, scrub_text(state.error_detail) if state.error_detail else None)]
+    if name == "no_key":
+        return [Finding(key, name)]
+    # "ROBINSON equals '0' failed: value is '1'" -> the condition, without the person's value
+    return [Finding(key, name, (state.skip_reason or "").split(" failed", 1)[0] or None)]
 
 
 def data_findings(person_key: int | str, desired: Desired) -> list[Finding]:
@@ -253,10 +255,12 @@ class CategoryReport:
 @dataclass
 class HealthReport:
     integration_id: str
-    persons: Counter[str]  # "known" and one count per last outcome
+    persons: Counter[str]  # one count per last outcome of the states read, and "known" when all were counted
     categories: dict[str, CategoryReport]
     dead_letter_queues: dict[str, int] = field(default_factory=dict)  # queue -> messages (all integrations)
     data_checked: bool = False
+    counted: bool = True  # every stored person was read (a scan), not only the indexed failures
+    skipped_listed: bool = True  # persons skipped by design were read
     checked_at: str = field(default_factory=utc_now)
 
     def failing(self) -> int:
@@ -276,6 +280,8 @@ class HealthReport:
             "integration_id": self.integration_id,
             "checked_at": self.checked_at,
             "persons": dict(self.persons),
+            "persons_counted": self.counted,
+            "skipped_listed": self.skipped_listed,
             "failing_persons": self.failing(),
             "dead_letter_queues": self.dead_letter_queues,
             "data_checked": self.data_checked,
@@ -291,11 +297,16 @@ def build_report(
     dead_lettered: Iterable[int | str] = (),
     dead_letter_queues: Mapping[str, int] | None = None,
     data_checked: bool = False,
+    counted: bool = True,
+    skipped_listed: bool = True,
 ) -> HealthReport:
+    """The report of `states`: every stored state of the integration (`counted`), or only those the health
+    index returned (then "known" is not counted, and `skipped_listed` says whether skipped persons were read)."""
     persons: Counter[str] = Counter()
     findings: list[Finding] = []
     for state in states:
-        persons["known"] += 1
+        if counted:
+            persons["known"] += 1
         persons[state.last_outcome or "unknown"] += 1
         findings.extend(state_findings(state))
     findings.extend(data)
@@ -315,6 +326,8 @@ def build_report(
         categories,
         dead_letter_queues=dict(dead_letter_queues or {}),
         data_checked=data_checked,
+        counted=counted,
+        skipped_listed=skipped_listed or counted,
     )
 
 
@@ -339,9 +352,13 @@ def render_health(report: HealthReport, *, limit: int = 20) -> str:
     """The text an operator reads; `limit` person keys per category (0: all)."""
     p = report.persons
     outcomes = ", ".join(f"{p[o]:,} {o}" for o in ("synced", "skipped", "failed", "deleted") if p.get(o))
+    if report.counted:
+        known = f"  persons known: {p.get('known', 0):,}" + (f" ({outcomes})" if outcomes else "")
+    else:
+        known = "  persons known: not counted (add --scan: reads every stored person)"
     lines = [
         f"Sync health of integration {report.integration_id} at {report.checked_at}",
-        f"  persons known: {p.get('known', 0):,}" + (f" ({outcomes})" if outcomes else ""),
+        known,
         f"  persons failing: {report.failing():,}",
     ]
     if report.dead_letter_queues:
@@ -349,6 +366,8 @@ def render_health(report: HealthReport, *, limit: int = 20) -> str:
         lines.append(f"  dead-letter queues (all integrations): {depths}")
     if not report.data_checked:
         lines.append("  data problems (missing e-mail, invalid phone ...) not checked: add --check-data")
+    if not report.skipped_listed:
+        lines.append("  persons skipped by design (sync conditions, no key) not listed: add --skipped")
     for kind in KINDS:
         group = sorted((c for c in report.categories.values() if c.category.kind == kind), key=lambda c: -c.count)
         if not group:

@@ -8,11 +8,20 @@ named like personal data (EMAIL1, MOBILE, "email", "phone" ...).
 Metrics: every handler decorated with `@metrics.log_metrics` also publishes, at each flush, the API calls the
 clients made during the invocation (ApsisCalls, Apsis429, Apsis5xx, ApsisTimeouts, and the same for Efficy),
 read from `clients.meter`, so no handler has to remember to count them.
+
+Per integration: the key counters (INTEGRATION_METRICS) are also published with the dimensions
+{service, integration_id}, one EMF document per integration at each flush, so one integration's failures do
+not hide in the others' volume. Each metric x integration is a custom metric billed monthly, so only these
+carry the dimension; the rest stay per deployment. API calls have no integration of their own (the clients'
+meter counts per API): they are attributed only when the invocation served exactly one integration (a
+full-sync page always does, a real-time batch when all its changes belong to one integration).
 """
 
 from __future__ import annotations
 
 import re
+import threading
+from collections import Counter
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -99,11 +108,87 @@ class PiiSafeFormatter(LambdaPowertoolsFormatter):
         return super().serialize(scrub(log))
 
 
+#: the counters published per integration as well (dimension integration_id); see the module docstring
+INTEGRATION_METRICS = frozenset(
+    {
+        "PersonsSynced",
+        "PersonsSkipped",
+        "PersonsFailed",
+        "WebhookRecordsAccepted",
+        "OptOutsWrittenBack",
+        "ApsisCalls",
+        "Apsis429",
+    }
+)
+INTEGRATION_DIMENSION = "integration_id"
+
+
+class IntegrationCounts:
+    """Counts of INTEGRATION_METRICS per integration since the last flush (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._seen: set[str] = set()
+
+    def add(self, integration_id: str, name: str, value: float) -> None:
+        with self._lock:
+            self._seen.add(integration_id)
+            if name in INTEGRATION_METRICS:
+                self._counts[(integration_id, name)] += value
+
+    def take(self, api_counts: dict[str, int]) -> dict[str, dict[str, float]]:
+        """{integration: {metric: value}}; the API counts go to the one integration served, if only one was."""
+        with self._lock:
+            out: dict[str, dict[str, float]] = {}
+            for (integration_id, name), value in self._counts.items():
+                out.setdefault(integration_id, {})[name] = value
+            if len(self._seen) == 1:
+                (only,) = self._seen
+                for name, value in api_counts.items():
+                    if name in INTEGRATION_METRICS:
+                        out.setdefault(only, {})[name] = value
+            self._counts.clear()
+            self._seen.clear()
+        return out
+
+
+integration_counts = IntegrationCounts()
+
+
+def count(name: str, value: float = 1, *, integration_id: str | None = None) -> None:
+    """Adds to a counter of this invocation: per deployment as always, and per integration for the counters of
+    INTEGRATION_METRICS (naming the integration also attributes the invocation's API calls to it)."""
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    if integration_id:
+        integration_counts.add(integration_id, name, value)
+
+
+def serving(integration_id: str) -> None:
+    """The invocation works for this integration (whether or not it counts anything for it): API calls are
+    attributed to an integration only when it is the only one served."""
+    integration_counts.add(integration_id, "", 0)
+
+
+def flush_integration_metrics(api_counts: dict[str, int]) -> None:
+    """One EMF document per integration, with the dimensions {service, integration_id}."""
+    for integration_id, values in integration_counts.take(api_counts).items():
+        provider = AmazonCloudWatchEMFProvider(
+            metric_set={}, dimension_set={}, metadata_set={}, namespace=NAMESPACE, service=SERVICE
+        )
+        provider.add_dimension(name=INTEGRATION_DIMENSION, value=integration_id)
+        for name, value in sorted(values.items()):
+            provider.add_metric(name=name, unit=MetricUnit.Count, value=value)
+        provider.flush_metrics()
+
+
 class _InvocationMetrics(AmazonCloudWatchEMFProvider):
-    """EMF provider that adds the clients' API call counts to every flush (see the module docstring)."""
+    """EMF provider that adds the clients' API call counts to every flush (see the module docstring), and
+    publishes the per-integration counters beside them."""
 
     def flush_metrics(self, raise_on_empty_metrics: bool = False) -> None:
-        add_api_call_metrics(self)
+        api_counts = add_api_call_metrics(self)
+        flush_integration_metrics(api_counts)
         super().flush_metrics(raise_on_empty_metrics=raise_on_empty_metrics)
 
     def add_cold_start_metric(self, context: Any) -> None:
@@ -145,4 +230,14 @@ metrics = Metrics(
     )
 )
 
-__all__ = ["MetricUnit", "PiiSafeFormatter", "add_api_call_metrics", "logger", "metrics", "scrub", "scrub_text"]
+__all__ = [
+    "MetricUnit",
+    "PiiSafeFormatter",
+    "add_api_call_metrics",
+    "count",
+    "logger",
+    "metrics",
+    "scrub",
+    "scrub_text",
+    "serving",
+]

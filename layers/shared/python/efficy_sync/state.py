@@ -109,3 +109,16 @@ def record_failure(state: PersonState, category: str, detail: str | None = None)
     return state.model_copy(
         update={"last_outcome": "failed", "error_category": category, "error_detail": detail, "updated_at": utc_now()}
     )
+
+
+def health_issue(state: PersonState) -> tuple[Literal["failure", "skipped"], str] | None:
+    """(kind, category) of what is wrong with (or deliberately left out of) a stored state; None when in step.
+
+    The one rule both the health report and the store's sparse health index follow, so the index holds exactly
+    the states the report lists: a failed attempt (or an error held on a synced state, e.g. an e-mail conflict)
+    is a "failure" of its error category; a skipped person is "skipped" (no usable key, or sync conditions)."""
+    if state.last_outcome == "failed" or (state.error_category and state.last_outcome != "skipped"):
+        return "failure", state.error_category or "api_error"
+    if state.last_outcome == "skipped":
+        return "skipped", "no_key" if "K_CONTACT" in (state.skip_reason or "") else "conditions"
+    return None

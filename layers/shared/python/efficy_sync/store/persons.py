@@ -13,6 +13,14 @@ Two items per integration and person, under pk="PERSON#<integration>#<key>":
   before the opt-out arrived. Each slot is changed with its own conditional update, so concurrent writers of
   different slots, or of the same slot, never undo each other.
 
+The STATE item of a person the health report must list (state.health_issue: a failure, or skipped by design)
+also carries `health_pk` = "<integration>#<shard>" and `health_sk` = "<kind>#<category>#<key>": the keys of the
+sparse global secondary index HEALTH_INDEX (template.yaml, StateTable). `put` writes the whole item, so a state
+that is in step again drops out of the index by the same write that records it; `efficy-sync health` queries
+the index and reads only what failed, however many persons are stored. The shard (HEALTH_SHARDS partitions per
+integration, by a hash of the key) keeps a mass failure (every person of a full sync refused at once) from
+writing one index partition past its throughput; a health check queries each shard (empty ones cost little).
+
 Reads merge the two: `PersonState.optouts` holds the live records, and a slot with a live record reads as
 "APSIS One holds an opt-out" in `consents` (the person opted out there themselves), unless we sent an opt-in
 for it shortly before or after the opt-out (OPT_IN_RACE_MARGIN): then which one APSIS holds is not known
@@ -27,19 +35,27 @@ from __future__ import annotations
 
 import json
 import threading
+import zlib
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from ..aws import client
 from ..consent import OptOutRecord, normalise_stamp
-from ..state import UNKNOWN, PersonState, utc_now
+from ..state import UNKNOWN, PersonState, health_issue, utc_now
 
 #: an opt-in we sent this close to an APSIS opt-out (before or after) may have overwritten it. Wide, because the
 #: automation's `occurred_at` may be when its flow ran rather than the click, and clocks differ; the cost of a
 #: wide margin is one redundant opt-out call.
 OPT_IN_RACE_MARGIN = timedelta(minutes=10)
 STATE_SK = "STATE"
+#: the sparse index over the persons health lists (template.yaml, StateTable); its key attributes
+HEALTH_INDEX = "health"
+HEALTH_PK = "health_pk"
+HEALTH_SK = "health_sk"
+#: index partitions per integration; changing it needs `efficy-sync health ID --scan` to re-key stored states
+HEALTH_SHARDS = 8
+HealthKind = Literal["failure", "skipped"]
 OPTOUTS_SK = "OPTOUTS"
 _RECORDS = "records"
 
@@ -90,6 +106,33 @@ def _close_or_after(sent: str, at: str) -> bool:
     except ValueError:
         return True  # cannot tell: assume the worst
     return sent_at >= opted_out - OPT_IN_RACE_MARGIN
+
+
+def health_keys(state: PersonState) -> dict[str, dict[str, str]]:
+    """The health index attributes of the state's item: empty (not indexed) when the person is in step."""
+    issue = health_issue(state)
+    if issue is None:
+        return {}
+    kind, category = issue
+    shard = zlib.crc32(str(state.person_key).encode()) % HEALTH_SHARDS
+    return {
+        HEALTH_PK: {"S": f"{state.integration_id}#{shard}"},
+        HEALTH_SK: {"S": f"{kind}#{category}#{state.person_key}"},
+    }
+
+
+def state_item(state: PersonState) -> dict[str, Any]:
+    """The whole STATE item `put` writes (at the next revision). Whole, so that a state in step again leaves the
+    health index by the same write that records it."""
+    return {
+        **_key(state.integration_id, state.person_key),
+        "doc": {"S": state_document(state)},
+        "stamp": {"S": normalise_stamp(state.change_stamp or "")},
+        "rev": {"N": str(state.revision + 1)},
+        "outcome": {"S": state.last_outcome or ""},
+        "error_category": {"S": state.error_category or ""},
+        **health_keys(state),
+    }
 
 
 def state_document(state: PersonState) -> str:
@@ -187,14 +230,7 @@ class PersonStateStore:
         The opt-outs are never written here (see the module docstring)."""
         stamp = normalise_stamp(state.change_stamp or "")
         key = _key(state.integration_id, state.person_key)
-        item = {
-            **key,
-            "doc": {"S": state_document(state)},
-            "stamp": {"S": stamp},
-            "rev": {"N": str(state.revision + 1)},
-            "outcome": {"S": state.last_outcome or ""},
-            "error_category": {"S": state.error_category or ""},
-        }
+        item = state_item(state)
         values: dict[str, Any] = {":s": {"S": stamp}}
         if state.revision:
             condition = "#r = :r AND #s <= :s"
@@ -332,6 +368,76 @@ class PersonStateStore:
         merged = (merge_optouts(states[k], integration_id, k, optouts.get(k, {})) for k in sorted(states))
         return [state for state in merged if state is not None]
 
+    def issues(self, integration_id: str, kinds: Iterable[HealthKind] = ("failure",)) -> list[PersonState]:
+        """The persons health lists, from the sparse health index only: one query per shard (and kind), each
+        reading just the indexed items, so the cost follows the failures, not the stored persons. The index
+        is eventually consistent (a state written a moment ago may be missing), and holds no opt-outs (the
+        report does not need them)."""
+        wanted = tuple(dict.fromkeys(kinds))
+        prefixes = [""] if set(wanted) >= {"failure", "skipped"} else [f"{kind}#" for kind in wanted]
+        paginator = client("dynamodb").get_paginator("query")
+        states: dict[int, PersonState] = {}
+        for shard in range(HEALTH_SHARDS):
+            for prefix in prefixes:
+                condition = "#p = :p" + (" AND begins_with(#s, :k)" if prefix else "")
+                values: dict[str, Any] = {":p": {"S": f"{integration_id}#{shard}"}}
+                if prefix:
+                    values[":k"] = {"S": prefix}
+                pages = paginator.paginate(
+                    TableName=self._table,
+                    IndexName=HEALTH_INDEX,
+                    KeyConditionExpression=condition,
+                    ExpressionAttributeNames={"#p": HEALTH_PK, "#s": HEALTH_SK} if prefix else {"#p": HEALTH_PK},
+                    ExpressionAttributeValues=values,
+                )
+                for page in pages:
+                    for item in page.get("Items", []):
+                        states[int(item["pk"]["S"].rsplit("#", 1)[1])] = self._decode(item)
+        return [states[k] for k in sorted(states)]
+
+    def reindex(self, integration_id: str) -> int:
+        """Sets (or removes) the health index keys of every stored state of the integration whose item lacks the
+        right ones: states written before the index existed. One scan of the table; each fix is conditional on
+        the revision read, so a state written meanwhile (indexed by its own write) is left alone. Returns how
+        many items were fixed."""
+        ddb = client("dynamodb")
+        pages = ddb.get_paginator("scan").paginate(
+            TableName=self._table,
+            FilterExpression="begins_with(pk, :p) AND sk = :s",
+            ExpressionAttributeValues={":p": {"S": f"PERSON#{integration_id}#"}, ":s": {"S": STATE_SK}},
+        )
+        fixed = 0
+        for page in pages:
+            for item in page.get("Items", []):
+                expected = health_keys(self._decode(item))
+                current = {name: item[name] for name in (HEALTH_PK, HEALTH_SK) if name in item}
+                if current == expected:
+                    continue
+                request: dict[str, Any] = {
+                    "TableName": self._table,
+                    "Key": {"pk": item["pk"], "sk": item["sk"]},
+                    "ExpressionAttributeNames": {"#p": HEALTH_PK, "#s": HEALTH_SK, "#r": "rev"},
+                }
+                values: dict[str, Any] = {}
+                if expected:
+                    request["UpdateExpression"] = "SET #p = :p, #s = :s"
+                    values = {":p": expected[HEALTH_PK], ":s": expected[HEALTH_SK]}
+                else:
+                    request["UpdateExpression"] = "REMOVE #p, #s"
+                if "rev" in item:
+                    request["ConditionExpression"] = "#r = :r"
+                    values[":r"] = item["rev"]
+                else:
+                    request["ConditionExpression"] = "attribute_not_exists(#r)"
+                if values:
+                    request["ExpressionAttributeValues"] = values
+                try:
+                    ddb.update_item(**request)
+                    fixed += 1
+                except ddb.exceptions.ConditionalCheckFailedException:
+                    continue  # rewritten meanwhile, and indexed by that write
+        return fixed
+
     @staticmethod
     def _decode(item: dict[str, Any]) -> PersonState:
         state = PersonState.model_validate(json.loads(item["doc"]["S"]))
@@ -418,6 +524,13 @@ class MemoryPersonStateStore:
                 return False
             slots[slot] = (record, retired_at)
             return True
+
+    def issues(self, integration_id: str, kinds: Iterable[HealthKind] = ("failure",)) -> list[PersonState]:
+        wanted = set(kinds)
+        return [s for s in self.scan(integration_id) if (issue := health_issue(s)) is not None and issue[0] in wanted]
+
+    def reindex(self, integration_id: str) -> int:
+        return 0  # `issues` reads the states themselves: nothing to index
 
     def scan(self, integration_id: str) -> list[PersonState]:
         with self._lock:
