@@ -168,3 +168,24 @@ def test_webhook_url_in_hmac_body_mode_names_the_header_and_the_secret(user: Use
     signature = "sha256=" + hmac.new(doc["secret"].encode(), body, hashlib.sha256).hexdigest()
     accepted = user.http.post(doc["url"], data=body, headers={"X-Justin-Signature": signature}, timeout=30)
     assert accepted.status_code == 202, accepted.text
+
+
+# ---- 14.6: which redrive was used ------------------------------------------------------------------------------
+
+
+def test_dlq_redrive_on_the_local_stack_says_it_used_the_mover_and_why(user: UserStack) -> None:
+    """moto has no StartMessageMoveTask: the local stack falls back to the built-in mover, and says so."""
+    first, _ = seed(user, 1, "--no-webhooks", "--profiles", "12")
+    dlq = user.outputs()["ContactChangesDLQUrl"]
+    change = {"integration_id": "demo", "person_key": first, "operation": "Update", "source": "webhook"}
+    user.aws("sqs").send_message(
+        QueueUrl=dlq, MessageBody=json.dumps(change), MessageGroupId=f"demo#{first}", MessageDeduplicationId="h1"
+    )
+    moved = user.json("dlq", "redrive", "--queue", "contact")["queues"]["contact"]
+    assert moved["method"] == "mover" and moved["moved"] == 1
+    assert "StartMessageMoveTask not available" in moved["reason"]
+    assert user.json("dlq", "count")["queues"]["contact"] == 0
+    text = user.cli("dlq", "redrive", "--queue", "optout").stdout
+    assert "optout: moved 0 message(s)" in text and "with the built-in mover (StartMessageMoveTask not" in text
+    refused = user.cli("dlq", "redrive", "--queue", "optout", "--method", "move-task", expect=1)
+    assert "StartMessageMoveTask cannot be used" in refused.stderr
