@@ -373,7 +373,9 @@ def test_seed_explain_and_health(user: UserStack) -> None:
 
 def test_dlq_count_and_redrive(user: UserStack) -> None:
     """docs/runbook.md: `efficy-sync dlq count`, `efficy-sync dlq redrive --queue contact`."""
-    first, _ = seed(user, 1, "--no-webhooks", "--profiles", "12")
+    start, last = seed(user, 7, "--no-webhooks", "--profiles", "12")
+    # a person the demo's conditions sync (`local seed`: key % 7 == 0 not opened, key % 5 == 0 on Robinson)
+    first = next(k for k in range(start, last + 1) if k % 7 and k % 5)
     dlq = user.outputs()["ContactChangesDLQUrl"]
     change = {"integration_id": "demo", "person_key": first, "operation": "Update", "source": "webhook"}
     user.aws("sqs").send_message(

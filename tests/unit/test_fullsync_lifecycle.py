@@ -189,3 +189,19 @@ def test_begin_accepts_the_documented_input(sync: tuple[FullSync, dict[str, str]
     full_sync, _ = sync
     run = full_sync.begin({"integration_id": "demo", "dry_run": True}, ARN + "good")
     assert run["integration_id"] == "demo" and run["dry_run"] is True
+
+
+def test_the_run_records_who_started_it(sync: tuple[FullSync, dict[str, str]]) -> None:
+    """The CLI passes the caller's AWS identity; a direct start on Step Functions records the execution's name."""
+    full_sync, _ = sync
+    by_cli = full_sync.begin(
+        {"integration_id": "demo", "dry_run": False, "started_by": "arn:aws:iam::123456789012:user/alice"},
+        ARN + "from-cli",
+    )
+    stored = full_sync.runs.get("demo", by_cli["run_id"])
+    assert (stored.started_by, stored.started_via) == ("arn:aws:iam::123456789012:user/alice", "cli")
+    full_sync.runs.release("demo", ARN + "from-cli")
+    direct = full_sync.begin({"integration_id": "demo", "dry_run": False}, ARN + "demo-1767225600")
+    stored = full_sync.runs.get("demo", direct["run_id"])
+    assert (stored.started_by, stored.started_via) == ("demo-1767225600", "stepfunctions")
+    assert stored.config_version == 1

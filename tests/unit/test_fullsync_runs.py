@@ -174,3 +174,88 @@ def test_a_dry_run_holds_the_lock_but_parks_nothing(aws_env) -> None:
     assert lot.active_run("acme") is None  # real-time changes keep flowing during a dry run
     with pytest.raises(SyncAlreadyRunning):
         begin(store, ARN + "real")
+
+
+# ---- run history (issue 14.5) -------------------------------------------------------------------------------
+
+
+def _end_run(store: RunStore, arn: str, status: str) -> str:
+    run = begin(store, arn, statuses={})
+    store.release("acme", arn)
+    assert store.end("acme", run.run_id, status)
+    return run.run_id
+
+
+def _item(run_id: str) -> dict[str, Any]:
+    return boto3.client("dynamodb", region_name=REGION).get_item(
+        TableName=TABLE, Key={"pk": {"S": "FULLSYNC#acme"}, "sk": {"S": f"RUN#{run_id}"}}
+    )["Item"]
+
+
+def test_history_is_newest_first_with_who_and_the_outcome(aws_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    from efficy_sync.fullsync import runs as runs_module
+
+    store = RunStore(TABLE)
+    stamps = iter(["20260101T100000Z", "20260101T110000Z", "20260101T120000Z"])
+    monkeypatch.setattr(runs_module, "new_run_id", lambda arn, now=None: f"{next(stamps)}-{arn[-3:]}")
+    first = _end_run(store, ARN + "one", "succeeded")
+    second = _end_run(store, ARN + "two", "cancelled")
+    third = begin(store, ARN + "thr")  # still running
+    history = store.history("acme")
+    assert [r.run_id for r in history] == [third.run_id, second, first]
+    assert [r.status for r in history] == ["running", "cancelled", "succeeded"]
+    assert all(r.config_version == 3 for r in history)
+    assert [r.run_id for r in store.history("acme", limit=2)] == [third.run_id, second]
+
+
+def test_who_started_the_run_is_recorded(aws_env) -> None:
+    store = RunStore(TABLE)
+    run = store.begin(
+        "acme",
+        ARN + "who",
+        dry_run=False,
+        config_version=7,
+        write_mode="diff",
+        max_concurrency=5,
+        holder_status=lambda holder: "RUNNING",
+        end_stale=lambda lock, status: None,
+        started_by="arn:aws:iam::123456789012:user/alice",
+        started_via="cli",
+    )
+    stored = store.get("acme", run.run_id)
+    assert stored.started_by == "arn:aws:iam::123456789012:user/alice" and stored.started_via == "cli"
+
+
+def test_an_ended_run_and_its_pages_expire_by_ttl_a_running_one_does_not(aws_env) -> None:
+    import time
+
+    from efficy_sync.fullsync.runs import RUN_RETENTION_DAYS, TTL_ATTRIBUTE
+
+    store = RunStore(TABLE)
+    run = begin(store, ARN + "ttl")
+    store.page_done("acme", run.run_id, 0, 10, {"persons": 10})
+    assert TTL_ATTRIBUTE not in _item(run.run_id)  # running: never expires
+    store.release("acme", ARN + "ttl")
+    store.end("acme", run.run_id, "succeeded")
+    ttl = int(_item(run.run_id)[TTL_ATTRIBUTE]["N"])
+    assert abs(ttl - (time.time() + RUN_RETENTION_DAYS * 86400)) < 120
+    page = boto3.client("dynamodb", region_name=REGION).get_item(
+        TableName=TABLE, Key={"pk": {"S": f"FULLSYNC#acme#{run.run_id}"}, "sk": {"S": "PAGE#000000"}}
+    )["Item"]
+    assert int(page[TTL_ATTRIBUTE]["N"]) > time.time()
+
+
+def test_the_history_keeps_at_most_the_newest_runs_and_never_a_running_one(
+    aws_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from efficy_sync.fullsync import runs as runs_module
+
+    monkeypatch.setattr(runs_module, "RUN_HISTORY_MAX", 3)
+    store = RunStore(TABLE)
+    stamps = iter(f"20260101T{h:02d}0000Z" for h in range(10, 20))
+    monkeypatch.setattr(runs_module, "new_run_id", lambda arn, now=None: f"{next(stamps)}-{arn[-3:]}")
+    ended = [_end_run(store, ARN + f"r{i:02d}", "succeeded") for i in range(5)]
+    assert [r.run_id for r in store.history("acme")] == ended[:1:-1]  # the newest 3 kept
+    running = begin(store, ARN + "run")
+    assert store.prune("acme", keep=0) == 3  # every ended run, not the running one
+    assert [r.run_id for r in store.history("acme")] == [running.run_id]

@@ -46,6 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.add_argument("integration_id", metavar="ID")
     show.add_argument("--format", choices=("yaml", "json"), default="yaml")
     show.add_argument("--version", type=int, help="an earlier version (see `config history`)")
+    show.add_argument(
+        "--webhook-url",
+        action="store_true",
+        help="print what to register in Efficy for this integration's webhook (URL, and header or token per "
+        "efficy.auth.mode), read from the stack and the webhook secret; it shows the secret",
+    )
     show.set_defaults(func=show_command)
 
     listing = actions.add_parser("list", help="every configured integration, with its current version")
@@ -395,6 +401,8 @@ def show_command(args: argparse.Namespace) -> int:
     except UnknownIntegration:
         what = f" (or no version {args.version} of it)" if args.version is not None else ""
         raise unknown_integration(store, args.integration_id, what) from None
+    if getattr(args, "webhook_url", False):
+        return _print_registration(cfg, as_json=args.output == "json" or args.format == "json")
     automatic = automatic_mappings(cfg)
     if args.format == "json":
         sys.stdout.write(json.dumps(config_to_dict(cfg), indent=2, ensure_ascii=False) + "\n")
@@ -404,6 +412,64 @@ def show_command(args: argparse.Namespace) -> int:
     else:
         header = "".join(f"#   {line}\n" for line in automatic)
         sys.stdout.write(f"# automatic mappings (always on; not part of the file):\n{header}" + config_to_yaml(cfg))
+    return 0
+
+
+def webhook_registration(cfg: IntegrationConfig, api_url: str, webhook_secret: str) -> dict[str, Any]:
+    """What the administrator registers in Efficy (Designer -> Webhooks, or the 12.1 generic connector) for this
+    integration, per `efficy.auth.mode` (webhook.verify checks exactly this): the URL, with the secret as its
+    `token` parameter in `url_token` mode, else the header(s) Efficy must send."""
+    from urllib.parse import quote
+
+    from efficy_sync.webhook import URL_TOKEN_PARAMETER
+
+    auth = cfg.efficy.auth
+    url = f"{api_url.rstrip('/')}/integrations/{cfg.integration_id}/efficy/webhook"
+    doc: dict[str, Any] = {
+        "integration_id": cfg.integration_id,
+        "mode": auth.mode,
+        "method": "POST",
+        "url": url,
+        "headers": {},
+        "secret": webhook_secret,
+        "secret_name": cfg.efficy.webhook_secret_secret,
+    }
+    if auth.mode == "url_token":
+        doc["url"] = f"{url}?{URL_TOKEN_PARAMETER}={quote(webhook_secret, safe='')}"
+        doc["note"] = "no header: the token in the URL is the authentication (Efficy's SYS_WEBHOOKS are unsigned)"
+    elif auth.mode == "header":
+        doc["headers"] = {auth.secret_header: webhook_secret}
+        doc["note"] = "a static header carrying the webhook secret on every call"
+    elif auth.mode == "hmac_body":
+        doc["headers"] = {auth.signature_header: "sha256=<hex HMAC-SHA256(secret, raw body)>"}
+        doc["note"] = "the sender signs the raw body with the secret (the Efficy 12.1 generic connector)"
+    else:
+        doc["headers"] = {
+            auth.timestamp_header: "<unix seconds>",
+            auth.signature_header: 'sha256=<hex HMAC-SHA256(secret, "<timestamp>.<raw body>")>',
+        }
+        doc["note"] = f"our timestamped scheme: the timestamp must be within {auth.tolerance_seconds}s of now"
+    return doc
+
+
+def _print_registration(cfg: IntegrationConfig, *, as_json: bool) -> int:
+    from efficy_sync_tools.commands._aws import secret, stack_output
+
+    doc = webhook_registration(cfg, stack_output("ApiUrl"), secret(cfg.efficy.webhook_secret_secret))
+    print("efficy-sync: this shows the webhook secret; keep it out of tickets and chats", file=sys.stderr)
+    if as_json:
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        return 0
+    print(f"Register in Efficy for {cfg.integration_id} (efficy.auth.mode: {doc['mode']}):")
+    print(f"  {doc['method']} {doc['url']}")
+    if doc["headers"]:
+        for name, value in doc["headers"].items():
+            print(f"  header {name}: {value}")
+    else:
+        print("  no header")
+    if cfg.efficy.auth.mode in ("hmac_body", "hmac"):
+        print(f"  signing secret: {doc['secret']}")
+    print(f"  ({doc['note']}; the secret is {doc['secret_name']} in Secrets Manager)")
     return 0
 
 

@@ -2,6 +2,8 @@
 
 The queues are found as every other command finds the product: the stack's outputs (or CONTACT_QUEUE_URL /
 OPTOUT_QUEUE_URL in the environment, the dead-letter queue then read from the queue's redrive policy).
+`redrive` uses SQS's own move task (StartMessageMoveTask) where the endpoint has it and the built-in mover
+otherwise (see efficy_sync_tools.redrive), and says which it used.
 """
 
 from __future__ import annotations
@@ -25,7 +27,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     redrive = dlq_sub.add_parser("redrive", help="move dead-lettered messages back to their queue")
     redrive.add_argument("--queue", choices=[*QUEUES, "all"], default="all")
-    redrive.add_argument("--limit", type=int, default=None, help="move at most this many per queue")
+    redrive.add_argument(
+        "--limit", type=int, default=None, help="move at most this many per queue (uses the built-in mover)"
+    )
+    redrive.add_argument(
+        "--method",
+        choices=("auto", "move-task", "mover"),
+        default="auto",
+        help="auto (default): SQS's StartMessageMoveTask where the endpoint has it, else the built-in mover",
+    )
+    redrive.add_argument(
+        "--wait", type=float, default=120.0, help="seconds to wait for a move task to finish (default 120)"
+    )
     redrive.set_defaults(func=redrive_command)
     count = dlq_sub.add_parser("count", help="messages waiting in each dead-letter queue")
     count.set_defaults(func=count_command)
@@ -59,13 +72,17 @@ def _names(queue: str) -> list[str]:
 def redrive_command(args: argparse.Namespace) -> int:
     from efficy_sync.aws import client
 
-    from efficy_sync_tools.redrive import redrive
+    from efficy_sync_tools.redrive import MOVE_TASK, MOVER, MoveTaskUnavailable, redrive
 
+    method = {"move-task": MOVE_TASK, "mover": MOVER}.get(args.method, "auto")
     results: dict[str, dict[str, Any]] = {}
     for name in _names(args.queue):
         source, dlq = _urls(name)
-        report = redrive(client("sqs"), dlq, source, limit=args.limit)
-        results[name] = {"moved": report.moved, "failed": report.failed}
+        try:
+            report = redrive(client("sqs"), dlq, source, limit=args.limit, method=method, wait=args.wait)
+        except (MoveTaskUnavailable, ValueError) as exc:
+            raise CliError(f"{name}: {MOVE_TASK} cannot be used: {exc}") from None
+        results[name] = report.document()
     if args.output == "json":
         print(json.dumps({"queues": results}, indent=2))
     else:
@@ -74,7 +91,19 @@ def redrive_command(args: argparse.Namespace) -> int:
                 f"{name}: moved {r['moved']} message(s) back to the queue"
                 + (f", {r['failed']} failed" if r["failed"] else "")
             )
-    return EXIT_FAILED if any(r["failed"] for r in results.values()) else 0
+            if r["method"] == MOVE_TASK:
+                state = r["task_status"] or "?"
+                print(
+                    f"  with SQS's own move task ({MOVE_TASK}, task {state}{', ' + r['reason'] if r.get('reason') else ''})"
+                )
+                if state == "RUNNING":
+                    print(f"  still moving after {args.wait:.0f}s; SQS goes on: watch `efficy-sync dlq count`")
+                if r.get("failure"):
+                    print(f"  the task failed: {r['failure']}")
+            else:
+                print(f"  with the built-in mover ({r.get('reason', '')})")
+    failed = any(r["failed"] or r.get("task_status") == "FAILED" for r in results.values())
+    return EXIT_FAILED if failed else 0
 
 
 @cli_command

@@ -1,10 +1,13 @@
-"""`efficy-sync full-sync start|status|cancel ID`: run a full sync of one integration and watch it.
+"""`efficy-sync full-sync start|status|cancel|list|report ID`: run a full sync of one integration, watch it, and
+look back at past runs.
 
 `start` refuses when a full sync of the integration already runs (the state machine's Begin refuses too, so
 two admins racing cannot both start one). `status` shows the newest run: a progress bar of pages, persons
 synced / skipped / failed, the real-time changes waiting for the end, and an ETA; `--follow` redraws until
 the run ends and then prints its report. `cancel` stops the execution; the clean-up re-enqueues the parked
-changes, and real-time sync of the integration goes on at once.
+changes, and real-time sync of the integration goes on at once. `list` shows the run history (newest first:
+who started each run, when, its outcome and counts, the config version), and `report RUN` re-prints the
+report of one of them.
 """
 
 from __future__ import annotations
@@ -43,6 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     cancel.add_argument("integration_id", metavar="ID")
     cancel.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the run to end (default 30)")
     cancel.set_defaults(func=cancel_command)
+    listing = actions.add_parser("list", help="past and current full syncs of an integration, newest first")
+    listing.add_argument("integration_id", metavar="ID")
+    listing.add_argument("--limit", type=int, default=20, help="show at most this many runs (default 20)")
+    listing.set_defaults(func=list_command)
+    report = actions.add_parser("report", help="re-print the report of one run (run ids: `full-sync list ID`)")
+    report.add_argument("integration_id", metavar="ID")
+    report.add_argument("run_id", metavar="RUN")
+    report.set_defaults(func=report_command)
     for parser in (start, status):
         parser.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
 
@@ -120,7 +131,7 @@ def start_command(args: argparse.Namespace) -> int:
         raise CliError("cannot find the full-sync state machine: set STATE_MACHINE_ARN or EFFICY_SYNC_STACK")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     name = f"{integration_id[:48]}-{stamp}-{secrets.token_hex(3)}"
-    payload = {"integration_id": integration_id, "dry_run": bool(args.dry_run)}
+    payload = {"integration_id": integration_id, "dry_run": bool(args.dry_run), "started_by": caller_identity()}
     arn = _sfn().start_execution(stateMachineArn=s.state_machine_arn, name=name, input=json.dumps(payload))[
         "executionArn"
     ]
@@ -141,6 +152,18 @@ def start_command(args: argparse.Namespace) -> int:
         return 0
     run = _wait_for_run(runs, integration_id, arn)
     return _follow(runs, run, args.interval)
+
+
+def caller_identity() -> str:
+    """Who starts the run, for the run history: the caller's AWS identity (STS GetCallerIdentity, the ARN of the
+    user or assumed role), else $EFFICY_SYNC_USER or the login name when STS cannot say."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from efficy_sync.aws import client
+
+    try:
+        return str(client("sts").get_caller_identity()["Arn"])
+    except (BotoCoreError, ClientError):
+        return os.environ.get("EFFICY_SYNC_USER") or os.environ.get("USER") or "unknown"
 
 
 def _wait_for_run(runs: Any, integration_id: str, arn: str, timeout: float = 120.0) -> Any:
@@ -195,6 +218,9 @@ def _status_document(run: Any) -> dict[str, Any]:
         "run_id": run.run_id,
         "status": run.status,
         "dry_run": run.dry_run,
+        "started_by": run.started_by,
+        "started_via": run.started_via,
+        "config_version": run.config_version,
         "started_at": run.started_at,
         "ended_at": run.ended_at,
         "pages_total": run.pages_total,
@@ -341,6 +367,97 @@ def _clock(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
+# ---- list and report ---------------------------------------------------------------------------------------
+def _history_row(run: Any) -> dict[str, Any]:
+    c = run.counters
+    return {
+        "run_id": run.run_id,
+        "status": run.status,
+        "dry_run": run.dry_run,
+        "started_by": run.started_by,
+        "started_via": run.started_via,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "config_version": run.config_version,
+        "write_mode": run.write_mode,
+        "counts": {
+            name: c.get(name, 0) for name in ("persons", "created", "updated", "unchanged", "skipped", "failed")
+        },
+        "pages": {"total": run.pages_total or 0, "done": c.get("pages_done", 0)},
+        "error": run.error,
+    }
+
+
+@cli_command
+def list_command(args: argparse.Namespace) -> int:
+    """The run history, newest first; a run still going shows RUNNING."""
+    _check_integration(args.integration_id)
+    if args.limit < 1:
+        raise CliError("--limit must be at least 1")
+    rows = [_history_row(run) for run in _runs().history(args.integration_id, limit=args.limit)]
+    if args.output == "json":
+        print(json.dumps({"integration_id": args.integration_id, "runs": rows}, indent=2, default=str))
+        return 0
+    if not rows:
+        print(
+            f"No full sync of {args.integration_id} recorded yet (efficy-sync full-sync start {args.integration_id})."
+        )
+        return 0
+    header = ("RUN", "OUTCOME", "STARTED", "TOOK", "CONFIG", "READ", "CREATED", "UPDATED", "FAILED", "STARTED BY")
+    table = []
+    for r in rows:
+        took = _seconds_since(r["started_at"], r["ended_at"], datetime.now(UTC)) if r["ended_at"] else None
+        counts = r["counts"]
+        table.append(
+            (
+                r["run_id"],
+                r["status"].upper() + (" (dry run)" if r["dry_run"] else ""),
+                r["started_at"],
+                _clock(took) if took is not None else "-",
+                f"v{r['config_version']}" if r["config_version"] else "-",
+                f"{counts['persons']:,}",
+                f"{counts['created']:,}",
+                f"{counts['updated']:,}",
+                f"{counts['failed']:,}",
+                _who(r),
+            )
+        )
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
+    for row in (header, *table):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print(f"(newest first; efficy-sync full-sync report {args.integration_id} RUN re-prints one)")
+    return 0
+
+
+def _who(row: dict[str, Any]) -> str:
+    if row["started_via"] == "stepfunctions":
+        return f"stepfunctions ({row['started_by']})"
+    return row["started_by"] or "-"
+
+
+@cli_command
+def report_command(args: argparse.Namespace) -> int:
+    """Re-prints a run's report as `status` printed it when the run ended (or its progress, if it still runs)."""
+    from efficy_sync.fullsync.report import build_report
+
+    _check_integration(args.integration_id)
+    run = _runs().get(args.integration_id, args.run_id)
+    if run is None:
+        raise CliError(
+            f"no run {args.run_id!r} of {args.integration_id} (efficy-sync full-sync list {args.integration_id})"
+        )
+    if args.output == "json":
+        document = _history_row(run)
+        document["report"] = run.report or build_report(run, status=run.status)
+        print(json.dumps({"integration_id": args.integration_id, **document}, indent=2, default=str))
+    elif run.active:
+        for line in progress_lines(run, _parked(run.integration_id)):
+            print(line)
+    else:
+        _print_report(run)
+    return 0 if run.status in ("running", "succeeded") else 1
+
+
 # ---- cancel -----------------------------------------------------------------------------------------------
 @cli_command
 def cancel_command(args: argparse.Namespace) -> int:
@@ -362,11 +479,10 @@ def cancel_command(args: argparse.Namespace) -> int:
     described = _execution_status(lock.execution_arn)
     stopped = False
     if described is not None and described["status"] == "RUNNING":
-        user = os.environ.get("EFFICY_SYNC_USER") or os.environ.get("USER") or "an admin"
         _sfn().stop_execution(
             executionArn=lock.execution_arn,
             error="Cancelled",
-            cause=f"cancelled by {user} with efficy-sync full-sync cancel",
+            cause=f"cancelled by {caller_identity()} with efficy-sync full-sync cancel",
         )
         stopped = True
         described = _execution_status(lock.execution_arn)

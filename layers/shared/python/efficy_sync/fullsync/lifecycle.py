@@ -28,7 +28,15 @@ from .page import Pace, PacedApsis, sync_page, worker_rate
 from .parking import ParkingLot
 from .plan import count_records, efficy_probe, plan_pages
 from .report import build_report
-from .runs import STATUS_BY_EXECUTION, Lock, Run, RunStore, utc_now
+from .runs import (
+    STARTED_VIA_CLI,
+    STARTED_VIA_STEPFUNCTIONS,
+    STATUS_BY_EXECUTION,
+    Lock,
+    Run,
+    RunStore,
+    utc_now,
+)
 from .seams import report_counters, resync_seams, seam_windows
 from .tags import QueryMembers, merge_results, mirror_query_tags, schedule_due
 
@@ -47,18 +55,34 @@ class RunNotFound(Exception):
 
 
 class InvalidSyncInput(ValueError):
-    """The execution's input is not {"integration_id": "<id>", "dry_run": false}; the message names what is wrong.
+    """The execution's input is not {"integration_id": "<id>", "dry_run": false} (plus the CLI's "started_by");
+    the message names what is wrong.
 
     An admin may start an execution by hand (console, `aws stepfunctions start-execution`): the failed execution
     must say what to fix, not show a KeyError."""
 
 
 SYNC_INPUT_EXAMPLE = '{"integration_id": "acme-eu", "dry_run": false}'
-_INPUT_KEYS = ("integration_id", "dry_run")
+_INPUT_KEYS = ("integration_id", "dry_run", "started_by")
+MAX_STARTED_BY = 512
+
+
+@dataclass(frozen=True)
+class SyncInput:
+    integration_id: str
+    dry_run: bool
+    started_by: str | None  # what `efficy-sync full-sync start` records: the caller's AWS identity
 
 
 def parse_sync_input(sync_input: Any) -> tuple[str, bool]:
     """(integration_id, dry_run) from a full-sync execution's input; InvalidSyncInput naming the problem."""
+    parsed = read_sync_input(sync_input)
+    return parsed.integration_id, parsed.dry_run
+
+
+def read_sync_input(sync_input: Any) -> SyncInput:
+    """The whole input, `started_by` included (set by the CLI; absent when an admin starts the execution
+    directly, and then the run records the execution's name); InvalidSyncInput naming the problem."""
     if not isinstance(sync_input, dict):
         raise InvalidSyncInput(
             f"the full-sync input must be a JSON object like {SYNC_INPUT_EXAMPLE}, not {type(sync_input).__name__}"
@@ -73,12 +97,15 @@ def parse_sync_input(sync_input: Any) -> tuple[str, bool]:
     dry_run = sync_input.get("dry_run", False)
     if not isinstance(dry_run, bool):
         problems.append(f"dry_run must be true or false, not {dry_run!r}")
+    started_by = sync_input.get("started_by")
+    if started_by is not None and (not isinstance(started_by, str) or len(started_by) > MAX_STARTED_BY):
+        problems.append(f"started_by must be text of at most {MAX_STARTED_BY} characters")
     others = [k for k in unknown if not _looks_like(k, "integration_id")]
     if others:
         problems.append(f"unknown key(s) {', '.join(map(repr, others))} (allowed: {', '.join(_INPUT_KEYS)})")
     if problems:
         raise InvalidSyncInput(f"invalid full-sync input: {'; '.join(problems)}. Expected {SYNC_INPUT_EXAMPLE}")
-    return str(integration_id).strip(), bool(dry_run)
+    return SyncInput(str(integration_id).strip(), bool(dry_run), started_by.strip() if started_by else None)
 
 
 def _looks_like(key: str, wanted: str) -> bool:
@@ -116,7 +143,12 @@ class FullSync:
 
     # ---- steps --------------------------------------------------------------------------------------------
     def begin(self, sync_input: dict[str, Any], execution_arn: str) -> dict[str, Any]:
-        integration_id, dry_run = parse_sync_input(sync_input)
+        parsed = read_sync_input(sync_input)
+        integration_id, dry_run = parsed.integration_id, parsed.dry_run
+        if parsed.started_by:
+            started_by, started_via = parsed.started_by, STARTED_VIA_CLI
+        else:  # console or `aws stepfunctions start-execution`: the execution's name says who and why
+            started_by, started_via = execution_arn.rsplit(":", 1)[-1], STARTED_VIA_STEPFUNCTIONS
         try:
             cfg, version = self.configs.current(integration_id)
         except UnknownIntegration:
@@ -131,6 +163,8 @@ class FullSync:
             config_version=version,
             write_mode=cfg.full_sync.write_mode,
             max_concurrency=cfg.full_sync.max_concurrency,
+            started_by=started_by,
+            started_via=started_via,
             holder_status=self.execution_status,
             end_stale=lambda lock, status: self._end(
                 lock,

@@ -99,6 +99,9 @@ def build_report(
         "status": status,
         "dry_run": run.dry_run,
         "write_mode": run.write_mode,
+        "config_version": getattr(run, "config_version", 0),
+        "started_by": getattr(run, "started_by", ""),
+        "started_via": getattr(run, "started_via", ""),
         "started_at": run.started_at,
         "ended_at": ended,
         "duration_s": _seconds_between(run.started_at, ended),
@@ -147,6 +150,7 @@ def render_report(report: Mapping[str, Any]) -> list[str]:
     lines = [
         f"{title} of {report.get('integration_id')} (run {report.get('run_id')}): "
         f"{str(report.get('status', '?')).upper()}{took}",
+        *_origin(report),
         f"  pages: {pages.get('done', 0)}/{pages.get('total', 0)} done{failed_pages}",
         f"  persons: {persons.get('persons', 0):,} read",
     ]
@@ -199,6 +203,19 @@ def render_report(report: Mapping[str, Any]) -> list[str]:
     if dry:
         lines.append("  Dry run: nothing was written to APSIS One or to the sync state.")
     return lines
+
+
+def _origin(report: Mapping[str, Any]) -> list[str]:
+    """Who started the run and with which config version (reports written before these were kept have none)."""
+    parts = []
+    if report.get("started_by"):
+        via = " with efficy-sync" if report.get("started_via") == "cli" else " on Step Functions"
+        parts.append(f"started by {report['started_by']}{via if report.get('started_via') else ''}")
+    if report.get("started_at"):
+        parts.append(f"at {report['started_at']}")
+    if report.get("config_version"):
+        parts.append(f"config version {report['config_version']}")
+    return [f"  {' '.join(parts)}"] if parts else []
 
 
 def _table(title: str, columns: tuple[str, str], rows: Mapping[str, Mapping[str, int]]) -> list[str]:

@@ -5,8 +5,12 @@ Items (pk / sk):
   running | released). All locks share one partition, so the sweeper finds every one with a single Query.
 - "FULLSYNC#<integration_id>" / "RUN#<run_id>": the run, its timings and its counters (attributes "c:<name>",
   bumped with atomic ADDs, together with the set of pages already counted so a page run twice counts once).
-  Run ids start with the UTC start time, so the newest run sorts last.
-- "FULLSYNC#<integration_id>#<run_id>" / "PAGE#<n>": one per page: its attempts, and the last error if failing.
+  Run ids start with the UTC start time, so the newest run sorts last. The run items are the run history
+  (`efficy-sync full-sync list`): who started each run, when, with which config version, its outcome, counters
+  and report. An ended run gets `expires_at` (the table's TTL attribute), RUN_RETENTION_DAYS after its end,
+  and `prune` keeps at most RUN_HISTORY_MAX ended runs per integration, so the history stays bounded.
+- "FULLSYNC#<integration_id>#<run_id>" / "PAGE#<n>": one per page: its attempts, and the last error if failing;
+  they expire (TTL) RUN_RETENTION_DAYS after they were written, as their run does after it ended.
 
 Taking the lock is a conditional write, so two starts can never both run; the same execution asking again
 (Step Functions retries Begin) gets its own run back.
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,12 +29,24 @@ from typing import Any
 
 from ..aws import client
 
+logger = logging.getLogger(__name__)
+
 LOCKS_PK = "FULLSYNC#LOCKS"
 COUNTER_PREFIX = "c:"
 ACTIVE = "running"
 ENDED_STATUSES = ("succeeded", "failed", "cancelled", "timed_out")
 #: Step Functions execution status -> the run status it leaves behind when nobody else ended the run
 STATUS_BY_EXECUTION = {"ABORTED": "cancelled", "TIMED_OUT": "timed_out", "FAILED": "failed", "SUCCEEDED": "succeeded"}
+#: an ended run (and its page records) stays this long in the history; the state table's TTL removes it then
+RUN_RETENTION_DAYS = 180
+#: at most this many ended runs per integration are kept, whatever their age (a schedule could start many)
+RUN_HISTORY_MAX = 100
+#: the state table's TTL attribute (template.yaml, StateTable.TimeToLiveSpecification)
+TTL_ATTRIBUTE = "expires_at"
+#: how a run was started: by `efficy-sync full-sync start` (who: the caller's AWS identity) or directly on Step
+#: Functions (console, `aws stepfunctions start-execution`; who: the execution's name)
+STARTED_VIA_CLI = "cli"
+STARTED_VIA_STEPFUNCTIONS = "stepfunctions"
 
 
 class SyncAlreadyRunning(Exception):
@@ -37,6 +55,11 @@ class SyncAlreadyRunning(Exception):
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def expires_at(now: float | None = None, days: int = RUN_RETENTION_DAYS) -> int:
+    """The TTL value (epoch seconds) of a record kept `days` from now."""
+    return int((time.time() if now is None else now) + days * 86400)
 
 
 def new_run_id(execution_arn: str, now: datetime | None = None) -> str:
@@ -108,6 +131,8 @@ class Run:
     config_version: int = 0
     write_mode: str = "diff"
     max_concurrency: int = 5
+    started_by: str = ""  # the CLI user's AWS identity (ARN), or the execution's name for a direct start
+    started_via: str = ""  # STARTED_VIA_CLI | STARTED_VIA_STEPFUNCTIONS ("" for runs recorded before both existed)
     ended_at: str | None = None
     planned_at: str | None = None
     pages_total: int | None = None
@@ -147,6 +172,8 @@ class Run:
             config_version=int(plain.get("config_version", 0)),
             write_mode=plain.get("write_mode", "diff"),
             max_concurrency=int(plain.get("max_concurrency", 5)),
+            started_by=plain.get("started_by", ""),
+            started_via=plain.get("started_via", ""),
             ended_at=plain.get("ended_at"),
             planned_at=plain.get("planned_at"),
             pages_total=plain.get("pages_total"),
@@ -189,6 +216,8 @@ class RunStore:
         max_concurrency: int,
         holder_status: Callable[[str], str | None],
         end_stale: Callable[[Lock, str | None], None],
+        started_by: str = "",
+        started_via: str = "",
     ) -> Run:
         """Take the integration's lock and create the run, in one transaction.
 
@@ -209,6 +238,8 @@ class RunStore:
                 config_version=config_version,
                 write_mode=write_mode,
                 max_concurrency=max_concurrency,
+                started_by=started_by,
+                started_via=started_via,
             )
             lock_put: dict[str, Any] = {
                 "TableName": self._table,
@@ -273,6 +304,8 @@ class RunStore:
             "config_version": _n(run.config_version),
             "write_mode": _s(run.write_mode),
             "max_concurrency": _n(run.max_concurrency),
+            "started_by": _s(run.started_by),
+            "started_via": _s(run.started_via),
         }
 
     def lock(self, integration_id: str) -> Lock | None:
@@ -352,6 +385,52 @@ class RunStore:
         )
         return Run.from_item(items[0]) if items else None
 
+    def history(self, integration_id: str, limit: int | None = None) -> list[Run]:
+        """The integration's runs, newest first (run ids start with their start time); at most `limit`."""
+        paginator = client("dynamodb").get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :run)",
+            ExpressionAttributeValues={":pk": _s(f"FULLSYNC#{integration_id}"), ":run": _s("RUN#")},
+            ScanIndexForward=False,
+            PaginationConfig={"MaxItems": limit} if limit else {},
+        )
+        runs = [Run.from_item(item) for page in pages for item in page.get("Items", [])]
+        return runs[:limit] if limit else runs
+
+    def prune(self, integration_id: str, keep: int | None = None) -> int:
+        """Delete the ended runs beyond the newest `keep` (default RUN_HISTORY_MAX; their page records expire by
+        TTL). A running run is never deleted. Returns how many were deleted."""
+        keep = RUN_HISTORY_MAX if keep is None else keep
+        ddb = client("dynamodb")
+        pages = ddb.get_paginator("query").paginate(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :run)",
+            ExpressionAttributeValues={":pk": _s(f"FULLSYNC#{integration_id}"), ":run": _s("RUN#")},
+            ExpressionAttributeNames={"#st": "status"},
+            ProjectionExpression="pk, sk, #st",
+            ScanIndexForward=False,
+        )
+        deleted = 0
+        seen = 0
+        for page in pages:
+            for item in page.get("Items", []):
+                seen += 1
+                if seen <= keep or item.get("status", {}).get("S") == ACTIVE:
+                    continue
+                try:
+                    ddb.delete_item(
+                        TableName=self._table,
+                        Key={"pk": item["pk"], "sk": item["sk"]},
+                        ConditionExpression="#st <> :running",
+                        ExpressionAttributeNames={"#st": "status"},
+                        ExpressionAttributeValues={":running": _s(ACTIVE)},
+                    )
+                    deleted += 1
+                except ddb.exceptions.ConditionalCheckFailedException:
+                    continue
+        return deleted
+
     def set_plan(self, run: Run, *, pages_total: int, persons_estimate: int, plan_key: str) -> None:
         client("dynamodb").update_item(
             TableName=self._table,
@@ -407,8 +486,13 @@ class RunStore:
         if status not in ENDED_STATUSES:
             raise ValueError(f"unknown end status {status!r}")
         names = {"#st": "status"}
-        values: dict[str, Any] = {":st": _s(status), ":now": _s(utc_now()), ":running": _s(ACTIVE)}
-        sets = ["#st = :st", "ended_at = :now"]
+        values: dict[str, Any] = {
+            ":st": _s(status),
+            ":now": _s(utc_now()),
+            ":running": _s(ACTIVE),
+            ":ttl": _n(expires_at()),
+        }
+        sets = ["#st = :st", "ended_at = :now", f"{TTL_ATTRIBUTE} = :ttl"]
         if error is not None:
             sets.append("#err = :err")
             names["#err"] = "error"
@@ -429,6 +513,10 @@ class RunStore:
             )
         except ddb.exceptions.ConditionalCheckFailedException:
             return False
+        try:
+            self.prune(integration_id)
+        except Exception as exc:  # the history's bound is housekeeping: it must never fail the run's end
+            logger.warning("could not prune the run history of %s: %s", integration_id, exc)
         return True
 
     def save_report(self, integration_id: str, run_id: str, report: Mapping[str, Any]) -> None:
@@ -478,13 +566,15 @@ class RunStore:
         client("dynamodb").update_item(
             TableName=self._table,
             Key=_page_key(integration_id, run_id, page),
-            UpdateExpression="SET #st = :done, persons = :persons, done_at = :now ADD attempts :one",
+            UpdateExpression=f"SET #st = :done, persons = :persons, done_at = :now, {TTL_ATTRIBUTE} = :ttl "
+            "ADD attempts :one",
             ExpressionAttributeNames={"#st": "status"},
             ExpressionAttributeValues={
                 ":done": _s("done"),
                 ":persons": _n(persons),
                 ":now": _s(utc_now()),
                 ":one": _n(1),
+                ":ttl": _n(expires_at()),
             },
         )
         return True
@@ -496,7 +586,8 @@ class RunStore:
             ddb.update_item(
                 TableName=self._table,
                 Key=_page_key(integration_id, run_id, page),
-                UpdateExpression="SET #st = :failing, last_error = :err, failed_at = :now ADD attempts :one",
+                UpdateExpression=f"SET #st = :failing, last_error = :err, failed_at = :now, {TTL_ATTRIBUTE} = :ttl "
+                "ADD attempts :one",
                 ConditionExpression="attribute_not_exists(pk) OR #st <> :done",
                 ExpressionAttributeNames={"#st": "status"},
                 ExpressionAttributeValues={
@@ -505,6 +596,7 @@ class RunStore:
                     ":err": _s(error[:1000]),
                     ":now": _s(utc_now()),
                     ":one": _n(1),
+                    ":ttl": _n(expires_at()),
                 },
             )
         except ddb.exceptions.ConditionalCheckFailedException:
