@@ -39,6 +39,11 @@ class ApiFront:
         self._stage = stage
         self._port = port
         self._server: BaseWSGIServer | None = None
+        # Powertools' REST resolver keeps the request being served on a class attribute (BaseRouter.current_event):
+        # right on Lambda, where a sandbox serves one event at a time, but in this one process a webhook served in
+        # another thread would swap the opt-out route's event (its headers, its token) mid-request. So the front
+        # serves one API invocation at a time, as one sandbox would.
+        self._invoke_lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -81,7 +86,8 @@ class ApiFront:
         if len(body) > LAMBDA_MAX_REQUEST:  # AWS fails the integration before our code runs
             return _json({"message": "Request payload exceeds the Lambda limit of 6 MB"}, 413)
         try:
-            result = self._router.invoke(route.function, event)
+            with self._invoke_lock:
+                result = self._router.invoke(route.function, event)
         except Exception:
             log.exception("handler %s raised", route.function)
             return _json({"message": "Internal server error"}, 502)
