@@ -181,8 +181,6 @@ def test_the_write_back_honours_the_configured_not_found_code(stack: Stack, key:
         "channel_discriminator": "com.apsis1.channels.email",
         "occurred_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
     }
-    # A connection of its own: on the shared keep-alive session the local front intermittently lost this
-    # request's token header after the previous tests' webhook posts (seen only in this ordering).
     response = requests.post(
         f"{stack.api_url}/integrations/{iid}/apsis/optout",
         data=json.dumps(body).encode(),
