@@ -96,6 +96,21 @@ def test_a_stopped_simulator_closes_the_connections_clients_keep() -> None:
         _call(conn, "GET", "/_sim/calls")
 
 
+def test_an_idle_connection_is_closed_and_a_session_carries_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import requests
+    from efficy_sync_tools.keepalive import KeepAliveHandler
+
+    monkeypatch.setattr(KeepAliveHandler, "timeout", 0.3)
+    server = EfficySimulator().start()
+    try:
+        with requests.Session() as http:
+            assert http.get(f"{server.url}/_sim/calls", timeout=5).status_code == 200
+            time.sleep(0.8)  # the server closes the idle connection, as a load balancer does
+            assert http.get(f"{server.url}/_sim/calls", timeout=5).status_code == 200
+    finally:
+        server.stop()
+
+
 def test_moto_answers_boto3_on_one_connection(moto: MotoServer) -> None:
     conn = _conn(moto.endpoint)
     for _ in range(3):

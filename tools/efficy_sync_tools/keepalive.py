@@ -49,6 +49,11 @@ class KeepAliveHandler(WSGIRequestHandler):
         with contextlib.suppress(OSError):  # the server shut the connection down while stopping
             super().finish()
 
+    def log_error(self, format: str, *args: Any) -> None:
+        if format.startswith("Request timed out"):
+            return  # an idle keep-alive connection reaching IDLE_TIMEOUT: routine, not an error
+        super().log_error(format, *args)
+
     def make_environ(self) -> dict[str, Any]:
         environ = super().make_environ()
         if not isinstance(environ["wsgi.input"], DechunkedInput):
