@@ -42,6 +42,9 @@ class KeepAliveHandler(WSGIRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Without it, Nagle's algorithm holds a response's body until the client's delayed ACK of its headers
+        # (40 ms a call); a closed connection used to flush it.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         _connections(self.server).add(self.connection)
 
     def finish(self) -> None:
@@ -136,9 +139,10 @@ class KeepAliveHandler(WSGIRequestHandler):
                 self.send_header("Connection", "close")
             elif self.request_version == "HTTP/1.0":
                 self.send_header("Connection", "keep-alive")
-            self.end_headers()
+            self._headers_buffer.append(b"\r\n")  # end_headers(), with the body in the same write
             if not bodiless and body:
-                self.wfile.write(body)
+                self._headers_buffer.append(body)
+            self.flush_headers()
             self.wfile.flush()
         except _DROPPED as exc:
             self.close_connection = True
