@@ -12,6 +12,7 @@ import io
 import json
 import os
 import socket
+import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -31,40 +32,59 @@ def free_port() -> int:
 
 
 class MotoServer:
-    """moto's threaded server on loopback, configured to execute state machines and skip Docker for Lambda."""
+    """moto's threaded server on loopback, configured to execute state machines and skip Docker for Lambda.
+
+    It is moto's own server (`ThreadedMotoServer` does the same) with a request handler that keeps HTTP/1.1
+    connections open: boto3 reuses its pooled connections instead of opening one per call (see keepalive.py).
+    """
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         # The Step Functions interpreter calls back into moto at localhost:$MOTO_PORT.
         os.environ["MOTO_PORT"] = str(self.port)
         self._server: Any = None
+        self._thread: threading.Thread | None = None
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> MotoServer:
-        from moto.server import ThreadedMotoServer
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
 
-        from . import moto_speed, moto_threads
+        from ..keepalive import KeepAliveHandler
+        from . import moto_speed, moto_sqs, moto_threads
 
         moto_speed.apply()
+        moto_sqs.apply()
         moto_threads.apply()
 
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self._server.start()
+        class Handler(KeepAliveHandler, MotoRequestHandler):
+            """moto's handler (it keeps headers with underscores) on a keep-alive connection."""
+
+        app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server("127.0.0.1", self.port, app, threaded=True, request_handler=Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto-server", daemon=True)
+        self._thread.start()
         import requests
 
         config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
         # moto's backends live in this process: a second stack started here must not see the first one's.
-        requests.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()
-        requests.post(f"{self.endpoint}/moto-api/config", json=config, timeout=10).raise_for_status()
+        with requests.Session() as http:
+            http.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()
+            http.post(f"{self.endpoint}/moto-api/config", json=config, timeout=10).raise_for_status()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.stop()
+            from ..keepalive import stop_server
+
+            stop_server(self._server)
             self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
 
 
 @dataclass
@@ -77,13 +97,17 @@ class DeployedStack:
     functions: dict[str, str] = field(default_factory=dict)  # logical id -> function name
 
 
-def client(service: str, endpoint: str, region: str) -> Any:
+def client(service: str, endpoint: str, region: str, *, pool: int = 10) -> Any:
+    """A boto3 client of the local stack; `pool` bounds the connections it keeps open (threads sharing it)."""
+    from botocore.config import Config
+
     return boto3.client(
         service,
         endpoint_url=endpoint,
         region_name=region,
         aws_access_key_id="testing",
         aws_secret_access_key="testing",  # noqa: S106 - moto's dummy credentials
+        config=Config(max_pool_connections=pool),
     )
 
 

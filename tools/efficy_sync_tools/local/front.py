@@ -14,9 +14,10 @@ import time
 import uuid
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
+from ..keepalive import KeepAliveHandler, stop_server
 from .lambdas import FunctionRouter
 from .template import ApiRoute
 
@@ -25,9 +26,7 @@ MAX_PAYLOAD = 10 * 1024 * 1024  # API Gateway REST payload limit
 LAMBDA_MAX_REQUEST = 6 * 1024 * 1024  # synchronous Lambda invocation payload limit (the whole event)
 
 
-class _QuietHandler(WSGIRequestHandler):
-    protocol_version = "HTTP/1.1"
-
+class _QuietHandler(KeepAliveHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         return
 
@@ -58,8 +57,7 @@ class ApiFront:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            stop_server(self._server)
             self._server = None
 
     def _wsgi(self, environ: dict, start_response: Any) -> Any:

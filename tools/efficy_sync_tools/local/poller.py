@@ -5,6 +5,10 @@ failed messages come back; the rest are deleted), an exception fails the whole b
 visibility timeout and the queue's redrive policy to its DLQ. One deliberate difference: a failed message
 becomes visible again after `retry_delay` seconds instead of the queue's full visibility timeout
 (minutes in template.yaml), so a local retry takes seconds.
+
+The poller long-polls like Lambda's (a receive returns as soon as a message arrives), for at most
+WAIT_SECONDS so that disabling and stopping stay prompt: an idle worker makes one call a second instead of
+ten short polls.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from .lambdas import FunctionRouter
 from .template import SqsSource
 
 log = logging.getLogger("efficy_sync.local")
+WAIT_SECONDS = 1
 
 
 class SqsPoller:
@@ -37,7 +42,9 @@ class SqsPoller:
         self.source = source
         self.queue_url = queue_url
         self.queue_arn = queue_arn
-        self.enabled = source.enabled
+        self._enabled = source.enabled
+        self._receiving = 0
+        self._state = threading.Condition()
         self._router = router
         self._sqs = sqs
         self._region = region
@@ -56,10 +63,26 @@ class SqsPoller:
             thread.start()
             self._threads.append(thread)
 
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        """Disabling waits for the receives under way (at most WAIT_SECONDS): after it, nothing new is taken."""
+        with self._state:
+            self._enabled = value
+            if not value:
+                self._state.wait_for(lambda: self._receiving == 0, timeout=WAIT_SECONDS + 5)
+
+    def signal_stop(self) -> None:
+        """Ask the workers to stop without waiting, so that several pollers stop in parallel."""
+        self._stop.set()
+
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
-            thread.join(timeout=5)
+            thread.join(timeout=WAIT_SECONDS + 5)
 
     @property
     def busy(self) -> bool:
@@ -67,14 +90,18 @@ class SqsPoller:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            if not self.enabled:
+            with self._state:
+                enabled = self._enabled
+                if enabled:
+                    self._receiving += 1
+            if not enabled:
                 time.sleep(0.2)
                 continue
             try:
                 messages = self._sqs.receive_message(
                     QueueUrl=self.queue_url,
                     MaxNumberOfMessages=self.source.batch_size,
-                    WaitTimeSeconds=0,
+                    WaitTimeSeconds=WAIT_SECONDS,
                     MessageSystemAttributeNames=["All"],
                     MessageAttributeNames=["All"],
                 ).get("Messages", [])
@@ -84,8 +111,11 @@ class SqsPoller:
                 log.exception("receive failed on %s", self.queue_url)
                 time.sleep(0.5)
                 continue
+            finally:
+                with self._state:
+                    self._receiving -= 1
+                    self._state.notify_all()
             if not messages:
-                time.sleep(0.1)
                 continue
             with self._busy_lock:
                 self._busy += 1

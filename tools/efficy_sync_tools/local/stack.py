@@ -195,6 +195,7 @@ class LocalStack:
         }
 
     def _start_pollers(self) -> None:
+        from .aws import client
         from .poller import SqsPoller
 
         for source in self.template.sqs_sources():
@@ -205,7 +206,8 @@ class LocalStack:
                 url,
                 arn,
                 self.router,
-                self.sqs,
+                # its own client: each worker holds a connection in its long poll, plus one to delete with
+                client("sqs", self.moto.endpoint, self.region, pool=2 * self.poll_workers + 2),
                 region=self.region,
                 workers=self.poll_workers,
                 retry_delay=self.retry_delay,
@@ -331,6 +333,8 @@ class LocalStack:
 
     def stop(self) -> None:
         self._stop.set()
+        for poller in self.pollers.values():
+            poller.signal_stop()  # all at once: each may be in a long poll
         for poller in self.pollers.values():
             poller.stop()
         for part in ("front", "efficy", "apsis"):

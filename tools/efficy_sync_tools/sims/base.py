@@ -20,16 +20,18 @@ from typing import Any
 
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
+
+from ..keepalive import KeepAliveHandler, stop_server
 
 Handler = Callable[..., Response]
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """Simulators serve thousands of requests in a test; one log line each would drown the output."""
+class _QuietHandler(KeepAliveHandler):
+    """Simulators serve thousands of requests in a test; one log line each would drown the output.
 
-    protocol_version = "HTTP/1.1"  # keep-alive, like the real APIs behind their load balancers
+    Keep-alive (HTTP/1.1), like the real APIs behind their load balancers."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         return
@@ -122,8 +124,7 @@ class SimServer:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            stop_server(self._server)
             self._server = None
 
     def __enter__(self) -> SimServer:

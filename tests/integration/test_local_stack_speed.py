@@ -1,0 +1,293 @@
+"""The local stack's servers keep connections alive, moto's FIFO de-duplication is indexed, pollers long-poll.
+
+Speed is not asserted (no timings): what is asserted is the mechanism that makes it fast (one TCP connection
+for many calls, no scan of the queue per message sent, no busy wait, a long poll), and that behaviour is as
+before (de-duplication, errors, stopped servers refusing calls, disabled pollers taking nothing).
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from efficy_sync_tools.local import moto_sqs
+from efficy_sync_tools.local.aws import MotoServer, client
+from efficy_sync_tools.local.poller import SqsPoller
+from efficy_sync_tools.local.template import SqsSource
+from efficy_sync_tools.sims.efficy import EfficySimulator
+
+REGION = "eu-west-1"
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MOTO_PORT", "0")  # MotoServer sets it; the old value comes back afterwards
+    server = MotoServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        mp.undo()
+
+
+@pytest.fixture
+def sim() -> Iterator[EfficySimulator]:
+    server = EfficySimulator().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _conn(url: str) -> http.client.HTTPConnection:
+    host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
+    return http.client.HTTPConnection(host, int(port), timeout=10)
+
+
+def _call(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None) -> Any:
+    conn.request(method, path, body=body)
+    response = conn.getresponse()
+    response.read()
+    return response
+
+
+# ---- keep-alive ---------------------------------------------------------------------------------------------
+def test_a_simulator_answers_many_calls_on_one_connection(sim: EfficySimulator) -> None:
+    conn = _conn(sim.url)
+    first = _call(conn, "GET", "/_sim/calls")
+    sock = conn.sock
+    assert first.status == 200
+    assert first.getheader("Connection") != "close"
+    assert sock is not None  # http.client closes the socket when the server says Connection: close
+    for _ in range(5):
+        assert _call(conn, "GET", "/_sim/calls").status == 200
+    assert conn.sock is sock
+    conn.close()
+
+
+def test_errors_and_unread_bodies_keep_the_connection_usable(sim: EfficySimulator) -> None:
+    conn = _conn(sim.url)
+    missing = _call(conn, "POST", "/no/such/route", body=b"x" * 100_000)  # a body nobody reads
+    assert missing.status == 404
+    assert missing.getheader("Content-Length") is not None
+    sock = conn.sock
+    assert sock is not None
+    sim.add_fault(path_regex="/v1/profiles", status=503, count=1)  # an error with an empty body
+    failed = _call(conn, "GET", "/v1/profiles")
+    assert failed.status == 503
+    assert failed.getheader("Content-Length") == "0"
+    again = _call(conn, "GET", "/_sim/calls")
+    assert again.status == 200
+    assert conn.sock is sock
+    conn.close()
+
+
+def test_a_stopped_simulator_closes_the_connections_clients_keep() -> None:
+    server = EfficySimulator().start()
+    conn = _conn(server.url)
+    assert _call(conn, "GET", "/_sim/calls").status == 200
+    server.stop()
+    with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
+        _call(conn, "GET", "/_sim/calls")
+
+
+def test_an_idle_connection_is_closed_and_a_session_carries_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import requests
+    from efficy_sync_tools.keepalive import KeepAliveHandler
+
+    monkeypatch.setattr(KeepAliveHandler, "timeout", 0.3)
+    server = EfficySimulator().start()
+    try:
+        with requests.Session() as http:
+            assert http.get(f"{server.url}/_sim/calls", timeout=5).status_code == 200
+            time.sleep(0.8)  # the server closes the idle connection, as a load balancer does
+            assert http.get(f"{server.url}/_sim/calls", timeout=5).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_moto_answers_boto3_on_one_connection(moto: MotoServer) -> None:
+    conn = _conn(moto.endpoint)
+    for _ in range(3):
+        response = _call(conn, "GET", "/moto-api/data.json")
+        assert response.status == 200
+        assert response.getheader("Connection") != "close"
+    sqs = client("sqs", moto.endpoint, REGION)
+    sqs.create_queue(QueueName="keepalive")
+    accepted: list[Any] = []
+    server = moto._server
+    original = type(server).get_request
+
+    def counting(self: Any) -> Any:
+        accepted.append(1)
+        return original(self)
+
+    type(server).get_request = counting
+    try:
+        for _ in range(20):
+            sqs.list_queues()
+    finally:
+        type(server).get_request = original
+    assert len(accepted) <= 1  # the client's pooled connection may already be open
+
+
+# ---- FIFO de-duplication ------------------------------------------------------------------------------------
+def _fifo(moto: MotoServer, name: str) -> tuple[Any, str]:
+    sqs = client("sqs", moto.endpoint, REGION)
+    url = sqs.create_queue(
+        QueueName=f"{name}.fifo",
+        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "false", "DeduplicationScope": "messageGroup"},
+    )["QueueUrl"]
+    return sqs, url
+
+
+def _drain(sqs: Any, url: str) -> list[str]:
+    bodies: list[str] = []
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not got:
+            return bodies
+        for m in got:
+            bodies.append(m["Body"])
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
+
+def test_same_dedup_id_within_the_window_is_one_message(moto: MotoServer) -> None:
+    sqs, url = _fifo(moto, "dedup-same")
+    for body in ("first", "retried"):
+        sqs.send_message(QueueUrl=url, MessageBody=body, MessageGroupId="g1", MessageDeduplicationId="d1")
+    sqs.send_message_batch(
+        QueueUrl=url,
+        Entries=[{"Id": "a", "MessageBody": "batched", "MessageGroupId": "g1", "MessageDeduplicationId": "d1"}],
+    )
+    assert _drain(sqs, url) == ["first"]
+
+
+def test_different_dedup_ids_are_two_messages(moto: MotoServer) -> None:
+    sqs, url = _fifo(moto, "dedup-different")
+    sqs.send_message(QueueUrl=url, MessageBody="one", MessageGroupId="g1", MessageDeduplicationId="d1")
+    sqs.send_message(QueueUrl=url, MessageBody="two", MessageGroupId="g1", MessageDeduplicationId="d2")
+    assert _drain(sqs, url) == ["one", "two"]
+
+
+def test_dedup_is_moto_s_after_the_window_and_after_a_delete(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto.sqs import models
+
+    sqs, url = _fifo(moto, "dedup-window")
+    sqs.send_message(QueueUrl=url, MessageBody="one", MessageGroupId="g1", MessageDeduplicationId="d1")
+    assert _drain(sqs, url) == ["one"]
+    # moto forgets a deleted message's id (AWS would not: the product never relies on either)
+    sqs.send_message(QueueUrl=url, MessageBody="again", MessageGroupId="g1", MessageDeduplicationId="d1")
+    monkeypatch.setattr(models, "DEDUPLICATION_TIME_IN_SECONDS", 1)
+    time.sleep(1.1)
+    sqs.send_message(QueueUrl=url, MessageBody="later", MessageGroupId="g1", MessageDeduplicationId="d1")
+    assert _drain(sqs, url) == ["again", "later"]
+
+
+class _CountingList(list):
+    iterations = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        type(self).iterations += 1
+        return super().__iter__()
+
+
+def test_sending_does_not_scan_the_queue(moto: MotoServer) -> None:
+    from moto.sqs.models import sqs_backends
+
+    sqs, url = _fifo(moto, "dedup-scan")
+    sqs.send_message_batch(
+        QueueUrl=url,
+        Entries=[
+            {"Id": str(i), "MessageBody": str(i), "MessageGroupId": f"g{i}", "MessageDeduplicationId": f"d{i}"}
+            for i in range(10)
+        ],
+    )
+    queue = sqs_backends["123456789012"][REGION].queues["dedup-scan.fifo"]
+    queue._messages = _CountingList(queue._messages)
+    _CountingList.iterations = 0
+    sqs.send_message(QueueUrl=url, MessageBody="new", MessageGroupId="g", MessageDeduplicationId="new-id")
+    assert _CountingList.iterations == 0
+    assert len(queue._messages) == 11
+
+
+# ---- long polling -------------------------------------------------------------------------------------------
+def test_a_long_poll_on_a_blocked_fifo_group_does_not_spin(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto.sqs.models import Queue
+
+    sqs, url = _fifo(moto, "longpoll-blocked")
+    for i in range(2):
+        sqs.send_message(QueueUrl=url, MessageBody=str(i), MessageGroupId="g1", MessageDeduplicationId=f"d{i}")
+    assert len(sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1)["Messages"]) == 1  # g1 is now in flight
+    waits: list[int] = []
+    original = Queue.wait_for_messages
+
+    def counting(self: Any, timeout: int) -> None:
+        waits.append(1)
+        original(self, timeout)
+
+    monkeypatch.setattr(Queue, "wait_for_messages", counting)
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, WaitTimeSeconds=1).get("Messages", [])
+    assert got == []  # the group's next message waits for the first one, as on AWS
+    assert len(waits) < 50  # a wait that returns at once (moto's) loops tens of thousands of times a second
+
+
+def test_a_long_poll_returns_when_a_message_is_sent(moto: MotoServer) -> None:
+    sqs, url = _fifo(moto, "longpoll-wakes")
+    got: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: got.extend(sqs.receive_message(QueueUrl=url, WaitTimeSeconds=10).get("Messages", []))
+    )
+    thread.start()
+    time.sleep(0.3)
+    sqs.send_message(QueueUrl=url, MessageBody="hello", MessageGroupId="g1", MessageDeduplicationId="d1")
+    thread.join(timeout=8)  # well before the 10 s wait ends
+    assert [m["Body"] for m in got] == ["hello"]
+
+
+class _Router:
+    """The poller's in-process Lambda: records the batches it is handed."""
+
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+        self.delivered = threading.Event()
+
+    def invoke(self, function: str, event: dict[str, Any]) -> dict[str, Any]:
+        self.bodies += [r["body"] for r in event["Records"]]
+        self.delivered.set()
+        return {"batchItemFailures": []}
+
+
+def test_the_poller_long_polls_and_delivers(moto: MotoServer) -> None:
+    sqs, url = _fifo(moto, "poller")
+    waits: list[int] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        if threading.current_thread().name.startswith("poll-"):
+            waits.append(params.get("WaitTimeSeconds", 0))
+
+    sqs.meta.events.register("provide-client-params.sqs.ReceiveMessage", record)
+    router = _Router()
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    poller = SqsPoller(SqsSource("fn", "Q"), url, arn, router, sqs, region=REGION, workers=1)  # type: ignore[arg-type]
+    poller.start()
+    try:
+        sqs.send_message(QueueUrl=url, MessageBody="hello", MessageGroupId="g1", MessageDeduplicationId="d1")
+        assert router.delivered.wait(timeout=10)
+        poller.enabled = False  # returns once no receive is under way: nothing is taken after it
+        sqs.send_message(QueueUrl=url, MessageBody="parked", MessageGroupId="g2", MessageDeduplicationId="d2")
+        time.sleep(0.3)
+    finally:
+        poller.stop()
+    assert router.bodies == ["hello"]
+    assert waits and min(waits) >= 1
+    assert [m["Body"] for m in sqs.receive_message(QueueUrl=url).get("Messages", [])] == ["parked"]
+
+
+def test_the_patch_is_applied_by_the_local_stack(moto: MotoServer) -> None:
+    assert moto_sqs._applied
