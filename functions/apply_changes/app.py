@@ -14,14 +14,17 @@ from efficy_sync.observability import count, logger, metrics, serving
 from efficy_sync.settings import settings
 from efficy_sync.store.configs import ConfigStore
 from efficy_sync.store.persons import PersonStateStore
+from efficy_sync.store.removals import BurstGate, HeldRemovals, RemovalBreaker
 from efficy_sync.sync import PersonSyncer, log_fields
 from efficy_sync.worker import Batch, BatchWorker
 
 configs = ConfigStore(settings().config_table, cache_seconds=settings().cache_seconds)
 states = PersonStateStore(settings().state_table)
+# A burst of removals beyond the integration's threshold is held, not sent (the blast-radius breaker).
+held, breaker = HeldRemovals(settings().state_table), RemovalBreaker(settings().state_table)
 worker = BatchWorker(
     get_config=configs.get,
-    build_syncer=lambda cfg: PersonSyncer(cfg, apsis_client(cfg), states),
+    build_syncer=lambda cfg: PersonSyncer(cfg, apsis_client(cfg), states, removal_gate=BurstGate(cfg, breaker, held)),
     get_persons=lambda cfg, keys, fields: efficy_client(cfg).get_persons(keys, fields),
     states=states,
     # While the integration runs a full sync, its changes wait there and are re-enqueued when it ends.

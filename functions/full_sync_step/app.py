@@ -1,4 +1,5 @@
-"""Full-sync steps called by the state machine: {"step": "begin" | "plan" | "seams" | "tags" | "finish" | "fail", ...}.
+"""Full-sync steps called by the state machine: {"step": "begin" | "plan" | "seams" | "tags" | "removal_gate" |
+"halt" | "release_removals" | "finish" | "fail", ...} (the removal steps: efficy_sync/fullsync/breaker.py).
 
 Begin raises `SyncAlreadyRunning` (the state machine matches that class name) when another execution holds
 the integration's lock, and `InvalidSyncInput` (naming the problem) for an input without a usable
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from efficy_sync.fullsync.breaker import Breaker
 from efficy_sync.fullsync.lifecycle import FullSync
 from efficy_sync.fullsync.runs import SyncAlreadyRunning
 from efficy_sync.observability import logger, metrics
 
 full_sync = FullSync.from_settings()
+breaker = Breaker.of(full_sync)
 
 __all__ = ["SyncAlreadyRunning", "handler"]
 
@@ -35,6 +38,17 @@ def _step(event: dict[str, Any], context: Any) -> dict[str, Any]:
             event["run"],
             previous=event.get("previous"),
             time_left=lambda: context.get_remaining_time_in_millis() / 1000,
+        )
+    if step == "removal_gate":
+        return breaker.gate(event["run"], event.get("tags"))
+    if step == "halt":
+        return breaker.halt(event["run"], event.get("tags"))
+    if step == "release_removals":
+        return breaker.release(
+            event["run"],
+            previous=event.get("previous"),
+            time_left=lambda: context.get_remaining_time_in_millis() / 1000,
+            tags_result=event.get("tags"),
         )
     if step == "finish":
         return full_sync.finish(event)

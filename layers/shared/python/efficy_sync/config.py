@@ -400,6 +400,17 @@ class FullSyncSettings(_Model):
     write_mode: Literal["diff", "import"] = "diff"
 
 
+class SafetySettings(_Model):
+    """The blast-radius breaker (safety.py): a run that would remove more than `max_removal_percent` of the
+    persons holding a consent or tag (and at least `min_removals`, so one person cannot block a small
+    integration) holds its removals back until an admin confirms (`full-sync start ID --allow-removals`).
+    Real time counts removals per `window_minutes` against the same threshold."""
+
+    max_removal_percent: float = Field(default=5.0, gt=0, le=100)
+    min_removals: int = Field(default=10, ge=1)
+    window_minutes: int = Field(default=60, ge=1, le=1440)
+
+
 class IntegrationConfig(_Model):
     """One Efficy environment <-> one APSIS One section."""
 
@@ -413,6 +424,7 @@ class IntegrationConfig(_Model):
     on_condition_lost: Literal["leave", "untag", "delete"] = "leave"
     on_delete: Literal["delete", "untag", "ignore"] = "ignore"
     full_sync: FullSyncSettings = FullSyncSettings()
+    safety: SafetySettings = SafetySettings()
 
     @field_validator("integration_id")
     @classmethod

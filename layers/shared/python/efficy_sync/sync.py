@@ -58,6 +58,7 @@ from .diff import (
 from .mapping import Desired, Skip, map_person
 from .observability import MetricUnit, metrics
 from .pii import hash_key, mask_email
+from .safety import RemovalGate, gated
 from .state import UNKNOWN, EmailConflict, PersonState, consent_key, utc_now, value_hash
 from .store.persons import ConflictingWrite, PersonStateStore, StaleWrite
 
@@ -73,6 +74,8 @@ class Outcome:
     reason: str = ""
     error_category: str = ""
     notices: list[str] = field(default_factory=list)  # e.g. "email_conflict": worth a look, not a failure
+    removals: list[Any] = field(default_factory=list)  # what it removes (or would), for the breaker's counts
+    held: bool = False  # the removals were held back by the breaker (not sent, not in the stored state)
 
 
 def _now() -> str:
@@ -89,10 +92,14 @@ class PersonSyncer:
         dry_run: bool = False,
         email_lookup: Callable[[str], list[int]] | None = None,
         clock: Callable[[], str] | None = None,
+        removal_gate: RemovalGate | None = None,
     ) -> None:
         """`email_lookup`: Efficy contacts holding an address (default: the integration's Efficy client, built
-        when an e-mail change first needs it). `clock`: UTC ISO time, stamped on the opt-ins we send."""
+        when an e-mail change first needs it). `clock`: UTC ISO time, stamped on the opt-ins we send.
+        `removal_gate`: the breaker (safety.py), asked before any removal goes out; the write-back of an APSIS
+        opt-out passes none, so withdrawing consent is never held back."""
         self.cfg = cfg
+        self.removal_gate = removal_gate
         self.apsis = apsis
         self.states = states
         self.dry_run = dry_run
@@ -137,16 +144,20 @@ class PersonSyncer:
             )
 
     def _skip(self, key: int, result: Skip, stamp: str, state: PersonState | None) -> Outcome:
-        ops = plan_for_skip(result, state, self.cfg.on_condition_lost)
+        ops, removals, held = self._gated(key, plan_for_skip(result, state, self.cfg.on_condition_lost), state)
         sent, error = self._execute(ops)
         if error is not None:
             return self._failed(key, state, error, ops, sent)
         new_state = self._skipped_state(key, state, stamp, result, ops)
-        return self._store(Outcome(key, "skipped", ops, reason=result.reason), new_state, state)
+        outcome = Outcome(key, "skipped", ops, reason=result.reason, removals=removals, held=held)
+        return self._store(outcome, new_state, state)
+
+    def _gated(self, key: int, ops: list[Operation], state: PersonState | None) -> tuple[list[Any], list[Any], bool]:
+        return gated(key, ops, state, None if self.dry_run else self.removal_gate)
 
     def _apply(self, key: int, result: Desired, state: PersonState | None) -> Outcome:
         result, conflict = self._email_change(key, result, state)
-        ops = plan_operations(result, state)
+        ops, removals, held = self._gated(key, plan_operations(result, state), state)
         if not self.dry_run and any(isinstance(op, SetConsent) and op.type == "opt-in" for op in ops):
             self._check_unchanged(key, state)
         sent, error = self._execute(ops)
@@ -161,7 +172,7 @@ class PersonSyncer:
             "email_conflict": conflict,
             "updated_at": _now(),
         }
-        outcome = Outcome(key, "synced" if ops else "unchanged", ops)
+        outcome = Outcome(key, "synced" if ops else "unchanged", ops, removals=removals, held=held)
         if conflict is not None:
             update.update(error_category="email_conflict", error_detail=_describe_conflict(conflict))
             outcome.notices.append("email_conflict")
@@ -371,16 +382,17 @@ class PersonSyncer:
         elif known and mode == "untag" and state is not None:
             tags = {tag: False for tag, on in state.tags.items() if on}
             ops = [PatchTags(str(key), tags)] if tags else []
+        ops, removals, held = self._gated(key, ops, state)
         sent, error = self._execute(ops)
         if error is not None:
             return self._failed(key, state, error, ops, sent)
         base = self._base_state(key, state, state.change_stamp if state else "")
         update: dict[str, Any] = {"last_outcome": "deleted", "updated_at": _now()}
-        if mode == "delete" and known:
+        if any(isinstance(op, DeleteProfile) for op in ops):
             update.update(exists_in_apsis=False, attribute_hashes={}, consents={}, tags={})
-        return self._store(
-            Outcome(key, "deleted", ops, reason=f"deleted in Efficy (on_delete={mode})"), base.model_copy(update=update)
-        )
+        outcome = Outcome(key, "deleted", ops, reason=f"deleted in Efficy (on_delete={mode})")
+        outcome.removals, outcome.held = removals, held
+        return self._store(outcome, base.model_copy(update=update))
 
 
 def _remember(state: PersonState, ops: list[Operation]) -> PersonState:

@@ -32,6 +32,7 @@ from ..clients.errors import RateLimited, RejectedValue
 from ..config import IntegrationConfig
 from ..diff import CreateProfile, Operation, PatchAttributes, PatchTags, SetConsent, apply_operations, plan_operations
 from ..mapping import Desired, map_person
+from ..safety import split_removals
 from ..state import PersonState, consent_key, utc_now
 from ..store.persons import PersonStateStore, StaleWrite
 from ..sync import Outcome, stamp_opt_ins
@@ -75,8 +76,12 @@ class ImportWriter:
         min_rows: int = IMPORT_MIN_ROWS,
         poll_interval: float = 0.5,
         timeout: float = 180.0,
+        hold_removals: bool = False,
     ) -> None:
+        """`hold_removals`: the breaker holds this run's removals, so a person with one takes the per-person
+        path (where the breaker sees it) instead of the import."""
         self.cfg = cfg
+        self.hold_removals = hold_removals
         self.apsis = apsis
         self.states = states
         self.min_rows = min_rows
@@ -124,6 +129,8 @@ class ImportWriter:
 
     # ---- what an import can carry ------------------------------------------------------------------------
     def _importable(self, desired: Desired, state: PersonState | None, ops: list[Operation]) -> bool:
+        if self.hold_removals and split_removals(ops, state)[1]:
+            return False
         pushed = state.consents if state is not None and state.exists_in_apsis else {}
         for op in ops:
             if isinstance(op, CreateProfile | PatchTags):

@@ -24,6 +24,7 @@ from ..settings import settings
 from ..store.configs import ConfigStore, UnknownIntegration
 from ..store.persons import PersonStateStore
 from ..worker import needed_fields
+from .breaker import ALLOW_COUNTER, Breaker, read_allow_removals
 from .page import Pace, PacedApsis, sync_page, worker_rate
 from .parking import ParkingLot
 from .plan import count_records, efficy_probe, plan_pages
@@ -63,7 +64,7 @@ class InvalidSyncInput(ValueError):
 
 
 SYNC_INPUT_EXAMPLE = '{"integration_id": "acme-eu", "dry_run": false}'
-_INPUT_KEYS = ("integration_id", "dry_run", "started_by")
+_INPUT_KEYS = ("integration_id", "dry_run", "started_by", "allow_removals")
 MAX_STARTED_BY = 512
 
 
@@ -72,6 +73,7 @@ class SyncInput:
     integration_id: str
     dry_run: bool
     started_by: str | None  # what `efficy-sync full-sync start` records: the caller's AWS identity
+    allow_removals: bool = False  # the admin confirmed removals the breaker would halt (breaker.py)
 
 
 def parse_sync_input(sync_input: Any) -> tuple[str, bool]:
@@ -100,12 +102,17 @@ def read_sync_input(sync_input: Any) -> SyncInput:
     started_by = sync_input.get("started_by")
     if started_by is not None and (not isinstance(started_by, str) or len(started_by) > MAX_STARTED_BY):
         problems.append(f"started_by must be text of at most {MAX_STARTED_BY} characters")
+    allow_removals, problem = read_allow_removals(sync_input)
+    if problem:
+        problems.append(problem)
     others = [k for k in unknown if not _looks_like(k, "integration_id")]
     if others:
         problems.append(f"unknown key(s) {', '.join(map(repr, others))} (allowed: {', '.join(_INPUT_KEYS)})")
     if problems:
         raise InvalidSyncInput(f"invalid full-sync input: {'; '.join(problems)}. Expected {SYNC_INPUT_EXAMPLE}")
-    return SyncInput(str(integration_id).strip(), bool(dry_run), started_by.strip() if started_by else None)
+    return SyncInput(
+        str(integration_id).strip(), bool(dry_run), started_by.strip() if started_by else None, allow_removals
+    )
 
 
 def _looks_like(key: str, wanted: str) -> bool:
@@ -172,6 +179,8 @@ class FullSync:
                 {"Error": "ExecutionEnded", "Cause": f"its execution ended ({status or 'gone'}) before the run did"},
             ),
         )
+        if parsed.allow_removals:
+            self.runs.add_once(integration_id, run.run_id, ALLOW_COUNTER, {ALLOW_COUNTER: 1})
         return run.step_payload()
 
     def plan(self, run_payload: dict[str, Any]) -> dict[str, Any]:
@@ -194,7 +203,8 @@ class FullSync:
         if run is None or not run.active:
             return {"page": number, "skipped": f"run is {run.status if run else 'unknown'}"}
         cfg = self.config(integration_id, run.config_version)
-
+        breaker = Breaker.of(self)
+        gate = breaker.page_gate(run)
         try:
             result = sync_page(
                 cfg,
@@ -206,10 +216,13 @@ class FullSync:
                 write_mode=run.write_mode,
                 max_concurrency=run.max_concurrency,
                 should_continue=self._still_running(integration_id, run_id),
+                removal_gate=gate,
             )
         except Exception as exc:
             self.runs.page_failed(integration_id, run_id, number, f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            breaker.remember(run, gate)
         if not result.stopped:
             self.runs.page_done(integration_id, run_id, number, result.persons, result.counters)
         return result.summary()
@@ -241,6 +254,9 @@ class FullSync:
         descriptors = plan_pages(run.persons_estimate or 0, cfg.efficy.page_size, cfg.full_sync.page_size)
         windows = seam_windows(descriptors, shift)
 
+        breaker = Breaker.of(self)
+        gate = breaker.page_gate(run)
+
         def counted(window: dict[str, Any], counters: Counter[str]) -> None:
             self.runs.add_once(run.integration_id, run.run_id, f"seam-{window['page']}", report_counters(counters))
 
@@ -256,7 +272,9 @@ class FullSync:
             time_left=time_left,
             should_continue=self._still_running(run.integration_id, run.run_id),
             on_window=counted,
+            removal_gate=gate,
         )
+        breaker.remember(run, gate)
         return {
             "shift": shift,
             "windows": len(windows),
@@ -270,9 +288,11 @@ class FullSync:
         run_payload: dict[str, Any],
         previous: dict[str, Any] | None = None,
         time_left: Callable[[], float] | None = None,
+        hold: bool = True,
     ) -> dict[str, Any]:
         """One call of the Tags step. It answers `more: True` when it ran out of time; the state machine then
-        calls it again with this answer as `previous`, and the counts add up (see tags.mirror_query_tags)."""
+        calls it again with this answer as `previous`, and the counts add up (see tags.mirror_query_tags).
+        `hold`: untags wait for the breaker's gate (breaker.py); its release calls this with hold=False."""
         run = self._run(run_payload)
         cfg = self.config(run.integration_id, run.config_version)
         if not cfg.tags.queries:
@@ -293,6 +313,7 @@ class FullSync:
             dry_run=run.dry_run,
             run_id=run.run_id,
             time_left=time_left,
+            hold_untags=Breaker.of(self).hold_untags(run) if hold else None,
         )
         return merge_results(previous, result)
 
@@ -395,6 +416,7 @@ class FullSync:
                     dry_run=False,
                     run_id=f"schedule-{utc_now()}",
                     time_left=time_left,
+                    hold_untags=Breaker.of(self).scheduled_hold(cfg),
                 )
             except Exception as exc:  # one integration's outage must not stop the sweeper for the others
                 logger.warning("scheduled query tags of %s failed: %s", integration_id, exc)

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..clients.http import map_in_context
 from ..config import IntegrationConfig
+from ..safety import RemovalGate, base_counts, removal_counts
 from ..state import PersonState
 from ..store.persons import PersonStateStore
 from ..sync import Outcome, PersonSyncer
@@ -130,12 +131,17 @@ def sync_page(
     max_concurrency: int = 5,
     should_continue: Callable[[], bool] = lambda: True,
     threads: int = PERSON_THREADS,
+    removal_gate: RemovalGate | None = None,
 ) -> PageResult:
     """Sync every person of one page descriptor. Retryable API errors propagate (the state machine retries
-    the page; persons already done cost nothing the second time); others are counted as failed persons."""
+    the page; persons already done cost nothing the second time); others are counted as failed persons.
+    `removal_gate`: the blast-radius breaker (safety.py); the removals are counted (rm:*) against what the
+    page's persons held before (base:*) whether or not they were sent."""
     paced = PacedApsis(apsis, Pace(worker_rate(max_concurrency)))
-    syncer = PersonSyncer(cfg, paced, states, dry_run=dry_run)
-    importer = ImportWriter(cfg, paced, states) if write_mode == "import" and not dry_run else None
+    syncer = PersonSyncer(cfg, paced, states, dry_run=dry_run, removal_gate=removal_gate)
+    importer = None
+    if write_mode == "import" and not dry_run:
+        importer = ImportWriter(cfg, paced, states, hold_removals=removal_gate is not None)
     result = PageResult(page=int(descriptor["page"]))
     fields = needed_fields(cfg)
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="page") as pool:
@@ -146,6 +152,7 @@ def sync_page(
             result.efficy_pages += 1
             persons = [p for p in records if isinstance(p.get("K_CONTACT"), int)]
             known = states.get_many(cfg.integration_id, [p["K_CONTACT"] for p in persons])
+            result.counters.update(base_counts(known.values()))
 
             sync_all = partial(_sync_batch, pool, syncer, known)
             if importer is not None:
@@ -156,6 +163,7 @@ def sync_page(
             for person, outcome in zip(persons, outcomes, strict=True):
                 reason = skip_label(cfg, person) if outcome.reason and outcome.result != "failed" else None
                 result.counters.update(tally(outcome, skip_reason=reason))
+                result.counters.update(removal_counts(outcome.removals))
             result.persons += len(persons)
     return result
 

@@ -17,6 +17,7 @@ from ..conditions import evaluate
 from ..config import IntegrationConfig
 from ..diff import CreateProfile, DeleteProfile, PatchTags, SetConsent
 from ..mapping import profile_key_of
+from ..safety import describe, verdict_of
 from ..sync import Outcome
 
 NO_KEY = "no valid K_CONTACT"
@@ -122,6 +123,7 @@ def build_report(
             "windows": c.get("seam_windows", 0),
             "persons_checked": c.get("seam_persons", 0),
         },
+        "breaker": verdict_of(c),
     }
 
 
@@ -151,6 +153,7 @@ def render_report(report: Mapping[str, Any]) -> list[str]:
         f"{title} of {report.get('integration_id')} (run {report.get('run_id')}): "
         f"{str(report.get('status', '?')).upper()}{took}",
         *_origin(report),
+        *breaker_lines(report),
         f"  pages: {pages.get('done', 0)}/{pages.get('total', 0)} done{failed_pages}",
         f"  persons: {persons.get('persons', 0):,} read",
     ]
@@ -202,6 +205,40 @@ def render_report(report: Mapping[str, Any]) -> list[str]:
         lines.append(f"  error: {report['error'].get('Error')}: {report['error'].get('Cause')}")
     if dry:
         lines.append("  Dry run: nothing was written to APSIS One or to the sync state.")
+    return lines
+
+
+def breaker_lines(report: Mapping[str, Any]) -> list[str]:
+    """Removals first (issue 15): what the run removes (or would) per subscription, tag and profile deletes,
+    against the blast-radius breaker's threshold, and what the breaker decided."""
+    breaker = report.get("breaker")
+    if not breaker:
+        return []
+    dry = bool(report.get("dry_run"))
+    rows = breaker.get("removals") or {}
+    head = (
+        f"  removals{' that would be made' if dry else ''} (breaker: more than "
+        f"{breaker.get('max_removal_percent', 0):g} % of the holders and at least {breaker.get('min_removals', 0)} halts)"
+    )
+    if not rows:
+        return [f"{head}: none"]
+    width = max(len(describe(name)) for name in rows) + 2
+    lines = [head, f"    {'':<{width}}{'removals':>9}{'holders':>9}{'limit':>9}"]
+    for name, row in rows.items():
+        over = "  OVER" if row.get("over") else ""
+        lines.append(f"    {describe(name):<{width}}{row['removals']:>9,}{row['base']:>9,}{row['limit']:>9,}{over}")
+    if breaker.get("halted"):
+        lines.append(
+            "  HALTED by the blast-radius breaker: nothing was removed (additions and updates were sent). "
+            f"Check the counts; to send them: efficy-sync full-sync start {report.get('integration_id')} "
+            "--allow-removals"
+        )
+    elif dry:
+        verdict = "WOULD HALT" if breaker.get("would_halt") else "would not halt"
+        extra = " (unless started with --allow-removals)" if breaker.get("would_halt") else ""
+        lines.append(f"  breaker: the real run {verdict}{extra}")
+    elif breaker.get("would_halt") and breaker.get("allowed"):
+        lines.append("  breaker: beyond the threshold, sent as confirmed by --allow-removals")
     return lines
 
 

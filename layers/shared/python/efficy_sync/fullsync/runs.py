@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 LOCKS_PK = "FULLSYNC#LOCKS"
 COUNTER_PREFIX = "c:"
 ACTIVE = "running"
-ENDED_STATUSES = ("succeeded", "failed", "cancelled", "timed_out")
+ENDED_STATUSES = ("succeeded", "failed", "cancelled", "timed_out", "halted")  # halted: breaker.py
 #: Step Functions execution status -> the run status it leaves behind when nobody else ended the run
 STATUS_BY_EXECUTION = {"ABORTED": "cancelled", "TIMED_OUT": "timed_out", "FAILED": "failed", "SUCCEEDED": "succeeded"}
 #: an ended run (and its page records) stays this long in the history; the state table's TTL removes it then

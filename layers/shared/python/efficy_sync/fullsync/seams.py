@@ -19,8 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import IntegrationConfig
+from ..safety import RemovalGate
 from ..store.persons import PersonStateStore
 from .page import sync_page
+
+#: the base the breaker judges removals against is counted by the pages; a window would count it again
+BASE_PREFIX = "base:"
 
 #: stop this long before the Lambda's timeout and let the state machine call the step again
 SEAM_RESERVE_SECONDS = 45.0
@@ -79,6 +83,7 @@ def resync_seams(
     time_left: Callable[[], float] | None = None,
     should_continue: Callable[[], bool] = lambda: True,
     on_window: Callable[[dict[str, Any], Counter[str]], None] | None = None,
+    removal_gate: RemovalGate | None = None,
 ) -> SeamsResult:
     """Syncs windows[start:], `max_concurrency` at a time (each paced at that share of the APSIS rate, as pages
     are); `on_window` hears of each window as soon as it is done. Retryable errors propagate: the state
@@ -97,6 +102,7 @@ def resync_seams(
             write_mode="diff",  # a few persons per window: per-person calls beat an import
             max_concurrency=workers,
             should_continue=should_continue,
+            removal_gate=removal_gate,
         )
         counters = page.counters + Counter(seam_windows=1, seam_persons=page.persons)
         if on_window is not None:
@@ -124,4 +130,8 @@ _RECOUNTED = ("persons", "unchanged", "skipped")
 def report_counters(counters: Counter[str]) -> dict[str, int]:
     """What a window adds to the run: what it changed (created, updated, consents, tags, failures) and the
     seam_* counts, not the persons its neighbouring page already counted."""
-    return {name: n for name, n in counters.items() if name not in _RECOUNTED and not name.startswith("skip:") and n}
+    return {
+        name: n
+        for name, n in counters.items()
+        if name not in _RECOUNTED and not name.startswith(("skip:", BASE_PREFIX)) and n
+    }

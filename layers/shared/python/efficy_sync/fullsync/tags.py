@@ -148,6 +148,7 @@ def mirror_query_tags(
     would_sync: Callable[[list[int]], set[int]] | None = None,
     time_left: Callable[[], float] | None = None,
     workers: int = TAG_WORKERS,
+    hold_untags: Callable[[str, int, int], bool] | None = None,
 ) -> dict[str, Any]:
     """Runs each mapped query, tags its members and untags former members; one APSIS call per person whose
     query tags change, `workers` at a time. Returns {"queries", "tagged", "untagged", "failed", "tags": {tag:
@@ -159,11 +160,16 @@ def mirror_query_tags(
     the member snapshots are written only by the call that finishes. The counts are what this call did.
 
     A dry run created no profiles, so `would_sync(keys)` says which members without a profile the run would
-    have created (and so tagged)."""
+    have created (and so tagged).
+
+    The blast-radius breaker (safety.py): `hold_untags(tag, untags, former members)` True holds a query's
+    untags back (answered as `held`, and every query's planned untags as `untags`); the held former members
+    stay in the snapshot, so the run that releases them (or the next one) untags them then."""
     changes: dict[int, dict[str, bool]] = defaultdict(dict)
     per_tag: dict[str, Counter[str]] = {}
     results: dict[int, set[int]] = {}
     errors: dict[str, str] = {}
+    held: dict[int, set[int]] = {}
     for query_tag in cfg.tags.queries:
         try:
             current = set(run_query(query_tag.query))
@@ -184,10 +190,18 @@ def mirror_query_tags(
             state = known.get(key)
             if (_eligible(state) and not state.tags.get(query_tag.tag)) or key in newcomers:
                 changes[key][query_tag.tag] = True
-        for key in previous - current:
-            state = known.get(key)
-            if state is not None and state.exists_in_apsis and state.tags.get(query_tag.tag):
-                changes[key][query_tag.tag] = False
+        untags = [
+            key
+            for key in sorted(previous - current)
+            if (state := known.get(key)) is not None and state.exists_in_apsis and state.tags.get(query_tag.tag)
+        ]
+        per_tag[query_tag.tag]["untags"] = len(untags)
+        if untags and hold_untags is not None and hold_untags(query_tag.tag, len(untags), len(previous)):
+            held[query_tag.query] = set(untags)
+            per_tag[query_tag.tag]["held"] = len(untags)
+            continue
+        for key in untags:
+            changes[key][query_tag.tag] = False
     failed, more = 0, False
     if dry_run:
         done = dict(changes)
@@ -195,7 +209,7 @@ def mirror_query_tags(
         done, failed, more = _apply(cfg, apsis, states, changes, time_left, workers)
         if not more:
             for query, current in results.items():
-                members.put(cfg.integration_id, query, current, run_id=run_id)
+                members.put(cfg.integration_id, query, current | held.get(query, set()), run_id=run_id)
     for tags in done.values():
         for tag, on in tags.items():
             per_tag[tag]["added" if on else "removed"] += 1
@@ -204,9 +218,11 @@ def mirror_query_tags(
         "tagged": sum(c["added"] for c in per_tag.values()),
         "untagged": sum(c["removed"] for c in per_tag.values()),
         "failed": failed,
-        "tags": {tag: dict(c) for tag, c in per_tag.items()},
+        "tags": {tag: {k: v for k, v in c.items() if k not in ("untags", "held")} for tag, c in per_tag.items()},
         "errors": errors,
         "more": more,
+        "untags": {tag: c["untags"] for tag, c in per_tag.items() if c["untags"]},
+        "held": {tag: c["held"] for tag, c in per_tag.items() if c["held"]},
     }
 
 

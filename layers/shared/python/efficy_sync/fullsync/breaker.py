@@ -1,0 +1,219 @@
+"""The blast-radius breaker in a full sync: hold removals during the run, judge the totals, send or halt.
+
+Pages, Seams and Tags send additions and updates at once but hold every removal (opt-out, untag, profile
+delete): the person's key goes to the HELD# lot (store/removals.py) and the removal is counted on the run
+(rm:*), beside what the persons held before (base:*). After Tags, the RemovalGate step judges the totals
+(safety.judge, with the integration's `safety` settings):
+- within the threshold, ReleaseRemovals syncs every held person again from Efficy's current data, now
+  without holding (and re-runs the query-tag mirror for held untags), then Finish ends the run as usual;
+- beyond it, HaltRun ends the run `halted` (lock released, parked changes re-enqueued, FullSyncHalted metric,
+  report with the counts per subscription and tag). Nothing was removed. The admin reads the counts and
+  confirms with `efficy-sync full-sync start ID --allow-removals`: a new run whose pages send removals at once
+  (a clean re-run: unchanged persons cost no APSIS call) and whose release also closes the real-time breaker.
+A dry run holds nothing (it sends nothing) but counts the same removals and says whether the real run would
+halt. Held CRM opt-outs stay what APSIS has not been told yet: nothing opts these persons in meanwhile, since
+the release and every later sync plan from the newest CRM data (only an explicit newer change there can).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..connections import apsis_client, efficy_client
+from ..observability import count, logger
+from ..safety import (
+    ALLOW_COUNTER,
+    HALT_COUNTER,
+    MIN_COUNTER,
+    PERCENT_COUNTER,
+    UNTAG,
+    bases_of,
+    judge,
+    limit,
+    removals_of,
+)
+from ..settings import settings
+from ..store.removals import HeldRemovals, RemovalBreaker
+from ..sync import PersonSyncer
+from ..worker import needed_fields
+from .page import Pace, PacedApsis, worker_rate
+from .report import build_report, tally
+from .runs import Run, utc_now
+
+if TYPE_CHECKING:
+    from .lifecycle import FullSync
+
+RELEASE_CHUNK = 50
+RELEASE_RESERVE_SECONDS = 45.0
+
+
+def read_allow_removals(sync_input: dict[str, Any]) -> tuple[bool, str | None]:
+    """(allow_removals, the problem with it) from a full-sync input."""
+    value = sync_input.get(ALLOW_COUNTER, False)
+    if not isinstance(value, bool):
+        return False, f"allow_removals must be true or false, not {value!r}"
+    return value, None
+
+
+def allows_removals(run: Run) -> bool:
+    return bool(run.counters.get(ALLOW_COUNTER))
+
+
+class HoldAll:
+    """The gate of a full sync's pages (safety.RemovalGate): holds every removal and remembers whose."""
+
+    def __init__(self) -> None:
+        self.keys: set[int] = set()
+        self._lock = threading.Lock()
+
+    def admit(self, key: int, removals: list[Any]) -> bool:
+        with self._lock:
+            self.keys.add(int(key))
+        return False
+
+
+@dataclass
+class Breaker:
+    full_sync: FullSync
+    held: HeldRemovals
+    breaker: RemovalBreaker
+
+    @classmethod
+    def of(cls, full_sync: FullSync) -> Breaker:
+        table = settings().state_table
+        return cls(full_sync, HeldRemovals(table), RemovalBreaker(table))
+
+    # ---- during the run -----------------------------------------------------------------------------------
+    def page_gate(self, run: Run) -> HoldAll | None:
+        """The gate pages and seams sync with: None (send removals at once) in a dry run or an allowed run."""
+        return None if run.dry_run or allows_removals(run) else HoldAll()
+
+    def remember(self, run: Run, gate: HoldAll | None) -> None:
+        if gate is not None and gate.keys:
+            self.held.hold(run.integration_id, gate.keys, f"full sync {run.run_id}")
+
+    def hold_untags(self, run: Run) -> Callable[[str, int, int], bool] | None:
+        """The Tags step holds every untag for the gate, unless removals go at once."""
+        return None if run.dry_run or allows_removals(run) else (lambda tag, n, base: True)
+
+    def scheduled_hold(self, cfg: Any) -> Callable[[str, int, int], bool]:
+        """A query tag's own schedule has no gate step: it holds a query's untags beyond the threshold (of its
+        former members) and raises the alarm; `full-sync start --allow-removals` sends them."""
+        safety = cfg.safety
+
+        def hold(tag: str, untags: int, former: int) -> bool:
+            if untags <= limit(former, safety.max_removal_percent, safety.min_removals):
+                return False
+            count("RemovalBreakerTripped", 1, integration_id=cfg.integration_id)
+            logger.warning(
+                "query tag untags held by the removal breaker",
+                extra={"integration_id": cfg.integration_id, "tag": tag, "untags": untags, "members": former},
+            )
+            return True
+
+        return hold
+
+    # ---- the steps ----------------------------------------------------------------------------------------
+    def gate(self, run_payload: dict[str, Any], tags_result: dict[str, Any] | None) -> dict[str, Any]:
+        """Judges the run's removals. {"halt": bool, "would_halt": bool, "removals": n}."""
+        fs = self.full_sync
+        run = fs._run(run_payload)
+        if not run.active:
+            return {"halt": False, "would_halt": False, "removals": 0}
+        safety = fs.config(run.integration_id, run.config_version).safety
+        untags = {f"{UNTAG}{tag}": int(n) for tag, n in (tags_result or {}).get("untags", {}).items()}
+        fs.runs.add_once(
+            run.integration_id,
+            run.run_id,
+            "breaker-gate",
+            {
+                **untags,
+                PERCENT_COUNTER: round(safety.max_removal_percent * 100),
+                MIN_COUNTER: safety.min_removals,
+            },
+        )
+        run = fs._run(run_payload)
+        verdict = judge(
+            removals_of(run.counters), bases_of(run.counters), safety.max_removal_percent, safety.min_removals
+        )
+        halt = verdict.halt and not run.dry_run and not allows_removals(run)
+        if not run.dry_run:
+            self.breaker.set_base(run.integration_id, bases_of(run.counters))
+        if halt:
+            fs.runs.add_once(run.integration_id, run.run_id, "breaker-halt", {HALT_COUNTER: 1})
+        removals = sum(line["removals"] for line in verdict.lines.values())
+        return {"halt": halt, "would_halt": verdict.halt, "removals": removals}
+
+    def halt(self, run_payload: dict[str, Any], tags_result: dict[str, Any] | None) -> dict[str, Any]:
+        """Ends the run `halted`: nothing removed, the lock released, parked changes re-enqueued, the alarm."""
+        fs = self.full_sync
+        run = fs._run(run_payload)
+        if not run.active:
+            return run.report or build_report(run, status=run.status)
+        fs._release_and_drain(run)
+        run = fs._run(run_payload)
+        report = build_report(run, status="halted", query_tags=tags_result, ended_at=utc_now())
+        if fs.runs.end(run.integration_id, run.run_id, "halted", report=report):
+            count("FullSyncHalted", 1, integration_id=run.integration_id)
+            logger.warning(
+                "full sync halted by the removal breaker",
+                extra={"integration_id": run.integration_id, "breaker": report.get("breaker")},
+            )
+        return report
+
+    def release(
+        self,
+        run_payload: dict[str, Any],
+        previous: dict[str, Any] | None = None,
+        time_left: Callable[[], float] | None = None,
+        tags_result: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Sends the held removals: every held person synced again from Efficy (no gate), then the query-tag
+        mirror again if the Tags step held untags. Answers `more: True` when it ran out of time (called again).
+        Also releases persons a real-time burst held: their removals were counted by this run's pages too."""
+        previous = previous or {}
+        fs = self.full_sync
+        run = fs._run(run_payload)
+        done = {"released": int(previous.get("released", 0)), "more": False}
+        if run.dry_run or not run.active:
+            return done
+        cfg = fs.config(run.integration_id, run.config_version)
+        keys = list(self.held.keys(run.integration_id))
+        if keys:
+            efficy = efficy_client(cfg)
+            apsis = PacedApsis(apsis_client(cfg), Pace(worker_rate(run.max_concurrency)))
+            syncer = PersonSyncer(cfg, apsis, fs.states)
+            for start in range(0, len(keys), RELEASE_CHUNK):
+                if start and time_left is not None and time_left() < RELEASE_RESERVE_SECONDS:
+                    return {**done, "more": True}
+                chunk = keys[start : start + RELEASE_CHUNK]
+                persons = efficy.get_persons(chunk, needed_fields(cfg))
+                states = fs.states.get_many(run.integration_id, chunk)
+                counters: Counter[str] = Counter()
+                for key in chunk:
+                    outcome = syncer.sync(key, persons.get(key), states.get(key))
+                    counters.update(
+                        {k: v for k, v in tally(outcome).items() if k.startswith(("consent", "tag", "deleted"))}
+                    )
+                self.held.forget(run.integration_id, chunk)
+                fs.runs.add_once(
+                    run.integration_id, run.run_id, f"release-{chunk[0]}", {**counters, "released": len(chunk)}
+                )
+                done["released"] += len(chunk)
+        if (tags_result or {}).get("held") and not previous.get("tags_done"):
+            result = fs.tags(run_payload, time_left=time_left, hold=False)
+            fs.runs.add_once(
+                run.integration_id,
+                run.run_id,
+                f"release-tags-{previous.get('calls', 0)}",
+                {f"tag-:{tag}": int(c.get("removed", 0)) for tag, c in result.get("tags", {}).items()},
+            )
+            if result.get("more"):
+                return {**done, "more": True, "calls": int(previous.get("calls", 0)) + 1}
+        if allows_removals(run):
+            self.breaker.reset(run.integration_id)
+        return {**done, "tags_done": True}

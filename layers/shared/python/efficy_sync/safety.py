@@ -1,0 +1,184 @@
+"""The blast-radius breaker: count what a sync would remove and decide whether it may go out (issue 15).
+
+A mapping mistake (a wrong CRM profile, a condition that suddenly fails) can unsubscribe, untag or delete
+thousands of people in one run. So every sync path that removes something counts its removals first:
+- a *removal* is an opt-out of a consent APSIS holds as given, a tag taken away, or a profile deleted. An
+  opt-out that confirms an opt-out made in APSIS (the person unsubscribed there: the state carries its record)
+  is not one: withdrawing consent is never held back;
+- the run is *halted* when, for any consent slot, tag or the profiles as a whole, the removals reach
+  `min_removals` and exceed `max_removal_percent` of the persons holding it (the base), so one person does
+  not block a small integration and a large one is not emptied quietly.
+
+Pure Python (no AWS): the full-sync gate (fullsync/breaker.py) and the real-time burst gate
+(store/removals.py) feed it counts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .diff import DeleteProfile, Operation, PatchTags, SetConsent
+from .state import PersonState, consent_key
+
+#: counter name prefixes: a removal and the base it is judged against
+OPTOUT, UNTAG, DELETE = "rm:optout:", "rm:untag:", "rm:delete"
+OPTED_IN, TAGGED, PROFILES = "base:optin:", "base:tagged:", "base:profiles"
+#: run counter set by Begin when the admin confirmed removals (`--allow-removals`)
+ALLOW_COUNTER = "allow_removals"
+#: run counters that carry the thresholds the full-sync gate used (the report shows the verdict from them)
+PERCENT_COUNTER, MIN_COUNTER, HALT_COUNTER = "breaker_percent_x100", "breaker_min_removals", "breaker_halt"
+
+
+def _known(state: PersonState | None) -> bool:
+    return state is not None and state.exists_in_apsis
+
+
+def is_removal(op: Operation, state: PersonState | None) -> bool:
+    """Whether `op` takes something away that APSIS holds for this person (see module docstring)."""
+    if isinstance(op, DeleteProfile):
+        return _known(state)
+    if isinstance(op, PatchTags):
+        return _known(state) and not all(op.tags.values())
+    if isinstance(op, SetConsent) and op.type == "opt-out" and _known(state):
+        assert state is not None
+        slot = consent_key(op.topic, op.channel)
+        return slot not in state.optouts  # an APSIS opt-out confirmed in the CRM is never held
+    return False
+
+
+def split_removals(ops: list[Operation], state: PersonState | None) -> tuple[list[Operation], list[Operation]]:
+    """(what may go now, the removals). A tag PATCH that adds and removes is split in two."""
+    kept: list[Operation] = []
+    removals: list[Operation] = []
+    for op in ops:
+        if not is_removal(op, state):
+            kept.append(op)
+        elif isinstance(op, PatchTags):
+            added = {t: v for t, v in op.tags.items() if v}
+            if added:
+                kept.append(PatchTags(op.key, added))
+            removals.append(PatchTags(op.key, {t: v for t, v in op.tags.items() if not v}))
+        else:
+            removals.append(op)
+    return kept, removals
+
+
+class RemovalGate(Protocol):
+    """The breaker as a sync sees it: may these removals of one person go out now? False holds them back:
+    they are neither sent nor recorded in the person's state, so the next sync plans them again."""
+
+    def admit(self, key: int, removals: list[Operation]) -> bool: ...
+
+
+def gated(
+    key: int, ops: list[Operation], state: PersonState | None, gate: RemovalGate | None
+) -> tuple[list[Operation], list[Operation], bool]:
+    """(what to send, the removals among `ops`, whether `gate` held them back). No gate: all of `ops` go."""
+    kept, removals = split_removals(ops, state)
+    if not removals or gate is None or gate.admit(key, removals):
+        return ops, removals, False
+    return kept, removals, True
+
+
+def removal_counts(removals: Iterable[Operation]) -> Counter[str]:
+    """Counter names per removal: rm:optout:<topic>|<channel>, rm:untag:<tag>, rm:delete."""
+    counts: Counter[str] = Counter()
+    for op in removals:
+        if isinstance(op, SetConsent):
+            counts[f"{OPTOUT}{op.topic}|{op.channel}"] += 1
+        elif isinstance(op, PatchTags):
+            for tag, on in op.tags.items():
+                if not on:
+                    counts[f"{UNTAG}{tag}"] += 1
+        elif isinstance(op, DeleteProfile):
+            counts[DELETE] += 1
+    return counts
+
+
+def base_counts(states: Iterable[PersonState]) -> Counter[str]:
+    """What a set of persons holds in APSIS according to their stored state: opted-in persons per consent slot,
+    tagged persons per tag, profiles."""
+    counts: Counter[str] = Counter()
+    for state in states:
+        if not state.exists_in_apsis:
+            continue
+        counts[PROFILES] += 1
+        for slot, kind in state.consents.items():
+            if kind == "opt-in":
+                counts[f"{OPTED_IN}{slot}"] += 1
+        for tag, on in state.tags.items():
+            if on:
+                counts[f"{TAGGED}{tag}"] += 1
+    return counts
+
+
+def base_name(removal: str) -> str:
+    """The base a removal counter is judged against."""
+    if removal.startswith(OPTOUT):
+        return OPTED_IN + removal[len(OPTOUT) :]
+    if removal.startswith(UNTAG):
+        return TAGGED + removal[len(UNTAG) :]
+    return PROFILES
+
+
+def limit(base: int, max_percent: float, min_removals: int) -> int:
+    """The most removals of one kind a run may make without a confirmation."""
+    return max(min_removals - 1, math.floor(base * max_percent / 100))
+
+
+@dataclass
+class Verdict:
+    halt: bool
+    #: per removal counter: {"removals", "base", "limit", "over"}
+    lines: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def judge(removals: Mapping[str, int], base: Mapping[str, int], max_percent: float, min_removals: int) -> Verdict:
+    """Whether removals this large need an admin's confirmation (module docstring)."""
+    lines: dict[str, dict[str, Any]] = {}
+    for name, n in sorted(removals.items()):
+        if n <= 0:
+            continue
+        held = int(base.get(base_name(name), 0))
+        allowed = limit(held, max_percent, min_removals)
+        lines[name] = {"removals": int(n), "base": held, "limit": allowed, "over": n > allowed}
+    return Verdict(any(line["over"] for line in lines.values()), lines)
+
+
+def describe(name: str) -> str:
+    """A removal counter as a report line names it."""
+    if name.startswith(OPTOUT):
+        topic, _, channel = name[len(OPTOUT) :].rpartition("|")
+        return f"opt-outs {topic} [{channel}]"
+    if name.startswith(UNTAG):
+        return f"tag removals {name[len(UNTAG) :]}"
+    return "profile deletes"
+
+
+def removals_of(counters: Mapping[str, int]) -> dict[str, int]:
+    """The removal counters of a run's counters."""
+    return {k: int(v) for k, v in counters.items() if (k.startswith((OPTOUT, UNTAG)) or k == DELETE) and v}
+
+
+def bases_of(counters: Mapping[str, int]) -> dict[str, int]:
+    return {k: int(v) for k, v in counters.items() if k.startswith((OPTED_IN, TAGGED)) or k == PROFILES}
+
+
+def verdict_of(counters: Mapping[str, int]) -> dict[str, Any] | None:
+    """The breaker's section of a run report, from the run's counters (None before the gate ran)."""
+    if PERCENT_COUNTER not in counters:
+        return None
+    percent, minimum = counters[PERCENT_COUNTER] / 100, counters.get(MIN_COUNTER, 1)
+    verdict = judge(removals_of(counters), bases_of(counters), percent, minimum)
+    return {
+        "would_halt": verdict.halt,
+        "removals": verdict.lines,
+        "halted": bool(counters.get(HALT_COUNTER)),
+        "allowed": bool(counters.get(ALLOW_COUNTER)),
+        "max_removal_percent": percent,
+        "min_removals": minimum,
+    }
