@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from efficy_sync_tools.commands._aws import EXIT_REFUSED, CliError, cli_command
+from efficy_sync_tools.commands._removals import exit_for, held_document, held_lines
 
 REFUSED = EXIT_REFUSED  # a refused start (another full sync of the integration runs); not 2, argparse's usage error
 BAR_WIDTH = 28
@@ -35,6 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     start.add_argument("integration_id", metavar="ID")
     start.add_argument("--dry-run", action="store_true", help="compute and report the changes, write nothing")
     start.add_argument("--follow", action="store_true", help="show progress until it ends, then the report")
+    start.add_argument(
+        "--allow-removals",
+        action="store_true",
+        help="send removals beyond the blast-radius breaker's threshold (after checking a halted run's counts)",
+    )
     start.set_defaults(func=start_command)
     status = actions.add_parser("status", help="progress of the newest full sync (or --run RUN_ID)")
     status.add_argument("integration_id", metavar="ID")
@@ -132,6 +138,8 @@ def start_command(args: argparse.Namespace) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     name = f"{integration_id[:48]}-{stamp}-{secrets.token_hex(3)}"
     payload = {"integration_id": integration_id, "dry_run": bool(args.dry_run), "started_by": caller_identity()}
+    if args.allow_removals:
+        payload["allow_removals"] = True
     arn = _sfn().start_execution(stateMachineArn=s.state_machine_arn, name=name, input=json.dumps(payload))[
         "executionArn"
     ]
@@ -145,7 +153,7 @@ def start_command(args: argparse.Namespace) -> int:
         while (current := runs.get(integration_id, run.run_id) or run).active:
             time.sleep(args.interval)
         print(json.dumps(_status_document(current), indent=2, default=str))
-        return 0 if current.status == "succeeded" else 1
+        return exit_for(current.status)
     print(f"Started a {kind} of {integration_id} (execution {name}).", flush=True)
     if not args.follow:
         print(f"  Watch it: efficy-sync full-sync status {integration_id} --follow")
@@ -202,14 +210,16 @@ def status_command(args: argparse.Namespace) -> int:
         return 0 if not args.run else 1
     if args.format == "json":
         print(json.dumps(_status_document(run), indent=2, default=str))
-        return 0 if run.status in ("running", "succeeded") else 1
+        return exit_for(run.status)
     if args.follow and run.active:
         return _follow(runs, run, args.interval)
     for line in progress_lines(run, _parked(args.integration_id) if run.active else 0):
         print(line)
     if not run.active:
         _print_report(run)
-    return 0 if run.status in ("running", "succeeded") else 1
+    for line in held_lines(_setup().state_table, args.integration_id):
+        print(line)
+    return exit_for(run.status)
 
 
 def _status_document(run: Any) -> dict[str, Any]:
@@ -229,6 +239,7 @@ def _status_document(run: Any) -> dict[str, Any]:
         "deferred_persons": _parked(run.integration_id) if run.active else 0,
         "error": run.error,
         "report": run.report,
+        **held_document(_setup().state_table, run.integration_id),
     }
 
 
@@ -273,7 +284,7 @@ def _follow(runs: Any, run: Any, interval: float) -> int:
         return 130
     print()
     _print_report(current)
-    return 0 if current.status == "succeeded" else 1
+    return exit_for(current.status)
 
 
 def _print_report(run: Any) -> None:

@@ -1,0 +1,46 @@
+"""The CLI side of the blast-radius breaker (issue 15): exit codes of a halted run, and what is held.
+
+`full-sync start ID --allow-removals` confirms removals the breaker held; `--follow` ends with EXIT_HALTED when
+the run stopped before sending them. `full-sync status ID` says when persons' removals are held (a halted run or
+a real-time burst) and how to release them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from efficy_sync_tools.commands._aws import EXIT_FAILED, EXIT_HALTED, EXIT_OK
+
+
+def exit_for(status: str) -> int:
+    """The exit code a run's outcome gives `start --follow` and `status`."""
+    if status in ("running", "succeeded"):
+        return EXIT_OK
+    return EXIT_HALTED if status == "halted" else EXIT_FAILED
+
+
+def held_document(state_table: str, integration_id: str) -> dict[str, Any]:
+    """Persons whose removals wait for an admin, and whether the real-time breaker is open."""
+    from efficy_sync.store.removals import HeldRemovals, RemovalBreaker
+
+    return {
+        "held_persons": HeldRemovals(state_table).count(integration_id),
+        "realtime_breaker": RemovalBreaker(state_table).tripped(integration_id),
+    }
+
+
+def held_lines(state_table: str, integration_id: str) -> list[str]:
+    """Nothing when nothing is held; otherwise what is held and the command that sends it."""
+    held = held_document(state_table, integration_id)
+    if not held["held_persons"] and not held["realtime_breaker"]:
+        return []
+    lines = [f"  removals held by the blast-radius breaker: {held['held_persons']:,} person(s)"]
+    tripped = held["realtime_breaker"]
+    if tripped:
+        lines.append(
+            f"  real-time breaker open since {tripped.get('tripped_at')} "
+            f"({tripped.get('removals')} removals in its window, limit {tripped.get('limit')})"
+        )
+    lines.append(f"  Check them (full-sync start {integration_id} --dry-run), then send them:")
+    lines.append(f"    efficy-sync full-sync start {integration_id} --allow-removals --follow")
+    return lines
