@@ -30,6 +30,8 @@ BUCKET = "efficy-sync-test-pages"
 STEP_FUNCTION = "full-sync-step"
 PAGE_FUNCTION = "sync-page"
 EXECUTION_TIMEOUT_S = 15.0
+#: the blast-radius breaker's steps between Tags and Finish when the gate lets the removals go
+RELEASE = ("removal_gate", "release_removals")
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -54,6 +56,8 @@ class Scenario:
     max_concurrency: int = 5  # what Begin puts in the run (the integration's full_sync.max_concurrency)
     tags_calls: int = 1  # the Tags step answers more=true until it has been called this many times
     seam_windows: int = 0  # the Seams step does two windows per call
+    halt: bool = False  # the RemovalGate step answers halt=true (the blast-radius breaker)
+    release_calls: int = 1  # the ReleaseRemovals step answers more=true until called this many times
 
 
 @dataclass
@@ -107,6 +111,13 @@ class Harness:
                 "calls": calls,
                 "more": calls < self.scenario.tags_calls,
             }
+        if step == "removal_gate":
+            return {"halt": self.scenario.halt, "would_halt": self.scenario.halt, "removals": 12}
+        if step == "halt":
+            return {"status": "halted", "run_id": event["run"]["run_id"]}
+        if step == "release_removals":
+            calls = (event["previous"] or {}).get("calls", 0) + 1
+            return {"released": calls * 50, "calls": calls, "more": calls < self.scenario.release_calls}
         if step == "finish":
             return {"status": "succeeded", "run_id": event["run"]["run_id"]}
         return {"status": "failed"}
@@ -210,7 +221,7 @@ def test_happy_path_visits_every_page_once_and_ends_with_finish(harness: Harness
 
     assert result["status"] == "SUCCEEDED", result
     assert json.loads(result["output"]) == {"status": "succeeded", "run_id": "run-1"}
-    assert harness.steps() == ["begin", "plan", "seams", "tags", "finish"]
+    assert harness.steps() == ["begin", "plan", "seams", "tags", *RELEASE, "finish"]
     pages = sorted(event["page"]["page"] for event in harness.page_events())
     assert pages == list(range(7))
     for event in harness.page_events():
@@ -255,7 +266,7 @@ def test_a_tags_step_that_runs_out_of_time_is_called_again_with_its_previous_res
     result = harness.run({"integration_id": "demo"})
 
     assert result["status"] == "SUCCEEDED", result
-    assert harness.steps() == ["begin", "plan", "seams", "tags", "tags", "tags", "finish"]
+    assert harness.steps() == ["begin", "plan", "seams", "tags", "tags", "tags", *RELEASE, "finish"]
     tags_events = [event for step, event in harness.calls if step == "tags"]
     assert tags_events[0]["previous"] == {}
     assert tags_events[2]["previous"] == {"queries": 1, "tagged": 4, "untagged": 0, "calls": 2, "more": True}
@@ -268,7 +279,7 @@ def test_seams_are_called_until_every_window_is_done(harness: Harness) -> None:
     result = harness.run({"integration_id": "demo"})
 
     assert result["status"] == "SUCCEEDED", result
-    assert harness.steps() == ["begin", "plan", "seams", "seams", "seams", "tags", "finish"]
+    assert harness.steps() == ["begin", "plan", "seams", "seams", "seams", "tags", *RELEASE, "finish"]
     seams = [event["previous"] for step, event in harness.calls if step == "seams"]
     assert seams[0] == {} and [s["next"] for s in seams[1:]] == [2, 4]
 
@@ -299,7 +310,7 @@ def test_second_start_is_refused_without_running_the_fail_step(harness: Harness)
     assert harness.page_events() == []
 
 
-@pytest.mark.parametrize("failing_step", ["plan", "seams", "tags", "finish"])
+@pytest.mark.parametrize("failing_step", ["plan", "seams", "tags", "removal_gate", "release_removals", "finish"])
 def test_a_failing_step_runs_the_fail_step_and_the_execution_fails(harness: Harness, failing_step: str) -> None:
     harness.scenario = Scenario(pages=2, failing_step=failing_step)
 
@@ -311,7 +322,7 @@ def test_a_failing_step_runs_the_fail_step_and_the_execution_fails(harness: Harn
     steps = harness.steps()
     assert steps[-1] == "fail"
     assert steps.count("fail") == 1
-    assert steps[:-1] == ["begin", "plan", "seams", "tags", "finish"][: steps.index(failing_step) + 1]
+    assert steps[:-1] == ["begin", "plan", "seams", "tags", *RELEASE, "finish"][: steps.index(failing_step) + 1]
     fail_event = dict(harness.calls)["fail"]
     assert fail_event["error"]["Error"] == "StepBroken"
     assert fail_event["run"]["run_id"] == "run-1"
@@ -337,3 +348,49 @@ def test_page_concurrency_is_bounded_by_max_concurrency(harness: Harness) -> Non
     assert result["status"] == "SUCCEEDED", result
     assert len(harness.page_events()) == 15
     assert 1 < harness.peak_in_flight <= 3  # the integration's full_sync.max_concurrency, via Begin's run
+
+
+def test_a_gate_that_halts_ends_the_run_halted_before_any_release_or_finish(harness: Harness) -> None:
+    harness.scenario = Scenario(pages=2, halt=True)
+
+    result = harness.run({"integration_id": "demo", "allow_removals": False})
+
+    assert result["status"] == "SUCCEEDED", result  # the run's outcome is HALTED; the workflow did its job
+    assert json.loads(result["output"]) == {"status": "halted", "run_id": "run-1"}
+    assert harness.steps() == ["begin", "plan", "seams", "tags", "removal_gate", "halt"]
+    events = dict(harness.calls)
+    assert events["begin"]["input"]["allow_removals"] is False  # Begin receives (and validates) the allowance
+    assert events["removal_gate"]["tags"]["tagged"] == 2  # the gate counts the untags the Tags step held
+    assert events["halt"]["run"]["run_id"] == "run-1"
+
+
+def test_held_removals_are_released_in_calls_until_done_and_then_finish(harness: Harness) -> None:
+    harness.scenario = Scenario(pages=2, release_calls=3)
+
+    result = harness.run({"integration_id": "demo"})
+
+    assert result["status"] == "SUCCEEDED", result
+    assert harness.steps() == [
+        "begin",
+        "plan",
+        "seams",
+        "tags",
+        "removal_gate",
+        "release_removals",
+        "release_removals",
+        "release_removals",
+        "finish",
+    ]
+    releases = [event for step, event in harness.calls if step == "release_removals"]
+    assert releases[0]["previous"] == {}
+    assert releases[2]["previous"] == {"released": 100, "calls": 2, "more": True}
+    assert all(event["tags"]["queries"] == 1 for event in releases)
+
+
+def test_a_failing_halt_step_runs_the_fail_step(harness: Harness) -> None:
+    harness.scenario = Scenario(pages=1, halt=True, failing_step="halt")
+
+    result = harness.run({"integration_id": "demo"})
+
+    assert result["status"] == "FAILED"
+    assert harness.steps() == ["begin", "plan", "seams", "tags", "removal_gate", "halt", "fail"]
