@@ -1,0 +1,202 @@
+"""The blast-radius breaker's counting and threshold (safety.py), and what a held removal does to a sync."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from efficy_sync.config import ConfigError, config_from_dict
+from efficy_sync.consent import OptOutRecord
+from efficy_sync.diff import CreateProfile, DeleteProfile, PatchAttributes, PatchTags, SetConsent
+from efficy_sync.safety import (
+    ALLOW_COUNTER,
+    HALT_COUNTER,
+    MIN_COUNTER,
+    PERCENT_COUNTER,
+    base_counts,
+    gated,
+    is_removal,
+    judge,
+    limit,
+    removal_counts,
+    split_removals,
+    verdict_of,
+)
+from efficy_sync.state import PersonState
+from efficy_sync.store.persons import MemoryPersonStateStore
+from efficy_sync.sync import PersonSyncer
+
+from tests.unit.test_optout_sync import CFG, NEWS, SLOT, FakeApsis, person
+
+OPTOUT = f"rm:optout:{SLOT}"
+
+
+def state(**fields: Any) -> PersonState:
+    base: dict[str, Any] = {"integration_id": "acme", "person_key": "7", "exists_in_apsis": True}
+    return PersonState(**{**base, **fields})
+
+
+class Refuse:
+    """A gate that holds every removal and remembers whose."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[int, list[Any]]] = []
+
+    def admit(self, key: int, removals: list[Any]) -> bool:
+        self.asked.append((key, removals))
+        return False
+
+
+# ---- what counts as a removal --------------------------------------------------------------------------------
+
+
+def test_an_opt_out_of_a_consent_apsis_holds_is_a_removal() -> None:
+    assert is_removal(SetConsent("7", NEWS, "email", "opt-out"), state(consents={SLOT: "opt-in"}))
+
+
+def test_an_opt_out_confirming_an_apsis_unsubscribe_is_never_a_removal_to_hold() -> None:
+    record = OptOutRecord(at="2024-05-01T11:00:00Z", source="apsis", awaiting_writeback=True)
+    held = state(consents={SLOT: "opt-in"}, optouts={SLOT: record})
+    assert not is_removal(SetConsent("7", NEWS, "email", "opt-out"), held)
+
+
+def test_nothing_is_removed_from_a_profile_apsis_does_not_have() -> None:
+    for op in (SetConsent("7", NEWS, "email", "opt-out"), DeleteProfile("7"), PatchTags("7", {"vip": False})):
+        assert not is_removal(op, None)
+        assert not is_removal(op, state(exists_in_apsis=False))
+
+
+def test_additions_and_updates_are_not_removals() -> None:
+    known = state()
+    for op in (
+        CreateProfile("7"),
+        PatchAttributes("7", {"a": None}),
+        SetConsent("7", NEWS, "email", "opt-in"),
+        PatchTags("7", {"vip": True}),
+    ):
+        assert not is_removal(op, known)
+
+
+def test_a_tag_patch_that_adds_and_removes_is_split_so_the_addition_can_go() -> None:
+    ops = [PatchAttributes("7", {"a": "b"}), PatchTags("7", {"vip": True, "old": False})]
+    kept, removals = split_removals(ops, state())
+    assert kept == [PatchAttributes("7", {"a": "b"}), PatchTags("7", {"vip": True})]
+    assert [op.tags for op in removals] == [{"old": False}]
+
+
+def test_removals_are_counted_per_subscription_channel_tag_and_delete() -> None:
+    counts = removal_counts(
+        [
+            SetConsent("1", NEWS, "email", "opt-out"),
+            SetConsent("2", NEWS, "email", "opt-out"),
+            PatchTags("1", {"vip": False, "club": False}),
+            DeleteProfile("3"),
+        ]
+    )
+    assert counts == {OPTOUT: 2, "rm:untag:vip": 1, "rm:untag:club": 1, "rm:delete": 1}
+
+
+def test_the_base_counts_what_persons_hold_in_apsis() -> None:
+    states = [
+        state(person_key="1", consents={SLOT: "opt-in"}, tags={"vip": True, "club": False}),
+        state(person_key="2", consents={SLOT: "opt-out"}),
+        state(person_key="3", consents={SLOT: "opt-in"}, exists_in_apsis=False),  # not in APSIS: holds nothing
+    ]
+    assert base_counts(states) == {f"base:optin:{SLOT}": 1, "base:tagged:vip": 1, "base:profiles": 2}
+
+
+# ---- the threshold -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("removals", "holders", "halts"),
+    [
+        (40, 100, True),  # a mapping mistake: 40 % of the opted-in persons
+        (6, 100, False),  # over 5 % but under the floor of 10: a small integration is not blocked
+        (10, 100, True),  # at the floor and over 5 %
+        (50, 1000, False),  # exactly 5 %: allowed
+        (51, 1000, True),
+        (9, 9, False),  # everyone, but fewer than the floor
+        (10, 0, True),  # removals from a base we do not know of: beyond any share
+    ],
+)
+def test_a_run_halts_only_beyond_the_share_and_from_the_floor(removals: int, holders: int, halts: bool) -> None:
+    verdict = judge({OPTOUT: removals}, {f"base:optin:{SLOT}": holders}, 5.0, 10)
+    assert verdict.halt is halts
+    assert verdict.lines[OPTOUT]["base"] == holders
+
+
+def test_each_kind_is_judged_against_its_own_holders() -> None:
+    removals = {OPTOUT: 30, "rm:untag:vip": 30, "rm:delete": 30}
+    base = {f"base:optin:{SLOT}": 1000, "base:tagged:vip": 100, "base:profiles": 1000}
+    verdict = judge(removals, base, 5.0, 10)
+    assert verdict.halt
+    assert {name for name, line in verdict.lines.items() if line["over"]} == {"rm:untag:vip"}
+
+
+def test_limit_is_the_larger_of_the_share_and_the_floor() -> None:
+    assert limit(1000, 5.0, 10) == 50
+    assert limit(20, 5.0, 10) == 9
+    assert limit(0, 5.0, 1) == 0
+
+
+def test_the_report_verdict_is_rebuilt_from_the_run_counters() -> None:
+    counters = {
+        OPTOUT: 40,
+        f"base:optin:{SLOT}": 100,
+        PERCENT_COUNTER: 500,
+        MIN_COUNTER: 10,
+        HALT_COUNTER: 1,
+        "persons": 100,
+    }
+    verdict = verdict_of(counters)
+    assert verdict is not None
+    assert verdict["would_halt"] and verdict["halted"] and not verdict["allowed"]
+    assert verdict["removals"][OPTOUT] == {"removals": 40, "base": 100, "limit": 9, "over": True}
+    assert verdict_of({"persons": 3}) is None  # before the gate ran
+    assert verdict_of({**counters, HALT_COUNTER: 0, ALLOW_COUNTER: 1})["allowed"]
+
+
+# ---- a sync with a gate --------------------------------------------------------------------------------------
+
+
+def test_gated_without_a_gate_sends_everything() -> None:
+    ops = [SetConsent("7", NEWS, "email", "opt-out")]
+    assert gated(7, ops, state(consents={SLOT: "opt-in"}), None) == (ops, ops, False)
+
+
+def test_a_held_opt_out_is_not_sent_nor_stored_and_the_next_sync_plans_it_again() -> None:
+    store = MemoryPersonStateStore()
+    PersonSyncer(CFG, FakeApsis(), store).sync(7, person(), None)  # opted in, tagged
+    gate, apsis = Refuse(), FakeApsis()
+    left = person(stamp="2024-05-01T12:00:00", profiles=[], FIRSTNAME="Jo")
+
+    outcome = PersonSyncer(CFG, apsis, store, removal_gate=gate).sync(7, left, store.get("acme", 7))
+
+    assert outcome.held and [type(op).__name__ for op in outcome.removals] == ["SetConsent", "PatchTags"]
+    assert [kind for kind, _ in apsis.calls] == []  # no opt-out, no untag reached APSIS
+    assert store.get("acme", 7).consents[SLOT] == "opt-in"  # what APSIS still holds
+    assert gate.asked and gate.asked[0][0] == 7
+    released = FakeApsis()
+    PersonSyncer(CFG, released, store).sync(7, left, store.get("acme", 7))
+    assert ("consent", "opt-out") in released.calls and ("tags", {"newsletter-readers": False}) in released.calls
+    assert store.get("acme", 7).consents[SLOT] == "opt-out"
+
+
+def test_the_gate_is_not_asked_in_a_dry_run_but_the_removals_are_counted() -> None:
+    store = MemoryPersonStateStore()
+    PersonSyncer(CFG, FakeApsis(), store).sync(7, person(), None)
+    gate = Refuse()
+    outcome = PersonSyncer(CFG, FakeApsis(), store, dry_run=True, removal_gate=gate).sync(
+        7, person(stamp="2024-05-01T12:00:00", profiles=[]), store.get("acme", 7)
+    )
+    assert gate.asked == [] and not outcome.held
+    assert removal_counts(outcome.removals) == {OPTOUT: 1, "rm:untag:newsletter-readers": 1}
+
+
+def test_safety_settings_are_validated_and_have_defaults() -> None:
+    assert CFG.safety.max_removal_percent == 5.0 and CFG.safety.min_removals == 10
+    raw = CFG.model_dump(mode="json", exclude_none=True)
+    with pytest.raises(ConfigError, match="max_removal_percent"):
+        config_from_dict({**raw, "safety": {"max_removal_percent": 0}})
+    assert config_from_dict({**raw, "safety": {"max_removal_percent": 2.5}}).safety.max_removal_percent == 2.5
