@@ -506,9 +506,18 @@ def test_asl_flow_and_catches(asl: dict[str, Any]) -> None:
     assert states["MoreSeams"]["Default"] == "PrepareTags"
     assert [choice["Next"] for choice in states["MoreSeams"]["Choices"]] == ["Seams"]
     assert states["PrepareTags"]["Next"] == "Tags" and states["Tags"]["Next"] == "MoreTags"
-    assert states["MoreTags"]["Default"] == "Finish"
+    assert states["MoreTags"]["Default"] == "RemovalGate"
     assert [choice["Next"] for choice in states["MoreTags"]["Choices"]] == ["Tags"]
-    chain = ["Begin", "Plan", "Pages", "Seams", "Tags", "Finish"]
+    # The blast-radius breaker: the gate halts the run (HaltRun, then success: the outcome is the run's) or
+    # releases the held removals (a loop like Tags) before Finish.
+    assert states["RemovalGate"]["Next"] == "RemovalsAllowed"
+    assert [c["Next"] for c in states["RemovalsAllowed"]["Choices"]] == ["HaltRun"]
+    assert states["RemovalsAllowed"]["Default"] == "PrepareReleaseRemovals"
+    assert states[states["HaltRun"]["Next"]]["Type"] == "Succeed"
+    assert states["PrepareReleaseRemovals"]["Next"] == "ReleaseRemovals"
+    assert states["ReleaseRemovals"]["Next"] == "MoreReleaseRemovals"
+    assert states["MoreReleaseRemovals"]["Default"] == "Finish"
+    chain = ["Begin", "Plan", "Pages", "Seams", "Tags", "RemovalGate", "HaltRun", "ReleaseRemovals", "Finish"]
     assert states[states["Finish"]["Next"]]["Type"] == "Succeed"
     # The refused start must not reach the fail step (it would release someone else's lock).
     (begin_catch,) = states["Begin"]["Catch"]
@@ -588,12 +597,22 @@ def test_alarms_notify_the_alarm_topic(resources: dict[str, Any]) -> None:
         "WebhookRejectionsAlarm",
         "ApiServerErrorsAlarm",
         "IntegrationSyncStalledAlarm",
+        "RemovalBreakerAlarm",
     }
     for name, props in alarms.items():
         assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
     subscription = resources["AlarmEmailSubscription"]
     assert subscription["Condition"] == "HasAlarmEmail"
     assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
+
+
+def test_the_removal_breaker_alarm_watches_the_metrics_the_breaker_emits(resources: dict[str, Any]) -> None:
+    metrics = resources["RemovalBreakerAlarm"]["Properties"]["Metrics"]
+    watched = {m["MetricStat"]["Metric"]["MetricName"] for m in metrics if "MetricStat" in m}
+    assert watched == {"FullSyncHalted", "RemovalBreakerTripped"}
+    layer = Path(__file__).resolve().parents[2] / "layers" / "shared" / "python" / "efficy_sync"
+    emitted = (layer / "fullsync" / "breaker.py").read_text() + (layer / "store" / "removals.py").read_text()
+    assert all(f'"{name}"' in emitted for name in watched)
 
 
 def test_dlq_and_age_alarms(resources: dict[str, Any]) -> None:
