@@ -466,7 +466,7 @@ def report_command(args: argparse.Namespace) -> int:
             print(line)
     else:
         _print_report(run)
-    return 0 if run.status in ("running", "succeeded") else 1
+    return exit_for(run.status)
 
 
 # ---- cancel -----------------------------------------------------------------------------------------------
