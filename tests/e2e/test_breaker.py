@@ -43,10 +43,11 @@ def crms(metered_stack: Stack, tmp_path: Path) -> Iterator[list[Crm]]:
 
 
 def new_crm(stack: Stack, tmp_path: Path, made: list[Crm], **safety: Any) -> Crm:
+    """An integration with the breaker's defaults (5 %, at least 10) unless `safety` says otherwise (demo.yaml,
+    which make_crm copies, raises the floor for the shared demo integration)."""
     crm = make_crm(stack, tmp_path, page_size=100)
     made.append(crm)
-    if safety:
-        reapply(crm, tmp_path, lambda cfg: cfg.update(safety=safety))
+    reapply(crm, tmp_path, lambda cfg: cfg.update(safety={"max_removal_percent": 5, "min_removals": 10, **safety}))
     return crm
 
 
