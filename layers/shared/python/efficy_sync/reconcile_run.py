@@ -192,13 +192,13 @@ class Reconciler:
             gone = [k for k in in_scope if last_key < k <= upto and k not in persons]
             self._compare(persons, gone, in_scope, members, result)
             last_key, page = max(upto, last_key), page + 1
+            if not past_end and self.cursors is not None and scope.sample is None:
+                doc = {"scope": scope.label(), "page": page, "last_key": last_key, "poll_url": poll_url}
+                self.cursors.save(self.cfg.integration_id, {**doc, "report": result.report.to_dict()})
             if on_page is not None:
                 on_page(page, result.report.persons_checked)
             if past_end:
                 break
-            if self.cursors is not None and scope.sample is None:
-                doc = {"scope": scope.label(), "page": page, "last_key": last_key, "poll_url": poll_url}
-                self.cursors.save(self.cfg.integration_id, {**doc, "report": result.report.to_dict()})
         if self.cursors is not None and scope.sample is None:
             self.cursors.clear(self.cfg.integration_id)
         return result
