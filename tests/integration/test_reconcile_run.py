@@ -126,3 +126,19 @@ def test_an_interrupted_all_resumes_from_its_cursor(world: dict[str, Any]) -> No
     fresh = reconciler(world).run(Scope())
     assert resumed.report.to_dict() == fresh.report.to_dict()
     assert reconciler(world, MemoryCursors()).run(Scope(from_key=20), resume=True).report.counts["orphaned"] == 1
+
+
+@pytest.mark.parametrize("status", [404, 403])
+def test_without_the_export_it_says_so_and_reconciles_from_the_keys_we_know(world: dict[str, Any], status: int) -> None:
+    world["apsis_sim"].add_fault(path_regex="^/audience/profiles/exports$", method="POST", status=status, count=5)
+
+    result = reconciler(world).run(Scope())
+
+    assert any(f"refused the profile export ({status})" in text for text in result.limitations)
+    counts = result.report.counts
+    # deletes found from the state table's keys, the new person by a per-profile read; values cannot be read
+    assert (counts["missing"], counts["orphaned"], counts["attributes"]) == (1, 2, 0)
+    assert (
+        world["apsis_sim"].calls()["GET /v2/audience/keyspaces/{keyspace}/profiles/{key}/sections/{section}/consents"]
+        == 31
+    )

@@ -93,8 +93,10 @@ def compare_person(
     if profile is None:
         check.drifts.append(Drift("missing", check.person_key, {}))
         return check
-    _attributes(check, result, state, profile)
     _consents(check, result, state, profile)
+    if not profile.complete:  # read one by one: only its consents are known
+        return check
+    _attributes(check, result, state, profile)
     for tag, wanted in sorted(desired_tags(cfg, result, query_tags).items()):
         if wanted != (tag in profile.tags):
             detail = {"tag": tag, "apsis": tag in profile.tags, "rules": wanted}
@@ -117,7 +119,8 @@ def _orphan(
     if policy == "delete":
         detail = {"reason": why, "should": "delete"}
     elif policy == "untag":
-        present = sorted(set(managed_tags(cfg, with_queries=with_queries)) & profile.tags)
+        known = profile.tags if profile.complete else {t for t, on in (state.tags if state else {}).items() if on}
+        present = sorted(set(managed_tags(cfg, with_queries=with_queries)) & known)
         if not present:
             return
         detail = {"reason": why, "should": "untag", "tags": present}

@@ -33,9 +33,9 @@ from typing import Any
 
 from .changes import ContactChange
 from .clients.apsis import ApsisClient
-from .clients.apsis_export import ExportedProfile, export_section
+from .clients.apsis_export import ExportedProfile, export_section, probe_profile
 from .clients.efficy import EfficyClient
-from .clients.errors import EfficyInconclusive
+from .clients.errors import AuthError, EfficyInconclusive, NotFound
 from .config import CRMID_ATTRIBUTE, EMAIL_ATTRIBUTE, IntegrationConfig
 from .reconcile import CATEGORIES, DriftReport, PersonCheck, compare_person, invalidate, managed_tags
 from .state import PersonState
@@ -52,6 +52,11 @@ LIMITATIONS = [
     "not compared.",
     "Attribute, tag and consent names the integration does not map are not compared.",
 ]
+FALLBACK_NOTE = (
+    "APSIS One refused the profile export ({status}): profiles were read one by one from the keys the state "
+    "table knows and the persons Efficy lists (one call each); only consents can be read that way, so attributes "
+    "and tags were not compared, and profiles we never synced cannot be seen."
+)
 
 
 @dataclass
@@ -170,10 +175,22 @@ class Reconciler:
         members = query_members(self.cfg, self.efficy) if self.with_queries else None
         if not self.with_queries and self.cfg.tags.queries:
             result.limitations.append("Query tags were not compared (their queries were not run).")
-        poll_url, profiles = export_profiles(
-            self.cfg, self.apsis, with_queries=members is not None, poll_url=cursor["poll_url"] if cursor else None
-        )
-        in_scope = {int(k): p for k, p in profiles.items() if k.isdigit() and scope.holds(int(k))}
+        try:
+            poll_url, profiles = export_profiles(
+                self.cfg, self.apsis, with_queries=members is not None, poll_url=cursor["poll_url"] if cursor else None
+            )
+        except (NotFound, AuthError) as exc:
+            if isinstance(exc, AuthError) and exc.status != 403:
+                raise  # our credentials: not a missing permission to export
+            poll_url, profiles = "", None
+            result.limitations.append(FALLBACK_NOTE.format(status=exc.status))
+        if profiles is None:  # reconcile from the keys we know: the state table's profiles, read one by one
+            known = [int(s.person_key) for s in self.states.scan(self.cfg.integration_id) if s.exists_in_apsis]
+            in_scope: dict[int, ExportedProfile | None] = {k: None for k in known if scope.holds(k)}
+            lookup = self._probe
+        else:
+            in_scope = {int(k): p for k, p in profiles.items() if k.isdigit() and scope.holds(int(k))}
+            lookup = lambda keys: {k: in_scope[k] for k in keys if in_scope.get(k) is not None}  # noqa: E731
         result.profiles_exported = len(in_scope)
         page = cursor["page"] if cursor else 0
         last_key = cursor["last_key"] if cursor else scope.from_key - 1
@@ -190,7 +207,7 @@ class Reconciler:
             if past_end and scope.sample is None:
                 upto = scope.to_key if scope.to_key is not None else max([upto, *in_scope])
             gone = [k for k in in_scope if last_key < k <= upto and k not in persons]
-            self._compare(persons, gone, in_scope, members, result)
+            self._compare(persons, gone, lookup, members, result)
             last_key, page = max(upto, last_key), page + 1
             if not past_end and self.cursors is not None and scope.sample is None:
                 doc = {"scope": scope.label(), "page": page, "last_key": last_key, "poll_url": poll_url}
@@ -203,6 +220,11 @@ class Reconciler:
             self.cursors.clear(self.cfg.integration_id)
         return result
 
+    def _probe(self, keys: list[int]) -> dict[int, ExportedProfile]:
+        topics = {c.subscription for c in self.cfg.consent_mappings}
+        found = {k: probe_profile(self.apsis, str(k), topics) for k in keys}
+        return {k: p for k, p in found.items() if p is not None}
+
     def _cursor(self, scope: Scope) -> dict[str, Any] | None:
         if self.cursors is None or scope.sample is not None:
             return None
@@ -213,7 +235,7 @@ class Reconciler:
         self,
         persons: dict[int, dict[str, Any]],
         unlisted: list[int],
-        profiles: dict[int, ExportedProfile],
+        lookup: Callable[[list[int]], dict[int, ExportedProfile]],
         members: dict[str, set[int]] | None,
         result: RunResult,
     ) -> None:
@@ -233,6 +255,7 @@ class Reconciler:
                 confirmed_gone.append(key)
         keys = sorted({*persons, *found, *confirmed_gone})
         states = self.states.get_many(self.cfg.integration_id, keys) if keys else {}
+        profiles = lookup(keys) if keys else {}
         for key in keys:
             person = persons.get(key) or found.get(key)
             tags = None if members is None else {tag for tag, who in members.items() if key in who}

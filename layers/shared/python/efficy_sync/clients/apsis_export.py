@@ -36,6 +36,7 @@ class ExportedProfile:
     attributes: dict[str, Any] = field(default_factory=dict)
     tags: set[str] = field(default_factory=set)
     consents: dict[tuple[str, str], str] = field(default_factory=dict)  # (topic, "email"|"sms") -> type
+    complete: bool = True  # False: read one by one (consents only); its attributes and tags are unknown
 
 
 def request_export(client: ApsisClient, *, attributes: list[str], tags: list[str], topics: list[str]) -> str:
@@ -122,3 +123,20 @@ def export_section(
             pass
     poll_url = request_export(client, attributes=attributes, tags=tags, topics=topics)
     return poll_url, download_export(client, poll_url, timeout=timeout)
+
+
+def probe_profile(client: ApsisClient, key: str, topics: set[str]) -> ExportedProfile | None:
+    """The fallback when the account cannot export: one profile's consents (a documented per-profile read);
+    None when APSIS One has no such profile. Attributes and tags cannot be read this way."""
+    try:
+        items = client.get_consents(key)
+    except NotFound:
+        return None
+    consents = {
+        (str(i.get("topic_discriminator")), CHANNEL_NAMES.get(str(i.get("channel_discriminator")), "")): str(
+            i.get("type")
+        )
+        for i in items
+        if i.get("topic_discriminator") in topics
+    }
+    return ExportedProfile(key=key, consents=consents, complete=False)
