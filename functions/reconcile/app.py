@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from efficy_sync.clients.http import deadline, lambda_seconds
 from efficy_sync.connections import apsis_client, efficy_client
 from efficy_sync.observability import logger
 from efficy_sync.reconcile_run import Reconciler, Scope, publish_drift_metrics
@@ -26,16 +27,21 @@ states = PersonStateStore(settings().state_table)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     sample = int(event.get("sample") or DEFAULT_SAMPLE)
     results: dict[str, Any] = {}
-    for integration_id in event.get("integration_ids") or configs.list_ids():
-        try:
-            cfg = configs.get(integration_id)
-            reconciler = Reconciler(cfg, efficy_client(cfg), apsis_client(cfg), states)
-            report = reconciler.run(Scope(sample=sample), resume=False).report
-        except Exception:  # one integration's outage must not hide the others' drift
-            logger.exception("reconcile failed", extra={"integration_id": integration_id})
-            results[integration_id] = {"error": True}
-            continue
-        publish_drift_metrics(integration_id, report)
-        results[integration_id] = {"counts": report.counts, "persons_checked": report.persons_checked}
-        logger.info("drift counted", extra={"integration_id": integration_id, **results[integration_id]})
+    with deadline(lambda_seconds(context, settings().deadline_reserve)):
+        for integration_id in event.get("integration_ids") or configs.list_ids():
+            results[integration_id] = _check(integration_id, sample)
     return results
+
+
+def _check(integration_id: str, sample: int) -> dict[str, Any]:
+    """One integration's drift count, published; an outage of one integration must not hide the others'."""
+    try:
+        cfg = configs.get(integration_id)
+        report = Reconciler(cfg, efficy_client(cfg), apsis_client(cfg), states).run(Scope(sample=sample)).report
+    except Exception:
+        logger.exception("reconcile failed", extra={"integration_id": integration_id})
+        return {"error": True}
+    publish_drift_metrics(integration_id, report)
+    result = {"counts": report.counts, "persons_checked": report.persons_checked}
+    logger.info("drift counted", extra={"integration_id": integration_id, **result})
+    return result

@@ -8,6 +8,7 @@ skip / delete planners) send exactly the call that removes the drift, and never 
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -272,3 +273,17 @@ def test_parse_export_keeps_our_keyspace_and_refuses_an_unreadable_answer():
     assert profiles["7"].consents == {NEWS: "opt-in"} and profiles["7"].tags == {"sms-club"}
     with pytest.raises(ApsisUnavailable, match="no profiles list"):  # never read as an empty section
         parse_export({"items": []}, "com.apsis1.keyspaces.crm-id")
+
+
+def test_drift_counts_are_published_per_integration_as_emf(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    from efficy_sync.reconcile_run import publish_drift_metrics
+
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    report = DriftReport()
+    report.add(compare_person(CFG, 8, person(K_CONTACT=8), None, None))
+    publish_drift_metrics("acme-eu", report)
+    (doc,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    (directive,) = doc["_aws"]["CloudWatchMetrics"]
+    assert "integration_id" in sum(directive["Dimensions"], []) and doc["integration_id"] == "acme-eu"
+    assert doc["DriftMissing"] == 1.0 and doc["DriftConsents"] == 0.0 and doc["DriftPersonsChecked"] == 1.0
+    assert {m["Name"] for m in directive["Metrics"]} >= {"DriftMissing", "DriftOrphaned", "DriftTags"}
