@@ -284,6 +284,6 @@ def test_drift_counts_are_published_per_integration_as_emf(capsys: pytest.Captur
     publish_drift_metrics("acme-eu", report)
     (doc,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     (directive,) = doc["_aws"]["CloudWatchMetrics"]
-    assert "integration_id" in sum(directive["Dimensions"], []) and doc["integration_id"] == "acme-eu"
+    assert any("integration_id" in dims for dims in directive["Dimensions"]) and doc["integration_id"] == "acme-eu"
     assert doc["DriftMissing"] == 1.0 and doc["DriftConsents"] == 0.0 and doc["DriftPersonsChecked"] == 1.0
     assert {m["Name"] for m in directive["Metrics"]} >= {"DriftMissing", "DriftOrphaned", "DriftTags"}
