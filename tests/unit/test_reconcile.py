@@ -285,5 +285,5 @@ def test_drift_counts_are_published_per_integration_as_emf(capsys: pytest.Captur
     (doc,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     (directive,) = doc["_aws"]["CloudWatchMetrics"]
     assert any("integration_id" in dims for dims in directive["Dimensions"]) and doc["integration_id"] == "acme-eu"
-    assert doc["DriftMissing"] == 1.0 and doc["DriftConsents"] == 0.0 and doc["DriftPersonsChecked"] == 1.0
+    assert (doc["DriftMissing"], doc["DriftConsents"], doc["DriftPersonsChecked"]) == ([1.0], [0.0], [1.0])
     assert {m["Name"] for m in directive["Metrics"]} >= {"DriftMissing", "DriftOrphaned", "DriftTags"}
