@@ -32,6 +32,7 @@ FUNCTION_FOLDERS = {
     "FullSyncStepFunction": "full_sync_step",
     "SyncPageFunction": "sync_page",
     "CleanupFunction": "cleanup",
+    "ReconcileFunction": "reconcile",
 }
 ROUTES = {
     "IngestWebhookFunction": "/integrations/{integration_id}/efficy/webhook",
@@ -126,6 +127,9 @@ def test_parameters_and_defaults(template: dict[str, Any]) -> None:
         "IntegrationId": "demo",
         "FreshnessHours": 24,
         "LogLevel": "INFO",
+        "ReconcileScheduleState": "DISABLED",
+        "ReconcileSchedule": "rate(1 day)",
+        "ReconcileSample": 500,
     }
 
 
@@ -383,6 +387,7 @@ NEEDS = {
     "FullSyncStepFunction": ({"efficy", "apsis"}, True),
     "SyncPageFunction": ({"efficy", "apsis"}, True),
     "CleanupFunction": (set(), True),
+    "ReconcileFunction": ({"efficy", "apsis"}, True),  # reads only: a drift count, no repair
 }
 SECRET_KIND = re.compile(re.escape(SECRET_ARN_SCOPE.removesuffix("*")) + r"\*/([a-z-]+)-\?{6}$")
 
@@ -789,7 +794,12 @@ def test_sam_transform_offline_creates_the_wired_resources(transformed: dict[str
         "ApplyChangesFunctionContactChanges",
         "WriteBackFunctionOptOuts",
     }
-    assert by_type["AWS::Events::Rule"] == {"CleanupFunctionExecutionEnded", "CleanupFunctionSweep"}
+    assert by_type["AWS::Events::Rule"] == {
+        "CleanupFunctionExecutionEnded",
+        "CleanupFunctionSweep",
+        "ReconcileFunctionDriftCheck",
+    }
+    assert out["ReconcileFunctionDriftCheck"]["Properties"]["State"] == {"Ref": "ReconcileScheduleState"}
     esm = out["ApplyChangesFunctionContactChanges"]["Properties"]
     assert esm["EventSourceArn"] == {"Fn::GetAtt": ["ContactChangesQueue", "Arn"]}
     assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
@@ -897,3 +907,19 @@ def test_no_api_log_holds_a_query_string(resources: dict[str, Any]) -> None:
     assert not re.search(r"querystring|requestOverride|\$input|\$method\.request", log_format, re.IGNORECASE)
     for setting in props.get("MethodSettings", []):
         assert not setting.get("DataTraceEnabled") and setting.get("LoggingLevel", "OFF") == "OFF"
+
+
+def test_the_drift_check_schedule_is_off_by_default_and_sends_its_sample(resources: dict[str, Any]) -> None:
+    """Issue 15: the scheduled reconcile exists but does not run until an admin turns it on."""
+    from efficy_sync_tools.local.template import SamTemplate
+
+    (schedule,) = events_of(resources, "ReconcileFunction", "Schedule")
+    assert schedule["State"] == {"Ref": "ReconcileScheduleState"}
+    assert schedule["Schedule"] == {"Ref": "ReconcileSchedule"}
+    local = SamTemplate.load(ROOT / "template.yaml")
+    assert "ReconcileFunction" not in {s.function for s in local.schedules()}  # the local stack honours DISABLED
+    assert load_event("reconcile_schedule.json") == json.loads(local._value(schedule["Input"]))
+    on = SamTemplate(root=ROOT, raw=copy.deepcopy(local.raw))
+    on.raw["Parameters"]["ReconcileScheduleState"]["Default"] = "ENABLED"
+    (enabled,) = [s for s in on.schedules() if s.function == "ReconcileFunction"]
+    assert (enabled.rate_seconds, enabled.input) == (86400, {"sample": 500})

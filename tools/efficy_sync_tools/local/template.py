@@ -142,10 +142,21 @@ class SamTemplate:
         out = []
         for fn, kind, props in self._events():
             if kind in {"Schedule", "ScheduleV2"}:
-                expr = props.get("Schedule") or props.get("ScheduleExpression", "")
-                payload = props.get("Input")
+                if self._value(props.get("State", "ENABLED")) == "DISABLED" or props.get("Enabled") is False:
+                    continue  # deployed off (e.g. the drift check): the local stack does not run it either
+                expr = self._value(props.get("Schedule") or props.get("ScheduleExpression", ""))
+                payload = self._value(props.get("Input"))
                 out.append(ScheduleSource(fn, rate_to_seconds(expr), json.loads(payload) if payload else {}))
         return out
+
+    def _value(self, node: Any) -> Any:
+        """A `!Ref` to a parameter, or a `!Sub` of parameters, as deployed with the parameters' defaults."""
+        params = {k: str(v.get("Default", "")) for k, v in self.raw.get("Parameters", {}).items()}
+        if isinstance(node, dict) and "Ref" in node:
+            return params.get(node["Ref"], node)
+        if isinstance(node, dict) and isinstance(node.get("Fn::Sub"), str):
+            return re.sub(r"\$\{([^}!.]+)\}", lambda m: params.get(m.group(1), m.group(0)), node["Fn::Sub"])
+        return node
 
     def event_rules(self) -> list[EventRuleSource]:
         return [

@@ -34,6 +34,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import requests
 from werkzeug.wrappers import Request, Response
 
+from efficy_sync_tools.sims.apsis_export import ProfileExports
 from efficy_sync_tools.sims.base import SimServer, json_response
 
 FIXTURE = Path(__file__).with_name("apsis_definitions.json")
@@ -359,6 +360,7 @@ class ApsisSimulator(SimServer):
         self._clear_state()
         self._register_product_routes()
         self._register_control_routes()
+        self.profile_exports = ProfileExports(self)  # POST /audience/profiles/exports and its poll URL
 
     # ---- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> ApsisSimulator:
@@ -390,6 +392,7 @@ class ApsisSimulator(SimServer):
                 if job.timer:
                     job.timer.cancel()
             self._clear_state()
+            self.profile_exports.clear()
             self._wake.notify_all()
         super().reset()
 

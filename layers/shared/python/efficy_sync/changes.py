@@ -20,7 +20,7 @@ class ContactChange(BaseModel):
     person_key: int
     operation: Literal["Create", "Update", "Delete", "Resync"]
     date: str = ""  # Efficy's change date of this event (ISO 8601)
-    source: Literal["webhook", "full_sync", "parked", "redrive", "retry"] = "webhook"
+    source: Literal["webhook", "full_sync", "parked", "redrive", "retry", "reconcile"] = "webhook"
     # A hash of the changed values: two edits in the same second (Efficy dates may have no milliseconds)
     # must not be taken for one webhook retried; a retried webhook carries the same values.
     fingerprint: str = ""

@@ -1,0 +1,264 @@
+"""Drift between Efficy and APSIS One: what APSIS holds, weighed against what the sync rules decide.
+
+Plain Python, no AWS and no HTTP: `compare_person` takes one Efficy person (None when Efficy proved them
+gone), our stored state and the profile APSIS One exported, and returns the drift per category:
+
+- `missing`: in Efficy and matching the sync conditions, but no profile in APSIS One;
+- `orphaned`: a profile with our crm-id key whose person Efficy deleted or who no longer matches, where the
+  integration's `on_delete` / `on_condition_lost` says it should be deleted or untagged (with `ignore` /
+  `leave` such a profile is where the rules want it: a note, not drift);
+- `attributes`: an attribute value that differs from the mapping's result (names only, never values);
+- `consents`: a consent that differs from what consent.decide says, with the opt-out stickiness applied. An
+  opt-out APSIS One holds, or one we recorded, is never drift to "fix" into an opt-in: APSIS holding an
+  opt-out where the CRM membership would opt in is a note (`kept_optouts`), not drift. An opt-out the rules
+  decide where APSIS holds nothing is no drift either (there is nothing to withdraw);
+- `tags`: a managed tag (CRM-profile tags, and query tags when the queries were run) set differently.
+
+`invalidate` turns a person's drift into the stored state the normal sync needs to repair it: the state
+says what we last pushed, so a drift APSIS One has and the state does not know would otherwise plan no call.
+It marks exactly the drifting parts as unknown (as sync.py does after a race), and the person's sync, run
+by the worker from a fresh Efficy read, decides and sends with every consent rule in force.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .clients.apsis_export import ExportedProfile
+from .config import EMAIL_ATTRIBUTE, IntegrationConfig
+from .consent import confirm, decide
+from .mapping import Desired, map_person
+from .state import UNKNOWN, PersonState, consent_key
+
+CATEGORIES = ("missing", "orphaned", "attributes", "consents", "tags")
+NOTES = ("kept_optouts", "kept_by_policy", "email_conflicts", "unconfirmed_absence")
+EXAMPLES_PER_CATEGORY = 10
+DRIFT_MARK = "drift"  # an attribute hash no value has: the next sync clears (or sends) the attribute
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One difference. `detail` names what differs (attribute, topic, tag) but never holds a personal value."""
+
+    category: str
+    person_key: str
+    detail: dict[str, Any] = field(default_factory=dict, hash=False)
+    fixable: bool = True
+
+
+@dataclass
+class PersonCheck:
+    person_key: str
+    drifts: list[Drift] = field(default_factory=list)
+    notes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    deleted: bool = False  # Efficy proved the person gone
+
+
+def managed_tags(cfg: IntegrationConfig, *, with_queries: bool) -> list[str]:
+    """The tags this integration sets: CRM-profile tags, and query tags when the queries are known."""
+    tags = [t.tag for t in cfg.tags.profiles]
+    if with_queries:
+        tags += [q.tag for q in cfg.tags.queries]
+    return sorted(set(tags))
+
+
+def desired_tags(cfg: IntegrationConfig, desired: Desired, query_tags: set[str] | None) -> dict[str, bool]:
+    """The tags the rules want. A query tag is decided only when the queries were run (`query_tags` not None),
+    as the full sync's Tags step decides it: members tagged, everyone else untagged."""
+    tags = {t: v for t, v in desired.tags.items() if t not in {q.tag for q in cfg.tags.queries}}
+    if query_tags is not None:
+        tags.update({q.tag: q.tag in query_tags for q in cfg.tags.queries})
+    return tags
+
+
+def compare_person(
+    cfg: IntegrationConfig,
+    key: int | str,
+    person: dict[str, Any] | None,
+    state: PersonState | None,
+    profile: ExportedProfile | None,
+    *,
+    query_tags: set[str] | None = None,
+) -> PersonCheck:
+    """The drift of one person. `person` None: Efficy proved them gone (two reads); `profile` None: APSIS One
+    has no profile with this key in the section's keyspace."""
+    check = PersonCheck(str(key), deleted=person is None)
+    result = None if person is None else map_person(cfg, person, query_tags=query_tags)
+    if not isinstance(result, Desired):
+        if profile is not None:
+            _orphan(cfg, check, state, profile, query_tags is not None, result is None)
+        return check
+    if profile is None:
+        check.drifts.append(Drift("missing", check.person_key, {}))
+        return check
+    _consents(check, result, state, profile)
+    if not profile.complete:  # read one by one: only its consents are known
+        return check
+    _attributes(check, result, state, profile)
+    for tag, wanted in sorted(desired_tags(cfg, result, query_tags).items()):
+        if wanted != (tag in profile.tags):
+            detail = {"tag": tag, "apsis": tag in profile.tags, "rules": wanted}
+            query = tag in {q.tag for q in cfg.tags.queries}
+            check.drifts.append(Drift("tags", check.person_key, {**detail, "query_tag": query} if query else detail))
+    return check
+
+
+def _orphan(
+    cfg: IntegrationConfig,
+    check: PersonCheck,
+    state: PersonState | None,
+    profile: ExportedProfile,
+    with_queries: bool,
+    deleted: bool,
+) -> None:
+    policy = cfg.on_delete if deleted else cfg.on_condition_lost
+    why = "deleted in Efficy" if deleted else "no longer matches the sync conditions"
+    ours = state is not None  # a profile we never synced may be someone else's: reported, left to a human
+    if policy == "delete":
+        detail = {"reason": why, "should": "delete"}
+    elif policy == "untag":
+        known = profile.tags if profile.complete else {t for t, on in (state.tags if state else {}).items() if on}
+        present = sorted(set(managed_tags(cfg, with_queries=with_queries)) & known)
+        if not present:
+            return
+        detail = {"reason": why, "should": "untag", "tags": present}
+    else:
+        check.notes.append(("kept_by_policy", {"reason": why, "policy": policy}))
+        return
+    if not ours:
+        detail["not_fixed"] = "no sync state: not created by this integration"
+    check.drifts.append(Drift("orphaned", check.person_key, detail, fixable=ours))
+
+
+def _same(apsis: Any, mapped: Any) -> bool:
+    """APSIS may give back a number as text or the reverse; compare values, never their JSON types."""
+    if apsis == mapped:
+        return True
+    if isinstance(apsis, bool) or isinstance(mapped, bool):
+        return str(apsis).lower() == str(mapped).lower()
+    return apsis is not None and mapped is not None and str(apsis) == str(mapped)
+
+
+def _attributes(check: PersonCheck, desired: Desired, state: PersonState | None, profile: ExportedProfile) -> None:
+    for name, value in sorted(desired.attributes.items()):
+        if name in desired.skipped_attributes:
+            continue
+        if name == EMAIL_ATTRIBUTE and state is not None and state.email_conflict is not None:
+            check.notes.append(("email_conflicts", {"attribute": name}))  # held back on purpose (sync.py)
+            continue
+        held = profile.attributes.get(name)
+        if value is None:
+            if held is not None:
+                check.drifts.append(Drift("attributes", check.person_key, {"attribute": name, "should": "clear"}))
+        elif not _same(held, value):
+            should = "set" if held is None else "update"
+            check.drifts.append(Drift("attributes", check.person_key, {"attribute": name, "should": should}))
+
+
+def _consents(check: PersonCheck, desired: Desired, state: PersonState | None, profile: ExportedProfile) -> None:
+    for (topic, channel), crm_type in sorted(desired.consents.items()):
+        member = crm_type == "opt-in"
+        held = profile.consents.get((topic, channel))
+        slot = consent_key(topic, channel)
+        record = confirm(state.optouts.get(slot) if state else None, member, desired.change_stamp)
+        decision = decide(member, held if held in ("opt-in", "opt-out") else None, record, desired.change_stamp)
+        where = {"topic": topic, "channel": channel}
+        if decision.type == "opt-in" and held == "opt-out":
+            check.notes.append(("kept_optouts", where))  # stickiness: never "repaired" into an opt-in
+        elif decision.type is None or (decision.type == "opt-out" and held is None):
+            continue
+        elif decision.type != held:
+            detail = {**where, "apsis": held or "none", "rules": decision.type}
+            check.drifts.append(Drift("consents", check.person_key, detail))
+
+
+# ---- repair -------------------------------------------------------------------------------------------------
+def invalidate(integration_id: str, check: PersonCheck, state: PersonState | None) -> PersonState | None:
+    """The state to store before the person's normal sync, so that sync sends what repairs each fixable drift;
+    None when there is nothing to store. Opt-out records are never touched (they live in their own item)."""
+    drifts = [d for d in check.drifts if d.fixable]
+    if not drifts:
+        return None
+    new = (
+        state.model_copy(deep=True)
+        if state is not None
+        else PersonState(integration_id=integration_id, person_key=check.person_key, exists_in_apsis=True)
+    )
+    for drift in drifts:
+        detail = drift.detail
+        if drift.category == "missing":
+            new.exists_in_apsis = False
+            new.attribute_hashes, new.consents, new.tags = {}, {}, {}
+        elif drift.category == "orphaned":
+            new.exists_in_apsis = True
+            new.tags.update(dict.fromkeys(detail.get("tags", []), True))
+        elif drift.category == "attributes":
+            if detail.get("should") == "clear":
+                new.attribute_hashes[detail["attribute"]] = DRIFT_MARK
+            else:
+                new.attribute_hashes.pop(detail["attribute"], None)
+        elif drift.category == "consents":
+            new.consents[consent_key(detail["topic"], detail["channel"])] = UNKNOWN
+        elif drift.category == "tags":
+            new.tags[detail["tag"]] = not detail["rules"]
+    return new
+
+
+# ---- the report ---------------------------------------------------------------------------------------------
+@dataclass
+class DriftReport:
+    """Counts of persons per category and a few examples (person keys, what differs; no personal values)."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0))
+    notes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(NOTES, 0))
+    examples: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {c: [] for c in CATEGORIES})
+    persons_checked: int = 0
+    persons_drifting: int = 0
+
+    def add(self, check: PersonCheck) -> None:
+        self.persons_checked += 1
+        if check.drifts:
+            self.persons_drifting += 1
+        for category in sorted({d.category for d in check.drifts}):
+            self.counts[category] += 1
+            examples = self.examples[category]
+            if len(examples) < EXAMPLES_PER_CATEGORY:
+                found = [d for d in check.drifts if d.category == category]
+                examples.append({"person_key": check.person_key, "details": [d.detail for d in found]})
+        for note in {n for n, _ in check.notes}:
+            self.notes[note] += 1
+
+    def note(self, name: str, count: int = 1) -> None:
+        self.notes[name] = self.notes.get(name, 0) + count
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "counts": dict(self.counts),
+            "total_drift": self.total,
+            "persons_checked": self.persons_checked,
+            "persons_drifting": self.persons_drifting,
+            "notes": dict(self.notes),
+            "examples": {c: list(v) for c, v in self.examples.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DriftReport:
+        """A report saved in a resumable run's cursor."""
+        report = cls()
+        report.counts.update(data.get("counts") or {})
+        report.notes.update(data.get("notes") or {})
+        for category, examples in (data.get("examples") or {}).items():
+            report.examples[category] = list(examples)
+        report.persons_checked = int(data.get("persons_checked") or 0)
+        report.persons_drifting = int(data.get("persons_drifting") or 0)
+        return report
+
+
+def drifting(checks: Iterable[PersonCheck]) -> list[PersonCheck]:
+    return [c for c in checks if c.drifts]

@@ -1,0 +1,105 @@
+"""The APSIS One profile export (simulator + client) over real HTTP: asynchronous, polled, within its limits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from efficy_sync.clients.apsis import ApsisClient
+from efficy_sync.clients.apsis_export import (
+    EXPORTS_PATH,
+    ExportGone,
+    download_export,
+    export_section,
+    request_export,
+)
+from efficy_sync.clients.errors import ApsisUnavailable, RateLimited, RejectedValue
+from efficy_sync.clients.http import RetryPolicy
+from efficy_sync_tools.sims.apsis import ApsisSimulator
+
+SECTION = "com.apsis1.sections.default"
+NEWSLETTER = "usercreated.topics.newsletter-ab12"
+FIRSTNAME = "com.apsis1.attributes.firstname"
+LASTNAME = "com.apsis1.attributes.lastname"
+NO_RETRY = RetryPolicy(total=0, connect_timeout=2, read_timeout=5)
+
+
+@pytest.fixture
+def sim() -> Iterator[ApsisSimulator]:
+    sim = ApsisSimulator().start()
+    yield sim
+    sim.stop()
+
+
+def client_for(sim: ApsisSimulator, keyspace: str = "com.apsis1.keyspaces.crm-id", **kw) -> ApsisClient:
+    return ApsisClient(sim.url, sim.client_id, sim.client_secret, section=SECTION, keyspace=keyspace, **kw)
+
+
+def seed(client: ApsisClient) -> None:
+    client.create_profile("1")
+    client.patch_attributes("1", {FIRSTNAME: "Ada", LASTNAME: "Lovelace"})
+    client.set_consent("1", NEWSLETTER, "email", "opt-in")
+    client.patch_tags("1", {"newsletter-readers": True, "sms-club": True})
+    client.create_profile("2")
+
+
+def test_export_lists_the_named_data_of_every_profile_of_our_keyspace(sim: ApsisSimulator) -> None:
+    client = client_for(sim)
+    seed(client)
+    client_for(sim, keyspace="com.apsis1.keyspaces.email").create_profile("x@example.com")
+
+    _, profiles = export_section(client, attributes=[FIRSTNAME], tags=["newsletter-readers"], topics=[NEWSLETTER])
+
+    assert sorted(profiles) == ["1", "2"]  # the e-mail keyspace's profile is not ours
+    one = profiles["1"]
+    assert one.attributes == {FIRSTNAME: "Ada"}  # only what was named: no lastname
+    assert one.tags == {"newsletter-readers"}  # sms-club was not named
+    assert one.consents == {(NEWSLETTER, "email"): "opt-in"}
+    assert profiles["2"].attributes == {} and profiles["2"].consents == {}
+    calls = sim.calls()
+    assert calls[f"POST {EXPORTS_PATH}"] == 1
+
+
+def test_poll_answers_404_while_in_progress_then_the_json(sim: ApsisSimulator) -> None:
+    sim.profile_exports.export_delay_ms = 1500
+    client = client_for(sim)
+    seed(client)
+    poll_url = request_export(client, attributes=[FIRSTNAME], tags=[], topics=[])
+
+    profiles = download_export(client, poll_url, poll_interval=0.1, timeout=10)
+
+    assert profiles["1"].attributes == {FIRSTNAME: "Ada"}
+    polls = sim.calls()[f"GET {EXPORTS_PATH}/{{export_id}}"]
+    assert polls >= 2  # at least one 404 (in progress) before the 200, polled once a second at most
+    with pytest.raises(ApsisUnavailable, match="not ready"):
+        download_export(client, request_export(client, attributes=[FIRSTNAME], tags=[], topics=[]), timeout=0.1)
+
+
+def test_gone_export_is_requested_again_and_a_failed_one_raises(sim: ApsisSimulator) -> None:
+    client = client_for(sim, policy=NO_RETRY)
+    seed(client)
+    old = request_export(client, attributes=[FIRSTNAME], tags=[], topics=[])
+    sim.profile_exports.expire(old.rsplit("/", 1)[1])
+    with pytest.raises(ExportGone):
+        download_export(client, old)
+    sim.profile_exports.export_requests_per_second = 100  # the test asks twice within a second
+    sim.profile_exports.clear()
+    used, profiles = export_section(client, attributes=[FIRSTNAME], tags=[], topics=[], poll_url=old)
+    assert used != old and "1" in profiles
+
+    sim.profile_exports.fail_next = True
+    failed = request_export(client, attributes=[FIRSTNAME], tags=[], topics=[])
+    with pytest.raises(ApsisUnavailable) as err:
+        download_export(client, failed)
+    assert err.value.status == 503
+
+
+def test_export_limits_and_validation(sim: ApsisSimulator) -> None:
+    client = client_for(sim, policy=NO_RETRY)
+    request_export(client, attributes=[FIRSTNAME], tags=[], topics=[])
+    with pytest.raises(RateLimited):  # 1 export request a second
+        request_export(client, attributes=[FIRSTNAME], tags=[], topics=[])
+    with pytest.raises(RejectedValue, match="at least one"):
+        request_export(client, attributes=[], tags=[], topics=[])
+    with pytest.raises(RejectedValue, match="unknown attributes"):
+        request_export(client, attributes=["usercreated.attributes.nope"], tags=[], topics=[])

@@ -1,0 +1,289 @@
+"""Drift categories (efficy_sync.reconcile): one Efficy person + our state + the exported APSIS profile.
+
+Each category is planted on a profile that is otherwise exactly what a clean sync leaves, and the repair is
+checked through the sync's own planner: the state `invalidate` stores must make diff.plan_operations (or the
+skip / delete planners) send exactly the call that removes the drift, and never an opt-in over an opt-out.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from efficy_sync.clients.apsis_export import ExportedProfile, parse_export
+from efficy_sync.clients.errors import ApsisUnavailable
+from efficy_sync.config import load_config_file
+from efficy_sync.consent import OptOutRecord
+from efficy_sync.diff import (
+    DeleteProfile,
+    PatchAttributes,
+    PatchTags,
+    SetConsent,
+    apply_operations,
+    plan_for_delete,
+    plan_for_skip,
+    plan_operations,
+)
+from efficy_sync.mapping import Desired, Skip, map_person
+from efficy_sync.reconcile import DriftReport, compare_person, invalidate
+from efficy_sync.state import PersonState
+
+ROOT = Path(__file__).resolve().parents[2]
+CFG = load_config_file(ROOT / "examples" / "demo.yaml")
+NEWS = ("usercreated.topics.newsletter-ab12", "email")
+SMS = ("usercreated.topics.sms-offers-cd34", "sms")
+FIRSTNAME = "com.apsis1.attributes.firstname"
+
+
+def person(**changes) -> dict:
+    base = {
+        "K_CONTACT": 7,
+        "NAME": "Doe",
+        "FIRSTNAME": "Johnny",
+        "EMAIL1": "john.doe@example.com",
+        "MOBILE": "+32470000001",
+        "LANGUAGE": "FR",
+        "OPENED": "1",
+        "ROBINSON": "0",
+        "profiles": [12],
+        "D_CHANGE": "2024-05-01T10:00:00",
+    }
+    base.update(changes)
+    return base
+
+
+def synced(p: dict) -> tuple[PersonState, ExportedProfile]:
+    """What a clean sync leaves: our state and APSIS One's profile (consents as the rules sent them)."""
+    desired = map_person(CFG, p)
+    assert isinstance(desired, Desired)
+    ops = plan_operations(desired, None)
+    state = apply_operations(None, desired, ops).model_copy(update={"revision": 1})
+    profile = ExportedProfile(key=desired.profile_key)
+    for op in ops:
+        if isinstance(op, PatchAttributes):
+            profile.attributes.update({k: v for k, v in op.attributes.items() if v is not None})
+        elif isinstance(op, SetConsent):
+            profile.consents[(op.topic, op.channel)] = op.type
+        elif isinstance(op, PatchTags):
+            profile.tags |= {t for t, on in op.tags.items() if on}
+    return state, profile
+
+
+def categories(check) -> list[str]:
+    return sorted(d.category for d in check.drifts)
+
+
+def repair_plan(p: dict | None, check, state: PersonState | None):
+    """What the normal sync sends once `invalidate`'s state is stored."""
+    new = invalidate(CFG.integration_id, check, state)
+    assert new is not None
+    if p is None:
+        return plan_for_delete(new, CFG.on_delete)
+    result = map_person(CFG, p)
+    if isinstance(result, Skip):
+        return plan_for_skip(result, new, CFG.on_condition_lost)
+    return plan_operations(result, new)
+
+
+def test_a_clean_sync_is_no_drift():
+    p = person(profiles=[12, 13])
+    state, profile = synced(p)
+    check = compare_person(CFG, 7, p, state, profile)
+    assert check.drifts == [] and check.notes == []
+
+
+def test_missing_profile_is_drift_and_the_repair_creates_it():
+    p = person()
+    state, _ = synced(p)  # our state says it exists: APSIS lost it behind our back
+    check = compare_person(CFG, 7, p, state, None)
+    assert categories(check) == ["missing"]
+    plan = repair_plan(p, check, state)
+    assert [type(op).__name__ for op in plan][:2] == ["CreateProfile", "PatchAttributes"]
+    assert SetConsent("7", *NEWS, "opt-in") in plan
+
+
+def test_a_person_failing_the_conditions_is_never_missing():
+    p = person(ROBINSON="1")
+    assert compare_person(CFG, 7, p, None, None).drifts == []
+
+
+def test_attribute_drift_names_the_attribute_never_the_value_and_is_resent():
+    p = person()
+    state, profile = synced(p)
+    profile.attributes[FIRSTNAME] = "Someone Else"
+    check = compare_person(CFG, 7, p, state, profile)
+    assert categories(check) == ["attributes"]
+    assert check.drifts[0].detail == {"attribute": FIRSTNAME, "should": "update"}
+    assert "Someone" not in repr(check.drifts) and "Johnny" not in repr(check.drifts)
+    assert repair_plan(p, check, state) == [PatchAttributes("7", {FIRSTNAME: "Johnny"})]
+
+
+def test_an_attribute_the_mapping_clears_but_apsis_holds_is_cleared():
+    p = person(FIRSTNAME="")
+    state, profile = synced(p)
+    profile.attributes[FIRSTNAME] = "Old"
+    check = compare_person(CFG, 7, p, state, profile)
+    assert [d.detail for d in check.drifts] == [{"attribute": FIRSTNAME, "should": "clear"}]
+    assert repair_plan(p, check, state) == [PatchAttributes("7", {FIRSTNAME: None})]
+
+
+def test_numbers_given_back_as_text_are_not_drift():
+    p = person()
+    state, profile = synced(p)
+    profile.attributes["com.apsis1.attributes.crmid"] = 7  # mapped as "7"
+    assert compare_person(CFG, 7, p, state, profile).drifts == []
+
+
+def test_opt_in_in_apsis_for_a_non_member_is_withdrawn():
+    p = person(profiles=[])
+    state, profile = synced(person())  # was a member; left the CRM profile, APSIS still has the opt-in
+    state = state.model_copy(update={"consents": {}})  # and our state lost track of it
+    check = compare_person(CFG, 7, p, state, profile)
+    consent = [d for d in check.drifts if d.category == "consents"]
+    assert [d.detail for d in consent] == [
+        {"topic": NEWS[0], "channel": "email", "apsis": "opt-in", "rules": "opt-out"}
+    ]
+    assert SetConsent("7", *NEWS, "opt-out") in repair_plan(p, check, state)
+
+
+def test_an_apsis_opt_out_is_never_drift_to_fix_into_an_opt_in():
+    p = person()
+    state, profile = synced(p)
+    profile.consents[NEWS] = "opt-out"  # an unsubscribe we never heard of (made by API or import)
+    check = compare_person(CFG, 7, p, state, profile)
+    assert check.drifts == []
+    assert check.notes == [("kept_optouts", {"topic": NEWS[0], "channel": "email"})]
+
+
+def test_our_recorded_opt_out_wins_over_membership_and_an_apsis_opt_in_is_drift():
+    p = person()
+    state, profile = synced(p)
+    record = OptOutRecord(at="2024-06-01T00:00:00Z", source="apsis-unsubscribe", awaiting_writeback=True)
+    state = state.model_copy(update={"optouts": {f"{NEWS[0]}|email": record}})
+    check = compare_person(CFG, 7, p, state, profile)  # APSIS still shows the opt-in
+    assert [d.detail["rules"] for d in check.drifts] == ["opt-out"]
+    plan = repair_plan(p, check, state)
+    assert SetConsent("7", *NEWS, "opt-out") in plan
+    assert not any(isinstance(op, SetConsent) and op.type == "opt-in" for op in plan)
+
+
+def test_missing_opt_in_is_drift_but_a_missing_withdrawal_is_not():
+    p = person()
+    state, profile = synced(p)
+    del profile.consents[NEWS]
+    check = compare_person(CFG, 7, p, state, profile)
+    assert [(d.detail["apsis"], d.detail["rules"]) for d in check.drifts] == [("none", "opt-in")]
+    assert repair_plan(p, check, state) == [SetConsent("7", *NEWS, "opt-in")]
+
+    state, profile = synced(person(profiles=[]))  # never a member: APSIS holds nothing, nothing to withdraw
+    assert compare_person(CFG, 7, person(profiles=[]), state, profile).drifts == []
+
+
+def test_tag_drift_both_ways():
+    p = person(profiles=[12])
+    state, profile = synced(p)
+    profile.tags = {"sms-club"}  # newsletter-readers lost, sms-club added behind our back
+    check = compare_person(CFG, 7, p, state, profile)
+    assert sorted((d.detail["tag"], d.detail["rules"]) for d in check.drifts) == [
+        ("newsletter-readers", True),
+        ("sms-club", False),
+    ]
+    assert repair_plan(p, check, state) == [PatchTags("7", {"newsletter-readers": True, "sms-club": False})]
+
+
+def test_query_tags_are_compared_only_when_the_queries_were_run():
+    p = person()
+    state, profile = synced(p)
+    assert compare_person(CFG, 7, p, state, profile, query_tags=None).drifts == []
+    check = compare_person(CFG, 7, p, state, profile, query_tags={"vip"})
+    assert [(d.detail["tag"], d.detail.get("query_tag")) for d in check.drifts] == [("vip", True)]
+    profile.tags.add("vip")
+    check = compare_person(CFG, 7, p, state, profile, query_tags=set())
+    assert [(d.detail["tag"], d.detail["rules"]) for d in check.drifts] == [("vip", False)]
+
+
+def test_orphans_follow_on_delete_and_on_condition_lost():
+    state, profile = synced(person())
+    # demo: on_delete ignore, on_condition_lost leave -> where the rules want it: a note
+    check = compare_person(CFG, 7, None, state, profile)
+    assert check.drifts == [] and check.notes[0][0] == "kept_by_policy"
+
+    deleting = CFG.model_copy(update={"on_delete": "delete", "on_condition_lost": "untag"})
+    check = compare_person(deleting, 7, None, state, profile)
+    assert [(d.category, d.detail["should"]) for d in check.drifts] == [("orphaned", "delete")]
+    new = invalidate(deleting.integration_id, check, state.model_copy(update={"exists_in_apsis": False}))
+    assert plan_for_delete(new, "delete") == [DeleteProfile("7")]
+
+    lost = person(OPENED="0")
+    check = compare_person(deleting, 7, lost, state, profile)
+    assert [d.detail for d in check.drifts] == [
+        {"reason": "no longer matches the sync conditions", "should": "untag", "tags": ["newsletter-readers"]}
+    ]
+    result = map_person(deleting, lost)
+    new = invalidate(deleting.integration_id, check, state.model_copy(update={"tags": {}}))
+    assert plan_for_skip(result, new, "untag") == [PatchTags("7", {"newsletter-readers": False})]
+
+
+def test_a_profile_we_never_synced_is_reported_but_not_fixed():
+    deleting = CFG.model_copy(update={"on_delete": "delete"})
+    _, profile = synced(person())
+    check = compare_person(deleting, 7, None, None, profile)
+    assert [d.fixable for d in check.drifts] == [False]
+    assert invalidate(deleting.integration_id, check, None) is None
+
+
+def test_report_counts_persons_per_category_with_examples_and_round_trips():
+    report = DriftReport()
+    p = person()
+    state, profile = synced(p)
+    broken = copy.deepcopy(profile)
+    broken.attributes[FIRSTNAME] = "x"
+    broken.tags = set()
+    report.add(compare_person(CFG, 7, p, state, broken))
+    report.add(compare_person(CFG, 8, person(K_CONTACT=8), None, None))
+    report.add(compare_person(CFG, 7, p, state, profile))
+    assert report.counts == {"missing": 1, "orphaned": 0, "attributes": 1, "consents": 0, "tags": 1}
+    assert (report.persons_checked, report.persons_drifting, report.total) == (3, 2, 3)
+    assert report.examples["missing"] == [{"person_key": "8", "details": [{}]}]
+    assert DriftReport.from_dict(report.to_dict()).to_dict() == report.to_dict()
+
+
+def test_parse_export_keeps_our_keyspace_and_refuses_an_unreadable_answer():
+    payload = {
+        "profiles": [
+            {
+                "keys": {"com.apsis1.keyspaces.crm-id": "7", "com.apsis1.keyspaces.email": "x"},
+                "attributes": {FIRSTNAME: "J"},
+                "tags": ["sms-club"],
+                "topics": [
+                    {
+                        "topic_discriminator": NEWS[0],
+                        "channel_discriminator": "com.apsis1.channels.email",
+                        "consent_type": "opt-in",
+                    }
+                ],
+            },
+            {"keys": {"com.apsis1.keyspaces.email": "y"}},
+        ]
+    }
+    profiles = parse_export(payload, "com.apsis1.keyspaces.crm-id")
+    assert list(profiles) == ["7"]
+    assert profiles["7"].consents == {NEWS: "opt-in"} and profiles["7"].tags == {"sms-club"}
+    with pytest.raises(ApsisUnavailable, match="no profiles list"):  # never read as an empty section
+        parse_export({"items": []}, "com.apsis1.keyspaces.crm-id")
+
+
+def test_drift_counts_are_published_per_integration_as_emf(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    from efficy_sync.reconcile_run import publish_drift_metrics
+
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    report = DriftReport()
+    report.add(compare_person(CFG, 8, person(K_CONTACT=8), None, None))
+    publish_drift_metrics("acme-eu", report)
+    (doc,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    (directive,) = doc["_aws"]["CloudWatchMetrics"]
+    assert any("integration_id" in dims for dims in directive["Dimensions"]) and doc["integration_id"] == "acme-eu"
+    assert (doc["DriftMissing"], doc["DriftConsents"], doc["DriftPersonsChecked"]) == ([1.0], [0.0], [1.0])
+    assert {m["Name"] for m in directive["Metrics"]} >= {"DriftMissing", "DriftOrphaned", "DriftTags"}
