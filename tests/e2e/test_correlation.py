@@ -83,9 +83,7 @@ def test_one_webhook_is_followed_by_its_correlation_id(logged_stack: Stack) -> N
 
     wait_for("the worker's lines", lambda: applied(first) and applied(second), timeout=15)
     lines = _log(stack)
-    queued = {
-        line["person"]: line["correlation_id"] for line in lines if line.get("message") == "change queued"
-    }
+    queued = {line["person"]: line["correlation_id"] for line in lines if line.get("message") == "change queued"}
     ids = {key: queued[hash_key(key)] for key in (first, second)}
     requests = {cid.rsplit("/", 1)[0] for cid in ids.values()}
     assert len(requests) == 1  # one webhook call: both ids name it
