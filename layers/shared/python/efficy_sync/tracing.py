@@ -1,8 +1,9 @@
 """X-Ray tracing of every function (powertools Tracer), with the APSIS One and Efficy calls as subsegments.
 
-Why on (measured with bench/coldstart.py, see README "Operations"): the X-Ray SDK adds about 0.2 s to a
-handler's cold import (about 6 %), paid once per container, and in return a trace shows where an invocation
-spent its time: each APSIS / Efficy call (retries included) with its status, and the AWS calls.
+Why on (measured as bench/coldstart.py does, see README "Operations"): the X-Ray SDK imports botocore, which
+every invocation loads for its first AWS call anyway, so a cold start (import plus the first AWS client) grows
+by 9 % at most, once per container; in return a trace shows where an invocation spent its time: each APSIS /
+Efficy call (retries included) with its status, and the AWS calls.
 
 What a trace may hold: no URL, no body, no response, no exception text. APSIS paths carry the person key
 (`/profiles/{key}/...`), the `url_token` webhook carries its secret in the query, and API answers and error
