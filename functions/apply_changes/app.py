@@ -9,6 +9,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from efficy_sync.changes import ContactChange
 from efficy_sync.clients.http import deadline, lambda_seconds
 from efficy_sync.connections import apsis_client, efficy_client
+from efficy_sync.correlation import from_sqs_record
 from efficy_sync.fullsync.parking import ParkingLot
 from efficy_sync.observability import count, logger, metrics, serving
 from efficy_sync.settings import settings
@@ -16,6 +17,8 @@ from efficy_sync.store.configs import ConfigStore
 from efficy_sync.store.persons import PersonStateStore
 from efficy_sync.store.removals import BurstGate, HeldRemovals, RemovalBreaker
 from efficy_sync.sync import PersonSyncer, log_fields
+from efficy_sync.tracing import capture_handler
+from efficy_sync.tracing import record as record_scope
 from efficy_sync.worker import Batch, BatchWorker
 
 configs = ConfigStore(settings().config_table, cache_seconds=settings().cache_seconds)
@@ -40,19 +43,34 @@ METRIC_BY_RESULT = {
 
 
 def record_handler_for(batch: Batch) -> Callable[[SQSRecord], None]:
-    def record_handler(record: SQSRecord) -> None:
-        change = ContactChange.model_validate_json(record.body)
-        outcome = batch.apply(change)
-        logger.info("person applied", extra={"integration_id": change.integration_id, **log_fields(outcome)})
-        serving(change.integration_id)
-        metric = METRIC_BY_RESULT.get(outcome.result)
-        if metric:
-            count(metric, 1, integration_id=change.integration_id)
+    def record_handler(record: SQSRecord) -> None:  # powertools passes it as record=
+        # This record's correlation id is on its log lines, trace and stored outcome, and on nothing after it.
+        with record_scope(correlation_id_of(record)):
+            change = ContactChange.model_validate_json(record.body)
+            outcome = batch.apply(change)
+            logger.info("person applied", extra={"integration_id": change.integration_id, **log_fields(outcome)})
+            serving(change.integration_id)
+            metric = METRIC_BY_RESULT.get(outcome.result)
+            if metric:
+                count(metric, 1, integration_id=change.integration_id)
 
     return record_handler
 
 
+def correlation_id_of(message: SQSRecord) -> str:
+    """The id the message carries (attribute, else body); a message queued without one (parked, an old
+    message) is known by its SQS message id."""
+    carried = from_sqs_record(message.raw_event)
+    if carried:
+        return carried
+    try:
+        return ContactChange.model_validate_json(message.body).correlation_id or message.message_id
+    except ValueError:
+        return message.message_id
+
+
 @logger.inject_lambda_context
+@capture_handler
 @metrics.log_metrics
 def handler(event: dict, context: object) -> dict:
     changes = []

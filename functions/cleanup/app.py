@@ -11,11 +11,13 @@ from typing import Any
 
 from efficy_sync.fullsync.lifecycle import FullSync
 from efficy_sync.observability import logger, metrics
+from efficy_sync.tracing import capture_handler
 
 full_sync = FullSync.from_settings()
 
 
 @logger.inject_lambda_context
+@capture_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if event.get("sweep"):

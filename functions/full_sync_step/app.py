@@ -14,6 +14,7 @@ from efficy_sync.fullsync.breaker import Breaker
 from efficy_sync.fullsync.lifecycle import FullSync
 from efficy_sync.fullsync.runs import SyncAlreadyRunning
 from efficy_sync.observability import logger, metrics
+from efficy_sync.tracing import capture_handler, record
 
 full_sync = FullSync.from_settings()
 breaker = Breaker.of(full_sync)
@@ -58,6 +59,7 @@ def _step(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context
+@capture_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     run = event.get("run") or {}
@@ -68,6 +70,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         or (sync_input.get("integration_id") if isinstance(sync_input, dict) else None),
         run_id=run.get("run_id"),
     )
-    result = _step(event, context)
+    # A full sync's correlation id is its run id, which every step payload carries (Begin's is in its result).
+    with record(run.get("run_id"), "## step"):
+        result = _step(event, context)
     logger.info("full-sync step done", extra={"result": {k: v for k, v in result.items() if not isinstance(v, dict)}})
     return result

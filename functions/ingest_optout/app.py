@@ -11,12 +11,14 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 from efficy_sync.aws import client
+from efficy_sync.correlation import message_attributes
 from efficy_sync.inbound import BodyEncodingError, request_body
 from efficy_sync.observability import MetricUnit, logger, metrics
 from efficy_sync.optout import OptOutAuthError, OptOutMessage, OptOutPayloadError, accept
 from efficy_sync.secrets import get_secret
 from efficy_sync.settings import settings
 from efficy_sync.store.configs import ConfigStore, UnknownIntegration
+from efficy_sync.tracing import annotate, capture_handler
 
 app = APIGatewayRestResolver()
 configs = ConfigStore(settings().config_table, cache_seconds=settings().cache_seconds)
@@ -27,8 +29,13 @@ def _reply(status: int, payload: dict) -> Response:
 
 
 def _send(message: OptOutMessage) -> None:
-    """SendMessage raises unless SQS stored the message (boto3 retries throttling and 5xx itself)."""
-    client("sqs").send_message(QueueUrl=settings().optout_queue_url, MessageBody=message.model_dump_json())
+    """SendMessage raises unless SQS stored the message (boto3 retries throttling and 5xx itself). The request
+    id is the opt-out's correlation id: the write-back's log lines and stored outcome carry it."""
+    client("sqs").send_message(
+        QueueUrl=settings().optout_queue_url,
+        MessageBody=message.model_dump_json(),
+        MessageAttributes=message_attributes(app.current_event.request_context.request_id),
+    )
 
 
 def _query() -> dict[str, Any]:
@@ -46,6 +53,7 @@ def _optout(integration_id: str) -> Response:
     except UnknownIntegration:
         return _reply(404, {"error": f"unknown integration {integration_id!r}"})
     event = app.current_event
+    annotate(event.request_context.request_id)
     try:
         body = request_body(event.body, event.is_base64_encoded) if event.http_method != "GET" else b""
         result = accept(cfg, event.headers, body, get_secret(cfg.apsis.optout_token_secret), _send, query=_query())
@@ -87,6 +95,7 @@ def apsis_optout_get(integration_id: str) -> Response:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@capture_handler
 @metrics.log_metrics
 def handler(event: dict, context: object) -> dict:
     return app.resolve(event, context)

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
+from efficy_sync.correlation import scope
 from efficy_sync.inbound import BodyEncodingError, request_body
 from efficy_sync.ingest import accept
 from efficy_sync.observability import MetricUnit, count, logger, metrics
+from efficy_sync.pii import hash_key
 from efficy_sync.queue import EnqueueError
 from efficy_sync.secrets import get_secret
 from efficy_sync.settings import settings
 from efficy_sync.store.configs import ConfigStore, UnknownIntegration
+from efficy_sync.tracing import annotate, capture_handler
 from efficy_sync.webhook import WebhookAuthError, WebhookPayloadError
 
 app = APIGatewayRestResolver()
@@ -45,6 +48,8 @@ def efficy_webhook(integration_id: str) -> Response:
                 "error": f"body of {len(body)} bytes is over the {settings().max_webhook_bytes} byte limit; send smaller batches"
             },
         )
+    request_id = event.request_context.request_id
+    annotate(request_id)  # each change's id is "<request id>/<n>": the trace is found by the request's
     try:
         result = accept(
             cfg,
@@ -53,6 +58,7 @@ def efficy_webhook(integration_id: str) -> Response:
             body,
             get_secret(cfg.efficy.webhook_secret_secret),
             event.query_string_parameters,
+            request_id=request_id,
         )
     except WebhookAuthError as exc:
         metrics.add_metric(name="WebhookRejected", unit=MetricUnit.Count, value=1)
@@ -77,10 +83,15 @@ def efficy_webhook(integration_id: str) -> Response:
         "webhook accepted",
         extra={"records": result.records, "persons": result.accepted, "sqs_batches": result.enqueue.batch_calls},
     )
+    # One line per queued change, under its own correlation id: where an operator's search for one change starts.
+    for change in result.changes:
+        with scope(change.correlation_id):
+            logger.info("change queued", extra={"person": hash_key(change.person_key), "operation": change.operation})
     return _reply(202, {"accepted": result.accepted, "records": result.records, "skipped": result.skipped_other_tables})
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@capture_handler
 @metrics.log_metrics(capture_cold_start_metric=True)  # the webhook's latency is what Efficy waits for
 def handler(event: dict, context: object) -> dict:
     return app.resolve(event, context)

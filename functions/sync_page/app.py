@@ -13,6 +13,7 @@ from efficy_sync.clients.http import deadline, lambda_seconds
 from efficy_sync.fullsync.lifecycle import FullSync
 from efficy_sync.observability import count, logger, metrics
 from efficy_sync.settings import settings
+from efficy_sync.tracing import capture_handler, record
 
 full_sync = FullSync.from_settings()
 #: the retryable classes the state machine's Retry names; other transient ones are raised as TransientError
@@ -20,6 +21,7 @@ RETRIED_BY_NAME = frozenset({"TransientError", "EfficyUnavailable", "ApsisUnavai
 
 
 @logger.inject_lambda_context
+@capture_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     logger.append_keys(
@@ -29,7 +31,8 @@ def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     )
     # Calls that could not end before the Lambda's timeout are not made: the page fails in time (OutOfTime)
     # and Step Functions runs it again; persons already done cost nothing the second time.
-    with deadline(lambda_seconds(context, settings().deadline_reserve)):
+    # The run id is the full sync's correlation id: on the page's log lines, trace and stored outcomes.
+    with deadline(lambda_seconds(context, settings().deadline_reserve)), record(event.get("run_id"), "## page"):
         try:
             summary = full_sync.page(event)
         except TransientError as exc:

@@ -13,6 +13,7 @@ from efficy_sync.aws import client
 from efficy_sync.clients.errors import EfficyUnavailable
 from efficy_sync.clients.http import RetryPolicy, deadline, lambda_seconds
 from efficy_sync.connections import apsis_client, efficy_client
+from efficy_sync.correlation import from_sqs_record
 from efficy_sync.observability import MetricUnit, count, logger, metrics
 from efficy_sync.optout import OptOutMessage, WriteBack, WriteBackResult, retry_delay
 from efficy_sync.pii import hash_key
@@ -20,6 +21,8 @@ from efficy_sync.settings import settings
 from efficy_sync.store.configs import ConfigStore
 from efficy_sync.store.persons import PersonStateStore
 from efficy_sync.sync import PersonSyncer, log_fields
+from efficy_sync.tracing import capture_handler
+from efficy_sync.tracing import record as record_scope
 from pydantic import ValidationError
 
 configs = ConfigStore(settings().config_table, cache_seconds=settings().cache_seconds)
@@ -89,7 +92,13 @@ class _Batch:
     efficy_down = False
 
 
-def record_handler(record: SQSRecord) -> None:
+def record_handler(record: SQSRecord) -> None:  # powertools passes it as record=
+    """One opt-out, under the correlation id of the request that brought it (its log lines, trace, outcome)."""
+    with record_scope(from_sqs_record(record.raw_event) or record.message_id):
+        _write_back(record)
+
+
+def _write_back(record: SQSRecord) -> None:
     try:
         message = OptOutMessage.model_validate_json(record.body)
         logger.append_keys(integration_id=message.integration_id)
@@ -112,6 +121,7 @@ def record_handler(record: SQSRecord) -> None:
 
 
 @logger.inject_lambda_context
+@capture_handler
 @metrics.log_metrics
 def handler(event: dict, context: object) -> dict:
     _Batch.efficy_down = False

@@ -65,4 +65,5 @@ def test_a_message_carries_nothing_the_worker_refetches_and_stays_small() -> Non
         "source",
         "fingerprint",
         "received_at",
+        "correlation_id",
     }

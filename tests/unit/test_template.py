@@ -756,6 +756,21 @@ def test_runbook_queries_are_saved_query_definitions(resources: dict[str, Any]) 
     assert 'filter level in ["WARNING", "ERROR"] or result = "failed"' in names["warnings-and-failures"]["QueryString"]
     assert "by integration_id, error_category" in names["failures-by-integration"]["QueryString"]
     assert names["api-refusals"]["LogGroupNames"] == [{"Ref": "ApiAccessLogGroup"}]
+    assert {g["Ref"] for g in names["follow-one-change"]["LogGroupNames"]} == functions
+    assert "filter correlation_id like" in names["follow-one-change"]["QueryString"]
+
+
+def test_every_function_is_traced_and_the_local_stack_is_not(template: dict[str, Any]) -> None:
+    """Issue 14.1's decision: X-Ray on (Globals), each handler wrapped by the Tracer without response or error
+    capture, and the local stack (no X-Ray daemon) with tracing disabled."""
+    assert template["Globals"]["Function"]["Tracing"] == "Active"
+    for folder in FUNCTION_FOLDERS.values():
+        source = (ROOT / "functions" / folder / "app.py").read_text()
+        assert "\n@capture_handler\n" in source, folder
+    tracing = (ROOT / "layers" / "shared" / "python" / "efficy_sync" / "tracing.py").read_text()
+    assert "capture_response=False, capture_error=False" in tracing
+    local = (ROOT / "tools" / "efficy_sync_tools" / "local" / "stack.py").read_text()
+    assert 'os.environ["POWERTOOLS_TRACE_DISABLED"] = "true"' in local
 
 
 def test_state_table_has_the_sparse_health_index(resources: dict[str, Any]) -> None:

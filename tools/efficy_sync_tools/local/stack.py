@@ -97,7 +97,7 @@ class LocalStack:
         os.environ["AWS_REGION"] = self.region
         os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "EfficySync")
         os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "efficy-sync")
-        os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
+        os.environ["POWERTOOLS_TRACE_DISABLED"] = "true"  # no X-Ray daemon here: nothing may try to emit a segment
         os.environ.setdefault("EFFICY_SYNC_CACHE_SECONDS", "2")
 
     def _reset_shared_clients(self) -> None:

@@ -25,6 +25,9 @@ class ContactChange(BaseModel):
     # must not be taken for one webhook retried; a retried webhook carries the same values.
     fingerprint: str = ""
     received_at: float = 0.0
+    # Where the change entered (efficy_sync.correlation); also a message attribute. Not part of dedup_id: a
+    # retried webhook has a new request id and must still be dropped as a copy.
+    correlation_id: str = ""
 
     @property
     def group_id(self) -> str:

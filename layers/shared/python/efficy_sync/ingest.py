@@ -13,10 +13,11 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .changes import ContactChange
 from .config import IntegrationConfig
+from .correlation import new_id, record_id
 from .queue import EnqueueReport, enqueue_changes
 from .webhook import CONTACT_TABLE_ID, WebhookPayload, WebhookPayloadError, parse, verify
 
@@ -31,6 +32,7 @@ class AcceptResult:
     records: int  # contact records in the payload
     skipped_other_tables: int
     enqueue: EnqueueReport
+    changes: list[ContactChange] = field(default_factory=list)  # what was queued, with their correlation ids
 
 
 def authenticate(
@@ -97,10 +99,19 @@ def accept(
     body: bytes,
     secret: str,
     query: Mapping[str, str] | None = None,
+    request_id: str | None = None,
 ) -> AcceptResult:
-    """Raises WebhookAuthError, WebhookPayloadError or EnqueueError; the handler maps them to 401/400/503."""
+    """Raises WebhookAuthError, WebhookPayloadError or EnqueueError; the handler maps them to 401/400/503.
+
+    Each queued person gets the correlation id `<request_id>/<n>` (efficy_sync.correlation): one id per
+    change, which also names the webhook call it came in."""
     authenticate(cfg, headers, body, secret, query)
     payload = parse(body)
     changes, contacts, skipped = split_by_person(cfg.integration_id, payload)
+    request = request_id or new_id("webhook-")
+    for n, change in enumerate(changes, start=1):
+        change.correlation_id = record_id(request, n)
     report = enqueue_changes(queue_url, changes)
-    return AcceptResult(accepted=len(changes), records=contacts, skipped_other_tables=skipped, enqueue=report)
+    return AcceptResult(
+        accepted=len(changes), records=contacts, skipped_other_tables=skipped, enqueue=report, changes=changes
+    )

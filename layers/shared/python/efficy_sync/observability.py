@@ -30,6 +30,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
+from . import correlation
 from .clients.meter import meter
 from .pii import looks_like_pii, mask_email, mask_phone, mask_value
 
@@ -229,6 +230,18 @@ metrics = Metrics(
         service=SERVICE,
     )
 )
+
+
+def _log_correlation(correlation_id: str | None) -> None:
+    """A correlation scope began or ended (efficy_sync.correlation): the key is thread-safe (a context
+    variable), so it is on this record's lines only and gone when the record is done."""
+    if correlation_id:
+        logger.thread_safe_append_keys(correlation_id=correlation_id)
+    else:
+        logger.thread_safe_remove_keys([correlation.KEY])
+
+
+correlation.add_hook(_log_correlation)
 
 __all__ = [
     "MetricUnit",

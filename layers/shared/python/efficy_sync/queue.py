@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from .aws import client
 from .changes import ContactChange
+from .correlation import message_attributes
 
 
 class EnqueueError(Exception):
@@ -42,6 +43,12 @@ def _send_chunk(queue_url: str, chunk: Sequence[ContactChange], attempts: int, r
                         "MessageBody": change.model_dump_json(),
                         "MessageGroupId": change.group_id,
                         "MessageDeduplicationId": change.dedup_id,
+                        # the change's correlation id, for the worker's log lines and stored outcome
+                        **(
+                            {"MessageAttributes": message_attributes(change.correlation_id)}
+                            if change.correlation_id
+                            else {}
+                        ),
                     }
                     for entry_id, change in pending.items()
                 ],

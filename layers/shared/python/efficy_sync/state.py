@@ -75,6 +75,8 @@ class PersonState(BaseModel):
     error_detail: str | None = None
     skip_reason: str | None = None
     updated_at: str = Field(default_factory=utc_now)
+    #: the change (efficy_sync.correlation) whose handling wrote this outcome; set by the store on each write
+    correlation_id: str | None = None
 
     def to_item(self) -> dict[str, Any]:
         """A plain JSON-able dict (no floats, no None) that boto3 can put as a DynamoDB item; the store adds

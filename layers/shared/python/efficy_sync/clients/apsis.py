@@ -101,7 +101,7 @@ class ApsisClient:
         self.token_refresh_margin = token_refresh_margin
         self._client_id = client_id
         self._client_secret = client_secret
-        self._session = session or build_session(self.policy)
+        self._session = session or build_session(self.policy, api="apsis")
         self._token: _Token | None = None
         self._token_lock = threading.Lock()
         self._calls_lock = threading.Lock()

@@ -98,7 +98,7 @@ class EfficyClient:
         self.rest_url = (rest_base_url or (root.removesuffix("/crm"))).rstrip("/")
         self.customer = customer
         self.policy = policy or RetryPolicy()
-        self.session = session or build_session(self.policy)
+        self.session = session or build_session(self.policy, api="efficy")
         self.profile_detail = profile_detail
         self.max_contexts = max_contexts
         self._api_key = api_key

@@ -19,7 +19,7 @@ import contextvars
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -36,6 +36,9 @@ MIN_CALL_SECONDS = 1.0
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("efficy_sync_deadline", default=None)
 T = TypeVar("T")
 R = TypeVar("R")
+#: Opens a trace subsegment around one call: (api, method) -> a context manager giving a dict for the status.
+#: Set by efficy_sync.tracing when a Lambda traces; None for the CLI and tests (no powertools import here).
+call_span: Callable[[str, str], AbstractContextManager[dict[str, Any]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -129,8 +132,33 @@ class BoundedRetry(Retry):
             time.sleep(wait)
 
 
-def build_session(policy: RetryPolicy, *, pool_size: int = 16) -> requests.Session:
-    """A Session whose adapter retries 429/5xx, connection errors and read timeouts, within the bounds above."""
+class TracedAdapter(HTTPAdapter):
+    """HTTPAdapter that puts each call (urllib3's retries included) in a trace subsegment named after the API,
+    when `call_span` is set. Only the method, the final status and the attempts are recorded: never the URL
+    (APSIS paths hold the person key, a query may hold a token) nor a body."""
+
+    def __init__(self, api: str, **kwargs: Any) -> None:
+        self.api = api
+        super().__init__(**kwargs)
+
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        span = call_span
+        if span is None:
+            return super().send(request, *args, **kwargs)
+        with span(self.api, str(request.method)) as info:
+            try:
+                response = super().send(request, *args, **kwargs)
+            except Exception as exc:
+                info["error"] = type(exc).__name__
+                raise
+            history = getattr(getattr(getattr(response, "raw", None), "retries", None), "history", None) or ()
+            info.update(status=response.status_code, attempts=len(history) + 1)
+            return response
+
+
+def build_session(policy: RetryPolicy, *, pool_size: int = 16, api: str = "http") -> requests.Session:
+    """A Session whose adapter retries 429/5xx, connection errors and read timeouts, within the bounds above;
+    `api` ("apsis", "efficy") names its calls' trace subsegments."""
     retry = BoundedRetry(
         total=policy.total,
         connect=policy.total,
@@ -146,7 +174,7 @@ def build_session(policy: RetryPolicy, *, pool_size: int = 16) -> requests.Sessi
     )
     retry.retry_after_cap = policy.retry_after_max
     session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
+    adapter = TracedAdapter(api, max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session

@@ -40,6 +40,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from .. import correlation
 from ..aws import client
 from ..consent import OptOutRecord, normalise_stamp
 from ..state import UNKNOWN, PersonState, health_issue, utc_now
@@ -136,7 +137,11 @@ def state_item(state: PersonState) -> dict[str, Any]:
 
 
 def state_document(state: PersonState) -> str:
-    """The STATE item's JSON: everything except the opt-outs (their own item) and the revision (an attribute)."""
+    """The STATE item's JSON: everything except the opt-outs (their own item) and the revision (an attribute),
+    with the correlation id of the change being handled, so an operator finds which change wrote an outcome."""
+    current = correlation.current()
+    if current and current != state.correlation_id:
+        state = state.model_copy(update={"correlation_id": current})
     return state.model_dump_json(exclude={"optouts", "revision"})
 
 

@@ -1,0 +1,105 @@
+"""Issue 14.1 (must show): one webhook followed on the local stack by its correlation id.
+
+A stack of this module's own keeps the handlers' INFO logs and logs every incoming event (so the SQS record the
+worker received, with its message attributes, is in the log). Two persons arrive in one webhook: each change
+gets its own id, `<request id>/<n>`, found in the ingest's line for it, the SQS message attribute, the worker's
+lines about that person and the person's stored outcome; the other person's id appears on none of them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from efficy_sync.pii import hash_key
+
+from tests.support import Stack, person, start_stack, unique_key, wait_for
+
+
+@pytest.fixture(scope="module")
+def logged_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = start_stack(
+        tmp_path_factory.mktemp("correlation-stack"),
+        env={"POWERTOOLS_LOG_LEVEL": "INFO", "POWERTOOLS_LOGGER_LOG_EVENT": "true"},
+        quiet=False,
+    )
+    yield running
+    running.stop()
+
+
+def _log(stack: Stack) -> list[dict[str, Any]]:
+    lines = []
+    for raw in stack.log_path.read_text().splitlines():
+        if raw.startswith("{"):
+            try:
+                lines.append(json.loads(raw))
+            except ValueError:
+                continue
+    return lines
+
+
+def _stored(stack: Stack, key: int) -> dict[str, Any]:
+    item = (
+        stack.client("dynamodb")
+        .get_item(
+            TableName=stack.names["StateTable"],
+            Key={"pk": {"S": f"PERSON#demo#{key}"}, "sk": {"S": "STATE"}},
+            ConsistentRead=True,
+        )
+        .get("Item")
+    )
+    return json.loads(item["doc"]["S"]) if item else {}
+
+
+def _sqs_records(lines: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The SQS records of the events the worker logged (powertools logs the event as the line's message)."""
+    for line in lines:
+        event = line.get("message")
+        if isinstance(event, dict):
+            for record in event.get("Records") or []:
+                if record.get("eventSource") == "aws:sqs":
+                    yield record
+
+
+def test_one_webhook_is_followed_by_its_correlation_id(logged_stack: Stack) -> None:
+    stack = logged_stack
+    first, second = unique_key(), unique_key()
+    stack.seed([person(first), person(second)])
+    records = [
+        {"table": 11000, "key": k, "operation": "Update", "fields": {}, "date": "2026-03-01T10:00:00Z"}
+        for k in (first, second)
+    ]
+    assert stack.signed_webhook(records).status_code == 202
+    wait_for("both persons synced", lambda: _stored(stack, first).get("last_outcome") and _stored(stack, second))
+
+    def applied(key: int) -> list[dict[str, Any]]:
+        return [
+            line
+            for line in _log(stack)
+            if line.get("message") == "person applied" and line.get("person") == hash_key(key)
+        ]
+
+    wait_for("the worker's lines", lambda: applied(first) and applied(second), timeout=15)
+    lines = _log(stack)
+    queued = {line["person"]: line["correlation_id"] for line in lines if line.get("message") == "change queued"}
+    ids = {key: queued[hash_key(key)] for key in (first, second)}
+    requests = {cid.rsplit("/", 1)[0] for cid in ids.values()}
+    assert len(requests) == 1  # one webhook call: both ids name it
+    (request_id,) = requests
+    assert sorted(ids.values()) == [f"{request_id}/1", f"{request_id}/2"]
+
+    attributes = {
+        json.loads(r["body"])["person_key"]: r["messageAttributes"]["correlation_id"]["stringValue"]
+        for r in _sqs_records(lines)
+    }
+    for key in (first, second):
+        assert attributes[key] == ids[key]  # the SQS message attribute
+        assert {line.get("correlation_id") for line in applied(key)} == {ids[key]}  # the worker's lines
+        assert _stored(stack, key)["correlation_id"] == ids[key]  # the stored outcome
+    # No id leaked: every line that names a person carries that person's id, never the other's.
+    for line in lines:
+        for key, other in ((first, second), (second, first)):
+            if line.get("person") == hash_key(key):
+                assert line.get("correlation_id") != ids[other]
