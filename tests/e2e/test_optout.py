@@ -459,7 +459,7 @@ def run_page_in_process(stack: Stack, crm: OwnCrm, keys: list[int], monkeypatch:
         efficy = EfficyClient(cfg.efficy.base_url, shared_secrets.get_secret(cfg.efficy.api_key_secret))
         persons = efficy.list_persons_page(0, 500, needed_fields(cfg), include_profiles=True, ids=keys)
         known = states.get_many(cfg.integration_id, keys)
-        syncer = PersonSyncer(cfg, connections.apsis_client(cfg), states)
+        syncer = PersonSyncer(cfg, connections.apsis_client(cfg), states, email_lookup=connections.email_lookup(cfg))
         for p in persons:
             syncer.sync(p["K_CONTACT"], p, known.get(p["K_CONTACT"]))
     finally:

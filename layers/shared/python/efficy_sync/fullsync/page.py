@@ -134,7 +134,7 @@ def sync_page(
     """Sync every person of one page descriptor. Retryable API errors propagate (the state machine retries
     the page; persons already done cost nothing the second time); others are counted as failed persons."""
     paced = PacedApsis(apsis, Pace(worker_rate(max_concurrency)))
-    syncer = PersonSyncer(cfg, paced, states, dry_run=dry_run)
+    syncer = PersonSyncer(cfg, paced, states, dry_run=dry_run, email_lookup=efficy.find_contacts_by_email)
     importer = ImportWriter(cfg, paced, states) if write_mode == "import" and not dry_run else None
     result = PageResult(page=int(descriptor["page"]))
     fields = needed_fields(cfg)
