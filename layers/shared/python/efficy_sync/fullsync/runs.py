@@ -519,15 +519,6 @@ class RunStore:
             logger.warning("could not prune the run history of %s: %s", integration_id, exc)
         return True
 
-    def save_report(self, integration_id: str, run_id: str, report: Mapping[str, Any]) -> None:
-        client("dynamodb").update_item(
-            TableName=self._table,
-            Key=_run_key(integration_id, run_id),
-            UpdateExpression="SET #rep = :rep",
-            ExpressionAttributeNames={"#rep": "report"},
-            ExpressionAttributeValues={":rep": _s(json.dumps(dict(report), default=str))},
-        )
-
     def add_once(self, integration_id: str, run_id: str, token: str, counters: Mapping[str, int]) -> bool:
         """Like `add`, but only the first call with `token` counts (a step Step Functions runs again after a
         lost reply must not count twice). The tokens are kept in a string set beside the counted pages."""
