@@ -152,7 +152,7 @@ def test_unchanged_person_would_send_nothing():
 def test_pending_apsis_opt_out_is_explained():
     d = map_person(CFG, person())
     state = apply_operations(None, d, plan_operations(d, None))
-    record = OptOutRecord(at="2024-05-01T11:00:00Z", source="apsis-unsubscribe", awaiting_writeback=True)
+    record = OptOutRecord(at="2024-05-01T11:00:00Z", source="apsis-unsubscribe")
     state = merge_optouts(
         state, "demo", 1, {"usercreated.topics.newsletter-ab12|email": record}
     )  # as the store reads it
