@@ -19,7 +19,6 @@ read as "not found"; a read that does not answer clearly raises, so the change i
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -41,12 +40,12 @@ from efficy_sync.clients.errors import (
 )
 from efficy_sync.clients.http import RetryPolicy, build_session, check_time
 from efficy_sync.clients.meter import meter
+from efficy_sync.observability import logger  # the PII-scrubbing logger: one logging path
 from efficy_sync.pii import mask_email
 
 if TYPE_CHECKING:
     from efficy_sync.config import IntegrationConfig
 
-logger = logging.getLogger(__name__)
 
 SESSION_COOKIE = "EfficySession"
 _EMAIL_IN_TEXT = re.compile(r"[^@\s;,'\"<>()]+@[^@\s;,'\"<>()]+")

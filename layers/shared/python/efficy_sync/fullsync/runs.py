@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,8 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..aws import client
-
-logger = logging.getLogger(__name__)
+from ..observability import logger  # the PII-scrubbing logger: one logging path
 
 LOCKS_PK = "FULLSYNC#LOCKS"
 COUNTER_PREFIX = "c:"
