@@ -442,11 +442,11 @@ def run_page_in_process(stack: Stack, crm: OwnCrm, keys: list[int], monkeypatch:
     from efficy_sync import aws, connections
     from efficy_sync import secrets as shared_secrets
     from efficy_sync.clients.efficy import EfficyClient
+    from efficy_sync.mapping import needed_fields
     from efficy_sync.settings import settings
     from efficy_sync.store.configs import ConfigStore
     from efficy_sync.store.persons import PersonStateStore
     from efficy_sync.sync import PersonSyncer
-    from efficy_sync.worker import needed_fields
 
     for name, value in stack.env().items():
         if name.startswith(("AWS_", "CONFIG_", "STATE_", "CONTACT_", "OPTOUT_")):

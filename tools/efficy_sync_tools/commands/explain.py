@@ -41,9 +41,9 @@ def person_key(text: str) -> int:
 @cli_command
 def explain_command(args: argparse.Namespace) -> int:
     from efficy_sync.explain import explain, render_explain
+    from efficy_sync.mapping import needed_fields
     from efficy_sync.store.configs import ConfigStore, UnknownIntegration
     from efficy_sync.store.persons import PersonStateStore
-    from efficy_sync.worker import needed_fields
 
     from efficy_sync_tools.commands._aws import efficy_client, table_names
     from efficy_sync_tools.commands.config import unknown_integration

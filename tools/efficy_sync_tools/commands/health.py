@@ -141,8 +141,7 @@ def peek_dead_letters(integration_id: str, limit: int, hold_seconds: int = 60) -
 def data_problems(cfg: IntegrationConfig, states: list[PersonState]) -> list[Finding]:
     """Refetches the synced persons from Efficy and maps them again, as the worker would."""
     from efficy_sync.health import data_findings
-    from efficy_sync.mapping import Desired, map_person
-    from efficy_sync.worker import needed_fields
+    from efficy_sync.mapping import Desired, map_person, needed_fields
 
     from efficy_sync_tools.commands._aws import efficy_client
 

@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from .clients.errors import EfficyBusinessError, TransientError
 from .config import IntegrationConfig
 from .consent import OptOutRecord
+from .mapping import needed_fields
 from .optout_event import CHANNELS as CHANNELS  # the route's names stay importable from `optout`
 from .optout_event import EVENTS as EVENTS
 from .optout_event import FIELDS as FIELDS
@@ -47,7 +48,6 @@ from .optout_event import check_token as check_token
 from .optout_event import parse_event as parse_event
 from .state import consent_key, utc_now
 from .sync import Outcome, PersonSyncer
-from .worker import needed_fields
 
 SOURCE = "apsis"
 

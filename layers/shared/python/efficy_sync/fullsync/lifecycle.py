@@ -18,12 +18,11 @@ from typing import Any
 from ..aws import client
 from ..config import IntegrationConfig
 from ..connections import apsis_client, efficy_client
-from ..mapping import Desired, map_person
+from ..mapping import Desired, map_person, needed_fields
 from ..observability import logger  # the PII-scrubbing logger: one logging path
 from ..settings import settings
 from ..store.configs import ConfigStore, UnknownIntegration
 from ..store.persons import PersonStateStore
-from ..worker import needed_fields
 from .page import Pace, PacedApsis, sync_page, worker_rate
 from .parking import ParkingLot
 from .plan import count_records, efficy_probe, plan_pages
