@@ -17,7 +17,7 @@ from efficy_sync.consent import ConsentType, OptOutRecord
 
 Outcome = Literal["synced", "skipped", "failed", "deleted"]
 #: a consent whose value in APSIS One we cannot know (two syncs raced); it differs from every decision
-UNKNOWN = "unknown"
+UNKNOWN: Literal["unknown"] = "unknown"
 
 
 def utc_now() -> str:

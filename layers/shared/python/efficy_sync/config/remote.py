@@ -38,9 +38,9 @@ def _reference_sites(config: IntegrationConfig) -> list[tuple[str, str, Any, str
     for i, m in enumerate(config.field_mappings):
         sites.append(("efficy", "fields", m.efficy, f"field_mappings[{i}].efficy"))
         sites.append(("apsis", "attributes", m.apsis, f"field_mappings[{i}].apsis"))
-    for i, m in enumerate(config.consent_mappings):
-        sites.append(("efficy", "crm_profiles", m.crm_profile, f"consent_mappings[{i}].crm_profile"))
-        sites.append(("apsis", "topics", m.subscription, f"consent_mappings[{i}].subscription"))
+    for i, cm in enumerate(config.consent_mappings):
+        sites.append(("efficy", "crm_profiles", cm.crm_profile, f"consent_mappings[{i}].crm_profile"))
+        sites.append(("apsis", "topics", cm.subscription, f"consent_mappings[{i}].subscription"))
     for i, t in enumerate(config.tags.profiles):
         sites.append(("efficy", "crm_profiles", t.crm_profile, f"tags.profiles[{i}].crm_profile"))
         sites.append(("apsis", "tags", t.tag, f"tags.profiles[{i}].tag"))
