@@ -26,6 +26,7 @@ TOO_LONG_FOR_NOW = {
 #: DynamoDB calls outside store/ (issue 12 item 1 moves them under store/ behind Protocols)
 DYNAMODB_OUTSIDE_STORE = {
     "efficy_sync/fullsync/runs.py",
+    "efficy_sync/fullsync/run_records.py",
     "efficy_sync/fullsync/run_counters.py",
     "efficy_sync/fullsync/parking.py",
     "efficy_sync/fullsync/tags.py",

@@ -22,6 +22,7 @@ from .run_records import (
     _run_key,
     _s,
     expires_at,
+    query_partition,
     utc_now,
 )
 
@@ -121,28 +122,17 @@ class RunCounters:
             return  # a later attempt already finished it
 
     def pages(self, integration_id: str, run_id: str) -> dict[int, PageRecord]:
-        pages = (
-            client("dynamodb")
-            .get_paginator("query")
-            .paginate(
-                TableName=self._table,
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": _s(f"FULLSYNC#{integration_id}#{run_id}")},
-                ConsistentRead=True,
-            )
-        )
         records: dict[int, PageRecord] = {}
-        for page in pages:
-            for item in page.get("Items", []):
-                plain = {k: _plain(v) for k, v in item.items()}
-                number = int(plain["sk"].split("#", 1)[1])
-                records[number] = PageRecord(
-                    page=number,
-                    status=plain.get("status", ""),
-                    attempts=int(plain.get("attempts", 0)),
-                    persons=int(plain.get("persons", 0)),
-                    last_error=plain.get("last_error"),
-                )
+        for item in query_partition(self._table, f"FULLSYNC#{integration_id}#{run_id}"):
+            plain = {k: _plain(v) for k, v in item.items()}
+            number = int(plain["sk"].split("#", 1)[1])
+            records[number] = PageRecord(
+                page=number,
+                status=plain.get("status", ""),
+                attempts=int(plain.get("attempts", 0)),
+                persons=int(plain.get("persons", 0)),
+                last_error=plain.get("last_error"),
+            )
         return records
 
     # ---- parking support ------------------------------------------------------------------------------

@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from ..aws import client
 
 LOCKS_PK = "FULLSYNC#LOCKS"
 COUNTER_PREFIX = "c:"
@@ -71,6 +73,22 @@ def _plain(attr: dict[str, Any]) -> Any:
     if kind == "SS":
         return set(value)
     raise ValueError(f"unexpected DynamoDB type {kind}")
+
+
+def query_partition(table: str, pk: str) -> Iterator[dict[str, Any]]:
+    """Every item of one partition of the STATE table, read consistently, page after page."""
+    pages = (
+        client("dynamodb")
+        .get_paginator("query")
+        .paginate(
+            TableName=table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": _s(pk)},
+            ConsistentRead=True,
+        )
+    )
+    for page in pages:
+        yield from page.get("Items", [])
 
 
 def _run_key(integration_id: str, run_id: str) -> dict[str, Any]:

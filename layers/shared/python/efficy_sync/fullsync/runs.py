@@ -37,6 +37,7 @@ from .run_records import (
     _s,
     expires_at,
     new_run_id,
+    query_partition,
 )
 from .run_records import RUN_RETENTION_DAYS as RUN_RETENTION_DAYS  # re-exported: importers of `runs` keep working
 from .run_records import STARTED_VIA_CLI as STARTED_VIA_CLI
@@ -168,17 +169,7 @@ class RunStore(RunCounters):
         return self._lock(item) if item else None
 
     def locks(self) -> list[Lock]:
-        pages = (
-            client("dynamodb")
-            .get_paginator("query")
-            .paginate(
-                TableName=self._table,
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": _s(LOCKS_PK)},
-                ConsistentRead=True,
-            )
-        )
-        return [self._lock(item) for page in pages for item in page.get("Items", [])]
+        return [self._lock(item) for item in query_partition(self._table, LOCKS_PK)]
 
     @staticmethod
     def _lock(item: Mapping[str, Any]) -> Lock:
