@@ -16,29 +16,40 @@ COLD_PATH = {"efficy_sync.config", "efficy_sync.config.model", "efficy_sync.conf
 COLD_PATH |= {"efficy_sync.config.problems", "efficy_sync.config.checks"}
 
 _PROBE = """
-import sys
-import app
-print(" ".join(sorted(m for m in sys.modules if m == "efficy_sync.config" or m.startswith("efficy_sync.config."))))
-print("YAML" if "yaml" in sys.modules else "-")
+import importlib.util, json, sys
+seen = {}
+for name, path in json.loads(sys.argv[1]).items():
+    sys.path.insert(0, path.rsplit("/", 1)[0])
+    spec = importlib.util.spec_from_file_location(f"handler_{name}", path)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    sys.path.pop(0)
+    loaded = sorted(m for m in sys.modules if m == "efficy_sync.config" or m.startswith("efficy_sync.config."))
+    seen[name] = loaded + (["yaml"] if "yaml" in sys.modules else [])
+print(json.dumps(seen))
 """
 
 
-@pytest.mark.parametrize("name", HANDLERS)
-def test_handler_loads_only_the_config_model(name: str) -> None:
-    function_dir = FUNCTIONS / name
+def test_handlers_load_only_the_config_model() -> None:
+    """All handlers in one fresh interpreter (one start-up instead of one each), in turn, as Lambda lays them
+    out; what each has loaded so far is recorded after its import."""
+    import json
+
+    handlers = {name: str(FUNCTIONS / name / "app.py") for name in HANDLERS}
     result = subprocess.run(
-        [sys.executable, "-c", _PROBE],
-        env=_env(function_dir),
-        cwd=function_dir,
+        [sys.executable, "-c", _PROBE, json.dumps(handlers)],
+        env=_env(None),
+        cwd=FUNCTIONS,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    modules, yaml_flag = result.stdout.split("\n")[:2]
-    loaded = set(modules.split())
-    assert loaded <= COLD_PATH, f"{name} loads {sorted(loaded - COLD_PATH)} on its cold path"
-    assert yaml_flag == "-", f"{name} imports yaml on its cold path"
+    seen = json.loads(result.stdout.splitlines()[-1])
+    assert set(seen) == set(HANDLERS)
+    for name, loaded in seen.items():
+        assert "yaml" not in loaded, f"{name} imports yaml on its cold path"
+        assert set(loaded) <= COLD_PATH, f"{name} loads {sorted(set(loaded) - COLD_PATH)} on its cold path"
+    assert "efficy_sync.config.model" in seen[HANDLERS[-1]], "the probe did not see the config package load"
 
 
 def test_every_old_name_is_still_exported() -> None:
