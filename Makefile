@@ -38,6 +38,7 @@ test: $(STAMP) $(NODE_STAMP) $(SAM_STAMP) lint checks
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .

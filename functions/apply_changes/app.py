@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, proce
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from efficy_sync.changes import ContactChange
 from efficy_sync.clients.http import deadline, lambda_seconds
-from efficy_sync.connections import apsis_client, efficy_client
+from efficy_sync.connections import apsis_client, efficy_client, email_lookup
 from efficy_sync.correlation import from_sqs_record
 from efficy_sync.fullsync.parking import ParkingLot
 from efficy_sync.observability import count, logger, metrics, serving
@@ -27,7 +27,13 @@ states = PersonStateStore(settings().state_table)
 held, breaker = HeldRemovals(settings().state_table), RemovalBreaker(settings().state_table)
 worker = BatchWorker(
     get_config=configs.get,
-    build_syncer=lambda cfg: PersonSyncer(cfg, apsis_client(cfg), states, removal_gate=BurstGate(cfg, breaker, held)),
+    build_syncer=lambda cfg: PersonSyncer(
+        cfg,
+        apsis_client(cfg),
+        states,
+        email_lookup=email_lookup(cfg),
+        removal_gate=BurstGate(cfg, breaker, held),
+    ),
     get_persons=lambda cfg, keys, fields: efficy_client(cfg).get_persons(keys, fields),
     states=states,
     # While the integration runs a full sync, its changes wait there and are re-enqueued when it ends.

@@ -441,12 +441,11 @@ def run_page_in_process(stack: Stack, crm: OwnCrm, keys: list[int], monkeypatch:
     the same PersonSyncer, against the stack's table and the integration's simulators."""
     from efficy_sync import aws, connections
     from efficy_sync import secrets as shared_secrets
-    from efficy_sync.clients.efficy import EfficyClient
+    from efficy_sync.mapping import needed_fields
     from efficy_sync.settings import settings
     from efficy_sync.store.configs import ConfigStore
     from efficy_sync.store.persons import PersonStateStore
     from efficy_sync.sync import PersonSyncer
-    from efficy_sync.worker import needed_fields
 
     for name, value in stack.env().items():
         if name.startswith(("AWS_", "CONFIG_", "STATE_", "CONTACT_", "OPTOUT_")):
@@ -456,10 +455,10 @@ def run_page_in_process(stack: Stack, crm: OwnCrm, keys: list[int], monkeypatch:
     try:
         cfg = ConfigStore(stack.names["ConfigTable"]).get(crm.integration_id)
         states = PersonStateStore(stack.names["StateTable"])
-        efficy = EfficyClient(cfg.efficy.base_url, shared_secrets.get_secret(cfg.efficy.api_key_secret))
+        efficy = connections.efficy_client(cfg)  # the factory every Lambda uses
         persons = efficy.list_persons_page(0, 500, needed_fields(cfg), include_profiles=True, ids=keys)
         known = states.get_many(cfg.integration_id, keys)
-        syncer = PersonSyncer(cfg, connections.apsis_client(cfg), states)
+        syncer = PersonSyncer(cfg, connections.apsis_client(cfg), states, email_lookup=connections.email_lookup(cfg))
         for p in persons:
             syncer.sync(p["K_CONTACT"], p, known.get(p["K_CONTACT"]))
     finally:

@@ -12,10 +12,10 @@ from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync.clients.efficy import EfficyClient
 from efficy_sync.clients.http import RetryPolicy
 from efficy_sync.config import config_from_dict
+from efficy_sync.mapping import needed_fields
 from efficy_sync.reconcile_run import Reconciler, Scope
 from efficy_sync.store.persons import MemoryPersonStateStore
 from efficy_sync.sync import PersonSyncer
-from efficy_sync.worker import needed_fields
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 from efficy_sync_tools.sims.efficy import EfficySimulator
 

@@ -3,14 +3,20 @@ write-backs, lost webhooks and replayed snapshots."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from efficy_sync.config import config_from_dict
 from efficy_sync.consent import OptOutRecord, compare_stamps, confirm, decide, is_newer, normalise_stamp
 from efficy_sync.diff import SetConsent, apply_operations, plan_operations
 from efficy_sync.mapping import Desired, map_person
-from efficy_sync.state import PersonState, record_optout
+from efficy_sync.optout import OptOutMessage, SlotRef, WriteBack
+from efficy_sync.state import PersonState
+from efficy_sync.store.persons import MemoryPersonStateStore, StaleWrite
+from efficy_sync.sync import PersonSyncer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -112,16 +118,6 @@ def test_confirmation_is_measured_against_the_efficy_stamp_when_known():
     assert not confirm(record, False, "2024-05-01T09:00:00").confirmed
 
 
-def test_record_optout_marks_the_consent_opted_out_and_keeps_the_efficy_stamp():
-    state = PersonState(
-        integration_id="demo", person_key="1", change_stamp=T1, consents={"t|email": "opt-in"}, exists_in_apsis=True
-    )
-    after = record_optout(state, "t", "email", at=T2)
-    assert after.consents == {"t|email": "opt-out"}
-    assert after.optouts["t|email"] == OptOutRecord(at=T2, source="apsis-unsubscribe", efficy_stamp=T1)
-    assert state.optouts == {}  # the input is not changed
-
-
 # --- change stamps --------------------------------------------------------------------------------------------
 
 
@@ -211,13 +207,37 @@ events = st.lists(
 )
 
 
+class _Efficy:
+    """Efficy as the write-back sees it: the person's snapshots, oldest first; removing adds a newer one."""
+
+    def __init__(self, change: Callable[[bool], tuple[bool, str]], snapshots: list[tuple[bool, str]]) -> None:
+        self.change, self.snapshots = change, snapshots
+
+    def find_contacts_by_email(self, email: str) -> list[int]:
+        return [7]
+
+    def remove_from_profile(self, key: int, profile_id: int) -> None:
+        self.change(False)
+
+    def get_persons(self, keys: list[int], fields: list[str] | None = None) -> dict[int, dict[str, Any]]:
+        member, stamp = self.snapshots[-1]
+        return {7: {"K_CONTACT": 7, "profiles": [12] if member else [], "D_CHANGE": stamp}}
+
+
 @settings(max_examples=300, deadline=None)
 @given(history=events, styles=st.lists(st.integers(0, 2), min_size=1, max_size=5))
 def test_apsis_opt_outs_are_never_overridden_until_confirmed(history, styles):
+    """Drives the production path: the opt-out is recorded, written back and confirmed by `optout.WriteBack`'s
+    steps through the person-state store (`record_optout`, `update_optout`); each sync reads the state back
+    through the store (which attaches the live opt-outs with `merge_optouts`), plans, and writes the new state
+    and the opt-out records it changed as `PersonSyncer` does."""
+    store = MemoryPersonStateStore()
     clock = 0
     snapshots: list[tuple[bool, str]] = []  # what Efficy showed, oldest first
-    state: PersonState | None = None
     ever_opted_in = False
+
+    def stored() -> PersonState | None:
+        return store.get(CFG.integration_id, 7)
 
     def efficy_change(member: bool) -> tuple[bool, str]:
         nonlocal clock
@@ -225,8 +245,12 @@ def test_apsis_opt_outs_are_never_overridden_until_confirmed(history, styles):
         snapshots.append((member, _stamp(clock, styles[len(snapshots) % len(styles)])))
         return snapshots[-1]
 
+    writeback = WriteBack(CFG, _Efficy(efficy_change, snapshots), store)
+    slots, _ = writeback.slots(_optout_message(""))
+
     def process(snapshot: tuple[bool, str]) -> None:
-        nonlocal state, ever_opted_in
+        nonlocal ever_opted_in
+        state = stored()
         desired = _desired(*snapshot)
         ops = plan_operations(desired, state)
         record = state.optouts.get(KEY) if state else None
@@ -237,23 +261,34 @@ def test_apsis_opt_outs_are_never_overridden_until_confirmed(history, styles):
             assert "opt-in" not in sent, "opted in over an unconfirmed APSIS opt-out"
         if "opt-out" in sent:
             assert state is not None and state.consents.get(KEY) == "opt-in", "a first-time or repeated opt-out"
-        state = apply_operations(state, desired, ops)
+        new = apply_operations(state, desired, ops)
+        try:
+            store.put(new)
+        except StaleWrite:
+            return  # a newer state is stored: the sync drops this one, as PersonSyncer does
+        PersonSyncer._store_optouts(SimpleNamespace(states=store), state, new)  # type: ignore[arg-type]
         ever_opted_in |= "opt-in" in sent
-        if KEY in state.optouts and not state.optouts[KEY].confirmed:
-            assert state.consents.get(KEY) == "opt-out"
+        after = stored()
+        assert after is not None
+        if KEY in after.optouts and not after.optouts[KEY].confirmed:
+            assert after.consents.get(KEY) == "opt-out"
+
+    def write_back(delivered: bool) -> None:
+        """Steps 3 and 4 of the opt-out worker; the webhook of the removal may be lost (`delivered`)."""
+        removal = writeback.remove(7, slots)
+        if removal.done and not removal.superseded and writeback.confirm(7, removal.done, removal.live) and delivered:
+            process(snapshots[-1])
 
     for kind, arg, delivered in history:
         if kind == "crm":
             snapshot = efficy_change(arg)
             if delivered:
                 process(snapshot)
-        elif kind == "optout" and state is not None and state.exists_in_apsis:
+        elif kind == "optout" and (state := stored()) is not None and state.exists_in_apsis:
             clock += 60
-            state = record_optout(state, TOPIC, "email", at=_stamp(clock, 3))
-        elif kind == "writeback" and state is not None and KEY in state.optouts:
-            snapshot = efficy_change(False)
-            if arg:
-                process(snapshot)
+            writeback.record_only(_optout_message(_stamp(clock, 3)))
+        elif kind == "writeback" and (state := stored()) is not None and KEY in state.optouts:
+            write_back(arg)
         elif kind == "replay" and snapshots:
             process(snapshots[arg % len(snapshots)])
         elif kind == "fullsync" and snapshots:
@@ -261,8 +296,11 @@ def test_apsis_opt_outs_are_never_overridden_until_confirmed(history, styles):
 
     if not snapshots:
         return
+    write_back(False)  # the opt-out queue retries a pending write-back until it is done
     process(snapshots[-1])  # the next full sync reads the newest state
     member, _ = snapshots[-1]
+    state = stored()
+    assert state is not None
     record = state.optouts.get(KEY)
     if record is not None and not record.confirmed:
         assert member, "Efficy shows the person out, yet the opt-out is not confirmed"
@@ -272,3 +310,10 @@ def test_apsis_opt_outs_are_never_overridden_until_confirmed(history, styles):
     else:
         withdrawn = ever_opted_in or KEY in state.optouts  # an APSIS unsubscribe is an opt-out APSIS holds
         assert state.consents.get(KEY) == ("opt-out" if withdrawn else None)
+
+
+def _optout_message(at: str) -> OptOutMessage:
+    slot = SlotRef(topic=TOPIC, channel="email")
+    return OptOutMessage(
+        integration_id=CFG.integration_id, event="unsubscribe", profile_key=7, slots=[slot], occurred_at=at
+    )

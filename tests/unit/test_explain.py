@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 from efficy_sync.config import load_config_file
+from efficy_sync.consent import OptOutRecord
 from efficy_sync.diff import apply_operations, plan_operations
 from efficy_sync.explain import explain, mask_attribute, render_explain
 from efficy_sync.mapping import map_person
 from efficy_sync.pii import hash_key, looks_like_pii, mask_email, mask_phone, mask_text, mask_value
-from efficy_sync.state import record_failure, record_optout
+from efficy_sync.store.persons import merge_optouts
 
 CFG = load_config_file(Path(__file__).resolve().parents[2] / "examples" / "demo.yaml")
 SECRETS = ("john.doe", "+32470000001", "Johnny", "Doe")
@@ -126,7 +127,9 @@ def test_new_person_shows_mapped_values_masked_and_what_would_be_sent():
 def test_synced_person_shows_changes_against_last_pushed_and_last_outcome():
     d = map_person(CFG, person())
     state = apply_operations(None, d, plan_operations(d, None))
-    state = record_failure(state, "rate_limit", "429 after retries")
+    state = state.model_copy(
+        update={"last_outcome": "failed", "error_category": "rate_limit", "error_detail": "429 after retries"}
+    )
     report = explain(CFG, person(FIRSTNAME="Jonathan", D_CHANGE="2024-05-02T00:00:00"), state)
     statuses = {a["attribute"]: a["status"] for a in report["attributes"]}
     assert statuses["com.apsis1.attributes.firstname"] == "changed"
@@ -149,7 +152,10 @@ def test_unchanged_person_would_send_nothing():
 def test_pending_apsis_opt_out_is_explained():
     d = map_person(CFG, person())
     state = apply_operations(None, d, plan_operations(d, None))
-    state = record_optout(state, "usercreated.topics.newsletter-ab12", "email", at="2024-05-01T11:00:00Z")
+    record = OptOutRecord(at="2024-05-01T11:00:00Z", source="apsis-unsubscribe")
+    state = merge_optouts(
+        state, "demo", 1, {"usercreated.topics.newsletter-ab12|email": record}
+    )  # as the store reads it
     report = explain(CFG, person(D_CHANGE="2024-05-01T12:00:00"), state)
     news = next(c for c in report["consents"] if c["topic"] == "usercreated.topics.newsletter-ab12")
     assert news["decision"] == "opt-out" and news["last_pushed"] == "opt-out" and not news["would_send"]

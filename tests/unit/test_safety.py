@@ -167,27 +167,29 @@ def test_gated_without_a_gate_sends_everything() -> None:
 
 def test_a_held_opt_out_is_not_sent_nor_stored_and_the_next_sync_plans_it_again() -> None:
     store = MemoryPersonStateStore()
-    PersonSyncer(CFG, FakeApsis(), store).sync(7, person(), None)  # opted in, tagged
+    PersonSyncer(CFG, FakeApsis(), store, email_lookup=lambda a: []).sync(7, person(), None)  # opted in, tagged
     gate, apsis = Refuse(), FakeApsis()
     left = person(stamp="2024-05-01T12:00:00", profiles=[], FIRSTNAME="Jo")
 
-    outcome = PersonSyncer(CFG, apsis, store, removal_gate=gate).sync(7, left, store.get("acme", 7))
+    outcome = PersonSyncer(CFG, apsis, store, email_lookup=lambda a: [], removal_gate=gate).sync(
+        7, left, store.get("acme", 7)
+    )
 
     assert outcome.held and [type(op).__name__ for op in outcome.removals] == ["SetConsent", "PatchTags"]
     assert [kind for kind, _ in apsis.calls] == []  # no opt-out, no untag reached APSIS
     assert store.get("acme", 7).consents[SLOT] == "opt-in"  # what APSIS still holds
     assert gate.asked and gate.asked[0][0] == 7
     released = FakeApsis()
-    PersonSyncer(CFG, released, store).sync(7, left, store.get("acme", 7))
+    PersonSyncer(CFG, released, store, email_lookup=lambda a: []).sync(7, left, store.get("acme", 7))
     assert ("consent", "opt-out") in released.calls and ("tags", {"newsletter-readers": False}) in released.calls
     assert store.get("acme", 7).consents[SLOT] == "opt-out"
 
 
 def test_the_gate_is_not_asked_in_a_dry_run_but_the_removals_are_counted() -> None:
     store = MemoryPersonStateStore()
-    PersonSyncer(CFG, FakeApsis(), store).sync(7, person(), None)
+    PersonSyncer(CFG, FakeApsis(), store, email_lookup=lambda a: []).sync(7, person(), None)
     gate = Refuse()
-    outcome = PersonSyncer(CFG, FakeApsis(), store, dry_run=True, removal_gate=gate).sync(
+    outcome = PersonSyncer(CFG, FakeApsis(), store, dry_run=True, email_lookup=lambda a: [], removal_gate=gate).sync(
         7, person(stamp="2024-05-01T12:00:00", profiles=[]), store.get("acme", 7)
     )
     assert gate.asked == [] and not outcome.held

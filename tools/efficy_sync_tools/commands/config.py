@@ -110,6 +110,16 @@ def unknown_integration(store: ConfigStore, integration_id: str, what: str = "")
     return CliError(f"unknown integration {integration_id!r}{what}{hint}")
 
 
+def live_config(store: ConfigStore, integration_id: str) -> IntegrationConfig:
+    """The integration's live config, or the CLI's "unknown integration" error naming the known ones."""
+    from efficy_sync.store.configs import UnknownIntegration
+
+    try:
+        return store.get(integration_id)
+    except UnknownIntegration:
+        raise unknown_integration(store, integration_id) from None
+
+
 # ---- validate ---------------------------------------------------------------------------------------------
 
 

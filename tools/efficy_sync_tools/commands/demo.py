@@ -11,10 +11,11 @@ import argparse
 import importlib
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
 import requests
+
+from efficy_sync_tools.waiting import wait_for
 
 # Run in this order after the real-time steps; each module has run(ready, say, timeout).
 DEMO_STEPS = ["full_sync", "optout"]
@@ -27,16 +28,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--timeout", type=float, default=120.0, help="seconds to wait for each step (a bound, not a pace)"
     )
     demo.set_defaults(func=demo_command)
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(interval)
-    raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}")
 
 
 def say(text: str = "") -> None:

@@ -41,20 +41,16 @@ def person_key(text: str) -> int:
 @cli_command
 def explain_command(args: argparse.Namespace) -> int:
     from efficy_sync.explain import explain, render_explain
-    from efficy_sync.store.configs import ConfigStore, UnknownIntegration
+    from efficy_sync.mapping import needed_fields
+    from efficy_sync.store.configs import ConfigStore
     from efficy_sync.store.persons import PersonStateStore
-    from efficy_sync.worker import needed_fields
 
     from efficy_sync_tools.commands._aws import efficy_client, table_names
-    from efficy_sync_tools.commands.config import unknown_integration
+    from efficy_sync_tools.commands.config import live_config
 
     key = person_key(args.person_key)
     config_table, state_table = table_names()
-    configs = ConfigStore(config_table)
-    try:
-        cfg = configs.get(args.integration_id)
-    except UnknownIntegration:
-        raise unknown_integration(configs, args.integration_id) from None
+    cfg = live_config(ConfigStore(config_table), args.integration_id)
 
     query_tags: set[str] | None = None
     with efficy_client(cfg) as efficy:

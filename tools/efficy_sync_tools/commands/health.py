@@ -141,8 +141,7 @@ def peek_dead_letters(integration_id: str, limit: int, hold_seconds: int = 60) -
 def data_problems(cfg: IntegrationConfig, states: list[PersonState]) -> list[Finding]:
     """Refetches the synced persons from Efficy and maps them again, as the worker would."""
     from efficy_sync.health import data_findings
-    from efficy_sync.mapping import Desired, map_person
-    from efficy_sync.worker import needed_fields
+    from efficy_sync.mapping import Desired, map_person, needed_fields
 
     from efficy_sync_tools.commands._aws import efficy_client
 
@@ -162,11 +161,11 @@ def data_problems(cfg: IntegrationConfig, states: list[PersonState]) -> list[Fin
 @cli_command
 def health_command(args: argparse.Namespace) -> int:
     from efficy_sync.health import CATEGORIES, RETRY_ALL, build_report, render_health
-    from efficy_sync.store.configs import ConfigStore, UnknownIntegration
+    from efficy_sync.store.configs import ConfigStore
     from efficy_sync.store.persons import PersonStateStore
 
     from efficy_sync_tools.commands._aws import setup_library_env, table_names
-    from efficy_sync_tools.commands.config import unknown_integration
+    from efficy_sync_tools.commands.config import live_config
 
     retry = args.retry
     if retry is not None and retry != RETRY_ALL and retry not in CATEGORIES:
@@ -174,11 +173,7 @@ def health_command(args: argparse.Namespace) -> int:
         raise CliError(f"unknown category {retry!r} for --retry; one of: {names}")
     setup_library_env()
     config_table, state_table = table_names()
-    configs = ConfigStore(config_table)
-    try:
-        cfg = configs.get(args.integration_id)
-    except UnknownIntegration:
-        raise unknown_integration(configs, args.integration_id) from None
+    cfg = live_config(ConfigStore(config_table), args.integration_id)
 
     store = PersonStateStore(state_table)
     check_data = args.check_data or retry in DATA_CATEGORIES

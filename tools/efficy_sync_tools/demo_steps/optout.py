@@ -13,6 +13,8 @@ from typing import Any
 
 import requests
 
+from efficy_sync_tools.waiting import wait_for as _wait_for
+
 KEYSPACE = "com.apsis1.keyspaces.crm-id"
 
 
@@ -86,16 +88,6 @@ def _someone_opted_in(
             if consent["channel"] == "email" and consent["type"] == "opt-in" and consent["topic"] in email_topics:
                 return profile["key"], consent["topic"], profile
     raise AssertionError("no APSIS One profile is opted in to a mapped e-mail subscription: nobody to unsubscribe")
-
-
-def _wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(interval)
-    raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}")
 
 
 def _calls(http: requests.Session, apsis: str) -> dict[str, int]:

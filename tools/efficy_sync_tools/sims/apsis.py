@@ -131,12 +131,6 @@ class SectionDefinitions:
     topics: dict[str, dict[str, Any]]
     tags: dict[str, dict[str, Any]]
 
-    def live_version(self, attribute: str) -> str | None:
-        for version in self.attributes[attribute].get("versions", []):
-            if version.get("deprecated_at") is None:
-                return version["id"]
-        return None
-
     def topic_accepts(self, topic: str, channel: str) -> bool:
         """[A] a topic that names a channel takes consents on that channel only; one that names none takes both."""
         item = self.topics[topic]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 
 from .clients.apsis import ApsisClient
 from .clients.efficy import EfficyClient
@@ -57,6 +58,12 @@ def apsis_client(cfg: IntegrationConfig, policy: RetryPolicy | None = None) -> A
             found = ApsisClient.from_config(cfg, credentials=creds, policy=policy)
             _apsis[key] = found
         return found
+
+
+def email_lookup(cfg: IntegrationConfig) -> Callable[[str], list[int]]:
+    """Efficy contacts holding an address, for `PersonSyncer`: the client is built on the first call, so a batch
+    without an e-mail change never reads the Efficy secret."""
+    return lambda address: efficy_client(cfg).find_contacts_by_email(address)
 
 
 def forget(integration_id: str) -> None:

@@ -82,7 +82,7 @@ class ConsentDecision:
 
 
 def decide(
-    member: bool, last_pushed: ConsentType | None, optout: OptOutRecord | None, change_stamp: str
+    member: bool, last_pushed: ConsentType | Literal["unknown"] | None, optout: OptOutRecord | None, change_stamp: str
 ) -> ConsentDecision:
     """The consent APSIS One should hold for one topic and channel, given the person's CRM membership."""
     if member:

@@ -25,11 +25,3 @@ def request_body(body: str | None, is_base64_encoded: bool | None) -> bytes:
         except (binascii.Error, ValueError):
             raise BodyEncodingError("body: is not valid base64 although isBase64Encoded is set") from None
     return body.encode("utf-8", "surrogatepass")
-
-
-def is_utf8(body: bytes) -> bool:
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True

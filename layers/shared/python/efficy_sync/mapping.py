@@ -173,3 +173,11 @@ def map_person(
         memberships=memberships,
         skipped_attributes=frozenset(collected.skipped_attributes),
     )
+
+
+def needed_fields(cfg: IntegrationConfig) -> list[str]:
+    """Ask Efficy only for what conditions and mappings read (plus the key, e-mail and change stamp)."""
+    fields = {"K_CONTACT", "EMAIL1", "D_CHANGE"}
+    fields.update(c.field for c in cfg.sync_conditions)
+    fields.update(m.efficy for m in cfg.field_mappings)
+    return sorted(fields)

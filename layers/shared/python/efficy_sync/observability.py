@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections import Counter
+from collections import defaultdict
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -129,7 +129,7 @@ class IntegrationCounts:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: Counter[tuple[str, str]] = Counter()
+        self._counts: defaultdict[tuple[str, str], float] = defaultdict(float)
         self._seen: set[str] = set()
 
     def add(self, integration_id: str, name: str, value: float) -> None:

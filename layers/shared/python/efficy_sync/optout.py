@@ -23,54 +23,33 @@ them safely; a duplicate delivery of the same unsubscribe is recognised by its t
 
 from __future__ import annotations
 
-import hmac
-import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
-from urllib.parse import parse_qsl
 
 from pydantic import BaseModel
 
 from .clients.errors import EfficyBusinessError, TransientError
 from .config import IntegrationConfig
 from .consent import OptOutRecord
+from .mapping import needed_fields
+from .optout_event import CHANNELS as CHANNELS  # the route's names stay importable from `optout`
+from .optout_event import EVENTS as EVENTS
+from .optout_event import FIELDS as FIELDS
+from .optout_event import MAX_BODY_BYTES as MAX_BODY_BYTES
+from .optout_event import TOKEN_PARAMETER as TOKEN_PARAMETER
+from .optout_event import Channel as Channel
+from .optout_event import OptOutAuthError as OptOutAuthError
+from .optout_event import OptOutEvent as OptOutEvent
+from .optout_event import OptOutPayloadError as OptOutPayloadError
+from .optout_event import _header, decode_fields, parse_fields
+from .optout_event import check_token as check_token
+from .optout_event import parse_event as parse_event
 from .state import consent_key, utc_now
 from .sync import Outcome, PersonSyncer
-from .webhook import MAX_KEY
-from .worker import needed_fields
 
-Channel = Literal["email", "sms"]
-#: event -> (channel, whole section?)
-EVENTS: dict[str, tuple[Channel, bool]] = {
-    "email.unsubscribe": ("email", False),
-    "email.abuse": ("email", True),
-    "sms.unsubscribe": ("sms", False),
-}
-CHANNELS: dict[str, Channel] = {
-    "email": "email",
-    "sms": "sms",
-    "com.apsis1.channels.email": "email",
-    "com.apsis1.channels.sms": "sms",
-}
 SOURCE = "apsis"
-_TOPIC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
-MAX_BODY_BYTES = 64 * 1024
-
-
-class OptOutAuthError(Exception):
-    """Missing or wrong token: answered 401, nothing enqueued."""
-
-
-class OptOutPayloadError(Exception):
-    """Malformed body: answered 400 naming the field, nothing enqueued."""
-
-    def __init__(self, field_name: str, problem: str) -> None:
-        super().__init__(f"{field_name}: {problem}")
-        self.field = field_name
 
 
 class OptOutUnmatched(Exception):
@@ -81,222 +60,6 @@ class StillMember(TransientError):
     """Efficy still shows the person in the profile after our removal (someone added them back meanwhile)."""
 
     category = "efficy_still_member"
-
-
-# ---- the route ------------------------------------------------------------------------------------------------
-#
-# APSIS One's Webhook node sends whatever the user sets up (contracts/apsis-one.md §9): a JSON body, a form, or
-# the data as URL parameters of a GET. All three carry the same fields, with the token as a header or as the
-# `token` URL parameter. Values are refused, never guessed: the profile key is our crm-id (the K_CONTACT as
-# decimal text), and an error text names the field, never its value (the caller's values may be personal).
-
-#: The route's fields; anything else in a form or query is ignored (the Webhook node may add its own).
-FIELDS = (
-    "event",
-    "profile_key",
-    "email",
-    "mobile",
-    "topic_discriminator",
-    "channel_discriminator",
-    "occurred_at",
-)
-TOKEN_PARAMETER = "token"
-#: How far ahead of our clock `occurred_at` may be before it is logged as wrong (clocks differ a little).
-FUTURE_SKEW_SECONDS = 300
-_PROFILE_KEY = re.compile(r"^[1-9][0-9]{0,15}$")
-# `mobile` is not read (kept for reference by the automation's body): an odd value never costs an opt-out.
-_MAX_TEXT = {"email": 254, "topic_discriminator": 200, "channel_discriminator": 64, "occurred_at": 40}
-
-
-def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
-    lowered = name.lower()
-    for key, value in (headers or {}).items():
-        if key.lower() == lowered:
-            return value
-    return None
-
-
-class _Repeated(tuple):
-    """Every value of a form or URL parameter (JSON lists stay lists, and are refused as not text)."""
-
-
-def _repeated(value: Any) -> Any:
-    return _Repeated(value) if isinstance(value, list | tuple) else value
-
-
-def _one(values: Mapping[str, Any], name: str) -> Any:
-    """A form or query field given once; one given several times with different values is refused."""
-    value = values.get(name)
-    if isinstance(value, _Repeated):
-        distinct = list(dict.fromkeys(value))
-        if len(distinct) > 1:
-            raise OptOutPayloadError(name, "is given more than once")
-        return distinct[0] if distinct else None
-    return value
-
-
-def check_token(
-    headers: Mapping[str, str] | None,
-    header_name: str,
-    expected: str,
-    query: Mapping[str, Any] | None = None,
-) -> None:
-    """The static token the automation's Webhook node sends, as the header or the `token` URL parameter;
-    compared in constant time. The header wins when both are given."""
-    given = _header(headers, header_name)
-    where = header_name
-    if not given and query:
-        try:
-            given = _one({TOKEN_PARAMETER: _repeated(query.get(TOKEN_PARAMETER))}, TOKEN_PARAMETER)
-        except OptOutPayloadError:
-            raise OptOutAuthError(f"{TOKEN_PARAMETER} query parameter given more than once") from None
-        where = f"{TOKEN_PARAMETER} query parameter"
-    if not given or not isinstance(given, str):
-        raise OptOutAuthError(f"missing {header_name} header or {TOKEN_PARAMETER} query parameter")
-    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise OptOutAuthError(f"wrong {where}")
-
-
-@dataclass(frozen=True)
-class OptOutEvent:
-    """The automation's webhook body, validated."""
-
-    event: str
-    channel: Channel
-    topic: str | None  # None for email.abuse: every e-mail subscription of the section
-    profile_key: int | None
-    email: str | None
-    occurred_at: str  # ISO 8601, UTC, never later than the time we received it
-    future_occurred_at: bool = False  # the caller's occurred_at was beyond our clock + skew: replaced
-
-    @property
-    def whole_section(self) -> bool:
-        return EVENTS[self.event][1]
-
-
-def _text(body: Mapping[str, Any], name: str) -> str | None:
-    value = _one(body, name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise OptOutPayloadError(name, "must be a string")
-    text = str(value).strip()
-    if len(text) > _MAX_TEXT.get(name, 200):
-        raise OptOutPayloadError(name, f"is longer than {_MAX_TEXT.get(name, 200)} characters")
-    return text or None
-
-
-def _profile_key(body: Mapping[str, Any]) -> int | None:
-    """Our crm-id: the K_CONTACT as decimal text (or a JSON whole number). Never through float: a key above
-    2**53 would silently become another person's."""
-    value = _one(body, "profile_key")
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    problem = f"must be the Efficy K_CONTACT: a whole number from 1 to {MAX_KEY} (the crm-id keyspace's key)"
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise OptOutPayloadError("profile_key", problem)
-    text = str(value).strip()
-    if not _PROFILE_KEY.match(text) or int(text) > MAX_KEY:
-        raise OptOutPayloadError("profile_key", problem)
-    return int(text)
-
-
-def _occurred_at(value: str | None, now: datetime) -> tuple[str, bool]:
-    """The opt-out's time in UTC, bounded by `now` (when we received it). A later time cannot be true, and kept
-    it would make every later genuine opt-out of the person look older and be dropped as a duplicate. It is
-    replaced by the receive time rather than refused: the automation does not resend a refused call, and an
-    opt-out is never lost. Returns (time, whether it was beyond now + FUTURE_SKEW_SECONDS)."""
-    if value is None:
-        moment = now
-    else:
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise OptOutPayloadError(
-                "occurred_at", "must be an ISO 8601 date-time such as 2024-05-01T10:00:00Z"
-            ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)  # APSIS One's timestamps are UTC
-    try:
-        future = (moment - now).total_seconds() > FUTURE_SKEW_SECONDS
-        moment = min(moment, now).astimezone(UTC)
-    except OverflowError:  # year 1 with a positive offset: not a time the automation sends
-        raise OptOutPayloadError("occurred_at", "must be an ISO 8601 date-time within years 1 to 9999 in UTC") from None
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"), future
-
-
-def decode_fields(
-    raw: bytes | str,
-    *,
-    content_type: str | None = None,
-    query: Mapping[str, Any] | None = None,
-) -> Mapping[str, Any]:
-    """The fields of a call, from a JSON body, a form-encoded body, or (no body) the URL parameters."""
-    if len(raw) > MAX_BODY_BYTES:
-        raise OptOutPayloadError("body", f"larger than {MAX_BODY_BYTES} bytes")
-    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    if not data.strip():
-        if query and any(name in query for name in FIELDS):
-            return {name: _repeated(query[name]) for name in FIELDS if name in query}
-        raise OptOutPayloadError("body", "is empty: send the fields as JSON, as a form or as URL parameters")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise OptOutPayloadError("body", "is not text (UTF-8)") from None
-    media = (content_type or "").split(";")[0].strip().lower()
-    if media == "application/x-www-form-urlencoded":
-        try:
-            pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True, max_num_fields=50)
-        except ValueError:
-            raise OptOutPayloadError("body", "is not a valid form (application/x-www-form-urlencoded)") from None
-        form: dict[str, list[str]] = {}
-        for name, value in pairs:
-            form.setdefault(name, []).append(value)
-        return {name: _Repeated(values) for name, values in form.items()}
-    try:
-        body = json.loads(text)
-    except ValueError:
-        raise OptOutPayloadError("body", "is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise OptOutPayloadError("body", "must be a JSON object")
-    return body
-
-
-def parse_fields(body: Mapping[str, Any], *, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> OptOutEvent:
-    """Raises OptOutPayloadError naming the first field that is wrong."""
-    event = _text(body, "event")
-    if event not in EVENTS:
-        raise OptOutPayloadError("event", f"must be one of {', '.join(EVENTS)}")
-    channel, whole_section = EVENTS[event]
-    given_channel = _text(body, "channel_discriminator")
-    if given_channel is not None and CHANNELS.get(given_channel) != channel:
-        raise OptOutPayloadError("channel_discriminator", f"must be com.apsis1.channels.{channel} for {event}")
-    topic = _text(body, "topic_discriminator")
-    if topic is not None and not _TOPIC.match(topic):
-        raise OptOutPayloadError("topic_discriminator", "is not an APSIS One topic discriminator")
-    if topic is None and not whole_section:
-        raise OptOutPayloadError("topic_discriminator", f"is required for {event}")
-    profile_key = _profile_key(body)
-    email = _text(body, "email")
-    if email is not None and not _EMAIL.match(email):
-        raise OptOutPayloadError("email", "is not an e-mail address")
-    if profile_key is None and email is None:
-        raise OptOutPayloadError("profile_key", "profile_key (the K_CONTACT) or email is required to find the person")
-    occurred_at, future = _occurred_at(_text(body, "occurred_at"), now().astimezone(UTC))
-    return OptOutEvent(
-        event=event,
-        channel=channel,
-        topic=None if whole_section else topic,
-        profile_key=profile_key,
-        email=email,
-        occurred_at=occurred_at,
-        future_occurred_at=future,
-    )
-
-
-def parse_event(raw: bytes | str, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> OptOutEvent:
-    """A JSON body (the original form of the route); raises OptOutPayloadError naming the first wrong field."""
-    return parse_fields(decode_fields(raw, content_type="application/json"), now=now)
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,10 @@ from .clients.apsis_export import ExportedProfile, export_section, probe_profile
 from .clients.efficy import EfficyClient
 from .clients.errors import AuthError, EfficyInconclusive, NotFound
 from .config import CRMID_ATTRIBUTE, EMAIL_ATTRIBUTE, IntegrationConfig
+from .mapping import needed_fields
 from .reconcile import CATEGORIES, DriftReport, PersonCheck, compare_person, invalidate, managed_tags
 from .state import PersonState
 from .store.persons import ConflictingWrite, PersonStateStore
-from .worker import needed_fields
 
 CURSOR_SK = "RECONCILE_CURSOR"
 CURSOR_TTL_SECONDS = 86400  # the export's poll URL lives one day; an older cursor is useless

@@ -17,7 +17,7 @@ from efficy_sync.consent import ConsentType, OptOutRecord
 
 Outcome = Literal["synced", "skipped", "failed", "deleted"]
 #: a consent whose value in APSIS One we cannot know (two syncs raced); it differs from every decision
-UNKNOWN = "unknown"
+UNKNOWN: Literal["unknown"] = "unknown"
 
 
 def utc_now() -> str:
@@ -32,11 +32,6 @@ def value_hash(value: Any) -> str:
 
 def consent_key(topic: str, channel: str) -> str:
     return f"{topic}|{channel}"
-
-
-def split_consent_key(key: str) -> tuple[str, str]:
-    topic, _, channel = key.rpartition("|")
-    return topic, channel
 
 
 class EmailConflict(BaseModel):
@@ -77,40 +72,6 @@ class PersonState(BaseModel):
     updated_at: str = Field(default_factory=utc_now)
     #: the change (efficy_sync.correlation) whose handling wrote this outcome; set by the store on each write
     correlation_id: str | None = None
-
-    def to_item(self) -> dict[str, Any]:
-        """A plain JSON-able dict (no floats, no None) that boto3 can put as a DynamoDB item; the store adds
-        its own key attributes."""
-        return self.model_dump(mode="json", exclude_none=True)
-
-    @classmethod
-    def from_item(cls, item: dict[str, Any]) -> PersonState:
-        """Reads an item back; unknown attributes (the store's keys) are ignored."""
-        return cls.model_validate(item)
-
-
-def record_optout(
-    state: PersonState, topic: str, channel: str, *, at: str, source: str = "apsis-unsubscribe"
-) -> PersonState:
-    """Records an APSIS opt-out before it is written back to Efficy. APSIS already holds the opt-out, so the
-    last pushed consent becomes opt-out too (nothing to send), and the person's current Efficy stamp is kept as
-    the point after which Efficy's answer counts as confirmation."""
-    key = consent_key(topic, channel)
-    record = OptOutRecord(at=at, source=source, efficy_stamp=state.change_stamp or None)
-    return state.model_copy(
-        update={
-            "optouts": {**state.optouts, key: record},
-            "consents": {**state.consents, key: "opt-out"},
-            "updated_at": utc_now(),
-        }
-    )
-
-
-def record_failure(state: PersonState, category: str, detail: str | None = None) -> PersonState:
-    """The last attempt failed: what we last pushed stays as it was, so the next attempt resends the changes."""
-    return state.model_copy(
-        update={"last_outcome": "failed", "error_category": category, "error_detail": detail, "updated_at": utc_now()}
-    )
 
 
 def health_issue(state: PersonState) -> tuple[Literal["failure", "skipped"], str] | None:

@@ -51,6 +51,7 @@ from .diff import (
     PatchTags,
     SetConsent,
     apply_operations,
+    plan_for_delete,
     plan_for_skip,
     plan_operations,
     record_operation,
@@ -90,14 +91,14 @@ class PersonSyncer:
         states: PersonStateStore,
         *,
         dry_run: bool = False,
-        email_lookup: Callable[[str], list[int]] | None = None,
+        email_lookup: Callable[[str], list[int]],
         clock: Callable[[], str] | None = None,
         removal_gate: RemovalGate | None = None,
     ) -> None:
-        """`email_lookup`: Efficy contacts holding an address (default: the integration's Efficy client, built
-        when an e-mail change first needs it). `clock`: UTC ISO time, stamped on the opt-ins we send.
-        `removal_gate`: the breaker (safety.py), asked before any removal goes out; the write-back of an APSIS
-        opt-out passes none, so withdrawing consent is never held back."""
+        """`email_lookup`: Efficy contacts holding an address (`connections.email_lookup` builds the
+        integration's Efficy client when an e-mail change first needs it). `clock`: UTC ISO time, stamped on
+        the opt-ins we send. `removal_gate`: the breaker (safety.py), asked before any removal goes out; the
+        write-back of an APSIS opt-out passes none, so withdrawing consent is never held back."""
         self.cfg = cfg
         self.removal_gate = removal_gate
         self.apsis = apsis
@@ -219,10 +220,6 @@ class PersonSyncer:
 
     def _holders_of(self, key: int, address: str, address_hash: str) -> list[str]:
         """Profile keys, other than this person's, to which we pushed this very address."""
-        if self._email_lookup is None:
-            from .connections import efficy_client
-
-            self._email_lookup = efficy_client(self.cfg).find_contacts_by_email
         others = [k for k in self._email_lookup(address) if k != key]
         if not others:
             return []
@@ -375,13 +372,7 @@ class PersonSyncer:
     def _deleted(self, key: int, state: PersonState | None) -> Outcome:
         """Efficy deleted the person: delete, untag or leave the APSIS profile (per integration), keep a tombstone."""
         mode = self.cfg.on_delete
-        ops: list[Operation] = []
-        known = state is not None and state.exists_in_apsis
-        if known and mode == "delete":
-            ops = [DeleteProfile(str(key))]
-        elif known and mode == "untag" and state is not None:
-            tags = {tag: False for tag, on in state.tags.items() if on}
-            ops = [PatchTags(str(key), tags)] if tags else []
+        ops = plan_for_delete(state, mode)
         ops, removals, held = self._gated(key, ops, state)
         sent, error = self._execute(ops)
         if error is not None:

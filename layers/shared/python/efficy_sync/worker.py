@@ -18,6 +18,7 @@ from typing import Any
 from .changes import ContactChange
 from .config import IntegrationConfig
 from .fullsync.parking import ParkingLot
+from .mapping import needed_fields as needed_fields  # its home is mapping; kept importable from here
 from .state import PersonState
 from .store.persons import PersonStateStore
 from .sync import Outcome, PersonSyncer
@@ -113,11 +114,3 @@ class BatchWorker:
         pre.persons.update(self._get_persons(pre.cfg, keys, needed_fields(pre.cfg)))
         pre.states.update(self._states.get_many(integration_id, keys))
         pre.loaded.update(keys)
-
-
-def needed_fields(cfg: IntegrationConfig) -> list[str]:
-    """Ask Efficy only for what conditions and mappings read (plus the key, e-mail and change stamp)."""
-    fields = {"K_CONTACT", "EMAIL1", "D_CHANGE"}
-    fields.update(c.field for c in cfg.sync_conditions)
-    fields.update(m.efficy for m in cfg.field_mappings)
-    return sorted(fields)

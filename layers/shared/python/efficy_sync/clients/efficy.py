@@ -19,14 +19,14 @@ read as "not found"; a read that does not answer clearly raises, so the change i
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import requests
 
+from efficy_sync.clients.efficy_parsing import EfficyParsing, Json
 from efficy_sync.clients.errors import (
     ApiError,
     AuthError,
@@ -41,19 +41,20 @@ from efficy_sync.clients.errors import (
 )
 from efficy_sync.clients.http import RetryPolicy, build_session, check_time
 from efficy_sync.clients.meter import meter
+from efficy_sync.observability import logger  # the PII-scrubbing logger: one logging path
 from efficy_sync.pii import mask_email
 
 if TYPE_CHECKING:
+    from http.cookiejar import Cookie
+
     from efficy_sync.config import IntegrationConfig
 
-logger = logging.getLogger(__name__)
 
 SESSION_COOKIE = "EfficySession"
 _EMAIL_IN_TEXT = re.compile(r"[^@\s;,'\"<>()]+@[^@\s;,'\"<>()]+")
-Json = Any
 
 
-class EfficyClient:
+class EfficyClient(EfficyParsing):
     """One Efficy Enterprise environment. Not tied to a Lambda: the CLI, workers and benchmarks share it."""
 
     #: exception codes meaning the contact does not exist (deleted): candidates for absence in get_persons.
@@ -286,21 +287,6 @@ class EfficyClient:
             "@func": [master, {"@name": "detail", "detail": self.profile_detail}],
         }
 
-    def _edit_context(self, key: int, funcs: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "#id": f"edit-{key}",
-            "@name": "edit",
-            "entity": "Cont",
-            "key": int(key),
-            "commit": True,
-            "closecontext": True,
-            "@func": funcs,
-        }
-
-    @staticmethod
-    def _api_context(func: dict[str, Any]) -> dict[str, Any]:
-        return {"#id": f"api-{func['@name']}", "@name": "api", "@func": [func]}
-
     # ---- authentication -----------------------------------------------------------------------------------
     def _auth_headers(self, kind: str) -> dict[str, str]:
         if kind == "rest":
@@ -312,7 +298,7 @@ class EfficyClient:
 
     def _drop_session(self) -> None:
         """Forget the EfficySession cookie so the next call logs on afresh with the API key."""
-        for cookie in list(self.session.cookies):
+        for cookie in cast("list[Cookie]", list(self.session.cookies)):  # a CookieJar yields cookies
             if cookie.name == SESSION_COOKIE:
                 self.session.cookies.clear(cookie.domain, cookie.path, cookie.name)
 
@@ -430,100 +416,12 @@ class EfficyClient:
             raise answer
         return answer
 
-    @classmethod
-    def rpc_error(cls, obj: Json) -> tuple[str | None, str] | None:
-        """(code, text) if this answer element (or one of its functions) reports an error, else None.
-
-        Shapes: {"@name":"exception","#error":{errorcode, errorstring}}, {"#error": {...} | "text" | true with
-        "#message"}, {"error": true, code, message, detail}; "#error" may also sit on a func entry.
-        """
-        if not isinstance(obj, dict):
-            return None
-        if obj.get("error") is True:
-            text = " ".join(str(obj[k]) for k in ("message", "detail") if obj.get(k))
-            return (str(obj["code"]) if obj.get("code") is not None else None, text or "error")
-        error = obj.get("#error")
-        if error is not None and error is not False:
-            return cls._read_error(error, obj)
-        if obj.get("@name") == "exception":
-            return (None, str(obj.get("#message", "exception")))
-        for func in obj.get("@func") or []:
-            found = cls.rpc_error(func) if isinstance(func, dict) else None
-            if found:
-                return found
-        return None
-
-    @staticmethod
-    def _read_error(error: Any, holder: dict[str, Any]) -> tuple[str | None, str]:
-        if isinstance(error, dict):
-            code = error.get("errorcode", error.get("code"))
-            text = error.get("errorstring", error.get("message", ""))
-            return (str(code) if code is not None else None, str(text))
-        if error is True:
-            return (None, str(holder.get("#message", "error")))
-        return (None, str(error))
-
     def _business_error(self, op: str, error: tuple[str | None, str]) -> EfficyBusinessError:
         code, text = error
         text = _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group(0)), text)  # error texts end up in logs
         return EfficyBusinessError(f"Efficy refused {op}: {code or 'error'}: {text}", code=code)
 
-    @classmethod
-    def dataset_rows(cls, obj: Json, name: str = "dataset") -> list[dict[str, Any]] | None:
-        """The rows of the first {"#class": "dataset"} found at any depth (Efficy's nesting varies)."""
-        if isinstance(obj, dict):
-            if obj.get("#class") == name and isinstance(obj.get("#data"), list):
-                return obj["#data"]
-            children: Iterable[Any] = obj.values()
-        elif isinstance(obj, list):
-            children = obj
-        else:
-            return None
-        for child in children:
-            rows = cls.dataset_rows(child, name)
-            if rows is not None:
-                return rows
-        return None
-
-    @staticmethod
-    def _func(element: dict[str, Any], name: str) -> dict[str, Any] | None:
-        return next((f for f in element.get("@func") or [] if str(f.get("@name", "")).lower() == name), None)
-
-    @staticmethod
-    def _as_int(value: Any) -> int:
-        return int(float(value))  # Efficy keys arrive as numbers, floats or strings
-
     # ---- shaping persons ----------------------------------------------------------------------------------
-    def _person_from_consult(self, element: dict[str, Any]) -> dict[str, Any] | None:
-        """The person of a consult answer; None when its master dataset is there and empty (no such record,
-        still to be confirmed). An answer without a master dataset at all is malformed, not an absence."""
-        master_rows = self.dataset_rows(self._func(element, "master"))
-        if master_rows is None:
-            raise EfficyBusinessError("consult answer without a master dataset", code="INVALID_RESPONSE")
-        if not master_rows:
-            return None
-        person = {name.upper(): value for name, value in master_rows[0].items()}
-        person["K_CONTACT"] = self._as_int(person.get("K_CONTACT", element.get("key")))
-        profile_rows = self.dataset_rows(self._func(element, "detail")) or []
-        person["profiles"] = sorted({self._as_int(row["K_PROFILE"]) for row in profile_rows if "K_PROFILE" in row})
-        return person
-
-    def _person_from_record(self, record: dict[str, Any]) -> dict[str, Any]:
-        person = {(name if name == "profiles" else name.upper()): value for name, value in record.items()}
-        person["K_CONTACT"] = self._as_int(person["K_CONTACT"])
-        if "profiles" in person:
-            person["profiles"] = sorted({self._as_int(p) for p in person["profiles"] or []})
-        return person
-
-    def _contact_keys(self, answer: dict[str, Any]) -> list[int]:
-        """K_CONTACTs of an answer's dataset. An answer without a dataset, or rows without K_CONTACT, is an
-        error, never an empty list: a query tag would untag all its members on an empty one."""
-        rows = self.dataset_rows(answer)
-        if rows is None:
-            raise EfficyBusinessError("answer without a dataset", code="INVALID_RESPONSE")
-        if any(not isinstance(row, dict) or "K_CONTACT" not in row for row in rows):
-            raise EfficyBusinessError("dataset rows without K_CONTACT", code="INVALID_RESPONSE")
-        return list(dict.fromkeys(self._as_int(row["K_CONTACT"]) for row in rows))
 
     # ---- REST ---------------------------------------------------------------------------------------------
     def _rest_get(self, op: str, path: str, params: dict[str, Any] | None = None) -> Json:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..connections import apsis_client, efficy_client
+from ..mapping import needed_fields
 from ..observability import count, logger
 from ..safety import (
     ALLOW_COUNTER,
@@ -39,7 +40,6 @@ from ..safety import (
 from ..settings import settings
 from ..store.removals import HeldRemovals, RemovalBreaker
 from ..sync import PersonSyncer
-from ..worker import needed_fields
 from .page import Pace, PacedApsis, worker_rate
 from .report import build_report, tally
 from .runs import Run, utc_now
@@ -186,7 +186,7 @@ class Breaker:
         if keys:
             efficy = efficy_client(cfg)
             apsis = PacedApsis(apsis_client(cfg), Pace(worker_rate(run.max_concurrency)))
-            syncer = PersonSyncer(cfg, apsis, fs.states)
+            syncer = PersonSyncer(cfg, apsis, fs.states, email_lookup=efficy.find_contacts_by_email)
             for start in range(0, len(keys), RELEASE_CHUNK):
                 if start and time_left is not None and time_left() < RELEASE_RESERVE_SECONDS:
                     return {**done, "more": True}

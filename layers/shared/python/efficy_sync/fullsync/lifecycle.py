@@ -9,7 +9,6 @@ releases first and drains parked changes second (see parking.py for why that ord
 from __future__ import annotations
 
 import json
-import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,11 +18,11 @@ from typing import Any
 from ..aws import client
 from ..config import IntegrationConfig
 from ..connections import apsis_client, efficy_client
-from ..mapping import Desired, map_person
+from ..mapping import Desired, map_person, needed_fields
+from ..observability import logger  # the PII-scrubbing logger: one logging path
 from ..settings import settings
 from ..store.configs import ConfigStore, UnknownIntegration
 from ..store.persons import PersonStateStore
-from ..worker import needed_fields
 from .breaker import ALLOW_COUNTER, Breaker, read_allow_removals
 from .page import Pace, PacedApsis, sync_page, worker_rate
 from .parking import ParkingLot
@@ -40,8 +39,6 @@ from .runs import (
 )
 from .seams import report_counters, resync_seams, seam_windows
 from .tags import QueryMembers, merge_results, mirror_query_tags, schedule_due
-
-logger = logging.getLogger(__name__)
 
 #: the share of pages that may fail before the run fails (the state machine's ToleratedFailurePercentage)
 TOLERATED_FAILED_PAGES = 0.10

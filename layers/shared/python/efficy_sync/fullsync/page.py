@@ -17,18 +17,21 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..clients.http import map_in_context
 from ..config import IntegrationConfig
+from ..mapping import needed_fields
 from ..safety import RemovalGate, base_counts, removal_counts
 from ..state import PersonState
 from ..store.persons import PersonStateStore
 from ..sync import Outcome, PersonSyncer
-from ..worker import needed_fields
 from .import_writer import ImportWriter
 from .plan import MAX_TAIL_EXTENSION
 from .report import skip_label, tally
+
+if TYPE_CHECKING:
+    from ..clients.apsis import ApsisClient  # PacedApsis stands in for it (follow-up: an APSIS Protocol)
 
 #: APSIS One's documented account limit (requests/s); EFFICY_SYNC_APSIS_RATE overrides it for another account
 #: or a benchmark, read at each run (a value read at import time outlived the benchmark that changed it)
@@ -138,7 +141,14 @@ def sync_page(
     `removal_gate`: the blast-radius breaker (safety.py); the removals are counted (rm:*) against what the
     page's persons held before (base:*) whether or not they were sent."""
     paced = PacedApsis(apsis, Pace(worker_rate(max_concurrency)))
-    syncer = PersonSyncer(cfg, paced, states, dry_run=dry_run, removal_gate=removal_gate)
+    syncer = PersonSyncer(
+        cfg,
+        cast("ApsisClient", paced),
+        states,
+        dry_run=dry_run,
+        email_lookup=efficy.find_contacts_by_email,
+        removal_gate=removal_gate,
+    )
     importer = None
     if write_mode == "import" and not dry_run:
         importer = ImportWriter(cfg, paced, states, hold_removals=removal_gate is not None)

@@ -52,7 +52,7 @@ def plan_pages(total: int, efficy_page_size: int, page_size: int) -> list[dict[s
         raise ValueError("page sizes must be positive")
     per = max(1, page_size // efficy_page_size)
     efficy_pages = -(-total // efficy_page_size) if total else 0
-    descriptors = []
+    descriptors: list[dict[str, Any]] = []
     first = 0
     number = 0
     while first < efficy_pages or not descriptors:

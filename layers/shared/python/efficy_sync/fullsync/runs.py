@@ -18,189 +18,41 @@ Taking the lock is a conditional write, so two starts can never both run; the sa
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from ..aws import client
-
-logger = logging.getLogger(__name__)
-
-LOCKS_PK = "FULLSYNC#LOCKS"
-COUNTER_PREFIX = "c:"
-ACTIVE = "running"
-ENDED_STATUSES = ("succeeded", "failed", "cancelled", "timed_out", "halted")  # halted: breaker.py
-#: Step Functions execution status -> the run status it leaves behind when nobody else ended the run
-STATUS_BY_EXECUTION = {"ABORTED": "cancelled", "TIMED_OUT": "timed_out", "FAILED": "failed", "SUCCEEDED": "succeeded"}
-#: an ended run (and its page records) stays this long in the history; the state table's TTL removes it then
-RUN_RETENTION_DAYS = 180
-#: at most this many ended runs per integration are kept, whatever their age (a schedule could start many)
-RUN_HISTORY_MAX = 100
-#: the state table's TTL attribute (template.yaml, StateTable.TimeToLiveSpecification)
-TTL_ATTRIBUTE = "expires_at"
-#: how a run was started: by `efficy-sync full-sync start` (who: the caller's AWS identity) or directly on Step
-#: Functions (console, `aws stepfunctions start-execution`; who: the execution's name)
-STARTED_VIA_CLI = "cli"
-STARTED_VIA_STEPFUNCTIONS = "stepfunctions"
-
-
-class SyncAlreadyRunning(Exception):
-    """Another execution holds the integration's lock. The state machine matches this class name."""
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def expires_at(now: float | None = None, days: int = RUN_RETENTION_DAYS) -> int:
-    """The TTL value (epoch seconds) of a record kept `days` from now."""
-    return int((time.time() if now is None else now) + days * 86400)
-
-
-def new_run_id(execution_arn: str, now: datetime | None = None) -> str:
-    """Sortable by start time; the suffix tells two runs of the same second apart."""
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{hashlib.sha256(execution_arn.encode()).hexdigest()[:6]}"
-
-
-# ---- DynamoDB values ----------------------------------------------------------------------------------------
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _n(value: int | float) -> dict[str, str]:
-    return {"N": str(value)}
-
-
-def _plain(attr: dict[str, Any]) -> Any:
-    ((kind, value),) = attr.items()
-    if kind == "S":
-        return value
-    if kind == "N":
-        number = float(value)
-        return int(number) if number.is_integer() else number
-    if kind == "BOOL":
-        return value
-    if kind == "NULL":
-        return None
-    if kind == "SS":
-        return set(value)
-    raise ValueError(f"unexpected DynamoDB type {kind}")
-
-
-def _run_key(integration_id: str, run_id: str) -> dict[str, Any]:
-    return {"pk": _s(f"FULLSYNC#{integration_id}"), "sk": _s(f"RUN#{run_id}")}
-
-
-def _lock_key(integration_id: str) -> dict[str, Any]:
-    return {"pk": _s(LOCKS_PK), "sk": _s(integration_id)}
-
-
-def _page_key(integration_id: str, run_id: str, page: int) -> dict[str, Any]:
-    return {"pk": _s(f"FULLSYNC#{integration_id}#{run_id}"), "sk": _s(f"PAGE#{page:06d}")}
-
-
-# ---- records --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Lock:
-    integration_id: str
-    run_id: str
-    execution_arn: str
-    status: str  # running | released
-    started_at: str = ""
-    dry_run: bool = False  # a dry run holds the lock but parks nothing: it writes nothing either
-
-    @property
-    def held(self) -> bool:
-        return self.status == ACTIVE
-
-
-@dataclass
-class Run:
-    integration_id: str
-    run_id: str
-    execution_arn: str
-    dry_run: bool
-    status: str
-    started_at: str
-    config_version: int = 0
-    write_mode: str = "diff"
-    max_concurrency: int = 5
-    started_by: str = ""  # the CLI user's AWS identity (ARN), or the execution's name for a direct start
-    started_via: str = ""  # STARTED_VIA_CLI | STARTED_VIA_STEPFUNCTIONS ("" for runs recorded before both existed)
-    ended_at: str | None = None
-    planned_at: str | None = None
-    pages_total: int | None = None
-    persons_estimate: int | None = None
-    plan_key: str | None = None
-    error: dict[str, Any] | None = None
-    report: dict[str, Any] | None = None
-    counters: dict[str, int] = field(default_factory=dict)
-    pages_counted: set[int] = field(default_factory=set)
-
-    @property
-    def active(self) -> bool:
-        return self.status == ACTIVE
-
-    def step_payload(self) -> dict[str, Any]:
-        """What Begin hands to the later steps (kept small: it travels through every state's input)."""
-        return {
-            "run_id": self.run_id,
-            "integration_id": self.integration_id,
-            "dry_run": self.dry_run,
-            "execution_arn": self.execution_arn,
-            "config_version": self.config_version,
-            "write_mode": self.write_mode,
-            "max_concurrency": self.max_concurrency,
-        }
-
-    @classmethod
-    def from_item(cls, item: Mapping[str, Any]) -> Run:
-        plain = {k: _plain(v) for k, v in item.items()}
-        return cls(
-            integration_id=plain["integration_id"],
-            run_id=plain["run_id"],
-            execution_arn=plain.get("execution_arn", ""),
-            dry_run=bool(plain.get("dry_run", False)),
-            status=plain.get("status", ACTIVE),
-            started_at=plain.get("started_at", ""),
-            config_version=int(plain.get("config_version", 0)),
-            write_mode=plain.get("write_mode", "diff"),
-            max_concurrency=int(plain.get("max_concurrency", 5)),
-            started_by=plain.get("started_by", ""),
-            started_via=plain.get("started_via", ""),
-            ended_at=plain.get("ended_at"),
-            planned_at=plain.get("planned_at"),
-            pages_total=plain.get("pages_total"),
-            persons_estimate=plain.get("persons_estimate"),
-            plan_key=plain.get("plan_key"),
-            error=json.loads(plain["error"]) if plain.get("error") else None,
-            report=json.loads(plain["report"]) if plain.get("report") else None,
-            counters={
-                k[len(COUNTER_PREFIX) :]: int(v)
-                for k, v in plain.items()
-                if k.startswith(COUNTER_PREFIX) and isinstance(v, int | float)
-            },
-            pages_counted={int(p) for p in plain.get("pages_counted", set())},
-        )
-
-
-@dataclass(frozen=True)
-class PageRecord:
-    page: int
-    status: str  # done | failing
-    attempts: int = 0
-    persons: int = 0
-    last_error: str | None = None
+from ..observability import logger  # the PII-scrubbing logger: one logging path
+from .run_counters import RunCounters
+from .run_records import (
+    ACTIVE,
+    ENDED_STATUSES,
+    LOCKS_PK,
+    RUN_HISTORY_MAX,
+    _lock_key,
+    _n,
+    _plain,
+    _run_key,
+    _s,
+    expires_at,
+    new_run_id,
+    query_partition,
+)
+from .run_records import RUN_RETENTION_DAYS as RUN_RETENTION_DAYS  # re-exported: importers of `runs` keep working
+from .run_records import STARTED_VIA_CLI as STARTED_VIA_CLI
+from .run_records import STARTED_VIA_STEPFUNCTIONS as STARTED_VIA_STEPFUNCTIONS
+from .run_records import STATUS_BY_EXECUTION as STATUS_BY_EXECUTION
+from .run_records import TTL_ATTRIBUTE as TTL_ATTRIBUTE
+from .run_records import Lock as Lock
+from .run_records import PageRecord as PageRecord
+from .run_records import Run as Run
+from .run_records import SyncAlreadyRunning as SyncAlreadyRunning
+from .run_records import utc_now as utc_now
 
 
 # ---- the store --------------------------------------------------------------------------------------------
-class RunStore:
+class RunStore(RunCounters):
     def __init__(self, table_name: str) -> None:
         self._table = table_name
 
@@ -215,7 +67,7 @@ class RunStore:
         write_mode: str,
         max_concurrency: int,
         holder_status: Callable[[str], str | None],
-        end_stale: Callable[[Lock, str | None], None],
+        end_stale: Callable[[Lock, str | None], object],
         started_by: str = "",
         started_via: str = "",
     ) -> Run:
@@ -317,17 +169,7 @@ class RunStore:
         return self._lock(item) if item else None
 
     def locks(self) -> list[Lock]:
-        pages = (
-            client("dynamodb")
-            .get_paginator("query")
-            .paginate(
-                TableName=self._table,
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": _s(LOCKS_PK)},
-                ConsistentRead=True,
-            )
-        )
-        return [self._lock(item) for page in pages for item in page.get("Items", [])]
+        return [self._lock(item) for item in query_partition(self._table, LOCKS_PK)]
 
     @staticmethod
     def _lock(item: Mapping[str, Any]) -> Lock:
@@ -458,21 +300,6 @@ class RunStore:
             ExpressionAttributeValues=values,
         )
 
-    @staticmethod
-    def _counter_update(counters: Mapping[str, int]) -> tuple[str, dict[str, str], dict[str, Any]] | None:
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {}
-        parts = []
-        for i, (name, value) in enumerate(sorted(counters.items())):
-            if not value:
-                continue
-            names[f"#c{i}"] = COUNTER_PREFIX + name
-            values[f":c{i}"] = _n(value)
-            parts.append(f"#c{i} :c{i}")
-        if not parts:
-            return None
-        return "ADD " + ", ".join(parts), names, values
-
     def end(
         self,
         integration_id: str,
@@ -518,139 +345,3 @@ class RunStore:
         except Exception as exc:  # the history's bound is housekeeping: it must never fail the run's end
             logger.warning("could not prune the run history of %s: %s", integration_id, exc)
         return True
-
-    def save_report(self, integration_id: str, run_id: str, report: Mapping[str, Any]) -> None:
-        client("dynamodb").update_item(
-            TableName=self._table,
-            Key=_run_key(integration_id, run_id),
-            UpdateExpression="SET #rep = :rep",
-            ExpressionAttributeNames={"#rep": "report"},
-            ExpressionAttributeValues={":rep": _s(json.dumps(dict(report), default=str))},
-        )
-
-    def add_once(self, integration_id: str, run_id: str, token: str, counters: Mapping[str, int]) -> bool:
-        """Like `add`, but only the first call with `token` counts (a step Step Functions runs again after a
-        lost reply must not count twice). The tokens are kept in a string set beside the counted pages."""
-        return bool(counters) and self._add_counted(integration_id, run_id, "tokens_counted", token, counters)
-
-    def _add_counted(
-        self, integration_id: str, run_id: str, counted: str, token: str, counters: Mapping[str, int]
-    ) -> bool:
-        """Adds `counters` unless the string set `counted` already holds `token`, and records it there: one
-        conditional update of one item, so no transaction is needed. False when it was counted before."""
-        update = self._counter_update(counters)
-        if update is None:
-            return False
-        expression, names, values = update
-        ddb = client("dynamodb")
-        try:
-            ddb.update_item(
-                TableName=self._table,
-                Key=_run_key(integration_id, run_id),
-                UpdateExpression=f"{expression}, #counted :token_set",
-                ConditionExpression="attribute_exists(pk) AND NOT contains(#counted, :token)",
-                ExpressionAttributeNames={**names, "#counted": counted},
-                ExpressionAttributeValues={**values, ":token_set": {"SS": [token]}, ":token": _s(token)},
-            )
-        except ddb.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
-
-    # ---- pages --------------------------------------------------------------------------------------
-    def page_done(self, integration_id: str, run_id: str, page: int, persons: int, counters: Mapping[str, int]) -> bool:
-        """Add the page's counters to the run, once: False when the page was already counted (Step Functions may
-        run a page again after a lost reply)."""
-        counts = {**counters, "pages_done": 1}
-        if not self._add_counted(integration_id, run_id, "pages_counted", str(page), counts):
-            return False
-        client("dynamodb").update_item(
-            TableName=self._table,
-            Key=_page_key(integration_id, run_id, page),
-            UpdateExpression=f"SET #st = :done, persons = :persons, done_at = :now, {TTL_ATTRIBUTE} = :ttl "
-            "ADD attempts :one",
-            ExpressionAttributeNames={"#st": "status"},
-            ExpressionAttributeValues={
-                ":done": _s("done"),
-                ":persons": _n(persons),
-                ":now": _s(utc_now()),
-                ":one": _n(1),
-                ":ttl": _n(expires_at()),
-            },
-        )
-        return True
-
-    def page_failed(self, integration_id: str, run_id: str, page: int, error: str) -> None:
-        """Count a failed attempt; Step Functions decides whether it runs the page again."""
-        ddb = client("dynamodb")
-        try:
-            ddb.update_item(
-                TableName=self._table,
-                Key=_page_key(integration_id, run_id, page),
-                UpdateExpression=f"SET #st = :failing, last_error = :err, failed_at = :now, {TTL_ATTRIBUTE} = :ttl "
-                "ADD attempts :one",
-                ConditionExpression="attribute_not_exists(pk) OR #st <> :done",
-                ExpressionAttributeNames={"#st": "status"},
-                ExpressionAttributeValues={
-                    ":failing": _s("failing"),
-                    ":done": _s("done"),
-                    ":err": _s(error[:1000]),
-                    ":now": _s(utc_now()),
-                    ":one": _n(1),
-                    ":ttl": _n(expires_at()),
-                },
-            )
-        except ddb.exceptions.ConditionalCheckFailedException:
-            return  # a later attempt already finished it
-
-    def pages(self, integration_id: str, run_id: str) -> dict[int, PageRecord]:
-        pages = (
-            client("dynamodb")
-            .get_paginator("query")
-            .paginate(
-                TableName=self._table,
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": _s(f"FULLSYNC#{integration_id}#{run_id}")},
-                ConsistentRead=True,
-            )
-        )
-        records: dict[int, PageRecord] = {}
-        for page in pages:
-            for item in page.get("Items", []):
-                plain = {k: _plain(v) for k, v in item.items()}
-                number = int(plain["sk"].split("#", 1)[1])
-                records[number] = PageRecord(
-                    page=number,
-                    status=plain.get("status", ""),
-                    attempts=int(plain.get("attempts", 0)),
-                    persons=int(plain.get("persons", 0)),
-                    last_error=plain.get("last_error"),
-                )
-        return records
-
-    # ---- parking support ------------------------------------------------------------------------------
-    def lock_condition(self, integration_id: str, run_id: str) -> dict[str, Any]:
-        """A TransactWriteItems ConditionCheck: the run still holds the integration's lock."""
-        return {
-            "ConditionCheck": {
-                "TableName": self._table,
-                "Key": _lock_key(integration_id),
-                "ConditionExpression": "run_id = :rid AND #st = :running",
-                "ExpressionAttributeNames": {"#st": "status"},
-                "ExpressionAttributeValues": {":rid": _s(run_id), ":running": _s(ACTIVE)},
-            }
-        }
-
-    def counter_update(self, integration_id: str, run_id: str, counters: Mapping[str, int]) -> dict[str, Any]:
-        """A TransactWriteItems Update that adds to the run's counters."""
-        update = self._counter_update(counters)
-        assert update is not None
-        expression, names, values = update
-        return {
-            "Update": {
-                "TableName": self._table,
-                "Key": _run_key(integration_id, run_id),
-                "UpdateExpression": expression,
-                "ExpressionAttributeNames": names,
-                "ExpressionAttributeValues": values,
-            }
-        }

@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..aws import client
 from ..clients.errors import ApiError, EfficyBusinessError, NotFound, acknowledgeable
@@ -131,7 +131,7 @@ def schedule_due(schedule: str, last_run: str | None, now: datetime) -> bool:
     return last < slot
 
 
-def _eligible(state: PersonState | None) -> bool:
+def _eligible(state: PersonState | None) -> TypeGuard[PersonState]:
     """Tags go to profiles the sync keeps: created, and not skipped or deleted since."""
     return state is not None and state.exists_in_apsis and state.last_outcome not in ("skipped", "deleted")
 

@@ -1,0 +1,369 @@
+"""The integration config model (DESIGN §5): what the Lambdas load on their cold path, and nothing else.
+
+Reading YAML with line numbers (`loading`), remote references (`references`) and version diffs (`history`)
+live beside it so a handler never imports them."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from efficy_sync.values import ValueType, as_text
+
+from .checks import cross_check
+from .names import EMAIL_FIELD, KEY_FIELD, OPERATORS, RESERVED_ATTRIBUTES
+from .problems import _check_pattern, _reject
+
+_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_$.]*$")
+_DISCRIMINATOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
+_HEADER = re.compile(r"^[A-Za-z0-9-]+$")
+_TAG = re.compile(r"^\S(?:.{0,126}\S)?$")
+_RATE = re.compile(r"^rate\(([1-9][0-9]*) (minute|minutes|hour|hours|day|days)\)$")
+_CRON = re.compile(r"^cron\((\S+ ){5}\S+\)$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
+    )
+
+
+class EfficyAuth(_Model):
+    """How the Efficy webhook proves it is Efficy (webhook.py explains each mode; header names are settings
+    because Efficy does not publish them).
+
+    `url_token`: the webhook secret as the `token` query parameter of the registered URL (Efficy's SYS_WEBHOOKS
+    calls are unsigned); `hmac_body`: `sha256=<hex HMAC-SHA256(secret, raw body)>` in `signature_header`
+    (default `X-Justin-Signature`, the 12.1 generic connector); `hmac`: our timestamped scheme; `header`: a
+    static secret header."""
+
+    mode: Literal["url_token", "hmac_body", "hmac", "header"] = "hmac"
+    signature_header: str = "X-Efficy-Signature"
+    timestamp_header: str = "X-Efficy-Timestamp"
+    secret_header: str = "X-Efficy-Webhook-Secret"
+    tolerance_seconds: int = Field(default=300, ge=1, le=3600)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_defaults(cls, data: Any) -> Any:
+        """`hmac_body` signs in another header than `hmac` by default: the one the 12.1 connector uses."""
+        if isinstance(data, dict) and data.get("mode") == "hmac_body" and "signature_header" not in data:
+            return {**data, "signature_header": "X-Justin-Signature"}
+        return data
+
+    @field_validator("signature_header", "timestamp_header", "secret_header")
+    @classmethod
+    def _header(cls, value: Any) -> str:
+        return _check_pattern(value, _HEADER, "an HTTP header name (letters, digits and '-')")
+
+
+def _url(value: Any) -> str:
+    parsed = urlparse(value) if isinstance(value, str) else None
+    if not parsed or parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.query or parsed.fragment:
+        _reject(value, "an http(s) URL without query, such as 'https://acme.efficy.cloud/crm'")
+    return value
+
+
+def _secret_name(value: Any) -> str:
+    return _check_pattern(value, _SECRET_NAME, "a Secrets Manager secret name such as 'efficy-sync/acme-eu/efficy'")
+
+
+class EfficyErrorCodes(_Model):
+    """Efficy's business-error codes the sync acts on. ASSUMED: Efficy does not publish its codes, so each
+    list is a setting to correct against a real instance (the codes show in `explain` and in the logs)."""
+
+    not_found: list[str] = Field(default_factory=lambda: ["RECORD_NOT_FOUND"], min_length=1)
+    relation_missing: list[str] = Field(default_factory=lambda: ["RELATION_NOT_FOUND"], min_length=1)
+    relation_exists: list[str] = Field(default_factory=lambda: ["LINK_EXISTS"], min_length=1)
+
+
+class EfficySettings(_Model):
+    base_url: str
+    api_key_secret: str
+    webhook_secret_secret: str
+    customer: str | None = None
+    auth: EfficyAuth = EfficyAuth()
+    profile_detail: str = "Prof"  # ASSUMED name of the person's CRM-profile detail
+    page_size: int = Field(default=500, ge=1, le=500)
+    error_codes: EfficyErrorCodes = EfficyErrorCodes()
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: Any) -> str:
+        return _url(value)
+
+    @field_validator("api_key_secret", "webhook_secret_secret")
+    @classmethod
+    def _check_secret(cls, value: Any) -> str:
+        return _secret_name(value)
+
+
+class ApsisSettings(_Model):
+    base_url: str
+    section: str
+    keyspace: str = "com.apsis1.keyspaces.crm-id"
+    credentials_secret: str
+    optout_token_secret: str
+    optout_token_header: str = "X-Apsis-Webhook-Token"
+    # ASSUMED: the public docs name a profile-tags call but not its path; {keyspace}, {key} and {section}
+    # are filled in (URL-encoded). Correct it here once a real account shows the path.
+    profile_tags_path: str = "/audience/keyspaces/{keyspace}/profiles/{key}/sections/{section}/tags"
+
+    @field_validator("profile_tags_path")
+    @classmethod
+    def _check_tags_path(cls, value: Any) -> str:
+        if not isinstance(value, str) or not value.startswith("/") or "{key}" not in value:
+            _reject(value, "a path starting with '/' that contains {key} (and may contain {keyspace} and {section})")
+        unknown = set(re.findall(r"{([^}]*)}", value)) - {"keyspace", "key", "section"}
+        if unknown:
+            _reject(value, "a path whose placeholders are only {keyspace}, {key} and {section}")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: Any) -> str:
+        return _url(value)
+
+    @field_validator("credentials_secret", "optout_token_secret")
+    @classmethod
+    def _check_secret(cls, value: Any) -> str:
+        return _secret_name(value)
+
+    @field_validator("section", "keyspace")
+    @classmethod
+    def _discriminator(cls, value: Any) -> str:
+        return _check_pattern(value, _DISCRIMINATOR, "an APSIS One discriminator such as 'com.apsis1.sections.default'")
+
+    @field_validator("optout_token_header")
+    @classmethod
+    def _header(cls, value: Any) -> str:
+        return _check_pattern(value, _HEADER, "an HTTP header name (letters, digits and '-')")
+
+
+def _efficy_field(value: Any) -> str:
+    """Efficy columns are upper case; accepting 'opened' for OPENED saves a round trip for the user."""
+    return _check_pattern(value, _FIELD, "an Efficy field name such as 'OPENED'").upper()
+
+
+def _condition_value(value: Any) -> str:
+    if isinstance(value, str | int | float | bool):
+        # Efficy sends text: 1 and True both mean "1" here. From a YAML file a plain value arrives as the text
+        # typed, and an unquoted yes/no word is refused before this (`_settle_scalars`).
+        return as_text(value)
+    _reject(value, "a text or number value (use is_empty / not_empty to test for an empty field)")
+
+
+class SyncCondition(_Model):
+    """One test on a person's field; all conditions of a config must hold for the person to be synced."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["field", op]} for op in OPERATORS]},
+    )
+
+    field: str
+    equals: str | None = None
+    not_equals: str | None = None
+    in_: list[str] | None = Field(default=None, alias="in", min_length=1)
+    is_empty: Literal[True] | None = None
+    not_empty: Literal[True] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_operator(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        present = [op for op in OPERATORS if op in data or (op == "in" and "in_" in data)]
+        if len(present) == 1:
+            return data
+        unknown = [k for k in data if k not in (*OPERATORS, "field", "in_")]
+        hints = [
+            f"{k!r} (did you mean {m[0]!r}?)" for k in unknown if (m := difflib.get_close_matches(k, OPERATORS, 1))
+        ]
+        found = "no operator" if not present else "operators " + ", ".join(present)
+        if hints:
+            found += "; unknown " + ", ".join(hints)
+        raise PydanticCustomError(
+            "config_value",
+            "found {found}; allowed: {allowed}",
+            {"found": found, "allowed": "exactly one of " + ", ".join(OPERATORS)},
+        )
+
+    @field_validator("field", mode="before")
+    @classmethod
+    def _field(cls, value: Any) -> str:
+        return _efficy_field(value)
+
+    @field_validator("equals", "not_equals", mode="before")
+    @classmethod
+    def _value(cls, value: Any) -> str:
+        return _condition_value(value)
+
+    @field_validator("in_", mode="before")
+    @classmethod
+    def _values(cls, value: Any) -> list[str]:
+        if not isinstance(value, list) or not value:
+            _reject(value, "a non-empty list of values, such as ['A', 'B']")
+        return [_condition_value(v) for v in value]
+
+    @field_validator("is_empty", "not_empty", mode="before")
+    @classmethod
+    def _flag(cls, value: Any) -> bool:
+        if value is not True:
+            _reject(value, "true (write the other operator, is_empty or not_empty, for the opposite)")
+        return value
+
+    @property
+    def operator(self) -> str:
+        return next(op for op in OPERATORS if getattr(self, "in_" if op == "in" else op) is not None)
+
+    @property
+    def expected(self) -> str | list[str] | None:
+        value = getattr(self, "in_" if self.operator == "in" else self.operator)
+        return None if value is True else value
+
+    def describe(self) -> str:
+        """How the condition reads in reports: "ROBINSON equals '0'"."""
+        if self.operator in ("is_empty", "not_empty"):
+            return f"{self.field} {self.operator}"
+        return f"{self.field} {self.operator} {self.expected!r}"
+
+
+class FieldMapping(_Model):
+    efficy: str
+    apsis: str
+    type: ValueType = "string"
+
+    @field_validator("efficy", mode="before")
+    @classmethod
+    def _field(cls, value: Any) -> str:
+        return _efficy_field(value)
+
+    @field_validator("apsis")
+    @classmethod
+    def _attribute(cls, value: Any) -> str:
+        _check_pattern(value, _DISCRIMINATOR, "an APSIS One attribute such as 'com.apsis1.attributes.firstname'")
+        if value in RESERVED_ATTRIBUTES:
+            _reject(
+                value,
+                "any attribute except "
+                + " and ".join(RESERVED_ATTRIBUTES)
+                + f" ({EMAIL_FIELD} and {KEY_FIELD} are mapped to them automatically; remove this mapping)",
+            )
+        return value
+
+
+class ConsentMapping(_Model):
+    """Membership of a CRM profile = opt-in on one topic for one channel; both channels need two mappings."""
+
+    crm_profile: int = Field(gt=0)
+    subscription: str
+    channel: Literal["email", "sms"]
+
+    @field_validator("subscription")
+    @classmethod
+    def _topic(cls, value: Any) -> str:
+        return _check_pattern(value, _DISCRIMINATOR, "an APSIS One topic such as 'usercreated.topics.news-ab12'")
+
+
+def _tag_name(value: Any) -> str:
+    return _check_pattern(value, _TAG, "a tag name of 1-128 characters without leading or trailing spaces")
+
+
+class ProfileTag(_Model):
+    """Mirrors membership of a CRM profile: member -> tagged, not a member -> untagged."""
+
+    crm_profile: int = Field(gt=0)
+    tag: str
+
+    @field_validator("tag")
+    @classmethod
+    def _check_tag(cls, value: Any) -> str:
+        return _tag_name(value)
+
+
+class QueryTag(_Model):
+    """Tags every person an Efficy query returns (on a full sync, or on its own schedule)."""
+
+    query: int = Field(gt=0)
+    tag: str
+    schedule: str | None = None
+
+    @field_validator("tag")
+    @classmethod
+    def _check_tag(cls, value: Any) -> str:
+        return _tag_name(value)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: Any) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, str) and (_RATE.match(value) or _CRON.match(value)):
+            return value
+        _reject(value, "an EventBridge schedule such as 'rate(1 day)' or 'cron(0 3 * * ? *)'")
+
+
+class TagsConfig(_Model):
+    profiles: list[ProfileTag] = []
+    queries: list[QueryTag] = []
+
+
+class FullSyncSettings(_Model):
+    max_concurrency: int = Field(default=5, ge=1, le=100)
+    page_size: int = Field(default=500, ge=1, le=5000)
+    write_mode: Literal["diff", "import"] = "diff"
+
+
+class SafetySettings(_Model):
+    """The blast-radius breaker (safety.py): a run that would remove more than `max_removal_percent` of the
+    persons holding a consent or tag (and at least `min_removals`, so one person cannot block a small
+    integration) holds its removals back until an admin confirms (`full-sync start ID --allow-removals`).
+    Real time counts removals per `window_minutes` against the same threshold."""
+
+    max_removal_percent: float = Field(default=5.0, gt=0, le=100)
+    min_removals: int = Field(default=10, ge=1)
+    window_minutes: int = Field(default=60, ge=1, le=1440)
+
+
+class IntegrationConfig(_Model):
+    """One Efficy environment <-> one APSIS One section."""
+
+    integration_id: str
+    efficy: EfficySettings
+    apsis: ApsisSettings
+    sync_conditions: list[SyncCondition] = []
+    field_mappings: list[FieldMapping] = []
+    consent_mappings: list[ConsentMapping] = []
+    tags: TagsConfig = TagsConfig()
+    on_condition_lost: Literal["leave", "untag", "delete"] = "leave"
+    on_delete: Literal["delete", "untag", "ignore"] = "ignore"
+    full_sync: FullSyncSettings = FullSyncSettings()
+    safety: SafetySettings = SafetySettings()
+
+    @field_validator("integration_id")
+    @classmethod
+    def _slug(cls, value: Any) -> str:
+        return _check_pattern(value, _SLUG, "a slug of lower-case letters, digits and '-' (1-64), such as 'acme-eu'")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> IntegrationConfig:
+        problems = cross_check(config_to_dict(self))
+        if problems:
+            raise PydanticCustomError("config_cross_check", "{problems}", {"problems": "; ".join(map(str, problems))})
+        return self
+
+    def consent_mapping_for(self, topic: str, channel: str) -> ConsentMapping | None:
+        return next((m for m in self.consent_mappings if m.subscription == topic and m.channel == channel), None)
+
+
+def config_to_dict(config: IntegrationConfig) -> dict[str, Any]:
+    """Plain JSON-able data; unused condition operators and unset optional values are left out."""
+    return config.model_dump(mode="json", exclude_none=True)

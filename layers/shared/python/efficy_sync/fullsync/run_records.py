@@ -1,0 +1,197 @@
+"""The full-sync run records of the STATE table (their items are described in `runs`): the lock, the run, a
+page record, their keys and the DynamoDB attribute values they are written with."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ..aws import client
+
+LOCKS_PK = "FULLSYNC#LOCKS"
+COUNTER_PREFIX = "c:"
+ACTIVE = "running"
+ENDED_STATUSES = ("succeeded", "failed", "cancelled", "timed_out", "halted")  # halted: breaker.py
+#: Step Functions execution status -> the run status it leaves behind when nobody else ended the run
+STATUS_BY_EXECUTION = {"ABORTED": "cancelled", "TIMED_OUT": "timed_out", "FAILED": "failed", "SUCCEEDED": "succeeded"}
+#: an ended run (and its page records) stays this long in the history; the state table's TTL removes it then
+RUN_RETENTION_DAYS = 180
+#: at most this many ended runs per integration are kept, whatever their age (a schedule could start many)
+RUN_HISTORY_MAX = 100
+#: the state table's TTL attribute (template.yaml, StateTable.TimeToLiveSpecification)
+TTL_ATTRIBUTE = "expires_at"
+#: how a run was started: by `efficy-sync full-sync start` (who: the caller's AWS identity) or directly on Step
+#: Functions (console, `aws stepfunctions start-execution`; who: the execution's name)
+STARTED_VIA_CLI = "cli"
+STARTED_VIA_STEPFUNCTIONS = "stepfunctions"
+
+
+class SyncAlreadyRunning(Exception):
+    """Another execution holds the integration's lock. The state machine matches this class name."""
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def expires_at(now: float | None = None, days: int = RUN_RETENTION_DAYS) -> int:
+    """The TTL value (epoch seconds) of a record kept `days` from now."""
+    return int((time.time() if now is None else now) + days * 86400)
+
+
+def new_run_id(execution_arn: str, now: datetime | None = None) -> str:
+    """Sortable by start time; the suffix tells two runs of the same second apart."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{hashlib.sha256(execution_arn.encode()).hexdigest()[:6]}"
+
+
+# ---- DynamoDB values ----------------------------------------------------------------------------------------
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: int | float) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def _plain(attr: dict[str, Any]) -> Any:
+    ((kind, value),) = attr.items()
+    if kind == "S":
+        return value
+    if kind == "N":
+        number = float(value)
+        return int(number) if number.is_integer() else number
+    if kind == "BOOL":
+        return value
+    if kind == "NULL":
+        return None
+    if kind == "SS":
+        return set(value)
+    raise ValueError(f"unexpected DynamoDB type {kind}")
+
+
+def query_partition(table: str, pk: str) -> Iterator[dict[str, Any]]:
+    """Every item of one partition of the STATE table, read consistently, page after page."""
+    pages = (
+        client("dynamodb")
+        .get_paginator("query")
+        .paginate(
+            TableName=table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": _s(pk)},
+            ConsistentRead=True,
+        )
+    )
+    for page in pages:
+        yield from page.get("Items", [])
+
+
+def _run_key(integration_id: str, run_id: str) -> dict[str, Any]:
+    return {"pk": _s(f"FULLSYNC#{integration_id}"), "sk": _s(f"RUN#{run_id}")}
+
+
+def _lock_key(integration_id: str) -> dict[str, Any]:
+    return {"pk": _s(LOCKS_PK), "sk": _s(integration_id)}
+
+
+def _page_key(integration_id: str, run_id: str, page: int) -> dict[str, Any]:
+    return {"pk": _s(f"FULLSYNC#{integration_id}#{run_id}"), "sk": _s(f"PAGE#{page:06d}")}
+
+
+# ---- records --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Lock:
+    integration_id: str
+    run_id: str
+    execution_arn: str
+    status: str  # running | released
+    started_at: str = ""
+    dry_run: bool = False  # a dry run holds the lock but parks nothing: it writes nothing either
+
+    @property
+    def held(self) -> bool:
+        return self.status == ACTIVE
+
+
+@dataclass
+class Run:
+    integration_id: str
+    run_id: str
+    execution_arn: str
+    dry_run: bool
+    status: str
+    started_at: str
+    config_version: int = 0
+    write_mode: str = "diff"
+    max_concurrency: int = 5
+    started_by: str = ""  # the CLI user's AWS identity (ARN), or the execution's name for a direct start
+    started_via: str = ""  # STARTED_VIA_CLI | STARTED_VIA_STEPFUNCTIONS ("" for runs recorded before both existed)
+    ended_at: str | None = None
+    planned_at: str | None = None
+    pages_total: int | None = None
+    persons_estimate: int | None = None
+    plan_key: str | None = None
+    error: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+    pages_counted: set[int] = field(default_factory=set)
+
+    @property
+    def active(self) -> bool:
+        return self.status == ACTIVE
+
+    def step_payload(self) -> dict[str, Any]:
+        """What Begin hands to the later steps (kept small: it travels through every state's input)."""
+        return {
+            "run_id": self.run_id,
+            "integration_id": self.integration_id,
+            "dry_run": self.dry_run,
+            "execution_arn": self.execution_arn,
+            "config_version": self.config_version,
+            "write_mode": self.write_mode,
+            "max_concurrency": self.max_concurrency,
+        }
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> Run:
+        plain = {k: _plain(v) for k, v in item.items()}
+        return cls(
+            integration_id=plain["integration_id"],
+            run_id=plain["run_id"],
+            execution_arn=plain.get("execution_arn", ""),
+            dry_run=bool(plain.get("dry_run", False)),
+            status=plain.get("status", ACTIVE),
+            started_at=plain.get("started_at", ""),
+            config_version=int(plain.get("config_version", 0)),
+            write_mode=plain.get("write_mode", "diff"),
+            max_concurrency=int(plain.get("max_concurrency", 5)),
+            started_by=plain.get("started_by", ""),
+            started_via=plain.get("started_via", ""),
+            ended_at=plain.get("ended_at"),
+            planned_at=plain.get("planned_at"),
+            pages_total=plain.get("pages_total"),
+            persons_estimate=plain.get("persons_estimate"),
+            plan_key=plain.get("plan_key"),
+            error=json.loads(plain["error"]) if plain.get("error") else None,
+            report=json.loads(plain["report"]) if plain.get("report") else None,
+            counters={
+                k[len(COUNTER_PREFIX) :]: int(v)
+                for k, v in plain.items()
+                if k.startswith(COUNTER_PREFIX) and isinstance(v, int | float)
+            },
+            pages_counted={int(p) for p in plain.get("pages_counted", set())},
+        )
+
+
+@dataclass(frozen=True)
+class PageRecord:
+    page: int
+    status: str  # done | failing
+    attempts: int = 0
+    persons: int = 0
+    last_error: str | None = None
