@@ -1,10 +1,19 @@
-"""Shared fixtures. `stack` starts one embedded local stack per test worker (process), lazily."""
+"""Shared fixtures. `stack` starts one embedded local stack per test worker (process), lazily.
+
+Hypothesis profiles (see tests/properties.py): `ci` is the default; `--hypothesis-profile=thorough` runs each
+property test a hundred times as long.
+"""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings
 
 from tests.support import Stack, start_stack, unique_key
+
+settings.register_profile("ci", max_examples=10, deadline=None)
+settings.register_profile("thorough", max_examples=1000, deadline=None)
+settings.load_profile("ci")  # hypothesis's pytest plugin loads --hypothesis-profile after this module
 
 
 @pytest.fixture(scope="session")
