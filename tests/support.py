@@ -38,6 +38,20 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, interva
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+class ManualClock:
+    """Epoch seconds that move only when the test says (`advance`): what a client or simulator that takes a
+    `clock` reads instead of time.time(), so a test expires a token without sleeping."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = float(int(time.time())) if start is None else start  # whole seconds, as a JWT's claims are
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def sign(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
     ts = str(int(time.time()) if timestamp is None else timestamp)
     digest = hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
