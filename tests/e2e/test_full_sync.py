@@ -20,6 +20,7 @@ import requests
 import yaml
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 from efficy_sync_tools.sims.efficy import EfficySimulator
+from efficy_sync_tools.testing import crm_persons
 
 from tests.support import ROOT, Stack, wait_for
 
@@ -192,24 +193,9 @@ def crm_factory(stack: Stack, tmp_path: Path) -> Iterator[Any]:
 
 
 def population(n: int, start: int = 1) -> list[dict[str, Any]]:
-    """A CRM with every case: condition failures, each consent profile, no mobile, bad mobile."""
-    persons = []
-    for i in range(start, start + n):
-        profiles = [p for p, on in ((12, i % 2 == 1), (13, i % 3 == 0), (14, i % 4 == 0)) if on]
-        persons.append(
-            {
-                "K_CONTACT": i,
-                "NAME": f"Name{i}",
-                "FIRSTNAME": f"First{i}",
-                "EMAIL1": f"p{i}@example.com",
-                "MOBILE": "" if i % 11 == 0 else f"+32470{i:06d}",
-                "LANGUAGE": "EN" if i % 2 else "FR",
-                "OPENED": "0" if i % 7 == 0 else "1",
-                "ROBINSON": "1" if i % 5 == 0 else "0",
-                "profiles": profiles,
-            }
-        )
-    return persons
+    """A CRM with every case (`local seed`'s persons): condition failures, each consent profile, and every 11th
+    without a mobile number."""
+    return [{**p, "MOBILE": ""} if p["K_CONTACT"] % 11 == 0 else p for p in crm_persons(range(start, start + n))]
 
 
 def synced(person: dict[str, Any]) -> bool:

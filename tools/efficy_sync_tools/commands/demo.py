@@ -11,10 +11,11 @@ import argparse
 import importlib
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
 import requests
+
+from efficy_sync_tools.testing import crm_persons, wait_for
 
 # Run in this order after the real-time steps; each module has run(ready, say, timeout).
 DEMO_STEPS = ["full_sync", "optout"]
@@ -29,38 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=demo_command)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(interval)
-    raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}")
-
-
 def say(text: str = "") -> None:
     print(text, flush=True)
 
 
 def demo_persons(n: int) -> list[dict[str, Any]]:
-    """A small CRM: most persons active, some not, some on the Robinson list; mixed consents."""
-    persons = []
-    for i in range(1, n + 1):
-        persons.append(
-            {
-                "K_CONTACT": 1000 + i,
-                "NAME": f"Person{i}",
-                "FIRSTNAME": f"Demo{i}",
-                "EMAIL1": f"person{i}@example.com",
-                "MOBILE": f"+3247000{i:04d}",
-                "LANGUAGE": "EN" if i % 2 else "FR",
-                "OPENED": "0" if i % 7 == 0 else "1",
-                "ROBINSON": "1" if i % 5 == 0 else "0",
-                "profiles": [p for p, on in ((12, i % 2 == 1), (13, i % 3 == 0), (14, i % 4 == 0)) if on],
-            }
-        )
-    return persons
+    """A small CRM (keys 1001 on): most persons active, some not, some on the Robinson list; mixed consents."""
+    return crm_persons(range(1001, 1001 + n))
 
 
 def demo_command(args: argparse.Namespace) -> int:

@@ -13,6 +13,8 @@ from typing import Any
 
 import requests
 
+from efficy_sync_tools.testing import wait_for
+
 KEYSPACE = "com.apsis1.keyspaces.crm-id"
 
 
@@ -37,17 +39,17 @@ def run(ready: dict[str, Any], say: Callable[[str], None], timeout: float) -> No
     http.post(f"{apsis}/_sim/unsubscribe", json=body, timeout=10).raise_for_status()
     say("  APSIS One: unsubscribe clicked; the automation's Webhook node calls our opt-out route")
 
-    person = _wait_for(
+    person = wait_for(
         f"person {key} out of CRM profile {crm_profile} in Efficy",
         lambda: _efficy_person_without(http, efficy, key, crm_profile),
         timeout,
     )
     say(f"  Efficy: person {key} removed from CRM profile {crm_profile} {time.monotonic() - started:.1f}s later")
-    record = _wait_for("the confirmed opt-out record", lambda: _confirmed(ready, integration_id, key, topic), timeout)
+    record = wait_for("the confirmed opt-out record", lambda: _confirmed(ready, integration_id, key, topic), timeout)
     say(
         f"  recorded {record.event} at {record.at} (source {record.source}); Efficy confirmed at {record.confirmed_stamp}"
     )
-    _wait_for("the write-back's sync", lambda: _state_stamp(ready, integration_id, key) == person["D_CHANGE"], timeout)
+    wait_for("the write-back's sync", lambda: _state_stamp(ready, integration_id, key) == person["D_CHANGE"], timeout)
     after_write_back = _calls(http, apsis)
     by_write_back = _writes(after_write_back) - _writes(calls_before)
     resent = _consent_posts(after_write_back) - _consent_posts(calls_before)
@@ -55,7 +57,7 @@ def run(ready: dict[str, Any], say: Callable[[str], None], timeout: float) -> No
     # Efficy announces the removal with its own webhook: that echo of our change must cost no APSIS call.
     before_echo = _calls(http, apsis)
     http.post(f"{efficy}/_sim/webhooks/flush", json={}, timeout=timeout)
-    _wait_for("the echo webhook to be processed", lambda: _queue_empty(ready["stack"]["ContactChangesQueue"]), timeout)
+    wait_for("the echo webhook to be processed", lambda: _queue_empty(ready["stack"]["ContactChangesQueue"]), timeout)
     time.sleep(0.5)
     echo = _writes(_calls(http, apsis)) - _writes(before_echo)
     consent = next(
@@ -86,16 +88,6 @@ def _someone_opted_in(
             if consent["channel"] == "email" and consent["type"] == "opt-in" and consent["topic"] in email_topics:
                 return profile["key"], consent["topic"], profile
     raise AssertionError("no APSIS One profile is opted in to a mapped e-mail subscription: nobody to unsubscribe")
-
-
-def _wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(interval)
-    raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}")
 
 
 def _calls(http: requests.Session, apsis: str) -> dict[str, int]:
