@@ -67,7 +67,7 @@ def run_scenario(ready: dict[str, Any], args: argparse.Namespace) -> int:
     say(f"Seeded {len(persons)} persons in the Efficy simulator.")
 
     # 1. Real-time: a CRM user edits a person; Efficy sends a signed webhook; the worker applies it.
-    person = persons[0]
+    person = next(p for p in persons if p["OPENED"] == "1" and p["ROBINSON"] == "0")  # one the conditions sync
     key = person["K_CONTACT"]
     say(f"\n-- Real-time sync: a CRM user edits person {key} in Efficy --")
     http.patch(f"{efficy}/_sim/persons/{key}", json={"FIRSTNAME": "Jo"}, timeout=10).raise_for_status()
