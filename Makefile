@@ -33,7 +33,7 @@ run: $(STAMP)
 
 ## test: lint, template and state-machine checks, then every test (in parallel; tests/artifact runs `make build`)
 test: $(STAMP) $(NODE_STAMP) $(SAM_STAMP) lint checks
-	$(BIN)/pytest -n $(PYTEST_WORKERS) -q -p no:cacheprovider
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup -q -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

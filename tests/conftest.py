@@ -1,15 +1,44 @@
-"""Shared fixtures. `stack` starts one embedded local stack per test worker (process), lazily."""
+"""Shared fixtures. `stack` starts one embedded local stack per test worker (process), lazily.
+
+Hypothesis profiles (see tests/properties.py): `ci` is the default; `--hypothesis-profile=thorough` runs each
+property test a hundred times as long.
+"""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings
 
 from tests.support import Stack, start_stack, unique_key
+
+settings.register_profile("ci", max_examples=10, deadline=None)
+settings.register_profile("thorough", max_examples=1000, deadline=None)
+settings.load_profile("ci")  # hypothesis's pytest plugin loads --hypothesis-profile after this module
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
     running = start_stack(tmp_path_factory.mktemp("stack"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def loud_stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    """A second stack with the handlers' logs on (DEBUG, every incoming event logged, EMF metrics printed) in
+    `Stack.log_path`, for the tests that search the logs. Session-scoped: a worker starts it at most once (it
+    was once per module). Its modules share the xdist group "loud_stack" so that `--dist loadgroup` (make
+    test) runs them on one worker; with pytest 9.2 that grouping is silently lost (pytest-xdist issue 1386,
+    fix pending), and each worker that gets one of them starts its own, as before."""
+    running = start_stack(
+        tmp_path_factory.mktemp("loud-stack"),
+        env={
+            "POWERTOOLS_LOG_LEVEL": "DEBUG",
+            "POWERTOOLS_LOGGER_LOG_EVENT": "true",
+            "POWERTOOLS_METRICS_DISABLED": "false",
+        },
+        quiet=False,
+    )
     yield running
     running.stop()
 

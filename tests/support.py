@@ -15,27 +15,29 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import boto3
 import requests
+from efficy_sync_tools.testing import wait_for  # noqa: F401  (tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 _keys = itertools.count(1)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
-    """Poll `check` until it returns something truthy; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+class ManualClock:
+    """Epoch seconds that move only when the test says (`advance`): what a client or simulator that takes a
+    `clock` reads instead of time.time(), so a test expires a token without sleeping."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = float(int(time.time())) if start is None else start  # whole seconds, as a JWT's claims are
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def sign(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:

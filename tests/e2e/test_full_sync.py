@@ -20,6 +20,7 @@ import requests
 import yaml
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 from efficy_sync_tools.sims.efficy import EfficySimulator
+from efficy_sync_tools.testing import crm_persons
 
 from tests.support import ROOT, Stack, wait_for
 
@@ -192,24 +193,9 @@ def crm_factory(stack: Stack, tmp_path: Path) -> Iterator[Any]:
 
 
 def population(n: int, start: int = 1) -> list[dict[str, Any]]:
-    """A CRM with every case: condition failures, each consent profile, no mobile, bad mobile."""
-    persons = []
-    for i in range(start, start + n):
-        profiles = [p for p, on in ((12, i % 2 == 1), (13, i % 3 == 0), (14, i % 4 == 0)) if on]
-        persons.append(
-            {
-                "K_CONTACT": i,
-                "NAME": f"Name{i}",
-                "FIRSTNAME": f"First{i}",
-                "EMAIL1": f"p{i}@example.com",
-                "MOBILE": "" if i % 11 == 0 else f"+32470{i:06d}",
-                "LANGUAGE": "EN" if i % 2 else "FR",
-                "OPENED": "0" if i % 7 == 0 else "1",
-                "ROBINSON": "1" if i % 5 == 0 else "0",
-                "profiles": profiles,
-            }
-        )
-    return persons
+    """A CRM with every case (`local seed`'s persons): condition failures, each consent profile, and every 11th
+    without a mobile number."""
+    return [{**p, "MOBILE": ""} if p["K_CONTACT"] % 11 == 0 else p for p in crm_persons(range(start, start + n))]
 
 
 def synced(person: dict[str, Any]) -> bool:
@@ -264,6 +250,9 @@ def assert_apsis_matches(crm: Crm, withdrawn: dict[int, set[tuple[str, str]]] | 
 
 
 def start(crm: Crm, *options: str) -> Any:
+    """`full-sync start`; with --follow it redraws (and so notices the end) every 0.2 s instead of every 1 s."""
+    if "--follow" in options:
+        options = (*options, "--interval", "0.2")
     result = crm.cli("start", crm.integration_id, *options)
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     return result
@@ -273,9 +262,9 @@ def start(crm: Crm, *options: str) -> Any:
 
 
 def test_full_sync_matches_the_crm_and_a_second_run_writes_almost_nothing(crm_factory: Any) -> None:
-    crm = crm_factory(page_size=100)
-    persons = population(330)
-    crm.seed(persons, vip={k for k in range(1, 331) if k % 6 == 1})
+    crm = crm_factory(page_size=40)  # four pages, the last one short: what 330 persons in pages of 100 showed
+    persons = population(130)
+    crm.seed(persons, vip={k for k in range(1, 131) if k % 6 == 1})
 
     dry = start(crm, "--dry-run", "--follow")
     assert crm.apsis_writes() == 0, crm.apsis_calls()
@@ -460,8 +449,8 @@ def test_import_write_mode_sends_pages_as_bulk_imports(crm_factory: Any) -> None
 
 
 def test_deletes_during_the_sync_hide_nobody_behind_a_page_boundary(crm_factory: Any) -> None:
-    crm = crm_factory(page_size=25, max_concurrency=1)  # pages one after another, so a delete falls between two
-    crm.seed(population(300))
+    crm = crm_factory(page_size=10, max_concurrency=1)  # pages one after another, so a delete falls between two
+    crm.seed(population(120))  # twelve pages, as 300 persons in pages of 25 made, in less than half the time
     crm.apsis.add_fault(path_regex=r"/sections/[^/]+/profiles$", method="POST", delay_ms=100)  # slow pages
 
     start(crm)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,22 +16,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import ROOT, Stack, person, start_stack, unique_key, wait_for
+from tests.support import ROOT, Stack, person, unique_key, wait_for
 
-pytestmark = [pytest.mark.stack, pytest.mark.timeout(180)]
+# loud_stack (tests/conftest.py) is shared with test_logs_no_pii, grouped to one worker under --dist loadgroup
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(180), pytest.mark.xdist_group("loud_stack")]
 
 NEWS = "usercreated.topics.newsletter-ab12"  # CRM profile 12, email
-
-
-@pytest.fixture(scope="module")
-def loud_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = start_stack(
-        tmp_path_factory.mktemp("auth-stack"),
-        env={"POWERTOOLS_LOG_LEVEL": "DEBUG", "POWERTOOLS_LOGGER_LOG_EVENT": "true"},
-        quiet=False,
-    )
-    yield running
-    running.stop()
 
 
 def integration(stack: Stack, workdir: Path, **auth: Any) -> str:

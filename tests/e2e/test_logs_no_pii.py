@@ -1,6 +1,6 @@
 """The handlers' logs never hold an e-mail address or a phone number in clear, even at DEBUG with events logged.
 
-A stack of this module's own runs with the handlers' logs on (DEBUG, powertools logging every incoming event:
+The loud stack (tests/conftest.py, shared with test_ingest_auth_modes) runs with the handlers' logs on (DEBUG, powertools logging every incoming event:
 webhook bodies carry the changed values, e-mails and phone numbers included) and EMF metrics printed. Persons
 with known addresses and numbers go through the real path (Efficy webhook -> ingest -> SQS -> apply_changes ->
 APSIS), one of them refused by APSIS with an answer that quotes the address. Then the whole log is searched.
@@ -10,30 +10,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from efficy_sync.pii import hash_key
 
-from tests.support import Stack, person, start_stack, unique_key, wait_for
+from tests.support import Stack, person, unique_key, wait_for
+
+pytestmark = pytest.mark.xdist_group("loud_stack")  # with test_ingest_auth_modes (see loud_stack)
 
 EMAILISH = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
-
-
-@pytest.fixture(scope="module")
-def loud_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = start_stack(
-        tmp_path_factory.mktemp("loud-stack"),
-        env={
-            "POWERTOOLS_LOG_LEVEL": "DEBUG",
-            "POWERTOOLS_LOGGER_LOG_EVENT": "true",
-            "POWERTOOLS_METRICS_DISABLED": "false",
-        },
-        quiet=False,
-    )
-    yield running
-    running.stop()
 
 
 def log_lines(stack: Stack) -> list[dict[str, Any]]:

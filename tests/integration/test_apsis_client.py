@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +17,8 @@ from efficy_sync.clients.errors import (
 )
 from efficy_sync.clients.http import RetryPolicy
 from efficy_sync_tools.sims.apsis import ApsisSimulator
+
+from tests.support import ManualClock
 
 SECTION = "com.apsis1.sections.default"
 CRM = "com.apsis1.keyspaces.crm-id"
@@ -81,13 +82,17 @@ def test_a_refused_token_is_refreshed_once(make_sim: Callable[..., ApsisSimulato
 
 
 def test_a_token_is_renewed_before_it_expires(make_sim: Callable[..., ApsisSimulator]) -> None:
-    sim = make_sim(token_ttl=2)
-    client = client_for(sim)  # the default 1 h margin is capped at half a token's life
+    clock = ManualClock()  # one clock for both sides, moved instead of slept
+    sim = make_sim(token_ttl=2, clock=clock)
+    client = client_for(sim, clock=clock)  # the default 1 h margin is capped at half a token's life
     client.list_sections()
-    time.sleep(1.1)
+    clock.advance(0.9)
+    client.list_sections()
+    assert sim.calls()[TOKEN] == 1  # still within half its life: reused
+    clock.advance(0.2)
     client.list_sections()
     assert sim.calls()[TOKEN] == 2
-    assert sim.calls()["GET /audience/sections"] == 2  # renewed up front: no refused call
+    assert sim.calls()["GET /audience/sections"] == 3  # renewed up front: no refused call
 
 
 def test_auth_errors_when_refresh_does_not_help(sim: ApsisSimulator) -> None:

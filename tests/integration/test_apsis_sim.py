@@ -15,6 +15,8 @@ import pytest
 import requests
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 
+from tests.support import ManualClock
+
 SECTION = "com.apsis1.sections.default"
 CRM = "com.apsis1.keyspaces.crm-id"
 EMAIL = "com.apsis1.channels.email"
@@ -159,10 +161,11 @@ def test_missing_unknown_revoked_and_expired_bearers_are_refused(sim: ApsisSimul
 
 
 def test_expired_token_answers_403_when_configured() -> None:
-    with ApsisSimulator(token_ttl=0.3, expired_token_status=403) as sim:
+    clock = ManualClock()
+    with ApsisSimulator(token_ttl=0.3, expired_token_status=403, clock=clock) as sim:
         api = Api(sim)
         assert api("GET", "/audience/keyspaces").status_code == 200
-        time.sleep(0.4)
+        clock.advance(0.4)
         problem(api("GET", "/audience/keyspaces"), 403)
 
 
@@ -417,8 +420,9 @@ def test_import_requests_are_limited_to_ten_a_minute(sim: ApsisSimulator, api: A
 
 def test_an_upload_url_expires(sim: ApsisSimulator, api: Api) -> None:
     sim.import_url_ttl = 0.05
+    sim.clock = clock = ManualClock()
     job = api("POST", f"/v2/audience/sections/{SECTION}/imports", import_spec()).json()
-    time.sleep(0.1)
+    clock.advance(0.1)
     late = requests.post(job["file_upload_url"], data=job["file_upload_body"], files={"file": b"crm_id\n"}, timeout=T)
     problem(late, 403)
     assert wait_import(api, job["import_id"])["status"] == "error"

@@ -25,6 +25,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from tests.properties import examples
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 BASE: dict = {
@@ -474,7 +476,7 @@ def configs(draw) -> dict:
     return data
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(configs())
 def test_round_trip_through_yaml_and_dict(data):
     cfg = config_from_dict(data)

@@ -20,6 +20,8 @@ from efficy_sync.sync import PersonSyncer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.properties import examples
+
 T1, T2, T3, T4 = "2024-05-01T10:00:00", "2024-05-01T11:00:00", "2024-05-01T12:00:00", "2024-05-01T13:00:00"
 
 
@@ -79,7 +81,7 @@ def test_non_member_with_an_apsis_opt_out_is_opted_out(record):
     assert decide(False, None, record, T4).type == "opt-out"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     member=st.booleans(),
     last=st.sampled_from([None, "opt-in", "opt-out"]),
@@ -224,7 +226,7 @@ class _Efficy:
         return {7: {"K_CONTACT": 7, "profiles": [12] if member else [], "D_CHANGE": stamp}}
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(history=events, styles=st.lists(st.integers(0, 2), min_size=1, max_size=5))
 def test_apsis_opt_outs_are_never_overridden_until_confirmed(history, styles):
     """Drives the production path: the opt-out is recorded, written back and confirmed by `optout.WriteBack`'s

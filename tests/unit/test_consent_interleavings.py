@@ -34,6 +34,7 @@ from efficy_sync.sync import PersonSyncer
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from tests.properties import examples
 from tests.unit.consent_configs import consent_config
 
 KEY = 7
@@ -369,7 +370,7 @@ def check_final(world: World) -> None:
         assert (PROFILE_OF[slot] in world.profiles) == (newest[1] == "opt-in")
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(1500), deadline=None)
 @given(
     history=actions,
     members=st.sets(st.sampled_from([12, 13, 14]), min_size=1),

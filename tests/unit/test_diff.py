@@ -25,6 +25,8 @@ from efficy_sync.store.persons import state_document, state_item
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.properties import examples
+
 CFG = load_config_file(Path(__file__).resolve().parents[2] / "examples" / "demo.yaml")
 NEWS = ("usercreated.topics.newsletter-ab12", "email")
 SMS = ("usercreated.topics.sms-offers-cd34", "sms")
@@ -272,7 +274,7 @@ def states(draw) -> PersonState | None:
     )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(desireds(), states())
 def test_planning_again_after_applying_plans_nothing(d, state):
     ops = plan_operations(d, state)
@@ -281,7 +283,7 @@ def test_planning_again_after_applying_plans_nothing(d, state):
     assert apply_operations(after, d, []).model_dump(exclude={"updated_at"}) == after.model_dump(exclude={"updated_at"})
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(desireds(), states())
 def test_operations_come_in_a_fixed_order_with_at_most_one_attribute_and_one_tag_call(d, state):
     ops = plan_operations(d, state)
@@ -294,7 +296,7 @@ def test_operations_come_in_a_fixed_order_with_at_most_one_attribute_and_one_tag
         assert (ops[:1] == [CreateProfile("42")]) == (state is None or not state.exists_in_apsis)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(
     reason=st.text(max_size=5),
     stamp=stamps,
@@ -316,7 +318,7 @@ def _same(a, b) -> bool:
     return (a is None and b is None) or (a is not None and b is not None and value_hash(a) == value_hash(b))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(desireds(), desireds())
 def test_only_changed_attributes_are_patched_and_the_result_is_what_the_crm_wants(first, second):
     first = Desired(**{**first.__dict__, "change_stamp": "", "skipped_attributes": frozenset()})

@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from efficy_sync_tools.waiting import wait_for
+from efficy_sync_tools.testing import crm_persons, wait_for
 
 # Run in this order after the real-time steps; each module has run(ready, say, timeout).
 DEMO_STEPS = ["full_sync", "optout"]
@@ -35,23 +35,8 @@ def say(text: str = "") -> None:
 
 
 def demo_persons(n: int) -> list[dict[str, Any]]:
-    """A small CRM: most persons active, some not, some on the Robinson list; mixed consents."""
-    persons = []
-    for i in range(1, n + 1):
-        persons.append(
-            {
-                "K_CONTACT": 1000 + i,
-                "NAME": f"Person{i}",
-                "FIRSTNAME": f"Demo{i}",
-                "EMAIL1": f"person{i}@example.com",
-                "MOBILE": f"+3247000{i:04d}",
-                "LANGUAGE": "EN" if i % 2 else "FR",
-                "OPENED": "0" if i % 7 == 0 else "1",
-                "ROBINSON": "1" if i % 5 == 0 else "0",
-                "profiles": [p for p, on in ((12, i % 2 == 1), (13, i % 3 == 0), (14, i % 4 == 0)) if on],
-            }
-        )
-    return persons
+    """A small CRM (keys 1001 on): most persons active, some not, some on the Robinson list; mixed consents."""
+    return crm_persons(range(1001, 1001 + n))
 
 
 def demo_command(args: argparse.Namespace) -> int:
@@ -82,7 +67,7 @@ def run_scenario(ready: dict[str, Any], args: argparse.Namespace) -> int:
     say(f"Seeded {len(persons)} persons in the Efficy simulator.")
 
     # 1. Real-time: a CRM user edits a person; Efficy sends a signed webhook; the worker applies it.
-    person = persons[0]
+    person = next(p for p in persons if p["OPENED"] == "1" and p["ROBINSON"] == "0")  # one the conditions sync
     key = person["K_CONTACT"]
     say(f"\n-- Real-time sync: a CRM user edits person {key} in Efficy --")
     http.patch(f"{efficy}/_sim/persons/{key}", json={"FIRSTNAME": "Jo"}, timeout=10).raise_for_status()

@@ -87,27 +87,11 @@ def up_command(args: argparse.Namespace) -> int:
 
 
 def seed_persons(start: int, count: int, profiles: list[int] | None) -> list[dict]:
-    """Persons like a small CRM's: about 1 in 7 not opened and 1 in 5 on the Robinson list (neither synced by
-    the demo's conditions), languages and consent profiles mixed unless `profiles` is given."""
-    persons = []
-    for i in range(count):
-        key = start + i
-        persons.append(
-            {
-                "K_CONTACT": key,
-                "NAME": f"Person{key}",
-                "FIRSTNAME": f"Seed{key}",
-                "EMAIL1": f"person{key}@example.com",
-                "MOBILE": f"+3247{key % 10_000_000:07d}",
-                "LANGUAGE": "EN" if key % 2 else "FR",
-                "OPENED": "0" if key % 7 == 0 else "1",
-                "ROBINSON": "1" if key % 5 == 0 else "0",
-                "profiles": list(profiles)
-                if profiles is not None
-                else [p for p, on in ((12, key % 2 == 1), (13, key % 3 == 0), (14, key % 4 == 0)) if on],
-            }
-        )
-    return persons
+    """Persons like a small CRM's (see `crm_persons`): about 1 in 7 not opened and 1 in 5 on the Robinson list
+    (neither synced by the demo's conditions), languages and consent profiles mixed unless `profiles` is given."""
+    from efficy_sync_tools.testing import crm_persons
+
+    return crm_persons(range(start, start + count), profiles)
 
 
 def seed_command(args: argparse.Namespace) -> int:

@@ -20,6 +20,8 @@ from typing import Any
 
 import requests
 
+from efficy_sync_tools.testing import wait_for
+
 FIRST_KEY = 20_001
 PERSONS = 3_000
 VIP_QUERY = 3618
@@ -104,7 +106,7 @@ def _sync_and_check(
         input=json.dumps({"integration_id": "demo", "dry_run": False}),
     )["executionArn"]
     say(f"  started execution {name}  (same as: efficy-sync full-sync start demo --follow)")
-    run = _wait(f"the run of {name} to begin", lambda: _run_of(runs, arn), timeout)
+    run = wait_for(f"the run of {name} to begin", lambda: _run_of(runs, arn), timeout, interval=0.3)
 
     # A CRM user keeps working meanwhile: these changes are parked until the sync ends, then applied.
     edited = {persons[i]["K_CONTACT"]: f"Live{i}" for i in (1, 2, 4) if _synced(persons[i])}
@@ -157,7 +159,7 @@ def _sync_and_check(
                 return False
         return True
 
-    _wait("the deferred real-time changes to be applied", applied, timeout)
+    wait_for("the deferred real-time changes to be applied", applied, timeout, interval=0.3)
     c = run.counters
     synced = c.get("created", 0) + c.get("updated", 0) + c.get("unchanged", 0)
     earlier = synced - len(expected)  # the run reads the whole CRM: the persons of the real-time steps too
@@ -177,13 +179,3 @@ def _run_of(runs: Any, arn: str) -> Any:
     if lock is None or lock.execution_arn != arn:
         return None
     return runs.get("demo", lock.run_id)
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.3)
-    raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}")

@@ -13,7 +13,7 @@ from typing import Any
 
 import requests
 
-from efficy_sync_tools.waiting import wait_for as _wait_for
+from efficy_sync_tools.testing import wait_for
 
 KEYSPACE = "com.apsis1.keyspaces.crm-id"
 
@@ -39,17 +39,17 @@ def run(ready: dict[str, Any], say: Callable[[str], None], timeout: float) -> No
     http.post(f"{apsis}/_sim/unsubscribe", json=body, timeout=10).raise_for_status()
     say("  APSIS One: unsubscribe clicked; the automation's Webhook node calls our opt-out route")
 
-    person = _wait_for(
+    person = wait_for(
         f"person {key} out of CRM profile {crm_profile} in Efficy",
         lambda: _efficy_person_without(http, efficy, key, crm_profile),
         timeout,
     )
     say(f"  Efficy: person {key} removed from CRM profile {crm_profile} {time.monotonic() - started:.1f}s later")
-    record = _wait_for("the confirmed opt-out record", lambda: _confirmed(ready, integration_id, key, topic), timeout)
+    record = wait_for("the confirmed opt-out record", lambda: _confirmed(ready, integration_id, key, topic), timeout)
     say(
         f"  recorded {record.event} at {record.at} (source {record.source}); Efficy confirmed at {record.confirmed_stamp}"
     )
-    _wait_for("the write-back's sync", lambda: _state_stamp(ready, integration_id, key) == person["D_CHANGE"], timeout)
+    wait_for("the write-back's sync", lambda: _state_stamp(ready, integration_id, key) == person["D_CHANGE"], timeout)
     after_write_back = _calls(http, apsis)
     by_write_back = _writes(after_write_back) - _writes(calls_before)
     resent = _consent_posts(after_write_back) - _consent_posts(calls_before)
@@ -57,7 +57,7 @@ def run(ready: dict[str, Any], say: Callable[[str], None], timeout: float) -> No
     # Efficy announces the removal with its own webhook: that echo of our change must cost no APSIS call.
     before_echo = _calls(http, apsis)
     http.post(f"{efficy}/_sim/webhooks/flush", json={}, timeout=timeout)
-    _wait_for("the echo webhook to be processed", lambda: _queue_empty(ready["stack"]["ContactChangesQueue"]), timeout)
+    wait_for("the echo webhook to be processed", lambda: _queue_empty(ready["stack"]["ContactChangesQueue"]), timeout)
     time.sleep(0.5)
     echo = _writes(_calls(http, apsis)) - _writes(before_echo)
     consent = next(

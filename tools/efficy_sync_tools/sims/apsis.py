@@ -334,8 +334,10 @@ class ApsisSimulator(SimServer):
         rate_limits: bool = True,
         import_delay_ms: int = 50,
         definitions: dict[str, Any] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(host, port)
+        self.clock = clock  # epoch seconds for tokens and upload URLs: a test moves it instead of sleeping
         self.client_id = client_id
         self.client_secret = client_secret
         self.token_ttl = token_ttl
@@ -557,7 +559,7 @@ class ApsisSimulator(SimServer):
             raise Problem(401, "missing bearer token")
         with self._lock:
             expires_at = self._tokens.get(header[len("Bearer ") :])
-        if expires_at is None or expires_at <= time.time():
+        if expires_at is None or expires_at <= self.clock():
             raise Problem(self.expired_token_status, "access token is invalid or expired")
 
     def _take_budget(self, keyspace: str | None, key: str | None, *, account: bool = True) -> None:
@@ -669,7 +671,7 @@ class ApsisSimulator(SimServer):
 
     def _issue_token(self) -> str:
         """A JWT-shaped token whose `exp` claim is what clients should read (expires_in is deprecated)."""
-        issued = time.time()
+        issued = self.clock()
         expires_at = issued + self.token_ttl
         header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
         claims = {"sub": self.client_id, "iat": int(issued), "exp": int(expires_at), "jti": str(uuid.uuid4())}
@@ -853,7 +855,7 @@ class ApsisSimulator(SimServer):
                 section=section,
                 plan=plan,
                 policy=secrets.token_urlsafe(24),
-                expires_at=time.time() + self.import_url_ttl,
+                expires_at=self.clock() + self.import_url_ttl,
                 spec=copy.deepcopy(spec),
             )
             self._imports[job.import_id] = job
@@ -870,7 +872,7 @@ class ApsisSimulator(SimServer):
 
     def _expire_imports(self) -> None:
         """[A] An import still waiting for its file after the URL expired fails, freeing its pending slot."""
-        now = time.time()
+        now = self.clock()
         for job in self._imports.values():
             if job.status == "waiting_for_file" and now > job.expires_at:
                 job.status = "error"

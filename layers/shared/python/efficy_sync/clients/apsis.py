@@ -36,6 +36,8 @@ from efficy_sync.clients.http import RetryPolicy, build_session, check_time
 from efficy_sync.clients.meter import meter
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from efficy_sync.config import IntegrationConfig
 
 CHANNELS = {"email": "com.apsis1.channels.email", "sms": "com.apsis1.channels.sms"}
@@ -92,6 +94,7 @@ class ApsisClient:
         token_refresh_margin: float = 3600,
         session: requests.Session | None = None,
         profile_tags_path: str = DEFAULT_PROFILE_TAGS_PATH,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.profile_tags_path = profile_tags_path
@@ -99,6 +102,7 @@ class ApsisClient:
         self.keyspace = keyspace
         self.policy = policy or RetryPolicy()
         self.token_refresh_margin = token_refresh_margin
+        self._clock = clock  # epoch seconds, for the token's expiry; a test passes its own instead of sleeping
         self._client_id = client_id
         self._client_secret = client_secret
         self._session = session or build_session(self.policy, api="apsis")
@@ -305,7 +309,7 @@ class ApsisClient:
     def _access_token(self) -> str:
         """The cached token, fetched again once it is within the refresh margin of its expiry."""
         with self._token_lock:
-            if self._token is None or time.time() >= self._token.refresh_at:
+            if self._token is None or self._clock() >= self._token.refresh_at:
                 self._token = self._fetch_token()
             return self._token.value
 
@@ -322,7 +326,7 @@ class ApsisClient:
             raise AuthError(f"APSIS token: {self._describe(response)}", status=response.status_code)
         if response.status_code != 200:
             raise self._error_for(response, "token")
-        return self._token_from(response.json(), issued_at=time.time())
+        return self._token_from(response.json(), issued_at=self._clock())
 
     def _token_from(self, payload: dict[str, Any], issued_at: float) -> _Token:
         value = payload["access_token"]

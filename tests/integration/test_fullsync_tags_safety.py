@@ -15,7 +15,7 @@ from efficy_sync.clients.http import RetryPolicy
 from efficy_sync.fullsync.tags import mirror_query_tags
 from efficy_sync_tools.sims.efficy import EfficySimulator
 
-from tests.unit.test_fullsync_tags import CFG, tagged, world  # noqa: F401
+from tests.integration.test_fullsync_tags import CFG, tagged, world  # noqa: F401
 
 FAST = RetryPolicy(total=1, backoff_factor=0.01, backoff_jitter=0.0)
 

@@ -16,7 +16,7 @@ from efficy_sync.fullsync import parking
 from efficy_sync.fullsync.parking import ParkingContended, ParkingLot, run_has_ended
 from efficy_sync.fullsync.runs import RunStore
 
-from tests.unit.test_fullsync_runs import ARN, TABLE, aws_env, begin  # noqa: F401
+from tests.integration.test_fullsync_runs import ARN, TABLE, aws_env, begin  # noqa: F401
 
 
 def cancellation(codes: list[str]) -> dict[str, Any]:

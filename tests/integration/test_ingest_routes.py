@@ -31,6 +31,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from moto import mock_aws
 
+from tests.properties import examples
 from tests.support import ROOT
 from tests.unit.consent_configs import NEWS, consent_config
 
@@ -420,7 +421,7 @@ def _echoed(text: str) -> bool:
     return MARK in text or any(p in text for p in _PERSONAL)
 
 
-@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     method=st.sampled_from(["GET", "POST"]),
     body=_bodies,
@@ -463,7 +464,7 @@ def test_fuzz_the_optout_route(
         routes.messages(routes.optout_queue)  # drain, so the next example starts empty
 
 
-@hsettings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     key=st.one_of(_values, st.integers(min_value=1, max_value=2**54), st.sampled_from(["2", 2.0, 10**30, True])),
     date=st.one_of(_values, st.sampled_from(["2026-01-01T10:00:00Z", "2026-01-01T12:00:00+02:00", "x", ""])),
