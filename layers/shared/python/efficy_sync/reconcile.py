@@ -24,13 +24,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .clients.apsis_export import ExportedProfile
 from .config import EMAIL_ATTRIBUTE, IntegrationConfig
 from .consent import confirm, decide
 from .mapping import Desired, map_person
 from .state import UNKNOWN, PersonState, consent_key
+
+if TYPE_CHECKING:
+    from .consent import ConsentType
 
 CATEGORIES = ("missing", "orphaned", "attributes", "consents", "tags")
 NOTES = ("kept_optouts", "kept_by_policy", "email_conflicts", "unconfirmed_absence")
@@ -117,7 +120,7 @@ def _orphan(
     why = "deleted in Efficy" if deleted else "no longer matches the sync conditions"
     ours = state is not None  # a profile we never synced may be someone else's: reported, left to a human
     if policy == "delete":
-        detail = {"reason": why, "should": "delete"}
+        detail: dict[str, Any] = {"reason": why, "should": "delete"}
     elif policy == "untag":
         known = profile.tags if profile.complete else {t for t, on in (state.tags if state else {}).items() if on}
         present = sorted(set(managed_tags(cfg, with_queries=with_queries)) & known)
@@ -163,7 +166,8 @@ def _consents(check: PersonCheck, desired: Desired, state: PersonState | None, p
         held = profile.consents.get((topic, channel))
         slot = consent_key(topic, channel)
         record = confirm(state.optouts.get(slot) if state else None, member, desired.change_stamp)
-        decision = decide(member, held if held in ("opt-in", "opt-out") else None, record, desired.change_stamp)
+        pushed = cast("ConsentType | None", held if held in ("opt-in", "opt-out") else None)
+        decision = decide(member, pushed, record, desired.change_stamp)
         where = {"topic": topic, "channel": channel}
         if decision.type == "opt-in" and held == "opt-out":
             check.notes.append(("kept_optouts", where))  # stickiness: never "repaired" into an opt-in

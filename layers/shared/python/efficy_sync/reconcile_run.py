@@ -190,7 +190,7 @@ class Reconciler:
             lookup = self._probe
         else:
             in_scope = {int(k): p for k, p in profiles.items() if k.isdigit() and scope.holds(int(k))}
-            lookup = lambda keys: {k: in_scope[k] for k in keys if in_scope.get(k) is not None}  # noqa: E731
+            lookup = lambda keys: {k: p for k in keys if (p := in_scope.get(k)) is not None}  # noqa: E731
         result.profiles_exported = len(in_scope)
         page = cursor["page"] if cursor else 0
         last_key = cursor["last_key"] if cursor else scope.from_key - 1

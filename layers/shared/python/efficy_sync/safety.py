@@ -58,7 +58,7 @@ def split_removals(ops: list[Operation], state: PersonState | None) -> tuple[lis
         if not is_removal(op, state):
             kept.append(op)
         elif isinstance(op, PatchTags):
-            added = {t: v for t, v in op.tags.items() if v}
+            added: dict[str, bool] = {t: v for t, v in op.tags.items() if v}
             if added:
                 kept.append(PatchTags(op.key, added))
             removals.append(PatchTags(op.key, {t: v for t, v in op.tags.items() if not v}))

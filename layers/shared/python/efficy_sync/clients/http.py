@@ -141,7 +141,7 @@ class TracedAdapter(HTTPAdapter):
         self.api = api
         super().__init__(**kwargs)
 
-    def send(self, request: Any, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> requests.Response:
         span = call_span
         if span is None:
             return super().send(request, *args, **kwargs)

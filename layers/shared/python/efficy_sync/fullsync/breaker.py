@@ -21,7 +21,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..connections import apsis_client, efficy_client
 from ..mapping import needed_fields
@@ -45,6 +45,7 @@ from .report import build_report, tally
 from .runs import Run, utc_now
 
 if TYPE_CHECKING:
+    from ..clients.apsis import ApsisClient
     from .lifecycle import FullSync
 
 RELEASE_CHUNK = 50
@@ -186,7 +187,9 @@ class Breaker:
         if keys:
             efficy = efficy_client(cfg)
             apsis = PacedApsis(apsis_client(cfg), Pace(worker_rate(run.max_concurrency)))
-            syncer = PersonSyncer(cfg, apsis, fs.states, email_lookup=efficy.find_contacts_by_email)
+            syncer = PersonSyncer(
+                cfg, cast("ApsisClient", apsis), fs.states, email_lookup=efficy.find_contacts_by_email
+            )
             for start in range(0, len(keys), RELEASE_CHUNK):
                 if start and time_left is not None and time_left() < RELEASE_RESERVE_SECONDS:
                     return {**done, "more": True}
