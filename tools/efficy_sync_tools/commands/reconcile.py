@@ -51,9 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 @cli_command
 def reconcile_command(args: argparse.Namespace) -> int:
-    from efficy_sync.reconcile_run import CursorStore, Reconciler, Scope, fix
+    from efficy_sync.reconcile_run import Reconciler, Scope, fix
     from efficy_sync.store.configs import ConfigStore, UnknownIntegration
     from efficy_sync.store.persons import PersonStateStore
+    from efficy_sync.store.reconcile_cursor import CursorStore
 
     from efficy_sync_tools.commands._aws import apsis_client, efficy_client, setup_library_env, table_names
     from efficy_sync_tools.commands.config import unknown_integration

@@ -24,7 +24,6 @@ or the query's schedule.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -41,9 +40,7 @@ from .mapping import needed_fields
 from .reconcile import CATEGORIES, DriftReport, PersonCheck, compare_person, invalidate, managed_tags
 from .state import PersonState
 from .store.persons import ConflictingWrite, PersonStateStore
-
-CURSOR_SK = "RECONCILE_CURSOR"
-CURSOR_TTL_SECONDS = 86400  # the export's poll URL lives one day; an older cursor is useless
+from .store.reconcile_cursor import CursorStore
 
 LIMITATIONS = [
     "APSIS One has no endpoint that lists a section's profiles page by page: its profiles are read from one "
@@ -92,38 +89,6 @@ class RunResult:
             "complete": self.complete,
             "limitations": self.limitations,
         }
-
-
-class CursorStore:
-    """The resumable run's cursor: one item per integration in the state table (TTL one day)."""
-
-    def __init__(self, table_name: str) -> None:
-        self._table = table_name
-
-    def _key(self, integration_id: str) -> dict[str, Any]:
-        return {"pk": {"S": f"RECONCILE#{integration_id}"}, "sk": {"S": CURSOR_SK}}
-
-    def load(self, integration_id: str) -> dict[str, Any] | None:
-        from .aws import client
-
-        item = client("dynamodb").get_item(TableName=self._table, Key=self._key(integration_id), ConsistentRead=True)
-        doc = item.get("Item", {}).get("doc", {}).get("S")
-        return json.loads(doc) if doc else None
-
-    def save(self, integration_id: str, cursor: dict[str, Any]) -> None:
-        from .aws import client
-
-        item = {
-            **self._key(integration_id),
-            "doc": {"S": json.dumps(cursor, separators=(",", ":"))},
-            "expires_at": {"N": str(int(time.time()) + CURSOR_TTL_SECONDS)},
-        }
-        client("dynamodb").put_item(TableName=self._table, Item=item)
-
-    def clear(self, integration_id: str) -> None:
-        from .aws import client
-
-        client("dynamodb").delete_item(TableName=self._table, Key=self._key(integration_id))
 
 
 def export_profiles(
