@@ -1,4 +1,4 @@
-"""Full-sync steps called by the state machine: {"step": "begin" | "plan" | "seams" | "tags" | "finish" | "fail", ...}.
+"""Full-sync steps called by the state machine: {"step": "begin" | "plan" | "seams" | "imports" | "tags" | "finish" | "fail", ...}.
 
 Begin raises `SyncAlreadyRunning` (the state machine matches that class name) when another execution holds
 the integration's lock, and `InvalidSyncInput` (naming the problem) for an input without a usable
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from efficy_sync.fullsync.import_step import imports_step
 from efficy_sync.fullsync.lifecycle import FullSync
 from efficy_sync.fullsync.runs import SyncAlreadyRunning
 from efficy_sync.observability import logger, metrics
@@ -26,6 +27,13 @@ def _step(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return full_sync.plan(event["run"])
     if step == "seams":
         return full_sync.seams(
+            event["run"],
+            previous=event.get("previous"),
+            time_left=lambda: context.get_remaining_time_in_millis() / 1000,
+        )
+    if step == "imports":
+        return imports_step(
+            full_sync,
             event["run"],
             previous=event.get("previous"),
             time_left=lambda: context.get_remaining_time_in_millis() / 1000,

@@ -26,6 +26,7 @@ from ..store.persons import PersonStateStore
 from ..worker import needed_fields
 from .page import Pace, PacedApsis, sync_page, worker_rate
 from .parking import ParkingLot
+from .import_step import page_queue
 from .plan import count_records, efficy_probe, plan_pages
 from .report import build_report
 from .runs import (
@@ -206,6 +207,7 @@ class FullSync:
                 write_mode=run.write_mode,
                 max_concurrency=run.max_concurrency,
                 should_continue=self._still_running(integration_id, run_id),
+                queue=page_queue(run, number),
             )
         except Exception as exc:
             self.runs.page_failed(integration_id, run_id, number, f"{type(exc).__name__}: {exc}")

@@ -130,6 +130,7 @@ def sync_page(
     max_concurrency: int = 5,
     should_continue: Callable[[], bool] = lambda: True,
     threads: int = PERSON_THREADS,
+    queue: Callable[[int, int, list[int]], None] | None = None,
 ) -> PageResult:
     """Sync every person of one page descriptor. Retryable API errors propagate (the state machine retries
     the page; persons already done cost nothing the second time); others are counted as failed persons."""
@@ -144,11 +145,22 @@ def sync_page(
                 result.stopped = True
                 break
             result.efficy_pages += 1
+            queued_before = result.counters["import_queued"]
             persons = [p for p in records if isinstance(p.get("K_CONTACT"), int)]
             known = states.get_many(cfg.integration_id, [p["K_CONTACT"] for p in persons])
 
             sync_all = partial(_sync_batch, pool, syncer, known)
-            if importer is not None:
+            if importer is not None and queue is not None:
+                # import mode with a collector (collect.py): queue the keys an import can carry, gathered
+                # across pages into files; the rest goes person by person now. Nothing is stored for the
+                # queued persons until their import reports them done.
+                rows, others = importer.split(persons, known)
+                number = int(descriptor["first"]) + result.efficy_pages - 1
+                if rows:
+                    queue(number, int(descriptor["page_size"]), [row.key for row in rows])
+                result.counters["import_queued"] += len(rows)
+                persons, outcomes = others, sync_all(others)
+            elif importer is not None:
                 outcomes = importer.write(persons, known, sync_all)
                 result.counters.update(importer.take_counters())
             else:
@@ -156,7 +168,7 @@ def sync_page(
             for person, outcome in zip(persons, outcomes, strict=True):
                 reason = skip_label(cfg, person) if outcome.reason and outcome.result != "failed" else None
                 result.counters.update(tally(outcome, skip_reason=reason))
-            result.persons += len(persons)
+            result.persons += len(persons) + result.counters["import_queued"] - queued_before
     return result
 
 
