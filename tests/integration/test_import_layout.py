@@ -18,9 +18,9 @@ import pytest
 import requests
 from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync.clients.efficy import EfficyClient
+from efficy_sync.clients.errors import ApsisUnavailable
 from efficy_sync.clients.http import RetryPolicy
 from efficy_sync.config import config_from_dict
-from efficy_sync.clients.errors import ApsisUnavailable
 from efficy_sync.fullsync.collect import Collector, QueuedPage, read_file_persons
 from efficy_sync.fullsync.page import sync_page
 from efficy_sync.store.persons import MemoryPersonStateStore

@@ -12,8 +12,8 @@ The default of `import_rows` (config.py, IMPORT_ROWS_DEFAULT = 20,000), from the
   50 MB limit allows ≈ 100,000 rows; it does not bind;
 - a file costs 1 to 3 import requests (one per kind); at 10 requests a minute, 1,000,000 persons in under 30
   minutes needs ≤ 300 requests, so ≥ 10,000 rows a file even when every file has 3 kinds;
-- 3 in flight: with APSIS's processing time T per import (not documented), the run takes ≈ imports × T / 3;
-  at 20,000 rows, 1,000,000 first-load persons are 50 files × 2 kinds = 100 imports: 10 minutes of requests,
+- 3 in flight: with APSIS's processing time T per import (not documented), the run takes ≈ imports x T / 3;
+  at 20,000 rows, 1,000,000 first-load persons are 50 files x 2 kinds = 100 imports: 10 minutes of requests,
   and T ≤ 54 s keeps it under 30 minutes (T is the assumption the estimate names);
 - smaller files fail smaller (a file refused as a whole goes person by person), larger ones wait longer for
   their first import and hold more persons in the Lambda's memory (20,000 rows ≈ 10 MB of CSV).

@@ -89,7 +89,9 @@ class ImportWriter:
         counters, self._counters = self._counters, Counter()
         return counters
 
-    def split(self, persons: list[dict[str, Any]], known: dict[int, PersonState]) -> tuple[list[_Row], list[dict[str, Any]]]:
+    def split(
+        self, persons: list[dict[str, Any]], known: dict[int, PersonState]
+    ) -> tuple[list[_Row], list[dict[str, Any]]]:
         """The persons whose changes an import can carry (as rows), and the others: the per-person path, which
         costs an unchanged person no APSIS call and no write."""
         rows: list[_Row] = []

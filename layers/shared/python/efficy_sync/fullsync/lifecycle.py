@@ -24,9 +24,9 @@ from ..settings import settings
 from ..store.configs import ConfigStore, UnknownIntegration
 from ..store.persons import PersonStateStore
 from ..worker import needed_fields
+from .import_step import page_queue
 from .page import Pace, PacedApsis, sync_page, worker_rate
 from .parking import ParkingLot
-from .import_step import page_queue
 from .plan import count_records, efficy_probe, plan_pages
 from .report import build_report
 from .runs import (
