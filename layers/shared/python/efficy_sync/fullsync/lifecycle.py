@@ -1,6 +1,6 @@
 """The steps of a full sync as the state machine calls them, and the clean-up when an execution ends badly.
 
-Begin → Plan → pages (Distributed Map) → Tags → Finish, or Fail from any Catch. Every step may run twice
+Begin → Plan → pages (Distributed Map) → Seams → Imports (import mode: import_step.py) → Tags → Finish, or Fail from any Catch. Every step may run twice
 (Step Functions retries on Lambda errors; EventBridge and the sweeper may both report one ending), so each
 is idempotent: the lock and the run end at most once, page counters are added once, and ending always
 releases first and drains parked changes second (see parking.py for why that order closes the race).
