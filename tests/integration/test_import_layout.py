@@ -22,6 +22,7 @@ from efficy_sync.clients.errors import ApsisUnavailable
 from efficy_sync.clients.http import RetryPolicy
 from efficy_sync.config import config_from_dict
 from efficy_sync.fullsync.collect import Collector, QueuedPage, read_file_persons
+from efficy_sync.fullsync.import_writer import ImportWriter
 from efficy_sync.fullsync.page import sync_page
 from efficy_sync.store.persons import MemoryPersonStateStore
 from efficy_sync.sync import PersonSyncer
@@ -276,3 +277,18 @@ def test_a_failed_import_marks_nobody_synced_and_failed_rows_go_person_by_person
     stored = states.get_many(CFG.integration_id, range(1, 61))
     assert len(stored) == 60 and all(s.last_outcome == "synced" for s in stored.values())
     assert sum(c["created"] for _, c in counted) == 60 and not any(c["imports"] for _, c in counted)
+
+
+def test_import_status_is_polled_often_first_then_less_and_less(world: dict[str, Any]) -> None:
+    """A long import costs a few polls, not one every 0.2 s (APSIS's processing time is not documented)."""
+    sim: ApsisSimulator = world["apsis_sim"]
+    sim.import_delay_ms = 3000
+    writer = ImportWriter(CFG, world["apsis"], MemoryPersonStateStore(), poll_interval=0.2, timeout=60)
+    spec = {"keyspace_mapping": {"keyspace_discriminator": CRM, "field_selector": "k"}, "attribute_mappings": []}
+
+    report = writer._run(spec, b"k\n1\n2\n")
+
+    assert report["status"] == "completed"
+    polls = sim.calls()["GET /audience/sections/{section}/imports/{import_id}"]
+    assert writer.take_counters()["import_polls"] == polls
+    assert 2 <= polls <= 9, polls  # 0.2 s, then 1.5 times longer each time; a fixed 0.2 s would poll 15 times
