@@ -167,6 +167,7 @@ def test_the_import_sends_consents_in_apsis_layout_opt_ins_and_opt_outs_apart(wo
     ]
     rows = assert_apsis_layout(jobs[0])
     assert len(rows) == PERSONS and all(row[NEWS] == "1" for row in rows)
+    assert second.counters["import_rows_opt_out"] == PERSONS  # removals counted as their own kind
     assert consents_of(world, 1) == {(NEWS, "email", "opt-out"), (BOTH, "email", "opt-in")}
 
 

@@ -218,6 +218,13 @@ class ImportWriter:
             return {row.key for row in rows}  # the file as a whole was refused: every row goes per person
         self._counters["imports"] += 1
         self._counters["import_rows"] += len(rows)
+        # removals stay identifiable per kind (a removal gate reads these): opt-out files, tag removals
+        kind = next(iter(consents))[0] if consents else "profile"
+        self._counters[f"import_rows_{kind.replace('-', '_')}"] += len(rows)
+        if with_profile:
+            self._counters["import_tag_removals"] += sum(
+                1 for row in rows for op in row.ops if isinstance(op, PatchTags) for on in op.tags.values() if not on
+            )
         failed: set[int] = set()
         for error in report.get("errors") or []:
             number = int(error.get("row") or 0)
