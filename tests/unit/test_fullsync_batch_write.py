@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from efficy_sync import aws
 from efficy_sync.consent import OptOutRecord
-from efficy_sync.fullsync.collect import QueuedPage, group_files, tag_delta
+from efficy_sync.fullsync.collect import QueuedPage, group_files, tag_delta, unique_keys
 from efficy_sync.state import PersonState
 from efficy_sync.store.persons import MemoryPersonStateStore, PersonStateStore
 from moto import mock_aws
@@ -135,6 +135,12 @@ def test_files_gather_whole_pages_up_to_import_rows() -> None:
     files = group_files(pages, 1000)
     assert [[e.page for e in f] for f in files] == [[0, 1], [3, 4]]
     assert [[e.page for e in f] for f in group_files(pages, 400)] == [[0], [1], [3], [4]]
+
+
+def test_a_person_queued_by_two_pages_is_in_one_file_only() -> None:
+    """A delete between two pages' reads can move a person into the page read second."""
+    pages = [QueuedPage(1, 1, 500, (500, 501, 502)), QueuedPage(0, 0, 500, (498, 499, 500))]
+    assert [e.keys for e in unique_keys(pages)] == [(500, 501, 502), (498, 499)]
 
 
 def test_query_tags_are_set_on_kept_profiles_and_removed_only_where_we_set_them() -> None:

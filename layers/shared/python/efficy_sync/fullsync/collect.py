@@ -140,6 +140,18 @@ def group_files(entries: list[QueuedPage], rows: int) -> list[list[QueuedPage]]:
     return files
 
 
+def unique_keys(entries: list[QueuedPage]) -> list[QueuedPage]:
+    """Each key once, where first queued: a delete in Efficy between two pages' reads can move a person into
+    the page read second, and they must not be in two files (two imports and two state writes at once)."""
+    seen: set[int] = set()
+    out = []
+    for entry in entries:
+        keys = tuple(k for k in entry.keys if k not in seen)
+        seen.update(keys)
+        out.append(QueuedPage(entry.page, entry.efficy_page, entry.page_size, keys))
+    return out
+
+
 def read_file_persons(cfg: IntegrationConfig, efficy: Any, group: list[QueuedPage]) -> list[dict[str, Any]]:
     """The queued persons as Efficy shows them now: their Efficy pages read again (one call per 500 persons,
     not one per 10); a key a delete moved to another page is read by key; one Efficy no longer has is left
@@ -231,9 +243,10 @@ class Collector:
         start: int = 0,
         time_left: Callable[[], float] | None = None,
     ) -> dict[str, Any]:
-        files = group_files(entries, self.import_rows)
+        files = group_files(unique_keys(entries), self.import_rows)
         index = start
-        with ThreadPoolExecutor(max_workers=FILES_IN_FLIGHT + 1, thread_name_prefix="imports") as pool:
+        # FILES_IN_FLIGHT threads import while as many read the next wave's Efficy pages
+        with ThreadPoolExecutor(max_workers=2 * FILES_IN_FLIGHT, thread_name_prefix="imports") as pool:
             wave = files[index : index + FILES_IN_FLIGHT]
             reading = [pool.submit(read_file_persons, self.cfg, self.efficy, g) for g in wave]
             while index < len(files):
