@@ -4,7 +4,9 @@ Each person goes through the same `PersonSyncer` real-time sync uses (conditions
 what was last pushed, stamp-guarded state), so an unchanged person costs no APSIS call and a page read before
 a newer real-time change can never overwrite it. Writes are paced: APSIS allows 100 requests/s per account,
 shared by the pages that run at once, so each page worker keeps to its share instead of collecting 429s.
-In import mode the persons whose changes an import can carry go to APSIS as one bulk import per page.
+In import mode the keys of the persons whose changes an import can carry are queued for the Imports step
+(collect.py), which sends them in files gathered across pages; without a queue (tests, tools) the page
+imports them itself.
 """
 
 from __future__ import annotations
