@@ -12,6 +12,7 @@ from efficy_sync import aws
 from efficy_sync.consent import OptOutRecord
 from efficy_sync.fullsync.collect import QueuedPage, group_files, tag_delta, unique_keys
 from efficy_sync.state import PersonState
+from efficy_sync.store import batch_writes
 from efficy_sync.store.persons import MemoryPersonStateStore, PersonStateStore
 from moto import mock_aws
 
@@ -66,7 +67,7 @@ def count_calls(monkeypatch: pytest.MonkeyPatch, name: str, fail_first: int = 0)
 def test_put_batch_writes_25_per_call_and_sends_unprocessed_items_again(
     ddb_store: PersonStateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("efficy_sync.store.persons.BATCH_BACKOFF", 0.001)
+    monkeypatch.setattr("efficy_sync.store.batch_writes.BATCH_BACKOFF", 0.001)
     sizes = count_calls(monkeypatch, "batch_write_item", fail_first=1)
 
     refused = ddb_store.put_batch([state(k, consents={SLOT: "opt-in"}) for k in range(1, 61)])
@@ -116,9 +117,9 @@ def test_an_opt_out_in_the_last_milliseconds_before_the_batch_is_not_lost(
     overwritten, the opt-out is not (its own item), so the slot still reads opted out."""
     ddb_store.put(state(1, consents={SLOT: "opt-in"}))
     planned = ddb_store.get("acme", 1).model_copy(update={"attribute_hashes": {"firstname": "abc"}})
-    checked = ddb_store._revisions("acme", [1])
+    checked = batch_writes._revisions(TABLE, "acme", [1])
     optout_by_write_back(ddb_store, ddb_store.get("acme", 1))
-    monkeypatch.setattr(ddb_store, "_revisions", lambda integration_id, keys: checked)  # read before the opt-out
+    monkeypatch.setattr(batch_writes, "_revisions", lambda *_: checked)  # read before the opt-out
 
     ddb_store.put_batch([planned])
 
