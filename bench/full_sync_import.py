@@ -236,8 +236,14 @@ def measure(stack: Any, n: int) -> dict[str, Any]:
     _config(stack, "bench-import", "import")
     out["first_load"] = first = measured(stack, "bench-import", n)
     first["share_of_ceiling"] = round(first["persons_per_second"] / out["ceiling"]["persons_per_second"], 2)
-    out["unchanged"] = measured(stack, "bench-import", n)
     out["estimate_1m_on_aws"] = estimate(first, n, rows)
+    print(json.dumps({k: v for k, v in out.items() if k != "first_load"} | {"first_load": first}), flush=True)
+    try:
+        out["unchanged"] = measured(stack, "bench-import", n)
+    except (RuntimeError, TimeoutError) as exc:
+        # at 100,000 persons moto's TransactWriteItems deep-copies the whole state table on every call (see
+        # local/moto_threads.py): Begin can outlast its 60 s read timeout on a loaded machine. Keep the first load.
+        out["unchanged"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
     return out
 
 
@@ -269,6 +275,8 @@ def render(r: dict[str, Any]) -> str:
     first, unchanged, ceil, est = r["first_load"], r["unchanged"], r["ceiling"], r["estimate_1m_on_aws"]
 
     def row(label: str, m: dict[str, Any], share: str) -> str:
+        if "error" in m:
+            return f"| {label} | not measured: {m['error']} |" + " |" * 10
         return (
             f"| {label} | {m['seconds']:,} | {m['persons_per_second']:,} | {share} | {m['apsis_calls_per_1000']:,} | "
             f"{m['imports']} | {m['tag_calls']} | {m['efficy_calls_per_1000']:,} | {m['dynamodb_calls_per_1000']:,} | "
