@@ -266,20 +266,15 @@ def _page_worker_peak(stack: Any, integration_id: str) -> dict[str, Any]:
 
 
 # ---- the estimate for AWS -----------------------------------------------------------------------------------
-def _estimate(diff: dict[str, Any], imported: dict[str, Any], page_size: int) -> dict[str, Any]:
+def _estimate(diff: dict[str, Any], page_size: int) -> dict[str, Any]:
+    """Diff mode's estimate; import mode's is bench.full_sync_import.estimate."""
     persons = 1_000_000
     write_rate = ACCOUNT_RATE * FULL_SYNC_SHARE
     diff_calls = diff["apsis_calls_per_1000"] * persons / 1000
-    rows_per_import = page_size
-    imports = persons / rows_per_import
     return {
         "persons": persons,
         "diff_mode_hours": round(diff_calls / write_rate / 3600, 1),
-        "import_mode_hours_at_2000_rows": round(persons / 2000 / IMPORTS_PER_MINUTE / 60, 1),
         "diff_mode_basis": f"{diff['apsis_calls_per_1000']:.0f} APSIS calls per 1,000 new persons at {write_rate:.0f} requests/s",
-        "import_mode_hours": round(imports / IMPORTS_PER_MINUTE / 60, 1),
-        "import_mode_basis": f"{imports:.0f} imports of {rows_per_import} rows at {IMPORTS_PER_MINUTE} import requests/minute",
-        "import_mode_hours_at_5000_rows": round(persons / 5000 / IMPORTS_PER_MINUTE / 60, 1),
         "efficy_pages": persons // page_size,
         "resync_unchanged_apsis_calls": 0,
         "note": "Efficy paging (2,000 pages of 500, five at a time) is not the bound unless a page takes over "
@@ -308,29 +303,31 @@ def run(n_persons: int = 10_000) -> dict[str, Any]:
         _count_state_writes()
         results: dict[str, Any] = {"persons": n_persons, "page_size": 500}
         results["ceiling_diff"] = _ceiling(stack, n_persons, "diff")
-        results["ceiling_import"] = _ceiling(stack, n_persons, "import")
         results["diff_mode"] = _measured(stack, "demo", n_persons)
         results["diff_mode_unchanged"] = _measured(stack, "demo", n_persons)
         requests.post(f"{stack.apsis.url}/_sim/reset", timeout=30)
-        _config(stack, "bench-import", "import")
-        results["import_mode"] = _measured(stack, "bench-import", n_persons)
+        from bench import full_sync_import  # import mode: ceiling, first load, unchanged re-sync, 1M estimate
+
+        results["import"] = full_sync_import.measure(stack, n_persons)
         requests.post(f"{stack.apsis.url}/_sim/reset", timeout=30)
         _config(stack, "bench-memory", "diff")
         results["page_worker_memory"] = _page_worker_peak(stack, "bench-memory")
-        for mode in ("diff", "import"):
+        for mode in ("diff",):
             ceiling = results[f"ceiling_{mode}"]["persons_per_second"]
             results[f"{mode}_mode"]["share_of_ceiling"] = round(
                 results[f"{mode}_mode"]["persons_per_second"] / ceiling, 2
             )
-        results["estimate_1m_on_aws"] = _estimate(results["diff_mode"], results["import_mode"], 500)
+        results["estimate_1m_on_aws"] = _estimate(results["diff_mode"], 500)
         return results
     finally:
         stack.stop()
 
 
 def run_import_only(n_persons: int = 100_000) -> dict[str, Any]:
-    """The large size in import mode (part of `make bench`)."""
-    return run_large(n_persons, "import")
+    """The large size in import mode (part of `make bench`): bench.full_sync_import."""
+    from bench import full_sync_import
+
+    return full_sync_import.run(n_persons)
 
 
 def run_large(n_persons: int, mode: str) -> dict[str, Any]:
@@ -396,26 +393,31 @@ def render(r: dict[str, Any]) -> str:
         *_HEADER,
         _row("diff (default), first load", r["diff_mode"], r["ceiling_diff"]),
         _row("diff, unchanged re-sync", r["diff_mode_unchanged"], None),
-        _row("import, first load", r["import_mode"], r["ceiling_import"]),
         "",
         "The ceilings are the simulators paged and written with no logic in between, in the same run: "
         f"{r['ceiling_diff']['persons_per_second']:,}/s creating each profile and patching one attribute "
         f"(2 calls per person, where the product sends {r['diff_mode']['apsis_calls_per_1000'] / 1000:.1f}: "
-        "consents and tags too, and stores each person's state), "
-        f"{r['ceiling_import']['persons_per_second']:,}/s with one import per page.",
+        "consents and tags too, and stores each person's state).",
         "An unchanged re-sync sends nothing to APSIS One and writes no person state (DynamoDB writes are the "
         "run's own bookkeeping).",
         "",
         f"- Peak memory of one page worker ({memory['persons']} persons, tracemalloc): {memory['peak_mib']} MiB.",
         f"- Estimate for {estimate['persons']:,} persons on AWS: {estimate['diff_mode_hours']} h in diff mode "
-        f"({estimate['diff_mode_basis']}); {estimate['import_mode_hours']} h in import mode "
-        f"({estimate['import_mode_basis']}), {estimate['import_mode_hours_at_2000_rows']} h with 2,000-row files.",
+        f"({estimate['diff_mode_basis']}); import mode below.",
     ]
+    if "import" in r:
+        from bench import full_sync_import
+
+        lines += ["", full_sync_import.render(r["import"])]
     return "\n".join(lines)
 
 
 def render_large(r: dict[str, Any]) -> str:
     """The section of a large run (`run_large`), in whichever mode it ran."""
+    if "first_load" in r:  # import mode (run_import_only)
+        from bench import full_sync_import
+
+        return full_sync_import.render(r)
     mode = "diff" if "diff_mode" in r else "import"
     if mode == "import":
         how = (

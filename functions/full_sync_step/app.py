@@ -1,5 +1,6 @@
-"""Full-sync steps called by the state machine: {"step": "begin" | "plan" | "seams" | "tags" | "removal_gate" |
-"halt" | "release_removals" | "finish" | "fail", ...} (the removal steps: efficy_sync/fullsync/breaker.py).
+"""Full-sync steps called by the state machine: {"step": "begin" | "plan" | "seams" | "imports" | "tags" |
+"removal_gate" | "halt" | "release_removals" | "finish" | "fail", ...} (the removal steps:
+efficy_sync/fullsync/breaker.py; imports: efficy_sync/fullsync/import_step.py).
 
 Begin raises `SyncAlreadyRunning` (the state machine matches that class name) when another execution holds
 the integration's lock, and `InvalidSyncInput` (naming the problem) for an input without a usable
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from efficy_sync.fullsync.breaker import Breaker
+from efficy_sync.fullsync.import_step import imports_step
 from efficy_sync.fullsync.lifecycle import FullSync
 from efficy_sync.fullsync.runs import SyncAlreadyRunning
 from efficy_sync.observability import logger, metrics
@@ -30,6 +32,13 @@ def _step(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return full_sync.plan(event["run"])
     if step == "seams":
         return full_sync.seams(
+            event["run"],
+            previous=event.get("previous"),
+            time_left=lambda: context.get_remaining_time_in_millis() / 1000,
+        )
+    if step == "imports":
+        return imports_step(
+            full_sync,
             event["run"],
             previous=event.get("previous"),
             time_left=lambda: context.get_remaining_time_in_millis() / 1000,

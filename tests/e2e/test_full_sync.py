@@ -137,7 +137,13 @@ def _latest_run(stack: Stack, integration_id: str, run_class: Any) -> Any:
 
 
 def make_crm(
-    stack: Stack, tmp_path: Path, *, write_mode: str = "diff", page_size: int = 100, max_concurrency: int = 5
+    stack: Stack,
+    tmp_path: Path,
+    *,
+    write_mode: str = "diff",
+    page_size: int = 100,
+    max_concurrency: int = 5,
+    import_rows: int | None = None,
 ) -> Crm:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     integration_id = f"fs-{worker}-{next(_ids)}-{secrets.token_hex(2)}"
@@ -167,6 +173,8 @@ def make_crm(
     )
     cfg["apsis"].update(base_url=apsis.url, credentials_secret=names["apsis"], optout_token_secret=names["optout"])
     cfg["full_sync"] = {"page_size": page_size, "max_concurrency": max_concurrency, "write_mode": write_mode}
+    if import_rows is not None:
+        cfg["full_sync"]["import_rows"] = import_rows
     cfg["efficy"]["page_size"] = min(page_size, 500)
     path = tmp_path / f"{integration_id}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -429,7 +437,10 @@ def test_efficy_504_and_apsis_429_are_retried_and_nothing_is_lost(crm_factory: A
 
 
 def test_import_write_mode_sends_pages_as_bulk_imports(crm_factory: Any) -> None:
-    crm = crm_factory(page_size=100, write_mode="import")
+    """Rows gather across pages into files of `import_rows` (not one import per page); query tags travel in the
+    files as columns (no tag call per person), also for a person who did not change but joined or left the
+    query; an unchanged re-sync sends nothing."""
+    crm = crm_factory(page_size=50, write_mode="import", import_rows=120)
     persons = population(260)
     crm.seed(persons, vip={1, 13, 25})
 
@@ -438,14 +449,29 @@ def test_import_write_mode_sends_pages_as_bulk_imports(crm_factory: Any) -> None
     assert "SUCCEEDED" in result.stdout, result.stdout
     assert_apsis_matches(crm)
     report = crm.run().report
-    assert report["imports"]["files"] >= 2
     calls = crm.apsis_calls()
     imports = calls.get("POST /v2/audience/sections/{section}/imports", 0)
     assert imports == report["imports"]["files"]
+    # 6 pages of 50 persons, files of at most 120 rows: 2 to 3 files (not 6), each one import per kind
+    # (opt-ins with the attributes; opt-outs on their own), not one set per page
+    assert 2 <= imports <= 3 * 2
     assert calls.get("POST /audience/keyspaces/{keyspace}/sections/{section}/profiles", 0) < len(persons) / 3
+    tag_calls = {route: n for route, n in calls.items() if route.startswith("PATCH") and "tags" in route}
+    assert not tag_calls, f"query tags went person by person: {tag_calls}"
+
+    # VIP membership changes for persons whose data did not change: one joins, one leaves
+    crm.seed([], vip={1, 25, 3})
+    before = crm.apsis_calls()
+    start(crm, "--follow")
+    assert_apsis_matches(crm)
+    after = crm.apsis_calls()
+    delta = {route: n - before.get(route, 0) for route, n in after.items() if n != before.get(route, 0)}
+    assert delta.get("POST /v2/audience/sections/{section}/imports") == 1, delta  # one tags-only file
+    assert not any(r.startswith("PATCH") and "tags" in r for r in delta), delta
+
     writes_before = crm.apsis_writes()
     start(crm, "--follow")
-    assert crm.apsis_writes() - writes_before <= 2
+    assert crm.apsis_writes() - writes_before == 0
 
 
 def test_deletes_during_the_sync_hide_nobody_behind_a_page_boundary(crm_factory: Any) -> None:

@@ -18,10 +18,14 @@ import pytest
 import requests
 from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync.clients.efficy import EfficyClient
+from efficy_sync.clients.errors import ApsisUnavailable
 from efficy_sync.clients.http import RetryPolicy
 from efficy_sync.config import config_from_dict
+from efficy_sync.fullsync.collect import Collector, QueuedPage, read_file_persons
+from efficy_sync.fullsync.import_writer import ImportWriter
 from efficy_sync.fullsync.page import sync_page
 from efficy_sync.store.persons import MemoryPersonStateStore
+from efficy_sync.sync import PersonSyncer
 from efficy_sync_tools.sims.apsis import FIXTURE, ApsisSimulator
 from efficy_sync_tools.sims.efficy import EfficySimulator
 
@@ -163,6 +167,7 @@ def test_the_import_sends_consents_in_apsis_layout_opt_ins_and_opt_outs_apart(wo
     ]
     rows = assert_apsis_layout(jobs[0])
     assert len(rows) == PERSONS and all(row[NEWS] == "1" for row in rows)
+    assert second.counters["import_rows_opt_out"] == PERSONS  # removals counted as their own kind
     assert consents_of(world, 1) == {(NEWS, "email", "opt-out"), (BOTH, "email", "opt-in")}
 
 
@@ -196,3 +201,95 @@ def test_the_simulator_refuses_the_old_layout(world: dict[str, Any]) -> None:
     mixed["consent_mappings"][0]["consents"].append({**consent, "field_selector": NEWS, "type": "opt-out"})
     with pytest.raises(Exception, match="own import"):
         client.create_import(mixed)
+
+
+# ---- import mode's collector: files across pages, states only after the import ------------------------------
+
+
+def queue_pages(world: dict[str, Any], states: MemoryPersonStateStore, pages: int, size: int) -> list[QueuedPage]:
+    """The pages of a run in import mode: each queues its importable keys instead of importing them."""
+    queued: list[QueuedPage] = []
+    for number in range(pages):
+        descriptor = {"page": number, "first": number, "pages": 1, "page_size": size, "tail": number == pages - 1}
+        result = sync_page(
+            CFG, descriptor, efficy=world["efficy"], apsis=world["apsis"], states=states, dry_run=False,
+            write_mode="import", max_concurrency=5,
+            queue=lambda efficy_page, page_size, keys, n=number: queued.append(
+                QueuedPage(n, efficy_page, page_size, tuple(keys))
+            ),
+        )  # fmt: skip
+        assert result.counters["import_queued"] == size and result.counters.get("persons", 0) == 0
+    return queued
+
+
+def collector(world: dict[str, Any], states: MemoryPersonStateStore, rows: int, counted: list[Any]) -> Collector:
+    return Collector(
+        CFG, efficy=world["efficy"], apsis=world["apsis"], states=states,
+        syncer=PersonSyncer(CFG, world["apsis"], states, dry_run=False), import_rows=rows,
+        on_counters=lambda token, counters: counted.append((token, counters)), poll_interval=0.01,
+    )  # fmt: skip
+
+
+def test_the_collector_gathers_pages_into_files_and_stores_states_once_imported(world: dict[str, Any]) -> None:
+    sim: ApsisSimulator = world["apsis_sim"]
+    world["efficy_sim"].upsert_persons([person(k, [12]) for k in range(1, 121)])
+    states = MemoryPersonStateStore()
+
+    queued = queue_pages(world, states, pages=3, size=40)
+
+    assert sim.imports() == [] and states.scan(CFG.integration_id) == []  # nothing sent, nothing stored yet
+    counted: list[Any] = []
+    done = collector(world, states, rows=80, counted=counted).run(queued, {})
+
+    assert done["files"] == 2 and not done["more"]  # 40 + 40 | 40: files of up to 80 rows across pages
+    assert [len(list(csv.DictReader(io.StringIO(job["csv"])))) for job in sim.imports()] == [80, 40]
+    assert sim.calls().get("POST /audience/keyspaces/{keyspace}/sections/{section}/profiles", 0) == 0
+    stored = states.get_many(CFG.integration_id, range(1, 121))
+    assert len(stored) == 120 and all(s.exists_in_apsis and s.consents for s in stored.values())
+    assert sum(c["created"] for _, c in counted) == 120 and sum(c["imports"] for _, c in counted) == 2
+    assert consents_of(world, 7) == {(NEWS, "email", "opt-in")}
+
+
+def test_a_failed_import_marks_nobody_synced_and_failed_rows_go_person_by_person(world: dict[str, Any]) -> None:
+    sim: ApsisSimulator = world["apsis_sim"]
+    world["efficy_sim"].upsert_persons([person(k, [12]) for k in range(1, 61)])
+    states = MemoryPersonStateStore()
+    queued = queue_pages(world, states, pages=1, size=60)
+    # APSIS never finishes the import: the step fails (and is retried), no state says "synced"
+    sim.add_fault(
+        path_regex=r"/imports/[^/]+$", method="GET", status=200, content_type="application/json",
+        body=json.dumps({"result": {"status": "in_progress"}}),
+    )  # fmt: skip
+    stuck = collector(world, states, rows=100, counted=[])
+    with pytest.raises(ApsisUnavailable):
+        stuck._file("f", read_file_persons(CFG, world["efficy"], queued), {}, timeout=0.3)
+    assert states.get_many(CFG.integration_id, range(1, 61)) == {}
+    sim.clear_faults()
+
+    # the file is refused as a whole, then a row fails: those rows take the per-person path
+    sim.add_fault(
+        path_regex=r"/imports/[^/]+$", method="GET", status=200, content_type="application/json", count=1,
+        body=json.dumps({"result": {"status": "error", "report": {"errors": [{"row": 0, "message": "no"}]}}}),
+    )  # fmt: skip
+    counted: list[Any] = []
+    collector(world, states, rows=100, counted=counted).run(queued, {})
+    creates = sim.calls().get("POST /audience/keyspaces/{keyspace}/sections/{section}/profiles", 0)
+    assert creates == 60  # every row of the refused file went person by person
+    stored = states.get_many(CFG.integration_id, range(1, 61))
+    assert len(stored) == 60 and all(s.last_outcome == "synced" for s in stored.values())
+    assert sum(c["created"] for _, c in counted) == 60 and not any(c["imports"] for _, c in counted)
+
+
+def test_import_status_is_polled_often_first_then_less_and_less(world: dict[str, Any]) -> None:
+    """A long import costs a few polls, not one every 0.2 s (APSIS's processing time is not documented)."""
+    sim: ApsisSimulator = world["apsis_sim"]
+    sim.import_delay_ms = 3000
+    writer = ImportWriter(CFG, world["apsis"], MemoryPersonStateStore(), poll_interval=0.2, timeout=60)
+    spec = {"keyspace_mapping": {"keyspace_discriminator": CRM, "field_selector": "k"}, "attribute_mappings": []}
+
+    report = writer._run(spec, b"k\n1\n2\n")
+
+    assert report["status"] == "completed"
+    polls = sim.calls()["GET /audience/sections/{section}/imports/{import_id}"]
+    assert writer.take_counters()["import_polls"] == polls
+    assert 2 <= polls <= 9, polls  # 0.2 s, then 1.5 times longer each time; a fixed 0.2 s would poll 15 times

@@ -55,6 +55,7 @@ class Scenario:
     page_delay_s: float = 0.0
     max_concurrency: int = 5  # what Begin puts in the run (the integration's full_sync.max_concurrency)
     tags_calls: int = 1  # the Tags step answers more=true until it has been called this many times
+    imports_calls: int = 1  # likewise for the Imports step (import mode's collector)
     seam_windows: int = 0  # the Seams step does two windows per call
     halt: bool = False  # the RemovalGate step answers halt=true (the blast-radius breaker)
     release_calls: int = 1  # the ReleaseRemovals step answers more=true until called this many times
@@ -101,6 +102,9 @@ class Harness:
             windows = self.scenario.seam_windows
             done = min(windows, previous["next"] + 2)  # two windows per call, as if time ran out
             return {"shift": 1 if windows else 0, "windows": windows, "next": done, "more": done < windows}
+        if step == "imports":
+            calls = (event["previous"] or {"calls": 0})["calls"] + 1
+            return {"files": 3, "next": calls, "calls": calls, "more": calls < self.scenario.imports_calls}
         if step == "tags":
             previous = event["previous"] or {"tagged": 0, "calls": 0}
             calls = previous["calls"] + 1
@@ -221,7 +225,7 @@ def test_happy_path_visits_every_page_once_and_ends_with_finish(harness: Harness
 
     assert result["status"] == "SUCCEEDED", result
     assert json.loads(result["output"]) == {"status": "succeeded", "run_id": "run-1"}
-    assert harness.steps() == ["begin", "plan", "seams", "tags", *RELEASE, "finish"]
+    assert harness.steps() == ["begin", "plan", "seams", "imports", "tags", *RELEASE, "finish"]
     pages = sorted(event["page"]["page"] for event in harness.page_events())
     assert pages == list(range(7))
     for event in harness.page_events():
@@ -266,11 +270,22 @@ def test_a_tags_step_that_runs_out_of_time_is_called_again_with_its_previous_res
     result = harness.run({"integration_id": "demo"})
 
     assert result["status"] == "SUCCEEDED", result
-    assert harness.steps() == ["begin", "plan", "seams", "tags", "tags", "tags", *RELEASE, "finish"]
+    assert harness.steps() == ["begin", "plan", "seams", "imports", "tags", "tags", "tags", *RELEASE, "finish"]
     tags_events = [event for step, event in harness.calls if step == "tags"]
     assert tags_events[0]["previous"] == {}
     assert tags_events[2]["previous"] == {"queries": 1, "tagged": 4, "untagged": 0, "calls": 2, "more": True}
     assert dict(harness.calls)["finish"]["tags"]["tagged"] == 6
+
+
+def test_the_imports_step_is_called_again_until_every_file_is_sent(harness: Harness) -> None:
+    harness.scenario = Scenario(pages=2, imports_calls=3)
+
+    result = harness.run({"integration_id": "demo"})
+
+    assert result["status"] == "SUCCEEDED", result
+    assert harness.steps() == ["begin", "plan", "seams", "imports", "imports", "imports", "tags", *RELEASE, "finish"]
+    imports = [event["previous"] for step, event in harness.calls if step == "imports"]
+    assert imports[0] == {} and [p["next"] for p in imports[1:]] == [1, 2]
 
 
 def test_seams_are_called_until_every_window_is_done(harness: Harness) -> None:
@@ -279,7 +294,7 @@ def test_seams_are_called_until_every_window_is_done(harness: Harness) -> None:
     result = harness.run({"integration_id": "demo"})
 
     assert result["status"] == "SUCCEEDED", result
-    assert harness.steps() == ["begin", "plan", "seams", "seams", "seams", "tags", *RELEASE, "finish"]
+    assert harness.steps() == ["begin", "plan", "seams", "seams", "seams", "imports", "tags", *RELEASE, "finish"]
     seams = [event["previous"] for step, event in harness.calls if step == "seams"]
     assert seams[0] == {} and [s["next"] for s in seams[1:]] == [2, 4]
 
@@ -310,7 +325,9 @@ def test_second_start_is_refused_without_running_the_fail_step(harness: Harness)
     assert harness.page_events() == []
 
 
-@pytest.mark.parametrize("failing_step", ["plan", "seams", "tags", "removal_gate", "release_removals", "finish"])
+@pytest.mark.parametrize(
+    "failing_step", ["plan", "seams", "imports", "tags", "removal_gate", "release_removals", "finish"]
+)
 def test_a_failing_step_runs_the_fail_step_and_the_execution_fails(harness: Harness, failing_step: str) -> None:
     harness.scenario = Scenario(pages=2, failing_step=failing_step)
 
@@ -322,7 +339,9 @@ def test_a_failing_step_runs_the_fail_step_and_the_execution_fails(harness: Harn
     steps = harness.steps()
     assert steps[-1] == "fail"
     assert steps.count("fail") == 1
-    assert steps[:-1] == ["begin", "plan", "seams", "tags", *RELEASE, "finish"][: steps.index(failing_step) + 1]
+    assert (
+        steps[:-1] == ["begin", "plan", "seams", "imports", "tags", *RELEASE, "finish"][: steps.index(failing_step) + 1]
+    )
     fail_event = dict(harness.calls)["fail"]
     assert fail_event["error"]["Error"] == "StepBroken"
     assert fail_event["run"]["run_id"] == "run-1"
@@ -357,7 +376,7 @@ def test_a_gate_that_halts_ends_the_run_halted_before_any_release_or_finish(harn
 
     assert result["status"] == "SUCCEEDED", result  # the run's outcome is HALTED; the workflow did its job
     assert json.loads(result["output"]) == {"status": "halted", "run_id": "run-1"}
-    assert harness.steps() == ["begin", "plan", "seams", "tags", "removal_gate", "halt"]
+    assert harness.steps() == ["begin", "plan", "seams", "imports", "tags", "removal_gate", "halt"]
     events = dict(harness.calls)
     assert events["begin"]["input"]["allow_removals"] is False  # Begin receives (and validates) the allowance
     assert events["removal_gate"]["tags"]["tagged"] == 2  # the gate counts the untags the Tags step held
@@ -393,4 +412,4 @@ def test_a_failing_halt_step_runs_the_fail_step(harness: Harness) -> None:
     result = harness.run({"integration_id": "demo"})
 
     assert result["status"] == "FAILED"
-    assert harness.steps() == ["begin", "plan", "seams", "tags", "removal_gate", "halt", "fail"]
+    assert harness.steps() == ["begin", "plan", "seams", "imports", "tags", "removal_gate", "halt", "fail"]

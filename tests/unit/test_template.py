@@ -508,8 +508,13 @@ def test_asl_flow_and_catches(asl: dict[str, Any]) -> None:
     for current, nxt in itertools.pairwise(chain):
         assert states[current]["Next"] == nxt
     # Seams and Tags loop while a call answers more=true (it ran out of time), then go on.
-    assert states["MoreSeams"]["Default"] == "PrepareTags"
+    assert states["MoreSeams"]["Default"] == "PrepareImports"
     assert [choice["Next"] for choice in states["MoreSeams"]["Choices"]] == ["Seams"]
+    # Imports (import mode's collector) loops the same way, between Seams and Tags.
+    assert states["PrepareImports"]["Next"] == "Imports" and states["Imports"]["Next"] == "MoreImports"
+    assert states["MoreImports"]["Default"] == "PrepareTags"
+    assert [choice["Next"] for choice in states["MoreImports"]["Choices"]] == ["Imports"]
+    assert states["Imports"]["Parameters"]["Payload"]["step"] == "imports"
     assert states["PrepareTags"]["Next"] == "Tags" and states["Tags"]["Next"] == "MoreTags"
     assert states["MoreTags"]["Default"] == "RemovalGate"
     assert [choice["Next"] for choice in states["MoreTags"]["Choices"]] == ["Tags"]
@@ -522,7 +527,18 @@ def test_asl_flow_and_catches(asl: dict[str, Any]) -> None:
     assert states["PrepareReleaseRemovals"]["Next"] == "ReleaseRemovals"
     assert states["ReleaseRemovals"]["Next"] == "MoreReleaseRemovals"
     assert states["MoreReleaseRemovals"]["Default"] == "Finish"
-    chain = ["Begin", "Plan", "Pages", "Seams", "Tags", "RemovalGate", "HaltRun", "ReleaseRemovals", "Finish"]
+    chain = [
+        "Begin",
+        "Plan",
+        "Pages",
+        "Seams",
+        "Imports",
+        "Tags",
+        "RemovalGate",
+        "HaltRun",
+        "ReleaseRemovals",
+        "Finish",
+    ]
     assert states[states["Finish"]["Next"]]["Type"] == "Succeed"
     # The refused start must not reach the fail step (it would release someone else's lock).
     (begin_catch,) = states["Begin"]["Catch"]

@@ -320,6 +320,8 @@ class FullSyncSettings(_Model):
     max_concurrency: int = Field(default=5, ge=1, le=100)
     page_size: int = Field(default=500, ge=1, le=5000)
     write_mode: Literal["diff", "import"] = "diff"
+    #: import mode: persons per import file, gathered across pages (the arithmetic: fullsync/collect.py)
+    import_rows: int = Field(default=20_000, ge=1, le=100_000)
 
 
 class SafetySettings(_Model):

@@ -27,8 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..clients.apsis import CHANNELS, MAX_IMPORT_FILE_BYTES
-from ..clients.errors import RateLimited, RejectedValue
+from ..clients.apsis import CHANNELS, MAX_IMPORT_FILE_BYTES, _redact
+from ..clients.errors import ApsisUnavailable, RateLimited, RejectedValue
 from ..config import IntegrationConfig
 from ..diff import CreateProfile, Operation, PatchAttributes, PatchTags, SetConsent, apply_operations, plan_operations
 from ..mapping import Desired, map_person
@@ -43,6 +43,7 @@ KEY_COLUMN = "profile_key"
 ADDRESS_COLUMNS = {"email": "email", "sms": "mobile"}
 CONSENT_CELL = "1"  # applies the mapping's type; an empty cell applies nothing (APSIS's layout never writes 0)
 VERSIONS_TTL = 300.0
+MAX_POLL_INTERVAL = 15.0  # seconds between two status polls of one long import
 
 _versions_lock = threading.Lock()
 _versions: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
@@ -74,7 +75,7 @@ class ImportWriter:
         states: PersonStateStore,
         *,
         min_rows: int = IMPORT_MIN_ROWS,
-        poll_interval: float = 0.5,
+        poll_interval: float = 0.2,
         timeout: float = 180.0,
         hold_removals: bool = False,
     ) -> None:
@@ -92,6 +93,28 @@ class ImportWriter:
     def take_counters(self) -> Counter[str]:
         counters, self._counters = self._counters, Counter()
         return counters
+
+    def split(
+        self, persons: list[dict[str, Any]], known: dict[int, PersonState]
+    ) -> tuple[list[_Row], list[dict[str, Any]]]:
+        """The persons whose changes an import can carry (as rows), and the others: the per-person path, which
+        costs an unchanged person no APSIS call and no write."""
+        rows: list[_Row] = []
+        others: list[dict[str, Any]] = []
+        for person in persons:
+            state = known.get(int(person["K_CONTACT"]))
+            desired = map_person(self.cfg, person)
+            if isinstance(desired, Desired):
+                ops = plan_operations(desired, state)
+                if ops and self._importable(desired, state, ops):
+                    rows.append(_Row(person, desired, state, ops))
+                    continue
+            others.append(person)
+        return rows, others
+
+    def import_rows(self, rows: list[_Row]) -> set[int]:
+        """Imports `rows` as one file per kind (the caller sizes the file); the keys of the rows that failed."""
+        return self._import(rows) if rows else set()
 
     def write(
         self,
@@ -202,6 +225,13 @@ class ImportWriter:
             return {row.key for row in rows}  # the file as a whole was refused: every row goes per person
         self._counters["imports"] += 1
         self._counters["import_rows"] += len(rows)
+        # removals stay identifiable per kind (a removal gate reads these): opt-out files, tag removals
+        kind = next(iter(consents))[0] if consents else "profile"
+        self._counters[f"import_rows_{kind.replace('-', '_')}"] += len(rows)
+        if with_profile:
+            self._counters["import_tag_removals"] += sum(
+                1 for row in rows for op in row.ops if isinstance(op, PatchTags) for on in op.tags.values() if not on
+            )
         failed: set[int] = set()
         for error in report.get("errors") or []:
             number = int(error.get("row") or 0)
@@ -212,18 +242,41 @@ class ImportWriter:
         return failed
 
     def _run(self, spec: dict[str, Any], data: bytes) -> dict[str, Any]:
-        """APSIS allows 3 imports in flight and 10 requests a minute: wait for a slot within `timeout`."""
+        """Create, upload, then poll the status adaptively: `poll_interval` first (a small file is done in a
+        second), then 1.5 times longer each time up to MAX_POLL_INTERVAL (APSIS's processing time is not
+        documented: a long import costs a few polls a minute, not one a second). APSIS allows 3 imports in
+        flight and 10 requests a minute: a 429 waits for a slot (backing off) within `timeout`."""
         deadline = time.monotonic() + self.timeout
         backoff = 2.0
         while True:
             try:
-                return self.apsis.run_import(spec, data, poll_interval=self.poll_interval, timeout=self.timeout)
+                created = self.apsis.create_import(spec)
+                break
             except RateLimited:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise
                 time.sleep(min(backoff, remaining))
                 backoff = min(backoff * 2, 20.0)
+        import_id = created["import_id"]
+        self.apsis.upload_import_file(created["file_upload_url"], created.get("file_upload_body") or {}, data)
+        interval = self.poll_interval
+        while True:
+            result = self.apsis.get_import(import_id)
+            self._counters["import_polls"] += 1
+            status = result.get("status")
+            if status in ("completed", "error"):
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ApsisUnavailable(f"APSIS import {import_id} still {status} after {self.timeout}s")
+            time.sleep(min(interval, remaining))
+            interval = min(interval * 1.5, MAX_POLL_INTERVAL)
+        report = {"import_id": import_id, "status": status, **(result.get("report") or {})}
+        if status == "error":
+            detail = "; ".join(str(e.get("message")) for e in report.get("errors", []))
+            raise RejectedValue(f"APSIS import {import_id} failed: {_redact(detail)}", detail=_redact(detail))
+        return report
 
     def _file(
         self, rows: list[_Row], consents: set[tuple[str, str, str]], *, with_profile: bool

@@ -1,6 +1,6 @@
 """The steps of a full sync as the state machine calls them, and the clean-up when an execution ends badly.
 
-Begin → Plan → pages (Distributed Map) → Tags → Finish, or Fail from any Catch. Every step may run twice
+Begin → Plan → pages (Distributed Map) → Seams → Imports (import mode: import_step.py) → Tags → Finish, or Fail from any Catch. Every step may run twice
 (Step Functions retries on Lambda errors; EventBridge and the sweeper may both report one ending), so each
 is idempotent: the lock and the run end at most once, page counters are added once, and ending always
 releases first and drains parked changes second (see parking.py for why that order closes the race).
@@ -24,6 +24,7 @@ from ..settings import settings
 from ..store.configs import ConfigStore, UnknownIntegration
 from ..store.persons import PersonStateStore
 from .breaker import ALLOW_COUNTER, Breaker, read_allow_removals
+from .import_step import page_queue
 from .page import Pace, PacedApsis, sync_page, worker_rate
 from .parking import ParkingLot
 from .plan import count_records, efficy_probe, plan_pages
@@ -214,6 +215,7 @@ class FullSync:
                 max_concurrency=run.max_concurrency,
                 should_continue=self._still_running(integration_id, run_id),
                 removal_gate=gate,
+                queue=page_queue(run, number),
             )
         except Exception as exc:
             self.runs.page_failed(integration_id, run_id, number, f"{type(exc).__name__}: {exc}")

@@ -4,7 +4,9 @@ Each person goes through the same `PersonSyncer` real-time sync uses (conditions
 what was last pushed, stamp-guarded state), so an unchanged person costs no APSIS call and a page read before
 a newer real-time change can never overwrite it. Writes are paced: APSIS allows 100 requests/s per account,
 shared by the pages that run at once, so each page worker keeps to its share instead of collecting 429s.
-In import mode the persons whose changes an import can carry go to APSIS as one bulk import per page.
+In import mode the keys of the persons whose changes an import can carry are queued for the Imports step
+(collect.py), which sends them in files gathered across pages; without a queue (tests, tools) the page
+imports them itself.
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ def sync_page(
     should_continue: Callable[[], bool] = lambda: True,
     threads: int = PERSON_THREADS,
     removal_gate: RemovalGate | None = None,
+    queue: Callable[[int, int, list[int]], None] | None = None,
 ) -> PageResult:
     """Sync every person of one page descriptor. Retryable API errors propagate (the state machine retries
     the page; persons already done cost nothing the second time); others are counted as failed persons.
@@ -160,12 +163,23 @@ def sync_page(
                 result.stopped = True
                 break
             result.efficy_pages += 1
+            queued_before = result.counters["import_queued"]
             persons = [p for p in records if isinstance(p.get("K_CONTACT"), int)]
             known = states.get_many(cfg.integration_id, [p["K_CONTACT"] for p in persons])
             result.counters.update(base_counts(known.values()))
 
             sync_all = partial(_sync_batch, pool, syncer, known)
-            if importer is not None:
+            if importer is not None and queue is not None:
+                # import mode with a collector (collect.py): queue the keys an import can carry, gathered
+                # across pages into files; the rest goes person by person now. Nothing is stored for the
+                # queued persons until their import reports them done.
+                rows, others = importer.split(persons, known)
+                number = int(descriptor["first"]) + result.efficy_pages - 1
+                if rows:
+                    queue(number, int(descriptor["page_size"]), [row.key for row in rows])
+                result.counters["import_queued"] += len(rows)
+                persons, outcomes = others, sync_all(others)
+            elif importer is not None:
                 outcomes = importer.write(persons, known, sync_all)
                 result.counters.update(importer.take_counters())
             else:
@@ -174,7 +188,7 @@ def sync_page(
                 reason = skip_label(cfg, person) if outcome.reason and outcome.result != "failed" else None
                 result.counters.update(tally(outcome, skip_reason=reason))
                 result.counters.update(removal_counts(outcome.removals))
-            result.persons += len(persons)
+            result.persons += len(persons) + result.counters["import_queued"] - queued_before
     return result
 
 

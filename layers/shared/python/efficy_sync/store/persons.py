@@ -443,6 +443,13 @@ class PersonStateStore:
                     continue  # rewritten meanwhile, and indexed by that write
         return fixed
 
+    # ---- batched STATE writes (full sync, import mode): store/batch_writes.py ------------------------------
+    def put_batch(self, states: list[PersonState], *, workers: int = 4) -> list[PersonState]:
+        """Many states at once where no concurrent writer can be overwritten; the ones refused (stale)."""
+        from .batch_writes import put_batch
+
+        return put_batch(self, self._table, states, workers=workers)
+
     @staticmethod
     def _decode(item: dict[str, Any]) -> PersonState:
         state = PersonState.model_validate(json.loads(item["doc"]["S"]))
@@ -491,6 +498,22 @@ class MemoryPersonStateStore:
             elif state.revision:
                 raise ConflictingWrite(f"person {state.person_key}: stored state changed since it was read")
             self._states[key] = (state_document(state), state.revision + 1)
+
+    def put_batch(self, states: list[PersonState], *, workers: int = 4) -> list[PersonState]:
+        """PersonStateStore.put_batch: unconditional where the stored revision is still the one read."""
+        refused = []
+        for state in states:
+            key = (state.integration_id, int(state.person_key))
+            with self._lock:
+                stored = self._states.get(key)
+                if (stored[1] if stored else 0) == state.revision:
+                    self._states[key] = (state_document(state), state.revision + 1)
+                    continue
+            try:
+                self.put(state)
+            except StaleWrite:
+                refused.append(state)
+        return refused
 
     def record_optout(self, integration_id: str, person_key: int | str, slot: str, record: OptOutRecord) -> bool:
         with self._lock:

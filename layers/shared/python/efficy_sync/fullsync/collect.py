@@ -1,0 +1,371 @@
+"""Import mode's collector (the `Imports` state after the pages): one import per file of `import_rows` persons.
+
+Why files, not pages. APSIS One takes at most 10 import requests a minute and 3 imports in flight per account,
+and a file of at most 50 MB (contracts/apsis-one.md §4, §9). A page of 500 persons made one import set per
+page: 1,000,000 persons were 2,000+ imports, 3.3 h at 10 a minute. The pages now only *queue* the keys of the
+persons whose changes an import can carry (already diffed: an unchanged person is not queued); this step
+gathers them across pages into files of up to `full_sync.import_rows` rows and sends each file as one import
+per kind (attributes + opt-ins, opt-outs, a second channel: import_writer.py), three files in flight.
+
+The default of `import_rows` (config.py, IMPORT_ROWS_DEFAULT = 20,000), from the arithmetic:
+- a row is key + e-mail + mobile + about ten attributes, a few consent cells and tags: ≈ 300-500 bytes, so the
+  50 MB limit allows ≈ 100,000 rows; it does not bind;
+- a file costs 1 to 3 import requests (one per kind); at 10 requests a minute, 1,000,000 persons in under 30
+  minutes needs ≤ 300 requests, so ≥ 10,000 rows a file even when every file has 3 kinds;
+- 3 in flight: with APSIS's processing time T per import (not documented), the run takes ≈ imports x T / 3;
+  at 20,000 rows, 1,000,000 first-load persons are 50 files x 2 kinds = 100 imports: 10 minutes of requests,
+  and T ≤ 54 s keeps it under 30 minutes (T is the assumption the estimate names);
+- smaller files fail smaller (a file refused as a whole goes person by person), larger ones wait longer for
+  their first import and hold more persons in the Lambda's memory (20,000 rows ≈ 10 MB of CSV).
+
+Safety. A person's state is written only after the import reporting their row done (a failed import, or a
+failed row, takes the per-person path, which re-plans from the stored state); states are written in batches
+(PersonStateStore.put_batch explains why no concurrent writer is overwritten). Opt-outs stay a separate kind,
+in their own import file. The Efficy records are read again here from the queued Efficy pages (the queue holds
+keys only, no personal data), the next files' pages while the current files import.
+
+Query tags travel in the same files (tag columns): a person in a file gets their query-tag changes in their
+row; a person who did not change but joined or left a query gets a tags-only row in a last file. Untag only on
+positive evidence: the query answered, the person was a member at the last snapshot and is not now, and their
+state says the tag was set. The Tags step that follows re-runs the queries, finds nothing left to send for
+these persons, tags per person whatever an import refused, and writes the member snapshots.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from ..aws import client
+from ..clients.errors import ApiError, EfficyBusinessError
+from ..clients.http import map_in_context
+from ..config import IntegrationConfig
+from ..diff import PatchTags, apply_operations
+from ..mapping import Desired, needed_fields
+from ..safety import removal_counts
+from ..state import PersonState, utc_now
+from ..store.persons import PersonStateStore
+from ..sync import Outcome, PersonSyncer, stamp_opt_ins
+from .import_writer import ImportWriter, _Row
+from .report import skip_label, tally
+from .runs import expires_at
+from .tags import QueryMembers, decode_members, encode_members
+
+#: imports in flight per account (APSIS One's documented limit)
+FILES_IN_FLIGHT = 3
+#: stop starting files this long before the Lambda's timeout; the state machine calls the step again
+COLLECT_RESERVE_SECONDS = 120.0
+PERSON_THREADS = 4
+QUEUE_RETENTION_DAYS = 7  # a run's queued keys are read within its run; kept a week for an investigation
+#: the longest one import may take before the step gives up (and is retried by the state machine)
+IMPORT_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class QueuedPage:
+    """The keys one Efficy page queued for import, and where to read them again."""
+
+    page: int
+    efficy_page: int
+    page_size: int
+    keys: tuple[int, ...]
+
+
+class ImportQueue:
+    """Keys queued by the pages of one run: pk "IMPORTQ#<integration>#<run>", sk "<page>#<efficy page>".
+
+    Keys only (delta-encoded, compressed), never a person's data; the items expire with the run's records."""
+
+    def __init__(self, table_name: str) -> None:
+        self._table = table_name
+
+    @staticmethod
+    def _pk(integration_id: str, run_id: str) -> dict[str, str]:
+        return {"S": f"IMPORTQ#{integration_id}#{run_id}"}
+
+    def add(self, integration_id: str, run_id: str, entry: QueuedPage) -> None:
+        """Idempotent: a page run again overwrites its own item."""
+        client("dynamodb").put_item(
+            TableName=self._table,
+            Item={
+                "pk": self._pk(integration_id, run_id),
+                "sk": {"S": f"{entry.page:06d}#{entry.efficy_page:09d}"},
+                "page_size": {"N": str(entry.page_size)},
+                "keys": {"B": encode_members(entry.keys)},
+                "count": {"N": str(len(entry.keys))},
+                "expires_at": {"N": str(expires_at(days=QUEUE_RETENTION_DAYS))},
+            },
+        )
+
+    def entries(self, integration_id: str, run_id: str) -> list[QueuedPage]:
+        """Every queued page of the run, in page order (so files are contiguous key ranges)."""
+        ddb = client("dynamodb")
+        out: list[QueuedPage] = []
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": self._pk(integration_id, run_id)},
+            "ConsistentRead": True,
+        }
+        while True:
+            response = ddb.query(**request)
+            for item in response.get("Items", []):
+                page, efficy_page = item["sk"]["S"].split("#")
+                keys = tuple(sorted(decode_members(item["keys"]["B"]))) if int(item["count"]["N"]) else ()
+                out.append(QueuedPage(int(page), int(efficy_page), int(item["page_size"]["N"]), keys))
+            if "LastEvaluatedKey" not in response:
+                return out
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+def group_files(entries: list[QueuedPage], rows: int) -> list[list[QueuedPage]]:
+    """Consecutive queued pages into files of at most `rows` keys (a page is never split, so a file may hold
+    less; one Efficy page larger than `rows` is a file of its own)."""
+    files: list[list[QueuedPage]] = []
+    current: list[QueuedPage] = []
+    size = 0
+    for entry in entries:
+        if not entry.keys:
+            continue
+        if current and size + len(entry.keys) > rows:
+            files.append(current)
+            current, size = [], 0
+        current.append(entry)
+        size += len(entry.keys)
+    if current:
+        files.append(current)
+    return files
+
+
+def unique_keys(entries: list[QueuedPage]) -> list[QueuedPage]:
+    """Each key once, where first queued: a delete in Efficy between two pages' reads can move a person into
+    the page read second, and they must not be in two files (two imports and two state writes at once)."""
+    seen: set[int] = set()
+    out = []
+    for entry in entries:
+        keys = tuple(k for k in entry.keys if k not in seen)
+        seen.update(keys)
+        out.append(QueuedPage(entry.page, entry.efficy_page, entry.page_size, keys))
+    return out
+
+
+def read_file_persons(cfg: IntegrationConfig, efficy: Any, group: list[QueuedPage]) -> list[dict[str, Any]]:
+    """The queued persons as Efficy shows them now: their Efficy pages read again (one call per 500 persons,
+    not one per 10); a key a delete moved to another page is read by key; one Efficy no longer has is left
+    out (a deleted person is the delete webhook's, never a guess of ours)."""
+    fields = needed_fields(cfg)
+    found: dict[int, dict[str, Any]] = {}
+    wanted: set[int] = set()
+    for entry in group:
+        keys = set(entry.keys)
+        wanted |= keys
+        for person in efficy.list_persons_page(entry.efficy_page, entry.page_size, fields, include_profiles=True):
+            key = person.get("K_CONTACT")
+            if isinstance(key, int) and key in keys:
+                found[key] = person
+    missing = sorted(wanted - set(found))
+    if missing:
+        found.update(efficy.get_persons(missing, fields))
+    return [found[k] for k in sorted(found)]
+
+
+def plan_query_tags(
+    cfg: IntegrationConfig, run_query: Callable[[int], list[int]], states: PersonStateStore, members: QueryMembers
+) -> dict[int, dict[str, bool]]:
+    """key -> {tag: True (joined) | False (left)} from each query's answer against its last snapshot. The
+    stored tags are checked per person when a row is built (a tag already set is not sent again). A query that
+    Efficy refuses (deleted, say) is left out: its tag is not touched; an outage raises."""
+    changes: dict[int, dict[str, bool]] = {}
+    for query_tag in cfg.tags.queries:
+        try:
+            current = set(run_query(query_tag.query))
+        except ApiError as exc:
+            if exc.retryable or not isinstance(exc, EfficyBusinessError) or exc.code == "INVALID_RESPONSE":
+                raise
+            continue
+        previous = members.get(cfg.integration_id, query_tag.query) or set()
+        for key in current:
+            changes.setdefault(key, {})[query_tag.tag] = True
+        for key in previous - current:
+            changes.setdefault(key, {})[query_tag.tag] = False
+    return changes
+
+
+def _eligible(state: PersonState | None) -> bool:
+    return state is not None and state.exists_in_apsis and state.last_outcome not in ("skipped", "deleted")
+
+
+def tag_delta(wanted: dict[str, bool], state: PersonState | None, *, will_exist: bool) -> dict[str, bool]:
+    """The query-tag changes to send for one person: a tag to set where the profile exists (or the import
+    creates it) and does not have it yet; a tag to remove only where the stored state says we set it."""
+    known = state.tags if state is not None else {}
+    out: dict[str, bool] = {}
+    for tag, on in wanted.items():
+        if on and (will_exist or _eligible(state)) and not known.get(tag):
+            out[tag] = True
+        elif not on and state is not None and state.exists_in_apsis and known.get(tag):
+            out[tag] = False
+    return out
+
+
+class Collector:
+    """One call of the Imports step: files from `start` on, FILES_IN_FLIGHT at a time, until time runs low."""
+
+    def __init__(
+        self,
+        cfg: IntegrationConfig,
+        *,
+        efficy: Any,
+        apsis: Any,
+        states: PersonStateStore,
+        syncer: PersonSyncer,
+        import_rows: int,
+        on_counters: Callable[[str, Counter[str]], None],
+        poll_interval: float = 0.2,
+        hold_removals: bool = False,
+    ) -> None:
+        """`hold_removals`: the breaker holds this run's removals: a person with one goes one by one (through
+        the syncer's gate) and query untags are left to the gated Tags step; files carry additions only."""
+        self.cfg = cfg
+        self.hold_removals = hold_removals
+        self.efficy = efficy
+        self.apsis = apsis
+        self.states = states
+        self.syncer = syncer
+        self.import_rows = import_rows
+        self.on_counters = on_counters
+        self.poll_interval = poll_interval
+
+    def run(
+        self,
+        entries: list[QueuedPage],
+        query_changes: dict[int, dict[str, bool]],
+        *,
+        start: int = 0,
+        time_left: Callable[[], float] | None = None,
+    ) -> dict[str, Any]:
+        files = group_files(unique_keys(entries), self.import_rows)
+        index = start
+        # FILES_IN_FLIGHT threads import while as many read the next wave's Efficy pages
+        with ThreadPoolExecutor(max_workers=2 * FILES_IN_FLIGHT, thread_name_prefix="imports") as pool:
+            wave = files[index : index + FILES_IN_FLIGHT]
+            reading = [pool.submit(read_file_persons, self.cfg, self.efficy, g) for g in wave]
+            while index < len(files):
+                if index > start and time_left is not None and time_left() < COLLECT_RESERVE_SECONDS:
+                    return {"files": len(files), "next": index, "more": True}
+                persons = [f.result() for f in reading]
+                following = files[index + len(wave) : index + len(wave) + FILES_IN_FLIGHT]
+                # pipelined: the next wave's Efficy pages are read while this wave imports
+                reading = [pool.submit(read_file_persons, self.cfg, self.efficy, g) for g in following]
+                timeout = IMPORT_TIMEOUT if time_left is None else max(60.0, min(IMPORT_TIMEOUT, time_left() - 30.0))
+                sending: list[Future[None]] = [
+                    pool.submit(self._file, f"import-file-{index + i}", group, query_changes, timeout)
+                    for i, group in enumerate(persons)
+                ]
+                for future in sending:
+                    future.result()
+                index += len(wave)
+                wave = following
+        if start <= len(files):
+            queued = {key for entry in entries for key in entry.keys}
+            self._tags_only({k: v for k, v in query_changes.items() if k not in queued}, len(files))
+        return {"files": len(files), "next": len(files) + 1, "more": False}
+
+    # ---- one file -------------------------------------------------------------------------------------------
+    def _file(
+        self, token: str, persons: list[dict[str, Any]], query_changes: dict[int, dict[str, bool]], timeout: float
+    ) -> None:
+        """Imports one file, stores what it did, and sends what it could not say (or what failed) one by one.
+        An import still running at `timeout` raises ApsisUnavailable: the step is retried, and the file sent
+        again is safe (an import upserts; no state was written for it)."""
+        known = self.states.get_many(self.cfg.integration_id, [p["K_CONTACT"] for p in persons])
+        writer = ImportWriter(
+            self.cfg,
+            self.apsis,
+            self.states,
+            min_rows=0,
+            poll_interval=self.poll_interval,
+            timeout=timeout,
+            hold_removals=self.hold_removals,
+        )
+        rows, others = writer.split(persons, known)
+        for row in rows:
+            wanted = query_changes.get(row.key)
+            if wanted and (tags := self._allowed(tag_delta(wanted, row.state, will_exist=True))):
+                row.ops = [*row.ops, PatchTags(row.desired.profile_key, tags)]
+        failed = writer.import_rows(rows)
+        counters = writer.take_counters()
+        done = [row for row in rows if row.key not in failed]
+        stale = self._store(done)
+        for row in done:
+            result = "stale" if row.key in stale else "synced"
+            counters.update(tally(Outcome(row.key, result, list(row.ops))))
+        again = others + [row.person for row in rows if row.key in failed]
+        counters.update(self._one_by_one(again, known))
+        self.on_counters(token, counters)
+
+    def _store(self, rows: list[_Row]) -> set[int]:
+        """States of the rows the import reported done, in batches; the keys refused as stale."""
+        now = utc_now()
+        new = [stamp_opt_ins(apply_operations(row.state, row.desired, row.ops), row.ops, now) for row in rows]
+        return {int(s.person_key) for s in self.states.put_batch(new)}
+
+    def _one_by_one(self, persons: list[dict[str, Any]], known: dict[int, PersonState]) -> Counter[str]:
+        counters: Counter[str] = Counter()
+        if not persons:
+            return counters
+        with ThreadPoolExecutor(max_workers=PERSON_THREADS, thread_name_prefix="import-rows") as pool:
+            outcomes = list(
+                map_in_context(pool, lambda p: self.syncer.sync(p["K_CONTACT"], p, known.get(p["K_CONTACT"])), persons)
+            )
+        for person, outcome in zip(persons, outcomes, strict=True):
+            reason = skip_label(self.cfg, person) if outcome.reason and outcome.result != "failed" else None
+            counters.update(tally(outcome, skip_reason=reason))
+            counters.update(removal_counts(outcome.removals))
+        return counters
+
+    def _allowed(self, tags: dict[str, bool]) -> dict[str, bool]:
+        """The tag changes a file may carry: all of them, or only additions while the breaker holds removals."""
+        return {t: on for t, on in tags.items() if on} if self.hold_removals else tags
+
+    # ---- query tags of persons who did not change ------------------------------------------------------------
+    def _tags_only(self, changes: dict[int, dict[str, bool]], number: int) -> None:
+        """One import of tag columns for the persons outside every file whose query membership changed (state
+        decides: only profiles we keep get a tag, only tags we set are removed)."""
+        known = self.states.get_many(self.cfg.integration_id, sorted(changes))
+        rows: list[_Row] = []
+        for key, wanted in sorted(changes.items()):
+            state = known.get(key)
+            tags = self._allowed(tag_delta(wanted, state, will_exist=False))
+            if tags:
+                desired = Desired(str(key), {}, {}, {}, None, None, "")
+                rows.append(_Row({"K_CONTACT": key}, desired, state, [PatchTags(str(key), tags)]))
+        for start in range(0, len(rows), self.import_rows):
+            chunk = rows[start : start + self.import_rows]
+            writer = ImportWriter(self.cfg, self.apsis, self.states, min_rows=0, poll_interval=self.poll_interval)
+            failed = writer.import_rows(chunk)
+            counters = writer.take_counters()
+            done = [row for row in chunk if row.key not in failed]
+            now = utc_now()
+            changed = {row.key: _tags_of(row) for row in done}
+            new = [
+                row.state.model_copy(update={"tags": {**row.state.tags, **changed[row.key]}, "updated_at": now})
+                for row in done
+                if row.state is not None
+            ]
+            self.states.put_batch(new)
+            for row in done:
+                for tag, on in changed[row.key].items():
+                    counters[f"tag{'+' if on else '-'}:{tag}"] += 1
+            counters["import_tag_rows"] += len(done)
+            self.on_counters(f"import-tags-{number}-{start}", counters)  # failed rows: the Tags step tags them
+
+
+def _tags_of(row: _Row) -> dict[str, bool]:
+    """The tag changes of a tags-only row (its one operation is a PatchTags)."""
+    (op,) = row.ops
+    assert isinstance(op, PatchTags)
+    return op.tags

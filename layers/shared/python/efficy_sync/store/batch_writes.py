@@ -1,0 +1,102 @@
+"""Person states written in batches (import mode's Imports step): BatchWriteItem, 25 items a call, a few calls
+at once, UnprocessedItems sent again with backoff; a state changed since it was read takes the conditional put.
+
+Why no concurrent writer is overwritten (see `put_batch`): during a full sync the real-time worker parks its
+changes (fullsync/parking.py), pages and import files hold disjoint persons, and the only other writer of a
+person's STATE item is the opt-out write-back, whose opt-out itself is never in that item.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from ..aws import client
+from ..state import PersonState
+from .persons import StaleWrite, _key, state_item
+
+if TYPE_CHECKING:
+    from .persons import PersonStateStore
+
+#: BatchWriteItem takes at most 25 items; a few calls at once (each is one round trip of up to 25 puts)
+BATCH_WRITE_ITEMS = 25
+BATCH_WORKERS = 4
+BATCH_ATTEMPTS = 8
+BATCH_BACKOFF = 0.05  # seconds, doubled per attempt, full jitter
+
+
+class BatchWriteIncomplete(Exception):
+    """DynamoDB kept some items of a batch unprocessed (throttling) after every retry: the step fails and is
+    retried by the state machine; the states not written cost a compare, never a wrong skip."""
+
+
+def put_batch(
+    store: PersonStateStore, table: str, states: list[PersonState], *, workers: int = BATCH_WORKERS
+) -> list[PersonState]:
+    """Store many states at once where no concurrent writer can be overwritten; returns the ones refused.
+
+    BatchWriteItem cannot carry a condition, so first one consistent read (BatchGetItem of the STATE items'
+    revision, 100 keys a call) checks that each stored item is still the revision its state was read at.
+    Those go out unconditionally, 25 per BatchWriteItem, `workers` calls at once (UnprocessedItems retried
+    with backoff); the others, changed since (in a full sync only the opt-out write-back can do that: the
+    real-time worker is parked), take the conditional `put`, and a refused one (StaleWrite) is returned.
+
+    Why the milliseconds between that read and the write are safe: an opt-out is never in the STATE item.
+    The write-back records it in the person's OPTOUTS item (conditional, per slot) before it syncs, and
+    every read merges the live records back (`merge_optouts`): a slot with a live opt-out reads "opt-out",
+    or "unknown" (sent again) when our opt-in is close to it. So a batched STATE that lands on top of the
+    write-back's own STATE write cannot lose the opt-out; at worst its older stamp makes the next sync
+    compare the person again."""
+    if not states:
+        return []
+    revisions = _revisions(table, states[0].integration_id, [s.person_key for s in states])
+    same = [s for s in states if revisions.get(str(s.person_key), 0) == s.revision]
+    changed = [s for s in states if revisions.get(str(s.person_key), 0) != s.revision]
+    batches = [same[i : i + BATCH_WRITE_ITEMS] for i in range(0, len(same), BATCH_WRITE_ITEMS)]
+    if batches:
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(batches)))) as pool:
+            list(pool.map(lambda batch: _write_batch(table, batch), batches))
+    refused = []
+    for state in changed:
+        try:
+            store.put(state)
+        except StaleWrite:
+            refused.append(state)
+    return refused
+
+
+def _revisions(table: str, integration_id: str, keys: Iterable[int | str]) -> dict[str, int]:
+    """person key -> stored STATE revision (absent: nothing stored), read consistently."""
+    wanted = list(dict.fromkeys(str(k) for k in keys))
+    out: dict[str, int] = {}
+    ddb = client("dynamodb")
+    for start in range(0, len(wanted), 100):
+        request: dict[str, Any] = {
+            table: {
+                "Keys": [_key(integration_id, k) for k in wanted[start : start + 100]],
+                "ConsistentRead": True,
+                "ProjectionExpression": "pk, rev",
+            }
+        }
+        while request:
+            response = ddb.batch_get_item(RequestItems=request)
+            for item in response.get("Responses", {}).get(table, []):
+                out[item["pk"]["S"].rsplit("#", 1)[1]] = int(item.get("rev", {}).get("N", "0"))
+            request = response.get("UnprocessedKeys") or {}
+    return out
+
+
+def _write_batch(table: str, states: list[PersonState]) -> None:
+    ddb = client("dynamodb")
+    request: dict[str, Any] = {table: [{"PutRequest": {"Item": state_item(s)}} for s in states]}
+    delay = BATCH_BACKOFF
+    for _ in range(BATCH_ATTEMPTS):
+        request = ddb.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+        if not request:
+            return
+        time.sleep(random.uniform(0, delay))  # throttled: back off (full jitter) and send only the rest
+        delay = min(delay * 2, 5.0)
+    raise BatchWriteIncomplete(f"{len(request.get(table, []))} person states still unprocessed")
