@@ -16,7 +16,7 @@ import pytest
 from efficy_sync import correlation
 from efficy_sync.aws import reset_clients
 from efficy_sync.changes import ContactChange
-from efficy_sync.clients import http
+from efficy_sync.clients import spans
 from efficy_sync.clients.http import RetryPolicy, build_session
 from efficy_sync.observability import logger
 from efficy_sync.queue import enqueue_changes
@@ -145,15 +145,15 @@ def server() -> Iterator[str]:
 def test_each_api_call_is_one_span_named_after_the_api_without_its_url(
     server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spans: list[dict[str, Any]] = []
+    recorded: list[dict[str, Any]] = []
 
     @contextmanager
     def span(api: str, method: str) -> Iterator[dict[str, Any]]:
         info: dict[str, Any] = {"api": api, "method": method, "correlation_id": correlation.current()}
         yield info
-        spans.append(info)
+        recorded.append(info)
 
-    monkeypatch.setattr(http, "call_span", span)
+    monkeypatch.setattr(spans, "call_span", span)
     session = build_session(RetryPolicy(total=0), api="apsis")
     with correlation.scope("req-5/1"):
         assert session.patch(f"{server}/profiles/4711/sections/s/attributes", timeout=5).status_code == 204
@@ -164,4 +164,4 @@ def test_locally_tracing_is_off_and_no_call_is_wrapped() -> None:
     from efficy_sync import tracing
 
     assert tracing.tracer.disabled
-    assert http.call_span is None
+    assert spans.call_span is None
