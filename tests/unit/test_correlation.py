@@ -157,7 +157,7 @@ def test_each_api_call_is_one_span_named_after_the_api_without_its_url(
     session = build_session(RetryPolicy(total=0), api="apsis")
     with correlation.scope("req-5/1"):
         assert session.patch(f"{server}/profiles/4711/sections/s/attributes", timeout=5).status_code == 204
-    assert spans == [{"api": "apsis", "method": "PATCH", "correlation_id": "req-5/1", "status": 204, "attempts": 1}]
+    assert recorded == [{"api": "apsis", "method": "PATCH", "correlation_id": "req-5/1", "status": 204, "attempts": 1}]
 
 
 def test_locally_tracing_is_off_and_no_call_is_wrapped() -> None:
