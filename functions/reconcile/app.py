@@ -16,6 +16,7 @@ from efficy_sync.reconcile_run import Reconciler, Scope, publish_drift_metrics
 from efficy_sync.settings import settings
 from efficy_sync.store.configs import ConfigStore
 from efficy_sync.store.persons import PersonStateStore
+from efficy_sync.tracing import capture_handler
 
 DEFAULT_SAMPLE = 500
 
@@ -24,6 +25,7 @@ states = PersonStateStore(settings().state_table)
 
 
 @logger.inject_lambda_context
+@capture_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     sample = int(event.get("sample") or DEFAULT_SAMPLE)
     results: dict[str, Any] = {}

@@ -225,7 +225,7 @@ def queue_pages(world: dict[str, Any], states: MemoryPersonStateStore, pages: in
 def collector(world: dict[str, Any], states: MemoryPersonStateStore, rows: int, counted: list[Any]) -> Collector:
     return Collector(
         CFG, efficy=world["efficy"], apsis=world["apsis"], states=states,
-        syncer=PersonSyncer(CFG, world["apsis"], states, dry_run=False), import_rows=rows,
+        syncer=PersonSyncer(CFG, world["apsis"], states, dry_run=False, email_lookup=lambda address: []), import_rows=rows,
         on_counters=lambda token, counters: counted.append((token, counters)), poll_interval=0.01,
     )  # fmt: skip
 

@@ -393,6 +393,7 @@ def test_held_removals_are_released_in_calls_until_done_and_then_finish(harness:
         "begin",
         "plan",
         "seams",
+        "imports",
         "tags",
         "removal_gate",
         "release_removals",

@@ -16,13 +16,15 @@ import pytest
 from efficy_sync import correlation
 from efficy_sync.aws import reset_clients
 from efficy_sync.changes import ContactChange
-from efficy_sync.clients import http
+from efficy_sync.clients import spans
 from efficy_sync.clients.http import RetryPolicy, build_session
 from efficy_sync.observability import logger
 from efficy_sync.queue import enqueue_changes
 from efficy_sync.state import PersonState
 from efficy_sync.store.persons import MemoryPersonStateStore
 from moto import mock_aws
+
+from tests.unit.test_deadline_wiring import Context, load  # noqa: F401 (load is a fixture)
 
 
 @pytest.fixture
@@ -145,23 +147,66 @@ def server() -> Iterator[str]:
 def test_each_api_call_is_one_span_named_after_the_api_without_its_url(
     server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spans: list[dict[str, Any]] = []
+    recorded: list[dict[str, Any]] = []
 
     @contextmanager
     def span(api: str, method: str) -> Iterator[dict[str, Any]]:
         info: dict[str, Any] = {"api": api, "method": method, "correlation_id": correlation.current()}
         yield info
-        spans.append(info)
+        recorded.append(info)
 
-    monkeypatch.setattr(http, "call_span", span)
+    monkeypatch.setattr(spans, "call_span", span)
     session = build_session(RetryPolicy(total=0), api="apsis")
     with correlation.scope("req-5/1"):
         assert session.patch(f"{server}/profiles/4711/sections/s/attributes", timeout=5).status_code == 204
-    assert spans == [{"api": "apsis", "method": "PATCH", "correlation_id": "req-5/1", "status": 204, "attempts": 1}]
+    assert recorded == [{"api": "apsis", "method": "PATCH", "correlation_id": "req-5/1", "status": 204, "attempts": 1}]
 
 
 def test_locally_tracing_is_off_and_no_call_is_wrapped() -> None:
     from efficy_sync import tracing
 
     assert tracing.tracer.disabled
-    assert http.call_span is None
+    assert spans.call_span is None
+
+
+def _sqs(message_id: str, change: ContactChange, correlation_id: str | None) -> dict[str, Any]:
+    attributes = {"correlation_id": {"stringValue": correlation_id, "dataType": "String"}} if correlation_id else {}
+    return {"messageId": message_id, "body": change.model_dump_json(), "messageAttributes": attributes}
+
+
+def test_the_worker_scopes_each_record_to_its_own_id(load: Any) -> None:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+    from efficy_sync.sync import Outcome
+
+    app = load("apply_changes")
+    seen: list[tuple[int, str | None]] = []
+
+    class Batch:
+        def apply(self, change: ContactChange) -> Outcome:
+            seen.append((change.person_key, correlation.current()))
+            return Outcome(change.person_key, "synced")
+
+    handle = app.record_handler_for(Batch())
+    changes = [ContactChange(integration_id="acme", person_key=k, operation="Update") for k in (1, 2, 3)]
+    handle(SQSRecord(_sqs("m-1", changes[0], "req/1")))
+    # an outer id is given back after the record, and the record's id does not outlive it
+    with pytest.raises(RuntimeError), correlation.scope("outer"):
+        handle(SQSRecord(_sqs("m-2", changes[1], "req/2")))
+        assert correlation.current() == "outer"
+        raise RuntimeError("stop")
+    handle(SQSRecord(_sqs("m-3", changes[2], None)))  # parked or an old message: known by its message id
+    assert seen == [(1, "req/1"), (2, "req/2"), (3, "m-3")]
+    assert correlation.current() is None
+
+
+def test_a_full_sync_page_runs_under_its_run_id(load: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = load("sync_page")
+    seen: list[str | None] = []
+
+    def page(event: dict) -> dict:
+        seen.append(correlation.current())
+        return {"synced": 0}
+
+    monkeypatch.setattr(app.full_sync, "page", page)
+    app.handler({"integration_id": "acme", "run_id": "run-42", "page": {"page": 1}}, Context(remaining_ms=300_000))
+    assert seen == ["run-42"] and correlation.current() is None

@@ -27,7 +27,7 @@ from typing import Any
 from aws_lambda_powertools import Tracer
 
 from . import correlation
-from .clients import http
+from .clients import spans
 
 SERVICE = "efficy-sync"
 #: AWS SDK calls become subsegments; requests is left alone on purpose (see the module docstring)
@@ -83,4 +83,4 @@ def annotate(correlation_id: str | None) -> None:
 
 
 if not tracer.disabled:
-    http.call_span = _call_subsegment
+    spans.call_span = _call_subsegment

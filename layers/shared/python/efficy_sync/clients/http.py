@@ -19,7 +19,7 @@ import contextvars
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -27,6 +27,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from . import spans
 from .errors import OutOfTime
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -36,9 +37,6 @@ MIN_CALL_SECONDS = 1.0
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("efficy_sync_deadline", default=None)
 T = TypeVar("T")
 R = TypeVar("R")
-#: Opens a trace subsegment around one call: (api, method) -> a context manager giving a dict for the status.
-#: Set by efficy_sync.tracing when a Lambda traces; None for the CLI and tests (no powertools import here).
-call_span: Callable[[str, str], AbstractContextManager[dict[str, Any]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -134,7 +132,7 @@ class BoundedRetry(Retry):
 
 class TracedAdapter(HTTPAdapter):
     """HTTPAdapter that puts each call (urllib3's retries included) in a trace subsegment named after the API,
-    when `call_span` is set. Only the method, the final status and the attempts are recorded: never the URL
+    when `spans.call_span` is set. Only the method, the final status and the attempts are recorded: never the URL
     (APSIS paths hold the person key, a query may hold a token) nor a body."""
 
     def __init__(self, api: str, **kwargs: Any) -> None:
@@ -142,7 +140,7 @@ class TracedAdapter(HTTPAdapter):
         super().__init__(**kwargs)
 
     def send(self, request: Any, *args: Any, **kwargs: Any) -> requests.Response:
-        span = call_span
+        span = spans.call_span
         if span is None:
             return super().send(request, *args, **kwargs)
         with span(self.api, str(request.method)) as info:
