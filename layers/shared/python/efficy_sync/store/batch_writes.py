@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..aws import client
 from ..state import PersonState
-from .persons import StaleWrite, _key, state_item
+from .person_items import StaleWrite, _key, state_item
 
 if TYPE_CHECKING:
     from .persons import PersonStateStore

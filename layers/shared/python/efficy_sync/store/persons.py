@@ -35,47 +35,59 @@ from __future__ import annotations
 
 import json
 import threading
-import zlib
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
-from .. import correlation
 from ..aws import client
 from ..consent import OptOutRecord, normalise_stamp
 from ..state import UNKNOWN, PersonState, health_issue, utc_now
+from .person_items import (  # the item's shape lives there; importers of persons keep working
+    HEALTH_INDEX as HEALTH_INDEX,
+)
+from .person_items import (
+    HEALTH_PK as HEALTH_PK,
+)
+from .person_items import (
+    HEALTH_SHARDS as HEALTH_SHARDS,
+)
+from .person_items import (
+    HEALTH_SK as HEALTH_SK,
+)
+from .person_items import (
+    STATE_SK as STATE_SK,
+)
+from .person_items import (
+    ConflictingWrite as ConflictingWrite,
+)
+from .person_items import (
+    HealthKind as HealthKind,
+)
+from .person_items import (
+    StaleWrite as StaleWrite,
+)
+from .person_items import (
+    _key as _key,
+)
+from .person_items import (
+    _pk as _pk,
+)
+from .person_items import (
+    health_keys as health_keys,
+)
+from .person_items import (
+    state_document as state_document,
+)
+from .person_items import (
+    state_item as state_item,
+)
 
 #: an opt-in we sent this close to an APSIS opt-out (before or after) may have overwritten it. Wide, because the
 #: automation's `occurred_at` may be when its flow ran rather than the click, and clocks differ; the cost of a
 #: wide margin is one redundant opt-out call.
 OPT_IN_RACE_MARGIN = timedelta(minutes=10)
-STATE_SK = "STATE"
-#: the sparse index over the persons health lists (template.yaml, StateTable); its key attributes
-HEALTH_INDEX = "health"
-HEALTH_PK = "health_pk"
-HEALTH_SK = "health_sk"
-#: index partitions per integration; changing it needs `efficy-sync health ID --scan` to re-key stored states
-HEALTH_SHARDS = 8
-HealthKind = Literal["failure", "skipped"]
 OPTOUTS_SK = "OPTOUTS"
 _RECORDS = "records"
-
-
-class StaleWrite(Exception):
-    """A newer change of this person was already stored; the stored state wins."""
-
-
-class ConflictingWrite(StaleWrite):
-    """The stored state changed since it was read (its change stamp is not newer than ours): read it again and
-    plan against it. A StaleWrite, so callers that only know StaleWrite drop the write, as before."""
-
-
-def _pk(integration_id: str, person_key: int | str) -> str:
-    return f"PERSON#{integration_id}#{person_key}"
-
-
-def _key(integration_id: str, person_key: int | str, sk: str = STATE_SK) -> dict[str, Any]:
-    return {"pk": {"S": _pk(integration_id, person_key)}, "sk": {"S": sk}}
 
 
 def _order(at: str) -> str:
@@ -107,42 +119,6 @@ def _close_or_after(sent: str, at: str) -> bool:
     except ValueError:
         return True  # cannot tell: assume the worst
     return sent_at >= opted_out - OPT_IN_RACE_MARGIN
-
-
-def health_keys(state: PersonState) -> dict[str, dict[str, str]]:
-    """The health index attributes of the state's item: empty (not indexed) when the person is in step."""
-    issue = health_issue(state)
-    if issue is None:
-        return {}
-    kind, category = issue
-    shard = zlib.crc32(str(state.person_key).encode()) % HEALTH_SHARDS
-    return {
-        HEALTH_PK: {"S": f"{state.integration_id}#{shard}"},
-        HEALTH_SK: {"S": f"{kind}#{category}#{state.person_key}"},
-    }
-
-
-def state_item(state: PersonState) -> dict[str, Any]:
-    """The whole STATE item `put` writes (at the next revision). Whole, so that a state in step again leaves the
-    health index by the same write that records it."""
-    return {
-        **_key(state.integration_id, state.person_key),
-        "doc": {"S": state_document(state)},
-        "stamp": {"S": normalise_stamp(state.change_stamp or "")},
-        "rev": {"N": str(state.revision + 1)},
-        "outcome": {"S": state.last_outcome or ""},
-        "error_category": {"S": state.error_category or ""},
-        **health_keys(state),
-    }
-
-
-def state_document(state: PersonState) -> str:
-    """The STATE item's JSON: everything except the opt-outs (their own item) and the revision (an attribute),
-    with the correlation id of the change being handled, so an operator finds which change wrote an outcome."""
-    current = correlation.current()
-    if current and current != state.correlation_id:
-        state = state.model_copy(update={"correlation_id": current})
-    return state.model_dump_json(exclude={"optouts", "revision"})
 
 
 # ---- DynamoDB typed values (the store uses the low-level client, like the rest of the layer) -------------------
