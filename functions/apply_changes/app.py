@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from efficy_sync.budget import paced
 from efficy_sync.changes import ContactChange
 from efficy_sync.clients.http import deadline, lambda_seconds
 from efficy_sync.connections import apsis_client, efficy_client
@@ -21,7 +22,8 @@ configs = ConfigStore(settings().config_table, cache_seconds=settings().cache_se
 states = PersonStateStore(settings().state_table)
 worker = BatchWorker(
     get_config=configs.get,
-    build_syncer=lambda cfg: PersonSyncer(cfg, apsis_client(cfg), states),
+    # APSIS calls share the account's budget with the full-sync pages and other workers (budget.py)
+    build_syncer=lambda cfg: PersonSyncer(cfg, paced(cfg, apsis_client(cfg)), states),
     get_persons=lambda cfg, keys, fields: efficy_client(cfg).get_persons(keys, fields),
     states=states,
     # While the integration runs a full sync, its changes wait there and are re-enqueued when it ends.
