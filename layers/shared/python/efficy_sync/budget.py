@@ -42,6 +42,9 @@ SLOT_SECONDS = 0.1
 #: at most this many requests taken by one UpdateItem (what is not spent within its slot is lost to others)
 LEASE_MAX = 8
 SLOT_TTL_SECONDS = 3600
+#: no request is started in the last this-many seconds of its slot, so one that takes a while to leave this
+#: process still reaches APSIS within the slot (and the calendar second) it was counted in
+SPEND_MARGIN = 0.02
 
 
 def account_rate() -> float:
@@ -92,7 +95,11 @@ class SharedBudget:
         try:
             with self._lock:
                 while True:
-                    slot = self._current_slot()
+                    now = self._clock()
+                    slot = int(now / SLOT_SECONDS)
+                    if (slot + 1) * SLOT_SECONDS - now < SPEND_MARGIN:  # too late in the slot: the next one
+                        self._sleep((slot + 1) * SLOT_SECONDS - now + 0.001)
+                        continue
                     if slot == self._slot and self._left > 0:
                         self._left -= 1
                         return
@@ -100,25 +107,27 @@ class SharedBudget:
                     if taken:
                         self._slot, self._left = slot, taken - 1
                         return
-                    self._sleep(max(0.0, (slot + 1) * SLOT_SECONDS - self._clock()))
+                    # to just past the next slot's start (a float slot boundary may read as the old slot)
+                    self._sleep(max(0.0, (slot + 1) * SLOT_SECONDS - self._clock()) + 0.001)
         finally:
             with self._waiting_lock:
                 self._waiting -= 1
 
-    def _current_slot(self) -> int:
-        return int(self._clock() / SLOT_SECONDS)
-
     def _take(self, slot: int) -> int:
-        """Requests taken from `slot` in DynamoDB (as many as threads wait here, up to the lease; one when the
-        slot has less room than that); 0 when the slot is full."""
+        """Requests taken from `slot` in DynamoDB: as many as threads wait here (up to the lease), or what the
+        slot has left when that is less (a refused update tells how much the slot has used); 0 when full."""
         with self._waiting_lock:
             want = max(1, min(self._lease_max, self._waiting))
-        for n in dict.fromkeys((want, 1)):
-            if self._update(slot, n):
-                return n
+        used = self._update(slot, want)
+        if used is None:
+            return want
+        room = self.slot_cap - used
+        if 0 < room < want and self._update(slot, room) is None:
+            return room
         return 0
 
-    def _update(self, slot: int, n: int) -> bool:
+    def _update(self, slot: int, n: int) -> int | None:
+        """None when `n` requests were taken; else what the slot had used already (the update was refused)."""
         ddb = client("dynamodb")
         self.takes += 1
         try:
@@ -133,19 +142,28 @@ class SharedBudget:
                     ":room": {"N": str(self.slot_cap - n)},
                     ":e": {"N": str(int(slot * SLOT_SECONDS) + SLOT_TTL_SECONDS)},
                 },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except ddb.exceptions.ConditionalCheckFailedException:
+        except ddb.exceptions.ConditionalCheckFailedException as exc:
             self.refused += 1
-            return False
-        return True
+            item = exc.response.get("Item") or {}
+            return int(item.get("used", {}).get("N", self.slot_cap))
+        return None
 
 
 class KeyLimit:
     """At most `rate` calls in any second on one profile key, from this worker (APSIS's per-key limit)."""
 
-    def __init__(self, rate: int = PROFILE_KEY_RATE, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rate: int = PROFILE_KEY_RATE,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._rate = rate
         self._clock = clock
+        self._sleep = sleep
         self._sent: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
@@ -162,7 +180,7 @@ class KeyLimit:
                     sent.append(now)
                     return
                 delay = 1.0 - (now - sent[0])
-            time.sleep(delay)
+            self._sleep(delay)
 
 
 def shared_budget(cfg: Any, table: str | None = None) -> SharedBudget:
