@@ -20,7 +20,8 @@ removal the write-back made) finds the state already at that Efficy stamp, so it
 Concurrency (a write-back, a full-sync page and a real-time message may sync the same person at once):
 - the state is stored only if it is still the revision we planned against; otherwise we plan again against
   what the other sync stored (ConflictingWrite), so nobody's record of what APSIS holds is overwritten;
-- right before an opt-in goes out, the stored state and opt-outs are read again; a change means plan again;
+- right before an opt-in goes out, the stored state and opt-outs are read again; a change means plan again
+  (a full-sync page reads each chunk of persons at once just before syncing them: `sync(fresh=True)`);
 - if a newer Efficy change was stored while this older read was being sent, the consents we touched are marked
   unknown (the next sync sends its decision again) and TransientError asks the caller for a fresh read;
 - what reached APSIS before a failure is kept in the state, so no opt-in we sent is ever forgotten.
