@@ -158,3 +158,12 @@ def test_one_profile_key_gets_at_most_ten_calls_a_second() -> None:
     assert clock.now == 1_000_000.0
     limit.wait("7")
     assert clock.now >= 1_000_001.0
+
+
+def test_a_rate_no_account_has_turns_the_budget_off(table: str) -> None:
+    """Benchmarks raise the rate to time the product itself: then the budget costs no DynamoDB call."""
+    budget = SharedBudget(table, "acct", 100_000.0)
+    for _ in range(100):
+        budget.wait()
+    assert budget.unlimited and budget.takes == 0
+    assert not SharedBudget(table, "acct", 100.0).unlimited
