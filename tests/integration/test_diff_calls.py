@@ -175,3 +175,21 @@ def test_an_opt_out_recorded_after_the_chunk_read_is_not_lost_to_the_opt_in(apsi
 
     consents = apsis_sim.get_profile(CRM, "7")["consents"]
     assert [(c["topic"], c["type"]) for c in consents] == [(NEWS, "opt-out")]
+
+
+def test_an_attribute_given_a_new_version_is_written_with_the_new_version_id(apsis_sim, apsis) -> None:
+    """The v1 PATCH names attribute *versions*; a version APSIS retired after we listed them is not the
+    person's fault: the client lists them again and writes once more, instead of failing the person."""
+    syncer = PersonSyncer(CFG, apsis, MemoryPersonStateStore())
+    syncer.sync(7, person(7), None)  # lists the versions
+    definitions = apsis_sim.definitions()
+    for attribute in definitions["sections"][0]["attributes"]:
+        if attribute["discriminator"] == FIRSTNAME:
+            attribute["versions"][0]["deprecated_at"] = "2026-01-01T00:00:00Z"
+            attribute["versions"].append({"id": "6a0e1f52-0003-4a1a-9e01-00000000beef", "deprecated_at": None})
+    apsis_sim.set_definitions(definitions)
+
+    outcome = syncer.sync(8, person(8), None)
+
+    assert outcome.result == "synced", outcome.reason
+    assert apsis_sim.get_profile(CRM, "8")["attributes"][FIRSTNAME] == "F8"
