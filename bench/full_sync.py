@@ -19,7 +19,7 @@ from typing import Any
 import requests
 
 ACCOUNT_RATE = 100.0  # APSIS One requests/s per account (documented)
-FULL_SYNC_SHARE = 0.9  # the share a full sync takes (fullsync/page.py)
+FULL_SYNC_SHARE = 0.9  # the share of the account our workers take together (budget.py ACCOUNT_SHARE)
 IMPORTS_PER_MINUTE = 10  # APSIS One import requests per minute (documented)
 PAGE_CONCURRENCY = 5  # the state machine's MaxConcurrency
 KEY_BASE = 2_000_000

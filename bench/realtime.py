@@ -125,6 +125,7 @@ def realtime_throughput(stack: Any, n: int = 1000) -> dict[str, Any]:
     requests.delete(f"{apsis}/_sim/calls", timeout=10)
     requests.delete(f"{efficy}/_sim/calls", timeout=10)
     keys = range(base, base + n)
+    refused_before = requests.get(f"{apsis}/_sim/rate", timeout=10).json()["refused"]
 
     started = time.perf_counter()
     for start in range(0, n, 500):
@@ -135,6 +136,7 @@ def realtime_throughput(stack: Any, n: int = 1000) -> dict[str, Any]:
         1 for p in requests.get(f"{apsis}/_sim/profiles", timeout=60).json()["profiles"] if int(p["key"]) >= base
     )
     changed_calls = _product_calls(requests.get(f"{apsis}/_sim/calls", timeout=10).json())
+    rate = requests.get(f"{apsis}/_sim/rate", timeout=10).json()  # the shared budget keeps it under 90/s
     efficy_calls = sum(
         v for k, v in requests.get(f"{efficy}/_sim/calls", timeout=10).json().items() if k == "POST /crm/json"
     )
@@ -152,6 +154,8 @@ def realtime_throughput(stack: Any, n: int = 1000) -> dict[str, Any]:
         "apsis_calls_per_changed_person": round(changed_calls / n, 2),
         "apsis_calls_per_unchanged_person": round(unchanged_calls / n, 3),
         "efficy_calls_per_person": round(efficy_calls / n, 3),
+        "apsis_busiest_second": rate["max_per_second"],
+        "apsis_429s": rate["refused"] - refused_before,
     }
 
 

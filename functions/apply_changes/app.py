@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from efficy_sync.budget import paced
 from efficy_sync.changes import ContactChange
 from efficy_sync.clients.http import deadline, lambda_seconds
 from efficy_sync.connections import apsis_client, efficy_client, email_lookup
@@ -27,9 +28,10 @@ states = PersonStateStore(settings().state_table)
 held, breaker = HeldRemovals(settings().state_table), RemovalBreaker(settings().state_table)
 worker = BatchWorker(
     get_config=configs.get,
+    # APSIS calls share the account's budget with the full-sync pages and other workers (budget.py)
     build_syncer=lambda cfg: PersonSyncer(
         cfg,
-        apsis_client(cfg),
+        paced(cfg, apsis_client(cfg)),
         states,
         email_lookup=email_lookup(cfg),
         removal_gate=BurstGate(cfg, breaker, held),

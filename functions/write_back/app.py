@@ -10,6 +10,7 @@ from __future__ import annotations
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from efficy_sync.aws import client
+from efficy_sync.budget import paced
 from efficy_sync.clients.errors import EfficyUnavailable
 from efficy_sync.clients.http import RetryPolicy, deadline, lambda_seconds
 from efficy_sync.connections import apsis_client, efficy_client, email_lookup
@@ -103,7 +104,8 @@ def _write_back(record: SQSRecord) -> None:
         message = OptOutMessage.model_validate_json(record.body)
         logger.append_keys(integration_id=message.integration_id)
         cfg = configs.get(message.integration_id)
-        syncer = PersonSyncer(cfg, apsis_client(cfg), states, email_lookup=email_lookup(cfg))
+        # the account's shared budget; no removal gate: an APSIS opt-out is never held back
+        syncer = PersonSyncer(cfg, paced(cfg, apsis_client(cfg)), states, email_lookup=email_lookup(cfg))
         writeback = WriteBack(cfg, efficy_client(cfg, POLICY), states, syncer)
         if _Batch.efficy_down:
             writeback.record_only(message)  # recorded all the same: from now on every sync honours it

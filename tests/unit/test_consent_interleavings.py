@@ -285,6 +285,11 @@ class FakeApsis:
         if not self.exists:
             raise NotFound("no such profile")
 
+    def create_with_attributes(self, key: str, attributes: dict[str, Any]) -> None:
+        """APSIS's v1 attribute PATCH: one call that creates the profile when it is missing."""
+        self._call()
+        self.exists = True
+
     def set_consent(self, key: str, topic: str, channel: str, consent_type: str, **_: Any) -> str:
         tick = self._call()
         before = self.consents.get((topic, channel))

@@ -53,6 +53,11 @@ class FakeApsis:
     def patch_attributes(self, key: str, attributes: dict[str, Any]) -> None:
         self._call("attributes", attributes)
 
+    def create_with_attributes(self, key: str, attributes: dict[str, Any]) -> None:
+        """APSIS's one-call create + attributes (v1 PATCH), recorded as the two steps it stands for."""
+        self.create_profile(key)
+        self.patch_attributes(key, attributes)
+
     def set_consent(self, key: str, topic: str, channel: str, consent_type: str, **_: Any) -> str:
         self._call("consent", consent_type)
         return "updated"

@@ -84,6 +84,11 @@ class FakeApsis:
     def patch_attributes(self, key: str, attributes: dict[str, Any]) -> None:
         self.calls.append(("attributes", key))
 
+    def create_with_attributes(self, key: str, attributes: dict[str, Any]) -> None:
+        """APSIS's one-call create + attributes (v1 PATCH), recorded as the two steps it stands for."""
+        self.create_profile(key)
+        self.patch_attributes(key, attributes)
+
     def set_consent(self, key: str, topic: str, channel: str, consent_type: str, **_: Any) -> str:
         self.calls.append(("consent", (key, topic, consent_type)))
         return "updated"
@@ -287,6 +292,7 @@ def handler_module(monkeypatch: pytest.MonkeyPatch, world: Any) -> Any:
     monkeypatch.setattr(module, "configs", type("Configs", (), {"get": staticmethod(lambda _id: CFG)})())
     monkeypatch.setattr(module, "efficy_client", lambda cfg, policy=None: efficy)
     monkeypatch.setattr(module, "apsis_client", lambda cfg: apsis)
+    monkeypatch.setattr(module, "paced", lambda cfg, client: client)  # the shared budget lives in DynamoDB
     monkeypatch.setattr(module, "client", lambda service: sqs)
     module.fake_sqs = sqs
     yield module

@@ -23,7 +23,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -397,6 +397,8 @@ class ApsisSimulator(SimServer):
         self._imports: dict[str, ImportJob] = {}
         self._deliveries: list[Delivery] = []
         self._account_bucket = TokenBucket(self.account_rate)
+        self._per_second: Counter[int] = Counter()  # epoch second -> authenticated requests on the account
+        self._refused = 0  # requests answered 429 by the account or profile-key limit
         self._key_buckets: dict[tuple[str, str], TokenBucket] = {}
         self._token_window = SlidingWindow(self.token_requests_per_minute, 60.0)
         self._import_window = SlidingWindow(self.import_requests_per_minute, 60.0)
@@ -423,6 +425,13 @@ class ApsisSimulator(SimServer):
         with self._lock:
             profile = self._profiles.get((keyspace, str(key)))
             return profile.view() if profile else None
+
+    def rate(self) -> dict[str, Any]:
+        """What the account's limit saw: requests per calendar second (busiest first) and how many got 429."""
+        with self._lock:
+            seconds = dict(self._per_second)
+            refused = self._refused
+        return {"max_per_second": max(seconds.values(), default=0), "per_second": seconds, "refused": refused}
 
     def set_definitions(self, definitions: dict[str, Any]) -> None:
         parsed = Definitions(definitions)
@@ -563,14 +572,19 @@ class ApsisSimulator(SimServer):
             raise Problem(self.expired_token_status, "access token is invalid or expired")
 
     def _take_budget(self, keyspace: str | None, key: str | None, *, account: bool = True) -> None:
+        if account:
+            with self._lock:
+                self._per_second[int(time.time())] += 1  # every request of the account, answered or refused
         if not self.rate_limits:
             return
         with self._lock:
             if account and not self._account_bucket.take():
+                self._refused += 1
                 raise self._too_many(f"more than {self.account_rate:g} requests per second on this account")
             if key is not None:
                 bucket = self._key_buckets.setdefault((keyspace or "", key), TokenBucket(self.profile_key_rate))
                 if not bucket.take():
+                    self._refused += 1
                     raise self._too_many(f"more than {self.profile_key_rate:g} requests per second on one profile key")
 
     @staticmethod
@@ -638,6 +652,7 @@ class ApsisSimulator(SimServer):
             ("/_sim/definitions", self._ctl_set_definitions, "POST"),
             ("/_sim/definitions", self._ctl_get_definitions, "GET"),
             ("/_sim/tokens/revoke", self._ctl_revoke_tokens, "POST"),
+            ("/_sim/rate", self._ctl_rate, "GET"),
         ]:
             self.route(rule, self._control(handler), methods=[method], control=True)
 
@@ -1023,6 +1038,10 @@ class ApsisSimulator(SimServer):
 
     def _ctl_get_definitions(self, request: Request) -> Response:
         return json_response(self.definitions())
+
+    def _ctl_rate(self, request: Request) -> Response:
+        out = self.rate()
+        return json_response({**out, "per_second": {str(k): v for k, v in sorted(out["per_second"].items())}})
 
     def _ctl_revoke_tokens(self, request: Request) -> Response:
         self.revoke_tokens()

@@ -20,7 +20,8 @@ removal the write-back made) finds the state already at that Efficy stamp, so it
 Concurrency (a write-back, a full-sync page and a real-time message may sync the same person at once):
 - the state is stored only if it is still the revision we planned against; otherwise we plan again against
   what the other sync stored (ConflictingWrite), so nobody's record of what APSIS holds is overwritten;
-- right before an opt-in goes out, the stored state and opt-outs are read again; a change means plan again;
+- right before an opt-in goes out, the stored state and opt-outs are read again; a change means plan again
+  (a full-sync page reads each chunk of persons at once just before syncing them: `sync(fresh=True)`);
 - if a newer Efficy change was stored while this older read was being sent, the consents we touched are marked
   unknown (the next sync sends its decision again) and TransientError asks the caller for a fresh read;
 - what reached APSIS before a failure is kept in the state, so no opt-in we sent is ever forgotten.
@@ -42,7 +43,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .clients.apsis import ApsisClient
-from .clients.errors import ApiError, EfficyBusinessError, NotFound, TransientError, acknowledgeable
+from .clients.errors import ApiError, EfficyBusinessError, TransientError, acknowledgeable
 from .config import EMAIL_ATTRIBUTE, IntegrationConfig
 from .diff import (
     CreateProfile,
@@ -60,6 +61,7 @@ from .mapping import Desired, Skip, map_person
 from .observability import MetricUnit, metrics
 from .pii import hash_key, mask_email
 from .safety import RemovalGate, gated
+from .send import send_operations
 from .state import UNKNOWN, EmailConflict, PersonState, consent_key, utc_now, value_hash
 from .store.persons import ConflictingWrite, PersonStateStore, StaleWrite
 
@@ -114,8 +116,11 @@ class PersonSyncer:
         state: PersonState | None,
         *,
         query_tags: set[str] | None = None,
+        fresh: bool = False,
     ) -> Outcome:
         """`person` is Efficy's current record (None when Efficy no longer has it); `state` what we stored.
+        `fresh`: the caller read `state` consistently just before this call (a full-sync page re-reads each
+        chunk of persons at once), so the first plan makes no second read of its own before an opt-in.
 
         If another sync stored the person's state since `state` was read, the plan is made again against what
         it stored (each attempt sends only what that state does not already hold)."""
@@ -129,9 +134,9 @@ class PersonSyncer:
                     return self._deleted(key, state)
                 if isinstance(result, Skip):
                     return self._skip(key, result, stamp, state)
-                return self._apply(key, result, state)
+                return self._apply(key, result, state, recheck=not fresh)
             except ConflictingWrite:
-                state = self.states.get(self.cfg.integration_id, key)
+                state, fresh = self.states.get(self.cfg.integration_id, key), False
         raise TransientError(f"person {hash_key(key)}: the stored state kept changing; try again later")
 
     def _check_readable(self, key: int, person: dict[str, Any]) -> None:
@@ -156,10 +161,10 @@ class PersonSyncer:
     def _gated(self, key: int, ops: list[Operation], state: PersonState | None) -> tuple[list[Any], list[Any], bool]:
         return gated(key, ops, state, None if self.dry_run else self.removal_gate)
 
-    def _apply(self, key: int, result: Desired, state: PersonState | None) -> Outcome:
+    def _apply(self, key: int, result: Desired, state: PersonState | None, *, recheck: bool = True) -> Outcome:
         result, conflict = self._email_change(key, result, state)
         ops, removals, held = self._gated(key, plan_operations(result, state), state)
-        if not self.dry_run and any(isinstance(op, SetConsent) and op.type == "opt-in" for op in ops):
+        if recheck and not self.dry_run and any(isinstance(op, SetConsent) and op.type == "opt-in" for op in ops):
             self._check_unchanged(key, state)
         sent, error = self._execute(ops)
         if error is not None:
@@ -232,36 +237,11 @@ class PersonSyncer:
 
     # ---- APSIS calls -----------------------------------------------------------------------------------
     def _execute(self, ops: list[Operation]) -> tuple[list[Operation], ApiError | None]:
-        """Send the operations in order. Returns the ones APSIS took and the error that stopped the rest."""
+        """Send the operations in order (send.py: create + attributes in one call where APSIS allows it).
+        Returns the ones APSIS took and the error that stopped the rest."""
         if self.dry_run:
             return list(ops), None
-        sent: list[Operation] = []
-        for op in ops:
-            try:
-                self._send(op)
-            except ApiError as exc:
-                return sent, exc
-            sent.append(op)
-        return sent, None
-
-    def _send(self, op: Operation) -> None:
-        apsis = self.apsis
-        if isinstance(op, CreateProfile):
-            apsis.create_profile(op.key)
-        elif isinstance(op, PatchAttributes):
-            try:
-                apsis.patch_attributes(op.key, op.attributes)
-            except NotFound:  # deleted in APSIS behind our back: create it again
-                apsis.create_profile(op.key)
-                apsis.patch_attributes(op.key, op.attributes)
-        elif isinstance(op, SetConsent):
-            apsis.set_consent(op.key, op.topic, op.channel, op.type)
-        elif isinstance(op, PatchTags):
-            apsis.patch_tags(op.key, op.tags)
-        elif isinstance(op, DeleteProfile):
-            apsis.delete_profile(op.key)
-        else:  # pragma: no cover - a new operation type must be wired here
-            raise TypeError(f"unknown operation {op!r}")
+        return send_operations(self.apsis, ops, combine=self.cfg.apsis.create_with_attribute_patch)
 
     # ---- outcomes --------------------------------------------------------------------------------------
     def _store(self, outcome: Outcome, state: PersonState, before: PersonState | None = None) -> Outcome:

@@ -116,6 +116,9 @@ class ApsisSettings(_Model):
     # ASSUMED: the public docs name a profile-tags call but not its path; {keyspace}, {key} and {section}
     # are filled in (URL-encoded). Correct it here once a real account shows the path.
     profile_tags_path: str = "/audience/keyspaces/{keyspace}/profiles/{key}/sections/{section}/tags"
+    # A new person in one call: APSIS documents (sure: high) that the v1 attribute PATCH creates a missing
+    # profile. false = the older two calls (create, then v2 PATCH), should an account show otherwise.
+    create_with_attribute_patch: bool = True
 
     @field_validator("profile_tags_path")
     @classmethod

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from ..connections import apsis_client, efficy_client
+from ..connections import efficy_client
 from ..mapping import needed_fields
 from ..observability import count, logger
 from ..safety import (
@@ -40,7 +40,6 @@ from ..safety import (
 from ..settings import settings
 from ..store.removals import HeldRemovals, RemovalBreaker
 from ..sync import PersonSyncer
-from .page import Pace, PacedApsis, worker_rate
 from .report import build_report, tally
 from .runs import Run, utc_now
 
@@ -186,7 +185,7 @@ class Breaker:
         keys = list(self.held.keys(run.integration_id))
         if keys:
             efficy = efficy_client(cfg)
-            apsis = PacedApsis(apsis_client(cfg), Pace(worker_rate(run.max_concurrency)))
+            apsis = fs._apsis(cfg, run.max_concurrency)  # the account's shared budget
             syncer = PersonSyncer(
                 cfg, cast("ApsisClient", apsis), fs.states, email_lookup=efficy.find_contacts_by_email
             )

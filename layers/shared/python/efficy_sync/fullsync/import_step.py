@@ -8,12 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from ..connections import apsis_client, efficy_client
+from ..connections import efficy_client
 from ..settings import settings
 from ..sync import PersonSyncer
 from .breaker import Breaker
 from .collect import Collector, ImportQueue, QueuedPage, plan_query_tags
-from .page import Pace, PacedApsis, worker_rate
 from .runs import Run
 
 if TYPE_CHECKING:
@@ -53,7 +52,7 @@ def imports_step(
     efficy = efficy_client(cfg)
     # profile writes of the rows an import cannot carry share the account with nothing else now: the pages
     # are done, so this step may take the whole full-sync share
-    apsis = PacedApsis(apsis_client(cfg), Pace(worker_rate(1)))
+    apsis = full_sync._apsis(cfg, 1)  # the account's shared budget
     query_changes = plan_query_tags(cfg, efficy.run_query, full_sync.states, full_sync.members)
     # the blast-radius breaker: removals (opt-outs, deletes, untags) never ride in an import file while the
     # run holds them; those persons go one by one through the gate, untags are left to the (gated) Tags step

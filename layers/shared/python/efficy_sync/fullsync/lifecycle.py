@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..aws import client
+from ..budget import PacedApsis, paced
 from ..config import IntegrationConfig
 from ..connections import apsis_client, efficy_client
 from ..mapping import Desired, map_person, needed_fields
@@ -25,7 +26,7 @@ from ..store.configs import ConfigStore, UnknownIntegration
 from ..store.persons import PersonStateStore
 from .breaker import ALLOW_COUNTER, Breaker, read_allow_removals
 from .import_step import page_queue
-from .page import Pace, PacedApsis, sync_page, worker_rate
+from .page import Pace, sync_page, worker_rate
 from .parking import ParkingLot
 from .plan import count_records, efficy_probe, plan_pages
 from .report import build_report
@@ -128,6 +129,8 @@ class FullSync:
     queue_url: str
     pages_bucket: str
     execution_status: Callable[[str], str | None]
+    #: where the APSIS account's shared request budget lives (budget.py); "" = each step paces on its own
+    budget_table: str = ""
     _versions: dict[tuple[str, int], IntegrationConfig] = field(default_factory=dict)
 
     @classmethod
@@ -144,7 +147,15 @@ class FullSync:
             queue_url=s.contact_queue_url,
             pages_bucket=s.pages_bucket,
             execution_status=describe_execution,
+            budget_table=s.state_table,
         )
+
+    def _apsis(self, cfg: IntegrationConfig, workers: int) -> PacedApsis:
+        """The integration's APSIS client, paced by the account's budget shared with every other page and the
+        real-time workers (budget.py); without a budget table, by a fixed share of the account per worker."""
+        if self.budget_table:
+            return paced(cfg, apsis_client(cfg), self.budget_table)
+        return PacedApsis(apsis_client(cfg), Pace(worker_rate(workers)))
 
     # ---- steps --------------------------------------------------------------------------------------------
     def begin(self, sync_input: dict[str, Any], execution_arn: str) -> dict[str, Any]:
@@ -208,7 +219,7 @@ class FullSync:
                 cfg,
                 descriptor,
                 efficy=efficy_client(cfg),
-                apsis=apsis_client(cfg),
+                apsis=self._apsis(cfg, run.max_concurrency),
                 states=self.states,
                 dry_run=run.dry_run,
                 write_mode=run.write_mode,
@@ -263,7 +274,7 @@ class FullSync:
             cfg,
             windows,
             efficy=efficy,
-            apsis=apsis_client(cfg),
+            apsis=self._apsis(cfg, run.max_concurrency),
             states=self.states,
             dry_run=run.dry_run,
             max_concurrency=run.max_concurrency,
@@ -306,7 +317,7 @@ class FullSync:
             cfg,
             run_query=efficy.run_query,
             would_sync=would_sync,
-            apsis=PacedApsis(apsis_client(cfg), Pace(worker_rate(1))),
+            apsis=self._apsis(cfg, 1),
             states=self.states,
             members=self.members,
             dry_run=run.dry_run,
@@ -409,7 +420,7 @@ class FullSync:
                 done[integration_id] = mirror_query_tags(
                     only_due,
                     run_query=efficy_client(cfg).run_query,
-                    apsis=PacedApsis(apsis_client(cfg), Pace(worker_rate(1))),
+                    apsis=self._apsis(cfg, 1),
                     states=self.states,
                     members=self.members,
                     dry_run=False,

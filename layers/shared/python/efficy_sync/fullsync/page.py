@@ -2,8 +2,9 @@
 
 Each person goes through the same `PersonSyncer` real-time sync uses (conditions, consent safety, diff against
 what was last pushed, stamp-guarded state), so an unchanged person costs no APSIS call and a page read before
-a newer real-time change can never overwrite it. Writes are paced: APSIS allows 100 requests/s per account,
-shared by the pages that run at once, so each page worker keeps to its share instead of collecting 429s.
+a newer real-time change can never overwrite it. Writes are paced: APSIS allows 100 requests/s per account, and
+the pages and real-time workers of an integration share one budget (budget.py), so a page of unchanged persons
+leaves its capacity to the others and none of them collects 429s.
 In import mode the keys of the persons whose changes an import can carry are queued for the Imports step
 (collect.py), which sends them in files gathered across pages; without a queue (tests, tools) the page
 imports them itself.
@@ -11,7 +12,6 @@ imports them itself.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import Counter
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
+from ..budget import ACCOUNT_SHARE, PacedApsis, account_rate
 from ..clients.http import map_in_context
 from ..config import IntegrationConfig
 from ..mapping import needed_fields
@@ -35,15 +36,11 @@ from .report import skip_label, tally
 if TYPE_CHECKING:
     from ..clients.apsis import ApsisClient  # PacedApsis stands in for it (follow-up: an APSIS Protocol)
 
-#: APSIS One's documented account limit (requests/s); EFFICY_SYNC_APSIS_RATE overrides it for another account
-#: or a benchmark, read at each run (a value read at import time outlived the benchmark that changed it)
-APSIS_ACCOUNT_RATE = 100.0
-#: share of the account a full sync may take; the rest stays free for other integrations' real-time sync
-FULL_SYNC_SHARE = 0.9
-PERSON_THREADS = 4
-PACED_CALLS = frozenset(
-    {"create_profile", "patch_attributes", "upsert_attributes", "set_consent", "patch_tags", "delete_profile"}
-)
+#: persons of a page synced at once: each waits on APSIS round trips, and the shared budget, not this, bounds
+#: the request rate; one person's calls stay sequential, within APSIS's 10 requests/s per profile key
+PERSON_THREADS = 16
+#: persons whose states are re-read together (one consistent BatchGetItem) right before they are synced
+CHUNK = 48
 
 
 class Pace:
@@ -65,28 +62,9 @@ class Pace:
             time.sleep(start - now)
 
 
-class PacedApsis:
-    """An ApsisClient whose profile writes wait for the pace; everything else passes straight through."""
-
-    def __init__(self, apsis: Any, pace: Pace) -> None:
-        self._apsis = apsis
-        self._pace = pace
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._apsis, name)
-        if name not in PACED_CALLS:
-            return attribute
-
-        def paced(*args: Any, **kwargs: Any) -> Any:
-            self._pace.wait()
-            return attribute(*args, **kwargs)
-
-        return paced
-
-
 def worker_rate(max_concurrency: int) -> float:
-    account = float(os.environ.get("EFFICY_SYNC_APSIS_RATE") or APSIS_ACCOUNT_RATE)
-    return account * FULL_SYNC_SHARE / max(1, max_concurrency)
+    """A fixed in-process share of the account per worker: the pace of callers without the shared budget."""
+    return account_rate() * ACCOUNT_SHARE / max(1, max_concurrency)
 
 
 @dataclass
@@ -143,7 +121,9 @@ def sync_page(
     the page; persons already done cost nothing the second time); others are counted as failed persons.
     `removal_gate`: the blast-radius breaker (safety.py); the removals are counted (rm:*) against what the
     page's persons held before (base:*) whether or not they were sent."""
-    paced = PacedApsis(apsis, Pace(worker_rate(max_concurrency)))
+    # the Lambda passes a client paced by the account's shared budget (budget.paced); anything else keeps to a
+    # fixed in-process share of the account, as before
+    paced = apsis if isinstance(apsis, PacedApsis) else PacedApsis(apsis, Pace(worker_rate(max_concurrency)))
     syncer = PersonSyncer(
         cfg,
         cast("ApsisClient", paced),
@@ -168,7 +148,8 @@ def sync_page(
             known = states.get_many(cfg.integration_id, [p["K_CONTACT"] for p in persons])
             result.counters.update(base_counts(known.values()))
 
-            sync_all = partial(_sync_batch, pool, syncer, known)
+            # the per-person path re-reads each chunk's states right before syncing it (_sync_batch)
+            sync_all = partial(_sync_batch, pool, syncer, states)
             if importer is not None and queue is not None:
                 # import mode with a collector (collect.py): queue the keys an import can carry, gathered
                 # across pages into files; the rest goes person by person now. Nothing is stored for the
@@ -193,7 +174,26 @@ def sync_page(
 
 
 def _sync_batch(
-    pool: ThreadPoolExecutor, syncer: PersonSyncer, known: dict[int, PersonState], persons: list[dict[str, Any]]
+    pool: ThreadPoolExecutor, syncer: PersonSyncer, states: PersonStateStore, persons: list[dict[str, Any]]
 ) -> list[Outcome]:
-    """The per-person path, a few persons at a time (each waits on APSIS round trips, not on CPU)."""
-    return list(map_in_context(pool, lambda p: syncer.sync(p["K_CONTACT"], p, known.get(p["K_CONTACT"])), persons))
+    """The per-person path, PERSON_THREADS persons at a time (each waits on APSIS round trips, not on CPU).
+
+    Each chunk's stored states (and APSIS opt-outs) are read in one consistent BatchGetItem right before the
+    chunk is synced, and that read is the one the opt-in check needs (`sync(fresh=True)`): one read per chunk
+    instead of a page-wide read plus one more per person about to be opted in. What the per-person re-read
+    guarded against still holds: the read is seconds, not a page, before the opt-ins go out; a state stored
+    meanwhile by another sync fails our conditional put (ConflictingWrite: planned again); real-time changes
+    are parked while the run lasts; and an APSIS opt-out recorded in those seconds lies within
+    OPT_IN_RACE_MARGIN of the opt-in we stamp (store/persons.py), so the slot reads "unknown" and the next
+    sync sends the opt-out again. An opt-out is never lost to this older opt-in."""
+    outcomes: list[Outcome] = []
+    for start in range(0, len(persons), CHUNK):
+        chunk = persons[start : start + CHUNK]
+        fresh = states.get_many(syncer.cfg.integration_id, [p["K_CONTACT"] for p in chunk])
+
+        def one(person: dict[str, Any], fresh: dict[int, PersonState] = fresh) -> Outcome:
+            key = person["K_CONTACT"]
+            return syncer.sync(key, person, fresh.get(key), fresh=True)
+
+        outcomes.extend(map_in_context(pool, one, chunk))
+    return outcomes
