@@ -78,7 +78,9 @@ def profile_calls(sim: ApsisSimulator) -> Counter[str]:
 
 
 def test_a_new_person_is_created_with_their_attributes_in_one_call(apsis_sim, apsis) -> None:
-    outcome = PersonSyncer(CFG, apsis, MemoryPersonStateStore()).sync(7, person(7), None)
+    outcome = PersonSyncer(CFG, apsis, MemoryPersonStateStore(), email_lookup=lambda address: []).sync(
+        7, person(7), None
+    )
 
     assert outcome.result == "synced"
     calls = profile_calls(apsis_sim)
@@ -94,7 +96,7 @@ def test_a_new_person_is_created_with_their_attributes_in_one_call(apsis_sim, ap
 
 def test_the_two_call_create_stays_available_behind_the_setting(apsis_sim, apsis) -> None:
     two_calls = config_from_dict({**RAW, "apsis": {**RAW["apsis"], "create_with_attribute_patch": False}})
-    PersonSyncer(two_calls, apsis, MemoryPersonStateStore()).sync(7, person(7), None)
+    PersonSyncer(two_calls, apsis, MemoryPersonStateStore(), email_lookup=lambda address: []).sync(7, person(7), None)
 
     calls = profile_calls(apsis_sim)
     assert sum(calls.values()) == 4, calls
@@ -104,7 +106,7 @@ def test_the_two_call_create_stays_available_behind_the_setting(apsis_sim, apsis
 
 def test_a_profile_deleted_in_apsis_is_created_again_with_its_changed_attributes(apsis_sim, apsis) -> None:
     store = MemoryPersonStateStore()
-    syncer = PersonSyncer(CFG, apsis, store)
+    syncer = PersonSyncer(CFG, apsis, store, email_lookup=lambda address: [])
     syncer.sync(7, person(7), None)
     apsis_sim.reset()  # deleted behind our back
     changed = {**person(7, "2024-05-02T10:00:00"), "FIRSTNAME": "Renamed"}
@@ -166,12 +168,18 @@ class OptOutDuringSend:
 
 def test_an_opt_out_recorded_after_the_chunk_read_is_not_lost_to_the_opt_in(apsis_sim, apsis) -> None:
     store = MemoryPersonStateStore()
-    racing = PersonSyncer(CFG, OptOutDuringSend(apsis, store), store, clock=lambda: "2024-05-01T12:00:05Z")
+    racing = PersonSyncer(
+        CFG,
+        OptOutDuringSend(apsis, store),
+        store,
+        clock=lambda: "2024-05-01T12:00:05Z",
+        email_lookup=lambda address: [],
+    )
     racing.sync(7, person(7), store.get("diffcalls", 7), fresh=True)  # no re-read of its own before the opt-in
     # APSIS holds our opt-in now, though the person opted out: the slot must read "unknown", not "opt-in"
     assert store.get("diffcalls", 7).consents[SLOT] == UNKNOWN
 
-    PersonSyncer(CFG, apsis, store).sync(7, person(7), store.get("diffcalls", 7))
+    PersonSyncer(CFG, apsis, store, email_lookup=lambda address: []).sync(7, person(7), store.get("diffcalls", 7))
 
     consents = apsis_sim.get_profile(CRM, "7")["consents"]
     assert [(c["topic"], c["type"]) for c in consents] == [(NEWS, "opt-out")]
@@ -180,7 +188,7 @@ def test_an_opt_out_recorded_after_the_chunk_read_is_not_lost_to_the_opt_in(apsi
 def test_an_attribute_given_a_new_version_is_written_with_the_new_version_id(apsis_sim, apsis) -> None:
     """The v1 PATCH names attribute *versions*; a version APSIS retired after we listed them is not the
     person's fault: the client lists them again and writes once more, instead of failing the person."""
-    syncer = PersonSyncer(CFG, apsis, MemoryPersonStateStore())
+    syncer = PersonSyncer(CFG, apsis, MemoryPersonStateStore(), email_lookup=lambda address: [])
     syncer.sync(7, person(7), None)  # lists the versions
     definitions = apsis_sim.definitions()
     for attribute in definitions["sections"][0]["attributes"]:

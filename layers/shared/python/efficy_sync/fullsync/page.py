@@ -145,11 +145,13 @@ def sync_page(
             result.efficy_pages += 1
             queued_before = result.counters["import_queued"]
             persons = [p for p in records if isinstance(p.get("K_CONTACT"), int)]
-            known = states.get_many(cfg.integration_id, [p["K_CONTACT"] for p in persons])
-            result.counters.update(base_counts(known.values()))
-
-            # the per-person path re-reads each chunk's states right before syncing it (_sync_batch)
+            # the per-person path re-reads each chunk's states right before syncing it (_sync_batch); import
+            # mode reads the page's states first to split the persons, diff mode counts what the chunks read
             sync_all = partial(_sync_batch, pool, syncer, states)
+            known: dict[int, PersonState] = {}
+            if importer is not None:
+                known = states.get_many(cfg.integration_id, [p["K_CONTACT"] for p in persons])
+                result.counters.update(base_counts(known.values()))
             if importer is not None and queue is not None:
                 # import mode with a collector (collect.py): queue the keys an import can carry, gathered
                 # across pages into files; the rest goes person by person now. Nothing is stored for the
@@ -164,7 +166,8 @@ def sync_page(
                 outcomes = importer.write(persons, known, sync_all)
                 result.counters.update(importer.take_counters())
             else:
-                outcomes = sync_all(persons)
+                outcomes = sync_all(persons, seen=known)
+                result.counters.update(base_counts(known.values()))  # what each person held before: the breaker's base
             for person, outcome in zip(persons, outcomes, strict=True):
                 reason = skip_label(cfg, person) if outcome.reason and outcome.result != "failed" else None
                 result.counters.update(tally(outcome, skip_reason=reason))
@@ -174,7 +177,11 @@ def sync_page(
 
 
 def _sync_batch(
-    pool: ThreadPoolExecutor, syncer: PersonSyncer, states: PersonStateStore, persons: list[dict[str, Any]]
+    pool: ThreadPoolExecutor,
+    syncer: PersonSyncer,
+    states: PersonStateStore,
+    persons: list[dict[str, Any]],
+    seen: dict[int, PersonState] | None = None,
 ) -> list[Outcome]:
     """The per-person path, PERSON_THREADS persons at a time (each waits on APSIS round trips, not on CPU).
 
@@ -190,6 +197,8 @@ def _sync_batch(
     for start in range(0, len(persons), CHUNK):
         chunk = persons[start : start + CHUNK]
         fresh = states.get_many(syncer.cfg.integration_id, [p["K_CONTACT"] for p in chunk])
+        if seen is not None:
+            seen.update(fresh)  # `seen`: the states as read before the sync, for the caller's counts
 
         def one(person: dict[str, Any], fresh: dict[int, PersonState] = fresh) -> Outcome:
             key = person["K_CONTACT"]
