@@ -31,6 +31,7 @@ DYNAMODB_OUTSIDE_STORE = {
     "efficy_sync/fullsync/parking.py",
     "efficy_sync/fullsync/tags.py",
     "efficy_sync/fullsync/collect.py",
+    "efficy_sync/budget.py",
 }
 #: the orchestration layer: modules below it (the domain, clients, stores) never import from it
 UPPER = re.compile(r"^efficy_sync\.(worker|fullsync)(\.|$)")
