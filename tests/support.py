@@ -271,3 +271,9 @@ def create_template_table(logical_id: str, name: str, region: str | None = None)
     boto3.client("dynamodb", region_name=region).create_table(
         TableName=name, **{k: json.loads(json.dumps(props[k])) for k in wanted if k in props}
     )
+
+
+#: the APSIS calls that create a profile, whichever way the client creates it: the two-call create
+#: (POST .../profiles) or the one-call v1 attribute PATCH (apsis.create_with_attribute_patch); a fault that
+#: slows or fails "the creates" must match both, or it silently stops applying when the client changes
+APSIS_CREATES = r"(/sections/[^/]+/profiles|^/audience/keyspaces/[^/]+/profiles/[^/]+/sections/[^/]+/attributes)$"

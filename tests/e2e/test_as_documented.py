@@ -293,7 +293,12 @@ def test_cancel_returns_once_the_run_has_ended_and_status_agrees(user: UserStack
     seed(user, 30, "--no-webhooks")
     integration_id = user.own_integration(tmp_path, full_sync={"write_mode": "diff", "page_size": 10})
     apsis = user.ready["apsis_url"]
-    slow = {"path_regex": r"/sections/[^/]+/profiles$", "method": "POST", "delay_ms": 400}
+    # slow the creates (two-call POST or one-call v1 PATCH) so the cancel lands while pages run: a page syncs 16
+    # persons at once, so only a long delay keeps 30 persons busy past the CLI's own start-up
+    slow = {
+        "path_regex": r"(/sections/[^/]+/profiles|^/audience/keyspaces/[^/]+/profiles/[^/]+/sections/[^/]+/attributes)$",
+        "delay_ms": 5000,
+    }
     user.http.post(f"{apsis}/_sim/faults", json=slow, timeout=10).raise_for_status()
     try:
         started = user.json("full-sync", "start", integration_id)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_full_sync import assert_apsis_matches, crm_factory, population, start  # noqa: F401
-from tests.support import Stack, wait_for
+from tests.support import APSIS_CREATES, Stack, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 APSIS_WRITES = r"/v2/audience|/audience/keyspaces/[^/]+/(sections|profiles)"
@@ -29,7 +29,7 @@ def test_full_sync_through_rate_limits_server_errors_timeouts_and_a_page_that_fa
     crm.efficy.add_fault(path_regex=r"^/v1/records/contacts", delay_ms=6000, count=2)
     # One person's profile creation keeps failing past the in-call retries: its page fails half-way
     # (earlier persons of the page already written) and Step Functions runs the page again.
-    crm.apsis.add_fault(path_regex=r"/sections/[^/]+/profiles$", method="POST", status=500, count=4, body="crash")
+    crm.apsis.add_fault(path_regex=APSIS_CREATES, status=500, count=4, body="crash")
 
     result = start(crm, "--follow")
 
@@ -42,7 +42,7 @@ def test_full_sync_through_rate_limits_server_errors_timeouts_and_a_page_that_fa
 def test_cancel_in_the_middle_then_a_new_full_sync_ends_exact(crm_factory: Any) -> None:
     crm = crm_factory(page_size=25)
     crm.seed(population(200))
-    crm.apsis.add_fault(path_regex=r"/sections/[^/]+/profiles$", method="POST", delay_ms=150)
+    crm.apsis.add_fault(path_regex=APSIS_CREATES, delay_ms=150)
     start(crm)
     wait_for("some pages written", lambda: (r := crm.run()) is not None and r.counters.get("pages_done", 0) >= 2, 90)
     cancelled = crm.cli("cancel", crm.integration_id)

@@ -22,7 +22,7 @@ from efficy_sync_tools.sims.apsis import ApsisSimulator
 from efficy_sync_tools.sims.efficy import EfficySimulator
 from efficy_sync_tools.testing import crm_persons
 
-from tests.support import ROOT, Stack, wait_for
+from tests.support import APSIS_CREATES, ROOT, Stack, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(240)]
 
@@ -326,7 +326,7 @@ def test_real_time_changes_wait_for_the_end_of_the_sync_and_never_lose_to_it(crm
     crm.seed(population(300))
     early, late = 3, 298  # page 0 and the last page (pages run five at a time)
     assert synced(crm.persons[early]) and synced(crm.persons[late])
-    crm.apsis.add_fault(path_regex=r"/sections/[^/]+/profiles$", method="POST", delay_ms=250)  # slow pages
+    crm.apsis.add_fault(path_regex=APSIS_CREATES, delay_ms=250)  # slow pages
 
     start(crm)
     run = crm.running_run()
@@ -367,7 +367,7 @@ def test_real_time_changes_wait_for_the_end_of_the_sync_and_never_lose_to_it(crm
 def test_second_start_is_refused_and_cancel_resumes_real_time(crm_factory: Any) -> None:
     crm = crm_factory(page_size=25)
     crm.seed(population(300))
-    crm.apsis.add_fault(path_regex=r"/sections/[^/]+/profiles$", method="POST", delay_ms=400)
+    crm.apsis.add_fault(path_regex=APSIS_CREATES, delay_ms=400)
     start(crm)
     run = crm.running_run()
 
@@ -480,7 +480,7 @@ def test_import_write_mode_sends_pages_as_bulk_imports(crm_factory: Any) -> None
 def test_deletes_during_the_sync_hide_nobody_behind_a_page_boundary(crm_factory: Any) -> None:
     crm = crm_factory(page_size=10, max_concurrency=1)  # pages one after another, so a delete falls between two
     crm.seed(population(120))  # twelve pages, as 300 persons in pages of 25 made, in less than half the time
-    crm.apsis.add_fault(path_regex=r"/sections/[^/]+/profiles$", method="POST", delay_ms=100)  # slow pages
+    crm.apsis.add_fault(path_regex=APSIS_CREATES, delay_ms=100)  # slow pages
 
     start(crm)
     run = crm.running_run()
