@@ -202,3 +202,32 @@ def test_safety_settings_are_validated_and_have_defaults() -> None:
     with pytest.raises(ConfigError, match="max_removal_percent"):
         config_from_dict({**raw, "safety": {"max_removal_percent": 0}})
     assert config_from_dict({**raw, "safety": {"max_removal_percent": 2.5}}).safety.max_removal_percent == 2.5
+
+
+# ---- the full-sync input and the report ----------------------------------------------------------------------
+
+
+def test_begin_takes_allow_removals_as_a_boolean_only() -> None:
+    from efficy_sync.fullsync.lifecycle import InvalidSyncInput, read_sync_input
+
+    assert read_sync_input({"integration_id": "acme", "allow_removals": True}).allow_removals is True
+    assert read_sync_input({"integration_id": "acme"}).allow_removals is False
+    with pytest.raises(InvalidSyncInput, match="allow_removals must be true or false"):
+        read_sync_input({"integration_id": "acme", "allow_removals": "yes"})
+
+
+def test_the_report_lists_removals_first_and_says_the_run_halted() -> None:
+    from efficy_sync.fullsync.report import render_report
+
+    counters = {OPTOUT: 40, f"base:optin:{SLOT}": 100, PERCENT_COUNTER: 500, MIN_COUNTER: 10, HALT_COUNTER: 1}
+    report = {"integration_id": "acme", "run_id": "r1", "status": "halted", "breaker": verdict_of(counters)}
+    lines = render_report(report)
+    removals = next(i for i, line in enumerate(lines) if line.strip().startswith("removals"))
+    pages = next(i for i, line in enumerate(lines) if line.strip().startswith("pages:"))
+    assert removals < pages
+    assert any(f"opt-outs {NEWS} [email]" in line and line.split()[-4:] == ["40", "100", "9", "OVER"] for line in lines)
+    assert any("HALTED by the blast-radius breaker" in line and "--allow-removals" in line for line in lines)
+    dry = render_report(
+        {**report, "status": "succeeded", "dry_run": True, "breaker": verdict_of({**counters, HALT_COUNTER: 0})}
+    )
+    assert any("the real run WOULD HALT" in line for line in dry)
