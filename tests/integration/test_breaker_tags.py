@@ -8,7 +8,7 @@ from typing import Any
 from efficy_sync.config import config_from_dict
 from efficy_sync.fullsync.breaker import Breaker
 
-from tests.unit.test_fullsync_tags import CFG, mirror, tagged, world  # noqa: F401 (world: the fixture)
+from tests.integration.test_fullsync_tags import CFG, mirror, tagged, world  # noqa: F401 (world: the fixture)
 
 
 def test_held_untags_are_not_sent_and_the_next_mirror_without_hold_sends_them(world: dict[str, Any]) -> None:
