@@ -135,3 +135,10 @@ def test_the_checks_see_what_they_look_for() -> None:
     assert "efficy_sync.config.model" in graph["efficy_sync.config"]
     assert "efficy_sync.fullsync.parking" in graph["efficy_sync.worker"]
     assert _DYNAMODB.search('client("dynamodb").query(') and not _DYNAMODB.search('client("s3")')
+
+
+def test_test_modules_have_unique_names() -> None:
+    """The test folders are not packages, so pytest imports test modules by basename: two files of one name in
+    tests/unit, tests/integration and tests/e2e make the second fail to collect ("import file mismatch")."""
+    names = [path.name for path in (ROOT / "tests").glob("*/test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
