@@ -123,17 +123,7 @@ class ImportWriter:
         sync_many: Callable[[list[dict[str, Any]]], list[Outcome]],
     ) -> list[Outcome]:
         """Outcomes in the order of `persons`; `sync_many` is the per-person path (PersonSyncer)."""
-        rows: list[_Row] = []
-        others: list[dict[str, Any]] = []
-        for person in persons:
-            state = known.get(int(person["K_CONTACT"]))
-            desired = map_person(self.cfg, person)
-            if isinstance(desired, Desired):
-                ops = plan_operations(desired, state)
-                if ops and self._importable(desired, state, ops):
-                    rows.append(_Row(person, desired, state, ops))
-                    continue
-            others.append(person)
+        rows, others = self.split(persons, known)
         if len(rows) < self.min_rows:
             others, rows = persons, []
         outcomes: dict[int, Outcome] = {}
