@@ -120,6 +120,7 @@ def test_unanswered_calls_are_metered() -> None:
 def test_handler_metrics_include_api_calls(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
     meter.take()
+    metrics.clear_metrics()  # counts that tests before this one added outside a handler
     metrics.clear_metrics()  # counts other tests of this worker added outside a handler (no flush) must not leak in
 
     @metrics.log_metrics
@@ -254,6 +255,7 @@ def test_key_counters_carry_the_integration_dimension(
 ) -> None:
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
     meter.take()
+    metrics.clear_metrics()  # counts that tests before this one added outside a handler
 
     @metrics.log_metrics
     def handler(event: dict[str, Any], context: object) -> None:
@@ -283,6 +285,7 @@ def test_api_calls_go_to_the_only_integration_served(
 ) -> None:
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
     meter.take()
+    metrics.clear_metrics()  # counts that tests before this one added outside a handler
 
     @metrics.log_metrics
     def handler(event: dict[str, Any], context: object) -> None:
@@ -292,3 +295,27 @@ def test_api_calls_go_to_the_only_integration_served(
     handler({}, None)
     (acme,) = [b for b in _emf(capsys.readouterr().out) if b.get("integration_id") == "acme"]
     assert acme["ApsisCalls"] == [3.0] and acme["Apsis429"] == [2.0] and "Apsis5xx" not in acme
+
+
+def test_a_disabled_flush_forgets_the_invocations_counts(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warm process with metrics disabled (the local stack) must not keep every invocation's values: they
+    would grow without bound and all be printed at the first enabled flush (CI saw ApsisCalls [232, 139, 2])."""
+    metrics.clear_metrics()
+    meter.take()
+
+    @metrics.log_metrics
+    def handler(event: dict[str, Any], context: object) -> None:
+        count("PersonsSynced", 1)
+        meter._add("apsis", [200, 200, 200])
+
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    handler({}, None)
+    handler({}, None)
+    assert _emf(capsys.readouterr().out) == []
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    handler({}, None)
+    (total,) = [b for b in _emf(capsys.readouterr().out) if "integration_id" not in b]
+    assert total["PersonsSynced"] == [1.0]
+    assert total["ApsisCalls"] == [3.0]

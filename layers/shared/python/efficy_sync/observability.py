@@ -191,6 +191,9 @@ class _InvocationMetrics(AmazonCloudWatchEMFProvider):
         api_counts = add_api_call_metrics(self)
         flush_integration_metrics(api_counts)
         super().flush_metrics(raise_on_empty_metrics=raise_on_empty_metrics)
+        # powertools clears the set only when it prints it: with metrics disabled (the local stack, a test) a
+        # warm process would keep every invocation's values and print them all once metrics are enabled.
+        self.clear_metrics()
 
     def add_cold_start_metric(self, context: Any) -> None:
         """powertools writes the ColdStart metric through `single_metric`, which ignores
