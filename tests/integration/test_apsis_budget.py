@@ -14,10 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from efficy_sync import aws, budget
+from efficy_sync import aws
 from efficy_sync.budget import SLOT_SECONDS, KeyLimit, PacedApsis, SharedBudget
 from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync.clients.http import RetryPolicy
+from efficy_sync.store import budget_slots
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 from moto import mock_aws
 
@@ -51,7 +52,7 @@ def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     with mock_aws():
         aws.reset_clients()
         create_pk_sk_table(TABLE, "eu-west-1")
-        monkeypatch.setattr(budget, "client", lambda service: Serialised(aws.client(service)))
+        monkeypatch.setattr(budget_slots, "client", lambda service: Serialised(aws.client(service)))
         yield TABLE
         aws.reset_clients()
 

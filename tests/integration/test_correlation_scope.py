@@ -21,9 +21,9 @@ from efficy_sync.clients.http import RetryPolicy, build_session
 from efficy_sync.observability import logger
 from efficy_sync.queue import enqueue_changes
 from efficy_sync.state import PersonState
-from efficy_sync.store.persons import MemoryPersonStateStore
 from moto import mock_aws
 
+from tests.memory_store import MemoryPersonStateStore
 from tests.unit.test_deadline_wiring import Context, load  # noqa: F401 (load is a fixture)
 
 

@@ -13,9 +13,10 @@ from efficy_sync.consent import OptOutRecord
 from efficy_sync.fullsync.collect import QueuedPage, group_files, tag_delta, unique_keys
 from efficy_sync.state import PersonState
 from efficy_sync.store import batch_writes
-from efficy_sync.store.persons import MemoryPersonStateStore, PersonStateStore
+from efficy_sync.store.persons import PersonStateStore
 from moto import mock_aws
 
+from tests.memory_store import MemoryPersonStateStore
 from tests.support import create_pk_sk_table
 
 REGION = "eu-west-1"

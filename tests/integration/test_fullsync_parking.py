@@ -15,6 +15,7 @@ from efficy_sync import aws
 from efficy_sync.fullsync import parking
 from efficy_sync.fullsync.parking import ParkingContended, ParkingLot, run_has_ended
 from efficy_sync.fullsync.runs import RunStore
+from efficy_sync.store import parking as store_parking
 
 from tests.integration.test_fullsync_runs import ARN, TABLE, aws_env, begin  # noqa: F401
 
@@ -53,7 +54,9 @@ def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def conflicting(monkeypatch: pytest.MonkeyPatch, n: int, codes: list[str]) -> Conflicting:
     wrapper = Conflicting(aws.client("dynamodb"), n, codes)
-    monkeypatch.setattr(parking, "client", lambda service: wrapper if service == "dynamodb" else aws.client(service))
+    monkeypatch.setattr(
+        store_parking, "client", lambda service: wrapper if service == "dynamodb" else aws.client(service)
+    )
     return wrapper
 
 
@@ -61,9 +64,8 @@ def test_moto_names_the_lock_condition_as_the_reason_and_that_alone_means_the_ru
     store = RunStore(TABLE)
     lot = ParkingLot(TABLE, store)
     run = begin(store, ARN + "one")
-    ddb = aws.client("dynamodb")
     with pytest.raises(botocore.exceptions.ClientError) as caught:
-        lot._park_once(ddb, "acme", 9, "some-other-run", False)
+        store_parking.ParkedKeys(TABLE)._transact("acme", 9, "some-other-run", False)
     assert caught.value.response["CancellationReasons"][0]["Code"] == "ConditionalCheckFailed"
     assert run_has_ended(caught.value.response) is True
     assert not lot.park("acme", 9, "some-other-run")

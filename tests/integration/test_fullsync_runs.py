@@ -193,7 +193,7 @@ def _item(run_id: str) -> dict[str, Any]:
 
 
 def test_history_is_newest_first_with_who_and_the_outcome(aws_env, monkeypatch: pytest.MonkeyPatch) -> None:
-    from efficy_sync.fullsync import runs as runs_module
+    from efficy_sync.store import runs as runs_module
 
     store = RunStore(TABLE)
     stamps = iter(["20260101T100000Z", "20260101T110000Z", "20260101T120000Z"])
@@ -248,7 +248,7 @@ def test_an_ended_run_and_its_pages_expire_by_ttl_a_running_one_does_not(aws_env
 def test_the_history_keeps_at_most_the_newest_runs_and_never_a_running_one(
     aws_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from efficy_sync.fullsync import runs as runs_module
+    from efficy_sync.store import runs as runs_module
 
     monkeypatch.setattr(runs_module, "RUN_HISTORY_MAX", 3)
     store = RunStore(TABLE)

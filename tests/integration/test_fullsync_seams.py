@@ -18,9 +18,10 @@ from efficy_sync.config import config_from_dict
 from efficy_sync.fullsync.page import sync_page
 from efficy_sync.fullsync.plan import plan_pages
 from efficy_sync.fullsync.seams import report_counters, resync_seams, seam_windows, window_size
-from efficy_sync.store.persons import MemoryPersonStateStore
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 from efficy_sync_tools.sims.efficy import EfficySimulator
+
+from tests.memory_store import MemoryPersonStateStore
 
 FAST = RetryPolicy(total=3, backoff_factor=0.01, backoff_jitter=0.0, connect_timeout=2, read_timeout=10)
 CFG = config_from_dict(

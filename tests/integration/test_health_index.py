@@ -19,7 +19,7 @@ from efficy_sync.changes import ContactChange
 from efficy_sync.config import load_config_text
 from efficy_sync.state import PersonState
 from efficy_sync.store.configs import ConfigStore
-from efficy_sync.store.persons import HEALTH_PK, MemoryPersonStateStore, PersonStateStore, state_item
+from efficy_sync.store.persons import HEALTH_PK, PersonStateStore, state_item
 from efficy_sync_tools.cli import main
 from efficy_sync_tools.local import moto_speed
 from moto import mock_aws
@@ -27,6 +27,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.models import dynamodb_backends
 from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 
+from tests.memory_store import MemoryPersonStateStore
 from tests.support import ROOT, create_pk_sk_table, create_template_table
 
 REGION = "eu-west-1"

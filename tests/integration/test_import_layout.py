@@ -24,10 +24,11 @@ from efficy_sync.config import config_from_dict
 from efficy_sync.fullsync.collect import Collector, QueuedPage, read_file_persons
 from efficy_sync.fullsync.import_writer import ImportWriter
 from efficy_sync.fullsync.page import sync_page
-from efficy_sync.store.persons import MemoryPersonStateStore
 from efficy_sync.sync import PersonSyncer
 from efficy_sync_tools.sims.apsis import FIXTURE, ApsisSimulator
 from efficy_sync_tools.sims.efficy import EfficySimulator
+
+from tests.memory_store import MemoryPersonStateStore
 
 FAST = RetryPolicy(total=3, backoff_factor=0.01, backoff_jitter=0.0, connect_timeout=2, read_timeout=10)
 SECTION = "com.apsis1.sections.default"

@@ -15,12 +15,12 @@ from efficy_sync.consent import OptOutRecord
 from efficy_sync.state import PersonState
 from efficy_sync.store.persons import (
     ConflictingWrite,
-    MemoryPersonStateStore,
     PersonStateStore,
     StaleWrite,
 )
 from moto import mock_aws
 
+from tests.memory_store import MemoryPersonStateStore
 from tests.support import create_pk_sk_table
 
 REGION = "eu-west-1"

@@ -14,10 +14,11 @@ from efficy_sync.clients.http import RetryPolicy
 from efficy_sync.config import config_from_dict
 from efficy_sync.mapping import needed_fields
 from efficy_sync.reconcile_run import Reconciler, Scope
-from efficy_sync.store.persons import MemoryPersonStateStore
 from efficy_sync.sync import PersonSyncer
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 from efficy_sync_tools.sims.efficy import EfficySimulator
+
+from tests.memory_store import MemoryPersonStateStore
 
 FAST = RetryPolicy(total=3, backoff_factor=0.01, backoff_jitter=0.0, connect_timeout=2, read_timeout=10)
 FIRSTNAME = "com.apsis1.attributes.firstname"

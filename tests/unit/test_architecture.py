@@ -19,23 +19,14 @@ MAX_LINES = 450
 #: modules over MAX_LINES that other work in flight edits; the lead splits them after merging
 TOO_LONG_FOR_NOW = {
     "efficy_sync/sync.py",
-    "efficy_sync/store/persons.py",
     "efficy_sync/fullsync/lifecycle.py",
     "efficy_sync/clients/apsis.py",
-}
-#: DynamoDB calls outside store/ (issue 12 item 1 moves them under store/ behind Protocols)
-DYNAMODB_OUTSIDE_STORE = {
-    "efficy_sync/fullsync/runs.py",
-    "efficy_sync/fullsync/run_records.py",
-    "efficy_sync/fullsync/run_counters.py",
-    "efficy_sync/fullsync/parking.py",
-    "efficy_sync/fullsync/tags.py",
-    "efficy_sync/fullsync/collect.py",
-    "efficy_sync/budget.py",
 }
 #: the orchestration layer: modules below it (the domain, clients, stores) never import from it
 UPPER = re.compile(r"^efficy_sync\.(worker|fullsync)(\.|$)")
 _DYNAMODB = re.compile(r"""\b(client|resource)\(\s*["']dynamodb["']""")
+#: a hand-written DynamoDB attribute value ({"S": ...}): the store's one helper (store/dynamo.py) writes them
+_ATTRIBUTE_LITERAL = re.compile(r"""\{\s*["'](S|N|B|BOOL|NULL|M|L|SS|NS|BS)["']\s*:""")
 
 
 def _name(path: Path) -> str:
@@ -88,8 +79,15 @@ def test_no_shipped_module_is_over_450_lines() -> None:
 def test_dynamodb_is_called_only_under_store() -> None:
     calling = {_name(p) for p in SHIPPED if _DYNAMODB.search(p.read_text(encoding="utf-8"))}
     outside = {name for name in calling if not name.startswith("efficy_sync/store/")}
-    assert outside <= DYNAMODB_OUTSIDE_STORE, sorted(outside - DYNAMODB_OUTSIDE_STORE)
-    assert outside >= DYNAMODB_OUTSIDE_STORE, f"no longer calls DynamoDB: {sorted(DYNAMODB_OUTSIDE_STORE - outside)}"
+    assert not outside, sorted(outside)
+    assert "efficy_sync/store/persons.py" in calling  # the check finds the calls where they are
+
+
+def test_dynamodb_values_are_written_by_the_one_helper() -> None:
+    """No hand-written `{"S": ...}` in the shipped code: store/dynamo.py turns Python values into DynamoDB's
+    (boto3's TypeSerializer), so an item's shape cannot drift between a writer and a reader."""
+    literal = [_name(p) for p in SHIPPED if _ATTRIBUTE_LITERAL.search(p.read_text(encoding="utf-8"))]
+    assert literal == [], literal
 
 
 def test_nothing_below_worker_and_fullsync_imports_them() -> None:
@@ -135,6 +133,7 @@ def test_the_checks_see_what_they_look_for() -> None:
     assert "efficy_sync.config.model" in graph["efficy_sync.config"]
     assert "efficy_sync.fullsync.parking" in graph["efficy_sync.worker"]
     assert _DYNAMODB.search('client("dynamodb").query(') and not _DYNAMODB.search('client("s3")')
+    assert _ATTRIBUTE_LITERAL.search('Key={"pk": {"S": pk}}') and not _ATTRIBUTE_LITERAL.search('{"Sid": "x"}')
 
 
 def test_test_modules_have_unique_names() -> None:

@@ -15,11 +15,12 @@ from efficy_sync.diff import SetConsent, apply_operations, plan_operations
 from efficy_sync.mapping import Desired, map_person
 from efficy_sync.optout import OptOutMessage, SlotRef, WriteBack
 from efficy_sync.state import PersonState
-from efficy_sync.store.persons import MemoryPersonStateStore, StaleWrite
+from efficy_sync.store.persons import StaleWrite
 from efficy_sync.sync import PersonSyncer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.memory_store import MemoryPersonStateStore
 from tests.properties import examples
 
 T1, T2, T3, T4 = "2024-05-01T10:00:00", "2024-05-01T11:00:00", "2024-05-01T12:00:00", "2024-05-01T13:00:00"

@@ -29,11 +29,11 @@ from typing import Any
 from efficy_sync.clients.errors import EfficyBusinessError, EfficyUnavailable, NotFound, TransientError
 from efficy_sync.consent import compare_stamps
 from efficy_sync.optout import OptOutMessage, SlotRef, WriteBack, slots_for
-from efficy_sync.store.persons import MemoryPersonStateStore
 from efficy_sync.sync import PersonSyncer
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from tests.memory_store import MemoryPersonStateStore
 from tests.properties import examples
 from tests.unit.consent_configs import consent_config
 

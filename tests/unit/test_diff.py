@@ -142,11 +142,11 @@ def test_a_deleted_profile_is_created_again():
 
 
 def test_apsis_opt_out_blocks_the_opt_in_until_confirmed_then_a_newer_membership_opts_in():
-    from efficy_sync.store.persons import merge_optouts
+    from efficy_sync.consent import merge_optouts
 
     _, state = synced()
     record = OptOutRecord(at="2024-05-01T10:30:00Z", source="apsis-unsubscribe")
-    state = merge_optouts(state, "demo", 1, {"usercreated.topics.newsletter-ab12|email": record})  # as read back
+    state = merge_optouts(state, {"usercreated.topics.newsletter-ab12|email": record})  # as read back
     still_member = desired(D_CHANGE="2024-05-01T11:00:00")  # a full sync before the write-back landed
     assert plan_operations(still_member, state) == []
     state = apply_operations(state, still_member, [])

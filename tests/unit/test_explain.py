@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 from efficy_sync.config import load_config_file
-from efficy_sync.consent import OptOutRecord
+from efficy_sync.consent import OptOutRecord, merge_optouts
 from efficy_sync.diff import apply_operations, plan_operations
 from efficy_sync.explain import explain, mask_attribute, render_explain
 from efficy_sync.mapping import map_person
 from efficy_sync.pii import hash_key, looks_like_pii, mask_email, mask_phone, mask_text, mask_value
-from efficy_sync.store.persons import merge_optouts
 
 CFG = load_config_file(Path(__file__).resolve().parents[2] / "examples" / "demo.yaml")
 SECRETS = ("john.doe", "+32470000001", "Johnny", "Doe")
@@ -153,9 +152,7 @@ def test_pending_apsis_opt_out_is_explained():
     d = map_person(CFG, person())
     state = apply_operations(None, d, plan_operations(d, None))
     record = OptOutRecord(at="2024-05-01T11:00:00Z", source="apsis-unsubscribe")
-    state = merge_optouts(
-        state, "demo", 1, {"usercreated.topics.newsletter-ab12|email": record}
-    )  # as the store reads it
+    state = merge_optouts(state, {"usercreated.topics.newsletter-ab12|email": record})  # as the store reads it
     report = explain(CFG, person(D_CHANGE="2024-05-01T12:00:00"), state)
     news = next(c for c in report["consents"] if c["topic"] == "usercreated.topics.newsletter-ab12")
     assert news["decision"] == "opt-out" and news["last_pushed"] == "opt-out" and not news["would_send"]

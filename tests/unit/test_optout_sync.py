@@ -11,8 +11,9 @@ from efficy_sync.config import EMAIL_ATTRIBUTE, config_from_dict
 from efficy_sync.consent import OptOutRecord
 from efficy_sync.explain import explain, render_explain
 from efficy_sync.state import PersonState, value_hash
-from efficy_sync.store.persons import MemoryPersonStateStore
 from efficy_sync.sync import PersonSyncer, log_fields
+
+from tests.memory_store import MemoryPersonStateStore
 
 NEWS = "usercreated.topics.news-ab12"
 SLOT = f"{NEWS}|email"

@@ -19,9 +19,9 @@ from efficy_sync.optout import (
     WriteBack,
     retry_delay,
 )
-from efficy_sync.store.persons import MemoryPersonStateStore
 from efficy_sync.sync import PersonSyncer
 
+from tests.memory_store import MemoryPersonStateStore
 from tests.unit.consent_configs import EVENTS, NEWS, consent_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,9 +23,9 @@ from efficy_sync.safety import (
     verdict_of,
 )
 from efficy_sync.state import PersonState
-from efficy_sync.store.persons import MemoryPersonStateStore
 from efficy_sync.sync import PersonSyncer
 
+from tests.memory_store import MemoryPersonStateStore
 from tests.unit.test_optout_sync import CFG, NEWS, SLOT, FakeApsis, person
 
 OPTOUT = f"rm:optout:{SLOT}"

@@ -29,7 +29,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .aws import client
+from .store.budget_slots import SLOT_TTL_SECONDS as SLOT_TTL_SECONDS  # the counters' items: store/budget_slots.py
+from .store.budget_slots import BudgetSlots
 
 #: APSIS One's documented account limit (requests/s); EFFICY_SYNC_APSIS_RATE overrides it (another account, a
 #: benchmark), read when a budget is built
@@ -41,7 +42,6 @@ PROFILE_KEY_RATE = 10
 SLOT_SECONDS = 0.1
 #: at most this many requests taken by one UpdateItem (what is not spent within its slot is lost to others)
 LEASE_MAX = 8
-SLOT_TTL_SECONDS = 3600
 #: 10,000 requests/s: far above any APSIS account; a budget this large means pacing is off
 UNLIMITED_PER_SLOT = 1000
 #: no request is started in the last this-many seconds of its slot, so one that takes a while to leave this
@@ -74,8 +74,7 @@ class SharedBudget:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._table = table
-        self._pk = f"BUDGET#{account}"
+        self._slots = BudgetSlots(table, account)
         self.slot_cap = max(1, math.floor((rate if rate is not None else account_rate()) * share * SLOT_SECONDS))
         self._lease_max = max(1, min(lease_max, self.slot_cap))
         #: a rate no APSIS account has (a benchmark timing the product itself): no counting at all
@@ -132,27 +131,11 @@ class SharedBudget:
 
     def _update(self, slot: int, n: int) -> int | None:
         """None when `n` requests were taken; else what the slot had used already (the update was refused)."""
-        ddb = client("dynamodb")
         self.takes += 1
-        try:
-            ddb.update_item(
-                TableName=self._table,
-                Key={"pk": {"S": self._pk}, "sk": {"S": f"SLOT#{slot}"}},
-                UpdateExpression="ADD #u :n SET expires_at = if_not_exists(expires_at, :e)",
-                ConditionExpression="attribute_not_exists(#u) OR #u <= :room",
-                ExpressionAttributeNames={"#u": "used"},
-                ExpressionAttributeValues={
-                    ":n": {"N": str(n)},
-                    ":room": {"N": str(self.slot_cap - n)},
-                    ":e": {"N": str(int(slot * SLOT_SECONDS) + SLOT_TTL_SECONDS)},
-                },
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ddb.exceptions.ConditionalCheckFailedException as exc:
+        used = self._slots.take(slot, n, self.slot_cap, slot * SLOT_SECONDS)
+        if used is not None:
             self.refused += 1
-            item = exc.response.get("Item") or {}
-            return int(item.get("used", {}).get("N", self.slot_cap))
-        return None
+        return used
 
 
 class KeyLimit:

@@ -10,13 +10,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Literal
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+if TYPE_CHECKING:  # state.py imports this module: the state type is for the checker only
+    from .state import PersonState
+
 ConsentType = Literal["opt-in", "opt-out"]
+#: an opt-in we sent this close to an APSIS opt-out (before or after) may have overwritten it. Wide, because the
+#: automation's `occurred_at` may be when its flow ran rather than the click, and clocks differ; the cost of a
+#: wide margin is one redundant opt-out call.
+OPT_IN_RACE_MARGIN = timedelta(minutes=10)
 
 
 # --- change stamps --------------------------------------------------------------------------------------------
@@ -122,3 +130,32 @@ def confirm(record: OptOutRecord | None, member: bool, change_stamp: str) -> Opt
     if compare_stamps(change_stamp, threshold) < 0:
         return record
     return record.model_copy(update={"confirmed": True, "confirmed_stamp": change_stamp})
+
+
+def merge_optouts(state: PersonState, records: Mapping[str, OptOutRecord]) -> PersonState:
+    """The state as syncs must see it: the live APSIS opt-outs attached, and their slots read as opted out.
+
+    A slot with a live record reads "APSIS One holds an opt-out" (the person opted out there themselves), unless
+    we sent an opt-in for it within OPT_IN_RACE_MARGIN of the opt-out or after it: then which one APSIS holds
+    is not known (our opt-in may have landed after the click, before the automation told us), and the slot
+    reads "unknown", so the next sync sends the opt-out again. The store calls this on every read."""
+    if not records:
+        return state
+    consents = dict(state.consents)
+    for slot, record in records.items():
+        if consents.get(slot) == "opt-out":
+            continue
+        sent = state.opted_in_at.get(slot)
+        # the person opted out in APSIS One: that is what APSIS holds, unless our opt-in may have come after
+        consents[slot] = "unknown" if sent and _close_or_after(sent, record.at) else "opt-out"
+    return state.model_copy(update={"optouts": dict(records), "consents": consents})
+
+
+def _close_or_after(sent: str, at: str) -> bool:
+    """Whether an opt-in sent at `sent` may have overwritten the APSIS opt-out made at `at`."""
+    try:
+        sent_at = datetime.fromisoformat(normalise_stamp(sent))
+        opted_out = datetime.fromisoformat(normalise_stamp(at))
+    except ValueError:
+        return True  # cannot tell: assume the worst
+    return sent_at >= opted_out - OPT_IN_RACE_MARGIN

@@ -39,7 +39,8 @@ from .config import CRMID_ATTRIBUTE, EMAIL_ATTRIBUTE, IntegrationConfig
 from .mapping import needed_fields
 from .reconcile import CATEGORIES, DriftReport, PersonCheck, compare_person, invalidate, managed_tags
 from .state import PersonState
-from .store.persons import ConflictingWrite, PersonStateStore
+from .store.persons import ConflictingWrite
+from .store.protocols import PersonStates
 from .store.reconcile_cursor import CursorStore
 
 LIMITATIONS = [
@@ -119,7 +120,7 @@ class Reconciler:
         cfg: IntegrationConfig,
         efficy: EfficyClient,
         apsis: ApsisClient,
-        states: PersonStateStore,
+        states: PersonStates,
         *,
         cursors: CursorStore | None = None,
         page_size: int | None = None,
@@ -235,7 +236,7 @@ class Reconciler:
 def fix(
     cfg: IntegrationConfig,
     result: RunResult,
-    states: PersonStateStore,
+    states: PersonStates,
     enqueue: Callable[[list[ContactChange]], Any],
 ) -> dict[str, Any]:
     """Marks each drifting person's state unknown where it drifts and puts the person on the real-time queue
@@ -272,7 +273,7 @@ def fix(
 
 
 def _store_invalidated(
-    integration_id: str, check: PersonCheck, state: PersonState | None, states: PersonStateStore
+    integration_id: str, check: PersonCheck, state: PersonState | None, states: PersonStates
 ) -> PersonState | None:
     """Stores reconcile.invalidate's state; a state another sync stored meanwhile is read again (its sync then
     carries the repair as well)."""

@@ -36,10 +36,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
-from ..aws import client
 from ..clients.errors import ApiError, EfficyBusinessError
 from ..clients.http import map_in_context
 from ..config import IntegrationConfig
@@ -47,78 +45,21 @@ from ..diff import PatchTags, apply_operations
 from ..mapping import Desired, needed_fields
 from ..safety import removal_counts
 from ..state import PersonState, utc_now
-from ..store.persons import PersonStateStore
+from ..store import protocols
+from ..store.import_queue import QUEUE_RETENTION_DAYS as QUEUE_RETENTION_DAYS
+from ..store.import_queue import ImportQueue as ImportQueue  # the queue's items: store/import_queue.py
+from ..store.import_queue import QueuedPage
 from ..sync import Outcome, PersonSyncer, stamp_opt_ins
 from .import_writer import ImportWriter, _Row
 from .report import skip_label, tally
-from .runs import expires_at
-from .tags import QueryMembers, decode_members, encode_members
 
 #: imports in flight per account (APSIS One's documented limit)
 FILES_IN_FLIGHT = 3
 #: stop starting files this long before the Lambda's timeout; the state machine calls the step again
 COLLECT_RESERVE_SECONDS = 120.0
 PERSON_THREADS = 4
-QUEUE_RETENTION_DAYS = 7  # a run's queued keys are read within its run; kept a week for an investigation
 #: the longest one import may take before the step gives up (and is retried by the state machine)
 IMPORT_TIMEOUT = 600.0
-
-
-@dataclass(frozen=True)
-class QueuedPage:
-    """The keys one Efficy page queued for import, and where to read them again."""
-
-    page: int
-    efficy_page: int
-    page_size: int
-    keys: tuple[int, ...]
-
-
-class ImportQueue:
-    """Keys queued by the pages of one run: pk "IMPORTQ#<integration>#<run>", sk "<page>#<efficy page>".
-
-    Keys only (delta-encoded, compressed), never a person's data; the items expire with the run's records."""
-
-    def __init__(self, table_name: str) -> None:
-        self._table = table_name
-
-    @staticmethod
-    def _pk(integration_id: str, run_id: str) -> dict[str, str]:
-        return {"S": f"IMPORTQ#{integration_id}#{run_id}"}
-
-    def add(self, integration_id: str, run_id: str, entry: QueuedPage) -> None:
-        """Idempotent: a page run again overwrites its own item."""
-        client("dynamodb").put_item(
-            TableName=self._table,
-            Item={
-                "pk": self._pk(integration_id, run_id),
-                "sk": {"S": f"{entry.page:06d}#{entry.efficy_page:09d}"},
-                "page_size": {"N": str(entry.page_size)},
-                "keys": {"B": encode_members(entry.keys)},
-                "count": {"N": str(len(entry.keys))},
-                "expires_at": {"N": str(expires_at(days=QUEUE_RETENTION_DAYS))},
-            },
-        )
-
-    def entries(self, integration_id: str, run_id: str) -> list[QueuedPage]:
-        """Every queued page of the run, in page order (so files are contiguous key ranges)."""
-        ddb = client("dynamodb")
-        out: list[QueuedPage] = []
-        request: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": self._pk(integration_id, run_id)},
-            "ConsistentRead": True,
-        }
-        while True:
-            response = ddb.query(**request)
-            for item in response.get("Items", []):
-                page, efficy_page = item["sk"]["S"].split("#")
-                keys = tuple(sorted(decode_members(item["keys"]["B"]))) if int(item["count"]["N"]) else ()
-                out.append(QueuedPage(int(page), int(efficy_page), int(item["page_size"]["N"]), keys))
-            if "LastEvaluatedKey" not in response:
-                return out
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
 
 def group_files(entries: list[QueuedPage], rows: int) -> list[list[QueuedPage]]:
@@ -173,7 +114,10 @@ def read_file_persons(cfg: IntegrationConfig, efficy: Any, group: list[QueuedPag
 
 
 def plan_query_tags(
-    cfg: IntegrationConfig, run_query: Callable[[int], list[int]], states: PersonStateStore, members: QueryMembers
+    cfg: IntegrationConfig,
+    run_query: Callable[[int], list[int]],
+    states: protocols.PersonStates,
+    members: protocols.QueryMembers,
 ) -> dict[int, dict[str, bool]]:
     """key -> {tag: True (joined) | False (left)} from each query's answer against its last snapshot. The
     stored tags are checked per person when a row is built (a tag already set is not sent again). A query that
@@ -220,7 +164,7 @@ class Collector:
         *,
         efficy: Any,
         apsis: Any,
-        states: PersonStateStore,
+        states: protocols.PersonStates,
         syncer: PersonSyncer,
         import_rows: int,
         on_counters: Callable[[str, Counter[str]], None],

@@ -34,7 +34,8 @@ from ..diff import CreateProfile, Operation, PatchAttributes, PatchTags, SetCons
 from ..mapping import Desired, map_person
 from ..safety import split_removals
 from ..state import PersonState, consent_key, utc_now
-from ..store.persons import PersonStateStore, StaleWrite
+from ..store.persons import StaleWrite
+from ..store.protocols import PersonStates
 from ..sync import Outcome, stamp_opt_ins
 
 IMPORT_MIN_ROWS = 50  # fewer changed persons than this on a page: per-person calls are cheaper than an import
@@ -72,7 +73,7 @@ class ImportWriter:
         self,
         cfg: IntegrationConfig,
         apsis: Any,
-        states: PersonStateStore,
+        states: PersonStates,
         *,
         min_rows: int = IMPORT_MIN_ROWS,
         poll_interval: float = 0.2,

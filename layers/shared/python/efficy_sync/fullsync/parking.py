@@ -13,26 +13,27 @@ Only the lock's own condition failing means "the run has ended" (and the change 
 cancels a transaction for other reasons too, chiefly a TransactionConflict on the run's shared counter when
 several workers park at once: those are tried again (bounded, with jitter), and if they keep failing the park
 raises, so the message is retried later rather than applied in the middle of the full sync.
+
+The items and the transaction live in store/parking.py; this module decides (when a change parks, when an attempt
+is worth repeating, what the drain sends back).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
-from typing import Any
 
-from ..aws import client
 from ..changes import ContactChange
 from ..queue import enqueue_changes
-from .runs import RunStore
+from ..store.parking import LOCK_ITEM as LOCK_ITEM
+from ..store.parking import Parked, ParkedKeys
+from ..store.parking import run_has_ended as run_has_ended
+from ..store.protocols import Parking, Runs
+from ..store.runs import RunStore
 
 #: attempts at one park when DynamoDB cancels it for a reason other than the run's end
 PARK_ATTEMPTS = 6
 PARK_BACKOFF = 0.05  # seconds, doubled per attempt, full jitter
-#: the index of the lock's ConditionCheck in the park transaction (its cancellation reason is the run's end)
-LOCK_ITEM = 0
 
 
 class ParkingContended(Exception):
@@ -40,25 +41,10 @@ class ParkingContended(Exception):
     applied, and its message is retried."""
 
 
-def _pk(integration_id: str) -> dict[str, str]:
-    return {"S": f"PARKED#{integration_id}"}
-
-
-def run_has_ended(error_response: dict[str, Any]) -> bool | None:
-    """Reads a TransactionCanceledException of the park: True when the lock's condition failed (the run no
-    longer holds the lock), False when the cancellation had another cause (a conflict, throttling, a condition
-    on another item: try again), None when DynamoDB gave no reasons (unknown: try again, then give up)."""
-    reasons: Sequence[dict[str, Any]] = error_response.get("CancellationReasons") or []
-    if not reasons:
-        return None
-    lock = reasons[LOCK_ITEM] if len(reasons) > LOCK_ITEM else {}
-    return lock.get("Code") == "ConditionalCheckFailed"
-
-
 class ParkingLot:
-    def __init__(self, table_name: str, runs: RunStore | None = None) -> None:
-        self._table = table_name
-        self._runs = runs or RunStore(table_name)
+    def __init__(self, table_name: str, runs: Runs | None = None, parked: Parking | None = None) -> None:
+        self._runs: Runs = runs or RunStore(table_name)
+        self._parked: Parking = parked or ParkedKeys(table_name)
 
     def active_run(self, integration_id: str) -> str | None:
         """The run id whose full sync holds the integration now, or None: real-time changes apply at once
@@ -72,83 +58,25 @@ class ParkingLot:
         Deletes are counted on the run (`parked_deletes`): each one shifts Efficy's numbered pages, which the
         run's Seams step makes up for (see seams.py). Raises ParkingContended when DynamoDB keeps cancelling the
         park for another reason (module docstring)."""
-        ddb = client("dynamodb")
         last = ""
         for attempt in range(PARK_ATTEMPTS):
             if attempt:
                 time.sleep(random.uniform(0, PARK_BACKOFF * 2**attempt))
-            try:
-                self._park_once(ddb, integration_id, person_key, run_id, deleted)
-            except ddb.exceptions.TransactionCanceledException as exc:
-                ended = run_has_ended(exc.response)
-                if ended:
-                    return False
-                codes = [str(r.get("Code")) for r in exc.response.get("CancellationReasons") or []]
-                last = ", ".join(codes) or "no reasons given"
-                continue
-            return True
+            answer = self._parked.try_park(integration_id, person_key, run_id, deleted=deleted)
+            if isinstance(answer, bool):
+                return answer
+            last = answer
         raise ParkingContended(f"parking of a change for run {run_id} kept being cancelled ({last}); retry later")
 
-    def _park_once(self, ddb: Any, integration_id: str, person_key: int, run_id: str, deleted: bool) -> None:
-        now = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-        ddb.transact_write_items(
-            TransactItems=[
-                self._runs.lock_condition(integration_id, run_id),
-                {
-                    "Update": {
-                        "TableName": self._table,
-                        "Key": {"pk": _pk(integration_id), "sk": {"S": str(int(person_key))}},
-                        "UpdateExpression": "SET parked_at = :now, run_id = :rid ADD changes :one",
-                        "ExpressionAttributeValues": {
-                            ":now": {"S": now},
-                            ":rid": {"S": run_id},
-                            ":one": {"N": "1"},
-                        },
-                    }
-                },
-                self._runs.counter_update(
-                    integration_id, run_id, {"parked_messages": 1, **({"parked_deletes": 1} if deleted else {})}
-                ),
-            ]
-        )
-
-    def _items(self, integration_id: str, limit: int | None = None) -> Iterator[dict[str, Any]]:
-        params: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": _pk(integration_id)},
-            "ConsistentRead": True,
-        }
-        if limit:
-            params["Limit"] = limit
-        ddb = client("dynamodb")
-        while True:
-            page = ddb.query(**params)
-            yield from page.get("Items", [])
-            if limit or "LastEvaluatedKey" not in page:
-                return
-            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    def _items(self, integration_id: str, limit: int | None = None) -> list[Parked]:
+        return list(self._parked.items(integration_id, limit))
 
     def count(self, integration_id: str) -> int:
         """Persons waiting (not messages: ten changes of one person park once)."""
-        ddb = client("dynamodb")
-        params: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": _pk(integration_id)},
-            "Select": "COUNT",
-            "ConsistentRead": True,
-        }
-        total = 0
-        while True:
-            page = ddb.query(**params)
-            total += int(page.get("Count", 0))
-            if "LastEvaluatedKey" not in page:
-                return total
-            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return self._parked.count(integration_id)
 
     def has_parked(self, integration_id: str) -> bool:
-        return next(self._items(integration_id, limit=1), None) is not None
+        return bool(self._items(integration_id, limit=1))
 
     def drain(self, integration_id: str, queue_url: str, *, chunk: int = 500) -> int:
         """Put every parked key back on the queue as a "parked" Resync change, then forget it. Returns the count.
@@ -157,8 +85,8 @@ class ParkingLot:
         the park time that was read, and the re-enqueued change is parked again by the worker anyway.
         """
         total = 0
-        batch: list[dict[str, Any]] = []
-        for item in self._items(integration_id):
+        batch: list[Parked] = []
+        for item in self._parked.items(integration_id):
             batch.append(item)
             if len(batch) >= chunk:
                 total += self._requeue(integration_id, queue_url, batch)
@@ -167,29 +95,20 @@ class ParkingLot:
             total += self._requeue(integration_id, queue_url, batch)
         return total
 
-    def _requeue(self, integration_id: str, queue_url: str, items: list[dict[str, Any]]) -> int:
+    def _requeue(self, integration_id: str, queue_url: str, items: list[Parked]) -> int:
         now = time.time()
         changes = [
             ContactChange(
                 integration_id=integration_id,
-                person_key=int(item["sk"]["S"]),
+                person_key=item.person_key,
                 operation="Resync",
-                date=item.get("parked_at", {}).get("S", ""),
+                date=item.parked_at,
                 source="parked",
                 received_at=now,
             )
             for item in items
         ]
         enqueue_changes(queue_url, changes)
-        ddb = client("dynamodb")
         for item in items:
-            try:
-                ddb.delete_item(
-                    TableName=self._table,
-                    Key={"pk": item["pk"], "sk": item["sk"]},
-                    ConditionExpression="parked_at = :seen",
-                    ExpressionAttributeValues={":seen": item.get("parked_at", {"S": ""})},
-                )
-            except ddb.exceptions.ConditionalCheckFailedException:
-                continue  # parked again by a newer run: it stays for that run
+            self._parked.forget(integration_id, item)  # False: parked again by a newer run, it stays for that run
         return len(changes)

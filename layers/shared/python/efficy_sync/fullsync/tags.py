@@ -1,8 +1,8 @@
 """Query tags: each mapped Efficy query runs once per full sync and its tag mirrors the result.
 
 Members get the tag, former members lose it (mirror, not add-only). Who was a member last time is kept per
-query in the STATE table as one compressed snapshot (sorted keys, delta-encoded, zlib): a query of a million
-members is a few hundred kilobytes in a handful of items, instead of a million items to read and rewrite.
+query in the STATE table as one compressed snapshot (store/query_members.py): a query of a million members is a
+few hundred kilobytes in a handful of items, instead of a million items to read and rewrite.
 Only persons the sync keeps in APSIS One are tagged; the person's stored state learns the tag too, so an
 untag on a lost condition (`on_condition_lost: untag`) also takes query tags away.
 """
@@ -11,96 +11,28 @@ from __future__ import annotations
 
 import contextlib
 import re
-import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
-from ..aws import client
 from ..clients.errors import ApiError, EfficyBusinessError, NotFound, acknowledgeable
 from ..clients.http import map_in_context
 from ..config import IntegrationConfig
 from ..state import PersonState, utc_now
-from ..store.persons import PersonStateStore, StaleWrite
+from ..store import protocols
+from ..store.person_items import StaleWrite
+from ..store.query_members import CHUNK_BYTES as CHUNK_BYTES  # the snapshot's items: store/query_members.py
+from ..store.query_members import QueryMembersStore
+from ..store.query_members import decode_members as decode_members
+from ..store.query_members import encode_members as encode_members
 
-CHUNK_BYTES = 300_000  # stays well under DynamoDB's 400 KB item limit
+#: the member snapshots' store, under the name the full sync and the tools construct it by
+QueryMembers = QueryMembersStore
 TAG_WORKERS = 8  # persons tagged at once; the APSIS pace (PacedApsis), not this, bounds the request rate
 TAG_BATCH_PER_WORKER = 25  # between batches the call checks how much time it has left
 TAG_RESERVE_SECONDS = 45.0  # stop this long before the Lambda's timeout and let the state machine call again
-
-
-def encode_members(keys: Iterable[int]) -> bytes:
-    previous = 0
-    deltas = []
-    for key in sorted(set(keys)):
-        deltas.append(str(key - previous))
-        previous = key
-    return zlib.compress("\n".join(deltas).encode(), 9)
-
-
-def decode_members(data: bytes) -> set[int]:
-    text = zlib.decompress(data).decode()
-    members: set[int] = set()
-    current = 0
-    for delta in filter(None, text.split("\n")):
-        current += int(delta)
-        members.add(current)
-    return members
-
-
-class QueryMembers:
-    """Last known members of each mapped query: pk "QUERYTAG#<integration>", sk "<query>" + "#<chunk>"."""
-
-    def __init__(self, table_name: str) -> None:
-        self._table = table_name
-
-    def get(self, integration_id: str, query: int) -> set[int] | None:
-        """None when the query never ran (nothing to untag yet)."""
-        ddb = client("dynamodb")
-        pk = {"S": f"QUERYTAG#{integration_id}"}
-        head = ddb.get_item(TableName=self._table, Key={"pk": pk, "sk": {"S": str(query)}}, ConsistentRead=True)
-        if "Item" not in head:
-            return None
-        chunks = int(head["Item"]["chunks"]["N"])
-        data = b""
-        for i in range(chunks):
-            item = ddb.get_item(
-                TableName=self._table, Key={"pk": pk, "sk": {"S": f"{query}#{i:04d}"}}, ConsistentRead=True
-            )["Item"]
-            data += item["data"]["B"]
-        return decode_members(data)
-
-    def put(self, integration_id: str, query: int, members: set[int], *, run_id: str) -> None:
-        """Chunks first, then the head that says how many to read, so a reader never sees half a snapshot."""
-        ddb = client("dynamodb")
-        pk = {"S": f"QUERYTAG#{integration_id}"}
-        data = encode_members(members)
-        chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
-        for i, chunk in enumerate(chunks):
-            ddb.put_item(TableName=self._table, Item={"pk": pk, "sk": {"S": f"{query}#{i:04d}"}, "data": {"B": chunk}})
-        ddb.put_item(
-            TableName=self._table,
-            Item={
-                "pk": pk,
-                "sk": {"S": str(query)},
-                "chunks": {"N": str(len(chunks))},
-                "members": {"N": str(len(members))},
-                "run_id": {"S": run_id},
-                "updated_at": {"S": utc_now()},
-            },
-        )
-
-    def last_run(self, integration_id: str, query: int) -> str | None:
-        """When the members of `query` were last refreshed (by a full sync or by its schedule)."""
-        head = client("dynamodb").get_item(
-            TableName=self._table,
-            Key={"pk": {"S": f"QUERYTAG#{integration_id}"}, "sk": {"S": str(query)}},
-            ConsistentRead=True,
-            ProjectionExpression="updated_at",
-        )
-        return head.get("Item", {}).get("updated_at", {}).get("S")
 
 
 _RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
@@ -141,8 +73,8 @@ def mirror_query_tags(
     *,
     run_query: Callable[[int], list[int]],
     apsis: Any,
-    states: PersonStateStore,
-    members: QueryMembers,
+    states: protocols.PersonStates,
+    members: protocols.QueryMembers,
     dry_run: bool,
     run_id: str,
     would_sync: Callable[[list[int]], set[int]] | None = None,
@@ -229,7 +161,7 @@ def mirror_query_tags(
 def _apply(
     cfg: IntegrationConfig,
     apsis: Any,
-    states: PersonStateStore,
+    states: protocols.PersonStates,
     changes: dict[int, dict[str, bool]],
     time_left: Callable[[], float] | None,
     workers: int,
@@ -278,7 +210,9 @@ def merge_results(previous: dict[str, Any] | None, current: dict[str, Any]) -> d
     return merged
 
 
-def _tag_person(cfg: IntegrationConfig, apsis: Any, states: PersonStateStore, key: int, tags: dict[str, bool]) -> bool:
+def _tag_person(
+    cfg: IntegrationConfig, apsis: Any, states: protocols.PersonStates, key: int, tags: dict[str, bool]
+) -> bool:
     """Only a refusal about this person is counted as a failed person; every other error propagates (the state
     machine retries the step or fails the run; done persons cost nothing again)."""
     try:

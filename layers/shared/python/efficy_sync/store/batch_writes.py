@@ -8,29 +8,23 @@ person's STATE item is the opt-out write-back, whose opt-out itself is never in 
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..aws import client
 from ..state import PersonState
+from .dynamo import BATCH_WRITE_ITEMS as BATCH_WRITE_ITEMS
+from .dynamo import BatchWriteIncomplete as BatchWriteIncomplete
+from .dynamo import batch_get, batch_write
 from .person_items import StaleWrite, _key, state_item
 
 if TYPE_CHECKING:
     from .persons import PersonStateStore
 
-#: BatchWriteItem takes at most 25 items; a few calls at once (each is one round trip of up to 25 puts)
-BATCH_WRITE_ITEMS = 25
+#: a few BatchWriteItem calls at once (each is one round trip of up to 25 puts)
 BATCH_WORKERS = 4
 BATCH_ATTEMPTS = 8
 BATCH_BACKOFF = 0.05  # seconds, doubled per attempt, full jitter
-
-
-class BatchWriteIncomplete(Exception):
-    """DynamoDB kept some items of a batch unprocessed (throttling) after every retry: the step fails and is
-    retried by the state machine; the states not written cost a compare, never a wrong skip."""
 
 
 def put_batch(
@@ -71,32 +65,10 @@ def put_batch(
 def _revisions(table: str, integration_id: str, keys: Iterable[int | str]) -> dict[str, int]:
     """person key -> stored STATE revision (absent: nothing stored), read consistently."""
     wanted = list(dict.fromkeys(str(k) for k in keys))
-    out: dict[str, int] = {}
-    ddb = client("dynamodb")
-    for start in range(0, len(wanted), 100):
-        request: dict[str, Any] = {
-            table: {
-                "Keys": [_key(integration_id, k) for k in wanted[start : start + 100]],
-                "ConsistentRead": True,
-                "ProjectionExpression": "pk, rev",
-            }
-        }
-        while request:
-            response = ddb.batch_get_item(RequestItems=request)
-            for item in response.get("Responses", {}).get(table, []):
-                out[item["pk"]["S"].rsplit("#", 1)[1]] = int(item.get("rev", {}).get("N", "0"))
-            request = response.get("UnprocessedKeys") or {}
-    return out
+    items = batch_get(table, [_key(integration_id, k) for k in wanted], projection="pk, rev")
+    return {str(item["pk"]).rsplit("#", 1)[1]: int(item.get("rev", 0)) for item in items}
 
 
 def _write_batch(table: str, states: list[PersonState]) -> None:
-    ddb = client("dynamodb")
-    request: dict[str, Any] = {table: [{"PutRequest": {"Item": state_item(s)}} for s in states]}
-    delay = BATCH_BACKOFF
-    for _ in range(BATCH_ATTEMPTS):
-        request = ddb.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
-        if not request:
-            return
-        time.sleep(random.uniform(0, delay))  # throttled: back off (full jitter) and send only the rest
-        delay = min(delay * 2, 5.0)
-    raise BatchWriteIncomplete(f"{len(request.get(table, []))} person states still unprocessed")
+    """One batch of states, unconditionally (UnprocessedItems sent again with backoff)."""
+    batch_write(table, [state_item(s) for s in states], attempts=BATCH_ATTEMPTS, backoff=BATCH_BACKOFF)

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..aws import client
 from ..config import IntegrationConfig
+from .dynamo import from_item, key, query_all, scan_all, to_item
 
 
 class ConfigConflict(Exception):
@@ -31,25 +32,23 @@ class ConfigStore:
         self._cache_seconds = cache_seconds
 
     @staticmethod
-    def _pk(integration_id: str) -> dict[str, str]:
-        return {"S": f"CONFIG#{integration_id}"}
+    def _pk(integration_id: str) -> str:
+        return f"CONFIG#{integration_id}"
 
     def current(self, integration_id: str) -> tuple[IntegrationConfig, int]:
         """The live config and its version; cached briefly because every webhook and batch reads it."""
         hit = self._cache.get(integration_id)
         if hit and time.monotonic() - hit[0] < self._cache_seconds:
             return hit[1], hit[2]
-        item = (
+        item = from_item(
             client("dynamodb")
-            .get_item(
-                TableName=self._table, Key={"pk": self._pk(integration_id), "sk": {"S": "CURRENT"}}, ConsistentRead=True
-            )
-            .get("Item")
+            .get_item(TableName=self._table, Key=key(self._pk(integration_id), "CURRENT"), ConsistentRead=True)
+            .get("Item", {})
         )
         if not item:
             raise UnknownIntegration(integration_id)
-        cfg = IntegrationConfig.model_validate(json.loads(item["body"]["S"]))
-        version = int(item["version"]["N"])
+        cfg = IntegrationConfig.model_validate(json.loads(item["body"]))
+        version = int(item["version"])
         self._cache[integration_id] = (time.monotonic(), cfg, version)
         return cfg, version
 
@@ -65,28 +64,24 @@ class ConfigStore:
         version = previous + 1
         body = json.dumps(cfg.model_dump(mode="json", exclude_none=True), sort_keys=True)
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        attrs = {
-            "body": {"S": body},
-            "version": {"N": str(version)},
-            "applied_at": {"S": now},
-            "applied_by": {"S": applied_by},
-            "comment": {"S": comment},
-        }
+        attrs = to_item(
+            {"body": body, "version": version, "applied_at": now, "applied_by": applied_by, "comment": comment}
+        )
         pk = self._pk(cfg.integration_id)
         condition = "attribute_not_exists(pk)" if previous == 0 else "version = :prev"
         current: dict[str, Any] = {
             "Put": {
                 "TableName": self._table,
-                "Item": {"pk": pk, "sk": {"S": "CURRENT"}, **attrs},
+                "Item": {**key(pk, "CURRENT"), **attrs},
                 "ConditionExpression": condition,
             }
         }
         if previous:
-            current["Put"]["ExpressionAttributeValues"] = {":prev": {"N": str(previous)}}
+            current["Put"]["ExpressionAttributeValues"] = to_item({":prev": previous})
         history = {
             "Put": {
                 "TableName": self._table,
-                "Item": {"pk": pk, "sk": {"S": f"V#{version:06d}"}, **attrs},
+                "Item": {**key(pk, f"V#{version:06d}"), **attrs},
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
         }
@@ -100,45 +95,29 @@ class ConfigStore:
 
     def history(self, integration_id: str) -> list[dict[str, Any]]:
         """Every applied version, oldest first, without bodies."""
-        pages = (
-            client("dynamodb")
-            .get_paginator("query")
-            .paginate(
-                TableName=self._table,
-                KeyConditionExpression="pk = :pk AND begins_with(sk, :v)",
-                ExpressionAttributeValues={":pk": self._pk(integration_id), ":v": {"S": "V#"}},
-            )
+        items = query_all(
+            self._table, "pk = :pk AND begins_with(sk, :v)", {":pk": self._pk(integration_id), ":v": "V#"}
         )
         return [
             {
-                "version": int(item["version"]["N"]),
-                "applied_at": item["applied_at"]["S"],
-                "applied_by": item["applied_by"]["S"],
-                "comment": item.get("comment", {}).get("S", ""),
+                "version": int(item["version"]),
+                "applied_at": item["applied_at"],
+                "applied_by": item["applied_by"],
+                "comment": item.get("comment", ""),
             }
-            for page in pages
-            for item in page.get("Items", [])
+            for item in items
         ]
 
     def version(self, integration_id: str, version: int) -> IntegrationConfig:
-        item = (
+        item = from_item(
             client("dynamodb")
-            .get_item(TableName=self._table, Key={"pk": self._pk(integration_id), "sk": {"S": f"V#{version:06d}"}})
-            .get("Item")
+            .get_item(TableName=self._table, Key=key(self._pk(integration_id), f"V#{version:06d}"))
+            .get("Item", {})
         )
         if not item:
             raise UnknownIntegration(f"{integration_id} v{version}")
-        return IntegrationConfig.model_validate(json.loads(item["body"]["S"]))
+        return IntegrationConfig.model_validate(json.loads(item["body"]))
 
     def list_ids(self) -> list[str]:
-        pages = (
-            client("dynamodb")
-            .get_paginator("scan")
-            .paginate(
-                TableName=self._table,
-                FilterExpression="sk = :c",
-                ExpressionAttributeValues={":c": {"S": "CURRENT"}},
-                ProjectionExpression="pk",
-            )
-        )
-        return sorted(item["pk"]["S"].split("#", 1)[1] for page in pages for item in page.get("Items", []))
+        items = scan_all(self._table, "sk = :c", {":c": "CURRENT"}, projection="pk")
+        return sorted(str(item["pk"]).split("#", 1)[1] for item in items)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from .. import correlation
 from ..consent import normalise_stamp
 from ..state import PersonState, health_issue
+from .dynamo import key, to_item
 
 STATE_SK = "STATE"
 #: the sparse index over the persons health lists (template.yaml, StateTable); its key attributes
@@ -39,34 +40,31 @@ def _pk(integration_id: str, person_key: int | str) -> str:
 
 
 def _key(integration_id: str, person_key: int | str, sk: str = STATE_SK) -> dict[str, Any]:
-    return {"pk": {"S": _pk(integration_id, person_key)}, "sk": {"S": sk}}
+    return key(_pk(integration_id, person_key), sk)
 
 
-def health_keys(state: PersonState) -> dict[str, dict[str, str]]:
+def health_keys(state: PersonState) -> dict[str, str]:
     """The health index attributes of the state's item: empty (not indexed) when the person is in step."""
     issue = health_issue(state)
     if issue is None:
         return {}
     kind, category = issue
     shard = zlib.crc32(str(state.person_key).encode()) % HEALTH_SHARDS
-    return {
-        HEALTH_PK: {"S": f"{state.integration_id}#{shard}"},
-        HEALTH_SK: {"S": f"{kind}#{category}#{state.person_key}"},
-    }
+    return {HEALTH_PK: f"{state.integration_id}#{shard}", HEALTH_SK: f"{kind}#{category}#{state.person_key}"}
 
 
 def state_item(state: PersonState) -> dict[str, Any]:
     """The whole STATE item `put` writes (at the next revision). Whole, so that a state in step again leaves the
     health index by the same write that records it."""
-    return {
-        **_key(state.integration_id, state.person_key),
-        "doc": {"S": state_document(state)},
-        "stamp": {"S": normalise_stamp(state.change_stamp or "")},
-        "rev": {"N": str(state.revision + 1)},
-        "outcome": {"S": state.last_outcome or ""},
-        "error_category": {"S": state.error_category or ""},
+    fields = {
+        "doc": state_document(state),
+        "stamp": normalise_stamp(state.change_stamp or ""),
+        "rev": state.revision + 1,
+        "outcome": state.last_outcome or "",
+        "error_category": state.error_category or "",
         **health_keys(state),
     }
+    return {**_key(state.integration_id, state.person_key), **to_item(fields)}
 
 
 def state_document(state: PersonState) -> str:

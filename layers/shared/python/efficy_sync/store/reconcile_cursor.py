@@ -11,6 +11,9 @@ import json
 import time
 from typing import Any
 
+from ..aws import client
+from .dynamo import from_item, key, to_item
+
 CURSOR_SK = "RECONCILE_CURSOR"
 CURSOR_TTL_SECONDS = 86400
 
@@ -22,26 +25,16 @@ class CursorStore:
         self._table = table_name
 
     def _key(self, integration_id: str) -> dict[str, Any]:
-        return {"pk": {"S": f"RECONCILE#{integration_id}"}, "sk": {"S": CURSOR_SK}}
+        return key(f"RECONCILE#{integration_id}", CURSOR_SK)
 
     def load(self, integration_id: str) -> dict[str, Any] | None:
-        from ..aws import client
-
         item = client("dynamodb").get_item(TableName=self._table, Key=self._key(integration_id), ConsistentRead=True)
-        doc = item.get("Item", {}).get("doc", {}).get("S")
+        doc = from_item(item.get("Item", {})).get("doc")
         return json.loads(doc) if doc else None
 
     def save(self, integration_id: str, cursor: dict[str, Any]) -> None:
-        from ..aws import client
-
-        item = {
-            **self._key(integration_id),
-            "doc": {"S": json.dumps(cursor, separators=(",", ":"))},
-            "expires_at": {"N": str(int(time.time()) + CURSOR_TTL_SECONDS)},
-        }
-        client("dynamodb").put_item(TableName=self._table, Item=item)
+        fields = {"doc": json.dumps(cursor, separators=(",", ":")), "expires_at": int(time.time()) + CURSOR_TTL_SECONDS}
+        client("dynamodb").put_item(TableName=self._table, Item={**self._key(integration_id), **to_item(fields)})
 
     def clear(self, integration_id: str) -> None:
-        from ..aws import client
-
         client("dynamodb").delete_item(TableName=self._table, Key=self._key(integration_id))

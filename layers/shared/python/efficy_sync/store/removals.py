@@ -22,8 +22,7 @@ from ..aws import client
 from ..config import IntegrationConfig
 from ..observability import count, logger
 from ..safety import PROFILES, limit
-
-BATCH = 25  # BatchWriteItem's limit
+from .dynamo import batch_write, from_item, key, query_all, to_item
 
 
 def _now() -> str:
@@ -35,58 +34,27 @@ class HeldRemovals:
         self._table = table_name
 
     def hold(self, integration_id: str, keys: Iterable[int], source: str) -> int:
-        """Remembers the keys (idempotent: a retried page holds the same keys again)."""
-        ddb = client("dynamodb")
+        """Remembers the keys (idempotent: a retried page holds the same keys again). BatchWriteIncomplete
+        when DynamoDB keeps throttling: the step is retried."""
+        held_at = _now()
         items = [
-            {
-                "PutRequest": {
-                    "Item": {
-                        "pk": {"S": f"HELD#{integration_id}"},
-                        "sk": {"S": str(int(k))},
-                        "source": {"S": source[:200]},
-                        "held_at": {"S": _now()},
-                    }
-                }
-            }
+            {**key(f"HELD#{integration_id}", str(int(k))), **to_item({"source": source[:200], "held_at": held_at})}
             for k in sorted(set(keys))
         ]
-        for start in range(0, len(items), BATCH):
-            pending: dict[str, Any] = {self._table: items[start : start + BATCH]}
-            for attempt in range(8):
-                left = ddb.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
-                if not left:
-                    break
-                pending = left
-                time.sleep(0.05 * 2**attempt)
-            else:
-                raise RuntimeError("DynamoDB kept throttling the held removals; the step is retried")
+        batch_write(self._table, items)
         return len(items)
 
     def keys(self, integration_id: str, limit: int | None = None) -> Iterator[int]:
-        ddb = client("dynamodb")
-        params: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": f"HELD#{integration_id}"}},
-            "ConsistentRead": True,
-        }
-        if limit:
-            params["Limit"] = limit
-        while True:
-            page = ddb.query(**params)
-            for item in page.get("Items", []):
-                yield int(item["sk"]["S"])
-            if limit or "LastEvaluatedKey" not in page:
-                return
-            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for item in query_all(self._table, "pk = :pk", {":pk": f"HELD#{integration_id}"}, consistent=True, limit=limit):
+            yield int(item["sk"])
 
     def count(self, integration_id: str) -> int:
         return sum(1 for _ in self.keys(integration_id))
 
     def forget(self, integration_id: str, keys: Iterable[int]) -> None:
         ddb = client("dynamodb")
-        for key in keys:
-            ddb.delete_item(TableName=self._table, Key={"pk": {"S": f"HELD#{integration_id}"}, "sk": {"S": str(key)}})
+        for person_key in keys:
+            ddb.delete_item(TableName=self._table, Key=key(f"HELD#{integration_id}", str(person_key)))
 
 
 class RemovalBreaker:
@@ -97,7 +65,7 @@ class RemovalBreaker:
         self._clock = clock
 
     def _key(self, integration_id: str, sk: str) -> dict[str, Any]:
-        return {"pk": {"S": f"BREAKER#{integration_id}"}, "sk": {"S": sk}}
+        return key(f"BREAKER#{integration_id}", sk)
 
     def add(self, integration_id: str, n: int, window_minutes: int) -> int:
         """Adds `n` removals to the current window; returns the window's total (expires two windows later)."""
@@ -108,10 +76,10 @@ class RemovalBreaker:
             TableName=self._table,
             Key=self._key(integration_id, f"WINDOW#{window}"),
             UpdateExpression="ADD removals :n SET expires_at = :exp",
-            ExpressionAttributeValues={":n": {"N": str(n)}, ":exp": {"N": str(int(now + 2 * seconds))}},
+            ExpressionAttributeValues=to_item({":n": n, ":exp": int(now + 2 * seconds)}),
             ReturnValues="UPDATED_NEW",
         )
-        return int(answer["Attributes"]["removals"]["N"])
+        return int(from_item(answer["Attributes"])["removals"])
 
     def tripped(self, integration_id: str) -> dict[str, Any] | None:
         item = (
@@ -121,16 +89,14 @@ class RemovalBreaker:
         )
         if not item:
             return None
-        return {k: v.get("S", v.get("N")) for k, v in item.items() if k not in ("pk", "sk")}
+        return {k: str(v) for k, v in from_item(item).items() if k not in ("pk", "sk")}
 
     def trip(self, integration_id: str, removals: int, allowed: int) -> None:
         client("dynamodb").put_item(
             TableName=self._table,
             Item={
                 **self._key(integration_id, "TRIPPED"),
-                "tripped_at": {"S": _now()},
-                "removals": {"N": str(removals)},
-                "limit": {"N": str(allowed)},
+                **to_item({"tripped_at": _now(), "removals": removals, "limit": allowed}),
             },
         )
 
@@ -138,13 +104,11 @@ class RemovalBreaker:
         """An admin confirmed the removals (`full-sync start --allow-removals`): real time may remove again."""
         ddb = client("dynamodb")
         ddb.delete_item(TableName=self._table, Key=self._key(integration_id, "TRIPPED"))
-        answer = ddb.query(
-            TableName=self._table,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :w)",
-            ExpressionAttributeValues={":pk": {"S": f"BREAKER#{integration_id}"}, ":w": {"S": "WINDOW#"}},
+        windows = query_all(
+            self._table, "pk = :pk AND begins_with(sk, :w)", {":pk": f"BREAKER#{integration_id}", ":w": "WINDOW#"}
         )
-        for item in answer.get("Items", []):
-            ddb.delete_item(TableName=self._table, Key={"pk": item["pk"], "sk": item["sk"]})
+        for item in list(windows):
+            ddb.delete_item(TableName=self._table, Key=key(item["pk"], item["sk"]))
 
     def base(self, integration_id: str) -> dict[str, int]:
         item = (
@@ -154,15 +118,14 @@ class RemovalBreaker:
         )
         if not item:
             return {}
-        return {k: int(v["N"]) for k, v in item.get("counts", {}).get("M", {}).items()}
+        return {k: int(v) for k, v in from_item(item).get("counts", {}).items()}
 
     def set_base(self, integration_id: str, counts: Mapping[str, int]) -> None:
         client("dynamodb").put_item(
             TableName=self._table,
             Item={
                 **self._key(integration_id, "BASE"),
-                "counts": {"M": {k: {"N": str(int(v))} for k, v in counts.items()}},
-                "updated_at": {"S": _now()},
+                **to_item({"counts": {k: int(v) for k, v in counts.items()}, "updated_at": _now()}),
             },
         )
 

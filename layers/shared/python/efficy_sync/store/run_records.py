@@ -1,17 +1,17 @@
 """The full-sync run records of the STATE table (their items are described in `runs`): the lock, the run, a
-page record, their keys and the DynamoDB attribute values they are written with."""
+page record, and their keys."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..aws import client
+from .dynamo import from_item, key
 
 LOCKS_PK = "FULLSYNC#LOCKS"
 COUNTER_PREFIX = "c:"
@@ -50,57 +50,17 @@ def new_run_id(execution_arn: str, now: datetime | None = None) -> str:
     return f"{stamp}-{hashlib.sha256(execution_arn.encode()).hexdigest()[:6]}"
 
 
-# ---- DynamoDB values ----------------------------------------------------------------------------------------
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _n(value: int | float) -> dict[str, str]:
-    return {"N": str(value)}
-
-
-def _plain(attr: dict[str, Any]) -> Any:
-    ((kind, value),) = attr.items()
-    if kind == "S":
-        return value
-    if kind == "N":
-        number = float(value)
-        return int(number) if number.is_integer() else number
-    if kind == "BOOL":
-        return value
-    if kind == "NULL":
-        return None
-    if kind == "SS":
-        return set(value)
-    raise ValueError(f"unexpected DynamoDB type {kind}")
-
-
-def query_partition(table: str, pk: str) -> Iterator[dict[str, Any]]:
-    """Every item of one partition of the STATE table, read consistently, page after page."""
-    pages = (
-        client("dynamodb")
-        .get_paginator("query")
-        .paginate(
-            TableName=table,
-            KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": _s(pk)},
-            ConsistentRead=True,
-        )
-    )
-    for page in pages:
-        yield from page.get("Items", [])
-
-
+# ---- keys ----------------------------------------------------------------------------------------------------
 def _run_key(integration_id: str, run_id: str) -> dict[str, Any]:
-    return {"pk": _s(f"FULLSYNC#{integration_id}"), "sk": _s(f"RUN#{run_id}")}
+    return key(f"FULLSYNC#{integration_id}", f"RUN#{run_id}")
 
 
 def _lock_key(integration_id: str) -> dict[str, Any]:
-    return {"pk": _s(LOCKS_PK), "sk": _s(integration_id)}
+    return key(LOCKS_PK, integration_id)
 
 
 def _page_key(integration_id: str, run_id: str, page: int) -> dict[str, Any]:
-    return {"pk": _s(f"FULLSYNC#{integration_id}#{run_id}"), "sk": _s(f"PAGE#{page:06d}")}
+    return key(f"FULLSYNC#{integration_id}#{run_id}", f"PAGE#{page:06d}")
 
 
 # ---- records --------------------------------------------------------------------------------------------
@@ -159,7 +119,7 @@ class Run:
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> Run:
-        plain = {k: _plain(v) for k, v in item.items()}
+        plain = from_item(item)
         return cls(
             integration_id=plain["integration_id"],
             run_id=plain["run_id"],

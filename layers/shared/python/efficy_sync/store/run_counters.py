@@ -10,19 +10,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..aws import client
+from .dynamo import attr, query_all, to_item
 from .run_records import (
     ACTIVE,
     COUNTER_PREFIX,
     TTL_ATTRIBUTE,
     PageRecord,
     _lock_key,
-    _n,
     _page_key,
-    _plain,
     _run_key,
-    _s,
     expires_at,
-    query_partition,
     utc_now,
 )
 
@@ -41,7 +38,7 @@ class RunCounters:
             if not value:
                 continue
             names[f"#c{i}"] = COUNTER_PREFIX + name
-            values[f":c{i}"] = _n(value)
+            values[f":c{i}"] = attr(value)
             parts.append(f"#c{i} :c{i}")
         if not parts:
             return None
@@ -69,7 +66,7 @@ class RunCounters:
                 UpdateExpression=f"{expression}, #counted :token_set",
                 ConditionExpression="attribute_exists(pk) AND NOT contains(#counted, :token)",
                 ExpressionAttributeNames={**names, "#counted": counted},
-                ExpressionAttributeValues={**values, ":token_set": {"SS": [token]}, ":token": _s(token)},
+                ExpressionAttributeValues={**values, **to_item({":token_set": {token}, ":token": token})},
             )
         except ddb.exceptions.ConditionalCheckFailedException:
             return False
@@ -88,13 +85,9 @@ class RunCounters:
             UpdateExpression=f"SET #st = :done, persons = :persons, done_at = :now, {TTL_ATTRIBUTE} = :ttl "
             "ADD attempts :one",
             ExpressionAttributeNames={"#st": "status"},
-            ExpressionAttributeValues={
-                ":done": _s("done"),
-                ":persons": _n(persons),
-                ":now": _s(utc_now()),
-                ":one": _n(1),
-                ":ttl": _n(expires_at()),
-            },
+            ExpressionAttributeValues=to_item(
+                {":done": "done", ":persons": persons, ":now": utc_now(), ":one": 1, ":ttl": expires_at()}
+            ),
         )
         return True
 
@@ -109,22 +102,24 @@ class RunCounters:
                 "ADD attempts :one",
                 ConditionExpression="attribute_not_exists(pk) OR #st <> :done",
                 ExpressionAttributeNames={"#st": "status"},
-                ExpressionAttributeValues={
-                    ":failing": _s("failing"),
-                    ":done": _s("done"),
-                    ":err": _s(error[:1000]),
-                    ":now": _s(utc_now()),
-                    ":one": _n(1),
-                    ":ttl": _n(expires_at()),
-                },
+                ExpressionAttributeValues=to_item(
+                    {
+                        ":failing": "failing",
+                        ":done": "done",
+                        ":err": error[:1000],
+                        ":now": utc_now(),
+                        ":one": 1,
+                        ":ttl": expires_at(),
+                    }
+                ),
             )
         except ddb.exceptions.ConditionalCheckFailedException:
             return  # a later attempt already finished it
 
     def pages(self, integration_id: str, run_id: str) -> dict[int, PageRecord]:
         records: dict[int, PageRecord] = {}
-        for item in query_partition(self._table, f"FULLSYNC#{integration_id}#{run_id}"):
-            plain = {k: _plain(v) for k, v in item.items()}
+        partition = {":pk": f"FULLSYNC#{integration_id}#{run_id}"}
+        for plain in query_all(self._table, "pk = :pk", partition, consistent=True):
             number = int(plain["sk"].split("#", 1)[1])
             records[number] = PageRecord(
                 page=number,
@@ -144,7 +139,7 @@ class RunCounters:
                 "Key": _lock_key(integration_id),
                 "ConditionExpression": "run_id = :rid AND #st = :running",
                 "ExpressionAttributeNames": {"#st": "status"},
-                "ExpressionAttributeValues": {":rid": _s(run_id), ":running": _s(ACTIVE)},
+                "ExpressionAttributeValues": to_item({":rid": run_id, ":running": ACTIVE}),
             }
         }
 

@@ -1,0 +1,85 @@
+"""The last known members of each mapped Efficy query (fullsync/tags.py mirrors them into APSIS One tags).
+
+Items: pk "QUERYTAG#<integration>", sk "<query>" (the head: `chunks`, `members`, `run_id`, `updated_at`) and
+sk "<query>#<0000 chunk>" (`data`: a slice of the compressed snapshot). The snapshot is the sorted keys,
+delta-encoded and zlib-compressed: a query of a million members is a few hundred kilobytes in a handful of
+items. Written by the full sync's Tags step (or the query's own schedule) when it finishes, unconditionally:
+chunks first, then the head, so a reader never sees half a snapshot. No TTL.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+
+from ..aws import client
+from ..state import utc_now
+from .dynamo import from_item, key, to_item
+
+CHUNK_BYTES = 300_000  # stays well under DynamoDB's 400 KB item limit
+
+
+def encode_members(keys: Iterable[int]) -> bytes:
+    previous = 0
+    deltas = []
+    for person_key in sorted(set(keys)):
+        deltas.append(str(person_key - previous))
+        previous = person_key
+    return zlib.compress("\n".join(deltas).encode(), 9)
+
+
+def decode_members(data: bytes) -> set[int]:
+    text = zlib.decompress(data).decode()
+    members: set[int] = set()
+    current = 0
+    for delta in filter(None, text.split("\n")):
+        current += int(delta)
+        members.add(current)
+    return members
+
+
+class QueryMembersStore:
+    """Last known members of each mapped query (module docstring)."""
+
+    def __init__(self, table_name: str) -> None:
+        self._table = table_name
+
+    @staticmethod
+    def _pk(integration_id: str) -> str:
+        return f"QUERYTAG#{integration_id}"
+
+    def get(self, integration_id: str, query: int) -> set[int] | None:
+        """None when the query never ran (nothing to untag yet)."""
+        ddb = client("dynamodb")
+        pk = self._pk(integration_id)
+        head = ddb.get_item(TableName=self._table, Key=key(pk, str(query)), ConsistentRead=True)
+        if "Item" not in head:
+            return None
+        chunks = int(from_item(head["Item"])["chunks"])
+        data = b""
+        for i in range(chunks):
+            item = ddb.get_item(TableName=self._table, Key=key(pk, f"{query}#{i:04d}"), ConsistentRead=True)["Item"]
+            data += from_item(item)["data"]
+        return decode_members(data)
+
+    def put(self, integration_id: str, query: int, members: set[int], *, run_id: str) -> None:
+        """Chunks first, then the head that says how many to read, so a reader never sees half a snapshot."""
+        ddb = client("dynamodb")
+        pk = self._pk(integration_id)
+        data = encode_members(members)
+        chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
+        for i, chunk in enumerate(chunks):
+            ddb.put_item(TableName=self._table, Item={**key(pk, f"{query}#{i:04d}"), **to_item({"data": chunk})})
+        head = {"chunks": len(chunks), "members": len(members), "run_id": run_id, "updated_at": utc_now()}
+        ddb.put_item(TableName=self._table, Item={**key(pk, str(query)), **to_item(head)})
+
+    def last_run(self, integration_id: str, query: int) -> str | None:
+        """When the members of `query` were last refreshed (by a full sync or by its schedule)."""
+        head = client("dynamodb").get_item(
+            TableName=self._table,
+            Key=key(self._pk(integration_id), str(query)),
+            ConsistentRead=True,
+            ProjectionExpression="updated_at",
+        )
+        updated = from_item(head.get("Item", {})).get("updated_at")
+        return str(updated) if updated else None
