@@ -90,6 +90,17 @@ def test_dynamodb_values_are_written_by_the_one_helper() -> None:
     assert literal == [], literal
 
 
+def test_no_in_memory_store_is_shipped() -> None:
+    """The tests' stand-ins live in tests/ (tests/memory_store.py), not in what Lambda runs."""
+    stand_ins = [
+        f"{_name(path)}: {node.name}"
+        for path in SHIPPED
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ClassDef) and re.match(r"(In)?Memory|Fake", node.name)
+    ]
+    assert stand_ins == [], stand_ins
+
+
 def test_nothing_below_worker_and_fullsync_imports_them() -> None:
     upward = {
         f"{module} -> {target}"

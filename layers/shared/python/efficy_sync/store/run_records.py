@@ -119,7 +119,12 @@ class Run:
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> Run:
-        plain = from_item(item)
+        """The run of a DynamoDB item."""
+        return cls.from_plain(from_item(item))
+
+    @classmethod
+    def from_plain(cls, plain: Mapping[str, Any]) -> Run:
+        """The run of an item already read as Python (store.dynamo.from_item, query_all)."""
         return cls(
             integration_id=plain["integration_id"],
             run_id=plain["run_id"],

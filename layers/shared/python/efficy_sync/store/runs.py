@@ -209,7 +209,7 @@ class RunStore(RunCounters):
 
     def history(self, integration_id: str, limit: int | None = None) -> list[Run]:
         """The integration's runs, newest first (run ids start with their start time); at most `limit`."""
-        return [Run.from_item(item) for item in self._runs(integration_id, limit=limit)]
+        return [Run.from_plain(item) for item in self._runs(integration_id, limit=limit)]
 
     def _runs(self, integration_id: str, **options: Any) -> Iterator[dict[str, Any]]:
         """The run items of the integration, newest first, read consistently."""
