@@ -3,39 +3,22 @@ read whole, `limit` stops early, and the breaker's release deletes every window,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from typing import Any
 
-import pytest
 from efficy_sync import aws
 from efficy_sync.store import dynamo
 from efficy_sync.store.removals import RemovalBreaker
-from moto import mock_aws
 
-from tests.support import create_pk_sk_table
+from tests.integration.test_fullsync_runs import TABLE, aws_env  # noqa: F401 (aws_env: moto's tables and queue)
 
-REGION = "eu-west-1"
-TABLE = "state"
 BIG = "x" * 100_000  # 12 of these pass DynamoDB's (and moto's) 1 MB page
-
-
-@pytest.fixture
-def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        aws.reset_clients()
-        create_pk_sk_table(TABLE, REGION)
-        yield TABLE
-        aws.reset_clients()
 
 
 def put(pk: str, sk: str, **fields: object) -> None:
     aws.client("dynamodb").put_item(TableName=TABLE, Item={**dynamo.key(pk, sk), **dynamo.to_item(fields)})
 
 
-def test_query_all_reads_past_the_first_page_and_stops_at_the_limit(table: str) -> None:
+def test_query_all_reads_past_the_first_page_and_stops_at_the_limit(aws_env: dict[str, Any]) -> None:
     for i in range(12):
         put("P", f"{i:02d}", blob=BIG, n=i)
     first = aws.client("dynamodb").query(
@@ -53,7 +36,7 @@ def test_query_all_reads_past_the_first_page_and_stops_at_the_limit(table: str) 
     assert dynamo.count_all(TABLE, "pk = :pk", {":pk": "P"}) == 12
 
 
-def test_the_release_deletes_every_window_of_the_breaker(table: str) -> None:
+def test_the_release_deletes_every_window_of_the_breaker(aws_env: dict[str, Any]) -> None:
     for window in range(12):
         put("BREAKER#acme", f"WINDOW#{window}", removals=1, padding=BIG)
     put("BREAKER#acme", "TRIPPED", removals=12, limit=5)

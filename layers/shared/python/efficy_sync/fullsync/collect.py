@@ -52,6 +52,7 @@ from ..store.import_queue import QueuedPage
 from ..sync import Outcome, PersonSyncer, stamp_opt_ins
 from .import_writer import ImportWriter, _Row
 from .report import skip_label, tally
+from .tags import eligible
 
 #: imports in flight per account (APSIS One's documented limit)
 FILES_IN_FLIGHT = 3
@@ -138,17 +139,13 @@ def plan_query_tags(
     return changes
 
 
-def _eligible(state: PersonState | None) -> bool:
-    return state is not None and state.exists_in_apsis and state.last_outcome not in ("skipped", "deleted")
-
-
 def tag_delta(wanted: dict[str, bool], state: PersonState | None, *, will_exist: bool) -> dict[str, bool]:
     """The query-tag changes to send for one person: a tag to set where the profile exists (or the import
     creates it) and does not have it yet; a tag to remove only where the stored state says we set it."""
     known = state.tags if state is not None else {}
     out: dict[str, bool] = {}
     for tag, on in wanted.items():
-        if on and (will_exist or _eligible(state)) and not known.get(tag):
+        if on and (will_exist or eligible(state)) and not known.get(tag):
             out[tag] = True
         elif not on and state is not None and state.exists_in_apsis and known.get(tag):
             out[tag] = False

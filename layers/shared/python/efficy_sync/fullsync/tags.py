@@ -63,7 +63,7 @@ def schedule_due(schedule: str, last_run: str | None, now: datetime) -> bool:
     return last < slot
 
 
-def _eligible(state: PersonState | None) -> TypeGuard[PersonState]:
+def eligible(state: PersonState | None) -> TypeGuard[PersonState]:
     """Tags go to profiles the sync keeps: created, and not skipped or deleted since."""
     return state is not None and state.exists_in_apsis and state.last_outcome not in ("skipped", "deleted")
 
@@ -120,7 +120,7 @@ def mirror_query_tags(
             newcomers = would_sync(sorted(k for k in current if known.get(k) is None))
         for key in current:
             state = known.get(key)
-            if (_eligible(state) and not state.tags.get(query_tag.tag)) or key in newcomers:
+            if (eligible(state) and not state.tags.get(query_tag.tag)) or key in newcomers:
                 changes[key][query_tag.tag] = True
         untags = [
             key
