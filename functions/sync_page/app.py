@@ -10,12 +10,12 @@ from typing import Any
 
 from efficy_sync.clients.errors import TransientError
 from efficy_sync.clients.http import deadline, lambda_seconds
-from efficy_sync.fullsync.lifecycle import FullSync
+from efficy_sync.fullsync.wiring import build_full_sync
 from efficy_sync.observability import count, logger, metrics
 from efficy_sync.settings import settings
 from efficy_sync.tracing import capture_handler, record
 
-full_sync = FullSync.from_settings()
+full_sync = build_full_sync()
 #: the retryable classes the state machine's Retry names; other transient ones are raised as TransientError
 RETRIED_BY_NAME = frozenset({"TransientError", "EfficyUnavailable", "ApsisUnavailable", "RateLimited"})
 

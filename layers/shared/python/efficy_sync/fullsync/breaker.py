@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from ..connections import efficy_client
 from ..mapping import needed_fields
 from ..observability import count, logger
 from ..safety import (
@@ -46,6 +45,7 @@ from .runs import Run, utc_now
 if TYPE_CHECKING:
     from ..clients.apsis import ApsisClient
     from .lifecycle import FullSync
+    from .steps import RunRef
 
 RELEASE_CHUNK = 50
 RELEASE_RESERVE_SECONDS = 45.0
@@ -118,7 +118,7 @@ class Breaker:
         return hold
 
     # ---- the steps ----------------------------------------------------------------------------------------
-    def gate(self, run_payload: dict[str, Any], tags_result: dict[str, Any] | None) -> dict[str, Any]:
+    def gate(self, run_payload: RunRef | Mapping[str, Any], tags_result: dict[str, Any] | None) -> dict[str, Any]:
         """Judges the run's removals. {"halt": bool, "would_halt": bool, "removals": n}."""
         fs = self.full_sync
         run = fs._run(run_payload)
@@ -148,7 +148,7 @@ class Breaker:
         removals = sum(line["removals"] for line in verdict.lines.values())
         return {"halt": halt, "would_halt": verdict.halt, "removals": removals}
 
-    def halt(self, run_payload: dict[str, Any], tags_result: dict[str, Any] | None) -> dict[str, Any]:
+    def halt(self, run_payload: RunRef | Mapping[str, Any], tags_result: dict[str, Any] | None) -> dict[str, Any]:
         """Ends the run `halted`: nothing removed, the lock released, parked changes re-enqueued, the alarm."""
         fs = self.full_sync
         run = fs._run(run_payload)
@@ -167,7 +167,7 @@ class Breaker:
 
     def release(
         self,
-        run_payload: dict[str, Any],
+        run_payload: RunRef | Mapping[str, Any],
         previous: dict[str, Any] | None = None,
         time_left: Callable[[], float] | None = None,
         tags_result: dict[str, Any] | None = None,
@@ -184,7 +184,7 @@ class Breaker:
         cfg = fs.config(run.integration_id, run.config_version)
         keys = list(self.held.keys(run.integration_id))
         if keys:
-            efficy = efficy_client(cfg)
+            efficy = fs.efficy_for(cfg)
             apsis = fs._apsis(cfg, run.max_concurrency)  # the account's shared budget
             syncer = PersonSyncer(
                 cfg, cast("ApsisClient", apsis), fs.states, email_lookup=efficy.find_contacts_by_email
