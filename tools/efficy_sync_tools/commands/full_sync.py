@@ -474,8 +474,8 @@ def report_command(args: argparse.Namespace) -> int:
 def cancel_command(args: argparse.Namespace) -> int:
     """Stops the execution and ends the run here and now (the same idempotent clean-up EventBridge and the
     sweeper run later find done), so that `status` says CANCELLED as soon as this returns."""
-    from efficy_sync.fullsync.wiring import build_full_sync
     from efficy_sync.fullsync.report import plural
+    from efficy_sync.fullsync.wiring import build_full_sync
 
     integration_id = args.integration_id
     _check_integration(integration_id)
