@@ -17,8 +17,10 @@ from efficy_sync.fullsync.steps import (
     BeginStep,
     FailStep,
     InvalidStepInput,
+    PageItem,
     ResumedStep,
     RunRef,
+    parse_page,
     parse_step,
 )
 
@@ -107,3 +109,28 @@ def test_a_bad_step_input_is_a_clear_validation_error(event: Any, named: str) ->
         parse_step(event)
     assert named in str(raised.value)
     assert isinstance(raised.value, ValueError)
+
+
+def test_a_page_item_is_what_the_distributed_map_sends() -> None:
+    selector = ASL["States"]["Pages"]["ItemSelector"]
+    values = {"integration_id": "demo", "run_id": RUN["run_id"], "dry_run": False, "page": {"page": 4, "skip": 2000}}
+    item = parse_page({key.removesuffix(".$"): values[key.removesuffix(".$")] for key in selector})
+    assert isinstance(item, PageItem) and item.number == 4 and item.page["skip"] == 2000
+    sample = json.loads((ROOT / "events" / "sync_page.json").read_text())
+    assert parse_page(sample).number == sample["page"]["page"]
+
+
+@pytest.mark.parametrize(
+    ("event", "named"),
+    [
+        (
+            {"integration_id": "demo", "run_id": "r", "page": {"skip": 0}},
+            "page: Value error, must hold its page number",
+        ),
+        ({"integration_id": "demo", "page": {"page": 1}}, "run_id: Field required"),
+    ],
+)
+def test_a_bad_page_item_is_a_clear_validation_error(event: Any, named: str) -> None:
+    with pytest.raises(InvalidStepInput) as raised:
+        parse_page(event)
+    assert named in str(raised.value)

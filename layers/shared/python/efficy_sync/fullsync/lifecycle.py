@@ -35,7 +35,7 @@ from .runs import (
     utc_now,
 )
 from .seams import report_counters, resync_seams, seam_windows
-from .steps import FailResult, PlanResult, RunRef, StepError
+from .steps import FailResult, PageItem, PlanResult, RunRef, StepError, parse_page
 from .sync_input import InvalidSyncInput, SyncInput, parse_sync_input, read_sync_input
 from .tags import QueryMembers, merge_results, mirror_query_tags
 
@@ -150,10 +150,10 @@ class FullSync:
         self.runs.set_plan(run, pages_total=len(descriptors), persons_estimate=total, plan_key=key)
         return PlanResult(bucket=self.plans.bucket, key=key, pages=len(descriptors))
 
-    def page(self, event: dict[str, Any]) -> dict[str, Any]:
-        integration_id, run_id = str(event["integration_id"]), str(event["run_id"])
-        descriptor = event["page"]
-        number = int(descriptor["page"])
+    def page(self, event: PageItem | Mapping[str, Any]) -> dict[str, Any]:
+        """One page of the Distributed Map (a child execution); records the page done, or failed and raises."""
+        item = event if isinstance(event, PageItem) else parse_page(event)
+        integration_id, run_id, descriptor, number = item.integration_id, item.run_id, item.page, item.number
         run = self.runs.get(integration_id, run_id)
         if run is None or not run.active:
             return {"page": number, "skipped": f"run is {run.status if run else 'unknown'}"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 
 class InvalidStepInput(ValueError):
@@ -118,6 +118,41 @@ def parse_step(event: Any) -> StepEvent:
         if step not in STEP_NAMES:
             problems = f"step must be one of {', '.join(STEP_NAMES)}, not {step!r}"
         raise InvalidStepInput(f"invalid full-sync {step or ''} step input: {problems}".replace("  ", " ")) from None
+
+
+class PageItem(BaseModel):
+    """One item of the Distributed Map (its ItemSelector): the run's ids and one page descriptor from Plan."""
+
+    model_config = ConfigDict(extra="allow")
+
+    integration_id: str = Field(min_length=1)
+    run_id: str = Field(min_length=1)
+    dry_run: bool = False
+    #: {"page": n, ...} as plan.plan_pages wrote it (the page's key range or offset)
+    page: dict[str, Any]
+
+    @field_validator("page")
+    @classmethod
+    def _numbered(cls, page: dict[str, Any]) -> dict[str, Any]:
+        number = page.get("page")
+        if isinstance(number, bool) or not isinstance(number, int | str) or not str(number).isdigit():
+            raise ValueError("must hold its page number as 'page'")
+        return page
+
+    @property
+    def number(self) -> int:
+        return int(self.page["page"])
+
+
+def parse_page(event: Any) -> PageItem:
+    """The page worker's event as its model; InvalidStepInput naming the field."""
+    try:
+        return PageItem.model_validate(event)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'event'}: {err['msg']}" for err in exc.errors(include_url=False)
+        )
+        raise InvalidStepInput(f"invalid full-sync page input: {problems}") from None
 
 
 # ---- step results (what the state machine's Choice states and the next call read) ---------------------------
