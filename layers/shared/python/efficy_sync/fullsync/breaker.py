@@ -41,6 +41,7 @@ from ..store.removals import HeldRemovals, RemovalBreaker
 from ..sync import PersonSyncer
 from .report import build_report, tally
 from .runs import Run, utc_now
+from .steps import GateResult
 
 if TYPE_CHECKING:
     from ..clients.apsis import ApsisClient
@@ -118,12 +119,12 @@ class Breaker:
         return hold
 
     # ---- the steps ----------------------------------------------------------------------------------------
-    def gate(self, run_payload: RunRef | Mapping[str, Any], tags_result: dict[str, Any] | None) -> dict[str, Any]:
+    def gate(self, run_payload: RunRef | Mapping[str, Any], tags_result: dict[str, Any] | None) -> GateResult:
         """Judges the run's removals. {"halt": bool, "would_halt": bool, "removals": n}."""
         fs = self.full_sync
         run = fs._run(run_payload)
         if not run.active:
-            return {"halt": False, "would_halt": False, "removals": 0}
+            return GateResult(halt=False, would_halt=False, removals=0)
         safety = fs.config(run.integration_id, run.config_version).safety
         untags = {f"{UNTAG}{tag}": int(n) for tag, n in (tags_result or {}).get("untags", {}).items()}
         fs.runs.add_once(
@@ -146,7 +147,7 @@ class Breaker:
         if halt:
             fs.runs.add_once(run.integration_id, run.run_id, "breaker-halt", {HALT_COUNTER: 1})
         removals = sum(line["removals"] for line in verdict.lines.values())
-        return {"halt": halt, "would_halt": verdict.halt, "removals": removals}
+        return GateResult(halt=halt, would_halt=verdict.halt, removals=removals)
 
     def halt(self, run_payload: RunRef | Mapping[str, Any], tags_result: dict[str, Any] | None) -> dict[str, Any]:
         """Ends the run `halted`: nothing removed, the lock released, parked changes re-enqueued, the alarm."""

@@ -70,7 +70,8 @@ class PlanStore(Protocol):
     """Where Plan writes a run's page descriptors for the Distributed Map's ItemReader (an S3 bucket:
     wiring.S3Plans)."""
 
-    bucket: str
+    @property
+    def bucket(self) -> str: ...
 
     def put(self, key: str, descriptors: list[dict[str, Any]]) -> None: ...
 
