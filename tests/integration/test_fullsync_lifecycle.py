@@ -24,6 +24,7 @@ from efficy_sync.fullsync.tags import QueryMembers
 from efficy_sync.fullsync.wiring import S3Plans
 from efficy_sync.store.configs import ConfigStore
 from efficy_sync.store.persons import PersonStateStore
+from efficy_sync.store.removals import HeldRemovals, RemovalBreaker
 from moto import mock_aws
 
 from tests.support import create_pk_sk_table
@@ -65,6 +66,8 @@ def sync(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FullSync, dict[str, 
             execution_status=lambda arn: statuses.get(arn, "RUNNING"),
             efficy_for=_no_client,
             apsis_for=_no_client,
+            held=HeldRemovals("state"),
+            removal_breaker=RemovalBreaker("state"),
         )
         yield full_sync, statuses
         aws.reset_clients()

@@ -36,7 +36,6 @@ from ..safety import (
     limit,
     removals_of,
 )
-from ..settings import settings
 from ..store.removals import HeldRemovals, RemovalBreaker
 from ..sync import PersonSyncer
 from .report import build_report, tally
@@ -85,8 +84,7 @@ class Breaker:
 
     @classmethod
     def of(cls, full_sync: FullSync) -> Breaker:
-        table = settings().state_table
-        return cls(full_sync, HeldRemovals(table), RemovalBreaker(table))
+        return cls(full_sync, full_sync.held, full_sync.removal_breaker)
 
     # ---- during the run -----------------------------------------------------------------------------------
     def page_gate(self, run: Run) -> HoldAll | None:

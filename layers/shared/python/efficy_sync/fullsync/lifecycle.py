@@ -19,6 +19,7 @@ from ..config import IntegrationConfig
 from ..mapping import Desired, map_person, needed_fields
 from ..store.configs import ConfigStore, UnknownIntegration
 from ..store.persons import PersonStateStore
+from ..store.removals import HeldRemovals, RemovalBreaker
 from .breaker import ALLOW_COUNTER, Breaker
 from .import_step import page_queue
 from .page import Pace, sync_page, worker_rate
@@ -93,6 +94,9 @@ class FullSync:
     #: the integration's API clients (connections.efficy_client / apsis_client: kept per warm container)
     efficy_for: Callable[[IntegrationConfig], EfficyClient]
     apsis_for: Callable[[IntegrationConfig], ApsisClient]
+    #: the blast-radius breaker's stores (breaker.py): removals held by a run, the real-time breaker's base
+    held: HeldRemovals
+    removal_breaker: RemovalBreaker
     #: where the APSIS account's shared request budget lives (budget.py); "" = each step paces on its own
     budget_table: str = ""
     _versions: dict[tuple[str, int], IntegrationConfig] = field(default_factory=dict)

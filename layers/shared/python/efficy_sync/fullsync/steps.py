@@ -111,10 +111,7 @@ def parse_step(event: Any) -> StepEvent:
         return _ADAPTER.validate_python(event)
     except ValidationError as exc:
         step = event.get("step") if isinstance(event, dict) else None
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'][1:]) or err['loc'][0] if err['loc'] else 'event'}: {err['msg']}"
-            for err in exc.errors(include_url=False)
-        )
+        problems = _problems(exc, tagged=True)
         if step not in STEP_NAMES:
             problems = f"step must be one of {', '.join(STEP_NAMES)}, not {step!r}"
         raise InvalidStepInput(f"invalid full-sync {step or ''} step input: {problems}".replace("  ", " ")) from None
@@ -149,10 +146,18 @@ def parse_page(event: Any) -> PageItem:
     try:
         return PageItem.model_validate(event)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'event'}: {err['msg']}" for err in exc.errors(include_url=False)
-        )
+        problems = _problems(exc, tagged=False)
         raise InvalidStepInput(f"invalid full-sync page input: {problems}") from None
+
+
+def _problems(exc: ValidationError, *, tagged: bool) -> str:
+    """ "run.run_id: Field required; ..." (`tagged`: the union's first location is the step name, left out)."""
+    found = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        where = ".".join(loc[1:] if tagged else loc) or (loc[0] if loc else "event")
+        found.append(f"{where}: {err['msg']}")
+    return "; ".join(found)
 
 
 # ---- step results (what the state machine's Choice states and the next call read) ---------------------------

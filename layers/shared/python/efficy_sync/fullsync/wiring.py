@@ -13,6 +13,7 @@ from ..connections import apsis_client, efficy_client
 from ..settings import settings
 from ..store.configs import ConfigStore
 from ..store.persons import PersonStateStore
+from ..store.removals import HeldRemovals, RemovalBreaker
 from .lifecycle import FullSync
 from .parking import ParkingLot
 from .runs import RunStore
@@ -57,5 +58,7 @@ def build_full_sync() -> FullSync:
         execution_status=describe_execution,
         efficy_for=efficy_client,
         apsis_for=apsis_client,
+        held=HeldRemovals(s.state_table),
+        removal_breaker=RemovalBreaker(s.state_table),
         budget_table=s.state_table,
     )
