@@ -249,10 +249,11 @@ class OptOutBody(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _fields(cls, data: Any) -> Any:
-        """Only the route's fields (the Webhook node may add its own); a form's repeated field given once."""
+        """Only the route's fields (the Webhook node may add its own); each validator reads its own field
+        (`_text`, `_profile_key`: a form's field repeated with different values is refused in field order)."""
         if not isinstance(data, Mapping):
             raise OptOutPayloadError("body", "must be a JSON object")
-        return {name: _one(data, name) for name in FIELDS if name in data}
+        return {name: data[name] for name in FIELDS if name in data}
 
     @field_validator("event", mode="before")
     @classmethod
