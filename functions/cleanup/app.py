@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from efficy_sync.fullsync.lifecycle import FullSync
+from efficy_sync.fullsync.sweep import sweep
+from efficy_sync.fullsync.wiring import build_full_sync
 from efficy_sync.observability import logger, metrics
 from efficy_sync.tracing import capture_handler
 
-full_sync = FullSync.from_settings()
+full_sync = build_full_sync()
 
 
 @logger.inject_lambda_context
@@ -21,7 +22,7 @@ full_sync = FullSync.from_settings()
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if event.get("sweep"):
-        result = full_sync.sweep(time_left=lambda: context.get_remaining_time_in_millis() / 1000)
+        result = sweep(full_sync, time_left=lambda: context.get_remaining_time_in_millis() / 1000)
         if result["ended"] or result["requeued"]:
             logger.info("sweep reconciled runs", extra=result)
         return result

@@ -8,24 +8,44 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from efficy_sync.aws import client
 from efficy_sync.correlation import message_attributes
 from efficy_sync.inbound import BodyEncodingError, request_body
 from efficy_sync.observability import MetricUnit, logger, metrics
-from efficy_sync.optout import OptOutAuthError, OptOutMessage, OptOutPayloadError, accept
+from efficy_sync.optout_event import OptOutAuthError, OptOutPayloadError
+from efficy_sync.optout_intake import OptOutMessage, accept
+from efficy_sync.routes import answer_refusals, integration, rejected, reply
 from efficy_sync.secrets import get_secret
 from efficy_sync.settings import settings
-from efficy_sync.store.configs import ConfigStore, UnknownIntegration
+from efficy_sync.store.configs import ConfigStore
 from efficy_sync.tracing import annotate, capture_handler
 
 app = APIGatewayRestResolver()
 configs = ConfigStore(settings().config_table, cache_seconds=settings().cache_seconds)
+answer_refusals(app, route="opt-out", auth_error=OptOutAuthError, rejected_metric="OptOutRejected")
 
 
-def _reply(status: int, payload: dict) -> Response:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=payload)
+@app.exception_handler(BodyEncodingError)
+def _undecodable(exc: BodyEncodingError) -> Response:
+    rejected("OptOutRejected")
+    logger.warning("opt-out malformed: %s", exc)
+    return reply(400, {"error": f"malformed opt-out: {exc}", "field": "body"})
+
+
+@app.exception_handler(OptOutPayloadError)
+def _malformed(exc: OptOutPayloadError) -> Response:
+    rejected("OptOutRejected")
+    logger.warning("opt-out malformed: %s", exc)
+    return reply(400, {"error": f"malformed opt-out: {exc}", "field": exc.field})
+
+
+@app.exception_handler(Exception)
+def _not_queued(exc: Exception) -> Response:
+    """The secret store or SQS failed: APSIS One's Webhook node retries a call that did not get a 2xx."""
+    logger.exception("opt-out not queued")
+    return reply(503, {"error": "could not queue the opt-out; send again"})
 
 
 def _send(message: OptOutMessage) -> None:
@@ -47,41 +67,21 @@ def _query() -> dict[str, Any]:
 
 
 def _optout(integration_id: str) -> Response:
-    logger.append_keys(integration_id=integration_id)
-    try:
-        cfg = configs.get(integration_id)
-    except UnknownIntegration:
-        return _reply(404, {"error": f"unknown integration {integration_id!r}"})
+    cfg = integration(configs, integration_id)
     event = app.current_event
     annotate(event.request_context.request_id)
-    try:
-        body = request_body(event.body, event.is_base64_encoded) if event.http_method != "GET" else b""
-        result = accept(cfg, event.headers, body, get_secret(cfg.apsis.optout_token_secret), _send, query=_query())
-    except OptOutAuthError as exc:
-        metrics.add_metric(name="OptOutRejected", unit=MetricUnit.Count, value=1)
-        logger.warning("opt-out rejected: %s", exc)
-        return _reply(401, {"error": str(exc)})
-    except BodyEncodingError as exc:
-        metrics.add_metric(name="OptOutRejected", unit=MetricUnit.Count, value=1)
-        logger.warning("opt-out malformed: %s", exc)
-        return _reply(400, {"error": f"malformed opt-out: {exc}", "field": "body"})
-    except OptOutPayloadError as exc:
-        metrics.add_metric(name="OptOutRejected", unit=MetricUnit.Count, value=1)
-        logger.warning("opt-out malformed: %s", exc)
-        return _reply(400, {"error": f"malformed opt-out: {exc}", "field": exc.field})
-    except Exception:
-        logger.exception("opt-out not queued")
-        return _reply(503, {"error": "could not queue the opt-out; send again"})
+    body = request_body(event.body, event.is_base64_encoded) if event.http_method != "GET" else b""
+    result = accept(cfg, event.headers, body, get_secret(cfg.apsis.optout_token_secret), _send, query=_query())
     if result.future_occurred_at:
         metrics.add_metric(name="OptOutFutureTime", unit=MetricUnit.Count, value=1)
         logger.warning("opt-out occurred_at is later than its receipt: the receive time was recorded instead")
     if result.ignored:
         metrics.add_metric(name="OptOutIgnored", unit=MetricUnit.Count, value=1)
         logger.info("opt-out ignored: %s", result.ignored)
-        return _reply(202, {"accepted": 0, "ignored": result.ignored})
+        return reply(202, {"accepted": 0, "ignored": result.ignored})
     metrics.add_metric(name="OptOutAccepted", unit=MetricUnit.Count, value=result.accepted)
     logger.info("opt-out accepted", extra={"subscriptions": result.accepted})
-    return _reply(202, {"accepted": result.accepted})
+    return reply(202, {"accepted": result.accepted})
 
 
 @app.post("/integrations/<integration_id>/apsis/optout")

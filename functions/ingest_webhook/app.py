@@ -5,7 +5,7 @@ formatter masks a `token` key wherever powertools' event logging would show it."
 
 from __future__ import annotations
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from efficy_sync.correlation import scope
 from efficy_sync.inbound import BodyEncodingError, request_body
@@ -13,36 +13,50 @@ from efficy_sync.ingest import accept
 from efficy_sync.observability import MetricUnit, count, logger, metrics
 from efficy_sync.pii import hash_key
 from efficy_sync.queue import EnqueueError
+from efficy_sync.routes import answer_refusals, integration, rejected, reply
 from efficy_sync.secrets import get_secret
 from efficy_sync.settings import settings
-from efficy_sync.store.configs import ConfigStore, UnknownIntegration
+from efficy_sync.store.configs import ConfigStore
 from efficy_sync.tracing import annotate, capture_handler
 from efficy_sync.webhook import WebhookAuthError, WebhookPayloadError
 
 app = APIGatewayRestResolver()
 configs = ConfigStore(settings().config_table, cache_seconds=settings().cache_seconds)
+answer_refusals(app, route="webhook", auth_error=WebhookAuthError, rejected_metric="WebhookRejected")
 
 
-def _reply(status: int, payload: dict) -> Response:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=payload)
+@app.exception_handler(BodyEncodingError)
+def _undecodable(exc: BodyEncodingError) -> Response:
+    rejected("WebhookRejected")
+    return reply(400, {"error": f"malformed webhook: {exc}"})
+
+
+@app.exception_handler(WebhookPayloadError)
+def _malformed(exc: WebhookPayloadError) -> Response:
+    rejected("WebhookRejected")
+    logger.warning("webhook malformed: %s", exc)
+    return reply(400, {"error": f"malformed webhook: {exc}"})
+
+
+@app.exception_handler(Exception)
+def _not_queued(exc: Exception) -> Response:
+    """EnqueueError, or the secret store or another AWS call failed: an outage, and Efficy's retry is harmless."""
+    metrics.add_metric(name="WebhookEnqueueFailed", unit=MetricUnit.Count, value=1)
+    if isinstance(exc, EnqueueError):
+        logger.error("webhook not queued: %s", exc)
+    else:
+        logger.exception("webhook not queued")
+    return reply(503, {"error": "could not queue the changes; send again"})
 
 
 @app.post("/integrations/<integration_id>/efficy/webhook")
 def efficy_webhook(integration_id: str) -> Response:
-    logger.append_keys(integration_id=integration_id)
-    try:
-        cfg = configs.get(integration_id)
-    except UnknownIntegration:
-        return _reply(404, {"error": f"unknown integration {integration_id!r}"})
+    cfg = integration(configs, integration_id)
     event = app.current_event
-    try:
-        body = request_body(event.body, event.is_base64_encoded)
-    except BodyEncodingError as exc:
-        metrics.add_metric(name="WebhookRejected", unit=MetricUnit.Count, value=1)
-        return _reply(400, {"error": f"malformed webhook: {exc}"})
+    body = request_body(event.body, event.is_base64_encoded)
     if len(body) > settings().max_webhook_bytes:
-        metrics.add_metric(name="WebhookRejected", unit=MetricUnit.Count, value=1)
-        return _reply(
+        rejected("WebhookRejected")
+        return reply(
             413,
             {
                 "error": f"body of {len(body)} bytes is over the {settings().max_webhook_bytes} byte limit; send smaller batches"
@@ -50,32 +64,15 @@ def efficy_webhook(integration_id: str) -> Response:
         )
     request_id = event.request_context.request_id
     annotate(request_id)  # each change's id is "<request id>/<n>": the trace is found by the request's
-    try:
-        result = accept(
-            cfg,
-            settings().contact_queue_url,
-            event.headers,
-            body,
-            get_secret(cfg.efficy.webhook_secret_secret),
-            event.query_string_parameters,
-            request_id=request_id,
-        )
-    except WebhookAuthError as exc:
-        metrics.add_metric(name="WebhookRejected", unit=MetricUnit.Count, value=1)
-        logger.warning("webhook rejected: %s", exc)
-        return _reply(401, {"error": str(exc)})
-    except WebhookPayloadError as exc:
-        metrics.add_metric(name="WebhookRejected", unit=MetricUnit.Count, value=1)
-        logger.warning("webhook malformed: %s", exc)
-        return _reply(400, {"error": f"malformed webhook: {exc}"})
-    except EnqueueError as exc:
-        metrics.add_metric(name="WebhookEnqueueFailed", unit=MetricUnit.Count, value=1)
-        logger.error("webhook not queued: %s", exc)
-        return _reply(503, {"error": "could not queue the changes; send again"})
-    except Exception:  # the secret store or another AWS call failed: an outage, and Efficy's retry is harmless
-        metrics.add_metric(name="WebhookEnqueueFailed", unit=MetricUnit.Count, value=1)
-        logger.exception("webhook not queued")
-        return _reply(503, {"error": "could not queue the changes; send again"})
+    result = accept(
+        cfg,
+        settings().contact_queue_url,
+        event.headers,
+        body,
+        get_secret(cfg.efficy.webhook_secret_secret),
+        event.query_string_parameters,
+        request_id=request_id,
+    )
     count("WebhookRecordsAccepted", result.records, integration_id=cfg.integration_id)
     if result.skipped_other_tables:
         metrics.add_metric(name="WebhookRecordsSkipped", unit=MetricUnit.Count, value=result.skipped_other_tables)
@@ -87,7 +84,7 @@ def efficy_webhook(integration_id: str) -> Response:
     for change in result.changes:
         with scope(change.correlation_id):
             logger.info("change queued", extra={"person": hash_key(change.person_key), "operation": change.operation})
-    return _reply(202, {"accepted": result.accepted, "records": result.records, "skipped": result.skipped_other_tables})
+    return reply(202, {"accepted": result.accepted, "records": result.records, "skipped": result.skipped_other_tables})
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -1,4 +1,5 @@
-"""Distributed Map worker: syncs one page of persons ({"integration_id", "run_id", "dry_run", "page"}).
+"""Distributed Map worker: syncs one page of persons ({"integration_id", "run_id", "dry_run", "page"}: a
+fullsync.steps.PageItem, parsed once here).
 
 Retryable API errors propagate with their class name (TransientError, EfficyUnavailable, ApsisUnavailable,
 RateLimited), so the state machine retries the page with backoff; each failed attempt is recorded on the run.
@@ -10,12 +11,13 @@ from typing import Any
 
 from efficy_sync.clients.errors import TransientError
 from efficy_sync.clients.http import deadline, lambda_seconds
-from efficy_sync.fullsync.lifecycle import FullSync
+from efficy_sync.fullsync.steps import parse_page
+from efficy_sync.fullsync.wiring import build_full_sync
 from efficy_sync.observability import count, logger, metrics
 from efficy_sync.settings import settings
 from efficy_sync.tracing import capture_handler, record
 
-full_sync = FullSync.from_settings()
+full_sync = build_full_sync()
 #: the retryable classes the state machine's Retry names; other transient ones are raised as TransientError
 RETRIED_BY_NAME = frozenset({"TransientError", "EfficyUnavailable", "ApsisUnavailable", "RateLimited"})
 
@@ -24,23 +26,20 @@ RETRIED_BY_NAME = frozenset({"TransientError", "EfficyUnavailable", "ApsisUnavai
 @capture_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
-    logger.append_keys(
-        integration_id=event.get("integration_id"),
-        run_id=event.get("run_id"),
-        page=(event.get("page") or {}).get("page"),
-    )
+    item = parse_page(event)
+    logger.append_keys(integration_id=item.integration_id, run_id=item.run_id, page=item.number)
     # Calls that could not end before the Lambda's timeout are not made: the page fails in time (OutOfTime)
     # and Step Functions runs it again; persons already done cost nothing the second time.
     # The run id is the full sync's correlation id: on the page's log lines, trace and stored outcomes.
-    with deadline(lambda_seconds(context, settings().deadline_reserve)), record(event.get("run_id"), "## page"):
+    with deadline(lambda_seconds(context, settings().deadline_reserve)), record(item.run_id, "## page"):
         try:
-            summary = full_sync.page(event)
+            summary = full_sync.page(item)
         except TransientError as exc:
             if type(exc).__name__ in RETRIED_BY_NAME:
                 raise
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
     for name, metric in (("synced", "PersonsSynced"), ("skipped", "PersonsSkipped"), ("failed", "PersonsFailed")):
         if summary.get(name):
-            count(metric, summary[name], integration_id=event.get("integration_id"))
+            count(metric, summary[name], integration_id=item.integration_id)
     logger.info("page done", extra={"summary": summary})
     return summary

@@ -7,24 +7,24 @@ DLQ, whose alarm asks for a fix and a redrive. Nothing is acknowledged before ev
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from efficy_sync.aws import client
 from efficy_sync.budget import paced
-from efficy_sync.clients.errors import EfficyUnavailable
 from efficy_sync.clients.http import RetryPolicy, deadline, lambda_seconds
 from efficy_sync.connections import apsis_client, efficy_client, email_lookup
 from efficy_sync.correlation import from_sqs_record
-from efficy_sync.observability import MetricUnit, count, logger, metrics
-from efficy_sync.optout import OptOutMessage, WriteBack, WriteBackResult, retry_delay
-from efficy_sync.pii import hash_key
+from efficy_sync.observability import logger, metrics
+from efficy_sync.optout import WriteBack
 from efficy_sync.settings import settings
 from efficy_sync.store.configs import ConfigStore
 from efficy_sync.store.persons import PersonStateStore
-from efficy_sync.sync import PersonSyncer, log_fields
+from efficy_sync.sync import PersonSyncer
 from efficy_sync.tracing import capture_handler
 from efficy_sync.tracing import record as record_scope
-from pydantic import ValidationError
+from efficy_sync.writeback_batch import WriteBackBatch
 
 configs = ConfigStore(settings().config_table, cache_seconds=settings().cache_seconds)
 states = PersonStateStore(settings().state_table)
@@ -45,90 +45,37 @@ POLICY = RetryPolicy(
 )
 
 
-def _report(message: OptOutMessage, result: WriteBackResult) -> None:
-    persons = [hash_key(k) for k in result.persons]
-    if result.several_contacts:
-        metrics.add_metric(name="OptOutSeveralContacts", unit=MetricUnit.Count, value=1)
-        logger.warning("several Efficy contacts share the opted-out address: all opted out", extra={"persons": persons})
-    if result.superseded:
-        metrics.add_metric(name="OptOutSuperseded", unit=MetricUnit.Count, value=len(result.superseded))
-    if result.missing:
-        metrics.add_metric(name="OptOutPersonMissing", unit=MetricUnit.Count, value=len(result.missing))
-    if result.skipped_slots:
-        logger.warning("subscriptions no longer mapped: not written back", extra={"slots": result.skipped_slots})
-    duplicates = sum(1 for k in result.persons if not result.recorded.get(k))
-    if duplicates:
-        metrics.add_metric(name="OptOutDuplicates", unit=MetricUnit.Count, value=duplicates)
-    count("OptOutsWrittenBack", len(result.confirmed_stamps), integration_id=message.integration_id)
-    logger.info(
-        "opt-out written back",
-        extra={
-            "event": message.event,
-            "persons": persons,
-            "matched_by": result.matched_by,
-            "slots": [s.key for s in result.slots],
-            "missing": [hash_key(k) for k in result.missing],
-            "syncs": [log_fields(o) for o in result.outcomes.values()],
-        },
+def _writeback_for(integration_id: str) -> WriteBack:
+    """The integration's write-back: its config, its Efficy client (impatient) and a syncer paced by the
+    account's shared budget, with no removal gate (an APSIS opt-out is never held back)."""
+    cfg = configs.get(integration_id)
+    syncer = PersonSyncer(cfg, paced(cfg, apsis_client(cfg)), states, email_lookup=email_lookup(cfg))
+    return WriteBack(cfg, efficy_client(cfg, POLICY), states, syncer)
+
+
+def _delay(receipt_handle: str, seconds: int) -> None:
+    client("sqs").change_message_visibility(
+        QueueUrl=settings().optout_queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
     )
 
 
-def _retry_later(record: SQSRecord) -> None:
-    """Lambda leaves a failed message invisible for the queue's visibility timeout; this makes it grow."""
-    receives = int(record.attributes.approximate_receive_count or 1)
-    try:
-        client("sqs").change_message_visibility(
-            QueueUrl=settings().optout_queue_url,
-            ReceiptHandle=record.receipt_handle,
-            VisibilityTimeout=retry_delay(receives),
-        )
-    except Exception:  # no permission or a blip: the queue's own visibility timeout applies
-        logger.warning("could not delay the retry of an opt-out", exc_info=True)
+def _record_handler(batch: WriteBackBatch) -> Callable[[SQSRecord], None]:
+    def write_back(record: SQSRecord) -> None:
+        """One opt-out, under the correlation id of the request that brought it (its log lines, trace, outcome)."""
+        with record_scope(from_sqs_record(record.raw_event) or record.message_id):
+            receives = int(record.attributes.approximate_receive_count or 1)
+            batch.write_back(record.body, record.receipt_handle, receives)
 
-
-class _Batch:
-    """Once Efficy proved unreachable in a batch, its other opt-outs are put back at once instead of each
-    waiting out the same timeouts (they would only fail the same way, and the Lambda could time out)."""
-
-    efficy_down = False
-
-
-def record_handler(record: SQSRecord) -> None:  # powertools passes it as record=
-    """One opt-out, under the correlation id of the request that brought it (its log lines, trace, outcome)."""
-    with record_scope(from_sqs_record(record.raw_event) or record.message_id):
-        _write_back(record)
-
-
-def _write_back(record: SQSRecord) -> None:
-    try:
-        message = OptOutMessage.model_validate_json(record.body)
-        logger.append_keys(integration_id=message.integration_id)
-        cfg = configs.get(message.integration_id)
-        # the account's shared budget; no removal gate: an APSIS opt-out is never held back
-        syncer = PersonSyncer(cfg, paced(cfg, apsis_client(cfg)), states, email_lookup=email_lookup(cfg))
-        writeback = WriteBack(cfg, efficy_client(cfg, POLICY), states, syncer)
-        if _Batch.efficy_down:
-            writeback.record_only(message)  # recorded all the same: from now on every sync honours it
-            raise EfficyUnavailable("Efficy was unreachable earlier in this batch")
-        result = writeback.process(message)
-    except Exception as exc:
-        _Batch.efficy_down = _Batch.efficy_down or isinstance(exc, EfficyUnavailable)
-        metrics.add_metric(name="OptOutRetried", unit=MetricUnit.Count, value=1)
-        # a validation error quotes the message body, which may hold an address: name the error only
-        detail = "invalid message" if isinstance(exc, ValidationError) else str(exc)
-        logger.warning("opt-out not written back yet: %s: %s", type(exc).__name__, detail)
-        _retry_later(record)
-        raise
-    _report(message, result)
+    return write_back
 
 
 @logger.inject_lambda_context
 @capture_handler
 @metrics.log_metrics
 def handler(event: dict, context: object) -> dict:
-    _Batch.efficy_down = False
+    batch = WriteBackBatch(_writeback_for, _delay)  # per invocation: what it learns about Efficy stays in it
     # Calls that could not end before the Lambda's timeout are not made: those opt-outs fail and come back.
     with deadline(lambda_seconds(context, settings().deadline_reserve)):
         return process_partial_response(
-            event=event, record_handler=record_handler, processor=processor, context=context
+            event=event, record_handler=_record_handler(batch), processor=processor, context=context
         )

@@ -19,15 +19,22 @@ from efficy_sync.config import load_config_file
 from efficy_sync.fullsync.lifecycle import FullSync, TooManyPagesFailed
 from efficy_sync.fullsync.parking import ParkingLot
 from efficy_sync.fullsync.runs import RunStore
+from efficy_sync.fullsync.sweep import sweep
 from efficy_sync.fullsync.tags import QueryMembers
+from efficy_sync.fullsync.wiring import S3Plans
 from efficy_sync.store.configs import ConfigStore
 from efficy_sync.store.persons import PersonStateStore
+from efficy_sync.store.removals import HeldRemovals, RemovalBreaker
 from moto import mock_aws
 
 from tests.support import create_pk_sk_table
 
 ROOT = Path(__file__).resolve().parents[2]
 ARN = "arn:aws:states:eu-west-1:123456789012:execution:full-sync:"
+
+
+def _no_client(cfg: Any) -> Any:
+    raise AssertionError("these steps' bookkeeping calls neither Efficy nor APSIS One")
 
 
 def _table(name: str) -> None:
@@ -55,8 +62,12 @@ def sync(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FullSync, dict[str, 
             states=PersonStateStore("state"),
             members=QueryMembers("state"),
             queue_url=queue,
-            pages_bucket="unused",
+            plans=S3Plans("unused"),
             execution_status=lambda arn: statuses.get(arn, "RUNNING"),
+            efficy_for=_no_client,
+            apsis_for=_no_client,
+            held=HeldRemovals("state"),
+            removal_breaker=RemovalBreaker("state"),
         )
         yield full_sync, statuses
         aws.reset_clients()
@@ -89,7 +100,7 @@ def test_a_page_that_keeps_failing_is_reported_and_the_sync_still_succeeds(sync)
     run = planned(full_sync, ARN + "a", pages=20, done=19, failing=[19])
     full_sync.parking.park("demo", 42, run["run_id"])
 
-    report = full_sync.finish({"run": run, "tags": {"tags": {}}})
+    report = full_sync.finish(run, tags={"tags": {}})
 
     assert report["status"] == "succeeded"
     assert report["pages"]["failed"] == [{"page": 19, "attempts": 6, "error": "EfficyUnavailable: 504 (attempt 6)"}]
@@ -97,17 +108,17 @@ def test_a_page_that_keeps_failing_is_reported_and_the_sync_still_succeeds(sync)
     assert report["deferred"] == {"messages": 1, "requeued": 1}
     assert [m["person_key"] for m in queued(full_sync.queue_url)] == [42]
     assert full_sync.runs.lock("demo").status == "released"
-    assert full_sync.finish({"run": run, "tags": {}}) == report  # idempotent: Step Functions may retry it
+    assert full_sync.finish(run, tags={}) == report  # idempotent: Step Functions may retry it
 
 
 def test_more_failed_pages_than_tolerated_fails_the_run_through_the_fail_step(sync) -> None:
     full_sync, _ = sync
     run = planned(full_sync, ARN + "b", pages=10, done=8, failing=[8])  # page 9 never reported at all
     with pytest.raises(TooManyPagesFailed, match="2 of 10 pages failed"):
-        full_sync.finish({"run": run, "tags": {}})
+        full_sync.finish(run, tags={})
     assert full_sync.runs.get("demo", run["run_id"]).active
 
-    full_sync.fail({"run": run, "error": {"Error": "TooManyPagesFailed", "Cause": json.dumps({"errorMessage": "x"})}})
+    full_sync.fail(run, {"Error": "TooManyPagesFailed", "Cause": json.dumps({"errorMessage": "x"})})
 
     ended = full_sync.runs.get("demo", run["run_id"])
     assert ended.status == "failed" and ended.error["Error"] == "TooManyPagesFailed"
@@ -134,10 +145,10 @@ def test_cleanup_matches_the_run_by_execution_arn_and_marks_it_cancelled(sync) -
 def test_the_sweeper_ends_runs_whose_event_was_lost_and_requeues_late_parked_keys(sync) -> None:
     full_sync, statuses = sync
     run = planned(full_sync, ARN + "d", pages=2, done=2, failing=[])
-    assert full_sync.sweep() == {"ended": [], "requeued": 0, "query_tags": {}}  # still running: left alone
+    assert sweep(full_sync) == {"ended": [], "requeued": 0, "query_tags": {}}  # still running: left alone
 
     statuses[ARN + "d"] = "TIMED_OUT"
-    assert full_sync.sweep()["ended"] == ["demo"]
+    assert sweep(full_sync)["ended"] == ["demo"]
     assert full_sync.runs.get("demo", run["run_id"]).status == "timed_out"
 
     # A key parked by a worker that read the lock just before the release (the race the sweeper covers):
@@ -145,7 +156,7 @@ def test_the_sweeper_ends_runs_whose_event_was_lost_and_requeues_late_parked_key
         TableName="state",
         Item={"pk": {"S": "PARKED#demo"}, "sk": {"S": "77"}, "parked_at": {"S": "2026-01-01T00:00:00Z"}},
     )
-    assert full_sync.sweep()["requeued"] == 1
+    assert sweep(full_sync)["requeued"] == 1
     assert [m["person_key"] for m in queued(full_sync.queue_url)] == [77]
 
 

@@ -373,6 +373,32 @@ def test_optout_sqs_failure_is_a_503(routes: Routes, monkeypatch: pytest.MonkeyP
     assert status == 503 and "send again" in answer["error"]
 
 
+def test_both_routes_answer_an_unknown_integration_with_404(routes: Routes) -> None:
+    body = records(7)
+    status, answer = call(routes.webhook, webhook_event("nobody", body, hmac_headers(body)))
+    assert (status, answer) == (404, {"error": "unknown integration 'nobody'"})
+    query = {k: [v] for k, v in {**FIELDS, "token": OPTOUT_TOKEN}.items()}
+    status, answer = call(routes.optout, optout_event("GET", "nobody", query=query))
+    assert (status, answer) == (404, {"error": "unknown integration 'nobody'"})
+    assert routes.depth(routes.contact_queue) == 0 and routes.depth(routes.optout_queue) == 0
+
+
+def test_both_routes_answer_503_when_the_config_cannot_be_read(routes: Routes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config table outage is not the caller's fault: "send again", never a 502 from a crashed Lambda."""
+
+    def outage(integration_id: str) -> Any:
+        raise ConnectionError("the config table could not be reached")
+
+    for module in (routes.webhook, routes.optout):
+        monkeypatch.setattr(module, "configs", type("Configs", (), {"get": staticmethod(outage)})())
+    body = records(7)
+    status, answer = call(routes.webhook, webhook_event("acme", body, hmac_headers(body)))
+    assert status == 503 and "send again" in answer["error"]
+    query = {k: [v] for k, v in {**FIELDS, "token": OPTOUT_TOKEN}.items()}
+    status, answer = call(routes.optout, optout_event("GET", query=query))
+    assert status == 503 and "send again" in answer["error"]
+
+
 # ---- fuzz: no 5xx, no value echoed, nothing queued on a 4xx (11.8) ---------------------------------------------
 
 MARK = "zq"  # every generated text carries it: finding it in an answer means a value was echoed

@@ -293,3 +293,18 @@ def test_a_malformed_form_or_repeated_field_names_the_field() -> None:
     with pytest.raises(OptOutPayloadError) as caught:
         accept(CFG, HEADERS, b"", TOKEN, lambda m: None)
     assert caught.value.field == "body"
+
+
+def test_the_first_wrong_field_is_named_in_the_documented_order() -> None:
+    """The body model checks event, channel, topic, key, e-mail, time in that order, as the route always did."""
+    from efficy_sync.optout_event import decode_fields, parse_fields
+
+    form = decode_fields(
+        b"event=email.nope&profile_key=1&profile_key=2", content_type="application/x-www-form-urlencoded"
+    )
+    with pytest.raises(OptOutPayloadError) as caught:
+        parse_fields(form)
+    assert caught.value.field == "event"
+    with pytest.raises(OptOutPayloadError) as caught:
+        parse_fields({"event": "email.unsubscribe", "topic_discriminator": "news", "profile_key": "x", "email": "y"})
+    assert caught.value.field == "profile_key"

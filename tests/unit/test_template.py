@@ -443,7 +443,7 @@ CODE_SECRETS = {
 def test_the_least_privilege_table_follows_each_handlers_code(function: str) -> None:
     code = (ROOT / "functions" / FUNCTION_FOLDERS[function] / "app.py").read_text()
     kinds, uses_state = NEEDS[function]
-    lifecycle = "fullsync.lifecycle" in code
+    lifecycle = "fullsync.wiring" in code
     assert ("state_table" in code or lifecycle) is uses_state
     if not lifecycle:
         assert {kind for name, kind in CODE_SECRETS.items() if name in code} == kinds

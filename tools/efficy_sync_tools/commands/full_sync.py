@@ -474,8 +474,8 @@ def report_command(args: argparse.Namespace) -> int:
 def cancel_command(args: argparse.Namespace) -> int:
     """Stops the execution and ends the run here and now (the same idempotent clean-up EventBridge and the
     sweeper run later find done), so that `status` says CANCELLED as soon as this returns."""
-    from efficy_sync.fullsync.lifecycle import FullSync
     from efficy_sync.fullsync.report import plural
+    from efficy_sync.fullsync.wiring import build_full_sync
 
     integration_id = args.integration_id
     _check_integration(integration_id)
@@ -498,7 +498,7 @@ def cancel_command(args: argparse.Namespace) -> int:
         stopped = True
         described = _execution_status(lock.execution_arn)
     status = described["status"] if described is not None and described["status"] != "RUNNING" else "ABORTED"
-    FullSync.from_settings().execution_ended(lock.execution_arn, status)
+    build_full_sync().execution_ended(lock.execution_arn, status)
     deadline = time.monotonic() + max(0.0, args.wait)
     run = runs.get(integration_id, lock.run_id)
     while run is not None and run.active and time.monotonic() < deadline:

@@ -23,12 +23,9 @@ them safely; a duplicate delivery of the same unsubscribe is recognised by its t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
-
-from pydantic import BaseModel
 
 from .clients.errors import EfficyBusinessError, TransientError
 from .config import IntegrationConfig
@@ -43,9 +40,14 @@ from .optout_event import Channel as Channel
 from .optout_event import OptOutAuthError as OptOutAuthError
 from .optout_event import OptOutEvent as OptOutEvent
 from .optout_event import OptOutPayloadError as OptOutPayloadError
-from .optout_event import _header, decode_fields, parse_fields
 from .optout_event import check_token as check_token
 from .optout_event import parse_event as parse_event
+from .optout_intake import Accepted as Accepted  # the route's side stays importable from `optout`
+from .optout_intake import OptOutMessage as OptOutMessage
+from .optout_intake import Slot as Slot
+from .optout_intake import SlotRef as SlotRef
+from .optout_intake import accept as accept
+from .optout_intake import slots_for as slots_for
 from .state import consent_key, utc_now
 from .sync import Outcome, PersonSyncer
 
@@ -60,86 +62,6 @@ class StillMember(TransientError):
     """Efficy still shows the person in the profile after our removal (someone added them back meanwhile)."""
 
     category = "efficy_still_member"
-
-
-@dataclass(frozen=True)
-class Slot:
-    """One consent mapping an opt-out reaches: the subscription, the channel and the CRM profile behind them."""
-
-    topic: str
-    channel: str
-    crm_profile: int
-
-    @property
-    def key(self) -> str:
-        return consent_key(self.topic, self.channel)
-
-
-def slots_for(cfg: IntegrationConfig, channel: str, topic: str | None) -> list[Slot]:
-    """The mapped slots an opt-out reaches; topic None (abuse report): every mapping on that channel."""
-    return [
-        Slot(m.subscription, m.channel, m.crm_profile)
-        for m in cfg.consent_mappings
-        if m.channel == channel and (topic is None or m.subscription == topic)
-    ]
-
-
-class SlotRef(BaseModel):
-    topic: str
-    channel: str
-
-
-class OptOutMessage(BaseModel):
-    """One opt-out event on the opt-out queue. The address travels only when there is no profile key to find
-    the person by (the queue is encrypted at rest; it is never logged). Every field is bounded by the route's
-    checks, so a message is small whatever the caller sent."""
-
-    integration_id: str
-    event: str
-    profile_key: int | None = None
-    email: str | None = None
-    slots: list[SlotRef]
-    occurred_at: str
-    received_at: str = ""
-
-
-@dataclass
-class Accepted:
-    accepted: int  # subscription opt-outs now on the queue
-    ignored: str | None = None  # why nothing was queued for a valid request
-    future_occurred_at: bool = False  # occurred_at was replaced by the receive time (worth a log line)
-
-
-def accept(
-    cfg: IntegrationConfig,
-    headers: Mapping[str, str] | None,
-    body: bytes,
-    token: str,
-    send: Callable[[OptOutMessage], None],
-    *,
-    query: Mapping[str, Any] | None = None,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
-) -> Accepted:
-    """Token, fields (JSON, form or URL parameters), mapping, then `send` (which must raise if SQS did not take
-    the message)."""
-    check_token(headers, cfg.apsis.optout_token_header, token, query)
-    fields = decode_fields(body, content_type=_header(headers, "Content-Type"), query=query)
-    event = parse_fields(fields, now=now)
-    slots = slots_for(cfg, event.channel, event.topic)
-    if not slots:
-        what = f"subscription {event.topic} on {event.channel}" if event.topic else f"{event.channel} subscription"
-        return Accepted(0, ignored=f"no consent mapping for {what} in integration {cfg.integration_id}")
-    message = OptOutMessage(
-        integration_id=cfg.integration_id,
-        event=event.event,
-        profile_key=event.profile_key,
-        email=event.email if event.profile_key is None else None,
-        slots=[SlotRef(topic=s.topic, channel=s.channel) for s in slots],
-        occurred_at=event.occurred_at,
-        received_at=utc_now(),
-    )
-    send(message)
-    return Accepted(len(slots), future_occurred_at=event.future_occurred_at)
 
 
 # ---- the write-back -------------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
+
 from .webhook import MAX_KEY
 
 Channel = Literal["email", "sms"]
@@ -228,36 +230,105 @@ def decode_fields(
     return body
 
 
+class OptOutBody(BaseModel):
+    """The fields of the automation's call, as the route receives them (JSON, form or URL parameters), checked in
+    this order; the first wrong one is refused with OptOutPayloadError naming it (validators raise it directly, so
+    a caller sees the field and the problem, never the value). `context={"now": datetime}` bounds occurred_at."""
+
+    model_config = ConfigDict(extra="ignore", validate_default=True)
+
+    event: str = ""
+    channel_discriminator: str | None = None
+    topic_discriminator: str | None = None
+    profile_key: int | None = None
+    email: str | None = None
+    occurred_at: str | None = None
+    #: occurred_at was beyond our clock + FUTURE_SKEW_SECONDS and replaced by the receive time
+    future_occurred_at: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fields(cls, data: Any) -> Any:
+        """Only the route's fields (the Webhook node may add its own); each validator reads its own field
+        (`_text`, `_profile_key`: a form's field repeated with different values is refused in field order)."""
+        if not isinstance(data, Mapping):
+            raise OptOutPayloadError("body", "must be a JSON object")
+        return {name: data[name] for name in FIELDS if name in data}
+
+    @field_validator("event", mode="before")
+    @classmethod
+    def _event(cls, value: Any) -> str:
+        event = _text({"event": value}, "event")
+        if event not in EVENTS:
+            raise OptOutPayloadError("event", f"must be one of {', '.join(EVENTS)}")
+        return event
+
+    @field_validator("channel_discriminator", mode="before")
+    @classmethod
+    def _channel(cls, value: Any, info: ValidationInfo) -> str | None:
+        given = _text({"channel_discriminator": value}, "channel_discriminator")
+        channel = EVENTS[info.data["event"]][0]
+        if given is not None and CHANNELS.get(given) != channel:
+            raise OptOutPayloadError(
+                "channel_discriminator", f"must be com.apsis1.channels.{channel} for {info.data['event']}"
+            )
+        return given
+
+    @field_validator("topic_discriminator", mode="before")
+    @classmethod
+    def _topic(cls, value: Any, info: ValidationInfo) -> str | None:
+        topic = _text({"topic_discriminator": value}, "topic_discriminator")
+        if topic is not None and not _TOPIC.match(topic):
+            raise OptOutPayloadError("topic_discriminator", "is not an APSIS One topic discriminator")
+        if topic is None and not EVENTS[info.data["event"]][1]:
+            raise OptOutPayloadError("topic_discriminator", f"is required for {info.data['event']}")
+        return topic
+
+    @field_validator("profile_key", mode="before")
+    @classmethod
+    def _key(cls, value: Any) -> int | None:
+        return _profile_key({"profile_key": value})
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _email(cls, value: Any, info: ValidationInfo) -> str | None:
+        email = _text({"email": value}, "email")
+        if email is not None and not _EMAIL.match(email):
+            raise OptOutPayloadError("email", "is not an e-mail address")
+        if info.data["profile_key"] is None and email is None:
+            raise OptOutPayloadError(
+                "profile_key", "profile_key (the K_CONTACT) or email is required to find the person"
+            )
+        return email
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _occurred_text(cls, value: Any) -> str | None:
+        return _text({"occurred_at": value}, "occurred_at")
+
+    @model_validator(mode="after")
+    def _when(self, info: ValidationInfo) -> OptOutBody:
+        """The time in UTC, bounded by when we received it (`_occurred_at` says why)."""
+        now = (info.context or {}).get("now") or datetime.now(UTC)
+        self.occurred_at, self.future_occurred_at = _occurred_at(self.occurred_at, now.astimezone(UTC))
+        return self
+
+    def to_event(self) -> OptOutEvent:
+        channel, whole_section = EVENTS[self.event]
+        return OptOutEvent(
+            event=self.event,
+            channel=channel,
+            topic=None if whole_section else self.topic_discriminator,
+            profile_key=self.profile_key,
+            email=self.email,
+            occurred_at=self.occurred_at or "",
+            future_occurred_at=self.future_occurred_at,
+        )
+
+
 def parse_fields(body: Mapping[str, Any], *, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> OptOutEvent:
     """Raises OptOutPayloadError naming the first field that is wrong."""
-    event = _text(body, "event")
-    if event not in EVENTS:
-        raise OptOutPayloadError("event", f"must be one of {', '.join(EVENTS)}")
-    channel, whole_section = EVENTS[event]
-    given_channel = _text(body, "channel_discriminator")
-    if given_channel is not None and CHANNELS.get(given_channel) != channel:
-        raise OptOutPayloadError("channel_discriminator", f"must be com.apsis1.channels.{channel} for {event}")
-    topic = _text(body, "topic_discriminator")
-    if topic is not None and not _TOPIC.match(topic):
-        raise OptOutPayloadError("topic_discriminator", "is not an APSIS One topic discriminator")
-    if topic is None and not whole_section:
-        raise OptOutPayloadError("topic_discriminator", f"is required for {event}")
-    profile_key = _profile_key(body)
-    email = _text(body, "email")
-    if email is not None and not _EMAIL.match(email):
-        raise OptOutPayloadError("email", "is not an e-mail address")
-    if profile_key is None and email is None:
-        raise OptOutPayloadError("profile_key", "profile_key (the K_CONTACT) or email is required to find the person")
-    occurred_at, future = _occurred_at(_text(body, "occurred_at"), now().astimezone(UTC))
-    return OptOutEvent(
-        event=event,
-        channel=channel,
-        topic=None if whole_section else topic,
-        profile_key=profile_key,
-        email=email,
-        occurred_at=occurred_at,
-        future_occurred_at=future,
-    )
+    return OptOutBody.model_validate(body, context={"now": now()}).to_event()
 
 
 def parse_event(raw: bytes | str, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> OptOutEvent:

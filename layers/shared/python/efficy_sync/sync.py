@@ -40,7 +40,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from .clients.apsis import ApsisClient
 from .clients.errors import ApiError, EfficyBusinessError, TransientError, acknowledgeable
@@ -69,10 +69,15 @@ Operation = CreateProfile | PatchAttributes | SetConsent | PatchTags | DeletePro
 MAX_ATTEMPTS = 5  # plans per sync when concurrent syncs keep storing the person's state
 
 
+#: what became of one person: "parked" = held for a running full sync (worker.py), "stale" = a newer change
+#: overtook this one, "dry_run" = operations planned but not sent
+OutcomeResult = Literal["synced", "unchanged", "skipped", "deleted", "failed", "stale", "dry_run", "parked"]
+
+
 @dataclass
 class Outcome:
     person_key: int
-    result: str  # synced | unchanged | skipped | deleted | failed | stale | dry_run
+    result: OutcomeResult
     operations: list[Any] = field(default_factory=list)
     reason: str = ""
     error_category: str = ""

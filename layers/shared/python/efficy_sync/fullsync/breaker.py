@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from ..connections import efficy_client
 from ..mapping import needed_fields
 from ..observability import count, logger
 from ..safety import (
@@ -37,15 +36,16 @@ from ..safety import (
     limit,
     removals_of,
 )
-from ..settings import settings
 from ..store.removals import HeldRemovals, RemovalBreaker
 from ..sync import PersonSyncer
 from .report import build_report, tally
 from .runs import Run, utc_now
+from .steps import GateResult
 
 if TYPE_CHECKING:
     from ..clients.apsis import ApsisClient
     from .lifecycle import FullSync
+    from .steps import RunRef
 
 RELEASE_CHUNK = 50
 RELEASE_RESERVE_SECONDS = 45.0
@@ -84,8 +84,7 @@ class Breaker:
 
     @classmethod
     def of(cls, full_sync: FullSync) -> Breaker:
-        table = settings().state_table
-        return cls(full_sync, HeldRemovals(table), RemovalBreaker(table))
+        return cls(full_sync, full_sync.held, full_sync.removal_breaker)
 
     # ---- during the run -----------------------------------------------------------------------------------
     def page_gate(self, run: Run) -> HoldAll | None:
@@ -118,12 +117,12 @@ class Breaker:
         return hold
 
     # ---- the steps ----------------------------------------------------------------------------------------
-    def gate(self, run_payload: dict[str, Any], tags_result: dict[str, Any] | None) -> dict[str, Any]:
+    def gate(self, run_payload: RunRef | Mapping[str, Any], tags_result: dict[str, Any] | None) -> GateResult:
         """Judges the run's removals. {"halt": bool, "would_halt": bool, "removals": n}."""
         fs = self.full_sync
         run = fs._run(run_payload)
         if not run.active:
-            return {"halt": False, "would_halt": False, "removals": 0}
+            return GateResult(halt=False, would_halt=False, removals=0)
         safety = fs.config(run.integration_id, run.config_version).safety
         untags = {f"{UNTAG}{tag}": int(n) for tag, n in (tags_result or {}).get("untags", {}).items()}
         fs.runs.add_once(
@@ -146,9 +145,9 @@ class Breaker:
         if halt:
             fs.runs.add_once(run.integration_id, run.run_id, "breaker-halt", {HALT_COUNTER: 1})
         removals = sum(line["removals"] for line in verdict.lines.values())
-        return {"halt": halt, "would_halt": verdict.halt, "removals": removals}
+        return GateResult(halt=halt, would_halt=verdict.halt, removals=removals)
 
-    def halt(self, run_payload: dict[str, Any], tags_result: dict[str, Any] | None) -> dict[str, Any]:
+    def halt(self, run_payload: RunRef | Mapping[str, Any], tags_result: dict[str, Any] | None) -> dict[str, Any]:
         """Ends the run `halted`: nothing removed, the lock released, parked changes re-enqueued, the alarm."""
         fs = self.full_sync
         run = fs._run(run_payload)
@@ -167,7 +166,7 @@ class Breaker:
 
     def release(
         self,
-        run_payload: dict[str, Any],
+        run_payload: RunRef | Mapping[str, Any],
         previous: dict[str, Any] | None = None,
         time_left: Callable[[], float] | None = None,
         tags_result: dict[str, Any] | None = None,
@@ -184,7 +183,7 @@ class Breaker:
         cfg = fs.config(run.integration_id, run.config_version)
         keys = list(self.held.keys(run.integration_id))
         if keys:
-            efficy = efficy_client(cfg)
+            efficy = fs.efficy_for(cfg)
             apsis = fs._apsis(cfg, run.max_concurrency)  # the account's shared budget
             syncer = PersonSyncer(
                 cfg, cast("ApsisClient", apsis), fs.states, email_lookup=efficy.find_contacts_by_email

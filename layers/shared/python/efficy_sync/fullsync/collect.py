@@ -242,8 +242,7 @@ class Collector:
         done = [row for row in rows if row.key not in failed]
         stale = self._store(done)
         for row in done:
-            result = "stale" if row.key in stale else "synced"
-            counters.update(tally(Outcome(row.key, result, list(row.ops))))
+            counters.update(tally(Outcome(row.key, "stale" if row.key in stale else "synced", list(row.ops))))
         again = others + [row.person for row in rows if row.key in failed]
         counters.update(self._one_by_one(again, known))
         self.on_counters(token, counters)

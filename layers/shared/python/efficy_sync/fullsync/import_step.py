@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from ..connections import efficy_client
 from ..settings import settings
 from ..sync import PersonSyncer
 from .breaker import Breaker
@@ -49,7 +48,7 @@ def imports_step(
     if run is None or not run.active or not uses_collector(run):
         return {"files": 0, "next": 0, "more": False}
     cfg = full_sync.config(run.integration_id, run.config_version)
-    efficy = efficy_client(cfg)
+    efficy = full_sync.efficy_for(cfg)
     # profile writes of the rows an import cannot carry share the account with nothing else now: the pages
     # are done, so this step may take the whole full-sync share
     apsis = full_sync._apsis(cfg, 1)  # the account's shared budget

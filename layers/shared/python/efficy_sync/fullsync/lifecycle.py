@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..aws import client
 from ..budget import PacedApsis, paced
 from ..config import IntegrationConfig
-from ..connections import apsis_client, efficy_client
 from ..mapping import Desired, map_person, needed_fields
-from ..observability import logger  # the PII-scrubbing logger: one logging path
-from ..settings import settings
 from ..store.configs import ConfigStore, UnknownIntegration
 from ..store.persons import PersonStateStore
-from .breaker import ALLOW_COUNTER, Breaker, read_allow_removals
+from ..store.removals import HeldRemovals, RemovalBreaker
+from .breaker import ALLOW_COUNTER, Breaker
 from .import_step import page_queue
 from .page import Pace, sync_page, worker_rate
 from .parking import ParkingLot
@@ -40,7 +36,24 @@ from .runs import (
     utc_now,
 )
 from .seams import report_counters, resync_seams, seam_windows
-from .tags import QueryMembers, merge_results, mirror_query_tags, schedule_due
+from .steps import FailResult, PageItem, PlanResult, RunRef, StepError, parse_page
+from .sync_input import InvalidSyncInput, SyncInput, parse_sync_input, read_sync_input
+from .tags import QueryMembers, merge_results, mirror_query_tags
+
+if TYPE_CHECKING:
+    from ..clients.apsis import ApsisClient
+    from ..clients.efficy import EfficyClient
+
+__all__ = [
+    "FullSync",
+    "InvalidSyncInput",
+    "PlanStore",
+    "RunNotFound",
+    "SyncInput",
+    "TooManyPagesFailed",
+    "parse_sync_input",
+    "read_sync_input",
+]
 
 #: the share of pages that may fail before the run fails (the state machine's ToleratedFailurePercentage)
 TOLERATED_FAILED_PAGES = 0.10
@@ -51,114 +64,53 @@ class TooManyPagesFailed(Exception):
 
 
 class RunNotFound(Exception):
-    pass
+    """A step's run object names a run the run store does not hold."""
 
 
-class InvalidSyncInput(ValueError):
-    """The execution's input is not {"integration_id": "<id>", "dry_run": false} (plus the CLI's "started_by");
-    the message names what is wrong.
+class PlanStore(Protocol):
+    """Where Plan writes a run's page descriptors for the Distributed Map's ItemReader (an S3 bucket:
+    wiring.S3Plans)."""
 
-    An admin may start an execution by hand (console, `aws stepfunctions start-execution`): the failed execution
-    must say what to fix, not show a KeyError."""
+    @property
+    def bucket(self) -> str: ...
 
-
-SYNC_INPUT_EXAMPLE = '{"integration_id": "acme-eu", "dry_run": false}'
-_INPUT_KEYS = ("integration_id", "dry_run", "started_by", "allow_removals")
-MAX_STARTED_BY = 512
-
-
-@dataclass(frozen=True)
-class SyncInput:
-    integration_id: str
-    dry_run: bool
-    started_by: str | None  # what `efficy-sync full-sync start` records: the caller's AWS identity
-    allow_removals: bool = False  # the admin confirmed removals the breaker would halt (breaker.py)
-
-
-def parse_sync_input(sync_input: Any) -> tuple[str, bool]:
-    """(integration_id, dry_run) from a full-sync execution's input; InvalidSyncInput naming the problem."""
-    parsed = read_sync_input(sync_input)
-    return parsed.integration_id, parsed.dry_run
-
-
-def read_sync_input(sync_input: Any) -> SyncInput:
-    """The whole input, `started_by` included (set by the CLI; absent when an admin starts the execution
-    directly, and then the run records the execution's name); InvalidSyncInput naming the problem."""
-    if not isinstance(sync_input, dict):
-        raise InvalidSyncInput(
-            f"the full-sync input must be a JSON object like {SYNC_INPUT_EXAMPLE}, not {type(sync_input).__name__}"
-        )
-    problems = []
-    unknown = [k for k in sync_input if k not in _INPUT_KEYS]
-    integration_id = sync_input.get("integration_id")
-    if not isinstance(integration_id, str) or not integration_id.strip():
-        found = "missing" if integration_id is None else f"{integration_id!r} is not an integration id"
-        hint = [f"{k!r} (did you mean 'integration_id'?)" for k in unknown if _looks_like(k, "integration_id")]
-        problems.append(f"integration_id is {found}" + (f"; found {', '.join(hint)}" if hint else ""))
-    dry_run = sync_input.get("dry_run", False)
-    if not isinstance(dry_run, bool):
-        problems.append(f"dry_run must be true or false, not {dry_run!r}")
-    started_by = sync_input.get("started_by")
-    if started_by is not None and (not isinstance(started_by, str) or len(started_by) > MAX_STARTED_BY):
-        problems.append(f"started_by must be text of at most {MAX_STARTED_BY} characters")
-    allow_removals, problem = read_allow_removals(sync_input)
-    if problem:
-        problems.append(problem)
-    others = [k for k in unknown if not _looks_like(k, "integration_id")]
-    if others:
-        problems.append(f"unknown key(s) {', '.join(map(repr, others))} (allowed: {', '.join(_INPUT_KEYS)})")
-    if problems:
-        raise InvalidSyncInput(f"invalid full-sync input: {'; '.join(problems)}. Expected {SYNC_INPUT_EXAMPLE}")
-    return SyncInput(
-        str(integration_id).strip(), bool(dry_run), started_by.strip() if started_by else None, allow_removals
-    )
-
-
-def _looks_like(key: str, wanted: str) -> bool:
-    """integrationId, IntegrationID, integration-id ... for integration_id."""
-    return key.replace("_", "").replace("-", "").lower() == wanted.replace("_", "").lower()
+    def put(self, key: str, descriptors: list[dict[str, Any]]) -> None: ...
 
 
 @dataclass
 class FullSync:
+    """The steps of one deployment's full syncs. It is handed everything it talks to (wiring.build_full_sync
+    builds them from the settings), so the steps run against moto, the simulators or fakes alike."""
+
     configs: ConfigStore
     runs: RunStore
     parking: ParkingLot
     states: PersonStateStore
     members: QueryMembers
     queue_url: str
-    pages_bucket: str
+    plans: PlanStore
+    #: Step Functions' DescribeExecution status of an execution ARN (None when there is no such execution)
     execution_status: Callable[[str], str | None]
+    #: the integration's API clients (connections.efficy_client / apsis_client: kept per warm container)
+    efficy_for: Callable[[IntegrationConfig], EfficyClient]
+    apsis_for: Callable[[IntegrationConfig], ApsisClient]
+    #: the blast-radius breaker's stores (breaker.py): removals held by a run, the real-time breaker's base
+    held: HeldRemovals
+    removal_breaker: RemovalBreaker
     #: where the APSIS account's shared request budget lives (budget.py); "" = each step paces on its own
     budget_table: str = ""
     _versions: dict[tuple[str, int], IntegrationConfig] = field(default_factory=dict)
-
-    @classmethod
-    def from_settings(cls) -> FullSync:
-        s = settings()
-        runs = RunStore(s.state_table)
-        return cls(
-            # Not cached: Begin must snapshot the config the admin applied just before starting.
-            configs=ConfigStore(s.config_table),
-            runs=runs,
-            parking=ParkingLot(s.state_table, runs),
-            states=PersonStateStore(s.state_table),
-            members=QueryMembers(s.state_table),
-            queue_url=s.contact_queue_url,
-            pages_bucket=s.pages_bucket,
-            execution_status=describe_execution,
-            budget_table=s.state_table,
-        )
 
     def _apsis(self, cfg: IntegrationConfig, workers: int) -> PacedApsis:
         """The integration's APSIS client, paced by the account's budget shared with every other page and the
         real-time workers (budget.py); without a budget table, by a fixed share of the account per worker."""
         if self.budget_table:
-            return paced(cfg, apsis_client(cfg), self.budget_table)
-        return PacedApsis(apsis_client(cfg), Pace(worker_rate(workers)))
+            return paced(cfg, self.apsis_for(cfg), self.budget_table)
+        return PacedApsis(self.apsis_for(cfg), Pace(worker_rate(workers)))
 
     # ---- steps --------------------------------------------------------------------------------------------
-    def begin(self, sync_input: dict[str, Any], execution_arn: str) -> dict[str, Any]:
+    def begin(self, sync_input: Any, execution_arn: str) -> dict[str, Any]:
+        """Takes the integration's lock and answers the run object every later step receives (RunRef)."""
         parsed = read_sync_input(sync_input)
         integration_id, dry_run = parsed.integration_id, parsed.dry_run
         if parsed.started_by:
@@ -192,22 +144,21 @@ class FullSync:
             self.runs.add_once(integration_id, run.run_id, ALLOW_COUNTER, {ALLOW_COUNTER: 1})
         return run.step_payload()
 
-    def plan(self, run_payload: dict[str, Any]) -> dict[str, Any]:
+    def plan(self, run_payload: RunRef | Mapping[str, Any]) -> PlanResult:
+        """Counts the persons and writes the page descriptors where the Distributed Map reads them."""
         run = self._run(run_payload)
         cfg = self.config(run.integration_id, run.config_version)
-        total = count_records(efficy_probe(efficy_client(cfg)))
+        total = count_records(efficy_probe(self.efficy_for(cfg)))
         descriptors = plan_pages(total, cfg.efficy.page_size, cfg.full_sync.page_size)
         key = f"plans/{run.integration_id}/{run.run_id}.json"
-        client("s3").put_object(
-            Bucket=self.pages_bucket, Key=key, Body=json.dumps(descriptors).encode(), ContentType="application/json"
-        )
+        self.plans.put(key, descriptors)
         self.runs.set_plan(run, pages_total=len(descriptors), persons_estimate=total, plan_key=key)
-        return {"bucket": self.pages_bucket, "key": key, "pages": len(descriptors)}
+        return PlanResult(bucket=self.plans.bucket, key=key, pages=len(descriptors))
 
-    def page(self, event: dict[str, Any]) -> dict[str, Any]:
-        integration_id, run_id = str(event["integration_id"]), str(event["run_id"])
-        descriptor = event["page"]
-        number = int(descriptor["page"])
+    def page(self, event: PageItem | Mapping[str, Any]) -> dict[str, Any]:
+        """One page of the Distributed Map (a child execution); records the page done, or failed and raises."""
+        item = event if isinstance(event, PageItem) else parse_page(event)
+        integration_id, run_id, descriptor, number = item.integration_id, item.run_id, item.page, item.number
         run = self.runs.get(integration_id, run_id)
         if run is None or not run.active:
             return {"page": number, "skipped": f"run is {run.status if run else 'unknown'}"}
@@ -218,7 +169,7 @@ class FullSync:
             result = sync_page(
                 cfg,
                 descriptor,
-                efficy=efficy_client(cfg),
+                efficy=self.efficy_for(cfg),
                 apsis=self._apsis(cfg, run.max_concurrency),
                 states=self.states,
                 dry_run=run.dry_run,
@@ -239,7 +190,7 @@ class FullSync:
 
     def seams(
         self,
-        run_payload: dict[str, Any],
+        run_payload: RunRef | Mapping[str, Any],
         previous: dict[str, Any] | None = None,
         time_left: Callable[[], float] | None = None,
     ) -> dict[str, Any]:
@@ -251,7 +202,7 @@ class FullSync:
         if not run.active:
             return {"shift": 0, "windows": 0, "next": 0, "more": False}
         cfg = self.config(run.integration_id, run.config_version)
-        efficy = efficy_client(cfg)
+        efficy = self.efficy_for(cfg)
         if "shift" in previous:
             shift = int(previous["shift"])
         else:
@@ -295,7 +246,7 @@ class FullSync:
 
     def tags(
         self,
-        run_payload: dict[str, Any],
+        run_payload: RunRef | Mapping[str, Any],
         previous: dict[str, Any] | None = None,
         time_left: Callable[[], float] | None = None,
         hold: bool = True,
@@ -307,7 +258,7 @@ class FullSync:
         cfg = self.config(run.integration_id, run.config_version)
         if not cfg.tags.queries:
             return {"queries": 0, "tagged": 0, "untagged": 0, "failed": 0, "tags": {}, "more": False}
-        efficy = efficy_client(cfg)
+        efficy = self.efficy_for(cfg)
 
         def would_sync(keys: list[int]) -> set[int]:
             persons = efficy.get_persons(keys, needed_fields(cfg)) if keys else {}
@@ -327,8 +278,10 @@ class FullSync:
         )
         return merge_results(previous, result)
 
-    def finish(self, event: dict[str, Any]) -> dict[str, Any]:
-        run = self._run(event["run"])
+    def finish(self, run_payload: RunRef | Mapping[str, Any], tags: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Ends the run `succeeded` with its report (the execution's output), or fails it through the Catch
+        when more pages failed than tolerated. `tags`: the Tags step's last answer, for the report."""
+        run = self._run(run_payload)
         if not run.active:
             return run.report or build_report(run, status=run.status)
         failed = self._failed_pages(run)
@@ -339,25 +292,24 @@ class FullSync:
                 f"{len(failed)} of {total} pages failed (page {first['page']}: {first.get('error') or 'no result'})"
             )
         self._release_and_drain(run)
-        run = self._run(event["run"])
-        report = build_report(
-            run, status="succeeded", failed_pages=failed, query_tags=event.get("tags"), ended_at=utc_now()
-        )
+        run = self._run(run_payload)
+        report = build_report(run, status="succeeded", failed_pages=failed, query_tags=tags, ended_at=utc_now())
         if not self.runs.end(run.integration_id, run.run_id, "succeeded", report=report):
-            ended = self._run(event["run"])
+            ended = self._run(run_payload)
             return ended.report or report
         return report
 
-    def fail(self, event: dict[str, Any]) -> dict[str, Any]:
-        run = self._run(event["run"])
-        error = dict(event.get("error") or {})
-        error = {"Error": str(error.get("Error", "Unknown")), "Cause": _short_cause(error.get("Cause"))}
+    def fail(self, run_payload: RunRef | Mapping[str, Any], error: StepError | Mapping[str, Any] | None) -> FailResult:
+        """The Catch of any step after Begin: the same clean-up as Finish, and the run marked failed."""
+        run = self._run(run_payload)
+        caught = error if isinstance(error, StepError) else StepError.model_validate(error or {})
+        reason = {"Error": str(caught.Error), "Cause": _short_cause(caught.Cause)}
         self._release_and_drain(run)
-        run = self._run(event["run"])
+        run = self._run(run_payload)
         report = build_report(run, status="failed", failed_pages=self._failed_pages(run), ended_at=utc_now())
-        report["error"] = error
-        self.runs.end(run.integration_id, run.run_id, "failed", error=error, report=report)
-        return {"status": "failed", "run_id": run.run_id, "error": error}
+        report["error"] = reason
+        self.runs.end(run.integration_id, run.run_id, "failed", error=reason, report=report)
+        return FailResult(run_id=run.run_id, error=reason)
 
     # ---- clean-up (EventBridge and the sweeper) --------------------------------------------------------------
     def execution_ended(self, execution_arn: str, execution_status: str) -> dict[str, Any]:
@@ -374,64 +326,6 @@ class FullSync:
             }
         requeued = self._end(lock, status, error)
         return {"matched": True, "integration_id": lock.integration_id, "run_id": lock.run_id, "requeued": requeued}
-
-    def sweep(self, time_left: Callable[[], float] | None = None) -> dict[str, Any]:
-        """Reconcile every lock with Step Functions (EventBridge delivery is best effort), and re-enqueue keys
-        parked after an ending run's drain."""
-        ended: list[str] = []
-        requeued = 0
-        for lock in self.runs.locks():
-            if lock.held:
-                status = self.execution_status(lock.execution_arn)
-                if status != "RUNNING":
-                    requeued += self._end(
-                        lock,
-                        STATUS_BY_EXECUTION.get(status or "", "failed"),
-                        {"Error": "ExecutionEnded", "Cause": f"found {status or 'gone'} by the sweeper"},
-                    )
-                    ended.append(lock.integration_id)
-            elif self.parking.has_parked(lock.integration_id):
-                n = self.parking.drain(lock.integration_id, self.queue_url)
-                if n and lock.run_id:
-                    self.runs.add(lock.integration_id, lock.run_id, {"requeued": n})
-                requeued += n
-        return {"ended": ended, "requeued": requeued, "query_tags": self.scheduled_query_tags(time_left=time_left)}
-
-    def scheduled_query_tags(
-        self, now: datetime | None = None, time_left: Callable[[], float] | None = None
-    ) -> dict[str, Any]:
-        """Query tags with a schedule of their own run between full syncs (a full sync runs them all anyway,
-        so an integration whose full sync holds the lock is left to it). A mirror that runs out of time is
-        resumed by the next sweep: its snapshot, and so its last run, is written only once it completes."""
-        now = now or datetime.now(UTC)
-        done: dict[str, Any] = {}
-        for integration_id in self.configs.list_ids():
-            try:
-                cfg = self.configs.get(integration_id)
-                due = [
-                    q
-                    for q in cfg.tags.queries
-                    if q.schedule and schedule_due(q.schedule, self.members.last_run(integration_id, q.query), now)
-                ]
-                lock = self.runs.lock(integration_id)
-                if not due or (lock is not None and lock.held):
-                    continue
-                only_due = cfg.model_copy(update={"tags": cfg.tags.model_copy(update={"queries": due})})
-                done[integration_id] = mirror_query_tags(
-                    only_due,
-                    run_query=efficy_client(cfg).run_query,
-                    apsis=self._apsis(cfg, 1),
-                    states=self.states,
-                    members=self.members,
-                    dry_run=False,
-                    run_id=f"schedule-{utc_now()}",
-                    time_left=time_left,
-                    hold_untags=Breaker.of(self).scheduled_hold(cfg),
-                )
-            except Exception as exc:  # one integration's outage must not stop the sweeper for the others
-                logger.warning("scheduled query tags of %s failed: %s", integration_id, exc)
-                done[integration_id] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
-        return done
 
     # ---- helpers ------------------------------------------------------------------------------------------
     def _still_running(self, integration_id: str, run_id: str) -> Callable[[], bool]:
@@ -453,10 +347,11 @@ class FullSync:
             self._versions[key] = self.configs.version(integration_id, version)
         return self._versions[key]
 
-    def _run(self, payload: dict[str, Any]) -> Run:
-        run = self.runs.get(str(payload["integration_id"]), str(payload["run_id"]))
+    def _run(self, payload: RunRef | Mapping[str, Any]) -> Run:
+        ref = payload if isinstance(payload, RunRef) else RunRef.model_validate(payload)
+        run = self.runs.get(ref.integration_id, ref.run_id)
         if run is None:
-            raise RunNotFound(f"run {payload.get('run_id')} of {payload.get('integration_id')} not found")
+            raise RunNotFound(f"run {ref.run_id} of {ref.integration_id} not found")
         return run
 
     def _release_and_drain(self, run: Run) -> int:
@@ -508,13 +403,3 @@ def _short_cause(cause: Any) -> str:
     except ValueError:
         pass
     return text[:2000]
-
-
-def describe_execution(execution_arn: str) -> str | None:
-    """RUNNING | SUCCEEDED | FAILED | TIMED_OUT | ABORTED | PENDING_REDRIVE, or None when there is no such
-    execution."""
-    sfn = client("stepfunctions")
-    try:
-        return sfn.describe_execution(executionArn=execution_arn)["status"]
-    except (sfn.exceptions.ExecutionDoesNotExist, sfn.exceptions.InvalidArn):
-        return None

@@ -1,0 +1,77 @@
+"""The cleanup Lambda's sweep (EventBridge delivery is best effort): every lock reconciled with Step Functions,
+keys parked after an ending run's drain re-enqueued, and the query tags with a schedule of their own mirrored
+between full syncs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ..observability import logger  # the PII-scrubbing logger: one logging path
+from .breaker import Breaker
+from .runs import STATUS_BY_EXECUTION, utc_now
+from .tags import mirror_query_tags, schedule_due
+
+if TYPE_CHECKING:
+    from .lifecycle import FullSync
+
+
+def sweep(full_sync: FullSync, time_left: Callable[[], float] | None = None) -> dict[str, Any]:
+    """Reconcile every lock with Step Functions (EventBridge delivery is best effort), and re-enqueue keys
+    parked after an ending run's drain."""
+    ended: list[str] = []
+    requeued = 0
+    for lock in full_sync.runs.locks():
+        if lock.held:
+            status = full_sync.execution_status(lock.execution_arn)
+            if status != "RUNNING":
+                requeued += full_sync._end(
+                    lock,
+                    STATUS_BY_EXECUTION.get(status or "", "failed"),
+                    {"Error": "ExecutionEnded", "Cause": f"found {status or 'gone'} by the sweeper"},
+                )
+                ended.append(lock.integration_id)
+        elif full_sync.parking.has_parked(lock.integration_id):
+            n = full_sync.parking.drain(lock.integration_id, full_sync.queue_url)
+            if n and lock.run_id:
+                full_sync.runs.add(lock.integration_id, lock.run_id, {"requeued": n})
+            requeued += n
+    return {"ended": ended, "requeued": requeued, "query_tags": scheduled_query_tags(full_sync, time_left=time_left)}
+
+
+def scheduled_query_tags(
+    full_sync: FullSync, now: datetime | None = None, time_left: Callable[[], float] | None = None
+) -> dict[str, Any]:
+    """Query tags with a schedule of their own run between full syncs (a full sync runs them all anyway,
+    so an integration whose full sync holds the lock is left to it). A mirror that runs out of time is
+    resumed by the next sweep: its snapshot, and so its last run, is written only once it completes."""
+    now = now or datetime.now(UTC)
+    done: dict[str, Any] = {}
+    for integration_id in full_sync.configs.list_ids():
+        try:
+            cfg = full_sync.configs.get(integration_id)
+            due = [
+                q
+                for q in cfg.tags.queries
+                if q.schedule and schedule_due(q.schedule, full_sync.members.last_run(integration_id, q.query), now)
+            ]
+            lock = full_sync.runs.lock(integration_id)
+            if not due or (lock is not None and lock.held):
+                continue
+            only_due = cfg.model_copy(update={"tags": cfg.tags.model_copy(update={"queries": due})})
+            done[integration_id] = mirror_query_tags(
+                only_due,
+                run_query=full_sync.efficy_for(cfg).run_query,
+                apsis=full_sync._apsis(cfg, 1),
+                states=full_sync.states,
+                members=full_sync.members,
+                dry_run=False,
+                run_id=f"schedule-{utc_now()}",
+                time_left=time_left,
+                hold_untags=Breaker.of(full_sync).scheduled_hold(cfg),
+            )
+        except Exception as exc:  # one integration's outage must not stop the sweeper for the others
+            logger.warning("scheduled query tags of %s failed: %s", integration_id, exc)
+            done[integration_id] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    return done

@@ -1,0 +1,96 @@
+"""The opt-out route's work (docs/apsis-optout-automation.md): token, fields, the consent mappings they reach,
+then one message on the opt-out queue. Kept apart from the write-back (optout.py), which needs the API
+clients: the route's Lambda imports only this, so it answers without loading an HTTP client."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from .config import IntegrationConfig
+from .optout_event import _header, check_token, decode_fields, parse_fields
+from .state import consent_key, utc_now
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One consent mapping an opt-out reaches: the subscription, the channel and the CRM profile behind them."""
+
+    topic: str
+    channel: str
+    crm_profile: int
+
+    @property
+    def key(self) -> str:
+        return consent_key(self.topic, self.channel)
+
+
+def slots_for(cfg: IntegrationConfig, channel: str, topic: str | None) -> list[Slot]:
+    """The mapped slots an opt-out reaches; topic None (abuse report): every mapping on that channel."""
+    return [
+        Slot(m.subscription, m.channel, m.crm_profile)
+        for m in cfg.consent_mappings
+        if m.channel == channel and (topic is None or m.subscription == topic)
+    ]
+
+
+class SlotRef(BaseModel):
+    topic: str
+    channel: str
+
+
+class OptOutMessage(BaseModel):
+    """One opt-out event on the opt-out queue. The address travels only when there is no profile key to find
+    the person by (the queue is encrypted at rest; it is never logged). Every field is bounded by the route's
+    checks, so a message is small whatever the caller sent."""
+
+    integration_id: str
+    event: str
+    profile_key: int | None = None
+    email: str | None = None
+    slots: list[SlotRef]
+    occurred_at: str
+    received_at: str = ""
+
+
+@dataclass
+class Accepted:
+    accepted: int  # subscription opt-outs now on the queue
+    ignored: str | None = None  # why nothing was queued for a valid request
+    future_occurred_at: bool = False  # occurred_at was replaced by the receive time (worth a log line)
+
+
+def accept(
+    cfg: IntegrationConfig,
+    headers: Mapping[str, str] | None,
+    body: bytes,
+    token: str,
+    send: Callable[[OptOutMessage], None],
+    *,
+    query: Mapping[str, Any] | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Accepted:
+    """Token, fields (JSON, form or URL parameters), mapping, then `send` (which must raise if SQS did not take
+    the message)."""
+    check_token(headers, cfg.apsis.optout_token_header, token, query)
+    fields = decode_fields(body, content_type=_header(headers, "Content-Type"), query=query)
+    event = parse_fields(fields, now=now)
+    slots = slots_for(cfg, event.channel, event.topic)
+    if not slots:
+        what = f"subscription {event.topic} on {event.channel}" if event.topic else f"{event.channel} subscription"
+        return Accepted(0, ignored=f"no consent mapping for {what} in integration {cfg.integration_id}")
+    message = OptOutMessage(
+        integration_id=cfg.integration_id,
+        event=event.event,
+        profile_key=event.profile_key,
+        email=event.email if event.profile_key is None else None,
+        slots=[SlotRef(topic=s.topic, channel=s.channel) for s in slots],
+        occurred_at=event.occurred_at,
+        received_at=utc_now(),
+    )
+    send(message)
+    return Accepted(len(slots), future_occurred_at=event.future_occurred_at)

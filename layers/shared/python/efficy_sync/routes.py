@@ -1,0 +1,61 @@
+"""What both public routes (Efficy's webhook, APSIS One's opt-out) answer the same way: the integration named in
+the path or 404, and a caller that does not prove who it is 401, counted and logged without its credentials.
+
+Each route calls `integration()` first and registers `answer_refusals()` on its resolver; its own errors (a
+malformed body, a queue that did not take the message) it maps with powertools' `@app.exception_handler`
+beside them. Light on purpose: both ingest Lambdas import it on their cold path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+
+from .config import IntegrationConfig
+from .observability import MetricUnit, logger, metrics
+from .store.configs import ConfigStore, UnknownIntegration
+
+
+class IntegrationNotFound(Exception):
+    """No config for the path's integration id: answered 404 naming it."""
+
+    def __init__(self, integration_id: str) -> None:
+        super().__init__(f"unknown integration {integration_id!r}")
+
+
+def reply(status: int, payload: dict[str, Any]) -> Response:
+    """A JSON answer."""
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=payload)
+
+
+def rejected(metric: str) -> None:
+    """Counts a refused call (the route's `...Rejected` metric)."""
+    metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+
+
+def integration(configs: ConfigStore, integration_id: str) -> IntegrationConfig:
+    """The prologue of a route: the path's integration, its id on every log line from here on;
+    IntegrationNotFound (404) when it has no config."""
+    logger.append_keys(integration_id=integration_id)
+    try:
+        return configs.get(integration_id)
+    except UnknownIntegration:
+        raise IntegrationNotFound(integration_id) from None
+
+
+def answer_refusals(
+    app: APIGatewayRestResolver, *, route: str, auth_error: type[Exception], rejected_metric: str
+) -> None:
+    """Registers the 404 of an unknown integration and the 401 of `auth_error` (counted in `rejected_metric`,
+    logged as "`route` rejected") on the route's resolver."""
+
+    @app.exception_handler(IntegrationNotFound)
+    def _unknown(exc: IntegrationNotFound) -> Response:
+        return reply(404, {"error": str(exc)})
+
+    @app.exception_handler(auth_error)
+    def _unauthorised(exc: Exception) -> Response:
+        rejected(rejected_metric)
+        logger.warning("%s rejected: %s", route, exc)
+        return reply(401, {"error": str(exc)})

@@ -1,0 +1,85 @@
+"""The write-back's batch bookkeeping (efficy_sync/writeback_batch.py), without AWS: a failed opt-out comes back
+later and later; once Efficy proved unreachable, the batch's other opt-outs are recorded and put back at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from efficy_sync.clients.errors import EfficyUnavailable
+from efficy_sync.optout import OptOutMessage, SlotRef, WriteBackResult, retry_delay
+from efficy_sync.writeback_batch import WriteBackBatch
+
+
+def message(key: int) -> str:
+    return OptOutMessage(
+        integration_id="acme",
+        event="email.unsubscribe",
+        profile_key=key,
+        slots=[SlotRef(topic="news", channel="email")],
+        occurred_at="2024-05-01T10:00:00.000Z",
+    ).model_dump_json()
+
+
+@dataclass
+class FakeWriteBack:
+    """WriteBack as the batch drives it: `down` makes every process() fail like an unreachable Efficy."""
+
+    down: bool = False
+    processed: list[int] = field(default_factory=list)
+    recorded_only: list[int] = field(default_factory=list)
+
+    def process(self, msg: OptOutMessage) -> WriteBackResult:
+        if self.down:
+            raise EfficyUnavailable("Efficy answered 504")
+        self.processed.append(int(msg.profile_key or 0))
+        return WriteBackResult(persons=[int(msg.profile_key or 0)], matched_by="profile_key", slots=[])
+
+    def record_only(self, msg: OptOutMessage) -> None:
+        self.recorded_only.append(int(msg.profile_key or 0))
+
+
+def batch_of(writeback: FakeWriteBack) -> tuple[WriteBackBatch, list[tuple[str, int]]]:
+    delays: list[tuple[str, int]] = []
+    batch = WriteBackBatch(lambda integration_id: writeback, lambda handle, seconds: delays.append((handle, seconds)))  # type: ignore[arg-type,return-value]
+    return batch, delays
+
+
+def test_an_opt_out_written_back_is_not_delayed() -> None:
+    writeback = FakeWriteBack()
+    batch, delays = batch_of(writeback)
+    batch.write_back(message(7), "h-7", 1)
+    assert writeback.processed == [7] and delays == []
+
+
+def test_once_efficy_is_down_the_others_are_recorded_and_put_back_at_once() -> None:
+    writeback = FakeWriteBack(down=True)
+    batch, delays = batch_of(writeback)
+    with pytest.raises(EfficyUnavailable):
+        batch.write_back(message(7), "h-7", 1)
+    writeback.down = False  # the next opt-out is not even tried against Efficy in this batch
+    with pytest.raises(EfficyUnavailable, match="earlier in this batch"):
+        batch.write_back(message(8), "h-8", 4)
+    assert writeback.processed == [] and writeback.recorded_only == [8]  # recorded all the same
+    assert delays == [("h-7", retry_delay(1)), ("h-8", retry_delay(4))]
+    assert retry_delay(4) > retry_delay(1)
+
+
+def test_a_poison_message_comes_back_without_its_body_in_the_log(caplog: Any) -> None:
+    batch, delays = batch_of(FakeWriteBack())
+    with pytest.raises(ValueError):
+        batch.write_back('{"integration_id": "acme", "email": "jo@example.com"', "h-x", 2)
+    assert delays == [("h-x", retry_delay(2))]
+    assert "jo@example.com" not in caplog.text
+
+
+def test_a_failed_delay_never_hides_the_failure() -> None:
+    writeback = FakeWriteBack(down=True)
+
+    def no_permission(handle: str, seconds: int) -> None:
+        raise PermissionError("AccessDenied")
+
+    batch = WriteBackBatch(lambda integration_id: writeback, no_permission)  # type: ignore[arg-type,return-value]
+    with pytest.raises(EfficyUnavailable):
+        batch.write_back(message(7), "h-7", 1)
