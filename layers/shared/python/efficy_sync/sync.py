@@ -13,7 +13,7 @@ conditions read is refused (an error) rather than judged, so a malformed answer 
 conditions (and be untagged or deleted per `on_condition_lost`) nor pass them.
 
 Consent safety: the state a caller passes in carries the person's APSIS opt-outs (the store merges them in);
-`diff` lets an unconfirmed one win over any membership. When a newer CRM change opts the person in again, the
+`person_plan` lets an unconfirmed one win over any membership. When a newer CRM change opts the person in again, the
 record is retired here, after the opt-in is stored. The echo of our own write-back (Efficy's webhook for the
 removal the write-back made) finds the state already at that Efficy stamp, so it sends nothing.
 
@@ -45,7 +45,9 @@ from typing import Any
 from .clients.apsis import ApsisClient
 from .clients.errors import ApiError, EfficyBusinessError, TransientError, acknowledgeable
 from .config import EMAIL_ATTRIBUTE, IntegrationConfig
-from .diff import (
+from .mapping import Desired, Skip, map_person
+from .observability import MetricUnit, metrics
+from .person_plan import (
     CreateProfile,
     DeleteProfile,
     PatchAttributes,
@@ -57,8 +59,6 @@ from .diff import (
     plan_operations,
     record_operation,
 )
-from .mapping import Desired, Skip, map_person
-from .observability import MetricUnit, metrics
 from .pii import hash_key, mask_email
 from .safety import RemovalGate, gated
 from .send import send_operations

@@ -43,8 +43,8 @@ from ..aws import client
 from ..clients.errors import ApiError, EfficyBusinessError
 from ..clients.http import map_in_context
 from ..config import IntegrationConfig
-from ..diff import PatchTags, apply_operations
 from ..mapping import Desired, needed_fields
+from ..person_plan import PatchTags, apply_operations
 from ..safety import removal_counts
 from ..state import PersonState, utc_now
 from ..store.persons import PersonStateStore

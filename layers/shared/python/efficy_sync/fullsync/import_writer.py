@@ -30,8 +30,16 @@ from typing import Any
 from ..clients.apsis import CHANNELS, MAX_IMPORT_FILE_BYTES, _redact
 from ..clients.errors import ApsisUnavailable, RateLimited, RejectedValue
 from ..config import IntegrationConfig
-from ..diff import CreateProfile, Operation, PatchAttributes, PatchTags, SetConsent, apply_operations, plan_operations
 from ..mapping import Desired, map_person
+from ..person_plan import (
+    CreateProfile,
+    Operation,
+    PatchAttributes,
+    PatchTags,
+    SetConsent,
+    apply_operations,
+    plan_operations,
+)
 from ..safety import split_removals
 from ..state import PersonState, consent_key, utc_now
 from ..store.persons import PersonStateStore, StaleWrite

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from efficy_sync.config import load_config_file
 from efficy_sync.consent import OptOutRecord
-from efficy_sync.diff import (
+from efficy_sync.mapping import Desired, Skip, map_person
+from efficy_sync.person_plan import (
     CreateProfile,
     DeleteProfile,
     PatchAttributes,
@@ -19,7 +20,6 @@ from efficy_sync.diff import (
     plan_for_skip,
     plan_operations,
 )
-from efficy_sync.mapping import Desired, Skip, map_person
 from efficy_sync.state import PersonState, value_hash
 from efficy_sync.store.persons import state_document, state_item
 from hypothesis import given, settings
