@@ -10,8 +10,9 @@ from efficy_sync.config import load_config_file
 from efficy_sync.consent import OptOutRecord
 from efficy_sync.explain import explain, mask_attribute, render_explain
 from efficy_sync.mapping import map_person
-from efficy_sync.person_plan import apply_operations, plan_operations
+from efficy_sync.person_plan import plan_operations
 from efficy_sync.pii import hash_key, looks_like_pii, mask_email, mask_phone, mask_text, mask_value
+from efficy_sync.state_updates import apply_operations
 from efficy_sync.store.persons import merge_optouts
 
 CFG = load_config_file(Path(__file__).resolve().parents[2] / "examples" / "demo.yaml")

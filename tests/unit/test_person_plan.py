@@ -14,13 +14,13 @@ from efficy_sync.person_plan import (
     PatchAttributes,
     PatchTags,
     SetConsent,
-    apply_operations,
     is_stale,
     plan_for_delete,
     plan_for_skip,
     plan_operations,
 )
 from efficy_sync.state import PersonState, value_hash
+from efficy_sync.state_updates import apply_operations
 from efficy_sync.store.persons import state_document, state_item
 from hypothesis import given, settings
 from hypothesis import strategies as st

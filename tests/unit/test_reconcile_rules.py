@@ -22,13 +22,13 @@ from efficy_sync.person_plan import (
     PatchAttributes,
     PatchTags,
     SetConsent,
-    apply_operations,
     plan_for_delete,
     plan_for_skip,
     plan_operations,
 )
 from efficy_sync.reconcile import DriftReport, compare_person, invalidate
 from efficy_sync.state import PersonState
+from efficy_sync.state_updates import apply_operations
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = load_config_file(ROOT / "examples" / "demo.yaml")

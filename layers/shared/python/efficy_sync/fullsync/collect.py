@@ -44,11 +44,12 @@ from ..clients.errors import ApiError, EfficyBusinessError
 from ..clients.http import map_in_context
 from ..config import IntegrationConfig
 from ..mapping import Desired, needed_fields
-from ..person_plan import PatchTags, apply_operations
+from ..person_plan import PatchTags
 from ..safety import removal_counts
 from ..state import PersonState, utc_now
+from ..state_updates import apply_operations, stamp_opt_ins
 from ..store.persons import PersonStateStore
-from ..sync import Outcome, PersonSyncer, stamp_opt_ins
+from ..sync import Outcome, PersonSyncer
 from .import_writer import ImportWriter, _Row
 from .report import skip_label, tally
 from .runs import expires_at

@@ -37,13 +37,13 @@ from ..person_plan import (
     PatchAttributes,
     PatchTags,
     SetConsent,
-    apply_operations,
     plan_operations,
 )
 from ..safety import split_removals
 from ..state import PersonState, consent_key, utc_now
+from ..state_updates import apply_operations, stamp_opt_ins
 from ..store.persons import PersonStateStore, StaleWrite
-from ..sync import Outcome, stamp_opt_ins
+from ..sync import Outcome
 
 IMPORT_MIN_ROWS = 50  # fewer changed persons than this on a page: per-person calls are cheaper than an import
 MAX_ROWS_PER_FILE = 5000
