@@ -86,7 +86,7 @@ def _retry_later(record: SQSRecord) -> None:
         logger.warning("could not delay the retry of an opt-out", exc_info=True)
 
 
-class _Batch:
+class _CurrentBatch:
     """Once Efficy proved unreachable in a batch, its other opt-outs are put back at once instead of each
     waiting out the same timeouts (they would only fail the same way, and the Lambda could time out)."""
 
@@ -107,12 +107,12 @@ def _write_back(record: SQSRecord) -> None:
         # the account's shared budget; no removal gate: an APSIS opt-out is never held back
         syncer = PersonSyncer(cfg, paced(cfg, apsis_client(cfg)), states, email_lookup=email_lookup(cfg))
         writeback = WriteBack(cfg, efficy_client(cfg, POLICY), states, syncer)
-        if _Batch.efficy_down:
+        if _CurrentBatch.efficy_down:
             writeback.record_only(message)  # recorded all the same: from now on every sync honours it
             raise EfficyUnavailable("Efficy was unreachable earlier in this batch")
         result = writeback.process(message)
     except Exception as exc:
-        _Batch.efficy_down = _Batch.efficy_down or isinstance(exc, EfficyUnavailable)
+        _CurrentBatch.efficy_down = _CurrentBatch.efficy_down or isinstance(exc, EfficyUnavailable)
         metrics.add_metric(name="OptOutRetried", unit=MetricUnit.Count, value=1)
         # a validation error quotes the message body, which may hold an address: name the error only
         detail = "invalid message" if isinstance(exc, ValidationError) else str(exc)
@@ -126,7 +126,7 @@ def _write_back(record: SQSRecord) -> None:
 @capture_handler
 @metrics.log_metrics
 def handler(event: dict, context: object) -> dict:
-    _Batch.efficy_down = False
+    _CurrentBatch.efficy_down = False
     # Calls that could not end before the Lambda's timeout are not made: those opt-outs fail and come back.
     with deadline(lambda_seconds(context, settings().deadline_reserve)):
         return process_partial_response(
