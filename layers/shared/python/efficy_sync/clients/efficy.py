@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import requests
 
-from efficy_sync.clients.efficy_parsing import EfficyParsing, Json
+from efficy_sync.clients.efficy_parsing import EfficyParsing, UncheckedJson
 from efficy_sync.clients.errors import (
     ApiError,
     AuthError,
@@ -304,7 +304,14 @@ class EfficyClient(EfficyParsing):
 
     # ---- transport ----------------------------------------------------------------------------------------
     def _send(
-        self, kind: str, op: str, method: str, url: str, *, body: Json = None, params: dict[str, Any] | None = None
+        self,
+        kind: str,
+        op: str,
+        method: str,
+        url: str,
+        *,
+        body: UncheckedJson = None,
+        params: dict[str, Any] | None = None,
     ) -> requests.Response:
         """One logical call. The session adapter retries 429/5xx/timeouts; a 401 gets one fresh session."""
         headers = {**self._auth_headers(kind), "Accept": "application/json"}
@@ -362,7 +369,7 @@ class EfficyClient(EfficyParsing):
         return f": {error.get('code')}: {error.get('message')}" if isinstance(error, dict) else ""
 
     @staticmethod
-    def _json(response: requests.Response, op: str) -> Json:
+    def _json(response: requests.Response, op: str) -> UncheckedJson:
         try:
             return response.json()
         except ValueError:
@@ -391,7 +398,7 @@ class EfficyClient(EfficyParsing):
             answers.append(self._business_error(op, error) if error else element)
         return answers
 
-    def _post_rpc(self, op: str, contexts: list[dict[str, Any]]) -> Json:
+    def _post_rpc(self, op: str, contexts: list[dict[str, Any]]) -> UncheckedJson:
         params = {"customer": self.customer} if self.customer else None
         for attempt in (1, 2):
             response = self._send("rpc", op, "POST", self.rpc_url, body=contexts, params=params)
@@ -402,7 +409,7 @@ class EfficyClient(EfficyParsing):
                 self._drop_session()
         raise AuthError(f"Efficy session expired again during {op}")
 
-    def _session_expired(self, payload: Json) -> bool:
+    def _session_expired(self, payload: UncheckedJson) -> bool:
         elements = payload if isinstance(payload, list) else [payload]
         for element in elements:
             error = self.rpc_error(element)
@@ -424,7 +431,7 @@ class EfficyClient(EfficyParsing):
     # ---- shaping persons ----------------------------------------------------------------------------------
 
     # ---- REST ---------------------------------------------------------------------------------------------
-    def _rest_get(self, op: str, path: str, params: dict[str, Any] | None = None) -> Json:
+    def _rest_get(self, op: str, path: str, params: dict[str, Any] | None = None) -> UncheckedJson:
         return self._json(self._send("rest", op, "GET", f"{self.rest_url}{path}", params=params), op)
 
     def _rest_list(self, op: str, path: str) -> list[dict[str, Any]]:
