@@ -269,11 +269,7 @@ def acme() -> IntegrationConfig:
 def test_the_factories_carry_every_setting_of_the_config() -> None:
     cfg = acme()
     efficy = EfficyClient.from_config(cfg, api_key="k", policy=FAST)
-    assert (efficy.not_found_codes, efficy.relation_missing_codes, efficy.relation_exists_codes) == (
-        {"GONE"},
-        {"NO_LINK"},
-        {"DUP"},
-    )
+    assert (efficy.not_found_codes, efficy.relation_missing_codes) == ({"GONE"}, {"NO_LINK"})
     assert (efficy.customer, efficy.profile_detail, efficy.policy) == ("acme", "Prof2", FAST)
     apsis = ApsisClient.from_config(cfg, credentials={"client_id": "i", "client_secret": "s"}, policy=FAST)
     assert (apsis.profile_tags_path, apsis.section, apsis.policy) == ("/tags/{keyspace}/{key}/{section}", SECTION, FAST)

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from efficy_sync.config import config_from_dict
 from efficy_sync.consent import OptOutRecord, compare_stamps, confirm, decide, is_newer, normalise_stamp
-from efficy_sync.diff import SetConsent, apply_operations, plan_operations
 from efficy_sync.mapping import Desired, map_person
 from efficy_sync.optout import OptOutMessage, SlotRef, WriteBack
+from efficy_sync.person_plan import SetConsent, plan_operations
 from efficy_sync.state import PersonState
+from efficy_sync.state_updates import apply_operations
 from efficy_sync.store.persons import StaleWrite
 from efficy_sync.sync import PersonSyncer
 from hypothesis import given, settings

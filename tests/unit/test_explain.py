@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from efficy_sync.config import load_config_file
 from efficy_sync.consent import OptOutRecord, merge_optouts
-from efficy_sync.diff import apply_operations, plan_operations
 from efficy_sync.explain import explain, mask_attribute, render_explain
 from efficy_sync.mapping import map_person
+from efficy_sync.person_plan import plan_operations
 from efficy_sync.pii import hash_key, looks_like_pii, mask_email, mask_phone, mask_text, mask_value
+from efficy_sync.state_updates import apply_operations
 
 CFG = load_config_file(Path(__file__).resolve().parents[2] / "examples" / "demo.yaml")
 SECRETS = ("john.doe", "+32470000001", "Johnny", "Doe")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from efficy_sync.config import load_config_file
-from efficy_sync.diff import CreateProfile, DeleteProfile, PatchAttributes, PatchTags, SetConsent
 from efficy_sync.fullsync.report import build_report, render_report, skip_label, tally
 from efficy_sync.fullsync.runs import Run
+from efficy_sync.person_plan import CreateProfile, DeleteProfile, PatchAttributes, PatchTags, SetConsent
 from efficy_sync.sync import Outcome
 
 CFG = load_config_file(Path(__file__).resolve().parents[2] / "examples" / "demo.yaml")

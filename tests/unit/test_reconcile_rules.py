@@ -1,7 +1,7 @@
 """Drift categories (efficy_sync.reconcile): one Efficy person + our state + the exported APSIS profile.
 
 Each category is planted on a profile that is otherwise exactly what a clean sync leaves, and the repair is
-checked through the sync's own planner: the state `invalidate` stores must make diff.plan_operations (or the
+checked through the sync's own planner: the state `invalidate` stores must make person_plan.plan_operations (or the
 skip / delete planners) send exactly the call that removes the drift, and never an opt-in over an opt-out.
 """
 
@@ -16,19 +16,19 @@ from efficy_sync.clients.apsis_export import ExportedProfile, parse_export
 from efficy_sync.clients.errors import ApsisUnavailable
 from efficy_sync.config import load_config_file
 from efficy_sync.consent import OptOutRecord
-from efficy_sync.diff import (
+from efficy_sync.mapping import Desired, Skip, map_person
+from efficy_sync.person_plan import (
     DeleteProfile,
     PatchAttributes,
     PatchTags,
     SetConsent,
-    apply_operations,
     plan_for_delete,
     plan_for_skip,
     plan_operations,
 )
-from efficy_sync.mapping import Desired, Skip, map_person
 from efficy_sync.reconcile import DriftReport, compare_person, invalidate
 from efficy_sync.state import PersonState
+from efficy_sync.state_updates import apply_operations
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = load_config_file(ROOT / "examples" / "demo.yaml")

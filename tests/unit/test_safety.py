@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from efficy_sync.config import ConfigError, config_from_dict
 from efficy_sync.consent import OptOutRecord
-from efficy_sync.diff import CreateProfile, DeleteProfile, PatchAttributes, PatchTags, SetConsent
+from efficy_sync.person_plan import CreateProfile, DeleteProfile, PatchAttributes, PatchTags, SetConsent
 from efficy_sync.safety import (
     ALLOW_COUNTER,
     HALT_COUNTER,

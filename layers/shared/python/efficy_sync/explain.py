@@ -12,7 +12,8 @@ from typing import Any
 
 from efficy_sync.conditions import evaluate
 from efficy_sync.config import CRMID_ATTRIBUTE, EMAIL_ATTRIBUTE, MOBILE_ATTRIBUTE, IntegrationConfig
-from efficy_sync.diff import (
+from efficy_sync.mapping import Desired, map_person
+from efficy_sync.person_plan import (
     CreateProfile,
     DeleteProfile,
     Operation,
@@ -24,7 +25,6 @@ from efficy_sync.diff import (
     plan_for_skip,
     plan_operations,
 )
-from efficy_sync.mapping import Desired, map_person
 from efficy_sync.pii import hash_key, looks_like_pii, mask_email, mask_phone, mask_value
 from efficy_sync.state import PersonState, value_hash
 

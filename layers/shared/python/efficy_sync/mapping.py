@@ -1,7 +1,7 @@
 """From an Efficy person to what APSIS One should hold for them, or to the reason they are not synced.
 
 A person is a dict of upper-case Efficy fields plus "profiles" (the CRM profile ids they belong to) and
-"D_CHANGE". The result says what the CRM wants; `diff.plan_operations` weighs it against what was last pushed
+"D_CHANGE". The result says what the CRM wants; `person_plan.plan_operations` weighs it against what was last pushed
 (and against opt-outs made in APSIS) to find the calls to make.
 """
 

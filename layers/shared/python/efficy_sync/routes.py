@@ -51,7 +51,7 @@ def answer_refusals(
     logged as "`route` rejected") on the route's resolver."""
 
     @app.exception_handler(IntegrationNotFound)
-    def _unknown(exc: IntegrationNotFound) -> Response:
+    def _integration_not_found(exc: IntegrationNotFound) -> Response:
         return reply(404, {"error": str(exc)})
 
     @app.exception_handler(auth_error)

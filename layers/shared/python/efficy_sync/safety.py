@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .diff import DeleteProfile, Operation, PatchTags, SetConsent
+from .person_plan import DeleteProfile, Operation, PatchTags, SetConsent
 from .state import PersonState, consent_key
 
 #: counter name prefixes: a removal and the base it is judged against

@@ -1,6 +1,6 @@
 """Sending a person's planned operations to APSIS One in as few calls as APSIS allows.
 
-The plan (diff.py) stays one operation per APSIS concept (create, attributes, consents, tags), because the
+The plan (person_plan.py) stays one operation per APSIS concept (create, attributes, consents, tags), because the
 stored state records each of them; here a create followed by the attribute PATCH of the same profile goes out
 as one v1 attribute PATCH, which APSIS documents creates a missing profile (`ApsisClient.
 create_with_attributes`). That call is atomic: either both operations reached APSIS or neither did, so what is
@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .clients.errors import ApiError, NotFound
-from .diff import CreateProfile, DeleteProfile, Operation, PatchAttributes, PatchTags, SetConsent
+from .person_plan import CreateProfile, DeleteProfile, Operation, PatchAttributes, PatchTags, SetConsent
 
 
 def send_operations(

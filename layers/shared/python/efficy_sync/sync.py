@@ -13,7 +13,7 @@ conditions read is refused (an error) rather than judged, so a malformed answer 
 conditions (and be untagged or deleted per `on_condition_lost`) nor pass them.
 
 Consent safety: the state a caller passes in carries the person's APSIS opt-outs (the store merges them in);
-`diff` lets an unconfirmed one win over any membership. When a newer CRM change opts the person in again, the
+`person_plan` lets an unconfirmed one win over any membership. When a newer CRM change opts the person in again, the
 record is retired here, after the opt-in is stored. The echo of our own write-back (Efficy's webhook for the
 removal the write-back made) finds the state already at that Efficy stamp, so it sends nothing.
 
@@ -39,33 +39,27 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from .clients.apsis import ApsisClient
 from .clients.errors import ApiError, EfficyBusinessError, TransientError, acknowledgeable
 from .config import EMAIL_ATTRIBUTE, IntegrationConfig
-from .diff import (
-    CreateProfile,
-    DeleteProfile,
-    PatchAttributes,
-    PatchTags,
+from .mapping import Desired, Skip, map_person
+from .observability import MetricUnit, metrics
+from .person_plan import (
+    Operation,
     SetConsent,
-    apply_operations,
     plan_for_delete,
     plan_for_skip,
     plan_operations,
-    record_operation,
 )
-from .mapping import Desired, Skip, map_person
-from .observability import MetricUnit, metrics
 from .pii import hash_key, mask_email
 from .safety import RemovalGate, gated
 from .send import send_operations
-from .state import UNKNOWN, EmailConflict, PersonState, consent_key, utc_now, value_hash
+from .state import EmailConflict, PersonState, utc_now, value_hash
+from .state_updates import deleted_state, failed_state, raced_state, skipped_state, synced_state
 from .store.persons import ConflictingWrite, PersonStateStore, StaleWrite
 
-Operation = CreateProfile | PatchAttributes | SetConsent | PatchTags | DeleteProfile
 MAX_ATTEMPTS = 5  # plans per sync when concurrent syncs keep storing the person's state
 
 
@@ -84,10 +78,6 @@ class Outcome:
     notices: list[str] = field(default_factory=list)  # e.g. "email_conflict": worth a look, not a failure
     removals: list[Any] = field(default_factory=list)  # what it removes (or would), for the breaker's counts
     held: bool = False  # the removals were held back by the breaker (not sent, not in the stored state)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class PersonSyncer:
@@ -159,7 +149,7 @@ class PersonSyncer:
         sent, error = self._execute(ops)
         if error is not None:
             return self._failed(key, state, error, ops, sent)
-        new_state = self._skipped_state(key, state, stamp, result, ops)
+        new_state = skipped_state(self.cfg.integration_id, key, state, stamp, result, ops)
         outcome = Outcome(key, "skipped", ops, reason=result.reason, removals=removals, held=held)
         return self._store(outcome, new_state, state)
 
@@ -174,23 +164,14 @@ class PersonSyncer:
         sent, error = self._execute(ops)
         if error is not None:
             return self._failed(key, state, error, ops, sent)
-        new_state = stamp_opt_ins(apply_operations(state, result, ops), ops, self._clock())
-        update: dict[str, Any] = {
-            "last_outcome": "synced",
-            "error_category": None,
-            "error_detail": None,
-            "skip_reason": None,
-            "email_conflict": conflict,
-            "updated_at": _now(),
-        }
+        new_state = synced_state(state, result, ops, self._clock(), conflict)
         outcome = Outcome(key, "synced" if ops else "unchanged", ops, removals=removals, held=held)
         if conflict is not None:
-            update.update(error_category="email_conflict", error_detail=_describe_conflict(conflict))
             outcome.notices.append("email_conflict")
-            outcome.reason = update["error_detail"]
+            outcome.reason = new_state.error_detail or ""
             if not self.dry_run:
                 metrics.add_metric(name="EmailConflicts", unit=MetricUnit.Count, value=1)
-        return self._store(outcome, new_state.model_copy(update=update), state)
+        return self._store(outcome, new_state, state)
 
     def _check_unchanged(self, key: int, state: PersonState | None) -> None:
         """Right before an opt-in goes out: if another sync stored the person, or an APSIS opt-out was recorded,
@@ -283,8 +264,7 @@ class PersonSyncer:
             if stored is None:
                 return
             try:
-                unknown = stamp_opt_ins(_unknown(stored, sent), sent, self._clock())
-                self.states.put(unknown.model_copy(update={"updated_at": _now()}))
+                self.states.put(raced_state(stored, sent, self._clock()))
                 return
             except StaleWrite:
                 continue
@@ -303,45 +283,14 @@ class PersonSyncer:
             else:
                 self.states.update_optout(after.integration_id, after.person_key, slot, new, expected_at=old.at)
 
-    def _base_state(self, key: int, state: PersonState | None, stamp: str) -> PersonState:
-        if state is not None:
-            return state.model_copy(update={"change_stamp": stamp or state.change_stamp})
-        return PersonState(integration_id=self.cfg.integration_id, person_key=str(key), change_stamp=stamp)
-
-    def _skipped_state(
-        self, key: int, state: PersonState | None, stamp: str, skip: Skip, ops: list[Operation]
-    ) -> PersonState:
-        base = self._base_state(key, state, stamp)
-        update: dict[str, Any] = {
-            "last_outcome": "skipped",
-            "skip_reason": skip.reason,
-            "error_category": None,
-            "error_detail": None,
-            "updated_at": _now(),
-        }
-        if any(isinstance(op, DeleteProfile) for op in ops):
-            update.update(exists_in_apsis=False, attribute_hashes={}, consents={}, tags={})
-        elif any(isinstance(op, PatchTags) for op in ops):
-            update["tags"] = {tag: False for tag in base.tags}
-        return base.model_copy(update=update)
-
     def _failed(
         self, key: int, state: PersonState | None, error: ApiError, ops: list[Operation], sent: list[Operation]
     ) -> Outcome:
         """Records the failure with what did reach APSIS before it (so no opt-in we sent is forgotten). Only a
         failure about this person's data is the outcome (recorded, and the change acknowledged); any other
         error is raised again afterwards: the queue or the state machine retries, and the DLQ reports it."""
-        base = state or PersonState(integration_id=self.cfg.integration_id, person_key=str(key), change_stamp="")
         final = acknowledgeable(error)
-        update: dict[str, Any] = {"updated_at": _now()}
-        if final:  # otherwise the person's outcome is left as it was: the change is still on its way
-            update.update(
-                last_outcome="failed",
-                error_category=error.category,
-                error_detail=f"{type(error).__name__}: {error}"[:500],
-            )
-        failed = stamp_opt_ins(_remember(base, sent), sent, self._clock()).model_copy(update=update)
-        # Keep the stored stamp: the change was not applied, so a retry of the same change must still pass.
+        failed = failed_state(self.cfg.integration_id, key, state, error, sent, self._clock(), final=final)
         outcome = Outcome(key, "failed", ops, reason=str(error), error_category=error.category)
         if not self.dry_run and (sent or final):
             try:
@@ -362,62 +311,9 @@ class PersonSyncer:
         sent, error = self._execute(ops)
         if error is not None:
             return self._failed(key, state, error, ops, sent)
-        base = self._base_state(key, state, state.change_stamp if state else "")
-        update: dict[str, Any] = {"last_outcome": "deleted", "updated_at": _now()}
-        if any(isinstance(op, DeleteProfile) for op in ops):
-            update.update(exists_in_apsis=False, attribute_hashes={}, consents={}, tags={})
         outcome = Outcome(key, "deleted", ops, reason=f"deleted in Efficy (on_delete={mode})")
         outcome.removals, outcome.held = removals, held
-        return self._store(outcome, base.model_copy(update=update))
-
-
-def _remember(state: PersonState, ops: list[Operation]) -> PersonState:
-    """`state` plus what `ops` made APSIS One hold; stamp and outcome unchanged. Unlike a planned sync, creating
-    the profile clears nothing here: the state may know calls a concurrent sync made, and forgetting them could
-    leave an opt-in nobody withdraws."""
-    new = state.model_copy(deep=True)
-    for op in ops:
-        record_operation(new, op, clear_on_create=False)
-    return new
-
-
-def _unknown(state: PersonState, ops: list[Operation]) -> PersonState:
-    """`state` with what `ops` touched marked unknown: the next sync sends its decision for those again (a
-    consent reads "unknown", which differs from any decision, and is withdrawn if the person is not a member)."""
-    new = state.model_copy(deep=True)
-    for op in ops:
-        if isinstance(op, CreateProfile):
-            new.exists_in_apsis = True
-        elif isinstance(op, PatchAttributes):
-            for name in op.attributes:
-                new.attribute_hashes.pop(name, None)
-        elif isinstance(op, SetConsent):
-            new.consents[consent_key(op.topic, op.channel)] = UNKNOWN
-        elif isinstance(op, PatchTags):
-            for tag in op.tags:
-                new.tags.pop(tag, None)
-        elif isinstance(op, DeleteProfile):
-            new.exists_in_apsis = False
-            new.attribute_hashes, new.consents, new.tags = {}, {}, {}
-    return new
-
-
-def stamp_opt_ins(state: PersonState, ops: list[Operation], now: str) -> PersonState:
-    """When we sent each opt-in: an APSIS opt-out close to it may have been overwritten by it (store docstring).
-    Anything that sends opt-ins outside PersonSyncer (bulk import) should stamp them too."""
-    slots = [consent_key(op.topic, op.channel) for op in ops if isinstance(op, SetConsent) and op.type == "opt-in"]
-    if not slots:
-        return state
-    return state.model_copy(update={"opted_in_at": {**state.opted_in_at, **dict.fromkeys(slots, now)}})
-
-
-def _describe_conflict(conflict: EmailConflict) -> str:
-    profiles = ", ".join(conflict.other_profiles)
-    return (
-        f"e-mail change held back: the new address {conflict.address} already belongs to APSIS One profile(s) "
-        f"{profiles}; not merged. The old address was removed from this profile. Correct the address in Efficy "
-        "(or merge the contacts there) and the next change syncs it."
-    )
+        return self._store(outcome, deleted_state(self.cfg.integration_id, key, state, ops))
 
 
 def log_fields(outcome: Outcome) -> dict[str, Any]:

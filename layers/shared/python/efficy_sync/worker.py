@@ -25,7 +25,7 @@ from .sync import Outcome, PersonSyncer
 
 
 @dataclass
-class Prefetched:
+class IntegrationPart:
     """What one integration's part of a batch needs, fetched once; `error` fails all its messages."""
 
     cfg: IntegrationConfig | None = None
@@ -39,37 +39,38 @@ class Prefetched:
 
 
 class Batch:
-    """One invocation's prefetched data: kept per call, so concurrent invocations never share it."""
+    """One invocation's prefetched data (an IntegrationPart per integration): kept per call, so concurrent
+    invocations never share it."""
 
-    def __init__(self, prefetched: dict[str, Prefetched], worker: BatchWorker | None = None) -> None:
-        self._prefetched = prefetched
+    def __init__(self, parts: dict[str, IntegrationPart], worker: BatchWorker | None = None) -> None:
+        self._parts = parts
         self._worker = worker
 
     def apply(self, change: ContactChange) -> Outcome:
         """Raises for transient failures (the message is retried); returns the outcome otherwise."""
-        pre = self._prefetched.get(change.integration_id)
-        if pre is None:
+        part = self._parts.get(change.integration_id)
+        if part is None:
             raise RuntimeError(f"integration {change.integration_id} was not prefetched")
-        if pre.error is not None:
-            raise pre.error
-        if change.person_key in pre.done:
-            return pre.done[change.person_key]  # a second message for the same person in this batch
-        if pre.parked_run:
+        if part.error is not None:
+            raise part.error
+        if change.person_key in part.done:
+            return part.done[change.person_key]  # a second message for the same person in this batch
+        if part.parked_run:
             assert self._worker is not None and self._worker.parking is not None
             deleted = change.operation == "Delete"
-            if self._worker.parking.park(change.integration_id, change.person_key, pre.parked_run, deleted=deleted):
-                pre.done[change.person_key] = Outcome(change.person_key, "parked")
-                return pre.done[change.person_key]
+            if self._worker.parking.park(change.integration_id, change.person_key, part.parked_run, deleted=deleted):
+                part.done[change.person_key] = Outcome(change.person_key, "parked")
+                return part.done[change.person_key]
             # the run ended since the batch started (its drain has passed): apply the change now
-            pre.parked_run = None
-        if change.person_key not in pre.loaded:
+            part.parked_run = None
+        if change.person_key not in part.loaded:
             assert self._worker is not None
-            self._worker.load(change.integration_id, pre, [change.person_key])
-        assert pre.syncer is not None
-        outcome = pre.syncer.sync(
-            change.person_key, pre.persons.get(change.person_key), pre.states.get(change.person_key)
+            self._worker.load(change.integration_id, part, [change.person_key])
+        assert part.syncer is not None
+        outcome = part.syncer.sync(
+            change.person_key, part.persons.get(change.person_key), part.states.get(change.person_key)
         )
-        pre.done[change.person_key] = outcome
+        part.done[change.person_key] = outcome
         return outcome
 
 
@@ -92,25 +93,25 @@ class BatchWorker:
         by_integration: dict[str, set[int]] = defaultdict(set)
         for change in changes:
             by_integration[change.integration_id].add(change.person_key)
-        prefetched: dict[str, Prefetched] = {}
+        parts: dict[str, IntegrationPart] = {}
         for integration_id, keys in by_integration.items():
-            pre = Prefetched()
-            prefetched[integration_id] = pre
+            part = IntegrationPart()
+            parts[integration_id] = part
             try:
                 if self.parking is not None:
-                    pre.parked_run = self.parking.active_run(integration_id)
-                    if pre.parked_run:
+                    part.parked_run = self.parking.active_run(integration_id)
+                    if part.parked_run:
                         continue  # a full sync runs: park, fetch nothing
-                self.load(integration_id, pre, sorted(keys))
+                self.load(integration_id, part, sorted(keys))
             except Exception as exc:  # every message of this integration fails and is retried
-                pre.error = exc
-        return Batch(prefetched, self)
+                part.error = exc
+        return Batch(parts, self)
 
-    def load(self, integration_id: str, pre: Prefetched, keys: list[int]) -> None:
-        """Config, syncer, current persons and stored states for `keys` (added to what `pre` holds)."""
-        if pre.cfg is None or pre.syncer is None:
-            pre.cfg = self._get_config(integration_id)
-            pre.syncer = self._build_syncer(pre.cfg)
-        pre.persons.update(self._get_persons(pre.cfg, keys, needed_fields(pre.cfg)))
-        pre.states.update(self._states.get_many(integration_id, keys))
-        pre.loaded.update(keys)
+    def load(self, integration_id: str, part: IntegrationPart, keys: list[int]) -> None:
+        """Config, syncer, current persons and stored states for `keys` (added to what `part` holds)."""
+        if part.cfg is None or part.syncer is None:
+            part.cfg = self._get_config(integration_id)
+            part.syncer = self._build_syncer(part.cfg)
+        part.persons.update(self._get_persons(part.cfg, keys, needed_fields(part.cfg)))
+        part.states.update(self._states.get_many(integration_id, keys))
+        part.loaded.update(keys)

@@ -1,8 +1,7 @@
-"""APSIS One client: the calls the sync makes, with token caching, retries and typed errors.
+"""APSIS One client: the calls the sync makes (definitions, profiles, consents, bulk import).
 
-Facts behind it are in contracts/apsis-one.md. The pieces are kept apart so each can change alone:
-authentication (`_access_token`, `_fetch_token`), transport (`_call`, `_send`: one retrying session from
-clients/http.py, one token refresh on 401/403), and parsing (`_error_for`, `_items`).
+Facts behind it are in contracts/apsis-one.md. Authentication, transport and the typed errors live in
+clients/apsis_transport.py (`ApsisTransport`, its base), so this module only says which call does what.
 
 One client serves one integration: one section and the keyspace its profile keys live in. It is safe to
 share between threads (the token cache is locked; requests' Session is used for independent calls).
@@ -10,29 +9,16 @@ share between threads (the token cache is locked; requests' Session is used for 
 
 from __future__ import annotations
 
-import base64
-import json
-import re
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import requests
 
-from efficy_sync.clients.errors import (
-    ApiError,
-    ApsisUnavailable,
-    AuthError,
-    Conflict,
-    NotFound,
-    PayloadTooLarge,
-    RateLimited,
-    RejectedValue,
-)
-from efficy_sync.clients.http import RetryPolicy, build_session, check_time
+from efficy_sync.clients.apsis_transport import ApsisTransport, _redact
+from efficy_sync.clients.errors import ApsisUnavailable, Conflict, NotFound, PayloadTooLarge, RejectedValue
+from efficy_sync.clients.http import RetryPolicy, check_time
 from efficy_sync.clients.meter import meter
 
 if TYPE_CHECKING:
@@ -40,46 +26,19 @@ if TYPE_CHECKING:
 
     from efficy_sync.config import IntegrationConfig
 
+__all__ = ["CHANNELS", "DEFAULT_PROFILE_TAGS_PATH", "MAX_IMPORT_FILE_BYTES", "ApsisClient", "_redact"]
+
 CHANNELS = {"email": "com.apsis1.channels.email", "sms": "com.apsis1.channels.sms"}
 CONSENT_TYPES = ("opt-in", "opt-out")
-JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
-ACCEPT = "application/json, application/problem+json"
-MAX_BODY_BYTES = 100 * 1024  # documented request limit; checked here so a too-large body costs no call
 MAX_IMPORT_FILE_BYTES = 50 * 1024 * 1024
-FALLBACK_TOKEN_LIFETIME = 300.0  # when a token carries neither `exp` nor `expires_in`
 IMPORT_DONE = ("completed", "error")
-
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
-_PHONE = re.compile(r"\+\d[\d ().-]{6,}\d|\b\d{9,}\b")
-
-
-def _redact(text: str) -> str:
-    """Error details can echo the value APSIS refused; keep emails and phone numbers out of logs."""
-    return _PHONE.sub("<phone>", _EMAIL.sub("<email>", text))
-
-
-def _jwt_expiry(token: str) -> float | None:
-    """APSIS says to read the JWT `exp` claim (expires_in is deprecated). The signature is not ours to check."""
-    try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        return float(claims["exp"])
-    except (IndexError, ValueError, KeyError, TypeError):
-        return None
-
-
-@dataclass(frozen=True)
-class _Token:
-    value: str
-    refresh_at: float  # epoch seconds
-
 
 #: ASSUMED path of the profile-tags call (see patch_tags)
 DEFAULT_PROFILE_TAGS_PATH = "/audience/keyspaces/{keyspace}/profiles/{key}/sections/{section}/tags"
 
 
-class ApsisClient:
+class ApsisClient(ApsisTransport):
     """Calls APSIS One for one integration (section + keyspace). Raises the errors of clients/errors.py."""
 
     def __init__(
@@ -96,24 +55,20 @@ class ApsisClient:
         profile_tags_path: str = DEFAULT_PROFILE_TAGS_PATH,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        super().__init__(
+            base_url,
+            client_id,
+            client_secret,
+            policy=policy,
+            token_refresh_margin=token_refresh_margin,
+            session=session,
+            clock=clock,
+        )
         self.profile_tags_path = profile_tags_path
         self.section = section
         self.keyspace = keyspace
-        self.policy = policy or RetryPolicy()
-        self.token_refresh_margin = token_refresh_margin
-        self._clock = clock  # epoch seconds, for the token's expiry; a test passes its own instead of sleeping
-        self._client_id = client_id
-        self._client_secret = client_secret
-        self._session = session or build_session(self.policy, api="apsis")
-        self._token: _Token | None = None
-        self._token_lock = threading.Lock()
-        self._calls_lock = threading.Lock()
         self._versions: dict[str, str] | None = None  # attribute discriminator -> live version id (v1 writes)
         self._versions_lock = threading.Lock()
-        #: HTTP calls made, by kind ("patch_attributes", "token", ...); the session's own retries are not
-        #: counted here (the simulator's /_sim/calls sees those)
-        self.calls: Counter[str] = Counter()
 
     @classmethod
     def from_config(
@@ -336,139 +291,6 @@ class ApsisClient:
             if remaining <= 0:
                 raise ApsisUnavailable(f"APSIS import {import_id} still {result.get('status')} after {timeout}s")
             time.sleep(min(poll_interval, remaining))
-
-    # ---- authentication -------------------------------------------------------------------------------
-    def _access_token(self) -> str:
-        """The cached token, fetched again once it is within the refresh margin of its expiry."""
-        with self._token_lock:
-            if self._token is None or self._clock() >= self._token.refresh_at:
-                self._token = self._fetch_token()
-            return self._token.value
-
-    def _forget_token(self, used: str) -> None:
-        with self._token_lock:
-            if self._token is not None and self._token.value == used:
-                self._token = None
-
-    def _fetch_token(self) -> _Token:
-        """POST /oauth/token with a JSON body (APSIS refuses forms). 429 is backed off by the session."""
-        body = {"grant_type": "client_credentials", "client_id": self._client_id, "client_secret": self._client_secret}
-        response = self._send("token", "POST", "/oauth/token", self._encode(body), JSON, None, token=None)
-        if response.status_code in (400, 401, 403):
-            raise AuthError(f"APSIS token: {self._describe(response)}", status=response.status_code)
-        if response.status_code != 200:
-            raise self._error_for(response, "token")
-        return self._token_from(response.json(), issued_at=self._clock())
-
-    def _token_from(self, payload: dict[str, Any], issued_at: float) -> _Token:
-        value = payload["access_token"]
-        expires_at = _jwt_expiry(value)
-        if expires_at is None:
-            expires_at = issued_at + float(payload.get("expires_in") or FALLBACK_TOKEN_LIFETIME)
-        # a short-lived token (tests, odd configurations) is still reused for half its life
-        margin = min(self.token_refresh_margin, max(expires_at - issued_at, 0) / 2)
-        return _Token(value=value, refresh_at=expires_at - margin)
-
-    # ---- transport ------------------------------------------------------------------------------------
-    def _call(
-        self,
-        kind: str,
-        method: str,
-        path: str,
-        *,
-        body: dict[str, Any] | None = None,
-        content_type: str = JSON,
-        params: dict[str, Any] | None = None,
-    ) -> requests.Response:
-        """One API call: authenticated, retried by the session, one token refresh on 401/403, typed on failure."""
-        data = self._encode(body) if body is not None else None
-        token = self._access_token()
-        response = self._send(kind, method, path, data, content_type, params, token=token)
-        if response.status_code in (401, 403):
-            self._forget_token(token)
-            response = self._send(kind, method, path, data, content_type, params, token=self._access_token())
-        if response.status_code >= 400:
-            raise self._error_for(response, kind)
-        return response
-
-    def _send(
-        self,
-        kind: str,
-        method: str,
-        path: str,
-        data: bytes | None,
-        content_type: str,
-        params: dict[str, Any] | None,
-        *,
-        token: str | None,
-    ) -> requests.Response:
-        """One HTTP exchange (the session retries 429/5xx/timeouts inside it). Bytes bodies carry Content-Length."""
-        headers = {"Accept": ACCEPT}
-        if data is not None:
-            headers["Content-Type"] = content_type
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        left = check_time(f"APSIS {kind}")
-        self._count(kind)
-        try:
-            response = self._session.request(
-                method,
-                self.base_url + path,
-                data=data,
-                params=params,
-                headers=headers,
-                timeout=self.policy.timeout_within(left),
-            )
-        except requests.RequestException as exc:
-            meter.record_unanswered("apsis", self.policy.total + 1)
-            raise ApsisUnavailable(f"APSIS {kind}: {type(exc).__name__} after retries") from exc
-        meter.record("apsis", response)
-        return response
-
-    @staticmethod
-    def _encode(body: dict[str, Any]) -> bytes:
-        data = json.dumps(body, separators=(",", ":")).encode()
-        if len(data) > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"request body of {len(data)} bytes exceeds APSIS's {MAX_BODY_BYTES}")
-        return data
-
-    def _count(self, kind: str) -> None:
-        with self._calls_lock:
-            self.calls[kind] += 1
-
-    # ---- parsing --------------------------------------------------------------------------------------
-    def _items(self, kind: str, path: str, *, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return self._call(kind, "GET", path, params=params).json().get("items", [])
-
-    @staticmethod
-    def _describe(response: requests.Response) -> str:
-        """Status, title and detail of a problem+json body; a short excerpt of anything else (S3 XML, HTML)."""
-        try:
-            problem = response.json()
-            text = f"{problem.get('title', '')}: {problem.get('detail', '')}".strip(": ")
-        except ValueError:
-            text = response.text[:200]
-        return f"{response.status_code} {_redact(text)}".strip()
-
-    def _error_for(self, response: requests.Response, kind: str) -> ApiError:
-        status = response.status_code
-        message = f"APSIS {kind}: {self._describe(response)}"
-        error_class: type[ApiError]
-        if status == 404:
-            error_class = NotFound
-        elif status == 409:
-            error_class = Conflict
-        elif status == 413:
-            error_class = PayloadTooLarge
-        elif status in (401, 403):
-            error_class = AuthError
-        elif status == 429:
-            error_class = RateLimited
-        elif status >= 500:
-            error_class = ApsisUnavailable
-        else:
-            error_class = RejectedValue
-        return error_class(message, status=status, detail=message)
 
     # ---- paths ----------------------------------------------------------------------------------------
     @staticmethod

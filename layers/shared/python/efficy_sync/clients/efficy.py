@@ -4,7 +4,7 @@ The pieces of talking to Efficy are kept apart, the way Singer-SDK streams do it
 connector, another auth scheme) overrides one small method and keeps the rest:
 request building (`_consult_context`, `_edit_context`, `_api_context`), authentication (`_auth_headers`),
 transport with the retry policy (`_send`, retries and backoff live in the session adapter), status mapping
-(`_check_status`), parsing (`_rpc`, `rpc_error`, `dataset_rows`, `_person_from_*`) and paging (`next_page`).
+(`_check_status`) and parsing (`_rpc`, `rpc_error`, `dataset_rows`, `_person_from_*`).
 
 Efficy answers HTTP 200 for business errors, in several shapes (contract section 8); `rpc_error` reads all of
 them. Codes the client treats as "the record is gone" or "the relation is already so" are settings (the
@@ -21,12 +21,12 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 import requests
 
-from efficy_sync.clients.efficy_parsing import EfficyParsing, Json
+from efficy_sync.clients.efficy_parsing import EfficyParsing, UncheckedJson
 from efficy_sync.clients.errors import (
     ApiError,
     AuthError,
@@ -62,9 +62,8 @@ class EfficyClient(EfficyParsing):
     not_found_codes: frozenset[str] = frozenset({"RECORD_NOT_FOUND"})
     #: largest ids filter of one confirming read (the connector's page size limit)
     confirm_chunk = 500
-    #: "not in that profile" on removal and "already in it" on insertion: the wanted state already holds
+    #: "not in that profile" on removal: the wanted state already holds
     relation_missing_codes: frozenset[str] = frozenset({"RELATION_NOT_FOUND"})
-    relation_exists_codes: frozenset[str] = frozenset({"LINK_EXISTS"})
     #: signs of an expired server session inside an HTTP 200 answer (contract section 2)
     session_expired_text = re.compile(r"session timeout|please logon|FRMK-2612|CORE-1243", re.IGNORECASE)
 
@@ -83,15 +82,12 @@ class EfficyClient(EfficyParsing):
         max_contexts: int = 100,
         not_found_codes: Iterable[str] | None = None,
         relation_missing_codes: Iterable[str] | None = None,
-        relation_exists_codes: Iterable[str] | None = None,
     ) -> None:
         # Efficy's error codes are assumed (not published): an integration's config may correct them.
         if not_found_codes is not None:
             self.not_found_codes = frozenset(not_found_codes)
         if relation_missing_codes is not None:
             self.relation_missing_codes = frozenset(relation_missing_codes)
-        if relation_exists_codes is not None:
-            self.relation_exists_codes = frozenset(relation_exists_codes)
         root = base_url.rstrip("/")
         # A base URL may already end in /crm (the config example does); Efficy's endpoint is {host}/crm/json.
         self.rpc_url = f"{root}/json" if root.endswith("/crm") else f"{root}/crm/json"
@@ -134,7 +130,6 @@ class EfficyClient(EfficyParsing):
             session=session,
             not_found_codes=codes.not_found,
             relation_missing_codes=codes.relation_missing,
-            relation_exists_codes=codes.relation_exists,
         )
 
     def close(self) -> None:
@@ -215,31 +210,7 @@ class EfficyClient(EfficyParsing):
             raise EfficyBusinessError("records page without a records list", code="INVALID_RESPONSE")
         return [self._person_from_record(record) for record in records]
 
-    def iter_persons(
-        self,
-        page_size: int = 500,
-        fields: list[str] | None = None,
-        include_profiles: bool = True,
-        start_page: int = 0,
-    ) -> Iterator[list[dict[str, Any]]]:
-        """Every page from `start_page` to the first empty one."""
-        page: int | None = start_page
-        while page is not None:
-            records = self.list_persons_page(page, page_size, fields, include_profiles)
-            if records:
-                yield records
-            page = self.next_page(page, records)
-
-    @staticmethod
-    def next_page(page: int, records: list[dict[str, Any]]) -> int | None:
-        """Paging rule of the connector API: an empty page ends the export (a short page does not)."""
-        return page + 1 if records else None
-
     # ---- CRM profiles (consent) ---------------------------------------------------------------------------
-    def add_to_profile(self, key: int, profile_id: int) -> None:
-        """Make the person a member of the CRM profile; being a member already is fine."""
-        self._change_profile("add_to_profile", key, profile_id, "insertDetail", self.relation_exists_codes)
-
     def remove_from_profile(self, key: int, profile_id: int) -> None:
         """Take the person out of the CRM profile; not being a member is fine (the opt-out already holds)."""
         self._change_profile("remove_from_profile", key, profile_id, "deleteDetail", self.relation_missing_codes)
@@ -304,7 +275,14 @@ class EfficyClient(EfficyParsing):
 
     # ---- transport ----------------------------------------------------------------------------------------
     def _send(
-        self, kind: str, op: str, method: str, url: str, *, body: Json = None, params: dict[str, Any] | None = None
+        self,
+        kind: str,
+        op: str,
+        method: str,
+        url: str,
+        *,
+        body: UncheckedJson = None,
+        params: dict[str, Any] | None = None,
     ) -> requests.Response:
         """One logical call. The session adapter retries 429/5xx/timeouts; a 401 gets one fresh session."""
         headers = {**self._auth_headers(kind), "Accept": "application/json"}
@@ -362,7 +340,7 @@ class EfficyClient(EfficyParsing):
         return f": {error.get('code')}: {error.get('message')}" if isinstance(error, dict) else ""
 
     @staticmethod
-    def _json(response: requests.Response, op: str) -> Json:
+    def _json(response: requests.Response, op: str) -> UncheckedJson:
         try:
             return response.json()
         except ValueError:
@@ -391,7 +369,7 @@ class EfficyClient(EfficyParsing):
             answers.append(self._business_error(op, error) if error else element)
         return answers
 
-    def _post_rpc(self, op: str, contexts: list[dict[str, Any]]) -> Json:
+    def _post_rpc(self, op: str, contexts: list[dict[str, Any]]) -> UncheckedJson:
         params = {"customer": self.customer} if self.customer else None
         for attempt in (1, 2):
             response = self._send("rpc", op, "POST", self.rpc_url, body=contexts, params=params)
@@ -402,7 +380,7 @@ class EfficyClient(EfficyParsing):
                 self._drop_session()
         raise AuthError(f"Efficy session expired again during {op}")
 
-    def _session_expired(self, payload: Json) -> bool:
+    def _session_expired(self, payload: UncheckedJson) -> bool:
         elements = payload if isinstance(payload, list) else [payload]
         for element in elements:
             error = self.rpc_error(element)
@@ -424,7 +402,7 @@ class EfficyClient(EfficyParsing):
     # ---- shaping persons ----------------------------------------------------------------------------------
 
     # ---- REST ---------------------------------------------------------------------------------------------
-    def _rest_get(self, op: str, path: str, params: dict[str, Any] | None = None) -> Json:
+    def _rest_get(self, op: str, path: str, params: dict[str, Any] | None = None) -> UncheckedJson:
         return self._json(self._send("rest", op, "GET", f"{self.rest_url}{path}", params=params), op)
 
     def _rest_list(self, op: str, path: str) -> list[dict[str, Any]]:

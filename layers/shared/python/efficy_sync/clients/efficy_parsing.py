@@ -10,7 +10,8 @@ from typing import Any
 
 from efficy_sync.clients.errors import EfficyBusinessError
 
-Json = Any
+#: a decoded JSON answer of Efficy whose shape nothing has checked yet (the parsing methods check it)
+UncheckedJson = Any
 
 
 class EfficyParsing:
@@ -32,7 +33,7 @@ class EfficyParsing:
         return {"#id": f"api-{func['@name']}", "@name": "api", "@func": [func]}
 
     @classmethod
-    def rpc_error(cls, obj: Json) -> tuple[str | None, str] | None:
+    def rpc_error(cls, obj: UncheckedJson) -> tuple[str | None, str] | None:
         """(code, text) if this answer element (or one of its functions) reports an error, else None.
 
         Shapes: {"@name":"exception","#error":{errorcode, errorstring}}, {"#error": {...} | "text" | true with
@@ -65,7 +66,7 @@ class EfficyParsing:
         return (None, str(error))
 
     @classmethod
-    def dataset_rows(cls, obj: Json, name: str = "dataset") -> list[dict[str, Any]] | None:
+    def dataset_rows(cls, obj: UncheckedJson, name: str = "dataset") -> list[dict[str, Any]] | None:
         """The rows of the first {"#class": "dataset"} found at any depth (Efficy's nesting varies)."""
         if isinstance(obj, dict):
             if obj.get("#class") == name and isinstance(obj.get("#data"), list):

@@ -19,7 +19,8 @@ def _items(data: Mapping[str, Any], *keys: str) -> list[tuple[int, Mapping[str, 
     return [(i, item) for i, item in enumerate(node) if isinstance(item, Mapping)]
 
 
-def _key(value: Any) -> str:
+def _normalized(value: Any) -> str:
+    """A config value as compared for duplicates and conflicts: text, trimmed, case-insensitive."""
     return str(value).strip().lower() if value is not None else ""
 
 
@@ -38,9 +39,13 @@ def _check_consents(data: Mapping[str, Any]) -> list[Problem]:
     seen: dict[tuple[str, str, str], int] = {}
     by_profile: dict[tuple[str, str], tuple[int, Any]] = {}
     by_topic: dict[tuple[str, str], tuple[int, Any]] = {}
-    mobile_mapped = any(_key(m.get("apsis")) == MOBILE_ATTRIBUTE for _, m in _items(data, "field_mappings"))
+    mobile_mapped = any(_normalized(m.get("apsis")) == MOBILE_ATTRIBUTE for _, m in _items(data, "field_mappings"))
     for i, m in _items(data, "consent_mappings"):
-        profile, topic, channel = _key(m.get("crm_profile")), _key(m.get("subscription")), _key(m.get("channel"))
+        profile, topic, channel = (
+            _normalized(m.get("crm_profile")),
+            _normalized(m.get("subscription")),
+            _normalized(m.get("channel")),
+        )
         path = f"consent_mappings[{i}]"
         if (profile, topic, channel) in seen:
             problems.append(
@@ -87,7 +92,7 @@ def _check_field_mappings(data: Mapping[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     targets: dict[str, int] = {}
     for i, m in _items(data, "field_mappings"):
-        target = _key(m.get("apsis"))
+        target = _normalized(m.get("apsis"))
         if target in targets:
             problems.append(
                 _problem(
@@ -110,7 +115,7 @@ def _check_tags(data: Mapping[str, Any]) -> list[Problem]:
     owners: dict[str, str] = {}
     for kind in ("profiles", "queries"):
         for i, t in _items(data, "tags", kind):
-            tag, path = _key(t.get("tag")), f"tags.{kind}[{i}]"
+            tag, path = _normalized(t.get("tag")), f"tags.{kind}[{i}]"
             if tag in owners:
                 problems.append(
                     _problem(

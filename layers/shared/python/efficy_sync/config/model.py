@@ -82,6 +82,7 @@ class EfficyErrorCodes(_Model):
 
     not_found: list[str] = Field(default_factory=lambda: ["RECORD_NOT_FOUND"], min_length=1)
     relation_missing: list[str] = Field(default_factory=lambda: ["RELATION_NOT_FOUND"], min_length=1)
+    #: read by nothing since the client stopped adding persons to CRM profiles; accepted so stored configs load
     relation_exists: list[str] = Field(default_factory=lambda: ["LINK_EXISTS"], min_length=1)
 
 

@@ -41,15 +41,16 @@ from typing import Any
 from ..clients.errors import ApiError, EfficyBusinessError
 from ..clients.http import map_in_context
 from ..config import IntegrationConfig
-from ..diff import PatchTags, apply_operations
 from ..mapping import Desired, needed_fields
+from ..person_plan import PatchTags
 from ..safety import removal_counts
 from ..state import PersonState, utc_now
+from ..state_updates import apply_operations, stamp_opt_ins
 from ..store import protocols
 from ..store.import_queue import QUEUE_RETENTION_DAYS as QUEUE_RETENTION_DAYS
 from ..store.import_queue import ImportQueue as ImportQueue  # the queue's items: store/import_queue.py
 from ..store.import_queue import QueuedPage
-from ..sync import Outcome, PersonSyncer, stamp_opt_ins
+from ..sync import Outcome, PersonSyncer
 from .import_writer import ImportWriter, _Row
 from .report import skip_label, tally
 from .tags import eligible

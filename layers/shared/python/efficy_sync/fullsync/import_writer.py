@@ -30,13 +30,21 @@ from typing import Any
 from ..clients.apsis import CHANNELS, MAX_IMPORT_FILE_BYTES, _redact
 from ..clients.errors import ApsisUnavailable, RateLimited, RejectedValue
 from ..config import IntegrationConfig
-from ..diff import CreateProfile, Operation, PatchAttributes, PatchTags, SetConsent, apply_operations, plan_operations
 from ..mapping import Desired, map_person
+from ..person_plan import (
+    CreateProfile,
+    Operation,
+    PatchAttributes,
+    PatchTags,
+    SetConsent,
+    plan_operations,
+)
 from ..safety import split_removals
 from ..state import PersonState, consent_key, utc_now
+from ..state_updates import apply_operations, stamp_opt_ins
 from ..store.persons import StaleWrite
 from ..store.protocols import PersonStates
-from ..sync import Outcome, stamp_opt_ins
+from ..sync import Outcome
 
 IMPORT_MIN_ROWS = 50  # fewer changed persons than this on a page: per-person calls are cheaper than an import
 MAX_ROWS_PER_FILE = 5000

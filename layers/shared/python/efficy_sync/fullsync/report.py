@@ -15,8 +15,8 @@ from typing import Any
 
 from ..conditions import evaluate
 from ..config import IntegrationConfig
-from ..diff import CreateProfile, DeleteProfile, PatchTags, SetConsent
 from ..mapping import profile_key_of
+from ..person_plan import CreateProfile, DeleteProfile, PatchTags, SetConsent
 from ..safety import describe, verdict_of
 from ..sync import Outcome
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from efficy_sync.consent import ConsentType, compare_stamps, confirm, decide
 from efficy_sync.mapping import Desired, Skip
-from efficy_sync.state import PersonState, consent_key, utc_now, value_hash
+from efficy_sync.state import PersonState, consent_key, value_hash
 
 
 @dataclass(frozen=True)
@@ -134,61 +134,3 @@ def _withdraw(known: PersonState, how: str) -> list[Operation]:
         return [DeleteProfile(known.person_key)]
     tags = {t: False for t, v in sorted(known.tags.items()) if v}
     return [PatchTags(known.person_key, tags)] if tags else []
-
-
-def apply_operations(state: PersonState | None, result: Desired | Skip, ops: list[Operation]) -> PersonState:
-    """The state to store once `ops` (planned from `result` and `state`) have succeeded."""
-    key = result.profile_key or (state.person_key if state else "")
-    new = (state or PersonState(integration_id=result.integration_id, person_key=key)).model_copy(deep=True)
-    stamp = result.change_stamp
-    if is_stale(stamp, state):
-        return new
-    for op in ops:
-        record_operation(new, op)
-    if isinstance(result, Desired):
-        _confirm_optouts(new, result)
-        new.last_outcome, new.skip_reason = "synced", None
-    else:
-        new.skip_reason = result.reason
-        new.last_outcome = "deleted" if any(isinstance(op, DeleteProfile) for op in ops) else "skipped"
-    if stamp:
-        new.change_stamp = stamp
-    new.error_category = new.error_detail = None
-    new.updated_at = utc_now()
-    return new
-
-
-def record_operation(new: PersonState, op: Operation, *, clear_on_create: bool = True) -> None:
-    """What `op` made APSIS One hold, written into `new` (in place)."""
-    if isinstance(op, CreateProfile):
-        new.exists_in_apsis = True
-        if clear_on_create:
-            new.attribute_hashes, new.consents, new.tags = {}, {}, {}  # a new profile holds nothing yet
-    elif isinstance(op, PatchAttributes):
-        for name, value in op.attributes.items():
-            if value is None:
-                new.attribute_hashes.pop(name, None)
-            else:
-                new.attribute_hashes[name] = value_hash(value)
-    elif isinstance(op, SetConsent):
-        new.consents[consent_key(op.topic, op.channel)] = op.type
-    elif isinstance(op, PatchTags):
-        new.tags.update(op.tags)
-    elif isinstance(op, DeleteProfile):
-        new.exists_in_apsis = False
-        new.attribute_hashes, new.consents, new.tags = {}, {}, {}
-
-
-def _confirm_optouts(new: PersonState, desired: Desired) -> None:
-    """Keeps what Efficy showed about APSIS opt-outs: confirmed once the person is out of the profile, dropped
-    once an explicit newer membership opted them in again."""
-    slots = {slot: crm_type == "opt-in" for slot, crm_type in desired.consents.items()} | desired.memberships
-    for (topic, channel), member in slots.items():
-        key = consent_key(topic, channel)
-        record = confirm(new.optouts.get(key), member, desired.change_stamp)
-        if record is None:
-            continue
-        if record.confirmed and member and new.consents.get(key) == "opt-in":
-            del new.optouts[key]
-        else:
-            new.optouts[key] = record

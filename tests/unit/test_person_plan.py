@@ -7,20 +7,20 @@ from pathlib import Path
 
 from efficy_sync.config import load_config_file
 from efficy_sync.consent import OptOutRecord
-from efficy_sync.diff import (
+from efficy_sync.mapping import Desired, Skip, map_person
+from efficy_sync.person_plan import (
     CreateProfile,
     DeleteProfile,
     PatchAttributes,
     PatchTags,
     SetConsent,
-    apply_operations,
     is_stale,
     plan_for_delete,
     plan_for_skip,
     plan_operations,
 )
-from efficy_sync.mapping import Desired, Skip, map_person
 from efficy_sync.state import PersonState, value_hash
+from efficy_sync.state_updates import apply_operations
 from efficy_sync.store.persons import state_document, state_item
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -1,0 +1,223 @@
+"""The person's state to store once APSIS One took (some of) the planned calls: one home for every state update.
+
+`person_plan` decides which calls to make; this module says what APSIS holds once they were made, for every
+way a sync ends (synced, skipped, deleted in Efficy, failed half-way, raced by a newer sync) and for the bulk
+import, which stores the same states without going through `PersonSyncer`. Nothing here calls APSIS, Efficy or
+DynamoDB, so each rule is testable on its own.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from .consent import confirm
+from .mapping import Desired, Skip
+from .person_plan import (
+    CreateProfile,
+    DeleteProfile,
+    Operation,
+    PatchAttributes,
+    PatchTags,
+    SetConsent,
+    is_stale,
+)
+from .state import UNKNOWN, EmailConflict, PersonState, consent_key, utc_now, value_hash
+
+if TYPE_CHECKING:
+    from .clients.errors import ApiError
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def apply_operations(state: PersonState | None, result: Desired | Skip, ops: list[Operation]) -> PersonState:
+    """The state to store once `ops` (planned from `result` and `state`) have succeeded."""
+    key = result.profile_key or (state.person_key if state else "")
+    new = (state or PersonState(integration_id=result.integration_id, person_key=key)).model_copy(deep=True)
+    stamp = result.change_stamp
+    if is_stale(stamp, state):
+        return new
+    for op in ops:
+        record_operation(new, op)
+    if isinstance(result, Desired):
+        _confirm_optouts(new, result)
+        new.last_outcome, new.skip_reason = "synced", None
+    else:
+        new.skip_reason = result.reason
+        new.last_outcome = "deleted" if any(isinstance(op, DeleteProfile) for op in ops) else "skipped"
+    if stamp:
+        new.change_stamp = stamp
+    new.error_category = new.error_detail = None
+    new.updated_at = utc_now()
+    return new
+
+
+def record_operation(new: PersonState, op: Operation, *, clear_on_create: bool = True) -> None:
+    """What `op` made APSIS One hold, written into `new` (in place)."""
+    if isinstance(op, CreateProfile):
+        new.exists_in_apsis = True
+        if clear_on_create:
+            new.attribute_hashes, new.consents, new.tags = {}, {}, {}  # a new profile holds nothing yet
+    elif isinstance(op, PatchAttributes):
+        for name, value in op.attributes.items():
+            if value is None:
+                new.attribute_hashes.pop(name, None)
+            else:
+                new.attribute_hashes[name] = value_hash(value)
+    elif isinstance(op, SetConsent):
+        new.consents[consent_key(op.topic, op.channel)] = op.type
+    elif isinstance(op, PatchTags):
+        new.tags.update(op.tags)
+    elif isinstance(op, DeleteProfile):
+        new.exists_in_apsis = False
+        new.attribute_hashes, new.consents, new.tags = {}, {}, {}
+
+
+def _confirm_optouts(new: PersonState, desired: Desired) -> None:
+    """Keeps what Efficy showed about APSIS opt-outs: confirmed once the person is out of the profile, dropped
+    once an explicit newer membership opted them in again."""
+    slots = {slot: crm_type == "opt-in" for slot, crm_type in desired.consents.items()} | desired.memberships
+    for (topic, channel), member in slots.items():
+        key = consent_key(topic, channel)
+        record = confirm(new.optouts.get(key), member, desired.change_stamp)
+        if record is None:
+            continue
+        if record.confirmed and member and new.consents.get(key) == "opt-in":
+            del new.optouts[key]
+        else:
+            new.optouts[key] = record
+
+
+def stamp_opt_ins(state: PersonState, ops: list[Operation], now: str) -> PersonState:
+    """When we sent each opt-in: an APSIS opt-out close to it may have been overwritten by it (store docstring).
+    Anything that sends opt-ins outside PersonSyncer (bulk import) should stamp them too."""
+    slots = [consent_key(op.topic, op.channel) for op in ops if isinstance(op, SetConsent) and op.type == "opt-in"]
+    if not slots:
+        return state
+    return state.model_copy(update={"opted_in_at": {**state.opted_in_at, **dict.fromkeys(slots, now)}})
+
+
+def synced_state(
+    state: PersonState | None, desired: Desired, ops: list[Operation], now: str, conflict: EmailConflict | None
+) -> PersonState:
+    """After a sync that sent `ops`: what they made APSIS hold, and an e-mail change held back (`conflict`),
+    kept as the error "email_conflict" so `explain` and `health` show it."""
+    update: dict[str, Any] = {
+        "last_outcome": "synced",
+        "error_category": None,
+        "error_detail": None,
+        "skip_reason": None,
+        "email_conflict": conflict,
+        "updated_at": _now(),
+    }
+    if conflict is not None:
+        update.update(error_category="email_conflict", error_detail=describe_conflict(conflict))
+    return stamp_opt_ins(apply_operations(state, desired, ops), ops, now).model_copy(update=update)
+
+
+def describe_conflict(conflict: EmailConflict) -> str:
+    """What an operator reads about a held-back e-mail change (masked address, other profiles' keys)."""
+    profiles = ", ".join(conflict.other_profiles)
+    return (
+        f"e-mail change held back: the new address {conflict.address} already belongs to APSIS One profile(s) "
+        f"{profiles}; not merged. The old address was removed from this profile. Correct the address in Efficy "
+        "(or merge the contacts there) and the next change syncs it."
+    )
+
+
+def _base_state(integration_id: str, key: int, state: PersonState | None, stamp: str) -> PersonState:
+    if state is not None:
+        return state.model_copy(update={"change_stamp": stamp or state.change_stamp})
+    return PersonState(integration_id=integration_id, person_key=str(key), change_stamp=stamp)
+
+
+def skipped_state(
+    integration_id: str, key: int, state: PersonState | None, stamp: str, skip: Skip, ops: list[Operation]
+) -> PersonState:
+    """A person who fails the sync conditions (or has no usable key): the reason, and what the withdrawal
+    (`ops`: untag or delete, per `on_condition_lost`) left in APSIS."""
+    base = _base_state(integration_id, key, state, stamp)
+    update: dict[str, Any] = {
+        "last_outcome": "skipped",
+        "skip_reason": skip.reason,
+        "error_category": None,
+        "error_detail": None,
+        "updated_at": _now(),
+    }
+    if any(isinstance(op, DeleteProfile) for op in ops):
+        update.update(exists_in_apsis=False, attribute_hashes={}, consents={}, tags={})
+    elif any(isinstance(op, PatchTags) for op in ops):
+        update["tags"] = {tag: False for tag in base.tags}
+    return base.model_copy(update=update)
+
+
+def deleted_state(integration_id: str, key: int, state: PersonState | None, ops: list[Operation]) -> PersonState:
+    """The tombstone of a person deleted in Efficy: the stored stamp kept, the profile gone if `ops` deleted it."""
+    base = _base_state(integration_id, key, state, state.change_stamp if state else "")
+    update: dict[str, Any] = {"last_outcome": "deleted", "updated_at": _now()}
+    if any(isinstance(op, DeleteProfile) for op in ops):
+        update.update(exists_in_apsis=False, attribute_hashes={}, consents={}, tags={})
+    return base.model_copy(update=update)
+
+
+def failed_state(
+    integration_id: str,
+    key: int,
+    state: PersonState | None,
+    error: ApiError,
+    sent: list[Operation],
+    now: str,
+    *,
+    final: bool,
+) -> PersonState:
+    """A sync stopped by `error` after APSIS took `sent`: what they made it hold (so no opt-in we sent is
+    forgotten), and, only when the failure is `final` (about this person's data), the failure as the outcome.
+    The stored stamp is kept: the change was not applied, so a retry of the same change must still pass."""
+    base = state or PersonState(integration_id=integration_id, person_key=str(key), change_stamp="")
+    update: dict[str, Any] = {"updated_at": _now()}
+    if final:  # otherwise the person's outcome is left as it was: the change is still on its way
+        update.update(
+            last_outcome="failed",
+            error_category=error.category,
+            error_detail=f"{type(error).__name__}: {error}"[:500],
+        )
+    return stamp_opt_ins(remember(base, sent), sent, now).model_copy(update=update)
+
+
+def remember(state: PersonState, ops: list[Operation]) -> PersonState:
+    """`state` plus what `ops` made APSIS One hold; stamp and outcome unchanged. Unlike a planned sync, creating
+    the profile clears nothing here: the state may know calls a concurrent sync made, and forgetting them could
+    leave an opt-in nobody withdraws."""
+    new = state.model_copy(deep=True)
+    for op in ops:
+        record_operation(new, op, clear_on_create=False)
+    return new
+
+
+def mark_unknown(state: PersonState, ops: list[Operation]) -> PersonState:
+    """`state` with what `ops` touched marked unknown: the next sync sends its decision for those again (a
+    consent reads "unknown", which differs from any decision, and is withdrawn if the person is not a member)."""
+    new = state.model_copy(deep=True)
+    for op in ops:
+        if isinstance(op, CreateProfile):
+            new.exists_in_apsis = True
+        elif isinstance(op, PatchAttributes):
+            for name in op.attributes:
+                new.attribute_hashes.pop(name, None)
+        elif isinstance(op, SetConsent):
+            new.consents[consent_key(op.topic, op.channel)] = UNKNOWN
+        elif isinstance(op, PatchTags):
+            for tag in op.tags:
+                new.tags.pop(tag, None)
+        elif isinstance(op, DeleteProfile):
+            new.exists_in_apsis = False
+            new.attribute_hashes, new.consents, new.tags = {}, {}, {}
+    return new
+
+
+def raced_state(stored: PersonState, sent: list[Operation], now: str) -> PersonState:
+    """The newer state another sync stored while an older read sent `sent`: what we touched marked unknown,
+    our opt-ins stamped, so the next sync sends its decision for them again."""
+    return stamp_opt_ins(mark_unknown(stored, sent), sent, now).model_copy(update={"updated_at": _now()})
