@@ -1,9 +1,9 @@
-"""moto's server in this process, and template.yaml deployed into it as a CloudFormation stack.
+"""moto's server, and template.yaml deployed into it as a CloudFormation stack.
 
-In-process matters: Step Functions tasks call Lambda through moto, and we route those invocations to the
-real handlers by patching `LambdaSimpleBackend.invoke` (see lambdas.py), which only works in the same process.
-Where moto's CloudFormation falls short (secrets, the executable state machine, SQS triggers), the gap is
-filled from the same template, as contracts/aws-local.md describes.
+The local stack runs MotoServer in a process of its own (moto_process.py), where its patches are applied and
+Step Functions' Lambda tasks are relayed back to the real handlers in the stack's process; tests of the
+patches run it in theirs. Where moto's CloudFormation falls short (secrets, the executable state machine, SQS
+triggers), the gap is filled from the same template, as contracts/aws-local.md describes.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class MotoServer:
         # The Step Functions interpreter calls back into moto at localhost:$MOTO_PORT.
         os.environ["MOTO_PORT"] = str(self.port)
         self._server: Any = None
+        self.app: Any = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -54,7 +55,7 @@ class MotoServer:
         from werkzeug.serving import make_server
 
         from ..keepalive import KeepAliveHandler
-        from . import moto_speed, moto_sqs, moto_threads
+        from . import moto_fastpath, moto_speed, moto_sqs, moto_threads
 
         moto_speed.apply()
         moto_sqs.apply()
@@ -63,7 +64,7 @@ class MotoServer:
         class Handler(KeepAliveHandler, MotoRequestHandler):
             """moto's handler (it keeps headers with underscores) on a keep-alive connection."""
 
-        app = DomainDispatcherApplication(create_backend_app)
+        self.app = app = moto_fastpath.wrap(DomainDispatcherApplication(create_backend_app))
         self._server = make_server("127.0.0.1", self.port, app, threaded=True, request_handler=Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto-server", daemon=True)
         self._thread.start()

@@ -1,8 +1,8 @@
 """Runs the real handlers in-process, as Lambda would: one module per function, named by template.yaml.
 
 Two callers: the local stack's own event sources (HTTP front, SQS poller, schedules, status events) call
-`invoke()` directly; Step Functions tasks reach Lambda through moto, whose `LambdaSimpleBackend.invoke` we
-route here, so the real `statemachines/full_sync.asl.json` drives the real handlers (Map, Retry and Catch
+`invoke()` directly; Step Functions tasks reach Lambda through moto, whose `LambdaSimpleBackend.invoke` is
+relayed here from moto's process (moto_process.py), so the real `statemachines/full_sync.asl.json` drives the real handlers (Map, Retry and Catch
 included: an exception becomes a FunctionError whose errorType is the exception's class name).
 """
 
@@ -18,7 +18,6 @@ import uuid
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
-from unittest import mock
 
 from .template import FunctionSpec
 
@@ -52,7 +51,6 @@ class FunctionRouter:
         self._modules: dict[str, ModuleType] = {}
         self._lock = threading.Lock()
         self.invocations: dict[str, int] = {}
-        self._patch: Any = None
 
     def logical_id(self, name_or_arn: str) -> str:
         name = name_or_arn.split(":function:")[-1].split(":")[0]
@@ -91,28 +89,15 @@ class FunctionRouter:
         return self.handler(logical_id)(event, context)
 
     # ---- Step Functions -> moto Lambda -> here ------------------------------------------------------
-    def patch_moto(self) -> None:
-        from moto.awslambda_simple.models import LambdaSimpleBackend
-
-        router = self
-
-        def routed_invoke(
-            backend: Any, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any
-        ):
-            payload = json.loads(body) if body else {}
-            try:
-                return json.dumps(router.invoke(function_name, payload), default=str).encode()
-            except Exception as exc:  # Lambda reports it as a function error; ASL Retry/Catch match errorType
-                log.warning("function %s raised %s: %s", function_name, type(exc).__name__, exc)
-                response_headers["x-amz-function-error"] = "Unhandled"
-                return json.dumps(
-                    {"errorType": type(exc).__name__, "errorMessage": str(exc), "trace": traceback.format_exc(limit=5)}
-                ).encode()
-
-        self._patch = mock.patch.object(LambdaSimpleBackend, "invoke", routed_invoke)
-        self._patch.start()
-
-    def unpatch_moto(self) -> None:
-        if self._patch is not None:
-            self._patch.stop()
-            self._patch = None
+    def invoke_as_lambda(self, function_name: str, body: bytes | str | None, response_headers: dict[str, str]) -> bytes:
+        """What Lambda's Invoke API answers: the result as JSON, or (an exception) a function-error document
+        with `x-amz-function-error` set, whose errorType is the exception's class name (ASL Retry/Catch match it)."""
+        payload = json.loads(body) if body else {}
+        try:
+            return json.dumps(self.invoke(function_name, payload), default=str).encode()
+        except Exception as exc:
+            log.warning("function %s raised %s: %s", function_name, type(exc).__name__, exc)
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps(
+                {"errorType": type(exc).__name__, "errorMessage": str(exc), "trace": traceback.format_exc(limit=5)}
+            ).encode()

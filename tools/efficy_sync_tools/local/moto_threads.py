@@ -19,6 +19,13 @@ from typing import Any
 DYNAMODB_LOCK = threading.RLock()
 
 
+def applied() -> bool:
+    """Whether moto's DynamoDB handler is serialised in this process."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    return bool(getattr(DynamoHandler.call_action, "_efficy_sync_serialised", False))
+
+
 def apply() -> None:
     """Wrap moto's DynamoDB request handler in DYNAMODB_LOCK (idempotent)."""
     from moto.dynamodb.responses import DynamoHandler

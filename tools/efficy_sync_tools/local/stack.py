@@ -1,6 +1,6 @@
-"""`efficy-sync local up`: the whole product offline, in one process.
+"""`efficy-sync local up`: the whole product offline: this process and moto's server in a child process.
 
-moto's server (AWS), template.yaml deployed into it, the real handlers dispatched in-process, the SQS event
+moto's server (AWS, in its own process: moto_process.py), template.yaml deployed into it, the real handlers dispatched in-process, the SQS event
 sources served by our poller, an HTTP front for the API routes, the scheduled sweeper and Step Functions
 status events, and both simulators, with a ready integration `demo` wired to them.
 """
@@ -60,11 +60,14 @@ class LocalStack:
     def start(self) -> dict[str, Any]:
         started = time.monotonic()
         self._environment()
-        from .aws import MotoServer, client, deploy, free_port
+        from .aws import client, deploy, free_port
         from .lambdas import FunctionRouter
+        from .moto_process import LambdaRelay, MotoProcess
         from .template import SamTemplate
 
-        self.moto = MotoServer().start()
+        # Step Functions' Lambda tasks come back from moto's process through the relay (to self.router).
+        self.relay = LambdaRelay(None).start()
+        self.moto = MotoProcess(lambda_url=self.relay.url).start()
         os.environ["AWS_ENDPOINT_URL"] = self.moto.endpoint
         self._reset_shared_clients()
         self.template = SamTemplate.load(self.root / "template.yaml")
@@ -75,7 +78,7 @@ class LocalStack:
         )
         self._function_environment()
         self.router = FunctionRouter(self.template.functions(), self.stack.functions, self.region)
-        self.router.patch_moto()
+        self.relay.router = self.router
         self.sqs = client("sqs", self.moto.endpoint, self.region)
         self._start_simulators()
         self._start_front()
@@ -340,10 +343,10 @@ class LocalStack:
         for part in ("front", "efficy", "apsis"):
             if hasattr(self, part):
                 getattr(self, part).stop()
-        if hasattr(self, "router"):
-            self.router.unpatch_moto()
         if hasattr(self, "moto"):
             self.moto.stop()
+        if hasattr(self, "relay"):
+            self.relay.stop()
 
 
 def _matches(pattern: Any, event: Any) -> bool:
