@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import requests
@@ -43,6 +45,34 @@ def _persons(n: int) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+@contextmanager
+def seeded_stack(n: int, *, queries: bool = True) -> Iterator[Any]:
+    """A started local stack whose Efficy simulator holds `n` bench persons (and, with `queries`, a VIP query of
+    every tenth one), with APSIS pacing and the simulator's rate limits off: what every full-sync bench times.
+    One helper for bench.full_sync and bench.full_sync_import, so both measure the same data."""
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    os.environ["EFFICY_SYNC_APSIS_RATE"] = "100000"  # pacing off: time the product, not the simulated limit
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
+    from efficy_sync_tools.local.stack import LocalStack
+
+    stack = LocalStack(poll_workers=2)
+    stack.start()
+    try:
+        stack.apsis.rate_limits = False
+        requests.post(f"{stack.efficy.url}/_sim/persons", json={"persons": _persons(n)}, timeout=600)
+        if queries:
+            vip = [KEY_BASE + i for i in range(0, n, 10)]
+            requests.post(
+                f"{stack.efficy.url}/_sim/queries",
+                json={"queries": [{"K_QUERY": 3618, "name": "VIP", "members": vip}]},
+                timeout=60,
+            )
+        yield stack
+    finally:
+        stack.stop()
 
 
 def _calls(url: str) -> dict[str, int]:
@@ -168,8 +198,13 @@ def _clients(stack: Any) -> tuple[Any, Any]:
 
 
 def _ceiling(stack: Any, n: int, mode: str, page_size: int = 500) -> dict[str, Any]:
-    """Five pages at a time, like the state machine; each person created and its attributes written (diff), or
-    one import per page (import), straight from the Efficy record."""
+    """The bare ceiling of a write mode: what the simulators allow with no logic in between, at the product's
+    own concurrency. Five Efficy pages of 500 at a time (the state machine's MaxConcurrency); in diff mode each
+    page's persons PERSON_THREADS at a time (as sync_page runs them: 16, not fewer, so the ceiling is not
+    lowered by a concurrency the product does not use), each profile created and one attribute written (two
+    calls, straight from the Efficy record); in import mode one import per page."""
+    from efficy_sync.fullsync.page import PERSON_THREADS
+
     efficy, apsis = _clients(stack)
     pages = -(-n // page_size)
     requests.post(f"{stack.apsis.url}/_sim/reset", timeout=30)
@@ -184,7 +219,7 @@ def _ceiling(stack: Any, n: int, mode: str, page_size: int = 500) -> dict[str, A
     def page(number: int) -> None:
         records = efficy.list_persons_page(number, page_size, fields, include_profiles=True)
         if mode == "diff":
-            with ThreadPoolExecutor(4) as pool:
+            with ThreadPoolExecutor(PERSON_THREADS) as pool:
                 list(pool.map(person, records))
         else:
             rows = "\n".join(f"{r['K_CONTACT']},{r.get('FIRSTNAME', '')}" for r in records)
@@ -283,23 +318,7 @@ def _estimate(diff: dict[str, Any], page_size: int) -> dict[str, Any]:
 
 
 def run(n_persons: int = 10_000) -> dict[str, Any]:
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
-    os.environ["EFFICY_SYNC_APSIS_RATE"] = "100000"  # pacing off: time the product, not the simulated limit
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
-    from efficy_sync_tools.local.stack import LocalStack
-
-    stack = LocalStack(poll_workers=2)
-    stack.start()
-    try:
-        stack.apsis.rate_limits = False
-        requests.post(f"{stack.efficy.url}/_sim/persons", json={"persons": _persons(n_persons)}, timeout=300)
-        vip = [KEY_BASE + i for i in range(0, n_persons, 10)]
-        requests.post(
-            f"{stack.efficy.url}/_sim/queries",
-            json={"queries": [{"K_QUERY": 3618, "name": "VIP", "members": vip}]},
-            timeout=60,
-        )
+    with seeded_stack(n_persons) as stack:
         _count_state_writes()
         results: dict[str, Any] = {"persons": n_persons, "page_size": 500}
         results["ceiling_diff"] = _ceiling(stack, n_persons, "diff")
@@ -319,8 +338,6 @@ def run(n_persons: int = 10_000) -> dict[str, Any]:
             )
         results["estimate_1m_on_aws"] = _estimate(results["diff_mode"], 500)
         return results
-    finally:
-        stack.stop()
 
 
 def run_import_only(n_persons: int = 100_000) -> dict[str, Any]:
@@ -334,17 +351,7 @@ def run_large(n_persons: int, mode: str) -> dict[str, Any]:
     """One write mode at a large size: persons/s against the bare ceiling of the same mode in the same run,
     and calls per 1,000 persons. `make bench` runs import mode at 100,000; diff mode at that size takes about
     half an hour here, so it runs on its own: `python -m bench.full_sync --large diff 100000`."""
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
-    os.environ["EFFICY_SYNC_APSIS_RATE"] = "100000"
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    from efficy_sync_tools.local.stack import LocalStack
-
-    stack = LocalStack(poll_workers=2)
-    stack.start()
-    try:
-        stack.apsis.rate_limits = False
-        requests.post(f"{stack.efficy.url}/_sim/persons", json={"persons": _persons(n_persons)}, timeout=600)
+    with seeded_stack(n_persons, queries=False) as stack:
         _count_state_writes()
         results: dict[str, Any] = {"persons": n_persons, "page_size": 500}
         results[f"ceiling_{mode}"] = _ceiling(stack, n_persons, mode)
@@ -355,8 +362,6 @@ def run_large(n_persons: int, mode: str) -> dict[str, Any]:
             measured["persons_per_second"] / results[f"ceiling_{mode}"]["persons_per_second"], 2
         )
         return results
-    finally:
-        stack.stop()
 
 
 def bench(quick: bool = False) -> dict[str, Any]:
@@ -395,7 +400,8 @@ def render(r: dict[str, Any]) -> str:
         _row("diff, unchanged re-sync", r["diff_mode_unchanged"], None),
         "",
         "The ceilings are the simulators paged and written with no logic in between, in the same run: "
-        f"{r['ceiling_diff']['persons_per_second']:,}/s creating each profile and patching one attribute "
+        f"{r['ceiling_diff']['persons_per_second']:,}/s creating each profile and patching one attribute, five "
+        "pages at a time and 16 persons of a page at once, as the product runs them "
         f"(2 calls per person, where the product sends {r['diff_mode']['apsis_calls_per_1000'] / 1000:.1f}: "
         "consents and tags too, and stores each person's state).",
         "An unchanged re-sync sends nothing to APSIS One and writes no person state (DynamoDB writes are the "
