@@ -17,7 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
@@ -211,38 +211,60 @@ def _sync_batch(
 
     `known`: states the caller read consistently moments ago for all of `persons` (import mode reads the page's
     states to split it): no chunk read, and each person about to be opted in is re-read by the syncer itself.
-    `batched`: the syncer's store holds its puts (page_states.py); they are written once the chunk is done,
-    also when a person of the chunk failed, and a person whose state was refused is synced again by `plain`
-    (the syncer on the plain store) from a fresh read."""
+    `batched`: the syncer's store holds its puts (page_states.py); they are written once the chunk is done (by
+    one writer thread, while the next chunk is read and synced), also when a person of the chunk failed, and
+    a person whose state was refused is synced again by `plain` (the syncer on the plain store) from a fresh
+    read."""
     outcomes: list[Outcome] = []
     read_now = known is None
-    for start in range(0, len(persons), CHUNK):
-        chunk = persons[start : start + CHUNK]
-        if known is None:
-            fresh = states.get_many(syncer.cfg.integration_id, [p["K_CONTACT"] for p in chunk])
-            if seen is not None:
-                seen.update(fresh)  # `seen`: the states as read before the sync, for the caller's counts
-        else:
-            fresh = known
+    behind: tuple[list[dict[str, Any]], list[Outcome], Future[set[int]] | None] | None = None
+    # one writer thread: a chunk's states are written while the next chunk is read and synced; leaving the
+    # block waits for the last write, also when a person failed
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="page-writes") as writer:
+        for start in range(0, len(persons), CHUNK):
+            chunk = persons[start : start + CHUNK]
+            if known is None:
+                fresh = states.get_many(syncer.cfg.integration_id, [p["K_CONTACT"] for p in chunk])
+                if seen is not None:
+                    seen.update(fresh)  # `seen`: the states as read before the sync, for the caller's counts
+            else:
+                fresh = known
 
-        def one(person: dict[str, Any], fresh: dict[int, PersonState] = fresh) -> Outcome:
-            key = person["K_CONTACT"]
-            return syncer.sync(key, person, fresh.get(key), fresh=read_now)
+            def one(person: dict[str, Any], fresh: dict[int, PersonState] = fresh) -> Outcome:
+                key = person["K_CONTACT"]
+                return syncer.sync(key, person, fresh.get(key), fresh=read_now)
 
-        futures = [pool.submit(contextvars.copy_context().run, one, person) for person in chunk]
-        try:
+            futures = [pool.submit(contextvars.copy_context().run, one, person) for person in chunk]
             wait(futures)
-        finally:
-            refused = batched.flush() if batched is not None else set()  # what did reach APSIS is remembered
-        done = [future.result() for future in futures]
-        if refused and plain is not None:
-            again = [p for p in chunk if int(p["K_CONTACT"]) in refused]
-            stored = states.get_many(syncer.cfg.integration_id, [p["K_CONTACT"] for p in again])
-
-            def retry(person: dict[str, Any], stored: dict[int, PersonState] = stored) -> Outcome:
-                return plain.sync(person["K_CONTACT"], person, stored.get(person["K_CONTACT"]), fresh=True)
-
-            redone = {int(p["K_CONTACT"]): o for p, o in zip(again, map_in_context(pool, retry, again), strict=True)}
-            done = [redone.get(int(p["K_CONTACT"]), o) for p, o in zip(chunk, done, strict=True)]
-        outcomes.extend(done)
+            # what did reach APSIS is written even when a person of the chunk failed (raised just below)
+            writing = writer.submit(batched.write, batched.take()) if batched is not None else None
+            done = [future.result() for future in futures]
+            if behind is not None:
+                outcomes.extend(_settle(pool, states, plain, *behind))
+            behind = (chunk, done, writing)
+        if behind is not None:
+            outcomes.extend(_settle(pool, states, plain, *behind))
     return outcomes
+
+
+def _settle(
+    pool: ThreadPoolExecutor,
+    states: PersonStateStore,
+    plain: PersonSyncer | None,
+    chunk: list[dict[str, Any]],
+    done: list[Outcome],
+    writing: Future[set[int]] | None,
+) -> list[Outcome]:
+    """A chunk's outcomes once its states are written: a person whose state the batch refused (changed since
+    read) is synced again by `plain` from a fresh read, as the per-person put's ConflictingWrite did."""
+    refused = writing.result() if writing is not None else set()
+    if not refused or plain is None:
+        return done
+    again = [p for p in chunk if int(p["K_CONTACT"]) in refused]
+    stored = states.get_many(plain.cfg.integration_id, [p["K_CONTACT"] for p in again])
+
+    def retry(person: dict[str, Any]) -> Outcome:
+        return plain.sync(person["K_CONTACT"], person, stored.get(person["K_CONTACT"]), fresh=True)
+
+    redone = {int(p["K_CONTACT"]): o for p, o in zip(again, map_in_context(pool, retry, again), strict=True)}
+    return [redone.get(int(p["K_CONTACT"]), o) for p, o in zip(chunk, done, strict=True)]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..state import PersonState
@@ -42,6 +43,7 @@ class BatchedStates:
         self._lock = threading.Lock()
         self._pending: dict[int, PersonState] = {}
         self._optouts: dict[int, list[Callable[[], Any]]] = {}
+        self._writing: dict[int, PersonState] = {}  # taken, being written
         #: states written by flush and put_batch calls, for tests and benchmarks
         self.batched = 0
 
@@ -74,7 +76,7 @@ class BatchedStates:
         e-mail conflict check reads other persons' states: it must see a profile this chunk just created)."""
         wanted = [int(k) for k in keys]
         with self._lock:
-            pending = {k: self._pending[k] for k in wanted if k in self._pending}
+            pending = {k: d for k in wanted if (d := self._pending.get(k) or self._writing.get(k)) is not None}
         found = (
             self._store.get_many(integration_id, [k for k in wanted if k not in pending])
             if len(pending) < len(wanted)
@@ -83,18 +85,42 @@ class BatchedStates:
         return {**found, **pending}
 
     # ---- the batch --------------------------------------------------------------------------------------
-    def flush(self) -> set[int]:
-        """Writes the held states in batches, then the held opt-out updates of the persons written. Returns the
-        keys whose state was refused (changed since read, or a newer change stored: put_batch's conditional
-        path, StaleWrite and ConflictingWrite alike): the caller syncs them again through the store."""
+    def take(self) -> Held:
+        """The held writes, handed to `write` (the page starts its next chunk meanwhile); until written they
+        still read as decided."""
         with self._lock:
-            pending, self._pending = self._pending, {}
-            optouts, self._optouts = self._optouts, {}
-        refused = {int(s.person_key) for s in self._store.put_batch(list(pending.values()))} if pending else set()
-        self.batched += len(pending) - len(refused)
-        for key, calls in optouts.items():
+            held = Held(self._pending, self._optouts)
+            self._pending, self._optouts = {}, {}
+            self._writing.update(held.states)
+        return held
+
+    def write(self, held: Held) -> set[int]:
+        """Writes `held`'s states in batches, then its opt-out updates of the persons written. Returns the keys
+        whose state was refused (changed since read, or a newer change stored: put_batch's conditional path,
+        StaleWrite and ConflictingWrite alike): the caller syncs them again through the store."""
+        try:
+            states = list(held.states.values())
+            refused = {int(s.person_key) for s in self._store.put_batch(states)} if states else set()
+        finally:
+            with self._lock:
+                for key in held.states:
+                    self._writing.pop(key, None)
+        self.batched += len(held.states) - len(refused)
+        for key, calls in held.optouts.items():
             if key in refused:
                 continue  # planned again by the caller's second sync, opt-out records included
             for call in calls:
                 call()
         return refused
+
+    def flush(self) -> set[int]:
+        """`write(take())`: the held writes now."""
+        return self.write(self.take())
+
+
+@dataclass
+class Held:
+    """Writes a page's chunk decided: states by person key, opt-out record updates to make after them."""
+
+    states: dict[int, PersonState] = field(default_factory=dict)
+    optouts: dict[int, list[Callable[[], Any]]] = field(default_factory=dict)
