@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import requests
@@ -43,6 +45,34 @@ def _persons(n: int) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+@contextmanager
+def seeded_stack(n: int, *, queries: bool = True) -> Iterator[Any]:
+    """A started local stack whose Efficy simulator holds `n` bench persons (and, with `queries`, a VIP query of
+    every tenth one), with APSIS pacing and the simulator's rate limits off: what every full-sync bench times.
+    One helper for bench.full_sync and bench.full_sync_import, so both measure the same data."""
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    os.environ["EFFICY_SYNC_APSIS_RATE"] = "100000"  # pacing off: time the product, not the simulated limit
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
+    from efficy_sync_tools.local.stack import LocalStack
+
+    stack = LocalStack(poll_workers=2)
+    stack.start()
+    try:
+        stack.apsis.rate_limits = False
+        requests.post(f"{stack.efficy.url}/_sim/persons", json={"persons": _persons(n)}, timeout=600)
+        if queries:
+            vip = [KEY_BASE + i for i in range(0, n, 10)]
+            requests.post(
+                f"{stack.efficy.url}/_sim/queries",
+                json={"queries": [{"K_QUERY": 3618, "name": "VIP", "members": vip}]},
+                timeout=60,
+            )
+        yield stack
+    finally:
+        stack.stop()
 
 
 def _calls(url: str) -> dict[str, int]:
@@ -106,7 +136,8 @@ def _full_sync(stack: Any, integration_id: str, timeout: float = 3600) -> dict[s
     raise TimeoutError(f"bench full sync did not end within {timeout}s")
 
 
-_STATE_WRITES = {"PutItem": 0, "UpdateItem": 0}
+#: write calls (a BatchWriteItem of up to 25 person states is one call)
+_STATE_WRITES = {"PutItem": 0, "UpdateItem": 0, "BatchWriteItem": 0}
 _COUNTED_CLIENTS: set[int] = set()
 
 
@@ -131,8 +162,11 @@ def _count_state_writes() -> None:
 
 
 def _measured(stack: Any, integration_id: str, n: int) -> dict[str, Any]:
+    from bench.full_sync_import import _DDB, _count_dynamodb
+
+    _count_dynamodb()  # every DynamoDB call, and the person states among the items written
     _clear_calls(stack.efficy.url, stack.apsis.url)
-    writes_before = dict(_STATE_WRITES)
+    writes_before, ddb_before = dict(_STATE_WRITES), dict(_DDB)
     result = _full_sync(stack, integration_id)
     writes = sum(_STATE_WRITES.values()) - sum(writes_before.values())
     apsis, efficy = _calls(stack.apsis.url), _calls(stack.efficy.url)
@@ -148,6 +182,8 @@ def _measured(stack: Any, integration_id: str, n: int) -> dict[str, Any]:
         "apsis_calls_per_1000": round(_apsis_person_calls(apsis) * 1000 / n, 1),
         "efficy_calls_per_1000": round(_efficy_calls(efficy) * 1000 / n, 1),
         "dynamodb_writes_per_1000": round(writes * 1000 / n, 1),
+        "dynamodb_calls_per_1000": round((_DDB["calls"] - ddb_before["calls"]) * 1000 / n, 1),
+        "person_state_writes": _DDB["person_state_writes"] - ddb_before["person_state_writes"],
         "apsis_calls": apsis,
     }
 
@@ -168,8 +204,13 @@ def _clients(stack: Any) -> tuple[Any, Any]:
 
 
 def _ceiling(stack: Any, n: int, mode: str, page_size: int = 500) -> dict[str, Any]:
-    """Five pages at a time, like the state machine; each person created and its attributes written (diff), or
-    one import per page (import), straight from the Efficy record."""
+    """The bare ceiling of a write mode: what the simulators allow with no logic in between, at the product's
+    own concurrency. Five Efficy pages of 500 at a time (the state machine's MaxConcurrency); in diff mode each
+    page's persons PERSON_THREADS at a time (as sync_page runs them: 16, not fewer, so the ceiling is not
+    lowered by a concurrency the product does not use), each profile created and one attribute written (two
+    calls, straight from the Efficy record); in import mode one import per page."""
+    from efficy_sync.fullsync.page import PERSON_THREADS
+
     efficy, apsis = _clients(stack)
     pages = -(-n // page_size)
     requests.post(f"{stack.apsis.url}/_sim/reset", timeout=30)
@@ -184,7 +225,7 @@ def _ceiling(stack: Any, n: int, mode: str, page_size: int = 500) -> dict[str, A
     def page(number: int) -> None:
         records = efficy.list_persons_page(number, page_size, fields, include_profiles=True)
         if mode == "diff":
-            with ThreadPoolExecutor(4) as pool:
+            with ThreadPoolExecutor(PERSON_THREADS) as pool:
                 list(pool.map(person, records))
         else:
             rows = "\n".join(f"{r['K_CONTACT']},{r.get('FIRSTNAME', '')}" for r in records)
@@ -283,23 +324,7 @@ def _estimate(diff: dict[str, Any], page_size: int) -> dict[str, Any]:
 
 
 def run(n_persons: int = 10_000) -> dict[str, Any]:
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
-    os.environ["EFFICY_SYNC_APSIS_RATE"] = "100000"  # pacing off: time the product, not the simulated limit
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
-    from efficy_sync_tools.local.stack import LocalStack
-
-    stack = LocalStack(poll_workers=2)
-    stack.start()
-    try:
-        stack.apsis.rate_limits = False
-        requests.post(f"{stack.efficy.url}/_sim/persons", json={"persons": _persons(n_persons)}, timeout=300)
-        vip = [KEY_BASE + i for i in range(0, n_persons, 10)]
-        requests.post(
-            f"{stack.efficy.url}/_sim/queries",
-            json={"queries": [{"K_QUERY": 3618, "name": "VIP", "members": vip}]},
-            timeout=60,
-        )
+    with seeded_stack(n_persons) as stack:
         _count_state_writes()
         results: dict[str, Any] = {"persons": n_persons, "page_size": 500}
         results["ceiling_diff"] = _ceiling(stack, n_persons, "diff")
@@ -319,8 +344,6 @@ def run(n_persons: int = 10_000) -> dict[str, Any]:
             )
         results["estimate_1m_on_aws"] = _estimate(results["diff_mode"], 500)
         return results
-    finally:
-        stack.stop()
 
 
 def run_import_only(n_persons: int = 100_000) -> dict[str, Any]:
@@ -334,17 +357,7 @@ def run_large(n_persons: int, mode: str) -> dict[str, Any]:
     """One write mode at a large size: persons/s against the bare ceiling of the same mode in the same run,
     and calls per 1,000 persons. `make bench` runs import mode at 100,000; diff mode at that size takes about
     half an hour here, so it runs on its own: `python -m bench.full_sync --large diff 100000`."""
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
-    os.environ["EFFICY_SYNC_APSIS_RATE"] = "100000"
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    from efficy_sync_tools.local.stack import LocalStack
-
-    stack = LocalStack(poll_workers=2)
-    stack.start()
-    try:
-        stack.apsis.rate_limits = False
-        requests.post(f"{stack.efficy.url}/_sim/persons", json={"persons": _persons(n_persons)}, timeout=600)
+    with seeded_stack(n_persons, queries=False) as stack:
         _count_state_writes()
         results: dict[str, Any] = {"persons": n_persons, "page_size": 500}
         results[f"ceiling_{mode}"] = _ceiling(stack, n_persons, mode)
@@ -355,8 +368,6 @@ def run_large(n_persons: int, mode: str) -> dict[str, Any]:
             measured["persons_per_second"] / results[f"ceiling_{mode}"]["persons_per_second"], 2
         )
         return results
-    finally:
-        stack.stop()
 
 
 def bench(quick: bool = False) -> dict[str, Any]:
@@ -369,14 +380,15 @@ def _row(label: str, mode: dict[str, Any], ceiling: dict[str, Any] | None) -> st
     return (
         f"| {label} | {mode['seconds']:,} | {mode['persons_per_second']:,} | {share} | "
         f"{mode['apsis_calls_per_1000']:,.0f} | {mode['efficy_calls_per_1000']:,} | "
-        f"{mode.get('dynamodb_writes_per_1000', '-')} | {mode['failed']} |"
+        f"{mode.get('dynamodb_writes_per_1000', '-')} | {mode.get('dynamodb_calls_per_1000', '-')} | "
+        f"{mode.get('person_state_writes', '-')} | {mode['failed']} |"
     )
 
 
 _HEADER = [
     "| mode | seconds | persons/s | vs the bare ceiling of the same run | APSIS calls / 1,000 | Efficy calls / 1,000 "
-    "| DynamoDB writes / 1,000 | failed |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|",
+    "| DynamoDB write calls / 1,000 | DynamoDB calls / 1,000 | person-state writes | failed |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
 ]
 
 
@@ -395,9 +407,10 @@ def render(r: dict[str, Any]) -> str:
         _row("diff, unchanged re-sync", r["diff_mode_unchanged"], None),
         "",
         "The ceilings are the simulators paged and written with no logic in between, in the same run: "
-        f"{r['ceiling_diff']['persons_per_second']:,}/s creating each profile and patching one attribute "
+        f"{r['ceiling_diff']['persons_per_second']:,}/s creating each profile and patching one attribute, five "
+        "pages at a time and 16 persons of a page at once, as the product runs them "
         f"(2 calls per person, where the product sends {r['diff_mode']['apsis_calls_per_1000'] / 1000:.1f}: "
-        "consents and tags too, and stores each person's state).",
+        "consents and tags too, and stores each person's state, 25 to a BatchWriteItem).",
         "An unchanged re-sync sends nothing to APSIS One and writes no person state (DynamoDB writes are the "
         "run's own bookkeeping).",
         "",

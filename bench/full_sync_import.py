@@ -13,9 +13,7 @@ Run on its own: `python -m bench.full_sync_import 10000` (JSON on stdout).
 from __future__ import annotations
 
 import json
-import logging
 import math
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -26,7 +24,6 @@ from bench.full_sync import (
     ACCOUNT_RATE,
     FULL_SYNC_SHARE,
     IMPORTS_PER_MINUTE,
-    KEY_BASE,
     PAGE_CONCURRENCY,
     _apsis_person_calls,
     _calls,
@@ -34,7 +31,7 @@ from bench.full_sync import (
     _clients,
     _config,
     _efficy_calls,
-    _persons,
+    seeded_stack,
 )
 
 IMPORTS_IN_FLIGHT = 3  # APSIS One, per account (documented)
@@ -248,26 +245,8 @@ def measure(stack: Any, n: int) -> dict[str, Any]:
 
 
 def run(n: int = 10_000) -> dict[str, Any]:
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
-    os.environ["EFFICY_SYNC_APSIS_RATE"] = "100000"  # pacing off: time the product, not the simulated limit
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    from efficy_sync_tools.local.stack import LocalStack
-
-    stack = LocalStack(poll_workers=2)
-    stack.start()
-    try:
-        stack.apsis.rate_limits = False
-        requests.post(f"{stack.efficy.url}/_sim/persons", json={"persons": _persons(n)}, timeout=600)
-        vip = [KEY_BASE + i for i in range(0, n, 10)]
-        requests.post(
-            f"{stack.efficy.url}/_sim/queries",
-            json={"queries": [{"K_QUERY": 3618, "name": "VIP", "members": vip}]},
-            timeout=60,
-        )
+    with seeded_stack(n) as stack:
         return measure(stack, n)
-    finally:
-        stack.stop()
 
 
 def render(r: dict[str, Any]) -> str:

@@ -60,6 +60,8 @@ FILES_IN_FLIGHT = 3
 #: stop starting files this long before the Lambda's timeout; the state machine calls the step again
 COLLECT_RESERVE_SECONDS = 120.0
 PERSON_THREADS = 4
+#: Efficy pages of one file read at once (the state machine's default MaxConcurrency reads as many)
+EFFICY_READS = 5
 #: the longest one import may take before the step gives up (and is retried by the state machine)
 IMPORT_TIMEOUT = 600.0
 
@@ -102,13 +104,18 @@ def read_file_persons(cfg: IntegrationConfig, efficy: Any, group: list[QueuedPag
     fields = needed_fields(cfg)
     found: dict[int, dict[str, Any]] = {}
     wanted: set[int] = set()
-    for entry in group:
-        keys = set(entry.keys)
-        wanted |= keys
-        for person in efficy.list_persons_page(entry.efficy_page, entry.page_size, fields, include_profiles=True):
-            key = person.get("K_CONTACT")
-            if isinstance(key, int) and key in keys:
-                found[key] = person
+    # a file's pages are read EFFICY_READS at a time, as the state machine's pages read them
+    with ThreadPoolExecutor(max_workers=EFFICY_READS, thread_name_prefix="file-pages") as pool:
+        read = map_in_context(
+            pool, lambda e: efficy.list_persons_page(e.efficy_page, e.page_size, fields, include_profiles=True), group
+        )
+        for entry, records in zip(group, read, strict=True):
+            keys = set(entry.keys)
+            wanted |= keys
+            for person in records:
+                key = person.get("K_CONTACT")
+                if isinstance(key, int) and key in keys:
+                    found[key] = person
     missing = sorted(wanted - set(found))
     if missing:
         found.update(efficy.get_persons(missing, fields))

@@ -12,11 +12,12 @@ imports them itself.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
@@ -30,6 +31,7 @@ from ..state import PersonState
 from ..store.persons import PersonStateStore
 from ..sync import Outcome, PersonSyncer
 from .import_writer import ImportWriter
+from .page_states import BatchedStates
 from .plan import MAX_TAIL_EXTENSION
 from .report import skip_label, tally
 
@@ -124,14 +126,22 @@ def sync_page(
     # the Lambda passes a client paced by the account's shared budget (budget.paced); anything else keeps to a
     # fixed in-process share of the account, as before
     paced = apsis if isinstance(apsis, PacedApsis) else PacedApsis(apsis, Pace(worker_rate(max_concurrency)))
-    syncer = PersonSyncer(
-        cfg,
-        cast("ApsisClient", paced),
-        states,
-        dry_run=dry_run,
-        email_lookup=efficy.find_contacts_by_email,
-        removal_gate=removal_gate,
-    )
+    # the per-person path's states are written a chunk at a time (page_states.py says why that is safe); a dry
+    # run writes nothing, so it keeps the plain store
+    batched = None if dry_run else BatchedStates(states)
+
+    def syncer_for(store: Any) -> PersonSyncer:
+        return PersonSyncer(
+            cfg,
+            cast("ApsisClient", paced),
+            store,
+            dry_run=dry_run,
+            email_lookup=efficy.find_contacts_by_email,
+            removal_gate=removal_gate,
+        )
+
+    syncer = syncer_for(batched or states)
+    plain = syncer_for(states) if batched is not None else syncer
     importer = None
     if write_mode == "import" and not dry_run:
         importer = ImportWriter(cfg, paced, states, hold_removals=removal_gate is not None)
@@ -147,7 +157,7 @@ def sync_page(
             persons = [p for p in records if isinstance(p.get("K_CONTACT"), int)]
             # the per-person path re-reads each chunk's states right before syncing it (_sync_batch); import
             # mode reads the page's states first to split the persons, diff mode counts what the chunks read
-            sync_all = partial(_sync_batch, pool, syncer, states)
+            sync_all = partial(_sync_batch, pool, syncer, states, batched=batched, plain=plain)
             known: dict[int, PersonState] = {}
             if importer is not None:
                 known = states.get_many(cfg.integration_id, [p["K_CONTACT"] for p in persons])
@@ -161,7 +171,8 @@ def sync_page(
                 if rows:
                     queue(number, int(descriptor["page_size"]), [row.key for row in rows])
                 result.counters["import_queued"] += len(rows)
-                persons, outcomes = others, sync_all(others)
+                # the states read for the split, moments ago, serve the per-person path too (no second read)
+                persons, outcomes = others, sync_all(others, known=known)
             elif importer is not None:
                 outcomes = importer.write(persons, known, sync_all)
                 result.counters.update(importer.take_counters())
@@ -182,6 +193,10 @@ def _sync_batch(
     states: PersonStateStore,
     persons: list[dict[str, Any]],
     seen: dict[int, PersonState] | None = None,
+    *,
+    known: dict[int, PersonState] | None = None,
+    batched: BatchedStates | None = None,
+    plain: PersonSyncer | None = None,
 ) -> list[Outcome]:
     """The per-person path, PERSON_THREADS persons at a time (each waits on APSIS round trips, not on CPU).
 
@@ -192,17 +207,64 @@ def _sync_batch(
     meanwhile by another sync fails our conditional put (ConflictingWrite: planned again); real-time changes
     are parked while the run lasts; and an APSIS opt-out recorded in those seconds lies within
     OPT_IN_RACE_MARGIN of the opt-in we stamp (store/persons.py), so the slot reads "unknown" and the next
-    sync sends the opt-out again. An opt-out is never lost to this older opt-in."""
+    sync sends the opt-out again. An opt-out is never lost to this older opt-in.
+
+    `known`: states the caller read consistently moments ago for all of `persons` (import mode reads the page's
+    states to split it): no chunk read, and each person about to be opted in is re-read by the syncer itself.
+    `batched`: the syncer's store holds its puts (page_states.py); they are written once the chunk is done (by
+    one writer thread, while the next chunk is read and synced), also when a person of the chunk failed, and
+    a person whose state was refused is synced again by `plain` (the syncer on the plain store) from a fresh
+    read."""
     outcomes: list[Outcome] = []
-    for start in range(0, len(persons), CHUNK):
-        chunk = persons[start : start + CHUNK]
-        fresh = states.get_many(syncer.cfg.integration_id, [p["K_CONTACT"] for p in chunk])
-        if seen is not None:
-            seen.update(fresh)  # `seen`: the states as read before the sync, for the caller's counts
+    read_now = known is None
+    behind: tuple[list[dict[str, Any]], list[Outcome], Future[set[int]] | None] | None = None
+    # one writer thread: a chunk's states are written while the next chunk is read and synced; leaving the
+    # block waits for the last write, also when a person failed
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="page-writes") as writer:
+        for start in range(0, len(persons), CHUNK):
+            chunk = persons[start : start + CHUNK]
+            if known is None:
+                fresh = states.get_many(syncer.cfg.integration_id, [p["K_CONTACT"] for p in chunk])
+                if seen is not None:
+                    seen.update(fresh)  # `seen`: the states as read before the sync, for the caller's counts
+            else:
+                fresh = known
 
-        def one(person: dict[str, Any], fresh: dict[int, PersonState] = fresh) -> Outcome:
-            key = person["K_CONTACT"]
-            return syncer.sync(key, person, fresh.get(key), fresh=True)
+            def one(person: dict[str, Any], fresh: dict[int, PersonState] = fresh) -> Outcome:
+                key = person["K_CONTACT"]
+                return syncer.sync(key, person, fresh.get(key), fresh=read_now)
 
-        outcomes.extend(map_in_context(pool, one, chunk))
+            futures = [pool.submit(contextvars.copy_context().run, one, person) for person in chunk]
+            wait(futures)
+            # what did reach APSIS is written even when a person of the chunk failed (raised just below)
+            writing = writer.submit(batched.write, batched.take()) if batched is not None else None
+            done = [future.result() for future in futures]
+            if behind is not None:
+                outcomes.extend(_settle(pool, states, plain, *behind))
+            behind = (chunk, done, writing)
+        if behind is not None:
+            outcomes.extend(_settle(pool, states, plain, *behind))
     return outcomes
+
+
+def _settle(
+    pool: ThreadPoolExecutor,
+    states: PersonStateStore,
+    plain: PersonSyncer | None,
+    chunk: list[dict[str, Any]],
+    done: list[Outcome],
+    writing: Future[set[int]] | None,
+) -> list[Outcome]:
+    """A chunk's outcomes once its states are written: a person whose state the batch refused (changed since
+    read) is synced again by `plain` from a fresh read, as the per-person put's ConflictingWrite did."""
+    refused = writing.result() if writing is not None else set()
+    if not refused or plain is None:
+        return done
+    again = [p for p in chunk if int(p["K_CONTACT"]) in refused]
+    stored = states.get_many(plain.cfg.integration_id, [p["K_CONTACT"] for p in again])
+
+    def retry(person: dict[str, Any]) -> Outcome:
+        return plain.sync(person["K_CONTACT"], person, stored.get(person["K_CONTACT"]), fresh=True)
+
+    redone = {int(p["K_CONTACT"]): o for p, o in zip(again, map_in_context(pool, retry, again), strict=True)}
+    return [redone.get(int(p["K_CONTACT"]), o) for p, o in zip(chunk, done, strict=True)]

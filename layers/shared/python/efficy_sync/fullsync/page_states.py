@@ -1,0 +1,126 @@
+"""The person states a full-sync page decides, written in batches instead of one conditional PutItem each.
+
+A page syncs its persons a chunk at a time (page.py). Each person's PersonSyncer ends with `states.put(state)`,
+one conditional PutItem per person that changed or was skipped for the first time: on a first load, a write
+per person, the slowest part of a page after the APSIS calls. `BatchedStates` stands in for the page's
+PersonStateStore: `put` only remembers the state, and once the chunk is done `flush` writes them all with
+`PersonStateStore.put_batch` (BatchWriteItem, 25 a call, a few calls at once, after one consistent read of the
+stored revisions).
+
+Why no concurrent writer is overwritten (the argument of store/batch_writes.py, applied to a page):
+- the real-time worker parks every change of the integration while a full sync runs (fullsync/parking.py), so
+  it writes no person state until the run ends;
+- the pages hold disjoint persons; a person a delete in Efficy moved to the next page is read by both from the
+  same Efficy record, and the stored revision check below sends the later write to the conditional path;
+- the opt-out write-back may write a STATE item, but an opt-out itself is never in that item: it is recorded
+  first in the person's OPTOUTS item (conditional, per slot) and merged back into every read, so a batched
+  STATE landing on top of the write-back's cannot lose it (at worst the next sync compares the person again);
+- `put_batch` writes unconditionally only the states whose stored revision is still the one they were read
+  at; a changed one takes the conditional put. A state refused there (StaleWrite, ConflictingWrite) is not
+  lost: the person is synced again through the plain store, exactly what the per-person put's ConflictingWrite
+  did (plan again against the stored state; StaleWrite keeps its reconcile-and-retry).
+The opt-out record updates a sync makes after its put (`update_optout`, `retire_optout`: a confirmed or a
+retired opt-out) are held back too and made only once the person's state is written, in the same order as
+before; a person whose state was refused gets none of them (their second sync decides again).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..state import PersonState
+from ..store.persons import PersonStateStore
+
+
+class BatchedStates:
+    """A PersonStateStore whose `put` waits for `flush`; every other call goes straight to `store`."""
+
+    def __init__(self, store: PersonStateStore) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._pending: dict[int, PersonState] = {}
+        self._optouts: dict[int, list[Callable[[], Any]]] = {}
+        self._writing: dict[int, PersonState] = {}  # taken, being written
+        #: states written by flush and put_batch calls, for tests and benchmarks
+        self.batched = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    # ---- writes held until flush --------------------------------------------------------------------------
+    def put(self, state: PersonState) -> None:
+        with self._lock:
+            self._pending[int(state.person_key)] = state
+
+    def update_optout(self, integration_id: str, person_key: int | str, *args: Any, **kwargs: Any) -> bool:
+        return self._hold(int(person_key), self._store.update_optout, integration_id, person_key, *args, **kwargs)
+
+    def retire_optout(self, integration_id: str, person_key: int | str, *args: Any, **kwargs: Any) -> bool:
+        return self._hold(int(person_key), self._store.retire_optout, integration_id, person_key, *args, **kwargs)
+
+    def _hold(self, key: int, call: Callable[..., bool], *args: Any, **kwargs: Any) -> bool:
+        """The sync ignores the answer (a newer opt-out kept is the point of the condition): True here."""
+        with self._lock:
+            self._optouts.setdefault(key, []).append(lambda: call(*args, **kwargs))
+        return True
+
+    # ---- reads see what the page decided -----------------------------------------------------------------
+    def get(self, integration_id: str, person_key: int | str) -> PersonState | None:
+        return self.get_many(integration_id, [person_key]).get(int(person_key))
+
+    def get_many(self, integration_id: str, keys: Iterable[int | str]) -> dict[int, PersonState]:
+        """Stored states, with the states this page decided but has not written yet in their place (the
+        e-mail conflict check reads other persons' states: it must see a profile this chunk just created)."""
+        wanted = [int(k) for k in keys]
+        with self._lock:
+            pending = {k: d for k in wanted if (d := self._pending.get(k) or self._writing.get(k)) is not None}
+        found = (
+            self._store.get_many(integration_id, [k for k in wanted if k not in pending])
+            if len(pending) < len(wanted)
+            else {}
+        )
+        return {**found, **pending}
+
+    # ---- the batch --------------------------------------------------------------------------------------
+    def take(self) -> Held:
+        """The held writes, handed to `write` (the page starts its next chunk meanwhile); until written they
+        still read as decided."""
+        with self._lock:
+            held = Held(self._pending, self._optouts)
+            self._pending, self._optouts = {}, {}
+            self._writing.update(held.states)
+        return held
+
+    def write(self, held: Held) -> set[int]:
+        """Writes `held`'s states in batches, then its opt-out updates of the persons written. Returns the keys
+        whose state was refused (changed since read, or a newer change stored: put_batch's conditional path,
+        StaleWrite and ConflictingWrite alike): the caller syncs them again through the store."""
+        try:
+            states = list(held.states.values())
+            refused = {int(s.person_key) for s in self._store.put_batch(states)} if states else set()
+        finally:
+            with self._lock:
+                for key in held.states:
+                    self._writing.pop(key, None)
+        self.batched += len(held.states) - len(refused)
+        for key, calls in held.optouts.items():
+            if key in refused:
+                continue  # planned again by the caller's second sync, opt-out records included
+            for call in calls:
+                call()
+        return refused
+
+    def flush(self) -> set[int]:
+        """`write(take())`: the held writes now."""
+        return self.write(self.take())
+
+
+@dataclass
+class Held:
+    """Writes a page's chunk decided: states by person key, opt-out record updates to make after them."""
+
+    states: dict[int, PersonState] = field(default_factory=dict)
+    optouts: dict[int, list[Callable[[], Any]]] = field(default_factory=dict)
