@@ -19,9 +19,10 @@ from efficy_sync.clients.http import RetryPolicy
 from efficy_sync.config import config_from_dict
 from efficy_sync.fullsync.page import CHUNK, sync_page
 from efficy_sync.state import PersonState
-from efficy_sync.store.persons import MemoryPersonStateStore
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 from efficy_sync_tools.sims.efficy import EfficySimulator
+
+from tests.memory_store import MemoryPersonStateStore
 
 FAST = RetryPolicy(total=3, backoff_factor=0.01, backoff_jitter=0.0, connect_timeout=2, read_timeout=10)
 NEWS = "usercreated.topics.newsletter-ab12"

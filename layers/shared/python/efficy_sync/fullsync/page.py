@@ -206,7 +206,7 @@ def _sync_batch(
     guarded against still holds: the read is seconds, not a page, before the opt-ins go out; a state stored
     meanwhile by another sync fails our conditional put (ConflictingWrite: planned again); real-time changes
     are parked while the run lasts; and an APSIS opt-out recorded in those seconds lies within
-    OPT_IN_RACE_MARGIN of the opt-in we stamp (store/persons.py), so the slot reads "unknown" and the next
+    OPT_IN_RACE_MARGIN of the opt-in we stamp (consent.py), so the slot reads "unknown" and the next
     sync sends the opt-out again. An opt-out is never lost to this older opt-in.
 
     `known`: states the caller read consistently moments ago for all of `persons` (import mode reads the page's
