@@ -84,7 +84,7 @@ def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
     return None
 
 
-class _Repeated(tuple):
+class _Repeated(tuple[Any, ...]):
     """Every value of a form or URL parameter (JSON lists stay lists, and are refused as not text)."""
 
 

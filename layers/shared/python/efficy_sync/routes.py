@@ -24,7 +24,7 @@ class IntegrationNotFound(Exception):
         super().__init__(f"unknown integration {integration_id!r}")
 
 
-def reply(status: int, payload: dict[str, Any]) -> Response:
+def reply(status: int, payload: dict[str, Any]) -> Response[Any]:
     """A JSON answer."""
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=payload)
 
@@ -50,12 +50,15 @@ def answer_refusals(
     """Registers the 404 of an unknown integration and the 401 of `auth_error` (counted in `rejected_metric`,
     logged as "`route` rejected") on the route's resolver."""
 
-    @app.exception_handler(IntegrationNotFound)
-    def _integration_not_found(exc: IntegrationNotFound) -> Response:
+    def _integration_not_found(exc: IntegrationNotFound) -> Response[Any]:
         return reply(404, {"error": str(exc)})
 
-    @app.exception_handler(auth_error)
-    def _unauthorised(exc: Exception) -> Response:
+    def _unauthorised(exc: Exception) -> Response[Any]:
         rejected(rejected_metric)
         logger.warning("%s rejected: %s", route, exc)
         return reply(401, {"error": str(exc)})
+
+    # registered by call, not as decorators: powertools' exception_handler is not typed, and a decorator
+    # returning Any would erase these handlers' types for the checker
+    app.exception_handler(IntegrationNotFound)(_integration_not_found)
+    app.exception_handler(auth_error)(_unauthorised)

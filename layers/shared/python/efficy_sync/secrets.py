@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from .settings import settings
 
@@ -24,7 +24,7 @@ def get_secret(name: str) -> str:
     from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
     try:
-        return _provider().get(name, max_age=int(settings().cache_seconds))
+        return cast(str, _provider().get(name, max_age=int(settings().cache_seconds)))  # a text secret
     except GetParameterError as exc:
         raise GetParameterError(f"secret {name!r} could not be read from Secrets Manager: {exc}") from exc
 

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import requests
 
@@ -195,7 +195,7 @@ class ApsisTransport:
 
     # ---- parsing --------------------------------------------------------------------------------------
     def _items(self, kind: str, path: str, *, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return self._call(kind, "GET", path, params=params).json().get("items", [])
+        return cast("list[dict[str, Any]]", self._call(kind, "GET", path, params=params).json().get("items", []))
 
     @staticmethod
     def _describe(response: requests.Response) -> str:

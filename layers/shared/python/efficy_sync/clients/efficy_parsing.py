@@ -6,7 +6,7 @@ flavour can reuse or replace them without touching the rest.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from efficy_sync.clients.errors import EfficyBusinessError
 
@@ -70,7 +70,7 @@ class EfficyParsing:
         """The rows of the first {"#class": "dataset"} found at any depth (Efficy's nesting varies)."""
         if isinstance(obj, dict):
             if obj.get("#class") == name and isinstance(obj.get("#data"), list):
-                return obj["#data"]
+                return cast("list[dict[str, Any]]", obj["#data"])
             children: Iterable[Any] = obj.values()
         elif isinstance(obj, list):
             children = obj

@@ -86,7 +86,7 @@ def lambda_seconds(context: Any, reserve: float) -> float | None:
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if remaining is None:
         return None
-    return max(0.0, remaining() / 1000.0 - reserve)
+    return max(0.0, float(remaining()) / 1000.0 - reserve)
 
 
 def check_time(what: str) -> float | None:

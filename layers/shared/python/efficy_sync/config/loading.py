@@ -30,7 +30,7 @@ def _path(loc: Iterable[Any]) -> str:
 
 def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
     """The model class that holds the last element of `loc`, to list the fields it allows."""
-    model: Any = IntegrationConfig
+    model: type[BaseModel] = IntegrationConfig
     for part in loc:
         if isinstance(part, int):
             continue
@@ -38,9 +38,10 @@ def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
         info = fields.get(part)
         if info is None:
             return None
-        model = _inner_model(info.annotation)
-        if model is None:
+        inner = _inner_model(info.annotation)
+        if inner is None:
             return None
+        model = inner
     return model
 
 

@@ -69,7 +69,7 @@ def _url(value: Any) -> str:
     parsed = urlparse(value) if isinstance(value, str) else None
     if not parsed or parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.query or parsed.fragment:
         _reject(value, "an http(s) URL without query, such as 'https://acme.efficy.cloud/crm'")
-    return value
+    return str(value)
 
 
 def _secret_name(value: Any) -> str:
@@ -261,7 +261,7 @@ class FieldMapping(_Model):
                 + " and ".join(RESERVED_ATTRIBUTES)
                 + f" ({EMAIL_FIELD} and {KEY_FIELD} are mapped to them automatically; remove this mapping)",
             )
-        return value
+        return str(value)
 
 
 class ConsentMapping(_Model):

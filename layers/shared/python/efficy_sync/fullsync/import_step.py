@@ -9,9 +9,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from ..settings import settings
+from ..store.import_queue import ImportQueue, QueuedPage
 from ..sync import PersonSyncer
 from .breaker import Breaker
-from .collect import Collector, ImportQueue, QueuedPage, plan_query_tags
+from .collect import Collector, plan_query_tags
 from .runs import Run
 
 if TYPE_CHECKING:

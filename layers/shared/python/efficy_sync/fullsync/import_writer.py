@@ -348,7 +348,7 @@ class ImportWriter:
             hit = _versions.get(cache_key)
             if hit and time.monotonic() - hit[0] < VERSIONS_TTL:
                 return hit[1]
-        versions = self.apsis.live_attribute_versions()
+        versions: dict[str, str] = self.apsis.live_attribute_versions()
         with _versions_lock:
             _versions[cache_key] = (time.monotonic(), versions)
         return versions

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..budget import PacedApsis, paced
 from ..config import IntegrationConfig
 from ..mapping import Desired, map_person, needed_fields
+from ..safety import ALLOW_COUNTER
 from ..store.configs import ConfigStore, UnknownIntegration
 from ..store.persons import PersonStateStore
 from ..store.removals import HeldRemovals, RemovalBreaker
-from .breaker import ALLOW_COUNTER, Breaker
+from .breaker import Breaker
 from .import_step import page_queue
 from .page import Pace, sync_page, worker_rate
 from .parking import ParkingLot

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ..aws import client
 from ..connections import apsis_client, efficy_client
@@ -37,7 +37,7 @@ def describe_execution(execution_arn: str) -> str | None:
     execution."""
     sfn = client("stepfunctions")
     try:
-        return sfn.describe_execution(executionArn=execution_arn)["status"]
+        return cast(str, sfn.describe_execution(executionArn=execution_arn)["status"])
     except (sfn.exceptions.ExecutionDoesNotExist, sfn.exceptions.InvalidArn):
         return None
 
