@@ -58,7 +58,8 @@ from .safety import RemovalGate, gated
 from .send import send_operations
 from .state import EmailConflict, PersonState, utc_now, value_hash
 from .state_updates import deleted_state, failed_state, raced_state, skipped_state, synced_state
-from .store.persons import ConflictingWrite, PersonStateStore, StaleWrite
+from .store.persons import ConflictingWrite, StaleWrite
+from .store.protocols import PersonStates
 
 MAX_ATTEMPTS = 5  # plans per sync when concurrent syncs keep storing the person's state
 
@@ -85,7 +86,7 @@ class PersonSyncer:
         self,
         cfg: IntegrationConfig,
         apsis: ApsisClient,
-        states: PersonStateStore,
+        states: PersonStates,
         *,
         dry_run: bool = False,
         email_lookup: Callable[[str], list[int]],

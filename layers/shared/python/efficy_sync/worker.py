@@ -20,7 +20,7 @@ from .config import IntegrationConfig
 from .fullsync.parking import ParkingLot
 from .mapping import needed_fields as needed_fields  # its home is mapping; kept importable from here
 from .state import PersonState
-from .store.persons import PersonStateStore
+from .store.protocols import PersonStates
 from .sync import Outcome, PersonSyncer
 
 
@@ -80,7 +80,7 @@ class BatchWorker:
         get_config: Callable[[str], IntegrationConfig],
         build_syncer: Callable[[IntegrationConfig], PersonSyncer],
         get_persons: Callable[[IntegrationConfig, list[int], list[str]], dict[int, dict[str, Any]]],
-        states: PersonStateStore,
+        states: PersonStates,
         parking: ParkingLot | None = None,
     ) -> None:
         self._get_config = get_config
