@@ -19,7 +19,7 @@ from ..config import IntegrationConfig
 from ..mapping import Desired, map_person, needed_fields
 from ..safety import ALLOW_COUNTER
 from ..store.configs import ConfigStore, UnknownIntegration
-from ..store.persons import PersonStateStore
+from ..store.protocols import PersonStates
 from ..store.removals import HeldRemovals, RemovalBreaker
 from .breaker import Breaker
 from .import_step import page_queue
@@ -86,7 +86,7 @@ class FullSync:
     configs: ConfigStore
     runs: RunStore
     parking: ParkingLot
-    states: PersonStateStore
+    states: PersonStates
     members: QueryMembers
     queue_url: str
     plans: PlanStore

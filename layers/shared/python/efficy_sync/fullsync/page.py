@@ -28,7 +28,7 @@ from ..config import IntegrationConfig
 from ..mapping import needed_fields
 from ..safety import RemovalGate, base_counts, removal_counts
 from ..state import PersonState
-from ..store.persons import PersonStateStore
+from ..store.protocols import PersonStates
 from ..sync import Outcome, PersonSyncer
 from .import_writer import ImportWriter
 from .page_states import BatchedStates
@@ -110,7 +110,7 @@ def sync_page(
     *,
     efficy: Any,
     apsis: Any,
-    states: PersonStateStore,
+    states: PersonStates,
     dry_run: bool,
     write_mode: str = "diff",
     max_concurrency: int = 5,
@@ -190,7 +190,7 @@ def sync_page(
 def _sync_batch(
     pool: ThreadPoolExecutor,
     syncer: PersonSyncer,
-    states: PersonStateStore,
+    states: PersonStates,
     persons: list[dict[str, Any]],
     seen: dict[int, PersonState] | None = None,
     *,
@@ -249,7 +249,7 @@ def _sync_batch(
 
 def _settle(
     pool: ThreadPoolExecutor,
-    states: PersonStateStore,
+    states: PersonStates,
     plain: PersonSyncer | None,
     chunk: list[dict[str, Any]],
     done: list[Outcome],

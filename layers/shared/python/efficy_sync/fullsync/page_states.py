@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..state import PersonState
-from ..store.persons import PersonStateStore
+from ..store.protocols import PersonStates
 
 
 class BatchedStates:
     """A PersonStateStore whose `put` waits for `flush`; every other call goes straight to `store`."""
 
-    def __init__(self, store: PersonStateStore) -> None:
+    def __init__(self, store: PersonStates) -> None:
         self._store = store
         self._lock = threading.Lock()
         self._pending: dict[int, PersonState] = {}

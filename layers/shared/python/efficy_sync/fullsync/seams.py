@@ -20,7 +20,7 @@ from typing import Any
 
 from ..config import IntegrationConfig
 from ..safety import RemovalGate
-from ..store.persons import PersonStateStore
+from ..store.protocols import PersonStates
 from .page import sync_page
 
 #: the base the breaker judges removals against is counted by the pages; a window would count it again
@@ -76,7 +76,7 @@ def resync_seams(
     *,
     efficy: Any,
     apsis: Any,
-    states: PersonStateStore,
+    states: PersonStates,
     dry_run: bool,
     max_concurrency: int,
     start: int = 0,
