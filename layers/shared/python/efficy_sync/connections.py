@@ -10,6 +10,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 
 from .clients.apsis import ApsisClient
 from .clients.efficy import EfficyClient
@@ -21,6 +22,17 @@ from .settings import settings
 _lock = threading.Lock()
 _efficy: dict[tuple[str, ...], EfficyClient] = {}
 _apsis: dict[tuple[str, ...], ApsisClient] = {}
+_Client = TypeVar("_Client")
+
+
+def _kept(cache: dict[tuple[str, ...], _Client], key: tuple[str, ...], build: Callable[[], _Client]) -> _Client:
+    """One client per key for the life of the container (a client holds its connection pool and token)."""
+    with _lock:
+        found = cache.get(key)
+        if found is None:
+            found = build()
+            cache[key] = found
+        return found
 
 
 def _fingerprint(secret_value: str) -> str:
@@ -34,12 +46,7 @@ def efficy_client(cfg: IntegrationConfig, policy: RetryPolicy | None = None) -> 
     policy = policy or settings().retry_policy()
     api_key = get_secret(cfg.efficy.api_key_secret)
     key = (cfg.integration_id, cfg.efficy.model_dump_json(), _fingerprint(api_key), repr(policy))
-    with _lock:
-        found = _efficy.get(key)
-        if found is None:
-            found = EfficyClient.from_config(cfg, api_key=api_key, policy=policy)
-            _efficy[key] = found
-        return found
+    return _kept(_efficy, key, lambda: EfficyClient.from_config(cfg, api_key=api_key, policy=policy))
 
 
 def apsis_client(cfg: IntegrationConfig, policy: RetryPolicy | None = None) -> ApsisClient:
@@ -52,12 +59,7 @@ def apsis_client(cfg: IntegrationConfig, policy: RetryPolicy | None = None) -> A
         _fingerprint(json.dumps(creds, sort_keys=True)),
         repr(policy),
     )
-    with _lock:
-        found = _apsis.get(key)
-        if found is None:
-            found = ApsisClient.from_config(cfg, credentials=creds, policy=policy)
-            _apsis[key] = found
-        return found
+    return _kept(_apsis, key, lambda: ApsisClient.from_config(cfg, credentials=creds, policy=policy))
 
 
 def email_lookup(cfg: IntegrationConfig) -> Callable[[str], list[int]]:

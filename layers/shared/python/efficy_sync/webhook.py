@@ -118,6 +118,14 @@ def _same(given: str, expected: str) -> bool:
     return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
 
 
+def _require_secret(given: str | None, secret: str, *, missing: str, wrong: str) -> None:
+    """The two modes that send the secret itself (as a header or as a query parameter) check it alike."""
+    if not given:
+        raise WebhookAuthError(f"missing {missing}")
+    if not _same(given, secret):
+        raise WebhookAuthError(f"wrong {wrong}")
+
+
 def verify(
     headers: Mapping[str, str],
     body: bytes,
@@ -135,18 +143,11 @@ def verify(
 
     The error text names what is missing or wrong (a header or parameter name), never a value."""
     if mode == "url_token":
-        given = (query or {}).get(URL_TOKEN_PARAMETER)
-        if not given:
-            raise WebhookAuthError(f"missing {URL_TOKEN_PARAMETER} query parameter")
-        if not _same(given, secret):
-            raise WebhookAuthError(f"wrong {URL_TOKEN_PARAMETER} query parameter")
+        name = f"{URL_TOKEN_PARAMETER} query parameter"
+        _require_secret((query or {}).get(URL_TOKEN_PARAMETER), secret, missing=name, wrong=name)
         return
     if mode == "header":
-        given = _header(headers, secret_header)
-        if not given:
-            raise WebhookAuthError(f"missing {secret_header} header")
-        if not _same(given, secret):
-            raise WebhookAuthError(f"wrong {secret_header}")
+        _require_secret(_header(headers, secret_header), secret, missing=f"{secret_header} header", wrong=secret_header)
         return
     if mode == "hmac_body":
         signature = _header(headers, signature_header)
