@@ -24,11 +24,8 @@ from efficy_sync.clients.errors import (
     ApiError,
     ApsisUnavailable,
     AuthError,
-    Conflict,
-    NotFound,
     PayloadTooLarge,
-    RateLimited,
-    RejectedValue,
+    error_class_for,
 )
 from efficy_sync.clients.http import RetryPolicy, build_session, check_time
 from efficy_sync.clients.meter import meter
@@ -210,19 +207,4 @@ class ApsisTransport:
     def _error_for(self, response: requests.Response, kind: str) -> ApiError:
         status = response.status_code
         message = f"APSIS {kind}: {self._describe(response)}"
-        error_class: type[ApiError]
-        if status == 404:
-            error_class = NotFound
-        elif status == 409:
-            error_class = Conflict
-        elif status == 413:
-            error_class = PayloadTooLarge
-        elif status in (401, 403):
-            error_class = AuthError
-        elif status == 429:
-            error_class = RateLimited
-        elif status >= 500:
-            error_class = ApsisUnavailable
-        else:
-            error_class = RejectedValue
-        return error_class(message, status=status, detail=message)
+        return error_class_for(status, ApsisUnavailable)(message, status=status, detail=message)

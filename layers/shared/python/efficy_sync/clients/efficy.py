@@ -28,16 +28,11 @@ import requests
 
 from efficy_sync.clients.efficy_parsing import EfficyParsing, UncheckedJson
 from efficy_sync.clients.errors import (
-    ApiError,
     AuthError,
-    Conflict,
     EfficyBusinessError,
     EfficyInconclusive,
     EfficyUnavailable,
-    NotFound,
-    PayloadTooLarge,
-    RateLimited,
-    RejectedValue,
+    error_class_for,
 )
 from efficy_sync.clients.http import RetryPolicy, build_session, check_time
 from efficy_sync.clients.meter import meter
@@ -316,17 +311,8 @@ class EfficyClient(EfficyParsing):
         if status < 400:
             return
         message = f"Efficy answered {status} to {op}{self._error_text(response)}"
-        error_class: type[ApiError]
-        if status in (401, 403):
-            error_class = AuthError
-        elif status == 429:
-            error_class = RateLimited
-        elif status >= 500:
-            error_class = EfficyUnavailable
-        else:
-            error_class = {404: NotFound, 409: Conflict, 413: PayloadTooLarge}.get(status, RejectedValue)
         # Efficy refusing one of our requests says nothing about a person's data (see errors.about_person)
-        raise error_class(message, status=status, about_person=False)
+        raise error_class_for(status, EfficyUnavailable)(message, status=status, about_person=False)
 
     @staticmethod
     def _error_text(response: requests.Response) -> str:

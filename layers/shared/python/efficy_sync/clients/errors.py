@@ -103,6 +103,17 @@ class OutOfTime(TransientError):
     category = "out_of_time"
 
 
+def error_class_for(status: int, unavailable: type[ApiError]) -> type[ApiError]:
+    """One reading of an HTTP error status for both APIs; `unavailable` names whose outage a 5xx is."""
+    if status in (401, 403):
+        return AuthError
+    if status == 429:
+        return RateLimited
+    if status >= 500:
+        return unavailable
+    return {404: NotFound, 409: Conflict, 413: PayloadTooLarge}.get(status, RejectedValue)
+
+
 def acknowledgeable(exc: BaseException) -> bool:
     """True when a change that failed with `exc` may be recorded on the person and acknowledged."""
     return isinstance(exc, ApiError) and exc.about_person and not exc.retryable
