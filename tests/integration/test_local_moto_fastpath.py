@@ -6,7 +6,6 @@ comparison sends the same entries both ways: an entry with DelaySeconds is left 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,18 +13,6 @@ from botocore.exceptions import ClientError
 from efficy_sync_tools.local.aws import MotoServer, client
 
 REGION = "eu-west-1"
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MOTO_PORT", "0")  # MotoServer sets it; the old value comes back afterwards
-    server = MotoServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        mp.undo()
 
 
 @pytest.fixture

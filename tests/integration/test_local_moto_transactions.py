@@ -8,7 +8,6 @@ that passes applies everything, and that the table object is no longer replaced 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,18 +15,6 @@ from botocore.exceptions import ClientError
 from efficy_sync_tools.local.aws import MotoServer, client
 
 REGION = "eu-west-1"
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MOTO_PORT", "0")  # MotoServer sets it; the old value comes back afterwards
-    server = MotoServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        mp.undo()
 
 
 def _table(ddb: Any, name: str, range_key: bool) -> str:

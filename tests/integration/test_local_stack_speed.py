@@ -23,18 +23,6 @@ from efficy_sync_tools.sims.efficy import EfficySimulator
 REGION = "eu-west-1"
 
 
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MOTO_PORT", "0")  # MotoServer sets it; the old value comes back afterwards
-    server = MotoServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        mp.undo()
-
-
 @pytest.fixture
 def sim() -> Iterator[EfficySimulator]:
     server = EfficySimulator().start()
