@@ -32,8 +32,11 @@ def _apsis(stack: Stack) -> ApsisClient:
 
 def _reconcile(stack: Stack, iid: str, key: int, *extra: str) -> dict[str, Any]:
     scope = ("--all", "--from-key", str(key), "--to-key", str(key + 99))
-    result = stack.cli("reconcile", iid, *scope, *extra, "--output", "json", check=True)
-    return json.loads(result.stdout)
+    result = stack.cli("reconcile", iid, *scope, *extra, "--output", "json")
+    report = json.loads(result.stdout)
+    # exit 6 says "drift found and not repaired", so a scheduled script can alert on the code alone
+    assert result.returncode == (6 if report["total_drift"] and "--fix" not in extra else 0), result.stderr
+    return report
 
 
 def _consent(stack: Stack, key: int, topic: str) -> str | None:

@@ -18,6 +18,8 @@ from typing import Any
 from efficy_sync_tools.commands._aws import CliError, cli_command
 
 DEFAULT_SAMPLE = 500
+#: exit code when drift was found and not repaired (`--fix` not given): scripts and schedules alert on it
+DRIFT_FOUND = 6
 TITLES = {
     "missing": "in Efficy and matching, missing in APSIS One",
     "orphaned": "in APSIS One, deleted or no longer matching in Efficy",
@@ -87,7 +89,7 @@ def reconcile_command(args: argparse.Namespace) -> int:
     else:
         print(render(out))
     sys.stdout.flush()
-    return 0
+    return DRIFT_FOUND if out.get("total_drift") and not args.fix else 0
 
 
 def _scope(scope: Any) -> dict[str, Any]:
