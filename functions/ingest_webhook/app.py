@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from efficy_sync.correlation import scope
 from efficy_sync.inbound import BodyEncodingError, request_body
-from efficy_sync.ingest import accept
+from efficy_sync.ingest import BundlePolicy, accept
 from efficy_sync.observability import MetricUnit, count, logger, metrics
 from efficy_sync.pii import hash_key
 from efficy_sync.queue import EnqueueError
@@ -22,6 +22,11 @@ from efficy_sync.webhook import WebhookAuthError, WebhookPayloadError
 
 app = APIGatewayRestResolver()
 configs = ConfigStore(settings().config_table, cache_seconds=settings().cache_seconds)
+BUNDLES = BundlePolicy(
+    queue_url=settings().webhook_bundle_queue_url,
+    over=settings().webhook_bundle_over,
+    max_bytes=settings().webhook_bundle_bytes,
+)
 answer_refusals(app, route="webhook", auth_error=WebhookAuthError, rejected_metric="WebhookRejected")
 
 
@@ -72,16 +77,23 @@ def efficy_webhook(integration_id: str) -> Response:
         get_secret(cfg.efficy.webhook_secret_secret),
         event.query_string_parameters,
         request_id=request_id,
+        bundles=BUNDLES,
     )
     count("WebhookRecordsAccepted", result.records, integration_id=cfg.integration_id)
     if result.skipped_other_tables:
         metrics.add_metric(name="WebhookRecordsSkipped", unit=MetricUnit.Count, value=result.skipped_other_tables)
     logger.info(
         "webhook accepted",
-        extra={"records": result.records, "persons": result.accepted, "sqs_batches": result.enqueue.batch_calls},
+        extra={
+            "records": result.records,
+            "persons": result.accepted,
+            "sqs_batches": result.enqueue.batch_calls,
+            "bundled": result.bundled,
+        },
     )
     # One line per queued change, under its own correlation id: where an operator's search for one change starts.
-    for change in result.changes:
+    # A bundled webhook's lines are the splitter's, written when each change reaches the FIFO queue.
+    for change in [] if result.bundled else result.changes:
         with scope(change.correlation_id):
             logger.info("change queued", extra={"person": hash_key(change.person_key), "operation": change.operation})
     return reply(202, {"accepted": result.accepted, "records": result.records, "skipped": result.skipped_other_tables})

@@ -33,6 +33,7 @@ FUNCTION_FOLDERS = {
     "SyncPageFunction": "sync_page",
     "CleanupFunction": "cleanup",
     "ReconcileFunction": "reconcile",
+    "SplitWebhookFunction": "split_webhook",
 }
 ROUTES = {
     "IngestWebhookFunction": "/integrations/{integration_id}/efficy/webhook",
@@ -388,6 +389,7 @@ NEEDS = {
     "SyncPageFunction": ({"efficy", "apsis"}, True),
     "CleanupFunction": (set(), True),
     "ReconcileFunction": ({"efficy", "apsis"}, True),  # reads only: a drift count, no repair
+    "SplitWebhookFunction": (set(), False),  # SQS only: bundle queue in, contact-changes queue out
 }
 SECRET_KIND = re.compile(re.escape(SECRET_ARN_SCOPE.removesuffix("*")) + r"\*/([a-z-]+)-\?{6}$")
 
@@ -824,6 +826,7 @@ def test_sam_transform_offline_creates_the_wired_resources(transformed: dict[str
     assert by_type["AWS::Lambda::EventSourceMapping"] == {
         "ApplyChangesFunctionContactChanges",
         "WriteBackFunctionOptOuts",
+        "SplitWebhookFunctionBundles",
     }
     assert by_type["AWS::Events::Rule"] == {
         "CleanupFunctionExecutionEnded",
@@ -954,3 +957,16 @@ def test_the_drift_check_schedule_is_off_by_default_and_sends_its_sample(resourc
     on.raw["Parameters"]["ReconcileScheduleState"]["Default"] = "ENABLED"
     (enabled,) = [s for s in on.schedules() if s.function == "ReconcileFunction"]
     assert (enabled.rate_seconds, enabled.input) == (86400, {"sample": 500})
+
+
+def test_the_webhook_sends_large_batches_to_the_bundle_queue_that_the_splitter_reads(resources: dict[str, Any]) -> None:
+    """Without the variable the webhook never bundles (efficy_sync.bundles): a 10,000-person webhook would again
+    be 1,000 SQS calls before its 202."""
+    ingest = resources["IngestWebhookFunction"]["Properties"]
+    assert ingest["Environment"]["Variables"]["WEBHOOK_BUNDLE_QUEUE_URL"] == {"Ref": "WebhookBundleQueue"}
+    split = resources["SplitWebhookFunction"]["Properties"]
+    (event,) = split["Events"].values()
+    assert event["Properties"]["Queue"] == {"Fn::GetAtt": ["WebhookBundleQueue", "Arn"]}
+    assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    redrive = resources["WebhookBundleQueue"]["Properties"]["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["WebhookBundleDLQ", "Arn"]}

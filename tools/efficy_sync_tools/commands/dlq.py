@@ -19,6 +19,8 @@ QUEUES = {
     # name: (source env var, source output, DLQ output)
     "contact": ("CONTACT_QUEUE_URL", "ContactChangesQueueUrl", "ContactChangesDLQUrl"),
     "optout": ("OPTOUT_QUEUE_URL", "OptOutQueueUrl", "OptOutDLQUrl"),
+    # bundles of large webhooks waiting to be split onto the contact queue (efficy_sync.bundles)
+    "bundle": ("WEBHOOK_BUNDLE_QUEUE_URL", "WebhookBundleQueueUrl", "WebhookBundleDLQUrl"),
 }
 
 

@@ -1,6 +1,7 @@
 """Accepting an Efficy webhook: authenticate, validate, split into one message per person, enqueue.
 
-This is all the webhook Lambda does, so it answers fast even for batches of thousands of records. The worker
+This is all the webhook Lambda does, so it answers fast even for batches of thousands of records (above a
+threshold the messages travel in a few bundles and are split onto the FIFO queue after the 202: bundles.py). The worker
 refetches each person from Efficy and uses only the integration, the person key and the operation of a message,
 so a message carries nothing else of the record: its size is bounded whatever Efficy sends (MAX_MESSAGE_BYTES,
 checked before anything is queued). A replayed or retried call is harmless: the FIFO de-duplication id drops
@@ -15,6 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .bundles import send_bundles
 from .changes import ContactChange
 from .config import IntegrationConfig
 from .correlation import new_id, record_id
@@ -26,13 +28,23 @@ from .webhook import CONTACT_TABLE_ID, WebhookPayload, WebhookPayloadError, pars
 MAX_MESSAGE_BYTES = 1024
 
 
+@dataclass(frozen=True)
+class BundlePolicy:
+    """When a webhook's changes travel in bundles (settings: WEBHOOK_BUNDLE_QUEUE_URL and the two limits)."""
+
+    queue_url: str
+    over: int  # more persons than this: bundled
+    max_bytes: int  # one bundle message at most
+
+
 @dataclass
 class AcceptResult:
-    accepted: int  # person messages now on the queue
+    accepted: int  # person changes now on a queue (the FIFO queue, or the bundle queue to be split onto it)
     records: int  # contact records in the payload
     skipped_other_tables: int
     enqueue: EnqueueReport
     changes: list[ContactChange] = field(default_factory=list)  # what was queued, with their correlation ids
+    bundled: bool = False  # the changes went to the bundle queue (efficy_sync.bundles); the splitter logs each
 
 
 def authenticate(
@@ -100,18 +112,29 @@ def accept(
     secret: str,
     query: Mapping[str, str] | None = None,
     request_id: str | None = None,
+    bundles: BundlePolicy | None = None,
 ) -> AcceptResult:
     """Raises WebhookAuthError, WebhookPayloadError or EnqueueError; the handler maps them to 401/400/503.
 
     Each queued person gets the correlation id `<request_id>/<n>` (efficy_sync.correlation): one id per
-    change, which also names the webhook call it came in."""
+    change, which also names the webhook call it came in. With `bundles`, a webhook of more persons than its
+    threshold is queued in bundles (efficy_sync.bundles) after the same checks."""
     authenticate(cfg, headers, body, secret, query)
     payload = parse(body)
     changes, contacts, skipped = split_by_person(cfg.integration_id, payload)
     request = request_id or new_id("webhook-")
     for n, change in enumerate(changes, start=1):
         change.correlation_id = record_id(request, n)
-    report = enqueue_changes(queue_url, changes)
+    bundled = False
+    if bundles is not None and bundles.queue_url and len(changes) > bundles.over:
+        report, bundled = send_bundles(bundles.queue_url, changes, max_bytes=bundles.max_bytes), True
+    else:
+        report = enqueue_changes(queue_url, changes)
     return AcceptResult(
-        accepted=len(changes), records=contacts, skipped_other_tables=skipped, enqueue=report, changes=changes
+        accepted=len(changes),
+        records=contacts,
+        skipped_other_tables=skipped,
+        enqueue=report,
+        changes=changes,
+        bundled=bundled,
     )

@@ -31,6 +31,11 @@ class Settings(BaseModel):
     deadline_reserve: float = Field(default=5.0, alias="EFFICY_SYNC_DEADLINE_RESERVE")
     # Largest webhook body accepted (Lambda's synchronous payload limit is 6 MB).
     max_webhook_bytes: int = Field(default=6 * 1024 * 1024, alias="EFFICY_SYNC_MAX_WEBHOOK_BYTES")
+    # Large webhooks (efficy_sync.bundles): above `webhook_bundle_over` persons the changes go to this queue in
+    # bundles of at most `webhook_bundle_bytes` and are split onto the FIFO queue after the 202. No queue: never.
+    webhook_bundle_queue_url: str = Field(default="", alias="WEBHOOK_BUNDLE_QUEUE_URL")
+    webhook_bundle_over: int = Field(default=100, ge=0, alias="EFFICY_SYNC_WEBHOOK_BUNDLE_OVER")
+    webhook_bundle_bytes: int = Field(default=250_000, ge=4096, le=262_144, alias="EFFICY_SYNC_WEBHOOK_BUNDLE_BYTES")
 
     def retry_policy(self) -> RetryPolicy:
         from .clients.http import RetryPolicy
