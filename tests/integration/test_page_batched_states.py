@@ -7,6 +7,7 @@ table is the in-memory store with the same contract (put, put_batch, revisions),
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -206,3 +207,49 @@ def test_a_failing_person_does_not_cost_the_chunk_the_record_of_what_reached_aps
     stored = store.get_many("batched", range(1, 6))
     assert sorted(stored) == [1, 2, 4, 5]  # written although the page failed: their calls did reach APSIS
     assert all(s.exists_in_apsis for s in stored.values())
+
+
+class HoldsTheFirstPerson:
+    """Person 1 (first chunk) waits until a person of the second chunk has started: only a page that starts the
+    next chunk while the first one's slowest person is still out lets both through quickly."""
+
+    def __init__(self, apsis: ApsisClient) -> None:
+        self._apsis = apsis
+        self.second_chunk_started = threading.Event()
+        self.overlapped = False
+
+    def create_with_attributes(self, key: str, *args: Any, **kw: Any) -> Any:
+        if int(key) > CHUNK:
+            self.second_chunk_started.set()
+        elif key == "1":
+            self.overlapped = self.second_chunk_started.wait(timeout=10)
+        return self._apsis.create_with_attributes(key, *args, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._apsis, name)
+
+
+def test_the_next_chunk_starts_while_the_slowest_person_of_a_chunk_is_out(efficy_sim, apsis) -> None:
+    n = 2 * CHUNK
+    efficy_sim.upsert_persons([person(k) for k in range(1, n + 1)])
+    store = CountingStore()
+    held = HoldsTheFirstPerson(apsis)
+
+    result = run_page(efficy_sim, held, store)
+
+    assert held.overlapped  # was False: every chunk waited for its last person before the next was read
+    assert result.counters["failed"] == 0
+    assert store.calls["put"] == 0 and store.calls["put_batch"] == 2  # still one batch per chunk, its own persons
+    assert len(store.get_many("batched", range(1, n + 1))) == n
+
+
+def test_a_failing_person_leaves_the_chunk_already_syncing_recorded_too(efficy_sim, apsis) -> None:
+    n = CHUNK + 10
+    efficy_sim.upsert_persons([person(k) for k in range(1, n + 1)])
+    store = CountingStore()
+
+    with pytest.raises(ApsisUnavailable):
+        run_page(efficy_sim, FailsForOne(apsis), store)
+
+    stored = store.get_many("batched", range(1, n + 1))
+    assert sorted(stored) == [k for k in range(1, n + 1) if k != 3]  # the second chunk's calls were recorded too

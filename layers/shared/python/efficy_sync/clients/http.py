@@ -16,6 +16,7 @@ Two bounds keep a Lambda from sleeping past its own timeout (and having its whol
 from __future__ import annotations
 
 import contextvars
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
@@ -175,4 +176,22 @@ def build_session(policy: RetryPolicy, *, pool_size: int = 16, api: str = "http"
     adapter = TracedAdapter(api, max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
+    _read_environment_once(session)
     return session
+
+
+def _read_environment_once(session: requests.Session) -> None:
+    """With `trust_env` on, requests reads the environment again on every call: it walks os.environ for proxy
+    variables and looks for a ~/.netrc, about a tenth of a full-sync page's CPU in a profile of the local stack
+    (whose process holds every function's variables). Without a proxy variable (Lambda has none) nothing there
+    can change a call, so it is read once, here. A ~/.netrc is never wanted: it would replace our own
+    Authorization header with Basic credentials. With a proxy variable set, requests keeps reading it per call
+    (NO_PROXY is per host)."""
+    import urllib.request
+
+    if any(scheme != "no" for scheme in urllib.request.getproxies()):  # NO_PROXY alone routes nothing
+        return
+    session.trust_env = False
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle  # what requests itself takes from the environment when verify is left True

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 PERSON_THREADS = 16
 #: persons whose states are re-read together (one consistent BatchGetItem) right before they are synced
 CHUNK = 48
+#: chunks read and syncing beyond the oldest unfinished one: the next chunk's persons start as soon as threads
+#: free up, instead of every chunk waiting for its slowest person (a read then precedes its opt-ins by the
+#: length of two chunks, seconds: the argument of _sync_batch holds)
+CHUNKS_AHEAD = 1
 
 
 class Pace:
@@ -201,7 +205,7 @@ def _sync_batch(
     """The per-person path, PERSON_THREADS persons at a time (each waits on APSIS round trips, not on CPU).
 
     Each chunk's stored states (and APSIS opt-outs) are read in one consistent BatchGetItem right before the
-    chunk is synced, and that read is the one the opt-in check needs (`sync(fresh=True)`): one read per chunk
+    chunk is synced (while the chunk before it finishes: CHUNKS_AHEAD), and that read is the one the opt-in check needs (`sync(fresh=True)`): one read per chunk
     instead of a page-wide read plus one more per person about to be opted in. What the per-person re-read
     guarded against still holds: the read is seconds, not a page, before the opt-ins go out; a state stored
     meanwhile by another sync fails our conditional put (ConflictingWrite: planned again); real-time changes
@@ -217,31 +221,52 @@ def _sync_batch(
     read."""
     outcomes: list[Outcome] = []
     read_now = known is None
+    in_flight: deque[tuple[list[dict[str, Any]], list[Future[Outcome]]]] = deque()
     behind: tuple[list[dict[str, Any]], list[Outcome], Future[set[int]] | None] | None = None
-    # one writer thread: a chunk's states are written while the next chunk is read and synced; leaving the
-    # block waits for the last write, also when a person failed
+    # one writer thread: a chunk's states are written while the next chunks sync; leaving the block waits for
+    # the last write, also when a person failed
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="page-writes") as writer:
-        for start in range(0, len(persons), CHUNK):
-            chunk = persons[start : start + CHUNK]
-            if known is None:
-                fresh = states.get_many(syncer.cfg.integration_id, [p["K_CONTACT"] for p in chunk])
-                if seen is not None:
-                    seen.update(fresh)  # `seen`: the states as read before the sync, for the caller's counts
-            else:
-                fresh = known
 
-            def one(person: dict[str, Any], fresh: dict[int, PersonState] = fresh) -> Outcome:
-                key = person["K_CONTACT"]
-                return syncer.sync(key, person, fresh.get(key), fresh=read_now)
+        def write(chunk: list[dict[str, Any]]) -> Future[set[int]] | None:
+            if batched is None:
+                return None
+            return writer.submit(batched.write, batched.take(int(p["K_CONTACT"]) for p in chunk))
 
-            futures = [pool.submit(contextvars.copy_context().run, one, person) for person in chunk]
+        def finish_oldest() -> None:
+            nonlocal behind
+            chunk, futures = in_flight.popleft()
             wait(futures)
             # what did reach APSIS is written even when a person of the chunk failed (raised just below)
-            writing = writer.submit(batched.write, batched.take()) if batched is not None else None
+            writing = write(chunk)
             done = [future.result() for future in futures]
             if behind is not None:
                 outcomes.extend(_settle(pool, states, plain, *behind))
             behind = (chunk, done, writing)
+
+        try:
+            for start in range(0, len(persons), CHUNK):
+                chunk = persons[start : start + CHUNK]
+                if known is None:
+                    fresh = states.get_many(syncer.cfg.integration_id, [p["K_CONTACT"] for p in chunk])
+                    if seen is not None:
+                        seen.update(fresh)  # `seen`: the states as read before the sync, for the caller's counts
+                else:
+                    fresh = known
+
+                def one(person: dict[str, Any], fresh: dict[int, PersonState] = fresh) -> Outcome:
+                    key = person["K_CONTACT"]
+                    return syncer.sync(key, person, fresh.get(key), fresh=read_now)
+
+                in_flight.append((chunk, [pool.submit(contextvars.copy_context().run, one, p) for p in chunk]))
+                if len(in_flight) > CHUNKS_AHEAD:
+                    finish_oldest()
+            while in_flight:
+                finish_oldest()
+        except BaseException:
+            for chunk, futures in in_flight:  # chunks already syncing: what they sent to APSIS is written too
+                wait(futures)
+                write(chunk)
+            raise
         if behind is not None:
             outcomes.extend(_settle(pool, states, plain, *behind))
     return outcomes

@@ -85,12 +85,19 @@ class BatchedStates:
         return {**found, **pending}
 
     # ---- the batch --------------------------------------------------------------------------------------
-    def take(self) -> Held:
-        """The held writes, handed to `write` (the page starts its next chunk meanwhile); until written they
-        still read as decided."""
+    def take(self, keys: Iterable[int] | None = None) -> Held:
+        """The held writes (of `keys` only, when given: the next chunk, already syncing, keeps its own), handed
+        to `write` while the page goes on; until written they still read as decided."""
         with self._lock:
-            held = Held(self._pending, self._optouts)
-            self._pending, self._optouts = {}, {}
+            if keys is None:
+                held = Held(self._pending, self._optouts)
+                self._pending, self._optouts = {}, {}
+            else:
+                wanted = set(keys)
+                held = Held(
+                    {k: self._pending.pop(k) for k in wanted if k in self._pending},
+                    {k: self._optouts.pop(k) for k in wanted if k in self._optouts},
+                )
             self._writing.update(held.states)
         return held
 
