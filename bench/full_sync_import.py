@@ -198,6 +198,9 @@ def estimate(first: dict[str, Any], n: int, rows: int, persons: int = 1_000_000)
     }
     binding = max(limits, key=lambda k: limits[k])
     total = pages_minutes + max(limits.values()) + per_person_minutes
+    # the processing time per import at which the in-flight limit alone brings the total to 30 minutes
+    spare = 30 - pages_minutes - per_person_minutes
+    break_even = spare * IMPORTS_IN_FLIGHT / imports if imports and spare > 0 else None
     return {
         "persons": persons,
         "import_rows": rows,
@@ -212,6 +215,7 @@ def estimate(first: dict[str, Any], n: int, rows: int, persons: int = 1_000_000)
         "per_person_minutes": round(per_person_minutes, 1),
         "binding_limit": binding,
         "minutes": round(total, 1),
+        "passes_30_min_above_processing_minutes": round(break_even, 2) if break_even is not None else None,
         "assumptions": {
             "import_processing_minutes": IMPORT_PROCESSING_MINUTES,
             "efficy_page_seconds": EFFICY_PAGE_SECONDS,
@@ -285,7 +289,13 @@ def render(r: dict[str, Any]) -> str:
             f"calls {est['per_person_minutes']} min. Binding limit: {est['binding_limit']}. Assumed: an import is "
             f"processed in {est['assumptions']['import_processing_minutes']:g} min (APSIS does not document it), an "
             f"Efficy page of 500 in {est['assumptions']['efficy_page_seconds']:g} s, a DynamoDB call in "
-            f"{est['assumptions']['dynamodb_call_seconds'] * 1000:g} ms.",
+            f"{est['assumptions']['dynamodb_call_seconds'] * 1000:g} ms. Arithmetic: pages = "
+            f"({est['files'] * est['import_rows'] // 500:,} Efficy pages x {est['assumptions']['efficy_page_seconds']:g} s"
+            f" + DynamoDB calls x {est['assumptions']['dynamodb_call_seconds'] * 1000:g} ms) / 5 pages at once; "
+            f"in-flight limit = {est['imports']} imports x {est['assumptions']['import_processing_minutes']:g} min / 3;"
+            f" request limit = {est['imports']} / 10 a minute. The estimate passes 30 min if APSIS takes more than "
+            f"{est.get('passes_30_min_above_processing_minutes')} min to process one import of "
+            f"{est['import_rows']:,} rows.",
         ]
     )
 

@@ -85,6 +85,9 @@ def render(results: dict[str, Any]) -> str:
         "hour here and runs on its own (`python -m bench.full_sync --large diff 100000`).",
         "",
     ]
+    from bench import must_show
+
+    lines += must_show.lines(results)
     ingest = results.get("ingest")
     if ingest:
         lines += [
@@ -117,8 +120,8 @@ def render(results: dict[str, Any]) -> str:
             "|---:|---:|---:|---:|---:|---:|",
             f"| {rt['persons']:,} | {rt['seconds']} | {rt['persons_per_second']} | {rt['apsis_calls_per_changed_person']} | {rt['apsis_calls_per_unchanged_person']} | {rt['efficy_calls_per_person']} |",
             "",
-            "A new person costs create + one attribute PATCH + one consent call per mapped subscription + one tag PATCH;",
-            "an unchanged person costs none. Efficy calls are per batch of up to ten persons (one JSON-RPC call, many contexts).",
+            "A new person costs one v1 attribute PATCH (which creates the profile) + one consent call per mapped",
+            "subscription it is in + one tag PATCH when it has tags; an unchanged person costs none. Efficy calls are per batch of up to ten persons (one JSON-RPC call, many contexts).",
             "The APSIS simulator enforces APSIS One's documented 100 requests/s per account (429 beyond, retried with",
             "backoff), so new persons/s here is about what a real account allows: 100 / APSIS calls per new person.",
             "",

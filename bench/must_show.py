@@ -1,0 +1,111 @@
+"""Issue 13's must-show lines, computed from one `make bench` run's results (bench/run.py renders them first).
+
+Each line states the target, the figure of this run and whether it is met; a figure this run did not measure is
+said so, never assumed. The one must-show a benchmark cannot measure (`make test` no slower) is named with where
+its figure comes from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def _get(results: dict[str, Any], *path: str) -> Any:
+    node: Any = results
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _line(target: str, figure: Any, met: Callable[[Any], bool], shown: str) -> str:
+    if figure is None:
+        return f"| {target} | not measured in this run | - |"
+    return f"| {target} | {shown} | {'met' if met(figure) else '**not met**'} |"
+
+
+def lines(results: dict[str, Any]) -> list[str]:
+    diff = _get(results, "full_sync", "diff_mode") or {}
+    diff_again = _get(results, "full_sync", "diff_mode_unchanged") or {}
+    imp = _get(results, "full_sync", "import") or {}
+    big = results.get("full_sync_100k_import") or {}
+    size = f"{diff_persons(results):,}"
+    big_size = f"{big.get('persons', 100_000):,}"
+    per_created = (
+        diff["apsis_calls_per_1000"] * diff_persons(results) / diff["created"] if diff.get("created") else None
+    )
+    estimate = _get(imp, "estimate_1m_on_aws") or _get(big, "estimate_1m_on_aws")
+    rows = [
+        _line(
+            f"diff mode, first load of {size}: >= 0.7 of the diff ceiling",
+            diff.get("share_of_ceiling"),
+            lambda v: v >= 0.7,
+            f"{diff.get('share_of_ceiling')}",
+        ),
+        _line(
+            "diff mode: <= 2,500 APSIS calls per 1,000 new persons (a first load: every person is new)",
+            diff.get("apsis_calls_per_1000"),
+            lambda v: v <= 2500,
+            f"{diff.get('apsis_calls_per_1000', 0):,.0f} ({per_created:,.0f} per 1,000 profiles created)"
+            if per_created is not None
+            else "",
+        ),
+        *(
+            _line(
+                f"import mode, {label}: >= 0.25 of the bare import ceiling",
+                _get(run, "first_load", "share_of_ceiling"),
+                lambda v: v >= 0.25,
+                f"{_get(run, 'first_load', 'share_of_ceiling')}",
+            )
+            for label, run in ((size, imp), (big_size, big))
+        ),
+        *(
+            _line(
+                f"import mode, {label}: <= 10 APSIS calls per 1,000 persons, tags included",
+                _get(run, "first_load", "apsis_calls_per_1000"),
+                lambda v: v <= 10,
+                f"{_get(run, 'first_load', 'apsis_calls_per_1000')}",
+            )
+            for label, run in ((size, imp), (big_size, big))
+        ),
+        *(
+            _line(
+                f"unchanged re-sync, {label}: 0 APSIS calls, 0 person-state writes",
+                (m.get("apsis_calls_per_1000"), m.get("person_state_writes")) if m and "error" not in m else None,
+                lambda v: v == (0, 0),
+                f"{m.get('apsis_calls_per_1000')} calls / 1,000, {m.get('person_state_writes')} writes" if m else "",
+            )
+            for label, m in (
+                (f"diff {size}", diff_again),
+                (f"import {size}", imp.get("unchanged")),
+                (f"import {big_size}", big.get("unchanged")),
+            )
+        ),
+        _line(
+            f"a {_get(results, 'ingest', 'records') or 10_000:,}-record webhook answered 202 in under 3 s",
+            _get(results, "ingest", "seconds_to_202"),
+            lambda v: v < 3,
+            f"{_get(results, 'ingest', 'seconds_to_202')} s",
+        ),
+        _line(
+            "1,000,000 persons on AWS in import mode: <= 30 min (estimate)",
+            estimate.get("minutes") if estimate else None,
+            lambda v: v <= 30,
+            f"{estimate.get('minutes')} min" if estimate else "",
+        ),
+    ]
+    return [
+        "## Issue 13: the must-show figures of this run",
+        "",
+        "| target | this run | |",
+        "|---|---:|---|",
+        *rows,
+        "| `make test` no slower | measured by `make test` itself, not here (see the session notes) | - |",
+        "",
+    ]
+
+
+def diff_persons(results: dict[str, Any]) -> int:
+    return int(_get(results, "full_sync", "persons") or 0)
