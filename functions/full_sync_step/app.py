@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from efficy_sync.clients.errors import TransientError, retry_as
 from efficy_sync.fullsync.breaker import Breaker
 from efficy_sync.fullsync.import_step import imports_step
 from efficy_sync.fullsync.runs import SyncAlreadyRunning
@@ -60,7 +61,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     )
     # A full sync's correlation id is its run id, which every step payload carries (Begin's is in its result).
     with record(run.run_id if run else None, "## step"):
-        answer = STEPS[step.step](step, lambda: context.get_remaining_time_in_millis() / 1000)
+        try:
+            answer = STEPS[step.step](step, lambda: context.get_remaining_time_in_millis() / 1000)
+        except TransientError as exc:
+            raise retry_as(exc) from exc  # a class the Retry does not name would fail the run instead
     result: dict[str, Any] = answer.model_dump() if isinstance(answer, BaseModel) else answer
     logger.info("full-sync step done", extra={"result": {k: v for k, v in result.items() if not isinstance(v, dict)}})
     return result

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from efficy_sync.clients.errors import TransientError
+from efficy_sync.clients.errors import TransientError, retry_as
 from efficy_sync.clients.http import deadline, lambda_seconds
 from efficy_sync.fullsync.steps import parse_page
 from efficy_sync.fullsync.wiring import build_full_sync
@@ -18,8 +18,6 @@ from efficy_sync.settings import settings
 from efficy_sync.tracing import capture_handler, record
 
 full_sync = build_full_sync()
-#: the retryable classes the state machine's Retry names; other transient ones are raised as TransientError
-RETRIED_BY_NAME = frozenset({"TransientError", "EfficyUnavailable", "ApsisUnavailable", "RateLimited"})
 
 
 @logger.inject_lambda_context
@@ -35,9 +33,7 @@ def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
         try:
             summary = full_sync.page(item)
         except TransientError as exc:
-            if type(exc).__name__ in RETRIED_BY_NAME:
-                raise
-            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+            raise retry_as(exc) from exc
     for name, metric in (("synced", "PersonsSynced"), ("skipped", "PersonsSkipped"), ("failed", "PersonsFailed")):
         if summary.get(name):
             count(metric, summary[name], integration_id=item.integration_id)

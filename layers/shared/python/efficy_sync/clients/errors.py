@@ -103,6 +103,20 @@ class OutOfTime(TransientError):
     category = "out_of_time"
 
 
+#: the transient classes the state machine's Retry clauses name (Step Functions matches the exact class name, not
+#: the hierarchy); a task raising another TransientError subclass re-raises it as TransientError (retry_as)
+STATE_MACHINE_RETRIES = frozenset(
+    {"TransientError", "EfficyUnavailable", "ApsisUnavailable", "RateLimited", "EfficyInconclusive", "OutOfTime"}
+)
+
+
+def retry_as(exc: TransientError) -> TransientError:
+    """`exc` itself when the state machine retries its class by name, else a TransientError naming it."""
+    if type(exc).__name__ in STATE_MACHINE_RETRIES:
+        return exc
+    return TransientError(f"{type(exc).__name__}: {exc}")
+
+
 def error_class_for(status: int, unavailable: type[ApiError]) -> type[ApiError]:
     """One reading of an HTTP error status for both APIs; `unavailable` names whose outage a 5xx is."""
     if status in (401, 403):
