@@ -72,6 +72,9 @@ class Crm:
     def apsis_calls(self) -> dict[str, int]:
         return requests.get(f"{self.apsis.url}/_sim/calls", timeout=10).json()
 
+    def tag_calls(self) -> int:
+        return sum(n for route, n in self.apsis_calls().items() if route.startswith("PATCH") and "tags" in route)
+
     def apsis_writes(self) -> int:
         """Profile writes (the token is not one)."""
         calls = self.apsis_calls()
@@ -294,6 +297,9 @@ def test_full_sync_matches_the_crm_and_a_second_run_writes_almost_nothing(crm_fa
     assert report["persons"]["created"] == len(matching)
     assert report["persons"]["failed"] == 0
     assert report["tags"]["vip"]["added"] == sum(1 for p in matching if p["K_CONTACT"] in crm.vip)
+    # the query tag went out with each member's own tag call (fullsync/query_plan.py): no second pass after pages
+    assert report["query_tags"]["tagged"] == 0, report["query_tags"]
+    assert crm.tag_calls() <= len(matching), crm.apsis_calls()
 
     writes_before = crm.apsis_writes()
     start(crm, "--follow")

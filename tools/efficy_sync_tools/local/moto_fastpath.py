@@ -23,6 +23,8 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .moto_threads import DYNAMODB_LOCK
+
 TARGET = "AmazonSQS.SendMessageBatch"
 BATCH_GET = "DynamoDB_20120810.BatchGetItem"
 _SIMPLE_TYPES = ("String", "Number")
@@ -177,17 +179,20 @@ def batch_get_item(environ: dict[str, Any], raw: bytes) -> bytes:
     responses: dict[str, list[dict[str, Any]]] = {}
     capacity = []
     size = 0
-    for table_name, spec in tables.items():
-        found = responses[table_name] = []
-        for key in spec["Keys"]:
-            item = backend.get_item(table_name, key, [])  # raises for an unknown table: moto's error then
-            if item is not None:
-                described = {name: _attribute(value) for name, value in item.attrs.items()}
-                size += len(json.dumps(described))  # JSON is never shorter than DynamoDB's item size
-                if size > _BATCH_GET_BYTES:
-                    raise _NotHandled("near 16 MB: moto splits the answer")
-                found.append(described)
-        capacity.append({"TableName": table_name, "CapacityUnits": float(len(spec["Keys"]))})
+    # moto's tables are plain dicts (a missing key even inserts an empty one): read them under the lock that
+    # serialises moto's own DynamoDB requests (moto_threads.py), or a concurrent Query fails mid-iteration
+    with DYNAMODB_LOCK:
+        for table_name, spec in tables.items():
+            found = responses[table_name] = []
+            for key in spec["Keys"]:
+                item = backend.get_item(table_name, key, [])  # raises for an unknown table: moto's error then
+                if item is not None:
+                    described = {name: _attribute(value) for name, value in item.attrs.items()}
+                    size += len(json.dumps(described))  # JSON is never shorter than DynamoDB's item size
+                    if size > _BATCH_GET_BYTES:
+                        raise _NotHandled("near 16 MB: moto splits the answer")
+                    found.append(described)
+            capacity.append({"TableName": table_name, "CapacityUnits": float(len(spec["Keys"]))})
     return json.dumps({"Responses": responses, "UnprocessedKeys": {}, "ConsumedCapacity": capacity}).encode()
 
 

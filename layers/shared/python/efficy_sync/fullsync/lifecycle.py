@@ -26,6 +26,7 @@ from .import_step import page_queue
 from .page import Pace, sync_page, worker_rate
 from .parking import ParkingLot
 from .plan import count_records, efficy_probe, plan_pages
+from .query_plan import decode_plan, members_key, plan_query_members, tags_of
 from .report import build_report
 from .runs import (
     STARTED_VIA_CLI,
@@ -77,6 +78,8 @@ class PlanStore(Protocol):
 
     def put(self, key: str, descriptors: list[dict[str, Any]]) -> None: ...
 
+    def get(self, key: str) -> list[dict[str, Any]] | None: ...
+
 
 @dataclass
 class FullSync:
@@ -101,6 +104,8 @@ class FullSync:
     #: where the APSIS account's shared request budget lives (budget.py); "" = each step paces on its own
     budget_table: str = ""
     _versions: dict[tuple[str, int], IntegrationConfig] = field(default_factory=dict)
+    #: a run's planned query members (query_plan.py), kept while this warm container serves its pages
+    _planned: dict[str, dict[str, set[int]]] = field(default_factory=dict)
 
     def _apsis(self, cfg: IntegrationConfig, workers: int) -> PacedApsis:
         """The integration's APSIS client, paced by the account's budget shared with every other page and the
@@ -152,6 +157,9 @@ class FullSync:
         total = count_records(efficy_probe(self.efficy_for(cfg)))
         descriptors = plan_pages(total, cfg.efficy.page_size, cfg.full_sync.page_size)
         key = f"plans/{run.integration_id}/{run.run_id}.json"
+        if cfg.tags.queries and run.write_mode != "import":  # import mode sends query tags as columns
+            planned = plan_query_members(cfg, self.efficy_for(cfg).run_query)
+            self.plans.put(members_key(run.integration_id, run.run_id), planned)
         self.plans.put(key, descriptors)
         self.runs.set_plan(run, pages_total=len(descriptors), persons_estimate=total, plan_key=key)
         return PlanResult(bucket=self.plans.bucket, key=key, pages=len(descriptors))
@@ -179,6 +187,7 @@ class FullSync:
                 should_continue=self._still_running(integration_id, run_id),
                 removal_gate=gate,
                 queue=page_queue(run, number),
+                query_tags=tags_of(self._planned_members(cfg, run_id)) if run.write_mode != "import" else None,
             )
         except Exception as exc:
             self.runs.page_failed(integration_id, run_id, number, f"{type(exc).__name__}: {exc}")
@@ -188,6 +197,15 @@ class FullSync:
         if not result.stopped:
             self.runs.page_done(integration_id, run_id, number, result.persons, result.counters)
         return result.summary()
+
+    def _planned_members(self, cfg: IntegrationConfig, run_id: str) -> dict[str, set[int]]:
+        """The run's planned query members (query_plan.py), read once per warm container and run."""
+        if not cfg.tags.queries:
+            return {}
+        if run_id not in self._planned:
+            self._planned.clear()  # one run at a time per container: keep memory to one run's members
+            self._planned[run_id] = decode_plan(self.plans.get(members_key(cfg.integration_id, run_id)))
+        return self._planned[run_id]
 
     def seams(
         self,

@@ -122,11 +122,13 @@ def sync_page(
     threads: int = PERSON_THREADS,
     removal_gate: RemovalGate | None = None,
     queue: Callable[[int, int, list[int]], None] | None = None,
+    query_tags: Callable[[int], set[str]] | None = None,
 ) -> PageResult:
     """Sync every person of one page descriptor. Retryable API errors propagate (the state machine retries
     the page; persons already done cost nothing the second time); others are counted as failed persons.
     `removal_gate`: the blast-radius breaker (safety.py); the removals are counted (rm:*) against what the
-    page's persons held before (base:*) whether or not they were sent."""
+    page's persons held before (base:*) whether or not they were sent. `query_tags`: a person's planned query
+    tags (query_plan.py), sent with the person's own tag call; None leaves query tags to the Tags step."""
     # the Lambda passes a client paced by the account's shared budget (budget.paced); anything else keeps to a
     # fixed in-process share of the account, as before
     paced = apsis if isinstance(apsis, PacedApsis) else PacedApsis(apsis, Pace(worker_rate(max_concurrency)))
@@ -161,7 +163,7 @@ def sync_page(
             persons = [p for p in records if isinstance(p.get("K_CONTACT"), int)]
             # the per-person path re-reads each chunk's states right before syncing it (_sync_batch); import
             # mode reads the page's states first to split the persons, diff mode counts what the chunks read
-            sync_all = partial(_sync_batch, pool, syncer, states, batched=batched, plain=plain)
+            sync_all = partial(_sync_batch, pool, syncer, states, batched=batched, plain=plain, query_tags=query_tags)
             known: dict[int, PersonState] = {}
             if importer is not None:
                 known = states.get_many(cfg.integration_id, [p["K_CONTACT"] for p in persons])
@@ -201,6 +203,7 @@ def _sync_batch(
     known: dict[int, PersonState] | None = None,
     batched: BatchedStates | None = None,
     plain: PersonSyncer | None = None,
+    query_tags: Callable[[int], set[str]] | None = None,
 ) -> list[Outcome]:
     """The per-person path, PERSON_THREADS persons at a time (each waits on APSIS round trips, not on CPU).
 
@@ -240,7 +243,7 @@ def _sync_batch(
             writing = write(chunk)
             done = [future.result() for future in futures]
             if behind is not None:
-                outcomes.extend(_settle(pool, states, plain, *behind))
+                outcomes.extend(_settle(pool, states, plain, *behind, query_tags=query_tags))
             behind = (chunk, done, writing)
 
         try:
@@ -255,7 +258,8 @@ def _sync_batch(
 
                 def one(person: dict[str, Any], fresh: dict[int, PersonState] = fresh) -> Outcome:
                     key = person["K_CONTACT"]
-                    return syncer.sync(key, person, fresh.get(key), fresh=read_now)
+                    tags = query_tags(key) if query_tags is not None else None
+                    return syncer.sync(key, person, fresh.get(key), fresh=read_now, query_tags=tags)
 
                 in_flight.append((chunk, [pool.submit(contextvars.copy_context().run, one, p) for p in chunk]))
                 if len(in_flight) > CHUNKS_AHEAD:
@@ -268,7 +272,7 @@ def _sync_batch(
                 write(chunk)
             raise
         if behind is not None:
-            outcomes.extend(_settle(pool, states, plain, *behind))
+            outcomes.extend(_settle(pool, states, plain, *behind, query_tags=query_tags))
     return outcomes
 
 
@@ -279,6 +283,8 @@ def _settle(
     chunk: list[dict[str, Any]],
     done: list[Outcome],
     writing: Future[set[int]] | None,
+    *,
+    query_tags: Callable[[int], set[str]] | None = None,
 ) -> list[Outcome]:
     """A chunk's outcomes once its states are written: a person whose state the batch refused (changed since
     read) is synced again by `plain` from a fresh read, as the per-person put's ConflictingWrite did."""
@@ -289,7 +295,9 @@ def _settle(
     stored = states.get_many(plain.cfg.integration_id, [p["K_CONTACT"] for p in again])
 
     def retry(person: dict[str, Any]) -> Outcome:
-        return plain.sync(person["K_CONTACT"], person, stored.get(person["K_CONTACT"]), fresh=True)
+        key = person["K_CONTACT"]
+        tags = query_tags(key) if query_tags is not None else None
+        return plain.sync(key, person, stored.get(key), fresh=True, query_tags=tags)
 
     redone = {int(p["K_CONTACT"]): o for p, o in zip(again, map_in_context(pool, retry, again), strict=True)}
     return [redone.get(int(p["K_CONTACT"]), o) for p, o in zip(chunk, done, strict=True)]

@@ -31,6 +31,15 @@ class S3Plans:
             Bucket=self.bucket, Key=key, Body=json.dumps(descriptors).encode(), ContentType="application/json"
         )
 
+    def get(self, key: str) -> list[dict[str, Any]] | None:
+        """What `put` stored under `key`, or None when there is nothing (a plan made before it was written)."""
+        s3 = client("s3")
+        try:
+            body = s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            return None
+        return cast(list[dict[str, Any]], json.loads(body))
+
 
 def describe_execution(execution_arn: str) -> str | None:
     """RUNNING | SUCCEEDED | FAILED | TIMED_OUT | ABORTED | PENDING_REDRIVE, or None when there is no such
