@@ -970,3 +970,18 @@ def test_the_webhook_sends_large_batches_to_the_bundle_queue_that_the_splitter_r
     assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     redrive = resources["WebhookBundleQueue"]["Properties"]["RedrivePolicy"]
     assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["WebhookBundleDLQ", "Arn"]}
+
+
+def test_the_page_worker_can_read_the_planned_query_members(resources: dict[str, Any]) -> None:
+    """Pages read the run's planned query members (fullsync/query_plan.py) from the pages bucket: without the
+    variable and the read permission every page would fall back to the Tags step's second pass on AWS, while
+    the local stack (one environment for all functions, no IAM) would not show it."""
+    page = resources["SyncPageFunction"]["Properties"]
+    assert page["Environment"]["Variables"]["PAGES_BUCKET"] == {"Ref": "PagesBucket"}
+    statements = [s for p in page["Policies"] if "Statement" in p for s in p["Statement"]]
+    assert {
+        "Sid": "ReadPlannedQueryMembers",
+        "Effect": "Allow",
+        "Action": "s3:GetObject",
+        "Resource": {"Fn::Sub": "${PagesBucket.Arn}/plans/*"},
+    } in statements

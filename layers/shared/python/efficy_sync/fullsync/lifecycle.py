@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..budget import PacedApsis, paced
 from ..config import IntegrationConfig
 from ..mapping import Desired, map_person, needed_fields
+from ..observability import logger
 from ..safety import ALLOW_COUNTER
 from ..store.configs import ConfigStore, UnknownIntegration
 from ..store.protocols import PersonStates
@@ -204,7 +205,12 @@ class FullSync:
             return {}
         if run_id not in self._planned:
             self._planned.clear()  # one run at a time per container: keep memory to one run's members
-            self._planned[run_id] = decode_plan(self.plans.get(members_key(cfg.integration_id, run_id)))
+            try:
+                planned = self.plans.get(members_key(cfg.integration_id, run_id))
+            except Exception as exc:  # unreadable (a run planned before this version, S3): the Tags step tags
+                logger.warning("planned query members not read; the Tags step tags them: %s", type(exc).__name__)
+                planned = None
+            self._planned[run_id] = decode_plan(planned)
         return self._planned[run_id]
 
     def seams(
