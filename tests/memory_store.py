@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from efficy_sync.consent import OptOutRecord, normalise_stamp
+from efficy_sync.consent import OptOutRecord, future_limit, normalise_stamp
 from efficy_sync.state import PersonState, health_issue, utc_now
 from efficy_sync.store.person_items import ConflictingWrite, HealthKind, StaleWrite, state_document
 from efficy_sync.store.persons import _order, with_optouts
@@ -55,7 +55,7 @@ class MemoryPersonStateStore:
             stored = self._states.get(key)
             if stored is not None:
                 stored_stamp = normalise_stamp(PersonState.model_validate_json(stored[0]).change_stamp or "")
-                if stored_stamp > stamp:
+                if future_limit() >= stored_stamp > stamp:  # PersonStateStore.put's condition
                     raise StaleWrite(f"person {state.person_key}: stored state is newer than {stamp}")
                 if stored[1] != state.revision:
                     raise ConflictingWrite(f"person {state.person_key}: stored state changed since it was read")

@@ -12,6 +12,7 @@ import boto3
 import pytest
 from efficy_sync import aws
 from efficy_sync.consent import OptOutRecord
+from efficy_sync.person_plan import is_stale
 from efficy_sync.state import PersonState
 from efficy_sync.store.persons import (
     ConflictingWrite,
@@ -74,6 +75,26 @@ def test_an_older_stamp_is_a_stale_write(store: Any) -> None:
     with pytest.raises(StaleWrite) as caught:
         store.put(current.model_copy(update={"change_stamp": "2024-05-01T08:00:00"}))
     assert not isinstance(caught.value, ConflictingWrite)
+
+
+def test_a_stored_stamp_beyond_our_clock_does_not_hold_back_later_changes(store: Any) -> None:
+    """Efficy's clock was years ahead once (or an import set D_CHANGE): every later, genuine change of the
+    person would have been refused as older, and dropped as "stale", until that date. A stamp beyond
+    consent.FUTURE_STAMP_SLACK is no bound; a plausible newer stamp still is."""
+
+    def stamp(hours: float) -> str:  # Efficy's naive stamp, `hours` from now
+        return (datetime.now(UTC) + timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%S")
+
+    store.put(state(stamp="2099-01-01T00:00:00"))
+    current = store.get("acme", 7)
+    genuine = stamp(-1)
+    assert not is_stale(genuine, current)
+    store.put(current.model_copy(update={"change_stamp": genuine}))
+    assert store.get("acme", 7).change_stamp == genuine
+    store.put(store.get("acme", 7).model_copy(update={"change_stamp": stamp(12)}))  # a time zone ahead: real
+    with pytest.raises(StaleWrite):
+        store.put(store.get("acme", 7).model_copy(update={"change_stamp": stamp(-2)}))
+    assert is_stale(stamp(-2), store.get("acme", 7))
 
 
 def test_a_state_changed_since_it_was_read_is_a_conflicting_write(store: Any) -> None:

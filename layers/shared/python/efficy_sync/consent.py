@@ -45,6 +45,23 @@ def normalise_stamp(stamp: str | None) -> str:
     return parsed.strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
+#: a stored change stamp further ahead of our clock than this is not a time Efficy can have meant (its clock was
+#: wrong, or an import set the field): kept as a bound, it would make every later change of the person look older
+#: and be dropped. A day covers any time zone of Efficy's naive local stamps.
+FUTURE_STAMP_SLACK = timedelta(days=1)
+
+
+def future_limit(now: datetime | None = None) -> str:
+    """The normalised stamp beyond which a stored change stamp is disregarded as a bound (FUTURE_STAMP_SLACK)."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC) + FUTURE_STAMP_SLACK
+    return moment.replace(tzinfo=None).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def beyond_now(stamp: str | None, now: datetime | None = None) -> bool:
+    """True for a stamp later than future_limit: not evidence that the person's stored data is newer."""
+    return normalise_stamp(stamp) > future_limit(now)
+
+
 def compare_stamps(a: str | None, b: str | None) -> int:
     """-1, 0 or 1 as `a` is older than, as old as, or newer than `b`."""
     na, nb = normalise_stamp(a), normalise_stamp(b)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from efficy_sync.consent import ConsentType, compare_stamps, confirm, decide
+from efficy_sync.consent import ConsentType, beyond_now, compare_stamps, confirm, decide
 from efficy_sync.mapping import Desired, Skip
 from efficy_sync.state import PersonState, consent_key, value_hash
 
@@ -49,8 +49,9 @@ Operation = CreateProfile | PatchAttributes | SetConsent | PatchTags | DeletePro
 
 
 def is_stale(change_stamp: str, state: PersonState | None) -> bool:
-    """True when this snapshot is older than the one last applied (an unknown stamp is never stale)."""
-    if state is None or not change_stamp or not state.change_stamp:
+    """True when this snapshot is older than the one last applied (an unknown stamp is never stale, nor is any
+    snapshot against a stored stamp beyond our clock: consent.beyond_now says why)."""
+    if state is None or not change_stamp or not state.change_stamp or beyond_now(state.change_stamp):
         return False
     return compare_stamps(change_stamp, state.change_stamp) < 0
 

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..aws import client
-from ..consent import OptOutRecord, merge_optouts, normalise_stamp
+from ..consent import OptOutRecord, future_limit, merge_optouts, normalise_stamp
 from ..state import PersonState, utc_now
 from .dynamo import batch_get, from_item, query_all, scan_all, to_item
 from .person_items import (  # the item's shape lives there; importers of persons keep working
@@ -164,12 +164,14 @@ class PersonStateStore:
         stamp = normalise_stamp(state.change_stamp or "")
         key = _key(state.integration_id, state.person_key)
         item = state_item(state)
-        values: dict[str, Any] = {":s": stamp}
+        # a stored stamp beyond our clock bounds nothing (consent.beyond_now): `:f` lets a later change through
+        limit = future_limit()
+        values: dict[str, Any] = {":s": stamp, ":f": limit}
         if state.revision:
-            condition = "#r = :r AND #s <= :s"
+            condition = "#r = :r AND (#s <= :s OR #s > :f)"
             values[":r"] = state.revision
         else:  # read when nothing was stored (or stored by a version without revisions)
-            condition = "attribute_not_exists(pk) OR (attribute_not_exists(#r) AND #s <= :s)"
+            condition = "attribute_not_exists(pk) OR (attribute_not_exists(#r) AND (#s <= :s OR #s > :f))"
         ddb = client("dynamodb")
         try:
             ddb.put_item(
@@ -181,7 +183,7 @@ class PersonStateStore:
             )
         except ddb.exceptions.ConditionalCheckFailedException as exc:
             stored = from_item(ddb.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item") or {})
-            if str(stored.get("stamp", "")) > stamp:
+            if limit >= str(stored.get("stamp", "")) > stamp:
                 raise StaleWrite(f"person {state.person_key}: stored state is newer than {stamp}") from exc
             raise ConflictingWrite(f"person {state.person_key}: stored state changed since it was read") from exc
 
