@@ -388,6 +388,7 @@ def test_dlq_count_and_redrive(user: UserStack) -> None:
     )
     counted = user.json("dlq", "count")
     assert counted["queues"]["contact"] == 1 and "optout" in counted["queues"]
+    assert counted["queues"]["bundle"] == 0  # the large webhooks' bundles (runbook: WebhookBundleDLQNotEmptyAlarm)
     assert "contact: 1 message(s)" in user.cli("dlq", "count").stdout
     moved = user.cli("dlq", "redrive", "--queue", "contact")
     assert "contact: moved 1 message(s)" in moved.stdout
@@ -395,3 +396,4 @@ def test_dlq_count_and_redrive(user: UserStack) -> None:
     # the worker applies the redriven change: the person reaches APSIS One
     wait_for(f"person {first} in APSIS One", lambda: user.profile(first), timeout=60)
     assert user.json("dlq", "redrive", "--queue", "optout", "--limit", "10")["queues"]["optout"]["moved"] == 0
+    assert user.json("dlq", "redrive", "--queue", "bundle", "--limit", "10")["queues"]["bundle"]["moved"] == 0
