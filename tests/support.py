@@ -119,6 +119,19 @@ class Stack:
         """What a CRM user does in Efficy: the simulator then sends the signed webhook."""
         self.http.patch(f"{self.efficy_url}/_sim/persons/{key}", json=changes, timeout=10).raise_for_status()
 
+    def stored_state(self, key: int, integration_id: str = "demo") -> dict[str, Any]:
+        """The person's stored sync state document (consistent read), {} when none."""
+        item = (
+            self.client("dynamodb")
+            .get_item(
+                TableName=self.names["StateTable"],
+                Key={"pk": {"S": f"PERSON#{integration_id}#{key}"}, "sk": {"S": "STATE"}},
+                ConsistentRead=True,
+            )
+            .get("Item")
+        )
+        return json.loads(item["doc"]["S"]) if item else {}
+
     def efficy_person(self, key: int) -> dict[str, Any] | None:
         r = self.http.get(f"{self.efficy_url}/_sim/persons/{key}", timeout=10)
         return r.json() if r.status_code == 200 else None

@@ -41,16 +41,7 @@ def _log(stack: Stack) -> list[dict[str, Any]]:
 
 
 def _stored(stack: Stack, key: int) -> dict[str, Any]:
-    item = (
-        stack.client("dynamodb")
-        .get_item(
-            TableName=stack.names["StateTable"],
-            Key={"pk": {"S": f"PERSON#demo#{key}"}, "sk": {"S": "STATE"}},
-            ConsistentRead=True,
-        )
-        .get("Item")
-    )
-    return json.loads(item["doc"]["S"]) if item else {}
+    return stack.stored_state(key)
 
 
 def _sqs_records(lines: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -6,7 +6,6 @@ worker refetches the person and never stores an older snapshot over a newer one.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from tests.support import Stack, person, unique_key, wait_for
@@ -15,16 +14,7 @@ THRESHOLD = 100  # EFFICY_SYNC_WEBHOOK_BUNDLE_OVER's default: the test relies on
 
 
 def _stored(stack: Stack, key: int) -> dict[str, Any]:
-    item = (
-        stack.client("dynamodb")
-        .get_item(
-            TableName=stack.names["StateTable"],
-            Key={"pk": {"S": f"PERSON#demo#{key}"}, "sk": {"S": "STATE"}},
-            ConsistentRead=True,
-        )
-        .get("Item")
-    )
-    return json.loads(item["doc"]["S"]) if item else {}
+    return stack.stored_state(key)
 
 
 def _first_name(stack: Stack, key: int) -> str | None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from .aws import client
 from .changes import ContactChange
-from .queue import EnqueueError, EnqueueReport
+from .queue import EnqueueReport, sqs_call
 
 #: the bundle format's version, so a splitter can refuse a body it does not know instead of guessing
 VERSION = 1
@@ -73,19 +73,12 @@ def send_bundles(
 ) -> EnqueueReport:
     """Puts `changes` on the bundle queue; raises EnqueueError unless every bundle landed (the caller answers
     503 then, and Efficy's retry is harmless: see the module docstring)."""
-    from botocore.exceptions import BotoCoreError, ClientError  # loaded with boto3 by client() anyway
-
     bodies = pack(changes, max_bytes)
     report = EnqueueReport(messages=len(changes))
 
     def send(body: str) -> None:
-        try:
+        with sqs_call("a bundle of changes"):
             client("sqs").send_message(QueueUrl=queue_url, MessageBody=body)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "ClientError")
-            raise EnqueueError(f"SQS refused a bundle of changes ({code})") from exc
-        except BotoCoreError as exc:
-            raise EnqueueError(f"SQS could not be reached ({type(exc).__name__})") from exc
         report.batch_calls += 1
 
     if len(bodies) == 1:

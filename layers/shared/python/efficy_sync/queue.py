@@ -9,8 +9,9 @@ de-duplication id drops what did land, and a later copy only costs a refetch.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .aws import client
@@ -29,12 +30,24 @@ class EnqueueReport:
     retried_entries: int = 0
 
 
-def _send_chunk(queue_url: str, chunk: Sequence[ContactChange], attempts: int, report: EnqueueReport) -> None:
+@contextmanager
+def sqs_call(what: str) -> Iterator[None]:
+    """An SQS call whose refusal or unreachability is an EnqueueError naming `what` (the caller answers 503)."""
     from botocore.exceptions import BotoCoreError, ClientError  # loaded with boto3 by client() anyway
 
+    try:
+        yield
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "ClientError")
+        raise EnqueueError(f"SQS refused {what} ({code})") from exc
+    except BotoCoreError as exc:
+        raise EnqueueError(f"SQS could not be reached ({type(exc).__name__})") from exc
+
+
+def _send_chunk(queue_url: str, chunk: Sequence[ContactChange], attempts: int, report: EnqueueReport) -> None:
     pending = {str(i): change for i, change in enumerate(chunk)}
     for attempt in range(attempts):
-        try:
+        with sqs_call(f"a batch of {len(pending)} messages"):
             response = client("sqs").send_message_batch(
                 QueueUrl=queue_url,
                 Entries=[
@@ -53,11 +66,6 @@ def _send_chunk(queue_url: str, chunk: Sequence[ContactChange], attempts: int, r
                     for entry_id, change in pending.items()
                 ],
             )
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "ClientError")
-            raise EnqueueError(f"SQS refused a batch of {len(pending)} messages ({code})") from exc
-        except BotoCoreError as exc:
-            raise EnqueueError(f"SQS could not be reached ({type(exc).__name__})") from exc
         report.batch_calls += 1
         failed = {f["Id"] for f in response.get("Failed", [])}
         pending = {entry_id: change for entry_id, change in pending.items() if entry_id in failed}
