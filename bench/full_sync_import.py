@@ -130,7 +130,7 @@ def _run_to_end(stack: Any, integration_id: str, timeout: float = 3600) -> dict[
     while (status := sfn.describe_execution(executionArn=arn)["status"]) == "RUNNING":
         if time.monotonic() > deadline:
             raise TimeoutError(f"bench full sync did not end within {timeout}s")
-        time.sleep(0.25)
+        time.sleep(0.5)  # each look is a botocore call in the process the handlers run in: not too often
     seconds = time.perf_counter() - started
     before = _DDB["calls"]
     run = RunStore(settings().state_table).latest(integration_id)

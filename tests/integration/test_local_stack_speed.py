@@ -277,5 +277,48 @@ def test_the_poller_long_polls_and_delivers(moto: MotoServer) -> None:
     assert [m["Body"] for m in sqs.receive_message(QueueUrl=url).get("Messages", [])] == ["parked"]
 
 
+class _SlowRouter(_Router):
+    """A Lambda that takes a moment per batch, so a burst outlasts one worker's receive."""
+
+    def invoke(self, function: str, event: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(0.05)
+        return super().invoke(function, event)
+
+
+def test_a_quiet_queue_is_polled_by_one_worker_and_a_burst_by_all(moto: MotoServer) -> None:
+    """Idle, only the first worker polls (every receive is CPU the in-process functions lose); once it takes
+    messages, the others join, and every message is delivered once."""
+    sqs, url = _fifo(moto, "poller-scales")
+    receivers: list[str] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        if threading.current_thread().name.startswith("poll-"):
+            receivers.append(threading.current_thread().name)
+
+    sqs.meta.events.register("provide-client-params.sqs.ReceiveMessage", record)
+    router = _SlowRouter()
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    poller = SqsPoller(SqsSource("fn", "Q", batch_size=1), url, arn, router, sqs, region=REGION, workers=3)  # type: ignore[arg-type]
+    poller.start()
+    try:
+        time.sleep(2.5)  # idle: two or three long polls, all by the lead
+        idle = list(receivers)
+        sqs.send_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "MessageBody": f"m{i}", "MessageGroupId": f"g{i}", "MessageDeduplicationId": f"d{i}"}
+                for i in range(10)
+            ],
+        )
+        deadline = time.monotonic() + 20
+        while len(router.bodies) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        poller.stop()
+    assert idle and set(idle) == {"poll-fn-0"}
+    assert sorted(router.bodies) == sorted(f"m{i}" for i in range(10))
+    assert len(set(receivers) - {"poll-fn-0"}) >= 1  # the burst woke the other workers
+
+
 def test_the_patch_is_applied_by_the_local_stack(moto: MotoServer) -> None:
     assert moto_sqs._applied

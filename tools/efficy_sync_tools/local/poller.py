@@ -7,8 +7,10 @@ becomes visible again after `retry_delay` seconds instead of the queue's full vi
 (minutes in template.yaml), so a local retry takes seconds.
 
 The poller long-polls like Lambda's (a receive returns as soon as a message arrives), for at most
-WAIT_SECONDS so that disabling and stopping stay prompt: an idle worker makes one call a second instead of
-ten short polls.
+WAIT_SECONDS so that disabling and stopping stay prompt. Like Lambda's, it scales with the queue: while the
+queue is quiet only the first worker polls (one call a second per queue), and the others join as soon as it
+receives something. Every idle call is CPU the local stack's functions no longer have, since they all share
+one process here.
 """
 
 from __future__ import annotations
@@ -54,12 +56,15 @@ class SqsPoller:
         self._threads: list[threading.Thread] = []
         self._busy = 0
         self._busy_lock = threading.Lock()
+        self._traffic = threading.Event()  # set while the first worker's receives bring messages
         self.batches = 0
         self.failures = 0
 
     def start(self) -> None:
         for i in range(self._workers):
-            thread = threading.Thread(target=self._loop, name=f"poll-{self.source.function}-{i}", daemon=True)
+            thread = threading.Thread(
+                target=self._loop, args=(i == 0,), name=f"poll-{self.source.function}-{i}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
 
@@ -78,9 +83,10 @@ class SqsPoller:
     def signal_stop(self) -> None:
         """Ask the workers to stop without waiting, so that several pollers stop in parallel."""
         self._stop.set()
+        self._traffic.set()  # a waiting follower wakes to see the stop
 
     def stop(self) -> None:
-        self._stop.set()
+        self.signal_stop()
         for thread in self._threads:
             thread.join(timeout=WAIT_SECONDS + 5)
 
@@ -88,8 +94,10 @@ class SqsPoller:
     def busy(self) -> bool:
         return self._busy > 0
 
-    def _loop(self) -> None:
+    def _loop(self, lead: bool) -> None:
         while not self._stop.is_set():
+            if not lead and not self._traffic.wait(WAIT_SECONDS):
+                continue  # the queue is quiet: the lead worker alone polls it
             with self._state:
                 enabled = self._enabled
                 if enabled:
@@ -115,6 +123,11 @@ class SqsPoller:
                 with self._state:
                     self._receiving -= 1
                     self._state.notify_all()
+            if lead:
+                if messages:
+                    self._traffic.set()
+                elif not self._stop.is_set():
+                    self._traffic.clear()
             if not messages:
                 continue
             with self._busy_lock:

@@ -254,7 +254,8 @@ class LocalStack:
 
         sfn = client("stepfunctions", self.moto.endpoint, self.region)
         seen: dict[str, str] = {}
-        while not self._stop.wait(0.5):
+        # EventBridge delivers these within seconds; a tighter loop only takes CPU from the functions it serves
+        while not self._stop.wait(1.0):
             for logical_id, arn in self.stack.state_machines.items():
                 try:
                     executions = sfn.list_executions(stateMachineArn=arn, maxResults=100)["executions"]
