@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from efficy_sync.consent import OptOutRecord, future_limit, normalise_stamp
+from efficy_sync.consent import OptOutRecord, future_limit, normalise_stamp, read_order
 from efficy_sync.state import PersonState, health_issue, utc_now
 from efficy_sync.store.person_items import ConflictingWrite, HealthKind, StaleWrite, state_document
 from efficy_sync.store.persons import _order, with_optouts
@@ -54,8 +54,11 @@ class MemoryPersonStateStore:
         with self._lock:
             stored = self._states.get(key)
             if stored is not None:
-                stored_stamp = normalise_stamp(PersonState.model_validate_json(stored[0]).change_stamp or "")
-                if future_limit() >= stored_stamp > stamp:  # PersonStateStore.put's condition
+                previous = PersonState.model_validate_json(stored[0])
+                stored_stamp = normalise_stamp(previous.change_stamp or "")
+                # PersonStateStore.put's condition
+                order = read_order(state.asked_at, state.answered_at, previous.asked_at, previous.answered_at)
+                if order < 0 if order is not None else future_limit() >= stored_stamp > stamp:
                     raise StaleWrite(f"person {state.person_key}: stored state is newer than {stamp}")
                 if stored[1] != state.revision:
                     raise ConflictingWrite(f"person {state.person_key}: stored state changed since it was read")

@@ -17,6 +17,7 @@ from efficy_sync.clients.errors import (
     RejectedValue,
 )
 from efficy_sync.clients.http import RetryPolicy
+from efficy_sync.consent import ANSWERED_AT, ASKED_AT
 from efficy_sync_tools.sims.efficy import EfficySimulator
 
 KEY = "efficy-test-key"
@@ -68,7 +69,10 @@ def test_pages_run_to_the_first_empty_page(sim: EfficySimulator, client: EfficyC
     assert [len(p) for p in pages] == [10, 10, 3]
     keys = [p["K_CONTACT"] for page in pages for p in page]
     assert keys == list(range(1, 24))
-    assert pages[0][0] == {
+    first = dict(pages[0][0])
+    asked, answered = first.pop(ASKED_AT), first.pop(ANSWERED_AT)  # our clock around the read, not Efficy's
+    assert asked <= answered
+    assert first == {
         "K_CONTACT": 1,
         "D_CHANGE": sim.get_person(1)["D_CHANGE"],
         "EMAIL1": "p1@example.com",
@@ -102,7 +106,8 @@ def test_refetch_is_chunked_and_can_limit_fields(sim: EfficySimulator) -> None:
         persons = efficy.get_persons(list(range(1, 46)), fields=["SEGMENT"])
         assert efficy.calls["get_persons"] == 3
     assert len(persons) == 45
-    assert set(persons[45]) == {"K_CONTACT", "D_CHANGE", "SEGMENT", "profiles"}
+    assert set(persons[45]) == {"K_CONTACT", "D_CHANGE", "SEGMENT", "profiles", ASKED_AT, ANSWERED_AT}
+    assert persons[1][ANSWERED_AT] < persons[45][ASKED_AT]  # a later chunk is a later read
 
 
 def test_base_url_may_end_in_crm(sim: EfficySimulator) -> None:

@@ -97,6 +97,40 @@ def test_a_stored_stamp_beyond_our_clock_does_not_hold_back_later_changes(store:
     assert is_stale(stamp(-2), store.get("acme", 7))
 
 
+def test_the_read_order_decides_over_the_change_stamps_when_the_reads_do_not_overlap(store: Any) -> None:
+    """D_CHANGE is Efficy's naive local time: after the clocks go back, a later edit is stamped earlier (02:05
+    after 02:50). A snapshot we asked for after the stored one was answered is newer whatever its stamp; one
+    answered before the stored one was asked for is older whatever its stamp; overlapping reads, or unknown
+    times, leave it to the stamps (consent.read_order)."""
+
+    def at(seconds: float) -> str:
+        return (datetime(2026, 10, 25, 0, 50, tzinfo=UTC) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+    store.put(state(stamp="2026-10-25T02:50:00", asked_at=at(0), answered_at=at(0.2)))
+    current = store.get("acme", 7)
+    assert (current.asked_at, current.answered_at) == (at(0), at(0.2))
+
+    earlier_read = {"change_stamp": "2026-10-25T02:59:00", "asked_at": at(-10), "answered_at": at(-9.8)}
+    assert is_stale("2026-10-25T02:59:00", current, at(-10), at(-9.8))  # newer stamp, older read
+    with pytest.raises(StaleWrite) as caught:
+        store.put(current.model_copy(update=earlier_read))
+    assert not isinstance(caught.value, ConflictingWrite)
+
+    overlapping = {"change_stamp": "2026-10-25T02:05:00", "asked_at": at(0.5), "answered_at": at(0.7)}
+    assert is_stale("2026-10-25T02:05:00", current, at(0.5), at(0.7))  # within READ_ORDER_SLACK: the stamps
+    with pytest.raises(StaleWrite):
+        store.put(current.model_copy(update=overlapping))
+    unknown = {"change_stamp": "2026-10-25T02:05:00", "asked_at": "", "answered_at": ""}
+    with pytest.raises(StaleWrite):
+        store.put(current.model_copy(update=unknown))
+
+    later_read = {"change_stamp": "2026-10-25T02:05:00", "asked_at": at(900), "answered_at": at(900.2)}
+    assert not is_stale("2026-10-25T02:05:00", current, at(900), at(900.2))
+    store.put(current.model_copy(update=later_read))
+    stored = store.get("acme", 7)
+    assert stored.change_stamp == "2026-10-25T02:05:00" and stored.asked_at == at(900)
+
+
 def test_a_state_changed_since_it_was_read_is_a_conflicting_write(store: Any) -> None:
     store.put(state())
     read_by_a = store.get("acme", 7)

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from efficy_sync.clients.errors import EfficyBusinessError, EfficyUnavailable, NotFound, TransientError
-from efficy_sync.consent import compare_stamps
+from efficy_sync.consent import ANSWERED_AT, ASKED_AT, compare_stamps, read_time
 from efficy_sync.optout import OptOutMessage, SlotRef, WriteBack, slots_for
 from efficy_sync.sync import PersonSyncer
 from hypothesis import event, given, settings
@@ -68,6 +68,7 @@ class World:
         self.realtime: list[Iterator[None]] = []  # FIFO: only the head moves
         self.others: list[Iterator[None]] = []  # write-backs and full-sync pages
         self.page_running = False
+        self.went_back = False
         self.person_optouts: list[int] = []
         for slot, profile in PROFILE_OF.items():
             self.decisions[slot].append((0, "opt-in" if profile in self.profiles else "opt-out", "crm"))
@@ -92,16 +93,30 @@ class World:
     def apsis_time_of(tick: int) -> str:
         return (EPOCH + timedelta(seconds=tick)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
+    def clocks_back(self) -> None:
+        """Efficy's server clock goes back an hour (daylight saving time ends): its later edits are stamped
+        earlier than edits made before. Once per run."""
+        if not self.went_back:
+            self.went_back, self.offset = True, self.offset - timedelta(hours=1)
+
     def _observing(self, put: Callable[[Any], None]) -> Callable[[Any], None]:
-        """A stored state shows the product has read every CRM change up to its stamp."""
+        """A stored state shows the product has read every CRM change made up to when its snapshot was read
+        (by its stamp, for a state whose read time is unknown)."""
 
         def observed_put(state: Any) -> None:
             put(state)
+            read_tick = self.tick_of(state.asked_at) if state.asked_at else None
             for tick, stamp in self.stamps.items():
-                if tick not in self.seen and compare_stamps(stamp, state.change_stamp) <= 0:
+                if tick in self.seen:
+                    continue
+                if tick <= read_tick if read_tick is not None else compare_stamps(stamp, state.change_stamp) <= 0:
                     self.seen[tick] = self.tick
 
         return observed_put
+
+    @staticmethod
+    def tick_of(moment: str) -> int:
+        return round((datetime.fromisoformat(moment) - EPOCH).total_seconds())
 
     # ---- Efficy -------------------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -111,6 +126,9 @@ class World:
             "MOBILE": "+32470000007",
             "D_CHANGE": self.stamp,
             "profiles": sorted(self.profiles),
+            # our clock when we asked and had the answer (the EfficyClient adds them): one tick, read at once
+            ASKED_AT: read_time((EPOCH + timedelta(seconds=self.tick)).replace(tzinfo=UTC)),
+            ANSWERED_AT: read_time((EPOCH + timedelta(seconds=self.tick)).replace(tzinfo=UTC)),
         }
 
     def _save(self, profiles: set[int], who: str, *, announce: bool = True) -> None:
@@ -250,6 +268,12 @@ class World:
         except StopIteration:
             (self.realtime if self.realtime and actor is self.realtime[0] else self.others).remove(actor)
 
+    def drain_only(self, actor: Iterator[None]) -> None:
+        """Run one actor of `others` to its end, nobody else moving."""
+        for _ in actor:
+            pass
+        self.others.remove(actor)
+
     def drain(self, limit: int = 10_000) -> None:
         self.efficy_down = False
         for i in range(limit):
@@ -314,6 +338,7 @@ actions = st.lists(
         st.tuples(st.just("unsubscribe"), st.integers(0, 3), st.just(False), st.just(False)),
         st.tuples(st.just("fullsync"), st.just(0), st.just(False), st.just(False)),
         st.tuples(st.just("down"), st.just(0), st.booleans(), st.just(False)),
+        st.tuples(st.just("clocks-back"), st.just(0), st.just(False), st.just(False)),
         st.tuples(st.just("step"), st.integers(0, 7), st.just(False), st.just(False)),
         st.tuples(st.just("step"), st.integers(0, 7), st.just(False), st.just(False)),
         st.tuples(st.just("step"), st.integers(0, 7), st.just(False), st.just(False)),
@@ -339,6 +364,8 @@ def run(history: list[Action], members: set[int], offset: int, synced_first: boo
             world.others.append(world.page())
         elif kind == "down":
             world.efficy_down = flag
+        elif kind == "clocks-back":
+            world.clocks_back()
         elif kind == "step":
             world.step(arg)
     world.drain()
@@ -547,3 +574,35 @@ def test_the_properties_catch_an_opt_in_over_an_opt_out() -> None:
     except AssertionError:
         return
     raise AssertionError("check_history accepted an opt-in over an opt-out")
+
+
+def test_after_the_clocks_go_back_a_page_read_before_the_write_back_cannot_opt_the_person_in_again() -> None:
+    """The person was synced (member) just before Efficy's clock went back an hour, then unsubscribed: the
+    write-back's removal is stamped an hour *earlier* than the membership a page read a moment before it. By
+    the stamps that membership is a newer CRM opt-in; by when we read them it is not (consent.read_order_bound).
+    Found by the property above once it could turn Efficy's clock back."""
+
+    def steps(w: World) -> None:
+        w.clocks_back()
+        assert w.unsubscribe(NEWS, "email")
+        page = w.page()
+        next(page)  # the page reads Efficy: still a member, stamped before the clocks went back
+        w.drain_only(w.others[0])  # the write-back removes, confirms (a smaller stamp) and syncs
+        for _ in page:
+            pass
+        assert w.apsis.consents[(NEWS, "email")] == "opt-out"
+
+    world = _scenario(steps, offset=0)
+    assert 12 not in world.profiles
+    assert [kind for _, slot, kind in world.apsis.sent if slot == (NEWS, "email")][-1] == "opt-out"
+
+
+def test_after_the_clocks_go_back_a_crm_opt_out_stamped_earlier_is_applied() -> None:
+    def steps(w: World) -> None:
+        w.clocks_back()
+        w.wait(5)  # a few seconds after the last read: the reads do not overlap
+        w.crm_change(12, False, True)  # stamped an hour before the membership we synced
+        w.drain()
+        assert w.apsis.consents[(NEWS, "email")] == "opt-out"
+
+    _scenario(steps, offset=0)

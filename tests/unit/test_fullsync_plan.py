@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from efficy_sync.clients.efficy import EfficyClient
+from efficy_sync.consent import ANSWERED_AT, ASKED_AT
 from efficy_sync.fullsync.page import Pace, efficy_pages
 from efficy_sync.fullsync.plan import MAX_TAIL_EXTENSION, count_records, efficy_probe, plan_pages
 from efficy_sync_tools.sims.efficy import EfficySimulator
@@ -81,7 +82,8 @@ def test_pages_ask_efficy_for_the_mapped_fields_only(efficy) -> None:
     seed(sim, [1, 2])
     sim.upsert_persons([{"K_CONTACT": 1, "FIRSTNAME": "Jo", "ROBINSON": "0"}])
     (records,) = list(efficy_pages(client, plan_pages(2, 100, 100)[0], ["K_CONTACT", "FIRSTNAME"]))
-    assert set(records[0]) == {"K_CONTACT", "D_CHANGE", "FIRSTNAME", "profiles"}
+    # plus when we asked for the page and had its answer (consent.read_order_bound), not Efficy fields
+    assert set(records[0]) == {"K_CONTACT", "D_CHANGE", "FIRSTNAME", "profiles", ASKED_AT, ANSWERED_AT}
 
 
 def test_pace_spaces_calls() -> None:

@@ -83,8 +83,13 @@ class RestFault(Exception):
 
 
 # ---- values ---------------------------------------------------------------------------------------------------
-def _format_ms(epoch_ms: int) -> str:
+def _format_ms(epoch_ms: int, zone: str | None = None) -> str:
+    """D_CHANGE as Efficy writes it: naive, in UTC or (`zone`, an IANA name) the server's local time."""
     moment = datetime.fromtimestamp(epoch_ms / 1000, UTC)
+    if zone:
+        from zoneinfo import ZoneInfo
+
+        moment = moment.astimezone(ZoneInfo(zone))
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{epoch_ms % 1000:03d}"
 
 
@@ -361,9 +366,13 @@ class EfficySimulator(SimServer):
         api_key: str = "efficy-test-key",
         require_content_length: bool = True,
         clock: Callable[[], float] | None = None,
+        stamp_zone: str | None = None,
     ) -> None:
         super().__init__(host, port)
         self.api_key = api_key
+        #: D_CHANGE in this zone's naive local time (None: UTC). Which one a real Efficy server writes is not
+        #: documented (contracts/efficy.md); a local zone is what makes the stamps go back once a year.
+        self.stamp_zone = stamp_zone
         self.require_content_length = require_content_length
         self._clock = clock or time.time
         self._last_stamp_ms = 0
@@ -524,7 +533,7 @@ class EfficySimulator(SimServer):
         """D_CHANGE: strictly increasing per simulator, with milliseconds so same-second changes still order."""
         now_ms = int(self._clock() * 1000)
         self._last_stamp_ms = max(now_ms, self._last_stamp_ms + 1)
-        return _format_ms(self._last_stamp_ms)
+        return _format_ms(self._last_stamp_ms, self.stamp_zone)
 
     def _define_missing_profiles(self, profiles: Iterable[Any]) -> None:
         """Seeding may name profiles nobody defined; give them a placeholder name rather than refuse the seed."""

@@ -62,6 +62,57 @@ def beyond_now(stamp: str | None, now: datetime | None = None) -> bool:
     return normalise_stamp(stamp) > future_limit(now)
 
 
+#: Efficy person records carry, beside their fields, when we asked for them and when the answer arrived (our
+#: clock, normalised like a stamp): keys no Efficy field can have (its field names are upper case).
+ASKED_AT = "_asked_at"
+ANSWERED_AT = "_answered_at"
+#: our functions' clocks agree to well within this (Lambda keeps time with the Amazon Time Sync Service)
+READ_ORDER_SLACK = timedelta(seconds=1)
+
+
+def read_time(now: datetime | None = None) -> str:
+    """Our clock as a normalised stamp (UTC, fixed width): when a snapshot was asked for, or answered."""
+    return (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def read_order_bound(moment: str | None, slack: timedelta = -READ_ORDER_SLACK) -> str | None:
+    """`moment` (a read time of ours) moved by `slack`, normalised; None when unknown. The store's conditional
+    put compares the stored snapshot's read times with these bounds (read_order).
+
+    Why read times and not only Efficy's change stamps: D_CHANGE is Efficy's naive local time. When clocks go
+    back (the last Sunday of October in Europe) an edit made at 02:05 in the second pass is stamped earlier
+    than one made at 02:50 in the first, and an Efficy server whose clock is corrected does the same; by the
+    stamps alone that later edit (a CRM opt-out, say) is "stale" and dropped, in real time and in every full
+    sync after it, until the person is edited again, while the snapshot before it, applied late, looks newer
+    and opts the person in again. Efficy's data only moves forward, so a snapshot we asked for after another
+    one's answer arrived holds data as new as that one or newer, whatever the stamps say. READ_ORDER_SLACK
+    keeps the clocks of two functions out of it."""
+    if not moment:
+        return None
+    try:
+        shifted = datetime.fromisoformat(normalise_stamp(moment)) + slack
+    except ValueError:  # not a time of ours: unknown
+        return None
+    return shifted.strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def read_after(asked_at: str | None, answered_at: str | None) -> bool:
+    """True when a snapshot asked for at `asked_at` was asked clearly after another one's answer arrived at
+    `answered_at` (read_order_bound says why it is then at least as new); False when either time is unknown."""
+    bound = read_order_bound(asked_at)
+    return bound is not None and bool(answered_at) and normalise_stamp(answered_at) < bound
+
+
+def read_order(asked_at: str, answered_at: str, other_asked_at: str, other_answered_at: str) -> int | None:
+    """1 when this snapshot was read clearly after the other one, -1 clearly before, None when the reads
+    overlap or a time is unknown (the change stamps decide then)."""
+    if read_after(asked_at, other_answered_at):
+        return 1
+    if read_after(other_asked_at, answered_at):
+        return -1
+    return None
+
+
 def compare_stamps(a: str | None, b: str | None) -> int:
     """-1, 0 or 1 as `a` is older than, as old as, or newer than `b`."""
     na, nb = normalise_stamp(a), normalise_stamp(b)
@@ -81,7 +132,9 @@ class OptOutRecord(BaseModel):
     `at` is when it happened in APSIS. `efficy_stamp` is the person's Efficy change stamp we knew when it was
     recorded; when set, confirmation is measured against it rather than `at`, because Efficy's D_CHANGE is the
     CRM server's local time while `at` comes from APSIS. `confirmed_stamp` is the Efficy stamp that showed the
-    person out of the profile.
+    person out of the profile, and `confirmed_asked_at`/`confirmed_answered_at` when we read that snapshot (our
+    clock): a membership read clearly after it is a new opt-in, one read clearly before it an old one, whatever
+    the stamps say (read_order_bound says why).
 
     `awaiting_writeback`: recorded by the write-back worker before it touched Efficy. Such a record is confirmed
     by that worker alone, with the stamp Efficy shows after its own removal: no snapshot a sync holds can be
@@ -94,6 +147,8 @@ class OptOutRecord(BaseModel):
     source: str
     confirmed: bool = False
     confirmed_stamp: str | None = None
+    confirmed_asked_at: str | None = None
+    confirmed_answered_at: str | None = None
     efficy_stamp: str | None = None
     awaiting_writeback: bool = False
     event: str | None = None  # e.g. "email.unsubscribe", as the APSIS automation reported it
@@ -107,9 +162,15 @@ class ConsentDecision:
 
 
 def decide(
-    member: bool, last_pushed: ConsentType | Literal["unknown"] | None, optout: OptOutRecord | None, change_stamp: str
+    member: bool,
+    last_pushed: ConsentType | Literal["unknown"] | None,
+    optout: OptOutRecord | None,
+    change_stamp: str,
+    asked_at: str = "",
+    answered_at: str = "",
 ) -> ConsentDecision:
-    """The consent APSIS One should hold for one topic and channel, given the person's CRM membership."""
+    """The consent APSIS One should hold for one topic and channel, given the person's CRM membership (read
+    from a snapshot stamped `change_stamp`, asked for and answered at our `asked_at` and `answered_at`)."""
     if member:
         if optout is not None and not optout.confirmed:
             pending = (
@@ -120,7 +181,13 @@ def decide(
             return ConsentDecision("opt-out", f"opted out in APSIS One at {optout.at} ({optout.source}); {pending}")
         if optout is not None:
             threshold = optout.confirmed_stamp or optout.efficy_stamp or optout.at
-            if not is_newer(change_stamp, threshold):
+            # an opt-in again needs positive evidence: with read times, a membership read clearly after the
+            # confirmation (reads that overlap prove nothing); without them, the stamps
+            if asked_at and optout.confirmed_answered_at:
+                newer = read_after(asked_at, optout.confirmed_answered_at)
+            else:
+                newer = is_newer(change_stamp, threshold)
+            if not newer:
                 return ConsentDecision(
                     "opt-out",
                     f"opted out in APSIS One at {optout.at}; this membership (changed {change_stamp or 'unknown'}) "
@@ -137,7 +204,9 @@ def decide(
     return ConsentDecision(None, "not a member of the CRM profile and never opted in: nothing to withdraw")
 
 
-def confirm(record: OptOutRecord | None, member: bool, change_stamp: str) -> OptOutRecord | None:
+def confirm(
+    record: OptOutRecord | None, member: bool, change_stamp: str, asked_at: str = "", answered_at: str = ""
+) -> OptOutRecord | None:
     """Marks the record confirmed once Efficy shows the person out of the profile at a stamp at least as new as
     the record; a snapshot taken before the opt-out proves nothing. A record awaiting its write-back is left to
     the write-back worker (see OptOutRecord)."""
@@ -146,7 +215,14 @@ def confirm(record: OptOutRecord | None, member: bool, change_stamp: str) -> Opt
     threshold = record.efficy_stamp or record.at
     if compare_stamps(change_stamp, threshold) < 0:
         return record
-    return record.model_copy(update={"confirmed": True, "confirmed_stamp": change_stamp})
+    return record.model_copy(
+        update={
+            "confirmed": True,
+            "confirmed_stamp": change_stamp,
+            "confirmed_asked_at": asked_at or None,
+            "confirmed_answered_at": answered_at or None,
+        }
+    )
 
 
 def merge_optouts(state: PersonState, records: Mapping[str, OptOutRecord]) -> PersonState:

@@ -145,7 +145,7 @@ def explain(
     report["person_key"] = result.profile_key
     report["person_key_hash"] = hash_key(result.profile_key) if result.profile_key else None
     report["change_stamp"] = result.change_stamp
-    report["stale"] = is_stale(result.change_stamp, state)
+    report["stale"] = is_stale(result.change_stamp, state, result.asked_at, result.answered_at)
     if isinstance(result, Desired):
         ops = plan_operations(result, state)
         report.update(

@@ -1,7 +1,8 @@
 """From an Efficy person to what APSIS One should hold for them, or to the reason they are not synced.
 
 A person is a dict of upper-case Efficy fields plus "profiles" (the CRM profile ids they belong to) and
-"D_CHANGE". The result says what the CRM wants; `person_plan.plan_operations` weighs it against what was last pushed
+"D_CHANGE", and, from our Efficy client, when it was asked for and answered (consent.ASKED_AT, ANSWERED_AT).
+The result says what the CRM wants; `person_plan.plan_operations` weighs it against what was last pushed
 (and against opt-outs made in APSIS) to find the calls to make.
 """
 
@@ -21,7 +22,7 @@ from efficy_sync.config import (
     IntegrationConfig,
     SyncCondition,
 )
-from efficy_sync.consent import ConsentType
+from efficy_sync.consent import ANSWERED_AT, ASKED_AT, ConsentType
 from efficy_sync.values import Skipped, as_text, convert
 
 ConsentSlot = tuple[str, str]  # (topic, channel)
@@ -42,6 +43,8 @@ class Desired:
     integration_id: str = ""
     memberships: dict[ConsentSlot, bool] = field(default_factory=dict)  # every consent mapping, applicable or not
     skipped_attributes: frozenset[str] = frozenset()  # not convertible: left as they are in APSIS One
+    asked_at: str = ""  # when we asked Efficy for this snapshot ("": unknown; consent.read_order_bound)
+    answered_at: str = ""  # when its answer arrived
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class Skip:
     integration_id: str = ""
     profile_key: str | None = None
     change_stamp: str = ""
+    asked_at: str = ""
+    answered_at: str = ""
 
 
 MappingResult = Desired | Skip
@@ -118,13 +123,14 @@ def map_person(
     """`query_tags`: the configured query tags whose queries return this person (computed by the caller);
     None means unknown, and query tags are then left out rather than guessed."""
     stamp = as_text(person.get("D_CHANGE"))
+    read = {"asked_at": str(person.get(ASKED_AT) or ""), "answered_at": str(person.get(ANSWERED_AT) or "")}
     key = profile_key_of(person.get(KEY_FIELD))
     if key is None:
-        return Skip(f"the person has no valid {KEY_FIELD}", None, cfg.integration_id, None, stamp)
+        return Skip(f"the person has no valid {KEY_FIELD}", None, cfg.integration_id, None, stamp, **read)
     report = evaluate(cfg.sync_conditions, person)
     failure = report.first_failure
     if failure is not None:
-        return Skip(failure.reason, failure.condition, cfg.integration_id, key, stamp)
+        return Skip(failure.reason, failure.condition, cfg.integration_id, key, stamp, **read)
 
     collected = _Collected()
     email = _map_value(person, EMAIL_FIELD, "email", EMAIL_ATTRIBUTE, collected)
@@ -168,6 +174,7 @@ def map_person(
         email=email,
         mobile=mobile,
         change_stamp=stamp,
+        **read,
         skipped_fields=collected.skipped_fields,
         integration_id=cfg.integration_id,
         memberships=memberships,

@@ -29,7 +29,7 @@ from typing import Any, Literal, Protocol
 
 from .clients.errors import EfficyBusinessError, TransientError
 from .config import IntegrationConfig
-from .consent import OptOutRecord
+from .consent import ANSWERED_AT, ASKED_AT, OptOutRecord
 from .mapping import needed_fields
 from .optout_event import CHANNELS as CHANNELS  # the route's names stay importable from `optout`
 from .optout_event import EVENTS as EVENTS
@@ -230,7 +230,15 @@ class WriteBack:
             if record is None or record.confirmed:
                 continue
             done = record.model_copy(
-                update={"awaiting_writeback": False, "confirmed": True, "confirmed_stamp": stamp, "efficy_stamp": stamp}
+                update={
+                    "awaiting_writeback": False,
+                    "confirmed": True,
+                    "confirmed_stamp": stamp,
+                    "efficy_stamp": stamp,
+                    # when we read the snapshot that shows the person out (consent.OptOutRecord)
+                    "confirmed_asked_at": person.get(ASKED_AT) or None,
+                    "confirmed_answered_at": person.get(ANSWERED_AT) or None,
+                }
             )
             self.states.update_optout(self.cfg.integration_id, key, slot.key, done, expected_at=record.at)
         return person

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from efficy_sync.consent import ConsentType, beyond_now, compare_stamps, confirm, decide
+from efficy_sync.consent import ConsentType, beyond_now, compare_stamps, confirm, decide, read_order
 from efficy_sync.mapping import Desired, Skip
 from efficy_sync.state import PersonState, consent_key, value_hash
 
@@ -48,10 +48,17 @@ class DeleteProfile:
 Operation = CreateProfile | PatchAttributes | SetConsent | PatchTags | DeleteProfile
 
 
-def is_stale(change_stamp: str, state: PersonState | None) -> bool:
-    """True when this snapshot is older than the one last applied (an unknown stamp is never stale, nor is any
-    snapshot against a stored stamp beyond our clock: consent.beyond_now says why)."""
-    if state is None or not change_stamp or not state.change_stamp or beyond_now(state.change_stamp):
+def is_stale(change_stamp: str, state: PersonState | None, asked_at: str = "", answered_at: str = "") -> bool:
+    """True when this snapshot is older than the one last applied. When both were read at known times and the
+    reads do not overlap, the read order decides (consent.read_order_bound says why); otherwise the change
+    stamps do, where an unknown stamp is never stale, nor is any snapshot against a stored stamp beyond our
+    clock (consent.beyond_now says why)."""
+    if state is None:
+        return False
+    order = read_order(asked_at, answered_at, state.asked_at, state.answered_at)
+    if order is not None:
+        return order < 0
+    if not change_stamp or not state.change_stamp or beyond_now(state.change_stamp):
         return False
     return compare_stamps(change_stamp, state.change_stamp) < 0
 
@@ -84,15 +91,16 @@ def consent_decisions(desired: Desired, state: PersonState | None) -> dict[tuple
         key = consent_key(topic, channel)
         member = crm_type == "opt-in"
         last = known.consents.get(key) if known else None
-        record = confirm(state.optouts.get(key) if state else None, member, desired.change_stamp)
-        result[topic, channel] = (decide(member, last, record, desired.change_stamp), last, record)
+        read = (desired.change_stamp, desired.asked_at, desired.answered_at)
+        record = confirm(state.optouts.get(key) if state else None, member, *read)
+        result[topic, channel] = (decide(member, last, record, *read), last, record)
     return result
 
 
 def plan_operations(desired: Desired, state: PersonState | None) -> list[Operation]:
     """Create (if needed), one attribute PATCH, consents, one tag PATCH: in that order, because a consent on
     the email channel needs the address in place first."""
-    if is_stale(desired.change_stamp, state):
+    if is_stale(desired.change_stamp, state, desired.asked_at, desired.answered_at):
         return []
     known = _known(state)
     key = desired.profile_key
@@ -117,7 +125,11 @@ def plan_for_skip(
 ) -> list[Operation]:
     """A skipped person is never created; one who stops matching is left, untagged or deleted as configured."""
     known = _known(state)
-    if known is None or on_condition_lost == "leave" or is_stale(skip.change_stamp, state):
+    if (
+        known is None
+        or on_condition_lost == "leave"
+        or is_stale(skip.change_stamp, state, skip.asked_at, skip.answered_at)
+    ):
         return []
     return _withdraw(known, on_condition_lost)
 

@@ -165,9 +165,10 @@ def _consents(check: PersonCheck, desired: Desired, state: PersonState | None, p
         member = crm_type == "opt-in"
         held = profile.consents.get((topic, channel))
         slot = consent_key(topic, channel)
-        record = confirm(state.optouts.get(slot) if state else None, member, desired.change_stamp)
+        read = (desired.change_stamp, desired.asked_at, desired.answered_at)
+        record = confirm(state.optouts.get(slot) if state else None, member, *read)
         pushed = cast("ConsentType | None", held if held in ("opt-in", "opt-out") else None)
-        decision = decide(member, pushed, record, desired.change_stamp)
+        decision = decide(member, pushed, record, *read)
         where = {"topic": topic, "channel": channel}
         if decision.type == "opt-in" and held == "opt-out":
             check.notes.append(("kept_optouts", where))  # stickiness: never "repaired" into an opt-in

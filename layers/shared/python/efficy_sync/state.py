@@ -56,6 +56,10 @@ class PersonState(BaseModel):
     integration_id: str
     person_key: str
     change_stamp: str = ""
+    #: when we asked Efficy for the snapshot this state was made from, and when its answer arrived (our clock,
+    #: normalised; "": unknown): consent.read_order_bound says why they order snapshots better than D_CHANGE
+    asked_at: str = ""
+    answered_at: str = ""
     attribute_hashes: dict[str, str] = Field(default_factory=dict)
     # "topic|channel" -> last type sent; UNKNOWN when a concurrent sync may have overwritten it
     consents: dict[str, ConsentType | Literal["unknown"]] = Field(default_factory=dict)

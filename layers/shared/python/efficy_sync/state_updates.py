@@ -37,7 +37,7 @@ def apply_operations(state: PersonState | None, result: Desired | Skip, ops: lis
     key = result.profile_key or (state.person_key if state else "")
     new = (state or PersonState(integration_id=result.integration_id, person_key=key)).model_copy(deep=True)
     stamp = result.change_stamp
-    if is_stale(stamp, state):
+    if is_stale(stamp, state, result.asked_at, result.answered_at):
         return new
     for op in ops:
         record_operation(new, op)
@@ -49,6 +49,8 @@ def apply_operations(state: PersonState | None, result: Desired | Skip, ops: lis
         new.last_outcome = "deleted" if any(isinstance(op, DeleteProfile) for op in ops) else "skipped"
     if stamp:
         new.change_stamp = stamp
+    # the snapshot the state now reflects ("": unknown, never a bound)
+    new.asked_at, new.answered_at = result.asked_at, result.answered_at
     new.error_category = new.error_detail = None
     new.updated_at = utc_now()
     return new
@@ -81,7 +83,7 @@ def _confirm_optouts(new: PersonState, desired: Desired) -> None:
     slots = {slot: crm_type == "opt-in" for slot, crm_type in desired.consents.items()} | desired.memberships
     for (topic, channel), member in slots.items():
         key = consent_key(topic, channel)
-        record = confirm(new.optouts.get(key), member, desired.change_stamp)
+        record = confirm(new.optouts.get(key), member, desired.change_stamp, desired.asked_at, desired.answered_at)
         if record is None:
             continue
         if record.confirmed and member and new.consents.get(key) == "opt-in":
@@ -142,6 +144,8 @@ def skipped_state(
     update: dict[str, Any] = {
         "last_outcome": "skipped",
         "skip_reason": skip.reason,
+        "asked_at": skip.asked_at,
+        "answered_at": skip.answered_at,
         "error_category": None,
         "error_detail": None,
         "updated_at": _now(),

@@ -36,6 +36,7 @@ from efficy_sync.clients.errors import (
 )
 from efficy_sync.clients.http import RetryPolicy, build_session, check_time
 from efficy_sync.clients.meter import meter
+from efficy_sync.consent import ANSWERED_AT, ASKED_AT, read_time
 from efficy_sync.observability import logger  # the PII-scrubbing logger: one logging path
 from efficy_sync.pii import mask_email
 
@@ -139,6 +140,7 @@ class EfficyClient(EfficyParsing):
     # ---- persons ------------------------------------------------------------------------------------------
     def get_persons(self, keys: Iterable[int], fields: list[str] | None = None) -> dict[int, dict[str, Any]]:
         """Full current state of these persons, with their CRM profiles, in as few POSTs as Efficy allows.
+        Each record also says when it was asked for and answered (consent.ASKED_AT, ANSWERED_AT).
 
         Keys left out are persons Efficy proved gone (the caller may treat them as deleted): a not-found code or
         an empty record in the JSON-RPC answer, confirmed by the connector export (`confirm_absent`). Any other
@@ -149,7 +151,9 @@ class EfficyClient(EfficyParsing):
         missing: list[int] = []
         for start in range(0, len(wanted), self.max_contexts):
             chunk = wanted[start : start + self.max_contexts]
+            asked = read_time()
             answers = self._rpc("get_persons", [self._consult_context(key, fields) for key in chunk])
+            read = {ASKED_AT: asked, ANSWERED_AT: read_time()}
             for key, answer in zip(chunk, answers, strict=True):
                 if isinstance(answer, EfficyBusinessError):
                     if answer.code is not None and answer.code in self.not_found_codes:
@@ -160,7 +164,7 @@ class EfficyClient(EfficyParsing):
                 if person is None:
                     missing.append(key)
                 else:
-                    persons[key] = person
+                    persons[key] = {**person, **read}
         if missing:
             self.confirm_absent(missing)
         return persons
@@ -191,7 +195,8 @@ class EfficyClient(EfficyParsing):
         *,
         ids: list[int] | None = None,
     ) -> list[dict[str, Any]]:
-        """One page of the connector export (pages from 0, ordered by K_CONTACT); an empty page is the end."""
+        """One page of the connector export (pages from 0, ordered by K_CONTACT); an empty page is the end.
+        Each record also says when it was asked for and answered (consent.ASKED_AT, ANSWERED_AT)."""
         params: dict[str, Any] = {"page": page, "page_size": page_size}
         if fields:
             params["fields"] = ",".join(fields)
@@ -199,11 +204,13 @@ class EfficyClient(EfficyParsing):
             params["include"] = "profiles"
         if ids:
             params["ids"] = ",".join(str(int(i)) for i in ids)
+        asked = read_time()
         payload = self._rest_get("list_persons_page", "/v1/records/contacts", params)
+        read = {ASKED_AT: asked, ANSWERED_AT: read_time()}
         records = payload.get("records") if isinstance(payload, dict) else None
         if not isinstance(records, list):
             raise EfficyBusinessError("records page without a records list", code="INVALID_RESPONSE")
-        return [self._person_from_record(record) for record in records]
+        return [{**self._person_from_record(record), **read} for record in records]
 
     # ---- CRM profiles (consent) ---------------------------------------------------------------------------
     def remove_from_profile(self, key: int, profile_id: int) -> None:

@@ -3,7 +3,10 @@
 One place for the item's shape, shared by the store (`persons.py`, conditional puts) and the batched writes
 (`batch_writes.py`, import mode). Item: pk `PERSON#<integration>#<key>`, sk `STATE`; `doc` (the state as JSON,
 without opt-outs and revision), `stamp` (the Efficy change stamp, comparable as text), `rev` (revision, the
-optimistic lock), `outcome`, `error_category`, and `health_pk`/`health_sk` only while the person is unhealthy.
+optimistic lock), `outcome`, `error_category`, `asked`/`answered` (when we asked Efficy for the snapshot the
+state was made from and when the answer arrived, normalised, only when known: the conditional put orders
+snapshots by them, consent.read_order) and `health_pk`/`health_sk` only
+while the person is unhealthy.
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ def state_item(state: PersonState) -> dict[str, Any]:
         "rev": state.revision + 1,
         "outcome": state.last_outcome or "",
         "error_category": state.error_category or "",
+        **({"asked": normalise_stamp(state.asked_at)} if state.asked_at else {}),
+        **({"answered": normalise_stamp(state.answered_at)} if state.answered_at else {}),
         **health_keys(state),
     }
     return {**_key(state.integration_id, state.person_key), **to_item(fields)}

@@ -35,7 +35,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..aws import client
-from ..consent import OptOutRecord, future_limit, merge_optouts, normalise_stamp
+from ..consent import (
+    READ_ORDER_SLACK,
+    OptOutRecord,
+    future_limit,
+    merge_optouts,
+    normalise_stamp,
+    read_order,
+    read_order_bound,
+)
 from ..state import PersonState, utc_now
 from .dynamo import batch_get, from_item, query_all, scan_all, to_item
 from .person_items import (  # the item's shape lives there; importers of persons keep working
@@ -164,26 +172,44 @@ class PersonStateStore:
         stamp = normalise_stamp(state.change_stamp or "")
         key = _key(state.integration_id, state.person_key)
         item = state_item(state)
-        # a stored stamp beyond our clock bounds nothing (consent.beyond_now): `:f` lets a later change through
+        # when both snapshots' read times are known and the reads do not overlap, they decide (consent.read_order):
+        # a stored snapshot answered before ours was asked for (`:b`) is older whatever its stamp; one asked for
+        # after ours was answered (`:e`) is newer. Otherwise the stamps decide, where a stored stamp beyond our
+        # clock bounds nothing (consent.beyond_now): `:f` lets a later change through.
         limit = future_limit()
+        newer_than = read_order_bound(state.asked_at)
+        older_than = read_order_bound(state.answered_at, READ_ORDER_SLACK)
         values: dict[str, Any] = {":s": stamp, ":f": limit}
+        names = {"#s": "stamp", "#r": "rev"}
+        newer = "#s <= :s OR #s > :f"
+        if newer_than is not None:
+            newer += " OR #a < :b"
+            values[":b"], names["#a"] = newer_than, "answered"
+        newer = f"({newer})"
+        if older_than is not None:
+            newer = f"(NOT #q > :e AND {newer})"
+            values[":e"], names["#q"] = older_than, "asked"
         if state.revision:
-            condition = "#r = :r AND (#s <= :s OR #s > :f)"
+            condition = f"#r = :r AND {newer}"
             values[":r"] = state.revision
         else:  # read when nothing was stored (or stored by a version without revisions)
-            condition = "attribute_not_exists(pk) OR (attribute_not_exists(#r) AND (#s <= :s OR #s > :f))"
+            condition = f"attribute_not_exists(pk) OR (attribute_not_exists(#r) AND {newer})"
         ddb = client("dynamodb")
         try:
             ddb.put_item(
                 TableName=self._table,
                 Item=item,
                 ConditionExpression=condition,
-                ExpressionAttributeNames={"#s": "stamp", "#r": "rev"},
+                ExpressionAttributeNames=names,
                 ExpressionAttributeValues=to_item(values),
             )
         except ddb.exceptions.ConditionalCheckFailedException as exc:
             stored = from_item(ddb.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item") or {})
-            if limit >= str(stored.get("stamp", "")) > stamp:
+            order = read_order(
+                state.asked_at, state.answered_at, str(stored.get("asked", "")), str(stored.get("answered", ""))
+            )
+            older = order < 0 if order is not None else limit >= str(stored.get("stamp", "")) > stamp
+            if older:
                 raise StaleWrite(f"person {state.person_key}: stored state is newer than {stamp}") from exc
             raise ConflictingWrite(f"person {state.person_key}: stored state changed since it was read") from exc
 

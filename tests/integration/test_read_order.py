@@ -1,0 +1,89 @@
+"""A later edit whose D_CHANGE reads earlier is not "stale": snapshots are ordered by when we read them.
+
+Efficy stamps D_CHANGE in its server's naive local time (assumed; the simulator's `stamp_zone`). When the clocks
+go back, an edit made at 02:05 in the second pass is stamped before one made at 02:50 in the first. Ordered
+by stamps alone, that later edit (here a CRM opt-out) was dropped as stale, in real time and in every full sync
+after it. The real PersonSyncer, EfficyClient and ApsisClient against both simulators over HTTP; the state
+table is the in-memory store with the DynamoDB store's contract (tests/integration/test_optout_store.py runs
+the conditional put against both).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from efficy_sync.clients.apsis import ApsisClient
+from efficy_sync.clients.efficy import EfficyClient
+from efficy_sync.consent import READ_ORDER_SLACK
+from efficy_sync.sync import PersonSyncer
+from efficy_sync_tools.sims.apsis import ApsisSimulator
+from efficy_sync_tools.sims.efficy import EfficySimulator
+
+from tests.integration.test_diff_calls import CFG, CRM, FAST, NEWS
+from tests.memory_store import MemoryPersonStateStore
+
+#: 2026-10-25, Europe/Brussels: 03:00 CEST becomes 02:00 CET (01:00 UTC)
+FIRST_PASS = datetime(2026, 10, 25, 0, 50, tzinfo=UTC).timestamp()  # 02:50 CEST
+SECOND_PASS = datetime(2026, 10, 25, 1, 5, tzinfo=UTC).timestamp()  # 02:05 CET, a quarter of an hour later
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def sims() -> Iterator[tuple[EfficySimulator, Clock, ApsisSimulator]]:
+    clock = Clock(FIRST_PASS)
+    efficy = EfficySimulator(clock=clock, stamp_zone="Europe/Brussels").start()
+    apsis = ApsisSimulator(client_id="diff", client_secret="diff-secret", rate_limits=False).start()
+    yield efficy, clock, apsis
+    efficy.stop()
+    apsis.stop()
+
+
+def consent_types(apsis: ApsisSimulator, key: int) -> list[str]:
+    profile = apsis.get_profile(CRM, str(key))
+    assert profile is not None
+    return [c["type"] for c in profile["consents"] if c["topic"] == NEWS]
+
+
+def test_an_opt_out_stamped_earlier_after_the_clocks_go_back_is_applied(sims) -> None:
+    efficy_sim, clock, apsis_sim = sims
+    store = MemoryPersonStateStore()
+    apsis = ApsisClient(apsis_sim.url, "diff", "diff-secret", section=CFG.apsis.section, policy=FAST)
+    syncer = PersonSyncer(CFG, apsis, store, email_lookup=lambda address: [])
+    efficy_sim.upsert_persons(
+        [{"K_CONTACT": 7, "NAME": "N7", "FIRSTNAME": "F7", "EMAIL1": "d7@example.com", "profiles": [12]}]
+    )
+    with EfficyClient(efficy_sim.url, efficy_sim.api_key, policy=FAST) as efficy:
+        before = efficy.get_persons([7])[7]
+        assert before["D_CHANGE"].startswith("2026-10-25T02:50")
+        assert syncer.sync(7, before, store.get(CFG.integration_id, 7)).result == "synced"
+        assert consent_types(apsis_sim, 7)[-1] == "opt-in"
+
+        clock.now = SECOND_PASS  # a quarter of an hour later the person leaves the CRM profile: an opt-out
+        efficy_sim.upsert_persons([{"K_CONTACT": 7, "profiles": []}])
+        time.sleep(READ_ORDER_SLACK.total_seconds() + 0.1)  # our clock: the next read is clearly a later one
+        after = efficy.get_persons([7])[7]
+        assert after["D_CHANGE"].startswith("2026-10-25T02:05")  # stamped before the edit it follows
+
+        outcome = syncer.sync(7, after, store.get(CFG.integration_id, 7))
+
+        assert outcome.result == "synced", outcome
+        assert consent_types(apsis_sim, 7)[-1] == "opt-out"
+        stored = store.get(CFG.integration_id, 7)
+        assert stored.change_stamp.startswith("2026-10-25T02:05") and stored.consents == {f"{NEWS}|email": "opt-out"}
+
+        # the snapshot read before the opt-out, applied late (a full-sync page, say), is still the older one
+        calls_before = sum(apsis_sim.calls().values())
+        late = syncer.sync(7, before, store.get(CFG.integration_id, 7))
+        assert late.result == "unchanged" and not late.operations
+        assert sum(apsis_sim.calls().values()) == calls_before
+        assert consent_types(apsis_sim, 7)[-1] == "opt-out"
