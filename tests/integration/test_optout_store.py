@@ -116,8 +116,8 @@ def test_the_read_order_decides_over_the_change_stamps_when_the_reads_do_not_ove
         store.put(current.model_copy(update=earlier_read))
     assert not isinstance(caught.value, ConflictingWrite)
 
-    overlapping = {"change_stamp": "2026-10-25T02:05:00", "asked_at": at(0.5), "answered_at": at(0.7)}
-    assert is_stale("2026-10-25T02:05:00", current, at(0.5), at(0.7))  # within READ_ORDER_SLACK: the stamps
+    overlapping = {"change_stamp": "2026-10-25T02:05:00", "asked_at": at(0.3), "answered_at": at(0.35)}
+    assert is_stale("2026-10-25T02:05:00", current, at(0.3), at(0.35))  # within READ_ORDER_SLACK: the stamps
     with pytest.raises(StaleWrite):
         store.put(current.model_copy(update=overlapping))
     unknown = {"change_stamp": "2026-10-25T02:05:00", "asked_at": "", "answered_at": ""}

@@ -66,8 +66,10 @@ def beyond_now(stamp: str | None, now: datetime | None = None) -> bool:
 #: clock, normalised like a stamp): keys no Efficy field can have (its field names are upper case).
 ASKED_AT = "_asked_at"
 ANSWERED_AT = "_answered_at"
-#: our functions' clocks agree to well within this (Lambda keeps time with the Amazon Time Sync Service)
-READ_ORDER_SLACK = timedelta(seconds=1)
+#: our functions' clocks agree to well within this (Lambda keeps time with the Amazon Time Sync Service, to
+#: within a millisecond or so). Reads closer than this are taken to overlap and the stamps order them, which a
+#: change of Efficy's clock can fool: so it is small, not generous.
+READ_ORDER_SLACK = timedelta(milliseconds=200)
 
 
 def read_time(now: datetime | None = None) -> str:
