@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import pytest
 from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync.clients.efficy import EfficyClient
-from efficy_sync.consent import READ_ORDER_SLACK
+from efficy_sync.consent import ASKED_AT, READ_ORDER_SLACK
 from efficy_sync.sync import PersonSyncer
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 from efficy_sync_tools.sims.efficy import EfficySimulator
@@ -87,3 +87,27 @@ def test_an_opt_out_stamped_earlier_after_the_clocks_go_back_is_applied(sims) ->
         assert late.result == "unchanged" and not late.operations
         assert sum(apsis_sim.calls().values()) == calls_before
         assert consent_types(apsis_sim, 7)[-1] == "opt-out"
+
+
+def test_a_re_read_of_an_unchanged_person_writes_nothing(sims) -> None:
+    """Each read carries new read times; they alone are no reason to store the state again (an unchanged
+    re-sync costs no APSIS call and no state write)."""
+    efficy_sim, _clock, apsis_sim = sims
+    store = MemoryPersonStateStore()
+    apsis = ApsisClient(apsis_sim.url, "diff", "diff-secret", section=CFG.apsis.section, policy=FAST)
+    syncer = PersonSyncer(CFG, apsis, store, email_lookup=lambda address: [])
+    efficy_sim.upsert_persons(
+        [{"K_CONTACT": 8, "NAME": "N8", "FIRSTNAME": "F8", "EMAIL1": "d8@example.com", "profiles": [12]}]
+    )
+    with EfficyClient(efficy_sim.url, efficy_sim.api_key, policy=FAST) as efficy:
+        assert syncer.sync(8, efficy.get_persons([8])[8], None).result == "synced"
+        stored = store.get(CFG.integration_id, 8)
+        calls = sum(apsis_sim.calls().values())
+        time.sleep(READ_ORDER_SLACK.total_seconds() + 0.1)
+        again = efficy.get_persons([8])[8]
+        assert again[ASKED_AT] > stored.answered_at
+
+        assert syncer.sync(8, again, stored).result == "unchanged"
+
+    assert store.get(CFG.integration_id, 8).revision == stored.revision  # not written again
+    assert sum(apsis_sim.calls().values()) == calls

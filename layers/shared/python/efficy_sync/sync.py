@@ -330,7 +330,10 @@ def log_fields(outcome: Outcome) -> dict[str, Any]:
     return fields
 
 
-_VOLATILE = {"updated_at", "revision"}
+#: what a re-read of an unchanged person changes: not worth a write. The read times may stay those of the read
+#: that stored the state: the same D_CHANGE at both reads means nothing changed in between, so a snapshot read
+#: in between holds the same data and may count as newer (consent.read_order) without harm.
+_VOLATILE = {"updated_at", "revision", "asked_at", "answered_at"}
 
 
 def _same_state(before: PersonState | None, after: PersonState) -> bool:
