@@ -24,10 +24,14 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+#: json.dumps with these options builds an encoder per call; one serves every hash (the same text, so the
+#: same hashes as every stored state)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def value_hash(value: Any) -> str:
     """sha256 of the canonical JSON of `value`, 16 hex characters: enough to detect a change, useless to read."""
-    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return hashlib.sha256(_CANONICAL.encode(value).encode()).hexdigest()[:16]
 
 
 def consent_key(topic: str, channel: str) -> str:

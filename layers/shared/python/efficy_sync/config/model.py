@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -224,8 +225,9 @@ class SyncCondition(_Model):
             _reject(value, "true (write the other operator, is_empty or not_empty, for the opposite)")
         return value
 
-    @property
+    @cached_property
     def operator(self) -> str:
+        """Asked once per condition per person in a full sync: worked out once (the model is frozen)."""
         return next(op for op in OPERATORS if getattr(self, "in_" if op == "in" else op) is not None)
 
     @property
