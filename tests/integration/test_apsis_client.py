@@ -10,10 +10,12 @@ from efficy_sync.clients.apsis import DEFAULT_PROFILE_TAGS_PATH, ApsisClient, _r
 from efficy_sync.clients.errors import (
     ApsisUnavailable,
     AuthError,
+    MappingGone,
     NotFound,
     PayloadTooLarge,
     RateLimited,
     RejectedValue,
+    acknowledgeable,
 )
 from efficy_sync.clients.http import RetryPolicy
 from efficy_sync_tools.sims.apsis import ApsisSimulator
@@ -142,8 +144,8 @@ def test_profile_create_patch_upsert_delete(sim: ApsisSimulator, client: ApsisCl
 def test_rejected_and_too_large_values_are_typed(sim: ApsisSimulator, client: ApsisClient) -> None:
     client.create_profile("1")
     with pytest.raises(RejectedValue) as caught:
-        client.patch_attributes("1", {"usercreated.attributes.unknown": "x"})
-    assert caught.value.status == 400 and not caught.value.retryable
+        client.patch_attributes("1", {FIRSTNAME: {"not": "a scalar"}})  # this person's value
+    assert caught.value.status == 400 and not caught.value.retryable and caught.value.about_person
     with pytest.raises(PayloadTooLarge):
         client.patch_attributes("1", {FIRSTNAME: "x" * 110_000})  # refused before sending
     sim.max_body_bytes = 1000
@@ -152,13 +154,51 @@ def test_rejected_and_too_large_values_are_typed(sim: ApsisSimulator, client: Ap
     assert caught.value.status == 413
 
 
+def test_a_mapped_attribute_deleted_in_apsis_is_the_integration_s_failure(sim: ApsisSimulator) -> None:
+    """Every person's write would be refused alike: MappingGone (never recorded on a person nor acknowledged),
+    on the evidence of the section's attribute list, for the v2 PATCH and for the one-call v1 create."""
+    client = client_for(sim)
+    client.create_profile("1")
+    client.create_with_attributes("2", {FIRSTNAME: "Jo"})  # lists the versions once
+    definitions = sim.definitions()
+    for section in definitions["sections"]:
+        section["attributes"] = [a for a in section["attributes"] if a["discriminator"] != FIRSTNAME]
+    sim.set_definitions(definitions)
+
+    with pytest.raises(MappingGone) as caught:
+        client.patch_attributes("1", {FIRSTNAME: "Ann"})
+    assert not caught.value.about_person and not acknowledgeable(caught.value)
+    assert FIRSTNAME in str(caught.value)
+    with pytest.raises(MappingGone):
+        client.create_with_attributes("3", {FIRSTNAME: "Bo"})
+    assert sim.get_profile(CRM, "3") is None
+
+
+def test_a_definitions_list_we_cannot_read_is_no_evidence(sim: ApsisSimulator) -> None:
+    """The refusal stays the person's when the list fails or names nothing we can read."""
+    client = client_for(sim)
+    client.create_profile("1")
+    client.list_attributes = lambda: [{"name": "no discriminator here"}]  # type: ignore[method-assign]
+    with pytest.raises(RejectedValue):
+        client.patch_attributes("1", {"usercreated.attributes.unknown": "x"})
+
+    def failing() -> list[dict[str, Any]]:
+        raise RuntimeError("the list failed")
+
+    client.list_attributes = failing  # type: ignore[method-assign]
+    with pytest.raises(RejectedValue):
+        client.patch_attributes("1", {"usercreated.attributes.unknown": "x"})
+
+
 def test_tags(sim: ApsisSimulator, client: ApsisClient) -> None:
     client.create_profile("1")
     client.patch_tags("1", {"vip": True, "newsletter-readers": True})
     client.patch_tags("1", {"newsletter-readers": False})
     assert sim.get_profile(CRM, "1")["tags"] == ["vip"]
     with pytest.raises(RejectedValue):
-        client.patch_tags("1", {"gold": True})
+        client.patch_tags("1", {"vip": "yes"})  # a value the tag call refuses: about this call, typed
+    with pytest.raises(MappingGone):
+        client.patch_tags("1", {"gold": True})  # the section has no such tag (its tag list says so)
 
 
 def test_the_assumed_tags_path_is_a_setting(sim: ApsisSimulator) -> None:
@@ -189,8 +229,10 @@ def test_consent_outcomes(sim: ApsisSimulator, client: ApsisClient) -> None:
         (SMS_OFFERS, "opt-in", "Efficy", "efficy-sync"),
     }
     assert [i["topic_discriminator"] for i in client.get_consents("1", ["opt-in"])] == [SMS_OFFERS]
-    with pytest.raises(RejectedValue):
+    with pytest.raises(MappingGone):  # the section's topic list has no such subscription
         client.set_consent("1", "usercreated.topics.nope", "email", "opt-in")
+    with pytest.raises(RejectedValue):  # a channel the topic does not offer: refused, the topic still exists
+        client.set_consent("1", NEWSLETTER, "sms", "opt-in")
     with pytest.raises(NotFound):
         client.set_consent("2", NEWSLETTER, "email", "opt-in")
     with pytest.raises(ValueError):

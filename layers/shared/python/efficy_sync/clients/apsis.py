@@ -17,7 +17,14 @@ from urllib.parse import quote
 import requests
 
 from efficy_sync.clients.apsis_transport import ApsisTransport, _redact
-from efficy_sync.clients.errors import ApsisUnavailable, Conflict, NotFound, PayloadTooLarge, RejectedValue
+from efficy_sync.clients.errors import (
+    ApsisUnavailable,
+    Conflict,
+    MappingGone,
+    NotFound,
+    PayloadTooLarge,
+    RejectedValue,
+)
 from efficy_sync.clients.http import RetryPolicy, check_time
 from efficy_sync.clients.meter import meter
 
@@ -138,9 +145,40 @@ class ApsisClient(ApsisTransport):
         return True
 
     def patch_attributes(self, key: str, attributes: dict[str, Any]) -> None:
-        """v2 merge-patch by discriminator; None clears. Raises NotFound when the profile does not exist."""
+        """v2 merge-patch by discriminator; None clears. Raises NotFound when the profile does not exist, and
+        MappingGone when APSIS refuses it because the section no longer defines a mapped attribute."""
         path = f"/v2{self._profile_path(key)}/sections/{self._q(self.section)}/attributes"
-        self._call("patch_attributes", "PATCH", path, body=attributes, content_type=MERGE_PATCH)
+        try:
+            self._call("patch_attributes", "PATCH", path, body=attributes, content_type=MERGE_PATCH)
+        except RejectedValue as exc:
+            self._raise_if_gone(exc, "attribute", attributes, self.list_attributes)
+            raise
+
+    def _raise_if_gone(
+        self, error: RejectedValue, kind: str, names: Any, definitions: Callable[[], list[dict[str, Any]]]
+    ) -> None:
+        """After a refusal (400), ask APSIS what the section defines: a mapped `kind` it no longer has makes the
+        refusal the integration's (MappingGone), on the evidence of that documented list, never on the error's
+        text. The list's own failure leaves the refusal as it was. A refusal too large to judge (413) is left."""
+        if isinstance(error, PayloadTooLarge):
+            return
+        try:
+            items = definitions()
+        except Exception:  # no evidence either way: the original refusal stands
+            return
+        # evidence only from a list we can read: non-empty, every item named (an assumed path or another
+        # shape must not make every mapped name look gone)
+        if not items or not all(isinstance(item.get("discriminator"), str) for item in items):
+            return
+        defined = {item["discriminator"] for item in items}
+        gone = sorted({str(name) for name in names} - defined)
+        if gone:
+            raise MappingGone(
+                f"APSIS One's section {self.section} no longer defines the mapped {kind}(s) {gone}: every person "
+                "would be refused alike; fix the mapping (or the section) and redrive",
+                status=error.status,
+                detail=error.detail,
+            ) from error
 
     def upsert_attributes(self, key: str, attributes: dict[str, Any]) -> bool:
         """Patch, creating the profile first when it is missing. True when this call created it.
@@ -169,10 +207,12 @@ class ApsisClient(ApsisTransport):
             return
         try:
             self._patch_v1(key, {versions[name]: value for name, value in attributes.items()})
-        except RejectedValue:
+        except RejectedValue as exc:
             fresh = self._attribute_versions(refresh=True)
             if all(fresh.get(name) == versions[name] for name in attributes):
                 raise
+            # deleted from the section since listed: the integration's failure (MappingGone), not the person's
+            self._raise_if_gone(exc, "attribute", attributes, self.list_attributes)
             self.create_with_attributes(key, attributes)
 
     def _patch_v1(self, key: str, body: dict[str, Any]) -> None:
@@ -199,7 +239,11 @@ class ApsisClient(ApsisTransport):
         path = self.profile_tags_path.format(
             keyspace=self._q(self.keyspace), key=self._q(key), section=self._q(self.section)
         )
-        self._call("patch_tags", "PATCH", path, body=tags, content_type=MERGE_PATCH)
+        try:
+            self._call("patch_tags", "PATCH", path, body=tags, content_type=MERGE_PATCH)
+        except RejectedValue as exc:
+            self._raise_if_gone(exc, "tag", tags, self.list_tags)
+            raise
 
     # ---- consents -------------------------------------------------------------------------------------
     def set_consent(
@@ -226,6 +270,9 @@ class ApsisClient(ApsisTransport):
             response = self._call("set_consent", "POST", self._consents_path(key), body=body)
         except Conflict:
             return "unchanged"
+        except RejectedValue as exc:
+            self._raise_if_gone(exc, "subscription", [topic], self.list_topics)
+            raise
         return {201: "created", 204: "updated"}.get(response.status_code, "unchanged")
 
     def get_consents(self, key: str, consent_types: list[str] | None = None) -> list[dict[str, Any]]:

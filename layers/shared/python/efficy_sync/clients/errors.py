@@ -69,6 +69,15 @@ class PayloadTooLarge(RejectedValue):
     category = "payload_too_large"
 
 
+class MappingGone(ApiError):
+    """APSIS One refused a write and its own definitions list (a documented read) shows that the section no
+    longer has something the integration maps: an attribute, a subscription (topic) or a tag. Every person
+    would be refused alike, so this is the integration's failure, not the person's: never recorded on the
+    person nor acknowledged; the change is retried and ends in the DLQ (alarmed), a full sync fails."""
+
+    category = "mapping"
+
+
 class EfficyBusinessError(ApiError):
     """Efficy answers HTTP 200 with an exception object for business errors."""
 
