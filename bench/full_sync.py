@@ -375,7 +375,10 @@ def render(r: dict[str, Any]) -> str:
         "",
         f"`make bench` → `bench.full_sync.run({r['persons']:,})`: {r['persons']:,} persons through the real state "
         f"machine, pages of {r['page_size']}, five pages at a time; then the same persons again with nothing "
-        "changed. APSIS pacing is off (the local stack's own speed is timed, not APSIS's limit).",
+        "changed. APSIS pacing is off (the local stack's own speed is timed, not APSIS's limit). The Lambdas are "
+        "warm (their modules imported before the timed runs; cold starts have their own table) and the end of a "
+        "run is read from Step Functions every half second, not from DynamoDB (so the run's DynamoDB calls are "
+        "its own).",
         "",
         *_HEADER,
         _row("diff (default), first load", r["diff_mode"], r["ceiling_diff"]),
