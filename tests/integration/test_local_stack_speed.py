@@ -322,3 +322,50 @@ def test_a_quiet_queue_is_polled_by_one_worker_and_a_burst_by_all(moto: MotoServ
 
 def test_the_patch_is_applied_by_the_local_stack(moto: MotoServer) -> None:
     assert moto_sqs._applied
+
+
+def test_concurrent_receives_and_deletes_lose_no_message_and_strand_none(moto: MotoServer) -> None:
+    """moto's SQS takes no lock: two receives could take one message and two deletes could put back a message
+    the other had deleted, leaving it in flight for the visibility timeout (moto_sqs.py). Eight consumers at
+    once: every message is received once, and the queue ends empty, nothing in flight."""
+    sqs, url = _fifo(moto, "concurrent-consumers")
+    for start in range(0, 400, 10):
+        sqs.send_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {
+                    "Id": str(i),
+                    "MessageBody": f"m{i}",
+                    "MessageGroupId": f"g{i % 80}",
+                    "MessageDeduplicationId": f"d{i}",
+                }
+                for i in range(start, start + 10)
+            ],
+        )
+    received: list[str] = []
+    lock = threading.Lock()
+
+    def consume() -> None:
+        idle = 0
+        while idle < 3:
+            messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+            if not messages:
+                idle += 1
+                continue
+            idle = 0
+            with lock:
+                received.extend(m["Body"] for m in messages)
+            sqs.delete_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+            )
+
+    threads = [threading.Thread(target=consume) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert sorted(received) == sorted(f"m{i}" for i in range(400))  # each once
+    assert attributes["ApproximateNumberOfMessages"] == "0"
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "0"

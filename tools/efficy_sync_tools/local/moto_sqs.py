@@ -9,6 +9,13 @@ de-duplicates per queue whatever DeduplicationScope says (our ids name the perso
 group, so the scope makes no difference to this product). The look-up and the append now happen under the
 queue's lock, so two threads sending the same id at once no longer both get through.
 
+Receive, delete and visibility changes under the queue's lock: moto's server answers each request on its own
+thread and its SQS backend takes no lock there. Two receives could both take one message (each with its own
+receipt handle), and two deletes each rebuilt the queue's message list from the same snapshot, so one put
+back a message the other had deleted, received and in flight: it sat invisible for the queue's visibility
+timeout (6 minutes) and `make bench`'s real-time run waited on it. A delete could also drop a message sent
+while it rebuilt the list. A receive's wait releases the lock (a Condition's wait), so sends go on meanwhile.
+
 Long polling: moto's ReceiveMessage with WaitTimeSeconds waits "until the queue has a visible message", but a
 FIFO message whose group is in flight is visible and still not deliverable, so a long poll on such a queue
 spun on the CPU for its whole wait. Here a waiting receive sleeps until a message is sent or deleted (which
@@ -82,9 +89,21 @@ def apply() -> None:
         _fire_event_source_mappings(self)
 
     def delete_message(self: Queue, receipt_handle: str) -> None:
-        original_delete(self, receipt_handle)
-        with self._messages_lock:
+        with self._messages_lock:  # the list is rebuilt: no other delete, receive or send in between
+            original_delete(self, receipt_handle)
             self._messages_lock.notify_all()  # the message's group may be free for a waiting receive now
+
+    original_receive = models.SQSBackend.receive_message
+    original_visibility = models.SQSBackend.change_message_visibility
+
+    def receive_message(self: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
+        queue = self.get_queue(queue_name)
+        with queue._messages_lock:  # one scan at a time marks messages received; its waits release the lock
+            return original_receive(self, queue_name, *args, **kwargs)
+
+    def change_message_visibility(self: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
+        with self.get_queue(queue_name)._messages_lock:
+            return original_visibility(self, queue_name, *args, **kwargs)
 
     def wait_for_messages(self: Queue, timeout: int) -> None:
         with self._messages_lock:
@@ -93,6 +112,8 @@ def apply() -> None:
     Queue.add_message = add_message  # type: ignore[method-assign]
     Queue.delete_message = delete_message  # type: ignore[method-assign]
     Queue.wait_for_messages = wait_for_messages  # type: ignore[method-assign]
+    models.SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
+    models.SQSBackend.change_message_visibility = change_message_visibility  # type: ignore[method-assign]
     _applied = True
 
 
