@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -114,6 +115,7 @@ def _config(stack: Any, integration_id: str, write_mode: str) -> None:
 #: write calls (a BatchWriteItem of up to 25 person states is one call)
 _STATE_WRITES = {"PutItem": 0, "UpdateItem": 0, "BatchWriteItem": 0}
 _COUNTED_CLIENTS: set[int] = set()
+_STATE_WRITES_LOCK = threading.Lock()
 
 
 def _count_state_writes() -> None:
@@ -128,7 +130,8 @@ def _count_state_writes() -> None:
 
     def counter(name: str) -> Any:
         def count(**_: Any) -> None:
-            _STATE_WRITES[name] += 1
+            with _STATE_WRITES_LOCK:  # handlers' threads write at once: `+=` alone loses counts
+                _STATE_WRITES[name] += 1
 
         return count
 

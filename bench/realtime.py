@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -27,9 +28,11 @@ def _count_sqs_batches(stack: Any) -> dict[str, int]:
     from efficy_sync.aws import client
 
     counter = {"SendMessageBatch": 0, "SendMessage": 0}
+    lock = threading.Lock()  # the splitter sends from 16 threads: `+=` alone loses counts
 
     def count(event_name: str, **_: Any) -> None:
-        counter[event_name.rsplit(".", 1)[1]] += 1
+        with lock:
+            counter[event_name.rsplit(".", 1)[1]] += 1
 
     client("sqs").meta.events.register("before-call.sqs.SendMessageBatch", count)
     client("sqs").meta.events.register("before-call.sqs.SendMessage", count)
