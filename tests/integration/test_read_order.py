@@ -54,14 +54,29 @@ def consent_types(apsis: ApsisSimulator, key: int) -> list[str]:
     return [c["type"] for c in profile["consents"] if c["topic"] == NEWS]
 
 
-def test_an_opt_out_stamped_earlier_after_the_clocks_go_back_is_applied(sims) -> None:
-    efficy_sim, clock, apsis_sim = sims
+def member_and_syncer(
+    efficy_sim: EfficySimulator, apsis_sim: ApsisSimulator, key: int
+) -> tuple[MemoryPersonStateStore, PersonSyncer]:
+    """Person `key` in Efficy, a member of CRM profile 12 (the newsletter), and a syncer with an empty store."""
+    efficy_sim.upsert_persons(
+        [
+            {
+                "K_CONTACT": key,
+                "NAME": f"N{key}",
+                "FIRSTNAME": f"F{key}",
+                "EMAIL1": f"d{key}@example.com",
+                "profiles": [12],
+            }
+        ]
+    )
     store = MemoryPersonStateStore()
     apsis = ApsisClient(apsis_sim.url, "diff", "diff-secret", section=CFG.apsis.section, policy=FAST)
-    syncer = PersonSyncer(CFG, apsis, store, email_lookup=lambda address: [])
-    efficy_sim.upsert_persons(
-        [{"K_CONTACT": 7, "NAME": "N7", "FIRSTNAME": "F7", "EMAIL1": "d7@example.com", "profiles": [12]}]
-    )
+    return store, PersonSyncer(CFG, apsis, store, email_lookup=lambda address: [])
+
+
+def test_an_opt_out_stamped_earlier_after_the_clocks_go_back_is_applied(sims) -> None:
+    efficy_sim, clock, apsis_sim = sims
+    store, syncer = member_and_syncer(efficy_sim, apsis_sim, 7)
     with EfficyClient(efficy_sim.url, efficy_sim.api_key, policy=FAST) as efficy:
         before = efficy.get_persons([7])[7]
         assert before["D_CHANGE"].startswith("2026-10-25T02:50")
@@ -93,12 +108,7 @@ def test_a_re_read_of_an_unchanged_person_writes_nothing(sims) -> None:
     """Each read carries new read times; they alone are no reason to store the state again (an unchanged
     re-sync costs no APSIS call and no state write)."""
     efficy_sim, _clock, apsis_sim = sims
-    store = MemoryPersonStateStore()
-    apsis = ApsisClient(apsis_sim.url, "diff", "diff-secret", section=CFG.apsis.section, policy=FAST)
-    syncer = PersonSyncer(CFG, apsis, store, email_lookup=lambda address: [])
-    efficy_sim.upsert_persons(
-        [{"K_CONTACT": 8, "NAME": "N8", "FIRSTNAME": "F8", "EMAIL1": "d8@example.com", "profiles": [12]}]
-    )
+    store, syncer = member_and_syncer(efficy_sim, apsis_sim, 8)
     with EfficyClient(efficy_sim.url, efficy_sim.api_key, policy=FAST) as efficy:
         assert syncer.sync(8, efficy.get_persons([8])[8], None).result == "synced"
         stored = store.get(CFG.integration_id, 8)
