@@ -72,9 +72,15 @@ def _optout(integration_id: str) -> Response:
     annotate(event.request_context.request_id)
     body = request_body(event.body, event.is_base64_encoded) if event.http_method != "GET" else b""
     result = accept(cfg, event.headers, body, get_secret(cfg.apsis.optout_token_secret), _send, query=_query())
-    if result.future_occurred_at:
+    if result.time_fix == "future":
         metrics.add_metric(name="OptOutFutureTime", unit=MetricUnit.Count, value=1)
         logger.warning("opt-out occurred_at is later than its receipt: the receive time was recorded instead")
+    elif result.time_fix == "old":
+        metrics.add_metric(name="OptOutOldTime", unit=MetricUnit.Count, value=1)
+        logger.warning(
+            "opt-out occurred_at is older than apsis.optout_max_age_hours: the receive time was recorded instead",
+            extra={"max_age_hours": cfg.apsis.optout_max_age_hours},
+        )
     if result.ignored:
         metrics.add_metric(name="OptOutIgnored", unit=MetricUnit.Count, value=1)
         logger.info("opt-out ignored: %s", result.ignored)

@@ -17,7 +17,7 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -342,12 +342,24 @@ def test_a_get_with_a_wrong_or_missing_token_queues_nothing(routes: Routes) -> N
 
 
 def test_a_form_post_with_the_token_header(routes: Routes) -> None:
-    body = urlencode({**FIELDS, "occurred_at": "2024-05-01T10:00:00Z"}).encode()
+    clicked = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)
+    body = urlencode({**FIELDS, "occurred_at": clicked.isoformat().replace("+00:00", "Z")}).encode()
     headers = {"X-Apsis-Webhook-Token": OPTOUT_TOKEN, "Content-Type": "application/x-www-form-urlencoded"}
     status, _ = call(routes.optout, optout_event("POST", body=body, headers=headers))
     assert status == 202
     (message,) = routes.messages(routes.optout_queue)
-    assert message["occurred_at"] == "2024-05-01T10:00:00.000Z"
+    assert message["occurred_at"] == clicked.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_an_occurred_at_older_than_the_max_age_is_queued_as_the_receipt_time(routes: Routes) -> None:
+    """A bogus old time (the integration's default bound is 24 h) is replaced, reported, and still queued."""
+    before = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    body = json.dumps({**FIELDS, "occurred_at": "2001-01-01T00:00:00Z"}).encode()
+    status, _ = call(routes.optout, optout_event("POST", body=body, headers={"X-Apsis-Webhook-Token": OPTOUT_TOKEN}))
+    assert status == 202
+    (message,) = routes.messages(routes.optout_queue)
+    assert message["occurred_at"] >= before
+    assert "older than apsis.optout_max_age_hours" in routes.log.getvalue()
 
 
 def test_a_json_post_with_the_token_as_url_parameter(routes: Routes) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -226,6 +226,29 @@ def test_an_occurred_at_in_the_future_is_replaced_by_the_receive_time() -> None:
     assert event.occurred_at == "2024-05-01T10:00:00.000Z" and not event.future_occurred_at
     event = parse_event(body(occurred_at="2024-05-01T09:59:00Z"), now=lambda: NOW)
     assert event.occurred_at == "2024-05-01T09:59:00.000Z" and not event.future_occurred_at
+
+
+def test_an_occurred_at_older_than_the_max_age_is_replaced_by_the_receive_time() -> None:
+    day = timedelta(hours=24)
+    event = parse_event(body(occurred_at="2001-01-01T00:00:00Z"), now=lambda: NOW, max_age=day)
+    assert event.occurred_at == "2024-05-01T10:00:00.000Z" and event.time_fix == "old"
+    assert not event.future_occurred_at
+    event = parse_event(body(occurred_at="2024-04-30T10:00:01Z"), now=lambda: NOW, max_age=day)  # within a day
+    assert event.occurred_at == "2024-04-30T10:00:01.000Z" and event.time_fix is None
+    event = parse_event(body(occurred_at="2024-04-30T09:59:59Z"), now=lambda: NOW, max_age=day)
+    assert event.occurred_at == "2024-05-01T10:00:00.000Z" and event.time_fix == "old"
+    # without a bound (the low-level parser's default) an old time is kept
+    assert parse_event(body(occurred_at="2001-01-01T00:00:00Z"), now=lambda: NOW).time_fix is None
+
+
+def test_the_route_bounds_occurred_at_by_the_integrations_max_age() -> None:
+    sent: list[OptOutMessage] = []
+    old = body(occurred_at="2024-04-29T10:00:00Z")
+    result = accept(CFG, HEADERS, old, TOKEN, sent.append, now=lambda: NOW)
+    assert result.time_fix == "old" and sent[-1].occurred_at == "2024-05-01T10:00:00.000Z"
+    week = CFG.model_copy(update={"apsis": CFG.apsis.model_copy(update={"optout_max_age_hours": 24 * 7})})
+    result = accept(week, HEADERS, old, TOKEN, sent.append, now=lambda: NOW)
+    assert result.time_fix is None and sent[-1].occurred_at == "2024-04-29T10:00:00.000Z"
 
 
 def test_a_future_opt_out_cannot_make_a_later_genuine_one_look_older() -> None:

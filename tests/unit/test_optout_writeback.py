@@ -6,6 +6,7 @@ import importlib.util
 import itertools
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from efficy_sync.optout import (
     SlotRef,
     StillMember,
     WriteBack,
+    accept,
     retry_delay,
 )
 from efficy_sync.sync import PersonSyncer
@@ -236,6 +238,36 @@ def test_a_late_duplicate_after_a_crm_re_add_changes_nothing(world: Any) -> None
     assert store.get("acme", 7).optouts == {}  # retired
     result = writeback(world).process(message())  # APSIS delivers the old unsubscribe once more
     assert result.superseded == [7] and efficy.persons[7]["profiles"] == {12}
+
+
+def test_a_new_unsubscribe_with_a_bogus_old_time_after_a_crm_re_add_is_not_lost(world: Any) -> None:
+    """The automation sends a time that is not the click's (a fixed date, say). Kept, it is older than the
+    retired record of the first unsubscribe, so the new one passed for a late duplicate of it: acknowledged,
+    never written back, and the next sync opted the person in again. The route replaces a time older than
+    `apsis.optout_max_age_hours` by the receipt time, so the new unsubscribe is recorded and written back."""
+    efficy, store, apsis = world
+    efficy.add(7, {12})
+    sent: list[OptOutMessage] = []
+    token = "a-fake-token-for-tests"
+
+    def unsubscribe(occurred_at: str, now: datetime) -> OptOutMessage:
+        fields = {"event": "email.unsubscribe", "profile_key": "7", "topic_discriminator": NEWS}
+        raw = json.dumps({**fields, "occurred_at": occurred_at}).encode()
+        accept(CFG, {CFG.apsis.optout_token_header: token}, raw, token, sent.append, now=lambda: now)
+        return sent[-1]
+
+    writeback(world).process(unsubscribe(AT, datetime(2024, 5, 1, 10, 0, 5, tzinfo=UTC)))
+    efficy.persons[7]["profiles"].add(12)  # a CRM user adds the person back: an explicit opt-in
+    efficy._stamp(7)
+    syncer = PersonSyncer(CFG, apsis, store, email_lookup=lambda a: [])
+    syncer.sync(7, efficy.get_persons([7])[7], store.get("acme", 7))
+    assert store.get("acme", 7).optouts == {}  # retired
+    second = unsubscribe("2001-01-01T00:00:00Z", datetime(2024, 5, 2, 9, 0, tzinfo=UTC))
+    result = writeback(world).process(second)
+    assert result.recorded == {7: [f"{NEWS}|email"]} and not result.superseded
+    assert efficy.persons[7]["profiles"] == set()
+    assert store.get("acme", 7).optouts[f"{NEWS}|email"].confirmed
+    assert second.occurred_at == "2024-05-02T09:00:00.000Z"  # the receipt time
 
 
 def test_a_subscription_no_longer_mapped_is_reported_not_applied(world: Any) -> None:

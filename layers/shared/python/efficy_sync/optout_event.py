@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
@@ -125,6 +125,10 @@ def check_token(
         raise OptOutAuthError(f"wrong {where}")
 
 
+#: why an opt-out's occurred_at was replaced by the receive time (None: it was kept)
+TimeFix = Literal["future", "old"] | None
+
+
 @dataclass(frozen=True)
 class OptOutEvent:
     """The automation's webhook body, validated."""
@@ -135,7 +139,11 @@ class OptOutEvent:
     profile_key: int | None
     email: str | None
     occurred_at: str  # ISO 8601, UTC, never later than the time we received it
-    future_occurred_at: bool = False  # the caller's occurred_at was beyond our clock + skew: replaced
+    time_fix: TimeFix = None  # the caller's occurred_at was in the future ("future") or too old ("old"): replaced
+
+    @property
+    def future_occurred_at(self) -> bool:
+        return self.time_fix == "future"
 
     @property
     def whole_section(self) -> bool:
@@ -169,11 +177,17 @@ def _profile_key(body: Mapping[str, Any]) -> int | None:
     return int(text)
 
 
-def _occurred_at(value: str | None, now: datetime) -> tuple[str, bool]:
-    """The opt-out's time in UTC, bounded by `now` (when we received it). A later time cannot be true, and kept
-    it would make every later genuine opt-out of the person look older and be dropped as a duplicate. It is
-    replaced by the receive time rather than refused: the automation does not resend a refused call, and an
-    opt-out is never lost. Returns (time, whether it was beyond now + FUTURE_SKEW_SECONDS)."""
+def _occurred_at(value: str | None, now: datetime, max_age: timedelta | None = None) -> tuple[str, TimeFix]:
+    """The opt-out's time in UTC, bounded by `now` (when we received it) and, when given, by `now - max_age`.
+
+    A later time cannot be true, and kept it would make every later genuine opt-out of the person look older and
+    be dropped as a duplicate. An earlier time than the automation can take to call us is not believed either:
+    once a CRM user has opted the person in again (the retired record keeps the old opt-out's time), a new
+    unsubscribe whose time is bogus and old (a fixed date, the profile's creation date) would look like a late
+    duplicate of the first and be dropped, and the next sync would mail them. Both are replaced by the receive
+    time rather than refused: the automation does not resend a refused call, and an opt-out is never lost. The
+    replacement can only make an opt-out newer, which is the safe direction (it wins over a CRM opt-in it may in
+    truth predate). Returns (time, "future" | "old" when it was replaced and worth reporting, else None)."""
     if value is None:
         moment = now
     else:
@@ -186,11 +200,14 @@ def _occurred_at(value: str | None, now: datetime) -> tuple[str, bool]:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)  # APSIS One's timestamps are UTC
     try:
-        future = (moment - now).total_seconds() > FUTURE_SKEW_SECONDS
+        ahead = (moment - now).total_seconds()
         moment = min(moment, now).astimezone(UTC)
     except OverflowError:  # year 1 with a positive offset: not a time the automation sends
         raise OptOutPayloadError("occurred_at", "must be an ISO 8601 date-time within years 1 to 9999 in UTC") from None
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"), future
+    fix: TimeFix = "future" if ahead > FUTURE_SKEW_SECONDS else None
+    if max_age is not None and now - moment > max_age:
+        moment, fix = now.astimezone(UTC), "old"
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"), fix
 
 
 def decode_fields(
@@ -233,7 +250,7 @@ def decode_fields(
 class OptOutBody(BaseModel):
     """The fields of the automation's call, as the route receives them (JSON, form or URL parameters), checked in
     this order; the first wrong one is refused with OptOutPayloadError naming it (validators raise it directly, so
-    a caller sees the field and the problem, never the value). `context={"now": datetime}` bounds occurred_at."""
+    a caller sees the field and the problem, never the value). `context={"now": datetime, "max_age": timedelta}` bounds occurred_at."""
 
     model_config = ConfigDict(extra="ignore", validate_default=True)
 
@@ -243,8 +260,9 @@ class OptOutBody(BaseModel):
     profile_key: int | None = None
     email: str | None = None
     occurred_at: str | None = None
-    #: occurred_at was beyond our clock + FUTURE_SKEW_SECONDS and replaced by the receive time
-    future_occurred_at: bool = False
+    #: occurred_at was beyond our clock + FUTURE_SKEW_SECONDS, or older than the context's max_age, and replaced
+    #: by the receive time
+    time_fix: TimeFix = None
 
     @model_validator(mode="before")
     @classmethod
@@ -308,9 +326,10 @@ class OptOutBody(BaseModel):
 
     @model_validator(mode="after")
     def _when(self, info: ValidationInfo) -> OptOutBody:
-        """The time in UTC, bounded by when we received it (`_occurred_at` says why)."""
-        now = (info.context or {}).get("now") or datetime.now(UTC)
-        self.occurred_at, self.future_occurred_at = _occurred_at(self.occurred_at, now.astimezone(UTC))
+        """The time in UTC, bounded by when we received it and by the context's max_age (`_occurred_at` says why)."""
+        context = info.context or {}
+        now = context.get("now") or datetime.now(UTC)
+        self.occurred_at, self.time_fix = _occurred_at(self.occurred_at, now.astimezone(UTC), context.get("max_age"))
         return self
 
     def to_event(self) -> OptOutEvent:
@@ -322,15 +341,26 @@ class OptOutBody(BaseModel):
             profile_key=self.profile_key,
             email=self.email,
             occurred_at=self.occurred_at or "",
-            future_occurred_at=self.future_occurred_at,
+            time_fix=self.time_fix,
         )
 
 
-def parse_fields(body: Mapping[str, Any], *, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> OptOutEvent:
-    """Raises OptOutPayloadError naming the first field that is wrong."""
-    return OptOutBody.model_validate(body, context={"now": now()}).to_event()
+def parse_fields(
+    body: Mapping[str, Any],
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    max_age: timedelta | None = None,
+) -> OptOutEvent:
+    """Raises OptOutPayloadError naming the first field that is wrong. `max_age`: the oldest occurred_at believed
+    (the route passes the integration's `apsis.optout_max_age_hours`; None: no lower bound)."""
+    return OptOutBody.model_validate(body, context={"now": now(), "max_age": max_age}).to_event()
 
 
-def parse_event(raw: bytes | str, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> OptOutEvent:
+def parse_event(
+    raw: bytes | str,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    max_age: timedelta | None = None,
+) -> OptOutEvent:
     """A JSON body (the original form of the route); raises OptOutPayloadError naming the first wrong field."""
-    return parse_fields(decode_fields(raw, content_type="application/json"), now=now)
+    return parse_fields(decode_fields(raw, content_type="application/json"), now=now, max_age=max_age)

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
 
 from .config import IntegrationConfig
-from .optout_event import _header, check_token, decode_fields, parse_fields
+from .optout_event import TimeFix, _header, check_token, decode_fields, parse_fields
 from .state import consent_key, utc_now
 
 
@@ -61,7 +61,7 @@ class OptOutMessage(BaseModel):
 class Accepted:
     accepted: int  # subscription opt-outs now on the queue
     ignored: str | None = None  # why nothing was queued for a valid request
-    future_occurred_at: bool = False  # occurred_at was replaced by the receive time (worth a log line)
+    time_fix: TimeFix = None  # occurred_at was in the future or too old and replaced by the receive time
 
 
 def accept(
@@ -78,7 +78,7 @@ def accept(
     the message)."""
     check_token(headers, cfg.apsis.optout_token_header, token, query)
     fields = decode_fields(body, content_type=_header(headers, "Content-Type"), query=query)
-    event = parse_fields(fields, now=now)
+    event = parse_fields(fields, now=now, max_age=timedelta(hours=cfg.apsis.optout_max_age_hours))
     slots = slots_for(cfg, event.channel, event.topic)
     if not slots:
         what = f"subscription {event.topic} on {event.channel}" if event.topic else f"{event.channel} subscription"
@@ -93,4 +93,4 @@ def accept(
         received_at=utc_now(),
     )
     send(message)
-    return Accepted(len(slots), future_occurred_at=event.future_occurred_at)
+    return Accepted(len(slots), time_fix=event.time_fix)

@@ -121,6 +121,9 @@ class ApsisSettings(_Model):
     # A new person in one call: APSIS documents (sure: high) that the v1 attribute PATCH creates a missing
     # profile. false = the older two calls (create, then v2 PATCH), should an account show otherwise.
     create_with_attribute_patch: bool = True
+    # How long after the click the opt-out automation may call us (a Wait node delays it). An older
+    # `occurred_at` is not believed: it is replaced by the receipt time (optout_event._occurred_at says why).
+    optout_max_age_hours: float = Field(default=24.0, gt=0, le=24 * 366)
 
     @field_validator("profile_tags_path")
     @classmethod
