@@ -16,6 +16,7 @@ import sys
 import time
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,3 +166,19 @@ def test_ctrl_c_leaves_moto_to_its_parent() -> None:
     finally:
         moto.stop()
     assert not moto.alive()
+
+
+def test_every_service_of_the_template_is_warmed_before_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto's process warms (imports, creates the backends of, loads the models of) the template's services
+    while the local stack transforms the template: a service the template gains later, or one this moto cannot
+    warm, would quietly fall back to the slow first call."""
+    from efficy_sync_tools.local.moto_process import WARM_SERVICES, warm
+    from efficy_sync_tools.local.template import SamTemplate
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)  # the SAM transform names ARNs in a region
+    root = Path(__file__).resolve().parents[2]
+    resources = SamTemplate.load(root / "template.yaml").prepare_for_moto("bucket", "key")["Resources"]
+    used = {spec["Type"].split("::")[1].lower() for spec in resources.values()}
+    assert used <= set(WARM_SERVICES), used - set(WARM_SERVICES)
+    assert warm(REGION) == []
+    assert warm(REGION, ("no-such-service",)) == ["no-such-service"]  # reported, never raised

@@ -16,11 +16,12 @@ import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from .template import SamTemplate
+if TYPE_CHECKING:  # the template's YAML reader (cfn-lint) is heavy, and moto's process never needs it
+    from .template import SamTemplate
 
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
 
@@ -112,24 +113,42 @@ def client(service: str, endpoint: str, region: str, *, pool: int = 10) -> Any:
     )
 
 
+@dataclass
+class Package:
+    """What `sam package` makes: the template CloudFormation receives, naming the code's bucket and key."""
+
+    bucket: str
+    key: str
+    body: dict[str, Any]
+
+
+def package(
+    template: SamTemplate, stack_name: str = "efficy-sync", output_values: dict[str, str] | None = None
+) -> Package:
+    """The SAM transform and moto's fixes: CPU only, no AWS call, so the local stack does it while moto's
+    process starts. `output_values` gives the stack outputs that point at emulated resources (the API URL)."""
+    bucket = f"{stack_name}-artifacts-{free_port()}"
+    return Package(bucket, "code.zip", template.prepare_for_moto(bucket, "code.zip", output_values))
+
+
 def deploy(
     template: SamTemplate,
     endpoint: str,
     region: str,
     stack_name: str = "efficy-sync",
     output_values: dict[str, str] | None = None,
+    *,
+    packaged: Package | None = None,
 ) -> DeployedStack:
-    """`sam package` + `sam deploy` against moto, then the fixes for moto's known gaps.
-
-    `output_values` gives the stack outputs that point at emulated resources (the API URL)."""
+    """`sam package` (unless `packaged` is given) + `sam deploy` against moto, then the fixes for moto's known
+    gaps."""
+    packaged = packaged or package(template, stack_name, output_values)
     s3 = client("s3", endpoint, region)
-    bucket = f"{stack_name}-artifacts-{free_port()}"
-    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
-    s3.put_object(Bucket=bucket, Key="code.zip", Body=_tiny_zip())
-    body = template.prepare_for_moto(bucket, "code.zip", output_values)
+    s3.create_bucket(Bucket=packaged.bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    s3.put_object(Bucket=packaged.bucket, Key=packaged.key, Body=_tiny_zip())
 
     cfn = client("cloudformation", endpoint, region)
-    cfn.create_stack(StackName=stack_name, TemplateBody=json.dumps(body), Capabilities=["CAPABILITY_IAM"])
+    cfn.create_stack(StackName=stack_name, TemplateBody=json.dumps(packaged.body), Capabilities=["CAPABILITY_IAM"])
     _wait_stack(cfn, stack_name)
     physical = {
         r["LogicalResourceId"]: r.get("PhysicalResourceId", "")

@@ -60,22 +60,23 @@ class LocalStack:
     def start(self) -> dict[str, Any]:
         started = time.monotonic()
         self._environment()
-        from .aws import client, deploy, free_port
+        from .aws import client, deploy, free_port, package
         from .lambdas import FunctionRouter
         from .moto_process import LambdaRelay, MotoProcess
         from .template import SamTemplate
 
         # Step Functions' Lambda tasks come back from moto's process through the relay (to self.router).
         self.relay = LambdaRelay(None).start()
-        self.moto = MotoProcess(lambda_url=self.relay.url).start()
-        os.environ["AWS_ENDPOINT_URL"] = self.moto.endpoint
-        self._reset_shared_clients()
+        self.moto = MotoProcess(lambda_url=self.relay.url).launch()
+        # While moto's process starts and warms (moto_process.warm), this one transforms the template.
         self.template = SamTemplate.load(self.root / "template.yaml")
         # The HTTP front's port is chosen first, so that the stack's ApiUrl output names it, as on AWS.
         self.front_port = free_port()
-        self.stack = deploy(
-            self.template, self.moto.endpoint, self.region, self.stack_name, {"ApiUrl": self._api_url()}
-        )
+        packaged = package(self.template, self.stack_name, {"ApiUrl": self._api_url()})
+        self.moto.wait_ready()
+        os.environ["AWS_ENDPOINT_URL"] = self.moto.endpoint
+        self._reset_shared_clients()
+        self.stack = deploy(self.template, self.moto.endpoint, self.region, self.stack_name, packaged=packaged)
         self._function_environment()
         self.router = FunctionRouter(self.template.functions(), self.stack.functions, self.region)
         self.relay.router = self.router
