@@ -27,9 +27,21 @@ DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "t
 
 
 def free_port() -> int:
+    """A port free now. Whoever binds it later races every other process choosing ports the same way: a
+    server should bind port 0 itself (MotoServer) or hold a `reserve_port` socket until it serves."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def reserve_port() -> socket.socket:
+    """A listening socket on a loopback port of the kernel's choosing, held from now on: its number can be
+    named (in the stack's outputs) before the server that will serve it starts (werkzeug's `fd=`), and no other
+    process can take it in between."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
 
 
 class MotoServer:
@@ -40,9 +52,7 @@ class MotoServer:
     """
 
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        # The Step Functions interpreter calls back into moto at localhost:$MOTO_PORT.
-        os.environ["MOTO_PORT"] = str(self.port)
+        self.port = port or 0  # 0: the kernel chooses when the server binds (no race with other processes)
         self._server: Any = None
         self.app: Any = None
         self._thread: threading.Thread | None = None
@@ -67,6 +77,9 @@ class MotoServer:
 
         self.app = app = moto_fastpath.wrap(DomainDispatcherApplication(create_backend_app))
         self._server = make_server("127.0.0.1", self.port, app, threaded=True, request_handler=Handler)
+        self.port = self._server.server_port
+        # The Step Functions interpreter calls back into moto at localhost:$MOTO_PORT.
+        os.environ["MOTO_PORT"] = str(self.port)
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto-server", daemon=True)
         self._thread.start()
         import requests

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -32,11 +33,21 @@ class _QuietHandler(KeepAliveHandler):
 
 
 class ApiFront:
-    def __init__(self, routes: list[ApiRoute], router: FunctionRouter, *, stage: str, port: int = 0) -> None:
+    def __init__(
+        self,
+        routes: list[ApiRoute],
+        router: FunctionRouter,
+        *,
+        stage: str,
+        port: int = 0,
+        sock: socket.socket | None = None,
+    ) -> None:
+        """`sock`: a listening socket reserved earlier (aws.reserve_port) to serve on, instead of binding `port`."""
         self._routes = routes
         self._router = router
         self._stage = stage
         self._port = port
+        self._sock = sock
         self._server: BaseWSGIServer | None = None
         # Powertools' REST resolver keeps the request being served on a class attribute (BaseRouter.current_event):
         # right on Lambda, where a sandbox serves one event at a time, but in this one process a webhook served in
@@ -47,10 +58,15 @@ class ApiFront:
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_port}/{self._stage}"
+        return f"http://127.0.0.1:{self._server.port}/{self._stage}"
 
     def start(self) -> None:
-        self._server = make_server("127.0.0.1", self._port, self._wsgi, threaded=True, request_handler=_QuietHandler)
+        port = self._sock.getsockname()[1] if self._sock else self._port
+        fd = self._sock.fileno() if self._sock else None
+        self._server = make_server("127.0.0.1", port, self._wsgi, threaded=True, request_handler=_QuietHandler, fd=fd)
+        if self._sock is not None:  # the server serves a duplicate of it
+            self._sock.close()
+            self._sock = None
         threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="api-front", daemon=True
         ).start()

@@ -39,16 +39,14 @@ FUNCTION_HEADER = "X-Efficy-Sync-Function"
 ERROR_HEADER = "X-Amz-Function-Error"
 #: A relayed invocation may take as long as a Lambda may run (template.yaml's longest timeout is below it).
 INVOKE_TIMEOUT = 900.0
-READY = "moto ready"  # the child's first line: READY, then the patches it applied
+READY = "moto ready"  # the child's first line: READY, port=<the port it serves>, then the patches it applied
 
 
 class MotoProcess:
     """moto's server (local/aws.py's MotoServer, with its patches) in a child process, started and stopped here."""
 
     def __init__(self, port: int | None = None, *, lambda_url: str | None = None) -> None:
-        from .aws import free_port
-
-        self.port = port or free_port()
+        self.port = port or 0  # 0: the child binds a port of the kernel's choosing and reports it when ready
         self.lambda_url = lambda_url
         self._process: subprocess.Popen[bytes] | None = None
         self.patches: list[str] = []  # what the child reports it applied (moto_* modules of this package)
@@ -70,9 +68,7 @@ class MotoProcess:
         command = [sys.executable, "-m", "efficy_sync_tools.local.moto_process", "--port", str(self.port)]
         if self.lambda_url:
             command += ["--lambda-url", self.lambda_url]
-        # The Step Functions interpreter (in the child) calls back into moto at localhost:$MOTO_PORT.
-        env = {**os.environ, "MOTO_PORT": str(self.port)}
-        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         atexit.register(self.stop)
         return self
 
@@ -103,9 +99,10 @@ class MotoProcess:
                     line += chunk
         self._process.stdout.close()  # the child writes its logs to stderr from here on
         words = line.decode(errors="replace").split()
-        if " ".join(words[:2]) != READY:
+        if " ".join(words[:2]) != READY or len(words) < 3 or not words[2].startswith("port="):
             raise RuntimeError(f"unexpected line from moto's server: {line!r}")
-        self.patches = words[2:]
+        self.port = int(words[2].removeprefix("port="))
+        self.patches = words[3:]
 
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
@@ -250,7 +247,7 @@ def warm(region: str, services: tuple[str, ...] = WARM_SERVICES) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="moto's server for the local stack (started by it)")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, default=0, help="0 (the default): a free port, reported when ready")
     parser.add_argument("--lambda-url", help="the local stack's Lambda relay; without it moto's own Lambda runs")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides when to stop
@@ -278,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     if cold:
         log.warning("moto's backends not warmed (imported on first use): %s", ", ".join(cold))
     try:
-        os.write(sys.stdout.fileno(), f"{READY} {' '.join(patches)}\n".encode())
+        os.write(sys.stdout.fileno(), f"{READY} port={server.port} {' '.join(patches)}\n".encode())
         os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
         while sys.stdin.buffer.read(4096):  # until the parent closes it, or exits
             pass

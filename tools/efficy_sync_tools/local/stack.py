@@ -60,7 +60,7 @@ class LocalStack:
     def start(self) -> dict[str, Any]:
         started = time.monotonic()
         self._environment()
-        from .aws import client, deploy, free_port, package
+        from .aws import client, deploy, package, reserve_port
         from .lambdas import FunctionRouter
         from .moto_process import LambdaRelay, MotoProcess
         from .template import SamTemplate
@@ -70,8 +70,10 @@ class LocalStack:
         self.moto = MotoProcess(lambda_url=self.relay.url).launch()
         # While moto's process starts and warms (moto_process.warm), this one transforms the template.
         self.template = SamTemplate.load(self.root / "template.yaml")
-        # The HTTP front's port is chosen first, so that the stack's ApiUrl output names it, as on AWS.
-        self.front_port = free_port()
+        # The HTTP front's port is taken first (held until the front serves it), so that the stack's ApiUrl
+        # output names it, as on AWS.
+        self._front_socket = reserve_port()
+        self.front_port = self._front_socket.getsockname()[1]
         packaged = package(self.template, self.stack_name, {"ApiUrl": self._api_url()})
         self.moto.wait_ready()
         os.environ["AWS_ENDPOINT_URL"] = self.moto.endpoint
@@ -150,7 +152,7 @@ class LocalStack:
     def _start_front(self) -> None:
         from .front import ApiFront
 
-        self.front = ApiFront(self.template.api_routes(), self.router, stage=self._stage(), port=self.front_port)
+        self.front = ApiFront(self.template.api_routes(), self.router, stage=self._stage(), sock=self._front_socket)
         self.front.start()
 
     def _create_demo_integration(self) -> dict[str, Any]:
@@ -345,6 +347,8 @@ class LocalStack:
         for part in ("front", "efficy", "apsis"):
             if hasattr(self, part):
                 getattr(self, part).stop()
+        if getattr(self, "_front_socket", None) is not None and not hasattr(self, "front"):
+            self._front_socket.close()  # reserved, never served (the start failed before the front)
         if hasattr(self, "moto"):
             self.moto.stop()
         if hasattr(self, "relay"):
