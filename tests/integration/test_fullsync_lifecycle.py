@@ -216,3 +216,26 @@ def test_the_run_records_who_started_it(sync: tuple[FullSync, dict[str, str]]) -
     stored = full_sync.runs.get("demo", direct["run_id"])
     assert (stored.started_by, stored.started_via) == ("demo-1767225600", "stepfunctions")
     assert stored.config_version == 1
+
+
+def test_the_sweeper_reads_only_scheduled_configs_and_one_that_no_longer_loads_fails_alone(sync) -> None:
+    """The sweep reads every live config in one Scan and validates only those with a scheduled query tag."""
+    full_sync, _ = sync
+    demo = full_sync.configs.get("demo")  # no schedule: never validated, never in the report
+    queries = [demo.tags.queries[0].model_copy(update={"schedule": "rate(1 day)"})]
+    scheduled = demo.model_copy(
+        update={"integration_id": "nightly", "tags": demo.tags.model_copy(update={"queries": queries})}
+    )
+    full_sync.configs.put(scheduled, applied_by="test")
+    broken = {"integration_id": "broken", "tags": {"queries": [{"query": 7, "tag": "x", "schedule": "rate(1 day)"}]}}
+    boto3.client("dynamodb").put_item(  # a config a newer version wrote, which this code cannot load
+        TableName="config",
+        Item={"pk": {"S": "CONFIG#broken"}, "sk": {"S": "CURRENT"}, "body": {"S": json.dumps(broken)}},
+    )
+
+    assert list(full_sync.configs.scheduled()) == ["broken", "nightly"]
+    tags = sweep(full_sync)["query_tags"]
+    assert set(tags) == {"broken", "nightly"}
+    assert tags["broken"]["error"].startswith("ValidationError")
+    # nightly was due and loaded: the mirror reached for its Efficy client (which this fixture refuses)
+    assert "calls neither Efficy nor APSIS One" in tags["nightly"]["error"]

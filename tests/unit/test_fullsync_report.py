@@ -203,3 +203,15 @@ def test_import_rows_and_created_persons_add_up_on_the_same_line() -> None:
     report["persons"]["created"] = 2472
     line = next(x for x in render_report(report) if "bulk imports" in x)
     assert line.strip() == "bulk imports: 6 file(s), 2,472 rows"
+
+
+def test_following_reads_soon_after_the_start_then_once_per_interval() -> None:
+    """A run of a few pages ends the command within a fraction of a second; a long one costs a read a second."""
+    from itertools import islice
+
+    from efficy_sync_tools.commands.full_sync import _pauses
+
+    waits = list(islice(_pauses(1.0), 8))
+    assert waits[0] == 0.2 and waits == sorted(waits) and waits[-1] == 1.0
+    assert sum(waits[:3]) < 1.0  # three reads in the second where the fixed pace made one
+    assert list(islice(_pauses(0.05), 3)) == [0.05, 0.05, 0.05]  # a shorter --interval is kept

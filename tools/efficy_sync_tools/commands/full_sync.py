@@ -19,6 +19,7 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -150,8 +151,9 @@ def start_command(args: argparse.Namespace) -> int:
             print(json.dumps({**document, "dry_run": bool(args.dry_run)}, indent=2))
             return 0
         run = _wait_for_run(runs, integration_id, arn)
+        pauses = _pauses(args.interval)
         while (current := runs.get(integration_id, run.run_id) or run).active:
-            time.sleep(args.interval)
+            time.sleep(next(pauses))
         print(json.dumps(_status_document(current), indent=2, default=str))
         return exit_for(current.status)
     print(f"Started a {kind} of {integration_id} (execution {name}).", flush=True)
@@ -249,11 +251,21 @@ def _parked(integration_id: str) -> int:
     return ParkingLot(_setup().state_table).count(integration_id)
 
 
+def _pauses(interval: float, first: float = 0.2) -> Iterator[float]:
+    """Waits between two reads of a run: short at first, so a run of a few pages ends the command as soon as
+    it ends, then growing to `interval`, so a long run costs a read a second and no more."""
+    pause = min(first, interval)
+    while True:
+        yield pause
+        pause = min(interval, pause * 1.5)
+
+
 def _follow(runs: Any, run: Any, interval: float) -> int:
     """Redraws in place on a terminal; elsewhere (logs, CI) prints a line whenever the progress changes."""
     tty = sys.stdout.isatty()
     drawn = 0
     last: tuple[Any, ...] = ()
+    pauses = _pauses(interval)
     try:
         while True:
             current = runs.get(run.integration_id, run.run_id) or run
@@ -278,7 +290,7 @@ def _follow(runs: Any, run: Any, interval: float) -> int:
                     last = seen
             if not current.active:
                 break
-            time.sleep(interval)
+            time.sleep(next(pauses))
     except KeyboardInterrupt:
         print(f"\nStopped watching; the sync goes on (efficy-sync full-sync status {run.integration_id} --follow).")
         return 130

@@ -48,16 +48,23 @@ def scheduled_query_tags(
     resumed by the next sweep: its snapshot, and so its last run, is written only once it completes."""
     now = now or datetime.now(UTC)
     done: dict[str, Any] = {}
-    for integration_id in full_sync.configs.list_ids():
+    try:
+        configs = full_sync.configs.scheduled()
+    except Exception as exc:  # DynamoDB unreachable: the locks above were still reconciled
+        logger.warning("reading the scheduled query tags failed: %s", exc)
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    for integration_id, load in configs.items():
         try:
-            cfg = full_sync.configs.get(integration_id)
+            cfg = load()
             due = [
                 q
                 for q in cfg.tags.queries
                 if q.schedule and schedule_due(q.schedule, full_sync.members.last_run(integration_id, q.query), now)
             ]
+            if not due:
+                continue
             lock = full_sync.runs.lock(integration_id)
-            if not due or (lock is not None and lock.held):
+            if lock is not None and lock.held:
                 continue
             only_due = cfg.model_copy(update={"tags": cfg.tags.model_copy(update={"queries": due})})
             done[integration_id] = mirror_query_tags(

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from ..aws import client
@@ -117,6 +119,19 @@ class ConfigStore:
         if not item:
             raise UnknownIntegration(f"{integration_id} v{version}")
         return IntegrationConfig.model_validate(json.loads(item["body"]))
+
+    def scheduled(self) -> dict[str, Callable[[], IntegrationConfig]]:
+        """The live configs that have a query tag with a schedule of its own, read in one Scan (the sweeper
+        runs every few minutes, and a GetItem per integration would make each sweep grow with the account).
+        Each is validated when called, so that one config that no longer loads fails alone."""
+        items = scan_all(self._table, "sk = :c", {":c": "CURRENT"}, projection="pk, body")
+        found: dict[str, Callable[[], IntegrationConfig]] = {}
+        for item in items:
+            body = json.loads(item["body"])
+            queries = (body.get("tags") or {}).get("queries") or []
+            if any(isinstance(q, dict) and q.get("schedule") for q in queries):  # most have none: not validated
+                found[str(item["pk"]).split("#", 1)[1]] = partial(IntegrationConfig.model_validate, body)
+        return dict(sorted(found.items()))
 
     def list_ids(self) -> list[str]:
         items = scan_all(self._table, "sk = :c", {":c": "CURRENT"}, projection="pk")

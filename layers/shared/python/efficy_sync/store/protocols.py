@@ -140,6 +140,8 @@ class Configs(Protocol):
 
     def list_ids(self) -> list[str]: ...
 
+    def scheduled(self) -> dict[str, Callable[[], IntegrationConfig]]: ...
+
 
 if TYPE_CHECKING:  # the DynamoDB stores keep to the Protocols (checked by mypy, never run)
     from .configs import ConfigStore
