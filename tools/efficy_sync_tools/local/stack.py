@@ -342,6 +342,8 @@ class LocalStack:
         self._stop.set()
         for poller in self.pollers.values():
             poller.signal_stop()  # all at once: each may be in a long poll
+        if hasattr(self, "moto"):
+            self.moto.stop()  # first: a long poll ends with the server instead of a second later
         for poller in self.pollers.values():
             poller.stop()
         for part in ("front", "efficy", "apsis"):
@@ -349,8 +351,6 @@ class LocalStack:
                 getattr(self, part).stop()
         if getattr(self, "_front_socket", None) is not None and not hasattr(self, "front"):
             self._front_socket.close()  # reserved, never served (the start failed before the front)
-        if hasattr(self, "moto"):
-            self.moto.stop()
         if hasattr(self, "relay"):
             self.relay.stop()
 
