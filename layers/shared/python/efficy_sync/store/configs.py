@@ -64,7 +64,10 @@ class ConfigStore:
         except UnknownIntegration:
             previous = 0
         version = previous + 1
-        body = json.dumps(cfg.model_dump(mode="json", exclude_none=True), sort_keys=True)
+        # only what the admin set: a default is not written down, so a Lambda of an older version than the
+        # CLI that applied the config still loads it (its model forbids keys it does not know), and a value
+        # set on purpose, even one equal to today's default, is kept as set
+        body = json.dumps(cfg.model_dump(mode="json", exclude_none=True, exclude_unset=True), sort_keys=True)
         now = datetime.now(UTC).isoformat(timespec="seconds")
         attrs = to_item(
             {"body": body, "version": version, "applied_at": now, "applied_by": applied_by, "comment": comment}
