@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from efficy_sync import aws
 from efficy_sync_tools.local.aws import MotoServer
+from moto import mock_aws
+
+REGION = "eu-west-1"
 
 
 @pytest.fixture(scope="module")
@@ -19,3 +23,19 @@ def moto() -> Iterator[MotoServer]:
     finally:
         server.stop()
         mp.undo()
+
+
+@pytest.fixture
+def in_process_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """moto inside this process (mock_aws) with a Lambda's environment and fresh shared clients, for the
+    stores' DynamoDB and SQS paths where a server process is not the point; yields the region."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        aws.reset_clients()
+        try:
+            yield REGION
+        finally:
+            aws.reset_clients()

@@ -20,7 +20,6 @@ from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync.clients.http import RetryPolicy
 from efficy_sync.store import budget_slots
 from efficy_sync_tools.sims.apsis import ApsisSimulator
-from moto import mock_aws
 
 from tests.support import create_pk_sk_table
 
@@ -44,17 +43,10 @@ class Serialised:
 
 
 @pytest.fixture
-def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        aws.reset_clients()
-        create_pk_sk_table(TABLE, "eu-west-1")
-        monkeypatch.setattr(budget_slots, "client", lambda service: Serialised(aws.client(service)))
-        yield TABLE
-        aws.reset_clients()
+def table(in_process_aws: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    create_pk_sk_table(TABLE, in_process_aws)
+    monkeypatch.setattr(budget_slots, "client", lambda service: Serialised(aws.client(service)))
+    return TABLE
 
 
 #: a small account, so a loaded test machine still sends more than it allows, and the test stays short

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from efficy_sync import aws
 from efficy_sync.config import IntegrationConfig, load_config_file
 from efficy_sync.store.configs import ConfigStore
-from moto import mock_aws
 from pydantic import ValidationError
 
 from tests.support import create_pk_sk_table
@@ -27,16 +24,9 @@ class NewerConfig(IntegrationConfig):
 
 
 @pytest.fixture
-def store(monkeypatch: pytest.MonkeyPatch) -> Iterator[ConfigStore]:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        aws.reset_clients()
-        create_pk_sk_table("config")
-        yield ConfigStore("config")
-        aws.reset_clients()
+def store(in_process_aws: str) -> ConfigStore:
+    create_pk_sk_table("config", in_process_aws)
+    return ConfigStore("config")
 
 
 def _body(integration_id: str) -> dict[str, Any]:

@@ -4,7 +4,6 @@ opt-out the write-back records during the batch is never lost (it lives in its o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,7 +13,6 @@ from efficy_sync.fullsync.collect import QueuedPage, group_files, tag_delta, uni
 from efficy_sync.state import PersonState
 from efficy_sync.store import batch_writes
 from efficy_sync.store.persons import PersonStateStore
-from moto import mock_aws
 
 from tests.memory_store import MemoryPersonStateStore
 from tests.support import create_pk_sk_table
@@ -25,16 +23,9 @@ SLOT = "usercreated.topics.news|email"
 
 
 @pytest.fixture
-def ddb_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[PersonStateStore]:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        aws.reset_clients()
-        create_pk_sk_table(TABLE, REGION)
-        yield PersonStateStore(TABLE)
-        aws.reset_clients()
+def ddb_store(in_process_aws: str) -> PersonStateStore:
+    create_pk_sk_table(TABLE, REGION)
+    return PersonStateStore(TABLE)
 
 
 @pytest.fixture(params=["dynamodb", "memory"])

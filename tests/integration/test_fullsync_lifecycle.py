@@ -14,7 +14,6 @@ from typing import Any
 
 import boto3
 import pytest
-from efficy_sync import aws
 from efficy_sync.config import load_config_file
 from efficy_sync.fullsync.lifecycle import FullSync, TooManyPagesFailed
 from efficy_sync.fullsync.parking import ParkingLot
@@ -25,7 +24,6 @@ from efficy_sync.fullsync.wiring import S3Plans
 from efficy_sync.store.configs import ConfigStore
 from efficy_sync.store.persons import PersonStateStore
 from efficy_sync.store.removals import HeldRemovals, RemovalBreaker
-from moto import mock_aws
 
 from tests.support import create_pk_sk_table
 
@@ -42,35 +40,28 @@ def _table(name: str) -> None:
 
 
 @pytest.fixture
-def sync(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FullSync, dict[str, str]]]:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        aws.reset_clients()
-        _table("config")
-        _table("state")
-        queue = boto3.client("sqs").create_queue(QueueName="c.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
-        ConfigStore("config").put(load_config_file(ROOT / "examples" / "demo.yaml"), applied_by="test")
-        statuses: dict[str, str] = {}
-        runs = RunStore("state")
-        full_sync = FullSync(
-            configs=ConfigStore("config"),
-            runs=runs,
-            parking=ParkingLot("state", runs),
-            states=PersonStateStore("state"),
-            members=QueryMembers("state"),
-            queue_url=queue,
-            plans=S3Plans("unused"),
-            execution_status=lambda arn: statuses.get(arn, "RUNNING"),
-            efficy_for=_no_client,
-            apsis_for=_no_client,
-            held=HeldRemovals("state"),
-            removal_breaker=RemovalBreaker("state"),
-        )
-        yield full_sync, statuses
-        aws.reset_clients()
+def sync(in_process_aws: str) -> Iterator[tuple[FullSync, dict[str, str]]]:
+    _table("config")
+    _table("state")
+    queue = boto3.client("sqs").create_queue(QueueName="c.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    ConfigStore("config").put(load_config_file(ROOT / "examples" / "demo.yaml"), applied_by="test")
+    statuses: dict[str, str] = {}
+    runs = RunStore("state")
+    full_sync = FullSync(
+        configs=ConfigStore("config"),
+        runs=runs,
+        parking=ParkingLot("state", runs),
+        states=PersonStateStore("state"),
+        members=QueryMembers("state"),
+        queue_url=queue,
+        plans=S3Plans("unused"),
+        execution_status=lambda arn: statuses.get(arn, "RUNNING"),
+        efficy_for=_no_client,
+        apsis_for=_no_client,
+        held=HeldRemovals("state"),
+        removal_breaker=RemovalBreaker("state"),
+    )
+    yield full_sync, statuses
 
 
 def planned(full_sync: FullSync, arn: str, pages: int, done: int, failing: list[int]) -> dict[str, Any]:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
-from efficy_sync import aws
 from efficy_sync.fullsync.parking import ParkingLot
 from efficy_sync.fullsync.runs import RunStore, SyncAlreadyRunning
-from moto import mock_aws
 
 from tests.support import create_pk_sk_table
 
@@ -21,19 +18,12 @@ ARN = "arn:aws:states:eu-west-1:123456789012:execution:full-sync:"
 
 
 @pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        aws.reset_clients()
-        create_pk_sk_table(TABLE, REGION)
-        queue = boto3.client("sqs", region_name=REGION).create_queue(
-            QueueName="changes.fifo", Attributes={"FifoQueue": "true"}
-        )["QueueUrl"]
-        yield {"queue": queue}
-        aws.reset_clients()
+def aws_env(in_process_aws: str) -> dict[str, Any]:
+    create_pk_sk_table(TABLE, REGION)
+    queue = boto3.client("sqs", region_name=REGION).create_queue(
+        QueueName="changes.fifo", Attributes={"FifoQueue": "true"}
+    )["QueueUrl"]
+    return {"queue": queue}
 
 
 def begin(

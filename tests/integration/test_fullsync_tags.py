@@ -9,7 +9,6 @@ from typing import Any
 
 import efficy_sync.fullsync.tags as tags_module
 import pytest
-from efficy_sync import aws
 from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync.clients.errors import EfficyBusinessError, EfficyUnavailable
 from efficy_sync.config import load_config_file
@@ -19,7 +18,6 @@ from efficy_sync.store.persons import PersonStateStore
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 from hypothesis import given
 from hypothesis import strategies as st
-from moto import mock_aws
 
 from tests.support import create_pk_sk_table
 
@@ -38,31 +36,24 @@ def test_a_million_members_fit_in_a_few_items() -> None:
 
 
 @pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+def world(in_process_aws: str) -> Iterator[dict[str, Any]]:
     sim = ApsisSimulator(client_id="tags-test", client_secret="tags-test-secret", rate_limits=False).start()
     apsis = ApsisClient(sim.url, "tags-test", "tags-test-secret", section="com.apsis1.sections.default")
-    with mock_aws():
-        aws.reset_clients()
-        create_pk_sk_table(TABLE)
-        states = PersonStateStore(TABLE)
-        for key in range(1, 7):
-            apsis.create_profile(str(key))
-            outcome = "skipped" if key == 6 else "synced"
-            states.put(
-                PersonState(
-                    integration_id="demo",
-                    person_key=str(key),
-                    exists_in_apsis=True,
-                    last_outcome=outcome,
-                    change_stamp="2026-01-01T00:00:00",
-                )
+    create_pk_sk_table(TABLE)
+    states = PersonStateStore(TABLE)
+    for key in range(1, 7):
+        apsis.create_profile(str(key))
+        outcome = "skipped" if key == 6 else "synced"
+        states.put(
+            PersonState(
+                integration_id="demo",
+                person_key=str(key),
+                exists_in_apsis=True,
+                last_outcome=outcome,
+                change_stamp="2026-01-01T00:00:00",
             )
-        yield {"sim": sim, "apsis": apsis, "states": states, "members": QueryMembers(TABLE)}
-        aws.reset_clients()
+        )
+    yield {"sim": sim, "apsis": apsis, "states": states, "members": QueryMembers(TABLE)}
     sim.stop()
 
 

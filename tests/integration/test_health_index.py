@@ -22,7 +22,6 @@ from efficy_sync.store.configs import ConfigStore
 from efficy_sync.store.persons import HEALTH_PK, PersonStateStore, state_item
 from efficy_sync_tools.cli import main
 from efficy_sync_tools.local import moto_speed
-from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.models import dynamodb_backends
 from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
@@ -42,17 +41,9 @@ SKIPPED = range(200_000, 200_040)  # skipped by design: listed only with --skipp
 
 
 @pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+def aws_env(in_process_aws: str) -> None:
     moto_speed.apply()  # moto's index queries sort every item; this makes them fast, with the same results
-    with mock_aws():
-        aws.reset_clients()
-        create_template_table("StateTable", STATE, REGION)
-        yield
-        aws.reset_clients()
+    create_template_table("StateTable", STATE, REGION)
 
 
 def state(key: int, outcome: str | None = "synced", iid: str = "demo", **fields: Any) -> PersonState:

@@ -4,13 +4,11 @@ the interleaving tests use. Opt-outs live in their own item, so no state write c
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
 import pytest
-from efficy_sync import aws
 from efficy_sync.consent import OptOutRecord
 from efficy_sync.person_plan import is_stale
 from efficy_sync.state import PersonState
@@ -19,7 +17,6 @@ from efficy_sync.store.persons import (
     PersonStateStore,
     StaleWrite,
 )
-from moto import mock_aws
 
 from tests.memory_store import MemoryPersonStateStore
 from tests.support import create_pk_sk_table
@@ -32,19 +29,12 @@ T1, T2, T3 = "2024-05-01T10:00:00.000Z", "2024-05-01T11:00:00.000Z", "2024-05-01
 
 
 @pytest.fixture(params=["dynamodb", "memory"])
-def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def store(request: pytest.FixtureRequest) -> Any:
     if request.param == "memory":
-        yield MemoryPersonStateStore()
-        return
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        aws.reset_clients()
-        create_pk_sk_table(TABLE, REGION)
-        yield PersonStateStore(TABLE)
-        aws.reset_clients()
+        return MemoryPersonStateStore()
+    request.getfixturevalue("in_process_aws")
+    create_pk_sk_table(TABLE, REGION)
+    return PersonStateStore(TABLE)
 
 
 def state(key: int = 7, stamp: str = "2024-05-01T09:00:00", **fields: Any) -> PersonState:
