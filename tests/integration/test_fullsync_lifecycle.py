@@ -224,9 +224,15 @@ def test_the_sweeper_reads_only_scheduled_configs_and_one_that_no_longer_loads_f
         Item={"pk": {"S": "CONFIG#broken"}, "sk": {"S": "CURRENT"}, "body": {"S": json.dumps(broken)}},
     )
 
-    assert list(full_sync.configs.scheduled()) == ["broken", "nightly"]
+    boto3.client("dynamodb").put_item(  # a body cut short: unreadable, reported alone too
+        TableName="config",
+        Item={"pk": {"S": "CONFIG#garbled"}, "sk": {"S": "CURRENT"}, "body": {"S": '{"tags": {"queries": ['}},
+    )
+
+    assert list(full_sync.configs.scheduled()) == ["broken", "garbled", "nightly"]
     tags = sweep(full_sync)["query_tags"]
-    assert set(tags) == {"broken", "nightly"}
+    assert set(tags) == {"broken", "garbled", "nightly"}
     assert tags["broken"]["error"].startswith("ValidationError")
+    assert tags["garbled"]["error"].startswith("JSONDecodeError")
     # nightly was due and loaded: the mirror reached for its Efficy client (which this fixture refuses)
     assert "calls neither Efficy nor APSIS One" in tags["nightly"]["error"]

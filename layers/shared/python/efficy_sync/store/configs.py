@@ -19,6 +19,10 @@ from ..config import IntegrationConfig
 from .dynamo import from_item, key, query_all, scan_all, to_item
 
 
+def _raise(exc: Exception) -> IntegrationConfig:
+    raise exc
+
+
 class ConfigConflict(Exception):
     """Someone applied another version in between: read again and retry."""
 
@@ -130,10 +134,15 @@ class ConfigStore:
         items = scan_all(self._table, "sk = :c", {":c": "CURRENT"}, projection="pk, body")
         found: dict[str, Callable[[], IntegrationConfig]] = {}
         for item in items:
-            body = json.loads(item["body"])
+            integration_id = str(item["pk"]).split("#", 1)[1]
+            try:
+                body = json.loads(item["body"])
+            except ValueError as exc:  # unreadable: reported under its id, the others still run
+                found[integration_id] = partial(_raise, exc)
+                continue
             queries = (body.get("tags") or {}).get("queries") or []
             if any(isinstance(q, dict) and q.get("schedule") for q in queries):  # most have none: not validated
-                found[str(item["pk"]).split("#", 1)[1]] = partial(IntegrationConfig.model_validate, body)
+                found[integration_id] = partial(IntegrationConfig.model_validate, body)
         return dict(sorted(found.items()))
 
     def list_ids(self) -> list[str]:
