@@ -7,6 +7,12 @@ pages of 500, five at a time (as the state machine's pages do), the records gath
 like the product polls. It does what import mode must do at the least: read every person once and send every
 row once; it reads no state, maps nothing, stores nothing.
 
+The APSIS simulator processes an import in 0.05 s, so that ceiling is mostly Efficy paging. APSIS's real
+processing time (undocumented, the limit that binds on AWS) is what both sides would wait for, once per wave of
+three imports: `processing_threshold` says from which processing time the first load reaches 0.25 of the
+ceiling, from the run's own figures, and `with_processing_time` measures both sides again with the simulator
+taking that long (`make bench`: 5 s at 10,000 persons), as a check of that arithmetic.
+
 Run on its own: `python -m bench.full_sync_import 10000` (JSON on stdout).
 """
 
@@ -231,9 +237,52 @@ def estimate(first: dict[str, Any], n: int, rows: int, persons: int = 1_000_000)
     }
 
 
-def measure(stack: Any, n: int) -> dict[str, Any]:
+def processing_threshold(ceiling_run: dict[str, Any], first: dict[str, Any], share: float = 0.25) -> float | None:
+    """The APSIS processing time per import (seconds, the same on both sides) from which the first load would
+    reach `share` of the ceiling, from this run's figures: each side waits that time once per wave of three
+    imports, on top of what it took here (where the simulator takes 0.05 s). Solves
+    (ceiling + waves_c x T) / (first + waves_p x T) = share; None when no T reaches it."""
+    waves_c = math.ceil(ceiling_run["files"] / IMPORTS_IN_FLIGHT)
+    waves_p = math.ceil(first["imports"] / IMPORTS_IN_FLIGHT)
+    room = waves_c - share * waves_p
+    if room <= 0:
+        return None
+    return round(max(0.0, (share * first["seconds"] - ceiling_run["seconds"]) / room), 1)
+
+
+def predicted_share(ceiling_run: dict[str, Any], first: dict[str, Any], seconds: float) -> float:
+    """`processing_threshold`'s arithmetic the other way round: the ratio it predicts for `seconds` per import."""
+    waves_c = math.ceil(ceiling_run["files"] / IMPORTS_IN_FLIGHT)
+    waves_p = math.ceil(first["imports"] / IMPORTS_IN_FLIGHT)
+    return round((ceiling_run["seconds"] + waves_c * seconds) / (first["seconds"] + waves_p * seconds), 2)
+
+
+def with_processing_time(stack: Any, n: int, rows: int, seconds: float) -> dict[str, Any]:
+    """Ceiling and first load again with the APSIS simulator taking `seconds` to process each import (both
+    sides alike; the simulator's default is 0.05 s): a measured check of `processing_threshold`'s arithmetic,
+    and what the ratio looks like once the limit that binds on AWS is in the picture at all."""
+    default = stack.apsis.import_delay_ms
+    stack.apsis.import_delay_ms = int(seconds * 1000)
+    try:
+        requests.post(f"{stack.apsis.url}/_sim/reset", timeout=60)
+        ceiling_run = ceiling(stack, n, rows)
+        requests.post(f"{stack.apsis.url}/_sim/reset", timeout=60)
+        _config(stack, "bench-import-processing", "import")
+        first = measured(stack, "bench-import-processing", n)
+    finally:
+        stack.apsis.import_delay_ms = default
+    return {
+        "processing_seconds": seconds,
+        "ceiling_seconds": ceiling_run["seconds"],
+        "first_load_seconds": first["seconds"],
+        "share_of_ceiling": round(ceiling_run["seconds"] / first["seconds"], 2),
+    }
+
+
+def measure(stack: Any, n: int, *, processing_check: float | None = None) -> dict[str, Any]:
     """Ceiling, first load and unchanged re-sync in import mode on a started local stack whose Efficy
-    simulator holds the persons (called by bench.full_sync.run and by `run` below)."""
+    simulator holds the persons (called by bench.full_sync.run and by `run` below); with `processing_check`
+    (seconds), also `with_processing_time`."""
     from efficy_sync.config import FullSyncSettings
 
     rows = FullSyncSettings().import_rows
@@ -244,6 +293,7 @@ def measure(stack: Any, n: int) -> dict[str, Any]:
     _config(stack, "bench-import", "import")
     out["first_load"] = first = measured(stack, "bench-import", n)
     first["share_of_ceiling"] = round(first["persons_per_second"] / out["ceiling"]["persons_per_second"], 2)
+    first["processing_threshold_seconds"] = processing_threshold(out["ceiling"], first)
     out["estimate_1m_on_aws"] = estimate(first, n, rows)
     print(json.dumps({k: v for k, v in out.items() if k != "first_load"} | {"first_load": first}), flush=True)
     try:
@@ -252,6 +302,9 @@ def measure(stack: Any, n: int) -> dict[str, Any]:
         # at 100,000 persons moto's TransactWriteItems deep-copies the whole state table on every call (see
         # local/moto_threads.py): Begin can outlast its 60 s read timeout on a loaded machine. Keep the first load.
         out["unchanged"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    if processing_check is not None:
+        out["processing_check"] = check = with_processing_time(stack, n, rows, processing_check)
+        check["predicted_share"] = predicted_share(out["ceiling"], first, processing_check)
     return out
 
 

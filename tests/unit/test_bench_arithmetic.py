@@ -1,0 +1,58 @@
+"""The benchmark's own arithmetic (bench/): the figures BENCHMARKS.md states must follow from the measured ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import must_show
+from bench.full_sync_import import predicted_share, processing_threshold
+
+
+def test_the_processing_time_threshold_solves_the_ratio_from_the_run_s_figures() -> None:
+    ceiling = {"seconds": 0.5, "files": 1}
+    first = {"seconds": 11.9, "imports": 1}
+
+    threshold = processing_threshold(ceiling, first)
+
+    assert threshold == pytest.approx(3.3, abs=0.05)
+    assert (0.5 + threshold) / (11.9 + threshold) == pytest.approx(0.25, abs=0.005)
+    # two waves on each side (five files, three in flight): the waits count twice
+    big = processing_threshold({"seconds": 2.8, "files": 5}, {"seconds": 101.3, "imports": 5})
+    assert (2.8 + 2 * big) / (101.3 + 2 * big) == pytest.approx(0.25, abs=0.005)
+    assert predicted_share(ceiling, first, threshold) == 0.25
+
+
+def test_no_threshold_when_the_product_waits_more_often_than_the_ceiling() -> None:
+    # one wave for the ceiling, five for the product: no processing time brings the ratio to 0.25... unless it
+    # is already there
+    assert processing_threshold({"seconds": 0.5, "files": 1}, {"seconds": 11.9, "imports": 15}) is None
+    assert processing_threshold({"seconds": 10.0, "files": 3}, {"seconds": 20.0, "imports": 3}) == 0.0
+
+
+def test_the_must_show_table_gives_the_threshold_beside_the_bare_ratio_and_keeps_it_not_met() -> None:
+    run = {
+        "persons": 10_000,
+        "ceiling": {"seconds": 0.5, "files": 1},
+        "first_load": {
+            "seconds": 11.9,
+            "imports": 1,
+            "share_of_ceiling": 0.04,
+            "processing_threshold_seconds": 3.3,
+            "apsis_calls_per_1000": 0.4,
+        },
+        "processing_check": {
+            "processing_seconds": 5.0,
+            "ceiling_seconds": 6.6,
+            "first_load_seconds": 18.8,
+            "share_of_ceiling": 0.35,
+            "predicted_share": 0.33,
+        },
+    }
+    text = "\n".join(must_show.lines({"full_sync": {"persons": 10_000, "import": run}}))
+
+    row = next(line for line in text.splitlines() if "import mode, 10,000: >= 0.25" in line)
+    assert "0.04 (0.25 once APSIS takes >= 3.3 s per import" in row
+    assert row.endswith("**not met** |")
+    assert "it reaches 0.25 once T is at least 3.3 s (10,000 persons)" in text
+    assert "taking 5 s per import on both sides: ceiling 6.6 s, first load 18.8 s, ratio 0.35" in text
+    assert "(the arithmetic above predicts 0.33)" in text
