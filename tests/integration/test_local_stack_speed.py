@@ -369,3 +369,72 @@ def test_concurrent_receives_and_deletes_lose_no_message_and_strand_none(moto: M
     assert sorted(received) == sorted(f"m{i}" for i in range(400))  # each once
     assert attributes["ApproximateNumberOfMessages"] == "0"
     assert attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+
+class _StallingRouter(_Router):
+    """A Lambda that holds its batch until told to end, so a stop can come while it runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def invoke(self, function: str, event: dict[str, Any]) -> dict[str, Any]:
+        self.started.set()
+        self.release.wait(timeout=10)
+        return super().invoke(function, event)
+
+
+def test_a_stop_waits_for_the_batch_in_a_function_and_its_delete(moto: MotoServer) -> None:
+    """LocalStack.stop pulls moto down right after the pollers are idle: a batch still in its function then
+    lost its AWS calls half way and its delete raised in the worker thread (a traceback at every stop)."""
+    sqs, url = _fifo(moto, "poller-drain")
+    router = _StallingRouter()
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    poller = SqsPoller(SqsSource("fn", "Q"), url, arn, router, sqs, region=REGION, workers=1)  # type: ignore[arg-type]
+    poller.start()
+    try:
+        sqs.send_message(QueueUrl=url, MessageBody="in flight", MessageGroupId="g1", MessageDeduplicationId="d1")
+        assert router.started.wait(timeout=10)
+        poller.signal_stop()
+        assert poller.wait_idle(0.2) is False  # the function still holds the batch
+        router.release.set()
+        assert poller.wait_idle(10) is True
+    finally:
+        poller.stop()
+    assert router.bodies == ["in flight"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert (attributes["ApproximateNumberOfMessages"], attributes["ApproximateNumberOfMessagesNotVisible"]) == (
+        "0",
+        "0",
+    )  # deleted: not left in flight for its visibility timeout
+
+
+def test_a_worker_survives_a_failed_delete_and_goes_on_delivering(moto: MotoServer) -> None:
+    """A delete that raised used to end the worker thread: with one worker, the queue was never read again."""
+    sqs, url = _fifo(moto, "poller-delete-fails")
+    failures = [1]
+
+    def fail_once(**_: Any) -> None:
+        if failures:
+            failures.pop()
+            raise ConnectionError("the server went away for a moment")
+
+    sqs.meta.events.register("before-call.sqs.DeleteMessageBatch", fail_once)
+    router = _Router()
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    poller = SqsPoller(SqsSource("fn", "Q"), url, arn, router, sqs, region=REGION, workers=1)  # type: ignore[arg-type]
+    poller.start()
+    try:
+        sqs.send_message(QueueUrl=url, MessageBody="first", MessageGroupId="g1", MessageDeduplicationId="d1")
+        deadline = time.monotonic() + 10
+        while not router.bodies and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sqs.send_message(QueueUrl=url, MessageBody="second", MessageGroupId="g2", MessageDeduplicationId="d2")
+        deadline = time.monotonic() + 10
+        while "second" not in router.bodies and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        poller.stop()
+    assert not failures  # the delete did fail once
+    assert router.bodies[:2] == ["first", "second"]

@@ -81,9 +81,20 @@ class SqsPoller:
                 self._state.wait_for(lambda: self._receiving == 0, timeout=WAIT_SECONDS + 5)
 
     def signal_stop(self) -> None:
-        """Ask the workers to stop without waiting, so that several pollers stop in parallel."""
-        self._stop.set()
+        """Ask the workers to stop without waiting, so that several pollers stop in parallel. A batch already
+        received but not yet handed to its function is not delivered after this (see `wait_idle`)."""
+        with self._busy_lock:
+            self._stop.set()
         self._traffic.set()  # a waiting follower wakes to see the stop
+
+    def wait_idle(self, timeout: float) -> bool:
+        """After `signal_stop`: wait (at most `timeout` s) for the batches being delivered to end, so that the
+        stack does not pull moto from under a handler half way through (its AWS calls and the batch's deletes
+        would fail). False if one is still running."""
+        deadline = time.monotonic() + timeout
+        while self.busy and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not self.busy
 
     def stop(self) -> None:
         self.signal_stop()
@@ -131,6 +142,8 @@ class SqsPoller:
             if not messages:
                 continue
             with self._busy_lock:
+                if self._stop.is_set():
+                    return  # received during the stop: left on the queue, as a stopped Lambda poller leaves it
                 self._busy += 1
             try:
                 self._deliver(messages)
@@ -151,17 +164,23 @@ class SqsPoller:
             failed = {m["MessageId"] for m in messages}
         self.failures += len(failed)
         done = [m for m in messages if m["MessageId"] not in failed]
-        for start in range(0, len(done), 10):
-            chunk = done[start : start + 10]
-            self._sqs.delete_message_batch(
-                QueueUrl=self.queue_url,
-                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
-            )
-        for m in messages:
-            if m["MessageId"] in failed:
-                self._sqs.change_message_visibility(
-                    QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=self._retry_delay
+        try:
+            for start in range(0, len(done), 10):
+                chunk = done[start : start + 10]
+                answer = self._sqs.delete_message_batch(
+                    QueueUrl=self.queue_url,
+                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
                 )
+                for entry in answer.get("Failed", []):  # the message comes back after its visibility timeout
+                    log.warning("delete failed on %s: %s", self.queue_url, entry.get("Code"))
+            for m in messages:
+                if m["MessageId"] in failed:
+                    self._sqs.change_message_visibility(
+                        QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=self._retry_delay
+                    )
+        except Exception:  # the worker keeps polling: what was not deleted comes back, as on AWS
+            if not self._stop.is_set():
+                log.exception("acknowledging a batch failed on %s", self.queue_url)
 
     def _record(self, m: dict[str, Any]) -> dict[str, Any]:
         attributes = dict(m.get("Attributes", {}))

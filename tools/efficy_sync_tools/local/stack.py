@@ -20,6 +20,8 @@ from typing import Any
 log = logging.getLogger("efficy_sync.local")
 
 REGION = "eu-west-1"
+#: at most this long, a stop waits for the batches the pollers are delivering (normally well under a second)
+DRAIN_SECONDS = 10.0
 DEMO_ID = "demo"
 DEMO_SECRETS = {
     "efficy_api_key_secret": f"efficy-sync/{DEMO_ID}/efficy",
@@ -342,6 +344,9 @@ class LocalStack:
         self._stop.set()
         for poller in self.pollers.values():
             poller.signal_stop()  # all at once: each may be in a long poll
+        drained_by = time.monotonic() + DRAIN_SECONDS
+        for poller in self.pollers.values():  # a batch in a handler ends while AWS and the simulators still answer
+            poller.wait_idle(max(0.0, drained_by - time.monotonic()))
         if hasattr(self, "moto"):
             self.moto.stop()  # first: a long poll ends with the server instead of a second later
         for poller in self.pollers.values():
