@@ -37,12 +37,15 @@ def lines(results: dict[str, Any]) -> list[str]:
         diff["apsis_calls_per_1000"] * diff_persons(results) / diff["created"] if diff.get("created") else None
     )
     estimate = _get(imp, "estimate_1m_on_aws") or _get(big, "estimate_1m_on_aws")
+    pooled, pairs = _get(results, "full_sync", "diff_pooled_share"), _get(results, "full_sync", "diff_pairs") or []
     rows = [
         _line(
             f"diff mode, first load of {size}: >= 0.7 of the diff ceiling",
-            diff.get("share_of_ceiling"),
+            pooled if pooled is not None else diff.get("share_of_ceiling"),
             lambda v: v >= 0.7,
-            f"{diff.get('share_of_ceiling')}",
+            f"{pooled} (pairs {', '.join(f'{p:.2f}' for p in pairs)})"
+            if pooled is not None
+            else f"{diff.get('share_of_ceiling')}",
         ),
         _line(
             "diff mode: <= 2,500 APSIS calls per 1,000 new persons (a first load: every person is new)",

@@ -56,3 +56,18 @@ def test_the_must_show_table_gives_the_threshold_beside_the_bare_ratio_and_keeps
     assert "it reaches 0.25 once T is at least 3.3 s (10,000 persons)" in text
     assert "taking 5 s per import on both sides: ceiling 6.6 s, first load 18.8 s, ratio 0.35" in text
     assert "(the arithmetic above predicts 0.33)" in text
+
+
+def test_the_diff_must_show_reads_both_pairs_pooled() -> None:
+    results = {
+        "full_sync": {
+            "persons": 10_000,
+            "diff_mode": {"share_of_ceiling": 0.73, "apsis_calls_per_1000": 2346.0, "created": 8687},
+            "diff_pairs": [0.73, 0.62],
+            "diff_pooled_share": 0.67,
+        }
+    }
+    row = next(line for line in must_show.lines(results) if "diff mode, first load" in line)
+
+    assert "0.67 (pairs 0.73, 0.62)" in row
+    assert row.endswith("**not met** |")  # the better pair alone would have passed
