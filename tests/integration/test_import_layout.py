@@ -252,6 +252,42 @@ def test_the_collector_gathers_pages_into_files_and_stores_states_once_imported(
     assert consents_of(world, 7) == {(NEWS, "email", "opt-in")}
 
 
+def test_a_file_starts_as_soon_as_one_in_flight_ends_not_after_the_slowest_of_three(world: dict[str, Any]) -> None:
+    """Three files in flight is APSIS's limit, and the estimate counts on it: the collector once sent files in
+    waves of three and waited for the slowest, leaving two slots idle while one import was slow."""
+    sim: ApsisSimulator = world["apsis_sim"]
+    world["efficy_sim"].upsert_persons([person(k, [12]) for k in range(1, 101)])
+    states = MemoryPersonStateStore()
+    queued = queue_pages(world, states, pages=5, size=20)
+    sim.add_fault(
+        path_regex=r"^/_upload/", method="POST", delay_ms=1500, count=1
+    )  # one import of the first three is slow
+
+    done = collector(world, states, rows=20, counted=[]).run(queued, {})
+
+    assert done["files"] == 5 and not done["more"]
+    jobs = sorted(sim.imports(), key=lambda job: job["created_at"])
+    assert len(jobs) == 5 and all(job["status"] == "completed" for job in jobs)
+    slowest_of_first_three = max(job["ended_at"] for job in jobs[:3])
+    assert jobs[3]["created_at"] < slowest_of_first_three  # the fourth file took a free slot at once
+    assert len(states.get_many(CFG.integration_id, range(1, 101))) == 100
+
+
+def test_a_call_short_of_time_ends_at_a_file_boundary_and_the_next_goes_on_from_there(world: dict[str, Any]) -> None:
+    sim: ApsisSimulator = world["apsis_sim"]
+    world["efficy_sim"].upsert_persons([person(k, [12]) for k in range(1, 101)])
+    states = MemoryPersonStateStore()
+    queued = queue_pages(world, states, pages=5, size=20)
+
+    first = collector(world, states, rows=20, counted=[]).run(queued, {}, time_left=lambda: 0.0)
+
+    assert first == {"files": 5, "next": 1, "more": True}  # one file, then no time to start another
+    assert len(sim.imports()) == 1 and len(states.get_many(CFG.integration_id, range(1, 101))) == 20
+    rest = collector(world, states, rows=20, counted=[]).run(queued, {}, start=first["next"])
+    assert rest["more"] is False and len(sim.imports()) == 5
+    assert len(states.get_many(CFG.integration_id, range(1, 101))) == 100
+
+
 def test_a_failed_import_marks_nobody_synced_and_failed_rows_go_person_by_person(world: dict[str, Any]) -> None:
     sim: ApsisSimulator = world["apsis_sim"]
     world["efficy_sim"].upsert_persons([person(k, [12]) for k in range(1, 61)])

@@ -233,6 +233,9 @@ class ImportJob:
     timer: threading.Timer | None = None
     spec: dict[str, Any] = field(default_factory=dict)
     file: bytes | None = None  # kept for tests that check the layout sent (`imports()`)
+    #: the simulator's clock when the import was created and when it ended (tests: what ran at once)
+    created_at: float = 0.0
+    ended_at: float | None = None
 
     def result(self) -> dict[str, Any]:
         result: dict[str, Any] = {"import_id": self.import_id, "status": self.status}
@@ -417,6 +420,8 @@ class ApsisSimulator(SimServer):
                     "spec": copy.deepcopy(job.spec),
                     "csv": job.file.decode("utf-8-sig") if job.file is not None else None,
                     "status": job.status,
+                    "created_at": job.created_at,
+                    "ended_at": job.ended_at,
                 }
                 for job in self._imports.values()
             ]
@@ -872,6 +877,7 @@ class ApsisSimulator(SimServer):
                 policy=secrets.token_urlsafe(24),
                 expires_at=self.clock() + self.import_url_ttl,
                 spec=copy.deepcopy(spec),
+                created_at=self.clock(),
             )
             self._imports[job.import_id] = job
         expires = datetime.fromtimestamp(job.expires_at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -934,6 +940,7 @@ class ApsisSimulator(SimServer):
             except (UnicodeDecodeError, csv.Error, ValueError) as exc:
                 job.report = _report(errors=[{"row": 0, "message": f"file rejected: {exc}"}])
                 job.status = "error"
+            job.ended_at = self.clock()
 
     # ---- automation webhook delivery ---------------------------------------------------------------------
     def _deliver_forever(self) -> None:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from ..clients.errors import ApiError, EfficyBusinessError
@@ -196,28 +196,45 @@ class Collector:
         start: int = 0,
         time_left: Callable[[], float] | None = None,
     ) -> dict[str, Any]:
+        """Files from `start` on, FILES_IN_FLIGHT at a time: a file starts as soon as one in flight is done (not
+        once a whole wave of three is: APSIS's processing times differ, and a wave waited for its slowest file
+        with the two other slots idle), its Efficy pages read while the files before it import. When time runs
+        low no file is started any more and the ones in flight are waited for, so `next` is a file boundary:
+        every file before it is done."""
         files = group_files(unique_keys(entries), self.import_rows)
-        index = start
-        # FILES_IN_FLIGHT threads import while as many read the next wave's Efficy pages
+        started = start
+        stopped = False
+        # FILES_IN_FLIGHT threads import while as many read the next files' Efficy pages
         with ThreadPoolExecutor(max_workers=2 * FILES_IN_FLIGHT, thread_name_prefix="imports") as pool:
-            wave = files[index : index + FILES_IN_FLIGHT]
-            reading = [pool.submit(read_file_persons, self.cfg, self.efficy, g) for g in wave]
-            while index < len(files):
-                if index > start and time_left is not None and time_left() < COLLECT_RESERVE_SECONDS:
-                    return {"files": len(files), "next": index, "more": True}
-                persons = [f.result() for f in reading]
-                following = files[index + len(wave) : index + len(wave) + FILES_IN_FLIGHT]
-                # pipelined: the next wave's Efficy pages are read while this wave imports
-                reading = [pool.submit(read_file_persons, self.cfg, self.efficy, g) for g in following]
-                timeout = IMPORT_TIMEOUT if time_left is None else max(60.0, min(IMPORT_TIMEOUT, time_left() - 30.0))
-                sending: list[Future[None]] = [
-                    pool.submit(self._file, f"import-file-{index + i}", group, query_changes, timeout)
-                    for i, group in enumerate(persons)
-                ]
-                for future in sending:
-                    future.result()
-                index += len(wave)
-                wave = following
+            reads: dict[int, Future[list[dict[str, Any]]]] = {}
+            running: dict[Future[None], int] = {}
+
+            def read_ahead() -> None:
+                for number in range(started, min(len(files), started + FILES_IN_FLIGHT)):
+                    if number not in reads:
+                        reads[number] = pool.submit(read_file_persons, self.cfg, self.efficy, files[number])
+
+            read_ahead()
+            while running or (started < len(files) and not stopped):
+                while not stopped and started < len(files) and len(running) < FILES_IN_FLIGHT:
+                    if started > start and time_left is not None and time_left() < COLLECT_RESERVE_SECONDS:
+                        stopped = True
+                        break
+                    persons = reads.pop(started).result()
+                    timeout = (
+                        IMPORT_TIMEOUT if time_left is None else max(60.0, min(IMPORT_TIMEOUT, time_left() - 30.0))
+                    )
+                    token = f"import-file-{started}"
+                    running[pool.submit(self._file, token, persons, query_changes, timeout)] = started
+                    started += 1
+                    read_ahead()
+                if running:
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        del running[future]
+                        future.result()  # a failed file fails the step (retried); the others end first
+        if stopped:
+            return {"files": len(files), "next": started, "more": True}
         if start <= len(files):
             queued = {key for entry in entries for key in entry.keys}
             self._tags_only({k: v for k, v in query_changes.items() if k not in queued}, len(files))
