@@ -238,6 +238,12 @@ def test_a_long_poll_returns_when_a_message_is_sent(moto: MotoServer) -> None:
     assert [m["Body"] for m in got] == ["hello"]
 
 
+def _poller(sqs: Any, url: str, router: Any, source: SqsSource | None = None, workers: int = 1) -> SqsPoller:
+    """A poller of `url` handing its batches to `router` (the stack's in-process Lambda stand-in)."""
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return SqsPoller(source or SqsSource("fn", "Q"), url, arn, router, sqs, region=REGION, workers=workers)
+
+
 class _Router:
     """The poller's in-process Lambda: records the batches it is handed."""
 
@@ -261,8 +267,7 @@ def test_the_poller_long_polls_and_delivers(moto: MotoServer) -> None:
 
     sqs.meta.events.register("provide-client-params.sqs.ReceiveMessage", record)
     router = _Router()
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    poller = SqsPoller(SqsSource("fn", "Q"), url, arn, router, sqs, region=REGION, workers=1)  # type: ignore[arg-type]
+    poller = _poller(sqs, url, router)
     poller.start()
     try:
         sqs.send_message(QueueUrl=url, MessageBody="hello", MessageGroupId="g1", MessageDeduplicationId="d1")
@@ -297,8 +302,7 @@ def test_a_quiet_queue_is_polled_by_one_worker_and_a_burst_by_all(moto: MotoServ
 
     sqs.meta.events.register("provide-client-params.sqs.ReceiveMessage", record)
     router = _SlowRouter()
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    poller = SqsPoller(SqsSource("fn", "Q", batch_size=1), url, arn, router, sqs, region=REGION, workers=3)  # type: ignore[arg-type]
+    poller = _poller(sqs, url, router, SqsSource("fn", "Q", batch_size=1), workers=3)
     poller.start()
     try:
         time.sleep(2.5)  # idle: two or three long polls, all by the lead
@@ -390,8 +394,7 @@ def test_a_stop_waits_for_the_batch_in_a_function_and_its_delete(moto: MotoServe
     lost its AWS calls half way and its delete raised in the worker thread (a traceback at every stop)."""
     sqs, url = _fifo(moto, "poller-drain")
     router = _StallingRouter()
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    poller = SqsPoller(SqsSource("fn", "Q"), url, arn, router, sqs, region=REGION, workers=1)  # type: ignore[arg-type]
+    poller = _poller(sqs, url, router)
     poller.start()
     try:
         sqs.send_message(QueueUrl=url, MessageBody="in flight", MessageGroupId="g1", MessageDeduplicationId="d1")
@@ -422,8 +425,7 @@ def test_a_worker_survives_a_failed_delete_and_goes_on_delivering(moto: MotoServ
 
     sqs.meta.events.register("before-call.sqs.DeleteMessageBatch", fail_once)
     router = _Router()
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    poller = SqsPoller(SqsSource("fn", "Q"), url, arn, router, sqs, region=REGION, workers=1)  # type: ignore[arg-type]
+    poller = _poller(sqs, url, router)
     poller.start()
     try:
         sqs.send_message(QueueUrl=url, MessageBody="first", MessageGroupId="g1", MessageDeduplicationId="d1")
