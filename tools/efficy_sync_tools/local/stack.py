@@ -62,14 +62,17 @@ class LocalStack:
     def start(self) -> dict[str, Any]:
         started = time.monotonic()
         self._environment()
-        from .aws import client, deploy, package, reserve_port
-        from .lambdas import FunctionRouter
         from .moto_process import LambdaRelay, MotoProcess
-        from .template import SamTemplate
 
         # Step Functions' Lambda tasks come back from moto's process through the relay (to self.router).
         self.relay = LambdaRelay(None).start()
+        # moto's process is the longest step of a start (about 2 s to import and warm moto): it is launched before
+        # this process imports boto3, cfn-lint and the SAM translator (about 1 s), which then overlap with it.
         self.moto = MotoProcess(lambda_url=self.relay.url).launch()
+        from .aws import client, deploy, package, reserve_port
+        from .lambdas import FunctionRouter
+        from .template import SamTemplate
+
         # While moto's process starts and warms (moto_process.warm), this one transforms the template.
         self.template = SamTemplate.load(self.root / "template.yaml")
         # The HTTP front's port is taken first (held until the front serves it), so that the stack's ApiUrl
