@@ -330,3 +330,12 @@ def test_validate_output_json_is_one_document(tmp_path, capsys, no_aws):
     assert document["valid"] is False and document["problems"][0]["path"]
     assert main(["--output", "json", "config", "validate", str(ROOT / "examples" / "demo.yaml")]) == 0
     assert json.loads(capsys.readouterr().out)["integration_id"] == "demo"
+
+
+def test_building_the_parser_loads_neither_requests_nor_boto3():
+    """Every command runs `build_parser`, which imports each command module: their top-level imports are paid by
+    every `efficy-sync` call (the demo once loaded requests for all of them)."""
+    probe = "import sys; from efficy_sync_tools.cli import build_parser; build_parser(); "
+    probe += "print(sorted(m for m in ('requests', 'boto3', 'botocore') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"

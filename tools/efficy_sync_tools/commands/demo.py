@@ -11,11 +11,10 @@ import argparse
 import importlib
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
-
-from efficy_sync_tools.testing import crm_persons, wait_for
+if TYPE_CHECKING:  # every CLI command imports this module to register it: requests is loaded by the demo only
+    import requests
 
 # Run in this order after the real-time steps; each module has run(ready, say, timeout).
 DEMO_STEPS = ["full_sync", "optout"]
@@ -36,6 +35,8 @@ def say(text: str = "") -> None:
 
 def demo_persons(n: int) -> list[dict[str, Any]]:
     """A small CRM (keys 1001 on): most persons active, some not, some on the Robinson list; mixed consents."""
+    from efficy_sync_tools.testing import crm_persons
+
     return crm_persons(range(1001, 1001 + n))
 
 
@@ -60,6 +61,10 @@ def demo_command(args: argparse.Namespace) -> int:
 
 
 def run_scenario(ready: dict[str, Any], args: argparse.Namespace) -> int:
+    import requests
+
+    from efficy_sync_tools.testing import wait_for
+
     efficy, apsis = ready["efficy_url"], ready["apsis_url"]
     http = requests.Session()
     persons = demo_persons(args.persons)
