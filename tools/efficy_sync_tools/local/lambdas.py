@@ -15,6 +15,8 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -39,11 +41,27 @@ class LambdaContext:
         return max(0, int((self._started + self.timeout_seconds - time.monotonic()) * 1000))
 
 
+def hidden_variables(own: dict[str, set[str]]) -> dict[str, frozenset[str]]:
+    """By function, the variables other functions have and it has not: what its handler must not see when every
+    function's variables share one process's environment."""
+    every: set[str] = set().union(*own.values())
+    return {function: frozenset(every - keys) for function, keys in own.items()}
+
+
 class FunctionRouter:
     """Function name or ARN or logical id -> the handler callable that template.yaml names."""
 
-    def __init__(self, specs: dict[str, FunctionSpec], physical_names: dict[str, str], region: str) -> None:
+    def __init__(
+        self,
+        specs: dict[str, FunctionSpec],
+        physical_names: dict[str, str],
+        region: str,
+        hidden: dict[str, frozenset[str]] | None = None,
+    ) -> None:
+        """`hidden`: by logical id, the variables of the process's environment the function does not have on AWS
+        (another function's); its handler's `settings()` does not see them (efficy_sync.settings.function_scope)."""
         self._specs = specs
+        self._hidden = hidden or {}
         self._region = region
         self._by_name = {name: lid for lid, name in physical_names.items()}
         self._by_name.update({lid: lid for lid in specs})
@@ -59,7 +77,22 @@ class FunctionRouter:
         except KeyError:
             raise KeyError(f"no function {name!r} in template.yaml") from None
 
+    @contextmanager
+    def scope(self, logical_id: str) -> Iterator[None]:
+        """The function's own settings while its code runs (its module's import included, as on Lambda)."""
+        from efficy_sync.settings import function_scope
+
+        token = function_scope.set((logical_id, self._hidden.get(logical_id, frozenset())))
+        try:
+            yield
+        finally:
+            function_scope.reset(token)
+
     def handler(self, logical_id: str) -> Any:
+        with self.scope(logical_id):
+            return self._handler(logical_id)
+
+    def _handler(self, logical_id: str) -> Any:
         spec = self._specs[logical_id]
         module_name, attr = spec.handler.rsplit(".", 1)
         with self._lock:
@@ -92,7 +125,8 @@ class FunctionRouter:
             timeout_seconds=900,
             _started=time.monotonic(),
         )
-        return self.handler(logical_id)(event, context)
+        with self.scope(logical_id):
+            return self._handler(logical_id)(event, context)
 
     # ---- Step Functions -> moto Lambda -> here ------------------------------------------------------
     def invoke_as_lambda(self, function_name: str, body: bytes | str | None, response_headers: dict[str, str]) -> bytes:

@@ -57,6 +57,7 @@ class LocalStack:
         self._threads: list[threading.Thread] = []
         self.pollers: dict[str, Any] = {}
         self.ready: dict[str, Any] = {}
+        self._hidden: dict[str, frozenset[str]] = {}
 
     # ---- start ---------------------------------------------------------------------------------------
     def start(self) -> dict[str, Any]:
@@ -85,7 +86,7 @@ class LocalStack:
         self._reset_shared_clients()
         self.stack = deploy(self.template, self.moto.endpoint, self.region, self.stack_name, packaged=packaged)
         self._function_environment()
-        self.router = FunctionRouter(self.template.functions(), self.stack.functions, self.region)
+        self.router = FunctionRouter(self.template.functions(), self.stack.functions, self.region, self._hidden)
         self.relay.router = self.router
         self.sqs = client("sqs", self.moto.endpoint, self.region)
         self._start_simulators()
@@ -122,18 +123,25 @@ class LocalStack:
     def _function_environment(self) -> None:
         """Every function's variables, as CloudFormation resolved them, go into this process's environment.
 
-        They are the same for all functions (Globals) or unique to one, so one environment serves all.
+        They are the same for all functions (Globals) or unique to one. The handlers run in this one process,
+        so each function's settings leave out the variables only other functions have (`self._hidden`, see
+        lambdas.FunctionRouter.scope): a handler cannot rely on a variable its function lacks on AWS.
         The state machine ARN is swapped for the executable copy (see aws._create_state_machines).
         """
         from .aws import function_environment
+        from .lambdas import hidden_variables
 
         swap = {self.stack.physical[lid]: arn for lid, arn in self.stack.state_machines.items()}
         # A log level or metrics switch the user set for this run wins over the template's defaults.
         keep = {k for k in os.environ if k.startswith("POWERTOOLS_")}
-        for name in self.stack.functions.values():
-            for key, value in function_environment(self.moto.endpoint, self.region, name).items():
+        own: dict[str, set[str]] = {}
+        for lid, name in self.stack.functions.items():
+            variables = function_environment(self.moto.endpoint, self.region, name)
+            own[lid] = set(variables)
+            for key, value in variables.items():
                 if key not in keep:
                     os.environ[key] = swap.get(value, value)
+        self._hidden = hidden_variables(own)
         from efficy_sync import settings
 
         settings.settings.cache_clear()

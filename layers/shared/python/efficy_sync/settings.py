@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
@@ -48,6 +48,38 @@ class Settings(BaseModel):
         )
 
 
-@lru_cache(maxsize=1)
-def settings() -> Settings:
-    return Settings.model_validate(dict(os.environ))
+#: The variables the running function does not have, with the function's name; unset on Lambda, where the
+#: environment is the function's own. The local stack runs every handler in one process whose environment holds
+#: every function's variables: it sets this around each invocation (tools: local/lambdas.py), so a handler that
+#: reads a variable only another function has fails here as it would on AWS. Threads a handler starts do not
+#: inherit it and read the process's settings.
+function_scope: ContextVar[tuple[str, frozenset[str]] | None] = ContextVar("function_scope", default=None)
+
+
+class _SettingsSource:
+    """`settings()`: read once per process (or once per function, inside the local stack's `function_scope`);
+    `settings.cache_clear()` makes the next call read the environment again."""
+
+    def __init__(self) -> None:
+        self._process: Settings | None = None
+        self._functions: dict[str, Settings] = {}
+
+    def __call__(self) -> Settings:
+        scope = function_scope.get()
+        if scope is None:
+            if self._process is None:
+                self._process = Settings.model_validate(dict(os.environ))
+            return self._process
+        name, hidden = scope
+        found = self._functions.get(name)
+        if found is None:
+            environ = {key: value for key, value in os.environ.items() if key not in hidden}
+            found = self._functions[name] = Settings.model_validate(environ)
+        return found
+
+    def cache_clear(self) -> None:
+        self._process = None
+        self._functions = {}
+
+
+settings = _SettingsSource()

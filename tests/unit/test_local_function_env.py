@@ -1,0 +1,87 @@
+"""The local stack runs every handler in one process, whose environment holds every function's variables: each
+handler's settings leave out the variables only other functions have, as on AWS (efficy_sync.settings
+.function_scope, local/lambdas.py)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from efficy_sync.settings import settings
+from efficy_sync_tools.local.lambdas import FunctionRouter, hidden_variables
+from efficy_sync_tools.local.template import FunctionSpec, SamTemplate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+HANDLER = """
+import threading
+from efficy_sync.settings import settings
+
+AT_IMPORT = settings().pages_bucket  # module code runs inside the function, as on Lambda
+
+
+def handler(event, context):
+    seen = {}
+    thread = threading.Thread(target=lambda: seen.update(thread=settings().pages_bucket))
+    thread.start()
+    thread.join()
+    return {"at_import": AT_IMPORT, "in_handler": settings().pages_bucket, **seen}
+"""
+
+
+@pytest.fixture
+def router(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FunctionRouter:
+    for name, value in {
+        "CONFIG_TABLE": "config",
+        "STATE_TABLE": "state",
+        "CONTACT_QUEUE_URL": "queue",
+        "PAGES_BUCKET": "pages",
+    }.items():
+        monkeypatch.setenv(name, value)
+    specs = {}
+    for lid in ("PageFunction", "WebhookFunction"):
+        (tmp_path / lid).mkdir()
+        (tmp_path / lid / "app.py").write_text(HANDLER)
+        specs[lid] = FunctionSpec(lid, tmp_path / lid, "app.handler")
+    own = {"PageFunction": {"CONFIG_TABLE", "PAGES_BUCKET"}, "WebhookFunction": {"CONFIG_TABLE", "BUNDLE_QUEUE"}}
+    settings.cache_clear()
+    yield FunctionRouter(specs, {lid: f"efficy-sync-{lid}" for lid in specs}, "eu-west-1", hidden_variables(own))
+    settings.cache_clear()
+
+
+def test_a_handler_does_not_see_a_variable_only_another_function_has(router: FunctionRouter) -> None:
+    assert router.invoke("PageFunction", {}) == {"at_import": "pages", "in_handler": "pages", "thread": "pages"}
+    # WebhookFunction has no PAGES_BUCKET on AWS: neither its module code nor its handler sees the process's
+    assert router.invoke("efficy-sync-WebhookFunction", {})["in_handler"] == ""
+    assert router.invoke("WebhookFunction", {})["at_import"] == ""
+    assert settings().pages_bucket == "pages"  # outside any function: the process's environment
+
+
+def test_threads_a_handler_starts_read_the_process_settings(router: FunctionRouter) -> None:
+    """A documented limit: a new thread does not inherit the function's scope (contextvars)."""
+    assert router.invoke("WebhookFunction", {})["thread"] == "pages"
+
+
+def test_functions_invoked_at_once_keep_their_own_settings(router: FunctionRouter) -> None:
+    results: dict[str, list[str]] = {"PageFunction": [], "WebhookFunction": []}
+
+    def call(lid: str) -> None:
+        for _ in range(20):
+            results[lid].append(router.invoke(lid, {})["in_handler"])
+
+    threads = [threading.Thread(target=call, args=(lid,)) for lid in results for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(results["PageFunction"]) == {"pages"} and set(results["WebhookFunction"]) == {""}
+
+
+def test_the_template_s_function_variables_are_hidden_from_the_others() -> None:
+    specs = SamTemplate.load(ROOT / "template.yaml").functions()
+    hidden = hidden_variables({lid: set(spec.environment) for lid, spec in specs.items()})
+    assert "PAGES_BUCKET" in hidden["IngestWebhookFunction"] and "PAGES_BUCKET" in hidden["CleanupFunction"]
+    assert "WEBHOOK_BUNDLE_QUEUE_URL" in hidden["SyncPageFunction"]
+    assert "PAGES_BUCKET" not in hidden["SyncPageFunction"] and "PAGES_BUCKET" not in hidden["FullSyncStepFunction"]
+    assert all("CONFIG_TABLE" not in names and "STATE_TABLE" not in names for names in hidden.values())  # Globals
