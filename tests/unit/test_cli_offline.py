@@ -332,10 +332,10 @@ def test_validate_output_json_is_one_document(tmp_path, capsys, no_aws):
     assert json.loads(capsys.readouterr().out)["integration_id"] == "demo"
 
 
-def test_building_the_parser_loads_neither_requests_nor_boto3():
+def test_building_the_parser_loads_neither_requests_nor_boto3_nor_the_package_metadata():
     """Every command runs `build_parser`, which imports each command module: their top-level imports are paid by
-    every `efficy-sync` call (the demo once loaded requests for all of them)."""
+    every `efficy-sync` call (the demo once loaded requests for all of them, `--version` the package metadata)."""
     probe = "import sys; from efficy_sync_tools.cli import build_parser; build_parser(); "
-    probe += "print(sorted(m for m in ('requests', 'boto3', 'botocore') if m in sys.modules))"
+    probe += "print(sorted(m for m in ('requests', 'boto3', 'botocore', 'importlib.metadata') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]"
