@@ -56,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         print("coldstart ...", flush=True)
         results["coldstart"] = coldstart.bench(quick=args.quick)
         print(results["coldstart"], flush=True)
+    from bench import meter
+
+    print("call meter ...", flush=True)
+    results["meter"] = meter.bench(quick=args.quick)
+    print(results["meter"], flush=True)
     if not args.quick:
         print("full sync, 100,000 persons, import mode ...", flush=True)
         results["full_sync_100k_import"] = _fresh("full_sync.run_import_only(100_000)")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import io
 import json
 import logging
+import threading
 from typing import Any
 
 import pytest
@@ -84,6 +86,54 @@ def test_meter_counts_attempts_429_5xx_and_unanswered() -> None:
         ("efficy", "timeouts"): 3,
     }
     assert m.take() == {}
+
+
+def test_meter_loses_no_count_when_taken_while_threads_record() -> None:
+    """Each thread counts on its own; a take during the calls reports what was counted so far, the next the rest."""
+    m = CallMeter()
+
+    class Response:
+        status_code = 503
+        raw = None
+
+    threads, per_thread = 8, 2_000
+    start = threading.Barrier(threads + 1)
+
+    def calls() -> None:
+        start.wait()
+        for _ in range(per_thread):
+            m.record("apsis", Response())
+
+    workers = [threading.Thread(target=calls) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    start.wait()
+    takes = []
+    while any(worker.is_alive() for worker in workers):
+        takes.append(m.take())
+    for worker in workers:
+        worker.join()
+    takes.append(m.take())
+    total = collections.Counter()
+    for taken in takes:
+        total.update(taken)
+    assert total == {("apsis", "calls"): threads * per_thread, ("apsis", "5xx"): threads * per_thread}
+    assert m.take() == {}
+
+
+def test_meter_folds_the_counts_of_ended_threads() -> None:
+    """A warm Lambda starts threads for every page: their counts stay, their entries do not pile up."""
+    m = CallMeter()
+    for _ in range(3):
+        workers = [threading.Thread(target=m.record_unanswered, args=("efficy",)) for _ in range(50)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert m.take() == {("efficy", "calls"): 50, ("efficy", "timeouts"): 50}
+    m.record_unanswered("efficy")  # this thread's own counts go on after the others ended
+    assert m.take() == {("efficy", "calls"): 1, ("efficy", "timeouts"): 1}
+    assert len(m._live) == 1  # only this (live) thread is still listed
 
 
 def test_client_retries_are_metered_over_real_http() -> None:
