@@ -491,6 +491,19 @@ def test_hmac_body_mode_signs_the_raw_body_in_x_justin_signature(sim: EfficySimu
     assert "X-Efficy-Timestamp" not in headers and receiver.queries == [{}]
 
 
+def test_stop_webhooks_sends_nothing_more_and_the_api_goes_on(sim: EfficySimulator, receiver: Receiver) -> None:
+    """A local stack's stop calls it before AWS goes down: no change may reach the front after that."""
+    seed(sim, jo(1))
+    hook(sim, receiver, batch_ms=50)
+    requests.patch(f"{sim.url}/_sim/persons/1", json={"NAME": "Roe"}, timeout=5)
+    assert sim.flush_webhooks(timeout=5) and len(receiver.received) == 1
+    sim.stop_webhooks()
+    requests.patch(f"{sim.url}/_sim/persons/1", json={"NAME": "Moe"}, timeout=5).raise_for_status()
+    time.sleep(0.3)  # six batch windows: a running sender would have posted by now
+    assert len(receiver.received) == 1
+    assert requests.get(f"{sim.url}/_sim/persons/1", timeout=5).json()["NAME"] == "Moe"
+
+
 def test_an_unknown_webhook_mode_is_refused(sim: EfficySimulator) -> None:
     response = requests.post(
         f"{sim.url}/_sim/webhooks", json={"url": "http://x", "secret": "s", "mode": "none"}, timeout=5

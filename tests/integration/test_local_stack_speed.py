@@ -440,3 +440,29 @@ def test_a_worker_survives_a_failed_delete_and_goes_on_delivering(moto: MotoServ
         poller.stop()
     assert not failures  # the delete did fail once
     assert router.bodies[:2] == ["first", "second"]
+
+
+def test_a_stop_stops_the_simulators_webhooks_before_aws() -> None:
+    """Every make bench logged "webhook not queued: SQS could not be reached" at a stack stop: the simulators
+    still sent webhooks to the front after moto had stopped. Inputs now stop first."""
+    from efficy_sync_tools.local.stack import LocalStack
+
+    order: list[str] = []
+
+    class Part:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def stop_webhooks(self) -> None:
+            order.append(f"{self.name} webhooks")
+
+        def stop(self) -> None:
+            order.append(f"{self.name} stopped")
+
+    stack = LocalStack()
+    for name in ("moto", "front", "efficy", "apsis", "relay"):
+        setattr(stack, name, Part(name))
+    stack.stop()
+    assert order.index("efficy webhooks") < order.index("moto stopped")
+    assert order.index("apsis webhooks") < order.index("moto stopped")
+    assert order[-4:] == ["front stopped", "efficy stopped", "apsis stopped", "relay stopped"]

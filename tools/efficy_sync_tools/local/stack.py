@@ -353,6 +353,11 @@ class LocalStack:
 
     def stop(self) -> None:
         self._stop.set()
+        # Inputs first: a webhook the simulators sent after moto stopped was refused ("webhook not queued: SQS
+        # could not be reached", at every make bench's stack stop).
+        for sim in ("efficy", "apsis"):
+            if hasattr(self, sim):
+                getattr(self, sim).stop_webhooks()
         for poller in self.pollers.values():
             poller.signal_stop()  # all at once: each may be in a long poll
         drained_by = time.monotonic() + DRAIN_SECONDS

@@ -370,16 +370,22 @@ class ApsisSimulator(SimServer):
         self._sender.start()
         return self
 
-    def stop(self) -> None:
+    def stop_webhooks(self) -> None:
+        """Send no more webhooks; the API goes on answering. A local stack's stop calls it first, so that no
+        opt-out reaches its front once AWS is going down (a delivery under way ends first)."""
         with self._wake:
             self._stopping = True
             self._wake.notify_all()
-            timers = [job.timer for job in self._imports.values() if job.timer]
-        for timer in timers:
-            timer.cancel()
         if self._sender is not None:
             self._sender.join(timeout=self.webhook_timeout + 1)
             self._sender = None
+
+    def stop(self) -> None:
+        with self._wake:
+            timers = [job.timer for job in self._imports.values() if job.timer]
+        self.stop_webhooks()
+        for timer in timers:
+            timer.cancel()
         super().stop()
 
     def __enter__(self) -> ApsisSimulator:

@@ -413,8 +413,13 @@ class EfficySimulator(SimServer):
         self.route("/_sim/sessions/expire", self._ctl_expire_sessions, methods=["POST"], **ctl)
 
     # ---- lifecycle ----------------------------------------------------------------------------------------------
-    def stop(self) -> None:
+    def stop_webhooks(self) -> None:
+        """Send no more webhooks; the API goes on answering. A local stack's stop calls it first, so that no
+        change reaches its front once AWS is going down (a delivery under way ends first)."""
         self._outbox.stop()
+
+    def stop(self) -> None:
+        self.stop_webhooks()
         super().stop()
 
     def reset(self) -> None:
