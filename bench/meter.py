@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from efficy_sync.clients.meter import CallMeter
+from efficy_sync.clients.meter import CallMeter, count_into
 
 RECORDS = 80_000
 
@@ -30,15 +30,7 @@ class OneLockMeter(CallMeter):
 
     def _add(self, api: str, statuses: list[int | None]) -> None:
         with self._lock:
-            counts = self._counts
-            counts[(api, "calls")] += len(statuses)
-            for status in statuses:
-                if status is None:
-                    counts[(api, "timeouts")] += 1
-                elif status == 429:
-                    counts[(api, "429")] += 1
-                elif status >= 500:
-                    counts[(api, "5xx")] += 1
+            count_into(self._counts, api, statuses)
 
     def take(self) -> dict[tuple[str, str], int]:
         with self._lock:

@@ -23,6 +23,18 @@ def attempt_statuses(response: Any) -> list[int | None]:
     return [entry.status for entry in history] + [response.status_code]
 
 
+def count_into(counts: Counter[tuple[str, str]], api: str, statuses: list[int | None]) -> None:
+    """One call's attempts into `counts`: every attempt, and among them the 429s, 5xx and unanswered."""
+    counts[(api, "calls")] += len(statuses)
+    for status in statuses:
+        if status is None:
+            counts[(api, "timeouts")] += 1
+        elif status == 429:
+            counts[(api, "429")] += 1
+        elif status >= 500:
+            counts[(api, "5xx")] += 1
+
+
 class CallMeter:
     """Counters per thread, summed when taken (once per invocation).
 
@@ -58,15 +70,7 @@ class CallMeter:
         return counts
 
     def _add(self, api: str, statuses: list[int | None]) -> None:
-        counts = self._own()
-        counts[(api, "calls")] += len(statuses)
-        for status in statuses:
-            if status is None:
-                counts[(api, "timeouts")] += 1
-            elif status == 429:
-                counts[(api, "429")] += 1
-            elif status >= 500:
-                counts[(api, "5xx")] += 1
+        count_into(self._own(), api, statuses)
 
     def take(self) -> dict[tuple[str, str], int]:
         """The counts since the last take, {(api, kind): n}; the meter starts again from zero."""
