@@ -397,3 +397,26 @@ def test_dlq_count_and_redrive(user: UserStack) -> None:
     wait_for(f"person {first} in APSIS One", lambda: user.profile(first), timeout=60)
     assert user.json("dlq", "redrive", "--queue", "optout", "--limit", "10")["queues"]["optout"]["moved"] == 0
     assert user.json("dlq", "redrive", "--queue", "bundle", "--limit", "10")["queues"]["bundle"]["moved"] == 0
+
+
+def test_commands_use_the_apsis_token_the_stack_shares(user: UserStack) -> None:
+    """efficy_sync/apsis_tokens.py: APSIS allows 10 token requests a minute per account. A command finds the
+    stack's shared token through the stack's output (as on AWS) and asks APSIS for none of its own; the token
+    is an SSM SecureString under the output's path."""
+    first, last = seed(user, 3)
+    synced = next((k for k in range(first, last + 1) if k % 7 and k % 5), None)
+    if synced is not None:
+        wait_for(f"person {synced} in APSIS One", lambda: user.profile(synced), timeout=60)
+    user.cli("reconcile", "demo", "--sample", "3", expect=None)  # the first may have to fetch and share one
+
+    def tokens() -> int:
+        calls = user.http.get(f"{user.ready['apsis_url']}/_sim/calls", timeout=10).json()
+        return int(calls.get("POST /oauth/token", 0))
+
+    before = tokens()
+    for _ in range(3):
+        assert user.cli("reconcile", "demo", "--sample", "3", expect=None).returncode in (0, 6)
+    assert tokens() == before
+    prefix = user.outputs()["ApsisTokenParameterPrefix"]
+    shared = user.aws("ssm").get_parameters_by_path(Path=prefix)["Parameters"]
+    assert [p["Type"] for p in shared] == ["SecureString"]

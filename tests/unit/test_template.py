@@ -148,6 +148,7 @@ def test_globals_give_every_function_the_runtime_layer_and_environment(template:
         "STATE_TABLE": {"Ref": "StateTable"},
         "CONTACT_QUEUE_URL": {"Ref": "ContactChangesQueue"},
         "OPTOUT_QUEUE_URL": {"Ref": "OptOutQueue"},
+        "APSIS_TOKEN_PARAMETER_PREFIX": {"Fn::Sub": "/${AWS::StackName}/apsis-token"},
     }
 
 
@@ -162,6 +163,7 @@ def test_outputs_the_local_stack_and_cli_read(template: dict[str, Any]) -> None:
         "OptOutDLQUrl",
         "FullSyncStateMachineArn",
         "PagesBucketName",
+        "ApsisTokenParameterPrefix",
     }
     api_url = template["Outputs"]["ApiUrl"]["Value"]["Fn::Sub"]
     assert api_url == "https://${EfficySyncApi}.execute-api.${AWS::Region}.amazonaws.com/${Stage}"
@@ -387,7 +389,8 @@ NEEDS = {
     "WriteBackFunction": ({"efficy", "apsis"}, True),
     "FullSyncStepFunction": ({"efficy", "apsis"}, True),
     "SyncPageFunction": ({"efficy", "apsis"}, True),
-    "CleanupFunction": (set(), True),
+    # the sweep runs the query tags that have a schedule of their own: configs, Efficy queries, APSIS tags
+    "CleanupFunction": ({"efficy", "apsis"}, True),
     "ReconcileFunction": ({"efficy", "apsis"}, True),  # reads only: a drift count, no repair
     "SplitWebhookFunction": (set(), False),  # SQS only: bundle queue in, contact-changes queue out
 }
@@ -985,3 +988,30 @@ def test_the_page_worker_can_read_the_planned_query_members(resources: dict[str,
         "Action": "s3:GetObject",
         "Resource": {"Fn::Sub": "${PagesBucket.Arn}/plans/*"},
     } in statements
+
+
+def test_the_functions_that_call_apsis_share_its_token_under_the_stack_s_own_ssm_path(template: dict[str, Any]) -> None:
+    """efficy_sync/apsis_tokens.py: one token per API client for the whole stack (APSIS allows 10 token requests a
+    minute per account); read, write and delete only under the stack's path, and only where APSIS is called."""
+    apsis_secret = "secret:efficy-sync/*/apsis-??????"
+    path = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/${AWS::StackName}/apsis-token/*"
+    calling, sharing = set(), set()
+    for name, resource in template["Resources"].items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        for policy in resource["Properties"].get("Policies", []):
+            arn = (policy.get("AWSSecretsManagerGetSecretValuePolicy") or {}).get("SecretArn", {})
+            if isinstance(arn, dict) and arn.get("Fn::Sub", "").endswith(apsis_secret):
+                calling.add(name)
+            for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+                if statement.get("Sid") == "SharedApsisToken":
+                    assert statement["Action"] == ["ssm:GetParameter", "ssm:PutParameter", "ssm:DeleteParameter"]
+                    assert statement["Resource"] == {"Fn::Sub": path}
+                    sharing.add(name)
+    assert calling == sharing and len(calling) == 6
+    prefix = template["Globals"]["Function"]["Environment"]["Variables"]["APSIS_TOKEN_PARAMETER_PREFIX"]
+    assert (
+        prefix
+        == template["Outputs"]["ApsisTokenParameterPrefix"]["Value"]
+        == {"Fn::Sub": "/${AWS::StackName}/apsis-token"}
+    )

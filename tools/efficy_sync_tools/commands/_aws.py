@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from efficy_sync.clients.apsis import ApsisClient
+    from efficy_sync.clients.apsis_transport import TokenStore
     from efficy_sync.clients.efficy import EfficyClient
     from efficy_sync.clients.http import RetryPolicy
     from efficy_sync.config import IntegrationConfig
@@ -51,6 +52,7 @@ LIBRARY_ENV: dict[str, str] = {
     "OPTOUT_QUEUE_URL": "OptOutQueueUrl",
     "STATE_MACHINE_ARN": "FullSyncStateMachineArn",
     "PAGES_BUCKET": "PagesBucketName",
+    "APSIS_TOKEN_PARAMETER_PREFIX": "ApsisTokenParameterPrefix",
 }
 #: what efficy_sync.settings cannot do without
 REQUIRED_LIBRARY_ENV = ("CONFIG_TABLE", "STATE_TABLE", "CONTACT_QUEUE_URL")
@@ -276,4 +278,20 @@ def apsis_client(cfg: IntegrationConfig) -> ApsisClient:
 
     client_id, client_secret = apsis_credentials(cfg.apsis.credentials_secret)
     credentials = {"client_id": client_id, "client_secret": client_secret}
-    return ApsisClient.from_config(cfg, credentials=credentials, policy=cli_retry_policy())
+    store = token_store(token_prefix(), cfg.apsis.base_url, client_id)
+    return ApsisClient.from_config(cfg, credentials=credentials, policy=cli_retry_policy(), token_store=store)
+
+
+def token_prefix() -> str:
+    """Where the stack shares APSIS tokens (efficy_sync/apsis_tokens.py): each command used to ask APSIS for
+    its own, and APSIS allows 10 a minute per account. "" (no sharing) when the stack cannot say."""
+    try:
+        return os.environ.get("APSIS_TOKEN_PARAMETER_PREFIX") or stack_output("ApsisTokenParameterPrefix")
+    except Exception:  # no stack, no permission: the command fetches a token of its own
+        return ""
+
+
+def token_store(prefix: str, base_url: str, client_id: str) -> TokenStore | None:
+    from efficy_sync.apsis_tokens import token_store as shared
+
+    return shared(prefix, base_url, client_id)

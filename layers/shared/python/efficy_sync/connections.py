@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from .clients.apsis import ApsisClient
+from .clients.apsis_transport import TokenStore
 from .clients.efficy import EfficyClient
 from .clients.http import RetryPolicy
 from .config import IntegrationConfig
@@ -59,7 +60,19 @@ def apsis_client(cfg: IntegrationConfig, policy: RetryPolicy | None = None) -> A
         _fingerprint(json.dumps(creds, sort_keys=True)),
         repr(policy),
     )
-    return _kept(_apsis, key, lambda: ApsisClient.from_config(cfg, credentials=creds, policy=policy))
+    return _kept(
+        _apsis,
+        key,
+        lambda: ApsisClient.from_config(cfg, credentials=creds, policy=policy, token_store=_tokens(cfg, creds)),
+    )
+
+
+def _tokens(cfg: IntegrationConfig, creds: dict[str, object]) -> TokenStore | None:
+    """The stack's shared token store (apsis_tokens.py says why): one token a day per API client, not one per
+    container."""
+    from .apsis_tokens import token_store
+
+    return token_store(settings().apsis_token_prefix, cfg.apsis.base_url, str(creds.get("client_id", "")))
 
 
 def email_lookup(cfg: IntegrationConfig) -> Callable[[str], list[int]]:

@@ -19,6 +19,8 @@ class Settings(BaseModel):
     optout_queue_url: str = Field(default="", alias="OPTOUT_QUEUE_URL")
     state_machine_arn: str = Field(default="", alias="STATE_MACHINE_ARN")
     pages_bucket: str = Field(default="", alias="PAGES_BUCKET")
+    # SSM path under which APSIS One access tokens are shared (apsis_tokens.py); empty: each client its own.
+    apsis_token_prefix: str = Field(default="", alias="APSIS_TOKEN_PARAMETER_PREFIX")
     # Seconds a cached integration config or secret is trusted before it is read again.
     cache_seconds: float = Field(default=60.0, alias="EFFICY_SYNC_CACHE_SECONDS")
     # In-call retries of the API clients (429/5xx/timeouts) before a message or page is failed and retried later.

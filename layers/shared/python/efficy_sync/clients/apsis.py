@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import requests
 
-from efficy_sync.clients.apsis_transport import ApsisTransport, _redact
+from efficy_sync.clients.apsis_transport import ApsisTransport, TokenStore, _redact
 from efficy_sync.clients.errors import (
     ApsisUnavailable,
     Conflict,
@@ -61,6 +61,7 @@ class ApsisClient(ApsisTransport):
         session: requests.Session | None = None,
         profile_tags_path: str = DEFAULT_PROFILE_TAGS_PATH,
         clock: Callable[[], float] = time.time,
+        token_store: TokenStore | None = None,
     ) -> None:
         super().__init__(
             base_url,
@@ -70,6 +71,7 @@ class ApsisClient(ApsisTransport):
             token_refresh_margin=token_refresh_margin,
             session=session,
             clock=clock,
+            token_store=token_store,
         )
         self.profile_tags_path = profile_tags_path
         self.section = section
@@ -85,6 +87,7 @@ class ApsisClient(ApsisTransport):
         credentials: dict[str, Any] | None = None,
         policy: RetryPolicy | None = None,
         session: requests.Session | None = None,
+        token_store: TokenStore | None = None,
     ) -> ApsisClient:
         """The integration's client with every APSIS setting its config holds (section, keyspace, tags path).
         The one way the Lambdas, the CLI and the benchmarks build it. `credentials` ({"client_id",
@@ -106,6 +109,7 @@ class ApsisClient(ApsisTransport):
             policy=policy,
             session=session,
             profile_tags_path=cfg.apsis.profile_tags_path,
+            token_store=token_store,
         )
 
     # ---- definitions ----------------------------------------------------------------------------------

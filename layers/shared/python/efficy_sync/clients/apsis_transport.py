@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import requests
 
@@ -29,6 +29,7 @@ from efficy_sync.clients.errors import (
 )
 from efficy_sync.clients.http import RetryPolicy, build_session, check_time
 from efficy_sync.clients.meter import meter
+from efficy_sync.observability import logger  # the PII-scrubbing logger: one logging path
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -63,6 +64,22 @@ class _Token:
     refresh_at: float  # epoch seconds
 
 
+class TokenStore(Protocol):
+    """Where a client's token is shared beyond the client: APSIS allows 10 token requests a minute per account
+    and a token lives a day, so every container and CLI run of an API client should use the same one
+    (efficy_sync/apsis_tokens.py keeps it in SSM). The value is a credential: a store never logs it."""
+
+    def load(self) -> tuple[str, float] | None:
+        """(token, refresh_at in epoch seconds) last saved, or None."""
+        ...
+
+    def save(self, token: str, refresh_at: float) -> None: ...
+
+    def discard(self, token: str) -> None:
+        """APSIS refused `token`: forget it, unless another client has saved a newer one meanwhile."""
+        ...
+
+
 class ApsisTransport:
     """Authenticated, retried, typed HTTP calls to one APSIS One account (one set of client credentials)."""
 
@@ -76,6 +93,7 @@ class ApsisTransport:
         token_refresh_margin: float = 3600,
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.time,
+        token_store: TokenStore | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.policy = policy or RetryPolicy()
@@ -86,6 +104,7 @@ class ApsisTransport:
         self._session = session or build_session(self.policy, api="apsis")
         self._token: _Token | None = None
         self._token_lock = threading.Lock()
+        self._token_store = token_store
         self._calls_lock = threading.Lock()
         #: HTTP calls made, by kind ("patch_attributes", "token", ...); the session's own retries are not
         #: counted here (the simulator's /_sim/calls sees those)
@@ -93,16 +112,43 @@ class ApsisTransport:
 
     # ---- authentication -------------------------------------------------------------------------------
     def _access_token(self) -> str:
-        """The cached token, fetched again once it is within the refresh margin of its expiry."""
+        """The cached token, fetched again once it is within the refresh margin of its expiry. With a token
+        store, a token another client saved is used before a new one is asked for, and a new one is saved."""
         with self._token_lock:
             if self._token is None or self._clock() >= self._token.refresh_at:
-                self._token = self._fetch_token()
+                self._token = self._shared_token() or self._fetch_and_share()
             return self._token.value
 
     def _forget_token(self, used: str) -> None:
         with self._token_lock:
             if self._token is not None and self._token.value == used:
                 self._token = None
+            self._store("discard", used)
+
+    def _shared_token(self) -> _Token | None:
+        found = self._store("load")
+        if not found:
+            return None
+        value, refresh_at = found
+        return _Token(value=value, refresh_at=refresh_at) if self._clock() < refresh_at else None
+
+    def _fetch_and_share(self) -> _Token:
+        token = self._fetch_token()
+        self._store("save", token.value, token.refresh_at)
+        return token
+
+    def _store(self, action: str, *args: Any) -> Any:
+        """One call to the token store; a failing store (no permission, throttled) costs a token request, never
+        the call: the client goes on with a token of its own."""
+        if self._token_store is None:
+            return None
+        try:
+            return getattr(self._token_store, action)(*args)
+        except Exception as exc:  # the store is an optimisation of the token's reuse, not part of the call
+            logger.warning(
+                "APSIS token store: %s failed (%s); using a token of this client's own", action, type(exc).__name__
+            )
+            return None
 
     def _fetch_token(self) -> _Token:
         """POST /oauth/token with a JSON body (APSIS refuses forms). 429 is backed off by the session."""

@@ -1,0 +1,87 @@
+"""APSIS One access tokens shared by every container and CLI run of a stack: one SSM SecureString per API client.
+
+Why: APSIS allows 10 token requests a minute per account (contracts/apsis-one.md §2: "cache the token") and a
+token lives a day, yet each Lambda container and each CLI command fetched its own. A full sync's fan-out, the
+real-time workers scaling out and an admin's commands together went over the limit, and each 429 cost its
+caller up to half a minute of back-off (an `efficy-sync reconcile` on the local stack waited 17 s for one, in
+`make test`). With the token shared, an API client asks for about one token a day, whatever the concurrency.
+
+Why SSM Parameter Store: the token is a credential, and credentials live in Secrets Manager or SSM. A
+SecureString (the account's aws/ssm key, standard tier: no cost) under the stack's own prefix, where the
+functions that call APSIS may read, write and delete (template.yaml) and nothing else. Its name is a hash of
+the API's base URL and client id: integrations sharing an API client share its token, and a new client id gets
+a new one. The value never reaches a log or an error message.
+
+A failing store (no permission, throttled, a value too large) never fails a call: the client fetches a token of
+its own, as before (ApsisTransport._store). Two containers that start together may both fetch one; the limit
+allows that, and the last one saved is the one the next containers use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from .aws import client
+
+
+def parameter_name(prefix: str, base_url: str, client_id: str) -> str:
+    """`<prefix>/<hash of the API and client id>`: no client id in clear in a resource name."""
+    digest = hashlib.sha256(f"{base_url.rstrip('/')}|{client_id}".encode()).hexdigest()[:32]
+    return f"/{prefix.strip('/')}/{digest}"
+
+
+class SsmTokenStore:
+    """clients.apsis_transport.TokenStore in one SSM SecureString parameter."""
+
+    def __init__(self, prefix: str, base_url: str, client_id: str) -> None:
+        self.name = parameter_name(prefix, base_url, client_id)
+
+    def load(self) -> tuple[str, float] | None:
+        answer = self._get()
+        if answer is None:
+            return None
+        try:
+            doc = json.loads(answer)
+            return str(doc["token"]), float(doc["refresh_at"])
+        except (ValueError, KeyError, TypeError):
+            return None  # not ours to read: the next save overwrites it
+
+    def save(self, token: str, refresh_at: float) -> None:
+        client("ssm").put_parameter(
+            Name=self.name,
+            Value=json.dumps({"token": token, "refresh_at": refresh_at}),
+            Type="SecureString",
+            Overwrite=True,
+            Tier="Standard",
+        )
+
+    def discard(self, token: str) -> None:
+        """Deletes the parameter only while it holds `token` (a newer token another client saved is kept)."""
+        found = self.load()
+        if found is None or found[0] != token:
+            return
+        try:
+            client("ssm").delete_parameter(Name=self.name)
+        except Exception as exc:
+            if _code(exc) != "ParameterNotFound":
+                raise
+
+    def _get(self) -> str | None:
+        try:
+            return str(client("ssm").get_parameter(Name=self.name, WithDecryption=True)["Parameter"]["Value"])
+        except Exception as exc:
+            if _code(exc) == "ParameterNotFound":
+                return None
+            raise
+
+
+def _code(exc: Exception) -> str:
+    response: Any = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def token_store(prefix: str, base_url: str, client_id: str) -> SsmTokenStore | None:
+    """The shared store of an API client's token, or None when the stack names no prefix (tools, tests)."""
+    return SsmTokenStore(prefix, base_url, client_id) if prefix.strip("/") else None
