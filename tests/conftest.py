@@ -7,6 +7,7 @@ property test a hundred times as long.
 from __future__ import annotations
 
 import pytest
+from efficy_sync_tools.local.iam import DENIED_MARK
 from hypothesis import settings
 
 from tests.support import Stack, start_stack, unique_key
@@ -54,3 +55,18 @@ def _no_leftover_faults(request: pytest.FixtureRequest) -> None:
     yield
     if "stack" in request.fixturenames:
         request.getfixturevalue("stack").clear_faults()
+
+
+@pytest.fixture(autouse=True)
+def _no_call_iam_would_refuse(request: pytest.FixtureRequest) -> None:
+    """The local stack refuses a function's AWS call its role does not allow, as AWS does (local/iam.py), and
+    logs it. Code that turns an error into a warning would hide that, so a test fails on any refusal logged in
+    its stack's log while it ran."""
+    logs = [request.getfixturevalue(name).log_path for name in ("stack", "loud_stack") if name in request.fixturenames]
+    offsets = {path: path.stat().st_size for path in logs}
+    yield
+    for path, offset in offsets.items():
+        with path.open("rb") as log:
+            log.seek(offset)
+            denied = [line for line in log.read().decode(errors="replace").splitlines() if DENIED_MARK in line]
+        assert not denied, "IAM would refuse on AWS what the local stack ran:\n" + "\n".join(denied[:5])

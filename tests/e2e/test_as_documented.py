@@ -26,6 +26,7 @@ import pytest
 import requests
 import yaml
 from cfnlint.decode import cfn_yaml
+from efficy_sync_tools.local.iam import DENIED_MARK
 
 from tests.support import ROOT, wait_for
 
@@ -142,6 +143,18 @@ def user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserStack]:
     running = UserStack(ready_file, json.loads(ready_file.read_text()), process, home)
     yield running
     running.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_call_iam_would_refuse(user: UserStack) -> Iterator[None]:
+    """As tests/conftest.py does for the shared stacks: a function's call its role does not allow fails the test."""
+    log = user.home / "stack.log"
+    offset = log.stat().st_size
+    yield
+    with log.open("rb") as text:
+        text.seek(offset)
+        denied = [line for line in text.read().decode(errors="replace").splitlines() if DENIED_MARK in line]
+    assert not denied, "IAM would refuse on AWS what the local stack ran:\n" + "\n".join(denied[:5])
 
 
 def seed(user: UserStack, n: int, *flags: str) -> tuple[int, int]:

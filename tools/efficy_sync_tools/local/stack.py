@@ -87,6 +87,7 @@ class LocalStack:
         self.stack = deploy(self.template, self.moto.endpoint, self.region, self.stack_name, packaged=packaged)
         self._function_environment()
         self.router = FunctionRouter(self.template.functions(), self.stack.functions, self.region, self._hidden)
+        self._enforce_iam()
         self.relay.router = self.router
         self.sqs = client("sqs", self.moto.endpoint, self.region)
         self._start_simulators()
@@ -145,6 +146,31 @@ class LocalStack:
         from efficy_sync import settings
 
         settings.settings.cache_clear()
+
+    def _enforce_iam(self) -> None:
+        """Each function's AWS calls are checked against its own role (local/iam.py says why and how)."""
+        import boto3
+        from efficy_sync.settings import function_scope
+
+        from .aws import client
+        from .iam import build
+
+        lam = client("lambda", self.moto.endpoint, self.region)
+        roles = {
+            lid: lam.get_function_configuration(FunctionName=name)["Role"].rsplit("/", 1)[-1]
+            for lid, name in self.stack.functions.items()
+        }
+
+        def scope() -> str | None:
+            current = function_scope.get()
+            return current[0] if current else None
+
+        machines = [(self.stack.physical.get(lid, ""), arn) for lid, arn in self.stack.state_machines.items()]
+        self.iam = build(client("iam", self.moto.endpoint, self.region), roles, self.region, scope, machines)
+        if boto3.DEFAULT_SESSION is None:
+            boto3.setup_default_session()
+        self.iam.install(boto3.DEFAULT_SESSION.events)  # the shared clients (efficy_sync.aws) are built from it
+        self._reset_shared_clients()
 
     def _start_simulators(self) -> None:
         from efficy_sync_tools.sims.apsis import ApsisSimulator
