@@ -53,6 +53,8 @@ def test_containers_of_one_api_client_ask_apsis_for_one_token(
     assert _tokens(sim) == 1
     parameter = aws.client("ssm").get_parameter(Name=parameter_name(PREFIX, sim.url, sim.client_id))["Parameter"]
     assert parameter["Type"] == "SecureString"
+    described = aws.client("ssm").describe_parameters()["Parameters"]
+    assert [p["Tier"] for p in described] == ["Intelligent-Tiering"]  # a JWT over 4 KB still fits
     assert parameter["Name"].startswith(PREFIX + "/")
     assert sim.client_id not in parameter["Name"]
     stored = aws.client("ssm").get_parameter(Name=parameter["Name"], WithDecryption=True)["Parameter"]["Value"]

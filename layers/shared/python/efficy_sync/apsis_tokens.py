@@ -7,8 +7,8 @@ caller up to half a minute of back-off (an `efficy-sync reconcile` on the local 
 `make test`). With the token shared, an API client asks for about one token a day, whatever the concurrency.
 
 Why SSM Parameter Store: the token is a credential, and credentials live in Secrets Manager or SSM. A
-SecureString (the account's aws/ssm key, standard tier: no cost) under the stack's own prefix, where the
-functions that call APSIS may read, write and delete (template.yaml) and nothing else. Its name is a hash of
+SecureString (the account's aws/ssm key; the standard tier, free, unless a token outgrows its 4 KB) under the
+stack's own prefix, where the functions that call APSIS may read, write and delete (template.yaml), nothing else. Its name is a hash of
 the API's base URL and client id: integrations sharing an API client share its token, and a new client id gets
 a new one. The value never reaches a log or an error message.
 
@@ -54,7 +54,8 @@ class SsmTokenStore:
             Value=json.dumps({"token": token, "refresh_at": refresh_at}),
             Type="SecureString",
             Overwrite=True,
-            Tier="Standard",
+            # standard (free) while the value fits its 4 KB, advanced beyond: APSIS does not bound a JWT's size
+            Tier="Intelligent-Tiering",
         )
 
     def discard(self, token: str) -> None:
