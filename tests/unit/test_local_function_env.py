@@ -5,20 +5,24 @@ handler's settings leave out the variables only other functions have, as on AWS 
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from efficy_sync.settings import settings
-from efficy_sync_tools.local.lambdas import FunctionRouter, hidden_variables
+from efficy_sync_tools.local.lambdas import FunctionRouter, carry_scope_into_pools, hidden_variables
 from efficy_sync_tools.local.template import FunctionSpec, SamTemplate
 
 ROOT = Path(__file__).resolve().parents[2]
 
 HANDLER = """
+import contextvars
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from efficy_sync.settings import settings
 
 AT_IMPORT = settings().pages_bucket  # module code runs inside the function, as on Lambda
+MARK = contextvars.ContextVar("mark", default="none")
 
 
 def handler(event, context):
@@ -26,6 +30,10 @@ def handler(event, context):
     thread = threading.Thread(target=lambda: seen.update(thread=settings().pages_bucket))
     thread.start()
     thread.join()
+    MARK.set("set by the handler")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        seen["pool"] = pool.submit(lambda: settings().pages_bucket).result()
+        seen["pool_mark"] = list(pool.map(lambda _: MARK.get(), [1]))[0]
     return {"at_import": AT_IMPORT, "in_handler": settings().pages_bucket, **seen}
 """
 
@@ -46,12 +54,19 @@ def router(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FunctionRouter:
         specs[lid] = FunctionSpec(lid, tmp_path / lid, "app.handler")
     own = {"PageFunction": {"CONFIG_TABLE", "PAGES_BUCKET"}, "WebhookFunction": {"CONFIG_TABLE", "BUNDLE_QUEUE"}}
     settings.cache_clear()
+    carry_scope_into_pools()  # as LocalStack.start does
     yield FunctionRouter(specs, {lid: f"efficy-sync-{lid}" for lid in specs}, "eu-west-1", hidden_variables(own))
     settings.cache_clear()
 
 
 def test_a_handler_does_not_see_a_variable_only_another_function_has(router: FunctionRouter) -> None:
-    assert router.invoke("PageFunction", {}) == {"at_import": "pages", "in_handler": "pages", "thread": "pages"}
+    assert router.invoke("PageFunction", {}) == {
+        "at_import": "pages",
+        "in_handler": "pages",
+        "thread": "pages",
+        "pool": "pages",
+        "pool_mark": "none",
+    }
     # WebhookFunction has no PAGES_BUCKET on AWS: neither its module code nor its handler sees the process's
     assert router.invoke("efficy-sync-WebhookFunction", {})["in_handler"] == ""
     assert router.invoke("WebhookFunction", {})["at_import"] == ""
@@ -59,8 +74,18 @@ def test_a_handler_does_not_see_a_variable_only_another_function_has(router: Fun
 
 
 def test_threads_a_handler_starts_read_the_process_settings(router: FunctionRouter) -> None:
-    """A documented limit: a new thread does not inherit the function's scope (contextvars)."""
+    """A documented limit: a thread the handler starts itself does not inherit the function's scope."""
     assert router.invoke("WebhookFunction", {})["thread"] == "pages"
+
+
+def test_a_handler_s_pool_threads_work_in_its_scope_and_in_nothing_else_of_its_context(router: FunctionRouter) -> None:
+    """As on Lambda (one function per process): a pool thread reads its function's settings and is checked
+    against its role (local/iam.py), but sees none of the handler's other context variables (a deadline, a
+    correlation id): code that forgets to pass them on fails here too."""
+    answer = router.invoke("WebhookFunction", {})
+    assert answer["pool"] == "" and answer["pool_mark"] == "none"
+    with ThreadPoolExecutor(max_workers=1) as pool:  # outside any function: the process's settings, as before
+        assert pool.submit(lambda: settings().pages_bucket).result() == "pages"
 
 
 def test_functions_invoked_at_once_keep_their_own_settings(router: FunctionRouter) -> None:

@@ -48,6 +48,40 @@ def hidden_variables(own: dict[str, set[str]]) -> dict[str, frozenset[str]]:
     return {function: frozenset(every - keys) for function, keys in own.items()}
 
 
+def carry_scope_into_pools() -> None:
+    """The work a handler hands to a ThreadPoolExecutor runs in the handler's function scope, and in nothing else
+    of its context.
+
+    Why: on Lambda a process is one function, so a pool thread reads that function's settings and acts under its
+    role. Here every function shares one process, and threads do not inherit context variables, so a pool
+    thread's calls were neither in the function's settings scope nor checked against its role (local/iam.py):
+    the SQS batches of the webhook split, DynamoDB batch writes, the import files' threads. Only the scope is
+    carried: a pool thread starts with an otherwise empty context, as on Lambda, so code that forgets to pass its
+    deadline or correlation id to its threads fails here as it would there. Idempotent."""
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    from efficy_sync.settings import function_scope
+
+    original = ThreadPoolExecutor.submit
+    if getattr(original, "carries_function_scope", False):
+        return
+
+    def submit(self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        scope = function_scope.get()
+        if scope is None:
+            return original(self, fn, *args, **kwargs)
+
+        def scoped() -> Any:
+            function_scope.set(scope)
+            return fn(*args, **kwargs)
+
+        return original(self, contextvars.Context().run, scoped)
+
+    submit.carries_function_scope = True  # type: ignore[attr-defined]
+    ThreadPoolExecutor.submit = submit  # type: ignore[method-assign]
+
+
 class FunctionRouter:
     """Function name or ARN or logical id -> the handler callable that template.yaml names."""
 

@@ -71,7 +71,7 @@ class LocalStack:
         # this process imports boto3, cfn-lint and the SAM translator (about 1 s), which then overlap with it.
         self.moto = MotoProcess(lambda_url=self.relay.url).launch()
         from .aws import client, deploy, package, reserve_port
-        from .lambdas import FunctionRouter
+        from .lambdas import FunctionRouter, carry_scope_into_pools
         from .template import SamTemplate
 
         # While moto's process starts and warms (moto_process.warm), this one transforms the template.
@@ -87,6 +87,7 @@ class LocalStack:
         self.stack = deploy(self.template, self.moto.endpoint, self.region, self.stack_name, packaged=packaged)
         self._function_environment()
         self.router = FunctionRouter(self.template.functions(), self.stack.functions, self.region, self._hidden)
+        carry_scope_into_pools()
         self._enforce_iam()
         self.relay.router = self.router
         self.sqs = client("sqs", self.moto.endpoint, self.region)
