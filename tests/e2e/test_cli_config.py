@@ -179,3 +179,24 @@ def test_validate_online_reports_what_does_not_exist(stack: Stack, tmp_path: Pat
     assert f"tags.queries[0].query: found {key + 1}" in out
     assert "efficy.webhook_secret_secret: found 'efficy-sync/cli-test-missing/webhook'" in out
     assert out.splitlines()[0] == f"{path}: 5 problems"
+
+
+def test_a_library_warning_goes_to_stderr_and_never_into_the_json_result(stack: Stack) -> None:
+    """A command's result is its stdout (`--output json`: one JSON document); the library's logs go to stderr.
+    The fault: an SSM path the stack may not write (AWS reserves the `aws` prefix), so sharing the APSIS token
+    fails and the client says so in a warning, then works with a token of its own."""
+    import subprocess
+    import sys
+
+    env = {**stack.env(), "APSIS_TOKEN_PARAMETER_PREFIX": "/aws/not-ours"}
+    result = subprocess.run(
+        [sys.executable, "-m", "efficy_sync_tools.cli", "reconcile", "demo", "--sample", "1", "--output", "json"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode in (0, 6), result.stderr
+    assert json.loads(result.stdout)["integration_id"] == "demo"
+    assert "APSIS token store" in result.stderr

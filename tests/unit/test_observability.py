@@ -188,6 +188,27 @@ def test_handler_metrics_include_api_calls(capsys: pytest.CaptureFixture[str], m
     assert blob["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "EfficySync"
 
 
+def test_an_invocation_that_counted_nothing_prints_nothing_and_warns_nothing(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """powertools warns "No application metrics to publish" on every such flush: noise in every log (and in
+    `make run`'s output) for a webhook answered 401 or a sweep with nothing to do."""
+    import warnings
+
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    meter.take()
+    metrics.clear_metrics()
+
+    @metrics.log_metrics
+    def handler(event: dict[str, Any], context: object) -> None:
+        return None
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would fail the call
+        handler({}, None)
+    assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+
+
 def test_add_api_call_metrics_moves_counts_once() -> None:
     class Sink:
         def __init__(self) -> None:

@@ -113,6 +113,8 @@ def apply_global_options(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # results on stdout, the library's logs on stderr (efficy_sync.observability reads this at import)
+    os.environ.setdefault("EFFICY_SYNC_LOG_STREAM", "stderr")
     parser = build_parser()
     args = parser.parse_args(argv)
     apply_global_options(args)

@@ -19,7 +19,9 @@ full-sync page always does, a real-time batch when all its changes belong to one
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import threading
 from collections import defaultdict
 from typing import Any
@@ -190,7 +192,8 @@ class _InvocationMetrics(AmazonCloudWatchEMFProvider):
     def flush_metrics(self, raise_on_empty_metrics: bool = False) -> None:
         api_counts = add_api_call_metrics(self)
         flush_integration_metrics(api_counts)
-        super().flush_metrics(raise_on_empty_metrics=raise_on_empty_metrics)
+        if self.metric_set or raise_on_empty_metrics:  # an invocation that counted nothing prints nothing (and
+            super().flush_metrics(raise_on_empty_metrics=raise_on_empty_metrics)  # no warning in every log)
         # powertools clears the set only when it prints it: with metrics disabled (the local stack, a test) a
         # warm process would keep every invocation's values and print them all once metrics are enabled.
         self.clear_metrics()
@@ -221,7 +224,13 @@ def add_api_call_metrics(target: Any) -> dict[str, int]:
     return added
 
 
-logger = Logger(service=SERVICE, logger_formatter=PiiSafeFormatter())
+def _log_stream() -> Any:
+    """stdout on Lambda (powertools' default); stderr where EFFICY_SYNC_LOG_STREAM says so: the CLI sets it, so
+    a warning from the library never lands in a command's result (`--output json` is a JSON document on stdout)."""
+    return sys.stderr if os.environ.get("EFFICY_SYNC_LOG_STREAM") == "stderr" else sys.stdout
+
+
+logger = Logger(service=SERVICE, logger_formatter=PiiSafeFormatter(), stream=_log_stream())
 _shared = Metrics(namespace=NAMESPACE, service=SERVICE)  # powertools keeps metric sets at class level
 metrics = Metrics(
     provider=_InvocationMetrics(
