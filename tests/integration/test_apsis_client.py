@@ -376,3 +376,21 @@ def test_an_import_that_does_not_finish_in_time(make_sim: Callable[..., ApsisSim
 def test_personal_data_is_masked_in_error_text() -> None:
     text = _redact("value jo.doe+x@example.com or +32 470 00 00 01 refused on 2024-05-01")
     assert "example.com" not in text and "470" not in text and "2024-05-01" in text
+
+
+def test_a_403_gets_a_new_token_at_most_once_a_minute(make_sim: Callable[..., ApsisSimulator]) -> None:
+    """APSIS answers 403 for a token it no longer takes and for an API client not allowed an endpoint. Refreshing
+    on each 403 of the second kind cost a token request per call, and the token endpoint allows 10 a minute."""
+    clock = ManualClock()
+    sim = make_sim()
+    sim.add_fault(path_regex="^/audience/sections$", status=403, count=20)
+    client = client_for(sim, clock=clock)
+    for _ in range(5):  # an API client without permission for the endpoint: every call refused
+        with pytest.raises(AuthError):
+            client.list_sections()
+    assert sim.calls()[TOKEN] == 2  # the first token, and one refresh in case it was the token
+    assert client.list_keyspaces()  # the token itself is good
+    clock.advance(61)
+    with pytest.raises(AuthError):
+        client.list_sections()
+    assert sim.calls()[TOKEN] == 3  # a minute later, a 403 may mean a revoked token again

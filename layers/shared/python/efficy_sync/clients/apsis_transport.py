@@ -38,6 +38,11 @@ JSON = "application/json"
 ACCEPT = "application/json, application/problem+json"
 MAX_BODY_BYTES = 100 * 1024  # documented request limit; checked here so a too-large body costs no call
 FALLBACK_TOKEN_LIFETIME = 300.0  # when a token carries neither `exp` nor `expires_in`
+#: a 403 gets a new token at most this often per client. APSIS answers 403 both for a token it no longer takes
+#: and for an API client without permission for the endpoint (contracts/apsis-one.md); refreshing on every 403
+#: of the second kind asked for a token per call (every tagged person, with a client not allowed to tag), and
+#: the token endpoint allows 10 a minute per account: its 429s then stalled every call of the container.
+FORBIDDEN_REFRESH_SECONDS = 60.0
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 _PHONE = re.compile(r"\+\d[\d ().-]{6,}\d|\b\d{9,}\b")
@@ -105,6 +110,7 @@ class ApsisTransport:
         self._token: _Token | None = None
         self._token_lock = threading.Lock()
         self._token_store = token_store
+        self._forbidden_refresh_at: float | None = None  # when a 403 last got a new token (self._clock)
         self._calls_lock = threading.Lock()
         #: HTTP calls made, by kind ("patch_attributes", "token", ...); the session's own retries are not
         #: counted here (the simulator's /_sim/calls sees those)
@@ -124,6 +130,15 @@ class ApsisTransport:
             if self._token is not None and self._token.value == used:
                 self._token = None
             self._store("discard", used)
+
+    def _may_refresh_on_forbidden(self) -> bool:
+        with self._token_lock:
+            now = self._clock()
+            last = self._forbidden_refresh_at
+            if last is not None and 0 <= now - last < FORBIDDEN_REFRESH_SECONDS:
+                return False  # a token this recent was refused too: the 403 is about permission, not the token
+            self._forbidden_refresh_at = now
+            return True
 
     def _shared_token(self) -> _Token | None:
         found = self._store("load")
@@ -180,11 +195,12 @@ class ApsisTransport:
         content_type: str = JSON,
         params: dict[str, Any] | None = None,
     ) -> requests.Response:
-        """One API call: authenticated, retried by the session, one token refresh on 401/403, typed on failure."""
+        """One API call: authenticated, retried by the session, one token refresh on 401 (on 403 at most once
+        a minute: FORBIDDEN_REFRESH_SECONDS), typed on failure."""
         data = self._encode(body) if body is not None else None
         token = self._access_token()
         response = self._send(kind, method, path, data, content_type, params, token=token)
-        if response.status_code in (401, 403):
+        if response.status_code == 401 or (response.status_code == 403 and self._may_refresh_on_forbidden()):
             self._forget_token(token)
             response = self._send(kind, method, path, data, content_type, params, token=self._access_token())
         if response.status_code >= 400:
