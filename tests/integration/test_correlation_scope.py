@@ -31,6 +31,9 @@ from tests.unit.test_deadline_wiring import Context, load  # noqa: F401 (load is
 def log(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
     stream = io.StringIO()
     monkeypatch.setattr(logger.registered_handler, "stream", stream)
+    # an API handler a test of this worker ran before may have left its request's id on the logger
+    # (inject_lambda_context sets it per invocation, and every API invocation has one): not ours to see here
+    logger.remove_keys(["correlation_id"])
     return stream
 
 
