@@ -7,10 +7,9 @@ property test a hundred times as long.
 from __future__ import annotations
 
 import pytest
-from efficy_sync_tools.local.iam import DENIED_MARK
 from hypothesis import settings
 
-from tests.support import Stack, start_stack, unique_key
+from tests.support import Stack, iam_refusals, start_stack, unique_key
 
 settings.register_profile("ci", max_examples=10, deadline=None)
 settings.register_profile("thorough", max_examples=1000, deadline=None)
@@ -66,7 +65,5 @@ def _no_call_iam_would_refuse(request: pytest.FixtureRequest) -> None:
     offsets = {path: path.stat().st_size for path in logs}
     yield
     for path, offset in offsets.items():
-        with path.open("rb") as log:
-            log.seek(offset)
-            denied = [line for line in log.read().decode(errors="replace").splitlines() if DENIED_MARK in line]
+        denied = iam_refusals(path, offset)
         assert not denied, "IAM would refuse on AWS what the local stack ran:\n" + "\n".join(denied[:5])

@@ -20,6 +20,7 @@ from typing import Any
 
 import boto3
 import requests
+from efficy_sync_tools.local.iam import DENIED_MARK
 from efficy_sync_tools.testing import wait_for  # noqa: F401  (tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -290,3 +291,10 @@ def create_template_table(logical_id: str, name: str, region: str | None = None)
 #: (POST .../profiles) or the one-call v1 attribute PATCH (apsis.create_with_attribute_patch); a fault that
 #: slows or fails "the creates" must match both, or it silently stops applying when the client changes
 APSIS_CREATES = r"(/sections/[^/]+/profiles|^/audience/keyspaces/[^/]+/profiles/[^/]+/sections/[^/]+/attributes)$"
+
+
+def iam_refusals(log_path: Path, offset: int) -> list[str]:
+    """The calls the local stack refused as IAM would (local/iam.py) logged after `offset` bytes of its log."""
+    with log_path.open("rb") as log:
+        log.seek(offset)
+        return [line for line in log.read().decode(errors="replace").splitlines() if DENIED_MARK in line]

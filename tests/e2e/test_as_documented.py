@@ -26,9 +26,8 @@ import pytest
 import requests
 import yaml
 from cfnlint.decode import cfn_yaml
-from efficy_sync_tools.local.iam import DENIED_MARK
 
-from tests.support import ROOT, wait_for
+from tests.support import ROOT, iam_refusals, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(240)]
 
@@ -151,9 +150,7 @@ def _no_call_iam_would_refuse(user: UserStack) -> Iterator[None]:
     log = user.home / "stack.log"
     offset = log.stat().st_size
     yield
-    with log.open("rb") as text:
-        text.seek(offset)
-        denied = [line for line in text.read().decode(errors="replace").splitlines() if DENIED_MARK in line]
+    denied = iam_refusals(log, offset)
     assert not denied, "IAM would refuse on AWS what the local stack ran:\n" + "\n".join(denied[:5])
 
 

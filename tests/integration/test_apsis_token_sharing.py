@@ -11,14 +11,11 @@ import pytest
 from efficy_sync import aws
 from efficy_sync.apsis_tokens import SsmTokenStore, parameter_name, token_store
 from efficy_sync.clients.apsis import ApsisClient
-from efficy_sync.clients.http import RetryPolicy
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 
-SECTION = "com.apsis1.sections.default"
-FIRSTNAME = "com.apsis1.attributes.firstname"
-TOKEN = "POST /oauth/token"
+from tests.integration.test_apsis_client import FAST, FIRSTNAME, SECTION, TOKEN
+
 PREFIX = "/efficy-sync/apsis-token"
-FAST = RetryPolicy(total=3, backoff_factor=0.01, backoff_jitter=0.01, connect_timeout=2, read_timeout=5)
 
 
 @pytest.fixture
