@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from efficy_sync.clients.apsis import ApsisClient
-    from efficy_sync.clients.apsis_transport import TokenStore
     from efficy_sync.clients.efficy import EfficyClient
     from efficy_sync.clients.http import RetryPolicy
     from efficy_sync.config import IntegrationConfig
@@ -274,6 +273,7 @@ def apsis_credentials(name: str) -> tuple[str, str]:
 def apsis_client(cfg: IntegrationConfig) -> ApsisClient:
     """The integration's APSIS One client (the shared factory: every setting of its config, the tags path
     included), with its OAuth client credentials from Secrets Manager."""
+    from efficy_sync.apsis_tokens import token_store
     from efficy_sync.clients.apsis import ApsisClient
 
     client_id, client_secret = apsis_credentials(cfg.apsis.credentials_secret)
@@ -289,9 +289,3 @@ def token_prefix() -> str:
         return os.environ.get("APSIS_TOKEN_PARAMETER_PREFIX") or stack_output("ApsisTokenParameterPrefix")
     except Exception:  # no stack, no permission: the command fetches a token of its own
         return ""
-
-
-def token_store(prefix: str, base_url: str, client_id: str) -> TokenStore | None:
-    from efficy_sync.apsis_tokens import token_store as shared
-
-    return shared(prefix, base_url, client_id)
