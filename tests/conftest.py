@@ -10,6 +10,7 @@ import pytest
 from hypothesis import settings
 
 from tests.support import Stack, iam_refusals, start_stack, unique_key
+from tests.user_stack import UserStack, start_user_stack
 
 settings.register_profile("ci", max_examples=10, deadline=None)
 settings.register_profile("thorough", max_examples=1000, deadline=None)
@@ -43,6 +44,15 @@ def loud_stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
     running.stop()
 
 
+@pytest.fixture(scope="session")
+def user(tmp_path_factory: pytest.TempPathFactory) -> UserStack:
+    """The stack a user starts as the README says, used only through the README's environment (tests/user_stack.py).
+    Session-scoped: a worker starts it at most once for every module that uses it (it was once per module)."""
+    running = start_user_stack(tmp_path_factory.mktemp("home"))
+    yield running
+    running.stop()
+
+
 @pytest.fixture
 def key() -> int:
     """A person key of this test's own (one stack is shared by the tests of a worker)."""
@@ -60,8 +70,9 @@ def _no_leftover_faults(request: pytest.FixtureRequest) -> None:
 def _no_call_iam_would_refuse(request: pytest.FixtureRequest) -> None:
     """The local stack refuses a function's AWS call its role does not allow, as AWS does (local/iam.py), and
     logs it. Code that turns an error into a warning would hide that, so a test fails on any refusal logged in
-    its stack's log while it ran."""
-    logs = [request.getfixturevalue(name).log_path for name in ("stack", "loud_stack") if name in request.fixturenames]
+    its stack's log while it ran (the shared stacks' and the README-started one's)."""
+    names = ("stack", "loud_stack", "user")
+    logs = [request.getfixturevalue(name).log_path for name in names if name in request.fixturenames]
     offsets = {path: path.stat().st_size for path in logs}
     yield
     for path, offset in offsets.items():

@@ -4,161 +4,28 @@ dummy credentials). No table, queue or state-machine name is passed: the CLI mus
 stack, as it does on AWS. Where a test here needs a name a user would not have, the README or the product
 is wrong.
 
-One stack for the module, started the way the README says; each test works on persons and integrations of
-its own, so the order of the tests does not matter.
+One stack per test worker, started the way the README says (`user`: tests/conftest.py, tests/user_stack.py);
+each test works on persons and integrations of its own, so the order of the tests does not matter.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-import requests
 import yaml
 from cfnlint.decode import cfn_yaml
 
-from tests.support import ROOT, iam_refusals, wait_for
+from tests.support import ROOT, wait_for
+from tests.user_stack import UserStack, seed
 
-pytestmark = [pytest.mark.stack, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(240), pytest.mark.xdist_group("user_stack")]
 
-BIN = Path(sys.executable).parent
 TEMPLATE = ROOT / "template.yaml"
-
-
-class UserStack:
-    """The local stack as a user sees it: the ready file, and a shell with the README's environment only."""
-
-    def __init__(self, ready_file: Path, ready: dict[str, Any], process: subprocess.Popen, home: Path) -> None:
-        self.ready_file = ready_file
-        self.ready = ready
-        self.process = process
-        self.home = home
-        self.http = requests.Session()
-
-    def env(self) -> dict[str, str]:
-        """README, "Quick start": AWS_ENDPOINT_URL=<aws_endpoint> AWS_REGION=<region>, dummy credentials."""
-        return {
-            "PATH": f"{BIN}{os.pathsep}/usr/bin{os.pathsep}/bin",
-            "HOME": str(self.home),
-            "AWS_ENDPOINT_URL": self.ready["aws_endpoint"],
-            "AWS_REGION": self.ready["region"],
-            "AWS_ACCESS_KEY_ID": "dummy",
-            "AWS_SECRET_ACCESS_KEY": "dummy",
-        }
-
-    def cli(self, *args: str, expect: int | None = 0, timeout: float = 120) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            ["efficy-sync", *args],
-            env=self.env(),
-            cwd=self.home,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if expect is not None and result.returncode != expect:
-            raise AssertionError(
-                f"efficy-sync {' '.join(args)} exited {result.returncode}, not {expect}:\n"
-                f"{result.stdout}\n{result.stderr}"
-            )
-        return result
-
-    def json(self, *args: str, expect: int | None = 0) -> Any:
-        return json.loads(self.cli(*args, "--output", "json", expect=expect).stdout)
-
-    def aws(self, service: str) -> Any:
-        """What `aws <service> ...` would use in the same shell: the endpoint, region and credentials only."""
-        env = self.env()
-        return boto3.session.Session(
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-            region_name=env["AWS_REGION"],
-        ).client(service, endpoint_url=env["AWS_ENDPOINT_URL"])
-
-    def outputs(self) -> dict[str, str]:
-        stack = self.aws("cloudformation").describe_stacks(StackName="efficy-sync")["Stacks"][0]
-        return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
-
-    def profile(self, key: int) -> dict[str, Any] | None:
-        r = self.http.get(f"{self.ready['apsis_url']}/_sim/profiles/com.apsis1.keyspaces.crm-id/{key}", timeout=10)
-        return r.json() if r.status_code == 200 else None
-
-    def own_integration(self, workdir: Path, **changes: Any) -> str:
-        """README: a config of one's own may reuse the demo's secrets (the same simulators)."""
-        shown = yaml.safe_load(self.cli("config", "show", "demo").stdout)
-        integration_id = f"doc-{uuid.uuid4().hex[:8]}"
-        shown.update(integration_id=integration_id, **changes)
-        path = workdir / f"{integration_id}.yaml"
-        path.write_text(yaml.safe_dump(shown, sort_keys=False))
-        self.cli("config", "apply", str(path))
-        return integration_id
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserStack]:
-    """README: `.venv/bin/efficy-sync local up --ready-file .ready.json`, kept running."""
-    home = tmp_path_factory.mktemp("home")
-    ready_file = home / ".ready.json"
-    log = (home / "stack.log").open("w")
-    stack_env = {
-        "PATH": f"{BIN}{os.pathsep}/usr/bin{os.pathsep}/bin",
-        "HOME": str(home),
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
-        "POWERTOOLS_METRICS_DISABLED": "true",
-        "PYTHONWARNINGS": "ignore",
-    }
-    process = subprocess.Popen(
-        ["efficy-sync", "local", "up", "--quiet", "--ready-file", str(ready_file)],
-        cwd=ROOT,
-        env=stack_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 120
-    while not ready_file.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"local stack did not start:\n{(home / 'stack.log').read_text()[-4000:]}")
-        time.sleep(0.2)
-    running = UserStack(ready_file, json.loads(ready_file.read_text()), process, home)
-    yield running
-    running.stop()
-
-
-@pytest.fixture(autouse=True)
-def _no_call_iam_would_refuse(user: UserStack) -> Iterator[None]:
-    """As tests/conftest.py does for the shared stacks: a function's call its role does not allow fails the test."""
-    log = user.home / "stack.log"
-    offset = log.stat().st_size
-    yield
-    denied = iam_refusals(log, offset)
-    assert not denied, "IAM would refuse on AWS what the local stack ran:\n" + "\n".join(denied[:5])
-
-
-def seed(user: UserStack, n: int, *flags: str) -> tuple[int, int]:
-    """README: `efficy-sync local seed N`; returns the first and last key created."""
-    created = user.json("local", "seed", str(n), "--ready-file", str(user.ready_file), *flags)
-    assert created["created"] == n
-    return created["first_key"], created["last_key"]
 
 
 # ---- the stack is named as template.yaml names it ----------------------------------------------------------

@@ -1,7 +1,7 @@
 """Issue 15's blast-radius breaker on the local stack, driven as an admin would: the CLI, the simulators.
 
-A stack of this module's own prints the handlers' EMF metrics (the shared stack keeps them off), so the tests
-can see the alarm's metric. Each test has its own integration and simulators (test_full_sync.make_crm), so
+The tests run on the loud stack (tests/conftest.py: the handlers' EMF metrics printed, which the shared stack
+keeps off), so they can see the alarm's metric; a metric counts only when logged during the test. Each test has its own integration and simulators (test_full_sync.make_crm), so
 the APSIS call counts asserted here are this test's alone.
 """
 
@@ -16,25 +16,16 @@ import pytest
 import yaml
 
 from tests.e2e.test_full_sync import NEWS, Crm, make_crm
-from tests.support import Stack, start_stack, wait_for
+from tests.support import Stack, wait_for
 
-pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(300), pytest.mark.xdist_group("loud_stack")]
 
 EXIT_HALTED = 5
 CONSENT_ROUTE = "consents"  # part of the APSIS consent routes' templates
 
 
-@pytest.fixture(scope="module")
-def metered_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = start_stack(
-        tmp_path_factory.mktemp("breaker-stack"), env={"POWERTOOLS_METRICS_DISABLED": "false"}, quiet=False
-    )
-    yield running
-    running.stop()
-
-
 @pytest.fixture
-def crms(metered_stack: Stack, tmp_path: Path) -> Iterator[list[Crm]]:
+def crms(loud_stack: Stack, tmp_path: Path) -> Iterator[list[Crm]]:
     made: list[Crm] = []
     yield made
     for crm in made:
@@ -102,8 +93,13 @@ def held_keys(crm: Crm) -> int:
     )["Count"]
 
 
-def metric_emitted(stack: Stack, name: str) -> bool:
-    for raw in stack.log_path.read_text().splitlines():
+def metric_emitted(stack: Stack, name: str, since: int) -> bool:
+    """Whether the handlers printed the EMF metric `name` after `since` bytes of the stack's log (the loud stack
+    is shared: an earlier test's metric does not count)."""
+    with stack.log_path.open("rb") as log:
+        log.seek(since)
+        text = log.read().decode(errors="replace")
+    for raw in text.splitlines():
         if raw.startswith("{") and f'"{name}"' in raw:
             try:
                 line = json.loads(raw)
@@ -115,9 +111,10 @@ def metric_emitted(stack: Stack, name: str) -> bool:
 
 
 def test_a_mapping_change_that_would_opt_out_40_percent_halts_before_any_opt_out_then_allow_removals_sends_them(
-    metered_stack: Stack, crms: list[Crm], tmp_path: Path
+    loud_stack: Stack, crms: list[Crm], tmp_path: Path
 ) -> None:
-    crm = new_crm(metered_stack, tmp_path, crms)
+    since = loud_stack.log_path.stat().st_size
+    crm = new_crm(loud_stack, tmp_path, crms)
     crm.seed(members(50, also=30), vip={1, 2})
     first = crm.cli("start", crm.integration_id, "--follow")
     assert first.returncode == 0, first.stdout + first.stderr
@@ -154,7 +151,7 @@ def test_a_mapping_change_that_would_opt_out_40_percent_halts_before_any_opt_out
     assert crm.lock_status() == "released"  # real time goes on
     listing = crm.cli("list", crm.integration_id)
     assert "HALTED" in listing.stdout
-    wait_for("the FullSyncHalted metric", lambda: metric_emitted(metered_stack, "FullSyncHalted"))
+    wait_for("the FullSyncHalted metric", lambda: metric_emitted(loud_stack, "FullSyncHalted", since))
 
     allowed = crm.cli("start", crm.integration_id, "--allow-removals", "--follow")
 
@@ -167,9 +164,10 @@ def test_a_mapping_change_that_would_opt_out_40_percent_halts_before_any_opt_out
 
 
 def test_a_real_time_burst_of_removals_is_held_and_alarmed_while_an_apsis_unsubscribe_is_still_written_back(
-    metered_stack: Stack, crms: list[Crm], tmp_path: Path
+    loud_stack: Stack, crms: list[Crm], tmp_path: Path
 ) -> None:
-    crm = new_crm(metered_stack, tmp_path, crms, max_removal_percent=5, min_removals=3, window_minutes=60)
+    since = loud_stack.log_path.stat().st_size
+    crm = new_crm(loud_stack, tmp_path, crms, max_removal_percent=5, min_removals=3, window_minutes=60)
     crm.seed(members(20, also=0), vip=set())
     first = crm.cli("start", crm.integration_id, "--follow")
     assert first.returncode == 0, first.stdout + first.stderr  # also records the base: 20 profiles
@@ -188,7 +186,7 @@ def test_a_real_time_burst_of_removals_is_held_and_alarmed_while_an_apsis_unsubs
     wait_for("four persons' removals held", lambda: held_keys(crm) == 4, timeout=60)
     opted_out = {k for k, kind in news_consents(crm).items() if kind == "opt-out"}
     assert len(opted_out) == 2 and opted_out <= {str(k) for k in range(1, 7)}
-    wait_for("the alarm's metric", lambda: metric_emitted(metered_stack, "RemovalBreakerTripped"))
+    wait_for("the alarm's metric", lambda: metric_emitted(loud_stack, "RemovalBreakerTripped", since))
     status = crm.cli("status", crm.integration_id)
     assert "removals held by the blast-radius breaker: 4 person(s)" in status.stdout
     assert f"full-sync start {crm.integration_id} --allow-removals" in status.stdout

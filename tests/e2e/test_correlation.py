@@ -1,6 +1,6 @@
 """Issue 14.1 (must show): one webhook followed on the local stack by its correlation id.
 
-A stack of this module's own keeps the handlers' INFO logs and logs every incoming event (so the SQS record the
+It runs on the loud stack (tests/conftest.py), which keeps the handlers' logs and logs every incoming event (so the SQS record the
 worker received, with its message attributes, is in the log). Two persons arrive in one webhook: each change
 gets its own id, `<request id>/<n>`, found in the ingest's line for it, the SQS message attribute, the worker's
 lines about that person and the person's stored outcome; the other person's id appears on none of them.
@@ -15,23 +15,18 @@ from typing import Any
 import pytest
 from efficy_sync.pii import hash_key
 
-from tests.support import Stack, person, start_stack, unique_key, wait_for
+from tests.support import Stack, person, unique_key, wait_for
+
+pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("loud_stack")]
 
 
-@pytest.fixture(scope="module")
-def logged_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = start_stack(
-        tmp_path_factory.mktemp("correlation-stack"),
-        env={"POWERTOOLS_LOG_LEVEL": "INFO", "POWERTOOLS_LOGGER_LOG_EVENT": "true"},
-        quiet=False,
-    )
-    yield running
-    running.stop()
-
-
-def _log(stack: Stack) -> list[dict[str, Any]]:
+def _log(stack: Stack, since: int) -> list[dict[str, Any]]:
+    """The JSON lines the stack logged after `since` bytes (the loud stack is shared by other tests)."""
+    with stack.log_path.open("rb") as log:
+        log.seek(since)
+        text = log.read().decode(errors="replace")
     lines = []
-    for raw in stack.log_path.read_text().splitlines():
+    for raw in text.splitlines():
         if raw.startswith("{"):
             try:
                 lines.append(json.loads(raw))
@@ -54,8 +49,9 @@ def _sqs_records(lines: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
                     yield record
 
 
-def test_one_webhook_is_followed_by_its_correlation_id(logged_stack: Stack) -> None:
-    stack = logged_stack
+def test_one_webhook_is_followed_by_its_correlation_id(loud_stack: Stack) -> None:
+    stack = loud_stack
+    since = stack.log_path.stat().st_size
     first, second = unique_key(), unique_key()
     stack.seed([person(first), person(second)])
     records = [
@@ -68,12 +64,12 @@ def test_one_webhook_is_followed_by_its_correlation_id(logged_stack: Stack) -> N
     def applied(key: int) -> list[dict[str, Any]]:
         return [
             line
-            for line in _log(stack)
+            for line in _log(stack, since)
             if line.get("message") == "person applied" and line.get("person") == hash_key(key)
         ]
 
     wait_for("the worker's lines", lambda: applied(first) and applied(second), timeout=15)
-    lines = _log(stack)
+    lines = _log(stack, since)
     queued = {line["person"]: line["correlation_id"] for line in lines if line.get("message") == "change queued"}
     ids = {key: queued[hash_key(key)] for key in (first, second)}
     requests = {cid.rsplit("/", 1)[0] for cid in ids.values()}

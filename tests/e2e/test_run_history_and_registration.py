@@ -1,7 +1,7 @@
 """Run history (issue 14.5) and the webhook registration help (issue 16.5), run as a user runs them.
 
-On a stack of this module's own, started as the README says (`local up --ready-file`), the CLI runs as a
-subprocess with ONLY the README's environment (see test_as_documented.py, whose fixture this reuses).
+On the stack a user starts as the README says (`local up --ready-file`; `user` in tests/conftest.py), the CLI
+runs as a subprocess with ONLY the README's environment (as in test_as_documented.py).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.test_as_documented import UserStack, seed, user  # noqa: F401  (user: the module's stack)
 from tests.support import wait_for
+from tests.user_stack import UserStack, seed
 
-pytestmark = [pytest.mark.stack, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(240), pytest.mark.xdist_group("user_stack")]
 
 
 # ---- 14.5: run history ---------------------------------------------------------------------------------------
