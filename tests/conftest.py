@@ -27,10 +27,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
 @pytest.fixture(scope="session")
 def loud_stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
     """A second stack with the handlers' logs on (DEBUG, every incoming event logged, EMF metrics printed) in
-    `Stack.log_path`, for the tests that search the logs. Session-scoped: a worker starts it at most once (it
-    was once per module). Its modules share the xdist group "loud_stack" so that `--dist loadgroup` (make
-    test) runs them on one worker; with pytest 9.2 that grouping is silently lost (pytest-xdist issue 1386,
-    fix pending), and each worker that gets one of them starts its own, as before."""
+    `Stack.log_path`, for the tests that search the logs. Session-scoped, and its modules share the xdist group
+    "loud_stack", so that `--dist loadgroup` (make test) runs them on one worker and one stack serves them all.
+    pytest is pinned below 9.2, which silently drops that grouping (pytest-xdist issue 1386, open):
+    tests/unit/test_harness.py fails if the grouping is lost again."""
     running = start_stack(
         tmp_path_factory.mktemp("loud-stack"),
         env={
@@ -47,7 +47,8 @@ def loud_stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
 @pytest.fixture(scope="session")
 def user(tmp_path_factory: pytest.TempPathFactory) -> UserStack:
     """The stack a user starts as the README says, used only through the README's environment (tests/user_stack.py).
-    Session-scoped: a worker starts it at most once for every module that uses it (it was once per module)."""
+    Session-scoped, and its modules share the xdist group "user_stack": one stack for all of them (it was one per
+    module and worker)."""
     running = start_user_stack(tmp_path_factory.mktemp("home"))
     yield running
     running.stop()
