@@ -4,12 +4,17 @@ to the APSIS simulator, SSM in moto."""
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import requests
 from efficy_sync import aws
 from efficy_sync.apsis_tokens import SsmTokenStore, parameter_name, token_store
+from efficy_sync.clients import apsis_transport
 from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 
@@ -119,7 +124,7 @@ class _FailingStore:
         self.attempts += 1
         raise RuntimeError("AccessDeniedException")
 
-    load = save = discard = _fail
+    load = save = discard = claim = release = _fail
 
 
 def test_a_failing_store_costs_a_token_request_never_the_call(
@@ -129,7 +134,7 @@ def test_a_failing_store_costs_a_token_request_never_the_call(
     client = container(store=store)
     client.upsert_attributes("1", {FIRSTNAME: "Ann"})
     client.upsert_attributes("2", {FIRSTNAME: "Bob"})
-    assert _tokens(sim) == 1 and store.attempts == 2  # load, then save; the client keeps its token
+    assert _tokens(sim) == 1 and store.attempts == 3  # load, claim, then save; the client keeps its token
     assert {"1", "2"} <= {p["key"] for p in sim.profiles()}
 
 
@@ -137,3 +142,142 @@ def test_no_prefix_no_store() -> None:
     assert token_store("", "https://api.apsis.one", "id") is None
     assert token_store("/", "https://api.apsis.one", "id") is None
     assert isinstance(token_store("/s/apsis-token", "https://api.apsis.one", "id"), SsmTokenStore)
+
+
+# ---- one client at a time asks APSIS for a new token (the refresh lease) -------------------------------------
+
+
+@pytest.fixture
+def atomic_ssm_puts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SSM creates a parameter only if absent, atomically (PutParameter without Overwrite); moto's check and
+    insert can interleave between threads, which AWS's cannot. The lease's tests need AWS's behaviour."""
+    from moto.ssm.models import SimpleSystemManagerBackend
+
+    lock = threading.Lock()
+    original = SimpleSystemManagerBackend.put_parameter
+
+    def put_parameter(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SimpleSystemManagerBackend, "put_parameter", put_parameter)
+
+
+class _NoLease(SsmTokenStore):
+    """The store as it was before the lease: every client may ask APSIS."""
+
+    def claim(self, seconds: float) -> bool:
+        return True
+
+    def release(self) -> None:
+        return None
+
+
+def _start_together(sim: ApsisSimulator, build: Callable[[], ApsisClient], n: int) -> list[BaseException]:
+    """`n` containers built and calling APSIS at the same moment; the errors they met."""
+    barrier = threading.Barrier(n)
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        client = build()
+        barrier.wait()
+        try:
+            client.list_sections()
+        except BaseException as exc:  # reported to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return errors
+
+
+def test_containers_starting_together_ask_apsis_for_one_token(
+    sim: ApsisSimulator, container: Callable[..., ApsisClient], atomic_ssm_puts: None
+) -> None:
+    """A full sync's pages start together, and every container reaches the shared token's refresh time at once:
+    one asks APSIS (10 token requests a minute per account), the others wait for its token."""
+    sim.add_fault(path_regex=r"^/oauth/token$", delay_ms=400)  # a token takes a while: all eight find none
+    assert _start_together(sim, container, 8) == []
+    assert _tokens(sim) == 1
+    assert SsmTokenStore(PREFIX, sim.url, sim.client_id).load() is not None
+    lease = parameter_name(PREFIX, sim.url, sim.client_id) + "-refresh"
+    with pytest.raises(aws.client("ssm").exceptions.ParameterNotFound):
+        aws.client("ssm").get_parameter(Name=lease)  # released by its holder
+
+    # the same start without the lease: each container asks APSIS for a token of its own
+    aws.client("ssm").delete_parameter(Name=parameter_name(PREFIX, sim.url, sim.client_id))
+    before = _tokens(sim)
+    no_lease = lambda: container(store=_NoLease(PREFIX, sim.url, sim.client_id))  # noqa: E731
+    assert _start_together(sim, no_lease, 8) == []
+    assert _tokens(sim) - before == 8
+
+
+def _hand_fetched_token(sim: ApsisSimulator) -> str:
+    body = {"grant_type": "client_credentials", "client_id": sim.client_id, "client_secret": sim.client_secret}
+    return str(requests.post(f"{sim.url}/oauth/token", json=body, timeout=10).json()["access_token"])
+
+
+class _Refused(SsmTokenStore):
+    """The store, telling the test when its client found the lease held (and started waiting)."""
+
+    refused = threading.Event()
+
+    def claim(self, seconds: float) -> bool:
+        taken = super().claim(seconds)
+        if not taken:
+            self.refused.set()
+        return taken
+
+
+def test_a_client_waits_for_the_token_the_lease_holder_saves(
+    sim: ApsisSimulator, container: Callable[..., ApsisClient], atomic_ssm_puts: None
+) -> None:
+    holder = SsmTokenStore(PREFIX, sim.url, sim.client_id)
+    assert holder.claim(60) is True
+    store = _Refused(PREFIX, sim.url, sim.client_id)
+    store.refused.clear()
+    waiting = threading.Thread(target=lambda: container(store=store).list_sections())
+    waiting.start()
+    assert store.refused.wait(timeout=10)  # the client found the lease held: it waits for the holder's token
+    holder.save(_hand_fetched_token(sim), time.time() + 3600)
+    holder.release()
+    waiting.join(timeout=30)
+    assert not waiting.is_alive()
+    assert _tokens(sim) == 1  # the holder's: the waiting client asked for none
+
+
+def test_a_lease_whose_holder_never_saves_costs_a_wait_then_a_token_of_ones_own(
+    sim: ApsisSimulator,
+    container: Callable[..., ApsisClient],
+    atomic_ssm_puts: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(apsis_transport, "TOKEN_WAIT_SECONDS", 1.0)
+    assert SsmTokenStore(PREFIX, sim.url, sim.client_id).claim(60) is True  # and the holder is never heard of again
+    container().upsert_attributes("1", {FIRSTNAME: "Ann"})
+    assert _tokens(sim) == 1
+    assert "1" in {p["key"] for p in sim.profiles()}
+
+
+def test_a_lapsed_lease_is_taken_over_at_once(
+    sim: ApsisSimulator,
+    container: Callable[..., ApsisClient],
+    atomic_ssm_puts: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lease = parameter_name(PREFIX, sim.url, sim.client_id) + "-refresh"
+    aws.client("ssm").put_parameter(Name=lease, Value=json.dumps({"until": time.time() - 1}), Type="String")
+    waits: list[int] = []
+    original = apsis_transport.ApsisTransport._wait_for_shared
+    monkeypatch.setattr(
+        apsis_transport.ApsisTransport, "_wait_for_shared", lambda self: waits.append(1) or original(self)
+    )
+    container().list_sections()
+    assert _tokens(sim) == 1 and waits == []  # no wait for a holder long gone
+    with pytest.raises(aws.client("ssm").exceptions.ParameterNotFound):
+        aws.client("ssm").get_parameter(Name=lease)
+    aws.client("ssm").put_parameter(Name=lease, Value="not json", Type="String", Overwrite=True)
+    assert SsmTokenStore(PREFIX, sim.url, sim.client_id).claim(60) is True  # an unreadable lease has lapsed

@@ -13,14 +13,21 @@ the API's base URL and client id: integrations sharing an API client share its t
 a new one. The value never reaches a log or an error message.
 
 A failing store (no permission, throttled, a value too large) never fails a call: the client fetches a token of
-its own, as before (ApsisTransport._store). Two containers that start together may both fetch one; the limit
-allows that, and the last one saved is the one the next containers use.
+its own, as before (ApsisTransport._store).
+
+One client at a time asks APSIS for a new token (ApsisTransport._refresh_shared): the refresh lease is a second
+parameter, `<token's name>-refresh`, created only if absent (PutParameter without Overwrite is SSM's only
+conditional write); the others wait for the token its holder saves. A lease whose holder died lapses after its
+time (it holds its end and a nonce, nothing secret): the next client deletes it and takes a new one. Two clients
+that find the same lapsed lease may both end up fetching: bounded, and rare.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import secrets
+import time
 from typing import Any
 
 from .aws import client
@@ -37,9 +44,11 @@ class SsmTokenStore:
 
     def __init__(self, prefix: str, base_url: str, client_id: str) -> None:
         self.name = parameter_name(prefix, base_url, client_id)
+        self.lease_name = f"{self.name}-refresh"
+        self._lease: str | None = None  # the value of the lease this store's client holds
 
     def load(self) -> tuple[str, float] | None:
-        answer = self._get()
+        answer = self._get(self.name)
         if answer is None:
             return None
         try:
@@ -63,19 +72,56 @@ class SsmTokenStore:
         found = self.load()
         if found is None or found[0] != token:
             return
-        try:
-            client("ssm").delete_parameter(Name=self.name)
-        except Exception as exc:
-            if _code(exc) != "ParameterNotFound":
-                raise
+        self._delete(self.name)
 
-    def _get(self) -> str | None:
+    def claim(self, seconds: float) -> bool:
+        now = time.time()
+        lease = json.dumps({"until": now + seconds, "nonce": secrets.token_hex(8)})
+        for _ in range(2):  # a lapsed lease is deleted once, then taken
+            try:
+                client("ssm").put_parameter(
+                    Name=self.lease_name, Value=lease, Type="String", Overwrite=False, Tier="Standard"
+                )
+            except Exception as exc:
+                if _code(exc) != "ParameterAlreadyExists":
+                    raise
+            else:
+                self._lease = lease
+                return True
+            held = self._get(self.lease_name)
+            if held is not None and _until(held) > now:
+                return False
+            self._delete(self.lease_name)  # lapsed: its holder died mid-fetch (or it was released meanwhile)
+        return False
+
+    def release(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None and self._get(self.lease_name) == lease:
+            self._delete(self.lease_name)
+
+    def _get(self, name: str) -> str | None:
         try:
-            return str(client("ssm").get_parameter(Name=self.name, WithDecryption=True)["Parameter"]["Value"])
+            return str(client("ssm").get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
         except Exception as exc:
             if _code(exc) == "ParameterNotFound":
                 return None
             raise
+
+    @staticmethod
+    def _delete(name: str) -> None:
+        try:
+            client("ssm").delete_parameter(Name=name)
+        except Exception as exc:
+            if _code(exc) != "ParameterNotFound":
+                raise
+
+
+def _until(lease: str) -> float:
+    """When a lease lapses; an unreadable one has lapsed."""
+    try:
+        return float(json.loads(lease)["until"])
+    except (ValueError, KeyError, TypeError):
+        return 0.0
 
 
 def _code(exc: Exception) -> str:

@@ -43,6 +43,11 @@ FALLBACK_TOKEN_LIFETIME = 300.0  # when a token carries neither `exp` nor `expir
 #: of the second kind asked for a token per call (every tagged person, with a client not allowed to tag), and
 #: the token endpoint allows 10 a minute per account: its 429s then stalled every call of the container.
 FORBIDDEN_REFRESH_SECONDS = 60.0
+#: with a token store, one client of an API client asks APSIS for a new token at a time (the refresh lease); the
+#: lease lapses after this long if its holder dies mid-fetch (a fetch backed off by 429s can take half a minute)
+TOKEN_LEASE_SECONDS = 60.0
+#: how long a client waits for the token the lease's holder is fetching before it asks APSIS itself
+TOKEN_WAIT_SECONDS = 10.0
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 _PHONE = re.compile(r"\+\d[\d ().-]{6,}\d|\b\d{9,}\b")
@@ -84,6 +89,15 @@ class TokenStore(Protocol):
         """APSIS refused `token`: forget it, unless another client has saved a newer one meanwhile."""
         ...
 
+    def claim(self, seconds: float) -> bool:
+        """Takes the refresh lease for `seconds`: True when this client may ask APSIS for a token, False while
+        another client holds a lease that has not lapsed."""
+        ...
+
+    def release(self) -> None:
+        """Gives back a lease `claim` took (a lapsed one another client took since is left alone)."""
+        ...
+
 
 class ApsisTransport:
     """Authenticated, retried, typed HTTP calls to one APSIS One account (one set of client credentials)."""
@@ -122,7 +136,7 @@ class ApsisTransport:
         store, a token another client saved is used before a new one is asked for, and a new one is saved."""
         with self._token_lock:
             if self._token is None or self._clock() >= self._token.refresh_at:
-                self._token = self._shared_token() or self._fetch_and_share()
+                self._token = self._shared_token() or self._refresh_shared()
             return self._token.value
 
     def _forget_token(self, used: str) -> None:
@@ -146,6 +160,38 @@ class ApsisTransport:
             return None
         value, refresh_at = found
         return _Token(value=value, refresh_at=refresh_at) if self._clock() < refresh_at else None
+
+    def _refresh_shared(self) -> _Token:
+        """A new token, asked for by one client of the API client at a time; the others wait for it.
+
+        Why: the clients share one token, so they all reach its refresh time (or its 401) together, and a full
+        sync's pages start together; each asking APSIS (10 token requests a minute per account) sent the
+        eleventh into 429 back-off for up to half a minute. A client that cannot take the lease waits up to
+        TOKEN_WAIT_SECONDS for the holder's token, then asks for one of its own (a holder that died, a store
+        that fails: as without a store, never worse)."""
+        claimed = self._store("claim", TOKEN_LEASE_SECONDS)
+        if claimed is False:
+            shared = self._wait_for_shared()
+            if shared is not None:
+                return shared
+        try:
+            return self._fetch_and_share()
+        finally:
+            if claimed:
+                self._store("release")
+
+    def _wait_for_shared(self) -> _Token | None:
+        """The token another client is fetching, read from the store at growing intervals (a fetch takes well
+        under a second; SSM's read rate is shared by the account), or None after TOKEN_WAIT_SECONDS."""
+        deadline = time.monotonic() + TOKEN_WAIT_SECONDS
+        pause = 0.25
+        while time.monotonic() + pause < deadline:
+            time.sleep(pause)
+            shared = self._shared_token()
+            if shared is not None:
+                return shared
+            pause = min(pause * 1.5, 2.0)
+        return None
 
     def _fetch_and_share(self) -> _Token:
         token = self._fetch_token()
