@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import boto3
 import requests
 import yaml
 
-from tests.support import ROOT
+from tests.support import ROOT, stop_process
 
 BIN = Path(sys.executable).parent
 
@@ -97,13 +96,7 @@ class UserStack:
         return integration_id
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
 
 
 def start_user_stack(home: Path, timeout: float = 120.0) -> UserStack:

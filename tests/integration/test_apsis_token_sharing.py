@@ -281,3 +281,16 @@ def test_a_lapsed_lease_is_taken_over_at_once(
         aws.client("ssm").get_parameter(Name=lease)
     aws.client("ssm").put_parameter(Name=lease, Value="not json", Type="String", Overwrite=True)
     assert SsmTokenStore(PREFIX, sim.url, sim.client_id).claim(60) is True  # an unreadable lease has lapsed
+
+
+def test_a_client_near_its_invocation_s_deadline_does_not_wait_for_the_holder(
+    sim: ApsisSimulator, container: Callable[..., ApsisClient], atomic_ssm_puts: None
+) -> None:
+    from efficy_sync.clients.http import deadline
+
+    assert SsmTokenStore(PREFIX, sim.url, sim.client_id).claim(60) is True  # held by a client still fetching
+    store = _Refused(PREFIX, sim.url, sim.client_id)
+    store.refused.clear()
+    with deadline(3.0):  # 3 s left: waiting up to 10 s for the holder would leave none for the call
+        container(store=store).list_sections()
+    assert store.refused.is_set() and _tokens(sim) == 1  # found the lease held, and asked for its own in time

@@ -27,7 +27,7 @@ from efficy_sync.clients.errors import (
     PayloadTooLarge,
     error_class_for,
 )
-from efficy_sync.clients.http import RetryPolicy, build_session, check_time
+from efficy_sync.clients.http import MIN_CALL_SECONDS, RetryPolicy, build_session, check_time, time_left
 from efficy_sync.clients.meter import meter
 from efficy_sync.observability import logger  # the PII-scrubbing logger: one logging path
 
@@ -182,8 +182,13 @@ class ApsisTransport:
 
     def _wait_for_shared(self) -> _Token | None:
         """The token another client is fetching, read from the store at growing intervals (a fetch takes well
-        under a second; SSM's read rate is shared by the account), or None after TOKEN_WAIT_SECONDS."""
-        deadline = time.monotonic() + TOKEN_WAIT_SECONDS
+        under a second; SSM's read rate is shared by the account), or None after TOKEN_WAIT_SECONDS, or sooner
+        when the invocation's deadline would leave too little time for the call itself."""
+        wait = TOKEN_WAIT_SECONDS
+        left = time_left()
+        if left is not None:
+            wait = min(wait, left - 2 * MIN_CALL_SECONDS)
+        deadline = time.monotonic() + wait
         pause = 0.25
         while time.monotonic() + pause < deadline:
             time.sleep(pause)
