@@ -150,3 +150,64 @@ def test_concurrent_transactions_and_puts_neither_fail_nor_lose_writes(ddb: Any)
     lost = [w for w in written if "Item" not in client.get_item(TableName=TABLE, Key=_item(f"w{w[0]}", str(w[1])))]
     assert not lost, f"{len(lost)} of {len(written)} successful PutItems were lost (a rollback restored an old copy)"
     assert len(written) == 120
+
+
+@pytest.fixture
+def ssm(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    monkeypatch.setenv("MOTO_PORT", "0")
+    server = MotoServer().start()
+    config = botocore.config.Config(retries={"max_attempts": 1})
+
+    def client() -> Any:
+        return boto3.client(
+            "ssm",
+            endpoint_url=server.endpoint,
+            region_name="eu-west-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=config,
+        )
+
+    try:
+        yield client
+    finally:
+        server.stop()
+
+
+def test_a_create_if_absent_is_atomic_as_on_aws(ssm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The APSIS token's refresh lease is a PutParameter without Overwrite (apsis_tokens.py): while one such
+    request is inside moto's SSM backend, another must not get in (moto checks and creates apart)."""
+    from moto.ssm.models import SimpleSystemManagerBackend
+
+    name = "/efficy-sync/apsis-token/abc-refresh"
+    inside, release = threading.Event(), threading.Event()
+    original_put = SimpleSystemManagerBackend.put_parameter
+
+    def held_put(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not inside.is_set():
+            inside.set()
+            release.wait(10)
+        return original_put(self, *args, **kwargs)
+
+    monkeypatch.setattr(SimpleSystemManagerBackend, "put_parameter", held_put)
+    outcomes: list[str] = []
+
+    def claim() -> None:
+        try:
+            ssm().put_parameter(Name=name, Value="x", Type="String", Overwrite=False)
+            outcomes.append("created")
+        except ssm().exceptions.ParameterAlreadyExists:
+            outcomes.append("exists")
+
+    first = threading.Thread(target=claim)
+    first.start()
+    assert inside.wait(10), "the first request never reached moto's SSM backend"
+    second = threading.Thread(target=claim)
+    second.start()
+    second.join(1.0)
+    second_got_in = not second.is_alive()
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert not second_got_in, "a PutParameter ran while another was inside moto's SSM backend (no lock)"
+    assert sorted(outcomes) == ["created", "exists"]

@@ -8,6 +8,10 @@ thread's write, which silently loses that write. Scan and Query iterate the same
 neither, so the local stack serialises moto's DynamoDB requests, parsing and serialising of the response
 included, behind one lock. It costs no throughput worth having: the backend is pure Python in memory, so
 the GIL ran those requests one at a time anyway.
+
+SSM, likewise, behind a lock of its own: PutParameter without Overwrite creates a parameter only if it is
+absent, atomically on AWS, and the APSIS token's refresh lease relies on it (efficy_sync/apsis_tokens.py);
+moto checks for the parameter and adds it several statements apart, so two requests could both create it.
 """
 
 from __future__ import annotations
@@ -19,25 +23,36 @@ from typing import Any
 DYNAMODB_LOCK = threading.RLock()
 
 
-def applied() -> bool:
-    """Whether moto's DynamoDB handler is serialised in this process."""
-    from moto.dynamodb.responses import DynamoHandler
+SSM_LOCK = threading.RLock()
 
-    return bool(getattr(DynamoHandler.call_action, "_efficy_sync_serialised", False))
+
+def applied() -> bool:
+    """Whether moto's DynamoDB and SSM handlers are serialised in this process."""
+    return all(getattr(handler.call_action, "_efficy_sync_serialised", False) for handler in _handlers())
 
 
 def apply() -> None:
-    """Wrap moto's DynamoDB request handler in DYNAMODB_LOCK (idempotent)."""
-    from moto.dynamodb.responses import DynamoHandler
+    """Wrap moto's DynamoDB request handler in DYNAMODB_LOCK and its SSM handler in SSM_LOCK (idempotent)."""
+    for handler, lock in zip(_handlers(), (DYNAMODB_LOCK, SSM_LOCK), strict=True):
+        _serialise(handler, lock)
 
-    original = DynamoHandler.call_action
+
+def _handlers() -> tuple[Any, Any]:
+    from moto.dynamodb.responses import DynamoHandler
+    from moto.ssm.responses import SimpleSystemManagerResponse
+
+    return DynamoHandler, SimpleSystemManagerResponse
+
+
+def _serialise(handler: Any, lock: Any) -> None:
+    original = handler.call_action
     if getattr(original, "_efficy_sync_serialised", False):
         return
 
     @functools.wraps(original)
     def call_action(self: Any) -> Any:
-        with DYNAMODB_LOCK:
+        with lock:
             return original(self)
 
     call_action._efficy_sync_serialised = True  # type: ignore[attr-defined]
-    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+    handler.call_action = call_action
