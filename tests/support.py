@@ -216,23 +216,18 @@ def start_stack(
         "EFFICY_SYNC_HTTP_READ_TIMEOUT": "5",
         **(env or {}),
     }
-    log = log_path.open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "efficy_sync_tools.cli",
-            "local",
-            "up",
-            "--ready-file",
-            str(ready_file),
-            *(["--quiet"] if quiet else []),
-        ],
-        cwd=ROOT,
-        env=stack_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    argv = [sys.executable, "-m", "efficy_sync_tools.cli", "local", "up", "--ready-file", str(ready_file)]
+    process = launch_stack([*argv, *(["--quiet"] if quiet else [])], stack_env, ready_file, log_path, timeout)
+    return Stack(json.loads(ready_file.read_text()), process, log_path)
+
+
+def launch_stack(
+    argv: list[str], env: dict[str, str], ready_file: Path, log_path: Path, timeout: float
+) -> subprocess.Popen:
+    """Starts `efficy-sync local up --ready-file F` (`argv`) with its output in `log_path`, and returns once the
+    ready file is written; a stack that exits or is not ready within `timeout` fails with its log's end."""
+    with log_path.open("w") as log:
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
     while not ready_file.exists():
         if process.poll() is not None:
@@ -241,7 +236,7 @@ def start_stack(
             process.kill()
             raise RuntimeError(f"local stack not ready after {timeout}s:\n{log_path.read_text()[-4000:]}")
         time.sleep(0.2)
-    return Stack(json.loads(ready_file.read_text()), process, log_path)
+    return process
 
 
 def unique_key() -> int:

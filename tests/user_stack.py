@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import boto3
 import requests
 import yaml
 
-from tests.support import ROOT, stop_process
+from tests.support import launch_stack, stop_process
 
 BIN = Path(sys.executable).parent
 
@@ -102,7 +101,6 @@ class UserStack:
 def start_user_stack(home: Path, timeout: float = 120.0) -> UserStack:
     """README: `.venv/bin/efficy-sync local up --ready-file .ready.json`, kept running."""
     ready_file = home / ".ready.json"
-    log = (home / "stack.log").open("w")
     stack_env = {
         "PATH": f"{BIN}{os.pathsep}/usr/bin{os.pathsep}/bin",
         "HOME": str(home),
@@ -110,19 +108,8 @@ def start_user_stack(home: Path, timeout: float = 120.0) -> UserStack:
         "POWERTOOLS_METRICS_DISABLED": "true",
         "PYTHONWARNINGS": "ignore",
     }
-    process = subprocess.Popen(
-        ["efficy-sync", "local", "up", "--quiet", "--ready-file", str(ready_file)],
-        cwd=ROOT,
-        env=stack_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + timeout
-    while not ready_file.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"local stack did not start:\n{(home / 'stack.log').read_text()[-4000:]}")
-        time.sleep(0.2)
+    argv = ["efficy-sync", "local", "up", "--quiet", "--ready-file", str(ready_file)]
+    process = launch_stack(argv, stack_env, ready_file, home / "stack.log", timeout)
     return UserStack(ready_file, json.loads(ready_file.read_text()), process, home)
 
 

@@ -9,7 +9,7 @@ this process (its patches are what is under test) on a table of their own.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
@@ -20,21 +20,28 @@ from efficy_sync_tools.local.aws import MotoServer
 TABLE = "moto-threads"
 
 
-@pytest.fixture
-def ddb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("MOTO_PORT", "0")  # MotoServer sets it; monkeypatch puts the old value back afterwards
-    server = MotoServer().start()
+def _clients(server: MotoServer, service: str) -> Callable[[], Any]:
+    """Builds a client of `service` on the server, one per calling thread (no retries: a 500 must show)."""
     config = botocore.config.Config(retries={"max_attempts": 1}, max_pool_connections=20)
 
     def client() -> Any:
         return boto3.client(
-            "dynamodb",
+            service,
             endpoint_url=server.endpoint,
             region_name="eu-west-1",
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
             config=config,
         )
+
+    return client
+
+
+@pytest.fixture
+def ddb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    monkeypatch.setenv("MOTO_PORT", "0")  # MotoServer sets it; monkeypatch puts the old value back afterwards
+    server = MotoServer().start()
+    client = _clients(server, "dynamodb")
 
     client().create_table(
         TableName=TABLE,
@@ -156,20 +163,8 @@ def test_concurrent_transactions_and_puts_neither_fail_nor_lose_writes(ddb: Any)
 def ssm(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("MOTO_PORT", "0")
     server = MotoServer().start()
-    config = botocore.config.Config(retries={"max_attempts": 1})
-
-    def client() -> Any:
-        return boto3.client(
-            "ssm",
-            endpoint_url=server.endpoint,
-            region_name="eu-west-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            config=config,
-        )
-
     try:
-        yield client
+        yield _clients(server, "ssm")
     finally:
         server.stop()
 
