@@ -96,7 +96,9 @@ def efficy_webhook(integration_id: str) -> Response:
     for change in [] if result.bundled else result.changes:
         with scope(change.correlation_id):
             logger.info("change queued", extra={"person": hash_key(change.person_key), "operation": change.operation})
-    return reply(202, {"accepted": result.accepted, "records": result.records, "skipped": result.skipped_other_tables})
+    answer = {"accepted": result.accepted, "records": result.records, "skipped": result.skipped_other_tables}
+    # contact records that could not be read were left out (ingest.py logs and counts them): the caller sees how many
+    return reply(202, {**answer, "invalid": result.skipped_invalid} if result.skipped_invalid else answer)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

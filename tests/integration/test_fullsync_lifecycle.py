@@ -17,6 +17,7 @@ import pytest
 from efficy_sync.config import load_config_file
 from efficy_sync.fullsync.lifecycle import FullSync, TooManyPagesFailed
 from efficy_sync.fullsync.parking import ParkingLot
+from efficy_sync.fullsync.report import current_report
 from efficy_sync.fullsync.runs import RunStore
 from efficy_sync.fullsync.sweep import sweep
 from efficy_sync.fullsync.tags import QueryMembers
@@ -131,6 +132,35 @@ def test_cleanup_matches_the_run_by_execution_arn_and_marks_it_cancelled(sync) -
     assert ended.status == "cancelled" and ended.report["status"] == "cancelled"
     assert full_sync.runs.lock("demo").status == "released"
     assert full_sync.execution_ended(ARN + "c", "ABORTED")["requeued"] == 0  # EventBridge may deliver twice
+
+
+def test_a_cancelled_runs_report_counts_what_its_pages_did_after_it_ended(sync) -> None:
+    """Pages syncing when the run is cancelled finish their chunk (page.py) and count it afterwards: the report
+    read later counts every person they wrote; the snapshot taken at the end did not have them."""
+    full_sync, _ = sync
+    run = planned(full_sync, ARN + "cancel-late", pages=3, done=1, failing=[])
+    full_sync.execution_ended(ARN + "cancel-late", "ABORTED")
+    run_id = run["run_id"]
+    full_sync.runs.page_done("demo", run_id, 1, 100, {"persons": 100, "created": 100})  # finished its page
+    assert full_sync.runs.page_stopped("demo", run_id, 2, 48, {"persons": 48, "created": 40, "skipped": 8})
+    assert not full_sync.runs.page_stopped("demo", run_id, 2, 48, {"persons": 48})  # counted once
+
+    ended = full_sync.runs.get("demo", run_id)
+    assert ended.report["persons"]["persons"] == 100  # the snapshot of the end
+    report = current_report(ended)
+    assert report["status"] == "cancelled" and report["ended_at"] == ended.report["ended_at"]
+    assert report["persons"]["persons"] == 248 and report["persons"]["created"] == 240
+    assert report["pages"] == {**ended.report["pages"], "done": 2}  # the stopped page counts, it is not done
+    assert full_sync.runs.pages("demo", run_id)[2].status == "stopped"
+
+
+def test_a_finished_runs_report_is_its_snapshot(sync) -> None:
+    full_sync, _ = sync
+    run = planned(full_sync, ARN + "snap", pages=1, done=1, failing=[])
+    full_sync.execution_ended(ARN + "snap", "FAILED")
+    full_sync.runs.page_done("demo", run["run_id"], 5, 100, {"persons": 100})  # nothing adds after a failure
+    ended = full_sync.runs.get("demo", run["run_id"])
+    assert ended.status == "failed" and current_report(ended) == ended.report
 
 
 def test_the_sweeper_ends_runs_whose_event_was_lost_and_requeues_late_parked_keys(sync) -> None:

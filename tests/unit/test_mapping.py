@@ -93,9 +93,20 @@ def test_profile_key_is_k_contact_as_text(raw, key):
 
 
 def test_profile_ids_accept_numbers_text_and_detail_rows():
-    assert profile_ids([12, "13", 14.0, {"K_PROFILE": 15}, "x"]) == {12, 13, 14, 15}
+    assert profile_ids([12, "13", 14.0, {"K_PROFILE": 15}, {"k_profile": "16.0"}]) == {12, 13, 14, 15, 16}
     assert profile_ids([]) == set()
     assert profile_ids(None) is None
+
+
+@pytest.mark.parametrize("bad", ["x", "12_865114542", None, "", {"NAME": "News"}, 12.5, "1e3", True])
+def test_one_unreadable_profile_entry_makes_the_membership_unknown(bad):
+    """Dropping it would read the person as a member of fewer profiles, and opt them out of those."""
+    assert profile_ids([12, bad]) is None
+
+
+@pytest.mark.parametrize("raw", ["12_3", "1e3", "nan", "inf", "-4", "0", True, 12.5, None, ""])
+def test_profile_key_refuses_what_is_not_a_record_key(raw):
+    assert profile_key_of(raw) is None
 
 
 def test_person_without_valid_email_still_maps_but_email_opt_ins_are_skipped():

@@ -134,17 +134,17 @@ def test_without_a_profile_key_the_email_finds_the_person() -> None:
         (body(profile_key="0123"), "profile_key"),
         (body(profile_key="١٢٣"), "profile_key"),
         (body(profile_key=" 12 3"), "profile_key"),
-        (body(email="a@b.c" + "x" * 300), "email"),
+        (body(profile_key=..., email="a@b.c" + "x" * 300), "email"),  # the only identifier: refused
         (b'{"event": "email.unsubscribe", "x": "\xff"}', "body"),
         (body(profile_key=...), "profile_key"),
-        (body(email="not-an-address"), "email"),
+        (body(profile_key=..., email="not-an-address"), "email"),
         (body(channel_discriminator="com.apsis1.channels.sms"), "channel_discriminator"),
         (
             body(event="sms.unsubscribe", topic_discriminator=SMS, channel_discriminator="email"),
             "channel_discriminator",
         ),
-        (body(occurred_at="yesterday"), "occurred_at"),
-        (body(occurred_at="0001-01-01T00:00:00+14:00"), "occurred_at"),  # overflows in UTC: a 400, not a 503
+        # an unreadable occurred_at, or an unusable e-mail beside a usable profile_key, is set aside, not refused
+        # (the Webhook node does not resend a refused call): test_optout_event_lenient.py
         (b'{"event": "email.unsubscribe", "x": "' + b"a" * 70_000 + b'"}', "body"),
     ],
 )
@@ -272,7 +272,7 @@ def test_a_future_opt_out_cannot_make_a_later_genuine_one_look_older() -> None:
         ({"channel_discriminator": "bob@[10.0.0.1]"}, "bob@"),
         ({"topic_discriminator": "+32 470 12 34 56"}, "470"),
         ({"profile_key": "9007199254740993"}, "9007199254740993"),
-        ({"email": "jane private"}, "jane private"),
+        ({"email": "jane private", "profile_key": ...}, "jane private"),
     ],
 )
 def test_an_error_names_the_field_never_the_value(fields: dict[str, Any], value: str) -> None:

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from efficy_sync.clients.errors import EfficyBusinessError, EfficyUnavailable
+from efficy_sync.clients.errors import EfficyBusinessError, EfficyUnavailable, TransientError
 from efficy_sync.optout import (
+    MembershipUnknown,
     OptOutMessage,
     OptOutUnmatched,
     SlotRef,
@@ -179,14 +180,20 @@ def test_an_efficy_failure_leaves_the_opt_out_recorded_and_the_retry_completes(w
     assert store.get("acme", 7).optouts[f"{NEWS}|email"].confirmed
 
 
-def test_someone_adding_the_person_back_before_the_read_back_is_retried(world: Any) -> None:
-    efficy, store, _ = world
+def removed_before_confirm(world: Any) -> tuple[WriteBack, OptOutMessage, Any]:
+    """Person 7 in profile 12, the opt-out found, recorded and removed in Efficy: steps 1-3, not yet confirmed."""
+    efficy, _, _ = world
     efficy.add(7, {12})
     wb = writeback(world)
     msg = message()
     result = wb.find(msg)
     wb.record(7, msg, result)
-    removal = wb.remove(7, result.slots)
+    return wb, msg, wb.remove(7, result.slots)
+
+
+def test_someone_adding_the_person_back_before_the_read_back_is_retried(world: Any) -> None:
+    efficy, store, _ = world
+    wb, msg, removal = removed_before_confirm(world)
     assert [s.key for s in removal.done] == [f"{NEWS}|email"]
     efficy.persons[7]["profiles"].add(12)  # a CRM user, a moment later
     with pytest.raises(StillMember):
@@ -194,6 +201,19 @@ def test_someone_adding_the_person_back_before_the_read_back_is_retried(world: A
     assert not store.get("acme", 7).optouts[f"{NEWS}|email"].confirmed
     wb.process(msg)  # the retry: the unconfirmed opt-out wins, the person goes out again
     assert efficy.persons[7]["profiles"] == set() and store.get("acme", 7).optouts[f"{NEWS}|email"].confirmed
+
+
+def test_an_answer_without_the_persons_profiles_never_confirms_the_removal(world: Any) -> None:
+    """Efficy read back without readable profile rows (efficy_parsing leaves "profiles" out): membership is
+    unknown, so the opt-out stays unconfirmed and the message is retried, as when the person is still a member."""
+    efficy, store, _ = world
+    wb, _, removal = removed_before_confirm(world)
+    efficy.get_persons = lambda keys, fields=None: {7: {"K_CONTACT": 7, "D_CHANGE": "2024-05-01T12:00:59.000"}}
+    with pytest.raises(MembershipUnknown) as raised:
+        wb.confirm(7, removal.done, removal.live)
+    assert isinstance(raised.value, TransientError)  # retried by the queue, never acknowledged as done
+    record = store.get("acme", 7).optouts[f"{NEWS}|email"]
+    assert record.awaiting_writeback and not record.confirmed
 
 
 def test_a_retry_after_the_confirmation_does_not_remove_the_person_again(world: Any) -> None:

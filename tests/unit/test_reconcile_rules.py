@@ -157,6 +157,45 @@ def test_an_apsis_opt_out_is_never_drift_to_fix_into_an_opt_in():
     assert check.notes == [("kept_optouts", {"topic": NEWS[0], "channel": "email"})]
 
 
+def we_sent_the_opt_out() -> tuple[PersonState, ExportedProfile]:
+    """A member synced (opt-in), then a sync that found them out of the profile sent the opt-out."""
+    state, profile = synced(person())
+    out = person(profiles=[], D_CHANGE="2024-05-01T11:00:00")
+    desired = map_person(CFG, out)
+    assert isinstance(desired, Desired)
+    operations = plan_operations(desired, state)
+    assert SetConsent("7", *NEWS, "opt-out") in operations
+    state = apply_operations(state, desired, operations)
+    profile.consents[NEWS] = "opt-out"
+    assert state.consents[f"{NEWS[0]}|email"] == "opt-out"
+    return state, profile
+
+
+def test_an_opt_out_this_integration_sent_is_drift_once_the_crm_opts_in_again():
+    """A wrong mapping took persons out (we sent the opt-outs); restored, the CRM membership decides, as the sync
+    does: reconcile must not call them kept when the next sync opts them in."""
+    state, profile = we_sent_the_opt_out()
+    back = person(D_CHANGE="2024-05-02T10:00:00")
+    check = compare_person(CFG, 7, back, state, profile)
+    assert ("kept_optouts", {"topic": NEWS[0], "channel": "email"}) not in check.notes
+    assert {
+        "topic": NEWS[0],
+        "channel": "email",
+        "apsis": "opt-out",
+        "rules": "opt-in",
+        "opt_out_by": "this integration",
+    } in [d.detail for d in check.drifts if d.category == "consents"]
+    assert SetConsent("7", *NEWS, "opt-in") in repair_plan(back, check, state)
+
+
+def test_an_opt_out_we_sent_stays_kept_once_the_person_also_unsubscribed_in_apsis():
+    state, profile = we_sent_the_opt_out()
+    record = OptOutRecord(at="2024-05-01T12:00:00Z", source="apsis-unsubscribe", awaiting_writeback=True)
+    state = state.model_copy(update={"optouts": {f"{NEWS[0]}|email": record}})
+    check = compare_person(CFG, 7, person(D_CHANGE="2024-05-02T10:00:00"), state, profile)
+    assert not [d for d in check.drifts if d.category == "consents" and d.detail.get("rules") == "opt-in"]
+
+
 def test_our_recorded_opt_out_wins_over_membership_and_an_apsis_opt_in_is_drift():
     p = person()
     state, profile = synced(p)

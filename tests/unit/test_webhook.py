@@ -62,7 +62,7 @@ def test_tolerance_is_a_setting() -> None:
             b'{"records": [{"table": 11000, "key": -1, "operation": "Update", "date": "2026-01-01T00:00:00Z"}]}',
             "records[0].key",
         ),
-        (b'{"records": [{"table": 11000, "key": 1, "operation": "Update"}]}', "records[0].date"),
+        (b'{"records": [{"table": 11000, "key": 1, "operation": "Updated"}]}', "records[0].operation"),
     ],
 )
 def test_payload_errors_name_the_field(body: bytes, path: str) -> None:
@@ -161,7 +161,8 @@ def _one(**changes: object) -> bytes:
     return json.dumps({"records": [record]}).encode()
 
 
-@pytest.mark.parametrize("key", [True, "2", 2.0, 10**30, MAX_KEY + 1, 0, None, [2]])
+# "2" and 2.0 are read as 2 (Efficy parses keys as floats): test_webhook_tolerance.py
+@pytest.mark.parametrize("key", [True, "2.5", 2.5, "2_0", 10**30, MAX_KEY + 1, 0, None, [2]])
 def test_a_key_efficy_would_not_send_is_refused_naming_the_field(key: object) -> None:
     with pytest.raises(WebhookPayloadError, match=r"records\[0\]\.key") as caught:
         parse(_one(key=key))
@@ -178,7 +179,6 @@ def test_the_largest_key_is_accepted() -> None:
     [
         "x",
         "yesterday",
-        "",
         "2026-13-01T00:00:00Z",
         "2026-01-01",
         "2026-01-01T10:00:00Zjunk",

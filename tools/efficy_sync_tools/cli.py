@@ -1,4 +1,4 @@
-"""`efficy-sync`: the admin's command line (DESIGN §5). Talks to AWS through boto3's standard environment.
+"""`efficy-sync`: the admin's command line. Talks to AWS through boto3's standard environment.
 
 Each command group lives in its own module and is imported only when used, so `--help` stays instant.
 

@@ -40,7 +40,8 @@ EXIT_CODES_HELP = (
     "exit codes: 0 done; 1 failed (invalid config, failed run, unknown name, missing secret); 2 usage error;\n"
     "            3 refused (a full sync of the integration is already running); 4 AWS, Efficy or APSIS One\n"
     "            out of reach, or no AWS credentials / region; 5 full sync halted by the blast-radius\n"
-    "            breaker (confirm with --allow-removals); 130 interrupted"
+    "            breaker (confirm with --allow-removals); 6 drift found by reconcile (not asked to --fix);\n"
+    "            130 interrupted"
 )
 
 #: environment variable of the efficy_sync library -> stack output that holds its value

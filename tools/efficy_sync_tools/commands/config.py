@@ -1,4 +1,4 @@
-"""`efficy-sync config validate|apply|show|list|history|schema`: the integration configs users write (DESIGN §5).
+"""`efficy-sync config validate|apply|show|list|history|schema`: the integration configs users write.
 
 A bad file is reported whole (every problem with its path, what was found, what is allowed) and never stored;
 `show` prints what `apply` takes back unchanged, so "show > file, edit, apply" is the way to change a config.

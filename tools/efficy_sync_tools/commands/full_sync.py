@@ -240,9 +240,15 @@ def _status_document(run: Any) -> dict[str, Any]:
         "counters": run.counters,
         "deferred_persons": _parked(run.integration_id) if run.active else 0,
         "error": run.error,
-        "report": run.report,
+        "report": _current_report(run) if run.report else None,
         **held_document(_setup().state_table, run.integration_id),
     }
+
+
+def _current_report(run: Any) -> dict[str, Any]:
+    from efficy_sync.fullsync.report import current_report
+
+    return current_report(run)
 
 
 def _parked(integration_id: str) -> int:
@@ -300,9 +306,9 @@ def _follow(runs: Any, run: Any, interval: float) -> int:
 
 
 def _print_report(run: Any) -> None:
-    from efficy_sync.fullsync.report import build_report, render_report
+    from efficy_sync.fullsync.report import current_report, render_report
 
-    report = run.report or build_report(run, status=run.status)
+    report = current_report(run)
     for line in render_report(report):
         print(line)
     if run.error and not report.get("error"):
@@ -461,7 +467,7 @@ def _who(row: dict[str, Any]) -> str:
 @cli_command
 def report_command(args: argparse.Namespace) -> int:
     """Re-prints a run's report as `status` printed it when the run ended (or its progress, if it still runs)."""
-    from efficy_sync.fullsync.report import build_report
+    from efficy_sync.fullsync.report import current_report
 
     _check_integration(args.integration_id)
     run = _runs().get(args.integration_id, args.run_id)
@@ -471,7 +477,7 @@ def report_command(args: argparse.Namespace) -> int:
         )
     if args.output == "json":
         document = _history_row(run)
-        document["report"] = run.report or build_report(run, status=run.status)
+        document["report"] = current_report(run)
         print(json.dumps({"integration_id": args.integration_id, **document}, indent=2, default=str))
     elif run.active:
         for line in progress_lines(run, _parked(run.integration_id)):

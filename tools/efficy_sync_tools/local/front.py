@@ -77,7 +77,7 @@ class ApiFront:
             self._server = None
 
     def _wsgi(self, environ: dict, start_response: Any) -> Any:
-        request = Request(environ)
+        request = Request(environ, populate_request=False)  # no request <-> environ cycle (sims/base.py)
         return self._handle(request)(environ, start_response)
 
     def _handle(self, request: Request) -> Response:

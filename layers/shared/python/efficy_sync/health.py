@@ -61,6 +61,14 @@ CATEGORIES = _categories(
         "Efficy or the field mapping, then retry.",
     ),
     Category(
+        "consent_refused",
+        "consent refused",
+        "failure",
+        "APSIS One refused a subscription change for this profile (409: a transition it does not support, e.g. "
+        "an opt-out while a double opt-in is pending). Nothing was recorded as sent, so the next sync tries "
+        "again; check the profile's consent in APSIS One if it persists.",
+    ),
+    Category(
         "payload_too_large",
         "payload too large",
         "failure",

@@ -6,12 +6,16 @@ refetches each person from Efficy and uses only the integration, the person key 
 so a message carries nothing else of the record: its size is bounded whatever Efficy sends (MAX_MESSAGE_BYTES,
 checked before anything is queued). A replayed or retried call is harmless: the FIFO de-duplication id drops
 a copy within five minutes, and any later copy only costs a refetch.
+
+A contact record that cannot be read does not cost the batch (webhook.py): it is skipped, counted
+(WebhookRecordsInvalid) and logged with its place in the batch, its hashed key and the problem, never a value.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,12 +24,17 @@ from .bundles import send_bundles
 from .changes import ContactChange
 from .config import IntegrationConfig
 from .correlation import new_id, record_id
+from .observability import count, logger
+from .pii import hash_key
 from .queue import EnqueueReport, enqueue_changes
 from .webhook import CONTACT_TABLE_ID, WebhookPayload, WebhookPayloadError, parse, verify
 
 #: Bytes one queued message may take. Every part is bounded (id <= 64, key <= 16 digits, date <= 24, hashes),
 #: so a message is about 300 bytes; ten of them stay far below SendMessageBatch's request limit.
 MAX_MESSAGE_BYTES = 1024
+#: Invalid records logged one line each per call; the rest only in the count (a broken export of thousands of
+#: records must not write thousands of lines).
+MAX_INVALID_LOGGED = 20
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,7 @@ class AcceptResult:
     enqueue: EnqueueReport
     changes: list[ContactChange] = field(default_factory=list)  # what was queued, with their correlation ids
     bundled: bool = False  # the changes went to the bundle queue (efficy_sync.bundles); the splitter logs each
+    skipped_invalid: int = 0  # contact records (or records of an unreadable table) that could not be read
 
 
 def authenticate(
@@ -71,11 +81,16 @@ def authenticate(
 def split_by_person(integration_id: str, payload: WebhookPayload) -> tuple[list[ContactChange], int, int]:
     """One message per person: later records of the same person in a batch fold into the first one's slot.
 
-    Dates are compared as instants (they are normalised to UTC by the payload model). Raises
-    WebhookPayloadError naming the record if its message would be over MAX_MESSAGE_BYTES."""
+    Dates are compared as instants (they are normalised to UTC by the payload model); an absent date ("") never
+    wins over a present one, and only feeds the de-duplication id: the worker orders by the D_CHANGE it refetches.
+    An undated record's fingerprint also takes a value drawn for this call, so a later undated edit of the same
+    person with the same changed values (`fields: null` twice) is not dropped by SQS as a copy of this one; a
+    retried call then costs one more refetch instead. Raises WebhookPayloadError naming the record if its
+    message would be over MAX_MESSAGE_BYTES."""
     now = time.time()
+    call = secrets.token_hex(8)
     by_key: dict[int, ContactChange] = {}
-    skipped = 0
+    skipped = payload.other_tables
     contacts = 0
     for index, record in enumerate(payload.records):
         if record.table != CONTACT_TABLE_ID:
@@ -87,13 +102,16 @@ def split_by_person(integration_id: str, payload: WebhookPayload) -> tuple[list[
         if previous and previous.operation == "Create" and operation == "Update":
             operation = "Create"
         digest = hashlib.sha256(json.dumps(record.fields, sort_keys=True, default=str).encode())
+        if record.date is None:
+            digest.update(f"undated:{call}".encode())
         if previous:
             digest.update(previous.fingerprint.encode())
+        date = record.date or ""
         change = ContactChange(
             integration_id=integration_id,
             person_key=record.key,
             operation=operation,
-            date=max(record.date, previous.date) if previous else record.date,
+            date=max(date, previous.date) if previous else date,
             source="webhook",
             received_at=now,
             fingerprint=digest.hexdigest()[:32],
@@ -121,6 +139,7 @@ def accept(
     threshold is queued in bundles (efficy_sync.bundles) after the same checks."""
     authenticate(cfg, headers, body, secret, query)
     payload = parse(body)
+    report_invalid(payload)
     changes, contacts, skipped = split_by_person(cfg.integration_id, payload)
     request = request_id or new_id("webhook-")
     for n, change in enumerate(changes, start=1):
@@ -137,4 +156,20 @@ def accept(
         enqueue=report,
         changes=changes,
         bundled=bundled,
+        skipped_invalid=len(payload.invalid),
+    )
+
+
+def report_invalid(payload: WebhookPayload) -> None:
+    """Count and log the records `parse` set aside: a person's key only hashed, the problem naming fields only
+    (parse never puts a value in it), so the lines carry no personal data."""
+    if not payload.invalid:
+        return
+    count("WebhookRecordsInvalid", len(payload.invalid))
+    for item in payload.invalid[:MAX_INVALID_LOGGED]:
+        person = hash_key(item.key) if item.key is not None else None
+        logger.warning("webhook record skipped", extra={"record": item.index, "person": person, "reason": item.reason})
+    logger.warning(
+        "webhook records skipped",
+        extra={"invalid": len(payload.invalid), "logged": min(len(payload.invalid), MAX_INVALID_LOGGED)},
     )

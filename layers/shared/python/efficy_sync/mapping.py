@@ -23,7 +23,7 @@ from efficy_sync.config import (
     SyncCondition,
 )
 from efficy_sync.consent import ANSWERED_AT, ASKED_AT, ConsentType
-from efficy_sync.values import Skipped, as_text, convert
+from efficy_sync.values import Skipped, as_text, convert, whole_number
 
 ConsentSlot = tuple[str, str]  # (topic, channel)
 
@@ -65,30 +65,32 @@ MappingResult = Desired | Skip
 
 def profile_key_of(value: Any) -> str | None:
     """K_CONTACT as the APSIS profile key: '123' whether Efficy sent 123, 123.0 or "123"."""
-    text = as_text(value)
-    if not text:
+    number = whole_number(value)
+    if number is None or number <= 0:
         return None
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    if not number.is_integer() or number <= 0:
-        return None
-    return str(int(number))
+    return str(number)
 
 
 def profile_ids(value: Any) -> set[int] | None:
-    """The person's CRM profile ids; None when the person was fetched without them (membership unknown)."""
+    """The person's CRM profile ids; None when membership is unknown: fetched without them, or any entry that
+    is not a profile id. Unknown, not "member of fewer": an empty set opts the person out of every mapped
+    subscription, so a misread entry must never just drop out of the set."""
     if value is None:
         return None
     ids: set[int] = set()
     items: Iterable[Any] = value if isinstance(value, list | tuple | set | frozenset) else [value]
     for item in items:
-        raw = item.get("K_PROFILE") if isinstance(item, Mapping) else item
+        raw = _profile_field(item) if isinstance(item, Mapping) else item
         key = profile_key_of(raw)
-        if key is not None:
-            ids.add(int(key))
+        if key is None:
+            return None
+        ids.add(int(key))
     return ids
+
+
+def _profile_field(row: Mapping[str, Any]) -> Any:
+    """K_PROFILE of a profile row, whatever the case of its column name."""
+    return next((v for k, v in row.items() if str(k).upper() == "K_PROFILE"), None)
 
 
 def _map_value(

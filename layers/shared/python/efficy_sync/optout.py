@@ -64,6 +64,13 @@ class StillMember(TransientError):
     category = "efficy_still_member"
 
 
+class MembershipUnknown(TransientError):
+    """Efficy's answer did not say which CRM profiles hold the person (no or unreadable profile rows): the
+    removal cannot be confirmed on that, so it is retried, never taken as done."""
+
+    category = "efficy_membership_unknown"
+
+
 # ---- the write-back -------------------------------------------------------------------------------------------
 
 
@@ -216,11 +223,13 @@ class WriteBack:
     def confirm(self, key: int, slots: list[Slot], expected: dict[str, OptOutRecord]) -> dict[str, Any] | None:
         """Step 4: read the person back (None: gone); confirm the record of each slot written back, as read in
         step 3, with the stamp that shows the person out. Raises StillMember if a profile still holds them (the
-        retry removes them again)."""
+        retry removes them again), MembershipUnknown if the answer does not show their profiles."""
         person = self.efficy.get_persons([key], needed_fields(self.cfg)).get(key)
         if person is None:
             return None
-        profiles = {int(p) for p in person.get("profiles") or []}
+        if person.get("profiles") is None:
+            raise MembershipUnknown("Efficy's answer does not show the person's CRM profiles: removal unconfirmed")
+        profiles = {int(p) for p in person["profiles"]}
         still = sorted({slot.crm_profile for slot in slots} & profiles)
         if still:
             raise StillMember(f"Efficy still shows the person in CRM profile(s) {still} after the removal")

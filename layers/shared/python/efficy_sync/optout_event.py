@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
@@ -49,6 +50,7 @@ class OptOutPayloadError(Exception):
     def __init__(self, field_name: str, problem: str) -> None:
         super().__init__(f"{field_name}: {problem}")
         self.field = field_name
+        self.problem = problem
 
 
 # ---- the route ------------------------------------------------------------------------------------------------
@@ -57,6 +59,9 @@ class OptOutPayloadError(Exception):
 # the data as URL parameters of a GET. All three carry the same fields, with the token as a header or as the
 # `token` URL parameter. Values are refused, never guessed: the profile key is our crm-id (the K_CONTACT as
 # decimal text), and an error text names the field, never its value (the caller's values may be personal).
+# Except the optional ones: the node does not resend a refused call, so an unusable `occurred_at` (a format we
+# cannot read) or `email` (when the profile key finds the person) is set aside, named in `ignored`, and the
+# opt-out is kept; only a call that leaves no way to find the person is refused.
 
 #: The route's fields; anything else in a form or query is ignored (the Webhook node may add its own).
 FIELDS = (
@@ -73,7 +78,17 @@ TOKEN_PARAMETER = "token"
 FUTURE_SKEW_SECONDS = 300
 _PROFILE_KEY = re.compile(r"^[1-9][0-9]{0,15}$")
 # `mobile` is not read (kept for reference by the automation's body): an odd value never costs an opt-out.
-_MAX_TEXT = {"email": 254, "topic_discriminator": 200, "channel_discriminator": 64, "occurred_at": 40}
+_MAX_TEXT = {"email": 254, "topic_discriminator": 200, "channel_discriminator": 64, "occurred_at": 64}
+#: "Jane Doe <jane@example.com>": the address between the angle brackets
+_NAMED_ADDRESS = re.compile(r"^[^<>]*<\s*([^<>\s]+)\s*>$")
+# The times the node may send besides ISO 8601 (the body is whatever the marketer sets up): epoch seconds or
+# milliseconds (9 to 14 digits: from 1973 on), day-first "05/02/2025 10:00", RFC 2822, and a " UTC" suffix.
+_EPOCH = re.compile(r"^\d{9,14}(\.\d{1,9})?$")
+_EPOCH_MS_FROM = 10**11  # 1e11 seconds is the year 5138, 1e11 milliseconds 1973: from here up, milliseconds
+_DAY_FIRST = re.compile(
+    r"^(\d{1,2})[./-](\d{1,2})[./-](\d{4})(?:[ T,]+(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,6}))?)?)?$"
+)
+_UTC_SUFFIX = re.compile(r"(?:\s*\b(?:UTC|GMT)|(?<=\d)Z)$", re.IGNORECASE)
 
 
 def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
@@ -125,8 +140,8 @@ def check_token(
         raise OptOutAuthError(f"wrong {where}")
 
 
-#: why an opt-out's occurred_at was replaced by the receive time (None: it was kept)
-TimeFix = Literal["future", "old"] | None
+#: why an opt-out's occurred_at was replaced by the receive time (None: it was kept or not given)
+TimeFix = Literal["future", "old", "unreadable"] | None
 
 
 @dataclass(frozen=True)
@@ -139,7 +154,9 @@ class OptOutEvent:
     profile_key: int | None
     email: str | None
     occurred_at: str  # ISO 8601, UTC, never later than the time we received it
-    time_fix: TimeFix = None  # the caller's occurred_at was in the future ("future") or too old ("old"): replaced
+    # the caller's occurred_at was in the future ("future"), too old ("old") or not a time ("unreadable"): replaced
+    time_fix: TimeFix = None
+    ignored: tuple[str, ...] = ()  # optional fields given but unusable, set aside (names only, never values)
 
     @property
     def future_occurred_at(self) -> bool:
@@ -177,7 +194,46 @@ def _profile_key(body: Mapping[str, Any]) -> int | None:
     return int(text)
 
 
-def _occurred_at(value: str | None, now: datetime, max_age: timedelta | None = None) -> tuple[str, TimeFix]:
+def _epoch(number: float) -> datetime | None:
+    """Epoch seconds, or milliseconds from _EPOCH_MS_FROM up; None before 1973 or past 5138 (and NaN)."""
+    if not 10**8 <= number < 10**14:
+        return None
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=number / 1000 if number >= _EPOCH_MS_FROM else number)
+
+
+def _day_first(text: str) -> datetime:
+    match = _DAY_FIRST.match(text)
+    if not match:
+        raise ValueError("not D/M/Y")
+    day, month, year, *clock = match.groups()
+    hour, minute, second = (int(part or 0) for part in clock[:3])
+    return datetime(int(year), int(month), int(day), hour, minute, second, int((clock[3] or "0").ljust(6, "0")))
+
+
+_TIME_FORMATS: tuple[Callable[[str], datetime], ...] = (datetime.fromisoformat, _day_first, parsedate_to_datetime)
+
+
+def _moment(value: Any) -> datetime | None:
+    """The time a given occurred_at means (naive: UTC), or None when it is no time we can read: ISO 8601, epoch
+    seconds or milliseconds (a number or its digits), day-first D/M/Y [H:M[:S]] or RFC 2822 (whose "-0000",
+    zone unknown, comes back naive), each with an optional " UTC" / " GMT" / "Z"."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return _epoch(value)
+    if not isinstance(value, str) or len(value) > _MAX_TEXT["occurred_at"]:
+        return None  # a list, an object, true, a form's field given twice with different times
+    text = value.strip()
+    if _EPOCH.match(text):
+        return _epoch(float(text))
+    zone = _UTC_SUFFIX.search(text)
+    for parse in _TIME_FORMATS:
+        try:
+            return parse(text[: zone.start()] if zone else text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            continue
+    return None
+
+
+def _occurred_at(value: Any, now: datetime, max_age: timedelta | None = None) -> tuple[str, TimeFix]:
     """The opt-out's time in UTC, bounded by `now` (when we received it) and, when given, by `now - max_age`.
 
     A later time cannot be true, and kept it would make every later genuine opt-out of the person look older and
@@ -185,29 +241,42 @@ def _occurred_at(value: str | None, now: datetime, max_age: timedelta | None = N
     once a CRM user has opted the person in again (the retired record keeps the old opt-out's time), a new
     unsubscribe whose time is bogus and old (a fixed date, the profile's creation date) would look like a late
     duplicate of the first and be dropped, and the next sync would mail them. Both are replaced by the receive
-    time rather than refused: the automation does not resend a refused call, and an opt-out is never lost. The
-    replacement can only make an opt-out newer, which is the safe direction (it wins over a CRM opt-in it may in
-    truth predate). Returns (time, "future" | "old" when it was replaced and worth reporting, else None)."""
-    if value is None:
-        moment = now
-    else:
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise OptOutPayloadError(
-                "occurred_at", "must be an ISO 8601 date-time such as 2024-05-01T10:00:00Z"
-            ) from None
+    time rather than refused: the automation does not resend a refused call, and an opt-out is never lost. So is
+    a time we cannot read (`_moment` says what we can). The replacement can only make an opt-out newer, which is
+    the safe direction (it wins over a CRM opt-in it may in truth predate). Returns (time, "future" | "old" |
+    "unreadable" when it was replaced and worth reporting, else None)."""
+    fix: TimeFix = None
+    if isinstance(value, _Repeated) and len(set(value)) == 1:
+        value = value[0]  # a form's field given once, or repeated with the same value
+    moment = now if value is None or (isinstance(value, str) and not value.strip()) else _moment(value)
+    if moment is None:
+        moment, fix = now, "unreadable"
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)  # APSIS One's timestamps are UTC
     try:
         ahead = (moment - now).total_seconds()
         moment = min(moment, now).astimezone(UTC)
     except OverflowError:  # year 1 with a positive offset: not a time the automation sends
-        raise OptOutPayloadError("occurred_at", "must be an ISO 8601 date-time within years 1 to 9999 in UTC") from None
-    fix: TimeFix = "future" if ahead > FUTURE_SKEW_SECONDS else None
+        moment, ahead, fix = now, 0.0, "unreadable"
+    if ahead > FUTURE_SKEW_SECONDS:
+        fix = "future"
     if max_age is not None and now - moment > max_age:
         moment, fix = now.astimezone(UTC), "old"
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"), fix
+
+
+def _address(value: Any) -> tuple[str | None, str | None]:
+    """(the address, None), (None, why it is unusable), or (None, None) when none is given. "Name <address>"
+    gives the address between the angle brackets."""
+    try:
+        text = _text({"email": value}, "email")
+    except OptOutPayloadError as error:
+        return None, error.problem
+    if text is None:
+        return None, None
+    named = _NAMED_ADDRESS.match(text)
+    address = named.group(1) if named else text
+    return (address, None) if _EMAIL.match(address) else (None, "is not an e-mail address")
 
 
 def decode_fields(
@@ -250,7 +319,9 @@ def decode_fields(
 class OptOutBody(BaseModel):
     """The fields of the automation's call, as the route receives them (JSON, form or URL parameters), checked in
     this order; the first wrong one is refused with OptOutPayloadError naming it (validators raise it directly, so
-    a caller sees the field and the problem, never the value). `context={"now": datetime, "max_age": timedelta}` bounds occurred_at."""
+    a caller sees the field and the problem, never the value). `context={"now": datetime, "max_age": timedelta}`
+    bounds occurred_at. email and occurred_at are optional: unusable, they are set aside (named in `ignored`), not
+    refused, unless no way to find the person remains."""
 
     model_config = ConfigDict(extra="ignore", validate_default=True)
 
@@ -258,11 +329,12 @@ class OptOutBody(BaseModel):
     channel_discriminator: str | None = None
     topic_discriminator: str | None = None
     profile_key: int | None = None
-    email: str | None = None
-    occurred_at: str | None = None
-    #: occurred_at was beyond our clock + FUTURE_SKEW_SECONDS, or older than the context's max_age, and replaced
-    #: by the receive time
+    email: Any = None  # as given; the address (str) or None once validated (`_optional`)
+    occurred_at: Any = None  # as given; the ISO 8601 UTC text once validated (`_optional`)
+    #: occurred_at was beyond our clock + FUTURE_SKEW_SECONDS, older than the context's max_age, or unreadable,
+    #: and replaced by the receive time
     time_fix: TimeFix = None
+    ignored: tuple[str, ...] = ()  # the optional fields given but unusable, set aside
 
     @model_validator(mode="before")
     @classmethod
@@ -307,29 +379,25 @@ class OptOutBody(BaseModel):
     def _key(cls, value: Any) -> int | None:
         return _profile_key({"profile_key": value})
 
-    @field_validator("email", mode="before")
-    @classmethod
-    def _email(cls, value: Any, info: ValidationInfo) -> str | None:
-        email = _text({"email": value}, "email")
-        if email is not None and not _EMAIL.match(email):
-            raise OptOutPayloadError("email", "is not an e-mail address")
-        if info.data["profile_key"] is None and email is None:
+    @model_validator(mode="after")
+    def _optional(self, info: ValidationInfo) -> OptOutBody:
+        """email, then occurred_at (after the key, as the route always checked them). An unusable email is
+        refused only when no profile_key finds the person; the time in UTC is bounded by when we received it and
+        by the context's max_age, and replaced by it when unreadable (`_occurred_at` says why)."""
+        self.email, problem = _address(self.email)
+        if problem is not None:
+            if self.profile_key is None:
+                raise OptOutPayloadError("email", problem)
+            self.ignored += ("email",)
+        if self.profile_key is None and self.email is None:
             raise OptOutPayloadError(
                 "profile_key", "profile_key (the K_CONTACT) or email is required to find the person"
             )
-        return email
-
-    @field_validator("occurred_at", mode="before")
-    @classmethod
-    def _occurred_text(cls, value: Any) -> str | None:
-        return _text({"occurred_at": value}, "occurred_at")
-
-    @model_validator(mode="after")
-    def _when(self, info: ValidationInfo) -> OptOutBody:
-        """The time in UTC, bounded by when we received it and by the context's max_age (`_occurred_at` says why)."""
         context = info.context or {}
         now = context.get("now") or datetime.now(UTC)
         self.occurred_at, self.time_fix = _occurred_at(self.occurred_at, now.astimezone(UTC), context.get("max_age"))
+        if self.time_fix == "unreadable":
+            self.ignored += ("occurred_at",)
         return self
 
     def to_event(self) -> OptOutEvent:
@@ -340,8 +408,9 @@ class OptOutBody(BaseModel):
             topic=None if whole_section else self.topic_discriminator,
             profile_key=self.profile_key,
             email=self.email,
-            occurred_at=self.occurred_at or "",
+            occurred_at=str(self.occurred_at or ""),
             time_fix=self.time_fix,
+            ignored=self.ignored,
         )
 
 

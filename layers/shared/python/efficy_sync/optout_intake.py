@@ -12,8 +12,19 @@ from typing import Any
 from pydantic import BaseModel
 
 from .config import IntegrationConfig
-from .optout_event import TimeFix, _header, check_token, decode_fields, parse_fields
+from .observability import count, logger
+from .optout_event import OptOutEvent, TimeFix, _header, check_token, decode_fields, parse_fields
 from .state import consent_key, utc_now
+
+#: an optional field the call gave but we could not use, set aside (optout_event) -> its counter and log line.
+#: The line names the field, never its value (which may be personal, or wrong in a way that would be).
+SET_ASIDE = {
+    "occurred_at": (
+        "OptOutTimeUnreadable",
+        "opt-out occurred_at is not a time we can read: the receive time was recorded instead",
+    ),
+    "email": ("OptOutEmailIgnored", "opt-out email is not a usable address: ignored, the profile_key finds the person"),
+}
 
 
 @dataclass(frozen=True)
@@ -61,7 +72,17 @@ class OptOutMessage(BaseModel):
 class Accepted:
     accepted: int  # subscription opt-outs now on the queue
     ignored: str | None = None  # why nothing was queued for a valid request
-    time_fix: TimeFix = None  # occurred_at was in the future or too old and replaced by the receive time
+    time_fix: TimeFix = None  # occurred_at was in the future, too old or unreadable and replaced by the receive time
+    set_aside: tuple[str, ...] = ()  # optional fields given but unusable, ignored (reported by `report_set_aside`)
+
+
+def report_set_aside(event: OptOutEvent, integration_id: str) -> None:
+    """A counter and a warning per optional field the call gave but we could not use (SET_ASIDE): the opt-out was
+    kept, but the automation's Webhook node sends something we do not read, which its owner should fix."""
+    for name in event.ignored:
+        metric, message = SET_ASIDE[name]
+        count(metric)
+        logger.warning(message, extra={"ignored_field": name, "integration_id": integration_id})
 
 
 def accept(
@@ -79,10 +100,13 @@ def accept(
     check_token(headers, cfg.apsis.optout_token_header, token, query)
     fields = decode_fields(body, content_type=_header(headers, "Content-Type"), query=query)
     event = parse_fields(fields, now=now, max_age=timedelta(hours=cfg.apsis.optout_max_age_hours))
+    report_set_aside(event, cfg.integration_id)
     slots = slots_for(cfg, event.channel, event.topic)
     if not slots:
         what = f"subscription {event.topic} on {event.channel}" if event.topic else f"{event.channel} subscription"
-        return Accepted(0, ignored=f"no consent mapping for {what} in integration {cfg.integration_id}")
+        return Accepted(
+            0, ignored=f"no consent mapping for {what} in integration {cfg.integration_id}", set_aside=event.ignored
+        )
     message = OptOutMessage(
         integration_id=cfg.integration_id,
         event=event.event,
@@ -93,4 +117,4 @@ def accept(
         received_at=utc_now(),
     )
     send(message)
-    return Accepted(len(slots), time_fix=event.time_fix)
+    return Accepted(len(slots), time_fix=event.time_fix, set_aside=event.ignored)

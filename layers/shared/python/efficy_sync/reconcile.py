@@ -10,7 +10,9 @@ gone), our stored state and the profile APSIS One exported, and returns the drif
 - `attributes`: an attribute value that differs from the mapping's result (names only, never values);
 - `consents`: a consent that differs from what consent.decide says, with the opt-out stickiness applied. An
   opt-out APSIS One holds, or one we recorded, is never drift to "fix" into an opt-in: APSIS holding an
-  opt-out where the CRM membership would opt in is a note (`kept_optouts`), not drift. An opt-out the rules
+  opt-out where the CRM membership would opt in is a note (`kept_optouts`), not drift, unless our state
+  shows the opt-out is one this integration sent (the person was out of the CRM profile, no opt-out was
+  made in APSIS One): the CRM decides those, as every sync does, so they are drift. An opt-out the rules
   decide where APSIS holds nothing is no drift either (there is nothing to withdraw);
 - `tags`: a managed tag (CRM-profile tags, and query tags when the queries were run) set differently.
 
@@ -170,13 +172,25 @@ def _consents(check: PersonCheck, desired: Desired, state: PersonState | None, p
         pushed = cast("ConsentType | None", held if held in ("opt-in", "opt-out") else None)
         decision = decide(member, pushed, record, *read)
         where = {"topic": topic, "channel": channel}
-        if decision.type == "opt-in" and held == "opt-out":
+        if decision.type == "opt-in" and held == "opt-out" and _our_opt_out(state, slot):
+            # the opt-out is one this integration sent because the person was not in the CRM profile (no opt-out
+            # was made in APSIS One): the CRM membership decides, and the next sync opts in, so it is drift
+            detail = {**where, "apsis": "opt-out", "rules": "opt-in", "opt_out_by": "this integration"}
+            check.drifts.append(Drift("consents", check.person_key, detail))
+        elif decision.type == "opt-in" and held == "opt-out":
             check.notes.append(("kept_optouts", where))  # stickiness: never "repaired" into an opt-in
         elif decision.type is None or (decision.type == "opt-out" and held is None):
             continue
         elif decision.type != held:
             detail = {**where, "apsis": held or "none", "rules": decision.type}
             check.drifts.append(Drift("consents", check.person_key, detail))
+
+
+def _our_opt_out(state: PersonState | None, slot: str) -> bool:
+    """True only on positive evidence that APSIS holds the opt-out because we sent it: our state says the last
+    consent we pushed on the slot was that opt-out, and no opt-out made in APSIS One is recorded on it. Anything
+    less (no state, unknown, an opt-out record) keeps the APSIS opt-out."""
+    return state is not None and state.consents.get(slot) == "opt-out" and slot not in state.optouts
 
 
 # ---- repair -------------------------------------------------------------------------------------------------

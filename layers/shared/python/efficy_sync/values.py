@@ -51,6 +51,24 @@ def as_text(value: Any) -> str:
     return str(value).strip()
 
 
+_WHOLE = re.compile(r"^\+?([0-9]+)(?:\.0*)?$")
+
+
+def whole_number(value: Any) -> int | None:
+    """A record key as Efficy may send it (123, 123.0, "123", "123.0"); None for anything else.
+
+    Strict on purpose: Python's float() also reads "12_865114542" (an Efficy relation key, key_relationId),
+    "1e3" and "nan", and a misread key names another record. Booleans are not keys."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) and value.is_integer() else None
+    match = _WHOLE.match(str(value).strip())
+    return int(match.group(1)) if match else None
+
+
 def is_zero_date(value: Any) -> bool:
     """Efficy's empty date, in ISO or day-first form, with or without a time."""
     text = as_text(value)

@@ -10,8 +10,21 @@ How a call proves it comes from Efficy is a per-integration setting (contracts/e
 Every comparison is constant-time. A replayed call (possible in every mode but `hmac`) only makes the worker
 refetch the persons it names from Efficy: it changes nothing that Efficy does not already say.
 
-The payload accepts only what Efficy sends: keys are whole JSON numbers in Efficy's key range, the operation
-one of three words, the date an ISO 8601 date-time. Error texts name the field, never echo its value.
+The payload: keys are whole numbers in Efficy's key range, the operation one of three words, the date an ISO 8601
+date-time. Efficy batches thousands of records per call and its retries are not documented (contracts/efficy.md
+§7, §10), so one odd record must not cost the batch: a refused call drops every contact change in it, opt-outs
+included, until the next full sync. Hence:
+- the harmless variants of what Efficy sends are read as meant: a key or table id written as a whole float
+  (123.0, its JSON-RPC clients read keys as doubles, §3) or as digits ("123"); `fields: null` (no changed values,
+  as on a create or delete); a numeric user or subject; a null, missing or empty date (absent: it is only part of
+  a message's de-duplication identity, see WebhookRecord);
+- a record of a table we ignore is ignored whatever its shape, and a contact record that is still invalid
+  (12.5, "12_3", an unknown operation...) is set aside alone (WebhookPayload.invalid, logged by ingest with its
+  index, hashed key and reason) while the valid ones are accepted;
+- what stays strict: the body (a JSON object with a `records` list) and a call with contact records none of which
+  is valid (400): nothing of it could be queued, so refusing it loses nothing, while Efficy keeps its failed
+  call, to retry or resend once the cause is fixed, and the refusal shows on the route's alarms.
+Error texts name the field, never echo its value.
 """
 
 from __future__ import annotations
@@ -22,9 +35,9 @@ import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError
 
 CONTACT_TABLE_ID = 11000  # Efficy's table id of Cont
 #: Efficy keys are positive whole numbers; its JSON-RPC clients read them as doubles (contracts/efficy.md §3),
@@ -33,6 +46,10 @@ MAX_KEY = 2**53 - 1
 URL_TOKEN_PARAMETER = "token"
 MODES = ("url_token", "hmac_body", "hmac", "header")
 _UNIX_SECONDS = re.compile(r"^[0-9]{1,12}$")
+#: A whole number written as text: ASCII digits only (int() would also read "12_3", " 12" and other scripts' digits).
+_DIGITS = re.compile(r"^[0-9]{1,20}$")
+#: At most this many problems are named in a 400 (and the count of the rest).
+_NAMED_PROBLEMS = 5
 #: ISO 8601 date-time as Efficy writes it: a date, a time, optional fraction and offset (bounded length).
 _ISO_DATETIME = re.compile(
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,9})?)?(?:Z|[+-][0-9]{2}:?[0-9]{2})?$"
@@ -65,6 +82,44 @@ def normalise_date(value: str) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def whole_number(value: object) -> int:
+    """A key or table id as Efficy may write it: a JSON integer, a float with nothing after the point (123.0)
+    or ASCII digits ("123"). Anything else (12.5, "12_3", " 12", true) names no record for sure: ValueError,
+    without the value."""
+    if isinstance(value, bool):  # a bool is an int to Python, never a key to Efficy
+        raise ValueError("must be a whole number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():  # False for inf and nan
+        return int(value)
+    if isinstance(value, str) and _DIGITS.match(value):
+        return int(value)
+    raise ValueError("must be a whole number")
+
+
+def _text_or_none(value: object) -> object:
+    """Labels nothing uses (a record's user and subject: the worker refetches the person; the body's database and
+    version): a number is kept as its text, and any other non-text value is dropped rather than cost a change."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value if isinstance(value, str) else None
+
+
+def _absent_if_blank(value: object) -> object:
+    """A null or empty date is an absent one (the record still names a person and an operation)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return value
+
+
+def _no_fields_if_null(value: object) -> object:
+    """`fields` holds the changed values on an update only (contracts/efficy.md §7): null is none changed."""
+    return {} if value is None else value
+
+
+_Date = Annotated[str, Field(max_length=40), AfterValidator(normalise_date)]
+
+
 class WebhookRecord(BaseModel):
     """One changed record. Only table, key, operation and date are used: the worker refetches the person, so the
     changed values (`fields`) only feed the de-duplication fingerprint and never travel on the queue.
@@ -72,26 +127,57 @@ class WebhookRecord(BaseModel):
     `date` has no upper bound on purpose: it is only part of a message's de-duplication identity, and nothing
     compares it with stored stamps (the worker orders by the D_CHANGE it refetches), so a date in the future
     cannot hold back a later change, while refusing it would make Efficy drop the real change of a CRM whose
-    clock runs ahead of ours."""
+    clock runs ahead of ours. For the same reason it may be absent (None): an undated change cannot outrank a
+    dated one, and ingest gives it a de-duplication identity of its own so that it is never taken for a copy of
+    an earlier undated change of the same person."""
 
     model_config = ConfigDict(extra="ignore")
 
-    table: StrictInt
-    # Strict: true, "2" or 2.0 are not what Efficy sends, and a key must never be guessed from another type.
-    key: StrictInt = Field(gt=0, le=MAX_KEY)
+    table: Annotated[StrictInt, BeforeValidator(whole_number), Field(gt=0)]
+    # A key is never guessed: 12.5 or "12_3" make the record invalid, only exact spellings of a whole number pass.
+    key: Annotated[StrictInt, BeforeValidator(whole_number), Field(gt=0, le=MAX_KEY)]
     operation: Literal["Create", "Update", "Delete"]
-    user: str | None = None
-    subject: str | None = None
-    fields: dict[str, object] = Field(default_factory=dict)
-    date: Annotated[str, Field(max_length=40), AfterValidator(normalise_date)]
+    user: Annotated[str | None, BeforeValidator(_text_or_none)] = None
+    subject: Annotated[str | None, BeforeValidator(_text_or_none)] = None
+    fields: Annotated[dict[str, object], BeforeValidator(_no_fields_if_null)] = Field(default_factory=dict)
+    date: Annotated[_Date | None, BeforeValidator(_absent_if_blank)] = None
+
+
+class InvalidRecord(BaseModel):
+    """A record that may be a contact's but could not be read: its place in the batch, its key when that could
+    be read (for a hashed key in the log), and the problem naming fields only, never a value."""
+
+    index: int
+    key: int | None = None
+    problems: list[str]
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.problems)
 
 
 class WebhookPayload(BaseModel):
+    """The batch as the ingest uses it. From `parse`, `records` holds the valid contact records only; the other
+    tables' records are counted (`other_tables`) and the contact records that could not be read are listed
+    (`invalid`)."""
+
     model_config = ConfigDict(extra="ignore")
 
     database: str | None = None
     version: str | None = None
     records: list[WebhookRecord]
+    other_tables: int = 0
+    invalid: list[InvalidRecord] = Field(default_factory=list)
+
+
+class _Envelope(BaseModel):
+    """The body's outer shape, checked strictly (a JSON object with a records list); the records one by one."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    database: Annotated[str | None, BeforeValidator(_text_or_none)] = None
+    version: Annotated[str | None, BeforeValidator(_text_or_none)] = None
+    records: list[Any]
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -174,8 +260,35 @@ def verify(
         raise WebhookAuthError(f"wrong {signature_header}")
 
 
+def _problems(exc: ValidationError, prefix: str = "") -> list[str]:
+    """`path: message` for each error of `exc`, never its input (a value may be personal data)."""
+    problems = []
+    for err in exc.errors(include_input=False, include_context=False, include_url=False):
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+        message = str(err["msg"]).removeprefix("Value error, ")
+        problems.append(f"{(prefix + path).lstrip('.') or 'body'}: {message}")
+    return problems
+
+
+def _refusal(problems: list[str]) -> WebhookPayloadError:
+    more = f" (+{len(problems) - _NAMED_PROBLEMS} more)" if len(problems) > _NAMED_PROBLEMS else ""
+    return WebhookPayloadError("; ".join(problems[:_NAMED_PROBLEMS]) + more)
+
+
+def _readable_key(raw: Mapping[str, object]) -> int | None:
+    try:
+        key = whole_number(raw.get("key"))
+    except ValueError:
+        return None
+    return key if 0 < key <= MAX_KEY else None
+
+
 def parse(body: bytes) -> WebhookPayload:
-    """Validate the whole payload; the error names the first bad field path (records[3].key), never a value."""
+    """Validate the body, then each record on its own (see the module docstring).
+
+    Raises WebhookPayloadError, naming the bad field paths (records[3].key) and never a value, when the body is
+    not a JSON object with a `records` list, or when it has contact records and none of them is valid. A record
+    whose table cannot be read might be a contact's: it counts as an invalid contact record."""
     if not body:
         raise WebhookPayloadError("empty body: expected a JSON object with records[]")
     try:
@@ -183,12 +296,36 @@ def parse(body: bytes) -> WebhookPayload:
     except UnicodeDecodeError:
         raise WebhookPayloadError("body: is not JSON text (UTF-8)") from None
     try:
-        return WebhookPayload.model_validate_json(body)
+        envelope = _Envelope.model_validate_json(body)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_input=False, include_context=False)[:5]:
-            path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
-            message = str(err["msg"]).removeprefix("Value error, ")
-            problems.append(f"{path or 'body'}: {message}")
-        more = f" (+{exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
-        raise WebhookPayloadError("; ".join(problems) + more) from None
+        raise _refusal(_problems(exc)) from None
+    records: list[WebhookRecord] = []
+    invalid: list[InvalidRecord] = []
+    other_tables = 0
+    for index, raw in enumerate(envelope.records):
+        where = f"records[{index}]"
+        if not isinstance(raw, dict):
+            invalid.append(InvalidRecord(index=index, problems=[f"{where}: must be an object"]))
+            continue
+        try:
+            table = whole_number(raw.get("table"))
+        except ValueError:
+            problem = f"{where}.table: must be a whole number"
+            invalid.append(InvalidRecord(index=index, key=_readable_key(raw), problems=[problem]))
+            continue
+        if table != CONTACT_TABLE_ID:
+            other_tables += 1  # never used, so never checked: its shape cannot cost the batch
+            continue
+        try:
+            records.append(WebhookRecord.model_validate(raw))
+        except ValidationError as exc:
+            invalid.append(InvalidRecord(index=index, key=_readable_key(raw), problems=_problems(exc, where)))
+    if invalid and not records:
+        raise _refusal([problem for item in invalid for problem in item.problems])
+    return WebhookPayload(
+        database=envelope.database,
+        version=envelope.version,
+        records=records,
+        other_tables=other_tables,
+        invalid=invalid,
+    )

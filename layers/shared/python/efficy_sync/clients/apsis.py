@@ -20,6 +20,7 @@ from efficy_sync.clients.apsis_transport import ApsisTransport, TokenStore, _red
 from efficy_sync.clients.errors import (
     ApsisUnavailable,
     Conflict,
+    ConsentRefused,
     MappingGone,
     NotFound,
     PayloadTooLarge,
@@ -37,6 +38,12 @@ __all__ = ["CHANNELS", "DEFAULT_PROFILE_TAGS_PATH", "MAX_IMPORT_FILE_BYTES", "Ap
 
 CHANNELS = {"email": "com.apsis1.channels.email", "sms": "com.apsis1.channels.sms"}
 CONSENT_TYPES = ("opt-in", "opt-out")
+#: what APSIS may already hold when it answers 409 to a consent we send, for that 409 to mean "no change": an
+#: opt-in is in place when the profile has any form of it; an opt-out only when it has the opt-out itself
+SAME_CONSENT = {
+    "opt-in": frozenset({"opt-in", "confirmed-opt-in", "pending-opt-in"}),
+    "opt-out": frozenset({"opt-out"}),
+}
 MERGE_PATCH = "application/merge-patch+json"
 MAX_IMPORT_FILE_BYTES = 50 * 1024 * 1024
 IMPORT_DONE = ("completed", "error")
@@ -260,7 +267,11 @@ class ApsisClient(ApsisTransport):
         reason: str = "efficy-sync",
         source: str = "Efficy",
     ) -> str:
-        """Returns "created" (201), "updated" (204) or "unchanged" (409 or 200: the same type was already set)."""
+        """Returns "created" (201), "updated" (204) or "unchanged" (200, or a 409 while the profile already holds
+        that type). APSIS answers 409 to any transition it does not support, not only to the same type again
+        (contracts/apsis-one.md §3: e.g. pending-opt-in -> opt-out), so a 409 is read as "unchanged" only once
+        the profile's consents show the requested type; otherwise ConsentRefused: the person's failure, never
+        recorded as sent (an opt-out APSIS refused is planned again by the next sync)."""
         if consent_type not in CONSENT_TYPES:
             raise ValueError(f"consent_type must be one of {CONSENT_TYPES}, not {consent_type!r}")
         body = {
@@ -272,12 +283,26 @@ class ApsisClient(ApsisTransport):
         }
         try:
             response = self._call("set_consent", "POST", self._consents_path(key), body=body)
-        except Conflict:
-            return "unchanged"
+        except Conflict as conflict:
+            held = self._consent_held(key, topic, body["channel_discriminator"])
+            if held in SAME_CONSENT[consent_type]:
+                return "unchanged"
+            raise ConsentRefused(
+                f"APSIS One refused {consent_type} on {topic} ({channel}): the profile holds {held or 'no consent'}",
+                status=409,
+                detail=conflict.detail,
+            ) from None
         except RejectedValue as exc:
             self._raise_if_gone(exc, "subscription", [topic], self.list_topics)
             raise
         return {201: "created", 204: "updated"}.get(response.status_code, "unchanged")
+
+    def _consent_held(self, key: str, topic: str, channel_discriminator: str) -> str | None:
+        """The consent type the profile holds on (topic, channel) as APSIS reads it back (None: none)."""
+        for item in self.get_consents(key):
+            if item.get("topic_discriminator") == topic and item.get("channel_discriminator") == channel_discriminator:
+                return str(item.get("type") or "") or None
+        return None
 
     def get_consents(self, key: str, consent_types: list[str] | None = None) -> list[dict[str, Any]]:
         params = {"consent_types": consent_types} if consent_types else None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import threading
 import time
 from collections import Counter
@@ -30,6 +29,7 @@ from efficy_sync.clients.errors import (
 from efficy_sync.clients.http import MIN_CALL_SECONDS, RetryPolicy, build_session, check_time, time_left
 from efficy_sync.clients.meter import meter
 from efficy_sync.observability import logger  # the PII-scrubbing logger: one logging path
+from efficy_sync.pii import redact_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -49,13 +49,12 @@ TOKEN_LEASE_SECONDS = 60.0
 #: how long a client waits for the token the lease's holder is fetching before it asks APSIS itself
 TOKEN_WAIT_SECONDS = 10.0
 
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
-_PHONE = re.compile(r"\+\d[\d ().-]{6,}\d|\b\d{9,}\b")
-
 
 def _redact(text: str) -> str:
-    """Error details can echo the value APSIS refused; keep emails and phone numbers out of logs."""
-    return _PHONE.sub("<phone>", _EMAIL.sub("<email>", text))
+    """Error details can echo the value APSIS refused (the content of a problem+json `detail` is unspecified),
+    and they are stored and shown (person state, run record, `explain`), not only logged: addresses and phone
+    numbers are replaced whole, quoted values masked (pii.redact_text)."""
+    return redact_text(text, hint=False)
 
 
 def _jwt_expiry(token: str) -> float | None:

@@ -38,7 +38,7 @@ from efficy_sync.clients.http import RetryPolicy, build_session, check_time
 from efficy_sync.clients.meter import meter
 from efficy_sync.consent import ANSWERED_AT, ASKED_AT, read_time
 from efficy_sync.observability import logger  # the PII-scrubbing logger: one logging path
-from efficy_sync.pii import mask_email
+from efficy_sync.pii import redact_text
 
 if TYPE_CHECKING:
     from http.cookiejar import Cookie
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 
 SESSION_COOKIE = "EfficySession"
-_EMAIL_IN_TEXT = re.compile(r"[^@\s;,'\"<>()]+@[^@\s;,'\"<>()]+")
 
 
 class EfficyClient(EfficyParsing):
@@ -330,7 +329,11 @@ class EfficyClient(EfficyParsing):
             error = response.json().get("error")
         except (ValueError, AttributeError):
             return ""
-        return f": {error.get('code')}: {error.get('message')}" if isinstance(error, dict) else ""
+        if not isinstance(error, dict):
+            return ""
+        # the message can quote the value Efficy refused; it is stored and shown, not only logged
+        text = f"{error.get('code')}: {error.get('message')}"
+        return f": {redact_text(text)}"
 
     @staticmethod
     def _json(response: requests.Response, op: str) -> UncheckedJson:
@@ -389,7 +392,7 @@ class EfficyClient(EfficyParsing):
 
     def _business_error(self, op: str, error: tuple[str | None, str]) -> EfficyBusinessError:
         code, text = error
-        text = _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group(0)), text)  # error texts end up in logs
+        text = redact_text(text)  # error texts end up in logs, person states and run records
         return EfficyBusinessError(f"Efficy refused {op}: {code or 'error'}: {text}", code=code)
 
     # ---- shaping persons ----------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 from efficy_sync.clients.errors import EfficyBusinessError
+from efficy_sync.mapping import profile_ids
+from efficy_sync.values import whole_number
 
 #: a decoded JSON answer of Efficy whose shape nothing has checked yet (the parsing methods check it)
 UncheckedJson = Any
@@ -69,8 +71,12 @@ class EfficyParsing:
     def dataset_rows(cls, obj: UncheckedJson, name: str = "dataset") -> list[dict[str, Any]] | None:
         """The rows of the first {"#class": "dataset"} found at any depth (Efficy's nesting varies)."""
         if isinstance(obj, dict):
-            if obj.get("#class") == name and isinstance(obj.get("#data"), list):
-                return cast("list[dict[str, Any]]", obj["#data"])
+            if obj.get("#class") == name:
+                data = obj.get("#data")
+                if isinstance(data, dict):  # Efficy U nests the rows one level down: {"#data": {"data": [...]}}
+                    data = data.get("data")
+                if isinstance(data, list):
+                    return cast("list[dict[str, Any]]", data)
             children: Iterable[Any] = obj.values()
         elif isinstance(obj, list):
             children = obj
@@ -87,8 +93,23 @@ class EfficyParsing:
         return next((f for f in element.get("@func") or [] if str(f.get("@name", "")).lower() == name), None)
 
     @staticmethod
-    def _as_int(value: Any) -> int:
-        return int(float(value))  # Efficy keys arrive as numbers, floats or strings
+    def _as_int(value: Any, what: str = "K_CONTACT") -> int:
+        """A key as Efficy sends it (number, float or string); a value that is not one is a malformed answer,
+        never a guess (values.whole_number says why float() is not enough)."""
+        number = whole_number(value)
+        if number is None:
+            raise EfficyBusinessError(f"answer with a {what} that is not a record key", code="INVALID_RESPONSE")
+        return number
+
+    @staticmethod
+    def _profiles_of(rows: Any) -> list[int] | None:
+        """The CRM profile ids of a person's profile rows or ids; None (membership unknown, consents left as
+        they are) when any of them cannot be read: an unreadable row must not read as "not a member", which
+        would opt the person out (mapping.profile_ids)."""
+        if rows is None or not isinstance(rows, list):
+            return None
+        ids = profile_ids(rows)
+        return sorted(ids) if ids is not None else None
 
     def _person_from_consult(self, element: dict[str, Any]) -> dict[str, Any] | None:
         """The person of a consult answer; None when its master dataset is there and empty (no such record,
@@ -100,15 +121,20 @@ class EfficyParsing:
             return None
         person = {name.upper(): value for name, value in master_rows[0].items()}
         person["K_CONTACT"] = self._as_int(person.get("K_CONTACT", element.get("key")))
-        profile_rows = self.dataset_rows(self._func(element, "detail")) or []
-        person["profiles"] = sorted({self._as_int(row["K_PROFILE"]) for row in profile_rows if "K_PROFILE" in row})
+        # no detail dataset, or a row without a readable K_PROFILE: membership unknown, not "member of nothing"
+        profiles = self._profiles_of(self.dataset_rows(self._func(element, "detail")))
+        if profiles is not None:
+            person["profiles"] = profiles
         return person
 
     def _person_from_record(self, record: dict[str, Any]) -> dict[str, Any]:
         person = {(name if name == "profiles" else name.upper()): value for name, value in record.items()}
-        person["K_CONTACT"] = self._as_int(person["K_CONTACT"])
+        person["K_CONTACT"] = self._as_int(person.get("K_CONTACT"))
         if "profiles" in person:
-            person["profiles"] = sorted({self._as_int(p) for p in person["profiles"] or []})
+            # `null` or an unreadable entry: unknown (the key is dropped), never an empty membership
+            profiles = self._profiles_of(person.pop("profiles"))
+            if profiles is not None:
+                person["profiles"] = profiles
         return person
 
     def _contact_keys(self, answer: dict[str, Any]) -> list[int]:

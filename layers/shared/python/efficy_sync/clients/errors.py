@@ -65,6 +65,13 @@ class RejectedValue(ApiError):
     about_person = True
 
 
+class ConsentRefused(RejectedValue):
+    """APSIS One refused a consent transition for this profile (409 while it holds another type, e.g. a pending
+    double opt-in): the person's failure, recorded and shown; the consent is not recorded as sent."""
+
+    category = "consent_refused"
+
+
 class PayloadTooLarge(RejectedValue):
     category = "payload_too_large"
 

@@ -195,7 +195,9 @@ class FullSync:
             raise
         finally:
             breaker.remember(run, gate)
-        if not result.stopped:
+        if result.stopped:  # the run ended meanwhile: what the page did still counts, the page is not done
+            self.runs.page_stopped(integration_id, run_id, number, result.persons, result.counters)
+        else:
             self.runs.page_done(integration_id, run_id, number, result.persons, result.counters)
         return result.summary()
 

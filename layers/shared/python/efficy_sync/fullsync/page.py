@@ -183,13 +183,18 @@ def sync_page(
                 outcomes = importer.write(persons, known, sync_all)
                 result.counters.update(importer.take_counters())
             else:
-                outcomes = sync_all(persons, seen=known)
+                outcomes = sync_all(persons, seen=known, should_continue=should_continue)
                 result.counters.update(base_counts(known.values()))  # what each person held before: the breaker's base
+                if len(outcomes) < len(persons):  # the run ended (a cancel): no chunk was started after it
+                    result.stopped = True
+                    persons = persons[: len(outcomes)]
             for person, outcome in zip(persons, outcomes, strict=True):
                 reason = skip_label(cfg, person) if outcome.reason and outcome.result != "failed" else None
                 result.counters.update(tally(outcome, skip_reason=reason))
                 result.counters.update(removal_counts(outcome.removals))
             result.persons += len(persons) + result.counters["import_queued"] - queued_before
+            if result.stopped:
+                break
     return result
 
 
@@ -204,8 +209,13 @@ def _sync_batch(
     batched: BatchedStates | None = None,
     plain: PersonSyncer | None = None,
     query_tags: Callable[[int], set[str]] | None = None,
+    should_continue: Callable[[], bool] | None = None,
 ) -> list[Outcome]:
     """The per-person path, PERSON_THREADS persons at a time (each waits on APSIS round trips, not on CPU).
+
+    `should_continue` is asked before each chunk after the first: once the run has ended (a cancel), no new
+    chunk starts, the chunks already syncing finish and are written, and the outcomes are those of the persons
+    synced, a prefix of `persons` (a cancel stops a page within a chunk, not after its 500 persons).
 
     Each chunk's stored states (and APSIS opt-outs) are read in one consistent BatchGetItem right before the
     chunk is synced (while the chunk before it finishes: CHUNKS_AHEAD), and that read is the one the opt-in check needs (`sync(fresh=True)`): one read per chunk
@@ -248,6 +258,8 @@ def _sync_batch(
 
         try:
             for start in range(0, len(persons), CHUNK):
+                if start and should_continue is not None and not should_continue():
+                    break
                 chunk = persons[start : start + CHUNK]
                 if known is None:
                     fresh = states.get_many(syncer.cfg.integration_id, [p["K_CONTACT"] for p in chunk])

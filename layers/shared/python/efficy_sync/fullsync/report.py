@@ -127,6 +127,30 @@ def build_report(
     }
 
 
+#: runs that end while pages are still running: those pages add what they did to the run after its report
+STOPPED_STATUSES = ("cancelled", "timed_out")
+
+
+def current_report(run: Any) -> dict[str, Any]:
+    """The run's report as it should be read now. A run ends with a report of its counters at that moment; a
+    cancelled or timed-out run's pages that were syncing go on to the end of their chunk and add their counts
+    afterwards (lifecycle.page), so such a report is rebuilt from the counters, keeping what only the end knew
+    (failed pages, query tags, requeued, end time): every person a page wrote is counted."""
+    report = run.report
+    if report is None:
+        return build_report(run, status=run.status)
+    if report.get("status") not in STOPPED_STATUSES:
+        return dict(report)
+    return build_report(
+        run,
+        status=str(report["status"]),
+        failed_pages=(report.get("pages") or {}).get("failed"),
+        query_tags=report.get("query_tags"),
+        requeued=int((report.get("deferred") or {}).get("requeued", 0)),
+        ended_at=report.get("ended_at"),
+    )
+
+
 def _seconds_between(start: str | None, end: str | None) -> float | None:
     if not start or not end:
         return None

@@ -91,6 +91,25 @@ class RunCounters:
         )
         return True
 
+    def page_stopped(
+        self, integration_id: str, run_id: str, page: int, persons: int, counters: Mapping[str, int]
+    ) -> bool:
+        """A page that stopped part-way because its run ended (a cancel, a timeout): what it did before it stopped
+        is added to the run, once (the report of a cancelled run counts every person a page wrote), but the page
+        is not done. False when the page was already counted."""
+        if not self._add_counted(integration_id, run_id, "pages_counted", str(page), dict(counters)):
+            return False
+        client("dynamodb").update_item(
+            TableName=self._table,
+            Key=_page_key(integration_id, run_id, page),
+            UpdateExpression=f"SET #st = :stopped, persons = :persons, {TTL_ATTRIBUTE} = :ttl ADD attempts :one",
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues=to_item(
+                {":stopped": "stopped", ":persons": persons, ":one": 1, ":ttl": expires_at()}
+            ),
+        )
+        return True
+
     def page_failed(self, integration_id: str, run_id: str, page: int, error: str) -> None:
         """Count a failed attempt; Step Functions decides whether it runs the page again."""
         ddb = client("dynamodb")

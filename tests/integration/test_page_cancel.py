@@ -1,0 +1,77 @@
+"""A cancel stops a full-sync page within a chunk, and what the page did before it stopped is counted.
+
+The real sync_page against the Efficy and APSIS One simulators over HTTP (in-memory state store); the run's
+counters and report: tests/integration/test_fullsync_lifecycle.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from efficy_sync.clients.apsis import ApsisClient
+from efficy_sync.clients.efficy import EfficyClient
+from efficy_sync.clients.http import RetryPolicy
+from efficy_sync.fullsync.page import CHUNK, sync_page
+from efficy_sync_tools.sims.apsis import ApsisSimulator
+from efficy_sync_tools.sims.efficy import EfficySimulator
+
+from tests.integration.test_diff_calls import CFG, person
+from tests.memory_store import MemoryPersonStateStore
+
+FAST = RetryPolicy(total=3, backoff_factor=0.01, backoff_jitter=0.0, connect_timeout=2, read_timeout=10)
+PERSONS = 3 * CHUNK + 5
+DESCRIPTOR = {"page": 0, "first": 0, "pages": 1, "page_size": 200, "tail": False}
+
+
+@pytest.fixture
+def sims() -> Iterator[tuple[EfficySimulator, ApsisSimulator]]:
+    efficy = EfficySimulator().start()
+    apsis = ApsisSimulator(client_id="diff", client_secret="diff-secret", rate_limits=False).start()
+    efficy.upsert_persons([person(k) for k in range(1, PERSONS + 1)])
+    yield efficy, apsis
+    efficy.stop()
+    apsis.stop()
+
+
+def run_page(sims: tuple[EfficySimulator, ApsisSimulator], should_continue: Any) -> Any:
+    efficy_sim, apsis_sim = sims
+    apsis = ApsisClient(apsis_sim.url, "diff", "diff-secret", section=CFG.apsis.section, policy=FAST)
+    with EfficyClient(efficy_sim.url, efficy_sim.api_key, policy=FAST) as efficy:
+        return sync_page(
+            CFG,
+            DESCRIPTOR,
+            efficy=efficy,
+            apsis=apsis,
+            states=MemoryPersonStateStore(),
+            dry_run=False,
+            should_continue=should_continue,
+        )
+
+
+def test_a_cancel_stops_the_page_at_the_next_chunk_and_counts_what_was_done(
+    sims: tuple[EfficySimulator, ApsisSimulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EFFICY_SYNC_APSIS_RATE", "100000")  # the pace is not what this test is about
+    asked: list[int] = []
+
+    def running() -> bool:  # the page asks before its Efficy page, then before each chunk after the first
+        asked.append(1)
+        return len(asked) < 3  # cancelled while the second chunk syncs
+
+    result = run_page(sims, running)
+
+    assert result.stopped
+    assert result.persons == 2 * CHUNK and result.counters["persons"] == 2 * CHUNK
+    assert result.counters["created"] == 2 * CHUNK
+    assert len(sims[1].profiles()) == 2 * CHUNK  # the third and fourth chunks never started
+    assert result.summary()["stopped"] is True
+
+
+def test_a_page_that_keeps_running_is_not_stopped(
+    sims: tuple[EfficySimulator, ApsisSimulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EFFICY_SYNC_APSIS_RATE", "100000")
+    result = run_page(sims, lambda: True)
+    assert not result.stopped and result.persons == PERSONS and len(sims[1].profiles()) == PERSONS
