@@ -152,6 +152,24 @@ def test_normalise_stamp():
     assert normalise_stamp("garbage") == "garbage"
 
 
+@pytest.mark.parametrize(
+    ("day_first", "iso"),
+    [
+        ("05/02/2025 10:00:00", "2025-02-05T10:00:00.000000"),
+        ("5/2/2025 10:00", "2025-02-05T10:00:00.000000"),
+        ("30/12/1899 08:00", "1899-12-30T08:00:00.000000"),  # Efficy's empty date, as its S1 client shows it
+        ("19/01/2025", "2025-01-19T00:00:00.000000"),
+    ],
+)
+def test_a_day_first_change_stamp_orders_as_the_same_instant_in_iso(day_first, iso):
+    """Efficy's JSON-RPC may send D_CHANGE day-first: compared as text, 05/02 would sort before 19/01 and a
+    newer CRM opt-out would look older than the stored state (person_plan.is_stale) and be dropped."""
+    assert normalise_stamp(day_first) == iso
+    assert is_newer("05/02/2025 10:00:00", "19/01/2025 10:00:00")
+    assert is_newer("05/02/2025 10:00:00", "2025-01-19T10:00:00")
+    assert not is_newer("19/01/2025 10:00:00", "2025-02-05T10:00:00")
+
+
 # --- properties over histories --------------------------------------------------------------------------------
 
 TOPIC = "usercreated.topics.news"

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from .values import day_first
+
 if TYPE_CHECKING:  # state.py imports this module: the state type is for the checker only
     from .state import PersonState
 
@@ -32,12 +34,14 @@ OPT_IN_RACE_MARGIN = timedelta(minutes=10)
 
 def normalise_stamp(stamp: str | None) -> str:
     """'2024-05-01 10:00:00Z' -> '2024-05-01T10:00:00.000000': one fixed-width form, so stamps compare as text.
-    An offset is converted to UTC; a naive stamp (Efficy's D_CHANGE) is taken as it is. Empty sorts first."""
+    An offset is converted to UTC; a naive stamp (Efficy's D_CHANGE) is taken as it is, in ISO or day-first
+    form ("05/02/2025 10:00:00", as Efficy's JSON-RPC may send it: as text, 05/02 would sort before 19/01).
+    Empty sorts first."""
     text = (stamp or "").strip()
     if not text:
         return ""
     try:
-        parsed = datetime.fromisoformat(text.replace(" ", "T", 1) if len(text) > 10 else text)
+        parsed = day_first(text) or datetime.fromisoformat(text.replace(" ", "T", 1) if len(text) > 10 else text)
     except ValueError:
         return text  # unknown shape: compare as given rather than fail a sync over it
     if parsed.tzinfo is not None:

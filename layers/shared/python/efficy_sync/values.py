@@ -146,14 +146,20 @@ def _parse_datetime(value: Any) -> datetime | Skipped | None:
     if is_empty_value(value):
         return None
     text = as_text(value)
-    match = _DMY.match(text)
     try:
-        if match:
-            day, month, year, hour, minute, second = match.groups()
-            return datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0))
-        return datetime.fromisoformat(text.replace(" ", "T", 1) if len(text) > 10 else text)
+        return day_first(text) or datetime.fromisoformat(text.replace(" ", "T", 1) if len(text) > 10 else text)
     except ValueError:
         return Skipped("not a date")
+
+
+def day_first(text: str) -> datetime | None:
+    """Efficy's day-first form ("30/12/1899 08:00", "05/02/2025 10:00:00") as a naive datetime; None when the
+    text is not in that form. Raises ValueError for a day or month out of range (31/02/2025)."""
+    match = _DMY.match(text.strip())
+    if not match:
+        return None
+    day, month, year, hour, minute, second = match.groups()
+    return datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0))
 
 
 def to_date(value: Any) -> str | Skipped | None:
