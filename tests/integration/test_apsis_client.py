@@ -394,3 +394,16 @@ def test_a_403_gets_a_new_token_at_most_once_a_minute(make_sim: Callable[..., Ap
     with pytest.raises(AuthError):
         client.list_sections()
     assert sim.calls()[TOKEN] == 3  # a minute later, a 403 may mean a revoked token again
+
+
+@pytest.mark.parametrize("body", ['["not", "a", "problem"]', '"just text"', "42"])
+def test_an_error_body_that_is_json_but_not_a_problem_object_is_still_a_typed_error(
+    sim: ApsisSimulator, client: ApsisClient, body: str
+) -> None:
+    """The real API's error bodies are not all problem+json objects (contracts/apsis-one.md §5): the status
+    decides the error's type, whatever the body holds."""
+    client.create_profile("1")
+    sim.add_fault(path_regex="/attributes$", status=400, count=1, body=body, content_type="application/json")
+    with pytest.raises(RejectedValue) as raised:
+        client.patch_attributes("1", {FIRSTNAME: "Jo"})
+    assert raised.value.status == 400

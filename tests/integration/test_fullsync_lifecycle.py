@@ -154,6 +154,15 @@ def test_a_cancelled_runs_report_counts_what_its_pages_did_after_it_ended(sync) 
     assert full_sync.runs.pages("demo", run_id)[2].status == "stopped"
 
 
+def test_a_run_is_active_until_it_ends_and_an_unknown_one_is_not(sync) -> None:
+    full_sync, _ = sync
+    run = planned(full_sync, ARN + "active", pages=1, done=0, failing=[])
+    assert full_sync.runs.is_active("demo", run["run_id"])
+    full_sync.execution_ended(ARN + "active", "ABORTED")
+    assert not full_sync.runs.is_active("demo", run["run_id"])
+    assert not full_sync.runs.is_active("demo", "no-such-run")
+
+
 def test_a_finished_runs_report_is_its_snapshot(sync) -> None:
     full_sync, _ = sync
     run = planned(full_sync, ARN + "snap", pages=1, done=1, failing=[])

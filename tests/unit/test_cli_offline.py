@@ -339,3 +339,10 @@ def test_building_the_parser_loads_neither_requests_nor_boto3_nor_the_package_me
     probe += "print(sorted(m for m in ('requests', 'boto3', 'botocore', 'importlib.metadata') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("key", ["abc", "0", "-3", "1.5"])
+def test_a_person_key_that_is_not_one_is_a_usage_error(key, capsys, no_aws):
+    """Exit 2 like any other wrong argument (the help's exit codes), before any AWS call."""
+    assert main(["explain", "demo", key]) == 2
+    assert "PERSON_KEY must be an Efficy K_CONTACT" in capsys.readouterr().err

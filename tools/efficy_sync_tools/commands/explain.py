@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from efficy_sync_tools.commands._aws import CliError, cli_command
+from efficy_sync_tools.commands._aws import EXIT_USAGE, CliError, cli_command
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +34,7 @@ def person_key(text: str) -> int:
     except ValueError:
         key = 0
     if key <= 0:
-        raise CliError(f"PERSON_KEY must be an Efficy K_CONTACT (a positive whole number), not {text!r}")
+        raise CliError(f"PERSON_KEY must be an Efficy K_CONTACT (a positive whole number), not {text!r}", EXIT_USAGE)
     return key
 
 

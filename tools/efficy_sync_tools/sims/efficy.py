@@ -374,6 +374,9 @@ class EfficySimulator(SimServer):
         #: documented (contracts/efficy.md); a local zone is what makes the stamps go back once a year.
         self.stamp_zone = stamp_zone
         self.require_content_length = require_content_length
+        #: a connector whose installation caps the page size below what is asked answers shorter pages without
+        #: saying so (contracts/efficy.md §4: "APSIS sets the page size per installation"); None: no cap
+        self.page_size_cap: int | None = None
         self._clock = clock or time.time
         self._last_stamp_ms = 0
         self._handles = count(1)
@@ -932,6 +935,7 @@ class EfficySimulator(SimServer):
             self._check_entity_rest(entity)
             page = self._int_arg(request, ("page",), 0, 0, 10**9)
             size = self._int_arg(request, ("page_size", "pageSize"), MAX_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+            size = min(size, self.page_size_cap or size)
             fields = self._list_arg(request, "fields") or None
             try:
                 ids = sorted({int(i) for i in self._list_arg(request, "ids")})

@@ -311,8 +311,11 @@ class ApsisTransport:
         """Status, title and detail of a problem+json body; a short excerpt of anything else (S3 XML, HTML)."""
         try:
             problem = response.json()
-            text = f"{problem.get('title', '')}: {problem.get('detail', '')}".strip(": ")
         except ValueError:
+            problem = None
+        if isinstance(problem, dict):
+            text = f"{problem.get('title', '')}: {problem.get('detail', '')}".strip(": ")
+        else:  # not JSON, or JSON that is not a problem object (a list, a string): an excerpt, typed as the status
             text = response.text[:200]
         return f"{response.status_code} {_redact(text)}".strip()
 

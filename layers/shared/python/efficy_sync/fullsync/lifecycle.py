@@ -359,8 +359,7 @@ class FullSync:
         """For long work inside a step: has the run been cancelled or ended meanwhile?"""
 
         def check() -> bool:
-            current = self.runs.get(integration_id, run_id)
-            return current is not None and current.active
+            return self.runs.is_active(integration_id, run_id)
 
         return check
 

@@ -23,6 +23,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from ..budget import ACCOUNT_SHARE, PacedApsis, account_rate
+from ..clients.errors import EfficyBusinessError
 from ..clients.http import map_in_context
 from ..config import IntegrationConfig
 from ..mapping import needed_fields
@@ -104,8 +105,26 @@ def efficy_pages(efficy: Any, descriptor: dict[str, Any], fields: list[str]) -> 
             return
         yield records
         if len(records) < size:
-            return  # a short page is the last one (pages are contiguous ranges of K_CONTACT order)
+            # a short page is the last one (pages are contiguous ranges of K_CONTACT order), unless the connector
+            # answers less than it is asked for: then every page reads another range than we think and persons
+            # would be skipped without a word. A cap fails the run, clearly (_page_size_capped).
+            if _page_size_capped(efficy, number, size):
+                raise EfficyBusinessError(
+                    f"Efficy answered {len(records)} persons for page {number} of {size} and more after it: the "
+                    f"connector caps its page size; set efficy.page_size to {len(records)} or less",
+                    code="PAGE_SIZE_CAPPED",
+                )
+            return
         number += 1
+
+
+def _page_size_capped(efficy: Any, number: int, size: int) -> bool:
+    """After a short page: True when the next page has persons and this one, read again, is still short (the
+    connector answers fewer than `size` a page). One small read when the page was the last (the next is empty);
+    a page that filled up meanwhile is persons created during the run, which real time brings (parked)."""
+    if not efficy.list_persons_page(number + 1, size, ["K_CONTACT"], include_profiles=False):
+        return False
+    return len(efficy.list_persons_page(number, size, ["K_CONTACT"], include_profiles=False)) < size
 
 
 def sync_page(

@@ -204,6 +204,22 @@ class RunStore(RunCounters):
         )
         return Run.from_item(item) if item else None
 
+    def is_active(self, integration_id: str, run_id: str) -> bool:
+        """Whether the run is still running: its status alone (a page asks before every chunk of persons, and the
+        whole record, with its counted-page sets, grows with the run)."""
+        item = (
+            client("dynamodb")
+            .get_item(
+                TableName=self._table,
+                Key=_run_key(integration_id, run_id),
+                ConsistentRead=True,
+                ProjectionExpression="#st",
+                ExpressionAttributeNames={"#st": "status"},
+            )
+            .get("Item")
+        )
+        return bool(item) and item.get("status", {}).get("S", ACTIVE) == ACTIVE  # as Run.from_item reads it
+
     def latest(self, integration_id: str) -> Run | None:
         return next(iter(self.history(integration_id, limit=1)), None)
 
