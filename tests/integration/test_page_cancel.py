@@ -13,6 +13,7 @@ import pytest
 from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync.clients.efficy import EfficyClient
 from efficy_sync.clients.http import RetryPolicy
+from efficy_sync.fullsync import page
 from efficy_sync.fullsync.page import CHUNK, sync_page
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 from efficy_sync_tools.sims.efficy import EfficySimulator
@@ -54,6 +55,7 @@ def test_a_cancel_stops_the_page_at_the_next_chunk_and_counts_what_was_done(
     sims: tuple[EfficySimulator, ApsisSimulator], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("EFFICY_SYNC_APSIS_RATE", "100000")  # the pace is not what this test is about
+    monkeypatch.setattr(page, "STOP_CHECK_SECONDS", 0.0)  # ask before every chunk (they take milliseconds here)
     asked: list[int] = []
 
     def running() -> bool:  # the page asks before its Efficy page, then before each chunk after the first
@@ -67,6 +69,17 @@ def test_a_cancel_stops_the_page_at_the_next_chunk_and_counts_what_was_done(
     assert result.counters["created"] == 2 * CHUNK
     assert len(sims[1].profiles()) == 2 * CHUNK  # the third and fourth chunks never started
     assert result.summary()["stopped"] is True
+
+
+def test_a_fast_page_does_not_ask_before_every_chunk(
+    sims: tuple[EfficySimulator, ApsisSimulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EFFICY_SYNC_APSIS_RATE", "100000")
+    monkeypatch.setattr(page, "STOP_CHECK_SECONDS", 3600.0)
+    asked: list[int] = []
+    result = run_page(sims, lambda: asked.append(1) is None)
+    assert not result.stopped and result.persons == PERSONS
+    assert len(asked) == 1  # before the Efficy page only
 
 
 def test_a_page_that_keeps_running_is_not_stopped(

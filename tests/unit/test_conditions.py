@@ -27,6 +27,19 @@ def cond(**kwargs) -> SyncCondition:
         ({"in": ["FR", "NL"]}, "NL", True),
         ({"in": ["FR", "NL"]}, "EN", False),
         ({"in": ["FR", "NL"]}, "fr", False),  # exact, case-sensitive: what the user wrote
+        # a yes/no field in another spelling (the connector's REST export may write booleans as words)
+        ({"equals": "1"}, "true", True),
+        ({"equals": "1"}, "True", True),
+        ({"equals": "1"}, "yes", True),
+        ({"equals": "1"}, "false", False),
+        ({"equals": "true"}, "1", True),
+        ({"not_equals": "1"}, "True", False),  # a Robinson-listed person is not let through
+        ({"not_equals": "1"}, "Y", False),
+        ({"not_equals": "1"}, "false", True),
+        ({"not_equals": "0"}, "False", False),
+        ({"in": ["1"]}, "on", True),
+        ({"equals": "NO"}, "false", False),  # "NO" (a country) is not a yes/no test: compared as written
+        ({"equals": "1"}, "truthy", False),
         ({"in": [1, 2]}, "2", True),
         ({"is_empty": True}, "", True),
         ({"is_empty": True}, None, True),

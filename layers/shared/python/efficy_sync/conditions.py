@@ -13,7 +13,7 @@ from typing import Any
 
 from efficy_sync.config import SyncCondition
 from efficy_sync.pii import mask_value
-from efficy_sync.values import as_text, is_empty_value
+from efficy_sync.values import as_text, bool_word, is_empty_value
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,23 @@ class ConditionReport:
         return next((o for o in self.outcomes if not o.passed), None)
 
 
+#: configured values that test a yes/no field; the person's value matches them as a boolean too
+_BOOLEAN_TESTS = {"1": True, "0": False, "true": True, "false": False}
+
+
+def _same(text: str, configured: str | None) -> bool:
+    """The person's value is the configured one: as written, or, when the condition tests a yes/no field ("1",
+    "0", "true", "false"), as the same boolean in another spelling. Efficy's JSON-RPC writes checkboxes as "1"
+    and "0", but its connector's REST export may write true/"True"/"yes" (contracts/efficy.md: record shapes
+    assumed): compared as text, a Robinson-listed person would pass ROBINSON not_equals "1" and be created."""
+    if configured is None:
+        return False
+    if text == configured:
+        return True
+    wanted = _BOOLEAN_TESTS.get(configured.strip().lower())
+    return wanted is not None and bool_word(text) is wanted
+
+
 def _holds(condition: SyncCondition, value: Any) -> bool:
     operator = condition.operator
     if operator == "is_empty":
@@ -64,10 +81,10 @@ def _holds(condition: SyncCondition, value: Any) -> bool:
         return not is_empty_value(value)
     text = as_text(value)
     if operator == "equals":
-        return text == condition.equals
+        return _same(text, condition.equals)
     if operator == "not_equals":
-        return text != condition.not_equals
-    return text in (condition.in_ or [])
+        return not _same(text, condition.not_equals)
+    return any(_same(text, wanted) for wanted in condition.in_ or [])
 
 
 def evaluate_one(condition: SyncCondition, person: Mapping[str, Any]) -> ConditionOutcome:

@@ -123,6 +123,12 @@ def to_float(value: Any) -> float | Skipped | None:
     return number
 
 
+def bool_word(text: str) -> bool | None:
+    """True or False for a word that spells a boolean ("1", "true", "Yes", "on" ...), None for any other text."""
+    word = text.strip().lower()
+    return True if word in _TRUE else False if word in _FALSE else None
+
+
 def to_bool(value: Any) -> bool | Skipped | None:
     if isinstance(value, bool):
         return value

@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 PERSON_THREADS = 16
 #: persons whose states are re-read together (one consistent BatchGetItem) right before they are synced
 CHUNK = 48
+#: a page asks whether its run still runs (a cancel) before a chunk at most this often: a cancel stops it within
+#: seconds, and a page of unchanged persons (chunks of milliseconds) does not read the run record per chunk
+STOP_CHECK_SECONDS = 2.0
 #: chunks read and syncing beyond the oldest unfinished one: the next chunk's persons start as soon as threads
 #: free up, instead of every chunk waiting for its slowest person (a read then precedes its opt-ins by the
 #: length of two chunks, seconds: the argument of _sync_batch holds)
@@ -232,8 +235,8 @@ def _sync_batch(
 ) -> list[Outcome]:
     """The per-person path, PERSON_THREADS persons at a time (each waits on APSIS round trips, not on CPU).
 
-    `should_continue` is asked before each chunk after the first: once the run has ended (a cancel), no new
-    chunk starts, the chunks already syncing finish and are written, and the outcomes are those of the persons
+    `should_continue` is asked before a chunk after the first, at most every STOP_CHECK_SECONDS: once the run has
+    ended (a cancel), no new chunk starts, the chunks already syncing finish and are written, and the outcomes are those of the persons
     synced, a prefix of `persons` (a cancel stops a page within a chunk, not after its 500 persons).
 
     Each chunk's stored states (and APSIS opt-outs) are read in one consistent BatchGetItem right before the
@@ -276,9 +279,12 @@ def _sync_batch(
             behind = (chunk, done, writing)
 
         try:
+            asked = time.monotonic()  # the page asked before reading these persons from Efficy
             for start in range(0, len(persons), CHUNK):
-                if start and should_continue is not None and not should_continue():
-                    break
+                if start and should_continue is not None and time.monotonic() - asked >= STOP_CHECK_SECONDS:
+                    asked = time.monotonic()
+                    if not should_continue():
+                        break
                 chunk = persons[start : start + CHUNK]
                 if known is None:
                     fresh = states.get_many(syncer.cfg.integration_id, [p["K_CONTACT"] for p in chunk])
