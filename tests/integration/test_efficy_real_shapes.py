@@ -145,3 +145,18 @@ def test_rest_export_profiles(sim: EfficySimulator, client: EfficyClient, profil
         assert mapped(person).consents == {}
     else:
         assert person["profiles"] == expected
+
+
+@pytest.mark.parametrize("empty", ["", {}, False, None, 0])
+def test_an_empty_error_key_is_no_error(sim: EfficySimulator, client: EfficyClient, empty: Any) -> None:
+    body = consult(dataset([{"K_PROFILE": 12}]))
+    body[0]["#error"] = empty
+    body[0]["@func"][0]["#error"] = empty
+    assert get_one(sim, client, body)["profiles"] == [12]
+
+
+def test_an_empty_error_key_without_data_is_still_no_person(sim: EfficySimulator, client: EfficyClient) -> None:
+    answer(sim, "^/crm/json", [{"@name": "consult", "entity": "Cont", "key": 7, "#error": "", "@func": []}])
+    with pytest.raises(EfficyBusinessError) as raised:  # not read as "gone": no master dataset at all
+        client.get_persons([7])
+    assert raised.value.code == "INVALID_RESPONSE"

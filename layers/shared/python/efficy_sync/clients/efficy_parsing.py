@@ -47,8 +47,8 @@ class EfficyParsing:
             text = " ".join(str(obj[k]) for k in ("message", "detail") if obj.get(k))
             return (str(obj["code"]) if obj.get("code") is not None else None, text or "error")
         error = obj.get("#error")
-        if error is not None and error is not False:
-            return cls._read_error(error, obj)
+        if error:  # null, false, "" or {} say there is none (an answer may carry the key empty); the data must
+            return cls._read_error(error, obj)  # still be there: a read without its dataset is refused on its own
         if obj.get("@name") == "exception":
             return (None, str(obj.get("#message", "exception")))
         for func in obj.get("@func") or []:
