@@ -253,6 +253,17 @@ def test_seed_explain_and_health(user: UserStack) -> None:
     assert "re-queued" in user.cli("health", "demo", "--retry", "failures").stdout
 
 
+def test_seed_over_existing_keys_says_it_replaced_them(user: UserStack) -> None:
+    """`--start KEY` into persons that exist replaces them (an upsert): the output must not say "created"."""
+    first, _ = seed(user, 2, "--no-webhooks")
+    again = user.json(
+        "local", "seed", "3", "--start", str(first), "--no-webhooks", "--ready-file", str(user.ready_file)
+    )
+    assert (again["created"], again["replaced"]) == (1, 2)
+    text = user.cli("local", "seed", "1", "--start", str(first), "--no-webhooks", "--ready-file", str(user.ready_file))
+    assert "Created 0 persons and replaced 1 existing ones" in text.stdout
+
+
 def test_dlq_count_and_redrive(user: UserStack) -> None:
     """docs/runbook.md: `efficy-sync dlq count`, `efficy-sync dlq redrive --queue contact`."""
     start, last = seed(user, 7, "--no-webhooks", "--profiles", "12")

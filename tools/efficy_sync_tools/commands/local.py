@@ -134,8 +134,12 @@ def seed_command(args: argparse.Namespace) -> int:
             f"the local stack's Efficy simulator did not answer at {efficy} ({exc}); is it running?", EXIT_UNREACHABLE
         )
     matching = sum(1 for p in persons if p["OPENED"] == "1" and p["ROBINSON"] == "0")
+    # --start may point into persons that exist: they are replaced (an upsert), and the output says so
+    known = {int(p["K_CONTACT"]) for p in existing}
+    replaced = sum(1 for p in persons if int(p["K_CONTACT"]) in known)
     result = {
-        "created": len(persons),
+        "created": len(persons) - replaced,
+        "replaced": replaced,
         "first_key": persons[0]["K_CONTACT"],
         "last_key": persons[-1]["K_CONTACT"],
         "matching_demo_conditions": matching,
@@ -144,8 +148,9 @@ def seed_command(args: argparse.Namespace) -> int:
     if getattr(args, "output", "text") == "json":
         print(json.dumps(result, indent=2))
         return 0
+    done = f"Created {result['created']:,} persons" + (f" and replaced {replaced:,} existing ones" if replaced else "")
     print(
-        f"Created {len(persons):,} persons in the Efficy simulator (K_CONTACT {result['first_key']}..{result['last_key']}); "
+        f"{done} in the Efficy simulator (K_CONTACT {result['first_key']}..{result['last_key']}); "
         f"{matching:,} of them match the demo's sync conditions (OPENED=1, ROBINSON=0) and should reach APSIS One."
     )
     if args.no_webhooks:
