@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from . import log_keys
 from .template import FunctionSpec
 
 log = logging.getLogger("efficy_sync.local")
@@ -55,8 +56,8 @@ def carry_scope_into_pools() -> None:
     Why: on Lambda a process is one function, so a pool thread reads that function's settings and acts under its
     role. Here every function shares one process, and threads do not inherit context variables, so a pool
     thread's calls were neither in the function's settings scope nor checked against its role (local/iam.py):
-    the SQS batches of the webhook split, DynamoDB batch writes, the import files' threads. Only the scope is
-    carried: a pool thread starts with an otherwise empty context, as on Lambda, so code that forgets to pass its
+    the SQS batches of the webhook split, DynamoDB batch writes, the import files' threads. Only the scope (and
+    the log keys its function appended, log_keys.py) is carried: a pool thread starts with an otherwise empty context, as on Lambda, so code that forgets to pass its
     deadline or correlation id to its threads fails here as it would there. Idempotent."""
     import contextvars
     from concurrent.futures import ThreadPoolExecutor
@@ -71,9 +72,11 @@ def carry_scope_into_pools() -> None:
         scope = function_scope.get()
         if scope is None:
             return original(self, fn, *args, **kwargs)
+        install_log_keys = log_keys.for_pool()  # the function's log keys, process-wide on Lambda (log_keys.py)
 
         def scoped() -> Any:
             function_scope.set(scope)
+            install_log_keys()
             return fn(*args, **kwargs)
 
         return original(self, contextvars.Context().run, scoped)
@@ -159,7 +162,7 @@ class FunctionRouter:
             timeout_seconds=900,
             _started=time.monotonic(),
         )
-        with self.scope(logical_id):
+        with self.scope(logical_id), log_keys.fresh():
             return self._handler(logical_id)(event, context)
 
     # ---- Step Functions -> moto Lambda -> here ------------------------------------------------------

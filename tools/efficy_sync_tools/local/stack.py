@@ -70,6 +70,7 @@ class LocalStack:
         # moto's process is the longest step of a start (about 2 s to import and warm moto): it is launched before
         # this process imports boto3, cfn-lint and the SAM translator (about 1 s), which then overlap with it.
         self.moto = MotoProcess(lambda_url=self.relay.url).launch()
+        from . import log_keys
         from .aws import client, deploy, package, reserve_port
         from .lambdas import FunctionRouter, carry_scope_into_pools
         from .template import SamTemplate
@@ -88,6 +89,7 @@ class LocalStack:
         self._function_environment()
         self.router = FunctionRouter(self.template.functions(), self.stack.functions, self.region, self._hidden)
         carry_scope_into_pools()
+        log_keys.isolate()  # each invocation logs its own function's keys, as on Lambda
         self._enforce_iam()
         self.relay.router = self.router
         self.sqs = client("sqs", self.moto.endpoint, self.region)
