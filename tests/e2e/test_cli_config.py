@@ -200,3 +200,13 @@ def test_a_library_warning_goes_to_stderr_and_never_into_the_json_result(stack: 
     assert result.returncode in (0, 6), result.stderr
     assert json.loads(result.stdout)["integration_id"] == "demo"
     assert "APSIS token store" in result.stderr
+
+
+def test_applying_the_demo_example_with_its_placeholder_urls_is_refused(stack: Stack) -> None:
+    """examples/demo.yaml's base URLs use port 0, which the local stack fills in: applied as it is, it broke the
+    running demo (found following the README by hand). Refused, and the stored demo stays as it was."""
+    before = stack.cli("config", "show", "demo", check=True).stdout
+    result = stack.cli("config", "apply", str(ROOT / "examples" / "demo.yaml"), "--by", "tester")
+    assert result.returncode == 1
+    assert "port 0, a placeholder" in result.stderr and "Traceback" not in result.stderr
+    assert stack.cli("config", "show", "demo", check=True).stdout == before

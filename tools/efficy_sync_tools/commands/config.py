@@ -271,6 +271,19 @@ def applied_by(explicit: str | None) -> str:
         return "unknown"
 
 
+def _base_urls(cfg: Any) -> list[tuple[str, str]]:
+    return [("efficy.base_url", str(cfg.efficy.base_url)), ("apsis.base_url", str(cfg.apsis.base_url))]
+
+
+def _port(url: str) -> int | None:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).port
+    except ValueError:
+        return None
+
+
 @cli_command
 def apply_command(args: argparse.Namespace) -> int:
     from efficy_sync.config import config_to_dict, diff_configs
@@ -303,6 +316,13 @@ def apply_command(args: argparse.Namespace) -> int:
         else:
             print(f"no changes: {cfg.integration_id} stays at version {version} (nothing stored)")
         return 0
+    placeholders = [name for name, url in _base_urls(cfg) if _port(url) == 0]
+    if placeholders:
+        raise CliError(
+            f"{args.file}: {' and '.join(placeholders)} use port 0, a placeholder (examples/demo.yaml's URLs are "
+            f"filled in by the local stack), so nothing was stored; to change a stored config, start from "
+            f"`efficy-sync config show {cfg.integration_id} > FILE`"
+        )
     missing = missing_secrets(cfg)
     if missing:
         listed = "".join(f"\n  {path}: secret {name!r} not found in Secrets Manager" for path, name in missing)
