@@ -65,7 +65,11 @@ def download_export(
     interval = max(poll_interval, MIN_POLL_SECONDS)
     while True:
         try:
-            payload = client._call("download_export", "GET", path).json()
+            response = client._call("download_export", "GET", path)
+            try:
+                payload = response.json()
+            except ValueError:  # NDJSON, CSV: a format we do not read is no export of nobody
+                raise ApsisUnavailable(f"APSIS export {path}: the answer is not one JSON document") from None
             break
         except NotFound:  # in progress
             pass
@@ -80,29 +84,84 @@ def download_export(
     return parse_export(payload, client.keyspace)
 
 
+#: what would say an export answer is one page of several: reconcile must never take part of the profiles for
+#: all of them (the rest would be "missing" drift, whose repair re-sends their consents)
+_MORE_PAGES = ("next", "next_page", "next_url", "next_page_token", "continuation_token", "cursor")
+
+
 def parse_export(payload: Any, keyspace: str) -> dict[str, ExportedProfile]:
-    """The export's JSON as ExportedProfile by key; an answer we cannot read raises (never read as "empty")."""
+    """The export's JSON as ExportedProfile by key; an answer we cannot read raises (never read as "empty", never
+    read as complete when it says there is more). The shape is not public (contracts/apsis-one.md §9): consent
+    entries are read under `consent_type` or `type` in any case, channels in full or short form."""
     rows = payload.get("profiles") if isinstance(payload, dict) else None
     if not isinstance(rows, list):
         raise ApsisUnavailable("APSIS export: the answer holds no profiles list")
+    links = payload.get("links") if isinstance(payload.get("links"), dict) else {}
+    total = payload.get("total", payload.get("total_count"))
+    if any(payload.get(name) or links.get(name) for name in _MORE_PAGES) or (
+        isinstance(total, int) and not isinstance(total, bool) and total > len(rows)
+    ):
+        raise ApsisUnavailable("APSIS export: the answer is one page of several; not read as the whole section")
     out: dict[str, ExportedProfile] = {}
     for row in rows:
-        key = (row.get("keys") or {}).get(keyspace) if isinstance(row, dict) else None
+        if not isinstance(row, dict):
+            raise ApsisUnavailable("APSIS export: a profile entry is not an object")
+        key = _key_of(row, keyspace)
         if key is None:
-            continue
-        consents = {
-            (str(t.get("topic_discriminator")), CHANNEL_NAMES.get(str(t.get("channel_discriminator")), "")): str(
-                t.get("consent_type")
-            )
-            for t in row.get("topics") or []
-        }
-        out[str(key)] = ExportedProfile(
-            key=str(key),
+            continue  # a profile of another keyspace: not ours
+        out[key] = ExportedProfile(
+            key=key,
             attributes=dict(row.get("attributes") or {}),
-            tags=set(row.get("tags") or []),
-            consents=consents,
+            tags=_tags_of(row.get("tags")),
+            consents={_slot(t): str(t.get("consent_type") or t.get("type") or "").lower() for t in _topics(row)},
         )
     return out
+
+
+def _key_of(row: dict[str, Any], keyspace: str) -> str | None:
+    """The row's key in our keyspace: `keys` as {keyspace: key} or as [{keyspace_discriminator, profile_key}]."""
+    keys = row.get("keys")
+    if isinstance(keys, dict):
+        key = keys.get(keyspace)
+    elif isinstance(keys, list) and all(isinstance(k, dict) for k in keys):
+        key = next(
+            (k.get("profile_key") for k in keys if isinstance(k, dict) and k.get("keyspace_discriminator") == keyspace),
+            None,
+        )
+    elif keys is None and row.get("keyspace_discriminator", row.get("keyspace")) == keyspace:
+        key = row.get("profile_key")
+    else:
+        raise ApsisUnavailable("APSIS export: a profile's keys are in a shape we cannot read")
+    return None if key is None else str(key)
+
+
+def _topics(row: dict[str, Any]) -> list[dict[str, Any]]:
+    topics = row.get("topics") or row.get("consents") or []
+    if not isinstance(topics, list) or not all(isinstance(t, dict) for t in topics):
+        raise ApsisUnavailable("APSIS export: a profile's consents are in a shape we cannot read")
+    return topics
+
+
+def _slot(entry: dict[str, Any]) -> tuple[str, str]:
+    channel = str(entry.get("channel_discriminator") or entry.get("channel") or "")
+    return str(entry.get("topic_discriminator") or entry.get("topic")), CHANNEL_NAMES.get(
+        channel, channel.lower() if channel.lower() in CHANNELS else ""
+    )
+
+
+def _tags_of(value: Any) -> set[str]:
+    """Tag names, given as names or as {discriminator|name|tag, value} objects (a false value: not set)."""
+    tags: set[str] = set()
+    for tag in value or []:
+        if isinstance(tag, str):
+            tags.add(tag)
+            continue
+        name = (tag.get("discriminator") or tag.get("name") or tag.get("tag")) if isinstance(tag, dict) else None
+        if name is None:
+            raise ApsisUnavailable("APSIS export: a tag is in a shape we cannot read")
+        if tag.get("value", True) not in (False, "false", 0):
+            tags.add(str(name))
+    return tags
 
 
 def export_section(

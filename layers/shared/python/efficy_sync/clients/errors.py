@@ -139,7 +139,9 @@ def error_class_for(status: int, unavailable: type[ApiError]) -> type[ApiError]:
         return AuthError
     if status == 429:
         return RateLimited
-    if status >= 500:
+    if status >= 500 or status in (408, 410, 423):
+        # a timeout, a resource gone or locked for now (APSIS lists 408 and 410, its own client retries 408):
+        # about the call, not the person's data, so never acknowledged as the person's failure
         return unavailable
     return {404: NotFound, 409: Conflict, 413: PayloadTooLarge}.get(status, RejectedValue)
 

@@ -76,6 +76,34 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+#: import statuses that end the wait (contracts/apsis-one.md §4), compared in lower case
+IMPORT_COMPLETED = frozenset({"completed", "completed_with_errors"})
+IMPORT_FAILED = frozenset({"error", "failed"})
+
+
+def _failed_rows(report: dict[str, Any], rows: list[_Row]) -> set[int]:
+    """The keys of the rows APSIS reports failed (`errors[].row`, the data row from 1). Every row of the file
+    when the report cannot say which: an error without a readable row, or fewer rows named than its `failed`
+    count (the details may be only in a downloadable error report). Those persons take the per-person path,
+    which re-plans from their stored state: never recorded as imported on a report that does not say so."""
+    everyone = {row.key for row in rows}
+    errors = report.get("errors") or []
+    if not isinstance(errors, list):
+        return everyone
+    failed: set[int] = set()
+    for error in errors:
+        number = error.get("row") if isinstance(error, dict) else None
+        if isinstance(number, str) and number.isdigit():
+            number = int(number)
+        if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= len(rows):
+            return everyone
+        failed.add(rows[number - 1].key)
+    count = report.get("failed")
+    if isinstance(count, int) and not isinstance(count, bool) and count > len(failed):
+        return everyone
+    return failed
+
+
 class ImportWriter:
     def __init__(
         self,
@@ -231,14 +259,7 @@ class ImportWriter:
             self._counters["import_tag_removals"] += sum(
                 1 for row in rows for op in row.ops if isinstance(op, PatchTags) for on in op.tags.values() if not on
             )
-        failed: set[int] = set()
-        for error in report.get("errors") or []:
-            number = int(error.get("row") or 0)
-            if number == 0:
-                return {row.key for row in rows}
-            if 1 <= number <= len(rows):
-                failed.add(rows[number - 1].key)
-        return failed
+        return _failed_rows(report, rows)
 
     def _run(self, spec: dict[str, Any], data: bytes) -> dict[str, Any]:
         """Create, upload, then poll the status adaptively: `poll_interval` first (a small file is done in a
@@ -257,14 +278,16 @@ class ImportWriter:
                     raise
                 time.sleep(min(backoff, remaining))
                 backoff = min(backoff * 2, 20.0)
-        import_id = created["import_id"]
-        self.apsis.upload_import_file(created["file_upload_url"], created.get("file_upload_body") or {}, data)
+        import_id, upload_url = created.get("import_id"), created.get("file_upload_url")
+        if not import_id or not upload_url:  # an answer we cannot use: retried, never taken for an import
+            raise ApsisUnavailable("APSIS create import: the answer has no import_id or file_upload_url")
+        self.apsis.upload_import_file(upload_url, created.get("file_upload_body") or {}, data)
         interval = self.poll_interval
         while True:
             result = self.apsis.get_import(import_id)
             self._counters["import_polls"] += 1
-            status = result.get("status")
-            if status in ("completed", "error"):
+            status = str(result.get("status") or "").lower()  # the documented values, in any case
+            if status in IMPORT_COMPLETED or status in IMPORT_FAILED:
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -272,8 +295,10 @@ class ImportWriter:
             time.sleep(min(interval, remaining))
             interval = min(interval * 1.5, MAX_POLL_INTERVAL)
         report = {"import_id": import_id, "status": status, **(result.get("report") or {})}
-        if status == "error":
-            detail = "; ".join(str(e.get("message")) for e in report.get("errors", []))
+        if status in IMPORT_FAILED:
+            listed = report.get("errors")
+            errors: list[Any] = listed if isinstance(listed, list) else []
+            detail = "; ".join(str(e.get("message") if isinstance(e, dict) else e) for e in errors)
             raise RejectedValue(f"APSIS import {import_id} failed: {_redact(detail)}", detail=_redact(detail))
         return report
 

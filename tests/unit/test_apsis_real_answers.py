@@ -1,0 +1,95 @@
+"""What the real APSIS One may answer that our simulator does not (contracts/apsis-one.md §4, §5, §9), read so
+that nothing is recorded as done, removed or opted in on an answer that does not say so."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from efficy_sync.clients.apsis_export import parse_export
+from efficy_sync.clients.errors import ApsisUnavailable, acknowledgeable, error_class_for
+from efficy_sync.fullsync.import_writer import _failed_rows, _Row
+
+CRM = "com.apsis1.keyspaces.crm-id"
+NEWS = "usercreated.topics.newsletter-ab12"
+
+
+def profile(**extra: Any) -> dict[str, Any]:
+    return {"keys": {CRM: "7"}, "attributes": {}, "tags": [], "topics": [], **extra}
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"topic_discriminator": NEWS, "channel_discriminator": "com.apsis1.channels.email", "consent_type": "opt-out"},
+        {"topic_discriminator": NEWS, "channel_discriminator": "com.apsis1.channels.email", "type": "opt-out"},
+        {"topic_discriminator": NEWS, "channel_discriminator": "com.apsis1.channels.email", "type": "OPT-OUT"},
+        {"topic_discriminator": NEWS, "channel_discriminator": "email", "consent_type": "opt-out"},
+    ],
+    ids=["simulator", "type", "upper-case", "short-channel"],
+)
+def test_an_exported_opt_out_is_read_whatever_the_spelling(entry: dict[str, Any]) -> None:
+    """Missed, the opt-out read as "nothing held" and reconcile's repair sent the CRM's opt-in over it."""
+    exported = parse_export({"profiles": [profile(topics=[entry])]}, CRM)
+    assert exported["7"].consents == {(NEWS, "email"): "opt-out"}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"profiles": [profile()], "next": "https://api.apsis.one/exports/x?page=2"},
+        {"profiles": [profile()], "links": {"next": "/exports/x?page=2"}},
+        {"profiles": [profile()], "total": 2},
+        {"profiles": [profile(keys=["7"])]},
+        {"profiles": [profile(topics="opt-out")]},
+        {"profiles": ["7"]},
+    ],
+    ids=["next", "links-next", "total", "keys-list-of-strings", "topics-text", "row-text"],
+)
+def test_an_export_we_cannot_read_whole_is_refused_never_read_as_fewer_profiles(payload: dict[str, Any]) -> None:
+    """Profiles left out would be "missing" drift, whose repair re-sends their consents."""
+    with pytest.raises(ApsisUnavailable):
+        parse_export(payload, CRM)
+
+
+def test_export_keys_and_tags_in_other_shapes() -> None:
+    rows = [
+        profile(
+            keys=[{"keyspace_discriminator": CRM, "profile_key": 8}], tags=[{"discriminator": "vip", "value": True}]
+        ),
+        {"keyspace_discriminator": CRM, "profile_key": "9", "tags": [{"name": "gone", "value": False}, "x"]},
+        profile(keys={"com.apsis1.keyspaces.email": "a@b.c"}),  # another keyspace: not ours
+    ]
+    exported = parse_export({"profiles": rows}, CRM)
+    assert sorted(exported) == ["8", "9"]
+    assert exported["8"].tags == {"vip"} and exported["9"].tags == {"x"}
+
+
+@pytest.mark.parametrize("status", [408, 410, 423])
+def test_a_timeout_or_a_gone_or_locked_resource_is_never_the_persons_failure(status: int) -> None:
+    """A RejectedValue is recorded on the person and acknowledged: an opt-out answered 408 was dropped."""
+    error = error_class_for(status, ApsisUnavailable)("x", status=status)
+    assert isinstance(error, ApsisUnavailable) and not acknowledgeable(error)
+
+
+def rows(n: int) -> list[_Row]:
+    return [_Row(person={"K_CONTACT": key}, desired=None, state=None, ops=[]) for key in range(1, n + 1)]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("report", "failed"),
+    [
+        ({"failed": 0, "errors": []}, set()),
+        ({"failed": 1, "errors": [{"row": 2, "message": "bad"}]}, {2}),
+        ({"failed": 1, "errors": [{"row": "2"}]}, {2}),
+        ({"failed": 2, "errors": []}, {1, 2, 3}),  # the details only in a downloadable report
+        ({"failed": 2, "errors": [{"row": 1}]}, {1, 2, 3}),
+        ({"errors": [{"row": "line 2"}]}, {1, 2, 3}),
+        ({"errors": ["row 2: bad"]}, {1, 2, 3}),
+        ({"errors": [{"row": 9}]}, {1, 2, 3}),  # out of range: the numbering is not ours
+        ({"errors": "2 rows failed"}, {1, 2, 3}),
+    ],
+)
+def test_import_rows_are_failed_unless_the_report_says_which(report: dict[str, Any], failed: set[int]) -> None:
+    """A row counted as imported is recorded as synced and never sent again: only on a report that names it."""
+    assert _failed_rows(report, rows(3)) == failed
