@@ -242,6 +242,7 @@ def test_seed_explain_and_health(user: UserStack) -> None:
     first, last = seed(user, 6)
     synced = next(k for k in range(first, last + 1) if k % 7 and k % 5)  # OPENED=1, ROBINSON=0
     wait_for(f"person {synced} in APSIS One", lambda: user.profile(synced), timeout=60)
+    assert "PERSON_KEY must be" in user.cli("explain", "demo", "abc", expect=2).stderr  # a usage error
     explained = user.cli("explain", "demo", str(synced))
     assert f"person {synced}" in explained.stdout
     assert user.json("explain", "demo", str(synced))["person_key"] == str(synced)
