@@ -114,6 +114,94 @@ def test_token_endpoint_429_is_backed_off(sim: ApsisSimulator, client: ApsisClie
     assert client.calls["token"] == 1
 
 
+@pytest.mark.parametrize("retry_after", ["0.05", "0.1 seconds", "1s", "soon", "", "-1"])
+def test_a_retry_after_that_is_not_a_whole_number_is_still_backed_off(
+    sim: ApsisSimulator, client: ApsisClient, retry_after: str
+) -> None:
+    """urllib3 reads only whole seconds or a date: anything else raised InvalidHeader and the call failed at
+    once without a retry. Decimal seconds are waited as said; an unreadable value takes our own backoff."""
+    client.list_keyspaces()
+    sim.add_fault(path_regex="/tags$", status=429, count=2, headers={"Retry-After": retry_after})
+    assert client.list_tags()
+    assert sum(n for call, n in sim.calls().items() if call.startswith("GET ") and call.endswith("/tags")) == 3
+
+
+HTML_PAGE = "<html><body>Service maintenance</body></html>"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (HTML_PAGE, "text/html"),  # a proxy's or maintenance page, answered 200
+        ('{"token_type": "Bearer"}', "application/json"),  # no access_token
+        ('{"access_token": ""}', "application/json"),
+        ('["a", "list"]', "application/json"),
+    ],
+)
+def test_a_token_answer_without_a_token_is_an_outage_then_recovers(
+    sim: ApsisSimulator, client: ApsisClient, body: str, content_type: str
+) -> None:
+    """It was an untyped KeyError/ValueError: Step Functions' retry did not match it and a full sync's page failed
+    for good. Typed as an outage it is retried (and never acknowledges a person's change)."""
+    sim.add_fault(path_regex="^/oauth/token$", status=200, body=body, content_type=content_type, count=1)
+    with pytest.raises(ApsisUnavailable) as caught:
+        client.list_sections()
+    assert not acknowledgeable(caught.value)
+    assert [s["discriminator"] for s in client.list_sections()] == [SECTION]  # the next call asks again
+
+
+@pytest.mark.parametrize("expires_in", ['"3600s"', '"soon"', "-5", "null"])
+def test_an_odd_expires_in_on_an_opaque_token_does_not_fail_the_call(
+    sim: ApsisSimulator, client: ApsisClient, expires_in: str
+) -> None:
+    """expires_in is deprecated and its format is not ours to rely on: an opaque token with an unreadable one
+    is used (refused here by the simulator, so refreshed once) instead of failing the call."""
+    answer = f'{{"access_token": "opaque-fake-token", "expires_in": {expires_in}}}'
+    sim.add_fault(path_regex="^/oauth/token$", status=200, body=answer, content_type="application/json", count=1)
+    assert [s["discriminator"] for s in client.list_sections()] == [SECTION]
+    assert sim.calls()[TOKEN] == 2  # the opaque token, refused once, then a real one
+
+
+@pytest.mark.parametrize(
+    ("path", "call"),
+    [
+        (r"/consents$", lambda c: c.get_consents("7")),
+        (r"^/audience/sections$", lambda c: c.list_sections()),
+        (r"/imports/", lambda c: c.get_import("imp-1")),
+    ],
+)
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [(HTML_PAGE, "text/html"), ('["x"]', "application/json"), ('{"items": "none"}', "application/json")],
+)
+def test_a_200_we_cannot_read_is_an_outage_not_an_empty_answer(
+    sim: ApsisSimulator,
+    client: ApsisClient,
+    path: str,
+    call: Callable[[ApsisClient], Any],
+    body: str,
+    content_type: str,
+) -> None:
+    """An unreadable list must not read as "no consents" / "no sections" (the 409 check would then call a held
+    consent refused), nor crash untyped: it is the integration's outage, retried."""
+    if "imports" in path and "items" in body:
+        body = '{"result": "done"}'
+    client.list_keyspaces()  # the token first, so the fault meets the call itself
+    sim.add_fault(path_regex=path, status=200, body=body, content_type=content_type, count=1)
+    with pytest.raises(ApsisUnavailable):
+        call(client)
+
+
+def test_an_odd_expires_in_takes_the_fallback_lifetime() -> None:
+    from efficy_sync.clients.apsis_transport import FALLBACK_TOKEN_LIFETIME, _lifetime
+
+    assert _lifetime("3600s") == 3600
+    assert _lifetime(" 86400 ") == 86400
+    assert _lifetime(7200.0) == 7200
+    for odd in (None, "", "soon", -5, 0, "nan", "inf", "1e999"):
+        assert _lifetime(odd) == FALLBACK_TOKEN_LIFETIME
+
+
 # ---- definitions, profiles, attributes, tags ---------------------------------------------------------------
 def test_definitions(client: ApsisClient) -> None:
     assert [s["discriminator"] for s in client.list_sections()] == [SECTION]

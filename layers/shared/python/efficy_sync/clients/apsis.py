@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import requests
@@ -312,7 +312,7 @@ class ApsisClient(ApsisTransport):
     def create_import(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Returns {import_id, file_upload_url, file_upload_body, file_upload_url_expires_at}."""
         path = f"/v2/audience/sections/{self._q(self.section)}/imports"
-        return cast("dict[str, Any]", self._call("create_import", "POST", path, body=spec).json())
+        return self._object(self._call("create_import", "POST", path, body=spec), "create_import")
 
     def upload_import_file(self, upload_url: str, fields: dict[str, Any], csv_bytes: bytes) -> None:
         """Multipart POST to the pre-signed URL (S3 in production): the form fields, then `file`. No bearer."""
@@ -337,7 +337,10 @@ class ApsisClient(ApsisTransport):
     def get_import(self, import_id: str) -> dict[str, Any]:
         """Returns the import's `result`: {"status": ..., "report": {...}} (report once processed)."""
         path = f"/audience/sections/{self._q(self.section)}/imports/{self._q(import_id)}"
-        return cast("dict[str, Any]", self._call("get_import", "GET", path).json().get("result", {}))
+        result = self._object(self._call("get_import", "GET", path), "get_import").get("result", {})
+        if not isinstance(result, dict):  # an import's status we cannot read is not "no status yet"
+            raise ApsisUnavailable(f"APSIS get_import: the answer's result is {type(result).__name__}, not an object")
+        return result
 
     def run_import(
         self, spec: dict[str, Any], csv_bytes: bytes, *, poll_interval: float = 1.0, timeout: float = 600

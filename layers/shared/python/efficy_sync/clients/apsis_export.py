@@ -47,7 +47,7 @@ def request_export(client: ApsisClient, *, attributes: list[str], tags: list[str
         "tag_discriminators": sorted(set(tags)),
         "topic_discriminators": sorted(set(topics)),
     }
-    answer = client._call("export_profiles", "POST", EXPORTS_PATH, body=body).json()
+    answer = client._object(client._call("export_profiles", "POST", EXPORTS_PATH, body=body), "export_profiles")
     poll_url = answer.get("poll_url")
     if not isinstance(poll_url, str) or not poll_url:
         raise ApsisUnavailable("APSIS export_profiles: the answer holds no poll_url")

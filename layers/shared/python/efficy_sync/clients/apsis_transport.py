@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
 
@@ -65,6 +65,18 @@ def _jwt_expiry(token: str) -> float | None:
         return float(claims["exp"])
     except (IndexError, ValueError, KeyError, TypeError):
         return None
+
+
+def _lifetime(expires_in: Any) -> float:
+    """Seconds from a deprecated `expires_in`, read leniently ("3600", 3600.0, "3600s"): an unreadable or
+    non-positive value takes FALLBACK_TOKEN_LIFETIME, so the token is fetched again early rather than the call
+    failing (a too-short lifetime costs a token request, a too-long one a 401 and one refresh)."""
+    text = str(expires_in).strip().lower().removesuffix("s").strip() if expires_in is not None else ""
+    try:
+        seconds = float(text)
+    except ValueError:
+        return FALLBACK_TOKEN_LIFETIME
+    return seconds if 0 < seconds < float("inf") else FALLBACK_TOKEN_LIFETIME
 
 
 @dataclass(frozen=True)
@@ -223,13 +235,19 @@ class ApsisTransport:
             raise AuthError(f"APSIS token: {self._describe(response)}", status=response.status_code)
         if response.status_code != 200:
             raise self._error_for(response, "token")
-        return self._token_from(response.json(), issued_at=self._clock())
+        return self._token_from(self._object(response, "token"), issued_at=self._clock(), status=response.status_code)
 
-    def _token_from(self, payload: dict[str, Any], issued_at: float) -> _Token:
-        value = payload["access_token"]
+    def _token_from(self, payload: Any, issued_at: float, *, status: int = 200) -> _Token:
+        """A 200 that carries no token (a proxy's HTML page, an answer of another shape) is the integration's
+        failure, typed as an outage so every caller retries it and no person's change is acknowledged; an
+        untyped KeyError here failed full-sync pages without Step Functions' retry."""
+        value = payload.get("access_token") if isinstance(payload, dict) else None
+        if not isinstance(value, str) or not value.strip():
+            message = "APSIS token: the answer carries no access_token"
+            raise ApsisUnavailable(message, status=status, detail=message)
         expires_at = _jwt_expiry(value)
         if expires_at is None:
-            expires_at = issued_at + float(payload.get("expires_in") or FALLBACK_TOKEN_LIFETIME)
+            expires_at = issued_at + _lifetime(payload.get("expires_in"))
         # a short-lived token (tests, odd configurations) is still reused for half its life
         margin = min(self.token_refresh_margin, max(expires_at - issued_at, 0) / 2)
         return _Token(value=value, refresh_at=expires_at - margin)
@@ -303,8 +321,28 @@ class ApsisTransport:
             self.calls[kind] += 1
 
     # ---- parsing --------------------------------------------------------------------------------------
+    @staticmethod
+    def _object(response: requests.Response, kind: str) -> dict[str, Any]:
+        """A 2xx answer's JSON object. Anything else (a proxy's HTML page, a list, a truncated body) is not read
+        as "nothing": it is an outage of the integration, retried, never a person's failure (errors.py)."""
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            message = f"APSIS {kind}: {response.status_code} answer is not a JSON object"
+            raise ApsisUnavailable(message, status=response.status_code, detail=message)
+        return payload
+
     def _items(self, kind: str, path: str, *, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return cast("list[dict[str, Any]]", self._call(kind, "GET", path, params=params).json().get("items", []))
+        """The `items` of a list answer; an answer without a readable list is unreadable (an empty list would
+        read as "the profile holds no consents", "the section has no such tag")."""
+        response = self._call(kind, "GET", path, params=params)
+        items = self._object(response, kind).get("items", [])
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            message = f"APSIS {kind}: {response.status_code} answer's items are not a list of objects"
+            raise ApsisUnavailable(message, status=response.status_code, detail=message)
+        return items
 
     @staticmethod
     def _describe(response: requests.Response) -> str:

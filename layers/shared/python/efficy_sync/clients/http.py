@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
 from . import spans
@@ -105,6 +107,10 @@ def map_in_context(pool: Executor, fn: Callable[[T], R], items: Iterable[T]) -> 
 
 
 # ---- retries --------------------------------------------------------------------------------------------------
+#: Retry-After in seconds, whole or decimal, optionally followed by a unit word
+_SECONDS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:s|secs?|seconds?)?\s*$", re.IGNORECASE)
+
+
 class BoundedRetry(Retry):
     """urllib3's Retry with each wait capped and no wait (nor attempt after it) running past the deadline."""
 
@@ -114,6 +120,21 @@ class BoundedRetry(Retry):
         retry = super().new(**kw)
         retry.retry_after_cap = self.retry_after_cap
         return retry
+
+    def get_retry_after(self, response: Any) -> float | None:
+        """Retry-After as seconds, read beyond the RFC's whole number: "1.5" and "2 seconds" are waited as said,
+        and a value nobody can read falls back to our own backoff. urllib3 raised InvalidHeader for both, which
+        failed the call at once with no wait at all (a 429 on an import slot then sent the file per person)."""
+        value = response.headers.get("Retry-After")
+        if value is None:
+            return None
+        match = _SECONDS.match(value)
+        if match:
+            return min(float(match.group(1)), float(self.retry_after_max))
+        try:
+            return super().parse_retry_after(value)  # an HTTP date
+        except InvalidHeader:
+            return None
 
     def _wait(self, response: Any) -> float:
         if self.respect_retry_after_header and response is not None:
