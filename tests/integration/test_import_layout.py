@@ -321,6 +321,45 @@ def test_a_failed_import_marks_nobody_synced_and_failed_rows_go_person_by_person
     assert sum(c["created"] for _, c in counted) == 60 and not any(c["imports"] for _, c in counted)
 
 
+class RecordingSyncer(PersonSyncer):
+    """The real per-person path, noting whom it was asked to sync (the collector's per-person fallback)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.keys: list[int] = []
+
+    def sync(self, key: int, person: Any, state: Any) -> Any:
+        self.keys.append(int(key))
+        return super().sync(key, person, state)
+
+
+@pytest.mark.parametrize("numbering", ["data row from 1", "file line, header as 1", "index from 0"])
+def test_a_row_the_report_names_is_sent_person_by_person_whatever_the_numbering(
+    world: dict[str, Any], numbering: str
+) -> None:
+    """APSIS does not document how its import report numbers rows. Read one way when it meant another, the
+    refused person was recorded as imported and never sent again; the neighbours of a named row go too."""
+    sim: ApsisSimulator = world["apsis_sim"]
+    world["efficy_sim"].upsert_persons([person(k, [12]) for k in range(1, 61)])
+    states = MemoryPersonStateStore()
+    queued = queue_pages(world, states, pages=1, size=60)
+    refused_data_row = 20  # the person APSIS refused: the file's 20th data row
+    number = {"data row from 1": 20, "file line, header as 1": 21, "index from 0": 19}[numbering]
+    report = {"rows": 60, "created": 59, "failed": 1, "errors": [{"row": number, "message": "invalid value"}]}
+    sim.add_fault(
+        path_regex=r"/imports/[^/]+$", method="GET", status=200, content_type="application/json", count=1,
+        body=json.dumps({"result": {"status": "completed", "report": report}}),
+    )  # fmt: skip
+    syncer = RecordingSyncer(CFG, world["apsis"], states, dry_run=False, email_lookup=lambda address: [])
+    Collector(
+        CFG, efficy=world["efficy"], apsis=world["apsis"], states=states, syncer=syncer, import_rows=100,
+        on_counters=lambda token, counters: None, poll_interval=0.01,
+    ).run(queued, {})  # fmt: skip
+    file_keys = [int(r["profile_key"]) for r in csv.DictReader(io.StringIO(sim.imports()[0]["csv"]))]
+    assert file_keys[refused_data_row - 1] in syncer.keys
+    assert len(syncer.keys) <= 3  # a named row costs at most itself and its two neighbours
+
+
 def test_import_status_is_polled_often_first_then_less_and_less(world: dict[str, Any]) -> None:
     """A long import costs a few polls, not one every 0.2 s (APSIS's processing time is not documented)."""
     sim: ApsisSimulator = world["apsis_sim"]

@@ -80,16 +80,22 @@ def rows(n: int) -> list[_Row]:
     ("report", "failed"),
     [
         ({"failed": 0, "errors": []}, set()),
-        ({"failed": 1, "errors": [{"row": 2, "message": "bad"}]}, {2}),
-        ({"failed": 1, "errors": [{"row": "2"}]}, {2}),
-        ({"failed": 2, "errors": []}, {1, 2, 3}),  # the details only in a downloadable report
-        ({"failed": 2, "errors": [{"row": 1}]}, {1, 2, 3}),
-        ({"errors": [{"row": "line 2"}]}, {1, 2, 3}),
-        ({"errors": ["row 2: bad"]}, {1, 2, 3}),
-        ({"errors": [{"row": 9}]}, {1, 2, 3}),  # out of range: the numbering is not ours
-        ({"errors": "2 rows failed"}, {1, 2, 3}),
+        # the numbering is not documented (data row from 1, file line with the header as 1, index from 0):
+        # row N fails N-1, N and N+1, so the refused person is never recorded as imported
+        ({"failed": 1, "errors": [{"row": 4, "message": "bad"}]}, {3, 4, 5}),
+        ({"failed": 1, "errors": [{"row": "4"}]}, {3, 4, 5}),
+        ({"failed": 1, "errors": [{"row": 1}]}, {1, 2}),
+        ({"failed": 1, "errors": [{"row": 0}]}, {1}),  # an index from 0
+        ({"failed": 1, "errors": [{"row": 7}]}, {6}),  # the last row, counting the header as line 1
+        ({"failed": 2, "errors": [{"row": 2}, {"row": 6}]}, {1, 2, 3, 5, 6}),
+        ({"failed": 2, "errors": []}, set(range(1, 7))),  # the details only in a downloadable report
+        ({"failed": 2, "errors": [{"row": 1}]}, set(range(1, 7))),
+        ({"errors": [{"row": "line 2"}]}, set(range(1, 7))),
+        ({"errors": ["row 2: bad"]}, set(range(1, 7))),
+        ({"errors": [{"row": 9}]}, set(range(1, 7))),  # out of range: the numbering is not ours
+        ({"errors": "2 rows failed"}, set(range(1, 7))),
     ],
 )
 def test_import_rows_are_failed_unless_the_report_says_which(report: dict[str, Any], failed: set[int]) -> None:
     """A row counted as imported is recorded as synced and never sent again: only on a report that names it."""
-    assert _failed_rows(report, rows(3)) == failed
+    assert _failed_rows(report, rows(6)) == failed

@@ -82,26 +82,31 @@ IMPORT_FAILED = frozenset({"error", "failed"})
 
 
 def _failed_rows(report: dict[str, Any], rows: list[_Row]) -> set[int]:
-    """The keys of the rows APSIS reports failed (`errors[].row`, the data row from 1). Every row of the file
-    when the report cannot say which: an error without a readable row, or fewer rows named than its `failed`
-    count (the details may be only in a downloadable error report). Those persons take the per-person path,
-    which re-plans from their stored state: never recorded as imported on a report that does not say so."""
+    """The keys of the rows APSIS reports failed (`errors[].row`). Every row of the file when the report cannot
+    say which: an error without a readable row, or fewer rows named than its `failed` count (the details may be
+    only in a downloadable error report). Those persons take the per-person path, which re-plans from their
+    stored state: never recorded as imported on a report that does not say so.
+
+    How APSIS numbers a row is not documented: the data row from 1 (our simulator), the file's line with the
+    header as line 1, or an index from 0. So a number N fails the rows N-1, N and N+1 (from 1): whichever it
+    meant, the failed person is among them, and sending a neighbour that was imported once more per person is
+    only a repeat of the same values, never a person recorded as synced that APSIS refused."""
     everyone = {row.key for row in rows}
     errors = report.get("errors") or []
     if not isinstance(errors, list):
         return everyone
-    failed: set[int] = set()
+    named: set[int] = set()
     for error in errors:
         number = error.get("row") if isinstance(error, dict) else None
         if isinstance(number, str) and number.isdigit():
             number = int(number)
-        if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= len(rows):
+        if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number <= len(rows) + 1:
             return everyone
-        failed.add(rows[number - 1].key)
+        named.add(number)
     count = report.get("failed")
-    if isinstance(count, int) and not isinstance(count, bool) and count > len(failed):
+    if isinstance(count, int) and not isinstance(count, bool) and count > len(named):
         return everyone
-    return failed
+    return {rows[n - 1].key for number in named for n in (number - 1, number, number + 1) if 1 <= n <= len(rows)}
 
 
 class ImportWriter:
