@@ -11,6 +11,8 @@ import copy
 import csv
 import io
 import json
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +26,7 @@ from efficy_sync.config import config_from_dict
 from efficy_sync.fullsync.collect import Collector, QueuedPage, read_file_persons
 from efficy_sync.fullsync.import_writer import ImportWriter
 from efficy_sync.fullsync.page import sync_page
+from efficy_sync.mapping import needed_fields
 from efficy_sync.sync import PersonSyncer
 from efficy_sync_tools.sims.apsis import FIXTURE, ApsisSimulator
 from efficy_sync_tools.sims.efficy import EfficySimulator
@@ -358,6 +361,53 @@ def test_a_row_the_report_names_is_sent_person_by_person_whatever_the_numbering(
     file_keys = [int(r["profile_key"]) for r in csv.DictReader(io.StringIO(sim.imports()[0]["csv"]))]
     assert file_keys[refused_data_row - 1] in syncer.keys
     assert len(syncer.keys) <= 3  # a named row costs at most itself and its two neighbours
+
+
+def test_an_imported_row_whose_state_lost_a_race_has_its_withdrawn_opt_in_withdrawn_now(world: dict[str, Any]) -> None:
+    """After a cancel the Imports step may still be importing while real-time changes apply again. A person
+    leaves the CRM profile while the file that opts them in is in flight: real time stores the newer state
+    (no consent: nothing to withdraw, it thinks), then APSIS applies the file's opt-in. The file's state write
+    was refused as stale and dropped, so APSIS kept an opt-in nobody knew of, for good."""
+    sim: ApsisSimulator = world["apsis_sim"]
+    world["efficy_sim"].upsert_persons([person(k, [12]) for k in range(1, 61)])
+    states = MemoryPersonStateStore()
+    queued = queue_pages(world, states, pages=1, size=60)
+    sim.add_fault(path_regex=r"^/_upload/", method="POST", delay_ms=1500, count=1)  # the file is in flight
+    done: dict[str, Any] = {}
+    importing = threading.Thread(
+        target=lambda: done.update(collector(world, states, rows=100, counted=[]).run(queued, {}))
+    )
+    importing.start()
+    time.sleep(0.5)
+    world["efficy_sim"].patch_person(7, {}, profiles=[])  # person 7 leaves the profile; real time applies it
+    realtime = PersonSyncer(CFG, world["apsis"], states, dry_run=False, email_lookup=lambda address: [])
+    current = world["efficy"].get_persons([7], needed_fields(CFG))[7]
+    realtime.sync(7, current, states.get(CFG.integration_id, 7))
+    importing.join(timeout=60)
+    assert done and not importing.is_alive()
+    assert consents_of(world, 7) == {(NEWS, "email", "opt-out")}  # the file's opt-in was withdrawn at once
+    assert consents_of(world, 8) == {(NEWS, "email", "opt-in")}
+    assert states.get(CFG.integration_id, 7).consents == {f"{NEWS}|email": "opt-out"}
+
+
+def test_a_cancelled_run_starts_no_new_file_and_stores_with_conditions(world: dict[str, Any]) -> None:
+    """A cancel releases the lock while the Imports step runs: it used to go on importing file after file.
+    Now no file starts once the run is not active, and the one in flight stores its states conditionally."""
+    world["efficy_sim"].upsert_persons([person(k, [12]) for k in range(1, 61)])
+    states = MemoryPersonStateStore()
+    queued = queue_pages(world, states, pages=3, size=20)
+    asked = iter([True])  # active when the first file starts, ended from then on
+    counted: list[Any] = []
+    stopping = Collector(
+        CFG, efficy=world["efficy"], apsis=world["apsis"], states=states,
+        syncer=PersonSyncer(CFG, world["apsis"], states, dry_run=False, email_lookup=lambda address: []),
+        import_rows=20, on_counters=lambda token, counters: counted.append(counters), poll_interval=0.01,
+        should_continue=lambda: next(asked, False),
+    )  # fmt: skip
+    done = stopping.run(queued, {})
+    assert done["stopped"] and not done["more"] and done["next"] == 1
+    assert len(world["apsis_sim"].imports()) == 1  # of three files
+    assert len(states.get_many(CFG.integration_id, range(1, 61))) == 20  # the file that ran is recorded
 
 
 def test_import_status_is_polled_often_first_then_less_and_less(world: dict[str, Any]) -> None:

@@ -88,3 +88,42 @@ def test_a_page_that_keeps_running_is_not_stopped(
     monkeypatch.setenv("EFFICY_SYNC_APSIS_RATE", "100000")
     result = run_page(sims, lambda: True)
     assert not result.stopped and result.persons == PERSONS and len(sims[1].profiles()) == PERSONS
+
+
+class CountingStore(MemoryPersonStateStore):
+    """The in-memory store, noting how each person state was written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batched: list[int] = []
+        self.single: list[int] = []
+
+    def put_batch(self, states: list[Any], *, workers: int = 4) -> list[Any]:
+        self.batched.extend(int(s.person_key) for s in states)
+        return super().put_batch(states, workers=workers)
+
+    def put(self, state: Any) -> None:
+        self.single.append(int(state.person_key))
+        super().put(state)
+
+
+def test_chunks_written_after_the_cancel_take_the_conditional_put(
+    sims: tuple[EfficySimulator, ApsisSimulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel re-sends the parked real-time changes at once: from then on a batch (no condition) could land
+    on a newer real-time state, so the chunks still syncing are written person by person, conditionally."""
+    monkeypatch.setenv("EFFICY_SYNC_APSIS_RATE", "100000")
+    monkeypatch.setattr(page, "STOP_CHECK_SECONDS", 0.0)
+    asked: list[int] = []
+    store = CountingStore()
+    efficy_sim, apsis_sim = sims
+    apsis = ApsisClient(apsis_sim.url, "diff", "diff-secret", section=CFG.apsis.section, policy=FAST)
+    with EfficyClient(efficy_sim.url, efficy_sim.api_key, policy=FAST) as efficy:
+        result = sync_page(
+            CFG, DESCRIPTOR, efficy=efficy, apsis=apsis, states=store, dry_run=False,
+            should_continue=lambda: asked.append(1) is None and len(asked) < 3,
+        )  # fmt: skip
+    assert result.stopped and result.persons == 2 * CHUNK
+    written = set(store.batched) | set(store.single)
+    assert written == set(range(1, 2 * CHUNK + 1))  # every person synced is recorded
+    assert len(set(store.single) - set(store.batched)) >= 1  # the chunk in flight at the cancel: one by one

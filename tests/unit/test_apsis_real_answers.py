@@ -94,6 +94,12 @@ def rows(n: int) -> list[_Row]:
         ({"errors": ["row 2: bad"]}, set(range(1, 7))),
         ({"errors": [{"row": 9}]}, set(range(1, 7))),  # out of range: the numbering is not ours
         ({"errors": "2 rows failed"}, set(range(1, 7))),
+        # a status saying rows failed, with no row named: which ones is unknown
+        ({"status": "completed_with_errors", "rows": 6, "created": 5}, set(range(1, 7))),
+        ({"status": "completed_with_errors"}, set(range(1, 7))),
+        ({"status": "COMPLETED_WITH_ERRORS", "failed": 0}, set()),
+        ({"status": "completed_with_errors", "failed": 1, "errors": [{"row": 3}]}, {2, 3, 4}),
+        ({"status": "completed", "rows": 6, "created": 6}, set()),
     ],
 )
 def test_import_rows_are_failed_unless_the_report_says_which(report: dict[str, Any], failed: set[int]) -> None:

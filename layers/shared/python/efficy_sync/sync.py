@@ -258,17 +258,7 @@ class PersonSyncer:
         return outcome
 
     def _reconcile(self, integration_id: str, key: int, sent: list[Operation]) -> None:
-        """Marks what we sent as unknown in the (newer) stored state: whether APSIS now holds our value or the
-        newer sync's depends on which call landed last, so the next sync sends its decision for them again."""
-        for _ in range(MAX_ATTEMPTS):
-            stored = self.states.get(integration_id, key)
-            if stored is None:
-                return
-            try:
-                self.states.put(raced_state(stored, sent, self._clock()))
-                return
-            except StaleWrite:
-                continue
+        reconcile_sent(self.states, integration_id, key, sent, self._clock())
 
     def _store_optouts(self, before: PersonState | None, after: PersonState) -> None:
         """Opt-out records the diff changed: confirmed ones updated, ones a newer CRM opt-in ended retired.
@@ -315,6 +305,22 @@ class PersonSyncer:
         outcome = Outcome(key, "deleted", ops, reason=f"deleted in Efficy (on_delete={mode})")
         outcome.removals, outcome.held = removals, held
         return self._store(outcome, deleted_state(self.cfg.integration_id, key, state, ops))
+
+
+def reconcile_sent(states: PersonStates, integration_id: str, key: int, sent: list[Operation], now: str) -> None:
+    """Marks what we sent as unknown in the (newer) stored state: whether APSIS now holds our value or the
+    newer sync's depends on which call landed last, so the next sync sends its decision for them again. Every
+    writer whose state write is refused after its APSIS calls went out calls this (the per-person path, an
+    import's rows): otherwise an opt-in it sent is held by APSIS and known to nobody, and never withdrawn."""
+    for _ in range(MAX_ATTEMPTS):
+        stored = states.get(integration_id, key)
+        if stored is None:
+            return
+        try:
+            states.put(raced_state(stored, sent, now))
+            return
+        except StaleWrite:  # a ConflictingWrite too: read the newest and mark it
+            continue
 
 
 def log_fields(outcome: Outcome) -> dict[str, Any]:

@@ -50,7 +50,8 @@ from ..store import protocols
 from ..store.import_queue import QUEUE_RETENTION_DAYS as QUEUE_RETENTION_DAYS
 from ..store.import_queue import ImportQueue as ImportQueue  # the queue's items: store/import_queue.py
 from ..store.import_queue import QueuedPage
-from ..sync import Outcome, PersonSyncer
+from ..store.person_items import StaleWrite
+from ..sync import Outcome, PersonSyncer, reconcile_sent
 from .import_writer import ImportWriter, _Row
 from .report import skip_label, tally
 from .tags import eligible
@@ -175,9 +176,12 @@ class Collector:
         on_counters: Callable[[str, Counter[str]], None],
         poll_interval: float = 0.2,
         hold_removals: bool = False,
+        should_continue: Callable[[], bool] | None = None,
     ) -> None:
         """`hold_removals`: the breaker holds this run's removals: a person with one goes one by one (through
-        the syncer's gate) and query untags are left to the gated Tags step; files carry additions only."""
+        the syncer's gate) and query untags are left to the gated Tags step; files carry additions only.
+        `should_continue`: is the run still active? Asked before each file: a cancel ends the run (the lock is
+        released, the parked real-time changes are applied again) while this step may still be importing."""
         self.cfg = cfg
         self.hold_removals = hold_removals
         self.efficy = efficy
@@ -187,6 +191,7 @@ class Collector:
         self.import_rows = import_rows
         self.on_counters = on_counters
         self.poll_interval = poll_interval
+        self.should_continue = should_continue
 
     def run(
         self,
@@ -203,7 +208,7 @@ class Collector:
         every file before it is done."""
         files = group_files(unique_keys(entries), self.import_rows)
         started = start
-        stopped = False
+        stopped = cancelled = False
         # FILES_IN_FLIGHT threads import while as many read the next files' Efficy pages
         with ThreadPoolExecutor(max_workers=2 * FILES_IN_FLIGHT, thread_name_prefix="imports") as pool:
             reads: dict[int, Future[list[dict[str, Any]]]] = {}
@@ -220,6 +225,9 @@ class Collector:
                     if started > start and time_left is not None and time_left() < COLLECT_RESERVE_SECONDS:
                         stopped = True
                         break
+                    if not self._active():  # cancelled or ended: no new file (those in flight finish)
+                        stopped = cancelled = True
+                        break
                     persons = reads.pop(started).result()
                     timeout = (
                         IMPORT_TIMEOUT if time_left is None else max(60.0, min(IMPORT_TIMEOUT, time_left() - 30.0))
@@ -233,6 +241,8 @@ class Collector:
                     for future in done:
                         del running[future]
                         future.result()  # a failed file fails the step (retried); the others end first
+        if cancelled:
+            return {"files": len(files), "next": started, "more": False, "stopped": True}
         if stopped:
             return {"files": len(files), "next": started, "more": True}
         if start <= len(files):
@@ -267,16 +277,51 @@ class Collector:
         done = [row for row in rows if row.key not in failed]
         stale = self._store(done)
         for row in done:
-            counters.update(tally(Outcome(row.key, "stale" if row.key in stale else "synced", list(row.ops))))
+            if row.key not in stale:
+                counters.update(tally(Outcome(row.key, "synced", list(row.ops))))
         again = others + [row.person for row in rows if row.key in failed]
         counters.update(self._one_by_one(again, known))
+        counters.update(self._settle_races([row for row in done if row.key in stale]))
         self.on_counters(token, counters)
 
+    def _active(self) -> bool:
+        return self.should_continue is None or self.should_continue()
+
     def _store(self, rows: list[_Row]) -> set[int]:
-        """States of the rows the import reported done, in batches; the keys refused as stale."""
+        """States of the rows the import reported done; the keys refused as stale. In batches while the run is
+        active (store/batch_writes.py says why no writer can be overwritten then: the real-time worker is
+        parked). Once it has ended (a cancel while this file imported), real-time changes apply again, so
+        each state takes the conditional put: a newer state stored meanwhile refuses ours."""
         now = utc_now()
         new = [stamp_opt_ins(apply_operations(row.state, row.desired, row.ops), row.ops, now) for row in rows]
-        return {int(s.person_key) for s in self.states.put_batch(new)}
+        if self._active():
+            return {int(s.person_key) for s in self.states.put_batch(new)}
+        refused: set[int] = set()
+        for state in new:
+            try:
+                self.states.put(state)
+            except StaleWrite:
+                refused.add(int(state.person_key))
+        return refused
+
+    def _settle_races(self, rows: list[_Row]) -> Counter[str]:
+        """Rows APSIS imported whose state a newer sync stored meanwhile (StaleWrite). APSIS may now hold this
+        file's older values (an opt-in the CRM has since withdrawn) while the stored state does not know it:
+        what the file sent is marked unknown there (sync.reconcile_sent), and the persons are synced again
+        from a fresh Efficy read, so a withdrawn opt-in is withdrawn now, not at the next full sync."""
+        if not rows:
+            return Counter()
+        now = utc_now()
+        for row in rows:
+            reconcile_sent(self.states, self.cfg.integration_id, row.key, list(row.ops), now)
+        keys = [row.key for row in rows]
+        fresh = self.efficy.get_persons(keys, needed_fields(self.cfg))  # a person Efficy lost: the delete's
+        stored = self.states.get_many(self.cfg.integration_id, keys)
+        counters = self._one_by_one([fresh[k] for k in keys if k in fresh], stored)
+        for row in rows:
+            if row.key not in fresh:
+                counters.update(tally(Outcome(row.key, "stale", list(row.ops))))
+        return counters
 
     def _one_by_one(self, persons: list[dict[str, Any]], known: dict[int, PersonState]) -> Counter[str]:
         counters: Counter[str] = Counter()

@@ -78,6 +78,7 @@ def imports_step(
         hold_removals=gate is not None,
         import_rows=cfg.full_sync.import_rows,
         on_counters=counted,
+        should_continue=full_sync._still_running(run.integration_id, run.run_id),
     )
     entries = ImportQueue(settings().state_table).entries(run.integration_id, run.run_id)
     done = collector.run(entries, query_changes, start=int(previous.get("next", 0)), time_left=time_left)

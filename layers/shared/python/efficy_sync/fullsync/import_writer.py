@@ -44,7 +44,7 @@ from ..state import PersonState, consent_key, utc_now
 from ..state_updates import apply_operations, stamp_opt_ins
 from ..store.persons import StaleWrite
 from ..store.protocols import PersonStates
-from ..sync import Outcome
+from ..sync import Outcome, reconcile_sent
 
 IMPORT_MIN_ROWS = 50  # fewer changed persons than this on a page: per-person calls are cheaper than an import
 MAX_ROWS_PER_FILE = 5000
@@ -84,8 +84,9 @@ IMPORT_FAILED = frozenset({"error", "failed"})
 def _failed_rows(report: dict[str, Any], rows: list[_Row]) -> set[int]:
     """The keys of the rows APSIS reports failed (`errors[].row`). Every row of the file when the report cannot
     say which: an error without a readable row, or fewer rows named than its `failed` count (the details may be
-    only in a downloadable error report). Those persons take the per-person path, which re-plans from their
-    stored state: never recorded as imported on a report that does not say so.
+    only in a downloadable error report), or a status other than "completed" that names none. Those persons
+    take the per-person path, which re-plans from their stored state: never recorded as imported on a report
+    that does not say so.
 
     How APSIS numbers a row is not documented: the data row from 1 (our simulator), the file's line with the
     header as line 1, or an index from 0. So a number N fails the rows N-1, N and N+1 (from 1): whichever it
@@ -103,8 +104,14 @@ def _failed_rows(report: dict[str, Any], rows: list[_Row]) -> set[int]:
         if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number <= len(rows) + 1:
             return everyone
         named.add(number)
-    count = report.get("failed")
-    if isinstance(count, int) and not isinstance(count, bool) and count > len(named):
+    raw = report.get("failed")
+    count = raw if isinstance(raw, int) and not isinstance(raw, bool) else None
+    if count is not None and count > len(named):
+        return everyone
+    # a status that says some rows failed ("completed_with_errors"), with neither rows named nor a failed count
+    # of 0 (a report of statistics only, or none): which rows is unknown, so all of them
+    status = str(report.get("status") or "completed").lower()
+    if status != "completed" and not named and count != 0:
         return everyone
     return {rows[n - 1].key for number in named for n in (number - 1, number, number + 1) if 1 <= n <= len(rows)}
 
@@ -389,6 +396,7 @@ class ImportWriter:
             # Stamp the opt-ins sent in bulk too: an APSIS opt-out that lands close to one must be re-sent (sync.py).
             new_state = stamp_opt_ins(apply_operations(row.state, row.desired, row.ops), row.ops, utc_now())
             self.states.put(new_state)
-        except StaleWrite:
+        except StaleWrite:  # APSIS holds the file's values; the newer stored state must learn it (sync.py)
             outcome.result = "stale"
+            reconcile_sent(self.states, self.cfg.integration_id, row.key, list(row.ops), utc_now())
         return outcome

@@ -284,6 +284,8 @@ def _sync_batch(
                 if start and should_continue is not None and time.monotonic() - asked >= STOP_CHECK_SECONDS:
                     asked = time.monotonic()
                     if not should_continue():
+                        if batched is not None:
+                            batched.run_ended()  # chunks in flight are written with conditions now
                         break
                 chunk = persons[start : start + CHUNK]
                 if known is None:

@@ -9,7 +9,9 @@ stored revisions).
 
 Why no concurrent writer is overwritten (the argument of store/batch_writes.py, applied to a page):
 - the real-time worker parks every change of the integration while a full sync runs (fullsync/parking.py), so
-  it writes no person state until the run ends;
+  it writes no person state until the run ends; once a page sees its run end (a cancel releases the lock and
+  re-sends the parked changes while chunks may still be syncing), the chunks it writes from then on take the
+  conditional put, person by person (`run_ended`);
 - the pages hold disjoint persons; a person a delete in Efficy moved to the next page is read by both from the
   same Efficy record, and the stored revision check below sends the later write to the conditional path;
 - the opt-out write-back may write a STATE item, but an opt-out itself is never in that item: it is recorded
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..state import PersonState
+from ..store.person_items import StaleWrite
 from ..store.protocols import PersonStates
 
 
@@ -44,11 +47,18 @@ class BatchedStates:
         self._pending: dict[int, PersonState] = {}
         self._optouts: dict[int, list[Callable[[], Any]]] = {}
         self._writing: dict[int, PersonState] = {}  # taken, being written
+        #: the run ended (a cancel) while this page synced: real-time changes apply again, so the parked-worker
+        #: argument above no longer holds and every state takes the conditional put
+        self._run_ended = False
         #: states written by flush and put_batch calls, for tests and benchmarks
         self.batched = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
+
+    def run_ended(self) -> None:
+        """The page saw its run end: the chunks still syncing are written with conditions (see `write`)."""
+        self._run_ended = True
 
     # ---- writes held until flush --------------------------------------------------------------------------
     def put(self, state: PersonState) -> None:
@@ -107,7 +117,10 @@ class BatchedStates:
         StaleWrite and ConflictingWrite alike): the caller syncs them again through the store."""
         try:
             states = list(held.states.values())
-            refused = {int(s.person_key) for s in self._store.put_batch(states)} if states else set()
+            if self._run_ended:
+                refused = self._put_each(states)
+            else:
+                refused = {int(s.person_key) for s in self._store.put_batch(states)} if states else set()
         finally:
             with self._lock:
                 for key in held.states:
@@ -118,6 +131,15 @@ class BatchedStates:
                 continue  # planned again by the caller's second sync, opt-out records included
             for call in calls:
                 call()
+        return refused
+
+    def _put_each(self, states: list[PersonState]) -> set[int]:
+        refused: set[int] = set()
+        for state in states:
+            try:
+                self._store.put(state)
+            except StaleWrite:  # ConflictingWrite too: the caller syncs the person again
+                refused.add(int(state.person_key))
         return refused
 
     def flush(self) -> set[int]:

@@ -3,7 +3,10 @@ at once, UnprocessedItems sent again with backoff; a state changed since it was 
 
 Why no concurrent writer is overwritten (see `put_batch`): during a full sync the real-time worker parks its
 changes (fullsync/parking.py), pages and import files hold disjoint persons, and the only other writer of a
-person's STATE item is the opt-out write-back, whose opt-out itself is never in that item.
+person's STATE item is the opt-out write-back, whose opt-out itself is never in that item. Once the run has
+ended (a cancel: the parked changes apply again), the writers still finishing their work (a page's chunks in
+flight, an import file in flight) stop using batches and take the conditional put (fullsync/page_states.py,
+fullsync/collect.py).
 """
 
 from __future__ import annotations
