@@ -586,8 +586,11 @@ def test_pages_is_a_bounded_distributed_map_over_s3(asl: dict[str, Any]) -> None
     retried = {error for retrier in worker["Retry"] for error in retrier["ErrorEquals"]}
     assert retried >= {
         "Lambda.ServiceException",
+        "Lambda.ClientExecutionTimeoutException",  # AWS's best-practice list of Lambda service errors
         "Lambda.TooManyRequestsException",
         "Lambda.SdkClientException",
+        "Lambda.Unknown",  # a crash or a hard timeout: the page's chunk written so far is not lost to a failed run
+        "Sandbox.Timedout",
         "TransientError",
         "EfficyUnavailable",
         "ApsisUnavailable",
@@ -1019,3 +1022,25 @@ def test_the_functions_that_call_apsis_share_its_token_under_the_stack_s_own_ssm
         == template["Outputs"]["ApsisTokenParameterPrefix"]["Value"]
         == {"Fn::Sub": "/${AWS::StackName}/apsis-token"}
     )
+
+
+def _tasks(states: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, state in states.items():
+        if state.get("Type") == "Task" and state.get("Resource") == "arn:aws:states:::lambda:invoke":
+            yield name, state
+        for nested in (state.get("ItemProcessor") or {}, *(state.get("Branches") or [])):
+            yield from _tasks(nested.get("States", {}))
+
+
+def test_every_lambda_task_retries_lambda_s_transient_service_errors(asl: dict[str, Any]) -> None:
+    """AWS's best-practice list: a 500 from Lambda's own service must not fail a full sync."""
+    tasks = dict(_tasks(asl["States"]))
+    assert len(tasks) >= 8
+    for name, task in tasks.items():
+        retried = {error for retrier in task.get("Retry", []) for error in retrier["ErrorEquals"]}
+        assert retried >= {
+            "Lambda.ServiceException",
+            "Lambda.ClientExecutionTimeoutException",
+            "Lambda.AWSLambdaException",
+            "Lambda.SdkClientException",
+        }, name
