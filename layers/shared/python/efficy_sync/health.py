@@ -109,6 +109,14 @@ CATEGORIES = _categories(
     ),
     Category("conflict", "conflict", "failure", "An API answered 409. See `efficy-sync explain ID PERSON_KEY`."),
     Category(
+        "request_refused",
+        "request refused",
+        "failure",
+        "An API refused our request itself (405, 406, 415...: not a value of the person's): a proxy or firewall "
+        "in front of it, or a path setting that is wrong for this account (apsis.profile_tags_path). Nothing "
+        "was acknowledged: fix the cause, then retry (`efficy-sync dlq redrive`).",
+    ),
+    Category(
         "efficy_error",
         "Efficy business error",
         "failure",

@@ -231,9 +231,12 @@ class ApsisTransport:
         """POST /oauth/token with a JSON body (APSIS refuses forms). 429 is backed off by the session."""
         body = {"grant_type": "client_credentials", "client_id": self._client_id, "client_secret": self._client_secret}
         response = self._send("token", "POST", "/oauth/token", self._encode(body), JSON, None, token=None)
-        if response.status_code in (400, 401, 403):
-            raise AuthError(f"APSIS token: {self._describe(response)}", status=response.status_code)
-        if response.status_code != 200:
+        status = response.status_code
+        if status != 200 and 400 <= status < 500 and status not in (408, 410, 423, 429):
+            # a token refused is never about a person (a RejectedValue here was acknowledged as the person's
+            # failure, and an opt-out with it): the credentials, the account or something in front of APSIS
+            raise AuthError(f"APSIS token: {self._describe(response)}", status=status)
+        if status != 200:
             raise self._error_for(response, "token")
         return self._token_from(self._object(response, "token"), issued_at=self._clock(), status=response.status_code)
 
@@ -273,6 +276,11 @@ class ApsisTransport:
             response = self._send(kind, method, path, data, content_type, params, token=self._access_token())
         if response.status_code >= 400:
             raise self._error_for(response, kind)
+        if response.headers.get("Content-Type", "").lower().startswith("text/html"):
+            # APSIS's API answers JSON or nothing; a web page answered 2xx is a proxy's or a maintenance page,
+            # and a write "done" on it would be recorded as sent (an opt-out APSIS never got)
+            message = f"APSIS {kind}: {response.status_code} answer is a web page, not the API's"
+            raise ApsisUnavailable(message, status=response.status_code, detail=message)
         return response
 
     def _send(

@@ -133,6 +133,20 @@ def retry_as(exc: TransientError) -> TransientError:
     return TransientError(f"{type(exc).__name__}: {exc}")
 
 
+#: the statuses that say the server read our request and refused a value in it: only these can be about the
+#: person's data (RejectedValue, recorded on the person and acknowledged)
+VALUE_REFUSED = frozenset({400, 422})
+
+
+class RequestRefused(ApiError):
+    """A 4xx that says nothing about the person's data: 405 Method Not Allowed, 406, 415 Unsupported Media Type
+    (a proxy, a WAF, a path setting such as `apsis.profile_tags_path` that is wrong for this account, a change
+    of API). Every person would meet it alike, so it is the integration's failure: never acknowledged, the
+    change is retried and ends in the DLQ, where the alarm and `dlq redrive` find it."""
+
+    category = "request_refused"
+
+
 def error_class_for(status: int, unavailable: type[ApiError]) -> type[ApiError]:
     """One reading of an HTTP error status for both APIs; `unavailable` names whose outage a 5xx is."""
     if status in (401, 403):
@@ -143,7 +157,11 @@ def error_class_for(status: int, unavailable: type[ApiError]) -> type[ApiError]:
         # a timeout, a resource gone or locked for now (APSIS lists 408 and 410, its own client retries 408):
         # about the call, not the person's data, so never acknowledged as the person's failure
         return unavailable
-    return {404: NotFound, 409: Conflict, 413: PayloadTooLarge}.get(status, RejectedValue)
+    known = {404: NotFound, 409: Conflict, 413: PayloadTooLarge}
+    if status in known:
+        return known[status]
+    # only a refused value is the person's failure; any other 4xx is about our request (RequestRefused)
+    return RejectedValue if status in VALUE_REFUSED else RequestRefused
 
 
 def acknowledgeable(exc: BaseException) -> bool:

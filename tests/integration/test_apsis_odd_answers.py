@@ -1,0 +1,96 @@
+"""Answers of APSIS One (or of what stands in front of it) that are not about the person never acknowledge the
+person's change: the real PersonSyncer and ApsisClient against the APSIS simulator over HTTP.
+
+A change is acknowledged (the SQS message deleted, the page done) only on a failure about the person's own
+data (clients/errors.py `acknowledgeable`). These answers used to pass for one, or for success:
+- the token endpoint answering a 4xx other than 400/401/403 (a WAF's 405, a proxy's 415, an undocumented 422):
+  typed RejectedValue, the person's failure, so a CRM opt-out was recorded as failed and dropped;
+- a write answered 405/415 (a proxy, a wrong path setting): the same;
+- a write answered 200 with a web page (a maintenance page): recorded as sent, so an opt-out APSIS never got
+  was stored as pushed and never sent again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from efficy_sync.clients.apsis import ApsisClient
+from efficy_sync.clients.errors import ApsisUnavailable, AuthError, RequestRefused, acknowledgeable
+from efficy_sync.clients.http import RetryPolicy
+from efficy_sync.sync import PersonSyncer
+from efficy_sync_tools.sims.apsis import ApsisSimulator
+
+from tests.integration.test_diff_calls import CFG, person
+from tests.memory_store import MemoryPersonStateStore
+
+FAST = RetryPolicy(total=2, backoff_factor=0.01, backoff_jitter=0.0, connect_timeout=2, read_timeout=5)
+NEWS = "usercreated.topics.newsletter-ab12"
+SLOT = f"{NEWS}|email"
+
+
+@pytest.fixture
+def sim() -> Iterator[ApsisSimulator]:
+    simulator = ApsisSimulator(client_id="diff", client_secret="diff-secret", rate_limits=False).start()
+    yield simulator
+    simulator.stop()
+
+
+def opted_in(sim: ApsisSimulator) -> tuple[PersonSyncer, MemoryPersonStateStore]:
+    apsis = ApsisClient(sim.url, "diff", "diff-secret", section=CFG.apsis.section, policy=FAST)
+    store = MemoryPersonStateStore()
+    syncer = PersonSyncer(CFG, apsis, store, email_lookup=lambda address: [])
+    assert syncer.sync(7, person(7), None).result == "synced"
+    assert store.get(CFG.integration_id, 7).consents == {SLOT: "opt-in"}
+    return syncer, store
+
+
+def crm_opt_out() -> dict:
+    left = person(7, stamp="2024-05-02T10:00:00")
+    left["profiles"] = []  # removed from the CRM profile mapped to the newsletter
+    return left
+
+
+def apsis_consents(sim: ApsisSimulator) -> set[tuple[str, str]]:
+    return {(c["topic"], c["type"]) for c in (sim.get_profile(CFG.apsis.keyspace, "7") or {"consents": []})["consents"]}
+
+
+def retried_then_sent(sim: ApsisSimulator, syncer: PersonSyncer, store: MemoryPersonStateStore, error: type) -> None:
+    """The opt-out's sync raises (the message is retried), and once the fault is gone the retry sends it."""
+    with pytest.raises(error) as caught:
+        syncer.sync(7, crm_opt_out(), store.get(CFG.integration_id, 7))
+    assert not acknowledgeable(caught.value)
+    assert store.get(CFG.integration_id, 7).consents == {SLOT: "opt-in"}  # nothing recorded as sent
+    sim.clear_faults()
+    assert syncer.sync(7, crm_opt_out(), store.get(CFG.integration_id, 7)).result == "synced"
+    assert (NEWS, "opt-out") in apsis_consents(sim)
+    assert store.get(CFG.integration_id, 7).consents == {SLOT: "opt-out"}
+
+
+@pytest.mark.parametrize("status", [404, 405, 415, 422])
+def test_a_token_endpoint_refusing_oddly_never_acknowledges_an_opt_out(sim: ApsisSimulator, status: int) -> None:
+    syncer, store = opted_in(sim)
+    sim.revoke_tokens()
+    sim.add_fault(
+        path_regex="^/oauth/token$", status=status, count=100, body='{"title": "odd"}',
+        content_type="application/problem+json",
+    )  # fmt: skip
+    retried_then_sent(sim, syncer, store, AuthError)
+
+
+@pytest.mark.parametrize("status", [405, 406, 415])
+def test_a_write_refused_for_our_request_not_a_value_is_not_the_persons_failure(
+    sim: ApsisSimulator, status: int
+) -> None:
+    syncer, store = opted_in(sim)
+    sim.add_fault(path_regex="/consents$", method="POST", status=status, count=100)
+    retried_then_sent(sim, syncer, store, RequestRefused)
+
+
+def test_a_write_answered_with_a_web_page_is_not_sent(sim: ApsisSimulator) -> None:
+    syncer, store = opted_in(sim)
+    sim.add_fault(
+        path_regex="/consents$", method="POST", status=200, count=100,
+        body="<html><body>Maintenance</body></html>", content_type="text/html; charset=utf-8",
+    )  # fmt: skip
+    retried_then_sent(sim, syncer, store, ApsisUnavailable)
