@@ -18,10 +18,11 @@ import pytest
 from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync.clients.errors import ApsisUnavailable, AuthError, RequestRefused, acknowledgeable
 from efficy_sync.clients.http import RetryPolicy
+from efficy_sync.config import config_from_dict
 from efficy_sync.sync import PersonSyncer
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 
-from tests.integration.test_diff_calls import CFG, person
+from tests.integration.test_diff_calls import CFG, RAW, person
 from tests.memory_store import MemoryPersonStateStore
 
 FAST = RetryPolicy(total=2, backoff_factor=0.01, backoff_jitter=0.0, connect_timeout=2, read_timeout=5)
@@ -94,3 +95,39 @@ def test_a_write_answered_with_a_web_page_is_not_sent(sim: ApsisSimulator) -> No
         body="<html><body>Maintenance</body></html>", content_type="text/html; charset=utf-8",
     )  # fmt: skip
     retried_then_sent(sim, syncer, store, ApsisUnavailable)
+
+
+# ---- a yes/no value that is no spelling of yes or no ----------------------------------------------------------
+ROBINSON_CFG = config_from_dict(
+    {
+        **RAW,
+        "sync_conditions": [{"field": "ROBINSON", "not_equals": "1"}],
+        "on_condition_lost": "delete",
+    }
+)
+
+
+def robinson(stamp: str, value: str) -> dict:
+    return {**person(7, stamp=stamp), "ROBINSON": value}
+
+
+@pytest.mark.parametrize("value", ["x", "Ja", "-1", "checked"])
+def test_an_unreadable_exclusion_flag_neither_creates_nor_deletes(sim: ApsisSimulator, value: str) -> None:
+    """`ROBINSON not_equals "1"` let a person whose flag read "x" through, and they were created in APSIS One. Now
+    they are not created; and a person already synced is not deleted on it either (on_condition_lost: delete):
+    an unreadable value is evidence of nothing."""
+    apsis = ApsisClient(sim.url, "diff", "diff-secret", section=CFG.apsis.section, policy=FAST)
+    store = MemoryPersonStateStore()
+    syncer = PersonSyncer(ROBINSON_CFG, apsis, store, email_lookup=lambda address: [])
+
+    new = syncer.sync(7, robinson("2024-05-01T10:00:00", value), None)
+    assert new.result == "skipped" and "not a yes/no value" in new.reason
+    assert sim.get_profile(CFG.apsis.keyspace, "7") is None  # not created
+
+    assert syncer.sync(7, robinson("2024-05-02T10:00:00", "0"), None).result == "synced"
+    kept = syncer.sync(7, robinson("2024-05-03T10:00:00", value), store.get(ROBINSON_CFG.integration_id, 7))
+    assert kept.result == "skipped" and kept.operations == []
+    assert sim.get_profile(CFG.apsis.keyspace, "7") is not None  # not deleted
+
+    gone = syncer.sync(7, robinson("2024-05-04T10:00:00", "1"), store.get(ROBINSON_CFG.integration_id, 7))
+    assert [type(op).__name__ for op in gone.operations] == ["DeleteProfile"]  # a readable "1" still removes

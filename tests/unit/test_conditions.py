@@ -40,6 +40,17 @@ def cond(**kwargs) -> SyncCondition:
         ({"in": ["1"]}, "on", True),
         ({"equals": "NO"}, "false", False),  # "NO" (a country) is not a yes/no test: compared as written
         ({"equals": "1"}, "truthy", False),
+        # a yes/no value that is neither: an exclusion list does not let the person through on a guess
+        ({"not_equals": "1"}, "x", False),
+        ({"not_equals": "1"}, "Ja", False),
+        ({"not_equals": "1"}, "-1", False),  # true in some systems
+        ({"not_equals": "1"}, "1.0", False),
+        ({"not_equals": "1"}, "01", False),
+        ({"not_equals": "1"}, "0.0", True),
+        ({"not_equals": "0"}, "x", False),
+        ({"equals": "1"}, "1.0", True),
+        ({"equals": "0"}, "x", False),
+        ({"not_equals": "FR"}, "x", True),  # not a yes/no test: compared as written
         ({"in": [1, 2]}, "2", True),
         ({"is_empty": True}, "", True),
         ({"is_empty": True}, None, True),

@@ -26,6 +26,9 @@ class ConditionOutcome:
     passed: bool
     present: bool  # the person's data has the field
     value: Any
+    #: the condition tests a yes/no field and the value is no spelling of yes or no ("x", "Ja"): it fails, but
+    #: is no evidence the person stopped matching (sync.py leaves an existing profile as it is)
+    unreadable: bool = False
 
     @cached_property
     def actual(self) -> str:
@@ -38,6 +41,8 @@ class ConditionOutcome:
             seen = "the field is missing from the person's data"
         elif is_empty_value(self.value):
             seen = "value is empty"
+        elif self.unreadable:
+            seen = f"value {self.actual!r} is not a yes/no value"
         else:
             seen = f"value is {self.actual!r}"
         return f"{self.condition.describe()} {'passed' if self.passed else 'failed'}: {seen}"
@@ -55,6 +60,11 @@ class ConditionReport:
     def first_failure(self) -> ConditionOutcome | None:
         return next((o for o in self.outcomes if not o.passed), None)
 
+    @property
+    def unreadable(self) -> bool:
+        """A condition failed only because a yes/no value could not be read: not created, not withdrawn."""
+        return any(o.unreadable for o in self.outcomes) and all(o.passed or o.unreadable for o in self.outcomes)
+
 
 #: configured values that test a yes/no field; the person's value matches them as a boolean too
 _BOOLEAN_TESTS = {"1": True, "0": False, "true": True, "false": False}
@@ -70,7 +80,28 @@ def _same(text: str, configured: str | None) -> bool:
     if text == configured:
         return True
     wanted = _BOOLEAN_TESTS.get(configured.strip().lower())
-    return wanted is not None and bool_word(text) is wanted
+    return wanted is not None and _as_boolean(text) is wanted
+
+
+def _as_boolean(text: str) -> bool | None:
+    """A yes/no value in any spelling: the words of values.bool_word, or the number 1 or 0 ("1.0", "01")."""
+    word = bool_word(text)
+    if word is not None:
+        return word
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return True if number == 1 else False if number == 0 else None
+
+
+def _unreadable_flag(text: str, configured: Any) -> bool:
+    """True when the condition tests a yes/no field and the person's value is neither empty nor any spelling of
+    yes or no ("x", "Ja", "-1"). `not_equals "1"` (a Robinson list) must not let such a person through on a
+    guess: a person is created in APSIS One only on a value that says they may be."""
+    if configured is None or str(configured).strip().lower() not in _BOOLEAN_TESTS or text == str(configured):
+        return False
+    return not is_empty_value(text) and _as_boolean(text) is None
 
 
 def _holds(condition: SyncCondition, value: Any) -> bool:
@@ -83,13 +114,23 @@ def _holds(condition: SyncCondition, value: Any) -> bool:
     if operator == "equals":
         return _same(text, condition.equals)
     if operator == "not_equals":
-        return not _same(text, condition.not_equals)
+        return not _same(text, condition.not_equals) and not _unreadable_flag(text, condition.not_equals)
     return any(_same(text, wanted) for wanted in condition.in_ or [])
+
+
+def _unreadable(condition: SyncCondition, value: Any) -> bool:
+    if condition.operator in ("is_empty", "not_empty"):
+        return False
+    text = as_text(value)
+    tested = [condition.equals, condition.not_equals, *(condition.in_ or [])]
+    return any(_unreadable_flag(text, wanted) for wanted in tested if wanted is not None)
 
 
 def evaluate_one(condition: SyncCondition, person: Mapping[str, Any]) -> ConditionOutcome:
     value = person.get(condition.field)
-    return ConditionOutcome(condition, _holds(condition, value), condition.field in person, value)
+    passed = _holds(condition, value)
+    unreadable = not passed and _unreadable(condition, value)
+    return ConditionOutcome(condition, passed, condition.field in person, value, unreadable)
 
 
 def evaluate(conditions: Sequence[SyncCondition], person: Mapping[str, Any]) -> ConditionReport:

@@ -58,6 +58,8 @@ class Skip:
     change_stamp: str = ""
     asked_at: str = ""
     answered_at: str = ""
+    #: failed only on a yes/no value no spelling of yes or no: never created, and not withdrawn either
+    unreadable: bool = False
 
 
 MappingResult = Desired | Skip
@@ -128,11 +130,28 @@ def map_person(
     read = {"asked_at": str(person.get(ASKED_AT) or ""), "answered_at": str(person.get(ANSWERED_AT) or "")}
     key = profile_key_of(person.get(KEY_FIELD))
     if key is None:
-        return Skip(f"the person has no valid {KEY_FIELD}", None, cfg.integration_id, None, stamp, **read)
+        return Skip(
+            f"the person has no valid {KEY_FIELD}",
+            None,
+            cfg.integration_id,
+            None,
+            stamp,
+            asked_at=read["asked_at"],
+            answered_at=read["answered_at"],
+        )
     report = evaluate(cfg.sync_conditions, person)
     failure = report.first_failure
     if failure is not None:
-        return Skip(failure.reason, failure.condition, cfg.integration_id, key, stamp, **read)
+        return Skip(
+            failure.reason,
+            failure.condition,
+            cfg.integration_id,
+            key,
+            stamp,
+            asked_at=read["asked_at"],
+            answered_at=read["answered_at"],
+            unreadable=report.unreadable,
+        )
 
     collected = _Collected()
     email = _map_value(person, EMAIL_FIELD, "email", EMAIL_ATTRIBUTE, collected)

@@ -123,10 +123,12 @@ def plan_operations(desired: Desired, state: PersonState | None) -> list[Operati
 def plan_for_skip(
     skip: Skip, state: PersonState | None, on_condition_lost: Literal["leave", "untag", "delete"]
 ) -> list[Operation]:
-    """A skipped person is never created; one who stops matching is left, untagged or deleted as configured."""
+    """A skipped person is never created; one who stops matching is left, untagged or deleted as configured.
+    A condition failed only on an unreadable yes/no value is no evidence they stopped matching: left as is."""
     known = _known(state)
     if (
         known is None
+        or skip.unreadable
         or on_condition_lost == "leave"
         or is_stale(skip.change_stamp, state, skip.asked_at, skip.answered_at)
     ):
