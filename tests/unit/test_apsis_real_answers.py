@@ -65,6 +65,33 @@ def test_export_keys_and_tags_in_other_shapes() -> None:
     assert exported["8"].tags == {"vip"} and exported["9"].tags == {"x"}
 
 
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"topic_discriminator": NEWS, "channel_discriminator": "com.apsis1.channels.email", "consent": "opt-out"},
+        {"topic_discriminator": NEWS, "consent_type": "opt-out"},  # no channel
+        {"topic_discriminator": NEWS, "channel_discriminator": "email", "type": "unsubscribed"},
+        {"channel_discriminator": "email", "type": "opt-out"},  # no topic
+        {"topic_discriminator": NEWS, "channel_discriminator": "fax", "type": "opt-out"},
+    ],
+    ids=["type-under-another-key", "no-channel", "unknown-type", "no-topic", "unknown-channel"],
+)
+def test_a_consent_entry_we_cannot_read_refuses_the_export(entry: dict[str, Any]) -> None:
+    """Read as "no consent" (or an unknown type), a held opt-out was drift to reconcile, and --fix opted the
+    person in (found by a probing helper, against the real Reconciler and PersonSyncer)."""
+    with pytest.raises(ApsisUnavailable, match="consent entry"):
+        parse_export({"profiles": [profile(topics=[entry])]}, CRM)
+
+
+def test_double_opt_in_types_are_read() -> None:
+    entries = [
+        {"topic_discriminator": NEWS, "channel_discriminator": "email", "type": "pending_opt_in"},
+        {"topic_discriminator": "t2", "channel_discriminator": "sms", "type": "Confirmed-Opt-In"},
+    ]
+    exported = parse_export({"profiles": [profile(topics=entries)]}, CRM)["7"]
+    assert exported.consents == {(NEWS, "email"): "pending-opt-in", ("t2", "sms"): "confirmed-opt-in"}
+
+
 @pytest.mark.parametrize("status", [408, 410, 423])
 def test_a_timeout_or_a_gone_or_locked_resource_is_never_the_persons_failure(status: int) -> None:
     """A RejectedValue is recorded on the person and acknowledged: an opt-out answered 408 was dropped."""

@@ -49,11 +49,14 @@ def body(**fields: Any) -> bytes:
         ("Wed, 01 May 2024 11:00:00 +0200", "2024-05-01T09:00:00.000Z"),  # RFC 2822
         ("Wed, 01 May 2024 09:00:00 GMT", "2024-05-01T09:00:00.000Z"),
         ("1 May 2024 09:00:00 -0000", "2024-05-01T09:00:00.000Z"),  # RFC 2822, zone unknown: UTC
-        ("01/05/2024 09:00", "2024-05-01T09:00:00.000Z"),  # day first: 1 May, not 5 January
+        # a time to the minute stands for the latest moment it can mean (a date alone: bounded by the receipt)
+        ("01/05/2024 09:00", "2024-05-01T09:00:59.999Z"),  # day first: 1 May, not 5 January
         ("1/5/2024 09:00:30", "2024-05-01T09:00:30.000Z"),
         ("01.05.2024 09:00:00.250", "2024-05-01T09:00:00.250Z"),
-        ("01-05-2024", "2024-05-01T00:00:00.000Z"),
-        ("01/05/2024 09:00 UTC", "2024-05-01T09:00:00.000Z"),
+        ("01-05-2024", RECEIVED),
+        ("2024-04-30", "2024-04-30T23:59:59.999Z"),
+        ("01/05/2024 09:00 UTC", "2024-05-01T09:00:59.999Z"),
+        ("2024-05-01T09:00Z", "2024-05-01T09:00:59.999Z"),
     ],
 )
 def test_a_common_occurred_at_form_is_read(given: Any, expected: str) -> None:
@@ -75,7 +78,7 @@ def test_a_form_or_url_parameter_time_is_read_like_a_json_one() -> None:
     assert parse_fields(form, now=lambda: NOW, max_age=DAY).occurred_at == "2024-05-01T09:00:00.000Z"
     query = {"event": ["email.unsubscribe"], "profile_key": ["123"], "topic_discriminator": [NEWS]}
     fields = decode_fields(b"", query={**query, "occurred_at": ["01/05/2024 09:00", "01/05/2024 09:00"]})
-    assert parse_fields(fields, now=lambda: NOW, max_age=DAY).occurred_at == "2024-05-01T09:00:00.000Z"
+    assert parse_fields(fields, now=lambda: NOW, max_age=DAY).occurred_at == "2024-05-01T09:00:59.999Z"
 
 
 def test_a_read_time_is_still_bounded_by_the_receipt_and_the_max_age() -> None:
@@ -222,4 +225,16 @@ def test_the_route_reports_nothing_for_usable_fields(monkeypatch: pytest.MonkeyP
     raw = body(profile_key=..., email="Jane <jane@example.com>", occurred_at="01/05/2024 09:00")
     result = accept(CFG, HEADERS, raw, TOKEN, sent.append, now=lambda: NOW)
     assert result.accepted == 1 and result.set_aside == () and counted == [] and log.lines == []
-    assert (sent[0].email, sent[0].occurred_at) == ("jane@example.com", "2024-05-01T09:00:00.000Z")
+    assert (sent[0].email, sent[0].occurred_at) == ("jane@example.com", "2024-05-01T09:00:59.999Z")
+
+
+def test_two_unsubscribes_on_one_day_given_as_a_date_are_not_one() -> None:
+    """Read as midnight, the second unsubscribe of a day (after a CRM user undid the first) had the first's time:
+    taken for its duplicate, it was dropped and the person stayed in the CRM profile. A date stands for the
+    latest moment it can mean, bounded by the receipt: each is its own time."""
+    morning = parse_event(body(occurred_at="2024-05-01"), now=lambda: NOW, max_age=DAY)
+    later = NOW.replace(hour=15)
+    afternoon = parse_event(body(occurred_at="2024-05-01"), now=lambda: later, max_age=DAY)
+    assert morning.occurred_at == RECEIVED and afternoon.occurred_at == "2024-05-01T15:00:00.000Z"
+    tomorrow = parse_event(body(occurred_at="2024-05-02"), now=lambda: NOW, max_age=DAY)
+    assert (tomorrow.occurred_at, tomorrow.time_fix) == (RECEIVED, "future")  # a later day is still no time yet

@@ -157,6 +157,24 @@ def test_an_apsis_opt_out_is_never_drift_to_fix_into_an_opt_in():
     assert check.notes == [("kept_optouts", {"topic": NEWS[0], "channel": "email"})]
 
 
+def test_a_double_opt_in_awaiting_confirmation_is_left_to_the_person():
+    """An opt-in sent over a pending double opt-in would skip the confirmation the double opt-in asks for."""
+    p = person()
+    state, profile = synced(p)
+    profile.consents[NEWS] = "pending-opt-in"
+    check = compare_person(CFG, 7, p, state, profile)
+    assert check.drifts == []
+    assert check.notes == [("pending_opt_ins", {"topic": NEWS[0], "channel": "email"})]
+
+
+def test_a_confirmed_double_opt_in_is_an_opt_in():
+    p = person()
+    state, profile = synced(p)
+    profile.consents[NEWS] = "confirmed-opt-in"
+    check = compare_person(CFG, 7, p, state, profile)
+    assert check.drifts == [] and check.notes == []
+
+
 def we_sent_the_opt_out() -> tuple[PersonState, ExportedProfile]:
     """A member synced (opt-in), then a sync that found them out of the profile sent the opt-out."""
     state, profile = synced(person())

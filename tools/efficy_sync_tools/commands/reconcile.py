@@ -29,6 +29,7 @@ TITLES = {
 }
 NOTE_TITLES = {
     "kept_optouts": "opt-outs in APSIS One the CRM would opt in: kept (an opt-out is never repaired into an opt-in)",
+    "pending_opt_ins": "double opt-ins awaiting the person's confirmation where the CRM would opt in: left to them",
     "kept_by_policy": "profiles of deleted / no longer matching persons kept by on_delete / on_condition_lost",
     "email_conflicts": "e-mail changes held back (see explain)",
     "unconfirmed_absence": "persons Efficy did not list and did not prove gone: not judged",

@@ -13,12 +13,12 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
+from .optout_time import TimeFix, occurred_at
 from .webhook import MAX_KEY
 
 Channel = Literal["email", "sms"]
@@ -74,21 +74,11 @@ FIELDS = (
     "occurred_at",
 )
 TOKEN_PARAMETER = "token"
-#: How far ahead of our clock `occurred_at` may be before it is logged as wrong (clocks differ a little).
-FUTURE_SKEW_SECONDS = 300
 _PROFILE_KEY = re.compile(r"^[1-9][0-9]{0,15}$")
 # `mobile` is not read (kept for reference by the automation's body): an odd value never costs an opt-out.
 _MAX_TEXT = {"email": 254, "topic_discriminator": 200, "channel_discriminator": 64, "occurred_at": 64}
 #: "Jane Doe <jane@example.com>": the address between the angle brackets
 _NAMED_ADDRESS = re.compile(r"^[^<>]*<\s*([^<>\s]+)\s*>$")
-# The times the node may send besides ISO 8601 (the body is whatever the marketer sets up): epoch seconds or
-# milliseconds (9 to 14 digits: from 1973 on), day-first "05/02/2025 10:00", RFC 2822, and a " UTC" suffix.
-_EPOCH = re.compile(r"^\d{9,14}(\.\d{1,9})?$")
-_EPOCH_MS_FROM = 10**11  # 1e11 seconds is the year 5138, 1e11 milliseconds 1973: from here up, milliseconds
-_DAY_FIRST = re.compile(
-    r"^(\d{1,2})[./-](\d{1,2})[./-](\d{4})(?:[ T,]+(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,6}))?)?)?$"
-)
-_UTC_SUFFIX = re.compile(r"(?:\s*\b(?:UTC|GMT)|(?<=\d)Z)$", re.IGNORECASE)
 
 
 def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
@@ -138,10 +128,6 @@ def check_token(
         raise OptOutAuthError(f"missing {header_name} header or {TOKEN_PARAMETER} query parameter")
     if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
         raise OptOutAuthError(f"wrong {where}")
-
-
-#: why an opt-out's occurred_at was replaced by the receive time (None: it was kept or not given)
-TimeFix = Literal["future", "old", "unreadable"] | None
 
 
 @dataclass(frozen=True)
@@ -194,75 +180,12 @@ def _profile_key(body: Mapping[str, Any]) -> int | None:
     return int(text)
 
 
-def _epoch(number: float) -> datetime | None:
-    """Epoch seconds, or milliseconds from _EPOCH_MS_FROM up; None before 1973 or past 5138 (and NaN)."""
-    if not 10**8 <= number < 10**14:
-        return None
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=number / 1000 if number >= _EPOCH_MS_FROM else number)
-
-
-def _day_first(text: str) -> datetime:
-    match = _DAY_FIRST.match(text)
-    if not match:
-        raise ValueError("not D/M/Y")
-    day, month, year, *clock = match.groups()
-    hour, minute, second = (int(part or 0) for part in clock[:3])
-    return datetime(int(year), int(month), int(day), hour, minute, second, int((clock[3] or "0").ljust(6, "0")))
-
-
-_TIME_FORMATS: tuple[Callable[[str], datetime], ...] = (datetime.fromisoformat, _day_first, parsedate_to_datetime)
-
-
-def _moment(value: Any) -> datetime | None:
-    """The time a given occurred_at means (naive: UTC), or None when it is no time we can read: ISO 8601, epoch
-    seconds or milliseconds (a number or its digits), day-first D/M/Y [H:M[:S]] or RFC 2822 (whose "-0000",
-    zone unknown, comes back naive), each with an optional " UTC" / " GMT" / "Z"."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return _epoch(value)
-    if not isinstance(value, str) or len(value) > _MAX_TEXT["occurred_at"]:
-        return None  # a list, an object, true, a form's field given twice with different times
-    text = value.strip()
-    if _EPOCH.match(text):
-        return _epoch(float(text))
-    zone = _UTC_SUFFIX.search(text)
-    for parse in _TIME_FORMATS:
-        try:
-            return parse(text[: zone.start()] if zone else text)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            continue
-    return None
-
-
 def _occurred_at(value: Any, now: datetime, max_age: timedelta | None = None) -> tuple[str, TimeFix]:
-    """The opt-out's time in UTC, bounded by `now` (when we received it) and, when given, by `now - max_age`.
-
-    A later time cannot be true, and kept it would make every later genuine opt-out of the person look older and
-    be dropped as a duplicate. An earlier time than the automation can take to call us is not believed either:
-    once a CRM user has opted the person in again (the retired record keeps the old opt-out's time), a new
-    unsubscribe whose time is bogus and old (a fixed date, the profile's creation date) would look like a late
-    duplicate of the first and be dropped, and the next sync would mail them. Both are replaced by the receive
-    time rather than refused: the automation does not resend a refused call, and an opt-out is never lost. So is
-    a time we cannot read (`_moment` says what we can). The replacement can only make an opt-out newer, which is
-    the safe direction (it wins over a CRM opt-in it may in truth predate). Returns (time, "future" | "old" |
-    "unreadable" when it was replaced and worth reporting, else None)."""
-    fix: TimeFix = None
-    if isinstance(value, _Repeated) and len(set(value)) == 1:
-        value = value[0]  # a form's field given once, or repeated with the same value
-    moment = now if value is None or (isinstance(value, str) and not value.strip()) else _moment(value)
-    if moment is None:
-        moment, fix = now, "unreadable"
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)  # APSIS One's timestamps are UTC
-    try:
-        ahead = (moment - now).total_seconds()
-        moment = min(moment, now).astimezone(UTC)
-    except OverflowError:  # year 1 with a positive offset: not a time the automation sends
-        moment, ahead, fix = now, 0.0, "unreadable"
-    if ahead > FUTURE_SKEW_SECONDS:
-        fix = "future"
-    if max_age is not None and now - moment > max_age:
-        moment, fix = now.astimezone(UTC), "old"
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"), fix
+    """optout_time.occurred_at, for a field a form may give more than once: the same time repeated is that time,
+    different times are none we can read (a plain tuple)."""
+    if isinstance(value, _Repeated):
+        value = value[0] if len(set(value)) == 1 else tuple(value)
+    return occurred_at(value, now, max_age)
 
 
 def _address(value: Any) -> tuple[str | None, str | None]:
@@ -331,7 +254,7 @@ class OptOutBody(BaseModel):
     profile_key: int | None = None
     email: Any = None  # as given; the address (str) or None once validated (`_optional`)
     occurred_at: Any = None  # as given; the ISO 8601 UTC text once validated (`_optional`)
-    #: occurred_at was beyond our clock + FUTURE_SKEW_SECONDS, older than the context's max_age, or unreadable,
+    #: occurred_at was beyond our clock + optout_time.FUTURE_SKEW_SECONDS, older than the context's max_age, or unreadable,
     #: and replaced by the receive time
     time_fix: TimeFix = None
     ignored: tuple[str, ...] = ()  # the optional fields given but unusable, set aside

@@ -13,7 +13,8 @@ from pydantic import BaseModel
 
 from .config import IntegrationConfig
 from .observability import count, logger
-from .optout_event import OptOutEvent, TimeFix, _header, check_token, decode_fields, parse_fields
+from .optout_event import OptOutEvent, _header, check_token, decode_fields, parse_fields
+from .optout_time import TimeFix
 from .state import consent_key, utc_now
 
 #: an optional field the call gave but we could not use, set aside (optout_event) -> its counter and log line.

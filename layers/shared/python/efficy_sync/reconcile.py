@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .consent import ConsentType
 
 CATEGORIES = ("missing", "orphaned", "attributes", "consents", "tags")
-NOTES = ("kept_optouts", "kept_by_policy", "email_conflicts", "unconfirmed_absence")
+NOTES = ("kept_optouts", "pending_opt_ins", "kept_by_policy", "email_conflicts", "unconfirmed_absence")
 EXAMPLES_PER_CATEGORY = 10
 DRIFT_MARK = "drift"  # an attribute hash no value has: the next sync clears (or sends) the attribute
 
@@ -166,6 +166,8 @@ def _consents(check: PersonCheck, desired: Desired, state: PersonState | None, p
     for (topic, channel), crm_type in sorted(desired.consents.items()):
         member = crm_type == "opt-in"
         held = profile.consents.get((topic, channel))
+        if held == "confirmed-opt-in":
+            held = "opt-in"  # a double opt-in the person confirmed: what an opt-in asks for
         slot = consent_key(topic, channel)
         read = (desired.change_stamp, desired.asked_at, desired.answered_at)
         record = confirm(state.optouts.get(slot) if state else None, member, *read)
@@ -179,6 +181,8 @@ def _consents(check: PersonCheck, desired: Desired, state: PersonState | None, p
             check.drifts.append(Drift("consents", check.person_key, detail))
         elif decision.type == "opt-in" and held == "opt-out":
             check.notes.append(("kept_optouts", where))  # stickiness: never "repaired" into an opt-in
+        elif decision.type == "opt-in" and held == "pending-opt-in":
+            check.notes.append(("pending_opt_ins", where))  # the person's own confirmation is awaited: not overridden
         elif decision.type is None or (decision.type == "opt-out" and held is None):
             continue
         elif decision.type != held:

@@ -113,7 +113,7 @@ def parse_export(payload: Any, keyspace: str) -> dict[str, ExportedProfile]:
             key=key,
             attributes=dict(row.get("attributes") or {}),
             tags=_tags_of(row.get("tags")),
-            consents={_slot(t): str(t.get("consent_type") or t.get("type") or "").lower() for t in _topics(row)},
+            consents=dict(consent_entry(t) for t in _topics(row)),
         )
     return out
 
@@ -142,11 +142,22 @@ def _topics(row: dict[str, Any]) -> list[dict[str, Any]]:
     return topics
 
 
-def _slot(entry: dict[str, Any]) -> tuple[str, str]:
+#: the consent types APSIS One has (contracts/apsis-one.md §2), as we compare them
+CONSENT_TYPES = frozenset({"opt-in", "opt-out", "pending-opt-in", "confirmed-opt-in"})
+
+
+def consent_entry(entry: dict[str, Any]) -> tuple[tuple[str, str], str]:
+    """((topic, channel), type) of one consent entry of an export or a profile's consents read. An entry whose
+    topic, channel or type we cannot read raises: read as "no consent" or an unknown type, reconcile called a
+    held opt-out drift and its repair opted the person in (types under another key, a channel left out, a type
+    spelled "unsubscribed")."""
+    topic = entry.get("topic_discriminator") or entry.get("topic")
     channel = str(entry.get("channel_discriminator") or entry.get("channel") or "")
-    return str(entry.get("topic_discriminator") or entry.get("topic")), CHANNEL_NAMES.get(
-        channel, channel.lower() if channel.lower() in CHANNELS else ""
-    )
+    channel = CHANNEL_NAMES.get(channel, channel.lower() if channel.lower() in CHANNELS else "")
+    kind = str(entry.get("consent_type") or entry.get("type") or "").strip().lower().replace("_", "-")
+    if not isinstance(topic, str) or not topic or not channel or kind not in CONSENT_TYPES:
+        raise ApsisUnavailable("APSIS: a consent entry is in a shape we cannot read (topic, channel or type)")
+    return (topic, channel), kind
 
 
 def _tags_of(value: Any) -> set[str]:
@@ -191,11 +202,5 @@ def probe_profile(client: ApsisClient, key: str, topics: set[str]) -> ExportedPr
         items = client.get_consents(key)
     except NotFound:
         return None
-    consents = {
-        (str(i.get("topic_discriminator")), CHANNEL_NAMES.get(str(i.get("channel_discriminator")), "")): str(
-            i.get("type")
-        )
-        for i in items
-        if i.get("topic_discriminator") in topics
-    }
+    consents = dict(consent_entry(i) for i in items if i.get("topic_discriminator") in topics)
     return ExportedProfile(key=key, consents=consents, complete=False)

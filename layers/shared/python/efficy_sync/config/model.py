@@ -122,7 +122,7 @@ class ApsisSettings(_Model):
     # profile. false = the older two calls (create, then v2 PATCH), should an account show otherwise.
     create_with_attribute_patch: bool = True
     # How long after the click the opt-out automation may call us (a Wait node delays it). An older
-    # `occurred_at` is not believed: it is replaced by the receipt time (optout_event._occurred_at says why).
+    # `occurred_at` is not believed: it is replaced by the receipt time (optout_time.occurred_at says why).
     optout_max_age_hours: float = Field(default=24.0, gt=0, le=24 * 366)
 
     @field_validator("profile_tags_path")
