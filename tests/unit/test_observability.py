@@ -313,6 +313,19 @@ def test_credentials_are_masked_by_key_in_logged_events() -> None:
     assert out["headers"]["Content-Type"] == "application/json"
 
 
+def test_credentials_and_contacts_in_a_logged_form_body_or_raw_query_are_masked() -> None:
+    """powertools' event logging writes a form body and a raw query string whole: the opt-out route's `token=`
+    and a mobile written without + or a leading 0 were kept in clear (found by a probing helper)."""
+    event = {
+        "body": "event=email.unsubscribe&profile_key=7&token=s3cr3t-token&mobile=32470123456&email=jane%40x.example",
+        "rawQueryString": "token=s3cr3t-token&event=email.unsubscribe",
+        "path": "/integrations/acme/apsis/optout?token=s3cr3t-token#x",
+    }
+    text = json.dumps(scrub(event))
+    assert "s3cr3t" not in text and "32470123456" not in text and "jane" not in text
+    assert "event=email.unsubscribe" in text and "profile_key=7" in text  # the rest is kept for diagnosis
+
+
 def _emf(out: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.splitlines() if line.startswith('{"_aws"')]
 

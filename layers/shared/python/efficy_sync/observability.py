@@ -79,8 +79,25 @@ def _is_secret_key(key: str | None) -> bool:
     return key is not None and bool(_SECRET_KEY.search(key))
 
 
+#: a name=value pair of a form body or a query string ("event=x&token=...&mobile=32470123456")
+_PAIR = re.compile(r"(?<![\w.\-])([A-Za-z_][\w.\-]*)=([^&?#\s\"']*)")
+
+
+def _pair(match: re.Match[str]) -> str:
+    name, value = match.group(1), match.group(2)
+    if value and _is_secret_key(name):
+        return f"{name}={SECRET_MASK}"
+    if value and _is_contact_key(name):
+        return f"{name}={mask_value(name.upper(), value)}"
+    return match.group()
+
+
 def scrub_text(text: str) -> str:
-    """Masks every e-mail address and phone number in free text (messages, exception texts, API answers)."""
+    """Masks every e-mail address and phone number in free text (messages, exception texts, API answers), and
+    the values of credential and contact parameters in url-encoded text: powertools' event logging writes a
+    form body or a raw query string whole, where `token=` and a mobile written without + or 0 would pass."""
+    if "=" in text:
+        text = _PAIR.sub(_pair, text)
     if "@" in text or "%40" in text:
         text = _EMAIL.sub(lambda m: mask_email(m.group().replace("%40", "@")), text)
     return _PHONE.sub(lambda m: mask_phone(m.group()) if _phone_digits_ok(m.group()) else m.group(), text)
