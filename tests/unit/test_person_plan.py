@@ -106,11 +106,16 @@ def test_emptied_attribute_is_cleared_and_skipped_attribute_left_alone():
     assert ops == [PatchAttributes("1", {FIRST: None})]
 
 
-def test_attribute_no_longer_mapped_is_cleared():
+def test_attribute_no_longer_mapped_is_left_as_it_is():
+    """Removing a mapping stops syncing the attribute; it erases nobody's value (no breaker guards a clear)."""
     _, state = synced()
     d = desired(D_CHANGE="2024-05-02T00:00:00")
     trimmed = Desired(**{**d.__dict__, "attributes": {k: v for k, v in d.attributes.items() if k != FIRST}})
-    assert plan_operations(trimmed, state) == [PatchAttributes("1", {FIRST: None})]
+    assert plan_operations(trimmed, state) == []
+    # mapped again later: an unchanged value is not sent again, a changed one is
+    assert plan_operations(d, state) == []
+    changed = desired(FIRSTNAME="Joanna", D_CHANGE="2024-05-03T00:00:00")
+    assert plan_operations(changed, state) == [PatchAttributes("1", {FIRST: "Joanna"})]
 
 
 def test_leaving_a_profile_opts_out_and_untags():
@@ -171,7 +176,7 @@ def test_skipped_person_is_never_created():
     skip = map_person(CFG, person(OPENED="0"))
     assert isinstance(skip, Skip)
     for mode in ("leave", "untag", "delete"):
-        assert plan_for_skip(skip, None, mode) == []
+        assert plan_for_skip(skip, None, mode, managed_tags=CFG.managed_tags()) == []
     state = apply_operations(None, skip, [])
     assert (state.last_outcome, state.exists_in_apsis, state.skip_reason) == (
         "skipped",
@@ -179,30 +184,42 @@ def test_skipped_person_is_never_created():
         "OPENED equals '1' failed: value is '0'",
     )
     for mode in ("leave", "untag", "delete"):
-        assert plan_for_skip(skip, state, mode) == []
+        assert plan_for_skip(skip, state, mode, managed_tags=CFG.managed_tags()) == []
 
 
 def test_person_who_stops_matching_is_left_untagged_or_deleted_as_configured():
     _, state = synced()
     skip = map_person(CFG, person(ROBINSON="1", D_CHANGE="2024-05-02T00:00:00"))
-    assert plan_for_skip(skip, state, "leave") == []
-    assert plan_for_skip(skip, state, "untag") == [
+    assert plan_for_skip(skip, state, "leave", managed_tags=CFG.managed_tags()) == []
+    assert plan_for_skip(skip, state, "untag", managed_tags=CFG.managed_tags()) == [
         PatchTags("1", {"newsletter-readers": False, "sms-club": False, "vip": False})
     ]
-    assert plan_for_skip(skip, state, "delete") == [DeleteProfile("1")]
+    assert plan_for_skip(skip, state, "delete", managed_tags=CFG.managed_tags()) == [DeleteProfile("1")]
     after = apply_operations(state, skip, [])
     assert after.last_outcome == "skipped" and after.exists_in_apsis
     assert after.skip_reason == "ROBINSON equals '0' failed: value is '1'"
 
 
+def test_untag_takes_away_only_the_tags_the_config_sets_now():
+    """A tag whose mapping was removed may have been handed over to APSIS users: untag leaves it."""
+    _, state = synced()
+    skip = map_person(CFG, person(ROBINSON="1", D_CHANGE="2024-05-02T00:00:00"))
+    only_news = ["newsletter-readers"]  # sms-club and vip no longer mapped
+    assert plan_for_skip(skip, state, "untag", managed_tags=only_news) == [
+        PatchTags("1", {"newsletter-readers": False})
+    ]
+    assert plan_for_delete(state, "untag", managed_tags=only_news) == [PatchTags("1", {"newsletter-readers": False})]
+    assert plan_for_delete(state, "untag", managed_tags=[]) == []
+
+
 def test_person_deleted_in_efficy():
     _, state = synced()
-    assert plan_for_delete(state, "ignore") == []
-    assert plan_for_delete(state, "delete") == [DeleteProfile("1")]
-    assert plan_for_delete(state, "untag")[0] == PatchTags(
+    assert plan_for_delete(state, "ignore", managed_tags=CFG.managed_tags()) == []
+    assert plan_for_delete(state, "delete", managed_tags=CFG.managed_tags()) == [DeleteProfile("1")]
+    assert plan_for_delete(state, "untag", managed_tags=CFG.managed_tags())[0] == PatchTags(
         "1", {"newsletter-readers": False, "sms-club": False, "vip": False}
     )
-    assert plan_for_delete(None, "delete") == []
+    assert plan_for_delete(None, "delete", managed_tags=CFG.managed_tags()) == []
 
 
 def test_state_stores_hashes_not_personal_values_and_round_trips():
@@ -306,12 +323,15 @@ def test_operations_come_in_a_fixed_order_with_at_most_one_attribute_and_one_tag
 )
 def test_a_skipped_person_is_never_created(reason, stamp, state, mode, on_delete):
     skip = Skip(reason, None, "prop", "42", stamp)
-    for ops in (plan_for_skip(skip, state, mode), plan_for_delete(state, on_delete)):
+    for ops in (
+        plan_for_skip(skip, state, mode, managed_tags=CFG.managed_tags()),
+        plan_for_delete(state, on_delete, managed_tags=CFG.managed_tags()),
+    ):
         assert not any(isinstance(op, CreateProfile | PatchAttributes | SetConsent) for op in ops)
         after = apply_operations(state, skip, ops)
         if state is None or not state.exists_in_apsis:
             assert ops == [] and not after.exists_in_apsis
-    assert plan_for_skip(skip, state, "leave") == []
+    assert plan_for_skip(skip, state, "leave", managed_tags=CFG.managed_tags()) == []
 
 
 def _same(a, b) -> bool:
@@ -333,6 +353,7 @@ def test_only_changed_attributes_are_patched_and_the_result_is_what_the_crm_want
     holds = {**pushed, **patch}
     holds = {a: v for a, v in holds.items() if v is not None}
     wanted = {a: v for a, v in second.attributes.items() if v is not None}
-    wanted |= {a: pushed[a] for a in second.skipped_attributes if a in pushed and a not in second.attributes}
+    # skipped or no longer mapped: left as APSIS holds it
+    wanted |= {a: pushed[a] for a in pushed if a not in second.attributes}
     assert holds.keys() == wanted.keys()
     assert all(_same(holds[a], wanted[a]) for a in wanted)

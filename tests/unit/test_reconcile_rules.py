@@ -80,10 +80,10 @@ def repair_plan(p: dict | None, check, state: PersonState | None):
     new = invalidate(CFG.integration_id, check, state)
     assert new is not None
     if p is None:
-        return plan_for_delete(new, CFG.on_delete)
+        return plan_for_delete(new, CFG.on_delete, managed_tags=CFG.managed_tags())
     result = map_person(CFG, p)
     if isinstance(result, Skip):
-        return plan_for_skip(result, new, CFG.on_condition_lost)
+        return plan_for_skip(result, new, CFG.on_condition_lost, managed_tags=CFG.managed_tags())
     return plan_operations(result, new)
 
 
@@ -271,7 +271,7 @@ def test_orphans_follow_on_delete_and_on_condition_lost():
     check = compare_person(deleting, 7, None, state, profile)
     assert [(d.category, d.detail["should"]) for d in check.drifts] == [("orphaned", "delete")]
     new = invalidate(deleting.integration_id, check, state.model_copy(update={"exists_in_apsis": False}))
-    assert plan_for_delete(new, "delete") == [DeleteProfile("7")]
+    assert plan_for_delete(new, "delete", managed_tags=CFG.managed_tags()) == [DeleteProfile("7")]
 
     lost = person(OPENED="0")
     check = compare_person(deleting, 7, lost, state, profile)
@@ -280,7 +280,9 @@ def test_orphans_follow_on_delete_and_on_condition_lost():
     ]
     result = map_person(deleting, lost)
     new = invalidate(deleting.integration_id, check, state.model_copy(update={"tags": {}}))
-    assert plan_for_skip(result, new, "untag") == [PatchTags("7", {"newsletter-readers": False})]
+    assert plan_for_skip(result, new, "untag", managed_tags=CFG.managed_tags()) == [
+        PatchTags("7", {"newsletter-readers": False})
+    ]
 
 
 def test_a_profile_we_never_synced_is_reported_but_not_fixed():

@@ -161,7 +161,7 @@ def explain(
             ],
         )
     else:
-        ops = plan_for_skip(result, state, cfg.on_condition_lost)
+        ops = plan_for_skip(result, state, cfg.on_condition_lost, managed_tags=cfg.managed_tags())
         report.update(
             decision="skip",
             skip_reason=result.reason,

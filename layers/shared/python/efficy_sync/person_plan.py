@@ -7,6 +7,7 @@ page read before a real-time change must not roll the person back.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -69,17 +70,17 @@ def _known(state: PersonState | None) -> PersonState | None:
 
 
 def _attribute_changes(desired: Desired, known: PersonState | None) -> dict[str, Any]:
+    """Only mapped attributes are written. One whose mapping was removed (or re-targeted) keeps its value in APSIS
+    One: removing a mapping says "stop syncing this", not "erase it for everyone", and a clear would reach every
+    profile with no breaker in between. Its hash stays in the state, so mapping it again sends only changed values."""
     hashes = known.attribute_hashes if known else {}
     changes: dict[str, Any] = {}
     for name, value in desired.attributes.items():
         if value is None:
             if name in hashes:
-                changes[name] = None
+                changes[name] = None  # the CRM field was emptied: positive evidence, clear it
         elif hashes.get(name) != value_hash(value):
             changes[name] = value
-    for name in hashes:
-        if name not in desired.attributes and name not in desired.skipped_attributes:
-            changes[name] = None  # no longer mapped, or no longer known: clear it
     return dict(sorted(changes.items()))
 
 
@@ -121,7 +122,11 @@ def plan_operations(desired: Desired, state: PersonState | None) -> list[Operati
 
 
 def plan_for_skip(
-    skip: Skip, state: PersonState | None, on_condition_lost: Literal["leave", "untag", "delete"]
+    skip: Skip,
+    state: PersonState | None,
+    on_condition_lost: Literal["leave", "untag", "delete"],
+    *,
+    managed_tags: Collection[str],
 ) -> list[Operation]:
     """A skipped person is never created; one who stops matching is left, untagged or deleted as configured.
     A condition failed only on an unreadable yes/no value is no evidence they stopped matching: left as is."""
@@ -133,19 +138,23 @@ def plan_for_skip(
         or is_stale(skip.change_stamp, state, skip.asked_at, skip.answered_at)
     ):
         return []
-    return _withdraw(known, on_condition_lost)
+    return _withdraw(known, on_condition_lost, managed_tags)
 
 
-def plan_for_delete(state: PersonState | None, on_delete: Literal["delete", "untag", "ignore"]) -> list[Operation]:
+def plan_for_delete(
+    state: PersonState | None, on_delete: Literal["delete", "untag", "ignore"], *, managed_tags: Collection[str]
+) -> list[Operation]:
     """The person was deleted in Efficy."""
     known = _known(state)
     if known is None or on_delete == "ignore":
         return []
-    return _withdraw(known, on_delete)
+    return _withdraw(known, on_delete, managed_tags)
 
 
-def _withdraw(known: PersonState, how: str) -> list[Operation]:
+def _withdraw(known: PersonState, how: str, managed_tags: Collection[str]) -> list[Operation]:
+    """Untag takes away only the tags the config sets now (`IntegrationConfig.managed_tags`): one no longer
+    mapped stays, as a removed mapping leaves its attribute."""
     if how == "delete":
         return [DeleteProfile(known.person_key)]
-    tags = {t: False for t, v in sorted(known.tags.items()) if v}
+    tags = {t: False for t, v in sorted(known.tags.items()) if v and t in managed_tags}
     return [PatchTags(known.person_key, tags)] if tags else []

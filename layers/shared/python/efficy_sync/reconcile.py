@@ -63,10 +63,7 @@ class PersonCheck:
 
 def managed_tags(cfg: IntegrationConfig, *, with_queries: bool) -> list[str]:
     """The tags this integration sets: CRM-profile tags, and query tags when the queries are known."""
-    tags = [t.tag for t in cfg.tags.profiles]
-    if with_queries:
-        tags += [q.tag for q in cfg.tags.queries]
-    return sorted(set(tags))
+    return cfg.managed_tags(with_queries=with_queries)
 
 
 def desired_tags(cfg: IntegrationConfig, desired: Desired, query_tags: set[str] | None) -> dict[str, bool]:

@@ -146,7 +146,9 @@ class PersonSyncer:
             )
 
     def _skip(self, key: int, result: Skip, stamp: str, state: PersonState | None) -> Outcome:
-        ops, removals, held = self._gated(key, plan_for_skip(result, state, self.cfg.on_condition_lost), state)
+        ops, removals, held = self._gated(
+            key, plan_for_skip(result, state, self.cfg.on_condition_lost, managed_tags=self.cfg.managed_tags()), state
+        )
         sent, error = self._execute(ops)
         if error is not None:
             return self._failed(key, state, error, ops, sent)
@@ -297,7 +299,7 @@ class PersonSyncer:
     def _deleted(self, key: int, state: PersonState | None) -> Outcome:
         """Efficy deleted the person: delete, untag or leave the APSIS profile (per integration), keep a tombstone."""
         mode = self.cfg.on_delete
-        ops = plan_for_delete(state, mode)
+        ops = plan_for_delete(state, mode, managed_tags=self.cfg.managed_tags())
         ops, removals, held = self._gated(key, ops, state)
         sent, error = self._execute(ops)
         if error is not None:

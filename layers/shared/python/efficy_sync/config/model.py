@@ -374,6 +374,14 @@ class IntegrationConfig(_Model):
     def consent_mapping_for(self, topic: str, channel: str) -> ConsentMapping | None:
         return next((m for m in self.consent_mappings if m.subscription == topic and m.channel == channel), None)
 
+    def managed_tags(self, *, with_queries: bool = True) -> list[str]:
+        """The tags this integration sets now: CRM-profile tags, and query tags (unless the queries are not known).
+        Only these are ever taken away: a tag no longer mapped may have been handed over to APSIS users."""
+        tags = [t.tag for t in self.tags.profiles]
+        if with_queries:
+            tags += [q.tag for q in self.tags.queries]
+        return sorted(set(tags))
+
 
 def config_to_dict(config: IntegrationConfig) -> dict[str, Any]:
     """Plain JSON-able data; unused condition operators and unset optional values are left out."""
