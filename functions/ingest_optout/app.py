@@ -86,6 +86,10 @@ def _optout(integration_id: str) -> Response:
         logger.info("opt-out ignored: %s", result.ignored)
         return reply(202, {"accepted": 0, "ignored": result.ignored})
     metrics.add_metric(name="OptOutAccepted", unit=MetricUnit.Count, value=result.accepted)
+    if result.unmapped:
+        metrics.add_metric(name="OptOutUnmapped", unit=MetricUnit.Count, value=1)
+        logger.info("opt-out accepted, to be recorded only: %s", result.unmapped)
+        return reply(202, {"accepted": result.accepted, "unmapped": result.unmapped})
     logger.info("opt-out accepted", extra={"subscriptions": result.accepted})
     return reply(202, {"accepted": result.accepted})
 

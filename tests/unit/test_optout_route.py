@@ -182,9 +182,18 @@ def test_the_address_travels_only_when_there_is_no_profile_key() -> None:
     assert [m.email for m in sent] == [None, "jo@example.com"]
 
 
-def test_an_unmapped_subscription_is_acknowledged_without_queueing() -> None:
+def test_an_unmapped_subscription_is_queued_to_be_recorded_only() -> None:
+    """Kept, so a mapping added later does not opt the person in again; nothing to write back to Efficy."""
     sent: list[OptOutMessage] = []
     result = accept(CFG, HEADERS, body(topic_discriminator="usercreated.topics.other"), TOKEN, sent.append)
+    assert result.accepted == 1 and result.ignored is None and "recorded, not written back" in (result.unmapped or "")
+    assert [(s.topic, s.channel) for s in sent[0].slots] == [("usercreated.topics.other", "email")]
+
+
+def test_an_abuse_report_on_a_channel_with_no_mapping_is_acknowledged_without_queueing() -> None:
+    sms_only = CFG.model_copy(update={"consent_mappings": [m for m in CFG.consent_mappings if m.channel == "sms"]})
+    sent: list[OptOutMessage] = []
+    result = accept(sms_only, HEADERS, body(event="email.abuse", topic_discriminator=None), TOKEN, sent.append)
     assert result.accepted == 0 and "no consent mapping" in (result.ignored or "") and sent == []
 
 

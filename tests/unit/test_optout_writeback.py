@@ -290,12 +290,34 @@ def test_a_new_unsubscribe_with_a_bogus_old_time_after_a_crm_re_add_is_not_lost(
     assert second.occurred_at == "2024-05-02T09:00:00.000Z"  # the receipt time
 
 
-def test_a_subscription_no_longer_mapped_is_reported_not_applied(world: Any) -> None:
-    efficy, _, _ = world
+def test_a_subscription_no_longer_mapped_is_recorded_not_written_back(world: Any) -> None:
+    efficy, store, _ = world
     efficy.add(7, {12})
     result = writeback(world).process(message(slots=[("usercreated.topics.gone", "email"), (NEWS, "email")]))
     assert result.skipped_slots == ["usercreated.topics.gone|email"]
     assert efficy.persons[7]["profiles"] == set()
+    gone = store.get("acme", 7).optouts["usercreated.topics.gone|email"]
+    assert gone.at == AT and not gone.awaiting_writeback and not gone.confirmed
+
+
+def test_an_opt_out_of_an_unmapped_subscription_holds_when_a_mapping_is_added_later(world: Any) -> None:
+    """Before, the route dropped it: the first sync that knew a new mapping opted the person in again."""
+    efficy, store, apsis = world
+    efficy.add(7, {12, 14})
+    news_only = consent_config(profiles={(NEWS, "email"): 12})
+    WriteBack(news_only, efficy, store, None).process(message(slots=[(EVENTS, "email")]))
+    assert efficy.log == [] and efficy.persons[7]["profiles"] == {12, 14}  # nothing written back
+    # the events mapping is added; the person is still in CRM profile 14, as they were before the unsubscribe
+    person = {**efficy.get_persons([7])[7], "D_CHANGE": "2024-05-01T12:30:00.000"}
+    PersonSyncer(CFG, apsis, store, email_lookup=lambda a: []).sync(7, person, store.get("acme", 7))
+    consents = [c for kind, c in apsis.calls if kind == "consent"]
+    assert ("7", EVENTS, "opt-in") not in consents and ("7", NEWS, "opt-in") in consents
+    # a CRM user takes them out of the profile and, later, back in: that is the explicit opt-in
+    out = {**person, "profiles": [12], "D_CHANGE": "2024-05-02T08:00:00.000"}
+    PersonSyncer(CFG, apsis, store, email_lookup=lambda a: []).sync(7, out, store.get("acme", 7))
+    back = {**person, "profiles": [12, 14], "D_CHANGE": "2024-05-03T08:00:00.000"}
+    PersonSyncer(CFG, apsis, store, email_lookup=lambda a: []).sync(7, back, store.get("acme", 7))
+    assert [c for kind, c in apsis.calls if kind == "consent"][-1] == ("7", EVENTS, "opt-in")
 
 
 # ---- the Lambda: partial batch failures and a growing delay ----------------------------------------------------

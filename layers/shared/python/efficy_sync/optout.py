@@ -140,6 +140,8 @@ class WriteBack:
         result = self.find(message)
         for key in result.persons:
             self.record(key, message, result)
+            if not result.slots:  # only subscriptions no mapping covers: recorded, nothing to write back
+                continue
             removal = self.remove(key, result.slots)
             if removal.gone:
                 result.missing.append(key)
@@ -164,7 +166,7 @@ class WriteBack:
             self.record(message.profile_key, message, self.find(message))
 
     def slots(self, message: OptOutMessage) -> tuple[list[Slot], list[str]]:
-        """The message's slots as the config maps them now; ones no longer mapped are reported, not applied."""
+        """The message's slots as the config maps them now; ones not mapped are recorded, not written back."""
         found, skipped = [], []
         for ref in message.slots:
             mapping = self.cfg.consent_mapping_for(ref.topic, ref.channel)
@@ -186,18 +188,23 @@ class WriteBack:
         return WriteBackResult(keys, "email", slots, skipped_slots=skipped)
 
     def record(self, key: int, message: OptOutMessage, result: WriteBackResult) -> None:
-        """Step 2: store the opt-out before Efficy is touched (unless this one, or a newer one, already is)."""
+        """Step 2: store the opt-out before Efficy is touched (unless this one, or a newer one, already is).
+
+        A subscription no mapping covers is recorded too, with nothing to write back: if a mapping to it is added
+        later, the person stays opted out (consent.decide) until the CRM shows them out of the profile and back in,
+        instead of being opted in again by the first sync that knows the mapping."""
         recorded = []
-        for slot in result.slots:
+        wanted = [(slot.key, True) for slot in result.slots] + [(key_, False) for key_ in result.skipped_slots]
+        for slot_key, write_back in wanted:
             record = OptOutRecord(
                 at=message.occurred_at,
                 source=SOURCE,
                 event=message.event,
-                awaiting_writeback=True,
+                awaiting_writeback=write_back,
                 recorded_at=self.clock(),
             )
-            if self.states.record_optout(self.cfg.integration_id, key, slot.key, record):
-                recorded.append(slot.key)
+            if self.states.record_optout(self.cfg.integration_id, key, slot_key, record):
+                recorded.append(slot_key)
         result.recorded[key] = recorded
 
     def remove(self, key: int, slots: list[Slot]) -> Removal:

@@ -73,6 +73,7 @@ class OptOutMessage(BaseModel):
 class Accepted:
     accepted: int  # subscription opt-outs now on the queue
     ignored: str | None = None  # why nothing was queued for a valid request
+    unmapped: str | None = None  # queued to be recorded only: no consent mapping covers the subscription
     time_fix: TimeFix = None  # occurred_at was in the future, too old or unreadable and replaced by the receive time
     set_aside: tuple[str, ...] = ()  # optional fields given but unusable, ignored (reported by `report_set_aside`)
 
@@ -102,20 +103,29 @@ def accept(
     fields = decode_fields(body, content_type=_header(headers, "Content-Type"), query=query)
     event = parse_fields(fields, now=now, max_age=timedelta(hours=cfg.apsis.optout_max_age_hours))
     report_set_aside(event, cfg.integration_id)
-    slots = slots_for(cfg, event.channel, event.topic)
-    if not slots:
-        what = f"subscription {event.topic} on {event.channel}" if event.topic else f"{event.channel} subscription"
+    slots = [SlotRef(topic=s.topic, channel=s.channel) for s in slots_for(cfg, event.channel, event.topic)]
+    unmapped = None
+    if not slots and event.topic is None:
         return Accepted(
-            0, ignored=f"no consent mapping for {what} in integration {cfg.integration_id}", set_aside=event.ignored
+            0,
+            ignored=f"no consent mapping for any {event.channel} subscription in integration {cfg.integration_id}",
+            set_aside=event.ignored,
+        )
+    if not slots:
+        # kept all the same (WriteBack.record): a mapping added later must not opt the person in again
+        slots = [SlotRef(topic=event.topic, channel=event.channel)]
+        unmapped = (
+            f"no consent mapping for subscription {event.topic} on {event.channel} in integration "
+            f"{cfg.integration_id}: the opt-out is recorded, not written back to Efficy"
         )
     message = OptOutMessage(
         integration_id=cfg.integration_id,
         event=event.event,
         profile_key=event.profile_key,
         email=event.email if event.profile_key is None else None,
-        slots=[SlotRef(topic=s.topic, channel=s.channel) for s in slots],
+        slots=slots,
         occurred_at=event.occurred_at,
         received_at=utc_now(),
     )
     send(message)
-    return Accepted(len(slots), time_fix=event.time_fix, set_aside=event.ignored)
+    return Accepted(len(slots), unmapped=unmapped, time_fix=event.time_fix, set_aside=event.ignored)
