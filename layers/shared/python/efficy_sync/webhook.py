@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError
 
 CONTACT_TABLE_ID = 11000  # Efficy's table id of Cont
 #: Efficy keys are positive whole numbers; its JSON-RPC clients read them as doubles (contracts/efficy.md §3),
@@ -105,19 +106,29 @@ def _text_or_none(value: object) -> object:
     return value if isinstance(value, str) else None
 
 
-def _absent_if_blank(value: object) -> object:
-    """A null or empty date is an absent one (the record still names a person and an operation)."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+def _date_or_none(value: object) -> str | None:
+    """A date we cannot read ("01/03/2026 10:05", an RFC 1123 date) is an absent one: the date only feeds the
+    de-duplication identity, so refusing the record for it would drop the person's change under a 202."""
+    if not isinstance(value, str) or not value.strip() or len(value) > 40:
         return None
-    return value
+    try:
+        return normalise_date(value)
+    except ValueError:
+        return None
+
+
+#: Efficy's operation names in any case; another one (a merge, a name we have never seen) still names a person
+#: who changed, so it is queued as a "Resync": the worker refetches the person, and nothing is deleted on it
+_OPERATIONS = {"create": "Create", "update": "Update", "delete": "Delete"}
+
+
+def _operation(value: object) -> str:
+    return _OPERATIONS.get(value.strip().lower(), "Resync") if isinstance(value, str) else "Resync"
 
 
 def _no_fields_if_null(value: object) -> object:
     """`fields` holds the changed values on an update only (contracts/efficy.md §7): null is none changed."""
     return {} if value is None else value
-
-
-_Date = Annotated[str, Field(max_length=40), AfterValidator(normalise_date)]
 
 
 class WebhookRecord(BaseModel):
@@ -136,11 +147,11 @@ class WebhookRecord(BaseModel):
     table: Annotated[StrictInt, BeforeValidator(whole_number), Field(gt=0)]
     # A key is never guessed: 12.5 or "12_3" make the record invalid, only exact spellings of a whole number pass.
     key: Annotated[StrictInt, BeforeValidator(whole_number), Field(gt=0, le=MAX_KEY)]
-    operation: Literal["Create", "Update", "Delete"]
+    operation: Annotated[Literal["Create", "Update", "Delete", "Resync"], BeforeValidator(_operation)] = "Resync"
     user: Annotated[str | None, BeforeValidator(_text_or_none)] = None
     subject: Annotated[str | None, BeforeValidator(_text_or_none)] = None
     fields: Annotated[dict[str, object], BeforeValidator(_no_fields_if_null)] = Field(default_factory=dict)
-    date: Annotated[_Date | None, BeforeValidator(_absent_if_blank)] = None
+    date: Annotated[str | None, BeforeValidator(_date_or_none)] = None
 
 
 class InvalidRecord(BaseModel):
@@ -283,6 +294,32 @@ def _readable_key(raw: Mapping[str, object]) -> int | None:
     return key if 0 < key <= MAX_KEY else None
 
 
+def _as_utf8(body: bytes) -> bytes:
+    """The body as UTF-8 JSON text. A byte-order mark is dropped, and a body that is not UTF-8 is read as
+    Windows-1252 (Efficy runs on Windows): the names and numbers we use are ASCII either way, and the values
+    only feed the de-duplication fingerprint, so neither can change whose change it is. Refusing them lost
+    every change of the call, on every retry. The signature was checked on the bytes as sent."""
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        body = body.decode("cp1252", errors="replace").encode("utf-8")
+    return body
+
+
+def _single_record(body: bytes) -> bytes | None:
+    """One record posted bare, without the `records` wrapper (Efficy's own n8n trigger accepts this shape):
+    the same body wrapped, or None when the body is not such a record."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(value, dict) and "records" not in value and "table" in value and "key" in value:
+        return json.dumps({"records": [value]}).encode()
+    return None
+
+
 def parse(body: bytes) -> WebhookPayload:
     """Validate the body, then each record on its own (see the module docstring).
 
@@ -291,10 +328,7 @@ def parse(body: bytes) -> WebhookPayload:
     whose table cannot be read might be a contact's: it counts as an invalid contact record."""
     if not body:
         raise WebhookPayloadError("empty body: expected a JSON object with records[]")
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise WebhookPayloadError("body: is not JSON text (UTF-8)") from None
+    body = _as_utf8(body)
     try:  # the usual call, every record readable: one validation of the whole body (a 10,000-record webhook)
         whole = WebhookPayload.model_validate_json(body)
     except ValidationError:
@@ -305,6 +339,9 @@ def parse(body: bytes) -> WebhookPayload:
     try:
         envelope = _Envelope.model_validate_json(body)
     except ValidationError as exc:
+        single = _single_record(body)
+        if single is not None:
+            return parse(single)
         raise _refusal(_problems(exc)) from None
     records: list[WebhookRecord] = []
     invalid: list[InvalidRecord] = []
