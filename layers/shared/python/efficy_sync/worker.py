@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .changes import ContactChange
+from .clients.errors import EfficyBusinessError, EfficyInconclusive
 from .config import IntegrationConfig
 from .fullsync.parking import ParkingLot
 from .mapping import needed_fields as needed_fields  # its home is mapping; kept importable from here
@@ -103,6 +104,12 @@ class BatchWorker:
                     if part.parked_run:
                         continue  # a full sync runs: park, fetch nothing
                 self.load(integration_id, part, sorted(keys))
+            except (EfficyBusinessError, EfficyInconclusive) as exc:
+                # an answer about one of the persons (a record Efficy refuses, a not-found it cannot confirm)
+                # fails the read of all: each message then reads its own person (Batch.apply), so only that
+                # person's message is retried and dead-lettered, not its batch-mates'
+                if len(keys) == 1 or part.syncer is None:
+                    part.error = exc
             except Exception as exc:  # every message of this integration fails and is retried
                 part.error = exc
         return Batch(parts, self)
