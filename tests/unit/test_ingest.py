@@ -35,12 +35,13 @@ def test_create_then_update_stays_a_create() -> None:
     assert changes[0].operation == "Create"
 
 
-def test_retried_webhook_has_the_same_dedup_id_but_a_second_edit_in_the_same_second_does_not() -> None:
+def test_two_calls_with_the_same_record_are_two_messages_for_sqs() -> None:
+    """A second real edit in the same second with the same changed values (a relation change: `fields: {}`)
+    looks exactly like a retry of the first; SQS would drop it for five minutes, after the worker may have read
+    the person before it. A true retry costs one refetch instead."""
     once, _, _ = split_by_person("acme", _payload(_rec(1, NAME="a")))
     again, _, _ = split_by_person("acme", _payload(_rec(1, NAME="a")))
-    other, _, _ = split_by_person("acme", _payload(_rec(1, NAME="b")))
-    assert once[0].dedup_id == again[0].dedup_id
-    assert once[0].dedup_id != other[0].dedup_id
+    assert once[0].dedup_id != again[0].dedup_id
     assert len(once[0].dedup_id) <= 128
 
 

@@ -99,8 +99,6 @@ def test_two_undated_edits_with_the_same_values_are_not_one_message_for_sqs() ->
     (second,), _, _ = split_by_person("acme", parse(body))
     assert first.date == second.date == ""
     assert first.dedup_id != second.dedup_id
-    dated = _body(_rec(fields=None))
-    assert split_by_person("acme", parse(dated))[0][0].dedup_id == split_by_person("acme", parse(dated))[0][0].dedup_id
 
 
 # ---- an invalid contact record is skipped alone -----------------------------------------------------------------

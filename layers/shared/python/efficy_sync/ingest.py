@@ -82,10 +82,13 @@ def split_by_person(integration_id: str, payload: WebhookPayload) -> tuple[list[
     """One message per person: later records of the same person in a batch fold into the first one's slot.
 
     Dates are compared as instants (they are normalised to UTC by the payload model); an absent date ("") never
-    wins over a present one, and only feeds the de-duplication id: the worker orders by the D_CHANGE it refetches.
-    An undated record's fingerprint also takes a value drawn for this call, so a later undated edit of the same
-    person with the same changed values (`fields: null` twice) is not dropped by SQS as a copy of this one; a
-    retried call then costs one more refetch instead. Raises WebhookPayloadError naming the record if its
+    wins over a present one: the worker orders by the D_CHANGE it refetches.
+    Every fingerprint takes a value drawn for this call. Two real edits of one person can carry the same date (to
+    the second) and the same changed values (`fields: {}` for a relation change, such as leaving a CRM profile),
+    and SQS drops a second message with the same de-duplication id for five minutes, even after the first was
+    processed: if the worker read the person between the two edits, the second (an opt-out, say) was lost. A
+    call Efficy retries therefore costs one more refetch, which changes nothing; our own retries of a send
+    within this call keep their ids, so SQS still drops those copies. Raises WebhookPayloadError naming the record if its
     message would be over MAX_MESSAGE_BYTES."""
     now = time.time()
     call = secrets.token_hex(8)
@@ -102,8 +105,7 @@ def split_by_person(integration_id: str, payload: WebhookPayload) -> tuple[list[
         if previous and previous.operation == "Create" and operation == "Update":
             operation = "Create"
         digest = hashlib.sha256(json.dumps(record.fields, sort_keys=True, default=str).encode())
-        if record.date is None:
-            digest.update(f"undated:{call}".encode())
+        digest.update(f"call:{call}".encode())
         if previous:
             digest.update(previous.fingerprint.encode())
         date = record.date or ""
