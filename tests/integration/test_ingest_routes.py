@@ -279,11 +279,14 @@ def test_a_base64_encoded_body_is_verified_on_its_original_bytes(routes: Routes)
     assert status == 202
 
 
-def test_a_correctly_signed_body_that_is_not_utf8_is_a_400_naming_the_body(routes: Routes) -> None:
-    body = b'{"records": [], "database": "\xff\xfe"}'
+def test_a_correctly_signed_body_in_windows_1252_is_read_and_queued(routes: Routes) -> None:
+    """Efficy runs on Windows: refused, the call's changes were lost on every retry."""
+    body = '{"records": [{"table": 11000, "key": 7, "operation": "Update", "fields": {"NAME": "Müller"}}]}'.encode(
+        "cp1252"
+    )
     status, answer = call(routes.webhook, webhook_event("acme", body, hmac_headers(body), base64_body=True))
-    assert status == 400 and "body" in answer["error"] and "signature" not in answer["error"]
-    assert routes.depth(routes.contact_queue) == 0
+    assert status == 202, answer
+    assert [m["person_key"] for m in routes.messages(routes.contact_queue)] == [7]
 
 
 def test_huge_changed_field_names_do_not_travel_and_the_batch_is_queued(routes: Routes) -> None:
@@ -520,12 +523,11 @@ def test_fuzz_the_webhook_route(routes: Routes, key: Any, date: Any, operation: 
     else:
         messages = routes.messages(routes.contact_queue)
         number = None if isinstance(key, bool) else whole_number(key)
-        if messages:  # queued only what Efficy sends: a contact, a whole key in range (123, 123.0, "123"), and
-            # an ISO 8601 date or none (the worker orders by Efficy's own change stamp)
+        if messages:  # queued only what names a contact: a whole key in range (123, 123.0, "123"); whatever the
+            # date or operation says (the worker refetches the person and orders by Efficy's own change stamp)
             assert whole_number(table) == 11000, table
             assert number is not None and 1 <= number <= MAX_KEY, key
-            undated = date is None or (isinstance(date, str) and not date.strip())
-            assert undated or datetime.fromisoformat(str(date).replace("Z", "+00:00")), date
-            assert operation in ("Create", "Update", "Delete")
+        elif whole_number(table) == 11000 and number is not None and 1 <= number <= MAX_KEY:
+            raise AssertionError(f"a readable contact record was not queued: {date!r} {operation!r}")
         for message in messages:
             assert message["person_key"] == number
