@@ -211,6 +211,13 @@ def test_yaml_syntax_error_has_a_line_number():
     assert problem.line is not None and problem.line >= 2
 
 
+def test_a_file_nested_thousands_deep_is_a_problem_not_a_traceback():
+    with pytest.raises(ConfigError) as info:
+        load_config_text("integration_id: " + "[" * 5000 + "]" * 5000 + "\n")
+    [problem] = info.value.problems
+    assert problem.path == "(file)" and "nested too deeply" in problem.message
+
+
 def test_duplicate_yaml_keys_are_reported_not_silently_dropped():
     text = yaml.safe_dump(BASE, sort_keys=False) + "integration_id: other\n"
     with pytest.raises(ConfigError) as info:
@@ -394,6 +401,25 @@ def test_sms_consent_needs_a_mobile_mapping():
     [problem] = problems_of(with_(consent_mappings=[consent(13, "sms-offers", "sms")]))
     assert problem.startswith("consent_mappings[0].channel: found 'sms'")
     assert "com.apsis1.attributes.mobile" in problem
+
+
+def test_sms_consent_needs_the_mobile_attribute_exactly_as_the_sync_reads_it():
+    """`...attributes.Mobile` passed a case-insensitive check; the sync then found no mobile number, ever."""
+    other_case = [{"efficy": "MOBILE", "apsis": "com.apsis1.attributes.Mobile", "type": "phone"}]
+    problems = problems_of(with_(field_mappings=other_case, consent_mappings=[consent(13, "sms-offers", "sms")]))
+    assert any(p.startswith("consent_mappings[0].channel: found 'sms'") for p in problems), problems
+
+
+def test_a_yes_no_value_is_no_crm_profile_or_query_id():
+    """Pydantic's lax int read `crm_profile: true` as CRM profile 1."""
+    problems = problems_of(
+        with_(
+            consent_mappings=[consent(True, "news")],
+            tags={"profiles": [{"crm_profile": False, "tag": "t"}], "queries": [{"query": True, "tag": "q"}]},
+        )
+    )
+    for path in ("consent_mappings[0].crm_profile", "tags.profiles[0].crm_profile", "tags.queries[0].query"):
+        assert any(p.startswith(path) and "not true or false" in p for p in problems), (path, problems)
 
 
 def test_conflicts_are_reported_together_with_field_problems():

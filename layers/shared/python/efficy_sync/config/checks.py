@@ -39,7 +39,9 @@ def _check_consents(data: Mapping[str, Any]) -> list[Problem]:
     seen: dict[tuple[str, str, str], int] = {}
     by_profile: dict[tuple[str, str], tuple[int, Any]] = {}
     by_topic: dict[tuple[str, str], tuple[int, Any]] = {}
-    mobile_mapped = any(_normalized(m.get("apsis")) == MOBILE_ATTRIBUTE for _, m in _items(data, "field_mappings"))
+    # exactly as the sync finds it (mapping.map_person): `...attributes.Mobile` would pass a case-insensitive check,
+    # and then every SMS opt-in would be skipped for want of a mobile number
+    mobile_mapped = any(str(m.get("apsis", "")).strip() == MOBILE_ATTRIBUTE for _, m in _items(data, "field_mappings"))
     for i, m in _items(data, "consent_mappings"):
         profile, topic, channel = (
             _normalized(m.get("crm_profile")),

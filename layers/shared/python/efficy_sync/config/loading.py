@@ -272,6 +272,8 @@ def _parse_yaml(text: str) -> tuple[Any, dict[str, int], list[Problem]]:
         where = f", column {mark.column + 1}" if mark else ""
         what = getattr(exc, "problem", None) or str(exc)
         return None, {}, [Problem("(file)", f"not valid YAML: {what}{where}", line=line)]
+    except RecursionError:  # thousands of nested brackets: no config nests that deep
+        return None, {}, [Problem("(file)", "not a config: nested too deeply")]
     finally:
         loader.dispose()
     return data, lines, problems

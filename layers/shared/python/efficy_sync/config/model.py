@@ -9,10 +9,10 @@ import difflib
 import re
 from collections.abc import Mapping
 from functools import cached_property
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from efficy_sync.values import ValueType, as_text
@@ -269,10 +269,21 @@ class FieldMapping(_Model):
         return str(value)
 
 
+def _not_a_bool(value: Any) -> Any:
+    """`crm_profile: true` is no profile: pydantic's lax int would store it as profile 1."""
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number (an Efficy id), not true or false")
+    return value
+
+
+#: a CRM profile or query id
+EfficyId = Annotated[int, BeforeValidator(_not_a_bool), Field(gt=0)]
+
+
 class ConsentMapping(_Model):
     """Membership of a CRM profile = opt-in on one topic for one channel; both channels need two mappings."""
 
-    crm_profile: int = Field(gt=0)
+    crm_profile: EfficyId
     subscription: str
     channel: Literal["email", "sms"]
 
@@ -289,7 +300,7 @@ def _tag_name(value: Any) -> str:
 class ProfileTag(_Model):
     """Mirrors membership of a CRM profile: member -> tagged, not a member -> untagged."""
 
-    crm_profile: int = Field(gt=0)
+    crm_profile: EfficyId
     tag: str
 
     @field_validator("tag")
@@ -301,7 +312,7 @@ class ProfileTag(_Model):
 class QueryTag(_Model):
     """Tags every person an Efficy query returns (on a full sync, or on its own schedule)."""
 
-    query: int = Field(gt=0)
+    query: EfficyId
     tag: str
     schedule: str | None = None
 
