@@ -346,3 +346,23 @@ def test_a_person_key_that_is_not_one_is_a_usage_error(key, capsys, no_aws):
     """Exit 2 like any other wrong argument (the help's exit codes), before any AWS call."""
     assert main(["explain", "demo", key]) == 2
     assert "PERSON_KEY must be an Efficy K_CONTACT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["dlq", "redrive", "--limit", "0"],  # moved nothing and exited 0: the operator thought it had worked
+        ["dlq", "redrive", "--limit", "-1"],
+        ["reconcile", "demo", "--sample", "0"],  # exited 1, as a failed run
+        ["local", "seed", "0"],
+        ["full-sync", "list", "demo", "--limit", "0"],
+        ["full-sync", "cancel", "demo", "--wait", "nan"],
+        ["health", "demo", "--limit", "-2"],
+        ["demo", "--persons", "0"],
+    ],
+)
+def test_a_number_that_makes_no_sense_is_a_usage_error(argv, tmp_path):
+    """Exit 2 naming the option, before any AWS call, as the README's exit codes say."""
+    result = _run_bare(tmp_path, *argv)
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "usage:" in result.stderr and "Traceback" not in result.stderr

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from efficy_sync_tools.commands._args import positive_int
 from efficy_sync_tools.commands._aws import CliError, cli_command
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     show = actions.add_parser("show", help="print an integration's config, as `config apply` takes it back")
     show.add_argument("integration_id", metavar="ID")
     show.add_argument("--format", choices=("yaml", "json"), default="yaml")
-    show.add_argument("--version", type=int, help="an earlier version (see `config history`)")
+    show.add_argument("--version", type=positive_int, help="an earlier version (see `config history`)")
     show.add_argument(
         "--webhook-url",
         action="store_true",

@@ -13,6 +13,8 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from efficy_sync_tools.commands._args import positive_float, positive_int
+
 if TYPE_CHECKING:  # every CLI command imports this module to register it: requests is loaded by the demo only
     import requests
 
@@ -22,9 +24,9 @@ DEMO_STEPS = ["full_sync", "optout"]
 
 def register(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="run the product end to end on the local stack and print a report")
-    demo.add_argument("--persons", type=int, default=20, help="persons to seed in the Efficy simulator")
+    demo.add_argument("--persons", type=positive_int, default=20, help="persons to seed in the Efficy simulator")
     demo.add_argument(
-        "--timeout", type=float, default=120.0, help="seconds to wait for each step (a bound, not a pace)"
+        "--timeout", type=positive_float, default=120.0, help="seconds to wait for each step (a bound, not a pace)"
     )
     demo.set_defaults(func=demo_command)
 

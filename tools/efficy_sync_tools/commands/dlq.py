@@ -13,6 +13,7 @@ import json
 import os
 from typing import Any
 
+from efficy_sync_tools.commands._args import non_negative_float, positive_int
 from efficy_sync_tools.commands._aws import EXIT_FAILED, CliError, cli_command
 
 QUEUES = {
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     redrive = dlq_sub.add_parser("redrive", help="move dead-lettered messages back to their queue")
     redrive.add_argument("--queue", choices=[*QUEUES, "all"], default="all")
     redrive.add_argument(
-        "--limit", type=int, default=None, help="move at most this many per queue (uses the built-in mover)"
+        "--limit", type=positive_int, default=None, help="move at most this many per queue (uses the built-in mover)"
     )
     redrive.add_argument(
         "--method",
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="auto (default): SQS's StartMessageMoveTask where the endpoint has it, else the built-in mover",
     )
     redrive.add_argument(
-        "--wait", type=float, default=120.0, help="seconds to wait for a move task to finish (default 120)"
+        "--wait", type=non_negative_float, default=120.0, help="seconds to wait for a move task to finish (default 120)"
     )
     redrive.set_defaults(func=redrive_command)
     count = dlq_sub.add_parser("count", help="messages waiting in each dead-letter queue")

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from efficy_sync_tools.commands._args import non_negative_float, positive_int
 from efficy_sync_tools.commands._aws import EXIT_REFUSED, CliError, cli_command
 from efficy_sync_tools.commands._removals import exit_for, held_document, held_lines
 
@@ -51,11 +52,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     status.set_defaults(func=status_command)
     cancel = actions.add_parser("cancel", help="stop the running full sync; parked real-time changes resume")
     cancel.add_argument("integration_id", metavar="ID")
-    cancel.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the run to end (default 30)")
+    cancel.add_argument(
+        "--wait", type=non_negative_float, default=30.0, help="seconds to wait for the run to end (default 30)"
+    )
     cancel.set_defaults(func=cancel_command)
     listing = actions.add_parser("list", help="past and current full syncs of an integration, newest first")
     listing.add_argument("integration_id", metavar="ID")
-    listing.add_argument("--limit", type=int, default=20, help="show at most this many runs (default 20)")
+    listing.add_argument("--limit", type=positive_int, default=20, help="show at most this many runs (default 20)")
     listing.set_defaults(func=list_command)
     report = actions.add_parser("report", help="re-print the report of one run (run ids: `full-sync list ID`)")
     report.add_argument("integration_id", metavar="ID")

@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from efficy_sync_tools.commands._args import non_negative_int, positive_int
 from efficy_sync_tools.commands._aws import CliError, cli_command
 
 if TYPE_CHECKING:
@@ -53,8 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="read every stored person (counts them; indexes states stored before the health index existed)",
     )
     health.add_argument("--format", choices=("text", "json"), default="text")
-    health.add_argument("--limit", type=int, default=20, help="person keys shown per category in text (0: all)")
-    health.add_argument("--dlq-peek", type=int, default=1000, help="at most this many DLQ messages are read")
+    health.add_argument(
+        "--limit", type=non_negative_int, default=20, help="person keys shown per category in text (0: all)"
+    )
+    health.add_argument("--dlq-peek", type=positive_int, default=1000, help="at most this many DLQ messages are read")
     health.set_defaults(func=health_command)
 
 

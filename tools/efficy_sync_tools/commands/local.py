@@ -11,6 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
+from efficy_sync_tools.commands._args import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     local = sub.add_parser("local", help="the embedded local stack (moto + simulators)")
@@ -26,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "`efficy-sync local up --ready-file F` (read from F), with the simulator's webhooks pointed at the "
         "stack's webhook route of the demo integration, so they reach APSIS One in real time.",
     )
-    seed.add_argument("count", type=int, metavar="N", help="how many persons")
+    seed.add_argument("count", type=positive_int, metavar="N", help="how many persons")
     seed.add_argument(
         "--profiles",
         type=_profiles,
@@ -34,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="ID[,ID...]",
         help="put every person in these CRM profiles (default: a mix of 12, 13 and 14, the demo's consents)",
     )
-    seed.add_argument("--start", type=int, default=None, help="first K_CONTACT (default: after the highest one)")
+    seed.add_argument(
+        "--start", type=positive_int, default=None, help="first K_CONTACT (default: after the highest one)"
+    )
     seed.add_argument(
         "--ready-file",
         type=Path,
@@ -99,8 +103,6 @@ def seed_command(args: argparse.Namespace) -> int:
 
     from efficy_sync_tools.commands._aws import EXIT_UNREACHABLE, fail
 
-    if args.count < 1:
-        return fail("N must be at least 1")
     try:
         ready = json.loads(args.ready_file.read_text())
         efficy, api_url, demo = ready["efficy_url"], ready["api_url"], ready["demo"]

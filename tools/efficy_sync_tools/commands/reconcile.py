@@ -15,7 +15,8 @@ import json
 import sys
 from typing import Any
 
-from efficy_sync_tools.commands._aws import CliError, cli_command
+from efficy_sync_tools.commands._args import non_negative_int, positive_int
+from efficy_sync_tools.commands._aws import cli_command
 
 DEFAULT_SAMPLE = 500
 #: exit code when drift was found and not repaired (`--fix` not given): scripts and schedules alert on it
@@ -41,11 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("integration_id", metavar="ID")
     which = cmd.add_mutually_exclusive_group()
     which.add_argument(
-        "--sample", type=int, metavar="N", help=f"the first N persons of the scope (default {DEFAULT_SAMPLE})"
+        "--sample", type=positive_int, metavar="N", help=f"the first N persons of the scope (default {DEFAULT_SAMPLE})"
     )
     which.add_argument("--all", action="store_true", help="every person of the scope (resumable)")
-    cmd.add_argument("--from-key", type=int, default=0, metavar="KEY", help="start at this K_CONTACT")
-    cmd.add_argument("--to-key", type=int, default=None, metavar="KEY", help="stop after this K_CONTACT")
+    cmd.add_argument("--from-key", type=non_negative_int, default=0, metavar="KEY", help="start at this K_CONTACT")
+    cmd.add_argument("--to-key", type=positive_int, default=None, metavar="KEY", help="stop after this K_CONTACT")
     cmd.add_argument("--restart", action="store_true", help="--all: ignore a saved cursor and start over")
     cmd.add_argument("--fix", action="store_true", help="repair the drift through the normal sync path")
     cmd.add_argument("--format", choices=("text", "json"), default=None, help="same as --output")
@@ -62,8 +63,6 @@ def reconcile_command(args: argparse.Namespace) -> int:
     from efficy_sync_tools.commands._aws import apsis_client, efficy_client, setup_library_env, table_names
     from efficy_sync_tools.commands.config import unknown_integration
 
-    if args.sample is not None and args.sample <= 0:
-        raise CliError("--sample takes a positive number of persons")
     config_table, state_table = table_names()
     configs = ConfigStore(config_table)
     try:
