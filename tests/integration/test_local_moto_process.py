@@ -83,6 +83,23 @@ def test_the_patches_are_applied_in_moto_s_process(relayed: tuple[MotoProcess, _
     assert response.headers.get("Connection") != "close"
 
 
+def test_a_message_move_task_is_unsupported_not_a_500_with_a_traceback(relayed: tuple[MotoProcess, _Router]) -> None:
+    """`dlq redrive` asks for SQS's move task first; moto raised NotImplementedError (a 500 and a traceback in
+    the stack's log). The CLI's mover takes over on UnsupportedOperation as on AWS endpoints without it."""
+    from botocore.exceptions import ClientError
+
+    moto, _ = relayed
+    sqs = client("sqs", moto.endpoint, REGION)
+    arn = "arn:aws:sqs:eu-west-1:123456789012:nothing-dlq"
+    with pytest.raises(ClientError) as caught:
+        sqs.list_message_move_tasks(SourceArn=arn)
+    assert caught.value.response["Error"]["Code"].endswith("UnsupportedOperation")
+    from efficy_sync_tools.redrive import unsupported
+
+    assert unsupported(caught.value)  # the CLI falls back to its mover on it
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] < 500
+
+
 def _function(moto: MotoProcess, name: str) -> Any:
     lam = client("lambda", moto.endpoint, REGION)
     trust = {

@@ -20,6 +20,10 @@ Long polling: moto's ReceiveMessage with WaitTimeSeconds waits "until the queue 
 FIFO message whose group is in flight is visible and still not deliverable, so a long poll on such a queue
 spun on the CPU for its whole wait. Here a waiting receive sleeps until a message is sent or deleted (which
 may release a group), or at most POLL_SLICE seconds (visibility timeouts end without a signal).
+
+Message move tasks: moto has none, and answered `dlq redrive`'s StartMessageMoveTask / ListMessageMoveTasks
+with a 500 and a NotImplementedError traceback in the stack's log (a log the tests read for tracebacks). They
+now answer UnsupportedOperation, as an endpoint without them does; the CLI's built-in mover takes over either way.
 """
 
 from __future__ import annotations
@@ -114,7 +118,19 @@ def apply() -> None:
     Queue.wait_for_messages = wait_for_messages  # type: ignore[method-assign]
     models.SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
     models.SQSBackend.change_message_visibility = change_message_visibility  # type: ignore[method-assign]
+    _no_move_tasks()
     _applied = True
+
+
+def _no_move_tasks() -> None:
+    from moto.sqs.exceptions import SQSException
+    from moto.sqs.responses import SQSResponse
+
+    def unsupported(self: Any) -> Any:
+        raise SQSException("UnsupportedOperation", "the local stack has no message move task")
+
+    for action in ("start_message_move_task", "list_message_move_tasks", "cancel_message_move_task"):
+        setattr(SQSResponse, action, unsupported)
 
 
 def _fire_event_source_mappings(queue: Any) -> None:
