@@ -210,3 +210,22 @@ def test_applying_the_demo_example_with_its_placeholder_urls_is_refused(stack: S
     assert result.returncode == 1
     assert "port 0, a placeholder" in result.stderr and "Traceback" not in result.stderr
     assert stack.cli("config", "show", "demo", check=True).stdout == before
+
+
+def test_apply_refuses_a_second_crm_in_the_demo_s_apsis_account_and_keyspace(stack: Stack, tmp_path: Path) -> None:
+    """Key 17 of two Efficy environments is two people; in one keyspace of one account it is one profile, and
+    one CRM's delete or opt-out would reach the other's person."""
+    demo = json.loads(stack.cli("config", "show", "demo", "--format", "json", check=True).stdout)
+    iid = new_integration_id()
+    path = write_config(tmp_path / "clash.yaml", iid)
+    data = yaml.safe_load(path.read_text())
+    data["apsis"].update(base_url=demo["apsis"]["base_url"], keyspace=demo["apsis"]["keyspace"])
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    refused = stack.cli("config", "apply", str(path))
+    assert refused.returncode == 1, refused.stdout
+    assert "would share APSIS One profiles (nothing stored)" in refused.stderr and "'demo'" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert stack.cli("config", "history", iid).returncode == 1  # nothing stored
+    data["apsis"]["keyspace"] = "usercreated.keyspaces.crm-second"  # a keyspace of its own
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert f"applied {iid} version 1" in stack.cli("config", "apply", str(path), check=True).stdout

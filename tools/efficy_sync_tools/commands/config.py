@@ -285,9 +285,26 @@ def _port(url: str) -> int | None:
         return None
 
 
+def _other_configs(store: Any, integration_id: str) -> list[Any]:
+    """The other integrations' current configs; one this CLI cannot read (a newer setting) is left out."""
+    from efficy_sync.config import ConfigError
+    from efficy_sync.store.configs import UnknownIntegration
+
+    others = []
+    for other in store.list_ids():
+        if other == integration_id:
+            continue
+        try:
+            others.append(store.get(other))
+        except (UnknownIntegration, ConfigError):
+            continue
+    return others
+
+
 @cli_command
 def apply_command(args: argparse.Namespace) -> int:
     from efficy_sync.config import config_to_dict, diff_configs
+    from efficy_sync.config.neighbours import shared_profiles
     from efficy_sync.store.configs import ConfigConflict, UnknownIntegration
 
     cfg, problems = load_file(args.file)
@@ -328,6 +345,14 @@ def apply_command(args: argparse.Namespace) -> int:
     if missing:
         listed = "".join(f"\n  {path}: secret {name!r} not found in Secrets Manager" for path, name in missing)
         raise CliError(f"{args.file}: the config refers to secrets that do not exist (nothing stored):{listed}")
+    clashes = shared_profiles(cfg, _other_configs(store, cfg.integration_id))
+    if clashes:
+        listed = "".join(f"\n  apsis.keyspace: {line}" for line in clashes)
+        raise CliError(
+            f"{args.file}: persons of two CRMs would share APSIS One profiles (nothing stored):{listed}\n"
+            "  one CRM's changes, deletes and opt-outs would reach the other's persons: give this integration a "
+            "keyspace of its own, or an APSIS One account of its own (README, Configuration)"
+        )
     changes = diff_configs(old, cfg)
     needs_sync = full_sync_reasons(old, cfg)
     warning = (

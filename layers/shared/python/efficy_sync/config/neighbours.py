@@ -1,0 +1,38 @@
+"""Rules between the integrations of one stack, checked when a config is applied (`config apply`).
+
+APSIS One keeps profiles per account, not per section (contracts/apsis-one.md): two integrations that write
+the same keyspace of the same account name a profile by the same key. From two Efficy environments, key 17 is
+two different people, who would become one profile: one CRM's attributes overwrite the other's, and one CRM's
+delete or opt-out reaches the other's person. Only a shared credentials secret proves a shared account
+(every account has the same API address), so that is what is refused; the README names the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from .model import IntegrationConfig
+
+
+def _efficy(cfg: IntegrationConfig) -> str:
+    parts = urlsplit(str(cfg.efficy.base_url))
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+
+def shared_profiles(cfg: IntegrationConfig, others: Iterable[IntegrationConfig]) -> list[str]:
+    """One line per other integration whose persons would share APSIS One profiles with `cfg`'s."""
+    clashes = []
+    for other in others:
+        if other.integration_id == cfg.integration_id:
+            continue
+        same_account = other.apsis.credentials_secret == cfg.apsis.credentials_secret and str(
+            other.apsis.base_url
+        ).rstrip("/") == str(cfg.apsis.base_url).rstrip("/")
+        if same_account and other.apsis.keyspace == cfg.apsis.keyspace and _efficy(other) != _efficy(cfg):
+            clashes.append(
+                f"integration {other.integration_id!r} writes keyspace {cfg.apsis.keyspace} of the same APSIS One "
+                f"account (credentials {cfg.apsis.credentials_secret!r}) from another Efficy ({_efficy(other)}): "
+                "the two CRMs' person keys would name the same profiles"
+            )
+    return clashes

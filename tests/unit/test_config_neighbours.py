@@ -1,0 +1,44 @@
+"""Two integrations must not name the same APSIS One profiles from two CRMs (config/neighbours.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from efficy_sync.config.neighbours import shared_profiles
+
+from tests.unit.consent_configs import consent_config
+
+
+def cfg(integration_id: str, efficy: str, **apsis: Any) -> Any:
+    return consent_config(
+        integration_id,
+        efficy={
+            "base_url": efficy,
+            "api_key_secret": f"efficy-sync/{integration_id}/efficy",
+            "webhook_secret_secret": f"efficy-sync/{integration_id}/webhook",
+        },
+        apsis={
+            "base_url": "https://api.apsis.one",
+            "section": "com.apsis1.sections.default",
+            "keyspace": "com.apsis1.keyspaces.crm-id",
+            "credentials_secret": "efficy-sync/shared/apsis",
+            "optout_token_secret": f"efficy-sync/{integration_id}/apsis-optout",
+            **apsis,
+        },
+    )
+
+
+def test_two_crms_in_one_account_and_keyspace_clash() -> None:
+    a = cfg("a", "https://a.efficy.cloud/crm")
+    b = cfg("b", "https://b.efficy.cloud/crm", section="usercreated.sections.second-b2")
+    (line,) = shared_profiles(b, [a, b])
+    assert "'a'" in line and "com.apsis1.keyspaces.crm-id" in line and "a.efficy.cloud" in line
+
+
+def test_one_crm_into_two_sections_or_a_keyspace_of_its_own_or_another_account_is_fine() -> None:
+    a = cfg("a", "https://a.efficy.cloud/crm")
+    same_crm = cfg("a2", "https://A.efficy.cloud/crm/", section="usercreated.sections.second-b2")
+    own_keyspace = cfg("b", "https://b.efficy.cloud/crm", keyspace="usercreated.keyspaces.crm-b")
+    other_account = cfg("c", "https://c.efficy.cloud/crm", credentials_secret="efficy-sync/c/apsis")
+    for other in (same_crm, own_keyspace, other_account):
+        assert shared_profiles(other, [a]) == [], other.integration_id
