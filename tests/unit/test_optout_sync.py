@@ -66,6 +66,9 @@ class FakeApsis:
     def patch_tags(self, key: str, tags: dict[str, bool]) -> None:
         self._call("tags", tags)
 
+    def get_consents(self, key: str, consent_types: list[str] | None = None) -> list[dict[str, Any]]:
+        return []  # holds no opt-out we did not hear of (existing_optouts.py)
+
     def delete_profile(self, key: str) -> bool:
         self._call("delete", key)
         return True

@@ -99,6 +99,9 @@ class FakeApsis:
     def patch_tags(self, key: str, tags: dict[str, bool]) -> None:
         self.calls.append(("tags", tags))
 
+    def get_consents(self, key: str, consent_types: list[str] | None = None) -> list[dict[str, Any]]:
+        return []  # holds no opt-out we did not hear of (existing_optouts.py)
+
     def delete_profile(self, key: str) -> bool:
         return True
 
@@ -298,6 +301,22 @@ def test_a_subscription_no_longer_mapped_is_recorded_not_written_back(world: Any
     assert efficy.persons[7]["profiles"] == set()
     gone = store.get("acme", 7).optouts["usercreated.topics.gone|email"]
     assert gone.at == AT and not gone.awaiting_writeback and not gone.confirmed
+
+
+def test_the_route_s_record_replaces_one_a_sync_found_already_held_and_is_written_back(world: Any) -> None:
+    """A sync read the opt-out in APSIS before the automation's call arrived (existing_optouts.py): the route's
+    record, with its real time, still replaces it, so the person leaves the CRM profile as usual."""
+    from efficy_sync.consent import OptOutRecord
+    from efficy_sync.existing_optouts import EXISTING_AT, SOURCE
+
+    efficy, store, _ = world
+    efficy.add(7, {12})
+    found = OptOutRecord(at=EXISTING_AT, source=SOURCE, recorded_at="2024-05-01T10:00:01.000Z")
+    assert store.record_optout("acme", 7, f"{NEWS}|email", found)
+    writeback(world).process(message())
+    assert efficy.persons[7]["profiles"] == set()
+    record = store.get("acme", 7).optouts[f"{NEWS}|email"]
+    assert (record.at, record.source, record.confirmed) == (AT, "apsis", True)
 
 
 def test_an_opt_out_of_an_unmapped_subscription_holds_when_a_mapping_is_added_later(world: Any) -> None:

@@ -178,6 +178,12 @@ def decide(
     """The consent APSIS One should hold for one topic and channel, given the person's CRM membership (read
     from a snapshot stamped `change_stamp`, asked for and answered at our `asked_at` and `answered_at`)."""
     if member:
+        if optout is not None and not optout.confirmed and optout.source == "apsis-existing":
+            return ConsentDecision(
+                "opt-out",
+                f"APSIS One held an opt-out before any consent was sent there (seen {optout.recorded_at}); kept until "
+                "the CRM shows the person out of the profile and back in",
+            )
         if optout is not None and not optout.confirmed:
             pending = (
                 "the write-back to Efficy is pending"

@@ -44,6 +44,7 @@ from typing import Any, Literal
 from .clients.apsis import ApsisClient
 from .clients.errors import ApiError, EfficyBusinessError, TransientError, acknowledgeable
 from .config import EMAIL_ATTRIBUTE, IntegrationConfig
+from .existing_optouts import first_opt_ins, held_optouts, worth_reading
 from .mapping import Desired, Skip, map_person
 from .observability import MetricUnit, metrics
 from .person_plan import (
@@ -162,6 +163,7 @@ class PersonSyncer:
     def _apply(self, key: int, result: Desired, state: PersonState | None, *, recheck: bool = True) -> Outcome:
         result, conflict = self._email_change(key, result, state)
         ops, removals, held = self._gated(key, plan_operations(result, state), state)
+        self._record_existing_optouts(key, ops, state)
         if recheck and not self.dry_run and any(isinstance(op, SetConsent) and op.type == "opt-in" for op in ops):
             self._check_unchanged(key, state)
         sent, error = self._execute(ops)
@@ -175,6 +177,18 @@ class PersonSyncer:
             if not self.dry_run:
                 metrics.add_metric(name="EmailConflicts", unit=MetricUnit.Count, value=1)
         return self._store(outcome, new_state, state)
+
+    def _record_existing_optouts(self, key: int, ops: list[Operation], state: PersonState | None) -> None:
+        """Before the first opt-in of a slot, an opt-out APSIS already holds there is recorded, and the person
+        planned again with it (ConflictingWrite): never overwritten by an opt-in (existing_optouts.py)."""
+        slots = first_opt_ins(ops, state)
+        if self.dry_run or not slots or not worth_reading(self.cfg.apsis.existing_optouts, state):
+            return
+        found = held_optouts(self.apsis, str(key), slots, self._clock)
+        stored = [s for s, r in found.items() if self.states.record_optout(self.cfg.integration_id, key, s, r)]
+        if stored:  # (not stored: a newer record of the slot is there already, which the next plan reads)
+            metrics.add_metric(name="ExistingOptOutsKept", unit=MetricUnit.Count, value=len(stored))
+            raise ConflictingWrite(f"person {hash_key(key)}: APSIS holds opt-outs we never heard of; planning again")
 
     def _check_unchanged(self, key: int, state: PersonState | None) -> None:
         """Right before an opt-in goes out: if another sync stored the person, or an APSIS opt-out was recorded,

@@ -124,6 +124,8 @@ class ApsisSettings(_Model):
     # How long after the click the opt-out automation may call us (a Wait node delays it). An older
     # `occurred_at` is not believed: it is replaced by the receipt time (optout_time.occurred_at says why).
     optout_max_age_hours: float = Field(default=24.0, gt=0, le=24 * 366)
+    #: when to read a person's APSIS consents before the first opt-in of a subscription (existing_optouts.py)
+    existing_optouts: Literal["known_profiles", "always", "never"] = "known_profiles"
 
     @field_validator("profile_tags_path")
     @classmethod

@@ -1,0 +1,66 @@
+"""Opt-outs APSIS One already holds where we never sent anything: read before the first opt-in of a slot.
+
+An opt-out reaches us through the opt-out route (optout.py), which records it. One made before this
+integration existed (a migration from another connector), or by a route that never called ours, is not known:
+the first opt-in we send for that subscription would overwrite it. So before the first opt-in of a slot (no
+consent ever sent to it, no opt-out recorded), the person's APSIS consents are read once (one GET), and an
+opt-out found there is recorded like one from the route (no write-back: the CRM shows them as a member, and
+consent.decide keeps the opt-out until the CRM shows them out of the profile and back in).
+
+`apsis.existing_optouts` says when: `known_profiles` (default) reads only for profiles our state says exist (a
+consent mapping added later, a person joining a CRM profile for the first time); `always` also for persons
+new to us (a first load into an account that already holds profiles, at one read per new member; import
+mode needs none: its files never resubscribe an opt-out); `never` trusts that the account held none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .clients.errors import NotFound
+from .consent import OptOutRecord
+from .person_plan import Operation, SetConsent
+from .state import PersonState, consent_key
+
+SOURCE = "apsis-existing"
+#: the time such a record carries: older than any opt-out the route can report, so a route's record of the same
+#: opt-out (arriving later, with its real time) replaces it and is written back to Efficy as usual, and any
+#: snapshot showing the person out of the CRM profile confirms it (consent.confirm): then a newer re-add opts in
+EXISTING_AT = "1970-01-01T00:00:00.000Z"
+_CHANNELS = {"email": "com.apsis1.channels.email", "sms": "com.apsis1.channels.sms"}
+
+
+def first_opt_ins(ops: list[Operation], state: PersonState | None) -> list[SetConsent]:
+    """The planned opt-ins of slots we never sent a consent to and hold no opt-out record for."""
+    sent = state.consents if state is not None else {}
+    recorded = state.optouts if state is not None else {}
+    return [
+        op
+        for op in ops
+        if isinstance(op, SetConsent)
+        and op.type == "opt-in"
+        and (key := consent_key(op.topic, op.channel)) not in sent
+        and key not in recorded
+    ]
+
+
+def worth_reading(mode: str, state: PersonState | None) -> bool:
+    return mode == "always" or (mode == "known_profiles" and state is not None and state.exists_in_apsis)
+
+
+def held_optouts(apsis: Any, key: str, slots: list[SetConsent], now: Callable[[], str]) -> dict[str, OptOutRecord]:
+    """slot key -> a record of the opt-out APSIS holds there (at EXISTING_AT; `recorded_at` says when we saw it)."""
+    try:
+        items = apsis.get_consents(key, consent_types=["opt-out"])
+    except NotFound:
+        return {}  # no such profile yet: it holds nothing
+    wanted = {(op.topic, _CHANNELS.get(op.channel, op.channel)): consent_key(op.topic, op.channel) for op in slots}
+    found: dict[str, OptOutRecord] = {}
+    for item in items:
+        if not isinstance(item, dict) or item.get("type") != "opt-out":
+            continue
+        slot = wanted.get((str(item.get("topic_discriminator")), str(item.get("channel_discriminator"))))
+        if slot is not None:
+            found[slot] = OptOutRecord(at=EXISTING_AT, source=SOURCE, recorded_at=now())
+    return found
