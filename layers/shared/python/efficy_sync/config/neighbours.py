@@ -16,8 +16,9 @@ from .model import IntegrationConfig
 
 
 def _efficy(cfg: IntegrationConfig) -> str:
-    parts = urlsplit(str(cfg.efficy.base_url))
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+    """The Efficy environment, by its host: `https://acme.efficy.cloud` and `.../crm` are one CRM (a refusal
+    needs certainty; two environments behind one host with different paths are left to the README's rule)."""
+    return urlsplit(str(cfg.efficy.base_url)).netloc.lower()
 
 
 def shared_profiles(cfg: IntegrationConfig, others: Iterable[IntegrationConfig]) -> list[str]:
