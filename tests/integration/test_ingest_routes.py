@@ -531,3 +531,23 @@ def test_fuzz_the_webhook_route(routes: Routes, key: Any, date: Any, operation: 
             raise AssertionError(f"a readable contact record was not queued: {date!r} {operation!r}")
         for message in messages:
             assert message["person_key"] == number
+
+
+def test_an_empty_secret_is_a_503_for_the_caller_to_send_again_on_both_routes(
+    routes: Routes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an empty key anyone could sign a webhook; and a 401 blamed the caller for our configuration."""
+    from efficy_sync.webhook import sign
+
+    stamp = str(int(__import__("time").time()))
+    body = b'{"records": [{"table": 11000, "key": 1, "operation": "Update"}]}'
+    forged = {"X-Efficy-Timestamp": stamp, "X-Efficy-Signature": sign("", stamp, body)}
+    for module in (routes.webhook, routes.optout):
+        monkeypatch.setattr(module, "get_secret", lambda name: "")
+    status, answer = call(routes.webhook, webhook_event("acme", body, forged))
+    assert status == 503, answer
+    assert routes.depth(routes.contact_queue) == 0
+    optout = json.dumps({"event": "email.unsubscribe", "profile_key": "1", "topic_discriminator": "x"}).encode()
+    status, answer = call(routes.optout, optout_event("POST", body=optout, headers={"X-Apsis-Webhook-Token": ""}))
+    assert status == 503, answer
+    assert "secret" in routes.log.getvalue() and "empty" in routes.log.getvalue()

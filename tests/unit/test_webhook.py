@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 
 import pytest
 from efficy_sync import webhook
@@ -108,10 +109,18 @@ def test_url_token_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_an_empty_secret_never_matches_in_any_mode() -> None:
-    with pytest.raises(WebhookAuthError):
-        verify({}, BODY, "", mode="url_token", query={"token": "x"})
-    with pytest.raises(WebhookAuthError):
-        verify({"X-Efficy-Webhook-Secret": "x"}, BODY, "", mode="header")
+    """With an empty key anyone can compute a valid HMAC: the check must not run; the integration's failure."""
+    from efficy_sync.webhook import SecretNotSet
+
+    ts = str(int(time.time()))
+    signed = {
+        "X-Efficy-Timestamp": ts,
+        "X-Efficy-Signature": sign("", ts, BODY),
+        "x-justin-signature": sign_body("", BODY),
+    }
+    for mode in ("url_token", "header", "hmac_body", "hmac"):
+        with pytest.raises(SecretNotSet, match="webhook secret"):
+            verify({**signed, "X-Efficy-Webhook-Secret": ""}, BODY, "", mode=mode, query={"token": ""})
 
 
 def test_hmac_body_mode_signs_the_raw_body_like_the_generic_connector() -> None:

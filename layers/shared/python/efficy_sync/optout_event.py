@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
 from .optout_time import TimeFix, occurred_at
-from .webhook import MAX_KEY
+from .webhook import MAX_KEY, require_secret_set
 
 Channel = Literal["email", "sms"]
 
@@ -116,6 +116,7 @@ def check_token(
 ) -> None:
     """The static token the automation's Webhook node sends, as the header or the `token` URL parameter;
     compared in constant time. The header wins when both are given."""
+    require_secret_set(expected, "opt-out token")
     given = _header(headers, header_name)
     where = header_name
     if not given and query:

@@ -61,6 +61,17 @@ class WebhookAuthError(Exception):
     """Missing or wrong credentials: answered 401, nothing enqueued."""
 
 
+class SecretNotSet(RuntimeError):
+    """The route's secret in Secrets Manager is empty: the integration's failure (answered 503 and logged as an
+    error, so the caller sends again once it is set), never the caller's. With an empty key anyone can compute a
+    valid HMAC signature, so the check must not run at all."""
+
+
+def require_secret_set(secret: str | None, what: str) -> None:
+    if not secret or not secret.strip():
+        raise SecretNotSet(f"the {what} in Secrets Manager is empty: set it (README, Secrets)")
+
+
 class WebhookPayloadError(Exception):
     """Malformed body: answered 400 with the problem named, nothing enqueued."""
 
@@ -239,6 +250,7 @@ def verify(
     """Raise WebhookAuthError unless the request carries valid credentials for this integration.
 
     The error text names what is missing or wrong (a header or parameter name), never a value."""
+    require_secret_set(secret, "webhook secret")
     if mode == "url_token":
         name = f"{URL_TOKEN_PARAMETER} query parameter"
         _require_secret((query or {}).get(URL_TOKEN_PARAMETER), secret, missing=name, wrong=name)
