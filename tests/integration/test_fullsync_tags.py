@@ -91,6 +91,28 @@ def test_members_get_the_tag_and_former_members_lose_it(world) -> None:
     assert sum(world["sim"].calls().values()) == calls  # nothing changed: no APSIS call
 
 
+def test_a_tag_pointed_at_another_query_untags_the_old_query_s_members(world) -> None:
+    """The snapshot was kept per query: a new query had none, so nobody lost the tag (a VIP campaign went on
+    reaching the former VIPs)."""
+    mirror(world, [1, 2])  # vip mirrors query 3618
+    assert tagged(world) == {1, 2}
+    from efficy_sync.config import QueryTag
+
+    moved = CFG.model_copy(update={"tags": CFG.tags.model_copy(update={"queries": [QueryTag(query=4242, tag="vip")]})})
+    result = mirror_query_tags(
+        moved,
+        run_query=lambda query: [3] if query == 4242 else [1, 2],
+        apsis=world["apsis"],
+        states=world["states"],
+        members=world["members"],
+        dry_run=False,
+        run_id="run-2",
+    )
+    assert tagged(world) == {3}
+    assert result["tagged"] == 1 and result["untagged"] == 2
+    assert world["members"].previous("demo", 4242, "vip") == {3}
+
+
 def test_a_dry_run_counts_and_writes_nothing(world) -> None:
     result = mirror(world, [1, 5, 42], dry_run=True, would_sync=lambda keys: {k for k in keys if k == 42})
     assert result["tags"]["vip"]["added"] == 3

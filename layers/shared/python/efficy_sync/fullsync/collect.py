@@ -140,7 +140,7 @@ def plan_query_tags(
             if exc.retryable or not isinstance(exc, EfficyBusinessError) or exc.code == "INVALID_RESPONSE":
                 raise
             continue
-        previous = members.get(cfg.integration_id, query_tag.query) or set()
+        previous = members.previous(cfg.integration_id, query_tag.query, query_tag.tag) or set()
         for key in current:
             changes.setdefault(key, {})[query_tag.tag] = True
         for key in previous - current:

@@ -111,7 +111,7 @@ def mirror_query_tags(
             # e.g. the query was deleted in Efficy: its tag is left as it is, the rest of the sync goes on
             errors[query_tag.tag] = f"query {query_tag.query}: {exc}"[:300]
             continue
-        previous = members.get(cfg.integration_id, query_tag.query) or set()
+        previous = members.previous(cfg.integration_id, query_tag.query, query_tag.tag) or set()
         results[query_tag.query] = current
         known = states.get_many(cfg.integration_id, sorted(current | previous))
         per_tag.setdefault(query_tag.tag, Counter())["members"] = len(current)
@@ -141,7 +141,9 @@ def mirror_query_tags(
         done, failed, more = _apply(cfg, apsis, states, changes, time_left, workers)
         if not more:
             for query, current in results.items():
-                members.put(cfg.integration_id, query, current | held.get(query, set()), run_id=run_id)
+                mirrored = [q.tag for q in cfg.tags.queries if q.query == query]
+                kept = current | held.get(query, set())
+                members.put(cfg.integration_id, query, kept, run_id=run_id, tags=mirrored)
     for tags in done.values():
         for tag, on in tags.items():
             per_tag[tag]["added" if on else "removed"] += 1

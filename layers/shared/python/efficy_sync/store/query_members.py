@@ -62,8 +62,22 @@ class QueryMembersStore:
             data += from_item(item)["data"]
         return decode_members(data)
 
-    def put(self, integration_id: str, query: int, members: set[int], *, run_id: str) -> None:
-        """Chunks first, then the head that says how many to read, so a reader never sees half a snapshot."""
+    def previous(self, integration_id: str, query: int, tag: str) -> set[int] | None:
+        """The members the tag mirrored last: this query's snapshot or, when the tag was pointed at this query
+        since (a config change), the snapshot of the query it mirrored before. Without the second, the old
+        query's members kept the tag for good (a VIP campaign reaching former VIPs)."""
+        own = self.get(integration_id, query)
+        if own is not None:
+            return own
+        alias = client("dynamodb").get_item(
+            TableName=self._table, Key=key(self._pk(integration_id), f"TAG#{tag}"), ConsistentRead=True
+        )
+        before = from_item(alias.get("Item", {})).get("query")
+        return self.get(integration_id, int(before)) if before is not None and int(before) != query else None
+
+    def put(self, integration_id: str, query: int, members: set[int], *, run_id: str, tags: Iterable[str] = ()) -> None:
+        """Chunks first, then the head that says how many to read, so a reader never sees half a snapshot; then
+        which query each of `tags` mirrors now (for `previous`)."""
         ddb = client("dynamodb")
         pk = self._pk(integration_id)
         data = encode_members(members)
@@ -72,6 +86,8 @@ class QueryMembersStore:
             ddb.put_item(TableName=self._table, Item={**key(pk, f"{query}#{i:04d}"), **to_item({"data": chunk})})
         head = {"chunks": len(chunks), "members": len(members), "run_id": run_id, "updated_at": utc_now()}
         ddb.put_item(TableName=self._table, Item={**key(pk, str(query)), **to_item(head)})
+        for tag in tags:
+            ddb.put_item(TableName=self._table, Item={**key(pk, f"TAG#{tag}"), **to_item({"query": query})})
 
     def last_run(self, integration_id: str, query: int) -> str | None:
         """When the members of `query` were last refreshed (by a full sync or by its schedule)."""
