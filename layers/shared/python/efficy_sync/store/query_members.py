@@ -1,6 +1,7 @@
 """The last known members of each mapped Efficy query (fullsync/tags.py mirrors them into APSIS One tags).
 
-Items: pk "QUERYTAG#<integration>", sk "<query>" (the head: `chunks`, `members`, `run_id`, `updated_at`) and
+Items: pk "QUERYTAG#<integration>", sk "TAG#<tag>" (`query`: the query the tag mirrored last), sk "<query>" (the
+head: `chunks`, `members`, `run_id`, `updated_at`) and
 sk "<query>#<0000 chunk>" (`data`: a slice of the compressed snapshot). The snapshot is the sorted keys,
 delta-encoded and zlib-compressed: a query of a million members is a few hundred kilobytes in a handful of
 items. Written by the full sync's Tags step (or the query's own schedule) when it finishes, unconditionally:
