@@ -366,3 +366,18 @@ def test_a_number_that_makes_no_sense_is_a_usage_error(argv, tmp_path):
     result = _run_bare(tmp_path, *argv)
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     assert "usage:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_config_too_large_to_store_is_a_problem_for_validate_not_an_aws_error_for_apply(tmp_path, capsys, no_aws):
+    """6,000 tags: valid, but over DynamoDB's 400 KB item; apply failed with TransactWriteItems' raw error."""
+    data = yaml.safe_load((ROOT / "examples" / "demo.yaml").read_text())
+    data["tags"]["queries"] = [
+        {"query": q, "tag": f"query-tag-number-{q:05d}-with-a-long-name"} for q in range(1, 6001)
+    ]
+    path = tmp_path / "huge.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["config", "validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "(file)" in out and "KB stored; a version holds at most 360 KB" in out
+    assert main(["config", "apply", str(path)]) == 1  # refused before any AWS call (no_aws)
+    assert "nothing stored" in capsys.readouterr().err

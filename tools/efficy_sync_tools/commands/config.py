@@ -73,7 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load_file(path: Path) -> tuple[IntegrationConfig | None, list[Problem]]:
     """(config, []) or (None, every problem). An unreadable file is a CliError, not a config problem."""
-    from efficy_sync.config import ConfigError, load_config_text
+    from efficy_sync.config import ConfigError, Problem, load_config_text
+    from efficy_sync.store.configs import too_large
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -82,9 +83,11 @@ def load_file(path: Path) -> tuple[IntegrationConfig | None, list[Problem]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read {path}: {exc}") from None
     try:
-        return load_config_text(text), []
+        cfg = load_config_text(text)
     except ConfigError as exc:
         return None, exc.problems
+    big = too_large(cfg)  # apply would fail on DynamoDB's item limit with a raw AWS error
+    return (None, [Problem("(file)", big)]) if big else (cfg, [])
 
 
 def print_problems(path: Path, problems: list[Problem], stream: Any = None) -> None:

@@ -18,6 +18,24 @@ from ..aws import client
 from ..config import IntegrationConfig
 from .dynamo import from_item, key, query_all, scan_all, to_item
 
+#: a version's body, at most: DynamoDB refuses an item over 400 KB, and the item also holds who applied it, when,
+#: and the comment
+MAX_BODY_BYTES = 360_000
+
+
+def stored_body(cfg: IntegrationConfig) -> str:
+    """What a version stores: only what the admin set (a default is not written down, so a Lambda of an older
+    version than the CLI that applied the config still loads it), and a value set on purpose is kept as set."""
+    return json.dumps(cfg.model_dump(mode="json", exclude_none=True, exclude_unset=True), sort_keys=True)
+
+
+def too_large(cfg: IntegrationConfig) -> str | None:
+    """Why the config cannot be stored (`config validate` says it before `config apply` tries), or None."""
+    size = len(stored_body(cfg).encode())
+    if size <= MAX_BODY_BYTES:
+        return None
+    return f"the config is {size // 1000:,} KB stored; a version holds at most {MAX_BODY_BYTES // 1000} KB"
+
 
 def _raise(exc: Exception) -> IntegrationConfig:
     raise exc
@@ -68,10 +86,7 @@ class ConfigStore:
         except UnknownIntegration:
             previous = 0
         version = previous + 1
-        # only what the admin set: a default is not written down, so a Lambda of an older version than the
-        # CLI that applied the config still loads it (its model forbids keys it does not know), and a value
-        # set on purpose, even one equal to today's default, is kept as set
-        body = json.dumps(cfg.model_dump(mode="json", exclude_none=True, exclude_unset=True), sort_keys=True)
+        body = stored_body(cfg)
         now = datetime.now(UTC).isoformat(timespec="seconds")
         attrs = to_item(
             {"body": body, "version": version, "applied_at": now, "applied_by": applied_by, "comment": comment}
