@@ -45,6 +45,14 @@ def test_two_calls_with_the_same_record_are_two_messages_for_sqs() -> None:
     assert len(once[0].dedup_id) <= 128
 
 
+def test_the_newest_record_s_operation_wins_whatever_the_order_in_the_batch() -> None:
+    """A delete followed in the array by an older update is a delete (parking counts deletes by it)."""
+    changes, _, _ = split_by_person(
+        "acme", _payload(_rec(1, "Delete", date="2026-01-01T10:00:02Z"), _rec(1, "Update", date="2026-01-01T10:00:01Z"))
+    )
+    assert changes[0].operation == "Delete"
+
+
 def test_the_later_date_is_chosen_as_an_instant_not_as_text() -> None:
     # 11:30+02:00 is 09:30 UTC: earlier than 10:00Z although it sorts later as text.
     changes, _, _ = split_by_person(

@@ -102,7 +102,9 @@ def split_by_person(integration_id: str, payload: WebhookPayload) -> tuple[list[
         contacts += 1
         previous = by_key.get(record.key)
         operation = record.operation
-        if previous and previous.operation == "Create" and operation == "Update":
+        if previous and (record.date or "") < previous.date:
+            operation = previous.operation  # the newest record says what happened last, not the array's order
+        elif previous and previous.operation == "Create" and operation == "Update":
             operation = "Create"
         digest = hashlib.sha256(json.dumps(record.fields, sort_keys=True, default=str).encode())
         digest.update(f"call:{call}".encode())
