@@ -64,3 +64,23 @@ def test_a_first_load_reads_only_when_told_the_account_already_holds_profiles(ap
     assert held(apsis_sim, 9) == "opt-out"
     always.sync(10, person(10), None)  # a new profile: the read finds none, the opt-in goes out
     assert held(apsis_sim, 10) == "opt-in"
+
+
+def test_an_opt_out_the_route_records_after_a_page_read_its_chunk_is_not_overwritten(
+    apsis_sim: ApsisSimulator,
+) -> None:
+    """The page syncs from its chunk's read (fresh: no re-read before an opt-in). The route's newer record
+    refuses ours, so the plan must be made again from the stored state, not sent as it was."""
+    from datetime import UTC, datetime
+
+    from efficy_sync.consent import OptOutRecord
+
+    store = MemoryPersonStateStore()
+    syncer(apsis_sim, store, consent_mappings=[]).sync(7, person(7), None)
+    chunk_read = store.get(CFG.integration_id, 7)
+    client(apsis_sim).set_consent("7", NEWS, "email", "opt-out")  # the person unsubscribes; the route records it
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    route = OptOutRecord(at=now, source="apsis", awaiting_writeback=True, recorded_at=now)
+    assert store.record_optout(CFG.integration_id, 7, SLOT, route)
+    syncer(apsis_sim, store).sync(7, person(7, "2024-05-02T10:00:00"), chunk_read, fresh=True)
+    assert held(apsis_sim, 7) == "opt-out"

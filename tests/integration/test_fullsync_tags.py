@@ -112,6 +112,10 @@ def test_a_tag_pointed_at_another_query_untags_the_old_query_s_members(world) ->
     assert result["tagged"] == 1 and result["untagged"] == 2
     assert world["members"].previous("demo", 4242, "vip") == {3}
 
+    # and back to the query it mirrored before (whose snapshot is old): what vip mirrored last is what counts
+    back = mirror(world, [1])
+    assert tagged(world) == {1} and back["untagged"] == 1
+
 
 def test_a_dry_run_counts_and_writes_nothing(world) -> None:
     result = mirror(world, [1, 5, 42], dry_run=True, would_sync=lambda keys: {k for k in keys if k == 42})

@@ -37,7 +37,7 @@ def test_two_crms_in_one_account_and_keyspace_clash() -> None:
 
 def test_one_crm_into_two_sections_or_a_keyspace_of_its_own_or_another_account_is_fine() -> None:
     a = cfg("a", "https://a.efficy.cloud/crm")
-    same_crm = cfg("a2", "https://A.efficy.cloud", section="usercreated.sections.second-b2")
+    same_crm = cfg("a2", "https://A.efficy.cloud:443", section="usercreated.sections.second-b2")
     own_keyspace = cfg("b", "https://b.efficy.cloud/crm", keyspace="usercreated.keyspaces.crm-b")
     other_account = cfg("c", "https://c.efficy.cloud/crm", credentials_secret="efficy-sync/c/apsis")
     for other in (same_crm, own_keyspace, other_account):

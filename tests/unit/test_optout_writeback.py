@@ -319,6 +319,12 @@ def test_the_route_s_record_replaces_one_a_sync_found_already_held_and_is_writte
     assert (record.at, record.source, record.confirmed) == (AT, "apsis", True)
 
 
+def test_an_unmapped_opt_out_by_an_address_nobody_has_is_done_not_retried(world: Any) -> None:
+    """Nobody to record it for, nothing to write back: not four hours of retries and a DLQ alarm."""
+    result = writeback(world).process(message(None, "nobody@example.com", slots=[("usercreated.topics.gone", "email")]))
+    assert result.persons == [] and result.skipped_slots == ["usercreated.topics.gone|email"]
+
+
 def test_an_opt_out_of_an_unmapped_subscription_holds_when_a_mapping_is_added_later(world: Any) -> None:
     """Before, the route dropped it: the first sync that knew a new mapping opted the person in again."""
     efficy, store, apsis = world

@@ -183,6 +183,9 @@ class WriteBack:
         if not message.email:
             raise ValueError("an opt-out message needs a profile key or an e-mail address")
         keys = sorted(dict.fromkeys(int(k) for k in self.efficy.find_contacts_by_email(message.email)))
+        if not keys and not slots:
+            # only subscriptions no mapping covers, and nobody to record them for: done (no retry, no DLQ)
+            return WriteBackResult([], "email", slots, skipped_slots=skipped)
         if not keys:
             raise OptOutUnmatched("no Efficy contact has the opted-out address")
         return WriteBackResult(keys, "email", slots, skipped_slots=skipped)

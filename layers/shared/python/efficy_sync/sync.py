@@ -57,7 +57,7 @@ from .person_plan import (
 from .pii import hash_key, mask_email
 from .safety import RemovalGate, gated
 from .send import send_operations
-from .state import EmailConflict, PersonState, utc_now, value_hash
+from .state import EmailConflict, PersonState, consent_key, utc_now, value_hash
 from .state_updates import deleted_state, failed_state, raced_state, skipped_state, synced_state
 from .store.persons import ConflictingWrite, StaleWrite
 from .store.protocols import PersonStates
@@ -163,7 +163,7 @@ class PersonSyncer:
     def _apply(self, key: int, result: Desired, state: PersonState | None, *, recheck: bool = True) -> Outcome:
         result, conflict = self._email_change(key, result, state)
         ops, removals, held = self._gated(key, plan_operations(result, state), state)
-        self._record_existing_optouts(key, ops, state)
+        ops = self._record_existing_optouts(key, ops, state)
         if recheck and not self.dry_run and any(isinstance(op, SetConsent) and op.type == "opt-in" for op in ops):
             self._check_unchanged(key, state)
         sent, error = self._execute(ops)
@@ -178,17 +178,24 @@ class PersonSyncer:
                 metrics.add_metric(name="EmailConflicts", unit=MetricUnit.Count, value=1)
         return self._store(outcome, new_state, state)
 
-    def _record_existing_optouts(self, key: int, ops: list[Operation], state: PersonState | None) -> None:
+    def _record_existing_optouts(self, key: int, ops: list[Operation], state: PersonState | None) -> list[Operation]:
         """Before the first opt-in of a slot, an opt-out APSIS already holds there is recorded, and the person
         planned again with it (ConflictingWrite): never overwritten by an opt-in (existing_optouts.py)."""
         slots = first_opt_ins(ops, state)
         if self.dry_run or not slots or not worth_reading(self.cfg.apsis.existing_optouts, state):
-            return
+            return ops
         found = held_optouts(self.apsis, str(key), slots, self._clock)
+        if not found:
+            return ops
         stored = [s for s, r in found.items() if self.states.record_optout(self.cfg.integration_id, key, s, r)]
-        if stored:  # (not stored: a newer record of the slot is there already, which the next plan reads)
+        if stored:
             metrics.add_metric(name="ExistingOptOutsKept", unit=MetricUnit.Count, value=len(stored))
+        fresh = self.states.get(self.cfg.integration_id, key)
+        if stored or (fresh.optouts if fresh else {}) != (state.optouts if state else {}):
+            # ours, or one the opt-out route stored since `state` was read (a newer one refused ours)
             raise ConflictingWrite(f"person {hash_key(key)}: APSIS holds opt-outs we never heard of; planning again")
+        # nothing new to plan with (a newer record, since retired, refused ours): still no opt-in over it
+        return [op for op in ops if not (isinstance(op, SetConsent) and consent_key(op.topic, op.channel) in found)]
 
     def _check_unchanged(self, key: int, state: PersonState | None) -> None:
         """Right before an opt-in goes out: if another sync stored the person, or an APSIS opt-out was recorded,

@@ -18,7 +18,13 @@ from .model import IntegrationConfig
 def _efficy(cfg: IntegrationConfig) -> str:
     """The Efficy environment, by its host: `https://acme.efficy.cloud` and `.../crm` are one CRM (a refusal
     needs certainty; two environments behind one host with different paths are left to the README's rule)."""
-    return urlsplit(str(cfg.efficy.base_url)).netloc.lower()
+    parts = urlsplit(str(cfg.efficy.base_url))
+    host = (parts.hostname or "").rstrip(".")
+    try:
+        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme.lower())
+    except ValueError:
+        port = None
+    return f"{host}:{port}"
 
 
 def shared_profiles(cfg: IntegrationConfig, others: Iterable[IntegrationConfig]) -> list[str]:

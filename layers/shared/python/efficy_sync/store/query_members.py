@@ -67,14 +67,12 @@ class QueryMembersStore:
         """The members the tag mirrored last: this query's snapshot or, when the tag was pointed at this query
         since (a config change), the snapshot of the query it mirrored before. Without the second, the old
         query's members kept the tag for good (a VIP campaign reaching former VIPs)."""
-        own = self.get(integration_id, query)
-        if own is not None:
-            return own
         alias = client("dynamodb").get_item(
             TableName=self._table, Key=key(self._pk(integration_id), f"TAG#{tag}"), ConsistentRead=True
         )
         before = from_item(alias.get("Item", {})).get("query")
-        return self.get(integration_id, int(before)) if before is not None and int(before) != query else None
+        # the tag's own last query first: this query's snapshot may be another tag's (or an old one of this tag)
+        return self.get(integration_id, int(before) if before is not None else query)
 
     def put(self, integration_id: str, query: int, members: set[int], *, run_id: str, tags: Iterable[str] = ()) -> None:
         """Chunks first, then the head that says how many to read, so a reader never sees half a snapshot; then
