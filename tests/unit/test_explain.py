@@ -149,6 +149,19 @@ def test_unchanged_person_would_send_nothing():
     assert "last sync: synced" in render_explain(report)
 
 
+def test_a_first_opt_in_for_a_synced_person_says_apsis_is_read_first():
+    """explain does not call APSIS: it says the sync will, so its "opt-in" is not read as a promise."""
+    d = map_person(CFG, person())
+    state = apply_operations(None, d, plan_operations(d, None))  # synced, in profiles 12 and 13 only
+    report = explain(CFG, person(profiles=[12, 13, 14], D_CHANGE="2024-05-02T00:00:00"), state)
+    consents = {c["topic"]: c for c in report["consents"]}
+    events = consents["usercreated.topics.events-ef56"]
+    assert events["decision"] == "opt-in" and "reads APSIS One's consents first" in events["reason"]
+    assert "reads APSIS" not in consents["usercreated.topics.newsletter-ab12"]["reason"]  # sent before
+    new = explain(CFG, person(profiles=[14]), None)  # a person new to us: only with existing_optouts "always"
+    assert "reads APSIS" not in next(c for c in new["consents"] if c["topic"].endswith("events-ef56"))["reason"]
+
+
 def test_pending_apsis_opt_out_is_explained():
     d = map_person(CFG, person())
     state = apply_operations(None, d, plan_operations(d, None))

@@ -12,6 +12,7 @@ from typing import Any
 
 from efficy_sync.conditions import evaluate
 from efficy_sync.config import CRMID_ATTRIBUTE, EMAIL_ATTRIBUTE, MOBILE_ATTRIBUTE, IntegrationConfig
+from efficy_sync.existing_optouts import worth_reading
 from efficy_sync.mapping import Desired, map_person
 from efficy_sync.person_plan import (
     CreateProfile,
@@ -110,11 +111,15 @@ def _consents(cfg: IntegrationConfig, desired: Desired, state: PersonState | Non
             row.update(decision=None, reason=reason or "CRM profiles not loaded", would_send=False)
         else:
             decision, last, record = decisions[slot]
+            reason = decision.reason
+            first = decision.type == "opt-in" and last is None and record is None
+            if first and worth_reading(cfg.apsis.existing_optouts, state):  # explain itself does not call APSIS
+                reason += "; the sync reads APSIS One's consents first and keeps an opt-out held there"
             row.update(
                 last_pushed=last,
                 optout=record.model_dump(exclude_none=True) if record else None,
                 decision=decision.type,
-                reason=decision.reason,
+                reason=reason,
                 would_send=decision.type is not None and decision.type != last,
             )
         rows.append(row)
