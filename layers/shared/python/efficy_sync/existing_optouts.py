@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .clients.apsis import CHANNELS
 from .clients.errors import NotFound
 from .consent import OptOutRecord
 from .person_plan import Operation, SetConsent
@@ -28,7 +29,6 @@ SOURCE = "apsis-existing"
 #: opt-out (arriving later, with its real time) replaces it and is written back to Efficy as usual, and any
 #: snapshot showing the person out of the CRM profile confirms it (consent.confirm): then a newer re-add opts in
 EXISTING_AT = "1970-01-01T00:00:00.000Z"
-_CHANNELS = {"email": "com.apsis1.channels.email", "sms": "com.apsis1.channels.sms"}
 
 
 def first_opt_ins(ops: list[Operation], state: PersonState | None) -> list[SetConsent]:
@@ -55,7 +55,7 @@ def held_optouts(apsis: Any, key: str, slots: list[SetConsent], now: Callable[[]
         items = apsis.get_consents(key, consent_types=["opt-out"])
     except NotFound:
         return {}  # no such profile yet: it holds nothing
-    wanted = {(op.topic, _CHANNELS.get(op.channel, op.channel)): consent_key(op.topic, op.channel) for op in slots}
+    wanted = {(op.topic, CHANNELS.get(op.channel, op.channel)): consent_key(op.topic, op.channel) for op in slots}
     found: dict[str, OptOutRecord] = {}
     for item in items:
         if not isinstance(item, dict) or item.get("type") != "opt-out":

@@ -61,11 +61,6 @@ class PersonCheck:
     deleted: bool = False  # Efficy proved the person gone
 
 
-def managed_tags(cfg: IntegrationConfig, *, with_queries: bool) -> list[str]:
-    """The tags this integration sets: CRM-profile tags, and query tags when the queries are known."""
-    return cfg.managed_tags(with_queries=with_queries)
-
-
 def desired_tags(cfg: IntegrationConfig, desired: Desired, query_tags: set[str] | None) -> dict[str, bool]:
     """The tags the rules want. A query tag is decided only when the queries were run (`query_tags` not None),
     as the full sync's Tags step decides it: members tagged, everyone else untagged."""
@@ -122,7 +117,7 @@ def _orphan(
         detail: dict[str, Any] = {"reason": why, "should": "delete"}
     elif policy == "untag":
         known = profile.tags if profile.complete else {t for t, on in (state.tags if state else {}).items() if on}
-        present = sorted(set(managed_tags(cfg, with_queries=with_queries)) & known)
+        present = sorted(set(cfg.managed_tags(with_queries=with_queries)) & known)
         if not present:
             return
         detail = {"reason": why, "should": "untag", "tags": present}

@@ -37,7 +37,7 @@ from .clients.efficy import EfficyClient
 from .clients.errors import AuthError, EfficyInconclusive, NotFound
 from .config import CRMID_ATTRIBUTE, EMAIL_ATTRIBUTE, IntegrationConfig
 from .mapping import needed_fields
-from .reconcile import CATEGORIES, DriftReport, PersonCheck, compare_person, invalidate, managed_tags
+from .reconcile import CATEGORIES, DriftReport, PersonCheck, compare_person, invalidate
 from .state import PersonState
 from .store.persons import ConflictingWrite
 from .store.protocols import PersonStates
@@ -101,7 +101,7 @@ def export_profiles(
     return export_section(
         apsis,
         attributes=attributes,
-        tags=managed_tags(cfg, with_queries=with_queries),
+        tags=cfg.managed_tags(with_queries=with_queries),
         topics=topics,
         poll_url=poll_url,
     )
