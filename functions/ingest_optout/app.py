@@ -14,10 +14,10 @@ from efficy_sync.aws import client
 from efficy_sync.correlation import message_attributes
 from efficy_sync.inbound import BodyEncodingError, request_body
 from efficy_sync.observability import MetricUnit, logger, metrics
-from efficy_sync.optout_event import OptOutAuthError, OptOutPayloadError
+from efficy_sync.optout_event import OptOutAuthError, OptOutPayloadError, check_token
 from efficy_sync.optout_intake import OptOutMessage, accept
 from efficy_sync.routes import answer_refusals, integration, rejected, reply
-from efficy_sync.secrets import get_secret
+from efficy_sync.secrets import accepted_secret
 from efficy_sync.settings import settings
 from efficy_sync.store.configs import ConfigStore
 from efficy_sync.tracing import annotate, capture_handler
@@ -71,7 +71,13 @@ def _optout(integration_id: str) -> Response:
     event = app.current_event
     annotate(event.request_context.request_id)
     body = request_body(event.body, event.is_base64_encoded) if event.http_method != "GET" else b""
-    result = accept(cfg, event.headers, body, get_secret(cfg.apsis.optout_token_secret), _send, query=_query())
+    query = _query()
+    token = accepted_secret(
+        cfg.apsis.optout_token_secret,
+        lambda t: check_token(event.headers, cfg.apsis.optout_token_header, t, query),
+        OptOutAuthError,
+    )
+    result = accept(cfg, event.headers, body, token, _send, query=query)
     if result.time_fix == "future":
         metrics.add_metric(name="OptOutFutureTime", unit=MetricUnit.Count, value=1)
         logger.warning("opt-out occurred_at is later than its receipt: the receive time was recorded instead")

@@ -9,12 +9,12 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from efficy_sync.correlation import scope
 from efficy_sync.inbound import BodyEncodingError, request_body
-from efficy_sync.ingest import BundlePolicy, accept
+from efficy_sync.ingest import BundlePolicy, accept, authenticate
 from efficy_sync.observability import MetricUnit, count, logger, metrics
 from efficy_sync.pii import hash_key
 from efficy_sync.queue import EnqueueError
 from efficy_sync.routes import answer_refusals, integration, rejected, reply
-from efficy_sync.secrets import get_secret
+from efficy_sync.secrets import accepted_secret
 from efficy_sync.settings import settings
 from efficy_sync.store.configs import ConfigStore
 from efficy_sync.tracing import annotate, capture_handler
@@ -67,6 +67,10 @@ def efficy_webhook(integration_id: str) -> Response:
                 "error": f"body of {len(body)} bytes is over the {settings().max_webhook_bytes} byte limit; send smaller batches"
             },
         )
+    query = event.query_string_parameters
+    secret = accepted_secret(
+        cfg.efficy.webhook_secret_secret, lambda s: authenticate(cfg, event.headers, body, s, query), WebhookAuthError
+    )
     request_id = event.request_context.request_id
     annotate(request_id)  # each change's id is "<request id>/<n>": the trace is found by the request's
     result = accept(
@@ -74,8 +78,8 @@ def efficy_webhook(integration_id: str) -> Response:
         settings().contact_queue_url,
         event.headers,
         body,
-        get_secret(cfg.efficy.webhook_secret_secret),
-        event.query_string_parameters,
+        secret,
+        query,
         request_id=request_id,
         bundles=BUNDLES,
     )

@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 
 import boto3
 import pytest
+from efficy_sync import secrets
 from efficy_sync.aws import reset_clients
 from efficy_sync.observability import logger
 from efficy_sync.settings import settings
@@ -112,7 +113,6 @@ def _load(folder: str, monkeypatch: pytest.MonkeyPatch) -> Any:
         raise UnknownIntegration(integration_id)
 
     monkeypatch.setattr(module, "configs", type("Configs", (), {"get": staticmethod(get)})())
-    monkeypatch.setattr(module, "get_secret", lambda name: SECRETS[name])
     return module
 
 
@@ -139,6 +139,9 @@ def routes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Routes]:
         monkeypatch.setenv("OPTOUT_QUEUE_URL", optouts)
         settings.cache_clear()
         reset_clients()
+        secrets.reset()
+        for name, value in SECRETS.items():  # read as the handlers do: powertools' cache, version stages
+            boto3.client("secretsmanager", region_name=REGION).create_secret(Name=name, SecretString=value)
         stream = io.StringIO()
         monkeypatch.setattr(logger.registered_handler, "stream", stream)
         logger.setLevel(logging.DEBUG)
@@ -147,6 +150,7 @@ def routes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Routes]:
         )
         settings.cache_clear()
         reset_clients()
+        secrets.reset()
 
 
 def api_event(
@@ -542,8 +546,7 @@ def test_an_empty_secret_is_a_503_for_the_caller_to_send_again_on_both_routes(
     stamp = str(int(__import__("time").time()))
     body = b'{"records": [{"table": 11000, "key": 1, "operation": "Update"}]}'
     forged = {"X-Efficy-Timestamp": stamp, "X-Efficy-Signature": sign("", stamp, body)}
-    for module in (routes.webhook, routes.optout):
-        monkeypatch.setattr(module, "get_secret", lambda name: "")
+    monkeypatch.setattr(secrets, "get_secret", lambda name: "")
     status, answer = call(routes.webhook, webhook_event("acme", body, forged))
     assert status == 503, answer
     assert routes.depth(routes.contact_queue) == 0

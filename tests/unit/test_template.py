@@ -632,6 +632,7 @@ def test_alarms_notify_the_alarm_topic(resources: dict[str, Any]) -> None:
         "IntegrationSyncStalledAlarm",
         "RemovalBreakerAlarm",
         "WebhookRecordsInvalidAlarm",  # left out of a 202: Efficy does not send them again
+        "SecretPreviousVersionAcceptedAlarm",  # a caller still on a rotated secret: refused after the grace time
     }
     for name, props in alarms.items():
         assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}], name

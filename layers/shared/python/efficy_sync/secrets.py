@@ -1,8 +1,16 @@
-"""Secrets by name from Secrets Manager, cached for a while (powertools Parameters does the caching)."""
+"""Secrets by name from Secrets Manager, cached for a while (powertools Parameters does the caching).
+
+The two public routes check a caller's secret, which changes on both sides of a rotation one after the other
+(`accepted_secret`): Efficy's and APSIS One's retries of a refused call are not documented, so a call refused
+in that gap may be a change, or an opt-out, that nobody sends again.
+"""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, cast
 
@@ -40,5 +48,80 @@ def get_json_secret(name: str) -> dict[str, Any]:
     return parsed
 
 
+#: After a refusal, the secret is read again at most this often per name in one container: a flood of wrong
+#: credentials must not become a flood of Secrets Manager calls.
+REREAD_SECONDS = 10.0
+_versions_lock = threading.Lock()
+_versions: dict[str, tuple[float, list[tuple[str, str]]]] = {}
+
+
+def _read_versions(name: str) -> list[tuple[str, str]]:
+    """(label, value) of the versions worth trying once the cached value was refused: the current value read
+    again (the caller changed first: ours is up to `cache_seconds` old), then AWSPREVIOUS while the current
+    version is younger than `secret_grace_seconds` (we changed first: the caller has not been told yet)."""
+    from botocore.exceptions import ClientError
+
+    from .aws import client
+
+    with _versions_lock:
+        cached = _versions.get(name)
+        if cached and time.monotonic() - cached[0] < REREAD_SECONDS:
+            return cached[1]
+    sm = client("secretsmanager")
+    try:
+        current = sm.get_secret_value(SecretId=name)
+    except ClientError as exc:
+        raise RuntimeError(f"secret {name!r} could not be read from Secrets Manager: {exc}") from exc
+    found = [("current", current.get("SecretString") or "")]
+    created = current.get("CreatedDate")
+    age = time.time() - created.timestamp() if created else float("inf")
+    if age <= settings().secret_grace_seconds:
+        try:
+            previous = sm.get_secret_value(SecretId=name, VersionStage="AWSPREVIOUS")
+            found.append(("previous", previous.get("SecretString") or ""))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":  # no previous version
+                raise RuntimeError(f"secret {name!r}: its previous version could not be read: {exc}") from exc
+    with _versions_lock:
+        _versions[name] = (time.monotonic(), found)
+    return found
+
+
+def accepted_secret(name: str, check: Callable[[str], None], refused: type[Exception]) -> str:
+    """The value of secret `name` that passes `check` (which raises `refused` for wrong credentials): the cached
+    value, else the current one read again, else, during a rotation's grace time, the previous version. A call
+    that passes only with the previous version is accepted with a warning and the metric
+    `SecretPreviousVersionAccepted`: the caller must be given the new secret before the grace time ends.
+    Raises the first refusal when no version passes; other errors (an empty secret) pass through."""
+    cached = get_secret(name)
+    try:
+        check(cached)
+        return cached
+    except refused as first:
+        refusal = first
+    for label, value in _read_versions(name):
+        if value == cached or not value.strip():
+            continue  # already refused; an empty value never proves anything
+        try:
+            check(value)
+        except refused:
+            continue
+        if label == "current":  # the secret changed since it was cached: every later call reads the new one
+            _provider().get(name, max_age=int(settings().cache_seconds), force_fetch=True)
+        if label == "previous":
+            from .observability import count, logger
+
+            count("SecretPreviousVersionAccepted")
+            logger.warning(
+                "a call was accepted with the secret's previous version: give the caller the new one before the "
+                "grace time ends (runbook: Rotating secrets)",
+                extra={"secret": name, "grace_seconds": settings().secret_grace_seconds},
+            )
+        return value
+    raise refusal
+
+
 def reset() -> None:
     _provider.cache_clear()
+    with _versions_lock:
+        _versions.clear()

@@ -23,6 +23,9 @@ class Settings(BaseModel):
     apsis_token_prefix: str = Field(default="", alias="APSIS_TOKEN_PARAMETER_PREFIX")
     # Seconds a cached integration config or secret is trusted before it is read again.
     cache_seconds: float = Field(default=60.0, alias="EFFICY_SYNC_CACHE_SECONDS")
+    # After a webhook secret or opt-out token is changed, calls with its previous value are still accepted this
+    # long (secrets.accepted_secret), so the caller can be updated after it; 0: never.
+    secret_grace_seconds: float = Field(default=3600.0, ge=0, alias="EFFICY_SYNC_SECRET_GRACE_SECONDS")
     # In-call retries of the API clients (429/5xx/timeouts) before a message or page is failed and retried later.
     http_retries: int = Field(default=5, alias="EFFICY_SYNC_HTTP_RETRIES")
     http_backoff: float = Field(default=0.5, alias="EFFICY_SYNC_HTTP_BACKOFF")
