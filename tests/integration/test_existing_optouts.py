@@ -84,3 +84,22 @@ def test_an_opt_out_the_route_records_after_a_page_read_its_chunk_is_not_overwri
     assert store.record_optout(CFG.integration_id, 7, SLOT, route)
     syncer(apsis_sim, store).sync(7, person(7, "2024-05-02T10:00:00"), chunk_read, fresh=True)
     assert held(apsis_sim, 7) == "opt-out"
+
+
+def test_a_dry_run_reads_too_and_shows_no_opt_in_over_an_opt_out_apsis_holds(apsis_sim: ApsisSimulator) -> None:
+    """A dry run that showed the opt-in the real run withholds would tell a consultant the sync overwrites it."""
+    store = MemoryPersonStateStore()
+    syncer(apsis_sim, store, consent_mappings=[]).sync(7, person(7), None)
+    client(apsis_sim).set_consent("7", NEWS, "email", "opt-out")
+    cfg = config_from_dict(RAW)
+    dry = PersonSyncer(cfg, client(apsis_sim), store, email_lookup=lambda address: [], dry_run=True)
+    before = store.get(CFG.integration_id, 7)
+
+    outcome = dry.sync(7, person(7, "2024-05-02T10:00:00"), before)
+    assert not [op for op in outcome.operations if getattr(op, "type", None) == "opt-in"], outcome.operations
+    assert held(apsis_sim, 7) == "opt-out"
+    assert store.get(CFG.integration_id, 7) == before  # nothing recorded by a dry run
+    # and without an opt-out in APSIS, the dry run shows the opt-in the real run sends
+    client(apsis_sim).set_consent("7", NEWS, "email", "opt-in")
+    outcome = dry.sync(7, person(7, "2024-05-02T10:00:00"), before)
+    assert [op.type for op in outcome.operations if getattr(op, "type", None) == "opt-in"] == ["opt-in"]

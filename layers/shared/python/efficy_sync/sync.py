@@ -180,13 +180,16 @@ class PersonSyncer:
 
     def _record_existing_optouts(self, key: int, ops: list[Operation], state: PersonState | None) -> list[Operation]:
         """Before the first opt-in of a slot, an opt-out APSIS already holds there is recorded, and the person
-        planned again with it (ConflictingWrite): never overwritten by an opt-in (existing_optouts.py)."""
+        planned again with it (ConflictingWrite): never overwritten by an opt-in (existing_optouts.py). A dry run
+        reads too (a GET changes nothing) and shows what the real run would send: no opt-in over such an opt-out."""
         slots = first_opt_ins(ops, state)
-        if self.dry_run or not slots or not worth_reading(self.cfg.apsis.existing_optouts, state):
+        if not slots or not worth_reading(self.cfg.apsis.existing_optouts, state):
             return ops
         found = held_optouts(self.apsis, str(key), slots, self._clock)
         if not found:
             return ops
+        if self.dry_run:
+            return [op for op in ops if not (isinstance(op, SetConsent) and consent_key(op.topic, op.channel) in found)]
         stored = [s for s, r in found.items() if self.states.record_optout(self.cfg.integration_id, key, s, r)]
         if stored:
             metrics.add_metric(name="ExistingOptOutsKept", unit=MetricUnit.Count, value=len(stored))
