@@ -43,7 +43,9 @@ def _malformed(exc: OptOutPayloadError) -> Response:
 
 @app.exception_handler(Exception)
 def _not_queued(exc: Exception) -> Response:
-    """The secret store or SQS failed: APSIS One's Webhook node retries a call that did not get a 2xx."""
+    """The secret store or SQS failed: APSIS One's Webhook node retries a call that did not get a 2xx (for how
+    long is not documented, hence the metric and OptOutNotQueuedAlarm: a 503 is not a Lambda error)."""
+    metrics.add_metric(name="OptOutEnqueueFailed", unit=MetricUnit.Count, value=1)
     logger.exception("opt-out not queued")
     return reply(503, {"error": "could not queue the opt-out; send again"})
 

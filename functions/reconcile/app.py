@@ -11,7 +11,7 @@ from typing import Any
 
 from efficy_sync.clients.http import deadline, lambda_seconds
 from efficy_sync.connections import apsis_client, efficy_client
-from efficy_sync.observability import logger
+from efficy_sync.observability import logger, metrics
 from efficy_sync.reconcile_run import Reconciler, Scope, publish_drift_metrics
 from efficy_sync.settings import settings
 from efficy_sync.store.configs import ConfigStore
@@ -26,6 +26,7 @@ states = PersonStateStore(settings().state_table)
 
 @logger.inject_lambda_context
 @capture_handler
+@metrics.log_metrics  # flushes the invocation's API-call counters (the drift metrics have their own provider)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     sample = int(event.get("sample") or DEFAULT_SAMPLE)
     results: dict[str, Any] = {}

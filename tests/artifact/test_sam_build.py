@@ -2,9 +2,9 @@
 
 Each handler is imported in a fresh interpreter laid out as Lambda lays it out: on sys.path only the built
 function folder, the built layer's `python/` (Lambda's /opt/python) and the standard library. Two kinds of
-package may come from this host's site-packages instead, and only those: the runtime's own boto3/botocore
-(Lambda's python3.11 runtime ships them, so the layer does not; see layers/shared/python/requirements.txt),
-and the layer's packages with compiled parts (pydantic_core, ...), whose built copies are arm64 binaries this
+package may come from this host's site-packages instead, and only those: the runtime's own packages where
+the layer has none (it ships its own pinned boto3, botocore and s3transfer: see
+layers/shared/python/requirements.txt, and the last test here), and the layer's packages with compiled parts (pydantic_core, ...), whose built copies are arm64 binaries this
 host cannot load; their host version must equal the layer's. Anything else missing from the layer fails the
 import here as it would on Lambda.
 """
@@ -267,3 +267,16 @@ def test_every_layer_requirement_is_pinned_and_built(built: Path) -> None:
         assert pins, f"{req}: pin it exactly"
         assert name in dists, f"{req} is missing from the built layer"
         assert dists[name].version == pins[0], f"{req}: the layer holds {dists[name].version}"
+
+
+def test_the_layer_ships_boto3_botocore_and_s3transfer_as_one_matching_set(built: Path) -> None:
+    """The layer's botocore (aws-xray-sdk needs one) shadows the runtime's: the boto3 and s3transfer beside it must
+    be the ones it was released with, not whatever the runtime holds."""
+    dists = _layer_distributions(_layer(built))
+    assert {"boto3", "botocore", "s3transfer"} <= set(dists), sorted(dists)
+    for dist in ("boto3", "s3transfer"):
+        for line in dists[dist].requires or []:
+            req = Requirement(line)
+            if _canonical(req.name) in dists and not req.marker:
+                version = dists[_canonical(req.name)].version
+                assert req.specifier.contains(version, prereleases=True), f"{dist} needs {req}, the layer has {version}"

@@ -633,6 +633,7 @@ def test_alarms_notify_the_alarm_topic(resources: dict[str, Any]) -> None:
         "RemovalBreakerAlarm",
         "WebhookRecordsInvalidAlarm",  # left out of a 202: Efficy does not send them again
         "SecretPreviousVersionAcceptedAlarm",  # a caller still on a rotated secret: refused after the grace time
+        "OptOutNotQueuedAlarm",  # an opt-out answered 5xx: a 503 the function answers is no Lambda error
     }
     for name, props in alarms.items():
         assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
@@ -1046,3 +1047,27 @@ def test_every_lambda_task_retries_lambda_s_transient_service_errors(asl: dict[s
             "Lambda.AWSLambdaException",
             "Lambda.SdkClientException",
         }, name
+
+
+def _watched_custom_metrics(props: dict[str, Any]) -> set[str]:
+    """The EfficySync metrics an alarm reads, directly or inside its metric math."""
+    stats = [props] + [m.get("MetricStat", {}).get("Metric", {}) for m in props.get("Metrics", [])]
+    return {
+        s["MetricName"] for s in stats if s.get("Namespace") == "EfficySync" and isinstance(s.get("MetricName"), str)
+    }
+
+
+def test_every_alarm_on_our_own_metrics_watches_a_metric_the_code_emits(resources: dict[str, Any]) -> None:
+    """An alarm on a name no code emits never fires, and nothing local evaluates alarms to notice."""
+    root = Path(__file__).resolve().parents[2]
+    code = "".join(p.read_text() for d in ("layers", "functions") for p in (root / d).rglob("*.py"))
+    watched = {
+        (name, metric)
+        for name, r in resources.items()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+        for metric in _watched_custom_metrics(r["Properties"])
+    }
+    assert ("OptOutNotQueuedAlarm", "OptOutEnqueueFailed") in watched
+    assert ("IngestWebhookErrorsAlarm", "WebhookEnqueueFailed") in watched  # its 503s are no Lambda errors
+    silent = sorted((name, metric) for name, metric in watched if f'"{metric}"' not in code)
+    assert not silent, f"alarms on metrics nothing emits: {silent}"
