@@ -112,7 +112,9 @@ def rows(n: int) -> list[_Row]:
         ({"failed": 1, "errors": [{"row": 4, "message": "bad"}]}, {3, 4, 5}),
         ({"failed": 1, "errors": [{"row": "4"}]}, {3, 4, 5}),
         ({"failed": 1, "errors": [{"row": 1}]}, {1, 2}),
-        ({"failed": 1, "errors": [{"row": 0}]}, {1}),  # an index from 0
+        # row 0: the first row from 0, or the whole file (as our simulator reports a refused file): all of them
+        ({"failed": 1, "errors": [{"row": 0}]}, set(range(1, 7))),
+        ({"status": "completed_with_errors", "errors": [{"row": 0, "message": "bad file"}]}, set(range(1, 7))),
         ({"failed": 1, "errors": [{"row": 7}]}, {6}),  # the last row, counting the header as line 1
         ({"failed": 2, "errors": [{"row": 2}, {"row": 6}]}, {1, 2, 3, 5, 6}),
         ({"failed": 2, "errors": []}, set(range(1, 7))),  # the details only in a downloadable report

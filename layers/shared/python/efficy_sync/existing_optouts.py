@@ -9,8 +9,12 @@ consent.decide keeps the opt-out until the CRM shows them out of the profile and
 
 `apsis.existing_optouts` says when: `known_profiles` (default) reads only for profiles our state says exist (a
 consent mapping added later, a person joining a CRM profile for the first time); `always` also for persons
-new to us (a first load into an account that already holds profiles, at one read per new member; import
-mode needs none: its files never resubscribe an opt-out); `never` trusts that the account held none.
+new to us (a first load into an account that already holds profiles, at one read per new member); `never`
+trusts that the account held none. An integration whose full sync imports (`full_sync.write_mode: import`,
+the mode for loading into an account that already holds profiles) reads under `known_profiles` for new
+persons too: its files never resubscribe an opt-out, but every person who leaves the file path (a row the
+report names or cannot clear, a refused file, the seams, real-time changes) is synced one by one, and would
+otherwise be opted in over an opt-out the account held before it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 from .clients.apsis import CHANNELS
 from .clients.errors import NotFound
+from .config import IntegrationConfig
 from .consent import OptOutRecord
 from .person_plan import Operation, SetConsent
 from .state import PersonState, consent_key
@@ -45,8 +50,11 @@ def first_opt_ins(ops: list[Operation], state: PersonState | None) -> list[SetCo
     ]
 
 
-def worth_reading(mode: str, state: PersonState | None) -> bool:
-    return mode == "always" or (mode == "known_profiles" and state is not None and state.exists_in_apsis)
+def worth_reading(cfg: IntegrationConfig, state: PersonState | None) -> bool:
+    mode = cfg.apsis.existing_optouts
+    if mode != "known_profiles":
+        return mode == "always"
+    return cfg.full_sync.write_mode == "import" or (state is not None and state.exists_in_apsis)
 
 
 def held_optouts(apsis: Any, key: str, slots: list[SetConsent], now: Callable[[], str]) -> dict[str, OptOutRecord]:

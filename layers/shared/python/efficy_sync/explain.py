@@ -113,7 +113,7 @@ def _consents(cfg: IntegrationConfig, desired: Desired, state: PersonState | Non
             decision, last, record = decisions[slot]
             reason = decision.reason
             first = decision.type == "opt-in" and last is None and record is None
-            if first and worth_reading(cfg.apsis.existing_optouts, state):  # explain itself does not call APSIS
+            if first and worth_reading(cfg, state):  # explain itself does not call APSIS
                 reason += "; the sync reads APSIS One's consents first and keeps an opt-out held there"
             row.update(
                 last_pushed=last,

@@ -103,6 +103,8 @@ def _failed_rows(report: dict[str, Any], rows: list[_Row]) -> set[int]:
             number = int(number)
         if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number <= len(rows) + 1:
             return everyone
+        if number == 0:  # the first row from 0, or (as our simulator assumes) the whole file: it may be all of them
+            return everyone
         named.add(number)
     raw = report.get("failed")
     count = raw if isinstance(raw, int) and not isinstance(raw, bool) else None
