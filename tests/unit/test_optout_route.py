@@ -179,11 +179,13 @@ def test_accept_queues_one_message_per_event_and_counts_its_subscriptions() -> N
     assert [(s.topic, s.channel) for s in message.slots] == [(NEWS, "email"), (EVENTS, "email")]
 
 
-def test_the_address_travels_only_when_there_is_no_profile_key() -> None:
+def test_the_address_travels_beside_the_profile_key_for_the_write_back_to_check_it() -> None:
+    """The write-back removes the key's person only if Efficy has the same address (test_optout_identity)."""
     sent: list[OptOutMessage] = []
     accept(CFG, HEADERS, body(email="jo@example.com"), TOKEN, sent.append)
     accept(CFG, HEADERS, body(profile_key=None, email="jo@example.com"), TOKEN, sent.append)
-    assert [m.email for m in sent] == [None, "jo@example.com"]
+    accept(CFG, HEADERS, body(), TOKEN, sent.append)
+    assert [m.email for m in sent] == ["jo@example.com", "jo@example.com", None]
 
 
 def test_an_unmapped_subscription_is_queued_to_be_recorded_only() -> None:

@@ -8,7 +8,9 @@ one message on the opt-out queue; it answers 202 only once SQS holds it.
 
 The write-back worker, per message:
 1. finds the person: the profile key is K_CONTACT; without one, every Efficy contact with the e-mail address
-   (several matches are all opted out, and said so in the log and the `OptOutSeveralContacts` metric);
+   (several matches are all opted out, and said so in the log and the `OptOutSeveralContacts` metric). With
+   both, the key's person must not have another address in Efficy: if it has, the opt-out is recorded but
+   nobody is taken out of a CRM profile (`OptOutAddressMismatch`, alarmed);
 2. records the opt-out first (time, source "apsis", event, subscription and channel) in the person's OPTOUTS
    item, beside the sync state, so no concurrent sync can overwrite it and every sync from now on sees it;
 3. removes the person from the CRM profile mapped to each subscription and channel (`email.abuse`: every
@@ -29,8 +31,10 @@ from typing import Any, Literal, Protocol
 
 from .clients.errors import EfficyBusinessError, TransientError
 from .config import IntegrationConfig
+from .config.names import EMAIL_FIELD
 from .consent import ANSWERED_AT, ASKED_AT, OptOutRecord
 from .mapping import needed_fields
+from .observability import count, logger
 from .optout_event import CHANNELS as CHANNELS  # the route's names stay importable from `optout`
 from .optout_event import EVENTS as EVENTS
 from .optout_event import FIELDS as FIELDS
@@ -48,6 +52,7 @@ from .optout_intake import Slot as Slot
 from .optout_intake import SlotRef as SlotRef
 from .optout_intake import accept as accept
 from .optout_intake import slots_for as slots_for
+from .pii import hash_key
 from .state import consent_key, utc_now
 from .sync import Outcome, PersonSyncer
 
@@ -179,6 +184,17 @@ class WriteBack:
     def find(self, message: OptOutMessage) -> WriteBackResult:
         slots, skipped = self.slots(message)
         if message.profile_key is not None:
+            if slots and message.email and self._other_address(message.profile_key, message.email):
+                # the key's Efficy person has another address than the profile that opted out: taking them out
+                # of a CRM profile would opt out someone else. Recorded (the APSIS profile keeps its opt-out,
+                # never overwritten), not written back; counted and logged for a person to look at.
+                count("OptOutAddressMismatch")
+                logger.warning(
+                    "opt-out not written back: the profile key's Efficy person has another e-mail address",
+                    extra={"person": hash_key(message.profile_key)},
+                )
+                mismatch = skipped + [slot.key for slot in slots]
+                return WriteBackResult([message.profile_key], "profile_key", [], skipped_slots=mismatch)
             return WriteBackResult([message.profile_key], "profile_key", slots, skipped_slots=skipped)
         if not message.email:
             raise ValueError("an opt-out message needs a profile key or an e-mail address")
@@ -189,6 +205,13 @@ class WriteBack:
         if not keys:
             raise OptOutUnmatched("no Efficy contact has the opted-out address")
         return WriteBackResult(keys, "email", slots, skipped_slots=skipped)
+
+    def _other_address(self, key: int, address: str) -> bool:
+        """True only on positive evidence: Efficy has the person and an e-mail address that is not `address`
+        (compared without case or surrounding spaces). A person gone or without an address proves nothing."""
+        person = self.efficy.get_persons([key], needed_fields(self.cfg)).get(key)
+        held = str((person or {}).get(EMAIL_FIELD) or "").strip().casefold()
+        return bool(held) and held != address.strip().casefold()
 
     def record(self, key: int, message: OptOutMessage, result: WriteBackResult) -> None:
         """Step 2: store the opt-out before Efficy is touched (unless this one, or a newer one, already is).

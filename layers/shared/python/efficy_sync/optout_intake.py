@@ -122,7 +122,7 @@ def accept(
         integration_id=cfg.integration_id,
         event=event.event,
         profile_key=event.profile_key,
-        email=event.email if event.profile_key is None else None,
+        email=event.email,  # with a profile key too: the write-back checks the key's person has this address
         slots=slots,
         occurred_at=event.occurred_at,
         received_at=utc_now(),

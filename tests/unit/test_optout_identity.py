@@ -1,0 +1,71 @@
+"""An opt-out's profile key and e-mail address come from the same APSIS One profile. When the key's Efficy person
+has another address, taking that person out of a CRM profile would opt out someone who never asked: the route
+keeps the address, and the write-back removes nobody on such contradicting evidence (the opt-out is recorded,
+so the APSIS profile is never opted in again over it)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from efficy_sync.optout import WriteBack, accept
+from efficy_sync.sync import PersonSyncer
+
+from tests.memory_store import MemoryPersonStateStore
+from tests.unit.consent_configs import NEWS
+from tests.unit.test_optout_writeback import CFG, FakeApsis, FakeEfficy
+
+TOKEN = "tok"
+
+
+def routed(body: dict[str, Any]) -> Any:
+    sent: list[Any] = []
+    headers = {CFG.apsis.optout_token_header: TOKEN, "Content-Type": "application/json"}
+    accept(CFG, headers, json.dumps(body).encode(), TOKEN, sent.append, now=lambda: datetime.now(UTC))
+    (message,) = sent
+    return message
+
+
+def world() -> tuple[FakeEfficy, MemoryPersonStateStore, WriteBack]:
+    store = MemoryPersonStateStore()
+    efficy = FakeEfficy(store)
+    return (
+        efficy,
+        store,
+        WriteBack(CFG, efficy, store, PersonSyncer(CFG, FakeApsis(), store, email_lookup=lambda a: [])),
+    )
+
+
+def unsubscribe(key: str, email: str) -> dict[str, Any]:
+    return {"event": "email.unsubscribe", "profile_key": key, "email": email, "topic_discriminator": NEWS}
+
+
+def test_a_key_whose_person_has_another_address_opts_nobody_out_in_efficy() -> None:
+    efficy, store, writeback = world()
+    efficy.add(123, {12}, "jane@example.com")  # who clicked
+    efficy.add(124, {12}, "bob@example.com")  # whose key the automation sent
+    message = routed(unsubscribe("124", "jane@example.com"))
+    assert message.email == "jane@example.com"  # kept beside the key
+
+    writeback.process(message)
+    assert efficy.persons[124]["profiles"] == {12} and efficy.persons[123]["profiles"] == {12}
+    (record,) = store.get(CFG.integration_id, 124).optouts.values()
+    assert record.awaiting_writeback is False  # held for the APSIS profile, never written back
+
+
+def test_the_same_address_in_another_case_is_written_back_as_before() -> None:
+    efficy, store, writeback = world()
+    efficy.add(124, {12}, "Jane@Example.com")
+    writeback.process(routed(unsubscribe("124", " jane@example.COM")))
+    assert efficy.persons[124]["profiles"] == set()
+    (record,) = store.get(CFG.integration_id, 124).optouts.values()
+    assert record.confirmed
+
+
+def test_a_person_without_an_address_in_efficy_proves_nothing_and_is_written_back() -> None:
+    efficy, _, writeback = world()
+    efficy.add(125, {12})
+    efficy.persons[125]["EMAIL1"] = ""
+    writeback.process(routed(unsubscribe("125", "someone@example.com")))
+    assert efficy.persons[125]["profiles"] == set()
