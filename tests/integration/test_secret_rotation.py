@@ -113,3 +113,19 @@ def test_a_flood_of_wrong_secrets_reads_secrets_manager_a_bounded_number_of_time
     # the cached value once, then one look at the current and previous versions
     assert reads == ["", "", "AWSPREVIOUS"], reads
     assert routes.depth(routes.contact_queue) == 0
+
+
+def test_a_secret_stored_with_a_trailing_newline_still_matches_what_the_caller_sends(
+    routes: Routes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`--secret-string file://token.txt` stores the file's final newline, which nobody types into Efficy or the
+    APSIS One automation: every call was a 401."""
+    monkeypatch.setenv("EFFICY_SYNC_SECRET_GRACE_SECONDS", "0")  # the previous (clean) version must not help
+    settings.cache_clear()
+    aws.client("secretsmanager").put_secret_value(SecretId="x/w", SecretString=WEBHOOK_SECRET + "\n")
+    aws.client("secretsmanager").put_secret_value(SecretId="x/o", SecretString=OPTOUT_TOKEN + "\r\n")
+    body = records(31)
+    assert call(routes.webhook, webhook_event("acme", body, signed(body, WEBHOOK_SECRET)))[0] == 202
+    assert call(routes.optout, optout(OPTOUT_TOKEN, "31"))[0] == 202
+    assert call(routes.optout, optout(OPTOUT_TOKEN + "x", "32"))[0] == 401

@@ -346,3 +346,18 @@ def test_the_first_wrong_field_is_named_in_the_documented_order() -> None:
     with pytest.raises(OptOutPayloadError) as caught:
         parse_fields({"event": "email.unsubscribe", "topic_discriminator": "news", "profile_key": "x", "email": "y"})
     assert caught.value.field == "profile_key"
+
+
+def test_event_and_channel_names_are_read_whatever_their_case() -> None:
+    """A Webhook node's fields are typed by hand: "Email.Unsubscribe" names the event as surely, and a 400 is
+    an opt-out nobody sends again."""
+    sent: list[OptOutMessage] = []
+    accept(
+        CFG,
+        HEADERS,
+        body(event=" Email.Unsubscribe", channel_discriminator="com.apsis1.channels.Email"),
+        TOKEN,
+        sent.append,
+    )
+    accept(CFG, HEADERS, body(event="EMAIL.UNSUBSCRIBE", channel_discriminator="EMAIL"), TOKEN, sent.append)
+    assert [(m.event, [s.channel for s in m.slots]) for m in sent] == [("email.unsubscribe", ["email"])] * 2

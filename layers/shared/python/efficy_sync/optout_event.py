@@ -273,6 +273,7 @@ class OptOutBody(BaseModel):
     @classmethod
     def _event(cls, value: Any) -> str:
         event = _text({"event": value}, "event")
+        event = event.strip().lower() if isinstance(event, str) else event  # "Email.Unsubscribe" names it too
         if event not in EVENTS:
             raise OptOutPayloadError("event", f"must be one of {', '.join(EVENTS)}")
         return event
@@ -281,6 +282,7 @@ class OptOutBody(BaseModel):
     @classmethod
     def _channel(cls, value: Any, info: ValidationInfo) -> str | None:
         given = _text({"channel_discriminator": value}, "channel_discriminator")
+        given = given.strip().lower() if isinstance(given, str) else given  # "com.apsis1.channels.Email" too
         channel = EVENTS[info.data["event"]][0]
         if given is not None and CHANNELS.get(given) != channel:
             raise OptOutPayloadError(

@@ -94,17 +94,18 @@ def accepted_secret(name: str, check: Callable[[str], None], refused: type[Excep
     `SecretPreviousVersionAccepted`: the caller must be given the new secret before the grace time ends.
     Raises the first refusal when no version passes; other errors (an empty secret) pass through."""
     cached = get_secret(name)
-    try:
-        check(cached)
-        return cached
-    except refused as first:
-        refusal = first
-    for label, value in _read_versions(name):
-        if value == cached or not value.strip():
-            continue  # already refused; an empty value never proves anything
+    refusal: Exception | None = None
+    for value in _spellings(cached):
         try:
             check(value)
-        except refused:
+            return value
+        except refused as exc:
+            refusal = refusal or exc
+    for label, fetched in _read_versions(name):
+        if fetched == cached or not fetched.strip():
+            continue  # already refused; an empty value never proves anything
+        passing = next((v for v in _spellings(fetched) if _passes(check, v, refused)), None)
+        if passing is None:
             continue
         if label == "current":  # the secret changed since it was cached: every later call reads the new one
             _provider().get(name, max_age=int(settings().cache_seconds), force_fetch=True)
@@ -117,8 +118,24 @@ def accepted_secret(name: str, check: Callable[[str], None], refused: type[Excep
                 "grace time ends (runbook: Rotating secrets)",
                 extra={"secret": name, "grace_seconds": settings().secret_grace_seconds},
             )
-        return value
+        return passing
+    assert refusal is not None  # _spellings gives at least one value, and each was refused
     raise refusal
+
+
+def _spellings(value: str) -> list[str]:
+    """The value as stored and, when it has them, without surrounding spaces and newlines: a secret put from a
+    file (`--secret-string file://...`) usually ends in a newline that nobody types into the caller."""
+    stripped = value.strip()
+    return [value, stripped] if stripped and stripped != value else [value]
+
+
+def _passes(check: Callable[[str], None], value: str, refused: type[Exception]) -> bool:
+    try:
+        check(value)
+    except refused:
+        return False
+    return True
 
 
 def reset() -> None:
