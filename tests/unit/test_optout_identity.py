@@ -69,3 +69,20 @@ def test_a_person_without_an_address_in_efficy_proves_nothing_and_is_written_bac
     efficy.persons[125]["EMAIL1"] = ""
     writeback.process(routed(unsubscribe("125", "someone@example.com")))
     assert efficy.persons[125]["profiles"] == set()
+
+
+def test_a_key_whose_contact_was_merged_away_opts_out_the_contacts_with_the_address() -> None:
+    """Person 5 was merged into 7 in Efficy: the opt-out of APSIS profile 5 is the address's, and 7 holds it."""
+    efficy, store, writeback = world()
+    efficy.add(7, {12}, "jane@example.com")
+    result = writeback.process(routed(unsubscribe("5", "jane@example.com")))
+    assert result.missing == [5] and efficy.persons[7]["profiles"] == set()
+    (record,) = store.get(CFG.integration_id, 7).optouts.values()
+    assert record.confirmed
+
+
+def test_a_key_gone_with_nobody_else_at_the_address_is_acknowledged_as_before() -> None:
+    efficy, _, writeback = world()
+    efficy.add(8, {12}, "other@example.com")
+    result = writeback.process(routed(unsubscribe("5", "jane@example.com")))
+    assert result.persons == [5] and result.missing == [5] and efficy.persons[8]["profiles"] == {12}

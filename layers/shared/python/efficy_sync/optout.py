@@ -143,7 +143,21 @@ class WriteBack:
     def process(self, message: OptOutMessage) -> WriteBackResult:
         """Every step for every person; raises (the message is retried) until all of them are done."""
         result = self.find(message)
-        for key in result.persons:
+        self._write_back(list(result.persons), message, result)
+        if result.matched_by == "profile_key" and message.email and result.slots and result.missing == result.persons:
+            # the key's contact is gone (merged into another, deleted): the contacts with the profile's address
+            # are who opted out, as for an opt-out that gives only the address (step 1)
+            gone = set(result.persons)
+            others = sorted({int(k) for k in self.efficy.find_contacts_by_email(message.email)} - gone)
+            if others:
+                count("OptOutKeyGoneMatchedByEmail")
+                result.persons.extend(others)
+                self._write_back(others, message, result)
+        return result
+
+    def _write_back(self, keys: list[int], message: OptOutMessage, result: WriteBackResult) -> None:
+        """Steps 2 to 5 for each of `keys`."""
+        for key in keys:
             self.record(key, message, result)
             if not result.slots:  # only subscriptions no mapping covers: recorded, nothing to write back
                 continue
@@ -162,7 +176,6 @@ class WriteBack:
             outcome = self.sync(key, person)
             if outcome is not None:
                 result.outcomes[key] = outcome
-        return result
 
     def record_only(self, message: OptOutMessage) -> None:
         """Step 2 alone, when Efficy is known to be down: the opt-out holds from now on; the retry writes it
