@@ -86,3 +86,18 @@ def test_a_key_gone_with_nobody_else_at_the_address_is_acknowledged_as_before() 
     efficy.add(8, {12}, "other@example.com")
     result = writeback.process(routed(unsubscribe("5", "jane@example.com")))
     assert result.persons == [5] and result.missing == [5] and efficy.persons[8]["profiles"] == {12}
+
+
+def test_the_address_check_failing_on_an_efficy_outage_still_records_the_opt_out_first() -> None:
+    """The record comes before Efficy is touched: an outage must never leave an opt-out unknown to the sync."""
+    import pytest
+    from efficy_sync.clients.errors import EfficyUnavailable
+
+    efficy, store, writeback = world()
+    efficy.add(124, {12}, "jane@example.com")
+    efficy.failures.append(EfficyUnavailable("503"))
+    with pytest.raises(EfficyUnavailable):
+        writeback.process(routed(unsubscribe("124", "jane@example.com")))
+    assert list(store.get(CFG.integration_id, 124).optouts)  # recorded, to be written back on the retry
+    writeback.process(routed(unsubscribe("124", "jane@example.com")))
+    assert efficy.persons[124]["profiles"] == set()

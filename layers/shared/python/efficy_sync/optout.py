@@ -142,7 +142,11 @@ class WriteBack:
 
     def process(self, message: OptOutMessage) -> WriteBackResult:
         """Every step for every person; raises (the message is retried) until all of them are done."""
-        result = self.find(message)
+        try:
+            result = self.find(message)
+        except Exception:
+            self.record_only(message)  # the address check read Efficy and failed: the opt-out holds all the same
+            raise
         self._write_back(list(result.persons), message, result)
         if result.matched_by == "profile_key" and message.email and result.slots and result.missing == result.persons:
             # the key's contact is gone (merged into another, deleted): the contacts with the profile's address
@@ -180,8 +184,8 @@ class WriteBack:
     def record_only(self, message: OptOutMessage) -> None:
         """Step 2 alone, when Efficy is known to be down: the opt-out holds from now on; the retry writes it
         back. A message without a profile key needs Efficy to find the person, so it waits for the retry."""
-        if message.profile_key is not None:
-            self.record(message.profile_key, message, self.find(message))
+        if message.profile_key is not None:  # no address check: it needs Efficy, and the record must not wait
+            self.record(message.profile_key, message, self.find(message, check_address=False))
 
     def slots(self, message: OptOutMessage) -> tuple[list[Slot], list[str]]:
         """The message's slots as the config maps them now; ones not mapped are recorded, not written back."""
@@ -194,10 +198,10 @@ class WriteBack:
                 found.append(Slot(ref.topic, ref.channel, mapping.crm_profile))
         return found, skipped
 
-    def find(self, message: OptOutMessage) -> WriteBackResult:
+    def find(self, message: OptOutMessage, *, check_address: bool = True) -> WriteBackResult:
         slots, skipped = self.slots(message)
         if message.profile_key is not None:
-            if slots and message.email and self._other_address(message.profile_key, message.email):
+            if check_address and slots and message.email and self._other_address(message.profile_key, message.email):
                 # the key's Efficy person has another address than the profile that opted out: taking them out
                 # of a CRM profile would opt out someone else. Recorded (the APSIS profile keeps its opt-out,
                 # never overwritten), not written back; counted and logged for a person to look at.
