@@ -225,3 +225,18 @@ def raced_state(stored: PersonState, sent: list[Operation], now: str) -> PersonS
     """The newer state another sync stored while an older read sent `sent`: what we touched marked unknown,
     our opt-ins stamped, so the next sync sends its decision for them again."""
     return stamp_opt_ins(mark_unknown(stored, sent), sent, now).model_copy(update={"updated_at": _now()})
+
+
+def unconfirmed_state(
+    state: PersonState | None, integration_id: str, key: int | str, sent: list[Operation], now: str
+) -> PersonState | None:
+    """The state after `sent` went out in an import that never reported back (the wait timed out, or the step
+    failed after the upload): APSIS may still apply the file at any later time, even after the run has ended.
+    What it touched is marked unknown, as for a race, so the next sync sends its decision again and a membership
+    withdrawn since is withdrawn in APSIS too. A person with no state gets one: otherwise an opt-in the file
+    makes later is known to nobody and never withdrawn. None when nothing sent could have created the profile."""
+    if state is None:
+        if not any(isinstance(op, CreateProfile) for op in sent):
+            return None
+        state = PersonState(integration_id=integration_id, person_key=str(key))
+    return raced_state(state, sent, now)

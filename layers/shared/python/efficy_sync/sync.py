@@ -58,7 +58,14 @@ from .pii import hash_key, mask_email
 from .safety import RemovalGate, gated
 from .send import send_operations
 from .state import EmailConflict, PersonState, consent_key, utc_now, value_hash
-from .state_updates import deleted_state, failed_state, raced_state, skipped_state, synced_state
+from .state_updates import (
+    deleted_state,
+    failed_state,
+    raced_state,
+    skipped_state,
+    synced_state,
+    unconfirmed_state,
+)
 from .store.persons import ConflictingWrite, StaleWrite
 from .store.protocols import PersonStates
 
@@ -333,17 +340,26 @@ class PersonSyncer:
         return self._store(outcome, deleted_state(self.cfg.integration_id, key, state, ops))
 
 
-def reconcile_sent(states: PersonStates, integration_id: str, key: int, sent: list[Operation], now: str) -> None:
+def reconcile_sent(
+    states: PersonStates, integration_id: str, key: int, sent: list[Operation], now: str, *, unconfirmed: bool = False
+) -> None:
     """Marks what we sent as unknown in the (newer) stored state: whether APSIS now holds our value or the
     newer sync's depends on which call landed last, so the next sync sends its decision for them again. Every
     writer whose state write is refused after its APSIS calls went out calls this (the per-person path, an
-    import's rows): otherwise an opt-in it sent is held by APSIS and known to nobody, and never withdrawn."""
+    import's rows): otherwise an opt-in it sent is held by APSIS and known to nobody, and never withdrawn.
+    `unconfirmed`: an import that never reported back sent it (state_updates.unconfirmed_state): a person with
+    no stored state gets one."""
     for _ in range(MAX_ATTEMPTS):
         stored = states.get(integration_id, key)
-        if stored is None:
+        marked = (
+            unconfirmed_state(stored, integration_id, key, sent, now)
+            if unconfirmed
+            else (raced_state(stored, sent, now) if stored is not None else None)
+        )
+        if marked is None:
             return
         try:
-            states.put(raced_state(stored, sent, now))
+            states.put(marked)
             return
         except StaleWrite:  # a ConflictingWrite too: read the newest and mark it
             continue

@@ -42,10 +42,11 @@ from ..clients.errors import ApiError, EfficyBusinessError
 from ..clients.http import map_in_context
 from ..config import IntegrationConfig
 from ..mapping import Desired, needed_fields
+from ..observability import count, logger
 from ..person_plan import PatchTags
 from ..safety import removal_counts
 from ..state import PersonState, utc_now
-from ..state_updates import apply_operations, stamp_opt_ins
+from ..state_updates import apply_operations, stamp_opt_ins, unconfirmed_state
 from ..store import protocols
 from ..store.import_queue import QUEUE_RETENTION_DAYS as QUEUE_RETENTION_DAYS
 from ..store.import_queue import ImportQueue as ImportQueue  # the queue's items: store/import_queue.py
@@ -272,7 +273,12 @@ class Collector:
             wanted = query_changes.get(row.key)
             if wanted and (tags := self._allowed(tag_delta(wanted, row.state, will_exist=True))):
                 row.ops = [*row.ops, PatchTags(row.desired.profile_key, tags)]
-        failed = writer.import_rows(rows)
+        try:
+            failed = writer.import_rows(rows)
+        except Exception:
+            if writer.uploaded:
+                self._unconfirmed(rows)
+            raise  # the step fails and is retried (or the run ends): the file is sent again, or APSIS applies it
         counters = writer.take_counters()
         done = [row for row in rows if row.key not in failed]
         stale = self._store(done)
@@ -303,6 +309,32 @@ class Collector:
             except StaleWrite:
                 refused.add(int(state.person_key))
         return refused
+
+    def _unconfirmed(self, rows: list[_Row]) -> None:
+        """A file was uploaded but its import never reported back (the wait timed out, a poll failed): APSIS may
+        apply it later, after the run has ended too. Each row's state is marked so that what the file sent is
+        unknown (state_updates.unconfirmed_state; a person with no state gets one), so a membership withdrawn
+        meanwhile is withdrawn at the next sync instead of an opt-in staying in APSIS that no state knows of.
+        In batches while the run is active (as `_store`), conditional puts once it has ended. A failure here
+        is logged, never hides the import's own error."""
+        now = utc_now()
+        try:
+            again = rows
+            if self._active():
+                marked = [
+                    state
+                    for row in rows
+                    if (state := unconfirmed_state(row.state, self.cfg.integration_id, row.key, row.ops, now))
+                ]
+                refused = {int(state.person_key) for state in self.states.put_batch(marked)}
+                again = [row for row in rows if row.key in refused]
+            for row in again:  # a newer state stored meanwhile: mark that one
+                reconcile_sent(self.states, self.cfg.integration_id, row.key, row.ops, now, unconfirmed=True)
+        except Exception:
+            logger.exception("import unconfirmed: marking its persons' states failed")
+            return
+        count("ImportUnconfirmed", len(rows))
+        logger.warning("import did not report back: what it sent is marked unknown", extra={"persons": len(rows)})
 
     def _settle_races(self, rows: list[_Row]) -> Counter[str]:
         """Rows APSIS imported whose state a newer sync stored meanwhile (StaleWrite). APSIS may now hold this

@@ -139,6 +139,8 @@ class ImportWriter:
         self.min_rows = min_rows
         self.poll_interval = poll_interval
         self.timeout = timeout
+        #: a file was (or may have been) uploaded: APSIS may apply it even if we never see it report back
+        self.uploaded = False
         self._counters: Counter[str] = Counter()
 
     def take_counters(self) -> Counter[str]:
@@ -180,7 +182,14 @@ class ImportWriter:
         outcomes: dict[int, Outcome] = {}
         for start in range(0, len(rows), MAX_ROWS_PER_FILE):
             chunk = rows[start : start + MAX_ROWS_PER_FILE]
-            failed = self._import(chunk)
+            try:
+                failed = self._import(chunk)
+            except Exception:
+                if self.uploaded:  # APSIS may apply the file later: what it carries must not be known to nobody
+                    now = utc_now()
+                    for row in chunk:
+                        reconcile_sent(self.states, self.cfg.integration_id, row.key, row.ops, now, unconfirmed=True)
+                raise
             for row in chunk:
                 if row.key in failed:
                     others.append(row.person)
@@ -295,6 +304,7 @@ class ImportWriter:
         import_id, upload_url = created.get("import_id"), created.get("file_upload_url")
         if not import_id or not upload_url:  # an answer we cannot use: retried, never taken for an import
             raise ApsisUnavailable("APSIS create import: the answer has no import_id or file_upload_url")
+        self.uploaded = True  # set before the call: an upload that times out may still have reached APSIS
         self.apsis.upload_import_file(upload_url, created.get("file_upload_body") or {}, data)
         interval = self.poll_interval
         while True:
