@@ -488,6 +488,31 @@ def test_state_machine_substitutions_cover_every_placeholder(resources: dict[str
     }
 
 
+@pytest.mark.parametrize("function", ["IngestWebhookFunction", "IngestOptoutFunction"])
+def test_the_public_routes_read_one_config_item_and_nothing_else_of_dynamodb(
+    transformed: dict[str, Any], function: str
+) -> None:
+    """The routes answer the internet: a role that could Query or Scan the config table would hand every
+    integration's settings to a flaw in them. They read the integration's current config by key."""
+    dynamo = [
+        (action, json.dumps(s["Resource"]))
+        for s in role_statements(transformed, function)
+        for action in as_list(s["Action"])
+        if action.startswith("dynamodb:")
+    ]
+    assert dynamo and {action for action, _ in dynamo} == {"dynamodb:GetItem"}, dynamo
+    assert all("ConfigTable" in resource for _, resource in dynamo)
+
+
+def test_the_state_machine_reads_only_the_page_plans_of_the_bucket(resources: dict[str, Any]) -> None:
+    """Its ItemReader reads the run's plan (plans/...json); SAM's S3ReadPolicy gave it the whole bucket."""
+    props = resources["FullSyncStateMachine"]["Properties"]
+    assert not any("S3ReadPolicy" in p or "S3CrudPolicy" in p for p in props["Policies"])
+    reads = [s for s in allow_statements(props["Policies"]) if "s3:GetObject" in as_list(s["Action"])]
+    resources_read = {sub_text(r) for s in reads for r in as_list(s["Resource"])}
+    assert resources_read == {"${PagesBucket.Arn}/plans/*", "${PagesBucket.Arn}/map-results/*"}
+
+
 def test_state_machine_may_invoke_its_functions_and_start_its_children(resources: dict[str, Any]) -> None:
     props = resources["FullSyncStateMachine"]["Properties"]
     invoked = {p["LambdaInvokePolicy"]["FunctionName"]["Ref"] for p in props["Policies"] if "LambdaInvokePolicy" in p}
