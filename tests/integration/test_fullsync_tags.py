@@ -178,3 +178,35 @@ def test_tags_are_applied_on_several_threads_with_the_same_outcome(world) -> Non
     assert result["tagged"] == 5 and result["more"] is False
     assert tagged(world) == {1, 2, 3, 4, 5}
     assert all(world["states"].get("demo", k).tags == {"vip": True} for k in range(1, 6))
+
+
+class _RacedOnce:
+    """The state store, with another sync storing person 2 right after the Tags step read them (once)."""
+
+    def __init__(self, states: Any) -> None:
+        self._states, self._raced = states, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._states, name)
+
+    def get(self, integration_id: str, key: int) -> Any:
+        state = self._states.get(integration_id, key)
+        if int(key) == 2 and not self._raced:
+            self._raced = True
+            self._states.put(state.model_copy(update={"attribute_hashes": {"x": "newer"}}))
+        return state
+
+
+def test_a_tag_set_while_another_sync_stores_the_person_is_still_known_to_the_state(world) -> None:
+    """The tag went to APSIS; the state write lost the race and was dropped, so the state never knew the tag was
+    set, and when the person left the query nobody took it away."""
+    mirror_query_tags(
+        CFG, run_query=lambda query: [1, 2, 3], apsis=world["apsis"], states=_RacedOnce(world["states"]),
+        members=world["members"], dry_run=False, run_id="run-1",
+    )  # fmt: skip
+    assert tagged(world) == {1, 2, 3}
+    stored = world["states"].get("demo", 2)
+    assert stored.tags == {"vip": True} and stored.attribute_hashes == {"x": "newer"}  # both writers' news
+
+    mirror(world, [1, 3])
+    assert tagged(world) == {1, 3}

@@ -175,9 +175,10 @@ def test_a_state_stored_by_another_writer_meanwhile_is_not_overwritten_by_the_ba
     assert result.counters["failed"] == 0
     stored = store.get("batched", 1)
     assert stored is not None
-    # the batch refused the state read before the other write; the person was synced again against what that
-    # writer stored (its revision is the base of ours), so nothing it stored was written over blindly
-    assert stored.revision == 2, stored
+    # the batch refused the state read before the other write; what the page sent was marked on what that
+    # writer stored (revision 2), and the person was synced again against it (3): nothing it stored was written
+    # over blindly
+    assert stored.revision == 3, stored
     assert stored.exists_in_apsis and stored.last_outcome == "synced"
     assert len(apsis_sim.profiles()) == 5
 

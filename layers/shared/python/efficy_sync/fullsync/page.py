@@ -28,9 +28,9 @@ from ..clients.http import map_in_context
 from ..config import IntegrationConfig
 from ..mapping import needed_fields
 from ..safety import RemovalGate, base_counts, removal_counts
-from ..state import PersonState
+from ..state import PersonState, utc_now
 from ..store.protocols import PersonStates
-from ..sync import Outcome, PersonSyncer
+from ..sync import Outcome, PersonSyncer, reconcile_sent
 from .import_writer import ImportWriter
 from .page_states import BatchedStates
 from .plan import MAX_TAIL_EXTENSION
@@ -185,7 +185,10 @@ def sync_page(
             persons = [p for p in records if isinstance(p.get("K_CONTACT"), int)]
             # the per-person path re-reads each chunk's states right before syncing it (_sync_batch); import
             # mode reads the page's states first to split the persons, diff mode counts what the chunks read
-            sync_all = partial(_sync_batch, pool, syncer, states, batched=batched, plain=plain, query_tags=query_tags)
+            sync_all = partial(
+                _sync_batch, pool, syncer, states, batched=batched, plain=plain, query_tags=query_tags,
+                reread=lambda keys: efficy.get_persons(keys, fields),
+            )  # fmt: skip
             known: dict[int, PersonState] = {}
             if importer is not None:
                 known = states.get_many(cfg.integration_id, [p["K_CONTACT"] for p in persons])
@@ -232,6 +235,7 @@ def _sync_batch(
     plain: PersonSyncer | None = None,
     query_tags: Callable[[int], set[str]] | None = None,
     should_continue: Callable[[], bool] | None = None,
+    reread: Callable[[list[int]], dict[int, dict[str, Any]]] | None = None,
 ) -> list[Outcome]:
     """The per-person path, PERSON_THREADS persons at a time (each waits on APSIS round trips, not on CPU).
 
@@ -253,7 +257,7 @@ def _sync_batch(
     `batched`: the syncer's store holds its puts (page_states.py); they are written once the chunk is done (by
     one writer thread, while the next chunk is read and synced), also when a person of the chunk failed, and
     a person whose state was refused is synced again by `plain` (the syncer on the plain store) from a fresh
-    read."""
+    read: `reread` (Efficy, by keys) gives their snapshot as it is now (_settle)."""
     outcomes: list[Outcome] = []
     read_now = known is None
     in_flight: deque[tuple[list[dict[str, Any]], list[Future[Outcome]]]] = deque()
@@ -275,7 +279,7 @@ def _sync_batch(
             writing = write(chunk)
             done = [future.result() for future in futures]
             if behind is not None:
-                outcomes.extend(_settle(pool, states, plain, *behind, query_tags=query_tags))
+                outcomes.extend(_settle(pool, states, plain, *behind, query_tags=query_tags, reread=reread))
             behind = (chunk, done, writing)
 
         try:
@@ -311,7 +315,7 @@ def _sync_batch(
                 write(chunk)
             raise
         if behind is not None:
-            outcomes.extend(_settle(pool, states, plain, *behind, query_tags=query_tags))
+            outcomes.extend(_settle(pool, states, plain, *behind, query_tags=query_tags, reread=reread))
     return outcomes
 
 
@@ -324,14 +328,31 @@ def _settle(
     writing: Future[set[int]] | None,
     *,
     query_tags: Callable[[int], set[str]] | None = None,
+    reread: Callable[[list[int]], dict[int, dict[str, Any]]] | None = None,
 ) -> list[Outcome]:
-    """A chunk's outcomes once its states are written: a person whose state the batch refused (changed since
-    read) is synced again by `plain` from a fresh read, as the per-person put's ConflictingWrite did."""
+    """A chunk's outcomes once its states are written. A person whose state the batch refused was stored
+    meanwhile by a newer sync (a write-back, real time after a cancel), while this page's calls went out from
+    an older read: APSIS may now hold the page's older values (an opt-in the CRM or the person has withdrawn
+    since) and the stored state does not know it. What the page sent is marked unknown there
+    (sync.reconcile_sent, as the per-person put and the import collector do), and the person is synced again
+    by `plain` from a fresh Efficy read (`reread`), so a withdrawn opt-in is withdrawn now. Synced again from
+    the page's own snapshot, they planned nothing (it is older) and APSIS kept the opt-in for good. A person
+    Efficy no longer has is left to the delete ("stale")."""
     refused = writing.result() if writing is not None else set()
     if not refused or plain is None:
         return done
+    integration_id = plain.cfg.integration_id
+    now = utc_now()
+    for person, outcome in zip(chunk, done, strict=True):
+        if int(person["K_CONTACT"]) in refused and outcome.operations:
+            reconcile_sent(states, integration_id, int(person["K_CONTACT"]), list(outcome.operations), now)
     again = [p for p in chunk if int(p["K_CONTACT"]) in refused]
-    stored = states.get_many(plain.cfg.integration_id, [p["K_CONTACT"] for p in again])
+    gone: set[int] = set()
+    if reread is not None:
+        current = reread([int(p["K_CONTACT"]) for p in again])
+        gone = {int(p["K_CONTACT"]) for p in again} - set(current)
+        again = [current[int(p["K_CONTACT"])] for p in again if int(p["K_CONTACT"]) in current]
+    stored = states.get_many(integration_id, [p["K_CONTACT"] for p in again])
 
     def retry(person: dict[str, Any]) -> Outcome:
         key = person["K_CONTACT"]
@@ -339,4 +360,7 @@ def _settle(
         return plain.sync(key, person, stored.get(key), fresh=True, query_tags=tags)
 
     redone = {int(p["K_CONTACT"]): o for p, o in zip(again, map_in_context(pool, retry, again), strict=True)}
+    for person, outcome in zip(chunk, done, strict=True):
+        if (key := int(person["K_CONTACT"])) in gone:
+            redone[key] = Outcome(key, "stale", list(outcome.operations))
     return [redone.get(int(p["K_CONTACT"]), o) for p, o in zip(chunk, done, strict=True)]

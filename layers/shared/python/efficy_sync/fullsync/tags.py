@@ -9,7 +9,6 @@ untag on a lost condition (`on_condition_lost: untag`) also takes query tags awa
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -225,9 +224,15 @@ def _tag_person(
         if not acknowledgeable(exc):
             raise
         return False
-    state = states.get(cfg.integration_id, key)
-    if state is not None:
-        # StaleWrite: a newer change was stored meanwhile; the next full sync compares again
-        with contextlib.suppress(StaleWrite):
+    # read and written again when another sync stores the person in between: a tag set in APSIS but unknown to
+    # the state would never be taken away (an untag needs the state to say we set it)
+    for _ in range(3):
+        state = states.get(cfg.integration_id, key)
+        if state is None:
+            break
+        try:
             states.put(state.model_copy(update={"tags": {**state.tags, **tags}, "updated_at": utc_now()}))
+            break
+        except StaleWrite:
+            continue
     return True
