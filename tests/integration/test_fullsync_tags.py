@@ -210,3 +210,19 @@ def test_a_tag_set_while_another_sync_stores_the_person_is_still_known_to_the_st
 
     mirror(world, [1, 3])
     assert tagged(world) == {1, 3}
+
+
+def test_a_cancel_stops_the_tagging_between_batches_and_writes_no_snapshot(world) -> None:
+    """After a cancel real-time changes apply again: tags planned from this call's reads must not keep going
+    out, and the members snapshot waits for a run that completes (the next run plans the rest again)."""
+    for key in range(7, 61):
+        world["apsis"].create_profile(str(key))
+        world["states"].put(PersonState(integration_id="demo", person_key=str(key), exists_in_apsis=True,
+                                        last_outcome="synced", change_stamp="2026-01-01T00:00:00"))  # fmt: skip
+    asked = iter([True])  # active for the first batch, cancelled from then on
+
+    result = mirror(world, list(range(1, 61)), workers=1, should_continue=lambda: next(asked, False))
+
+    assert result["stopped"] and not result["more"]
+    assert result["tagged"] == 25 == len(tagged(world))  # one batch of 25 (one worker), then the cancel
+    assert world["members"].get("demo", 3618) is None

@@ -302,6 +302,7 @@ class FullSync:
             run_id=run.run_id,
             time_left=time_left,
             hold_untags=Breaker.of(self).hold_untags(run) if hold else None,
+            should_continue=self._still_running(run.integration_id, run.run_id),
         )
         return merge_results(previous, result)
 

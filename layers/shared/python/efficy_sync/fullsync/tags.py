@@ -80,6 +80,7 @@ def mirror_query_tags(
     time_left: Callable[[], float] | None = None,
     workers: int = TAG_WORKERS,
     hold_untags: Callable[[str, int, int], bool] | None = None,
+    should_continue: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Runs each mapped query, tags its members and untags former members; one APSIS call per person whose
     query tags change, `workers` at a time. Returns {"queries", "tagged", "untagged", "failed", "tags": {tag:
@@ -95,7 +96,11 @@ def mirror_query_tags(
 
     The blast-radius breaker (safety.py): `hold_untags(tag, untags, former members)` True holds a query's
     untags back (answered as `held`, and every query's planned untags as `untags`); the held former members
-    stay in the snapshot, so the run that releases them (or the next one) untags them then."""
+    stay in the snapshot, so the run that releases them (or the next one) untags them then.
+
+    `should_continue`: is the run still active? Asked before each batch: after a cancel, real-time changes apply
+    again, and tags planned from this call's reads must not keep going out (`stopped: True`, no snapshot
+    written, so the next run plans them again)."""
     changes: dict[int, dict[str, bool]] = defaultdict(dict)
     per_tag: dict[str, Counter[str]] = {}
     results: dict[int, set[int]] = {}
@@ -133,12 +138,12 @@ def mirror_query_tags(
             continue
         for key in untags:
             changes[key][query_tag.tag] = False
-    failed, more = 0, False
+    failed, more, stopped = 0, False, False
     if dry_run:
         done = dict(changes)
     else:
-        done, failed, more = _apply(cfg, apsis, states, changes, time_left, workers)
-        if not more:
+        done, failed, more, stopped = _apply(cfg, apsis, states, changes, time_left, workers, should_continue)
+        if not more and not stopped:
             for query, current in results.items():
                 mirrored = [q.tag for q in cfg.tags.queries if q.query == query]
                 kept = current | held.get(query, set())
@@ -154,6 +159,7 @@ def mirror_query_tags(
         "tags": {tag: {k: v for k, v in c.items() if k not in ("untags", "held")} for tag, c in per_tag.items()},
         "errors": errors,
         "more": more,
+        "stopped": stopped,
         "untags": {tag: c["untags"] for tag, c in per_tag.items() if c["untags"]},
         "held": {tag: c["held"] for tag, c in per_tag.items() if c["held"]},
     }
@@ -166,9 +172,11 @@ def _apply(
     changes: dict[int, dict[str, bool]],
     time_left: Callable[[], float] | None,
     workers: int,
-) -> tuple[dict[int, dict[str, bool]], int, bool]:
+    should_continue: Callable[[], bool] | None = None,
+) -> tuple[dict[int, dict[str, bool]], int, bool, bool]:
     """Tags persons in batches on a thread pool (the APSIS pace is shared and thread-safe). Returns what was
-    applied, how many persons APSIS refused, and whether time ran out before the end."""
+    applied, how many persons APSIS refused, whether time ran out before the end, and whether the run ended
+    (a cancel) before it."""
     done: dict[int, dict[str, bool]] = {}
     failed = 0
     keys = sorted(changes)
@@ -176,7 +184,9 @@ def _apply(
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="query-tags") as pool:
         for start in range(0, len(keys), batch):
             if start and time_left is not None and time_left() < TAG_RESERVE_SECONDS:  # one batch at least
-                return done, failed, True
+                return done, failed, True, False
+            if should_continue is not None and not should_continue():
+                return done, failed, False, True
             chunk = keys[start : start + batch]
             for key, ok in zip(
                 chunk,
@@ -187,7 +197,7 @@ def _apply(
                     done[key] = changes[key]
                 else:
                     failed += 1
-    return done, failed, False
+    return done, failed, False, False
 
 
 def merge_results(previous: dict[str, Any] | None, current: dict[str, Any]) -> dict[str, Any]:
