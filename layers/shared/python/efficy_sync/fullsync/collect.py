@@ -55,7 +55,7 @@ from ..store.person_items import StaleWrite
 from ..sync import Outcome, PersonSyncer, reconcile_sent
 from .import_writer import ImportWriter, _Row
 from .report import skip_label, tally
-from .tags import eligible
+from .tags import eligible, record_tags
 
 #: imports in flight per account (APSIS One's documented limit)
 FILES_IN_FLIGHT = 3
@@ -398,7 +398,9 @@ class Collector:
                 for row in done
                 if row.state is not None
             ]
-            self.states.put_batch(new)
+            for state in self.states.put_batch(new):  # another sync stored them meanwhile: learn it on theirs
+                key = int(state.person_key)
+                record_tags(self.states, self.cfg.integration_id, key, changed[key])
             for row in done:
                 for tag, on in changed[row.key].items():
                     counters[f"tag{'+' if on else '-'}:{tag}"] += 1

@@ -234,15 +234,20 @@ def _tag_person(
         if not acknowledgeable(exc):
             raise
         return False
-    # read and written again when another sync stores the person in between: a tag set in APSIS but unknown to
-    # the state would never be taken away (an untag needs the state to say we set it)
+    record_tags(states, cfg.integration_id, key, tags)
+    return True
+
+
+def record_tags(states: protocols.PersonStates, integration_id: str, key: int, tags: dict[str, bool]) -> None:
+    """The person's stored state learns the tag changes APSIS took; read and written again when another sync
+    stores the person in between: a tag set in APSIS but unknown to the state would never be taken away (an
+    untag needs the state to say we set it)."""
     for _ in range(3):
-        state = states.get(cfg.integration_id, key)
+        state = states.get(integration_id, key)
         if state is None:
-            break
+            return
         try:
             states.put(state.model_copy(update={"tags": {**state.tags, **tags}, "updated_at": utc_now()}))
-            break
+            return
         except StaleWrite:
             continue
-    return True
