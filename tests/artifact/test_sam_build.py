@@ -72,7 +72,9 @@ if cfg["handler"]:
 import efficy_sync
 
 files = {name: getattr(mod, "__file__", None) for name, mod in list(sys.modules.items()) if "." not in name}
-print(json.dumps({"efficy_sync": efficy_sync.__file__, "top_level": files}))
+patcher = sys.modules.get("aws_xray_sdk.core.patcher")
+patched = sorted(getattr(patcher, "_PATCHED_MODULES", ())) if patcher else []
+print(json.dumps({"efficy_sync": efficy_sync.__file__, "top_level": files, "xray_patched": patched}))
 """
 
 
@@ -85,7 +87,22 @@ def _compiled_packages(layer: Path) -> set[str]:
     return {p.relative_to(layer).parts[0].split(".")[0] for p in layer.rglob("*.so")}
 
 
-def _probe(built: Path, function_dir: Path, handler: str | None, modules: list[str]) -> dict[str, Any]:
+#: what Lambda sets for a function with `Tracing: Active` (the template's): powertools' Tracer then imports the X-Ray
+#: SDK and patches botocore at import time, a path the local stack never takes (tracing is off there)
+LAMBDA_TRACED = {
+    "AWS_LAMBDA_FUNCTION_NAME": "efficy-sync-probe",
+    "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+    "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11",
+    "LAMBDA_TASK_ROOT": "/var/task",
+    "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:9",
+    "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+    "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+}
+
+
+def _probe(
+    built: Path, function_dir: Path, handler: str | None, modules: list[str], *, traced: bool = False
+) -> dict[str, Any]:
     layer = _layer(built)
     cfg = {
         "function_dir": str(function_dir),
@@ -102,13 +119,19 @@ def _probe(built: Path, function_dir: Path, handler: str | None, modules: list[s
     result = subprocess.run(
         [sys.executable, "-I", "-S", "-X", pycache, "-c", _PROBE, json.dumps(cfg)],
         cwd=function_dir,
-        env={"PATH": "/usr/bin:/bin", **DUMMY_ENV},
+        env={"PATH": "/usr/bin:/bin", **_env(traced)},
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, f"import from the build failed:\n{result.stderr[-3000:]}"
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _env(traced: bool) -> dict[str, str]:
+    if not traced:
+        return dict(DUMMY_ENV)
+    return {**{k: v for k, v in DUMMY_ENV.items() if k != "POWERTOOLS_TRACE_DISABLED"}, **LAMBDA_TRACED}
 
 
 def _canonical(name: str) -> str:
@@ -188,15 +211,21 @@ def test_the_layer_holds_efficy_sync_where_lambda_looks(built: Path) -> None:
     assert "ContentUri: SharedLayer" in built_template
 
 
+@pytest.mark.parametrize("traced", [False, True], ids=["untraced", "traced-as-on-lambda"])
 @pytest.mark.parametrize("logical_id", FUNCTIONS)
-def test_handler_imports_from_the_built_artifact(built: Path, logical_id: str) -> None:
+def test_handler_imports_from_the_built_artifact(built: Path, logical_id: str, traced: bool) -> None:
     spec = TEMPLATE.functions()[logical_id]
     function_dir = built / logical_id
     assert (function_dir / (spec.handler.rsplit(".", 1)[0].replace(".", "/") + ".py")).is_file()
-    loaded = _probe(built, function_dir, spec.handler, [])
+    loaded = _probe(built, function_dir, spec.handler, [], traced=traced)
     layer = _layer(built).resolve()
     assert Path(loaded["efficy_sync"]).resolve().is_relative_to(layer / "efficy_sync")
     _assert_loaded_from_layer_or_runtime(loaded["top_level"], built, function_dir)
+    if traced:  # as on Lambda: the X-Ray SDK from the layer, botocore patched (tracing.PATCHED_MODULES)
+        assert Path(loaded["top_level"]["aws_xray_sdk"]).resolve().is_relative_to(layer)
+        assert loaded["xray_patched"] == ["botocore"], loaded["xray_patched"]
+    else:
+        assert loaded["xray_patched"] == []
 
 
 def test_every_layer_module_imports_from_the_built_artifact(built: Path) -> None:
