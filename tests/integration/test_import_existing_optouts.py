@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pytest
+from efficy_sync.fullsync.page import sync_page
 
 from tests.integration.test_import_layout import (  # noqa: F401  (world is the fixture)
     CFG,
@@ -60,3 +61,21 @@ def test_no_person_leaving_the_file_path_is_opted_in_over_an_opt_out_apsis_held(
     assert opted_in == []
     kept = [k for k in PERSONS if (s := states.get(CFG.integration_id, k)) is not None and s.optouts]
     assert kept, "the per-person path records the opt-outs it found (source apsis-existing)"
+
+
+def test_a_dry_run_of_an_import_first_load_reads_no_consents_of_new_persons(world: dict[str, Any]) -> None:
+    """The real run imports new persons without a read (an import never resubscribes); the preview read each
+    one's consents, one APSIS call per new person: a preview of a million-person load far slower than it."""
+    world["efficy_sim"].upsert_persons([person(k, [12]) for k in PERSONS])
+    descriptor = {"page": 0, "first": 0, "pages": 1, "page_size": 100, "tail": True}
+
+    result = sync_page(
+        CFG, descriptor, efficy=world["efficy"], apsis=world["apsis"], states=MemoryPersonStateStore(),
+        dry_run=True, write_mode="import", max_concurrency=5,
+    )  # fmt: skip
+
+    assert result.counters["created"] == len(PERSONS)
+    reads = {
+        route: n for route, n in world["apsis_sim"].calls().items() if route.startswith("GET") and "consents" in route
+    }
+    assert reads == {}

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import pytest
-from efficy_sync import aws
+from efficy_sync import aws, secrets
 from efficy_sync.settings import settings
 
 from tests.integration.test_ingest_routes import (
@@ -105,7 +105,9 @@ def test_a_flood_of_wrong_secrets_reads_secrets_manager_a_bounded_number_of_time
     routes: Routes,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Each refusal may look for a newer or previous version, but at most once per REREAD_SECONDS per secret."""
+    """Each refusal may look for a newer or previous version, but at most once per REREAD_SECONDS per secret
+    (made long here, so that the count does not depend on how fast this machine answers 30 calls)."""
+    monkeypatch.setattr(secrets, "REREAD_SECONDS", 60.0)
     reads = secret_reads()
     for n in range(30):
         body = records(100 + n)
@@ -129,3 +131,19 @@ def test_a_secret_stored_with_a_trailing_newline_still_matches_what_the_caller_s
     assert call(routes.webhook, webhook_event("acme", body, signed(body, WEBHOOK_SECRET)))[0] == 202
     assert call(routes.optout, optout(OPTOUT_TOKEN, "31"))[0] == 202
     assert call(routes.optout, optout(OPTOUT_TOKEN + "x", "32"))[0] == 401
+
+
+def test_a_stray_refusal_does_not_keep_out_a_new_secret_for_long(
+    routes: Routes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refusal caches the versions as they were; a caller switching to a value put right after it was refused
+    until the re-read limit ran out, and Efficy does not send a refused call again. The limit is short
+    (REREAD_SECONDS, 1 s), and the first call after it passes."""
+    assert secrets.REREAD_SECONDS <= 1.0
+    monkeypatch.setattr(secrets, "REREAD_SECONDS", 0.3)  # the same mechanism, quicker to wait for
+    stray = records(40)
+    assert call(routes.webhook, webhook_event("acme", stray, signed(stray, "not-the-secret")))[0] == 401
+    aws.client("secretsmanager").put_secret_value(SecretId="x/w", SecretString="brand-new-webhook-secret")
+    time.sleep(0.35)
+    body = records(41)
+    assert call(routes.webhook, webhook_event("acme", body, signed(body, "brand-new-webhook-secret")))[0] == 202

@@ -101,3 +101,31 @@ def test_the_address_check_failing_on_an_efficy_outage_still_records_the_opt_out
     assert list(store.get(CFG.integration_id, 124).optouts)  # recorded, to be written back on the retry
     writeback.process(routed(unsubscribe("124", "jane@example.com")))
     assert efficy.persons[124]["profiles"] == set()
+
+
+def test_a_mismatch_found_on_the_retry_after_an_outage_leaves_no_record_awaiting_a_write_back() -> None:
+    """The outage made the first attempt record the opt-out awaiting its write-back; the retry then found the
+    key's person has another address and wrote nothing back. Left awaiting, only a write-back could confirm
+    the record, and none would run: bob stayed opted out for good, even out of the CRM profile and back in."""
+    import pytest
+    from efficy_sync.clients.errors import EfficyUnavailable
+    from efficy_sync.consent import confirm, decide
+
+    efficy, store, writeback = world()
+    efficy.add(123, {12}, "jane@example.com")
+    efficy.add(124, {12}, "bob@example.com")
+    message = routed(unsubscribe("124", "jane@example.com"))
+    efficy.failures.append(EfficyUnavailable("503"))
+    with pytest.raises(EfficyUnavailable):
+        writeback.process(message)
+    (first,) = store.get(CFG.integration_id, 124).optouts.values()
+    assert first.awaiting_writeback  # recorded before Efficy could be read
+
+    writeback.process(message)  # the retry: a mismatch
+
+    assert efficy.persons[124]["profiles"] == {12}
+    (record,) = store.get(CFG.integration_id, 124).optouts.values()
+    assert record.awaiting_writeback is False and record.at == first.at
+    out = confirm(record, member=False, change_stamp="2099-01-01T00:00:00.000")
+    assert out is not None and out.confirmed  # a CRM user taking bob out confirms it ...
+    assert decide(True, None, out, "2099-02-01T00:00:00.000").type == "opt-in"  # ... and back in opts him in

@@ -50,11 +50,18 @@ def first_opt_ins(ops: list[Operation], state: PersonState | None) -> list[SetCo
     ]
 
 
-def worth_reading(cfg: IntegrationConfig, state: PersonState | None) -> bool:
+def worth_reading(cfg: IntegrationConfig, state: PersonState | None, *, preview: bool = False) -> bool:
+    """Whether to read the person's APSIS consents before a first opt-in. Under `known_profiles`: a profile we
+    know exists, and in import mode every person (one who leaves the file path is synced one by one, where an
+    opt-in would resubscribe). `preview` (a dry run): not for a person we do not know in import mode; the real
+    run imports them without a read (an import never resubscribes), and one read per new person would make the
+    preview of a first load far slower than the load (the preview may then count an opt-in the import leaves
+    unapplied)."""
     mode = cfg.apsis.existing_optouts
     if mode != "known_profiles":
         return mode == "always"
-    return cfg.full_sync.write_mode == "import" or (state is not None and state.exists_in_apsis)
+    known = state is not None and state.exists_in_apsis
+    return known or (cfg.full_sync.write_mode == "import" and not preview)
 
 
 def held_optouts(apsis: Any, key: str, slots: list[SetConsent], now: Callable[[], str]) -> dict[str, OptOutRecord]:

@@ -248,7 +248,20 @@ class WriteBack:
             )
             if self.states.record_optout(self.cfg.integration_id, key, slot_key, record):
                 recorded.append(slot_key)
+            elif not write_back:
+                self._no_write_back(key, slot_key, record.at)
         result.recorded[key] = recorded
+
+    def _no_write_back(self, key: int, slot_key: str, at: str) -> None:
+        """This opt-out was recorded awaiting its write-back by an earlier attempt (recorded before Efficy could
+        be read: an outage), and now will not be written back (the address check found another person, or the
+        mapping is gone). Left awaiting, only the write-back could confirm it, and none will run: the person
+        would stay opted out for good, even once the CRM shows them out of the profile and back in."""
+        state = self.states.get(self.cfg.integration_id, key)
+        live = state.optouts.get(slot_key) if state is not None else None
+        if live is not None and live.awaiting_writeback and not live.confirmed and live.at == at:
+            done = live.model_copy(update={"awaiting_writeback": False})
+            self.states.update_optout(self.cfg.integration_id, key, slot_key, done, expected_at=live.at)
 
     def remove(self, key: int, slots: list[Slot]) -> Removal:
         """Step 3: read the person's live opt-outs, then take them out of the CRM profile of each slot whose

@@ -49,8 +49,10 @@ def get_json_secret(name: str) -> dict[str, Any]:
 
 
 #: After a refusal, the secret is read again at most this often per name in one container: a flood of wrong
-#: credentials must not become a flood of Secrets Manager calls.
-REREAD_SECONDS = 10.0
+#: credentials must not become a flood of Secrets Manager calls (one a second per container at most). Short,
+#: because a stray refusal caches the versions as they were: a caller switching to a value put within this
+#: window is refused until it ends (10 s was too long: such calls are not sent again).
+REREAD_SECONDS = 1.0
 _versions_lock = threading.Lock()
 _versions: dict[str, tuple[float, list[tuple[str, str]]]] = {}
 

@@ -190,7 +190,7 @@ class PersonSyncer:
         planned again with it (ConflictingWrite): never overwritten by an opt-in (existing_optouts.py). A dry run
         reads too (a GET changes nothing) and shows what the real run would send: no opt-in over such an opt-out."""
         slots = first_opt_ins(ops, state)
-        if not slots or not worth_reading(self.cfg, state):
+        if not slots or not worth_reading(self.cfg, state, preview=self.dry_run):
             return ops
         found = held_optouts(self.apsis, str(key), slots, self._clock)
         if not found:
