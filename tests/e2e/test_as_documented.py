@@ -39,7 +39,13 @@ def test_every_resource_and_output_keeps_the_template_name(user: UserStack) -> N
 
     def resolved(value: Any) -> str:
         text = value["Fn::Sub"] if isinstance(value, dict) else value
-        return text.replace("${AWS::StackName}", "efficy-sync").replace("${IntegrationId}", "demo")
+        for name, default in (
+            ("AWS::StackName", "efficy-sync"),
+            ("IntegrationId", "demo"),
+            ("SecretsPrefix", "efficy-sync"),
+        ):
+            text = text.replace("${" + name + "}", default)
+        return text
 
     named = {
         "QueueName": "AWS::SQS::Queue",
@@ -138,6 +144,21 @@ def test_config_apply_names_a_secret_that_does_not_exist(user: UserStack, tmp_pa
     assert f"apsis.credentials_secret: secret 'efficy-sync/{integration_id}/apsis' not found" in refused.stderr
     assert "nothing stored" in refused.stderr
     assert integration_id not in {i["integration_id"] for i in user.json("config", "list")["integrations"]}
+
+
+def test_config_apply_checks_secret_names_against_the_stack_s_prefix(user: UserStack, tmp_path: Path) -> None:
+    """The functions may read only <SecretsPrefix>/<integration>/<kind> (template.yaml): apply reads the prefix
+    from the stack, so a name under another stack's prefix is refused before it is stored."""
+    assert user.outputs()["SecretsPrefix"] == "efficy-sync"
+    data = yaml.safe_load(user.cli("config", "show", "demo").stdout)
+    integration_id = f"doc-{uuid.uuid4().hex[:8]}"
+    data["integration_id"] = integration_id
+    data["apsis"]["credentials_secret"] = f"efficy-sync-prod/{integration_id}/apsis"
+    path = tmp_path / "prod-secret.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    refused = user.cli("config", "apply", str(path), expect=1)
+    assert "apsis.credentials_secret" in refused.stderr and "efficy-sync/<integration>/apsis" in refused.stderr
+    assert "nothing stored" in refused.stderr
 
 
 # ---- full sync ---------------------------------------------------------------------------------------------

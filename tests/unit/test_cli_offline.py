@@ -381,3 +381,21 @@ def test_a_config_too_large_to_store_is_a_problem_for_validate_not_an_aws_error_
     assert "(file)" in out and "KB stored; a version holds at most 360 KB" in out
     assert main(["config", "apply", str(path)]) == 1  # refused before any AWS call (no_aws)
     assert "nothing stored" in capsys.readouterr().err
+
+
+def test_secret_names_follow_the_prefix_of_the_stack_they_are_for(tmp_path, capsys, monkeypatch, no_aws):
+    """A stack deployed with SecretsPrefix=efficy-sync-prod reads only efficy-sync-prod/... secrets; offline,
+    `validate` learns the prefix from EFFICY_SYNC_SECRETS_PREFIX (online and `apply` from the stack)."""
+    data = yaml.safe_load((ROOT / "examples" / "demo.yaml").read_text())
+    path = tmp_path / "prod.yaml"
+    path.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("EFFICY_SYNC_SECRETS_PREFIX", "efficy-sync-prod")
+    assert main(["config", "validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "efficy.api_key_secret" in out and "efficy-sync-prod/<integration>/efficy" in out
+
+    for block, field in (("efficy", "api_key_secret"), ("efficy", "webhook_secret_secret"),
+                         ("apsis", "credentials_secret"), ("apsis", "optout_token_secret")):  # fmt: skip
+        data[block][field] = data[block][field].replace("efficy-sync/", "efficy-sync-prod/", 1)
+    path.write_text(yaml.safe_dump(data))
+    assert main(["config", "validate", str(path)]) == 0, capsys.readouterr().out

@@ -22,7 +22,8 @@ def test_outputs_are_kept_and_the_api_url_is_the_local_front() -> None:
     assert body["Outputs"]["ApiUrl"]["Value"] == "http://127.0.0.1:9/dev"
     assert body["Outputs"]["FullSyncStateMachineArn"]["Value"] == {"Ref": "FullSyncStateMachine"}
     for name, output in body["Outputs"].items():
-        assert referenced_ids(output["Value"]) <= set(body["Resources"]) | {"AWS::Region", "AWS::StackName"}, name
+        known = set(body["Resources"]) | set(template.raw["Parameters"]) | {"AWS::Region", "AWS::StackName"}
+        assert referenced_ids(output["Value"]) <= known, name
 
 
 def test_without_a_value_an_output_on_an_emulated_resource_is_left_out() -> None:

@@ -39,7 +39,7 @@ ROUTES = {
     "IngestWebhookFunction": "/integrations/{integration_id}/efficy/webhook",
     "IngestOptoutFunction": "/integrations/{integration_id}/apsis/optout",
 }
-SECRET_ARN_SCOPE = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:efficy-sync/*"
+SECRET_ARN_SCOPE = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${SecretsPrefix}/*"
 
 
 @pytest.fixture(scope="module")
@@ -126,12 +126,26 @@ def test_parameters_and_defaults(template: dict[str, Any]) -> None:
         "Stage": "dev",
         "AlarmEmail": "",
         "IntegrationId": "demo",
+        "SecretsPrefix": "efficy-sync",
         "FreshnessHours": 24,
         "LogLevel": "INFO",
         "ReconcileScheduleState": "DISABLED",
         "ReconcileSchedule": "rate(1 day)",
         "ReconcileSample": 500,
     }
+
+
+def test_each_stack_may_scope_its_secrets_by_a_prefix_no_other_stack_s_pattern_reaches(
+    template: dict[str, Any],
+) -> None:
+    """Two stacks in one account (dev, prod) read secrets named <SecretsPrefix>/...: a prefix with a "/" could
+    sit inside another stack's pattern (IAM's * spans "/"), so the parameter refuses one; the CLI reads it from
+    the stack's output to check names."""
+    pattern = re.compile(template["Parameters"]["SecretsPrefix"]["AllowedPattern"])
+    assert pattern.fullmatch("efficy-sync") and pattern.fullmatch("efficy-sync-prod")
+    assert not pattern.fullmatch("efficy-sync/prod") and not pattern.fullmatch("")
+    assert template["Outputs"]["SecretsPrefix"]["Value"] == {"Ref": "SecretsPrefix"}
+    assert "secret:efficy-sync/" not in json.dumps(template["Resources"])  # every grant follows the parameter
 
 
 def test_globals_give_every_function_the_runtime_layer_and_environment(template: dict[str, Any]) -> None:
@@ -337,7 +351,7 @@ def test_secrets_are_named_for_the_integration_and_hold_no_literal_value(resourc
     }
     for logical_id, suffix in names.items():
         props = resources[logical_id]["Properties"]
-        assert props["Name"] == {"Fn::Sub": f"efficy-sync/${{IntegrationId}}/{suffix}"}
+        assert props["Name"] == {"Fn::Sub": f"${{SecretsPrefix}}/${{IntegrationId}}/{suffix}"}
         assert "SecretString" not in props
         assert "GenerateSecretString" in props
     template = json.loads(
@@ -1029,7 +1043,7 @@ def test_the_page_worker_can_read_the_planned_query_members(resources: dict[str,
 def test_the_functions_that_call_apsis_share_its_token_under_the_stack_s_own_ssm_path(template: dict[str, Any]) -> None:
     """efficy_sync/apsis_tokens.py: one token per API client for the whole stack (APSIS allows 10 token requests a
     minute per account); read, write and delete only under the stack's path, and only where APSIS is called."""
-    apsis_secret = "secret:efficy-sync/*/apsis-??????"
+    apsis_secret = "secret:${SecretsPrefix}/*/apsis-??????"
     path = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/${AWS::StackName}/apsis-token/*"
     calling, sharing = set(), set()
     for name, resource in template["Resources"].items():

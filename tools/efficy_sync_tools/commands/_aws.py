@@ -207,6 +207,22 @@ def stack_output(name: str) -> str:
     raise CliError(f"stack {stack!r} has no output {name}")
 
 
+def secrets_prefix(*, from_stack: bool) -> str:
+    """The stack's SecretsPrefix, which every secret name must start with: the stack's output when `from_stack`
+    (what the functions' IAM policies allow wins over anything set here), else EFFICY_SYNC_SECRETS_PREFIX, else
+    the template's default (also a stack deployed before the output existed)."""
+    from efficy_sync.config import DEFAULT_SECRETS_PREFIX
+
+    if from_stack:
+        try:
+            outputs, _ = _describe_stack(stack_name())
+        except CliError:  # no stack: the tables were named in the environment
+            outputs = {}
+        if outputs.get("SecretsPrefix"):
+            return outputs["SecretsPrefix"]
+    return os.environ.get("EFFICY_SYNC_SECRETS_PREFIX") or DEFAULT_SECRETS_PREFIX
+
+
 def table_names() -> tuple[str, str]:
     """(config table, state table): CONFIG_TABLE / STATE_TABLE, else the stack's outputs."""
     config = os.environ.get("CONFIG_TABLE") or stack_output("ConfigTableName")

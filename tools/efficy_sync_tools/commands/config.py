@@ -71,10 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 # ---- loading ----------------------------------------------------------------------------------------------
 
 
-def load_file(path: Path) -> tuple[IntegrationConfig | None, list[Problem]]:
-    """(config, []) or (None, every problem). An unreadable file is a CliError, not a config problem."""
+def load_file(path: Path, *, from_stack: bool = False) -> tuple[IntegrationConfig | None, list[Problem]]:
+    """(config, []) or (None, every problem). An unreadable file is a CliError, not a config problem.
+    `from_stack`: secret names are checked against the deployed stack's SecretsPrefix (_aws.secrets_prefix)."""
     from efficy_sync.config import ConfigError, Problem, load_config_text
     from efficy_sync.store.configs import too_large
+
+    from efficy_sync_tools.commands._aws import secrets_prefix
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -82,12 +85,20 @@ def load_file(path: Path) -> tuple[IntegrationConfig | None, list[Problem]]:
         raise CliError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read {path}: {exc}") from None
+    # a file with problems is refused before any AWS call; the stack's prefix is read only for a valid one
     try:
-        cfg = load_config_text(text)
+        cfg = load_config_text(text, secrets_prefix=None if from_stack else secrets_prefix(from_stack=False))
     except ConfigError as exc:
         return None, exc.problems
     big = too_large(cfg)  # apply would fail on DynamoDB's item limit with a raw AWS error
-    return (None, [Problem("(file)", big)]) if big else (cfg, [])
+    if big:
+        return None, [Problem("(file)", big)]
+    if from_stack:
+        try:
+            cfg = load_config_text(text, secrets_prefix=secrets_prefix(from_stack=True))
+        except ConfigError as exc:
+            return None, exc.problems
+    return cfg, []
 
 
 def print_problems(path: Path, problems: list[Problem], stream: Any = None) -> None:
@@ -129,7 +140,7 @@ def live_config(store: ConfigStore, integration_id: str) -> IntegrationConfig:
 
 @cli_command
 def validate_command(args: argparse.Namespace) -> int:
-    cfg, problems = load_file(args.file)
+    cfg, problems = load_file(args.file, from_stack=args.online)
     notes: list[str] = []
     checked = 0
     if cfg is not None and args.online:
@@ -310,7 +321,7 @@ def apply_command(args: argparse.Namespace) -> int:
     from efficy_sync.config.neighbours import shared_profiles
     from efficy_sync.store.configs import ConfigConflict, UnknownIntegration
 
-    cfg, problems = load_file(args.file)
+    cfg, problems = load_file(args.file, from_stack=True)
     if cfg is None:
         print_problems(args.file, problems, sys.stderr)
         print("nothing stored", file=sys.stderr)

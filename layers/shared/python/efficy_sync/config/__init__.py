@@ -49,6 +49,7 @@ from .problems import ConfigError, Problem
 if TYPE_CHECKING:
     from .history import diff_configs
     from .loading import (
+        DEFAULT_SECRETS_PREFIX,
         SECRET_KINDS,
         config_from_dict,
         config_to_yaml,
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
 #: names served by a module that is imported only when one of them is first asked for
 _LAZY = {
     "diff_configs": "history",
+    "DEFAULT_SECRETS_PREFIX": "loading",
     "SECRET_KINDS": "loading",
     "config_from_dict": "loading",
     "config_to_yaml": "loading",
@@ -85,6 +87,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CRMID_ATTRIBUTE",
+    "DEFAULT_SECRETS_PREFIX",
     "EMAIL_ATTRIBUTE",
     "EMAIL_FIELD",
     "KEY_FIELD",

@@ -301,8 +301,11 @@ def config_from_dict(data: Any, *, _lines: Mapping[str, int] | None = None) -> I
     return config
 
 
+#: the first part of every secret name, the stack's `SecretsPrefix` parameter (template.yaml); one per stack
+#: keeps the stacks of one account from reading each other's secrets
+DEFAULT_SECRETS_PREFIX = "efficy-sync"
 #: the kind of each secret, the last part of its name: the functions' IAM policies grant each function only the
-#: kinds it reads, by name (`efficy-sync/*/<kind>` in template.yaml), so a secret named otherwise cannot be read
+#: kinds it reads, by name (`<SecretsPrefix>/*/<kind>` in template.yaml), so a secret named otherwise cannot be read
 SECRET_KINDS = {
     ("efficy", "api_key_secret"): "efficy",
     ("efficy", "webhook_secret_secret"): "webhook",
@@ -311,8 +314,10 @@ SECRET_KINDS = {
 }
 
 
-def secret_name_problems(data: Any, lines: Mapping[str, int] | None = None) -> list[Problem]:
-    """Secret names outside the convention `efficy-sync/<integration>/<kind>` the deployed functions may read.
+def secret_name_problems(
+    data: Any, lines: Mapping[str, int] | None = None, *, prefix: str = DEFAULT_SECRETS_PREFIX
+) -> list[Problem]:
+    """Secret names outside the convention `<prefix>/<integration>/<kind>` the deployed functions may read.
 
     Checked on the files admins apply (not on the model): a name the IAM policies do not cover would pass
     validation and then fail every call with AccessDenied.
@@ -323,9 +328,9 @@ def secret_name_problems(data: Any, lines: Mapping[str, int] | None = None) -> l
         name = block.get(field) if isinstance(block, Mapping) else None
         if not isinstance(name, str) or not _SECRET_NAME.match(name):
             continue  # missing or malformed: the model reports it
-        if re.fullmatch(rf"efficy-sync/[^/]+(?:/[^/]+)*/{re.escape(kind)}", name) is None:
+        if re.fullmatch(rf"{re.escape(prefix)}/[^/]+(?:/[^/]+)*/{re.escape(kind)}", name) is None:
             path = f"{section}.{field}"
-            allowed = f"a name of the form efficy-sync/<integration>/{kind}"
+            allowed = f"a name of the form {prefix}/<integration>/{kind}"
             problems.append(
                 Problem(
                     path,
@@ -339,10 +344,13 @@ def secret_name_problems(data: Any, lines: Mapping[str, int] | None = None) -> l
     return problems
 
 
-def load_config_text(text: str) -> IntegrationConfig:
-    """Parses and validates a YAML (or JSON) config; raises ConfigError listing every problem with its path."""
+def load_config_text(text: str, *, secrets_prefix: str | None = DEFAULT_SECRETS_PREFIX) -> IntegrationConfig:
+    """Parses and validates a YAML (or JSON) config; raises ConfigError listing every problem with its path.
+    `secrets_prefix`: the deployed stack's SecretsPrefix, which every secret name must start with (None: not
+    checked here, for a caller that learns the prefix from AWS only once the file is known to be valid)."""
     data, lines, problems = _parse_yaml(text)
-    problems += secret_name_problems(data, lines)
+    if secrets_prefix is not None:
+        problems += secret_name_problems(data, lines, prefix=secrets_prefix)
     if problems and data is None:
         raise ConfigError(problems)
     try:
