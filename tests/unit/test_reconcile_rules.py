@@ -16,6 +16,7 @@ from efficy_sync.clients.apsis_export import ExportedProfile, parse_export
 from efficy_sync.clients.errors import ApsisUnavailable
 from efficy_sync.config import load_config_file
 from efficy_sync.consent import OptOutRecord
+from efficy_sync.existing_optouts import first_opt_ins, worth_reading
 from efficy_sync.mapping import Desired, Skip, map_person
 from efficy_sync.person_plan import (
     DeleteProfile,
@@ -100,8 +101,12 @@ def test_missing_profile_is_drift_and_the_repair_creates_it():
     check = compare_person(CFG, 7, p, state, None)
     assert categories(check) == ["missing"]
     plan = repair_plan(p, check, state)
-    assert [type(op).__name__ for op in plan][:2] == ["CreateProfile", "PatchAttributes"]
+    # every attribute again: the v2 PATCH of a profile that is gone re-creates it (send.send_one); the profile
+    # counts as existing, so the opt-in is a first one, read against APSIS's consents before it goes out
+    assert type(plan[0]).__name__ == "PatchAttributes" and len(plan[0].attributes) >= 2
     assert SetConsent("7", *NEWS, "opt-in") in plan
+    repaired = invalidate(CFG.integration_id, check, state)
+    assert repaired is not None and first_opt_ins(plan, repaired) and worth_reading(CFG, repaired)
 
 
 def test_a_person_failing_the_conditions_is_never_missing():

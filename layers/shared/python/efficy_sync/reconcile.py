@@ -192,7 +192,13 @@ def _our_opt_out(state: PersonState | None, slot: str) -> bool:
 # ---- repair -------------------------------------------------------------------------------------------------
 def invalidate(integration_id: str, check: PersonCheck, state: PersonState | None) -> PersonState | None:
     """The state to store before the person's normal sync, so that sync sends what repairs each fixable drift;
-    None when there is nothing to store. Opt-out records are never touched (they live in their own item)."""
+    None when there is nothing to store. Opt-out records are never touched (they live in their own item).
+
+    A repair that ends in an opt-in never rests on the export alone: where the export shows no consent (or no
+    profile), the slot is left as never sent and the profile as existing, so the sync reads the person's APSIS
+    consents before that first opt-in (existing_optouts.py) and keeps an opt-out APSIS holds. An export read
+    in another shape than we expect (the consents under another key, the keys spelled otherwise) looked like
+    "no consent" or "no profile", and the repair opted people in over opt-outs they had made in APSIS."""
     drifts = [d for d in check.drifts if d.fixable]
     if not drifts:
         return None
@@ -204,7 +210,9 @@ def invalidate(integration_id: str, check: PersonCheck, state: PersonState | Non
     for drift in drifts:
         detail = drift.detail
         if drift.category == "missing":
-            new.exists_in_apsis = False
+            # "may exist": the sync's attribute PATCH re-creates a profile that is gone (send.py), and the first
+            # opt-ins read APSIS's consents first; marked as not existing, they were sent unread
+            new.exists_in_apsis = True
             new.attribute_hashes, new.consents, new.tags = {}, {}, {}
         elif drift.category == "orphaned":
             new.exists_in_apsis = True
@@ -214,6 +222,8 @@ def invalidate(integration_id: str, check: PersonCheck, state: PersonState | Non
                 new.attribute_hashes[detail["attribute"]] = DRIFT_MARK
             else:
                 new.attribute_hashes.pop(detail["attribute"], None)
+        elif drift.category == "consents" and detail.get("apsis") == "none":
+            new.consents.pop(consent_key(detail["topic"], detail["channel"]), None)  # a first opt-in: read first
         elif drift.category == "consents":
             new.consents[consent_key(detail["topic"], detail["channel"])] = UNKNOWN
         elif drift.category == "tags":

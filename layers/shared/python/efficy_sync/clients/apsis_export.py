@@ -119,16 +119,22 @@ def parse_export(payload: Any, keyspace: str) -> dict[str, ExportedProfile]:
 
 
 def _key_of(row: dict[str, Any], keyspace: str) -> str | None:
-    """The row's key in our keyspace: `keys` as {keyspace: key} or as [{keyspace_discriminator, profile_key}]."""
+    """The row's key in our keyspace: `keys` as {keyspace: key} or as [{keyspace_discriminator, profile_key}]
+    (or `keyspace` / `key`), keyspaces compared without case. A key entry naming no keyspace raises: read as
+    "another keyspace's", every profile looked missing from the export."""
+    wanted = keyspace.casefold()
     keys = row.get("keys")
     if isinstance(keys, dict):
-        key = keys.get(keyspace)
+        key = next((v for k, v in keys.items() if str(k).casefold() == wanted), None)
     elif isinstance(keys, list) and all(isinstance(k, dict) for k in keys):
-        key = next(
-            (k.get("profile_key") for k in keys if isinstance(k, dict) and k.get("keyspace_discriminator") == keyspace),
-            None,
-        )
-    elif keys is None and row.get("keyspace_discriminator", row.get("keyspace")) == keyspace:
+        key = None
+        for entry in keys:
+            space = entry.get("keyspace_discriminator", entry.get("keyspace"))
+            if not isinstance(space, str):
+                raise ApsisUnavailable("APSIS export: a profile key names no keyspace")
+            if space.casefold() == wanted:
+                key = entry.get("profile_key", entry.get("key"))
+    elif keys is None and str(row.get("keyspace_discriminator", row.get("keyspace"))).casefold() == wanted:
         key = row.get("profile_key")
     else:
         raise ApsisUnavailable("APSIS export: a profile's keys are in a shape we cannot read")
