@@ -13,7 +13,7 @@ from efficy_sync.clients.efficy import EfficyClient
 from efficy_sync.clients.http import RetryPolicy
 from efficy_sync.config import config_from_dict
 from efficy_sync.mapping import needed_fields
-from efficy_sync.reconcile_run import Reconciler, Scope
+from efficy_sync.reconcile_run import Reconciler, Scope, fix
 from efficy_sync.sync import PersonSyncer
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 from efficy_sync_tools.sims.efficy import EfficySimulator
@@ -143,3 +143,22 @@ def test_without_the_export_it_says_so_and_reconciles_from_the_keys_we_know(worl
         world["apsis_sim"].calls()["GET /v2/audience/keyspaces/{keyspace}/profiles/{key}/sections/{section}/consents"]
         == 31
     )
+
+
+def test_a_resumed_fix_says_which_drift_it_could_not_repair(world: dict[str, Any]) -> None:
+    """`--all --fix` interrupted, then run again: the run goes on from its cursor and counts the earlier pages'
+    drift, but holds only its own pages' persons. Those earlier ones were neither repaired nor reported."""
+    cursors = MemoryCursors()
+
+    def stop_after_two(page: int, _checked: int) -> None:
+        if page == 2:
+            raise KeyboardInterrupt  # Ctrl-C, a lost session, a CLI timeout
+
+    with pytest.raises(KeyboardInterrupt):
+        reconciler(world, cursors).run(Scope(), on_page=stop_after_two)
+    resumed = reconciler(world, cursors).run(Scope())
+    queued: list[Any] = []
+    fixed = fix(reconciler(world).cfg, resumed, world["states"], queued.extend)
+
+    assert resumed.resumed and 0 < fixed["enqueued"] < resumed.report.persons_drifting
+    assert fixed["not_fixed"]["earlier_pages"] == resumed.report.persons_drifting - fixed["enqueued"]

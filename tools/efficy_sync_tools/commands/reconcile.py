@@ -89,6 +89,8 @@ def reconcile_command(args: argparse.Namespace) -> int:
     else:
         print(render(out))
     sys.stdout.flush()
+    if args.fix and out["fix"]["not_fixed"].get("earlier_pages"):
+        return DRIFT_FOUND  # drift the resumed run counted on pages before its cursor, not repaired by this call
     return DRIFT_FOUND if out.get("total_drift") and not args.fix else 0
 
 
@@ -120,6 +122,12 @@ def render(out: dict[str, Any]) -> str:
         fixed = out["fix"]
         lines.append(f"fix: {fixed['enqueued']:,} person(s) queued for a sync ({fixed['path']})")
         for category, count in fixed["not_fixed"].items():
+            if category == "earlier_pages":
+                lines.append(
+                    f"  not fixed: {count:,} person(s) found drifting before this resumed run's cursor: "
+                    f"run `efficy-sync reconcile {out['integration_id']} --all --restart --fix` to repair them"
+                )
+                continue
             lines.append(f"  not fixed: {count:,} {category} (see the examples)")
         if fixed["query_tags_pending_full_sync"]:
             lines.append(f"  {fixed['query_tags_pending_full_sync']:,} query tag(s): repaired by the next full sync")

@@ -263,6 +263,11 @@ def fix(
         )
     if changes:
         enqueue(changes)
+    # a resumed run counts the drift of the pages before its cursor, but holds only its own pages' persons: those
+    # earlier ones are not repaired here (reported, so that a `--restart --fix` repairs them, never silently left)
+    earlier = result.report.persons_drifting - sum(1 for c in result.checks if c.drifts)
+    if result.resumed and earlier > 0:
+        left["earlier_pages"] = earlier
     query_tags = sum(1 for c in result.checks for d in c.drifts if d.category == "tags" and d.detail.get("query_tag"))
     return {
         "enqueued": len(changes),
