@@ -351,3 +351,26 @@ def test_drift_counts_are_published_per_integration_as_emf(capsys: pytest.Captur
     assert any("integration_id" in dims for dims in directive["Dimensions"]) and doc["integration_id"] == "acme-eu"
     assert (doc["DriftMissing"], doc["DriftConsents"], doc["DriftPersonsChecked"]) == ([1.0], [0.0], [1.0])
     assert {m["Name"] for m in directive["Metrics"]} >= {"DriftMissing", "DriftOrphaned", "DriftTags"}
+
+
+def test_a_yes_no_value_the_conditions_cannot_read_is_not_judged():
+    """The sync leaves such a person as they are (no evidence they stopped matching); reconcile called them
+    orphaned, "should: delete", a drift that never cleared."""
+    from efficy_sync.clients.apsis_export import ExportedProfile
+    from efficy_sync.config import config_from_dict
+    from efficy_sync.state import PersonState
+
+    cfg = config_from_dict(
+        {
+            "integration_id": "c",
+            "efficy": {"base_url": "https://crm.example.com/crm", "api_key_secret": "x/e", "webhook_secret_secret": "x/w"},
+            "apsis": {"base_url": "https://api.example.com", "section": "com.apsis1.sections.default",
+                      "credentials_secret": "x/a", "optout_token_secret": "x/o"},
+            "sync_conditions": [{"field": "ROBINSON", "not_equals": "1"}],
+            "on_condition_lost": "delete",
+        }
+    )  # fmt: skip
+    record = {"K_CONTACT": 1, "EMAIL1": "a@example.com", "ROBINSON": "Ja", "profiles": []}
+    state = PersonState(integration_id="c", person_key="1", exists_in_apsis=True)
+    check = compare_person(cfg, 1, record, state, ExportedProfile(key="1"))
+    assert check.drifts == [] and [n for n, _ in check.notes] == ["unreadable_conditions"]

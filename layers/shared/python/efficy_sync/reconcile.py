@@ -31,14 +31,21 @@ from typing import TYPE_CHECKING, Any, cast
 from .clients.apsis_export import ExportedProfile
 from .config import EMAIL_ATTRIBUTE, IntegrationConfig
 from .consent import confirm, decide
-from .mapping import Desired, map_person
+from .mapping import Desired, Skip, map_person
 from .state import UNKNOWN, PersonState, consent_key
 
 if TYPE_CHECKING:
     from .consent import ConsentType
 
 CATEGORIES = ("missing", "orphaned", "attributes", "consents", "tags")
-NOTES = ("kept_optouts", "pending_opt_ins", "kept_by_policy", "email_conflicts", "unconfirmed_absence")
+NOTES = (
+    "kept_optouts",
+    "pending_opt_ins",
+    "kept_by_policy",
+    "email_conflicts",
+    "unconfirmed_absence",
+    "unreadable_conditions",
+)
 EXAMPLES_PER_CATEGORY = 10
 DRIFT_MARK = "drift"  # an attribute hash no value has: the next sync clears (or sends) the attribute
 
@@ -84,7 +91,11 @@ def compare_person(
     check = PersonCheck(str(key), deleted=person is None)
     result = None if person is None else map_person(cfg, person, query_tags=query_tags)
     if not isinstance(result, Desired):
-        if profile is not None:
+        if isinstance(result, Skip) and result.unreadable:
+            # a yes/no value the conditions cannot read is no evidence either way: the sync leaves the person
+            # as is (person_plan.plan_for_skip), so reconcile judges nothing either
+            check.notes.append(("unreadable_conditions", {}))
+        elif profile is not None:
             _orphan(cfg, check, state, profile, query_tags is not None, result is None)
         return check
     if profile is None:
