@@ -55,8 +55,9 @@ def _full_sync(world: dict[str, Any], states: MemoryPersonStateStore) -> None:
 
 @pytest.mark.parametrize("active", [True, False], ids=["run-active", "run-ended"])
 def test_a_file_that_never_reports_back_leaves_states_that_withdraw_a_later_removal(
-    world: dict[str, Any], active: bool
+    world: dict[str, Any], active: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("EFFICY_SYNC_APSIS_RATE", "100000")  # the later run goes person by person: unpaced here
     world["efficy_sim"].upsert_persons([person(k, [12]) for k in range(1, 61)])
     states = MemoryPersonStateStore()
     queued = queue_pages(world, states, pages=1, size=60)
