@@ -374,3 +374,25 @@ def test_a_yes_no_value_the_conditions_cannot_read_is_not_judged():
     state = PersonState(integration_id="c", person_key="1", exists_in_apsis=True)
     check = compare_person(cfg, 1, record, state, ExportedProfile(key="1"))
     assert check.drifts == [] and [n for n, _ in check.notes] == ["unreadable_conditions"]
+
+
+@pytest.mark.parametrize(
+    ("held", "sent", "same"),
+    [
+        ("12.50", 12.5, True),
+        ("2024-05-01T00:00:00Z", "2024-05-01", True),
+        ("2024-05-01T10:00:00Z", "2024-05-01T10:00:00", True),
+        ("32475123456", "+32475123456", True),
+        ("3.0", 3, True),
+        ("2024-05-02T00:00:00Z", "2024-05-01", False),
+        ("12.51", 12.5, False),
+        ("32475123457", "+32475123456", False),
+        ("Jane", "jane", False),
+    ],
+)
+def test_a_value_apsis_gives_back_in_another_form_is_not_drift(held, sent, same):
+    """Compared as text, 12.50 for 12.5 (or a date as midnight UTC, a phone without its "+") was attribute drift
+    that never went away: re-sent at every --fix and alarmed by every scheduled check."""
+    from efficy_sync.reconcile import _same
+
+    assert _same(held, sent) is same

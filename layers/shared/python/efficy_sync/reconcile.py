@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, cast
 
 from .clients.apsis_export import ExportedProfile
@@ -141,12 +143,47 @@ def _orphan(
 
 
 def _same(apsis: Any, mapped: Any) -> bool:
-    """APSIS may give back a number as text or the reverse; compare values, never their JSON types."""
+    """APSIS may give back a value in another form than we sent it (a number as text, 12.50 for 12.5, a date as
+    a midnight UTC time, a time with its zone, a phone number without its "+"); compare values, never their
+    forms. Compared as text only, such a value was drift for ever: re-sent at every --fix, alarmed every day.
+    Leaning to "same" costs at most a missed re-send of an equal value, never a write."""
     if apsis == mapped:
         return True
+    if apsis is None or mapped is None:
+        return False
     if isinstance(apsis, bool) or isinstance(mapped, bool):
         return str(apsis).lower() == str(mapped).lower()
-    return apsis is not None and mapped is not None and str(apsis) == str(mapped)
+    held, sent = str(apsis).strip(), str(mapped).strip()
+    if held == sent:
+        return True
+    for parse in (_number, _moment, _phone):
+        a, b = parse(held), parse(sent)
+        if a is not None and a == b:
+            return True
+    return False
+
+
+def _number(text: str) -> Decimal | None:
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def _moment(text: str) -> datetime | None:
+    """A date or an ISO time as a UTC moment (a date: its midnight; no zone: UTC, as we send times)."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _phone(text: str) -> str | None:
+    """The digits of a phone number in international form, "+" or not (a phone attribute is sent E.164)."""
+    digits = text.removeprefix("+")
+    return digits if digits.isdigit() and len(digits) >= 6 else None
 
 
 def _attributes(check: PersonCheck, desired: Desired, state: PersonState | None, profile: ExportedProfile) -> None:
