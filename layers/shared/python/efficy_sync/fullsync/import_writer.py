@@ -182,6 +182,7 @@ class ImportWriter:
         outcomes: dict[int, Outcome] = {}
         for start in range(0, len(rows), MAX_ROWS_PER_FILE):
             chunk = rows[start : start + MAX_ROWS_PER_FILE]
+            self.uploaded = False  # this chunk's files only
             try:
                 failed = self._import(chunk)
             except Exception:
