@@ -376,6 +376,28 @@ def test_a_yes_no_value_the_conditions_cannot_read_is_not_judged():
     assert check.drifts == [] and [n for n, _ in check.notes] == ["unreadable_conditions"]
 
 
+@pytest.mark.parametrize("profile", [None, "exists"])
+def test_a_record_without_a_condition_field_is_not_judged(profile):
+    """The sync refuses such a record (INCOMPLETE_ANSWER: a malformed answer, not a person who fails the
+    conditions); reconcile called the person orphaned ("should: delete") or missing on the same evidence."""
+    from efficy_sync.config import config_from_dict
+
+    cfg = config_from_dict(
+        {
+            "integration_id": "c",
+            "efficy": {"base_url": "https://crm.example.com/crm", "api_key_secret": "x/e", "webhook_secret_secret": "x/w"},
+            "apsis": {"base_url": "https://api.example.com", "section": "com.apsis1.sections.default",
+                      "credentials_secret": "x/a", "optout_token_secret": "x/o"},
+            "sync_conditions": [{"field": "ROBINSON", "not_equals": "1"}],
+            "on_condition_lost": "delete",
+        }
+    )  # fmt: skip
+    record = {"K_CONTACT": 1, "EMAIL1": "a@example.com", "profiles": []}  # no ROBINSON at all
+    state = PersonState(integration_id="c", person_key="1", exists_in_apsis=True)
+    check = compare_person(cfg, 1, record, state, ExportedProfile(key="1") if profile else None)
+    assert check.drifts == [] and [n for n, _ in check.notes] == ["unreadable_conditions"]
+
+
 @pytest.mark.parametrize(
     ("held", "sent", "same"),
     [

@@ -34,7 +34,7 @@ NOTE_TITLES = {
     "kept_by_policy": "profiles of deleted / no longer matching persons kept by on_delete / on_condition_lost",
     "email_conflicts": "e-mail changes held back (see explain)",
     "unconfirmed_absence": "persons Efficy did not list and did not prove gone: not judged",
-    "unreadable_conditions": "persons whose yes/no condition value cannot be read: left as they are, not judged",
+    "unreadable_conditions": "persons whose condition value is missing or cannot be read: left as they are, not judged",
 }
 
 

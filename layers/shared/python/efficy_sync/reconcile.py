@@ -91,6 +91,11 @@ def compare_person(
     """The drift of one person. `person` None: Efficy proved them gone (two reads); `profile` None: APSIS One
     has no profile with this key in the section's keyspace."""
     check = PersonCheck(str(key), deleted=person is None)
+    if person is not None and any(c.field not in person for c in cfg.sync_conditions):
+        # a record without a field the conditions read is a malformed answer, not a person who fails them: the
+        # sync refuses to judge it (INCOMPLETE_ANSWER), so reconcile does not call it orphaned either
+        check.notes.append(("unreadable_conditions", {}))
+        return check
     result = None if person is None else map_person(cfg, person, query_tags=query_tags)
     if not isinstance(result, Desired):
         if isinstance(result, Skip) and result.unreadable:
