@@ -80,15 +80,16 @@ def _optout(integration_id: str) -> Response:
         OptOutAuthError,
     )
     result = accept(cfg, event.headers, body, token, _send, query=query)
-    if result.time_fix == "future":
-        metrics.add_metric(name="OptOutFutureTime", unit=MetricUnit.Count, value=1)
-        logger.warning("opt-out occurred_at is later than its receipt: the receive time was recorded instead")
-    elif result.time_fix == "old":
-        metrics.add_metric(name="OptOutOldTime", unit=MetricUnit.Count, value=1)
-        logger.warning(
-            "opt-out occurred_at is older than apsis.optout_max_age_hours: the receive time was recorded instead",
-            extra={"max_age_hours": cfg.apsis.optout_max_age_hours},
-        )
+    for time_fix in result.time_fixes:
+        if time_fix == "future":
+            metrics.add_metric(name="OptOutFutureTime", unit=MetricUnit.Count, value=1)
+            logger.warning("opt-out occurred_at is later than its receipt: the receive time was recorded instead")
+        elif time_fix == "old":
+            metrics.add_metric(name="OptOutOldTime", unit=MetricUnit.Count, value=1)
+            logger.warning(
+                "opt-out occurred_at is older than apsis.optout_max_age_hours: the receive time was recorded instead",
+                extra={"max_age_hours": cfg.apsis.optout_max_age_hours},
+            )
     if result.ignored:
         metrics.add_metric(name="OptOutIgnored", unit=MetricUnit.Count, value=1)
         logger.info("opt-out ignored: %s", result.ignored)

@@ -455,3 +455,15 @@ def test_once_efficy_is_unreachable_the_rest_of_the_batch_is_put_back_at_once(ha
     assert store.get("acme", 8).optouts[f"{NEWS}|email"].awaiting_writeback  # recorded all the same
     result = handler_module.handler(event, Context())  # the next delivery tries again
     assert result["batchItemFailures"] == [] and efficy.persons[8]["profiles"] == set()
+
+
+def test_a_queued_opt_out_naming_the_topic_in_another_case_is_written_back_under_the_mappings_key(
+    world: Any,
+) -> None:
+    """A message queued by the route before it matched topics without case (or by hand, from the DLQ): the
+    write-back called the subscription unmapped and recorded it under a key no mapping reads."""
+    efficy, store, _ = world
+    efficy.add(7, {12, 14})
+    result = writeback(world).process(message(slots=[(NEWS.upper(), "email")]))
+    assert efficy.persons[7]["profiles"] == {14} and result.skipped_slots == []
+    assert list(store.get("acme", 7).optouts) == [f"{NEWS}|email"]

@@ -195,7 +195,7 @@ class WriteBack:
             if mapping is None:
                 skipped.append(consent_key(ref.topic, ref.channel))
             else:
-                found.append(Slot(ref.topic, ref.channel, mapping.crm_profile))
+                found.append(Slot(mapping.subscription, ref.channel, mapping.crm_profile))  # the mapping's spelling
         return found, skipped
 
     def find(self, message: OptOutMessage, *, check_address: bool = True) -> WriteBackResult:

@@ -203,41 +203,80 @@ def _address(value: Any) -> tuple[str | None, str | None]:
     return (address, None) if _EMAIL.match(address) else (None, "is not an e-mail address")
 
 
+#: events in one call (a JSON array): the 64 KB body allows about this many anyway
+MAX_EVENTS = 100
+
+
+def _form(text: str) -> dict[str, Any] | None:
+    """A form-encoded body's fields (every value of a repeated one); None when `text` is not a form."""
+    try:
+        pairs = parse_qsl(text.strip(), keep_blank_values=True, strict_parsing=True, max_num_fields=50)
+    except ValueError:
+        return None
+    form: dict[str, list[str]] = {}
+    for name, value in pairs:
+        form.setdefault(name, []).append(value)
+    return {name: _Repeated(values) for name, values in form.items()}
+
+
+def decode_events(
+    raw: bytes | str,
+    *,
+    content_type: str | None = None,
+    query: Mapping[str, Any] | None = None,
+) -> list[Mapping[str, Any]]:
+    """The fields of each event of a call: a JSON object, a JSON array of objects (a Webhook node set up to send
+    several), a form-encoded body, or (no body) the URL parameters.
+
+    What the node sends is whatever its owner set up (contracts/apsis-one.md §9, not documented further), and it
+    does not resend a refused call, so a refusal loses a legal opt-out: a form is read as a form whatever the
+    Content-Type says (none, or text/plain) when the body is not JSON, and a UTF-8 byte-order mark is dropped."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise OptOutPayloadError("body", f"larger than {MAX_BODY_BYTES} bytes")
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise OptOutPayloadError("body", "is not text (UTF-8)") from None
+    if not text.strip():
+        if query and any(name in query for name in FIELDS):
+            return [{name: _repeated(query[name]) for name in FIELDS if name in query}]
+        raise OptOutPayloadError("body", "is empty: send the fields as JSON, as a form or as URL parameters")
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media == "application/x-www-form-urlencoded" or not text.lstrip().startswith(("{", "[")):
+        form = _form(text)
+        if form is None:
+            if media == "application/x-www-form-urlencoded":
+                raise OptOutPayloadError("body", "is not a valid form (application/x-www-form-urlencoded)")
+            raise OptOutPayloadError("body", "is neither JSON nor a form (application/x-www-form-urlencoded)")
+        return [form]
+    try:
+        body = json.loads(text)
+    except ValueError:
+        raise OptOutPayloadError("body", "is not valid JSON") from None
+    events = body if isinstance(body, list) else [body]
+    if not events:
+        raise OptOutPayloadError("body", "is an empty list: no opt-out in it")
+    if len(events) > MAX_EVENTS:
+        raise OptOutPayloadError("body", f"holds more than {MAX_EVENTS} events")
+    for number, event in enumerate(events):
+        if not isinstance(event, dict):
+            where = f"[{number}]" if isinstance(body, list) else "body"
+            raise OptOutPayloadError(where, "must be a JSON object")
+    return events
+
+
 def decode_fields(
     raw: bytes | str,
     *,
     content_type: str | None = None,
     query: Mapping[str, Any] | None = None,
 ) -> Mapping[str, Any]:
-    """The fields of a call, from a JSON body, a form-encoded body, or (no body) the URL parameters."""
-    if len(raw) > MAX_BODY_BYTES:
-        raise OptOutPayloadError("body", f"larger than {MAX_BODY_BYTES} bytes")
-    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    if not data.strip():
-        if query and any(name in query for name in FIELDS):
-            return {name: _repeated(query[name]) for name in FIELDS if name in query}
-        raise OptOutPayloadError("body", "is empty: send the fields as JSON, as a form or as URL parameters")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise OptOutPayloadError("body", "is not text (UTF-8)") from None
-    media = (content_type or "").split(";")[0].strip().lower()
-    if media == "application/x-www-form-urlencoded":
-        try:
-            pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True, max_num_fields=50)
-        except ValueError:
-            raise OptOutPayloadError("body", "is not a valid form (application/x-www-form-urlencoded)") from None
-        form: dict[str, list[str]] = {}
-        for name, value in pairs:
-            form.setdefault(name, []).append(value)
-        return {name: _Repeated(values) for name, values in form.items()}
-    try:
-        body = json.loads(text)
-    except ValueError:
-        raise OptOutPayloadError("body", "is not valid JSON") from None
-    if not isinstance(body, dict):
+    """The fields of a call of one event (decode_events, refusing a list of several)."""
+    events = decode_events(raw, content_type=content_type, query=query)
+    if len(events) > 1:
         raise OptOutPayloadError("body", "must be a JSON object")
-    return body
+    return events[0]
 
 
 class OptOutBody(BaseModel):

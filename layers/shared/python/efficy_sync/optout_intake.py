@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from .config import IntegrationConfig
 from .observability import count, logger
-from .optout_event import OptOutEvent, _header, check_token, decode_fields, parse_fields
+from .optout_event import OptOutEvent, OptOutPayloadError, _header, check_token, decode_events, parse_fields
 from .optout_time import TimeFix
 from .state import consent_key, utc_now
 
@@ -42,11 +42,14 @@ class Slot:
 
 
 def slots_for(cfg: IntegrationConfig, channel: str, topic: str | None) -> list[Slot]:
-    """The mapped slots an opt-out reaches; topic None (abuse report): every mapping on that channel."""
+    """The mapped slots an opt-out reaches; topic None (abuse report): every mapping on that channel. The topic
+    is matched without case (the config checks already treat two spellings as one subscription) and the slot
+    carries the mapping's own spelling, the one the state and the write-back know."""
+    wanted = topic.casefold() if topic is not None else None
     return [
         Slot(m.subscription, m.channel, m.crm_profile)
         for m in cfg.consent_mappings
-        if m.channel == channel and (topic is None or m.subscription == topic)
+        if m.channel == channel and (wanted is None or m.subscription.casefold() == wanted)
     ]
 
 
@@ -76,6 +79,8 @@ class Accepted:
     unmapped: str | None = None  # queued to be recorded only: no consent mapping covers the subscription
     time_fix: TimeFix = None  # occurred_at was in the future, too old or unreadable and replaced by the receive time
     set_aside: tuple[str, ...] = ()  # optional fields given but unusable, ignored (reported by `report_set_aside`)
+    #: the time fixes of every event of a call of several (a JSON array), in order
+    time_fixes: tuple[TimeFix, ...] = ()
 
 
 def report_set_aside(event: OptOutEvent, integration_id: str) -> None:
@@ -98,10 +103,35 @@ def accept(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Accepted:
     """Token, fields (JSON, form or URL parameters), mapping, then `send` (which must raise if SQS did not take
-    the message)."""
+    the message). A JSON array of events is checked whole before any is sent: one wrong event refuses the call
+    (naming it, `[2].profile_key`), so the node's owner sees the problem and nothing is half-taken."""
     check_token(headers, cfg.apsis.optout_token_header, token, query)
-    fields = decode_fields(body, content_type=_header(headers, "Content-Type"), query=query)
-    event = parse_fields(fields, now=now, max_age=timedelta(hours=cfg.apsis.optout_max_age_hours))
+    fields = decode_events(body, content_type=_header(headers, "Content-Type"), query=query)
+    max_age = timedelta(hours=cfg.apsis.optout_max_age_hours)
+    events = []
+    for number, one in enumerate(fields):
+        try:
+            events.append(parse_fields(one, now=now, max_age=max_age))
+        except OptOutPayloadError as error:
+            if len(fields) == 1:
+                raise
+            raise OptOutPayloadError(f"[{number}].{error.field}", error.problem) from None
+    results = [_accept_one(cfg, event, send) for event in events]
+    if len(results) == 1:
+        return results[0]
+    taken = [r for r in results if not r.ignored]
+    unmapped = "; ".join(dict.fromkeys(r.unmapped for r in taken if r.unmapped)) or None
+    ignored = None if taken else "; ".join(dict.fromkeys(r.ignored for r in results if r.ignored))
+    return Accepted(
+        sum(r.accepted for r in results),
+        ignored=ignored,
+        unmapped=unmapped,
+        set_aside=tuple(dict.fromkeys(name for r in results for name in r.set_aside)),
+        time_fixes=tuple(r.time_fix for r in results),
+    )
+
+
+def _accept_one(cfg: IntegrationConfig, event: OptOutEvent, send: Callable[[OptOutMessage], None]) -> Accepted:
     report_set_aside(event, cfg.integration_id)
     slots = [SlotRef(topic=s.topic, channel=s.channel) for s in slots_for(cfg, event.channel, event.topic)]
     unmapped = None
@@ -110,6 +140,7 @@ def accept(
             0,
             ignored=f"no consent mapping for any {event.channel} subscription in integration {cfg.integration_id}",
             set_aside=event.ignored,
+            time_fixes=(event.time_fix,),
         )
     if not slots:
         # kept all the same (WriteBack.record): a mapping added later must not opt the person in again
@@ -128,4 +159,10 @@ def accept(
         received_at=utc_now(),
     )
     send(message)
-    return Accepted(len(slots), unmapped=unmapped, time_fix=event.time_fix, set_aside=event.ignored)
+    return Accepted(
+        len(slots),
+        unmapped=unmapped,
+        time_fix=event.time_fix,
+        set_aside=event.ignored,
+        time_fixes=(event.time_fix,),
+    )

@@ -385,7 +385,11 @@ class IntegrationConfig(_Model):
         return self
 
     def consent_mapping_for(self, topic: str, channel: str) -> ConsentMapping | None:
-        return next((m for m in self.consent_mappings if m.subscription == topic and m.channel == channel), None)
+        """The mapping of a subscription on a channel; the topic matched without case, as the route matches it."""
+        wanted = topic.casefold()
+        return next(
+            (m for m in self.consent_mappings if m.subscription.casefold() == wanted and m.channel == channel), None
+        )
 
     def managed_tags(self, *, with_queries: bool = True) -> list[str]:
         """The tags this integration sets now: CRM-profile tags, and query tags (unless the queries are not known).

@@ -1,0 +1,72 @@
+"""The opt-out route with what a real APSIS One Webhook node may send that our simulator never does.
+
+The node sends whatever its owner set up (contracts/apsis-one.md §9) and does not resend a refused call, so a
+400 loses a legal opt-out: several events as a JSON array, a form without (or with the wrong) Content-Type, a
+UTF-8 byte-order mark, a topic spelled in another case than the mapping. Each case fails on the route before
+it accepted them (the route's handler in process, moto SQS behind, as test_ingest_routes builds them).
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlencode
+
+from tests.integration.test_ingest_routes import (  # noqa: F401  (routes is the fixture)
+    OPTOUT_TOKEN,
+    Routes,
+    call,
+    optout_event,
+    routes,
+)
+from tests.unit.consent_configs import NEWS
+
+TOKEN = {"X-Apsis-Webhook-Token": OPTOUT_TOKEN}
+JSON = {**TOKEN, "Content-Type": "application/json"}
+FIELDS = {"event": "email.unsubscribe", "profile_key": "1001", "topic_discriminator": NEWS}
+
+
+def post(routes: Routes, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
+    return call(routes.optout, optout_event("POST", body=body, headers=headers))
+
+
+def test_a_json_array_of_events_queues_each_of_them(routes: Routes) -> None:
+    body = json.dumps([FIELDS, {**FIELDS, "profile_key": "1002"}]).encode()
+    assert post(routes, body, JSON) == (202, {"accepted": 2})
+    assert sorted(m["profile_key"] for m in routes.messages(routes.optout_queue)) == [1001, 1002]
+
+
+def test_one_wrong_event_of_an_array_refuses_the_call_naming_it_and_queues_none(routes: Routes) -> None:
+    body = json.dumps([FIELDS, {**FIELDS, "profile_key": "jane"}]).encode()
+    status, answer = post(routes, body, JSON)
+    assert (status, answer["field"]) == (400, "[1].profile_key")
+    assert "jane" not in json.dumps(answer)
+    assert routes.messages(routes.optout_queue) == []
+    status, answer = post(routes, json.dumps([FIELDS, "x"]).encode(), JSON)
+    assert (status, answer["field"]) == (400, "[1]")
+    assert post(routes, b"[]", JSON)[0] == 400
+
+
+def test_a_form_without_content_type_or_as_text_plain_is_read_as_a_form(routes: Routes) -> None:
+    form = urlencode(FIELDS).encode()
+    assert post(routes, form, TOKEN) == (202, {"accepted": 1})
+    assert post(routes, form, {**TOKEN, "Content-Type": "text/plain; charset=utf-8"}) == (202, {"accepted": 1})
+    assert [m["profile_key"] for m in routes.messages(routes.optout_queue)] == [1001, 1001]
+    status, answer = post(routes, b"unsubscribe me", TOKEN)
+    assert (status, answer["field"]) == (400, "body")
+
+
+def test_a_body_with_a_utf8_byte_order_mark(routes: Routes) -> None:
+    assert post(routes, b"\xef\xbb\xbf" + json.dumps(FIELDS).encode(), JSON) == (202, {"accepted": 1})
+    form = {**TOKEN, "Content-Type": "application/x-www-form-urlencoded"}
+    assert post(routes, b"\xef\xbb\xbf" + urlencode(FIELDS).encode(), form) == (202, {"accepted": 1})
+    assert len(routes.messages(routes.optout_queue)) == 2
+
+
+def test_a_topic_in_another_case_reaches_its_mapping_in_the_mappings_spelling(routes: Routes) -> None:
+    """It was "unmapped": recorded under a key no mapping reads and never written back to Efficy."""
+    assert post(routes, json.dumps({**FIELDS, "topic_discriminator": NEWS.upper()}).encode(), JSON) == (
+        202,
+        {"accepted": 1},
+    )
+    (message,) = routes.messages(routes.optout_queue)
+    assert message["slots"] == [{"topic": NEWS, "channel": "email"}]
