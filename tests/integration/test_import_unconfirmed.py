@@ -16,8 +16,9 @@ from efficy_sync.fullsync.collect import QueuedPage, read_file_persons
 from efficy_sync.fullsync.import_writer import ImportWriter
 from efficy_sync.fullsync.page import sync_page
 from efficy_sync.mapping import needed_fields
-from efficy_sync.state import UNKNOWN
+from efficy_sync.state import UNCONFIRMED
 
+from tests.integration.test_import_existing_optouts import PERSONS, _opted_out_elsewhere
 from tests.integration.test_import_layout import (  # noqa: F401  (world is the fixture)
     CFG,
     NEWS,
@@ -72,11 +73,14 @@ def test_a_file_that_never_reports_back_leaves_states_that_withdraw_a_later_remo
     assert consents_of(world, 7) == {(NEWS, "email", "opt-in")}  # APSIS applied the file all the same
     stored = states.get_many(CFG.integration_id, range(1, 61))
     assert len(stored) == 60, "a person the file created has no state: its opt-in is known to nobody"
-    assert all(s.consents == {SLOT: UNKNOWN} and s.exists_in_apsis for s in stored.values())
+    assert all(s.consents == {SLOT: UNCONFIRMED} and s.exists_in_apsis for s in stored.values())
     assert all(s.last_outcome != "synced" for s in stored.values())
 
     world["efficy_sim"].patch_person(7, {}, profiles=[])  # person 7 leaves the CRM profile
+    before = sum(world["apsis_sim"].calls().values())
     _full_sync(world, states)
+    # the 59 unchanged first opt-ins ride in an import again (it never resubscribes), not one call each
+    assert sum(world["apsis_sim"].calls().values()) - before < 30, world["apsis_sim"].calls()
 
     assert consents_of(world, 7) == {(NEWS, "email", "opt-out")}
     assert consents_of(world, 8) == {(NEWS, "email", "opt-in")}
@@ -119,4 +123,73 @@ def test_the_page_import_path_marks_its_rows_too(world: dict[str, Any]) -> None:
         writer.write(persons, {}, lambda rest: pytest.fail("nothing goes person by person"))
 
     stored = states.get_many(CFG.integration_id, range(1, 61))
-    assert len(stored) == 60 and all(s.consents == {SLOT: UNKNOWN} for s in stored.values())
+    assert len(stored) == 60 and all(s.consents == {SLOT: UNCONFIRMED} for s in stored.values())
+
+
+def test_a_retry_after_a_file_that_never_reported_back_keeps_the_opt_outs_apsis_held(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every person is a CRM member and APSIS already holds their opt-out (made before the integration): the
+    file never resubscribes, so it kept them. Marked "unknown", the slots were no longer first opt-ins: the
+    retry sent each opt-in person by person without the read that finds such an opt-out, and overwrote them."""
+    monkeypatch.setenv("EFFICY_SYNC_APSIS_RATE", "100000")
+    _opted_out_elsewhere(world)
+    states = MemoryPersonStateStore()
+    queued = queue_pages(world, states, pages=1, size=60)
+    _status_never_reported(world)
+    with pytest.raises(ApsisUnavailable):
+        collector(world, states, rows=100, counted=[])._file(
+            "f", read_file_persons(CFG, world["efficy"], queued), {}, timeout=0.3
+        )
+    world["apsis_sim"].clear_faults()
+    assert all((NEWS, "email", "opt-in") not in consents_of(world, k) for k in PERSONS)  # the file kept them
+
+    _full_sync(world, states)  # the retried step, or the next run
+
+    assert [k for k in PERSONS if (NEWS, "email", "opt-in") in consents_of(world, k)] == []
+
+
+def test_the_page_import_path_retried_keeps_the_opt_outs_apsis_held(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EFFICY_SYNC_APSIS_RATE", "100000")
+    _opted_out_elsewhere(world)
+    states = MemoryPersonStateStore()
+    persons = list(world["efficy"].get_persons(list(PERSONS), needed_fields(CFG)).values())
+    _status_never_reported(world)
+    with pytest.raises(ApsisUnavailable):
+        ImportWriter(CFG, world["apsis"], states, poll_interval=0.01, timeout=0.3).write(persons, {}, lambda r: [])
+    world["apsis_sim"].clear_faults()
+    descriptor = {"page": 0, "first": 0, "pages": 1, "page_size": 100, "tail": True}
+    sync_page(
+        CFG,
+        descriptor,
+        efficy=world["efficy"],
+        apsis=world["apsis"],
+        states=states,
+        dry_run=False,
+        write_mode="import",
+        max_concurrency=5,
+    )  # fmt: skip  (the state machine retries the page)
+    assert [k for k in PERSONS if (NEWS, "email", "opt-in") in consents_of(world, k)] == []
+
+
+def test_a_tags_only_file_that_never_reports_back_leaves_its_tags_to_be_taken_away(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last file of a run tags persons who joined a query without changing otherwise. It wrote no state when
+    it never reported back, so a tag APSIS set later was never taken away when they left the query."""
+    from efficy_sync.fullsync import collect
+
+    world["efficy_sim"].upsert_persons([person(k, [12]) for k in range(1, 21)])
+    states = MemoryPersonStateStore()
+    collector(world, states, rows=100, counted=[]).run(queue_pages(world, states, pages=1, size=20), {})
+    _status_never_reported(world)
+    monkeypatch.setattr(collect, "IMPORT_TIMEOUT", 0.3)
+
+    with pytest.raises(ApsisUnavailable):
+        collector(world, states, rows=100, counted=[]).run([], {k: {"vip": True} for k in range(1, 21)})
+
+    stored = states.get_many(CFG.integration_id, range(1, 21))
+    assert all(s.tags == {"vip": True} for s in stored.values()), "a tag the file may set is known to nobody"
+    assert all(s.consents == {SLOT: "opt-in"} for s in stored.values())  # what the file did not carry: kept

@@ -107,3 +107,55 @@ def test_a_page_opt_in_overtaken_by_a_newer_sync_is_withdrawn_at_once(
     assert news_consent(apsis_sim, 1) == "opt-out", "the page's older opt-in stayed in APSIS"
     assert store.get(CFG.integration_id, 1).consents[SLOT] == "opt-out"
     assert result.counters.get("failed", 0) == 0
+
+
+class FailingApsis(HeldApsis):
+    """HeldApsis, and person `fail_key`'s consent call fails for good (an APSIS 503 after its retries)."""
+
+    fail_key: str | None = None
+
+    def set_consent(self, key: str, topic: str, channel: str, consent_type: str, **kw: Any) -> str:
+        if key == self.fail_key:
+            from efficy_sync.clients.errors import ApsisUnavailable
+
+            raise ApsisUnavailable("APSIS 503 after retries")
+        return super().set_consent(key, topic, channel, consent_type, **kw)
+
+
+def test_a_refused_state_is_marked_even_when_another_person_of_the_page_fails(
+    sims: tuple[EfficySimulator, ApsisSimulator], monkeypatch: pytest.MonkeyPatch, store: Any
+) -> None:
+    """The page fails (person 2 raises) after its chunk's write was refused for person 1: the marking was
+    skipped, and the retried page planned nothing against the newer state, so its older opt-in stayed."""
+    from efficy_sync.clients.errors import ApsisUnavailable
+
+    monkeypatch.setenv("EFFICY_SYNC_APSIS_RATE", "100000")
+    efficy_sim, apsis_sim = sims
+    apsis = ApsisClient(apsis_sim.url, "diff", "diff-secret", section=CFG.apsis.section, policy=FAST)
+    with EfficyClient(efficy_sim.url, efficy_sim.api_key, policy=FAST) as efficy:
+        worker = PersonSyncer(CFG, apsis, store, email_lookup=efficy.find_contacts_by_email)
+
+        def realtime() -> None:
+            worker.sync(1, efficy.get_persons([1], needed_fields(CFG)).get(1), store.get(CFG.integration_id, 1))
+
+        efficy_sim.upsert_persons([person(1)])
+        realtime()
+        efficy_sim.patch_person(1, {}, profiles=[])
+        realtime()
+        efficy_sim.patch_person(1, {}, profiles=[12])
+        efficy_sim.upsert_persons([person(2)])
+
+        def meanwhile() -> None:  # the CRM removal, synced by real time while the page's opt-in is on its way
+            efficy_sim.patch_person(1, {}, profiles=[])
+            realtime()
+
+        page_apsis = FailingApsis(apsis_sim.url, "diff", "diff-secret", section=CFG.apsis.section, policy=FAST)
+        page_apsis.meanwhile, page_apsis.fail_key = meanwhile, "2"
+        with pytest.raises(ApsisUnavailable):
+            sync_page(CFG, DESCRIPTOR, efficy=efficy, apsis=page_apsis, states=store, dry_run=False)
+        assert page_apsis.meanwhile is None, "the page never sent its opt-in: the race was not exercised"
+        page_apsis.fail_key = None  # the state machine retries the page
+        sync_page(CFG, DESCRIPTOR, efficy=efficy, apsis=page_apsis, states=store, dry_run=False)
+
+    assert efficy_sim.get_person(1).get("profiles") == []
+    assert news_consent(apsis_sim, 1) == "opt-out", "the page's older opt-in stayed in APSIS"

@@ -230,11 +230,8 @@ class Collector:
                         stopped = cancelled = True
                         break
                     persons = reads.pop(started).result()
-                    timeout = (
-                        IMPORT_TIMEOUT if time_left is None else max(60.0, min(IMPORT_TIMEOUT, time_left() - 30.0))
-                    )
                     token = f"import-file-{started}"
-                    running[pool.submit(self._file, token, persons, query_changes, timeout)] = started
+                    running[pool.submit(self._file, token, persons, query_changes, _timeout(time_left))] = started
                     started += 1
                     read_ahead()
                 if running:
@@ -248,7 +245,7 @@ class Collector:
             return {"files": len(files), "next": started, "more": True}
         if start <= len(files):
             queued = {key for entry in entries for key in entry.keys}
-            self._tags_only({k: v for k, v in query_changes.items() if k not in queued}, len(files))
+            self._tags_only({k: v for k, v in query_changes.items() if k not in queued}, len(files), time_left)
         return {"files": len(files), "next": len(files) + 1, "more": False}
 
     # ---- one file -------------------------------------------------------------------------------------------
@@ -374,7 +371,9 @@ class Collector:
         return {t: on for t, on in tags.items() if on} if self.hold_removals else tags
 
     # ---- query tags of persons who did not change ------------------------------------------------------------
-    def _tags_only(self, changes: dict[int, dict[str, bool]], number: int) -> None:
+    def _tags_only(
+        self, changes: dict[int, dict[str, bool]], number: int, time_left: Callable[[], float] | None = None
+    ) -> None:
         """One import of tag columns for the persons outside every file whose query membership changed (state
         decides: only profiles we keep get a tag, only tags we set are removed)."""
         known = self.states.get_many(self.cfg.integration_id, sorted(changes))
@@ -387,8 +386,20 @@ class Collector:
                 rows.append(_Row({"K_CONTACT": key}, desired, state, [PatchTags(str(key), tags)]))
         for start in range(0, len(rows), self.import_rows):
             chunk = rows[start : start + self.import_rows]
-            writer = ImportWriter(self.cfg, self.apsis, self.states, min_rows=0, poll_interval=self.poll_interval)
-            failed = writer.import_rows(chunk)
+            writer = ImportWriter(
+                self.cfg,
+                self.apsis,
+                self.states,
+                min_rows=0,
+                poll_interval=self.poll_interval,
+                timeout=_timeout(time_left),
+            )
+            try:
+                failed = writer.import_rows(chunk)
+            except Exception:
+                if writer.uploaded:  # APSIS may still apply these tags: the states must say so (_file)
+                    self._unconfirmed(chunk)
+                raise
             counters = writer.take_counters()
             done = [row for row in chunk if row.key not in failed]
             now = utc_now()
@@ -406,6 +417,11 @@ class Collector:
                     counters[f"tag{'+' if on else '-'}:{tag}"] += 1
             counters["import_tag_rows"] += len(done)
             self.on_counters(f"import-tags-{number}-{start}", counters)  # failed rows: the Tags step tags them
+
+
+def _timeout(time_left: Callable[[], float] | None) -> float:
+    """How long one import may be waited for: IMPORT_TIMEOUT, less when the Lambda's time runs out sooner."""
+    return IMPORT_TIMEOUT if time_left is None else max(60.0, min(IMPORT_TIMEOUT, time_left() - 30.0))
 
 
 def _tags_of(row: _Row) -> dict[str, bool]:

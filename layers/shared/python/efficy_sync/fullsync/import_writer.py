@@ -40,7 +40,7 @@ from ..person_plan import (
     plan_operations,
 )
 from ..safety import split_removals
-from ..state import PersonState, consent_key, utc_now
+from ..state import UNCONFIRMED, PersonState, consent_key, utc_now
 from ..state_updates import apply_operations, stamp_opt_ins
 from ..store.persons import StaleWrite
 from ..store.protocols import PersonStates
@@ -216,7 +216,9 @@ class ImportWriter:
                 address = desired.email if op.channel == "email" else desired.mobile
                 if not address:
                     return False
-                if op.type == "opt-in" and pushed.get(consent_key(op.topic, op.channel)) is not None:
+                # an opt-in after anything but nothing (or an unconfirmed first opt-in) needs resubscribing,
+                # which an import never does: per person
+                if op.type == "opt-in" and pushed.get(consent_key(op.topic, op.channel)) not in (None, UNCONFIRMED):
                     return False
             else:
                 return False

@@ -16,7 +16,7 @@ import contextvars
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,6 +27,7 @@ from ..clients.errors import EfficyBusinessError
 from ..clients.http import map_in_context
 from ..config import IntegrationConfig
 from ..mapping import needed_fields
+from ..observability import logger
 from ..safety import RemovalGate, base_counts, removal_counts
 from ..state import PersonState, utc_now
 from ..store.protocols import PersonStates
@@ -271,16 +272,20 @@ def _sync_batch(
                 return None
             return writer.submit(batched.write, batched.take(int(p["K_CONTACT"]) for p in chunk))
 
+        written: list[tuple[list[dict[str, Any]], list[Future[Outcome]], Future[set[int]] | None]] = []
+
         def finish_oldest() -> None:
             nonlocal behind
             chunk, futures = in_flight.popleft()
             wait(futures)
             # what did reach APSIS is written even when a person of the chunk failed (raised just below)
             writing = write(chunk)
+            written.append((chunk, futures, writing))
             done = [future.result() for future in futures]
             if behind is not None:
                 outcomes.extend(_settle(pool, states, plain, *behind, query_tags=query_tags, reread=reread))
             behind = (chunk, done, writing)
+            written.clear()
 
         try:
             asked = time.monotonic()  # the page asked before reading these persons from Efficy
@@ -312,11 +317,44 @@ def _sync_batch(
         except BaseException:
             for chunk, futures in in_flight:  # chunks already syncing: what they sent to APSIS is written too
                 wait(futures)
-                write(chunk)
+                written.append((chunk, futures, write(chunk)))
+            # and a state refused there is marked as _settle would (the page fails: its retry re-plans from it)
+            unsettled: list[tuple[list[dict[str, Any]], Sequence[Outcome | None], Future[set[int]] | None]] = []
+            if behind is not None:
+                unsettled.append(behind)
+            unsettled += [(chunk, [_outcome(f) for f in futures], writing) for chunk, futures, writing in written]
+            for chunk, done, writing in unsettled:
+                _mark_refused(states, syncer.cfg.integration_id, chunk, done, writing)
             raise
         if behind is not None:
             outcomes.extend(_settle(pool, states, plain, *behind, query_tags=query_tags, reread=reread))
     return outcomes
+
+
+def _outcome(future: Future[Outcome]) -> Outcome | None:
+    """A person's outcome, None when their sync raised."""
+    return future.result() if future.exception() is None else None
+
+
+def _mark_refused(
+    states: PersonStates,
+    integration_id: str,
+    chunk: list[dict[str, Any]],
+    done: Sequence[Outcome | None],
+    writing: Future[set[int]] | None,
+) -> None:
+    """_settle's first half, when the page fails (a person of it raised): what a person whose state the batch
+    refused sent is marked unknown on the newer state, so the retried page sends its decision again. Without
+    it, the retry planned nothing against the newer state and the page's older opt-in stayed in APSIS. A
+    failure here is logged: it must not hide the page's own error."""
+    try:
+        refused = writing.result() if writing is not None else set()
+        now = utc_now()
+        for person, outcome in zip(chunk, done, strict=True):
+            if outcome is not None and int(person["K_CONTACT"]) in refused and outcome.operations:
+                reconcile_sent(states, integration_id, int(person["K_CONTACT"]), list(outcome.operations), now)
+    except Exception:
+        logger.exception("page failed: marking the states its batch write refused failed too")
 
 
 def _settle(

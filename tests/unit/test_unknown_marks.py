@@ -1,0 +1,58 @@
+"""What a state says after calls whose effect we cannot know (an import that never reported back, a race with a
+newer sync): state_updates.mark_unknown, read by the planner and by the read before a first opt-in.
+
+Checked through the real planner (person_plan.plan_operations) and existing_optouts.first_opt_ins, so each
+case states what the next sync sends, not how the state spells it.
+"""
+
+from __future__ import annotations
+
+from efficy_sync.existing_optouts import first_opt_ins
+from efficy_sync.mapping import Desired
+from efficy_sync.person_plan import CreateProfile, PatchTags, SetConsent, plan_operations
+from efficy_sync.state import PersonState
+from efficy_sync.state_updates import raced_state, unconfirmed_state
+
+NOW = "2026-01-01T00:00:00Z"
+NEWS = "usercreated.topics.newsletter-ab12"
+SLOT = (NEWS, "email")
+
+
+def desired(member: bool | None = None, tags: dict[str, bool] | None = None) -> Desired:
+    consents = {} if member is None else {SLOT: "opt-in" if member else "opt-out"}
+    return Desired("7", {}, consents, tags or {}, "a@example.com", None, "", integration_id="i")  # type: ignore[arg-type]
+
+
+def test_a_first_opt_in_never_confirmed_is_read_before_it_is_sent_again() -> None:
+    """Marked "unknown", the slot was no longer a first opt-in: the next opt-in went out without the read that
+    finds an opt-out APSIS held before the integration (the file itself never resubscribes)."""
+    state = unconfirmed_state(None, "i", 7, [CreateProfile("7"), SetConsent("7", NEWS, "email", "opt-in")], NOW)
+    assert state is not None
+    ops = plan_operations(desired(member=True), state)
+    assert SetConsent("7", NEWS, "email", "opt-in") in ops
+    assert first_opt_ins(ops, state) == [SetConsent("7", NEWS, "email", "opt-in")]
+    # and withdrawn when the person is no longer a member: APSIS may hold the file's opt-in
+    assert SetConsent("7", NEWS, "email", "opt-out") in plan_operations(desired(member=False), state)
+
+
+def test_an_opt_in_after_a_known_consent_stays_unknown_without_a_read() -> None:
+    """The slot held a consent we sent (our opt-out): whatever APSIS holds now is ours, not a stranger's."""
+    stored = PersonState(
+        integration_id="i", person_key="7", exists_in_apsis=True, consents={f"{NEWS}|email": "opt-out"}
+    )
+    state = raced_state(stored, [SetConsent("7", NEWS, "email", "opt-in")], NOW)
+    ops = plan_operations(desired(member=True), state)
+    assert SetConsent("7", NEWS, "email", "opt-in") in ops and first_opt_ins(ops, state) == []
+
+
+def test_a_tag_an_unconfirmed_file_set_is_taken_away_when_the_rules_drop_it() -> None:
+    """Popped from the state, the tag read "not set": the untag never went out, and a tag the late file set
+    stayed for good."""
+    state = unconfirmed_state(None, "i", 7, [CreateProfile("7"), PatchTags("7", {"vip": True})], NOW)
+    assert PatchTags("7", {"vip": False}) in plan_operations(desired(tags={"vip": False}), state)
+
+
+def test_a_tag_an_unconfirmed_file_took_away_is_set_again_when_wanted() -> None:
+    stored = PersonState(integration_id="i", person_key="7", exists_in_apsis=True, tags={"vip": True})
+    state = unconfirmed_state(stored, "i", 7, [PatchTags("7", {"vip": False})], NOW)
+    assert PatchTags("7", {"vip": True}) in plan_operations(desired(tags={"vip": True}), state)
