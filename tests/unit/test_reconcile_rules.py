@@ -410,6 +410,12 @@ def test_a_record_without_a_condition_field_is_not_judged(profile):
         ("12.51", 12.5, False),
         ("32475123457", "+32475123456", False),
         ("Jane", "jane", False),
+        # text whose every character counts is not a number or a date because it looks like one
+        ("1000", "01000", False),  # a postcode APSIS lost its leading zero on
+        ("612345678", "0612345678", False),  # a national phone without its trunk 0
+        ("20240105", "2024-01-05", False),  # an eight-digit code
+        ("1e3", "1000", False),
+        ("-0.5", -0.5, True),
     ],
 )
 def test_a_value_apsis_gives_back_in_another_form_is_not_drift(held, sent, same):

@@ -24,6 +24,8 @@ by the worker from a fresh Efficy read, decides and sends with every consent rul
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -168,7 +170,16 @@ def _same(apsis: Any, mapped: Any) -> bool:
     return False
 
 
+#: a number as APSIS may give one back: no leading zero, exponent or separator (a postcode "01000", a code
+#: "1e3" are text whose every character counts)
+_PLAIN_NUMBER = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$")
+#: an extended ISO date or time ("20240105" is an eight-digit code, not a date)
+_ISO_MOMENT = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ].*)?$")
+
+
 def _number(text: str) -> Decimal | None:
+    if not _PLAIN_NUMBER.match(text):
+        return None
     try:
         number = Decimal(text)
     except InvalidOperation:
@@ -178,6 +189,8 @@ def _number(text: str) -> Decimal | None:
 
 def _moment(text: str) -> datetime | None:
     """A date or an ISO time as a UTC moment (a date: its midnight; no zone: UTC, as we send times)."""
+    if not _ISO_MOMENT.match(text):
+        return None
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
