@@ -399,3 +399,36 @@ def test_secret_names_follow_the_prefix_of_the_stack_they_are_for(tmp_path, caps
         data[block][field] = data[block][field].replace("efficy-sync/", "efficy-sync-prod/", 1)
     path.write_text(yaml.safe_dump(data))
     assert main(["config", "validate", str(path)]) == 0, capsys.readouterr().out
+
+
+def _denied(name: str) -> None:
+    from botocore.exceptions import ClientError
+
+    raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "DescribeStacks")
+
+
+def test_the_secrets_prefix_comes_from_the_stack_whose_tables_are_used(monkeypatch):
+    """Review of the SecretsPrefix change: CONFIG_TABLE named the dev stack's table while a default-named stack
+    existed (its prefix won, so `apply` refused the dev names and accepted ones dev could not read); a role
+    with the tables but no DescribeStacks failed; a stack older than the output got the environment's prefix,
+    which its IAM never allowed."""
+    from efficy_sync_tools.commands import _aws
+
+    monkeypatch.delenv("EFFICY_SYNC_STACK", raising=False)
+    monkeypatch.setenv("EFFICY_SYNC_SECRETS_PREFIX", "efficy-sync-dev")
+    monkeypatch.setenv("CONFIG_TABLE", "efficy-sync-dev-ConfigTable")
+    default_stack = ({"SecretsPrefix": "efficy-sync", "ConfigTableName": "efficy-sync-ConfigTable"}, {})
+    monkeypatch.setattr(_aws, "_describe_stack", lambda name: default_stack)
+    assert _aws.secrets_prefix(from_stack=True) == "efficy-sync-dev"
+    monkeypatch.setattr(_aws, "_describe_stack", _denied)
+    assert _aws.secrets_prefix(from_stack=True) == "efficy-sync-dev"
+    monkeypatch.delenv("CONFIG_TABLE")
+    with pytest.raises(Exception, match="AccessDenied"):
+        _aws.secrets_prefix(from_stack=True)  # no table named: the stack is the only way to know
+    monkeypatch.setattr(_aws, "_describe_stack", lambda name: ({"ConfigTableName": "t"}, {}))  # before the output
+    assert _aws.secrets_prefix(from_stack=True) == "efficy-sync"
+    monkeypatch.setenv("CONFIG_TABLE", "t")  # the stack's own table
+    monkeypatch.setattr(
+        _aws, "_describe_stack", lambda name: ({"SecretsPrefix": "efficy-sync-x", "ConfigTableName": "t"}, {})
+    )
+    assert _aws.secrets_prefix(from_stack=True) == "efficy-sync-x"

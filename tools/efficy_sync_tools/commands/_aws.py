@@ -211,15 +211,29 @@ def secrets_prefix(*, from_stack: bool) -> str:
     """The stack's SecretsPrefix, which every secret name must start with: the stack's output when `from_stack`
     (what the functions' IAM policies allow wins over anything set here), else EFFICY_SYNC_SECRETS_PREFIX, else
     the template's default (also a stack deployed before the output existed)."""
+    from botocore.exceptions import BotoCoreError, ClientError
     from efficy_sync.config import DEFAULT_SECRETS_PREFIX
 
     if from_stack:
+        table = os.environ.get("CONFIG_TABLE")
         try:
-            outputs, _ = _describe_stack(stack_name())
+            outputs, resources = _describe_stack(stack_name())
         except CliError:  # no stack: the tables were named in the environment
-            outputs = {}
-        if outputs.get("SecretsPrefix"):
-            return outputs["SecretsPrefix"]
+            outputs = resources = None
+        except (ClientError, BotoCoreError):
+            if not table:
+                raise
+            outputs = resources = None  # a role with the tables only (no DescribeStacks): as before the output
+        # the stack is the one whose tables we use: named explicitly, or the default one when no table is named
+        # (CONFIG_TABLE may name another stack's table while a default-named stack exists in the account)
+        ours = outputs is not None and (
+            bool(os.environ.get("EFFICY_SYNC_STACK"))
+            or not table
+            or table in (outputs.get("ConfigTableName"), (resources or {}).get("ConfigTable"))
+        )
+        if ours and outputs is not None:
+            # a stack deployed before the output existed: its IAM policies allowed the default prefix only
+            return outputs.get("SecretsPrefix") or DEFAULT_SECRETS_PREFIX
     return os.environ.get("EFFICY_SYNC_SECRETS_PREFIX") or DEFAULT_SECRETS_PREFIX
 
 
