@@ -25,6 +25,7 @@ from efficy_sync.fullsync.wiring import S3Plans
 from efficy_sync.store.configs import ConfigStore
 from efficy_sync.store.persons import PersonStateStore
 from efficy_sync.store.removals import HeldRemovals, RemovalBreaker
+from efficy_sync.store.run_records import SyncAlreadyRunning
 
 from tests.support import create_pk_sk_table
 
@@ -176,6 +177,13 @@ def test_the_sweeper_ends_runs_whose_event_was_lost_and_requeues_late_parked_key
     full_sync, statuses = sync
     run = planned(full_sync, ARN + "d", pages=2, done=2, failing=[])
     assert sweep(full_sync) == {"ended": [], "requeued": 0, "query_tags": {}}  # still running: left alone
+
+    for status in ("PENDING_REDRIVE", "SOME_NEW_STATUS"):  # not ended: an admin's redrive may resume it
+        statuses[ARN + "d"] = status
+        assert sweep(full_sync)["ended"] == []
+        assert full_sync.runs.get("demo", run["run_id"]).active
+        with pytest.raises(SyncAlreadyRunning):
+            full_sync.begin({"integration_id": "demo"}, ARN + "other")
 
     statuses[ARN + "d"] = "TIMED_OUT"
     assert sweep(full_sync)["ended"] == ["demo"]

@@ -12,9 +12,9 @@ from efficy_sync.optout import OptOutMessage, SlotRef, WriteBackResult, retry_de
 from efficy_sync.writeback_batch import WriteBackBatch
 
 
-def message(key: int) -> str:
+def message(key: int, integration_id: str = "acme") -> str:
     return OptOutMessage(
-        integration_id="acme",
+        integration_id=integration_id,
         event="email.unsubscribe",
         profile_key=key,
         slots=[SlotRef(topic="news", channel="email")],
@@ -83,3 +83,18 @@ def test_a_failed_delay_never_hides_the_failure() -> None:
     batch = WriteBackBatch(lambda integration_id: writeback, no_permission)  # type: ignore[arg-type,return-value]
     with pytest.raises(EfficyUnavailable):
         batch.write_back(message(7), "h-7", 1)
+
+
+def test_one_integrations_efficy_outage_leaves_another_integrations_opt_outs_alone() -> None:
+    """The opt-out queue is shared by every integration: one flag for the batch put a healthy CRM's opt-outs back
+    behind another customer's outage, further each time, until they dead-lettered."""
+    acme, globex = FakeWriteBack(down=True), FakeWriteBack()
+    by_id = {"acme": acme, "globex": globex}
+    batch = WriteBackBatch(lambda integration_id: by_id[integration_id], lambda handle, seconds: None)  # type: ignore[arg-type,return-value]
+    with pytest.raises(EfficyUnavailable):
+        batch.write_back(message(7), "h-7", 1)
+    batch.write_back(message(8, "globex"), "h-8", 1)
+    assert globex.processed == [8]
+    with pytest.raises(EfficyUnavailable, match="earlier in this batch"):
+        batch.write_back(message(9), "h-9", 1)  # acme's next one is still put back at once
+    assert acme.recorded_only == [9]

@@ -127,6 +127,8 @@ def _refusal(integration_id: str, lock: Any) -> str:
 # ---- start ------------------------------------------------------------------------------------------------
 @cli_command
 def start_command(args: argparse.Namespace) -> int:
+    from efficy_sync.store.run_records import execution_ended
+
     s = _setup()
     integration_id = args.integration_id
     _check_integration(integration_id)
@@ -134,7 +136,7 @@ def start_command(args: argparse.Namespace) -> int:
     lock = runs.lock(integration_id)
     if lock is not None and lock.held:
         described = _execution_status(lock.execution_arn)
-        if described is not None and described["status"] == "RUNNING":
+        if described is not None and not execution_ended(described["status"]):  # running, or pending a redrive
             raise CliError(_refusal(integration_id, lock), REFUSED)
         # the holder ended without cleaning up: Begin takes the lock over after ending that run
     if not s.state_machine_arn:

@@ -25,7 +25,6 @@ by the worker from a fresh Efficy read, decides and sends with every consent rul
 from __future__ import annotations
 
 import re
-
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime

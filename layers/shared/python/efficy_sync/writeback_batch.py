@@ -4,15 +4,17 @@ with the bookkeeping around them (like worker.Batch for the real-time worker).
 - A message that fails is retried: SQS delivers it again after a growing delay (retry_delay: 30 s, 1, 2 ...
   minutes), and after the queue's maxReceiveCount it moves to the DLQ. Nothing is acknowledged before every
   step succeeded.
-- Once Efficy proved unreachable in a batch, its other opt-outs are recorded (so every sync honours them from
-  now on) and put back at once, instead of each waiting out the same timeouts.
+- Once an integration's Efficy proved unreachable in a batch, that integration's other opt-outs are recorded
+  (so every sync honours them from now on) and put back at once, instead of each waiting out the same
+  timeouts. Only that integration's: the queue is shared, and one customer's outage must not delay (and
+  dead-letter) another's opt-outs.
 - What was done is counted and logged without an address or a key in clear.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
@@ -31,20 +33,24 @@ class WriteBackBatch:
     writeback_for: Callable[[str], WriteBack]
     #: makes a failed message invisible for that many seconds (SQS ChangeMessageVisibility on its receipt)
     delay: Callable[[str, int], None]
-    efficy_down: bool = False
+    #: the integrations whose Efficy proved unreachable in this batch
+    efficy_down: set[str] = field(default_factory=set)
 
     def write_back(self, body: str, receipt_handle: str, receive_count: int) -> WriteBackResult:
         """One opt-out message; raises (the message comes back later) unless it was written back."""
+        integration_id = None
         try:
             message = OptOutMessage.model_validate_json(body)
-            logger.append_keys(integration_id=message.integration_id)
-            writeback = self.writeback_for(message.integration_id)
-            if self.efficy_down:
+            integration_id = message.integration_id
+            logger.append_keys(integration_id=integration_id)
+            writeback = self.writeback_for(integration_id)
+            if integration_id in self.efficy_down:
                 writeback.record_only(message)  # recorded all the same: from now on every sync honours it
                 raise EfficyUnavailable("Efficy was unreachable earlier in this batch")
             result = writeback.process(message)
         except Exception as exc:
-            self.efficy_down = self.efficy_down or isinstance(exc, EfficyUnavailable)
+            if integration_id is not None and isinstance(exc, EfficyUnavailable):
+                self.efficy_down.add(integration_id)
             metrics.add_metric(name="OptOutRetried", unit=MetricUnit.Count, value=1)
             # a validation error quotes the message body, which may hold an address: name the error only
             detail = "invalid message" if isinstance(exc, ValidationError) else str(exc)

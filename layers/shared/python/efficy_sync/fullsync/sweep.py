@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..observability import logger  # the PII-scrubbing logger: one logging path
+from ..store.run_records import execution_ended
 from .breaker import Breaker
 from .runs import STATUS_BY_EXECUTION, utc_now
 from .tags import mirror_query_tags, schedule_due
@@ -25,7 +26,7 @@ def sweep(full_sync: FullSync, time_left: Callable[[], float] | None = None) -> 
     for lock in full_sync.runs.locks():
         if lock.held:
             status = full_sync.execution_status(lock.execution_arn)
-            if status != "RUNNING":
+            if execution_ended(status):
                 requeued += full_sync._end(
                     lock,
                     STATUS_BY_EXECUTION.get(status or "", "failed"),

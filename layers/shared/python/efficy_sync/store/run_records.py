@@ -19,6 +19,15 @@ ACTIVE = "running"
 ENDED_STATUSES = ("succeeded", "failed", "cancelled", "timed_out", "halted")  # halted: breaker.py
 #: Step Functions execution status -> the run status it leaves behind when nobody else ended the run
 STATUS_BY_EXECUTION = {"ABORTED": "cancelled", "TIMED_OUT": "timed_out", "FAILED": "failed", "SUCCEEDED": "succeeded"}
+
+
+def execution_ended(status: str | None) -> bool:
+    """Whether an execution in `status` (None: there is no such execution) can no longer act: only a terminal
+    status says so. RUNNING and PENDING_REDRIVE (an admin's redrive may resume it) hold the run and its lock;
+    so does a status this code does not know yet, until a later look finds it ended."""
+    return status is None or status in STATUS_BY_EXECUTION
+
+
 #: an ended run (and its page records) stays this long in the history; the state table's TTL removes it then
 RUN_RETENTION_DAYS = 180
 #: at most this many ended runs per integration are kept, whatever their age (a schedule could start many)

@@ -37,6 +37,7 @@ from .run_records import (
     SyncAlreadyRunning,
     _lock_key,
     _run_key,
+    execution_ended,
     expires_at,
     new_run_id,
     utc_now,
@@ -129,7 +130,7 @@ class RunStore(RunCounters):
             if not lock.held:
                 continue
             status = holder_status(lock.execution_arn)
-            if status == "RUNNING":
+            if not execution_ended(status):
                 raise SyncAlreadyRunning(
                     f"a full sync of {integration_id} is already running (run {lock.run_id}, started "
                     f"{lock.started_at}, execution {lock.execution_arn.rsplit(':', 1)[-1]}). Wait for it to end "
