@@ -162,7 +162,9 @@ def _mover(sqs: Any, dlq_url: str, source_url: str, *, limit: int | None, reason
         messages = sqs.receive_message(
             QueueUrl=dlq_url,
             MaxNumberOfMessages=10 if limit is None else max(1, min(10, limit - report.moved)),
-            WaitTimeSeconds=0,
+            # a long poll (any wait above 0) asks every SQS server: a short poll samples some of them and may
+            # answer empty while messages remain, which ended the move early with exit 0
+            WaitTimeSeconds=1,
             VisibilityTimeout=30,
             MessageSystemAttributeNames=["All"],
             MessageAttributeNames=["All"],
