@@ -70,3 +70,13 @@ def test_a_topic_in_another_case_reaches_its_mapping_in_the_mappings_spelling(ro
     )
     (message,) = routes.messages(routes.optout_queue)
     assert message["slots"] == [{"topic": NEWS, "channel": "email"}]
+
+
+def test_a_mobile_without_plus_or_zero_in_a_json_body_is_not_logged_in_clear(routes: Routes) -> None:
+    """APSIS gives phones back without "+": with the event logged whole (as these tests log it), the body's
+    mobile passed the scrubber, which masked contact fields by name in forms and query strings only."""
+    body = json.dumps({**FIELDS, "mobile": "32470123456", "email": "jane@example.com"}).encode()
+    assert post(routes, body, JSON)[0] == 202
+    log = routes.log.getvalue()
+    assert '"mobile' in log, "the event was not logged: the test shows nothing"
+    assert "32470123456" not in log and "jane@example.com" not in log

@@ -92,12 +92,29 @@ def _pair(match: re.Match[str]) -> str:
     return match.group()
 
 
+#: a "name": value pair of JSON text (a request body logged whole as one string), the value a string or number
+_JSON_PAIR = re.compile(r'"([A-Za-z_][\w.\-]*)"(\s*:\s*)("(?:[^"\\]|\\.)*"|-?[0-9][0-9.eE+\-]*)')
+
+
+def _json_pair(match: re.Match[str]) -> str:
+    name, colon, raw = match.group(1), match.group(2), match.group(3)
+    value = raw[1:-1] if raw.startswith('"') else raw
+    if value and _is_secret_key(name):
+        return f'"{name}"{colon}"{SECRET_MASK}"'
+    if value and _is_contact_key(name):
+        return f'"{name}"{colon}"{mask_value(name.upper(), value)}"'
+    return match.group()
+
+
 def scrub_text(text: str) -> str:
     """Masks every e-mail address and phone number in free text (messages, exception texts, API answers), and
-    the values of credential and contact parameters in url-encoded text: powertools' event logging writes a
-    form body or a raw query string whole, where `token=` and a mobile written without + or 0 would pass."""
+    the values of credential and contact fields in url-encoded and JSON text: powertools' event logging writes
+    a request body or a raw query string whole, as one string, where `token=` and a mobile written without +
+    or 0 (as APSIS gives phones back) would pass."""
     if "=" in text:
         text = _PAIR.sub(_pair, text)
+    if '"' in text and ":" in text:
+        text = _JSON_PAIR.sub(_json_pair, text)
     if "@" in text or "%40" in text:
         text = _EMAIL.sub(lambda m: mask_email(m.group().replace("%40", "@")), text)
     return _PHONE.sub(lambda m: mask_phone(m.group()) if _phone_digits_ok(m.group()) else m.group(), text)
