@@ -274,6 +274,20 @@ def test_hmac_body_accepts_x_justin_signature_and_refuses_a_wrong_one(routes: Ro
     assert WEBHOOK_SECRET not in routes.log.getvalue() and good not in routes.log.getvalue()
 
 
+def test_hmac_body_accepts_the_same_hmac_as_bare_hex_or_base64(routes: Routes) -> None:
+    """The 12.1 connector's header format is not published (only inferred from APSIS's `sha256=<hex>`): the
+    same HMAC sent bare or in base64 was a 401, and the batch's changes waited for the next full sync."""
+    body = records(45)
+    digest = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).digest()
+    for signature in (digest.hex(), digest.hex().upper(), base64.b64encode(digest).decode(),
+                      "SHA256=" + base64.b64encode(digest).decode()):  # fmt: skip
+        status, answer = call(routes.webhook, webhook_event("acme-body", body, {"X-Justin-Signature": signature}))
+        assert status == 202, (signature, answer)
+    other = hmac.new(b"other", body, hashlib.sha256).digest()
+    for signature in (other.hex(), base64.b64encode(other).decode(), ""):
+        assert call(routes.webhook, webhook_event("acme-body", body, {"X-Justin-Signature": signature}))[0] == 401
+
+
 # ---- webhook: raw bytes, SQS failures, bounded messages (11.3, 11.8) --------------------------------------------
 
 
