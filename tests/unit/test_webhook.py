@@ -140,11 +140,11 @@ def test_hmac_body_mode_signs_the_raw_body_like_the_generic_connector() -> None:
         mode="hmac_body",
         signature_header="X-Justin-Signature",
     )
+    verify({"X-Justin-Signature": digest}, BODY, SECRET, mode="hmac_body", signature_header="X-Justin-Signature")
     for headers, message in (
         ({}, "missing X-Justin-Signature"),
         ({"X-Justin-Signature": sign_body("other", BODY)}, "wrong X-Justin-Signature"),
         ({"X-Justin-Signature": sign_body(SECRET, b"{}")}, "wrong"),
-        ({"X-Justin-Signature": digest}, "wrong"),  # the bare hex without sha256=
     ):
         with pytest.raises(WebhookAuthError, match=message):
             verify(headers, BODY, SECRET, mode="hmac_body", signature_header="X-Justin-Signature")
