@@ -131,6 +131,11 @@ def test_config_validate_apply_show_list_history(user: UserStack, tmp_path: Path
     assert integration_id in user.cli("config", "list").stdout
     history = user.json("config", "history", integration_id)
     assert [v["version"] for v in history] == [1, 2, 3]
+    # show -> edit -> apply pins no default: the version holds what the file sets (a later default still
+    # reaches the integration, and an older stack still reads it); --effective lists the defaults to read
+    assert yaml.safe_load(user.cli("config", "show", integration_id).stdout) == data
+    effective = json.loads(user.cli("config", "show", integration_id, "--effective").stdout)
+    assert "optout_max_age_hours" not in data["apsis"] and effective["apsis"]["optout_max_age_hours"] == 24
 
 
 def test_config_apply_names_a_secret_that_does_not_exist(user: UserStack, tmp_path: Path) -> None:

@@ -65,7 +65,7 @@ def test_apply_show_round_trip_and_history(stack: Stack, tmp_path: Path) -> None
         assert again.stdout.strip() == f"no changes: {iid} stays at version 2 (nothing stored)"
 
     old = stack.cli("config", "show", iid, "--version", "1", check=True).stdout
-    assert yaml.safe_load(old)["field_mappings"] == [{**mappings[0], "type": "string"}]
+    assert yaml.safe_load(old)["field_mappings"] == [mappings[0]]  # what it set: no default pinned
 
     history = versions(stack, iid)
     assert [(v["version"], v["applied_by"], v["comment"]) for v in history] == [

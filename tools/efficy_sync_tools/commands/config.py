@@ -48,6 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.add_argument("--format", choices=("yaml", "json"), default="yaml")
     show.add_argument("--version", type=positive_int, help="an earlier version (see `config history`)")
     show.add_argument(
+        "--effective",
+        action="store_true",
+        help="every setting, defaults included, as JSON (to read: applied back, it would pin every default)",
+    )
+    show.add_argument(
         "--webhook-url",
         action="store_true",
         help="print what to register in Efficy for this integration's webhook (URL, and header or token per "
@@ -474,14 +479,21 @@ def show_command(args: argparse.Namespace) -> int:
     if getattr(args, "webhook_url", False):
         return _print_registration(cfg, as_json=args.output == "json" or args.format == "json")
     automatic = automatic_mappings(cfg)
-    if args.format == "json":
+    if getattr(args, "effective", False):  # every setting, defaults included: to read, not to apply back
         sys.stdout.write(json.dumps(config_to_dict(cfg), indent=2, ensure_ascii=False) + "\n")
+        return 0
+    if args.format == "json":
+        sys.stdout.write(json.dumps(config_to_dict(cfg, only_set=True), indent=2, ensure_ascii=False) + "\n")
         # stdout stays what `config apply` takes back; the automatic mappings go beside it
         for line in automatic:
             print(f"automatic mapping: {line}", file=sys.stderr)
     else:
         header = "".join(f"#   {line}\n" for line in automatic)
-        sys.stdout.write(f"# automatic mappings (always on; not part of the file):\n{header}" + config_to_yaml(cfg))
+        sys.stdout.write(
+            f"# automatic mappings (always on; not part of the file):\n{header}"
+            "# settings not set here take their defaults (`config show --effective` lists them all)\n"
+            + config_to_yaml(cfg, only_set=True)
+        )
     return 0
 
 

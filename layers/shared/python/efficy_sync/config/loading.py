@@ -370,8 +370,9 @@ def load_config_file(path: str | Path) -> IntegrationConfig:
     return load_config_text(text)
 
 
-def config_to_yaml(config: IntegrationConfig) -> str:
-    """What `config show` prints and `config apply` takes back unchanged."""
+def config_to_yaml(config: IntegrationConfig, *, only_set: bool = False) -> str:
+    """What `config show` prints and `config apply` takes back unchanged. `only_set`: the settings the config
+    sets (as a stored version holds them), not the defaults of the others."""
     import yaml
 
     class Dumper(yaml.SafeDumper):
@@ -384,7 +385,11 @@ def config_to_yaml(config: IntegrationConfig) -> str:
 
     Dumper.add_representer(str, text)
     return yaml.dump(
-        config_to_dict(config), Dumper=Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False
+        config_to_dict(config, only_set=only_set),
+        Dumper=Dumper,
+        sort_keys=False,
+        allow_unicode=True,
+        default_flow_style=False,
     )
 
 

@@ -400,6 +400,8 @@ class IntegrationConfig(_Model):
         return sorted(set(tags))
 
 
-def config_to_dict(config: IntegrationConfig) -> dict[str, Any]:
-    """Plain JSON-able data; unused condition operators and unset optional values are left out."""
-    return config.model_dump(mode="json", exclude_none=True)
+def config_to_dict(config: IntegrationConfig, *, only_set: bool = False) -> dict[str, Any]:
+    """Plain JSON-able data; unused condition operators and unset optional values are left out. `only_set`:
+    only what the config sets, as a stored version holds it (store/configs.py): a file started from it pins no
+    default, so a later default reaches the integration and an older stack still reads the version."""
+    return config.model_dump(mode="json", exclude_none=True, exclude_unset=only_set)
