@@ -35,6 +35,15 @@ def test_two_crms_in_one_account_and_keyspace_clash() -> None:
     assert "'a'" in line and "com.apsis1.keyspaces.crm-id" in line and "a.efficy.cloud" in line
 
 
+def test_the_same_account_written_with_another_api_address_still_clashes() -> None:
+    """The check also compared the APSIS base_url as text: `:443`, another case or another name of the same
+    API let two CRMs share one account's profiles."""
+    a = cfg("a", "https://a.efficy.cloud/crm")
+    for address in ("https://api.apsis.one:443", "https://API.apsis.one/", "http://localhost:44475"):
+        b = cfg("b", "https://b.efficy.cloud/crm", base_url=address)
+        assert len(shared_profiles(b, [a])) == 1, address
+
+
 def test_one_crm_into_two_sections_or_a_keyspace_of_its_own_or_another_account_is_fine() -> None:
     a = cfg("a", "https://a.efficy.cloud/crm")
     same_crm = cfg("a2", "https://A.efficy.cloud:443", section="usercreated.sections.second-b2")

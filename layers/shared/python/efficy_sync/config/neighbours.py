@@ -33,9 +33,9 @@ def shared_profiles(cfg: IntegrationConfig, others: Iterable[IntegrationConfig])
     for other in others:
         if other.integration_id == cfg.integration_id:
             continue
-        same_account = other.apsis.credentials_secret == cfg.apsis.credentials_secret and str(
-            other.apsis.base_url
-        ).rstrip("/") == str(cfg.apsis.base_url).rstrip("/")
+        # the secret names the account; its API address does not (the same API, written with a port, in
+        # another case or through another hostname, passed a comparison of the addresses)
+        same_account = other.apsis.credentials_secret == cfg.apsis.credentials_secret
         if same_account and other.apsis.keyspace == cfg.apsis.keyspace and _efficy(other) != _efficy(cfg):
             clashes.append(
                 f"integration {other.integration_id!r} writes keyspace {cfg.apsis.keyspace} of the same APSIS One "
