@@ -17,7 +17,7 @@ import pytest
 from efficy_sync.config import load_config_file
 from efficy_sync.fullsync.lifecycle import FullSync, TooManyPagesFailed
 from efficy_sync.fullsync.parking import ParkingLot
-from efficy_sync.fullsync.report import current_report
+from efficy_sync.fullsync.report import current_report, render_report
 from efficy_sync.fullsync.runs import RunStore
 from efficy_sync.fullsync.sweep import sweep
 from efficy_sync.fullsync.tags import QueryMembers
@@ -152,6 +152,7 @@ def test_a_cancelled_runs_report_counts_what_its_pages_did_after_it_ended(sync) 
     assert report["status"] == "cancelled" and report["ended_at"] == ended.report["ended_at"]
     assert report["persons"]["persons"] == 248 and report["persons"]["created"] == 240
     assert report["pages"] == {**ended.report["pages"], "done": 2}  # the stopped page counts, it is not done
+    assert "  pages: 2/3 done, 1 not done" in render_report(report)  # done + not done = all of them
     assert full_sync.runs.pages("demo", run_id)[2].status == "stopped"
 
 

@@ -173,6 +173,9 @@ def render_report(report: Mapping[str, Any]) -> list[str]:
     stopped = report.get("status") in ("cancelled", "timed_out")
     not_done = "not done" if stopped else "failed"
     failed_pages = f", {len(pages['failed'])} {not_done}" if pages.get("failed") else ""
+    if stopped:  # its pages go on counting after the end (current_report): what is left is what is not done
+        left = max(0, int(pages.get("total", 0)) - int(pages.get("done", 0)))
+        failed_pages = f", {left} {not_done}" if left else ""
     lines = [
         f"{title} of {report.get('integration_id')} (run {report.get('run_id')}): "
         f"{str(report.get('status', '?')).upper()}{took}",
