@@ -432,3 +432,19 @@ def test_the_secrets_prefix_comes_from_the_stack_whose_tables_are_used(monkeypat
         _aws, "_describe_stack", lambda name: ({"SecretsPrefix": "efficy-sync-x", "ConfigTableName": "t"}, {})
     )
     assert _aws.secrets_prefix(from_stack=True) == "efficy-sync-x"
+
+
+def test_output_piped_into_a_reader_that_went_away_ends_quietly() -> None:
+    """`efficy-sync ... | head -1`: the write fails with EPIPE once the reader is gone. It was "efficy-sync:
+    [Errno 32] Broken pipe" with exit 1 (or, from some commands, a traceback); a CLI stops quietly there."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "efficy_sync_tools.cli", "config", "schema"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader is gone before the command writes anything
+    errors = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141, errors
+    assert errors == ""

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator, Sequence
 
 from efficy_sync_tools import commands
-from efficy_sync_tools.commands._aws import EXIT_CODES_HELP, EXIT_INTERRUPTED
+from efficy_sync_tools.commands._aws import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_PIPE_CLOSED
 
 OUTPUTS = ("text", "json")
 
@@ -119,9 +119,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     apply_global_options(args)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's own flush at exit
+        return code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader of our output went away (`| head`): nothing to say and nobody to say it to. Python would
+        # report the failed flush at exit once more, so stdout points at nothing from here on.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE_CLOSED
 
 
 if __name__ == "__main__":

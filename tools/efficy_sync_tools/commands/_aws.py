@@ -36,12 +36,13 @@ EXIT_REFUSED = 3  # refused because of what runs now: a full sync of the integra
 EXIT_UNREACHABLE = 4  # AWS, Efficy or APSIS One out of reach, or no usable AWS credentials / region
 EXIT_HALTED = 5  # a full sync halted by the blast-radius breaker (nothing removed; confirm with --allow-removals)
 EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_PIPE_CLOSED = 141  # the reader of stdout went away (`| head`): 128 + SIGPIPE, as a shell reports it
 EXIT_CODES_HELP = (
     "exit codes: 0 done; 1 failed (invalid config, failed run, unknown name, missing secret); 2 usage error;\n"
     "            3 refused (a full sync of the integration is already running); 4 AWS, Efficy or APSIS One\n"
     "            out of reach, or no AWS credentials / region; 5 full sync halted by the blast-radius\n"
     "            breaker (confirm with --allow-removals); 6 drift found by reconcile (not asked to --fix);\n"
-    "            130 interrupted"
+    "            130 interrupted; 141 stdout closed by its reader (| head)"
 )
 
 #: environment variable of the efficy_sync library -> stack output that holds its value
@@ -93,6 +94,8 @@ def cli_command(func: Callable[[Any], int]) -> Callable[[Any], int]:
         honour_aws_region()
         try:
             return func(args)
+        except BrokenPipeError:
+            raise  # the reader went away: main ends quietly, not with "[Errno 32]" and exit 1
         except CliError as exc:
             return fail(str(exc), exc.code)
         except Exception as exc:

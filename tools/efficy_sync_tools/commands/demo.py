@@ -132,11 +132,11 @@ def _state_outcome(ready: dict[str, Any], key: int) -> str | None:
 
 
 def _print_profile(profile: dict[str, Any]) -> None:
-    from efficy_sync.pii import mask_email
+    from efficy_sync.pii import mask_value
 
     say(f"  APSIS profile {profile['keyspace']}/{profile['key']}")
     for name, value in sorted(profile["attributes"].items()):
-        shown = mask_email(value) if "email" in name and isinstance(value, str) else value
+        shown = mask_value(name.rsplit(".", 1)[-1].upper(), value)  # as `explain` shows them
         say(f"    {name} = {shown}")
     for consent in profile.get("consents", []):
         say(f"    consent {consent['topic']} [{consent['channel']}] = {consent['type']}")
