@@ -208,6 +208,13 @@ def test_cancel_returns_once_the_run_has_ended_and_status_agrees(user: UserStack
         assert started["execution_arn"].startswith(
             user.outputs()["FullSyncStateMachineArn"].replace(":stateMachine:", ":execution:")
         )
+        # the run id `status --run` and `report` take (not the execution's name); a run asked for that does
+        # not exist is an error on stderr, not a line on stdout
+        assert (
+            user.json("full-sync", "status", integration_id, "--run", started["run_id"])["run_id"] == started["run_id"]
+        )
+        missing = user.cli("full-sync", "status", integration_id, "--run", "bogus", expect=1)
+        assert missing.stdout == "" and "no run 'bogus'" in missing.stderr
         wait_for(
             "the run to plan its pages",
             lambda: user.json("full-sync", "status", integration_id).get("pages_total"),

@@ -24,7 +24,10 @@ def write_config(path: Path, integration_id: str, **changes: object) -> Path:
     # `config apply` refuses secrets that do not exist: reuse the local stack's (README, "Quick start")
     data["efficy"].update(api_key_secret="efficy-sync/demo/efficy", webhook_secret_secret="efficy-sync/demo/webhook")
     data["apsis"].update(
-        credentials_secret="efficy-sync/demo/apsis", optout_token_secret="efficy-sync/demo/apsis-optout"
+        credentials_secret="efficy-sync/demo/apsis",
+        optout_token_secret="efficy-sync/demo/apsis-optout",
+        # the demo's APSIS account, from another CRM: a keyspace of its own (config/neighbours.py)
+        keyspace="usercreated.keyspaces.cli-config-test",
     )
     data.update(changes)
     path.write_text(yaml.safe_dump(data, sort_keys=False))

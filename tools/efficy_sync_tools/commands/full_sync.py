@@ -151,11 +151,13 @@ def start_command(args: argparse.Namespace) -> int:
     ]
     kind = "dry run" if args.dry_run else "full sync"
     if args.output == "json":
-        if not args.follow:
-            document = {"integration_id": integration_id, "execution_name": name, "execution_arn": arn}
-            print(json.dumps({**document, "dry_run": bool(args.dry_run)}, indent=2))
-            return 0
+        # the run id is what `status --run` and `report` take: wait for Begin to make it (seconds; a refusal by
+        # Begin is exit 3 here, not a 0 a script would only find out about later)
         run = _wait_for_run(runs, integration_id, arn)
+        if not args.follow:
+            document = {"integration_id": integration_id, "run_id": run.run_id, "execution_name": name}
+            print(json.dumps({**document, "execution_arn": arn, "dry_run": bool(args.dry_run)}, indent=2))
+            return 0
         pauses = _pauses(args.interval)
         while (current := runs.get(integration_id, run.run_id) or run).active:
             time.sleep(next(pauses))
@@ -208,13 +210,16 @@ def status_command(args: argparse.Namespace) -> int:
     _check_integration(args.integration_id)
     runs = _runs()
     run = runs.get(args.integration_id, args.run) if args.run else runs.latest(args.integration_id)
-    if run is None:
-        which = f"run {args.run}" if args.run else "full sync"
+    if run is None and args.run:  # a run asked for by name that does not exist is an error (stderr), as in report
+        raise CliError(
+            f"no run {args.run!r} of {args.integration_id} (efficy-sync full-sync list {args.integration_id})"
+        )
+    if run is None:  # no full sync ever: an answer, not an error
         if args.format == "json":
-            print(json.dumps({"integration_id": args.integration_id, "run_id": args.run, "status": None}, indent=2))
+            print(json.dumps({"integration_id": args.integration_id, "run_id": None, "status": None}, indent=2))
         else:
-            print(f"No {which} of {args.integration_id} found.")
-        return 0 if not args.run else 1
+            print(f"No full sync of {args.integration_id} found.")
+        return 0
     if args.format == "json":
         print(json.dumps(_status_document(run), indent=2, default=str))
         return exit_for(run.status)
