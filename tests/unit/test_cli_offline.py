@@ -328,6 +328,7 @@ def test_validate_output_json_is_one_document(tmp_path, capsys, no_aws):
     assert main(["config", "validate", str(path), "--output", "json"]) == 1
     document = json.loads(capsys.readouterr().out)
     assert document["valid"] is False and document["problems"][0]["path"]
+    assert document["integration_id"] == "Acme EU"  # what the file names, even if it is one of its problems
     assert main(["--output", "json", "config", "validate", str(ROOT / "examples" / "demo.yaml")]) == 0
     assert json.loads(capsys.readouterr().out)["integration_id"] == "demo"
 
@@ -346,6 +347,12 @@ def test_a_person_key_that_is_not_one_is_a_usage_error(key, capsys, no_aws):
     """Exit 2 like any other wrong argument (the help's exit codes), before any AWS call."""
     assert main(["explain", "demo", key]) == 2
     assert "PERSON_KEY must be an Efficy K_CONTACT" in capsys.readouterr().err
+
+
+def test_an_empty_reconcile_range_is_a_usage_error(capsys, no_aws):
+    """It checked nobody and exited 0 with "drift: 0": a scheduled check would take that for a clean account."""
+    assert main(["reconcile", "demo", "--from-key", "5000", "--to-key", "10"]) == 2
+    assert "--to-key 10 is before --from-key 5000" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

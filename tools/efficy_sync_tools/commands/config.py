@@ -143,6 +143,18 @@ def live_config(store: ConfigStore, integration_id: str) -> IntegrationConfig:
 # ---- validate ---------------------------------------------------------------------------------------------
 
 
+def _declared_id(path: Path) -> str | None:
+    """The integration_id a file that does not validate still names (a script files its problems under it)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    value = data.get("integration_id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
 @cli_command
 def validate_command(args: argparse.Namespace) -> int:
     cfg, problems = load_file(args.file, from_stack=args.online)
@@ -153,7 +165,7 @@ def validate_command(args: argparse.Namespace) -> int:
     if args.output == "json":
         document = {
             "file": str(args.file),
-            "integration_id": cfg.integration_id if cfg is not None else None,
+            "integration_id": cfg.integration_id if cfg is not None else _declared_id(args.file),
             "valid": not problems,
             "online": bool(args.online),
             "references_checked": checked,

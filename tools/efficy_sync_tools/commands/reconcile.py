@@ -61,8 +61,19 @@ def reconcile_command(args: argparse.Namespace) -> int:
     from efficy_sync.store.persons import PersonStateStore
     from efficy_sync.store.reconcile_cursor import CursorStore
 
-    from efficy_sync_tools.commands._aws import apsis_client, efficy_client, setup_library_env, table_names
+    from efficy_sync_tools.commands._aws import (
+        EXIT_USAGE,
+        CliError,
+        apsis_client,
+        efficy_client,
+        setup_library_env,
+        table_names,
+    )
     from efficy_sync_tools.commands.config import unknown_integration
+
+    if args.to_key is not None and args.to_key < args.from_key:
+        # an empty range checks nobody and reports "drift: 0", which a scheduled check would take for clean
+        raise CliError(f"--to-key {args.to_key} is before --from-key {args.from_key}: no person to check", EXIT_USAGE)
 
     config_table, state_table = table_names()
     configs = ConfigStore(config_table)
