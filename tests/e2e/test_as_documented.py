@@ -342,3 +342,12 @@ def test_commands_use_the_apsis_token_the_stack_shares(user: UserStack) -> None:
     prefix = user.outputs()["ApsisTokenParameterPrefix"]
     shared = user.aws("ssm").get_parameters_by_path(Path=prefix)["Parameters"]
     assert [p["Type"] for p in shared] == ["SecureString"]
+
+
+def test_a_second_local_up_leaves_the_running_stacks_ready_file_alone(user: UserStack) -> None:
+    """It overwrote the file with its own endpoints and secrets, then deleted it when it stopped: the first stack
+    ran on, but `local seed` said "start the local stack first" and its secrets were gone from disk."""
+    before = user.ready_file.read_text()
+    second = user.cli("local", "up", "--quiet", "--ready-file", str(user.ready_file), expect=1, timeout=60)
+    assert "still running" in second.stderr and user.ready["aws_endpoint"] in second.stderr
+    assert user.ready_file.read_text() == before

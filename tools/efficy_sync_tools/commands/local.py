@@ -63,8 +63,40 @@ def write_ready_file(path: Path, ready: dict) -> None:
     os.replace(tmp, path)
 
 
+def _live_stack(path: Path) -> str | None:
+    """The AWS endpoint of a local stack that still answers at the address `path` names, or None (no file, not
+    a ready file, or a stack that is gone: a crash leaves its file behind)."""
+    import urllib.request
+
+    try:
+        endpoint = str(json.loads(path.read_text())["aws_endpoint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):  # noqa: S310 (a loopback address we wrote)
+            return endpoint
+    except OSError as exc:
+        return endpoint if getattr(exc, "code", None) else None  # an HTTP error is an answer: it is alive
+
+
+def _ours(path: Path, ready: dict | None) -> bool:
+    """Whether `path` still holds this stack's ready document (it is removed on stop, another's is not)."""
+    try:
+        return ready is not None and json.loads(path.read_text()).get("aws_endpoint") == ready.get("aws_endpoint")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def up_command(args: argparse.Namespace) -> int:
+    from efficy_sync_tools.commands._aws import fail
     from efficy_sync_tools.local.stack import LocalStack
+
+    if args.ready_file and (endpoint := _live_stack(args.ready_file)):
+        # another stack's file: overwritten, then deleted when this one stops, it left that stack unusable
+        return fail(
+            f"{args.ready_file} belongs to a local stack that is still running ({endpoint}): stop it first, "
+            "or give this one another --ready-file"
+        )
 
     level = "WARNING" if args.quiet else os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO")
     os.environ["POWERTOOLS_LOG_LEVEL"] = level
@@ -73,6 +105,7 @@ def up_command(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stack = LocalStack()
+    ready: dict | None = None
     try:
         ready = stack.start()
         if args.ready_file:
@@ -85,7 +118,7 @@ def up_command(args: argparse.Namespace) -> int:
         stop.wait()
     finally:
         stack.stop()
-        if args.ready_file and args.ready_file.exists():
+        if args.ready_file and _ours(args.ready_file, ready):
             args.ready_file.unlink()
     return 0
 
