@@ -243,6 +243,18 @@ def test_missing_opt_in_is_drift_but_a_missing_withdrawal_is_not():
     assert compare_person(CFG, 7, person(profiles=[]), state, profile).drifts == []
 
 
+def test_a_missing_opt_in_is_read_before_it_is_sent_even_where_the_state_lost_the_profile():
+    """The export shows the profile; a state that says it does not exist (diff mode reads before a first opt-in
+    only for known profiles) sent the repair's opt-in unread, over an opt-out the export may have mis-shown."""
+    p = person()
+    state, profile = synced(p)
+    del profile.consents[NEWS]
+    lost = state.model_copy(update={"exists_in_apsis": False})
+    repaired = invalidate("acme", compare_person(CFG, 7, p, lost, profile), lost)
+    assert repaired is not None and repaired.exists_in_apsis
+    assert worth_reading(CFG, repaired) and first_opt_ins([SetConsent("7", *NEWS, "opt-in")], repaired)
+
+
 def test_tag_drift_both_ways():
     p = person(profiles=[12])
     state, profile = synced(p)

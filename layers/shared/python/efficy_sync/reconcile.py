@@ -289,6 +289,9 @@ def invalidate(integration_id: str, check: PersonCheck, state: PersonState | Non
                 new.attribute_hashes.pop(detail["attribute"], None)
         elif drift.category == "consents" and detail.get("apsis") == "none":
             new.consents.pop(consent_key(detail["topic"], detail["channel"]), None)  # a first opt-in: read first
+            # the export showed the profile: read before that opt-in even where the state said it did not exist
+            # (existing_optouts.worth_reading reads only for known profiles in diff mode)
+            new.exists_in_apsis = True
         elif drift.category == "consents":
             new.consents[consent_key(detail["topic"], detail["channel"])] = UNKNOWN
         elif drift.category == "tags":

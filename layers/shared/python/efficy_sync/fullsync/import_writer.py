@@ -31,6 +31,7 @@ from ..clients.apsis import CHANNELS, MAX_IMPORT_FILE_BYTES, _redact
 from ..clients.errors import ApsisUnavailable, RateLimited, RejectedValue
 from ..config import IntegrationConfig
 from ..mapping import Desired, map_person
+from ..observability import logger
 from ..person_plan import (
     CreateProfile,
     Operation,
@@ -187,9 +188,7 @@ class ImportWriter:
                 failed = self._import(chunk)
             except Exception:
                 if self.uploaded:  # APSIS may apply the file later: what it carries must not be known to nobody
-                    now = utc_now()
-                    for row in chunk:
-                        reconcile_sent(self.states, self.cfg.integration_id, row.key, row.ops, now, unconfirmed=True)
+                    self._unconfirmed(chunk)
                 raise
             for row in chunk:
                 if row.key in failed:
@@ -200,6 +199,16 @@ class ImportWriter:
             for person, outcome in zip(others, sync_many(others), strict=True):
                 outcomes[int(person["K_CONTACT"])] = outcome
         return [outcomes[int(p["K_CONTACT"])] for p in persons]
+
+    def _unconfirmed(self, rows: list[_Row]) -> None:
+        """Marks what an import that never reported back sent (collect.Collector._unconfirmed says why); a
+        failure here is logged and never hides the import's own error, which the caller raises."""
+        now = utc_now()
+        try:
+            for row in rows:
+                reconcile_sent(self.states, self.cfg.integration_id, row.key, row.ops, now, unconfirmed=True)
+        except Exception:
+            logger.exception("import unconfirmed: marking its persons' states failed")
 
     # ---- what an import can carry ------------------------------------------------------------------------
     def _importable(self, desired: Desired, state: PersonState | None, ops: list[Operation]) -> bool:
