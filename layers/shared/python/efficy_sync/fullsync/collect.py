@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from functools import partial
 from typing import Any
 
 from ..clients.errors import ApiError, EfficyBusinessError
@@ -299,13 +300,15 @@ class Collector:
         new = [stamp_opt_ins(apply_operations(row.state, row.desired, row.ops), row.ops, now) for row in rows]
         if self._active():
             return {int(s.person_key) for s in self.states.put_batch(new)}
-        refused: set[int] = set()
-        for state in new:
+
+        def put(state: PersonState) -> int | None:
             try:
                 self.states.put(state)
+                return None
             except StaleWrite:
-                refused.add(int(state.person_key))
-        return refused
+                return int(state.person_key)
+
+        return {key for key in _in_parallel(put, new) if key is not None}
 
     def _unconfirmed(self, rows: list[_Row]) -> None:
         """A file was uploaded but its import never reported back (the wait timed out, a poll failed): APSIS may
@@ -325,8 +328,10 @@ class Collector:
                 ]
                 refused = {int(state.person_key) for state in self.states.put_batch(marked)}
                 again = [row for row in rows if row.key in refused]
-            for row in again:  # a newer state stored meanwhile: mark that one
-                reconcile_sent(self.states, self.cfg.integration_id, row.key, row.ops, now, unconfirmed=True)
+            # a newer state stored meanwhile (or the run ended: conditional puts, in parallel, as a file's rows
+            # may be thousands and the Lambda's time short): mark that one
+            mark = partial(reconcile_sent, self.states, self.cfg.integration_id, now=now, unconfirmed=True)
+            _in_parallel(lambda row: mark(key=row.key, sent=row.ops), again)
         except Exception:
             logger.exception("import unconfirmed: marking its persons' states failed")
             return
@@ -417,6 +422,18 @@ class Collector:
                     counters[f"tag{'+' if on else '-'}:{tag}"] += 1
             counters["import_tag_rows"] += len(done)
             self.on_counters(f"import-tags-{number}-{start}", counters)  # failed rows: the Tags step tags them
+
+
+#: conditional state writes at once, once the run has ended (no batch may be used then)
+STATE_WRITERS = 16
+
+
+def _in_parallel(work: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    """`work` over `items`, STATE_WRITERS at a time (each is one or two DynamoDB round trips), in order."""
+    if len(items) <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(max_workers=STATE_WRITERS, thread_name_prefix="import-states") as pool:
+        return list(map_in_context(pool, work, items))
 
 
 def _timeout(time_left: Callable[[], float] | None) -> float:
