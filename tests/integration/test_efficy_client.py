@@ -161,6 +161,10 @@ def test_query_members_and_lookups(sim: EfficySimulator, client: EfficyClient) -
     assert client.run_query(3618) == [1, 3]
     assert client.find_contacts_by_email("shared@example.com") == [2, 3]
     assert client.find_contacts_by_email("nobody@example.com") == []
+    # APSIS holds the ASCII form of an internationalised domain (what we sent), Efficy the typed one: both found
+    sim.upsert_persons([person(4, EMAIL1="jane@müller.de"), person(5, EMAIL1="jo@xn--mller-kva.de")])
+    assert client.find_contacts_by_email("jane@xn--mller-kva.de") == [4]
+    assert client.find_contacts_by_email("jo@müller.de") == [5]
     assert client.list_queries() == [{"id": 3618, "name": "VIP", "type": "dynamic"}]
     assert {"name": "EMAIL1", "type": "string", "label": "E-mail"} in client.list_fields()
     with pytest.raises(EfficyBusinessError) as caught:

@@ -63,6 +63,17 @@ def test_the_same_address_in_another_case_is_written_back_as_before() -> None:
     assert record.confirmed
 
 
+def test_an_internationalised_domain_in_its_ascii_form_is_the_same_address() -> None:
+    """The sync sends APSIS jane@xn--mller-kva.de for Efficy's jane@müller.de (values.to_email): the opt-out
+    APSIS reports back with that address is the same person's, not an address mismatch."""
+    efficy, store, writeback = world()
+    efficy.add(126, {12}, "Jane@Müller.de")
+    writeback.process(routed(unsubscribe("126", "jane@xn--mller-kva.de")))
+    assert efficy.persons[126]["profiles"] == set()
+    (record,) = store.get(CFG.integration_id, 126).optouts.values()
+    assert record.confirmed
+
+
 def test_a_person_without_an_address_in_efficy_proves_nothing_and_is_written_back() -> None:
     efficy, _, writeback = world()
     efficy.add(125, {12})

@@ -186,3 +186,25 @@ def test_empty_values():
     assert not is_empty_value("0")
     assert is_zero_date("30/12/1899")
     assert not is_zero_date("2024-01-01")
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        ("jane@müller.de", "jane@xn--mller-kva.de"),
+        ("Jane@MÜLLER.de", "Jane@xn--mller-kva.de"),
+        ("jane@straße.de", "jane@xn--strae-oqa.de"),  # IDNA 2008: ß is kept (2003 made it strasse.de, another domain)
+        ("jane@xn--mller-kva.de", "jane@xn--mller-kva.de"),
+    ],
+)
+def test_an_internationalised_domain_is_sent_in_its_ascii_form(given: str, sent: str) -> None:
+    """It was "not a valid e-mail address": the person had no address in APSIS and no e-mail consent at all."""
+    from efficy_sync.values import to_email
+
+    assert to_email(given) == sent
+
+
+def test_a_mailbox_beyond_ascii_is_still_refused() -> None:
+    from efficy_sync.values import Skipped, to_email
+
+    assert isinstance(to_email("jöe@example.de"), Skipped)

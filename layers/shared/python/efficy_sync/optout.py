@@ -55,6 +55,7 @@ from .optout_intake import slots_for as slots_for
 from .pii import hash_key
 from .state import consent_key, utc_now
 from .sync import Outcome, PersonSyncer
+from .values import ascii_domain
 
 SOURCE = "apsis"
 
@@ -227,8 +228,8 @@ class WriteBack:
         """True only on positive evidence: Efficy has the person and an e-mail address that is not `address`
         (compared without case or surrounding spaces). A person gone or without an address proves nothing."""
         person = self.efficy.get_persons([key], needed_fields(self.cfg)).get(key)
-        held = str((person or {}).get(EMAIL_FIELD) or "").strip().casefold()
-        return bool(held) and held != address.strip().casefold()
+        held = _address_key(str((person or {}).get(EMAIL_FIELD) or ""))
+        return bool(held) and held != _address_key(address)
 
     def record(self, key: int, message: OptOutMessage, result: WriteBackResult) -> None:
         """Step 2: store the opt-out before Efficy is touched (unless this one, or a newer one, already is).
@@ -337,3 +338,9 @@ def retry_delay(receive_count: int, *, first: int = 30, cap: int = 6 * 3600) -> 
     """Seconds before a failed opt-out is tried again: 30 s, 1, 2, 4 ... minutes, at most 6 hours (SQS allows
     12). With maxReceiveCount 10 an opt-out is tried for about 4 hours before it reaches the DLQ."""
     return int(min(cap, first * 2 ** max(0, receive_count - 1)))
+
+
+def _address_key(address: str) -> str:
+    """An address as compared: no case, no surrounding spaces, an internationalised domain in its ASCII form
+    (APSIS holds the form we sent, jane@xn--mller-kva.de, Efficy the one a user typed, jane@müller.de)."""
+    return ascii_domain(address.strip()).casefold()

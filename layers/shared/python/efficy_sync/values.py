@@ -198,14 +198,31 @@ def to_phone(value: Any) -> str | Skipped | None:
     return text
 
 
+def ascii_domain(address: str) -> str:
+    """`address` with an internationalised domain in its ASCII form (IDNA 2008: jane@müller.de ->
+    jane@xn--mller-kva.de), the form DNS and mail servers use; any other text unchanged (a domain IDNA refuses
+    is left for the caller's check to refuse)."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    import idna  # only for such a domain: the ingest Lambdas never load it
+
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except idna.IDNAError:
+        return address
+
+
 def to_email(value: Any) -> str | Skipped | None:
-    """A pragmatic check (one @, a dotted domain, no spaces); the domain is lower-cased, the mailbox kept."""
+    """A pragmatic check (one @, a dotted domain, no spaces); the domain is lower-cased (an internationalised
+    one in its ASCII form, as mail is routed: otherwise the person had no address and no e-mail consent at
+    all), the mailbox kept (a mailbox beyond ASCII is refused: few servers accept one)."""
     text = as_text(value)
     if text == "":
         return None
     if len(text) > 254:
         return Skipped("not a valid e-mail address")
-    match = _EMAIL.match(text)
+    match = _EMAIL.match(ascii_domain(text))
     if not match or len(match["local"]) > 64:
         return Skipped("not a valid e-mail address")
     return f"{match['local']}@{match['domain'].lower()}"

@@ -39,6 +39,7 @@ from efficy_sync.clients.meter import meter
 from efficy_sync.consent import ANSWERED_AT, ASKED_AT, read_time
 from efficy_sync.observability import logger  # the PII-scrubbing logger: one logging path
 from efficy_sync.pii import redact_text
+from efficy_sync.values import ascii_domain
 
 if TYPE_CHECKING:
     from http.cookiejar import Cookie
@@ -229,9 +230,13 @@ class EfficyClient(EfficyParsing):
         return self._contact_keys(self._api_call("run_query", func))
 
     def find_contacts_by_email(self, email: str) -> list[int]:
-        """Contacts with this address in any e-mail field."""
-        func = {"@name": "contactidsfromemailaddresses", "recipients": email}
-        return self._contact_keys(self._api_call("find_contacts_by_email", func))
+        """Contacts with this address in any e-mail field. An internationalised domain is looked up in both its
+        forms: we send APSIS the ASCII one (values.to_email), a CRM user types the other."""
+        keys: list[int] = []
+        for form in _address_forms(email):
+            func = {"@name": "contactidsfromemailaddresses", "recipients": form}
+            keys += [k for k in self._contact_keys(self._api_call("find_contacts_by_email", func)) if k not in keys]
+        return keys
 
     def list_fields(self) -> list[dict[str, Any]]:
         """Contact fields as the connector schema lists them: name, type, label."""
@@ -406,3 +411,22 @@ class EfficyClient(EfficyParsing):
         if not isinstance(payload, list):
             raise EfficyBusinessError(f"Efficy's answer to {op} is not a list", code="INVALID_RESPONSE")
         return payload
+
+
+def _address_forms(email: str) -> list[str]:
+    """The address, and the other form of an internationalised domain (Unicode <-> IDNA ASCII)."""
+    local, at, domain = email.rpartition("@")
+    if not at:
+        return [email]
+    if not domain.isascii():
+        other = ascii_domain(email)
+    elif "xn--" in domain.lower():
+        import idna
+
+        try:
+            other = f"{local}@{idna.decode(domain)}"
+        except idna.IDNAError:
+            other = email
+    else:
+        return [email]
+    return [email] if other == email else [email, other]
