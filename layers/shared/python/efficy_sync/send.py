@@ -10,17 +10,37 @@ older two calls.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from .clients.errors import ApiError, NotFound
+from .clients.errors import (
+    ApiError,
+    NotFound,
+    OutOfTime,
+    RateLimited,
+    RejectedValue,
+    TransientError,
+    acknowledgeable,
+)
 from .person_plan import CreateProfile, DeleteProfile, Operation, PatchAttributes, PatchTags, SetConsent
 
 
-def send_operations(
-    apsis: Any, ops: list[Operation], *, combine: bool = True
-) -> tuple[list[Operation], ApiError | None]:
-    """Send `ops` in order. Returns the ones APSIS took and the error that stopped the rest."""
-    sent: list[Operation] = []
+@dataclass
+class Sent:
+    """What became of a person's operations: the ones APSIS took, the error that stopped the others (None: all
+    went out), and the ones that may or may not have reached APSIS (a call that timed out or got a 5xx: it may
+    have been applied), which the state must mark unknown rather than forget."""
+
+    ops: list[Operation] = field(default_factory=list)
+    error: ApiError | None = None
+    unsure: list[Operation] = field(default_factory=list)
+
+
+def send_operations(apsis: Any, ops: list[Operation], *, combine: bool = True) -> Sent:
+    """Send `ops` in order, stopping at the first error, with one exception: after APSIS refused this person's
+    value (an attribute it will never take), the withdrawals still go out (opt-outs, tags taken away), because
+    the refusal repeats at every sync and would hold a CRM opt-out back for good."""
+    result = Sent()
     index = 0
     while index < len(ops):
         op = ops[index]
@@ -31,18 +51,56 @@ def send_operations(
             and isinstance(following, PatchAttributes)
             and following.key == op.key
         )
+        taken = [op, following] if pair and following is not None else [op]
         try:
             if pair:
                 assert isinstance(following, PatchAttributes)
                 apsis.create_with_attributes(op.key, following.attributes)
             else:
                 send_one(apsis, op, combine=combine)
-        except ApiError as exc:
-            return sent, exc
-        taken = [op, following] if pair else [op]
-        sent.extend(o for o in taken if o is not None)
+        except Exception as exc:
+            result.error = _as_api_error(exc)
+            if result.error.retryable and not isinstance(result.error, RateLimited | OutOfTime):
+                result.unsure = taken  # a timeout or a 5xx: APSIS may have applied it
+            elif isinstance(result.error, RejectedValue) and not any(isinstance(o, CreateProfile) for o in taken):
+                _withdraw(apsis, ops[index + len(taken) :], result)
+            return result
+        result.ops.extend(taken)
         index += len(taken)
-    return sent, None
+    return result
+
+
+def _withdraw(apsis: Any, rest: list[Operation], result: Sent) -> None:
+    """The withdrawals among `rest` (the profile exists: only a create's refusal leaves none to withdraw from).
+    A later error of another kind (an outage) replaces the refusal: the change is then retried, not settled."""
+    for op in rest:
+        if isinstance(op, SetConsent) and op.type == "opt-out":
+            withdrawal: Operation = op
+        elif isinstance(op, PatchTags) and any(not on for on in op.tags.values()):
+            withdrawal = PatchTags(op.key, {tag: on for tag, on in op.tags.items() if not on})
+        else:
+            continue
+        try:
+            send_one(apsis, withdrawal)
+        except Exception as exc:
+            later = _as_api_error(exc)
+            if not acknowledgeable(later):
+                result.error = later
+                if later.retryable and not isinstance(later, RateLimited | OutOfTime):
+                    result.unsure = [withdrawal]
+                return
+            continue
+        result.ops.append(withdrawal)
+
+
+def _as_api_error(exc: Exception) -> ApiError:
+    """An ApiError as is; anything else (the shared budget's DynamoDB call throttled, a bug) as a TransientError,
+    so that what went out before it is still stored and the change is retried, never silently dropped."""
+    if isinstance(exc, ApiError):
+        return exc
+    error = TransientError(f"{type(exc).__name__} while sending to APSIS One: {exc}"[:300])
+    error.__cause__ = exc
+    return error
 
 
 def send_one(apsis: Any, op: Operation, *, combine: bool = True) -> None:

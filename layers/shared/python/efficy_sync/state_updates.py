@@ -175,9 +175,13 @@ def failed_state(
     now: str,
     *,
     final: bool,
+    unsure: list[Operation] | None = None,
 ) -> PersonState:
     """A sync stopped by `error` after APSIS took `sent`: what they made it hold (so no opt-in we sent is
     forgotten), and, only when the failure is `final` (about this person's data), the failure as the outcome.
+    `unsure`: calls that may have reached APSIS (a timeout, a 5xx), marked unknown: an opt-in APSIS applied
+    although its call timed out is withdrawn by the next sync if the person left the CRM profile meanwhile. A
+    delete among them is left to be sent again (the profile is still taken to exist).
     The stored stamp is kept: the change was not applied, so a retry of the same change must still pass."""
     base = state or PersonState(integration_id=integration_id, person_key=str(key), change_stamp="")
     update: dict[str, Any] = {"updated_at": _now()}
@@ -187,7 +191,11 @@ def failed_state(
             error_category=error.category,
             error_detail=f"{type(error).__name__}: {error}"[:500],
         )
-    return stamp_opt_ins(remember(base, sent), sent, now).model_copy(update=update)
+    new = stamp_opt_ins(remember(base, sent), sent, now)
+    maybe: list[Operation] = [op for op in unsure or [] if not isinstance(op, DeleteProfile)]
+    if maybe:
+        new = stamp_opt_ins(mark_unknown(new, maybe), maybe, now)
+    return new.model_copy(update=update)
 
 
 def remember(state: PersonState, ops: list[Operation]) -> PersonState:

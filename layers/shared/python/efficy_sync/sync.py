@@ -56,7 +56,7 @@ from .person_plan import (
 )
 from .pii import hash_key, mask_email
 from .safety import RemovalGate, gated
-from .send import send_operations
+from .send import Sent, send_operations
 from .state import EmailConflict, PersonState, consent_key, utc_now, value_hash
 from .state_updates import (
     deleted_state,
@@ -157,9 +157,9 @@ class PersonSyncer:
         ops, removals, held = self._gated(
             key, plan_for_skip(result, state, self.cfg.on_condition_lost, managed_tags=self.cfg.managed_tags()), state
         )
-        sent, error = self._execute(ops)
-        if error is not None:
-            return self._failed(key, state, error, ops, sent)
+        done = self._execute(ops)
+        if done.error is not None:
+            return self._failed(key, state, done.error, ops, done.ops, done.unsure)
         new_state = skipped_state(self.cfg.integration_id, key, state, stamp, result, ops)
         outcome = Outcome(key, "skipped", ops, reason=result.reason, removals=removals, held=held)
         return self._store(outcome, new_state, state)
@@ -173,9 +173,9 @@ class PersonSyncer:
         ops = self._record_existing_optouts(key, ops, state)
         if recheck and not self.dry_run and any(isinstance(op, SetConsent) and op.type == "opt-in" for op in ops):
             self._check_unchanged(key, state)
-        sent, error = self._execute(ops)
-        if error is not None:
-            return self._failed(key, state, error, ops, sent)
+        done = self._execute(ops)
+        if done.error is not None:
+            return self._failed(key, state, done.error, ops, done.ops, done.unsure)
         new_state = synced_state(state, result, ops, self._clock(), conflict)
         outcome = Outcome(key, "synced" if ops else "unchanged", ops, removals=removals, held=held)
         if conflict is not None:
@@ -256,11 +256,11 @@ class PersonSyncer:
         ]
 
     # ---- APSIS calls -----------------------------------------------------------------------------------
-    def _execute(self, ops: list[Operation]) -> tuple[list[Operation], ApiError | None]:
-        """Send the operations in order (send.py: create + attributes in one call where APSIS allows it).
-        Returns the ones APSIS took and the error that stopped the rest."""
+    def _execute(self, ops: list[Operation]) -> Sent:
+        """Send the operations in order (send.py: create + attributes in one call where APSIS allows it): the
+        ones APSIS took, the error that stopped the rest, and the ones that may have reached APSIS."""
         if self.dry_run:
-            return list(ops), None
+            return Sent(list(ops))
         return send_operations(self.apsis, ops, combine=self.cfg.apsis.create_with_attribute_patch)
 
     # ---- outcomes --------------------------------------------------------------------------------------
@@ -308,21 +308,31 @@ class PersonSyncer:
                 self.states.update_optout(after.integration_id, after.person_key, slot, new, expected_at=old.at)
 
     def _failed(
-        self, key: int, state: PersonState | None, error: ApiError, ops: list[Operation], sent: list[Operation]
+        self,
+        key: int,
+        state: PersonState | None,
+        error: ApiError,
+        ops: list[Operation],
+        sent: list[Operation],
+        unsure: list[Operation] | None = None,
     ) -> Outcome:
-        """Records the failure with what did reach APSIS before it (so no opt-in we sent is forgotten). Only a
-        failure about this person's data is the outcome (recorded, and the change acknowledged); any other
-        error is raised again afterwards: the queue or the state machine retries, and the DLQ reports it."""
+        """Records the failure with what did reach APSIS before it (so no opt-in we sent is forgotten), and what
+        may have (`unsure`: a call that timed out, marked unknown so the next sync sends its decision again).
+        Only a failure about this person's data is the outcome (recorded, and the change acknowledged); any
+        other error is raised again afterwards: the queue or the state machine retries, and the DLQ reports it."""
         final = acknowledgeable(error)
-        failed = failed_state(self.cfg.integration_id, key, state, error, sent, self._clock(), final=final)
+        unsure = unsure or []
+        failed = failed_state(
+            self.cfg.integration_id, key, state, error, sent, self._clock(), final=final, unsure=unsure
+        )
         outcome = Outcome(key, "failed", ops, reason=str(error), error_category=error.category)
-        if not self.dry_run and (sent or final):
+        if not self.dry_run and (sent or final or unsure):
             try:
                 self.states.put(failed)
             except StaleWrite:  # a newer or concurrent state was stored: it must not forget what we sent
                 outcome.result = "stale"
-                if sent:
-                    self._reconcile(failed.integration_id, key, sent)
+                if sent or unsure:
+                    self._reconcile(failed.integration_id, key, [*sent, *unsure])
         if not final:
             raise error
         return outcome
@@ -332,9 +342,9 @@ class PersonSyncer:
         mode = self.cfg.on_delete
         ops = plan_for_delete(state, mode, managed_tags=self.cfg.managed_tags())
         ops, removals, held = self._gated(key, ops, state)
-        sent, error = self._execute(ops)
-        if error is not None:
-            return self._failed(key, state, error, ops, sent)
+        done = self._execute(ops)
+        if done.error is not None:
+            return self._failed(key, state, done.error, ops, done.ops, done.unsure)
         outcome = Outcome(key, "deleted", ops, reason=f"deleted in Efficy (on_delete={mode})")
         outcome.removals, outcome.held = removals, held
         return self._store(outcome, deleted_state(self.cfg.integration_id, key, state, ops))
