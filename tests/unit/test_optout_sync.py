@@ -157,7 +157,7 @@ def test_an_older_read_that_sent_something_marks_it_unknown_and_asks_for_a_retry
     with pytest.raises(TransientError):
         late.sync(7, person(stamp="2024-05-01T11:00:00"), store_read)
     assert ("consent", "opt-in") in apsis.calls
-    assert store.get("acme", 7).consents[SLOT] == "unconfirmed"  # a first opt-in: read before one is sent again
+    assert store.get("acme", 7).consents[SLOT] == "unknown"
     fixed = FakeApsis()
     syncer(store, fixed).sync(7, person(stamp="2024-05-01T12:00:00", profiles=[]), store.get("acme", 7))
     assert ("consent", "opt-out") in fixed.calls  # the retry withdraws it

@@ -169,7 +169,7 @@ class ConsentDecision:
 
 def decide(
     member: bool,
-    last_pushed: ConsentType | Literal["unknown", "unconfirmed"] | None,
+    last_pushed: ConsentType | Literal["unknown"] | None,
     optout: OptOutRecord | None,
     change_stamp: str,
     asked_at: str = "",

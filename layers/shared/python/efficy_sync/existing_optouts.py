@@ -27,7 +27,7 @@ from .clients.errors import NotFound
 from .config import IntegrationConfig
 from .consent import OptOutRecord
 from .person_plan import Operation, SetConsent
-from .state import UNCONFIRMED, PersonState, consent_key
+from .state import UNKNOWN, PersonState, consent_key
 
 SOURCE = "apsis-existing"
 #: the time such a record carries: older than any opt-out the route can report, so a route's record of the same
@@ -37,8 +37,11 @@ EXISTING_AT = "1970-01-01T00:00:00.000Z"
 
 
 def first_opt_ins(ops: list[Operation], state: PersonState | None) -> list[SetConsent]:
-    """The planned opt-ins of slots we never sent a consent to (or whose first opt-in is UNCONFIRMED) and hold no
-    opt-out record for."""
+    """The planned opt-ins of slots we never sent a consent to, or whose consent is UNKNOWN, and hold no opt-out
+    record for. UNKNOWN: a call that never reported back (an import's file, a timeout) or a race may have left
+    APSIS holding anything, an opt-out made before the integration included (kept by a file, which never
+    resubscribes): read, it is kept. Should that opt-out be one we sent (a race), the person stays opted out
+    until the CRM shows them out of the profile and back in: the safe side of not knowing."""
     sent = state.consents if state is not None else {}
     recorded = state.optouts if state is not None else {}
     return [
@@ -46,7 +49,7 @@ def first_opt_ins(ops: list[Operation], state: PersonState | None) -> list[SetCo
         for op in ops
         if isinstance(op, SetConsent)
         and op.type == "opt-in"
-        and sent.get(key := consent_key(op.topic, op.channel)) in (None, UNCONFIRMED)
+        and sent.get(key := consent_key(op.topic, op.channel)) in (None, UNKNOWN)
         and key not in recorded
     ]
 

@@ -27,7 +27,7 @@ from efficy_sync.person_plan import (
     plan_operations,
 )
 from efficy_sync.pii import hash_key, looks_like_pii, mask_email, mask_phone, mask_value
-from efficy_sync.state import PersonState, value_hash
+from efficy_sync.state import UNKNOWN, PersonState, value_hash
 
 
 def mask_attribute(cfg: IntegrationConfig, attribute: str, value: Any) -> Any:
@@ -112,7 +112,7 @@ def _consents(cfg: IntegrationConfig, desired: Desired, state: PersonState | Non
         else:
             decision, last, record = decisions[slot]
             reason = decision.reason
-            first = decision.type == "opt-in" and last is None and record is None
+            first = decision.type == "opt-in" and last in (None, UNKNOWN) and record is None  # first_opt_ins
             if first and worth_reading(cfg, state):  # explain itself does not call APSIS
                 reason += "; the sync reads APSIS One's consents first and keeps an opt-out held there"
             row.update(

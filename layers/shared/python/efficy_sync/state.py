@@ -18,11 +18,6 @@ from efficy_sync.consent import ConsentType, OptOutRecord
 Outcome = Literal["synced", "skipped", "failed", "deleted"]
 #: a consent whose value in APSIS One we cannot know (two syncs raced); it differs from every decision
 UNKNOWN: Literal["unknown"] = "unknown"
-#: the slot's first opt-in may have been sent, unconfirmed (an import that never reported back, a race with a sync
-#: that sent nothing there): APSIS holds nothing, our opt-in, or an opt-out made before we ever sent anything. It
-#: differs from every decision (sent again, withdrawn if the person is not a member), and an opt-in is preceded
-#: by the same read as a first opt-in (existing_optouts.py), and may ride in an import (which never resubscribes)
-UNCONFIRMED: Literal["unconfirmed"] = "unconfirmed"
 
 
 def utc_now() -> str:
@@ -70,9 +65,9 @@ class PersonState(BaseModel):
     asked_at: str = ""
     answered_at: str = ""
     attribute_hashes: dict[str, str] = Field(default_factory=dict)
-    # "topic|channel" -> last type sent; UNKNOWN when a concurrent sync may have overwritten it, UNCONFIRMED when
-    # its first opt-in may have been sent
-    consents: dict[str, ConsentType | Literal["unknown", "unconfirmed"]] = Field(default_factory=dict)
+    # "topic|channel" -> last type sent; UNKNOWN when a concurrent sync may have overwritten it (or a call that
+    # never reported back may have reached APSIS): an opt-in there reads APSIS's consents first (existing_optouts)
+    consents: dict[str, ConsentType | Literal["unknown"]] = Field(default_factory=dict)
     tags: dict[str, bool] = Field(default_factory=dict)
     opted_in_at: dict[str, str] = Field(default_factory=dict)  # "topic|channel" -> when we last sent an opt-in
     exists_in_apsis: bool = False

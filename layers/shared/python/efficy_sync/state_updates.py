@@ -22,7 +22,7 @@ from .person_plan import (
     SetConsent,
     is_stale,
 )
-from .state import UNCONFIRMED, UNKNOWN, EmailConflict, PersonState, consent_key, utc_now, value_hash
+from .state import UNKNOWN, EmailConflict, PersonState, consent_key, utc_now, value_hash
 
 if TYPE_CHECKING:
     from .clients.errors import ApiError
@@ -212,8 +212,8 @@ def mark_unknown(state: PersonState, ops: list[Operation]) -> PersonState:
     """`state` with what `ops` touched marked unknown: the next sync sends its decision for those again (a
     consent reads "unknown", which differs from any decision, and is withdrawn if the person is not a member).
 
-    A first opt-in (the slot holds nothing we know of) reads UNCONFIRMED instead: APSIS may hold an opt-out we
-    never sent (made before the integration), which the next opt-in must read first as any first opt-in does.
+    An opt-in on an unknown slot reads APSIS's consents first, as a first opt-in does (existing_optouts.py): APSIS
+    may hold an opt-out we never sent (made before the integration, kept by a file that never reported back).
     A tag we set reads set (the next sync takes it away if the rules no longer want it: otherwise a tag a late
     file set stays for good); a tag we took away reads not set (the next sync sets it again if wanted)."""
     new = state.model_copy(deep=True)
@@ -224,9 +224,7 @@ def mark_unknown(state: PersonState, ops: list[Operation]) -> PersonState:
             for name in op.attributes:
                 new.attribute_hashes.pop(name, None)
         elif isinstance(op, SetConsent):
-            key = consent_key(op.topic, op.channel)
-            first = op.type == "opt-in" and new.consents.get(key) in (None, UNCONFIRMED)
-            new.consents[key] = UNCONFIRMED if first else UNKNOWN
+            new.consents[consent_key(op.topic, op.channel)] = UNKNOWN
         elif isinstance(op, PatchTags):
             for tag, on in op.tags.items():
                 if on:

@@ -41,7 +41,7 @@ from ..person_plan import (
     plan_operations,
 )
 from ..safety import split_removals
-from ..state import UNCONFIRMED, PersonState, consent_key, utc_now
+from ..state import PersonState, consent_key, utc_now
 from ..state_updates import apply_operations, stamp_opt_ins
 from ..store.persons import StaleWrite
 from ..store.protocols import PersonStates
@@ -225,9 +225,9 @@ class ImportWriter:
                 address = desired.email if op.channel == "email" else desired.mobile
                 if not address:
                     return False
-                # an opt-in after anything but nothing (or an unconfirmed first opt-in) needs resubscribing,
-                # which an import never does: per person
-                if op.type == "opt-in" and pushed.get(consent_key(op.topic, op.channel)) not in (None, UNCONFIRMED):
+                # an opt-in after anything but nothing may need resubscribing, which an import never does, or
+                # (UNKNOWN) the read before it: per person
+                if op.type == "opt-in" and pushed.get(consent_key(op.topic, op.channel)) is not None:
                     return False
             else:
                 return False
