@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .clients.apsis import CHANNELS
+from .clients.consent_entries import consent_entry
 from .clients.errors import NotFound
 from .config import IntegrationConfig
 from .consent import OptOutRecord
@@ -74,12 +74,15 @@ def held_optouts(apsis: Any, key: str, slots: list[SetConsent], now: Callable[[]
         items = apsis.get_consents(key, consent_types=["opt-out"])
     except NotFound:
         return {}  # no such profile yet: it holds nothing
-    wanted = {(op.topic, CHANNELS.get(op.channel, op.channel)): consent_key(op.topic, op.channel) for op in slots}
+    wanted = {(op.topic, op.channel): consent_key(op.topic, op.channel) for op in slots}
     found: dict[str, OptOutRecord] = {}
     for item in items:
-        if not isinstance(item, dict) or item.get("type") != "opt-out":
+        # each entry read as an export's (topic or topic_discriminator, a channel name or discriminator, the
+        # type in any case): one we cannot read raises, never "no opt-out here"
+        (where, kind) = consent_entry(item)
+        if kind != "opt-out":
             continue
-        slot = wanted.get((str(item.get("topic_discriminator")), str(item.get("channel_discriminator"))))
+        slot = wanted.get(where)
         if slot is not None:
             found[slot] = OptOutRecord(at=EXISTING_AT, source=SOURCE, recorded_at=now())
     return found

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import requests
 
 from efficy_sync.clients.apsis_transport import ApsisTransport, TokenStore, _redact
+from efficy_sync.clients.consent_entries import CHANNEL_NAMES, CHANNELS, consent_entry
 from efficy_sync.clients.errors import (
     ApsisUnavailable,
     Conflict,
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CHANNELS", "DEFAULT_PROFILE_TAGS_PATH", "MAX_IMPORT_FILE_BYTES", "ApsisClient", "_redact"]
 
-CHANNELS = {"email": "com.apsis1.channels.email", "sms": "com.apsis1.channels.sms"}
 CONSENT_TYPES = ("opt-in", "opt-out")
 #: what APSIS may already hold when it answers 409 to a consent we send, for that 409 to mean "no change": an
 #: opt-in is in place when the profile has any form of it; an opt-out only when it has the opt-out itself
@@ -298,15 +298,20 @@ class ApsisClient(ApsisTransport):
         return {201: "created", 204: "updated"}.get(response.status_code, "unchanged")
 
     def _consent_held(self, key: str, topic: str, channel_discriminator: str) -> str | None:
-        """The consent type the profile holds on (topic, channel) as APSIS reads it back (None: none)."""
+        """The consent type the profile holds on (topic, channel) as APSIS reads it back (None: none). An entry
+        we cannot read raises (consent_entries.consent_entry): never "none", nor a type it does not say."""
+        wanted = (topic, CHANNEL_NAMES.get(channel_discriminator, channel_discriminator))
         for item in self.get_consents(key):
-            if item.get("topic_discriminator") == topic and item.get("channel_discriminator") == channel_discriminator:
-                return str(item.get("type") or "") or None
+            (slot, kind) = consent_entry(item)
+            if slot == wanted:
+                return kind
         return None
 
     def get_consents(self, key: str, consent_types: list[str] | None = None) -> list[dict[str, Any]]:
+        """The profile's consents (`items`). An answer without them, or one page of several, is unreadable: read
+        as "no consents", a first opt-in overwrote an opt-out APSIS held (existing_optouts.py)."""
         params = {"consent_types": consent_types} if consent_types else None
-        return self._items("get_consents", self._consents_path(key), params=params)
+        return self._items("get_consents", self._consents_path(key), params=params, whole=True)
 
     # ---- bulk import ----------------------------------------------------------------------------------
     def create_import(self, spec: dict[str, Any]) -> dict[str, Any]:

@@ -16,10 +16,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .apsis import CHANNELS, ApsisClient
+from .apsis import ApsisClient
+from .apsis_transport import MORE_PAGES
+from .consent_entries import CHANNEL_NAMES as CHANNEL_NAMES
+from .consent_entries import CONSENT_TYPES as CONSENT_TYPES
+from .consent_entries import consent_entry as consent_entry
 from .errors import ApiError, ApsisUnavailable, NotFound
 
-CHANNEL_NAMES = {disc: name for name, disc in CHANNELS.items()}
 EXPORTS_PATH = "/audience/profiles/exports"
 MIN_POLL_SECONDS = 1.0  # 60 downloads a minute: never poll faster than once a second
 
@@ -86,7 +89,7 @@ def download_export(
 
 #: what would say an export answer is one page of several: reconcile must never take part of the profiles for
 #: all of them (the rest would be "missing" drift, whose repair re-sends their consents)
-_MORE_PAGES = ("next", "next_page", "next_url", "next_page_token", "continuation_token", "cursor")
+_MORE_PAGES = MORE_PAGES
 
 
 def parse_export(payload: Any, keyspace: str) -> dict[str, ExportedProfile]:
@@ -146,24 +149,6 @@ def _topics(row: dict[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(topics, list) or not all(isinstance(t, dict) for t in topics):
         raise ApsisUnavailable("APSIS export: a profile's consents are in a shape we cannot read")
     return topics
-
-
-#: the consent types APSIS One has (contracts/apsis-one.md §2), as we compare them
-CONSENT_TYPES = frozenset({"opt-in", "opt-out", "pending-opt-in", "confirmed-opt-in"})
-
-
-def consent_entry(entry: dict[str, Any]) -> tuple[tuple[str, str], str]:
-    """((topic, channel), type) of one consent entry of an export or a profile's consents read. An entry whose
-    topic, channel or type we cannot read raises: read as "no consent" or an unknown type, reconcile called a
-    held opt-out drift and its repair opted the person in (types under another key, a channel left out, a type
-    spelled "unsubscribed")."""
-    topic = entry.get("topic_discriminator") or entry.get("topic")
-    channel = str(entry.get("channel_discriminator") or entry.get("channel") or "")
-    channel = CHANNEL_NAMES.get(channel, channel.lower() if channel.lower() in CHANNELS else "")
-    kind = str(entry.get("consent_type") or entry.get("type") or "").strip().lower().replace("_", "-")
-    if not isinstance(topic, str) or not topic or not channel or kind not in CONSENT_TYPES:
-        raise ApsisUnavailable("APSIS: a consent entry is in a shape we cannot read (topic, channel or type)")
-    return (topic, channel), kind
 
 
 def _tags_of(value: Any) -> set[str]:

@@ -79,6 +79,10 @@ def _lifetime(expires_in: Any) -> float:
     return seconds if 0 < seconds < float("inf") else FALLBACK_TOKEN_LIFETIME
 
 
+#: keys of a list answer (or of its `links`) that say more pages follow
+MORE_PAGES = ("next", "next_page", "next_url", "next_page_token", "continuation_token", "cursor")
+
+
 @dataclass(frozen=True)
 class _Token:
     value: str
@@ -329,6 +333,7 @@ class ApsisTransport:
             self.calls[kind] += 1
 
     # ---- parsing --------------------------------------------------------------------------------------
+
     @staticmethod
     def _object(response: requests.Response, kind: str) -> dict[str, Any]:
         """A 2xx answer's JSON object. Anything else (a proxy's HTML page, a list, a truncated body) is not read
@@ -342,11 +347,20 @@ class ApsisTransport:
             raise ApsisUnavailable(message, status=response.status_code, detail=message)
         return payload
 
-    def _items(self, kind: str, path: str, *, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def _items(
+        self, kind: str, path: str, *, params: dict[str, Any] | None = None, whole: bool = False
+    ) -> list[dict[str, Any]]:
         """The `items` of a list answer; an answer without a readable list is unreadable (an empty list would
-        read as "the profile holds no consents", "the section has no such tag")."""
+        read as "the profile holds no consents", "the section has no such tag"), and so, with `whole`, is one
+        that says there is more (paging is not documented: one page is not the whole list)."""
         response = self._call(kind, "GET", path, params=params)
-        items = self._object(response, kind).get("items", [])
+        payload = self._object(response, kind)
+        items = payload.get("items")
+        raw_links = payload.get("links")
+        links: dict[str, Any] = raw_links if isinstance(raw_links, dict) else {}
+        if whole and any(payload.get(name) or links.get(name) for name in MORE_PAGES):
+            message = f"APSIS {kind}: the answer is one page of several; not read as the whole list"
+            raise ApsisUnavailable(message, status=response.status_code, detail=message)
         if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
             message = f"APSIS {kind}: {response.status_code} answer's items are not a list of objects"
             raise ApsisUnavailable(message, status=response.status_code, detail=message)
