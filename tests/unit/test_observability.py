@@ -22,6 +22,18 @@ def test_scrub_text_masks_addresses_and_numbers() -> None:
     assert text == "to j***@example.com or +32*****01 / 047*****01, order 2026-05-01 id 123456789012"
 
 
+def test_scrub_text_masks_what_a_body_logged_whole_carries() -> None:
+    """A request body is one string in the event log: contact fields by name (a mobile without + or 0, a list
+    of them), and an address at the end of a long run of mailbox characters (that run once took seconds per
+    line: the address pattern was tried from every position of it)."""
+    body = '{"mobile": "32470123456", "MOBILE": ["32470999999"], "tags": ["a"], "token": "t0k3n"}'
+    assert scrub_text(body) == '{"mobile": "324*****56", "MOBILE": ["324*****99"], "tags": ["a"], "token": "***"}'
+    assert scrub_text("x" * 50_000 + " jo@example.com").endswith(" j***@example.com")
+    assert scrub_text("mail jane.doe@example.com, x%40y.com, <bob@ex.org>") == (
+        "mail j***@example.com, x***@y.com, <b***@ex.org>"
+    )
+
+
 def test_scrub_masks_contact_fields_by_name_and_keeps_the_rest() -> None:
     record = {
         "message": {"EMAIL1": "not an address", "mobile": "12", "FIRSTNAME": "Jo", "records": [{"email": "a@b.io"}]},

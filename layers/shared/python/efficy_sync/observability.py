@@ -19,6 +19,7 @@ full-sync page always does, a real-time batch when all its changes belong to one
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -42,7 +43,10 @@ NAMESPACE = "EfficySync"
 # An address: a dot-atom or quoted local part (RFC 5321: "jane private"@x, o'brien@x, jane+tag@x), '@' or its
 # URL encoding, and a domain with or without dots (jane@localhost) or an address literal (bob@[10.0.0.1]).
 _EMAIL = re.compile(
-    r"""(?:"[^"\r\n]{1,64}"|[\w!#$%&'*+/=?^`{|}~.-]+)(?:@|%40)(?:\[[^\]\s]{1,64}\]|[\w-]+(?:\.[\w-]+)*)""",
+    # the unquoted mailbox starts where a run of mailbox characters starts (the look-behind): tried from every
+    # position of a long run, the match was quadratic (seconds for one log line of a large body)
+    r"""(?:"[^"\r\n]{1,64}"|(?<![\w!#$%&'*+/=?^`{|}~.-])[\w!#$%&'*+/=?^`{|}~.-]+)(?:@|%40)"""
+    r"""(?:\[[^\]\s]{1,64}\]|[\w-]+(?:\.[\w-]+)*)""",
     re.IGNORECASE,
 )
 # A phone number: '+' or a leading 0 ('00' international prefix or a national number), digit groups separated
@@ -93,11 +97,20 @@ def _pair(match: re.Match[str]) -> str:
 
 
 #: a "name": value pair of JSON text (a request body logged whole as one string), the value a string or number
-_JSON_PAIR = re.compile(r'"([A-Za-z_][\w.\-]*)"(\s*:\s*)("(?:[^"\\]|\\.)*"|-?[0-9][0-9.eE+\-]*)')
+_JSON_PAIR = re.compile(r'"([A-Za-z_][\w.\-]*)"(\s*:\s*)("(?:[^"\\]|\\.)*"|-?[0-9][0-9.eE+\-]*|\[[^\[\]{}]*\])')
 
 
 def _json_pair(match: re.Match[str]) -> str:
     name, colon, raw = match.group(1), match.group(2), match.group(3)
+    if raw.startswith("["):  # a list of values ("mobile": ["3247..."]): each masked, or the list as a whole
+        if not (_is_secret_key(name) or _is_contact_key(name)):
+            return match.group()
+        try:
+            items = json.loads(raw)
+        except ValueError:
+            return f'"{name}"{colon}"{SECRET_MASK}"'
+        masked = [SECRET_MASK if _is_secret_key(name) else mask_value(name.upper(), item) for item in items]
+        return f'"{name}"{colon}{json.dumps(masked)}'
     value = raw[1:-1] if raw.startswith('"') else raw
     if value and _is_secret_key(name):
         return f'"{name}"{colon}"{SECRET_MASK}"'
