@@ -90,17 +90,23 @@ def _optout(integration_id: str) -> Response:
                 "opt-out occurred_at is older than apsis.optout_max_age_hours: the receive time was recorded instead",
                 extra={"max_age_hours": cfg.apsis.optout_max_age_hours},
             )
-    if result.ignored:
-        metrics.add_metric(name="OptOutIgnored", unit=MetricUnit.Count, value=1)
+    answer: dict[str, Any] = {"accepted": result.accepted}
+    if result.ignored_events:
+        metrics.add_metric(name="OptOutIgnored", unit=MetricUnit.Count, value=result.ignored_events)
         logger.info("opt-out ignored: %s", result.ignored)
-        return reply(202, {"accepted": 0, "ignored": result.ignored})
-    metrics.add_metric(name="OptOutAccepted", unit=MetricUnit.Count, value=result.accepted)
-    if result.unmapped:
-        metrics.add_metric(name="OptOutUnmapped", unit=MetricUnit.Count, value=1)
+        answer["ignored"] = result.ignored
+    if result.accepted:
+        metrics.add_metric(name="OptOutAccepted", unit=MetricUnit.Count, value=result.accepted)
+    if result.unmapped_events:
+        metrics.add_metric(name="OptOutUnmapped", unit=MetricUnit.Count, value=result.unmapped_events)
         logger.info("opt-out accepted, to be recorded only: %s", result.unmapped)
-        return reply(202, {"accepted": result.accepted, "unmapped": result.unmapped})
+        answer["unmapped"] = result.unmapped
+    if result.refused:  # events of an array refused while the others were taken: the node's owner must see them
+        rejected("OptOutRejected", len(result.refused))
+        logger.warning("opt-out events refused: %s", "; ".join(r["error"] for r in result.refused))
+        answer["refused"] = result.refused
     logger.info("opt-out accepted", extra={"subscriptions": result.accepted})
-    return reply(202, {"accepted": result.accepted})
+    return reply(202, answer)
 
 
 @app.post("/integrations/<integration_id>/apsis/optout")

@@ -35,15 +35,35 @@ def test_a_json_array_of_events_queues_each_of_them(routes: Routes) -> None:
     assert sorted(m["profile_key"] for m in routes.messages(routes.optout_queue)) == [1001, 1002]
 
 
-def test_one_wrong_event_of_an_array_refuses_the_call_naming_it_and_queues_none(routes: Routes) -> None:
-    body = json.dumps([FIELDS, {**FIELDS, "profile_key": "jane"}]).encode()
+def test_the_valid_events_of_an_array_are_taken_and_the_wrong_ones_named(routes: Routes) -> None:
+    """The node does not resend a refused call: one typo refused the whole array and lost every opt-out in it."""
+    body = json.dumps([FIELDS, {**FIELDS, "profile_key": "jane"}, {**FIELDS, "profile_key": "1003"}]).encode()
     status, answer = post(routes, body, JSON)
-    assert (status, answer["field"]) == (400, "[1].profile_key")
+    assert status == 202 and answer["accepted"] == 2, answer
+    assert [(r["index"], r["field"]) for r in answer["refused"]] == [(1, "[1].profile_key")]
     assert "jane" not in json.dumps(answer)
-    assert routes.messages(routes.optout_queue) == []
+    assert sorted(m["profile_key"] for m in routes.messages(routes.optout_queue)) == [1001, 1003]
+    # every event wrong, or no event at all: refused, naming the first
+    status, answer = post(routes, json.dumps([{**FIELDS, "profile_key": "x"}, {"event": "nope"}]).encode(), JSON)
+    assert (status, answer["field"]) == (400, "[0].profile_key")
     status, answer = post(routes, json.dumps([FIELDS, "x"]).encode(), JSON)
     assert (status, answer["field"]) == (400, "[1]")
     assert post(routes, b"[]", JSON)[0] == 400
+    assert len(routes.messages(routes.optout_queue)) == 0  # (drained above) nothing more queued
+
+
+def test_an_unmapped_event_among_taken_ones_is_reported_and_an_array_may_be_long(routes: Routes) -> None:
+    events = [{**FIELDS, "profile_key": str(1000 + n)} for n in range(150)] + [
+        {"event": "sms.unsubscribe", "profile_key": "7", "topic_discriminator": "usercreated.topics.x-1"}
+    ]
+    status, answer = post(routes, json.dumps(events).encode(), JSON)
+    assert status == 202 and answer["accepted"] == 151, answer  # the SMS one: recorded, not written back
+    assert "unmapped" in answer
+
+
+def test_json_labelled_as_a_form_is_read_as_json(routes: Routes) -> None:
+    form = {**TOKEN, "Content-Type": "application/x-www-form-urlencoded"}
+    assert post(routes, json.dumps(FIELDS).encode(), form) == (202, {"accepted": 1})
 
 
 def test_a_form_without_content_type_or_as_text_plain_is_read_as_a_form(routes: Routes) -> None:

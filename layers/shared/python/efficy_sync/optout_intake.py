@@ -5,7 +5,7 @@ clients: the route's Lambda imports only this, so it answers without loading an 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -81,6 +81,11 @@ class Accepted:
     set_aside: tuple[str, ...] = ()  # optional fields given but unusable, ignored (reported by `report_set_aside`)
     #: the time fixes of every event of a call of several (a JSON array), in order
     time_fixes: tuple[TimeFix, ...] = ()
+    #: events of the call that were ignored / recorded only (counted per event)
+    ignored_events: int = 0
+    unmapped_events: int = 0
+    #: events of a JSON array refused (each {"index", "field", "error"}), the others taken
+    refused: list[dict[str, Any]] = field(default_factory=list)
 
 
 def report_set_aside(event: OptOutEvent, integration_id: str) -> None:
@@ -103,31 +108,39 @@ def accept(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Accepted:
     """Token, fields (JSON, form or URL parameters), mapping, then `send` (which must raise if SQS did not take
-    the message). A JSON array of events is checked whole before any is sent: one wrong event refuses the call
-    (naming it, `[2].profile_key`), so the node's owner sees the problem and nothing is half-taken."""
+    the message). Of a JSON array of events, the valid ones are taken and the wrong ones refused by index
+    (`refused`, `[2].profile_key`): the node does not resend a refused call, so one typo must not lose the
+    others' opt-outs. A call whose every event is wrong is refused (400 naming the first)."""
     check_token(headers, cfg.apsis.optout_token_header, token, query)
     fields = decode_events(body, content_type=_header(headers, "Content-Type"), query=query)
     max_age = timedelta(hours=cfg.apsis.optout_max_age_hours)
-    events = []
+    events: list[OptOutEvent] = []
+    refused: list[dict[str, Any]] = []
+    first_error: OptOutPayloadError | None = None
     for number, one in enumerate(fields):
         try:
             events.append(parse_fields(one, now=now, max_age=max_age))
         except OptOutPayloadError as error:
             if len(fields) == 1:
                 raise
-            raise OptOutPayloadError(f"[{number}].{error.field}", error.problem) from None
+            where = f"[{number}].{error.field}"
+            first_error = first_error or OptOutPayloadError(where, error.problem)
+            refused.append({"index": number, "field": where, "error": f"{where}: {error.problem}"})
+    if not events and first_error is not None:
+        raise first_error
     results = [_accept_one(cfg, event, send) for event in events]
-    if len(results) == 1:
+    if len(results) == 1 and not refused:
         return results[0]
     taken = [r for r in results if not r.ignored]
-    unmapped = "; ".join(dict.fromkeys(r.unmapped for r in taken if r.unmapped)) or None
-    ignored = None if taken else "; ".join(dict.fromkeys(r.ignored for r in results if r.ignored))
     return Accepted(
         sum(r.accepted for r in results),
-        ignored=ignored,
-        unmapped=unmapped,
+        ignored="; ".join(dict.fromkeys(r.ignored for r in results if r.ignored)) or None,
+        unmapped="; ".join(dict.fromkeys(r.unmapped for r in taken if r.unmapped)) or None,
         set_aside=tuple(dict.fromkeys(name for r in results for name in r.set_aside)),
         time_fixes=tuple(r.time_fix for r in results),
+        ignored_events=sum(r.ignored_events for r in results),
+        unmapped_events=sum(r.unmapped_events for r in results),
+        refused=refused,
     )
 
 
@@ -141,6 +154,7 @@ def _accept_one(cfg: IntegrationConfig, event: OptOutEvent, send: Callable[[OptO
             ignored=f"no consent mapping for any {event.channel} subscription in integration {cfg.integration_id}",
             set_aside=event.ignored,
             time_fixes=(event.time_fix,),
+            ignored_events=1,
         )
     if not slots:
         # kept all the same (WriteBack.record): a mapping added later must not opt the person in again
@@ -165,4 +179,5 @@ def _accept_one(cfg: IntegrationConfig, event: OptOutEvent, send: Callable[[OptO
         time_fix=event.time_fix,
         set_aside=event.ignored,
         time_fixes=(event.time_fix,),
+        unmapped_events=1 if unmapped else 0,
     )

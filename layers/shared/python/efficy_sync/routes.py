@@ -29,9 +29,9 @@ def reply(status: int, payload: dict[str, Any]) -> Response[Any]:
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=payload)
 
 
-def rejected(metric: str) -> None:
-    """Counts a refused call (the route's `...Rejected` metric)."""
-    metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+def rejected(metric: str, n: int = 1) -> None:
+    """Counts a refused call, or `n` refused events of one (the route's `...Rejected` metric)."""
+    metrics.add_metric(name=metric, unit=MetricUnit.Count, value=n)
 
 
 def integration(configs: ConfigStore, integration_id: str) -> IntegrationConfig:
