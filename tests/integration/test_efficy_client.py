@@ -235,11 +235,26 @@ def test_every_http_200_error_shape_is_a_business_error(
     assert caught.value.status == 200 and not caught.value.retryable
 
 
-def test_invalid_json_with_status_200_is_a_business_error(sim: EfficySimulator, client: EfficyClient) -> None:
-    fault(sim, status=200, count=1, body='[{"@name": "cons', content_type="application/json")
-    with pytest.raises(EfficyBusinessError) as caught:
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [('[{"@name": "cons', "application/json"), ("<html><body>Maintenance</body></html>", "text/html")],
+)
+def test_a_200_that_is_not_json_is_an_outage_retried(
+    sim: EfficySimulator, client: EfficyClient, body: str, content_type: str
+) -> None:
+    """A body cut short or a web page in front of Efficy (maintenance, a sign-in page): typed as Efficy's business
+    error, the state machine did not retry it and a full-sync page failed at once."""
+    fault(sim, status=200, count=100, body=body, content_type=content_type)
+    with pytest.raises(EfficyUnavailable) as caught:
         client.get_persons([1])
-    assert caught.value.code == "INVALID_JSON"
+    assert caught.value.retryable
+
+
+def test_json_after_a_byte_order_mark_is_read(sim: EfficySimulator, client: EfficyClient) -> None:
+    sim.upsert_persons([person(1)])
+    answer = client._post_rpc("probe", [client._consult_context(1, ["K_CONTACT"])])  # the real answer, as sent
+    fault(sim, status=200, count=1, body="\ufeff" + json.dumps(answer), content_type="application/json; charset=utf-8")
+    assert client.get_persons([1], ["K_CONTACT"])[1]["K_CONTACT"] == 1
 
 
 def test_session_timeout_inside_a_200_answer_logs_on_again(sim: EfficySimulator, client: EfficyClient) -> None:

@@ -12,6 +12,7 @@ tools/efficy_sync_tools/sims/apsis_export.py and the README's table of assumptio
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,8 +71,8 @@ def download_export(
         try:
             response = client._call("download_export", "GET", path)
             try:
-                payload = response.json()
-            except ValueError:  # NDJSON, CSV: a format we do not read is no export of nobody
+                payload = json.loads(response.content.decode("utf-8-sig"))  # a byte-order mark first: still JSON
+            except (ValueError, UnicodeDecodeError):  # NDJSON, CSV: a format we do not read is no export of nobody
                 raise ApsisUnavailable(f"APSIS export {path}: the answer is not one JSON document") from None
             break
         except NotFound:  # in progress

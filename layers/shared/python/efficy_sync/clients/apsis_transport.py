@@ -339,8 +339,8 @@ class ApsisTransport:
         """A 2xx answer's JSON object. Anything else (a proxy's HTML page, a list, a truncated body) is not read
         as "nothing": it is an outage of the integration, retried, never a person's failure (errors.py)."""
         try:
-            payload = response.json()
-        except ValueError:
+            payload = json.loads(response.content.decode("utf-8-sig"))  # a byte-order mark first is still JSON
+        except (ValueError, UnicodeDecodeError):
             payload = None
         if not isinstance(payload, dict):
             message = f"APSIS {kind}: {response.status_code} answer is not a JSON object"

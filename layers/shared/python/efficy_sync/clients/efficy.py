@@ -342,10 +342,16 @@ class EfficyClient(EfficyParsing):
 
     @staticmethod
     def _json(response: requests.Response, op: str) -> UncheckedJson:
+        """The answer's JSON (a UTF-8 byte-order mark, which IIS may put first, dropped). A 200 that is not JSON
+        (a maintenance or sign-in page in front of Efficy, a body cut short) is an outage, retried: typed as
+        Efficy's business error, the state machine did not retry it and a full-sync page failed at once."""
         try:
-            return response.json()
-        except ValueError:
-            raise EfficyBusinessError(f"Efficy's answer to {op} is not valid JSON", code="INVALID_JSON") from None
+            return json.loads(response.content.decode("utf-8-sig"))
+        except (ValueError, UnicodeDecodeError):
+            kind = response.headers.get("Content-Type", "").split(";")[0] or "no content type"
+            raise EfficyUnavailable(
+                f"Efficy's answer to {op} is not JSON ({response.status_code}, {kind})", status=response.status_code
+            ) from None
 
     # ---- JSON-RPC parsing ---------------------------------------------------------------------------------
     def _rpc(self, op: str, contexts: list[dict[str, Any]]) -> list[dict[str, Any] | EfficyBusinessError]:
