@@ -291,6 +291,18 @@ def test_a_call_short_of_time_ends_at_a_file_boundary_and_the_next_goes_on_from_
     assert len(states.get_many(CFG.integration_id, range(1, 101))) == 100
 
 
+def test_the_tags_only_file_waits_for_a_call_with_time_to_finish_it(world: dict[str, Any]) -> None:
+    """Its import is waited for too; started with seconds left, the Lambda was killed inside it and the rows'
+    states were never marked (review of the unconfirmed-import marking)."""
+    world["efficy_sim"].upsert_persons([person(k, [12]) for k in range(1, 21)])
+    states = MemoryPersonStateStore()
+    queued = queue_pages(world, states, pages=1, size=20)
+    done = collector(world, states, rows=20, counted=[]).run(queued, {}, start=1, time_left=lambda: 10.0)
+    assert done == {"files": 1, "next": 1, "more": True}
+    rest = collector(world, states, rows=20, counted=[]).run(queued, {}, start=done["next"])
+    assert rest == {"files": 1, "next": 2, "more": False}
+
+
 def test_a_failed_import_marks_nobody_synced_and_failed_rows_go_person_by_person(world: dict[str, Any]) -> None:
     sim: ApsisSimulator = world["apsis_sim"]
     world["efficy_sim"].upsert_persons([person(k, [12]) for k in range(1, 61)])

@@ -245,6 +245,8 @@ class Collector:
         if stopped:
             return {"files": len(files), "next": started, "more": True}
         if start <= len(files):
+            if time_left is not None and time_left() < COLLECT_RESERVE_SECONDS:  # its import is waited for too
+                return {"files": len(files), "next": len(files), "more": True}
             queued = {key for entry in entries for key in entry.keys}
             self._tags_only({k: v for k, v in query_changes.items() if k not in queued}, len(files), time_left)
         return {"files": len(files), "next": len(files) + 1, "more": False}
