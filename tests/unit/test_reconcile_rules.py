@@ -428,6 +428,10 @@ def test_a_record_without_a_condition_field_is_not_judged(profile):
         ("20240105", "2024-01-05", False),  # an eight-digit code
         ("1e3", "1000", False),
         ("-0.5", -0.5, True),
+        # a float we mapped, as str() writes it or as APSIS may give it back
+        ("1e-05", 1e-05, True),
+        ("0.00001", 1e-05, True),
+        ("1e+16", 1e16, True),
     ],
 )
 def test_a_value_apsis_gives_back_in_another_form_is_not_drift(held, sent, same):

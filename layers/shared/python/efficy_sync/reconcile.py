@@ -162,6 +162,9 @@ def _same(apsis: Any, mapped: Any) -> bool:
     held, sent = str(apsis).strip(), str(mapped).strip()
     if held == sent:
         return True
+    # a number we mapped is a number whatever str() makes of it (1e-05); only text is held to the plain form
+    if isinstance(mapped, int | float) and (a := _number(held)) is not None and _finite(mapped) == a:
+        return True
     for parse in (_number, _moment, _phone):
         a, b = parse(held), parse(sent)
         if a is not None and a == b:
@@ -169,9 +172,14 @@ def _same(apsis: Any, mapped: Any) -> bool:
     return False
 
 
-#: a number as APSIS may give one back: no leading zero, exponent or separator (a postcode "01000", a code
-#: "1e3" are text whose every character counts)
-_PLAIN_NUMBER = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$")
+def _finite(value: int | float) -> Decimal | None:
+    number = Decimal(str(value))
+    return number if number.is_finite() else None
+
+
+#: a number as APSIS may give one back: no leading zero or separator (a postcode "01000" is text whose every
+#: character counts); an exponent only after a digit and a point or a leading non-zero digit ("1e-05", "2.5E+16")
+_PLAIN_NUMBER = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-][0-9]+)?$")
 #: an extended ISO date or time ("20240105" is an eight-digit code, not a date)
 _ISO_MOMENT = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ].*)?$")
 
