@@ -163,7 +163,7 @@ def _same(apsis: Any, mapped: Any) -> bool:
     if held == sent:
         return True
     # a number we mapped is a number whatever str() makes of it (1e-05); only text is held to the plain form
-    if isinstance(mapped, int | float) and (a := _number(held)) is not None and _finite(mapped) == a:
+    if isinstance(mapped, int | float) and (number := _number(held)) is not None and _finite(mapped) == number:
         return True
     for parse in (_number, _moment, _phone):
         a, b = parse(held), parse(sent)

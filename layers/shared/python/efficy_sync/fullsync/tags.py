@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
-from ..clients.errors import ApiError, EfficyBusinessError, NotFound, acknowledgeable
+from ..clients.errors import ApiError, ApsisUnavailable, EfficyBusinessError, NotFound, acknowledgeable
 from ..clients.http import map_in_context
 from ..config import IntegrationConfig
 from ..state import PersonState, utc_now
@@ -229,7 +229,15 @@ def _tag_person(
     try:
         apsis.patch_tags(str(key), tags)
     except NotFound:
-        return True  # the profile is gone from APSIS: nothing to tag or untag
+        # gone only on proof: the tags path is an assumption (contracts/apsis-one.md), and a route the account
+        # does not serve answers 404 too, which counted every person tagged while no tag existed
+        try:
+            apsis.get_consents(str(key))
+        except NotFound:
+            return True  # the profile is gone from APSIS: nothing to tag or untag
+        raise ApsisUnavailable(
+            "APSIS answered 404 to the profile-tags call of a profile it has: check apsis.profile_tags_path"
+        ) from None
     except ApiError as exc:
         if not acknowledgeable(exc):
             raise
