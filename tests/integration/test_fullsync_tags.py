@@ -226,3 +226,21 @@ def test_a_cancel_stops_the_tagging_between_batches_and_writes_no_snapshot(world
     assert result["stopped"] and not result["more"]
     assert result["tagged"] == 25 == len(tagged(world))  # one batch of 25 (one worker), then the cancel
     assert world["members"].get("demo", 3618) is None
+
+
+def test_a_tags_route_apsis_does_not_serve_is_no_proof_the_profile_is_gone(world) -> None:
+    """The profile-tags path is an assumption (contracts/apsis-one.md). A route the account does not serve
+    answers 404 too, which the mirror read as "the profile is gone": every member counted tagged, the member
+    snapshot written, while APSIS held no tag."""
+    from efficy_sync.clients.apsis import ApsisClient
+    from efficy_sync.clients.errors import ApsisUnavailable
+
+    sim = world["sim"]
+    world["apsis"] = ApsisClient(
+        sim.url, "tags-test", "tags-test-secret", section="com.apsis1.sections.default",
+        profile_tags_path="/audience/keyspaces/{keyspace}/profiles/{key}/sections/{section}/profile-tags",
+    )  # fmt: skip
+    with pytest.raises(ApsisUnavailable, match="profile_tags_path"):
+        mirror(world, [1, 2, 3])
+    assert tagged(world) == set()
+    assert world["members"].get("demo", 3618) is None  # not remembered as tagged members
