@@ -54,8 +54,13 @@ class Batch:
             raise RuntimeError(f"integration {change.integration_id} was not prefetched")
         if part.error is not None:
             raise part.error
-        if change.person_key in part.done:
-            return part.done[change.person_key]  # a second message for the same person in this batch
+        if change.person_key in part.done:  # a second message for the same person in this batch
+            earlier = part.done[change.person_key]
+            if earlier.result == "parked" and change.operation == "Delete" and part.parked_run:
+                # parked as an update first: the run counts parked deletes to size its Seams step
+                assert self._worker is not None and self._worker.parking is not None
+                self._worker.parking.park(change.integration_id, change.person_key, part.parked_run, deleted=True)
+            return earlier
         if part.parked_run:
             assert self._worker is not None and self._worker.parking is not None
             deleted = change.operation == "Delete"
