@@ -160,3 +160,17 @@ def test_a_rate_no_account_has_turns_the_budget_off(table: str) -> None:
         budget.wait()
     assert budget.unlimited and budget.takes == 0
     assert not SharedBudget(table, "acct", 100.0).unlimited
+
+
+def test_a_full_budget_does_not_outlast_the_invocation(table: str) -> None:
+    """The wait never looked at the invocation's deadline: with the account's budget full, a worker slept into
+    Lambda's hard timeout, losing the batch's report. Now it stops with OutOfTime (retried) before that."""
+    from efficy_sync.clients.errors import OutOfTime
+    from efficy_sync.clients.http import deadline
+
+    clock = Clock()
+    full = SharedBudget(table, "acct-full", 100.0, clock=clock, sleep=clock.sleep)
+    for _ in range(9):
+        full.wait()  # this slot is used up: the next take would wait
+    with deadline(0.5), pytest.raises(OutOfTime):  # less than a call needs is left
+        full.wait()

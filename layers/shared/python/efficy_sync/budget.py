@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .clients.http import check_time
 from .store.budget_slots import SLOT_TTL_SECONDS as SLOT_TTL_SECONDS  # the counters' items: store/budget_slots.py
 from .store.budget_slots import BudgetSlots
 
@@ -98,6 +99,9 @@ class SharedBudget:
         try:
             with self._lock:
                 while True:
+                    # a full account budget must not outlast the invocation: OutOfTime (retried) before the
+                    # hard timeout, which would lose the batch's report and what its persons already sent
+                    check_time("APSIS request budget")
                     now = self._clock()
                     slot = int(now / SLOT_SECONDS)
                     if (slot + 1) * SLOT_SECONDS - now < SPEND_MARGIN:  # too late in the slot: the next one
