@@ -259,15 +259,7 @@ class Collector:
         An import still running at `timeout` raises ApsisUnavailable: the step is retried, and the file sent
         again is safe (an import upserts; no state was written for it)."""
         known = self.states.get_many(self.cfg.integration_id, [p["K_CONTACT"] for p in persons])
-        writer = ImportWriter(
-            self.cfg,
-            self.apsis,
-            self.states,
-            min_rows=0,
-            poll_interval=self.poll_interval,
-            timeout=timeout,
-            hold_removals=self.hold_removals,
-        )
+        writer = self._writer(timeout)
         rows, others = writer.split(persons, known)
         for row in rows:
             wanted = query_changes.get(row.key)
@@ -289,6 +281,18 @@ class Collector:
         counters.update(self._one_by_one(again, known))
         counters.update(self._settle_races([row for row in done if row.key in stale]))
         self.on_counters(token, counters)
+
+    def _writer(self, timeout: float) -> ImportWriter:
+        """One file's writer: every row it gets is imported (the caller sized the file)."""
+        return ImportWriter(
+            self.cfg,
+            self.apsis,
+            self.states,
+            min_rows=0,
+            poll_interval=self.poll_interval,
+            timeout=timeout,
+            hold_removals=self.hold_removals,
+        )
 
     def _active(self) -> bool:
         return self.should_continue is None or self.should_continue()
@@ -393,14 +397,7 @@ class Collector:
                 rows.append(_Row({"K_CONTACT": key}, desired, state, [PatchTags(str(key), tags)]))
         for start in range(0, len(rows), self.import_rows):
             chunk = rows[start : start + self.import_rows]
-            writer = ImportWriter(
-                self.cfg,
-                self.apsis,
-                self.states,
-                min_rows=0,
-                poll_interval=self.poll_interval,
-                timeout=_timeout(time_left),
-            )
+            writer = self._writer(_timeout(time_left))
             try:
                 failed = writer.import_rows(chunk)
             except Exception:
