@@ -67,6 +67,20 @@ class HeldApsis(ApsisClient):
         return super().set_consent(key, topic, channel, consent_type, **kw)
 
 
+def opted_out_by_the_crm(efficy_sim: EfficySimulator, efficy: EfficyClient, worker: PersonSyncer, store: Any) -> Any:
+    """Person 1 synced by real time as a member, then taken out of the CRM profile (APSIS holds the opt-out);
+    returns the real-time sync of person 1, for the test to call again."""
+
+    def realtime() -> None:
+        worker.sync(1, efficy.get_persons([1], needed_fields(CFG)).get(1), store.get(CFG.integration_id, 1))
+
+    efficy_sim.upsert_persons([person(1)])
+    realtime()
+    efficy_sim.patch_person(1, {}, profiles=[])
+    realtime()
+    return realtime
+
+
 @pytest.mark.parametrize("newer", ["crm-removal", "apsis-unsubscribe"])
 def test_a_page_opt_in_overtaken_by_a_newer_sync_is_withdrawn_at_once(
     sims: tuple[EfficySimulator, ApsisSimulator], monkeypatch: pytest.MonkeyPatch, store: Any, newer: str
@@ -76,14 +90,7 @@ def test_a_page_opt_in_overtaken_by_a_newer_sync_is_withdrawn_at_once(
     apsis = ApsisClient(apsis_sim.url, "diff", "diff-secret", section=CFG.apsis.section, policy=FAST)
     with EfficyClient(efficy_sim.url, efficy_sim.api_key, policy=FAST) as efficy:
         worker = PersonSyncer(CFG, apsis, store, email_lookup=efficy.find_contacts_by_email)
-
-        def realtime() -> None:
-            worker.sync(1, efficy.get_persons([1], needed_fields(CFG)).get(1), store.get(CFG.integration_id, 1))
-
-        efficy_sim.upsert_persons([person(1)])
-        realtime()
-        efficy_sim.patch_person(1, {}, profiles=[])
-        realtime()
+        realtime = opted_out_by_the_crm(efficy_sim, efficy, worker, store)
         assert news_consent(apsis_sim, 1) == "opt-out"
         efficy_sim.patch_person(1, {}, profiles=[12])  # back in the profile during the full sync (parked)
 
@@ -134,14 +141,7 @@ def test_a_refused_state_is_marked_even_when_another_person_of_the_page_fails(
     apsis = ApsisClient(apsis_sim.url, "diff", "diff-secret", section=CFG.apsis.section, policy=FAST)
     with EfficyClient(efficy_sim.url, efficy_sim.api_key, policy=FAST) as efficy:
         worker = PersonSyncer(CFG, apsis, store, email_lookup=efficy.find_contacts_by_email)
-
-        def realtime() -> None:
-            worker.sync(1, efficy.get_persons([1], needed_fields(CFG)).get(1), store.get(CFG.integration_id, 1))
-
-        efficy_sim.upsert_persons([person(1)])
-        realtime()
-        efficy_sim.patch_person(1, {}, profiles=[])
-        realtime()
+        realtime = opted_out_by_the_crm(efficy_sim, efficy, worker, store)
         efficy_sim.patch_person(1, {}, profiles=[12])
         efficy_sim.upsert_persons([person(2)])
 

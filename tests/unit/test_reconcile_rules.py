@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from efficy_sync.clients.apsis_export import ExportedProfile, parse_export
@@ -365,14 +366,11 @@ def test_drift_counts_are_published_per_integration_as_emf(capsys: pytest.Captur
     assert {m["Name"] for m in directive["Metrics"]} >= {"DriftMissing", "DriftOrphaned", "DriftTags"}
 
 
-def test_a_yes_no_value_the_conditions_cannot_read_is_not_judged():
-    """The sync leaves such a person as they are (no evidence they stopped matching); reconcile called them
-    orphaned, "should: delete", a drift that never cleared."""
-    from efficy_sync.clients.apsis_export import ExportedProfile
+def robinson_config() -> Any:
+    """One condition on a yes/no field (ROBINSON), and `delete` when it is lost: what reconcile must not guess."""
     from efficy_sync.config import config_from_dict
-    from efficy_sync.state import PersonState
 
-    cfg = config_from_dict(
+    return config_from_dict(
         {
             "integration_id": "c",
             "efficy": {"base_url": "https://crm.example.com/crm", "api_key_secret": "x/e", "webhook_secret_secret": "x/w"},
@@ -382,6 +380,15 @@ def test_a_yes_no_value_the_conditions_cannot_read_is_not_judged():
             "on_condition_lost": "delete",
         }
     )  # fmt: skip
+
+
+def test_a_yes_no_value_the_conditions_cannot_read_is_not_judged():
+    """The sync leaves such a person as they are (no evidence they stopped matching); reconcile called them
+    orphaned, "should: delete", a drift that never cleared."""
+    from efficy_sync.clients.apsis_export import ExportedProfile
+    from efficy_sync.state import PersonState
+
+    cfg = robinson_config()
     record = {"K_CONTACT": 1, "EMAIL1": "a@example.com", "ROBINSON": "Ja", "profiles": []}
     state = PersonState(integration_id="c", person_key="1", exists_in_apsis=True)
     check = compare_person(cfg, 1, record, state, ExportedProfile(key="1"))
@@ -392,18 +399,7 @@ def test_a_yes_no_value_the_conditions_cannot_read_is_not_judged():
 def test_a_record_without_a_condition_field_is_not_judged(profile):
     """The sync refuses such a record (INCOMPLETE_ANSWER: a malformed answer, not a person who fails the
     conditions); reconcile called the person orphaned ("should: delete") or missing on the same evidence."""
-    from efficy_sync.config import config_from_dict
-
-    cfg = config_from_dict(
-        {
-            "integration_id": "c",
-            "efficy": {"base_url": "https://crm.example.com/crm", "api_key_secret": "x/e", "webhook_secret_secret": "x/w"},
-            "apsis": {"base_url": "https://api.example.com", "section": "com.apsis1.sections.default",
-                      "credentials_secret": "x/a", "optout_token_secret": "x/o"},
-            "sync_conditions": [{"field": "ROBINSON", "not_equals": "1"}],
-            "on_condition_lost": "delete",
-        }
-    )  # fmt: skip
+    cfg = robinson_config()
     record = {"K_CONTACT": 1, "EMAIL1": "a@example.com", "profiles": []}  # no ROBINSON at all
     state = PersonState(integration_id="c", person_key="1", exists_in_apsis=True)
     check = compare_person(cfg, 1, record, state, ExportedProfile(key="1") if profile else None)
