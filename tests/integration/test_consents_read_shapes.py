@@ -81,3 +81,37 @@ def test_a_409_on_an_opt_out_apsis_already_holds_is_unchanged_whatever_the_spell
         content_type="application/json", count=5,
     )  # fmt: skip
     assert apsis.set_consent("7", NEWS, "email", "opt-out") == "unchanged"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [("<html><body>404 Not Found</body></html>", "text/html"), ("", "text/plain"), ("<Error/>", "application/xml")],
+    ids=["html", "empty", "xml"],
+)
+def test_a_404_that_is_not_apsis_answer_is_no_proof_the_profile_is_missing(
+    apsis_sim: ApsisSimulator, body: str, content_type: str
+) -> None:
+    """A proxy's or gateway's 404 page read as "no such profile, it holds nothing": the first opt-in went out
+    unread over the opt-out APSIS held. Only APSIS's own answer (problem+json) says the profile is missing."""
+    store = MemoryPersonStateStore()
+    apsis = ApsisClient(apsis_sim.url, "diff", "diff-secret", section=CFG.apsis.section, policy=FAST)
+    unmapped = config_from_dict({**RAW, "consent_mappings": []})
+    PersonSyncer(unmapped, apsis, store, email_lookup=lambda a: []).sync(7, person(7), None)
+    apsis.set_consent("7", NEWS, "email", "opt-out")
+
+    apsis_sim.add_fault(
+        path_regex=CONSENTS_GET, method="GET", status=404, body=body, content_type=content_type, count=10
+    )
+    with pytest.raises(ApsisUnavailable):  # the integration's failure: retried, never acknowledged
+        apsis.consents_if_profile("7")
+    mapped = PersonSyncer(CFG, apsis, store, email_lookup=lambda a: [])
+    with contextlib.suppress(ApsisUnavailable):
+        mapped.sync(7, person(7, "2024-05-02T10:00:00"), store.get(CFG.integration_id, 7))
+    assert held(apsis_sim) == "opt-out", "a first opt-in overwrote the opt-out APSIS held"
+
+
+def test_apsis_own_404_says_the_profile_is_missing(apsis_sim: ApsisSimulator) -> None:
+    apsis = ApsisClient(apsis_sim.url, "diff", "diff-secret", section=CFG.apsis.section, policy=FAST)
+    assert apsis.consents_if_profile("404404") is None  # the simulator's problem+json 404
+    apsis.create_profile("7")
+    assert apsis.consents_if_profile("7") == []

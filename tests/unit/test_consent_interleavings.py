@@ -325,6 +325,13 @@ class FakeApsis:
     def patch_tags(self, key: str, tags: dict[str, bool]) -> None:
         self._call()
 
+    def consents_if_profile(self, key: str, consent_types: list[str] | None = None) -> list[dict[str, Any]] | None:
+        """None for a profile that does not exist, as APSIS answers it (a problem+json 404)."""
+        try:
+            return self.get_consents(key, consent_types)
+        except NotFound:
+            return None
+
     def get_consents(self, key: str, consent_types: list[str] | None = None) -> list[dict[str, Any]]:
         """What APSIS holds, as its v2 consent list answers it (existing_optouts.py reads it)."""
         self._call()

@@ -102,6 +102,9 @@ class FakeApsis:
     def get_consents(self, key: str, consent_types: list[str] | None = None) -> list[dict[str, Any]]:
         return []  # holds no opt-out we did not hear of (existing_optouts.py)
 
+    def consents_if_profile(self, key: str, consent_types: list[str] | None = None) -> list[dict[str, Any]] | None:
+        return self.get_consents(key, consent_types)
+
     def delete_profile(self, key: str) -> bool:
         return True
 

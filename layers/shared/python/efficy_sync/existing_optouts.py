@@ -23,7 +23,6 @@ from collections.abc import Callable
 from typing import Any
 
 from .clients.consent_entries import consent_entry
-from .clients.errors import NotFound
 from .config import IntegrationConfig
 from .consent import OptOutRecord
 from .person_plan import Operation, SetConsent
@@ -70,9 +69,8 @@ def worth_reading(cfg: IntegrationConfig, state: PersonState | None, *, preview:
 
 def held_optouts(apsis: Any, key: str, slots: list[SetConsent], now: Callable[[], str]) -> dict[str, OptOutRecord]:
     """slot key -> a record of the opt-out APSIS holds there (at EXISTING_AT; `recorded_at` says when we saw it)."""
-    try:
-        items = apsis.get_consents(key, consent_types=["opt-out"])
-    except NotFound:
+    items = apsis.consents_if_profile(key, consent_types=["opt-out"])
+    if items is None:
         return {}  # no such profile yet: it holds nothing
     wanted = {(op.topic, op.channel): consent_key(op.topic, op.channel) for op in slots}
     found: dict[str, OptOutRecord] = {}

@@ -313,6 +313,18 @@ class ApsisClient(ApsisTransport):
         params = {"consent_types": consent_types} if consent_types else None
         return self._items("get_consents", self._consents_path(key), params=params, whole=True)
 
+    def consents_if_profile(self, key: str, consent_types: list[str] | None = None) -> list[dict[str, Any]] | None:
+        """The profile's consents, or None when APSIS answers that the profile does not exist. A 404 that is not
+        APSIS's own answer (a proxy's or a gateway's page) is no such evidence: read as "no profile", a first
+        opt-in went out unread over an opt-out APSIS held, so it is an outage here (retried, never acknowledged)."""
+        try:
+            return self.get_consents(key, consent_types)
+        except NotFound as exc:
+            if exc.answered:
+                return None
+            message = f"{exc} (not APSIS One's answer: check apsis.base_url and the paths)"
+            raise ApsisUnavailable(message, status=exc.status, detail=message) from exc
+
     # ---- bulk import ----------------------------------------------------------------------------------
     def create_import(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Returns {import_id, file_upload_url, file_upload_body, file_upload_url_expires_at}."""

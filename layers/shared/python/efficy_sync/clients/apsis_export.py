@@ -190,9 +190,8 @@ def export_section(
 def probe_profile(client: ApsisClient, key: str, topics: set[str]) -> ExportedProfile | None:
     """The fallback when the account cannot export: one profile's consents (a documented per-profile read);
     None when APSIS One has no such profile. Attributes and tags cannot be read this way."""
-    try:
-        items = client.get_consents(key)
-    except NotFound:
+    items = client.consents_if_profile(key)
+    if items is None:
         return None
     consents = dict(consent_entry(i) for i in items if i.get("topic_discriminator") in topics)
     return ExportedProfile(key=key, consents=consents, complete=False)

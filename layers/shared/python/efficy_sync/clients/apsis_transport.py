@@ -23,6 +23,7 @@ from efficy_sync.clients.errors import (
     ApiError,
     ApsisUnavailable,
     AuthError,
+    NotFound,
     PayloadTooLarge,
     error_class_for,
 )
@@ -382,4 +383,15 @@ class ApsisTransport:
     def _error_for(self, response: requests.Response, kind: str) -> ApiError:
         status = response.status_code
         message = f"APSIS {kind}: {self._describe(response)}"
-        return error_class_for(status, ApsisUnavailable)(message, status=status, detail=message)
+        error = error_class_for(status, ApsisUnavailable)(message, status=status, detail=message)
+        if isinstance(error, NotFound):
+            error.answered = _json_object(response)
+        return error
+
+
+def _json_object(response: requests.Response) -> bool:
+    """Whether the body is a JSON object (APSIS answers errors as problem+json, contracts/apsis-one.md section 5)."""
+    try:
+        return isinstance(response.json(), dict)
+    except ValueError:
+        return False

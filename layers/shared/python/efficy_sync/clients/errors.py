@@ -51,7 +51,11 @@ class AuthError(ApiError):
 
 
 class NotFound(ApiError):
+    """404. `answered` is False when the body was not the API's own answer (an HTML or XML page, an empty body):
+    a proxy, a wrong base URL or path answers so too, which is no evidence that a profile does not exist."""
+
     category = "not_found"
+    answered = True
 
 
 class Conflict(ApiError):

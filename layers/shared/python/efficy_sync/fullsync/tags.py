@@ -231,9 +231,7 @@ def _tag_person(
     except NotFound:
         # gone only on proof: the tags path is an assumption (contracts/apsis-one.md), and a route the account
         # does not serve answers 404 too, which counted every person tagged while no tag existed
-        try:
-            apsis.get_consents(str(key))
-        except NotFound:
+        if apsis.consents_if_profile(str(key)) is None:
             return True  # the profile is gone from APSIS: nothing to tag or untag
         raise ApsisUnavailable(
             "APSIS answered 404 to the profile-tags call of a profile it has: check apsis.profile_tags_path"
