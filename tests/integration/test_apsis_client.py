@@ -461,6 +461,22 @@ def test_an_import_that_does_not_finish_in_time(make_sim: Callable[..., ApsisSim
         client.run_import(spec, b"crm_id\n1\n", poll_interval=0.02, timeout=0.2)
 
 
+@pytest.mark.parametrize("answer", ['{"id": "imp-1"}', '{"result": {"report": {}}}', '{"result": {"status": ""}}'])
+def test_an_import_status_we_cannot_read_fails_at_once(sim: ApsisSimulator, client: ApsisClient, answer: str) -> None:
+    """Read as "no status yet", such an answer was polled until the import's timeout (up to the page's time)."""
+    client.list_keyspaces()
+    sim.add_fault(path_regex="/imports/", status=200, body=answer, content_type="application/json", count=1)
+    with pytest.raises(ApsisUnavailable, match=r"no status|not an object"):
+        client.get_import("imp-1")
+
+
+def test_an_import_status_at_the_top_level_is_read(sim: ApsisSimulator, client: ApsisClient) -> None:
+    client.list_keyspaces()
+    body = '{"status": "completed", "report": {"rows": 1}}'
+    sim.add_fault(path_regex="/imports/", status=200, body=body, content_type="application/json", count=1)
+    assert client.get_import("imp-1") == {"status": "completed", "report": {"rows": 1}}
+
+
 def test_personal_data_is_masked_in_error_text() -> None:
     text = _redact("value jo.doe+x@example.com or +32 470 00 00 01 refused on 2024-05-01")
     assert "example.com" not in text and "470" not in text and "2024-05-01" in text

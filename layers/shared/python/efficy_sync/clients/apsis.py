@@ -352,11 +352,17 @@ class ApsisClient(ApsisTransport):
             raise self._error_for(response, "upload_import")
 
     def get_import(self, import_id: str) -> dict[str, Any]:
-        """Returns the import's `result`: {"status": ..., "report": {...}} (report once processed)."""
+        """Returns the import's `result`: {"status": ..., "report": {...}} (report once processed). The same
+        fields at the top level (no `result` around them) are read as the result. An answer without a status is
+        unreadable at once: polled as "no status yet", it held the import's page until the poll's timeout."""
         path = f"/audience/sections/{self._q(self.section)}/imports/{self._q(import_id)}"
-        result = self._object(self._call("get_import", "GET", path), "get_import").get("result", {})
+        answer = self._object(self._call("get_import", "GET", path), "get_import")
+        result = answer.get("result", answer if "status" in answer else None)
         if not isinstance(result, dict):  # an import's status we cannot read is not "no status yet"
             raise ApsisUnavailable(f"APSIS get_import: the answer's result is {type(result).__name__}, not an object")
+        status = result.get("status")
+        if not isinstance(status, str) or not status.strip():
+            raise ApsisUnavailable(f"APSIS get_import: the answer carries no status ({sorted(result)[:5]})")
         return result
 
     def run_import(
