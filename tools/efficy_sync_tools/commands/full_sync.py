@@ -498,6 +498,34 @@ def report_command(args: argparse.Namespace) -> int:
 
 
 # ---- cancel -----------------------------------------------------------------------------------------------
+def _stop(arn: str) -> tuple[bool, str]:
+    """Stops an execution that can still act: RUNNING, PENDING_REDRIVE (an admin's redrive resumes it: ending
+    only its run released the lock while it went on, and called the cancelled run failed) or a status this
+    code does not know. (stopped, the execution status the run ends with). A stop Step Functions refuses
+    leaves the run as it is: ended while its execution may still run, a second full sync could start."""
+    from botocore.exceptions import ClientError
+    from efficy_sync.store.run_records import execution_ended
+
+    described = _execution_status(arn)
+    if described is None or execution_ended(described["status"]):
+        return False, described["status"] if described is not None else "ABORTED"
+    try:
+        _sfn().stop_execution(
+            executionArn=arn,
+            error="Cancelled",
+            cause=f"cancelled by {caller_identity()} with efficy-sync full-sync cancel",
+        )
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "an error")
+        raise CliError(
+            f"Step Functions refused to stop execution {_short(arn)} ({described['status']}: {code}); the run goes on. "
+            "Try again in a moment."
+        ) from None
+    after = _execution_status(arn)
+    # moto's interpreter reports ABORTED between states, AWS at once: a stopped execution ends its run as cancelled
+    return True, after["status"] if after is not None and execution_ended(after["status"]) else "ABORTED"
+
+
 @cli_command
 def cancel_command(args: argparse.Namespace) -> int:
     """Stops the execution and ends the run here and now (the same idempotent clean-up EventBridge and the
@@ -515,17 +543,7 @@ def cancel_command(args: argparse.Namespace) -> int:
         else:
             print(f"No full sync of {integration_id} is running: nothing to cancel.")
         return 1
-    described = _execution_status(lock.execution_arn)
-    stopped = False
-    if described is not None and described["status"] == "RUNNING":
-        _sfn().stop_execution(
-            executionArn=lock.execution_arn,
-            error="Cancelled",
-            cause=f"cancelled by {caller_identity()} with efficy-sync full-sync cancel",
-        )
-        stopped = True
-        described = _execution_status(lock.execution_arn)
-    status = described["status"] if described is not None and described["status"] != "RUNNING" else "ABORTED"
+    stopped, status = _stop(lock.execution_arn)
     build_full_sync().execution_ended(lock.execution_arn, status)
     deadline = time.monotonic() + max(0.0, args.wait)
     run = runs.get(integration_id, lock.run_id)
