@@ -219,6 +219,7 @@ def online_problems(cfg: IntegrationConfig) -> tuple[list[Problem], list[str], i
     from efficy_sync.config import Problem, check_references, references
 
     from efficy_sync_tools.commands._aws import MissingSecret, apsis_client, efficy_client, secret
+    from efficy_sync_tools.commands._detail_check import profile_detail_problems
 
     def missing_secret(path: str, name: str, exc: Exception) -> Problem:
         if isinstance(exc, MissingSecret):
@@ -260,6 +261,9 @@ def online_problems(cfg: IntegrationConfig) -> tuple[list[Problem], list[str], i
                 refused("efficy.api_key_secret", cfg.efficy.api_key_secret, "Efficy"),
                 unreachable("efficy.base_url", cfg.efficy.base_url, "Efficy"),
             )
+            if not trouble:  # the credentials work: is the CRM-profile detail the one this server has?
+                wrong_detail, detail_notes = profile_detail_problems(efficy, cfg)
+                trouble, more = trouble + wrong_detail, more + detail_notes
         available["efficy"], problems, notes = found, problems + trouble, notes + more
 
     try:

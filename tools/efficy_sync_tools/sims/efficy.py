@@ -377,6 +377,9 @@ class EfficySimulator(SimServer):
         #: a connector whose installation caps the page size below what is asked answers shorter pages without
         #: saying so (contracts/efficy.md §4: "APSIS sets the page size per installation"); None: no cap
         self.page_size_cap: int | None = None
+        #: what a consult answers for a detail the server does not know: "error" (a business error) or "empty"
+        #: (an empty dataset, read as "member of no CRM profile"); which one a real server does is not documented
+        self.unknown_detail = "error"
         self._clock = clock or time.time
         self._last_stamp_ms = 0
         self._handles = count(1)
@@ -710,6 +713,8 @@ class EfficySimulator(SimServer):
             return {"#result": _dataset([self._row(person, func.get("fields"))])}
         if name == "detail":
             if str(func.get("detail", "")).lower() != PROFILE_DETAIL:
+                if self.unknown_detail == "empty":
+                    return {"#result": _dataset([])}
                 raise RpcFault(UNKNOWN_DETAIL, f"detail {func.get('detail')!r} is not simulated")
             return {"#result": _dataset(self._profile_rows(person.profiles))}
         if name == "category":
