@@ -22,7 +22,8 @@ from efficy_sync.tracing import capture_handler
 from efficy_sync.tracing import record as record_scope
 from efficy_sync.worker import Batch, BatchWorker
 
-configs = ConfigStore(settings().config_table, cache_seconds=settings().cache_seconds)
+# an applied version is seen at once (its number is read each time; the body only when it changed)
+configs = ConfigStore(settings().config_table, check_version=True)
 states = PersonStateStore(settings().state_table)
 # A burst of removals beyond the integration's threshold is held, not sent (the blast-radius breaker).
 held, breaker = HeldRemovals(settings().state_table), RemovalBreaker(settings().state_table)

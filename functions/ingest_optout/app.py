@@ -23,7 +23,8 @@ from efficy_sync.store.configs import ConfigStore
 from efficy_sync.tracing import annotate, capture_handler
 
 app = APIGatewayRestResolver()
-configs = ConfigStore(settings().config_table, cache_seconds=settings().cache_seconds)
+# an applied version is seen at once (its number is read each time; the body only when it changed)
+configs = ConfigStore(settings().config_table, check_version=True)
 answer_refusals(app, route="opt-out", auth_error=OptOutAuthError, rejected_metric="OptOutRejected")
 
 

@@ -20,7 +20,8 @@ from efficy_sync.tracing import capture_handler
 
 DEFAULT_SAMPLE = 500
 
-configs = ConfigStore(settings().config_table, cache_seconds=settings().cache_seconds)
+# an applied version is seen at once (its number is read each time; the body only when it changed)
+configs = ConfigStore(settings().config_table, check_version=True)
 states = PersonStateStore(settings().state_table)
 
 

@@ -26,7 +26,8 @@ from efficy_sync.tracing import capture_handler
 from efficy_sync.tracing import record as record_scope
 from efficy_sync.writeback_batch import WriteBackBatch
 
-configs = ConfigStore(settings().config_table, cache_seconds=settings().cache_seconds)
+# an applied version is seen at once (its number is read each time; the body only when it changed)
+configs = ConfigStore(settings().config_table, check_version=True)
 states = PersonStateStore(settings().state_table)
 # A batch where every opt-out failed (Efficy down) is reported item by item rather than raised: the same retries,
 # without counting as a crashed invocation (the DLQ alarm and OptOutRetried tell that story).

@@ -184,7 +184,7 @@ def test_validate_online_reports_what_does_not_exist(stack: Stack, tmp_path: Pat
     assert "field_mappings[3].efficy: found 'LANGUAGES'" in out
     assert f"tags.queries[0].query: found {key + 1}" in out
     assert "efficy.webhook_secret_secret: found 'efficy-sync/cli-test-missing/webhook'" in out
-    assert [line for line in out.splitlines() if not line.startswith("note: ")][0] == f"{path}: 5 problems"
+    assert next(line for line in out.splitlines() if not line.startswith("note: ")) == f"{path}: 5 problems"
 
 
 def test_a_library_warning_goes_to_stderr_and_never_into_the_json_result(stack: Stack) -> None:

@@ -410,6 +410,9 @@ def apply_command(args: argparse.Namespace) -> int:
             raise CliError(f"{exc}; run `config apply` again") from None
         document.update(stored=True, version=new_version)
         head = f"applied {cfg.integration_id} version {new_version}" + (f" (was {version}):" if version else ":")
+        running = _running_full_sync(cfg.integration_id)
+        if running is not None:
+            document["running_full_sync"] = running
     if args.output == "json":
         print(json.dumps(document, indent=2, ensure_ascii=False))
         return 0
@@ -422,8 +425,29 @@ def apply_command(args: argparse.Namespace) -> int:
             f"This change {would} a full sync to reach persons who do not change in Efficy ({', '.join(needs_sync)}):\n"
             f"  {document['full_sync_command']}"
         )
+    running = document.get("running_full_sync")
+    if running:
+        print(
+            f"A full sync of {cfg.integration_id} is running (run {running['run_id']}, config version "
+            f"{running['config_version']}): it keeps that version's mappings, and from its next page also holds "
+            "persons to this version's sync conditions (nobody this version excludes is created). Once it ends, "
+            "a full sync applies the rest to everyone."
+        )
     print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _running_full_sync(integration_id: str) -> dict[str, Any] | None:
+    """The full sync holding the integration's lock, if any: it keeps the version it started with."""
+    from efficy_sync_tools.commands.full_sync import _runs
+
+    runs = _runs()
+    lock = runs.lock(integration_id)
+    if lock is None or not lock.held:
+        return None
+    run = runs.get(integration_id, lock.run_id)
+    version = run.config_version if run is not None else None
+    return {"run_id": lock.run_id, "config_version": version}
 
 
 #: the parts of a config whose change alters what every person should look like in APSIS One

@@ -48,7 +48,7 @@ def imports_step(
     run = full_sync.runs.get(str(run_payload["integration_id"]), str(run_payload["run_id"]))
     if run is None or not run.active or not uses_collector(run):
         return {"files": 0, "next": 0, "more": False}
-    cfg = full_sync.config(run.integration_id, run.config_version)
+    cfg = full_sync.run_config(run)  # held to the conditions of a version applied since (run_config.py)
     efficy = full_sync.efficy_for(cfg)
     # profile writes of the rows an import cannot carry share the account with nothing else now: the pages
     # are done, so this step may take the whole full-sync share

@@ -29,6 +29,7 @@ from .parking import ParkingLot
 from .plan import count_records, efficy_probe, plan_pages
 from .query_plan import decode_plan, members_key, plan_query_members, tags_of
 from .report import build_report
+from .run_config import held_to_live
 from .runs import (
     STARTED_VIA_CLI,
     STARTED_VIA_STEPFUNCTIONS,
@@ -172,7 +173,7 @@ class FullSync:
         run = self.runs.get(integration_id, run_id)
         if run is None or not run.active:
             return {"page": number, "skipped": f"run is {run.status if run else 'unknown'}"}
-        cfg = self.config(integration_id, run.config_version)
+        cfg = self.run_config(run)
         breaker = Breaker.of(self)
         gate = breaker.page_gate(run)
         try:
@@ -228,7 +229,7 @@ class FullSync:
         run = self._run(run_payload)
         if not run.active:
             return {"shift": 0, "windows": 0, "next": 0, "more": False}
-        cfg = self.config(run.integration_id, run.config_version)
+        cfg = self.run_config(run)
         efficy = self.efficy_for(cfg)
         if "shift" in previous:
             shift = int(previous["shift"])
@@ -282,7 +283,7 @@ class FullSync:
         calls it again with this answer as `previous`, and the counts add up (see tags.mirror_query_tags).
         `hold`: untags wait for the breaker's gate (breaker.py); its release calls this with hold=False."""
         run = self._run(run_payload)
-        cfg = self.config(run.integration_id, run.config_version)
+        cfg = self.run_config(run)
         if not cfg.tags.queries:
             return {"queries": 0, "tagged": 0, "untagged": 0, "failed": 0, "tags": {}, "more": False}
         efficy = self.efficy_for(cfg)
@@ -373,6 +374,16 @@ class FullSync:
         if key not in self._versions:
             self._versions[key] = self.configs.version(integration_id, version)
         return self._versions[key]
+
+    def run_config(self, run: Run) -> IntegrationConfig:
+        """What the run's steps sync persons with: its own version, held to the sync conditions of a version
+        applied since (run_config.py)."""
+        cfg = self.config(run.integration_id, run.config_version)
+        try:
+            live, version = self.configs.current(run.integration_id)
+        except UnknownIntegration:
+            return cfg
+        return cfg if version == run.config_version else held_to_live(cfg, live)
 
     def _run(self, payload: RunRef | Mapping[str, Any]) -> Run:
         ref = payload if isinstance(payload, RunRef) else RunRef.model_validate(payload)

@@ -57,7 +57,7 @@ def build_full_sync() -> FullSync:
     runs = RunStore(s.state_table)
     return FullSync(
         # Not cached: Begin must snapshot the config the admin applied just before starting.
-        configs=ConfigStore(s.config_table),
+        configs=ConfigStore(s.config_table, check_version=True),
         runs=runs,
         parking=ParkingLot(s.state_table, runs),
         states=PersonStateStore(s.state_table),

@@ -50,10 +50,16 @@ class UnknownIntegration(KeyError):
 
 
 class ConfigStore:
-    def __init__(self, table_name: str, *, cache_seconds: float = 0.0) -> None:
+    """`cache_seconds`: how long a read config is served without asking DynamoDB. `check_version`: ask every
+    time, but only for the live version number (a projected read): the config is parsed again only when it
+    changed. A worker that decides who is created or opted in must see an applied version at once: with a
+    minute's cache, persons a new sync condition excluded were still created for that minute."""
+
+    def __init__(self, table_name: str, *, cache_seconds: float = 0.0, check_version: bool = False) -> None:
         self._table = table_name
         self._cache: dict[str, tuple[float, IntegrationConfig, int]] = {}
         self._cache_seconds = cache_seconds
+        self._check_version = check_version
 
     @staticmethod
     def _pk(integration_id: str) -> str:
@@ -62,7 +68,10 @@ class ConfigStore:
     def current(self, integration_id: str) -> tuple[IntegrationConfig, int]:
         """The live config and its version; cached briefly because every webhook and batch reads it."""
         hit = self._cache.get(integration_id)
-        if hit and time.monotonic() - hit[0] < self._cache_seconds:
+        if hit and self._check_version:
+            if self._live_version(integration_id) == hit[2]:
+                return hit[1], hit[2]
+        elif hit and time.monotonic() - hit[0] < self._cache_seconds:
             return hit[1], hit[2]
         item = from_item(
             client("dynamodb")
@@ -75,6 +84,20 @@ class ConfigStore:
         version = int(item["version"])
         self._cache[integration_id] = (time.monotonic(), cfg, version)
         return cfg, version
+
+    def _live_version(self, integration_id: str) -> int | None:
+        item = (
+            client("dynamodb")
+            .get_item(
+                TableName=self._table,
+                Key=key(self._pk(integration_id), "CURRENT"),
+                ConsistentRead=True,
+                ProjectionExpression="#v",
+                ExpressionAttributeNames={"#v": "version"},
+            )
+            .get("Item")
+        )
+        return int(item["version"]["N"]) if item and "N" in item.get("version", {}) else None
 
     def get(self, integration_id: str) -> IntegrationConfig:
         return self.current(integration_id)[0]

@@ -1,0 +1,87 @@
+"""A config applied while persons are being synced: a sync condition it adds holds at once. Persons it excludes
+are not created in APSIS One, neither by the real-time worker (which read the config once a minute) nor by a
+running full sync (which keeps the version it started with, and created them for the rest of the run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.test_full_sync import crm_factory, population, start  # noqa: F401
+from tests.support import APSIS_CREATES, Stack, start_stack, wait_for
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(400)]
+
+ENGLISH_ONLY = {"field": "LANGUAGE", "equals": "EN"}
+
+
+def apply_condition(crm: Any, tmp_path: Path) -> Any:
+    path = tmp_path / f"{crm.integration_id}.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["sync_conditions"].append(ENGLISH_ONLY)
+    changed = tmp_path / f"{crm.integration_id}-v2.yaml"
+    changed.write_text(yaml.safe_dump(data, sort_keys=False))
+    return crm.stack.cli("config", "apply", str(changed), "--by", "tester", check=True)
+
+
+def test_a_condition_applied_during_a_full_sync_holds_from_its_next_page(crm_factory: Any, tmp_path: Path) -> None:
+    crm = crm_factory(page_size=20, max_concurrency=1)
+    crm.seed(population(200))
+    crm.apsis.add_fault(path_regex=APSIS_CREATES, delay_ms=100)  # a run long enough to apply a config during it
+    start(crm)
+    run = crm.running_run()
+    wait_for("the first page written", lambda: crm.page_done(run.run_id, 0), timeout=120)
+
+    applied = apply_condition(crm, tmp_path)
+    assert f"A full sync of {crm.integration_id} is running (run {run.run_id}" in applied.stdout
+    # the page syncing at the apply finishes with the config it read; every page after it reads the new one
+    in_flight = next(n for n in range(10) if not crm.page_done(run.run_id, n))
+    wait_for("the page in flight at the apply", lambda: crm.page_done(run.run_id, in_flight), timeout=120)
+    assert crm.run().active, "the run ended with the page in flight: the test proves nothing"
+    before = set(crm.profiles())
+
+    ended = crm.ended_run(timeout=300)
+    assert ended.status == "succeeded", ended.report
+    assert ended.config_version == run.config_version  # the run kept its version (its mappings)
+    created = [k for k in crm.profiles() if k not in before]
+    assert created, "nothing was created after the apply: the test proves nothing"
+    excluded = [k for k in created if crm.persons[int(k)]["LANGUAGE"] != "EN"]
+    assert not excluded, f"{len(excluded)} person(s) the applied condition excludes were created after it"
+
+
+@pytest.fixture(scope="module")
+def deployed_cache_stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A stack with the functions' deployed cache setting (settings.cache_seconds, 60 s; the local stack sets
+    2 s, which hid a config served a minute after `config apply`)."""
+    running = start_stack(tmp_path_factory.mktemp("deployed-cache"), env={"EFFICY_SYNC_CACHE_SECONDS": "60"})
+    yield running
+    running.stop()
+
+
+@pytest.mark.xdist_group("stack-deployed-cache")
+def test_the_real_time_worker_holds_to_a_condition_as_soon_as_it_is_applied(
+    deployed_cache_stack: Stack, tmp_path: Path
+) -> None:
+    from tests.e2e.test_full_sync import make_crm
+
+    crm = make_crm(deployed_cache_stack, tmp_path)
+    try:
+        crm.seed(population(4))
+        crm.edit(1, FIRSTNAME="Warm")  # the worker has now read the config
+        wait_for("the first change applied", lambda: crm.firstname(1) == "Warm", timeout=60)
+        apply_condition(crm, tmp_path)
+
+        new = 1003  # opened, not Robinson, French: fails only the condition just applied
+        person = {**population(1, new)[0], "LANGUAGE": "FR"}
+        crm.efficy.upsert_persons([person])
+        crm.persons[new] = person
+        crm.edit(new, FIRSTNAME="AfterApply")
+        crm.edit(1, FIRSTNAME="AfterApply")  # an English person's change, after the French one's on the queue
+        wait_for("the later change applied", lambda: crm.firstname(1) == "AfterApply", timeout=60)
+        assert crm.profiles().get(str(new)) is None, "created in APSIS One though it fails the applied condition"
+    finally:
+        crm.efficy.stop()
+        crm.apsis.stop()
