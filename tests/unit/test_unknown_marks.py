@@ -58,3 +58,49 @@ def test_a_tag_an_unconfirmed_file_took_away_is_set_again_when_wanted() -> None:
     stored = PersonState(integration_id="i", person_key="7", exists_in_apsis=True, tags={"vip": True})
     state = unconfirmed_state(stored, "i", 7, [PatchTags("7", {"vip": False})], NOW)
     assert PatchTags("7", {"vip": True}) in plan_operations(desired(tags={"vip": True}), state)
+
+
+def test_a_tag_whose_set_never_reported_back_is_set_again_while_wanted() -> None:
+    """A tag PATCH answered 503 (or timed out) may not have reached APSIS: read as set, it was never sent again
+    and the tag was missing for good (seen on the real-time path under faults)."""
+    state = unconfirmed_state(None, "i", 7, [CreateProfile("7"), PatchTags("7", {"vip": True})], NOW)
+    assert state is not None and state.tags_unknown == ["vip"]
+    assert PatchTags("7", {"vip": True}) in plan_operations(desired(tags={"vip": True}), state)
+
+
+def test_a_tag_whose_removal_never_reported_back_is_taken_away_again_while_unwanted() -> None:
+    stored = PersonState(integration_id="i", person_key="7", exists_in_apsis=True, tags={"vip": True})
+    state = unconfirmed_state(stored, "i", 7, [PatchTags("7", {"vip": False})], NOW)
+    assert PatchTags("7", {"vip": False}) in plan_operations(desired(tags={"vip": False}), state)
+
+
+def test_a_tag_confirmed_later_is_known_again_and_costs_nothing() -> None:
+    from efficy_sync.state_updates import apply_operations
+
+    state = unconfirmed_state(None, "i", 7, [CreateProfile("7"), PatchTags("7", {"vip": True})], NOW)
+    assert state is not None
+    ops = plan_operations(desired(tags={"vip": True}), state)
+    confirmed = apply_operations(state, desired(tags={"vip": True}), [op for op in ops if isinstance(op, PatchTags)])
+    assert confirmed.tags == {"vip": True} and confirmed.tags_unknown == []
+    assert not [op for op in plan_operations(desired(tags={"vip": True}), confirmed) if isinstance(op, PatchTags)]
+
+
+def test_untag_on_a_lost_condition_takes_away_a_tag_that_may_be_set() -> None:
+    from efficy_sync.mapping import Skip
+    from efficy_sync.person_plan import plan_for_skip
+
+    stored = PersonState(integration_id="i", person_key="7", exists_in_apsis=True, tags={"vip": True})
+    state = unconfirmed_state(stored, "i", 7, [PatchTags("7", {"vip": False})], NOW)
+    assert state is not None
+    skip = Skip("ROBINSON is 1", integration_id="i", profile_key="7")
+    assert plan_for_skip(skip, state, "untag", managed_tags={"vip"}) == [PatchTags("7", {"vip": False})]
+
+
+def test_query_tag_delta_sends_a_tag_that_never_reported_back_either_way() -> None:
+    from efficy_sync.fullsync.collect import tag_delta
+
+    unsure_set = unconfirmed_state(None, "i", 7, [CreateProfile("7"), PatchTags("7", {"vip": True})], NOW)
+    assert tag_delta({"vip": True}, unsure_set, will_exist=True) == {"vip": True}
+    stored = PersonState(integration_id="i", person_key="7", exists_in_apsis=True, tags={"vip": True})
+    unsure_unset = unconfirmed_state(stored, "i", 7, [PatchTags("7", {"vip": False})], NOW)
+    assert tag_delta({"vip": False}, unsure_unset, will_exist=True) == {"vip": False}

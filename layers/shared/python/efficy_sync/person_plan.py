@@ -115,7 +115,8 @@ def plan_operations(desired: Desired, state: PersonState | None) -> list[Operati
         if decision.type is not None and decision.type != last:
             ops.append(SetConsent(key, topic, channel, decision.type))
     known_tags = known.tags if known else {}
-    tags = {t: v for t, v in sorted(desired.tags.items()) if v != bool(known_tags.get(t, False))}
+    unsure = set(known.tags_unknown) if known else set()
+    tags = {t: v for t, v in sorted(desired.tags.items()) if v != bool(known_tags.get(t, False)) or t in unsure}
     if tags:
         ops.append(PatchTags(key, tags))
     return ops
@@ -156,5 +157,6 @@ def _withdraw(known: PersonState, how: str, managed_tags: Collection[str]) -> li
     mapped stays, as a removed mapping leaves its attribute."""
     if how == "delete":
         return [DeleteProfile(known.person_key)]
-    tags = {t: False for t, v in sorted(known.tags.items()) if v and t in managed_tags}
+    maybe_set = {t for t, v in known.tags.items() if v} | set(known.tags_unknown)
+    tags = {t: False for t in sorted(maybe_set) if t in managed_tags}
     return [PatchTags(known.person_key, tags)] if tags else []

@@ -69,6 +69,10 @@ class PersonState(BaseModel):
     # never reported back may have reached APSIS): an opt-in there reads APSIS's consents first (existing_optouts)
     consents: dict[str, ConsentType | Literal["unknown"]] = Field(default_factory=dict)
     tags: dict[str, bool] = Field(default_factory=dict)
+    #: tags whose last call may or may not have reached APSIS (a 5xx, a timeout, an import that never reported
+    #: back): the next sync sends its decision for them again, set or not. `tags` keeps True for one we tried to
+    #: set, so a version without this field still takes it away when the rules no longer want it
+    tags_unknown: list[str] = Field(default_factory=list)
     opted_in_at: dict[str, str] = Field(default_factory=dict)  # "topic|channel" -> when we last sent an opt-in
     exists_in_apsis: bool = False
     optouts: dict[str, OptOutRecord] = Field(default_factory=dict)  # "topic|channel" -> APSIS opt-out

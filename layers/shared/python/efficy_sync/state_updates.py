@@ -62,6 +62,7 @@ def record_operation(new: PersonState, op: Operation, *, clear_on_create: bool =
         new.exists_in_apsis = True
         if clear_on_create:
             new.attribute_hashes, new.consents, new.tags = {}, {}, {}  # a new profile holds nothing yet
+            new.tags_unknown = []
     elif isinstance(op, PatchAttributes):
         for name, value in op.attributes.items():
             if value is None:
@@ -71,10 +72,24 @@ def record_operation(new: PersonState, op: Operation, *, clear_on_create: bool =
     elif isinstance(op, SetConsent):
         new.consents[consent_key(op.topic, op.channel)] = op.type
     elif isinstance(op, PatchTags):
-        new.tags.update(op.tags)
+        record_tags_sent(new, op.tags)
     elif isinstance(op, DeleteProfile):
         new.exists_in_apsis = False
-        new.attribute_hashes, new.consents, new.tags = {}, {}, {}
+        new.attribute_hashes, new.consents, new.tags, new.tags_unknown = {}, {}, {}, []
+
+
+def record_tags_sent(new: PersonState, tags: dict[str, bool]) -> None:
+    """Tags APSIS confirmed (in place): known again."""
+    new.tags.update(tags)
+    if new.tags_unknown:
+        new.tags_unknown = [tag for tag in new.tags_unknown if tag not in tags]
+
+
+def with_tags(state: PersonState, tags: dict[str, bool], **update: Any) -> PersonState:
+    """A copy of `state` that records `tags` as sent and confirmed."""
+    new = state.model_copy(update=update, deep=True)
+    record_tags_sent(new, tags)
+    return new
 
 
 def _confirm_optouts(new: PersonState, desired: Desired) -> None:
@@ -214,8 +229,9 @@ def mark_unknown(state: PersonState, ops: list[Operation]) -> PersonState:
 
     An opt-in on an unknown slot reads APSIS's consents first, as a first opt-in does (existing_optouts.py): APSIS
     may hold an opt-out we never sent (made before the integration, kept by a file that never reported back).
-    A tag we set reads set (the next sync takes it away if the rules no longer want it: otherwise a tag a late
-    file set stays for good); a tag we took away reads not set (the next sync sets it again if wanted)."""
+    A tag either way goes to `tags_unknown` (the next sync sends its decision, set or not, again: a tag a 503
+    never set was missing for good). For code that does not know that field: a tag we set reads set (taken away
+    if the rules no longer want it), one we took away reads not set (set again if wanted)."""
     new = state.model_copy(deep=True)
     for op in ops:
         if isinstance(op, CreateProfile):
@@ -231,9 +247,11 @@ def mark_unknown(state: PersonState, ops: list[Operation]) -> PersonState:
                     new.tags[tag] = True
                 else:
                     new.tags.pop(tag, None)
+                if tag not in new.tags_unknown:
+                    new.tags_unknown.append(tag)
         elif isinstance(op, DeleteProfile):
             new.exists_in_apsis = False
-            new.attribute_hashes, new.consents, new.tags = {}, {}, {}
+            new.attribute_hashes, new.consents, new.tags, new.tags_unknown = {}, {}, {}, []
     return new
 
 

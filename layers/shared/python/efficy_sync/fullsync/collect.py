@@ -47,7 +47,7 @@ from ..observability import count, logger
 from ..person_plan import PatchTags
 from ..safety import removal_counts
 from ..state import PersonState, utc_now
-from ..state_updates import apply_operations, stamp_opt_ins, unconfirmed_state
+from ..state_updates import apply_operations, stamp_opt_ins, unconfirmed_state, with_tags
 from ..store import protocols
 from ..store.import_queue import QUEUE_RETENTION_DAYS as QUEUE_RETENTION_DAYS
 from ..store.import_queue import ImportQueue as ImportQueue  # the queue's items: store/import_queue.py
@@ -154,11 +154,12 @@ def tag_delta(wanted: dict[str, bool], state: PersonState | None, *, will_exist:
     """The query-tag changes to send for one person: a tag to set where the profile exists (or the import
     creates it) and does not have it yet; a tag to remove only where the stored state says we set it."""
     known = state.tags if state is not None else {}
+    unsure = set(state.tags_unknown) if state is not None else set()
     out: dict[str, bool] = {}
     for tag, on in wanted.items():
-        if on and (will_exist or eligible(state)) and not known.get(tag):
+        if on and (will_exist or eligible(state)) and (not known.get(tag) or tag in unsure):
             out[tag] = True
-        elif not on and state is not None and state.exists_in_apsis and known.get(tag):
+        elif not on and state is not None and state.exists_in_apsis and (known.get(tag) or tag in unsure):
             out[tag] = False
     return out
 
@@ -408,11 +409,7 @@ class Collector:
             done = [row for row in chunk if row.key not in failed]
             now = utc_now()
             changed = {row.key: _tags_of(row) for row in done}
-            new = [
-                row.state.model_copy(update={"tags": {**row.state.tags, **changed[row.key]}, "updated_at": now})
-                for row in done
-                if row.state is not None
-            ]
+            new = [with_tags(row.state, changed[row.key], updated_at=now) for row in done if row.state is not None]
             for state in self.states.put_batch(new):  # another sync stored them meanwhile: learn it on theirs
                 key = int(state.person_key)
                 record_tags(self.states, self.cfg.integration_id, key, changed[key])

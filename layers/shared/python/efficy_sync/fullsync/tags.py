@@ -20,6 +20,7 @@ from ..clients.errors import ApiError, ApsisUnavailable, EfficyBusinessError, No
 from ..clients.http import map_in_context
 from ..config import IntegrationConfig
 from ..state import PersonState, utc_now
+from ..state_updates import with_tags
 from ..store import protocols
 from ..store.person_items import StaleWrite
 from ..store.query_members import CHUNK_BYTES as CHUNK_BYTES  # the snapshot's items: store/query_members.py
@@ -60,6 +61,11 @@ def schedule_due(schedule: str, last_run: str | None, now: datetime) -> bool:
     todays = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
     slot = todays if now >= todays else todays - timedelta(days=1)
     return last < slot
+
+
+def _surely(state: PersonState, tag: str) -> bool:
+    """The state says we set `tag` and APSIS confirmed it (not one whose call never reported back)."""
+    return bool(state.tags.get(tag)) and tag not in state.tags_unknown
 
 
 def eligible(state: PersonState | None) -> TypeGuard[PersonState]:
@@ -124,12 +130,14 @@ def mirror_query_tags(
             newcomers = would_sync(sorted(k for k in current if known.get(k) is None))
         for key in current:
             state = known.get(key)
-            if (eligible(state) and not state.tags.get(query_tag.tag)) or key in newcomers:
+            if (eligible(state) and not _surely(state, query_tag.tag)) or key in newcomers:
                 changes[key][query_tag.tag] = True
         untags = [
             key
             for key in sorted(previous - current)
-            if (state := known.get(key)) is not None and state.exists_in_apsis and state.tags.get(query_tag.tag)
+            if (state := known.get(key)) is not None
+            and state.exists_in_apsis
+            and (state.tags.get(query_tag.tag) or query_tag.tag in state.tags_unknown)
         ]
         per_tag[query_tag.tag]["untags"] = len(untags)
         if untags and hold_untags is not None and hold_untags(query_tag.tag, len(untags), len(previous)):
@@ -253,7 +261,7 @@ def record_tags(states: protocols.PersonStates, integration_id: str, key: int, t
         if state is None:
             return
         try:
-            states.put(state.model_copy(update={"tags": {**state.tags, **tags}, "updated_at": utc_now()}))
+            states.put(with_tags(state, tags, updated_at=utc_now()))
             return
         except StaleWrite:
             continue

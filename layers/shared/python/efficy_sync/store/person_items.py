@@ -78,4 +78,6 @@ def state_document(state: PersonState) -> str:
     current = correlation.current()
     if current and current != state.correlation_id:
         state = state.model_copy(update={"correlation_id": current})
-    return state.model_dump_json(exclude={"optouts", "revision"})
+    # `tags_unknown` is left out while empty (nearly always): the item stays as it was before the field existed
+    left_out = {"optouts", "revision"} if state.tags_unknown else {"optouts", "revision", "tags_unknown"}
+    return state.model_dump_json(exclude=left_out)
