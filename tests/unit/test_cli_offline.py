@@ -455,3 +455,15 @@ def test_output_piped_into_a_reader_that_went_away_ends_quietly() -> None:
     errors = process.stderr.read().decode()
     assert process.wait(timeout=60) == 141, errors
     assert errors == ""
+
+
+def test_validate_notes_a_crm_profile_behind_two_consent_mappings(tmp_path, capsys, no_aws):
+    """An opt-out of one of them is not written back (optout.WriteBack.slots): the user hears of it up front."""
+    data = yaml.safe_load((ROOT / "examples" / "demo.yaml").read_text())
+    data["consent_mappings"][1]["crm_profile"] = 12  # the SMS offers behind the newsletter's profile
+    path = tmp_path / "shared.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["config", "validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "note: consent_mappings[0, 1]: CRM profile 12 backs 2 subscriptions or channels" in out
+    assert out.splitlines()[-1].startswith(f"OK: {path}")

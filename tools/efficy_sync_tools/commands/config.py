@@ -162,6 +162,8 @@ def validate_command(args: argparse.Namespace) -> int:
     checked = 0
     if cfg is not None and args.online:
         problems, notes, checked = online_problems(cfg)
+    if cfg is not None:
+        notes += shared_profile_notes(cfg)
     if args.output == "json":
         document = {
             "file": str(args.file),
@@ -398,7 +400,7 @@ def apply_command(args: argparse.Namespace) -> int:
         changes=changes,
         full_sync_needed=bool(needs_sync),
         full_sync_command=f"efficy-sync full-sync start {cfg.integration_id} --follow" if needs_sync else None,
-        warnings=[warning],
+        warnings=[warning, *shared_profile_notes(cfg)],
     )
     if args.dry_run:
         document["version"] = version + 1
@@ -433,7 +435,8 @@ def apply_command(args: argparse.Namespace) -> int:
             "persons to this version's sync conditions (nobody this version excludes is created). Once it ends, "
             "a full sync applies the rest to everyone."
         )
-    print(f"warning: {warning}", file=sys.stderr)
+    for line in document["warnings"]:
+        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 
@@ -448,6 +451,21 @@ def _running_full_sync(integration_id: str) -> dict[str, Any] | None:
     run = runs.get(integration_id, lock.run_id)
     version = run.config_version if run is not None else None
     return {"run_id": lock.run_id, "config_version": version}
+
+
+def shared_profile_notes(cfg: IntegrationConfig) -> list[str]:
+    """One line per CRM profile that backs several consent mappings: an opt-out of one of them is recorded but
+    not written back to Efficy, since taking the person out of the profile would withdraw the others too."""
+    by_profile: dict[int, list[int]] = {}
+    for index, mapping in enumerate(cfg.consent_mappings):
+        by_profile.setdefault(mapping.crm_profile, []).append(index)
+    return [
+        f"consent_mappings{indexes}: CRM profile {profile} backs {len(indexes)} subscriptions or channels; an "
+        "opt-out of one is recorded (APSIS One keeps it) but not written back to Efficy, since taking the person "
+        "out of the profile would withdraw the others too (alarm OptOutSharedProfileAlarm): give each its own profile"
+        for profile, indexes in sorted(by_profile.items())
+        if len(indexes) > 1
+    ]
 
 
 #: the parts of a config whose change alters what every person should look like in APSIS One

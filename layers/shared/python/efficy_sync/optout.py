@@ -7,8 +7,9 @@ APSIS One has no public consent webhook; a Marketing Automation flow per event (
 one message on the opt-out queue; it answers 202 only once SQS holds it.
 
 The write-back worker, per message:
-1. finds the person: the profile key is K_CONTACT; without one, every Efficy contact with the e-mail address
-   (several matches are all opted out, and said so in the log and the `OptOutSeveralContacts` metric). With
+1. finds the person: the profile key is K_CONTACT; without one, every Efficy contact whose synced address
+   (EMAIL1) is the e-mail address (several matches are all opted out, and said so in the log and the
+   `OptOutSeveralContacts` metric; for an SMS opt-out several are ambiguous: nobody, dead-lettered). With
    both, the key's person must not have another address in Efficy: if it has, the opt-out is recorded but
    nobody is taken out of a CRM profile (`OptOutAddressMismatch`, alarmed);
 2. records the opt-out first (time, source "apsis", event, subscription and channel) in the person's OPTOUTS
@@ -64,6 +65,12 @@ class OptOutUnmatched(Exception):
     """No Efficy contact has the address: retried (Efficy may not know the person yet), then dead-lettered."""
 
 
+class OptOutAmbiguous(OptOutUnmatched):
+    """An SMS opt-out whose only identification is an e-mail address several contacts hold: the address says
+    nothing about whose phone sent STOP, so nobody is taken out of a CRM profile; dead-lettered for a person to
+    look at (the APSIS profile keeps its opt-out)."""
+
+
 class StillMember(TransientError):
     """Efficy still shows the person in the profile after our removal (someone added them back meanwhile)."""
 
@@ -106,9 +113,11 @@ class WriteBackResult:
     skipped_slots: list[str] = field(default_factory=list)  # no longer mapped by the config
     superseded: list[int] = field(default_factory=list)  # opted in again by a newer CRM change: nothing to do
 
+    by_address_after_key: int = 0  # contacts found by the address when the profile key's contact was gone
+
     @property
     def several_contacts(self) -> bool:
-        return self.matched_by == "email" and len(self.persons) > 1
+        return (self.matched_by == "email" and len(self.persons) > 1) or self.by_address_after_key > 1
 
 
 @dataclass
@@ -153,9 +162,10 @@ class WriteBack:
             # the key's contact is gone (merged into another, deleted): the contacts with the profile's address
             # are who opted out, as for an opt-out that gives only the address (step 1)
             gone = set(result.persons)
-            others = sorted({int(k) for k in self.efficy.find_contacts_by_email(message.email)} - gone)
+            others = [k for k in self._holders(message.email, result.slots) if k not in gone]
             if others:
                 count("OptOutKeyGoneMatchedByEmail")
+                result.by_address_after_key = len(others)
                 result.persons.extend(others)
                 self._write_back(others, message, result)
         return result
@@ -189,14 +199,35 @@ class WriteBack:
             self.record(message.profile_key, message, self.find(message, check_address=False))
 
     def slots(self, message: OptOutMessage) -> tuple[list[Slot], list[str]]:
-        """The message's slots as the config maps them now; ones not mapped are recorded, not written back."""
+        """The message's slots as the config maps them now; ones not mapped are recorded, not written back.
+
+        Nor is a slot whose CRM profile also backs a subscription or channel the message does not opt out of:
+        taking the person out of that profile would withdraw the other consent too (an e-mail unsubscribe
+        turned into an SMS opt-out). Recorded, so APSIS keeps the opt-out; counted for a person to look at."""
         found, skipped = [], []
+        wanted = {(ref.topic.casefold(), ref.channel) for ref in message.slots}
         for ref in message.slots:
             mapping = self.cfg.consent_mapping_for(ref.topic, ref.channel)
             if mapping is None:
                 skipped.append(consent_key(ref.topic, ref.channel))
-            else:
-                found.append(Slot(mapping.subscription, ref.channel, mapping.crm_profile))  # the mapping's spelling
+                continue
+            shared = [
+                m
+                for m in self.cfg.consent_mappings
+                if m.crm_profile == mapping.crm_profile and (m.subscription.casefold(), m.channel) not in wanted
+            ]
+            if shared:
+                count("OptOutSharedProfile")
+                logger.warning(
+                    "opt-out not written back: its CRM profile also backs another subscription or channel",
+                    extra={
+                        "crm_profile": mapping.crm_profile,
+                        "also": [consent_key(m.subscription, m.channel) for m in shared],
+                    },
+                )
+                skipped.append(consent_key(mapping.subscription, ref.channel))
+                continue
+            found.append(Slot(mapping.subscription, ref.channel, mapping.crm_profile))  # the mapping's spelling
         return found, skipped
 
     def find(self, message: OptOutMessage, *, check_address: bool = True) -> WriteBackResult:
@@ -216,13 +247,31 @@ class WriteBack:
             return WriteBackResult([message.profile_key], "profile_key", slots, skipped_slots=skipped)
         if not message.email:
             raise ValueError("an opt-out message needs a profile key or an e-mail address")
-        keys = sorted(dict.fromkeys(int(k) for k in self.efficy.find_contacts_by_email(message.email)))
+        keys = self._holders(message.email, slots)
         if not keys and not slots:
             # only subscriptions no mapping covers, and nobody to record them for: done (no retry, no DLQ)
             return WriteBackResult([], "email", slots, skipped_slots=skipped)
         if not keys:
             raise OptOutUnmatched("no Efficy contact has the opted-out address")
         return WriteBackResult(keys, "email", slots, skipped_slots=skipped)
+
+    def _holders(self, address: str, slots: list[Slot]) -> list[int]:
+        """The contacts whose synced address (EMAIL_FIELD, the one APSIS One holds) is `address`. Efficy's look-up
+        also finds the address in a contact's other e-mail fields: that contact never got our mail there, and
+        did not opt out. For an SMS opt-out, several holders are no evidence of whose phone it was
+        (OptOutAmbiguous)."""
+        found = sorted(dict.fromkeys(int(k) for k in self.efficy.find_contacts_by_email(address)))
+        if not found:
+            return []
+        persons = self.efficy.get_persons(found, [EMAIL_FIELD])
+        wanted = _address_key(address)
+        holders = [k for k in found if _address_key(str((persons.get(k) or {}).get(EMAIL_FIELD) or "")) == wanted]
+        if len(found) > len(holders):
+            count("OptOutOtherFieldHolders", len(found) - len(holders))
+        if len(holders) > 1 and any(slot.channel == "sms" for slot in slots):
+            count("OptOutAmbiguous")
+            raise OptOutAmbiguous(f"an SMS opt-out identified only by an e-mail address {len(holders)} contacts hold")
+        return holders
 
     def _other_address(self, key: int, address: str) -> bool:
         """True only on positive evidence: Efficy has the person and an e-mail address that is not `address`
