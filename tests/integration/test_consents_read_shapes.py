@@ -115,3 +115,29 @@ def test_apsis_own_404_says_the_profile_is_missing(apsis_sim: ApsisSimulator) ->
     assert apsis.consents_if_profile("404404") is None  # the simulator's problem+json 404
     apsis.create_profile("7")
     assert apsis.consents_if_profile("7") == []
+
+
+PROFILE_V1 = r"^/audience/keyspaces/[^/]+/profiles/7$"
+ATTRIBUTES_V2 = r"^/v2/audience/keyspaces/[^/]+/profiles/7/sections/[^/]+/attributes$"
+
+
+def test_a_proxy_404_is_no_proof_a_profile_is_gone_for_a_delete_or_a_patch(apsis_sim: ApsisSimulator) -> None:
+    """Read as "already gone", a delete was acknowledged while the profile stayed; read as "missing", a patch
+    created the profile again."""
+    apsis = ApsisClient(apsis_sim.url, "diff", "diff-secret", section=CFG.apsis.section, policy=FAST)
+    apsis.create_profile("7")
+    page = "<html><body>404 Not Found</body></html>"
+    apsis_sim.add_fault(
+        path_regex=PROFILE_V1, method="DELETE", status=404, body=page, content_type="text/html", count=10
+    )
+    with pytest.raises(ApsisUnavailable):
+        apsis.delete_profile("7")
+    assert apsis_sim.get_profile(CRM, "7") is not None
+    apsis_sim.add_fault(
+        path_regex=ATTRIBUTES_V2, method="PATCH", status=404, body=page, content_type="text/html", count=10
+    )
+    with pytest.raises(ApsisUnavailable):
+        apsis.patch_attributes("7", {"com.apsis1.attributes.firstname": "Jo"})
+    apsis_sim.clear_faults()
+    assert apsis.delete_profile("7") is True
+    assert apsis.delete_profile("7") is False  # APSIS's own 404: gone

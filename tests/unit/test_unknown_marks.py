@@ -104,3 +104,23 @@ def test_query_tag_delta_sends_a_tag_that_never_reported_back_either_way() -> No
     stored = PersonState(integration_id="i", person_key="7", exists_in_apsis=True, tags={"vip": True})
     unsure_unset = unconfirmed_state(stored, "i", 7, [PatchTags("7", {"vip": False})], NOW)
     assert tag_delta({"vip": False}, unsure_unset, will_exist=True) == {"vip": False}
+
+
+def test_an_untag_on_a_lost_condition_makes_the_tag_known_again() -> None:
+    """Left in tags_unknown after the untag went through, every later sync sent it again, each time a removal
+    counted against a base that no longer held the tag (the breaker would halt full syncs)."""
+    from efficy_sync.mapping import Skip
+    from efficy_sync.person_plan import plan_for_skip
+    from efficy_sync.safety import base_counts
+    from efficy_sync.state_updates import skipped_state
+
+    stored = PersonState(integration_id="i", person_key="7", exists_in_apsis=True, tags={"vip": True})
+    state = unconfirmed_state(stored, "i", 7, [PatchTags("7", {"vip": True})], NOW)  # a 503 on the tag call
+    assert state is not None
+    assert base_counts([state])["base:tagged:vip"] == 1  # an unknown tag may be set: the base counts it
+    skip = Skip("ROBINSON is 1", integration_id="i", profile_key="7")
+    ops = plan_for_skip(skip, state, "untag", managed_tags={"vip"})
+    assert ops == [PatchTags("7", {"vip": False})]
+    after = skipped_state("i", 7, state, "", skip, ops)
+    assert after.tags_unknown == [] and after.tags == {"vip": False}
+    assert plan_for_skip(skip, after, "untag", managed_tags={"vip"}) == []

@@ -517,6 +517,8 @@ def _stop(arn: str) -> tuple[bool, str]:
         )
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "an error")
+        if code == "ExecutionDoesNotExist":  # gone since it was described: nothing left to stop
+            return False, "ABORTED"
         raise CliError(
             f"Step Functions refused to stop execution {_short(arn)} ({described['status']}: {code}); the run goes on. "
             "Try again in a moment."

@@ -161,7 +161,14 @@ def explain(
             skipped_fields=[{"field": f, "reason": r} for f, r in result.skipped_fields],
             consents=_consents(cfg, result, state),
             tags=[
-                {"tag": t, "desired": v, "last_pushed": (state.tags.get(t) if state else None)}
+                {
+                    "tag": t,
+                    "desired": v,
+                    # "unknown": the last call never reported back; the next sync sends the tag again
+                    "last_pushed": "unknown"
+                    if state and t in state.tags_unknown
+                    else (state.tags.get(t) if state else None),
+                }
                 for t, v in sorted(result.tags.items())
             ],
         )

@@ -110,9 +110,9 @@ def base_counts(states: Iterable[PersonState]) -> Counter[str]:
         for slot, kind in state.consents.items():
             if kind == "opt-in":
                 counts[f"{OPTED_IN}{slot}"] += 1
-        for tag, on in state.tags.items():
-            if on:
-                counts[f"{TAGGED}{tag}"] += 1
+        for tag in {tag for tag, on in state.tags.items() if on} | set(state.tags_unknown):
+            # a tag whose call never reported back may be set: taking it away again is a retry, not a new removal
+            counts[f"{TAGGED}{tag}"] += 1
     return counts
 
 

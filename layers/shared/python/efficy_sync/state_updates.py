@@ -166,10 +166,17 @@ def skipped_state(
         "updated_at": _now(),
     }
     if any(isinstance(op, DeleteProfile) for op in ops):
-        update.update(exists_in_apsis=False, attribute_hashes={}, consents={}, tags={})
+        update.update(exists_in_apsis=False, attribute_hashes={}, consents={}, tags={}, tags_unknown=[])
     elif any(isinstance(op, PatchTags) for op in ops):
-        update["tags"] = {tag: False for tag in base.tags}
+        untagged = _untagged(ops)
+        update["tags"] = {tag: False for tag in [*base.tags, *sorted(untagged - set(base.tags))]}
+        update["tags_unknown"] = [tag for tag in base.tags_unknown if tag not in untagged]
     return base.model_copy(update=update)
+
+
+def _untagged(ops: list[Operation]) -> set[str]:
+    """The tags `ops` took away (confirmed by APSIS, so known again)."""
+    return {tag for op in ops if isinstance(op, PatchTags) for tag, on in op.tags.items() if not on}
 
 
 def deleted_state(integration_id: str, key: int, state: PersonState | None, ops: list[Operation]) -> PersonState:
@@ -177,7 +184,9 @@ def deleted_state(integration_id: str, key: int, state: PersonState | None, ops:
     base = _base_state(integration_id, key, state, state.change_stamp if state else "")
     update: dict[str, Any] = {"last_outcome": "deleted", "updated_at": _now()}
     if any(isinstance(op, DeleteProfile) for op in ops):
-        update.update(exists_in_apsis=False, attribute_hashes={}, consents={}, tags={})
+        update.update(exists_in_apsis=False, attribute_hashes={}, consents={}, tags={}, tags_unknown=[])
+    elif untagged := _untagged(ops):
+        update["tags_unknown"] = [tag for tag in base.tags_unknown if tag not in untagged]
     return base.model_copy(update=update)
 
 

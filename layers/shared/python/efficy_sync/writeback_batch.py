@@ -76,10 +76,13 @@ def report(message: OptOutMessage, result: WriteBackResult) -> None:
         logger.warning("several Efficy contacts share the opted-out address: all opted out", extra={"persons": persons})
     if result.superseded:
         metrics.add_metric(name="OptOutSuperseded", unit=MetricUnit.Count, value=len(result.superseded))
-    if result.missing:
+    if result.missing and not result.by_address_after_key:  # not found again by the address either
         metrics.add_metric(name="OptOutPersonMissing", unit=MetricUnit.Count, value=len(result.missing))
     if result.skipped_slots:
-        logger.warning("subscriptions no longer mapped: not written back", extra={"slots": result.skipped_slots})
+        logger.warning(
+            "subscriptions not written back (no longer mapped, or their CRM profile backs another consent)",
+            extra={"slots": result.skipped_slots},
+        )
     duplicates = sum(1 for k in result.persons if not result.recorded.get(k))
     if duplicates:
         metrics.add_metric(name="OptOutDuplicates", unit=MetricUnit.Count, value=duplicates)

@@ -52,6 +52,14 @@ IMPORT_DONE = ("completed", "error")
 DEFAULT_PROFILE_TAGS_PATH = "/audience/keyspaces/{keyspace}/profiles/{key}/sections/{section}/tags"
 
 
+def _answered(exc: NotFound) -> None:
+    """A 404 read as "no such profile" must be APSIS's own answer; one from a proxy or a wrong path (an HTML, XML
+    or empty body) is no such evidence: an outage here (retried, never acknowledged)."""
+    if not exc.answered:
+        message = f"{exc} (not APSIS One's answer: check apsis.base_url and the paths)"
+        raise ApsisUnavailable(message, status=exc.status, detail=message) from exc
+
+
 class ApsisClient(ApsisTransport):
     """Calls APSIS One for one integration (section + keyspace). Raises the errors of clients/errors.py."""
 
@@ -161,6 +169,9 @@ class ApsisClient(ApsisTransport):
         path = f"/v2{self._profile_path(key)}/sections/{self._q(self.section)}/attributes"
         try:
             self._call("patch_attributes", "PATCH", path, body=attributes, content_type=MERGE_PATCH)
+        except NotFound as exc:
+            _answered(exc)  # "no such profile, create it" only on APSIS's own word
+            raise
         except RejectedValue as exc:
             self._raise_if_gone(exc, "attribute", attributes, self.list_attributes)
             raise
@@ -240,7 +251,8 @@ class ApsisClient(ApsisTransport):
         """Permanent, with consents and events. False when the profile was already gone."""
         try:
             self._call("delete_profile", "DELETE", self._profile_path(key))
-        except NotFound:
+        except NotFound as exc:
+            _answered(exc)  # a proxy's 404 is no proof the delete is done
             return False
         return True
 
@@ -320,10 +332,8 @@ class ApsisClient(ApsisTransport):
         try:
             return self.get_consents(key, consent_types)
         except NotFound as exc:
-            if exc.answered:
-                return None
-            message = f"{exc} (not APSIS One's answer: check apsis.base_url and the paths)"
-            raise ApsisUnavailable(message, status=exc.status, detail=message) from exc
+            _answered(exc)
+            return None
 
     # ---- bulk import ----------------------------------------------------------------------------------
     def create_import(self, spec: dict[str, Any]) -> dict[str, Any]:
@@ -378,7 +388,7 @@ class ApsisClient(ApsisTransport):
         self.upload_import_file(created["file_upload_url"], created.get("file_upload_body") or {}, csv_bytes)
         result = self._wait_for_import(import_id, poll_interval, timeout)
         report = {"import_id": import_id, "status": result.get("status"), **(result.get("report") or {})}
-        if result.get("status") == "error":
+        if str(result.get("status")).lower() == "error":
             detail = "; ".join(str(e.get("message")) for e in report.get("errors", []))
             raise RejectedValue(f"APSIS import {import_id} failed: {_redact(detail)}", detail=_redact(detail))
         return report
@@ -387,7 +397,7 @@ class ApsisClient(ApsisTransport):
         deadline = time.monotonic() + timeout
         while True:
             result = self.get_import(import_id)
-            if result.get("status") in IMPORT_DONE:
+            if str(result.get("status")).lower() in IMPORT_DONE:
                 return result
             remaining = deadline - time.monotonic()
             if remaining <= 0:

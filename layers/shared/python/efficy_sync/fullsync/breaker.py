@@ -180,7 +180,7 @@ class Breaker:
         done = {"released": int(previous.get("released", 0)), "more": False}
         if run.dry_run or not run.active:
             return done
-        cfg = fs.config(run.integration_id, run.config_version)
+        cfg = fs.run_config(run)  # held to the sync conditions of a version applied since (run_config.py)
         keys = list(self.held.keys(run.integration_id))
         if keys:
             efficy = fs.efficy_for(cfg)
