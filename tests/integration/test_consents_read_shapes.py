@@ -85,8 +85,13 @@ def test_a_409_on_an_opt_out_apsis_already_holds_is_unchanged_whatever_the_spell
 
 @pytest.mark.parametrize(
     ("body", "content_type"),
-    [("<html><body>404 Not Found</body></html>", "text/html"), ("", "text/plain"), ("<Error/>", "application/xml")],
-    ids=["html", "empty", "xml"],
+    [
+        ("<html><body>404 Not Found</body></html>", "text/html"),
+        ("", "text/plain"),
+        ("<Error/>", "application/xml"),
+        ('{"message": "Not Found"}', "application/json"),  # an API gateway's own answer
+    ],
+    ids=["html", "empty", "xml", "gateway-json"],
 )
 def test_a_404_that_is_not_apsis_answer_is_no_proof_the_profile_is_missing(
     apsis_sim: ApsisSimulator, body: str, content_type: str

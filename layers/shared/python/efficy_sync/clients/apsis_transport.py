@@ -385,13 +385,19 @@ class ApsisTransport:
         message = f"APSIS {kind}: {self._describe(response)}"
         error = error_class_for(status, ApsisUnavailable)(message, status=status, detail=message)
         if isinstance(error, NotFound):
-            error.answered = _json_object(response)
+            error.answered = _problem_answer(response)
         return error
 
 
-def _json_object(response: requests.Response) -> bool:
-    """Whether the body is a JSON object (APSIS answers errors as problem+json, contracts/apsis-one.md section 5)."""
+#: members of a problem+json body (RFC 9457), the form APSIS answers errors in (contracts/apsis-one.md section 5)
+PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail"})
+
+
+def _problem_answer(response: requests.Response) -> bool:
+    """Whether the body is APSIS's own problem+json: a JSON object with one of its members. A gateway's JSON
+    (`{"message": "Not Found"}`), an HTML or XML page or an empty body is not."""
     try:
-        return isinstance(response.json(), dict)
+        body = response.json()
     except ValueError:
         return False
+    return isinstance(body, dict) and not PROBLEM_MEMBERS.isdisjoint(body)
