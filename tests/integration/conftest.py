@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 from efficy_sync import aws
 from efficy_sync_tools.local.aws import MotoServer
+from efficy_sync_tools.sims.efficy import EfficySimulator
 from moto import mock_aws
 
 REGION = "eu-west-1"
@@ -39,3 +40,19 @@ def in_process_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
             yield REGION
         finally:
             aws.reset_clients()
+
+
+@pytest.fixture(scope="module")
+def shared_sim() -> Iterator[EfficySimulator]:
+    """The Efficy simulator, one server per module (stopping one takes half a second). A module testing the APSIS
+    simulator defines its own `shared_sim` and `sim`, which win over these."""
+    simulator = EfficySimulator().start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def sim(shared_sim: EfficySimulator) -> EfficySimulator:
+    """The module's Efficy simulator, reset for each test."""
+    shared_sim.reset()
+    return shared_sim

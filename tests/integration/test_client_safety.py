@@ -30,19 +30,6 @@ FAST = RetryPolicy(total=3, backoff_factor=0.01, backoff_jitter=0.0, connect_tim
 SECTION = "com.apsis1.sections.default"
 
 
-@pytest.fixture(scope="module")
-def shared_sim() -> Iterator[EfficySimulator]:
-    simulator = EfficySimulator().start()
-    yield simulator
-    simulator.stop()
-
-
-@pytest.fixture
-def sim(shared_sim: EfficySimulator) -> EfficySimulator:
-    shared_sim.reset()
-    return shared_sim
-
-
 @pytest.fixture
 def client(sim: EfficySimulator) -> Iterator[EfficyClient]:
     with EfficyClient(sim.url, KEY, policy=FAST) as efficy:

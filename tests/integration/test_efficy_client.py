@@ -25,20 +25,6 @@ FAST = RetryPolicy(total=3, backoff_factor=0.01, backoff_jitter=0.0, connect_tim
 GATEWAY_PAGE = "<html><body><h1>504 Gateway Time-out</h1></body></html>"
 
 
-@pytest.fixture(scope="module")
-def shared_sim() -> Iterator[EfficySimulator]:
-    """One server per module (stopping one takes half a second); each test starts from a reset."""
-    simulator = EfficySimulator().start()
-    yield simulator
-    simulator.stop()
-
-
-@pytest.fixture
-def sim(shared_sim: EfficySimulator) -> EfficySimulator:
-    shared_sim.reset()
-    return shared_sim
-
-
 @pytest.fixture
 def client(sim: EfficySimulator) -> Iterator[EfficyClient]:
     with EfficyClient(sim.url, KEY, policy=FAST) as efficy:

@@ -24,19 +24,6 @@ MASTER = {"K_CONTACT": 7, "NAME": "N", "EMAIL1": "p7@example.com", "OPENED": "1"
 CFG = consent_config()
 
 
-@pytest.fixture(scope="module")
-def shared_sim() -> Iterator[EfficySimulator]:
-    simulator = EfficySimulator().start()
-    yield simulator
-    simulator.stop()
-
-
-@pytest.fixture
-def sim(shared_sim: EfficySimulator) -> EfficySimulator:
-    shared_sim.reset()
-    return shared_sim
-
-
 @pytest.fixture
 def client(sim: EfficySimulator) -> Iterator[EfficyClient]:
     with EfficyClient(sim.url, KEY, policy=FAST) as efficy:

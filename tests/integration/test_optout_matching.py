@@ -22,19 +22,6 @@ CFG = consent_config()
 AT = "2024-05-01T10:00:00.000Z"
 
 
-@pytest.fixture(scope="module")
-def shared_sim() -> Iterator[EfficySimulator]:
-    simulator = EfficySimulator().start()
-    yield simulator
-    simulator.stop()
-
-
-@pytest.fixture
-def sim(shared_sim: EfficySimulator) -> EfficySimulator:
-    shared_sim.reset()
-    return shared_sim
-
-
 @pytest.fixture
 def efficy(sim: EfficySimulator) -> Iterator[EfficyClient]:
     with EfficyClient(sim.url, "efficy-test-key", policy=FAST) as client:
