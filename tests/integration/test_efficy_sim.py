@@ -66,14 +66,6 @@ class Receiver:
         self._server.server_close()
 
 
-@pytest.fixture(scope="module")
-def shared_sim() -> Iterator[EfficySimulator]:
-    """One server per module (stopping one takes half a second); each test starts from a reset."""
-    simulator = EfficySimulator().start()
-    yield simulator
-    simulator.stop()
-
-
 @pytest.fixture
 def sim(shared_sim: EfficySimulator) -> EfficySimulator:
     shared_sim.reset()
