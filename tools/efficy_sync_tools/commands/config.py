@@ -444,11 +444,14 @@ def _running_full_sync(integration_id: str) -> dict[str, Any] | None:
     """The full sync holding the integration's lock, if any: it keeps the version it started with."""
     from efficy_sync_tools.commands.full_sync import _runs
 
-    runs = _runs()
-    lock = runs.lock(integration_id)
+    try:
+        runs = _runs()
+        lock = runs.lock(integration_id)
+        run = runs.get(integration_id, lock.run_id) if lock is not None and lock.held else None
+    except Exception:  # the version is stored already: a role that cannot read the runs only misses the notice
+        return None
     if lock is None or not lock.held:
         return None
-    run = runs.get(integration_id, lock.run_id)
     version = run.config_version if run is not None else None
     return {"run_id": lock.run_id, "config_version": version}
 
