@@ -1,6 +1,7 @@
 """A config applied while persons are being synced: a sync condition it adds holds at once. Persons it excludes
 are not created in APSIS One, neither by the real-time worker (which read the config once a minute) nor by a
-running full sync (which keeps the version it started with, and created them for the rest of the run)."""
+running full sync (which keeps the version it started with, and created them for the rest of the run). A consent
+mapping it removes opts nobody in any more, though the running full sync keeps its own mappings."""
 
 from __future__ import annotations
 
@@ -19,9 +20,13 @@ ENGLISH_ONLY = {"field": "LANGUAGE", "equals": "EN"}
 
 
 def apply_condition(crm: Any, tmp_path: Path) -> Any:
+    return apply_change(crm, tmp_path, lambda data: data["sync_conditions"].append(ENGLISH_ONLY))
+
+
+def apply_change(crm: Any, tmp_path: Path, change: Any) -> Any:
     path = tmp_path / f"{crm.integration_id}.yaml"
     data = yaml.safe_load(path.read_text())
-    data["sync_conditions"].append(ENGLISH_ONLY)
+    change(data)
     changed = tmp_path / f"{crm.integration_id}-v2.yaml"
     changed.write_text(yaml.safe_dump(data, sort_keys=False))
     return crm.stack.cli("config", "apply", str(changed), "--by", "tester", check=True)
@@ -50,6 +55,43 @@ def test_a_condition_applied_during_a_full_sync_holds_from_its_next_page(crm_fac
     assert created, "nothing was created after the apply: the test proves nothing"
     excluded = [k for k in created if crm.persons[int(k)]["LANGUAGE"] != "EN"]
     assert not excluded, f"{len(excluded)} person(s) the applied condition excludes were created after it"
+
+
+def test_a_consent_mapping_removed_during_a_full_sync_opts_nobody_in_from_its_next_page(
+    crm_factory: Any, tmp_path: Path
+) -> None:
+    crm = crm_factory(page_size=20, max_concurrency=1)
+    crm.seed(population(200))
+    crm.apsis.add_fault(path_regex=APSIS_CREATES, delay_ms=100)
+    start(crm)
+    run = crm.running_run()
+    wait_for("the first page written", lambda: crm.page_done(run.run_id, 0), timeout=120)
+
+    removed: dict[str, Any] = {}
+
+    def drop_newsletter(data: dict[str, Any]) -> None:
+        removed.update(data["consent_mappings"].pop(0))  # the admin found it maps the wrong CRM profile
+
+    apply_change(crm, tmp_path, drop_newsletter)
+    in_flight = next(n for n in range(10) if not crm.page_done(run.run_id, n))
+    wait_for("the page in flight at the apply", lambda: crm.page_done(run.run_id, in_flight), timeout=120)
+    assert crm.run().active, "the run ended with the page in flight: the test proves nothing"
+    before = set(crm.profiles())
+
+    ended = crm.ended_run(timeout=300)
+    assert ended.status == "succeeded", ended.report
+    profiles = crm.profiles()
+    created = [k for k in profiles if k not in before]
+    members = [k for k in created if removed["crm_profile"] in crm.persons[int(k)]["profiles"]]
+    assert members, "no member of the removed mapping's CRM profile was created after the apply: proves nothing"
+    opted_in = [
+        k
+        for k in members
+        if any(c["topic"] == removed["subscription"] and c["type"] == "opt-in" for c in profiles[k]["consents"])
+    ]
+    assert not opted_in, f"{len(opted_in)} person(s) opted in from a mapping removed during the run"
+    others = [c["topic"] for k in created for c in profiles[k]["consents"] if c["topic"] != removed["subscription"]]
+    assert others, "the mappings still in place sent nothing after the apply"
 
 
 @pytest.fixture(scope="module")

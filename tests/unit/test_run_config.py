@@ -1,4 +1,5 @@
-"""run_config.held_to_live: a full sync keeps its version, held to the sync conditions applied since."""
+"""run_config.held_to_live: a full sync keeps its version, held to the sync conditions applied since and
+without opt-ins from the consent mappings removed since."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def test_the_live_conditions_are_added_and_the_run_keeps_its_mappings() -> None:
     run = cfg(on_condition_lost="delete")
     live = cfg(
         sync_conditions=[*RAW["sync_conditions"], {"field": "LANGUAGE", "equals": "EN"}],
-        consent_mappings=[],
+        field_mappings=RAW["field_mappings"][1:],
         on_condition_lost="untag",
     )
     held = held_to_live(run, live)
@@ -35,6 +36,45 @@ def test_the_live_conditions_are_added_and_the_run_keeps_its_mappings() -> None:
 
 def test_nothing_added_leaves_the_run_s_config_as_it_is() -> None:
     run = cfg()
-    assert held_to_live(run, cfg(consent_mappings=[], on_condition_lost="delete")) is run
+    assert held_to_live(run, cfg(field_mappings=RAW["field_mappings"][1:], tags={}, on_condition_lost="delete")) is run
     fewer = cfg(sync_conditions=RAW["sync_conditions"][:1])
     assert held_to_live(run, fewer) is run  # a condition taken away waits for the next run
+
+
+def member_of_everything(cfg_: object) -> dict[str, object]:
+    profiles = sorted({m.crm_profile for m in cfg_.consent_mappings})  # type: ignore[attr-defined]
+    return {
+        "K_CONTACT": 7,
+        "EMAIL1": "p7@example.com",
+        "MOBILE": "+32470000007",
+        "OPENED": "1",
+        "ROBINSON": "0",
+        "profiles": profiles,
+    }
+
+
+def test_a_consent_mapping_removed_since_sends_no_opt_in_but_still_its_opt_outs() -> None:
+    run = cfg()
+    first, *rest = RAW["consent_mappings"]
+    assert rest, "the demo config needs two consent mappings for this test"
+    held = held_to_live(run, cfg(consent_mappings=rest))
+    slot = (first["subscription"], first["channel"])
+    member = map_person(run, member_of_everything(run))
+    assert isinstance(member, Desired) and member.consents[slot] == "opt-in"  # the run alone would opt them in
+    desired = map_person(held, member_of_everything(run))
+    assert isinstance(desired, Desired)
+    assert slot not in desired.consents, "an opt-in from a mapping the admin removed during the run"
+    assert all(desired.consents[(m["subscription"], m["channel"])] == "opt-in" for m in rest)
+    left = map_person(held, {**member_of_everything(run), "profiles": []})
+    assert isinstance(left, Desired) and left.consents[slot] == "opt-out"  # a withdrawal still goes out
+
+
+def test_a_consent_mapping_re_targeted_since_is_retired_too() -> None:
+    run = cfg()
+    first, *rest = RAW["consent_mappings"]
+    moved = {**first, "crm_profile": 999}
+    held = held_to_live(run, cfg(consent_mappings=[moved, *rest]))
+    assert [m.withdrawals_only for m in held.consent_mappings] == [True] + [False] * len(rest)
+    assert held.sync_conditions == run.sync_conditions and held.on_condition_lost == run.on_condition_lost
+    assert not any(m.withdrawals_only for m in run.consent_mappings)  # the cached run config is untouched
+    assert held_to_live(run, cfg(consent_mappings=list(reversed(RAW["consent_mappings"])))) is run  # order only

@@ -1,13 +1,18 @@
 """The config a full sync's steps sync persons with when a new version was applied during the run.
 
 A run keeps the version it started with (FullSync.config), so that a change applied mid-run does not split the
-run in two: mappings, tags and write mode stay the run's. One thing cannot wait for the run to end: a sync
-condition added since (a do-not-contact rule, a country taken out) must stop the run from creating or updating
-persons it excludes, or they are created in APSIS One after the admin excluded them, and stay there (a lost
-condition defaults to `leave`). So a person must pass the conditions of both versions: the run's conditions
-plus those the live version adds. A person only the newer version excludes is handled as a lost condition
-would be, with the more careful `on_condition_lost` of the two (leave before untag before delete), and the
-removal breaker as always; the next sync under the live version decides the rest.
+run in two: mappings, tags and write mode stay the run's. Two things cannot wait for the run to end:
+- a sync condition added since (a do-not-contact rule, a country taken out) must stop the run from creating or
+  updating persons it excludes, or they are created in APSIS One after the admin excluded them, and stay there
+  (a lost condition defaults to `leave`). So a person must pass the conditions of both versions: the run's
+  conditions plus those the live version adds. A person only the newer version excludes is handled as a lost
+  condition would be, with the more careful `on_condition_lost` of the two (leave before untag before delete),
+  and the removal breaker as always;
+- a consent mapping removed or re-targeted since (the admin found it maps the wrong CRM profile) must stop
+  opting persons in: the breaker guards against mass opt-outs, nothing else against an opt-in nobody gave.
+  The run keeps the mapping for withdrawals only: an opt-out it finds still goes out (consent withdrawn is
+  never held back), an opt-in does not, and the person's state keeps what APSIS was last told.
+The next sync under the live version decides the rest.
 """
 
 from __future__ import annotations
@@ -19,11 +24,14 @@ _CAREFUL = ("leave", "untag", "delete")
 
 
 def held_to_live(run_cfg: IntegrationConfig, live: IntegrationConfig) -> IntegrationConfig:
-    """`run_cfg` with the live version's sync conditions added (see the module docstring)."""
+    """`run_cfg` with the live version's sync conditions added and its removed consent mappings retired (see
+    the module docstring)."""
+    update: dict[str, object] = {}
     added = [condition for condition in live.sync_conditions if condition not in run_cfg.sync_conditions]
-    if not added:
-        return run_cfg
-    careful = min(run_cfg.on_condition_lost, live.on_condition_lost, key=_CAREFUL.index)
-    return run_cfg.model_copy(
-        update={"sync_conditions": [*run_cfg.sync_conditions, *added], "on_condition_lost": careful}
-    )
+    if added:
+        update["sync_conditions"] = [*run_cfg.sync_conditions, *added]
+        update["on_condition_lost"] = min(run_cfg.on_condition_lost, live.on_condition_lost, key=_CAREFUL.index)
+    kept = [m if any(m.same_as(n) for n in live.consent_mappings) else m.retired() for m in run_cfg.consent_mappings]
+    if any(m.withdrawals_only for m in kept):
+        update["consent_mappings"] = kept
+    return run_cfg.model_copy(update=update) if update else run_cfg
