@@ -77,3 +77,39 @@ def test_apsis_refusing_our_credentials_fails_the_step_and_counts_no_person(worl
         run(world, client)
     assert world["members"].get("demo", 3618) is None  # the snapshot waits for a run that completes
     assert all(not world["states"].get("demo", k).tags for k in (1, 2, 3))
+
+
+def test_a_query_that_answers_no_members_untags_nobody_until_an_admin_confirms(
+    world: dict[str, Any], efficy: Any
+) -> None:
+    sim, client = efficy
+    run(world, client)
+    assert tagged(world) == {1, 2, 3}
+    sim.set_queries([{"K_QUERY": 3618, "name": "VIP", "members": []}])  # an edited query, or rights the user lost
+
+    held = run(world, client)
+    assert tagged(world) == {1, 2, 3}, "untagged on an empty answer: three is below min_removals, nothing held them"
+    assert held["held"] == {"vip": 3} and held["untagged"] == 0
+    assert "answered no members" in held["errors"]["vip"]
+    assert world["members"].get("demo", 3618) == {1, 2, 3}  # still former members: a confirmed run untags them
+
+    confirmed = mirror_query_tags(
+        CFG,
+        run_query=client.run_query,
+        apsis=world["apsis"],
+        states=world["states"],
+        members=world["members"],
+        dry_run=False,
+        run_id="confirmed",
+        emptied_ok=True,
+    )
+    assert confirmed["untagged"] == 3 and tagged(world) == set()
+
+
+def test_the_last_member_leaving_a_query_is_untagged(world: dict[str, Any], efficy: Any) -> None:
+    sim, client = efficy
+    sim.set_queries([{"K_QUERY": 3618, "name": "VIP", "members": [1]}])
+    run(world, client)
+    assert tagged(world) == {1}
+    sim.set_queries([{"K_QUERY": 3618, "name": "VIP", "members": []}])
+    assert run(world, client)["untagged"] == 1 and tagged(world) == set()

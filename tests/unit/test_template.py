@@ -685,9 +685,11 @@ def test_alarms_notify_the_alarm_topic(resources: dict[str, Any]) -> None:
 def test_the_removal_breaker_alarm_watches_the_metrics_the_breaker_emits(resources: dict[str, Any]) -> None:
     metrics = resources["RemovalBreakerAlarm"]["Properties"]["Metrics"]
     watched = {m["MetricStat"]["Metric"]["MetricName"] for m in metrics if "MetricStat" in m}
-    assert watched == {"FullSyncHalted", "RemovalBreakerTripped"}
+    assert watched == {"FullSyncHalted", "RemovalBreakerTripped", "QueryEmptied"}
     layer = Path(__file__).resolve().parents[2] / "layers" / "shared" / "python" / "efficy_sync"
-    emitted = (layer / "fullsync" / "breaker.py").read_text() + (layer / "store" / "removals.py").read_text()
+    emitted = "".join(
+        (layer / module).read_text() for module in ("fullsync/breaker.py", "store/removals.py", "fullsync/tags.py")
+    )
     assert all(f'"{name}"' in emitted for name in watched)
 
 

@@ -22,7 +22,7 @@ from ..safety import ALLOW_COUNTER
 from ..store.configs import ConfigStore, UnknownIntegration
 from ..store.protocols import PersonStates
 from ..store.removals import HeldRemovals, RemovalBreaker
-from .breaker import Breaker
+from .breaker import Breaker, allows_removals
 from .import_step import page_queue
 from .page import Pace, sync_page, worker_rate
 from .parking import ParkingLot
@@ -304,6 +304,7 @@ class FullSync:
             time_left=time_left,
             hold_untags=Breaker.of(self).hold_untags(run) if hold else None,
             should_continue=self._still_running(run.integration_id, run.run_id),
+            emptied_ok=allows_removals(run),
         )
         return merge_results(previous, result)
 

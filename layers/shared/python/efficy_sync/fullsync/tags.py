@@ -19,6 +19,7 @@ from typing import Any, TypeGuard
 from ..clients.errors import ApiError, ApsisUnavailable, EfficyBusinessError, NotFound, acknowledgeable
 from ..clients.http import map_in_context
 from ..config import IntegrationConfig
+from ..observability import count, logger
 from ..state import PersonState, utc_now
 from ..state_updates import with_tags
 from ..store import protocols
@@ -33,6 +34,8 @@ QueryMembers = QueryMembersStore
 TAG_WORKERS = 8  # persons tagged at once; the APSIS pace (PacedApsis), not this, bounds the request rate
 TAG_BATCH_PER_WORKER = 25  # between batches the call checks how much time it has left
 TAG_RESERVE_SECONDS = 45.0  # stop this long before the Lambda's timeout and let the state machine call again
+#: a query that answers no members while this many former members hold its tag is held (see mirror_query_tags)
+EMPTIED_FLOOR = 2
 
 
 _RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
@@ -87,6 +90,7 @@ def mirror_query_tags(
     workers: int = TAG_WORKERS,
     hold_untags: Callable[[str, int, int], bool] | None = None,
     should_continue: Callable[[], bool] | None = None,
+    emptied_ok: bool = False,
 ) -> dict[str, Any]:
     """Runs each mapped query, tags its members and untags former members; one APSIS call per person whose
     query tags change, `workers` at a time. Returns {"queries", "tagged", "untagged", "failed", "tags": {tag:
@@ -103,6 +107,12 @@ def mirror_query_tags(
     The blast-radius breaker (safety.py): `hold_untags(tag, untags, former members)` True holds a query's
     untags back (answered as `held`, and every query's planned untags as `untags`); the held former members
     stay in the snapshot, so the run that releases them (or the next one) untags them then.
+
+    A query that answers no members at all while former members hold its tag (EMPTIED_FLOOR or more) is no
+    evidence they left it: an edited query, or rights the API user lost, empty it as well (and lost rights
+    empty every query at once, where the breaker's `min_removals` lets small ones through). Its untags are held
+    whatever their number (`held`, an error line, `QueryEmptied`), unless `emptied_ok` (the admin confirmed
+    removals: `full-sync start --allow-removals`).
 
     `should_continue`: is the run still active? Asked before each batch: after a cancel, real-time changes apply
     again, and tags planned from this call's reads must not keep going out (`stopped: True`, no snapshot
@@ -140,6 +150,19 @@ def mirror_query_tags(
             and (state.tags.get(query_tag.tag) or query_tag.tag in state.tags_unknown)
         ]
         per_tag[query_tag.tag]["untags"] = len(untags)
+        if not current and len(untags) >= EMPTIED_FLOOR and not emptied_ok:
+            held[query_tag.query] = set(untags)
+            per_tag[query_tag.tag]["held"] = len(untags)
+            errors[query_tag.tag] = (
+                f"query {query_tag.query} answered no members ({len(untags)} hold the tag): untags held until "
+                "`full-sync start --allow-removals`"
+            )
+            count("QueryEmptied", 1, integration_id=cfg.integration_id)
+            logger.warning(
+                "query answered no members: its untags are held",
+                extra={"integration_id": cfg.integration_id, "tag": query_tag.tag, "untags": len(untags)},
+            )
+            continue
         if untags and hold_untags is not None and hold_untags(query_tag.tag, len(untags), len(previous)):
             held[query_tag.query] = set(untags)
             per_tag[query_tag.tag]["held"] = len(untags)
