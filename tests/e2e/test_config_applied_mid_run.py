@@ -1,7 +1,7 @@
 """A config applied while persons are being synced: a sync condition it adds holds at once. Persons it excludes
 are not created in APSIS One, neither by the real-time worker (which read the config once a minute) nor by a
 running full sync (which keeps the version it started with, and created them for the rest of the run). A consent
-mapping it removes opts nobody in any more, though the running full sync keeps its own mappings."""
+mapping it removes decides nobody's consent any more, though the running full sync keeps its own mappings."""
 
 from __future__ import annotations
 

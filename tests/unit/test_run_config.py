@@ -1,5 +1,5 @@
 """run_config.held_to_live: a full sync keeps its version, held to the sync conditions applied since and
-without opt-ins from the consent mappings removed since."""
+without the consent and CRM-profile tag mappings removed since."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_the_live_conditions_are_added_and_the_run_keeps_its_mappings() -> None:
 
 def test_nothing_added_leaves_the_run_s_config_as_it_is() -> None:
     run = cfg()
-    assert held_to_live(run, cfg(field_mappings=RAW["field_mappings"][1:], tags={}, on_condition_lost="delete")) is run
+    assert held_to_live(run, cfg(field_mappings=RAW["field_mappings"][1:], on_condition_lost="delete")) is run
     fewer = cfg(sync_conditions=RAW["sync_conditions"][:1])
     assert held_to_live(run, fewer) is run  # a condition taken away waits for the next run
 
@@ -53,7 +53,7 @@ def member_of_everything(cfg_: object) -> dict[str, object]:
     }
 
 
-def test_a_consent_mapping_removed_since_sends_no_opt_in_but_still_its_opt_outs() -> None:
+def test_a_consent_mapping_removed_since_decides_no_consent_for_the_rest_of_the_run() -> None:
     run = cfg()
     first, *rest = RAW["consent_mappings"]
     assert rest, "the demo config needs two consent mappings for this test"
@@ -66,15 +66,23 @@ def test_a_consent_mapping_removed_since_sends_no_opt_in_but_still_its_opt_outs(
     assert slot not in desired.consents, "an opt-in from a mapping the admin removed during the run"
     assert all(desired.consents[(m["subscription"], m["channel"])] == "opt-in" for m in rest)
     left = map_person(held, {**member_of_everything(run), "profiles": []})
-    assert isinstance(left, Desired) and left.consents[slot] == "opt-out"  # a withdrawal still goes out
+    assert isinstance(left, Desired) and slot not in left.consents  # nor an opt-out from the wrong profile
 
 
-def test_a_consent_mapping_re_targeted_since_is_retired_too() -> None:
+def test_a_consent_or_profile_tag_mapping_re_targeted_since_is_dropped_too() -> None:
     run = cfg()
     first, *rest = RAW["consent_mappings"]
+    tag, *other_tags = RAW["tags"]["profiles"]
     moved = {**first, "crm_profile": 999}
-    held = held_to_live(run, cfg(consent_mappings=[moved, *rest]))
-    assert [m.withdrawals_only for m in held.consent_mappings] == [True] + [False] * len(rest)
+    live = cfg(
+        consent_mappings=[moved, *rest],
+        tags={**RAW["tags"], "profiles": [{**tag, "crm_profile": 998}, *other_tags]},
+    )
+    held = held_to_live(run, live)
+    assert [m.subscription for m in held.consent_mappings] == [m["subscription"] for m in rest]
+    assert [t.tag for t in held.tags.profiles] == [t["tag"] for t in other_tags]
+    assert held.tags.queries == run.tags.queries
+    assert tag["tag"] not in held.managed_tags()  # nobody untagged on the wrong profile either
     assert held.sync_conditions == run.sync_conditions and held.on_condition_lost == run.on_condition_lost
-    assert not any(m.withdrawals_only for m in run.consent_mappings)  # the cached run config is untouched
+    assert len(run.consent_mappings) == len(RAW["consent_mappings"])  # the cached run config is untouched
     assert held_to_live(run, cfg(consent_mappings=list(reversed(RAW["consent_mappings"])))) is run  # order only

@@ -173,8 +173,6 @@ def map_person(
         for c in cfg.consent_mappings:
             slot = (c.subscription, c.channel)
             memberships[slot] = c.crm_profile in profiles
-            if c.withdrawals_only and memberships[slot]:
-                continue  # a mapping removed during this full sync: no opt-in from it (fullsync/run_config.py)
             address = email if c.channel == "email" else mobile
             if address is None and memberships[slot]:
                 # an opt-in needs an address to reach; a withdrawal is never held back for lack of one

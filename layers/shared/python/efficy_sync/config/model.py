@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from efficy_sync.values import ValueType, as_text
@@ -288,31 +288,11 @@ class ConsentMapping(_Model):
     crm_profile: EfficyId
     subscription: str
     channel: Literal["email", "sms"]
-    #: never set from a file: a running full sync whose admin removed this mapping since (fullsync/run_config.py)
-    _withdrawals_only: bool = PrivateAttr(default=False)
 
     @field_validator("subscription")
     @classmethod
     def _topic(cls, value: Any) -> str:
         return _check_pattern(value, _DISCRIMINATOR, "an APSIS One topic such as 'usercreated.topics.news-ab12'")
-
-    @property
-    def withdrawals_only(self) -> bool:
-        """Whether this mapping may still carry an opt-out but no longer an opt-in."""
-        return self._withdrawals_only
-
-    def retired(self) -> ConsentMapping:
-        """This mapping as a run that started with it sees it once a newer version removed or re-targeted it."""
-        copy = self.model_copy()
-        copy._withdrawals_only = True
-        return copy
-
-    def same_as(self, other: ConsentMapping) -> bool:
-        return (self.crm_profile, self.subscription, self.channel) == (
-            other.crm_profile,
-            other.subscription,
-            other.channel,
-        )
 
 
 def _tag_name(value: Any) -> str:

@@ -378,7 +378,7 @@ class FullSync:
 
     def run_config(self, run: Run) -> IntegrationConfig:
         """What the run's steps sync persons with: its own version, held to the sync conditions of a version
-        applied since and without opt-ins from the consent mappings it removed (run_config.py)."""
+        applied since and without the consent and profile-tag mappings it removed (run_config.py)."""
         cfg = self.config(run.integration_id, run.config_version)
         try:
             live, version = self.configs.current(run.integration_id)

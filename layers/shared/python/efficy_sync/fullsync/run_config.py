@@ -9,9 +9,10 @@ run in two: mappings, tags and write mode stay the run's. Two things cannot wait
   condition would be, with the more careful `on_condition_lost` of the two (leave before untag before delete),
   and the removal breaker as always;
 - a consent mapping removed or re-targeted since (the admin found it maps the wrong CRM profile) must stop
-  opting persons in: the breaker guards against mass opt-outs, nothing else against an opt-in nobody gave.
-  The run keeps the mapping for withdrawals only: an opt-out it finds still goes out (consent withdrawn is
-  never held back), an opt-in does not, and the person's state keeps what APSIS was last told.
+  deciding anyone's consent: the breaker guards against mass opt-outs, nothing else against an opt-in nobody
+  gave, and an opt-out it finds is no withdrawal either (the wrong profile says nothing about the person). The
+  run drops it, as it drops a CRM-profile tag mapping removed or re-targeted since: the slot or tag is left as
+  APSIS holds it, as the live version leaves a mapping it no longer has.
 The next sync under the live version decides the rest.
 """
 
@@ -24,14 +25,17 @@ _CAREFUL = ("leave", "untag", "delete")
 
 
 def held_to_live(run_cfg: IntegrationConfig, live: IntegrationConfig) -> IntegrationConfig:
-    """`run_cfg` with the live version's sync conditions added and its removed consent mappings retired (see
-    the module docstring)."""
+    """`run_cfg` with the live version's sync conditions added and the consent and CRM-profile tag mappings it
+    removed dropped (see the module docstring)."""
     update: dict[str, object] = {}
     added = [condition for condition in live.sync_conditions if condition not in run_cfg.sync_conditions]
     if added:
         update["sync_conditions"] = [*run_cfg.sync_conditions, *added]
         update["on_condition_lost"] = min(run_cfg.on_condition_lost, live.on_condition_lost, key=_CAREFUL.index)
-    kept = [m if any(m.same_as(n) for n in live.consent_mappings) else m.retired() for m in run_cfg.consent_mappings]
-    if any(m.withdrawals_only for m in kept):
-        update["consent_mappings"] = kept
+    consents = [m for m in run_cfg.consent_mappings if m in live.consent_mappings]
+    if len(consents) < len(run_cfg.consent_mappings):
+        update["consent_mappings"] = consents
+    profile_tags = [t for t in run_cfg.tags.profiles if t in live.tags.profiles]
+    if len(profile_tags) < len(run_cfg.tags.profiles):
+        update["tags"] = run_cfg.tags.model_copy(update={"profiles": profile_tags})
     return run_cfg.model_copy(update=update) if update else run_cfg
