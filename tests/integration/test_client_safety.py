@@ -270,3 +270,60 @@ def test_the_cli_builds_its_clients_with_the_factories(monkeypatch: pytest.Monke
     efficy, apsis = _aws.efficy_client(acme()), _aws.apsis_client(acme())
     assert efficy.not_found_codes == {"GONE"} and efficy.relation_missing_codes == {"NO_LINK"}
     assert apsis.profile_tags_path == "/tags/{keyspace}/{key}/{section}"
+
+
+# ---- a part of an answer is not the whole of it ----------------------------------------------------------------
+PART = {"total": 2, "hasMore": True, "next": "/page/2"}
+
+
+@pytest.mark.parametrize("marker", [{"hasMore": True}, {"total": 2}, {"next": "/page/2"}, PART])
+def test_a_profile_list_that_says_it_is_one_page_of_several_is_refused(
+    sim: EfficySimulator, client: EfficyClient, marker: dict[str, Any]
+) -> None:
+    sim.upsert_persons([person(1, profiles=[12, 13])])
+    body = consult(1, [person(1)])
+    body[0]["@func"][1]["#result"]["#data"] = {"data": [{"K_PROFILE": 13}], **marker}  # Efficy U's nesting
+    answer(sim, "^/crm/json", body)
+    with pytest.raises(EfficyBusinessError) as caught:  # not "a member of 13 only": an opt-out from 12
+        client.get_persons([1])
+    assert caught.value.code == "INVALID_RESPONSE"
+    whole = consult(1, [person(1)])
+    whole[0]["@func"][1]["#result"]["#data"] = {"data": [{"K_PROFILE": 12}, {"K_PROFILE": 13}], "total": 2}
+    answer(sim, "^/crm/json", whole)
+    assert client.get_persons([1])[1]["profiles"] == [12, 13]
+
+
+def test_a_query_answer_that_is_one_page_of_several_is_refused(sim: EfficySimulator, client: EfficyClient) -> None:
+    sim.upsert_persons([person(k) for k in range(1, 11)])
+    sim.set_queries([{"K_QUERY": 3618, "name": "VIP", "members": list(range(1, 11))}])
+    rows = [{"K_CONTACT": k} for k in (1, 2, 3)]
+    answer(
+        sim,
+        "^/crm/json",
+        [
+            {
+                "@name": "query",
+                "@func": [{"@name": "query", "#result": {"#class": "dataset", "#data": {"data": rows, **PART}}}],
+            }
+        ],
+    )
+    with pytest.raises(EfficyBusinessError):  # seven former members would lose their tag
+        client.run_query(3618)
+    assert client.run_query(3618) == list(range(1, 11))
+
+
+@pytest.mark.parametrize(
+    ("export", "error"),
+    [
+        ({"records": [], "total": 1}, EfficyInconclusive),
+        ({"records": [], "error": {"code": "forbidden", "message": "no rights"}}, EfficyBusinessError),
+    ],
+)
+def test_a_confirming_read_that_contradicts_itself_confirms_no_absence(
+    sim: EfficySimulator, client: EfficyClient, export: dict[str, Any], error: type[Exception]
+) -> None:
+    sim.upsert_persons([person(1)])
+    answer(sim, "^/crm/json", consult(1, []))  # the first read: an empty record
+    answer(sim, "^/v1/records", export)  # the second: "none listed", yet counted or in error
+    with pytest.raises(error):
+        client.get_persons([1])

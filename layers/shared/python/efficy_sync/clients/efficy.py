@@ -39,7 +39,7 @@ from efficy_sync.clients.meter import meter
 from efficy_sync.consent import ANSWERED_AT, ASKED_AT, read_time
 from efficy_sync.observability import logger  # the PII-scrubbing logger: one logging path
 from efficy_sync.pii import redact_text
-from efficy_sync.values import ascii_domain
+from efficy_sync.values import ascii_domain, whole_number
 
 if TYPE_CHECKING:
     from http.cookiejar import Cookie
@@ -210,6 +210,14 @@ class EfficyClient(EfficyParsing):
         records = payload.get("records") if isinstance(payload, dict) else None
         if not isinstance(records, list):
             raise EfficyBusinessError("records page without a records list", code="INVALID_RESPONSE")
+        if payload.get("error"):  # an answer that also reports an error says nothing about who exists
+            raise EfficyBusinessError("records page that reports an error", code="INVALID_RESPONSE")
+        total = whole_number(payload.get("total"))
+        if ids and total is not None and total > len(records):
+            # asked for these keys only: a total above what it lists contradicts itself (confirm_absent)
+            raise EfficyInconclusive(
+                f"Efficy's records export counts {total} of the persons asked but lists {len(records)}"
+            )
         return [{**self._person_from_record(record), **read} for record in records]
 
     # ---- CRM profiles (consent) ---------------------------------------------------------------------------

@@ -74,7 +74,7 @@ class EfficyParsing:
             if obj.get("#class") == name:
                 data = obj.get("#data")
                 if isinstance(data, dict):  # Efficy U nests the rows one level down: {"#data": {"data": [...]}}
-                    data = data.get("data")
+                    data = cls._whole(data)
                 if isinstance(data, list):
                     return cast("list[dict[str, Any]]", data)
             children: Iterable[Any] = obj.values()
@@ -87,6 +87,21 @@ class EfficyParsing:
             if rows is not None:
                 return rows
         return None
+
+    @staticmethod
+    def _whole(page: dict[str, Any]) -> Any:
+        """The rows of a nested dataset, refused when it says it is one page of several: memberships read from
+        a part (a person's CRM profiles, a query's members) would opt out and untag everyone in the rest."""
+        rows = page.get("data")
+        total = whole_number(page.get("total"))
+        more = page.get("hasMore") is True or bool(page.get("next"))
+        if isinstance(rows, list) and (more or (total is not None and total > len(rows))):
+            raise EfficyBusinessError(
+                f"a dataset of {len(rows)} row(s) that says it is part of more (total {page.get('total')!r}): "
+                "membership not judged from a part",
+                code="INVALID_RESPONSE",
+            )
+        return rows
 
     @staticmethod
     def _func(element: dict[str, Any], name: str) -> dict[str, Any] | None:
