@@ -204,8 +204,9 @@ def test_a_null_where_a_condition_tests_a_value_untags_and_deletes_nobody():
     """JSON's null is "not given", not a value that fails the condition: the person is left as APSIS holds them
     (and a new one is not created on it)."""
     _, state = synced()
-    for field in ("OPENED", "ROBINSON"):  # the demo's conditions: OPENED equals '1', ROBINSON equals '0'
-        skip = map_person(CFG, person(**{field: None}, D_CHANGE="2024-05-02T00:00:00"))
+    for field, value in [("OPENED", None), ("ROBINSON", None), ("OPENED", {"key": 1, "value": "Yes"})]:
+        # the demo's conditions: OPENED equals '1', ROBINSON equals '0'
+        skip = map_person(CFG, person(**{field: value}, D_CHANGE="2024-05-02T00:00:00"))
         assert isinstance(skip, Skip) and skip.unreadable
         for mode in ("untag", "delete"):
             assert plan_for_skip(skip, state, mode, managed_tags=CFG.managed_tags()) == [], (field, mode)

@@ -43,17 +43,20 @@ def test_integers_from_strings(raw, expected):
     assert to_int(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["4.5", "abc", "inf", "nan"])
-def test_non_integers_are_skipped(raw):
+@pytest.mark.parametrize("raw", ["4.5", "abc", "inf", "nan", "1,000", "1.000", "2.500.000", "-12,345"])
+def test_non_integers_are_skipped(raw):  # "1,000" was read as 1: a thousands separator or a decimal one
     assert isinstance(to_int(raw), Skipped)
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("3.25", 3.25), ("3,25", 3.25), ("10", 10.0), (2, 2.0), ("-0.5", -0.5)])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("3.25", 3.25), ("3,25", 3.25), ("10", 10.0), (2, 2.0), ("-0.5", -0.5), ("0,125", 0.125), ("1000.5", 1000.5)],
+)
 def test_floats_from_strings_with_decimal_point_or_comma(raw, expected):
     assert to_float(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["1,234.5.6", "x", "nan", "inf", True])
+@pytest.mark.parametrize("raw", ["1,234.5.6", "x", "nan", "inf", True, "1,000", "1.250"])
 def test_bad_floats_are_skipped(raw):
     assert isinstance(to_float(raw), Skipped)
 
@@ -105,13 +108,29 @@ def test_bad_dates_are_skipped(raw):
         ("+32 (0)470-00-00-01", "+32470000001"),
         ("+1 (555) 010-9999", "+15550109999"),
         ("+46 8 123 456", "+468123456"),
+        ("+32 2/123 45 67", "+3221234567"),  # Belgian notation: the slash separates the zone
+        ("+32 470/12.34.56", "+32470123456"),
     ],
 )
 def test_international_phone_numbers(raw, expected):
     assert to_phone(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["0470 00 00 01", "470000001", "+3247", "+1234567890123456", "+32 470 ab", "call me"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "0470 00 00 01",
+        "470000001",
+        "+3247",
+        "+1234567890123456",
+        "+32 470 ab",
+        "call me",
+        "+32 2 123 45 67/68",  # two numbers: +322123456768 reached somebody else
+        "+32 470 00 00 01, +32 2 111 22 33",
+        "+49 (030) 1234567",  # the trunk 0 kept: +490301234567 is no number
+        "+0032470000001",  # no country code starts with 0
+    ],
+)
 def test_national_or_malformed_phone_numbers_are_skipped(raw):
     result = to_phone(raw)
     assert isinstance(result, Skipped)
@@ -208,3 +227,10 @@ def test_a_mailbox_beyond_ascii_is_still_refused() -> None:
     from efficy_sync.values import Skipped, to_email
 
     assert isinstance(to_email("jöe@example.de"), Skipped)
+
+
+@pytest.mark.parametrize("value_type", ["string", "int", "float", "bool", "date", "datetime", "phone", "email"])
+@pytest.mark.parametrize("raw", [{"key": 2, "value": "NL"}, ["A", "B"]])
+def test_an_object_or_a_list_is_no_value_of_any_type(raw, value_type):
+    result = convert(raw, value_type)  # "{'key': 2, 'value': 'NL'}" was sent as the attribute's text
+    assert isinstance(result, Skipped) and "single value" in result.reason

@@ -121,9 +121,10 @@ def _holds(condition: SyncCondition, value: Any) -> bool:
 def _unreadable(condition: SyncCondition, value: Any) -> bool:
     if condition.operator in ("is_empty", "not_empty"):
         return False
-    if value is None:
-        # a null where a value is tested (JSON's "not given"): no evidence the person stopped matching, so
-        # nobody is untagged or deleted on it, and nobody is created on it either (a Skip all the same)
+    if value is None or isinstance(value, dict | list):
+        # a null where a value is tested (JSON's "not given"), or a lookup object or list whose text is no
+        # value the config can name: no evidence the person stopped matching, so nobody is untagged or deleted
+        # on it, and nobody is created on it either (a Skip all the same)
         return True
     text = as_text(value)
     tested = [condition.equals, condition.not_equals, *(condition.in_ or [])]

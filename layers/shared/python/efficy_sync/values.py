@@ -21,8 +21,16 @@ ZERO_DATE = "1899-12-30"
 
 _TRUE = {"1", "true", "yes", "y", "t", "on"}
 _FALSE = {"0", "false", "no", "n", "f", "off"}
+#: "1,000" / "1.000" / "2.500.000": a thousands separator or a decimal one (Efficy's value language decides,
+#: and we are not told which): read either way it is off by a factor of 1000, so it is skipped
+_GROUPED = re.compile(r"^[+-]?[1-9][0-9]{0,2}(?:[.,][0-9]{3})+$")
 _PHONE_NOISE = re.compile(r"[\s.\-()/]")
-_PHONE = re.compile(r"^\+[0-9]{8,15}$")
+#: a country code never starts with 0 (E.164), so "+0032..." or "+49 (030)..." is a mistyped number
+_PHONE = re.compile(r"^\+[1-9][0-9]{7,14}$")
+#: "(0)" marks the national trunk prefix to drop; a group in brackets that starts with 0 otherwise ("(030)")
+#: keeps it, a comma or semicolon joins two numbers, and so does a slash before a few last digits ("45 67/68";
+#: Belgian notation's "+32 2/123 45 67" is a separator): none can be repaired safely
+_PHONE_AMBIGUOUS = re.compile(r"\(0[0-9]|[,;]|/[\s.\-]*[0-9]{1,4}[\s.\-]*$")
 _EMAIL = re.compile(
     r"^(?P<local>[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
     r"@(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})$"
@@ -94,6 +102,8 @@ def to_int(value: Any) -> int | Skipped | None:
     text = as_text(value)
     if text == "":
         return None
+    if _GROUPED.match(text):
+        return Skipped("not a whole number: thousands or decimal separator?")
     try:
         number = float(text.replace(",", ".")) if text.count(",") == 1 and "." not in text else float(text)
     except ValueError:
@@ -112,6 +122,8 @@ def to_float(value: Any) -> float | Skipped | None:
         text = as_text(value)
         if text == "":
             return None
+        if _GROUPED.match(text):
+            return Skipped("not a number: thousands or decimal separator?")
         if text.count(",") == 1 and "." not in text:
             text = text.replace(",", ".")  # a decimal comma, as some Efficy locales send
         try:
@@ -190,6 +202,8 @@ def to_phone(value: Any) -> str | Skipped | None:
     if text == "":
         return None
     text = text.replace("(0)", "")  # "+32 (0)470 ..." writes the national trunk prefix that must go
+    if _PHONE_AMBIGUOUS.search(text):
+        return Skipped("not one international phone number (two numbers, or a trunk 0 kept)")
     text = _PHONE_NOISE.sub("", text)
     if text.startswith("00"):
         text = "+" + text[2:]
@@ -246,4 +260,7 @@ def convert(value: Any, value_type: str) -> Converted:
         converter = _CONVERTERS[value_type]
     except KeyError:
         raise ValueError(f"unknown value type {value_type!r}; allowed: {', '.join(VALUE_TYPES)}") from None
+    if isinstance(value, dict | list | tuple | set):
+        # a lookup or a multi-value field ({"key": 2, "value": "NL"}): its text would be Python's, so never sent
+        return Skipped("not a single value (an object or a list)")
     return converter(value)
