@@ -129,6 +129,14 @@ def rows(n: int) -> list[_Row]:
         ({"status": "COMPLETED_WITH_ERRORS", "failed": 0}, set()),
         ({"status": "completed_with_errors", "failed": 1, "errors": [{"row": 3}]}, {2, 3, 4}),
         ({"status": "completed", "rows": 6, "created": 6}, set()),
+        # a failed count in another shape than the simulator's integer: 3 refused rows, none named
+        ({"status": "completed", "failed": "3"}, set(range(1, 7))),
+        ({"status": "completed", "failed": 3.0}, set(range(1, 7))),
+        ({"status": "completed", "statistics": {"failed": 3}}, set(range(1, 7))),
+        ({"status": "completed", "failed_count": 3}, set(range(1, 7))),
+        ({"status": "completed", "failedCount": "1", "errors": [{"row": 2}]}, {1, 2, 3}),
+        ({"status": "completed", "failed": "some"}, set(range(1, 7))),  # a count we cannot read
+        ({"status": "completed", "failed": "0", "statistics": {"failed": 0}}, set()),
     ],
 )
 def test_import_rows_are_failed_unless_the_report_says_which(report: dict[str, Any], failed: set[int]) -> None:

@@ -46,6 +46,7 @@ from ..state_updates import apply_operations, stamp_opt_ins
 from ..store.persons import StaleWrite
 from ..store.protocols import PersonStates
 from ..sync import Outcome, reconcile_sent
+from ..values import whole_number
 
 IMPORT_MIN_ROWS = 50  # fewer changed persons than this on a page: per-person calls are cheaper than an import
 MAX_ROWS_PER_FILE = 5000
@@ -107,8 +108,10 @@ def _failed_rows(report: dict[str, Any], rows: list[_Row]) -> set[int]:
         if number == 0:  # the first row from 0, or (as our simulator assumes) the whole file: it may be all of them
             return everyone
         named.add(number)
-    raw = report.get("failed")
-    count = raw if isinstance(raw, int) and not isinstance(raw, bool) else None
+    counts = _failed_counts(report)
+    if counts is None:
+        return everyone
+    count = max(counts, default=None)
     if count is not None and count > len(named):
         return everyone
     # a status that says some rows failed ("completed_with_errors"), with neither rows named nor a failed count
@@ -117,6 +120,28 @@ def _failed_rows(report: dict[str, Any], rows: list[_Row]) -> set[int]:
     if status != "completed" and not named and count != 0:
         return everyone
     return {rows[n - 1].key for number in named for n in (number - 1, number, number + 1) if 1 <= n <= len(rows)}
+
+
+#: where a report may give its failed count: the simulator's `failed`, and the shapes a real one may use (the
+#: report's shape is not documented: contracts/apsis-one.md §4)
+_FAILED_COUNTS = (("failed",), ("failed_count",), ("failedCount",), ("statistics", "failed"), ("stats", "failed"))
+
+
+def _failed_counts(report: dict[str, Any]) -> list[int] | None:
+    """Every failed count the report gives, read as a whole number wherever it is ("3", 3.0, nested in
+    statistics); None when one is there but unreadable (then which rows failed is unknown)."""
+    counts: list[int] = []
+    for path in _FAILED_COUNTS:
+        value: Any = report
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            continue
+        number = None if isinstance(value, bool) else whole_number(value)
+        if number is None:
+            return None
+        counts.append(number)
+    return counts
 
 
 class ImportWriter:
