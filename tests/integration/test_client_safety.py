@@ -327,3 +327,15 @@ def test_a_confirming_read_that_contradicts_itself_confirms_no_absence(
     answer(sim, "^/v1/records", export)  # the second: "none listed", yet counted or in error
     with pytest.raises(error):
         client.get_persons([1])
+
+
+def test_a_query_answer_with_lower_case_columns_lists_its_members(sim: EfficySimulator, client: EfficyClient) -> None:
+    sim.upsert_persons([person(k) for k in (1, 2)])
+    sim.set_queries([{"K_QUERY": 3618, "name": "VIP", "members": [1, 2]}])
+    rows = [{"k_contact": 1}, {"K_Contact": "2"}]
+    answer(
+        sim,
+        "^/crm/json",
+        [{"@name": "query", "@func": [{"@name": "query", "#result": {"#class": "dataset", "#data": rows}}]}],
+    )
+    assert client.run_query(3618) == [1, 2]

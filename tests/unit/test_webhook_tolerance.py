@@ -41,7 +41,10 @@ def _body(*records: object) -> bytes:
 
 
 # (parameters are not named `key` or `user`: tests/conftest.py has fixtures of those names)
-@pytest.mark.parametrize(("given", "expected"), [(123.0, 123), ("123", 123), ("0042", 42), (2.0**53 - 1, 2**53 - 1)])
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [(123.0, 123), ("123", 123), ("0042", 42), ("123.0", 123), ("11000.00", 11000), (2.0**53 - 1, 2**53 - 1)],
+)
 def test_a_whole_key_written_as_a_float_or_as_digits_names_that_person(given: object, expected: int) -> None:
     (record,) = parse(_body(_rec(key=given))).records
     assert record.key == expected and type(record.key) is int
@@ -109,6 +112,7 @@ def test_two_undated_edits_with_the_same_values_are_not_one_message_for_sqs() ->
     [
         ({"key": 12.5}, "key"),
         ({"key": "12_3"}, "key"),
+        ({"key": "12.5"}, "key"),
         ({"key": " 12"}, "key"),
         ({"key": "1e3"}, "key"),
         ({"key": True}, "key"),

@@ -49,7 +49,7 @@ URL_TOKEN_PARAMETER = "token"
 MODES = ("url_token", "hmac_body", "hmac", "header")
 _UNIX_SECONDS = re.compile(r"^[0-9]{1,12}$")
 #: A whole number written as text: ASCII digits only (int() would also read "12_3", " 12" and other scripts' digits).
-_DIGITS = re.compile(r"^[0-9]{1,20}$")
+_DIGITS = re.compile(r"^([0-9]{1,20})(?:\.0+)?$")  # "123" or "123.0", as a float written as text
 #: At most this many problems are named in a 400 (and the count of the rest).
 _NAMED_PROBLEMS = 5
 #: ISO 8601 date-time as Efficy writes it: a date, a time, optional fraction and offset (bounded length).
@@ -97,7 +97,7 @@ def normalise_date(value: str) -> str:
 
 def whole_number(value: object) -> int:
     """A key or table id as Efficy may write it: a JSON integer, a float with nothing after the point (123.0)
-    or ASCII digits ("123"). Anything else (12.5, "12_3", " 12", true) names no record for sure: ValueError,
+    or ASCII digits ("123", "123.0"). Anything else (12.5, "12_3", " 12", true) names no record for sure: ValueError,
     without the value."""
     if isinstance(value, bool):  # a bool is an int to Python, never a key to Efficy
         raise ValueError("must be a whole number")
@@ -105,8 +105,9 @@ def whole_number(value: object) -> int:
         return value
     if isinstance(value, float) and value.is_integer():  # False for inf and nan
         return int(value)
-    if isinstance(value, str) and _DIGITS.match(value):
-        return int(value)
+    digits = _DIGITS.match(value) if isinstance(value, str) else None
+    if digits:
+        return int(digits.group(1))
     raise ValueError("must be a whole number")
 
 

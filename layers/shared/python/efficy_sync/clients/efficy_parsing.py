@@ -158,6 +158,8 @@ class EfficyParsing:
         rows = self.dataset_rows(answer)
         if rows is None:
             raise EfficyBusinessError("answer without a dataset", code="INVALID_RESPONSE")
-        if any(not isinstance(row, dict) or "K_CONTACT" not in row for row in rows):
+        # column names in any case, as the person reads take them (k_contact, K_Contact)
+        upper = [{str(name).upper(): value for name, value in row.items()} for row in rows if isinstance(row, dict)]
+        if len(upper) < len(rows) or any("K_CONTACT" not in row for row in upper):
             raise EfficyBusinessError("dataset rows without K_CONTACT", code="INVALID_RESPONSE")
-        return list(dict.fromkeys(self._as_int(row["K_CONTACT"]) for row in rows))
+        return list(dict.fromkeys(self._as_int(row["K_CONTACT"]) for row in upper))
