@@ -122,8 +122,7 @@ def _failed_rows(report: dict[str, Any], rows: list[_Row]) -> set[int]:
     return {rows[n - 1].key for number in named for n in (number - 1, number, number + 1) if 1 <= n <= len(rows)}
 
 
-#: where a report may give its failed count: the simulator's `failed`, and the shapes a real one may use (the
-#: report's shape is not documented: contracts/apsis-one.md §4)
+#: where a report may give its failed count (its shape is not documented: contracts/apsis-one.md §4)
 _FAILED_COUNTS = (("failed",), ("failed_count",), ("failedCount",), ("statistics", "failed"), ("stats", "failed"))
 
 
