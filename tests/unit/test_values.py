@@ -82,6 +82,8 @@ def test_zero_date_means_empty(raw):
         ("2024-05-01 23:59:59", "2024-05-01"),
         ("01/05/2024", "2024-05-01"),
         ("1/5/2024 10:00", "2024-05-01"),
+        ("2024-05-01T00:00:00Z", "2024-05-01"),  # midnight where the offset says: that day
+        ("1985-06-16T00:00:00+02:00", "1985-06-16"),
     ],
 )
 def test_dates_become_iso(raw, expected):
@@ -94,7 +96,9 @@ def test_datetimes_keep_time_and_offset():
     assert to_datetime("31/12/2024 08:30") == "2024-12-31T08:30:00"
 
 
-@pytest.mark.parametrize("raw", ["yesterday", "2024-13-01", "32/01/2024"])
+@pytest.mark.parametrize(
+    "raw", ["yesterday", "2024-13-01", "32/01/2024", "1985-06-15T22:00:00Z", "1985-06-15T23:00:00+01:00"]
+)
 def test_bad_dates_are_skipped(raw):
     assert isinstance(to_date(raw), Skipped)
 

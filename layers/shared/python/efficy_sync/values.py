@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time
 from typing import Any, Literal
 
 ValueType = Literal["string", "int", "float", "bool", "date", "datetime", "phone", "email"]
@@ -181,10 +181,14 @@ def day_first(text: str) -> datetime | None:
 
 
 def to_date(value: Any) -> str | Skipped | None:
-    """ISO calendar date (YYYY-MM-DD); the time of day, if Efficy sends one, is dropped."""
+    """ISO calendar date (YYYY-MM-DD); the time of day, if Efficy sends one, is dropped. An instant (a time with
+    an offset) other than midnight is skipped: a local midnight written in UTC ("1985-06-15T22:00:00Z" for a
+    birthday on the 16th in Brussels) names the day before, and which day was meant depends on a zone not sent."""
     parsed = _parse_datetime(value)
     if parsed is None or isinstance(parsed, Skipped):
         return parsed
+    if parsed.tzinfo is not None and parsed.time() != time(0, 0):
+        return Skipped("not a date: an instant whose day depends on the time zone")
     return parsed.date().isoformat()
 
 
