@@ -32,24 +32,31 @@ def apply_change(crm: Any, tmp_path: Path, change: Any) -> Any:
     return crm.stack.cli("config", "apply", str(changed), "--by", "tester", check=True)
 
 
-def test_a_condition_applied_during_a_full_sync_holds_from_its_next_page(crm_factory: Any, tmp_path: Path) -> None:
+def sync_across_an_apply(crm_factory: Any, tmp_path: Path, change: Any) -> tuple[Any, Any, Any, set[str], Any]:
+    """A full sync of 200 persons with `change` applied after its first page: (the CRM, the run, the apply's CLI
+    result, the profiles APSIS held once the page in flight at the apply was done, the ended run)."""
     crm = crm_factory(page_size=20, max_concurrency=1)
     crm.seed(population(200))
     crm.apsis.add_fault(path_regex=APSIS_CREATES, delay_ms=100)  # a run long enough to apply a config during it
     start(crm)
     run = crm.running_run()
     wait_for("the first page written", lambda: crm.page_done(run.run_id, 0), timeout=120)
-
-    applied = apply_condition(crm, tmp_path)
-    assert f"A full sync of {crm.integration_id} is running (run {run.run_id}" in applied.stdout
+    applied = apply_change(crm, tmp_path, change)
     # the page syncing at the apply finishes with the config it read; every page after it reads the new one
     in_flight = next(n for n in range(10) if not crm.page_done(run.run_id, n))
     wait_for("the page in flight at the apply", lambda: crm.page_done(run.run_id, in_flight), timeout=120)
     assert crm.run().active, "the run ended with the page in flight: the test proves nothing"
     before = set(crm.profiles())
-
     ended = crm.ended_run(timeout=300)
     assert ended.status == "succeeded", ended.report
+    return crm, run, applied, before, ended
+
+
+def test_a_condition_applied_during_a_full_sync_holds_from_its_next_page(crm_factory: Any, tmp_path: Path) -> None:
+    crm, run, applied, before, ended = sync_across_an_apply(
+        crm_factory, tmp_path, lambda data: data["sync_conditions"].append(ENGLISH_ONLY)
+    )
+    assert f"A full sync of {crm.integration_id} is running (run {run.run_id}" in applied.stdout
     assert ended.config_version == run.config_version  # the run kept its version (its mappings)
     created = [k for k in crm.profiles() if k not in before]
     assert created, "nothing was created after the apply: the test proves nothing"
@@ -60,26 +67,12 @@ def test_a_condition_applied_during_a_full_sync_holds_from_its_next_page(crm_fac
 def test_a_consent_mapping_removed_during_a_full_sync_opts_nobody_in_from_its_next_page(
     crm_factory: Any, tmp_path: Path
 ) -> None:
-    crm = crm_factory(page_size=20, max_concurrency=1)
-    crm.seed(population(200))
-    crm.apsis.add_fault(path_regex=APSIS_CREATES, delay_ms=100)
-    start(crm)
-    run = crm.running_run()
-    wait_for("the first page written", lambda: crm.page_done(run.run_id, 0), timeout=120)
-
     removed: dict[str, Any] = {}
 
     def drop_newsletter(data: dict[str, Any]) -> None:
         removed.update(data["consent_mappings"].pop(0))  # the admin found it maps the wrong CRM profile
 
-    apply_change(crm, tmp_path, drop_newsletter)
-    in_flight = next(n for n in range(10) if not crm.page_done(run.run_id, n))
-    wait_for("the page in flight at the apply", lambda: crm.page_done(run.run_id, in_flight), timeout=120)
-    assert crm.run().active, "the run ended with the page in flight: the test proves nothing"
-    before = set(crm.profiles())
-
-    ended = crm.ended_run(timeout=300)
-    assert ended.status == "succeeded", ended.report
+    crm, _run, _applied, before, _ended = sync_across_an_apply(crm_factory, tmp_path, drop_newsletter)
     profiles = crm.profiles()
     created = [k for k in profiles if k not in before]
     members = [k for k in created if removed["crm_profile"] in crm.persons[int(k)]["profiles"]]

@@ -30,7 +30,7 @@ def efficy() -> Any:
     sim.stop()
 
 
-def run(world: dict[str, Any], efficy: EfficyClient) -> dict[str, Any]:
+def run(world: dict[str, Any], efficy: EfficyClient, **options: Any) -> dict[str, Any]:
     return mirror_query_tags(
         CFG,
         run_query=efficy.run_query,
@@ -39,6 +39,7 @@ def run(world: dict[str, Any], efficy: EfficyClient) -> dict[str, Any]:
         members=world["members"],
         dry_run=False,
         run_id="run",
+        **options,
     )
 
 
@@ -93,16 +94,7 @@ def test_a_query_that_answers_no_members_untags_nobody_until_an_admin_confirms(
     assert "answered no members" in held["errors"]["vip"]
     assert world["members"].get("demo", 3618) == {1, 2, 3}  # still former members: a confirmed run untags them
 
-    confirmed = mirror_query_tags(
-        CFG,
-        run_query=client.run_query,
-        apsis=world["apsis"],
-        states=world["states"],
-        members=world["members"],
-        dry_run=False,
-        run_id="confirmed",
-        emptied_ok=True,
-    )
+    confirmed = run(world, client, emptied_ok=True)
     assert confirmed["untagged"] == 3 and tagged(world) == set()
 
 
