@@ -74,3 +74,20 @@ def test_nothing_to_compare_is_a_note_not_a_verdict(sim: EfficySimulator) -> Non
         assert problems == [] and len(notes) == 1 and "not checked" in notes[0]
     finally:
         sim.upsert_persons([{"K_CONTACT": k, "profiles": [12] if k % 2 else []} for k in range(1, 9)])
+
+
+def test_profile_rows_with_a_status_nobody_configured_are_a_problem(sim: EfficySimulator) -> None:
+    """The client as `config validate --online` builds it (from the config: its efficy.profile_status)."""
+    sim.profile_status_column = "STATUS"
+    try:
+        for status, expected in ((None, ["efficy.profile_status"]), ("STATUS", [])):
+            base = config("Prof")
+            cfg = config(
+                "Prof", efficy={**base.model_dump()["efficy"], "base_url": sim.url, "profile_status": {"field": status}}
+            )
+            with EfficyClient.from_config(cfg, api_key="efficy-test-key", policy=FAST) as efficy:
+                problems, notes = profile_detail_problems(efficy, cfg)
+            assert [p.path for p in problems] == expected and notes == []
+            assert all("STATUS" in p.message for p in problems)
+    finally:
+        sim.profile_status_column = None

@@ -198,3 +198,16 @@ def test_person_not_found_in_efficy():
     report = explain(CFG, None, state)
     assert report["found_in_efficy"] is False and report["person_key"] == "1"
     assert "not found in Efficy (on_delete: ignore)" in render_explain(report)
+
+
+def test_profile_rows_that_could_not_be_read_say_why_on_each_consent():
+    """efficy_sync.profile_rows: the reason the client put on the person, not "not loaded", reaches explain."""
+    from efficy_sync.profile_rows import PROFILES_UNREAD
+
+    unread = person(profiles=None, **{PROFILES_UNREAD: "CRM profile rows carry STATUS, which ..."})
+    del unread["profiles"]
+    report = explain(CFG, unread, None)
+    assert report["consents"] and all(
+        c["decision"] is None and "carry STATUS" in c["reason"] and not c["would_send"] for c in report["consents"]
+    )
+    assert not any("consent" in op for op in report["operations"])

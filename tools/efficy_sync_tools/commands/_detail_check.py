@@ -6,7 +6,8 @@ an empty dataset would make every person a member of no profile, and real-time s
 out of every mapped subscription (only the removal breaker in the way). The full sync reads the same
 memberships from the connector's records export, so the two reads can be compared: persons the export lists
 in a CRM profile must show one through the detail too. Every sampled member showing none is the evidence; one
-person edited between the two reads is not (a sample of several, all must disagree).
+person edited between the two reads is not (a sample of several, all must disagree). The same read shows whether
+the rows carry a consent status that `efficy.profile_status` does not say how to read (efficy_sync.profile_rows).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def profile_detail_problems(efficy: Any, cfg: Any) -> tuple[list[Any], list[str]
     """(problems, notes) about `efficy.profile_detail`; nothing to say when no mapping reads CRM profiles."""
     from efficy_sync.clients.errors import ApiError, TransientError
     from efficy_sync.config import Problem
+    from efficy_sync.profile_rows import PROFILES_UNREAD
 
     if not cfg.consent_mappings and not cfg.tags.profiles:
         return [], []
@@ -42,6 +44,9 @@ def profile_detail_problems(efficy: Any, cfg: Any) -> tuple[list[Any], list[str]
     except ApiError as exc:
         message = f"found {detail!r}; Efficy refused to read a person's CRM profiles through it ({exc})"
         return [Problem("efficy.profile_detail", message, found=repr(detail))], []
+    unread = [read[key][PROFILES_UNREAD] for key in members if key in read and PROFILES_UNREAD in read[key]]
+    if unread:  # rows with a status nobody said how to read: consents would stay as they are for everyone
+        return [Problem("efficy.profile_status", unread[0], found=repr(cfg.efficy.profile_status.field))], []
     shown = [key for key in members if key in read and read[key].get("profiles")]
     if read and not shown:
         message = (

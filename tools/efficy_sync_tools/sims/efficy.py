@@ -135,6 +135,8 @@ def _exception(context_id: Any, code: str, message: str) -> dict[str, Any]:
 class Person:
     fields: dict[str, Any]
     profiles: set[int] = field(default_factory=set)
+    #: CRM profiles the person was in and left (rows a server with `profile_status_column` keeps, marked out)
+    left: set[int] = field(default_factory=set)
 
     @property
     def key(self) -> int:
@@ -380,6 +382,10 @@ class EfficySimulator(SimServer):
         #: what a consult answers for a detail the server does not know: "error" (a business error) or "empty"
         #: (an empty dataset, read as "member of no CRM profile"); which one a real server does is not documented
         self.unknown_detail = "error"
+        #: a server whose CRM-profile rows carry a consent status in this column, and keep the row of a profile
+        #: the person left, marked "opt-out" (whether Efficy's rows do is not documented: contract §5); None:
+        #: a row per profile the person is in, and nothing else
+        self.profile_status_column: str | None = None
         self._clock = clock or time.time
         self._last_stamp_ms = 0
         self._handles = count(1)
@@ -583,6 +589,7 @@ class EfficySimulator(SimServer):
         if not (changed or always or existing is None):
             return person.snapshot()
         person.fields.update({k: v for k, v in changed.items() if k != "PROFILES"})
+        person.left = (person.left | (person.profiles - new_profiles)) - new_profiles
         person.profiles = set(new_profiles)
         person.fields["D_CHANGE"] = self._next_stamp()
         if existing is None:
@@ -704,8 +711,12 @@ class EfficySimulator(SimServer):
         if str(entity or "").lower() != "cont":
             raise RpcFault(UNKNOWN_ENTITY, f"the simulator knows only entity Cont, not {entity!r}")
 
-    def _profile_rows(self, profiles: Iterable[int]) -> list[dict[str, Any]]:
-        return [{"K_PROFILE": pid, "NAME": self._profiles.get(pid, "")} for pid in sorted(profiles)]
+    def _profile_rows(self, person: Person) -> list[dict[str, Any]]:
+        column = self.profile_status_column
+        if column is None:
+            return [{"K_PROFILE": pid, "NAME": self._profiles.get(pid, "")} for pid in sorted(person.profiles)]
+        status = {**dict.fromkeys(person.left, "opt-out"), **dict.fromkeys(person.profiles, "opt-in")}
+        return [{"K_PROFILE": pid, "NAME": self._profiles.get(pid, ""), column: status[pid]} for pid in sorted(status)]
 
     def _read_func(self, func: dict[str, Any], person: Person) -> dict[str, Any]:
         name = str(func.get("@name", "")).lower()
@@ -716,7 +727,7 @@ class EfficySimulator(SimServer):
                 if self.unknown_detail == "empty":
                     return {"#result": _dataset([])}
                 raise RpcFault(UNKNOWN_DETAIL, f"detail {func.get('detail')!r} is not simulated")
-            return {"#result": _dataset(self._profile_rows(person.profiles))}
+            return {"#result": _dataset(self._profile_rows(person))}
         if name == "category":
             return {"#result": _dataset([])}
         raise RpcFault(UNKNOWN_FUNCTION, f"unsupported function {func.get('@name')!r}")

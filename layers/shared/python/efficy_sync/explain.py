@@ -105,9 +105,8 @@ def _consents(cfg: IntegrationConfig, desired: Desired, state: PersonState | Non
             "member": desired.memberships.get(slot),
         }
         if slot not in decisions:
-            reason = next(
-                (r for f, r in desired.skipped_fields if f == f"consent {c.subscription} ({c.channel})"), None
-            )
+            reasons = dict(desired.skipped_fields)
+            reason = reasons.get(f"consent {c.subscription} ({c.channel})") or reasons.get("profiles")
             row.update(decision=None, reason=reason or "CRM profiles not loaded", would_send=False)
         else:
             decision, last, record = decisions[slot]

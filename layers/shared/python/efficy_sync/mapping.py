@@ -8,7 +8,7 @@ The result says what the CRM wants; `person_plan.plan_operations` weighs it agai
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,9 +20,11 @@ from efficy_sync.config import (
     KEY_FIELD,
     MOBILE_ATTRIBUTE,
     IntegrationConfig,
+    ProfileRowStatus,
     SyncCondition,
 )
 from efficy_sync.consent import ANSWERED_AT, ASKED_AT, ConsentType
+from efficy_sync.profile_rows import NOT_LOADED, PROFILES_UNREAD, Unreadable, memberships
 from efficy_sync.values import Skipped, as_text, convert, whole_number
 
 ConsentSlot = tuple[str, str]  # (topic, channel)
@@ -73,26 +75,15 @@ def profile_key_of(value: Any) -> str | None:
     return str(number)
 
 
-def profile_ids(value: Any) -> set[int] | None:
-    """The person's CRM profile ids; None when membership is unknown: fetched without them, or any entry that
-    is not a profile id. Unknown, not "member of fewer": an empty set opts the person out of every mapped
-    subscription, so a misread entry must never just drop out of the set."""
-    if value is None:
+def profile_ids(value: Any, status: ProfileRowStatus | None = None) -> set[int] | None:
+    """The person's CRM profile ids; None when membership is unknown: fetched without them, an entry that is
+    not a profile id, or a row that does not say in or out (efficy_sync.profile_rows). Unknown, not "member of
+    fewer": an empty set opts the person out of every mapped subscription, so a misread entry must never just
+    drop out of the set."""
+    try:
+        return memberships(value, status)
+    except Unreadable:
         return None
-    ids: set[int] = set()
-    items: Iterable[Any] = value if isinstance(value, list | tuple | set | frozenset) else [value]
-    for item in items:
-        raw = _profile_field(item) if isinstance(item, Mapping) else item
-        key = profile_key_of(raw)
-        if key is None:
-            return None
-        ids.add(int(key))
-    return ids
-
-
-def _profile_field(row: Mapping[str, Any]) -> Any:
-    """K_PROFILE of a profile row, whatever the case of its column name."""
-    return next((v for k, v in row.items() if str(k).upper() == "K_PROFILE"), None)
 
 
 def _map_value(
@@ -168,7 +159,7 @@ def map_person(
     tags: dict[str, bool] = {}
     if profiles is None:
         if cfg.consent_mappings or cfg.tags.profiles:
-            collected.skip("profiles", None, "CRM profiles not loaded: consents and profile tags left as they are")
+            collected.skip("profiles", None, str(person.get(PROFILES_UNREAD) or NOT_LOADED))
     else:
         for c in cfg.consent_mappings:
             slot = (c.subscription, c.channel)

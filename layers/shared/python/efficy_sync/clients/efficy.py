@@ -44,7 +44,7 @@ from efficy_sync.values import ascii_domain, whole_number
 if TYPE_CHECKING:
     from http.cookiejar import Cookie
 
-    from efficy_sync.config import IntegrationConfig
+    from efficy_sync.config import IntegrationConfig, ProfileRowStatus
 
 
 SESSION_COOKIE = "EfficySession"
@@ -78,6 +78,7 @@ class EfficyClient(EfficyParsing):
         max_contexts: int = 100,
         not_found_codes: Iterable[str] | None = None,
         relation_missing_codes: Iterable[str] | None = None,
+        profile_status: ProfileRowStatus | None = None,
     ) -> None:
         # Efficy's error codes are assumed (not published): an integration's config may correct them.
         if not_found_codes is not None:
@@ -93,6 +94,7 @@ class EfficyClient(EfficyParsing):
         self.policy = policy or RetryPolicy()
         self.session = session or build_session(self.policy, api="efficy")
         self.profile_detail = profile_detail
+        self.profile_status = profile_status
         self.max_contexts = max_contexts
         self._api_key = api_key
         self._api_key_header = api_key_header
@@ -126,6 +128,7 @@ class EfficyClient(EfficyParsing):
             session=session,
             not_found_codes=codes.not_found,
             relation_missing_codes=codes.relation_missing,
+            profile_status=cfg.efficy.profile_status,
         )
 
     def close(self) -> None:

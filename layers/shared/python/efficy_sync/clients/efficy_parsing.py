@@ -6,11 +6,14 @@ flavour can reuse or replace them without touching the rest.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from efficy_sync.clients.errors import EfficyBusinessError
-from efficy_sync.mapping import profile_ids
+from efficy_sync.profile_rows import PROFILES_UNREAD, Unreadable, memberships
 from efficy_sync.values import whole_number
+
+if TYPE_CHECKING:
+    from efficy_sync.config import ProfileRowStatus
 
 #: a decoded JSON answer of Efficy whose shape nothing has checked yet (the parsing methods check it)
 UncheckedJson = Any
@@ -18,6 +21,9 @@ UncheckedJson = Any
 
 class EfficyParsing:
     """The payload half of `EfficyClient`: error shapes, datasets, persons."""
+
+    #: how a CRM-profile row says in or out (the integration's efficy.profile_status); None: the defaults
+    profile_status: ProfileRowStatus | None = None
 
     def _edit_context(self, key: int, funcs: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -116,15 +122,17 @@ class EfficyParsing:
             raise EfficyBusinessError(f"answer with a {what} that is not a record key", code="INVALID_RESPONSE")
         return number
 
-    @staticmethod
-    def _profiles_of(rows: Any) -> list[int] | None:
-        """The CRM profile ids of a person's profile rows or ids; None (membership unknown, consents left as
-        they are) when any of them cannot be read: an unreadable row must not read as "not a member", which
-        would opt the person out (mapping.profile_ids)."""
+    def _profiles_of(self, rows: Any, person: dict[str, Any]) -> None:
+        """Set the person's CRM profile ids from their profile rows or ids; leave them out (membership unknown,
+        consents left as they are) when any row cannot be read, and say why under PROFILES_UNREAD: an
+        unreadable row must not read as "not a member", which would opt the person out, nor a row of a
+        profile the person left as a member, which would opt them in (efficy_sync.profile_rows)."""
         if rows is None or not isinstance(rows, list):
-            return None
-        ids = profile_ids(rows)
-        return sorted(ids) if ids is not None else None
+            return
+        try:
+            person["profiles"] = sorted(memberships(rows, self.profile_status))
+        except Unreadable as exc:
+            person[PROFILES_UNREAD] = exc.reason
 
     def _person_from_consult(self, element: dict[str, Any]) -> dict[str, Any] | None:
         """The person of a consult answer; None when its master dataset is there and empty (no such record,
@@ -137,9 +145,7 @@ class EfficyParsing:
         person = {name.upper(): value for name, value in master_rows[0].items()}
         person["K_CONTACT"] = self._as_int(person.get("K_CONTACT", element.get("key")))
         # no detail dataset, or a row without a readable K_PROFILE: membership unknown, not "member of nothing"
-        profiles = self._profiles_of(self.dataset_rows(self._func(element, "detail")))
-        if profiles is not None:
-            person["profiles"] = profiles
+        self._profiles_of(self.dataset_rows(self._func(element, "detail")), person)
         return person
 
     def _person_from_record(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -147,9 +153,7 @@ class EfficyParsing:
         person["K_CONTACT"] = self._as_int(person.get("K_CONTACT"))
         if "profiles" in person:
             # `null` or an unreadable entry: unknown (the key is dropped), never an empty membership
-            profiles = self._profiles_of(person.pop("profiles"))
-            if profiles is not None:
-                person["profiles"] = profiles
+            self._profiles_of(person.pop("profiles"), person)
         return person
 
     def _contact_keys(self, answer: dict[str, Any]) -> list[int]:

@@ -87,6 +87,44 @@ class EfficyErrorCodes(_Model):
     relation_exists: list[str] = Field(default_factory=lambda: ["LINK_EXISTS"], min_length=1)
 
 
+def _status_values(value: Any) -> list[str]:
+    """Values compared as Efficy sends them, trimmed and in any case; "" stands for empty (the zero date too)."""
+    if not isinstance(value, list) or not all(isinstance(v, str | int | bool) for v in value):
+        _reject(value, "a list of texts such as ['opt-in', '1'] ('' stands for an empty value)")
+    return [as_text(v).strip().casefold() for v in value]
+
+
+class ProfileRowStatus(_Model):
+    """Whether a person's CRM-profile row says in or out (efficy_sync.profile_rows explains the reading).
+    ASSUMED: Efficy does not publish whether a profile row carries an opt-in/opt-out status. `field: null`
+    reads a row as a membership, unless it carries a status-like column; set `field` to that column."""
+
+    field: Annotated[str | None, BeforeValidator(lambda v: v if v is None else _efficy_field(v))] = None
+    member: Annotated[list[str], BeforeValidator(_status_values)] = Field(
+        default_factory=lambda: ["opt-in", "optin", "subscribed", "1", "yes", "true"], min_length=1
+    )
+    not_member: Annotated[list[str], BeforeValidator(_status_values)] = Field(
+        default_factory=lambda: ["opt-out", "optout", "unsubscribed", "0", "no", "false"], min_length=1
+    )
+    #: "not_member": any value not listed in `member` means the person left (a date column such as D_OPTOUT)
+    other_values: Literal["unknown", "not_member"] = "unknown"
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> ProfileRowStatus:
+        both = sorted(set(self.member) & set(self.not_member))
+        if both:
+            _reject(both, "values listed in member or in not_member, not in both")
+        return self
+
+    @cached_property
+    def member_values(self) -> frozenset[str]:
+        return frozenset(self.member)
+
+    @cached_property
+    def not_member_values(self) -> frozenset[str]:
+        return frozenset(self.not_member)
+
+
 class EfficySettings(_Model):
     base_url: str
     api_key_secret: str
@@ -94,6 +132,7 @@ class EfficySettings(_Model):
     customer: str | None = None
     auth: EfficyAuth = EfficyAuth()
     profile_detail: str = "Prof"  # ASSUMED name of the person's CRM-profile detail
+    profile_status: ProfileRowStatus = ProfileRowStatus()
     page_size: int = Field(default=500, ge=1, le=500)
     error_codes: EfficyErrorCodes = EfficyErrorCodes()
 
