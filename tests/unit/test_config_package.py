@@ -13,7 +13,8 @@ HANDLERS = sorted(p.parent.name for p in FUNCTIONS.glob("*/app.py"))
 
 #: what a handler may load of the config package: the model and what it validates with (no YAML, no diffs)
 COLD_PATH = {"efficy_sync.config", "efficy_sync.config.model", "efficy_sync.config.names"}
-COLD_PATH |= {"efficy_sync.config.problems", "efficy_sync.config.checks"}
+COLD_PATH |= {"efficy_sync.config.problems", "efficy_sync.config.checks", "efficy_sync.config.base"}
+COLD_PATH |= {"efficy_sync.config.efficy"}
 
 _PROBE = """
 import importlib.util, json, sys

@@ -19,16 +19,13 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from .checks import cross_check
+from .efficy import EfficyAuth, EfficyErrorCodes, EfficySettings, ProfileRowStatus
 from .model import (
     ApsisSettings,
     ConsentMapping,
-    EfficyAuth,
-    EfficyErrorCodes,
-    EfficySettings,
     FieldMapping,
     FullSyncSettings,
     IntegrationConfig,
-    ProfileRowStatus,
     ProfileTag,
     QueryTag,
     SafetySettings,

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from .base import _SECRET_NAME
 from .checks import cross_check
-from .model import _SECRET_NAME, IntegrationConfig, SyncCondition, config_to_dict
+from .model import IntegrationConfig, SyncCondition, config_to_dict
 from .problems import ConfigError, Problem, _problem, _show
 
 if TYPE_CHECKING:  # yaml is only needed to read or write files, not on a Lambda's cold path
