@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import requests
-from efficy_sync.webhook import sign
+from efficy_sync.webhook_auth import sign
 
 
 def _post(stack: Any, records: list[dict[str, Any]]) -> requests.Response:

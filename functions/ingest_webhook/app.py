@@ -18,7 +18,8 @@ from efficy_sync.secrets import accepted_secret
 from efficy_sync.settings import settings
 from efficy_sync.store.configs import ConfigStore
 from efficy_sync.tracing import annotate, capture_handler
-from efficy_sync.webhook import WebhookAuthError, WebhookPayloadError
+from efficy_sync.webhook import WebhookPayloadError
+from efficy_sync.webhook_auth import WebhookAuthError
 
 app = APIGatewayRestResolver()
 configs = ConfigStore(settings().config_table, cache_seconds=settings().cache_seconds)
@@ -101,6 +102,8 @@ def efficy_webhook(integration_id: str) -> Response:
         with scope(change.correlation_id):
             logger.info("change queued", extra={"person": hash_key(change.person_key), "operation": change.operation})
     answer = {"accepted": result.accepted, "records": result.records, "skipped": result.skipped_other_tables}
+    if result.relations or result.relations_unread:  # efficy.relation_tables: how many named their contact
+        answer.update(relations=result.relations, relations_unread=result.relations_unread)
     # contact records that could not be read were left out (ingest.py logs and counts them): the caller sees how many
     return reply(202, {**answer, "invalid": result.skipped_invalid} if result.skipped_invalid else answer)
 

@@ -566,3 +566,22 @@ def test_webhook_config_rejects_unknown_fields(sim: EfficySimulator) -> None:
         f"{sim.url}/_sim/webhooks", json={"url": "http://127.0.0.1:9/x", "secret": "s", "colour": 1}, timeout=5
     )
     assert response.status_code == 400
+
+
+def test_a_profile_table_announces_membership_changes_on_relation_records(
+    sim: EfficySimulator, receiver: Receiver
+) -> None:
+    """`profile_table`: a server that says a person joined or left a CRM profile on the relation table only."""
+    seed(sim, jo(1))
+    hook(sim, receiver, profile_table=11123)
+    requests.patch(f"{sim.url}/_sim/persons/1", json={"profiles": [12, 13]}, timeout=5).raise_for_status()
+    assert sim.flush_webhooks(timeout=5)
+    requests.patch(f"{sim.url}/_sim/persons/1", json={"profiles": [13], "NAME": "Left"}, timeout=5).raise_for_status()
+    assert sim.flush_webhooks(timeout=5)
+    records = [r for _, body in receiver.received for r in json.loads(body)["records"]]
+    shown = [(r["table"], r["key"], r["operation"], r["fields"]) for r in records]
+    assert shown == [  # jo(1) is in profile 12 already
+        (11123, "1_13", "Create", {"K_CONTACT": 1, "K_PROFILE": 13}),
+        (11000, 1, "Update", {"NAME": "Left"}),  # the contact's own change, without PROFILES
+        (11123, "1_12", "Delete", {}),
+    ]

@@ -555,7 +555,7 @@ def test_an_empty_secret_is_a_503_for_the_caller_to_send_again_on_both_routes(
     routes: Routes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With an empty key anyone could sign a webhook; and a 401 blamed the caller for our configuration."""
-    from efficy_sync.webhook import sign
+    from efficy_sync.webhook_auth import sign
 
     stamp = str(int(__import__("time").time()))
     body = b'{"records": [{"table": 11000, "key": 1, "operation": "Update"}]}'

@@ -8,8 +8,9 @@ import json
 import time
 
 import pytest
-from efficy_sync import webhook
-from efficy_sync.webhook import MAX_KEY, WebhookAuthError, WebhookPayloadError, parse, sign, sign_body, verify
+from efficy_sync import webhook_auth as webhook
+from efficy_sync.webhook import MAX_KEY, WebhookPayloadError, parse
+from efficy_sync.webhook_auth import WebhookAuthError, sign, sign_body, verify
 
 SECRET = "fake-secret"
 BODY = b'{"records": []}'
@@ -110,7 +111,7 @@ def test_url_token_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch)
 
 def test_an_empty_secret_never_matches_in_any_mode() -> None:
     """With an empty key anyone can compute a valid HMAC: the check must not run; the integration's failure."""
-    from efficy_sync.webhook import SecretNotSet
+    from efficy_sync.webhook_auth import SecretNotSet
 
     ts = str(int(time.time()))
     signed = {

@@ -1,5 +1,5 @@
 """`config show ID --webhook-url` (issue 16.5): what it tells the administrator to register is exactly what the
-webhook route accepts, in each `efficy.auth.mode` (checked with webhook.verify, the route's own check)."""
+webhook route accepts, in each `efficy.auth.mode` (checked with webhook_auth.verify, the route's own check)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from efficy_sync.config import IntegrationConfig, load_config_file
-from efficy_sync.webhook import WebhookAuthError, sign, sign_body, verify
+from efficy_sync.webhook_auth import WebhookAuthError, sign, sign_body, verify
 from efficy_sync_tools.commands.config import webhook_registration
 
 ROOT = Path(__file__).resolve().parents[2]

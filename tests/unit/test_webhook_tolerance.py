@@ -20,7 +20,8 @@ from efficy_sync.ingest import AcceptResult, accept, split_by_person
 from efficy_sync.observability import logger
 from efficy_sync.pii import hash_key
 from efficy_sync.queue import EnqueueReport
-from efficy_sync.webhook import WebhookAuthError, WebhookPayloadError, parse, sign
+from efficy_sync.webhook import WebhookPayloadError, parse
+from efficy_sync.webhook_auth import WebhookAuthError, sign
 
 from tests.unit.consent_configs import consent_config
 

@@ -560,11 +560,11 @@ def show_command(args: argparse.Namespace) -> int:
 
 def webhook_registration(cfg: IntegrationConfig, api_url: str, webhook_secret: str) -> dict[str, Any]:
     """What the administrator registers in Efficy (Designer -> Webhooks, or the 12.1 generic connector) for this
-    integration, per `efficy.auth.mode` (webhook.verify checks exactly this): the URL, with the secret as its
+    integration, per `efficy.auth.mode` (webhook_auth.verify checks exactly this): the URL, with the secret as its
     `token` parameter in `url_token` mode, else the header(s) Efficy must send."""
     from urllib.parse import quote
 
-    from efficy_sync.webhook import URL_TOKEN_PARAMETER
+    from efficy_sync.webhook_auth import URL_TOKEN_PARAMETER
 
     auth = cfg.efficy.auth
     url = f"{api_url.rstrip('/')}/integrations/{cfg.integration_id}/efficy/webhook"

@@ -171,6 +171,11 @@ class WebhookConfig:
     max_attempts: int = 5
     timeout_s: float = 10.0
     max_batch: int = 1000  # records per POST; Efficy sends thousands at once
+    #: [A] announce a change of a person's CRM profiles as records of this relation table (one per profile
+    #: joined or left, key "<K_CONTACT>_<K_PROFILE>", K_CONTACT and K_PROFILE in `fields` on a Create, no fields
+    #: on a Delete) instead of on the contact's own record; None: the pseudo-field PROFILES on the contact's
+    #: record. Which one Efficy does is not documented (contracts/efficy.md §5, §7).
+    profile_table: int | None = None
 
     MODES = ("url_token", "hmac_body", "hmac", "header")
 
@@ -510,7 +515,8 @@ class EfficySimulator(SimServer):
         secret_header: str = "X-Efficy-Webhook-Secret",
         **options: Any,
     ) -> None:
-        """Point the webhook at `url`; `options`: retry_backoff_s, max_attempts, timeout_s, max_batch."""
+        """Point the webhook at `url`; `options`: retry_backoff_s, max_attempts, timeout_s, max_batch,
+        profile_table."""
         self._outbox.configure(
             WebhookConfig(
                 url=url,
@@ -583,13 +589,15 @@ class EfficySimulator(SimServer):
             if person.fields.get(name) != value:
                 changed[name] = value
         new_profiles = person.profiles if profiles is None else {_as_key(p, "profile") for p in profiles}
-        if new_profiles != person.profiles:
+        joined, left = new_profiles - person.profiles, person.profiles - new_profiles
+        relation_table = self._outbox.config.profile_table if self._outbox.config else None
+        if new_profiles != person.profiles and relation_table is None:
             # [A] a membership change is announced as a pseudo-field PROFILES holding the new list
             changed["PROFILES"] = sorted(new_profiles)
-        if not (changed or always or existing is None):
+        if not (changed or joined or left or always or existing is None):
             return person.snapshot()
         person.fields.update({k: v for k, v in changed.items() if k != "PROFILES"})
-        person.left = (person.left | (person.profiles - new_profiles)) - new_profiles
+        person.left = (person.left | left) - new_profiles
         person.profiles = set(new_profiles)
         person.fields["D_CHANGE"] = self._next_stamp()
         if existing is None:
@@ -601,8 +609,10 @@ class EfficySimulator(SimServer):
                 if person.profiles:
                     announced["PROFILES"] = sorted(person.profiles)
                 self._announce(person, "Create", announced, user)
-            else:
-                self._announce(person, "Update", changed, user)
+            elif relation_table is None or changed or (always and not (joined or left)):
+                self._announce(person, "Update", changed, user)  # a relation change alone: its records only
+            if relation_table is not None:
+                self._announce_relations(person, relation_table, joined, left, user)
         return person.snapshot()
 
     def _remove(self, key: int, *, user: str) -> None:
@@ -623,6 +633,12 @@ class EfficySimulator(SimServer):
                 "date": person.fields["D_CHANGE"] + "Z",
             }
         )
+
+    def _announce_relations(self, person: Person, table: int, joined: set[int], left: set[int], user: str) -> None:
+        for pid, operation in [*((p, "Create") for p in sorted(joined)), *((p, "Delete") for p in sorted(left))]:
+            fields = {"K_CONTACT": person.key, "K_PROFILE": pid} if operation == "Create" else {}
+            record = {"table": table, "key": f"{person.key}_{pid}", "operation": operation, "user": user}
+            self._outbox.add({**record, "fields": fields, "date": person.fields["D_CHANGE"] + "Z"})
 
     def _row(self, person: Person, fields: list[str] | None = None) -> dict[str, Any]:
         """All columns, or the asked ones plus K_CONTACT and D_CHANGE; a column nobody has is simply absent."""

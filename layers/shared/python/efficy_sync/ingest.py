@@ -27,7 +27,8 @@ from .correlation import new_id, record_id
 from .observability import count, logger
 from .pii import hash_key
 from .queue import EnqueueReport, enqueue_changes
-from .webhook import CONTACT_TABLE_ID, WebhookPayload, WebhookPayloadError, parse, verify
+from .webhook import CONTACT_TABLE_ID, WebhookPayload, WebhookPayloadError, parse
+from .webhook_auth import verify
 
 #: Bytes one queued message may take. Every part is bounded (id <= 64, key <= 16 digits, date <= 24, hashes),
 #: so a message is about 300 bytes; ten of them stay far below SendMessageBatch's request limit.
@@ -55,6 +56,8 @@ class AcceptResult:
     changes: list[ContactChange] = field(default_factory=list)  # what was queued, with their correlation ids
     bundled: bool = False  # the changes went to the bundle queue (efficy_sync.bundles); the splitter logs each
     skipped_invalid: int = 0  # contact records (or records of an unreadable table) that could not be read
+    relations: int = 0  # records of a configured relation table, read as updates of the contacts they name
+    relations_unread: int = 0  # ... and those that named no contact
 
 
 def authenticate(
@@ -142,8 +145,9 @@ def accept(
     change, which also names the webhook call it came in. With `bundles`, a webhook of more persons than its
     threshold is queued in bundles (efficy_sync.bundles) after the same checks."""
     authenticate(cfg, headers, body, secret, query)
-    payload = parse(body)
+    payload = parse(body, cfg.efficy.relation_tables)
     report_invalid(payload)
+    report_tables(payload)
     changes, contacts, skipped = split_by_person(cfg.integration_id, payload)
     request = request_id or new_id("webhook-")
     for n, change in enumerate(changes, start=1):
@@ -161,7 +165,27 @@ def accept(
         changes=changes,
         bundled=bundled,
         skipped_invalid=len(payload.invalid),
+        relations=payload.relations,
+        relations_unread=sum(payload.relations_unread.values()),
     )
+
+
+def report_tables(payload: WebhookPayload) -> None:
+    """Say which tables' records were ignored (by id: a relation table to configure shows here), and count the
+    records of a configured relation table that named no contact (their change waits for the next full sync)."""
+    if payload.ignored_tables:
+        logger.info("webhook records of other tables ignored", extra={"tables": _by_table(payload.ignored_tables)})
+    if payload.relations_unread:
+        unread = sum(payload.relations_unread.values())
+        count("WebhookRelationsUnread", unread)
+        logger.warning(
+            "webhook relation records without a contact key: their persons are not read again until a full sync",
+            extra={"tables": _by_table(payload.relations_unread)},
+        )
+
+
+def _by_table(counts: Mapping[int, int]) -> dict[str, int]:
+    return {str(table): n for table, n in sorted(counts.items())}
 
 
 def report_invalid(payload: WebhookPayload) -> None:

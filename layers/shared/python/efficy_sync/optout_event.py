@@ -19,7 +19,8 @@ from urllib.parse import parse_qsl
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
 from .optout_time import TimeFix, occurred_at
-from .webhook import MAX_KEY, require_secret_set
+from .webhook import MAX_KEY
+from .webhook_auth import require_secret_set
 
 Channel = Literal["email", "sms"]
 

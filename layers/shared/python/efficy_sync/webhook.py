@@ -1,14 +1,4 @@
-"""Efficy's outgoing webhook: authentication and the payload model.
-
-How a call proves it comes from Efficy is a per-integration setting (contracts/efficy.md §7 and §10):
-- `url_token`: the webhook secret as the query parameter `token` of the URL registered in Efficy. Efficy's
-  SYS_WEBHOOKS calls are unsigned and carry no header we choose, so this is the mode for a plain Efficy 12.
-- `hmac_body`: `sha256=<hex HMAC-SHA256(secret, raw body)>` in a header (the 12.1 generic connector; APSIS's
-  implementation of that spec names it `X-Justin-Signature`). No timestamp is signed.
-- `hmac`: our own scheme for a proxy we control, HMAC of "<timestamp>.<raw body>" with the timestamp bounded.
-- `header`: Efficy 12.0's static shared secret in a header.
-Every comparison is constant-time. A replayed call (possible in every mode but `hmac`) only makes the worker
-refetch the persons it names from Efficy: it changes nothing that Efficy does not already say.
+"""Efficy's outgoing webhook: the payload model (authentication is webhook_auth.py, re-exported here).
 
 The payload: keys are whole numbers in Efficy's key range, the operation one of three words, the date an ISO 8601
 date-time. Efficy batches thousands of records per call and its retries are not documented (contracts/efficy.md
@@ -29,15 +19,12 @@ Error texts name the field, never echo its value.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import re
-import time
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError
 
@@ -45,9 +32,6 @@ CONTACT_TABLE_ID = 11000  # Efficy's table id of Cont
 #: Efficy keys are positive whole numbers; its JSON-RPC clients read them as doubles (contracts/efficy.md §3),
 #: so no key Efficy really sends is above 2**53 - 1. A larger number cannot name a person exactly.
 MAX_KEY = 2**53 - 1
-URL_TOKEN_PARAMETER = "token"
-MODES = ("url_token", "hmac_body", "hmac", "header")
-_UNIX_SECONDS = re.compile(r"^[0-9]{1,12}$")
 #: A whole number written as text: ASCII digits only (int() would also read "12_3", " 12" and other scripts' digits).
 _DIGITS = re.compile(r"^([0-9]{1,20})(?:\.0+)?$")  # "123" or "123.0", as a float written as text
 #: At most this many problems are named in a 400 (and the count of the rest).
@@ -56,21 +40,6 @@ _NAMED_PROBLEMS = 5
 _ISO_DATETIME = re.compile(
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,9})?)?(?:Z|[+-][0-9]{2}:?[0-9]{2})?$"
 )
-
-
-class WebhookAuthError(Exception):
-    """Missing or wrong credentials: answered 401, nothing enqueued."""
-
-
-class SecretNotSet(RuntimeError):
-    """The route's secret in Secrets Manager is empty: the integration's failure (answered 503 and logged as an
-    error, so the caller sends again once it is set), never the caller's. With an empty key anyone can compute a
-    valid HMAC signature, so the check must not run at all."""
-
-
-def require_secret_set(secret: str | None, what: str) -> None:
-    if not secret or not secret.strip():
-        raise SecretNotSet(f"the {what} in Secrets Manager is empty: set it (README, Secrets)")
 
 
 class WebhookPayloadError(Exception):
@@ -192,6 +161,11 @@ class WebhookPayload(BaseModel):
     records: list[WebhookRecord]
     other_tables: int = 0
     invalid: list[InvalidRecord] = Field(default_factory=list)
+    #: ignored records by table id (no personal data: an admin finds a relation table's id here)
+    ignored_tables: dict[int, int] = Field(default_factory=dict)
+    #: records of a configured relation table turned into a contact change, and those naming no contact
+    relations: int = 0
+    relations_unread: dict[int, int] = Field(default_factory=dict)
 
 
 class _Envelope(BaseModel):
@@ -202,103 +176,6 @@ class _Envelope(BaseModel):
     database: Annotated[str | None, BeforeValidator(_text_or_none)] = None
     version: Annotated[str | None, BeforeValidator(_text_or_none)] = None
     records: list[Any]
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    lowered = name.lower()
-    for key, value in headers.items():
-        if key.lower() == lowered:
-            return value
-    return None
-
-
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """The `hmac` mode's signature: HMAC-SHA256 of "<timestamp>.<raw body>"."""
-    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
-
-
-def sign_body(secret: str, body: bytes) -> str:
-    """The `hmac_body` mode's signature (the 12.1 generic connector): HMAC-SHA256 of the raw body alone."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def _body_signature_ok(given: str, secret: str, body: bytes) -> bool:
-    """The `hmac_body` signature in any of the encodings a sender may use: the header's exact form is not
-    published for the 12.1 connector (contracts/efficy.md: `sha256=<hex>` is inferred from APSIS's own
-    sender), so `sha256=<hex>`, a bare hex digest, and base64 of the digest, with or without the prefix, are
-    all the same HMAC, each compared in constant time. A refusal costs the batch's changes until a full sync."""
-    text = given.strip()
-    if text[:7].lower() == "sha256=":
-        text = text[7:]
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
-    if not secret:
-        return False
-    hex_ok = hmac.compare_digest(text.lower().encode(), digest.hex().encode())
-    b64_ok = hmac.compare_digest(text.encode(), base64.b64encode(digest))
-    return hex_ok or b64_ok
-
-
-def _same(given: str, expected: str) -> bool:
-    """Constant-time comparison that refuses an empty expected secret (a missing secret never matches)."""
-    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
-
-
-def _require_secret(given: str | None, secret: str, *, missing: str, wrong: str) -> None:
-    """The two modes that send the secret itself (as a header or as a query parameter) check it alike."""
-    if not given:
-        raise WebhookAuthError(f"missing {missing}")
-    if not _same(given, secret):
-        raise WebhookAuthError(f"wrong {wrong}")
-
-
-def verify(
-    headers: Mapping[str, str],
-    body: bytes,
-    secret: str,
-    *,
-    mode: str = "hmac",
-    query: Mapping[str, str] | None = None,
-    signature_header: str = "X-Efficy-Signature",
-    timestamp_header: str = "X-Efficy-Timestamp",
-    secret_header: str = "X-Efficy-Webhook-Secret",
-    tolerance_seconds: int = 300,
-    now: float | None = None,
-) -> None:
-    """Raise WebhookAuthError unless the request carries valid credentials for this integration.
-
-    The error text names what is missing or wrong (a header or parameter name), never a value."""
-    require_secret_set(secret, "webhook secret")
-    if mode == "url_token":
-        name = f"{URL_TOKEN_PARAMETER} query parameter"
-        _require_secret((query or {}).get(URL_TOKEN_PARAMETER), secret, missing=name, wrong=name)
-        return
-    if mode == "header":
-        _require_secret(_header(headers, secret_header), secret, missing=f"{secret_header} header", wrong=secret_header)
-        return
-    if mode == "hmac_body":
-        signature = _header(headers, signature_header)
-        if not signature:
-            raise WebhookAuthError(f"missing {signature_header} header")
-        if not _body_signature_ok(signature, secret, body):
-            raise WebhookAuthError(f"wrong {signature_header}")
-        return
-    if mode != "hmac":
-        raise WebhookAuthError(f"unknown authentication mode; expected one of {', '.join(MODES)}")
-    signature = _header(headers, signature_header)
-    timestamp = _header(headers, timestamp_header)
-    if not signature:
-        raise WebhookAuthError(f"missing {signature_header} header")
-    if not timestamp:
-        raise WebhookAuthError(f"missing {timestamp_header} header")
-    if not _UNIX_SECONDS.match(timestamp):
-        raise WebhookAuthError(f"{timestamp_header} is not unix seconds")
-    ts = int(timestamp)
-    current = time.time() if now is None else now
-    if abs(current - ts) > tolerance_seconds:
-        raise WebhookAuthError(f"stale {timestamp_header}: more than {tolerance_seconds}s from now")
-    if not _same(signature, sign(secret, timestamp, body)):
-        raise WebhookAuthError(f"wrong {signature_header}")
 
 
 def _problems(exc: ValidationError, prefix: str = "") -> list[str]:
@@ -350,32 +227,75 @@ def _single_record(body: bytes) -> bytes | None:
     return None
 
 
-def parse(body: bytes) -> WebhookPayload:
+class RelationRule(Protocol):
+    """How a relation table's record names its contact (config.RelationTable)."""
+
+    @property
+    def table(self) -> int: ...
+
+    @property
+    def contact_field(self) -> str: ...
+
+    @property
+    def key_part(self) -> str: ...
+
+
+def _relation_contact(raw: Mapping[str, Any], rule: RelationRule) -> int | None:
+    """The key of the contact a relation record names: its changed values' `contact_field`, else the configured
+    part of a composite key ("123_12"); None when neither is a whole key (never a guess: a misread key names
+    another person)."""
+    candidates: list[object] = []
+    fields = raw.get("fields")
+    if isinstance(fields, dict):
+        candidates += [value for name, value in fields.items() if str(name).upper() == rule.contact_field]
+    key = raw.get("key")
+    if rule.key_part != "none" and isinstance(key, str) and key.count("_") == 1:
+        first, last = key.split("_")
+        candidates.append(first if rule.key_part == "first" else last)
+    for candidate in candidates:
+        try:
+            number = whole_number(candidate)
+        except ValueError:
+            continue
+        if 0 < number <= MAX_KEY:
+            return number
+    return None
+
+
+def parse(body: bytes, relation_tables: Iterable[RelationRule] = ()) -> WebhookPayload:
     """Validate the body, then each record on its own (see the module docstring).
 
     Raises WebhookPayloadError, naming the bad field paths (records[3].key) and never a value, when the body is
     not a JSON object with a `records` list, or when it has contact records and none of them is valid. A record
-    whose table cannot be read might be a contact's: it counts as an invalid contact record."""
+    whose table cannot be read might be a contact's: it counts as an invalid contact record. A record of one of
+    `relation_tables` becomes an update of the contact it names (config.RelationTable)."""
     if not body:
         raise WebhookPayloadError("empty body: expected a JSON object with records[]")
     body = _as_utf8(body)
+    relations = {rule.table: rule for rule in relation_tables}
     try:  # the usual call, every record readable: one validation of the whole body (a 10,000-record webhook)
         whole = WebhookPayload.model_validate_json(body)
     except ValidationError:
         pass  # something to set aside, or a body to refuse: record by record below
     else:
-        contacts = [record for record in whole.records if record.table == CONTACT_TABLE_ID]
-        return whole.model_copy(update={"records": contacts, "other_tables": len(whole.records) - len(contacts)})
+        if not any(record.table in relations for record in whole.records):
+            contacts = [record for record in whole.records if record.table == CONTACT_TABLE_ID]
+            skipped = Counter(record.table for record in whole.records if record.table != CONTACT_TABLE_ID)
+            update = {"records": contacts, "other_tables": len(whole.records) - len(contacts)}
+            return whole.model_copy(update={**update, "ignored_tables": dict(skipped)})
     try:
         envelope = _Envelope.model_validate_json(body)
     except ValidationError as exc:
         single = _single_record(body)
         if single is not None:
-            return parse(single)
+            return parse(single, relation_tables)
         raise _refusal(_problems(exc)) from None
     records: list[WebhookRecord] = []
     invalid: list[InvalidRecord] = []
     other_tables = 0
+    ignored: Counter[int] = Counter()
+    unread: Counter[int] = Counter()
+    from_relations = 0
     for index, raw in enumerate(envelope.records):
         where = f"records[{index}]"
         if not isinstance(raw, dict):
@@ -387,8 +307,22 @@ def parse(body: bytes) -> WebhookPayload:
             problem = f"{where}.table: must be a whole number"
             invalid.append(InvalidRecord(index=index, key=_readable_key(raw), problems=[problem]))
             continue
+        if table in relations:
+            contact = _relation_contact(raw, relations[table])
+            if contact is None:
+                unread[table] += 1
+                continue
+            # the person is read again, whatever the relation's operation: a relation deleted is no contact deleted
+            relation = {"relation_table": table, "relation_key": str(raw.get("key")), "relation_index": index}
+            date = _date_or_none(raw.get("date"))
+            records.append(
+                WebhookRecord(table=CONTACT_TABLE_ID, key=contact, operation="Update", fields=relation, date=date)
+            )
+            from_relations += 1
+            continue
         if table != CONTACT_TABLE_ID:
             other_tables += 1  # never used, so never checked: its shape cannot cost the batch
+            ignored[table] += 1
             continue
         try:
             records.append(WebhookRecord.model_validate(raw))
@@ -402,4 +336,7 @@ def parse(body: bytes) -> WebhookPayload:
         records=records,
         other_tables=other_tables,
         invalid=invalid,
+        ignored_tables=dict(ignored),
+        relations=from_relations,
+        relations_unread=dict(unread),
     )

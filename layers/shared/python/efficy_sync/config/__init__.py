@@ -19,7 +19,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from .checks import cross_check
-from .efficy import EfficyAuth, EfficyErrorCodes, EfficySettings, ProfileRowStatus
+from .efficy import EfficyAuth, EfficyErrorCodes, EfficySettings, ProfileRowStatus, RelationTable
 from .model import (
     ApsisSettings,
     ConsentMapping,
@@ -106,6 +106,7 @@ __all__ = [
     "ProfileRowStatus",
     "ProfileTag",
     "QueryTag",
+    "RelationTable",
     "SafetySettings",
     "SyncCondition",
     "TagsConfig",

@@ -15,7 +15,7 @@ from .problems import _check_pattern, _reject
 
 
 class EfficyAuth(_Model):
-    """How the Efficy webhook proves it is Efficy (webhook.py explains each mode; header names are settings
+    """How the Efficy webhook proves it is Efficy (webhook_auth.py explains each mode; header names are settings
     because Efficy does not publish them).
 
     `url_token`: the webhook secret as the `token` query parameter of the registered URL (Efficy's SYS_WEBHOOKS
@@ -91,6 +91,31 @@ class ProfileRowStatus(_Model):
         return frozenset(self.not_member)
 
 
+#: Efficy's table id of Cont (webhook.CONTACT_TABLE_ID): a relation table is another one
+_CONTACT_TABLE = 11000
+
+
+class RelationTable(_Model):
+    """A table whose webhook records name a relation of a person, such as joining or leaving a CRM profile.
+    ASSUMED: whether Efficy announces a change of a contact's CRM profiles on the contact's own record or on a
+    relation table, and that table's id and key, are not documented (contracts/efficy.md §5, §7). A record of
+    it only makes the person it names be read again, as a contact update: never a deletion or a consent on its
+    own. The contact's key is taken from the record's changed values (`contact_field`), else from the part
+    `key_part` of a composite key such as "123_12"; a record giving neither is counted and logged
+    (`WebhookRelationsUnread`), and the next full sync catches the change up."""
+
+    table: int = Field(gt=0)
+    contact_field: Annotated[str, BeforeValidator(_efficy_field)] = "K_CONTACT"
+    key_part: Literal["none", "first", "last"] = "none"
+
+    @field_validator("table")
+    @classmethod
+    def _not_the_contact_table(cls, value: int) -> int:
+        if value == _CONTACT_TABLE:
+            _reject(value, "a table id other than 11000 (Cont: its records are contact changes already)")
+        return value
+
+
 class EfficySettings(_Model):
     base_url: str
     api_key_secret: str
@@ -101,6 +126,15 @@ class EfficySettings(_Model):
     profile_status: ProfileRowStatus = ProfileRowStatus()
     page_size: int = Field(default=500, ge=1, le=500)
     error_codes: EfficyErrorCodes = EfficyErrorCodes()
+    relation_tables: list[RelationTable] = []
+
+    @field_validator("relation_tables")
+    @classmethod
+    def _one_rule_per_table(cls, value: list[RelationTable]) -> list[RelationTable]:
+        tables = [rule.table for rule in value]
+        if len(set(tables)) < len(tables):
+            _reject(tables, "each table id once")
+        return value
 
     @field_validator("base_url")
     @classmethod
