@@ -11,6 +11,7 @@ import pytest
 import requests
 from efficy_sync.clients.efficy import EfficyClient
 from efficy_sync.clients.errors import (
+    ApiError,
     AuthError,
     EfficyBusinessError,
     EfficyUnavailable,
@@ -101,6 +102,23 @@ def test_base_url_may_end_in_crm(sim: EfficySimulator) -> None:
     with EfficyClient(f"{sim.url}/crm/", KEY, policy=FAST, customer="acme") as efficy:
         assert list(efficy.get_persons([1])) == [1]
         assert efficy.list_profiles()[0] == {"id": 12, "name": "Newsletter"}
+
+
+def test_every_call_names_the_customer_on_a_server_of_several(sim: EfficySimulator) -> None:
+    """The connector REST reads too: answered for the server's default customer, the records export would show
+    our persons as absent (which confirms deletions) and another customer's as ours."""
+    sim.upsert_persons([person(1, profiles=[12]), person(2)])
+    sim.customer = "acme"
+    try:
+        with EfficyClient(sim.url, KEY, policy=FAST, customer="acme") as efficy:
+            assert list(efficy.get_persons([1])) == [1]
+            assert [r["K_CONTACT"] for r in efficy.list_persons_page(0, 10, ["K_CONTACT"])] == [1, 2]
+            assert efficy.list_profiles()[0] == {"id": 12, "name": "Newsletter"}
+            efficy.confirm_absent([3])  # the second read of a deletion: answered for our customer
+        with EfficyClient(sim.url, KEY, policy=FAST) as efficy, pytest.raises(ApiError):
+            efficy.list_persons_page(0, 10, ["K_CONTACT"])  # the simulator checks what it says it checks
+    finally:
+        sim.customer = None
 
 
 def test_session_cookie_is_reused_and_renewed_after_expiry(sim: EfficySimulator, client: EfficyClient) -> None:

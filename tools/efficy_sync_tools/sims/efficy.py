@@ -391,6 +391,10 @@ class EfficySimulator(SimServer):
         #: the person left, marked "opt-out" (whether Efficy's rows do is not documented: contract §5); None:
         #: a row per profile the person is in, and nothing else
         self.profile_status_column: str | None = None
+        #: a server that hosts several customers: a call, JSON-RPC or connector REST, that does not name this
+        #: alias (header X-Efficy-Customer or ?customer=) is refused with 400 (contract §2: the alias is needed on
+        #: such a server; what it answers without one is not documented). None: one customer, no alias needed
+        self.customer: str | None = None
         self._clock = clock or time.time
         self._last_stamp_ms = 0
         self._handles = count(1)
@@ -659,9 +663,15 @@ class EfficySimulator(SimServer):
             raise RestFault(400, "unknown_field", f"unknown contact field(s): {', '.join(unknown)}")
 
     # ---- JSON-RPC ------------------------------------------------------------------------------------------
+    def _names_customer(self, request: Request) -> bool:
+        named = request.headers.get("X-Efficy-Customer") or request.args.get("customer")
+        return self.customer is None or named == self.customer
+
     def _rpc(self, request: Request) -> Response:
         if not self._key_matches(request.headers.get("X-Efficy-ApiKey")):
             return Response(b"", status=401)
+        if not self._names_customer(request):
+            return self.error_response(400, "unknown customer", "this server hosts several customers: name one")
         session = request.cookies.get(SESSION_COOKIE)
         with self._lock:
             if session and session not in self._sessions:
@@ -929,6 +939,8 @@ class EfficySimulator(SimServer):
     def _rest_guard(self, request: Request) -> None:
         if not self._key_matches(request.headers.get("X-API-Key")):
             raise RestFault(401, "unauthorized", "missing or wrong X-API-Key")
+        if not self._names_customer(request):
+            raise RestFault(400, "unknown_customer", "this server hosts several customers: name one")
 
     def _rest(self, request: Request, produce: Callable[[], Any]) -> Response:
         try:

@@ -277,9 +277,10 @@ class EfficyClient(EfficyParsing):
 
     # ---- authentication -----------------------------------------------------------------------------------
     def _auth_headers(self, kind: str) -> dict[str, str]:
-        if kind == "rest":
-            return {self._rest_api_key_header: self._api_key}
-        headers = {self._api_key_header: self._api_key}
+        """The API key, and on a server that hosts several customers the customer alias on every call, REST
+        included: a connector read answered for another customer (or the server's default one) would show our
+        persons as absent, which confirms deletions, and theirs as ours."""
+        headers = {self._rest_api_key_header if kind == "rest" else self._api_key_header: self._api_key}
         if self.customer:
             headers["X-Efficy-Customer"] = self.customer
         return headers
