@@ -77,3 +77,18 @@ def test_explain_an_unknown_integration(stack: Stack, key: int) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "unknown integration 'no-such-integration'" in result.stderr
+
+
+def test_explain_names_profile_rows_whose_status_nobody_configured(stack: Stack, key: int) -> None:
+    """A server whose CRM-profile rows carry a consent status (contract §5: not documented either way): the
+    person's consents are left as they are, and explain says why, naming the column."""
+    server = f"{stack.efficy_url}/_sim/server"
+    stack.seed([person(key, profiles=[12])])
+    stack.http.post(server, json={"profile_status_column": "STATUS"}, timeout=10).raise_for_status()
+    try:
+        report = explain_json(stack, key)
+    finally:
+        stack.http.post(server, json={"profile_status_column": None}, timeout=10).raise_for_status()
+    assert report["consents"] and all(c["decision"] is None for c in report["consents"])
+    assert all("carry STATUS" in c["reason"] and "efficy.profile_status" in c["reason"] for c in report["consents"])
+    assert explain_json(stack, key)["consents"][0]["decision"] == "opt-in"  # the plain rows again

@@ -432,6 +432,7 @@ class EfficySimulator(SimServer):
         self.route("/_sim/webhooks/deliveries", self._ctl_deliveries, methods=["GET"], **ctl)
         self.route("/_sim/webhooks/flush", self._ctl_flush, methods=["POST"], **ctl)
         self.route("/_sim/sessions/expire", self._ctl_expire_sessions, methods=["POST"], **ctl)
+        self.route("/_sim/server", self._ctl_server, methods=["GET", "POST"], **ctl)
 
     # ---- lifecycle ----------------------------------------------------------------------------------------------
     def stop_webhooks(self) -> None:
@@ -1159,6 +1160,25 @@ class EfficySimulator(SimServer):
         body = request.get_json(force=True, silent=True) or {}
         timeout = min(float(body.get("timeout", 10)), 60.0)
         return json_response({"flushed": self.flush_webhooks(timeout)})
+
+    #: how this server behaves where Efficy's is not documented (the attributes of the same names); settable over
+    #: HTTP so that a running local stack can play another server
+    SERVER_KNOBS = ("profile_status_column", "customer", "unknown_detail", "page_size_cap")
+
+    def _ctl_server(self, request: Request) -> Response:
+        def produce() -> dict[str, Any]:
+            if request.method == "POST":
+                body = self._body(request)
+                unknown = set(body) - set(self.SERVER_KNOBS)
+                if unknown:
+                    raise RestFault(
+                        400, "invalid_body", f"unknown {sorted(unknown)}; allowed {list(self.SERVER_KNOBS)}"
+                    )
+                for name, value in body.items():
+                    setattr(self, name, value)
+            return {name: getattr(self, name) for name in self.SERVER_KNOBS}
+
+        return self._control(request, produce)
 
     def _ctl_expire_sessions(self, request: Request) -> Response:
         self.expire_sessions()
