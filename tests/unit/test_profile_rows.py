@@ -11,20 +11,11 @@ from efficy_sync.config import ConfigError, ProfileRowStatus, config_from_dict
 from efficy_sync.mapping import Desired, map_person, profile_ids
 from efficy_sync.profile_rows import NOT_LOADED, PROFILES_UNREAD, Unreadable, memberships
 
+from tests.unit.consent_configs import consent_config
+
 STATUS = ProfileRowStatus(field="status")
-RAW: dict[str, Any] = {
-    "integration_id": "rows",
-    "efficy": {"base_url": "https://crm.example.com/crm", "api_key_secret": "x/e", "webhook_secret_secret": "x/w"},
-    "apsis": {
-        "base_url": "https://api.example.com",
-        "section": "com.apsis1.sections.default",
-        "credentials_secret": "x/a",
-        "optout_token_secret": "x/o",
-    },
-    "field_mappings": [{"efficy": "FIRSTNAME", "apsis": "com.apsis1.attributes.firstname"}],
-    "consent_mappings": [{"crm_profile": 12, "subscription": "usercreated.topics.news-ab12", "channel": "email"}],
-    "tags": {"profiles": [{"crm_profile": 12, "tag": "newsletter-readers"}]},
-}
+RAW: dict[str, Any] = consent_config("rows").model_dump()
+RAW["tags"] = {"profiles": [{"crm_profile": 12, "tag": "newsletter-readers"}]}
 
 
 def test_plain_rows_and_ids_are_memberships() -> None:
@@ -80,7 +71,12 @@ def test_the_setting_is_checked_when_a_config_is_loaded() -> None:
 
 def test_the_reason_reaches_the_mapping_and_nothing_is_opted_in_or_out() -> None:
     cfg = config_from_dict(RAW)
-    person = {"K_CONTACT": 7, "EMAIL1": "p7@example.com", "FIRSTNAME": "F", PROFILES_UNREAD: "rows carry STATUS"}
+    person = {
+        "K_CONTACT": 7,
+        "EMAIL1": "p7@example.com",
+        "MOBILE": "+32470000001",
+        PROFILES_UNREAD: "rows carry STATUS",
+    }
     desired = map_person(cfg, person)
     assert isinstance(desired, Desired)
     assert desired.consents == {} and desired.tags == {}
