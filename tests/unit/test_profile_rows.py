@@ -83,3 +83,13 @@ def test_the_reason_reaches_the_mapping_and_nothing_is_opted_in_or_out() -> None
     assert ("profiles", "rows carry STATUS") in desired.skipped_fields
     person.pop(PROFILES_UNREAD)
     assert ("profiles", NOT_LOADED) in map_person(cfg, person).skipped_fields  # type: ignore[union-attr]
+
+
+def test_rows_kept_as_history_that_say_in_and_out_of_one_profile_are_unknown() -> None:
+    """Joined, left, joined again: nothing says which row is the latest, so neither verdict is taken."""
+    history = [{"K_PROFILE": 12, "STATUS": "opt-in"}, {"K_PROFILE": 12, "STATUS": "opt-out"}]
+    for rows in (history, history[::-1]):
+        with pytest.raises(Unreadable, match="both in and out"):
+            memberships(rows, STATUS)
+    same = [{"K_PROFILE": 12, "STATUS": "opt-out"}, {"K_PROFILE": 12, "STATUS": "0"}, 13, "13"]
+    assert memberships(same, STATUS) == {13}

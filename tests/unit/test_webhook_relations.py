@@ -130,3 +130,10 @@ def test_accept_queues_the_named_persons_counts_the_rest_and_logs_no_key(
     assert (result.accepted, result.skipped_other_tables, queued) == (0, 1, [])
     (ignored,) = [json.loads(line) for line in log.getvalue().splitlines() if "other tables ignored" in line]
     assert ignored["tables"] == {str(PROF_TABLE): 1}
+
+
+def test_a_relation_record_never_replaces_the_contact_s_own_operation() -> None:
+    deleted = {"table": 11000, "key": 5, "operation": "Delete", "fields": None, "date": DATE}
+    for records in ((deleted, left("5_12")), (left("5_12"), deleted)):
+        (change,), _, _ = split_by_person("acme", parse(body(*records), [RULE]))
+        assert change.operation == "Delete"

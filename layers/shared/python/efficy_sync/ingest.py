@@ -105,7 +105,9 @@ def split_by_person(integration_id: str, payload: WebhookPayload) -> tuple[list[
         contacts += 1
         previous = by_key.get(record.key)
         operation = record.operation
-        if previous and (record.date or "") < previous.date:
+        if previous and record.via_relation:
+            operation = previous.operation  # a relation record says the person changed, not how
+        elif previous and (record.date or "") < previous.date:
             operation = previous.operation  # the newest record says what happened last, not the array's order
         elif previous and previous.operation == "Create" and operation == "Update":
             operation = "Create"

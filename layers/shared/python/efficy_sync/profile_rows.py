@@ -98,16 +98,16 @@ def memberships(value: Any, status: ProfileRowStatus | None = None) -> set[int]:
     for None (not loaded), an entry that is no profile id, or a row that does not say in or out."""
     if value is None:
         raise Unreadable(NOT_LOADED)
-    ids: set[int] = set()
+    said: dict[int, bool] = {}
     items: Iterable[Any] = value if isinstance(value, list | tuple | set | frozenset) else [value]
     for item in items:
-        if isinstance(item, Mapping):
-            key = _key(_column(item, "K_PROFILE")[1])
-            if key is not None and not _in_profile(item, status):
-                continue
-        else:
-            key = _key(item)
+        key = _key(_column(item, "K_PROFILE")[1] if isinstance(item, Mapping) else item)
         if key is None:
             raise Unreadable(NOT_LOADED)
-        ids.add(key)
-    return ids
+        member = _in_profile(item, status) if isinstance(item, Mapping) else True
+        if said.setdefault(key, member) != member:
+            # rows kept as history (joined, left, joined again) with nothing that says which is the latest
+            raise Unreadable(
+                "CRM profile rows say both in and out of one profile: consents and profile tags left as they are"
+            )
+    return {key for key, member in said.items() if member}

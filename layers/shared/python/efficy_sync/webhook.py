@@ -134,6 +134,9 @@ class WebhookRecord(BaseModel):
     subject: Annotated[str | None, BeforeValidator(_text_or_none)] = None
     fields: Annotated[dict[str, object], BeforeValidator(_no_fields_if_null)] = Field(default_factory=dict)
     date: Annotated[str | None, BeforeValidator(_date_or_none)] = None
+    #: made from a relation table's record (config.RelationTable): it says the person changed, not how, so
+    #: it never replaces the operation of the contact's own record in the same call (a Delete, say)
+    via_relation: bool = False
 
 
 class InvalidRecord(BaseModel):
@@ -316,7 +319,14 @@ def parse(body: bytes, relation_tables: Iterable[RelationRule] = ()) -> WebhookP
             relation = {"relation_table": table, "relation_key": str(raw.get("key")), "relation_index": index}
             date = _date_or_none(raw.get("date"))
             records.append(
-                WebhookRecord(table=CONTACT_TABLE_ID, key=contact, operation="Update", fields=relation, date=date)
+                WebhookRecord(
+                    table=CONTACT_TABLE_ID,
+                    key=contact,
+                    operation="Update",
+                    fields=relation,
+                    date=date,
+                    via_relation=True,
+                )
             )
             from_relations += 1
             continue
