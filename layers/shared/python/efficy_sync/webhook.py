@@ -1,4 +1,4 @@
-"""Efficy's outgoing webhook: the payload model (authentication is webhook_auth.py, re-exported here).
+"""Efficy's outgoing webhook: the payload model (how a call proves it comes from Efficy is webhook_auth.py).
 
 The payload: keys are whole numbers in Efficy's key range, the operation one of three words, the date an ISO 8601
 date-time. Efficy batches thousands of records per call and its retries are not documented (contracts/efficy.md
@@ -8,6 +8,8 @@ included, until the next full sync. Hence:
   (123.0, its JSON-RPC clients read keys as doubles, §3) or as digits ("123"); `fields: null` (no changed values,
   as on a create or delete); a numeric user or subject; a null, missing or empty date (absent: it is only part of
   a message's de-duplication identity, see WebhookRecord);
+- a record of a configured relation table (a person joining or leaving a CRM profile: config.RelationTable)
+  becomes an update of the contact it names, or is counted when it names none;
 - a record of a table we ignore is ignored whatever its shape, and a contact record that is still invalid
   (12.5, "12_3", an unknown operation...) is set aside alone (WebhookPayload.invalid, logged by ingest with its
   index, hashed key and reason) while the valid ones are accepted;
