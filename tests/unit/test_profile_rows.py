@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from efficy_sync.config import ConfigError, ProfileRowStatus, config_from_dict
 from efficy_sync.mapping import Desired, map_person, profile_ids
-from efficy_sync.profile_rows import NOT_LOADED, PROFILES_UNREAD, Unreadable, memberships
+from efficy_sync.profile_rows import NOT_LOADED, PROFILES_UNREAD, Unreadable, memberships, report_unread
 
 from tests.unit.consent_configs import consent_config
 
@@ -93,3 +93,25 @@ def test_rows_kept_as_history_that_say_in_and_out_of_one_profile_are_unknown() -
             memberships(rows, STATUS)
     same = [{"K_PROFILE": 12, "STATUS": "opt-out"}, {"K_PROFILE": 12, "STATUS": "0"}, 13, "13"]
     assert memberships(same, STATUS) == {13}
+
+
+def test_persons_whose_rows_could_not_be_read_are_counted_and_logged_without_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+    import json
+
+    from efficy_sync import observability
+
+    counted: list[tuple[str, float]] = []
+    monkeypatch.setattr(observability, "count", lambda name, value=1, **_: counted.append((name, value)))
+    stream = io.StringIO()
+    monkeypatch.setattr(observability.logger.registered_handler, "stream", stream)
+    reason = "CRM profile rows carry STATUS, which efficy.profile_status does not say how to read"
+    persons = [{"K_CONTACT": 7, "EMAIL1": "p7@example.com", PROFILES_UNREAD: reason}, {"K_CONTACT": 8, "profiles": []}]
+    report_unread(persons)
+    report_unread(persons[1:])  # nothing unread: nothing said
+    assert counted == [("CrmProfilesUnread", 1)]
+    (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert (line["persons"], line["reason"]) == (1, reason)
+    assert "p7@example.com" not in stream.getvalue() and '"7"' not in stream.getvalue()

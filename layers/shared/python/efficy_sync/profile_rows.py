@@ -93,6 +93,20 @@ def _in_profile(row: Mapping[str, Any], status: ProfileRowStatus | None) -> bool
     )
 
 
+def report_unread(persons: Iterable[Mapping[str, Any]]) -> None:
+    """Count the persons whose profile rows could not be read (`CrmProfilesUnread`) and log the first reason
+    (it names columns, never a value or a person): their consents stay as they are, which a full sync's report
+    and the real-time outcomes would not show, so a status column nobody configured must show somewhere."""
+    reasons = [str(person[PROFILES_UNREAD]) for person in persons if PROFILES_UNREAD in person]
+    if reasons:
+        from efficy_sync.observability import count, logger
+
+        count("CrmProfilesUnread", len(reasons))
+        logger.warning(
+            "CRM profiles not read: consents left as they are", extra={"persons": len(reasons), "reason": reasons[0]}
+        )
+
+
 def memberships(value: Any, status: ProfileRowStatus | None = None) -> set[int]:
     """The CRM profile ids a person is in, from profile rows ({K_PROFILE, ...}) or bare ids. Raises Unreadable
     for None (not loaded), an entry that is no profile id, or a row that does not say in or out."""

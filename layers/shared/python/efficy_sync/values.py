@@ -268,3 +268,23 @@ def convert(value: Any, value_type: str) -> Converted:
         # a lookup or a multi-value field ({"key": 2, "value": "NL"}): its text would be Python's, so never sent
         return Skipped("not a single value (an object or a list)")
     return converter(value)
+
+
+def address_forms(email: str) -> list[str]:
+    """The address, and the other form of an internationalised domain (Unicode <-> IDNA ASCII): a CRM user
+    types one, we send APSIS the other (to_email)."""
+    local, at, domain = email.rpartition("@")
+    if not at:
+        return [email]
+    if not domain.isascii():
+        other = ascii_domain(email)
+    elif "xn--" in domain.lower():
+        import idna
+
+        try:
+            other = f"{local}@{idna.decode(domain)}"
+        except idna.IDNAError:
+            other = email
+    else:
+        return [email]
+    return [email] if other == email else [email, other]

@@ -39,7 +39,8 @@ from efficy_sync.clients.meter import meter
 from efficy_sync.consent import ANSWERED_AT, ASKED_AT, read_time
 from efficy_sync.observability import logger  # the PII-scrubbing logger: one logging path
 from efficy_sync.pii import redact_text
-from efficy_sync.values import ascii_domain, whole_number
+from efficy_sync.profile_rows import report_unread
+from efficy_sync.values import address_forms, whole_number
 
 if TYPE_CHECKING:
     from http.cookiejar import Cookie
@@ -168,6 +169,7 @@ class EfficyClient(EfficyParsing):
                     missing.append(key)
                 else:
                     persons[key] = {**person, **read}
+        report_unread(persons.values())
         if missing:
             self.confirm_absent(missing)
         return persons
@@ -221,7 +223,9 @@ class EfficyClient(EfficyParsing):
             raise EfficyInconclusive(
                 f"Efficy's records export counts {total} of the persons asked but lists {len(records)}"
             )
-        return [{**self._person_from_record(record), **read} for record in records]
+        persons = [{**self._person_from_record(record), **read} for record in records]
+        report_unread(persons)
+        return persons
 
     # ---- CRM profiles (consent) ---------------------------------------------------------------------------
     def remove_from_profile(self, key: int, profile_id: int) -> None:
@@ -244,7 +248,7 @@ class EfficyClient(EfficyParsing):
         """Contacts with this address in any e-mail field. An internationalised domain is looked up in both its
         forms: we send APSIS the ASCII one (values.to_email), a CRM user types the other."""
         keys: list[int] = []
-        for form in _address_forms(email):
+        for form in address_forms(email):
             func = {"@name": "contactidsfromemailaddresses", "recipients": form}
             keys += [k for k in self._contact_keys(self._api_call("find_contacts_by_email", func)) if k not in keys]
         return keys
@@ -429,22 +433,3 @@ class EfficyClient(EfficyParsing):
         if not isinstance(payload, list):
             raise EfficyBusinessError(f"Efficy's answer to {op} is not a list", code="INVALID_RESPONSE")
         return payload
-
-
-def _address_forms(email: str) -> list[str]:
-    """The address, and the other form of an internationalised domain (Unicode <-> IDNA ASCII)."""
-    local, at, domain = email.rpartition("@")
-    if not at:
-        return [email]
-    if not domain.isascii():
-        other = ascii_domain(email)
-    elif "xn--" in domain.lower():
-        import idna
-
-        try:
-            other = f"{local}@{idna.decode(domain)}"
-        except idna.IDNAError:
-            other = email
-    else:
-        return [email]
-    return [email] if other == email else [email, other]
