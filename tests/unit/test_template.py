@@ -672,6 +672,7 @@ def test_alarms_notify_the_alarm_topic(resources: dict[str, Any]) -> None:
         "RemovalBreakerAlarm",
         "WebhookRecordsInvalidAlarm",  # left out of a 202: Efficy does not send them again
         "WebhookRelationsUnreadAlarm",  # a profile change that named no contact: waits for a full sync
+        "CrmProfilesUnreadAlarm",  # profile rows that do not say in or out: consents left as they are
         "SecretPreviousVersionAcceptedAlarm",  # a caller still on a rotated secret: refused after the grace time
         "OptOutNotQueuedAlarm",  # an opt-out answered 5xx: a 503 the function answers is no Lambda error
         "OptOutAddressMismatchAlarm",  # an opt-out recorded but not written back: the key's person differs
