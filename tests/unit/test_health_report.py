@@ -82,6 +82,20 @@ def test_data_findings_name_fields_not_values() -> None:
     assert isinstance(fine, Desired) and data_findings(7, fine) == []
 
 
+def test_profile_rows_that_do_not_say_in_or_out_have_their_own_category() -> None:
+    """Not "invalid value": the cause is a setting (efficy.profile_status), and consents are what is left."""
+    from efficy_sync.profile_rows import PROFILES_UNREAD
+
+    base = {"K_CONTACT": 7, "OPENED": "1", "ROBINSON": "0", "FIRSTNAME": "Jo", "NAME": "Doe", "LANGUAGE": "EN"}
+    base.update(EMAIL1="jo@example.com", MOBILE="+32470000001")
+    unread = map_person(demo_config(), {**base, PROFILES_UNREAD: "CRM profile rows carry STATUS, which ..."})
+    not_loaded = map_person(demo_config(), base)  # fetched without profiles: not a data problem
+    assert isinstance(unread, Desired) and isinstance(not_loaded, Desired)
+    assert [(f.category, f.detail) for f in data_findings(7, unread)] == [("profiles_unread", "profiles")]
+    assert data_findings(7, not_loaded) == []
+    assert category("profiles_unread").kind == "data" and "efficy.profile_status" in category("profiles_unread").advice
+
+
 def test_retry_changes_are_resyncs_that_sqs_does_not_deduplicate_away() -> None:
     first = retry_changes("acme", ["3", 1, 3])
     second = retry_changes("acme", [1])

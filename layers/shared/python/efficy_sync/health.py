@@ -179,6 +179,14 @@ CATEGORIES = _categories(
         "data",
         "A mapped Efficy field is not returned by Efficy: check the field name in the config.",
     ),
+    Category(
+        "profiles_unread",
+        "CRM-profile rows that do not say in or out",
+        "data",
+        "Efficy's CRM-profile rows carry a status (or say both in and out) that efficy.profile_status does not "
+        "say how to read: the person's consents and profile tags were left as they are. Set efficy.profile_status "
+        "(README, Configuration); `efficy-sync explain ID PERSON_KEY` names the column.",
+    ),
     # -- by design
     Category(
         "conditions",
@@ -239,7 +247,7 @@ def data_findings(person_key: int | str, desired: Desired) -> list[Finding]:
     for field_name, reason in desired.skipped_fields:
         if reason.startswith(_IGNORED_REASONS):
             continue
-        name = _DATA_REASONS.get(reason)
+        name = "profiles_unread" if field_name == "profiles" else _DATA_REASONS.get(reason)
         if name is None:
             name = "invalid_phone" if "phone" in reason else "invalid_value"
         by_category.setdefault(name, []).append(field_name)
