@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from efficy_sync import optout_intake
+from efficy_sync.config import ConfigError, config_from_dict
 from efficy_sync.optout_event import OptOutPayloadError, decode_fields, parse_event, parse_fields
 from efficy_sync.optout_intake import OptOutMessage, accept
 
@@ -238,3 +239,84 @@ def test_two_unsubscribes_on_one_day_given_as_a_date_are_not_one() -> None:
     assert morning.occurred_at == RECEIVED and afternoon.occurred_at == "2024-05-01T15:00:00.000Z"
     tomorrow = parse_event(body(occurred_at="2024-05-02"), now=lambda: NOW, max_age=DAY)
     assert (tomorrow.occurred_at, tomorrow.time_fix) == (RECEIVED, "future")  # a later day is still no time yet
+
+
+# ---- occurred_at without a zone: read in `apsis.optout_time_zone` ----------------------------------------------
+
+
+def zoned(zone: str) -> Any:
+    return CFG.model_copy(update={"apsis": CFG.apsis.model_copy(update={"optout_time_zone": zone})})
+
+
+@pytest.mark.parametrize(
+    ("zone", "given", "expected"),
+    [
+        ("UTC", "2024-05-01 05:00:00", "2024-05-01T05:00:00.000Z"),  # the default: APSIS One's times are UTC
+        ("America/New_York", "2024-05-01 05:00:00", "2024-05-01T09:00:00.000Z"),  # EDT, UTC-4
+        ("Europe/Brussels", "01/05/2024 05:00:00", "2024-05-01T03:00:00.000Z"),  # CEST, UTC+2, day-first
+        ("America/New_York", "Wed, 01 May 2024 05:00:00 -0000", "2024-05-01T09:00:00.000Z"),  # RFC 2822, zone unknown
+        ("unknown", "2024-05-01 05:00:00", RECEIVED),  # the latest it can mean (17:00Z), bounded by the receipt
+        ("unknown", "2024-04-30 20:00:00", "2024-05-01T08:00:00.000Z"),  # UTC-12 is the latest reading
+        # a time that names its zone is that time, whatever the setting
+        ("America/New_York", "2024-05-01T05:00:00Z", "2024-05-01T05:00:00.000Z"),
+        ("America/New_York", "2024-05-01 05:00:00 UTC", "2024-05-01T05:00:00.000Z"),
+        ("unknown", "2024-05-01T05:00:00+02:00", "2024-05-01T03:00:00.000Z"),
+        ("unknown", 1714539600, "2024-05-01T05:00:00.000Z"),  # epoch seconds are UTC
+    ],
+)
+def test_a_time_without_a_zone_is_read_in_the_integrations_zone(zone: str, given: Any, expected: str) -> None:
+    sent: list[OptOutMessage] = []
+    result = accept(zoned(zone), HEADERS, body(occurred_at=given), TOKEN, sent.append, now=lambda: NOW)
+    assert (sent[0].occurred_at, result.time_fix) == (expected, None)
+
+
+def test_the_hour_that_happens_twice_is_read_as_its_later_meaning() -> None:
+    """New York's clocks went back at 06:00Z on 3 Nov 2024: 01:30 happened at 05:30Z and again at 06:30Z. The later
+    one, because an opt-out read as older than it was can pass for a duplicate and be dropped."""
+    now = datetime(2024, 11, 3, 12, 0, tzinfo=UTC)
+    event = parse_fields(
+        json.loads(body(occurred_at="2024-11-03 01:30:00")), now=lambda: now, zone=_zone("America/New_York")
+    )
+    assert event.occurred_at == "2024-11-03T06:30:00.000Z"
+
+
+def test_an_unknown_zone_calls_a_time_future_only_when_no_reading_of_it_can_be_true() -> None:
+    sent: list[OptOutMessage] = []
+    cfg = zoned("unknown")
+    fixes = [
+        accept(cfg, HEADERS, body(occurred_at=given), TOKEN, sent.append, now=lambda: NOW).time_fix
+        for given in ("2024-05-01 23:00:00", "2024-05-02 02:00:00")  # at the earliest 09:00Z (UTC+14); 12:00Z
+    ]
+    assert [m.occurred_at for m in sent] == [RECEIVED, RECEIVED] and fixes == [None, "future"]
+
+
+def _zone(name: str) -> Any:
+    from efficy_sync.optout_time import naive_zone
+
+    return naive_zone(name)
+
+
+def test_a_runtime_without_the_zone_reads_such_times_as_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Lambda image without a time zone database: the zone cannot be loaded, so the time is read as the latest it
+    can mean (the safe direction: the opt-out can only look newer), not as UTC and not refused."""
+    import zoneinfo
+
+    def missing(name: str) -> Any:
+        raise zoneinfo.ZoneInfoNotFoundError(name)
+
+    monkeypatch.setattr(zoneinfo, "ZoneInfo", missing)
+    sent: list[OptOutMessage] = []
+    accept(
+        zoned("America/New_York"), HEADERS, body(occurred_at="2024-05-01 05:00:00"), TOKEN, sent.append, now=lambda: NOW
+    )
+    assert sent[0].occurred_at == RECEIVED
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus_Mons", "EST5EDT; rm", "", 5])
+def test_a_zone_that_is_none_is_refused_with_the_setting_named(zone: Any) -> None:
+    raw = CFG.model_dump(mode="json")
+    raw["apsis"]["optout_time_zone"] = zone
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw)
+    [problem] = info.value.problems
+    assert problem.path == "apsis.optout_time_zone" and "IANA time zone name" in str(problem)

@@ -296,6 +296,38 @@ def test_a_new_unsubscribe_with_a_bogus_old_time_after_a_crm_re_add_is_not_lost(
     assert second.occurred_at == "2024-05-02T09:00:00.000Z"  # the receipt time
 
 
+@pytest.mark.parametrize("zone", ["America/New_York", "unknown"])
+def test_a_new_unsubscribe_in_local_time_west_of_utc_after_a_crm_re_add_is_not_lost(world: Any, zone: str) -> None:
+    """The first unsubscribe came without a time: its record holds the receipt time, 14:00Z. A CRM user adds the
+    person back; they unsubscribe again at 15:00Z and the node sends New York's local time without a zone,
+    11:00 (EDT, UTC-4). Read as UTC, 11:00Z was older than the retired record: a late duplicate, acknowledged,
+    never written back, and the next sync opted the person in again. Read in the account's zone
+    (`apsis.optout_time_zone`), or as the latest it can mean when the zone is unknown, it is a new opt-out."""
+    efficy, store, apsis = world
+    cfg = CFG.model_copy(update={"apsis": CFG.apsis.model_copy(update={"optout_time_zone": zone})})
+    efficy.add(7, {12})
+    sent: list[OptOutMessage] = []
+    token = "a-fake-token-for-tests"
+
+    def unsubscribe(occurred_at: str | None, now: datetime) -> OptOutMessage:
+        fields = {"event": "email.unsubscribe", "profile_key": "7", "topic_discriminator": NEWS}
+        raw = json.dumps({**fields, "occurred_at": occurred_at}).encode()
+        accept(cfg, {cfg.apsis.optout_token_header: token}, raw, token, sent.append, now=lambda: now)
+        return sent[-1]
+
+    writeback(world).process(unsubscribe(None, datetime(2024, 5, 1, 14, 0, tzinfo=UTC)))
+    efficy.persons[7]["profiles"].add(12)  # a CRM user adds the person back: an explicit opt-in
+    efficy._stamp(7)
+    PersonSyncer(CFG, apsis, store, email_lookup=lambda a: []).sync(7, efficy.get_persons([7])[7], store.get("acme", 7))
+    assert store.get("acme", 7).optouts == {}  # retired
+    second = unsubscribe("2024-05-01 11:00:00", datetime(2024, 5, 1, 15, 0, 2, tzinfo=UTC))
+    result = writeback(world).process(second)
+    expected = "2024-05-01T15:00:02.000Z" if zone == "unknown" else "2024-05-01T15:00:00.000Z"  # unknown: receipt
+    assert second.occurred_at == expected
+    assert result.recorded == {7: [f"{NEWS}|email"]} and not result.superseded
+    assert efficy.persons[7]["profiles"] == set()
+
+
 def test_a_subscription_no_longer_mapped_is_recorded_not_written_back(world: Any) -> None:
     efficy, store, _ = world
     efficy.add(7, {12})

@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
@@ -182,12 +182,14 @@ def _profile_key(body: Mapping[str, Any]) -> int | None:
     return int(text)
 
 
-def _occurred_at(value: Any, now: datetime, max_age: timedelta | None = None) -> tuple[str, TimeFix]:
+def _occurred_at(
+    value: Any, now: datetime, max_age: timedelta | None = None, zone: tzinfo | None = UTC
+) -> tuple[str, TimeFix]:
     """optout_time.occurred_at, for a field a form may give more than once: the same time repeated is that time,
     different times are none we can read (a plain tuple)."""
     if isinstance(value, _Repeated):
         value = value[0] if len(set(value)) == 1 else tuple(value)
-    return occurred_at(value, now, max_age)
+    return occurred_at(value, now, max_age, zone)
 
 
 def _address(value: Any) -> tuple[str | None, str | None]:
@@ -365,7 +367,9 @@ class OptOutBody(BaseModel):
             )
         context = info.context or {}
         now = context.get("now") or datetime.now(UTC)
-        self.occurred_at, self.time_fix = _occurred_at(self.occurred_at, now.astimezone(UTC), context.get("max_age"))
+        self.occurred_at, self.time_fix = _occurred_at(
+            self.occurred_at, now.astimezone(UTC), context.get("max_age"), context.get("zone", UTC)
+        )
         if self.time_fix == "unreadable":
             self.ignored += ("occurred_at",)
         return self
@@ -389,10 +393,13 @@ def parse_fields(
     *,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     max_age: timedelta | None = None,
+    zone: tzinfo | None = UTC,
 ) -> OptOutEvent:
     """Raises OptOutPayloadError naming the first field that is wrong. `max_age`: the oldest occurred_at believed
-    (the route passes the integration's `apsis.optout_max_age_hours`; None: no lower bound)."""
-    return OptOutBody.model_validate(body, context={"now": now(), "max_age": max_age}).to_event()
+    (the route passes the integration's `apsis.optout_max_age_hours`; None: no lower bound); `zone`: the one a
+    time without a zone is read in (`apsis.optout_time_zone`, optout_time.naive_zone)."""
+    context = {"now": now(), "max_age": max_age, "zone": zone}
+    return OptOutBody.model_validate(body, context=context).to_event()
 
 
 def parse_event(

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from .config import IntegrationConfig
 from .observability import count, logger
 from .optout_event import OptOutEvent, OptOutPayloadError, _header, check_token, decode_events, parse_fields
-from .optout_time import TimeFix
+from .optout_time import UNKNOWN_ZONE, TimeFix, naive_zone
 from .state import consent_key, utc_now
 
 #: an optional field the call gave but we could not use, set aside (optout_event) -> its counter and log line.
@@ -114,12 +114,19 @@ def accept(
     check_token(headers, cfg.apsis.optout_token_header, token, query)
     fields = decode_events(body, content_type=_header(headers, "Content-Type"), query=query)
     max_age = timedelta(hours=cfg.apsis.optout_max_age_hours)
+    zone = naive_zone(cfg.apsis.optout_time_zone)
+    if zone is None and cfg.apsis.optout_time_zone != UNKNOWN_ZONE:
+        logger.warning(
+            "apsis.optout_time_zone cannot be loaded here (no time zone database): a time without a zone is read as"
+            " the latest it can mean",
+            extra={"zone": cfg.apsis.optout_time_zone},
+        )
     events: list[OptOutEvent] = []
     refused: list[dict[str, Any]] = []
     first_error: OptOutPayloadError | None = None
     for number, one in enumerate(fields):
         try:
-            events.append(parse_fields(one, now=now, max_age=max_age))
+            events.append(parse_fields(one, now=now, max_age=max_age, zone=zone))
         except OptOutPayloadError as error:
             if len(fields) == 1:
                 raise

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
@@ -29,6 +29,38 @@ _DAY_FIRST = re.compile(
 #: a clock time in an occurred_at: hours and minutes, then seconds if given
 _CLOCK = re.compile(r"\d{1,2}:\d{2}(:\d{2})?")
 _UTC_SUFFIX = re.compile(r"(?:\s*\b(?:UTC|GMT)|(?<=\d)Z)$", re.IGNORECASE)
+#: `apsis.optout_time_zone` for "the zone of a time without one is not known"
+UNKNOWN_ZONE = "unknown"
+#: the UTC offsets in use run from -12:00 to +14:00: a local time without a zone means, in UTC, at the earliest
+#: this much before it and at the latest this much after it
+_EASTMOST, _WESTMOST = timedelta(hours=14), timedelta(hours=12)
+
+
+def naive_zone(name: str) -> tzinfo | None:
+    """The zone `apsis.optout_time_zone` names: UTC, an IANA zone, or None for "unknown" (then a time without a
+    zone is read as the latest moment it can mean, see occurred_at). A zone this runtime cannot load (no time
+    zone database) is "unknown" too: config validation loaded it, so this is a runtime without the data, and the
+    latest reading can only make an opt-out newer, the safe direction."""
+    if name.upper() == "UTC":
+        return UTC
+    if name == UNKNOWN_ZONE:
+        return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
+def _meanings(moment: datetime, zone: tzinfo | None) -> tuple[datetime, datetime]:
+    """The earliest and the latest a time read without a zone can mean, in UTC: placed in `zone`, the two
+    meanings of the hour that happens twice when the clocks go back; the zone unknown (None), anywhere from
+    UTC+14 to UTC-12."""
+    if zone is None:
+        return (moment - _EASTMOST).replace(tzinfo=UTC), (moment + _WESTMOST).replace(tzinfo=UTC)
+    first, second = (moment.replace(tzinfo=zone, fold=fold).astimezone(UTC) for fold in (0, 1))
+    return min(first, second), max(first, second)
 
 
 def _epoch(number: float) -> datetime | None:
@@ -51,9 +83,9 @@ _TIME_FORMATS: tuple[Callable[[str], datetime], ...] = (datetime.fromisoformat, 
 
 
 def _moment(value: Any) -> datetime | None:
-    """The time a given occurred_at means (naive: UTC), or None when it is no time we can read: ISO 8601, epoch
-    seconds or milliseconds (a number or its digits), day-first D/M/Y [H:M[:S]] or RFC 2822 (whose "-0000",
-    zone unknown, comes back naive), each with an optional " UTC" / " GMT" / "Z"."""
+    """The time a given occurred_at means (naive: it names no zone), or None when it is no time we can read: ISO
+    8601, epoch seconds or milliseconds (a number or its digits), day-first D/M/Y [H:M[:S]] or RFC 2822 (whose
+    "-0000", zone unknown, comes back naive), each with an optional " UTC" / " GMT" / "Z" (then in UTC)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return _epoch(value)
     if not isinstance(value, str) or len(value) > MAX_TIME_TEXT:
@@ -61,12 +93,13 @@ def _moment(value: Any) -> datetime | None:
     text = value.strip()
     if _EPOCH.match(text):
         return _epoch(float(text))
-    zone = _UTC_SUFFIX.search(text)
+    suffix = _UTC_SUFFIX.search(text)
     for parse in _TIME_FORMATS:
         try:
-            return parse(text[: zone.start()] if zone else text)
+            moment = parse(text[: suffix.start()] if suffix else text)
         except (TypeError, ValueError, IndexError, OverflowError):
             continue
+        return moment.replace(tzinfo=UTC) if suffix and moment.tzinfo is None else moment
     return None
 
 
@@ -81,7 +114,9 @@ def _span(value: Any) -> timedelta:
     return timedelta(0) if clock.group(1) else timedelta(minutes=1)
 
 
-def occurred_at(value: Any, now: datetime, max_age: timedelta | None = None) -> tuple[str, TimeFix]:
+def occurred_at(
+    value: Any, now: datetime, max_age: timedelta | None = None, zone: tzinfo | None = UTC
+) -> tuple[str, TimeFix]:
     """The opt-out's time in UTC, bounded by `now` (when we received it) and, when given, by `now - max_age`.
 
     A later time cannot be true, and kept it would make every later genuine opt-out of the person look older and
@@ -94,16 +129,18 @@ def occurred_at(value: Any, now: datetime, max_age: timedelta | None = None) -> 
     the safe direction (it wins over a CRM opt-in it may in truth predate). For the same reason a coarse time (a
     date alone, a time to the minute) stands for the latest moment it can mean, bounded by `now`: read as its
     start, a second unsubscribe on the same day as one a CRM user has since undone had the first's time, was
-    taken for its duplicate and dropped, and the person stayed in the CRM profile. Returns (time, "future" |
+    taken for its duplicate and dropped, and the person stayed in the CRM profile. A time without a zone is
+    read in `zone` (the integration's `apsis.optout_time_zone`, UTC by default: APSIS One's timestamps are UTC;
+    None: unknown, the latest it can mean); read as UTC, a local time west of it looked hours older than it was,
+    and a new unsubscribe passed for a duplicate of one recorded with its receipt time. Returns (time, "future" |
     "old" | "unreadable" when it was replaced and worth reporting, else None)."""
     fix: TimeFix = None
     moment = now if value is None or (isinstance(value, str) and not value.strip()) else _moment(value)
     if moment is None:
         moment, fix = now, "unreadable"
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)  # APSIS One's timestamps are UTC
     try:
-        ahead = (moment - now).total_seconds()
+        earliest, moment = _meanings(moment, zone) if moment.tzinfo is None else (moment, moment)
+        ahead = (earliest - now).total_seconds()  # "future" only when no meaning of it can be true
         if fix is None and (span := _span(value)):
             moment += span - timedelta(microseconds=1)  # the latest it can mean (bounded by `now` just below)
         moment = min(moment, now).astimezone(UTC)

@@ -23,6 +23,23 @@ from .names import EMAIL_FIELD, KEY_FIELD, OPERATORS, RESERVED_ATTRIBUTES
 from .problems import _check_pattern, _reject
 
 
+def _known_zone(name: str) -> bool:
+    """UTC, "unknown", or a zone the time zone database has. Where the runtime has no database at all (a Lambda
+    image without one) a well-formed name is taken: the route then reads such times as "unknown", the safe way
+    (optout_time.naive_zone), rather than refuse the whole integration's config."""
+    if name.upper() == "UTC" or name == "unknown":  # optout_time.UNKNOWN_ZONE
+        return True
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*", name):
+        return False
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return not available_timezones()
+    return True
+
+
 class ApsisSettings(_Model):
     base_url: str
     section: str
@@ -39,6 +56,9 @@ class ApsisSettings(_Model):
     # How long after the click the opt-out automation may call us (a Wait node delays it). An older
     # `occurred_at` is not believed: it is replaced by the receipt time (optout_time.occurred_at says why).
     optout_max_age_hours: float = Field(default=24.0, gt=0, le=24 * 366)
+    # ASSUMED: the opt-out Webhook node sends times in UTC (or with their zone). A time without one is read in
+    # this zone: "UTC", an IANA name ("America/New_York"), or "unknown" (the latest moment it can mean).
+    optout_time_zone: str = "UTC"
     #: when to read a person's APSIS consents before the first opt-in of a subscription (existing_optouts.py)
     existing_optouts: Literal["known_profiles", "always", "never"] = "known_profiles"
 
@@ -56,6 +76,13 @@ class ApsisSettings(_Model):
     @classmethod
     def _check_url(cls, value: Any) -> str:
         return _url(value)
+
+    @field_validator("optout_time_zone", mode="before")
+    @classmethod
+    def _check_time_zone(cls, value: Any) -> str:
+        if not isinstance(value, str) or not _known_zone(value):
+            _reject(value, "'UTC', 'unknown' or an IANA time zone name such as 'Europe/Brussels'")
+        return value
 
     @field_validator("credentials_secret", "optout_token_secret")
     @classmethod
