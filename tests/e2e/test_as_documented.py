@@ -183,6 +183,25 @@ def test_full_sync_start_follow_and_status_json(user: UserStack, tmp_path: Path)
     assert user.profile(first + 1) is not None or user.profile(first) is not None
 
 
+def test_a_run_started_in_import_mode_overrides_the_configs_write_mode(user: UserStack, tmp_path: Path) -> None:
+    """README: a big first load in import mode without a new config version: `--write-mode import` is this run's
+    mode only; the next run is the config's again."""
+    first, _ = seed(user, 8, "--no-webhooks")
+    integration_id = user.own_integration(tmp_path, full_sync={"write_mode": "diff"})
+    apsis = user.ready["apsis_url"]
+    imports = "POST /v2/audience/sections/{section}/imports"
+    before = user.http.get(f"{apsis}/_sim/calls", timeout=10).json().get(imports, 0)
+    followed = user.cli("full-sync", "start", integration_id, "--write-mode", "import", "--follow", timeout=180)
+    assert "in import mode" in followed.stdout and "SUCCEEDED" in followed.stdout, followed.stdout
+    assert user.http.get(f"{apsis}/_sim/calls", timeout=10).json().get(imports, 0) > before
+    assert user.profile(first) is not None or user.profile(first + 1) is not None
+    user.cli("full-sync", "start", integration_id, "--follow", timeout=180)
+    runs = user.json("full-sync", "list", integration_id)
+    assert [run["write_mode"] for run in runs["runs"][:2]] == ["diff", "import"], runs
+    refused = user.cli("full-sync", "start", integration_id, "--write-mode", "fast", expect=2)
+    assert "--write-mode" in refused.stderr and "'import'" in refused.stderr
+
+
 def test_dry_run_progress_says_would(user: UserStack, tmp_path: Path) -> None:
     seed(user, 5, "--no-webhooks")
     integration_id = user.own_integration(tmp_path)

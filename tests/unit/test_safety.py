@@ -216,6 +216,38 @@ def test_begin_takes_allow_removals_as_a_boolean_only() -> None:
         read_sync_input({"integration_id": "acme", "allow_removals": "yes"})
 
 
+@pytest.mark.parametrize("mode", ["diff", "import"])
+def test_begin_takes_a_write_mode_for_this_run(mode: str) -> None:
+    from efficy_sync.fullsync.lifecycle import read_sync_input
+
+    assert read_sync_input({"integration_id": "acme", "write_mode": mode}).write_mode == mode
+    assert read_sync_input({"integration_id": "acme"}).write_mode is None  # the config's
+
+
+@pytest.mark.parametrize("mode", ["fast", "IMPORT", "", 1, ["import"]])
+def test_begin_refuses_a_write_mode_the_config_could_not_have(mode: Any) -> None:
+    from efficy_sync.fullsync.lifecycle import InvalidSyncInput, read_sync_input
+
+    with pytest.raises(InvalidSyncInput, match="write_mode must be one of 'diff', 'import'"):
+        read_sync_input({"integration_id": "acme", "write_mode": mode})
+
+
+def test_the_cli_takes_every_write_mode_of_the_config_and_nothing_else(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from efficy_sync.fullsync.sync_input import WRITE_MODES
+    from efficy_sync_tools.commands import full_sync
+
+    parser = argparse.ArgumentParser()
+    full_sync.register(parser.add_subparsers())
+    for mode in WRITE_MODES:
+        assert parser.parse_args(["full-sync", "start", "acme", "--write-mode", mode]).write_mode == mode
+    with pytest.raises(SystemExit):
+        parser.parse_args(["full-sync", "start", "acme", "--write-mode", "fast"])
+    err = capsys.readouterr().err
+    assert all(repr(mode) in err for mode in WRITE_MODES), err
+
+
 def test_the_report_lists_removals_first_and_says_the_run_halted() -> None:
     from efficy_sync.fullsync.report import render_report
 

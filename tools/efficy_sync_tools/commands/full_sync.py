@@ -43,6 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="send removals beyond the blast-radius breaker's threshold (after checking a halted run's counts)",
     )
+    start.add_argument(
+        "--write-mode",
+        choices=("diff", "import"),
+        help="this run only, instead of the config's full_sync.write_mode (import: a big first load)",
+    )
     start.set_defaults(func=start_command)
     status = actions.add_parser("status", help="progress of the newest full sync (or --run RUN_ID)")
     status.add_argument("integration_id", metavar="ID")
@@ -146,10 +151,12 @@ def start_command(args: argparse.Namespace) -> int:
     payload = {"integration_id": integration_id, "dry_run": bool(args.dry_run), "started_by": caller_identity()}
     if args.allow_removals:
         payload["allow_removals"] = True
+    if args.write_mode:
+        payload["write_mode"] = args.write_mode
     arn = _sfn().start_execution(stateMachineArn=s.state_machine_arn, name=name, input=json.dumps(payload))[
         "executionArn"
     ]
-    kind = "dry run" if args.dry_run else "full sync"
+    kind = ("dry run" if args.dry_run else "full sync") + (f" in {args.write_mode} mode" if args.write_mode else "")
     if args.output == "json":
         # the run id is what `status --run` and `report` take: wait for Begin to make it (seconds; a refusal by
         # Begin is exit 3 here, not a 0 a script would only find out about later)

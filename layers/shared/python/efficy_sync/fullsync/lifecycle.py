@@ -137,7 +137,7 @@ class FullSync:
             execution_arn,
             dry_run=dry_run,
             config_version=version,
-            write_mode=cfg.full_sync.write_mode,
+            write_mode=parsed.write_mode or cfg.full_sync.write_mode,
             max_concurrency=cfg.full_sync.max_concurrency,
             started_by=started_by,
             started_via=started_via,

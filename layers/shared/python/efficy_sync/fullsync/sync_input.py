@@ -1,12 +1,13 @@
 """A full sync's input, as an admin or the CLI starts the execution with it, checked so that a failed
 execution says what to fix: {"integration_id": "<id>", "dry_run": false} plus the CLI's "started_by" and the
-admin's "allow_removals" (breaker.py)."""
+admin's "allow_removals" (breaker.py) and "write_mode" (this run's, instead of the config's)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
+from ..config.model import FullSyncSettings
 from .breaker import read_allow_removals
 
 
@@ -19,7 +20,9 @@ class InvalidSyncInput(ValueError):
 
 
 SYNC_INPUT_EXAMPLE = '{"integration_id": "acme-eu", "dry_run": false}'
-_INPUT_KEYS = ("integration_id", "dry_run", "started_by", "allow_removals")
+_INPUT_KEYS = ("integration_id", "dry_run", "started_by", "allow_removals", "write_mode")
+#: the config's full_sync.write_mode values, which a run may also be started with
+WRITE_MODES: tuple[str, ...] = get_args(FullSyncSettings.model_fields["write_mode"].annotation)
 MAX_STARTED_BY = 512
 
 
@@ -29,6 +32,8 @@ class SyncInput:
     dry_run: bool
     started_by: str | None  # what `efficy-sync full-sync start` records: the caller's AWS identity
     allow_removals: bool = False  # the admin confirmed removals the breaker would halt (breaker.py)
+    #: this run's write mode (a big first load in import mode, say) without a new config version; None: the config's
+    write_mode: str | None = None
 
 
 def parse_sync_input(sync_input: Any) -> tuple[str, bool]:
@@ -60,13 +65,22 @@ def read_sync_input(sync_input: Any) -> SyncInput:
     allow_removals, problem = read_allow_removals(sync_input)
     if problem:
         problems.append(problem)
+    write_mode = sync_input.get("write_mode")
+    if write_mode is not None and write_mode not in WRITE_MODES:
+        problems.append(
+            f"write_mode must be one of {', '.join(map(repr, WRITE_MODES))} (or absent), not {write_mode!r}"
+        )
     others = [k for k in unknown if not _looks_like(k, "integration_id")]
     if others:
         problems.append(f"unknown key(s) {', '.join(map(repr, others))} (allowed: {', '.join(_INPUT_KEYS)})")
     if problems:
         raise InvalidSyncInput(f"invalid full-sync input: {'; '.join(problems)}. Expected {SYNC_INPUT_EXAMPLE}")
     return SyncInput(
-        str(integration_id).strip(), bool(dry_run), started_by.strip() if started_by else None, allow_removals
+        str(integration_id).strip(),
+        bool(dry_run),
+        started_by.strip() if started_by else None,
+        allow_removals,
+        write_mode,
     )
 
 
