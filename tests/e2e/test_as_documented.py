@@ -192,7 +192,8 @@ def test_a_run_started_in_import_mode_overrides_the_configs_write_mode(user: Use
     imports = "POST /v2/audience/sections/{section}/imports"
     before = user.http.get(f"{apsis}/_sim/calls", timeout=10).json().get(imports, 0)
     followed = user.cli("full-sync", "start", integration_id, "--write-mode", "import", "--follow", timeout=180)
-    assert "in import mode" in followed.stdout and "SUCCEEDED" in followed.stdout, followed.stdout
+    assert "full sync in import mode" in followed.stdout and "SUCCEEDED" in followed.stdout, followed.stdout
+    assert "config version 1 in import mode" in followed.stdout  # the report says how the run wrote
     assert user.http.get(f"{apsis}/_sim/calls", timeout=10).json().get(imports, 0) > before
     assert user.profile(first) is not None or user.profile(first + 1) is not None
     user.cli("full-sync", "start", integration_id, "--follow", timeout=180)

@@ -270,7 +270,8 @@ def breaker_lines(report: Mapping[str, Any]) -> list[str]:
 
 
 def _origin(report: Mapping[str, Any]) -> list[str]:
-    """Who started the run and with which config version (reports written before these were kept have none)."""
+    """Who started the run, with which config version and write mode (reports written before these were kept
+    have none)."""
     parts = []
     if report.get("started_by"):
         via = " with efficy-sync" if report.get("started_via") == "cli" else " on Step Functions"
@@ -279,6 +280,8 @@ def _origin(report: Mapping[str, Any]) -> list[str]:
         parts.append(f"at {report['started_at']}")
     if report.get("config_version"):
         parts.append(f"config version {report['config_version']}")
+    if report.get("write_mode"):
+        parts.append(f"in {report['write_mode']} mode")
     return [f"  {' '.join(parts)}"] if parts else []
 
 
