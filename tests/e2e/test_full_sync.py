@@ -458,6 +458,9 @@ def test_import_write_mode_sends_pages_as_bulk_imports(crm_factory: Any) -> None
     calls = crm.apsis_calls()
     imports = calls.get("POST /v2/audience/sections/{section}/imports", 0)
     assert imports == report["imports"]["files"]
+    # the progress bar's "importing: N/M files": every planned file counted once, and done
+    counters = crm.run().counters
+    assert 2 <= counters["import_files"] == counters["import_files_done"] <= 3, counters
     # 6 pages of 50 persons, files of at most 120 rows: 2 to 3 files (not 6), each one import per kind
     # (opt-ins with the attributes; opt-outs on their own), not one set per page
     assert 2 <= imports <= 3 * 2

@@ -183,6 +183,15 @@ def test_progress_when_every_page_is_done_says_what_is_left_and_a_dry_run_says_w
     assert " created," not in dry
 
 
+def test_progress_in_import_mode_once_the_pages_are_done_counts_the_files() -> None:
+    """The Imports step after the pages is most of a big first load (50 files of 20,000 for a million persons):
+    the bar says how many files are done, not only "finishing"."""
+    from efficy_sync_tools.commands.full_sync import progress_lines
+
+    run = _running(7, 7, 3_500, import_files=4, import_files_done=1, import_rows=1_000)
+    assert "every page done; importing: 1/4 files (1,000 rows sent)" in progress_lines(run, 0)[1]
+
+
 def test_import_rows_and_created_persons_add_up_on_the_same_line() -> None:
     """The demo printed "2,486 created" above "bulk imports: 6 file(s), 2,472 rows" without saying why."""
     from efficy_sync.fullsync.report import render_report

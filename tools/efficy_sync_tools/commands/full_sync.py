@@ -250,6 +250,7 @@ def _status_document(run: Any) -> dict[str, Any]:
         "started_by": run.started_by,
         "started_via": run.started_via,
         "config_version": run.config_version,
+        "write_mode": run.write_mode,
         "started_at": run.started_at,
         "ended_at": run.ended_at,
         "pages_total": run.pages_total,
@@ -354,7 +355,10 @@ def progress_lines(run: Any, deferred_persons: int, now: datetime | None = None)
     pages = f"{done}/{total} pages" if total else "planning..."
     estimate = f" of ~{run.persons_estimate:,}" if run.persons_estimate else ""
     tail = ""
-    if run.active and total and done >= total:
+    if run.active and total and done >= total and c.get("import_files"):
+        files = f"{c.get('import_files_done', 0):,}/{c['import_files']:,}"
+        tail = f"  every page done; importing: {files} files ({c.get('import_rows', 0):,} rows sent)"
+    elif run.active and total and done >= total:
         tail = "  every page done; finishing (page boundaries, query tags, report)"
     elif run.active and eta is not None:
         tail = f"  ETA {_clock(eta)}"

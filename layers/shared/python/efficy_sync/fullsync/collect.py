@@ -210,6 +210,8 @@ class Collector:
         low no file is started any more and the ones in flight are waited for, so `next` is a file boundary:
         every file before it is done."""
         files = group_files(unique_keys(entries), self.import_rows)
+        if files:  # the progress bar's "importing: N/M files" (counted once per run, whatever the retries)
+            self.on_counters("import-files", Counter({"import_files": len(files)}))
         started = start
         stopped = cancelled = False
         # FILES_IN_FLIGHT threads import while as many read the next files' Efficy pages
@@ -273,6 +275,7 @@ class Collector:
                 self._unconfirmed(rows)
             raise  # the step fails and is retried (or the run ends): the file is sent again, or APSIS applies it
         counters = writer.take_counters()
+        counters["import_files_done"] += 1
         done = [row for row in rows if row.key not in failed]
         stale = self._store(done)
         for row in done:
