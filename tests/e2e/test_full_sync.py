@@ -442,6 +442,38 @@ def test_efficy_504_and_apsis_429_are_retried_and_nothing_is_lost(crm_factory: A
     assert sum(f.count for f in crm.apsis._faults) == 0, "the injected 429s were not all served"
 
 
+def test_a_run_started_in_import_mode_keeps_the_opt_outs_the_account_held(crm_factory: Any) -> None:
+    """`full-sync start --write-mode import` on a diff config: a first load into an account that already holds
+    profiles (a migration from another connector). The run reads as import mode does: a person whose file APSIS
+    refuses is synced one by one, and their consents are read first, so an opt-out the account held is kept."""
+    from efficy_sync.clients.apsis import ApsisClient
+
+    crm = crm_factory(page_size=50, write_mode="diff")
+    persons = [p for p in population(40) if synced(p) and 12 in p["profiles"]]
+    crm.seed(persons)
+    held = ApsisClient(
+        crm.apsis.url, crm.apsis.client_id, crm.apsis.client_secret, section="com.apsis1.sections.default"
+    )
+    for p in persons:  # from before the integration: APSIS holds their opt-out of the newsletter
+        held.create_profile(str(p["K_CONTACT"]))
+        held.set_consent(str(p["K_CONTACT"]), NEWS[0], "email", "opt-out")
+    refused = {"status": "error", "report": {"errors": [{"row": 0, "message": "refused"}]}}
+    crm.apsis.add_fault(
+        path_regex=r"/imports/[^/]+$",
+        method="GET",
+        status=200,
+        content_type="application/json",
+        count=1,
+        body=json.dumps({"result": refused}),
+    )
+    result = start(crm, "--write-mode", "import", "--follow")
+    assert "SUCCEEDED" in result.stdout and "in import mode" in result.stdout, result.stdout
+    assert sum(f.count for f in crm.apsis._faults) == 0, "the import was not refused: the test proves nothing"
+    consents = {key: {(c["topic"], c["type"]) for c in p["consents"]} for key, p in crm.profiles().items()}
+    opted_in = sorted(k for k, c in consents.items() if (NEWS[0], "opt-in") in c)
+    assert persons and not opted_in, f"opted in over the opt-out APSIS held: {opted_in}"
+
+
 def test_import_write_mode_sends_pages_as_bulk_imports(crm_factory: Any) -> None:
     """Rows gather across pages into files of `import_rows` (not one import per page); query tags travel in the
     files as columns (no tag call per person), also for a person who did not change but joined or left the

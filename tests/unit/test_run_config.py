@@ -86,3 +86,16 @@ def test_a_consent_or_profile_tag_mapping_re_targeted_since_is_dropped_too() -> 
     assert held.sync_conditions == run.sync_conditions and held.on_condition_lost == run.on_condition_lost
     assert len(run.consent_mappings) == len(RAW["consent_mappings"])  # the cached run config is untouched
     assert held_to_live(run, cfg(consent_mappings=list(reversed(RAW["consent_mappings"])))) is run  # order only
+
+
+def test_a_run_in_its_own_write_mode_reads_as_that_mode_does() -> None:
+    """`full-sync start --write-mode import` on a diff config: the run's config says import, so the consents of a
+    person new to us are read before a first opt-in (existing_optouts), as import mode's first loads need."""
+    from efficy_sync.existing_optouts import worth_reading
+    from efficy_sync.fullsync.run_config import in_write_mode
+
+    diff = cfg(full_sync={"write_mode": "diff"})
+    assert in_write_mode(diff, "diff") is diff and not worth_reading(diff, None)
+    imported = in_write_mode(diff, "import")
+    assert imported.full_sync.write_mode == "import" and worth_reading(imported, None)
+    assert imported.model_copy(update={"full_sync": diff.full_sync}) == diff  # nothing else changed

@@ -29,7 +29,7 @@ from .parking import ParkingLot
 from .plan import count_records, efficy_probe, plan_pages
 from .query_plan import decode_plan, members_key, plan_query_members, tags_of
 from .report import build_report
-from .run_config import held_to_live
+from .run_config import held_to_live, in_write_mode
 from .runs import (
     STARTED_VIA_CLI,
     STARTED_VIA_STEPFUNCTIONS,
@@ -377,9 +377,10 @@ class FullSync:
         return self._versions[key]
 
     def run_config(self, run: Run) -> IntegrationConfig:
-        """What the run's steps sync persons with: its own version, held to the sync conditions of a version
-        applied since and without the consent and profile-tag mappings it removed (run_config.py)."""
-        cfg = self.config(run.integration_id, run.config_version)
+        """What the run's steps sync persons with: its own version in its own write mode, held to the sync
+        conditions of a version applied since and without the consent and profile-tag mappings it removed
+        (run_config.py)."""
+        cfg = in_write_mode(self.config(run.integration_id, run.config_version), run.write_mode)
         try:
             live, version = self.configs.current(run.integration_id)
         except UnknownIntegration:

@@ -14,6 +14,11 @@ run in two: mappings, tags and write mode stay the run's. Two things cannot wait
   run drops it, as it drops a CRM-profile tag mapping removed or re-targeted since: the slot or tag is left as
   APSIS holds it, as the live version leaves a mapping it no longer has.
 The next sync under the live version decides the rest.
+
+A run started with its own write mode (`full-sync start --write-mode import`) syncs with that mode in its config,
+so that what depends on the mode beside the writing does too: in import mode, the consents of persons new to us
+are read before their first opt-in (existing_optouts.worth_reading), as a load into an account that already holds
+profiles needs.
 """
 
 from __future__ import annotations
@@ -22,6 +27,13 @@ from ..config import IntegrationConfig
 
 #: the order of care: an earlier action takes away less
 _CAREFUL = ("leave", "untag", "delete")
+
+
+def in_write_mode(cfg: IntegrationConfig, write_mode: str) -> IntegrationConfig:
+    """`cfg` with the run's write mode (the one it was started with: its config's, or `--write-mode`)."""
+    if cfg.full_sync.write_mode == write_mode:
+        return cfg
+    return cfg.model_copy(update={"full_sync": cfg.full_sync.model_copy(update={"write_mode": write_mode})})
 
 
 def held_to_live(run_cfg: IntegrationConfig, live: IntegrationConfig) -> IntegrationConfig:
