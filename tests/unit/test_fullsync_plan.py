@@ -37,7 +37,7 @@ def test_count_records_finds_the_exact_count_in_logarithmic_probes(n: int) -> No
         return index < n
 
     assert count_records(exists) == n
-    assert len(probes) <= 2 * max(1, n).bit_length() + 2
+    assert len(probes) <= 3 * max(1, n).bit_length() + 3  # an empty answer is asked twice
 
 
 def test_probing_the_simulator_counts_its_persons_with_few_small_calls(efficy) -> None:
@@ -45,7 +45,7 @@ def test_probing_the_simulator_counts_its_persons_with_few_small_calls(efficy) -
     seed(sim, list(range(10, 1310, 1)))  # 1,300 persons, keys not starting at 1
     before = sum(sim.calls().values())
     assert count_records(efficy_probe(client)) == 1300
-    assert sum(sim.calls().values()) - before <= 24
+    assert sum(sim.calls().values()) - before <= 36  # 2 log2(N), and each empty answer asked again
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from ..budget import ACCOUNT_SHARE, PacedApsis, account_rate
-from ..clients.errors import EfficyBusinessError
+from ..clients.errors import EfficyBusinessError, EfficyInconclusive
 from ..clients.http import map_in_context
 from ..config import IntegrationConfig
 from ..mapping import needed_fields
@@ -99,36 +99,53 @@ class PageResult:
 
 
 def efficy_pages(efficy: Any, descriptor: dict[str, Any], fields: list[str]) -> Iterator[list[dict[str, Any]]]:
-    """The descriptor's Efficy pages, one at a time (memory stays one page); the tail goes on to the end."""
+    """The descriptor's Efficy pages, one at a time (memory stays one page); the tail goes on to the end.
+
+    An empty or short answer is the end only when nothing follows it. Efficy's export can answer short once (a
+    proxy, a read cut off), and taken as the end it silently skipped the rest of the page's persons: their CRM
+    opt-outs never reached APSIS One and the run still succeeded. So the page after it is probed (one tiny read);
+    when persons follow, the page is read again: whole now, it goes on; still short, the connector caps its page
+    size (a clear error, _capped); still empty, the answers are inconclusive (retried, then the page fails)."""
     first, count, size = int(descriptor["first"]), int(descriptor["pages"]), int(descriptor["page_size"])
     last = first + count + (MAX_TAIL_EXTENSION if descriptor.get("tail") else 0)
     number = first
     while number < last:
         records = efficy.list_persons_page(number, size, fields, include_profiles=True)
-        if not records:
-            return
-        yield records
         if len(records) < size:
-            # a short page is the last one (pages are contiguous ranges of K_CONTACT order), unless the connector
-            # answers less than it is asked for: then every page reads another range than we think and persons
-            # would be skipped without a word. A cap fails the run, clearly (_page_size_capped).
-            if _page_size_capped(efficy, number, size):
-                raise EfficyBusinessError(
-                    f"Efficy answered {len(records)} persons for page {number} of {size} and more after it: the "
-                    f"connector caps its page size; set efficy.page_size to {len(records)} or less",
-                    code="PAGE_SIZE_CAPPED",
-                )
-            return
+            if not _records_after(efficy, number, size):
+                if records:
+                    yield records
+                return
+            shown = len(records)
+            records = efficy.list_persons_page(number, size, fields, include_profiles=True)
+            if not records:
+                raise EfficyInconclusive(f"Efficy answered page {number} empty twice, and persons after it")
+            if len(records) < size:
+                raise _capped(number, size, min(shown, len(records)) or len(records))
+        yield records
         number += 1
+    if descriptor.get("tail") and _records_after(efficy, number - 1, size):
+        # more persons than the plan counted, beyond what the tail reads on: a loud failure, not a quiet success
+        raise EfficyBusinessError(
+            f"Efficy still has persons after page {number - 1}, {MAX_TAIL_EXTENSION} pages past the plan's count: "
+            "the count was short or the CRM grew during the run; run the full sync again",
+            code="MORE_THAN_PLANNED",
+        )
 
 
-def _page_size_capped(efficy: Any, number: int, size: int) -> bool:
-    """After a short page: True when the next page has persons and this one, read again, is still short (the
-    connector answers fewer than `size` a page). One small read when the page was the last (the next is empty);
-    a page that filled up meanwhile is persons created during the run, which real time brings (parked)."""
-    if not efficy.list_persons_page(number + 1, size, ["K_CONTACT"], include_profiles=False):
-        return False
-    return len(efficy.list_persons_page(number, size, ["K_CONTACT"], include_profiles=False)) < size
+def _records_after(efficy: Any, number: int, size: int) -> bool:
+    """Whether any person follows page `number` (a one-record read of the next page's first index)."""
+    return bool(efficy.list_persons_page((number + 1) * size, 1, ["K_CONTACT"], include_profiles=False))
+
+
+def _capped(number: int, size: int, answered: int) -> EfficyBusinessError:
+    """A page answered short twice with persons after it: the connector answers fewer than it is asked for, so
+    every later page would read another range than we think and persons would be skipped without a word."""
+    return EfficyBusinessError(
+        f"Efficy answered {answered} persons for page {number} of {size} and more after it: the connector caps "
+        f"its page size; set efficy.page_size to {answered} or less",
+        code="PAGE_SIZE_CAPPED",
+    )
 
 
 def sync_page(
