@@ -197,3 +197,32 @@ def test_the_write_back_honours_the_configured_not_found_code(stack: Stack, key:
         ConsistentRead=True,
     )
     assert "Item" in item
+
+
+# ---- a CRM opt-out reaches APSIS One even when the person fails the sync conditions -------------------------
+
+
+def _consents(stack: Stack, key: int) -> dict[str, str]:
+    return {c["topic"]: c["type"] for c in (stack.profile(key) or {}).get("consents", [])}
+
+
+@pytest.mark.parametrize("edits", [1, 2], ids=["one-edit", "robinson-then-leave"])
+def test_a_person_failing_the_conditions_who_leaves_the_newsletter_is_opted_out(
+    stack: Stack, key: int, edits: int
+) -> None:
+    """A synced person is Robinson-listed (fails the demo's conditions; `on_condition_lost: leave`) and leaves CRM
+    profile 12, in one edit or two. Skipped, they were left opted in to the newsletter in APSIS One for as long
+    as they failed the conditions; leaving the profile is a CRM opt-out, and an opt-out creates nobody."""
+    stack.seed([person(key, profiles=[12])])
+    stack.edit(key, FIRSTNAME="Ada")
+    wait_for("the opt-in", lambda: _consents(stack, key) == {NEWS: "opt-in"}, timeout=60)
+    if edits == 2:
+        stack.edit(key, ROBINSON="1")
+        wait_for("skipped", lambda: stack.stored_state(key).get("last_outcome") == "skipped", timeout=60)
+        assert _consents(stack, key) == {NEWS: "opt-in"}  # still in the profile: nothing to withdraw
+        stack.edit(key, profiles=[])
+    else:
+        stack.edit(key, ROBINSON="1", profiles=[])
+    wait_for("the opt-out", lambda: _consents(stack, key) == {NEWS: "opt-out"}, timeout=60)
+    stored = stack.stored_state(key)
+    assert stored["last_outcome"] == "skipped" and stored["consents"] == {f"{NEWS}|email": "opt-out"}, stored

@@ -200,6 +200,34 @@ def test_person_who_stops_matching_is_left_untagged_or_deleted_as_configured():
     assert after.skip_reason == "ROBINSON equals '0' failed: value is '1'"
 
 
+def test_a_skipped_person_who_left_a_crm_profile_is_opted_out_whatever_on_condition_lost_says():
+    """Leaving the profile is a CRM opt-out, and an opt-out creates nothing: a Robinson-listed person who also
+    left the newsletter stayed subscribed in APSIS One for as long as they failed the conditions."""
+    from efficy_sync.state import consent_key
+    from efficy_sync.state_updates import skipped_state
+
+    _, state = synced()  # opted in to NEWS (profile 12) and SMS (13)
+    skip = map_person(CFG, person(ROBINSON="1", profiles=[13], D_CHANGE="2024-05-02T00:00:00"))
+    assert isinstance(skip, Skip)
+    out = SetConsent("1", NEWS[0], NEWS[1], "opt-out")
+    tags = CFG.managed_tags()
+    assert plan_for_skip(skip, state, "leave", managed_tags=tags) == [out]
+    assert plan_for_skip(skip, state, "untag", managed_tags=tags) == [
+        out,
+        PatchTags("1", {"newsletter-readers": False, "sms-club": False, "vip": False}),
+    ]
+    assert plan_for_skip(skip, state, "delete", managed_tags=tags) == [DeleteProfile("1")]  # consents go with it
+    stored = skipped_state("demo", 1, state, skip.change_stamp, skip, [out])
+    assert stored.consents[consent_key(*NEWS)] == "opt-out" and stored.consents[consent_key(*SMS)] == "opt-in"
+    assert plan_for_skip(skip, stored, "leave", managed_tags=tags) == []  # sent once
+    assert plan_for_skip(skip, None, "leave", managed_tags=tags) == []  # never created, nothing to withdraw
+    unread = {k: v for k, v in person(ROBINSON="1", D_CHANGE="2024-05-02T00:00:00").items() if k != "profiles"}
+    skip_unread = map_person(CFG, unread)
+    assert isinstance(skip_unread, Skip) and plan_for_skip(skip_unread, state, "leave", managed_tags=tags) == []
+    older = map_person(CFG, person(ROBINSON="1", profiles=[13], D_CHANGE="2024-04-01T00:00:00"))
+    assert plan_for_skip(older, state, "leave", managed_tags=tags) == []  # an older snapshot decides nothing
+
+
 def test_a_null_where_a_condition_tests_a_value_untags_and_deletes_nobody():
     """JSON's null is "not given", not a value that fails the condition: the person is left as APSIS holds them
     (and a new one is not created on it)."""

@@ -62,6 +62,9 @@ class Skip:
     answered_at: str = ""
     #: failed only on a yes/no value no spelling of yes or no: never created, and not withdrawn either
     unreadable: bool = False
+    #: consent slots whose CRM profile the person is not in (their profiles read): a CRM opt-out, which reaches
+    #: a profile APSIS One already holds whatever the conditions say (person_plan.plan_for_skip)
+    left: tuple[ConsentSlot, ...] = ()
 
 
 MappingResult = Desired | Skip
@@ -133,6 +136,7 @@ def map_person(
     report = evaluate(cfg.sync_conditions, person)
     failure = report.first_failure
     if failure is not None:
+        member_of = profile_ids(person.get("profiles"))
         return Skip(
             failure.reason,
             failure.condition,
@@ -142,6 +146,9 @@ def map_person(
             asked_at=read["asked_at"],
             answered_at=read["answered_at"],
             unreadable=report.unreadable,
+            left=()
+            if member_of is None
+            else tuple((c.subscription, c.channel) for c in cfg.consent_mappings if c.crm_profile not in member_of),
         )
 
     collected = _Collected()

@@ -130,16 +130,33 @@ def plan_for_skip(
     managed_tags: Collection[str],
 ) -> list[Operation]:
     """A skipped person is never created; one who stops matching is left, untagged or deleted as configured.
-    A condition failed only on an unreadable yes/no value is no evidence they stopped matching: left as is."""
+    A condition failed only on an unreadable yes/no value is no evidence they stopped matching: left as is.
+
+    Whatever the conditions and `on_condition_lost` say, a person APSIS One holds who is out of a mapped CRM
+    profile is opted out of its subscription (where we opted them in): leaving the profile is a CRM opt-out,
+    and it creates nothing. Left opted in, a Robinson-listed person who also left the newsletter stayed
+    subscribed in APSIS One for as long as they failed the conditions."""
     known = _known(state)
-    if (
-        known is None
-        or skip.unreadable
-        or on_condition_lost == "leave"
-        or is_stale(skip.change_stamp, state, skip.asked_at, skip.answered_at)
-    ):
+    if known is None or is_stale(skip.change_stamp, state, skip.asked_at, skip.answered_at):
         return []
-    return _withdraw(known, on_condition_lost, managed_tags)
+    lost = [] if skip.unreadable or on_condition_lost == "leave" else _withdraw(known, on_condition_lost, managed_tags)
+    if any(isinstance(op, DeleteProfile) for op in lost):
+        return lost  # the profile goes, and its consents with it
+    return _opt_outs(skip, known, state) + lost
+
+
+def _opt_outs(skip: Skip, known: PersonState, state: PersonState | None) -> list[Operation]:
+    """The opt-outs of the slots whose CRM profile the skipped person left (consent.decide, as for a synced one:
+    nothing where we never opted them in, or already opted them out)."""
+    read = (skip.change_stamp, skip.asked_at, skip.answered_at)
+    ops: list[Operation] = []
+    for topic, channel in skip.left:
+        key = consent_key(topic, channel)
+        last = known.consents.get(key)
+        decision = decide(False, last, confirm(state.optouts.get(key) if state else None, False, *read), *read)
+        if decision.type == "opt-out" and last != "opt-out":
+            ops.append(SetConsent(known.person_key, topic, channel, "opt-out"))
+    return ops
 
 
 def plan_for_delete(

@@ -154,7 +154,7 @@ def skipped_state(
     integration_id: str, key: int, state: PersonState | None, stamp: str, skip: Skip, ops: list[Operation]
 ) -> PersonState:
     """A person who fails the sync conditions (or has no usable key): the reason, and what the withdrawal
-    (`ops`: untag or delete, per `on_condition_lost`) left in APSIS."""
+    (`ops`: the opt-outs of CRM profiles left, untag or delete, per `on_condition_lost`) left in APSIS."""
     base = _base_state(integration_id, key, state, stamp)
     update: dict[str, Any] = {
         "last_outcome": "skipped",
@@ -167,7 +167,11 @@ def skipped_state(
     }
     if any(isinstance(op, DeleteProfile) for op in ops):
         update.update(exists_in_apsis=False, attribute_hashes={}, consents={}, tags={}, tags_unknown=[])
-    elif any(isinstance(op, PatchTags) for op in ops):
+        return base.model_copy(update=update)
+    opted_out = {consent_key(op.topic, op.channel): op.type for op in ops if isinstance(op, SetConsent)}
+    if opted_out:
+        update["consents"] = {**base.consents, **opted_out}
+    if any(isinstance(op, PatchTags) for op in ops):
         untagged = _untagged(ops)
         update["tags"] = {tag: False for tag in [*base.tags, *sorted(untagged - set(base.tags))]}
         update["tags_unknown"] = [tag for tag in base.tags_unknown if tag not in untagged]
