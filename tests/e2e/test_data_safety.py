@@ -226,3 +226,24 @@ def test_a_person_failing_the_conditions_who_leaves_the_newsletter_is_opted_out(
     wait_for("the opt-out", lambda: _consents(stack, key) == {NEWS: "opt-out"}, timeout=60)
     stored = stack.stored_state(key)
     assert stored["last_outcome"] == "skipped" and stored["consents"] == {f"{NEWS}|email": "opt-out"}, stored
+
+
+def test_one_409_to_a_crm_opt_out_is_retried_until_it_lands(stack: Stack, key: int) -> None:
+    """APSIS answers 409 once to the opt-out's consent POST while the profile holds the opt-in (a transition it
+    supports): acknowledged as the person's failure, the opt-out waited for their next change; retried, it lands."""
+    stack.seed([person(key, profiles=[12])])
+    stack.edit(key, FIRSTNAME="Ada")
+    wait_for("the opt-in", lambda: _consents(stack, key) == {NEWS: "opt-in"}, timeout=60)
+    problem = json.dumps({"type": "about:blank", "title": "Conflict", "status": 409, "detail": "concurrent update"})
+    stack.fault(
+        "apsis",
+        path_regex=rf"/profiles/{key}/.*consents$",
+        method="POST",
+        status=409,
+        count=1,
+        body=problem,
+        content_type="application/problem+json",
+    )
+    stack.edit(key, profiles=[])  # the CRM opt-out
+    wait_for("the opt-out", lambda: _consents(stack, key) == {NEWS: "opt-out"}, timeout=90)
+    assert stack.stored_state(key)["consents"] == {f"{NEWS}|email": "opt-out"}

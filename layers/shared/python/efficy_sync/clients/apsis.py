@@ -26,6 +26,7 @@ from efficy_sync.clients.errors import (
     NotFound,
     PayloadTooLarge,
     RejectedValue,
+    TransientError,
 )
 from efficy_sync.clients.http import RetryPolicy, check_time
 from efficy_sync.clients.meter import meter
@@ -44,6 +45,8 @@ SAME_CONSENT = {
     "opt-in": frozenset({"opt-in", "confirmed-opt-in", "pending-opt-in"}),
     "opt-out": frozenset({"opt-out"}),
 }
+#: held types an opt-out replaces as APSIS documents it: a 409 to one is no refusal of the transition
+OPTED_IN = frozenset({"opt-in", "confirmed-opt-in"})
 MERGE_PATCH = "application/merge-patch+json"
 MAX_IMPORT_FILE_BYTES = 50 * 1024 * 1024
 IMPORT_DONE = ("completed", "error")
@@ -58,6 +61,16 @@ def _answered(exc: NotFound) -> None:
     if not exc.answered:
         message = f"{exc} (not APSIS One's answer: check apsis.base_url and the paths)"
         raise ApsisUnavailable(message, status=exc.status, detail=message) from exc
+
+
+class ConsentConflict(TransientError):
+    """APSIS One answered 409 to an opt-out while the profile, read back, holds an opt-in: a transition it
+    supports, so the refusal says nothing about the person (a concurrent change, say). Acknowledged as the
+    person's failure, the CRM opt-out waited for the person's next change or full sync; so it is retried, and
+    ends in the DLQ if it keeps happening. (Outside errors.py, so the handlers hand it to the state machine as a
+    TransientError: errors.retry_as.)"""
+
+    category = "consent_conflict"
 
 
 class ApsisClient(ApsisTransport):
@@ -283,7 +296,9 @@ class ApsisClient(ApsisTransport):
         that type). APSIS answers 409 to any transition it does not support, not only to the same type again
         (contracts/apsis-one.md §3: e.g. pending-opt-in -> opt-out), so a 409 is read as "unchanged" only once
         the profile's consents show the requested type; otherwise ConsentRefused: the person's failure, never
-        recorded as sent (an opt-out APSIS refused is planned again by the next sync)."""
+        recorded as sent (an opt-out APSIS refused is planned again by the next sync). Except an opt-out while
+        the profile holds an opt-in, which APSIS supports: ConsentConflict, retried (a CRM opt-out must not wait
+        for the person's next change)."""
         if consent_type not in CONSENT_TYPES:
             raise ValueError(f"consent_type must be one of {CONSENT_TYPES}, not {consent_type!r}")
         body = {
@@ -299,6 +314,12 @@ class ApsisClient(ApsisTransport):
             held = self._consent_held(key, topic, body["channel_discriminator"])
             if held in SAME_CONSENT[consent_type]:
                 return "unchanged"
+            if consent_type == "opt-out" and held in OPTED_IN:  # a transition APSIS supports: no verdict
+                raise ConsentConflict(
+                    f"APSIS One answered 409 to opt-out on {topic} ({channel}) while the profile holds {held}",
+                    status=409,
+                    detail=conflict.detail,
+                ) from None
             raise ConsentRefused(
                 f"APSIS One refused {consent_type} on {topic} ({channel}): the profile holds {held or 'no consent'}",
                 status=409,
