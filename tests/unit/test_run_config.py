@@ -99,3 +99,5 @@ def test_a_run_in_its_own_write_mode_reads_as_that_mode_does() -> None:
     imported = in_write_mode(diff, "import")
     assert imported.full_sync.write_mode == "import" and worth_reading(imported, None)
     assert imported.model_copy(update={"full_sync": diff.full_sync}) == diff  # nothing else changed
+    # a diff run of an import config (an account that held profiles) still reads: the more careful of the two
+    assert in_write_mode(imported, "diff") is imported and worth_reading(imported, None)

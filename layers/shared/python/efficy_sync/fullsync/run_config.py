@@ -15,10 +15,11 @@ run in two: mappings, tags and write mode stay the run's. Two things cannot wait
   APSIS holds it, as the live version leaves a mapping it no longer has.
 The next sync under the live version decides the rest.
 
-A run started with its own write mode (`full-sync start --write-mode import`) syncs with that mode in its config,
-so that what depends on the mode beside the writing does too: in import mode, the consents of persons new to us
-are read before their first opt-in (existing_optouts.worth_reading), as a load into an account that already holds
-profiles needs.
+A run started with its own write mode (`full-sync start --write-mode`) writes in that mode (Run.write_mode). The
+config's mode also says how carefully a first opt-in is made: in import mode, the consents of persons new to us
+are read first (existing_optouts.worth_reading), as a load into an account that already holds profiles needs. A
+run keeps the more careful of the two: started in import mode on a diff config it reads; started in diff mode on
+an import config it still reads (the account is one that held profiles).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ _CAREFUL = ("leave", "untag", "delete")
 
 
 def in_write_mode(cfg: IntegrationConfig, write_mode: str) -> IntegrationConfig:
-    """`cfg` with the run's write mode (the one it was started with: its config's, or `--write-mode`)."""
-    if cfg.full_sync.write_mode == write_mode:
+    """`cfg` for a run started in `write_mode`: import when either says import (see the module docstring)."""
+    if cfg.full_sync.write_mode == write_mode or write_mode != "import":
         return cfg
     return cfg.model_copy(update={"full_sync": cfg.full_sync.model_copy(update={"write_mode": write_mode})})
 
