@@ -493,6 +493,7 @@ def test_import_write_mode_sends_pages_as_bulk_imports(crm_factory: Any) -> None
     # the progress bar's "importing: N/M files": every planned file counted once, and done
     counters = crm.run().counters
     assert 2 <= counters["import_files"] == counters["import_files_done"] <= 3, counters
+    assert counters["import_file_ms"] > 0, counters  # the import ETA's mean time of a file
     # 6 pages of 50 persons, files of at most 120 rows: 2 to 3 files (not 6), each one import per kind
     # (opt-ins with the attributes; opt-outs on their own), not one set per page
     assert 2 <= imports <= 3 * 2

@@ -190,6 +190,23 @@ def test_progress_in_import_mode_once_the_pages_are_done_counts_the_files() -> N
 
     run = _running(7, 7, 3_500, import_files=4, import_files_done=1, import_rows=1_000)
     assert "every page done; importing: 1/4 files (1,000 rows sent)" in progress_lines(run, 0)[1]
+    assert "ETA" not in progress_lines(run, 0)[1]  # no file's time yet: APSIS's processing time is unknown
+
+
+def test_import_eta_is_the_files_left_at_the_mean_time_of_a_file_three_at_a_time() -> None:
+    """A million-person first load spends most of its time importing; the bar said how many files were done
+    but not when the run would end."""
+    from efficy_sync_tools.commands.full_sync import progress_lines
+
+    # 2 of 50 files done in 180 s of file time: 90 s a file, 48 left three at a time = 1,440 s
+    run = _running(7, 7, 40_000, import_files=50, import_files_done=2, import_rows=40_000, import_file_ms=180_000)
+    assert progress_lines(run, 0)[1].endswith("importing: 2/50 files (40,000 rows sent)  ETA 24m00s")
+    # two files left: they import side by side, so one file's time
+    run = _running(7, 7, 40_000, import_files=4, import_files_done=2, import_rows=40_000, import_file_ms=180_000)
+    assert progress_lines(run, 0)[1].endswith("ETA 1m30s")
+    # every file done: the query tags and the report are left, no file ETA
+    run = _running(7, 7, 40_000, import_files=2, import_files_done=2, import_rows=40_000, import_file_ms=180_000)
+    assert "ETA" not in progress_lines(run, 0)[1]
 
 
 def test_import_rows_and_created_persons_add_up_on_the_same_line() -> None:

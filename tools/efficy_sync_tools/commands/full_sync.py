@@ -19,7 +19,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -358,6 +358,8 @@ def progress_lines(run: Any, deferred_persons: int, now: datetime | None = None)
     if run.active and total and done >= total and c.get("import_files"):
         files = f"{c.get('import_files_done', 0):,}/{c['import_files']:,}"
         tail = f"  every page done; importing: {files} files ({c.get('import_rows', 0):,} rows sent)"
+        if (eta := _import_eta(c)) is not None:
+            tail += f"  ETA {_clock(eta)}"
     elif run.active and total and done >= total:
         tail = "  every page done; finishing (page boundaries, query tags, report)"
     elif run.active and eta is not None:
@@ -406,6 +408,19 @@ def _eta(run: Any, read: int, now: datetime) -> float | None:
     pages_left = max(1, total - run.counters.get("pages_done", 0)) if total else workers
     remaining = max(0, run.persons_estimate - read)
     return remaining / (per_worker * min(workers, pages_left))
+
+
+def _import_eta(c: Mapping[str, int]) -> float | None:
+    """Seconds left importing: the files not done at the mean time one file took, FILES_IN_FLIGHT at a time.
+    APSIS One does not document how long it processes an import, so until a file is done there is no ETA;
+    the mean includes its rate limit's waits (10 imports a minute), as the files still to send will."""
+    from efficy_sync.fullsync.collect import FILES_IN_FLIGHT
+
+    done, total, spent_ms = c.get("import_files_done", 0), c.get("import_files", 0), c.get("import_file_ms", 0)
+    left = total - done
+    if not done or not spent_ms or left <= 0:  # the last file done: the query tags and the report are left
+        return None
+    return left * spent_ms / done / 1000 / max(1, min(FILES_IN_FLIGHT, left))
 
 
 def _clock(seconds: float | None) -> str:
