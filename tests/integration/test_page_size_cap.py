@@ -97,3 +97,29 @@ def test_the_count_is_not_cut_short_by_one_empty_probe(sim: EfficySimulator) -> 
     with EfficyClient(sim.url, sim.api_key, policy=FAST) as client:
         probe = efficy_probe(CutOnce(client, 256, 1, 0, 1))  # the record at index 256 answers empty once
         assert count_records(probe) == 450
+
+
+def test_a_server_that_reads_the_other_page_size_spelling_fails_the_plan_not_the_persons(
+    sim: EfficySimulator,
+) -> None:
+    """A connector that reads only `pageSize` (contract §4 gives both spellings) answered pages of its own 100
+    to a plan that asked one-record pages: the count came out at one per hundred persons and the run read a
+    tenth of them, then SUCCEEDED. It now fails at the first answer with more persons than asked."""
+    sim.page_size_param, sim.default_page_size = "pageSize", 100
+    with EfficyClient(sim.url, sim.api_key, policy=FAST) as client, pytest.raises(EfficyBusinessError) as raised:
+        count_records(efficy_probe(client))
+    assert raised.value.code == "PAGE_SIZE_IGNORED" and "efficy.page_size_param" in str(raised.value)
+    with EfficyClient(sim.url, sim.api_key, policy=FAST, page_size_param="pageSize") as client:
+        assert count_records(efficy_probe(client)) == 450
+        pages = efficy_pages(client, {"page": 0, "first": 0, "pages": 3, "page_size": 200, "tail": True}, FIELDS)
+        assert [p["K_CONTACT"] for page in pages for p in page] == list(range(1, 451))
+
+
+def test_a_records_page_that_is_a_bare_list_is_read(sim: EfficySimulator) -> None:
+    """APSIS's own generic-connector code reads a records page as a bare list; the client knew only the
+    `{"records": [...]}` wrapper, so every full sync failed and no delete could be confirmed."""
+    sim.records_shape = "array"
+    assert read(sim, {"page": 0, "first": 0, "pages": 3, "page_size": 200, "tail": True}) == list(range(1, 451))
+    with EfficyClient(sim.url, sim.api_key, policy=FAST) as client:
+        assert count_records(efficy_probe(client)) == 450
+        assert [p["K_CONTACT"] for p in client.list_persons_page(0, 10, FIELDS, ids=[3, 999])] == [3]

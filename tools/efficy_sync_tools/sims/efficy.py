@@ -384,6 +384,13 @@ class EfficySimulator(SimServer):
         #: a connector whose installation caps the page size below what is asked answers shorter pages without
         #: saying so (contracts/efficy.md §4: "APSIS sets the page size per installation"); None: no cap
         self.page_size_cap: int | None = None
+        #: the one spelling of the page-size parameter this server reads ("page_size" or "pageSize"; None: both)
+        #: and the size it uses when that one is absent (contract §4: "pageSize/page_size", set per installation)
+        self.page_size_param: str | None = None
+        self.default_page_size = MAX_PAGE_SIZE
+        #: "wrapped" ({"records": [...], "page", "page_size"}, assumed) or "array" (a bare list of records, as
+        #: APSIS's own generic-connector code reads a records page: contract §4 and apsis-one.md MAG3)
+        self.records_shape = "wrapped"
         #: what a consult answers for a detail the server does not know: "error" (a business error) or "empty"
         #: (an empty dataset, read as "member of no CRM profile"); which one a real server does is not documented
         self.unknown_detail = "error"
@@ -976,10 +983,11 @@ class EfficySimulator(SimServer):
             raise RestFault(404, "not_found", f"unknown entity {entity!r}; the simulator serves 'contacts'")
 
     def _rest_records(self, request: Request, entity: str) -> Response:
-        def produce() -> dict[str, Any]:
+        def produce() -> Any:
             self._check_entity_rest(entity)
             page = self._int_arg(request, ("page",), 0, 0, 10**9)
-            size = self._int_arg(request, ("page_size", "pageSize"), MAX_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+            names = (self.page_size_param,) if self.page_size_param else ("page_size", "pageSize")
+            size = self._int_arg(request, names, self.default_page_size, 1, MAX_PAGE_SIZE)
             size = min(size, self.page_size_cap or size)
             fields = self._list_arg(request, "fields") or None
             try:
@@ -1001,6 +1009,8 @@ class EfficySimulator(SimServer):
                     if with_profiles:
                         record["profiles"] = sorted(person.profiles)
                     records.append(record)
+            if self.records_shape == "array":
+                return records
             return {"records": records, "page": page, "page_size": size}
 
         return self._rest(request, produce)
@@ -1163,7 +1173,15 @@ class EfficySimulator(SimServer):
 
     #: how this server behaves where Efficy's is not documented (the attributes of the same names); settable over
     #: HTTP so that a running local stack can play another server
-    SERVER_KNOBS = ("profile_status_column", "customer", "unknown_detail", "page_size_cap")
+    SERVER_KNOBS = (
+        "profile_status_column",
+        "customer",
+        "unknown_detail",
+        "page_size_cap",
+        "page_size_param",
+        "default_page_size",
+        "records_shape",
+    )
 
     def _ctl_server(self, request: Request) -> Response:
         def produce() -> dict[str, Any]:

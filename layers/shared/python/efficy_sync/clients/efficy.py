@@ -80,6 +80,7 @@ class EfficyClient(EfficyParsing):
         not_found_codes: Iterable[str] | None = None,
         relation_missing_codes: Iterable[str] | None = None,
         profile_status: ProfileRowStatus | None = None,
+        page_size_param: str = "page_size",
     ) -> None:
         # Efficy's error codes are assumed (not published): an integration's config may correct them.
         if not_found_codes is not None:
@@ -95,6 +96,7 @@ class EfficyClient(EfficyParsing):
         self.policy = policy or RetryPolicy()
         self.session = session or build_session(self.policy, api="efficy")
         self.profile_detail = profile_detail
+        self.page_size_param = page_size_param
         self.profile_status = profile_status
         self.max_contexts = max_contexts
         self._api_key = api_key
@@ -130,6 +132,7 @@ class EfficyClient(EfficyParsing):
             not_found_codes=codes.not_found,
             relation_missing_codes=codes.relation_missing,
             profile_status=cfg.efficy.profile_status,
+            page_size_param=cfg.efficy.page_size_param,
         )
 
     def close(self) -> None:
@@ -202,7 +205,7 @@ class EfficyClient(EfficyParsing):
     ) -> list[dict[str, Any]]:
         """One page of the connector export (pages from 0, ordered by K_CONTACT); an empty page is the end.
         Each record also says when it was asked for and answered (consent.ASKED_AT, ANSWERED_AT)."""
-        params: dict[str, Any] = {"page": page, "page_size": page_size}
+        params: dict[str, Any] = {"page": page, self.page_size_param: page_size}
         if fields:
             params["fields"] = ",".join(fields)
         if include_profiles:
@@ -212,11 +215,19 @@ class EfficyClient(EfficyParsing):
         asked = read_time()
         payload = self._rest_get("list_persons_page", "/v1/records/contacts", params)
         read = {ASKED_AT: asked, ANSWERED_AT: read_time()}
+        # a bare list is a records page too: APSIS's own generic-connector code reads one (contract §4)
+        payload = {"records": payload} if isinstance(payload, list) else payload
         records = payload.get("records") if isinstance(payload, dict) else None
         if not isinstance(records, list):
             raise EfficyBusinessError("records page without a records list", code="INVALID_RESPONSE")
         if payload.get("error"):  # an answer that also reports an error says nothing about who exists
             raise EfficyBusinessError("records page that reports an error", code="INVALID_RESPONSE")
+        if len(records) > page_size:  # pages of its own size: every page would read another range than planned
+            raise EfficyBusinessError(
+                f"Efficy's records export answered {len(records)} persons for a page of {page_size}: it does not "
+                f"read the page size as {self.page_size_param!r}; set efficy.page_size_param to the other spelling",
+                code="PAGE_SIZE_IGNORED",
+            )
         total = whole_number(payload.get("total"))
         if ids and total is not None and total > len(records):
             # asked for these keys only: a total above what it lists contradicts itself (confirm_absent)

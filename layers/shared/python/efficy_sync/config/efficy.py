@@ -125,6 +125,9 @@ class EfficySettings(_Model):
     profile_detail: str = "Prof"  # ASSUMED name of the person's CRM-profile detail
     profile_status: ProfileRowStatus = ProfileRowStatus()
     page_size: int = Field(default=500, ge=1, le=500)
+    #: ASSUMED spelling of the records export's page-size parameter (contract §4: "pageSize/page_size"); a
+    #: server that reads the other one answers pages of its own size, which the client refuses (PAGE_SIZE_IGNORED)
+    page_size_param: Literal["page_size", "pageSize"] = "page_size"
     error_codes: EfficyErrorCodes = EfficyErrorCodes()
     relation_tables: list[RelationTable] = []
 
