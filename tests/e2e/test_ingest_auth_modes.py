@@ -103,6 +103,35 @@ def test_hmac_body_mode_with_x_justin_signature(loud_stack: Stack, tmp_path: Pat
     assert_not_logged(stack, secret)
 
 
+def test_hmac_body_mode_reads_the_generic_connectors_bare_lists(loud_stack: Stack, tmp_path: Path) -> None:
+    """Efficy 12.1 implements APSIS's generic connector, whose sender posts a bare list of `record_id` items
+    (records, and consents with `has_consented`): refused with 400 and never retried, every change of such an
+    installation was lost, CRM opt-outs included."""
+    stack = loud_stack
+    secret = stack.demo["webhook_secret"]
+    integration_id = integration(stack, tmp_path, mode="hmac_body", signature_header="X-Justin-Signature")
+    url = webhook_url(stack, integration_id)
+    key = unique_key()
+
+    def send(items: list[dict[str, Any]]) -> None:
+        body = json.dumps(items).encode()
+        signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        response = stack.http.post(url, data=body, headers={"X-Justin-Signature": signature}, timeout=30)
+        assert response.status_code == 202 and response.json()["accepted"] == len(items), response.text
+
+    def consent() -> str | None:
+        found = [c["type"] for c in (stack.profile(key) or {}).get("consents", []) if c["topic"] == NEWS]
+        return found[0] if found else None
+
+    stack.seed([person(key, profiles=[12])])
+    send([{"record_id": str(key), "operation": "created"}])
+    wait_for("the person created and opted in", lambda: consent() == "opt-in", timeout=30)
+
+    stack.seed([person(key, profiles=[])])  # unticked in the CRM; the consent webhook says so
+    send([{"record_id": key, "consent_base_id": 12, "has_consented": False}])
+    wait_for("the CRM opt-out in APSIS One", lambda: consent() == "opt-out", timeout=30)
+
+
 def _synced_in_newsletter(stack: Stack, key: int) -> None:
     stack.seed([person(key, profiles=[12])])
     stack.edit(key, FIRSTNAME="Ada")  # the simulator's signed webhook (demo integration, hmac mode)

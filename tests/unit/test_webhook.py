@@ -224,5 +224,32 @@ def test_a_single_record_posted_without_the_records_wrapper_is_read() -> None:
         parse(json.dumps({"table": 11000}).encode())  # names no record: still refused
 
 
+def test_the_generic_connectors_bare_lists_are_read_as_contact_records() -> None:
+    """Efficy 12.1 (APSIS's generic connector spec): records and consents as bare lists of `record_id` items."""
+    items = [
+        {"record_id": "601", "operation": "created"},
+        {"record_id": 602, "operation": "Updated"},
+        {"record_id": 603, "operation": "deleted"},
+        {"record_id": 604, "consent_base_id": 12, "has_consented": False},
+        {"record_id": 605, "operation": "merged"},
+    ]
+    records = parse(json.dumps(items).encode()).records
+    assert [(r.table, r.key, r.operation) for r in records] == [
+        (11000, 601, "Create"),
+        (11000, 602, "Update"),
+        (11000, 603, "Delete"),
+        (11000, 604, "Update"),  # a consent change: the worker reads the person's CRM profiles again
+        (11000, 605, "Resync"),
+    ]
+    assert records[3].fields == {"consent_base_id": 12, "has_consented": False}  # consent changes stay distinct
+    assert [r.key for r in parse(json.dumps(items[0]).encode()).records] == [601]  # one item, not in a list
+    payload = parse(json.dumps([{"record_id": "12.5", "operation": "updated"}, items[1]]).encode())
+    assert [r.key for r in payload.records] == [602] and payload.invalid[0].problems[0].startswith("records[0].key")
+    with pytest.raises(WebhookPayloadError):
+        parse(json.dumps([{"record_id": None}]).encode())  # names no person: refused
+    with pytest.raises(WebhookPayloadError):
+        parse(b"[]")
+
+
 def test_an_unknown_operation_is_a_resync() -> None:
     assert [r.operation for r in parse(_one(operation="jane@example.com")).records] == ["Resync"]

@@ -220,13 +220,37 @@ def _as_utf8(body: bytes) -> bytes:
     return body
 
 
+#: the generic connector's record operations (APSIS's own sender of the spec: contracts/apsis-one.md MAG3)
+_CONNECTOR_OPERATIONS = {"created": "Create", "updated": "Update", "deleted": "Delete"}
+
+
+def _connector_record(item: object) -> object:
+    """A 12.1 generic-connector item as a contact record: `{"record_id", "operation": "created|updated|deleted"}`
+    for a record, `{"record_id", "consent_base_id", "has_consented"}` for a consent (a CRM opt-in or opt-out:
+    an update, since the worker reads the person's CRM profiles again). Anything else is left as it is, to be
+    refused or set aside like any record."""
+    if not isinstance(item, dict) or "record_id" not in item or "table" in item:
+        return item
+    consent = {name: item[name] for name in ("consent_base_id", "has_consented") if name in item}
+    operation = item.get("operation", "Update" if consent else None)
+    if isinstance(operation, str):
+        operation = _CONNECTOR_OPERATIONS.get(operation.strip().lower(), operation)
+    return {"table": CONTACT_TABLE_ID, "key": item["record_id"], "operation": operation, "fields": consent}
+
+
 def _single_record(body: bytes) -> bytes | None:
-    """One record posted bare, without the `records` wrapper (Efficy's own n8n trigger accepts this shape):
-    the same body wrapped, or None when the body is not such a record."""
+    """The body in the `records` wrapper when it came in another shape we know, or None. One record posted bare
+    (Efficy's own n8n trigger accepts this shape); the 12.1 generic connector's bare list (or one item) of
+    `record_id` items (contracts/efficy.md §7 and §10: Efficy implements APSIS's spec, whose sender posts
+    that shape), which was refused with 400, and the sender does not retry a 400: the changes were lost."""
     try:
         value = json.loads(body)
     except ValueError:
         return None
+    if isinstance(value, dict) and "records" not in value and "record_id" in value:
+        value = [value]
+    if isinstance(value, list) and value and any(isinstance(v, dict) and "record_id" in v for v in value):
+        return json.dumps({"records": [_connector_record(item) for item in value]}).encode()
     if isinstance(value, dict) and "records" not in value and "table" in value and "key" in value:
         return json.dumps({"records": [value]}).encode()
     return None
