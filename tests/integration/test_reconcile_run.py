@@ -162,3 +162,24 @@ def test_a_resumed_fix_says_which_drift_it_could_not_repair(world: dict[str, Any
 
     assert resumed.resumed and 0 < fixed["enqueued"] < resumed.report.persons_drifting
     assert fixed["not_fixed"]["earlier_pages"] == resumed.report.persons_drifting - fixed["enqueued"]
+
+
+def test_a_sample_past_the_end_of_the_export_judges_the_profiles_left(world: dict[str, Any]) -> None:
+    """The scheduled check runs a sample: orphans past the last person Efficy lists (deleted without a webhook),
+    or every profile when the export answered empty, were never judged and it reported no drift."""
+    world["efficy_sim"].delete_person(30)
+    report = reconciler(world).run(Scope(sample=50, from_key=20)).report
+    assert sorted(e["person_key"] for e in report.examples["orphaned"]) == ["25", "30"]
+    assert report.persons_checked == 12  # 20..29 and 31 listed (25 proved gone), 30 proved gone
+
+    class EmptyExport:  # an export answering an empty page (a wrong customer alias, a proxy)
+        def __getattr__(self, name: str) -> Any:
+            return getattr(world["efficy"], name)
+
+        def list_persons_page(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+            return []
+
+    empty = Reconciler(CFG, EmptyExport(), world["apsis"], world["states"]).run(Scope(sample=5, from_key=20))
+    # five profiles judged by key: those Efficy still has are compared, the gone ones proved gone
+    assert empty.report.persons_checked == 5
+    assert [e["person_key"] for e in empty.report.examples["orphaned"]] == []  # 20..24 all exist

@@ -165,13 +165,19 @@ class Reconciler:
             records = self.efficy.list_persons_page(page, self.page_size, fields, include_profiles=True)
             persons = {int(r["K_CONTACT"]): r for r in records if scope.holds(int(r["K_CONTACT"]))}
             past_end = not records or (scope.to_key is not None and int(records[-1]["K_CONTACT"]) > scope.to_key)
-            if scope.sample is not None:
-                left = scope.sample - result.report.persons_checked
-                persons = dict(sorted(persons.items())[: max(left, 0)])
-                past_end = past_end or len(persons) >= left
+            left = None if scope.sample is None else max(scope.sample - result.report.persons_checked, 0)
+            if left is not None:
+                persons = dict(sorted(persons.items())[:left])
             upto = max(persons, default=last_key)
-            if past_end and scope.sample is None:
+            if past_end and left is None:
                 upto = scope.to_key if scope.to_key is not None else max([upto, *in_scope])
+            elif past_end and left is not None:
+                # the export ended before the sample was full: the profiles past its end are judged too, up to
+                # the sample's size (they were never judged, so orphans at the tail, or every profile when the
+                # export answered empty, read as "0 checked, no drift")
+                rest = sorted(k for k in in_scope if k > upto)[: max(left - len(persons), 0)]
+                upto = max([upto, *rest])
+            past_end = past_end or (left is not None and len(persons) >= left)
             gone = [k for k in in_scope if last_key < k <= upto and k not in persons]
             self._compare(persons, gone, lookup, members, result)
             last_key, page = max(upto, last_key), page + 1
