@@ -123,3 +123,18 @@ def test_a_records_page_that_is_a_bare_list_is_read(sim: EfficySimulator) -> Non
     with EfficyClient(sim.url, sim.api_key, policy=FAST) as client:
         assert count_records(efficy_probe(client)) == 450
         assert [p["K_CONTACT"] for p in client.list_persons_page(0, 10, FIELDS, ids=[3, 999])] == [3]
+
+
+def test_config_validate_online_names_the_page_size_setting(sim: EfficySimulator) -> None:
+    """`config validate --online` reads one one-person page: the spelling mismatch is shown before a run."""
+    from types import SimpleNamespace
+
+    from efficy_sync_tools.commands._export_check import page_size_problems
+
+    cfg = SimpleNamespace(efficy=SimpleNamespace(page_size_param="page_size"))
+    with EfficyClient(sim.url, sim.api_key, policy=FAST) as client:
+        assert page_size_problems(client, cfg) == ([], [])
+        sim.page_size_param, sim.default_page_size = "pageSize", 100
+        problems, notes = page_size_problems(client, cfg)
+    assert [p.path for p in problems] == ["efficy.page_size_param"] and not notes
+    assert "set efficy.page_size_param to the other spelling" in problems[0].message

@@ -222,6 +222,7 @@ def online_problems(cfg: IntegrationConfig) -> tuple[list[Problem], list[str], i
 
     from efficy_sync_tools.commands._aws import MissingSecret, apsis_client, efficy_client, secret
     from efficy_sync_tools.commands._detail_check import profile_detail_problems
+    from efficy_sync_tools.commands._export_check import page_size_problems
 
     def missing_secret(path: str, name: str, exc: Exception) -> Problem:
         if isinstance(exc, MissingSecret):
@@ -265,7 +266,8 @@ def online_problems(cfg: IntegrationConfig) -> tuple[list[Problem], list[str], i
             )
             if not trouble:  # the credentials work: is the CRM-profile detail the one this server has?
                 wrong_detail, detail_notes = profile_detail_problems(efficy, cfg)
-                trouble, more = trouble + wrong_detail, more + detail_notes
+                wrong_size, size_notes = page_size_problems(efficy, cfg)
+                trouble, more = trouble + wrong_detail + wrong_size, more + detail_notes + size_notes
         available["efficy"], problems, notes = found, problems + trouble, notes + more
 
     try:
