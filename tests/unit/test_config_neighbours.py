@@ -51,3 +51,27 @@ def test_one_crm_into_two_sections_or_a_keyspace_of_its_own_or_another_account_i
     other_account = cfg("c", "https://c.efficy.cloud/crm", credentials_secret="efficy-sync/c/apsis")
     for other in (same_crm, own_keyspace, other_account):
         assert shared_profiles(other, [a]) == [], other.integration_id
+
+
+def test_the_same_crm_twice_into_one_section_is_named() -> None:
+    """Found by probing: a copy of an integration under another id was applied silently, and its first load
+    opted a person in over the opt-out the first one's route had recorded."""
+    from efficy_sync.config.neighbours import duplicate_integrations
+
+    a = cfg("a", "https://a.efficy.cloud/crm")
+    (line,) = duplicate_integrations(cfg("a2", "https://A.efficy.cloud:443"), [a])
+    assert "'a'" in line and "blind to the opt-outs the other records" in line
+    assert (
+        duplicate_integrations(cfg("a3", "https://a.efficy.cloud/crm", section="usercreated.sections.s-b2"), [a]) == []
+    )
+    assert duplicate_integrations(a, [a]) == []
+
+
+def test_a_new_integration_in_diff_mode_is_told_how_to_keep_the_accounts_opt_outs() -> None:
+    from efficy_sync_tools.commands.config import first_load_notes
+
+    new = cfg("n", "https://a.efficy.cloud/crm")
+    (note,) = first_load_notes(None, new)
+    assert "apsis.existing_optouts: always" in note and "--write-mode import" in note
+    assert first_load_notes(new, new) == []  # not new
+    assert first_load_notes(None, cfg("n", "https://a.efficy.cloud/crm", existing_optouts="always")) == []

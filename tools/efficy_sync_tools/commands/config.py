@@ -343,7 +343,7 @@ def _other_configs(store: Any, integration_id: str) -> list[Any]:
 @cli_command
 def apply_command(args: argparse.Namespace) -> int:
     from efficy_sync.config import config_to_dict, diff_configs
-    from efficy_sync.config.neighbours import shared_profiles
+    from efficy_sync.config.neighbours import duplicate_integrations, shared_profiles
     from efficy_sync.store.configs import ConfigConflict, UnknownIntegration
 
     cfg, problems = load_file(args.file, from_stack=True)
@@ -384,7 +384,8 @@ def apply_command(args: argparse.Namespace) -> int:
     if missing:
         listed = "".join(f"\n  {path}: secret {name!r} not found in Secrets Manager" for path, name in missing)
         raise CliError(f"{args.file}: the config refers to secrets that do not exist (nothing stored):{listed}")
-    clashes = shared_profiles(cfg, _other_configs(store, cfg.integration_id))
+    others = _other_configs(store, cfg.integration_id)
+    clashes = shared_profiles(cfg, others)
     if clashes:
         listed = "".join(f"\n  apsis.keyspace: {line}" for line in clashes)
         raise CliError(
@@ -402,7 +403,12 @@ def apply_command(args: argparse.Namespace) -> int:
         changes=changes,
         full_sync_needed=bool(needs_sync),
         full_sync_command=f"efficy-sync full-sync start {cfg.integration_id} --follow" if needs_sync else None,
-        warnings=[warning, *shared_profile_notes(cfg)],
+        warnings=[
+            warning,
+            *shared_profile_notes(cfg),
+            *duplicate_integrations(cfg, others),
+            *first_load_notes(old, cfg),
+        ],
     )
     if args.dry_run:
         document["version"] = version + 1
@@ -456,6 +462,20 @@ def _running_full_sync(integration_id: str) -> dict[str, Any] | None:
         return None
     version = run.config_version if run is not None else None
     return {"run_id": lock.run_id, "config_version": version}
+
+
+def first_load_notes(old: IntegrationConfig | None, cfg: IntegrationConfig) -> list[str]:
+    """For a new integration whose first load reads no APSIS consents for persons new to it: an account that
+    already holds profiles (another connector, a migration) holds opt-outs the load would overwrite."""
+    if old is not None or cfg.apsis.existing_optouts != "known_profiles" or cfg.full_sync.write_mode == "import":
+        return []
+    return [
+        "new integration: its first full sync opts persons new to it in without reading APSIS One first; if "
+        f"section {cfg.apsis.section} already holds profiles (another connector, a migration), opt-outs made there "
+        "would be overwritten: set apsis.existing_optouts: always (one read per new member), or run the first load "
+        f"in import mode (efficy-sync full-sync start {cfg.integration_id} --write-mode import), which never "
+        "resubscribes"
+    ]
 
 
 def shared_profile_notes(cfg: IntegrationConfig) -> list[str]:

@@ -43,3 +43,21 @@ def shared_profiles(cfg: IntegrationConfig, others: Iterable[IntegrationConfig])
                 "the two CRMs' person keys would name the same profiles"
             )
     return clashes
+
+
+def duplicate_integrations(cfg: IntegrationConfig, others: Iterable[IntegrationConfig]) -> list[str]:
+    """One line per other integration that syncs the same CRM into the same keyspace and section of the same
+    account: each records the opt-outs its own route receives and reads APSIS only before its own first opt-in,
+    so one would opt persons in over the other's opt-outs. A warning, not a refusal: moving an integration to a
+    new id passes through this state."""
+    return [
+        f"integration {other.integration_id!r} already syncs this Efficy ({_efficy(other)}) into keyspace "
+        f"{cfg.apsis.keyspace} and section {cfg.apsis.section} of the same APSIS One account: the two would send "
+        "the same persons' consents, each blind to the opt-outs the other records; keep one of them (or set "
+        "apsis.existing_optouts: always on both)"
+        for other in others
+        if other.integration_id != cfg.integration_id
+        and other.apsis.credentials_secret == cfg.apsis.credentials_secret
+        and (other.apsis.keyspace, other.apsis.section) == (cfg.apsis.keyspace, cfg.apsis.section)
+        and _efficy(other) == _efficy(cfg)
+    ]
