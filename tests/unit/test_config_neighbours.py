@@ -65,13 +65,3 @@ def test_the_same_crm_twice_into_one_section_is_named() -> None:
         duplicate_integrations(cfg("a3", "https://a.efficy.cloud/crm", section="usercreated.sections.s-b2"), [a]) == []
     )
     assert duplicate_integrations(a, [a]) == []
-
-
-def test_a_new_integration_in_diff_mode_is_told_how_to_keep_the_accounts_opt_outs() -> None:
-    from efficy_sync_tools.commands.config import first_load_notes
-
-    new = cfg("n", "https://a.efficy.cloud/crm")
-    (note,) = first_load_notes(None, new)
-    assert "apsis.existing_optouts: always" in note and "--write-mode import" in note
-    assert first_load_notes(new, new) == []  # not new
-    assert first_load_notes(None, cfg("n", "https://a.efficy.cloud/crm", existing_optouts="always")) == []

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from efficy_sync_tools.commands._args import positive_int
-from efficy_sync_tools.commands._aws import CliError, cli_command
+from efficy_sync_tools.commands._aws import EXIT_UNREACHABLE, CliError, cli_command
 
 if TYPE_CHECKING:
     from efficy_sync.config import IntegrationConfig, Problem
@@ -207,6 +207,11 @@ def _listing(
         except AuthError as exc:
             return available, [on_auth(exc)], notes
         except TransientError as exc:
+            if exc.status is not None:  # it answered (a 5xx, a 429): an outage, not a wrong address
+                raise CliError(
+                    f"{system} is out of reach for now ({exc}): nothing was checked; run the validation again later",
+                    EXIT_UNREACHABLE,
+                ) from None
             return available, [on_unreachable(exc)], notes
         except ApiError as exc:
             notes.append(f"{system} {kind.replace('_', ' ')} could not be listed ({exc}): not checked")
