@@ -39,6 +39,10 @@ def test_updates_withdrawals_and_unchanged() -> None:
         "tag-:newsletter-readers": 1,
     }
     assert tally(Outcome(1, "unchanged")) == {"persons": 1, "unchanged": 1}
+    # found by probing: a person whose only change was an opt-out held by the breaker's gate counted as
+    # unchanged (the dry run said "would be updated"); the release sends it, and the page counts it updated
+    held = Outcome(1, "unchanged", removals=[object()], held=True)
+    assert tally(held) == {"persons": 1, "updated": 1}
     assert tally(Outcome(1, "failed", reason="400")) == {"persons": 1, "failed": 1}
     assert tally(Outcome(1, "stale")) == {"persons": 1, "stale": 1}
 

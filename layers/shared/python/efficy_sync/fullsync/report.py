@@ -49,8 +49,10 @@ def tally(outcome: Outcome, *, skip_reason: str | None = None) -> Counter[str]:
         counts[f"skip:{skip_reason or 'conditions'}"] += 1
         if any(isinstance(op, DeleteProfile) for op in ops):
             counts["deleted"] += 1
-    elif not ops:
+    elif not ops and not outcome.held:
         counts["unchanged"] += 1
+    elif not ops:  # only removals, held by the breaker's gate: the release sends them (as a dry run counts them)
+        counts["updated"] += 1
     elif any(isinstance(op, CreateProfile) for op in ops):
         counts["created"] += 1
     else:
