@@ -371,3 +371,17 @@ def test_a_second_local_up_leaves_the_running_stacks_ready_file_alone(user: User
     second = user.cli("local", "up", "--quiet", "--ready-file", str(user.ready_file), expect=1, timeout=60)
     assert "still running" in second.stderr and user.ready["aws_endpoint"] in second.stderr
     assert user.ready_file.read_text() == before
+
+
+def test_a_ready_file_in_a_missing_folder_or_a_folder_gets_a_message_not_a_traceback(
+    user: UserStack, tmp_path: Path
+) -> None:
+    """Found by probing: `local up` started the whole stack and then died with a traceback on a ready file in a
+    folder that does not exist; `local seed` with a folder as its ready file did too."""
+    missing = tmp_path / "no-such-folder" / "ready.json"
+    up = user.cli("local", "up", "--quiet", "--ready-file", str(missing), expect=1, timeout=60)
+    assert "does not exist" in up.stderr and "Traceback" not in up.stderr
+    folder = user.cli("local", "up", "--quiet", "--ready-file", str(tmp_path), expect=1, timeout=60)
+    assert "is a folder" in folder.stderr and "Traceback" not in folder.stderr
+    seed = user.cli("local", "seed", "2", "--ready-file", str(tmp_path), expect=1, timeout=60)
+    assert "is not a ready file" in seed.stderr and "Traceback" not in seed.stderr

@@ -98,6 +98,11 @@ def up_command(args: argparse.Namespace) -> int:
             "or give this one another --ready-file"
         )
 
+    if args.ready_file and not args.ready_file.parent.is_dir():  # checked before the stack starts, not after
+        return fail(f"{args.ready_file}: its folder {args.ready_file.parent} does not exist; create it or name another")
+    if args.ready_file and args.ready_file.is_dir():
+        return fail(f"{args.ready_file} is a folder: name a file in it, e.g. {args.ready_file / 'ready.json'}")
+
     level = "WARNING" if args.quiet else os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO")
     os.environ["POWERTOOLS_LOG_LEVEL"] = level
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -144,7 +149,7 @@ def seed_command(args: argparse.Namespace) -> int:
             f"{args.ready_file}: no such file; start the local stack first: "
             f"efficy-sync local up --ready-file {args.ready_file}"
         )
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, OSError) as exc:  # a folder, an unreadable file
         return fail(f"{args.ready_file} is not a ready file of `efficy-sync local up` ({exc})")
     http = requests.Session()
     try:
