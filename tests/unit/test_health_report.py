@@ -116,6 +116,10 @@ def test_render_lists_failures_first_with_the_retry_command_and_a_limit() -> Non
     assert "dead-letter queues (all integrations): contact 2, optout 0" in text
     assert "not checked: add --check-data" in text
     assert "No failures" in render_health(build_report("acme", [state(1, "synced")]))
+    # found by probing: opt-outs no contact matches sat in the DLQ (an alarm to act on the same day) while
+    # health said every known person was in step
+    waiting = render_health(build_report("acme", [state(1, "synced")], dead_letter_queues={"optout": 1}))
+    assert "every known person is in step" not in waiting and "1 message(s) wait in dead-letter queues" in waiting
 
 
 def test_every_category_has_a_kind_and_advice() -> None:

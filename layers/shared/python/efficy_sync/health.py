@@ -407,6 +407,13 @@ def render_health(report: HealthReport, *, limit: int = 20) -> str:
             lines.append(f"    what to do: {c.category.advice}")
             if kind != "skipped":
                 lines.append(f"    then: efficy-sync health {report.integration_id} --retry {c.category.name}")
-    if not report.categories:
+    waiting = sum(report.dead_letter_queues.values())
+    if not report.categories and waiting:  # e.g. opt-outs no contact matches: on no person, yet not in step
+        lines += [
+            "",
+            f"No failures recorded on persons, but {waiting:,} message(s) wait in dead-letter queues: see "
+            "the runbook's alarm for each queue (docs/runbook.md), then `efficy-sync dlq redrive`.",
+        ]
+    elif not report.categories:
         lines += ["", "No failures: every known person is in step."]
     return "\n".join(lines)
