@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +33,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=demo_command)
 
 
+#: where the narration goes: stdout, or stderr under `--output json` (stdout then holds one JSON document)
+_narration: list[Any] = [None]
+
+
 def say(text: str = "") -> None:
-    print(text, flush=True)
+    print(text, file=_narration[0] or sys.stdout, flush=True)
+
+
+def _result(args: argparse.Namespace, document: dict[str, Any]) -> None:
+    if getattr(args, "output", "text") == "json":
+        print(json.dumps(document), flush=True)
 
 
 def demo_persons(n: int) -> list[dict[str, Any]]:
@@ -48,6 +59,7 @@ def demo_command(args: argparse.Namespace) -> int:
     from efficy_sync_tools.local.stack import LocalStack
 
     started = time.monotonic()
+    _narration[0] = sys.stderr if getattr(args, "output", "text") == "json" else None
     say("== efficy-sync demo: Efficy Enterprise -> APSIS One, offline ==")
     say("Starting the local stack (moto, template.yaml, simulators)...")
     stack = LocalStack()
@@ -57,6 +69,7 @@ def demo_command(args: argparse.Namespace) -> int:
         return run_scenario(ready, args)
     except (TimeoutError, AssertionError) as exc:
         say(f"DEMO FAILED: {exc}")
+        _result(args, {"demo": "failed", "error": str(exc), "seconds": round(time.monotonic() - started, 1)})
         return 1
     finally:
         stack.stop()
@@ -115,6 +128,7 @@ def run_scenario(ready: dict[str, Any], args: argparse.Namespace) -> int:
     for route, count in sorted(calls.items()):
         say(f"  {count:4d}  {route}")
     say("\nDEMO OK")
+    _result(args, {"demo": "ok", "persons": len(persons), "apsis_calls": calls})
     return 0
 
 
