@@ -249,6 +249,8 @@ def test_the_generic_connectors_bare_lists_are_read_as_contact_records() -> None
         parse(json.dumps([{"record_id": None}]).encode())  # names no person: refused
     with pytest.raises(WebhookPayloadError):
         parse(b"[]")
+    bare = [{"table": 11000, "key": 606, "operation": "Update"}, {"table": 11000, "key": 607}]
+    assert [r.key for r in parse(json.dumps(bare).encode()).records] == [606, 607]  # records without the wrapper
 
 
 def test_an_unknown_operation_is_a_resync() -> None:

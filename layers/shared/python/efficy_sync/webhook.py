@@ -249,7 +249,12 @@ def _single_record(body: bytes) -> bytes | None:
         return None
     if isinstance(value, dict) and "records" not in value and "record_id" in value:
         value = [value]
-    if isinstance(value, list) and value and any(isinstance(v, dict) and "record_id" in v for v in value):
+    # a bare list of SYS_WEBHOOKS records (`table`/`key`) is wrapped too, as one such record is
+    if (
+        isinstance(value, list)
+        and value
+        and any(isinstance(v, dict) and ("record_id" in v or "table" in v) for v in value)
+    ):
         return json.dumps({"records": [_connector_record(item) for item in value]}).encode()
     if isinstance(value, dict) and "records" not in value and "table" in value and "key" in value:
         return json.dumps({"records": [value]}).encode()
