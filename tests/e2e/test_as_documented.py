@@ -385,3 +385,10 @@ def test_a_ready_file_in_a_missing_folder_or_a_folder_gets_a_message_not_a_trace
     assert "is a folder" in folder.stderr and "Traceback" not in folder.stderr
     seed = user.cli("local", "seed", "2", "--ready-file", str(tmp_path), expect=1, timeout=60)
     assert "is not a ready file" in seed.stderr and "Traceback" not in seed.stderr
+
+
+def test_a_wrong_region_is_named_in_the_stack_not_found_message(user: UserStack) -> None:
+    """Found by probing: `--region us-east-1` said the stack was not found and to set EFFICY_SYNC_STACK, never
+    that the region was the one thing wrong."""
+    result = user.cli("config", "list", "--region", "us-east-1", expect=1)
+    assert "not found in region us-east-1" in result.stderr and "--region" in result.stderr, result.stderr

@@ -177,8 +177,10 @@ def _describe_stack(name: str) -> tuple[dict[str, str], dict[str, str]]:
         stack = cfn.describe_stacks(StackName=name)["Stacks"][0]
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ValidationError":
+            region = cfn.meta.region_name
             raise CliError(
-                f"CloudFormation stack {name!r} not found: set EFFICY_SYNC_STACK, or CONFIG_TABLE and STATE_TABLE"
+                f"CloudFormation stack {name!r} not found in region {region}: check --region / AWS_REGION, or set "
+                "EFFICY_SYNC_STACK, or CONFIG_TABLE and STATE_TABLE"
             ) from None
         raise
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
