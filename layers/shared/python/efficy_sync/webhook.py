@@ -238,7 +238,7 @@ def _connector_record(item: object) -> object:
     return {"table": CONTACT_TABLE_ID, "key": item["record_id"], "operation": operation, "fields": consent}
 
 
-def _single_record(body: bytes) -> bytes | None:
+def _in_the_wrapper(body: bytes) -> bytes | None:
     """The body in the `records` wrapper when it came in another shape we know, or None. One record posted bare
     (Efficy's own n8n trigger accepts this shape); the 12.1 generic connector's bare list (or one item) of
     `record_id` items (contracts/efficy.md §7 and §10: Efficy implements APSIS's spec, whose sender posts
@@ -320,9 +320,9 @@ def parse(body: bytes, relation_tables: Iterable[RelationRule] = ()) -> WebhookP
     try:
         envelope = _Envelope.model_validate_json(body)
     except ValidationError as exc:
-        single = _single_record(body)
-        if single is not None:
-            return parse(single, relation_tables)
+        wrapped = _in_the_wrapper(body)
+        if wrapped is not None:
+            return parse(wrapped, relation_tables)
         raise _refusal(_problems(exc)) from None
     records: list[WebhookRecord] = []
     invalid: list[InvalidRecord] = []
