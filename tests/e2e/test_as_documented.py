@@ -136,6 +136,10 @@ def test_config_validate_apply_show_list_history(user: UserStack, tmp_path: Path
     assert yaml.safe_load(user.cli("config", "show", integration_id).stdout) == data
     effective = json.loads(user.cli("config", "show", integration_id, "--effective").stdout)
     assert "optout_max_age_hours" not in data["apsis"] and effective["apsis"]["optout_max_age_hours"] == 24
+    # the same in YAML when asked for by name; `--output json` keeps `config show` JSON (what apply takes back)
+    as_yaml = user.cli("config", "show", integration_id, "--effective", "--format", "yaml").stdout
+    assert yaml.safe_load(as_yaml) == effective and not as_yaml.lstrip().startswith("{")
+    assert user.json("config", "show", integration_id) == data
 
 
 def test_config_apply_names_a_secret_that_does_not_exist(user: UserStack, tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ def _reconcile(stack: Stack, iid: str, key: int, *extra: str) -> dict[str, Any]:
     report = json.loads(result.stdout)
     # exit 6 says "drift found and not repaired", so a scheduled script can alert on the code alone
     assert result.returncode == (6 if report["total_drift"] and "--fix" not in extra else 0), result.stderr
+    assert "fix" in report and (report["fix"] is None) == ("--fix" not in extra)  # a stable document
     return report
 
 

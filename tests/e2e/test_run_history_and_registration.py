@@ -188,4 +188,4 @@ def test_dlq_redrive_on_the_local_stack_says_it_used_the_mover_and_why(user: Use
     text = user.cli("dlq", "redrive", "--queue", "optout").stdout
     assert "optout: moved 0 message(s)" in text and "with the built-in mover (StartMessageMoveTask not" in text
     refused = user.cli("dlq", "redrive", "--queue", "optout", "--method", "move-task", expect=1)
-    assert "StartMessageMoveTask cannot be used" in refused.stderr
+    assert "StartMessageMoveTask cannot be used" in refused.stderr and "`--method mover`" in refused.stderr

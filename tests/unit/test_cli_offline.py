@@ -314,6 +314,10 @@ def test_unknown_profile_is_named(tmp_path):
 def test_version_and_usage_error_codes(tmp_path):
     version = _run_bare(tmp_path, "--version")
     assert version.returncode == 0 and version.stdout.startswith("efficy-sync ")
+    # `--output json`, before or after `--version`: one JSON document, as every other command's
+    for line in (("--version", "--output", "json"), ("--output=json", "--version")):
+        as_json = _run_bare(tmp_path, *line)
+        assert as_json.returncode == 0 and json.loads(as_json.stdout)["version"] == version.stdout.split()[1]
     usage = _run_bare(tmp_path, "full-sync", "start")
     assert usage.returncode == 2 and "usage:" in usage.stderr
     assert _aws.EXIT_REFUSED == 3 and _aws.EXIT_USAGE == 2  # a refused start must not look like a usage error

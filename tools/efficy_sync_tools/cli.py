@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import pkgutil
 import sys
@@ -46,9 +47,21 @@ class _VersionAction(argparse.Action):
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="print the version and exit")
 
-    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
-        print(f"efficy-sync {version()}")  # on stdout, as argparse's own version action
+    #: the command line being parsed (set by `main`): `--output json` may come after `--version`, unparsed yet
+    argv: Sequence[str] = ()
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, *args: object) -> None:
+        if getattr(namespace, "output", None) == "json" or _asks_json(self.argv):
+            print(json.dumps({"version": version()}))
+        else:
+            print(f"efficy-sync {version()}")  # on stdout, as argparse's own version action
         parser.exit()
+
+
+def _asks_json(argv: Sequence[str]) -> bool:
+    """`--output json` or `--output=json` anywhere on the line."""
+    pairs = zip(argv, [*argv[1:], ""], strict=True)
+    return any(a == "--output=json" or (a == "--output" and b == "json") for a, b in pairs)
 
 
 def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -108,7 +121,7 @@ def apply_global_options(args: argparse.Namespace) -> None:
     elif os.environ.get("AWS_REGION") and not os.environ.get("AWS_DEFAULT_REGION"):
         os.environ["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"]
     # Commands that had their own --format before --output existed: `--output json` means their JSON.
-    if args.output == "json" and getattr(args, "format", None) in ("text", "yaml"):
+    if args.output == "json" and "format" in vars(args) and args.format in (None, "text", "yaml"):
         args.format = "json"
 
 
@@ -116,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # results on stdout, the library's logs on stderr (efficy_sync.observability reads this at import)
     os.environ.setdefault("EFFICY_SYNC_LOG_STREAM", "stderr")
     parser = build_parser()
+    _VersionAction.argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     apply_global_options(args)
     try:

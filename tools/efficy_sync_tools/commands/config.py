@@ -45,12 +45,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     show = actions.add_parser("show", help="print an integration's config, as `config apply` takes it back")
     show.add_argument("integration_id", metavar="ID")
-    show.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    show.add_argument(
+        "--format", choices=("yaml", "json"), default=None, help="yaml (default) or json; --effective: json unless yaml"
+    )
     show.add_argument("--version", type=positive_int, help="an earlier version (see `config history`)")
     show.add_argument(
         "--effective",
         action="store_true",
-        help="every setting, defaults included, as JSON (to read: applied back, it would pin every default)",
+        help="every setting, defaults included, as JSON or --format yaml (to read: applied back, it would pin every "
+        "default)",
     )
     show.add_argument(
         "--webhook-url",
@@ -568,7 +571,13 @@ def show_command(args: argparse.Namespace) -> int:
         return _print_registration(cfg, as_json=args.output == "json" or args.format == "json")
     automatic = automatic_mappings(cfg)
     if getattr(args, "effective", False):  # every setting, defaults included: to read, not to apply back
-        sys.stdout.write(json.dumps(config_to_dict(cfg), indent=2, ensure_ascii=False) + "\n")
+        if args.format == "yaml":  # asked for by name: --effective alone stays the JSON scripts read
+            sys.stdout.write(
+                "# every setting, defaults included: to read, not to apply back (it would pin every default)\n"
+                + config_to_yaml(cfg)
+            )
+        else:
+            sys.stdout.write(json.dumps(config_to_dict(cfg), indent=2, ensure_ascii=False) + "\n")
         return 0
     if args.format == "json":
         sys.stdout.write(json.dumps(config_to_dict(cfg, only_set=True), indent=2, ensure_ascii=False) + "\n")

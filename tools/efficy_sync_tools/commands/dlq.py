@@ -84,7 +84,10 @@ def redrive_command(args: argparse.Namespace) -> int:
         try:
             report = redrive(client("sqs"), dlq, source, limit=args.limit, method=method, wait=args.wait)
         except (MoveTaskUnavailable, ValueError) as exc:
-            raise CliError(f"{name}: {MOVE_TASK} cannot be used: {exc}") from None
+            raise CliError(
+                f"{name}: {MOVE_TASK} cannot be used: {exc}. `--method mover` (or `auto`, the default) moves the "
+                "messages with the built-in mover"
+            ) from None
         results[name] = report.document()
     if args.output == "json":
         print(json.dumps({"queues": results}, indent=2))

@@ -90,6 +90,7 @@ def reconcile_command(args: argparse.Namespace) -> int:
         reconciler = Reconciler(cfg, efficy, apsis_client(cfg), states, cursors=CursorStore(state_table))
         result = reconciler.run(scope, resume=not args.restart)
     out: dict[str, Any] = {"integration_id": cfg.integration_id, "scope": _scope(scope), **result.to_dict()}
+    out["fix"] = None  # a stable document: null when --fix was not asked for
     if args.fix:
         from efficy_sync.queue import enqueue_changes
         from efficy_sync.settings import settings
@@ -130,7 +131,7 @@ def render(out: dict[str, Any]) -> str:
         lines += [f"  {c:>7,}  {NOTE_TITLES.get(n, n)}" for n, c in notes]
     lines.append("limits:")
     lines += [f"  - {text}" for text in out["limitations"]]
-    if "fix" in out:
+    if out.get("fix"):
         fixed = out["fix"]
         lines.append(f"fix: {fixed['enqueued']:,} person(s) queued for a sync ({fixed['path']})")
         for category, count in fixed["not_fixed"].items():
