@@ -255,6 +255,7 @@ def _status_document(run: Any) -> dict[str, Any]:
         "ended_at": run.ended_at,
         "pages_total": run.pages_total,
         "persons_estimate": run.persons_estimate,
+        "waiting_on": run.waiting_on if run.active and not run.pages_total else None,
         "counters": run.counters,
         "deferred_persons": _parked(run.integration_id) if run.active else 0,
         "error": run.error,
@@ -355,7 +356,11 @@ def progress_lines(run: Any, deferred_persons: int, now: datetime | None = None)
     pages = f"{done}/{total} pages" if total else "planning..."
     estimate = f" of ~{run.persons_estimate:,}" if run.persons_estimate else ""
     tail = ""
-    if run.active and total and done >= total and c.get("import_files"):
+    if run.active and not total and run.waiting_on:  # the Plan step's retries wait out an outage
+        since = (run.waiting_since or "")[11:19]
+        tries = plural(c.get("plan_retries", 0), "failed attempt")
+        tail = f"  waiting: {run.waiting_on} since {since} UTC ({tries}; the step is retried)"
+    elif run.active and total and done >= total and c.get("import_files"):
         files = f"{c.get('import_files_done', 0):,}/{c['import_files']:,}"
         tail = f"  every page done; importing: {files} files ({c.get('import_rows', 0):,} rows sent)"
         if (eta := _import_eta(c)) is not None:

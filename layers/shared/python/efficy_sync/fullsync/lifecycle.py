@@ -26,7 +26,7 @@ from .breaker import Breaker, allows_removals
 from .import_step import page_queue
 from .page import Pace, sync_page, worker_rate
 from .parking import ParkingLot
-from .plan import count_records, efficy_probe, plan_pages
+from .plan import count_records, efficy_probe, noting_waits, plan_pages
 from .query_plan import decode_plan, members_key, plan_query_members, tags_of
 from .report import build_report
 from .run_config import held_to_live, in_write_mode
@@ -156,12 +156,13 @@ class FullSync:
         """Counts the persons and writes the page descriptors where the Distributed Map reads them."""
         run = self._run(run_payload)
         cfg = self.config(run.integration_id, run.config_version)
-        total = count_records(efficy_probe(self.efficy_for(cfg)))
+        with noting_waits(self.runs, run):  # `full-sync status` says what the retries wait on
+            total = count_records(efficy_probe(self.efficy_for(cfg)))
+            if cfg.tags.queries and run.write_mode != "import":  # import mode sends query tags as columns
+                planned = plan_query_members(cfg, self.efficy_for(cfg).run_query)
+                self.plans.put(members_key(run.integration_id, run.run_id), planned)
         descriptors = plan_pages(total, cfg.efficy.page_size, cfg.full_sync.page_size)
         key = f"plans/{run.integration_id}/{run.run_id}.json"
-        if cfg.tags.queries and run.write_mode != "import":  # import mode sends query tags as columns
-            planned = plan_query_members(cfg, self.efficy_for(cfg).run_query)
-            self.plans.put(members_key(run.integration_id, run.run_id), planned)
         self.plans.put(key, descriptors)
         self.runs.set_plan(run, pages_total=len(descriptors), persons_estimate=total, plan_key=key)
         return PlanResult(bucket=self.plans.bucket, key=key, pages=len(descriptors))

@@ -9,8 +9,11 @@ until an empty page, so persons added after the count are still synced.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
+
+from ..clients.errors import TransientError
 
 ProbePage = Callable[[int], bool]  # record index -> whether a record exists there
 MAX_TAIL_EXTENSION = 20  # extra Efficy pages the tail worker reads beyond its share before it stops
@@ -71,3 +74,17 @@ def plan_pages(total: int, efficy_page_size: int, page_size: int) -> list[dict[s
         number += 1
     descriptors[-1]["tail"] = True
     return descriptors
+
+
+@contextlib.contextmanager
+def noting_waits(runs: Any, run: Any) -> Iterator[None]:
+    """Records on the run that the Plan step waits on an outage (the error's class, since when, how many
+    attempts), then lets the error go on to the state machine's retry. Without it `full-sync status` showed
+    "planning... 0%" for the minutes of those retries, with the reason only in the logs. Best effort: a failed
+    note must not hide the error being retried."""
+    try:
+        yield
+    except TransientError as exc:
+        with contextlib.suppress(Exception):
+            runs.plan_waiting(run, type(exc).__name__)
+        raise

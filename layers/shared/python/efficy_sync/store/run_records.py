@@ -105,6 +105,8 @@ class Run:
     pages_total: int | None = None
     persons_estimate: int | None = None
     plan_key: str | None = None
+    waiting_on: str | None = None  # the error a retried Plan step waits out (cleared once planned)
+    waiting_since: str | None = None
     error: dict[str, Any] | None = None
     report: dict[str, Any] | None = None
     counters: dict[str, int] = field(default_factory=dict)
@@ -151,6 +153,8 @@ class Run:
             pages_total=plain.get("pages_total"),
             persons_estimate=plain.get("persons_estimate"),
             plan_key=plain.get("plan_key"),
+            waiting_on=plain.get("waiting_on"),
+            waiting_since=plain.get("waiting_since"),
             error=json.loads(plain["error"]) if plain.get("error") else None,
             report=json.loads(plain["report"]) if plain.get("report") else None,
             counters={

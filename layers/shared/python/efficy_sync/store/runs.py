@@ -28,6 +28,7 @@ from .dynamo import from_item, query_all, to_item
 from .run_counters import RunCounters
 from .run_records import (
     ACTIVE,
+    COUNTER_PREFIX,
     ENDED_STATUSES,
     LOCKS_PK,
     RUN_HISTORY_MAX,
@@ -266,10 +267,21 @@ class RunStore(RunCounters):
         client("dynamodb").update_item(
             TableName=self._table,
             Key=_run_key(run.integration_id, run.run_id),
-            UpdateExpression="SET pages_total = :p, persons_estimate = :n, plan_key = :k, planned_at = :now",
+            UpdateExpression="SET pages_total = :p, persons_estimate = :n, plan_key = :k, planned_at = :now "
+            "REMOVE waiting_on, waiting_since",
             ExpressionAttributeValues=to_item(
                 {":p": pages_total, ":n": persons_estimate, ":k": plan_key, ":now": utc_now()}
             ),
+        )
+
+    def plan_waiting(self, run: Run, error: str) -> None:
+        """The Plan step failed on an outage and Step Functions will retry it: what on, since when, attempts."""
+        client("dynamodb").update_item(
+            TableName=self._table,
+            Key=_run_key(run.integration_id, run.run_id),
+            UpdateExpression="SET waiting_on = :e, waiting_since = if_not_exists(waiting_since, :now) ADD #c :one",
+            ExpressionAttributeNames={"#c": f"{COUNTER_PREFIX}plan_retries"},
+            ExpressionAttributeValues=to_item({":e": error, ":now": utc_now(), ":one": 1}),
         )
 
     def add(self, integration_id: str, run_id: str, counters: Mapping[str, int]) -> None:
