@@ -114,8 +114,8 @@ def _config(stack: Any, integration_id: str, write_mode: str) -> None:
     ConfigStore(settings().config_table).put(cfg, applied_by="bench", comment=f"full-sync bench ({write_mode})")
 
 
-#: write calls (a BatchWriteItem of up to 25 person states is one call)
-_STATE_WRITES = {"PutItem": 0, "UpdateItem": 0, "BatchWriteItem": 0}
+#: write calls (a TransactWriteItems of up to 25 person states is one call)
+_STATE_WRITES = {"PutItem": 0, "UpdateItem": 0, "BatchWriteItem": 0, "TransactWriteItems": 0}
 _COUNTED_CLIENTS: set[int] = set()
 _STATE_WRITES_LOCK = threading.Lock()
 
@@ -420,7 +420,7 @@ def render(r: dict[str, Any]) -> str:
         f"{r['ceiling_diff']['persons_per_second']:,}/s creating each profile and patching one attribute, five "
         "pages at a time and 16 persons of a page at once, as the product runs them "
         f"(2 calls per person, where the product sends {r['diff_mode']['apsis_calls_per_1000'] / 1000:.1f}: "
-        "consents and tags too, and stores each person's state, 25 to a BatchWriteItem).",
+        "consents and tags too, and stores each person's state, 25 to a conditional TransactWriteItems).",
         "An unchanged re-sync sends nothing to APSIS One and writes no person state (DynamoDB writes are the "
         "run's own bookkeeping).",
         "",

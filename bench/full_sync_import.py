@@ -59,7 +59,7 @@ _COUNT_LOCK = threading.Lock()
 
 def _count_dynamodb() -> None:
     """Counts every DynamoDB call the in-process handlers make, and the person-state items among the writes
-    (PutItem or BatchWriteItem of a PERSON# / STATE item), on efficy_sync.aws's shared client."""
+    (PutItem, BatchWriteItem or TransactWriteItems of a PERSON# / STATE item), on efficy_sync.aws's shared client."""
     from efficy_sync.aws import client
 
     ddb = client("dynamodb")
@@ -78,6 +78,8 @@ def _count_dynamodb() -> None:
         elif operation == "BatchWriteItem":
             for writes in params.get("RequestItems", {}).values():
                 states += sum(is_state(w.get("PutRequest", {}).get("Item", {})) for w in writes)
+        elif operation == "TransactWriteItems":
+            states += sum(is_state(w.get("Put", {}).get("Item", {})) for w in params.get("TransactItems", []))
         with _COUNT_LOCK:
             _DDB["calls"] += 1
             _DDB["person_state_writes"] += states

@@ -1,6 +1,7 @@
-"""Person state written in batches (import mode's collector): BatchWriteItem of 25, unprocessed items sent
-again, and no concurrent writer overwritten: a state changed since it was read takes the conditional put, and an
-opt-out the write-back records during the batch is never lost (it lives in its own item)."""
+"""Person state written in batches (a page, import mode's collector): TransactWriteItems of 25, each put
+conditional on its revision, and no concurrent writer overwritten: a group with a state changed since it was
+read writes nothing and its states take the conditional put, and a state written by another writer in the
+moment before the batch's own write (a real-time CRM opt-out once a run ended) refuses the batch's state."""
 
 from __future__ import annotations
 
@@ -37,37 +38,33 @@ def state(key: int, stamp: str = "2024-05-01T09:00:00", **fields: Any) -> Person
     return PersonState(integration_id="acme", person_key=str(key), change_stamp=stamp, **fields)
 
 
-def count_calls(monkeypatch: pytest.MonkeyPatch, name: str, fail_first: int = 0) -> list[int]:
-    """Counts the DynamoDB client's `name` calls (items per call); the first `fail_first` calls leave their
-    last item unprocessed, as a throttled BatchWriteItem does."""
+def count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """Counts the DynamoDB client's `name` calls (items per call)."""
     ddb = aws.client("dynamodb")
     real = getattr(ddb, name)
     sizes: list[int] = []
 
     def wrapped(**kwargs: Any) -> Any:
-        items = next(iter(kwargs["RequestItems"].values()))
-        sizes.append(len(items))
-        if len(sizes) <= fail_first:
-            answer = real(RequestItems={TABLE: items[:-1]})
-            return {**answer, "UnprocessedItems": {TABLE: items[-1:]}}
+        sizes.append(len(kwargs["TransactItems"]))
         return real(**kwargs)
 
     monkeypatch.setattr(ddb, name, wrapped)
     return sizes
 
 
-def test_put_batch_writes_25_per_call_and_sends_unprocessed_items_again(
+def test_put_batch_writes_25_per_conditional_transaction(
     ddb_store: PersonStateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("efficy_sync.store.batch_writes.BATCH_BACKOFF", 0.001)
-    sizes = count_calls(monkeypatch, "batch_write_item", fail_first=1)
+    sizes = count_calls(monkeypatch, "transact_write_items")
 
     refused = ddb_store.put_batch([state(k, consents={SLOT: "opt-in"}) for k in range(1, 61)])
 
     assert refused == []
-    assert sorted(sizes) == [1, 10, 25, 25]  # 25 + 25 + 10, and the one item left unprocessed sent again
+    assert sorted(sizes) == [10, 25, 25]
     stored = ddb_store.get_many("acme", range(1, 61))
     assert len(stored) == 60 and all(s.revision == 1 and s.consents == {SLOT: "opt-in"} for s in stored.values())
+    again = ddb_store.put_batch([s.model_copy(update={"tags": {"vip": True}}) for s in stored.values()])
+    assert again == [] and all(s.revision == 2 for s in ddb_store.get_many("acme", range(1, 61)).values())
 
 
 def test_a_state_changed_since_it_was_read_takes_the_conditional_put(store: Any) -> None:
@@ -102,21 +99,25 @@ def test_an_opt_out_written_back_during_the_batched_write_is_not_lost(store: Any
     assert after.change_stamp == "2024-05-01T10:05:00"  # the write-back's newer state was not overwritten
 
 
-def test_an_opt_out_in_the_last_milliseconds_before_the_batch_is_not_lost(
+def test_a_state_written_just_before_the_batch_write_is_not_overwritten(
     ddb_store: PersonStateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The window a batch cannot close (between its revision check and its write): the STATE item is
-    overwritten, the opt-out is not (its own item), so the slot still reads opted out."""
+    """The moment BatchWriteItem could not close (its revision check was a read before the write): a state
+    another writer stores right before the batch's own request now refuses the batch's state."""
     ddb_store.put(state(1, consents={SLOT: "opt-in"}))
     planned = ddb_store.get("acme", 1).model_copy(update={"attribute_hashes": {"firstname": "abc"}})
-    checked = batch_writes._revisions(TABLE, "acme", [1])
-    optout_by_write_back(ddb_store, ddb_store.get("acme", 1))
-    monkeypatch.setattr(batch_writes, "_revisions", lambda *_: checked)  # read before the opt-out
+    real = batch_writes._transact
 
-    ddb_store.put_batch([planned])
+    def another_writer_first(table: str, states: list[PersonState]) -> bool:
+        optout_by_write_back(ddb_store, ddb_store.get("acme", 1))
+        return real(table, states)
+
+    monkeypatch.setattr(batch_writes, "_transact", another_writer_first)
+    refused = ddb_store.put_batch([planned])
 
     after = ddb_store.get("acme", 1)
-    assert after.attribute_hashes == {"firstname": "abc"}  # the batch did overwrite the STATE item
+    assert [s.person_key for s in refused] == ["1"]  # the caller syncs the person again from a fresh read
+    assert after.attribute_hashes != {"firstname": "abc"} and after.change_stamp == "2024-05-01T10:05:00"
     assert after.consents[SLOT] == "opt-out" and SLOT in after.optouts
 
 

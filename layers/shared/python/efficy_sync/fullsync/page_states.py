@@ -4,8 +4,8 @@ A page syncs its persons a chunk at a time (page.py). Each person's PersonSyncer
 one conditional PutItem per person that changed or was skipped for the first time: on a first load, a write
 per person, the slowest part of a page after the APSIS calls. `BatchedStates` stands in for the page's
 PersonStateStore: `put` only remembers the state, and once the chunk is done `flush` writes them all with
-`PersonStateStore.put_batch` (BatchWriteItem, 25 a call, a few calls at once, after one consistent read of the
-stored revisions).
+`PersonStateStore.put_batch` (TransactWriteItems of 25 puts, each conditional on its revision, a few at
+once).
 
 Why no concurrent writer is overwritten (the argument of store/batch_writes.py, applied to a page):
 - the real-time worker parks every change of the integration while a full sync runs (fullsync/parking.py), so
@@ -17,10 +17,11 @@ Why no concurrent writer is overwritten (the argument of store/batch_writes.py, 
 - the opt-out write-back may write a STATE item, but an opt-out itself is never in that item: it is recorded
   first in the person's OPTOUTS item (conditional, per slot) and merged back into every read, so a batched
   STATE landing on top of the write-back's cannot lose it (at worst the next sync compares the person again);
-- `put_batch` writes unconditionally only the states whose stored revision is still the one they were read
-  at; a changed one takes the conditional put. A state refused there (StaleWrite, ConflictingWrite) is not
-  lost: the person is synced again through the plain store, exactly what the per-person put's ConflictingWrite
-  did (plan again against the stored state; StaleWrite keeps its reconcile-and-retry).
+- `put_batch`'s every put requires the stored revision to be the one its state was read at, in the write
+  itself (so a real-time state stored in the moment before it is never overwritten); a group with a changed
+  one writes nothing and its states take the conditional put. A state refused there (StaleWrite,
+  ConflictingWrite) is not lost: the person is synced again through the plain store, exactly what the
+  per-person put's ConflictingWrite did (plan again against the stored state; StaleWrite keeps its reconcile-and-retry).
 The opt-out record updates a sync makes after its put (`update_optout`, `retire_optout`: a confirmed or a
 retired opt-out) are held back too and made only once the person's state is written, in the same order as
 before; a person whose state was refused gets none of them (their second sync decides again).

@@ -1,63 +1,65 @@
-"""Person states written in batches (import mode's Imports step): BatchWriteItem, 25 items a call, a few calls
-at once, UnprocessedItems sent again with backoff; a state changed since it was read takes the conditional put.
+"""Person states written in batches (a full-sync page, import mode's Imports step): TransactWriteItems of up to
+25 puts, each conditional on the revision its state was read at, a few transactions at once; a transaction one
+of whose states changed since it was read writes nothing, and its states take the conditional put one by one.
 
-Why no concurrent writer is overwritten (see `put_batch`): during a full sync the real-time worker parks its
-changes (fullsync/parking.py), pages and import files hold disjoint persons, and the only other writer of a
-person's STATE item is the opt-out write-back, whose opt-out itself is never in that item. Once the run has
-ended (a cancel: the parked changes apply again), the writers still finishing their work (a page's chunks in
-flight, an import file in flight) stop using batches and take the conditional put (fullsync/page_states.py,
-fullsync/collect.py).
+Why no concurrent writer is overwritten: every put carries its own revision condition, checked by DynamoDB in
+the same request that writes it. During a full sync the real-time worker parks its changes
+(fullsync/parking.py) and pages and import files hold disjoint persons, so the conditions nearly always hold
+and one call writes 25 states. The writers the conditions are for: the opt-out write-back (its opt-out itself
+lives in the OPTOUTS item), and the real-time worker once a run has ended (a cancel re-sends the parked
+changes at once, while a page's chunks in flight still write: until the page notices the end, it batches).
+
+BatchWriteItem, used here before, cannot carry a condition: it was preceded by one consistent read of the
+revisions, and a real-time state written between that read and the write was overwritten by the page's older
+one (a CRM opt-out withdrawn in that window lost: APSIS kept the page's opt-in, the stored state agreed with
+it, so no later sync withdrew it). A transaction closes that window; on AWS it costs two write units a state
+instead of one, and saves the read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from ..aws import client
 from ..state import PersonState
-from .dynamo import BATCH_WRITE_ITEMS as BATCH_WRITE_ITEMS
-from .dynamo import BatchWriteIncomplete as BatchWriteIncomplete
-from .dynamo import batch_get, batch_write
-from .person_items import StaleWrite, _key, state_item
+from .dynamo import to_item
+from .person_items import StaleWrite, state_item
 
 if TYPE_CHECKING:
     from .persons import PersonStateStore
 
-#: a few BatchWriteItem calls at once (each is one round trip of up to 25 puts)
+#: puts per TransactWriteItems (DynamoDB takes 100, 4 MB in all: 25 keeps a call well under the size limit)
+TRANSACT_ITEMS = 25
+#: a few transactions at once (each is one round trip)
 BATCH_WORKERS = 4
-BATCH_ATTEMPTS = 8
-BATCH_BACKOFF = 0.05  # seconds, doubled per attempt, full jitter
 
 
 def put_batch(
     store: PersonStateStore, table: str, states: list[PersonState], *, workers: int = BATCH_WORKERS
 ) -> list[PersonState]:
-    """Store many states at once where no concurrent writer can be overwritten; returns the ones refused.
+    """Store many states at once, none over a state stored since it was read; returns the ones refused.
 
-    BatchWriteItem cannot carry a condition, so first one consistent read (BatchGetItem of the STATE items'
-    revision, 100 keys a call) checks that each stored item is still the revision its state was read at.
-    Those go out unconditionally, 25 per BatchWriteItem, `workers` calls at once (UnprocessedItems retried
-    with backoff); the others, changed since (in a full sync only the opt-out write-back can do that: the
-    real-time worker is parked), take the conditional `put`, and a refused one (StaleWrite) is returned.
-
-    Why the milliseconds between that read and the write are safe: an opt-out is never in the STATE item.
-    The write-back records it in the person's OPTOUTS item (conditional, per slot) before it syncs, and
-    every read merges the live records back (`merge_optouts`): a slot with a live opt-out reads "opt-out",
-    or "unknown" (sent again) when our opt-in is close to it. So a batched STATE that lands on top of the
-    write-back's own STATE write cannot lose the opt-out; at worst its older stamp makes the next sync
-    compare the person again."""
+    Each group of TRANSACT_ITEMS goes out as one transaction whose every put requires the stored revision to be
+    the one its state was read at (absent, for a state read when nothing was stored). A group whose transaction
+    is refused (a state changed since: the opt-out write-back, or the real-time worker once the run ended)
+    writes nothing; its states then take the conditional `put` one by one, and those refused there
+    (StaleWrite, ConflictingWrite: a newer or a changed state stored) are returned, for the caller to sync
+    again from a fresh read."""
     if not states:
         return []
-    revisions = _revisions(table, states[0].integration_id, [s.person_key for s in states])
-    same = [s for s in states if revisions.get(str(s.person_key), 0) == s.revision]
-    changed = [s for s in states if revisions.get(str(s.person_key), 0) != s.revision]
-    batches = [same[i : i + BATCH_WRITE_ITEMS] for i in range(0, len(same), BATCH_WRITE_ITEMS)]
-    if batches:
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(batches)))) as pool:
-            list(pool.map(lambda batch: _write_batch(table, batch), batches))
+    groups = [states[i : i + TRANSACT_ITEMS] for i in range(0, len(states), TRANSACT_ITEMS)]
+    if len(groups) == 1:
+        return _write_group(store, table, groups[0])
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(groups)))) as pool:
+        return [s for refused in pool.map(lambda group: _write_group(store, table, group), groups) for s in refused]
+
+
+def _write_group(store: PersonStateStore, table: str, states: list[PersonState]) -> list[PersonState]:
+    if _transact(table, states):
+        return []
     refused = []
-    for state in changed:
+    for state in states:  # the transaction wrote nothing: each state on its own, with the whole put's checks
         try:
             store.put(state)
         except StaleWrite:
@@ -65,13 +67,23 @@ def put_batch(
     return refused
 
 
-def _revisions(table: str, integration_id: str, keys: Iterable[int | str]) -> dict[str, int]:
-    """person key -> stored STATE revision (absent: nothing stored), read consistently."""
-    wanted = list(dict.fromkeys(str(k) for k in keys))
-    items = batch_get(table, [_key(integration_id, k) for k in wanted], projection="pk, rev")
-    return {str(item["pk"]).rsplit("#", 1)[1]: int(item.get("rev", 0)) for item in items}
+def _transact(table: str, states: list[PersonState]) -> bool:
+    """One TransactWriteItems of `states`, each conditional on its revision; False when DynamoDB cancelled it
+    (a condition failed, or another request touched one of the items meanwhile): nothing was written.
+    botocore gives the call an idempotency token, so its own retry of a transaction that did land succeeds."""
+    ddb = client("dynamodb")
+    try:
+        ddb.transact_write_items(TransactItems=[{"Put": _conditional_put(table, s)} for s in states])
+    except ddb.exceptions.TransactionCanceledException:
+        return False
+    return True
 
 
-def _write_batch(table: str, states: list[PersonState]) -> None:
-    """One batch of states, unconditionally (UnprocessedItems sent again with backoff)."""
-    batch_write(table, [state_item(s) for s in states], attempts=BATCH_ATTEMPTS, backoff=BATCH_BACKOFF)
+def _conditional_put(table: str, state: PersonState) -> dict[str, Any]:
+    put: dict[str, Any] = {"TableName": table, "Item": state_item(state), "ExpressionAttributeNames": {"#r": "rev"}}
+    if state.revision:
+        put["ConditionExpression"] = "#r = :r"
+        put["ExpressionAttributeValues"] = to_item({":r": state.revision})
+    else:  # read when nothing was stored (or an item stored before revisions existed)
+        put["ConditionExpression"] = "attribute_not_exists(#r)"
+    return put
