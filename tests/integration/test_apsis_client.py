@@ -15,6 +15,7 @@ from efficy_sync.clients.errors import (
     PayloadTooLarge,
     RateLimited,
     RejectedValue,
+    RequestRefused,
     acknowledgeable,
 )
 from efficy_sync.clients.http import RetryPolicy
@@ -504,10 +505,11 @@ def test_a_403_gets_a_new_token_at_most_once_a_minute(make_sim: Callable[..., Ap
 def test_an_error_body_that_is_json_but_not_a_problem_object_is_still_a_typed_error(
     sim: ApsisSimulator, client: ApsisClient, body: str
 ) -> None:
-    """The real API's error bodies are not all problem+json objects (contracts/apsis-one.md §5): the status
-    decides the error's type, whatever the body holds."""
+    """An error body that is JSON but no problem+json object (contracts/apsis-one.md §5: APSIS's own are) is
+    read without failing, and typed by its status; a 400 of that kind is no evidence that APSIS refused the
+    person's value (a gateway answered it), so it is about our request, never acknowledged as the person's."""
     client.create_profile("1")
     sim.add_fault(path_regex="/attributes$", status=400, count=1, body=body, content_type="application/json")
-    with pytest.raises(RejectedValue) as raised:
+    with pytest.raises(RequestRefused) as raised:
         client.patch_attributes("1", {FIRSTNAME: "Jo"})
-    assert raised.value.status == 400
+    assert raised.value.status == 400 and not raised.value.about_person

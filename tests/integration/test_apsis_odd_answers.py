@@ -91,6 +91,37 @@ def test_a_write_refused_for_our_request_not_a_value_is_not_the_persons_failure(
     retried_then_sent(sim, syncer, store, RequestRefused)
 
 
+NGINX_400 = (
+    "<html><head><title>400 Request Header Or Cookie Too Large</title></head><body><center><h1>400 Bad Request"
+    "</h1></center><hr><center>nginx</center></body></html>"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [(NGINX_400, "text/html"), ("", "text/plain"), ('{"message": "Bad Request"}', "application/json")],
+)
+def test_a_400_that_is_not_apsis_own_answer_is_not_the_persons_failure(
+    sim: ApsisSimulator, body: str, content_type: str
+) -> None:
+    """A proxy's or a WAF's 400 page in front of the API (nginx's header too large: a long token) is not APSIS
+    refusing this person's value: acknowledged as the person's failure, it lost the CRM opt-out."""
+    syncer, store = opted_in(sim)
+    sim.add_fault(path_regex="/consents$", method="POST", status=400, count=100, body=body, content_type=content_type)
+    retried_then_sent(sim, syncer, store, RequestRefused)
+
+
+def test_apsis_own_400_still_refuses_the_persons_value(sim: ApsisSimulator) -> None:
+    syncer, store = opted_in(sim)
+    sim.add_fault(
+        path_regex="/consents$", method="POST", status=400, count=100,
+        body='{"title": "Bad Request", "status": 400, "detail": "invalid value"}',
+        content_type="application/problem+json",
+    )  # fmt: skip
+    outcome = syncer.sync(7, crm_opt_out(), store.get(CFG.integration_id, 7))
+    assert outcome.result == "failed" and outcome.error_category == "rejected_value"
+
+
 def test_a_write_answered_with_a_web_page_is_not_sent(sim: ApsisSimulator) -> None:
     syncer, store = opted_in(sim)
     sim.add_fault(

@@ -60,7 +60,7 @@ def send_operations(apsis: Any, ops: list[Operation], *, combine: bool = True) -
                 send_one(apsis, op, combine=combine)
         except Exception as exc:
             result.error = _as_api_error(exc)
-            if result.error.retryable and not isinstance(result.error, RateLimited | OutOfTime):
+            if _maybe_applied(result.error):
                 result.unsure = taken  # a timeout or a 5xx: APSIS may have applied it
             elif isinstance(result.error, RejectedValue) and not any(isinstance(o, CreateProfile) for o in taken):
                 _withdraw(apsis, ops[index + len(taken) :], result)
@@ -86,11 +86,20 @@ def _withdraw(apsis: Any, rest: list[Operation], result: Sent) -> None:
             later = _as_api_error(exc)
             if not acknowledgeable(later):
                 result.error = later
-                if later.retryable and not isinstance(later, RateLimited | OutOfTime):
+                if _maybe_applied(later):
                     result.unsure = [withdrawal]
                 return
             continue
         result.ops.append(withdrawal)
+
+
+def _maybe_applied(error: ApiError) -> bool:
+    """Whether APSIS may have applied a call that failed: a timeout or a 5xx may have; a 429 or our own
+    deadline refused only the last attempt, so they may have too when an earlier attempt went unanswered
+    (a read timeout retried into a 429 left an opt-in in APSIS that no state knew of)."""
+    if not error.retryable:
+        return False
+    return error.maybe_applied or not isinstance(error, RateLimited | OutOfTime)
 
 
 def _as_api_error(exc: Exception) -> ApiError:

@@ -25,9 +25,18 @@ from efficy_sync.clients.errors import (
     AuthError,
     NotFound,
     PayloadTooLarge,
+    RejectedValue,
+    RequestRefused,
     error_class_for,
 )
-from efficy_sync.clients.http import MIN_CALL_SECONDS, RetryPolicy, build_session, check_time, time_left
+from efficy_sync.clients.http import (
+    MIN_CALL_SECONDS,
+    RetryPolicy,
+    build_session,
+    check_time,
+    response_unanswered_attempt,
+    time_left,
+)
 from efficy_sync.clients.meter import meter
 from efficy_sync.observability import logger  # the PII-scrubbing logger: one logging path
 from efficy_sync.pii import redact_text
@@ -280,7 +289,9 @@ class ApsisTransport:
             self._forget_token(token)
             response = self._send(kind, method, path, data, content_type, params, token=self._access_token())
         if response.status_code >= 400:
-            raise self._error_for(response, kind)
+            error = self._error_for(response, kind)
+            error.maybe_applied = response_unanswered_attempt(response)  # a 429 after a timed-out attempt
+            raise error
         if response.headers.get("Content-Type", "").lower().startswith("text/html"):
             # APSIS's API answers JSON or nothing; a web page answered 2xx is a proxy's or a maintenance page,
             # and a write "done" on it would be recorded as sent (an opt-out APSIS never got)
@@ -386,6 +397,10 @@ class ApsisTransport:
         error = error_class_for(status, ApsisUnavailable)(message, status=status, detail=message)
         if isinstance(error, NotFound):
             error.answered = _problem_answer(response)
+        elif isinstance(error, RejectedValue) and not _problem_answer(response):
+            # only APSIS's own problem+json refuses a person's value: a proxy's or a WAF's 400 page (a header
+            # too large, a blocked body) is about the integration, and acknowledging it lost the change
+            return RequestRefused(message, status=status, detail=message)
         return error
 
 

@@ -20,6 +20,9 @@ class ApiError(Exception):
     retryable = False
     #: True only for a failure caused by this person's data; see the module docstring
     about_person = False
+    #: an earlier attempt of the call was sent and never answered (a read timeout, a connection dropped after
+    #: sending), so the server may have applied it, whatever the last attempt said (a 429, our own deadline)
+    maybe_applied = False
 
     def __init__(
         self, message: str, *, status: int | None = None, detail: str | None = None, about_person: bool | None = None

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import InvalidHeader
+from urllib3.exceptions import ConnectTimeoutError, InvalidHeader, NewConnectionError
 from urllib3.util.retry import Retry
 
 from . import spans
@@ -111,6 +111,23 @@ def map_in_context(pool: Executor, fn: Callable[[T], R], items: Iterable[T]) -> 
 _SECONDS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:s|secs?|seconds?)?\s*$", re.IGNORECASE)
 
 
+def unanswered_attempt(history: Iterable[Any]) -> bool:
+    """Whether a retried call had an attempt that was sent and got no answer (urllib3's retry history): a read
+    timeout or a connection dropped after sending may have been applied by the server. A connection that was
+    never made (refused, a connect timeout, a name not resolved) sent nothing."""
+    return any(
+        entry.error is not None and not isinstance(entry.error, ConnectTimeoutError | NewConnectionError)
+        for entry in history
+    )
+
+
+def response_unanswered_attempt(response: Any) -> bool:
+    """`unanswered_attempt` of the attempts before `response` (a requests Response, as the session returns
+    the last one when the retries of a status ran out)."""
+    retries = getattr(getattr(response, "raw", None), "retries", None)
+    return unanswered_attempt(getattr(retries, "history", ()) or ())
+
+
 class BoundedRetry(Retry):
     """urllib3's Retry with each wait capped and no wait (nor attempt after it) running past the deadline."""
 
@@ -147,7 +164,9 @@ class BoundedRetry(Retry):
         wait = self._wait(response)
         left = time_left()
         if left is not None and wait + MIN_CALL_SECONDS > left:
-            raise OutOfTime(f"a retry after {wait:.1f}s would end past the invocation's deadline ({left:.1f}s left)")
+            error = OutOfTime(f"a retry after {wait:.1f}s would end past the invocation's deadline ({left:.1f}s left)")
+            error.maybe_applied = unanswered_attempt(self.history)
+            raise error
         if wait > 0:
             time.sleep(wait)
 
