@@ -294,3 +294,48 @@ def test_a_client_near_its_invocation_s_deadline_does_not_wait_for_the_holder(
     with deadline(3.0):  # 3 s left: waiting up to 10 s for the holder would leave none for the call
         container(store=store).list_sections()
     assert store.refused.is_set() and _tokens(sim) == 1  # found the lease held, and asked for its own in time
+
+
+def test_a_401_a_fresh_token_does_not_fix_costs_no_token_per_call(sim: ApsisSimulator) -> None:
+    """Every call answered 401 though its token was just issued (the API does not take this client's tokens:
+    another account or region, a gateway in front). One new token, then none for a minute: a token per call
+    spent the endpoint's 10 a minute per account at the first worker batch, for every container."""
+    from efficy_sync.clients.errors import AuthError
+
+    sim.add_fault(path_regex="^/audience/sections$", status=401, count=100)
+    client = ApsisClient(sim.url, sim.client_id, sim.client_secret, section=SECTION, policy=FAST)
+    for _ in range(8):
+        with pytest.raises(AuthError):
+            client.list_sections()
+    assert _tokens(sim) == 2
+
+
+class _CannotDiscard(_FailingStore):
+    """A store that reads and saves, but whose delete fails (SSM throttled, no DeleteParameter permission)."""
+
+    def __init__(self) -> None:
+        self.value: tuple[str, float] | None = None
+
+    def load(self) -> tuple[str, float] | None:
+        return self.value
+
+    def save(self, token: str, refresh_at: float) -> None:
+        self.value = (token, refresh_at)
+
+    def claim(self, seconds: float) -> bool:
+        return True
+
+    def release(self) -> None:
+        return None
+
+
+def test_a_revoked_token_the_store_cannot_discard_is_not_read_back(
+    sim: ApsisSimulator, container: Callable[..., ApsisClient]
+) -> None:
+    """The refused token stayed in the store and came back at the next read: every call failed until the
+    store's delete worked. A failing store costs a token request, never the call."""
+    client = container(_CannotDiscard())
+    assert client.list_sections()
+    sim.revoke_tokens()
+    assert [s["discriminator"] for s in client.list_sections()] == [SECTION]
+    assert _tokens(sim) == 2

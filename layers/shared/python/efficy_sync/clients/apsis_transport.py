@@ -53,6 +53,9 @@ FALLBACK_TOKEN_LIFETIME = 300.0  # when a token carries neither `exp` nor `expir
 #: of the second kind asked for a token per call (every tagged person, with a client not allowed to tag), and
 #: the token endpoint allows 10 a minute per account: its 429s then stalled every call of the container.
 FORBIDDEN_REFRESH_SECONDS = 60.0
+#: a 401 to a token this client fetched less than this long ago gets a new one at most once in that time (fresh
+#: tokens refused: the API does not take this client's tokens); an older token, or one from the store, is replaced
+UNAUTHORIZED_REFRESH_SECONDS = 60.0
 #: with a token store, one client of an API client asks APSIS for a new token at a time (the refresh lease); the
 #: lease lapses after this long if its holder dies mid-fetch (a fetch backed off by 429s can take half a minute)
 TOKEN_LEASE_SECONDS = 60.0
@@ -97,6 +100,7 @@ MORE_PAGES = ("next", "next_page", "next_url", "next_page_token", "continuation_
 class _Token:
     value: str
     refresh_at: float  # epoch seconds
+    fetched_at: float | None = None  # when this client got it from APSIS itself (None: read from the store)
 
 
 class TokenStore(Protocol):
@@ -150,6 +154,8 @@ class ApsisTransport:
         self._token_lock = threading.Lock()
         self._token_store = token_store
         self._forbidden_refresh_at: float | None = None  # when a 403 last got a new token (self._clock)
+        self._refused: str | None = None  # the token APSIS refused last: never read back from the store
+        self._unauthorized_refresh_at: float | None = None  # when a 401 to a fresh token last got a new one
         self._calls_lock = threading.Lock()
         #: HTTP calls made, by kind ("patch_attributes", "token", ...); the session's own retries are not
         #: counted here (the simulator's /_sim/calls sees those)
@@ -168,7 +174,27 @@ class ApsisTransport:
         with self._token_lock:
             if self._token is not None and self._token.value == used:
                 self._token = None
+            self._refused = used  # a store that fails to discard it must not hand it back (_shared_token)
             self._store("discard", used)
+
+    def _may_refresh_on_unauthorized(self, used: str) -> bool:
+        """Whether a 401 to `used` is worth a new token. A token read from the store or fetched a while ago is
+        replaced (revoked, expired early); one replaced meanwhile by another thread is retried with the current
+        one, no fetch. But a token this client fetched from APSIS less than UNAUTHORIZED_REFRESH_SECONDS ago
+        gets a new one at most once in that time: fresh tokens refused say the API does not take this client's
+        tokens at all (another account, a gateway), and asking again on every call spent the token endpoint's
+        10 a minute per account at the first worker batch, for every container of the account."""
+        with self._token_lock:
+            current, now = self._token, self._clock()
+            if current is None or current.value != used or current.fetched_at is None:
+                return True
+            if not 0 <= now - current.fetched_at < UNAUTHORIZED_REFRESH_SECONDS:
+                return True
+            last = self._unauthorized_refresh_at
+            if last is not None and 0 <= now - last < UNAUTHORIZED_REFRESH_SECONDS:
+                return False
+            self._unauthorized_refresh_at = now
+            return True
 
     def _may_refresh_on_forbidden(self) -> bool:
         with self._token_lock:
@@ -184,6 +210,8 @@ class ApsisTransport:
         if not found:
             return None
         value, refresh_at = found
+        if value == self._refused:  # refused by APSIS, still stored (its discard failed): ask for a new one
+            return None
         return _Token(value=value, refresh_at=refresh_at) if self._clock() < refresh_at else None
 
     def _refresh_shared(self) -> _Token:
@@ -267,7 +295,7 @@ class ApsisTransport:
             expires_at = issued_at + _lifetime(payload.get("expires_in"))
         # a short-lived token (tests, odd configurations) is still reused for half its life
         margin = min(self.token_refresh_margin, max(expires_at - issued_at, 0) / 2)
-        return _Token(value=value, refresh_at=expires_at - margin)
+        return _Token(value=value, refresh_at=expires_at - margin, fetched_at=issued_at)
 
     # ---- transport ------------------------------------------------------------------------------------
     def _call(
@@ -280,12 +308,15 @@ class ApsisTransport:
         content_type: str = JSON,
         params: dict[str, Any] | None = None,
     ) -> requests.Response:
-        """One API call: authenticated, retried by the session, one token refresh on 401 (on 403 at most once
-        a minute: FORBIDDEN_REFRESH_SECONDS), typed on failure."""
+        """One API call: authenticated, retried by the session, one token refresh on 401 (a fresh token's or a
+        403's at most once a minute), typed on failure."""
         data = self._encode(body) if body is not None else None
         token = self._access_token()
         response = self._send(kind, method, path, data, content_type, params, token=token)
-        if response.status_code == 401 or (response.status_code == 403 and self._may_refresh_on_forbidden()):
+        status = response.status_code
+        if (status == 401 and self._may_refresh_on_unauthorized(token)) or (
+            status == 403 and self._may_refresh_on_forbidden()
+        ):
             self._forget_token(token)
             response = self._send(kind, method, path, data, content_type, params, token=self._access_token())
         if response.status_code >= 400:
