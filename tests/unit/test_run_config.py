@@ -88,6 +88,20 @@ def test_a_consent_or_profile_tag_mapping_re_targeted_since_is_dropped_too() -> 
     assert held_to_live(run, cfg(consent_mappings=list(reversed(RAW["consent_mappings"])))) is run  # order only
 
 
+def test_a_query_tag_mapping_removed_since_no_longer_tags_nor_untags() -> None:
+    """The admin removed a query tag mapping during the run (it tagged the wrong query): the Tags step would
+    still untag the query's former members, the pages still tag its members. The README promises the tag stays
+    where it is once its mapping is removed."""
+    run = cfg(tags={**RAW["tags"], "queries": [{"query": 3618, "tag": "vip"}, {"query": 7, "tag": "partners"}]})
+    live = cfg(tags={**RAW["tags"], "queries": [{"query": 7, "tag": "partners"}]})
+    held = held_to_live(run, live)
+    assert [q.tag for q in held.tags.queries] == ["partners"]
+    assert "vip" not in held.managed_tags() and "partners" in held.managed_tags()
+    assert [t.tag for t in held.tags.profiles] == [t.tag for t in run.tags.profiles]
+    desired = map_person(held, member_of_everything(run), query_tags={"vip", "partners"})
+    assert isinstance(desired, Desired) and "vip" not in desired.tags and desired.tags["partners"] is True
+
+
 def test_a_run_in_its_own_write_mode_reads_as_that_mode_does() -> None:
     """`full-sync start --write-mode import` on a diff config: the run's config says import, so the consents of a
     person new to us are read before a first opt-in (existing_optouts), as import mode's first loads need."""

@@ -12,7 +12,9 @@ run in two: mappings, tags and write mode stay the run's. Two things cannot wait
   deciding anyone's consent: the breaker guards against mass opt-outs, nothing else against an opt-in nobody
   gave, and an opt-out it finds is no withdrawal either (the wrong profile says nothing about the person). The
   run drops it, as it drops a CRM-profile tag mapping removed or re-targeted since: the slot or tag is left as
-  APSIS holds it, as the live version leaves a mapping it no longer has.
+  APSIS holds it, as the live version leaves a mapping it no longer has. A query tag mapping removed or
+  re-targeted since is dropped too: the Tags step no longer untags the query's former members, nor do pages
+  tag its members (README: "a profile or query tag mapping removed: the tag stays where it is").
 The next sync under the live version decides the rest.
 
 A run started with its own write mode (`full-sync start --write-mode`) writes in that mode (Run.write_mode). The
@@ -38,8 +40,8 @@ def in_write_mode(cfg: IntegrationConfig, write_mode: str) -> IntegrationConfig:
 
 
 def held_to_live(run_cfg: IntegrationConfig, live: IntegrationConfig) -> IntegrationConfig:
-    """`run_cfg` with the live version's sync conditions added and the consent and CRM-profile tag mappings it
-    removed dropped (see the module docstring)."""
+    """`run_cfg` with the live version's sync conditions added and the consent and tag mappings it removed
+    dropped (see the module docstring)."""
     update: dict[str, object] = {}
     added = [condition for condition in live.sync_conditions if condition not in run_cfg.sync_conditions]
     if added:
@@ -49,6 +51,7 @@ def held_to_live(run_cfg: IntegrationConfig, live: IntegrationConfig) -> Integra
     if len(consents) < len(run_cfg.consent_mappings):
         update["consent_mappings"] = consents
     profile_tags = [t for t in run_cfg.tags.profiles if t in live.tags.profiles]
-    if len(profile_tags) < len(run_cfg.tags.profiles):
-        update["tags"] = run_cfg.tags.model_copy(update={"profiles": profile_tags})
+    query_tags = [q for q in run_cfg.tags.queries if q in live.tags.queries]
+    if len(profile_tags) < len(run_cfg.tags.profiles) or len(query_tags) < len(run_cfg.tags.queries):
+        update["tags"] = run_cfg.tags.model_copy(update={"profiles": profile_tags, "queries": query_tags})
     return run_cfg.model_copy(update=update) if update else run_cfg
