@@ -147,3 +147,26 @@ def test_an_empty_error_key_without_data_is_still_no_person(sim: EfficySimulator
     with pytest.raises(EfficyBusinessError) as raised:  # not read as "gone": no master dataset at all
         client.get_persons([7])
     assert raised.value.code == "INVALID_RESPONSE"
+
+
+# ---- an answer is the asked person's, or it is refused ---------------------------------------------------------
+def test_answers_without_id_in_another_order_are_never_filed_under_the_wrong_person(
+    sim: EfficySimulator, client: EfficyClient
+) -> None:
+    """Efficy (or something in front of it) does not echo `#id` and answers the batch in another order: matched
+    by position, person 7 was given person 8's e-mail and CRM profiles, and opted out on their evidence."""
+    seven, eight = consult(dataset([])), consult(dataset([]), {**MASTER, "K_CONTACT": 8, "EMAIL1": "p8@example.com"})
+    answer(sim, "^/crm/json", [*eight, *seven])
+    with pytest.raises(EfficyBusinessError) as refused:
+        client.get_persons([7, 8])
+    assert refused.value.code == "INVALID_RESPONSE" and "answered contact 8" in str(refused.value)
+    answer(sim, "^/crm/json", [*seven, *eight])  # in order: read as before
+    read = client.get_persons([7, 8])
+    assert {k: p["EMAIL1"] for k, p in read.items()} == {7: "p7@example.com", 8: "p8@example.com"}
+
+
+def test_a_consult_answered_with_another_contact_is_refused(sim: EfficySimulator, client: EfficyClient) -> None:
+    """A consult of 7 answered with contact 9's record (a merge redirected it): not person 7's data."""
+    with pytest.raises(EfficyBusinessError) as refused:
+        get_one(sim, client, consult(dataset([]), {**MASTER, "K_CONTACT": 9}))
+    assert refused.value.code == "INVALID_RESPONSE"

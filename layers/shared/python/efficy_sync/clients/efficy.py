@@ -167,7 +167,7 @@ class EfficyClient(EfficyParsing):
                         missing.append(key)
                         continue
                     raise answer
-                person = self._person_from_consult(answer)
+                person = self._person_from_consult(answer, key)
                 if person is None:
                     missing.append(key)
                 else:

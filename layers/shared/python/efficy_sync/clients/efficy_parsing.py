@@ -134,9 +134,12 @@ class EfficyParsing:
         except Unreadable as exc:
             person[PROFILES_UNREAD] = exc.reason
 
-    def _person_from_consult(self, element: dict[str, Any]) -> dict[str, Any] | None:
-        """The person of a consult answer; None when its master dataset is there and empty (no such record,
-        still to be confirmed). An answer without a master dataset at all is malformed, not an absence."""
+    def _person_from_consult(self, element: dict[str, Any], asked: int) -> dict[str, Any] | None:
+        """The person of a consult answer to the key `asked`; None when its master dataset is there and empty
+        (no such record, still to be confirmed). An answer without a master dataset at all is malformed, not an
+        absence, and so is a record of another contact: answers matched by position (an Efficy that does not
+        echo `#id`, in another order) or a consult redirected (a merge) gave one person another's e-mail and
+        CRM profiles, and so an opt-out on their evidence."""
         master_rows = self.dataset_rows(self._func(element, "master"))
         if master_rows is None:
             raise EfficyBusinessError("consult answer without a master dataset", code="INVALID_RESPONSE")
@@ -144,6 +147,10 @@ class EfficyParsing:
             return None
         person = {name.upper(): value for name, value in master_rows[0].items()}
         person["K_CONTACT"] = self._as_int(person.get("K_CONTACT", element.get("key")))
+        if person["K_CONTACT"] != asked:
+            raise EfficyBusinessError(
+                f"the consult of contact {asked} answered contact {person['K_CONTACT']}", code="INVALID_RESPONSE"
+            )
         # no detail dataset, or a row without a readable K_PROFILE: membership unknown, not "member of nothing"
         self._profiles_of(self.dataset_rows(self._func(element, "detail")), person)
         return person
