@@ -14,12 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 from efficy_sync.clients.errors import TransientError, retry_as
+from efficy_sync.clients.http import deadline, lambda_seconds
 from efficy_sync.fullsync.breaker import Breaker
 from efficy_sync.fullsync.import_step import imports_step
 from efficy_sync.fullsync.runs import SyncAlreadyRunning
 from efficy_sync.fullsync.steps import parse_step
 from efficy_sync.fullsync.wiring import build_full_sync
 from efficy_sync.observability import logger, metrics
+from efficy_sync.settings import settings
 from efficy_sync.tracing import capture_handler, record
 from pydantic import BaseModel
 
@@ -60,7 +62,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         run_id=run.run_id if run else None,
     )
     # A full sync's correlation id is its run id, which every step payload carries (Begin's is in its result).
-    with record(run.run_id if run else None, "## step"):
+    # Every API call of a step ends before Lambda's timeout (as in the other workers): cut off, an Imports step
+    # never marked what an import it had sent may have applied, and Step Functions' retry was cut off the same way.
+    with deadline(lambda_seconds(context, settings().deadline_reserve)), record(run.run_id if run else None, "## step"):
         try:
             answer = STEPS[step.step](step, lambda: context.get_remaining_time_in_millis() / 1000)
         except TransientError as exc:

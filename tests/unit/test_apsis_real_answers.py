@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from efficy_sync.clients.apsis_export import parse_export
 from efficy_sync.clients.errors import ApsisUnavailable, acknowledgeable, error_class_for
-from efficy_sync.fullsync.import_writer import _failed_rows, _Row
+from efficy_sync.fullsync.import_report import failed_rows
 
 CRM = "com.apsis1.keyspaces.crm-id"
 NEWS = "usercreated.topics.newsletter-ab12"
@@ -99,8 +99,9 @@ def test_a_timeout_or_a_gone_or_locked_resource_is_never_the_persons_failure(sta
     assert isinstance(error, ApsisUnavailable) and not acknowledgeable(error)
 
 
-def rows(n: int) -> list[_Row]:
-    return [_Row(person={"K_CONTACT": key}, desired=None, state=None, ops=[]) for key in range(1, n + 1)]  # type: ignore[arg-type]
+def rows(n: int) -> list[int]:
+    """The keys of a file's rows, in the file's order."""
+    return list(range(1, n + 1))
 
 
 @pytest.mark.parametrize(
@@ -137,8 +138,16 @@ def rows(n: int) -> list[_Row]:
         ({"status": "completed", "failedCount": "1", "errors": [{"row": 2}]}, {1, 2, 3}),
         ({"status": "completed", "failed": "some"}, set(range(1, 7))),  # a count we cannot read
         ({"status": "completed", "failed": "0", "statistics": {"failed": 0}}, set()),
+        # a report that accounts for fewer rows than the file had: the others were not imported on its word
+        ({"status": "completed", "rows": 3, "created": 3, "failed": 0, "errors": []}, set(range(1, 7))),
+        ({"status": "completed", "rows": 6, "created": 3, "updated": 0, "failed": 0}, set(range(1, 7))),
+        ({"status": "completed", "rows": 6, "created": 2, "updated": 4, "failed": 0}, set()),
+        # an error naming the failed profile's key: that person; a key not in the file: not this file's report
+        ({"failed": 1, "errors": [{"row": 2, "profile_key": "5", "message": "bad"}]}, {5}),
+        ({"failed": 1, "errors": [{"key": 5}]}, {5}),
+        ({"failed": 1, "errors": [{"row": 2, "profile_key": "999"}]}, set(range(1, 7))),
     ],
 )
 def test_import_rows_are_failed_unless_the_report_says_which(report: dict[str, Any], failed: set[int]) -> None:
     """A row counted as imported is recorded as synced and never sent again: only on a report that names it."""
-    assert _failed_rows(report, rows(6)) == failed
+    assert failed_rows(report, rows(6)) == failed

@@ -111,3 +111,28 @@ def test_the_page_worker_bounds_its_calls_and_a_page_out_of_time_is_retried(
     # (tests/unit/test_asl_retries.py holds the ASL to that list)
     assert type(caught.value).__name__ in STATE_MACHINE_RETRIES
     assert seen[0] is not None and 300 - RESERVE - 1 < seen[0] <= 300 - RESERVE
+
+
+@pytest.mark.parametrize("step", ["imports", "seams", "tags"])
+def test_the_full_sync_steps_bound_their_calls_by_the_lambda_time(
+    load: Any, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """Seams, Imports and Tags call Efficy and APSIS One for minutes: without a deadline, Lambda's timeout cut
+    an Imports step off before it marked the rows an import it had sent may have applied."""
+    import json
+
+    app = load("full_sync_step")
+    seen: list[float | None] = []
+
+    def fake(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        seen.append(time_left())  # what an APSIS or Efficy call of the step sees (check_time)
+        return {"more": False}
+
+    monkeypatch.setattr(app, "imports_step", fake)
+    monkeypatch.setattr(app.full_sync, "seams", fake)
+    monkeypatch.setattr(app.full_sync, "tags", fake)
+    event = json.loads((ROOT / "events" / "full_sync_step_seams.json").read_text())
+    event["step"] = step
+    app.handler(event, Context(remaining_ms=900_000))
+    assert seen and seen[0] is not None and 900 - RESERVE - 1 < seen[0] <= 900 - RESERVE
+    assert time_left() is None

@@ -15,14 +15,13 @@ The default of `import_rows` (config.py, IMPORT_ROWS_DEFAULT = 20,000), from the
 - 3 in flight: with APSIS's processing time T per import (not documented), the run takes ≈ imports x T / 3;
   at 20,000 rows, 1,000,000 first-load persons are 50 files x 2 kinds = 100 imports: 10 minutes of requests,
   and T ≤ 54 s keeps it under 30 minutes (T is the assumption the estimate names);
-- smaller files fail smaller (a file refused as a whole goes person by person), larger ones wait longer for
-  their first import and hold more persons in the Lambda's memory (20,000 rows ≈ 10 MB of CSV).
+- smaller files fail smaller (a refused file goes person by person), larger ones wait longer (20,000 rows: 10 MB).
 
 Safety. A person's state is written only after the import reporting their row done (a failed import, or a
 failed row, takes the per-person path, which re-plans from the stored state); states are written in batches
 (PersonStateStore.put_batch explains why no concurrent writer is overwritten). Opt-outs stay a separate kind,
-in their own import file. The Efficy records are read again here from the queued Efficy pages (the queue holds
-keys only, no personal data), the next files' pages while the current files import.
+in their own import file. The Efficy records are read again here from the queued Efficy pages (keys only
+queued, no personal data), the next files' pages while the current files import.
 
 Query tags travel in the same files (tag columns): a person in a file gets their query-tag changes in their
 row; a person who did not change but joined or left a query gets a tags-only row in a last file. Untag only on
@@ -249,6 +248,8 @@ class Collector:
         if stopped:
             return {"files": len(files), "next": started, "more": True}
         if start <= len(files):
+            if not self._active():  # cancelled while the last file imported: the tags-only file starts no more
+                return {"files": len(files), "next": len(files), "more": False, "stopped": True}
             if time_left is not None and time_left() < COLLECT_RESERVE_SECONDS:  # its import is waited for too
                 return {"files": len(files), "next": len(files), "more": True}
             queued = {key for entry in entries for key in entry.keys}
@@ -438,12 +439,12 @@ def _in_parallel(work: Callable[[Any], Any], items: list[Any]) -> list[Any]:
 
 
 def _timeout(time_left: Callable[[], float] | None) -> float:
-    """How long one import may be waited for: IMPORT_TIMEOUT, less when the Lambda's time runs out sooner."""
+    """How long a file's imports may be waited for (together: ImportWriter._run): IMPORT_TIMEOUT, less when the
+    Lambda's time runs out sooner."""
     return IMPORT_TIMEOUT if time_left is None else max(60.0, min(IMPORT_TIMEOUT, time_left() - 30.0))
 
 
 def _tags_of(row: _Row) -> dict[str, bool]:
     """The tag changes of a tags-only row (its one operation is a PatchTags)."""
     (op,) = row.ops
-    assert isinstance(op, PatchTags)
-    return op.tags
+    return op.tags if isinstance(op, PatchTags) else {}

@@ -46,7 +46,7 @@ from ..state_updates import apply_operations, stamp_opt_ins
 from ..store.persons import StaleWrite
 from ..store.protocols import PersonStates
 from ..sync import Outcome, reconcile_sent
-from ..values import whole_number
+from .import_report import IMPORT_COMPLETED, IMPORT_FAILED, failed_rows
 
 IMPORT_MIN_ROWS = 50  # fewer changed persons than this on a page: per-person calls are cheaper than an import
 MAX_ROWS_PER_FILE = 5000
@@ -78,71 +78,6 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-#: import statuses that end the wait (contracts/apsis-one.md §4), compared in lower case
-IMPORT_COMPLETED = frozenset({"completed", "completed_with_errors"})
-IMPORT_FAILED = frozenset({"error", "failed"})
-
-
-def _failed_rows(report: dict[str, Any], rows: list[_Row]) -> set[int]:
-    """The keys of the rows APSIS reports failed (`errors[].row`). Every row of the file when the report cannot
-    say which: an error without a readable row, or fewer rows named than its `failed` count (the details may be
-    only in a downloadable error report), or a status other than "completed" that names none. Those persons
-    take the per-person path, which re-plans from their stored state: never recorded as imported on a report
-    that does not say so.
-
-    How APSIS numbers a row is not documented: the data row from 1 (our simulator), the file's line with the
-    header as line 1, or an index from 0. So a number N fails the rows N-1, N and N+1 (from 1): whichever it
-    meant, the failed person is among them, and sending a neighbour that was imported once more per person is
-    only a repeat of the same values, never a person recorded as synced that APSIS refused."""
-    everyone = {row.key for row in rows}
-    errors = report.get("errors") or []
-    if not isinstance(errors, list):
-        return everyone
-    named: set[int] = set()
-    for error in errors:
-        number = error.get("row") if isinstance(error, dict) else None
-        if isinstance(number, str) and number.isdigit():
-            number = int(number)
-        if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number <= len(rows) + 1:
-            return everyone
-        if number == 0:  # the first row from 0, or (as our simulator assumes) the whole file: it may be all of them
-            return everyone
-        named.add(number)
-    counts = _failed_counts(report)
-    if counts is None:
-        return everyone
-    count = max(counts, default=None)
-    if count is not None and count > len(named):
-        return everyone
-    # a status that says some rows failed ("completed_with_errors"), with neither rows named nor a failed count
-    # of 0 (a report of statistics only, or none): which rows is unknown, so all of them
-    status = str(report.get("status") or "completed").lower()
-    if status != "completed" and not named and count != 0:
-        return everyone
-    return {rows[n - 1].key for number in named for n in (number - 1, number, number + 1) if 1 <= n <= len(rows)}
-
-
-#: where a report may give its failed count (its shape is not documented: contracts/apsis-one.md §4)
-_FAILED_COUNTS = (("failed",), ("failed_count",), ("failedCount",), ("statistics", "failed"), ("stats", "failed"))
-
-
-def _failed_counts(report: dict[str, Any]) -> list[int] | None:
-    """Every failed count the report gives, read as a whole number wherever it is ("3", 3.0, nested in
-    statistics); None when one is there but unreadable (then which rows failed is unknown)."""
-    counts: list[int] = []
-    for path in _FAILED_COUNTS:
-        value: Any = report
-        for part in path:
-            value = value.get(part) if isinstance(value, dict) else None
-        if value is None:
-            continue
-        number = None if isinstance(value, bool) else whole_number(value)
-        if number is None:
-            return None
-        counts.append(number)
-    return counts
-
-
 class ImportWriter:
     def __init__(
         self,
@@ -163,7 +98,8 @@ class ImportWriter:
         self.states = states
         self.min_rows = min_rows
         self.poll_interval = poll_interval
-        self.timeout = timeout
+        self.timeout = timeout  # for all of this writer's imports together (_run): each anew outlived the Lambda
+        self._deadline: float | None = None
         #: a file was (or may have been) uploaded: APSIS may apply it even if we never see it report back
         self.uploaded = False
         self._counters: Counter[str] = Counter()
@@ -318,14 +254,16 @@ class ImportWriter:
             self._counters["import_tag_removals"] += sum(
                 1 for row in rows for op in row.ops if isinstance(op, PatchTags) for on in op.tags.values() if not on
             )
-        return _failed_rows(report, rows)
+        return failed_rows(report, [row.key for row in rows])
 
     def _run(self, spec: dict[str, Any], data: bytes) -> dict[str, Any]:
         """Create, upload, then poll the status adaptively: `poll_interval` first (a small file is done in a
         second), then 1.5 times longer each time up to MAX_POLL_INTERVAL (APSIS's processing time is not
         documented: a long import costs a few polls a minute, not one a second). APSIS allows 3 imports in
         flight and 10 requests a minute: a 429 waits for a slot (backing off) within `timeout`."""
-        deadline = time.monotonic() + self.timeout
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.timeout
+        deadline = self._deadline
         backoff = 2.0
         while True:
             try:
@@ -354,7 +292,8 @@ class ImportWriter:
                 raise ApsisUnavailable(f"APSIS import {import_id} still {status} after {self.timeout}s")
             time.sleep(min(interval, remaining))
             interval = min(interval * 1.5, MAX_POLL_INTERVAL)
-        report = {"import_id": import_id, "status": status, **(result.get("report") or {})}
+        given = result.get("report")  # a status inside the report never overrides the import's own
+        report = {**(given if isinstance(given, dict) else {}), "import_id": import_id, "status": status}
         if status in IMPORT_FAILED:
             listed = report.get("errors")
             errors: list[Any] = listed if isinstance(listed, list) else []
