@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from efficy_sync import aws
 from efficy_sync.consent import OptOutRecord
-from efficy_sync.fullsync.collect import QueuedPage, group_files, tag_delta, unique_keys
+from efficy_sync.fullsync.collect import QueuedPage, group_files, unique_keys
+from efficy_sync.fullsync.tags import tag_delta
 from efficy_sync.state import PersonState
 from efficy_sync.store import batch_writes
 from efficy_sync.store.persons import PersonStateStore

@@ -97,7 +97,7 @@ def test_untag_on_a_lost_condition_takes_away_a_tag_that_may_be_set() -> None:
 
 
 def test_query_tag_delta_sends_a_tag_that_never_reported_back_either_way() -> None:
-    from efficy_sync.fullsync.collect import tag_delta
+    from efficy_sync.fullsync.tags import tag_delta
 
     unsure_set = unconfirmed_state(None, "i", 7, [CreateProfile("7"), PatchTags("7", {"vip": True})], NOW)
     assert tag_delta({"vip": True}, unsure_set, will_exist=True) == {"vip": True}

@@ -39,7 +39,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from functools import partial
 from typing import Any
 
-from ..clients.errors import ApiError, EfficyBusinessError
 from ..clients.http import map_in_context
 from ..config import IntegrationConfig
 from ..mapping import Desired, needed_fields
@@ -56,7 +55,7 @@ from ..store.person_items import StaleWrite
 from ..sync import Outcome, PersonSyncer, reconcile_sent
 from .import_writer import ImportWriter, _Row
 from .report import skip_label, tally
-from .tags import eligible, record_tags
+from .tags import record_tags, tag_delta
 
 #: imports in flight per account (APSIS One's documented limit)
 FILES_IN_FLIGHT = 3
@@ -123,45 +122,6 @@ def read_file_persons(cfg: IntegrationConfig, efficy: Any, group: list[QueuedPag
     if missing:
         found.update(efficy.get_persons(missing, fields))
     return [found[k] for k in sorted(found)]
-
-
-def plan_query_tags(
-    cfg: IntegrationConfig,
-    run_query: Callable[[int], list[int]],
-    states: protocols.PersonStates,
-    members: protocols.QueryMembers,
-) -> dict[int, dict[str, bool]]:
-    """key -> {tag: True (joined) | False (left)} from each query's answer against its last snapshot. The
-    stored tags are checked per person when a row is built (a tag already set is not sent again). A query that
-    Efficy refuses (deleted, say) is left out: its tag is not touched; an outage raises."""
-    changes: dict[int, dict[str, bool]] = {}
-    for query_tag in cfg.tags.queries:
-        try:
-            current = set(run_query(query_tag.query))
-        except ApiError as exc:
-            if exc.retryable or not isinstance(exc, EfficyBusinessError) or exc.code == "INVALID_RESPONSE":
-                raise
-            continue
-        previous = members.previous(cfg.integration_id, query_tag.query, query_tag.tag) or set()
-        for key in current:
-            changes.setdefault(key, {})[query_tag.tag] = True
-        for key in previous - current:
-            changes.setdefault(key, {})[query_tag.tag] = False
-    return changes
-
-
-def tag_delta(wanted: dict[str, bool], state: PersonState | None, *, will_exist: bool) -> dict[str, bool]:
-    """The query-tag changes to send for one person: a tag to set where the profile exists (or the import
-    creates it) and does not have it yet; a tag to remove only where the stored state says we set it."""
-    known = state.tags if state is not None else {}
-    unsure = set(state.tags_unknown) if state is not None else set()
-    out: dict[str, bool] = {}
-    for tag, on in wanted.items():
-        if on and (will_exist or eligible(state)) and (not known.get(tag) or tag in unsure):
-            out[tag] = True
-        elif not on and state is not None and state.exists_in_apsis and (known.get(tag) or tag in unsure):
-            out[tag] = False
-    return out
 
 
 class Collector:

@@ -12,8 +12,9 @@ from ..settings import settings
 from ..store.import_queue import ImportQueue, QueuedPage
 from ..sync import PersonSyncer
 from .breaker import Breaker
-from .collect import Collector, plan_query_tags
+from .collect import Collector
 from .runs import Run
+from .tags import plan_query_tags
 
 if TYPE_CHECKING:
     from ..clients.apsis import ApsisClient
@@ -53,7 +54,7 @@ def imports_step(
     # profile writes of the rows an import cannot carry share the account with nothing else now: the pages
     # are done, so this step may take the whole full-sync share
     apsis = full_sync._apsis(cfg, 1)  # the account's shared budget
-    query_changes = plan_query_tags(cfg, efficy.run_query, full_sync.states, full_sync.members)
+    query_changes = plan_query_tags(cfg, efficy.run_query, full_sync.states, full_sync.members, run.run_id)
     # the blast-radius breaker: removals (opt-outs, deletes, untags) never ride in an import file while the
     # run holds them; those persons go one by one through the gate, untags are left to the (gated) Tags step
     breaker = Breaker.of(full_sync)

@@ -27,7 +27,7 @@ from .import_step import page_queue
 from .page import Pace, sync_page, worker_rate
 from .parking import ParkingLot
 from .plan import count_records, efficy_probe, noting_waits, plan_pages
-from .query_plan import decode_plan, members_key, plan_query_members, tags_of
+from .query_plan import decode_plan, members_key, plan_query_members, tags_of, widen_planned
 from .report import build_report
 from .run_config import held_to_live, in_write_mode
 from .runs import (
@@ -161,6 +161,8 @@ class FullSync:
             if cfg.tags.queries and run.write_mode != "import":  # import mode sends query tags as columns
                 planned = plan_query_members(cfg, self.efficy_for(cfg).run_query)
                 self.plans.put(members_key(run.integration_id, run.run_id), planned)
+                if not run.dry_run:
+                    widen_planned(cfg, self.members, planned, run.run_id)
         descriptors = plan_pages(total, cfg.efficy.page_size, cfg.full_sync.page_size)
         key = f"plans/{run.integration_id}/{run.run_id}.json"
         self.plans.put(key, descriptors)

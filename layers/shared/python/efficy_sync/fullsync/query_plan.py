@@ -21,7 +21,9 @@ from typing import Any, Protocol
 
 from ..clients.errors import ApiError
 from ..config import IntegrationConfig
+from ..store import protocols
 from ..store.query_members import decode_members, encode_members
+from .tags import widen_snapshot
 
 #: members of one query shipped to the pages at most (a set of this many keys is about 30 MB in a page worker)
 MAX_MEMBERS = 500_000
@@ -63,3 +65,12 @@ def tags_of(members: dict[str, set[int]]) -> Callable[[int], set[str]] | None:
     if not members:
         return None
     return lambda key: {tag for tag, keys in members.items() if key in keys}
+
+
+def widen_planned(
+    cfg: IntegrationConfig, members: protocols.QueryMembers, planned: list[dict[str, Any]], run_id: str
+) -> None:
+    """Each planned query's snapshot also names its members before the pages tag them (tags.widen_snapshot:
+    a run that fails before its Tags step ends must not leave tags no later run takes away)."""
+    for entry in planned:
+        widen_snapshot(cfg, members, int(entry["query"]), decode_members(base64.b64decode(entry["members"])), run_id)

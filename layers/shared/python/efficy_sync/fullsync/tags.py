@@ -76,6 +76,65 @@ def eligible(state: PersonState | None) -> TypeGuard[PersonState]:
     return state is not None and state.exists_in_apsis and state.last_outcome not in ("skipped", "deleted")
 
 
+def widen_snapshot(
+    cfg: IntegrationConfig, members: protocols.QueryMembers, query: int, adding: set[int], run_id: str
+) -> None:
+    """Before a run's query tags go out (pages, import files, this step): the query's snapshot also names the
+    persons about to get the tag. The snapshot is otherwise written only once a run's Tags step ends: a run
+    that failed or was cancelled after its pages or files had tagged newcomers left them in no snapshot, and
+    when they left the query no later run untagged them (untags are the snapshot's members who left, whose
+    state says the tag is set). A superset is safe: a person is untagged only if their state says so. Written
+    only when it grows (an unchanged re-sync writes nothing); the Tags step's own write narrows it again."""
+    tags = [q.tag for q in cfg.tags.queries if q.query == query]
+    previous: set[int] = set()
+    for tag in tags:
+        previous |= members.previous(cfg.integration_id, query, tag) or set()
+    if not adding <= previous:
+        members.put(cfg.integration_id, query, previous | adding, run_id=run_id, tags=tags)
+
+
+def plan_query_tags(
+    cfg: IntegrationConfig,
+    run_query: Callable[[int], list[int]],
+    states: protocols.PersonStates,
+    members: protocols.QueryMembers,
+    run_id: str = "",
+) -> dict[int, dict[str, bool]]:
+    """key -> {tag: True (joined) | False (left)} from each query's answer against its last snapshot (widened
+    by the members before any file tags them: tags.widen_snapshot, given the run's id). A tag already set is
+    not sent again; a query that Efficy refuses (deleted, say) is left out, its tag untouched; an outage raises."""
+    changes: dict[int, dict[str, bool]] = {}
+    for query_tag in cfg.tags.queries:
+        try:
+            current = set(run_query(query_tag.query))
+        except ApiError as exc:
+            if exc.retryable or not isinstance(exc, EfficyBusinessError) or exc.code == "INVALID_RESPONSE":
+                raise
+            continue
+        previous = members.previous(cfg.integration_id, query_tag.query, query_tag.tag) or set()
+        if run_id:
+            widen_snapshot(cfg, members, query_tag.query, current, run_id)
+        for key in current:
+            changes.setdefault(key, {})[query_tag.tag] = True
+        for key in previous - current:
+            changes.setdefault(key, {})[query_tag.tag] = False
+    return changes
+
+
+def tag_delta(wanted: dict[str, bool], state: PersonState | None, *, will_exist: bool) -> dict[str, bool]:
+    """The query-tag changes to send for one person: a tag to set where the profile exists (or the import
+    creates it) and does not have it yet; a tag to remove only where the stored state says we set it."""
+    known = state.tags if state is not None else {}
+    unsure = set(state.tags_unknown) if state is not None else set()
+    out: dict[str, bool] = {}
+    for tag, on in wanted.items():
+        if on and (will_exist or eligible(state)) and (not known.get(tag) or tag in unsure):
+            out[tag] = True
+        elif not on and state is not None and state.exists_in_apsis and (known.get(tag) or tag in unsure):
+            out[tag] = False
+    return out
+
+
 def mirror_query_tags(
     cfg: IntegrationConfig,
     *,
@@ -98,8 +157,9 @@ def mirror_query_tags(
 
     A query with very many new members can take longer than one Lambda may run: when `time_left()` (seconds)
     drops under TAG_RESERVE_SECONDS the call stops between batches and answers `more: True`. Calling it again
-    resumes: a person already tagged is recorded in its stored state, so the next plan no longer holds it, and
-    the member snapshots are written only by the call that finishes. The counts are what this call did.
+    resumes: a person already tagged is recorded in its stored state, so the next plan no longer holds it. The
+    member snapshots are widened before any tag goes out (widen_snapshot) and narrowed to the members only by
+    the call that finishes. The counts are what this call did.
 
     A dry run created no profiles, so `would_sync(keys)` says which members without a profile the run would
     have created (and so tagged).
@@ -115,8 +175,8 @@ def mirror_query_tags(
     removals: `full-sync start --allow-removals`).
 
     `should_continue`: is the run still active? Asked before each batch: after a cancel, real-time changes apply
-    again, and tags planned from this call's reads must not keep going out (`stopped: True`, no snapshot
-    written, so the next run plans them again)."""
+    again, and tags planned from this call's reads must not keep going out (`stopped: True`, the snapshot left
+    widened, not narrowed, so the next run plans them again)."""
     changes: dict[int, dict[str, bool]] = defaultdict(dict)
     per_tag: dict[str, Counter[str]] = {}
     results: dict[int, set[int]] = {}
@@ -173,6 +233,8 @@ def mirror_query_tags(
     if dry_run:
         done = dict(changes)
     else:
+        for query, current in results.items():
+            widen_snapshot(cfg, members, query, current, run_id)
         done, failed, more, stopped = _apply(cfg, apsis, states, changes, time_left, workers, should_continue)
         if not more and not stopped:
             for query, current in results.items():
