@@ -98,7 +98,7 @@ class ImportWriter:
         self.states = states
         self.min_rows = min_rows
         self.poll_interval = poll_interval
-        self.timeout = timeout  # for all of this writer's imports together (_run): each anew outlived the Lambda
+        self.timeout = timeout  # for all of a chunk's imports together (_run): each anew outlived the Lambda
         self._deadline: float | None = None
         #: a file was (or may have been) uploaded: APSIS may apply it even if we never see it report back
         self.uploaded = False
@@ -198,6 +198,7 @@ class ImportWriter:
         """Runs a chunk's imports one after another; returns the keys of rows that failed in any of them
         (those go person by person, which re-sends what the diff says from the stored state)."""
         failed: set[int] = set()
+        self._deadline = None  # the chunk's imports share one wait (_run); the next chunk gets its own
         for index, consents in enumerate(self._consent_groups(rows)):
             first = index == 0
             pending = [
@@ -212,6 +213,8 @@ class ImportWriter:
             ]
             if pending:
                 failed |= self._import_file(pending, consents, with_profile=first)
+        # the persons the chunk's imports wrote: once each (a row in two imports is one person), refused ones not
+        self._counters["import_rows"] += len({row.key for row in rows} - failed)
         return failed
 
     @staticmethod
@@ -246,7 +249,6 @@ class ImportWriter:
         except RejectedValue:
             return {row.key for row in rows}  # the file as a whole was refused: every row goes per person
         self._counters["imports"] += 1
-        self._counters["import_rows"] += len(rows)
         # removals stay identifiable per kind (a removal gate reads these): opt-out files, tag removals
         kind = next(iter(consents))[0] if consents else "profile"
         self._counters[f"import_rows_{kind.replace('-', '_')}"] += len(rows)
