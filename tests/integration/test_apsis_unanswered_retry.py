@@ -104,3 +104,20 @@ def test_a_429_alone_is_still_no_sign_that_apsis_applied_the_call(sim: ApsisSimu
 
     assert not caught.value.maybe_applied
     assert SLOT not in store.get(CFG.integration_id, 7).consents
+
+
+def test_a_retry_logged_by_urllib3_names_no_person_in_clear(
+    sim: ApsisSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """urllib3 logs each retry with the request's path, outside our formatter: the person's key is hashed."""
+    import logging
+
+    from efficy_sync.pii import hash_key
+
+    apsis = ApsisClient(sim.url, "diff", "diff-secret", section=CFG.apsis.section, policy=POLICY)
+    apsis.create_profile("424242")
+    sim.add_fault(path_regex="/profiles/424242/", method="PATCH", delay_ms=DELAY_MS, count=1)
+    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
+        apsis.patch_attributes("424242", {"com.apsis1.attributes.firstname": "Jo"})
+    retries = [r.getMessage() for r in caplog.records if r.name == "urllib3.connectionpool"]
+    assert retries and all("424242" not in m and hash_key(424242) in m for m in retries), retries

@@ -415,3 +415,26 @@ def test_a_disabled_flush_forgets_the_invocations_counts(
     (total,) = [b for b in _emf(capsys.readouterr().out) if "integration_id" not in b]
     assert total["PersonsSynced"] == [1.0]
     assert total["ApsisCalls"] == [3.0]
+
+
+def test_urllib3_retry_lines_carry_no_key_nor_address_in_clear() -> None:
+    """urllib3 logs a retry's path and query through the root logger, outside our formatter."""
+    import logging
+
+    from efficy_sync.pii import hash_key
+
+    record = logging.LogRecord(
+        "urllib3.connectionpool", logging.WARNING, __file__, 1,
+        "Retrying (%r) after connection broken by '%r': %s",
+        ("Retry(total=2)", "ReadTimeoutError()", "/crm/v1/records/contacts?ids=17,42&fields=EMAIL1"),
+        None,
+    )  # fmt: skip
+    logging.getLogger("urllib3.connectionpool").handle(record)
+    text = record.getMessage()
+    assert text.endswith(f"ids={hash_key(17)},{hash_key(42)}&fields=EMAIL1")
+    by_address = logging.LogRecord(
+        "urllib3.connectionpool", logging.WARNING, __file__, 1, "Retrying: %s",
+        ("/audience/keyspaces/com.apsis1.keyspaces.email/profiles/jo@example.com/sections/s/attributes",), None,
+    )  # fmt: skip
+    logging.getLogger("urllib3.connectionpool").handle(by_address)
+    assert "jo@example.com" not in by_address.getMessage() and "/profiles/k-" in by_address.getMessage()

@@ -20,6 +20,7 @@ full-sync page always does, a real-time batch when all its changes belong to one
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
@@ -278,6 +279,30 @@ def _log_stream() -> Any:
 
 
 logger = Logger(service=SERVICE, logger_formatter=PiiSafeFormatter(), stream=_log_stream())
+
+#: a person's key in a request path (APSIS's /profiles/{key}) or query (Efficy REST `ids=`)
+_KEY_IN_URL = re.compile(r"(/profiles/)([^/?\s]+)|((?:^|[?&])ids=)([^&\s]+)")
+
+
+class _UrlScrubbing(logging.Filter):
+    """urllib3 logs each retry with the request's path and query ("Retrying (...) after connection broken by
+    ...: /v2/audience/keyspaces/.../profiles/123/..."), through the root logger, outside our formatter: the
+    person's key (or an e-mail, were it a key) went to the logs in clear. Keys become their hash_key, and the
+    rest goes through scrub_text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from .pii import hash_key
+
+        def keyed(match: re.Match[str]) -> str:
+            if match.group(1):
+                return match.group(1) + hash_key(match.group(2))
+            return match.group(3) + ",".join(hash_key(k) for k in match.group(4).split(","))
+
+        record.msg, record.args = scrub_text(_KEY_IN_URL.sub(keyed, record.getMessage())), ()
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_UrlScrubbing())
 _shared = Metrics(namespace=NAMESPACE, service=SERVICE)  # powertools keeps metric sets at class level
 metrics = Metrics(
     provider=_InvocationMetrics(
