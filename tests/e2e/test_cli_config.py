@@ -81,6 +81,24 @@ def test_apply_show_round_trip_and_history(stack: Stack, tmp_path: Path) -> None
     assert "(* current: version 2)" in text
 
 
+def test_moving_an_integration_to_another_section_or_keyspace_is_refused(stack: Stack, tmp_path: Path) -> None:
+    """Person states say what was sent to the current destination: every later sync, full syncs included, would
+    have left another section or keyspace half-filled while `config apply` said no full sync was needed."""
+    iid = new_integration_id()
+    stack.cli("config", "apply", str(write_config(tmp_path / "v1.yaml", iid)), check=True)
+    data = yaml.safe_load((tmp_path / "v1.yaml").read_text())
+    for field, value in (("section", "usercreated.sections.europe"), ("keyspace", "usercreated.keyspaces.moved")):
+        moved = tmp_path / f"{field}.yaml"
+        moved.write_text(yaml.safe_dump({**data, "apsis": {**data["apsis"], field: value}}, sort_keys=False))
+        refused = stack.cli("config", "apply", str(moved))
+        assert refused.returncode == 1, refused.stdout
+        assert (
+            f"another APSIS One {field} (nothing stored)" in refused.stderr and "new integration_id" in refused.stderr
+        )
+        assert "Traceback" not in refused.stderr
+    assert [v["version"] for v in versions(stack, iid)] == [1]
+
+
 def test_bad_config_is_refused_and_nothing_is_stored(stack: Stack, tmp_path: Path) -> None:
     iid = new_integration_id()
     stack.cli("config", "apply", str(write_config(tmp_path / "good.yaml", iid)), "--by", "tester", check=True)

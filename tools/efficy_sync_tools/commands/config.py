@@ -388,6 +388,14 @@ def apply_command(args: argparse.Namespace) -> int:
             f"filled in by the local stack), so nothing was stored; to change a stored config, start from "
             f"`efficy-sync config show {cfg.integration_id} > FILE`"
         )
+    moved = moved_destination(old, cfg)
+    if moved:
+        raise CliError(
+            f"{args.file}: {cfg.integration_id} would write to another APSIS One {' and '.join(moved)} (nothing "
+            "stored): its person states say what was sent to the current one, so every later sync, full syncs "
+            "included, would leave the new one half-filled. Apply this config under a new integration_id (its "
+            "first full sync loads every person there), or keep the current destination"
+        )
     missing = missing_secrets(cfg)
     if missing:
         listed = "".join(f"\n  {path}: secret {name!r} not found in Secrets Manager" for path, name in missing)
@@ -508,6 +516,16 @@ FULL_SYNC_PARTS = {
     "consent_mappings": "consent mappings",
     "tags": "tag mappings",
 }
+
+
+def moved_destination(old: IntegrationConfig | None, new: IntegrationConfig) -> list[str]:
+    """What of the APSIS One destination (account, section, keyspace) `new` changes on an existing integration.
+    A person's state is kept per integration and person, not per destination: diffs against it would send the
+    new section only what changes from then on."""
+    if old is None:
+        return []
+    parts = {"account": "base_url", "section": "section", "keyspace": "keyspace"}
+    return [name for name, field in parts.items() if getattr(old.apsis, field) != getattr(new.apsis, field)]
 
 
 def full_sync_reasons(old: IntegrationConfig | None, new: IntegrationConfig) -> list[str]:

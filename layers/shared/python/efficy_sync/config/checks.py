@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..values import whole_number
 from .names import MOBILE_ATTRIBUTE
 from .problems import Problem, _problem
 
@@ -22,6 +23,13 @@ def _items(data: Mapping[str, Any], *keys: str) -> list[tuple[int, Mapping[str, 
 def _normalized(value: Any) -> str:
     """A config value as compared for duplicates and conflicts: text, trimmed, case-insensitive."""
     return str(value).strip().lower() if value is not None else ""
+
+
+def _profile_id(value: Any) -> str:
+    """A CRM profile id as the model reads it: 12, 12.0, "012" and "+12" are one profile (compared as text,
+    "12.0" and "12" passed this check while the model, comparing numbers, refused them: a traceback)."""
+    number = whole_number(value)
+    return str(number) if number is not None else _normalized(value)
 
 
 def cross_check(data: Mapping[str, Any]) -> list[Problem]:
@@ -44,7 +52,7 @@ def _check_consents(data: Mapping[str, Any]) -> list[Problem]:
     mobile_mapped = any(str(m.get("apsis", "")).strip() == MOBILE_ATTRIBUTE for _, m in _items(data, "field_mappings"))
     for i, m in _items(data, "consent_mappings"):
         profile, topic, channel = (
-            _normalized(m.get("crm_profile")),
+            _profile_id(m.get("crm_profile")),
             _normalized(m.get("subscription")),
             _normalized(m.get("channel")),
         )

@@ -289,11 +289,21 @@ def config_from_dict(data: Any, *, _lines: Mapping[str, int] | None = None) -> I
         raise ConfigError([_problem("(root)", data, "a mapping with integration_id, efficy, apsis, ...")])
     problems: list[Problem] = []
     config = None
+    refused: Sequence[Mapping[str, Any]] = []
     try:
         config = IntegrationConfig.model_validate(dict(data))
     except ValidationError as exc:
-        problems += [p for e in exc.errors() if (p := _from_pydantic(e)) is not None]
+        refused = exc.errors()
+        problems += [p for e in refused if (p := _from_pydantic(e)) is not None]
     problems += cross_check(data)
+    if config is not None and not problems:
+        from .entry_checks import entry_problems  # validate and apply only: a stored version loads without them
+
+        problems += entry_problems(config)
+    if config is None and not problems:  # the model's own cross-check saw what the raw data's did not: say it
+        problems = [
+            Problem(_path(e["loc"]) or "(config)", str((e.get("ctx") or {}).get("problems", e["msg"]))) for e in refused
+        ]
     if problems:
         lines = _lines or {}
         placed = [Problem(p.path, p.message, p.found, p.allowed, p.line or _line_for(p.path, lines)) for p in problems]
