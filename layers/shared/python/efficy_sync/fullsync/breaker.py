@@ -51,6 +51,11 @@ RELEASE_CHUNK = 50
 RELEASE_RESERVE_SECONDS = 45.0
 
 
+def _source(run: Run) -> str:
+    """What a run's holds are recorded under (HeldRemovals.hold): release sends only its own, unless allowed."""
+    return f"full sync {run.run_id}"
+
+
 def read_allow_removals(sync_input: dict[str, Any]) -> tuple[bool, str | None]:
     """(allow_removals, the problem with it) from a full-sync input."""
     value = sync_input.get(ALLOW_COUNTER, False)
@@ -92,8 +97,10 @@ class Breaker:
         return None if run.dry_run or allows_removals(run) else HoldAll()
 
     def remember(self, run: Run, gate: HoldAll | None) -> None:
+        """Keeps what a page, a seams call or an imports call held, under this run: called once its counters
+        are the run's (a failed page's are not, so neither are its holds: the next run plans them again)."""
         if gate is not None and gate.keys:
-            self.held.hold(run.integration_id, gate.keys, f"full sync {run.run_id}")
+            self.held.hold(run.integration_id, gate.keys, _source(run))
 
     def hold_untags(self, run: Run) -> Callable[[str, int, int], bool] | None:
         """The Tags step holds every untag for the gate, unless removals go at once."""
@@ -171,9 +178,12 @@ class Breaker:
         time_left: Callable[[], float] | None = None,
         tags_result: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Sends the held removals: every held person synced again from Efficy (no gate), then the query-tag
-        mirror again if the Tags step held untags. Answers `more: True` when it ran out of time (called again).
-        Also releases persons a real-time burst held: their removals were counted by this run's pages too."""
+        """Sends the held removals: every person this run held synced again from Efficy (no gate), then the
+        query-tag mirror again if the Tags step held untags. Answers `more: True` when it ran out of time (called
+        again). A person a real-time burst held whom this run's pages read again was held again by them (and
+        counted by the gate); one they did not read (deleted in Efficy: pages never read them) stays held, as
+        does anything an older run held, until a run with `--allow-removals`, which releases every held key.
+        Releasing the whole lot sent a burst of Efficy deletes the real-time breaker had held, unjudged."""
         previous = previous or {}
         fs = self.full_sync
         run = fs._run(run_payload)
@@ -181,7 +191,10 @@ class Breaker:
         if run.dry_run or not run.active:
             return done
         cfg = fs.run_config(run)  # held to the sync conditions of a version applied since (run_config.py)
-        keys = list(self.held.keys(run.integration_id))
+        if allows_removals(run):
+            keys = list(self.held.keys(run.integration_id))
+        else:
+            keys = list(self.held.held_by(run.integration_id, _source(run)))
         if keys:
             efficy = fs.efficy_for(cfg)
             apsis = fs._apsis(cfg, run.max_concurrency)  # the account's shared budget

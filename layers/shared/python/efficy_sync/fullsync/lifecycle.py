@@ -194,11 +194,10 @@ class FullSync:
                 queue=page_queue(run, number),
                 query_tags=tags_of(self._planned_members(cfg, run_id)) if run.write_mode != "import" else None,
             )
-        except Exception as exc:
+        except Exception as exc:  # its held removals are not kept: the gate never counts a failed page's
             self.runs.page_failed(integration_id, run_id, number, f"{type(exc).__name__}: {exc}")
             raise
-        finally:
-            breaker.remember(run, gate)
+        breaker.remember(run, gate)
         if result.stopped:  # the run ended meanwhile: what the page did still counts, the page is not done
             self.runs.page_stopped(integration_id, run_id, number, result.persons, result.counters)
         else:

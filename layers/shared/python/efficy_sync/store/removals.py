@@ -48,6 +48,12 @@ class HeldRemovals:
         for item in query_all(self._table, "pk = :pk", {":pk": f"HELD#{integration_id}"}, consistent=True, limit=limit):
             yield int(item["sk"])
 
+    def held_by(self, integration_id: str, source: str) -> Iterator[int]:
+        """The keys last held by `source` (a hold again by another source takes them over)."""
+        for item in query_all(self._table, "pk = :pk", {":pk": f"HELD#{integration_id}"}, consistent=True):
+            if item.get("source") == source[:200]:
+                yield int(item["sk"])
+
     def count(self, integration_id: str) -> int:
         return sum(1 for _ in self.keys(integration_id))
 

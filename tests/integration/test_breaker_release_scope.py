@@ -1,0 +1,86 @@
+"""ReleaseRemovals sends only what the run's gate judged: the removals its counted pages held. A page that failed
+for good held removals its counters never brought to the gate, and a burst of Efficy deletes the real-time
+breaker held is read by no page: both were sent by the release of an ordinary run, unjudged. The real FullSync
+steps in state-machine order against the simulators (fullsync_harness.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from efficy_sync.clients.errors import EfficyUnavailable
+from efficy_sync.mapping import needed_fields
+from efficy_sync.store.removals import BurstGate
+from efficy_sync.sync import PersonSyncer
+from efficy_sync_tools.sims.apsis import ApsisSimulator
+from efficy_sync_tools.sims.efficy import EfficySimulator
+
+from tests.integration.fullsync_harness import World, person, raw_config
+
+LOST = range(31, 36)  # page 3 (persons 31..40) = Efficy pages 6 (31..35) and 7 (36..40)
+GONE = range(41, 61)  # 20 of 100 persons deleted in Efficy at once (a bad clean-up)
+
+
+@pytest.fixture
+def apsis_sim() -> Iterator[ApsisSimulator]:
+    sim = ApsisSimulator(client_id="p17", client_secret="p17-secret", rate_limits=False).start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def make_world(in_process_aws: str, sim: EfficySimulator, apsis_sim: ApsisSimulator) -> Callable[..., World]:
+    def make(**over: Any) -> World:
+        return World(in_process_aws, sim, apsis_sim, raw_config(**over))
+
+    return make
+
+
+def _loaded(make_world: Callable[..., World]) -> World:
+    w = make_world(safety={"max_removal_percent": 3, "min_removals": 2})
+    w.efficy_sim.upsert_persons([person(k) for k in range(1, 101)])
+    first = w.run()
+    assert first["report"]["status"] == "succeeded" and w.in_apsis() == set(range(1, 101))
+    return w
+
+
+def test_removals_of_a_page_that_fails_for_good_are_not_released_unjudged(make_world: Callable[..., World]) -> None:
+    w = _loaded(make_world)
+    # 5 persons stop matching the conditions (on_condition_lost: delete): over the breaker's 3 % of 100
+    w.efficy_sim.upsert_persons([person(k, opened="0") for k in LOST])
+
+    def efficy_504_on_page_7(page: int, size: int) -> None:
+        if (page, size) == (7, 5):
+            raise EfficyUnavailable("504 Gateway Time-out (proxy), HTML body")
+
+    w.hook = efficy_504_on_page_7
+    out = w.run()
+    assert 3 in out["page_errors"], out  # failed on every attempt; 1 page of 10: tolerated
+    assert w.in_apsis() == set(range(1, 101)), f"deleted past the breaker: gate={out['gate']}"
+
+    w.hook = lambda page, size: None  # the next run reads the page: the gate judges the 5 removals and halts
+    assert w.run()["gate"].halt and w.in_apsis() == set(range(1, 101))
+
+
+def test_deletes_the_real_time_breaker_held_wait_for_allow_removals(make_world: Callable[..., World]) -> None:
+    w = _loaded(make_world)
+    for key in GONE:
+        w.efficy_sim.delete_person(key)
+    # the real-time worker handles the 20 delete webhooks: its breaker lets a few through, then holds the rest
+    gate = BurstGate(w.cfg, w.fs.removal_breaker, w.fs.held)
+    syncer = PersonSyncer(w.cfg, w.apsis, w.fs.states, email_lookup=w.efficy.find_contacts_by_email, removal_gate=gate)
+    for key in GONE:
+        current = w.efficy.get_persons([key], needed_fields(w.cfg))
+        syncer.sync(key, current.get(key), w.fs.states.get("p17", key))
+    held = set(w.fs.held.keys("p17"))
+    assert w.fs.removal_breaker.tripped("p17") is not None and len(held) >= 15 and held <= w.in_apsis()
+
+    out = w.run()  # an ordinary nightly full sync: no --allow-removals
+    assert out["report"]["status"] == "succeeded"
+    assert held <= w.in_apsis(), f"{len(held - w.in_apsis())} held deletes sent unconfirmed; gate={out['gate']}"
+    assert set(w.fs.held.keys("p17")) == held  # still held, for the admin
+
+    allowed = w.run(allow_removals=True)  # the admin confirms
+    assert allowed["report"]["status"] == "succeeded" and not held & w.in_apsis()
+    assert not set(w.fs.held.keys("p17")) and w.fs.removal_breaker.tripped("p17") is None
