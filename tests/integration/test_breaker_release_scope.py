@@ -84,3 +84,24 @@ def test_deletes_the_real_time_breaker_held_wait_for_allow_removals(make_world: 
     allowed = w.run(allow_removals=True)  # the admin confirms
     assert allowed["report"]["status"] == "succeeded" and not held & w.in_apsis()
     assert not set(w.fs.held.keys("p17")) and w.fs.removal_breaker.tripped("p17") is None
+
+
+def test_a_delete_shifting_an_efficy_page_boundary_inside_one_worker_s_page_is_covered_by_seams(
+    make_world: Callable[..., World],
+) -> None:
+    """full_sync.page_size 10 with efficy.page_size 5: each page worker reads two Efficy pages. A person deleted
+    between them moved the first person of the second to the end of the first, already read; Seams re-read only
+    the records before each worker's first page, so that person was synced by nobody and the run SUCCEEDED."""
+    w = make_world()
+    w.efficy_sim.upsert_persons([person(k) for k in range(1, 61)])
+    done = {"deleted": False}
+
+    def delete_before_the_second_half_of_page_2(page: int, size: int) -> None:
+        if (page, size) == (5, 5) and not done["deleted"]:
+            done["deleted"] = True
+            w.efficy_sim.delete_person(3)  # the real-time worker parks its delete webhook (shift 1)
+
+    w.hook = delete_before_the_second_half_of_page_2
+    out = w.run()
+    assert done["deleted"] and out["seams"]["shift"] == 1 and out["report"]["status"] == "succeeded"
+    assert not set(range(4, 61)) - w.in_apsis(), out["report"]["persons"]

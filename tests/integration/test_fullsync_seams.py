@@ -78,11 +78,15 @@ def test_window_sizes_tile_the_efficy_pages() -> None:
     descriptors = plan_pages(1000, 50, 100)
     assert seam_windows(descriptors, 0) == []
     windows = seam_windows(descriptors, 3)
-    assert len(windows) == len(descriptors) - 1
-    # the 5 records (pages of 5) just before record 100: records 95..99
-    assert windows[0] == {"page": 1, "first": 19, "pages": 1, "page_size": 5, "tail": False}
+    # a window before every Efficy page a worker reads (two a worker here), not only a worker's first
+    assert [w["seam"] for w in windows] == list(range(1, 20))
+    # the 5 records (pages of 5) just before record 50: records 45..49 (inside page 0's worker)
+    assert windows[0] == {"page": 0, "seam": 1, "first": 9, "pages": 1, "page_size": 5, "tail": False}
+    # and before record 100: records 95..99, the boundary between two workers
+    assert windows[1] == {"page": 1, "seam": 2, "first": 19, "pages": 1, "page_size": 5, "tail": False}
     # more deletes than an Efficy page: whole pages before the boundary
-    assert seam_windows(descriptors, 120)[0] == {"page": 1, "first": 0, "pages": 2, "page_size": 50, "tail": False}
+    whole = seam_windows(descriptors, 120)[1]
+    assert whole == {"page": 1, "seam": 2, "first": 0, "pages": 2, "page_size": 50, "tail": False}
 
 
 def test_persons_a_delete_pushed_across_a_boundary_are_synced_by_the_seams(world: dict[str, Any]) -> None:
@@ -110,10 +114,10 @@ def test_persons_a_delete_pushed_across_a_boundary_are_synced_by_the_seams(world
         max_concurrency=2,
     )
     assert in_apsis(world) == set(range(1, PERSONS + 1))
-    assert done.next == 2 and done.more is False
-    assert done.counters["seam_windows"] == 2 and done.counters["created"] == 3
+    assert done.next == 5 and done.more is False  # a window before each of Efficy pages 1..5
+    assert done.counters["seam_windows"] == 5 and done.counters["created"] == 3
     assert report_counters(done.counters) == {
-        "seam_windows": 2,
+        "seam_windows": 5,
         "seam_persons": done.counters["seam_persons"],
         "created": 3,
     }
@@ -142,7 +146,10 @@ def test_seams_that_run_out_of_time_resume_from_where_they_stopped(world: dict[s
     first = call(0)
     assert (first.next, first.more) == (1, True), "one window at least per call, then it stops"
     second = call(first.next)
-    assert (second.next, second.more) == (2, False)
+    assert (second.next, second.more) == (2, True)
+    while second.more:
+        second = call(second.next)
+    assert (second.next, second.more) == (len(windows), False)
 
 
 def test_a_page_fails_when_apsis_refuses_our_credentials_and_marks_no_person_failed(world: dict[str, Any]) -> None:

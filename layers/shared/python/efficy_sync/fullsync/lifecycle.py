@@ -249,7 +249,8 @@ class FullSync:
         gate = breaker.page_gate(run)
 
         def counted(window: dict[str, Any], counters: Counter[str]) -> None:
-            self.runs.add_once(run.integration_id, run.run_id, f"seam-{window['page']}", report_counters(counters))
+            token = f"seam-{window.get('seam', window['page'])}"  # one per Efficy boundary
+            self.runs.add_once(run.integration_id, run.run_id, token, report_counters(counters))
 
         done = resync_seams(
             cfg,

@@ -40,26 +40,29 @@ def window_size(page_size: int, shift: int) -> int:
 
 
 def seam_windows(descriptors: list[dict[str, Any]], shift: int) -> list[dict[str, Any]]:
-    """A page descriptor (the shape sync_page reads) for the `shift` records before each page boundary."""
+    """A page descriptor (the shape sync_page reads) for the `shift` records before each Efficy page boundary,
+    `seam` naming it. Every Efficy page a worker reads is a boundary, not only a worker's first: with
+    `full_sync.page_size` above `efficy.page_size` a worker reads several, and a delete between two of its
+    reads pushed a person across a boundary no window covered (never synced, the run SUCCEEDED)."""
     if shift <= 0:
         return []
     windows = []
     for descriptor in descriptors:
         first, size = int(descriptor["first"]), int(descriptor["page_size"])
-        if first <= 0:
-            continue
-        width = window_size(size, shift)
-        count = -(-shift // width)  # Efficy pages of `width` records that cover `shift` records
-        boundary = first * size // width  # the boundary as an index in pages of `width`
-        windows.append(
-            {
-                "page": int(descriptor["page"]),
-                "first": max(0, boundary - count),
-                "pages": min(count, boundary),
-                "page_size": width,
-                "tail": False,
-            }
-        )
+        for efficy_page in range(max(first, 1), first + max(1, int(descriptor.get("pages", 1)))):
+            width = window_size(size, shift)
+            count = -(-shift // width)  # Efficy pages of `width` records that cover `shift` records
+            boundary = efficy_page * size // width  # the boundary as an index in pages of `width`
+            windows.append(
+                {
+                    "page": int(descriptor["page"]),
+                    "seam": efficy_page,
+                    "first": max(0, boundary - count),
+                    "pages": min(count, boundary),
+                    "page_size": width,
+                    "tail": False,
+                }
+            )
     return windows
 
 
