@@ -105,3 +105,22 @@ def test_a_delete_shifting_an_efficy_page_boundary_inside_one_worker_s_page_is_c
     out = w.run()
     assert done["deleted"] and out["seams"]["shift"] == 1 and out["report"]["status"] == "succeeded"
     assert not set(range(4, 61)) - w.in_apsis(), out["report"]["persons"]
+
+
+def test_removals_a_page_held_are_not_counted_again_by_a_seam_window(make_world: Callable[..., World]) -> None:
+    """A seam window re-reads persons its neighbouring page synced; a removal that page held (not in the person's
+    state) was planned and counted again: 3 profile deletes counted 6, and a run within the threshold HALTED."""
+    w = make_world(safety={"max_removal_percent": 5, "min_removals": 5})
+    w.efficy_sim.upsert_persons([person(k) for k in range(1, 61)])
+    assert w.run()["report"]["status"] == "succeeded"
+    w.efficy_sim.upsert_persons([person(k, opened="0") for k in (8, 9, 10)])  # the end of page 0: deletes
+
+    def between(page: int) -> None:
+        if page == 5:  # three persons after the last page are deleted: the count drops by 3, Seams runs
+            for key in (51, 52, 53):
+                w.efficy_sim.delete_person(key)
+
+    out = w.run(between_pages=between)
+    assert out["seams"]["shift"] == 3 and not out["gate"].halt
+    assert out["report"]["breaker"]["removals"]["rm:delete"]["removals"] == 3, out["report"]["breaker"]
+    assert not {8, 9, 10} & w.in_apsis()  # within the threshold: released

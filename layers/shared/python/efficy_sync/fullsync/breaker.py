@@ -51,7 +51,7 @@ RELEASE_CHUNK = 50
 RELEASE_RESERVE_SECONDS = 45.0
 
 
-def _source(run: Run) -> str:
+def held_source(run: Run) -> str:
     """What a run's holds are recorded under (HeldRemovals.hold): release sends only its own, unless allowed."""
     return f"full sync {run.run_id}"
 
@@ -100,7 +100,7 @@ class Breaker:
         """Keeps what a page, a seams call or an imports call held, under this run: called once its counters
         are the run's (a failed page's are not, so neither are its holds: the next run plans them again)."""
         if gate is not None and gate.keys:
-            self.held.hold(run.integration_id, gate.keys, _source(run))
+            self.held.hold(run.integration_id, gate.keys, held_source(run))
 
     def hold_untags(self, run: Run) -> Callable[[str, int, int], bool] | None:
         """The Tags step holds every untag for the gate, unless removals go at once."""
@@ -194,7 +194,7 @@ class Breaker:
         if allows_removals(run):
             keys = list(self.held.keys(run.integration_id))
         else:
-            keys = list(self.held.held_by(run.integration_id, _source(run)))
+            keys = list(self.held.held_by(run.integration_id, held_source(run)))
         if keys:
             efficy = fs.efficy_for(cfg)
             apsis = fs._apsis(cfg, run.max_concurrency)  # the account's shared budget

@@ -22,7 +22,7 @@ from ..safety import ALLOW_COUNTER
 from ..store.configs import ConfigStore, UnknownIntegration
 from ..store.protocols import PersonStates
 from ..store.removals import HeldRemovals, RemovalBreaker
-from .breaker import Breaker, allows_removals
+from .breaker import Breaker, allows_removals, held_source
 from .import_step import page_queue
 from .page import Pace, sync_page, worker_rate
 from .parking import ParkingLot
@@ -265,6 +265,7 @@ class FullSync:
             should_continue=self._still_running(run.integration_id, run.run_id),
             on_window=counted,
             removal_gate=gate,
+            counted=set(self.held.held_by(run.integration_id, held_source(run))) if gate is not None else (),
         )
         breaker.remember(run, gate)
         return {

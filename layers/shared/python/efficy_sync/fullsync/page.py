@@ -16,7 +16,7 @@ import contextvars
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
@@ -163,12 +163,15 @@ def sync_page(
     removal_gate: RemovalGate | None = None,
     queue: Callable[[int, int, list[int]], None] | None = None,
     query_tags: Callable[[int], set[str]] | None = None,
+    counted: Collection[int] = (),
 ) -> PageResult:
     """Sync every person of one page descriptor. Retryable API errors propagate (the state machine retries
     the page; persons already done cost nothing the second time); others are counted as failed persons.
     `removal_gate`: the blast-radius breaker (safety.py); the removals are counted (rm:*) against what the
     page's persons held before (base:*) whether or not they were sent. `query_tags`: a person's planned query
-    tags (query_plan.py), sent with the person's own tag call; None leaves query tags to the Tags step."""
+    tags (query_plan.py), sent with the person's own tag call; None leaves query tags to the Tags step.
+    `counted`: persons whose removals this run's pages already held and counted (a seam window reads some of them
+    again: counted twice, a run within the threshold HALTED)."""
     # the Lambda passes a client paced by the account's shared budget (budget.paced); anything else keeps to a
     # fixed in-process share of the account, as before
     paced = apsis if isinstance(apsis, PacedApsis) else PacedApsis(apsis, Pace(worker_rate(max_concurrency)))
@@ -232,6 +235,8 @@ def sync_page(
                     result.stopped = True
                     persons = persons[: len(outcomes)]
             for person, outcome in zip(persons, outcomes, strict=True):
+                if int(person["K_CONTACT"]) in counted:  # a seam window's person whose page held (and counted) it
+                    continue
                 reason = skip_label(cfg, person) if outcome.reason and outcome.result != "failed" else None
                 result.counters.update(tally(outcome, skip_reason=reason))
                 result.counters.update(removal_counts(outcome.removals))

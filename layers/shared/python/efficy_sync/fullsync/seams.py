@@ -13,7 +13,7 @@ call and no write, the ones the shift hid are brought up to date.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,6 +87,7 @@ def resync_seams(
     should_continue: Callable[[], bool] = lambda: True,
     on_window: Callable[[dict[str, Any], Counter[str]], None] | None = None,
     removal_gate: RemovalGate | None = None,
+    counted: Collection[int] = (),
 ) -> SeamsResult:
     """Syncs windows[start:], `max_concurrency` at a time (each paced at that share of the APSIS rate, as pages
     are); `on_window` hears of each window as soon as it is done. Retryable errors propagate: the state
@@ -106,6 +107,7 @@ def resync_seams(
             max_concurrency=workers,
             should_continue=should_continue,
             removal_gate=removal_gate,
+            counted=counted,
         )
         counters = page.counters + Counter(seam_windows=1, seam_persons=page.persons)
         if on_window is not None:
