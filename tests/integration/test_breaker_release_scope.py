@@ -124,3 +124,31 @@ def test_removals_a_page_held_are_not_counted_again_by_a_seam_window(make_world:
     assert out["seams"]["shift"] == 3 and not out["gate"].halt
     assert out["report"]["breaker"]["removals"]["rm:delete"]["removals"] == 3, out["report"]["breaker"]
     assert not {8, 9, 10} & w.in_apsis()  # within the threshold: released
+
+
+def test_a_held_opt_out_refused_in_the_release_is_reported_failed(make_world: Callable[..., World]) -> None:
+    """The release counted only consents, tags and deletes: an opt-out APSIS refused left no trace in the report."""
+    import json
+
+    w = make_world()
+    w.efficy_sim.upsert_persons([person(k) for k in range(1, 31)])
+    assert w.run()["report"]["status"] == "succeeded"
+    w.efficy_sim.upsert_persons([person(7, profiles=[])])  # a CRM opt-out (one removal: within the threshold)
+
+    def refuse_the_opt_out() -> None:
+        problem = json.dumps({"type": "about:blank", "title": "Bad Request", "status": 400, "detail": "refused"})
+        w.apsis_sim.add_fault(
+            path_regex=r"/profiles/7/.*consents",
+            method="POST",
+            status=400,
+            body=problem,
+            content_type="application/problem+json",
+        )
+
+    out = w.run(before_release=refuse_the_opt_out)
+    assert out["release"]["released"] == 1
+    state = w.fs.states.get("p17", 7)
+    assert state is not None and state.error_category, "the failure is recorded on the person"
+    report = out["report"]
+    # the run's report says one person failed: their only change, the CRM opt-out, did not reach APSIS
+    assert report["persons"]["failed"] == 1, (report["persons"], report.get("consents"))

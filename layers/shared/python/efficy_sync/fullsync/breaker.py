@@ -210,9 +210,9 @@ class Breaker:
                 counters: Counter[str] = Counter()
                 for key in chunk:
                     outcome = syncer.sync(key, persons.get(key), states.get(key))
-                    counters.update(
-                        {k: v for k, v in tally(outcome).items() if k.startswith(("consent", "tag", "deleted"))}
-                    )
+                    # what the release sent, and whom it could not (a held opt-out APSIS refused is in the report)
+                    sent = ("consent", "tag", "deleted", "failed", "stale")
+                    counters.update({k: v for k, v in tally(outcome).items() if k.startswith(sent)})
                 self.held.forget(run.integration_id, chunk)
                 fs.runs.add_once(
                     run.integration_id, run.run_id, f"release-{chunk[0]}", {**counters, "released": len(chunk)}
