@@ -4,7 +4,6 @@ alone, so one applied before these checks still loads (checked last)."""
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import sys
@@ -15,28 +14,10 @@ import pytest
 import yaml
 from efficy_sync.config import ConfigError, IntegrationConfig, config_from_dict, load_config_text
 
+from tests.unit.test_config import BASE, with_
+
 ROOT = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).with_name("efficy-sync"))
-BASE: dict[str, Any] = {
-    "integration_id": "acme-eu",
-    "efficy": {
-        "base_url": "https://acme.efficy.cloud/crm",
-        "api_key_secret": "efficy-sync/acme-eu/efficy",
-        "webhook_secret_secret": "efficy-sync/acme-eu/webhook",
-    },
-    "apsis": {
-        "base_url": "https://api.apsis.one",
-        "section": "com.apsis1.sections.default",
-        "credentials_secret": "efficy-sync/acme-eu/apsis",
-        "optout_token_secret": "efficy-sync/acme-eu/apsis-optout",
-    },
-}
-
-
-def with_(**changes: Any) -> dict[str, Any]:
-    data = copy.deepcopy(BASE)
-    data.update(changes)
-    return data
 
 
 def refused_at(data: dict[str, Any]) -> list[str]:
