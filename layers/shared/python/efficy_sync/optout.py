@@ -162,7 +162,7 @@ class WriteBack:
             # the key's contact is gone (merged into another, deleted): the contacts with the profile's address
             # are who opted out, as for an opt-out that gives only the address (step 1)
             gone = set(result.persons)
-            others = [k for k in self._holders(message.email, result.slots) if k not in gone]
+            others = [k for k in self._holders(message.email, message) if k not in gone]
             if others:
                 count("OptOutKeyGoneMatchedByEmail")
                 result.by_address_after_key = len(others)
@@ -247,7 +247,7 @@ class WriteBack:
             return WriteBackResult([message.profile_key], "profile_key", slots, skipped_slots=skipped)
         if not message.email:
             raise ValueError("an opt-out message needs a profile key or an e-mail address")
-        keys = self._holders(message.email, slots)
+        keys = self._holders(message.email, message)
         if not keys and not slots:
             # only subscriptions no mapping covers, and nobody to record them for: done (no retry, no DLQ)
             return WriteBackResult([], "email", slots, skipped_slots=skipped)
@@ -255,11 +255,12 @@ class WriteBack:
             raise OptOutUnmatched("no Efficy contact has the opted-out address")
         return WriteBackResult(keys, "email", slots, skipped_slots=skipped)
 
-    def _holders(self, address: str, slots: list[Slot]) -> list[int]:
+    def _holders(self, address: str, message: OptOutMessage) -> list[int]:
         """The contacts whose synced address (EMAIL_FIELD, the one APSIS One holds) is `address`. Efficy's look-up
         also finds the address in a contact's other e-mail fields: that contact never got our mail there, and
         did not opt out. For an SMS opt-out, several holders are no evidence of whose phone it was
-        (OptOutAmbiguous)."""
+        (OptOutAmbiguous): judged on the message's channels, not on the slots written back, because a slot only
+        recorded (unmapped, or a CRM profile shared with e-mail) is still an opt-out recorded for each holder."""
         found = sorted(dict.fromkeys(int(k) for k in self.efficy.find_contacts_by_email(address)))
         if not found:
             return []
@@ -268,7 +269,7 @@ class WriteBack:
         holders = [k for k in found if _address_key(str((persons.get(k) or {}).get(EMAIL_FIELD) or "")) == wanted]
         if len(found) > len(holders):
             count("OptOutOtherFieldHolders", len(found) - len(holders))
-        if len(holders) > 1 and any(slot.channel == "sms" for slot in slots):
+        if len(holders) > 1 and any(ref.channel == "sms" for ref in message.slots):
             count("OptOutAmbiguous")
             raise OptOutAmbiguous(f"an SMS opt-out identified only by an e-mail address {len(holders)} contacts hold")
         return holders

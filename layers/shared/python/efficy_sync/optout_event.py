@@ -162,9 +162,21 @@ def _text(body: Mapping[str, Any], name: str) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise OptOutPayloadError(name, "must be a string")
     text = str(value).strip()
+    if not text.isascii() and not _encodes(text):
+        # valid JSON ("\\ud800") that no UTF-8 can carry: the queued message could never be written, and a
+        # 503 for it would be sent again forever (and cost the events after it in an array)
+        raise OptOutPayloadError(name, "is not text (it holds a lone UTF-16 surrogate)")
     if len(text) > _MAX_TEXT.get(name, 200):
         raise OptOutPayloadError(name, f"is longer than {_MAX_TEXT.get(name, 200)} characters")
     return text or None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _profile_key(body: Mapping[str, Any]) -> int | None:
@@ -212,8 +224,13 @@ MAX_EVENTS = 1000
 
 def _form(text: str) -> dict[str, Any] | None:
     """A form-encoded body's fields (every value of a repeated one); None when `text` is not a form."""
+    # empty pieces ("a=1&", "a=1&&b=2") are skipped, as the form standard says: a node's template with a
+    # trailing "&" sends a valid form, and a refusal loses the opt-out (the node does not send it again)
+    pieces = [piece for piece in text.strip().split("&") if piece]
+    if not pieces:
+        return None
     try:
-        pairs = parse_qsl(text.strip(), keep_blank_values=True, strict_parsing=True, max_num_fields=50)
+        pairs = parse_qsl("&".join(pieces), keep_blank_values=True, strict_parsing=True, max_num_fields=50)
     except ValueError:
         return None
     form: dict[str, list[str]] = {}
