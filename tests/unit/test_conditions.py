@@ -23,7 +23,7 @@ def cond(**kwargs) -> SyncCondition:
         ({"not_equals": "1"}, "0", True),
         ({"not_equals": "1"}, "1", False),
         ({"not_equals": "1"}, "", True),
-        ({"not_equals": "1"}, None, True),
+        ({"not_equals": "1"}, None, False),  # null says nothing (README): not let through
         ({"in": ["FR", "NL"]}, "NL", True),
         ({"in": ["FR", "NL"]}, "EN", False),
         ({"in": ["FR", "NL"]}, "fr", False),  # exact, case-sensitive: what the user wrote

@@ -110,6 +110,10 @@ def _holds(condition: SyncCondition, value: Any) -> bool:
         return is_empty_value(value)
     if operator == "not_empty":
         return not is_empty_value(value)
+    if value is None or isinstance(value, dict | list):
+        # a null (or a lookup object or list) says nothing: it passes no test of a value, not_equals included
+        # (a null Robinson flag let the person be created); _unreadable makes it a Skip, never a removal
+        return False
     text = as_text(value)
     if operator == "equals":
         return _same(text, condition.equals)

@@ -89,6 +89,18 @@ class Outcome:
     held: bool = False  # the removals were held back by the breaker (not sent, not in the stored state)
 
 
+def email_needs_check(desired: Desired, state: PersonState | None) -> bool:
+    """Whether the person's address changes on a profile we created (or a conflict is pending): the one case
+    PersonSyncer checks that no other synced profile holds the new address. The import writer sends such a
+    person one by one for that check (an import would merge two profiles' addresses silently)."""
+    known = state if state is not None and state.exists_in_apsis else None
+    address = desired.attributes.get(EMAIL_ATTRIBUTE)
+    if known is None or not address:
+        return False
+    old_hash = known.attribute_hashes.get(EMAIL_ATTRIBUTE)
+    return known.email_conflict is not None or (old_hash is not None and old_hash != value_hash(address))
+
+
 class PersonSyncer:
     def __init__(
         self,
@@ -223,14 +235,10 @@ class PersonSyncer:
     ) -> tuple[Desired, EmailConflict | None]:
         """Holds back a new address that another synced person's profile already holds (see module docstring).
         Costs one Efficy look-up and one state read, only when the address changes or a conflict is pending."""
-        known = state if state is not None and state.exists_in_apsis else None
+        if not email_needs_check(desired, state):
+            return desired, None
         address = desired.attributes.get(EMAIL_ATTRIBUTE)
-        if known is None or not address:
-            return desired, None
         new_hash = value_hash(address)
-        old_hash = known.attribute_hashes.get(EMAIL_ATTRIBUTE)
-        if known.email_conflict is None and (old_hash is None or old_hash == new_hash):
-            return desired, None
         holders = self._holders_of(key, str(address), new_hash)
         if not holders:
             return desired, None

@@ -21,6 +21,8 @@ ZERO_DATE = "1899-12-30"
 
 _TRUE = {"1", "true", "yes", "y", "t", "on"}
 _FALSE = {"0", "false", "no", "n", "f", "off"}
+#: a whole number as text, optionally with a zero fraction ("12", "-3", "12.0", "12,00")
+_INTEGER = re.compile(r"^([+-]?[0-9]+)(?:[.,]0*)?$")
 #: "1,000" / "1.000" / "2.500.000": a thousands separator or a decimal one (Efficy's value language decides,
 #: and we are not told which): read either way it is off by a factor of 1000, so it is skipped
 _GROUPED = re.compile(r"^[+-]?[1-9][0-9]{0,2}(?:[.,][0-9]{3})+$")
@@ -99,18 +101,19 @@ def to_int(value: Any) -> int | Skipped | None:
         return int(value)
     if isinstance(value, int):
         return value
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) and value.is_integer() else Skipped("not a whole number")
     text = as_text(value)
     if text == "":
         return None
     if _GROUPED.match(text):
         return Skipped("not a whole number: thousands or decimal separator?")
-    try:
-        number = float(text.replace(",", ".")) if text.count(",") == 1 and "." not in text else float(text)
-    except ValueError:
+    # read exactly, never through float: Efficy sends numbers as text, and a customer number above 2**53 became
+    # a neighbouring one (12345678901234567 -> ...568), sent silently and never corrected by a later sync
+    whole = _INTEGER.match(text)
+    if whole is None:
         return Skipped("not a whole number")
-    if not math.isfinite(number) or not number.is_integer():
-        return Skipped("not a whole number")
-    return int(number)
+    return int(whole.group(1))
 
 
 def to_float(value: Any) -> float | Skipped | None:
@@ -122,7 +125,7 @@ def to_float(value: Any) -> float | Skipped | None:
         text = as_text(value)
         if text == "":
             return None
-        if _GROUPED.match(text):
+        if _GROUPED.match(text) or "_" in text:  # float() reads "1_000" as Python source would
             return Skipped("not a number: thousands or decimal separator?")
         if text.count(",") == 1 and "." not in text:
             text = text.replace(",", ".")  # a decimal comma, as some Efficy locales send
@@ -213,7 +216,74 @@ def to_phone(value: Any) -> str | Skipped | None:
         text = "+" + text[2:]
     if not _PHONE.match(text):
         return Skipped("not an international phone number (+ and 8-15 digits)")
+    if _trunk_zero_kept(text):
+        return Skipped("not one international phone number (a trunk 0 kept after the country code)")
     return text
+
+
+#: the country calling codes of one and two digits (ITU-T E.164); every other code has three
+_SHORT_CODES = frozenset(
+    [
+        "1",
+        "7",
+        "20",
+        "27",
+        "30",
+        "31",
+        "32",
+        "33",
+        "34",
+        "36",
+        "39",
+        "40",
+        "41",
+        "43",
+        "44",
+        "45",
+        "46",
+        "47",
+        "48",
+        "49",
+        "51",
+        "52",
+        "53",
+        "54",
+        "55",
+        "56",
+        "57",
+        "58",
+        "60",
+        "61",
+        "62",
+        "63",
+        "64",
+        "65",
+        "66",
+        "81",
+        "82",
+        "84",
+        "86",
+        "90",
+        "91",
+        "92",
+        "93",
+        "94",
+        "95",
+        "98",
+    ]
+)
+#: countries whose numbers keep their leading 0 in international form: Italy, San Marino, Vatican City,
+#: Côte d'Ivoire, Gabon, Congo
+_ZERO_KEPT = frozenset(["39", "378", "379", "225", "241", "242"])
+
+
+def _trunk_zero_kept(number: str) -> bool:
+    """ "+32 0470 ..." as people write it: the national trunk 0 kept after the country code, a number nobody
+    has (APSIS One would send the SMS to it). Dropping the 0 would be a guess, so the value is skipped as the
+    bracketed "+49 (030)" is; in the countries whose numbers start with 0 it is part of the number."""
+    digits = number[1:]
+    code = next((digits[:n] for n in (1, 2) if digits[:n] in _SHORT_CODES), digits[:3])
+    return digits[len(code) : len(code) + 1] == "0" and code not in _ZERO_KEPT
 
 
 def ascii_domain(address: str) -> str:

@@ -45,7 +45,7 @@ from ..state import PersonState, consent_key, utc_now
 from ..state_updates import apply_operations, stamp_opt_ins
 from ..store.persons import StaleWrite
 from ..store.protocols import PersonStates
-from ..sync import Outcome, reconcile_sent
+from ..sync import Outcome, email_needs_check, reconcile_sent
 from .import_report import IMPORT_COMPLETED, IMPORT_FAILED, failed_rows
 
 IMPORT_MIN_ROWS = 50  # fewer changed persons than this on a page: per-person calls are cheaper than an import
@@ -173,6 +173,8 @@ class ImportWriter:
     # ---- what an import can carry ------------------------------------------------------------------------
     def _importable(self, desired: Desired, state: PersonState | None, ops: list[Operation]) -> bool:
         if self.hold_removals and split_removals(ops, state)[1]:
+            return False
+        if email_needs_check(desired, state):  # per person: the check that no other profile holds the address
             return False
         pushed = state.consents if state is not None and state.exists_in_apsis else {}
         for op in ops:
