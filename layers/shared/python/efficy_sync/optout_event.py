@@ -268,7 +268,7 @@ def decode_events(
     if text.lstrip().startswith(("{", "[")):  # JSON, whatever the Content-Type says (a form never starts so)
         try:
             body = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested deeper than the parser goes: bad input, not a 503
             if not form_media:
                 raise OptOutPayloadError("body", "is not valid JSON") from None
     if body is None:

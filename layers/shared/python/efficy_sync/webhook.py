@@ -245,7 +245,7 @@ def _in_the_wrapper(body: bytes) -> bytes | None:
     that shape), which was refused with 400, and the sender does not retry a 400: the changes were lost."""
     try:
         value = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested beyond the parser: not a shape we know (400, not 503)
         return None
     if isinstance(value, dict) and "records" not in value and "record_id" in value:
         value = [value]
