@@ -128,6 +128,11 @@ def apply_global_options(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     # results on stdout, the library's logs on stderr (efficy_sync.observability reads this at import)
     os.environ.setdefault("EFFICY_SYNC_LOG_STREAM", "stderr")
+    # a value no UTF-8 can carry (a lone surrogate from a JSON escape in a config file or an answer) is shown
+    # escaped instead of ending the command with a traceback half-way through its output
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     _VersionAction.argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)

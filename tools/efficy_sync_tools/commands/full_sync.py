@@ -165,11 +165,7 @@ def start_command(args: argparse.Namespace) -> int:
             document = {"integration_id": integration_id, "run_id": run.run_id, "execution_name": name}
             print(json.dumps({**document, "execution_arn": arn, "dry_run": bool(args.dry_run)}, indent=2))
             return 0
-        pauses = _pauses(args.interval)
-        while (current := runs.get(integration_id, run.run_id) or run).active:
-            time.sleep(next(pauses))
-        print(json.dumps(_status_document(current), indent=2, default=str))
-        return exit_for(current.status)
+        return _follow_json(runs, run, args.interval)
     print(f"Started a {kind} of {integration_id} (execution {name}).", flush=True)
     if not args.follow:
         print(f"  Watch it: efficy-sync full-sync status {integration_id} --follow")
@@ -228,6 +224,8 @@ def status_command(args: argparse.Namespace) -> int:
             print(f"No full sync of {args.integration_id} found.")
         return 0
     if args.format == "json":
+        if args.follow:  # one document once the run has ended, as `start --follow --output json` prints
+            return _follow_json(runs, run, args.interval)
         print(json.dumps(_status_document(run), indent=2, default=str))
         return exit_for(run.status)
     if args.follow and run.active:
@@ -283,6 +281,15 @@ def _pauses(interval: float, first: float = 0.2) -> Iterator[float]:
     while True:
         yield pause
         pause = min(interval, pause * 1.5)
+
+
+def _follow_json(runs: Any, run: Any, interval: float) -> int:
+    """Waits for the run to end, then prints its status document; exits with the run's code."""
+    pauses = _pauses(interval)
+    while (current := runs.get(run.integration_id, run.run_id) or run).active:
+        time.sleep(next(pauses))
+    print(json.dumps(_status_document(current), indent=2, default=str))
+    return exit_for(current.status)
 
 
 def _follow(runs: Any, run: Any, interval: float) -> int:

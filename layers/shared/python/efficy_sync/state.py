@@ -31,7 +31,8 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 
 def value_hash(value: Any) -> str:
     """sha256 of the canonical JSON of `value`, 16 hex characters: enough to detect a change, useless to read."""
-    return hashlib.sha256(_CANONICAL.encode(value).encode()).hexdigest()[:16]
+    # surrogatepass: a lone surrogate the sources did not mend (values.without_surrogates) must not fail a page
+    return hashlib.sha256(_CANONICAL.encode(value).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def consent_key(topic: str, channel: str) -> str:

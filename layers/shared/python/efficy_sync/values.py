@@ -61,6 +61,26 @@ def as_text(value: Any) -> str:
     return str(value).strip()
 
 
+#: a UTF-16 surrogate left alone in a str: json.loads joins an escaped pair into one character, so any left is
+#: half of one (a .NET server cutting a name in the middle of an emoji sends "Smith\\ud83d")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: the JSON escape of a surrogate, to look for in a body before walking what it decodes to
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def without_surrogates(value: Any) -> Any:
+    """`value` (decoded JSON) with each lone surrogate replaced by U+FFFD, as a UTF-8 decoder replaces a broken
+    sequence. No UTF-8 can carry one: its hash, its stored state, the message that queues it and the call that
+    sends it all failed, and one such name failed a whole full-sync page (every run, until edited in the CRM)."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+    if isinstance(value, list):
+        return [without_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {without_surrogates(key): without_surrogates(item) for key, item in value.items()}
+    return value
+
+
 _WHOLE = re.compile(r"^\+?([0-9]+)(?:\.0*)?$")
 
 

@@ -30,6 +30,8 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError
 
+from .values import SURROGATE_ESCAPE, without_surrogates
+
 CONTACT_TABLE_ID = 11000  # Efficy's table id of Cont
 #: Efficy keys are positive whole numbers; its JSON-RPC clients read them as doubles (contracts/efficy.md §3),
 #: so no key Efficy really sends is above 2**53 - 1. A larger number cannot name a person exactly.
@@ -296,6 +298,20 @@ def _relation_contact(raw: Mapping[str, Any], rule: RelationRule) -> int | None:
     return None
 
 
+def _mended(body: bytes) -> bytes | None:
+    """The body with each lone surrogate escape ("Smith\\ud83d", a name cut inside an emoji) replaced, or None
+    when it has none. pydantic's JSON reader refuses such an escape, and the whole call was answered 400: every
+    other person's change in it was lost (the worker refetches the person; the changed values are not used)."""
+    if not SURROGATE_ESCAPE.search(body):
+        return None
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    mended = json.dumps(without_surrogates(value), ensure_ascii=False).encode()
+    return None if SURROGATE_ESCAPE.search(mended) else mended
+
+
 def parse(body: bytes, relation_tables: Iterable[RelationRule] = ()) -> WebhookPayload:
     """Validate the body, then each record on its own (see the module docstring).
 
@@ -323,6 +339,9 @@ def parse(body: bytes, relation_tables: Iterable[RelationRule] = ()) -> WebhookP
         wrapped = _in_the_wrapper(body)
         if wrapped is not None:
             return parse(wrapped, relation_tables)
+        mended = _mended(body)
+        if mended is not None:
+            return parse(mended, relation_tables)
         raise _refusal(_problems(exc)) from None
     records: list[WebhookRecord] = []
     invalid: list[InvalidRecord] = []

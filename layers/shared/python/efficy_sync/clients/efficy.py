@@ -40,7 +40,7 @@ from efficy_sync.consent import ANSWERED_AT, ASKED_AT, read_time
 from efficy_sync.observability import logger  # the PII-scrubbing logger: one logging path
 from efficy_sync.pii import redact_text
 from efficy_sync.profile_rows import report_unread
-from efficy_sync.values import address_forms, whole_number
+from efficy_sync.values import SURROGATE_ESCAPE, address_forms, whole_number, without_surrogates
 
 if TYPE_CHECKING:
     from http.cookiejar import Cookie
@@ -373,8 +373,10 @@ class EfficyClient(EfficyParsing):
         (a maintenance or sign-in page in front of Efficy, a body cut short) is an outage, retried: typed as
         Efficy's business error, the state machine did not retry it and a full-sync page failed at once."""
         try:
-            return json.loads(response.content.decode("utf-8-sig"))
-        except (ValueError, UnicodeDecodeError):
+            answer = json.loads(response.content.decode("utf-8-sig"))
+            # a value cut inside an emoji (values.without_surrogates): walked only when the body escapes one
+            return without_surrogates(answer) if SURROGATE_ESCAPE.search(response.content) else answer
+        except (ValueError, UnicodeDecodeError, RecursionError):
             kind = response.headers.get("Content-Type", "").split(";")[0] or "no content type"
             raise EfficyUnavailable(
                 f"Efficy's answer to {op} is not JSON ({response.status_code}, {kind})", status=response.status_code
