@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from efficy_sync.clients.http import deadline, lambda_seconds
 from efficy_sync.fullsync.sweep import sweep
 from efficy_sync.fullsync.wiring import build_full_sync
 from efficy_sync.observability import logger, metrics
+from efficy_sync.settings import settings
 from efficy_sync.tracing import capture_handler
 
 full_sync = build_full_sync()
@@ -22,7 +24,10 @@ full_sync = build_full_sync()
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if event.get("sweep"):
-        result = sweep(full_sync, time_left=lambda: context.get_remaining_time_in_millis() / 1000)
+        # the scheduled query tags call Efficy and APSIS One: a slow answer ends in time (OutOfTime, caught per
+        # integration by the sweep) instead of Lambda's timeout cutting off the integrations after it
+        with deadline(lambda_seconds(context, settings().deadline_reserve)):
+            result = sweep(full_sync, time_left=lambda: context.get_remaining_time_in_millis() / 1000)
         if result["ended"] or result["requeued"]:
             logger.info("sweep reconciled runs", extra=result)
         return result

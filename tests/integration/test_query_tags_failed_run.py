@@ -36,7 +36,9 @@ class Snapshots:
     def previous(self, integration_id: str, query: int, tag: str) -> set[int] | None:
         return self.data.get(query)
 
-    def put(self, integration_id: str, query: int, members: set[int], *, run_id: str, tags: Any = ()) -> None:
+    def put(
+        self, integration_id: str, query: int, members: set[int], *, run_id: str, tags: Any = (), widened: bool = False
+    ) -> None:
         self.data[query] = set(members)
 
 

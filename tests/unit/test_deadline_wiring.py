@@ -136,3 +136,20 @@ def test_the_full_sync_steps_bound_their_calls_by_the_lambda_time(
     app.handler(event, Context(remaining_ms=900_000))
     assert seen and seen[0] is not None and 900 - RESERVE - 1 < seen[0] <= 900 - RESERVE
     assert time_left() is None
+
+
+def test_the_sweep_bounds_its_calls_by_the_lambda_time(load: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep mirrors scheduled query tags (Efficy queries, APSIS tag calls): without a deadline one slow
+    answer had Lambda's timeout cut off the integrations after it, on every sweep."""
+    app = load("cleanup")
+    seen: list[float | None] = []
+
+    def fake_sweep(full_sync: Any, time_left: Any = None) -> dict[str, Any]:
+        seen.append(time_left_now())
+        return {"ended": [], "requeued": 0, "query_tags": {}}
+
+    time_left_now = time_left
+    monkeypatch.setattr(app, "sweep", fake_sweep)
+    app.handler({"sweep": True}, Context(remaining_ms=240_000))
+    assert seen and seen[0] is not None and 240 - RESERVE - 1 < seen[0] <= 240 - RESERVE
+    assert time_left() is None

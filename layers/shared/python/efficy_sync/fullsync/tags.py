@@ -90,7 +90,7 @@ def widen_snapshot(
     for tag in tags:
         previous |= members.previous(cfg.integration_id, query, tag) or set()
     if not adding <= previous:
-        members.put(cfg.integration_id, query, previous | adding, run_id=run_id, tags=tags)
+        members.put(cfg.integration_id, query, previous | adding, run_id=run_id, tags=tags, widened=True)
 
 
 def plan_query_tags(

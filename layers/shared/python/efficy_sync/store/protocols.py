@@ -129,7 +129,14 @@ class QueryMembers(Protocol):
     def previous(self, integration_id: str, query: int, tag: str) -> set[int] | None: ...
 
     def put(
-        self, integration_id: str, query: int, members: set[int], *, run_id: str, tags: Iterable[str] = ()
+        self,
+        integration_id: str,
+        query: int,
+        members: set[int],
+        *,
+        run_id: str,
+        tags: Iterable[str] = (),
+        widened: bool = False,
     ) -> None: ...
 
     def last_run(self, integration_id: str, query: int) -> str | None: ...

@@ -74,16 +74,30 @@ class QueryMembersStore:
         # the tag's own last query first: this query's snapshot may be another tag's (or an old one of this tag)
         return self.get(integration_id, int(before) if before is not None else query)
 
-    def put(self, integration_id: str, query: int, members: set[int], *, run_id: str, tags: Iterable[str] = ()) -> None:
+    def put(
+        self,
+        integration_id: str,
+        query: int,
+        members: set[int],
+        *,
+        run_id: str,
+        tags: Iterable[str] = (),
+        widened: bool = False,
+    ) -> None:
         """Chunks first, then the head that says how many to read, so a reader never sees half a snapshot; then
-        which query each of `tags` mirrors now (for `previous`)."""
+        which query each of `tags` mirrors now (for `previous`). A `widened` snapshot (tags.widen_snapshot,
+        before any tag goes out) keeps the query's last run: the mirror is not done, and a scheduled mirror that
+        ran out of time after widening waited a whole schedule interval (a day) instead of the next sweep."""
         ddb = client("dynamodb")
         pk = self._pk(integration_id)
+        last_run = self.last_run(integration_id, query) if widened else utc_now()
         data = encode_members(members)
         chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
         for i, chunk in enumerate(chunks):
             ddb.put_item(TableName=self._table, Item={**key(pk, f"{query}#{i:04d}"), **to_item({"data": chunk})})
-        head = {"chunks": len(chunks), "members": len(members), "run_id": run_id, "updated_at": utc_now()}
+        head = {"chunks": len(chunks), "members": len(members), "run_id": run_id}
+        if last_run is not None:
+            head["updated_at"] = last_run
         ddb.put_item(TableName=self._table, Item={**key(pk, str(query)), **to_item(head)})
         for tag in tags:
             ddb.put_item(TableName=self._table, Item={**key(pk, f"TAG#{tag}"), **to_item({"query": query})})
