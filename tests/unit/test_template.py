@@ -734,8 +734,7 @@ def test_the_first_integration_has_a_sync_stalled_alarm_on_its_own_metrics(resou
         {s["Metric"]["MetricName"] for s in stats.values()}
         == {
             "WebhookRecordsAccepted",
-            "PersonsSynced",
-            "PersonsSkipped",
+            "PersonsProcessed",
         }
         <= INTEGRATION_METRICS
     )
@@ -748,7 +747,7 @@ def test_the_first_integration_has_a_sync_stalled_alarm_on_its_own_metrics(resou
         assert (stat["Stat"], stat["Period"]) == ("Sum", 3600)
     (expression,) = [m for m in props["Metrics"] if m.get("ReturnData")]
     assert "FILL(webhooks, 0) > 0" in expression["Expression"]
-    assert "FILL(synced, 0) + FILL(skipped, 0) == 0" in expression["Expression"]
+    assert "FILL(processed, 0) == 0" in expression["Expression"]
     assert (props["EvaluationPeriods"], props["DatapointsToAlarm"], props["TreatMissingData"]) == (3, 3, "notBreaching")
 
 

@@ -165,6 +165,10 @@ INTEGRATION_METRICS = frozenset(
         "PersonsSynced",
         "PersonsSkipped",
         "PersonsFailed",
+        # every real-time outcome but a failure (synced, unchanged, skipped, deleted, stale, parked): what the
+        # "webhooks but nothing syncs" alarm weighs the webhooks against (an edit of an unmapped field is
+        # processed fine and changes nothing: it was no PersonsSynced, and three hours of them raised it)
+        "PersonsProcessed",
         "WebhookRecordsAccepted",
         "OptOutsWrittenBack",
         "ApsisCalls",

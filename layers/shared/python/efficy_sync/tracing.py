@@ -42,10 +42,27 @@ def capture_handler(handler: Any) -> Any:
 
 
 @contextmanager
+def _subsegment(name: str) -> Iterator[Any]:
+    """`in_subsegment`, except that an exception leaving it is recorded by its class alone. The SDK records
+    str(exception) as the subsegment's cause: requests' text holds the URL (an APSIS path holds the person key)
+    and pydantic's echoes the values (an opted-out address), and a trace holds neither (module docstring)."""
+    failure: Exception | None = None
+    with tracer.provider.in_subsegment(name) as subsegment:
+        try:
+            yield subsegment
+        except Exception as exc:
+            failure = exc
+            subsegment.add_fault_flag()
+            subsegment.put_annotation("error", type(exc).__name__)
+    if failure is not None:
+        raise failure
+
+
+@contextmanager
 def _call_subsegment(api: str, method: str) -> Iterator[dict[str, Any]]:
     """One APSIS / Efficy call (its retries included) as a subsegment; `clients.http` fills `info`."""
     info: dict[str, Any] = {}
-    with tracer.provider.in_subsegment(api) as subsegment:
+    with _subsegment(api) as subsegment:
         subsegment.namespace = "remote"  # type: ignore[attr-defined]  # X-Ray field the SDK sets but does not declare
         subsegment.put_annotation("api", api)
         subsegment.put_annotation("method", method)
@@ -70,7 +87,7 @@ def record(correlation_id: str | None, name: str = "## record") -> Iterator[str 
         if tracer.disabled:
             yield correlation_id
             return
-        with tracer.provider.in_subsegment(name) as subsegment:
+        with _subsegment(name) as subsegment:
             if correlation_id:
                 subsegment.put_annotation(correlation.KEY, correlation_id)
             yield correlation_id
