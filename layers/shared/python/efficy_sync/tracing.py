@@ -52,7 +52,7 @@ def _subsegment(name: str) -> Iterator[Any]:
             yield subsegment
         except Exception as exc:
             failure = exc
-            subsegment.add_fault_flag()
+            subsegment.add_fault_flag()  # type: ignore[attr-defined]  # the X-Ray SDK subsegment powertools yields
             subsegment.put_annotation("error", type(exc).__name__)
     if failure is not None:
         raise failure
@@ -63,7 +63,7 @@ def _call_subsegment(api: str, method: str) -> Iterator[dict[str, Any]]:
     """One APSIS / Efficy call (its retries included) as a subsegment; `clients.http` fills `info`."""
     info: dict[str, Any] = {}
     with _subsegment(api) as subsegment:
-        subsegment.namespace = "remote"  # type: ignore[attr-defined]  # X-Ray field the SDK sets but does not declare
+        subsegment.namespace = "remote"  # X-Ray field the SDK sets but does not declare
         subsegment.put_annotation("api", api)
         subsegment.put_annotation("method", method)
         cid = correlation.current()
@@ -73,7 +73,7 @@ def _call_subsegment(api: str, method: str) -> Iterator[dict[str, Any]]:
             yield info
         finally:
             if "status" in info:
-                subsegment.put_annotation("status", int(info["status"]))  # type: ignore[arg-type]  # SDK types it as numbers.Number
+                subsegment.put_annotation("status", int(info["status"]))
                 subsegment.put_metadata("attempts", int(info.get("attempts", 1)), SERVICE)
             if info.get("error"):
                 subsegment.put_annotation("error", str(info["error"]))  # an exception's class name only
