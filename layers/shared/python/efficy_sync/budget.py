@@ -55,10 +55,13 @@ def account_rate() -> float:
     return float(os.environ.get("EFFICY_SYNC_APSIS_RATE") or APSIS_ACCOUNT_RATE)
 
 
-def account_key(base_url: str, credentials_secret: str) -> str:
-    """Names the APSIS account in the budget's key: the API base URL and the integration's credentials (one
-    API key belongs to one account). A hash, so no URL or secret name is stored beside the counters."""
-    return hashlib.sha256(f"{base_url.rstrip('/')}|{credentials_secret}".encode()).hexdigest()[:20]
+def account_key(base_url: str, client: str) -> str:
+    """Names the APSIS account in the budget's key: the API base URL and the API client (one API client belongs
+    to one account): its client id, as the token store names it (apsis_tokens.parameter_name). Keyed by the
+    credentials secret's name, two integrations of one account (one Efficy feeding two sections, each with its
+    own `efficy-sync/<id>/apsis` secret) had a budget each and together sent up to twice the cap. A hash, so
+    no URL or client id is stored beside the counters."""
+    return hashlib.sha256(f"{base_url.rstrip('/')}|{client}".encode()).hexdigest()[:20]
 
 
 class SharedBudget:
@@ -174,15 +177,16 @@ class KeyLimit:
             self._sleep(delay)
 
 
-def shared_budget(cfg: Any, table: str | None = None) -> SharedBudget:
+def shared_budget(cfg: Any, table: str | None = None, client_id: str | None = None) -> SharedBudget:
     """The budget of the integration's APSIS account, kept per process (one per account, rate and table).
-    `table`: where the counters live (default: the state table of the settings)."""
+    `table`: where the counters live (default: the state table of the settings); `client_id`: the API client
+    (the credentials secret's name stands in when it is not known)."""
     if table is None:
         from .settings import settings
 
         table = settings().state_table
     rate = account_rate()
-    key = (account_key(cfg.apsis.base_url, cfg.apsis.credentials_secret), rate, table)
+    key = (account_key(cfg.apsis.base_url, client_id or cfg.apsis.credentials_secret), rate, table)
     with _budgets_lock:
         found = _budgets.get(key)
         if found is None:
@@ -195,9 +199,13 @@ _budgets: dict[tuple[str, float, str], SharedBudget] = {}
 _budgets_lock = threading.Lock()
 
 
-#: the ApsisClient calls that write a profile (and so count against the budget)
+#: the ApsisClient calls of one profile, which count against the budget: its writes, and the consent reads
+#: made before a first opt-in (existing_optouts) and by the Tags step, one per person: unpaced, a page opting in
+#: known profiles sent about two requests per budget unit, the account went over its limit (429s)
 PACED_CALLS = frozenset(
     {
+        "get_consents",
+        "consents_if_profile",
         "create_profile",
         "patch_attributes",
         "create_with_attributes",
@@ -235,4 +243,4 @@ class PacedApsis:
 def paced(cfg: Any, apsis: Any, table: str | None = None) -> PacedApsis:
     """`apsis` with its profile writes held to the account's shared budget and the per-key limit: what the
     real-time worker, the write-back and the full-sync pages of an integration send, together."""
-    return PacedApsis(apsis, shared_budget(cfg, table))
+    return PacedApsis(apsis, shared_budget(cfg, table, getattr(apsis, "client_id", None)))

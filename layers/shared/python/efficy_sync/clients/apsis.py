@@ -101,6 +101,7 @@ class ApsisClient(ApsisTransport):
             clock=clock,
             token_store=token_store,
         )
+        self.client_id = client_id  # names the account in its shared request budget (budget.account_key)
         self.profile_tags_path = profile_tags_path
         self.section = section
         self.keyspace = keyspace
