@@ -38,6 +38,7 @@ from ..safety import (
 )
 from ..store.removals import HeldRemovals, RemovalBreaker
 from ..sync import PersonSyncer
+from .ending import release_and_drain
 from .report import build_report, tally
 from .runs import Run, utc_now
 from .steps import GateResult
@@ -160,9 +161,9 @@ class Breaker:
         run = fs._run(run_payload)
         if not run.active:
             return run.report or build_report(run, status=run.status)
-        fs._release_and_drain(run)
+        drained = release_and_drain(fs, run)
         run = fs._run(run_payload)
-        report = build_report(run, status="halted", query_tags=tags_result, ended_at=utc_now())
+        report = drained.noted(build_report(run, status="halted", query_tags=tags_result, ended_at=utc_now()))
         if fs.runs.end(run.integration_id, run.run_id, "halted", report=report):
             count("FullSyncHalted", 1, integration_id=run.integration_id)
             logger.warning(

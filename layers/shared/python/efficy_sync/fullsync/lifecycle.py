@@ -3,7 +3,8 @@
 Begin → Plan → pages (Distributed Map) → Seams → Imports (import mode: import_step.py) → Tags → Finish, or Fail from any Catch. Every step may run twice
 (Step Functions retries on Lambda errors; EventBridge and the sweeper may both report one ending), so each
 is idempotent: the lock and the run end at most once, page counters are added once, and ending always
-releases first and drains parked changes second (see parking.py for why that order closes the race).
+releases first and drains parked changes second (see parking.py for why that order closes the race); the run
+ends even when that drain fails (ending.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..store.configs import ConfigStore, UnknownIntegration
 from ..store.protocols import PersonStates
 from ..store.removals import HeldRemovals, RemovalBreaker
 from .breaker import Breaker, allows_removals, held_source
+from .ending import end_execution, failed_pages, release_and_drain
 from .import_step import page_queue
 from .page import Pace, sync_page, worker_rate
 from .parking import ParkingLot
@@ -34,7 +36,6 @@ from .runs import (
     STARTED_VIA_CLI,
     STARTED_VIA_STEPFUNCTIONS,
     STATUS_BY_EXECUTION,
-    Lock,
     Run,
     RunStore,
     utc_now,
@@ -142,7 +143,8 @@ class FullSync:
             started_by=started_by,
             started_via=started_via,
             holder_status=self.execution_status,
-            end_stale=lambda lock, status: self._end(
+            end_stale=lambda lock, status: end_execution(
+                self,
                 lock,
                 STATUS_BY_EXECUTION.get(status or "", "failed"),
                 {"Error": "ExecutionEnded", "Cause": f"its execution ended ({status or 'gone'}) before the run did"},
@@ -314,20 +316,22 @@ class FullSync:
 
     def finish(self, run_payload: RunRef | Mapping[str, Any], tags: dict[str, Any] | None = None) -> dict[str, Any]:
         """Ends the run `succeeded` with its report (the execution's output), or fails it through the Catch
-        when more pages failed than tolerated. `tags`: the Tags step's last answer, for the report."""
+        when more pages failed than tolerated. `tags`: the Tags step's last answer, for the report. A re-enqueue
+        SQS refuses does not fail it: its sync is done, and the keys stay parked for the sweeper (ending.py)."""
         run = self._run(run_payload)
         if not run.active:
             return run.report or build_report(run, status=run.status)
-        failed = self._failed_pages(run)
+        failed = failed_pages(self.runs, run)
         total = run.pages_total or 0
         if total and len(failed) > TOLERATED_FAILED_PAGES * total:
             first = failed[0]
             raise TooManyPagesFailed(
                 f"{len(failed)} of {total} pages failed (page {first['page']}: {first.get('error') or 'no result'})"
             )
-        self._release_and_drain(run)
+        drained = release_and_drain(self, run)
         run = self._run(run_payload)
         report = build_report(run, status="succeeded", failed_pages=failed, query_tags=tags, ended_at=utc_now())
+        drained.noted(report)
         if not self.runs.end(run.integration_id, run.run_id, "succeeded", report=report):
             ended = self._run(run_payload)
             return ended.report or report
@@ -338,9 +342,11 @@ class FullSync:
         run = self._run(run_payload)
         caught = error if isinstance(error, StepError) else StepError.model_validate(error or {})
         reason = {"Error": str(caught.Error), "Cause": _short_cause(caught.Cause)}
-        self._release_and_drain(run)
+        drained = release_and_drain(self, run)
         run = self._run(run_payload)
-        report = build_report(run, status="failed", failed_pages=self._failed_pages(run), ended_at=utc_now())
+        report = drained.noted(
+            build_report(run, status="failed", failed_pages=failed_pages(self.runs, run), ended_at=utc_now())
+        )
         report["error"] = reason
         self.runs.end(run.integration_id, run.run_id, "failed", error=reason, report=report)
         return FailResult(run_id=run.run_id, error=reason)
@@ -358,7 +364,7 @@ class FullSync:
                 "Error": f"Execution{execution_status.title().replace('_', '')}",
                 "Cause": f"execution {execution_status}",
             }
-        requeued = self._end(lock, status, error)
+        requeued = end_execution(self, lock, status, error)
         return {"matched": True, "integration_id": lock.integration_id, "run_id": lock.run_id, "requeued": requeued}
 
     # ---- helpers ------------------------------------------------------------------------------------------
@@ -397,44 +403,6 @@ class FullSync:
         if run is None:
             raise RunNotFound(f"run {ref.run_id} of {ref.integration_id} not found")
         return run
-
-    def _release_and_drain(self, run: Run) -> int:
-        self.runs.release(run.integration_id, run.execution_arn)
-        n = self.parking.drain(run.integration_id, self.queue_url)
-        if n:
-            self.runs.add(run.integration_id, run.run_id, {"requeued": n})
-        return n
-
-    def _end(self, lock: Lock, status: str, error: dict[str, Any] | None) -> int:
-        self.runs.release(lock.integration_id, lock.execution_arn)
-        n = self.parking.drain(lock.integration_id, self.queue_url)
-        run = self.runs.get(lock.integration_id, lock.run_id) if lock.run_id else None
-        if run is None:
-            return n
-        if n:
-            self.runs.add(run.integration_id, run.run_id, {"requeued": n})
-            run = self.runs.get(run.integration_id, run.run_id) or run
-        if run.active:
-            report = build_report(run, status=status, failed_pages=self._failed_pages(run), ended_at=utc_now())
-            if error:
-                report["error"] = error
-            self.runs.end(run.integration_id, run.run_id, status, error=error, report=report)
-        return n
-
-    def _failed_pages(self, run: Run) -> list[dict[str, Any]]:
-        records = self.runs.pages(run.integration_id, run.run_id)
-        failed = []
-        for number in range(run.pages_total or 0):
-            record = records.get(number)
-            if number not in run.pages_counted:
-                failed.append(
-                    {
-                        "page": number,
-                        "attempts": record.attempts if record else 0,
-                        "error": (record.last_error if record else None) or "no result",
-                    }
-                )
-        return failed
 
 
 def _short_cause(cause: Any) -> str:

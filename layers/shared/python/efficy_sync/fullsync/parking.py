@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 
 from ..changes import ContactChange
 from ..queue import enqueue_changes
@@ -78,22 +79,32 @@ class ParkingLot:
     def has_parked(self, integration_id: str) -> bool:
         return bool(self._items(integration_id, limit=1))
 
-    def drain(self, integration_id: str, queue_url: str, *, chunk: int = 500) -> int:
+    def drain(
+        self, integration_id: str, queue_url: str, *, chunk: int = 500, on_sent: Callable[[int], None] | None = None
+    ) -> int:
         """Put every parked key back on the queue as a "parked" Resync change, then forget it. Returns the count.
 
         A key parked again after it was read (a new run started) keeps its item: the delete is conditional on
         the park time that was read, and the re-enqueued change is parked again by the worker anyway.
+        `on_sent(n)` is told of each chunk once it is on the queue and forgotten: a later chunk that SQS refuses
+        raises, and the count returned at the end would lose the persons the chunks before it did re-send.
         """
         total = 0
         batch: list[Parked] = []
         for item in self._parked.items(integration_id):
             batch.append(item)
             if len(batch) >= chunk:
-                total += self._requeue(integration_id, queue_url, batch)
+                total += self._sent(self._requeue(integration_id, queue_url, batch), on_sent)
                 batch = []
         if batch:
-            total += self._requeue(integration_id, queue_url, batch)
+            total += self._sent(self._requeue(integration_id, queue_url, batch), on_sent)
         return total
+
+    @staticmethod
+    def _sent(n: int, on_sent: Callable[[int], None] | None) -> int:
+        if on_sent is not None and n:
+            on_sent(n)
+        return n
 
     def _requeue(self, integration_id: str, queue_url: str, items: list[Parked]) -> int:
         now = time.time()

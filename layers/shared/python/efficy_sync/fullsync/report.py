@@ -9,7 +9,7 @@ counters read as "would create / would update / consents that would be gained or
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from ..mapping import profile_key_of
 from ..person_plan import CreateProfile, DeleteProfile, PatchTags, SetConsent
 from ..safety import describe, verdict_of
 from ..sync import Outcome
+from .failed_pages import RANGES, failed_summary
 
 NO_KEY = "no valid K_CONTACT"
 PERSON_COUNTERS = ("created", "updated", "unchanged", "skipped", "failed", "stale", "deleted")
@@ -75,12 +76,13 @@ def build_report(
     run: Any,
     *,
     status: str,
-    failed_pages: list[dict[str, Any]] | None = None,
+    failed_pages: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = None,
     query_tags: Mapping[str, Any] | None = None,
     requeued: int = 0,
     ended_at: str | None = None,
 ) -> dict[str, Any]:
-    """The run's report from its counters; `run` is a runs.Run."""
+    """The run's report from its counters; `run` is a runs.Run. `failed_pages`: every page not done, or a
+    report's "pages" already summarised; the report keeps a bounded summary of them (failed_pages.py)."""
     c = run.counters
     consents: dict[str, dict[str, int]] = {}
     for sign, word in (("+", "gained"), ("-", "lost")):
@@ -111,7 +113,7 @@ def build_report(
         "pages": {
             "total": run.pages_total or 0,
             "done": c.get("pages_done", 0),
-            "failed": failed_pages or [],
+            **failed_summary(failed_pages),
         },
         "persons": {name: c.get(name, 0) for name in ("persons", *PERSON_COUNTERS)},
         "skipped_by_condition": _prefixed(c, "skip:"),
@@ -142,15 +144,43 @@ def current_report(run: Any) -> dict[str, Any]:
     if report is None:
         return build_report(run, status=run.status)
     if report.get("status") not in STOPPED_STATUSES:
-        return dict(report)
-    return build_report(
+        return _resent_since(dict(report), run)
+    rebuilt = build_report(
         run,
         status=str(report["status"]),
-        failed_pages=(report.get("pages") or {}).get("failed"),
+        failed_pages=report.get("pages"),
         query_tags=report.get("query_tags"),
         requeued=int((report.get("deferred") or {}).get("requeued", 0)),
         ended_at=report.get("ended_at"),
     )
+    return _resent_since({**rebuilt, "deferred": {**(report.get("deferred") or {}), **rebuilt["deferred"]}}, run)
+
+
+def left_parked(deferred: dict[str, Any], left: int, error: str) -> None:
+    """Note in a report's `deferred` the persons left parked at the end because their re-enqueue failed (an SQS
+    outage): the run ends all the same, and the sweeper re-sends them (fullsync/ending.py)."""
+    deferred["left_parked"] = left
+    deferred["requeue_error"] = error
+    deferred["note"] = (
+        f"{plural(left, 'person')} left parked: the re-enqueue at the end failed ({error}); "
+        "the sweeper re-sends them within 5 minutes"
+        if left
+        else "re-sent by the sweeper after the re-enqueue at the end failed"
+    )
+
+
+def _resent_since(report: dict[str, Any], run: Any) -> dict[str, Any]:
+    """A report that left persons parked, with what the sweeper has re-sent since (it adds to the run's
+    `requeued` counter): the report was written before they went."""
+    deferred = report.get("deferred") or {}
+    if not deferred.get("left_parked"):
+        return report
+    reported, now = int(deferred.get("requeued", 0)), int(run.counters.get("requeued", 0))
+    if now <= reported:
+        return report
+    updated = {**deferred, "requeued": now}
+    left_parked(updated, max(0, int(deferred["left_parked"]) - (now - reported)), str(deferred.get("requeue_error")))
+    return {**report, "deferred": updated}
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:
@@ -174,7 +204,8 @@ def render_report(report: Mapping[str, Any]) -> list[str]:
     took = f" in {_duration(report['duration_s'])}" if report.get("duration_s") is not None else ""
     stopped = report.get("status") in ("cancelled", "timed_out")
     not_done = "not done" if stopped else "failed"
-    failed_pages = f", {len(pages['failed'])} {not_done}" if pages.get("failed") else ""
+    failed_count = int(pages.get("failed_count", len(pages.get("failed") or [])))
+    failed_pages = f", {failed_count} {not_done}" if failed_count else ""
     if stopped:  # its pages go on counting after the end (current_report): what is left is what is not done
         left = max(0, int(pages.get("total", 0)) - int(pages.get("done", 0)))
         failed_pages = f", {left} {not_done}" if left else ""
@@ -200,12 +231,15 @@ def render_report(report: Mapping[str, Any]) -> list[str]:
         rows.append(("kept newer data", persons["stale"]))
     width = max(len(label) for label, _ in rows) + 2
     lines += [f"    {label:<{width}}{n:>9,}" for label, n in rows]
+    shown = 0
     for failed in pages.get("failed", [])[:10]:
         if stopped and not failed.get("attempts"):
             continue  # never started before the stop: not worth a line each
+        shown += 1
         lines.append(
             f"  page {failed['page']} {not_done} after {failed.get('attempts', 0)} attempt(s): {failed.get('error')}"
         )
+    lines += _more_pages(pages, shown, not_done, stopped)
     lines += _table("consents" + (" that would be" if dry else ""), ("gained", "lost"), report.get("consents", {}))
     lines += _table("tags" + (" that would be" if dry else ""), ("added", "removed"), report.get("tags", {}))
     for tag, error in (report.get("query_tags") or {}).get("errors", {}).items():
@@ -215,6 +249,8 @@ def render_report(report: Mapping[str, Any]) -> list[str]:
         f"  real-time changes deferred during the sync: {plural(deferred.get('messages', 0), 'message')}, "
         f"{plural(deferred.get('requeued', 0), 'person')} re-enqueued at the end"
     )
+    if deferred.get("left_parked"):
+        lines.append(f"  {deferred.get('note')}")
     seams = report.get("seams") or {}
     if seams.get("deletes"):
         windows = seams.get("windows", 0)
@@ -234,6 +270,21 @@ def render_report(report: Mapping[str, Any]) -> list[str]:
         lines.append(f"  error: {report['error'].get('Error')}: {report['error'].get('Cause')}")
     if dry:
         lines.append("  Dry run: nothing was written to APSIS One or to the sync state.")
+    return lines
+
+
+def _more_pages(pages: Mapping[str, Any], shown: int, not_done: str, stopped: bool) -> list[str]:
+    """The pages not done beyond the lines printed: counted by error, and those with no attempt as ranges
+    (a report keeps only the first few pages: failed_pages.py)."""
+    if stopped or int(pages.get("failed_count", 0)) <= shown:
+        return []  # a stopped run's pages not done are counted on the pages line
+    by_error = pages.get("failed_by_error") or {}
+    lines = [f"  {not_done} pages by error: " + ", ".join(f"{name} {n:,}" for name, n in by_error.items())]
+    unreported = pages.get("unreported") or {}
+    if unreported.get("count"):
+        ranges = list(unreported.get("ranges") or [])
+        more = ", ..." if len(ranges) >= RANGES else ""
+        lines.append(f"  {plural(int(unreported['count']), 'page')} without a result: {', '.join(ranges)}{more}")
     return lines
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ..observability import logger  # the PII-scrubbing logger: one logging path
 from ..store.run_records import execution_ended
 from .breaker import Breaker
+from .ending import drain, end_execution
 from .runs import STATUS_BY_EXECUTION, utc_now
 from .tags import mirror_query_tags, schedule_due
 
@@ -20,25 +21,37 @@ if TYPE_CHECKING:
 
 def sweep(full_sync: FullSync, time_left: Callable[[], float] | None = None) -> dict[str, Any]:
     """Reconcile every lock with Step Functions (EventBridge delivery is best effort), and re-enqueue keys
-    parked after an ending run's drain."""
+    parked after an ending run's drain, or left parked by one that failed (ending.py).
+
+    A released lock whose run is still running and whose execution has ended is ended too: its end was cut off
+    after the release (the Fail step or the clean-up died before recording it), and a sweep that only drained
+    such a lock left the run RUNNING for good."""
     ended: list[str] = []
     requeued = 0
+    left: dict[str, int] = {}
     for lock in full_sync.runs.locks():
-        if lock.held:
+        if lock.held or (lock.run_id and full_sync.runs.is_active(lock.integration_id, lock.run_id)):
             status = full_sync.execution_status(lock.execution_arn)
             if execution_ended(status):
-                requeued += full_sync._end(
+                requeued += end_execution(
+                    full_sync,
                     lock,
                     STATUS_BY_EXECUTION.get(status or "", "failed"),
                     {"Error": "ExecutionEnded", "Cause": f"found {status or 'gone'} by the sweeper"},
                 )
                 ended.append(lock.integration_id)
-        elif full_sync.parking.has_parked(lock.integration_id):
-            n = full_sync.parking.drain(lock.integration_id, full_sync.queue_url)
-            if n and lock.run_id:
-                full_sync.runs.add(lock.integration_id, lock.run_id, {"requeued": n})
-            requeued += n
-    return {"ended": ended, "requeued": requeued, "query_tags": scheduled_query_tags(full_sync, time_left=time_left)}
+                continue
+        if not lock.held and full_sync.parking.has_parked(lock.integration_id):
+            drained = drain(full_sync, lock.integration_id, lock.run_id)
+            requeued += drained.requeued
+            if drained.error:  # SQS still refuses: the next sweep tries again; the other integrations go on
+                left[lock.integration_id] = drained.left
+    return {
+        "ended": ended,
+        "requeued": requeued,
+        **({"left_parked": left} if left else {}),
+        "query_tags": scheduled_query_tags(full_sync, time_left=time_left),
+    }
 
 
 def scheduled_query_tags(
