@@ -15,7 +15,7 @@ from typing import Any
 
 from .clients.errors import (
     ApiError,
-    NotFound,
+    Conflict,
     OutOfTime,
     RateLimited,
     RejectedValue,
@@ -60,6 +60,8 @@ def send_operations(apsis: Any, ops: list[Operation], *, combine: bool = True) -
                 send_one(apsis, op, combine=combine)
         except Exception as exc:
             result.error = _as_api_error(exc)
+            if isinstance(result.error, Conflict) and isinstance(taken[-1], PatchAttributes):
+                result.error = _value_conflict(result.error)
             if _maybe_applied(result.error):
                 result.unsure = taken  # a timeout or a 5xx: APSIS may have applied it
             elif isinstance(result.error, RejectedValue) and not any(isinstance(o, CreateProfile) for o in taken):
@@ -68,6 +70,20 @@ def send_operations(apsis: Any, ops: list[Operation], *, combine: bool = True) -
         result.ops.extend(taken)
         index += len(taken)
     return result
+
+
+def _value_conflict(error: Conflict) -> RejectedValue:
+    """A 409 to an attribute PATCH: a value APSIS will not take on this profile (a new e-mail address that is
+    another profile's key, contracts/apsis-one.md section 3). This person's data, as a 400 on a value is: the
+    withdrawals still go out and the failure is recorded on the person. Read as a Conflict, it was retried into
+    the DLQ on every sync, and a CRM opt-out planned after it never reached APSIS."""
+    refused = RejectedValue(
+        f"APSIS One refused the attribute values: they conflict with another profile ({error})"[:300],
+        status=error.status,
+        detail=error.detail,
+    )
+    refused.__cause__ = error
+    return refused
 
 
 def _withdraw(apsis: Any, rest: list[Operation], result: Sent) -> None:
@@ -117,14 +133,8 @@ def send_one(apsis: Any, op: Operation, *, combine: bool = True) -> None:
     if isinstance(op, CreateProfile):
         apsis.create_profile(op.key)
     elif isinstance(op, PatchAttributes):
-        try:
-            apsis.patch_attributes(op.key, op.attributes)
-        except NotFound:  # deleted in APSIS behind our back: create it again
-            if combine:
-                apsis.create_with_attributes(op.key, op.attributes)
-            else:
-                apsis.create_profile(op.key)
-                apsis.patch_attributes(op.key, op.attributes)
+        # a profile deleted in APSIS behind our back answers NotFound: PersonSyncer plans it again as new
+        apsis.patch_attributes(op.key, op.attributes)
     elif isinstance(op, SetConsent):
         apsis.set_consent(op.key, op.topic, op.channel, op.type)
     elif isinstance(op, PatchTags):

@@ -194,6 +194,15 @@ def deleted_state(integration_id: str, key: int, state: PersonState | None, ops:
     return base.model_copy(update=update)
 
 
+def gone_from_apsis(state: PersonState) -> PersonState:
+    """The state of a person whose profile APSIS One no longer has (deleted there behind our back: by hand, an
+    erasure): nothing we pushed is there any more, so the next plan creates the profile with every attribute,
+    consent and tag the CRM gives. The opt-out records stay: an opt-out the person made is never answered by an
+    opt-in (consent.decide). The revision stays too: the store's conditional write still applies."""
+    update: dict[str, Any] = {"attribute_hashes": {}, "consents": {}, "tags": {}, "tags_unknown": [], "opted_in_at": {}}
+    return state.model_copy(update={"exists_in_apsis": False, "email_conflict": None, **update})
+
+
 def failed_state(
     integration_id: str,
     key: int,

@@ -42,13 +42,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .clients.apsis import ApsisClient
-from .clients.errors import ApiError, EfficyBusinessError, TransientError, acknowledgeable
+from .clients.errors import ApiError, EfficyBusinessError, NotFound, TransientError, acknowledgeable
 from .config import EMAIL_ATTRIBUTE, IntegrationConfig
 from .existing_optouts import first_opt_ins, held_optouts, worth_reading
 from .mapping import Desired, Skip, map_person
 from .observability import MetricUnit, metrics
 from .person_plan import (
     Operation,
+    PatchAttributes,
+    PatchTags,
     SetConsent,
     plan_for_delete,
     plan_for_skip,
@@ -61,6 +63,7 @@ from .state import EmailConflict, PersonState, consent_key, utc_now, value_hash
 from .state_updates import (
     deleted_state,
     failed_state,
+    gone_from_apsis,
     raced_state,
     skipped_state,
     synced_state,
@@ -170,6 +173,8 @@ class PersonSyncer:
             key, plan_for_skip(result, state, self.cfg.on_condition_lost, managed_tags=self.cfg.managed_tags()), state
         )
         done = self._execute(ops)
+        if state is not None and self._profile_gone(key, state, ops, done):  # deleted in APSIS: nothing to withdraw
+            return self._skip(key, result, stamp, gone_from_apsis(state))
         if done.error is not None:
             return self._failed(key, state, done.error, ops, done.ops, done.unsure)
         new_state = skipped_state(self.cfg.integration_id, key, state, stamp, result, ops)
@@ -186,6 +191,11 @@ class PersonSyncer:
         if recheck and not self.dry_run and any(isinstance(op, SetConsent) and op.type == "opt-in" for op in ops):
             self._check_unchanged(key, state)
         done = self._execute(ops)
+        if state is not None and self._profile_gone(key, state, ops, done):
+            # deleted in APSIS One behind our back: planned again as a new profile, with the CRM's consents and
+            # tags (a consent or tag change alone met 404 on every try, and the attribute path re-created the
+            # profile without the consents the state said were there)
+            return self._apply(key, result, gone_from_apsis(state), recheck=recheck)
         if done.error is not None:
             return self._failed(key, state, done.error, ops, done.ops, done.unsure)
         new_state = synced_state(state, result, ops, self._clock(), conflict)
@@ -196,6 +206,18 @@ class PersonSyncer:
             if not self.dry_run:
                 metrics.add_metric(name="EmailConflicts", unit=MetricUnit.Count, value=1)
         return self._store(outcome, new_state, state)
+
+    def _profile_gone(self, key: int, state: PersonState, ops: list[Operation], done: Sent) -> bool:
+        """APSIS's own 404 to a call on a profile we created, confirmed by its consents read answering that the
+        profile does not exist: positive evidence, never an error's text (a 404 for a deleted tag is no such
+        thing). Asked once: the state it leads to no longer says the profile exists."""
+        error = done.error
+        if self.dry_run or not state.exists_in_apsis or not isinstance(error, NotFound):
+            return False
+        failed = ops[len(done.ops)] if len(done.ops) < len(ops) else None
+        if not error.answered or not isinstance(failed, PatchAttributes | SetConsent | PatchTags):
+            return False
+        return self.apsis.consents_if_profile(str(key)) is None
 
     def _record_existing_optouts(self, key: int, ops: list[Operation], state: PersonState | None) -> list[Operation]:
         """Before the first opt-in of a slot, an opt-out APSIS already holds there is recorded, and the person
