@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from efficy_sync.aws import transient_aws_error
 from efficy_sync.clients.errors import TransientError, retry_as
 from efficy_sync.clients.http import deadline, lambda_seconds
 from efficy_sync.fullsync.breaker import Breaker
@@ -68,7 +69,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         try:
             answer = STEPS[step.step](step, lambda: context.get_remaining_time_in_millis() / 1000)
         except TransientError as exc:
-            raise retry_as(exc) from exc  # a class the Retry does not name would fail the run instead
+            raise retry_as(exc) from exc
+        except Exception as exc:
+            if transient_aws_error(exc):  # a throttled table, an S3 5xx: retried by the state machine
+                raise TransientError(f"AWS {type(exc).__name__}: {exc}"[:300]) from exc
+            raise  # a class the Retry does not name would fail the run instead
     result: dict[str, Any] = answer.model_dump() if isinstance(answer, BaseModel) else answer
     logger.info("full-sync step done", extra={"result": {k: v for k, v in result.items() if not isinstance(v, dict)}})
     return result

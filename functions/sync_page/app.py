@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from efficy_sync.aws import transient_aws_error
 from efficy_sync.clients.errors import TransientError, retry_as
 from efficy_sync.clients.http import deadline, lambda_seconds
 from efficy_sync.fullsync.steps import parse_page
@@ -34,6 +35,10 @@ def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
             summary = full_sync.page(item)
         except TransientError as exc:
             raise retry_as(exc) from exc
+        except Exception as exc:
+            if transient_aws_error(exc):  # a throttled table, an S3 5xx: retried by the state machine
+                raise TransientError(f"AWS {type(exc).__name__}: {exc}"[:300]) from exc
+            raise
     for name, metric in (("synced", "PersonsSynced"), ("skipped", "PersonsSkipped"), ("failed", "PersonsFailed")):
         if summary.get(name):
             count(metric, summary[name], integration_id=item.integration_id)

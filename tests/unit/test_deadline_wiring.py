@@ -153,3 +153,65 @@ def test_the_sweep_bounds_its_calls_by_the_lambda_time(load: Any, monkeypatch: p
     app.handler({"sweep": True}, Context(remaining_ms=240_000))
     assert seen and seen[0] is not None and 240 - RESERVE - 1 < seen[0] <= 240 - RESERVE
     assert time_left() is None
+
+
+def _throttled() -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError(
+        {"Error": {"Code": "ProvisionedThroughputExceededException"}, "ResponseMetadata": {"HTTPStatusCode": 400}},
+        "UpdateItem",
+    )
+
+
+def test_a_page_whose_state_table_stays_throttled_is_retried_not_failed(
+    load: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DynamoDB throttle (after boto3's own retries) raised as botocore's ClientError, a class no Retry names:
+    the page failed at once, and in a step (Tags, Finish...) the whole run. It is a TransientError now."""
+    from botocore.exceptions import ClientError
+    from efficy_sync.clients.errors import STATE_MACHINE_RETRIES
+
+    app = load("sync_page")
+
+    def page(event: Any) -> dict:
+        raise _throttled()
+
+    monkeypatch.setattr(app.full_sync, "page", page)
+    event = {"integration_id": "acme", "run_id": "r", "page": {"page": 1}}
+    with pytest.raises(Exception) as caught:
+        app.handler(event, Context(remaining_ms=300_000))
+    assert type(caught.value).__name__ in STATE_MACHINE_RETRIES, type(caught.value)
+
+    def refused(event: Any) -> dict:  # not transient: a bug or a config error, raised as it is
+        raise ClientError({"Error": {"Code": "ValidationException"}, "ResponseMetadata": {}}, "UpdateItem")
+
+    monkeypatch.setattr(app.full_sync, "page", refused)
+    with pytest.raises(ClientError):
+        app.handler(event, Context(remaining_ms=300_000))
+
+
+def test_a_step_whose_state_table_stays_throttled_is_retried(load: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from efficy_sync.clients.errors import STATE_MACHINE_RETRIES
+
+    app = load("full_sync_step")
+
+    def tags(*args: Any, **kwargs: Any) -> dict:
+        raise _throttled()
+
+    monkeypatch.setattr(app.full_sync, "tags", tags)
+    event = json.loads((ROOT / "events" / "full_sync_step_seams.json").read_text())
+    event["step"] = "tags"
+    with pytest.raises(Exception) as caught:
+        app.handler(event, Context(remaining_ms=900_000))
+    assert type(caught.value).__name__ in STATE_MACHINE_RETRIES, type(caught.value)
+
+
+def test_network_errors_of_the_aws_sdk_are_transient() -> None:
+    from botocore.exceptions import EndpointConnectionError
+    from efficy_sync.aws import transient_aws_error
+
+    assert transient_aws_error(EndpointConnectionError(endpoint_url="https://dynamodb.example"))
+    assert not transient_aws_error(ValueError("not AWS"))

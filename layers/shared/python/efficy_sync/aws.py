@@ -25,3 +25,40 @@ def client(service: str) -> Any:
 def reset_clients() -> None:
     """Tests and the local stack change the endpoint; forget clients built for the old one."""
     client.cache_clear()
+
+
+#: AWS error codes that retrying later can fix: throttling, the service's own failures
+_TRANSIENT_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "TransactionInProgressException",
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "SlowDown",
+        "RequestThrottled",
+        "TooManyRequestsException",
+    }
+)
+#: botocore's network errors (no answer at all)
+_TRANSIENT_NETWORK = frozenset(
+    {"EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError"}
+)
+
+
+def transient_aws_error(exc: BaseException) -> bool:
+    """An AWS SDK error that retrying later can fix, once boto3's own retries ran out: a DynamoDB table or S3
+    throttled for a while, a 5xx, no answer. The full-sync tasks raise it as TransientError, which the state
+    machine retries; raised as is, a throttled state table failed a page (or a step, and so the run) at once.
+    Told by name, so botocore is not imported for it."""
+    if not type(exc).__module__.startswith("botocore"):
+        return False
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = str(response.get("Error", {}).get("Code", ""))
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return code in _TRANSIENT_CODES or int(status) >= 500
+    return type(exc).__name__ in _TRANSIENT_NETWORK
