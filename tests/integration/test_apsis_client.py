@@ -455,6 +455,19 @@ def test_a_rejected_import_file_raises(client: ApsisClient) -> None:
         client.create_import({"keyspace_mapping": {}})
 
 
+def test_a_403_from_the_pre_signed_upload_url_is_retried_not_a_credentials_failure(
+    sim: ApsisSimulator, client: ApsisClient
+) -> None:
+    """The upload goes to a pre-signed URL (S3), not to APSIS with our token: its 403 says the URL's signature
+    expired or its policy refused the file. Read as AuthError (credentials, never retried) it failed the whole
+    full sync; a new import (a new URL) fixes it, so it is retryable."""
+    spec = {"keyspace_mapping": {"keyspace_discriminator": CRM, "field_selector": "crm_id"}}
+    sim.add_fault(path_regex="^/_upload/", method="POST", status=403, count=1)
+    with pytest.raises(ApsisUnavailable, match="pre-signed"):
+        client.run_import(spec, b"crm_id\n1\n", poll_interval=0.02, timeout=5)
+    assert client.run_import(spec, b"crm_id\n1\n", poll_interval=0.02, timeout=5)["status"] == "completed"
+
+
 def test_an_import_that_does_not_finish_in_time(make_sim: Callable[..., ApsisSimulator]) -> None:
     client = client_for(make_sim(import_delay_ms=5000))
     spec = {"keyspace_mapping": {"keyspace_discriminator": CRM, "field_selector": "crm_id"}}

@@ -380,6 +380,8 @@ class ApsisClient(ApsisTransport):
             meter.record_unanswered("apsis", self.policy.total + 1)
             raise ApsisUnavailable(f"APSIS upload_import: {type(exc).__name__}") from exc
         meter.record("apsis", response)
+        if response.status_code == 403:  # the URL's signature (expired, say), not our credentials: a new import
+            raise ApsisUnavailable("APSIS upload_import: 403 from the pre-signed URL", status=403)
         if response.status_code >= 300:
             raise self._error_for(response, "upload_import")
 
