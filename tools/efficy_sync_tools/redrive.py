@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MOVE_TASK = "StartMessageMoveTask"
+#: SendMessageBatch's limit on the sum of its messages (1 MiB), less room for the request's own fields: ten
+#: webhook bundles of 250 KB are 2.5 MB, and the mover's one batch of them was refused every time
+MAX_BATCH_BYTES = 1_048_576 - 32_768
 MOVER = "mover"
 #: error codes with which an endpoint says it has no move task, or not for this queue
 _UNSUPPORTED_CODES = {
@@ -180,10 +183,16 @@ def _mover(sqs: Any, dlq_url: str, source_url: str, *, limit: int | None, reason
                 entry["MessageGroupId"] = m.get("Attributes", {}).get("MessageGroupId", "redrive")
                 entry["MessageDeduplicationId"] = f"redrive-{uuid.uuid4().hex}"
             entries.append(entry)
-        response = sqs.send_message_batch(QueueUrl=source_url, Entries=entries)
-        failed = {f["Id"] for f in response.get("Failed", [])}
+        sent: set[str] = set()
+        failed: set[str] = set()
+        for batch in _within_batch_limit(entries):  # in order: a FIFO group's messages keep theirs
+            response = sqs.send_message_batch(QueueUrl=source_url, Entries=batch)
+            sent |= {entry["Id"] for entry in batch}
+            failed |= {f["Id"] for f in response.get("Failed", [])}
+            if failed:
+                break  # the rest stay in the DLQ (visible again in 30 s), after the one that failed
         report.failed += len(failed)
-        done = [m for i, m in enumerate(messages) if str(i) not in failed]
+        done = [m for i, m in enumerate(messages) if str(i) in sent and str(i) not in failed]
         if done:
             sqs.delete_message_batch(
                 QueueUrl=dlq_url,
@@ -193,3 +202,18 @@ def _mover(sqs: Any, dlq_url: str, source_url: str, *, limit: int | None, reason
         if failed:
             break
     return report
+
+
+def _within_batch_limit(entries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """`entries` in order, in batches whose messages (bodies and attributes) fit MAX_BATCH_BYTES."""
+    batches: list[list[dict[str, Any]]] = []
+    size = 0
+    for entry in entries:
+        weight = len(entry["MessageBody"].encode()) + len(repr(entry.get("MessageAttributes", {})).encode())
+        if batches and size + weight <= MAX_BATCH_BYTES:
+            batches[-1].append(entry)
+            size += weight
+        else:
+            batches.append([entry])
+            size = weight
+    return batches

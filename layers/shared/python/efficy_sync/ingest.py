@@ -96,6 +96,7 @@ def split_by_person(integration_id: str, payload: WebhookPayload) -> tuple[list[
     now = time.time()
     call = secrets.token_hex(8)
     by_key: dict[int, ContactChange] = {}
+    own: set[int] = set()  # persons whose operation a record of their own (not a relation record) gave
     skipped = payload.other_tables
     contacts = 0
     for index, record in enumerate(payload.records):
@@ -107,6 +108,8 @@ def split_by_person(integration_id: str, payload: WebhookPayload) -> tuple[list[
         operation = record.operation
         if previous and record.via_relation:
             operation = previous.operation  # a relation record says the person changed, not how
+        elif previous and record.key not in own:
+            pass  # the contact's own record says how, whatever a relation record before it was dated (a cascade)
         elif previous and (record.date or "") < previous.date:
             operation = previous.operation  # the newest record says what happened last, not the array's order
         elif previous and previous.operation == "Create" and operation == "Update":
@@ -128,6 +131,8 @@ def split_by_person(integration_id: str, payload: WebhookPayload) -> tuple[list[
         if len(change.model_dump_json().encode()) > MAX_MESSAGE_BYTES:
             raise WebhookPayloadError(f"records[{index}]: too large to queue (over {MAX_MESSAGE_BYTES} bytes)")
         by_key[record.key] = change
+        if not record.via_relation:
+            own.add(record.key)
     return list(by_key.values()), contacts, skipped
 
 
