@@ -22,7 +22,10 @@ from efficy_sync.webhook import WebhookPayloadError
 from efficy_sync.webhook_auth import WebhookAuthError
 
 app = APIGatewayRestResolver()
-configs = ConfigStore(settings().config_table, cache_seconds=settings().cache_seconds)
+# an applied version is seen at once (its number is read each time; the body only when it changed): with a
+# minute's cache, a switch of efficy.auth.mode refused every webhook sent the new way for that minute (401), and
+# the sender's few retries gave up
+configs = ConfigStore(settings().config_table, check_version=True)
 BUNDLES = BundlePolicy(
     queue_url=settings().webhook_bundle_queue_url,
     over=settings().webhook_bundle_over,

@@ -94,19 +94,33 @@ def accepted_secret(name: str, check: Callable[[str], None], refused: type[Excep
     value, else the current one read again, else, during a rotation's grace time, the previous version. A call
     that passes only with the previous version is accepted with a warning and the metric
     `SecretPreviousVersionAccepted`: the caller must be given the new secret before the grace time ends.
-    Raises the first refusal when no version passes; other errors (an empty secret) pass through."""
+    Raises the first refusal when no version passes; other errors (an empty secret) pass through.
+
+    A blank cached value (the secret not set yet) is not checked first: its check raises "not set", which
+    passed through before the versions were read again, so a value just put was answered 503 for the whole
+    cache time (and a sender's few retries gave up)."""
     cached = get_secret(name)
+    blank = not cached.strip()
     refusal: Exception | None = None
-    for value in _spellings(cached):
+    for value in [] if blank else _spellings(cached):
         try:
             check(value)
             return value
         except refused as exc:
             refusal = refusal or exc
     for label, fetched in _read_versions(name):
+        if label == "current" and fetched.strip():
+            blank = False  # set since it was cached: its refusal (401) is the answer, not "not set"
         if fetched == cached or not fetched.strip():
             continue  # already refused; an empty value never proves anything
-        passing = next((v for v in _spellings(fetched) if _passes(check, v, refused)), None)
+        passing = None
+        for value in _spellings(fetched):
+            try:
+                check(value)
+                passing = value
+                break
+            except refused as exc:
+                refusal = refusal or exc
         if passing is None:
             continue
         if label == "current":  # the secret changed since it was cached: every later call reads the new one
@@ -121,7 +135,9 @@ def accepted_secret(name: str, check: Callable[[str], None], refused: type[Excep
                 extra={"secret": name, "grace_seconds": settings().secret_grace_seconds},
             )
         return passing
-    assert refusal is not None  # _spellings gives at least one value, and each was refused
+    if blank or refusal is None:  # not set, and no version read passes: the check says why (503, sent again)
+        check(cached)
+        raise AssertionError("a blank secret passed its check")  # pragma: no cover - the checks refuse blanks
     raise refusal
 
 
@@ -130,14 +146,6 @@ def _spellings(value: str) -> list[str]:
     file (`--secret-string file://...`) usually ends in a newline that nobody types into the caller."""
     stripped = value.strip()
     return [value, stripped] if stripped and stripped != value else [value]
-
-
-def _passes(check: Callable[[str], None], value: str, refused: type[Exception]) -> bool:
-    try:
-        check(value)
-    except refused:
-        return False
-    return True
 
 
 def reset() -> None:
