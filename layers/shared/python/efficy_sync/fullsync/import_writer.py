@@ -251,6 +251,8 @@ class ImportWriter:
         except RejectedValue:
             return {row.key for row in rows}  # the file as a whole was refused: every row goes per person
         self._counters["imports"] += 1
+        if with_profile:
+            self._count_recreated(rows, report)
         # removals stay identifiable per kind (a removal gate reads these): opt-out files, tag removals
         kind = next(iter(consents))[0] if consents else "profile"
         self._counters[f"import_rows_{kind.replace('-', '_')}"] += len(rows)
@@ -259,6 +261,20 @@ class ImportWriter:
                 1 for row in rows for op in row.ops if isinstance(op, PatchTags) for on in op.tags.values() if not on
             )
         return failed_rows(report, [row.key for row in rows])
+
+    def _count_recreated(self, rows: list[_Row], report: dict[str, Any]) -> None:
+        """An import upserts: a profile deleted in APSIS One behind our back is created again by it, holding only
+        the file's columns, while the stored state says the rest is there (diff mode re-creates such a profile
+        whole: sync.PersonSyncer._profile_gone). Which rows they were the report does not say; how many it does
+        (created beyond the rows we create), so the run report says it and names the repair (reconcile --fix)."""
+        created = report.get("created")
+        expected = sum(1 for row in rows if any(isinstance(op, CreateProfile) for op in row.ops))
+        if isinstance(created, int) and created > expected:
+            self._counters["import_recreated"] += created - expected
+            logger.warning(
+                "an import created profiles the states say exist: deleted in APSIS One; reconcile --fix fills them",
+                extra={"recreated": created - expected},
+            )
 
     def _run(self, spec: dict[str, Any], data: bytes) -> dict[str, Any]:
         """Create, upload, then poll the status adaptively: `poll_interval` first (a small file is done in a

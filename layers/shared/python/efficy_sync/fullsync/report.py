@@ -121,7 +121,11 @@ def build_report(
         "tags": dict(sorted(tags.items())),
         "query_tags": dict(query_tags or {}),
         "deferred": {"messages": c.get("parked_messages", 0), "requeued": requeued or c.get("requeued", 0)},
-        "imports": {"files": c.get("imports", 0), "rows": c.get("import_rows", 0)},
+        "imports": {
+            "files": c.get("imports", 0),
+            "rows": c.get("import_rows", 0),
+            "recreated": c.get("import_recreated", 0),
+        },
         "seams": {
             "deletes": c.get("seam_shift", 0),
             "windows": c.get("seam_windows", 0),
@@ -266,6 +270,11 @@ def render_report(report: Mapping[str, Any]) -> list[str]:
         rest = written - imports["rows"]
         one_by_one = f"; the other {rest:,} written person by person (pages with few changes)" if rest > 0 else ""
         lines.append(f"  bulk imports: {imports['files']} file(s), {imports['rows']:,} rows{one_by_one}")
+        if imports.get("recreated"):
+            lines.append(
+                f"  {plural(imports['recreated'], 'profile')} the states said exist were created by the imports "
+                "(deleted in APSIS One): they hold only what changed; `efficy-sync reconcile ID --fix` fills them"
+            )
     if report.get("error"):
         lines.append(f"  error: {report['error'].get('Error')}: {report['error'].get('Cause')}")
     if dry:
