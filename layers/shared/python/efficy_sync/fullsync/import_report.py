@@ -9,6 +9,7 @@ them out of APSIS (and an opt-in the file carried unknown to every later sync).
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +25,7 @@ _FAILED_COUNTS = (("failed",), ("failed_count",), ("failedCount",), ("statistics
 _KEY_MEMBERS = ("profile_key", "key")
 
 
-def failed_rows(report: dict[str, Any], keys: Sequence[int]) -> set[int]:
+def failed_rows(report: dict[str, Any], keys: Sequence[int], lines: Sequence[int] | None = None) -> set[int]:
     """The keys of the rows APSIS reports failed (`errors[].row`, or the key an error names). Every row of the
     file when the report cannot say which: an error without a readable row or key, a key not in the file,
     fewer rows named than its `failed` count (the details may be only in a downloadable error report), a status
@@ -34,7 +35,10 @@ def failed_rows(report: dict[str, Any], keys: Sequence[int]) -> set[int]:
     How APSIS numbers a row is not documented: the data row from 1 (our simulator), the file's line with the
     header as line 1, or an index from 0. So a number N fails the rows N-1, N and N+1 (from 1): whichever it
     meant, the failed person is among them, and sending a neighbour that was imported once more per person is
-    only a repeat of the same values, never a person recorded as synced that APSIS refused."""
+    only a repeat of the same values, never a person recorded as synced that APSIS refused. `lines`: the file
+    line each row starts on (header = line 1), when a value's line breaks make rows span several lines: a file
+    line then names the row that spans it (and the one spanning the next line, for a count from 0); by the row
+    neighbours alone, a person refused after a multi-line address was recorded as synced."""
     everyone = set(keys)
     errors = report.get("errors") or []
     if not isinstance(errors, list) or _short(report, len(keys)):
@@ -52,7 +56,8 @@ def failed_rows(report: dict[str, Any], keys: Sequence[int]) -> set[int]:
         number = error.get("row") if isinstance(error, dict) else None
         if isinstance(number, str) and number.isdigit():
             number = int(number)
-        if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number <= len(keys) + 1:
+        last_line = max(len(keys) + 1, (lines[-1] if lines else 0) + 1)  # a line count may pass the row count
+        if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number <= last_line:
             return everyone
         if number == 0:  # the first row from 0, or (as our simulator assumes) the whole file: it may be all of them
             return everyone
@@ -68,7 +73,15 @@ def failed_rows(report: dict[str, Any], keys: Sequence[int]) -> set[int]:
     status = str(report.get("status") or "completed").lower()
     if status != "completed" and not named and not by_key and count != 0:
         return everyone
-    return by_key | {keys[n - 1] for number in named for n in (number - 1, number, number + 1) if 1 <= n <= len(keys)}
+    rows = {n for number in named for n in (number - 1, number, number + 1) if 1 <= n <= len(keys)}
+    if lines:
+        rows |= {i + 1 for number in named for line in (number, number + 1) if (i := _spanning(lines, line)) >= 0}
+    return by_key | {keys[n - 1] for n in rows if 1 <= n <= len(keys)}
+
+
+def _spanning(lines: Sequence[int], line: int) -> int:
+    """The index of the row whose lines include `line` (rows start at `lines`, in order); -1 for the header."""
+    return bisect_right(lines, line) - 1
 
 
 def _short(report: dict[str, Any], sent: int) -> bool:

@@ -260,7 +260,7 @@ class ImportWriter:
             self._counters["import_tag_removals"] += sum(
                 1 for row in rows for op in row.ops if isinstance(op, PatchTags) for on in op.tags.values() if not on
             )
-        return failed_rows(report, [row.key for row in rows])
+        return failed_rows(report, [row.key for row in rows], _row_lines(data))
 
     def _count_recreated(self, rows: list[_Row], report: dict[str, Any]) -> None:
         """An import upserts: a profile deleted in APSIS One behind our back is created again by it, holding only
@@ -407,3 +407,15 @@ class ImportWriter:
             outcome.result = "stale"
             reconcile_sent(self.states, self.cfg.integration_id, row.key, list(row.ops), utc_now())
         return outcome
+
+
+def _row_lines(data: bytes) -> list[int] | None:
+    """The file line each data row starts on (header = line 1), or None when every row is one line (a value
+    with line breaks is a quoted multi-line cell): import_report.failed_rows reads a file line by them."""
+    reader = csv.reader(io.StringIO(data.decode("utf-8")))
+    next(reader, None)
+    starts, line = [], 2
+    for _ in reader:
+        starts.append(line)
+        line = reader.line_num + 1
+    return starts if line - 2 != len(starts) else None
