@@ -131,7 +131,10 @@ def _orphan(
 ) -> None:
     policy = cfg.on_delete if deleted else cfg.on_condition_lost
     why = "deleted in Efficy" if deleted else "no longer matches the sync conditions"
-    ours = state is not None  # a profile we never synced may be someone else's: reported, left to a human
+    # a profile we never created may be someone else's: reported, left to a human. A state alone is no proof: the
+    # sync stores one for every person it skips (exists_in_apsis False), and --fix deleted such a profile (and
+    # the opt-out it held) made by an import or an earlier connector
+    ours = state is not None and state.exists_in_apsis
     if policy == "delete":
         detail: dict[str, Any] = {"reason": why, "should": "delete"}
     elif policy == "untag":
@@ -144,7 +147,7 @@ def _orphan(
         check.notes.append(("kept_by_policy", {"reason": why, "policy": policy}))
         return
     if not ours:
-        detail["not_fixed"] = "no sync state: not created by this integration"
+        detail["not_fixed"] = "not created by this integration (no sync state says it exists)"
     check.drifts.append(Drift("orphaned", check.person_key, detail, fixable=ours))
 
 
@@ -283,10 +286,15 @@ def invalidate(integration_id: str, check: PersonCheck, state: PersonState | Non
     for drift in drifts:
         detail = drift.detail
         if drift.category == "missing":
-            # "may exist": the sync's attribute PATCH re-creates a profile that is gone (send.py), and the first
-            # opt-ins read APSIS's consents first; marked as not existing, they were sent unread
+            # "may exist": a profile that is gone answers the attribute PATCH 404 and is created again whole
+            # (sync.PersonSyncer._profile_gone), and the first opt-ins read APSIS's consents first; marked as not
+            # existing, they were sent unread. What we sent is made unknown, never forgotten: wiped, an export
+            # that left the profile out (or answered empty) erased our opt-ins, and a CRM withdrawal since was
+            # never sent ("never opted in: nothing to withdraw"), nor a cleared field or a tag taken away
             new.exists_in_apsis = True
-            new.attribute_hashes, new.consents, new.tags = {}, {}, {}
+            new.attribute_hashes = dict.fromkeys(new.attribute_hashes, DRIFT_MARK)
+            new.consents = dict.fromkeys(new.consents, UNKNOWN)
+            new.tags_unknown = sorted(set(new.tags_unknown) | set(new.tags))
         elif drift.category == "orphaned":
             new.exists_in_apsis = True
             new.tags.update(dict.fromkeys(detail.get("tags", []), True))

@@ -34,7 +34,7 @@ from .changes import ContactChange
 from .clients.apsis import ApsisClient
 from .clients.apsis_export import ExportedProfile, export_section, probe_profile
 from .clients.efficy import EfficyClient
-from .clients.errors import AuthError, EfficyInconclusive, NotFound
+from .clients.errors import ApsisUnavailable, AuthError, EfficyInconclusive, NotFound
 from .config import CRMID_ATTRIBUTE, EMAIL_ATTRIBUTE, IntegrationConfig
 from .mapping import needed_fields
 from .reconcile import CATEGORIES, DriftReport, PersonCheck, compare_person, invalidate
@@ -155,7 +155,11 @@ class Reconciler:
             in_scope: dict[int, ExportedProfile | None] = {k: None for k in known if scope.holds(k)}
             lookup = self._probe
         else:
-            in_scope = {int(k): p for k, p in profiles.items() if k.isdigit() and scope.holds(int(k))}
+            # our keys only: K_CONTACT as we write it ("³" passes isdigit() and crashed int(); "03" is not ours)
+            ours = {int(k): p for k, p in profiles.items() if k.isascii() and k.isdigit() and str(int(k)) == k}
+            in_scope = {k: p for k, p in ours.items() if scope.holds(k)}
+            if not in_scope:
+                self._refuse_empty_export(scope)
             lookup = lambda keys: {k: p for k in keys if (p := in_scope.get(k)) is not None}  # noqa: E731
         result.profiles_exported = len(in_scope)
         page = cursor["page"] if cursor else 0
@@ -191,6 +195,19 @@ class Reconciler:
         if self.cursors is not None and scope.sample is None:
             self.cursors.clear(self.cfg.integration_id)
         return result
+
+    def _refuse_empty_export(self, scope: Scope) -> None:
+        """An export with no profile in scope while the state table knows profiles we created there is no
+        evidence (a wrong alias, a proxy, an export bug): read as such, every person was `missing`, and --fix
+        re-planned them all from nothing. Raised as an outage: run it again; a lasting one is a setting to check."""
+        known = sum(
+            1 for s in self.states.scan(self.cfg.integration_id) if s.exists_in_apsis and scope.holds(int(s.person_key))
+        )
+        if known:
+            raise ApsisUnavailable(
+                f"APSIS One's profile export holds no profile in scope while {known} are known to exist there: not "
+                "trusted (run again; if it lasts, check apsis.section and apsis.keyspace)"
+            )
 
     def _probe(self, keys: list[int]) -> dict[int, ExportedProfile]:
         topics = {c.subscription for c in self.cfg.consent_mappings}
