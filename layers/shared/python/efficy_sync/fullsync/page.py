@@ -112,7 +112,10 @@ def efficy_pages(efficy: Any, descriptor: dict[str, Any], fields: list[str]) -> 
     while number < last:
         records = efficy.list_persons_page(number, size, fields, include_profiles=True)
         if len(records) < size:
-            if not _records_after(efficy, number, size):
+            # right after the last record answered, not at the next requested page: a connector capping its
+            # page size on a CRM that fits one requested page had nothing there, and the persons past the cap
+            # were never synced while the run succeeded
+            if not _record_at(efficy, number * size + len(records)):
                 if records:
                     yield records
                 return
@@ -124,7 +127,7 @@ def efficy_pages(efficy: Any, descriptor: dict[str, Any], fields: list[str]) -> 
                 raise _capped(number, size, min(shown, len(records)) or len(records))
         yield records
         number += 1
-    if descriptor.get("tail") and _records_after(efficy, number - 1, size):
+    if descriptor.get("tail") and _record_at(efficy, number * size):
         # more persons than the plan counted, beyond what the tail reads on: a loud failure, not a quiet success
         raise EfficyBusinessError(
             f"Efficy still has persons after page {number - 1}, {MAX_TAIL_EXTENSION} pages past the plan's count: "
@@ -133,9 +136,9 @@ def efficy_pages(efficy: Any, descriptor: dict[str, Any], fields: list[str]) -> 
         )
 
 
-def _records_after(efficy: Any, number: int, size: int) -> bool:
-    """Whether any person follows page `number` (a one-record read of the next page's first index)."""
-    return bool(efficy.list_persons_page((number + 1) * size, 1, ["K_CONTACT"], include_profiles=False))
+def _record_at(efficy: Any, index: int) -> bool:
+    """Whether a person sits at record `index` (from 0, in the export's order): a one-record read."""
+    return bool(efficy.list_persons_page(index, 1, ["K_CONTACT"], include_profiles=False))
 
 
 def _capped(number: int, size: int, answered: int) -> EfficyBusinessError:
