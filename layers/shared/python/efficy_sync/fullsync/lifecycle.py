@@ -28,7 +28,7 @@ from .ending import end_execution, failed_pages, release_and_drain
 from .import_step import page_queue
 from .page import Pace, sync_page, worker_rate
 from .parking import ParkingLot
-from .plan import count_records, efficy_probe, noting_waits, plan_pages
+from .plan import count_records, count_up_to, efficy_probe, key_at, noting_waits, plan_pages
 from .query_plan import decode_plan, members_key, plan_query_members, tags_of, widen_planned
 from .report import build_report
 from .run_config import held_to_live, in_write_mode
@@ -165,10 +165,11 @@ class FullSync:
                 self.plans.put(members_key(run.integration_id, run.run_id), planned)
                 if not run.dry_run:
                     widen_planned(cfg, self.members, planned, run.run_id)
+            last_key = key_at(self.efficy_for(cfg), total - 1) if total else None
         descriptors = plan_pages(total, cfg.efficy.page_size, cfg.full_sync.page_size)
         key = f"plans/{run.integration_id}/{run.run_id}.json"
         self.plans.put(key, descriptors)
-        self.runs.set_plan(run, pages_total=len(descriptors), persons_estimate=total, plan_key=key)
+        self.runs.set_plan(run, pages_total=len(descriptors), persons_estimate=total, plan_key=key, last_key=last_key)
         return PlanResult(bucket=self.plans.bucket, key=key, pages=len(descriptors))
 
     def page(self, event: PageItem | Mapping[str, Any]) -> dict[str, Any]:
@@ -241,6 +242,8 @@ class FullSync:
             drop = 0
             if run.persons_estimate:
                 drop = max(0, run.persons_estimate - count_records(efficy_probe(efficy)))
+                if run.last_key is not None:  # deletes before the plan's last key, whatever was created since
+                    drop = max(drop, run.persons_estimate - count_up_to(efficy, run.last_key, run.persons_estimate))
             shift = max(int(run.counters.get("parked_deletes", 0)), drop)
             if shift:
                 self.runs.add_once(run.integration_id, run.run_id, "seams", {"seam_shift": shift})

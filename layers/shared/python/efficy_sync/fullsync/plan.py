@@ -43,6 +43,32 @@ def count_records(probe: ProbePage) -> int:
     return high
 
 
+def key_at(efficy: Any, index: int) -> int | None:
+    """The K_CONTACT at record `index` of the export (None past the end; an empty answer is asked again)."""
+    for _ in range(2):
+        records = efficy.list_persons_page(index, 1, ["K_CONTACT"], include_profiles=False)
+        if records:
+            return int(records[0]["K_CONTACT"])
+    return None
+
+
+def count_up_to(efficy: Any, key: int, upper: int) -> int:
+    """How many records have a K_CONTACT up to `key`, among the first `upper` (binary search, about log2 N
+    one-record reads; the export is in K_CONTACT order). Seams uses it to count the deletes before the plan's
+    last key: new persons get larger keys and do not move it, so they cannot hide a delete as they hid the drop
+    of the record count (a run that deleted one person and created another saw no shift, no window, and the
+    person the delete pushed across a page boundary was never synced)."""
+    low, high = 0, upper  # records [0, low) are <= key; records [high, ...) are > key or past the end
+    while low < high:
+        middle = (low + high) // 2
+        found = key_at(efficy, middle)
+        if found is not None and found <= key:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
 def efficy_probe(efficy: Any) -> ProbePage:
     """One-record pages asking for the key only: the cheapest question Efficy's export answers."""
 

@@ -4,7 +4,8 @@ Efficy's connector export pages by number over K_CONTACT order, so deleting a pe
 them one place earlier. A person who was first on page N when page N-1 was read, and last on page N-1 when
 page N was read, is in neither page. New persons get larger keys, so they only lengthen the tail; deletes are
 the only shift to make up for. After the pages, if the run saw `shift` deletes (the parked delete webhooks,
-or the drop in the record count, whichever is larger), every such person now sits within `shift` places
+the drop in the record count, or how far the plan's last key moved up, whichever is larger: new persons hide a
+drop in the count but cannot move that key), every such person now sits within `shift` places
 before a page boundary. So the Seams step reads that window before each boundary (one small Efficy call per
 boundary, only on runs that saw a delete) and syncs it like any page: persons already synced cost no APSIS
 call and no write, the ones the shift hid are brought up to date.

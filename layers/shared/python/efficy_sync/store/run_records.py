@@ -104,6 +104,8 @@ class Run:
     planned_at: str | None = None
     pages_total: int | None = None
     persons_estimate: int | None = None
+    #: the K_CONTACT at the plan's last index: where it sits when Seams runs says how many deletes came before it
+    last_key: int | None = None
     plan_key: str | None = None
     waiting_on: str | None = None  # the error a retried Plan step waits out (cleared once planned)
     waiting_since: str | None = None
@@ -152,6 +154,7 @@ class Run:
             planned_at=plain.get("planned_at"),
             pages_total=plain.get("pages_total"),
             persons_estimate=plain.get("persons_estimate"),
+            last_key=int(plain["last_key"]) if plain.get("last_key") is not None else None,
             plan_key=plain.get("plan_key"),
             waiting_on=plain.get("waiting_on"),
             waiting_since=plain.get("waiting_since"),

@@ -263,15 +263,19 @@ class RunStore(RunCounters):
                 continue
         return deleted
 
-    def set_plan(self, run: Run, *, pages_total: int, persons_estimate: int, plan_key: str) -> None:
+    def set_plan(
+        self, run: Run, *, pages_total: int, persons_estimate: int, plan_key: str, last_key: int | None = None
+    ) -> None:
+        values: dict[str, Any] = {":p": pages_total, ":n": persons_estimate, ":k": plan_key, ":now": utc_now()}
+        last = ", last_key = :last" if last_key is not None else ""
+        if last_key is not None:
+            values[":last"] = last_key
         client("dynamodb").update_item(
             TableName=self._table,
             Key=_run_key(run.integration_id, run.run_id),
-            UpdateExpression="SET pages_total = :p, persons_estimate = :n, plan_key = :k, planned_at = :now "
+            UpdateExpression=f"SET pages_total = :p, persons_estimate = :n, plan_key = :k, planned_at = :now{last} "
             "REMOVE waiting_on, waiting_since",
-            ExpressionAttributeValues=to_item(
-                {":p": pages_total, ":n": persons_estimate, ":k": plan_key, ":now": utc_now()}
-            ),
+            ExpressionAttributeValues=to_item(values),
         )
 
     def plan_waiting(self, run: Run, error: str) -> None:
