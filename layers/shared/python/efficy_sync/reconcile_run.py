@@ -158,8 +158,8 @@ class Reconciler:
             # our keys only: K_CONTACT as we write it ("³" passes isdigit() and crashed int(); "03" is not ours)
             ours = {int(k): p for k, p in profiles.items() if k.isascii() and k.isdigit() and str(int(k)) == k}
             in_scope = {k: p for k, p in ours.items() if scope.holds(k)}
-            if not in_scope:
-                self._refuse_empty_export(scope)
+            if not ours:  # none at all (a range whose profiles were all deleted is `missing`, not this)
+                self._refuse_empty_export()
             lookup = lambda keys: {k: p for k in keys if (p := in_scope.get(k)) is not None}  # noqa: E731
         result.profiles_exported = len(in_scope)
         page = cursor["page"] if cursor else 0
@@ -196,16 +196,14 @@ class Reconciler:
             self.cursors.clear(self.cfg.integration_id)
         return result
 
-    def _refuse_empty_export(self, scope: Scope) -> None:
-        """An export with no profile in scope while the state table knows profiles we created there is no
+    def _refuse_empty_export(self) -> None:
+        """An export with no profile of ours at all while the state table knows profiles we created is no
         evidence (a wrong alias, a proxy, an export bug): read as such, every person was `missing`, and --fix
         re-planned them all from nothing. Raised as an outage: run it again; a lasting one is a setting to check."""
-        known = sum(
-            1 for s in self.states.scan(self.cfg.integration_id) if s.exists_in_apsis and scope.holds(int(s.person_key))
-        )
+        known = sum(1 for s in self.states.scan(self.cfg.integration_id) if s.exists_in_apsis)
         if known:
             raise ApsisUnavailable(
-                f"APSIS One's profile export holds no profile in scope while {known} are known to exist there: not "
+                f"APSIS One's profile export holds no profile while {known} are known to exist there: not "
                 "trusted (run again; if it lasts, check apsis.section and apsis.keyspace)"
             )
 

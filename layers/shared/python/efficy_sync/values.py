@@ -293,8 +293,8 @@ _SHORT_CODES = frozenset(
     ]
 )
 #: countries whose numbers keep their leading 0 in international form: Italy, San Marino, Vatican City,
-#: Côte d'Ivoire, Gabon, Congo
-_ZERO_KEPT = frozenset(["39", "378", "379", "225", "241", "242"])
+#: Côte d'Ivoire, Gabon, Congo, Benin (ten digits from 01 since November 2024)
+_ZERO_KEPT = frozenset(["39", "378", "379", "225", "241", "242", "229"])
 
 
 def _trunk_zero_kept(number: str) -> bool:

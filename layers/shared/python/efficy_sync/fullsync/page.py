@@ -112,19 +112,11 @@ def efficy_pages(efficy: Any, descriptor: dict[str, Any], fields: list[str]) -> 
     while number < last:
         records = efficy.list_persons_page(number, size, fields, include_profiles=True)
         if len(records) < size:
-            # right after the last record answered, not at the next requested page: a connector capping its
-            # page size on a CRM that fits one requested page had nothing there, and the persons past the cap
-            # were never synced while the run succeeded
-            if not _record_at(efficy, number * size + len(records)):
+            records, end = _settle_short(efficy, number, size, records, fields)
+            if end:
                 if records:
                     yield records
                 return
-            shown = len(records)
-            records = efficy.list_persons_page(number, size, fields, include_profiles=True)
-            if not records:
-                raise EfficyInconclusive(f"Efficy answered page {number} empty twice, and persons after it")
-            if len(records) < size:
-                raise _capped(number, size, min(shown, len(records)) or len(records))
         yield records
         number += 1
     if descriptor.get("tail") and _record_at(efficy, number * size):
@@ -134,6 +126,32 @@ def efficy_pages(efficy: Any, descriptor: dict[str, Any], fields: list[str]) -> 
             "the count was short or the CRM grew during the run; run the full sync again",
             code="MORE_THAN_PLANNED",
         )
+
+
+#: reads of a short page before it is judged (a page that answers more each time is growing, not capped)
+MAX_SHORT_READS = 3
+
+
+def _settle_short(
+    efficy: Any, number: int, size: int, records: list[dict[str, Any]], fields: list[str]
+) -> tuple[list[dict[str, Any]], bool]:
+    """(records, True) when a short page is the end of the data; (the whole page, False) when a re-read filled
+    it. Probed right after the last record answered, not at the next requested page: a connector capping its page
+    size on a CRM that fits one requested page had nothing there, and the persons past the cap were never synced
+    while the run succeeded. The same short count again with persons after it is a cap (PAGE_SIZE_CAPPED); more
+    than before is persons created meanwhile (a user, an import), probed again, never taken for a cap."""
+    for _ in range(MAX_SHORT_READS):
+        if not _record_at(efficy, number * size + len(records)):
+            return records, True
+        again = efficy.list_persons_page(number, size, fields, include_profiles=True)
+        if not again:
+            raise EfficyInconclusive(f"Efficy answered page {number} empty, and persons after it")
+        if len(again) >= size:
+            return again, False
+        if len(again) <= len(records):
+            raise _capped(number, size, min(len(records), len(again)) or len(again))
+        records = again
+    raise EfficyInconclusive(f"Efficy's page {number} answered more persons at each of {MAX_SHORT_READS} reads")
 
 
 def _record_at(efficy: Any, index: int) -> bool:
