@@ -79,6 +79,42 @@ def _live_stack(path: Path) -> str | None:
         return endpoint if getattr(exc, "code", None) else None  # an HTTP error is an answer: it is alive
 
 
+def _claim(path: Path) -> Path | str:
+    """The lock beside the ready file, created exclusively before the stack starts: its path, or why not. Two
+    `local up` started together both passed the live-stack check (a ready file is written only once the stack is
+    up, seconds later) and the later one overwrote the other's file; a folder that cannot be written was found
+    only after the stack had started, with a traceback. A lock a killed process left behind is taken over."""
+    lock = path.with_suffix(path.suffix + ".lock")
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                return f"{path} is being set up by another local stack (process {pid}): stop it, or name another file"
+            lock.unlink(missing_ok=True)
+            continue
+        except OSError as exc:
+            return f"{path}: cannot write in {path.parent} ({exc.strerror}); name a file in a folder you can write"
+        with os.fdopen(fd, "w") as out:
+            out.write(str(os.getpid()))
+        return lock
+    return f"{path}: another local stack keeps claiming it; name another file"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
 def _ours(path: Path, ready: dict | None) -> bool:
     """Whether `path` still holds this stack's ready document (it is removed on stop, another's is not)."""
     try:
@@ -102,6 +138,12 @@ def up_command(args: argparse.Namespace) -> int:
         return fail(f"{args.ready_file}: its folder {args.ready_file.parent} does not exist; create it or name another")
     if args.ready_file and args.ready_file.is_dir():
         return fail(f"{args.ready_file} is a folder: name a file in it, e.g. {args.ready_file / 'ready.json'}")
+    lock: Path | None = None
+    if args.ready_file:
+        claimed = _claim(args.ready_file)
+        if isinstance(claimed, str):
+            return fail(claimed)
+        lock = claimed
 
     level = "WARNING" if args.quiet else os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO")
     os.environ["POWERTOOLS_LOG_LEVEL"] = level
@@ -125,6 +167,8 @@ def up_command(args: argparse.Namespace) -> int:
         stack.stop()
         if args.ready_file and _ours(args.ready_file, ready):
             args.ready_file.unlink()
+        if lock is not None:
+            lock.unlink(missing_ok=True)
     return 0
 
 

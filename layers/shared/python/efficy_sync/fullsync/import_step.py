@@ -37,6 +37,12 @@ def page_queue(run: Run, page: int) -> Callable[[int, int, list[int]], None] | N
     return add
 
 
+def queued_keys(run: Run) -> set[int]:
+    """Every person key the run's pages queued for its imports (what a seam window leaves to them)."""
+    entries = ImportQueue(settings().state_table).entries(run.integration_id, run.run_id)
+    return {key for entry in entries for key in entry.keys}
+
+
 def imports_step(
     full_sync: FullSync,
     run_payload: dict[str, Any],

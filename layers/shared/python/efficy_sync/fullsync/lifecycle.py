@@ -25,7 +25,7 @@ from ..store.protocols import PersonStates
 from ..store.removals import HeldRemovals, RemovalBreaker
 from .breaker import Breaker, allows_removals, held_source
 from .ending import end_execution, failed_pages, release_and_drain
-from .import_step import page_queue
+from .import_step import page_queue, queued_keys, uses_collector
 from .page import Pace, sync_page, worker_rate
 from .parking import ParkingLot
 from .plan import count_records, count_up_to, efficy_probe, key_at, noting_waits, plan_pages
@@ -271,6 +271,9 @@ class FullSync:
             on_window=counted,
             removal_gate=gate,
             counted=set(self.held.held_by(run.integration_id, held_source(run))) if gate is not None else (),
+            # import mode: the persons the pages queued are the Imports step's (synced here too, each was
+            # counted created here and unchanged there: a report whose outcomes outnumbered the persons read)
+            skip=queued_keys(run) if uses_collector(run) else (),
         )
         breaker.remember(run, gate)
         return {

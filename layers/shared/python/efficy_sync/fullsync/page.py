@@ -185,6 +185,7 @@ def sync_page(
     queue: Callable[[int, int, list[int]], None] | None = None,
     query_tags: Callable[[int], set[str]] | None = None,
     counted: Collection[int] = (),
+    skip: Collection[int] = (),
 ) -> PageResult:
     """Sync every person of one page descriptor. Retryable API errors propagate (the state machine retries
     the page; persons already done cost nothing the second time); others are counted as failed persons.
@@ -192,7 +193,8 @@ def sync_page(
     page's persons held before (base:*) whether or not they were sent. `query_tags`: a person's planned query
     tags (query_plan.py), sent with the person's own tag call; None leaves query tags to the Tags step.
     `counted`: persons whose removals this run's pages already held and counted (a seam window reads some of them
-    again: counted twice, a run within the threshold HALTED)."""
+    again: counted twice, a run within the threshold HALTED). `skip`: persons another step writes (a seam window
+    of an import-mode run leaves the persons the pages queued to their import)."""
     # the Lambda passes a client paced by the account's shared budget (budget.paced); anything else keeps to a
     # fixed in-process share of the account, as before
     paced = apsis if isinstance(apsis, PacedApsis) else PacedApsis(apsis, Pace(worker_rate(max_concurrency)))
@@ -224,7 +226,7 @@ def sync_page(
                 break
             result.efficy_pages += 1
             queued_before = result.counters["import_queued"]
-            persons = [p for p in records if isinstance(p.get("K_CONTACT"), int)]
+            persons = [p for p in records if isinstance(p.get("K_CONTACT"), int) and p["K_CONTACT"] not in skip]
             # the per-person path re-reads each chunk's states right before syncing it (_sync_batch); import
             # mode reads the page's states first to split the persons, diff mode counts what the chunks read
             sync_all = partial(

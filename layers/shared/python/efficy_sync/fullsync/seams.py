@@ -89,6 +89,7 @@ def resync_seams(
     on_window: Callable[[dict[str, Any], Counter[str]], None] | None = None,
     removal_gate: RemovalGate | None = None,
     counted: Collection[int] = (),
+    skip: Collection[int] = (),
 ) -> SeamsResult:
     """Syncs windows[start:], `max_concurrency` at a time (each paced at that share of the APSIS rate, as pages
     are); `on_window` hears of each window as soon as it is done. Retryable errors propagate: the state
@@ -109,6 +110,7 @@ def resync_seams(
             should_continue=should_continue,
             removal_gate=removal_gate,
             counted=counted,
+            skip=skip,
         )
         counters = page.counters + Counter(seam_windows=1, seam_persons=page.persons)
         if on_window is not None:
