@@ -17,7 +17,7 @@ from efficy_sync.fullsync.collect import QueuedPage, read_file_persons
 from efficy_sync.fullsync.import_writer import ImportWriter
 from efficy_sync.fullsync.page import sync_page
 from efficy_sync.mapping import needed_fields
-from efficy_sync.state import UNKNOWN
+from efficy_sync.state import UNKNOWN, UNSURE_HASH
 
 from tests.integration.test_import_existing_optouts import PERSONS, _opted_out_elsewhere
 from tests.integration.test_import_layout import (  # noqa: F401  (world is the fixture)
@@ -113,7 +113,7 @@ def test_a_person_with_a_state_has_only_what_the_file_sent_marked_unknown(world:
 
     after = states.get(CFG.integration_id, 9)
     assert after.consents == {SLOT: "opt-in"}  # not in the file: still known
-    assert "com.apsis1.attributes.firstname" not in after.attribute_hashes  # in the file: unknown, sent again
+    assert after.attribute_hashes["com.apsis1.attributes.firstname"] == UNSURE_HASH  # in the file: sent again
     assert after.change_stamp == before.change_stamp and after.revision > before.revision
 
 

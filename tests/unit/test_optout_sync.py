@@ -10,7 +10,7 @@ from efficy_sync.clients.errors import ApiError, ApsisUnavailable, RejectedValue
 from efficy_sync.config import EMAIL_ATTRIBUTE, config_from_dict
 from efficy_sync.consent import OptOutRecord
 from efficy_sync.explain import explain, render_explain
-from efficy_sync.state import PersonState, value_hash
+from efficy_sync.state import UNSURE_HASH, PersonState, value_hash
 from efficy_sync.sync import PersonSyncer, log_fields
 
 from tests.memory_store import MemoryPersonStateStore
@@ -193,7 +193,10 @@ def test_a_retryable_failure_marks_only_what_its_call_carried_as_unknown(store: 
         syncer(store, apsis).sync(7, person(stamp="2024-05-01T11:00:00", NAME="x", EMAIL1="new@example.com"), before)
     after = store.get("acme", 7)
     assert after.change_stamp == before.change_stamp and after.consents == before.consents
-    assert set(before.attribute_hashes) - set(after.attribute_hashes) and after.last_outcome == before.last_outcome
+    unsure = {name for name, digest in after.attribute_hashes.items() if digest != before.attribute_hashes.get(name)}
+    # marked unsure (UNSURE_HASH), not dropped: the next sync sends the value again, or a clear
+    assert unsure and all(after.attribute_hashes[name] == UNSURE_HASH for name in unsure)
+    assert after.last_outcome == before.last_outcome
 
 
 # ---- e-mail changes --------------------------------------------------------------------------------------------

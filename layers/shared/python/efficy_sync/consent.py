@@ -225,7 +225,11 @@ def confirm(
     if record is None or record.confirmed or record.awaiting_writeback or member:
         return record
     threshold = record.efficy_stamp or record.at
-    if compare_stamps(change_stamp, threshold) < 0:
+    # or a read we asked for after the record was stored (our clock on both sides): D_CHANGE is Efficy's naive
+    # local time and `at` APSIS's UTC, which do not compare on a server west of UTC, where a removal made after
+    # an opt-out that was never written back looked older than it and the CRM's re-add was overruled for good
+    read_later = bool(record.recorded_at) and read_after(asked_at, record.recorded_at)
+    if compare_stamps(change_stamp, threshold) < 0 and not read_later:
         return record
     return record.model_copy(
         update={

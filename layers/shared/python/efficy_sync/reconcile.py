@@ -35,7 +35,7 @@ from .clients.apsis_export import ExportedProfile
 from .config import EMAIL_ATTRIBUTE, IntegrationConfig
 from .consent import confirm, decide
 from .mapping import Desired, Skip, map_person
-from .state import UNKNOWN, PersonState, consent_key
+from .state import UNKNOWN, UNSURE_HASH, PersonState, consent_key
 
 if TYPE_CHECKING:
     from .consent import ConsentType
@@ -50,7 +50,7 @@ NOTES = (
     "unreadable_conditions",
 )
 EXAMPLES_PER_CATEGORY = 10
-DRIFT_MARK = "drift"  # an attribute hash no value has: the next sync clears (or sends) the attribute
+DRIFT_MARK = UNSURE_HASH  # an attribute hash no value has: the next sync clears (or sends) the attribute
 
 
 @dataclass(frozen=True)

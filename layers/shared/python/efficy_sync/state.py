@@ -18,6 +18,9 @@ from efficy_sync.consent import ConsentType, OptOutRecord
 Outcome = Literal["synced", "skipped", "failed", "deleted"]
 #: a consent whose value in APSIS One we cannot know (two syncs raced); it differs from every decision
 UNKNOWN: Literal["unknown"] = "unknown"
+#: an attribute hash no value has: the next sync sends the attribute's value again, or clears it (an attribute
+#: with no hash at all is cleared by nobody: a clear needs the evidence that we set something)
+UNSURE_HASH = "drift"
 
 
 def utc_now() -> str:

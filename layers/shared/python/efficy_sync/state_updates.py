@@ -22,7 +22,7 @@ from .person_plan import (
     SetConsent,
     is_stale,
 )
-from .state import UNKNOWN, EmailConflict, PersonState, consent_key, utc_now, value_hash
+from .state import UNKNOWN, UNSURE_HASH, EmailConflict, PersonState, consent_key, utc_now, value_hash
 
 if TYPE_CHECKING:
     from .clients.errors import ApiError
@@ -259,8 +259,10 @@ def mark_unknown(state: PersonState, ops: list[Operation]) -> PersonState:
         if isinstance(op, CreateProfile):
             new.exists_in_apsis = True
         elif isinstance(op, PatchAttributes):
+            # unsure, not forgotten: a clear (a field emptied in the CRM) whose call met a 5xx was never sent
+            # again once the hash was dropped, and APSIS kept the old value (a phone number) for good
             for name in op.attributes:
-                new.attribute_hashes.pop(name, None)
+                new.attribute_hashes[name] = UNSURE_HASH
         elif isinstance(op, SetConsent):
             new.consents[consent_key(op.topic, op.channel)] = UNKNOWN
         elif isinstance(op, PatchTags):
