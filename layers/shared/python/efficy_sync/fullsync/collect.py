@@ -32,6 +32,7 @@ these persons, tags per person whatever an import refused, and writes the member
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -136,7 +137,7 @@ class Collector:
         states: protocols.PersonStates,
         syncer: PersonSyncer,
         import_rows: int,
-        on_counters: Callable[[str, Counter[str]], None],
+        on_counters: Callable[[str, Counter[str]], bool | None],
         poll_interval: float = 0.2,
         hold_removals: bool = False,
         should_continue: Callable[[], bool] | None = None,
@@ -245,9 +246,18 @@ class Collector:
             if row.key not in stale:
                 counters.update(tally(Outcome(row.key, "synced", list(row.ops))))
         again = others + [row.person for row in rows if row.key in failed]
-        counters.update(self._one_by_one(again, known))
-        counters.update(self._settle_races([row for row in done if row.key in stale]))
-        self.on_counters(token, counters)
+        try:
+            counters.update(self._one_by_one(again, known))
+            counters.update(self._settle_races([row for row in done if row.key in stale]))
+        except Exception:
+            # what the import did is counted now: the retry finds those persons stored and unchanged, and a
+            # per-person outage after it had the report say "unchanged" for persons the run updated
+            self.on_counters(token, counters)
+            raise
+        if self.on_counters(token, counters) is False:  # a retry of a file whose first attempt was counted
+            work = {name: n for name, n in counters.items() if name not in _COUNTED_ONCE}
+            work["persons"] = max(0, counters["persons"] - counters["unchanged"] - counters["skipped"])
+            self.on_counters(f"{token}-again-{_digest(row.key for row in rows)}-{len(again)}", Counter(work))
 
     def _writer(self, timeout: float) -> ImportWriter:
         """One file's writer: every row it gets is imported (the caller sized the file)."""
@@ -383,7 +393,19 @@ class Collector:
                 for tag, on in changed[row.key].items():
                     counters[f"tag{'+' if on else '-'}:{tag}"] += 1
             counters["import_tag_rows"] += len(done)
-            self.on_counters(f"import-tags-{number}-{start}", counters)  # failed rows: the Tags step tags them
+            # named by the chunk's persons, not its offset: a retried step re-plans from the states (the rows the
+            # first attempt tagged drop out) and its first chunk reused offset 0's token, whose counts were dropped
+            self.on_counters(
+                f"import-tags-{number}-{_digest(row.key for row in chunk)}", counters
+            )  # failed rows: the Tags step tags them
+
+
+#: a file's census, counted by its first attempt only (a retry reads those persons again: unchanged now)
+_COUNTED_ONCE = ("persons", "unchanged", "skipped", "import_files_done", "import_file_ms")
+
+
+def _digest(keys: Any) -> str:
+    return hashlib.sha256(",".join(str(key) for key in keys).encode()).hexdigest()[:16]
 
 
 #: conditional state writes at once, once the run has ended (no batch may be used then)

@@ -66,8 +66,9 @@ def imports_step(
     breaker = Breaker.of(full_sync)
     gate = breaker.page_gate(run)
 
-    def counted(token: str, counters: Any) -> None:
-        full_sync.runs.add_once(run.integration_id, run.run_id, token, {k: v for k, v in counters.items() if v})
+    def counted(token: str, counters: Any) -> bool:
+        """False when `token` was counted before (a retried step): the collector then counts only new work."""
+        return full_sync.runs.add_once(run.integration_id, run.run_id, token, {k: v for k, v in counters.items() if v})
 
     collector = Collector(
         cfg,
