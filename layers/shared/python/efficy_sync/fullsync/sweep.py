@@ -29,29 +29,47 @@ def sweep(full_sync: FullSync, time_left: Callable[[], float] | None = None) -> 
     ended: list[str] = []
     requeued = 0
     left: dict[str, int] = {}
+    failed: dict[str, str] = {}
     for lock in full_sync.runs.locks():
-        if lock.held or (lock.run_id and full_sync.runs.is_active(lock.integration_id, lock.run_id)):
-            status = full_sync.execution_status(lock.execution_arn)
-            if execution_ended(status):
-                requeued += end_execution(
-                    full_sync,
-                    lock,
-                    STATUS_BY_EXECUTION.get(status or "", "failed"),
-                    {"Error": "ExecutionEnded", "Cause": f"found {status or 'gone'} by the sweeper"},
-                )
-                ended.append(lock.integration_id)
-                continue
-        if not lock.held and full_sync.parking.has_parked(lock.integration_id):
-            drained = drain(full_sync, lock.integration_id, lock.run_id)
-            requeued += drained.requeued
-            if drained.error:  # SQS still refuses: the next sweep tries again; the other integrations go on
-                left[lock.integration_id] = drained.left
-    return {
+        try:
+            requeued += _sweep_lock(full_sync, lock, ended, left)
+        except Exception as exc:  # one integration's failure (a DescribeExecution refused) stops none of the others
+            failed[lock.integration_id] = f"{type(exc).__name__}: {exc}"[:300]
+            logger.warning("the sweep could not reconcile a run", extra={"integration_id": lock.integration_id})
+    result = {
         "ended": ended,
         "requeued": requeued,
         **({"left_parked": left} if left else {}),
         "query_tags": scheduled_query_tags(full_sync, time_left=time_left),
     }
+    if failed:  # after the others are done: the invocation fails (retried, and seen), not a quiet success
+        raise SweepIncomplete(f"the sweep could not reconcile {sorted(failed)}: {failed}; done: {result}")
+    return result
+
+
+class SweepIncomplete(RuntimeError):
+    """Some integrations' runs could not be reconciled this time (the others were)."""
+
+
+def _sweep_lock(full_sync: FullSync, lock: Any, ended: list[str], left: dict[str, int]) -> int:
+    """One lock: its run ended if its execution has, its parked changes re-sent once released; the persons sent."""
+    if lock.held or (lock.run_id and full_sync.runs.is_active(lock.integration_id, lock.run_id)):
+        status = full_sync.execution_status(lock.execution_arn)
+        if execution_ended(status):
+            requeued = end_execution(
+                full_sync,
+                lock,
+                STATUS_BY_EXECUTION.get(status or "", "failed"),
+                {"Error": "ExecutionEnded", "Cause": f"found {status or 'gone'} by the sweeper"},
+            )
+            ended.append(lock.integration_id)
+            return requeued
+    if not lock.held and full_sync.parking.has_parked(lock.integration_id):
+        drained = drain(full_sync, lock.integration_id, lock.run_id)
+        if drained.error:  # SQS still refuses: the next sweep tries again; the other integrations go on
+            left[lock.integration_id] = drained.left
+        return drained.requeued
+    return 0
 
 
 def scheduled_query_tags(
