@@ -85,24 +85,30 @@ def _claim(path: Path) -> Path | str:
     up, seconds later) and the later one overwrote the other's file; a folder that cannot be written was found
     only after the stack had started, with a traceback. A lock a killed process left behind is taken over."""
     lock = path.with_suffix(path.suffix + ".lock")
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+    mine = path.with_suffix(f"{path.suffix}.lock.{os.getpid()}")
+    try:
+        mine.write_text(str(os.getpid()))  # whole before it is linked: a reader never sees an empty lock
+    except OSError as exc:
+        return f"{path}: cannot write in {path.parent} ({exc.strerror}); name a file in a folder you can write"
+    try:
+        for _ in range(2):
             try:
-                pid = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and _alive(pid):
-                return f"{path} is being set up by another local stack (process {pid}): stop it, or name another file"
-            lock.unlink(missing_ok=True)
-            continue
-        except OSError as exc:
-            return f"{path}: cannot write in {path.parent} ({exc.strerror}); name a file in a folder you can write"
-        with os.fdopen(fd, "w") as out:
-            out.write(str(os.getpid()))
-        return lock
-    return f"{path}: another local stack keeps claiming it; name another file"
+                os.link(mine, lock)  # atomic, and refused when the lock exists
+                return lock
+            except FileExistsError:
+                try:
+                    pid = int(lock.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and pid != os.getpid() and _alive(pid):
+                    return (
+                        f"{path} is being set up by another local stack (process {pid}): stop it, or name another "
+                        f"file (a lock a crash left behind: delete {lock})"
+                    )
+                lock.unlink(missing_ok=True)  # its process is gone (or was this one, before a restart)
+        return f"{path}: another local stack keeps claiming it; name another file"
+    finally:
+        mine.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

@@ -59,7 +59,7 @@ from .person_plan import (
 from .pii import hash_key, mask_email
 from .safety import RemovalGate, gated
 from .send import Sent, send_operations
-from .state import EmailConflict, PersonState, consent_key, utc_now, value_hash
+from .state import UNSURE_HASH, EmailConflict, PersonState, consent_key, utc_now, value_hash
 from .state_updates import (
     deleted_state,
     failed_state,
@@ -101,6 +101,8 @@ def email_needs_check(desired: Desired, state: PersonState | None) -> bool:
     if known is None or not address:
         return False
     old_hash = known.attribute_hashes.get(EMAIL_ATTRIBUTE)
+    if old_hash == UNSURE_HASH:  # a first address whose call met an outage is still a first address
+        old_hash = None
     return known.email_conflict is not None or (old_hash is not None and old_hash != value_hash(address))
 
 

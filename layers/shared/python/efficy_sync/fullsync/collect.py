@@ -247,17 +247,23 @@ class Collector:
                 counters.update(tally(Outcome(row.key, "synced", list(row.ops))))
         again = others + [row.person for row in rows if row.key in failed]
         try:
-            counters.update(self._one_by_one(again, known))
+            self._one_by_one(again, known, counters)  # counts each person as they finish
             counters.update(self._settle_races([row for row in done if row.key in stale]))
         except Exception:
-            # what the import did is counted now: the retry finds those persons stored and unchanged, and a
-            # per-person outage after it had the report say "unchanged" for persons the run updated
-            self.on_counters(token, counters)
+            # what the import and the finished persons did is counted now: the retry finds those persons stored
+            # and unchanged, and a per-person outage had the report say "unchanged" for persons the run updated
+            self._count(token, counters)
             raise
-        if self.on_counters(token, counters) is False:  # a retry of a file whose first attempt was counted
-            work = {name: n for name, n in counters.items() if name not in _COUNTED_ONCE}
-            work["persons"] = max(0, counters["persons"] - counters["unchanged"] - counters["skipped"])
-            self.on_counters(f"{token}-again-{_digest(row.key for row in rows)}-{len(again)}", Counter(work))
+        self._count(token, counters)
+
+    def _count(self, token: str, counters: Counter[str]) -> None:
+        """A file's counters once; a retry of a file whose first attempt was counted (add_once answers False)
+        counts only its new work (the census, persons unchanged or skipped, was its first attempt's)."""
+        if self.on_counters(token, counters) is not False:
+            return
+        work = {name: n for name, n in counters.items() if name not in _COUNTED_ONCE}
+        work["persons"] = max(0, counters["persons"] - counters["unchanged"] - counters["skipped"])
+        self.on_counters(f"{token}-again-{_digest(sorted(f'{k}={v}' for k, v in work.items() if v))}", Counter(work))
 
     def _writer(self, timeout: float) -> ImportWriter:
         """One file's writer: every row it gets is imported (the caller sized the file)."""
@@ -340,18 +346,33 @@ class Collector:
                 counters.update(tally(Outcome(row.key, "stale", list(row.ops))))
         return counters
 
-    def _one_by_one(self, persons: list[dict[str, Any]], known: dict[int, PersonState]) -> Counter[str]:
-        counters: Counter[str] = Counter()
+    def _one_by_one(
+        self, persons: list[dict[str, Any]], known: dict[int, PersonState], counters: Counter[str] | None = None
+    ) -> Counter[str]:
+        """Syncs `persons`, counting into `counters` each one that finished; the first error is raised once all
+        are done, so the caller can count what the others did (a retry finds them unchanged)."""
+        counters = Counter() if counters is None else counters
         if not persons:
             return counters
+
+        def one(person: dict[str, Any]) -> tuple[Any, Exception | None]:
+            try:
+                return self.syncer.sync(person["K_CONTACT"], person, known.get(person["K_CONTACT"])), None
+            except Exception as exc:
+                return None, exc
+
         with ThreadPoolExecutor(max_workers=PERSON_THREADS, thread_name_prefix="import-rows") as pool:
-            outcomes = list(
-                map_in_context(pool, lambda p: self.syncer.sync(p["K_CONTACT"], p, known.get(p["K_CONTACT"])), persons)
-            )
-        for person, outcome in zip(persons, outcomes, strict=True):
+            results = list(map_in_context(pool, one, persons))
+        first: Exception | None = None
+        for person, (outcome, error) in zip(persons, results, strict=True):
+            if error is not None:
+                first = first or error
+                continue
             reason = skip_label(self.cfg, person) if outcome.reason and outcome.result != "failed" else None
             counters.update(tally(outcome, skip_reason=reason))
             counters.update(removal_counts(outcome.removals))
+        if first is not None:
+            raise first
         return counters
 
     def _allowed(self, tags: dict[str, bool]) -> dict[str, bool]:
