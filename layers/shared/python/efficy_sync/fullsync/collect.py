@@ -340,20 +340,16 @@ class Collector:
         keys = [row.key for row in rows]
         fresh = self.efficy.get_persons(keys, needed_fields(self.cfg))  # a person Efficy lost: the delete's
         stored = self.states.get_many(self.cfg.integration_id, keys)
-        counters = self._one_by_one([fresh[k] for k in keys if k in fresh], stored)
+        counters: Counter[str] = Counter()
+        self._one_by_one([fresh[k] for k in keys if k in fresh], stored, counters)
         for row in rows:
             if row.key not in fresh:
                 counters.update(tally(Outcome(row.key, "stale", list(row.ops))))
         return counters
 
-    def _one_by_one(
-        self, persons: list[dict[str, Any]], known: dict[int, PersonState], counters: Counter[str] | None = None
-    ) -> Counter[str]:
+    def _one_by_one(self, persons: list[dict[str, Any]], known: dict[int, PersonState], counters: Counter[str]) -> None:
         """Syncs `persons`, counting into `counters` each one that finished; the first error is raised once all
         are done, so the caller can count what the others did (a retry finds them unchanged)."""
-        counters = Counter() if counters is None else counters
-        if not persons:
-            return counters
 
         def one(person: dict[str, Any]) -> tuple[Any, Exception | None]:
             try:
@@ -373,7 +369,6 @@ class Collector:
             counters.update(removal_counts(outcome.removals))
         if first is not None:
             raise first
-        return counters
 
     def _allowed(self, tags: dict[str, bool]) -> dict[str, bool]:
         """The tag changes a file may carry: all of them, or only additions while the breaker holds removals."""
