@@ -19,7 +19,7 @@ def test_status_follow_json_waits_for_the_end_of_the_run(user: UserStack, tmp_pa
     integration_id = user.own_integration(tmp_path)
     efficy = user.ready["efficy_url"]
     # slow Efficy's records export so the run is still going when `status --follow` starts watching
-    slow = {"path_regex": "^/v1/records", "delay_ms": 4000, "count": 2}
+    slow = {"path_regex": "^/v1/records", "delay_ms": 1500, "count": 2}
     user.http.post(f"{efficy}/_sim/faults", json=slow, timeout=10).raise_for_status()
     try:
         started = user.json("full-sync", "start", integration_id)

@@ -27,7 +27,7 @@ from tests.integration.test_diff_calls import RAW
 from tests.memory_store import MemoryPersonStateStore
 
 RATE = 40.0  # a small account, so the test stays short
-PERSONS = 100
+PERSONS = 60
 RETRY = RetryPolicy(total=6, backoff_factor=0.05, backoff_jitter=0.0, connect_timeout=2, read_timeout=10)
 CFG = config_from_dict({**{k: v for k, v in RAW.items() if k != "tags"}, "integration_id": "probe-budget"})
 

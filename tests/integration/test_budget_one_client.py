@@ -36,7 +36,7 @@ def test_two_integrations_of_one_api_client_share_the_account_budget(
     apsis_de.list_sections()
     # each integration's workers, each worker a Lambda of its own: they share nothing but the table
     workers = [paced(eu, apsis_eu, table), paced(de, apsis_de, table)]
-    errors = flood(workers, 160, threads=8)
+    errors = flood(workers, 110, threads=8)
 
     rate = sim.rate()
     assert errors == [] and rate["refused"] == 0 and rate["max_per_second"] <= 0.9 * RATE, (
