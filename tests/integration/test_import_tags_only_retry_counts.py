@@ -6,7 +6,6 @@ token is now named by its persons."""
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import pytest
@@ -22,23 +21,9 @@ from tests.integration.test_import_layout import (  # noqa: F401  (world is the 
     queue_pages,
     world,
 )
+from tests.integration.test_import_retry_counts import RunCounters
 from tests.integration.test_query_tags_failed_run import CFG_Q, QUERY, Snapshots, tagged
 from tests.memory_store import MemoryPersonStateStore
-
-
-class RunCounters:
-    """The run's counters with RunStore.add_once semantics (a token counts once)."""
-
-    def __init__(self) -> None:
-        self.tokens: set[str] = set()
-        self.total: Counter[str] = Counter()
-
-    def __call__(self, token: str, counters: Any) -> bool:
-        if token in self.tokens:
-            return False
-        self.tokens.add(token)
-        self.total.update({k: v for k, v in counters.items() if v})
-        return True
 
 
 def test_a_retried_tags_only_file_counts_every_tag_it_sent(

@@ -9,57 +9,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from efficy_sync.clients.apsis import ApsisClient
-from efficy_sync.clients.efficy import EfficyClient
-from efficy_sync.clients.http import RetryPolicy
-from efficy_sync.config import config_from_dict
-from efficy_sync.mapping import needed_fields
 from efficy_sync.reconcile_run import Reconciler, Scope
-from efficy_sync.sync import PersonSyncer
-from efficy_sync_tools.sims.apsis import ApsisSimulator
-from efficy_sync_tools.sims.efficy import EfficySimulator
 
-from tests.memory_store import MemoryPersonStateStore
+from tests.integration.reconcile_world import reconcile_config, synced_world
 
-FAST = RetryPolicy(total=3, backoff_factor=0.01, backoff_jitter=0.0, connect_timeout=2, read_timeout=10)
-NEWS = "usercreated.topics.newsletter-ab12"
-SECTION = "com.apsis1.sections.default"
-CFG = config_from_dict(
-    {
-        "integration_id": "ranged",
-        "efficy": {
-            "base_url": "https://crm.example.com/crm",
-            "api_key_secret": "x/e",
-            "webhook_secret_secret": "x/w",
-            "page_size": 10,
-        },
-        "apsis": {
-            "base_url": "https://api.example.com",
-            "section": SECTION,
-            "credentials_secret": "x/a",
-            "optout_token_secret": "x/o",
-        },
-        "consent_mappings": [{"crm_profile": 12, "subscription": NEWS, "channel": "email"}],
-    }
-)
+CFG = reconcile_config("ranged")
 
 
 @pytest.fixture
 def world() -> Iterator[dict[str, Any]]:
-    esim = EfficySimulator().start()
-    asim = ApsisSimulator(client_id="r", client_secret="r-secret", rate_limits=False).start()
-    esim.upsert_persons(
-        [{"K_CONTACT": k, "NAME": f"N{k}", "EMAIL1": f"r{k}@example.com", "profiles": [12]} for k in (1, 2, 3)]
-    )
-    apsis = ApsisClient(asim.url, "r", "r-secret", section=SECTION, policy=FAST)
-    states = MemoryPersonStateStore()
-    with EfficyClient(esim.url, esim.api_key, policy=FAST) as efficy:
-        syncer = PersonSyncer(CFG, apsis, states, email_lookup=lambda _: [])
-        for key, p in efficy.get_persons([1, 2, 3], needed_fields(CFG)).items():
-            syncer.sync(key, p, None)
-        yield {"esim": esim, "asim": asim, "apsis": apsis, "efficy": efficy, "states": states}
-    esim.stop()
-    asim.stop()
+    persons = [{"K_CONTACT": k, "NAME": f"N{k}", "EMAIL1": f"r{k}@example.com", "profiles": [12]} for k in (1, 2, 3)]
+    with synced_world(CFG, persons) as synced:
+        yield synced
 
 
 def test_a_key_range_whose_profiles_were_deleted_in_apsis_reads_as_missing(world: dict[str, Any]) -> None:
