@@ -676,6 +676,7 @@ def test_alarms_notify_the_alarm_topic(resources: dict[str, Any]) -> None:
         "SecretPreviousVersionAcceptedAlarm",  # a caller still on a rotated secret: refused after the grace time
         "OptOutNotQueuedAlarm",  # an opt-out answered 5xx: a 503 the function answers is no Lambda error
         "OptOutAddressMismatchAlarm",  # an opt-out recorded but not written back: the key's person differs
+        "CleanupErrorsAlarm",  # a sweep that could not reconcile a run fails (SweepIncomplete): runs left RUNNING
     }
     for name, props in alarms.items():
         assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
