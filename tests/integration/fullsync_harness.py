@@ -5,10 +5,11 @@ moto's own interpreter cannot fail one page for good nor change Efficy between t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
+import pytest
 from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync.clients.efficy import EfficyClient
 from efficy_sync.clients.http import RetryPolicy
@@ -22,6 +23,8 @@ from efficy_sync.fullsync.wiring import S3Plans
 from efficy_sync.store.configs import ConfigStore
 from efficy_sync.store.persons import PersonStateStore
 from efficy_sync.store.removals import HeldRemovals, RemovalBreaker
+from efficy_sync_tools.sims.apsis import ApsisSimulator
+from efficy_sync_tools.sims.efficy import EfficySimulator
 
 from tests.support import create_pk_sk_table
 
@@ -171,3 +174,23 @@ class World:
             out["finish_error"] = exc
             out["report"] = None
         return out
+
+
+# ---- fixtures a test module imports (`from tests.integration.fullsync_harness import apsis_sim, make_world`) ----
+@pytest.fixture
+def apsis_sim() -> Iterator[ApsisSimulator]:
+    sim = ApsisSimulator(client_id="p17", client_secret="p17-secret", rate_limits=False).start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def make_world(in_process_aws: str, sim: EfficySimulator, apsis_sim: ApsisSimulator) -> Iterator[Callable[..., World]]:
+    """World(raw_config(**over)) on the module's simulators; the Efficy server knobs a test set are reset after
+    (EfficySimulator.reset() keeps them)."""
+
+    def make(**over: Any) -> World:
+        return World(in_process_aws, sim, apsis_sim, raw_config(**over))
+
+    yield make
+    sim.page_size_cap = None

@@ -5,36 +5,17 @@ steps in state-machine order against the simulators (fullsync_harness.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
-import pytest
 from efficy_sync.clients.errors import EfficyUnavailable
 from efficy_sync.mapping import needed_fields
 from efficy_sync.store.removals import BurstGate
 from efficy_sync.sync import PersonSyncer
-from efficy_sync_tools.sims.apsis import ApsisSimulator
-from efficy_sync_tools.sims.efficy import EfficySimulator
 
-from tests.integration.fullsync_harness import World, person, raw_config
+from tests.integration.fullsync_harness import World, apsis_sim, make_world, person, raw_config  # noqa: F401  (fixtures)
 
 LOST = range(31, 36)  # page 3 (persons 31..40) = Efficy pages 6 (31..35) and 7 (36..40)
 GONE = range(41, 56)  # 15 of 60 persons deleted in Efficy at once (a bad clean-up)
-
-
-@pytest.fixture
-def apsis_sim() -> Iterator[ApsisSimulator]:
-    sim = ApsisSimulator(client_id="p17", client_secret="p17-secret", rate_limits=False).start()
-    yield sim
-    sim.stop()
-
-
-@pytest.fixture
-def make_world(in_process_aws: str, sim: EfficySimulator, apsis_sim: ApsisSimulator) -> Callable[..., World]:
-    def make(**over: Any) -> World:
-        return World(in_process_aws, sim, apsis_sim, raw_config(**over))
-
-    return make
 
 
 def _loaded(make_world: Callable[..., World], persons: int = 60) -> World:

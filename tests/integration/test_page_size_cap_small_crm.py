@@ -6,30 +6,9 @@ last record answered, and the page fails with PAGE_SIZE_CAPPED, as the README sa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
-import pytest
-from efficy_sync_tools.sims.apsis import ApsisSimulator
-from efficy_sync_tools.sims.efficy import EfficySimulator
-
-from tests.integration.fullsync_harness import World, person, raw_config
-
-
-@pytest.fixture
-def apsis_sim() -> Iterator[ApsisSimulator]:
-    sim = ApsisSimulator(client_id="p17", client_secret="p17-secret", rate_limits=False).start()
-    yield sim
-    sim.stop()
-
-
-@pytest.fixture
-def make_world(in_process_aws: str, sim: EfficySimulator, apsis_sim: ApsisSimulator) -> Iterator[Callable[..., World]]:
-    def make(**over: Any) -> World:
-        return World(in_process_aws, sim, apsis_sim, raw_config(**over))
-
-    yield make
-    sim.page_size_cap = None  # reset() keeps the server knobs
+from tests.integration.fullsync_harness import World, apsis_sim, make_world, person, raw_config  # noqa: F401  (fixtures)
 
 
 def test_a_capped_connector_on_a_small_crm_fails_the_run_instead_of_skipping_persons(

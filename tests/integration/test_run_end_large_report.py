@@ -10,23 +10,20 @@ as a count and a few ranges (fullsync/failed_pages.py); `full-sync status` print
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 from efficy_sync.fullsync.report import current_report, render_report
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 from efficy_sync_tools.sims.efficy import EfficySimulator
 
-from tests.integration.fullsync_harness import ARN, World, raw_config
+from tests.integration.fullsync_harness import (
+    ARN,
+    World,
+    apsis_sim,  # noqa: F401  (fixtures)
+    raw_config,
+)
 
 PAGES = 10_000  # 1,000,000 persons at full_sync.page_size 100 (the config allows 1..5000)
-
-
-@pytest.fixture
-def apsis_sim() -> Iterator[ApsisSimulator]:
-    sim = ApsisSimulator(client_id="p17", client_secret="p17-secret", rate_limits=False).start()
-    yield sim
-    sim.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ afterwards is added to the count its report shows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -23,16 +22,15 @@ from efficy_sync.queue import EnqueueError
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 from efficy_sync_tools.sims.efficy import EfficySimulator
 
-from tests.integration.fullsync_harness import ARN, World, person, raw_config
+from tests.integration.fullsync_harness import (
+    ARN,
+    World,
+    apsis_sim,  # noqa: F401  (fixtures)
+    person,
+    raw_config,
+)
 
 PARKED = 503  # more than one drain chunk (500)
-
-
-@pytest.fixture
-def apsis_sim() -> Iterator[ApsisSimulator]:
-    sim = ApsisSimulator(client_id="p17", client_secret="p17-secret", rate_limits=False).start()
-    yield sim
-    sim.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ run still RUNNING whose lock is released and whose execution has ended (an end c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,16 +20,15 @@ from efficy_sync.queue import EnqueueError
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 from efficy_sync_tools.sims.efficy import EfficySimulator
 
-from tests.integration.fullsync_harness import ARN, World, person, raw_config
+from tests.integration.fullsync_harness import (
+    ARN,
+    World,
+    apsis_sim,  # noqa: F401  (fixtures)
+    person,
+    raw_config,
+)
 
 OUTAGE = "SQS refused a batch of 1 messages (ServiceUnavailable)"
-
-
-@pytest.fixture
-def apsis_sim() -> Iterator[ApsisSimulator]:
-    sim = ApsisSimulator(client_id="p17", client_secret="p17-secret", rate_limits=False).start()
-    yield sim
-    sim.stop()
 
 
 @pytest.fixture

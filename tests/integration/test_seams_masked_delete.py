@@ -6,29 +6,9 @@ the key at its last index, and Seams counts the deletes before it by where that 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
-import pytest
-from efficy_sync_tools.sims.apsis import ApsisSimulator
-from efficy_sync_tools.sims.efficy import EfficySimulator
-
-from tests.integration.fullsync_harness import World, person, raw_config
-
-
-@pytest.fixture
-def apsis_sim() -> Iterator[ApsisSimulator]:
-    sim = ApsisSimulator(client_id="p17", client_secret="p17-secret", rate_limits=False).start()
-    yield sim
-    sim.stop()
-
-
-@pytest.fixture
-def make_world(in_process_aws: str, sim: EfficySimulator, apsis_sim: ApsisSimulator) -> Callable[..., World]:
-    def make(**over: Any) -> World:
-        return World(in_process_aws, sim, apsis_sim, raw_config(**over))
-
-    return make
+from tests.integration.fullsync_harness import World, apsis_sim, make_world, person, raw_config  # noqa: F401  (fixtures)
 
 
 def test_a_delete_masked_by_a_create_during_the_run_still_gets_its_seam(make_world: Callable[..., World]) -> None:
