@@ -48,6 +48,9 @@ class MemoryPersonStateStore:
                     out[person_key] = merged
         return out
 
+    def announce(self, state: PersonState) -> None:
+        self.put(state)
+
     def put(self, state: PersonState) -> None:
         key = (state.integration_id, int(state.person_key))
         stamp = normalise_stamp(state.change_stamp or "")

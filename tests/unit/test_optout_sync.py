@@ -10,7 +10,7 @@ from efficy_sync.clients.errors import ApiError, ApsisUnavailable, RejectedValue
 from efficy_sync.config import EMAIL_ATTRIBUTE, config_from_dict
 from efficy_sync.consent import OptOutRecord
 from efficy_sync.explain import explain, render_explain
-from efficy_sync.state import UNSURE_HASH, PersonState, value_hash
+from efficy_sync.state import UNSURE_CHANGE_HASH, PersonState, value_hash
 from efficy_sync.sync import PersonSyncer, log_fields
 
 from tests.memory_store import MemoryPersonStateStore
@@ -155,7 +155,7 @@ def test_an_older_read_that_sent_something_marks_it_unknown_and_asks_for_a_retry
     newer = store.get("acme", 7)
     # the older read (a member) planned against `read`; the newer state is stored once its opt-in went out
     late = syncer(store, apsis)
-    late._check_unchanged = lambda key, state: None  # type: ignore[method-assign]  (read and send raced)
+    late._check_unchanged = lambda key, state, ops: state  # type: ignore[method-assign]  (read and send raced)
     store_read = read.model_copy(update={"revision": newer.revision})  # as if read just before the newer put
     with pytest.raises(TransientError):
         late.sync(7, person(stamp="2024-05-01T11:00:00"), store_read)
@@ -194,8 +194,9 @@ def test_a_retryable_failure_marks_only_what_its_call_carried_as_unknown(store: 
     after = store.get("acme", 7)
     assert after.change_stamp == before.change_stamp and after.consents == before.consents
     unsure = {name for name, digest in after.attribute_hashes.items() if digest != before.attribute_hashes.get(name)}
-    # marked unsure (UNSURE_HASH), not dropped: the next sync sends the value again, or a clear
-    assert unsure and all(after.attribute_hashes[name] == UNSURE_HASH for name in unsure)
+    # marked unsure, not dropped: the next sync sends the value again, or a clear; values we knew, so an address
+    # change is still checked against other profiles (UNSURE_CHANGE_HASH)
+    assert unsure and all(after.attribute_hashes[name] == UNSURE_CHANGE_HASH for name in unsure)
     assert after.last_outcome == before.last_outcome
 
 

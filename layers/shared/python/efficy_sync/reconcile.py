@@ -35,7 +35,7 @@ from .clients.apsis_export import ExportedProfile
 from .config import EMAIL_ATTRIBUTE, IntegrationConfig
 from .consent import confirm, decide
 from .mapping import Desired, Skip, map_person
-from .state import UNKNOWN, UNSURE_HASH, PersonState, consent_key
+from .state import UNKNOWN, UNSURE_HASH, PersonState, consent_key, unsure_hash
 
 if TYPE_CHECKING:
     from .consent import ConsentType
@@ -292,7 +292,7 @@ def invalidate(integration_id: str, check: PersonCheck, state: PersonState | Non
             # that left the profile out (or answered empty) erased our opt-ins, and a CRM withdrawal since was
             # never sent ("never opted in: nothing to withdraw"), nor a cleared field or a tag taken away
             new.exists_in_apsis = True
-            new.attribute_hashes = dict.fromkeys(new.attribute_hashes, DRIFT_MARK)
+            new.attribute_hashes = {name: unsure_hash(h) for name, h in new.attribute_hashes.items()}
             new.consents = dict.fromkeys(new.consents, UNKNOWN)
             new.tags_unknown = sorted(set(new.tags_unknown) | set(new.tags))
         elif drift.category == "orphaned":

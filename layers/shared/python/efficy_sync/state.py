@@ -21,6 +21,14 @@ UNKNOWN: Literal["unknown"] = "unknown"
 #: an attribute hash no value has: the next sync sends the attribute's value again, or clears it (an attribute
 #: with no hash at all is cleared by nobody: a clear needs the evidence that we set something)
 UNSURE_HASH = "drift"
+#: the same after a value we knew: an e-mail address that may have changed is still checked against other
+#: profiles (state_updates.email_needs_check), where an unsure first address is not
+UNSURE_CHANGE_HASH = "drift-change"
+
+
+def unsure_hash(previous: str | None) -> str:
+    """The hash of an attribute APSIS One may or may not hold now, given the hash the state had for it."""
+    return UNSURE_HASH if previous in (None, UNSURE_HASH) else UNSURE_CHANGE_HASH
 
 
 def utc_now() -> str:

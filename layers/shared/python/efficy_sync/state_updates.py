@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .config import EMAIL_ATTRIBUTE
 from .consent import confirm
 from .mapping import Desired, Skip
 from .person_plan import (
@@ -22,7 +23,7 @@ from .person_plan import (
     SetConsent,
     is_stale,
 )
-from .state import UNKNOWN, UNSURE_HASH, EmailConflict, PersonState, consent_key, utc_now, value_hash
+from .state import UNKNOWN, UNSURE_HASH, EmailConflict, PersonState, consent_key, unsure_hash, utc_now, value_hash
 
 if TYPE_CHECKING:
     from .clients.errors import ApiError
@@ -114,6 +115,39 @@ def stamp_opt_ins(state: PersonState, ops: list[Operation], now: str) -> PersonS
     if not slots:
         return state
     return state.model_copy(update={"opted_in_at": {**state.opted_in_at, **dict.fromkeys(slots, now)}})
+
+
+def email_needs_check(desired: Desired, state: PersonState | None) -> bool:
+    """Whether the person's address changes on a profile we created (or a conflict is pending): the one case
+    PersonSyncer checks that no other synced profile holds the new address. The import writer sends such a
+    person one by one for that check (an import would merge two profiles' addresses silently)."""
+    known = state if state is not None and state.exists_in_apsis else None
+    address = desired.attributes.get(EMAIL_ATTRIBUTE)
+    if known is None or not address:
+        return False
+    old_hash = known.attribute_hashes.get(EMAIL_ATTRIBUTE)
+    if (
+        old_hash == UNSURE_HASH
+    ):  # a first address whose call met an outage is still a first address (not UNSURE_CHANGE_HASH)
+        old_hash = None
+    return known.email_conflict is not None or (old_hash is not None and old_hash != value_hash(address))
+
+
+def announced_state(
+    state: PersonState | None, integration_id: str, key: int, ops: list[Operation], now: str
+) -> PersonState | None:
+    """The state stored right before opt-ins go out (a write-ahead): their slots read unknown, as after a call
+    that timed out. Should the state write after the calls fail (DynamoDB throttled past the SDK's retries, a
+    5xx), the retry of the change still knows an opt-in may be in APSIS: a person the CRM took out of the profile
+    meanwhile is withdrawn, where "never opted in" left APSIS's opt-in for good. None when the stored state
+    already reads so (nothing to write)."""
+    opt_ins: list[Operation] = [op for op in ops if isinstance(op, SetConsent) and op.type == "opt-in"]
+    base = state or PersonState(integration_id=integration_id, person_key=str(key))
+    # the profile too: a withdrawal is planned only for a profile the state says exists (person_plan._known)
+    marked = mark_unknown(base, [*(op for op in ops if isinstance(op, CreateProfile)), *opt_ins])
+    if not opt_ins or (marked.consents, marked.exists_in_apsis) == (base.consents, base.exists_in_apsis):
+        return None
+    return stamp_opt_ins(marked, opt_ins, now).model_copy(update={"updated_at": _now()})
 
 
 def synced_state(
@@ -261,8 +295,12 @@ def mark_unknown(state: PersonState, ops: list[Operation]) -> PersonState:
         elif isinstance(op, PatchAttributes):
             # unsure, not forgotten: a clear (a field emptied in the CRM) whose call met a 5xx was never sent
             # again once the hash was dropped, and APSIS kept the old value (a phone number) for good
-            for name in op.attributes:
-                new.attribute_hashes[name] = UNSURE_HASH
+            # an address we knew stays a change to check (state_updates.email_needs_check): held back as a conflict, its
+            # clear met a 5xx, and the retry sent the other profile's address unchecked
+            for name, value in op.attributes.items():
+                previous = new.attribute_hashes.get(name)
+                if value is None or previous != value_hash(value):  # the value we knew, sent again: held either way
+                    new.attribute_hashes[name] = unsure_hash(previous)
         elif isinstance(op, SetConsent):
             new.consents[consent_key(op.topic, op.channel)] = UNKNOWN
         elif isinstance(op, PatchTags):

@@ -21,7 +21,9 @@ Concurrency (a write-back, a full-sync page and a real-time message may sync the
 - the state is stored only if it is still the revision we planned against; otherwise we plan again against
   what the other sync stored (ConflictingWrite), so nobody's record of what APSIS holds is overwritten;
 - right before an opt-in goes out, the stored state and opt-outs are read again; a change means plan again
-  (a full-sync page reads each chunk of persons at once just before syncing them: `sync(fresh=True)`);
+  (a full-sync page reads each chunk of persons at once just before syncing them: `sync(fresh=True)`); then
+  the opt-in's slot is stored as unknown (a write-ahead), so a state write that fails after the call (DynamoDB
+  throttled, a 5xx) cannot leave an opt-in in APSIS that the retry, reading "never opted in", never withdraws;
 - if a newer Efficy change was stored while this older read was being sent, the consents we touched are marked
   unknown (the next sync sends its decision again) and TransientError asks the caller for a fresh read;
 - what reached APSIS before a failure is kept in the state, so no opt-in we sent is ever forgotten.
@@ -59,9 +61,11 @@ from .person_plan import (
 from .pii import hash_key, mask_email
 from .safety import RemovalGate, gated
 from .send import Sent, send_operations
-from .state import UNSURE_HASH, EmailConflict, PersonState, consent_key, utc_now, value_hash
+from .state import EmailConflict, PersonState, consent_key, utc_now, value_hash
 from .state_updates import (
+    announced_state,
     deleted_state,
+    email_needs_check,
     failed_state,
     gone_from_apsis,
     raced_state,
@@ -90,20 +94,6 @@ class Outcome:
     notices: list[str] = field(default_factory=list)  # e.g. "email_conflict": worth a look, not a failure
     removals: list[Any] = field(default_factory=list)  # what it removes (or would), for the breaker's counts
     held: bool = False  # the removals were held back by the breaker (not sent, not in the stored state)
-
-
-def email_needs_check(desired: Desired, state: PersonState | None) -> bool:
-    """Whether the person's address changes on a profile we created (or a conflict is pending): the one case
-    PersonSyncer checks that no other synced profile holds the new address. The import writer sends such a
-    person one by one for that check (an import would merge two profiles' addresses silently)."""
-    known = state if state is not None and state.exists_in_apsis else None
-    address = desired.attributes.get(EMAIL_ATTRIBUTE)
-    if known is None or not address:
-        return False
-    old_hash = known.attribute_hashes.get(EMAIL_ATTRIBUTE)
-    if old_hash == UNSURE_HASH:  # a first address whose call met an outage is still a first address
-        old_hash = None
-    return known.email_conflict is not None or (old_hash is not None and old_hash != value_hash(address))
 
 
 class PersonSyncer:
@@ -190,8 +180,9 @@ class PersonSyncer:
         result, conflict = self._email_change(key, result, state)
         ops, removals, held = self._gated(key, plan_operations(result, state), state)
         ops = self._record_existing_optouts(key, ops, state)
+        read = state
         if recheck and not self.dry_run and any(isinstance(op, SetConsent) and op.type == "opt-in" for op in ops):
-            self._check_unchanged(key, state)
+            state = self._check_unchanged(key, state, ops)
         done = self._execute(ops)
         if state is not None and self._profile_gone(key, state, ops, done):
             # deleted in APSIS One behind our back: planned again as a new profile, with the CRM's consents and
@@ -199,6 +190,11 @@ class PersonSyncer:
             # profile without the consents the state said were there)
             return self._apply(key, result, gone_from_apsis(state), recheck=recheck)
         if done.error is not None:
+            if state is not read and state is not None:  # the write-ahead's unknowns give way to what the error says
+                read = (read or PersonState(integration_id=state.integration_id, person_key=str(key))).model_copy(
+                    update={"revision": state.revision}
+                )
+                return self._failed(key, read, done.error, ops, done.ops, done.unsure, rewrite=True)
             return self._failed(key, state, done.error, ops, done.ops, done.unsure)
         new_state = synced_state(state, result, ops, self._clock(), conflict)
         outcome = Outcome(key, "synced" if ops else "unchanged", ops, removals=removals, held=held)
@@ -243,15 +239,24 @@ class PersonSyncer:
         # nothing new to plan with (a newer record, since retired, refused ours): still no opt-in over it
         return [op for op in ops if not (isinstance(op, SetConsent) and consent_key(op.topic, op.channel) in found)]
 
-    def _check_unchanged(self, key: int, state: PersonState | None) -> None:
+    def _check_unchanged(self, key: int, state: PersonState | None, ops: list[Operation]) -> PersonState | None:
         """Right before an opt-in goes out: if another sync stored the person, or an APSIS opt-out was recorded,
         since `state` was read, plan again (ConflictingWrite) rather than send an opt-in that may be outdated.
-        One consistent read per person, only when an opt-in is about to be sent."""
+        One consistent read per person, only when an opt-in is about to be sent; then the write-ahead
+        (state_updates.announced_state), conditional on the same revision: the state to go on with."""
         fresh = self.states.get(self.cfg.integration_id, key)
         before = (state.revision, state.optouts) if state is not None else (0, {})
         after = (fresh.revision, fresh.optouts) if fresh is not None else (0, {})
         if before != after:
             raise ConflictingWrite(f"person {hash_key(key)}: changed since read; planning again before an opt-in")
+        intent = announced_state(state, self.cfg.integration_id, key, ops, self._clock())
+        if intent is None:
+            return state
+        try:
+            self.states.announce(intent)
+        except StaleWrite:  # ConflictingWrite too: stored meanwhile, plan again against it
+            raise ConflictingWrite(f"person {hash_key(key)}: changed since read; planning again") from None
+        return intent.model_copy(update={"revision": intent.revision + 1})
 
     # ---- e-mail changes --------------------------------------------------------------------------------
     def _email_change(
@@ -347,18 +352,22 @@ class PersonSyncer:
         ops: list[Operation],
         sent: list[Operation],
         unsure: list[Operation] | None = None,
+        *,
+        rewrite: bool = False,
     ) -> Outcome:
         """Records the failure with what did reach APSIS before it (so no opt-in we sent is forgotten), and what
         may have (`unsure`: a call that timed out, marked unknown so the next sync sends its decision again).
         Only a failure about this person's data is the outcome (recorded, and the change acknowledged); any
-        other error is raised again afterwards: the queue or the state machine retries, and the DLQ reports it."""
+        other error is raised again afterwards: the queue or the state machine retries, and the DLQ reports it.
+        `rewrite`: a write-ahead was stored (`_check_unchanged`); `state` is the state before it, to be stored
+        with what the error says reached APSIS, even when nothing did."""
         final = acknowledgeable(error)
         unsure = unsure or []
         failed = failed_state(
             self.cfg.integration_id, key, state, error, sent, self._clock(), final=final, unsure=unsure
         )
         outcome = Outcome(key, "failed", ops, reason=str(error), error_category=error.category)
-        if not self.dry_run and (sent or final or unsure):
+        if not self.dry_run and (sent or final or unsure or rewrite):
             try:
                 self.states.put(failed)
             except StaleWrite:  # a newer or concurrent state was stored: it must not forget what we sent

@@ -42,10 +42,10 @@ from ..person_plan import (
 )
 from ..safety import split_removals
 from ..state import PersonState, consent_key, utc_now
-from ..state_updates import apply_operations, stamp_opt_ins
+from ..state_updates import apply_operations, email_needs_check, stamp_opt_ins
 from ..store.persons import StaleWrite
 from ..store.protocols import PersonStates
-from ..sync import Outcome, email_needs_check, reconcile_sent
+from ..sync import Outcome, reconcile_sent
 from .import_report import IMPORT_COMPLETED, IMPORT_FAILED, failed_rows
 
 IMPORT_MIN_ROWS = 50  # fewer changed persons than this on a page: per-person calls are cheaper than an import

@@ -66,6 +66,10 @@ class BatchedStates:
         with self._lock:
             self._pending[int(state.person_key)] = state
 
+    def announce(self, state: PersonState) -> None:
+        """A write-ahead (sync.py) is stored at once: it must be durable before the APSIS calls go out."""
+        self._store.put(state)
+
     def update_optout(self, integration_id: str, person_key: int | str, *args: Any, **kwargs: Any) -> bool:
         return self._hold(int(person_key), self._store.update_optout, integration_id, person_key, *args, **kwargs)
 

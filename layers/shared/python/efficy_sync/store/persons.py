@@ -213,6 +213,11 @@ class PersonStateStore:
                 raise StaleWrite(f"person {state.person_key}: stored state is newer than {stamp}") from exc
             raise ConflictingWrite(f"person {state.person_key}: stored state changed since it was read") from exc
 
+    def announce(self, state: PersonState) -> None:
+        """`put`, now: a write-ahead before APSIS calls (sync.py) is stored even where the other writes wait
+        for a batch (fullsync/page_states.py)."""
+        self.put(state)
+
     # ---- the OPTOUTS item -------------------------------------------------------------------------------
     def record_optout(self, integration_id: str, person_key: int | str, slot: str, record: OptOutRecord) -> bool:
         """Store an APSIS opt-out unless the slot already holds this one or a newer one (live or retired).
