@@ -61,6 +61,7 @@ def test_a_matching_person_maps_to_attributes_consents_and_tags():
         skipped_fields=[],
         integration_id="demo",
         memberships={NEWS: True, SMS: True, EVENTS: False},
+        crm_profiles={NEWS: 12, SMS: 13, EVENTS: 14},
         skipped_attributes=frozenset(),
     )
 

@@ -159,6 +159,15 @@ class OptOutRecord(BaseModel):
     awaiting_writeback: bool = False
     event: str | None = None  # e.g. "email.unsubscribe", as the APSIS automation reported it
     recorded_at: str | None = None  # when we recorded it (our clock)
+    #: the CRM profile the confirmation saw the person out of (the one the slot mapped then; None: recorded
+    #: before this was kept). A membership of another profile the slot maps later is no re-add (`other_profile`)
+    crm_profile: int | None = None
+
+
+def other_profile(record: OptOutRecord, crm_profile: int | None) -> bool:
+    """Whether the slot now maps another CRM profile than the one `record` was confirmed for: the person may have
+    been in it all along, so their membership is no CRM user's opt-in after the opt-out."""
+    return record.crm_profile is not None and crm_profile is not None and record.crm_profile != crm_profile
 
 
 @dataclass(frozen=True)
@@ -174,9 +183,11 @@ def decide(
     change_stamp: str,
     asked_at: str = "",
     answered_at: str = "",
+    crm_profile: int | None = None,
 ) -> ConsentDecision:
     """The consent APSIS One should hold for one topic and channel, given the person's CRM membership (read
-    from a snapshot stamped `change_stamp`, asked for and answered at our `asked_at` and `answered_at`)."""
+    from a snapshot stamped `change_stamp`, asked for and answered at our `asked_at` and `answered_at`) of
+    `crm_profile`, the CRM profile the slot maps now."""
     if member:
         if optout is not None and not optout.confirmed and optout.source == "apsis-existing":
             return ConsentDecision(
@@ -191,6 +202,13 @@ def decide(
                 else "Efficy has not confirmed it yet"
             )
             return ConsentDecision("opt-out", f"opted out in APSIS One at {optout.at} ({optout.source}); {pending}")
+        if optout is not None and other_profile(optout, crm_profile):
+            return ConsentDecision(
+                "opt-out",
+                f"opted out in APSIS One at {optout.at}, confirmed out of CRM profile {optout.crm_profile}; the "
+                f"subscription now maps CRM profile {crm_profile}: kept until the CRM shows the person out of it "
+                "and back in",
+            )
         if optout is not None:
             threshold = optout.confirmed_stamp or optout.efficy_stamp or optout.at
             # an opt-in again needs positive evidence: with read times, a membership read clearly after the
@@ -217,12 +235,20 @@ def decide(
 
 
 def confirm(
-    record: OptOutRecord | None, member: bool, change_stamp: str, asked_at: str = "", answered_at: str = ""
+    record: OptOutRecord | None,
+    member: bool,
+    change_stamp: str,
+    asked_at: str = "",
+    answered_at: str = "",
+    crm_profile: int | None = None,
 ) -> OptOutRecord | None:
-    """Marks the record confirmed once Efficy shows the person out of the profile at a stamp at least as new as
-    the record; a snapshot taken before the opt-out proves nothing. A record awaiting its write-back is left to
-    the write-back worker (see OptOutRecord)."""
-    if record is None or record.confirmed or record.awaiting_writeback or member:
+    """Marks the record confirmed once Efficy shows the person out of the profile (`crm_profile`, the one the
+    slot maps now) at a stamp at least as new as the record; a snapshot taken before the opt-out proves nothing.
+    A record confirmed for another profile (the mapping was pointed elsewhere since) is confirmed again for this
+    one. A record awaiting its write-back is left to the write-back worker (see OptOutRecord)."""
+    if record is None or record.awaiting_writeback or member:
+        return record
+    if record.confirmed and not other_profile(record, crm_profile):
         return record
     threshold = record.efficy_stamp or record.at
     # or a read we asked for after the record was stored (our clock on both sides): D_CHANGE is Efficy's naive
@@ -237,6 +263,7 @@ def confirm(
             "confirmed_stamp": change_stamp,
             "confirmed_asked_at": asked_at or None,
             "confirmed_answered_at": answered_at or None,
+            "crm_profile": crm_profile if crm_profile is not None else record.crm_profile,
         }
     )
 

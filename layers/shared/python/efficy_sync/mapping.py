@@ -44,6 +44,7 @@ class Desired:
     skipped_fields: list[tuple[str, str]] = field(default_factory=list)  # (field, reason), counted by callers
     integration_id: str = ""
     memberships: dict[ConsentSlot, bool] = field(default_factory=dict)  # every consent mapping, applicable or not
+    crm_profiles: dict[ConsentSlot, int] = field(default_factory=dict)  # the CRM profile each slot maps
     skipped_attributes: frozenset[str] = frozenset()  # not convertible: left as they are in APSIS One
     asked_at: str = ""  # when we asked Efficy for this snapshot ("": unknown; consent.read_order_bound)
     answered_at: str = ""  # when its answer arrived
@@ -197,6 +198,7 @@ def map_person(
         skipped_fields=collected.skipped_fields,
         integration_id=cfg.integration_id,
         memberships=memberships,
+        crm_profiles={(c.subscription, c.channel): c.crm_profile for c in cfg.consent_mappings},
         skipped_attributes=frozenset(collected.skipped_attributes),
     )
 

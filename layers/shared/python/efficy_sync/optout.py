@@ -361,6 +361,7 @@ class WriteBack:
                     # when we read the snapshot that shows the person out (consent.OptOutRecord)
                     "confirmed_asked_at": person.get(ASKED_AT) or None,
                     "confirmed_answered_at": person.get(ANSWERED_AT) or None,
+                    "crm_profile": slot.crm_profile,  # out of this one: a mapping moved later is no re-add
                 }
             )
             self.states.update_optout(self.cfg.integration_id, key, slot.key, done, expected_at=record.at)

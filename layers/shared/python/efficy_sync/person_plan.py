@@ -93,8 +93,9 @@ def consent_decisions(desired: Desired, state: PersonState | None) -> dict[tuple
         member = crm_type == "opt-in"
         last = known.consents.get(key) if known else None
         read = (desired.change_stamp, desired.asked_at, desired.answered_at)
-        record = confirm(state.optouts.get(key) if state else None, member, *read)
-        result[topic, channel] = (decide(member, last, record, *read), last, record)
+        profile = desired.crm_profiles.get((topic, channel))
+        record = confirm(state.optouts.get(key) if state else None, member, *read, crm_profile=profile)
+        result[topic, channel] = (decide(member, last, record, *read, crm_profile=profile), last, record)
     return result
 
 

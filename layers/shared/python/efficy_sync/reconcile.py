@@ -238,9 +238,10 @@ def _consents(check: PersonCheck, desired: Desired, state: PersonState | None, p
             held = "opt-in"  # a double opt-in the person confirmed: what an opt-in asks for
         slot = consent_key(topic, channel)
         read = (desired.change_stamp, desired.asked_at, desired.answered_at)
-        record = confirm(state.optouts.get(slot) if state else None, member, *read)
+        crm_profile = desired.crm_profiles.get((topic, channel))
+        record = confirm(state.optouts.get(slot) if state else None, member, *read, crm_profile=crm_profile)
         pushed = cast("ConsentType | None", held if held in ("opt-in", "opt-out") else None)
-        decision = decide(member, pushed, record, *read)
+        decision = decide(member, pushed, record, *read, crm_profile=crm_profile)
         where = {"topic": topic, "channel": channel}
         if decision.type == "opt-in" and held == "opt-out" and _our_opt_out(state, slot):
             # the opt-out is one this integration sent because the person was not in the CRM profile (no opt-out

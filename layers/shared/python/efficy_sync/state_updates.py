@@ -99,7 +99,8 @@ def _confirm_optouts(new: PersonState, desired: Desired) -> None:
     slots = {slot: crm_type == "opt-in" for slot, crm_type in desired.consents.items()} | desired.memberships
     for (topic, channel), member in slots.items():
         key = consent_key(topic, channel)
-        record = confirm(new.optouts.get(key), member, desired.change_stamp, desired.asked_at, desired.answered_at)
+        read = (desired.change_stamp, desired.asked_at, desired.answered_at)
+        record = confirm(new.optouts.get(key), member, *read, crm_profile=desired.crm_profiles.get((topic, channel)))
         if record is None:
             continue
         if record.confirmed and member and new.consents.get(key) == "opt-in":
