@@ -2,7 +2,8 @@
 address cleared). When that held-back call (the clear of the old address) met an APSIS 5xx, the e-mail hash was
 marked unsure like a first address's, so the retry made no check at all and sent the other person's address to
 this profile: merged silently, which sync.py's docstring says never happens. An unsure hash after an address we
-knew (UNSURE_CHANGE_HASH) keeps the check; an unsure first address still costs none."""
+knew (UNSURE_CHANGE and its hash) keeps the check; an unsure first address still costs none, and neither does
+the address we knew given again."""
 
 from __future__ import annotations
 
@@ -48,5 +49,24 @@ def test_a_first_address_whose_create_met_a_5xx_costs_no_check_on_the_retry() ->
 
     retry = FakeApsis()
     syncer(store, retry, lookup).sync(7, person(7, EMAIL1="home@example.com"), store.get("acme", 7))
+    assert looked == [] and store.get("acme", 7).email_conflict is None
+    assert any(attrs.get(EMAIL_ATTRIBUTE) == "home@example.com" for kind, attrs in retry.calls if kind == "attributes")
+
+
+def test_an_address_changed_back_to_the_one_we_knew_costs_no_check() -> None:
+    """A -> B met a 5xx, then the CRM set A again (an address another contact shares): A is what APSIS held."""
+    store = MemoryPersonStateStore()
+    looked: list[str] = []
+    lookup = lambda address: looked.append(address) or [7, 8]  # noqa: E731
+    syncer(store, FakeApsis(), lookup).sync(8, person(8, EMAIL1="home@example.com"), None)
+    syncer(store, FakeApsis(), lookup).sync(7, person(7, EMAIL1="home@example.com"), None)
+    down = FakeApsis(fail_on={"attributes": ApsisUnavailable("APSIS 503")})
+    with pytest.raises(ApsisUnavailable):
+        syncer(store, down, lambda address: []).sync(
+            7, person(7, stamp="2024-05-02T10:00:00", EMAIL1="work@example.com"), store.get("acme", 7)
+        )
+    retry = FakeApsis()
+    back = person(7, stamp="2024-05-03T10:00:00", EMAIL1="home@example.com")
+    syncer(store, retry, lookup).sync(7, back, store.get("acme", 7))
     assert looked == [] and store.get("acme", 7).email_conflict is None
     assert any(attrs.get(EMAIL_ATTRIBUTE) == "home@example.com" for kind, attrs in retry.calls if kind == "attributes")

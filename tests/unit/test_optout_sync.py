@@ -10,7 +10,7 @@ from efficy_sync.clients.errors import ApiError, ApsisUnavailable, RejectedValue
 from efficy_sync.config import EMAIL_ATTRIBUTE, config_from_dict
 from efficy_sync.consent import OptOutRecord
 from efficy_sync.explain import explain, render_explain
-from efficy_sync.state import UNSURE_CHANGE_HASH, PersonState, value_hash
+from efficy_sync.state import UNSURE_CHANGE, PersonState, value_hash
 from efficy_sync.sync import PersonSyncer, log_fields
 
 from tests.memory_store import MemoryPersonStateStore
@@ -195,8 +195,10 @@ def test_a_retryable_failure_marks_only_what_its_call_carried_as_unknown(store: 
     assert after.change_stamp == before.change_stamp and after.consents == before.consents
     unsure = {name for name, digest in after.attribute_hashes.items() if digest != before.attribute_hashes.get(name)}
     # marked unsure, not dropped: the next sync sends the value again, or a clear; values we knew, so an address
-    # change is still checked against other profiles (UNSURE_CHANGE_HASH)
-    assert unsure and all(after.attribute_hashes[name] == UNSURE_CHANGE_HASH for name in unsure)
+    # change is still checked against other profiles (UNSURE_CHANGE and the hash we knew)
+    assert unsure and all(
+        after.attribute_hashes[name] == UNSURE_CHANGE + before.attribute_hashes[name] for name in unsure
+    )
     assert after.last_outcome == before.last_outcome
 
 

@@ -21,14 +21,24 @@ UNKNOWN: Literal["unknown"] = "unknown"
 #: an attribute hash no value has: the next sync sends the attribute's value again, or clears it (an attribute
 #: with no hash at all is cleared by nobody: a clear needs the evidence that we set something)
 UNSURE_HASH = "drift"
-#: the same after a value we knew: an e-mail address that may have changed is still checked against other
-#: profiles (state_updates.email_needs_check), where an unsure first address is not
-UNSURE_CHANGE_HASH = "drift-change"
+#: the same after a value we knew, whose hash follows the prefix: the last value we know APSIS held. An e-mail
+#: address that may have changed is checked against other profiles, an unchanged one is not
+#: (state_updates.email_needs_check), and an unsure first address is not either
+UNSURE_CHANGE = "drift-change:"
 
 
 def unsure_hash(previous: str | None) -> str:
     """The hash of an attribute APSIS One may or may not hold now, given the hash the state had for it."""
-    return UNSURE_HASH if previous in (None, UNSURE_HASH) else UNSURE_CHANGE_HASH
+    if previous is None or previous == UNSURE_HASH or previous.startswith(UNSURE_CHANGE):
+        return previous or UNSURE_HASH
+    return UNSURE_CHANGE + previous
+
+
+def known_hash(stored: str | None) -> str | None:
+    """The hash of the last value we know APSIS One held (None: none, or a first value we are unsure of)."""
+    if stored is None or stored == UNSURE_HASH:
+        return None
+    return stored.removeprefix(UNSURE_CHANGE)
 
 
 def utc_now() -> str:

@@ -23,7 +23,7 @@ from .person_plan import (
     SetConsent,
     is_stale,
 )
-from .state import UNKNOWN, UNSURE_HASH, EmailConflict, PersonState, consent_key, unsure_hash, utc_now, value_hash
+from .state import UNKNOWN, EmailConflict, PersonState, consent_key, known_hash, unsure_hash, utc_now, value_hash
 
 if TYPE_CHECKING:
     from .clients.errors import ApiError
@@ -126,11 +126,9 @@ def email_needs_check(desired: Desired, state: PersonState | None) -> bool:
     address = desired.attributes.get(EMAIL_ATTRIBUTE)
     if known is None or not address:
         return False
-    old_hash = known.attribute_hashes.get(EMAIL_ATTRIBUTE)
-    if (
-        old_hash == UNSURE_HASH
-    ):  # a first address whose call met an outage is still a first address (not UNSURE_CHANGE_HASH)
-        old_hash = None
+    # the address we last knew APSIS held: an unsure first address is still a first address (state.known_hash), an
+    # unsure change is checked unless the CRM gives the address we knew (held back, its clear met a 5xx: checked)
+    old_hash = known_hash(known.attribute_hashes.get(EMAIL_ATTRIBUTE))
     return known.email_conflict is not None or (old_hash is not None and old_hash != value_hash(address))
 
 

@@ -176,8 +176,8 @@ class PersonSyncer:
     def _gated(self, key: int, ops: list[Operation], state: PersonState | None) -> tuple[list[Any], list[Any], bool]:
         return gated(key, ops, state, None if self.dry_run else self.removal_gate)
 
-    def _apply(self, key: int, result: Desired, state: PersonState | None, *, recheck: bool = True) -> Outcome:
-        result, conflict = self._email_change(key, result, state)
+    def _apply(self, key: int, desired: Desired, state: PersonState | None, *, recheck: bool = True) -> Outcome:
+        result, conflict = self._email_change(key, desired, state)
         ops, removals, held = self._gated(key, plan_operations(result, state), state)
         ops = self._record_existing_optouts(key, ops, state)
         read = state
@@ -188,7 +188,7 @@ class PersonSyncer:
             # deleted in APSIS One behind our back: planned again as a new profile, with the CRM's consents and
             # tags (a consent or tag change alone met 404 on every try, and the attribute path re-created the
             # profile without the consents the state said were there)
-            return self._apply(key, result, gone_from_apsis(state), recheck=recheck)
+            return self._apply(key, desired, gone_from_apsis(state), recheck=recheck)  # the CRM's, not held back
         if done.error is not None:
             if state is not read and state is not None:  # the write-ahead's unknowns give way to what the error says
                 read = (read or PersonState(integration_id=state.integration_id, person_key=str(key))).model_copy(
