@@ -4,6 +4,7 @@ The Efficy side is the simulator over HTTP, through the client every Lambda uses
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -87,3 +88,27 @@ def test_a_batch_of_one_still_fails_on_the_error(efficy: EfficySimulator) -> Non
     batch = worker(efficy, Recorder()).prefetch([change(2)])
     with pytest.raises(EfficyBusinessError):
         batch.apply(change(2))
+
+
+def answer_once(sim: EfficySimulator, body: Any) -> None:
+    spec = {"path_regex": "^/crm/json", "status": 200, "count": 1, "body": json.dumps(body)}
+    requests.post(
+        f"{sim.url}/_sim/faults", json={**spec, "content_type": "application/json"}, timeout=5
+    ).raise_for_status()
+
+
+def test_a_not_found_efficy_puts_at_the_top_is_told_apart_when_each_person_is_read_alone(
+    efficy: EfficySimulator,
+) -> None:
+    # Efficy answers the batch's read, and then person 2's own read, with one top-level error (contract §8):
+    # it names no person of the batch, but the read of person 2 alone is theirs, so they are gone (confirmed
+    # by the records export), not retried into the DLQ as before
+    gone = {"#error": {"errorcode": "CORE-0404", "errorstring": "Cont record 2 does not exist"}}
+    recorder = Recorder()
+    answer_once(efficy, gone)
+    batch = worker(efficy, recorder).prefetch([change(1), change(2), change(3)])
+    assert batch.apply(change(1)).result == "synced"
+    answer_once(efficy, gone)
+    assert batch.apply(change(2)).result == "not_found"
+    assert batch.apply(change(3)).result == "synced"
+    assert recorder.synced == [1, 2, 3]

@@ -183,6 +183,21 @@ def explain(
     return report
 
 
+def optout_status(record: Mapping[str, Any] | None) -> str:
+    """Where the stored APSIS opt-out record of a consent row stands. The runbook (OptOutDLQNotEmptyAlarm) has
+    an admin check a write-back with `explain`: a person already out of the CRM profile reads the same in the
+    consent decision whether the write-back confirmed the record or never ran to its end (dead-lettered), and
+    only a confirmed record lets a later CRM re-add opt the person in again."""
+    if not record:
+        return ""
+    if record.get("confirmed"):
+        stamp = record.get("confirmed_stamp")
+        return f" [APSIS opt-out record: confirmed by Efficy{f' (stamp {stamp})' if stamp else ''}]"
+    if record.get("awaiting_writeback"):
+        return " [APSIS opt-out record: awaiting its write-back to Efficy, not confirmed]"
+    return f" [APSIS opt-out record ({record.get('source')}): not confirmed by Efficy yet]"
+
+
 def render_explain(report: Mapping[str, Any]) -> str:
     """The report as the CLI prints it."""
     key = report.get("person_key") or "?"
@@ -215,7 +230,7 @@ def render_explain(report: Mapping[str, Any]) -> str:
                 send = " -> would send" if c["would_send"] else ""
                 lines.append(
                     f"  {c['topic']} ({c['channel']}, CRM profile {c['crm_profile']}): "
-                    f"{c['decision'] or 'nothing'} - {c['reason']}{send}"
+                    f"{c['decision'] or 'nothing'} - {c['reason']}{optout_status(c.get('optout'))}{send}"
                 )
             if report["tags"]:
                 lines.append("tags:")

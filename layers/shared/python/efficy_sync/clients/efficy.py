@@ -388,6 +388,12 @@ class EfficyClient(EfficyParsing):
         payload = self._post_rpc(op, contexts)
         whole = self.rpc_error(payload) if isinstance(payload, dict) else None
         if whole is not None:
+            # Efficy may put a context's error at the top, not in the array (contract section 8). One context:
+            # it is that context's answer, so its codes are read as in the array ("relation missing" on a
+            # removal, "not found" on a read). Several: it names none of them, so it fails them all (the worker
+            # then reads each person alone, where it can be told apart).
+            if len(contexts) == 1:
+                return [self._business_error(op, whole)]
             raise self._business_error(op, whole)
         if not isinstance(payload, list):
             raise EfficyBusinessError(f"Efficy's answer to {op} is not an array", code="INVALID_RESPONSE")
@@ -429,11 +435,6 @@ class EfficyClient(EfficyParsing):
         if isinstance(answer, EfficyBusinessError):
             raise answer
         return answer
-
-    def _business_error(self, op: str, error: tuple[str | None, str]) -> EfficyBusinessError:
-        code, text = error
-        text = redact_text(text)  # error texts end up in logs, person states and run records
-        return EfficyBusinessError(f"Efficy refused {op}: {code or 'error'}: {text}", code=code)
 
     # ---- shaping persons ----------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from efficy_sync.clients.errors import EfficyBusinessError
+from efficy_sync.pii import redact_text
 from efficy_sync.profile_rows import PROFILES_UNREAD, Unreadable, memberships
 from efficy_sync.values import whole_number
 
@@ -62,6 +63,12 @@ class EfficyParsing:
             if found:
                 return found
         return None
+
+    @staticmethod
+    def _business_error(op: str, error: tuple[str | None, str]) -> EfficyBusinessError:
+        code, text = error
+        text = redact_text(text)  # error texts end up in logs, person states and run records
+        return EfficyBusinessError(f"Efficy refused {op}: {code or 'error'}: {text}", code=code)
 
     @staticmethod
     def _read_error(error: Any, holder: dict[str, Any]) -> tuple[str | None, str]:
