@@ -8,9 +8,8 @@ from typing import Any
 
 import boto3
 import pytest
-from efficy_sync.config import IntegrationConfig, load_config_file
-from efficy_sync.store.configs import ConfigStore
-from pydantic import ValidationError
+from efficy_sync.config import ConfigError, IntegrationConfig, load_config_file
+from efficy_sync.store.configs import ConfigConflict, ConfigStore, UnreadableConfig
 
 from tests.support import create_pk_sk_table
 
@@ -48,8 +47,18 @@ def test_a_config_applied_by_a_newer_cli_loads_in_an_older_lambda_unless_it_uses
         NewerConfig.model_validate({**demo.model_dump(exclude_none=True), "new_setting": 5}), applied_by="newer-cli"
     )
     assert _body("demo")["new_setting"] == 5
-    with pytest.raises(ValidationError, match="new_setting"):  # a setting it cannot honour: refused, not ignored
+    # a setting it cannot honour: refused, not ignored; as the product's ConfigError naming the version, which
+    # every caller reports (pydantic's own error ended `config show` and `config apply` in a traceback)
+    with pytest.raises(UnreadableConfig, match="demo version 2 cannot be read") as refused:
         store.get("demo")
+    assert isinstance(refused.value, ConfigError)
+    assert (refused.value.integration_id, refused.value.version) == ("demo", 2)
+    assert [p.path for p in refused.value.problems] == ["new_setting"]
+    with pytest.raises(UnreadableConfig, match="demo version 2"):
+        store.version("demo", 2)
+    assert store.version("demo", 1) == demo
+    # the local stack and the demo apply on top of whatever is live, even a version they cannot read
+    assert store.put(demo, applied_by="local-stack") == 3 and store.get("demo") == demo
 
 
 def test_a_value_set_on_purpose_is_kept_even_when_it_equals_the_default(store: ConfigStore) -> None:
@@ -60,3 +69,22 @@ def test_a_value_set_on_purpose_is_kept_even_when_it_equals_the_default(store: C
     assert _body("demo")["safety"]["max_removal_percent"] == default  # a later default does not change it
     assert "max_concurrency" not in _body("demo").get("full_sync", {})  # never set: left to the code's default
     assert store.get("demo") == chosen and store.version("demo", 1) == chosen
+
+
+def test_a_change_based_on_an_older_version_is_refused_naming_the_version_applied_meanwhile(
+    store: ConfigStore,
+) -> None:
+    demo = load_config_file(ROOT / "examples" / "demo.yaml")
+    assert store.put(demo, applied_by="admin-a", expected_version=0) == 1
+    fixed = demo.model_copy(update={"consent_mappings": demo.consent_mappings[1:]})
+    assert store.put(fixed, applied_by="admin-b", expected_version=1) == 2
+
+    # admin A read version 1 and showed the changes against it: version 2 must not be silently overwritten
+    with pytest.raises(ConfigConflict, match="version 2 was applied meanwhile by admin-b") as conflict:
+        store.put(demo, applied_by="admin-a", expected_version=1)
+    assert "based on version 1" in str(conflict.value) and conflict.value.applied is not None
+    # a first apply when someone created the integration meanwhile
+    with pytest.raises(ConfigConflict, match=r"version 2 was applied meanwhile.*for a new integration"):
+        store.put(demo, applied_by="admin-c", expected_version=0)
+    assert [v["version"] for v in store.history("demo")] == [1, 2] and store.get("demo") == fixed
+    assert store.put(demo, applied_by="admin-a", expected_version=2) == 3  # reviewed, and applied again

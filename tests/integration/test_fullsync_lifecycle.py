@@ -280,7 +280,9 @@ def test_the_sweeper_reads_only_scheduled_configs_and_one_that_no_longer_loads_f
     assert list(full_sync.configs.scheduled()) == ["broken", "garbled", "nightly"]
     tags = sweep(full_sync)["query_tags"]
     assert set(tags) == {"broken", "garbled", "nightly"}
-    assert tags["broken"]["error"].startswith("ValidationError")
-    assert tags["garbled"]["error"].startswith("JSONDecodeError")
+    # the store's own error, naming the integration (pydantic's and json's told neither)
+    assert tags["broken"]["error"].startswith("UnreadableConfig: broken (its live version) cannot be read")
+    assert tags["garbled"]["error"].startswith("UnreadableConfig: garbled (its live version) cannot be read")
+    assert "not JSON" in tags["garbled"]["error"]
     # nightly was due and loaded: the mirror reached for its Efficy client (which this fixture refuses)
     assert "calls neither Efficy nor APSIS One" in tags["nightly"]["error"]

@@ -126,10 +126,17 @@ def error_exit_code(exc: BaseException) -> int:
 
 
 def describe_error(exc: BaseException) -> str | None:
-    """One line for an error a user can act on, or None for a bug."""
+    """One line for an error a user can act on (a stored config this CLI cannot read: with its problems, one a
+    line), or None for a bug."""
     from botocore import exceptions as boto_errors
     from efficy_sync.clients.errors import ApiError
+    from efficy_sync.store.configs import UnreadableConfig
 
+    if isinstance(exc, UnreadableConfig):  # every command that reads a stored version: show, explain, reconcile, ...
+        return (
+            f"{exc}\nuse the efficy-sync that applied it (or a newer one); `efficy-sync config history "
+            f"{exc.integration_id}` says who applied which version"
+        )
     if isinstance(exc, boto_errors.NoRegionError):
         return "no AWS region: set AWS_REGION or --region (or a profile with a region)"
     if isinstance(exc, boto_errors.NoCredentialsError | boto_errors.PartialCredentialsError):

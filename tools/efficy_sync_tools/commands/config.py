@@ -333,7 +333,8 @@ def _port(url: str) -> int | None:
 
 
 def _other_configs(store: Any, integration_id: str) -> list[Any]:
-    """The other integrations' current configs; one this CLI cannot read (a newer setting) is left out."""
+    """The other integrations' current configs; one this CLI cannot read (a newer setting: the store's
+    UnreadableConfig, a ConfigError) is left out."""
     from efficy_sync.config import ConfigError
     from efficy_sync.store.configs import UnknownIntegration
 
@@ -351,8 +352,8 @@ def _other_configs(store: Any, integration_id: str) -> list[Any]:
 @cli_command
 def apply_command(args: argparse.Namespace) -> int:
     from efficy_sync.config import config_to_dict, diff_configs
-    from efficy_sync.config.neighbours import duplicate_integrations, shared_profiles
-    from efficy_sync.store.configs import ConfigConflict, UnknownIntegration
+    from efficy_sync.config.neighbours import account_wide_deletes, duplicate_integrations, shared_profiles
+    from efficy_sync.store.configs import ConfigConflict, UnknownIntegration, UnreadableConfig
 
     cfg, problems = load_file(args.file, from_stack=True)
     if cfg is None:
@@ -364,6 +365,11 @@ def apply_command(args: argparse.Namespace) -> int:
         old, version = store.current(cfg.integration_id)
     except UnknownIntegration:
         old, version = None, 0
+    except UnreadableConfig as exc:  # its changes could not be shown, nor its destination compared
+        raise CliError(
+            f"{exc}\nnothing stored: this efficy-sync cannot show what {args.file} changes in it; apply it with the "
+            f"efficy-sync that applied version {exc.version} (or a newer one)"
+        ) from None
     document: dict[str, Any] = {
         "integration_id": cfg.integration_id,
         "stored": False,
@@ -409,6 +415,12 @@ def apply_command(args: argparse.Namespace) -> int:
             "  one CRM's changes, deletes and opt-outs would reach the other's persons: give this integration a "
             "keyspace of its own, or an APSIS One account of its own (README, Configuration)"
         )
+    deletes = account_wide_deletes(cfg, others)
+    if deletes:
+        listed = "".join(f"\n  {line}" for line in deletes)
+        raise CliError(
+            f"{args.file}: a profile delete would reach another integration's section (nothing stored):{listed}"
+        )
     changes = diff_configs(old, cfg)
     needs_sync = full_sync_reasons(old, cfg)
     warning = (
@@ -430,10 +442,14 @@ def apply_command(args: argparse.Namespace) -> int:
         document["version"] = version + 1
         head = f"would apply {cfg.integration_id} version {version + 1} (dry run, nothing stored):"
     else:
-        try:
-            new_version = store.put(cfg, applied_by=applied_by(args.by), comment=args.comment)
+        try:  # stored only on top of the version the changes above were shown against
+            new_version = store.put(cfg, applied_by=applied_by(args.by), comment=args.comment, expected_version=version)
         except ConfigConflict as exc:
-            raise CliError(f"{exc}; run `config apply` again") from None
+            raise CliError(
+                f"{exc}; nothing stored: review what it changed (`efficy-sync config history "
+                f"{cfg.integration_id}`, `efficy-sync config show {cfg.integration_id}`), keep it in {args.file} "
+                "if it should stay, and apply again"
+            ) from None
         document.update(stored=True, version=new_version)
         head = f"applied {cfg.integration_id} version {new_version}" + (f" (was {version}):" if version else ":")
         running = _running_full_sync(cfg.integration_id)

@@ -287,29 +287,34 @@ def config_from_dict(data: Any, *, _lines: Mapping[str, int] | None = None) -> I
     """Validates already-parsed data (e.g. a stored version); raises ConfigError with every problem."""
     if not isinstance(data, Mapping):
         raise ConfigError([_problem("(root)", data, "a mapping with integration_id, efficy, apsis, ...")])
-    problems: list[Problem] = []
-    config = None
-    refused: Sequence[Mapping[str, Any]] = []
     try:
         config = IntegrationConfig.model_validate(dict(data))
     except ValidationError as exc:
-        refused = exc.errors()
-        problems += [p for e in refused if (p := _from_pydantic(e)) is not None]
-    problems += cross_check(data)
-    if config is not None and not problems:
-        from .entry_checks import entry_problems  # validate and apply only: a stored version loads without them
+        problems = refused_problems(data, exc)
+    else:
+        problems = cross_check(data)
+        if not problems:
+            from .entry_checks import entry_problems  # validate and apply only: a stored version loads without them
 
-        problems += entry_problems(config)
-    if config is None and not problems:  # the model's own cross-check saw what the raw data's did not: say it
-        problems = [
-            Problem(_path(e["loc"]) or "(config)", str((e.get("ctx") or {}).get("problems", e["msg"]))) for e in refused
-        ]
+            problems = entry_problems(config)
     if problems:
         lines = _lines or {}
         placed = [Problem(p.path, p.message, p.found, p.allowed, p.line or _line_for(p.path, lines)) for p in problems]
         raise ConfigError(sorted(placed, key=lambda p: p.line or 0))
-    assert config is not None
     return config
+
+
+def refused_problems(data: Mapping[str, Any], exc: ValidationError) -> list[Problem]:
+    """Every problem of `data`, which the model refused with `exc`, each with its path (also what the config
+    store reports of a stored version it cannot load)."""
+    refused = exc.errors()
+    problems = [p for e in refused if (p := _from_pydantic(e)) is not None] + cross_check(data)
+    if problems:
+        return problems
+    # the model's own cross-check saw what the raw data's did not: say it
+    return [
+        Problem(_path(e["loc"]) or "(config)", str((e.get("ctx") or {}).get("problems", e["msg"]))) for e in refused
+    ]
 
 
 #: the first part of every secret name, the stack's `SecretsPrefix` parameter (template.yaml); one per stack

@@ -16,15 +16,47 @@ from .model import IntegrationConfig
 
 
 def _efficy(cfg: IntegrationConfig) -> str:
-    """The Efficy environment, by its host: `https://acme.efficy.cloud` and `.../crm` are one CRM (a refusal
-    needs certainty; two environments behind one host with different paths are left to the README's rule)."""
+    """The Efficy environment, by its host and customer: `https://acme.efficy.cloud` and `.../crm` are one CRM (a
+    refusal needs certainty; two environments behind one host with different paths are left to the README's
+    rule), but a server hosting several customers (`efficy.customer`, the alias sent on every call) holds one CRM
+    per customer: person 17 of one is not person 17 of the other."""
     parts = urlsplit(str(cfg.efficy.base_url))
     host = (parts.hostname or "").rstrip(".")
     try:
         port = parts.port or {"https": 443, "http": 80}.get(parts.scheme.lower())
     except ValueError:
         port = None
-    return f"{host}:{port}"
+    customer = (cfg.efficy.customer or "").strip().lower()
+    return f"{host}:{port}" + (f" (customer {customer})" if customer else "")
+
+
+def account_wide_deletes(cfg: IntegrationConfig, others: Iterable[IntegrationConfig]) -> list[str]:
+    """One line per other integration that loads the same persons (same CRM, keyspace and account) into another
+    section, when either of the two deletes profiles (`on_delete` or `on_condition_lost`: delete). APSIS One
+    deletes a profile for the whole account, every section's attributes, consents and tags with it, while the
+    other integration's states still say it holds them: it sends nothing, and the person stays out of its section."""
+    clashes = []
+    for other in others:
+        if other.integration_id == cfg.integration_id or other.apsis.section == cfg.apsis.section:
+            continue
+        same_persons = (
+            other.apsis.credentials_secret == cfg.apsis.credentials_secret
+            and other.apsis.keyspace == cfg.apsis.keyspace
+            and _efficy(other) == _efficy(cfg)
+        )
+        deleting = [
+            f"{who}'s {name}"
+            for who, c in ((cfg.integration_id, cfg), (other.integration_id, other))
+            for name, value in (("on_delete", c.on_delete), ("on_condition_lost", c.on_condition_lost))
+            if value == "delete"
+        ]
+        if same_persons and deleting:
+            clashes.append(
+                f"integration {other.integration_id!r} loads the same persons into section {other.apsis.section} "
+                f"of this account; {', '.join(deleting)} is delete, and APSIS One deletes a profile from every "
+                "section: use untag (or leave, ignore) in both, or one integration per account"
+            )
+    return clashes
 
 
 def shared_profiles(cfg: IntegrationConfig, others: Iterable[IntegrationConfig]) -> list[str]:
