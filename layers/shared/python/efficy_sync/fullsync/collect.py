@@ -32,7 +32,6 @@ these persons, tags per person whatever an import refused, and writes the member
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -45,7 +44,6 @@ from ..config import IntegrationConfig
 from ..mapping import Desired, needed_fields
 from ..observability import count, logger
 from ..person_plan import PatchTags
-from ..safety import removal_counts
 from ..state import PersonState, utc_now
 from ..state_updates import apply_operations, stamp_opt_ins, unconfirmed_state, with_tags
 from ..store import protocols
@@ -54,8 +52,9 @@ from ..store.import_queue import ImportQueue as ImportQueue  # the queue's items
 from ..store.import_queue import QueuedPage
 from ..store.person_items import StaleWrite
 from ..sync import Outcome, PersonSyncer, reconcile_sent
+from .file_counts import FileCounts, digest
 from .import_writer import ImportWriter, _Row
-from .report import skip_label, tally
+from .report import skip_label
 from .tags import record_tags, tag_delta
 
 #: imports in flight per account (APSIS One's documented limit)
@@ -238,32 +237,26 @@ class Collector:
             if writer.uploaded:
                 self._unconfirmed(rows)
             raise  # the step fails and is retried (or the run ends): the file is sent again, or APSIS applies it
-        counters = writer.take_counters()
-        counters.update(import_files_done=1, import_file_ms=round((time.monotonic() - began) * 1000))
+        counts = FileCounts()  # each person once across the step's attempts (file_counts.py)
+        counts.file.update(writer.take_counters())
+        counts.file.update(import_files_done=1, import_file_ms=round((time.monotonic() - began) * 1000))
         done = [row for row in rows if row.key not in failed]
         stale = self._store(done)
         for row in done:
             if row.key not in stale:
-                counters.update(tally(Outcome(row.key, "synced", list(row.ops))))
+                counts.person(Outcome(row.key, "synced", list(row.ops)))
         again = others + [row.person for row in rows if row.key in failed]
         try:
-            self._one_by_one(again, known, counters)  # counts each person as they finish
-            counters.update(self._settle_races([row for row in done if row.key in stale]))
+            # the raced rows first: APSIS may hold this file's older values, which the newer stored state does
+            # not know until they are marked; an outage among the others left them unmarked for the retry
+            self._settle_races([row for row in done if row.key in stale], counts)
+            self._one_by_one(again, known, counts)  # counts each person as they finish
         except Exception:
             # what the import and the finished persons did is counted now: the retry finds those persons stored
             # and unchanged, and a per-person outage had the report say "unchanged" for persons the run updated
-            self._count(token, counters)
+            counts.report(self.on_counters, token, complete=False)
             raise
-        self._count(token, counters)
-
-    def _count(self, token: str, counters: Counter[str]) -> None:
-        """A file's counters once; a retry of a file whose first attempt was counted (add_once answers False)
-        counts only its new work (the census, persons unchanged or skipped, was its first attempt's)."""
-        if self.on_counters(token, counters) is not False:
-            return
-        work = {name: n for name, n in counters.items() if name not in _COUNTED_ONCE}
-        work["persons"] = max(0, counters["persons"] - counters["unchanged"] - counters["skipped"])
-        self.on_counters(f"{token}-again-{_digest(sorted(f'{k}={v}' for k, v in work.items() if v))}", Counter(work))
+        counts.report(self.on_counters, token, complete=True)
 
     def _writer(self, timeout: float) -> ImportWriter:
         """One file's writer: every row it gets is imported (the caller sized the file)."""
@@ -327,28 +320,27 @@ class Collector:
         count("ImportUnconfirmed", len(rows))
         logger.warning("import did not report back: what it sent is marked unknown", extra={"persons": len(rows)})
 
-    def _settle_races(self, rows: list[_Row]) -> Counter[str]:
+    def _settle_races(self, rows: list[_Row], counts: FileCounts) -> None:
         """Rows APSIS imported whose state a newer sync stored meanwhile (StaleWrite). APSIS may now hold this
         file's older values (an opt-in the CRM has since withdrawn) while the stored state does not know it:
         what the file sent is marked unknown there (sync.reconcile_sent), and the persons are synced again
-        from a fresh Efficy read, so a withdrawn opt-in is withdrawn now, not at the next full sync."""
+        from a fresh Efficy read, so a withdrawn opt-in is withdrawn now, not at the next full sync. Each one is
+        counted into `counts` as they finish, so an outage of another leaves them counted."""
         if not rows:
-            return Counter()
+            return
         now = utc_now()
         for row in rows:
             reconcile_sent(self.states, self.cfg.integration_id, row.key, list(row.ops), now)
         keys = [row.key for row in rows]
         fresh = self.efficy.get_persons(keys, needed_fields(self.cfg))  # a person Efficy lost: the delete's
         stored = self.states.get_many(self.cfg.integration_id, keys)
-        counters: Counter[str] = Counter()
-        self._one_by_one([fresh[k] for k in keys if k in fresh], stored, counters)
         for row in rows:
             if row.key not in fresh:
-                counters.update(tally(Outcome(row.key, "stale", list(row.ops))))
-        return counters
+                counts.person(Outcome(row.key, "stale", list(row.ops)))
+        self._one_by_one([fresh[k] for k in keys if k in fresh], stored, counts)
 
-    def _one_by_one(self, persons: list[dict[str, Any]], known: dict[int, PersonState], counters: Counter[str]) -> None:
-        """Syncs `persons`, counting into `counters` each one that finished; the first error is raised once all
+    def _one_by_one(self, persons: list[dict[str, Any]], known: dict[int, PersonState], counts: FileCounts) -> None:
+        """Syncs `persons`, counting into `counts` each one that finished; the first error is raised once all
         are done, so the caller can count what the others did (a retry finds them unchanged)."""
 
         def one(person: dict[str, Any]) -> tuple[Any, Exception | None]:
@@ -365,8 +357,7 @@ class Collector:
                 first = first or error
                 continue
             reason = skip_label(self.cfg, person) if outcome.reason and outcome.result != "failed" else None
-            counters.update(tally(outcome, skip_reason=reason))
-            counters.update(removal_counts(outcome.removals))
+            counts.person(outcome, reason)
         if first is not None:
             raise first
 
@@ -412,16 +403,8 @@ class Collector:
             # named by the chunk's persons, not its offset: a retried step re-plans from the states (the rows the
             # first attempt tagged drop out) and its first chunk reused offset 0's token, whose counts were dropped
             self.on_counters(
-                f"import-tags-{number}-{_digest(row.key for row in chunk)}", counters
+                f"import-tags-{number}-{digest(row.key for row in chunk)}", counters
             )  # failed rows: the Tags step tags them
-
-
-#: a file's census, counted by its first attempt only (a retry reads those persons again: unchanged now)
-_COUNTED_ONCE = ("persons", "unchanged", "skipped", "import_files_done", "import_file_ms")
-
-
-def _digest(keys: Any) -> str:
-    return hashlib.sha256(",".join(str(key) for key in keys).encode()).hexdigest()[:16]
 
 
 #: conditional state writes at once, once the run has ended (no batch may be used then)
