@@ -386,6 +386,8 @@ _HEADER = [
 
 def render(r: dict[str, Any]) -> str:
     """The full-sync section of BENCHMARKS.md."""
+    from efficy_sync.store.batch_writes import TRANSACT_ITEMS
+
     memory, estimate = r["page_worker_memory"], r["estimate_1m_on_aws"]
     lines = [
         "## Full sync",
@@ -420,7 +422,8 @@ def render(r: dict[str, Any]) -> str:
         f"{r['ceiling_diff']['persons_per_second']:,}/s creating each profile and patching one attribute, five "
         "pages at a time and 16 persons of a page at once, as the product runs them "
         f"(2 calls per person, where the product sends {r['diff_mode']['apsis_calls_per_1000'] / 1000:.1f}: "
-        "consents and tags too, and stores each person's state, 25 to a conditional TransactWriteItems).",
+        f"consents and tags too, and stores each person's state, {TRANSACT_ITEMS} to a conditional "
+        "TransactWriteItems).",
         "An unchanged re-sync sends nothing to APSIS One and writes no person state (DynamoDB writes are the "
         "run's own bookkeeping).",
         "",

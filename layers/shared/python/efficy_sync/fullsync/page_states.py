@@ -4,7 +4,7 @@ A page syncs its persons a chunk at a time (page.py). Each person's PersonSyncer
 one conditional PutItem per person that changed or was skipped for the first time: on a first load, a write
 per person, the slowest part of a page after the APSIS calls. `BatchedStates` stands in for the page's
 PersonStateStore: `put` only remembers the state, and once the chunk is done `flush` writes them all with
-`PersonStateStore.put_batch` (TransactWriteItems of 25 puts, each conditional on its revision, a few at
+`PersonStateStore.put_batch` (TransactWriteItems of up to 50 puts, each conditional on its revision, a few at
 once).
 
 Why no concurrent writer is overwritten (the argument of store/batch_writes.py, applied to a page):

@@ -1,13 +1,14 @@
 """Person states written in batches (a full-sync page, import mode's Imports step): TransactWriteItems of up to
-25 puts, each conditional on the revision its state was read at, a few transactions at once; a transaction one
+50 puts, each conditional on the revision its state was read at, a few transactions at once; a transaction one
 of whose states changed since it was read writes nothing, and its states take the conditional put one by one.
 
 Why no concurrent writer is overwritten: every put carries its own revision condition, checked by DynamoDB in
 the same request that writes it. During a full sync the real-time worker parks its changes
 (fullsync/parking.py) and pages and import files hold disjoint persons, so the conditions nearly always hold
-and one call writes 25 states. The writers the conditions are for: the opt-out write-back (its opt-out itself
-lives in the OPTOUTS item), and the real-time worker once a run has ended (a cancel re-sends the parked
-changes at once, while a page's chunks in flight still write: until the page notices the end, it batches).
+and one call writes a page's whole chunk of states. The writers the conditions are for: the opt-out write-back
+(its opt-out itself lives in the OPTOUTS item), and the real-time worker once a run has ended (a cancel
+re-sends the parked changes at once, while a page's chunks in flight still write: until the page notices the
+end, it batches).
 
 BatchWriteItem, used here before, cannot carry a condition: it was preceded by one consistent read of the
 revisions, and a real-time state written between that read and the write was overwritten by the page's older
@@ -29,8 +30,11 @@ from .person_items import StaleWrite, state_item
 if TYPE_CHECKING:
     from .persons import PersonStateStore
 
-#: puts per TransactWriteItems (DynamoDB takes 100, 4 MB in all: 25 keeps a call well under the size limit)
-TRANSACT_ITEMS = 25
+#: puts per TransactWriteItems (DynamoDB takes 100, 4 MB in all; a STATE item is about 1 KB). At least a page's
+#: chunk (fullsync.page.CHUNK, 48): a chunk's states are then one request instead of two. On the local stack a
+#: 10,000-person first load made 400 transactions of 25, and each request's fixed cost (signing, HTTP, moto's
+#: dispatch) came on top of the per-item work in the process that also runs the page's APSIS calls.
+TRANSACT_ITEMS = 50
 #: a few transactions at once (each is one round trip)
 BATCH_WORKERS = 4
 
