@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from efficy_sync.clients import apsis_export
 from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync.clients.apsis_export import (
     EXPORTS_PATH,
@@ -58,6 +62,61 @@ def test_export_lists_the_named_data_of_every_profile_of_our_keyspace(sim: Apsis
     assert profiles["2"].attributes == {} and profiles["2"].consents == {}
     calls = sim.calls()
     assert calls[f"POST {EXPORTS_PATH}"] == 1
+
+
+def test_the_export_is_read_as_it_arrives_and_only_the_profiles_asked_for_are_held(
+    sim: ApsisSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held whole (bytes, text, tree, objects), an export of the whole APSIS account ran the drift check out of
+    memory: it is read in chunks (here of 7 bytes, cut anywhere) and the rows `keep` refuses are dropped."""
+    monkeypatch.setattr(apsis_export, "DOWNLOAD_CHUNK_BYTES", 7)
+    client = client_for(sim)
+    seed(client)
+    client.create_profile("3")
+    client.patch_attributes("3", {FIRSTNAME: "Zoë 😀"})
+
+    _, profiles = export_section(client, attributes=[FIRSTNAME], tags=["newsletter-readers"], topics=[NEWSLETTER])
+    assert sorted(profiles) == ["1", "2", "3"] and profiles["3"].attributes == {FIRSTNAME: "Zoë 😀"}
+    assert profiles["1"].consents == {(NEWSLETTER, "email"): "opt-in"} and profiles["1"].tags == {"newsletter-readers"}
+
+    _, kept = export_section(client, attributes=[FIRSTNAME], tags=[], topics=[], keep=lambda key: key != "2")
+    assert sorted(kept) == ["1", "3"] and "2" not in kept and kept.get("2") is None
+
+
+def test_a_download_that_breaks_off_is_an_outage_never_fewer_profiles() -> None:
+    """Read as it arrives, a body cut short surfaces while it is read (not inside the call): typed as an outage."""
+    body = b'{"profiles": [{"keys": {"com.apsis1.keyspaces.crm-id": "1"}}, '
+
+    class Apsis(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:  # the token
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self._answer(b'{"access_token": "t", "expires_in": 3600}', len_claimed=None)
+
+        def do_GET(self) -> None:  # the export: fewer bytes than its Content-Length, then the connection closes
+            self._answer(body, len_claimed=len(body) * 10)
+            self.close_connection = True
+
+        def _answer(self, data: bytes, len_claimed: int | None) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len_claimed or len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Apsis)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = ApsisClient(f"http://127.0.0.1:{server.server_port}", "id", "s", section=SECTION, policy=NO_RETRY)
+        with pytest.raises(ApsisUnavailable, match="broke off"):
+            download_export(client, "/audience/profiles/exports/x")
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_poll_answers_404_while_in_progress_then_the_json(sim: ApsisSimulator) -> None:

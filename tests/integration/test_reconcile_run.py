@@ -13,7 +13,7 @@ from efficy_sync.clients.efficy import EfficyClient
 from efficy_sync.clients.http import RetryPolicy
 from efficy_sync.config import config_from_dict
 from efficy_sync.mapping import needed_fields
-from efficy_sync.reconcile_run import Reconciler, Scope, fix
+from efficy_sync.reconcile_run import InScope, Reconciler, Scope, export_profiles, fix
 from efficy_sync.sync import PersonSyncer
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 from efficy_sync_tools.sims.efficy import EfficySimulator
@@ -105,6 +105,18 @@ def test_a_sample_judges_only_the_keys_it_read(world: dict[str, Any]) -> None:
     # keys 1..12 judged (5 is gone: proved by two reads); 25 lies beyond the sample and is not judged
     assert report.counts["orphaned"] == 1 and report.examples["orphaned"][0]["person_key"] == "5"
     assert report.counts["missing"] == 0 and report.persons_checked == 12
+
+
+def test_a_run_holds_only_the_exported_profiles_in_its_scope(world: dict[str, Any]) -> None:
+    """The export holds every profile of the APSIS account, and the drift check held them all (out of memory on a
+    large account): a run keeps only ours in its scope, and counts the others of ours for the empty-export check."""
+    world["apsis"].create_profile("007")  # not K_CONTACT as we write it: not ours
+    wanted = InScope(Scope(from_key=10, to_key=12))
+    _, profiles = export_profiles(CFG, world["apsis"], with_queries=False, keep=wanted)
+    assert sorted(profiles) == ["10", "11", "12"] and wanted.ours == 30
+    assert profiles["11"].attributes[FIRSTNAME] == "F11"
+    result = reconciler(world).run(Scope(from_key=10, to_key=12))
+    assert result.profiles_exported == 3 and result.report.persons_checked == 3
 
 
 def test_an_interrupted_all_resumes_from_its_cursor(world: dict[str, Any]) -> None:

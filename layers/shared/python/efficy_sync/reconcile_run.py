@@ -24,6 +24,7 @@ or the query's schedule.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from typing import Any
 
 from .changes import ContactChange
 from .clients.apsis import ApsisClient
-from .clients.apsis_export import ExportedProfile, export_section, probe_profile
+from .clients.apsis_export import ExportedProfile, ExportedProfiles, export_section, probe_profile
 from .clients.efficy import EfficyClient
 from .clients.errors import ApsisUnavailable, AuthError, EfficyInconclusive, NotFound
 from .config import CRMID_ATTRIBUTE, EMAIL_ATTRIBUTE, IntegrationConfig
@@ -93,9 +94,14 @@ class RunResult:
 
 
 def export_profiles(
-    cfg: IntegrationConfig, apsis: ApsisClient, *, with_queries: bool, poll_url: str | None = None
-) -> tuple[str, dict[str, ExportedProfile]]:
-    """The section's profiles with every attribute, tag and topic the integration maps."""
+    cfg: IntegrationConfig,
+    apsis: ApsisClient,
+    *,
+    with_queries: bool,
+    poll_url: str | None = None,
+    keep: Callable[[str], bool] | None = None,
+) -> tuple[str, ExportedProfiles]:
+    """The section's profiles with every attribute, tag and topic the integration maps (those `keep` takes)."""
     attributes = [EMAIL_ATTRIBUTE, CRMID_ATTRIBUTE, *(m.apsis for m in cfg.field_mappings)]
     topics = [c.subscription for c in cfg.consent_mappings]
     return export_section(
@@ -104,7 +110,29 @@ def export_profiles(
         tags=cfg.managed_tags(with_queries=with_queries),
         topics=topics,
         poll_url=poll_url,
+        keep=keep,
     )
+
+
+class InScope:
+    """Which exported profiles a run holds: ours (K_CONTACT as we write it: "³" passes isdigit() and crashed
+    int(), "03" is not ours) within the scope. The export holds the whole APSIS account, and every profile of it
+    held at once outgrew the drift check's memory; the ones of ours out of scope are only counted (`ours`)."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+        self.ours = 0
+
+    def __call__(self, key: str) -> bool:
+        if not (key.isascii() and key.isdigit() and str(int(key)) == key):
+            return False
+        self.ours += 1
+        return self.scope.holds(int(key))
+
+
+def _exported(profiles: ExportedProfiles, keys: list[int]) -> dict[int, ExportedProfile]:
+    """The exported profiles of `keys` (held compact: each read back when its page is compared)."""
+    return {k: profiles[str(k)] for k in keys if str(k) in profiles}
 
 
 def query_members(cfg: IntegrationConfig, efficy: EfficyClient) -> dict[str, set[int]] | None:
@@ -141,9 +169,14 @@ class Reconciler:
         members = query_members(self.cfg, self.efficy) if self.with_queries else None
         if not self.with_queries and self.cfg.tags.queries:
             result.limitations.append("Query tags were not compared (their queries were not run).")
+        wanted = InScope(scope)
         try:
             poll_url, profiles = export_profiles(
-                self.cfg, self.apsis, with_queries=members is not None, poll_url=cursor["poll_url"] if cursor else None
+                self.cfg,
+                self.apsis,
+                with_queries=members is not None,
+                poll_url=cursor["poll_url"] if cursor else None,
+                keep=wanted,
             )
         except (NotFound, AuthError) as exc:
             if isinstance(exc, AuthError) and exc.status != 403:
@@ -152,15 +185,13 @@ class Reconciler:
             result.limitations.append(FALLBACK_NOTE.format(status=exc.status))
         if profiles is None:  # reconcile from the keys we know: the state table's profiles, read one by one
             known = [int(s.person_key) for s in self.states.scan(self.cfg.integration_id) if s.exists_in_apsis]
-            in_scope: dict[int, ExportedProfile | None] = {k: None for k in known if scope.holds(k)}
+            in_scope = {k for k in known if scope.holds(k)}
             lookup = self._probe
         else:
-            # our keys only: K_CONTACT as we write it ("³" passes isdigit() and crashed int(); "03" is not ours)
-            ours = {int(k): p for k, p in profiles.items() if k.isascii() and k.isdigit() and str(int(k)) == k}
-            in_scope = {k: p for k, p in ours.items() if scope.holds(k)}
-            if not ours:  # none at all (a range whose profiles were all deleted is `missing`, not this)
+            in_scope = {int(k) for k in profiles}  # ours within the scope only (InScope); read when compared
+            if not wanted.ours:  # none at all (a range whose profiles were all deleted is `missing`, not this)
                 self._refuse_empty_export()
-            lookup = lambda keys: {k: p for k in keys if (p := in_scope.get(k)) is not None}  # noqa: E731
+            lookup = functools.partial(_exported, profiles)
         result.profiles_exported = len(in_scope)
         page = cursor["page"] if cursor else 0
         last_key = cursor["last_key"] if cursor else scope.from_key - 1

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import requests
 
 from .apsis import ApsisClient
 from .apsis_transport import MORE_PAGES
@@ -23,6 +26,7 @@ from .consent_entries import CHANNEL_NAMES as CHANNEL_NAMES
 from .consent_entries import CONSENT_TYPES as CONSENT_TYPES
 from .consent_entries import consent_entry as consent_entry
 from .errors import ApiError, ApsisUnavailable, NotFound
+from .json_stream import read_object
 
 EXPORTS_PATH = "/audience/profiles/exports"
 MIN_POLL_SECONDS = 1.0  # 60 downloads a minute: never poll faster than once a second
@@ -58,22 +62,27 @@ def request_export(client: ApsisClient, *, attributes: list[str], tags: list[str
     return poll_url
 
 
+#: bytes read from the export's answer at a time: the download is never held whole (see ExportedProfiles)
+DOWNLOAD_CHUNK_BYTES = 256 * 1024
+
+
 def download_export(
-    client: ApsisClient, poll_url: str, *, poll_interval: float = MIN_POLL_SECONDS, timeout: float = 600
-) -> dict[str, ExportedProfile]:
+    client: ApsisClient,
+    poll_url: str,
+    *,
+    poll_interval: float = MIN_POLL_SECONDS,
+    timeout: float = 600,
+    keep: Callable[[str], bool] | None = None,
+) -> ExportedProfiles:
     """Polls until the export is ready and returns the profiles keyed in the client's keyspace (profiles of
-    other keyspaces are not ours and are left out). Raises ExportGone on 410, ApsisUnavailable when it fails
-    (503) or is not ready within `timeout` seconds."""
+    other keyspaces are not ours and are left out), those `keep` refuses too. Raises ExportGone on 410,
+    ApsisUnavailable when it fails (503) or is not ready within `timeout` seconds."""
     path = poll_url.removeprefix(client.base_url)
     deadline = time.monotonic() + timeout
     interval = max(poll_interval, MIN_POLL_SECONDS)
     while True:
         try:
-            response = client._call("download_export", "GET", path)
-            try:
-                payload = json.loads(response.content.decode("utf-8-sig"))  # a byte-order mark first: still JSON
-            except (ValueError, UnicodeDecodeError):  # NDJSON, CSV: a format we do not read is no export of nobody
-                raise ApsisUnavailable(f"APSIS export {path}: the answer is not one JSON document") from None
+            response = client._call("download_export", "GET", path, stream=True)  # read as it arrives: below
             break
         except NotFound:  # in progress
             pass
@@ -85,7 +94,21 @@ def download_export(
         if remaining <= 0:
             raise ApsisUnavailable(f"APSIS export {path} not ready after {timeout}s")
         time.sleep(min(interval, remaining))
-    return parse_export(payload, client.keyspace)
+    profiles = ExportedProfiles()
+    try:
+        # the whole account's profiles in one document: each is read, checked and kept (compact) or dropped as
+        # it arrives; held whole (bytes, text, tree, objects), an account of ~250,000 outgrew the Lambda's memory
+        members, count = read_object(
+            response.iter_content(DOWNLOAD_CHUNK_BYTES), "profiles", _row_reader(client.keyspace, keep, profiles)
+        )
+    except (ValueError, UnicodeDecodeError):  # NDJSON, CSV, a cut body: a format we do not read is no export
+        raise ApsisUnavailable(f"APSIS export {path}: the answer is not one JSON document") from None
+    except requests.RequestException as exc:  # the body broke off after the answer began
+        raise ApsisUnavailable(f"APSIS export {path}: the download broke off ({type(exc).__name__})") from None
+    finally:
+        response.close()
+    _check_whole(members, count)
+    return profiles
 
 
 #: what would say an export answer is one page of several: reconcile must never take part of the profiles for
@@ -93,33 +116,100 @@ def download_export(
 _MORE_PAGES = MORE_PAGES
 
 
-def parse_export(payload: Any, keyspace: str) -> dict[str, ExportedProfile]:
+class ExportedProfiles(Mapping[str, ExportedProfile]):
+    """An export's profiles by key, each held as one short JSON text whose names (attributes, tags, topics,
+    channels, types) are numbers in a table the export shares, and read back as an ExportedProfile when asked
+    for: as objects, a profile took ~4 KB, and an export holds the whole account."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, bytes] = {}
+        self._numbers: dict[str, int] = {}
+        self._names: list[str] = []
+
+    def add(self, profile: ExportedProfile) -> None:
+        number = self._number
+        attributes = [x for name, value in profile.attributes.items() for x in (number(name), value)]
+        consents = [number(x) for (topic, channel), kind in profile.consents.items() for x in (topic, channel, kind)]
+        row = [attributes, [number(tag) for tag in profile.tags], consents]
+        self._rows[profile.key] = json.dumps(row, separators=(",", ":")).encode("ascii")  # \u escapes: ASCII
+
+    def _number(self, name: str) -> int:
+        number = self._numbers.get(name)
+        if number is None:
+            number = self._numbers[name] = len(self._names)
+            self._names.append(name)
+        return number
+
+    def __getitem__(self, key: str) -> ExportedProfile:
+        attributes, tags, consents = json.loads(self._rows[key])
+        name = self._names.__getitem__
+        return ExportedProfile(
+            key=key,
+            attributes={name(attributes[i]): attributes[i + 1] for i in range(0, len(attributes), 2)},
+            tags={name(tag) for tag in tags},
+            consents={
+                (name(consents[i]), name(consents[i + 1])): name(consents[i + 2]) for i in range(0, len(consents), 3)
+            },
+        )
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._rows
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+def parse_export(payload: Any, keyspace: str, keep: Callable[[str], bool] | None = None) -> ExportedProfiles:
     """The export's JSON as ExportedProfile by key; an answer we cannot read raises (never read as "empty", never
     read as complete when it says there is more). The shape is not public (contracts/apsis-one.md §9): consent
     entries are read under `consent_type` or `type` in any case, channels in full or short form."""
     rows = payload.get("profiles") if isinstance(payload, dict) else None
     if not isinstance(rows, list):
         raise ApsisUnavailable("APSIS export: the answer holds no profiles list")
-    links = payload.get("links") if isinstance(payload.get("links"), dict) else {}
-    total = payload.get("total", payload.get("total_count"))
-    if any(payload.get(name) or links.get(name) for name in _MORE_PAGES) or (
-        isinstance(total, int) and not isinstance(total, bool) and total > len(rows)
+    profiles = ExportedProfiles()
+    read = _row_reader(keyspace, keep, profiles)
+    for row in rows:
+        read(row)
+    _check_whole(payload, len(rows))
+    return profiles
+
+
+def _check_whole(members: dict[str, Any], count: int) -> None:
+    """`count` rows (-1: no list of profiles) are the whole export: no next page named, no larger total."""
+    if count < 0:
+        raise ApsisUnavailable("APSIS export: the answer holds no profiles list")
+    links = members.get("links")
+    links = links if isinstance(links, dict) else {}
+    total = members.get("total", members.get("total_count"))
+    if any(members.get(name) or links.get(name) for name in _MORE_PAGES) or (
+        isinstance(total, int) and not isinstance(total, bool) and total > count
     ):
         raise ApsisUnavailable("APSIS export: the answer is one page of several; not read as the whole section")
-    out: dict[str, ExportedProfile] = {}
-    for row in rows:
+
+
+def _row_reader(keyspace: str, keep: Callable[[str], bool] | None, into: ExportedProfiles) -> Callable[[Any], None]:
+    """Reads one exported row into `into`. Every row of our keyspace is read (one we cannot read refuses the
+    export, kept or not); only those `keep` takes are held."""
+
+    def read(row: Any) -> None:
         if not isinstance(row, dict):
             raise ApsisUnavailable("APSIS export: a profile entry is not an object")
         key = _key_of(row, keyspace)
         if key is None:
-            continue  # a profile of another keyspace: not ours
-        out[key] = ExportedProfile(
+            return  # a profile of another keyspace: not ours
+        profile = ExportedProfile(
             key=key,
             attributes=dict(row.get("attributes") or {}),
             tags=_tags_of(row.get("tags")),
             consents=dict(consent_entry(t) for t in _topics(row)),
         )
-    return out
+        if keep is None or keep(key):
+            into.add(profile)
+
+    return read
 
 
 def _key_of(row: dict[str, Any], keyspace: str) -> str | None:
@@ -175,16 +265,17 @@ def export_section(
     topics: list[str],
     poll_url: str | None = None,
     timeout: float = 600,
-) -> tuple[str, dict[str, ExportedProfile]]:
+    keep: Callable[[str], bool] | None = None,
+) -> tuple[str, ExportedProfiles]:
     """Downloads `poll_url` (a resumed run's export) or a new export; a gone one is requested again once.
-    Returns the poll URL used and the profiles."""
+    Returns the poll URL used and the profiles (those `keep` takes: by default all of our keyspace)."""
     if poll_url:
         try:
-            return poll_url, download_export(client, poll_url, timeout=timeout)
+            return poll_url, download_export(client, poll_url, timeout=timeout, keep=keep)
         except ExportGone:
             pass
     poll_url = request_export(client, attributes=attributes, tags=tags, topics=topics)
-    return poll_url, download_export(client, poll_url, timeout=timeout)
+    return poll_url, download_export(client, poll_url, timeout=timeout, keep=keep)
 
 
 def probe_profile(client: ApsisClient, key: str, topics: set[str]) -> ExportedProfile | None:

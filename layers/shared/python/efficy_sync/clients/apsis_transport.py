@@ -237,12 +237,9 @@ class ApsisTransport:
         """The token another client is fetching, read from the store at growing intervals (a fetch takes well
         under a second; SSM's read rate is shared by the account), or None after TOKEN_WAIT_SECONDS, or sooner
         when the invocation's deadline would leave too little time for the call itself."""
-        wait = TOKEN_WAIT_SECONDS
         left = time_left()
-        if left is not None:
-            wait = min(wait, left - 2 * MIN_CALL_SECONDS)
-        deadline = time.monotonic() + wait
-        pause = 0.25
+        wait = TOKEN_WAIT_SECONDS if left is None else min(TOKEN_WAIT_SECONDS, left - 2 * MIN_CALL_SECONDS)
+        deadline, pause = time.monotonic() + wait, 0.25
         while time.monotonic() + pause < deadline:
             time.sleep(pause)
             shared = self._shared_token()
@@ -307,18 +304,20 @@ class ApsisTransport:
         body: dict[str, Any] | None = None,
         content_type: str = JSON,
         params: dict[str, Any] | None = None,
+        stream: bool = False,
     ) -> requests.Response:
         """One API call: authenticated, retried by the session, one token refresh on 401 (a fresh token's or a
-        403's at most once a minute), typed on failure."""
+        403's at most once a minute), typed on failure. `stream`: a 2xx body is read by the caller as it arrives."""
         data = self._encode(body) if body is not None else None
         token = self._access_token()
-        response = self._send(kind, method, path, data, content_type, params, token=token)
+        response = self._send(kind, method, path, data, content_type, params, token=token, stream=stream)
         status = response.status_code
         if (status == 401 and self._may_refresh_on_unauthorized(token)) or (
             status == 403 and self._may_refresh_on_forbidden()
         ):
             self._forget_token(token)
-            response = self._send(kind, method, path, data, content_type, params, token=self._access_token())
+            token = self._access_token()
+            response = self._send(kind, method, path, data, content_type, params, token=token, stream=stream)
         if response.status_code >= 400:
             error = self._error_for(response, kind)
             error.maybe_applied = response_unanswered_attempt(response)  # a 429 after a timed-out attempt
@@ -340,6 +339,7 @@ class ApsisTransport:
         params: dict[str, Any] | None,
         *,
         token: str | None,
+        stream: bool = False,
     ) -> requests.Response:
         """One HTTP exchange (the session retries 429/5xx/timeouts inside it). Bytes bodies carry Content-Length."""
         headers = {"Accept": ACCEPT}
@@ -357,6 +357,7 @@ class ApsisTransport:
                 params=params,
                 headers=headers,
                 timeout=self.policy.timeout_within(left),
+                stream=stream,
             )
         except requests.RequestException as exc:
             meter.record_unanswered("apsis", self.policy.total + 1)
