@@ -56,9 +56,11 @@ def record_handler_for(batch: Batch) -> Callable[[SQSRecord], None]:
         # This record's correlation id is on its log lines, trace and stored outcome, and on nothing after it.
         with record_scope(correlation_id_of(record)):
             change = ContactChange.model_validate_json(record.body)
+            # before the sync: a change that fails still served its integration, so the invocation's API calls
+            # (its 429s) are not published as those of another integration of the batch
+            serving(change.integration_id)
             outcome = batch.apply(change)
             logger.info("person applied", extra={"integration_id": change.integration_id, **log_fields(outcome)})
-            serving(change.integration_id)
             metric = METRIC_BY_RESULT.get(outcome.result)
             if metric:
                 count(metric, 1, integration_id=change.integration_id)

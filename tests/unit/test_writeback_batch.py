@@ -98,3 +98,33 @@ def test_one_integrations_efficy_outage_leaves_another_integrations_opt_outs_alo
     with pytest.raises(EfficyUnavailable, match="earlier in this batch"):
         batch.write_back(message(9), "h-9", 1)  # acme's next one is still put back at once
     assert acme.recorded_only == [9]
+
+
+def test_a_message_that_does_not_parse_is_not_logged_as_the_last_integrations(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The logger kept the integration_id of the message before: a broken one was logged as that integration's."""
+    import json
+
+    writeback = FakeWriteBack()
+    batch, _ = batch_of(writeback)
+    batch.write_back(message(7, integration_id="acme"), "h-7", 1)
+    capsys.readouterr()
+    with pytest.raises(ValueError):
+        batch.write_back("{not json", "h-8", 1)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    warning = next(line for line in lines if line.get("level") == "WARNING")
+    assert "integration_id" not in warning, warning
+
+
+def test_a_failed_message_still_names_its_integration_for_the_invocation_s_api_counts() -> None:
+    from efficy_sync.observability import integration_counts
+
+    integration_counts.take({})
+    batch, _ = batch_of(FakeWriteBack(down=True))
+    with pytest.raises(EfficyUnavailable):
+        batch.write_back(message(7, integration_id="acme"), "h-7", 1)
+    batch_ok, _ = batch_of(FakeWriteBack())
+    batch_ok.write_back(message(8, integration_id="globex"), "h-8", 1)
+    counts = integration_counts.take({"ApsisCalls": 5})
+    assert "ApsisCalls" not in counts.get("globex", {}), counts  # two integrations served: attributed to neither

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from .clients.errors import EfficyUnavailable
-from .observability import MetricUnit, count, logger, metrics
+from .observability import MetricUnit, count, logger, metrics, serving
 from .optout import OptOutMessage, WriteBack, WriteBackResult, retry_delay
 from .pii import hash_key
 from .sync import log_fields
@@ -39,10 +39,12 @@ class WriteBackBatch:
     def write_back(self, body: str, receipt_handle: str, receive_count: int) -> WriteBackResult:
         """One opt-out message; raises (the message comes back later) unless it was written back."""
         integration_id = None
+        logger.remove_keys(["integration_id"])  # a message that does not parse is nobody's, not the last one's
         try:
             message = OptOutMessage.model_validate_json(body)
             integration_id = message.integration_id
             logger.append_keys(integration_id=integration_id)
+            serving(integration_id)  # also when it fails: API calls are attributed only to a lone integration
             writeback = self.writeback_for(integration_id)
             if integration_id in self.efficy_down:
                 writeback.record_only(message)  # recorded all the same: from now on every sync honours it
