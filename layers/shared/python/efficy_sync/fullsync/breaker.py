@@ -220,7 +220,7 @@ class Breaker:
                 )
                 done["released"] += len(chunk)
         if (tags_result or {}).get("held") and not previous.get("tags_done"):
-            result = fs.tags(run_payload, time_left=time_left, hold=False)
+            result = fs.tags(run_payload, time_left=time_left, hold=False, after=previous.get("tags_next"))
             fs.runs.add_once(
                 run.integration_id,
                 run.run_id,
@@ -228,7 +228,8 @@ class Breaker:
                 {f"tag-:{tag}": int(c.get("removed", 0)) for tag, c in result.get("tags", {}).items()},
             )
             if result.get("more"):
-                return {**done, "more": True, "calls": int(previous.get("calls", 0)) + 1}
+                calls = int(previous.get("calls", 0)) + 1
+                return {**done, "more": True, "calls": calls, "tags_next": result.get("next")}
         if allows_removals(run):
             self.breaker.reset(run.integration_id)
         return {**done, "tags_done": True}

@@ -290,10 +290,12 @@ class FullSync:
         previous: dict[str, Any] | None = None,
         time_left: Callable[[], float] | None = None,
         hold: bool = True,
+        after: int | None = None,
     ) -> dict[str, Any]:
         """One call of the Tags step. It answers `more: True` when it ran out of time; the state machine then
-        calls it again with this answer as `previous`, and the counts add up (see tags.mirror_query_tags).
-        `hold`: untags wait for the breaker's gate (breaker.py); its release calls this with hold=False."""
+        calls it again with this answer as `previous`, and the counts add up and the mirror resumes after its
+        `next` member (see tags.mirror_query_tags). `hold`: untags wait for the breaker's gate (breaker.py); its
+        release calls this with hold=False, and with `after` (the `next` of its own previous call)."""
         run = self._run(run_payload)
         cfg = self.run_config(run)
         if not cfg.tags.queries:
@@ -317,6 +319,7 @@ class FullSync:
             hold_untags=Breaker.of(self).hold_untags(run) if hold else None,
             should_continue=self._still_running(run.integration_id, run.run_id),
             emptied_ok=allows_removals(run),
+            after=after if after is not None else (previous or {}).get("next"),
         )
         return merge_results(previous, result)
 

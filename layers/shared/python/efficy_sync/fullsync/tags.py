@@ -13,6 +13,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
@@ -33,6 +34,7 @@ from ..store.query_members import encode_members as encode_members
 QueryMembers = QueryMembersStore
 TAG_WORKERS = 8  # persons tagged at once; the APSIS pace (PacedApsis), not this, bounds the request rate
 TAG_BATCH_PER_WORKER = 25  # between batches the call checks how much time it has left
+TAG_READ_CHUNK = 1000  # states read and planned at once: what a call holds in memory, whatever the query's size
 TAG_RESERVE_SECONDS = 45.0  # stop this long before the Lambda's timeout and let the state machine call again
 #: a query that answers no members while this many former members hold its tag is held (see mirror_query_tags)
 EMPTIED_FLOOR = 2
@@ -150,16 +152,26 @@ def mirror_query_tags(
     hold_untags: Callable[[str, int, int], bool] | None = None,
     should_continue: Callable[[], bool] | None = None,
     emptied_ok: bool = False,
+    after: int | None = None,
 ) -> dict[str, Any]:
     """Runs each mapped query, tags its members and untags former members; one APSIS call per person whose
     query tags change, `workers` at a time. Returns {"queries", "tagged", "untagged", "failed", "tags": {tag:
-    {added, removed, members}}, "errors", "more"}.
+    {added, removed, members}}, "errors", "more"} (and "next" with `more`).
 
-    A query with very many new members can take longer than one Lambda may run: when `time_left()` (seconds)
-    drops under TAG_RESERVE_SECONDS the call stops between batches and answers `more: True`. Calling it again
-    resumes: a person already tagged is recorded in its stored state, so the next plan no longer holds it. The
-    member snapshots are widened before any tag goes out (widen_snapshot) and narrowed to the members only by
-    the call that finishes. The counts are what this call did.
+    The members are walked in key order, TAG_READ_CHUNK states at a time (read, planned, sent): a call holds
+    the members' keys, never every member's state (a query of 215,000 members, its states all read at once,
+    took more than the Tags step's 1 GB, and 100,000 more than the sweeper's 512 MB). Only the former members'
+    states are read first, a chunk at a time too, for the untags the breaker judges before any goes out (every
+    call reads them again: what it counts is what the gate judges).
+
+    A query with very many members can take longer than one Lambda may run: when `time_left()` (seconds) drops
+    under TAG_RESERVE_SECONDS the call stops between chunks and batches (it reads one chunk and sends one batch
+    at least) and answers `more: True` and `next`: every member up to that key is done. Calling it again with
+    `after=next` resumes there, without reading the done ones again; without `after` it starts over, and a
+    person already tagged is recorded in its stored state, so the plan no longer holds it. A former member at
+    or below `after` (one who left the query between two calls, or whom APSIS refused) is left for the next
+    run: the snapshot keeps them. The member snapshots are widened before any tag goes out (widen_snapshot) and
+    narrowed to the members only by the call that finishes. The counts are what this call did.
 
     A dry run created no profiles, so `would_sync(keys)` says which members without a profile the run would
     have created (and so tagged).
@@ -177,11 +189,11 @@ def mirror_query_tags(
     `should_continue`: is the run still active? Asked before each batch: after a cancel, real-time changes apply
     again, and tags planned from this call's reads must not keep going out (`stopped: True`, the snapshot left
     widened, not narrowed, so the next run plans them again)."""
-    changes: dict[int, dict[str, bool]] = defaultdict(dict)
     per_tag: dict[str, Counter[str]] = {}
     results: dict[int, set[int]] = {}
     errors: dict[str, str] = {}
-    held: dict[int, set[int]] = {}
+    kept: dict[int, set[int]] = defaultdict(set)  # former members the finishing call's snapshot still names
+    plan: list[tuple[str, set[int], set[int]]] = []  # per query tag: its tag, its members, the untags to send
     for query_tag in cfg.tags.queries:
         try:
             current = set(run_query(query_tag.query))
@@ -193,26 +205,10 @@ def mirror_query_tags(
             continue
         previous = members.previous(cfg.integration_id, query_tag.query, query_tag.tag) or set()
         results[query_tag.query] = current
-        known = states.get_many(cfg.integration_id, sorted(current | previous))
-        per_tag.setdefault(query_tag.tag, Counter())["members"] = len(current)
-        newcomers: set[int] = set()
-        if dry_run and would_sync is not None:
-            newcomers = would_sync(sorted(k for k in current if known.get(k) is None))
-        for key in current:
-            state = known.get(key)
-            if (eligible(state) and not _surely(state, query_tag.tag)) or key in newcomers:
-                changes[key][query_tag.tag] = True
-        untags = [
-            key
-            for key in sorted(previous - current)
-            if (state := known.get(key)) is not None
-            and state.exists_in_apsis
-            and (state.tags.get(query_tag.tag) or query_tag.tag in state.tags_unknown)
-        ]
-        per_tag[query_tag.tag]["untags"] = len(untags)
+        untags = tagged_formers(states, cfg.integration_id, query_tag.tag, previous - current)
+        counts = per_tag.setdefault(query_tag.tag, Counter())
+        counts["members"], counts["untags"] = len(current), len(untags)
         if not current and len(untags) >= EMPTIED_FLOOR and not emptied_ok:
-            held[query_tag.query] = set(untags)
-            per_tag[query_tag.tag]["held"] = len(untags)
             errors[query_tag.tag] = (
                 f"query {query_tag.query} answered no members ({len(untags)} hold the tag): untags held until "
                 "`full-sync start --allow-removals`"
@@ -222,75 +218,138 @@ def mirror_query_tags(
                 "query answered no members: its untags are held",
                 extra={"integration_id": cfg.integration_id, "tag": query_tag.tag, "untags": len(untags)},
             )
+        elif not (untags and hold_untags is not None and hold_untags(query_tag.tag, len(untags), len(previous))):
+            kept[query_tag.query] |= {key for key in untags if after is not None and key <= after}
+            plan.append((query_tag.tag, current, untags))
             continue
-        if untags and hold_untags is not None and hold_untags(query_tag.tag, len(untags), len(previous)):
-            held[query_tag.query] = set(untags)
-            per_tag[query_tag.tag]["held"] = len(untags)
-            continue
-        for key in untags:
-            changes[key][query_tag.tag] = False
-    failed, more, stopped = 0, False, False
-    if dry_run:
-        done = dict(changes)
-    else:
+        kept[query_tag.query] |= untags
+        counts["held"] = len(untags)
+        plan.append((query_tag.tag, current, set()))
+    if not dry_run:
         for query, current in results.items():
             widen_snapshot(cfg, members, query, current, run_id)
-        done, failed, more, stopped = _apply(cfg, apsis, states, changes, time_left, workers, should_continue)
-        if not more and not stopped:
-            for query, current in results.items():
-                mirrored = [q.tag for q in cfg.tags.queries if q.query == query]
-                kept = current | held.get(query, set())
-                members.put(cfg.integration_id, query, kept, run_id=run_id, tags=mirrored)
-    for tags in done.values():
-        for tag, on in tags.items():
-            per_tag[tag]["added" if on else "removed"] += 1
+    keys = sorted({key for _, current, untags in plan for key in (*current, *untags) if after is None or key > after})
+    walk = _Walk(cfg, apsis, states, plan, per_tag, dry_run, would_sync, time_left, should_continue, workers)
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="query-tags") as pool:
+        ended, cursor = walk.run(keys, pool)
+    if ended == "done" and not dry_run:
+        for query, current in results.items():
+            mirrored = [q.tag for q in cfg.tags.queries if q.query == query]
+            members.put(cfg.integration_id, query, current | kept[query], run_id=run_id, tags=mirrored)
     return {
         "queries": len(cfg.tags.queries),
         "tagged": sum(c["added"] for c in per_tag.values()),
         "untagged": sum(c["removed"] for c in per_tag.values()),
-        "failed": failed,
+        "failed": walk.failed,
         "tags": {tag: {k: v for k, v in c.items() if k not in ("untags", "held")} for tag, c in per_tag.items()},
         "errors": errors,
-        "more": more,
-        "stopped": stopped,
+        "more": ended == "more",
+        "stopped": ended == "stopped",
         "untags": {tag: c["untags"] for tag, c in per_tag.items() if c["untags"]},
         "held": {tag: c["held"] for tag, c in per_tag.items() if c["held"]},
+        **({"next": cursor} if ended == "more" else {}),
     }
 
 
-def _apply(
-    cfg: IntegrationConfig,
-    apsis: Any,
-    states: protocols.PersonStates,
-    changes: dict[int, dict[str, bool]],
-    time_left: Callable[[], float] | None,
-    workers: int,
-    should_continue: Callable[[], bool] | None = None,
-) -> tuple[dict[int, dict[str, bool]], int, bool, bool]:
-    """Tags persons in batches on a thread pool (the APSIS pace is shared and thread-safe). Returns what was
-    applied, how many persons APSIS refused, whether time ran out before the end, and whether the run ended
-    (a cancel) before it."""
-    done: dict[int, dict[str, bool]] = {}
-    failed = 0
-    keys = sorted(changes)
-    batch = max(1, workers) * TAG_BATCH_PER_WORKER
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="query-tags") as pool:
-        for start in range(0, len(keys), batch):
-            if start and time_left is not None and time_left() < TAG_RESERVE_SECONDS:  # one batch at least
-                return done, failed, True, False
-            if should_continue is not None and not should_continue():
-                return done, failed, False, True
-            chunk = keys[start : start + batch]
-            for key, ok in zip(
-                chunk,
-                map_in_context(pool, lambda k: _tag_person(cfg, apsis, states, k, changes[k]), chunk),
-                strict=True,
-            ):
-                if ok:
-                    done[key] = changes[key]
+def tagged_formers(states: protocols.PersonStates, integration_id: str, tag: str, formers: set[int]) -> set[int]:
+    """The untags: the former members whose state says we set `tag` (or may have), read TAG_READ_CHUNK at a
+    time and kept as keys (their states are read again, a chunk at a time, where the untags are sent)."""
+    untags: set[int] = set()
+    ordered = sorted(formers)
+    for start in range(0, len(ordered), TAG_READ_CHUNK):
+        known = states.get_many(integration_id, ordered[start : start + TAG_READ_CHUNK])
+        untags.update(k for k, s in known.items() if s.exists_in_apsis and (s.tags.get(tag) or tag in s.tags_unknown))
+    return untags
+
+
+@dataclass
+class _Walk:
+    """One call's walk over the members (mirror_query_tags): chunks of TAG_READ_CHUNK keys are read and
+    planned; their changes wait in `pending` until a batch of them is ready (a sparse change is sent with
+    others, `workers` at a time, not alone). `run` answers how it ended ("done", "more" or "stopped") and,
+    with "more", the key up to which every member is done."""
+
+    cfg: IntegrationConfig
+    apsis: Any
+    states: protocols.PersonStates
+    plan: list[tuple[str, set[int], set[int]]]
+    per_tag: dict[str, Counter[str]]
+    dry_run: bool
+    would_sync: Callable[[list[int]], set[int]] | None
+    time_left: Callable[[], float] | None
+    should_continue: Callable[[], bool] | None
+    workers: int
+    failed: int = 0
+    batches: int = 0  # sent by this call
+
+    def run(self, keys: list[int], pool: ThreadPoolExecutor) -> tuple[str, int | None]:
+        pending: dict[int, dict[str, bool]] = {}
+        batch = max(1, self.workers) * TAG_BATCH_PER_WORKER
+        through: int | None = None
+        for start in range(0, len(keys), TAG_READ_CHUNK):
+            if start and self._short():  # reading counts too: a resumed call no longer reads the done ones
+                if pending and not self.batches and (ended := self._send(pool, pending, batch)):
+                    return ended, None
+                return "more", min(pending) - 1 if pending else through
+            chunk = keys[start : start + TAG_READ_CHUNK]
+            for key, tags in self._changes(chunk).items():
+                if self.dry_run:
+                    self._count(tags)
                 else:
-                    failed += 1
-    return done, failed, False, False
+                    pending[key] = tags
+            while len(pending) >= batch:
+                if ended := self._send(pool, pending, batch):
+                    return ended, min(pending) - 1
+            through = chunk[-1]
+        while pending:
+            if ended := self._send(pool, pending, batch):
+                return ended, min(pending) - 1
+        return "done", None
+
+    def _short(self) -> bool:
+        return self.time_left is not None and self.time_left() < TAG_RESERVE_SECONDS
+
+    def _changes(self, chunk: list[int]) -> dict[int, dict[str, bool]]:
+        """key -> {tag: True | False} for the chunk's members and former members, from their states."""
+        need = [key for key in chunk if any(key in current for _, current, _ in self.plan)]
+        known = self.states.get_many(self.cfg.integration_id, need) if need else {}
+        newcomers: set[int] = set()
+        if self.dry_run and self.would_sync is not None and (unknown := [k for k in need if known.get(k) is None]):
+            newcomers = self.would_sync(unknown)
+        changes: dict[int, dict[str, bool]] = defaultdict(dict)
+        for tag, current, untags in self.plan:
+            for key in chunk:
+                state = known.get(key)
+                if key in current and ((eligible(state) and not _surely(state, tag)) or key in newcomers):
+                    changes[key][tag] = True
+                elif key in untags:
+                    changes[key][tag] = False
+        return changes
+
+    def _send(self, pool: ThreadPoolExecutor, pending: dict[int, dict[str, bool]], batch: int) -> str | None:
+        """The lowest `batch` pending persons tagged on the pool (the APSIS pace is shared and thread-safe), or
+        why not: "more" (time is short, one batch sent already) or "stopped" (the run ended: a cancel)."""
+        if self.batches and self._short():
+            return "more"
+        if self.should_continue is not None and not self.should_continue():
+            return "stopped"
+        keys = sorted(pending)[:batch]
+
+        def tag(key: int) -> bool:
+            return _tag_person(self.cfg, self.apsis, self.states, key, pending[key])
+
+        for key, ok in zip(keys, map_in_context(pool, tag, keys), strict=True):
+            tags = pending.pop(key)
+            if ok:
+                self._count(tags)
+            else:
+                self.failed += 1
+        self.batches += 1
+        return None
+
+    def _count(self, tags: dict[str, bool]) -> None:
+        for tag, on in tags.items():
+            self.per_tag[tag]["added" if on else "removed"] += 1
 
 
 def merge_results(previous: dict[str, Any] | None, current: dict[str, Any]) -> dict[str, Any]:

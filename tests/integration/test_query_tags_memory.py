@@ -1,0 +1,127 @@
+"""Query tags fit the memory of the Lambda that mirrors them, at the query sizes the README supports.
+
+mirror_query_tags (fullsync/tags.py) called `states.get_many(current | previous)` for every member of a query at
+once and kept the answer while it planned that query's tags: about 4.6 MB of decoded PersonState per thousand
+members, so a query of ~215,000 members failed every full sync's Tags step (FullSyncStepFunction, 1024 MB) and
+one of ~100,000 with a schedule of its own crashed the sweeper (CleanupFunction, 512 MB) on every sweep. It now
+reads TAG_READ_CHUNK states at a time and keeps only the members' keys.
+
+Each measure runs the real mirror_query_tags in a fresh Python process over a query whose members are all already
+tagged (nothing to send), with a store whose get_many decodes each member's real STATE document
+(person_items.state_document -> PersonStateStore._decode, what the real store keeps per person, without
+boto3's own per-batch garbage: a lower bound), and compares the process's peak RSS with the function's
+MemorySize in template.yaml (Lambda ends an invocation that passes it: Runtime.OutOfMemory), and the growth of
+the peak with the query's size with a bound per member."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = r"""
+def hwm():  # peak RSS of this process (kB); ru_maxrss would carry the parent's over exec
+    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:'))
+import sys, json
+from pathlib import Path
+from efficy_sync.config import load_config_file
+from efficy_sync.fullsync.tags import mirror_query_tags
+from efficy_sync.state import PersonState, utc_now, value_hash
+from efficy_sync.store.person_items import state_document
+from efficy_sync.store.persons import PersonStateStore
+
+members = int(sys.argv[1])
+cfg = load_config_file(Path(sys.argv[2]) / "examples" / "demo.yaml")  # one query tag: vip (query 3618)
+ATTRS = ["com.apsis1.attributes.email", "com.apsis1.attributes.firstname", "com.apsis1.attributes.lastname",
+         "com.apsis1.attributes.mobile", "usercreated.attributes.language"]
+
+def item(key):
+    state = PersonState(
+        integration_id="demo", person_key=str(key), change_stamp="2026-01-01T10:00:00.000000",
+        asked_at="2026-01-01T10:00:00.000000", answered_at="2026-01-01T10:00:00.100000",
+        attribute_hashes={a: value_hash(f"{a}{key}") for a in ATTRS},
+        consents={"usercreated.topics.newsletter-ab12|email": "opt-in",
+                  "usercreated.topics.sms-offers-cd34|sms": "opt-in",
+                  "usercreated.topics.events-ef56|email": "opt-in"},
+        tags={"newsletter-readers": True, "sms-club": True, "vip": True},
+        opted_in_at={"usercreated.topics.newsletter-ab12|email": utc_now()},
+        exists_in_apsis=True, last_outcome="synced")
+    return {"doc": state_document(state), "rev": 3}
+
+class States:  # the real store's get_many, minus DynamoDB: the same decoded PersonState per member
+    def get_many(self, integration_id, keys):
+        return {int(k): PersonStateStore._decode(item(int(k))) for k in keys}
+
+class Members:
+    def previous(self, integration_id, query, tag): return set(range(1, members + 1))
+    def put(self, *a, **k): pass
+    def last_run(self, *a): return None
+
+class Apsis:
+    def patch_tags(self, *a): raise AssertionError("nothing to send")
+
+base = hwm()
+result = mirror_query_tags(cfg, run_query=lambda q: list(range(1, members + 1)), apsis=Apsis(), states=States(),
+                           members=Members(), dry_run=False, run_id="run-1")
+peak = hwm()
+print(json.dumps({"base_mb": base / 1024, "peak_mb": peak / 1024, "result": result["tags"]}))
+"""
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def memory_of(function: str) -> int:
+    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader)
+    props = template["Resources"][function]["Properties"]
+    return int(props.get("MemorySize") or template["Globals"]["Function"]["MemorySize"])
+
+
+SMALL, LARGE = 20_000, 300_000  # the Tags step of a full sync over 300,000 members (the README: up to 500,000)
+#: the peak's growth per 100,000 more members: the keys (a few sets of ints) fit in it, their states did not (~460 MB)
+GROWTH_PER_100K_MB = 100
+
+
+@pytest.fixture(scope="module")
+def peaks() -> dict[int, dict]:
+    """Both sizes measured at once, each in its own process."""
+    running = {
+        n: subprocess.Popen(
+            [sys.executable, "-c", SCRIPT, str(n), str(ROOT)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for n in (SMALL, LARGE)
+    }
+    out = {}
+    for n, process in running.items():
+        stdout, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-2000:]
+        out[n] = json.loads(stdout.strip().splitlines()[-1])
+        assert out[n]["result"]["vip"]["members"] == n
+    return out
+
+
+def test_the_mirror_s_memory_grows_by_keys_not_by_states_with_the_query_s_size(peaks: dict[int, dict]) -> None:
+    growth = (peaks[LARGE]["peak_mb"] - peaks[SMALL]["peak_mb"]) * 100_000 / (LARGE - SMALL)
+    assert growth <= GROWTH_PER_100K_MB, (
+        f"mirror_query_tags' peak RSS grows by {growth:.0f} MB per 100,000 members (> {GROWTH_PER_100K_MB} MB)"
+    )
+
+
+@pytest.mark.parametrize("function", ["FullSyncStepFunction", "CleanupFunction"])
+def test_query_tag_mirror_fits_its_lambda_memory(peaks: dict[int, dict], function: str) -> None:
+    """The Tags step mirrors every query tag; the sweeper (512 MB) a query tag with a schedule of its own."""
+    measured, limit = peaks[LARGE], memory_of(function)
+    assert measured["peak_mb"] <= limit, (
+        f"mirror_query_tags over a {LARGE}-member query peaks at {measured['peak_mb']:.0f} MB RSS "
+        f"(Python + package: {measured['base_mb']:.0f} MB) > {function} MemorySize {limit} MB"
+    )
