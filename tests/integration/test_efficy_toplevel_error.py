@@ -6,29 +6,17 @@ before per-context handling, so the write-back's removal answered "relation miss
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
-from efficy_sync.clients.efficy import EfficyClient
 from efficy_sync.clients.errors import EfficyBusinessError
-from efficy_sync.clients.http import RetryPolicy
 from efficy_sync.optout import OptOutMessage, SlotRef, WriteBack
 from efficy_sync_tools.sims.efficy import EfficySimulator
 
+from tests.integration.test_optout_matching import AT, CFG, efficy  # noqa: F401  (efficy is the fixture)
 from tests.memory_store import MemoryPersonStateStore
-from tests.unit.consent_configs import NEWS, consent_config
-
-FAST = RetryPolicy(total=1, backoff_factor=0.01, backoff_jitter=0.0, connect_timeout=2, read_timeout=5)
-CFG = consent_config()
-AT = "2024-05-01T10:00:00.000Z"
-
-
-@pytest.fixture
-def efficy(sim: EfficySimulator) -> Iterator[EfficyClient]:
-    with EfficyClient(sim.url, "efficy-test-key", policy=FAST) as client:
-        yield client
+from tests.unit.consent_configs import NEWS
 
 
 def answer_once(sim: EfficySimulator, body: Any) -> None:

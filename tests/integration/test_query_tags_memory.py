@@ -21,13 +21,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+
+from tests.lambda_memory import HWM, memory_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
-SCRIPT = r"""
-def hwm():  # peak RSS of this process (kB); ru_maxrss would carry the parent's over exec
-    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:'))
+SCRIPT = (
+    HWM
+    + r"""
 import sys, json
 from pathlib import Path
 from efficy_sync.config import load_config_file
@@ -35,6 +36,7 @@ from efficy_sync.fullsync.tags import mirror_query_tags
 from efficy_sync.state import PersonState, utc_now, value_hash
 from efficy_sync.store.person_items import state_document
 from efficy_sync.store.persons import PersonStateStore
+
 
 members = int(sys.argv[1])
 cfg = load_config_file(Path(sys.argv[2]) / "examples" / "demo.yaml")  # one query tag: vip (query 3618)
@@ -72,19 +74,7 @@ result = mirror_query_tags(cfg, run_query=lambda q: list(range(1, members + 1)),
 peak = hwm()
 print(json.dumps({"base_mb": base / 1024, "peak_mb": peak / 1024, "result": result["tags"]}))
 """
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-_Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
-
-
-def memory_of(function: str) -> int:
-    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader)
-    props = template["Resources"][function]["Properties"]
-    return int(props.get("MemorySize") or template["Globals"]["Function"]["MemorySize"])
+)
 
 
 SMALL, LARGE = 20_000, 300_000  # the Tags step of a full sync over 300,000 members (the README: up to 500,000)

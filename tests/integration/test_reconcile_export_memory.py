@@ -21,18 +21,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
+from tests.lambda_memory import HWM, memory_of
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES = 300_000
 KEYSPACE = "com.apsis1.keyspaces.crm-id"
 
-SCRIPT = r"""
-def hwm():  # peak RSS of this process (kB); ru_maxrss would carry the parent's over exec
-    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:'))
+SCRIPT = (
+    HWM
+    + r"""
 import http.server, json, os, shutil, sys, threading
 from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync.clients.apsis_export import export_section
+
 
 EXPORT, KEYSPACE = sys.argv[1], sys.argv[2]
 
@@ -73,19 +74,7 @@ print(json.dumps({
     "last": {"attributes": last.attributes, "tags": sorted(last.tags), "consents": sorted(map(list, last.consents.items()))},
 }))
 """
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-_Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
-
-
-def memory_of(function: str) -> int:
-    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader)
-    props = template["Resources"][function]["Properties"]
-    return int(props.get("MemorySize") or template["Globals"]["Function"]["MemorySize"])
+)
 
 
 def attributes(key: int) -> dict[str, str]:

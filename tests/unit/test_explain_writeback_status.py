@@ -4,34 +4,15 @@ person already out of the CRM profile exactly like a confirmed one; it now says 
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from efficy_sync.config import load_config_file
 from efficy_sync.consent import OptOutRecord, merge_optouts
 from efficy_sync.explain import explain, render_explain
 from efficy_sync.mapping import map_person
 from efficy_sync.person_plan import plan_operations
 from efficy_sync.state_updates import apply_operations
 
-CFG = load_config_file(Path(__file__).resolve().parents[2] / "examples" / "demo.yaml")
+from tests.unit.test_explain import CFG, person
+
 SLOT = "usercreated.topics.newsletter-ab12|email"
-
-
-def person(**changes: object) -> dict:
-    base = {
-        "K_CONTACT": 1,
-        "NAME": "Doe",
-        "FIRSTNAME": "Johnny",
-        "EMAIL1": "john.doe@Example.com",
-        "MOBILE": "+32470000001",
-        "LANGUAGE": "FR",
-        "OPENED": "1",
-        "ROBINSON": "0",
-        "profiles": [12, 13],
-        "D_CHANGE": "2024-05-01T10:00:00",
-    }
-    base.update(changes)
-    return base
 
 
 def news_row(record: OptOutRecord) -> str:

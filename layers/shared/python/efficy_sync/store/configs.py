@@ -130,19 +130,24 @@ class ConfigStore:
         self._cache[integration_id] = (time.monotonic(), cfg, version)
         return cfg, version
 
-    def _live_version(self, integration_id: str) -> int | None:
+    def _live(self, integration_id: str) -> dict[str, Any] | None:
+        """The live version's number, who applied it and when, without its body (None: none)."""
         item = (
             client("dynamodb")
             .get_item(
                 TableName=self._table,
                 Key=key(self._pk(integration_id), "CURRENT"),
                 ConsistentRead=True,
-                ProjectionExpression="#v",
+                ProjectionExpression="#v, applied_by, applied_at",
                 ExpressionAttributeNames={"#v": "version"},
             )
             .get("Item")
         )
-        return int(item["version"]["N"]) if item and "N" in item.get("version", {}) else None
+        return from_item(item) if item else None
+
+    def _live_version(self, integration_id: str) -> int | None:
+        live = self._live(integration_id)
+        return int(live["version"]) if live and live.get("version") is not None else None
 
     def get(self, integration_id: str) -> IntegrationConfig:
         return self.current(integration_id)[0]
@@ -190,22 +195,11 @@ class ConfigStore:
         return version
 
     def _live_entry(self, integration_id: str) -> dict[str, Any] | None:
-        """The live version's number, who applied it and when, without its body (None: none, or unreadable)."""
+        """`_live`, or None when it cannot be read: only the message of a conflict depends on it."""
         try:
-            item = (
-                client("dynamodb")
-                .get_item(
-                    TableName=self._table,
-                    Key=key(self._pk(integration_id), "CURRENT"),
-                    ConsistentRead=True,
-                    ProjectionExpression="#v, applied_by, applied_at",
-                    ExpressionAttributeNames={"#v": "version"},
-                )
-                .get("Item")
-            )
-        except Exception:  # only the message of a conflict depends on it
+            return self._live(integration_id)
+        except Exception:
             return None
-        return from_item(item) if item else None
 
     def history(self, integration_id: str) -> list[dict[str, Any]]:
         """Every applied version, oldest first, without bodies."""
