@@ -40,6 +40,15 @@ def test_a_number_cut_at_the_end_of_a_chunk_is_read_whole() -> None:
     assert read([b'{"profiles": [12', b"3]}"])[0] == [123]
 
 
+def test_a_number_cut_after_its_point_or_exponent_is_read_whole() -> None:
+    """`1.` and `2e` decode as 1 and 2 with the rest left over: a member or item so cut was refused."""
+    data = b'{"profiles": [1.25, -2e3, 4E+1], "took": 1.5e-2, "total": 3}'
+    whole = json.loads(data)
+    for cut in range(len(data) + 1):
+        items, members, count = read([data[:cut], data[cut:]])
+        assert (items, members) == (whole["profiles"], {"took": 0.015, "total": 3}), cut
+
+
 @pytest.mark.parametrize(
     ("chunks", "members", "count"),
     [

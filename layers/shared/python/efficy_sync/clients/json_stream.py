@@ -20,6 +20,11 @@ from typing import Any
 
 _DECODER = json.JSONDecoder()
 _WHITESPACE = " \t\n\r"
+_NUMBER_GOES_ON = frozenset("0123456789.eE+-")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def read_object(chunks: Iterable[bytes], streamed: str, on_item: Callable[[Any], None]) -> tuple[dict[str, Any], int]:
@@ -103,7 +108,9 @@ class _Text:
                 if not self._more():
                     raise
                 continue
-            if end < len(self.text) or not self._more():
+            # a number may go on in the next chunk: `1.` or `2e` decodes as 1 or 2 with the `.` or `e` left over
+            cut = end == len(self.text) or (_is_number(value) and self.text[end] in _NUMBER_GOES_ON)
+            if not cut or not self._more():
                 self.pos = end
                 return value
 

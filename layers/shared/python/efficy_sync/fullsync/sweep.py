@@ -108,6 +108,7 @@ def scheduled_query_tags(
                 dry_run=False,
                 run_id=f"schedule-{utc_now()}",
                 time_left=time_left,
+                resumable=False,  # each sweep starts from the lowest key: it reads on until it has sent a batch
                 hold_untags=Breaker.of(full_sync).scheduled_hold(cfg),
             )
         except Exception as exc:  # one integration's outage must not stop the sweeper for the others

@@ -153,6 +153,7 @@ def mirror_query_tags(
     should_continue: Callable[[], bool] | None = None,
     emptied_ok: bool = False,
     after: int | None = None,
+    resumable: bool = True,
 ) -> dict[str, Any]:
     """Runs each mapped query, tags its members and untags former members; one APSIS call per person whose
     query tags change, `workers` at a time. Returns {"queries", "tagged", "untagged", "failed", "tags": {tag:
@@ -230,6 +231,7 @@ def mirror_query_tags(
             widen_snapshot(cfg, members, query, current, run_id)
     keys = sorted({key for _, current, untags in plan for key in (*current, *untags) if after is None or key > after})
     walk = _Walk(cfg, apsis, states, plan, per_tag, dry_run, would_sync, time_left, should_continue, workers)
+    walk.resumable = resumable
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="query-tags") as pool:
         ended, cursor = walk.run(keys, pool)
     if ended == "done" and not dry_run:
@@ -281,13 +283,17 @@ class _Walk:
     workers: int
     failed: int = 0
     batches: int = 0  # sent by this call
+    #: the caller passes `next` back as `after` (the Tags step); one that cannot (the sweeper starts again from
+    #: the lowest key) must see each call send a batch, or a done prefix longer than its time stalls it for good
+    resumable: bool = True
 
     def run(self, keys: list[int], pool: ThreadPoolExecutor) -> tuple[str, int | None]:
         pending: dict[int, dict[str, bool]] = {}
         batch = max(1, self.workers) * TAG_BATCH_PER_WORKER
         through: int | None = None
         for start in range(0, len(keys), TAG_READ_CHUNK):
-            if start and self._short():  # reading counts too: a resumed call no longer reads the done ones
+            # reading counts too: a resumed call no longer reads the done ones
+            if start and self._short() and (self.resumable or self.batches or self.dry_run):
                 if pending and not self.batches and (ended := self._send(pool, pending, batch)):
                     return ended, None
                 return "more", min(pending) - 1 if pending else through
