@@ -45,7 +45,7 @@ def test_a_number_cut_after_its_point_or_exponent_is_read_whole() -> None:
     data = b'{"profiles": [1.25, -2e3, 4E+1], "took": 1.5e-2, "total": 3}'
     whole = json.loads(data)
     for cut in range(len(data) + 1):
-        items, members, count = read([data[:cut], data[cut:]])
+        items, members, _ = read([data[:cut], data[cut:]])
         assert (items, members) == (whole["profiles"], {"took": 0.015, "total": 3}), cut
 
 
