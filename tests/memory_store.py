@@ -8,7 +8,7 @@ Protocol, so the type checker holds both to the same methods) and reads through 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from efficy_sync.consent import OptOutRecord, future_limit, normalise_stamp, read_order
@@ -134,6 +134,9 @@ class MemoryPersonStateStore:
         with self._lock:
             keys = sorted(k for i, k in self._states if i == integration_id)
         return list(self.get_many(integration_id, keys).values())
+
+    def keys_in_apsis(self, integration_id: str) -> Iterator[int]:
+        return (int(s.person_key) for s in self.scan(integration_id) if s.exists_in_apsis)
 
 
 if TYPE_CHECKING:  # held to the Protocol by the type checker (make lint), never run

@@ -218,6 +218,19 @@ def test_get_many_reads_states_and_opt_outs_in_batches(store: Any) -> None:
     assert set(scanned) == {str(k) for k in range(1, 121)} and scanned["77"].optouts
 
 
+def test_keys_in_apsis_lists_the_persons_whose_state_says_their_profile_exists(store: Any) -> None:
+    """Reconcile's keys (its fallback without an export, its empty-export check), read without a decoded state."""
+    for key in range(1, 8):
+        store.put(state(key, exists_in_apsis=key % 2 == 1))
+    store.record_optout("acme", 3, SLOT, optout())
+    store.record_optout("acme", 4, SLOT, optout())  # an opt-out makes no profile
+    store.record_optout("acme", 130, SLOT, optout())  # known only by an opt-out: never synced
+    store.put(PersonState(integration_id="acme2", person_key="9", exists_in_apsis=True))  # another integration
+    assert sorted(store.keys_in_apsis("acme")) == [1, 3, 5, 7]
+    assert sorted(store.keys_in_apsis("acme")) == [int(s.person_key) for s in store.scan("acme") if s.exists_in_apsis]
+    assert list(store.keys_in_apsis("nobody")) == []
+
+
 def test_the_state_document_holds_no_opt_outs(store: Any) -> None:
     if isinstance(store, MemoryPersonStateStore):
         pytest.skip("DynamoDB item layout")

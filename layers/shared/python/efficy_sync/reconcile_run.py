@@ -184,8 +184,8 @@ class Reconciler:
             poll_url, profiles = "", None
             result.limitations.append(FALLBACK_NOTE.format(status=exc.status))
         if profiles is None:  # reconcile from the keys we know: the state table's profiles, read one by one
-            known = [int(s.person_key) for s in self.states.scan(self.cfg.integration_id) if s.exists_in_apsis]
-            in_scope = {k for k in known if scope.holds(k)}
+            # keys only: the integration's states decoded at once outgrew the drift check's memory (keys_in_apsis)
+            in_scope = {k for k in self.states.keys_in_apsis(self.cfg.integration_id) if scope.holds(k)}
             lookup = self._probe
         else:
             in_scope = {int(k) for k in profiles}  # ours within the scope only (InScope); read when compared
@@ -231,7 +231,7 @@ class Reconciler:
         """An export with no profile of ours at all while the state table knows profiles we created is no
         evidence (a wrong alias, a proxy, an export bug): read as such, every person was `missing`, and --fix
         re-planned them all from nothing. Raised as an outage: run it again; a lasting one is a setting to check."""
-        known = sum(1 for s in self.states.scan(self.cfg.integration_id) if s.exists_in_apsis)
+        known = sum(1 for _ in self.states.keys_in_apsis(self.cfg.integration_id))
         if known:
             raise ApsisUnavailable(
                 f"APSIS One's profile export holds no profile while {known} are known to exist there: not "

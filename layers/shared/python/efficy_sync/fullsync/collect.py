@@ -41,7 +41,7 @@ from typing import Any
 
 from ..clients.http import map_in_context
 from ..config import IntegrationConfig
-from ..mapping import Desired, needed_fields
+from ..mapping import needed_fields
 from ..observability import count, logger
 from ..person_plan import PatchTags
 from ..state import PersonState, utc_now
@@ -56,6 +56,7 @@ from .file_counts import FileCounts, digest
 from .import_writer import ImportWriter, _Row
 from .report import skip_label
 from .tags import record_tags, tag_delta
+from .tags_only import tags_only_files
 
 #: imports in flight per account (APSIS One's documented limit)
 FILES_IN_FLIGHT = 3
@@ -369,18 +370,9 @@ class Collector:
     def _tags_only(
         self, changes: dict[int, dict[str, bool]], number: int, time_left: Callable[[], float] | None = None
     ) -> None:
-        """One import of tag columns for the persons outside every file whose query membership changed (state
-        decides: only profiles we keep get a tag, only tags we set are removed)."""
-        known = self.states.get_many(self.cfg.integration_id, sorted(changes))
-        rows: list[_Row] = []
-        for key, wanted in sorted(changes.items()):
-            state = known.get(key)
-            tags = self._allowed(tag_delta(wanted, state, will_exist=False))
-            if tags:
-                desired = Desired(str(key), {}, {}, {}, None, None, "")
-                rows.append(_Row({"K_CONTACT": key}, desired, state, [PatchTags(str(key), tags)]))
-        for start in range(0, len(rows), self.import_rows):
-            chunk = rows[start : start + self.import_rows]
+        """Imports of tag columns, `import_rows` rows each, for the persons outside every file whose query
+        membership changed; their states are read a chunk at a time as each import is planned (tags_only.py)."""
+        for chunk in tags_only_files(self.states, self.cfg.integration_id, changes, self._allowed, self.import_rows):
             writer = self._writer(_timeout(time_left))
             try:
                 failed = writer.import_rows(chunk)
