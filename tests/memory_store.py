@@ -51,6 +51,14 @@ class MemoryPersonStateStore:
     def announce(self, state: PersonState) -> None:
         self.put(state)
 
+    def withdraw(self, state: PersonState) -> None:
+        key = (state.integration_id, int(state.person_key))
+        with self._lock:
+            stored = self._states.get(key)
+            if stored is None or stored[1] != state.revision:
+                raise ConflictingWrite(f"person {state.person_key}: stored state changed since it was read")
+            del self._states[key]
+
     def put(self, state: PersonState) -> None:
         key = (state.integration_id, int(state.person_key))
         stamp = normalise_stamp(state.change_stamp or "")

@@ -94,3 +94,20 @@ def test_an_opt_in_sent_before_a_failed_state_write_is_withdrawn_when_the_crm_op
         f"(stored consents {stored.consents if stored else None})"
     )
     assert stored is not None and stored.consents[f"{NEWS}|email"] == "opt-out"
+
+
+def test_a_new_person_whose_calls_were_all_refused_keeps_no_state(
+    in_process_aws: str, apsis_sim: ApsisSimulator
+) -> None:
+    """The write-ahead stands for a person never stored; when APSIS refused every call (credentials: about the
+    integration, not the person), it is removed again: a person never synced keeps no state (health, explain)."""
+    from efficy_sync.clients.errors import ApiError
+
+    create_pk_sk_table("state", in_process_aws)
+    store = PersonStateStore("state")
+    apsis = ApsisClient(apsis_sim.url, "putfail", "putfail-secret", section=CFG.apsis.section, policy=FAST)
+    apsis_sim.add_fault(path_regex=rf"/profiles/{KEY}/", status=403, count=10, body="{}")
+    syncer = PersonSyncer(CFG, apsis, store, email_lookup=lambda address: [])
+    with pytest.raises(ApiError):
+        syncer.sync(KEY, {**person(KEY, "2024-05-01T09:00:00"), "profiles": [12]}, None)
+    assert store.get(CFG.integration_id, KEY) is None

@@ -38,6 +38,7 @@ cleared from the profile, and the conflict is kept on the state (`email_conflict
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -191,10 +192,11 @@ class PersonSyncer:
             return self._apply(key, desired, gone_from_apsis(state), recheck=recheck)  # the CRM's, not held back
         if done.error is not None:
             if state is not read and state is not None:  # the write-ahead's unknowns give way to what the error says
+                new = read is None
                 read = (read or PersonState(integration_id=state.integration_id, person_key=str(key))).model_copy(
                     update={"revision": state.revision}
                 )
-                return self._failed(key, read, done.error, ops, done.ops, done.unsure, rewrite=True)
+                return self._failed(key, read, done.error, ops, done.ops, done.unsure, rewrite=True, new=new)
             return self._failed(key, state, done.error, ops, done.ops, done.unsure)
         new_state = synced_state(state, result, ops, self._clock(), conflict)
         outcome = Outcome(key, "synced" if ops else "unchanged", ops, removals=removals, held=held)
@@ -354,20 +356,25 @@ class PersonSyncer:
         unsure: list[Operation] | None = None,
         *,
         rewrite: bool = False,
+        new: bool = False,
     ) -> Outcome:
         """Records the failure with what did reach APSIS before it (so no opt-in we sent is forgotten), and what
         may have (`unsure`: a call that timed out, marked unknown so the next sync sends its decision again).
         Only a failure about this person's data is the outcome (recorded, and the change acknowledged); any
         other error is raised again afterwards: the queue or the state machine retries, and the DLQ reports it.
         `rewrite`: a write-ahead was stored (`_check_unchanged`); `state` is the state before it, to be stored
-        with what the error says reached APSIS, even when nothing did."""
+        with what the error says reached APSIS, even when nothing did (`new`: there was none; none is kept)."""
         final = acknowledgeable(error)
         unsure = unsure or []
         failed = failed_state(
             self.cfg.integration_id, key, state, error, sent, self._clock(), final=final, unsure=unsure
         )
         outcome = Outcome(key, "failed", ops, reason=str(error), error_category=error.category)
-        if not self.dry_run and (sent or final or unsure or rewrite):
+        if rewrite and new and not (sent or final or unsure) and state is not None:
+            # the write-ahead stood for a person never stored, and nothing reached APSIS: none kept
+            with contextlib.suppress(StaleWrite):  # stored meanwhile by another sync: theirs stands
+                self.states.withdraw(state)
+        elif not self.dry_run and (sent or final or unsure or rewrite):
             try:
                 self.states.put(failed)
             except StaleWrite:  # a newer or concurrent state was stored: it must not forget what we sent

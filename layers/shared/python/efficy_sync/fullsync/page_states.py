@@ -70,6 +70,9 @@ class BatchedStates:
         """A write-ahead (sync.py) is stored at once: it must be durable before the APSIS calls go out."""
         self._store.put(state)
 
+    def withdraw(self, state: PersonState) -> None:
+        self._store.withdraw(state)
+
     def update_optout(self, integration_id: str, person_key: int | str, *args: Any, **kwargs: Any) -> bool:
         return self._hold(int(person_key), self._store.update_optout, integration_id, person_key, *args, **kwargs)
 

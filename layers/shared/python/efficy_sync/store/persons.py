@@ -218,6 +218,21 @@ class PersonStateStore:
         for a batch (fullsync/page_states.py)."""
         self.put(state)
 
+    def withdraw(self, state: PersonState) -> None:
+        """Removes a write-ahead that stood for a person with no state before, once nothing reached APSIS: a
+        person never synced keeps no state. Only the revision `state` was stored at (ConflictingWrite else)."""
+        ddb = client("dynamodb")
+        try:
+            ddb.delete_item(
+                TableName=self._table,
+                Key=_key(state.integration_id, state.person_key),
+                ConditionExpression="#r = :r",
+                ExpressionAttributeNames={"#r": "rev"},
+                ExpressionAttributeValues=to_item({":r": state.revision}),
+            )
+        except ddb.exceptions.ConditionalCheckFailedException as exc:
+            raise ConflictingWrite(f"person {state.person_key}: stored state changed since it was read") from exc
+
     # ---- the OPTOUTS item -------------------------------------------------------------------------------
     def record_optout(self, integration_id: str, person_key: int | str, slot: str, record: OptOutRecord) -> bool:
         """Store an APSIS opt-out unless the slot already holds this one or a newer one (live or retired).
