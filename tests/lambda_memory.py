@@ -26,3 +26,25 @@ def memory_of(function: str) -> int:
     template = yaml.load((ROOT / "template.yaml").read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader)
     props = template["Resources"][function]["Properties"]
     return int(props.get("MemorySize") or template["Globals"]["Function"]["MemorySize"])
+
+
+#: script lines defining `demo_state(key, integration_id)`: a person of examples/demo.yaml synced with every
+#: attribute, consent and tag (the size of what the store keeps per person)
+DEMO_STATE = r"""
+from efficy_sync.state import PersonState, utc_now, value_hash
+
+ATTRS = ["com.apsis1.attributes.email", "com.apsis1.attributes.firstname", "com.apsis1.attributes.lastname",
+         "com.apsis1.attributes.mobile", "usercreated.attributes.language"]
+
+def demo_state(key, integration_id="demo"):
+    return PersonState(
+        integration_id=integration_id, person_key=str(key), change_stamp="2026-01-01T10:00:00.000000",
+        asked_at="2026-01-01T10:00:00.000000", answered_at="2026-01-01T10:00:00.100000",
+        attribute_hashes={a: value_hash(f"{a}{key}") for a in ATTRS},
+        consents={"usercreated.topics.newsletter-ab12|email": "opt-in",
+                  "usercreated.topics.sms-offers-cd34|sms": "opt-in",
+                  "usercreated.topics.events-ef56|email": "opt-in"},
+        tags={"newsletter-readers": True, "sms-club": True, "vip": True},
+        opted_in_at={"usercreated.topics.newsletter-ab12|email": utc_now()},
+        exists_in_apsis=True, last_outcome="synced")
+"""

@@ -22,39 +22,27 @@ from pathlib import Path
 
 import pytest
 
-from tests.lambda_memory import HWM, memory_of
+from tests.lambda_memory import DEMO_STATE, HWM, memory_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = (
     HWM
+    + DEMO_STATE
     + r"""
 import sys, json
 from pathlib import Path
 from efficy_sync.config import load_config_file
 from efficy_sync.fullsync.tags import mirror_query_tags
-from efficy_sync.state import PersonState, utc_now, value_hash
 from efficy_sync.store.person_items import state_document
 from efficy_sync.store.persons import PersonStateStore
 
 
 members = int(sys.argv[1])
 cfg = load_config_file(Path(sys.argv[2]) / "examples" / "demo.yaml")  # one query tag: vip (query 3618)
-ATTRS = ["com.apsis1.attributes.email", "com.apsis1.attributes.firstname", "com.apsis1.attributes.lastname",
-         "com.apsis1.attributes.mobile", "usercreated.attributes.language"]
 
 def item(key):
-    state = PersonState(
-        integration_id="demo", person_key=str(key), change_stamp="2026-01-01T10:00:00.000000",
-        asked_at="2026-01-01T10:00:00.000000", answered_at="2026-01-01T10:00:00.100000",
-        attribute_hashes={a: value_hash(f"{a}{key}") for a in ATTRS},
-        consents={"usercreated.topics.newsletter-ab12|email": "opt-in",
-                  "usercreated.topics.sms-offers-cd34|sms": "opt-in",
-                  "usercreated.topics.events-ef56|email": "opt-in"},
-        tags={"newsletter-readers": True, "sms-club": True, "vip": True},
-        opted_in_at={"usercreated.topics.newsletter-ab12|email": utc_now()},
-        exists_in_apsis=True, last_outcome="synced")
-    return {"doc": state_document(state), "rev": 3}
+    return {"doc": state_document(demo_state(key)), "rev": 3}
 
 class States:  # the real store's get_many, minus DynamoDB: the same decoded PersonState per member
     def get_many(self, integration_id, keys):

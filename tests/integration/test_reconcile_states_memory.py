@@ -25,11 +25,12 @@ import sys
 
 import pytest
 
-from tests.lambda_memory import HWM, memory_of
+from tests.lambda_memory import DEMO_STATE, HWM, memory_of
 from tests.support import ROOT
 
 SCRIPT = (
     HWM
+    + DEMO_STATE
     + r"""
 import sys, json
 from pathlib import Path
@@ -38,26 +39,14 @@ import efficy_sync.store.dynamo as dynamo
 from efficy_sync.clients.errors import ApsisUnavailable, AuthError
 from efficy_sync.config import load_config_file
 from efficy_sync.reconcile_run import Reconciler, Scope
-from efficy_sync.state import PersonState, utc_now, value_hash
 from efficy_sync.store.person_items import state_item
 from efficy_sync.store.persons import PersonStateStore
 
 persons, export = int(sys.argv[1]), sys.argv[2]
 cfg = load_config_file(Path(sys.argv[3]) / "examples" / "demo.yaml")
-ATTRS = ["com.apsis1.attributes.email", "com.apsis1.attributes.firstname", "com.apsis1.attributes.lastname",
-         "com.apsis1.attributes.mobile", "usercreated.attributes.language"]
 MARK = 987654321  # the template's key, replaced by each person's
 
-state = PersonState(
-    integration_id=cfg.integration_id, person_key=str(MARK), change_stamp="2026-01-01T10:00:00.000000",
-    asked_at="2026-01-01T10:00:00.000000", answered_at="2026-01-01T10:00:00.100000",
-    attribute_hashes={a: value_hash(f"{a}{MARK}") for a in ATTRS},
-    consents={"usercreated.topics.newsletter-ab12|email": "opt-in",
-              "usercreated.topics.sms-offers-cd34|sms": "opt-in",
-              "usercreated.topics.events-ef56|email": "opt-in"},
-    tags={"newsletter-readers": True, "sms-club": True, "vip": True},
-    opted_in_at={"usercreated.topics.newsletter-ab12|email": utc_now()},
-    exists_in_apsis=True, last_outcome="synced")
+state = demo_state(MARK, cfg.integration_id)
 TEMPLATE = json.dumps(state_item(state))
 PAGE = max(1, 1_000_000 // len(TEMPLATE))  # a Scan answers at most 1 MB a page
 
