@@ -35,8 +35,8 @@ def test_scheduled_sweeps_out_of_time_after_reading_the_done_members_still_make_
         removal_breaker=None,
     )
     answers: list[Any] = []
-    for _ in range(5):  # five sweeps, each out of time once it has read the first chunk (the done members)
+    for _ in range(5):  # five sweeps, each short of time (under the 45 s reserve, over the last 15 s) from the start
         answers.append(
-            scheduled_query_tags(full_sync, now=datetime.now(UTC) + timedelta(hours=2), time_left=lambda: 0.0)
+            scheduled_query_tags(full_sync, now=datetime.now(UTC) + timedelta(hours=2), time_left=lambda: 30.0)
         )  # type: ignore[arg-type]
     assert tagged(world) == {1, 2, 3, 4, 5}, f"the sweeps never got past the done members: {answers}"

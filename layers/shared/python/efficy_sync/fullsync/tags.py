@@ -36,6 +36,8 @@ TAG_WORKERS = 8  # persons tagged at once; the APSIS pace (PacedApsis), not this
 TAG_BATCH_PER_WORKER = 25  # between batches the call checks how much time it has left
 TAG_READ_CHUNK = 1000  # states read and planned at once: what a call holds in memory, whatever the query's size
 TAG_RESERVE_SECONDS = 45.0  # stop this long before the Lambda's timeout and let the state machine call again
+#: what a walk that cannot resume keeps back while it reads on for its first batch (a chunk reads in about a second)
+TAG_LAST_SECONDS = 15
 #: a query that answers no members while this many former members hold its tag is held (see mirror_query_tags)
 EMPTIED_FLOOR = 2
 
@@ -293,7 +295,8 @@ class _Walk:
         through: int | None = None
         for start in range(0, len(keys), TAG_READ_CHUNK):
             # reading counts too: a resumed call no longer reads the done ones
-            if start and self._short() and (self.resumable or self.batches or self.dry_run):
+            # (one that cannot resume reads on until it sent a batch, down to a last margin: never past its Lambda)
+            if start and self._short() and (self.resumable or self.batches or self.dry_run or self._spent()):
                 if pending and not self.batches and (ended := self._send(pool, pending, batch)):
                     return ended, None
                 return "more", min(pending) - 1 if pending else through
@@ -314,6 +317,9 @@ class _Walk:
 
     def _short(self) -> bool:
         return self.time_left is not None and self.time_left() < TAG_RESERVE_SECONDS
+
+    def _spent(self) -> bool:
+        return self.time_left is not None and self.time_left() < TAG_LAST_SECONDS
 
     def _changes(self, chunk: list[int]) -> dict[int, dict[str, bool]]:
         """key -> {tag: True | False} for the chunk's members and former members, from their states."""
