@@ -48,3 +48,30 @@ def demo_state(key, integration_id="demo"):
         opted_in_at={"usercreated.topics.newsletter-ab12|email": utc_now()},
         exists_in_apsis=True, last_outcome="synced")
 """
+
+
+#: script lines (after DEMO_STATE) for a query of `members` members (argv[1]) of examples/demo.yaml (argv[2]: the
+#: repo), all already tagged: `cfg`, a store `States` whose get_many decodes each member's real STATE document
+#: (what the real store keeps per person, without boto3's per-batch garbage: a lower bound), and `Members`
+QUERY_WORLD = r"""
+import sys
+from pathlib import Path
+from efficy_sync.config import load_config_file
+from efficy_sync.store.person_items import state_document
+from efficy_sync.store.persons import PersonStateStore
+
+members = int(sys.argv[1])
+cfg = load_config_file(Path(sys.argv[2]) / "examples" / "demo.yaml")  # one query tag: vip (query 3618)
+
+def item(key):
+    return {"doc": state_document(demo_state(key)), "rev": 3}
+
+class States:
+    def get_many(self, integration_id, keys):
+        return {int(k): PersonStateStore._decode(item(int(k))) for k in keys}
+
+class Members:
+    def previous(self, integration_id, query, tag): return set(range(1, members + 1))
+    def put(self, *a, **k): pass
+    def last_run(self, *a): return None
+"""

@@ -22,36 +22,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.lambda_memory import DEMO_STATE, HWM, memory_of
+from tests.lambda_memory import DEMO_STATE, HWM, QUERY_WORLD, memory_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = (
     HWM
     + DEMO_STATE
+    + QUERY_WORLD
     + r"""
-import sys, json
-from pathlib import Path
-from efficy_sync.config import load_config_file
+import json
 from efficy_sync.fullsync.tags import mirror_query_tags
-from efficy_sync.store.person_items import state_document
-from efficy_sync.store.persons import PersonStateStore
-
-
-members = int(sys.argv[1])
-cfg = load_config_file(Path(sys.argv[2]) / "examples" / "demo.yaml")  # one query tag: vip (query 3618)
-
-def item(key):
-    return {"doc": state_document(demo_state(key)), "rev": 3}
-
-class States:  # the real store's get_many, minus DynamoDB: the same decoded PersonState per member
-    def get_many(self, integration_id, keys):
-        return {int(k): PersonStateStore._decode(item(int(k))) for k in keys}
-
-class Members:
-    def previous(self, integration_id, query, tag): return set(range(1, members + 1))
-    def put(self, *a, **k): pass
-    def last_run(self, *a): return None
 
 class Apsis:
     def patch_tags(self, *a): raise AssertionError("nothing to send")

@@ -27,35 +27,18 @@ import efficy_sync.fullsync.tags_only as tags_only
 import pytest
 from efficy_sync.state import PersonState
 
-from tests.lambda_memory import DEMO_STATE, HWM, memory_of
+from tests.lambda_memory import DEMO_STATE, HWM, QUERY_WORLD, memory_of
 from tests.memory_store import MemoryPersonStateStore
 from tests.support import ROOT
 
 SCRIPT = (
     HWM
     + DEMO_STATE
+    + QUERY_WORLD
     + r"""
-import sys, json
-from pathlib import Path
-from efficy_sync.config import load_config_file
+import json
 from efficy_sync.fullsync.collect import Collector
 from efficy_sync.fullsync.tags import plan_query_tags
-from efficy_sync.store.person_items import state_document
-from efficy_sync.store.persons import PersonStateStore
-
-members = int(sys.argv[1])
-cfg = load_config_file(Path(sys.argv[2]) / "examples" / "demo.yaml")  # one query tag: vip (query 3618)
-
-def item(key):
-    return {"doc": state_document(demo_state(key)), "rev": 3}
-
-class States:  # the real store's get_many, minus DynamoDB: the same decoded PersonState per member
-    def get_many(self, integration_id, keys):
-        return {int(k): PersonStateStore._decode(item(int(k))) for k in keys}
-
-class Members:
-    def previous(self, integration_id, query, tag): return set(range(1, members + 1))
-    def put(self, *a, **k): pass
 
 counted = []
 collector = Collector(cfg, efficy=None, apsis=None, states=States(), syncer=None,
