@@ -1,8 +1,8 @@
-"""The sweeper's query-tag mirror (fullsync/sweep.py: scheduled_query_tags, resumable=False) read on past its
-Lambda's deadline while it looked for its first batch: on a done prefix longer than the sweep's time the cleanup
-Lambda was killed at its timeout (240 s) on every sweep (CleanupErrorsAlarm, and the other integrations' scheduled
-tags lost that invocation). It now keeps a last margin (tags.TAG_LAST_SECONDS) whatever it has sent. A prefix that
-long still stalls the schedule (the next full sync's Tags step, which resumes, gets past it: session notes)."""
+"""The sweeper's query-tag mirror (fullsync/sweep.py: scheduled_query_tags), when it started every sweep from the
+lowest key, read on past its Lambda's deadline while it looked for its first batch: on a done prefix longer than
+the sweep's time the cleanup Lambda was killed at its timeout (240 s) on every sweep (CleanupErrorsAlarm, and the
+other integrations' scheduled tags lost that invocation). The sweep now resumes after the last one's `next` (kept
+with the query's snapshot) and stops TAG_RESERVE_SECONDS before the timeout like every other caller."""
 
 from __future__ import annotations
 

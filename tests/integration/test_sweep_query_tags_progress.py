@@ -1,8 +1,8 @@
-"""A query tag with a schedule of its own is mirrored by the sweeper (fullsync/sweep.py), which calls
-mirror_query_tags with no `after`: each sweep starts again from the lowest key. Once the mirror checked the time
+"""A query tag with a schedule of its own is mirrored by the sweeper (fullsync/sweep.py), which called
+mirror_query_tags with no `after`: each sweep started again from the lowest key. Once the mirror checked the time
 between chunks read, a sweep whose time was spent reading the members already done answered `more` having sent
 nothing, and every later sweep did the same: the members past the done ones were never tagged, and the snapshot
-(its last run) never written. A caller that cannot resume (`resumable=False`) now reads on until it sent a batch."""
+(its last run) never written. Each sweep now resumes after the last one's `next` (test_sweep_query_tags_resume)."""
 
 from __future__ import annotations
 

@@ -77,7 +77,10 @@ def scheduled_query_tags(
 ) -> dict[str, Any]:
     """Query tags with a schedule of their own run between full syncs (a full sync runs them all anyway,
     so an integration whose full sync holds the lock is left to it). A mirror that runs out of time is
-    resumed by the next sweep: its snapshot, and so its last run, is written only once it completes."""
+    resumed by the next sweep: its snapshot, and so its last run, is written only once it completes, and each
+    query's snapshot head keeps where it stopped (`next`, store/query_members.py: resume_key), so the next
+    sweep goes on from there instead of the lowest key (which stalled a query whose members already done took
+    longer to read than one sweep, until the next full sync)."""
     now = now or datetime.now(UTC)
     done: dict[str, Any] = {}
     try:
@@ -98,8 +101,10 @@ def scheduled_query_tags(
             lock = full_sync.runs.lock(integration_id)
             if lock is not None and lock.held:
                 continue
+            passes = {q.query: full_sync.members.resume_key(integration_id, q.query) for q in due}
+            after = _resume_after(list(passes.values()))
             only_due = cfg.model_copy(update={"tags": cfg.tags.model_copy(update={"queries": due})})
-            done[integration_id] = mirror_query_tags(
+            result = mirror_query_tags(
                 only_due,
                 run_query=full_sync.efficy_for(cfg).run_query,
                 apsis=full_sync._apsis(cfg, 1),
@@ -108,10 +113,24 @@ def scheduled_query_tags(
                 dry_run=False,
                 run_id=f"schedule-{utc_now()}",
                 time_left=time_left,
-                resumable=False,  # each sweep starts from the lowest key: it reads on until it has sent a batch
                 hold_untags=Breaker.of(full_sync).scheduled_hold(cfg),
+                after=after,
             )
+            if result["more"] and result.get("next") is not None:
+                # the queries that ran (a refused one has no counts): the next sweep resumes after `next`
+                for query in {q.query for q in due if q.tag in result["tags"]}:
+                    full_sync.members.set_resume_key(integration_id, query, result["next"], snapshot=passes[query][1])
+            done[integration_id] = {**result, **({"resumed_after": after} if after is not None else {})}
         except Exception as exc:  # one integration's outage must not stop the sweeper for the others
             logger.warning("scheduled query tags of %s failed: %s", integration_id, exc)
             done[integration_id] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
     return done
+
+
+def _resume_after(passes: list[tuple[int | None, str]]) -> int | None:
+    """Where the due queries' mirror resumes: the lowest of their resume keys, or the lowest member (None) when
+    one of them has none (its pass starts now, or a snapshot written since started a new one). A member who
+    joined below the key since is left to the pass after (which starts from the lowest key once this one ends);
+    former members below it stay in the snapshot the finishing call writes, so the next pass untags them."""
+    keys = [key for key, _ in passes if key is not None]
+    return min(keys) if keys and len(keys) == len(passes) else None

@@ -36,8 +36,6 @@ TAG_WORKERS = 8  # persons tagged at once; the APSIS pace (PacedApsis), not this
 TAG_BATCH_PER_WORKER = 25  # between batches the call checks how much time it has left
 TAG_READ_CHUNK = 1000  # states read and planned at once: what a call holds in memory, whatever the query's size
 TAG_RESERVE_SECONDS = 45.0  # stop this long before the Lambda's timeout and let the state machine call again
-#: what a walk that cannot resume keeps back while it reads on for its first batch (a chunk reads in about a second)
-TAG_LAST_SECONDS = 15
 #: a query that answers no members while this many former members hold its tag is held (see mirror_query_tags)
 EMPTIED_FLOOR = 2
 
@@ -155,7 +153,6 @@ def mirror_query_tags(
     should_continue: Callable[[], bool] | None = None,
     emptied_ok: bool = False,
     after: int | None = None,
-    resumable: bool = True,
 ) -> dict[str, Any]:
     """Runs each mapped query, tags its members and untags former members; one APSIS call per person whose
     query tags change, `workers` at a time. Returns {"queries", "tagged", "untagged", "failed", "tags": {tag:
@@ -170,7 +167,8 @@ def mirror_query_tags(
     A query with very many members can take longer than one Lambda may run: when `time_left()` (seconds) drops
     under TAG_RESERVE_SECONDS the call stops between chunks and batches (it reads one chunk and sends one batch
     at least) and answers `more: True` and `next`: every member up to that key is done. Calling it again with
-    `after=next` resumes there, without reading the done ones again; without `after` it starts over, and a
+    `after=next` resumes there, without reading the done ones again (the Tags step's loop, the breaker's release,
+    the sweeper: sweep.py keeps `next` with the query's snapshot); without `after` it starts over, and a
     person already tagged is recorded in its stored state, so the plan no longer holds it. A former member at
     or below `after` (one who left the query between two calls, or whom APSIS refused) is left for the next
     run: the snapshot keeps them. The member snapshots are widened before any tag goes out (widen_snapshot) and
@@ -233,7 +231,6 @@ def mirror_query_tags(
             widen_snapshot(cfg, members, query, current, run_id)
     keys = sorted({key for _, current, untags in plan for key in (*current, *untags) if after is None or key > after})
     walk = _Walk(cfg, apsis, states, plan, per_tag, dry_run, would_sync, time_left, should_continue, workers)
-    walk.resumable = resumable
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="query-tags") as pool:
         ended, cursor = walk.run(keys, pool)
     if ended == "done" and not dry_run:
@@ -285,18 +282,16 @@ class _Walk:
     workers: int
     failed: int = 0
     batches: int = 0  # sent by this call
-    #: the caller passes `next` back as `after` (the Tags step); one that cannot (the sweeper starts again from
-    #: the lowest key) must see each call send a batch, or a done prefix longer than its time stalls it for good
-    resumable: bool = True
 
     def run(self, keys: list[int], pool: ThreadPoolExecutor) -> tuple[str, int | None]:
         pending: dict[int, dict[str, bool]] = {}
         batch = max(1, self.workers) * TAG_BATCH_PER_WORKER
         through: int | None = None
         for start in range(0, len(keys), TAG_READ_CHUNK):
-            # reading counts too: a resumed call no longer reads the done ones
-            # (one that cannot resume reads on until it sent a batch, down to a last margin: never past its Lambda)
-            if start and self._short() and (self.resumable or self.batches or self.dry_run or self._spent()):
+            # reading counts too: every caller passes `next` back as `after`, so a resumed call no longer reads
+            # the done ones (the sweeper too: one that started over read a done prefix longer than its time on
+            # every sweep, and never got past it)
+            if start and self._short():
                 if pending and not self.batches and (ended := self._send(pool, pending, batch)):
                     return ended, None
                 return "more", min(pending) - 1 if pending else through
@@ -317,9 +312,6 @@ class _Walk:
 
     def _short(self) -> bool:
         return self.time_left is not None and self.time_left() < TAG_RESERVE_SECONDS
-
-    def _spent(self) -> bool:
-        return self.time_left is not None and self.time_left() < TAG_LAST_SECONDS
 
     def _changes(self, chunk: list[int]) -> dict[int, dict[str, bool]]:
         """key -> {tag: True | False} for the chunk's members and former members, from their states."""

@@ -149,6 +149,10 @@ class QueryMembers(Protocol):
 
     def last_run(self, integration_id: str, query: int) -> str | None: ...
 
+    def resume_key(self, integration_id: str, query: int) -> tuple[int | None, str]: ...
+
+    def set_resume_key(self, integration_id: str, query: int, after: int, *, snapshot: str) -> bool: ...
+
 
 class Configs(Protocol):
     """Integration configs with their history (store/configs.py)."""

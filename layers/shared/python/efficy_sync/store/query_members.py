@@ -1,7 +1,8 @@
 """The last known members of each mapped Efficy query (fullsync/tags.py mirrors them into APSIS One tags).
 
 Items: pk "QUERYTAG#<integration>", sk "TAG#<tag>" (`query`: the query the tag mirrored last), sk "<query>" (the
-head: `chunks`, `members`, `run_id`, `updated_at`) and
+head: `chunks`, `members`, `run_id`, `updated_at`, `snapshot_id`, and while the sweeper's scheduled mirror of the
+query is under way `sweep_next`/`sweep_since`: see `resume_key`) and
 sk "<query>#<0000 chunk>" (`data`: a slice of the compressed snapshot). The snapshot is the sorted keys,
 delta-encoded and zlib-compressed: a query of a million members is a few hundred kilobytes in a handful of
 items. Written by the full sync's Tags step (or the query's own schedule) when it finishes, unconditionally:
@@ -10,14 +11,17 @@ chunks first, then the head, so a reader never sees half a snapshot. No TTL.
 
 from __future__ import annotations
 
+import uuid
 import zlib
 from collections.abc import Iterable
+from typing import Any
 
 from ..aws import client
 from ..state import utc_now
 from .dynamo import from_item, key, to_item
 
 CHUNK_BYTES = 300_000  # stays well under DynamoDB's 400 KB item limit
+_PASS = "snapshot_id, sweep_next, sweep_since"  # the head's attributes of the sweeper's pass (resume_key)
 
 
 def encode_members(keys: Iterable[int]) -> bytes:
@@ -90,25 +94,58 @@ class QueryMembersStore:
         ran out of time after widening waited a whole schedule interval (a day) instead of the next sweep."""
         ddb = client("dynamodb")
         pk = self._pk(integration_id)
-        last_run = self.last_run(integration_id, query) if widened else utc_now()
+        # a widening keeps the query's last run and the sweeper's resume key: the mirror under way is not done
+        kept = self._head(integration_id, query, f"updated_at, {_PASS}") if widened else {}
         data = encode_members(members)
         chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
         for i, chunk in enumerate(chunks):
             ddb.put_item(TableName=self._table, Item={**key(pk, f"{query}#{i:04d}"), **to_item({"data": chunk})})
-        head = {"chunks": len(chunks), "members": len(members), "run_id": run_id}
-        if last_run is not None:
-            head["updated_at"] = last_run
+        head = {**kept, "chunks": len(chunks), "members": len(members), "run_id": run_id}
+        if not widened:  # a snapshot written whole: a new pass over the members (resume_key)
+            head.update(updated_at=utc_now(), snapshot_id=uuid.uuid4().hex)
         ddb.put_item(TableName=self._table, Item={**key(pk, str(query)), **to_item(head)})
         for tag in tags:
             ddb.put_item(TableName=self._table, Item={**key(pk, f"TAG#{tag}"), **to_item({"query": query})})
 
-    def last_run(self, integration_id: str, query: int) -> str | None:
-        """When the members of `query` were last refreshed (by a full sync or by its schedule)."""
+    def _head(self, integration_id: str, query: int, projection: str) -> dict[str, Any]:
         head = client("dynamodb").get_item(
             TableName=self._table,
             Key=key(self._pk(integration_id), str(query)),
             ConsistentRead=True,
-            ProjectionExpression="updated_at",
+            ProjectionExpression=projection,
         )
-        updated = from_item(head.get("Item", {})).get("updated_at")
+        return from_item(head.get("Item", {}))
+
+    def last_run(self, integration_id: str, query: int) -> str | None:
+        """When the members of `query` were last refreshed (by a full sync or by its schedule)."""
+        updated = self._head(integration_id, query, "updated_at").get("updated_at")
         return str(updated) if updated else None
+
+    def resume_key(self, integration_id: str, query: int) -> tuple[int | None, str]:
+        """Where the sweeper's scheduled mirror of `query` resumes (its last call's `next`: every member up to
+        that key is done; None: from the lowest key), and the pass it belongs to (for `set_resume_key`). A pass
+        runs from one snapshot written whole (`put`, not widened: a finished mirror, the full sync's Tags step)
+        to the next: a key stored in an earlier pass (`sweep_since`, another `snapshot_id`) is not used."""
+        head = self._head(integration_id, query, _PASS)
+        snapshot = str(head.get("snapshot_id", ""))
+        if "sweep_next" not in head or head.get("sweep_since", "") != snapshot:
+            return None, snapshot
+        return int(head["sweep_next"]), snapshot
+
+    def set_resume_key(self, integration_id: str, query: int, after: int, *, snapshot: str) -> bool:
+        """Stores `after` as the query's resume key in the pass `snapshot` (resume_key's, read when the sweep
+        began); refused (False) when no snapshot names the query's members yet or one was written whole since
+        (its new pass starts from the lowest key)."""
+        ddb = client("dynamodb")
+        same = "snapshot_id = :since" if snapshot else "attribute_not_exists(snapshot_id)"
+        try:
+            ddb.update_item(
+                TableName=self._table,
+                Key=key(self._pk(integration_id), str(query)),
+                UpdateExpression="SET sweep_next = :next, sweep_since = :since",
+                ConditionExpression=f"attribute_exists(chunks) AND {same}",
+                ExpressionAttributeValues=to_item({":next": after, ":since": snapshot}),
+            )
+        except ddb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
