@@ -13,7 +13,7 @@ the state table is the in-memory store with the same contract.
 from __future__ import annotations
 
 import contextlib
-import time
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +23,7 @@ from efficy_sync.clients.http import RetryPolicy, deadline
 from efficy_sync.state import UNKNOWN
 from efficy_sync.sync import PersonSyncer
 from efficy_sync_tools.sims.apsis import ApsisSimulator
+from efficy_sync_tools.testing import wait_for
 
 from tests.integration.test_diff_calls import CFG, NEWS, SLOT, person
 from tests.memory_store import MemoryPersonStateStore
@@ -30,6 +31,12 @@ from tests.memory_store import MemoryPersonStateStore
 #: a read timeout shorter than the simulator's delay: the first attempt is applied but answered too late
 POLICY = RetryPolicy(total=2, backoff_factor=0.01, backoff_jitter=0.0, connect_timeout=2, read_timeout=0.5)
 DELAY_MS = 1500
+#: the deadline test's: the opt-in's GET of the consents, then its POST, must start with MIN_CALL_SECONDS (1 s)
+#: left, and the POST's timed-out attempt must leave less than that for a retry. Within 1.3 s and a read timeout
+#: of 0.5 s that left the GET 0.3 s (a loaded CI machine took longer: OutOfTime before the POST, nothing sent);
+#: within 1.8 s and 1 s it has 0.8 s, and the attempt still times out half a second before APSIS answers.
+DEADLINE_POLICY = dataclasses.replace(POLICY, read_timeout=1.0)
+DEADLINE_SECONDS = 1.8
 
 
 @pytest.fixture
@@ -58,9 +65,9 @@ def _joined_then_left(
         syncer.sync(7, person(7, stamp="2024-05-02T10:00:00"), store.get(CFG.integration_id, 7))
     assert not acknowledgeable(caught.value) and caught.value.maybe_applied
     assert store.get(CFG.integration_id, 7).consents.get(SLOT) == UNKNOWN  # what went out may be there
-    time.sleep(DELAY_MS / 1000)  # the first attempt lands
     sim.clear_faults()
-    assert (NEWS, "opt-in") in consents(sim)
+    # the first attempt lands (DELAY_MS after it was sent: waited for, not slept, as a loaded machine lags)
+    wait_for("the late attempt's opt-in", lambda: (NEWS, "opt-in") in consents(sim), timeout=10, interval=0.05)
 
     syncer.sync(7, outside("2024-05-03T10:00:00"), store.get(CFG.integration_id, 7))
 
@@ -81,14 +88,14 @@ def test_an_opt_in_that_timed_out_then_met_429_is_withdrawn_when_the_crm_opts_ou
 def test_an_opt_in_that_timed_out_then_ran_out_of_time_is_withdrawn_when_the_crm_opts_out(
     sim: ApsisSimulator,
 ) -> None:
-    apsis = ApsisClient(sim.url, "diff", "diff-secret", section=CFG.apsis.section, policy=POLICY)
+    apsis = ApsisClient(sim.url, "diff", "diff-secret", section=CFG.apsis.section, policy=DEADLINE_POLICY)
     store = MemoryPersonStateStore()
     syncer = PersonSyncer(CFG, apsis, store, email_lookup=lambda address: [])
     assert syncer.sync(7, outside("2024-05-01T10:00:00"), None).result == "synced"
     apsis.list_keyspaces()  # the token in hand: the deadline is spent on the consent alone
     sim.add_fault(path_regex="/consents$", method="POST", delay_ms=DELAY_MS, count=1)
 
-    _joined_then_left(sim, syncer, store, OutOfTime, 1.3)
+    _joined_then_left(sim, syncer, store, OutOfTime, DEADLINE_SECONDS)
 
 
 def test_a_429_alone_is_still_no_sign_that_apsis_applied_the_call(sim: ApsisSimulator) -> None:

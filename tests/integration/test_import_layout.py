@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,6 +29,7 @@ from efficy_sync.mapping import needed_fields
 from efficy_sync.sync import PersonSyncer
 from efficy_sync_tools.sims.apsis import FIXTURE, ApsisSimulator
 from efficy_sync_tools.sims.efficy import EfficySimulator
+from efficy_sync_tools.testing import wait_for
 
 from tests.memory_store import MemoryPersonStateStore
 
@@ -393,7 +393,14 @@ def test_an_imported_row_whose_state_lost_a_race_has_its_withdrawn_opt_in_withdr
         target=lambda: done.update(collector(world, states, rows=100, counted=[]).run(queued, {}))
     )
     importing.start()
-    time.sleep(0.5)
+    # the file (person 7's opt-in in it) is in flight: its upload was counted, its answer is 1.5 s away (a fixed
+    # 0.5 s sleep let a loaded machine's collector read Efficy after the edit below: no opt-in to withdraw)
+    wait_for(
+        "the file's upload under way",
+        lambda: any(k.startswith("POST /_upload/") for k in sim.calls()),
+        timeout=30,
+        interval=0.02,
+    )
     world["efficy_sim"].patch_person(7, {}, profiles=[])  # person 7 leaves the profile; real time applies it
     realtime = PersonSyncer(CFG, world["apsis"], states, dry_run=False, email_lookup=lambda address: [])
     current = world["efficy"].get_persons([7], needed_fields(CFG))[7]
