@@ -80,7 +80,10 @@ class MotoServer:
         self.port = self._server.server_port
         # The Step Functions interpreter calls back into moto at localhost:$MOTO_PORT.
         os.environ["MOTO_PORT"] = str(self.port)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="moto-server", daemon=True)
+        # a stop (server.shutdown) waits for serve_forever's next poll: 0.05 s, as the front's and the simulators'
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="moto-server", daemon=True
+        )
         self._thread.start()
         import requests
 
