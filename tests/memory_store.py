@@ -77,6 +77,10 @@ class MemoryPersonStateStore:
                 raise ConflictingWrite(f"person {state.person_key}: stored state changed since it was read")
             self._states[key] = (state_document(state), state.revision + 1)
 
+    def announce_many(self, states: list[PersonState]) -> list[PersonState]:
+        """PersonStateStore.announce_many: put_batch's writes (a subclass counting put_batch does not count these)."""
+        return MemoryPersonStateStore.put_batch(self, states)
+
     def put_batch(self, states: list[PersonState], *, workers: int = 4) -> list[PersonState]:
         """PersonStateStore.put_batch: unconditional where the stored revision is still the one read."""
         refused = []

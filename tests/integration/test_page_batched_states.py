@@ -175,10 +175,10 @@ def test_a_state_stored_by_another_writer_meanwhile_is_not_overwritten_by_the_ba
     assert result.counters["failed"] == 0
     stored = store.get("batched", 1)
     assert stored is not None
-    # the batch refused the state read before the other write; what the page sent was marked on what that
-    # writer stored (revision 2), and the person was synced again against it (3): nothing it stored was written
-    # over blindly
-    assert stored.revision == 3, stored
+    # the chunk's write-ahead stored revision 1; the batch refused the state read before the other write; what
+    # the page sent was marked on what that writer stored (revision 3), and the person was synced again against
+    # it (4): nothing it stored was written over blindly
+    assert stored.revision == 4, stored
     assert stored.exists_in_apsis and stored.last_outcome == "synced"
     assert len(apsis_sim.profiles()) == 5
 

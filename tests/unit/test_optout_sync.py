@@ -155,7 +155,7 @@ def test_an_older_read_that_sent_something_marks_it_unknown_and_asks_for_a_retry
     newer = store.get("acme", 7)
     # the older read (a member) planned against `read`; the newer state is stored once its opt-in went out
     late = syncer(store, apsis)
-    late._check_unchanged = lambda key, state, ops: state  # type: ignore[method-assign]  (read and send raced)
+    late._check_unchanged = lambda key, state, ops, **_: state  # type: ignore[method-assign]  (read and send raced)
     store_read = read.model_copy(update={"revision": newer.revision})  # as if read just before the newer put
     with pytest.raises(TransientError):
         late.sync(7, person(stamp="2024-05-01T11:00:00"), store_read)

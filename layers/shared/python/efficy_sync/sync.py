@@ -20,10 +20,10 @@ removal the write-back made) finds the state already at that Efficy stamp, so it
 Concurrency (a write-back, a full-sync page and a real-time message may sync the same person at once):
 - the state is stored only if it is still the revision we planned against; otherwise we plan again against
   what the other sync stored (ConflictingWrite), so nobody's record of what APSIS holds is overwritten;
-- right before an opt-in goes out, the stored state and opt-outs are read again; a change means plan again
-  (a full-sync page reads each chunk of persons at once just before syncing them: `sync(fresh=True)`); then
-  the opt-in's slot is stored as unknown (a write-ahead), so a state write that fails after the call (DynamoDB
-  throttled, a 5xx) cannot leave an opt-in in APSIS that the retry, reading "never opted in", never withdraws;
+- right before an opt-in goes out, the stored state and opt-outs are read again (a page reads its chunk at once:
+  `fresh`); a change means plan again; then the opt-in's slot is stored as unknown (a write-ahead: a page's go
+  together), so a state write failing after the call (DynamoDB throttled, a 5xx) cannot leave an opt-in in
+  APSIS that the retry, reading "never opted in", never withdraws;
 - if a newer Efficy change was stored while this older read was being sent, the consents we touched are marked
   unknown (the next sync sends its decision again) and TransientError asks the caller for a fresh read;
 - what reached APSIS before a failure is kept in the state, so no opt-in we sent is ever forgotten.
@@ -132,10 +132,8 @@ class PersonSyncer:
     ) -> Outcome:
         """`person` is Efficy's current record (None when Efficy no longer has it); `state` what we stored.
         `fresh`: the caller read `state` consistently just before this call (a full-sync page re-reads each
-        chunk of persons at once), so the first plan makes no second read of its own before an opt-in.
-
-        If another sync stored the person's state since `state` was read, the plan is made again against what
-        it stored (each attempt sends only what that state does not already hold)."""
+        chunk of persons at once), so the first plan makes no second read of its own before an opt-in. If another
+        sync stored the state since it was read, the plan is made again against what it stored."""
         if person is not None:
             self._check_readable(key, person)
         result = None if person is None else map_person(self.cfg, person, query_tags=query_tags)
@@ -182,8 +180,8 @@ class PersonSyncer:
         ops, removals, held = self._gated(key, plan_operations(result, state), state)
         ops = self._record_existing_optouts(key, ops, state)
         read = state
-        if recheck and not self.dry_run and any(isinstance(op, SetConsent) and op.type == "opt-in" for op in ops):
-            state = self._check_unchanged(key, state, ops)
+        if not self.dry_run and any(isinstance(op, SetConsent) and op.type == "opt-in" for op in ops):
+            state = self._check_unchanged(key, state, ops, reread=recheck)
         done = self._execute(ops)
         if state is not None and self._profile_gone(key, state, ops, done):
             # deleted in APSIS One behind our back: planned again as a new profile, with the CRM's consents and
@@ -241,15 +239,16 @@ class PersonSyncer:
         # nothing new to plan with (a newer record, since retired, refused ours): still no opt-in over it
         return [op for op in ops if not (isinstance(op, SetConsent) and consent_key(op.topic, op.channel) in found)]
 
-    def _check_unchanged(self, key: int, state: PersonState | None, ops: list[Operation]) -> PersonState | None:
+    def _check_unchanged(
+        self, key: int, state: PersonState | None, ops: list[Operation], *, reread: bool = True
+    ) -> PersonState | None:
         """Right before an opt-in goes out: if another sync stored the person, or an APSIS opt-out was recorded,
-        since `state` was read, plan again (ConflictingWrite) rather than send an opt-in that may be outdated.
-        One consistent read per person, only when an opt-in is about to be sent; then the write-ahead
-        (state_updates.announced_state), conditional on the same revision: the state to go on with."""
-        fresh = self.states.get(self.cfg.integration_id, key)
-        before = (state.revision, state.optouts) if state is not None else (0, {})
-        after = (fresh.revision, fresh.optouts) if fresh is not None else (0, {})
-        if before != after:
+        since `state` was read, plan again (ConflictingWrite) rather than send an opt-in that may be outdated
+        (one consistent read, unless the caller read it just now); then the write-ahead (announced_state),
+        conditional on the same revision: the state to go on with (a page's: page_states.GroupCommit)."""
+        fresh = self.states.get(self.cfg.integration_id, key) if reread else state
+        seen = [(s.revision, s.optouts) if s is not None else (0, {}) for s in (state, fresh)]
+        if seen[0] != seen[1]:
             raise ConflictingWrite(f"person {hash_key(key)}: changed since read; planning again before an opt-in")
         intent = announced_state(state, self.cfg.integration_id, key, ops, self._clock())
         if intent is None:

@@ -33,7 +33,7 @@ from ..state import PersonState, utc_now
 from ..store.protocols import PersonStates
 from ..sync import Outcome, PersonSyncer, reconcile_sent
 from .import_writer import ImportWriter
-from .page_states import BatchedStates
+from .page_states import BatchedStates, chunk_write_aheads
 from .plan import MAX_TAIL_EXTENSION
 from .report import skip_label, tally
 
@@ -286,12 +286,11 @@ def _sync_batch(
     """The per-person path, PERSON_THREADS persons at a time (each waits on APSIS round trips, not on CPU).
 
     `should_continue` is asked before a chunk after the first, at most every STOP_CHECK_SECONDS: once the run has
-    ended (a cancel), no new chunk starts, the chunks already syncing finish and are written, and the outcomes are those of the persons
-    synced, a prefix of `persons` (a cancel stops a page within a chunk, not after its 500 persons).
+    ended (a cancel), no new chunk starts, the chunks syncing finish and are written; the outcomes are a prefix.
 
     Each chunk's stored states (and APSIS opt-outs) are read in one consistent BatchGetItem right before the
-    chunk is synced (while the chunk before it finishes: CHUNKS_AHEAD), and that read is the one the opt-in check needs (`sync(fresh=True)`): one read per chunk
-    instead of a page-wide read plus one more per person about to be opted in. What the per-person re-read
+    chunk is synced (while the chunk before it finishes: CHUNKS_AHEAD), and that read is the one the opt-in check
+    needs (`sync(fresh=True)`; its write-aheads too): one read per chunk. What the per-person re-read
     guarded against still holds: the read is seconds, not a page, before the opt-ins go out; a state stored
     meanwhile by another sync fails our conditional put (ConflictingWrite: planned again); real-time changes
     are parked while the run lasts; and an APSIS opt-out recorded in those seconds lies within
@@ -346,6 +345,8 @@ def _sync_batch(
                     fresh = states.get_many(syncer.cfg.integration_id, [p["K_CONTACT"] for p in chunk])
                     if seen is not None:
                         seen.update(fresh)  # `seen`: the states as read before the sync, for the caller's counts
+                    if batched is not None:  # the opt-ins' write-aheads, in one request (page_states.py)
+                        batched.announce_chunk(chunk_write_aheads(syncer.cfg, chunk, fresh, query_tags, utc_now()))
                 else:
                     fresh = known
 

@@ -22,6 +22,11 @@ Why no concurrent writer is overwritten (the argument of store/batch_writes.py, 
   one writes nothing and its states take the conditional put. A state refused there (StaleWrite,
   ConflictingWrite) is not lost: the person is synced again through the plain store, exactly what the
   per-person put's ConflictingWrite did (plan again against the stored state; StaleWrite keeps its reconcile-and-retry).
+Write-aheads (sync.py: an opt-in's slot stored as unknown, and the profile as maybe there, before the opt-in is
+sent) cannot wait for the batch: the batch is written after the chunk's APSIS calls, so if it fails, the page's
+retry must still know an opt-in may be in APSIS. `chunk_write_aheads` plans them for the chunk right after its
+read, and `announce_chunk` stores them in one request (about one more transaction per chunk of a first load);
+each person's own announce then finds it stored and writes nothing.
 The opt-out record updates a sync makes after its put (`update_optout`, `retire_optout`: a confirmed or a
 retired opt-out) are held back too and made only once the person's state is written, in the same order as
 before; a person whose state was refused gets none of them (their second sync decides again).
@@ -34,7 +39,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..state import PersonState
+from ..config import IntegrationConfig
+from ..mapping import Skip, map_person
+from ..person_plan import plan_operations
+from ..state import UNKNOWN, PersonState
+from ..state_updates import announced_state
 from ..store.person_items import StaleWrite
 from ..store.protocols import PersonStates
 
@@ -53,6 +62,8 @@ class BatchedStates:
         self._run_ended = False
         #: states written by flush and put_batch calls, for tests and benchmarks
         self.batched = 0
+        #: write-aheads announce_chunk stored, at their stored revision, until the person's sync announces
+        self._announced: dict[int, PersonState] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -67,8 +78,27 @@ class BatchedStates:
             self._pending[int(state.person_key)] = state
 
     def announce(self, state: PersonState) -> None:
-        """A write-ahead (sync.py) is stored at once: it must be durable before the APSIS calls go out."""
-        self._store.put(state)
+        """A write-ahead (sync.py) is stored at once: it must be durable before the APSIS calls go out. One the
+        chunk's own (`announce_chunk`) already stored, from the same revision, is not written again."""
+        with self._lock:
+            ahead = self._announced.pop(int(state.person_key), None)
+        if ahead is None or ahead.revision != state.revision + 1 or not _covers(ahead, state):
+            self._store.put(state)
+
+    def announce_chunk(self, aheads: list[PersonState]) -> None:
+        """The write-aheads of a chunk's persons about to be opted in (`chunk_write_aheads`), stored in one request
+        before their syncs start, each conditional on the revision read. Without them a page wrote its states
+        only after the chunk's APSIS calls: when that write failed (DynamoDB throttled past the SDK's retries) the
+        retried page read "never opted in", and with the CRM having taken a person out of the profile meanwhile,
+        APSIS kept the opt-in for good. One refused here is written by the person's own sync (and refused
+        there: planned again)."""
+        if not aheads:
+            return
+        refused = {s.person_key for s in self._store.announce_many(aheads)}
+        with self._lock:
+            for ahead in aheads:
+                if ahead.person_key not in refused:
+                    self._announced[int(ahead.person_key)] = ahead.model_copy(update={"revision": ahead.revision + 1})
 
     def withdraw(self, state: PersonState) -> None:
         self._store.withdraw(state)
@@ -161,3 +191,39 @@ class Held:
 
     states: dict[int, PersonState] = field(default_factory=dict)
     optouts: dict[int, list[Callable[[], Any]]] = field(default_factory=dict)
+
+
+def _covers(ahead: PersonState, state: PersonState) -> bool:
+    """Whether the stored write-ahead says at least what `state` would: the profile maybe there, and every slot
+    `state` marks unknown unknown too (a chunk's plan may have had more opt-ins than the sync sends)."""
+    slots = [slot for slot, value in state.consents.items() if value == UNKNOWN]
+    return (ahead.exists_in_apsis or not state.exists_in_apsis) and all(ahead.consents.get(s) == UNKNOWN for s in slots)
+
+
+def chunk_write_aheads(
+    cfg: IntegrationConfig,
+    persons: list[dict[str, Any]],
+    stored: dict[int, PersonState],
+    query_tags: Callable[[int], set[str]] | None,
+    now: str,
+) -> list[PersonState]:
+    """The write-aheads (state_updates.announced_state) the chunk's syncs will need, from the same plan they make
+    (map_person, plan_operations against the state just read): every person about to be sent an opt-in. A
+    person whose record the sync will refuse or fail on is left to that sync."""
+    aheads = []
+    for person in persons:
+        key = int(person["K_CONTACT"])
+        if any(c.field not in person for c in cfg.sync_conditions):
+            continue  # refused by the sync (_check_readable): nothing is sent
+        try:
+            result = map_person(cfg, person, query_tags=query_tags(key) if query_tags is not None else None)
+            if isinstance(result, Skip):
+                continue
+            ahead = announced_state(
+                stored.get(key), cfg.integration_id, key, plan_operations(result, stored.get(key)), now
+            )
+        except Exception:  # noqa: S112 - the person's own sync meets it again, and reports it
+            continue
+        if ahead is not None:
+            aheads.append(ahead)
+    return aheads

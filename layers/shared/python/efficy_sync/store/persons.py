@@ -412,6 +412,13 @@ class PersonStateStore:
 
         return put_batch(self, self._table, states, workers=workers)
 
+    def announce_many(self, states: list[PersonState]) -> list[PersonState]:
+        """Write-aheads of a page's chunk (fullsync/page_states.py): put_batch's conditional writes, in a call of
+        its own so that counts tell them from the states the syncs decided."""
+        from .batch_writes import put_batch
+
+        return put_batch(self, self._table, states)
+
     @staticmethod
     def _decode(item: Mapping[str, Any]) -> PersonState:
         """A STATE item read as Python: the document, at the item's revision."""
