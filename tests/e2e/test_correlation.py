@@ -68,7 +68,20 @@ def test_one_webhook_is_followed_by_its_correlation_id(loud_stack: Stack) -> Non
             if line.get("message") == "person applied" and line.get("person") == hash_key(key)
         ]
 
-    wait_for("the worker's lines", lambda: applied(first) and applied(second), timeout=15)
+    def received() -> dict[int, str]:
+        """person key -> the correlation id on the SQS record the worker received (its logged event)."""
+        return {
+            json.loads(r["body"])["person_key"]: r["messageAttributes"]["correlation_id"]["stringValue"]
+            for r in _sqs_records(_log(stack, since))
+        }
+
+    # the lines are written by several threads of the loaded stack: wait for every one this test reads (make
+    # test once read the worker's lines but not yet its event's)
+    wait_for(
+        "the worker's lines and events",
+        lambda: applied(first) and applied(second) and {first, second} <= set(received()),
+        timeout=30,
+    )
     lines = _log(stack, since)
     queued = {line["person"]: line["correlation_id"] for line in lines if line.get("message") == "change queued"}
     ids = {key: queued[hash_key(key)] for key in (first, second)}
@@ -77,10 +90,7 @@ def test_one_webhook_is_followed_by_its_correlation_id(loud_stack: Stack) -> Non
     (request_id,) = requests
     assert sorted(ids.values()) == [f"{request_id}/1", f"{request_id}/2"]
 
-    attributes = {
-        json.loads(r["body"])["person_key"]: r["messageAttributes"]["correlation_id"]["stringValue"]
-        for r in _sqs_records(lines)
-    }
+    attributes = received()
     for key in (first, second):
         assert attributes[key] == ids[key]  # the SQS message attribute
         assert {line.get("correlation_id") for line in applied(key)} == {ids[key]}  # the worker's lines
