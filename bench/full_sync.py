@@ -423,7 +423,8 @@ def render(r: dict[str, Any]) -> str:
         "pages at a time and 16 persons of a page at once, as the product runs them "
         f"(2 calls per person, where the product sends {r['diff_mode']['apsis_calls_per_1000'] / 1000:.1f}: "
         f"consents and tags too, and stores each person's state, {TRANSACT_ITEMS} to a conditional "
-        "TransactWriteItems).",
+        "TransactWriteItems). Person-state writes count the write-aheads too: each chunk of 48 stores the slots "
+        "of the persons about to be opted in as unknown, in one transaction, before their calls go out.",
         "An unchanged re-sync sends nothing to APSIS One and writes no person state (DynamoDB writes are the "
         "run's own bookkeeping).",
         "",
