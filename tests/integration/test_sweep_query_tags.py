@@ -47,6 +47,17 @@ def test_the_sweep_lambda_has_more_time_than_the_tag_mirror_keeps_back() -> None
     )
 
 
+def synced_state(key: int) -> PersonState:
+    """A person the sync keeps in APSIS One, as their stored state says."""
+    return PersonState(
+        integration_id="demo",
+        person_key=str(key),
+        exists_in_apsis=True,
+        last_outcome="synced",
+        change_stamp="2026-01-01T00:00:00",
+    )
+
+
 @pytest.fixture
 def world(in_process_aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     # batches of 2 x 8 workers = 16 persons instead of 200, so that 20 newcomers need two batches
@@ -57,15 +68,7 @@ def world(in_process_aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict
     states = PersonStateStore(TABLE)
     for key in MEMBERS:
         apsis.create_profile(str(key))
-        states.put(
-            PersonState(
-                integration_id="demo",
-                person_key=str(key),
-                exists_in_apsis=True,
-                last_outcome="synced",
-                change_stamp="2026-01-01T00:00:00",
-            )
-        )
+        states.put(synced_state(key))
     full_sync = SimpleNamespace(
         configs=SimpleNamespace(scheduled=lambda: {"demo": lambda: CFG}),
         members=QueryMembers(TABLE),

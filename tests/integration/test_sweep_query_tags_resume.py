@@ -14,9 +14,9 @@ from typing import Any
 
 import efficy_sync.fullsync.tags as tags_module
 from efficy_sync.fullsync.sweep import scheduled_query_tags
-from efficy_sync.state import PersonState
 
 from tests.integration.test_fullsync_tags import CFG, mirror, tagged, world  # noqa: F401 (world: the fixture)
+from tests.integration.test_sweep_query_tags import synced_state
 
 QUERY = CFG.tags.queries[0].query
 SCHEDULED = CFG.model_copy(
@@ -35,15 +35,7 @@ def synced(world: dict[str, Any], *keys: int) -> None:
     """Persons the sync keeps in APSIS One (the fixture has 1 to 6)."""
     for key in keys:
         world["apsis"].create_profile(str(key))
-        world["states"].put(
-            PersonState(
-                integration_id="demo",
-                person_key=str(key),
-                exists_in_apsis=True,
-                last_outcome="synced",
-                change_stamp="2026-01-01T00:00:00",
-            )
-        )
+        world["states"].put(synced_state(key))
 
 
 class _Clock:
