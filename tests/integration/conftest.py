@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from efficy_sync import aws
-from efficy_sync_tools.local import moto_speed
+from efficy_sync_tools.local import moto_speed, moto_threads
 from efficy_sync_tools.local.aws import MotoServer
 from efficy_sync_tools.sims.efficy import EfficySimulator
 from moto import mock_aws
@@ -36,8 +36,11 @@ def in_process_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     # the local stack's moto patches (no behaviour changed): unpatched, moto deep-copies a table for every
-    # TransactWriteItems, which fails while another thread writes to it (a page's batches run in parallel)
+    # TransactWriteItems, which fails while another thread writes to it (a page's batches run in parallel);
+    # and its DynamoDB backend is plain dicts, so two threads updating one item could fail the same way
+    # (`dictionary changed size during iteration`, CI at stop 42): requests are serialised as on the server
     moto_speed.apply()
+    moto_threads.apply()
     with mock_aws():
         aws.reset_clients()
         try:
