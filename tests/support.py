@@ -21,7 +21,7 @@ from typing import Any
 import boto3
 import requests
 from efficy_sync_tools.local.iam import DENIED_MARK
-from efficy_sync_tools.testing import wait_for  # noqa: F401  (tests import it from here)
+from efficy_sync_tools.testing import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 _keys = itertools.count(1)
@@ -77,6 +77,21 @@ class Stack:
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+    def idle(self, timeout: float = 60) -> None:
+        """Every change so far fully processed: the Efficy simulator's batched webhooks delivered (it sends them
+        from a background thread: an earlier test's edit could still reach the route after the queues were seen
+        empty, which failed a "nothing enqueued" check), then both queues drained, visible and in flight (our
+        routes enqueue before they answer; a message leaves the queue once its handler returned)."""
+        flushed = self.http.post(
+            f"{self.efficy_url}/_sim/webhooks/flush", json={"timeout": timeout}, timeout=timeout + 5
+        )
+        assert flushed.json()["flushed"], "the Efficy simulator's webhooks were not delivered"
+        wait_for(
+            "idle queues",
+            lambda: self.queue_depth("ContactChangesQueue") == 0 and self.queue_depth("OptOutQueue") == 0,
+            timeout=timeout,
+        )
 
     def env(self) -> dict[str, str]:
         """Environment for running the CLI or library code against this stack."""

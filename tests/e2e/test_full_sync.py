@@ -360,9 +360,11 @@ def test_real_time_changes_wait_for_the_end_of_the_sync_and_never_lose_to_it(crm
     ended = crm.ended_run()
     assert ended.status == "succeeded", (ended.error, ended.report)
     wait_for("the parked change applied after the sync", lambda: crm.firstname(early) == "AfterItsPage", timeout=60)
-    assert crm.firstname(late) == "BeforeItsPage"
     for key in (early, late):  # the stored state is the newest Efficy data, not the page's snapshot
         wait_for("the state stamp", lambda k=key: crm.stored_stamp(k) == crm.efficy.get_person(k)["D_CHANGE"])
+    # read once its state holds the edit (stored after the APSIS calls): a page that read `late` before the edit (a
+    # loaded machine's test lags the pages) leaves it to its parked change, re-sent with `early`'s but applied apart
+    assert crm.firstname(late) == "BeforeItsPage"
     assert crm.parked_persons() == 0
     assert crm.lock_status() == "released"
     assert ended.report["deferred"]["messages"] >= 2 and ended.report["deferred"]["requeued"] >= 2

@@ -49,16 +49,8 @@ def synced(stack: Stack, key: int, profiles: list[int], **fields: Any) -> None:
 
 
 def idle(stack: Stack, timeout: float = 30) -> None:
-    """Both queues drained (visible and in flight): every message so far was fully processed.
-
-    This is the event a "nothing happened" check waits for, no sleep after it: our routes enqueue before they
-    answer, the Efficy simulator's flush returns once its webhooks were answered, and a message leaves the
-    queue only when its handler has returned (a failed one is visible again, so still counted)."""
-    wait_for(
-        "idle queues",
-        lambda: stack.queue_depth("ContactChangesQueue") == 0 and stack.queue_depth("OptOutQueue") == 0,
-        timeout=timeout,
-    )
+    """Every message so far fully processed (Stack.idle): the event a "nothing happened" check waits for."""
+    stack.idle(timeout)
 
 
 def unsubscribe(stack: Stack, key: int, topic: str | None = NEWS, channel: str = "email", **extra: Any) -> dict:

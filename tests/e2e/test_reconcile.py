@@ -64,6 +64,9 @@ def test_reconcile_finds_each_drift_and_fix_repairs_it_through_the_sync_path(
     assert stack.signed_webhook(records, integration_id=iid).status_code == 202
     for k in synced:
         wait_for(f"person {k} synced", lambda k=k: _consent(stack, k, NEWS) == "opt-in", timeout=60)
+        # the worker sends the tag after the consent and stores the state last: a reconcile in between found the
+        # tag missing (drift); wait for the stored outcome, written once every APSIS call of the change is done
+        wait_for(f"person {k}'s stored outcome", lambda k=k: stack.stored_state(k, iid).get("last_outcome") == "synced")
     assert _reconcile(stack, iid, key)["total_drift"] == 0
 
     # ---- one drift of each category, planted in the simulators -------------------------------------------

@@ -62,11 +62,19 @@ def test_a_processed_webhook_counts_towards_the_stalled_alarm(loud_stack: Stack)
     wait_for(
         "the webhook's EMF", lambda: _per_integration(_lines(stack, offset), "WebhookRecordsAccepted") >= 1, timeout=15
     )
-    wait_for(
-        "the apply's EMF",
-        lambda: any("EfficyCalls" in line for line in _lines(stack, offset) if "_aws" in line),
-        timeout=15,
-    )
+
+    # the apply's EMF: its per-integration document (PersonsProcessed), then the deployment's (EfficyCalls), printed
+    # after its 'person applied' line. Any EfficyCalls line after `offset` could be the FIRST apply's, whose two
+    # documents `offset` may fall between: the second apply's EMF not yet printed, PersonsProcessed read as 0
+    def second_apply_emf() -> bool:
+        lines = _lines(stack, offset)
+        at = next(
+            (i for i, line in enumerate(lines) if line.get("person") == h and line.get("message") == "person applied"),
+            None,
+        )
+        return at is not None and any("_aws" in line and "EfficyCalls" in line for line in lines[at + 1 :])
+
+    wait_for("the second apply's EMF", second_apply_emf, timeout=15)
     lines = _lines(stack, offset)
     result = applied()[0]["result"]
     webhooks = _per_integration(lines, "WebhookRecordsAccepted")

@@ -43,6 +43,14 @@ def test_a_webhook_over_the_threshold_is_split_after_the_202_and_never_undoes_a_
         timeout=120,
         interval=1.0,
     )
+    # the first name is the change's first APSIS call; the state (with its correlation id) is stored after the
+    # last one: wait for every bundled person's stored outcome rather than read a state not written yet
+    wait_for(
+        "every bundled person's stored outcome",
+        lambda: all(_stored(stack, k).get("last_outcome") == "synced" for k in keys[1:]),
+        timeout=60,
+        interval=1.0,
+    )
     ids = [_stored(stack, k).get("correlation_id", "") for k in keys[1:]]
     requests = {cid.rsplit("/", 1)[0] for cid in ids}
     assert len(requests) == 1 and "" not in requests  # one webhook call named by every change it brought

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.support import Stack, sign, wait_for
+from tests.support import Stack, sign
 
 GOOD_RECORD = {
     "table": 11000,
@@ -24,7 +24,7 @@ def _body(records: list | None = None) -> bytes:
 
 @pytest.fixture
 def quiet_queue(stack: Stack) -> Stack:
-    wait_for("an empty contact queue", lambda: stack.queue_depth("ContactChangesQueue") == 0, timeout=60)
+    stack.idle()  # an earlier test's webhook still on its way would show as "enqueued"
     return stack
 
 
