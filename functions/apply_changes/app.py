@@ -1,4 +1,5 @@
-"""SQS FIFO contact-changes -> APSIS One. Partial batch failures let only the failed messages come back."""
+"""SQS FIFO contact-changes -> APSIS One. Partial batch failures let only the failed messages come back, each
+after a growing delay (efficy_sync.redelivery)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from efficy_sync.connections import apsis_client, efficy_client, email_lookup
 from efficy_sync.correlation import from_sqs_record
 from efficy_sync.fullsync.parking import ParkingLot
 from efficy_sync.observability import count, logger, metrics, serving
+from efficy_sync.redelivery import delay_retry
 from efficy_sync.settings import settings
 from efficy_sync.store.configs import ConfigStore
 from efficy_sync.store.persons import PersonStateStore
@@ -55,11 +57,18 @@ def record_handler_for(batch: Batch) -> Callable[[SQSRecord], None]:
     def record_handler(record: SQSRecord) -> None:  # powertools passes it as record=
         # This record's correlation id is on its log lines, trace and stored outcome, and on nothing after it.
         with record_scope(correlation_id_of(record)):
-            change = ContactChange.model_validate_json(record.body)
+            change = ContactChange.model_validate_json(record.body)  # a poison message is not delayed
             # before the sync: a change that fails still served its integration, so the invocation's API calls
             # (its 429s) are not published as those of another integration of the batch
             serving(change.integration_id)
-            outcome = batch.apply(change)
+            try:
+                outcome = batch.apply(change)
+            except Exception:
+                # an outage, refused credentials, the Lambda's time: tried again later and later (redelivery.py),
+                # so that an outage of hours, not half an hour, sends it to the DLQ
+                receives = int(record.attributes.approximate_receive_count or 1)
+                delay_retry(settings().contact_queue_url, record.receipt_handle, receives)
+                raise
             logger.info("person applied", extra={"integration_id": change.integration_id, **log_fields(outcome)})
             metric = METRIC_BY_RESULT.get(outcome.result)
             if metric:

@@ -133,3 +133,25 @@ def test_poison_message_reaches_the_dlq_and_redrive_brings_it_back(stack: Stack,
     assert "moved" in result.stdout
     wait_for("the redriven person in APSIS One", lambda: _firstname(stack, key) == "Redriven", timeout=60)
     assert stack.queue_depth("ContactChangesDLQ") == 0
+
+
+def test_a_change_outlasting_five_receives_of_an_apsis_outage_still_lands(stack: Stack, key: int) -> None:
+    """APSIS refuses the person's profile write for seven receives in a row (four tries each: the stack's three
+    in-call retries). The queue dead-lettered a change after five receives, about 30 minutes of an outage on AWS;
+    now each retry waits longer than the last (efficy_sync/redelivery.py) and the queue allows ten, so the
+    change waits the outage out and lands, with nothing in the DLQ."""
+    stack.idle()
+    dead_before = stack.queue_depth("ContactChangesDLQ")
+    stack.fault(
+        "apsis",
+        path_regex=rf"/profiles/{key}/sections/[^/]+/attributes$",
+        method="PATCH",
+        status=503,
+        count=7 * 4,
+        body=json.dumps({"title": "Service unavailable", "status": 503, "detail": "maintenance"}),
+        content_type="application/problem+json",
+    )
+    stack.seed([person(key, FIRSTNAME="Patient")])
+    stack.edit(key, FIRSTNAME="Waited")
+    wait_for("the change after the outage", lambda: _firstname(stack, key) == "Waited", timeout=120)
+    assert stack.queue_depth("ContactChangesDLQ") == dead_before

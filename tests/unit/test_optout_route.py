@@ -15,9 +15,9 @@ from efficy_sync.optout import (
     accept,
     check_token,
     parse_event,
-    retry_delay,
     slots_for,
 )
+from efficy_sync.redelivery import retry_delay
 
 from tests.unit.consent_configs import EVENTS, NEWS, SMS, consent_config
 

@@ -20,8 +20,8 @@ from efficy_sync.optout import (
     StillMember,
     WriteBack,
     accept,
-    retry_delay,
 )
+from efficy_sync.redelivery import retry_delay
 from efficy_sync.sync import PersonSyncer
 
 from tests.memory_store import MemoryPersonStateStore

@@ -268,7 +268,7 @@ def test_write_back_reads_the_optout_queue_with_partial_batch_failures(resources
 @pytest.mark.parametrize(
     ("queue", "dlq", "consumer", "max_receive", "fifo"),
     [
-        ("ContactChangesQueue", "ContactChangesDLQ", "ApplyChangesFunction", 5, True),
+        ("ContactChangesQueue", "ContactChangesDLQ", "ApplyChangesFunction", 10, True),
         ("OptOutQueue", "OptOutDLQ", "WriteBackFunction", 10, False),
     ],
 )

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 from efficy_sync.clients.errors import EfficyUnavailable
-from efficy_sync.optout import OptOutMessage, SlotRef, WriteBackResult, retry_delay
+from efficy_sync.optout import OptOutMessage, SlotRef, WriteBackResult
+from efficy_sync.redelivery import retry_delay
 from efficy_sync.writeback_batch import WriteBackBatch
 
 

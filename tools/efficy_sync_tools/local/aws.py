@@ -115,8 +115,9 @@ class DeployedStack:
     functions: dict[str, str] = field(default_factory=dict)  # logical id -> function name
 
 
-def client(service: str, endpoint: str, region: str, *, pool: int = 10) -> Any:
-    """A boto3 client of the local stack; `pool` bounds the connections it keeps open (threads sharing it)."""
+def client(service: str, endpoint: str, region: str, *, pool: int = 10, agent: str | None = None) -> Any:
+    """A boto3 client of the local stack; `pool` bounds the connections it keeps open (threads sharing it);
+    `agent` is added to its User-Agent (moto_sqs tells the pollers' requests from the functions' by it)."""
     from botocore.config import Config
 
     return boto3.client(
@@ -125,7 +126,7 @@ def client(service: str, endpoint: str, region: str, *, pool: int = 10) -> Any:
         region_name=region,
         aws_access_key_id="testing",
         aws_secret_access_key="testing",  # noqa: S106 - moto's dummy credentials
-        config=Config(max_pool_connections=pool),
+        config=Config(max_pool_connections=pool, user_agent_extra=agent),
     )
 
 

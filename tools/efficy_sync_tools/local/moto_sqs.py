@@ -21,6 +21,9 @@ FIFO message whose group is in flight is visible and still not deliverable, so a
 spun on the CPU for its whole wait. Here a waiting receive sleeps until a message is sent or deleted (which
 may release a group), or at most POLL_SLICE seconds (visibility timeouts end without a signal).
 
+Retry delays: a function that sets a failed message's visibility itself (the workers' growing delays) keeps it;
+the pollers' own shortcut to `retry_delay` no longer overwrites it (`_delays_kept`).
+
 Message move tasks: moto has none, and answered `dlq redrive`'s StartMessageMoveTask / ListMessageMoveTasks
 with a 500 and a NotImplementedError traceback in the stack's log (a log the tests read for tracebacks). They
 now answer UnsupportedOperation, as an endpoint without them does; the CLI's built-in mover takes over either way.
@@ -31,6 +34,8 @@ from __future__ import annotations
 from typing import Any
 
 POLL_SLICE = 0.1
+#: in the User-Agent of the local stack's pollers (their SQS client's user_agent_extra)
+POLLER_AGENT = "efficy-sync-local-poller"
 _applied = False
 
 
@@ -119,7 +124,34 @@ def apply() -> None:
     models.SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
     models.SQSBackend.change_message_visibility = change_message_visibility  # type: ignore[method-assign]
     _no_move_tasks()
+    _delays_kept()
     _applied = True
+
+
+def _delays_kept() -> None:
+    """A handler's retry delay outlives the poller's shortcut. Lambda leaves a failed message invisible for the
+    queue's visibility timeout, or for what the function set meanwhile (the workers' growing delays,
+    efficy_sync/redelivery.py); the local pollers shorten the first to `retry_delay` seconds with a
+    ChangeMessageVisibility of their own after the batch, which overwrote the second. A poller's change (told by
+    its User-Agent) is ignored for a receipt whose visibility the function already changed."""
+    from moto.core.responses import EmptyResult
+    from moto.sqs.responses import SQSResponse
+
+    original = SQSResponse.change_message_visibility
+
+    def change_message_visibility(self: Any) -> Any:
+        handle = self._get_param("ReceiptHandle")
+        queue = self.sqs_backend.get_queue(self._get_queue_name())
+        by_poller = POLLER_AGENT in (self.headers.get("User-Agent") or "")
+        with queue._messages_lock:
+            message = next((m for m in queue._messages if m.had_receipt_handle(handle)), None)
+            if message is not None and by_poller and getattr(message, "_delayed_receipt", None) == handle:
+                return EmptyResult()
+            if message is not None and not by_poller:
+                message._delayed_receipt = handle
+        return original(self)
+
+    SQSResponse.change_message_visibility = change_message_visibility  # type: ignore[method-assign]
 
 
 def _no_move_tasks() -> None:

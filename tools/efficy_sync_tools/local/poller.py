@@ -4,7 +4,8 @@ What Lambda does and we copy: batches of up to BatchSize, the enabled flag, `bat
 failed messages come back; the rest are deleted), an exception fails the whole batch, redelivery after the
 visibility timeout and the queue's redrive policy to its DLQ. One deliberate difference: a failed message
 becomes visible again after `retry_delay` seconds instead of the queue's full visibility timeout
-(minutes in template.yaml), so a local retry takes seconds.
+(minutes in template.yaml), so a local retry takes seconds; a delay the function set itself (efficy_sync's
+redelivery, scaled to seconds by the local stack) is kept, as on AWS (moto_sqs.py).
 
 The poller long-polls like Lambda's (a receive returns as soon as a message arrives), for at most
 WAIT_SECONDS so that disabling and stopping stay prompt. Like Lambda's, it scales with the queue: while the

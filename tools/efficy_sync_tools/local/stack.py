@@ -115,6 +115,10 @@ class LocalStack:
         os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "efficy-sync")
         os.environ["POWERTOOLS_TRACE_DISABLED"] = "true"  # no X-Ray daemon here: nothing may try to emit a segment
         os.environ.setdefault("EFFICY_SYNC_CACHE_SECONDS", "2")
+        # the workers' growing retry delays (efficy_sync/redelivery.py: 30 s doubling up to 6 h on AWS) in
+        # seconds here, like the pollers' retry_delay: a failed message comes back after 1, 2, 2 ... s
+        os.environ.setdefault("EFFICY_SYNC_RETRY_FIRST_SECONDS", str(self.retry_delay))
+        os.environ.setdefault("EFFICY_SYNC_RETRY_MAX_SECONDS", str(2 * self.retry_delay))
 
     def _reset_shared_clients(self) -> None:
         from efficy_sync import aws
@@ -244,6 +248,7 @@ class LocalStack:
 
     def _start_pollers(self) -> None:
         from .aws import client
+        from .moto_sqs import POLLER_AGENT
         from .poller import SqsPoller
 
         for source in self.template.sqs_sources():
@@ -255,7 +260,7 @@ class LocalStack:
                 arn,
                 self.router,
                 # its own client: each worker holds a connection in its long poll, plus one to delete with
-                client("sqs", self.moto.endpoint, self.region, pool=2 * self.poll_workers + 2),
+                client("sqs", self.moto.endpoint, self.region, pool=2 * self.poll_workers + 2, agent=POLLER_AGENT),
                 region=self.region,
                 workers=self.poll_workers,
                 retry_delay=self.retry_delay,

@@ -385,12 +385,6 @@ def awaiting(slots: list[Slot], live: dict[str, OptOutRecord]) -> list[Slot]:
     return [slot for slot in slots if slot.key in live and live[slot.key].awaiting_writeback]
 
 
-def retry_delay(receive_count: int, *, first: int = 30, cap: int = 6 * 3600) -> int:
-    """Seconds before a failed opt-out is tried again: 30 s, 1, 2, 4 ... minutes, at most 6 hours (SQS allows
-    12). With maxReceiveCount 10 an opt-out is tried for about 4 hours before it reaches the DLQ."""
-    return int(min(cap, first * 2 ** max(0, receive_count - 1)))
-
-
 def _address_key(address: str) -> str:
     """An address as compared: no case, no surrounding spaces, an internationalised domain in its ASCII form
     (APSIS holds the form we sent, jane@xn--mller-kva.de, Efficy the one a user typed, jane@müller.de)."""

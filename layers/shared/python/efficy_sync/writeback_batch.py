@@ -20,8 +20,9 @@ from pydantic import ValidationError
 
 from .clients.errors import EfficyUnavailable
 from .observability import MetricUnit, count, logger, metrics, serving
-from .optout import OptOutMessage, WriteBack, WriteBackResult, retry_delay
+from .optout import OptOutMessage, WriteBack, WriteBackResult
 from .pii import hash_key
+from .redelivery import retry_delay
 from .sync import log_fields
 
 
