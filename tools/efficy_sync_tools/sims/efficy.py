@@ -391,6 +391,9 @@ class EfficySimulator(SimServer):
         #: "wrapped" ({"records": [...], "page", "page_size"}, assumed) or "array" (a bare list of records, as
         #: APSIS's own generic-connector code reads a records page: contract §4 and apsis-one.md MAG3)
         self.records_shape = "wrapped"
+        #: the order of the records export: "K_CONTACT" (what the full sync assumes) or "D_CHANGE" (last changed
+        #: last); Efficy does not document it (contract §4)
+        self.export_order = "K_CONTACT"
         #: what a consult answers for a detail the server does not know: "error" (a business error) or "empty"
         #: (an empty dataset, read as "member of no CRM profile"); which one a real server does is not documented
         self.unknown_detail = "error"
@@ -999,7 +1002,7 @@ class EfficySimulator(SimServer):
             with self._lock:
                 if fields:
                     self._check_fields(fields)
-                keys = [k for k in ids if k in self._persons] if ids else self._sorted_keys
+                keys = [k for k in ids if k in self._persons] if ids else self._export_keys()
                 if since:
                     keys = [k for k in keys if self._persons[k].fields["D_CHANGE"] > since]
                 records = []
@@ -1014,6 +1017,11 @@ class EfficySimulator(SimServer):
             return {"records": records, "page": page, "page_size": size}
 
         return self._rest(request, produce)
+
+    def _export_keys(self) -> list[int]:
+        if self.export_order == "D_CHANGE":
+            return sorted(self._sorted_keys, key=lambda k: (str(self._persons[k].fields.get("D_CHANGE") or ""), k))
+        return self._sorted_keys
 
     def _rest_record(self, request: Request, entity: str, key: int) -> Response:
         """One record. A missing one is 404, as the 12.1 connector answers it (contract §10), unlike JSON-RPC,
@@ -1181,6 +1189,7 @@ class EfficySimulator(SimServer):
         "page_size_param",
         "default_page_size",
         "records_shape",
+        "export_order",
     )
 
     def _ctl_server(self, request: Request) -> Response:

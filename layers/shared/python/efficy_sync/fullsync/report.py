@@ -131,6 +131,8 @@ def build_report(
             "windows": c.get("seam_windows", 0),
             "persons_checked": c.get("seam_persons", 0),
         },
+        # records Efficy's export listed out of K_CONTACT order (plan.in_key_order): completeness not proven
+        "efficy_unordered_records": c.get("export_unordered", 0),
         "breaker": verdict_of(c),
     }
 
@@ -262,6 +264,12 @@ def render_report(report: Mapping[str, Any]) -> list[str]:
             f"  page boundaries re-read after {plural(seams['deletes'], 'delete')} in Efficy during the sync: "
             f"{windows:,} {'boundary' if windows == 1 else 'boundaries'}, "
             f"{plural(seams.get('persons_checked', 0), 'person')} checked"
+        )
+    if report.get("efficy_unordered_records"):
+        lines.append(
+            f"  warning: Efficy's export listed {plural(report['efficy_unordered_records'], 'person')} out of "
+            "K_CONTACT order: a person a change or delete moved during the sync may be in no page (Seams assumes "
+            "that order); a full sync while nobody changes the CRM reads everyone"
         )
     imports = report.get("imports", {})
     if imports.get("files"):

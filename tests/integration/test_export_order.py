@@ -1,0 +1,42 @@
+"""A full sync says when Efficy's export is not in K_CONTACT order (fullsync/plan.py `in_key_order`).
+
+The plan's count, the tail and Seams assume that order, which Efficy does not document (contract §4). In another
+order (by D_CHANGE here: the simulator's `export_order`) a person a change moves during the run across a page
+boundary can be in no page, and the report of a run over such an export said nothing of it. The real FullSync steps against the
+simulators (fullsync_harness.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from efficy_sync.fullsync.report import render_report
+
+from tests.integration.fullsync_harness import World, apsis_sim, make_world, person, raw_config  # noqa: F401  (fixtures)
+
+
+@pytest.fixture
+def changed_last(make_world: Callable[..., World]) -> Iterator[World]:
+    """60 persons saved from the highest key down, so that the export by D_CHANGE lists them in reverse."""
+    w = make_world()
+    w.efficy_sim.upsert_persons([person(k) for k in range(60, 0, -1)])
+    w.efficy_sim.export_order = "D_CHANGE"
+    try:
+        yield w
+    finally:
+        w.efficy_sim.export_order = "K_CONTACT"  # the simulator is the module's: its reset keeps server knobs
+
+
+def test_an_export_in_another_order_is_synced_and_reported(changed_last: World) -> None:
+    out = changed_last.run()
+    report = out["report"]
+    assert report["status"] == "succeeded" and changed_last.in_apsis() == set(range(1, 61))
+    assert report["efficy_unordered_records"] > 0
+    assert "out of K_CONTACT order" in "\n".join(render_report(report))
+
+
+def test_the_key_order_the_sync_assumes_reports_nothing(make_world: Callable[..., World]) -> None:
+    w = make_world()
+    w.efficy_sim.upsert_persons([person(k) for k in range(1, 61)])
+    report = w.run()["report"]
+    assert report["efficy_unordered_records"] == 0 and "K_CONTACT order" not in "\n".join(render_report(report))
