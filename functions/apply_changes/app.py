@@ -14,7 +14,7 @@ from efficy_sync.connections import apsis_client, efficy_client, email_lookup
 from efficy_sync.correlation import from_sqs_record
 from efficy_sync.fullsync.parking import ParkingLot
 from efficy_sync.observability import count, logger, metrics, serving
-from efficy_sync.redelivery import delay_retry
+from efficy_sync.redelivery import INTEGRATION_FAILURES, delay_retry
 from efficy_sync.settings import settings
 from efficy_sync.store.configs import ConfigStore
 from efficy_sync.store.persons import PersonStateStore
@@ -63,7 +63,7 @@ def record_handler_for(batch: Batch) -> Callable[[SQSRecord], None]:
             serving(change.integration_id)
             try:
                 outcome = batch.apply(change)
-            except Exception:
+            except INTEGRATION_FAILURES:
                 # an outage, refused credentials, the Lambda's time: tried again later and later (redelivery.py),
                 # so that an outage of hours, not half an hour, sends it to the DLQ
                 receives = int(record.attributes.approximate_receive_count or 1)

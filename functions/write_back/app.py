@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from efficy_sync.aws import client
+from efficy_sync.aws import brief_client
 from efficy_sync.budget import paced
 from efficy_sync.clients.http import RetryPolicy, deadline, lambda_seconds
 from efficy_sync.connections import apsis_client, efficy_client, email_lookup
@@ -55,7 +55,7 @@ def _writeback_for(integration_id: str) -> WriteBack:
 
 
 def _delay(receipt_handle: str, seconds: int) -> None:
-    client("sqs").change_message_visibility(
+    brief_client("sqs").change_message_visibility(
         QueueUrl=settings().optout_queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
     )
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from efficy_sync import aws
 from efficy_sync.clients.http import time_left
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,9 +44,12 @@ def load(monkeypatch: pytest.MonkeyPatch) -> Any:
         "POWERTOOLS_METRICS_DISABLED": "true",
         "AWS_DEFAULT_REGION": "eu-west-1",
         "EFFICY_SYNC_DEADLINE_RESERVE": str(RESERVE),
+        # a unit test's AWS call (a failed message's retry delay) is refused on this machine, never sent to AWS
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
     }.items():
         monkeypatch.setenv(name, value)
     settings.cache_clear()
+    aws.reset_clients()
 
     def loader(function: str) -> Any:
         spec = importlib.util.spec_from_file_location(f"{function}_app", ROOT / "functions" / function / "app.py")
@@ -57,6 +61,7 @@ def load(monkeypatch: pytest.MonkeyPatch) -> Any:
 
     yield loader
     settings.cache_clear()
+    aws.reset_clients()
 
 
 def test_the_real_time_worker_bounds_its_calls_by_the_lambda_time(load: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -427,7 +427,7 @@ def handler_module(monkeypatch: pytest.MonkeyPatch, world: Any) -> Any:
     monkeypatch.setattr(module, "efficy_client", lambda cfg, policy=None: efficy)
     monkeypatch.setattr(module, "apsis_client", lambda cfg: apsis)
     monkeypatch.setattr(module, "paced", lambda cfg, client: client)  # the shared budget lives in DynamoDB
-    monkeypatch.setattr(module, "client", lambda service: sqs)
+    monkeypatch.setattr(module, "brief_client", lambda service: sqs)
     module.fake_sqs = sqs
     yield module
     settings.cache_clear()
@@ -471,7 +471,7 @@ def test_a_failing_visibility_change_still_fails_the_item(handler_module: Any, m
     def denied(service: str) -> Any:
         raise RuntimeError("AccessDenied")
 
-    monkeypatch.setattr(handler_module, "client", denied)
+    monkeypatch.setattr(handler_module, "brief_client", denied)
     result = handler_module.handler({"Records": [sqs_record("x", json.dumps({}), 1)]}, Context())
     assert [f["itemIdentifier"] for f in result["batchItemFailures"]] == ["x"]
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from cfnlint.api import lint_file
 from cfnlint.decode import cfn_yaml
+from efficy_sync.redelivery import MAX_RECEIVES
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"
@@ -268,8 +269,9 @@ def test_write_back_reads_the_optout_queue_with_partial_batch_failures(resources
 @pytest.mark.parametrize(
     ("queue", "dlq", "consumer", "max_receive", "fifo"),
     [
-        ("ContactChangesQueue", "ContactChangesDLQ", "ApplyChangesFunction", 10, True),
-        ("OptOutQueue", "OptOutDLQ", "WriteBackFunction", 10, False),
+        # the workers leave the last receive undelayed (redelivery.py): they must know the queue's count
+        ("ContactChangesQueue", "ContactChangesDLQ", "ApplyChangesFunction", MAX_RECEIVES, True),
+        ("OptOutQueue", "OptOutDLQ", "WriteBackFunction", MAX_RECEIVES, False),
     ],
 )
 def test_queue_redrives_to_its_dlq(

@@ -22,9 +22,24 @@ def client(service: str) -> Any:
         return boto3.client(service, config=Config(retries={"mode": "adaptive", "max_attempts": 5}))
 
 
+@cache
+def brief_client(service: str) -> Any:
+    """For a call made on the way out of an invocation (a failed message's retry delay), which must fit in the
+    Lambda's few reserved seconds: 2 s to connect, 3 s to answer, one retry (botocore's defaults: 60 s each)."""
+    with _lock:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            service,
+            config=Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard", "max_attempts": 2}),
+        )
+
+
 def reset_clients() -> None:
     """Tests and the local stack change the endpoint; forget clients built for the old one."""
     client.cache_clear()
+    brief_client.cache_clear()
 
 
 #: AWS error codes that retrying later can fix: throttling, the service's own failures

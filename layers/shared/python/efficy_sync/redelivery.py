@@ -6,7 +6,10 @@ longer than half an hour (or credentials refused that long) dead-lettered every 
 had to redrive them once it was over. A failed message is made invisible for a growing delay instead: 30 s, 1, 2,
 4 ... minutes, at most 6 hours (SQS allows 12). A blip is retried within a minute rather than after six, and with
 maxReceiveCount 10 a message is tried for about four hours before it reaches the DLQ. The opt-out write-back and
-the real-time worker share this schedule.
+the real-time worker share this schedule. The last receive is not delayed: SQS moves the message to the DLQ on
+the next one, so a delay there only held the DLQ (and its alarm, and the person's later changes) back by hours.
+The real-time worker delays integration failures only (an outage, rate limits past the retries, refused
+credentials, the Lambda's time): a bug or a record Efficy refuses reaches the DLQ at the queue's own pace.
 
 The local stack runs the same code with its delays scaled down to seconds (EFFICY_SYNC_RETRY_FIRST_SECONDS and
 EFFICY_SYNC_RETRY_MAX_SECONDS; read per call, since they are a deployment's, not an integration's, setting).
@@ -16,10 +19,16 @@ from __future__ import annotations
 
 import os
 
-from .aws import client
+from .aws import brief_client
+from .clients.errors import AuthError, TransientError
 from .observability import logger
 
 FIRST_SECONDS, MAX_SECONDS = 30, 6 * 3600
+#: the maxReceiveCount of the queues whose messages are delayed (template.yaml; tests/unit/test_template.py
+#: checks that they agree)
+MAX_RECEIVES = 10
+#: what the real-time worker delays: failures of the integration, not of one person's data or of our code
+INTEGRATION_FAILURES = (TransientError, AuthError)
 
 
 def retry_delay(receive_count: int, *, first: int | None = None, cap: int | None = None) -> int:
@@ -31,13 +40,17 @@ def retry_delay(receive_count: int, *, first: int | None = None, cap: int | None
 
 def delay_retry(queue_url: str, receipt_handle: str, receive_count: int) -> None:
     """Best effort: when the delay cannot be set (no permission, a blip), the queue's visibility timeout applies,
-    which is what Lambda does anyway; the message itself is failed either way, never acknowledged here."""
+    which is what Lambda does anyway; the message itself is failed either way, never acknowledged here. Logged by
+    the error's name only: raised inside the handling of the person's own failure, a traceback would carry that
+    failure's text (an API URL with the person's key) into the logs."""
+    if receive_count >= MAX_RECEIVES:
+        return
     try:
-        client("sqs").change_message_visibility(
+        brief_client("sqs").change_message_visibility(
             QueueUrl=queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=retry_delay(max(1, receive_count))
         )
-    except Exception:
-        logger.warning("could not delay the retry of a failed message", exc_info=True)
+    except Exception as exc:
+        logger.warning("could not delay the retry of a failed message: %s", type(exc).__name__)
 
 
 def _seconds(name: str, default: int) -> int:

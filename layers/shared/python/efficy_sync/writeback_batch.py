@@ -22,7 +22,7 @@ from .clients.errors import EfficyUnavailable
 from .observability import MetricUnit, count, logger, metrics, serving
 from .optout import OptOutMessage, WriteBack, WriteBackResult
 from .pii import hash_key
-from .redelivery import retry_delay
+from .redelivery import MAX_RECEIVES, retry_delay
 from .sync import log_fields
 
 
@@ -64,11 +64,15 @@ class WriteBackBatch:
         return result
 
     def _retry_later(self, receipt_handle: str, receive_count: int) -> None:
-        """Lambda leaves a failed message invisible for the queue's visibility timeout; this makes it grow."""
+        """Lambda leaves a failed message invisible for the queue's visibility timeout; this makes it grow, except
+        on the last receive (redelivery.MAX_RECEIVES), after which SQS moves it to the DLQ anyway."""
+        if receive_count >= MAX_RECEIVES:
+            return
         try:
             self.delay(receipt_handle, retry_delay(max(1, receive_count)))
-        except Exception:  # no permission or a blip: the queue's own visibility timeout applies
-            logger.warning("could not delay the retry of an opt-out", exc_info=True)
+        except Exception as exc:  # no permission or a blip: the queue's own visibility timeout applies
+            # the error's name only: a traceback would carry the opt-out's own failure (an Efficy URL, a key)
+            logger.warning("could not delay the retry of an opt-out: %s", type(exc).__name__)
 
 
 def report(message: OptOutMessage, result: WriteBackResult) -> None:
