@@ -267,9 +267,9 @@ def render_report(report: Mapping[str, Any]) -> list[str]:
         )
     if report.get("efficy_unordered_records"):
         lines.append(
-            f"  warning: Efficy's export listed {plural(report['efficy_unordered_records'], 'person')} out of "
-            "K_CONTACT order: a person a change or delete moved during the sync may be in no page (Seams assumes "
-            "that order); a full sync while nobody changes the CRM reads everyone"
+            f"  warning: Efficy's export listed {plural(report['efficy_unordered_records'], 'record')} out of "
+            "K_CONTACT order: a person a change or delete moved during the sync may be in no page (Seams counts "
+            "deletes by that order); a full sync while nobody changes the CRM reads everyone"
         )
     imports = report.get("imports", {})
     if imports.get("files"):
