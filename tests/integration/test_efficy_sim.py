@@ -585,3 +585,16 @@ def test_a_profile_table_announces_membership_changes_on_relation_records(
         (11000, 1, "Update", {"NAME": "Left"}),  # the contact's own change, without PROFILES
         (11123, "1_12", "Delete", {}),
     ]
+
+
+def test_a_server_knob_outside_its_values_is_refused_not_played_as_the_default(sim: EfficySimulator) -> None:
+    """`POST /_sim/server {"export_order": "d_change"}` used to set the misspelt value, which every read took for
+    the default K_CONTACT order: a test of the other order passed against the ordinary server."""
+    url = f"{sim.url}/_sim/server"
+    refused = requests.post(url, json={"export_order": "d_change"}, timeout=10)
+    assert refused.status_code == 400 and "K_CONTACT" in refused.text
+    assert requests.get(url, timeout=10).json()["export_order"] == "K_CONTACT"
+    try:
+        assert requests.post(url, json={"export_order": "D_CHANGE"}, timeout=10).json()["export_order"] == "D_CHANGE"
+    finally:
+        sim.export_order = "K_CONTACT"  # the module's simulator: its reset keeps server knobs

@@ -1191,6 +1191,12 @@ class EfficySimulator(SimServer):
         "records_shape",
         "export_order",
     )
+    #: the knobs that take one of a few values
+    KNOB_CHOICES: dict[str, tuple[str, ...]] = {
+        "unknown_detail": ("error", "empty"),
+        "records_shape": ("wrapped", "array"),
+        "export_order": ("K_CONTACT", "D_CHANGE"),
+    }
 
     def _ctl_server(self, request: Request) -> Response:
         def produce() -> dict[str, Any]:
@@ -1201,6 +1207,11 @@ class EfficySimulator(SimServer):
                     raise RestFault(
                         400, "invalid_body", f"unknown {sorted(unknown)}; allowed {list(self.SERVER_KNOBS)}"
                     )
+                for name, value in body.items():
+                    choices = self.KNOB_CHOICES.get(name)
+                    if choices is not None and value not in choices:
+                        # a misspelt value silently played the default server, and a test "passed" against it
+                        raise RestFault(400, "invalid_body", f"{name} must be one of {list(choices)}, not {value!r}")
                 for name, value in body.items():
                     setattr(self, name, value)
             return {name: getattr(self, name) for name in self.SERVER_KNOBS}
