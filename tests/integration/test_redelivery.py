@@ -48,7 +48,9 @@ def test_a_failed_message_is_invisible_for_its_receive_s_delay(in_process_aws: s
     message = _received(sqs, url)
     assert _visible_in(in_process_aws, url) < 6  # the receive's own 5 s
     delay_retry(url, message["ReceiptHandle"], 3)
-    assert retry_delay(3) - 2 < _visible_in(in_process_aws, url) <= retry_delay(3)  # 120 s, not 5
+    assert (
+        retry_delay(3) - 30 < _visible_in(in_process_aws, url) <= retry_delay(3)
+    )  # 120 s, not 5 (a loaded CI: 30 s slack)
     assert sqs.receive_message(QueueUrl=url).get("Messages") is None
 
 
