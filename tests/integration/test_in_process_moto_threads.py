@@ -10,11 +10,11 @@ fixture serialises moto's DynamoDB requests as the local stack's server does (lo
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import boto3
 import pytest
 
+from tests.integration.test_local_moto_threads import hold_first_call
 from tests.support import create_pk_sk_table
 
 TABLE = "in-process-threads"
@@ -30,16 +30,7 @@ def test_a_request_waits_while_another_is_inside_the_in_process_dynamodb_backend
     ddb = boto3.client("dynamodb", region_name=in_process_aws)
     key = {"pk": {"S": "RUN"}, "sk": {"S": "1"}}
     ddb.put_item(TableName=TABLE, Item=key)
-    inside, release = threading.Event(), threading.Event()
-    original = DynamoDBBackend.update_item
-
-    def held_update(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not inside.is_set():
-            inside.set()
-            release.wait(10)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(DynamoDBBackend, "update_item", held_update)
+    inside, release = hold_first_call(monkeypatch, DynamoDBBackend, "update_item")
     errors: list[BaseException] = []
 
     def add(name: str) -> None:

@@ -58,6 +58,22 @@ def ddb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         server.stop()
 
 
+def hold_first_call(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> tuple[threading.Event, threading.Event]:
+    """Makes the first call of `owner.name` (a moto backend method) wait inside until `release` is set; returns
+    (inside, release): a second request that gets in meanwhile shows the backend is not serialised."""
+    inside, release = threading.Event(), threading.Event()
+    original = getattr(owner, name)
+
+    def held(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not inside.is_set():
+            inside.set()
+            release.wait(10)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, held)
+    return inside, release
+
+
 def _item(pk: str, sk: str, **extra: str) -> dict[str, Any]:
     return {"pk": {"S": pk}, "sk": {"S": sk}, **{k: {"S": v} for k, v in extra.items()}}
 
@@ -175,16 +191,7 @@ def test_a_create_if_absent_is_atomic_as_on_aws(ssm: Any, monkeypatch: pytest.Mo
     from moto.ssm.models import SimpleSystemManagerBackend
 
     name = "/efficy-sync/apsis-token/abc-refresh"
-    inside, release = threading.Event(), threading.Event()
-    original_put = SimpleSystemManagerBackend.put_parameter
-
-    def held_put(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not inside.is_set():
-            inside.set()
-            release.wait(10)
-        return original_put(self, *args, **kwargs)
-
-    monkeypatch.setattr(SimpleSystemManagerBackend, "put_parameter", held_put)
+    inside, release = hold_first_call(monkeypatch, SimpleSystemManagerBackend, "put_parameter")
     outcomes: list[str] = []
 
     def claim() -> None:

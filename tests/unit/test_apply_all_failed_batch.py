@@ -24,10 +24,8 @@ def _closed_port() -> int:
     return port
 
 
-def test_a_batch_whose_only_person_meets_an_outage_is_a_partial_failure_not_a_crash(
-    load: Any, monkeypatch: Any
-) -> None:
-    app = load("apply_changes")
+def apsis_down(app: Any, monkeypatch: Any) -> None:
+    """The worker's batch: each change's APSIS call meets a closed port (requests' error names the URL)."""
     apsis = ApsisClient(f"http://127.0.0.1:{_closed_port()}", "id", "secret", section="s", policy=RetryPolicy(total=0))
     apsis._access_token = lambda: "token"  # type: ignore[method-assign]
 
@@ -36,6 +34,13 @@ def test_a_batch_whose_only_person_meets_an_outage_is_a_partial_failure_not_a_cr
             apsis.patch_attributes(str(change.person_key), {"com.apsis1.attributes.firstname": "Jane"})  # APSIS down
 
     monkeypatch.setattr(app.worker, "prefetch", lambda changes: Batch())
+
+
+def test_a_batch_whose_only_person_meets_an_outage_is_a_partial_failure_not_a_crash(
+    load: Any, monkeypatch: Any
+) -> None:
+    app = load("apply_changes")
+    apsis_down(app, monkeypatch)
     change = ContactChange(integration_id="acme", person_key=4711, operation="Update")
     event = {
         "Records": [

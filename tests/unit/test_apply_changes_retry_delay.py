@@ -9,17 +9,15 @@ refused on this machine (test_deadline_wiring.load)."""
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import pytest
 from efficy_sync.changes import ContactChange
-from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync.clients.errors import ApsisUnavailable
-from efficy_sync.clients.http import RetryPolicy
 from efficy_sync.observability import PiiSafeFormatter
 from efficy_sync.redelivery import MAX_RECEIVES
 
+from tests.unit.test_apply_all_failed_batch import apsis_down
 from tests.unit.test_deadline_wiring import Context, load  # noqa: F401 (fixture)
 
 
@@ -84,26 +82,11 @@ def test_the_last_receive_is_not_delayed(monkeypatch: pytest.MonkeyPatch) -> Non
     assert calls == [redelivery.retry_delay(MAX_RECEIVES - 1)]
 
 
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_a_delay_that_cannot_be_set_logs_no_person_key(
     load: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = load("apply_changes")
-    apsis = ApsisClient(f"http://127.0.0.1:{_closed_port()}", "id", "secret", section="s", policy=RetryPolicy(total=0))
-    apsis._access_token = lambda: "token"  # type: ignore[method-assign]
-
-    class Batch:
-        def apply(self, change: ContactChange) -> Any:
-            apsis.patch_attributes(str(change.person_key), {"com.apsis1.attributes.firstname": "Jane"})  # APSIS down
-
-    monkeypatch.setattr(app.worker, "prefetch", lambda changes: Batch())
+    apsis_down(app, monkeypatch)
     answer = app.handler(_event(987654, 1), Context(remaining_ms=60_000))
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
     logs = "\n".join(PiiSafeFormatter().format(record) for record in caplog.records)  # what the Lambda writes
