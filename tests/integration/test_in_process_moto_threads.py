@@ -9,12 +9,10 @@ fixture serialises moto's DynamoDB requests as the local stack's server does (lo
 
 from __future__ import annotations
 
-import threading
-
 import boto3
 import pytest
 
-from tests.integration.test_local_moto_threads import hold_first_call
+from tests.integration.test_local_moto_threads import hold_first_call, second_got_in
 from tests.support import create_pk_sk_table
 
 TABLE = "in-process-threads"
@@ -45,17 +43,9 @@ def test_a_request_waits_while_another_is_inside_the_in_process_dynamodb_backend
         except BaseException as exc:  # reported by the assertions below
             errors.append(exc)
 
-    first = threading.Thread(target=add, args=("first",))
-    first.start()
-    assert inside.wait(10), "the first update never reached moto's backend"
-    second = threading.Thread(target=add, args=("second",))
-    second.start()
-    second.join(1.0)
-    second_got_in = not second.is_alive()
-    release.set()
-    first.join(10)
-    second.join(10)
-    assert not second_got_in, "an UpdateItem ran while another was inside moto's DynamoDB backend (no lock)"
+    names = iter(("first", "second"))
+    got_in = second_got_in(lambda: add(next(names)), inside, release)
+    assert not got_in, "an UpdateItem ran while another was inside moto's DynamoDB backend (no lock)"
     assert errors == []
     item = ddb.get_item(TableName=TABLE, Key=key, ConsistentRead=True)["Item"]
     assert (item["first"], item["second"]) == ({"N": "1"}, {"N": "1"})

@@ -74,6 +74,22 @@ def hold_first_call(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> t
     return inside, release
 
 
+def second_got_in(call: Callable[[], None], inside: threading.Event, release: threading.Event) -> bool:
+    """Runs `call` on a thread until it is held inside the backend (hold_first_call), then again on another:
+    whether the second finished while the first was held. Both are let go and joined before it answers."""
+    first = threading.Thread(target=call)
+    first.start()
+    assert inside.wait(10), "the first request never reached moto's backend"
+    second = threading.Thread(target=call)
+    second.start()
+    second.join(1.0)
+    got_in = not second.is_alive()
+    release.set()
+    first.join(10)
+    second.join(10)
+    return got_in
+
+
 def _item(pk: str, sk: str, **extra: str) -> dict[str, Any]:
     return {"pk": {"S": pk}, "sk": {"S": sk}, **{k: {"S": v} for k, v in extra.items()}}
 
@@ -201,15 +217,5 @@ def test_a_create_if_absent_is_atomic_as_on_aws(ssm: Any, monkeypatch: pytest.Mo
         except ssm().exceptions.ParameterAlreadyExists:
             outcomes.append("exists")
 
-    first = threading.Thread(target=claim)
-    first.start()
-    assert inside.wait(10), "the first request never reached moto's SSM backend"
-    second = threading.Thread(target=claim)
-    second.start()
-    second.join(1.0)
-    second_got_in = not second.is_alive()
-    release.set()
-    first.join(10)
-    second.join(10)
-    assert not second_got_in, "a PutParameter ran while another was inside moto's SSM backend (no lock)"
+    assert not second_got_in(claim, inside, release), "a PutParameter ran while another was inside moto's SSM backend"
     assert sorted(outcomes) == ["created", "exists"]
