@@ -186,11 +186,10 @@ def apsis_sim() -> Iterator[ApsisSimulator]:
 
 @pytest.fixture
 def make_world(in_process_aws: str, sim: EfficySimulator, apsis_sim: ApsisSimulator) -> Iterator[Callable[..., World]]:
-    """World(raw_config(**over)) on the module's simulators; the Efficy server knobs a test set are reset after
-    (EfficySimulator.reset() keeps them)."""
+    """World(raw_config(**over)) on the module's simulators (the `sim` fixture resets the Efficy one, server
+    knobs included)."""
 
     def make(**over: Any) -> World:
         return World(in_process_aws, sim, apsis_sim, raw_config(**over))
 
     yield make
-    sim.page_size_cap = None

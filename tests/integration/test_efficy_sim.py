@@ -594,7 +594,14 @@ def test_a_server_knob_outside_its_values_is_refused_not_played_as_the_default(s
     refused = requests.post(url, json={"export_order": "d_change"}, timeout=10)
     assert refused.status_code == 400 and "K_CONTACT" in refused.text
     assert requests.get(url, timeout=10).json()["export_order"] == "K_CONTACT"
-    try:
-        assert requests.post(url, json={"export_order": "D_CHANGE"}, timeout=10).json()["export_order"] == "D_CHANGE"
-    finally:
-        sim.export_order = "K_CONTACT"  # the module's simulator: its reset keeps server knobs
+    assert requests.post(url, json={"export_order": "D_CHANGE"}, timeout=10).json()["export_order"] == "D_CHANGE"
+
+
+def test_a_reset_plays_the_default_server_again(sim: EfficySimulator) -> None:
+    """The knobs survived a reset: a test that set one and failed before setting it back left the next test of
+    the module's simulator playing another server (fullsync_harness set page_size_cap back by hand)."""
+    url = f"{sim.url}/_sim/server"
+    requests.post(url, json={"export_order": "D_CHANGE", "page_size_cap": 7, "customer": "acme"}, timeout=10)
+    requests.post(f"{sim.url}/_sim/reset", headers={"X-Efficy-Customer": "acme"}, timeout=10).raise_for_status()
+    knobs = requests.get(url, timeout=10).json()
+    assert (knobs["export_order"], knobs["page_size_cap"], knobs["customer"]) == ("K_CONTACT", None, None)

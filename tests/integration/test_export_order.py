@@ -20,11 +20,8 @@ def changed_last(make_world: Callable[..., World]) -> Iterator[World]:
     """60 persons saved from the highest key down, so that the export by D_CHANGE lists them in reverse."""
     w = make_world()
     w.efficy_sim.upsert_persons([person(k) for k in range(60, 0, -1)])
-    w.efficy_sim.export_order = "D_CHANGE"
-    try:
-        yield w
-    finally:
-        w.efficy_sim.export_order = "K_CONTACT"  # the simulator is the module's: its reset keeps server knobs
+    w.efficy_sim.export_order = "D_CHANGE"  # the module's simulator: the next test's reset sets it back
+    yield w
 
 
 def test_an_export_in_another_order_is_synced_and_reported(changed_last: World) -> None:

@@ -411,6 +411,7 @@ class EfficySimulator(SimServer):
         self._outbox = WebhookOutbox(self._clock)
         self._sessions: set[str] = set()
         self._session_stats = {"created": 0, "reused": 0, "expired": 0}
+        self._knob_defaults = {name: getattr(self, name) for name in self.SERVER_KNOBS}
         self._init_state()
         self._routes()
 
@@ -455,12 +456,16 @@ class EfficySimulator(SimServer):
         super().stop()
 
     def reset(self) -> None:
-        """Back to an empty CRM with the default profiles and no webhook. Sessions survive, so clients keep going."""
+        """Back to an empty CRM with the default profiles, no webhook and the default server (its knobs: a test
+        that set one and failed before setting it back left the next test of a shared simulator playing another
+        server). Sessions survive, so clients keep going."""
         super().reset()
         self._outbox.configure(None)
         self._outbox.clear()
         with self._lock:
             self._init_state()
+            for name, value in self._knob_defaults.items():
+                setattr(self, name, value)
 
     # ---- Python control API (also behind /_sim) ----------------------------------------------------------------
     def upsert_persons(self, persons: list[dict[str, Any]], *, notify: bool = False, user: str = "ADMIN") -> int:
