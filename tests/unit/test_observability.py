@@ -438,3 +438,29 @@ def test_urllib3_retry_lines_carry_no_key_nor_address_in_clear() -> None:
     )  # fmt: skip
     logging.getLogger("urllib3.connectionpool").handle(by_address)
     assert "jo@example.com" not in by_address.getMessage() and "/profiles/k-" in by_address.getMessage()
+
+
+def test_a_logged_traceback_or_message_names_an_api_url_with_the_key_hashed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """requests' HTTPError text names the URL, and logger.exception writes it in the traceback: the person key in
+    APSIS's /profiles/{key} and Efficy's ids= went to the logs in clear (README: logs carry a hash of the key)."""
+    import requests
+    from efficy_sync.pii import hash_key
+
+    stream = io.StringIO()
+    monkeypatch.setattr(logger.registered_handler, "stream", stream)
+    logger.setLevel(logging.INFO)
+    url = "https://api.apsis.one/audience/keyspaces/com.apsis1.keyspaces.crm-id/profiles/4711/sections/s/attributes"
+    try:
+        raise requests.HTTPError(f"404 Client Error: Not Found for url: {url}")
+    except requests.HTTPError:
+        logger.exception("page failed")
+    logger.warning("Efficy said no: /crm/v1/records/contacts?ids=17,42&fields=EMAIL1")
+    logger.info("by address: /profiles/jo@example.com/consents")
+    out = stream.getvalue()
+    first, second, third = (json.loads(line) for line in out.splitlines())
+    assert "/profiles/4711" not in out and f"/profiles/{hash_key(4711)}/sections" in first["exception"]
+    assert second["message"].endswith(f"?ids={hash_key(17)},{hash_key(42)}&fields=EMAIL1")
+    assert (
+        "jo@example.com" not in out
+        and third["message"] == f"by address: /profiles/{hash_key('jo@example.com')}/consents"
+    )

@@ -134,6 +134,26 @@ def scrub_text(text: str) -> str:
     return _PHONE.sub(lambda m: mask_phone(m.group()) if _phone_digits_ok(m.group()) else m.group(), text)
 
 
+#: a person's key in a request path (APSIS's /profiles/{key}) or query (Efficy REST `ids=`)
+_KEY_IN_URL = re.compile(r"(/profiles/)([^/?\s'\"]+)|((?:^|[?&])ids=)([^&\s'\"]+)")
+
+
+def keys_hashed(text: str) -> str:
+    """`text` with the person keys of API URLs as their hash_key: requests' HTTPError text and a traceback
+    name the URL ("404 Client Error: Not Found for url: .../profiles/123/..."), and README promises logs carry
+    a hash of the key, never the key (an address, were it the keyspace)."""
+    if "/profiles/" not in text and "ids=" not in text:
+        return text
+    from .pii import hash_key
+
+    def keyed(match: re.Match[str]) -> str:
+        if match.group(1):
+            return match.group(1) + hash_key(match.group(2))
+        return match.group(3) + ",".join(hash_key(k) for k in match.group(4).split(","))
+
+    return _KEY_IN_URL.sub(keyed, text)
+
+
 def scrub(value: Any, key: str | None = None) -> Any:
     """A log record's value with personal data masked: by key for contact fields, by shape everywhere else;
     credentials (by key) are replaced whole."""
@@ -146,10 +166,10 @@ def scrub(value: Any, key: str | None = None) -> Any:
     if _is_contact_key(key) and value not in (None, "") and not isinstance(value, bool):
         return mask_value(str(key).upper(), value)
     if isinstance(value, str):
-        return scrub_text(value)
+        return scrub_text(keys_hashed(value))
     if value is None or isinstance(value, bool | int | float):
         return value
-    return scrub_text(str(value))  # an exception or any object: the JSON encoder would write str() of it
+    return scrub_text(keys_hashed(str(value)))  # an exception or any object: the JSON encoder writes str() of it
 
 
 class PiiSafeFormatter(LambdaPowertoolsFormatter):
@@ -284,9 +304,6 @@ def _log_stream() -> Any:
 
 logger = Logger(service=SERVICE, logger_formatter=PiiSafeFormatter(), stream=_log_stream())
 
-#: a person's key in a request path (APSIS's /profiles/{key}) or query (Efficy REST `ids=`)
-_KEY_IN_URL = re.compile(r"(/profiles/)([^/?\s]+)|((?:^|[?&])ids=)([^&\s]+)")
-
 
 class _UrlScrubbing(logging.Filter):
     """urllib3 logs each retry with the request's path and query ("Retrying (...) after connection broken by
@@ -295,14 +312,7 @@ class _UrlScrubbing(logging.Filter):
     rest goes through scrub_text."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from .pii import hash_key
-
-        def keyed(match: re.Match[str]) -> str:
-            if match.group(1):
-                return match.group(1) + hash_key(match.group(2))
-            return match.group(3) + ",".join(hash_key(k) for k in match.group(4).split(","))
-
-        record.msg, record.args = scrub_text(_KEY_IN_URL.sub(keyed, record.getMessage())), ()
+        record.msg, record.args = scrub_text(keys_hashed(record.getMessage())), ()
         return True
 
 
