@@ -110,7 +110,7 @@ def metric_emitted(stack: Stack, name: str, since: int) -> bool:
     return False
 
 
-def test_a_mapping_change_that_would_opt_out_40_percent_halts_before_any_opt_out_then_allow_removals_sends_them(
+def test_a_mapping_change_that_would_opt_out_40_percent_halts_before_any_opt_out_then_the_confirmed_count_sends_them(
     loud_stack: Stack, crms: list[Crm], tmp_path: Path
 ) -> None:
     since = loud_stack.log_path.stat().st_size
@@ -153,9 +153,15 @@ def test_a_mapping_change_that_would_opt_out_40_percent_halts_before_any_opt_out
     assert "HALTED" in listing.stdout
     wait_for("the FullSyncHalted metric", lambda: metric_emitted(loud_stack, "FullSyncHalted", since))
 
-    allowed = crm.cli("start", crm.integration_id, "--allow-removals", "--follow")
+    assert "--allow-removals-up-to 20" in halted.stdout  # the count to confirm, from the report
+    too_few = crm.cli("start", crm.integration_id, "--allow-removals-up-to", "19", "--follow")
+    assert too_few.returncode == EXIT_HALTED, too_few.stdout + too_few.stderr
+    assert "more than the 19 confirmed" in too_few.stdout and consent_calls(crm) == calls_before
+
+    allowed = crm.cli("start", crm.integration_id, "--allow-removals-up-to", "20", "--follow")
 
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert "up to 20 removals of each kind confirmed" in allowed.stdout
     consents = news_consents(crm)
     assert sorted(k for k, kind in consents.items() if kind == "opt-out") == [str(k) for k in range(31, 51)]
     assert sorted(k for k, kind in consents.items() if kind == "opt-in") == sorted(str(k) for k in range(1, 31))

@@ -124,6 +124,7 @@ class World:
         self,
         *,
         allow_removals: bool = False,
+        allow_removals_up_to: int = 0,
         page_attempts: int = 7,
         between_pages: Callable[[int], None] | None = None,
         before_release: Callable[[], None] | None = None,
@@ -134,6 +135,8 @@ class World:
         sync_input: dict[str, Any] = {"integration_id": self.cfg.integration_id}
         if allow_removals:
             sync_input["allow_removals"] = True
+        if allow_removals_up_to:
+            sync_input["allow_removals_up_to"] = allow_removals_up_to
         run = self.fs.begin(sync_input, f"{ARN}r{self._n}")
         planned = self.fs.plan(run)
         descriptors = self.fs.plans.get(planned.key)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from efficy_sync.clients.errors import EfficyUnavailable
+from efficy_sync.fullsync.report import render_report
 from efficy_sync.mapping import needed_fields
 from efficy_sync.store.removals import BurstGate
 from efficy_sync.sync import PersonSyncer
@@ -65,6 +66,29 @@ def test_deletes_the_real_time_breaker_held_wait_for_allow_removals(make_world: 
     allowed = w.run(allow_removals=True)  # the admin confirms
     assert allowed["report"]["status"] == "succeeded" and not held & w.in_apsis()
     assert not set(w.fs.held.keys("p17")) and w.fs.removal_breaker.tripped("p17") is None
+
+
+def test_a_confirmed_count_sends_what_the_admin_read_and_halts_again_on_more(make_world: Callable[..., World]) -> None:
+    """`--allow-removals-up-to N`: the admin read a halted run's 5 deletes and confirms 5; meanwhile 3 more persons
+    stopped matching, so the confirmed run finds 8 and halts again with nothing removed (the blanket
+    `--allow-removals` would have deleted all 8 unjudged); confirming 8 sends them, and only those."""
+    w = _loaded(make_world, 100)
+    w.efficy_sim.upsert_persons([person(k, opened="0") for k in LOST])  # on_condition_lost: delete
+    halted = w.run()
+    assert halted["gate"].halt and w.in_apsis() == set(range(1, 101))
+    assert "--allow-removals-up-to 5" in "\n".join(render_report(halted["report"]))
+
+    w.efficy_sim.upsert_persons([person(k, opened="0") for k in (61, 62, 63)])
+    again = w.run(allow_removals_up_to=5)
+    assert again["gate"].halt and again["report"]["status"] == "halted" and w.in_apsis() == set(range(1, 101))
+    text = "\n".join(render_report(again["report"]))
+    assert "more than the 5 confirmed" in text and "--allow-removals-up-to 8" in text
+
+    sent = w.run(allow_removals_up_to=8)
+    assert sent["report"]["status"] == "succeeded" and not sent["gate"].halt
+    assert w.in_apsis() == set(range(1, 101)) - {*LOST, 61, 62, 63}
+    assert "up to 8 removals of each kind confirmed" in "\n".join(render_report(sent["report"]))
+    assert not set(w.fs.held.keys("p17"))
 
 
 def test_a_delete_shifting_an_efficy_page_boundary_inside_one_worker_s_page_is_covered_by_seams(

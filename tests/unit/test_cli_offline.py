@@ -326,6 +326,15 @@ def test_version_and_usage_error_codes(tmp_path):
     assert full_sync.REFUSED == _aws.EXIT_REFUSED
 
 
+def test_a_confirmed_count_of_removals_must_be_a_count_and_excludes_the_blanket_flag(tmp_path):
+    """Refused before any AWS call (exit 2, usage): a run started with a count nobody meant would remove up to it."""
+    for count in ("0", "-5", "many", "2.5"):
+        wrong = _run_bare(tmp_path, "full-sync", "start", "acme", "--allow-removals-up-to", count)
+        assert wrong.returncode == 2 and "a count of removals" in wrong.stderr, (count, wrong.stderr)
+    both = _run_bare(tmp_path, "full-sync", "start", "acme", "--allow-removals", "--allow-removals-up-to", "3")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
 def test_validate_output_json_is_one_document(tmp_path, capsys, no_aws):
     path = tmp_path / "broken.yaml"
     path.write_text(BROKEN)

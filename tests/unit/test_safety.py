@@ -134,6 +134,20 @@ def test_each_kind_is_judged_against_its_own_holders() -> None:
     assert {name for name, line in verdict.lines.items() if line["over"]} == {"rm:untag:vip"}
 
 
+def test_a_confirmed_count_raises_each_kind_s_limit_to_it_and_no_further() -> None:
+    """`--allow-removals-up-to N`: the counts an admin read in a halted run go out; a run that finds more (the CRM
+    changed again since) halts again instead of removing whatever it finds, as `--allow-removals` would."""
+    removals = {OPTOUT: 20, "rm:untag:vip": 30}
+    base = {f"base:optin:{SLOT}": 50, "base:tagged:vip": 100}
+    assert judge(removals, base, 5.0, 10).halt
+    confirmed = judge(removals, base, 5.0, 10, confirmed=30)
+    assert not confirmed.halt and confirmed.lines[OPTOUT]["limit"] == 30
+    again = judge({**removals, "rm:untag:vip": 31}, base, 5.0, 10, confirmed=30)
+    assert again.halt and {n for n, line in again.lines.items() if line["over"]} == {"rm:untag:vip"}
+    small = judge({OPTOUT: 40}, {f"base:optin:{SLOT}": 1000}, 5.0, 10, confirmed=3)
+    assert not small.halt and small.lines[OPTOUT]["limit"] == 50  # never below the configured limit
+
+
 def test_limit_is_the_larger_of_the_share_and_the_floor() -> None:
     assert limit(1000, 5.0, 10) == 50
     assert limit(20, 5.0, 10) == 9
@@ -214,6 +228,19 @@ def test_begin_takes_allow_removals_as_a_boolean_only() -> None:
     assert read_sync_input({"integration_id": "acme"}).allow_removals is False
     with pytest.raises(InvalidSyncInput, match="allow_removals must be true or false"):
         read_sync_input({"integration_id": "acme", "allow_removals": "yes"})
+
+
+def test_begin_takes_allow_removals_up_to_as_a_count_of_one_or_more_only() -> None:
+    from efficy_sync.fullsync.lifecycle import InvalidSyncInput, read_sync_input
+
+    parsed = read_sync_input({"integration_id": "acme", "allow_removals_up_to": 20})
+    assert parsed.allow_removals_up_to == 20 and parsed.allow_removals is False
+    assert read_sync_input({"integration_id": "acme"}).allow_removals_up_to == 0
+    for wrong in (0, -3, True, "20", 2.5):
+        with pytest.raises(InvalidSyncInput, match="allow_removals_up_to must be a count"):
+            read_sync_input({"integration_id": "acme", "allow_removals_up_to": wrong})
+    with pytest.raises(InvalidSyncInput, match="exclude each other"):
+        read_sync_input({"integration_id": "acme", "allow_removals": True, "allow_removals_up_to": 20})
 
 
 @pytest.mark.parametrize("mode", ["diff", "import"])

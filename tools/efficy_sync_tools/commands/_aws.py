@@ -34,14 +34,14 @@ EXIT_FAILED = 1  # the command ran and the answer is "no": invalid config, faile
 EXIT_USAGE = 2  # argparse: unknown option, missing argument
 EXIT_REFUSED = 3  # refused because of what runs now: a full sync of the integration is already running
 EXIT_UNREACHABLE = 4  # AWS, Efficy or APSIS One out of reach, or no usable AWS credentials / region
-EXIT_HALTED = 5  # a full sync halted by the blast-radius breaker (nothing removed; confirm with --allow-removals)
+EXIT_HALTED = 5  # a full sync halted by the blast-radius breaker (nothing removed; confirm its counts)
 EXIT_INTERRUPTED = 130  # Ctrl-C
 EXIT_PIPE_CLOSED = 141  # the reader of stdout went away (`| head`): 128 + SIGPIPE, as a shell reports it
 EXIT_CODES_HELP = (
     "exit codes: 0 done; 1 failed (invalid config, failed run, unknown name, missing secret); 2 usage error;\n"
     "            3 refused (a full sync of the integration is already running); 4 AWS, Efficy or APSIS One\n"
     "            out of reach, or no AWS credentials / region; 5 full sync halted by the blast-radius\n"
-    "            breaker (confirm with --allow-removals); 6 drift found by reconcile (not asked to --fix);\n"
+    "            breaker (confirm with --allow-removals-up-to N); 6 drift found by reconcile (not asked to --fix);\n"
     "            130 interrupted; 141 stdout closed by its reader (| head)"
 )
 

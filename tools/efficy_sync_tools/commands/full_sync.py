@@ -31,6 +31,13 @@ REFUSED = EXIT_REFUSED  # a refused start (another full sync of the integration 
 BAR_WIDTH = 28
 
 
+def _removal_count(text: str) -> int:
+    """--allow-removals-up-to's N: a whole number of removals, 1 or more."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a count of removals (1 or more), not {text!r}")
+    return int(text)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     full = sub.add_parser("full-sync", help="full syncs: start, watch, cancel")
     actions = full.add_subparsers(dest="full_sync_command", required=True, metavar="ACTION")
@@ -38,10 +45,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     start.add_argument("integration_id", metavar="ID")
     start.add_argument("--dry-run", action="store_true", help="compute and report the changes, write nothing")
     start.add_argument("--follow", action="store_true", help="show progress until it ends, then the report")
-    start.add_argument(
+    confirm = start.add_mutually_exclusive_group()
+    confirm.add_argument(
         "--allow-removals",
         action="store_true",
-        help="send removals beyond the blast-radius breaker's threshold (after checking a halted run's counts)",
+        help="send removals beyond the blast-radius breaker's threshold, any number of them",
+    )
+    confirm.add_argument(
+        "--allow-removals-up-to",
+        type=_removal_count,
+        metavar="N",
+        help="send up to N removals of each kind (the largest count of a halted run's report); more halts again",
     )
     start.add_argument(
         "--write-mode",
@@ -151,6 +165,8 @@ def start_command(args: argparse.Namespace) -> int:
     payload = {"integration_id": integration_id, "dry_run": bool(args.dry_run), "started_by": caller_identity()}
     if args.allow_removals:
         payload["allow_removals"] = True
+    if args.allow_removals_up_to:
+        payload["allow_removals_up_to"] = args.allow_removals_up_to
     if args.write_mode:
         payload["write_mode"] = args.write_mode
     arn = _sfn().start_execution(stateMachineArn=s.state_machine_arn, name=name, input=json.dumps(payload))[

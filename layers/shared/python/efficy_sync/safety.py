@@ -27,8 +27,10 @@ from .state import PersonState, consent_key
 #: counter name prefixes: a removal and the base it is judged against
 OPTOUT, UNTAG, DELETE = "rm:optout:", "rm:untag:", "rm:delete"
 OPTED_IN, TAGGED, PROFILES = "base:optin:", "base:tagged:", "base:profiles"
-#: run counter set by Begin when the admin confirmed removals (`--allow-removals`)
+#: run counter set by Begin when the admin confirmed removals (`--allow-removals`: any number)
 ALLOW_COUNTER = "allow_removals"
+#: run counter set by Begin when the admin confirmed up to N removals of each kind (`--allow-removals-up-to N`)
+CONFIRMED_COUNTER = "allow_removals_up_to"
 #: run counters that carry the thresholds the full-sync gate used (the report shows the verdict from them)
 PERCENT_COUNTER, MIN_COUNTER, HALT_COUNTER = "breaker_percent_x100", "breaker_min_removals", "breaker_halt"
 
@@ -137,14 +139,19 @@ class Verdict:
     lines: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def judge(removals: Mapping[str, int], base: Mapping[str, int], max_percent: float, min_removals: int) -> Verdict:
-    """Whether removals this large need an admin's confirmation (module docstring)."""
+def judge(
+    removals: Mapping[str, int], base: Mapping[str, int], max_percent: float, min_removals: int, confirmed: int = 0
+) -> Verdict:
+    """Whether removals this large need an admin's confirmation (module docstring). `confirmed`: the admin
+    confirmed up to this many removals of each kind (`--allow-removals-up-to N`, after reading a halted run's
+    counts): a kind's limit is raised to it, so the counts the admin saw go out, and a run that would remove
+    more than that (the CRM changed again since) halts again instead of removing whatever it finds."""
     lines: dict[str, dict[str, Any]] = {}
     for name, n in sorted(removals.items()):
         if n <= 0:
             continue
         held = int(base.get(base_name(name), 0))
-        allowed = limit(held, max_percent, min_removals)
+        allowed = max(limit(held, max_percent, min_removals), confirmed)
         lines[name] = {"removals": int(n), "base": held, "limit": allowed, "over": n > allowed}
     return Verdict(any(line["over"] for line in lines.values()), lines)
 
@@ -173,12 +180,14 @@ def verdict_of(counters: Mapping[str, int]) -> dict[str, Any] | None:
     if PERCENT_COUNTER not in counters:
         return None
     percent, minimum = counters[PERCENT_COUNTER] / 100, counters.get(MIN_COUNTER, 1)
-    verdict = judge(removals_of(counters), bases_of(counters), percent, minimum)
+    confirmed = int(counters.get(CONFIRMED_COUNTER, 0))
+    verdict = judge(removals_of(counters), bases_of(counters), percent, minimum, confirmed)
     return {
         "would_halt": verdict.halt,
         "removals": verdict.lines,
         "halted": bool(counters.get(HALT_COUNTER)),
         "allowed": bool(counters.get(ALLOW_COUNTER)),
+        "confirmed_up_to": confirmed,
         "max_removal_percent": percent,
         "min_removals": minimum,
     }

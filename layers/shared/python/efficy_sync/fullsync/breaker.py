@@ -8,8 +8,10 @@ delete): the person's key goes to the HELD# lot (store/removals.py) and the remo
   without holding (and re-runs the query-tag mirror for held untags), then Finish ends the run as usual;
 - beyond it, HaltRun ends the run `halted` (lock released, parked changes re-enqueued, FullSyncHalted metric,
   report with the counts per subscription and tag). Nothing was removed. The admin reads the counts and
-  confirms with `efficy-sync full-sync start ID --allow-removals`: a new run whose pages send removals at once
-  (a clean re-run: unchanged persons cost no APSIS call) and whose release also closes the real-time breaker.
+  confirms them with `efficy-sync full-sync start ID --allow-removals-up-to N`: a new run that holds and judges
+  like any other, against limits raised to N, so what the admin read goes out and more (the CRM changed again
+  since) halts again. `--allow-removals` confirms any number: a new run whose pages send removals at once (a
+  clean re-run: unchanged persons cost no APSIS call) and whose release also closes the real-time breaker.
 A dry run holds nothing (it sends nothing) but counts the same removals and says whether the real run would
 halt. Held CRM opt-outs stay what APSIS has not been told yet: nothing opts these persons in meanwhile, since
 the release and every later sync plan from the newest CRM data (only an explicit newer change there can).
@@ -17,6 +19,7 @@ the release and every later sync plan from the newest CRM data (only an explicit
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -27,6 +30,7 @@ from ..mapping import needed_fields
 from ..observability import count, logger
 from ..safety import (
     ALLOW_COUNTER,
+    CONFIRMED_COUNTER,
     HALT_COUNTER,
     MIN_COUNTER,
     PERCENT_COUNTER,
@@ -57,16 +61,36 @@ def held_source(run: Run) -> str:
     return f"full sync {run.run_id}"
 
 
-def read_allow_removals(sync_input: dict[str, Any]) -> tuple[bool, str | None]:
-    """(allow_removals, the problem with it) from a full-sync input."""
+def read_allow_removals(sync_input: dict[str, Any]) -> tuple[bool, int, str | None]:
+    """(allow_removals, allow_removals_up_to, the problem with them) from a full-sync input: `true` confirms
+    any number of removals, a count N (`--allow-removals-up-to N`) up to N of each kind."""
     value = sync_input.get(ALLOW_COUNTER, False)
+    up_to = sync_input.get(CONFIRMED_COUNTER)
     if not isinstance(value, bool):
-        return False, f"allow_removals must be true or false, not {value!r}"
-    return value, None
+        return False, 0, f"allow_removals must be true or false, not {value!r}"
+    if up_to is None:
+        return value, 0, None
+    if isinstance(up_to, bool) or not isinstance(up_to, int) or up_to < 1:
+        return False, 0, f"allow_removals_up_to must be a count of removals (1 or more), not {up_to!r}"
+    if value:
+        return False, 0, "allow_removals (any number) and allow_removals_up_to exclude each other"
+    return False, up_to, None
 
 
 def allows_removals(run: Run) -> bool:
+    """The admin confirmed any number of removals: the run holds nothing, and releases every held key."""
     return bool(run.counters.get(ALLOW_COUNTER))
+
+
+def confirmed_up_to(run: Run) -> int:
+    """Up to how many removals of each kind the admin confirmed (0: none): the run holds and judges like any
+    run, against limits raised to this count (safety.judge)."""
+    return int(run.counters.get(CONFIRMED_COUNTER, 0))
+
+
+def emptied_up_to(run: Run) -> int:
+    """How many untags of a query that answered no members may go in this run (tags.mirror_query_tags)."""
+    return sys.maxsize if allows_removals(run) else confirmed_up_to(run)
 
 
 class HoldAll:
@@ -145,7 +169,11 @@ class Breaker:
         )
         run = fs._run(run_payload)
         verdict = judge(
-            removals_of(run.counters), bases_of(run.counters), safety.max_removal_percent, safety.min_removals
+            removals_of(run.counters),
+            bases_of(run.counters),
+            safety.max_removal_percent,
+            safety.min_removals,
+            confirmed_up_to(run),
         )
         halt = verdict.halt and not run.dry_run and not allows_removals(run)
         if not run.dry_run:

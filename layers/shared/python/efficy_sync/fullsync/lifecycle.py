@@ -19,11 +19,11 @@ from ..budget import PacedApsis, paced
 from ..config import IntegrationConfig
 from ..mapping import Desired, map_person, needed_fields
 from ..observability import logger
-from ..safety import ALLOW_COUNTER
+from ..safety import ALLOW_COUNTER, CONFIRMED_COUNTER
 from ..store.configs import ConfigStore, UnknownIntegration
 from ..store.protocols import PersonStates
 from ..store.removals import HeldRemovals, RemovalBreaker
-from .breaker import Breaker, allows_removals, held_source
+from .breaker import Breaker, emptied_up_to, held_source
 from .ending import end_execution, failed_pages, release_and_drain
 from .import_step import page_queue, queued_keys, uses_collector
 from .page import Pace, sync_page, worker_rate
@@ -152,6 +152,9 @@ class FullSync:
         )
         if parsed.allow_removals:
             self.runs.add_once(integration_id, run.run_id, ALLOW_COUNTER, {ALLOW_COUNTER: 1})
+        elif parsed.allow_removals_up_to:
+            up_to = {CONFIRMED_COUNTER: parsed.allow_removals_up_to}
+            self.runs.add_once(integration_id, run.run_id, CONFIRMED_COUNTER, up_to)
         return run.step_payload()
 
     def plan(self, run_payload: RunRef | Mapping[str, Any]) -> PlanResult:
@@ -321,7 +324,7 @@ class FullSync:
             time_left=time_left,
             hold_untags=Breaker.of(self).hold_untags(run) if hold else None,
             should_continue=self._still_running(run.integration_id, run.run_id),
-            emptied_ok=allows_removals(run),
+            emptied_up_to=emptied_up_to(run),
             after=after if after is not None else (previous or {}).get("next"),
         )
         return merge_results(previous, result)

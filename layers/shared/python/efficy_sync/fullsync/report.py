@@ -324,18 +324,23 @@ def breaker_lines(report: Mapping[str, Any]) -> list[str]:
     for name, row in rows.items():
         over = "  OVER" if row.get("over") else ""
         lines.append(f"    {describe(name):<{width}}{row['removals']:>9,}{row['base']:>9,}{row['limit']:>9,}{over}")
+    confirmed = int(breaker.get("confirmed_up_to") or 0)
+    largest = max((int(row["removals"]) for row in rows.values() if row.get("over")), default=0)
     if breaker.get("halted"):
+        again = f" (more than the {confirmed:,} confirmed)" if confirmed else ""
         lines.append(
-            "  HALTED by the blast-radius breaker: nothing was removed (additions and updates were sent). "
+            f"  HALTED by the blast-radius breaker{again}: nothing was removed (additions and updates were sent). "
             f"Check the counts; to send them: efficy-sync full-sync start {report.get('integration_id')} "
-            "--allow-removals"
+            f"--allow-removals-up-to {largest} (a run that finds more halts again; --allow-removals: any number)"
         )
     elif dry:
         verdict = "WOULD HALT" if breaker.get("would_halt") else "would not halt"
-        extra = " (unless started with --allow-removals)" if breaker.get("would_halt") else ""
+        extra = f" (unless started with --allow-removals-up-to {largest})" if breaker.get("would_halt") else ""
         lines.append(f"  breaker: the real run {verdict}{extra}")
     elif breaker.get("would_halt") and breaker.get("allowed"):
         lines.append("  breaker: beyond the threshold, sent as confirmed by --allow-removals")
+    elif confirmed:
+        lines.append(f"  breaker: up to {confirmed:,} removals of each kind confirmed by --allow-removals-up-to")
     return lines
 
 

@@ -20,7 +20,7 @@ class InvalidSyncInput(ValueError):
 
 
 SYNC_INPUT_EXAMPLE = '{"integration_id": "acme-eu", "dry_run": false}'
-_INPUT_KEYS = ("integration_id", "dry_run", "started_by", "allow_removals", "write_mode")
+_INPUT_KEYS = ("integration_id", "dry_run", "started_by", "allow_removals", "allow_removals_up_to", "write_mode")
 #: the config's full_sync.write_mode values, which a run may also be started with
 WRITE_MODES: tuple[str, ...] = get_args(FullSyncSettings.model_fields["write_mode"].annotation)
 MAX_STARTED_BY = 512
@@ -34,6 +34,8 @@ class SyncInput:
     allow_removals: bool = False  # the admin confirmed removals the breaker would halt (breaker.py)
     #: this run's write mode (a big first load in import mode, say) without a new config version; None: the config's
     write_mode: str | None = None
+    #: the admin confirmed up to this many removals of each kind (0: none; breaker.read_allow_removals)
+    allow_removals_up_to: int = 0
 
 
 def parse_sync_input(sync_input: Any) -> tuple[str, bool]:
@@ -62,7 +64,7 @@ def read_sync_input(sync_input: Any) -> SyncInput:
     started_by = sync_input.get("started_by")
     if started_by is not None and (not isinstance(started_by, str) or len(started_by) > MAX_STARTED_BY):
         problems.append(f"started_by must be text of at most {MAX_STARTED_BY} characters")
-    allow_removals, problem = read_allow_removals(sync_input)
+    allow_removals, up_to, problem = read_allow_removals(sync_input)
     if problem:
         problems.append(problem)
     write_mode = sync_input.get("write_mode")
@@ -81,6 +83,7 @@ def read_sync_input(sync_input: Any) -> SyncInput:
         started_by.strip() if started_by else None,
         allow_removals,
         write_mode,
+        up_to,
     )
 
 
