@@ -44,8 +44,25 @@ def held(sim: ApsisSimulator) -> str | None:
         {"items": [{"topic_discriminator": NEWS, "channel_discriminator": "email", "type": "opt-out"}]},
         # one page of several (apsis_export.parse_export refuses this shape; _items reads it as the whole list)
         {"items": [], "links": {"next": "/v2/audience/keyspaces/x/profiles/7/sections/s/consents?page=2"}},
+        # paging said another way (paging is not documented): a flag, or a count above the items listed
+        {"items": [], "has_more": True},
+        {"items": [], "hasMore": "true"},
+        {"items": [], "total": 1},
+        {"items": [], "total_count": "1"},
     ],
-    ids=["control-documented", "consents-key", "empty-object", "consent_type", "OPT_OUT", "short-channel", "paged"],
+    ids=[
+        "control-documented",
+        "consents-key",
+        "empty-object",
+        "consent_type",
+        "OPT_OUT",
+        "short-channel",
+        "paged",
+        "has_more",
+        "hasMore-text",
+        "total",
+        "total_count-text",
+    ],
 )
 def test_an_opt_out_apsis_holds_is_never_overwritten_by_a_first_opt_in(apsis_sim: ApsisSimulator, answer) -> None:
     store = MemoryPersonStateStore()

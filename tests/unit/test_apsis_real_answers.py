@@ -40,16 +40,35 @@ def test_an_exported_opt_out_is_read_whatever_the_spelling(entry: dict[str, Any]
         {"profiles": [profile()], "next": "https://api.apsis.one/exports/x?page=2"},
         {"profiles": [profile()], "links": {"next": "/exports/x?page=2"}},
         {"profiles": [profile()], "total": 2},
+        {"profiles": [profile()], "has_more": True},
+        {"profiles": [profile()], "links": {"hasMore": True}},
+        {"profiles": [profile()], "total": "2"},
         {"profiles": [profile(keys=["7"])]},
         {"profiles": [profile(topics="opt-out")]},
         {"profiles": ["7"]},
     ],
-    ids=["next", "links-next", "total", "keys-list-of-strings", "topics-text", "row-text"],
+    ids=[
+        "next",
+        "links-next",
+        "total",
+        "has_more",
+        "links-hasMore",
+        "total-text",
+        "keys-list-of-strings",
+        "topics-text",
+        "row-text",
+    ],
 )
 def test_an_export_we_cannot_read_whole_is_refused_never_read_as_fewer_profiles(payload: dict[str, Any]) -> None:
     """Profiles left out would be "missing" drift, whose repair re-sends their consents."""
     with pytest.raises(ApsisUnavailable):
         parse_export(payload, CRM)
+
+
+def test_an_export_that_says_it_is_whole_is_read() -> None:
+    """Paging markers that say nothing more follows refuse nothing."""
+    for extra in ({"has_more": False}, {"next": None}, {"hasMore": "false"}, {"total": 1}, {"total_count": "1"}):
+        assert list(parse_export({"profiles": [profile()], **extra}, CRM)) == ["7"]
 
 
 def test_export_keys_and_tags_in_other_shapes() -> None:

@@ -27,6 +27,7 @@ from .consent_entries import CONSENT_TYPES as CONSENT_TYPES
 from .consent_entries import consent_entry as consent_entry
 from .errors import ApiError, ApsisUnavailable, NotFound
 from .json_stream import read_object
+from .list_pages import says_more
 
 EXPORTS_PATH = "/audience/profiles/exports"
 MIN_POLL_SECONDS = 1.0  # 60 downloads a minute: never poll faster than once a second
@@ -181,12 +182,7 @@ def _check_whole(members: dict[str, Any], count: int) -> None:
     """`count` rows (-1: no list of profiles) are the whole export: no next page named, no larger total."""
     if count < 0:
         raise ApsisUnavailable("APSIS export: the answer holds no profiles list")
-    links = members.get("links")
-    links = links if isinstance(links, dict) else {}
-    total = members.get("total", members.get("total_count"))
-    if any(members.get(name) or links.get(name) for name in _MORE_PAGES) or (
-        isinstance(total, int) and not isinstance(total, bool) and total > count
-    ):
+    if says_more(members, count):
         raise ApsisUnavailable("APSIS export: the answer is one page of several; not read as the whole section")
 
 

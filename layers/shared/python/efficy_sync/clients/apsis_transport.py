@@ -37,6 +37,8 @@ from efficy_sync.clients.http import (
     response_unanswered_attempt,
     time_left,
 )
+from efficy_sync.clients.list_pages import MORE_PAGES as MORE_PAGES  # re-exported
+from efficy_sync.clients.list_pages import says_more
 from efficy_sync.clients.meter import meter
 from efficy_sync.observability import logger  # the PII-scrubbing logger: one logging path
 from efficy_sync.pii import redact_text
@@ -90,10 +92,6 @@ def _lifetime(expires_in: Any) -> float:
     except ValueError:
         return FALLBACK_TOKEN_LIFETIME
     return seconds if 0 < seconds < float("inf") else FALLBACK_TOKEN_LIFETIME
-
-
-#: keys of a list answer (or of its `links`) that say more pages follow
-MORE_PAGES = ("next", "next_page", "next_url", "next_page_token", "continuation_token", "cursor")
 
 
 @dataclass(frozen=True)
@@ -400,9 +398,7 @@ class ApsisTransport:
         response = self._call(kind, "GET", path, params=params)
         payload = self._object(response, kind)
         items = payload.get("items")
-        raw_links = payload.get("links")
-        links: dict[str, Any] = raw_links if isinstance(raw_links, dict) else {}
-        if whole and any(payload.get(name) or links.get(name) for name in MORE_PAGES):
+        if whole and says_more(payload, len(items) if isinstance(items, list) else 0):
             message = f"APSIS {kind}: the answer is one page of several; not read as the whole list"
             raise ApsisUnavailable(message, status=response.status_code, detail=message)
         if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
