@@ -71,6 +71,12 @@ def test_an_export_that_says_it_is_whole_is_read() -> None:
         assert list(parse_export({"profiles": [profile()], **extra}, CRM)) == ["7"]
 
 
+def test_export_tags_as_one_mapping_read_only_those_set() -> None:
+    """{tag: false} read as set: reconcile saw the tag in place and never repaired it."""
+    exported = parse_export({"profiles": [profile(tags={"vip": False, "gold": True, "old": None})]}, CRM)
+    assert exported["7"].tags == {"gold"}
+
+
 def test_export_keys_and_tags_in_other_shapes() -> None:
     rows = [
         profile(

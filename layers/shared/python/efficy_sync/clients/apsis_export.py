@@ -239,8 +239,12 @@ def _topics(row: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _tags_of(value: Any) -> set[str]:
-    """Tag names, given as names or as {discriminator|name|tag, value} objects (a false value: not set)."""
+    """Tag names, given as names, as {discriminator|name|tag, value} objects or as one {tag: value} mapping (the
+    shape of our tag PATCH); a false value is not set. Iterated as a list, a mapping gave its keys, so a tag set
+    to false read as set and reconcile never repaired it."""
     tags: set[str] = set()
+    if isinstance(value, dict):
+        value = [{"tag": name, "value": on} for name, on in value.items()]
     for tag in value or []:
         if isinstance(tag, str):
             tags.add(tag)
@@ -248,7 +252,7 @@ def _tags_of(value: Any) -> set[str]:
         name = (tag.get("discriminator") or tag.get("name") or tag.get("tag")) if isinstance(tag, dict) else None
         if name is None:
             raise ApsisUnavailable("APSIS export: a tag is in a shape we cannot read")
-        if tag.get("value", True) not in (False, "false", 0):
+        if tag.get("value", True) not in (False, "false", 0, None):
             tags.add(str(name))
     return tags
 
