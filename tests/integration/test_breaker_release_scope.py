@@ -157,3 +157,32 @@ def test_a_held_opt_out_refused_in_the_release_is_reported_failed(make_world: Ca
     report = out["report"]
     # the run's report says one person failed: their only change, the CRM opt-out, did not reach APSIS
     assert report["persons"]["failed"] == 1, (report["persons"], report.get("consents"))
+
+
+def _vip(w: World) -> set[int]:
+    return {int(p["key"]) for p in w.apsis_sim.profiles() if "vip" in str(p)}
+
+
+def test_the_release_sends_no_more_untags_of_a_tag_than_its_gate_let_through(make_world: Callable[..., World]) -> None:
+    """ReleaseRemovals runs the query-tag mirror again: whoever left the query since the Tags step was judged by
+    no gate. A run confirmed `--allow-removals-up-to 5` after a halt on 5 untags sent 20 when 15 more persons left
+    the query before its release; now the release holds them again, and the next run's gate judges all 20."""
+    tags = {"profiles": [{"crm_profile": 12, "tag": "newsletter-readers"}], "queries": [{"query": 3618, "tag": "vip"}]}
+    w = make_world(safety={"max_removal_percent": 3, "min_removals": 2}, tags=tags)
+    w.efficy_sim.upsert_persons([person(k) for k in range(1, 101)])
+    w.efficy_sim.set_queries([{"K_QUERY": 3618, "name": "VIP", "members": list(range(1, 61))}])
+    assert w.run()["report"]["status"] == "succeeded" and _vip(w) == set(range(1, 61))
+
+    w.efficy_sim.set_queries([{"K_QUERY": 3618, "name": "VIP", "members": list(range(1, 56))}])  # 5 leave
+    assert w.run()["gate"].halt and _vip(w) == set(range(1, 61))
+
+    def fifteen_more_leave() -> None:
+        w.efficy_sim.set_queries([{"K_QUERY": 3618, "name": "VIP", "members": list(range(1, 41))}])
+
+    confirmed = w.run(allow_removals_up_to=5, before_release=fifteen_more_leave)
+    assert not confirmed["gate"].halt and confirmed["report"]["status"] == "succeeded"
+    assert _vip(w) == set(range(1, 61)), "the release untagged more than the 5 confirmed"
+
+    again = w.run()  # the held untags stay in the snapshot: the next gate judges all 20
+    assert again["gate"].halt and "--allow-removals-up-to 20" in "\n".join(render_report(again["report"]))
+    assert w.run(allow_removals_up_to=20)["report"]["status"] == "succeeded" and _vip(w) == set(range(1, 41))

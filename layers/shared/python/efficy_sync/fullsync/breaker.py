@@ -93,6 +93,31 @@ def emptied_up_to(run: Run) -> int:
     return sys.maxsize if allows_removals(run) else confirmed_up_to(run)
 
 
+def release_untags(run: Run) -> Callable[[str, int, int], bool] | None:
+    """The release's query-tag mirror (ReleaseRemovals) holds a tag's untags again when they now outnumber
+    what the gate let through for that tag (its limit, raised to a confirmed count): the persons who left its
+    query since the Tags step were judged by no gate, and sending them all took a run confirmed up to N (or an
+    ordinary one, within its limit) past it. They stay in the member snapshot: the next run's gate judges
+    them. None (send at once) in a dry run, an allowed run, or before the gate recorded its thresholds."""
+    counters = run.counters
+    if run.dry_run or allows_removals(run) or PERCENT_COUNTER not in counters:
+        return None
+    percent, minimum = counters[PERCENT_COUNTER] / 100, int(counters.get(MIN_COUNTER, 1))
+    bases, confirmed = bases_of(counters), confirmed_up_to(run)
+
+    def hold(tag: str, untags: int, former: int) -> bool:
+        if not judge({f"{UNTAG}{tag}": untags}, bases, percent, minimum, confirmed).halt:
+            return False
+        count("RemovalBreakerTripped", 1, integration_id=run.integration_id)
+        logger.warning(
+            "query tag untags held by the release: more than its gate judged",
+            extra={"integration_id": run.integration_id, "tag": tag, "untags": untags, "members": former},
+        )
+        return True
+
+    return hold
+
+
 class HoldAll:
     """The gate of a full sync's pages (safety.RemovalGate): holds every removal and remembers whose."""
 

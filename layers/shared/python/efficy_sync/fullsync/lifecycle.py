@@ -23,7 +23,7 @@ from ..safety import ALLOW_COUNTER, CONFIRMED_COUNTER
 from ..store.configs import ConfigStore, UnknownIntegration
 from ..store.protocols import PersonStates
 from ..store.removals import HeldRemovals, RemovalBreaker
-from .breaker import Breaker, emptied_up_to, held_source
+from .breaker import Breaker, emptied_up_to, held_source, release_untags
 from .ending import end_execution, failed_pages, release_and_drain
 from .import_step import page_queue, queued_keys, uses_collector
 from .page import Pace, sync_page, worker_rate
@@ -301,7 +301,8 @@ class FullSync:
         """One call of the Tags step. It answers `more: True` when it ran out of time; the state machine then
         calls it again with this answer as `previous`, and the counts add up and the mirror resumes after its
         `next` member (see tags.mirror_query_tags). `hold`: untags wait for the breaker's gate (breaker.py); its
-        release calls this with hold=False, and with `after` (the `next` of its own previous call)."""
+        release calls this with hold=False (a tag's untags beyond what the gate let through are held again:
+        breaker.release_untags), and with `after` (the `next` of its own previous call)."""
         run = self._run(run_payload)
         cfg = self.run_config(run)
         if not cfg.tags.queries:
@@ -322,7 +323,7 @@ class FullSync:
             dry_run=run.dry_run,
             run_id=run.run_id,
             time_left=time_left,
-            hold_untags=Breaker.of(self).hold_untags(run) if hold else None,
+            hold_untags=Breaker.of(self).hold_untags(run) if hold else release_untags(run),
             should_continue=self._still_running(run.integration_id, run.run_id),
             emptied_up_to=emptied_up_to(run),
             after=after if after is not None else (previous or {}).get("next"),
