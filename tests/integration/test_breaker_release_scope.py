@@ -186,3 +186,17 @@ def test_the_release_sends_no_more_untags_of_a_tag_than_its_gate_let_through(mak
     again = w.run()  # the held untags stay in the snapshot: the next gate judges all 20
     assert again["gate"].halt and "--allow-removals-up-to 20" in "\n".join(render_report(again["report"]))
     assert w.run(allow_removals_up_to=20)["report"]["status"] == "succeeded" and _vip(w) == set(range(1, 41))
+
+
+def test_the_gate_judges_with_the_percentage_the_report_shows(make_world: Callable[..., World]) -> None:
+    """4.995 % of 100 holders: the gate judged with 4.995 (limit 4) and halted on 5 deletes, while the report,
+    judged again from the recorded 500 hundredths (5.00 %, limit 5), marked no line OVER and told the admin to
+    confirm with `--allow-removals-up-to 0`, which the CLI refuses. Both now judge with 5.00 %."""
+    w = make_world(safety={"max_removal_percent": 4.995, "min_removals": 2})
+    w.efficy_sim.upsert_persons([person(k) for k in range(1, 101)])
+    assert w.run()["report"]["status"] == "succeeded"
+    w.efficy_sim.upsert_persons([person(k, opened="0") for k in LOST])  # 5 deletes of 100 profiles
+    out = w.run()
+    assert "--allow-removals-up-to 0" not in "\n".join(render_report(out["report"]))
+    assert not out["gate"].halt and out["report"]["breaker"]["removals"]["rm:delete"]["limit"] == 5
+    assert w.in_apsis() == set(range(1, 101)) - set(LOST)

@@ -182,21 +182,21 @@ class Breaker:
             return GateResult(halt=False, would_halt=False, removals=0)
         safety = fs.config(run.integration_id, run.config_version).safety
         untags = {f"{UNTAG}{tag}": int(n) for tag, n in (tags_result or {}).get("untags", {}).items()}
+        # judged with the percentage as recorded (hundredths): the report judges again from the counters, and a
+        # config of 4.995 % halted at 5 of 100 holders where the report saw 5.00 %, no line over, and named
+        # `--allow-removals-up-to 0`
+        percent_x100 = round(safety.max_removal_percent * 100)
         fs.runs.add_once(
             run.integration_id,
             run.run_id,
             "breaker-gate",
-            {
-                **untags,
-                PERCENT_COUNTER: round(safety.max_removal_percent * 100),
-                MIN_COUNTER: safety.min_removals,
-            },
+            {**untags, PERCENT_COUNTER: percent_x100, MIN_COUNTER: safety.min_removals},
         )
         run = fs._run(run_payload)
         verdict = judge(
             removals_of(run.counters),
             bases_of(run.counters),
-            safety.max_removal_percent,
+            percent_x100 / 100,
             safety.min_removals,
             confirmed_up_to(run),
         )
