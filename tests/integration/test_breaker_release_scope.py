@@ -200,3 +200,24 @@ def test_the_gate_judges_with_the_percentage_the_report_shows(make_world: Callab
     assert "--allow-removals-up-to 0" not in "\n".join(render_report(out["report"]))
     assert not out["gate"].halt and out["report"]["breaker"]["removals"]["rm:delete"]["limit"] == 5
     assert w.in_apsis() == set(range(1, 101)) - set(LOST)
+
+
+def test_status_names_the_confirmed_count_for_a_halted_run_and_the_blanket_flag_for_a_real_time_burst(
+    make_world: Callable[..., World],
+) -> None:
+    """`full-sync status` after a halt printed the report's `--allow-removals-up-to 5`, then told the admin to
+    send the held persons with `--allow-removals`: any number, unjudged. Only an open real-time breaker needs it."""
+    from efficy_sync.fullsync.report import confirm_count
+    from efficy_sync_tools.commands._removals import held_lines
+
+    w = _loaded(make_world, 100)
+    w.efficy_sim.upsert_persons([person(k, opened="0") for k in LOST])
+    halted = w.run()
+    assert halted["gate"].halt
+    text = "\n".join(held_lines("state", "p17", confirm_count(halted["report"])))
+    assert "full-sync start p17 --allow-removals-up-to 5 --follow" in text
+    assert "full-sync start p17 --allow-removals --follow" not in text
+
+    w.fs.removal_breaker.trip("p17", 12, 3)  # a real-time burst: only --allow-removals closes the breaker
+    text = "\n".join(held_lines("state", "p17", confirm_count(halted["report"])))
+    assert "full-sync start p17 --allow-removals --follow" in text

@@ -290,3 +290,18 @@ def test_the_report_lists_removals_first_and_says_the_run_halted() -> None:
         {**report, "status": "succeeded", "dry_run": True, "breaker": verdict_of({**counters, HALT_COUNTER: 0})}
     )
     assert any("the real run WOULD HALT" in line for line in dry)
+
+
+def test_a_halted_report_judged_with_another_percentage_names_its_largest_count() -> None:
+    """A halted report judged with another percentage (an old run) marks no line over: it named
+    `--allow-removals-up-to 0`, a count the CLI refuses; it names its largest line instead."""
+    from efficy_sync.fullsync.report import confirm_count, render_report
+
+    counters = {OPTOUT: 40, f"base:optin:{SLOT}": 100, PERCENT_COUNTER: 500, MIN_COUNTER: 10}
+    halted = {
+        "integration_id": "acme",
+        "status": "halted",
+        "breaker": verdict_of({**counters, PERCENT_COUNTER: 4000, HALT_COUNTER: 1}),
+    }
+    assert confirm_count(halted) == 40
+    assert any("--allow-removals-up-to 40 (a run" in line for line in render_report({**halted, "run_id": "r1"}))

@@ -1,7 +1,7 @@
 """The CLI side of the blast-radius breaker (issue 15): exit codes of a halted run, and what is held.
 
-`full-sync start ID --allow-removals` confirms removals the breaker held; `--follow` ends with EXIT_HALTED when
-the run stopped before sending them. `full-sync status ID` says when persons' removals are held (a halted run or
+`full-sync start ID --allow-removals-up-to N` confirms the counts of a halted run (`--allow-removals`: any number,
+and what a real-time burst held); `--follow` ends with EXIT_HALTED when the run stopped before sending them. `full-sync status ID` says when persons' removals are held (a halted run or
 a real-time burst) and how to release them.
 """
 
@@ -29,8 +29,10 @@ def held_document(state_table: str, integration_id: str) -> dict[str, Any]:
     }
 
 
-def held_lines(state_table: str, integration_id: str) -> list[str]:
-    """Nothing when nothing is held; otherwise what is held and the command that sends it."""
+def held_lines(state_table: str, integration_id: str, confirm: int = 0) -> list[str]:
+    """Nothing when nothing is held; otherwise what is held and the command that sends it. `confirm`: the N the
+    latest run's halted report names: its holds are confirmed with `--allow-removals-up-to N` (a run that finds
+    more halts again), unless the real-time breaker is open, which only `--allow-removals` closes."""
     held = held_document(state_table, integration_id)
     if not held["held_persons"] and not held["realtime_breaker"]:
         return []
@@ -42,5 +44,11 @@ def held_lines(state_table: str, integration_id: str) -> list[str]:
             f"({tripped.get('removals')} removals in its window, limit {tripped.get('limit')})"
         )
     lines.append(f"  Check them (full-sync start {integration_id} --dry-run), then send them:")
-    lines.append(f"    efficy-sync full-sync start {integration_id} --allow-removals --follow")
+    if confirm and not tripped:
+        lines.append(f"    efficy-sync full-sync start {integration_id} --allow-removals-up-to {confirm} --follow")
+        lines.append(
+            "  (the halted run's counts: a run that finds more halts again; --allow-removals sends any number)"
+        )
+    else:
+        lines.append(f"    efficy-sync full-sync start {integration_id} --allow-removals --follow")
     return lines

@@ -250,7 +250,8 @@ def status_command(args: argparse.Namespace) -> int:
         print(line)
     if not run.active:
         _print_report(run)
-    for line in held_lines(_setup().state_table, args.integration_id):
+    confirm = _confirm_count(run) if run.status == "halted" and not args.run else 0
+    for line in held_lines(_setup().state_table, args.integration_id, confirm):
         print(line)
     return exit_for(run.status)
 
@@ -276,6 +277,13 @@ def _status_document(run: Any) -> dict[str, Any]:
         "report": _current_report(run) if run.report else None,
         **held_document(_setup().state_table, run.integration_id),
     }
+
+
+def _confirm_count(run: Any) -> int:
+    """The N a halted run's report names (`--allow-removals-up-to N`)."""
+    from efficy_sync.fullsync.report import confirm_count
+
+    return confirm_count(_current_report(run))
 
 
 def _current_report(run: Any) -> dict[str, Any]:

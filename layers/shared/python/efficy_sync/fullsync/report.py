@@ -305,6 +305,14 @@ def _more_pages(pages: Mapping[str, Any], shown: int, not_done: str, stopped: bo
     return lines
 
 
+def confirm_count(report: Mapping[str, Any]) -> int:
+    """The N of `full-sync start ID --allow-removals-up-to N` that confirms a halted (or would-halt) run's counts:
+    its largest line over the limit, or its largest line if none is marked over (0 without removals)."""
+    rows = (report.get("breaker") or {}).get("removals") or {}
+    over = [int(row["removals"]) for row in rows.values() if row.get("over")]
+    return max(over or [int(row["removals"]) for row in rows.values()], default=0)
+
+
 def breaker_lines(report: Mapping[str, Any]) -> list[str]:
     """Removals first (issue 15): what the run removes (or would) per subscription, tag and profile deletes,
     against the blast-radius breaker's threshold, and what the breaker decided."""
@@ -325,7 +333,7 @@ def breaker_lines(report: Mapping[str, Any]) -> list[str]:
         over = "  OVER" if row.get("over") else ""
         lines.append(f"    {describe(name):<{width}}{row['removals']:>9,}{row['base']:>9,}{row['limit']:>9,}{over}")
     confirmed = int(breaker.get("confirmed_up_to") or 0)
-    largest = max((int(row["removals"]) for row in rows.values() if row.get("over")), default=0)
+    largest = confirm_count(report)
     if breaker.get("halted"):
         again = f" (more than the {confirmed:,} confirmed)" if confirmed else ""
         lines.append(
