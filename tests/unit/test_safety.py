@@ -305,3 +305,20 @@ def test_a_halted_report_judged_with_another_percentage_names_its_largest_count(
     }
     assert confirm_count(halted) == 40
     assert any("--allow-removals-up-to 40 (a run" in line for line in render_report({**halted, "run_id": "r1"}))
+
+
+def test_a_dry_run_names_the_confirmed_count_it_was_judged_with() -> None:
+    """A dry run started with `--allow-removals-up-to 40` said "the real run would not halt": a real run started
+    without the count halts."""
+    from efficy_sync.fullsync.report import render_report
+    from efficy_sync.safety import CONFIRMED_COUNTER
+
+    counters = {OPTOUT: 40, f"base:optin:{SLOT}": 100, PERCENT_COUNTER: 500, MIN_COUNTER: 10}
+    dry = {"integration_id": "acme", "run_id": "r1", "status": "succeeded", "dry_run": True}
+    lines = render_report({**dry, "breaker": verdict_of({**counters, CONFIRMED_COUNTER: 40})})
+    assert "  breaker: the real run started with --allow-removals-up-to 40 would not halt" in lines
+    lines = render_report({**dry, "breaker": verdict_of({**counters, CONFIRMED_COUNTER: 30})})
+    assert any("started with --allow-removals-up-to 30 WOULD HALT" in line and "up-to 40)" in line for line in lines)
+    assert "  breaker: the real run WOULD HALT (unless started with --allow-removals-up-to 40)" in render_report(
+        {**dry, "breaker": verdict_of(counters)}
+    )

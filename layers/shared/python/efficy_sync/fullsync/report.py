@@ -342,9 +342,11 @@ def breaker_lines(report: Mapping[str, Any]) -> list[str]:
             f"--allow-removals-up-to {largest} (a run that finds more halts again; --allow-removals: any number)"
         )
     elif dry:
+        # a dry run started with a confirmed count was judged with it: the real run would need it too
+        judged = f" started with --allow-removals-up-to {confirmed}" if confirmed else ""
         verdict = "WOULD HALT" if breaker.get("would_halt") else "would not halt"
         extra = f" (unless started with --allow-removals-up-to {largest})" if breaker.get("would_halt") else ""
-        lines.append(f"  breaker: the real run {verdict}{extra}")
+        lines.append(f"  breaker: the real run{judged} {verdict}{extra}")
     elif breaker.get("would_halt") and breaker.get("allowed"):
         lines.append("  breaker: beyond the threshold, sent as confirmed by --allow-removals")
     elif confirmed:
