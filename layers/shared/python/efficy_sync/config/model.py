@@ -286,7 +286,8 @@ class FullSyncSettings(_Model):
 class SafetySettings(_Model):
     """The blast-radius breaker (safety.py): a run that would remove more than `max_removal_percent` of the
     persons holding a consent or tag (and at least `min_removals`, so one person cannot block a small
-    integration) holds its removals back until an admin confirms (`full-sync start ID --allow-removals`).
+    integration) holds its removals back until an admin confirms (`full-sync start ID --allow-removals-up-to N`,
+    the halted run's counts; `--allow-removals`: any number).
     Real time counts removals per `window_minutes` against the same threshold."""
 
     max_removal_percent: float = Field(default=5.0, gt=0, le=100)

@@ -158,7 +158,8 @@ class Breaker:
 
     def scheduled_hold(self, cfg: Any) -> Callable[[str, int, int], bool]:
         """A query tag's own schedule has no gate step: it holds a query's untags beyond the threshold (of its
-        former members) and raises the alarm; `full-sync start --allow-removals` sends them."""
+        former members) and raises the alarm; the next full sync's gate judges them (a halt is confirmed as any:
+        `full-sync start --allow-removals-up-to N`)."""
         safety = cfg.safety
 
         def hold(tag: str, untags: int, former: int) -> bool:

@@ -4,7 +4,9 @@
   gate, or by a real-time burst). Only the key is kept: the release syncs the person again from Efficy's
   current data, so the newest CRM change decides (a person who joined the profile again is not opted out,
   and a held CRM opt-out is never replaced by an older opt-in). Unlike PARKED# keys, the sweeper never
-  re-enqueues these: only an admin's `efficy-sync full-sync start ID --allow-removals` releases them.
+  re-enqueues these: a full sync whose pages read the person again holds them anew and its gate judges them
+  (a halt is confirmed with `efficy-sync full-sync start ID --allow-removals-up-to N`); the rest (a real-time
+  burst's, a person Efficy deleted) only an admin's `full-sync start ID --allow-removals` releases.
 - "BREAKER#<integration>" / "WINDOW#<n>": removals sent by real-time sync in window n (TTL'd counter);
   "BREAKER#<integration>" / "TRIPPED": the real-time breaker is open (every further removal is held);
   "BREAKER#<integration>" / "BASE": what the integration holds in APSIS (safety.base_counts), written by each
