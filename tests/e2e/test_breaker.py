@@ -161,7 +161,7 @@ def test_a_mapping_change_that_would_opt_out_40_percent_halts_before_any_opt_out
     allowed = crm.cli("start", crm.integration_id, "--allow-removals-up-to", "20", "--follow")
 
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
-    assert "up to 20 removals of each kind confirmed" in allowed.stdout
+    assert "up to 20 removals of each kind held before confirmed" in allowed.stdout
     consents = news_consents(crm)
     assert sorted(k for k, kind in consents.items() if kind == "opt-out") == [str(k) for k in range(31, 51)]
     assert sorted(k for k, kind in consents.items() if kind == "opt-in") == sorted(str(k) for k in range(1, 31))

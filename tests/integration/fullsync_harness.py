@@ -5,6 +5,7 @@ moto's own interpreter cannot fail one page for good nor change Efficy between t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -116,6 +117,7 @@ class World:
             removal_breaker=RemovalBreaker("state"),
         )
         self._n = 0
+        self._begun_second = 0
 
     def in_apsis(self) -> set[int]:
         return {int(p["key"]) for p in self.apsis_sim.profiles()}
@@ -132,6 +134,11 @@ class World:
         """One full sync, step by step as the state machine runs it (a page is retried up to `page_attempts`
         times on any error, as SyncPage's Retry; a page that keeps failing is tolerated by the Map)."""
         self._n += 1
+        # run ids sort by their start second (run_records.new_run_id), and Begin's confirmation reads the newest
+        # ended run: two runs begun in the same second would sort by their hash suffix, not their order
+        while int(time.time()) == self._begun_second:
+            time.sleep(0.05)
+        self._begun_second = int(time.time())
         sync_input: dict[str, Any] = {"integration_id": self.cfg.integration_id}
         if allow_removals:
             sync_input["allow_removals"] = True

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from efficy_sync.clients.errors import EfficyUnavailable
+from efficy_sync.fullsync.breaker import confirmable
 from efficy_sync.fullsync.report import render_report
+from efficy_sync.fullsync.sync_input import InvalidSyncInput
 from efficy_sync.mapping import needed_fields
 from efficy_sync.store.removals import BurstGate
 from efficy_sync.sync import PersonSyncer
@@ -87,8 +90,27 @@ def test_a_confirmed_count_sends_what_the_admin_read_and_halts_again_on_more(mak
     sent = w.run(allow_removals_up_to=8)
     assert sent["report"]["status"] == "succeeded" and not sent["gate"].halt
     assert w.in_apsis() == set(range(1, 101)) - {*LOST, 61, 62, 63}
-    assert "up to 8 removals of each kind confirmed" in "\n".join(render_report(sent["report"]))
+    assert "up to 8 removals of each kind held before confirmed" in "\n".join(render_report(sent["report"]))
     assert not set(w.fs.held.keys("p17"))
+
+
+def test_a_confirmed_count_needs_a_run_that_held_removals_and_raises_only_its_kinds(
+    make_world: Callable[..., World],
+) -> None:
+    """The count confirms what the admin read: after a run that held nothing over its limit there is nothing to
+    confirm (Begin refuses, nothing starts); a halted run on deletes raises the deletes' limit only."""
+    w = _loaded(make_world, 100)
+    with pytest.raises(InvalidSyncInput, match="held no removals over the breaker's limit"):
+        w.run(allow_removals_up_to=50)
+    w.efficy_sim.upsert_persons([person(k, opened="0") for k in LOST])
+    halted = w.run()
+    assert halted["gate"].halt
+    run = w.fs.runs.get("p17", halted["report"]["run_id"])
+    assert run is not None and confirmable(run.report or {}) == {"rm:delete"}
+    sent = w.run(allow_removals_up_to=5)
+    counters = w.fs.runs.get("p17", sent["report"]["run_id"]).counters  # type: ignore[union-attr]
+    assert {k: v for k, v in counters.items() if k.startswith("confirm:")} == {"confirm:rm:delete": 5}
+    assert sent["report"]["status"] == "succeeded" and w.in_apsis() == set(range(1, 101)) - set(LOST)
 
 
 def test_a_delete_shifting_an_efficy_page_boundary_inside_one_worker_s_page_is_covered_by_seams(

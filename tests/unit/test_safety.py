@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -140,12 +141,38 @@ def test_a_confirmed_count_raises_each_kind_s_limit_to_it_and_no_further() -> No
     removals = {OPTOUT: 20, "rm:untag:vip": 30}
     base = {f"base:optin:{SLOT}": 50, "base:tagged:vip": 100}
     assert judge(removals, base, 5.0, 10).halt
-    confirmed = judge(removals, base, 5.0, 10, confirmed=30)
+    both = {OPTOUT: 30, "rm:untag:vip": 30}
+    confirmed = judge(removals, base, 5.0, 10, confirmed=both)
     assert not confirmed.halt and confirmed.lines[OPTOUT]["limit"] == 30
-    again = judge({**removals, "rm:untag:vip": 31}, base, 5.0, 10, confirmed=30)
+    again = judge({**removals, "rm:untag:vip": 31}, base, 5.0, 10, confirmed=both)
     assert again.halt and {n for n, line in again.lines.items() if line["over"]} == {"rm:untag:vip"}
-    small = judge({OPTOUT: 40}, {f"base:optin:{SLOT}": 1000}, 5.0, 10, confirmed=3)
+    small = judge({OPTOUT: 40}, {f"base:optin:{SLOT}": 1000}, 5.0, 10, confirmed={OPTOUT: 3})
     assert not small.halt and small.lines[OPTOUT]["limit"] == 50  # never below the configured limit
+    # a kind the admin never saw over its limit keeps its limit: 20 deletes of 100 profiles halt
+    unseen = judge({OPTOUT: 20, "rm:delete": 20}, {**base, "base:profiles": 100}, 5.0, 10, confirmed={OPTOUT: 20})
+    assert unseen.halt and {n for n, line in unseen.lines.items() if line["over"]} == {"rm:delete"}
+
+
+def test_a_confirmation_raises_the_kinds_the_newest_ended_run_held_and_needs_one() -> None:
+    """Begin records N for the kinds the run the admin read was over on (and an emptied query's held untags)."""
+    from efficy_sync.fullsync.breaker import confirmable, confirmation
+    from efficy_sync.store.run_records import Run
+
+    report = {
+        "breaker": {"removals": {OPTOUT: {"removals": 20, "over": True}, "rm:delete": {"removals": 2, "over": False}}},
+        "query_tags": {"tags": {"vip": {"held": 3}, "gold": {"held": 4}}, "errors": {"vip": "answered no members"}},
+    }
+    assert confirmable(report) == {OPTOUT, "rm:untag:vip"}  # gold's untags were held for a gate, not emptied
+
+    def ended(report: dict[str, Any] | None, status: str = "halted") -> Run:
+        plain = {"integration_id": "acme", "run_id": "r", "status": status, "report": json.dumps(report)}
+        return Run.from_plain(plain)
+
+    counters, problem = confirmation([ended(report)], 20)
+    assert problem is None
+    assert counters == {"allow_removals_up_to": 20, f"confirm:{OPTOUT}": 20, "confirm:rm:untag:vip": 20}
+    assert "held no removals over" in str(confirmation([ended({"breaker": {}}, "succeeded"), ended(report)], 5)[1])
+    assert confirmation([], 5) == ({}, "the integration has no ended run")
 
 
 def test_limit_is_the_larger_of_the_share_and_the_floor() -> None:
@@ -315,7 +342,7 @@ def test_a_dry_run_names_the_confirmed_count_it_was_judged_with() -> None:
 
     counters = {OPTOUT: 40, f"base:optin:{SLOT}": 100, PERCENT_COUNTER: 500, MIN_COUNTER: 10}
     dry = {"integration_id": "acme", "run_id": "r1", "status": "succeeded", "dry_run": True}
-    lines = render_report({**dry, "breaker": verdict_of({**counters, CONFIRMED_COUNTER: 40})})
+    lines = render_report({**dry, "breaker": verdict_of({**counters, CONFIRMED_COUNTER: 40, f"confirm:{OPTOUT}": 40})})
     assert "  breaker: the real run started with --allow-removals-up-to 40 would not halt" in lines
     lines = render_report({**dry, "breaker": verdict_of({**counters, CONFIRMED_COUNTER: 30})})
     assert any("started with --allow-removals-up-to 30 WOULD HALT" in line and "up-to 40)" in line for line in lines)

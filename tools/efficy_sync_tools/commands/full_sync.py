@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--allow-removals-up-to",
         type=_removal_count,
         metavar="N",
-        help="send up to N removals of each kind (the largest count of a halted run's report); more halts again",
+        help="send up to N removals of each kind the last (halted or dry) run was over on (its report names N); "
+        "more halts again",
     )
     start.add_argument(
         "--write-mode",

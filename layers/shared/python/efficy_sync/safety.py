@@ -29,8 +29,9 @@ OPTOUT, UNTAG, DELETE = "rm:optout:", "rm:untag:", "rm:delete"
 OPTED_IN, TAGGED, PROFILES = "base:optin:", "base:tagged:", "base:profiles"
 #: run counter set by Begin when the admin confirmed removals (`--allow-removals`: any number)
 ALLOW_COUNTER = "allow_removals"
-#: run counter set by Begin when the admin confirmed up to N removals of each kind (`--allow-removals-up-to N`)
-CONFIRMED_COUNTER = "allow_removals_up_to"
+#: run counter set by Begin when the admin confirmed up to N removals (`--allow-removals-up-to N`), and the prefix
+#: of the counters naming each kind it raises to N: those the run the admin read was over on (breaker.confirmable)
+CONFIRMED_COUNTER, CONFIRM_PREFIX = "allow_removals_up_to", "confirm:"
 #: run counters that carry the thresholds the full-sync gate used (the report shows the verdict from them)
 PERCENT_COUNTER, MIN_COUNTER, HALT_COUNTER = "breaker_percent_x100", "breaker_min_removals", "breaker_halt"
 
@@ -140,18 +141,24 @@ class Verdict:
 
 
 def judge(
-    removals: Mapping[str, int], base: Mapping[str, int], max_percent: float, min_removals: int, confirmed: int = 0
+    removals: Mapping[str, int],
+    base: Mapping[str, int],
+    max_percent: float,
+    min_removals: int,
+    confirmed: Mapping[str, int] | None = None,
 ) -> Verdict:
-    """Whether removals this large need an admin's confirmation (module docstring). `confirmed`: the admin
-    confirmed up to this many removals of each kind (`--allow-removals-up-to N`, after reading a halted run's
-    counts): a kind's limit is raised to it, so the counts the admin saw go out, and a run that would remove
-    more than that (the CRM changed again since) halts again instead of removing whatever it finds."""
+    """Whether removals this large need an admin's confirmation (module docstring). `confirmed`: per removal
+    counter, the count the admin confirmed (`--allow-removals-up-to N`, after reading a halted run's counts): that
+    kind's limit is raised to it, so the counts the admin saw go out, and a run that would remove more (the CRM
+    changed again since) halts again instead of removing whatever it finds. A kind the admin never saw over its
+    limit keeps its limit."""
+    confirmed = confirmed or {}
     lines: dict[str, dict[str, Any]] = {}
     for name, n in sorted(removals.items()):
         if n <= 0:
             continue
         held = int(base.get(base_name(name), 0))
-        allowed = max(limit(held, max_percent, min_removals), confirmed)
+        allowed = max(limit(held, max_percent, min_removals), int(confirmed.get(name, 0)))
         lines[name] = {"removals": int(n), "base": held, "limit": allowed, "over": n > allowed}
     return Verdict(any(line["over"] for line in lines.values()), lines)
 
@@ -171,6 +178,11 @@ def removals_of(counters: Mapping[str, int]) -> dict[str, int]:
     return {k: int(v) for k, v in counters.items() if (k.startswith((OPTOUT, UNTAG)) or k == DELETE) and v}
 
 
+def confirmed_of(counters: Mapping[str, int]) -> dict[str, int]:
+    """Per removal counter, the count an admin confirmed for it (CONFIRM_PREFIX counters of a run)."""
+    return {k[len(CONFIRM_PREFIX) :]: int(v) for k, v in counters.items() if k.startswith(CONFIRM_PREFIX) and v}
+
+
 def bases_of(counters: Mapping[str, int]) -> dict[str, int]:
     return {k: int(v) for k, v in counters.items() if k.startswith((OPTED_IN, TAGGED)) or k == PROFILES}
 
@@ -181,7 +193,7 @@ def verdict_of(counters: Mapping[str, int]) -> dict[str, Any] | None:
         return None
     percent, minimum = counters[PERCENT_COUNTER] / 100, counters.get(MIN_COUNTER, 1)
     confirmed = int(counters.get(CONFIRMED_COUNTER, 0))
-    verdict = judge(removals_of(counters), bases_of(counters), percent, minimum, confirmed)
+    verdict = judge(removals_of(counters), bases_of(counters), percent, minimum, confirmed_of(counters))
     return {
         "would_halt": verdict.halt,
         "removals": verdict.lines,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -30,12 +30,14 @@ from ..mapping import needed_fields
 from ..observability import count, logger
 from ..safety import (
     ALLOW_COUNTER,
+    CONFIRM_PREFIX,
     CONFIRMED_COUNTER,
     HALT_COUNTER,
     MIN_COUNTER,
     PERCENT_COUNTER,
     UNTAG,
     bases_of,
+    confirmed_of,
     judge,
     limit,
     removals_of,
@@ -82,15 +84,43 @@ def allows_removals(run: Run) -> bool:
     return bool(run.counters.get(ALLOW_COUNTER))
 
 
-def confirmed_up_to(run: Run) -> int:
-    """Up to how many removals of each kind the admin confirmed (0: none): the run holds and judges like any
-    run, against limits raised to this count (safety.judge)."""
-    return int(run.counters.get(CONFIRMED_COUNTER, 0))
+def confirmed_kinds(run: Run) -> dict[str, int]:
+    """Per removal counter, up to how many removals the admin confirmed (`--allow-removals-up-to N`: N for each
+    kind the run they read was over on): the run holds and judges like any run, those limits raised (safety.judge)."""
+    return confirmed_of(run.counters)
 
 
-def emptied_up_to(run: Run) -> int:
-    """How many untags of a query that answered no members may go in this run (tags.mirror_query_tags)."""
-    return sys.maxsize if allows_removals(run) else confirmed_up_to(run)
+def confirmable(report: Mapping[str, Any]) -> set[str]:
+    """The removal kinds an admin read as held in a run's report, which `--allow-removals-up-to N` may raise:
+    its breaker lines over the limit (a halted run, or a dry run that would halt), and the untags of a query that
+    answered no members (an error line with the untags held)."""
+    rows = (report.get("breaker") or {}).get("removals") or {}
+    kinds = {name for name, row in rows.items() if row.get("over")}
+    tags = report.get("query_tags") or {}
+    errors = tags.get("errors") or {}
+    held = {tag for tag, counts in (tags.get("tags") or {}).items() if int(counts.get("held", 0) or 0)}
+    return kinds | {f"{UNTAG}{tag}" for tag in held if tag in errors}
+
+
+def confirmation(history: Iterable[Run], up_to: int) -> tuple[dict[str, int], str | None]:
+    """The counters Begin records for `--allow-removals-up-to N`, from the integration's newest ended run (the
+    one the admin read: halted, or a dry run that would halt): N for each kind it was over on. Else the problem."""
+    for run in history:
+        if run.active:
+            continue
+        kinds = confirmable(run.report or {})
+        if not kinds:
+            return {}, f"the newest run ({run.run_id}, {run.status}) held no removals over the breaker's limit"
+        return {CONFIRMED_COUNTER: up_to, **{f"{CONFIRM_PREFIX}{kind}": up_to for kind in sorted(kinds)}}, None
+    return {}, "the integration has no ended run"
+
+
+def emptied_up_to(run: Run) -> Callable[[str], int]:
+    """Per tag, how many untags of a query that answered no members may go in this run (mirror_query_tags)."""
+    if allows_removals(run):
+        return lambda tag: sys.maxsize
+    confirmed = confirmed_kinds(run)
+    return lambda tag: confirmed.get(f"{UNTAG}{tag}", 0)
 
 
 def release_untags(run: Run) -> Callable[[str, int, int], bool] | None:
@@ -103,7 +133,7 @@ def release_untags(run: Run) -> Callable[[str, int, int], bool] | None:
     if run.dry_run or allows_removals(run) or PERCENT_COUNTER not in counters:
         return None
     percent, minimum = counters[PERCENT_COUNTER] / 100, int(counters.get(MIN_COUNTER, 1))
-    bases, confirmed = bases_of(counters), confirmed_up_to(run)
+    bases, confirmed = bases_of(counters), confirmed_kinds(run)
 
     def hold(tag: str, untags: int, former: int) -> bool:
         if not judge({f"{UNTAG}{tag}": untags}, bases, percent, minimum, confirmed).halt:
@@ -199,7 +229,7 @@ class Breaker:
             bases_of(run.counters),
             percent_x100 / 100,
             safety.min_removals,
-            confirmed_up_to(run),
+            confirmed_kinds(run),
         )
         halt = verdict.halt and not run.dry_run and not allows_removals(run)
         if not run.dry_run:

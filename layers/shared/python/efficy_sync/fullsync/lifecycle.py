@@ -23,7 +23,7 @@ from ..safety import ALLOW_COUNTER, CONFIRMED_COUNTER
 from ..store.configs import ConfigStore, UnknownIntegration
 from ..store.protocols import PersonStates
 from ..store.removals import HeldRemovals, RemovalBreaker
-from .breaker import Breaker, emptied_up_to, held_source, release_untags
+from .breaker import Breaker, confirmation, emptied_up_to, held_source, release_untags
 from .ending import end_execution, failed_pages, release_and_drain
 from .import_step import page_queue, queued_keys, uses_collector
 from .page import Pace, sync_page, worker_rate
@@ -126,6 +126,15 @@ class FullSync:
             started_by, started_via = parsed.started_by, STARTED_VIA_CLI
         else:  # console or `aws stepfunctions start-execution`: the execution's name says who and why
             started_by, started_via = execution_arn.rsplit(":", 1)[-1], STARTED_VIA_STEPFUNCTIONS
+        confirmed: dict[str, int] = {}
+        problem: str | None = None
+        if parsed.allow_removals_up_to:  # the kinds of the run the admin read, before this run is the newest
+            confirmed, problem = confirmation(self.runs.history(integration_id, 5), parsed.allow_removals_up_to)
+        if problem:
+            raise InvalidSyncInput(
+                f"invalid full-sync input: allow_removals_up_to confirms the counts a halted run (or a dry run that "
+                f"would halt) reported, and {problem}: see them with `full-sync start {integration_id} --dry-run`"
+            )
         try:
             cfg, version = self.configs.current(integration_id)
         except UnknownIntegration:
@@ -152,9 +161,8 @@ class FullSync:
         )
         if parsed.allow_removals:
             self.runs.add_once(integration_id, run.run_id, ALLOW_COUNTER, {ALLOW_COUNTER: 1})
-        elif parsed.allow_removals_up_to:
-            up_to = {CONFIRMED_COUNTER: parsed.allow_removals_up_to}
-            self.runs.add_once(integration_id, run.run_id, CONFIRMED_COUNTER, up_to)
+        elif confirmed:
+            self.runs.add_once(integration_id, run.run_id, CONFIRMED_COUNTER, confirmed)
         return run.step_payload()
 
     def plan(self, run_payload: RunRef | Mapping[str, Any]) -> PlanResult:

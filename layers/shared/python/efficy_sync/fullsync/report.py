@@ -350,7 +350,9 @@ def breaker_lines(report: Mapping[str, Any]) -> list[str]:
     elif breaker.get("would_halt") and breaker.get("allowed"):
         lines.append("  breaker: beyond the threshold, sent as confirmed by --allow-removals")
     elif confirmed:
-        lines.append(f"  breaker: up to {confirmed:,} removals of each kind confirmed by --allow-removals-up-to")
+        lines.append(
+            f"  breaker: up to {confirmed:,} removals of each kind held before confirmed by --allow-removals-up-to"
+        )
     return lines
 
 

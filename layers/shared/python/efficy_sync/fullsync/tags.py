@@ -151,7 +151,7 @@ def mirror_query_tags(
     workers: int = TAG_WORKERS,
     hold_untags: Callable[[str, int, int], bool] | None = None,
     should_continue: Callable[[], bool] | None = None,
-    emptied_up_to: int = 0,
+    emptied_up_to: Callable[[str], int] = lambda tag: 0,
     after: int | None = None,
 ) -> dict[str, Any]:
     """Runs each mapped query, tags its members and untags former members; one APSIS call per person whose
@@ -184,9 +184,9 @@ def mirror_query_tags(
     A query that answers no members at all while former members hold its tag (EMPTIED_FLOOR or more) is no
     evidence they left it: an edited query, or rights the API user lost, empty it as well (and lost rights
     empty every query at once, where the breaker's `min_removals` lets small ones through). Its untags are held
-    whatever their number (`held`, an error line, `QueryEmptied`), unless they are at most `emptied_up_to` (the
-    admin confirmed removals: sys.maxsize for `full-sync start --allow-removals`, N for `--allow-removals-up-to
-    N`, where the untags then wait for the gate like any other).
+    whatever their number (`held`, an error line, `QueryEmptied`), unless they are at most `emptied_up_to(tag)`
+    (the admin confirmed removals: sys.maxsize for `full-sync start --allow-removals`, N for `--allow-removals-up-to
+    N` after a run that held this query's untags, where they then wait for the gate like any other).
 
     `should_continue`: is the run still active? Asked before each batch: after a cancel, real-time changes apply
     again, and tags planned from this call's reads must not keep going out (`stopped: True`, the snapshot left
@@ -210,7 +210,7 @@ def mirror_query_tags(
         untags = tagged_formers(states, cfg.integration_id, query_tag.tag, previous - current)
         counts = per_tag.setdefault(query_tag.tag, Counter())
         counts["members"], counts["untags"] = len(current), len(untags)
-        if not current and len(untags) >= EMPTIED_FLOOR and len(untags) > emptied_up_to:
+        if not current and len(untags) >= EMPTIED_FLOOR and len(untags) > emptied_up_to(query_tag.tag):
             errors[query_tag.tag] = (
                 f"query {query_tag.query} answered no members ({len(untags)} hold the tag): untags held until "
                 f"`full-sync start --allow-removals-up-to {len(untags)}` (or `--allow-removals`)"
