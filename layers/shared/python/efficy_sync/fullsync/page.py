@@ -34,7 +34,7 @@ from ..store.protocols import PersonStates
 from ..sync import Outcome, PersonSyncer, reconcile_sent
 from .import_writer import ImportWriter
 from .page_states import BatchedStates, chunk_write_aheads
-from .plan import MAX_TAIL_EXTENSION, in_key_order
+from .plan import MAX_TAIL_EXTENSION, in_key_order, one_record_each
 from .report import skip_label, tally
 
 if TYPE_CHECKING:
@@ -226,7 +226,7 @@ def sync_page(
                 break
             result.efficy_pages += 1
             queued_before = result.counters["import_queued"]
-            persons = [p for p in records if isinstance(p.get("K_CONTACT"), int) and p["K_CONTACT"] not in skip]
+            persons = [p for p in one_record_each(records, result.counters, result.page) if p["K_CONTACT"] not in skip]
             # the per-person path re-reads each chunk's states right before syncing it (_sync_batch); import
             # mode reads the page's states first to split the persons, diff mode counts what the chunks read
             sync_all = partial(

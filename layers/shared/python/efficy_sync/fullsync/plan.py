@@ -144,3 +144,24 @@ def in_key_order(
                     )
             previous = key
         yield records
+
+
+def one_record_each(records: list[dict[str, Any]], counters: Counter[str], page: int) -> list[dict[str, Any]]:
+    """The page's records with a whole K_CONTACT, one per person. Copies that agree are one record; copies that
+    disagree (an export joined to a relation, one row per company, or one with the CRM profile and one without)
+    are none: synced one after the other (or at once, in two threads), they sent both values and flipped the
+    person's consent between opt-in and opt-out at every run. The person is left as APSIS One holds them and
+    counted (`export_conflicting`, in the report), never given one of the copies on a guess."""
+    by_key: dict[int, list[dict[str, Any]]] = {}
+    for record in records:
+        key = record.get("K_CONTACT")
+        if isinstance(key, int):
+            by_key.setdefault(key, []).append(record)
+    conflicting = {key for key, copies in by_key.items() if any(c != copies[0] for c in copies[1:])}
+    if conflicting:
+        counters["export_conflicting"] += len(conflicting)
+        logger.warning(
+            "Efficy's export listed persons more than once with different values: left as they are this run",
+            extra={"page": page, "persons": len(conflicting)},
+        )
+    return [copies[0] for key, copies in by_key.items() if key not in conflicting]

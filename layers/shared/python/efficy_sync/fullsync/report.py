@@ -133,6 +133,8 @@ def build_report(
         },
         # records Efficy's export listed out of K_CONTACT order (plan.in_key_order): completeness not proven
         "efficy_unordered_records": c.get("export_unordered", 0),
+        # persons Efficy's export listed twice with different values (plan.one_record_each): left as they are
+        "efficy_conflicting_records": c.get("export_conflicting", 0),
         "breaker": verdict_of(c),
     }
 
@@ -270,6 +272,11 @@ def render_report(report: Mapping[str, Any]) -> list[str]:
             f"  warning: Efficy's export listed {plural(report['efficy_unordered_records'], 'record')} out of "
             "K_CONTACT order: a person a change or delete moved during the sync may be in no page (Seams counts "
             "deletes by that order); a full sync while nobody changes the CRM reads everyone"
+        )
+    if report.get("efficy_conflicting_records"):
+        lines.append(
+            f"  warning: Efficy's export listed {plural(report['efficy_conflicting_records'], 'person')} more than "
+            "once with different values: left as they are in APSIS One (check the connector's export)"
         )
     imports = report.get("imports", {})
     if imports.get("files"):

@@ -132,7 +132,7 @@ def resync_seams(
 
 
 #: counters of a window that would count again persons its page already counted
-_RECOUNTED = ("persons", "unchanged", "skipped", "export_unordered")
+_RECOUNTED = ("persons", "unchanged", "skipped", "export_unordered", "export_conflicting")
 
 
 def report_counters(counters: Counter[str]) -> dict[str, int]:
