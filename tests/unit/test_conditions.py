@@ -112,3 +112,26 @@ def test_personal_values_are_masked_in_reasons():
 def test_empty_value_reason():
     report = evaluate([cond(field="OPENED", equals="1")], {"OPENED": ""})
     assert report.first_failure.reason == "OPENED equals '1' failed: value is empty"
+
+
+@pytest.mark.parametrize(
+    ("condition", "value", "passed"),
+    [
+        # Efficy's JSON-RPC writes numbers as text: a zero fraction, after a point or a decimal comma, is the
+        # same whole number, as a JSON 3.0 already was
+        ({"not_equals": "3"}, "3.0", False),  # was let through: an excluded status created in APSIS One
+        ({"not_equals": "3"}, "3,00", False),
+        ({"equals": "5"}, "5.0", True),  # failed: on_condition_lost deleted the person
+        ({"equals": "5"}, "5,0", True),
+        ({"in": ["1", "2"]}, "2,0", True),
+        ({"equals": "5.0"}, "5", True),
+        # not the same number, or not surely: a code with a leading zero, a fraction, a thousands group
+        ({"equals": "5"}, "05", False),
+        ({"not_equals": "3"}, "03", True),
+        ({"equals": "5"}, "5.5", False),
+        ({"equals": "2"}, "2.000", False),
+    ],
+)
+def test_a_whole_number_in_another_spelling_is_the_same_number(condition, value, passed):
+    report = evaluate([cond(field="STATUS", **condition)], {"STATUS": value})
+    assert report.passed is passed

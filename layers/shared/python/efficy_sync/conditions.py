@@ -6,6 +6,7 @@ reasons quote the person's value, masked when the field holds personal data, bec
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -79,8 +80,25 @@ def _same(text: str, configured: str | None) -> bool:
         return False
     if text == configured:
         return True
+    number = _whole(configured)
+    if number is not None and _whole(text) == number:
+        return True
     wanted = _BOOLEAN_TESTS.get(configured.strip().lower())
     return wanted is not None and _as_boolean(text) is wanted
+
+
+#: a whole number, optionally with a zero fraction after a point or a comma ("3", "3.0", "3,00"); no leading zero
+#: (a code such as "03" is another value than "3") and no three-digit group ("1.000" may be a thousand)
+_WHOLE_TEXT = re.compile(r"^([+-]?(?:0|[1-9][0-9]*))(?:[.,](?!0{3}$)0+)?$")
+
+
+def _whole(text: str) -> int | None:
+    """The number a whole-number text spells: "3.0" and "3,0" are 3, as a JSON 3.0 already reads (values.as_text).
+    Efficy's JSON-RPC writes numbers as text, a float column or a decimal-comma locale with a fraction: compared
+    as text, `STATUS not_equals "3"` let a person whose STATUS read "3.0" through (created), and `equals "5"`
+    failed on "5.0", which on_condition_lost turned into a delete."""
+    match = _WHOLE_TEXT.match(text.strip())
+    return int(match.group(1)) if match else None
 
 
 def _as_boolean(text: str) -> bool | None:
