@@ -159,6 +159,8 @@ def test_normalise_stamp():
         ("5/2/2025 10:00", "2025-02-05T10:00:00.000000"),
         ("30/12/1899 08:00", "1899-12-30T08:00:00.000000"),  # Efficy's empty date, as its S1 client shows it
         ("19/01/2025", "2025-01-19T00:00:00.000000"),
+        ("05.02.2025 10:00:00", "2025-02-05T10:00:00.000000"),  # a server set to a German or Dutch locale
+        ("2025/02/05 10:00", "2025-02-05T10:00:00.000000"),
     ],
 )
 def test_a_day_first_change_stamp_orders_as_the_same_instant_in_iso(day_first, iso):
@@ -168,6 +170,15 @@ def test_a_day_first_change_stamp_orders_as_the_same_instant_in_iso(day_first, i
     assert is_newer("05/02/2025 10:00:00", "19/01/2025 10:00:00")
     assert is_newer("05/02/2025 10:00:00", "2025-01-19T10:00:00")
     assert not is_newer("19/01/2025 10:00:00", "2025-02-05T10:00:00")
+
+
+def test_an_old_snapshot_stamped_with_dots_or_year_first_slashes_does_not_undo_a_confirmed_opt_out():
+    """Compared as text, 20.12.2024 sorted after the confirmation's 15.01.2025, and any 2024/... after every ISO
+    stamp: a membership snapshot older than the confirmation re-opted the person in."""
+    assert not is_newer("20.12.2024 10:00", "15.01.2025 10:00")
+    assert not is_newer("2024/12/20 10:00", "2025-01-15T10:00:00")
+    assert is_newer("16.01.2025 10:00", "15.01.2025 10:00")
+    assert normalise_stamp("05.02.25") == "05.02.25" and normalise_stamp("2025/2/30") == "2025/2/30"
 
 
 # --- properties over histories --------------------------------------------------------------------------------

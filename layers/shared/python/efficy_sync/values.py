@@ -37,7 +37,9 @@ _EMAIL = re.compile(
     r"^(?P<local>[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
     r"@(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})$"
 )
-_DMY = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
+_CLOCK = r"(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?$"
+_DMY = re.compile(r"^(\d{1,2})([/.])(\d{1,2})\2(\d{4})" + _CLOCK)  # 05/02/2025, 05.02.2025
+_YMD = re.compile(r"^(\d{4})/(\d{1,2})/(\d{1,2})" + _CLOCK)  # 2025/02/05
 
 
 @dataclass(frozen=True)
@@ -194,12 +196,18 @@ def _parse_datetime(value: Any) -> datetime | Skipped | None:
 
 
 def day_first(text: str) -> datetime | None:
-    """Efficy's day-first form ("30/12/1899 08:00", "05/02/2025 10:00:00") as a naive datetime; None when the
-    text is not in that form. Raises ValueError for a day or month out of range (31/02/2025)."""
-    match = _DMY.match(text.strip())
-    if not match:
+    """Efficy's day-first form ("30/12/1899 08:00", "05/02/2025 10:00:00", or with dots as a server set to a
+    German or Dutch locale writes it: "05.02.2025") or a year-first one with slashes ("2025/02/05 10:00") as a
+    naive datetime; None when the text is in neither form. Raises ValueError for a day or month out of range
+    (31/02/2025). Change stamps in these forms compared as text sorted 20.12.2024 after 15.01.2025, and any
+    "2025/..." after every ISO stamp: an old snapshot looked newer than an opt-out's confirmation."""
+    text = text.strip()
+    if match := _DMY.match(text):
+        day, _, month, year, hour, minute, second = match.groups()
+    elif match := _YMD.match(text):
+        year, month, day, hour, minute, second = match.groups()
+    else:
         return None
-    day, month, year, hour, minute, second = match.groups()
     return datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0))
 
 
