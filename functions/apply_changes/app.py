@@ -14,6 +14,7 @@ from efficy_sync.connections import apsis_client, efficy_client, email_lookup
 from efficy_sync.correlation import from_sqs_record
 from efficy_sync.fullsync.parking import ParkingLot
 from efficy_sync.observability import count, logger, metrics, serving
+from efficy_sync.pii import hash_key
 from efficy_sync.redelivery import INTEGRATION_FAILURES, delay_retry
 from efficy_sync.settings import settings
 from efficy_sync.store.configs import ConfigStore
@@ -63,11 +64,13 @@ def record_handler_for(batch: Batch) -> Callable[[SQSRecord], None]:
             serving(change.integration_id)
             try:
                 outcome = batch.apply(change)
-            except INTEGRATION_FAILURES:
-                # an outage, refused credentials, the Lambda's time: tried again later and later (redelivery.py),
-                # so that an outage of hours, not half an hour, sends it to the DLQ
+            except Exception as exc:
                 receives = int(record.attributes.approximate_receive_count or 1)
-                delay_retry(settings().contact_queue_url, record.receipt_handle, receives)
+                not_applied(change, exc, receives)
+                if isinstance(exc, INTEGRATION_FAILURES):
+                    # an outage, refused credentials, the Lambda's time: tried again later and later
+                    # (redelivery.py), so that an outage of hours, not half an hour, sends it to the DLQ
+                    delay_retry(settings().contact_queue_url, record.receipt_handle, receives)
                 raise
             logger.info("person applied", extra={"integration_id": change.integration_id, **log_fields(outcome)})
             metric = METRIC_BY_RESULT.get(outcome.result)
@@ -77,6 +80,24 @@ def record_handler_for(batch: Batch) -> Callable[[SQSRecord], None]:
                 count("PersonsProcessed", 1, integration_id=change.integration_id)
 
     return record_handler
+
+
+def not_applied(change: ContactChange, exc: Exception, receives: int) -> None:
+    """The one line a failed change leaves: the processor logs nothing above DEBUG, so refused credentials or a
+    deleted config left no trace for the runbook's queries until the DLQ, hours later. Named by the error's class,
+    category and status, never its text (an API URL or answer may hold the person's key or address)."""
+    logger.warning(
+        "change not applied, retried later",
+        extra={
+            "integration_id": change.integration_id,
+            "person": hash_key(change.person_key),
+            "result": "failed",
+            "error_category": getattr(exc, "category", None) or "error",
+            "error": type(exc).__name__,
+            "status": getattr(exc, "status", None),
+            "receive": receives,
+        },
+    )
 
 
 def correlation_id_of(message: SQSRecord) -> str:

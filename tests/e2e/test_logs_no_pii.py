@@ -92,3 +92,57 @@ def test_logs_carry_hashed_keys_and_no_email_or_phone(loud_stack: Stack) -> None
     assert sum(line.get("ApsisCalls", [0])[0] for line in metrics) > 0
     assert sum(line.get("EfficyCalls", [0])[0] for line in metrics) > 0
     assert any("WebhookRecordsAccepted" in line for line in metrics)
+
+
+def test_a_change_apsis_refuses_our_credentials_for_names_the_refusal_and_not_the_person(loud_stack: Stack) -> None:
+    """APSIS One refuses our credentials (401 to every call, the token request included) for a while: each failed
+    receive leaves a WARNING line naming the integration, the person's hash and the category (`permission`), which
+    the runbook's queries find (level WARNING, result failed); the batch processor logs nothing above DEBUG, so
+    the refusal left no trace until the DLQ, hours later. Then the change lands, and the lines hold no key,
+    address or number in clear."""
+    stack = loud_stack
+    key = unique_key()
+    address, number = f"refused.creds.{key}@example.org", "+32470998866"
+    stack.seed([person(key)])
+    stack.edit(key, FIRSTNAME="Before")
+    wait_for("the first sync", lambda: stack.stored_state(key).get("last_outcome") == "synced", timeout=30)
+    stack.idle()
+    offset = len(stack.log_path.read_text())
+    refusal = json.dumps({"title": "Unauthorized", "status": 401, "detail": "invalid client credentials"})
+    stack.fault("apsis", path_regex=".", status=401, count=1_000_000, body=refusal, content_type="application/json")
+
+    def refused() -> list[dict[str, Any]]:
+        lines = log_lines_after(stack, offset)
+        return [line for line in lines if line.get("message") == "change not applied, retried later"]
+
+    try:
+        stack.edit(key, FIRSTNAME="During", EMAIL1=address, MOBILE=number)
+        found = wait_for("a line naming the refusal", refused, timeout=30)
+    finally:
+        stack.clear_faults()
+    line = found[0]
+    assert line["level"] == "WARNING" and line["result"] == "failed", line
+    assert line["person"] == hash_key(key) and line["integration_id"] == "demo", line
+    assert line["error_category"] == "permission" and line["error"] == "AuthError", line
+    wait_for(
+        "the change once the credentials are accepted",
+        lambda: ((stack.profile(key) or {}).get("attributes") or {}).get("com.apsis1.attributes.firstname") == "During",
+        timeout=60,
+    )
+    stack.idle()
+    # the handlers' own lines; the events powertools logs at DEBUG (POWERTOOLS_LOGGER_LOG_EVENT, this stack only)
+    # carry the queued message, whose person key is the change itself
+    written = json.dumps([line for line in log_lines_after(stack, offset) if not isinstance(line.get("message"), dict)])
+    assert address not in written and number not in written and number[1:] not in written
+    assert not re.search(rf"(?<!\d){key}(?!\d)", written), "a person key in clear in the logs"
+
+
+def log_lines_after(stack: Stack, offset: int) -> list[dict[str, Any]]:
+    lines = []
+    for raw in stack.log_path.read_text()[offset:].splitlines():
+        if raw.startswith("{"):
+            try:
+                lines.append(json.loads(raw))
+            except ValueError:
+                continue
+    return lines
