@@ -141,6 +141,14 @@ def test_national_or_malformed_phone_numbers_are_skipped(raw):
     assert "international" in result.reason
 
 
+@pytest.mark.parametrize("raw", ["+32470123456.0", "+32470123456,00", "0032470123456.0"])
+def test_a_phone_number_written_as_a_decimal_is_skipped_not_given_another_last_digit(raw):
+    """Stripped of its dot as a separator, "+32470123456.0" was sent as +324701234560: somebody else's number."""
+    result = to_phone(raw)
+    assert isinstance(result, Skipped) and "decimal" in result.reason
+    assert to_phone(32470123456.0) != "+324701234560"
+
+
 def test_skip_reasons_do_not_quote_personal_values():
     assert "0470" not in to_phone("0470 00 00 01").reason
     assert "jo" not in to_email("jo@@example.com").reason

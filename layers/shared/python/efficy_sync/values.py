@@ -33,6 +33,9 @@ _PHONE = re.compile(r"^\+[1-9][0-9]{7,14}$")
 #: keeps it, a comma or semicolon joins two numbers, and so does a slash before a few last digits ("45 67/68";
 #: Belgian notation's "+32 2/123 45 67" is a separator): none can be repaired safely
 _PHONE_AMBIGUOUS = re.compile(r"\(0[0-9]|[,;]|/[\s.\-]*[0-9]{1,4}[\s.\-]*$")
+#: a number written as a decimal ("+32470123456.0": a phone field stored as a number and exported as text):
+#: stripped of its dot as separators are, the fraction's 0 became a last digit, another person's number
+_PHONE_DECIMAL = re.compile(r"[0-9]{6,}[.,]0+$")
 _EMAIL = re.compile(
     r"^(?P<local>[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
     r"@(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})$"
@@ -237,6 +240,8 @@ def to_phone(value: Any) -> str | Skipped | None:
     if text == "":
         return None
     text = text.replace("(0)", "")  # "+32 (0)470 ..." writes the national trunk prefix that must go
+    if _PHONE_DECIMAL.search(text):
+        return Skipped("not a phone number: written as a decimal number")
     if _PHONE_AMBIGUOUS.search(text):
         return Skipped("not one international phone number (two numbers, or a trunk 0 kept)")
     text = _PHONE_NOISE.sub("", text)
