@@ -78,6 +78,21 @@ class Stack:
         )["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
+    def json_log_lines(self, since: int = 0) -> list[dict[str, Any]]:
+        """The JSON lines the handlers (logger and EMF metrics) logged after `since` bytes of the stack's log;
+        other lines are the local stack's own."""
+        with self.log_path.open("rb") as log:
+            log.seek(since)
+            text = log.read().decode(errors="replace")
+        lines = []
+        for raw in text.splitlines():
+            if raw.startswith("{"):
+                try:
+                    lines.append(json.loads(raw))
+                except ValueError:
+                    continue
+        return lines
+
     def idle(self, timeout: float = 60) -> None:
         """Every change so far fully processed: the Efficy simulator's batched webhooks delivered (it sends them
         from a background thread: an earlier test's edit could still reach the route after the queues were seen

@@ -22,17 +22,7 @@ pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("loud_stack")]
 
 def _log(stack: Stack, since: int) -> list[dict[str, Any]]:
     """The JSON lines the stack logged after `since` bytes (the loud stack is shared by other tests)."""
-    with stack.log_path.open("rb") as log:
-        log.seek(since)
-        text = log.read().decode(errors="replace")
-    lines = []
-    for raw in text.splitlines():
-        if raw.startswith("{"):
-            try:
-                lines.append(json.loads(raw))
-            except ValueError:
-                continue
-    return lines
+    return stack.json_log_lines(since)
 
 
 def _stored(stack: Stack, key: int) -> dict[str, Any]:

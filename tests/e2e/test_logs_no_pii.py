@@ -24,14 +24,7 @@ EMAILISH = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
 
 def log_lines(stack: Stack) -> list[dict[str, Any]]:
     """The JSON lines the handlers (logger and EMF metrics) wrote; other lines are the local stack's own."""
-    lines = []
-    for raw in stack.log_path.read_text().splitlines():
-        if raw.startswith("{"):
-            try:
-                lines.append(json.loads(raw))
-            except ValueError:
-                continue
-    return lines
+    return stack.json_log_lines()
 
 
 def test_logs_carry_hashed_keys_and_no_email_or_phone(loud_stack: Stack) -> None:
@@ -107,7 +100,7 @@ def test_a_change_apsis_refuses_our_credentials_for_names_the_refusal_and_not_th
     stack.edit(key, FIRSTNAME="Before")
     wait_for("the first sync", lambda: stack.stored_state(key).get("last_outcome") == "synced", timeout=30)
     stack.idle()
-    offset = len(stack.log_path.read_text())
+    offset = stack.log_path.stat().st_size
     refusal = json.dumps({"title": "Unauthorized", "status": 401, "detail": "invalid client credentials"})
     stack.fault("apsis", path_regex=".", status=401, count=1_000_000, body=refusal, content_type="application/json")
 
@@ -138,11 +131,4 @@ def test_a_change_apsis_refuses_our_credentials_for_names_the_refusal_and_not_th
 
 
 def log_lines_after(stack: Stack, offset: int) -> list[dict[str, Any]]:
-    lines = []
-    for raw in stack.log_path.read_text()[offset:].splitlines():
-        if raw.startswith("{"):
-            try:
-                lines.append(json.loads(raw))
-            except ValueError:
-                continue
-    return lines
+    return stack.json_log_lines(offset)

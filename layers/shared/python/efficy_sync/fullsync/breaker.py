@@ -138,14 +138,19 @@ def release_untags(run: Run) -> Callable[[str, int, int], bool] | None:
     def hold(tag: str, untags: int, former: int) -> bool:
         if not judge({f"{UNTAG}{tag}": untags}, bases, percent, minimum, confirmed).halt:
             return False
-        count("RemovalBreakerTripped", 1, integration_id=run.integration_id)
-        logger.warning(
-            "query tag untags held by the release: more than its gate judged",
-            extra={"integration_id": run.integration_id, "tag": tag, "untags": untags, "members": former},
-        )
-        return True
+        return _tripped(run.integration_id, tag, untags, former, "by the release: more than its gate judged")
 
     return hold
+
+
+def _tripped(integration_id: str, tag: str, untags: int, former: int, by: str) -> bool:
+    """A query tag's untags held (the alarm's metric and one line): True, for the hold callbacks to answer."""
+    count("RemovalBreakerTripped", 1, integration_id=integration_id)
+    logger.warning(
+        f"query tag untags held {by}",
+        extra={"integration_id": integration_id, "tag": tag, "untags": untags, "members": former},
+    )
+    return True
 
 
 class HoldAll:
@@ -195,12 +200,7 @@ class Breaker:
         def hold(tag: str, untags: int, former: int) -> bool:
             if untags <= limit(former, safety.max_removal_percent, safety.min_removals):
                 return False
-            count("RemovalBreakerTripped", 1, integration_id=cfg.integration_id)
-            logger.warning(
-                "query tag untags held by the removal breaker",
-                extra={"integration_id": cfg.integration_id, "tag": tag, "untags": untags, "members": former},
-            )
-            return True
+            return _tripped(cfg.integration_id, tag, untags, former, "by the removal breaker")
 
         return hold
 
