@@ -43,6 +43,8 @@ _EMAIL = re.compile(
 _CLOCK = r"(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?$"
 _DMY = re.compile(r"^(\d{1,2})([/.])(\d{1,2})\2(\d{4})" + _CLOCK)  # 05/02/2025, 05.02.2025
 _YMD = re.compile(r"^(\d{4})/(\d{1,2})/(\d{1,2})" + _CLOCK)  # 2025/02/05
+#: Efficy's empty date in the other forms day_first reads, with or without a time
+_ZERO_DATE_FORMS = re.compile(r"^(?:30/12/1899|30\.12\.1899|1899/12/30)\b")
 
 
 @dataclass(frozen=True)
@@ -105,9 +107,11 @@ def whole_number(value: Any) -> int | None:
 
 
 def is_zero_date(value: Any) -> bool:
-    """Efficy's empty date, in ISO or day-first form, with or without a time."""
+    """Efficy's empty date, in every form day_first reads (30/12/1899, 30.12.1899, 1899/12/30) or in ISO, with or
+    without a time. A form day_first reads but this did not was sent as a real date: a German or Dutch locale's
+    empty birthday ("30.12.1899") reached APSIS One as 1899-12-30."""
     text = as_text(value)
-    return text.startswith(ZERO_DATE) or bool(re.match(r"^30/12/1899\b", text))
+    return text.startswith(ZERO_DATE) or bool(_ZERO_DATE_FORMS.match(text))
 
 
 def is_empty_value(value: Any) -> bool:
