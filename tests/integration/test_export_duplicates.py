@@ -52,11 +52,19 @@ def efficy_sim() -> Iterator[EfficySimulator]:
     sim.stop()
 
 
-def run(efficy_sim: EfficySimulator, apsis_sim: ApsisSimulator, store: Any, change: Records | None) -> Any:
+def run(
+    efficy_sim: EfficySimulator,
+    apsis_sim: ApsisSimulator,
+    store: Any,
+    change: Records | None,
+    *,
+    pages: int = 1,
+    page_size: int = 100,
+) -> Any:
     apsis = ApsisClient(apsis_sim.url, "dup", "dup-secret", section=CFG.apsis.section, policy=FAST)
     with CopyingConnector(efficy_sim.url, efficy_sim.api_key, policy=FAST) as efficy:
         efficy.change = change
-        descriptor = {"page": 0, "first": 0, "pages": 1, "page_size": 100, "tail": False}
+        descriptor = {"page": 0, "first": 0, "pages": pages, "page_size": page_size, "tail": False}
         return sync_page(CFG, descriptor, efficy=efficy, apsis=apsis, states=store, dry_run=False)
 
 
@@ -105,3 +113,23 @@ def build_report_for(counters: Any) -> dict[str, Any]:
 
     Run.counters = counters
     return build_report(Run(), status="succeeded")
+
+
+def test_copies_cut_by_an_efficy_page_boundary_are_judged_together(efficy_sim, apsis_sim) -> None:
+    """The page size cuts a person's rows (one per company) across two Efficy pages of one worker page: judged page
+    by page, each copy was synced alone, and the person was opted out and in again in every run."""
+    store = MemoryPersonStateStore()
+    run(efficy_sim, apsis_sim, store, None, pages=2, page_size=3)
+    first: dict[str, Any] = {}
+
+    def change(records: list[dict[str, Any]]) -> None:
+        if records[0]["K_CONTACT"] == 1:
+            first["last"] = copy.deepcopy(records[-1])
+        else:  # the next page opens with another row of the first page's last person
+            records.insert(0, {**first["last"], "profiles": [], "D_CHANGE": "2030-01-01T00:00:00"})
+
+    for _ in range(2):
+        result = run(efficy_sim, apsis_sim, store, change, pages=2, page_size=3)
+        assert profile(apsis_sim, "3")["consents"][0]["type"] == "opt-in"
+        assert result.counters["export_conflicting"] == 1 and result.persons == 4 and result.efficy_pages == 2
+        assert not result.counters["updated"]  # nothing sent either way

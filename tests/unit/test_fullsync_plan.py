@@ -8,7 +8,7 @@ import pytest
 from efficy_sync.clients.efficy import EfficyClient
 from efficy_sync.consent import ANSWERED_AT, ASKED_AT
 from efficy_sync.fullsync.page import Pace, efficy_pages
-from efficy_sync.fullsync.plan import MAX_TAIL_EXTENSION, count_records, efficy_probe, plan_pages
+from efficy_sync.fullsync.plan import MAX_TAIL_EXTENSION, count_records, efficy_probe, plan_pages, whole_persons
 from efficy_sync_tools.sims.efficy import EfficySimulator
 from hypothesis import given
 from hypothesis import strategies as st
@@ -103,3 +103,15 @@ def test_the_apsis_pace_follows_the_setting_at_each_run(monkeypatch: pytest.Monk
     assert worker_rate(5) == pytest.approx(100 * 0.9 / 5)  # APSIS's documented 100 requests/s per account
     monkeypatch.setenv("EFFICY_SYNC_APSIS_RATE", "1000")
     assert worker_rate(5) == pytest.approx(1000 * 0.9 / 5)
+
+
+def test_whole_persons_moves_copies_cut_by_a_page_boundary_to_the_first_copy():
+    def rows(*keys):
+        return [{"K_CONTACT": k} for k in keys]
+
+    pages = [rows(1, 2, 3), rows(3, 3, 4), rows(5)]
+    assert [[r["K_CONTACT"] for r in p] for p in whole_persons(pages)] == [[1, 2, 3, 3, 3], [4], [5]]
+    # a page that held only copies is given empty (pages keep their numbers), and copies run on beyond it
+    pages = [rows(1, 3), rows(3, 3), rows(3, 4), []]
+    assert [[r["K_CONTACT"] for r in p] for p in whole_persons(pages)] == [[1, 3, 3, 3, 3], [], [4], []]
+    assert list(whole_persons([])) == []

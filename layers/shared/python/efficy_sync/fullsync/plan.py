@@ -146,6 +146,30 @@ def in_key_order(
         yield records
 
 
+def whole_persons(pages: Iterable[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+    """The Efficy pages as they come, but a person's copies that run on into the next page (an export joined to a
+    relation: one row per company, cut by the page size) are moved to the page of the first copy, so that
+    one_record_each sees them all. Judged page by page, each copy was synced alone: a person whose copies
+    disagreed was opted out and in again in every run, counted twice and never as conflicting. A page whose
+    records were all moved is given empty, so the pages keep their numbers (import mode queues by number)."""
+    waiting: list[list[dict[str, Any]]] = []  # [0] holds the first copy of `last`; the rest held only its copies
+    last: int | None = None
+    for records in pages:
+        lead = 0
+        while waiting and last is not None and lead < len(records) and records[lead].get("K_CONTACT") == last:
+            lead += 1
+        if lead:
+            waiting[0] = [*waiting[0], *records[:lead]]
+            records = records[lead:]
+        if records:
+            yield from waiting
+            waiting = []
+            keys = [key for record in records if isinstance(key := record.get("K_CONTACT"), int)]
+            last = keys[-1] if keys else None
+        waiting.append(records)
+    yield from waiting
+
+
 def one_record_each(records: list[dict[str, Any]], counters: Counter[str], page: int) -> list[dict[str, Any]]:
     """The page's records with a whole K_CONTACT, one per person. Copies that agree are one record; copies that
     disagree (an export joined to a relation, one row per company, or one with the CRM profile and one without)
