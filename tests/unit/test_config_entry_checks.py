@@ -57,6 +57,8 @@ def test_validate_names_it_with_exit_1_and_no_traceback(tmp_path: Path) -> None:
         [{"field": "NOTE", "is_empty": True}, {"field": "NOTE", "equals": "x"}],
         [{"field": "LANGUAGE", "in": ["FR", "NL"]}, {"field": "LANGUAGE", "equals": "EN"}],
         [{"field": "LANGUAGE", "in": ["FR"]}, {"field": "LANGUAGE", "not_equals": "FR"}],
+        [{"field": "STATUS", "equals": "3"}, {"field": "STATUS", "not_equals": "3.0"}],  # one number (conditions._same)
+        [{"field": "STATUS", "in": ["3,00"]}, {"field": "STATUS", "not_equals": "3"}],
     ],
 )
 def test_conditions_nobody_can_pass_are_refused(conditions: list[dict[str, Any]]) -> None:
@@ -70,6 +72,8 @@ def test_conditions_nobody_can_pass_are_refused(conditions: list[dict[str, Any]]
         [{"field": "LANGUAGE", "in": ["FR", "NL"]}, {"field": "LANGUAGE", "not_equals": "FR"}],
         [{"field": "NOTE", "not_empty": True}, {"field": "NOTE", "not_equals": "x"}],
         [{"field": "OPENED", "equals": "1"}, {"field": "ROBINSON", "equals": "0"}],  # other fields
+        [{"field": "STATUS", "equals": "3"}, {"field": "STATUS", "equals": "3.0"}],  # one number
+        [{"field": "STATUS", "equals": "3"}, {"field": "STATUS", "not_equals": "03"}],  # a code, not the number 3
     ],
 )
 def test_conditions_someone_can_pass_are_taken(conditions: list[dict[str, Any]]) -> None:

@@ -13,7 +13,7 @@ import re
 import unicodedata
 from collections.abc import Iterator
 
-from ..conditions import _as_boolean
+from ..conditions import _as_boolean, _whole
 from .model import IntegrationConfig, SyncCondition
 from .names import RESERVED_ATTRIBUTES
 from .problems import Problem
@@ -56,9 +56,14 @@ def _allowed(condition: SyncCondition) -> tuple[set[str] | None, set[str], bool 
 
 
 def _key(value: str) -> str:
-    """A value as a condition compares it: a yes/no value in any spelling is one (conditions._same)."""
+    """A value as a condition compares it (conditions._same): a yes/no value in any spelling is one, and so is a
+    whole number with or without a zero fraction ("3", "3.0", "3,00"). Compared as written, `equals "3"` with
+    `not_equals "3.0"` (nobody passes) was let through, and `equals "3"` with `equals "3.0"` refused."""
     flag = _as_boolean(value)
-    return f"bool:{flag}" if flag is not None else value
+    if flag is not None:
+        return f"bool:{flag}"
+    number = _whole(value)
+    return f"int:{number}" if number is not None else value
 
 
 def _exclusive(a: SyncCondition, b: SyncCondition) -> bool:
