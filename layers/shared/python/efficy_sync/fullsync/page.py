@@ -34,7 +34,7 @@ from ..store.protocols import PersonStates
 from ..sync import Outcome, PersonSyncer, reconcile_sent
 from .import_writer import ImportWriter
 from .page_states import BatchedStates, chunk_write_aheads
-from .plan import MAX_TAIL_EXTENSION, in_key_order, one_record_each, whole_persons
+from .plan import MAX_TAIL_EXTENSION, checked_pages, one_record_each
 from .report import skip_label, tally
 
 if TYPE_CHECKING:
@@ -220,8 +220,7 @@ def sync_page(
     result = PageResult(page=int(descriptor["page"]))
     fields = needed_fields(cfg)
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="page") as pool:
-        read = in_key_order(efficy_pages(efficy, descriptor, fields), result.counters, result.page)
-        for records in whole_persons(read):
+        for records in checked_pages(efficy_pages(efficy, descriptor, fields), result.counters, result.page):
             if not should_continue():
                 result.stopped = True
                 break

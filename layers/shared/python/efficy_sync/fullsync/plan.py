@@ -170,6 +170,14 @@ def whole_persons(pages: Iterable[list[dict[str, Any]]]) -> Iterator[list[dict[s
     yield from waiting
 
 
+def checked_pages(
+    pages: Iterable[list[dict[str, Any]]], counters: Counter[str], page: int
+) -> Iterator[list[dict[str, Any]]]:
+    """A worker page's Efficy pages, their order checked (in_key_order) and each person's copies on one page
+    (whole_persons), for one_record_each to judge."""
+    return whole_persons(in_key_order(pages, counters, page))
+
+
 def one_record_each(records: list[dict[str, Any]], counters: Counter[str], page: int) -> list[dict[str, Any]]:
     """The page's records with a whole K_CONTACT, one per person. Copies that agree are one record; copies that
     disagree (an export joined to a relation, one row per company, or one with the CRM profile and one without)
