@@ -19,10 +19,33 @@ from ..values import whole_number
 IMPORT_COMPLETED = frozenset({"completed", "completed_with_errors"})
 IMPORT_FAILED = frozenset({"error", "failed"})
 
+#: members of a status answer that are the import's own, never part of its report
+_NOT_REPORT = frozenset({"status", "report", "import_id"})
+#: where a report may nest its statistics (its shape is not documented: contracts/apsis-one.md §4)
+_STATISTICS = ("statistics", "stats")
+
 #: where a report may give its failed count (its shape is not documented: contracts/apsis-one.md §4)
 _FAILED_COUNTS = (("failed",), ("failed_count",), ("failedCount",), ("statistics", "failed"), ("stats", "failed"))
 #: the error members that may name the failed profile's key
 _KEY_MEMBERS = ("profile_key", "key")
+
+
+def report_of(result: dict[str, Any], import_id: Any, status: str) -> dict[str, Any]:
+    """The report of an import's status answer (`result`), for failed_rows. Where APSIS gives it is not documented:
+    in a `report` object, or beside the status (statistics and errors at the result's top level). A `report`
+    that is not an object is read as its errors: a list of them is read as such, anything else (the text of a
+    CSV error report, a link to one) accounts for no row, so every row of the file goes person by person. Read
+    as "no report", such an answer recorded every row as imported, the ones its CSV named as failed too. A
+    status inside the report never overrides the import's own."""
+    beside = {name: value for name, value in result.items() if name not in _NOT_REPORT}
+    given = result.get("report")
+    if given is None:
+        own: dict[str, Any] = {}
+    elif isinstance(given, dict):
+        own = given
+    else:
+        own = {"errors": given}
+    return {**beside, **own, "import_id": import_id, "status": status}
 
 
 def failed_rows(report: dict[str, Any], keys: Sequence[int], lines: Sequence[int] | None = None) -> set[int]:
@@ -86,7 +109,13 @@ def _spanning(lines: Sequence[int], line: int) -> int:
 
 def _short(report: dict[str, Any], sent: int) -> bool:
     """Whether the report accounts for fewer rows than the file had: its `rows`, or its created + updated +
-    failed when it gives all three (a count it does not give, or cannot be read, proves nothing either way)."""
+    failed when it gives all three (a count it does not give, or cannot be read, proves nothing either way),
+    at its top level or in its statistics (where failed_rows reads a failed count too)."""
+    nested = [value for name in _STATISTICS if isinstance(value := report.get(name), dict)]
+    return any(_short_counts(counts, sent) for counts in (report, *nested))
+
+
+def _short_counts(report: dict[str, Any], sent: int) -> bool:
     rows = _number(report.get("rows"))
     if rows is not None and rows < sent:
         return True

@@ -46,7 +46,7 @@ from ..state_updates import apply_operations, email_needs_check, stamp_opt_ins
 from ..store.persons import StaleWrite
 from ..store.protocols import PersonStates
 from ..sync import Outcome, reconcile_sent
-from .import_report import IMPORT_COMPLETED, IMPORT_FAILED, failed_rows
+from .import_report import IMPORT_COMPLETED, IMPORT_FAILED, failed_rows, report_of
 
 IMPORT_MIN_ROWS = 50  # fewer changed persons than this on a page: per-person calls are cheaper than an import
 MAX_ROWS_PER_FILE = 5000
@@ -312,8 +312,7 @@ class ImportWriter:
                 raise ApsisUnavailable(f"APSIS import {import_id} still {status} after {self.timeout}s")
             time.sleep(min(interval, remaining))
             interval = min(interval * 1.5, MAX_POLL_INTERVAL)
-        given = result.get("report")  # a status inside the report never overrides the import's own
-        report = {**(given if isinstance(given, dict) else {}), "import_id": import_id, "status": status}
+        report = report_of(result, import_id, status)
         if status in IMPORT_FAILED:
             listed = report.get("errors")
             errors: list[Any] = listed if isinstance(listed, list) else []

@@ -1,0 +1,64 @@
+"""An import report APSIS gives in another shape than the assumed `report` object (contracts/apsis-one.md §4:
+its shape is not documented) is read where it is, or proves no row imported: the text of a CSV error report, a
+list of errors, statistics nested in `statistics`, or statistics and errors beside the status. Each was read as
+"no report", and a "completed" status then recorded every row of the file as imported, its opt-ins as sent,
+the rows APSIS refused too. Real Collector, ImportWriter and PersonSyncer against the simulators; the
+simulator applies only the file's first 30 rows, as each report says."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from tests.integration.test_import_layout import (  # noqa: F401  (world is the fixture)
+    CFG,
+    collector,
+    person,
+    queue_pages,
+    world,
+)
+from tests.memory_store import MemoryPersonStateStore
+
+REFUSED = [{"row": n, "message": "invalid value"} for n in range(31, 61)]
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        {"status": "completed", "report": "row,message\n" + "".join(f"{n},invalid value\n" for n in range(31, 61))},
+        {"status": "completed", "report": REFUSED},
+        {"status": "completed", "report": {"statistics": {"rows": 60, "created": 30, "updated": 0, "failed": 0}}},
+        {"status": "completed", "report": {"stats": {"rows": 30}}},
+        {"status": "completed", "rows": 60, "created": 30, "updated": 0, "failed": 30},
+        {"status": "completed", "statistics": {"rows": 30, "created": 30}},
+        {"status": "completed", "failed": 30, "errors": REFUSED[:5]},
+    ],
+    ids=["csv-text", "errors-list", "nested-counts", "nested-rows", "beside", "nested-beside", "errors-beside"],
+)
+def test_a_report_in_another_shape_never_records_a_refused_row_as_imported(
+    world: dict[str, Any], result: dict[str, Any]
+) -> None:
+    world["efficy_sim"].upsert_persons([person(k, [12]) for k in range(1, 61)])
+    states = MemoryPersonStateStore()
+    queued = queue_pages(world, states, pages=1, size=60)
+    sim = world["apsis_sim"]
+    real_run = sim._run_import
+    sim._run_import = lambda job, data: real_run(job, b"\n".join(data.split(b"\n")[:31]) + b"\n")
+    sim.add_fault(
+        path_regex=r"/imports/[^/]+$", method="GET", status=200, content_type="application/json", count=1,
+        body=json.dumps({"result": result}),
+    )  # fmt: skip
+
+    collector(world, states, rows=100, counted=[]).run(queued, {})
+
+    deadline = time.monotonic() + 10  # the simulator applies the file on a timer thread of its own
+    while sim.imports()[0]["status"] != "completed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    in_apsis = [k for k in range(1, 61) if sim.get_profile("com.apsis1.keyspaces.crm-id", str(k))]
+    recorded = [k for k, s in states.get_many(CFG.integration_id, range(1, 61)).items() if s.exists_in_apsis]
+    missing = sorted(set(recorded) - set(in_apsis))
+    assert not missing, f"{len(missing)} persons recorded as created (their opt-ins as sent) that APSIS does not hold"
+    assert sorted(recorded) == list(range(1, 61))  # the refused rows went person by person
