@@ -18,6 +18,11 @@ from ..values import whole_number
 #: import statuses that end the wait (contracts/apsis-one.md §4), compared in lower case
 IMPORT_COMPLETED = frozenset({"completed", "completed_with_errors"})
 IMPORT_FAILED = frozenset({"error", "failed"})
+#: the statuses of an import still running: the documented ones (contracts/apsis-one.md §4; APSIS's own Magento
+#: module waits on exactly these). Any other status ends the wait: one we cannot read ("success", "done",
+#: "partially_completed") was polled as still running until the wait's timeout, which failed the Imports step,
+#: and every retry of it the same way, until the run failed
+IMPORT_PENDING = frozenset({"waiting_for_file", "queued", "in_progress"})
 
 #: members of a status answer that are the import's own, never part of its report
 _NOT_REPORT = frozenset({"status", "report", "import_id"})

@@ -46,7 +46,7 @@ from ..state_updates import apply_operations, email_needs_check, stamp_opt_ins
 from ..store.persons import StaleWrite
 from ..store.protocols import PersonStates
 from ..sync import Outcome, reconcile_sent
-from .import_report import IMPORT_COMPLETED, IMPORT_FAILED, failed_rows, report_of
+from .import_report import IMPORT_COMPLETED, IMPORT_FAILED, IMPORT_PENDING, failed_rows, report_of
 
 IMPORT_MIN_ROWS = 50  # fewer changed persons than this on a page: per-person calls are cheaper than an import
 MAX_ROWS_PER_FILE = 5000
@@ -304,8 +304,8 @@ class ImportWriter:
         while True:
             result = self.apsis.get_import(import_id)
             self._counters["import_polls"] += 1
-            status = str(result.get("status") or "").lower()  # the documented values, in any case
-            if status in IMPORT_COMPLETED or status in IMPORT_FAILED:
+            status = str(result.get("status") or "").strip().lower()  # the documented values, in any case
+            if status not in IMPORT_PENDING:
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -313,6 +313,10 @@ class ImportWriter:
             time.sleep(min(interval, remaining))
             interval = min(interval * 1.5, MAX_POLL_INTERVAL)
         report = report_of(result, import_id, status)
+        if status not in IMPORT_COMPLETED and status not in IMPORT_FAILED:  # which rows it applied is unknown
+            self._counters["import_unreadable"] += 1
+            logger.warning("an import ended in a status of no known meaning", extra={"import_status": status[:40]})
+            raise RejectedValue(f"APSIS import {import_id} ended {status[:40]!r}: no known import status")
         if status in IMPORT_FAILED:
             listed = report.get("errors")
             errors: list[Any] = listed if isinstance(listed, list) else []

@@ -125,6 +125,8 @@ def build_report(
             "files": c.get("imports", 0),
             "rows": c.get("import_rows", 0),
             "recreated": c.get("import_recreated", 0),
+            # imports that ended in a status of no known meaning: their rows went person by person
+            "unreadable": c.get("import_unreadable", 0),
         },
         "seams": {
             "deletes": c.get("seam_shift", 0),
