@@ -122,8 +122,9 @@ def in_key_order(
     pages: Iterable[list[dict[str, Any]]], counters: Counter[str], page: int
 ) -> Iterator[list[dict[str, Any]]]:
     """The page's Efficy pages as they come, counting (`export_unordered`) each record whose K_CONTACT is
-    below the one before it (a copy of the one before is one_record_each's). The plan's count, the tail and Seams rest on the export being in K_CONTACT order,
-    which Efficy does not document (contract §4; APSIS's connector pages by number): in another order (by
+    below the one before it (a copy of the one before is one_record_each's). The plan's count, the tail and
+    Seams rest on the export being in K_CONTACT order, which Efficy does not document (contract §4; APSIS's
+    connector pages by number): in another order (by
     D_CHANGE, say) a person a change or a delete moved during the run across a page boundary is in no page, and
     the run still succeeded in silence. Now the report says so; a run over a CRM nobody changes meanwhile still
     reads every person, whatever the order."""
