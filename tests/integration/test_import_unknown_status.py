@@ -50,3 +50,16 @@ def test_an_import_in_an_unknown_status_sends_its_rows_person_by_person(
     assert all(stored[k].exists_in_apsis for k in range(1, 61))  # each sent and confirmed person by person
     held = [k for k in range(1, 61) if world["apsis_sim"].get_profile("com.apsis1.keyspaces.crm-id", str(k))]
     assert held == list(range(1, 61))
+
+
+def test_the_run_report_says_how_many_imports_ended_in_an_unknown_status() -> None:
+    """The count alone sat in the report's JSON: `full-sync report` printed nothing about it."""
+    from efficy_sync.fullsync.report import render_report
+
+    report = {
+        "integration_id": "acme", "run_id": "r1", "status": "succeeded",
+        "persons": {"created": 60}, "imports": {"files": 2, "rows": 60, "unreadable": 1},
+    }  # fmt: skip
+    text = "\n".join(render_report(report))
+    assert "1 import ended in a status of no known meaning" in text
+    assert "no known meaning" not in "\n".join(render_report({**report, "imports": {"files": 2, "rows": 60}}))

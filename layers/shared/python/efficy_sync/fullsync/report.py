@@ -292,6 +292,11 @@ def render_report(report: Mapping[str, Any]) -> list[str]:
                 f"  {plural(imports['recreated'], 'profile')} the states said exist were created by the imports "
                 "(deleted in APSIS One): they hold only what changed; `efficy-sync reconcile ID --fix` fills them"
             )
+        if imports.get("unreadable"):
+            lines.append(
+                f"  warning: {plural(imports['unreadable'], 'import')} ended in a status of no known meaning: "
+                "their rows were written person by person (README: what the simulators assume)"
+            )
     if report.get("error"):
         lines.append(f"  error: {report['error'].get('Error')}: {report['error'].get('Cause')}")
     if dry:
