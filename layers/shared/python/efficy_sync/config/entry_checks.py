@@ -22,11 +22,27 @@ from .problems import Problem
 _DAILY_CRON = re.compile(r"^cron\(([0-5]?[0-9]) (1?[0-9]|2[0-3]) [*?] \* [*?] \*\)$")
 #: characters a tag or a condition value must not hold: controls (C0, DEL, C1), line and paragraph separators
 _UNSHOWABLE = ("Cc", "Zl", "Zp", "Cs", "Cn")
+#: query tags per integration. Each travels through the full sync's state machine: the Tags step's answer (per
+#: tag its counts, untags, held untags and an error of up to 300 characters) is every later step's input, and
+#: the report Finish and HaltRun return holds it again. Step Functions refuses a state's data over 256 KiB
+#: (States.DataLimitExceeded, which no Catch takes: FailRun never runs): with 128-character tag names that is
+#: about 870 bytes a tag, so 300 such tags failed every run; 200 keep the report under 190 KB, and the run item
+#: (DynamoDB, 400 KB) holds it beside the per-tag counters (tests/unit/test_step_payload_sizes.py)
+MAX_QUERY_TAGS = 200
 
 
 def entry_problems(cfg: IntegrationConfig) -> list[Problem]:
     """Every problem of these checks, each at its path."""
-    return [*_conditions(cfg), *_schedules(cfg), *_attributes(cfg), *_characters(cfg)]
+    return [*_conditions(cfg), *_schedules(cfg), *_attributes(cfg), *_characters(cfg), *_query_count(cfg)]
+
+
+def _query_count(cfg: IntegrationConfig) -> Iterator[Problem]:
+    if len(cfg.tags.queries) > MAX_QUERY_TAGS:
+        yield Problem(
+            "tags.queries",
+            f"found {len(cfg.tags.queries)} query tags; allowed: at most {MAX_QUERY_TAGS} (a full sync carries every "
+            "query tag's counts between its steps, and Step Functions refuses more than 256 KiB of them)",
+        )
 
 
 def _conditions(cfg: IntegrationConfig) -> Iterator[Problem]:
