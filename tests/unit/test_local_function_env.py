@@ -110,3 +110,17 @@ def test_the_template_s_function_variables_are_hidden_from_the_others() -> None:
     assert "WEBHOOK_BUNDLE_QUEUE_URL" in hidden["SyncPageFunction"]
     assert "PAGES_BUCKET" not in hidden["SyncPageFunction"] and "PAGES_BUCKET" not in hidden["FullSyncStepFunction"]
     assert all("CONFIG_TABLE" not in names and "STATE_TABLE" not in names for names in hidden.values())  # Globals
+
+
+def test_each_handler_counts_down_from_its_own_timeout_in_template_yaml(tmp_path: Path) -> None:
+    """Every function had 900 s of remaining time locally, a page too (300 s on AWS): its deadline logic ran with
+    three times the budget it has where it ships."""
+    specs = SamTemplate.load(ROOT / "template.yaml").functions()
+    assert specs["SyncPageFunction"].timeout == 300
+    assert all(spec.timeout >= 3 for spec in specs.values())
+    (tmp_path / "F").mkdir()
+    (tmp_path / "F" / "app.py").write_text(
+        "def handler(event, context):\n    return context.get_remaining_time_in_millis()\n"
+    )
+    router = FunctionRouter({"F": FunctionSpec("F", tmp_path / "F", "app.handler", timeout=29)}, {}, "eu-west-1")
+    assert 28_000 < router.invoke("F", {}) <= 29_000

@@ -159,7 +159,7 @@ class FunctionRouter:
             function_name=name,
             invoked_function_arn=f"arn:aws:lambda:{self._region}:123456789012:function:{name}",
             aws_request_id=str(uuid.uuid4()),
-            timeout_seconds=900,
+            timeout_seconds=self._specs[logical_id].timeout,  # template.yaml's: a page has 300 s, not 900
             _started=time.monotonic(),
         )
         with self.scope(logical_id), log_keys.fresh():

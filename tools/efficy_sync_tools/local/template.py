@@ -71,6 +71,9 @@ class FunctionSpec:
     code_dir: Path
     handler: str  # "app.handler"
     environment: dict[str, Any] = field(default_factory=dict)
+    #: the function's Timeout (its own, else Globals', else Lambda's 3 s): what its context's remaining time
+    #: counts down from, so deadline logic runs with the budget it has on AWS
+    timeout: int = 3
 
 
 @dataclass
@@ -103,7 +106,8 @@ class SamTemplate:
             env = dict(glob.get("Environment", {}).get("Variables", {}))
             env.update(props.get("Environment", {}).get("Variables", {}))
             handler = props.get("Handler") or glob.get("Handler")
-            specs[logical_id] = FunctionSpec(logical_id, self.root / props["CodeUri"], handler, env)
+            timeout = int(props.get("Timeout") or glob.get("Timeout") or 3)
+            specs[logical_id] = FunctionSpec(logical_id, self.root / props["CodeUri"], handler, env, timeout)
         return specs
 
     def _events(self) -> list[tuple[str, str, dict[str, Any]]]:
