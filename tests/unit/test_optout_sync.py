@@ -47,6 +47,15 @@ class FakeApsis:
             raise self.fail_on.pop(kind)
         self.calls.append((kind, detail))
 
+    section: str = "com.apsis1.sections.default"
+    keyspace: str = "com.apsis1.keyspaces.crm-id"
+
+    def list_sections(self) -> list[dict[str, Any]]:
+        return [{"discriminator": self.section}]
+
+    def list_keyspaces(self) -> list[dict[str, Any]]:
+        return [{"discriminator": self.keyspace}]
+
     def create_profile(self, key: str) -> bool:
         self._call("create", key)
         return True

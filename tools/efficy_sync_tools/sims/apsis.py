@@ -788,6 +788,7 @@ class ApsisSimulator(SimServer):
 
     def _delete_profile(self, request: Request, keyspace: str, key: str) -> Response:
         with self._lock:
+            self._definitions.keyspace(keyspace)  # an unknown keyspace answers 404 before any profile is looked up
             self._profile(keyspace, key)
             del self._profiles[(keyspace, key)]
         return Response(status=204)
@@ -796,6 +797,7 @@ class ApsisSimulator(SimServer):
         body = self._json(request, merge_patch=True)
         with self._lock:
             defs = self._definitions.section(section)
+            self._definitions.keyspace(keyspace)
             unknown = sorted(set(body) - set(defs.tags))
             if unknown:
                 raise Problem(400, f"unknown tags in section {section}: {unknown}")
@@ -854,6 +856,7 @@ class ApsisSimulator(SimServer):
         wanted = set(request.args.getlist("consent_types"))
         with self._lock:
             self._definitions.section(section)
+            self._definitions.keyspace(keyspace)
             records = self._profile(keyspace, key).section_consents(section).values()
             items = [dict(r) for r in records if not wanted or r["type"] in wanted]
         return json_response({"items": items})

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .clients.apsis_scope import confirm_scope
 from .clients.errors import (
     ApiError,
     Conflict,
@@ -140,6 +141,7 @@ def send_one(apsis: Any, op: Operation, *, combine: bool = True) -> None:
     elif isinstance(op, PatchTags):
         apsis.patch_tags(op.key, op.tags)
     elif isinstance(op, DeleteProfile):
-        apsis.delete_profile(op.key)
+        if not apsis.delete_profile(op.key):  # "already gone": only where the keyspace still is
+            confirm_scope(apsis)
     else:  # pragma: no cover - a new operation type must be wired here
         raise TypeError(f"unknown operation {op!r}")

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .clients.apsis import ApsisClient
+from .clients.apsis_scope import consents_or_gone
 from .clients.errors import ApiError, EfficyBusinessError, NotFound, TransientError, acknowledgeable
 from .config import EMAIL_ATTRIBUTE, IntegrationConfig
 from .existing_optouts import first_opt_ins, held_optouts, worth_reading
@@ -215,7 +216,7 @@ class PersonSyncer:
         failed = ops[len(done.ops)] if len(done.ops) < len(ops) else None
         if not error.answered or not isinstance(failed, PatchAttributes | SetConsent | PatchTags):
             return False
-        return self.apsis.consents_if_profile(str(key)) is None
+        return consents_or_gone(self.apsis, str(key)) is None  # the section and keyspace still there
 
     def _record_existing_optouts(self, key: int, ops: list[Operation], state: PersonState | None) -> list[Operation]:
         """Before the first opt-in of a slot, an opt-out APSIS already holds there is recorded, and the person

@@ -21,6 +21,7 @@ from typing import Any
 import requests
 
 from .apsis import ApsisClient
+from .apsis_scope import consents_or_gone
 from .apsis_transport import MORE_PAGES
 from .consent_entries import CHANNEL_NAMES as CHANNEL_NAMES
 from .consent_entries import CONSENT_TYPES as CONSENT_TYPES
@@ -281,7 +282,7 @@ def export_section(
 def probe_profile(client: ApsisClient, key: str, topics: set[str]) -> ExportedProfile | None:
     """The fallback when the account cannot export: one profile's consents (a documented per-profile read);
     None when APSIS One has no such profile. Attributes and tags cannot be read this way."""
-    items = client.consents_if_profile(key)
+    items = consents_or_gone(client, key)  # a section or keyspace gone is no profile gone
     if items is None:
         return None
     consents = dict(consent_entry(i) for i in items if i.get("topic_discriminator") in topics)

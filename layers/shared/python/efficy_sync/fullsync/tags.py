@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
+from ..clients.apsis_scope import consents_or_gone
 from ..clients.errors import ApiError, ApsisUnavailable, EfficyBusinessError, NotFound, acknowledgeable
 from ..clients.http import map_in_context
 from ..config import IntegrationConfig
@@ -388,7 +389,7 @@ def _tag_person(
     except NotFound:
         # gone only on proof: the tags path is an assumption (contracts/apsis-one.md), and a route the account
         # does not serve answers 404 too, which counted every person tagged while no tag existed
-        if apsis.consents_if_profile(str(key)) is None:
+        if consents_or_gone(apsis, str(key)) is None:
             return True  # the profile is gone from APSIS: nothing to tag or untag
         raise ApsisUnavailable(
             "APSIS answered 404 to the profile-tags call of a profile it has: check apsis.profile_tags_path"
