@@ -293,8 +293,8 @@ class ApsisClient(ApsisTransport):
         reason: str = "efficy-sync",
         source: str = "Efficy",
     ) -> str:
-        """Returns "created" (201), "updated" (204) or "unchanged" (200, or a 409 while the profile already holds
-        that type). APSIS answers 409 to any transition it does not support, not only to the same type again
+        """Returns "created" (201), "updated" (204) or "unchanged" (a 200 or 409 while the profile holds that
+        type: a 200 says "no change", no proof of the type asked for). APSIS answers 409 to any transition it does not support, not only to the same type again
         (contracts/apsis-one.md §3: e.g. pending-opt-in -> opt-out), so a 409 is read as "unchanged" only once
         the profile's consents show the requested type; otherwise ConsentRefused: the person's failure, never
         recorded as sent (an opt-out APSIS refused is planned again by the next sync). Except an opt-out while
@@ -311,6 +311,8 @@ class ApsisClient(ApsisTransport):
         }
         try:
             response = self._call("set_consent", "POST", self._consents_path(key), body=body)
+            if response.status_code == 200:  # "no change" (HC-CONS): an opt-in over an opt-out APSIS keeps, say
+                raise Conflict(f"APSIS set_consent: 200, no change to {consent_type}", status=200)
         except Conflict as conflict:
             held = self._consent_held(key, topic, body["channel_discriminator"])
             if held in SAME_CONSENT[consent_type]:
@@ -318,12 +320,12 @@ class ApsisClient(ApsisTransport):
             if consent_type == "opt-out" and held in OPTED_IN:  # a transition APSIS supports: no verdict
                 raise ConsentConflict(
                     f"APSIS One answered 409 to opt-out on {topic} ({channel}) while the profile holds {held}",
-                    status=409,
+                    status=conflict.status,
                     detail=conflict.detail,
                 ) from None
             raise ConsentRefused(
                 f"APSIS One refused {consent_type} on {topic} ({channel}): the profile holds {held or 'no consent'}",
-                status=409,
+                status=conflict.status,
                 detail=conflict.detail,
             ) from None
         except RejectedValue as exc:
