@@ -48,7 +48,7 @@ def confirm_scope(client: Any) -> None:
 def consents_or_gone(client: Any, key: str) -> list[dict[str, Any]] | None:
     """The profile's consents, or None when APSIS answers that the profile does not exist in a section and
     keyspace it still has (clients.apsis.ApsisClient.consents_if_profile, then confirm_scope)."""
-    items = client.consents_if_profile(key)
+    items: list[dict[str, Any]] | None = client.consents_if_profile(key)
     if items is None:
         confirm_scope(client)
     return items
