@@ -46,14 +46,18 @@ class EfficyParsing:
         """(code, text) if this answer element (or one of its functions) reports an error, else None.
 
         Shapes: {"@name":"exception","#error":{errorcode, errorstring}}, {"#error": {...} | "text" | true with
-        "#message"}, {"error": true, code, message, detail}; "#error" may also sit on a func entry.
+        "#message"}, {"error": true, code, message, detail}, and the same report as "@error", as an "error" object
+        or text, or as an "errors" list; any of them may also sit on a func entry.
         """
         if not isinstance(obj, dict):
             return None
         if obj.get("error") is True:
             text = " ".join(str(obj[k]) for k in ("message", "detail") if obj.get(k))
             return (str(obj["code"]) if obj.get("code") is not None else None, text or "error")
-        error = obj.get("#error")
+        # "@error", an "error" object or text, an "errors" list: other spellings of the same report. Unread, a
+        # context that reported one beside empty datasets (a person our API user may not see) read as "no such
+        # record", and a records export that leaves that person out too confirmed them deleted
+        error = obj.get("#error") or obj.get("@error") or cls._other_error(obj)
         if error:  # null, false, "" or {} say there is none (an answer may carry the key empty); the data must
             return cls._read_error(error, obj)  # still be there: a read without its dataset is refused on its own
         if obj.get("@name") == "exception":
@@ -62,6 +66,17 @@ class EfficyParsing:
             found = cls.rpc_error(func) if isinstance(func, dict) else None
             if found:
                 return found
+        return None
+
+    @staticmethod
+    def _other_error(obj: dict[str, Any]) -> Any:
+        """An error under "error" (an object or a text: `true` is read above) or "errors" (the first entry)."""
+        error = obj.get("error")
+        if isinstance(error, dict | str) and error:
+            return error
+        errors = obj.get("errors")
+        if isinstance(errors, list) and errors:
+            return errors[0] or "error"
         return None
 
     @staticmethod
@@ -74,7 +89,7 @@ class EfficyParsing:
     def _read_error(error: Any, holder: dict[str, Any]) -> tuple[str | None, str]:
         if isinstance(error, dict):
             code = error.get("errorcode", error.get("code"))
-            text = error.get("errorstring", error.get("message", ""))
+            text = error.get("errorstring", error.get("message", error.get("title", "")))
             return (str(code) if code is not None else None, str(text))
         if error is True:
             return (None, str(holder.get("#message", "error")))

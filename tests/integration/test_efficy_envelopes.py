@@ -1,0 +1,87 @@
+"""Envelope-level answers of the real Efficy that the simulator does not give (contracts/efficy.md §8): a
+context's error in another spelling than `#error`, a records page that reports an error beside an empty list, a
+malformed master row, a body in the charset the server declares. The client reads them over real HTTP (the
+simulator's fault rules serve the crafted answer). None of them may read as "this person is gone", nor fail a
+whole batch of the real-time worker for one person's answer."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import requests
+from efficy_sync.clients.efficy import EfficyClient
+from efficy_sync.clients.errors import EfficyBusinessError
+from efficy_sync_tools.sims.efficy import EfficySimulator
+
+from tests.integration.test_efficy_real_shapes import FAST, KEY, MASTER, client, dataset  # noqa: F401 (fixture)
+from tests.integration.test_worker_person_errors import Recorder, change, efficy, worker  # noqa: F401 (fixture)
+
+NO_ACCESS = {"errorcode": "NO_ACCESS", "errorstring": "You have no rights on this record"}
+
+
+def serve_once(sim: EfficySimulator, path: str, body: Any) -> None:
+    spec = {"path_regex": path, "status": 200, "count": 1, "body": json.dumps(body), "content_type": "application/json"}
+    assert requests.post(f"{sim.url}/_sim/faults", json=spec, timeout=5).status_code == 200
+
+
+def found(key: int) -> dict[str, Any]:
+    master = {**MASTER, "K_CONTACT": key, "EMAIL1": f"p{key}@example.com"}
+    return {
+        "#id": f"consult-{key}",
+        "@name": "consult",
+        "key": key,
+        "@func": [{"@name": "master", "#result": dataset([master])}, {"@name": "detail", "#result": dataset([])}],
+    }
+
+
+def refused(key: int, **error: Any) -> dict[str, Any]:
+    """A context that reports an error and still carries its (empty) datasets."""
+    empty = [{"@name": "master", "#result": dataset([])}, {"@name": "detail", "#result": dataset([])}]
+    return {"#id": f"consult-{key}", "@name": "consult", "key": key, **error, "@func": empty}
+
+
+# ---- a context's error in another spelling ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "error",
+    [
+        {"@error": NO_ACCESS},
+        {"error": {"code": "NO_ACCESS", "message": "You have no rights on this record"}},
+        {"error": "You have no rights on this record"},
+        {"errors": [{"code": "NO_ACCESS", "title": "You have no rights on this record"}]},
+        {"@error": True, "#message": "You have no rights on this record"},
+    ],
+)
+def test_a_context_error_in_another_spelling_is_an_error_not_an_absence(
+    sim: EfficySimulator, client: EfficyClient, error: dict[str, Any]
+) -> None:
+    """Person 8 exists but our API user may not see them: the consult reports it beside empty datasets, and the
+    records export (run as the same user) does not list them. Unread, the error left an empty master, read as
+    "no such record", which the export confirmed: person 8 was deleted from APSIS One."""
+    sim.upsert_persons([{**MASTER, "K_CONTACT": k, "EMAIL1": f"p{k}@example.com"} for k in (7, 9)])
+    serve_once(sim, "^/crm/json", [found(7), refused(8, **error), found(9)])
+    with pytest.raises(EfficyBusinessError) as raised:
+        client.get_persons([7, 8, 9])
+    assert "no rights" in str(raised.value)
+
+
+def test_an_error_in_another_spelling_fails_only_that_persons_message(efficy: EfficySimulator) -> None:
+    """The real-time worker's batch: persons 1 and 3 are applied, person 2's message alone is retried."""
+    serve_once(efficy, "^/crm/json", [found(1), refused(2, **{"@error": NO_ACCESS}), found(3)])
+    recorder = Recorder()
+    batch = worker(efficy, recorder).prefetch([change(1), change(2), change(3)])
+    assert batch.apply(change(1)).result == "synced"
+    serve_once(efficy, "^/crm/json", [refused(2, **{"@error": NO_ACCESS})])  # person 2 read alone
+    with pytest.raises(EfficyBusinessError, match="no rights"):
+        batch.apply(change(2))
+    assert batch.apply(change(3)).result == "synced"
+    assert recorder.synced == [1, 3]
+
+
+@pytest.mark.parametrize("empty", [{"error": {}}, {"error": ""}, {"error": None}, {"errors": []}, {"@error": ""}])
+def test_an_empty_error_in_another_spelling_is_no_error(
+    sim: EfficySimulator, client: EfficyClient, empty: dict[str, Any]
+) -> None:
+    serve_once(sim, "^/crm/json", [{**found(7), **empty}])
+    assert client.get_persons([7])[7]["EMAIL1"] == "p7@example.com"
