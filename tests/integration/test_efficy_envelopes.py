@@ -85,3 +85,35 @@ def test_an_empty_error_in_another_spelling_is_no_error(
 ) -> None:
     serve_once(sim, "^/crm/json", [{**found(7), **empty}])
     assert client.get_persons([7])[7]["EMAIL1"] == "p7@example.com"
+
+
+# ---- a records page that reports an error beside its list -----------------------------------------------------
+@pytest.mark.parametrize(
+    "page",
+    [
+        {"records": [], "errors": [{"id": "1", "title": "Forbidden", "detail": "no rights on contacts"}]},
+        {"records": [], "status": "error", "message": "database unavailable"},
+        {"records": [], "success": False},
+        {"records": [], "ok": False},
+        {"records": [], "status": 503},
+        {"records": [], "#error": {"errorcode": "X", "errorstring": "maintenance"}},
+    ],
+)
+def test_a_records_page_that_reports_an_error_confirms_no_absence(
+    sim: EfficySimulator, client: EfficyClient, page: dict[str, Any]
+) -> None:
+    """Person 8 read as not found by JSON-RPC; the confirming read's answer reports an error beside an empty
+    list (Efficy U's REST errors are `{data, errors: [...]}`, contract §8). Read as a page, 8 was deleted."""
+    sim.upsert_persons([{**MASTER, "K_CONTACT": 7}])
+    serve_once(sim, "^/v1/records/contacts", page)
+    with pytest.raises(EfficyBusinessError) as raised:
+        client.get_persons([7, 8])
+    assert raised.value.code == "INVALID_RESPONSE"
+
+
+@pytest.mark.parametrize("page", [{"records": [], "errors": []}, {"records": [], "status": "ok", "success": True}])
+def test_a_records_page_without_an_error_still_confirms(
+    sim: EfficySimulator, client: EfficyClient, page: dict[str, Any]
+) -> None:
+    serve_once(sim, "^/v1/records/contacts", page)
+    assert client.get_persons([8]) == {}

@@ -220,7 +220,7 @@ class EfficyClient(EfficyParsing):
         records = payload.get("records") if isinstance(payload, dict) else None
         if not isinstance(records, list):
             raise EfficyBusinessError("records page without a records list", code="INVALID_RESPONSE")
-        if payload.get("error"):  # an answer that also reports an error says nothing about who exists
+        if self.page_error(payload):  # an answer that also reports an error says nothing about who exists
             raise EfficyBusinessError("records page that reports an error", code="INVALID_RESPONSE")
         if len(records) > page_size:  # pages of its own size: every page would read another range than planned
             raise EfficyBusinessError(

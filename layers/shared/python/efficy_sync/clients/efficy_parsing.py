@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 #: a decoded JSON answer of Efficy whose shape nothing has checked yet (the parsing methods check it)
 UncheckedJson = Any
+#: a records page's `status` that says it failed
+_FAILED = frozenset({"error", "failed", "failure", "fail"})
 
 
 class EfficyParsing:
@@ -78,6 +80,16 @@ class EfficyParsing:
         if isinstance(errors, list) and errors:
             return errors[0] or "error"
         return None
+
+    @classmethod
+    def page_error(cls, payload: dict[str, Any]) -> bool:
+        """Whether a records page's envelope reports an error beside its list: any spelling rpc_error reads
+        ("error", "errors", "#error", "@error"), or `success`/`ok` false, or a `status` of failure. Its list (often
+        empty) then proves nothing: read as a page, an empty one confirmed persons absent (deleted in APSIS One)
+        and ended a full sync's export early."""
+        status = payload.get("status")
+        failed = str(status).lower() in _FAILED or (isinstance(status, int) and status >= 400)
+        return failed or payload.get("success") is False or payload.get("ok") is False or bool(cls.rpc_error(payload))
 
     @staticmethod
     def _business_error(op: str, error: tuple[str | None, str]) -> EfficyBusinessError:
