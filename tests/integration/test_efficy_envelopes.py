@@ -117,3 +117,49 @@ def test_a_records_page_without_an_error_still_confirms(
 ) -> None:
     serve_once(sim, "^/v1/records/contacts", page)
     assert client.get_persons([8]) == {}
+
+
+# ---- a malformed answer for one person is that person's error ---------------------------------------------------
+def consult_of(key: int, funcs: list[Any]) -> dict[str, Any]:
+    return {"#id": f"consult-{key}", "@name": "consult", "key": key, "@func": funcs}
+
+
+MALFORMED = [
+    [{"@name": "master", "#result": dataset([None])}],
+    [{"@name": "master", "#result": dataset([[]])}],
+    [{"@name": "master", "#result": dataset(["K_CONTACT"])}],
+    ["master", {"@name": "master", "#result": dataset([])}],
+]
+
+
+@pytest.mark.parametrize("funcs", MALFORMED)
+def test_a_malformed_master_is_an_invalid_answer(sim: EfficySimulator, client: EfficyClient, funcs: Any) -> None:
+    serve_once(sim, "^/crm/json", [consult_of(7, funcs)])
+    with pytest.raises(EfficyBusinessError) as raised:
+        client.get_persons([7])
+    assert raised.value.code == "INVALID_RESPONSE"
+
+
+@pytest.mark.parametrize("funcs", MALFORMED)
+def test_a_malformed_master_fails_only_that_persons_message(efficy: EfficySimulator, funcs: Any) -> None:
+    """It raised AttributeError, which the worker reads as a failure of the whole integration: persons 1 and 3
+    failed with person 2 on every delivery they shared with them, and could reach the DLQ with them."""
+    serve_once(efficy, "^/crm/json", [found(1), consult_of(2, funcs), found(3)])
+    recorder = Recorder()
+    batch = worker(efficy, recorder).prefetch([change(1), change(2), change(3)])
+    assert batch.apply(change(1)).result == "synced"
+    serve_once(efficy, "^/crm/json", [consult_of(2, funcs)])
+    with pytest.raises(EfficyBusinessError):
+        batch.apply(change(2))
+    assert batch.apply(change(3)).result == "synced"
+    assert recorder.synced == [1, 3]
+
+
+@pytest.mark.parametrize("record", [None, "7", [7]])
+def test_a_records_page_entry_that_is_no_record_is_an_invalid_answer(
+    sim: EfficySimulator, client: EfficyClient, record: Any
+) -> None:
+    serve_once(sim, "^/v1/records/contacts", {"records": [record]})
+    with pytest.raises(EfficyBusinessError) as raised:
+        client.list_persons_page(0, 10)
+    assert raised.value.code == "INVALID_RESPONSE"

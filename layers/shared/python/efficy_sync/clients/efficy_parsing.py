@@ -145,7 +145,19 @@ class EfficyParsing:
 
     @staticmethod
     def _func(element: dict[str, Any], name: str) -> dict[str, Any] | None:
-        return next((f for f in element.get("@func") or [] if str(f.get("@name", "")).lower() == name), None)
+        funcs = element.get("@func") or []
+        if not isinstance(funcs, list) or not all(isinstance(f, dict) for f in funcs):
+            raise EfficyBusinessError("an answer whose functions are not objects", code="INVALID_RESPONSE")
+        return next((f for f in funcs if str(f.get("@name", "")).lower() == name), None)
+
+    @staticmethod
+    def _record(row: Any) -> dict[str, Any]:
+        """A master row or a records-page entry, which must be an object. Anything else raised AttributeError,
+        which the real-time worker reads as the integration's failure: the batch-mates of the person whose
+        answer it was failed with them on every delivery (worker.prefetch), instead of that person alone."""
+        if not isinstance(row, dict):
+            raise EfficyBusinessError("a record that is not an object", code="INVALID_RESPONSE")
+        return row
 
     @staticmethod
     def _as_int(value: Any, what: str = "K_CONTACT") -> int:
@@ -179,7 +191,7 @@ class EfficyParsing:
             raise EfficyBusinessError("consult answer without a master dataset", code="INVALID_RESPONSE")
         if not master_rows:
             return None
-        person = {name.upper(): value for name, value in master_rows[0].items()}
+        person = {name.upper(): value for name, value in self._record(master_rows[0]).items()}
         person["K_CONTACT"] = self._as_int(person.get("K_CONTACT", element.get("key")))
         if person["K_CONTACT"] != asked:
             raise EfficyBusinessError(
@@ -190,7 +202,8 @@ class EfficyParsing:
         return person
 
     def _person_from_record(self, record: dict[str, Any]) -> dict[str, Any]:
-        person = {(name if name == "profiles" else name.upper()): value for name, value in record.items()}
+        fields = self._record(record).items()
+        person = {(name if name == "profiles" else name.upper()): value for name, value in fields}
         person["K_CONTACT"] = self._as_int(person.get("K_CONTACT"))
         if "profiles" in person:
             # `null` or an unreadable entry: unknown (the key is dropped), never an empty membership
