@@ -7,12 +7,15 @@ whole batch of the real-time worker for one person's answer."""
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 import requests
 from efficy_sync.clients.efficy import EfficyClient
-from efficy_sync.clients.errors import EfficyBusinessError
+from efficy_sync.clients.errors import EfficyBusinessError, EfficyUnavailable
 from efficy_sync_tools.sims.efficy import EfficySimulator
 
 from tests.integration.test_efficy_real_shapes import FAST, KEY, MASTER, client, dataset  # noqa: F401 (fixture)
@@ -163,3 +166,70 @@ def test_a_records_page_entry_that_is_no_record_is_an_invalid_answer(
     with pytest.raises(EfficyBusinessError) as raised:
         client.list_persons_page(0, 10)
     assert raised.value.code == "INVALID_RESPONSE"
+
+
+# ---- a body in the charset the server declares ------------------------------------------------------------------
+@pytest.fixture
+def raw_server() -> Iterator[tuple[str, list[tuple[bytes, str]]]]:
+    """A server that answers each call with the next (body bytes, Content-Type) of its list."""
+    answers: list[tuple[bytes, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body, content_type = answers.pop(0)
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", answers
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+NAMED = {**MASTER, "NAME": "Müller", "FIRSTNAME": "Zoë \u2013 Anaïs"}
+
+
+@pytest.mark.parametrize("charset", ["iso-8859-1", "windows-1252", "cp1252", "utf-16"])
+def test_a_body_in_a_declared_charset_is_read_in_it(raw_server: Any, charset: str) -> None:
+    """Latin-1 is not UTF-8: the answer was 'not JSON', an outage retried for ever for each person with an
+    accented name, and every full-sync page that held one failed."""
+    url, answers = raw_server
+    first = dataset([{**NAMED, "FIRSTNAME": "Zoë Anaïs"}]) if charset == "iso-8859-1" else dataset([NAMED])
+    body = [consult_of(7, [{"@name": "master", "#result": first}, {"@name": "detail", "#result": dataset([])}])]
+    answers.append((json.dumps(body, ensure_ascii=False).encode(charset), f"application/json; charset={charset}"))
+    with EfficyClient(url, KEY, policy=FAST) as efficy:
+        person = efficy.get_persons([7])[7]
+    assert person["NAME"] == "Müller" and person["FIRSTNAME"] == first["#data"][0]["FIRSTNAME"]
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "application/json; charset=utf-8", "application/json; charset=x-unknown"]
+)
+def test_a_body_that_is_not_utf8_nor_in_a_known_declared_charset_is_an_outage(
+    raw_server: Any, content_type: str
+) -> None:
+    url, answers = raw_server
+    body = [consult_of(7, [{"@name": "master", "#result": dataset([NAMED])}])]
+    answers.append((json.dumps(body, ensure_ascii=False).encode("cp1252"), content_type))
+    with EfficyClient(url, KEY, policy=FAST) as efficy, pytest.raises(EfficyUnavailable, match="not JSON"):
+        efficy.get_persons([7])
+
+
+def test_a_utf8_body_is_read_as_utf8_whatever_its_header_declares(raw_server: Any) -> None:
+    url, answers = raw_server
+    body = [consult_of(7, [{"@name": "master", "#result": dataset([NAMED])}, {"@name": "detail", "#result": []}])]
+    answers.append((json.dumps(body, ensure_ascii=False).encode(), "application/json; charset=iso-8859-1"))
+    with EfficyClient(url, KEY, policy=FAST) as efficy:
+        assert efficy.get_persons([7])[7]["FIRSTNAME"] == "Zoë \u2013 Anaïs"

@@ -369,11 +369,11 @@ class EfficyClient(EfficyParsing):
 
     @staticmethod
     def _json(response: requests.Response, op: str) -> UncheckedJson:
-        """The answer's JSON (a UTF-8 byte-order mark, which IIS may put first, dropped). A 200 that is not JSON
+        """The answer's JSON (its bytes read as `body_text` says). A 200 that is not JSON
         (a maintenance or sign-in page in front of Efficy, a body cut short) is an outage, retried: typed as
         Efficy's business error, the state machine did not retry it and a full-sync page failed at once."""
         try:
-            answer = json.loads(response.content.decode("utf-8-sig"))
+            answer = json.loads(EfficyParsing.body_text(response.content, response.headers.get("Content-Type")))
             # a value cut inside an emoji (values.without_surrogates): walked only when the body escapes one
             return without_surrogates(answer) if SURROGATE_ESCAPE.search(response.content) else answer
         except (ValueError, UnicodeDecodeError, RecursionError):

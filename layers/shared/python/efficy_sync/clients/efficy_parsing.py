@@ -5,6 +5,7 @@ flavour can reuse or replace them without touching the rest.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
 
 #: a decoded JSON answer of Efficy whose shape nothing has checked yet (the parsing methods check it)
 UncheckedJson = Any
+#: the charset a Content-Type declares
+_CHARSET = re.compile(r"charset\s*=\s*\"?([\w.:-]+)", re.IGNORECASE)
 #: a records page's `status` that says it failed
 _FAILED = frozenset({"error", "failed", "failure", "fail"})
 
@@ -42,6 +45,23 @@ class EfficyParsing:
     @staticmethod
     def _api_context(func: dict[str, Any]) -> dict[str, Any]:
         return {"#id": f"api-{func['@name']}", "@name": "api", "@func": [func]}
+
+    @staticmethod
+    def body_text(content: bytes, content_type: str | None) -> str:
+        """An answer's text: UTF-8 (a byte-order mark, which IIS may put first, dropped), else the charset its
+        Content-Type declares (an Efficy on a Latin-1 or Windows-1252 database: a name such as "Zoë" was not
+        UTF-8, so every read of that person, and every full-sync page holding them, failed as "not JSON" for
+        good). A body that is valid UTF-8 is read as UTF-8 whatever the header says, as before."""
+        try:
+            return content.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            declared = _CHARSET.search(content_type or "")
+            if declared is None or declared.group(1).lower().replace("_", "-") in ("utf-8", "utf8"):
+                raise
+            try:
+                return content.decode(declared.group(1))
+            except LookupError:  # a charset Python does not know: not JSON we can read
+                raise UnicodeDecodeError("utf-8", content, 0, len(content), "unknown declared charset") from None
 
     @classmethod
     def rpc_error(cls, obj: UncheckedJson) -> tuple[str | None, str] | None:
