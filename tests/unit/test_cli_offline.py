@@ -389,10 +389,11 @@ def test_a_number_that_makes_no_sense_is_a_usage_error(argv, tmp_path):
 
 
 def test_a_config_too_large_to_store_is_a_problem_for_validate_not_an_aws_error_for_apply(tmp_path, capsys, no_aws):
-    """6,000 tags: valid, but over DynamoDB's 400 KB item; apply failed with TransactWriteItems' raw error."""
+    """6,000 tags: valid, but over DynamoDB's 400 KB item; apply failed with TransactWriteItems' raw error.
+    (CRM-profile tags: query tags stop at 200, entry_checks.MAX_QUERY_TAGS.)"""
     data = yaml.safe_load((ROOT / "examples" / "demo.yaml").read_text())
-    data["tags"]["queries"] = [
-        {"query": q, "tag": f"query-tag-number-{q:05d}-with-a-long-name"} for q in range(1, 6001)
+    data["tags"]["profiles"] = [
+        {"crm_profile": q, "tag": f"profile-tag-number-{q:05d}-with-a-long-name"} for q in range(1, 6001)
     ]
     path = tmp_path / "huge.yaml"
     path.write_text(yaml.safe_dump(data))
