@@ -349,3 +349,28 @@ def test_a_dry_run_names_the_confirmed_count_it_was_judged_with() -> None:
     assert "  breaker: the real run WOULD HALT (unless started with --allow-removals-up-to 40)" in render_report(
         {**dry, "breaker": verdict_of(counters)}
     )
+
+
+def test_a_confirmation_carries_the_kinds_a_preview_or_a_halt_again_was_confirmed_for() -> None:
+    """A dry run previewing `--allow-removals-up-to N` is over on nothing it was confirmed for (its report says the
+    real run with N would not halt), and a confirmed run halting again on one kind is not over on the other it
+    held: read from the report alone, the real run was refused after the preview, and the runs halted on each
+    kind in turn. A real run that succeeded sent what it was confirmed for: nothing carries over."""
+    from efficy_sync.fullsync.breaker import confirmation
+    from efficy_sync.store.run_records import Run
+
+    counters = {OPTOUT: 20, "rm:delete": 20, f"base:optin:{SLOT}": 100, "base:profiles": 100}
+    counters |= {PERCENT_COUNTER: 500, MIN_COUNTER: 10}
+    both = {"allow_removals_up_to": 20, f"confirm:{OPTOUT}": 20, "confirm:rm:delete": 20}
+
+    def ended(counters: dict[str, int], *, dry: bool = False, status: str = "halted") -> Run:
+        report = json.dumps({"breaker": verdict_of(counters)})
+        plain = {"integration_id": "acme", "run_id": "r", "status": status, "dry_run": dry, "report": report}
+        return Run.from_plain({**plain, **{f"c:{k}": v for k, v in counters.items()}})
+
+    preview = ended({**counters, **both}, dry=True, status="succeeded")
+    assert not preview.report["breaker"]["would_halt"]  # type: ignore[index]
+    assert confirmation([preview], 20) == (both, None)
+    again = ended({**counters, OPTOUT: 25, **both})  # halted again: 25 opt-outs, the 20 deletes still held
+    assert confirmation([again], 25)[0] == {k: 25 for k in both}
+    assert confirmation([ended({**counters, **both}, status="succeeded")], 20)[1] is not None

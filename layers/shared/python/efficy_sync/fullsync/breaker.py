@@ -104,11 +104,18 @@ def confirmable(report: Mapping[str, Any]) -> set[str]:
 
 def confirmation(history: Iterable[Run], up_to: int) -> tuple[dict[str, int], str | None]:
     """The counters Begin records for `--allow-removals-up-to N`, from the integration's newest ended run (the
-    one the admin read: halted, or a dry run that would halt): N for each kind it was over on. Else the problem."""
+    one the admin read: halted, or a dry run that would halt): N for each kind it was over on, and each kind it was
+    itself confirmed for unless it sent them (a real run that succeeded). A dry run previewing a confirmed count is
+    over on nothing it was confirmed for, and a confirmed run that halts again on one kind is not over on the
+    others, which it still held: read from its report alone, the count its report advised was refused after
+    the preview, and raised only the kind over at the last halt, so the runs halted on each kind in turn.
+    Else the problem."""
     for run in history:
         if run.active:
             continue
         kinds = confirmable(run.report or {})
+        if run.dry_run or run.status != "succeeded":  # nothing it was confirmed for has gone out for sure
+            kinds |= set(confirmed_kinds(run))
         if not kinds:
             return {}, f"the newest run ({run.run_id}, {run.status}) held no removals over the breaker's limit"
         return {CONFIRMED_COUNTER: up_to, **{f"{CONFIRM_PREFIX}{kind}": up_to for kind in sorted(kinds)}}, None
