@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from efficy_sync.changes import ContactChange
-from efficy_sync.clients.errors import ApsisUnavailable
+from efficy_sync.clients.errors import ApsisUnavailable, AuthError, MappingGone
 from efficy_sync.observability import PiiSafeFormatter
 from efficy_sync.redelivery import MAX_RECEIVES
 
@@ -65,6 +65,21 @@ def test_a_failure_that_is_not_the_integration_s_is_not_delayed(
     delayed = _failing(app, monkeypatch, error)
     answer = app.handler(_event(7, 1), Context(remaining_ms=60_000))
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m-1"}]} and delayed == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [AuthError("401 refused", status=401), MappingGone("the section is not listed", status=404)],
+)
+def test_a_configuration_failure_is_delayed_as_an_outage(
+    load: Any, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """A section, keyspace or mapped name APSIS no longer has fails every change alike until an admin fixes it,
+    as refused credentials do: retried later and later, not dead-lettered within the hour."""
+    app = load("apply_changes")
+    delayed = _failing(app, monkeypatch, error)
+    answer = app.handler(_event(7, 2), Context(remaining_ms=60_000))
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "m-1"}]} and delayed == [2]
 
 
 def test_the_last_receive_is_not_delayed(monkeypatch: pytest.MonkeyPatch) -> None:

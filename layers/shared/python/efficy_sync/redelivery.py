@@ -9,7 +9,7 @@ maxReceiveCount 10 a message is tried for about four hours before it reaches the
 the real-time worker share this schedule. The last receive is not delayed: SQS moves the message to the DLQ on
 the next one, so a delay there only held the DLQ (and its alarm, and the person's later changes) back by hours.
 The real-time worker delays integration failures only (an outage, rate limits past the retries, refused
-credentials, the Lambda's time): a bug or a record Efficy refuses reaches the DLQ at the queue's own pace.
+credentials, a section or mapping APSIS no longer has, the Lambda's time): a bug or a record Efficy refuses reaches the DLQ at the queue's own pace.
 
 The local stack runs the same code with its delays scaled down to seconds (EFFICY_SYNC_RETRY_FIRST_SECONDS and
 EFFICY_SYNC_RETRY_MAX_SECONDS; read per call, since they are a deployment's, not an integration's, setting).
@@ -20,15 +20,18 @@ from __future__ import annotations
 import os
 
 from .aws import brief_client
-from .clients.errors import AuthError, TransientError
+from .clients.errors import AuthError, MappingGone, TransientError
 from .observability import logger
 
 FIRST_SECONDS, MAX_SECONDS = 30, 6 * 3600
 #: the maxReceiveCount of the queues whose messages are delayed (template.yaml; tests/unit/test_template.py
 #: checks that they agree)
 MAX_RECEIVES = 10
-#: what the real-time worker delays: failures of the integration, not of one person's data or of our code
-INTEGRATION_FAILURES = (TransientError, AuthError)
+#: what the real-time worker delays: failures of the integration, not of one person's data or of our code. A
+#: section, keyspace or mapped name APSIS no longer has (MappingGone) is one, as refused credentials are: every
+#: change of the integration fails alike until an admin fixes it, and at the queue's pace they all reached the
+#: DLQ within the hour, not the four hours the runbook gives for a fix
+INTEGRATION_FAILURES = (TransientError, AuthError, MappingGone)
 
 
 def retry_delay(receive_count: int, *, first: int | None = None, cap: int | None = None) -> int:
