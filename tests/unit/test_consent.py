@@ -181,6 +181,22 @@ def test_an_old_snapshot_stamped_with_dots_or_year_first_slashes_does_not_undo_a
     assert normalise_stamp("05.02.25") == "05.02.25" and normalise_stamp("2025/2/30") == "2025/2/30"
 
 
+def test_a_change_stamp_with_dashes_or_a_fraction_of_a_second_is_read_as_a_time():
+    """A Netherlands locale writes D_CHANGE day-first with dashes (20-12-2024), and a server may add milliseconds
+    (15.01.2025 10:00:00.500). Compared as text, 20-12-2024 sorted after the confirmation's 15-01-2025 and every
+    dashed stamp before any ISO one: a membership snapshot older than an opt-out's confirmation re-opted the
+    person in, and a newer one looked older."""
+    assert normalise_stamp("05-02-2025 10:00:00") == "2025-02-05T10:00:00.000000"
+    assert normalise_stamp("5-2-2025") == "2025-02-05T00:00:00.000000"
+    assert normalise_stamp("05.02.2025 10:00:00.5") == "2025-02-05T10:00:00.500000"
+    assert normalise_stamp("05/02/2025 10:00:00,123") == "2025-02-05T10:00:00.123000"
+    assert not is_newer("20-12-2024 10:00", "15-01-2025 10:00")
+    assert not is_newer("20-12-2024 10:00:00", "2025-01-15T10:00:00")
+    assert is_newer("16-01-2025 10:00", "2025-01-15T10:00:00")
+    assert is_newer("16.01.2025 10:00:00.500", "15.01.2025 10:00:00")
+    assert normalise_stamp("05-02-25") == "05-02-25"
+
+
 # --- properties over histories --------------------------------------------------------------------------------
 
 TOPIC = "usercreated.topics.news"

@@ -248,9 +248,12 @@ def test_an_object_or_a_list_is_no_value_of_any_type(raw, value_type):
     assert isinstance(result, Skipped) and "single value" in result.reason
 
 
-@pytest.mark.parametrize("raw", ["30.12.1899", "30.12.1899 00:00:00", "1899/12/30", "1899/12/30 08:00"])
+@pytest.mark.parametrize(
+    "raw", ["30.12.1899", "30.12.1899 00:00:00", "1899/12/30", "1899/12/30 08:00", "30-12-1899", "30-12-1899 00:00:00"]
+)
 def test_the_zero_date_in_every_form_day_first_reads_is_empty_not_sent(raw):
     """day_first reads dots and year-first slashes: Efficy's empty date in those forms was sent as 1899-12-30."""
     assert is_empty_value(raw)
     assert to_date(raw) is None and to_datetime(raw) is None
     assert to_date("30.12.2025") == "2025-12-30" and not is_zero_date("30.12.18990")
+    assert to_date("30-12-2025") == "2025-12-30"

@@ -40,11 +40,11 @@ _EMAIL = re.compile(
     r"^(?P<local>[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
     r"@(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})$"
 )
-_CLOCK = r"(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?$"
-_DMY = re.compile(r"^(\d{1,2})([/.])(\d{1,2})\2(\d{4})" + _CLOCK)  # 05/02/2025, 05.02.2025
+_CLOCK = r"(?:[ T](\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,6})\d*)?)?)?$"  # seconds may carry a fraction
+_DMY = re.compile(r"^(\d{1,2})([/.-])(\d{1,2})\2(\d{4})" + _CLOCK)  # 05/02/2025, 05.02.2025, 05-02-2025
 _YMD = re.compile(r"^(\d{4})/(\d{1,2})/(\d{1,2})" + _CLOCK)  # 2025/02/05
 #: Efficy's empty date in the other forms day_first reads, with or without a time
-_ZERO_DATE_FORMS = re.compile(r"^(?:30/12/1899|30\.12\.1899|1899/12/30)\b")
+_ZERO_DATE_FORMS = re.compile(r"^(?:30/12/1899|30\.12\.1899|30-12-1899|1899/12/30)\b")
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def whole_number(value: Any) -> int | None:
 
 
 def is_zero_date(value: Any) -> bool:
-    """Efficy's empty date, in every form day_first reads (30/12/1899, 30.12.1899, 1899/12/30) or in ISO, with or
+    """Efficy's empty date, in every form day_first reads (30/12/1899, 30.12.1899, 30-12-1899, 1899/12/30) or ISO, with or
     without a time. A form day_first reads but this did not was sent as a real date: a German or Dutch locale's
     empty birthday ("30.12.1899") reached APSIS One as 1899-12-30."""
     text = as_text(value)
@@ -203,19 +203,21 @@ def _parse_datetime(value: Any) -> datetime | Skipped | None:
 
 
 def day_first(text: str) -> datetime | None:
-    """Efficy's day-first form ("30/12/1899 08:00", "05/02/2025 10:00:00", or with dots as a server set to a
-    German or Dutch locale writes it: "05.02.2025") or a year-first one with slashes ("2025/02/05 10:00") as a
-    naive datetime; None when the text is in neither form. Raises ValueError for a day or month out of range
+    """Efficy's day-first form ("30/12/1899 08:00", "05/02/2025 10:00:00", with dots as a server set to a German
+    locale writes it: "05.02.2025", or with dashes as a Netherlands locale does: "05-02-2025") or a year-first one
+    with slashes ("2025/02/05 10:00") as a naive datetime, seconds with any fraction ("10:00:00.500"); None when
+    the text is in neither form. Raises ValueError for a day or month out of range
     (31/02/2025). Change stamps in these forms compared as text sorted 20.12.2024 after 15.01.2025, and any
     "2025/..." after every ISO stamp: an old snapshot looked newer than an opt-out's confirmation."""
     text = text.strip()
     if match := _DMY.match(text):
-        day, _, month, year, hour, minute, second = match.groups()
+        day, _, month, year, hour, minute, second, fraction = match.groups()
     elif match := _YMD.match(text):
-        year, month, day, hour, minute, second = match.groups()
+        year, month, day, hour, minute, second, fraction = match.groups()
     else:
         return None
-    return datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0))
+    micro = int((fraction or "0").ljust(6, "0"))
+    return datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0), micro)
 
 
 def to_date(value: Any) -> str | Skipped | None:
