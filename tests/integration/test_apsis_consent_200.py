@@ -57,3 +57,23 @@ def test_a_200_for_the_type_already_held_is_unchanged(sim: ApsisSimulator) -> No
     sim.add_fault(path_regex="/consents$", method="POST", status=200, count=1)
     assert syncer.sync(7, person(7, stamp="2024-05-02T10:00:00"), store.get(CFG.integration_id, 7)).result == "synced"
     assert store.get(CFG.integration_id, 7).consents[SLOT] == "opt-in"
+
+
+@pytest.mark.parametrize("status", [202, 207])
+def test_an_opt_in_answered_with_another_2xx_is_judged_on_the_read_back(sim: ApsisSimulator, status: int) -> None:
+    """APSIS lists 202 (accepted, not applied yet) and 207 (multi-status: part of it failed) among its success
+    codes (contracts/apsis-one.md section 5); neither says the consent is in place. Read as "unchanged", an opt-in
+    APSIS did not apply was recorded as sent and never sent again, as the 200 was."""
+    store = MemoryPersonStateStore()
+    syncer = _syncer(sim, store)
+    assert syncer.sync(7, person(7), None).result == "synced"
+    out = {**person(7, stamp="2024-05-02T10:00:00"), "profiles": []}
+    assert syncer.sync(7, out, store.get(CFG.integration_id, 7)).result == "synced"
+    sim.add_fault(path_regex="/consents$", method="POST", status=status, count=1)
+    back = person(7, stamp="2024-05-03T10:00:00")
+    outcome = syncer.sync(7, back, store.get(CFG.integration_id, 7))
+    state = store.get(CFG.integration_id, 7)
+    assert state is not None and state.consents[SLOT] != "opt-in", "recorded an opt-in APSIS does not hold"
+    assert outcome.result == "failed"
+    assert syncer.sync(7, back, state).result == "synced"
+    assert (NEWS, "opt-in") in {(c["topic"], c["type"]) for c in sim.get_profile(CRM, "7")["consents"]}

@@ -293,8 +293,8 @@ class ApsisClient(ApsisTransport):
         reason: str = "efficy-sync",
         source: str = "Efficy",
     ) -> str:
-        """Returns "created" (201), "updated" (204) or "unchanged" (a 200 or 409 while the profile holds that
-        type: a 200 says "no change", no proof of the type asked for). APSIS answers 409 to any transition it does not support, not only to the same type again
+        """Returns "created" (201), "updated" (204) or "unchanged" (any other 2xx or a 409 while the profile holds
+        that type: a 200 says "no change", a 202 or 207 no more, no proof of the type asked for). APSIS answers 409 to any transition it does not support, not only to the same type again
         (contracts/apsis-one.md §3: e.g. pending-opt-in -> opt-out), so a 409 is read as "unchanged" only once
         the profile's consents show the requested type; otherwise ConsentRefused: the person's failure, never
         recorded as sent (an opt-out APSIS refused is planned again by the next sync). Except an opt-out while
@@ -311,8 +311,8 @@ class ApsisClient(ApsisTransport):
         }
         try:
             response = self._call("set_consent", "POST", self._consents_path(key), body=body)
-            if response.status_code == 200:  # "no change" (HC-CONS): an opt-in over an opt-out APSIS keeps, say
-                raise Conflict(f"APSIS set_consent: 200, no change to {consent_type}", status=200)
+            if response.status_code not in (201, 204):  # 200 "no change" (HC-CONS), 202 not yet, 207 in part
+                raise Conflict(f"APSIS set_consent: {response.status_code}, unproven", status=response.status_code)
         except Conflict as conflict:
             held = self._consent_held(key, topic, body["channel_discriminator"])
             if held in SAME_CONSENT[consent_type]:
