@@ -143,25 +143,25 @@ class ApsisClient(ApsisTransport):
 
     # ---- definitions ----------------------------------------------------------------------------------
     def list_sections(self) -> list[dict[str, Any]]:
-        return self._items("list_sections", "/audience/sections")
+        return self._items("list_sections", "/audience/sections", whole=True)
 
     def list_keyspaces(self) -> list[dict[str, Any]]:
-        return self._items("list_keyspaces", "/audience/keyspaces")
+        return self._items("list_keyspaces", "/audience/keyspaces", whole=True)
 
-    def list_attributes(self) -> list[dict[str, Any]]:
-        return self._items("list_attributes", f"/audience/sections/{self._q(self.section)}/attributes")
+    def list_attributes(self, *, whole: bool = True) -> list[dict[str, Any]]:  # a page is no list of what is gone
+        return self._items("list_attributes", f"/audience/sections/{self._q(self.section)}/attributes", whole=whole)
 
     def list_topics(self) -> list[dict[str, Any]]:
-        return self._items("list_topics", f"/v2/audience/sections/{self._q(self.section)}/topics")
+        return self._items("list_topics", f"/v2/audience/sections/{self._q(self.section)}/topics", whole=True)
 
     def list_tags(self) -> list[dict[str, Any]]:
         """ASSUMED path (the public docs name a "get all tags" call but not its URL)."""
-        return self._items("list_tags", f"/audience/sections/{self._q(self.section)}/tags")
+        return self._items("list_tags", f"/audience/sections/{self._q(self.section)}/tags", whole=True)
 
     def live_attribute_versions(self) -> dict[str, str]:
         """Attribute discriminator -> live version id, which imports and v1 writes need."""
-        versions: dict[str, str] = {}
-        for attribute in self.list_attributes():
+        versions: dict[str, str] = {}  # a page of them will do: one without a version takes the two-call way
+        for attribute in self.list_attributes(whole=False):
             for version in attribute.get("versions", []):
                 if version.get("deprecated_at") is None:
                     versions[attribute["discriminator"]] = version["id"]
