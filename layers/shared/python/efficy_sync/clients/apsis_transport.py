@@ -40,6 +40,7 @@ from efficy_sync.clients.http import (
 from efficy_sync.clients.list_pages import MORE_PAGES as MORE_PAGES  # re-exported
 from efficy_sync.clients.list_pages import says_more
 from efficy_sync.clients.meter import meter
+from efficy_sync.clients.token_hold import TokenHold
 from efficy_sync.observability import logger  # the PII-scrubbing logger: one logging path
 from efficy_sync.pii import redact_text
 
@@ -154,6 +155,7 @@ class ApsisTransport:
         self._forbidden_refresh_at: float | None = None  # when a 403 last got a new token (self._clock)
         self._refused: str | None = None  # the token APSIS refused last: never read back from the store
         self._unauthorized_refresh_at: float | None = None  # when a 401 to a fresh token last got a new one
+        self._hold = TokenHold(clock)  # a refused token request is not repeated at once (token_hold.py)
         self._calls_lock = threading.Lock()
         #: HTTP calls made, by kind ("patch_attributes", "token", ...); the session's own retries are not
         #: counted here (the simulator's /_sim/calls sees those)
@@ -165,7 +167,7 @@ class ApsisTransport:
         store, a token another client saved is used before a new one is asked for, and a new one is saved."""
         with self._token_lock:
             if self._token is None or self._clock() >= self._token.refresh_at:
-                self._token = self._shared_token() or self._refresh_shared()
+                self._token = self._shared_token() or self._hold.fetch(self._refresh_shared)
             return self._token.value
 
     def _forget_token(self, used: str) -> None:
