@@ -84,3 +84,14 @@ def test_a_proxy_s_answer_in_front_of_the_token_endpoint_is_not_held(sim: ApsisS
     with pytest.raises(AuthError):
         client.list_sections()
     assert [s["discriminator"] for s in client.list_sections()] == [SECTION]
+
+
+def test_a_token_whose_exp_is_past_by_our_clock_is_still_reused(sim: ApsisSimulator) -> None:
+    """Our clock ahead of APSIS's by more than the token's life: the JWT's `exp` read as already past made every
+    call ask for a token (ten calls, ten token requests). The answer's relative `expires_in` is used instead."""
+    clock = ManualClock()
+    clock.advance(2 * 86400)
+    client = client_for(sim, clock)
+    for _ in range(10):
+        client.list_sections()
+    assert sim.calls()[TOKEN] == 1

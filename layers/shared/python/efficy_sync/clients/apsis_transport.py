@@ -288,7 +288,7 @@ class ApsisTransport:
             message = "APSIS token: the answer carries no access_token"
             raise ApsisUnavailable(message, status=status, detail=message)
         expires_at = _jwt_expiry(value)
-        if expires_at is None:
+        if expires_at is None or expires_at <= issued_at:  # past on arrival: our clock is ahead, not the token dead
             expires_at = issued_at + _lifetime(payload.get("expires_in"))
         # a short-lived token (tests, odd configurations) is still reused for half its life
         margin = min(self.token_refresh_margin, max(expires_at - issued_at, 0) / 2)
