@@ -24,6 +24,12 @@ REFUSALS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def a_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AWS's hold: a local stack started in this process earlier sets its own (1 s)."""
+    monkeypatch.delenv("EFFICY_SYNC_TOKEN_HOLD_SECONDS", raising=False)
+
+
 @pytest.fixture
 def sim() -> Iterator[ApsisSimulator]:
     sim = ApsisSimulator(import_delay_ms=10, rate_limits=False).start()
@@ -95,3 +101,20 @@ def test_a_token_whose_exp_is_past_by_our_clock_is_still_reused(sim: ApsisSimula
     for _ in range(10):
         client.list_sections()
     assert sim.calls()[TOKEN] == 1
+
+
+def test_the_hold_follows_the_environment_as_the_retry_delays_do(
+    sim: ApsisSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local stack's retry delays are seconds: a minute's hold outlasted all ten receives of a change."""
+    monkeypatch.setenv("EFFICY_SYNC_TOKEN_HOLD_SECONDS", "2")
+    clock = ManualClock()
+    client = client_for(sim, clock)
+    sim.add_fault(path_regex="^/oauth/token$", status=401, body="{}", content_type="application/json", count=1000)
+    for _ in range(3):
+        with pytest.raises(AuthError):
+            client.list_sections()
+    assert sim.calls()[TOKEN] == 1
+    clock.advance(3)
+    sim.clear_faults()
+    assert [s["discriminator"] for s in client.list_sections()] == [SECTION]

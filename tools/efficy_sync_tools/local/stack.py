@@ -119,6 +119,8 @@ class LocalStack:
         # seconds here, like the pollers' retry_delay: a failed message comes back after 1, 2, 2 ... s
         os.environ.setdefault("EFFICY_SYNC_RETRY_FIRST_SECONDS", str(self.retry_delay))
         os.environ.setdefault("EFFICY_SYNC_RETRY_MAX_SECONDS", str(2 * self.retry_delay))
+        # and a refused APSIS token request is not asked again for that long, not a minute (clients/token_hold.py)
+        os.environ.setdefault("EFFICY_SYNC_TOKEN_HOLD_SECONDS", str(self.retry_delay))
 
     def _reset_shared_clients(self) -> None:
         from efficy_sync import aws

@@ -15,6 +15,7 @@ with the growing delay). A new secret builds a new client (connections.py), whic
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -22,7 +23,18 @@ from typing import TypeVar
 from efficy_sync.clients.errors import AuthError, RateLimited
 
 #: one token request a minute per client at most while APSIS refuses them: the limit's own window
+#: (EFFICY_SYNC_TOKEN_HOLD_SECONDS overrides it: the local stack, whose retry delays are seconds, holds 1 s)
 HOLD_SECONDS = 60.0
+
+
+def hold_seconds() -> float:
+    """HOLD_SECONDS, or the environment's EFFICY_SYNC_TOKEN_HOLD_SECONDS (read at each refusal)."""
+    try:
+        return max(0.0, float(os.environ.get("EFFICY_SYNC_TOKEN_HOLD_SECONDS", HOLD_SECONDS)))
+    except ValueError:
+        return HOLD_SECONDS
+
+
 #: the refusals held, as an OAuth token endpoint answers them: the credentials (400 `invalid_client`,
 #: `invalid_grant`, `unauthorized_client`; 401; 403) and the account's token budget (429). Another status (a
 #: proxy's 404 or 405 in front of APSIS) is not one of the account's token requests: the next call asks again
@@ -43,7 +55,7 @@ class TokenHold:
         """`ask()` (the token request), unless a refusal still stands: then an error of the refusal's class."""
         with self._lock:
             refused, now = self._refused, self._clock()
-            if refused is not None and 0 <= self._until - now <= HOLD_SECONDS:
+            if refused is not None and 0 <= self._until - now <= max(HOLD_SECONDS, hold_seconds()):
                 left = self._until - now
                 message = f"{refused} (not asked again for {left:.0f}s: APSIS allows 10 token requests a minute)"
                 raise type(refused)(message, status=refused.status, detail=refused.detail)
@@ -52,7 +64,7 @@ class TokenHold:
         except (AuthError, RateLimited) as exc:
             if exc.status in HELD_STATUSES:
                 with self._lock:
-                    self._refused, self._until = exc, self._clock() + HOLD_SECONDS
+                    self._refused, self._until = exc, self._clock() + hold_seconds()
             raise
         with self._lock:
             self._refused = None
