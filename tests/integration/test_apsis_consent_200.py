@@ -75,5 +75,27 @@ def test_an_opt_in_answered_with_another_2xx_is_judged_on_the_read_back(sim: Aps
     state = store.get(CFG.integration_id, 7)
     assert state is not None and state.consents[SLOT] != "opt-in", "recorded an opt-in APSIS does not hold"
     assert outcome.result == "failed"
-    assert syncer.sync(7, back, state).result == "synced"
-    assert (NEWS, "opt-in") in {(c["topic"], c["type"]) for c in sim.get_profile(CRM, "7")["consents"]}
+    assert state.consents[SLOT] == "unknown"  # APSIS may apply it yet: the next sync sends its decision again
+    assert syncer.sync(7, back, state).result == "synced"  # read first: the opt-out APSIS still holds is kept
+    assert (NEWS, "opt-out") in {(c["topic"], c["type"]) for c in sim.get_profile(CRM, "7")["consents"]}
+
+
+@pytest.mark.parametrize("status", [202, 207])
+def test_an_opt_in_answered_202_that_apsis_applies_later_is_withdrawn_by_the_crm_s_opt_out(
+    sim: ApsisSimulator, status: int
+) -> None:
+    """Stored as the opt-out it replaced, the opt-in APSIS applied after its 202 was never withdrawn: the CRM's
+    next opt-out planned nothing against a slot that read "opt-out", and APSIS kept the person subscribed."""
+    store = MemoryPersonStateStore()
+    syncer = _syncer(sim, store)
+    assert syncer.sync(7, person(7), None).result == "synced"
+    out = {**person(7, stamp="2024-05-02T10:00:00"), "profiles": []}
+    assert syncer.sync(7, out, store.get(CFG.integration_id, 7)).result == "synced"
+    sim.add_fault(path_regex="/consents$", method="POST", status=status, count=1)  # accepted, applied later
+    assert syncer.sync(7, person(7, stamp="2024-05-03T10:00:00"), store.get(CFG.integration_id, 7)).result == "failed"
+    apsis = ApsisClient(sim.url, "diff", "diff-secret", section=CFG.apsis.section, policy=FAST)
+    apsis.set_consent("7", NEWS, "email", "opt-in")  # APSIS applies the queued opt-in
+    out_again = {**person(7, stamp="2024-05-04T10:00:00"), "profiles": []}
+    assert syncer.sync(7, out_again, store.get(CFG.integration_id, 7)).result == "synced"
+    held = {(c["topic"], c["type"]) for c in sim.get_profile(CRM, "7")["consents"]}
+    assert (NEWS, "opt-out") in held and (NEWS, "opt-in") not in held

@@ -17,6 +17,7 @@ from .clients.apsis_scope import confirm_scope
 from .clients.errors import (
     ApiError,
     Conflict,
+    ConsentRefused,
     OutOfTime,
     RateLimited,
     RejectedValue,
@@ -66,6 +67,10 @@ def send_operations(apsis: Any, ops: list[Operation], *, combine: bool = True) -
             if _maybe_applied(result.error):
                 result.unsure = taken  # a timeout or a 5xx: APSIS may have applied it
             elif isinstance(result.error, RejectedValue) and not any(isinstance(o, CreateProfile) for o in taken):
+                if isinstance(result.error, ConsentRefused) and result.error.maybe_applied:
+                    # answered 202/207 but not read back: APSIS may apply it yet, so its slot is stored unknown
+                    # (left as it was, a later CRM opt-out planned nothing over the opt-in APSIS then applied)
+                    result.unsure = taken
                 _withdraw(apsis, ops[index + len(taken) :], result)
             return result
         result.ops.extend(taken)
@@ -104,7 +109,7 @@ def _withdraw(apsis: Any, rest: list[Operation], result: Sent) -> None:
             if not acknowledgeable(later):
                 result.error = later
                 if _maybe_applied(later):
-                    result.unsure = [withdrawal]
+                    result.unsure = [*result.unsure, withdrawal]
                 return
             continue
         result.ops.append(withdrawal)

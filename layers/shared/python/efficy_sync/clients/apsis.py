@@ -1,10 +1,10 @@
 """APSIS One client: the calls the sync makes (definitions, profiles, consents, bulk import).
 
-Facts behind it are in contracts/apsis-one.md. Authentication, transport and the typed errors live in
-clients/apsis_transport.py (`ApsisTransport`, its base), so this module only says which call does what.
+Facts behind it are in contracts/apsis-one.md. Authentication, transport and the typed errors live in its base,
+clients/apsis_transport.py (`ApsisTransport`): this module only says which call does what.
 
-One client serves one integration: one section and the keyspace its profile keys live in. It is safe to
-share between threads (the token cache is locked; requests' Session is used for independent calls).
+One client serves one integration: one section and the keyspace its profile keys live in. Safe to share
+between threads (the token cache is locked; requests' Session is used for independent calls).
 """
 
 from __future__ import annotations
@@ -64,11 +64,10 @@ def _answered(exc: NotFound) -> None:
 
 
 class ConsentConflict(TransientError):
-    """APSIS One answered 409 to an opt-out while the profile, read back, holds an opt-in: a transition it
-    supports, so the refusal says nothing about the person (a concurrent change, say). Acknowledged as the
-    person's failure, the CRM opt-out waited for the person's next change or full sync; so it is retried, and
-    ends in the DLQ if it keeps happening. (Outside errors.py, so the handlers hand it to the state machine as a
-    TransientError: errors.retry_as.)"""
+    """APSIS One answered 409 to an opt-out while the profile, read back, holds an opt-in, a transition it
+    supports: no verdict on the person (a concurrent change). Acknowledged, the CRM opt-out waited for the next
+    change or full sync; so it is retried, then the DLQ. (Outside errors.py: the handlers hand it to the state
+    machine as a TransientError, errors.retry_as.)"""
 
     category = "consent_conflict"
 
@@ -202,8 +201,7 @@ class ApsisClient(ApsisTransport):
             items = definitions()
         except Exception:  # no evidence either way: the original refusal stands
             return
-        # evidence only from a list we can read: non-empty, every item named (an assumed path or another
-        # shape must not make every mapped name look gone)
+        # evidence only from a readable list: non-empty, every item named (not every mapped name gone on a shape)
         if not items or not all(isinstance(item.get("discriminator"), str) for item in items):
             return
         defined = {item["discriminator"] for item in items}
@@ -294,12 +292,12 @@ class ApsisClient(ApsisTransport):
         source: str = "Efficy",
     ) -> str:
         """Returns "created" (201), "updated" (204) or "unchanged" (any other 2xx or a 409 while the profile holds
-        that type: a 200 says "no change", a 202 or 207 no more, no proof of the type asked for). APSIS answers 409 to any transition it does not support, not only to the same type again
-        (contracts/apsis-one.md §3: e.g. pending-opt-in -> opt-out), so a 409 is read as "unchanged" only once
-        the profile's consents show the requested type; otherwise ConsentRefused: the person's failure, never
-        recorded as sent (an opt-out APSIS refused is planned again by the next sync). Except an opt-out while
-        the profile holds an opt-in, which APSIS supports: ConsentConflict, retried (a CRM opt-out must not wait
-        for the person's next change)."""
+        that type: a 200 says "no change", a 202 or 207 no more). APSIS answers 409 to any transition it does not
+        support (contracts/apsis-one.md §3: e.g. pending-opt-in -> opt-out), so a 409 is "unchanged" only once the
+        profile's consents show the requested type; otherwise ConsentRefused: the person's failure, never recorded
+        as sent (planned again by the next sync), `maybe_applied` after a 202 or 207 (APSIS may apply it yet: the
+        slot is stored unknown). Except an opt-out while the profile holds an opt-in, which APSIS supports:
+        ConsentConflict, retried (a CRM opt-out must not wait for the person's next change)."""
         if consent_type not in CONSENT_TYPES:
             raise ValueError(f"consent_type must be one of {CONSENT_TYPES}, not {consent_type!r}")
         body = {
@@ -323,11 +321,13 @@ class ApsisClient(ApsisTransport):
                     status=conflict.status,
                     detail=conflict.detail,
                 ) from None
-            raise ConsentRefused(
+            refused = ConsentRefused(
                 f"APSIS One refused {consent_type} on {topic} ({channel}): the profile holds {held or 'no consent'}",
                 status=conflict.status,
                 detail=conflict.detail,
-            ) from None
+            )
+            refused.maybe_applied = conflict.status in (202, 207)  # accepted: APSIS may apply it yet (send.py)
+            raise refused from None
         except RejectedValue as exc:
             self._raise_if_gone(exc, "subscription", [topic], self.list_topics)
             raise
