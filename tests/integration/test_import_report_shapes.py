@@ -20,6 +20,7 @@ from tests.integration.test_import_layout import (  # noqa: F401  (world is the 
     queue_pages,
     world,
 )
+from tests.integration.test_import_report_coverage import apsis_applies_first_rows
 from tests.memory_store import MemoryPersonStateStore
 
 REFUSED = [{"row": n, "message": "invalid value"} for n in range(31, 61)]
@@ -44,9 +45,8 @@ def test_a_report_in_another_shape_never_records_a_refused_row_as_imported(
     world["efficy_sim"].upsert_persons([person(k, [12]) for k in range(1, 61)])
     states = MemoryPersonStateStore()
     queued = queue_pages(world, states, pages=1, size=60)
+    apsis_applies_first_rows(world, 30)
     sim = world["apsis_sim"]
-    real_run = sim._run_import
-    sim._run_import = lambda job, data: real_run(job, b"\n".join(data.split(b"\n")[:31]) + b"\n")
     sim.add_fault(
         path_regex=r"/imports/[^/]+$", method="GET", status=200, content_type="application/json", count=1,
         body=json.dumps({"result": result}),
