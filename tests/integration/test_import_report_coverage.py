@@ -38,6 +38,26 @@ def _report_once(world: dict[str, Any], result: dict[str, Any]) -> None:
     )  # fmt: skip
 
 
+def half_applied_run(world: dict[str, Any], result: dict[str, Any]) -> tuple[list[int], list[int], list[Any]]:
+    """60 persons with an opt-in through one import that APSIS really processes only the first 30 rows of (what
+    the report's numbers say, or nothing else), its status answered once as `result`: (the persons whose state
+    says they exist in APSIS, the persons APSIS holds, the collector's counters)."""
+    world["efficy_sim"].upsert_persons([person(k, [12]) for k in range(1, 61)])
+    states = MemoryPersonStateStore()
+    queued = queue_pages(world, states, pages=1, size=60)
+    apsis_applies_first_rows(world, 30)
+    sim = world["apsis_sim"]
+    _report_once(world, result)
+    counted: list[Any] = []
+    collector(world, states, rows=100, counted=counted).run(queued, {})
+    deadline = time.monotonic() + 10  # the simulator applies the file on a timer thread of its own
+    while sim.imports()[0]["status"] != "completed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    in_apsis = [k for k in range(1, 61) if sim.get_profile("com.apsis1.keyspaces.crm-id", str(k))]
+    recorded = [k for k, s in states.get_many(CFG.integration_id, range(1, 61)).items() if s.exists_in_apsis]
+    return recorded, in_apsis, counted
+
+
 @pytest.mark.parametrize(
     "result",
     [
@@ -53,22 +73,7 @@ def _report_once(world: dict[str, Any], result: dict[str, Any]) -> None:
 def test_rows_a_completed_report_does_not_account_for_are_not_recorded_as_imported(
     world: dict[str, Any], result: dict[str, Any]
 ) -> None:
-    world["efficy_sim"].upsert_persons([person(k, [12]) for k in range(1, 61)])
-    states = MemoryPersonStateStore()
-    queued = queue_pages(world, states, pages=1, size=60)
-    # APSIS really processes only the file's first 30 data rows (what the report's numbers say, or nothing else)
-    apsis_applies_first_rows(world, 30)
-    sim = world["apsis_sim"]
-    _report_once(world, result)
-    counted: list[Any] = []
-
-    collector(world, states, rows=100, counted=counted).run(queued, {})
-
-    deadline = time.monotonic() + 10  # the simulator applies the file on a timer thread of its own
-    while sim.imports()[0]["status"] != "completed" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    in_apsis = [k for k in range(1, 61) if world["apsis_sim"].get_profile("com.apsis1.keyspaces.crm-id", str(k))]
-    recorded = [k for k, s in states.get_many(CFG.integration_id, range(1, 61)).items() if s.exists_in_apsis]
+    recorded, in_apsis, counted = half_applied_run(world, result)
     synced = sum(c.get("created", 0) + c.get("updated", 0) for _, c in counted)
     missing = sorted(set(recorded) - set(in_apsis))
     assert not missing, (

@@ -7,8 +7,6 @@ simulator applies only the file's first 30 rows, as each report says."""
 
 from __future__ import annotations
 
-import json
-import time
 from typing import Any
 
 import pytest
@@ -20,8 +18,7 @@ from tests.integration.test_import_layout import (  # noqa: F401  (world is the 
     queue_pages,
     world,
 )
-from tests.integration.test_import_report_coverage import apsis_applies_first_rows
-from tests.memory_store import MemoryPersonStateStore
+from tests.integration.test_import_report_coverage import half_applied_run
 
 REFUSED = [{"row": n, "message": "invalid value"} for n in range(31, 61)]
 
@@ -42,23 +39,7 @@ REFUSED = [{"row": n, "message": "invalid value"} for n in range(31, 61)]
 def test_a_report_in_another_shape_never_records_a_refused_row_as_imported(
     world: dict[str, Any], result: dict[str, Any]
 ) -> None:
-    world["efficy_sim"].upsert_persons([person(k, [12]) for k in range(1, 61)])
-    states = MemoryPersonStateStore()
-    queued = queue_pages(world, states, pages=1, size=60)
-    apsis_applies_first_rows(world, 30)
-    sim = world["apsis_sim"]
-    sim.add_fault(
-        path_regex=r"/imports/[^/]+$", method="GET", status=200, content_type="application/json", count=1,
-        body=json.dumps({"result": result}),
-    )  # fmt: skip
-
-    collector(world, states, rows=100, counted=[]).run(queued, {})
-
-    deadline = time.monotonic() + 10  # the simulator applies the file on a timer thread of its own
-    while sim.imports()[0]["status"] != "completed" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    in_apsis = [k for k in range(1, 61) if sim.get_profile("com.apsis1.keyspaces.crm-id", str(k))]
-    recorded = [k for k, s in states.get_many(CFG.integration_id, range(1, 61)).items() if s.exists_in_apsis]
+    recorded, in_apsis, _ = half_applied_run(world, result)
     missing = sorted(set(recorded) - set(in_apsis))
     assert not missing, f"{len(missing)} persons recorded as created (their opt-ins as sent) that APSIS does not hold"
     assert sorted(recorded) == list(range(1, 61))  # the refused rows went person by person
