@@ -2,31 +2,50 @@
 
 boto3 is imported lazily: a handler that answers a bad request never pays for it (cold-start time is part of
 the product). Clients honour the standard environment (AWS_REGION, AWS_ENDPOINT_URL for the local stack).
+
+A client is built once, under a lock, with its modelled exceptions loaded before any thread sees it: botocore
+builds `client.exceptions` on first access without a lock, so two threads touching it first at once got two
+sets of classes, and the `except ddb.exceptions.ConditionalCheckFailedException` of one of them no longer
+matched what the client raised (a refused conditional write escaped as a failure: CI, stop 42).
 """
 
 from __future__ import annotations
 
 import threading
-from functools import cache
 from typing import Any
 
 _lock = threading.Lock()
+_clients: dict[tuple[str, str], Any] = {}
 
 
-@cache
-def client(service: str) -> Any:
+def _shared(kind: str, service: str, build: Any) -> Any:
+    found = _clients.get((kind, service))
+    if found is not None:
+        return found
     with _lock:  # boto3's default session is not thread-safe while it builds a client
+        found = _clients.get((kind, service))
+        if found is None:
+            found = build()
+            found.exceptions  # noqa: B018 - loaded here, once, before another thread can race to build it
+            _clients[(kind, service)] = found
+        return found
+
+
+def client(service: str) -> Any:
+    def build() -> Any:
         import boto3
         from botocore.config import Config
 
         return boto3.client(service, config=Config(retries={"mode": "adaptive", "max_attempts": 5}))
 
+    return _shared("default", service, build)
 
-@cache
+
 def brief_client(service: str) -> Any:
     """For a call made on the way out of an invocation (a failed message's retry delay), which must fit in the
     Lambda's few reserved seconds: 2 s to connect, 3 s to answer, one retry (botocore's defaults: 60 s each)."""
-    with _lock:
+
+    def build() -> Any:
         import boto3
         from botocore.config import Config
 
@@ -35,11 +54,13 @@ def brief_client(service: str) -> Any:
             config=Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard", "max_attempts": 2}),
         )
 
+    return _shared("brief", service, build)
+
 
 def reset_clients() -> None:
     """Tests and the local stack change the endpoint; forget clients built for the old one."""
-    client.cache_clear()
-    brief_client.cache_clear()
+    with _lock:
+        _clients.clear()
 
 
 #: AWS error codes that retrying later can fix: throttling, the service's own failures
