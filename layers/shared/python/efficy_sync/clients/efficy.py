@@ -22,11 +22,12 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import requests
 
 from efficy_sync.clients.efficy_parsing import EfficyParsing, UncheckedJson
+from efficy_sync.clients.efficy_session import SessionCookie
 from efficy_sync.clients.errors import (
     AuthError,
     EfficyBusinessError,
@@ -43,12 +44,7 @@ from efficy_sync.profile_rows import report_unread
 from efficy_sync.values import SURROGATE_ESCAPE, address_forms, whole_number, without_surrogates
 
 if TYPE_CHECKING:
-    from http.cookiejar import Cookie
-
     from efficy_sync.config import IntegrationConfig, ProfileRowStatus
-
-
-SESSION_COOKIE = "EfficySession"
 
 
 class EfficyClient(EfficyParsing):
@@ -95,6 +91,7 @@ class EfficyClient(EfficyParsing):
         self.customer = customer
         self.policy = policy or RetryPolicy()
         self.session = session or build_session(self.policy, api="efficy")
+        self._cookie = SessionCookie(self.session)  # the EfficySession cookie, forgotten when Efficy ends it
         self.profile_detail = profile_detail
         self.page_size_param = page_size_param
         self.profile_status = profile_status
@@ -300,12 +297,6 @@ class EfficyClient(EfficyParsing):
             headers["X-Efficy-Customer"] = self.customer
         return headers
 
-    def _drop_session(self) -> None:
-        """Forget the EfficySession cookie so the next call logs on afresh with the API key."""
-        for cookie in cast("list[Cookie]", list(self.session.cookies)):  # a CookieJar yields cookies
-            if cookie.name == SESSION_COOKIE:
-                self.session.cookies.clear(cookie.domain, cookie.path, cookie.name)
-
     # ---- transport ----------------------------------------------------------------------------------------
     def _send(
         self,
@@ -340,7 +331,7 @@ class EfficyClient(EfficyParsing):
             if response.status_code != 401 or attempt == 2:
                 break
             response.close()
-            self._drop_session()
+            self._cookie.drop(response)  # that call's cookie only: the threads share it (efficy_session.py)
         self._check_status(response, op)
         return response
 
@@ -419,7 +410,7 @@ class EfficyClient(EfficyParsing):
             if not self._session_expired(payload):
                 return payload
             if attempt == 1:
-                self._drop_session()
+                self._cookie.drop(response)
         raise AuthError(f"Efficy session expired again during {op}")
 
     def _session_expired(self, payload: UncheckedJson) -> bool:
