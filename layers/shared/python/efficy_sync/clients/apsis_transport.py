@@ -1,10 +1,9 @@
 """APSIS One's authentication and transport, under the API calls of `ApsisClient` (clients/apsis.py).
 
-Kept apart so each can change alone: authentication (`_access_token`, `_fetch_token`: the OAuth client
-credentials token, cached until close to its expiry), transport (`_call`, `_send`: one retrying session from
-clients/http.py, one token refresh on 401/403) and parsing (`_error_for`, `_items`: APSIS's answers as the
-typed errors of clients/errors.py). Safe to share between threads (the token cache is locked; requests'
-Session is used for independent calls).
+Kept apart so each can change alone: authentication (`_access_token`, `_fetch_token`: the OAuth client credentials
+token, cached until close to its expiry), transport (`_call`, `_send`: one retrying session from clients/http.py, one
+token refresh on 401/403) and parsing (`_error_for`, `_items`: APSIS's answers as the typed errors of
+clients/errors.py). Safe to share between threads (the token is kept under a lock; the Session makes independent calls).
 """
 
 from __future__ import annotations
@@ -152,7 +151,7 @@ class ApsisTransport:
         self._token: _Token | None = None
         self._token_lock = threading.Lock()
         self._token_store = token_store
-        self._forbidden_refresh_at: float | None = None  # when a 403 last got a new token (self._clock)
+        self._forbidden: tuple[float, str] | None = None  # when a 403 last got a new token, and the token refused
         self._refused: str | None = None  # the token APSIS refused last: never read back from the store
         self._unauthorized_refresh_at: float | None = None  # when a 401 to a fresh token last got a new one
         self._hold = TokenHold(clock)  # a refused token request is not repeated at once (token_hold.py)
@@ -196,13 +195,16 @@ class ApsisTransport:
             self._unauthorized_refresh_at = now
             return True
 
-    def _may_refresh_on_forbidden(self) -> bool:
+    def _may_refresh_on_forbidden(self, used: str) -> bool:
+        """The calls in flight with a token that a 403 replaced (a page's threads, refused together: all but the
+        first failed) try the current one; _access_token fetches at most once for them all, under this lock."""
         with self._token_lock:
-            now = self._clock()
-            last = self._forbidden_refresh_at
-            if last is not None and 0 <= now - last < FORBIDDEN_REFRESH_SECONDS:
+            now, last, current = self._clock(), self._forbidden, self._token
+            if (last is not None and used == last[1]) or (current is not None and current.value != used):
+                return True
+            if last is not None and 0 <= now - last[0] < FORBIDDEN_REFRESH_SECONDS:
                 return False  # a token this recent was refused too: the 403 is about permission, not the token
-            self._forbidden_refresh_at = now
+            self._forbidden = (now, used)
             return True
 
     def _shared_token(self) -> _Token | None:
@@ -313,7 +315,7 @@ class ApsisTransport:
         response = self._send(kind, method, path, data, content_type, params, token=token, stream=stream)
         status = response.status_code
         if (status == 401 and self._may_refresh_on_unauthorized(token)) or (
-            status == 403 and self._may_refresh_on_forbidden()
+            status == 403 and self._may_refresh_on_forbidden(token)
         ):
             self._forget_token(token)
             token = self._access_token()
