@@ -261,6 +261,15 @@ class _InvocationMetrics(AmazonCloudWatchEMFProvider):
     """EMF provider that adds the clients' API call counts to every flush (see the module docstring), and
     publishes the per-integration counters beside them."""
 
+    _adding = threading.Lock()
+
+    def add_metric(self, *args: Any, **kwargs: Any) -> None:
+        """One value at a time: powertools builds a name's entry on its first value without a lock (read the
+        set, append, store), so a page's threads counting a name first at once each stored their own entry and
+        all values but one were lost (EmailConflicts, ExistingOptOutsKept: counted from the person threads)."""
+        with self._adding:
+            super().add_metric(*args, **kwargs)
+
     def flush_metrics(self, raise_on_empty_metrics: bool = False) -> None:
         api_counts = add_api_call_metrics(self)
         flush_integration_metrics(api_counts)
