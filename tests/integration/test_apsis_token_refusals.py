@@ -3,15 +3,28 @@ a minute per account, and a client asking again on every call spent them for the
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from efficy_sync import aws, connections, secrets
+from efficy_sync.apsis_tokens import SsmTokenStore
+from efficy_sync.budget import account_key
+from efficy_sync.clients import apsis_transport
 from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync.clients.errors import ApiError, AuthError, RateLimited, acknowledgeable
 from efficy_sync.clients.http import RetryPolicy
+from efficy_sync.config import config_from_dict
+from efficy_sync.settings import settings
+from efficy_sync.store.token_refusals import TokenRefusals
+from efficy_sync_tools.commands import _aws
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 
-from tests.support import ManualClock
+from tests.integration.test_diff_calls import RAW
+from tests.support import ManualClock, create_template_table
 
 SECTION = "com.apsis1.sections.default"
 TOKEN = "POST /oauth/token"
@@ -118,3 +131,174 @@ def test_the_hold_follows_the_environment_as_the_retry_delays_do(
     clock.advance(3)
     sim.clear_faults()
     assert [s["discriminator"] for s in client.list_sections()] == [SECTION]
+
+
+# ---- account-wide: every container of the credentials holds the refusal (store/token_refusals.py) -----------------
+STATE = "efficy-sync-state"
+
+
+@pytest.fixture
+def state_table(in_process_aws: str) -> str:
+    """The stack's state table in moto: the one thing two containers share besides APSIS."""
+    create_template_table("StateTable", STATE, in_process_aws)
+    return STATE
+
+
+def container(
+    sim: ApsisSimulator, clock: ManualClock, secret: str | None = None, table: str = STATE, store: Any = None
+) -> ApsisClient:
+    """A client as another Lambda container holds it: nothing in memory shared with the others, the table's
+    refusal record wired as connections.py wires it (and, given one, the SSM token store)."""
+    secret = sim.client_secret if secret is None else secret
+    client = ApsisClient(sim.url, sim.client_id, secret, section=SECTION, policy=FAST, clock=clock, token_store=store)
+    client.token_hold.share(TokenRefusals(table, account_key(sim.url, sim.client_id), sim.client_id, secret))
+    return client
+
+
+def refuse_tokens(sim: ApsisSimulator, status: int = 401, body: str = "{}") -> None:
+    sim.add_fault(
+        path_regex="^/oauth/token$", status=status, body=body, content_type="application/json",
+        headers={"Retry-After": "0"}, count=1000,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("status", "body", "error", "asked"), REFUSALS)
+def test_a_refusal_holds_every_container_of_those_credentials(
+    sim: ApsisSimulator, state_table: str, status: int, body: str, error: type[ApiError], asked: int
+) -> None:
+    """Held per container, fifty warm workers with a revoked key asked fifty times a minute: the account's other
+    integrations got 429 for their tokens. Another container reads the refusal and does not ask; a minute on, it
+    asks again."""
+    clock = ManualClock()
+    first, second = container(sim, clock), container(sim, clock)
+    refuse_tokens(sim, status, body)
+    with pytest.raises(error):
+        first.list_sections()
+    assert sim.calls()[TOKEN] == asked
+    clock.advance(30)
+    for _ in range(10):
+        with pytest.raises(error) as caught:
+            second.list_sections()
+        assert type(caught.value) is error and caught.value.status == status
+        assert not acknowledgeable(caught.value)
+    assert sim.calls()[TOKEN] == asked  # not one token request from the second container
+    assert second.calls["token"] == 0
+    record = json.dumps(aws.client("dynamodb").scan(TableName=state_table)["Items"])
+    assert sim.client_secret not in record and sim.client_id not in record  # hashes, never the credentials
+    clock.advance(31)  # the hold's minute is over: the record no longer holds anyone
+    sim.clear_faults()
+    assert [s["discriminator"] for s in second.list_sections()] == [SECTION]
+    assert sim.calls()[TOKEN] == asked + 1
+
+
+def test_a_rotated_secret_asks_at_once_while_the_old_one_stays_held(sim: ApsisSimulator, state_table: str) -> None:
+    """A new secret (connections.py builds a new client for it) is not held back by the old one's refusal; a
+    container still on the old secret is."""
+    clock = ManualClock()
+    with pytest.raises(AuthError):
+        container(sim, clock, secret="old-fake-secret").list_sections()  # the simulator refuses it: 401
+    assert sim.calls()[TOKEN] == 1
+    with pytest.raises(AuthError):
+        container(sim, clock, secret="old-fake-secret").list_sections()
+    assert sim.calls()[TOKEN] == 1
+    assert [s["discriminator"] for s in container(sim, clock).list_sections()] == [SECTION]
+    assert sim.calls()[TOKEN] == 2
+
+
+def test_the_shared_hold_follows_the_environment(
+    sim: ApsisSimulator, state_table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local stack holds 1 s: the record says so too, so another container asks again after it."""
+    monkeypatch.setenv("EFFICY_SYNC_TOKEN_HOLD_SECONDS", "2")
+    clock = ManualClock()
+    first, second = container(sim, clock), container(sim, clock)
+    refuse_tokens(sim)
+    with pytest.raises(AuthError):
+        first.list_sections()
+    with pytest.raises(AuthError):
+        second.list_sections()
+    assert sim.calls()[TOKEN] == 1
+    clock.advance(3)
+    sim.clear_faults()
+    assert [s["discriminator"] for s in second.list_sections()] == [SECTION]
+    assert sim.calls()[TOKEN] == 2
+
+
+def test_a_record_that_cannot_be_read_or_is_dated_ahead_holds_nobody(sim: ApsisSimulator, state_table: str) -> None:
+    """The record spares token requests; it never blocks a healthy account. A table that fails (here: absent)
+    asks as before the record existed, the container's own hold still standing; a record whose end lies beyond
+    any hold (a clock far ahead) is not read as one."""
+    clock = ManualClock()
+    broken = container(sim, clock, table="no-such-table")
+    refuse_tokens(sim)
+    for _ in range(3):
+        with pytest.raises(AuthError):
+            broken.list_sections()
+    assert sim.calls()[TOKEN] == 1  # held in its own container, as before
+    sim.clear_faults()
+    assert [s["discriminator"] for s in container(sim, clock, table="no-such-table").list_sections()] == [SECTION]
+    account = account_key(sim.url, sim.client_id)
+    TokenRefusals(state_table, account, sim.client_id, sim.client_secret).save("auth", 401, "x", clock() + 3600)
+    assert [s["discriminator"] for s in container(sim, clock).list_sections()] == [SECTION]
+    assert sim.calls()[TOKEN] == 3
+
+
+def test_the_lambdas_clients_share_the_record(
+    sim: ApsisSimulator, state_table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The production wiring (connections.apsis_client, the secret in Secrets Manager; the CLI's factory): a
+    second container's client does not ask APSIS after the first one's was refused."""
+    monkeypatch.setenv("STATE_TABLE", state_table)
+    monkeypatch.setenv("CONFIG_TABLE", "efficy-sync-config")
+    monkeypatch.setenv("CONTACT_QUEUE_URL", "https://sqs.example/queue")
+    settings.cache_clear()
+    secrets.reset()
+    creds = {"client_id": sim.client_id, "client_secret": sim.client_secret}
+    aws.client("secretsmanager").create_secret(Name="efficy-sync/refusals/apsis", SecretString=json.dumps(creds))
+    apsis = {**RAW["apsis"], "base_url": sim.url, "credentials_secret": "efficy-sync/refusals/apsis"}
+    cfg = config_from_dict({**RAW, "integration_id": "refusals", "apsis": apsis})
+    refuse_tokens(sim)
+    try:
+        for _ in range(3):  # three containers, each with nothing in memory
+            monkeypatch.setattr(connections, "_apsis", {})
+            with pytest.raises(AuthError):
+                connections.apsis_client(cfg, FAST).list_sections()
+        assert sim.calls()[TOKEN] == 1
+        monkeypatch.setattr(_aws, "secret", {"efficy-sync/refusals/apsis": json.dumps(creds)}.__getitem__)
+        with pytest.raises(AuthError):  # nor does an admin's command, built by the CLI's factory
+            _aws.apsis_client(cfg).list_sections()
+        assert sim.calls()[TOKEN] == 1
+    finally:
+        settings.cache_clear()
+        secrets.reset()
+
+
+def test_a_container_that_waited_for_another_s_token_request_reads_its_refusal(
+    sim: ApsisSimulator, state_table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the SSM token store one container asks APSIS while the others wait for its token (the refresh lease).
+    A request refused brings no token: the waiters asked APSIS themselves after their wait, all of them at once.
+    Now they read the refusal the holder recorded first."""
+    monkeypatch.setattr(apsis_transport, "TOKEN_WAIT_SECONDS", 1.5)
+    clock, prefix = ManualClock(), "/efficy-sync/apsis-token"
+    holder_store = SsmTokenStore(prefix, sim.url, sim.client_id)
+    assert holder_store.claim(60)  # the holder's lease: it is asking APSIS
+    refuse_tokens(sim)
+    waiter = container(sim, clock, store=SsmTokenStore(prefix, sim.url, sim.client_id))
+    raised: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            waiter.list_sections()
+        except BaseException as exc:  # handed to the test's thread
+            raised.append(exc)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    time.sleep(0.3)  # the waiter read no refusal, found the lease taken and waits for the holder's token
+    with pytest.raises(AuthError):
+        container(sim, clock).list_sections()  # the holder's own request, refused and recorded
+    holder_store.release()
+    thread.join(10)
+    assert [type(e) for e in raised] == [AuthError]
+    assert sim.calls()[TOKEN] == 1  # the holder's request only

@@ -16,6 +16,7 @@ from .clients.apsis import ApsisClient
 from .clients.apsis_transport import TokenStore
 from .clients.efficy import EfficyClient
 from .clients.http import RetryPolicy
+from .clients.token_hold import SharedRefusals
 from .config import IntegrationConfig
 from .secrets import get_json_secret, get_secret
 from .settings import settings
@@ -60,11 +61,13 @@ def apsis_client(cfg: IntegrationConfig, policy: RetryPolicy | None = None) -> A
         _fingerprint(json.dumps(creds, sort_keys=True)),
         repr(policy),
     )
-    return _kept(
-        _apsis,
-        key,
-        lambda: ApsisClient.from_config(cfg, credentials=creds, policy=policy, token_store=_tokens(cfg, creds)),
-    )
+
+    def build() -> ApsisClient:
+        client = ApsisClient.from_config(cfg, credentials=creds, policy=policy, token_store=_tokens(cfg, creds))
+        client.token_hold.share(_refusals(cfg, creds))
+        return client
+
+    return _kept(_apsis, key, build)
 
 
 def _tokens(cfg: IntegrationConfig, creds: dict[str, object]) -> TokenStore | None:
@@ -73,6 +76,17 @@ def _tokens(cfg: IntegrationConfig, creds: dict[str, object]) -> TokenStore | No
     from .apsis_tokens import token_store
 
     return token_store(settings().apsis_token_prefix, cfg.apsis.base_url, str(creds.get("client_id", "")))
+
+
+def _refusals(cfg: IntegrationConfig, creds: dict[str, object]) -> SharedRefusals:
+    """Where a refused token request is held for every container of these credentials (store/token_refusals.py):
+    held per container alone, fifty warm workers with a revoked key spent the account's 10 token requests a
+    minute many times over. Keyed like the request budget (budget.account_key) and by the credentials' hash."""
+    from .budget import account_key
+    from .store.token_refusals import TokenRefusals
+
+    client_id, secret = str(creds.get("client_id", "")), str(creds.get("client_secret", ""))
+    return TokenRefusals(settings().state_table, account_key(cfg.apsis.base_url, client_id), client_id, secret)
 
 
 def email_lookup(cfg: IntegrationConfig) -> Callable[[str], list[int]]:

@@ -154,7 +154,8 @@ class ApsisTransport:
         self._forbidden: tuple[float, str] | None = None  # when a 403 last got a new token, and the token refused
         self._refused: str | None = None  # the token APSIS refused last: never read back from the store
         self._unauthorized_refresh_at: float | None = None  # when a 401 to a fresh token last got a new one
-        self._hold = TokenHold(clock)  # a refused token request is not repeated at once (token_hold.py)
+        #: a refused token request is not repeated at once, by any container once shared (token_hold.py)
+        self.token_hold = TokenHold(clock)
         self._calls_lock = threading.Lock()
         #: HTTP calls made, by kind ("patch_attributes", "token", ...); the session's own retries are not
         #: counted here (the simulator's /_sim/calls sees those)
@@ -166,7 +167,7 @@ class ApsisTransport:
         store, a token another client saved is used before a new one is asked for, and a new one is saved."""
         with self._token_lock:
             if self._token is None or self._clock() >= self._token.refresh_at:
-                self._token = self._shared_token() or self._hold.fetch(self._refresh_shared)
+                self._token = self._shared_token() or self.token_hold.fetch(self._refresh_shared)
             return self._token.value
 
     def _forget_token(self, used: str) -> None:
@@ -229,6 +230,7 @@ class ApsisTransport:
             shared = self._wait_for_shared()
             if shared is not None:
                 return shared
+            self.token_hold.check_shared()  # the holder's request brought no token: refused, if it recorded so
         try:
             return self._fetch_and_share()
         finally:

@@ -11,6 +11,15 @@ After such a refusal the client answers its token requests for `HOLD_SECONDS` wi
 without asking APSIS: the change fails as it did (an AuthError or RateLimited, never acknowledged, retried later
 with the growing delay). A new secret builds a new client (connections.py), which asks at once. An outage
 (5xx, a timeout, an answer without a token) is not held: the next call asks again.
+
+Held per client alone, a refusal still cost one token request a minute per Lambda container: fifty warm workers
+with a revoked key spent the account's ten many times over. So the hold is shared too (`SharedRefusals`: the
+state table's record, store/token_refusals.py, wired by connections.py): a client whose request is refused
+records the refusal's kind and until-when for its account and credentials, and every client reads that record
+(one read) before it asks APSIS for a token; while it stands, the client answers with the same class of error,
+without asking, and holds it locally (the fast path: its next calls read nothing). A record that is missing,
+unreadable or past asks as before; a store that fails is logged and skipped (it never fails a call a refusal
+would not have failed).
 """
 
 from __future__ import annotations
@@ -18,12 +27,14 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from efficy_sync.clients.errors import AuthError, RateLimited
+from efficy_sync.observability import logger  # the PII-scrubbing logger: one logging path
 
-#: one token request a minute per client at most while APSIS refuses them: the limit's own window
-#: (EFFICY_SYNC_TOKEN_HOLD_SECONDS overrides it: the local stack, whose retry delays are seconds, holds 1 s)
+#: one token request a minute per credentials (every container together) at most while APSIS refuses them: the
+#: limit's own window (EFFICY_SYNC_TOKEN_HOLD_SECONDS overrides it: the local stack, whose retry delays are
+#: seconds, holds 1 s)
 HOLD_SECONDS = 60.0
 
 
@@ -40,32 +51,96 @@ def hold_seconds() -> float:
 #: proxy's 404 or 405 in front of APSIS) is not one of the account's token requests: the next call asks again
 HELD_STATUSES = frozenset({400, 401, 403, 429})
 T = TypeVar("T")
+#: the classes a shared record names (`kind`): the errors a held refusal is answered with
+KINDS: dict[str, type[AuthError | RateLimited]] = {"auth": AuthError, "rate_limit": RateLimited}
+
+
+class SharedRefusals(Protocol):
+    """The refusal of one API client's credentials shared by every client of them (store/token_refusals.py)."""
+
+    def load(self) -> tuple[str, int | None, str, float] | None:
+        """(kind, status, message, until in epoch seconds) of the refusal last recorded, or None."""
+        ...
+
+    def save(self, kind: str, status: int | None, message: str, until: float) -> None: ...
 
 
 class TokenHold:
     """The last refusal of this client's token request and until when it stands (`clock`: epoch seconds)."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], shared: SharedRefusals | None = None) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._refused: AuthError | RateLimited | None = None
         self._until = 0.0
+        self._shared = shared
+
+    def share(self, shared: SharedRefusals | None) -> None:
+        """Holds this client's refusals account-wide from now on (connections.py wires the state table's record
+        before any thread sees the client)."""
+        self._shared = shared
 
     def fetch(self, ask: Callable[[], T]) -> T:
-        """`ask()` (the token request), unless a refusal still stands: then an error of the refusal's class."""
+        """`ask()` (the token request), unless a refusal still stands, this client's own or one another client
+        of the same credentials recorded: then an error of the refusal's class."""
         with self._lock:
-            refused, now = self._refused, self._clock()
-            if refused is not None and 0 <= self._until - now <= max(HOLD_SECONDS, hold_seconds()):
-                left = self._until - now
-                message = f"{refused} (not asked again for {left:.0f}s: APSIS allows 10 token requests a minute)"
-                raise type(refused)(message, status=refused.status, detail=refused.detail)
+            self._raise_if_held()
+        self.check_shared()
         try:
             token = ask()
         except (AuthError, RateLimited) as exc:
             if exc.status in HELD_STATUSES:
-                with self._lock:
-                    self._refused, self._until = exc, self._clock() + hold_seconds()
+                until = self._clock() + hold_seconds()
+                with self._lock:  # a hold standing already was read from the record (check_shared): not renewed
+                    fresh = self._refused is None or not self._stands(self._until)
+                    if fresh:
+                        self._refused, self._until = exc, until
+                if fresh:
+                    self._record(exc, until)
             raise
         with self._lock:
             self._refused = None
         return token
+
+    def check_shared(self) -> None:
+        """One read of the shared record: a refusal that stands there is held here too and raised. Also called by
+        a client that waited for another's token request which brought no token (apsis_transport.py)."""
+        found = self._call("load")
+        if not found:
+            return
+        kind, status, message, until = found
+        held = KINDS.get(kind)
+        if held is None or not self._stands(until):  # past, or a kind of a later version: ask as before
+            return
+        with self._lock:
+            self._refused, self._until = held(message, status=status, detail=message), until
+            self._raise_if_held()
+
+    def _stands(self, until: float) -> bool:
+        """Bounded by the longest hold: a record dated by a clock far ahead (or forged) never holds for long."""
+        return 0 <= until - self._clock() <= max(HOLD_SECONDS, hold_seconds())
+
+    def _raise_if_held(self) -> None:
+        refused = self._refused
+        if refused is not None and self._stands(self._until):
+            left = self._until - self._clock()
+            message = f"{refused} (not asked again for {left:.0f}s: APSIS allows 10 token requests a minute)"
+            raise type(refused)(message, status=refused.status, detail=refused.detail)
+
+    def _record(self, refused: AuthError | RateLimited, until: float) -> None:
+        kind = "rate_limit" if isinstance(refused, RateLimited) else "auth"
+        self._call("save", kind, refused.status, str(refused)[:300], until)
+
+    def _call(self, action: str, *args: object) -> tuple[str, int | None, str, float] | None:
+        """One call to the shared record; a failing one (no permission, throttled) is logged and skipped: the
+        record spares the account's token requests, it is not part of the call (and a refusal is raised anyway)."""
+        if self._shared is None:
+            return None
+        try:
+            found: tuple[str, int | None, str, float] | None = getattr(self._shared, action)(*args)
+        except Exception as exc:
+            logger.warning(
+                "APSIS token refusal record: %s failed (%s); held in this container only", action, type(exc).__name__
+            )
+            return None
+        return found
