@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from efficy_sync.clients.efficy import EfficyClient
     from efficy_sync.clients.http import RetryPolicy
     from efficy_sync.config import IntegrationConfig
+    from efficy_sync.store.token_refusals import TokenRefusals
 
 DEFAULT_STACK = "efficy-sync"
 
@@ -322,7 +323,24 @@ def apsis_client(cfg: IntegrationConfig) -> ApsisClient:
     client_id, client_secret = apsis_credentials(cfg.apsis.credentials_secret)
     credentials = {"client_id": client_id, "client_secret": client_secret}
     store = token_store(token_prefix(), cfg.apsis.base_url, client_id)
-    return ApsisClient.from_config(cfg, credentials=credentials, policy=cli_retry_policy(), token_store=store)
+    client = ApsisClient.from_config(cfg, credentials=credentials, policy=cli_retry_policy(), token_store=store)
+    client.token_hold.share(token_refusals(cfg.apsis.base_url, client_id, client_secret))
+    return client
+
+
+def token_refusals(base_url: str, client_id: str, client_secret: str) -> TokenRefusals | None:
+    """Where the stack holds a refused APSIS token request for every container (efficy_sync/store/token_refusals.py):
+    a command with revoked credentials does not spend the account's 10 token requests a minute either, and one
+    the functions were refused waits as they do. None (held for this command alone) when the stack cannot say;
+    an admin without GetItem/PutItem on the state table gets a warning, and the command asks as before."""
+    from efficy_sync.budget import account_key
+    from efficy_sync.store.token_refusals import TokenRefusals
+
+    try:
+        table = table_names()[1]
+    except Exception:  # no stack, no permission
+        return None
+    return TokenRefusals(table, account_key(base_url, client_id), client_id, client_secret)
 
 
 def token_prefix() -> str:
