@@ -1073,6 +1073,25 @@ def test_the_functions_that_call_apsis_share_its_token_under_the_stack_s_own_ssm
     )
 
 
+def test_the_functions_that_call_apsis_read_and_write_the_token_refusal_record(transformed: dict[str, Any]) -> None:
+    """efficy_sync/store/token_refusals.py: a refused APSIS token request is recorded in the state table and read
+    by every container before it asks; a function that cannot write it (reconcile only reads the table) would
+    ask APSIS again on every one of its containers. Reconcile may write that item kind alone (LeadingKeys)."""
+    calling = [name for name, (kinds, _) in NEEDS.items() if "apsis" in kinds]
+    assert len(calling) == 6
+    for function in calling:
+        allowed: set[str] = set()
+        for statement in role_statements(transformed, function):
+            if "StateTable" in json.dumps(statement.get("Resource")):
+                allowed.update(as_list(statement["Action"]))
+        assert {"dynamodb:GetItem", "dynamodb:PutItem"} <= allowed, function
+    (scoped,) = [
+        s for s in role_statements(transformed, "ReconcileFunction") if s.get("Sid") == "SharedApsisTokenRefusal"
+    ]
+    assert scoped["Action"] == "dynamodb:PutItem"
+    assert scoped["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["TOKEN_REFUSAL#*"]}}
+
+
 def _tasks(states: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     for name, state in states.items():
         if state.get("Type") == "Task" and state.get("Resource") == "arn:aws:states:::lambda:invoke":
