@@ -243,3 +243,24 @@ def test_status_names_the_confirmed_count_for_a_halted_run_and_the_blanket_flag_
     w.fs.removal_breaker.trip("p17", 12, 3)  # a real-time burst: only --allow-removals closes the breaker
     text = "\n".join(held_lines("state", "p17", confirm_count(halted["report"])))
     assert "full-sync start p17 --allow-removals --follow" in text
+
+
+def test_an_emptied_query_s_held_untags_are_confirmed_with_the_count_its_report_names(
+    make_world: Callable[..., World],
+) -> None:
+    """A query that answers no members holds its 3 untags whatever the threshold, and its report names
+    `--allow-removals-up-to 3`; Begin read the held count where the Tags step's answer does not keep it and
+    refused that command ("held no removals over the breaker's limit")."""
+    tags = {"profiles": [{"crm_profile": 12, "tag": "newsletter-readers"}], "queries": [{"query": 3618, "tag": "vip"}]}
+    w = make_world(safety={"max_removal_percent": 5, "min_removals": 10}, tags=tags)
+    w.efficy_sim.upsert_persons([person(k) for k in range(1, 21)])
+    w.efficy_sim.set_queries([{"K_QUERY": 3618, "name": "VIP", "members": [1, 2, 3]}])
+    assert w.run()["report"]["status"] == "succeeded" and _vip(w) == {1, 2, 3}
+
+    w.efficy_sim.set_queries([{"K_QUERY": 3618, "name": "VIP", "members": []}])
+    held = w.run()
+    assert held["report"]["status"] == "succeeded" and _vip(w) == {1, 2, 3}
+    assert "--allow-removals-up-to 3" in held["report"]["query_tags"]["errors"]["vip"]
+
+    sent = w.run(allow_removals_up_to=3)
+    assert sent["report"]["status"] == "succeeded" and _vip(w) == set()

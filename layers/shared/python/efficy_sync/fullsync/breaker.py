@@ -96,10 +96,17 @@ def confirmable(report: Mapping[str, Any]) -> set[str]:
     answered no members (an error line with the untags held)."""
     rows = (report.get("breaker") or {}).get("removals") or {}
     kinds = {name for name, row in rows.items() if row.get("over")}
+    return kinds | {f"{UNTAG}{tag}" for tag in _emptied_held(report)}
+
+
+def _emptied_held(report: Mapping[str, Any]) -> dict[str, int]:
+    """Per query tag whose query answered no members, the untags the report says were held. The Tags step's
+    answer keeps them under `held` (its per-tag lines drop the count): read both places."""
     tags = report.get("query_tags") or {}
     errors = tags.get("errors") or {}
-    held = {tag for tag, counts in (tags.get("tags") or {}).items() if int(counts.get("held", 0) or 0)}
-    return kinds | {f"{UNTAG}{tag}" for tag in held if tag in errors}
+    held = {tag: int(c.get("held", 0) or 0) for tag, c in (tags.get("tags") or {}).items()}
+    held |= {tag: int(n or 0) for tag, n in (tags.get("held") or {}).items()}
+    return {tag: n for tag, n in held.items() if n and tag in errors}
 
 
 def confirmation(history: Iterable[Run], up_to: int) -> tuple[dict[str, int], str | None]:
