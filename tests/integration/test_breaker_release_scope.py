@@ -264,3 +264,33 @@ def test_an_emptied_query_s_held_untags_are_confirmed_with_the_count_its_report_
 
     sent = w.run(allow_removals_up_to=3)
     assert sent["report"]["status"] == "succeeded" and _vip(w) == set()
+
+
+def test_a_confirmed_count_raises_each_kind_only_to_the_count_the_admin_read(make_world: Callable[..., World]) -> None:
+    """The admin read 5 deletes and 2 untags of vip over their limits and confirmed `--allow-removals-up-to 5`:
+    every kind was raised to 5, so when 3 more persons left vip's query meanwhile, 5 untags went out, 3 of them
+    seen by nobody. Each kind is now raised to the count the admin read (N at most): the run halts on vip."""
+    tags = {"profiles": [{"crm_profile": 12, "tag": "newsletter-readers"}], "queries": [{"query": 3618, "tag": "vip"}]}
+    w = make_world(safety={"max_removal_percent": 3, "min_removals": 2}, tags=tags)
+    w.efficy_sim.upsert_persons([person(k) for k in range(1, 101)])
+    w.efficy_sim.set_queries([{"K_QUERY": 3618, "name": "VIP", "members": list(range(1, 61))}])
+    assert w.run()["report"]["status"] == "succeeded" and _vip(w) == set(range(1, 61))
+
+    deleted = set(range(91, 96))  # 5 of 100 profiles (limit 3); 59 and 60 leave vip: 2 of 60 (limit 1)
+    w.efficy_sim.upsert_persons([person(k, opened="0") for k in deleted])
+    w.efficy_sim.set_queries([{"K_QUERY": 3618, "name": "VIP", "members": list(range(1, 59))}])
+    halted = w.run()
+    over = {name for name, row in halted["report"]["breaker"]["removals"].items() if row["over"]}
+    assert halted["gate"].halt and over == {"rm:delete", "rm:untag:vip"}
+    assert "--allow-removals-up-to 5" in "\n".join(render_report(halted["report"]))
+
+    w.efficy_sim.set_queries([{"K_QUERY": 3618, "name": "VIP", "members": list(range(1, 56))}])  # 3 more leave
+    again = w.run(allow_removals_up_to=5)
+    assert again["report"]["status"] == "halted", "5 untags of vip sent where the admin read 2"
+    assert _vip(w) == set(range(1, 61)) and w.in_apsis() == set(range(1, 101))  # nothing removed
+    text = "\n".join(render_report(again["report"]))
+    assert "more than the 5 confirmed; tag removals vip up to 2: the count the confirmed run showed" in text
+
+    sent = w.run(allow_removals_up_to=5)  # the admin read 5 untags this time: both kinds confirmed at 5
+    assert sent["report"]["status"] == "succeeded"
+    assert _vip(w) == set(range(1, 56)) and w.in_apsis() == set(range(1, 101)) - deleted

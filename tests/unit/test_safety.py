@@ -170,7 +170,8 @@ def test_a_confirmation_raises_the_kinds_the_newest_ended_run_held_and_needs_one
 
     counters, problem = confirmation([ended(report)], 20)
     assert problem is None
-    assert counters == {"allow_removals_up_to": 20, f"confirm:{OPTOUT}": 20, "confirm:rm:untag:vip": 20}
+    # each kind up to the count the report showed for it, N at most: vip's 3 held untags, not 20
+    assert counters == {"allow_removals_up_to": 20, f"confirm:{OPTOUT}": 20, "confirm:rm:untag:vip": 3}
     assert "held no removals over" in str(confirmation([ended({"breaker": {}}, "succeeded"), ended(report)], 5)[1])
     assert confirmation([], 5) == ({}, "the integration has no ended run")
 
@@ -372,5 +373,6 @@ def test_a_confirmation_carries_the_kinds_a_preview_or_a_halt_again_was_confirme
     assert not preview.report["breaker"]["would_halt"]  # type: ignore[index]
     assert confirmation([preview], 20) == (both, None)
     again = ended({**counters, OPTOUT: 25, **both})  # halted again: 25 opt-outs, the 20 deletes still held
-    assert confirmation([again], 25)[0] == {k: 25 for k in both}
+    # the opt-outs up to 25, the count that halted; the deletes up to the 20 it still held, not 25
+    assert confirmation([again], 25)[0] == {**{k: 25 for k in both}, "confirm:rm:delete": 20}
     assert confirmation([ended({**counters, **both}, status="succeeded")], 20)[1] is not None

@@ -30,7 +30,8 @@ OPTED_IN, TAGGED, PROFILES = "base:optin:", "base:tagged:", "base:profiles"
 #: run counter set by Begin when the admin confirmed removals (`--allow-removals`: any number)
 ALLOW_COUNTER = "allow_removals"
 #: run counter set by Begin when the admin confirmed up to N removals (`--allow-removals-up-to N`), and the prefix
-#: of the counters naming each kind it raises to N: those the run the admin read was over on (breaker.confirmable)
+#: of the counters naming each kind it raises and to what: those the run the admin read was over on
+#: (breaker.confirmable), each up to N or the count that run showed for it, whichever is smaller (confirmation)
 CONFIRMED_COUNTER, CONFIRM_PREFIX = "allow_removals_up_to", "confirm:"
 #: run counters that carry the thresholds the full-sync gate used (the report shows the verdict from them)
 PERCENT_COUNTER, MIN_COUNTER, HALT_COUNTER = "breaker_percent_x100", "breaker_min_removals", "breaker_halt"
@@ -200,6 +201,8 @@ def verdict_of(counters: Mapping[str, int]) -> dict[str, Any] | None:
         "halted": bool(counters.get(HALT_COUNTER)),
         "allowed": bool(counters.get(ALLOW_COUNTER)),
         "confirmed_up_to": confirmed,
+        # per kind, the limit confirmed: below N where the report the admin confirmed showed fewer (breaker.py)
+        "confirmed": confirmed_of(counters),
         "max_removal_percent": percent,
         "min_removals": minimum,
     }

@@ -9,8 +9,8 @@ delete): the person's key goes to the HELD# lot (store/removals.py) and the remo
 - beyond it, HaltRun ends the run `halted` (lock released, parked changes re-enqueued, FullSyncHalted metric,
   report with the counts per subscription and tag). Nothing was removed. The admin reads the counts and
   confirms them with `efficy-sync full-sync start ID --allow-removals-up-to N`: a new run that holds and judges
-  like any other, against limits raised to N, so what the admin read goes out and more (the CRM changed again
-  since) halts again. `--allow-removals` confirms any number: a new run whose pages send removals at once (a
+  like any other, each kind the admin read over its limit raised to N or to the count they read for it, whichever
+  is smaller (confirmation), so what the admin read goes out and more (the CRM changed again since) halts again. `--allow-removals` confirms any number: a new run whose pages send removals at once (a
   clean re-run: unchanged persons cost no APSIS call) and whose release also closes the real-time breaker.
 A dry run holds nothing (it sends nothing) but counts the same removals and says whether the real run would
 halt. Held CRM opt-outs stay what APSIS has not been told yet: nothing opts these persons in meanwhile, since
@@ -85,8 +85,9 @@ def allows_removals(run: Run) -> bool:
 
 
 def confirmed_kinds(run: Run) -> dict[str, int]:
-    """Per removal counter, up to how many removals the admin confirmed (`--allow-removals-up-to N`: N for each
-    kind the run they read was over on): the run holds and judges like any run, those limits raised (safety.judge)."""
+    """Per removal counter, up to how many removals the admin confirmed (`--allow-removals-up-to N`: for each
+    kind the run they read was over on, N or its count there if smaller): the run holds and judges like any run,
+    those limits raised (safety.judge)."""
     return confirmed_of(run.counters)
 
 
@@ -109,23 +110,40 @@ def _emptied_held(report: Mapping[str, Any]) -> dict[str, int]:
     return {tag: n for tag, n in held.items() if n and tag in errors}
 
 
+def reported(report: Mapping[str, Any]) -> dict[str, int]:
+    """Per removal kind, the count a run's report showed the admin: its breaker lines (every kind its gate
+    judged), and an emptied query's held untags."""
+    rows = (report.get("breaker") or {}).get("removals") or {}
+    counts = {f"{UNTAG}{tag}": n for tag, n in _emptied_held(report).items()}
+    return counts | {name: int(row.get("removals", 0)) for name, row in rows.items()}
+
+
 def confirmation(history: Iterable[Run], up_to: int) -> tuple[dict[str, int], str | None]:
     """The counters Begin records for `--allow-removals-up-to N`, from the integration's newest ended run (the
-    one the admin read: halted, or a dry run that would halt): N for each kind it was over on, and each kind it was
-    itself confirmed for unless it sent them (a real run that succeeded). A dry run previewing a confirmed count is
-    over on nothing it was confirmed for, and a confirmed run that halts again on one kind is not over on the
-    others, which it still held: read from its report alone, the count its report advised was refused after
-    the preview, and raised only the kind over at the last halt, so the runs halted on each kind in turn.
-    Else the problem."""
+    one the admin read: halted, or a dry run that would halt): each kind it was over on, and each kind it was
+    itself confirmed for unless it sent them (a real run that succeeded). A dry run previewing a confirmed count
+    is over on nothing it was confirmed for, and a confirmed run that halts again on one kind is not over on the
+    others, which it still held: read from its report alone, the count its report advised was refused after the
+    preview, and raised only the kind over at the last halt, so the runs halted on each kind in turn.
+
+    Each kind's limit is raised to the smaller of N and the count that run's report showed for it: N is one
+    number for every kind, the largest the report named, and raising every kind to it let a kind the admin read
+    at 6 send 40 unseen when the CRM drifted meanwhile. A kind judged and found at none is not raised; a kind
+    whose count the report cannot give (no breaker section) keeps what it was confirmed for, up to N. N smaller
+    than a kind's count confirms N: that kind halts again. Else the problem."""
     for run in history:
         if run.active:
             continue
-        kinds = confirmable(run.report or {})
+        report = run.report or {}
+        counts, judged = reported(report), bool(report.get("breaker"))
+        kinds = {kind: counts.get(kind, up_to) for kind in confirmable(report)}
         if run.dry_run or run.status != "succeeded":  # nothing it was confirmed for has gone out for sure
-            kinds |= set(confirmed_kinds(run))
-        if not kinds:
+            for kind, was in confirmed_kinds(run).items():
+                kinds.setdefault(kind, counts.get(kind, 0) if judged else was)
+        raised = {f"{CONFIRM_PREFIX}{kind}": min(up_to, n) for kind, n in sorted(kinds.items()) if n > 0}
+        if not raised:
             return {}, f"the newest run ({run.run_id}, {run.status}) held no removals over the breaker's limit"
-        return {CONFIRMED_COUNTER: up_to, **{f"{CONFIRM_PREFIX}{kind}": up_to for kind in sorted(kinds)}}, None
+        return {CONFIRMED_COUNTER: up_to, **raised}, None
     return {}, "the integration has no ended run"
 
 

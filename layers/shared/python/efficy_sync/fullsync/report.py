@@ -347,9 +347,9 @@ def breaker_lines(report: Mapping[str, Any]) -> list[str]:
         over = "  OVER" if row.get("over") else ""
         lines.append(f"    {describe(name):<{width}}{row['removals']:>9,}{row['base']:>9,}{row['limit']:>9,}{over}")
     confirmed = int(breaker.get("confirmed_up_to") or 0)
-    largest = confirm_count(report)
+    largest, fewer = confirm_count(report), _fewer(breaker, confirmed)
     if breaker.get("halted"):
-        again = f" (more than the {confirmed:,} confirmed)" if confirmed else ""
+        again = f" (more than the {confirmed:,} confirmed{fewer})" if confirmed else ""
         lines.append(
             f"  HALTED by the blast-radius breaker{again}: nothing was removed (additions and updates were sent). "
             f"Check the counts; to send them: efficy-sync full-sync start {report.get('integration_id')} "
@@ -357,7 +357,7 @@ def breaker_lines(report: Mapping[str, Any]) -> list[str]:
         )
     elif dry:
         # a dry run started with a confirmed count was judged with it: the real run would need it too
-        judged = f" started with --allow-removals-up-to {confirmed}" if confirmed else ""
+        judged = f" started with --allow-removals-up-to {confirmed}{fewer}" if confirmed else ""
         verdict = "WOULD HALT" if breaker.get("would_halt") else "would not halt"
         extra = f" (unless started with --allow-removals-up-to {largest})" if breaker.get("would_halt") else ""
         lines.append(f"  breaker: the real run{judged} {verdict}{extra}")
@@ -365,9 +365,19 @@ def breaker_lines(report: Mapping[str, Any]) -> list[str]:
         lines.append("  breaker: beyond the threshold, sent as confirmed by --allow-removals")
     elif confirmed:
         lines.append(
-            f"  breaker: up to {confirmed:,} removals of each kind held before confirmed by --allow-removals-up-to"
+            f"  breaker: up to {confirmed:,} removals of each kind held before confirmed by --allow-removals-up-to{fewer}"
         )
     return lines
+
+
+def _fewer(breaker: Mapping[str, Any], up_to: int) -> str:
+    """The kinds a count N confirmed for less than N (the run it confirmed showed fewer: breaker.confirmation),
+    named so the admin sees what each kind may remove, not N for every one: "" when none."""
+    below = {name: int(n) for name, n in (breaker.get("confirmed") or {}).items() if 0 < int(n) < up_to}
+    if not below:
+        return ""
+    kinds = ", ".join(f"{describe(name)} up to {n:,}" for name, n in sorted(below.items()))
+    return f"; {kinds}: the count{'s' if len(below) > 1 else ''} the confirmed run showed"
 
 
 def _origin(report: Mapping[str, Any]) -> list[str]:
