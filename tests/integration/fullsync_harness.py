@@ -122,6 +122,20 @@ class World:
     def in_apsis(self) -> set[int]:
         return {int(p["key"]) for p in self.apsis_sim.profiles()}
 
+    def begin(self, **sync_input: Any) -> dict[str, Any]:
+        """Begin alone (the run's execution is `self.arn()`): a test ends it as it likes, e.g. before its gate."""
+        self._n += 1
+        # run ids sort by their start second (run_records.new_run_id), and Begin's confirmation reads the newest
+        # ended run: two runs begun in the same second would sort by their hash suffix, not their order
+        while int(time.time()) == self._begun_second:
+            time.sleep(0.05)
+        self._begun_second = int(time.time())
+        return self.fs.begin({"integration_id": self.cfg.integration_id, **sync_input}, self.arn())
+
+    def arn(self) -> str:
+        """The execution ARN of the run begun last."""
+        return f"{ARN}r{self._n}"
+
     def run(
         self,
         *,
@@ -133,18 +147,12 @@ class World:
     ) -> dict[str, Any]:
         """One full sync, step by step as the state machine runs it (a page is retried up to `page_attempts`
         times on any error, as SyncPage's Retry; a page that keeps failing is tolerated by the Map)."""
-        self._n += 1
-        # run ids sort by their start second (run_records.new_run_id), and Begin's confirmation reads the newest
-        # ended run: two runs begun in the same second would sort by their hash suffix, not their order
-        while int(time.time()) == self._begun_second:
-            time.sleep(0.05)
-        self._begun_second = int(time.time())
-        sync_input: dict[str, Any] = {"integration_id": self.cfg.integration_id}
+        sync_input: dict[str, Any] = {}
         if allow_removals:
             sync_input["allow_removals"] = True
         if allow_removals_up_to:
             sync_input["allow_removals_up_to"] = allow_removals_up_to
-        run = self.fs.begin(sync_input, f"{ARN}r{self._n}")
+        run = self.begin(**sync_input)
         planned = self.fs.plan(run)
         descriptors = self.fs.plans.get(planned.key)
         page_errors: dict[int, str] = {}

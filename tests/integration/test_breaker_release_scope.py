@@ -294,3 +294,40 @@ def test_a_confirmed_count_raises_each_kind_only_to_the_count_the_admin_read(mak
     sent = w.run(allow_removals_up_to=5)  # the admin read 5 untags this time: both kinds confirmed at 5
     assert sent["report"]["status"] == "succeeded"
     assert _vip(w) == set(range(1, 56)) and w.in_apsis() == set(range(1, 101)) - deleted
+
+
+def test_a_confirmation_looks_past_runs_that_ended_before_their_gate(make_world: Callable[..., World]) -> None:
+    """A halted run, then one that failed before its gate and one cancelled before it: Begin refused the count
+    the admin read in the halted run ("the newest run (ID, cancelled) held no removals over the breaker's
+    limit"), though neither later run judged or removed anything. It now confirms the halted run's counts."""
+    w = _loaded(make_world, 100)
+    w.efficy_sim.upsert_persons([person(k, opened="0") for k in LOST])
+    assert w.run()["gate"].halt
+
+    failing = w.begin()
+    w.fs.plan(failing)
+    w.fs.fail(failing, {"Error": "EfficyUnavailable", "Cause": "503 from Efficy"})
+    w.begin(allow_removals_up_to=5)
+    assert w.fs.execution_ended(w.arn(), "ABORTED")["matched"]  # the admin cancelled it before its gate
+    statuses = [run.status for run in w.fs.runs.history("p17", 3)]
+    assert statuses == ["cancelled", "failed", "halted"]
+    assert w.in_apsis() == set(range(1, 101))
+
+    sent = w.run(allow_removals_up_to=5)
+    assert sent["report"]["status"] == "succeeded" and w.in_apsis() == set(range(1, 101)) - set(LOST)
+    counters = w.fs.runs.get("p17", sent["report"]["run_id"]).counters  # type: ignore[union-attr]
+    assert {k: v for k, v in counters.items() if k.startswith("confirm:")} == {"confirm:rm:delete": 5}
+
+
+def test_a_confirmation_after_runs_that_never_judged_says_so_and_starts_nothing(
+    make_world: Callable[..., World],
+) -> None:
+    w = _loaded(make_world, 100)
+    cancelled = w.begin()
+    assert w.fs.execution_ended(w.arn(), "ABORTED")["matched"]
+    with pytest.raises(InvalidSyncInput) as refused:
+        w.run(allow_removals_up_to=5)
+    message = str(refused.value)
+    assert f"the newest run the breaker judged ({w.fs.runs.history('p17', 2)[1].run_id}, succeeded;" in message
+    assert f"{cancelled['run_id']} cancelled ended before it did) held no removals over" in message
+    assert "--dry-run" in message

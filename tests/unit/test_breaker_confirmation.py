@@ -92,6 +92,37 @@ def test_the_confirmed_run_s_report_names_each_kind_confirmed_below_n() -> None:
     assert "(more than the 40 confirmed)" in text and "the count the confirmed run showed" not in text
 
 
+def test_runs_that_ended_before_their_gate_are_looked_past_to_the_run_the_admin_read() -> None:
+    """A cancelled (or failed, timed out) run that never got to its gate judged nothing: confirming the halted
+    run before it was refused with "the newest run (ID, cancelled) held no removals over the breaker's limit"."""
+    from efficy_sync.fullsync.breaker import judged_run
+
+    cancelled, failed = ended(None, "cancelled", run_id="r3"), ended(None, "failed", run_id="r2")
+    history = [cancelled, failed, ended(HALTED)]
+    assert judged_run(history) == (history[2], [cancelled, failed])
+    assert confirmation(history, 40) == confirmation([ended(HALTED)], 40)
+    assert confirmation(history, 40)[1] is None
+
+
+def test_a_run_that_judged_or_succeeded_is_never_looked_past() -> None:
+    after_gate = ended({**HALTED, HALT_COUNTER: 0, DELETE: 1, VIP: 1}, "failed", run_id="r2")  # failed in release
+    counters, problem = confirmation([after_gate, ended(HALTED)], 40)
+    assert counters == {} and problem is not None and "(r2, failed) held no removals over" in problem
+    succeeded = ended(None, "succeeded", run_id="r2")
+    assert (
+        confirmation([succeeded, ended(HALTED)], 40)[1]
+        == "the newest run (r2, succeeded) held no removals over the breaker's limit"
+    )
+    only_early = [ended(None, "cancelled", run_id="r2"), ended(None, "timed_out")]
+    problem = confirmation(only_early, 40)[1]
+    assert problem == "the newest runs (r2 cancelled, r1 timed_out) ended before the breaker judged their removals"
+    nothing = confirmation([ended(None, "cancelled", run_id="r2"), ended({**BASES, **THRESHOLDS}, "succeeded")], 4)
+    assert nothing[1] == (
+        "the newest run the breaker judged (r1, succeeded; r2 cancelled ended before it did) held no removals over "
+        "the breaker's limit"
+    )
+
+
 def test_an_emptied_query_s_untags_are_confirmed_from_the_report_the_tags_step_wrote() -> None:
     """The Tags step's answer (the report's query_tags) keeps an emptied query's held untags under `held`, not in
     its per-tag lines: read from those alone, a run that held them offered nothing to confirm."""

@@ -118,33 +118,64 @@ def reported(report: Mapping[str, Any]) -> dict[str, int]:
     return counts | {name: int(row.get("removals", 0)) for name, row in rows.items()}
 
 
+#: the ends of a run that may come before its gate: their report then has no breaker section
+ENDED_EARLY = ("cancelled", "failed", "timed_out")
+
+
+def judged_run(history: Iterable[Run]) -> tuple[Run | None, list[Run]]:
+    """(the newest ended run whose gate judged its removals, or None; the newer ones that ended before theirs).
+
+    The run an admin confirms is the one whose counts they read. A run cancelled, failed or timed out before
+    its gate judged nothing and sent no removal its gate would have judged (its pages held them, or it was
+    started with `--allow-removals`, which needs no count): it tells the admin nothing, and refusing a
+    confirmation because of it sent the admin to re-read the counts they had just read. So Begin looks past it
+    to the run that did judge. That is at least as safe as the refusal: what the newer run changed is judged
+    again by the confirmed run's own gate, against limits no higher than the counts that run reported. A run
+    that succeeded, halted or judged before it ended is never looked past."""
+    skipped: list[Run] = []
+    for run in history:
+        if run.active:
+            continue
+        if run.status in ENDED_EARLY and not (run.report or {}).get("breaker"):
+            skipped.append(run)
+            continue
+        return run, skipped
+    return None, skipped
+
+
 def confirmation(history: Iterable[Run], up_to: int) -> tuple[dict[str, int], str | None]:
-    """The counters Begin records for `--allow-removals-up-to N`, from the integration's newest ended run (the
-    one the admin read: halted, or a dry run that would halt): each kind it was over on, and each kind it was
-    itself confirmed for unless it sent them (a real run that succeeded). A dry run previewing a confirmed count
-    is over on nothing it was confirmed for, and a confirmed run that halts again on one kind is not over on the
-    others, which it still held: read from its report alone, the count its report advised was refused after the
-    preview, and raised only the kind over at the last halt, so the runs halted on each kind in turn.
+    """The counters Begin records for `--allow-removals-up-to N`, from the integration's newest ended run whose
+    gate judged its removals (judged_run: the one the admin read, halted or a dry run that would halt): each kind
+    it was over on, and each kind it was itself confirmed for unless it sent them (a real run that succeeded). A
+    dry run previewing a confirmed count is over on nothing it was confirmed for, and a confirmed run that halts
+    again on one kind is not over on the others, which it still held: read from its report alone, the count its
+    report advised was refused after the preview, and raised only the kind over at the last halt, so the runs
+    halted on each kind in turn.
 
     Each kind's limit is raised to the smaller of N and the count that run's report showed for it: N is one
     number for every kind, the largest the report named, and raising every kind to it let a kind the admin read
     at 6 send 40 unseen when the CRM drifted meanwhile. A kind judged and found at none is not raised; a kind
     whose count the report cannot give (no breaker section) keeps what it was confirmed for, up to N. N smaller
     than a kind's count confirms N: that kind halts again. Else the problem."""
-    for run in history:
-        if run.active:
-            continue
-        report = run.report or {}
-        counts, judged = reported(report), bool(report.get("breaker"))
-        kinds = {kind: counts.get(kind, up_to) for kind in confirmable(report)}
-        if run.dry_run or run.status != "succeeded":  # nothing it was confirmed for has gone out for sure
-            for kind, was in confirmed_kinds(run).items():
-                kinds.setdefault(kind, counts.get(kind, 0) if judged else was)
-        raised = {f"{CONFIRM_PREFIX}{kind}": min(up_to, n) for kind, n in sorted(kinds.items()) if n > 0}
-        if not raised:
-            return {}, f"the newest run ({run.run_id}, {run.status}) held no removals over the breaker's limit"
-        return {CONFIRMED_COUNTER: up_to, **raised}, None
-    return {}, "the integration has no ended run"
+    run, skipped = judged_run(history)
+    early = ", ".join(f"{r.run_id} {r.status}" for r in skipped)
+    if run is None:
+        if skipped:
+            return {}, f"the newest runs ({early}) ended before the breaker judged their removals"
+        return {}, "the integration has no ended run"
+    report = run.report or {}
+    counts, judged = reported(report), bool(report.get("breaker"))
+    kinds = {kind: counts.get(kind, up_to) for kind in confirmable(report)}
+    if run.dry_run or run.status != "succeeded":  # nothing it was confirmed for has gone out for sure
+        for kind, was in confirmed_kinds(run).items():
+            kinds.setdefault(kind, counts.get(kind, 0) if judged else was)
+    raised = {f"{CONFIRM_PREFIX}{kind}": min(up_to, n) for kind, n in sorted(kinds.items()) if n > 0}
+    if not raised:
+        where = f"the newest run ({run.run_id}, {run.status})"
+        if skipped:
+            where = f"the newest run the breaker judged ({run.run_id}, {run.status}; {early} ended before it did)"
+        return {}, f"{where} held no removals over the breaker's limit"
+    return {CONFIRMED_COUNTER: up_to, **raised}, None
 
 
 def emptied_up_to(run: Run) -> Callable[[str], int]:
