@@ -154,8 +154,7 @@ class ApsisTransport:
         self._forbidden: tuple[float, str] | None = None  # when a 403 last got a new token, and the token refused
         self._refused: str | None = None  # the token APSIS refused last: never read back from the store
         self._unauthorized_refresh_at: float | None = None  # when a 401 to a fresh token last got a new one
-        #: a refused token request is not repeated at once, by any container once shared (token_hold.py)
-        self.token_hold = TokenHold(clock)
+        self.token_hold = TokenHold(clock)  # a refused token request is held, by every container (token_hold.py)
         self._calls_lock = threading.Lock()
         #: HTTP calls made, by kind ("patch_attributes", "token", ...); the session's own retries are not
         #: counted here (the simulator's /_sim/calls sees those)
@@ -197,8 +196,7 @@ class ApsisTransport:
             return True
 
     def _may_refresh_on_forbidden(self, used: str) -> bool:
-        """The calls in flight with a token that a 403 replaced (a page's threads, refused together: all but the
-        first failed) try the current one; _access_token fetches at most once for them all, under this lock."""
+        """Calls in flight with a token a 403 replaced (threads refused together) try the current one."""
         with self._token_lock:
             now, last, current = self._clock(), self._forbidden, self._token
             if (last is not None and used == last[1]) or (current is not None and current.value != used):
