@@ -217,9 +217,39 @@ def test_unreachable_aws_is_one_line_without_traceback():
     )
     assert result.returncode == 4  # README "Exit codes": AWS out of reach
     assert "Traceback" not in result.stderr
+    # one line that says what to do: AWS_ENDPOINT_URL on this machine is the README's local stack, not running
     assert result.stderr.strip().splitlines() == [
-        f'efficy-sync: cannot reach AWS: Could not connect to the endpoint URL: "http://127.0.0.1:{port}/"'
+        f'efficy-sync: cannot reach AWS: Could not connect to the endpoint URL: "http://127.0.0.1:{port}/" '
+        "(AWS_ENDPOINT_URL): the local stack is not running there; start it with "
+        "`efficy-sync local up --ready-file .ready.json` and export its aws_endpoint"
     ]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["full-sync", "status", "demo"],
+        ["full-sync", "start", "demo"],
+        ["full-sync", "cancel", "demo"],
+        ["explain", "demo", "1001"],
+        ["dlq", "redrive"],
+        ["config", "list"],
+    ],
+)
+def test_a_local_stack_that_is_not_running_is_named_in_one_line(tmp_path, command):
+    """The README's shell (AWS_ENDPOINT_URL, AWS_REGION, dummy credentials) after the local stack stopped: every
+    command says the stack is not running and how to start it, exit 4, no traceback."""
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    creds = {"AWS_ACCESS_KEY_ID": "dummy", "AWS_SECRET_ACCESS_KEY": "dummy", "AWS_REGION": "eu-west-1"}
+    result = _run_bare(tmp_path, *command, AWS_ENDPOINT_URL=endpoint, **creds)
+    assert result.returncode == 4, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("efficy-sync: cannot reach AWS: ") and endpoint in line
+    assert line.endswith(
+        "the local stack is not running there; start it with "
+        "`efficy-sync local up --ready-file .ready.json` and export its aws_endpoint"
+    )
 
 
 def test_table_names_come_from_the_environment_first(monkeypatch):

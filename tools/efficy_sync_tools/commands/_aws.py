@@ -145,7 +145,7 @@ def describe_error(exc: BaseException) -> str | None:
     if isinstance(exc, boto_errors.ProfileNotFound):
         return f"{exc} (check --profile / AWS_PROFILE)"
     if isinstance(exc, boto_errors.EndpointConnectionError | boto_errors.ConnectionError):
-        return f"cannot reach AWS: {exc}"
+        return f"cannot reach AWS: {exc}{_endpoint_hint()}"
     if isinstance(exc, boto_errors.ClientError):
         error = exc.response.get("Error", {})
         code, text = error.get("Code", "error"), error.get("Message", "")
@@ -165,6 +165,22 @@ def describe_error(exc: BaseException) -> str | None:
     if isinstance(exc, OSError):
         return str(exc)
     return None
+
+
+def _endpoint_hint() -> str:
+    """What to do when AWS_ENDPOINT_URL names an endpoint that does not answer: on this machine it is the local
+    stack (README: `local up`), which is not running; elsewhere, the variable may be a leftover."""
+    from urllib.parse import urlsplit
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        return ""
+    if (urlsplit(endpoint).hostname or "") in ("127.0.0.1", "localhost", "::1"):
+        return (
+            " (AWS_ENDPOINT_URL): the local stack is not running there; start it with "
+            "`efficy-sync local up --ready-file .ready.json` and export its aws_endpoint"
+        )
+    return " (AWS_ENDPOINT_URL): check that endpoint, or unset AWS_ENDPOINT_URL to use AWS itself"
 
 
 # ---- names of the deployed resources ----------------------------------------------------------------------
