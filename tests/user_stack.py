@@ -23,6 +23,9 @@ import yaml
 from tests.support import launch_stack, stop_process
 
 BIN = Path(sys.executable).parent
+#: where the code under test is, when the tests run on a checkout other than the one installed in the venv
+#: (PYTHONPATH set for pytest): how the product is installed, not a setting of the user's shell
+CODE = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
 
 
 class UserStack:
@@ -45,6 +48,7 @@ class UserStack:
             "AWS_REGION": self.ready["region"],
             "AWS_ACCESS_KEY_ID": "dummy",
             "AWS_SECRET_ACCESS_KEY": "dummy",
+            **CODE,
         }
 
     def cli(self, *args: str, expect: int | None = 0, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -107,6 +111,7 @@ def start_user_stack(home: Path, timeout: float = 120.0) -> UserStack:
         "POWERTOOLS_LOG_LEVEL": "WARNING",
         "POWERTOOLS_METRICS_DISABLED": "true",
         "PYTHONWARNINGS": "ignore",
+        **CODE,
     }
     argv = ["efficy-sync", "local", "up", "--quiet", "--ready-file", str(ready_file)]
     process = launch_stack(argv, stack_env, ready_file, home / "stack.log", timeout)
