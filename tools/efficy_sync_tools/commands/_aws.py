@@ -302,7 +302,10 @@ def secret(name: str) -> str:
         return client("secretsmanager").get_secret_value(SecretId=name)["SecretString"]
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-            raise MissingSecret(f"secret {name!r} not found in Secrets Manager") from None
+            raise MissingSecret(
+                f"secret {name!r} not found in Secrets Manager: create it (`aws secretsmanager create-secret "
+                f"--name {name} --secret-string ...`), or name an existing one in the config and apply it again"
+            ) from None
         raise
 
 

@@ -405,7 +405,11 @@ def apply_command(args: argparse.Namespace) -> int:
     missing = missing_secrets(cfg)
     if missing:
         listed = "".join(f"\n  {path}: secret {name!r} not found in Secrets Manager" for path, name in missing)
-        raise CliError(f"{args.file}: the config refers to secrets that do not exist (nothing stored):{listed}")
+        raise CliError(
+            f"{args.file}: the config refers to secrets that do not exist (nothing stored):{listed}\n"
+            "create each (`aws secretsmanager create-secret --name NAME --secret-string ...`; the APSIS credentials "
+            'as JSON {"client_id": ..., "client_secret": ...}), or correct the names, then apply again'
+        )
     others = _other_configs(store, cfg.integration_id)
     clashes = shared_profiles(cfg, others)
     if clashes:

@@ -606,7 +606,10 @@ def cancel_command(args: argparse.Namespace) -> int:
         if args.output == "json":
             print(json.dumps({"integration_id": integration_id, "cancelled": False, "reason": "not running"}))
         else:
-            print(f"No full sync of {integration_id} is running: nothing to cancel.")
+            print(
+                f"No full sync of {integration_id} is running: nothing to cancel "
+                f"(its last run: efficy-sync full-sync status {integration_id})."
+            )
         return 1
     stopped, status = _stop(lock.execution_arn)
     build_full_sync().execution_ended(lock.execution_arn, status)
