@@ -39,7 +39,12 @@ def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
             if transient_aws_error(exc):  # a throttled table, an S3 5xx: retried by the state machine
                 raise TransientError(f"AWS {type(exc).__name__}: {exc}"[:300]) from exc
             raise
-    for name, metric in (("synced", "PersonsSynced"), ("skipped", "PersonsSkipped"), ("failed", "PersonsFailed")):
+    for name, metric in (
+        ("synced", "PersonsSynced"),
+        ("skipped", "PersonsSkipped"),
+        ("failed", "PersonsFailed"),
+        ("conflicting", "EfficyConflictingRecords"),  # the report's efficy_conflicting_records
+    ):
         if summary.get(name):
             count(metric, summary[name], integration_id=item.integration_id)
     logger.info("page done", extra={"summary": summary})

@@ -7,6 +7,7 @@ copy of one record as the connector would send it."""
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from efficy_sync_tools.sims.efficy import EfficySimulator
 
 from tests.integration.test_diff_calls import CFG, FAST, FIRSTNAME, person
 from tests.memory_store import MemoryPersonStateStore
+from tests.unit.test_deadline_wiring import Context, load  # noqa: F401 (load: a fixture)
 
 Records = Callable[[list[dict[str, Any]]], None]
 
@@ -134,3 +136,22 @@ def test_copies_cut_by_an_efficy_page_boundary_are_judged_together(efficy_sim, a
         assert profile(apsis_sim, "3")["consents"][0]["type"] == "opt-in"
         assert result.counters["export_conflicting"] == 1 and result.persons == 4 and result.efficy_pages == 2
         assert not result.counters["updated"]  # nothing sent either way
+
+
+def test_the_page_worker_publishes_the_conflicting_persons_as_a_metric(
+    efficy_sim, apsis_sim, load, monkeypatch, capsys
+) -> None:
+    """The report's efficy_conflicting_records is also the CloudWatch metric EfficyConflictingRecords, published
+    by the page worker as it publishes PersonsSynced / Skipped / Failed: the page's own answer (the real page over
+    HTTP) goes through the real handler and its EMF document."""
+    result = run(efficy_sim, apsis_sim, MemoryPersonStateStore(), twice(FIRSTNAME="Other"))
+    assert result.summary()["conflicting"] == 1
+    app = load("sync_page")
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    monkeypatch.setattr(app.full_sync, "page", lambda item: result.summary())
+    capsys.readouterr()
+    app.handler({"integration_id": "acme", "run_id": "r", "page": {"page": 0}}, Context(remaining_ms=300_000))
+    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    published = {m["Name"]: d[m["Name"]] for d in documents for m in d["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert published.get("EfficyConflictingRecords") in ([1.0], 1.0), published
+    assert published.get("PersonsSynced") in ([4.0], 4.0), published

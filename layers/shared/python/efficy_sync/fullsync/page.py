@@ -94,6 +94,8 @@ class PageResult:
             "synced": c["created"] + c["updated"] + c["unchanged"],
             "skipped": c["skipped"],
             "failed": c["failed"],
+            # persons the export listed twice with different values (plan.one_record_each): left as they are
+            "conflicting": c["export_conflicting"],
             "stopped": self.stopped,
         }
 
@@ -195,11 +197,9 @@ def sync_page(
     `counted`: persons whose removals this run's pages already held and counted (a seam window reads some of them
     again: counted twice, a run within the threshold HALTED). `skip`: persons another step writes (a seam window
     of an import-mode run leaves the persons the pages queued to their import)."""
-    # the Lambda passes a client paced by the account's shared budget (budget.paced); anything else keeps to a
-    # fixed in-process share of the account, as before
+    # the Lambda's client is paced by the account's shared budget (budget.paced); others by a fixed share of it
     paced = apsis if isinstance(apsis, PacedApsis) else PacedApsis(apsis, Pace(worker_rate(max_concurrency)))
-    # the per-person path's states are written a chunk at a time (page_states.py says why that is safe); a dry
-    # run writes nothing, so it keeps the plain store
+    # states are written a chunk at a time (page_states.py says why it is safe); a dry run keeps the plain store
     batched = None if dry_run else BatchedStates(states)
 
     def syncer_for(store: Any) -> PersonSyncer:
