@@ -4,6 +4,7 @@ that says what to do next."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 
@@ -78,3 +79,27 @@ def test_a_secret_deleted_after_apply_is_named_with_what_to_do(user: UserStack, 
             f"create-secret --name {gone} --secret-string ...`), or name an existing one in the config and apply "
             "it again"
         ], command
+
+
+def test_a_run_is_found_by_the_execution_name_start_printed(user: UserStack, tmp_path: Path) -> None:
+    """`full-sync start` prints the execution's name, the refusal and the Step Functions console show it too:
+    `status --run` and `report` took only the run id, and answered "no run" for the name the user was shown."""
+    integration_id = user.own_integration(tmp_path)
+    started = user.cli("full-sync", "start", integration_id, "--follow")
+    execution = re.search(r"\(execution (\S+)\)\.", started.stdout)
+    assert execution, started.stdout
+    run_id = user.json("full-sync", "list", integration_id)["runs"][0]["run_id"]
+    executions = user.aws("stepfunctions").list_executions(stateMachineArn=user.outputs()["FullSyncStateMachineArn"])
+    [arn] = [e["executionArn"] for e in executions["executions"] if e["name"] == execution.group(1)]
+    for name in (execution.group(1), arn):
+        assert user.json("full-sync", "status", integration_id, "--run", name)["run_id"] == run_id
+        assert user.json("full-sync", "report", integration_id, name)["run_id"] == run_id
+    # a run that is none of them, and an empty one (it showed the newest run), are errors naming where ids are
+    for command in (["status", integration_id, "--run", ""], ["report", integration_id, "bogus"]):
+        missing = user.cli("full-sync", *command, expect=1)
+        assert missing.stdout == "" and "Traceback" not in missing.stderr
+        [line] = missing.stderr.strip().splitlines()
+        assert line.endswith(
+            f"of {integration_id}: give a run id from `efficy-sync full-sync list {integration_id}` "
+            "(or the execution name `full-sync start` printed)"
+        ), line

@@ -66,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     start.set_defaults(func=start_command)
     status = actions.add_parser("status", help="progress of the newest full sync (or --run RUN_ID)")
     status.add_argument("integration_id", metavar="ID")
-    status.add_argument("--run", help="a given run id instead of the newest")
+    status.add_argument("--run", help="a given run (run id or execution name) instead of the newest")
     status.add_argument("--follow", action="store_true", help="redraw until the run ends, then print the report")
     status.add_argument("--format", choices=("text", "json"), default="text")
     status.set_defaults(func=status_command)
@@ -229,11 +229,8 @@ def _wait_for_run(runs: Any, integration_id: str, arn: str, timeout: float = 120
 def status_command(args: argparse.Namespace) -> int:
     _check_integration(args.integration_id)
     runs = _runs()
-    run = runs.get(args.integration_id, args.run) if args.run else runs.latest(args.integration_id)
-    if run is None and args.run:  # a run asked for by name that does not exist is an error (stderr), as in report
-        raise CliError(
-            f"no run {args.run!r} of {args.integration_id} (efficy-sync full-sync list {args.integration_id})"
-        )
+    # a run asked for by name that does not exist is an error (stderr), as in report; `--run ""` too, not the newest
+    run = _named_run(runs, args.integration_id, args.run) if args.run is not None else runs.latest(args.integration_id)
     if run is None:  # no full sync ever: an answer, not an error
         if args.format == "json":
             print(json.dumps({"integration_id": args.integration_id, "run_id": None, "status": None}, indent=2))
@@ -255,6 +252,22 @@ def status_command(args: argparse.Namespace) -> int:
     for line in held_lines(_setup().state_table, args.integration_id, confirm):
         print(line)
     return exit_for(run.status)
+
+
+def _named_run(runs: Any, integration_id: str, name: str) -> Any:
+    """The run `name` names: its run id, or the execution's name or ARN (what `start`, its refusal and the Step
+    Functions console show). CliError naming where the run ids are when none of the integration's runs is it."""
+    run = runs.get(integration_id, name) if name else None
+    if run is None and name:  # not a run id: an execution's name or ARN, looked up in the (bounded) history
+        run = next(
+            (r for r in runs.history(integration_id) if name in (r.execution_arn, _short(r.execution_arn))), None
+        )
+    if run is None:
+        raise CliError(
+            f"no run {name!r} of {integration_id}: give a run id from `efficy-sync full-sync list {integration_id}` "
+            "(or the execution name `full-sync start` printed)"
+        )
+    return run
 
 
 def _status_document(run: Any) -> dict[str, Any]:
@@ -543,11 +556,7 @@ def report_command(args: argparse.Namespace) -> int:
     from efficy_sync.fullsync.report import current_report
 
     _check_integration(args.integration_id)
-    run = _runs().get(args.integration_id, args.run_id)
-    if run is None:
-        raise CliError(
-            f"no run {args.run_id!r} of {args.integration_id} (efficy-sync full-sync list {args.integration_id})"
-        )
+    run = _named_run(_runs(), args.integration_id, args.run_id)
     if args.output == "json":
         document = _history_row(run)
         document["report"] = current_report(run)
