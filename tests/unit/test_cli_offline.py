@@ -511,3 +511,21 @@ def test_validate_notes_a_crm_profile_behind_two_consent_mappings(tmp_path, caps
     out = capsys.readouterr().out
     assert "note: consent_mappings[0, 1]: CRM profile 12 backs 2 subscriptions or channels" in out
     assert out.splitlines()[-1].startswith(f"OK: {path}")
+
+
+def test_local_seed_on_the_ready_file_of_a_stopped_stack_says_to_start_it(tmp_path):
+    """A crash (or a kill) leaves the ready file behind: `local seed` said "did not answer ... (HTTPConnectionPool(host=
+    ..., port=...): Max retries exceeded ...)); is it running?" instead of what to do."""
+    dead = f"http://127.0.0.1:{closed_port()}"
+    ready = tmp_path / ".ready.json"
+    ready.write_text(
+        json.dumps(
+            {"efficy_url": dead, "api_url": f"{dead}/dev", "demo": {"integration_id": "demo", "webhook_secret": "s"}}
+        )
+    )
+    result = _run_bare(tmp_path, "local", "seed", "3", "--ready-file", str(ready))
+    assert result.returncode == 4 and result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"efficy-sync: the local stack of {ready} is not running (its Efficy simulator did not answer at {dead}): "
+        f"start it with `efficy-sync local up --ready-file {ready}`"
+    ]

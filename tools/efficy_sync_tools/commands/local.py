@@ -219,6 +219,12 @@ def seed_command(args: argparse.Namespace) -> int:
                 json={"persons": persons[i : i + 1000], "notify": not args.no_webhooks},
                 timeout=60,
             ).raise_for_status()
+    except requests.ConnectionError:  # a ready file a stopped or crashed stack left behind
+        return fail(
+            f"the local stack of {args.ready_file} is not running (its Efficy simulator did not answer at {efficy}): "
+            f"start it with `efficy-sync local up --ready-file {args.ready_file}`",
+            EXIT_UNREACHABLE,
+        )
     except requests.RequestException as exc:
         return fail(
             f"the local stack's Efficy simulator did not answer at {efficy} ({exc}); is it running?", EXIT_UNREACHABLE
