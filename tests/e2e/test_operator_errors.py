@@ -103,3 +103,24 @@ def test_a_run_is_found_by_the_execution_name_start_printed(user: UserStack, tmp
             f"of {integration_id}: give a run id from `efficy-sync full-sync list {integration_id}` "
             "(or the execution name `full-sync start` printed)"
         ), line
+
+
+def test_credentials_apsis_refuses_say_where_to_correct_them(user: UserStack, tmp_path: Path) -> None:
+    integration_id = user.own_integration(tmp_path)
+    apsis = user.ready["apsis_url"]
+    fault = {"path_regex": ".*", "status": 401, "rate": 1.0}  # a token the stack shares, and a new one, refused
+    user.http.post(f"{apsis}/_sim/faults", json=fault, timeout=10).raise_for_status()
+    try:
+        refused = user.cli("reconcile", integration_id, "--sample", "3", expect=1)  # README: 1, the command failed
+    finally:
+        user.http.delete(f"{apsis}/_sim/faults", timeout=10)
+    assert refused.stdout == "" and "Traceback" not in refused.stderr
+    [line] = refused.stderr.strip().splitlines()
+    assert (
+        line.startswith("efficy-sync: APSIS")
+        and "401 [permission]" in line
+        and line.endswith(
+            ": the API refused the integration's credentials; correct them in the secret its config names "
+            "(`efficy-sync config validate FILE --online` checks them)"
+        )
+    ), line

@@ -130,7 +130,7 @@ def describe_error(exc: BaseException) -> str | None:
     """One line for an error a user can act on (a stored config this CLI cannot read: with its problems, one a
     line), or None for a bug."""
     from botocore import exceptions as boto_errors
-    from efficy_sync.clients.errors import ApiError
+    from efficy_sync.clients.errors import ApiError, AuthError
     from efficy_sync.store.configs import UnreadableConfig
 
     if isinstance(exc, UnreadableConfig):  # every command that reads a stored version: show, explain, reconcile, ...
@@ -160,6 +160,11 @@ def describe_error(exc: BaseException) -> str | None:
         return f"AWS {exc.operation_name} failed: {code}: {text}{hint}"
     if isinstance(exc, boto_errors.BotoCoreError):
         return f"AWS: {exc}"
+    if isinstance(exc, AuthError):  # a fresh token or key did not help: the secret's credentials are refused
+        return (
+            f"{exc} [{exc.category}]: the API refused the integration's credentials; correct them in the secret its "
+            "config names (`efficy-sync config validate FILE --online` checks them)"
+        )
     if isinstance(exc, ApiError):
         return f"{exc} [{exc.category}]"
     if isinstance(exc, OSError):
