@@ -529,3 +529,24 @@ def test_local_seed_on_the_ready_file_of_a_stopped_stack_says_to_start_it(tmp_pa
         f"efficy-sync: the local stack of {ready} is not running (its Efficy simulator did not answer at {dead}): "
         f"start it with `efficy-sync local up --ready-file {ready}`"
     ]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["reconcile", "demo", "--fi"],  # ran as --fix: a typo repaired APSIS One
+        ["config", "validate", "cfg.yaml", "--onlin"],
+        ["full-sync", "start", "demo", "--allow-removals-up"],
+        ["full-sync", "start", "demo", "--dry"],
+    ],
+)
+def test_an_abbreviated_option_is_a_usage_error_not_the_option_it_starts(argv, tmp_path):
+    """argparse expands an unambiguous prefix by default: what runs must be what the user typed."""
+    result = _run_bare(tmp_path, *argv)
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "unrecognized arguments" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unknown_retry_category_is_a_usage_error(tmp_path):
+    result = _run_bare(tmp_path, "health", "demo", "--retry", "bogus")
+    assert result.returncode == 2 and "unknown category 'bogus'" in result.stderr, result.stderr

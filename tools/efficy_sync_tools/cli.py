@@ -15,6 +15,7 @@ import os
 import pkgutil
 import sys
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from efficy_sync_tools import commands
 from efficy_sync_tools.commands._aws import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_PIPE_CLOSED
@@ -90,8 +91,18 @@ def _leaf_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.Argument
             yield from _leaf_parsers(child)
 
 
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated options: argparse's default took `--onlin` for `--online` and `--fi` for `--fix`, so a
+    typo ran something else than what was typed (`reconcile --fi` repaired). The subcommands' parsers are this class
+    too (argparse builds them with the parent's class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="efficy-sync",
         description=__doc__.splitlines()[0],
         epilog=EXIT_CODES_HELP,

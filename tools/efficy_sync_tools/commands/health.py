@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from efficy_sync_tools.commands._args import non_negative_int, positive_int
-from efficy_sync_tools.commands._aws import CliError, cli_command
+from efficy_sync_tools.commands._aws import EXIT_USAGE, CliError, cli_command
 
 if TYPE_CHECKING:
     from efficy_sync.config import IntegrationConfig
@@ -173,7 +173,7 @@ def health_command(args: argparse.Namespace) -> int:
     retry = args.retry
     if retry is not None and retry != RETRY_ALL and retry not in CATEGORIES:
         names = ", ".join([RETRY_ALL, *(n for n, c in CATEGORIES.items() if c.kind != "skipped")])
-        raise CliError(f"unknown category {retry!r} for --retry; one of: {names}")
+        raise CliError(f"unknown category {retry!r} for --retry; one of: {names}", EXIT_USAGE)
     setup_library_env()
     config_table, state_table = table_names()
     cfg = live_config(ConfigStore(config_table), args.integration_id)
