@@ -331,3 +331,34 @@ def test_a_confirmation_after_runs_that_never_judged_says_so_and_starts_nothing(
     assert f"the newest run the breaker judged ({w.fs.runs.history('p17', 2)[1].run_id}, succeeded;" in message
     assert f"{cancelled['run_id']} cancelled ended before it did) held no removals over" in message
     assert "--dry-run" in message
+
+
+def test_status_names_the_count_begin_confirms_after_runs_that_ended_before_their_gate(
+    make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`full-sync status` named `--allow-removals-up-to N` only when the newest run was halted: after a halt, a
+    run that failed before its gate and one cancelled before it, it told the admin to send the held persons with
+    the blanket `--allow-removals` (any number, unjudged), though Begin confirms the halted run's 5 (judged_run)."""
+    import argparse
+
+    from efficy_sync_tools.commands.full_sync import status_command
+
+    w = _loaded(make_world, 100)
+    w.efficy_sim.upsert_persons([person(k, opened="0") for k in LOST])
+    assert w.run()["gate"].halt
+    failing = w.begin()
+    w.fs.plan(failing)
+    w.fs.fail(failing, {"Error": "EfficyUnavailable", "Cause": "503 from Efficy"})
+    w.begin()
+    assert w.fs.execution_ended(w.arn(), "ABORTED")["matched"]
+    assert [run.status for run in w.fs.runs.history("p17", 3)] == ["cancelled", "failed", "halted"]
+
+    queue = w.fs.queue_url
+    for variable, value in {"CONFIG_TABLE": "config", "STATE_TABLE": "state", "CONTACT_QUEUE_URL": queue}.items():
+        monkeypatch.setenv(variable, value)
+    args = argparse.Namespace(integration_id="p17", run=None, format="text", follow=False, interval=1.0)
+    status_command(args)
+    text = capsys.readouterr().out
+    assert "removals held by the blast-radius breaker: 5 person(s)" in text
+    assert "full-sync start p17 --allow-removals-up-to 5 --follow" in text
+    assert "full-sync start p17 --allow-removals --follow" not in text

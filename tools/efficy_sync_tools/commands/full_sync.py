@@ -25,7 +25,7 @@ from typing import Any
 
 from efficy_sync_tools.commands._args import non_negative_float, positive_int
 from efficy_sync_tools.commands._aws import EXIT_REFUSED, CliError, cli_command
-from efficy_sync_tools.commands._removals import exit_for, held_document, held_lines
+from efficy_sync_tools.commands._removals import confirm_for, exit_for, held_document, held_lines
 
 REFUSED = EXIT_REFUSED  # a refused start (another full sync of the integration runs); not 2, argparse's usage error
 BAR_WIDTH = 28
@@ -248,7 +248,7 @@ def status_command(args: argparse.Namespace) -> int:
         print(line)
     if not run.active:
         _print_report(run)
-    confirm = _confirm_count(run) if run.status == "halted" and not args.run else 0
+    confirm = _confirm_count(runs, args.integration_id) if not args.run and not run.active else 0
     for line in held_lines(_setup().state_table, args.integration_id, confirm):
         print(line)
     return exit_for(run.status)
@@ -293,11 +293,12 @@ def _status_document(run: Any) -> dict[str, Any]:
     }
 
 
-def _confirm_count(run: Any) -> int:
-    """The N a halted run's report names (`--allow-removals-up-to N`)."""
-    from efficy_sync.fullsync.report import confirm_count
+def _confirm_count(runs: Any, integration_id: str) -> int:
+    """The N of `--allow-removals-up-to N` Begin would accept now: from the run it confirms (confirm_for), which
+    may be older than the newest (one cancelled or failed before its gate is looked past)."""
+    from efficy_sync.fullsync.breaker import CONFIRMATION_HISTORY
 
-    return confirm_count(_current_report(run))
+    return confirm_for(runs.history(integration_id, CONFIRMATION_HISTORY))
 
 
 def _current_report(run: Any) -> dict[str, Any]:

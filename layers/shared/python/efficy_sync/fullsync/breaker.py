@@ -120,6 +120,8 @@ def reported(report: Mapping[str, Any]) -> dict[str, int]:
 
 #: the ends of a run that may come before its gate: their report then has no breaker section
 ENDED_EARLY = ("cancelled", "failed", "timed_out")
+#: how many of the newest runs Begin reads for a confirmation (and `full-sync status` for the count it names)
+CONFIRMATION_HISTORY = 5
 
 
 def judged_run(history: Iterable[Run]) -> tuple[Run | None, list[Run]]:

@@ -23,7 +23,7 @@ from ..safety import ALLOW_COUNTER, CONFIRMED_COUNTER
 from ..store.configs import ConfigStore, UnknownIntegration
 from ..store.protocols import PersonStates
 from ..store.removals import HeldRemovals, RemovalBreaker
-from .breaker import Breaker, confirmation, emptied_up_to, held_source, release_untags
+from .breaker import CONFIRMATION_HISTORY, Breaker, confirmation, emptied_up_to, held_source, release_untags
 from .ending import end_execution, failed_pages, release_and_drain
 from .import_step import page_queue, queued_keys, uses_collector
 from .page import Pace, sync_page, worker_rate
@@ -129,7 +129,9 @@ class FullSync:
         confirmed: dict[str, int] = {}
         problem: str | None = None
         if parsed.allow_removals_up_to:  # the kinds of the run the admin read, before this run is the newest
-            confirmed, problem = confirmation(self.runs.history(integration_id, 5), parsed.allow_removals_up_to)
+            confirmed, problem = confirmation(
+                self.runs.history(integration_id, CONFIRMATION_HISTORY), parsed.allow_removals_up_to
+            )
         if problem:
             raise InvalidSyncInput(
                 f"invalid full-sync input: allow_removals_up_to confirms the counts a halted run (or a dry run that "
