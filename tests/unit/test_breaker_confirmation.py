@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from efficy_sync.fullsync.breaker import confirmation
-from efficy_sync.fullsync.report import render_report
+from efficy_sync.fullsync.report import confirm_count, render_report
 from efficy_sync.safety import CONFIRMED_COUNTER, HALT_COUNTER, MIN_COUNTER, PERCENT_COUNTER, judge, verdict_of
 from efficy_sync.store.run_records import Run
 
@@ -68,6 +68,22 @@ def test_carried_kinds_take_the_count_their_newest_report_showed_else_what_they_
         {"integration_id": "acme", "run_id": "r2", "status": "halted", **{f"c:{k}": v for k, v in kept.items()}}
     )
     assert confirmation([unjudged], 20)[0] == {CONFIRMED_COUNTER: 20, f"confirm:{DELETE}": 20, f"confirm:{VIP}": 6}
+
+
+def test_a_run_halting_on_a_second_kind_names_a_count_that_also_covers_the_kind_it_carries() -> None:
+    """Confirmed for 40 deletes, a run halts on 6 untags of vip and holds the 40 deletes again: its report named
+    `--allow-removals-up-to 6` (its line over the limit alone), and that N carried the deletes at 6 (the smaller
+    of N and their count), so the run the report told the admin to start halted again on the 40 deletes. The
+    count named covers the kinds the run carries, each still raised no higher than its own count."""
+    kept = {CONFIRMED_COUNTER: 40, f"confirm:{DELETE}": 40}
+    again = ended(HALTED, kept=kept)  # 40 deletes within the 40 confirmed; 6 untags over their 3
+    assert {n for n, line in again.report["breaker"]["removals"].items() if line["over"]} == {VIP}  # type: ignore[index]
+    named = confirm_count(again.report or {})
+    assert f"--allow-removals-up-to {named}" in "\n".join(render_report(again.report or {}))
+    counters, problem = confirmation([again], named)
+    assert problem is None and counters == {CONFIRMED_COUNTER: 40, f"confirm:{DELETE}": 40, f"confirm:{VIP}": 6}
+    confirmed = {k.removeprefix("confirm:"): v for k, v in counters.items() if k.startswith("confirm:")}
+    assert not judge({DELETE: 40, VIP: 6}, BASES, 3.0, 2, confirmed).halt, "the named count halts again"
 
 
 def test_a_dry_run_preview_then_the_real_run_confirms_what_the_preview_showed() -> None:

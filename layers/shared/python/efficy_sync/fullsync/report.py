@@ -321,9 +321,14 @@ def _more_pages(pages: Mapping[str, Any], shown: int, not_done: str, stopped: bo
 
 def confirm_count(report: Mapping[str, Any]) -> int:
     """The N of `full-sync start ID --allow-removals-up-to N` that confirms a halted (or would-halt) run's counts:
-    its largest line over the limit, or its largest line if none is marked over (0 without removals)."""
-    rows = (report.get("breaker") or {}).get("removals") or {}
+    its largest line over the limit or of a kind it was confirmed for (breaker.confirmation carries those at
+    the smaller of N and their count: named from the over lines alone, a run halting on a second kind named an
+    N that carried the first below its count, and halted again), or its largest line if none is over."""
+    breaker = report.get("breaker") or {}
+    rows, carried = breaker.get("removals") or {}, breaker.get("confirmed") or {}
     over = [int(row["removals"]) for row in rows.values() if row.get("over")]
+    if over and not (report.get("status") == "succeeded" and not report.get("dry_run")):  # a sent run carries none
+        over += [int(row["removals"]) for name, row in rows.items() if name in carried]
     return max(over or [int(row["removals"]) for row in rows.values()], default=0)
 
 
