@@ -288,6 +288,27 @@ def test_hmac_body_accepts_the_same_hmac_as_bare_hex_or_base64(routes: Routes) -
         assert call(routes.webhook, webhook_event("acme-body", body, {"X-Justin-Signature": signature}))[0] == 401
 
 
+def test_hmac_mode_accepts_the_same_hmac_in_upper_case_bare_or_base64(routes: Routes) -> None:
+    """Our `hmac` scheme's encoding is assumed (contracts/efficy.md §9 C), and a proxy in .NET writes hex in upper
+    case (Convert.ToHexString): the right HMAC of "<timestamp>.<body>" was a 401 unless it was lower-case hex
+    behind `sha256=`, and the batch's changes waited for the next full sync. A wrong HMAC stays a 401."""
+    body = records(46)
+    stamp = hmac_headers(body)["X-Efficy-Timestamp"]
+    digest = hmac.new(WEBHOOK_SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256).digest()
+    for signature in (f"sha256={digest.hex().upper()}", f"SHA256={digest.hex()}", digest.hex(),
+                      base64.b64encode(digest).decode(), f"sha256= {digest.hex()}"):  # fmt: skip
+        headers = {"x-efficy-timestamp": stamp, "x-efficy-signature": signature}  # as a proxy may spell them
+        status, answer = call(routes.webhook, webhook_event("acme", body, headers))
+        assert status == 202, (signature, answer)
+    assert [m["person_key"] for m in routes.messages(routes.contact_queue)] == [46] * 5
+    other = hmac.new(b"other", stamp.encode() + b"." + body, hashlib.sha256).digest()
+    unstamped = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).digest()  # the body alone: not this scheme
+    for signature in (other.hex().upper(), base64.b64encode(other).decode(), unstamped.hex(), ""):
+        headers = {"X-Efficy-Timestamp": stamp, "X-Efficy-Signature": signature}
+        assert call(routes.webhook, webhook_event("acme", body, headers))[0] == 401
+    assert routes.depth(routes.contact_queue) == 0
+
+
 # ---- webhook: raw bytes, SQS failures, bounded messages (11.3, 11.8) --------------------------------------------
 
 

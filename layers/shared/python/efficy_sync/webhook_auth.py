@@ -59,15 +59,16 @@ def sign_body(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def _body_signature_ok(given: str, secret: str, body: bytes) -> bool:
-    """The `hmac_body` signature in any of the encodings a sender may use: the header's exact form is not
-    published for the 12.1 connector (contracts/efficy.md: `sha256=<hex>` is inferred from APSIS's own
-    sender), so `sha256=<hex>`, a bare hex digest, and base64 of the digest, with or without the prefix, are
-    all the same HMAC, each compared in constant time. A refusal costs the batch's changes until a full sync."""
+def _signature_ok(given: str, secret: str, message: bytes) -> bool:
+    """An HMAC-SHA256 signature of `message` in any of the encodings a sender may use: the header's exact form
+    is not published (contracts/efficy.md: `sha256=<hex>` is inferred for the 12.1 connector from APSIS's own
+    sender, and assumed for our `hmac` scheme), so `sha256=<hex>` (either case: .NET's Convert.ToHexString
+    writes upper case), a bare hex digest, and base64 of the digest, with or without the prefix, are all the same
+    HMAC, each compared in constant time. A refusal costs the batch's changes until a full sync."""
     text = given.strip()
     if text[:7].lower() == "sha256=":
-        text = text[7:]
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+        text = text[7:].strip()
+    digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
     if not secret:
         return False
     hex_ok = hmac.compare_digest(text.lower().encode(), digest.hex().encode())
@@ -116,7 +117,7 @@ def verify(
         signature = _header(headers, signature_header)
         if not signature:
             raise WebhookAuthError(f"missing {signature_header} header")
-        if not _body_signature_ok(signature, secret, body):
+        if not _signature_ok(signature, secret, body):
             raise WebhookAuthError(f"wrong {signature_header}")
         return
     if mode != "hmac":
@@ -133,5 +134,5 @@ def verify(
     current = time.time() if now is None else now
     if abs(current - ts) > tolerance_seconds:
         raise WebhookAuthError(f"stale {timestamp_header}: more than {tolerance_seconds}s from now")
-    if not _same(signature, sign(secret, timestamp, body)):
+    if not _signature_ok(signature, secret, timestamp.encode() + b"." + body):
         raise WebhookAuthError(f"wrong {signature_header}")
