@@ -318,6 +318,20 @@ def test_a_base64_encoded_body_is_verified_on_its_original_bytes(routes: Routes)
     assert status == 202
 
 
+def test_a_base64_body_is_logged_decoded_and_scrubbed_never_as_its_base64(routes: Routes) -> None:
+    """The API takes every body as binary (template.yaml BinaryMediaTypes), so every event comes base64-encoded.
+    powertools' event logging wrote that base64 as it came: the addresses and phones in it, encoded but no less
+    readable, passed the scrubber, which reads text. The body is logged decoded, and masked."""
+    body = records(47, fields={"EMAIL1": "jane.private@localhost", "MOBILE": "+32 470 12 34 56"})
+    event = webhook_event("acme", body, hmac_headers(body), base64_body=True)
+    status, _ = call(routes.webhook, event)
+    assert status == 202
+    log = routes.log.getvalue()
+    assert event["body"][:40] not in log  # the base64 text is not logged
+    assert "jane.private" not in log and "470 12 34 56" not in log
+    assert '"records"' in log and "j***@localhost" in log  # the event was logged, its body decoded and masked
+
+
 def test_a_correctly_signed_body_in_windows_1252_is_read_and_queued(routes: Routes) -> None:
     """Efficy runs on Windows: refused, the call's changes were lost on every retry."""
     body = '{"records": [{"table": 11000, "key": 7, "operation": "Update", "fields": {"NAME": "Müller"}}]}'.encode(

@@ -19,6 +19,7 @@ full-sync page always does, a real-time batch when all its changes belong to one
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -154,11 +155,25 @@ def keys_hashed(text: str) -> str:
     return _KEY_IN_URL.sub(keyed, text)
 
 
+def _body_as_text(event: dict[Any, Any]) -> dict[Any, Any]:
+    """An API Gateway event whose body is base64 (the API takes every body as binary) with the body decoded, so
+    that it is scrubbed like any text: as base64, powertools' event logging wrote the personal data it holds,
+    encoded but no less readable. Undecodable bytes are replaced (it is only a log)."""
+    body = event.get("body")
+    if event.get("isBase64Encoded") is not True or not isinstance(body, str):
+        return event
+    try:
+        text = base64.b64decode(body, validate=True).decode("utf-8", "replace")
+    except ValueError:
+        return {**event, "body": SECRET_MASK}  # not base64 after all: nothing of it is kept
+    return {**event, "body": text, "isBase64Encoded": False, "bodyLoggedDecoded": True}
+
+
 def scrub(value: Any, key: str | None = None) -> Any:
     """A log record's value with personal data masked: by key for contact fields, by shape everywhere else;
     credentials (by key) are replaced whole."""
     if isinstance(value, dict):
-        return {k: scrub(v, str(k)) for k, v in value.items()}
+        return {k: scrub(v, str(k)) for k, v in _body_as_text(value).items()}
     if isinstance(value, list | tuple):
         return [scrub(v, key) for v in value]
     if _is_secret_key(key) and value not in (None, "") and not isinstance(value, bool | int | float):
