@@ -7,6 +7,8 @@ so scripts written against the local stack work against a deployed one.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fnmatch
 import json
 import logging
 import socket
@@ -41,8 +43,12 @@ class ApiFront:
         stage: str,
         port: int = 0,
         sock: socket.socket | None = None,
+        binary_media_types: tuple[str, ...] = (),
     ) -> None:
-        """`sock`: a listening socket reserved earlier (aws.reserve_port) to serve on, instead of binding `port`."""
+        """`sock`: a listening socket reserved earlier (aws.reserve_port) to serve on, instead of binding `port`.
+        `binary_media_types`: the API's BinaryMediaTypes; a body of one of them is passed base64-encoded, as
+        API Gateway passes it, whether or not it is UTF-8 text."""
+        self._binary_media_types = binary_media_types
         self._routes = routes
         self._router = router
         self._stage = stage
@@ -107,11 +113,18 @@ class ApiFront:
             return _json({"message": "Internal server error"}, 502)
         return _response(result)
 
+    def _binary(self, content_type: str | None) -> bool:
+        """API Gateway's choice: the request's media type (application/json, a REST API's default, when none is
+        sent) matches one of the API's binary media types."""
+        media = (content_type or "application/json").split(";")[0].strip().lower()
+        return any(fnmatch.fnmatchcase(media, pattern.lower()) for pattern in self._binary_media_types)
+
     def _event(self, request: Request, route: ApiRoute, path: str, params: dict[str, str], body: bytes) -> dict:
-        try:
-            text, is_b64 = body.decode("utf-8"), False
-        except UnicodeDecodeError:
-            text, is_b64 = base64.b64encode(body).decode(), True
+        text, is_b64 = base64.b64encode(body).decode(), True
+        if not self._binary(request.headers.get("Content-Type")):
+            # not UTF-8: kept as base64 (a text API would alter it; the template's binary media types avoid that)
+            with contextlib.suppress(UnicodeDecodeError):
+                text, is_b64 = body.decode("utf-8"), False
         headers = {k: v for k, v in request.headers.items()}
         multi_headers = {k: request.headers.getlist(k) for k in headers}
         query = {k: v for k, v in request.args.items()} or None

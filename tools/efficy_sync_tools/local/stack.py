@@ -200,7 +200,13 @@ class LocalStack:
     def _start_front(self) -> None:
         from .front import ApiFront
 
-        self.front = ApiFront(self.template.api_routes(), self.router, stage=self._stage(), sock=self._front_socket)
+        self.front = ApiFront(
+            self.template.api_routes(),
+            self.router,
+            stage=self._stage(),
+            sock=self._front_socket,
+            binary_media_types=self.template.binary_media_types(),
+        )
         self.front.start()
 
     def _create_demo_integration(self) -> dict[str, Any]:

@@ -124,6 +124,13 @@ class SamTemplate:
             if kind in ROUTE_EVENT_TYPES
         ]
 
+    def binary_media_types(self) -> tuple[str, ...]:
+        """The APIs' BinaryMediaTypes ('~1' is SAM's escape of '/'): bodies of these types arrive base64-encoded."""
+        found: list[str] = []
+        for res in self.of_type("AWS::Serverless::Api").values():
+            found += [str(t).replace("~1", "/") for t in res.get("Properties", {}).get("BinaryMediaTypes", [])]
+        return tuple(found)
+
     def sqs_sources(self) -> list[SqsSource]:
         sources = []
         for fn, kind, props in self._events():
