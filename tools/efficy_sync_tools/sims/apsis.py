@@ -282,7 +282,23 @@ class Delivery:
         }
 
 
-WEBHOOK_BODY_FORMATS = ("json", "form", "query")
+#: "contract": a JSON body in the event shape contracts/apsis-one.md §8 writes down (the profile as a nested
+#: object, an event id, the section), which a Webhook node may be set up to send instead of our flat fields
+WEBHOOK_BODY_FORMATS = ("json", "form", "query", "contract")
+
+
+def _contract_body(flat: dict[str, Any], section: str) -> dict[str, Any]:
+    """The webhook body in the shape of contracts/apsis-one.md §8: the profile nested, its key as `crm_id`."""
+    profile = {"crm_id": flat["profile_key"], "email": flat["email"], "mobile": flat["mobile"]}
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event": flat["event"],
+        "occurred_at": flat["occurred_at"],
+        "section_discriminator": section,
+        "profile": profile,
+        "topic_discriminator": flat["topic_discriminator"],
+        "channel_discriminator": flat["channel_discriminator"],
+    }
 
 
 def _without_token(url: str) -> str:
@@ -462,7 +478,8 @@ class ApsisSimulator(SimServer):
     ) -> None:
         """Point the simulated MA flow's Webhook node at `url` (None switches it off). The node sends what the
         user sets up: any method, URL parameters (a `token` one included), headers, and the fields as a JSON body,
-        a form body, or URL parameters (`body_format` json | form | query)."""
+        a form body, or URL parameters (`body_format` json | form | query), or the contract's JSON event shape
+        (`contract`: contracts/apsis-one.md §8)."""
         if body_format not in WEBHOOK_BODY_FORMATS:
             raise Problem(400, f"body_format must be one of {', '.join(WEBHOOK_BODY_FORMATS)}")
         with self._lock:
@@ -535,6 +552,8 @@ class ApsisSimulator(SimServer):
                 "channel_discriminator": channel_disc,
                 "occurred_at": _now_iso(),
             }
+            if self._webhook is not None and self._webhook["body_format"] == "contract":
+                body = _contract_body(body, section)
             if self._webhook is not None:
                 self._deliveries.append(Delivery(id=str(uuid.uuid4()), body=body, **copy.deepcopy(self._webhook)))
                 self._wake.notify_all()

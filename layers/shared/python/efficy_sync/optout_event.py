@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
+from .optout_profile import flatten, foreign_key
 from .optout_time import TimeFix, occurred_at
 from .webhook import MAX_KEY
 from .webhook_auth import require_secret_set
@@ -73,6 +74,7 @@ FIELDS = (
     "topic_discriminator",
     "channel_discriminator",
     "occurred_at",
+    "keyspace_discriminator",  # whose key profile_key is (optout_profile.foreign_key)
 )
 TOKEN_PARAMETER = "token"
 _PROFILE_KEY = re.compile(r"^[1-9][0-9]{0,15}$")
@@ -325,12 +327,20 @@ class OptOutBody(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _fields(cls, data: Any) -> Any:
-        """Only the route's fields (the Webhook node may add its own); each validator reads its own field
-        (`_text`, `_profile_key`: a form's field repeated with different values is refused in field order)."""
+    def _fields(cls, data: Any, info: ValidationInfo) -> Any:
+        """Only the route's fields (the Webhook node may add its own), a nested `profile` read as them and a key
+        of another keyspace set aside (optout_profile); each validator reads its own field (`_text`,
+        `_profile_key`: a form's field repeated with different values is refused in field order)."""
         if not isinstance(data, Mapping):
             raise OptOutPayloadError("body", "must be a JSON object")
-        return {name: data[name] for name in FIELDS if name in data}
+        flat, twice = flatten(data)
+        if twice is not None:
+            raise OptOutPayloadError(twice, "is given twice (and in profile) with different values")
+        fields = {name: flat[name] for name in FIELDS if name in flat}
+        if "keyspace_discriminator" in fields:  # a form's field: given once
+            fields["keyspace_discriminator"] = _one(fields, "keyspace_discriminator")
+        foreign = foreign_key(fields, (info.context or {}).get("keyspace"))
+        return {**fields, "ignored": ("profile_key",)} if foreign else fields
 
     @field_validator("event", mode="before")
     @classmethod
@@ -379,8 +389,9 @@ class OptOutBody(BaseModel):
                 raise OptOutPayloadError("email", problem)
             self.ignored += ("email",)
         if self.profile_key is None and self.email is None:
+            foreign = " (the one given is of another keyspace)" if "profile_key" in self.ignored else ""
             raise OptOutPayloadError(
-                "profile_key", "profile_key (the K_CONTACT) or email is required to find the person"
+                "profile_key", f"profile_key (the K_CONTACT) or email is required to find the person{foreign}"
             )
         context = info.context or {}
         now = context.get("now") or datetime.now(UTC)
@@ -411,11 +422,13 @@ def parse_fields(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     max_age: timedelta | None = None,
     zone: tzinfo | None = UTC,
+    keyspace: str | None = None,
 ) -> OptOutEvent:
     """Raises OptOutPayloadError naming the first field that is wrong. `max_age`: the oldest occurred_at believed
     (the route passes the integration's `apsis.optout_max_age_hours`; None: no lower bound); `zone`: the one a
-    time without a zone is read in (`apsis.optout_time_zone`, optout_time.naive_zone)."""
-    context = {"now": now(), "max_age": max_age, "zone": zone}
+    time without a zone is read in (`apsis.optout_time_zone`, optout_time.naive_zone); `keyspace`: the one
+    profile_key belongs to (`apsis.keyspace`: a key the call says is of another is set aside)."""
+    context = {"now": now(), "max_age": max_age, "zone": zone, "keyspace": keyspace}
     return OptOutBody.model_validate(body, context=context).to_event()
 
 

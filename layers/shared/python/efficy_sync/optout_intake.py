@@ -25,6 +25,10 @@ SET_ASIDE = {
         "opt-out occurred_at is not a time we can read: the receive time was recorded instead",
     ),
     "email": ("OptOutEmailIgnored", "opt-out email is not a usable address: ignored, the profile_key finds the person"),
+    "profile_key": (
+        "OptOutForeignKeyIgnored",
+        "opt-out profile_key is of another keyspace than apsis.keyspace: ignored, the e-mail address finds the person",
+    ),
 }
 
 
@@ -126,7 +130,7 @@ def accept(
     first_error: OptOutPayloadError | None = None
     for number, one in enumerate(fields):
         try:
-            events.append(parse_fields(one, now=now, max_age=max_age, zone=zone))
+            events.append(parse_fields(one, now=now, max_age=max_age, zone=zone, keyspace=cfg.apsis.keyspace))
         except OptOutPayloadError as error:
             if len(fields) == 1:
                 raise

@@ -1,0 +1,58 @@
+"""Who an opt-out call names, in the two ways a real Webhook node may say it besides our flat fields.
+
+- The event shape contracts/apsis-one.md §8 writes down: the profile as an object, `{"profile": {"crm_id",
+  "email", "mobile"}}` (beside `event_id` and `section_discriminator`, not read). Refused as naming nobody, the
+  call lost its opt-out: the node does not resend a refused call. Read as the flat fields; a flat field given
+  too must agree with it (two different persons named in one call are no evidence for either).
+- A profile key of another keyspace than the integration's (`keyspace_discriminator` says which): it is no
+  K_CONTACT. A phone number of the mobile keyspace is all digits, and read as a K_CONTACT it took another
+  Efficy person out of a CRM profile. It is set aside (the e-mail address finds the person); in the e-mail
+  keyspace the key is the address itself (contracts/apsis-one.md §2), so it stands for a missing `email`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+#: the built-in keyspace whose profile key is the e-mail address (contracts/apsis-one.md §2)
+EMAIL_KEYSPACE = "com.apsis1.keyspaces.email"
+#: a nested profile's fields -> the flat field each stands for
+NESTED = {"crm_id": "profile_key", "profile_key": "profile_key", "email": "email", "mobile": "mobile"}
+
+
+def _given(value: Any) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+def _same(a: Any, b: Any) -> bool:
+    return str(a).strip().casefold() == str(b).strip().casefold()
+
+
+def flatten(data: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The call's fields with a nested `profile` object read as the flat ones, and the first field given twice
+    with different values (None: they agree)."""
+    flat = dict(data)
+    profile = data.get("profile")
+    if not isinstance(profile, Mapping):
+        return flat, None
+    for name, target in NESTED.items():
+        value = profile.get(name)
+        if not _given(value):
+            continue
+        if _given(flat.get(target)) and not _same(flat[target], value):
+            return flat, target
+        flat[target] = flat.get(target) if _given(flat.get(target)) else value
+    return flat, None
+
+
+def foreign_key(data: dict[str, Any], ours: str | None) -> bool:
+    """When the call names a keyspace other than `ours` (the integration's), take its profile key out of `data`
+    (an e-mail keyspace's key becomes the `email` when none is given) and say so: True."""
+    named = data.get("keyspace_discriminator")
+    if ours is None or not isinstance(named, str) or not named.strip() or _same(named, ours):
+        return False
+    key = data.pop("profile_key", None)
+    if _same(named, EMAIL_KEYSPACE) and _given(key) and not _given(data.get("email")):
+        data["email"] = key
+    return _given(key)
