@@ -94,3 +94,16 @@ def test_a_key_of_another_keyspace_is_never_taken_for_a_k_contact(routes: Routes
     ours = {**sms, "profile_key": "1001", "keyspace_discriminator": "com.apsis1.keyspaces.CRM-ID"}
     assert post(routes, ours)[0] == 202
     assert queued(routes) == [(1001, None)]
+
+
+def test_a_spam_report_from_another_section_opts_nobody_out_here(routes: Routes) -> None:
+    """email.abuse opts the person out of every subscription of its own section (contracts/apsis-one.md §6): one
+    from another section's flow, sent to this integration's URL, took the person out of every mapped CRM profile
+    here. The contract's event names its section; a topic's event is matched by its topic, as before."""
+    abuse = {"event": "email.abuse", "profile_key": "1001", "section_discriminator": "usercreated.sections.other-1"}
+    status, answer = post(routes, abuse)
+    assert status == 202 and answer["accepted"] == 0 and "another section" in answer["ignored"], answer
+    assert queued(routes) == []
+    assert post(routes, {**abuse, "section_discriminator": SECTION.upper()})[1]["accepted"] >= 1  # ours
+    assert post(routes, {k: v for k, v in abuse.items() if k != "section_discriminator"})[1]["accepted"] >= 1
+    assert queued(routes) == [(1001, None), (1001, None)]

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from .config import IntegrationConfig
 from .observability import count, logger
-from .optout_event import OptOutEvent, OptOutPayloadError, _header, check_token, decode_events, parse_fields
+from .optout_event import OptOutEvent, OptOutPayloadError, _header, _one, check_token, decode_events, parse_fields
 from .optout_time import UNKNOWN_ZONE, TimeFix, naive_zone
 from .state import consent_key, utc_now
 
@@ -125,12 +125,13 @@ def accept(
             " the latest it can mean",
             extra={"zone": cfg.apsis.optout_time_zone},
         )
-    events: list[OptOutEvent] = []
+    events: list[tuple[OptOutEvent, Any]] = []
     refused: list[dict[str, Any]] = []
     first_error: OptOutPayloadError | None = None
     for number, one in enumerate(fields):
         try:
-            events.append(parse_fields(one, now=now, max_age=max_age, zone=zone, keyspace=cfg.apsis.keyspace))
+            event = parse_fields(one, now=now, max_age=max_age, zone=zone, keyspace=cfg.apsis.keyspace)
+            events.append((event, _one(one, "section_discriminator")))
         except OptOutPayloadError as error:
             if len(fields) == 1:
                 raise
@@ -139,7 +140,7 @@ def accept(
             refused.append({"index": number, "field": where, "error": f"{where}: {error.problem}"})
     if not events and first_error is not None:
         raise first_error
-    results = [_accept_one(cfg, event, send) for event in events]
+    results = [_accept_one(cfg, event, send, section) for event, section in events]
     if len(results) == 1 and not refused:
         return results[0]
     taken = [r for r in results if not r.ignored]
@@ -155,14 +156,27 @@ def accept(
     )
 
 
-def _accept_one(cfg: IntegrationConfig, event: OptOutEvent, send: Callable[[OptOutMessage], None]) -> Accepted:
+def _accept_one(
+    cfg: IntegrationConfig, event: OptOutEvent, send: Callable[[OptOutMessage], None], section: Any = None
+) -> Accepted:
+    """`section`: the section_discriminator the call names, if any. A spam report opts the person out of every
+    subscription of *its* section: one from another section (a flow copied with this integration's URL) says
+    nothing about this section's, and taking the person out of every mapped CRM profile would opt them out on no
+    evidence. A topic names its subscription itself, so a topic's event is matched by the topic alone."""
     report_set_aside(event, cfg.integration_id)
     slots = [SlotRef(topic=s.topic, channel=s.channel) for s in slots_for(cfg, event.channel, event.topic)]
     unmapped = None
+    foreign = (
+        isinstance(section, str) and section.strip() and section.strip().casefold() != cfg.apsis.section.casefold()
+    )
+    if event.topic is None and foreign:
+        slots = []
     if not slots and event.topic is None:
         return Accepted(
             0,
-            ignored=f"no consent mapping for any {event.channel} subscription in integration {cfg.integration_id}",
+            ignored=f"a spam report from another section than integration {cfg.integration_id}'s"
+            if foreign
+            else f"no consent mapping for any {event.channel} subscription in integration {cfg.integration_id}",
             set_aside=event.ignored,
             time_fixes=(event.time_fix,),
             ignored_events=1,
