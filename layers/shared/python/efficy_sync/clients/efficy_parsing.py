@@ -69,7 +69,7 @@ class EfficyParsing:
 
         Shapes: {"@name":"exception","#error":{errorcode, errorstring}}, {"#error": {...} | "text" | true with
         "#message"}, {"error": true, code, message, detail}, and the same report as "@error", as an "error" object
-        or text, or as an "errors" list; any of them may also sit on a func entry.
+        or text, or as an "errors" list, or `success`/`ok` false; any of them may also sit on a func entry.
         """
         if not isinstance(obj, dict):
             return None
@@ -84,6 +84,10 @@ class EfficyParsing:
             return cls._read_error(error, obj)  # still be there: a read without its dataset is refused on its own
         if obj.get("@name") == "exception":
             return (None, str(obj.get("#message", "exception")))
+        if obj.get("success") is False or obj.get("ok") is False:
+            # a failure said as a flag beside (empty) datasets: read as an answer, a removal that failed passed
+            # for done and a read of no CRM profile for "out of them all", and the opt-out was confirmed
+            return (None, str(obj.get("message") or obj.get("#message") or "success: false"))
         for func in obj.get("@func") or []:
             found = cls.rpc_error(func) if isinstance(func, dict) else None
             if found:
