@@ -78,3 +78,22 @@ def test_threads_told_session_timeout_inside_a_200_each_log_on_again(
         sim.add_fault(path_regex="^/crm/json", status=200, count=THREADS, body=expired, content_type="application/json")
         errors = _together(efficy, lambda client: client.get_persons([1]))
         assert errors == []
+
+
+def test_a_session_cookie_gone_before_its_clear_is_no_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the jar's listing and the clear, another answer may remove the cookie (an expiry in its Set-Cookie,
+    handled outside our lock before the jar's own was taken): what was wanted, not a KeyError out of a sync."""
+    import requests
+    from efficy_sync.clients.efficy_session import SESSION_COOKIE, SessionCookie
+
+    session = requests.Session()
+    session.cookies.set(SESSION_COOKIE, "old", domain="efficy.test", path="/")
+    real = RequestsCookieJar.clear
+
+    def removed_first(self: RequestsCookieJar, *args: Any) -> None:
+        real(self, *args)  # the other answer's removal ...
+        real(self, *args)  # ... then ours: KeyError
+
+    monkeypatch.setattr(RequestsCookieJar, "clear", removed_first)
+    SessionCookie(session).drop(None)
+    assert SESSION_COOKIE not in session.cookies

@@ -10,6 +10,7 @@ just got, and logged on again. So a refused call forgets only the cookie it was 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import TYPE_CHECKING, Any, cast
 
@@ -32,10 +33,13 @@ class SessionCookie:
         """Forget the cookie `refused` (the requests Response that said the session is over) was sent with; a
         newer one another thread got meanwhile is kept. Without its request (a test double), any is forgotten."""
         sent = _sent_value(refused)
-        with self._lock:
-            for cookie in cast("list[Cookie]", list(self._session.cookies)):  # a CookieJar yields cookies
+        jar = self._session.cookies
+        # the jar's own lock too: another thread's answer adds (or expires) cookies under it while this reads
+        with self._lock, getattr(jar, "_cookies_lock", contextlib.nullcontext()):
+            for cookie in cast("list[Cookie]", list(jar)):  # a CookieJar yields cookies
                 if cookie.name == SESSION_COOKIE and (sent is None or cookie.value == sent):
-                    self._session.cookies.clear(cookie.domain, cookie.path, cookie.name)
+                    with contextlib.suppress(KeyError):  # gone meanwhile: what was wanted
+                        jar.clear(cookie.domain, cookie.path, cookie.name)
 
 
 def _sent_value(refused: Any) -> str | None:
