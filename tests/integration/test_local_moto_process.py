@@ -24,6 +24,9 @@ import requests
 from efficy_sync_tools.local.aws import client
 from efficy_sync_tools.local.moto_process import LambdaRelay, MotoProcess
 
+#: one worker for the module: its module-scoped fixture is costly, and `--dist loadgroup` spread its tests
+pytestmark = pytest.mark.xdist_group("local_moto_process")
+
 REGION = "eu-west-1"
 
 

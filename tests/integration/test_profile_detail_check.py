@@ -18,6 +18,9 @@ from efficy_sync_tools.sims.efficy import EfficySimulator
 
 from tests.support import ROOT
 
+#: one worker for the module: its module-scoped fixture is costly, and `--dist loadgroup` spread its tests
+pytestmark = pytest.mark.xdist_group("profile_detail_check")
+
 FAST = RetryPolicy(total=2, backoff_factor=0.01, backoff_jitter=0.0, connect_timeout=2, read_timeout=5)
 
 

@@ -24,6 +24,9 @@ import pytest
 
 from tests.lambda_memory import DEMO_STATE, HWM, QUERY_WORLD, memory_of
 
+#: one worker for the module: its module-scoped fixture is costly, and `--dist loadgroup` spread its tests
+pytestmark = pytest.mark.xdist_group("query_tags_memory")
+
 ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = (

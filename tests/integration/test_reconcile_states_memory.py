@@ -28,6 +28,9 @@ import pytest
 from tests.lambda_memory import DEMO_STATE, HWM, memory_of
 from tests.support import ROOT
 
+#: one worker for the module: its module-scoped fixture is costly, and `--dist loadgroup` spread its tests
+pytestmark = pytest.mark.xdist_group("reconcile_states_memory")
+
 SCRIPT = (
     HWM
     + DEMO_STATE

@@ -31,6 +31,9 @@ from tests.lambda_memory import DEMO_STATE, HWM, QUERY_WORLD, memory_of
 from tests.memory_store import MemoryPersonStateStore
 from tests.support import ROOT
 
+#: one worker for the module: its module-scoped fixture is costly, and `--dist loadgroup` spread its tests
+pytestmark = pytest.mark.xdist_group("tags_only_memory")
+
 SCRIPT = (
     HWM
     + DEMO_STATE
