@@ -26,7 +26,7 @@ from .clients.consent_entries import consent_entry
 from .config import IntegrationConfig
 from .consent import OptOutRecord
 from .person_plan import Operation, SetConsent
-from .state import UNKNOWN, PersonState, consent_key
+from .state import UNKNOWN, PersonState, consent_key, find_optout
 
 SOURCE = "apsis-existing"
 #: the time such a record carries: older than any opt-out the route can report, so a route's record of the same
@@ -48,8 +48,8 @@ def first_opt_ins(ops: list[Operation], state: PersonState | None) -> list[SetCo
         for op in ops
         if isinstance(op, SetConsent)
         and op.type == "opt-in"
-        and sent.get(key := consent_key(op.topic, op.channel)) in (None, UNKNOWN)
-        and key not in recorded
+        and sent.get(consent_key(op.topic, op.channel)) in (None, UNKNOWN)
+        and find_optout(recorded, op.topic, op.channel) is None
     ]
 
 
@@ -72,7 +72,8 @@ def held_optouts(apsis: Any, key: str, slots: list[SetConsent], now: Callable[[]
     items = apsis.consents_if_profile(key, consent_types=["opt-out"])
     if items is None:
         return {}  # no such profile yet: it holds nothing
-    wanted = {(op.topic, op.channel): consent_key(op.topic, op.channel) for op in slots}
+    # the topic matched without case, as the opt-out route matches it (state.find_optout says why)
+    wanted = {(op.topic.casefold(), op.channel): consent_key(op.topic, op.channel) for op in slots}
     found: dict[str, OptOutRecord] = {}
     for item in items:
         # each entry read as an export's (topic or topic_discriminator, a channel name or discriminator, the
@@ -80,7 +81,7 @@ def held_optouts(apsis: Any, key: str, slots: list[SetConsent], now: Callable[[]
         (where, kind) = consent_entry(item)
         if kind != "opt-out":
             continue
-        slot = wanted.get(where)
+        slot = wanted.get((where[0].strip().casefold(), where[1]))
         if slot is not None:
             found[slot] = OptOutRecord(at=EXISTING_AT, source=SOURCE, recorded_at=now())
     return found

@@ -11,9 +11,9 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from efficy_sync.consent import ConsentType, beyond_now, compare_stamps, confirm, decide, read_order
+from efficy_sync.consent import ConsentType, OptOutRecord, beyond_now, compare_stamps, confirm, decide, read_order
 from efficy_sync.mapping import Desired, Skip
-from efficy_sync.state import PersonState, consent_key, value_hash
+from efficy_sync.state import PersonState, consent_key, find_optout, value_hash
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,12 @@ def _attribute_changes(desired: Desired, known: PersonState | None) -> dict[str,
     return dict(sorted(changes.items()))
 
 
+def _optout(state: PersonState | None, topic: str, channel: str) -> OptOutRecord | None:
+    """The person's APSIS opt-out of the slot, under whatever spelling of its topic it was recorded."""
+    found = find_optout(state.optouts, topic, channel) if state is not None else None
+    return found[1] if found else None
+
+
 def consent_decisions(desired: Desired, state: PersonState | None) -> dict[tuple[str, str], Any]:
     """(topic, channel) -> (ConsentDecision, last pushed type, confirmed opt-out record) for applicable slots."""
     known = _known(state)
@@ -94,7 +100,7 @@ def consent_decisions(desired: Desired, state: PersonState | None) -> dict[tuple
         last = known.consents.get(key) if known else None
         read = (desired.change_stamp, desired.asked_at, desired.answered_at)
         profile = desired.crm_profiles.get((topic, channel))
-        record = confirm(state.optouts.get(key) if state else None, member, *read, crm_profile=profile)
+        record = confirm(_optout(state, topic, channel), member, *read, crm_profile=profile)
         result[topic, channel] = (decide(member, last, record, *read, crm_profile=profile), last, record)
     return result
 
@@ -154,7 +160,7 @@ def _opt_outs(skip: Skip, known: PersonState, state: PersonState | None) -> list
     for topic, channel in skip.left:
         key = consent_key(topic, channel)
         last = known.consents.get(key)
-        decision = decide(False, last, confirm(state.optouts.get(key) if state else None, False, *read), *read)
+        decision = decide(False, last, confirm(_optout(state, topic, channel), False, *read), *read)
         if decision.type == "opt-out" and last != "opt-out":
             ops.append(SetConsent(known.person_key, topic, channel, "opt-out"))
     return ops

@@ -35,7 +35,7 @@ from .clients.apsis_export import ExportedProfile
 from .config import EMAIL_ATTRIBUTE, IntegrationConfig
 from .consent import confirm, decide
 from .mapping import Desired, Skip, map_person
-from .state import UNKNOWN, UNSURE_HASH, PersonState, consent_key, unsure_hash
+from .state import UNKNOWN, UNSURE_HASH, PersonState, consent_key, find_optout, unsure_hash
 
 if TYPE_CHECKING:
     from .consent import ConsentType
@@ -239,7 +239,8 @@ def _consents(check: PersonCheck, desired: Desired, state: PersonState | None, p
         slot = consent_key(topic, channel)
         read = (desired.change_stamp, desired.asked_at, desired.answered_at)
         crm_profile = desired.crm_profiles.get((topic, channel))
-        record = confirm(state.optouts.get(slot) if state else None, member, *read, crm_profile=crm_profile)
+        found = find_optout(state.optouts, topic, channel) if state else None
+        record = confirm(found[1] if found else None, member, *read, crm_profile=crm_profile)
         pushed = cast("ConsentType | None", held if held in ("opt-in", "opt-out") else None)
         decision = decide(member, pushed, record, *read, crm_profile=crm_profile)
         where = {"topic": topic, "channel": channel}
@@ -263,7 +264,10 @@ def _our_opt_out(state: PersonState | None, slot: str) -> bool:
     """True only on positive evidence that APSIS holds the opt-out because we sent it: our state says the last
     consent we pushed on the slot was that opt-out, and no opt-out made in APSIS One is recorded on it. Anything
     less (no state, unknown, an opt-out record) keeps the APSIS opt-out."""
-    return state is not None and state.consents.get(slot) == "opt-out" and slot not in state.optouts
+    if state is None or state.consents.get(slot) != "opt-out":
+        return False
+    topic, _, channel = slot.rpartition("|")
+    return find_optout(state.optouts, topic, channel) is None
 
 
 # ---- repair -------------------------------------------------------------------------------------------------

@@ -60,6 +60,25 @@ def consent_key(topic: str, channel: str) -> str:
     return f"{topic}|{channel}"
 
 
+def _slot_match(slot: str) -> str:
+    topic, _, channel = slot.rpartition("|")
+    return f"{topic.strip().casefold()}|{channel.strip()}"
+
+
+def find_optout(optouts: dict[str, OptOutRecord], topic: str, channel: str) -> tuple[str, OptOutRecord] | None:
+    """(stored slot key, record) of the APSIS opt-out of a subscription on a channel, the topic matched without
+    case or surrounding spaces, as the opt-out route matches it: a record keeps the spelling of the webhook (a
+    topic not mapped then) or of the mapping when it came, and a mapping added or re-spelled since must still
+    meet it. Whether APSIS One tells topics apart by case is not documented: an opt-out is never lost over it.
+    The exact key first; of several spellings, one not yet confirmed (the one that blocks an opt-in longest)."""
+    key = consent_key(topic, channel)
+    if key in optouts:
+        return key, optouts[key]
+    wanted = _slot_match(key)
+    found = sorted((r.confirmed, k) for k, r in optouts.items() if _slot_match(k) == wanted)
+    return (found[0][1], optouts[found[0][1]]) if found else None
+
+
 class EmailConflict(BaseModel):
     """The person's new e-mail address already belongs to other APSIS One profiles: held back, never merged.
 

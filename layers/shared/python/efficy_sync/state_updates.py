@@ -23,7 +23,17 @@ from .person_plan import (
     SetConsent,
     is_stale,
 )
-from .state import UNKNOWN, EmailConflict, PersonState, consent_key, known_hash, unsure_hash, utc_now, value_hash
+from .state import (
+    UNKNOWN,
+    EmailConflict,
+    PersonState,
+    consent_key,
+    find_optout,
+    known_hash,
+    unsure_hash,
+    utc_now,
+    value_hash,
+)
 
 if TYPE_CHECKING:
     from .clients.errors import ApiError
@@ -98,15 +108,18 @@ def _confirm_optouts(new: PersonState, desired: Desired) -> None:
     once an explicit newer membership opted them in again."""
     slots = {slot: crm_type == "opt-in" for slot, crm_type in desired.consents.items()} | desired.memberships
     for (topic, channel), member in slots.items():
-        key = consent_key(topic, channel)
+        found = find_optout(new.optouts, topic, channel)  # under the spelling it was recorded with
+        if found is None:
+            continue
+        stored, old = found
         read = (desired.change_stamp, desired.asked_at, desired.answered_at)
-        record = confirm(new.optouts.get(key), member, *read, crm_profile=desired.crm_profiles.get((topic, channel)))
+        record = confirm(old, member, *read, crm_profile=desired.crm_profiles.get((topic, channel)))
         if record is None:
             continue
-        if record.confirmed and member and new.consents.get(key) == "opt-in":
-            del new.optouts[key]
+        if record.confirmed and member and new.consents.get(consent_key(topic, channel)) == "opt-in":
+            del new.optouts[stored]
         else:
-            new.optouts[key] = record
+            new.optouts[stored] = record
 
 
 def stamp_opt_ins(state: PersonState, ops: list[Operation], now: str) -> PersonState:
