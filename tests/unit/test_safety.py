@@ -61,6 +61,14 @@ def test_an_opt_out_confirming_an_apsis_unsubscribe_is_never_a_removal_to_hold()
     assert not is_removal(SetConsent("7", NEWS, "email", "opt-out"), held)
 
 
+def test_an_opt_out_confirming_an_apsis_unsubscribe_recorded_under_another_case_is_never_held() -> None:
+    """The unsubscribe was recorded as the webhook spelled the topic (not mapped then); the mapping added since
+    spells it otherwise. Counted as a removal, the breaker held back the person's own opt-out."""
+    record = OptOutRecord(at="2024-05-01T11:00:00Z", source="apsis")
+    held = state(consents={SLOT: "opt-in"}, optouts={f"{NEWS.upper()}|email": record})
+    assert not is_removal(SetConsent("7", NEWS, "email", "opt-out"), held)
+
+
 def test_nothing_is_removed_from_a_profile_apsis_does_not_have() -> None:
     for op in (SetConsent("7", NEWS, "email", "opt-out"), DeleteProfile("7"), PatchTags("7", {"vip": False})):
         assert not is_removal(op, None)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .person_plan import DeleteProfile, Operation, PatchTags, SetConsent
-from .state import PersonState, consent_key
+from .state import PersonState, find_optout
 
 #: counter name prefixes: a removal and the base it is judged against
 OPTOUT, UNTAG, DELETE = "rm:optout:", "rm:untag:", "rm:delete"
@@ -49,8 +49,8 @@ def is_removal(op: Operation, state: PersonState | None) -> bool:
         return _known(state) and not all(op.tags.values())
     if isinstance(op, SetConsent) and op.type == "opt-out" and _known(state):
         assert state is not None
-        slot = consent_key(op.topic, op.channel)
-        return slot not in state.optouts  # an APSIS opt-out confirmed in the CRM is never held
+        # an APSIS opt-out (under whatever spelling of the topic it was recorded) is never held
+        return find_optout(state.optouts, op.topic, op.channel) is None
     return False
 
 
