@@ -42,6 +42,8 @@ def held(sim: ApsisSimulator) -> str | None:
         {"items": [{"topic_discriminator": NEWS, "channel_discriminator": EMAIL, "consent_type": "opt-out"}]},
         {"items": [{"topic_discriminator": NEWS, "channel_discriminator": EMAIL, "type": "OPT_OUT"}]},
         {"items": [{"topic_discriminator": NEWS, "channel_discriminator": "email", "type": "opt-out"}]},
+        # the topic in another case than the mapping's (APSIS's case-sensitivity is not documented: the safe side)
+        {"items": [{"topic_discriminator": NEWS.upper(), "channel_discriminator": EMAIL, "type": "opt-out"}]},
         # one page of several (apsis_export.parse_export refuses this shape; _items reads it as the whole list)
         {"items": [], "links": {"next": "/v2/audience/keyspaces/x/profiles/7/sections/s/consents?page=2"}},
         # paging said another way (paging is not documented): a flag, or a count above the items listed
@@ -57,6 +59,7 @@ def held(sim: ApsisSimulator) -> str | None:
         "consent_type",
         "OPT_OUT",
         "short-channel",
+        "topic-other-case",
         "paged",
         "has_more",
         "hasMore-text",
