@@ -40,7 +40,7 @@ from .config import CRMID_ATTRIBUTE, EMAIL_ATTRIBUTE, IntegrationConfig
 from .mapping import needed_fields
 from .reconcile import CATEGORIES, DriftReport, PersonCheck, compare_person, invalidate
 from .state import PersonState
-from .store.persons import ConflictingWrite
+from .store.persons import StaleWrite
 from .store.protocols import PersonStates
 from .store.reconcile_cursor import CursorStore
 
@@ -300,8 +300,11 @@ def fix(
         for drift in check.drifts:
             if not drift.fixable:
                 left[drift.category] += 1
+        if not any(d.fixable for d in check.drifts):
+            continue
         state = _store_invalidated(cfg.integration_id, check, result.states.get(int(check.person_key)), states)
-        if state is None:
+        if state is None:  # its state kept changing under us: left for the next run, and said so
+            left["changed_meanwhile"] = left.get("changed_meanwhile", 0) + 1
             continue
         changes.append(
             ContactChange(
@@ -333,7 +336,9 @@ def _store_invalidated(
     integration_id: str, check: PersonCheck, state: PersonState | None, states: PersonStates
 ) -> PersonState | None:
     """Stores reconcile.invalidate's state; a state another sync stored meanwhile is read again (its sync then
-    carries the repair as well)."""
+    carries the repair as well). That sync's newer Efficy change is refused as StaleWrite, not ConflictingWrite
+    (the stamps differ): uncaught, one person synced between the check and the fix stopped the whole --fix, with
+    the persons marked before it queued for nothing."""
     for _ in range(3):
         new = invalidate(integration_id, check, state)
         if new is None:
@@ -341,7 +346,7 @@ def _store_invalidated(
         try:
             states.put(new)
             return new
-        except ConflictingWrite:
+        except StaleWrite:  # ConflictingWrite included
             state = states.get(integration_id, check.person_key)
     return None
 

@@ -1,0 +1,81 @@
+"""`reconcile --fix` while the real-time worker syncs a drifting person: the fix must go on, not crash.
+
+`--all` on a large section takes hours between reading a person's state and `--fix` storing its repair mark.
+When a webhook's sync stored a newer Efficy change of that person in between, the state store refuses the mark
+as a write older than what it holds (StaleWrite, not the ConflictingWrite the fix re-read on): the whole `--fix`
+stopped with a traceback, no person was queued, and the persons marked before it kept repair marks that no
+queued sync carried out (their next sync, whenever it came, applied them). The mark is now made again on the
+state stored meanwhile, as for a ConflictingWrite, and the person is queued.
+
+The real PersonSyncer and clients against both simulators over HTTP, the real PersonStateStore on moto.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from efficy_sync.clients.apsis import ApsisClient
+from efficy_sync.clients.efficy import EfficyClient
+from efficy_sync.mapping import needed_fields
+from efficy_sync.reconcile_run import Reconciler, Scope, fix
+from efficy_sync.store.persons import PersonStateStore
+from efficy_sync.sync import PersonSyncer
+from efficy_sync_tools.sims.apsis import ApsisSimulator
+from efficy_sync_tools.sims.efficy import EfficySimulator
+
+from tests.integration.reconcile_world import CRM, FAST, SECTION, reconcile_config
+from tests.support import create_template_table
+
+FIRSTNAME = "com.apsis1.attributes.firstname"
+CFG = reconcile_config("race", field_mappings=[{"efficy": "FIRSTNAME", "apsis": FIRSTNAME}])
+
+
+@pytest.fixture
+def world(in_process_aws: str) -> Iterator[dict[str, Any]]:
+    create_template_table("StateTable", "state", in_process_aws)
+    esim = EfficySimulator().start()
+    asim = ApsisSimulator(client_id="race", client_secret="race-secret", rate_limits=False).start()
+    try:
+        esim.upsert_persons(
+            [
+                {"K_CONTACT": k, "NAME": f"N{k}", "FIRSTNAME": f"F{k}", "EMAIL1": f"r{k}@example.com", "profiles": [12]}
+                for k in (1, 2, 3)
+            ]
+        )
+        apsis = ApsisClient(asim.url, "race", "race-secret", section=SECTION, policy=FAST)
+        states = PersonStateStore("state")
+        with EfficyClient(esim.url, esim.api_key, policy=FAST) as efficy:
+            syncer = PersonSyncer(CFG, apsis, states, email_lookup=lambda _: [])
+            for key, person in efficy.get_persons([1, 2, 3], needed_fields(CFG)).items():
+                syncer.sync(key, person, None)
+            yield {"esim": esim, "asim": asim, "apsis": apsis, "efficy": efficy, "states": states, "syncer": syncer}
+    finally:
+        esim.stop()
+        asim.stop()
+
+
+def worker(world: dict[str, Any], key: int) -> None:
+    """What the real-time worker does with a queued change: a fresh Efficy read, then PersonSyncer."""
+    person = world["efficy"].get_persons([key], needed_fields(CFG)).get(key)
+    world["syncer"].sync(key, person, world["states"].get(CFG.integration_id, key))
+
+
+def test_a_person_synced_between_the_check_and_the_fix_is_still_repaired(world: dict[str, Any]) -> None:
+    world["apsis"].patch_attributes("1", {FIRSTNAME: "edited in APSIS"})
+    world["apsis"].patch_attributes("2", {FIRSTNAME: "edited in APSIS"})
+    result = Reconciler(CFG, world["efficy"], world["apsis"], world["states"]).run(Scope())
+    assert result.report.counts["attributes"] == 2
+    # meanwhile person 1 changes in Efficy and its webhook's sync stores the newer change
+    world["esim"].patch_person(1, {"NAME": "Renamed"})
+    worker(world, 1)
+
+    queued: list[Any] = []
+    fixed = fix(CFG, result, world["states"], queued.extend)
+
+    assert sorted(c.person_key for c in queued) == [1, 2] and fixed["enqueued"] == 2
+    for change in queued:
+        worker(world, change.person_key)
+    for key in ("1", "2"):
+        assert world["asim"].get_profile(CRM, key)["attributes"][FIRSTNAME] == f"F{key}"
