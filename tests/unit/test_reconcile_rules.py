@@ -127,12 +127,22 @@ def test_attribute_drift_names_the_attribute_never_the_value_and_is_resent():
 
 
 def test_an_attribute_the_mapping_clears_but_apsis_holds_is_cleared():
+    state, profile = synced(person(FIRSTNAME="Old"))  # we sent "Old"; the CRM field was emptied behind our back
     p = person(FIRSTNAME="")
-    state, profile = synced(p)
-    profile.attributes[FIRSTNAME] = "Old"
     check = compare_person(CFG, 7, p, state, profile)
     assert [d.detail for d in check.drifts] == [{"attribute": FIRSTNAME, "should": "clear"}]
     assert repair_plan(p, check, state) == [PatchAttributes("7", {FIRSTNAME: None})]
+
+
+def test_a_value_we_never_wrote_where_the_crm_field_is_empty_is_kept():
+    """The sync clears only a value it sent (person_plan); one typed into APSIS One where the CRM field was always
+    empty is a note, and --fix leaves it (it blanked it)."""
+    p = person(FIRSTNAME="")
+    state, profile = synced(p)
+    profile.attributes[FIRSTNAME] = "Typed in APSIS"
+    check = compare_person(CFG, 7, p, state, profile)
+    assert check.drifts == [] and check.notes == [("kept_values", {"attribute": FIRSTNAME})]
+    assert invalidate(CFG.integration_id, check, state) is None
 
 
 def test_numbers_given_back_as_text_are_not_drift():

@@ -33,6 +33,7 @@ NOTE_TITLES = {
     "pending_opt_ins": "double opt-ins awaiting the person's confirmation where the CRM would opt in: left to them",
     "kept_by_policy": "profiles of deleted / no longer matching persons kept by on_delete / on_condition_lost",
     "email_conflicts": "e-mail changes held back (see explain)",
+    "kept_values": "values in APSIS One this integration never wrote, where the CRM field is empty: kept",
     "unconfirmed_absence": "persons Efficy did not list and did not prove gone: not judged",
     "unreadable_conditions": "persons whose condition value is missing or cannot be read: left as they are, not judged",
 }

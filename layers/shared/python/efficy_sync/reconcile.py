@@ -7,7 +7,9 @@ gone), our stored state and the profile APSIS One exported, and returns the drif
 - `orphaned`: a profile with our crm-id key whose person Efficy deleted or who no longer matches, where the
   integration's `on_delete` / `on_condition_lost` says it should be deleted or untagged (with `ignore` /
   `leave` such a profile is where the rules want it: a note, not drift);
-- `attributes`: an attribute value that differs from the mapping's result (names only, never values);
+- `attributes`: an attribute value that differs from the mapping's result (names only, never values); a value
+  APSIS holds where the CRM field is empty is drift only where we sent one there (the sync clears only those),
+  else a note (`kept_values`);
 - `consents`: a consent that differs from what consent.decide says, with the opt-out stickiness applied. An
   opt-out APSIS One holds, or one we recorded, is never drift to "fix" into an opt-in: APSIS holding an
   opt-out where the CRM membership would opt in is a note (`kept_optouts`), not drift, unless our state
@@ -46,6 +48,7 @@ NOTES = (
     "pending_opt_ins",
     "kept_by_policy",
     "email_conflicts",
+    "kept_values",
     "unconfirmed_absence",
     "unreadable_conditions",
 )
@@ -223,11 +226,20 @@ def _attributes(check: PersonCheck, desired: Desired, state: PersonState | None,
             continue
         held = profile.attributes.get(name)
         if value is None:
-            if held is not None:
+            if held is not None and _we_wrote(state, name):
                 check.drifts.append(Drift("attributes", check.person_key, {"attribute": name, "should": "clear"}))
+            elif held is not None:
+                # a value we never wrote (a form, an import, the person) where the CRM field is empty: the sync
+                # clears only a value it sent once the CRM field is emptied (person_plan); --fix blanked it
+                check.notes.append(("kept_values", {"attribute": name}))
         elif not _same(held, value):
             should = "set" if held is None else "update"
             check.drifts.append(Drift("attributes", check.person_key, {"attribute": name, "should": should}))
+
+
+def _we_wrote(state: PersonState | None, name: str) -> bool:
+    """Our state holds a value we sent to this attribute of a profile we created: an empty CRM field clears it."""
+    return state is not None and state.exists_in_apsis and name in state.attribute_hashes
 
 
 def _consents(check: PersonCheck, desired: Desired, state: PersonState | None, profile: ExportedProfile) -> None:
