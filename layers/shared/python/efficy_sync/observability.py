@@ -121,11 +121,19 @@ def _json_pair(match: re.Match[str]) -> str:
     return match.group()
 
 
+#: requests' refusal of a header value it cannot send (InvalidHeader: "... in header value: 'the-api-key\\n'"): the
+#: value is one of our credential headers (Efficy's API key from a secret put with its trailing newline, APSIS's
+#: Bearer token), and the message, chained into every traceback of the call, named it in clear
+_HEADER_VALUE = re.compile(r"""(in header value: )(?:b?'(?:[^'\\\n]|\\.)*'|b?"(?:[^"\\\n]|\\.)*"|\S+)""")
+
+
 def scrub_text(text: str) -> str:
     """Masks every e-mail address and phone number in free text (messages, exception texts, API answers), and
     the values of credential and contact fields in url-encoded and JSON text: powertools' event logging writes
     a request body or a raw query string whole, as one string, where `token=` and a mobile written without +
     or 0 (as APSIS gives phones back) would pass."""
+    if "header value" in text:
+        text = _HEADER_VALUE.sub(rf"\1{SECRET_MASK}", text)
     if "=" in text:
         text = _PAIR.sub(_pair, text)
     if '"' in text and ":" in text:
