@@ -71,6 +71,10 @@ def test_logs_carry_hashed_keys_and_no_email_or_phone(loud_stack: Stack) -> None
     assert not leaked, f"personal data in the logs: {leaked}"
     unmasked = [m for m in EMAILISH.findall(text) if "***@" not in m]
     assert not unmasked, f"unmasked e-mail addresses in the logs: {unmasked[:5]}"
+    # nor any of the integration's credentials: the webhooks were signed, every call carried the API key or token
+    credentials = credentials_of(stack)
+    assert len(credentials) >= 4
+    assert not [c for c in credentials if c in text], "a credential in the logs"
 
     lines = log_lines(stack)
     # The log proves something: events were logged (with their masked values), persons appear by hash.
@@ -128,6 +132,24 @@ def test_a_change_apsis_refuses_our_credentials_for_names_the_refusal_and_not_th
     written = json.dumps([line for line in log_lines_after(stack, offset) if not isinstance(line.get("message"), dict)])
     assert address not in written and number not in written and number[1:] not in written
     assert not re.search(rf"(?<!\d){key}(?!\d)", written), "a person key in clear in the logs"
+
+
+def credentials_of(stack: Stack) -> list[str]:
+    """Every secret value of the demo integration (Efficy API key, webhook secret, APSIS client secret, opt-out
+    token), as the stack's Secrets Manager holds them."""
+    sm = stack.client("secretsmanager")
+    values: list[str] = []
+    for page in sm.get_paginator("list_secrets").paginate():
+        for entry in page["SecretList"]:
+            if "/demo/" not in entry["Name"]:
+                continue
+            value = sm.get_secret_value(SecretId=entry["ARN"])["SecretString"]
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                parsed = value
+            values += [v for k, v in parsed.items() if "secret" in k] if isinstance(parsed, dict) else [parsed]
+    return [v for v in values if len(v) >= 12]
 
 
 def log_lines_after(stack: Stack, offset: int) -> list[dict[str, Any]]:
