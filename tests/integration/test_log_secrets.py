@@ -85,3 +85,20 @@ def test_an_apsis_token_requests_refuses_is_not_in_the_logged_traceback(
     out = log.getvalue()
     assert "InvalidHeader" in out
     assert token not in out, out
+
+
+def test_credentials_put_from_a_file_work(efficy: EfficySimulator, apsis: ApsisSimulator) -> None:
+    """The newline a file leaves at the end of a secret is nobody's key: the factories (what the Lambdas and the
+    CLI build their clients with) drop surrounding whitespace, and the calls go through instead of failing for
+    ever on requests' InvalidHeader."""
+    from tests.integration.test_client_safety import acme
+
+    data = acme().model_dump(exclude_unset=True)
+    data["efficy"] = {k: v for k, v in data["efficy"].items() if k not in ("customer", "profile_detail")}
+    data["apsis"] = {k: v for k, v in data["apsis"].items() if k != "profile_tags_path"}
+    data["efficy"]["base_url"], data["apsis"]["base_url"] = efficy.url, apsis.url
+    cfg = type(acme()).model_validate(data)
+    with EfficyClient.from_config(cfg, api_key=f"{efficy.api_key}\n", policy=FAST) as client:
+        assert client.list_persons_page(0, 10, ["EMAIL1"]) == []
+    credentials = {"client_id": f" {apsis.client_id}\n", "client_secret": f"{apsis.client_secret}\r\n"}
+    assert ApsisClient.from_config(cfg, credentials=credentials, policy=FAST).list_sections()

@@ -125,7 +125,7 @@ class ApsisClient(ApsisTransport):
 
             credentials = get_json_secret(cfg.apsis.credentials_secret)
         try:
-            client_id, client_secret = str(credentials["client_id"]), str(credentials["client_secret"])
+            client_id, client_secret = str(credentials["client_id"]).strip(), str(credentials["client_secret"]).strip()
         except (KeyError, TypeError):
             raise ValueError(f"secret {cfg.apsis.credentials_secret} needs client_id and client_secret") from None
         return cls(

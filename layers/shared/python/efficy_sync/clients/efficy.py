@@ -121,7 +121,7 @@ class EfficyClient(EfficyParsing):
         codes = cfg.efficy.error_codes
         return cls(
             cfg.efficy.base_url,
-            api_key,
+            api_key.strip(),  # a secret put from a file ends in a newline: requests refused the header, always
             customer=cfg.efficy.customer,
             profile_detail=cfg.efficy.profile_detail,
             policy=policy,
