@@ -172,7 +172,7 @@ def test_data_problems_and_dead_letters(stack: Stack, key: int, tmp_path: Path) 
 
 def test_unknown_category_and_integration(stack: Stack) -> None:
     bad = stack.cli("health", "demo", "--retry", "nonsense")
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # a usage error, as the README's exit codes say (it was 1, a "no" answer)
     assert "unknown category 'nonsense' for --retry; one of: failures, rejected_value" in bad.stderr
     missing = stack.cli("health", "no-such-integration")
     assert missing.returncode == 1 and "unknown integration 'no-such-integration'" in missing.stderr

@@ -302,3 +302,21 @@ def test_a_container_that_waited_for_another_s_token_request_reads_its_refusal(
     thread.join(10)
     assert [type(e) for e in raised] == [AuthError]
     assert sim.calls()[TOKEN] == 1  # the holder's request only
+
+
+def test_a_record_longer_than_this_deployment_s_hold_is_not_honoured(
+    sim: ApsisSimulator, state_table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI in an admin's shell holds a refusal a minute (it has no EFFICY_SYNC_TOKEN_HOLD_SECONDS); the local
+    stack's Lambdas hold 1 s. Its record held every page of the next full sync for the rest of the minute: the run
+    failed (e2e, CI). A deployment honours a record only as far as its own hold goes."""
+    clock = ManualClock()
+    refuse_tokens(sim)
+    with pytest.raises(AuthError):
+        container(sim, clock).list_sections()  # the admin's command: a minute
+    assert sim.calls()[TOKEN] == 1
+    monkeypatch.setenv("EFFICY_SYNC_TOKEN_HOLD_SECONDS", "1")
+    sim.clear_faults()
+    clock.advance(2)
+    assert [s["discriminator"] for s in container(sim, clock).list_sections()] == [SECTION]
+    assert sim.calls()[TOKEN] == 2

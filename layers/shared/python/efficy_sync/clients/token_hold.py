@@ -110,7 +110,9 @@ class TokenHold:
             return
         kind, status, message, until = found
         held = KINDS.get(kind)
-        if held is None or not self._stands(until):  # past, or a kind of a later version: ask as before
+        # past, a kind of a later version, or longer than this deployment holds (a command in an admin's shell
+        # holds a minute; the local stack's Lambdas 1 s, their retry delays are seconds): ask as before
+        if held is None or not self._stands(until) or until - self._clock() > hold_seconds():
             return
         with self._lock:
             self._refused, self._until = held(message, status=status, detail=message), until
