@@ -66,22 +66,10 @@ class _Recorder:
         return {"statusCode": 202, "body": "{}"}
 
 
-def test_every_webhook_body_reaches_the_handler_as_the_bytes_sent() -> None:
-    """The front passes bodies as the template's API does. As text, API Gateway reads a body as UTF-8, so a
-    Windows-1252 body (Efficy runs on Windows) reached the handler altered and its HMAC no longer matched: a 401
-    that dropped the batch, while this front (which base64-encoded what was not UTF-8) accepted it. The API's
-    binary media types now take every body as bytes (isBase64Encoded), whatever its Content-Type says."""
-    template = SamTemplate.load(ROOT / "template.yaml")
+def _sent_through(template: SamTemplate, sent: list[tuple[bytes, str | None]]) -> list[dict[str, Any]]:
     recorder = _Recorder()
     routes = [r for r in template.api_routes() if r.path.endswith("/efficy/webhook")]
     front = ApiFront(routes, recorder, stage="dev", binary_media_types=template.binary_media_types())  # type: ignore[arg-type]
-    text = '{"records": [{"table": 11000, "key": 7, "fields": {"NAME": "Müller"}}]}'
-    sent = [
-        (text.encode("cp1252"), "application/json; charset=ISO-8859-1"),
-        (text.encode(), "application/json; charset=utf-8"),
-        (b"\xef\xbb\xbf" + text.encode(), "text/plain"),
-        (text.encode(), None),
-    ]
     front.start()
     try:
         for body, content_type in sent:
@@ -92,5 +80,34 @@ def test_every_webhook_body_reaches_the_handler_as_the_bytes_sent() -> None:
             assert answer.status_code == 202
     finally:
         front.stop()
-    assert [e["isBase64Encoded"] for e in recorder.events] == [True] * len(sent)
-    assert [base64.b64decode(e["body"]) for e in recorder.events] == [body for body, _ in sent]
+    return recorder.events
+
+
+TEXT = '{"records": [{"table": 11000, "key": 7, "fields": {"NAME": "Müller"}}]}'
+
+
+def test_with_webhook_bodies_as_bytes_every_body_reaches_the_handler_as_the_bytes_sent() -> None:
+    """The front passes bodies as the template's API does. As text, API Gateway reads a body as UTF-8, so a
+    Windows-1252 body reached the handler altered and its HMAC no longer matched: a 401 on every retry. With the
+    stack parameter WebhookBodiesAsBytes, the API's binary media types take every body as bytes (isBase64Encoded),
+    whatever its Content-Type says."""
+    template = SamTemplate.load(ROOT / "template.yaml")
+    template.raw["Parameters"]["WebhookBodiesAsBytes"]["Default"] = "true"
+    sent = [
+        (TEXT.encode("cp1252"), "application/json; charset=ISO-8859-1"),
+        (TEXT.encode(), "application/json; charset=utf-8"),
+        (b"\xef\xbb\xbf" + TEXT.encode(), "text/plain"),
+        (TEXT.encode(), None),
+    ]
+    events = _sent_through(template, sent)
+    assert [e["isBase64Encoded"] for e in events] == [True] * len(sent)
+    assert [base64.b64decode(e["body"]) for e in events] == [body for body, _ in sent]
+
+
+def test_by_default_a_json_body_reaches_the_handler_as_text() -> None:
+    """Base64 is a third larger: Efficy's batches of up to about 6 MB would pass Lambda's 6 MB request limit from
+    about 4.5 MB, on every retry. So the default API passes UTF-8 bodies as text, as API Gateway does."""
+    template = SamTemplate.load(ROOT / "template.yaml")
+    assert template.binary_media_types() == ()
+    events = _sent_through(template, [(TEXT.encode(), "application/json"), (TEXT.encode(), None)])
+    assert [(e["isBase64Encoded"], e["body"]) for e in events] == [(False, TEXT)] * 2

@@ -133,6 +133,7 @@ def test_parameters_and_defaults(template: dict[str, Any]) -> None:
         "ReconcileScheduleState": "DISABLED",
         "ReconcileSchedule": "rate(1 day)",
         "ReconcileSample": 500,
+        "WebhookBodiesAsBytes": "false",
     }
 
 

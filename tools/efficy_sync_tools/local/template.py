@@ -128,8 +128,19 @@ class SamTemplate:
         """The APIs' BinaryMediaTypes ('~1' is SAM's escape of '/'): bodies of these types arrive base64-encoded."""
         found: list[str] = []
         for res in self.of_type("AWS::Serverless::Api").values():
-            found += [str(t).replace("~1", "/") for t in res.get("Properties", {}).get("BinaryMediaTypes", [])]
+            types = self._chosen(res.get("Properties", {}).get("BinaryMediaTypes", []))
+            found += [str(t).replace("~1", "/") for t in types if isinstance(t, str)]
         return tuple(found)
+
+    def _chosen(self, node: Any) -> Any:
+        """An `!If` of a condition `!Equals [!Ref Param, value]`, as deployed with the parameters' defaults
+        (`!Ref AWS::NoValue`: nothing); any other node as it is."""
+        if not (isinstance(node, dict) and isinstance(node.get("Fn::If"), list)):
+            return node
+        name, then, otherwise = node["Fn::If"]
+        test = self.raw.get("Conditions", {}).get(name, {}).get("Fn::Equals", [None, None])
+        chosen = then if str(self._value(test[0])) == str(self._value(test[1])) else otherwise
+        return [] if chosen == {"Ref": "AWS::NoValue"} else chosen
 
     def sqs_sources(self) -> list[SqsSource]:
         sources = []
