@@ -70,13 +70,18 @@ def find_optout(optouts: dict[str, OptOutRecord], topic: str, channel: str) -> t
     case or surrounding spaces, as the opt-out route matches it: a record keeps the spelling of the webhook (a
     topic not mapped then) or of the mapping when it came, and a mapping added or re-spelled since must still
     meet it. Whether APSIS One tells topics apart by case is not documented: an opt-out is never lost over it.
-    The exact key first; of several spellings, one not yet confirmed (the one that blocks an opt-in longest)."""
+    Of several spellings, one not yet confirmed (the one that blocks an opt-in longest), then the exact key, then
+    the newest: an exact key confirmed long ago must not hide a newer opt-out recorded under the webhook's
+    spelling while the topic was not mapped (a membership newer than the old confirmation opted them in)."""
     key = consent_key(topic, channel)
-    if key in optouts:
-        return key, optouts[key]
+    exact = optouts.get(key)
+    if exact is not None and not exact.confirmed:
+        return key, exact
     wanted = _slot_match(key)
-    found = sorted((r.confirmed, k) for k, r in optouts.items() if _slot_match(k) == wanted)
-    return (found[0][1], optouts[found[0][1]]) if found else None
+    found = sorted(((k, r) for k, r in optouts.items() if _slot_match(k) == wanted), key=lambda f: f[1].at)
+    found.reverse()  # the newest first, then (a stable sort) the open ones, the exact key first among equals
+    found.sort(key=lambda f: (f[1].confirmed, f[0] != key))
+    return found[0] if found else None
 
 
 class EmailConflict(BaseModel):
