@@ -320,3 +320,38 @@ def test_a_record_longer_than_this_deployment_s_hold_is_not_honoured(
     clock.advance(2)
     assert [s["discriminator"] for s in container(sim, clock).list_sections()] == [SECTION]
     assert sim.calls()[TOKEN] == 2
+
+
+def test_credentials_put_from_a_file_share_the_record_of_the_same_credentials(
+    sim: ApsisSimulator, state_table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client drops the newline a secret put from a file ends with (the factories), so the credentials it sends
+    are those of a secret put without it: the refusal record is keyed by what is sent. Keyed by the secret's raw
+    text, the container of one integration (its secret from a file) and an admin's command or another integration
+    of the same API client (the secret typed) each asked APSIS again, and named another account than the budget."""
+    monkeypatch.setenv("STATE_TABLE", state_table)
+    monkeypatch.setenv("CONFIG_TABLE", "efficy-sync-config")
+    monkeypatch.setenv("CONTACT_QUEUE_URL", "https://sqs.example/queue")
+    settings.cache_clear()
+    secrets.reset()
+    from_file = {"client_id": f"{sim.client_id}\n", "client_secret": f"{sim.client_secret}\n"}
+    name = "efficy-sync/from-file/apsis"
+    aws.client("secretsmanager").create_secret(Name=name, SecretString=json.dumps(from_file))
+    apsis = {**RAW["apsis"], "base_url": sim.url, "credentials_secret": name}
+    cfg = config_from_dict({**RAW, "integration_id": "from-file", "apsis": apsis})
+    refuse_tokens(sim)
+    try:
+        monkeypatch.setattr(connections, "_apsis", {})
+        with pytest.raises(AuthError):
+            connections.apsis_client(cfg, FAST).list_sections()
+        assert sim.calls()[TOKEN] == 1
+        with pytest.raises(AuthError):  # a container of the same credentials, typed without the newline
+            container(sim, time.time).list_sections()  # type: ignore[arg-type]  # the clock the factories use
+        assert sim.calls()[TOKEN] == 1
+        monkeypatch.setattr(_aws, "secret", {name: json.dumps(from_file)}.__getitem__)
+        with pytest.raises(AuthError):  # an admin's command reading the same secret
+            _aws.apsis_client(cfg).list_sections()
+        assert sim.calls()[TOKEN] == 1
+    finally:
+        settings.cache_clear()
+        secrets.reset()

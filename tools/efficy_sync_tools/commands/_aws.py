@@ -333,7 +333,9 @@ def apsis_credentials(name: str) -> tuple[str, str]:
     """(client_id, client_secret) from a JSON secret; CliError when it has not that shape."""
     try:
         creds = json.loads(secret(name))
-        return str(creds["client_id"]), str(creds["client_secret"])
+        # as the client sends them (whitespace of a secret put from a file dropped): the token store and the
+        # refusal record below are keyed by them, as the functions key theirs
+        return str(creds["client_id"]).strip(), str(creds["client_secret"]).strip()
     except (ValueError, TypeError, KeyError):
         raise CliError(f"secret {name!r} is not JSON with client_id and client_secret") from None
 

@@ -54,7 +54,7 @@ def efficy_client(cfg: IntegrationConfig, policy: RetryPolicy | None = None) -> 
 def apsis_client(cfg: IntegrationConfig, policy: RetryPolicy | None = None) -> ApsisClient:
     """The integration's APSIS One client (ApsisClient.from_config), kept per config, credentials and policy."""
     policy = policy or settings().retry_policy()
-    creds = get_json_secret(cfg.apsis.credentials_secret)
+    creds = _trimmed(get_json_secret(cfg.apsis.credentials_secret))
     key = (
         cfg.integration_id,
         cfg.apsis.model_dump_json(),
@@ -68,6 +68,13 @@ def apsis_client(cfg: IntegrationConfig, policy: RetryPolicy | None = None) -> A
         return client
 
     return _kept(_apsis, key, build)
+
+
+def _trimmed(creds: dict[str, object]) -> dict[str, object]:
+    """The client id and secret as the client sends them (ApsisClient.from_config drops the whitespace a secret
+    put from a file ends with): the token store and the shared refusal record are keyed by them too, else they
+    named another API client than the request budget and than a secret put without the newline."""
+    return {k: v.strip() if k in ("client_id", "client_secret") and isinstance(v, str) else v for k, v in creds.items()}
 
 
 def _tokens(cfg: IntegrationConfig, creds: dict[str, object]) -> TokenStore | None:
