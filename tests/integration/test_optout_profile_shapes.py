@@ -107,3 +107,32 @@ def test_a_spam_report_from_another_section_opts_nobody_out_here(routes: Routes)
     assert post(routes, {**abuse, "section_discriminator": SECTION.upper()})[1]["accepted"] >= 1  # ours
     assert post(routes, {k: v for k, v in abuse.items() if k != "section_discriminator"})[1]["accepted"] >= 1
     assert queued(routes) == [(1001, None), (1001, None)]
+
+
+def test_a_nested_crm_id_is_the_k_contact_whatever_keyspace_the_call_names(routes: Routes) -> None:
+    """`profile.crm_id` is the person's CRM id (the crm-id attribute APSIS holds), not the key of the keyspace the
+    flow's profile is in: a call naming its keyspace (the e-mail one, the mobile one) set it aside with that
+    keyspace's key. Alone, it was then read as the e-mail address (400: the opt-out lost, the node does not
+    resend); beside an address, the address alone found the person, and every contact holding it was opted out."""
+    event = {
+        "event": "email.unsubscribe",
+        "topic_discriminator": NEWS,
+        "keyspace_discriminator": "com.apsis1.keyspaces.email",
+    }
+    assert post(routes, {**event, "profile": {"crm_id": "42"}})[0] == 202
+    assert post(routes, {**event, "profile": {"crm_id": 42, "email": "jo@example.com"}})[0] == 202
+    # a mobile keyspace's key at the top is still set aside; the nested crm_id names the person
+    mobile = {
+        "event": "sms.unsubscribe",
+        "topic_discriminator": NEWS,
+        "profile_key": "32470000001",
+        "keyspace_discriminator": "com.apsis1.keyspaces.mobile",
+        "profile": {"crm_id": "42"},
+    }
+    status, answer = post(routes, mobile)
+    assert status == 202 and "profile_key" not in answer.get("ignored", ""), answer
+    assert queued(routes) == [(42, None), (42, "jo@example.com"), (42, None)]
+    # a crm_id other than the integration keyspace's own key given at the top: two persons, evidence for neither
+    ours = {**mobile, "profile_key": "7", "keyspace_discriminator": "com.apsis1.keyspaces.crm-id"}
+    assert post(routes, ours)[0] == 400
+    assert queued(routes) == []

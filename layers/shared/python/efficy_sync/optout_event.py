@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
-from .optout_profile import flatten, foreign_key
+from .optout_profile import add_crm_id, crm_id, flatten, foreign_key
 from .optout_time import TimeFix, occurred_at
 from .webhook import MAX_KEY
 from .webhook_auth import require_secret_set
@@ -333,14 +333,18 @@ class OptOutBody(BaseModel):
         `_profile_key`: a form's field repeated with different values is refused in field order)."""
         if not isinstance(data, Mapping):
             raise OptOutPayloadError("body", "must be a JSON object")
-        flat, twice = flatten(data)
+        flat, twice = flatten(data, skip=("crm_id",))
         if twice is not None:
             raise OptOutPayloadError(twice, "is given twice (and in profile) with different values")
         fields = {name: flat[name] for name in FIELDS if name in flat}
         if "keyspace_discriminator" in fields:  # a form's field: given once
             fields["keyspace_discriminator"] = _one(fields, "keyspace_discriminator")
         foreign = foreign_key(fields, (info.context or {}).get("keyspace"))
-        return {**fields, "ignored": ("profile_key",)} if foreign else fields
+        # the CRM id is no keyspace's key: set aside with one, it was read as an address or the address alone
+        # found the person (every contact holding it opted out)
+        if not add_crm_id(fields, crm_id(data)):
+            raise OptOutPayloadError("profile_key", "is given twice (and in profile) with different values")
+        return {**fields, "ignored": ("profile_key",)} if foreign and "profile_key" not in fields else fields
 
     @field_validator("event", mode="before")
     @classmethod

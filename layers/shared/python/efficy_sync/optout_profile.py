@@ -29,14 +29,16 @@ def _same(a: Any, b: Any) -> bool:
     return str(a).strip().casefold() == str(b).strip().casefold()
 
 
-def flatten(data: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
-    """The call's fields with a nested `profile` object read as the flat ones, and the first field given twice
-    with different values (None: they agree)."""
+def flatten(data: Mapping[str, Any], skip: tuple[str, ...] = ()) -> tuple[dict[str, Any], str | None]:
+    """The call's fields with a nested `profile` object read as the flat ones (but its fields named in `skip`),
+    and the first field given twice with different values (None: they agree)."""
     flat = dict(data)
     profile = data.get("profile")
     if not isinstance(profile, Mapping):
         return flat, None
     for name, target in NESTED.items():
+        if name in skip:
+            continue
         value = profile.get(name)
         if not _given(value):
             continue
@@ -56,3 +58,21 @@ def foreign_key(data: dict[str, Any], ours: str | None) -> bool:
     if _same(named, EMAIL_KEYSPACE) and _given(key) and not _given(data.get("email")):
         data["email"] = key
     return _given(key)
+
+
+def crm_id(data: Mapping[str, Any]) -> Any:
+    """The nested profile's `crm_id`: the person's CRM id (the crm-id attribute), whatever keyspace the call names
+    (so read after a key of another keyspace is set aside), or None."""
+    profile = data.get("profile")
+    value = profile.get("crm_id") if isinstance(profile, Mapping) else None
+    return value if _given(value) else None
+
+
+def add_crm_id(fields: dict[str, Any], value: Any) -> bool:
+    """`fields` with the crm_id as its profile_key; False when it names another person than the key given."""
+    if value is None:
+        return True
+    if _given(fields.get("profile_key")) and not _same(fields["profile_key"], value):
+        return False
+    fields["profile_key"] = fields.get("profile_key") if _given(fields.get("profile_key")) else value
+    return True
