@@ -18,9 +18,11 @@ from efficy_sync.connections import apsis_client, efficy_client, email_lookup
 from efficy_sync.correlation import from_sqs_record
 from efficy_sync.observability import logger, metrics
 from efficy_sync.optout import WriteBack
+from efficy_sync.optout_gate import OptOutGate
 from efficy_sync.settings import settings
 from efficy_sync.store.configs import ConfigStore
 from efficy_sync.store.persons import PersonStateStore
+from efficy_sync.store.removals import BurstGate, HeldRemovals, RemovalBreaker
 from efficy_sync.sync import PersonSyncer
 from efficy_sync.tracing import capture_handler
 from efficy_sync.tracing import record as record_scope
@@ -29,6 +31,9 @@ from efficy_sync.writeback_batch import WriteBackBatch
 # an applied version is seen at once (its number is read each time; the body only when it changed)
 configs = ConfigStore(settings().config_table, check_version=True)
 states = PersonStateStore(settings().state_table)
+# The real-time worker's breaker (its counter, trip and holds): one burst of removals across both paths is judged
+# together. What a person's own opt-out removes is not counted (optout_gate.py); the opt-out is never held.
+held, breaker = HeldRemovals(settings().state_table), RemovalBreaker(settings().state_table)
 # A batch where every opt-out failed (Efficy down) is reported item by item rather than raised: the same retries,
 # without counting as a crashed invocation (the DLQ alarm and OptOutRetried tell that story).
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -48,9 +53,12 @@ POLICY = RetryPolicy(
 
 def _writeback_for(integration_id: str) -> WriteBack:
     """The integration's write-back: its config, its Efficy client (impatient) and a syncer paced by the
-    account's shared budget, with no removal gate (an APSIS opt-out is never held back)."""
+    account's shared budget, whose removals beyond the person's own opt-out the real-time breaker judges (a
+    tightened sync condition's deletes and untags); the opt-out itself is never held back."""
     cfg = configs.get(integration_id)
-    syncer = PersonSyncer(cfg, paced(cfg, apsis_client(cfg)), states, email_lookup=email_lookup(cfg))
+    gate = OptOutGate(cfg, BurstGate(cfg, breaker, held))
+    apsis = paced(cfg, apsis_client(cfg))
+    syncer = PersonSyncer(cfg, apsis, states, email_lookup=email_lookup(cfg), removal_gate=gate)
     return WriteBack(cfg, efficy_client(cfg, POLICY), states, syncer)
 
 

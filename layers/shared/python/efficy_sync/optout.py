@@ -18,7 +18,8 @@ The write-back worker, per message:
    mapped e-mail subscription of the section);
 4. reads the person back and confirms the record with the Efficy stamp that shows them out of the profile;
 5. syncs the person to APSIS One at that stamp (profile tags follow membership), so the webhook Efficy sends
-   for our own removal finds nothing left to send.
+   for our own removal finds nothing left to send. A removal that sync plans beyond the person's own decision
+   (a delete or untag of a tightened sync condition) is judged by the real-time breaker (optout_gate.py).
 Any failure fails the message: SQS redelivers it with a growing delay and, after the queue's maxReceiveCount,
 moves it to the DLQ (alarmed): an opt-out is never dropped. Every step is idempotent, so a retry repeats
 them safely; a duplicate delivery of the same unsubscribe is recognised by its time.
@@ -47,6 +48,7 @@ from .optout_event import OptOutEvent as OptOutEvent
 from .optout_event import OptOutPayloadError as OptOutPayloadError
 from .optout_event import check_token as check_token
 from .optout_event import parse_event as parse_event
+from .optout_gate import OptOutGate
 from .optout_intake import Accepted as Accepted  # the route's side stays importable from `optout`
 from .optout_intake import OptOutMessage as OptOutMessage
 from .optout_intake import Slot as Slot
@@ -188,7 +190,7 @@ class WriteBack:
                 result.missing.append(key)
                 continue
             result.confirmed_stamps[key] = str(person.get("D_CHANGE", ""))
-            outcome = self.sync(key, person)
+            outcome = self.sync(key, person, result.slots)
             if outcome is not None:
                 result.outcomes[key] = outcome
 
@@ -367,10 +369,13 @@ class WriteBack:
             self.states.update_optout(self.cfg.integration_id, key, slot.key, done, expected_at=record.at)
         return person
 
-    def sync(self, key: int, person: dict[str, Any]) -> Outcome | None:
-        """Step 5: bring APSIS One in line with the person as Efficy now shows them."""
+    def sync(self, key: int, person: dict[str, Any], slots: list[Slot] | None = None) -> Outcome | None:
+        """Step 5: bring APSIS One in line with the person as Efficy now shows them. Removals it plans that are
+        not the person's own decision (`slots`) are judged by the real-time breaker (optout_gate.py)."""
         if self.syncer is None:
             return None
+        if isinstance(self.syncer.removal_gate, OptOutGate):
+            self.syncer.removal_gate.for_slots(slots or [])
         return self.syncer.sync(key, person, self.states.get(self.cfg.integration_id, key))
 
 

@@ -103,5 +103,7 @@ def report(message: OptOutMessage, result: WriteBackResult) -> None:
             "slots": [s.key for s in result.slots],
             "missing": [hash_key(k) for k in result.missing],
             "syncs": [log_fields(o) for o in result.outcomes.values()],
+            # removals beyond the opt-out (a tightened condition's delete) held by the real-time breaker
+            "held": [hash_key(k) for k, o in result.outcomes.items() if o.held],
         },
     )
