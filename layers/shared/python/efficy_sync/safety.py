@@ -10,7 +10,8 @@ thousands of people in one run. So every sync path that removes something counts
   not block a small integration and a large one is not emptied quietly.
 
 Pure Python (no AWS): the full-sync gate (fullsync/breaker.py) and the real-time burst gate
-(store/removals.py) feed it counts.
+(store/removals.py) feed it counts. The real-time gate judges the real-time worker's syncs and the opt-out
+write-back's (optout_gate.py): one burst across both paths is counted together.
 """
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ class PersonSyncer:
         """`email_lookup`: Efficy contacts holding an address (`connections.email_lookup` builds the
         integration's Efficy client when an e-mail change first needs it). `clock`: UTC ISO time, stamped on
         the opt-ins we send. `removal_gate`: the breaker (safety.py), asked before any removal goes out; the
-        write-back of an APSIS opt-out passes none, so withdrawing consent is never held back."""
+        write-back of an APSIS opt-out passes the real-time one minus the person's own decision (optout_gate)."""
         self.cfg = cfg
         self.removal_gate = removal_gate
         self.apsis = apsis

@@ -7,7 +7,8 @@
   re-enqueues these: a full sync whose pages read the person again holds them anew and its gate judges them
   (a halt is confirmed with `efficy-sync full-sync start ID --allow-removals-up-to N`); the rest (a real-time
   burst's, a person Efficy deleted) only an admin's `full-sync start ID --allow-removals` releases.
-- "BREAKER#<integration>" / "WINDOW#<n>": removals sent by real-time sync in window n (TTL'd counter);
+- "BREAKER#<integration>" / "WINDOW#<n>": removals sent by real-time sync in window n (TTL'd counter): the
+  real-time worker's and the opt-out write-back's (beyond the person's own opt-out: optout_gate.py) together;
   "BREAKER#<integration>" / "TRIPPED": the real-time breaker is open (every further removal is held);
   "BREAKER#<integration>" / "BASE": what the integration holds in APSIS (safety.base_counts), written by each
   full sync, the base the real-time threshold is judged against.
