@@ -207,3 +207,15 @@ def test_the_gate_failing_fails_the_opt_out_for_a_retry(
     answer = handler.handler(unsubscribe(world, [5]), Context())
     assert [f["itemIdentifier"] for f in answer["batchItemFailures"]] == ["m5"]
     assert 5 in world.in_apsis() and 12 not in world.efficy_sim.get_person(5)["profiles"]
+
+
+def test_the_first_full_sync_sets_the_real_time_base_to_the_profiles_it_synced(
+    make_world: Callable[..., World],
+) -> None:
+    """Counted from the states before the run, an integration's first full sync left a base of 0 profiles: every
+    real-time window allowed min_removals - 1 removals until a second full sync, so a normal day's deletes were
+    held and alarmed. The base is at least what the run synced."""
+    w = make_world(safety={"max_removal_percent": 5, "min_removals": 2})
+    w.efficy_sim.upsert_persons([member(k) for k in range(1, PERSONS + 1)])
+    assert w.run()["report"]["status"] == "succeeded"
+    assert w.fs.removal_breaker.base("p17")["base:profiles"] == PERSONS

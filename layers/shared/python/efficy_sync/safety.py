@@ -189,6 +189,17 @@ def bases_of(counters: Mapping[str, int]) -> dict[str, int]:
     return {k: int(v) for k, v in counters.items() if k.startswith((OPTED_IN, TAGGED)) or k == PROFILES}
 
 
+def held_after(counters: Mapping[str, int]) -> dict[str, int]:
+    """The bases the real-time breaker judges against until the next full sync: what the persons held before the
+    run, the profiles at least as many as the run synced (created, updated or unchanged). Counted before the run
+    only, an integration's first full sync left a base of 0 profiles, and every real-time window's limit was
+    min_removals - 1 until a second full sync: most legitimate removals held and alarmed."""
+    bases = bases_of(counters)
+    synced = sum(int(counters.get(name, 0) or 0) for name in ("created", "updated", "unchanged"))
+    bases[PROFILES] = max(bases.get(PROFILES, 0), synced)
+    return bases
+
+
 def verdict_of(counters: Mapping[str, int]) -> dict[str, Any] | None:
     """The breaker's section of a run report, from the run's counters (None before the gate ran)."""
     if PERCENT_COUNTER not in counters:

@@ -38,6 +38,7 @@ from ..safety import (
     UNTAG,
     bases_of,
     confirmed_of,
+    held_after,
     judge,
     limit,
     removals_of,
@@ -298,7 +299,7 @@ class Breaker:
         )
         halt = verdict.halt and not run.dry_run and not allows_removals(run)
         if not run.dry_run:
-            self.breaker.set_base(run.integration_id, bases_of(run.counters))
+            self.breaker.set_base(run.integration_id, held_after(run.counters))
         if halt:
             fs.runs.add_once(run.integration_id, run.run_id, "breaker-halt", {HALT_COUNTER: 1})
         removals = sum(line["removals"] for line in verdict.lines.values())
