@@ -339,10 +339,11 @@ class OptOutBody(BaseModel):
         fields = {name: flat[name] for name in FIELDS if name in flat}
         if "keyspace_discriminator" in fields:  # a form's field: given once
             fields["keyspace_discriminator"] = _one(fields, "keyspace_discriminator")
-        foreign = foreign_key(fields, (info.context or {}).get("keyspace"))
+        ours = (info.context or {}).get("keyspace")
+        foreign = foreign_key(fields, ours)
         # the CRM id is no keyspace's key: set aside with one, it was read as an address or the address alone
         # found the person (every contact holding it opted out)
-        if not add_crm_id(fields, crm_id(data)):
+        if not add_crm_id(fields, crm_id(data, ours)):
             raise OptOutPayloadError("profile_key", "is given twice (and in profile) with different values")
         return {**fields, "ignored": ("profile_key",)} if foreign and "profile_key" not in fields else fields
 

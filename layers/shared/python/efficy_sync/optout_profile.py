@@ -17,6 +17,8 @@ from typing import Any
 
 #: the built-in keyspace whose profile key is the e-mail address (contracts/apsis-one.md §2)
 EMAIL_KEYSPACE = "com.apsis1.keyspaces.email"
+#: the built-in keyspace whose key is the crm-id attribute (`profile.crm_id`): ours is our K_CONTACT only there
+CRM_ID_KEYSPACE = "com.apsis1.keyspaces.crm-id"
 #: a nested profile's fields -> the flat field each stands for
 NESTED = {"crm_id": "profile_key", "profile_key": "profile_key", "email": "email", "mobile": "mobile"}
 
@@ -60,9 +62,14 @@ def foreign_key(data: dict[str, Any], ours: str | None) -> bool:
     return _given(key)
 
 
-def crm_id(data: Mapping[str, Any]) -> Any:
+def crm_id(data: Mapping[str, Any], ours: str | None = None) -> Any:
     """The nested profile's `crm_id`: the person's CRM id (the crm-id attribute), whatever keyspace the call names
-    (so read after a key of another keyspace is set aside), or None."""
+    (so read after a key of another keyspace is set aside), or None. Only when the integration keys its profiles
+    in the crm-id keyspace (`ours`; None: not known): elsewhere we never write the crm-id, and one APSIS holds is
+    another system's id (another CRM's connector), read as a K_CONTACT it took another Efficy person out of a
+    CRM profile, and beside our own key it refused the call (400: the opt-out lost)."""
+    if ours is not None and not _same(ours, CRM_ID_KEYSPACE):
+        return None
     profile = data.get("profile")
     value = profile.get("crm_id") if isinstance(profile, Mapping) else None
     return value if _given(value) else None
