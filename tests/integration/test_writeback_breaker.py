@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 from efficy_sync.config import config_from_dict
 from efficy_sync.mapping import needed_fields
 from efficy_sync.optout import OptOutMessage, SlotRef
+from efficy_sync.person_plan import SetConsent
 from efficy_sync.store.configs import ConfigStore
 from efficy_sync.store.removals import BurstGate
 from efficy_sync.sync import PersonSyncer
@@ -219,3 +220,25 @@ def test_the_first_full_sync_sets_the_real_time_base_to_the_profiles_it_synced(
     w.efficy_sim.upsert_persons([member(k) for k in range(1, PERSONS + 1)])
     assert w.run()["report"]["status"] == "succeeded"
     assert w.fs.removal_breaker.base("p17")["base:profiles"] == PERSONS
+
+
+def test_a_held_unsubscriber_synced_later_gets_no_opt_in_and_no_count(world: World, handler: Any) -> None:
+    """A person whose delete the breaker held keeps the stored consent the sync before the opt-out left (the
+    delete plans no opt-out: the profile would go with it), while APSIS One holds their opt-out. A later sync of
+    them (the conditions loosened again, the breaker still tripped) must neither send an opt-in nor count the
+    opt-out as a removal (held with the rest): their APSIS opt-out record decides the slot. (The real-time gate has
+    no notion of the person's own decision: the untag of the tag mirroring the CRM profile they left is judged,
+    and waits for the release while the breaker is tripped, as optout_gate.py says of a held person.)"""
+    assert handler.handler(unsubscribe(world, UNSUBSCRIBERS), Context())["batchItemFailures"] == []
+    held = sorted(set(world.fs.held.keys("p17")))
+    assert held and world.fs.removal_breaker.tripped("p17") is not None
+    cfg = config_from_dict(raw_config(safety={"max_removal_percent": 5, "min_removals": 2}))
+    gate = BurstGate(cfg, world.fs.removal_breaker, world.fs.held)
+    syncer = PersonSyncer(cfg, world.apsis, world.fs.states, email_lookup=lambda _: [], removal_gate=gate)
+    for key in held:
+        current = world.efficy.get_persons([key], needed_fields(cfg))
+        outcome = syncer.sync(key, current.get(key), world.fs.states.get("p17", key))
+        assert not any(isinstance(op, SetConsent) and op.type == "opt-in" for op in outcome.operations), key
+        assert not any(isinstance(op, SetConsent) for op in outcome.removals), key  # not counted, never held
+        assert consent(world, key) == "opt-out", key
+    assert set(held) <= world.in_apsis()  # the tag mirroring the profile they left waits with the rest (docs)
