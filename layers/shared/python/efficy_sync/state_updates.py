@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .config import EMAIL_ATTRIBUTE
-from .consent import confirm
+from .consent import confirm, read_time
 from .mapping import Desired, Skip
 from .person_plan import (
     CreateProfile,
@@ -230,9 +230,14 @@ def _untagged(ops: list[Operation]) -> set[str]:
 
 
 def deleted_state(integration_id: str, key: int, state: PersonState | None, ops: list[Operation]) -> PersonState:
-    """The tombstone of a person deleted in Efficy: the stored stamp kept, the profile gone if `ops` deleted it."""
+    """The tombstone of a person deleted in Efficy: the stored stamp kept, the profile gone if `ops` deleted it.
+
+    Its read times are now (our clock, after Efficy's answer that the person is gone): kept from the snapshot
+    before, they made any snapshot read between that one and the delete look newer than the tombstone (a
+    write-back's, a cancelled run's page), and its late sync created the deleted person's profile again."""
     base = _base_state(integration_id, key, state, state.change_stamp if state else "")
-    update: dict[str, Any] = {"last_outcome": "deleted", "updated_at": _now()}
+    seen = read_time()
+    update: dict[str, Any] = {"last_outcome": "deleted", "updated_at": _now(), "asked_at": seen, "answered_at": seen}
     if any(isinstance(op, DeleteProfile) for op in ops):
         update.update(exists_in_apsis=False, attribute_hashes={}, consents={}, tags={}, tags_unknown=[])
     elif untagged := _untagged(ops):
