@@ -77,3 +77,19 @@ def test_a_snapshot_read_before_the_delete_does_not_bring_the_profile_back(world
     assert not outcome.operations, outcome
     assert world["asim"].get_profile(CRM, "7") is None, "a person deleted in Efficy was created again in APSIS"
     assert not world["states"].get(CFG.integration_id, 7).exists_in_apsis
+
+
+def test_the_late_snapshot_leaves_the_tombstone_as_it_is(world: dict[str, Any]) -> None:
+    """The older snapshot is not stored over the tombstone either: it kept the tombstone's read times, so the
+    store took it, and the person deleted in Efficy read "synced" in health and explain."""
+    assert sync(world, 7, read(world, 7)).result == "synced"
+    late = read(world, 7)
+    world["esim"].delete_person(7)
+    assert read(world, 7) is None
+    assert sync(world, 7, None).result == "deleted"
+    tombstone = world["states"].get(CFG.integration_id, 7)
+
+    assert sync(world, 7, late).result == "unchanged"
+
+    stored = world["states"].get(CFG.integration_id, 7)
+    assert (stored.last_outcome, stored.revision) == ("deleted", tombstone.revision)

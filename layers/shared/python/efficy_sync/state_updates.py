@@ -166,7 +166,11 @@ def synced_state(
     state: PersonState | None, desired: Desired, ops: list[Operation], now: str, conflict: EmailConflict | None
 ) -> PersonState:
     """After a sync that sent `ops`: what they made APSIS hold, and an e-mail change held back (`conflict`),
-    kept as the error "email_conflict" so `explain` and `health` show it."""
+    kept as the error "email_conflict" so `explain` and `health` show it. A snapshot older than the stored one
+    (nothing planned) leaves it as it is: it kept the stored read times, so the store took it, and a late read
+    made a tombstone, a skip or a failure read "synced" with its error cleared."""
+    if state is not None and not ops and is_stale(desired.change_stamp, state, desired.asked_at, desired.answered_at):
+        return state
     update: dict[str, Any] = {
         "last_outcome": "synced",
         "error_category": None,
