@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from functools import partial
 from typing import Any
@@ -43,7 +43,7 @@ from ..clients.http import map_in_context
 from ..config import IntegrationConfig
 from ..mapping import needed_fields
 from ..observability import count, logger
-from ..person_plan import PatchTags
+from ..person_plan import CreateProfile, PatchTags
 from ..state import PersonState, utc_now
 from ..state_updates import apply_operations, stamp_opt_ins, unconfirmed_state, with_tags
 from ..store import protocols
@@ -326,38 +326,50 @@ class Collector:
         file's older values (an opt-in the CRM has since withdrawn) while the stored state does not know it:
         what the file sent is marked unknown there (sync.reconcile_sent), and the persons are synced again
         from a fresh Efficy read, so a withdrawn opt-in is withdrawn now, not at the next full sync. Each one is
-        counted into `counts` as they finish, so an outage of another leaves them counted."""
+        counted into `counts` as they finish, so an outage of another leaves them counted.
+        An import creates a profile APSIS lacks, so the stored state is told the profile exists, and a person
+        Efficy lost is synced as deleted: a delete real time applied before the file landed (a cancelled run's
+        import) was undone by it, and nothing deleted the profile again."""
         if not rows:
             return
         now = utc_now()
         for row in rows:
-            reconcile_sent(self.states, self.cfg.integration_id, row.key, list(row.ops), now)
+            created = [CreateProfile(row.desired.profile_key)] if row.desired.profile_key else []
+            reconcile_sent(self.states, self.cfg.integration_id, row.key, [*created, *row.ops], now)
         keys = [row.key for row in rows]
-        fresh = self.efficy.get_persons(keys, needed_fields(self.cfg))  # a person Efficy lost: the delete's
+        fresh = self.efficy.get_persons(keys, needed_fields(self.cfg))  # a person Efficy lost: deleted
         stored = self.states.get_many(self.cfg.integration_id, keys)
-        for row in rows:
-            if row.key not in fresh:
-                counts.person(Outcome(row.key, "stale", list(row.ops)))
-        self._one_by_one([fresh[k] for k in keys if k in fresh], stored, counts)
+        self._one_by_one([fresh[k] for k in keys if k in fresh], stored, counts, [k for k in keys if k not in fresh])
 
-    def _one_by_one(self, persons: list[dict[str, Any]], known: dict[int, PersonState], counts: FileCounts) -> None:
-        """Syncs `persons`, counting into `counts` each one that finished; the first error is raised once all
-        are done, so the caller can count what the others did (a retry finds them unchanged)."""
+    def _one_by_one(
+        self,
+        persons: list[dict[str, Any]],
+        known: dict[int, PersonState],
+        counts: FileCounts,
+        gone: Collection[int] = (),
+    ) -> None:
+        """Syncs `persons` (and the deletes of `gone`, keys Efficy lost), counting into `counts` each one that
+        finished; the first error is raised once all are done, so the caller can count what the others did (a
+        retry finds them unchanged)."""
+        work: list[tuple[int, dict[str, Any] | None]] = [(p["K_CONTACT"], p) for p in persons] + [
+            (k, None) for k in gone
+        ]
 
-        def one(person: dict[str, Any]) -> tuple[Any, Exception | None]:
+        def one(item: tuple[int, dict[str, Any] | None]) -> tuple[Any, Exception | None]:
             try:
-                return self.syncer.sync(person["K_CONTACT"], person, known.get(person["K_CONTACT"])), None
+                return self.syncer.sync(item[0], item[1], known.get(item[0])), None
             except Exception as exc:
                 return None, exc
 
         with ThreadPoolExecutor(max_workers=PERSON_THREADS, thread_name_prefix="import-rows") as pool:
-            results = list(map_in_context(pool, one, persons))
+            results = list(map_in_context(pool, one, work))
         first: Exception | None = None
-        for person, (outcome, error) in zip(persons, results, strict=True):
+        for (_key, person), (outcome, error) in zip(work, results, strict=True):
             if error is not None:
                 first = first or error
                 continue
-            reason = skip_label(self.cfg, person) if outcome.reason and outcome.result != "failed" else None
+            labelled = person is not None and outcome.reason and outcome.result != "failed"
+            reason = skip_label(self.cfg, person) if labelled and person is not None else None
             counts.person(outcome, reason)
         if first is not None:
             raise first
