@@ -328,3 +328,30 @@ def iam_refusals(log_path: Path, offset: int) -> list[str]:
     with log_path.open("rb") as log:
         log.seek(offset)
         return [line for line in log.read().decode(errors="replace").splitlines() if DENIED_MARK in line]
+
+
+#: what the write-back Lambda reads from its environment (template.yaml), for the tests that load its handler
+WRITE_BACK_ENV = {
+    "CONFIG_TABLE": "config",
+    "STATE_TABLE": "state",
+    "CONTACT_QUEUE_URL": "https://sqs.example/changes",
+    "OPTOUT_QUEUE_URL": "https://sqs.example/optouts",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+}
+
+
+def load_function(function: str, module_name: str, env: dict[str, str], monkeypatch: Any) -> Any:
+    """functions/<function>/app.py imported afresh as `module_name`, its environment set first (the settings it
+    reads at import are read again)."""
+    import importlib.util
+
+    from efficy_sync.settings import settings
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings.cache_clear()
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "functions" / function / "app.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -11,9 +11,7 @@ HeldRemovals and RemovalBreaker on moto, the real Efficy and APSIS clients again
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,8 +33,8 @@ from tests.integration.fullsync_harness import (  # noqa: F401  (fixtures)
     person,
     raw_config,
 )
+from tests.support import WRITE_BACK_ENV, load_function
 
-ROOT = Path(__file__).resolve().parents[2]
 PERSONS = 60  # the real-time limit: max(min_removals - 1, 5 % of 60 profiles) = 3
 UNSUBSCRIBERS = list(range(1, 21))
 AT = "2024-05-01T10:00:00.000Z"
@@ -79,27 +77,15 @@ def world(make_world: Callable[..., World]) -> World:
 
 @pytest.fixture
 def handler(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    from efficy_sync.settings import settings
-
-    for name, value in {
-        "CONFIG_TABLE": "config",
-        "STATE_TABLE": "state",
-        "CONTACT_QUEUE_URL": "https://sqs.example/changes",
-        "OPTOUT_QUEUE_URL": "https://sqs.example/optouts",
-        "POWERTOOLS_METRICS_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    settings.cache_clear()
-    spec = importlib.util.spec_from_file_location("write_back_gate_app", ROOT / "functions" / "write_back" / "app.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_function("write_back", "write_back_gate_app", WRITE_BACK_ENV, monkeypatch)
     monkeypatch.setattr(module, "efficy_client", lambda cfg, policy=None: world.efficy)
     monkeypatch.setattr(module, "apsis_client", lambda cfg: world.apsis)
     monkeypatch.setattr(module, "email_lookup", lambda cfg: world.efficy.find_contacts_by_email)
     monkeypatch.setattr(module, "paced", lambda cfg, client: client)
     monkeypatch.setattr(module, "brief_client", lambda service: NoSqs())
     yield module
+    from efficy_sync.settings import settings
+
     settings.cache_clear()
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,9 +23,8 @@ from efficy_sync.redelivery import retry_delay
 from efficy_sync.sync import PersonSyncer
 
 from tests.memory_store import MemoryPersonStateStore
+from tests.support import WRITE_BACK_ENV, load_function
 from tests.unit.consent_configs import EVENTS, NEWS, consent_config
-
-ROOT = Path(__file__).resolve().parents[2]
 
 CFG = consent_config(tags={"profiles": [{"crm_profile": 12, "tag": "newsletter-readers"}]})
 AT = "2024-05-01T10:00:00.000Z"
@@ -404,22 +401,8 @@ class FakeSqs:
 
 @pytest.fixture
 def handler_module(monkeypatch: pytest.MonkeyPatch, world: Any) -> Any:
-    from efficy_sync.settings import settings
-
-    for name, value in {
-        "CONFIG_TABLE": "config",
-        "STATE_TABLE": "state",
-        "CONTACT_QUEUE_URL": "https://sqs.example/changes",
-        "OPTOUT_QUEUE_URL": "https://sqs.example/optouts",
-        "POWERTOOLS_METRICS_DISABLED": "true",
-        "AWS_DEFAULT_REGION": "eu-west-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    settings.cache_clear()
-    spec = importlib.util.spec_from_file_location("write_back_app", ROOT / "functions" / "write_back" / "app.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    env = {**WRITE_BACK_ENV, "AWS_DEFAULT_REGION": "eu-west-1"}
+    module = load_function("write_back", "write_back_app", env, monkeypatch)
     efficy, store, apsis = world
     sqs = FakeSqs()
     monkeypatch.setattr(module, "states", store)
@@ -430,6 +413,8 @@ def handler_module(monkeypatch: pytest.MonkeyPatch, world: Any) -> Any:
     monkeypatch.setattr(module, "brief_client", lambda service: sqs)
     module.fake_sqs = sqs
     yield module
+    from efficy_sync.settings import settings
+
     settings.cache_clear()
 
 
