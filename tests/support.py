@@ -355,3 +355,30 @@ def load_function(function: str, module_name: str, env: dict[str, str], monkeypa
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def simulated_apis(region: str, persons: list[dict[str, Any]], client_id: str, policy: Any) -> Any:
+    """The state table in moto, both simulators started (Efficy holding `persons`, APSIS knowing API client
+    `client_id` with secret `<client_id>-secret`) and an Efficy client: what the race tests of one person's sync
+    stand on. A context manager yielding {"esim", "asim", "efficy", "states"}; the simulators stop on exit."""
+    from contextlib import contextmanager
+
+    from efficy_sync.clients.efficy import EfficyClient
+    from efficy_sync.store.persons import PersonStateStore
+    from efficy_sync_tools.sims.apsis import ApsisSimulator
+    from efficy_sync_tools.sims.efficy import EfficySimulator
+
+    @contextmanager
+    def started() -> Any:
+        create_template_table("StateTable", "state", region)
+        esim = EfficySimulator().start()
+        asim = ApsisSimulator(client_id=client_id, client_secret=f"{client_id}-secret", rate_limits=False).start()
+        try:
+            esim.upsert_persons(persons)
+            with EfficyClient(esim.url, esim.api_key, policy=policy) as efficy:
+                yield {"esim": esim, "asim": asim, "efficy": efficy, "states": PersonStateStore("state")}
+        finally:
+            esim.stop()
+            asim.stop()
+
+    return started()

@@ -18,38 +18,23 @@ from typing import Any
 
 import pytest
 from efficy_sync.clients.apsis import ApsisClient
-from efficy_sync.clients.efficy import EfficyClient
 from efficy_sync.config import config_from_dict
 from efficy_sync.consent import READ_ORDER_SLACK
 from efficy_sync.mapping import needed_fields
-from efficy_sync.store.persons import PersonStateStore
 from efficy_sync.sync import PersonSyncer
-from efficy_sync_tools.sims.apsis import ApsisSimulator
-from efficy_sync_tools.sims.efficy import EfficySimulator
 
 from tests.integration.test_diff_calls import CRM, FAST, RAW
-from tests.support import create_template_table
+from tests.support import simulated_apis
 
 CFG = config_from_dict({**RAW, "integration_id": "deleteorder", "on_delete": "delete"})
 
 
 @pytest.fixture
 def world(in_process_aws: str) -> Iterator[dict[str, Any]]:
-    create_template_table("StateTable", "state", in_process_aws)
-    esim = EfficySimulator().start()
-    asim = ApsisSimulator(client_id="del", client_secret="del-secret", rate_limits=False).start()
-    try:
-        esim.upsert_persons(
-            [{"K_CONTACT": 7, "NAME": "N7", "FIRSTNAME": "F7", "EMAIL1": "d7@example.com", "profiles": [12]}]
-        )
-        apsis = ApsisClient(asim.url, "del", "del-secret", section=CFG.apsis.section, policy=FAST)
-        states = PersonStateStore("state")
-        with EfficyClient(esim.url, esim.api_key, policy=FAST) as efficy:
-            syncer = PersonSyncer(CFG, apsis, states, email_lookup=lambda _: [])
-            yield {"esim": esim, "asim": asim, "efficy": efficy, "states": states, "syncer": syncer}
-    finally:
-        esim.stop()
-        asim.stop()
+    persons = [{"K_CONTACT": 7, "NAME": "N7", "FIRSTNAME": "F7", "EMAIL1": "d7@example.com", "profiles": [12]}]
+    with simulated_apis(in_process_aws, persons, "del", FAST) as world:
+        apsis = ApsisClient(world["asim"].url, "del", "del-secret", section=CFG.apsis.section, policy=FAST)
+        yield {**world, "syncer": PersonSyncer(CFG, apsis, world["states"], email_lookup=lambda _: [])}
 
 
 def read(world: dict[str, Any], key: int) -> dict[str, Any] | None:

@@ -17,16 +17,12 @@ from typing import Any
 
 import pytest
 from efficy_sync.clients.apsis import ApsisClient
-from efficy_sync.clients.efficy import EfficyClient
 from efficy_sync.mapping import needed_fields
 from efficy_sync.reconcile_run import Reconciler, Scope, fix
-from efficy_sync.store.persons import PersonStateStore
 from efficy_sync.sync import PersonSyncer
-from efficy_sync_tools.sims.apsis import ApsisSimulator
-from efficy_sync_tools.sims.efficy import EfficySimulator
 
 from tests.integration.reconcile_world import CRM, FAST, SECTION, reconcile_config
-from tests.support import create_template_table
+from tests.support import simulated_apis
 
 FIRSTNAME = "com.apsis1.attributes.firstname"
 CFG = reconcile_config("race", field_mappings=[{"efficy": "FIRSTNAME", "apsis": FIRSTNAME}])
@@ -34,26 +30,16 @@ CFG = reconcile_config("race", field_mappings=[{"efficy": "FIRSTNAME", "apsis": 
 
 @pytest.fixture
 def world(in_process_aws: str) -> Iterator[dict[str, Any]]:
-    create_template_table("StateTable", "state", in_process_aws)
-    esim = EfficySimulator().start()
-    asim = ApsisSimulator(client_id="race", client_secret="race-secret", rate_limits=False).start()
-    try:
-        esim.upsert_persons(
-            [
-                {"K_CONTACT": k, "NAME": f"N{k}", "FIRSTNAME": f"F{k}", "EMAIL1": f"r{k}@example.com", "profiles": [12]}
-                for k in (1, 2, 3)
-            ]
-        )
-        apsis = ApsisClient(asim.url, "race", "race-secret", section=SECTION, policy=FAST)
-        states = PersonStateStore("state")
-        with EfficyClient(esim.url, esim.api_key, policy=FAST) as efficy:
-            syncer = PersonSyncer(CFG, apsis, states, email_lookup=lambda _: [])
-            for key, person in efficy.get_persons([1, 2, 3], needed_fields(CFG)).items():
-                syncer.sync(key, person, None)
-            yield {"esim": esim, "asim": asim, "apsis": apsis, "efficy": efficy, "states": states, "syncer": syncer}
-    finally:
-        esim.stop()
-        asim.stop()
+    persons = [
+        {"K_CONTACT": k, "NAME": f"N{k}", "FIRSTNAME": f"F{k}", "EMAIL1": f"r{k}@example.com", "profiles": [12]}
+        for k in (1, 2, 3)
+    ]
+    with simulated_apis(in_process_aws, persons, "race", FAST) as world:
+        apsis = ApsisClient(world["asim"].url, "race", "race-secret", section=SECTION, policy=FAST)
+        syncer = PersonSyncer(CFG, apsis, world["states"], email_lookup=lambda _: [])
+        for key, person in world["efficy"].get_persons([1, 2, 3], needed_fields(CFG)).items():
+            syncer.sync(key, person, None)
+        yield {**world, "apsis": apsis, "syncer": syncer}
 
 
 def worker(world: dict[str, Any], key: int) -> None:

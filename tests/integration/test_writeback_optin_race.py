@@ -19,18 +19,14 @@ from typing import Any
 
 import pytest
 from efficy_sync.clients.apsis import ApsisClient
-from efficy_sync.clients.efficy import EfficyClient
 from efficy_sync.clients.errors import TransientError
 from efficy_sync.mapping import needed_fields
 from efficy_sync.optout import OptOutMessage, SlotRef, WriteBack
 from efficy_sync.state import utc_now
-from efficy_sync.store.persons import PersonStateStore
 from efficy_sync.sync import PersonSyncer
-from efficy_sync_tools.sims.apsis import ApsisSimulator
-from efficy_sync_tools.sims.efficy import EfficySimulator
 
 from tests.integration.test_diff_calls import CFG, CRM, FAST, NEWS
-from tests.support import create_template_table
+from tests.support import simulated_apis
 
 
 class SlowOptIn(ApsisClient):
@@ -47,19 +43,9 @@ class SlowOptIn(ApsisClient):
 
 @pytest.fixture
 def world(in_process_aws: str) -> Iterator[dict[str, Any]]:
-    create_template_table("StateTable", "state", in_process_aws)
-    esim = EfficySimulator().start()
-    asim = ApsisSimulator(client_id="race", client_secret="race-secret", rate_limits=False).start()
-    try:
-        esim.upsert_persons(
-            [{"K_CONTACT": 9, "NAME": "N9", "FIRSTNAME": "F9", "EMAIL1": "r9@example.com", "profiles": []}]
-        )
-        states = PersonStateStore("state")
-        with EfficyClient(esim.url, esim.api_key, policy=FAST) as efficy:
-            yield {"esim": esim, "asim": asim, "efficy": efficy, "states": states}
-    finally:
-        esim.stop()
-        asim.stop()
+    persons = [{"K_CONTACT": 9, "NAME": "N9", "FIRSTNAME": "F9", "EMAIL1": "r9@example.com", "profiles": []}]
+    with simulated_apis(in_process_aws, persons, "race", FAST) as world:
+        yield world
 
 
 def apsis(world: dict[str, Any], cls: type[ApsisClient] = ApsisClient) -> ApsisClient:
