@@ -62,3 +62,21 @@ def test_threads_starting_together_share_one_client_and_its_exception_classes(
     ddb = seen[0][0]
     # what the client raises (it looks its class up on itself) is what every thread catches
     assert {cls for _, cls in seen} == {ddb.exceptions.from_code("ConditionalCheckFailedException")}
+
+
+@pytest.mark.parametrize("make", [aws.client, aws.brief_client])
+def test_clients_leave_parameter_checks_to_the_service(slow_exception_factory: None, make: Any) -> None:
+    """botocore's client-side parameter validation was 6 % of a full-sync page's CPU (py-spy, BENCHMARKS.md);
+    every request the product sends is built by code, and DynamoDB, SQS and S3 refuse a malformed one
+    themselves (a ClientError, handled as any refusal), so nothing is written unchecked."""
+    ddb = make("dynamodb")
+
+    class Sent(Exception):
+        """raised where the request would leave for the network: it was not refused on the client"""
+
+    def stop(**_: Any) -> None:
+        raise Sent
+
+    ddb.meta.events.register("before-send.dynamodb.GetItem", stop)
+    with pytest.raises(Sent):  # a ParamValidationError with client-side checks on
+        ddb.get_item(TableName="t", Key={"pk": {"S": 12}})

@@ -7,6 +7,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from efficy_sync.store.dynamo import attr, from_item, key, plain, to_item
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def test_values_read_back_as_the_python_types_they_were_written_as() -> None:
@@ -40,3 +42,22 @@ def test_whole_decimals_are_ints_and_others_floats() -> None:
     assert plain({"N": "1.0"}) == 1 and type(plain({"N": "1.0"})) is int  # as the hand-written reader did
     assert plain({"N": "2.5"}) == 2.5 and not isinstance(plain({"N": "2.5"}), Decimal)
     assert plain({"NS": ["1", "2"]}) == {1, 2}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(), st.booleans(), st.integers(min_value=-(10**37), max_value=10**37)))
+def test_the_fast_path_writes_what_boto3_s_serializer_writes(value: object) -> None:
+    """attr() writes strings, booleans and integers itself (a page's CPU): the same attribute values as
+    TypeSerializer, or stored states would differ from those written before."""
+    from boto3.dynamodb.types import TypeSerializer
+
+    assert attr(value) == TypeSerializer().serialize(value)
+
+
+def test_other_types_still_go_through_boto3_s_serializer() -> None:
+    class Text(str):
+        """a str subclass (a pydantic or enum value) is not taken by the fast path's exact type check"""
+
+    assert attr(Text("a")) == {"S": "a"}
+    assert attr(None) == {"NULL": True}
+    assert attr(1.5) == {"N": "1.5"}

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -37,7 +38,14 @@ def normalise_stamp(stamp: str | None) -> str:
     An offset is converted to UTC; a naive stamp (Efficy's D_CHANGE) is taken as it is, in ISO or day-first
     form ("05/02/2025 10:00:00", as Efficy's JSON-RPC may send it: as text, 05/02 would sort before 19/01).
     Empty sorts first."""
-    text = (stamp or "").strip()
+    return _normalised(stamp or "")
+
+
+@lru_cache(maxsize=4096)
+def _normalised(stamp: str) -> str:
+    """Cached: a page stores every person's read and answer times, which share a handful of seconds, and
+    parsing them again was about 1 % of a full-sync page's CPU (py-spy, BENCHMARKS.md)."""
+    text = stamp.strip()
     if not text:
         return ""
     try:
