@@ -19,7 +19,9 @@ import pytest
 from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync.mapping import needed_fields
 from efficy_sync.reconcile_run import Reconciler, Scope, fix
+from efficy_sync.state import PersonState
 from efficy_sync.sync import PersonSyncer
+from efficy_sync_tools.commands import reconcile as reconcile_cli
 
 from tests.integration.reconcile_world import CRM, FAST, SECTION, reconcile_config
 from tests.support import simulated_apis
@@ -65,3 +67,48 @@ def test_a_person_synced_between_the_check_and_the_fix_is_still_repaired(world: 
         worker(world, change.person_key)
     for key in ("1", "2"):
         assert world["asim"].get_profile(CRM, key)["attributes"][FIRSTNAME] == f"F{key}"
+
+
+class Busy:
+    """The state store while webhooks keep coming for person 1: before each write of the fix to it, a newer
+    Efficy change of that person is synced and stored (the real worker's path), so that write is stale."""
+
+    def __init__(self, world: dict[str, Any]) -> None:
+        self.world, self.changes = world, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.world["states"], name)
+
+    def put(self, state: PersonState) -> Any:
+        if state.person_key == "1":
+            self.changes += 1
+            self.world["esim"].patch_person(1, {"NAME": f"Renamed {self.changes}"})
+            worker(self.world, 1)
+        return self.world["states"].put(state)
+
+
+def test_a_person_left_by_the_fix_because_it_kept_changing_is_reported_and_exits_drift(world: dict[str, Any]) -> None:
+    """`--fix` leaves a person whose state another sync kept storing (`changed_meanwhile`): the command exited 0,
+    so a script running `reconcile --fix` took every drift for repaired and never ran it again for that person."""
+    world["apsis"].patch_attributes("1", {FIRSTNAME: "edited in APSIS"})
+    world["apsis"].patch_attributes("2", {FIRSTNAME: "edited in APSIS"})
+    result = Reconciler(CFG, world["efficy"], world["apsis"], world["states"]).run(Scope())
+    queued: list[Any] = []
+    busy = Busy(world)
+
+    fixed = fix(CFG, result, busy, queued.extend)
+
+    assert busy.changes == 3 and fixed["not_fixed"] == {"changed_meanwhile": 1}
+    assert [c.person_key for c in queued] == [2]
+    out = {"integration_id": "race", "scope": reconcile_cli._scope(Scope()), **result.to_dict(), "fix": fixed}
+    assert reconcile_cli.exit_code(out, fixing=True) == reconcile_cli.DRIFT_FOUND == 6
+    assert "not fixed: 1 person(s) whose state another sync kept storing" in reconcile_cli.render(out)
+    assert "run `efficy-sync reconcile race --all --fix` again" in reconcile_cli.render(out)
+
+    for change in queued:  # the next run, once the queued repair is done, finds and repairs person 1
+        worker(world, change.person_key)
+    again = Reconciler(CFG, world["efficy"], world["apsis"], world["states"]).run(Scope())
+    assert [c.person_key for c in again.checks] == ["1"]
+    fixed = fix(CFG, again, world["states"], queued.extend)
+    out = {"integration_id": "race", "scope": reconcile_cli._scope(Scope()), **again.to_dict(), "fix": fixed}
+    assert fixed["not_fixed"] == {} and reconcile_cli.exit_code(out, fixing=True) == 0

@@ -42,7 +42,8 @@ EXIT_CODES_HELP = (
     "exit codes: 0 done; 1 failed (invalid config, failed run, unknown name, missing secret); 2 usage error;\n"
     "            3 refused (a full sync of the integration is already running); 4 AWS, Efficy or APSIS One\n"
     "            out of reach, or no AWS credentials / region; 5 full sync halted by the blast-radius\n"
-    "            breaker (confirm with --allow-removals-up-to N); 6 drift found by reconcile (not asked to --fix);\n"
+    "            breaker (confirm with --allow-removals-up-to N); 6 drift found by reconcile and not repaired\n"
+    "            (no --fix, or persons --fix left: run it again);\n"
     "            130 interrupted; 141 stdout closed by its reader (| head)"
 )
 

@@ -19,7 +19,8 @@ from efficy_sync_tools.commands._args import non_negative_int, positive_int
 from efficy_sync_tools.commands._aws import cli_command
 
 DEFAULT_SAMPLE = 500
-#: exit code when drift was found and not repaired (`--fix` not given): scripts and schedules alert on it
+#: exit code when drift was found and not repaired (`--fix` not given, or persons `--fix` left for another run):
+#: scripts and schedules alert on it
 DRIFT_FOUND = 6
 TITLES = {
     "missing": "in Efficy and matching, missing in APSIS One",
@@ -103,9 +104,28 @@ def reconcile_command(args: argparse.Namespace) -> int:
     else:
         print(render(out))
     sys.stdout.flush()
-    if args.fix and out["fix"]["not_fixed"].get("earlier_pages"):
-        return DRIFT_FOUND  # drift the resumed run counted on pages before its cursor, not repaired by this call
-    return DRIFT_FOUND if out.get("total_drift") and not args.fix else 0
+    return exit_code(out, fixing=args.fix)
+
+
+def exit_code(out: dict[str, Any], *, fixing: bool) -> int:
+    """DRIFT_FOUND while drift is left that another run repairs: found without --fix, or left by --fix (counted
+    before a resumed run's cursor, or a person whose state kept changing while --fix marked it). A script running
+    `--fix` took 0 for "all repaired" and never ran it again for those."""
+    if not fixing:
+        return DRIFT_FOUND if out.get("total_drift") else 0
+    left = out["fix"]["not_fixed"]
+    return DRIFT_FOUND if left.get("earlier_pages") or left.get("changed_meanwhile") else 0
+
+
+def _again(out: dict[str, Any]) -> str:
+    """The command that checks and repairs the same scope again."""
+    scope = out["scope"]
+    words = ["efficy-sync reconcile", out["integration_id"], "--all" if scope["all"] else f"--sample {scope['sample']}"]
+    if scope["from_key"]:
+        words.append(f"--from-key {scope['from_key']}")
+    if scope["to_key"] is not None:
+        words.append(f"--to-key {scope['to_key']}")
+    return " ".join([*words, "--fix"])
 
 
 def _scope(scope: Any) -> dict[str, Any]:
@@ -140,6 +160,12 @@ def render(out: dict[str, Any]) -> str:
                 lines.append(
                     f"  not fixed: {count:,} person(s) found drifting before this resumed run's cursor: "
                     f"run `efficy-sync reconcile {out['integration_id']} --all --restart --fix` to repair them"
+                )
+                continue
+            if category == "changed_meanwhile":
+                lines.append(
+                    f"  not fixed: {count:,} person(s) whose state another sync kept storing while --fix marked it: "
+                    f"run `{_again(out)}` again to repair them"
                 )
                 continue
             lines.append(f"  not fixed: {count:,} {category} (see the examples)")
