@@ -355,3 +355,51 @@ def test_credentials_put_from_a_file_share_the_record_of_the_same_credentials(
     finally:
         settings.cache_clear()
         secrets.reset()
+
+
+def test_a_successful_token_request_ends_the_hold_for_every_container(
+    sim: ApsisSimulator, state_table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An admin's command refused (its record holds a minute); the key fixed, a Lambda of the local stack (1 s hold:
+    it does not honour a minute's record) gets a token. The record stayed: the admin's next command, or any
+    container of a minute's hold, was refused without asking for the rest of the minute, the account recovered."""
+    clock = ManualClock()
+    refuse_tokens(sim)
+    with pytest.raises(AuthError):
+        container(sim, clock).list_sections()  # the admin's command: recorded for a minute
+    sim.clear_faults()
+    clock.advance(2)
+    monkeypatch.setenv("EFFICY_SYNC_TOKEN_HOLD_SECONDS", "1")
+    assert [s["discriminator"] for s in container(sim, clock).list_sections()] == [SECTION]  # the Lambda's token
+    monkeypatch.delenv("EFFICY_SYNC_TOKEN_HOLD_SECONDS")
+
+    assert [s["discriminator"] for s in container(sim, clock).list_sections()] == [SECTION]  # asks at once
+    assert sim.calls()[TOKEN] == 3
+    assert aws.client("dynamodb").scan(TableName=state_table)["Items"] == []  # the record is gone
+
+
+def test_a_refusal_recorded_after_a_successful_request_was_sent_stands(sim: ApsisSimulator, state_table: str) -> None:
+    """Which of the two APSIS answered last is unknown: the success does not erase a refusal recorded since it was
+    sent (another container's 429 while it was in flight, a key revoked meanwhile), which holds the others still."""
+    clock = ManualClock()
+    record = TokenRefusals(state_table, account_key(sim.url, sim.client_id), sim.client_id, sim.client_secret)
+    asked_at = clock()
+    clock.advance(1)
+    record.save("rate_limit", 429, "429 Too Many Requests", clock() + 60, refused_at=clock())
+
+    record.clear(asked_at)  # the success of the request sent before that refusal
+
+    assert record.load() == ("rate_limit", 429, "429 Too Many Requests", clock() + 60)
+    with pytest.raises(RateLimited):
+        container(sim, clock).list_sections()
+    assert sim.calls().get(TOKEN, 0) == 0  # held: not asked
+    record.clear(clock() + 1)  # a success sent after it ends it
+    assert record.load() is None
+    assert [s["discriminator"] for s in container(sim, clock).list_sections()] == [SECTION]
+
+
+def test_a_record_that_cannot_be_cleared_does_not_fail_the_token_request(sim: ApsisSimulator, state_table: str) -> None:
+    """The delete is best effort: a table that fails (here: absent) leaves the call and its token as they were."""
+    client = container(sim, ManualClock(), table="no-such-table")
+    assert [s["discriminator"] for s in client.list_sections()] == [SECTION]
+    assert sim.calls()[TOKEN] == 1

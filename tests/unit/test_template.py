@@ -1075,9 +1075,10 @@ def test_the_functions_that_call_apsis_share_its_token_under_the_stack_s_own_ssm
 
 
 def test_the_functions_that_call_apsis_read_and_write_the_token_refusal_record(transformed: dict[str, Any]) -> None:
-    """efficy_sync/store/token_refusals.py: a refused APSIS token request is recorded in the state table and read
-    by every container before it asks; a function that cannot write it (reconcile only reads the table) would
-    ask APSIS again on every one of its containers. Reconcile may write that item kind alone (LeadingKeys)."""
+    """efficy_sync/store/token_refusals.py: a refused APSIS token request is recorded in the state table, read
+    by every container before it asks and deleted by one whose request succeeds; a function that cannot write it
+    (reconcile only reads the table) would ask APSIS again on every one of its containers, and one that cannot
+    delete it would leave a recovered account held. Reconcile may write that item kind alone (LeadingKeys)."""
     calling = [name for name, (kinds, _) in NEEDS.items() if "apsis" in kinds]
     assert len(calling) == 6
     for function in calling:
@@ -1085,11 +1086,11 @@ def test_the_functions_that_call_apsis_read_and_write_the_token_refusal_record(t
         for statement in role_statements(transformed, function):
             if "StateTable" in json.dumps(statement.get("Resource")):
                 allowed.update(as_list(statement["Action"]))
-        assert {"dynamodb:GetItem", "dynamodb:PutItem"} <= allowed, function
+        assert {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"} <= allowed, function
     (scoped,) = [
         s for s in role_statements(transformed, "ReconcileFunction") if s.get("Sid") == "SharedApsisTokenRefusal"
     ]
-    assert scoped["Action"] == "dynamodb:PutItem"
+    assert scoped["Action"] == ["dynamodb:PutItem", "dynamodb:DeleteItem"]
     assert scoped["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["TOKEN_REFUSAL#*"]}}
 
 

@@ -19,7 +19,9 @@ records the refusal's kind and until-when for its account and credentials, and e
 (one read) before it asks APSIS for a token; while it stands, the client answers with the same class of error,
 without asking, and holds it locally (the fast path: its next calls read nothing). A record that is missing,
 unreadable or past asks as before; a store that fails is logged and skipped (it never fails a call a refusal
-would not have failed).
+would not have failed). A client whose token request succeeds deletes the record, unless it was recorded after
+that request was sent (`clear`): left, a recovered account stayed held for the rest of the hold by every
+container and command that read the record (one that holds it already keeps its own hold until its end).
 """
 
 from __future__ import annotations
@@ -62,7 +64,13 @@ class SharedRefusals(Protocol):
         """(kind, status, message, until in epoch seconds) of the refusal last recorded, or None."""
         ...
 
-    def save(self, kind: str, status: int | None, message: str, until: float) -> None: ...
+    def save(self, kind: str, status: int | None, message: str, until: float, refused_at: float | None = None) -> None:
+        """Records a refusal that stands until `until`, refused at `refused_at` (epoch seconds)."""
+        ...
+
+    def clear(self, asked_at: float) -> None:
+        """Forgets the refusal after a token request sent at `asked_at` succeeded, unless recorded since."""
+        ...
 
 
 class TokenHold:
@@ -86,6 +94,7 @@ class TokenHold:
         with self._lock:
             self._raise_if_held()
         self.check_shared()
+        asked_at = self._clock()
         try:
             token = ask()
         except (AuthError, RateLimited) as exc:
@@ -100,6 +109,7 @@ class TokenHold:
             raise
         with self._lock:
             self._refused = None
+        self._call("clear", asked_at)  # best effort, as every call to the record
         return token
 
     def check_shared(self) -> None:
@@ -131,7 +141,7 @@ class TokenHold:
 
     def _record(self, refused: AuthError | RateLimited, until: float) -> None:
         kind = "rate_limit" if isinstance(refused, RateLimited) else "auth"
-        self._call("save", kind, refused.status, str(refused)[:300], until)
+        self._call("save", kind, refused.status, str(refused)[:300], until, self._clock())
 
     def _call(self, action: str, *args: object) -> tuple[str, int | None, str, float] | None:
         """One call to the shared record; a failing one (no permission, throttled) is logged and skipped: the

@@ -2,9 +2,12 @@
 
 Item: pk "TOKEN_REFUSAL#<account hash>" (budget.account_key: the API's URL and client id, as the request budget
 names the account), sk "CREDS#<hash of the credentials>": `kind` ("auth" or "rate_limit"), `status`,
-`message` (the refusal as raised: status and APSIS's title, redacted), `until` (epoch seconds) and `expires_at`
-(TTL, an hour on: DynamoDB deletes late, so readers judge `until` themselves). Written by the client whose
-token request APSIS refused; read by every client of those credentials before it asks for a token.
+`message` (the refusal as raised: status and APSIS's title, redacted), `until` (epoch seconds), `refused_at`
+(epoch seconds) and `expires_at` (TTL, an hour on: DynamoDB deletes late, so readers judge `until` themselves).
+Written by the client whose token request APSIS refused; read by every client of those credentials before it
+asks for a token; deleted by a client whose token request succeeded (`clear`), unless it was recorded after
+that request was sent: left standing, a recovered account stayed held by every other container and command
+for the rest of the hold.
 
 Why the state table, not the SSM token parameter (apsis_tokens.py): the record is no credential (a kind and a
 time), so it needs no SecureString; it sits beside the account's request budget, under the same account hash;
@@ -23,6 +26,8 @@ from __future__ import annotations
 
 import hashlib
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from ..aws import brief_client
 from .dynamo import from_item, key, to_item
@@ -71,10 +76,28 @@ class TokenRefusals:
         except (KeyError, TypeError, ValueError):
             return None
 
-    def save(self, kind: str, status: int | None, message: str, until: float) -> None:
-        """Records a refusal (a later one replaces it: its `until` is later)."""
-        fields = {"kind": kind, "status": status, "message": message, "until": until}
+    def save(self, kind: str, status: int | None, message: str, until: float, refused_at: float | None = None) -> None:
+        """Records a refusal (a later one replaces it: its `until` is later). `refused_at` orders it against a
+        success (`clear`); a record without it (an older version's) is cleared by any success."""
+        fields: dict[str, Any] = {"kind": kind, "status": status, "message": message, "until": until}
+        if refused_at is not None:
+            fields["refused_at"] = refused_at
         brief_client("dynamodb").put_item(
             TableName=self._table,
             Item={**self._key(), **to_item({**fields, "expires_at": int(until) + RECORD_TTL_SECONDS})},
         )
+
+    def clear(self, asked_at: float) -> None:
+        """Deletes the record after a token request sent at `asked_at` succeeded, unless it holds a refusal
+        recorded since (at or after `asked_at`: which of the two APSIS answered last is unknown, so the refusal
+        stands). One conditional delete; none to delete is no error."""
+        try:
+            brief_client("dynamodb").delete_item(
+                TableName=self._table,
+                Key=self._key(),
+                ConditionExpression="attribute_not_exists(refused_at) OR refused_at < :asked",
+                ExpressionAttributeValues=to_item({":asked": asked_at}),
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
