@@ -24,10 +24,9 @@ read the secret, and a fast hash of a weak secret could be tested offline. Never
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from typing import Any
-
-from botocore.exceptions import ClientError
 
 from ..aws import brief_client
 from .dynamo import from_item, key, to_item
@@ -91,13 +90,12 @@ class TokenRefusals:
         """Deletes the record after a token request sent at `asked_at` succeeded, unless it holds a refusal
         recorded since (at or after `asked_at`: which of the two APSIS answered last is unknown, so the refusal
         stands). One conditional delete; none to delete is no error."""
-        try:
-            brief_client("dynamodb").delete_item(
+        ddb = brief_client("dynamodb")
+        # a refusal recorded since our request was sent fails the condition: it stands
+        with contextlib.suppress(ddb.exceptions.ConditionalCheckFailedException):
+            ddb.delete_item(
                 TableName=self._table,
                 Key=self._key(),
                 ConditionExpression="attribute_not_exists(refused_at) OR refused_at < :asked",
                 ExpressionAttributeValues=to_item({":asked": asked_at}),
             )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise
