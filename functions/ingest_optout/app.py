@@ -93,8 +93,8 @@ def _optout(integration_id: str) -> Response:
             )
     answer: dict[str, Any] = {"accepted": result.accepted}
     if result.ignored_events:
+        # each ignored event has its own warning (optout_intake.report_ignored)
         metrics.add_metric(name="OptOutIgnored", unit=MetricUnit.Count, value=result.ignored_events)
-        logger.info("opt-out ignored: %s", result.ignored)
         answer["ignored"] = result.ignored
     if result.accepted:
         metrics.add_metric(name="OptOutAccepted", unit=MetricUnit.Count, value=result.accepted)

@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 
+from efficy_sync.pii import hash_key
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 
 from tests.integration.test_apsis_sim import (  # noqa: F401  (sim, api, receiver are fixtures)
@@ -107,6 +109,32 @@ def test_a_spam_report_from_another_section_opts_nobody_out_here(routes: Routes)
     assert post(routes, {**abuse, "section_discriminator": SECTION.upper()})[1]["accepted"] >= 1  # ours
     assert post(routes, {k: v for k, v in abuse.items() if k != "section_discriminator"})[1]["accepted"] >= 1
     assert queued(routes) == [(1001, None), (1001, None)]
+
+
+def test_an_ignored_opt_out_is_logged_for_the_operator_without_the_person(routes: Routes) -> None:
+    """An ignored event is answered 202 (APSIS One never sends it again) and was an INFO line naming only the
+    reason: no section, topic or person to check the automation against, and outside the warnings query."""
+    section = "Other newsletter section"  # a display name where the discriminator belongs
+    abuse = {"event": "email.abuse", "profile_key": "1001", "section_discriminator": section}
+    routes.log.seek(0, io.SEEK_END)
+    before = routes.log.tell()
+    assert post(routes, abuse)[1]["accepted"] == 0
+    assert post(routes, {"event": "email.abuse", "email": "jo@example.com", "section_discriminator": section})[0] == 202
+    lines = [json.loads(line) for line in routes.log.getvalue()[before:].splitlines() if line.startswith("{")]
+    ignored = [line for line in lines if line["message"] == "opt-out ignored"]
+    assert [line["level"] for line in ignored] == ["WARNING", "WARNING"]
+    by_key, by_address = ignored
+    assert "another section" in by_key["reason"]
+    assert (by_key["event"], by_key["channel"], by_key.get("topic"), by_key["section"]) == (
+        "email.abuse",
+        "email",
+        None,
+        section,
+    )
+    assert by_key["person"] == hash_key(1001) and by_key["correlation_id"] == "r-1"
+    assert "person" not in by_address and by_address["address"] == "j***@example.com"
+    text = routes.log.getvalue()[before:]
+    assert "jo@example.com" not in text and '"1001"' not in text
 
 
 def test_a_nested_crm_id_is_the_k_contact_whatever_keyspace_the_call_names(routes: Routes) -> None:

@@ -678,6 +678,7 @@ def test_alarms_notify_the_alarm_topic(resources: dict[str, Any]) -> None:
         "CrmProfilesUnreadAlarm",  # profile rows that do not say in or out: consents left as they are
         "SecretPreviousVersionAcceptedAlarm",  # a caller still on a rotated secret: refused after the grace time
         "OptOutNotQueuedAlarm",  # an opt-out answered 5xx: a 503 the function answers is no Lambda error
+        "OptOutIgnoredAlarm",  # an opt-out answered 202 and ignored: APSIS One never sends it again
         "OptOutAddressMismatchAlarm",  # an opt-out recorded but not written back: the key's person differs
         "CleanupErrorsAlarm",  # a sweep that could not reconcile a run fails (SweepIncomplete): runs left RUNNING
     }
@@ -697,6 +698,26 @@ def test_the_removal_breaker_alarm_watches_the_metrics_the_breaker_emits(resourc
         (layer / module).read_text() for module in ("fullsync/breaker.py", "store/removals.py", "fullsync/tags.py")
     )
     assert all(f'"{name}"' in emitted for name in watched)
+
+
+def test_the_ignored_opt_out_alarm_watches_what_the_route_emits(resources: dict[str, Any]) -> None:
+    """An ignored opt-out is answered 202, so APSIS One never resends it: the alarm is all that tells anyone, and
+    it must name the metric, namespace and service dimension the route's code publishes."""
+    from efficy_sync.observability import NAMESPACE, SERVICE
+
+    route = (ROOT / "functions" / "ingest_optout" / "app.py").read_text()
+    (emitted,) = re.findall(r'add_metric\(name="(\w+)", unit=MetricUnit.Count, value=result.ignored_events\)', route)
+    props = resources["OptOutIgnoredAlarm"]["Properties"]
+    assert (props["Namespace"], props["MetricName"], props["Statistic"]) == (NAMESPACE, emitted, "Sum")
+    assert props["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
+    # any ignored opt-out in a period fires it; a period without one is no alarm
+    assert (props["ComparisonOperator"], props["Threshold"], props["EvaluationPeriods"]) == (
+        "GreaterThanThreshold",
+        0,
+        1,
+    )
+    assert props["TreatMissingData"] == "notBreaching"
+    assert props["OKActions"] == [{"Ref": "AlarmTopic"}]
 
 
 def test_dlq_and_age_alarms(resources: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from .config import IntegrationConfig
 from .observability import count, logger
 from .optout_event import OptOutEvent, OptOutPayloadError, _header, _one, check_token, decode_events, parse_fields
 from .optout_time import UNKNOWN_ZONE, TimeFix, naive_zone
+from .pii import hash_key, mask_email
 from .state import consent_key, utc_now
 
 #: an optional field the call gave but we could not use, set aside (optout_event) -> its counter and log line.
@@ -30,6 +31,9 @@ SET_ASIDE = {
         "opt-out profile_key is of another keyspace than apsis.keyspace: ignored, the e-mail address finds the person",
     ),
 }
+
+#: how much of a caller's section_discriminator an ignored event's log line keeps (a discriminator is far shorter)
+MAX_SECTION_LOGGED = 200
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,26 @@ def report_set_aside(event: OptOutEvent, integration_id: str) -> None:
         metric, message = SET_ASIDE[name]
         count(metric)
         logger.warning(message, extra={"ignored_field": name, "integration_id": integration_id})
+
+
+def report_ignored(event: OptOutEvent, section: Any, reason: str) -> None:
+    """A warning per ignored event (beside OptOutIgnoredAlarm's counter): the call was answered 202, so APSIS One
+    never retries it, and this line is all an operator has to tell a wrongly named section or an unmapped channel
+    from a report that truly belongs elsewhere. The person is named by hash_key only (an address, masked, when
+    the call gave no key); the section is the caller's text, cut short."""
+    person = hash_key(event.profile_key) if event.profile_key is not None else None
+    logger.warning(
+        "opt-out ignored",
+        extra={
+            "reason": reason,
+            "event": event.event,
+            "channel": event.channel,
+            "topic": event.topic,
+            "section": str(section).strip()[:MAX_SECTION_LOGGED] if section is not None else None,
+            "person": person,
+            "address": None if person else mask_email(event.email),
+        },
+    )
 
 
 def accept(
@@ -172,11 +196,15 @@ def _accept_one(
     if event.topic is None and foreign:
         slots = []
     if not slots and event.topic is None:
+        ignored = (
+            f"a spam report from another section than integration {cfg.integration_id}'s"
+            if foreign
+            else f"no consent mapping for any {event.channel} subscription in integration {cfg.integration_id}"
+        )
+        report_ignored(event, section, ignored)
         return Accepted(
             0,
-            ignored=f"a spam report from another section than integration {cfg.integration_id}'s"
-            if foreign
-            else f"no consent mapping for any {event.channel} subscription in integration {cfg.integration_id}",
+            ignored=ignored,
             set_aside=event.ignored,
             time_fixes=(event.time_fix,),
             ignored_events=1,
