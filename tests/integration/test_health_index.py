@@ -21,6 +21,7 @@ from efficy_sync.state import PersonState
 from efficy_sync.store.configs import ConfigStore
 from efficy_sync.store.persons import HEALTH_PK, PersonStateStore, state_item
 from efficy_sync_tools.cli import main
+from efficy_sync_tools.commands._aws import EXIT_FOUND, EXIT_OK
 from efficy_sync_tools.local import moto_speed
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.models import dynamodb_backends
@@ -144,8 +145,9 @@ def cli_env(monkeypatch: pytest.MonkeyPatch) -> str:
     return urls["contact"]
 
 
-def health(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
-    assert main(["health", "demo", "--format", "json", *args]) == 0
+def health(capsys: pytest.CaptureFixture[str], *args: str, code: int = EXIT_FOUND) -> dict[str, Any]:
+    """The JSON report; `code` is the exit expected (README "Exit codes": 6 while persons fail)."""
+    assert main(["health", "demo", "--format", "json", *args]) == code
     return json.loads(capsys.readouterr().out)
 
 
@@ -202,7 +204,7 @@ def test_skipped_persons_on_request_and_a_fixed_person_leaves_the_report(
     report = health(capsys)
     assert by_category(report) == {"rejected_value": ["17"], "permission": ["18"]}
     assert report["skipped_listed"] is False
-    assert main(["health", "demo"]) == 0
+    assert main(["health", "demo"]) == EXIT_FOUND
     assert "persons skipped by design (sync conditions, no key) not listed: add --skipped" in capsys.readouterr().out
 
     read = ItemsRead()
@@ -214,6 +216,34 @@ def test_skipped_persons_on_request_and_a_fixed_person_leaves_the_report(
     stored = store.get("demo", 17)
     store.put(stored.model_copy(update={"last_outcome": "synced", "error_category": None, "error_detail": None}))
     assert by_category(health(capsys)) == {"permission": ["18"]}
+
+
+def test_the_exit_code_says_whether_an_operator_is_needed(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A monitoring script runs `health` and alerts on the exit code: it was 0 with failing persons and full
+    dead-letter queues. 6 (as reconcile's drift) while a person fails or a DLQ holds a message, 0 once clean."""
+    queue = cli_env(monkeypatch)
+    seed_synced(range(1, 11))
+    seed([state(11, "skipped", skip_reason="ROBINSON equals '0' failed: value is '1'")])
+    assert health(capsys, "--skipped", code=EXIT_OK)["failing_persons"] == 0  # skipped by design: no problem
+
+    seed([failed(17, "rejected_value")])
+    assert main(["health", "demo"]) == EXIT_FOUND
+    assert "rejected_value" in capsys.readouterr().out
+    store = PersonStateStore(STATE)
+    fixed = store.get("demo", 17).model_copy(update={"last_outcome": "synced", "error_category": None})
+    store.put(fixed.model_copy(update={"error_detail": None}))
+    assert health(capsys, code=EXIT_OK)["categories"] == []
+
+    # a message of another integration in the opt-out DLQ: no failing person of ours, but the stack needs a look
+    sqs = boto3.client("sqs", region_name=REGION)
+    policy = sqs.get_queue_attributes(QueueUrl=queue.replace("contact", "optout"), AttributeNames=["RedrivePolicy"])
+    dlq_arn = json.loads(policy["Attributes"]["RedrivePolicy"])["deadLetterTargetArn"]
+    dlq = sqs.get_queue_url(QueueName=dlq_arn.rsplit(":", 1)[1])["QueueUrl"]
+    sqs.send_message(QueueUrl=dlq, MessageBody="{}", MessageGroupId="other", MessageDeduplicationId="d-1")
+    report = health(capsys)
+    assert report["failing_persons"] == 0 and report["dead_letter_queues"]["optout"] == 1
 
 
 @pytest.fixture(params=["dynamodb", "memory"])
@@ -270,7 +300,7 @@ def test_scan_indexes_states_stored_before_the_index(
     store = PersonStateStore(STATE)
     assert keys(store.issues("demo")) == ["2"]
 
-    assert main(["health", "demo", "--format", "json", "--scan"]) == 0
+    assert main(["health", "demo", "--format", "json", "--scan"]) == EXIT_FOUND
     out, err = capsys.readouterr()
     report = json.loads(out)
     assert by_category(report) == {"permission": ["1"]}

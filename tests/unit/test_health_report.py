@@ -96,6 +96,21 @@ def test_profile_rows_that_do_not_say_in_or_out_have_their_own_category() -> Non
     assert category("profiles_unread").kind == "data" and "efficy.profile_status" in category("profiles_unread").advice
 
 
+def test_the_exit_code_counts_failures_and_dead_letters_not_data_problems_or_skips() -> None:
+    """README "Exit codes": health's 6 is for an operator; a data problem or a skip by design is not one."""
+    from efficy_sync.health import Finding
+    from efficy_sync_tools.commands._aws import EXIT_FOUND, EXIT_OK
+    from efficy_sync_tools.commands.health import exit_code
+
+    skipped = state(5, "skipped", skip_reason="the person has no valid K_CONTACT")
+    quiet = build_report("acme", [state(4, "synced"), skipped], data=[Finding("4", "missing_email")])
+    assert exit_code(quiet) == EXIT_OK
+    assert exit_code(build_report("acme", [skipped], dead_letter_queues={"contact": 0, "optout": 0})) == EXIT_OK
+    assert exit_code(build_report("acme", [state(1, "failed", error_category="permission")])) == EXIT_FOUND
+    assert exit_code(build_report("acme", [], dead_lettered=[9])) == EXIT_FOUND
+    assert exit_code(build_report("acme", [], dead_letter_queues={"contact": 0, "bundle": 2})) == EXIT_FOUND
+
+
 def test_retry_changes_are_resyncs_that_sqs_does_not_deduplicate_away() -> None:
     first = retry_changes("acme", ["3", 1, 3])
     second = retry_changes("acme", [1])

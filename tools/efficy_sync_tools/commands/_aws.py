@@ -36,14 +36,18 @@ EXIT_USAGE = 2  # argparse: unknown option, missing argument
 EXIT_REFUSED = 3  # refused because of what runs now: a full sync of the integration is already running
 EXIT_UNREACHABLE = 4  # AWS, Efficy or APSIS One out of reach, or no usable AWS credentials / region
 EXIT_HALTED = 5  # a full sync halted by the blast-radius breaker (nothing removed; confirm its counts)
+#: the command ran and found what an operator must look at: reconcile's drift not repaired, health's failing
+#: persons or dead-letter messages (a scheduled script alerts on the code alone)
+EXIT_FOUND = 6
 EXIT_INTERRUPTED = 130  # Ctrl-C
 EXIT_PIPE_CLOSED = 141  # the reader of stdout went away (`| head`): 128 + SIGPIPE, as a shell reports it
 EXIT_CODES_HELP = (
     "exit codes: 0 done; 1 failed (invalid config, failed run, unknown name, missing secret); 2 usage error;\n"
     "            3 refused (a full sync of the integration is already running); 4 AWS, Efficy or APSIS One\n"
     "            out of reach, or no AWS credentials / region; 5 full sync halted by the blast-radius\n"
-    "            breaker (confirm with --allow-removals-up-to N); 6 drift found by reconcile and not repaired\n"
-    "            (no --fix, or persons --fix left: run it again);\n"
+    "            breaker (confirm with --allow-removals-up-to N); 6 found problems: drift found by reconcile\n"
+    "            and not repaired (no --fix, or persons --fix left: run it again), failing persons or\n"
+    "            dead-letter messages found by health;\n"
     "            130 interrupted; 141 stdout closed by its reader (| head)"
 )
 

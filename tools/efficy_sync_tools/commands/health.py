@@ -6,6 +6,7 @@ contact-changes DLQ. `--scan` reads every stored state instead, to count them an
 before the index existed (run it once per integration after that upgrade); with `--check-data` it also
 refetches the synced persons from Efficy to find missing or invalid e-mails and phone numbers. `--retry CATEGORY` (or `--retry failures`) puts a Resync change for each person of that category on
 the contact-changes queue, once the cause is fixed; dead-lettered persons' DLQ messages are then removed.
+Exits 6 (EXIT_FOUND) when the report shows failing persons or dead-letter messages (`exit_code`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from efficy_sync_tools.commands._args import non_negative_int, positive_int
-from efficy_sync_tools.commands._aws import EXIT_USAGE, CliError, cli_command
+from efficy_sync_tools.commands._aws import EXIT_FOUND, EXIT_OK, EXIT_USAGE, CliError, cli_command
 
 if TYPE_CHECKING:
     from efficy_sync.config import IntegrationConfig
-    from efficy_sync.health import Finding
+    from efficy_sync.health import Finding, HealthReport
     from efficy_sync.state import PersonState
 
 #: persons refetched from Efficy per call with --check-data
@@ -161,6 +162,15 @@ def data_problems(cfg: IntegrationConfig, states: list[PersonState]) -> list[Fin
     return findings
 
 
+def exit_code(report: HealthReport) -> int:
+    """EXIT_FOUND when the report shows what needs an operator, so a schedule can alert on the code alone (as on
+    reconcile's drift): a failing person of the integration (dead-lettered ones included), or a message in any of
+    the stack's dead-letter queues (their depths are the stack's, whichever integration a message is of; each
+    needs a redrive or a retry). Data problems and persons skipped by design are no failure: 0 for them."""
+    dead_letters = any(depth > 0 for depth in report.dead_letter_queues.values())
+    return EXIT_FOUND if report.failing() or dead_letters else EXIT_OK
+
+
 @cli_command
 def health_command(args: argparse.Namespace) -> int:
     from efficy_sync.health import CATEGORIES, RETRY_ALL, build_report, render_health
@@ -225,7 +235,7 @@ def health_command(args: argparse.Namespace) -> int:
                 )
             )
     sys.stdout.flush()
-    return 0
+    return exit_code(report)  # the report as printed: persons a --retry re-queued fail until the worker syncs them
 
 
 def _retry(integration_id: str, keys: list[str], letters: DeadLetters | None) -> dict[str, int]:

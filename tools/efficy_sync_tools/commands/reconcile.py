@@ -16,12 +16,12 @@ import sys
 from typing import Any
 
 from efficy_sync_tools.commands._args import non_negative_int, positive_int
-from efficy_sync_tools.commands._aws import cli_command
+from efficy_sync_tools.commands._aws import EXIT_FOUND, cli_command
 
 DEFAULT_SAMPLE = 500
 #: exit code when drift was found and not repaired (`--fix` not given, or persons `--fix` left for another run):
 #: scripts and schedules alert on it
-DRIFT_FOUND = 6
+DRIFT_FOUND = EXIT_FOUND
 TITLES = {
     "missing": "in Efficy and matching, missing in APSIS One",
     "orphaned": "in APSIS One, deleted or no longer matching in Efficy",
