@@ -248,6 +248,9 @@ def start_stack(
         # fails on every receive reaches the DLQ after its ten receives in about 9 s instead of 17 (the growth
         # itself is checked in tests/integration/test_redelivery.py); what is retried and how often is unchanged.
         "EFFICY_SYNC_RETRY_MAX_SECONDS": "1",
+        # The state machine's Retry waits (2 or 5 s and growing, jittered) a tenth as long in moto's process
+        # (local/moto_process.py): a page that fails is still retried by the same policy, as often, sooner.
+        "EFFICY_SYNC_LOCAL_SFN_RETRY_SCALE": "0.1",
         **(env or {}),
     }
     argv = [sys.executable, "-m", "efficy_sync_tools.cli", "local", "up", "--ready-file", str(ready_file)]

@@ -201,6 +201,29 @@ def relay_lambda_invocations(url: str) -> None:
     LambdaSimpleBackend.invoke = relayed_invoke  # type: ignore[method-assign]
 
 
+#: A factor (0 < f <= 1) for the waits of the state machine's Retry policies (IntervalSeconds, BackoffRate, jitter),
+#: for test stacks: moto sleeps them at full length, seconds of idle time per retried page. Unset: full length.
+RETRY_SCALE_ENV = "EFFICY_SYNC_LOCAL_SFN_RETRY_SCALE"
+
+
+def scale_state_machine_retries(factor: float) -> None:
+    """In moto's process: a Retry's wait, as moto's interpreter computed it, is slept `factor` times as long. What
+    is retried, how often and in what order is unchanged (as the pollers' shorter `retry_delay` for SQS)."""
+    from types import SimpleNamespace
+
+    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+
+    retrier_decl.time = SimpleNamespace(sleep=lambda seconds: time.sleep(seconds * factor))  # type: ignore[attr-defined]
+
+
+def _retry_scale() -> float | None:
+    try:
+        factor = float(os.environ.get(RETRY_SCALE_ENV, ""))
+    except ValueError:
+        return None
+    return factor if 0 < factor < 1 else None
+
+
 #: The services the local stack's template uses (CloudFormation deploys it; STS answers boto3's identity calls).
 #: moto's server imports a service's backend, creates its per-account backend and loads its botocore model on
 #: the first request; `warm` does that before READY, while the parent reads the template (about 2 s of each
@@ -273,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.lambda_url:
         relay_lambda_invocations(args.lambda_url)
         patches.append("lambda_relay")
+    if (factor := _retry_scale()) is not None:
+        scale_state_machine_retries(factor)
     cold = warm(os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
     if cold:
         log.warning("moto's backends not warmed (imported on first use): %s", ", ".join(cold))
