@@ -51,8 +51,8 @@ def test_three_full_syncs_one_cancelled_are_listed_newest_first_and_a_report_rep
     wait_for(
         "its run to end",
         lambda: (
-            user.json("full-sync", "status", integration_id)["run_id"] != first["run_id"]
-            and user.json("full-sync", "status", integration_id)["status"] == "succeeded"
+            (s := user.json("full-sync", "status", integration_id))["run_id"] != first["run_id"]
+            and s["status"] == "succeeded"
         ),
     )
 
