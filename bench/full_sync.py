@@ -183,6 +183,16 @@ def _clients(stack: Any) -> tuple[Any, Any]:
     return efficy_client(cfg), apsis_client(cfg)
 
 
+def timed_pages(stack: Any, pages: int, page: Any) -> tuple[float, int]:
+    """(seconds, APSIS calls about persons) of `page(number)` over every page, PAGE_CONCURRENCY at a time (the
+    state machine's MaxConcurrency): how every ceiling is timed."""
+    requests.delete(f"{stack.apsis.url}/_sim/calls", timeout=30)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(PAGE_CONCURRENCY) as pool:
+        list(pool.map(page, range(pages)))
+    return time.perf_counter() - started, _apsis_person_calls(_calls(stack.apsis.url))
+
+
 def _ceiling(stack: Any, n: int, mode: str, page_size: int = 500) -> dict[str, Any]:
     """The bare ceiling of a write mode: what the simulators allow with no logic in between, at the product's
     own concurrency. Five Efficy pages of 500 at a time (the state machine's MaxConcurrency); in diff mode each
@@ -217,12 +227,7 @@ def _ceiling(stack: Any, n: int, mode: str, page_size: int = 500) -> dict[str, A
             }
             apsis.run_import(spec, f"k,f\n{rows}\n".encode(), poll_interval=0.2)
 
-    requests.delete(f"{stack.apsis.url}/_sim/calls", timeout=30)
-    started = time.perf_counter()
-    with ThreadPoolExecutor(PAGE_CONCURRENCY) as pool:
-        list(pool.map(page, range(pages)))
-    elapsed = time.perf_counter() - started
-    calls = _apsis_person_calls(_calls(stack.apsis.url))
+    elapsed, calls = timed_pages(stack, pages, page)
     requests.post(f"{stack.apsis.url}/_sim/reset", timeout=30)
     return {
         "seconds": round(elapsed, 1),

@@ -16,13 +16,10 @@ pacing and the Step Functions run around the pages.
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
-
-PAGE_CONCURRENCY = 5  # the state machine's MaxConcurrency
 
 
 def written(stack: Any) -> dict[str, dict[str, Any]]:
@@ -36,7 +33,7 @@ def replay(stack: Any, n: int, profiles: dict[str, dict[str, Any]], page_size: i
     """Time the replay of `profiles` onto an emptied APSIS simulator (which ends holding them again)."""
     from efficy_sync.fullsync.page import PERSON_THREADS
 
-    from bench.full_sync import _apsis_person_calls, _calls, _clients
+    from bench.full_sync import _clients, timed_pages
 
     efficy, apsis = _clients(stack)
     pages = -(-n // page_size)
@@ -60,12 +57,7 @@ def replay(stack: Any, n: int, profiles: dict[str, dict[str, Any]], page_size: i
 
     requests.post(f"{stack.apsis.url}/_sim/reset", timeout=60)
     apsis.live_attribute_versions()  # the product lists them once per client too, before its first PATCH
-    requests.delete(f"{stack.apsis.url}/_sim/calls", timeout=30)
-    started = time.perf_counter()
-    with ThreadPoolExecutor(PAGE_CONCURRENCY) as pool:
-        list(pool.map(page, range(pages)))
-    elapsed = time.perf_counter() - started
-    calls = _apsis_person_calls(_calls(stack.apsis.url))
+    elapsed, calls = timed_pages(stack, pages, page)
     return {
         "seconds": round(elapsed, 1),
         "persons_per_second": round(n / elapsed, 1),
