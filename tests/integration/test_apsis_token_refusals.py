@@ -19,7 +19,7 @@ from efficy_sync.clients.errors import ApiError, AuthError, RateLimited, acknowl
 from efficy_sync.clients.http import RetryPolicy
 from efficy_sync.config import config_from_dict
 from efficy_sync.settings import settings
-from efficy_sync.store.token_refusals import TokenRefusals
+from efficy_sync.store.token_refusals import CLEAR_SKEW_SECONDS, TokenRefusals
 from efficy_sync_tools.commands import _aws
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 
@@ -368,7 +368,7 @@ def test_a_successful_token_request_ends_the_hold_for_every_container(
     with pytest.raises(AuthError):
         container(sim, clock).list_sections()  # the admin's command: recorded for a minute
     sim.clear_faults()
-    clock.advance(2)
+    clock.advance(CLEAR_SKEW_SECONDS + 2)  # clearly after the refusal, whatever the two clocks' skew
     monkeypatch.setenv("EFFICY_SYNC_TOKEN_HOLD_SECONDS", "1")
     assert [s["discriminator"] for s in container(sim, clock).list_sections()] == [SECTION]  # the Lambda's token
     monkeypatch.delenv("EFFICY_SYNC_TOKEN_HOLD_SECONDS")
@@ -393,7 +393,7 @@ def test_a_refusal_recorded_after_a_successful_request_was_sent_stands(sim: Apsi
     with pytest.raises(RateLimited):
         container(sim, clock).list_sections()
     assert sim.calls().get(TOKEN, 0) == 0  # held: not asked
-    record.clear(clock() + 1)  # a success sent after it ends it
+    record.clear(clock() + CLEAR_SKEW_SECONDS + 1)  # a success sent clearly after it ends it
     assert record.load() is None
     assert [s["discriminator"] for s in container(sim, clock).list_sections()] == [SECTION]
 
@@ -403,3 +403,21 @@ def test_a_record_that_cannot_be_cleared_does_not_fail_the_token_request(sim: Ap
     client = container(sim, ManualClock(), table="no-such-table")
     assert [s["discriminator"] for s in client.list_sections()] == [SECTION]
     assert sim.calls()[TOKEN] == 1
+
+
+def test_a_refusal_recorded_by_a_clock_a_little_behind_stands(sim: ApsisSimulator, state_table: str) -> None:
+    """refused_at and asked_at come from two machines' clocks (a Lambda's, an admin's laptop's): a refusal recorded
+    after a success's request was sent, by a clock two seconds behind, looked older than that request and the
+    success deleted it, so every container asked again at once (the token limit's 10 a minute spent). Within
+    CLEAR_SKEW_SECONDS of the request, a refusal stands; one clearly older is still cleared."""
+    clock = ManualClock()
+    record = TokenRefusals(state_table, account_key(sim.url, sim.client_id), sim.client_id, sim.client_secret)
+    asked_at = clock()
+    clock.advance(1)  # recorded a second after the request was sent, by a clock two seconds behind ours
+    record.save("rate_limit", 429, "429 Too Many Requests", clock() + 60, refused_at=clock() - 2)
+
+    record.clear(asked_at)
+
+    assert record.load() == ("rate_limit", 429, "429 Too Many Requests", clock() + 60)
+    record.clear(clock() + CLEAR_SKEW_SECONDS + 1)  # a request sent clearly after it ends it
+    assert record.load() is None

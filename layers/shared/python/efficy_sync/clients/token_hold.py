@@ -20,7 +20,7 @@ records the refusal's kind and until-when for its account and credentials, and e
 without asking, and holds it locally (the fast path: its next calls read nothing). A record that is missing,
 unreadable or past asks as before; a store that fails is logged and skipped (it never fails a call a refusal
 would not have failed). A client whose token request succeeds deletes the record, unless it was recorded after
-that request was sent (`clear`): left, a recovered account stayed held for the rest of the hold by every
+that request was sent, or a few seconds before (`clear`: two machines' clocks, CLEAR_SKEW_SECONDS): left, a recovered account stayed held for the rest of the hold by every
 container and command that read the record (one that holds it already keeps its own hold until its end).
 """
 

@@ -35,6 +35,10 @@ from .dynamo import from_item, key, to_item
 RECORD_TTL_SECONDS = 3600
 #: PBKDF2 rounds for the credentials' hash: computed once per client, on its first token request
 CREDENTIALS_HASH_ROUNDS = 20_000
+#: how much earlier than a successful token request was sent a refusal must have been recorded for that success to
+#: delete it: `refused_at` and `asked_at` are read from two machines' clocks (a Lambda's, an admin's laptop), and a
+#: refusal recorded just after the request was sent, by a clock a little behind, looked older and was deleted
+CLEAR_SKEW_SECONDS = 5.0
 
 
 def credentials_key(account: str, client_id: str, client_secret: str) -> str:
@@ -89,7 +93,9 @@ class TokenRefusals:
     def clear(self, asked_at: float) -> None:
         """Deletes the record after a token request sent at `asked_at` succeeded, unless it holds a refusal
         recorded since (at or after `asked_at`: which of the two APSIS answered last is unknown, so the refusal
-        stands). One conditional delete; none to delete is no error."""
+        stands). "Since" allows for the two clocks: a refusal recorded less than CLEAR_SKEW_SECONDS before
+        `asked_at` stands too (the hold then ends with its `until`, as before this delete). One conditional delete;
+        none to delete is no error."""
         ddb = brief_client("dynamodb")
         # a refusal recorded since our request was sent fails the condition: it stands
         with contextlib.suppress(ddb.exceptions.ConditionalCheckFailedException):
@@ -97,5 +103,5 @@ class TokenRefusals:
                 TableName=self._table,
                 Key=self._key(),
                 ConditionExpression="attribute_not_exists(refused_at) OR refused_at < :asked",
-                ExpressionAttributeValues=to_item({":asked": asked_at}),
+                ExpressionAttributeValues=to_item({":asked": asked_at - CLEAR_SKEW_SECONDS}),
             )
