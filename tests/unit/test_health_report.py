@@ -140,3 +140,30 @@ def test_render_lists_failures_first_with_the_retry_command_and_a_limit() -> Non
 def test_every_category_has_a_kind_and_advice() -> None:
     for name, c in CATEGORIES.items():
         assert c.name == name and c.kind in ("failure", "data", "skipped") and c.advice.endswith(".")
+
+
+def test_a_dead_letter_queue_that_cannot_be_read_is_no_all_clear(monkeypatch: Any) -> None:
+    """`health` exits 0 for "nothing in the dead-letter queues" (README "Exit codes"), so a queue it could not read
+    (access denied, throttled, AWS out of reach) must not pass for an empty one: it was printed as "not found" and
+    left out of the depths, and a schedule alerting on the exit code saw 0. A queue this deployment does not have
+    (no such output: a CliError) is still skipped."""
+    import pytest
+    from botocore.exceptions import ClientError
+    from efficy_sync_tools.commands import dlq, health
+    from efficy_sync_tools.commands._aws import CliError
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+
+    def absent(name: str) -> tuple[str, str]:
+        raise CliError(f"stack 'efficy-sync' has no output for the {name} queue")
+
+    monkeypatch.setattr(dlq, "_urls", absent)
+    assert health.peek_dead_letters("acme", 10) == (None, {})
+
+    def denied(name: str) -> tuple[str, str]:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetQueueAttributes")
+
+    monkeypatch.setattr(dlq, "_urls", denied)
+    with pytest.raises(ClientError):
+        health.peek_dead_letters("acme", 10)

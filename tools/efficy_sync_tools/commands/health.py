@@ -105,9 +105,11 @@ def peek_dead_letters(integration_id: str, limit: int, hold_seconds: int = 60) -
     for name in QUEUES:
         try:
             _, urls[name] = _urls(name)
-        except Exception as exc:  # no such queue here (e.g. no opt-out queue): nothing to count
+        except CliError as exc:  # no such queue in this deployment (no output for it): nothing to count
             print(f"efficy-sync: {name} dead-letter queue not found ({exc}); not counted", file=sys.stderr)
             continue
+        # anything else (access denied, throttled, out of reach) is raised: the exit code says the DLQs are empty
+        # only when they were read (exit_code), so a queue that could not be read never passes for an empty one
         dlq = urls[name]
         attrs = sqs.get_queue_attributes(
             QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
