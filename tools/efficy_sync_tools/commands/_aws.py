@@ -200,9 +200,21 @@ def stack_name() -> str:
     return os.environ.get("EFFICY_SYNC_STACK") or DEFAULT_STACK
 
 
-@functools.cache
 def _describe_stack(name: str) -> tuple[dict[str, str], dict[str, str]]:
-    """(outputs, logical id -> physical id) of the stack, read once per process."""
+    """(outputs, logical id -> physical id) of the stack, read once per process and AWS endpoint.
+
+    The endpoint and region are part of the cache's key: a process that reads one stack and is then pointed at
+    another endpoint (the test suite runs commands in-process against a local stack, then against moto in the
+    same process) read the first stack's queue URLs for the second (CI, stop 43: health asked the in-process moto
+    for a queue that only the local stack had)."""
+    from efficy_sync.aws import client
+
+    cfn = client("cloudformation")
+    return _described(name, cfn.meta.region_name, cfn.meta.endpoint_url)
+
+
+@functools.cache
+def _described(name: str, region: str, endpoint: str) -> tuple[dict[str, str], dict[str, str]]:
     from botocore.exceptions import ClientError
     from efficy_sync.aws import client
 
@@ -211,7 +223,6 @@ def _describe_stack(name: str) -> tuple[dict[str, str], dict[str, str]]:
         stack = cfn.describe_stacks(StackName=name)["Stacks"][0]
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ValidationError":
-            region = cfn.meta.region_name
             raise CliError(
                 f"CloudFormation stack {name!r} not found in region {region}: check --region / AWS_REGION, or set "
                 "EFFICY_SYNC_STACK, or CONFIG_TABLE and STATE_TABLE"
