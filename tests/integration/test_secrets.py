@@ -29,3 +29,29 @@ def test_a_missing_secret_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     aws.reset_clients()
     secrets.reset()
     settings.cache_clear()
+
+
+def test_clients_rebuilt_for_another_region_read_that_region_s_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The provider was built once per process on the first client: after aws.reset_clients (the local stack,
+    the tests pointing the shared clients elsewhere) secrets were still read, and cached, where it was built."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    for name in ("CONFIG_TABLE", "STATE_TABLE", "CONTACT_QUEUE_URL"):
+        monkeypatch.setenv(name, "unused")
+    from efficy_sync.settings import settings
+
+    settings.cache_clear()
+    try:
+        with mock_aws():
+            for region, value in (("eu-west-1", "west"), ("us-east-1", "east")):
+                boto3.client("secretsmanager", region_name=region).create_secret(Name="s", SecretString=value)
+            secrets.reset()
+            for region, value in (("eu-west-1", "west"), ("us-east-1", "east")):
+                monkeypatch.setenv("AWS_DEFAULT_REGION", region)
+                aws.reset_clients()  # what moving the shared clients to another endpoint or region does
+                assert secrets.get_secret("s") == value
+    finally:
+        aws.reset_clients()
+        secrets.reset()
+        settings.cache_clear()

@@ -11,19 +11,27 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any, cast
 
 from .settings import settings
 
+_held: tuple[Any, Any] | None = None  # (the shared Secrets Manager client, the provider built on it)
 
-@lru_cache(maxsize=1)
+
 def _provider() -> Any:
-    from aws_lambda_powertools.utilities.parameters import SecretsProvider
-
+    """One provider per shared client: when the clients are rebuilt for another endpoint (aws.reset_clients:
+    the local stack, the tests), the provider and the values it cached go with the old one, as the CLI's stack
+    outputs had to (CI, stop 43: a process-wide cache kept answering for the endpoint it was first built on)."""
+    global _held
     from .aws import client
 
-    return SecretsProvider(boto3_client=client("secretsmanager"))
+    current = client("secretsmanager")
+    held = _held
+    if held is None or held[0] is not current:
+        from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+        held = _held = (current, SecretsProvider(boto3_client=current))
+    return held[1]
 
 
 def get_secret(name: str) -> str:
@@ -149,6 +157,7 @@ def _spellings(value: str) -> list[str]:
 
 
 def reset() -> None:
-    _provider.cache_clear()
+    global _held
+    _held = None
     with _versions_lock:
         _versions.clear()
