@@ -266,3 +266,30 @@ def test_a_state_written_before_revisions_existed_is_still_updated(store: Any) -
     assert store.get("acme", 7).revision == 1
     with pytest.raises(StaleWrite):
         store.put(read.model_copy(update={"change_stamp": "2024-05-01T08:00:00"}))
+
+
+def test_a_refused_opt_out_update_is_an_error_not_a_missing_item(in_process_aws: str) -> None:
+    """Any ValidationException on the opt-out update was read as "no OPTOUTS item yet": a request DynamoDB
+    refused for another reason created the item over nothing, or reported an update as "replaced meanwhile".
+    Only DynamoDB's "document path ... invalid for update" means the item is missing; anything else fails."""
+    from botocore.awsrequest import AWSResponse
+    from efficy_sync import aws
+
+    create_pk_sk_table(TABLE, REGION)
+    store = PersonStateStore(TABLE)
+    assert store.record_optout("acme", 9, SLOT, optout())  # the real missing-path answer still creates the item
+
+    def refuse(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        error = {"Code": "ValidationException", "Message": "One or more parameter values were invalid"}
+        return AWSResponse("", 400, {}, None), {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}
+
+    ddb = aws.client("dynamodb")
+    ddb.meta.events.register("before-call.dynamodb.UpdateItem", refuse, unique_id="refuse")
+    try:
+        with pytest.raises(ddb.exceptions.ClientError, match="parameter values were invalid"):
+            store.record_optout("acme", 10, SLOT, optout())
+        with pytest.raises(ddb.exceptions.ClientError, match="parameter values were invalid"):
+            store.update_optout("acme", 9, SLOT, optout(awaiting_writeback=False), expected_at=T1)
+    finally:
+        ddb.meta.events.unregister("before-call.dynamodb.UpdateItem", unique_id="refuse")
+    assert store.get("acme", 10) is None  # nothing created on a refusal

@@ -304,8 +304,8 @@ class PersonStateStore:
             except ddb.exceptions.ConditionalCheckFailedException:
                 return False
             except ddb.exceptions.ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "ValidationException":
-                    raise
+                if not _missing_document_path(exc):
+                    raise  # another refusal (a malformed request is a bug): never read as "no item yet"
             # No OPTOUTS item yet (the map path does not exist): create it, unless someone else just did.
             if condition.startswith("#r.#s.#o ="):
                 return False  # nothing to update or retire
@@ -424,3 +424,12 @@ class PersonStateStore:
         """A STATE item read as Python: the document, at the item's revision."""
         state = PersonState.model_validate(json.loads(item["doc"]))
         return state.model_copy(update={"revision": int(item.get("rev", 0))})
+
+
+def _missing_document_path(exc: Exception) -> bool:
+    """DynamoDB's answer to SET on a map that does not exist yet (the person's OPTOUTS item is absent): a
+    ValidationException saying the document path is invalid for update. Any other ValidationException is a
+    request DynamoDB refused; taken as "no item yet", it would create the item or report "replaced meanwhile"
+    instead of failing the write."""
+    error = getattr(exc, "response", {}).get("Error", {})
+    return error.get("Code") == "ValidationException" and "document path" in str(error.get("Message", "")).lower()
