@@ -57,6 +57,14 @@ T = TypeVar("T")
 KINDS: dict[str, type[AuthError | RateLimited]] = {"auth": AuthError, "rate_limit": RateLimited}
 
 
+#: what a failed call to the shared record leaves, said in the warning (the same words for all three were wrong)
+_SKIPPED = {
+    "load": "other containers' refusals are not seen here",
+    "save": "the refusal is held in this container only",
+    "clear": "other containers keep the old refusal until it ends",
+}
+
+
 class SharedRefusals(Protocol):
     """The refusal of one API client's credentials shared by every client of them (store/token_refusals.py)."""
 
@@ -152,7 +160,7 @@ class TokenHold:
             found: tuple[str, int | None, str, float] | None = getattr(self._shared, action)(*args)
         except Exception as exc:
             logger.warning(
-                "APSIS token refusal record: %s failed (%s); held in this container only", action, type(exc).__name__
+                "APSIS token refusal record: %s failed (%s); %s", action, type(exc).__name__, _SKIPPED[action]
             )
             return None
         return found
