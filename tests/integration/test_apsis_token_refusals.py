@@ -398,11 +398,17 @@ def test_a_refusal_recorded_after_a_successful_request_was_sent_stands(sim: Apsi
     assert [s["discriminator"] for s in container(sim, clock).list_sections()] == [SECTION]
 
 
-def test_a_record_that_cannot_be_cleared_does_not_fail_the_token_request(sim: ApsisSimulator, state_table: str) -> None:
-    """The delete is best effort: a table that fails (here: absent) leaves the call and its token as they were."""
+def test_a_record_that_cannot_be_cleared_does_not_fail_the_token_request(
+    sim: ApsisSimulator, state_table: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The delete is best effort: a table that fails (here: absent) leaves the call and its token as they were,
+    and the warning says what a failed clear leaves (it said "held in this container only", a save's words)."""
     client = container(sim, ManualClock(), table="no-such-table")
-    assert [s["discriminator"] for s in client.list_sections()] == [SECTION]
+    with caplog.at_level("WARNING"):
+        assert [s["discriminator"] for s in client.list_sections()] == [SECTION]
     assert sim.calls()[TOKEN] == 1
+    warned = [r.getMessage() for r in caplog.records if "refusal record: clear failed" in r.getMessage()]
+    assert warned and all("other containers keep the old refusal" in m for m in warned), caplog.text
 
 
 def test_a_refusal_recorded_by_a_clock_a_little_behind_stands(sim: ApsisSimulator, state_table: str) -> None:
