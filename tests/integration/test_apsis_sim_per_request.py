@@ -18,13 +18,8 @@ import requests
 from efficy_sync_tools.sims import apsis as apsis_sim
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 
-SECTION = "com.apsis1.sections.default"
-CRM = "com.apsis1.keyspaces.crm-id"
-EMAIL = "com.apsis1.channels.email"
-NEWSLETTER = "usercreated.topics.newsletter-ab12"
-EVENTS = "usercreated.topics.events-ef56"
-FIRSTNAME_V = "6a0e1f52-0003-4a1a-9e01-000000000003"
-T = 5  # seconds: bound on every HTTP call
+from tests.integration.test_apsis_sim import CRM, EMAIL, EVENTS, FIRSTNAME_V, NEWSLETTER, SECTION, T
+
 STORED = 30  # profiles in the store before the counted calls
 
 
