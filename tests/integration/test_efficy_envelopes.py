@@ -54,6 +54,9 @@ def refused(key: int, **error: Any) -> dict[str, Any]:
         {"error": "You have no rights on this record"},
         {"errors": [{"code": "NO_ACCESS", "title": "You have no rights on this record"}]},
         {"@error": True, "#message": "You have no rights on this record"},
+        # the flag as text, as Efficy sends its booleans ("1"/"0", contract §3)
+        {"success": "false", "message": "You have no rights on this record"},
+        {"ok": "0", "message": "You have no rights on this record"},
     ],
 )
 def test_a_context_error_in_another_spelling_is_an_error_not_an_absence(
@@ -99,6 +102,10 @@ def test_an_empty_error_in_another_spelling_is_no_error(
         {"records": [], "success": False},
         {"records": [], "ok": False},
         {"records": [], "status": 503},
+        # numbers and booleans as text (Efficy sends its values so, contract §3)
+        {"records": [], "status": "503"},
+        {"records": [], "success": "false"},
+        {"records": [], "ok": "0"},
         {"records": [], "#error": {"errorcode": "X", "errorstring": "maintenance"}},
     ],
 )

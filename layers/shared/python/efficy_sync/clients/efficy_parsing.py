@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 from efficy_sync.clients.errors import EfficyBusinessError
 from efficy_sync.pii import redact_text
 from efficy_sync.profile_rows import PROFILES_UNREAD, Unreadable, memberships
-from efficy_sync.values import whole_number
+from efficy_sync.values import to_bool, whole_number
 
 if TYPE_CHECKING:
     from efficy_sync.config import ProfileRowStatus
@@ -84,7 +84,7 @@ class EfficyParsing:
             return cls._read_error(error, obj)  # still be there: a read without its dataset is refused on its own
         if obj.get("@name") == "exception":
             return (None, str(obj.get("#message", "exception")))
-        if obj.get("success") is False or obj.get("ok") is False:
+        if cls._said_false(obj.get("success")) or cls._said_false(obj.get("ok")):
             # a failure said as a flag beside (empty) datasets: read as an answer, a removal that failed passed
             # for done and a read of no CRM profile for "out of them all", and the opt-out was confirmed
             return (None, str(obj.get("message") or obj.get("#message") or "success: false"))
@@ -93,6 +93,11 @@ class EfficyParsing:
             if found:
                 return found
         return None
+
+    @staticmethod
+    def _said_false(flag: Any) -> bool:
+        """A `success`/`ok` flag that says false: false, or as Efficy sends booleans, "0"/"false" (contract §3)."""
+        return to_bool(flag) is False
 
     @staticmethod
     def _other_error(obj: dict[str, Any]) -> Any:
@@ -112,8 +117,9 @@ class EfficyParsing:
         empty) then proves nothing: read as a page, an empty one confirmed persons absent (deleted in APSIS One)
         and ended a full sync's export early."""
         status = payload.get("status")
-        failed = str(status).lower() in _FAILED or (isinstance(status, int) and status >= 400)
-        return failed or payload.get("success") is False or payload.get("ok") is False or bool(cls.rpc_error(payload))
+        code = whole_number(status)  # 503 or "503": Efficy sends numbers as text too
+        failed = str(status).lower() in _FAILED or (code is not None and code >= 400)
+        return failed or bool(cls.rpc_error(payload))  # rpc_error reads `success`/`ok` false
 
     @staticmethod
     def _business_error(op: str, error: tuple[str | None, str]) -> EfficyBusinessError:
