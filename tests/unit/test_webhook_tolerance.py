@@ -63,6 +63,14 @@ def test_fields_null_is_no_changed_values() -> None:
     assert record.fields == {}
 
 
+def test_fields_as_an_empty_array_is_no_changed_values() -> None:
+    """A serializer that writes an empty map as `[]` (on a create or a delete: no changed values, contract §7)
+    set the record aside: a call holding only that change was refused (400) and the change lost."""
+    payload = parse(_body(_rec(fields=[], operation="Delete")))
+    assert [(r.key, r.operation, r.fields) for r in payload.records] == [(5, "Delete", {})]
+    assert payload.invalid == []
+
+
 @pytest.mark.parametrize(("given", "expected"), [(42, "42"), (4.5, "4.5")])
 def test_a_numeric_user_is_kept_as_its_text(given: object, expected: str) -> None:
     (record,) = parse(_body(_rec(user=given))).records

@@ -113,8 +113,9 @@ def _operation(value: object) -> str:
 
 
 def _no_fields_if_null(value: object) -> object:
-    """`fields` holds the changed values on an update only (contracts/efficy.md §7): null is none changed."""
-    return {} if value is None else value
+    """`fields` holds the changed values on an update only (contracts/efficy.md §7): null is none changed, and
+    so is `[]`, how some serializers write an empty map."""
+    return {} if value is None or value == [] else value
 
 
 class WebhookRecord(BaseModel):
