@@ -12,9 +12,11 @@ data (clients/errors.py `acknowledgeable`). These answers used to pass for one, 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
+import requests
 from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync.clients.errors import ApsisUnavailable, AuthError, RequestRefused, acknowledgeable
 from efficy_sync.clients.http import RetryPolicy
@@ -28,6 +30,7 @@ from tests.memory_store import MemoryPersonStateStore
 FAST = RetryPolicy(total=2, backoff_factor=0.01, backoff_jitter=0.0, connect_timeout=2, read_timeout=5)
 NEWS = "usercreated.topics.newsletter-ab12"
 SLOT = f"{NEWS}|email"
+JSON = "application/json"
 
 
 @pytest.fixture
@@ -165,3 +168,19 @@ def test_an_unreadable_exclusion_flag_neither_creates_nor_deletes(sim: ApsisSimu
 
     gone = syncer.sync(7, robinson("2024-05-04T10:00:00", "1"), store.get(ROBINSON_CFG.integration_id, 7))
     assert [type(op).__name__ for op in gone.operations] == ["DeleteProfile"]  # a readable "1" still removes
+
+
+# ---- success codes and nulls the documentation does not pin down ------------------------------------------------
+def test_a_token_answered_201_is_a_token(sim: ApsisSimulator) -> None:
+    """APSIS One lists 200 and 201 among its success codes (contracts/apsis-one.md §5). A token answered 201 was
+    read as a refusal of our request (RequestRefused: "APSIS token: 201"), and every call of the client failed."""
+    minted = requests.post(
+        f"{sim.url}/oauth/token",
+        json={"grant_type": "client_credentials", "client_id": "diff", "client_secret": "diff-secret"},
+        timeout=5,
+    ).json()
+    sim.add_fault(path_regex="^/oauth/token$", status=201, count=1, body=json.dumps(minted), content_type=JSON)
+    apsis = ApsisClient(sim.url, "diff", "diff-secret", section=CFG.apsis.section, policy=FAST)
+    assert apsis.list_keyspaces()
+    assert apsis.calls["token"] == 1
+

@@ -273,11 +273,11 @@ class ApsisTransport:
         body = {"grant_type": "client_credentials", "client_id": self._client_id, "client_secret": self._client_secret}
         response = self._send("token", "POST", "/oauth/token", self._encode(body), JSON, None, token=None)
         status = response.status_code
-        if status != 200 and 400 <= status < 500 and status not in (408, 410, 423, 429):
+        if 400 <= status < 500 and status not in (408, 410, 423, 429):
             # a token refused is never about a person (a RejectedValue here was acknowledged as the person's
             # failure, and an opt-out with it): the credentials, the account or something in front of APSIS
             raise AuthError(f"APSIS token: {self._describe(response)}", status=status)
-        if status != 200:
+        if not 200 <= status < 300:  # 200 documented; 201 is among APSIS's success codes too (contract §5)
             raise self._error_for(response, "token")
         return self._token_from(self._object(response, "token"), issued_at=self._clock(), status=response.status_code)
 
