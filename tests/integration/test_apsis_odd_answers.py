@@ -184,3 +184,14 @@ def test_a_token_answered_201_is_a_token(sim: ApsisSimulator) -> None:
     assert apsis.list_keyspaces()
     assert apsis.calls["token"] == 1
 
+
+def test_an_attribute_whose_versions_are_null_has_no_live_version(sim: ApsisSimulator) -> None:
+    """`"versions": null` instead of an empty list raised TypeError (an untyped crash of the attribute write's
+    version lookup); it is an attribute without a live version, as one without `versions` already was."""
+    items = [
+        {"discriminator": "com.apsis1.attributes.firstname", "versions": None},
+        {"discriminator": "com.apsis1.attributes.lastname", "versions": [{"id": "v-ln", "deprecated_at": None}]},
+    ]
+    sim.add_fault(path_regex="/attributes$", status=200, count=1, body=json.dumps({"items": items}), content_type=JSON)
+    apsis = ApsisClient(sim.url, "diff", "diff-secret", section=CFG.apsis.section, policy=FAST)
+    assert apsis.live_attribute_versions() == {"com.apsis1.attributes.lastname": "v-ln"}

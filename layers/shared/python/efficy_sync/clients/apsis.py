@@ -161,7 +161,7 @@ class ApsisClient(ApsisTransport):
         """Attribute discriminator -> live version id, which imports and v1 writes need."""
         versions: dict[str, str] = {}  # a page of them will do: one without a version takes the two-call way
         for attribute in self.list_attributes(whole=False):
-            for version in attribute.get("versions", []):
+            for version in attribute.get("versions") or []:  # null: no version, as when absent
                 if version.get("deprecated_at") is None:
                     versions[attribute["discriminator"]] = version["id"]
         return versions
