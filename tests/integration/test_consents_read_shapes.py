@@ -51,6 +51,14 @@ def held(sim: ApsisSimulator) -> str | None:
         {"items": [], "hasMore": "true"},
         {"items": [], "total": 1},
         {"items": [], "total_count": "1"},
+        # continuation in the other common spellings: camelCase tokens, an OData or HAL link, a paging block
+        {"items": [], "continuationToken": "c2"},
+        {"items": [], "nextPageToken": "c2"},
+        {"items": [], "@odata.nextLink": "/v2/audience/keyspaces/x/profiles/7/sections/s/consents?$skip=100"},
+        {"items": [], "_links": {"next": {"href": "/v2/audience/keyspaces/x/profiles/7/sections/s/consents?p=2"}}},
+        {"items": [], "pagination": {"next_page": 2}},
+        {"items": [], "meta": {"has_more": True}},
+        {"items": [], "totalItems": 1},
     ],
     ids=[
         "control-documented",
@@ -65,6 +73,13 @@ def held(sim: ApsisSimulator) -> str | None:
         "hasMore-text",
         "total",
         "total_count-text",
+        "continuationToken",
+        "nextPageToken",
+        "odata-nextLink",
+        "hal-links",
+        "pagination-block",
+        "meta-block",
+        "totalItems",
     ],
 )
 def test_an_opt_out_apsis_holds_is_never_overwritten_by_a_first_opt_in(apsis_sim: ApsisSimulator, answer) -> None:

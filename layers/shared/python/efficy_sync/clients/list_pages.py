@@ -23,17 +23,25 @@ MORE_PAGES = (
     "hasMore",
     "more",
     "truncated",
+    # the same in camelCase, and OData's link
+    "nextPage",
+    "nextUrl",
+    "nextLink",
+    "nextPageToken",
+    "continuationToken",
+    "@odata.nextLink",
 )
+#: blocks of a list answer that may hold the keys above instead of its top level (HAL's `_links` and the like)
+PAGING_BLOCKS = ("links", "_links", "paging", "pagination", "meta")
 #: keys of a list answer that count every item of the list, beyond this page
-TOTALS = ("total", "total_count", "totalCount", "total_items", "count")
+TOTALS = ("total", "total_count", "totalCount", "total_items", "totalItems", "count")
 
 
 def says_more(answer: Mapping[str, Any], listed: int) -> bool:
-    """True when `answer` (a list answer that holds `listed` items) names a next page, says more follow, or
-    counts more items than it holds (a count as a number or as digits)."""
-    raw_links = answer.get("links")
-    links: Mapping[str, Any] = raw_links if isinstance(raw_links, Mapping) else {}
-    if any(_set(answer.get(name)) or _set(links.get(name)) for name in MORE_PAGES):
+    """True when `answer` (a list answer that holds `listed` items) names a next page or says more follow (at its
+    top level or in a paging block), or counts more items than it holds (a count as a number or as digits)."""
+    blocks = [block for block in map(answer.get, PAGING_BLOCKS) if isinstance(block, Mapping)]
+    if any(_set(holder.get(name)) for holder in (answer, *blocks) for name in MORE_PAGES):
         return True
     totals = (whole_number(answer.get(name)) for name in TOTALS)
     return any(total is not None and total > listed for total in totals)
