@@ -116,6 +116,9 @@ class ImportWriter:
         rows: list[_Row] = []
         others: list[dict[str, Any]] = []
         for person in persons:
+            if any(c.field not in person for c in self.cfg.sync_conditions):
+                others.append(person)  # not judged on a missing field: the per-person path refuses it
+                continue
             state = known.get(int(person["K_CONTACT"]))
             desired = map_person(self.cfg, person)
             if isinstance(desired, Desired):
