@@ -67,8 +67,9 @@ def _send_chunk(queue_url: str, chunk: Sequence[ContactChange], attempts: int, r
                 ],
             )
         report.batch_calls += 1
-        failed = {f["Id"] for f in response.get("Failed", [])}
-        pending = {entry_id: change for entry_id, change in pending.items() if entry_id in failed}
+        # stored only where the answer lists it so: an entry it lists in neither list is sent again, never assumed
+        stored = {s["Id"] for s in response.get("Successful", [])}
+        pending = {entry_id: change for entry_id, change in pending.items() if entry_id not in stored}
         if not pending:
             return
         report.retried_entries += len(pending)
