@@ -198,3 +198,24 @@ def _error(code: str, status: int) -> ClientError:
 )
 def test_which_errors_mean_no_move_task_here(exc: BaseException, falls_back: bool) -> None:
     assert (unsupported(exc) is not None) is falls_back
+
+
+def test_a_message_the_send_answer_does_not_list_as_stored_stays_in_the_dlq(queues) -> None:
+    """The mover deleted from the DLQ every message not listed under Failed: an entry SendMessageBatch listed in
+    neither list (a partial answer) was deleted although SQS never said it stored it. It now stays."""
+    sqs, dlq, source = queues
+    _dead_letter(sqs, dlq, 3)
+
+    def drop_one_from_the_answer(parsed: dict[str, Any], model: Any, **_: Any) -> None:
+        if model.name == "SendMessageBatch":
+            parsed["Successful"] = [s for s in parsed.get("Successful", []) if s["Id"] != "1"]
+
+    sqs.meta.events.register("after-call.sqs.SendMessageBatch", drop_one_from_the_answer)
+    report = redrive(sqs, dlq, source, method=MOVER)
+    sqs.meta.events.unregister("after-call.sqs.SendMessageBatch", drop_one_from_the_answer)
+    assert report.moved == 2 and report.failed == 1
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    # still in the DLQ (held invisible for the mover's 30 s), not deleted
+    assert int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"]) == 1

@@ -183,16 +183,18 @@ def _mover(sqs: Any, dlq_url: str, source_url: str, *, limit: int | None, reason
                 entry["MessageGroupId"] = m.get("Attributes", {}).get("MessageGroupId", "redrive")
                 entry["MessageDeduplicationId"] = f"redrive-{uuid.uuid4().hex}"
             entries.append(entry)
-        sent: set[str] = set()
+        stored: set[str] = set()
         failed: set[str] = set()
         for batch in _within_batch_limit(entries):  # in order: a FIFO group's messages keep theirs
             response = sqs.send_message_batch(QueueUrl=source_url, Entries=batch)
-            sent |= {entry["Id"] for entry in batch}
-            failed |= {f["Id"] for f in response.get("Failed", [])}
+            # moved only where the answer lists it as stored: an entry it lists in neither list stays in the
+            # DLQ (deleting it lost the message when SQS had not kept it)
+            stored |= {s["Id"] for s in response.get("Successful", [])}
+            failed |= {entry["Id"] for entry in batch} - stored
             if failed:
                 break  # the rest stay in the DLQ (visible again in 30 s), after the one that failed
         report.failed += len(failed)
-        done = [m for i, m in enumerate(messages) if str(i) in sent and str(i) not in failed]
+        done = [m for i, m in enumerate(messages) if str(i) in stored]
         if done:
             sqs.delete_message_batch(
                 QueueUrl=dlq_url,
