@@ -18,3 +18,22 @@ def test_loadgroup_keeps_a_group_on_one_worker(request: pytest.FixtureRequest) -
     assert request.node.nodeid.endswith("@harness_probe"), (
         f"{request.node.nodeid}: xdist_group is ignored by this pytest (pin pytest below 9.2 in requirements-dev.lock)"
     )
+
+
+@pytest.mark.xdist_group("metrics_probe")
+def test_a_metric_added_outside_a_handler_is_left_in_the_shared_set() -> None:
+    """The first of a pair, in file order on one worker: code under test that counts outside a handler."""
+    from aws_lambda_powertools.metrics import MetricUnit
+    from efficy_sync.observability import metrics
+
+    metrics.add_metric(name="PersonsSynced", unit=MetricUnit.Count, value=1)
+    assert metrics.provider.metric_set["PersonsSynced"]["Value"] == [1.0]
+
+
+@pytest.mark.xdist_group("metrics_probe")
+def test_the_next_test_starts_with_no_metric_of_the_last() -> None:
+    """conftest's _no_leftover_metrics: without it the next handler of the worker printed the value above in
+    another test's EMF document (CI failed so on test_export_duplicates)."""
+    from efficy_sync.observability import metrics
+
+    assert "PersonsSynced" not in metrics.provider.metric_set
