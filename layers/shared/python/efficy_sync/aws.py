@@ -100,7 +100,10 @@ def transient_aws_error(exc: BaseException) -> bool:
     """An AWS SDK error that retrying later can fix, once boto3's own retries ran out: a DynamoDB table or S3
     throttled for a while, a 5xx, no answer. The full-sync tasks raise it as TransientError, which the state
     machine retries; raised as is, a throttled state table failed a page (or a step, and so the run) at once.
-    Told by name, so botocore is not imported for it."""
+    Told by name, so botocore is not imported for it. Our own batch helpers' "still unprocessed after every
+    retry" (store.dynamo, marked `throttled`) is throttling too."""
+    if getattr(type(exc), "throttled", False) is True:
+        return True
     if not type(exc).__module__.startswith("botocore"):
         return False
     response = getattr(exc, "response", None)

@@ -23,9 +23,18 @@ BATCH_WRITE_ITEMS = 25
 BATCH_GET_KEYS = 100
 
 
+class BatchGetIncomplete(Exception):
+    """DynamoDB kept some keys of a read unprocessed (throttling) after every retry: the caller fails (and is
+    retried) rather than read an unanswered key as "no item"."""
+
+    throttled = True  # aws.transient_aws_error: the full-sync tasks raise it as TransientError (retried)
+
+
 class BatchWriteIncomplete(Exception):
     """DynamoDB kept some items of a batch unprocessed (throttling) after every retry: the caller's step fails
     and is retried; nothing half-written is reported as done."""
+
+    throttled = True  # without it a page or step failed the run at once (the Retry names TransientError only)
 
 
 @cache
@@ -184,21 +193,37 @@ def _pages(ddb: Any, operation: str, params: dict[str, Any], limit: int | None) 
 
 
 def batch_get(
-    table: str, keys: Sequence[Mapping[str, Any]], *, projection: str | None = None
+    table: str,
+    keys: Sequence[Mapping[str, Any]],
+    *,
+    projection: str | None = None,
+    attempts: int = 8,
+    backoff: float = 0.05,
 ) -> Iterator[dict[str, Any]]:
-    """The items of `keys` (DynamoDB keys), read consistently, BATCH_GET_KEYS a call, UnprocessedKeys asked
-    again; as Python dicts, in no particular order (a key with no item yields nothing)."""
+    """The items of `keys` (DynamoDB keys), read consistently, BATCH_GET_KEYS a call; as Python dicts, in no
+    particular order (a key with no item yields nothing). UnprocessedKeys (throttling) are asked again after a
+    jittered, doubling backoff, as AWS advises: asked again at once, a throttled table was hit again at once,
+    and every page's chunk spun on it. BatchGetIncomplete when keys are still unprocessed after `attempts`
+    calls: a key left out would read as "no item" (a person never synced), so it is never dropped silently."""
     ddb = client("dynamodb")
     for start in range(0, len(keys), BATCH_GET_KEYS):
         asked: dict[str, Any] = {"Keys": list(keys[start : start + BATCH_GET_KEYS]), "ConsistentRead": True}
         if projection:
             asked["ProjectionExpression"] = projection
         request: dict[str, Any] = {table: asked}
-        while request:
+        delay = backoff
+        for attempt in range(1, attempts + 1):
             response = ddb.batch_get_item(RequestItems=request)
             for item in response.get("Responses", {}).get(table, []):
                 yield from_item(item)
             request = response.get("UnprocessedKeys") or {}
+            if not request:
+                break
+            if attempt < attempts:  # throttled: back off (full jitter) and ask only the rest
+                time.sleep(random.uniform(0, delay))
+                delay = min(delay * 2, 5.0)
+        else:
+            raise BatchGetIncomplete(f"{len(request.get(table, {}).get('Keys', []))} keys still unprocessed")
 
 
 def batch_write(table: str, items: Sequence[Mapping[str, Any]], *, attempts: int = 8, backoff: float = 0.05) -> None:
@@ -211,11 +236,12 @@ def batch_write(table: str, items: Sequence[Mapping[str, Any]], *, attempts: int
             table: [{"PutRequest": {"Item": i}} for i in items[start : start + BATCH_WRITE_ITEMS]]
         }
         delay = backoff
-        for _ in range(attempts):
+        for attempt in range(1, attempts + 1):
             request = ddb.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
             if not request:
                 break
-            time.sleep(random.uniform(0, delay))  # throttled: back off (full jitter) and send only the rest
-            delay = min(delay * 2, 5.0)
+            if attempt < attempts:  # throttled: back off (full jitter) and send only the rest
+                time.sleep(random.uniform(0, delay))
+                delay = min(delay * 2, 5.0)
         else:
             raise BatchWriteIncomplete(f"{len(request.get(table, []))} items still unprocessed")
