@@ -134,6 +134,26 @@ def test_poll_answers_404_while_in_progress_then_the_json(sim: ApsisSimulator) -
         download_export(client, request_export(client, attributes=[FIRSTNAME], tags=[], topics=[]), timeout=0.1)
 
 
+@pytest.mark.parametrize("status", [202, 204])
+def test_a_poll_answering_accepted_while_in_progress_is_waited_on_not_read_as_the_export(
+    sim: ApsisSimulator, status: int
+) -> None:
+    """The contract says 404 while in progress; an API answering 202 (or 204) instead failed the reconciliation
+    ("the answer holds no profiles list") where it had only to wait."""
+    sim.profile_exports.export_delay_ms = 1500
+    sim.profile_exports.in_progress_status = status
+    client = client_for(sim)
+    seed(client)
+    poll_url = request_export(client, attributes=[FIRSTNAME], tags=[], topics=[])
+
+    profiles = download_export(client, poll_url, poll_interval=0.1, timeout=10)
+
+    assert profiles["1"].attributes == {FIRSTNAME: "Ada"}
+    assert sim.calls()[f"GET {EXPORTS_PATH}/{{export_id}}"] >= 2
+    with pytest.raises(ApsisUnavailable, match="not ready"):  # and still bounded by the timeout
+        download_export(client, request_export(client, attributes=[FIRSTNAME], tags=[], topics=[]), timeout=0.1)
+
+
 def test_gone_export_is_requested_again_and_a_failed_one_raises(sim: ApsisSimulator) -> None:
     client = client_for(sim, policy=NO_RETRY)
     seed(client)
@@ -151,6 +171,9 @@ def test_gone_export_is_requested_again_and_a_failed_one_raises(sim: ApsisSimula
     with pytest.raises(ApsisUnavailable) as err:
         download_export(client, failed)
     assert err.value.status == 503
+    # a resumed run holding that failed export's poll URL asks for a new one (it waited a day for a 410)
+    used, profiles = export_section(client, attributes=[FIRSTNAME], tags=[], topics=[], poll_url=failed)
+    assert used != failed and "1" in profiles
 
 
 def test_export_limits_and_validation(sim: ApsisSimulator) -> None:

@@ -13,7 +13,8 @@ What the public documentation does not give, and the simulator picks [A]:
   `{"profiles": [{"keys": {keyspace: key}, "attributes": {...}, "tags": [...],
   "topics": [{"topic_discriminator", "channel_discriminator", "consent_type"}]}]}`, profiles without the
   named data included (a profile of the account is listed even when the section holds nothing for it);
-- the export is ready `export_delay_ms` after the request; its snapshot is taken at its first download.
+- the export is ready `export_delay_ms` after the request; its snapshot is taken at its first download;
+- `in_progress_status`: 404 as documented; 202 (empty JSON body) for the way many asynchronous APIs say it.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class ProfileExports:
     #: [A] processing time of an export; poll URL lifetime [D] one day
     export_delay_ms = 50
     poll_url_ttl = 86400.0
+    #: [D] 404 while in progress; 202 is what many asynchronous APIs answer instead (the client takes both)
+    in_progress_status = 404
 
     def __init__(self, sim: ApsisSimulator) -> None:
         from efficy_sync_tools.sims.apsis import SlidingWindow
@@ -130,6 +133,8 @@ class ProfileExports:
             if job.failed:
                 raise Problem(503, "the export failed; request a new one")
             if now < job.ready_at:
+                if self.in_progress_status != 404:
+                    return json_response({}, status=self.in_progress_status)
                 raise Problem(404, "the export is in progress")
             if self._sim.rate_limits:
                 wait = self._download_window.take()

@@ -64,6 +64,10 @@ def request_export(client: ApsisClient, *, attributes: list[str], tags: list[str
     return poll_url
 
 
+#: 2xx answers of the poll URL that say "not ready yet": APSIS documents 404, but an asynchronous API commonly
+#: answers 202 Accepted (or 204, nothing yet); read as the export, either failed the reconciliation at once
+_IN_PROGRESS = frozenset({202, 204})
+
 #: bytes read from the export's answer at a time: the download is never held whole (see ExportedProfiles)
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
 
@@ -85,8 +89,10 @@ def download_export(
     while True:
         try:
             response = client._call("download_export", "GET", path, stream=True)  # read as it arrives: below
-            break
-        except NotFound:  # in progress
+            if response.status_code not in _IN_PROGRESS:
+                break
+            response.close()
+        except NotFound:  # in progress (as documented)
             pass
         except ApiError as exc:
             if exc.status == 410:
@@ -268,13 +274,17 @@ def export_section(
     timeout: float = 600,
     keep: Callable[[str], bool] | None = None,
 ) -> tuple[str, ExportedProfiles]:
-    """Downloads `poll_url` (a resumed run's export) or a new export; a gone one is requested again once.
-    Returns the poll URL used and the profiles (those `keep` takes: by default all of our keyspace)."""
+    """Downloads `poll_url` (a resumed run's export) or a new export; a gone (410) or failed (503) one is
+    requested again once: the resumed run's cursor keeps its poll URL, so a failed export answered 503 to
+    every retry of the run until the URL expired, a day later. (An outage answering 503 fails the new request
+    too, and the run with it, as before.) Returns the poll URL used and the profiles (those `keep` takes: by
+    default all of our keyspace)."""
     if poll_url:
         try:
             return poll_url, download_export(client, poll_url, timeout=timeout, keep=keep)
-        except ExportGone:
-            pass
+        except ApiError as exc:
+            if exc.status not in (410, 503):
+                raise
     poll_url = request_export(client, attributes=attributes, tags=tags, topics=topics)
     return poll_url, download_export(client, poll_url, timeout=timeout, keep=keep)
 
