@@ -37,3 +37,28 @@ def test_outputs_read_in_one_region_are_not_taken_for_another_s(
     monkeypatch.setenv("AWS_DEFAULT_REGION", in_process_aws)
     aws.reset_clients()
     assert stack_output("WebhookBundleQueueUrl").endswith("/bundles")
+
+
+def test_only_cloudformation_s_does_not_exist_reads_as_no_such_stack(
+    in_process_aws: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any ValidationError read as "stack not found" sent the admin to check the region and names; CloudFormation
+    says "does not exist" for that, and its other refusals are shown as it gave them."""
+    from botocore.exceptions import ClientError
+
+    monkeypatch.setenv("EFFICY_SYNC_STACK", "efficy_sync!")
+    cfn = aws.client("cloudformation")
+    refusal = "1 validation error detected: Value 'efficy_sync!' at 'stackName' failed to satisfy constraint"
+
+    def refused(**kwargs: object) -> dict:
+        raise ClientError({"Error": {"Code": "ValidationError", "Message": refusal}}, "DescribeStacks")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cfn, "describe_stacks", refused)
+        with pytest.raises(CliError) as caught:
+            stack_output("WebhookBundleQueueUrl")
+    assert "not found" not in str(caught.value) and "failed to satisfy constraint" in str(caught.value)
+
+    monkeypatch.setenv("EFFICY_SYNC_STACK", "no-such-stack")  # moto's own answer: "... does not exist"
+    with pytest.raises(CliError, match="'no-such-stack' not found in region"):
+        stack_output("WebhookBundleQueueUrl")

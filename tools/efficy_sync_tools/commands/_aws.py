@@ -222,12 +222,17 @@ def _described(name: str, region: str, endpoint: str) -> tuple[dict[str, str], d
     try:
         stack = cfn.describe_stacks(StackName=name)["Stacks"][0]
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ValidationError":
+        error = exc.response.get("Error", {})
+        if error.get("Code") != "ValidationError":
+            raise
+        message = str(error.get("Message", ""))
+        if "does not exist" in message:  # CloudFormation: "Stack with id NAME does not exist"
             raise CliError(
                 f"CloudFormation stack {name!r} not found in region {region}: check --region / AWS_REGION, or set "
                 "EFFICY_SYNC_STACK, or CONFIG_TABLE and STATE_TABLE"
             ) from None
-        raise
+        # another refusal (a malformed name, say) said "not found" too and sent the admin looking elsewhere
+        raise CliError(f"CloudFormation refused to describe stack {name!r}: {message}") from None
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     resources: dict[str, str] = {}
     for page in cfn.get_paginator("list_stack_resources").paginate(StackName=name):
