@@ -16,7 +16,7 @@ from efficy_sync.inbound import BodyEncodingError, request_body
 from efficy_sync.observability import MetricUnit, logger, metrics
 from efficy_sync.optout_event import OptOutAuthError, OptOutPayloadError, check_token
 from efficy_sync.optout_intake import OptOutMessage, accept
-from efficy_sync.routes import answer_refusals, integration, rejected, reply
+from efficy_sync.routes import SEND_AGAIN, answer_refusals, integration, rejected, reply
 from efficy_sync.secrets import accepted_secret
 from efficy_sync.settings import settings
 from efficy_sync.store.configs import ConfigStore
@@ -45,10 +45,10 @@ def _malformed(exc: OptOutPayloadError) -> Response:
 @app.exception_handler(Exception)
 def _not_queued(exc: Exception) -> Response:
     """The secret store or SQS failed: APSIS One's Webhook node retries a call that did not get a 2xx (for how
-    long is not documented, hence the metric and OptOutNotQueuedAlarm: a 503 is not a Lambda error)."""
+    long is not documented, hence the metric and OptOutNotQueuedAlarm: a 500 answered is not a Lambda error)."""
     metrics.add_metric(name="OptOutEnqueueFailed", unit=MetricUnit.Count, value=1)
     logger.exception("opt-out not queued")
-    return reply(503, {"error": "could not queue the opt-out; send again"})
+    return reply(SEND_AGAIN, {"error": "could not queue the opt-out; send again"})
 
 
 def _send(message: OptOutMessage) -> None:

@@ -13,7 +13,7 @@ from efficy_sync.ingest import BundlePolicy, accept, authenticate
 from efficy_sync.observability import MetricUnit, count, logger, metrics
 from efficy_sync.pii import hash_key
 from efficy_sync.queue import EnqueueError
-from efficy_sync.routes import answer_refusals, integration, rejected, reply
+from efficy_sync.routes import SEND_AGAIN, answer_refusals, integration, rejected, reply
 from efficy_sync.secrets import accepted_secret
 from efficy_sync.settings import settings
 from efficy_sync.store.configs import ConfigStore
@@ -55,7 +55,7 @@ def _not_queued(exc: Exception) -> Response:
         logger.error("webhook not queued: %s", exc)
     else:
         logger.exception("webhook not queued")
-    return reply(503, {"error": "could not queue the changes; send again"})
+    return reply(SEND_AGAIN, {"error": "could not queue the changes; send again"})
 
 
 @app.post("/integrations/<integration_id>/efficy/webhook")

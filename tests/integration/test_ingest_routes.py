@@ -1,7 +1,7 @@
 """The two public ingest Lambdas end to end in process: API Gateway proxy events in, moto SQS behind.
 
 What the domain tests cannot show: the raw body the handler signs (isBase64Encoded), the query string in
-url_token mode, SQS refusing a whole call (503, never a 502 after part of the batch was queued), the GET and
+url_token mode, SQS refusing a whole call (500 "send again", never a 502 after part of the batch was queued), the GET and
 form opt-outs, and, fuzzed, that no input makes a route answer 5xx, echo a value, or queue anything on a 4xx.
 Logs are captured with powertools' event logging on, so a token in the query string would show there.
 """
@@ -359,12 +359,12 @@ def test_huge_changed_field_names_do_not_travel_and_the_batch_is_queued(routes: 
     assert all(len(json.dumps(m)) < 1024 for m in queued)
 
 
-def test_sqs_refusing_the_call_is_a_503_send_again(routes: Routes, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sqs_refusing_the_call_is_a_500_send_again(routes: Routes, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONTACT_QUEUE_URL", routes.contact_queue.replace("changes.fifo", "gone.fifo"))
     settings.cache_clear()
     body = records(*range(1, 26))
     status, answer = call(routes.webhook, webhook_event("acme", body, hmac_headers(body)))
-    assert status == 503 and "send again" in answer["error"]
+    assert status == 500 and "send again" in answer["error"]
 
 
 def test_a_huge_key_is_a_400_and_nothing_is_queued(routes: Routes) -> None:
@@ -434,12 +434,12 @@ def test_a_field_given_twice_with_different_values_is_refused(routes: Routes) ->
     assert routes.depth(routes.optout_queue) == 0
 
 
-def test_optout_sqs_failure_is_a_503(routes: Routes, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_optout_sqs_failure_is_a_500(routes: Routes, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPTOUT_QUEUE_URL", routes.optout_queue.replace("optouts", "gone"))
     settings.cache_clear()
     query = {k: [v] for k, v in {**FIELDS, "token": OPTOUT_TOKEN}.items()}
     status, answer = call(routes.optout, optout_event("GET", query=query))
-    assert status == 503 and "send again" in answer["error"]
+    assert status == 500 and "send again" in answer["error"]
 
 
 def test_both_routes_answer_an_unknown_integration_with_404(routes: Routes) -> None:
@@ -452,7 +452,7 @@ def test_both_routes_answer_an_unknown_integration_with_404(routes: Routes) -> N
     assert routes.depth(routes.contact_queue) == 0 and routes.depth(routes.optout_queue) == 0
 
 
-def test_both_routes_answer_503_when_the_config_cannot_be_read(routes: Routes, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_both_routes_answer_500_when_the_config_cannot_be_read(routes: Routes, monkeypatch: pytest.MonkeyPatch) -> None:
     """A config table outage is not the caller's fault: "send again", never a 502 from a crashed Lambda."""
 
     def outage(integration_id: str) -> Any:
@@ -462,10 +462,10 @@ def test_both_routes_answer_503_when_the_config_cannot_be_read(routes: Routes, m
         monkeypatch.setattr(module, "configs", type("Configs", (), {"get": staticmethod(outage)})())
     body = records(7)
     status, answer = call(routes.webhook, webhook_event("acme", body, hmac_headers(body)))
-    assert status == 503 and "send again" in answer["error"]
+    assert status == 500 and "send again" in answer["error"]
     query = {k: [v] for k, v in {**FIELDS, "token": OPTOUT_TOKEN}.items()}
     status, answer = call(routes.optout, optout_event("GET", query=query))
-    assert status == 503 and "send again" in answer["error"]
+    assert status == 500 and "send again" in answer["error"]
 
 
 # ---- fuzz: no 5xx, no value echoed, nothing queued on a 4xx (11.8) ---------------------------------------------
@@ -586,7 +586,7 @@ def test_fuzz_the_webhook_route(routes: Routes, key: Any, date: Any, operation: 
             assert message["person_key"] == number
 
 
-def test_an_empty_secret_is_a_503_for_the_caller_to_send_again_on_both_routes(
+def test_an_empty_secret_is_a_500_for_the_caller_to_send_again_on_both_routes(
     routes: Routes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With an empty key anyone could sign a webhook; and a 401 blamed the caller for our configuration."""
@@ -599,9 +599,9 @@ def test_an_empty_secret_is_a_503_for_the_caller_to_send_again_on_both_routes(
         boto3.client("secretsmanager", region_name=REGION).put_secret_value(SecretId=name, SecretString=" ")
     secrets.reset()
     status, answer = call(routes.webhook, webhook_event("acme", body, forged))
-    assert status == 503, answer
+    assert status == 500, answer
     assert routes.depth(routes.contact_queue) == 0
     optout = json.dumps({"event": "email.unsubscribe", "profile_key": "1", "topic_discriminator": "x"}).encode()
     status, answer = call(routes.optout, optout_event("POST", body=optout, headers={"X-Apsis-Webhook-Token": ""}))
-    assert status == 503, answer
+    assert status == 500, answer
     assert "secret" in routes.log.getvalue() and "empty" in routes.log.getvalue()

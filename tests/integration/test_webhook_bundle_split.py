@@ -4,7 +4,7 @@ In process, moto behind: the webhook Lambda with bundling on (threshold 3, bundl
 several), then the splitter Lambda on what the bundle queue received. What must hold: the 202 comes only once
 every bundle is queued and nothing reaches the FIFO queue before the split; the split queues exactly the
 messages the direct path would have queued (bodies, group ids, de-duplication ids, correlation attributes); a
-refused bundle queue is a 503; a split that cannot reach the FIFO queue or reads a foreign body keeps the
+refused bundle queue is a 500 "send again"; a split that cannot reach the FIFO queue or reads a foreign body keeps the
 bundle for SQS's retry and the DLQ.
 """
 
@@ -140,7 +140,7 @@ def test_up_to_the_threshold_a_webhook_goes_straight_to_the_fifo_queue(bundled: 
     assert (routes.depth(routes.contact_queue), routes.depth(queue)) == (3, 0)
 
 
-def test_a_refused_bundle_queue_is_a_503_and_nothing_is_queued(
+def test_a_refused_bundle_queue_is_a_500_and_nothing_is_queued(
     bundled: tuple[Routes, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     routes, queue = bundled
@@ -148,7 +148,7 @@ def test_a_refused_bundle_queue_is_a_503_and_nothing_is_queued(
     monkeypatch.setattr(routes.webhook, "BUNDLES", gone)
     body = records(*range(1, 41))
     status, answer = call(routes.webhook, webhook_event("acme", body, hmac_headers(body)))
-    assert status == 503 and "send again" in answer["error"]
+    assert status == 500 and "send again" in answer["error"]
     assert (routes.depth(routes.contact_queue), routes.depth(queue)) == (0, 0)
 
 

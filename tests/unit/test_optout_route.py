@@ -66,7 +66,7 @@ def test_a_missing_or_wrong_token_is_refused(headers: dict[str, str] | None, mes
 
 @pytest.mark.parametrize("secret", ["", "  "])
 def test_an_empty_secret_never_matches_and_is_the_integration_s_failure(secret: str) -> None:
-    """A 503 the caller retries once it is set (and an error in the log), not a 401 blamed on the caller."""
+    """A 500 the caller retries once it is set (and an error in the log), not a 401 blamed on the caller."""
     from efficy_sync.webhook_auth import SecretNotSet
 
     with pytest.raises(SecretNotSet, match="opt-out token"):

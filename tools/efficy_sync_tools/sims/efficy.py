@@ -169,6 +169,9 @@ class WebhookConfig:
     secret_header: str = "X-Efficy-Webhook-Secret"
     retry_backoff_s: float = 1.0  # [A] waits base, 2*base, 4*base ... between attempts
     max_attempts: int = 5
+    #: the statuses sent again; None: any non-2xx [A]. (429, 500, 504) plays the generic-connector sender
+    #: (APSIS's implementation of the spec that Efficy 12.1's connector follows), which gives up on the others
+    retry_statuses: tuple[int, ...] | None = None
     timeout_s: float = 10.0
     max_batch: int = 1000  # records per POST; Efficy sends thousands at once
     #: [A] announce a change of a person's CRM profiles as records of this relation table (one per profile
@@ -341,6 +344,9 @@ class WebhookOutbox:
                 if isinstance(outcome, int) and 200 <= outcome < 300:
                     delivery["status"] = "delivered"
                     return
+                given_up = config.retry_statuses is not None and outcome not in config.retry_statuses
+                if isinstance(outcome, int) and given_up:
+                    break  # the generic sender marks the call failed, for good
             if attempt < config.max_attempts and self._stopping.wait(config.retry_backoff_s * 2 ** (attempt - 1)):
                 break
         with self._cond:
@@ -535,8 +541,8 @@ class EfficySimulator(SimServer):
         secret_header: str = "X-Efficy-Webhook-Secret",
         **options: Any,
     ) -> None:
-        """Point the webhook at `url`; `options`: retry_backoff_s, max_attempts, timeout_s, max_batch,
-        profile_table."""
+        """Point the webhook at `url`; `options`: retry_backoff_s, max_attempts, retry_statuses, timeout_s,
+        max_batch, profile_table."""
         self._outbox.configure(
             WebhookConfig(
                 url=url,

@@ -24,6 +24,14 @@ class IntegrationNotFound(Exception):
         super().__init__(f"unknown integration {integration_id!r}")
 
 
+#: The status of "not queued: send again" (SQS, the secret store or the config table failed). 500, not 503: the
+#: generic-connector webhook sender (APSIS's own implementation of the spec that Efficy 12.1's connector follows,
+#: contracts/efficy.md section 10) retries only 429, 500 and 504 and marks any other status failed, for good: a
+#: 503 during an SQS outage lost the change. A sender that retries any 5xx (section 9's assumption) retries a
+#: 500 alike. API Gateway's own answer to a Lambda cut off by its timeout is a 504, also retried.
+SEND_AGAIN = 500
+
+
 def reply(status: int, payload: dict[str, Any]) -> Response[Any]:
     """A JSON answer."""
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=payload)

@@ -1,0 +1,90 @@
+"""What our webhook answers when it cannot queue a change must be one the sender sends again.
+
+The generic-connector webhook sender (APSIS's own implementation of the spec that Efficy 12.1's connector
+follows, contracts/efficy.md section 10) retries only 429, 500 and 504 and marks any other answer failed for
+good. We answered 503 when SQS refused the change: that sender gave up and the change was lost. The route now
+answers 500 (routes.SEND_AGAIN). Here the Efficy simulator plays that sender (`retry_statuses`), over real HTTP,
+into the real ingest handler (moto in process) whose contact queue is unreachable for the first call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from efficy_sync.settings import settings
+from efficy_sync_tools.sims.efficy import EfficySimulator
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from tests.integration.test_ingest_routes import WEBHOOK_SECRET, Routes, call, routes, webhook_event  # noqa: F401
+
+GENERIC_SENDER_RETRIES = (429, 500, 504)
+
+
+@pytest.fixture
+def route_url(routes: Routes, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[int]]]:
+    """The webhook route over HTTP: each POST becomes API Gateway's event for the real handler. The first call
+    finds the contact queue gone (SQS refuses it), the next ones the real queue."""
+    answered: list[int] = []
+    queue = routes.contact_queue
+
+    @Request.application
+    def app(request: Request) -> Response:
+        first = not answered
+        monkeypatch.setenv("CONTACT_QUEUE_URL", queue.replace("changes.fifo", "gone.fifo") if first else queue)
+        settings.cache_clear()
+        status, answer = call(routes.webhook, webhook_event("acme", request.get_data(), dict(request.headers)))
+        answered.append(status)
+        return Response(str(answer), status=status)
+
+    server = make_server("127.0.0.1", 0, app, threaded=False)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/", answered
+    server.shutdown()
+    server.server_close()
+
+
+def deliver(url: str) -> dict[str, Any]:
+    sim = EfficySimulator().start()
+    try:
+        sim.configure_webhook(
+            url,
+            WEBHOOK_SECRET,
+            mode="hmac",
+            batch_ms=10,
+            retry_statuses=GENERIC_SENDER_RETRIES,
+            retry_backoff_s=0.05,
+            max_attempts=3,
+        )
+        sim.upsert_persons([{"K_CONTACT": 41, "NAME": "Doe", "EMAIL1": "doe@example.com"}], notify=True)
+        assert sim.flush_webhooks(timeout=20)
+        (delivery,) = sim.deliveries()
+        return delivery
+    finally:
+        sim.stop()
+
+
+def test_a_change_sqs_refused_is_sent_again_by_the_generic_sender_and_queued(
+    routes: Routes, route_url: tuple[str, list[int]]
+) -> None:
+    url, answered = route_url
+    delivery = deliver(url)
+    assert answered == [500, 202]
+    assert (delivery["status"], delivery["attempts"]) == ("delivered", 2)
+    assert [m["person_key"] for m in routes.messages(routes.contact_queue)] == [41]
+
+
+def test_with_503_the_generic_sender_gave_up_and_the_change_was_lost(
+    routes: Routes, route_url: tuple[str, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Why the status changed: the answer before it."""
+    monkeypatch.setattr(routes.webhook, "SEND_AGAIN", 503)
+    url, answered = route_url
+    delivery = deliver(url)
+    assert answered == [503]
+    assert (delivery["status"], delivery["attempts"]) == ("failed", 1)
+    assert routes.messages(routes.contact_queue) == []
