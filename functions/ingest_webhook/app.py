@@ -107,6 +107,8 @@ def efficy_webhook(integration_id: str) -> Response:
     answer = {"accepted": result.accepted, "records": result.records, "skipped": result.skipped_other_tables}
     if result.relations or result.relations_unread:  # efficy.relation_tables: how many named their contact
         answer.update(relations=result.relations, relations_unread=result.relations_unread)
+    if cfg.efficy.auth.accepted_status == 204:  # the generic-connector sender counts only a 204 as delivered
+        return Response(status_code=204, body=None)
     # contact records that could not be read were left out (ingest.py logs and counts them): the caller sees how many
     return reply(202, {**answer, "invalid": result.skipped_invalid} if result.skipped_invalid else answer)
 

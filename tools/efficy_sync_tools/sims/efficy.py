@@ -172,6 +172,8 @@ class WebhookConfig:
     #: the statuses sent again; None: any non-2xx [A]. (429, 500, 504) plays the generic-connector sender
     #: (APSIS's implementation of the spec that Efficy 12.1's connector follows), which gives up on the others
     retry_statuses: tuple[int, ...] | None = None
+    #: the statuses counted as delivered; None: any 2xx. (204,) plays the generic-connector sender
+    delivered_statuses: tuple[int, ...] | None = None
     timeout_s: float = 10.0
     max_batch: int = 1000  # records per POST; Efficy sends thousands at once
     #: [A] announce a change of a person's CRM profiles as records of this relation table (one per profile
@@ -342,7 +344,8 @@ class WebhookOutbox:
                 delivery["attempts"] = attempt
                 delivery["responses"].append(outcome)
                 if isinstance(outcome, int) and 200 <= outcome < 300:
-                    delivery["status"] = "delivered"
+                    delivered = config.delivered_statuses is None or outcome in config.delivered_statuses
+                    delivery["status"] = "delivered" if delivered else "failed"
                     return
                 given_up = config.retry_statuses is not None and outcome not in config.retry_statuses
                 if isinstance(outcome, int) and given_up:
@@ -541,8 +544,8 @@ class EfficySimulator(SimServer):
         secret_header: str = "X-Efficy-Webhook-Secret",
         **options: Any,
     ) -> None:
-        """Point the webhook at `url`; `options`: retry_backoff_s, max_attempts, retry_statuses, timeout_s,
-        max_batch, profile_table."""
+        """Point the webhook at `url`; `options`: retry_backoff_s, max_attempts, retry_statuses,
+        delivered_statuses, timeout_s, max_batch, profile_table."""
         self._outbox.configure(
             WebhookConfig(
                 url=url,

@@ -28,6 +28,10 @@ class EfficyAuth(_Model):
     timestamp_header: str = "X-Efficy-Timestamp"
     secret_header: str = "X-Efficy-Webhook-Secret"
     tolerance_seconds: int = Field(default=300, ge=1, le=3600)
+    #: the status of a webhook accepted and queued: 202 with `{"accepted": n, ...}` (DESIGN's interface), or 204
+    #: with no body for the generic-connector sender, which counts only a 204 as delivered (any other 2xx is
+    #: logged there as failed; the change is queued all the same). ASSUMED for Efficy's 12.1 connector.
+    accepted_status: Literal[202, 204] = 202
 
     @model_validator(mode="before")
     @classmethod
