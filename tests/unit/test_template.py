@@ -677,7 +677,7 @@ def test_alarms_notify_the_alarm_topic(resources: dict[str, Any]) -> None:
         "WebhookRelationsUnreadAlarm",  # a profile change that named no contact: waits for a full sync
         "CrmProfilesUnreadAlarm",  # profile rows that do not say in or out: consents left as they are
         "SecretPreviousVersionAcceptedAlarm",  # a caller still on a rotated secret: refused after the grace time
-        "OptOutNotQueuedAlarm",  # an opt-out answered 5xx: a 503 the function answers is no Lambda error
+        "OptOutNotQueuedAlarm",  # an opt-out answered 5xx: a 500 the function answers is no Lambda error
         "OptOutIgnoredAlarm",  # an opt-out answered 202 and ignored: APSIS One never sends it again
         "OptOutAddressMismatchAlarm",  # an opt-out recorded but not written back: the key's person differs
         "CleanupErrorsAlarm",  # a sweep that could not reconcile a run fails (SweepIncomplete): runs left RUNNING
@@ -1156,6 +1156,6 @@ def test_every_alarm_on_our_own_metrics_watches_a_metric_the_code_emits(resource
         for metric in _watched_custom_metrics(r["Properties"])
     }
     assert ("OptOutNotQueuedAlarm", "OptOutEnqueueFailed") in watched
-    assert ("IngestWebhookErrorsAlarm", "WebhookEnqueueFailed") in watched  # its 503s are no Lambda errors
+    assert ("IngestWebhookErrorsAlarm", "WebhookEnqueueFailed") in watched  # its 500s are no Lambda errors
     silent = sorted((name, metric) for name, metric in watched if f'"{metric}"' not in code)
     assert not silent, f"alarms on metrics nothing emits: {silent}"
