@@ -192,6 +192,18 @@ def _pages(ddb: Any, operation: str, params: dict[str, Any], limit: int | None) 
         params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
+def _backing_off(attempts: int, backoff: float) -> Iterator[int]:
+    """Attempt numbers 1..attempts, sleeping a jittered, doubling delay (full jitter, at most 5 s) before each
+    one after the first: for a loop that breaks once DynamoDB has processed everything (no sleep after that,
+    nor after the last attempt)."""
+    delay = backoff
+    for attempt in range(1, attempts + 1):
+        if attempt > 1:
+            time.sleep(random.uniform(0, delay))
+            delay = min(delay * 2, 5.0)
+        yield attempt
+
+
 def batch_get(
     table: str,
     keys: Sequence[Mapping[str, Any]],
@@ -211,17 +223,13 @@ def batch_get(
         if projection:
             asked["ProjectionExpression"] = projection
         request: dict[str, Any] = {table: asked}
-        delay = backoff
-        for attempt in range(1, attempts + 1):
+        for _ in _backing_off(attempts, backoff):  # ask only what is left
             response = ddb.batch_get_item(RequestItems=request)
             for item in response.get("Responses", {}).get(table, []):
                 yield from_item(item)
             request = response.get("UnprocessedKeys") or {}
             if not request:
                 break
-            if attempt < attempts:  # throttled: back off (full jitter) and ask only the rest
-                time.sleep(random.uniform(0, delay))
-                delay = min(delay * 2, 5.0)
         else:
             raise BatchGetIncomplete(f"{len(request.get(table, {}).get('Keys', []))} keys still unprocessed")
 
@@ -235,13 +243,9 @@ def batch_write(table: str, items: Sequence[Mapping[str, Any]], *, attempts: int
         request: dict[str, Any] = {
             table: [{"PutRequest": {"Item": i}} for i in items[start : start + BATCH_WRITE_ITEMS]]
         }
-        delay = backoff
-        for attempt in range(1, attempts + 1):
+        for _ in _backing_off(attempts, backoff):  # send only what is left
             request = ddb.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
             if not request:
                 break
-            if attempt < attempts:  # throttled: back off (full jitter) and send only the rest
-                time.sleep(random.uniform(0, delay))
-                delay = min(delay * 2, 5.0)
         else:
             raise BatchWriteIncomplete(f"{len(request.get(table, []))} items still unprocessed")
