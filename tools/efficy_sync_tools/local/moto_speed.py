@@ -17,6 +17,12 @@ every stored item by its keys with moto's key objects, whose comparisons convert
 with 100,000 items one index query took seconds, ~95 % of it in those conversions. Sorting by the converted
 values, computed once per item, gives the same order (a table's key attributes have one type each).
 
+DynamoDB queries on the table's own key: moto's Table.query keeps the items whose hash key matches from
+`all_items`, every item of the table, so one Query cost what the table holds, not what the partition holds: a
+full sync of a second integration queried through the first one's 10,000 person states, and its Queries cost
+three times the first load's in moto's process. A query on the table's key starts from its partition alone (the
+items moto would keep anyway; an index query still starts from every item).
+
 DynamoDB transactions: moto's TransactWriteItems deep-copies every table it writes to before it starts, to
 restore the copy if a condition fails. At 100,000 persons (about 200,000 items) one small transaction took
 longer than the 60 s read timeout (a full sync's Begin failed on it). A transaction can only change the items
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import json
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -112,19 +119,31 @@ def _unsorted_candidates(query: Callable[..., Any]) -> Callable[..., Any]:
     """moto's Table.query sorts its candidates itself (by the index's keys, or by the range key within the one
     hash key): the full-table sort of `all_items` before that decides nothing, so a query skips it."""
 
+    signature = inspect.signature(query)
+
     def unsorted_query(self: Any, *args: Any, **kwargs: Any) -> Any:
+        asked = signature.bind_partial(self, *args, **kwargs).arguments
         _querying.active = True
+        # on the table's own key, the candidates are that partition's items only (moto keeps just those)
+        _querying.partition = None if asked.get("index_name") else asked.get("hash_key")
         try:
             return query(self, *args, **kwargs)
         finally:
             _querying.active = False
+            _querying.partition = None
 
     return unsorted_query
 
 
 def _all_items(self: Any) -> list[Any]:
     """moto's Table.all_items, with each item's sort key converted once instead of at every comparison (and no
-    sort at all inside a query, which sorts what it keeps)."""
+    sort at all inside a query, which sorts what it keeps; a query on the table's key gets its partition only)."""
+    partition = getattr(_querying, "partition", None) if getattr(_querying, "active", False) else None
+    if partition is not None:
+        stored = self.items.get(partition)
+        if stored is None:
+            return []
+        return list(stored.values()) if self.range_key_attr else [stored]
     items: list[Any] = []
     for hash_set in self.items.values():
         if self.range_key_attr:
