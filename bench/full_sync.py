@@ -310,22 +310,33 @@ def _estimate(diff: dict[str, Any], page_size: int) -> dict[str, Any]:
 
 def run(n_persons: int = 10_000) -> dict[str, Any]:
     from bench import replay_ceiling
+    from bench.cpu import cpu_use
 
     with seeded_stack(n_persons) as stack:
         _count_state_writes()
         results: dict[str, Any] = {"persons": n_persons, "page_size": 500}
         results["ceiling_diff"] = _ceiling(stack, n_persons, "diff")
-        results["diff_mode"] = _measured(stack, "demo", n_persons)
+        with cpu_use(stack) as cpu:
+            results["diff_mode"] = _measured(stack, "demo", n_persons)
+        results["diff_mode"]["cpu"] = cpu
         results["diff_mode_unchanged"] = _measured(stack, "demo", n_persons)
         # the matched ceiling: the same APSIS writes as bare calls (bench.replay_ceiling); APSIS ends as it was
-        results["ceiling_matched"] = replay_ceiling.replay(stack, n_persons, replay_ceiling.written(stack))
+        profiles = replay_ceiling.written(stack)
+        with cpu_use(stack) as cpu:
+            results["ceiling_matched"] = replay_ceiling.replay(stack, n_persons, profiles)
+        results["ceiling_matched"]["cpu"] = cpu
         # a second pair (ceiling, then a first load of another integration): one pair's ratio swings by up to 0.1
         # between runs of the same code on this machine, so the must-show reads both pairs pooled
         requests.post(f"{stack.apsis.url}/_sim/reset", timeout=30)
         results["ceiling_diff_again"] = _ceiling(stack, n_persons, "diff")
         _config(stack, "bench-diff-again", "diff")
-        results["diff_mode_again"] = _measured(stack, "bench-diff-again", n_persons)
-        results["ceiling_matched_again"] = replay_ceiling.replay(stack, n_persons, replay_ceiling.written(stack))
+        with cpu_use(stack) as cpu:
+            results["diff_mode_again"] = _measured(stack, "bench-diff-again", n_persons)
+        results["diff_mode_again"]["cpu"] = cpu
+        profiles = replay_ceiling.written(stack)
+        with cpu_use(stack) as cpu:
+            results["ceiling_matched_again"] = replay_ceiling.replay(stack, n_persons, profiles)
+        results["ceiling_matched_again"]["cpu"] = cpu
         requests.post(f"{stack.apsis.url}/_sim/reset", timeout=30)
         from bench import full_sync_import  # import mode: ceiling, first load, unchanged re-sync, 1M estimate
 
@@ -352,6 +363,11 @@ def run(n_persons: int = 10_000) -> dict[str, Any]:
         results["matched_pooled_share"] = round(
             sum(c["seconds"] for c, _ in matched) / sum(m["seconds"] for _, m in matched), 2
         )
+        if all(c["cpu"]["work"] and m["cpu"]["work"] for c, m in matched):  # bench.cpu: the work, not the wait
+            results["matched_cpu_pairs"] = [round(c["cpu"]["work"] / m["cpu"]["work"], 2) for c, m in matched]
+            results["matched_cpu_pooled"] = round(
+                sum(c["cpu"]["work"] for c, _ in matched) / sum(m["cpu"]["work"] for _, m in matched), 2
+            )
         results["estimate_1m_on_aws"] = _estimate(results["diff_mode"], 500)
         return results
 
@@ -383,6 +399,22 @@ def run_large(n_persons: int, mode: str) -> dict[str, Any]:
 def bench(quick: bool = False) -> dict[str, Any]:
     """The hook bench/run.py calls."""
     return run(1000 if quick else 10_000)
+
+
+def _cpu_paragraph(r: dict[str, Any]) -> str:
+    """The matched pairs in CPU seconds (bench.cpu): the work each side did, and how busy the rest of the
+    machine was meanwhile (what makes one pair's wall-time ratio swing)."""
+    phases = [r["diff_mode"], r["ceiling_matched"], r["diff_mode_again"], r["ceiling_matched_again"]]
+    work = ", ".join(f"{p['cpu']['work']} s ({p['cpu']['own']} + moto {p['cpu']['moto']})" for p in phases)
+    others = ", ".join(f"{p['cpu']['others']}" for p in phases)
+    return (
+        "**The same pairs in CPU seconds** (`bench.cpu`: this process, where the handlers, both simulators and the "
+        "clients run, plus moto's server process): first load, replay, first load again, replay again: "
+        f"{work}. Replay over first load: pairs {', '.join(f'{p:.2f}' for p in r['matched_cpu_pairs'])}; pooled "
+        f"{r['matched_cpu_pooled']:.2f}. The work does not depend on what else runs on the machine; the wall times "
+        "do: other processes kept it busy for "
+        f"{others} core-seconds during those four phases (a first load needs both cores, its replay about one)."
+    )
 
 
 def _row(label: str, mode: dict[str, Any], ceiling: dict[str, Any] | None) -> str:
@@ -463,6 +495,7 @@ def render(r: dict[str, Any]) -> str:
             if "matched_pooled_share" in r
             else []
         ),
+        *([_cpu_paragraph(r), ""] if "matched_cpu_pooled" in r else []),
         "An unchanged re-sync sends nothing to APSIS One and writes no person state (DynamoDB writes are the "
         "run's own bookkeeping).",
         "",

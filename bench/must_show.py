@@ -41,6 +41,9 @@ def lines(results: dict[str, Any]) -> list[str]:
     matched = _get(results, "full_sync", "matched_pooled_share")
     matched_pairs = _get(results, "full_sync", "matched_pairs") or []
     two_call = f"{pooled} (pairs {', '.join(f'{p:.2f}' for p in pairs)})" if pooled is not None else ""
+    cpu, cpu_pairs = _get(results, "full_sync", "matched_cpu_pooled"), _get(results, "full_sync", "matched_cpu_pairs")
+    if cpu is not None and cpu_pairs:  # bench.cpu: the same pairs in CPU seconds, which other load does not move
+        two_call += f"; in CPU seconds {cpu} (pairs {', '.join(f'{p:.2f}' for p in cpu_pairs)})"
     rows = [
         _line(
             f"diff mode, first load of {size}: >= 0.7 of the diff ceiling (the matched ceiling; the 2-call one beside it)",

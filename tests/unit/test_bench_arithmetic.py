@@ -71,3 +71,34 @@ def test_the_diff_must_show_reads_both_pairs_pooled() -> None:
 
     assert "0.67 (pairs 0.73, 0.62)" in row
     assert row.endswith("**not met** |")  # the better pair alone would have passed
+
+
+def test_cpu_use_counts_this_process_and_moto_s_apart_from_the_rest_of_the_machine() -> None:
+    """bench.cpu: the CPU seconds of a phase, this process and another one (moto's server), read from /proc."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from bench.cpu import cpu_use
+
+    if not __import__("os").path.exists("/proc/stat"):
+        pytest.skip("Linux only")
+    burner = subprocess.Popen(
+        [sys.executable, "-c", "import time\nt=time.process_time()\nwhile time.process_time()-t<0.6: pass\ninput()"],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        with cpu_use(SimpleNamespace(moto=SimpleNamespace(pid=burner.pid))) as figures:
+            spent = __import__("time").process_time()
+            while __import__("time").process_time() - spent < 0.3:
+                pass
+            __import__("time").sleep(1.0)  # the burner spends its 0.6 s meanwhile
+        assert figures["own"] >= 0.2 and figures["moto"] >= 0.4
+        assert figures["work"] == round(figures["own"] + figures["moto"], 1) and figures["wall"] >= 1.0
+        assert figures["others"] >= 0
+    finally:
+        burner.communicate(b"\n", timeout=10)
+
+    with cpu_use(SimpleNamespace()) as nothing:  # no moto process: its share is 0, not an error
+        pass
+    assert nothing["moto"] == 0.0

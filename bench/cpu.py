@@ -1,0 +1,59 @@
+"""CPU seconds of a bench phase, beside its wall time: the share of a ceiling read from CPU work, and how busy
+other processes kept this shared 2-core machine meanwhile.
+
+A profile of both diff-mode pairs (the session notes) showed the bench's own process (handlers, both simulators,
+the Lambda relay, the bench's clients) CPU-bound on one core for the whole phase, and a first load also using
+moto's process on the second core, which a replay hardly does (about 1 s). So load from other processes takes
+more from a first load than from its replay, and the wall-time ratio of one pair swung by 0.2 between runs of
+the same code. The CPU seconds the two spend are the work itself; the machine's busy time beyond ours says how
+much the wall times can be trusted. Linux only (/proc); elsewhere the figures are absent.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _process_cpu(pid: int | None) -> float:
+    """utime + stime of another process, in seconds (0 when it cannot be read)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # fields 14 and 15 of stat(5), after "pid (comm)"
+
+
+def _machine_busy() -> float:
+    """Core-seconds every process of the machine spent off idle since boot (0 when /proc/stat is absent)."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return (sum(values[:8]) - idle) / _TICK  # user .. steal; guest time is already in user
+
+
+@contextmanager
+def cpu_use(stack: Any) -> Iterator[dict[str, float]]:
+    """Fills the yielded dict on exit: `own` (this process, every thread), `moto` (moto's server process),
+    `work` (both), `wall`, and `others` (core-seconds the rest of the machine was busy, over the phase)."""
+    moto_pid = getattr(getattr(stack, "moto", None), "pid", None)
+    figures: dict[str, float] = {}
+    wall, own, moto, busy = time.monotonic(), time.process_time(), _process_cpu(moto_pid), _machine_busy()
+    try:
+        yield figures
+    finally:
+        figures["own"] = round(time.process_time() - own, 1)
+        figures["moto"] = round(_process_cpu(moto_pid) - moto, 1)
+        figures["work"] = round(figures["own"] + figures["moto"], 1)
+        figures["wall"] = round(time.monotonic() - wall, 1)
+        figures["others"] = round(max(0.0, _machine_busy() - busy - figures["work"]), 1)
