@@ -46,7 +46,11 @@ def json_response(payload: Any, status: int = 200, content_type: str = "applicat
 
 @dataclass
 class FaultRule:
-    """One injected fault: an error status (with an optional body) or a delay, for `count` calls or a `rate`."""
+    """One injected fault: an error status (with an optional body) or a delay, for `count` calls or a `rate`.
+
+    `apply`: the request is served as usual (a write applied) and its answer replaced by `status` and `body`, as
+    APSIS One answers 202 (accepted) or 207 (Multi-Status: applied in part) to a write it did apply, or part of.
+    Without it a status is answered instead of serving the request (nothing applied)."""
 
     path_regex: str
     status: int | None = None
@@ -57,6 +61,7 @@ class FaultRule:
     content_type: str = "text/plain"
     headers: dict[str, str] = field(default_factory=dict)
     method: str | None = None
+    apply: bool = False
 
     def __post_init__(self) -> None:
         self._pattern = re.compile(self.path_regex)
@@ -183,6 +188,8 @@ class SimServer:
                 if fault.delay_ms:
                     time.sleep(fault.delay_ms / 1000)
                 if fault.status is not None:
+                    if fault.apply:
+                        self._handlers[endpoint](request, **params)
                     body = fault.body if fault.body is not None else ""
                     return Response(body, status=fault.status, content_type=fault.content_type, headers=fault.headers)
         return self._handlers[endpoint](request, **params)
