@@ -69,6 +69,13 @@ CATEGORIES = _categories(
         "again; check the profile's consent in APSIS One if it persists.",
     ),
     Category(
+        "partly_applied",
+        "applied in part",
+        "failure",
+        "APSIS One answered 207 (or listed errors): part of a write may not be applied. Nothing was recorded as "
+        "sent, so the next sync sends it again; check the profile in APSIS One if it persists.",
+    ),
+    Category(
         "payload_too_large",
         "payload too large",
         "failure",

@@ -17,7 +17,6 @@ from .clients.apsis_scope import confirm_scope
 from .clients.errors import (
     ApiError,
     Conflict,
-    ConsentRefused,
     OutOfTime,
     RateLimited,
     RejectedValue,
@@ -66,12 +65,14 @@ def send_operations(apsis: Any, ops: list[Operation], *, combine: bool = True) -
                 result.error = _value_conflict(result.error)
             if _maybe_applied(result.error):
                 result.unsure = taken  # a timeout or a 5xx: APSIS may have applied it
-            elif isinstance(result.error, RejectedValue) and not any(isinstance(o, CreateProfile) for o in taken):
-                if isinstance(result.error, ConsentRefused) and result.error.maybe_applied:
-                    # answered 202/207 but not read back: APSIS may apply it yet, so its slot is stored unknown
+            elif isinstance(result.error, RejectedValue):
+                if result.error.maybe_applied:
+                    # a consent answered 202/207 but not read back, or a PATCH answered 207 (PartlyApplied): APSIS
+                    # may hold it (in part), so it is stored unknown, never as sent: the next sync sends it again
                     # (left as it was, a later CRM opt-out planned nothing over the opt-in APSIS then applied)
                     result.unsure = taken
-                _withdraw(apsis, ops[index + len(taken) :], result)
+                if not any(isinstance(o, CreateProfile) for o in taken):
+                    _withdraw(apsis, ops[index + len(taken) :], result)
             return result
         result.ops.extend(taken)
         index += len(taken)
@@ -111,6 +112,8 @@ def _withdraw(apsis: Any, rest: list[Operation], result: Sent) -> None:
                 if _maybe_applied(later):
                     result.unsure = [*result.unsure, withdrawal]
                 return
+            if later.maybe_applied:  # an untag answered 207: unknown, sent again by the next sync
+                result.unsure = [*result.unsure, withdrawal]
             continue
         result.ops.append(withdrawal)
 

@@ -1,7 +1,8 @@
 """APSIS One client: the calls the sync makes (definitions, profiles, consents, bulk import).
 
 Facts behind it are in contracts/apsis-one.md. Authentication, transport and the typed errors live in its base,
-clients/apsis_transport.py (`ApsisTransport`): this module only says which call does what.
+clients/apsis_transport.py (`ApsisTransport`), with the import calls in clients/apsis_imports.py: this module
+only says which call does what. Which success answers prove a write applied: clients/apsis_answers.py.
 
 One client serves one integration: one section and the keyspace its profile keys live in. Safe to share
 between threads (the token cache is locked; requests' Session is used for independent calls).
@@ -12,11 +13,12 @@ from __future__ import annotations
 import threading
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import requests
 
-from efficy_sync.clients.apsis_transport import ApsisTransport, TokenStore, _redact
+from efficy_sync.clients.apsis_answers import PartlyApplied, check_applied
+from efficy_sync.clients.apsis_imports import MAX_IMPORT_FILE_BYTES, ApsisImports
+from efficy_sync.clients.apsis_transport import TokenStore, _redact
 from efficy_sync.clients.consent_entries import CHANNEL_NAMES, CHANNELS, consent_entry
 from efficy_sync.clients.errors import (
     ApsisUnavailable,
@@ -28,8 +30,7 @@ from efficy_sync.clients.errors import (
     RejectedValue,
     TransientError,
 )
-from efficy_sync.clients.http import RetryPolicy, check_time
-from efficy_sync.clients.meter import meter
+from efficy_sync.clients.http import RetryPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -48,8 +49,6 @@ SAME_CONSENT = {
 #: held types an opt-out replaces as APSIS documents it: a 409 to one is no refusal of the transition
 OPTED_IN = frozenset({"opt-in", "confirmed-opt-in"})
 MERGE_PATCH = "application/merge-patch+json"
-MAX_IMPORT_FILE_BYTES = 50 * 1024 * 1024
-IMPORT_DONE = ("completed", "error")
 
 #: ASSUMED path of the profile-tags call (see patch_tags)
 DEFAULT_PROFILE_TAGS_PATH = "/audience/keyspaces/{keyspace}/profiles/{key}/sections/{section}/tags"
@@ -72,7 +71,7 @@ class ConsentConflict(TransientError):
     category = "consent_conflict"
 
 
-class ApsisClient(ApsisTransport):
+class ApsisClient(ApsisImports):
     """Calls APSIS One for one integration (section + keyspace). Raises the errors of clients/errors.py."""
 
     def __init__(
@@ -168,26 +167,32 @@ class ApsisClient(ApsisTransport):
 
     # ---- profiles -------------------------------------------------------------------------------------
     def create_profile(self, key: str) -> bool:
-        """True when created, False when it already existed (409)."""
+        """True when created (201, or 200/202: accepted, taken as done), False when it already existed (409).
+        A 207 or a body listing errors: PartlyApplied (the profile may exist: marked so, never read as absent)."""
         path = f"/audience/keyspaces/{self._q(self.keyspace)}/sections/{self._q(self.section)}/profiles"
         try:
-            self._call("create_profile", "POST", path, body={"profile_key": str(key)})
+            response = self._call("create_profile", "POST", path, body={"profile_key": str(key)})
         except Conflict:
             return False
+        check_applied(response, "create_profile")
         return True
 
     def patch_attributes(self, key: str, attributes: dict[str, Any]) -> None:
         """v2 merge-patch by discriminator; None clears. Raises NotFound when the profile does not exist, and
-        MappingGone when APSIS refuses it because the section no longer defines a mapped attribute."""
+        MappingGone when APSIS refuses it because the section no longer defines a mapped attribute.
+        Answers (clients/apsis_answers.py): 200/204 applied; 202 accepted, taken as applied (documented success,
+        idempotent); 207 or a body listing errors: PartlyApplied, so the values are not recorded as sent (marked
+        unknown: sent again by the next sync; the outcome says why), and never read as "no such profile"."""
         path = f"/v2{self._profile_path(key)}/sections/{self._q(self.section)}/attributes"
         try:
-            self._call("patch_attributes", "PATCH", path, body=attributes, content_type=MERGE_PATCH)
+            response = self._call("patch_attributes", "PATCH", path, body=attributes, content_type=MERGE_PATCH)
         except NotFound as exc:
             _answered(exc)  # "no such profile, create it" only on APSIS's own word
             raise
         except RejectedValue as exc:
             self._raise_if_gone(exc, "attribute", attributes, self.list_attributes)
             raise
+        check_applied(response, "patch_attributes")  # outside the try: a 207 is no refusal to judge
 
     def _raise_if_gone(
         self, error: RejectedValue, kind: str, names: Any, definitions: Callable[[], list[dict[str, Any]]]
@@ -233,7 +238,9 @@ class ApsisClient(ApsisTransport):
         without a live version goes the two-call way (create, then v2 PATCH), so APSIS judges it as before.
 
         The version ids are listed once per client; when APSIS refuses the body they are listed again and, if
-        they changed (an attribute got a new version), the call is made once more with the new ids."""
+        they changed (an attribute got a new version), the call is made once more with the new ids. A 207 (or a
+        body listing errors) is PartlyApplied as for patch_attributes: the profile may exist, the values unproven.
+        A 202 is taken as done (creation and values accepted)."""
         versions = self._attribute_versions(refresh=False)
         if any(name not in versions for name in attributes):
             self.create_profile(key)
@@ -241,6 +248,8 @@ class ApsisClient(ApsisTransport):
             return
         try:
             self._patch_v1(key, {versions[name]: value for name, value in attributes.items()})
+        except PartlyApplied:
+            raise  # not a refusal of the version ids: never sent again with other ones
         except RejectedValue as exc:
             fresh = self._attribute_versions(refresh=True)
             if all(fresh.get(name) == versions[name] for name in attributes):
@@ -251,7 +260,8 @@ class ApsisClient(ApsisTransport):
 
     def _patch_v1(self, key: str, body: dict[str, Any]) -> None:
         path = f"{self._profile_path(key)}/sections/{self._q(self.section)}/attributes"
-        self._call("create_with_attributes", "PATCH", path, body=body, content_type=MERGE_PATCH)
+        response = self._call("create_with_attributes", "PATCH", path, body=body, content_type=MERGE_PATCH)
+        check_applied(response, "create_with_attributes")
 
     def _attribute_versions(self, *, refresh: bool) -> dict[str, str]:
         with self._versions_lock:
@@ -260,25 +270,30 @@ class ApsisClient(ApsisTransport):
             return self._versions
 
     def delete_profile(self, key: str) -> bool:
-        """Permanent, with consents and events. False when the profile was already gone."""
+        """Permanent, with consents and events. False when the profile was already gone. A 202 is taken as done
+        (accepted: APSIS deletes in the background; sent again it is idempotent). A 207 or a body listing errors
+        is no proof: ApsisUnavailable (maybe_applied), retried; the profile is still taken to exist."""
         try:
-            self._call("delete_profile", "DELETE", self._profile_path(key))
+            response = self._call("delete_profile", "DELETE", self._profile_path(key))
         except NotFound as exc:
             _answered(exc)  # a proxy's 404 is no proof the delete is done
             return False
+        check_applied(response, "delete_profile", error=ApsisUnavailable)
         return True
 
     def patch_tags(self, key: str, tags: dict[str, bool]) -> None:
         """ASSUMED endpoint: merge-patch {tag: true|false} on the profile's section tags (real path not found;
-        `apsis.profile_tags_path` in the integration's config corrects it)."""
+        `apsis.profile_tags_path` in the integration's config corrects it). Answers as for patch_attributes: 202
+        taken as applied; 207 or a body listing errors: PartlyApplied, the tags not recorded as sent (unknown)."""
         path = self.profile_tags_path.format(
             keyspace=self._q(self.keyspace), key=self._q(key), section=self._q(self.section)
         )
         try:
-            self._call("patch_tags", "PATCH", path, body=tags, content_type=MERGE_PATCH)
+            response = self._call("patch_tags", "PATCH", path, body=tags, content_type=MERGE_PATCH)
         except RejectedValue as exc:
             self._raise_if_gone(exc, "tag", tags, self.list_tags)
             raise
+        check_applied(response, "patch_tags")
 
     # ---- consents -------------------------------------------------------------------------------------
     def set_consent(
@@ -359,82 +374,7 @@ class ApsisClient(ApsisTransport):
             _answered(exc)
             return None
 
-    # ---- bulk import ----------------------------------------------------------------------------------
-    def create_import(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """Returns {import_id, file_upload_url, file_upload_body, file_upload_url_expires_at}."""
-        path = f"/v2/audience/sections/{self._q(self.section)}/imports"
-        return self._object(self._call("create_import", "POST", path, body=spec), "create_import")
-
-    def upload_import_file(self, upload_url: str, fields: dict[str, Any], csv_bytes: bytes) -> None:
-        """Multipart POST to the pre-signed URL (S3 in production): the form fields, then `file`. No bearer."""
-        if len(csv_bytes) > MAX_IMPORT_FILE_BYTES:
-            raise PayloadTooLarge(f"import file of {len(csv_bytes)} bytes exceeds {MAX_IMPORT_FILE_BYTES}; split it")
-        left = check_time("APSIS upload_import")
-        self._count("upload_import")
-        try:
-            response = self._session.post(
-                upload_url,
-                data=fields,
-                files={"file": ("import.csv", csv_bytes, "text/csv")},
-                timeout=self.policy.timeout_within(left),
-            )
-        except requests.RequestException as exc:
-            meter.record_unanswered("apsis", self.policy.total + 1)
-            raise ApsisUnavailable(f"APSIS upload_import: {type(exc).__name__}") from exc
-        meter.record("apsis", response)
-        if response.status_code == 403:  # the URL's signature (expired, say), not our credentials: a new import
-            raise ApsisUnavailable("APSIS upload_import: 403 from the pre-signed URL", status=403)
-        if response.status_code >= 300:
-            raise self._error_for(response, "upload_import")
-
-    def get_import(self, import_id: str) -> dict[str, Any]:
-        """Returns the import's `result`: {"status": ..., "report": {...}} (report once processed). The same
-        fields at the top level (no `result` around them) are read as the result. An answer without a status is
-        unreadable at once: polled as "no status yet", it held the import's page until the poll's timeout."""
-        path = f"/audience/sections/{self._q(self.section)}/imports/{self._q(import_id)}"
-        answer = self._object(self._call("get_import", "GET", path), "get_import")
-        result = answer.get("result", answer if "status" in answer else None)
-        if not isinstance(result, dict):  # an import's status we cannot read is not "no status yet"
-            raise ApsisUnavailable(f"APSIS get_import: the answer's result is {type(result).__name__}, not an object")
-        status = result.get("status")
-        if not isinstance(status, str) or not status.strip():
-            raise ApsisUnavailable(f"APSIS get_import: the answer carries no status ({sorted(result)[:5]})")
-        return result
-
-    def run_import(
-        self, spec: dict[str, Any], csv_bytes: bytes, *, poll_interval: float = 1.0, timeout: float = 600
-    ) -> dict[str, Any]:
-        """Create, upload, then poll until done. Returns the report plus `import_id` and `status`.
-
-        Raises RejectedValue when APSIS rejects the file as a whole, ApsisUnavailable when it is not done
-        within `timeout` seconds (re-running is safe: an import upserts).
-        """
-        created = self.create_import(spec)
-        import_id = created["import_id"]
-        self.upload_import_file(created["file_upload_url"], created.get("file_upload_body") or {}, csv_bytes)
-        result = self._wait_for_import(import_id, poll_interval, timeout)
-        report = {"import_id": import_id, "status": result.get("status"), **(result.get("report") or {})}
-        if str(result.get("status")).lower() == "error":
-            detail = "; ".join(str(e.get("message")) for e in report.get("errors", []))
-            raise RejectedValue(f"APSIS import {import_id} failed: {_redact(detail)}", detail=_redact(detail))
-        return report
-
-    def _wait_for_import(self, import_id: str, poll_interval: float, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = self.get_import(import_id)
-            if str(result.get("status")).lower() in IMPORT_DONE:
-                return result
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ApsisUnavailable(f"APSIS import {import_id} still {result.get('status')} after {timeout}s")
-            time.sleep(min(poll_interval, remaining))
-
     # ---- paths ----------------------------------------------------------------------------------------
-    @staticmethod
-    def _q(segment: str) -> str:
-        return quote(str(segment), safe="")
-
     @staticmethod
     def _channel(channel: str) -> str:
         if channel in CHANNELS:

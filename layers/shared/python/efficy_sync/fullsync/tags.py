@@ -22,8 +22,9 @@ from ..clients.errors import ApiError, ApsisUnavailable, EfficyBusinessError, No
 from ..clients.http import map_in_context
 from ..config import IntegrationConfig
 from ..observability import count, logger
+from ..person_plan import PatchTags
 from ..state import PersonState, utc_now
-from ..state_updates import with_tags
+from ..state_updates import mark_unknown, with_tags
 from ..store import protocols
 from ..store.person_items import StaleWrite
 from ..store.query_members import CHUNK_BYTES as CHUNK_BYTES  # the snapshot's items: store/query_members.py
@@ -397,21 +398,29 @@ def _tag_person(
     except ApiError as exc:
         if not acknowledgeable(exc):
             raise
+        if exc.maybe_applied:  # a 207 (PartlyApplied): APSIS may hold some of them; unknown, sent again next run
+            record_tags(states, cfg.integration_id, key, tags, unsure=True)
         return False
     record_tags(states, cfg.integration_id, key, tags)
     return True
 
 
-def record_tags(states: protocols.PersonStates, integration_id: str, key: int, tags: dict[str, bool]) -> None:
+def record_tags(
+    states: protocols.PersonStates, integration_id: str, key: int, tags: dict[str, bool], *, unsure: bool = False
+) -> None:
     """The person's stored state learns the tag changes APSIS took; read and written again when another sync
     stores the person in between: a tag set in APSIS but unknown to the state would never be taken away (an
-    untag needs the state to say we set it)."""
+    untag needs the state to say we set it). `unsure`: APSIS may or may not have taken them (a 207): unknown."""
     for _ in range(3):
         state = states.get(integration_id, key)
         if state is None:
             return
         try:
-            states.put(with_tags(state, tags, updated_at=utc_now()))
+            if unsure:
+                marked = mark_unknown(state, [PatchTags(str(key), tags)])
+                states.put(marked.model_copy(update={"updated_at": utc_now()}))
+            else:
+                states.put(with_tags(state, tags, updated_at=utc_now()))
             return
         except StaleWrite:
             continue
