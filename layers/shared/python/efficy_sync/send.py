@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .clients.apsis_answers import PartlyApplied
 from .clients.apsis_scope import confirm_scope
 from .clients.errors import (
     ApiError,
@@ -112,7 +113,7 @@ def _withdraw(apsis: Any, rest: list[Operation], result: Sent) -> None:
                 if _maybe_applied(later):
                     result.unsure = [*result.unsure, withdrawal]
                 return
-            if later.maybe_applied:  # an untag answered 207: unknown, sent again by the next sync
+            if isinstance(later, PartlyApplied):  # an untag answered 207: unknown, sent again by the next sync
                 result.unsure = [*result.unsure, withdrawal]
             continue
         result.ops.append(withdrawal)
