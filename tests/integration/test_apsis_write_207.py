@@ -23,7 +23,7 @@ from efficy_sync.sync import PersonSyncer
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 from efficy_sync_tools.sims.efficy import EfficySimulator
 
-from tests.integration.test_diff_calls import CFG, CRM, FAST, FIRSTNAME, person
+from tests.integration.test_diff_calls import CFG, CRM, FAST, FIRSTNAME, NEWS, person
 from tests.memory_store import MemoryPersonStateStore
 
 TAG = "newsletter-readers"
@@ -190,3 +190,47 @@ def test_an_import_poll_answered_202_is_still_running_and_207_unreadable(sim: Ap
     sim.add_fault(path_regex="/imports$", method="POST", status=207, body='{"import_id": "x"}', count=1)
     with pytest.raises(ApsisUnavailable):
         apsis.create_import({"x": 1})
+
+
+CONSENTS = "/consents$"
+CONSENT_ERRORS = json.dumps({"errors": [{"field": "topic_discriminator", "message": "refused"}]})
+
+
+def _with_profile(sim: ApsisSimulator, consent: str | None) -> ApsisClient:
+    client = _client(sim)
+    client.create_profile("9")
+    if consent:
+        client.set_consent("9", NEWS, "email", consent)
+    return client
+
+
+def test_an_opt_out_answered_201_listing_errors_and_not_held_is_retried_not_recorded_as_sent(
+    sim: ApsisSimulator,
+) -> None:
+    """An opt-out 'created' whose body lists errors, while the profile still holds the opt-in: read as created,
+    it was recorded as sent and the person could be mailed. Read back, it is the supported transition APSIS did
+    not make: ConsentConflict, retried."""
+    from efficy_sync.clients.apsis import ConsentConflict
+
+    client = _with_profile(sim, "opt-in")
+    sim.add_fault(path_regex=CONSENTS, method="POST", status=201, body=CONSENT_ERRORS, content_type="application/json")
+    with pytest.raises(ConsentConflict):
+        client.set_consent("9", NEWS, "email", "opt-out")
+    sim.clear_faults()
+    held = sim.get_profile(CRM, "9")["consents"]
+    assert [(c["topic"], c["type"]) for c in held] == [(NEWS, "opt-in")]
+
+
+def test_a_consent_created_listing_errors_is_judged_on_what_apsis_holds(sim: ApsisSimulator) -> None:
+    """(A 204 carries no body over HTTP: nothing to list.) Applied all the same: what APSIS holds is the requested type, "unchanged". Not applied: ConsentRefused,
+    maybe applied (its slot stored unknown, sent again by the next sync), never "created"."""
+    from efficy_sync.clients.errors import ConsentRefused
+
+    client = _with_profile(sim, None)
+    fault = {"path_regex": CONSENTS, "method": "POST", "status": 201, "body": CONSENT_ERRORS}
+    sim.add_fault(**fault, content_type="application/json", count=1)
+    with pytest.raises(ConsentRefused) as refused:
+        client.set_consent("9", NEWS, "email", "opt-in")
+    assert refused.value.maybe_applied
+    sim.add_fault(**fault, content_type="application/json", count=1, apply=True)
+    assert client.set_consent("9", NEWS, "email", "opt-in") == "unchanged"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from efficy_sync.clients.apsis_answers import PartlyApplied, check_applied
+from efficy_sync.clients.apsis_answers import PartlyApplied, check_applied, unproven_write
 from efficy_sync.clients.apsis_imports import MAX_IMPORT_FILE_BYTES, ApsisImports
 from efficy_sync.clients.apsis_transport import TokenStore, _redact
 from efficy_sync.clients.consent_entries import CHANNEL_NAMES, CHANNELS, consent_entry
@@ -310,8 +310,8 @@ class ApsisClient(ApsisImports):
         that type: a 200 says "no change", a 202 or 207 no more). APSIS answers 409 to any transition it does not
         support (contracts/apsis-one.md §3: e.g. pending-opt-in -> opt-out), so a 409 is "unchanged" only once the
         profile's consents show the requested type; otherwise ConsentRefused: the person's failure, never recorded
-        as sent (planned again by the next sync), `maybe_applied` after a 202 or 207 (APSIS may apply it yet: the
-        slot is stored unknown). Except an opt-out while the profile holds an opt-in, which APSIS supports:
+        as sent (planned again by the next sync), `maybe_applied` after a 202 or 207, or a 201 whose body lists
+        errors (APSIS may apply it yet: the slot is stored unknown). Except an opt-out while the profile holds an opt-in, which APSIS supports:
         ConsentConflict, retried (a CRM opt-out must not wait for the person's next change)."""
         if consent_type not in CONSENT_TYPES:
             raise ValueError(f"consent_type must be one of {CONSENT_TYPES}, not {consent_type!r}")
@@ -324,7 +324,9 @@ class ApsisClient(ApsisImports):
         }
         try:
             response = self._call("set_consent", "POST", self._consents_path(key), body=body)
-            if response.status_code not in (201, 204):  # 200 "no change" (HC-CONS), 202 not yet, 207 in part
+            # 200 "no change" (HC-CONS), 202 not yet, 207 in part; a 201 whose body lists errors proves nothing
+            # either (clients/apsis_answers.py): an opt-out recorded as sent on it and not held would be mailed
+            if response.status_code not in (201, 204) or unproven_write(response, "set_consent"):
                 raise Conflict(f"APSIS set_consent: {response.status_code}, unproven", status=response.status_code)
         except Conflict as conflict:
             held = self._consent_held(key, topic, body["channel_discriminator"])
@@ -341,7 +343,8 @@ class ApsisClient(ApsisImports):
                 status=conflict.status,
                 detail=conflict.detail,
             )
-            refused.maybe_applied = conflict.status in (202, 207)  # accepted: APSIS may apply it yet (send.py)
+            # accepted (or said done with errors listed): APSIS may apply it yet (send.py stores the slot unknown)
+            refused.maybe_applied = conflict.status in (201, 202, 204, 207)
             raise refused from None
         except RejectedValue as exc:
             self._raise_if_gone(exc, "subscription", [topic], self.list_topics)
