@@ -25,6 +25,9 @@ from efficy_sync.clients.errors import ApiError, RejectedValue
 from efficy_sync.pii import redact_text
 
 MULTI_STATUS = 207
+#: what a poll (an import's status, an export's download) answers while the work runs, beside the documented 404
+#: of the export: 202 Accepted or 204 with nothing yet, as asynchronous APIs commonly do; never the result itself
+IN_PROGRESS_ANSWERS = frozenset({202, 204})
 
 
 class PartlyApplied(RejectedValue):

@@ -21,6 +21,7 @@ from typing import Any
 import requests
 
 from .apsis import ApsisClient
+from .apsis_answers import IN_PROGRESS_ANSWERS
 from .apsis_scope import consents_or_gone
 from .apsis_transport import MORE_PAGES
 from .consent_entries import CHANNEL_NAMES as CHANNEL_NAMES
@@ -64,10 +65,6 @@ def request_export(client: ApsisClient, *, attributes: list[str], tags: list[str
     return poll_url
 
 
-#: 2xx answers of the poll URL that say "not ready yet": APSIS documents 404, but an asynchronous API commonly
-#: answers 202 Accepted (or 204, nothing yet); read as the export, either failed the reconciliation at once
-_IN_PROGRESS = frozenset({202, 204})
-
 #: bytes read from the export's answer at a time: the download is never held whole (see ExportedProfiles)
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
 
@@ -89,7 +86,8 @@ def download_export(
     while True:
         try:
             response = client._call("download_export", "GET", path, stream=True)  # read as it arrives: below
-            if response.status_code not in _IN_PROGRESS:
+            # APSIS documents 404 in progress; a 202/204 read as the export failed the reconciliation at once
+            if response.status_code not in IN_PROGRESS_ANSWERS:
                 break
             response.close()
         except NotFound:  # in progress (as documented)

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import requests
 
-from efficy_sync.clients.apsis_answers import MULTI_STATUS, check_applied
+from efficy_sync.clients.apsis_answers import IN_PROGRESS_ANSWERS, MULTI_STATUS, check_applied
 from efficy_sync.clients.apsis_transport import ApsisTransport, _redact
 from efficy_sync.clients.errors import ApsisUnavailable, PayloadTooLarge, RejectedValue
 from efficy_sync.clients.http import check_time
@@ -23,8 +23,6 @@ from efficy_sync.clients.meter import meter
 
 MAX_IMPORT_FILE_BYTES = 50 * 1024 * 1024
 IMPORT_DONE = ("completed", "error")
-#: a poll answered so, without a status, is an import still running (import_report.IMPORT_PENDING)
-IN_PROGRESS_ANSWERS = frozenset({202, 204})
 
 
 class ApsisImports(ApsisTransport):
