@@ -8,17 +8,9 @@ from typing import Any
 import pytest
 from efficy_sync_tools.local.aws import MotoServer, client
 
+from tests.integration.test_local_moto_transactions import _table
+
 REGION = "eu-west-1"
-
-
-def _table(ddb: Any, name: str, range_key: bool) -> str:
-    keys = [{"AttributeName": "pk", "KeyType": "HASH"}]
-    attrs = [{"AttributeName": "pk", "AttributeType": "S"}]
-    if range_key:
-        keys.append({"AttributeName": "sk", "KeyType": "RANGE"})
-        attrs.append({"AttributeName": "sk", "AttributeType": "S"})
-    ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", KeySchema=keys, AttributeDefinitions=attrs)
-    return name
 
 
 def _item(pk: str, sk: str | None) -> dict[str, Any]:
