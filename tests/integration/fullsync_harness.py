@@ -203,9 +203,14 @@ def apsis_sim() -> Iterator[ApsisSimulator]:
 
 
 @pytest.fixture
-def make_world(in_process_aws: str, sim: EfficySimulator, apsis_sim: ApsisSimulator) -> Iterator[Callable[..., World]]:
+def make_world(
+    in_process_aws: str, sim: EfficySimulator, apsis_sim: ApsisSimulator, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., World]]:
     """World(raw_config(**over)) on the module's simulators (the `sim` fixture resets the Efficy one, server
-    knobs included)."""
+    knobs included). The APSIS simulator here enforces no rate limit, and the pace is not what these tests are
+    about (test_apsis_budget.py and test_budget_one_client.py are): unpaced, a world's run took seconds of
+    sleep at a page's share of 100 requests/s."""
+    monkeypatch.setenv("EFFICY_SYNC_APSIS_RATE", "100000")
 
     def make(**over: Any) -> World:
         return World(in_process_aws, sim, apsis_sim, raw_config(**over))
