@@ -57,7 +57,9 @@ def demo_command(args: argparse.Namespace) -> int:
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     from efficy_sync_tools.local.stack import LocalStack
+    from efficy_sync_tools.local.whole_lines import install
 
+    install()  # the functions' threads log to the stdout the narration uses: whole lines each (whole_lines.py)
     started = time.monotonic()
     _narration[0] = sys.stderr if getattr(args, "output", "text") == "json" else None
     say("== efficy-sync demo: Efficy Enterprise -> APSIS One, offline ==")

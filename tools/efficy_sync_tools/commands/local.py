@@ -132,7 +132,9 @@ def _ours(path: Path, ready: dict | None) -> bool:
 def up_command(args: argparse.Namespace) -> int:
     from efficy_sync_tools.commands._aws import fail
     from efficy_sync_tools.local.stack import LocalStack
+    from efficy_sync_tools.local.whole_lines import install
 
+    install()  # every function logs from this process: one line each, never glued to another thread's
     if args.ready_file and (endpoint := _live_stack(args.ready_file)):
         # another stack's file: overwritten, then deleted when this one stops, it left that stack unusable
         return fail(
