@@ -43,35 +43,44 @@ def kind(command: str) -> str:
     return next((name for name, fragment in KINDS if fragment in command), "other")
 
 
-def _read(pid: str) -> tuple[str, int] | None:
+def _read(pid: str) -> tuple[str, str, int] | None:
+    """(command line, parent pid, CPU ticks so far) of a process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return None
-    return command, int(stat[11]) + int(stat[12])
+    return command, stat[1], int(stat[11]) + int(stat[12])
 
 
-def sample(stop: threading.Event, before: set[str]) -> tuple[Counter[str], Counter[str]]:
-    """(CPU ticks, processes) per kind, of every process started after `before` was listed, until `stop`."""
+def sample(stop: threading.Event, root: int) -> tuple[Counter[str], Counter[str]]:
+    """(CPU ticks, processes) per kind of `root` and its descendants, until `stop` (a process whose parent ended before
+    a sample saw it is not counted: "not attributed" in main)."""
+    ours = {str(root)}
     alive: dict[str, tuple[str, int]] = {}
     ticks: Counter[str] = Counter()
     count: Counter[str] = Counter()
     while True:
-        seen = set()
+        found = {}
         for pid in Path("/proc").iterdir():
-            if not pid.name.isdigit() or pid.name in before:
-                continue
-            read = _read(pid.name)
-            if read is None:
-                continue
-            seen.add(pid.name)
-            # read again each time: between fork and exec a child still shows its parent's command line
-            alive[pid.name] = (kind(read[0]), read[1])
-        for pid in [p for p in alive if p not in seen]:
+            if pid.name.isdigit():
+                read = _read(pid.name)
+                if read is not None:
+                    found[pid.name] = read
+        grown = True
+        while grown:  # descendants: parents first, whatever the order /proc lists them in
+            new = {pid for pid, (_, parent, _) in found.items() if parent in ours and pid not in ours}
+            ours |= new
+            grown = bool(new)
+        for pid, (command, _, used) in found.items():
+            if pid in ours:  # read again each time: between fork and exec a child shows its parent's command line;
+                named = kind(command) if command else alive.get(pid, ("other", 0))[0]  # a zombie shows none
+                alive[pid] = (named, used)
+        for pid in [p for p in alive if p not in found]:
             name, used = alive.pop(pid)
             ticks[name] += used
             count[name] += 1
+            ours.discard(pid)  # its number may be given to another process
         if stop.is_set():
             break
         time.sleep(0.05)
@@ -82,14 +91,13 @@ def sample(stop: threading.Event, before: set[str]) -> tuple[Counter[str], Count
 
 
 def main(args: list[str]) -> int:
-    before = {p.name for p in Path("/proc").iterdir() if p.name.isdigit()}
     stop = threading.Event()
     result: list[tuple[Counter[str], Counter[str]]] = []
-    sampler = threading.Thread(target=lambda: result.append(sample(stop, before)), daemon=True)
-    sampler.start()
     started = time.monotonic()
     pytest_args = args or ["-n", "3", "--dist", "loadgroup", "-q", "-p", "no:cacheprovider"]
     process = subprocess.Popen([sys.executable, "-m", "pytest", *pytest_args], cwd=ROOT)
+    sampler = threading.Thread(target=lambda: result.append(sample(stop, process.pid)), daemon=True)
+    sampler.start()
     _, status, usage = os.wait4(process.pid, 0)  # the whole tree's CPU: every descendant pytest waited for
     process.returncode = code = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - started
