@@ -34,8 +34,8 @@ KINDS = (
     ("CLI subprocess", "bin/efficy-sync"),
     ("pytest worker", "exec(eval(sys.stdin"),
     ("pytest", "pytest"),
-    ("sam build", "sam"),
-    ("node (cfn checks)", "node"),
+    ("sam build", "bin/sam"),
+    ("node (cfn checks)", "node_modules"),
 )
 
 

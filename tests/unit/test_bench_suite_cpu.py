@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -17,20 +16,29 @@ def test_kinds_read_from_the_command_line() -> None:
     assert kind("/x/bin/efficy-sync explain demo 1001") == "CLI subprocess"
     assert kind("python -u -c import sys;exec(eval(sys.stdin.readline()))") == "pytest worker"
     assert kind("python -m pytest -n 3") == "pytest"
+    assert kind(".venv-sam/bin/python .venv-sam/bin/sam build --cached") == "sam build"
+    assert kind("python -c 'time.sleep(0.3)  # let the sampler see it'") == "other"  # "sam" alone is no sam
     assert kind("bash -c true") == "other"
 
 
-def test_each_process_started_during_the_run_is_counted_once_by_its_kind() -> None:
+_PARENT = """
+import subprocess, sys, time
+time.sleep(0.3)  # let the sampler see this process before its children
+module = "efficy_sync_tools" + ".cli"  # named in the children's command line only, not in this one's
+for _ in range(2):  # a command line naming the CLI module: a CLI call, whatever it does
+    subprocess.run([sys.executable, "-c", "import time; time.sleep(0.3)  # " + module], check=True)
+"""
+
+
+def test_each_process_of_the_tree_is_counted_once_by_its_kind() -> None:
+    # a tree of its own: the test worker's other descendants (its local stacks, their moto servers) stay out
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT])
     stop = threading.Event()
     found: list = []
-    # this process's own children only: other tests of the suite start CLI processes at the same time
-    sampler = threading.Thread(target=lambda: found.append(sample(stop, os.getpid())))
+    sampler = threading.Thread(target=lambda: found.append(sample(stop, parent.pid)))
     sampler.start()
-    for _ in range(2):  # a command line naming the CLI module: a CLI call, whatever it does
-        subprocess.run([sys.executable, "-c", "import time; time.sleep(0.3)  # efficy_sync_tools.cli"], check=True)
+    assert parent.wait(30) == 0
     stop.set()
     sampler.join(30)
     _, count = found[0]
-    assert count["CLI subprocess"] == 2
-    assert count["moto server"] == 0
-    assert count["pytest"] + count["pytest worker"] == 1  # this process: its own kind, counted once
+    assert count == {"CLI subprocess": 2, "other": 1}  # the two calls, and the parent
