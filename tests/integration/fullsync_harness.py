@@ -5,7 +5,6 @@ moto's own interpreter cannot fail one page for good nor change Efficy between t
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -117,7 +116,6 @@ class World:
             removal_breaker=RemovalBreaker("state"),
         )
         self._n = 0
-        self._begun_second = 0
 
     def in_apsis(self) -> set[int]:
         return {int(p["key"]) for p in self.apsis_sim.profiles()}
@@ -125,11 +123,7 @@ class World:
     def begin(self, **sync_input: Any) -> dict[str, Any]:
         """Begin alone (the run's execution is `self.arn()`): a test ends it as it likes, e.g. before its gate."""
         self._n += 1
-        # run ids sort by their start second (run_records.new_run_id), and Begin's confirmation reads the newest
-        # ended run: two runs begun in the same second would sort by their hash suffix, not their order
-        while int(time.time()) == self._begun_second:
-            time.sleep(0.05)
-        self._begun_second = int(time.time())
+        # runs begin back to back, often in the same second: their ids must still sort in order (new_run_id)
         return self.fs.begin({"integration_id": self.cfg.integration_id, **sync_input}, self.arn())
 
     def arn(self) -> str:

@@ -54,8 +54,12 @@ def expires_at(now: float | None = None, days: int = RUN_RETENTION_DAYS) -> int:
 
 
 def new_run_id(execution_arn: str, now: datetime | None = None) -> str:
-    """Sortable by start time; the suffix tells two runs of the same second apart."""
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    """Sortable by start time to the millisecond: the history reads runs newest first by this id, and a run that
+    began in the same second as the one before it (a dry run of a small CRM, then the run it confirmed) sorted
+    by the suffix alone, so `--allow-removals-up-to` judged against the wrong run. The suffix (from the
+    execution) keeps ids unique."""
+    moment = now or datetime.now(UTC)
+    stamp = f"{moment:%Y%m%dT%H%M%S}{moment.microsecond // 1000:03d}Z"
     return f"{stamp}-{hashlib.sha256(execution_arn.encode()).hexdigest()[:6]}"
 
 
