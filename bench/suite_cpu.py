@@ -43,44 +43,63 @@ def kind(command: str) -> str:
     return next((name for name, fragment in KINDS if fragment in command), "other")
 
 
-def _read(pid: str) -> tuple[str, str, int] | None:
-    """(command line, parent pid, CPU ticks so far) of a process."""
+#: samples (0.05 s each) during which a new process's command line is read again: between fork and exec a child
+#: shows its parent's; later it is read no more (the sampler's own CPU stays small)
+RECHECKS = 10
+
+
+def _stat(pid: str) -> tuple[str, int] | None:
+    """(parent pid, CPU ticks so far) of a process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return None
-    return command, stat[1], int(stat[11]) + int(stat[12])
+    return stat[1], int(stat[11]) + int(stat[12])
+
+
+def _command(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def sample(stop: threading.Event, root: int) -> tuple[Counter[str], Counter[str]]:
-    """(CPU ticks, processes) per kind of `root` and its descendants, until `stop` (a process whose parent ended before
-    a sample saw it is not counted: "not attributed" in main)."""
+    """(CPU ticks, processes) per kind of `root` and its descendants, until `stop` (a process whose parent ended
+    before a sample saw it is not counted: "not attributed" in main)."""
     ours = {str(root)}
     alive: dict[str, tuple[str, int]] = {}
+    looked: Counter[str] = Counter()
     ticks: Counter[str] = Counter()
     count: Counter[str] = Counter()
     while True:
         found = {}
         for pid in Path("/proc").iterdir():
             if pid.name.isdigit():
-                read = _read(pid.name)
+                read = _stat(pid.name)
                 if read is not None:
                     found[pid.name] = read
         grown = True
         while grown:  # descendants: parents first, whatever the order /proc lists them in
-            new = {pid for pid, (_, parent, _) in found.items() if parent in ours and pid not in ours}
+            new = {pid for pid, (parent, _) in found.items() if parent in ours and pid not in ours}
             ours |= new
             grown = bool(new)
-        for pid, (command, _, used) in found.items():
-            if pid in ours:  # read again each time: between fork and exec a child shows its parent's command line;
-                named = kind(command) if command else alive.get(pid, ("other", 0))[0]  # a zombie shows none
-                alive[pid] = (named, used)
+        for pid, (_, used) in found.items():
+            if pid not in ours:
+                continue
+            named = alive.get(pid, ("other", 0))[0]
+            if looked[pid] < RECHECKS:
+                looked[pid] += 1
+                command = _command(pid)
+                if command:  # a zombie shows none: it keeps the kind it had
+                    named = kind(command)
+            alive[pid] = (named, used)
         for pid in [p for p in alive if p not in found]:
             name, used = alive.pop(pid)
             ticks[name] += used
             count[name] += 1
             ours.discard(pid)  # its number may be given to another process
+            del looked[pid]
         if stop.is_set():
             break
         time.sleep(0.05)
