@@ -45,10 +45,11 @@ DUMMY_ENV = {
 }
 
 _PROBE = """
-import sys, time
+import gc, sys, time
 t0 = time.perf_counter()
 import {module}
 elapsed = time.perf_counter() - t0
+print("GC", *gc.get_threshold())
 print("ELAPSED", elapsed, "BOTO3" if "boto3" in sys.modules else "-", "REQUESTS" if "requests" in sys.modules else "-")
 """
 _LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
@@ -74,10 +75,12 @@ def measure(module: str, function_dir: Path | None, runs: int) -> dict[str, Any]
     """Median import time in ms over `runs` fresh interpreters, and the heaviest top-level imports."""
     times = []
     flags = ""
+    thresholds: list[int] = []
     for _ in range(runs):
         out = _run(module, function_dir).stdout.split()
         times.append(float(out[out.index("ELAPSED") + 1]) * 1000)
         flags = " ".join(out[out.index("ELAPSED") + 2 :])
+        thresholds = [int(v) for v in out[out.index("GC") + 1 : out.index("GC") + 4]]
     profile = _run(module, function_dir, importtime=True).stderr
     heaviest = sorted(_self_time_by_package(profile, module).items(), key=lambda item: -item[1])[:6]
     return {
@@ -86,6 +89,7 @@ def measure(module: str, function_dir: Path | None, runs: int) -> dict[str, Any]
         "runs": runs,
         "loads_boto3": "BOTO3" in flags,
         "loads_requests": "REQUESTS" in flags,
+        "gc_thresholds": thresholds,  # what the import left set (efficy_sync.gc_policy)
         "heaviest_packages_ms": {name: round(us / 1000, 1) for name, us in heaviest},
     }
 

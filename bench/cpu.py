@@ -11,7 +11,9 @@ much the wall times can be trusted. Linux only (/proc); elsewhere the figures ar
 
 from __future__ import annotations
 
+import gc
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,16 +44,52 @@ def _machine_busy() -> float:
     return (sum(values[:8]) - idle) / _TICK  # user .. steal; guest time is already in user
 
 
+class GcPauses:
+    """Collections by generation and the seconds they held the GIL, in this process while counting. A
+    collection stops every thread of the process (handlers, simulators, clients), so on the local stack its
+    pauses are wall time; the counts do not depend on the machine's speed (efficy_sync.gc_policy)."""
+
+    def __init__(self) -> None:
+        self.collections = [0, 0, 0]
+        self.seconds = 0.0
+        self._started: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        with self._lock:  # only one thread collects at a time; the lock guards the figures against a reader
+            if phase == "start":
+                self._started[threading.get_ident()] = now
+                return
+            began = self._started.pop(threading.get_ident(), None)
+            if began is not None:
+                self.collections[int(info["generation"])] += 1
+                self.seconds += now - began
+
+    @contextmanager
+    def counting(self) -> Iterator[GcPauses]:
+        gc.callbacks.append(self)
+        try:
+            yield self
+        finally:
+            gc.callbacks.remove(self)
+
+
 @contextmanager
-def cpu_use(stack: Any) -> Iterator[dict[str, float]]:
+def cpu_use(stack: Any) -> Iterator[dict[str, Any]]:
     """Fills the yielded dict on exit: `own` (this process, every thread), `moto` (moto's server process),
-    `work` (both), `wall`, and `others` (core-seconds the rest of the machine was busy, over the phase)."""
+    `work` (both), `wall`, `others` (core-seconds the rest of the machine was busy, over the phase), and this
+    process's garbage collections: `gc` (by generation, young first) and `gc_seconds` (their pauses)."""
     moto_pid = getattr(getattr(stack, "moto", None), "pid", None)
-    figures: dict[str, float] = {}
+    figures: dict[str, Any] = {}
+    pauses = GcPauses()
     wall, own, moto, busy = time.monotonic(), time.process_time(), _process_cpu(moto_pid), _machine_busy()
     try:
-        yield figures
+        with pauses.counting():
+            yield figures
     finally:
+        figures["gc"] = list(pauses.collections)
+        figures["gc_seconds"] = round(pauses.seconds, 2)
         figures["own"] = round(time.process_time() - own, 1)
         figures["moto"] = round(_process_cpu(moto_pid) - moto, 1)
         figures["work"] = round(figures["own"] + figures["moto"], 1)

@@ -407,6 +407,11 @@ def _cpu_paragraph(r: dict[str, Any]) -> str:
     phases = [r["diff_mode"], r["ceiling_matched"], r["diff_mode_again"], r["ceiling_matched_again"]]
     work = ", ".join(f"{p['cpu']['work']} s ({p['cpu']['own']} + moto {p['cpu']['moto']})" for p in phases)
     others = ", ".join(f"{p['cpu']['others']}" for p in phases)
+    gc = "; ".join(
+        f"{'/'.join(str(n) for n in p['cpu']['gc'])} collections, {p['cpu']['gc_seconds']} s"
+        for p in phases
+        if "gc" in p["cpu"]
+    )
     return (
         "**The same pairs in CPU seconds** (`bench.cpu`: this process, where the handlers, both simulators and the "
         "clients run, plus moto's server process): first load, replay, first load again, replay again: "
@@ -414,6 +419,12 @@ def _cpu_paragraph(r: dict[str, Any]) -> str:
         f"{r['matched_cpu_pooled']:.2f}. The work does not depend on what else runs on the machine; the wall times "
         "do: other processes kept it busy for "
         f"{others} core-seconds during those four phases (a first load needs both cores, its replay about one)."
+        + (
+            f" Garbage collections in this process (young/middle/full, and their pauses; efficy_sync.gc_policy "
+            f"sets the thresholds): {gc}."
+            if gc
+            else ""
+        )
     )
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from efficy_sync import gc_policy
 from efficy_sync.budget import paced
 from efficy_sync.changes import ContactChange
 from efficy_sync.clients.http import deadline, lambda_seconds
@@ -24,6 +25,8 @@ from efficy_sync.sync import PersonSyncer, log_fields
 from efficy_sync.tracing import capture_handler
 from efficy_sync.tracing import record as record_scope
 from efficy_sync.worker import Batch, BatchWorker
+
+gc_policy.apply()  # fewer, larger young collections: gc_policy says why
 
 # an applied version is seen at once (its number is read each time; the body only when it changed)
 configs = ConfigStore(settings().config_table, check_version=True)

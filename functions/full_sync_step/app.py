@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from efficy_sync import gc_policy
 from efficy_sync.aws import transient_aws_error
 from efficy_sync.clients.errors import TransientError, retry_as
 from efficy_sync.clients.http import deadline, lambda_seconds
@@ -25,6 +26,8 @@ from efficy_sync.observability import logger, metrics
 from efficy_sync.settings import settings
 from efficy_sync.tracing import capture_handler, record
 from pydantic import BaseModel
+
+gc_policy.apply()  # fewer, larger young collections: gc_policy says why
 
 full_sync = build_full_sync()
 breaker = Breaker.of(full_sync)

@@ -10,6 +10,7 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
+from efficy_sync import gc_policy
 from efficy_sync.aws import client
 from efficy_sync.correlation import message_attributes
 from efficy_sync.inbound import BodyEncodingError, request_body
@@ -21,6 +22,8 @@ from efficy_sync.secrets import accepted_secret
 from efficy_sync.settings import settings
 from efficy_sync.store.configs import ConfigStore
 from efficy_sync.tracing import annotate, capture_handler
+
+gc_policy.apply()  # fewer, larger young collections: gc_policy says why
 
 app = APIGatewayRestResolver()
 # an applied version is seen at once (its number is read each time; the body only when it changed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from efficy_sync import gc_policy
 from efficy_sync.bundles import unpack
 from efficy_sync.correlation import scope
 from efficy_sync.observability import count, logger, metrics
@@ -17,6 +18,8 @@ from efficy_sync.pii import hash_key
 from efficy_sync.queue import enqueue_changes
 from efficy_sync.settings import settings
 from efficy_sync.tracing import capture_handler
+
+gc_policy.apply()  # fewer, larger young collections: gc_policy says why
 
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 

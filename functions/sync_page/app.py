@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from efficy_sync import gc_policy
 from efficy_sync.aws import transient_aws_error
 from efficy_sync.clients.errors import TransientError, retry_as
 from efficy_sync.clients.http import deadline, lambda_seconds
@@ -17,6 +18,8 @@ from efficy_sync.fullsync.wiring import build_full_sync
 from efficy_sync.observability import count, logger, metrics
 from efficy_sync.settings import settings
 from efficy_sync.tracing import capture_handler, record
+
+gc_policy.apply()  # fewer, larger young collections: gc_policy says why
 
 full_sync = build_full_sync()
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from efficy_sync import gc_policy
 from efficy_sync.aws import brief_client
 from efficy_sync.budget import paced
 from efficy_sync.clients.http import RetryPolicy, deadline, lambda_seconds
@@ -27,6 +28,8 @@ from efficy_sync.sync import PersonSyncer
 from efficy_sync.tracing import capture_handler
 from efficy_sync.tracing import record as record_scope
 from efficy_sync.writeback_batch import WriteBackBatch
+
+gc_policy.apply()  # fewer, larger young collections: gc_policy says why
 
 # an applied version is seen at once (its number is read each time; the body only when it changed)
 configs = ConfigStore(settings().config_table, check_version=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from efficy_sync import gc_policy
 from efficy_sync_tools.local.template import SamTemplate
 from packaging.requirements import Requirement
 
@@ -41,7 +42,7 @@ RUNTIME_PROVIDED_DISTRIBUTIONS = {"boto3", "botocore"}
 HOST_SITE = sysconfig.get_paths()["purelib"]
 
 _PROBE = r"""
-import importlib, importlib.abc, importlib.machinery, json, sys
+import gc, importlib, importlib.abc, importlib.machinery, json, sys
 
 cfg = json.loads(sys.argv[1])
 sys.path[:0] = [cfg["function_dir"], cfg["layer"]]
@@ -74,7 +75,7 @@ import efficy_sync
 files = {name: getattr(mod, "__file__", None) for name, mod in list(sys.modules.items()) if "." not in name}
 patcher = sys.modules.get("aws_xray_sdk.core.patcher")
 patched = sorted(getattr(patcher, "_PATCHED_MODULES", ())) if patcher else []
-print(json.dumps({"efficy_sync": efficy_sync.__file__, "top_level": files, "xray_patched": patched}))
+print(json.dumps({"efficy_sync": efficy_sync.__file__, "top_level": files, "xray_patched": patched, "gc": gc.get_threshold()}))
 """
 
 
@@ -221,6 +222,7 @@ def test_handler_imports_from_the_built_artifact(built: Path, logical_id: str, t
     layer = _layer(built).resolve()
     assert Path(loaded["efficy_sync"]).resolve().is_relative_to(layer / "efficy_sync")
     _assert_loaded_from_layer_or_runtime(loaded["top_level"], built, function_dir)
+    assert loaded["gc"] == list(gc_policy.THRESHOLDS)  # set by the handler's import (gc_policy says why)
     if traced:  # as on Lambda: the X-Ray SDK from the layer, botocore patched (tracing.PATCHED_MODULES)
         assert Path(loaded["top_level"]["aws_xray_sdk"]).resolve().is_relative_to(layer)
         assert loaded["xray_patched"] == ["botocore"], loaded["xray_patched"]

@@ -102,3 +102,22 @@ def test_cpu_use_counts_this_process_and_moto_s_apart_from_the_rest_of_the_machi
     with cpu_use(SimpleNamespace()) as nothing:  # no moto process: its share is 0, not an error
         pass
     assert nothing["moto"] == 0.0
+
+
+def test_cpu_use_counts_this_process_s_garbage_collections_by_generation() -> None:
+    """bench.cpu: the collections made while the phase ran, young to full, and their pauses; none after it."""
+    import gc
+    from types import SimpleNamespace
+
+    from bench.cpu import cpu_use
+
+    with cpu_use(SimpleNamespace()) as figures:
+        gc.collect(0)
+        gc.collect(0)
+        gc.collect(2)
+    assert figures["gc"][0] >= 2 and figures["gc"][2] >= 1  # the collector may run more on its own
+    assert figures["gc_seconds"] >= 0
+    counted = list(figures["gc"])
+    gc.collect(2)
+    assert figures["gc"] == counted  # its callback was removed at the end of the phase
+    assert not any(type(callback).__name__ == "GcPauses" for callback in gc.callbacks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from efficy_sync.gc_policy import THRESHOLDS
 
 from bench.coldstart import FUNCTIONS, measure, render
 
@@ -14,6 +15,8 @@ def test_handler_imports_cold_without_aws(name: str) -> None:
     figures = measure("app", FUNCTIONS / name, runs=1)  # raises when the import fails (an AWS call would)
     assert figures["median_ms"] > 0
     assert figures["heaviest_packages_ms"], "python -X importtime gave no breakdown"
+    # a Lambda's process is its handler's: the collector's thresholds are set by the import (gc_policy)
+    assert figures["gc_thresholds"] == list(THRESHOLDS)
     if name in ("ingest_webhook", "ingest_optout"):
         # The public routes answer 401/400/413 without AWS; boto3 and requests load on first use only (the
         # opt-out route's Lambda imports its intake, not the write-back with its API clients).
