@@ -11,12 +11,13 @@ import sys
 import pytest
 from hypothesis import settings
 
-from tests.support import Stack, iam_refusals, start_stack, unique_key
+from tests.support import Stack, iam_refusals, share_botocore_data, start_stack, unique_key
 from tests.user_stack import UserStack, start_user_stack
 
 settings.register_profile("ci", max_examples=10, deadline=None)
 settings.register_profile("thorough", max_examples=1000, deadline=None)
 settings.load_profile("ci")  # hypothesis's pytest plugin loads --hypothesis-profile after this module
+share_botocore_data()  # before any test makes a client (support.py says why)
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,25 @@ class ManualClock:
         self.now += seconds
 
 
+def share_botocore_data() -> None:
+    """One botocore data loader per process and data path, instead of one per session.
+
+    moto's `mock_aws` starts each test with no default boto3 session, so every test that makes a client made a
+    new session, and with it a new loader that read and parsed the service models again (DynamoDB's, SQS's,
+    Step Functions', the endpoints): a profile of the whole suite's workers found client creation at about a
+    sixth of their time, most of it JSON parsing. The models are the installed botocore's, read-only once
+    loaded (botocore's own loader already hands the same objects to every client of a session), so sharing
+    the loader changes what no test sees. Tests only: the product's clients are created once per process.
+    """
+    import functools
+
+    import botocore.loaders
+    import botocore.session
+
+    if not hasattr(botocore.session.create_loader, "cache_info"):
+        botocore.session.create_loader = functools.cache(botocore.loaders.create_loader)  # type: ignore[assignment]
+
+
 def sign(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
     ts = str(int(time.time()) if timestamp is None else timestamp)
     digest = hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
