@@ -41,17 +41,3 @@ def test_the_next_test_starts_with_no_metric_of_the_last() -> None:
     assert "PersonsSynced" not in metrics.provider.metric_set
     # the next flush would print one more document per integration left over, with this test's API calls
     assert integration_counts.take({"ApsisCalls": 2}) == {}
-
-
-def test_every_boto3_session_of_the_test_process_shares_one_botocore_data_loader() -> None:
-    """tests/support.py share_botocore_data: a session made inside each test's mock_aws reads no model again."""
-    import boto3
-    from moto import mock_aws
-
-    loaders = []
-    for _ in range(2):
-        with mock_aws():
-            session = boto3.session.Session(region_name="eu-west-1")
-            session.client("dynamodb")
-            loaders.append(session._session.get_component("data_loader"))
-    assert loaders[0] is loaders[1]
