@@ -6,6 +6,7 @@ its public interfaces: the API URL, the AWS endpoint, the simulators' HTTP contr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import itertools
@@ -334,13 +335,20 @@ def create_pk_sk_table(name: str, region: str | None = None) -> None:
 def create_template_table(logical_id: str, name: str, region: str | None = None) -> None:
     """A table built from template.yaml's definition of `logical_id` (keys and indexes), as the stack builds it,
     for tests on in-process moto: an index the template declares is the index the test uses."""
+    boto3.client("dynamodb", region_name=region).create_table(
+        TableName=name, **json.loads(_table_definition(logical_id))
+    )
+
+
+@functools.cache
+def _table_definition(logical_id: str) -> str:
+    """template.yaml's keys and indexes of a table, as JSON: parsed once per process (the template is read with
+    cfn-lint's loader, a few hundred milliseconds, and dozens of tests build tables from it)."""
     from efficy_sync_tools.local.template import SamTemplate
 
     props = SamTemplate.load(ROOT / "template.yaml").raw["Resources"][logical_id]["Properties"]
     wanted = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")
-    boto3.client("dynamodb", region_name=region).create_table(
-        TableName=name, **{k: json.loads(json.dumps(props[k])) for k in wanted if k in props}
-    )
+    return json.dumps({k: props[k] for k in wanted if k in props})
 
 
 #: the APSIS calls that create a profile, whichever way the client creates it: the two-call create
