@@ -4,7 +4,7 @@ Why: a full-sync page allocates a great many short-lived containers (records, ma
 states, botocore requests and answers) while it holds a page's worth of live ones. With CPython's thresholds
 (700, 10, 10) a first load of 10,000 persons ran 1,252 young, 114 middle and 9 full collections, 5.5 s of
 pauses (the last two walk every live object, the imported modules' too; each pause holds the GIL, so every thread
-of the page waits); with a young generation of 10,000 objects it ran 42, 1 and 0 collections, 1.2 s (the
+of the page waits); with these thresholds it ran 33 to 45, 3 to 4 and 0 collections, 0.9 to 1.5 s (the
 session notes; `make bench` prints the collections and pauses of each full-sync phase). A pause costs what
 survives, not what was allocated, so fewer, larger young collections walk each survivor fewer times.
 
