@@ -52,8 +52,6 @@ def share_botocore_data() -> None:
     loaded (botocore's own loader already hands the same objects to every client of a session), so sharing
     the loader changes what no test sees. Tests only: the product's clients are created once per process.
     """
-    import functools
-
     import botocore.loaders
     import botocore.session
 
