@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from efficy_sync_tools.local import moto_sqs
+from efficy_sync_tools.local import poller as poller_module
 from efficy_sync_tools.local.aws import MotoServer, client
 from efficy_sync_tools.local.poller import SqsPoller
 from efficy_sync_tools.local.template import SqsSource
@@ -278,7 +279,7 @@ def test_the_poller_long_polls_and_delivers(moto: MotoServer) -> None:
     finally:
         poller.stop()
     assert router.bodies == ["hello"]
-    assert waits and min(waits) >= 1
+    assert waits and set(waits) == {poller_module.WAIT_SECONDS} and poller_module.WAIT_SECONDS >= 5  # 1 s: the idle CPU
     assert [m["Body"] for m in sqs.receive_message(QueueUrl=url).get("Messages", [])] == ["parked"]
 
 
@@ -466,3 +467,72 @@ def test_a_stop_stops_the_simulators_webhooks_before_aws() -> None:
     assert order.index("efficy webhooks") < order.index("moto stopped")
     assert order.index("apsis webhooks") < order.index("moto stopped")
     assert order[-4:] == ["front stopped", "efficy stopped", "apsis stopped", "relay stopped"]
+
+
+def test_status_events_ask_step_functions_only_while_a_run_is_on(
+    moto: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle stack asked moto for its executions every second, a fifth of its idle CPU (and the status events
+    of every test's stack share the test run's two cores). It now looks when moto relays a run's first Lambda
+    task (every run begins with one), then at each tick until no run is on; a run's end is still delivered."""
+    import json
+
+    from efficy_sync_tools.local import aws
+    from efficy_sync_tools.local import stack as stack_module
+    from efficy_sync_tools.local.moto_process import LambdaRelay
+    from efficy_sync_tools.local.template import EventRuleSource
+
+    monkeypatch.setattr(stack_module, "STATUS_SECONDS", 0.1)  # a tick each 0.1 s while a run is on
+    monkeypatch.setattr(stack_module, "STATUS_IDLE_SECONDS", 60.0)
+    sfn = client("stepfunctions", moto.endpoint, REGION)
+    machine = sfn.create_state_machine(
+        name="status-events",
+        definition=json.dumps({"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 600, "End": True}}}),
+        roleArn="arn:aws:iam::123456789012:role/status-events",
+    )["stateMachineArn"]
+    looks: list[float] = []
+
+    def counting_client(service: str, endpoint: str, region: str) -> Any:
+        made = client(service, endpoint, region)
+        made.meta.events.register(
+            "provide-client-params.sfn.ListExecutions", lambda **_: looks.append(time.monotonic())
+        )
+        return made
+
+    monkeypatch.setattr(aws, "client", counting_client)
+    events: list[tuple[str, str]] = []
+
+    class Router:
+        def invoke(self, function: str, event: dict[str, Any]) -> None:
+            events.append((function, event["detail"]["status"]))
+
+    stack = stack_module.LocalStack()
+    stack.moto = moto  # type: ignore[assignment]
+    stack.relay = LambdaRelay()
+    stack.stack = type("Deployed", (), {"state_machines": {"FullSync": machine}, "physical": {}})()
+    stack.router = Router()  # type: ignore[assignment]
+    rule = EventRuleSource("RunEnded", {"detail": {"status": ["ABORTED", "TIMED_OUT", "FAILED"]}})
+    thread = threading.Thread(target=stack._status_loop, args=([rule],), daemon=True)
+    thread.start()
+    try:
+        time.sleep(1.0)
+        assert len(looks) == 1  # the first look, then none while no run is on (ten at a tick of 0.1 s)
+        execution = sfn.start_execution(stateMachineArn=machine, name="run-1")["executionArn"]
+        stack.relay.invoked.set()  # what the relay does when moto invokes the run's first task
+        deadline = time.monotonic() + 10
+        while len(looks) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(looks) >= 4  # a look each tick while the run is on
+        sfn.stop_execution(executionArn=execution)
+        while not events and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert events == [("RunEnded", "ABORTED")]
+        time.sleep(0.3)
+        settled = len(looks)
+        time.sleep(1.0)
+        assert len(looks) == settled  # idle again once no run is on
+    finally:
+        stack._stop.set()
+        stack.relay.stop()
+        thread.join(timeout=10)
+    assert not thread.is_alive()  # the relay's stop wakes the idle wait

@@ -134,6 +134,9 @@ class LambdaRelay:
     def __init__(self, router: Any = None) -> None:
         self.router = router  # set once the stack is deployed; no state machine runs before that
         self._server: Any = None
+        #: set at each relayed invocation: every run begins with a Lambda task, so the stack's status events
+        #: learn here that a run started without asking moto every second (LocalStack._status_loop)
+        self.invoked = threading.Event()
 
     @property
     def url(self) -> str:
@@ -156,6 +159,7 @@ class LambdaRelay:
         return self
 
     def stop(self) -> None:
+        self.invoked.set()  # the stack's status events wake to see the stop
         if self._server is not None:
             from ..keepalive import stop_server
 
@@ -166,6 +170,7 @@ class LambdaRelay:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         function = environ.get("HTTP_" + FUNCTION_HEADER.upper().replace("-", "_"), "")
+        self.invoked.set()
         if self.router is None:
             start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
             return [b"the local stack is not deployed yet"]

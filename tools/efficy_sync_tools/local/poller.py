@@ -8,9 +8,10 @@ becomes visible again after `retry_delay` seconds instead of the queue's full vi
 redelivery, scaled to seconds by the local stack) is kept, as on AWS (moto_sqs.py).
 
 The poller long-polls like Lambda's (a receive returns as soon as a message arrives), for at most
-WAIT_SECONDS so that disabling and stopping stay prompt. Like Lambda's, it scales with the queue: while the
-queue is quiet only the first worker polls (one call a second per queue), and the others join as soon as it
-receives something. Every idle call is CPU the local stack's functions no longer have, since they all share
+WAIT_SECONDS (Lambda's 20 would make disabling wait as long; a stop ends the long polls with moto's server,
+LocalStack.stop). Like Lambda's, it scales with the queue: while the queue is quiet only the first worker polls
+(one call each WAIT_SECONDS per queue: at 1 s the idle stack's largest CPU cost), and the others join as soon
+as it receives something. Every idle call is CPU the local stack's functions no longer have, since they all share
 one process here.
 """
 
@@ -26,7 +27,7 @@ from .lambdas import FunctionRouter
 from .template import SqsSource
 
 log = logging.getLogger("efficy_sync.local")
-WAIT_SECONDS = 1
+WAIT_SECONDS = 5
 
 
 class SqsPoller:
