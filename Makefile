@@ -66,9 +66,13 @@ $(SAM_STAMP): requirements-sam.txt
 	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-sam.txt
 	@touch $@
 
+# Byte code in the artifact: Lambda's /opt and /var/task are read-only, so without it every cold start compiles
+# every module it imports (the apply-changes handler: 2.2 s of CPU against 0.9 s). Unchecked hashes, because a
+# zip keeps modification times to 2 s only and a timestamp-checked .pyc could be judged stale and recompiled.
 ## build: the deployable artifact in .aws-sam/build (sam build; arm64 wheels from the package index, no Docker)
 build: $(SAM_STAMP)
 	$(SAM_VENV)/bin/sam build
+	$(SAM_VENV)/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash .aws-sam/build
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

@@ -20,8 +20,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_DIR = ROOT / ".aws-sam" / "build"
-#: what `sam build` reads: the template, its build settings, every function's code and the layer's content
-SOURCES = ("template.yaml", "samconfig.toml", "functions", "layers/shared/python")
+#: what `make build` reads: the template, its build settings (the Makefile compiles the byte code), every
+#: function's code and the layer's content
+SOURCES = ("template.yaml", "samconfig.toml", "Makefile", "functions", "layers/shared/python")
 _DIGEST_FILE = BUILD_DIR / ".source-digest"
 _LOCK_FILE = ROOT / ".aws-sam" / "build.lock"
 _LOCK_WAIT_S = 900

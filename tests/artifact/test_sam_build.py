@@ -47,6 +47,16 @@ import gc, importlib, importlib.abc, importlib.machinery, json, sys
 cfg = json.loads(sys.argv[1])
 sys.path[:0] = [cfg["function_dir"], cfg["layer"]]
 finder = importlib.machinery.PathFinder
+compiled = []
+
+
+def compiles(event, args):
+    # importlib compiles a source whose byte code is missing or stale: from the artifact, that is each cold start
+    if event == "compile" and isinstance(args[1], str) and args[1].startswith(cfg["artifact"]):
+        compiled.append(args[1])
+
+
+sys.addaudithook(compiles)
 
 
 class HostPackages(importlib.abc.MetaPathFinder):
@@ -75,7 +85,7 @@ import efficy_sync
 files = {name: getattr(mod, "__file__", None) for name, mod in list(sys.modules.items()) if "." not in name}
 patcher = sys.modules.get("aws_xray_sdk.core.patcher")
 patched = sorted(getattr(patcher, "_PATCHED_MODULES", ())) if patcher else []
-print(json.dumps({"efficy_sync": efficy_sync.__file__, "top_level": files, "xray_patched": patched, "gc": gc.get_threshold()}))
+print(json.dumps({"efficy_sync": efficy_sync.__file__, "top_level": files, "xray_patched": patched, "gc": gc.get_threshold(), "compiled": compiled}))
 """
 
 
@@ -106,6 +116,7 @@ def _probe(
 ) -> dict[str, Any]:
     layer = _layer(built)
     cfg = {
+        "artifact": str(built),
         "function_dir": str(function_dir),
         "layer": str(layer),
         "host_site": HOST_SITE,
@@ -115,10 +126,10 @@ def _probe(
         "modules": modules,
     }
     # -I -S: no site-packages, no PYTHONPATH, no editable install of efficy_sync: only what the probe adds;
-    # pycache_prefix: byte code is cached beside the artifact, not written into it (sam deploy zips the folders)
-    pycache = f"pycache_prefix={built.parent / 'test-pycache'}"
+    # -B: nothing written into the artifact (read-only on Lambda; sam deploy zips the folders), so what loads
+    # without compiling is the byte code `make build` put there
     result = subprocess.run(
-        [sys.executable, "-I", "-S", "-X", pycache, "-c", _PROBE, json.dumps(cfg)],
+        [sys.executable, "-I", "-S", "-B", "-c", _PROBE, json.dumps(cfg)],
         cwd=function_dir,
         env={"PATH": "/usr/bin:/bin", **_env(traced)},
         capture_output=True,
@@ -223,6 +234,7 @@ def test_handler_imports_from_the_built_artifact(built: Path, logical_id: str, t
     assert Path(loaded["efficy_sync"]).resolve().is_relative_to(layer / "efficy_sync")
     _assert_loaded_from_layer_or_runtime(loaded["top_level"], built, function_dir)
     assert loaded["gc"] == list(gc_policy.THRESHOLDS)  # set by the handler's import (gc_policy says why)
+    assert loaded["compiled"] == []  # every module came from the artifact's byte code (the Makefile says why)
     if traced:  # as on Lambda: the X-Ray SDK from the layer, botocore patched (tracing.PATCHED_MODULES)
         assert Path(loaded["top_level"]["aws_xray_sdk"]).resolve().is_relative_to(layer)
         assert loaded["xray_patched"] == ["botocore"], loaded["xray_patched"]
@@ -241,6 +253,23 @@ def test_every_layer_module_imports_from_the_built_artifact(built: Path) -> None
     any_function = built / FUNCTIONS[0]
     loaded = _probe(built, any_function, None, modules)
     _assert_loaded_from_layer_or_runtime(loaded["top_level"], built, any_function)
+    assert loaded["compiled"] == []
+
+
+def test_the_byte_code_in_the_artifact_is_for_lambda_s_python_and_never_judged_stale(built: Path) -> None:
+    """A cold start on Lambda cannot write byte code (read-only folders): the artifact's own must be for the
+    runtime's Python (the template's python3.11, this interpreter's magic number) and hash-based without a
+    source check, since the zip that sam deploy uploads keeps modification times to two seconds only."""
+    import importlib.util
+
+    assert TEMPLATE.raw["Globals"]["Function"]["Runtime"] == f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    sources = [p for p in built.rglob("*.py") if "__pycache__" not in p.parts]
+    assert len(sources) > 500  # the layer's packages and every function
+    missing = [p for p in sources if not Path(importlib.util.cache_from_source(str(p))).is_file()]
+    assert missing == []
+    headers = {Path(importlib.util.cache_from_source(str(p))).read_bytes()[:8] for p in sources}
+    unchecked_hash = (0b01).to_bytes(4, "little")  # PEP 552: hash-based, source not checked
+    assert headers == {importlib.util.MAGIC_NUMBER + unchecked_hash}
 
 
 def _assert_loaded_from_layer_or_runtime(files: dict[str, str | None], built: Path, function_dir: Path) -> None:
