@@ -306,7 +306,7 @@ def test_a_quiet_queue_is_polled_by_one_worker_and_a_burst_by_all(moto: MotoServ
     poller = _poller(sqs, url, router, SqsSource("fn", "Q", batch_size=1), workers=3)
     poller.start()
     try:
-        time.sleep(2.5)  # idle: two or three long polls, all by the lead
+        time.sleep(2.5)  # idle: a long poll by the lead alone (WAIT_SECONDS)
         idle = list(receivers)
         sqs.send_message_batch(
             QueueUrl=url,
