@@ -42,6 +42,10 @@ DUMMY_ENV = {
     "AWS_SECRET_ACCESS_KEY": "bench",
     "AWS_ENDPOINT_URL": "http://127.0.0.1:9",  # discard port: any AWS call at import time fails loudly
     "AWS_MAX_ATTEMPTS": "1",
+    # set on Lambda: the X-Ray SDK then takes its Lambda path (the sampling decision comes with the invocation).
+    # Without it, importing the SDK built two botocore clients for the X-Ray daemon's sampling rules, 0.3 s of
+    # every figure here that no Lambda cold start pays
+    "LAMBDA_TASK_ROOT": "/var/task",
 }
 
 _PROBE = """
