@@ -120,6 +120,31 @@ def test_only_a_function_s_own_calls_are_checked() -> None:
     assert enforcer.refusal("dynamodb", "GetItem", {"TableName": "efficy-sync-StateTable-X"}) is None
 
 
+def test_decisions_are_remembered_per_function_and_forgotten_when_too_many(monkeypatch: pytest.MonkeyPatch) -> None:
+    import efficy_sync_tools.local.iam as iam
+
+    evaluated: list[tuple[str, str]] = []
+    real = iam.allowed
+    monkeypatch.setattr(iam, "allowed", lambda s, a, r: evaluated.append((a, r)) or real(s, a, r))
+    monkeypatch.setattr(iam, "MAX_DECISIONS", 3)
+    current = ["CleanupFunction"]
+    enforcer = Enforcer({"CleanupFunction": [CRUD], "SyncPageFunction": []}, R, scope=lambda: current[0])
+    put = {"Put": {"TableName": "efficy-sync-StateTable-X"}}
+    assert enforcer.refusal("dynamodb", "TransactWriteItems", {"TransactItems": [put] * 50}) is None
+    assert evaluated == [("dynamodb:PutItem", TABLE)]  # one table named 50 times: one evaluation
+    assert enforcer.refusal("dynamodb", "PutItem", {"TableName": "efficy-sync-StateTable-X"}) is None
+    assert len(evaluated) == 1  # remembered
+    current[0] = "SyncPageFunction"  # another role: its own decision, refused
+    refused = enforcer.refusal("dynamodb", "PutItem", {"TableName": "efficy-sync-StateTable-X"})
+    assert refused is not None and "SyncPageFunction" in refused and len(evaluated) == 2
+    assert enforcer.refusal("dynamodb", "PutItem", {"TableName": "efficy-sync-StateTable-X"}) == refused
+    current[0] = "CleanupFunction"
+    enforcer.refusal("dynamodb", "GetItem", {"TableName": "efficy-sync-StateTable-X"})  # a third decision
+    enforcer.refusal("dynamodb", "Query", {"TableName": "efficy-sync-StateTable-X"})  # full: all forgotten
+    enforcer.refusal("dynamodb", "PutItem", {"TableName": "efficy-sync-StateTable-X"})
+    assert evaluated[-1] == ("dynamodb:PutItem", TABLE) and len(evaluated) == 5
+
+
 def test_a_renamed_state_machine_is_checked_as_the_template_declares_it() -> None:
     declared = f"arn:aws:states:{R}:{ACCOUNT}:stateMachine:efficy-sync-full-sync"
     policy = {

@@ -28,6 +28,8 @@ from functools import cache
 from typing import Any
 
 log = logging.getLogger("efficy_sync.local")
+#: decisions remembered per Enforcer at most (then forgotten all at once)
+MAX_DECISIONS = 4096
 
 ACCOUNT = "123456789012"  # moto's account
 DENIED_MARK = "IAM (local): denied"
@@ -161,15 +163,24 @@ class Enforcer:
         self.scope = scope
         self.rename = rename  # the executable copy of a state machine -> the one the template declares
         self.denied: list[str] = []
+        #: (function, action, resource) -> allowed: a page's 50-item transaction names one table 50 times, and a
+        #: full sync repeats the same few pairs thousands of times (the policies do not change while a stack runs)
+        self._decisions: dict[tuple[str, str, str], bool] = {}
 
     def refusal(self, prefix: str, operation: str, params: dict[str, Any]) -> str | None:
         """Why the function in scope may not make this call, or None (allowed, or not a function's call)."""
         function = self.scope()
         if function is None or function not in self.statements:
             return None
-        for action, resource in resources_of(prefix, operation, params, self.region):
+        for action, resource in dict.fromkeys(resources_of(prefix, operation, params, self.region)):
             resource = self.rename(resource)
-            if not allowed(self.statements[function], action, resource):
+            key = (function, action, resource)
+            decision = self._decisions.get(key)
+            if decision is None:
+                if len(self._decisions) >= MAX_DECISIONS:  # object keys and execution ARNs are unbounded
+                    self._decisions.clear()
+                decision = self._decisions[key] = allowed(self.statements[function], action, resource)
+            if not decision:
                 return f"{DENIED_MARK} {function} may not {action} on {resource}"
         return None
 
