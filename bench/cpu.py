@@ -3,10 +3,14 @@ other processes kept this shared 2-core machine meanwhile.
 
 A profile of both diff-mode pairs (the session notes) showed the bench's own process (handlers, both simulators,
 the Lambda relay, the bench's clients) CPU-bound on one core for the whole phase, and a first load also using
-moto's process on the second core, which a replay hardly does (about 1 s). So load from other processes takes
-more from a first load than from its replay, and the wall-time ratio of one pair swung by 0.2 between runs of
-the same code. The CPU seconds the two spend are the work itself; the machine's busy time beyond ours says how
-much the wall times can be trusted. Linux only (/proc); elsewhere the figures are absent.
+moto's process on the second core, which a replay hardly does (about 1 s). So load from other processes takes more
+from a first load than from its replay, and the wall-time ratio of one pair swung by 0.2 between runs of the same
+code. The machine's busy time beyond ours says how much the wall times can be trusted, and its steal time how much
+of that was the host's: this machine is a virtual one, and when the host gives its CPUs to other guests our own CPU
+seconds grow too (a first load took 112 s of this process's CPU against 95 s for the same load minutes earlier,
+while the machine was busy 30 core-seconds beyond our processes and a sampler of /proc saw no other process run:
+the host's time, not a neighbour's). So the CPU seconds are the work only on a quiet host. Linux only (/proc);
+elsewhere the figures are absent.
 """
 
 from __future__ import annotations
@@ -34,14 +38,16 @@ def _process_cpu(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK  # fields 14 and 15 of stat(5), after "pid (comm)"
 
 
-def _machine_busy() -> float:
-    """Core-seconds every process of the machine spent off idle since boot (0 when /proc/stat is absent)."""
+def _machine_time() -> tuple[float, float]:
+    """(busy, steal): core-seconds every process of the machine spent off idle since boot, and of those the
+    time the hypervisor gave this machine's CPUs to another guest ((0, 0) when /proc/stat is absent)."""
     try:
         values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     except (OSError, ValueError, IndexError):
-        return 0.0
+        return 0.0, 0.0
     idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-    return (sum(values[:8]) - idle) / _TICK  # user .. steal; guest time is already in user
+    steal = values[7] if len(values) > 7 else 0
+    return (sum(values[:8]) - idle) / _TICK, steal / _TICK  # user .. steal; guest time is already in user
 
 
 class GcPauses:
@@ -78,12 +84,13 @@ class GcPauses:
 @contextmanager
 def cpu_use(stack: Any) -> Iterator[dict[str, Any]]:
     """Fills the yielded dict on exit: `own` (this process, every thread), `moto` (moto's server process),
-    `work` (both), `wall`, `others` (core-seconds the rest of the machine was busy, over the phase), and this
+    `work` (both), `wall`, `others` (core-seconds the rest of the machine was busy, over the phase), `steal` (of
+    `others`, the hypervisor's time for other guests), and this
     process's garbage collections: `gc` (by generation, young first) and `gc_seconds` (their pauses)."""
     moto_pid = getattr(getattr(stack, "moto", None), "pid", None)
     figures: dict[str, Any] = {}
     pauses = GcPauses()
-    wall, own, moto, busy = time.monotonic(), time.process_time(), _process_cpu(moto_pid), _machine_busy()
+    wall, own, moto, (busy, steal) = time.monotonic(), time.process_time(), _process_cpu(moto_pid), _machine_time()
     try:
         with pauses.counting():
             yield figures
@@ -94,4 +101,6 @@ def cpu_use(stack: Any) -> Iterator[dict[str, Any]]:
         figures["moto"] = round(_process_cpu(moto_pid) - moto, 1)
         figures["work"] = round(figures["own"] + figures["moto"], 1)
         figures["wall"] = round(time.monotonic() - wall, 1)
-        figures["others"] = round(max(0.0, _machine_busy() - busy - figures["work"]), 1)
+        busy_after, steal_after = _machine_time()
+        figures["others"] = round(max(0.0, busy_after - busy - figures["work"]), 1)
+        figures["steal"] = round(steal_after - steal, 1)  # part of `others`: the host's, not this machine's

@@ -406,7 +406,9 @@ def _cpu_paragraph(r: dict[str, Any]) -> str:
     machine was meanwhile (what makes one pair's wall-time ratio swing)."""
     phases = [r["diff_mode"], r["ceiling_matched"], r["diff_mode_again"], r["ceiling_matched_again"]]
     work = ", ".join(f"{p['cpu']['work']} s ({p['cpu']['own']} + moto {p['cpu']['moto']})" for p in phases)
-    others = ", ".join(f"{p['cpu']['others']}" for p in phases)
+    others = ", ".join(
+        f"{p['cpu']['others']}" + (f" (steal {p['cpu']['steal']})" if "steal" in p["cpu"] else "") for p in phases
+    )
     gc = "; ".join(
         f"{'/'.join(str(n) for n in p['cpu']['gc'])} collections, {p['cpu']['gc_seconds']} s"
         for p in phases
@@ -416,9 +418,10 @@ def _cpu_paragraph(r: dict[str, Any]) -> str:
         "**The same pairs in CPU seconds** (`bench.cpu`: this process, where the handlers, both simulators and the "
         "clients run, plus moto's server process): first load, replay, first load again, replay again: "
         f"{work}. Replay over first load: pairs {', '.join(f'{p:.2f}' for p in r['matched_cpu_pairs'])}; pooled "
-        f"{r['matched_cpu_pooled']:.2f}. The work does not depend on what else runs on the machine; the wall times "
-        "do: other processes kept it busy for "
-        f"{others} core-seconds during those four phases (a first load needs both cores, its replay about one)."
+        f"{r['matched_cpu_pooled']:.2f}. Both depend on what else runs: other processes, and the host of this "
+        "virtual machine when it gives the CPUs to other guests (steal, which makes our own CPU seconds grow too), "
+        f"kept it busy for {others} core-seconds during those four phases (a first load needs both cores, its "
+        "replay about one, so a busy host takes more from a first load: this is what swings a single pair)."
         + (
             f" Garbage collections in this process (young/middle/full, and their pauses; efficy_sync.gc_policy "
             f"sets the thresholds): {gc}."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench import must_show
@@ -95,7 +97,7 @@ def test_cpu_use_counts_this_process_and_moto_s_apart_from_the_rest_of_the_machi
             __import__("time").sleep(1.0)  # the burner spends its 0.6 s meanwhile
         assert figures["own"] >= 0.2 and figures["moto"] >= 0.4
         assert figures["work"] == round(figures["own"] + figures["moto"], 1) and figures["wall"] >= 1.0
-        assert figures["others"] >= 0
+        assert figures["others"] >= 0 and figures["steal"] >= 0  # steal: the host's share of `others`
     finally:
         burner.communicate(b"\n", timeout=10)
 
@@ -121,3 +123,17 @@ def test_cpu_use_counts_this_process_s_garbage_collections_by_generation() -> No
     gc.collect(2)
     assert figures["gc"] == counted  # its callback was removed at the end of the phase
     assert not any(type(callback).__name__ == "GcPauses" for callback in gc.callbacks)
+
+
+def test_machine_time_reads_busy_and_steal_from_proc_stat(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """bench.cpu: /proc/stat's first line is user nice system idle iowait irq softirq steal [guest ...], in
+    ticks; busy is everything but idle and iowait, steal is the hypervisor's share of it."""
+    import bench.cpu as cpu
+
+    stat = tmp_path / "stat"
+    stat.write_text(f"cpu  {100 * cpu._TICK} 0 {50 * cpu._TICK} 999 7 0 {5 * cpu._TICK} {20 * cpu._TICK} 3 0\ncpu0 1\n")
+    real = cpu.Path
+    monkeypatch.setattr(cpu, "Path", lambda p: stat if p == "/proc/stat" else real(p))
+    assert cpu._machine_time() == (175.0, 20.0)
+    stat.write_text("nothing to read\n")
+    assert cpu._machine_time() == (0.0, 0.0)
