@@ -215,6 +215,23 @@ def test_definitions(client: ApsisClient) -> None:
     assert versions[FIRSTNAME] == "6a0e1f52-0003-4a1a-9e01-000000000003"
 
 
+def test_known_attribute_versions_are_read_without_waiting_on_a_refresh(
+    sim: ApsisSimulator, client: ApsisClient
+) -> None:
+    """A page's 16 threads ask for the versions before every attribute PATCH: once listed, the answer is read
+    without the lock that a refresh (a PATCH refused for a stale version) holds while it lists them again."""
+    import threading
+
+    client.create_with_attributes("1", {FIRSTNAME: "Jo"})  # lists the versions once
+    got: list[dict[str, str]] = []
+    with client._versions_lock:  # a refresh in progress on another thread
+        reader = threading.Thread(target=lambda: got.append(client._attribute_versions(refresh=False)))
+        reader.start()
+        reader.join(timeout=5)
+        assert not reader.is_alive(), "a cached read waited on the refresh's lock"
+    assert got[0][FIRSTNAME] == "6a0e1f52-0003-4a1a-9e01-000000000003"
+
+
 def test_profile_create_patch_upsert_delete(sim: ApsisSimulator, client: ApsisClient) -> None:
     assert client.create_profile("1") is True
     assert client.create_profile("1") is False

@@ -264,6 +264,9 @@ class ApsisClient(ApsisImports):
         check_applied(response, "create_with_attributes")
 
     def _attribute_versions(self, *, refresh: bool) -> dict[str, str]:
+        held = self._versions  # read without the lock: it is only ever replaced whole, never changed in place,
+        if held is not None and not refresh:  # and a page's 16 threads ask before every attribute PATCH
+            return held
         with self._versions_lock:
             if self._versions is None or refresh:
                 self._versions = self.live_attribute_versions()
