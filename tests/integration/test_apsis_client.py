@@ -215,11 +215,11 @@ def test_definitions(client: ApsisClient) -> None:
     assert versions[FIRSTNAME] == "6a0e1f52-0003-4a1a-9e01-000000000003"
 
 
-def test_known_attribute_versions_are_read_without_waiting_on_a_refresh(
+def test_known_versions_and_a_valid_token_are_read_without_waiting_on_a_refresh(
     sim: ApsisSimulator, client: ApsisClient
 ) -> None:
-    """A page's 16 threads ask for the versions before every attribute PATCH: once listed, the answer is read
-    without the lock that a refresh (a PATCH refused for a stale version) holds while it lists them again."""
+    """A page's 16 threads ask for the versions before every attribute PATCH, and for the token before every
+    call: once known, each is read without the lock a refresh holds while it asks APSIS again."""
     import threading
 
     client.create_with_attributes("1", {FIRSTNAME: "Jo"})  # lists the versions once
@@ -230,6 +230,13 @@ def test_known_attribute_versions_are_read_without_waiting_on_a_refresh(
         reader.join(timeout=5)
         assert not reader.is_alive(), "a cached read waited on the refresh's lock"
     assert got[0][FIRSTNAME] == "6a0e1f52-0003-4a1a-9e01-000000000003"
+    token = client._access_token()  # valid: every call reads it without waiting on a fetch in progress
+    with client._token_lock:
+        reader = threading.Thread(target=lambda: got.append({"token": client._access_token()}))
+        reader.start()
+        reader.join(timeout=5)
+        assert not reader.is_alive(), "a valid token's read waited on the token lock"
+    assert got[1] == {"token": token}
 
 
 def test_profile_create_patch_upsert_delete(sim: ApsisSimulator, client: ApsisClient) -> None:

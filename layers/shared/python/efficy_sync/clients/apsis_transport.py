@@ -163,7 +163,11 @@ class ApsisTransport:
     # ---- authentication -------------------------------------------------------------------------------
     def _access_token(self) -> str:
         """The cached token, fetched again once it is within the refresh margin of its expiry. With a token
-        store, a token another client saved is used before a new one is asked for, and a new one is saved."""
+        store, a token another client saved is used before a new one is asked for, and a new one is saved.
+        A valid token is read without the lock (every call asks; a _Token is replaced whole, never changed)."""
+        held = self._token
+        if held is not None and self._clock() < held.refresh_at:
+            return held.value
         with self._token_lock:
             if self._token is None or self._clock() >= self._token.refresh_at:
                 self._token = self._shared_token() or self.token_hold.fetch(self._refresh_shared)
