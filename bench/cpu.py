@@ -84,8 +84,8 @@ class GcPauses:
 @contextmanager
 def cpu_use(stack: Any) -> Iterator[dict[str, Any]]:
     """Fills the yielded dict on exit: `own` (this process, every thread), `moto` (moto's server process),
-    `work` (both), `wall`, `others` (core-seconds the rest of the machine was busy, over the phase), `steal` (of
-    `others`, the hypervisor's time for other guests), and this
+    `work` (both), `wall`, `others` (core-seconds the rest of the machine was busy, over the phase), `steal` (the
+    hypervisor's time for other guests, which can show in `own` as well as in `others`), and this
     process's garbage collections: `gc` (by generation, young first) and `gc_seconds` (their pauses)."""
     moto_pid = getattr(getattr(stack, "moto", None), "pid", None)
     figures: dict[str, Any] = {}
@@ -103,4 +103,4 @@ def cpu_use(stack: Any) -> Iterator[dict[str, Any]]:
         figures["wall"] = round(time.monotonic() - wall, 1)
         busy_after, steal_after = _machine_time()
         figures["others"] = round(max(0.0, busy_after - busy - figures["work"]), 1)
-        figures["steal"] = round(steal_after - steal, 1)  # part of `others`: the host's, not this machine's
+        figures["steal"] = round(steal_after - steal, 1)  # the host's: it may show in `own` too, not only in `others`
