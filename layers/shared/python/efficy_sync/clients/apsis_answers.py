@@ -78,3 +78,17 @@ def check_applied(response: requests.Response, kind: str, *, error: type[ApiErro
     )
     failure.maybe_applied = True
     raise failure
+
+
+#: members of a problem+json body (RFC 9457), the form APSIS answers errors in (contracts/apsis-one.md section 5)
+PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail"})
+
+
+def problem_answer(response: requests.Response) -> bool:
+    """Whether the body is APSIS's own problem+json: a JSON object with one of its members. A gateway's JSON
+    (`{"message": "Not Found"}`), an HTML or XML page or an empty body is not."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and not PROBLEM_MEMBERS.isdisjoint(body)

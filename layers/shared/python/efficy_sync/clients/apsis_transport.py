@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
 
+from efficy_sync.clients.apsis_answers import problem_answer
 from efficy_sync.clients.errors import (
     ApiError,
     ApsisUnavailable,
@@ -432,23 +433,9 @@ class ApsisTransport:
         message = f"APSIS {kind}: {self._describe(response)}"
         error = error_class_for(status, ApsisUnavailable)(message, status=status, detail=message)
         if isinstance(error, NotFound):
-            error.answered = _problem_answer(response)
-        elif isinstance(error, RejectedValue) and not _problem_answer(response):
+            error.answered = problem_answer(response)
+        elif isinstance(error, RejectedValue) and not problem_answer(response):
             # only APSIS's own problem+json refuses a person's value: a proxy's or a WAF's 400 page (a header
             # too large, a blocked body) is about the integration, and acknowledging it lost the change
             return RequestRefused(message, status=status, detail=message)
         return error
-
-
-#: members of a problem+json body (RFC 9457), the form APSIS answers errors in (contracts/apsis-one.md section 5)
-PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail"})
-
-
-def _problem_answer(response: requests.Response) -> bool:
-    """Whether the body is APSIS's own problem+json: a JSON object with one of its members. A gateway's JSON
-    (`{"message": "Not Found"}`), an HTML or XML page or an empty body is not."""
-    try:
-        body = response.json()
-    except ValueError:
-        return False
-    return isinstance(body, dict) and not PROBLEM_MEMBERS.isdisjoint(body)
