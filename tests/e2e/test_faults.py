@@ -51,9 +51,14 @@ def test_cancel_in_the_middle_then_a_new_full_sync_ends_exact(crm_factory: Any) 
     crm.apsis.add_fault(path_regex=APSIS_CREATES, delay_ms=150)
     start(crm)
     wait_for("some pages written", lambda: (r := crm.run()) is not None and r.counters.get("pages_done", 0) >= 2, 90)
+    # the rest of the run far slower than a CLI call on a loaded machine, so the cancel lands mid-run: at 150 ms
+    # the six pages left could all end before `cancel` had started (the run then rightly ended succeeded)
+    crm.apsis.clear_faults()
+    crm.apsis.add_fault(path_regex=APSIS_CREATES, delay_ms=2000)
     cancelled = crm.cli("cancel", crm.integration_id)
     assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
-    assert crm.run().status == "cancelled"
+    ended = crm.run()
+    assert ended.status == "cancelled", (ended.status, ended.error, cancelled.stdout)
     crm.apsis.clear_faults()
 
     result = start(crm, "--follow")
