@@ -18,12 +18,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from efficy_sync.changes import ContactChange
 from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync.clients.errors import TransientError
 from efficy_sync.mapping import needed_fields
 from efficy_sync.optout import OptOutMessage, SlotRef, WriteBack
 from efficy_sync.state import utc_now
 from efficy_sync.sync import PersonSyncer
+from efficy_sync.worker import BatchWorker
 
 from tests.integration.test_diff_calls import CFG, CRM, FAST, NEWS
 from tests.support import simulated_apis
@@ -89,3 +91,45 @@ def test_an_opt_in_sent_while_the_write_back_opted_the_person_out_is_withdrawn_b
     assert worker_apsis.meanwhile is None, "the worker sent no opt-in: the race did not happen"
     assert 12 not in set(world["esim"].get_person(9)["profiles"])
     assert news_consents(world)[-1] == "opt-out", f"the APSIS opt-out was lost: {news_consents(world)}"
+
+
+def test_the_real_time_worker_withdraws_the_raced_opt_in_at_once_not_after_the_queue_s_retry(
+    world: dict[str, Any],
+) -> None:
+    """The same race through the real-time worker (BatchWorker, as apply_changes runs it): the message is not
+    failed back to the queue, whose first retry comes 30 s later at the earliest, while APSIS holds the opt-in of
+    a person who just unsubscribed. The one `apply` syncs the person again from a fresh Efficy read and sends the
+    opt-out."""
+    states, efficy = world["states"], world["efficy"]
+    worker_apsis = apsis(world, SlowOptIn)
+    syncer = PersonSyncer(CFG, worker_apsis, states, email_lookup=lambda _: [])
+    worker = BatchWorker(
+        get_config=lambda _: CFG,
+        build_syncer=lambda _: syncer,
+        get_persons=lambda cfg, keys, fields: efficy.get_persons(keys, fields),
+        states=states,
+    )
+    change = ContactChange(integration_id=CFG.integration_id, person_key=9, operation="Update")
+    assert worker.prefetch([change]).apply(change).result == "synced"  # not a member yet
+
+    world["esim"].upsert_persons([{"K_CONTACT": 9, "profiles": [12]}])  # t0: added to the newsletter in the CRM
+    batch = worker.prefetch([change])  # the worker's read of the late webhook's change: a member
+    write_back = WriteBack(CFG, efficy, states, PersonSyncer(CFG, apsis(world), states, email_lookup=lambda _: []))
+    message = OptOutMessage(
+        integration_id=CFG.integration_id,
+        event="email.unsubscribe",
+        profile_key=9,
+        slots=[SlotRef(topic=NEWS, channel="email")],
+        occurred_at=utc_now(),  # t1: unsubscribed in APSIS One
+    )
+    worker_apsis.meanwhile = lambda: write_back.process(message)
+
+    outcome = batch.apply(change)  # no TransientError: the message is acknowledged with the opt-out sent
+
+    assert worker_apsis.meanwhile is None, "the worker sent no opt-in: the race did not happen"
+    types = news_consents(world)  # the simulator keeps a slot's newest consent: the opt-in landed, then this
+    assert types[-1] == "opt-out", f"the raced opt-in was not withdrawn at once: {types}"
+    assert outcome.result == "synced"
+    assert 12 not in set(world["esim"].get_person(9)["profiles"])
+    stored = states.get(CFG.integration_id, 9)
+    assert stored is not None and stored.consents.get(f"{NEWS}|email") == "opt-out", stored

@@ -25,7 +25,8 @@ Concurrency (a write-back, a full-sync page and a real-time message may sync the
   together), so a state write failing after the call (DynamoDB throttled, a 5xx) cannot leave an opt-in in
   APSIS that the retry, reading "never opted in", never withdraws;
 - if a newer Efficy change was stored while this older read was being sent, the consents we touched are marked
-  unknown (the next sync sends its decision again) and TransientError asks the caller for a fresh read;
+  unknown (the next sync sends its decision again) and RacedWrite asks the caller for a fresh read (the
+  real-time worker makes it at once: APSIS may hold the older read's opt-in until then);
 - what reached APSIS before a failure is kept in the state, so no opt-in we sent is ever forgotten.
 
 E-mail changes: the profile key is K_CONTACT (crm-id keyspace) and APSIS One keeps consents per profile, so a
@@ -46,7 +47,7 @@ from typing import Any, Literal
 
 from .clients.apsis import ApsisClient
 from .clients.apsis_scope import consents_or_gone
-from .clients.errors import ApiError, EfficyBusinessError, NotFound, TransientError, acknowledgeable
+from .clients.errors import ApiError, EfficyBusinessError, NotFound, RacedWrite, TransientError, acknowledgeable
 from .config import EMAIL_ATTRIBUTE, IntegrationConfig
 from .existing_optouts import first_opt_ins, held_optouts, worth_reading
 from .mapping import Desired, Skip, map_person
@@ -304,10 +305,9 @@ class PersonSyncer:
 
     # ---- outcomes --------------------------------------------------------------------------------------
     def _store(self, outcome: Outcome, state: PersonState, before: PersonState | None = None) -> Outcome:
-        """Remember the new state. If a newer Efficy change was stored meanwhile and we sent something, APSIS
-        One may now hold this older read's data while the stored state does not know it: the stored state is
-        told what we sent, and TransientError makes the caller sync the person again from a fresh read (a
-        CRM opt-out that landed meanwhile must not be left behind an opt-in this older read sent)."""
+        """Remember the new state. If a newer change was stored meanwhile and we sent something, APSIS may hold
+        this older read's data unknown to the stored state: it is told what we sent, and RacedWrite makes the
+        caller sync again from a fresh read (an opt-out stored meanwhile must not stay behind our opt-in)."""
         if self.dry_run:
             outcome.result = "dry_run" if outcome.operations else outcome.result
             return outcome
@@ -322,7 +322,7 @@ class PersonSyncer:
             if not outcome.operations:
                 return outcome
             self._reconcile(state.integration_id, outcome.person_key, outcome.operations)
-            raise TransientError(
+            raise RacedWrite(
                 f"person {hash_key(outcome.person_key)} changed in Efficy while an older read was synced; "
                 "syncing again from a fresh read"
             ) from None

@@ -2,7 +2,8 @@
 
 The persons of a batch are refetched from Efficy together (one JSON-RPC call with one context per person)
 and their stored states read together (one BatchGetItem), then each person is synced. Several messages
-for one person in a batch are applied once: the refetch already holds the newest data.
+for one person in a batch are applied once: the refetch already holds the newest data. A person whose state
+write a newer sync refused (RacedWrite) is read and synced again at once.
 
 While an integration runs a full sync its changes are parked instead (fullsync/parking.py): nothing is
 fetched, the key is remembered and the message acknowledged; the run re-enqueues the keys when it ends.
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .changes import ContactChange
-from .clients.errors import EfficyBusinessError, EfficyInconclusive
+from .clients.errors import EfficyBusinessError, EfficyInconclusive, RacedWrite
 from .config import IntegrationConfig
 from .fullsync.parking import ParkingLot
 from .mapping import needed_fields as needed_fields  # its home is mapping; kept importable from here
@@ -73,10 +74,18 @@ class Batch:
             assert self._worker is not None
             self._worker.load(change.integration_id, part, [change.person_key])
         assert part.syncer is not None
-        outcome = part.syncer.sync(
-            change.person_key, part.persons.get(change.person_key), part.states.get(change.person_key)
-        )
-        part.done[change.person_key] = outcome
+        key = change.person_key
+        try:
+            outcome = part.syncer.sync(key, part.persons.get(key), part.states.get(key))
+        except RacedWrite:
+            # a newer sync (the opt-out write-back, another message) stored the person while this read's calls
+            # went out: APSIS may now hold its opt-in over an unsubscribe. Synced again at once from a fresh
+            # read, not after the queue's retry delay (30 s or more of mailing a person who opted out); a second
+            # race in a row is left to that retry
+            assert self._worker is not None
+            self._worker.load(change.integration_id, part, [key], fresh=True)
+            outcome = part.syncer.sync(key, part.persons.get(key), part.states.get(key))
+        part.done[key] = outcome
         return outcome
 
 
@@ -119,11 +128,16 @@ class BatchWorker:
                 part.error = exc
         return Batch(parts, self)
 
-    def load(self, integration_id: str, part: IntegrationPart, keys: list[int]) -> None:
-        """Config, syncer, current persons and stored states for `keys` (added to what `part` holds)."""
+    def load(self, integration_id: str, part: IntegrationPart, keys: list[int], *, fresh: bool = False) -> None:
+        """Config, syncer, current persons and stored states for `keys` (added to what `part` holds). `fresh`:
+        what `part` held for them is dropped first (a person deleted since, or never stored, is absent)."""
         if part.cfg is None or part.syncer is None:
             part.cfg = self._get_config(integration_id)
             part.syncer = self._build_syncer(part.cfg)
+        if fresh:
+            for key in keys:
+                part.persons.pop(key, None)
+                part.states.pop(key, None)
         part.persons.update(self._get_persons(part.cfg, keys, needed_fields(part.cfg)))
         part.states.update(self._states.get_many(integration_id, keys))
         part.loaded.update(keys)

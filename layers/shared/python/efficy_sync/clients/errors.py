@@ -41,6 +41,12 @@ class TransientError(ApiError):
     retryable = True
 
 
+class RacedWrite(TransientError):
+    """Our calls went out, then our state write was refused: a newer sync stored the person meanwhile. APSIS may
+    hold this older read's values (an opt-in) until the person is synced again from a fresh read; the real-time
+    worker does that at once (worker.py), the queue's retry only if that one races too."""
+
+
 class RateLimited(TransientError):
     """429 after the in-call retries ran out."""
 
@@ -129,7 +135,15 @@ class OutOfTime(TransientError):
 #: the transient classes the state machine's Retry clauses name (Step Functions matches the exact class name, not
 #: the hierarchy); a task raising another TransientError subclass re-raises it as TransientError (retry_as)
 STATE_MACHINE_RETRIES = frozenset(
-    {"TransientError", "EfficyUnavailable", "ApsisUnavailable", "RateLimited", "EfficyInconclusive", "OutOfTime"}
+    {
+        "TransientError",
+        "EfficyUnavailable",
+        "ApsisUnavailable",
+        "RateLimited",
+        "RacedWrite",
+        "EfficyInconclusive",
+        "OutOfTime",
+    }
 )
 
 
