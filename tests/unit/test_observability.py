@@ -13,7 +13,16 @@ import pytest
 from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync.clients.http import RetryPolicy
 from efficy_sync.clients.meter import CallMeter, meter
-from efficy_sync.observability import add_api_call_metrics, count, logger, metrics, scrub, scrub_text, serving
+from efficy_sync.observability import (
+    SECRET_MASK,
+    add_api_call_metrics,
+    count,
+    logger,
+    metrics,
+    scrub,
+    scrub_text,
+    serving,
+)
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 
 
@@ -323,6 +332,33 @@ def test_credentials_are_masked_by_key_in_logged_events() -> None:
     assert "s3cr3t" not in json.dumps(out) and "sha256=abc" not in json.dumps(out)
     assert out["queryStringParameters"]["event"] == "email.unsubscribe"
     assert out["headers"]["Content-Type"] == "application/json"
+
+
+def test_a_credential_header_of_any_name_is_masked_and_the_harmless_ones_shown() -> None:
+    """The webhook's credential headers are configurable (`secret_header`, `signature_header`, the opt-out
+    token's): one named without "secret", "token" or "key" was logged in clear when event logging was on."""
+    event = {
+        "headers": {
+            "X-Crm-Hook": "s3cr3t-value",
+            "X-Acme-Sig": "sha256=abc",
+            "Content-Type": "application/json",
+            "User-Agent": "Efficy/12",
+            "CloudFront-Viewer-Country": "BE",
+            "X-Efficy-Timestamp": "1760000000",
+            "X-Empty": "",
+        },
+        "multiValueHeaders": {"X-Crm-Hook": ["s3cr3t-value"], "content-type": ["application/json"]},
+        "requestContext": {"headers-like": {"X-Crm-Hook": "shown: not a request's header map"}},
+    }
+    out = scrub(event)
+    assert "s3cr3t" not in json.dumps(out["headers"]) + json.dumps(out["multiValueHeaders"])
+    assert "sha256=abc" not in json.dumps(out)
+    assert out["headers"]["X-Crm-Hook"] == out["headers"]["X-Acme-Sig"] == SECRET_MASK
+    assert out["multiValueHeaders"] == {"X-Crm-Hook": SECRET_MASK, "content-type": ["application/json"]}
+    shown = {k: out["headers"][k] for k in ("Content-Type", "User-Agent", "CloudFront-Viewer-Country")}
+    assert shown == {"Content-Type": "application/json", "User-Agent": "Efficy/12", "CloudFront-Viewer-Country": "BE"}
+    assert out["headers"]["X-Efficy-Timestamp"] == "1760000000" and out["headers"]["X-Empty"] == ""
+    assert out["requestContext"]["headers-like"]["X-Crm-Hook"] == "shown: not a request's header map"
 
 
 def test_credentials_and_contacts_in_a_logged_form_body_or_raw_query_are_masked() -> None:

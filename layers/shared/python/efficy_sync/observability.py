@@ -177,10 +177,50 @@ def _body_as_text(event: dict[Any, Any]) -> dict[Any, Any]:
     return {**event, "body": text, "isBase64Encoded": False, "bodyLoggedDecoded": True}
 
 
+#: the request headers whose values a log may show: API Gateway's, CloudFront's and HTTP's own. Every other
+#: header's value is masked, whatever its name: the webhook's credential headers are configurable
+#: (`secret_header`, `signature_header`, `optout_token_header`), so a name chosen without "secret", "token" or
+#: "key" in it passed the credential pattern and, with event logging on, its value was logged in clear.
+_SHOWN_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "cache-control",
+        "connection",
+        "content-encoding",
+        "content-length",
+        "content-type",
+        "host",
+        "user-agent",
+        "via",
+        "x-amz-cf-id",
+        "x-amzn-trace-id",
+        "x-efficy-timestamp",
+        "x-forwarded-for",
+        "x-forwarded-port",
+        "x-forwarded-proto",
+    }
+)
+_HEADER_MAPS = frozenset({"headers", "multiValueHeaders"})
+
+
+def _headers_shown(headers: dict[Any, Any]) -> dict[Any, Any]:
+    """An event's header map with the value of every header outside _SHOWN_HEADERS (and cloudfront-*) masked."""
+    return {
+        name: value
+        if str(name).lower() in _SHOWN_HEADERS or str(name).lower().startswith("cloudfront-") or value in (None, "")
+        else SECRET_MASK
+        for name, value in headers.items()
+    }
+
+
 def scrub(value: Any, key: str | None = None) -> Any:
     """A log record's value with personal data masked: by key for contact fields, by shape everywhere else;
-    credentials (by key) are replaced whole."""
+    credentials (by key, and every request header but the harmless ones) are replaced whole."""
     if isinstance(value, dict):
+        if key in _HEADER_MAPS:
+            value = _headers_shown(value)
         return {k: scrub(v, str(k)) for k, v in _body_as_text(value).items()}
     if isinstance(value, list | tuple):
         return [scrub(v, key) for v in value]
