@@ -79,7 +79,7 @@ def _gone(pid: int, within: float) -> bool:
 def test_the_patches_are_applied_in_moto_s_process(relayed: tuple[MotoProcess, _Router]) -> None:
     moto, _ = relayed
     assert moto.pid != os.getpid()
-    assert set(moto.patches) == {"moto_speed", "moto_sqs", "moto_threads", "moto_fastpath", "lambda_relay"}
+    assert set(moto.patches) == {"moto_speed", "moto_sqs", "moto_threads", "moto_sfn", "moto_fastpath", "lambda_relay"}
     # moto answers on the endpoint everything else uses, with keep-alive
     response = requests.get(f"{moto.endpoint}/moto-api/data.json", timeout=10)
     assert response.status_code == 200

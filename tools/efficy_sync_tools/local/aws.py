@@ -66,11 +66,12 @@ class MotoServer:
         from werkzeug.serving import make_server
 
         from ..keepalive import KeepAliveHandler
-        from . import moto_fastpath, moto_speed, moto_sqs, moto_threads
+        from . import moto_fastpath, moto_sfn, moto_speed, moto_sqs, moto_threads
 
         moto_speed.apply()
         moto_sqs.apply()
         moto_threads.apply()
+        moto_sfn.apply()
 
         class Handler(KeepAliveHandler, MotoRequestHandler):
             """moto's handler (it keeps headers with underscores) on a keep-alive connection."""

@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     for name in ("werkzeug", "moto.stepfunctions.parser.asl.parse.preprocessor"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    from . import moto_fastpath, moto_speed, moto_sqs, moto_threads
+    from . import moto_fastpath, moto_sfn, moto_speed, moto_sqs, moto_threads
     from .aws import MotoServer
 
     server = MotoServer(args.port).start()  # applies the patches, in this process
@@ -294,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             ("moto_speed", moto_speed._applied),
             ("moto_sqs", moto_sqs._applied),
             ("moto_threads", moto_threads.applied()),
+            ("moto_sfn", moto_sfn._applied),
             ("moto_fastpath", moto_fastpath.wrap(server.app) is server.app),
         )
         if applied
