@@ -22,6 +22,7 @@ from efficy_sync.changes import ContactChange
 from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync.clients.errors import TransientError
 from efficy_sync.mapping import needed_fields
+from efficy_sync.observability import metrics
 from efficy_sync.optout import OptOutMessage, SlotRef, WriteBack
 from efficy_sync.state import utc_now
 from efficy_sync.sync import PersonSyncer
@@ -130,6 +131,7 @@ def test_the_real_time_worker_withdraws_the_raced_opt_in_at_once_not_after_the_q
     types = news_consents(world)  # the simulator keeps a slot's newest consent: the opt-in landed, then this
     assert types[-1] == "opt-out", f"the raced opt-in was not withdrawn at once: {types}"
     assert outcome.result == "synced"
+    assert metrics.provider.metric_set["RacedSyncsRepeated"]["Value"] == [1.0]  # what operators see of it
     assert 12 not in set(world["esim"].get_person(9)["profiles"])
     stored = states.get(CFG.integration_id, 9)
     assert stored is not None and stored.consents.get(f"{NEWS}|email") == "opt-out", stored

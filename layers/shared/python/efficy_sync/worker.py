@@ -21,6 +21,7 @@ from .clients.errors import EfficyBusinessError, EfficyInconclusive, RacedWrite
 from .config import IntegrationConfig
 from .fullsync.parking import ParkingLot
 from .mapping import needed_fields as needed_fields  # its home is mapping; kept importable from here
+from .observability import count
 from .state import PersonState
 from .store.protocols import PersonStates
 from .sync import Outcome, PersonSyncer
@@ -83,6 +84,7 @@ class Batch:
             # read, not after the queue's retry delay (30 s or more of mailing a person who opted out); a second
             # race in a row is left to that retry
             assert self._worker is not None
+            count("RacedSyncsRepeated")
             self._worker.load(change.integration_id, part, [key], fresh=True)
             outcome = part.syncer.sync(key, part.persons.get(key), part.states.get(key))
         part.done[key] = outcome
