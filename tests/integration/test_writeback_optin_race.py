@@ -61,6 +61,22 @@ def news_consents(world: dict[str, Any]) -> list[str]:
     return [c["type"] for c in profile["consents"] if c["topic"] == NEWS]
 
 
+def unsubscribe_and_write_back(world: dict[str, Any]) -> Callable[[], None]:
+    """t1: the person unsubscribes in APSIS One, and the write-back runs (its own syncer and APSIS client)."""
+    states = world["states"]
+    write_back = WriteBack(
+        CFG, world["efficy"], states, PersonSyncer(CFG, apsis(world), states, email_lookup=lambda _: [])
+    )
+    message = OptOutMessage(
+        integration_id=CFG.integration_id,
+        event="email.unsubscribe",
+        profile_key=9,
+        slots=[SlotRef(topic=NEWS, channel="email")],
+        occurred_at=utc_now(),
+    )
+    return lambda: write_back.process(message)
+
+
 def test_an_opt_in_sent_while_the_write_back_opted_the_person_out_is_withdrawn_by_the_retry(
     world: dict[str, Any],
 ) -> None:
@@ -74,15 +90,7 @@ def test_an_opt_in_sent_while_the_write_back_opted_the_person_out_is_withdrawn_b
     world["esim"].upsert_persons([{"K_CONTACT": 9, "profiles": [12]}])  # t0: added to the newsletter in the CRM
     member = efficy.get_persons([9], fields)[9]  # the worker's read of the late webhook's change
 
-    write_back = WriteBack(CFG, efficy, states, PersonSyncer(CFG, apsis(world), states, email_lookup=lambda _: []))
-    message = OptOutMessage(
-        integration_id=CFG.integration_id,
-        event="email.unsubscribe",
-        profile_key=9,
-        slots=[SlotRef(topic=NEWS, channel="email")],
-        occurred_at=utc_now(),  # t1: unsubscribed in APSIS One
-    )
-    worker_apsis.meanwhile = lambda: write_back.process(message)
+    worker_apsis.meanwhile = unsubscribe_and_write_back(world)
 
     with pytest.raises(TransientError):  # its state write met the write-back's newer one: retried
         worker.sync(9, member, states.get(CFG.integration_id, 9))
@@ -115,15 +123,7 @@ def test_the_real_time_worker_withdraws_the_raced_opt_in_at_once_not_after_the_q
 
     world["esim"].upsert_persons([{"K_CONTACT": 9, "profiles": [12]}])  # t0: added to the newsletter in the CRM
     batch = worker.prefetch([change])  # the worker's read of the late webhook's change: a member
-    write_back = WriteBack(CFG, efficy, states, PersonSyncer(CFG, apsis(world), states, email_lookup=lambda _: []))
-    message = OptOutMessage(
-        integration_id=CFG.integration_id,
-        event="email.unsubscribe",
-        profile_key=9,
-        slots=[SlotRef(topic=NEWS, channel="email")],
-        occurred_at=utc_now(),  # t1: unsubscribed in APSIS One
-    )
-    worker_apsis.meanwhile = lambda: write_back.process(message)
+    worker_apsis.meanwhile = unsubscribe_and_write_back(world)
 
     outcome = batch.apply(change)  # no TransientError: the message is acknowledged with the opt-out sent
 
