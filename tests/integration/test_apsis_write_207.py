@@ -15,10 +15,10 @@ from collections.abc import Iterator
 import pytest
 from efficy_sync.clients.apsis import ApsisClient
 from efficy_sync.clients.efficy import EfficyClient
-from efficy_sync.clients.errors import ApsisUnavailable
+from efficy_sync.clients.errors import ApsisUnavailable, AuthError, RateLimited, acknowledgeable
 from efficy_sync.fullsync.page import sync_page
 from efficy_sync.fullsync.tags import _tag_person
-from efficy_sync.state import value_hash
+from efficy_sync.state import unsure_hash, value_hash
 from efficy_sync.sync import PersonSyncer
 from efficy_sync_tools.sims.apsis import ApsisSimulator
 from efficy_sync_tools.sims.efficy import EfficySimulator
@@ -77,6 +77,38 @@ def test_an_attribute_patch_answered_in_part_is_not_recorded_as_sent(
     assert syncer.sync(7, _renamed(), state).result == "synced"  # planned again
     assert _patches(sim, "/attributes") == before + 1
     assert sim.get_profile(CRM, "7")["attributes"][FIRSTNAME] == "Renamed"
+    assert store.get(CFG.integration_id, 7).attribute_hashes[FIRSTNAME] == value_hash("Renamed")
+
+
+INTEGRATION_PROBLEMS = [
+    (207, {"status": 403, "title": "Forbidden"}, AuthError),
+    (200, {"errors": [{"attribute": FIRSTNAME, "status": 403, "message": "not writable for the keyspace"}]}, AuthError),
+    (207, {"errors": [{"attribute": FIRSTNAME, "status": 400}, {"attribute": "x", "status": 503}]}, ApsisUnavailable),
+    (200, {"status": 429, "title": "Too Many Requests"}, RateLimited),
+]
+
+
+@pytest.mark.parametrize(("status", "body", "expected"), INTEGRATION_PROBLEMS)
+def test_a_2xx_whose_body_names_the_integration_s_failure_is_raised_as_it_not_recorded_on_the_person(
+    sim: ApsisSimulator, status: int, body: dict, expected: type[Exception]
+) -> None:
+    """A permission refused, the account's rate or APSIS failing, named inside a success answer, is the
+    integration's failure as the same status on the response would be: raised (the change is retried, then
+    dead-lettered and alarmed), never the person's `partly_applied` (recorded and acknowledged)."""
+    store = MemoryPersonStateStore()
+    syncer = _syncer(sim, store)
+    assert syncer.sync(7, person(7), None).result == "synced"
+    sim.add_fault(
+        path_regex="/v2/.*" + ATTRIBUTES, method="PATCH", status=status, body=json.dumps(body), apply=True, count=1,
+        content_type="application/json",
+    )  # fmt: skip
+    with pytest.raises(expected) as raised:
+        syncer.sync(7, _renamed(), store.get(CFG.integration_id, 7))
+    assert not acknowledgeable(raised.value)
+    state = store.get(CFG.integration_id, 7)
+    assert state.error_category != "partly_applied", state
+    assert state.attribute_hashes[FIRSTNAME] == unsure_hash(value_hash("F7")), "not marked unknown (APSIS took it)"
+    assert syncer.sync(7, _renamed(), state).result == "synced"  # the retry sends the values again
     assert store.get(CFG.integration_id, 7).attribute_hashes[FIRSTNAME] == value_hash("Renamed")
 
 
@@ -147,6 +179,25 @@ def test_a_query_tag_answered_207_is_unknown_and_sent_again_by_the_next_run(sim:
     assert _tag_person(CFG, apsis, store, 7, {"vip": True})
     state = store.get(CFG.integration_id, 7)
     assert state.tags.get("vip") is True and "vip" not in state.tags_unknown
+
+
+def test_a_query_tag_answered_207_naming_a_refused_permission_fails_the_step_and_is_unknown(
+    sim: ApsisSimulator,
+) -> None:
+    """The integration's failure inside a 207 is raised (the Tags step retries, then fails the run), and the tag
+    APSIS may have taken is unknown on the state: never a tag set in APSIS that no state knows of."""
+    store = MemoryPersonStateStore()
+    _syncer(sim, store).sync(7, person(7), None)
+    apsis = _client(sim)
+    sim.add_fault(
+        path_regex=TAGS, method="PATCH", status=207, body=json.dumps({"status": 403}), apply=True, count=1,
+        content_type="application/json",
+    )  # fmt: skip
+    with pytest.raises(AuthError):
+        _tag_person(CFG, apsis, store, 7, {"vip": True})
+    assert "vip" in store.get(CFG.integration_id, 7).tags_unknown
+    assert _tag_person(CFG, apsis, store, 7, {"vip": True})
+    assert store.get(CFG.integration_id, 7).tags.get("vip") is True
 
 
 def test_a_full_sync_page_does_not_record_a_207_attribute_patch_as_sent(sim: ApsisSimulator, monkeypatch) -> None:

@@ -74,6 +74,8 @@ def send_operations(apsis: Any, ops: list[Operation], *, combine: bool = True) -
                     result.unsure = taken
                 if not any(isinstance(o, CreateProfile) for o in taken):
                     _withdraw(apsis, ops[index + len(taken) :], result)
+            elif result.error.maybe_applied:  # the integration's failure named in a 2xx (apsis_answers.py)
+                result.unsure = taken
             return result
         result.ops.extend(taken)
         index += len(taken)
@@ -110,7 +112,7 @@ def _withdraw(apsis: Any, rest: list[Operation], result: Sent) -> None:
             later = _as_api_error(exc)
             if not acknowledgeable(later):
                 result.error = later
-                if _maybe_applied(later):
+                if _maybe_applied(later) or later.maybe_applied:
                     result.unsure = [*result.unsure, withdrawal]
                 return
             if isinstance(later, PartlyApplied):  # an untag answered 207: unknown, sent again by the next sync

@@ -9,6 +9,10 @@ person's state then plans nothing for them again), that is not enough:
   outcome naming it. Never "no such profile", never a reason to delete, untag or opt out.
 - a 2xx whose body carries a problem (`errors` listed, or a `status` of 400 or more) says the same, whatever
   its code: read the same way.
+- a problem status in that body that is about the integration, not the person's values (401/403: credentials or
+  permissions; 429: the account's rate; 5xx: APSIS itself) is raised as that failure (AuthError, RateLimited,
+  ApsisUnavailable), as the same status on the response would be: every person would meet it alike, so it is
+  never recorded on the person nor acknowledged; the change is retried and, if it lasts, alarmed.
 - 202 Accepted on a PATCH, create or delete is taken as done: APSIS documents it as success (accepted for
   processing), the call is idempotent, and a 202 read as unproven would fail and re-send every person at every
   sync if APSIS answered its writes that way. (A consent's 202 is read back instead: ApsisClient.set_consent.)
@@ -21,7 +25,7 @@ from typing import Any
 
 import requests
 
-from efficy_sync.clients.errors import ApiError, RejectedValue
+from efficy_sync.clients.errors import ApiError, ApsisUnavailable, AuthError, RateLimited, RejectedValue
 from efficy_sync.pii import redact_text
 
 MULTI_STATUS = 207
@@ -39,20 +43,47 @@ class PartlyApplied(RejectedValue):
     maybe_applied = True
 
 
-def _problem_in(response: requests.Response) -> str | None:
-    """What a 2xx body says failed: its listed `errors` or a problem's status and title; None when nothing."""
+def _body(response: requests.Response) -> dict[str, Any] | None:
     try:
         body: Any = json.loads(response.content.decode("utf-8-sig")) if response.content else None
     except (ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(body, dict):
+    return body if isinstance(body, dict) else None
+
+
+def _status(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 400 else None
+
+
+def _problem_in(response: requests.Response) -> str | None:
+    """What a 2xx body says failed: its listed `errors` or a problem's status and title; None when nothing."""
+    body = _body(response)
+    if body is None:
         return None
     errors = body.get("errors")
     if isinstance(errors, list) and errors:
         return f"{len(errors)} error(s) listed"
-    status = body.get("status")
-    if isinstance(status, int) and not isinstance(status, bool) and status >= 400:
+    status = _status(body.get("status"))
+    if status is not None:
         return f"a problem of status {status}: {redact_text(str(body.get('title') or '')[:80], hint=False)}".strip(": ")
+    return None
+
+
+def _integration_failure(response: requests.Response) -> type[ApiError] | None:
+    """The integration's failure a 2xx body names (its own problem status, or that of any error it lists): 401 or
+    403 AuthError, 429 RateLimited, 5xx ApsisUnavailable; None when it names none (the person's values)."""
+    body = _body(response)
+    if body is None:
+        return None
+    errors = body.get("errors")
+    listed = [e.get("status") for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+    for status in (_status(s) for s in [body.get("status"), *listed]):
+        if status in (401, 403):
+            return AuthError
+        if status == 429:
+            return RateLimited
+        if status is not None and status >= 500:
+            return ApsisUnavailable
     return None
 
 
@@ -69,10 +100,11 @@ def unproven_write(response: requests.Response, kind: str) -> str | None:
 def check_applied(response: requests.Response, kind: str, *, error: type[ApiError] = PartlyApplied) -> None:
     """Raises `error` (maybe_applied) when the answer does not prove the write applied; see the module docstring.
     `error`: PartlyApplied for a person's values; an outage (ApsisUnavailable: retried) where the call is no
-    person's value (a delete, an import's creation)."""
+    person's value (a delete, an import's creation). A failure of the integration the body names wins over it."""
     reason = unproven_write(response, kind)
     if reason is None:
         return
+    error = _integration_failure(response) or error
     failure = error(
         f"{reason}; not recorded as sent, sent again by the next sync", status=response.status_code, detail=reason
     )

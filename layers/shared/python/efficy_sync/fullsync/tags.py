@@ -396,10 +396,11 @@ def _tag_person(
             "APSIS answered 404 to the profile-tags call of a profile it has: check apsis.profile_tags_path"
         ) from None
     except ApiError as exc:
+        if exc.maybe_applied:  # a 207, or a call sent and never answered: APSIS may hold some of them; unknown,
+            # sent again next run, also when the failure is the integration's (raised below: the step retries)
+            record_tags(states, cfg.integration_id, key, tags, unsure=True)
         if not acknowledgeable(exc):
             raise
-        if exc.maybe_applied:  # a 207 (PartlyApplied): APSIS may hold some of them; unknown, sent again next run
-            record_tags(states, cfg.integration_id, key, tags, unsure=True)
         return False
     record_tags(states, cfg.integration_id, key, tags)
     return True
