@@ -74,8 +74,6 @@ def send_operations(apsis: Any, ops: list[Operation], *, combine: bool = True) -
                     result.unsure = taken
                 if not any(isinstance(o, CreateProfile) for o in taken):
                     _withdraw(apsis, ops[index + len(taken) :], result)
-            elif result.error.maybe_applied:  # the integration's failure named in a 2xx (apsis_answers.py)
-                result.unsure = taken
             return result
         result.ops.extend(taken)
         index += len(taken)
@@ -112,7 +110,7 @@ def _withdraw(apsis: Any, rest: list[Operation], result: Sent) -> None:
             later = _as_api_error(exc)
             if not acknowledgeable(later):
                 result.error = later
-                if _maybe_applied(later) or later.maybe_applied:
+                if _maybe_applied(later):
                     result.unsure = [*result.unsure, withdrawal]
                 return
             if isinstance(later, PartlyApplied):  # an untag answered 207: unknown, sent again by the next sync
@@ -124,10 +122,14 @@ def _withdraw(apsis: Any, rest: list[Operation], result: Sent) -> None:
 def _maybe_applied(error: ApiError) -> bool:
     """Whether APSIS may have applied a call that failed: a timeout or a 5xx may have; a 429 or our own
     deadline refused only the last attempt, so they may have too when an earlier attempt went unanswered
-    (a read timeout retried into a 429 left an opt-in in APSIS that no state knew of)."""
-    if not error.retryable:
+    (a read timeout retried into a 429 left an opt-in in APSIS that no state knew of). A failure that is not
+    retried may say so itself (a 403 named inside a 2xx: apsis_answers.py); a value APSIS refused is the
+    caller's own case (RejectedValue: the withdrawals still go out)."""
+    if isinstance(error, RejectedValue):
         return False
-    return error.maybe_applied or not isinstance(error, RateLimited | OutOfTime)
+    if error.maybe_applied:
+        return True
+    return error.retryable and not isinstance(error, RateLimited | OutOfTime)
 
 
 def _as_api_error(exc: Exception) -> ApiError:
